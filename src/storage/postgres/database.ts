@@ -1,0 +1,107 @@
+/**
+ * Opens the database: PostgreSQL through `pg` and `@prisma/adapter-pg` when a
+ * URL is given, otherwise embedded PGlite in a data directory. Both give the
+ * same Prisma client and the same `SqlClient`, so every code path above this
+ * module is shared.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { PGlite } from '@electric-sql/pglite';
+import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
+import { PrismaPGlite } from 'pglite-prisma-adapter';
+import type { Logger } from 'pino';
+
+import { PrismaClient } from './generated/client.js';
+import { migrate, readMigrations, type MigrationResult } from './migrator.js';
+import { sqlClientForPGlite, sqlClientForPool, type SqlClient } from './sql.js';
+
+export const MIGRATIONS_DIR = resolve(
+  dirname(fileURLToPath(import.meta.url)),
+  '../../../prisma/migrations',
+);
+
+export interface DatabaseOptions {
+  /** PostgreSQL connection string; absent selects embedded PGlite. */
+  databaseUrl?: string | undefined;
+  /** Data directory of the embedded database (PGlite files go to `<dataDir>/pglite`). */
+  dataDir: string;
+  poolSize: number;
+  statementTimeoutMs: number;
+  logger: Logger;
+}
+
+export interface Database {
+  kind: 'postgres' | 'pglite';
+  sql: SqlClient;
+  prisma: PrismaClient;
+  /** Applies pending migrations (safe to call from several processes at once). */
+  migrate(): Promise<MigrationResult>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  if (options.databaseUrl !== undefined && options.databaseUrl !== '') {
+    return openPostgres(options.databaseUrl, options);
+  }
+  return openPGlite(options);
+}
+
+function openPostgres(url: string, options: DatabaseOptions): Database {
+  // The session time zone is pinned to UTC: @prisma/adapter-pg 7 writes
+  // timestamptz parameters without an offset, so a server whose zone is not
+  // UTC would shift every stored instant.
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolSize,
+    options: `-c TimeZone=UTC -c statement_timeout=${options.statementTimeoutMs}`,
+    connectionTimeoutMillis: options.statementTimeoutMs,
+  });
+  pool.on('error', (error) => {
+    options.logger.error({ err: error }, 'idle PostgreSQL connection failed');
+  });
+
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  const sql = sqlClientForPool(pool);
+
+  return {
+    kind: 'postgres',
+    sql,
+    prisma,
+    migrate: async () => migrate(sql, await readMigrations(MIGRATIONS_DIR)),
+    ping: async () => {
+      await sql.query('SELECT 1');
+    },
+    close: async () => {
+      await prisma.$disconnect();
+      await pool.end();
+    },
+  };
+}
+
+async function openPGlite(options: DatabaseOptions): Promise<Database> {
+  const directory = join(resolve(options.dataDir), 'pglite');
+  mkdirSync(directory, { recursive: true });
+  const db = await PGlite.create(directory);
+  await db.exec(`SET TimeZone = 'UTC'`);
+
+  const prisma = new PrismaClient({ adapter: new PrismaPGlite(db) });
+  const sql = sqlClientForPGlite(db);
+
+  return {
+    kind: 'pglite',
+    sql,
+    prisma,
+    migrate: async () => migrate(sql, await readMigrations(MIGRATIONS_DIR)),
+    ping: async () => {
+      await sql.query('SELECT 1');
+    },
+    close: async () => {
+      await prisma.$disconnect();
+      await db.close();
+    },
+  };
+}
