@@ -87,8 +87,11 @@ CREATE UNIQUE INDEX "events_user_id_client_id_key" ON "events" ("user_id", "clie
 CREATE INDEX "events_user_id_pos_at_pos_seq_idx" ON "events" ("user_id", "pos_at", "pos_seq");
 -- One arrival counter value per client event.
 CREATE UNIQUE INDEX "events_user_id_seq_client_key" ON "events" ("user_id", "seq") WHERE "origin" = 'CLIENT';
--- Event listings page by receipt order across users.
-CREATE INDEX "events_received_at_id_idx" ON "events" ("received_at", "id");
+-- Intake replies list the corrections each event caused.
+CREATE INDEX "events_cause_event_id_idx" ON "events" ("cause_event_id") WHERE "cause_event_id" IS NOT NULL;
+-- Event listings page by (occurred_at, id), for one user or across users.
+CREATE INDEX "events_user_id_occurred_at_id_idx" ON "events" ("user_id", "occurred_at", "id");
+CREATE INDEX "events_occurred_at_id_idx" ON "events" ("occurred_at", "id");
 
 CREATE TABLE "segments" (
   "id" UUID NOT NULL,
@@ -116,6 +119,7 @@ CREATE INDEX "segments_open_idx" ON "segments" ("user_id", "pair_type", "start_a
 CREATE INDEX "segments_user_id_start_idx" ON "segments" ("user_id", "start_at", "start_seq");
 CREATE INDEX "segments_user_id_decided_idx" ON "segments" ("user_id", "decided_at", "decided_seq");
 CREATE INDEX "segments_start_at_id_idx" ON "segments" ("start_at", "id");
+CREATE INDEX "segments_end_event_id_idx" ON "segments" ("end_event_id") WHERE "end_event_id" IS NOT NULL;
 
 CREATE TABLE "segment_length_bounds" (
   "user_id" UUID NOT NULL,

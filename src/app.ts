@@ -1,0 +1,226 @@
+/**
+ * Composition root: opens storage, builds the services, the GraphQL server
+ * and the HTTP app, and stops them in reverse order.
+ */
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+
+import { createLoginRateLimiter } from './auth/rate-limit.js';
+import { createTokenService } from './auth/tokens.js';
+import { resolveJwtSecret, type Config } from './config/index.js';
+import { createGraphQLServer } from './graphql/server.js';
+import { buildHttpApp } from './http/app.js';
+import { Deriver, type FaultHook } from './services/derive.js';
+import { systemClock, type Clock, type Services } from './services/index.js';
+import { IntakeService } from './services/intake.js';
+import { PairTypeService } from './services/pair-types.js';
+import { QueryService } from './services/queries.js';
+import { ReportService } from './services/reports.js';
+import { Sweeper } from './services/sweeper.js';
+import { UserService } from './services/users.js';
+import { openDatabase, type Database } from './storage/postgres/database.js';
+import { createCoordinationStore, type CoordinationStore } from './storage/redis/index.js';
+
+export interface AppOptions {
+  logger?: Logger;
+  clock?: Clock;
+  /** Run the auto-close sweeper (default true). */
+  sweeper?: boolean;
+  /** Stops intake between storage steps; for crash tests only. */
+  fault?: FaultHook;
+}
+
+export interface App {
+  config: Config;
+  logger: Logger;
+  fastify: FastifyInstance;
+  services: Services;
+  sweeper: Sweeper;
+  db: Database;
+  store: CoordinationStore;
+  /** Listens on the configured host and port (0 picks a free port); returns the base URL. */
+  listen(): Promise<string>;
+  /** Drains requests, then stops the sweeper and closes Redis and the database. */
+  close(): Promise<void>;
+}
+
+export function createLogger(config: Config): Logger {
+  const redact = {
+    paths: [
+      'req.headers.authorization',
+      'req.headers.cookie',
+      'password',
+      '*.password',
+      'token',
+      '*.token',
+      'secret',
+      '*.secret',
+    ],
+    censor: '[redacted]',
+  };
+  if (config.nodeEnv === 'development') {
+    return pino({
+      level: config.logLevel,
+      redact,
+      transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } },
+    });
+  }
+  return pino({ level: config.logLevel, redact });
+}
+
+export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const logger = options.logger ?? createLogger(config);
+  const clock = options.clock ?? systemClock;
+
+  const db = await openDatabase({
+    databaseUrl: config.database.url ?? undefined,
+    dataDir: config.dataDir,
+    poolSize: config.database.poolSize,
+    statementTimeoutMs: config.database.statementTimeoutMs,
+    logger,
+  });
+  let store: CoordinationStore | null = null;
+  try {
+    const migrations = await db.migrate();
+    if (migrations.applied.length > 0) {
+      logger.info({ applied: migrations.applied }, 'database migrations applied');
+    }
+    store = createCoordinationStore(config, logger);
+
+    const secret = await resolveJwtSecret(config, logger);
+    const tokens = createTokenService({
+      secret,
+      issuer: config.auth.jwtIssuer,
+      audience: config.auth.jwtAudience,
+      ttlSeconds: config.auth.jwtTtlSeconds,
+      clockToleranceSeconds: config.auth.jwtClockToleranceSeconds,
+      logger,
+      now: () => clock.now(),
+    });
+    const rateLimiter = createLoginRateLimiter(store, {
+      maxAttempts: config.auth.loginRateLimitMaxAttempts,
+      windowSeconds: config.auth.loginRateLimitWindowSeconds,
+    });
+
+    const users = new UserService({
+      prisma: db.prisma,
+      tokens,
+      rateLimiter,
+      passwordScryptLog2N: config.auth.passwordScryptLog2N,
+      logger,
+    });
+    const pairTypes = new PairTypeService(
+      db.prisma,
+      { timeoutSeconds: config.intake.defaultAutoCloseTimeoutSeconds, endAt: 'LAST_ACTIVITY' },
+      logger,
+    );
+    await pairTypes.applyBuiltInDefaults();
+    await users.bootstrapAdmin(config.auth.admin);
+
+    const deriver = new Deriver(db.sql, store, (userId) => pairTypes.catalogFor(userId), logger, options.fault);
+    const intake = new IntakeService({
+      sql: db.sql,
+      store,
+      pairTypes,
+      deriver,
+      clock,
+      logger,
+      maxBatchSize: config.intake.maxBatchSize,
+      maxMetaBytes: config.intake.maxMetaBytes,
+      clockSkewSeconds: config.intake.clockSkewSeconds,
+      latenessHorizonSeconds: config.intake.latenessHorizonSeconds,
+      userLockTtlMs: config.intake.userLockTtlMs,
+      userLockWaitMs: config.intake.userLockWaitMs,
+      ...(options.fault ? { fault: options.fault } : {}),
+    });
+    const services: Services = {
+      clock,
+      users,
+      pairTypes,
+      intake,
+      queries: new QueryService(db.sql, config.pagination),
+      reports: new ReportService(db.sql, clock, {
+        maxDepth: config.reports.maxDepth,
+        maxNodes: config.reports.maxNodes,
+        maxLiteralIntervals: config.reports.maxLiteralIntervals,
+        maxWindowDays: config.reports.maxWindowDays,
+        maxIntervals: config.reports.maxIntervals,
+      }),
+    };
+    const sweeper = new Sweeper({
+      sql: db.sql,
+      store,
+      intake,
+      clock,
+      logger,
+      intervalMs: config.sweeper.intervalMs,
+      leaseMs: config.sweeper.leaseMs,
+      batchSize: config.sweeper.batchSize,
+    });
+
+    const readyStore = store;
+    const { fastify } = await buildHttpApp({
+      logger,
+      services,
+      tokens,
+      createApollo: async (drainPlugin) => {
+        const apollo = createGraphQLServer({
+          development: config.nodeEnv === 'development',
+          limits: {
+            expression: {
+              maxDepth: config.reports.maxDepth,
+              maxNodes: config.reports.maxNodes,
+              maxLiteralIntervals: config.reports.maxLiteralIntervals,
+            },
+            maxBatchSize: config.intake.maxBatchSize,
+          },
+          extraPlugins: [drainPlugin],
+        });
+        await apollo.start();
+        return apollo;
+      },
+      maxBodyBytes: config.server.maxBodyBytes,
+      trustProxy: config.server.trustProxy,
+      checkReadiness: async () => {
+        await db.ping();
+        await readyStore.ping();
+        return { database: db.kind, redis: config.redis.url === null ? 'in-process' : 'redis' };
+      },
+    });
+
+    if (options.sweeper !== false) {
+      sweeper.start();
+    }
+
+    let closing: Promise<void> | null = null;
+    return {
+      config,
+      logger,
+      fastify,
+      services,
+      sweeper,
+      db,
+      store,
+      async listen() {
+        await fastify.listen({ host: config.server.host, port: config.server.port });
+        const address = fastify.server.address();
+        const port = typeof address === 'object' && address !== null ? address.port : config.server.port;
+        const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
+        return `http://${host}:${port}`;
+      },
+      close() {
+        closing ??= (async () => {
+          await sweeper.stop();
+          await fastify.close();
+          await readyStore.close();
+          await db.close();
+        })();
+        return closing;
+      },
+    };
+  } catch (error) {
+    await store?.close().catch(() => {});
+    await db.close().catch(() => {});
+    throw error;
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * What every resolver receives: the authenticated viewer (or why there is
+ * none), request ids for logs, the services and per-request loaders.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+
+import type { Viewer } from '../auth/viewer.js';
+import { DomainError } from '../domain/errors.js';
+import type { Services } from '../services/index.js';
+import type { EventRecord, UserRecord } from '../storage/postgres/records.js';
+import { createBatchLoader, type BatchLoader } from './batch-loader.js';
+
+export interface GraphQLContext {
+  viewer: Viewer | null;
+  /** Set when the request carried a token that failed verification. */
+  authError: DomainError | null;
+  requestId: string;
+  clientAddress: string;
+  logger: FastifyBaseLogger;
+  services: Services;
+  loaders: {
+    users: BatchLoader<string, UserRecord | null>;
+    events: BatchLoader<string, EventRecord | null>;
+  };
+}
+
+export function createContext(input: Omit<GraphQLContext, 'loaders'>): GraphQLContext {
+  const users = createBatchLoader<string, UserRecord | null>(async (ids) => {
+    const rows = await input.services.users.findByIds(ids);
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return ids.map((id) => byId.get(id) ?? null);
+  });
+  const events = createBatchLoader<string, EventRecord | null>(async (ids) => {
+    const rows = await input.services.queries.eventsByIds(ids);
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return ids.map((id) => byId.get(id) ?? null);
+  });
+  return { ...input, loaders: { users, events } };
+}
+
+/** Returns the viewer or throws UNAUTHENTICATED. */
+export function requireViewer(context: GraphQLContext): Viewer {
+  if (context.authError !== null) {
+    throw context.authError;
+  }
+  if (context.viewer === null) {
+    throw new DomainError('UNAUTHENTICATED', 'MISSING_TOKEN', 'Authentication required: send a bearer token from `login`.');
+  }
+  return context.viewer;
+}

@@ -1,0 +1,161 @@
+/**
+ * The one place that turns any thrown value into a client-facing error:
+ * domain errors keep their code, reason and details; failures of PostgreSQL or
+ * Redis become SERVICE_UNAVAILABLE; everything else is masked as
+ * INTERNAL_SERVER_ERROR and logged whole with the request id.
+ */
+import { unwrapResolverError } from '@apollo/server/errors';
+import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+
+import { DomainError, type DomainErrorKind } from '../domain/errors.js';
+
+export type ErrorCode =
+  | 'BAD_USER_INPUT'
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'SERVICE_UNAVAILABLE'
+  | 'INTERNAL_SERVER_ERROR';
+
+export function codeForKind(kind: DomainErrorKind): ErrorCode {
+  switch (kind) {
+    case 'BAD_USER_INPUT':
+    case 'NOT_FOUND':
+      return 'BAD_USER_INPUT';
+    case 'UNAUTHENTICATED':
+      return 'UNAUTHENTICATED';
+    case 'FORBIDDEN':
+      return 'FORBIDDEN';
+    case 'SERVICE_UNAVAILABLE':
+      return 'SERVICE_UNAVAILABLE';
+  }
+}
+
+export function httpStatusForCode(code: ErrorCode): number {
+  switch (code) {
+    case 'BAD_USER_INPUT':
+      return 400;
+    case 'UNAUTHENTICATED':
+      return 401;
+    case 'FORBIDDEN':
+      return 403;
+    case 'SERVICE_UNAVAILABLE':
+      return 503;
+    case 'INTERNAL_SERVER_ERROR':
+      return 500;
+  }
+}
+
+const CONNECTION_ERROR_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  // PostgreSQL: query_canceled (statement timeout), admin_shutdown, crash_shutdown, cannot_connect_now.
+  '57014',
+  '57P01',
+  '57P02',
+  '57P03',
+  // Prisma: cannot reach the database, timeouts, connection closed.
+  'P1001',
+  'P1002',
+  'P1008',
+  'P1017',
+  'P2024',
+]);
+
+/** Recognises failures of the database or Redis connection, as opposed to bugs. */
+export function isDependencyFailure(error: unknown): boolean {
+  let cursor: unknown = error;
+  for (let depth = 0; depth < 5 && cursor instanceof Error; depth += 1) {
+    const code = (cursor as { code?: unknown }).code;
+    if (typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) {
+      return true;
+    }
+    const message = cursor.message;
+    if (
+      /Connection terminated|connection timeout|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|Command timed out|max retries per request|ECONNREFUSED/i.test(
+        message,
+      )
+    ) {
+      return true;
+    }
+    cursor = (cursor as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** Converts a domain or dependency failure into a DomainError; returns null for anything else. */
+export function toDomainError(error: unknown): DomainError | null {
+  if (error instanceof DomainError) {
+    return error;
+  }
+  if (isDependencyFailure(error)) {
+    return new DomainError(
+      'SERVICE_UNAVAILABLE',
+      'DEPENDENCY_UNAVAILABLE',
+      'A storage service is unavailable; nothing was half-applied. Retry with the same event ids.',
+    );
+  }
+  return null;
+}
+
+export function domainErrorToGraphQL(error: DomainError): GraphQLError {
+  return new GraphQLError(error.message, {
+    extensions: { code: codeForKind(error.kind), reason: error.reason, ...error.details },
+  });
+}
+
+/** Tells whether a thrown value is one the client may see as it is. */
+export function isExpectedError(raw: unknown): boolean {
+  const original = unwrapResolverError(raw);
+  if (toDomainError(original) !== null) {
+    return true;
+  }
+  return original instanceof GraphQLError && original.originalError === undefined;
+}
+
+/**
+ * Builds Apollo's `formatError`: the only path by which errors leave the
+ * GraphQL server.
+ */
+export function createFormatError(includeStack: boolean) {
+  return (formatted: GraphQLFormattedError, raw: unknown): GraphQLFormattedError => {
+    const original = unwrapResolverError(raw);
+    const domain = toDomainError(original);
+    if (domain !== null) {
+      return {
+        message: domain.message,
+        ...(formatted.locations ? { locations: formatted.locations } : {}),
+        ...(formatted.path ? { path: formatted.path } : {}),
+        extensions: { code: codeForKind(domain.kind), reason: domain.reason, ...domain.details },
+      };
+    }
+
+    // Errors GraphQL itself raised (syntax, validation, variable coercion)
+    // already carry a code and a message meant for the client.
+    const code = formatted.extensions?.code;
+    if (original instanceof GraphQLError && typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR') {
+      return includeStack ? formatted : withoutStack(formatted);
+    }
+
+    // Logged whole, with the request id, by the logging plugin.
+    return {
+      message: 'Internal server error.',
+      ...(formatted.path ? { path: formatted.path } : {}),
+      extensions: {
+        code: 'INTERNAL_SERVER_ERROR',
+        ...(includeStack && original instanceof Error ? { stacktrace: original.stack?.split('\n') } : {}),
+      },
+    };
+  };
+}
+
+function withoutStack(formatted: GraphQLFormattedError): GraphQLFormattedError {
+  if (formatted.extensions === undefined || !('stacktrace' in formatted.extensions)) {
+    return formatted;
+  }
+  const { stacktrace: _stacktrace, ...extensions } = formatted.extensions;
+  return { ...formatted, extensions };
+}

@@ -1,0 +1,115 @@
+/**
+ * Apollo Server plugins: request limits checked before GraphQL coerces
+ * variables, and logging of every error that is not a client mistake.
+ */
+import type { ApolloServerPlugin } from '@apollo/server';
+import { unwrapResolverError } from '@apollo/server/errors';
+import { GraphQLError, Kind, type TypeNode } from 'graphql';
+
+import { DomainError } from '../domain/errors.js';
+import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
+import type { GraphQLContext } from './context.js';
+import { codeForKind, isExpectedError, toDomainError } from './errors.js';
+
+export interface RequestLimits {
+  expression: ExpressionLimits;
+  maxBatchSize: number;
+}
+
+function namedType(type: TypeNode): { name: string; list: boolean } {
+  let list = false;
+  let cursor = type;
+  while (cursor.kind !== Kind.NAMED_TYPE) {
+    if (cursor.kind === Kind.LIST_TYPE) {
+      list = true;
+    }
+    cursor = cursor.type;
+  }
+  return { name: cursor.name.value, list };
+}
+
+function rejectBeforeCoercion(error: DomainError): never {
+  throw new GraphQLError(error.message, {
+    extensions: {
+      code: codeForKind(error.kind),
+      reason: error.reason,
+      ...error.details,
+      http: { status: 400 },
+    },
+  });
+}
+
+/**
+ * Rejects oversized or deeply nested set expressions and oversized event
+ * batches sent as variables, before GraphQL's coercion walks them
+ * recursively. Inline literals are bounded by the parser's token limit and
+ * checked again when the expression is built.
+ */
+export function createLimitsPlugin(limits: RequestLimits): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async didResolveOperation({ request, operation }) {
+          const variables = request.variables ?? {};
+          for (const definition of operation?.variableDefinitions ?? []) {
+            const name = definition.variable.name.value;
+            const value = variables[name];
+            if (value === undefined || value === null) {
+              continue;
+            }
+            const type = namedType(definition.type);
+            try {
+              if (type.name === 'SetExpression') {
+                const values = type.list && Array.isArray(value) ? value : [value];
+                for (const item of values) {
+                  measureExpression(item, limits.expression);
+                }
+              } else if (type.name === 'EventInput' && type.list && Array.isArray(value)) {
+                if (value.length > limits.maxBatchSize) {
+                  throw new DomainError(
+                    'BAD_USER_INPUT',
+                    'LIMIT_EXCEEDED',
+                    `MAX_BATCH_SIZE: the batch has ${value.length} events, above the maximum of ${limits.maxBatchSize}. Split it into smaller batches.`,
+                    { limit: 'MAX_BATCH_SIZE', value: value.length, max: limits.maxBatchSize },
+                  );
+                }
+              }
+            } catch (error) {
+              if (error instanceof DomainError) {
+                rejectBeforeCoercion(error);
+              }
+              throw error;
+            }
+          }
+        },
+      };
+    },
+  };
+}
+
+/** Logs unexpected errors whole, and dependency failures, with the request id. */
+export function createErrorLoggingPlugin(): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async didEncounterErrors({ errors, contextValue, operationName }) {
+          for (const error of errors) {
+            const original = unwrapResolverError(error);
+            const domain = toDomainError(original);
+            if (domain?.kind === 'SERVICE_UNAVAILABLE') {
+              contextValue.logger.warn(
+                { err: original, operationName, path: error.path },
+                'request failed: a dependency is unavailable',
+              );
+            } else if (!isExpectedError(error)) {
+              contextValue.logger.error(
+                { err: original, operationName, path: error.path },
+                'unexpected error in a GraphQL request',
+              );
+            }
+          }
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,47 @@
+import { assertCanActFor, requireRole } from '../../auth/viewer.js';
+import { requireViewer } from '../context.js';
+import type { MutationResolvers } from '../generated/types.js';
+
+export const Mutation: MutationResolvers = {
+  login: async (_parent, args, context) => {
+    return context.services.users.login(args.username, args.password, context.clientAddress);
+  },
+
+  sendEvent: async (_parent, args, context) => {
+    const viewer = requireViewer(context);
+    const outcome = await context.services.intake.send(viewer, [args.event], {
+      requestId: context.requestId,
+    });
+    const result = outcome.results[0];
+    if (result === undefined) {
+      throw new Error('Intake returned no result for a single event.');
+    }
+    return result;
+  },
+
+  sendEvents: async (_parent, args, context) => {
+    const viewer = requireViewer(context);
+    return context.services.intake.send(viewer, args.events, { requestId: context.requestId });
+  },
+
+  definePairType: async (_parent, args, context) => {
+    requireRole(requireViewer(context), 'ADMIN');
+    return context.services.pairTypes.define(args.input);
+  },
+
+  setAutoClosePreference: async (_parent, args, context) => {
+    const viewer = requireViewer(context);
+    const userId = args.input.userId ?? viewer.userId;
+    assertCanActFor(viewer, userId);
+    const policy = { timeoutSeconds: args.input.timeoutSeconds, endAt: args.input.endAt };
+    await context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
+    // Open instances of this user now have other deadlines.
+    await context.services.intake.settle(userId);
+    return { pairType: args.input.pairType, ...policy };
+  },
+
+  createUser: async (_parent, args, context) => {
+    requireRole(requireViewer(context), 'ADMIN');
+    return context.services.users.create(args.input);
+  },
+};

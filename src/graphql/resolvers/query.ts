@@ -1,0 +1,62 @@
+import { requireRole, canReadAll } from '../../auth/viewer.js';
+import { toUserRecord } from '../../services/users.js';
+import { DomainError } from '../../domain/errors.js';
+import { requireViewer } from '../context.js';
+import type { QueryResolvers } from '../generated/types.js';
+
+export const Query: QueryResolvers = {
+  me: async (_parent, _args, context) => {
+    const viewer = requireViewer(context);
+    const user = await context.services.users.findById(viewer.userId);
+    if (user === null) {
+      throw new DomainError('UNAUTHENTICATED', 'USER_NOT_FOUND', 'The token belongs to a user that no longer exists.');
+    }
+    return toUserRecord(user);
+  },
+
+  users: async (_parent, _args, context) => {
+    requireRole(requireViewer(context), 'ANALYST', 'ADMIN');
+    return context.services.users.list();
+  },
+
+  pairTypes: async (_parent, _args, context) => {
+    requireViewer(context);
+    return context.services.pairTypes.list();
+  },
+
+  autoClosePreferences: async (_parent, _args, context) => {
+    const viewer = requireViewer(context);
+    return context.services.pairTypes.preferences(viewer.userId);
+  },
+
+  events: async (_parent, args, context) => {
+    const viewer = requireViewer(context);
+    return context.services.queries.events(viewer, {
+      filter: args.filter ?? null,
+      window: args.window ?? null,
+      first: args.first ?? null,
+      after: args.after ?? null,
+    });
+  },
+
+  segments: async (_parent, args, context) => {
+    const viewer = requireViewer(context);
+    return context.services.queries.segments(viewer, {
+      filter: args.filter ?? null,
+      window: args.window ?? null,
+      first: args.first ?? null,
+      after: args.after ?? null,
+    });
+  },
+
+  report: async (_parent, args, context) => {
+    const viewer = requireViewer(context);
+    return context.services.reports.run(viewer, {
+      expression: args.expression,
+      window: args.window,
+      groupBy: args.groupBy ?? null,
+      bucket: args.bucket ?? null,
+      canReadAll: canReadAll(viewer),
+    });
+  },
+};

@@ -1,0 +1,49 @@
+/**
+ * Builds the Apollo Server from `schema.graphql` (the single source of the
+ * schema) and the typed resolvers.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
+
+import type { GraphQLContext } from './context.js';
+import { createFormatError } from './errors.js';
+import { createErrorLoggingPlugin, createLimitsPlugin, type RequestLimits } from './plugins.js';
+import { resolvers } from './resolvers/index.js';
+
+export const SCHEMA_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../../schema.graphql');
+
+/**
+ * Maximum number of tokens in one GraphQL document. It bounds inline
+ * literals and nesting before the recursive parser sees them; large inputs
+ * belong in variables.
+ */
+export const MAX_DOCUMENT_TOKENS = 20_000;
+
+export interface GraphQLServerOptions {
+  limits: RequestLimits;
+  development: boolean;
+  extraPlugins?: ApolloServerPlugin<GraphQLContext>[];
+}
+
+export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer<GraphQLContext> {
+  const typeDefs = readFileSync(SCHEMA_PATH, 'utf8');
+  return new ApolloServer<GraphQLContext>({
+    typeDefs,
+    resolvers: resolvers as never,
+    csrfPrevention: true,
+    includeStacktraceInErrorResponses: options.development,
+    parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
+    formatError: createFormatError(options.development),
+    plugins: [
+      createLimitsPlugin(options.limits),
+      createErrorLoggingPlugin(),
+      // The embedded Apollo Sandbox page, served at GET /graphql to browsers.
+      ApolloServerPluginLandingPageLocalDefault({ embed: true, footer: false }),
+      ...(options.extraPlugins ?? []),
+    ],
+  });
+}

@@ -1,0 +1,148 @@
+/**
+ * The Fastify application: GraphQL at /graphql, the REST routes kept for
+ * older clients, health endpoints, and JSON errors for everything Fastify
+ * itself rejects (malformed bodies, unknown routes, oversized requests).
+ */
+import { randomUUID } from 'node:crypto';
+
+import type { ApolloServer, ApolloServerPlugin } from '@apollo/server';
+import { fastifyApolloDrainPlugin, fastifyApolloHandler } from '@as-integrations/fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+
+import type { Viewer } from '../auth/viewer.js';
+import type { TokenService } from '../auth/tokens.js';
+import { DomainError } from '../domain/errors.js';
+import { createContext, type GraphQLContext } from '../graphql/context.js';
+import { httpStatusForCode, codeForKind, toDomainError } from '../graphql/errors.js';
+import type { Services } from '../services/index.js';
+import { registerRestRoutes } from './rest.js';
+
+export interface HttpAppOptions {
+  logger: Logger;
+  services: Services;
+  tokens: TokenService;
+  /** Builds and starts the Apollo Server; receives the plugin that drains it with Fastify. */
+  createApollo: (drainPlugin: ApolloServerPlugin<GraphQLContext>) => Promise<ApolloServer<GraphQLContext>>;
+  maxBodyBytes: number;
+  trustProxy: boolean;
+  /** Checks PostgreSQL and Redis; throws when either does not answer. */
+  checkReadiness: () => Promise<Record<string, string>>;
+}
+
+/** Authenticates the bearer token of a request; a missing token yields a null viewer. */
+export async function authenticate(
+  request: FastifyRequest,
+  tokens: TokenService,
+  services: Services,
+): Promise<{ viewer: Viewer | null; authError: DomainError | null }> {
+  const header = request.headers.authorization;
+  if (header === undefined || header === '') {
+    return { viewer: null, authError: null };
+  }
+  const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+  if (match === null || match[1] === undefined) {
+    return {
+      viewer: null,
+      authError: new DomainError('UNAUTHENTICATED', 'INVALID_TOKEN', 'Invalid or expired token.'),
+    };
+  }
+  try {
+    const claims = await tokens.verify(match[1]);
+    // The role in the token may be out of date: authorise with the stored one.
+    const user = await services.users.findById(claims.userId);
+    if (user === null) {
+      return {
+        viewer: null,
+        authError: new DomainError('UNAUTHENTICATED', 'INVALID_TOKEN', 'Invalid or expired token.'),
+      };
+    }
+    return { viewer: { userId: user.id, role: user.role }, authError: null };
+  } catch (error) {
+    if (error instanceof DomainError) {
+      return { viewer: null, authError: error };
+    }
+    throw error;
+  }
+}
+
+export async function buildHttpApp(
+  options: HttpAppOptions,
+): Promise<{ fastify: FastifyInstance; apollo: ApolloServer<GraphQLContext> }> {
+  const { logger, services, tokens } = options;
+  const fastify = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: options.maxBodyBytes,
+    trustProxy: options.trustProxy,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // Large bodies are parsed by JSON.parse; keep prototype poisoning checks on.
+    onProtoPoisoning: 'remove',
+    onConstructorPoisoning: 'remove',
+  });
+
+  fastify.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  fastify.setErrorHandler((error, request, reply) => {
+    const domain = toDomainError(error);
+    if (domain !== null) {
+      const code = codeForKind(domain.kind);
+      return reply
+        .status(httpStatusForCode(code))
+        .send({ error: { code, reason: domain.reason, message: domain.message, ...domain.details } });
+    }
+    const statusCode = (error as { statusCode?: number }).statusCode;
+    if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
+      // Fastify's own rejections: malformed JSON, unsupported media type, body too large.
+      const fastifyCode = (error as { code?: string }).code ?? 'BAD_REQUEST';
+      return reply.status(statusCode).send({
+        error: { code: 'BAD_USER_INPUT', reason: fastifyCode, message: (error as Error).message },
+      });
+    }
+    request.log.error({ err: error }, 'unexpected error in an HTTP request');
+    return reply.status(500).send({
+      error: { code: 'INTERNAL_SERVER_ERROR', message: 'Internal server error.', requestId: request.id },
+    });
+  });
+
+  fastify.setNotFoundHandler((request, reply) => {
+    return reply.status(404).send({
+      error: { code: 'NOT_FOUND', message: `No route for ${request.method} ${request.url.split('?')[0]}.` },
+    });
+  });
+
+  fastify.get('/healthz', async () => ({ status: 'ok' }));
+
+  fastify.get('/readyz', async (request, reply) => {
+    try {
+      const checks = await options.checkReadiness();
+      return { status: 'ok', ...checks };
+    } catch (error) {
+      request.log.warn({ err: error }, 'readiness check failed');
+      return reply.status(503).send({ status: 'unavailable', message: (error as Error).message });
+    }
+  });
+
+  registerRestRoutes(fastify, { services, tokens });
+
+  const apollo = await options.createApollo(
+    fastifyApolloDrainPlugin(fastify) as ApolloServerPlugin<GraphQLContext>,
+  );
+  const handler = fastifyApolloHandler<GraphQLContext>(apollo, {
+    context: async (request) => {
+      const auth = await authenticate(request, tokens, services);
+      return createContext({
+        ...auth,
+        requestId: request.id,
+        clientAddress: request.ip,
+        logger: request.log,
+        services,
+      });
+    },
+  });
+  fastify.route({ url: '/graphql', method: ['GET', 'POST', 'OPTIONS'], handler });
+
+  return { fastify, apollo };
+}

@@ -1,0 +1,180 @@
+/**
+ * REST routes kept for existing clients: `POST /auth/login` and
+ * `POST /api/events` (snake_case fields, one event or an array). They go
+ * through the same services as the GraphQL mutations.
+ */
+import type { FastifyInstance } from 'fastify';
+
+import type { TokenService } from '../auth/tokens.js';
+import { DomainError, badInput } from '../domain/errors.js';
+import type { Services } from '../services/index.js';
+import type { EventInput, SendOutcome } from '../services/intake.js';
+import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
+import { authenticate } from './app.js';
+import { parseInstant } from './instant.js';
+
+const EVENT_FIELDS = new Set(['id', 'type', 'is_pair', 'pair_type', 'pair_key', 'occurred_at', 'meta', 'user_id']);
+
+/** Converts one snake_case event body into an `EventInput`, listing every problem. */
+export function parseRestEvent(raw: unknown): { input: EventInput | null; problems: string[] } {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return { input: null, problems: ['the event must be a JSON object'] };
+  }
+  const body = raw as Record<string, unknown>;
+  const problems: string[] = [];
+  for (const key of Object.keys(body)) {
+    if (!EVENT_FIELDS.has(key)) {
+      problems.push(`unknown field ${JSON.stringify(key.slice(0, 64))}`);
+    }
+  }
+
+  const optionalString = (key: string): string | null => {
+    const value = body[key];
+    if (value === undefined || value === null) {
+      return null;
+    }
+    if (typeof value !== 'string') {
+      problems.push(`${key} must be a string`);
+      return null;
+    }
+    return value;
+  };
+
+  const type = body.type;
+  if (typeof type !== 'string') {
+    problems.push('type is missing or not a string');
+  }
+  let isPair: boolean | null = null;
+  if (body.is_pair !== undefined && body.is_pair !== null) {
+    if (typeof body.is_pair !== 'boolean') {
+      problems.push('is_pair must be a boolean');
+    } else {
+      isPair = body.is_pair;
+    }
+  }
+  let occurredAt: Date | null = null;
+  const occurredAtText = optionalString('occurred_at');
+  if (occurredAtText !== null) {
+    occurredAt = parseInstant(occurredAtText);
+    if (occurredAt === null) {
+      problems.push(
+        `occurred_at ${JSON.stringify(occurredAtText.slice(0, 64))} is not an RFC 3339 instant with an offset (for example 2026-01-31T09:00:00Z)`,
+      );
+    }
+  }
+  let meta: Record<string, unknown> | null = null;
+  if (body.meta !== undefined && body.meta !== null) {
+    if (typeof body.meta !== 'object' || Array.isArray(body.meta)) {
+      problems.push('meta must be a JSON object');
+    } else {
+      meta = body.meta as Record<string, unknown>;
+    }
+  }
+  const input: EventInput = {
+    id: optionalString('id'),
+    type: typeof type === 'string' ? type : '',
+    isPair,
+    pairType: optionalString('pair_type'),
+    pairKey: optionalString('pair_key'),
+    occurredAt,
+    meta,
+    userId: optionalString('user_id'),
+  };
+  return { input: problems.length === 0 ? input : null, problems };
+}
+
+function eventJson(event: EventRecord) {
+  return {
+    id: event.id,
+    client_id: event.clientId,
+    user_id: event.userId,
+    type: event.type,
+    role: event.role,
+    pair_type: event.pairType,
+    pair_key: event.pairKey,
+    occurred_at: event.occurredAt.toISOString(),
+    received_at: event.receivedAt.toISOString(),
+    meta: event.meta,
+    origin: event.origin,
+    rule: event.rule,
+    cause_event_id: event.causeEventId,
+    flags: [...event.intakeFlags, ...(event.orphan ? ['ORPHAN_END'] : [])],
+  };
+}
+
+function segmentJson(segment: SegmentRecord) {
+  return {
+    id: segment.id,
+    user_id: segment.userId,
+    pair_type: segment.pairType,
+    pair_key: segment.pairKey,
+    start: segment.startAt.toISOString(),
+    end: segment.endAt?.toISOString() ?? null,
+    end_reason: segment.endReason,
+  };
+}
+
+export function sendOutcomeJson(outcome: SendOutcome) {
+  return {
+    results: outcome.results.map((result) => ({
+      event: eventJson(result.event),
+      duplicate: result.duplicate,
+      corrections: result.corrections.map(eventJson),
+      closed_segments: result.closedSegments.map(segmentJson),
+    })),
+    stored_count: outcome.storedCount,
+    duplicate_count: outcome.duplicateCount,
+  };
+}
+
+export function registerRestRoutes(
+  fastify: FastifyInstance,
+  deps: { services: Services; tokens: TokenService },
+): void {
+  fastify.post('/auth/login', async (request) => {
+    const body = request.body as Record<string, unknown> | null;
+    const username = body?.username;
+    const password = body?.password;
+    if (typeof username !== 'string' || typeof password !== 'string') {
+      throw badInput('INVALID_LOGIN_BODY', 'The body must be a JSON object with string fields "username" and "password".');
+    }
+    const result = await deps.services.users.login(username, password, request.ip);
+    return {
+      token: result.token,
+      expires_at: result.expiresAt.toISOString(),
+      user: { id: result.user.id, username: result.user.username, role: result.user.role },
+    };
+  });
+
+  fastify.post('/api/events', async (request) => {
+    const { viewer, authError } = await authenticate(request, deps.tokens, deps.services);
+    if (authError !== null) {
+      throw authError;
+    }
+    if (viewer === null) {
+      throw new DomainError('UNAUTHENTICATED', 'MISSING_TOKEN', 'Authentication required: send a bearer token from POST /auth/login.');
+    }
+
+    const body = request.body;
+    const items = Array.isArray(body) ? body : [body];
+    const inputs: EventInput[] = [];
+    const invalidItems: Array<{ index: number; reason: string; message: string }> = [];
+    items.forEach((item, index) => {
+      const parsed = parseRestEvent(item);
+      if (parsed.input === null) {
+        invalidItems.push({ index, reason: 'INVALID_EVENT', message: parsed.problems.join('; ') });
+      } else {
+        inputs.push(parsed.input);
+      }
+    });
+    if (invalidItems.length > 0) {
+      throw badInput(
+        'INVALID_EVENTS',
+        `${invalidItems.length} of ${items.length} events are invalid; nothing was stored.`,
+        { invalidItems },
+      );
+    }
+    const outcome = await deps.services.intake.send(viewer, inputs, { requestId: request.id });
+    return sendOutcomeJson(outcome);
+  });
+}

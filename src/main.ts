@@ -1,0 +1,64 @@
+/**
+ * Process entry: reads the configuration, starts the service, and stops it
+ * cleanly on SIGINT or SIGTERM (drain requests, then close Redis and the
+ * database). A second signal, or a drain longer than SHUTDOWN_GRACE_MS, exits
+ * at once.
+ */
+import { ConfigError, loadConfig } from './config/index.js';
+import { createApp, createLogger } from './app.js';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`Invalid configuration:\n${error.message}`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const logger = createLogger(config);
+  const app = await createApp(config, { logger });
+  const url = await app.listen();
+  logger.info(
+    {
+      database: config.database.url === null ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL',
+      redis: config.redis.url === null ? 'in-process store' : 'Redis',
+    },
+    `Event Master is serving GraphQL at ${url}/graphql`,
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second stop signal: exiting without waiting');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'stopping: draining requests');
+    const timer = setTimeout(() => {
+      logger.error({ graceMs: config.server.shutdownGraceMs }, 'drain took longer than SHUTDOWN_GRACE_MS: exiting');
+      process.exit(1);
+    }, config.server.shutdownGraceMs);
+    timer.unref();
+    app.close().then(
+      () => {
+        logger.info('stopped');
+        logger.flush?.();
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((error: unknown) => {
+  console.error('Event Master failed to start:', error);
+  process.exit(1);
+});

@@ -1,0 +1,228 @@
+/**
+ * Brings one user's derived rows and Redis state up to date, under that
+ * user's lock: folds the stored events not applied yet (restoring the state
+ * at the earliest of them when it lies before what was applied, which is how
+ * late events and provisional auto-closes are handled), settles the deadlines
+ * that have passed, writes the result to PostgreSQL in one transaction, then
+ * the state and the next deadline to Redis.
+ *
+ * Redis holds a cache of the engine state stamped with the derived version it
+ * matches; any other stamp (or none, after a flush) means it is rebuilt from
+ * the open segments and the head row in PostgreSQL.
+ */
+import type { Logger } from 'pino';
+
+import { advanceTo, applyEvent, nextDeadline, restoreState } from '../domain/pairing/engine.js';
+import { comparePositions } from '../domain/pairing/position.js';
+import type { EngineOutput, EngineState, PairCatalog, Position } from '../domain/pairing/types.js';
+import {
+  loadDerivedHead,
+  loadEventsToFold,
+  loadLastEventBefore,
+  loadOpenSegments,
+  loadPendingPositions,
+  loadSegmentsOpenAt,
+  truncateDerivedFrom,
+  writeDerived,
+  type DerivedHead,
+  type SegmentRow,
+} from '../storage/postgres/intake-store.js';
+import type { SqlClient } from '../storage/postgres/sql.js';
+import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
+
+/** Points between storage steps where tests stop processing to simulate a crash. */
+export type IntakeStep =
+  | 'events-stored'
+  | 'derived-written'
+  | 'state-saved'
+  | 'deadline-scheduled';
+
+export type FaultHook = (step: IntakeStep, userId: string) => void;
+
+interface StoredState {
+  derivedVersion: number;
+  engine: EngineState;
+}
+
+export interface DeriveResult {
+  /** False when there was nothing to fold or close. */
+  changed: boolean;
+  rewound: boolean;
+  nextDeadline: number | null;
+}
+
+export class Deriver {
+  constructor(
+    private readonly sql: SqlClient,
+    private readonly store: CoordinationStore,
+    private readonly catalogFor: (userId: string) => Promise<PairCatalog>,
+    private readonly logger: Logger,
+    private readonly fault: FaultHook = () => {},
+  ) {}
+
+  async derive(lock: UserLock, now: number): Promise<DeriveResult> {
+    const userId = lock.userId;
+    const [catalog, head] = await Promise.all([this.catalogFor(userId), loadDerivedHead(this.sql, userId)]);
+    if (head === null) {
+      throw new Error(`User ${userId} does not exist.`);
+    }
+    let state = await this.loadState(userId, head);
+    const pending = await loadPendingPositions(this.sql, userId, head.appliedSeq);
+
+    const outputs: EngineOutput[] = [];
+    const metaByEventId = new Map<string, Record<string, unknown> | null>();
+    let rewound = false;
+
+    const result = await this.sql.transaction(async (tx) => {
+      const first = pending[0];
+      if (first !== undefined) {
+        if (state.position !== null && comparePositions(first, state.position) < 0) {
+          state = await this.restoreAt(tx, userId, first);
+          await truncateDerivedFrom(tx, userId, first);
+          rewound = true;
+        }
+        const events = await loadEventsToFold(tx, userId, first);
+        for (const { event, meta } of events) {
+          metaByEventId.set(event.id, meta);
+          const step = applyEvent(state, event, catalog);
+          state = step.state;
+          outputs.push(step.output);
+        }
+      }
+
+      const settled = advanceTo(state, now, catalog);
+      state = { ...settled.state, appliedSeq: head.lastEventSeq };
+      outputs.push(settled.output);
+
+      const produced = outputs.some(
+        (output) => output.corrections.length + output.segments.length + output.flags.length > 0,
+      );
+      if (!produced && !rewound && pending.length === 0 && head.appliedSeq === head.lastEventSeq) {
+        return { changed: false, version: head.derivedVersion };
+      }
+
+      const write = collectWrite(outputs, metaByEventId);
+      const version = await writeDerived(tx, {
+        userId,
+        fence: lock.fence,
+        receivedAt: now,
+        ...write,
+        head: {
+          appliedSeq: state.appliedSeq,
+          position: state.position,
+          lastActivityAt: state.lastActivityAt,
+        },
+      });
+      return { changed: true, version };
+    });
+    if (result.changed) {
+      this.logger.debug(
+        { userId, rewound, folded: pending.length, version: result.version },
+        'derived data updated',
+      );
+    }
+    this.fault('derived-written', userId);
+
+    const stored: StoredState = { derivedVersion: result.version, engine: state };
+    const saved = await this.store.saveUserState(lock, JSON.stringify(stored));
+    if (!saved) {
+      this.logger.warn({ userId }, 'user lock expired before the engine state was saved; the next request rebuilds it');
+    }
+    this.fault('state-saved', userId);
+
+    const deadline = nextDeadline(state, catalog);
+    await this.store.scheduleDeadline(userId, deadline);
+    this.fault('deadline-scheduled', userId);
+
+    return { changed: result.changed, rewound, nextDeadline: deadline };
+  }
+
+  private async loadState(userId: string, head: DerivedHead): Promise<EngineState> {
+    const text = await this.store.loadUserState(userId);
+    if (text !== null) {
+      try {
+        const stored = JSON.parse(text) as StoredState;
+        if (
+          stored.derivedVersion === head.derivedVersion &&
+          stored.engine?.version === 1 &&
+          stored.engine.appliedSeq === head.appliedSeq
+        ) {
+          return stored.engine;
+        }
+      } catch {
+        // Unreadable state is rebuilt below like a missing one.
+      }
+      this.logger.info({ userId }, 'engine state in Redis is stale; rebuilding it from PostgreSQL');
+    } else if (head.derivedVersion > 0) {
+      this.logger.info({ userId }, 'engine state missing in Redis; rebuilding it from PostgreSQL');
+    }
+    const openSegments = await loadOpenSegments(this.sql, userId);
+    return restoreState({
+      openSegments,
+      lastActivityAt: head.lastActivityAt,
+      position: head.position,
+      appliedSeq: head.appliedSeq,
+    });
+  }
+
+  private async restoreAt(tx: SqlClient, userId: string, p: Position): Promise<EngineState> {
+    const [openSegments, last] = await Promise.all([
+      loadSegmentsOpenAt(tx, userId, p),
+      loadLastEventBefore(tx, userId, p),
+    ]);
+    this.logger.debug({ userId, at: new Date(p.at).toISOString(), seq: p.seq }, 'late event: restoring state');
+    return restoreState({
+      openSegments,
+      lastActivityAt: last?.at ?? null,
+      position: last,
+      appliedSeq: 0,
+    });
+  }
+}
+
+/** Turns engine outputs, in order, into rows: new segments (maybe already closed) and closes of stored ones. */
+function collectWrite(
+  outputs: readonly EngineOutput[],
+  metaByEventId: ReadonlyMap<string, Record<string, unknown> | null>,
+) {
+  const corrections = outputs.flatMap((output) => output.corrections);
+  const created = new Map<string, SegmentRow>();
+  const closed = new Map<string, NonNullable<SegmentRow['end']>>();
+  const orphanEventIds: string[] = [];
+
+  for (const output of outputs) {
+    for (const change of output.segments) {
+      if (change.kind === 'opened') {
+        const { kind: _kind, ...start } = change;
+        created.set(change.segmentId, {
+          start,
+          meta: metaByEventId.get(change.startEventId) ?? null,
+          end: null,
+        });
+      } else {
+        const end = {
+          endAt: change.endAt,
+          endEventId: change.endEventId,
+          endReason: change.endReason,
+          decidedAt: change.decidedAt,
+        };
+        const row = created.get(change.segmentId);
+        if (row !== undefined) {
+          row.end = end;
+        } else {
+          closed.set(change.segmentId, end);
+        }
+      }
+    }
+    for (const flag of output.flags) {
+      orphanEventIds.push(flag.eventId);
+    }
+  }
+
+  return {
+    corrections,
+    newSegments: [...created.values()],
+    closedSegments: [...closed.entries()].map(([segmentId, end]) => ({ segmentId, end })),
+    orphanEventIds,
+  };
+}

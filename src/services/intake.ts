@@ -1,0 +1,494 @@
+/**
+ * Event intake: validates a batch (every problem at once), stores its events
+ * in PostgreSQL under the users' locks (the acknowledgement point, idempotent
+ * by client id), then derives segments and corrections for each user.
+ */
+import { randomUUID } from 'node:crypto';
+
+import type { Logger } from 'pino';
+
+import type { Viewer } from '../auth/viewer.js';
+import { DomainError, badInput } from '../domain/errors.js';
+import { classifyArrival } from '../domain/pairing/intake-rules.js';
+import type { PairCatalog } from '../domain/pairing/types.js';
+import {
+  findEventsByClientIds,
+  insertClientEvents,
+  loadCorrectionsCausedBy,
+  loadSegmentsEndedBy,
+  lockUserCounters,
+  updateUserCounters,
+  type NewClientEvent,
+  type StoredClientEvent,
+} from '../storage/postgres/intake-store.js';
+import { EVENT_COLUMNS, toEventRecord, type EventRecord, type SegmentRecord } from '../storage/postgres/records.js';
+import type { SqlClient } from '../storage/postgres/sql.js';
+import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
+import type { Deriver, FaultHook } from './derive.js';
+import type { Clock } from './index.js';
+import { buildCatalog, type PairTypeService } from './pair-types.js';
+
+export interface EventInput {
+  id?: string | null | undefined;
+  type: string;
+  isPair?: boolean | null | undefined;
+  pairType?: string | null | undefined;
+  pairKey?: string | null | undefined;
+  occurredAt?: Date | null | undefined;
+  meta?: Record<string, unknown> | null | undefined;
+  userId?: string | null | undefined;
+}
+
+export interface SendEventResult {
+  event: EventRecord;
+  duplicate: boolean;
+  corrections: EventRecord[];
+  closedSegments: SegmentRecord[];
+}
+
+export interface SendOutcome {
+  results: SendEventResult[];
+  storedCount: number;
+  duplicateCount: number;
+}
+
+export interface InvalidItem {
+  index: number;
+  reason: string;
+  message: string;
+}
+
+export interface IntakeOptions {
+  sql: SqlClient;
+  store: CoordinationStore;
+  pairTypes: PairTypeService;
+  deriver: Deriver;
+  clock: Clock;
+  logger: Logger;
+  maxBatchSize: number;
+  maxMetaBytes: number;
+  clockSkewSeconds: number;
+  latenessHorizonSeconds: number;
+  userLockTtlMs: number;
+  userLockWaitMs: number;
+  fault?: FaultHook;
+}
+
+export const MAX_TYPE_LENGTH = 128;
+export const MAX_PAIR_KEY_LENGTH = 256;
+export const MAX_CLIENT_ID_LENGTH = 256;
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+interface ValidItem {
+  index: number;
+  userId: string;
+  clientId: string | null;
+  type: string;
+  role: 'START' | 'END' | 'POINT';
+  pairType: string | null;
+  pairKey: string | null;
+  occurredAt: number | null;
+  meta: Record<string, unknown> | null;
+}
+
+/** JSON with object keys sorted, so equal content compares equal whatever the key order. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) {
+    return `[${value.map(canonicalJson).join(',')}]`;
+  }
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.keys(value as object)
+      .sort()
+      .map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`);
+    return `{${entries.join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+export class IntakeService {
+  constructor(private readonly options: IntakeOptions) {}
+
+  /** Stores and applies a batch in order. Throws BAD_USER_INPUT listing every invalid item, storing nothing. */
+  async send(viewer: Viewer, inputs: readonly EventInput[], context: { requestId?: string } = {}): Promise<SendOutcome> {
+    const { maxBatchSize, sql, clock } = this.options;
+    if (inputs.length === 0) {
+      throw badInput('EMPTY_BATCH', 'The batch is empty: send at least one event.');
+    }
+    if (inputs.length > maxBatchSize) {
+      throw new DomainError(
+        'BAD_USER_INPUT',
+        'LIMIT_EXCEEDED',
+        `MAX_BATCH_SIZE: the batch has ${inputs.length} events, above the maximum of ${maxBatchSize}. Split it into smaller batches.`,
+        { limit: 'MAX_BATCH_SIZE', value: inputs.length, max: maxBatchSize },
+      );
+    }
+
+    const pairTypes = await this.options.pairTypes.list();
+    const catalog = buildCatalog(pairTypes, []);
+    const items = await this.validate(viewer, inputs, catalog);
+
+    const userIds = [...new Set(items.map((item) => item.userId))].sort();
+    const locks = await this.acquireLocks(userIds);
+    try {
+      const receivedAt = clock.now();
+      const stored = await this.store(items, receivedAt);
+      for (const userId of userIds) {
+        this.options.fault?.('events-stored', userId);
+      }
+
+      for (const lock of locks) {
+        await this.options.deriver.derive(lock, clock.now());
+      }
+
+      const results = await this.buildResults(stored, userIds);
+      const duplicateCount = stored.filter((entry) => entry.duplicate).length;
+      this.options.logger.debug(
+        { requestId: context.requestId, users: userIds.length, stored: stored.length - duplicateCount, duplicateCount },
+        'events accepted',
+      );
+      return { results, storedCount: stored.length - duplicateCount, duplicateCount };
+    } finally {
+      await this.releaseLocks(locks);
+    }
+  }
+
+  /** Folds pending events and settles passed deadlines of one user. */
+  async settle(userId: string, waitMs = this.options.userLockWaitMs): Promise<void> {
+    const lock = await this.options.store.acquireUserLock(userId, {
+      ttlMs: this.options.userLockTtlMs,
+      waitMs,
+    });
+    try {
+      await this.options.deriver.derive(lock, this.options.clock.now());
+    } finally {
+      await this.releaseLocks([lock]);
+    }
+  }
+
+  private async validate(viewer: Viewer, inputs: readonly EventInput[], catalog: PairCatalog): Promise<ValidItem[]> {
+    const { maxMetaBytes } = this.options;
+    const invalid: InvalidItem[] = [];
+    const valid: ValidItem[] = [];
+    const fail = (index: number, reason: string, message: string) => {
+      invalid.push({ index, reason, message });
+    };
+
+    const namedUsers = new Set<string>();
+    for (const input of inputs) {
+      if (input.userId !== null && input.userId !== undefined && UUID_PATTERN.test(input.userId)) {
+        namedUsers.add(input.userId.toLowerCase());
+      }
+    }
+    const existingUsers = new Set(
+      namedUsers.size === 0
+        ? []
+        : (await this.options.sql.query<{ id: string }>(`SELECT id FROM users WHERE id = ANY($1::uuid[])`, [[...namedUsers]])).map(
+            (row) => row.id,
+          ),
+    );
+
+    inputs.forEach((input, index) => {
+      const before = invalid.length;
+      let userId = viewer.userId;
+      if (input.userId !== null && input.userId !== undefined && input.userId !== viewer.userId) {
+        if (viewer.role !== 'ADMIN') {
+          fail(index, 'FORBIDDEN_USER', `userId ${JSON.stringify(input.userId.slice(0, 64))} is another user; only admins may send events on behalf of a user`);
+        } else if (!UUID_PATTERN.test(input.userId) || !existingUsers.has(input.userId.toLowerCase())) {
+          fail(index, 'USER_NOT_FOUND', `userId ${JSON.stringify(input.userId.slice(0, 64))} does not exist`);
+        } else {
+          userId = input.userId.toLowerCase();
+        }
+      }
+
+      const type = input.type;
+      if (typeof type !== 'string' || type.trim() === '') {
+        fail(index, 'INVALID_TYPE', 'type is empty');
+      } else if (type.length > MAX_TYPE_LENGTH) {
+        fail(index, 'INVALID_TYPE', `type has ${type.length} characters, above the maximum of ${MAX_TYPE_LENGTH}`);
+      }
+
+      const clientId = input.id ?? null;
+      if (clientId !== null && (clientId === '' || clientId.length > MAX_CLIENT_ID_LENGTH)) {
+        fail(index, 'INVALID_ID', `id must have 1 to ${MAX_CLIENT_ID_LENGTH} characters, got ${clientId.length}`);
+      }
+
+      const pairKey = input.pairKey ?? null;
+      if (pairKey !== null && pairKey.length > MAX_PAIR_KEY_LENGTH) {
+        fail(index, 'INVALID_PAIR_KEY', `pairKey has ${pairKey.length} characters, above the maximum of ${MAX_PAIR_KEY_LENGTH}`);
+      }
+
+      const meta = input.meta ?? null;
+      if (meta !== null) {
+        if (typeof meta !== 'object' || Array.isArray(meta)) {
+          fail(index, 'INVALID_META', 'meta must be a JSON object');
+        } else {
+          const bytes = Buffer.byteLength(JSON.stringify(meta), 'utf8');
+          if (bytes > maxMetaBytes) {
+            fail(index, 'META_TOO_LARGE', `meta is ${bytes} bytes as JSON, above the maximum of ${maxMetaBytes} bytes (MAX_META_BYTES)`);
+          }
+        }
+      }
+
+      const occurredAt = input.occurredAt ?? null;
+      if (occurredAt !== null && Number.isNaN(occurredAt.getTime())) {
+        fail(index, 'INVALID_OCCURRED_AT', 'occurredAt is not a valid instant');
+      }
+
+      const mapping = typeof type === 'string' ? catalog.byEventType.get(type) : undefined;
+      if (input.isPair === true && mapping === undefined) {
+        fail(index, 'PAIR_MISMATCH', `isPair is true but event type ${JSON.stringify(type)} belongs to no pair type`);
+      }
+      if (input.isPair === false && mapping !== undefined) {
+        fail(index, 'PAIR_MISMATCH', `isPair is false but event type ${JSON.stringify(type)} is the ${mapping.role === 'START' ? 'start' : 'end'} of pair type ${JSON.stringify(mapping.pairType)}`);
+      }
+      if (input.pairType !== null && input.pairType !== undefined && input.pairType !== mapping?.pairType) {
+        fail(
+          index,
+          'PAIR_MISMATCH',
+          mapping === undefined
+            ? `pairType ${JSON.stringify(input.pairType)} was given but event type ${JSON.stringify(type)} belongs to no pair type`
+            : `pairType ${JSON.stringify(input.pairType)} does not match event type ${JSON.stringify(type)}, which belongs to pair type ${JSON.stringify(mapping.pairType)}`,
+        );
+      }
+      if (mapping === undefined && pairKey !== null && pairKey !== '') {
+        fail(index, 'PAIR_MISMATCH', `pairKey was given but event type ${JSON.stringify(type)} belongs to no pair type`);
+      }
+
+      if (invalid.length === before) {
+        valid.push({
+          index,
+          userId,
+          clientId,
+          type,
+          role: mapping?.role ?? 'POINT',
+          pairType: mapping?.pairType ?? null,
+          pairKey: mapping === undefined ? null : (pairKey ?? ''),
+          occurredAt: occurredAt?.getTime() ?? null,
+          meta,
+        });
+      }
+    });
+
+    if (invalid.length > 0) {
+      throw badInput(
+        'INVALID_EVENTS',
+        `${invalid.length} of ${inputs.length} events are invalid; nothing was stored. ${invalid
+          .slice(0, 5)
+          .map((item) => `#${item.index}: ${item.message}`)
+          .join('; ')}${invalid.length > 5 ? '; ...' : ''}`,
+        { invalidItems: invalid },
+      );
+    }
+    return valid;
+  }
+
+  private async acquireLocks(userIds: readonly string[]): Promise<UserLock[]> {
+    const locks: UserLock[] = [];
+    try {
+      for (const userId of userIds) {
+        locks.push(
+          await this.options.store.acquireUserLock(userId, {
+            ttlMs: this.options.userLockTtlMs,
+            waitMs: this.options.userLockWaitMs,
+          }),
+        );
+      }
+      return locks;
+    } catch (error) {
+      await this.releaseLocks(locks);
+      throw error;
+    }
+  }
+
+  private async releaseLocks(locks: readonly UserLock[]): Promise<void> {
+    for (const lock of locks) {
+      try {
+        await this.options.store.releaseUserLock(lock);
+      } catch (error) {
+        // The lock expires by itself after its TTL.
+        this.options.logger.warn({ err: error, userId: lock.userId }, 'releasing a user lock failed');
+      }
+    }
+  }
+
+  /**
+   * Stores the new events in one transaction. Returns, per input item in
+   * order, the stored or original event id and whether it was a duplicate.
+   */
+  private async store(items: readonly ValidItem[], receivedAt: number): Promise<Array<{ index: number; eventId: string; duplicate: boolean }>> {
+    const { clockSkewSeconds, latenessHorizonSeconds } = this.options;
+    const invalid: InvalidItem[] = [];
+
+    const outcome = await this.options.sql.transaction(async (tx) => {
+      const userIds = [...new Set(items.map((item) => item.userId))];
+      const counters = await lockUserCounters(tx, userIds);
+      const existing = new Map<string, Map<string, StoredClientEvent>>();
+      for (const userId of userIds) {
+        const clientIds = items
+          .filter((item) => item.userId === userId && item.clientId !== null)
+          .map((item) => item.clientId as string);
+        existing.set(userId, await findEventsByClientIds(tx, userId, clientIds));
+      }
+
+      const rows: NewClientEvent[] = [];
+      const entries: Array<{ index: number; eventId: string; duplicate: boolean }> = [];
+      const seenInBatch = new Map<string, ValidItem & { eventId: string }>();
+
+      for (const item of items) {
+        const userCounters = counters.get(item.userId);
+        if (userCounters === undefined) {
+          invalid.push({ index: item.index, reason: 'USER_NOT_FOUND', message: `user ${item.userId} does not exist` });
+          continue;
+        }
+        if (item.clientId !== null) {
+          const batchKey = `${item.userId}\u0000${item.clientId}`;
+          const earlier = seenInBatch.get(batchKey);
+          const original = existing.get(item.userId)?.get(item.clientId);
+          if (original !== undefined || earlier !== undefined) {
+            const same =
+              original !== undefined ? sameAsStored(item, original) : sameAsItem(item, earlier as ValidItem);
+            if (!same) {
+              invalid.push({
+                index: item.index,
+                reason: 'IDEMPOTENCY_CONFLICT',
+                message: `id ${JSON.stringify(item.clientId)} was already used for an event with other content`,
+              });
+              continue;
+            }
+            entries.push({ index: item.index, eventId: original?.id ?? (earlier as { eventId: string }).eventId, duplicate: true });
+            continue;
+          }
+        }
+
+        const arrival = classifyArrival(
+          { occurredAt: item.occurredAt, receivedAt, maxAppliedOccurredAt: userCounters.maxOccurredAt },
+          { clockSkewMs: clockSkewSeconds * 1000, latenessHorizonMs: latenessHorizonSeconds * 1000 },
+        );
+        userCounters.lastEventSeq += 1;
+        if (!arrival.ignored) {
+          userCounters.maxOccurredAt = Math.max(userCounters.maxOccurredAt ?? arrival.occurredAt, arrival.occurredAt);
+        }
+        const eventId = randomUUID();
+        rows.push({
+          id: eventId,
+          userId: item.userId,
+          seq: userCounters.lastEventSeq,
+          clientId: item.clientId,
+          type: item.type,
+          role: item.role,
+          pairType: item.pairType,
+          pairKey: item.pairKey,
+          occurredAt: arrival.occurredAt,
+          clientOccurredAt: arrival.flags.includes('FUTURE_TIMESTAMP') ? item.occurredAt : null,
+          receivedAt,
+          meta: item.meta,
+          intakeFlags: arrival.flags,
+          ignored: arrival.ignored,
+        });
+        entries.push({ index: item.index, eventId, duplicate: false });
+        if (item.clientId !== null) {
+          seenInBatch.set(`${item.userId}\u0000${item.clientId}`, { ...item, eventId });
+        }
+      }
+
+      if (invalid.length > 0) {
+        // Rolls the transaction back: a batch is stored whole or not at all.
+        throw badInput(
+          'INVALID_EVENTS',
+          `${invalid.length} of ${items.length} events are invalid; nothing was stored. ${invalid
+            .slice(0, 5)
+            .map((entry) => `#${entry.index}: ${entry.message}`)
+            .join('; ')}`,
+          { invalidItems: invalid },
+        );
+      }
+
+      await insertClientEvents(tx, rows);
+      for (const userId of userIds) {
+        const userCounters = counters.get(userId);
+        if (userCounters !== undefined) {
+          await updateUserCounters(tx, userCounters);
+        }
+      }
+      return entries;
+    });
+    return outcome;
+  }
+
+  private async buildResults(
+    entries: ReadonlyArray<{ index: number; eventId: string; duplicate: boolean }>,
+    userIds: readonly string[],
+  ): Promise<SendEventResult[]> {
+    const { sql } = this.options;
+    const eventIds = [...new Set(entries.map((entry) => entry.eventId))];
+    const eventRows = await sql.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE id = ANY($1::uuid[])`, [eventIds]);
+    const events = new Map(eventRows.map((row) => [row.id as string, toEventRecord(row)]));
+    const corrections = await loadCorrectionsCausedBy(sql, userIds, eventIds);
+
+    // Group each correction under the client event at the root of its cause chain.
+    const byId = new Map(corrections.map((correction) => [correction.id, correction]));
+    const rootOf = (correction: EventRecord): string => {
+      let cursor = correction;
+      for (let hops = 0; hops < 64; hops += 1) {
+        const parent = cursor.causeEventId === null ? undefined : byId.get(cursor.causeEventId);
+        if (parent === undefined) {
+          return cursor.causeEventId ?? cursor.id;
+        }
+        cursor = parent;
+      }
+      return cursor.causeEventId ?? cursor.id;
+    };
+    const correctionsByRoot = new Map<string, EventRecord[]>();
+    for (const correction of corrections) {
+      const root = rootOf(correction);
+      const list = correctionsByRoot.get(root) ?? [];
+      list.push(correction);
+      correctionsByRoot.set(root, list);
+    }
+
+    const segments = await loadSegmentsEndedBy(sql, userIds, [...eventIds, ...corrections.map((c) => c.id)]);
+    const segmentsByEndEvent = new Map<string, SegmentRecord[]>();
+    for (const segment of segments) {
+      const list = segmentsByEndEvent.get(segment.endEventId as string) ?? [];
+      list.push(segment);
+      segmentsByEndEvent.set(segment.endEventId as string, list);
+    }
+
+    return entries.map((entry) => {
+      const event = events.get(entry.eventId);
+      if (event === undefined) {
+        throw new Error(`Event ${entry.eventId} was stored but cannot be read back.`);
+      }
+      const own = correctionsByRoot.get(entry.eventId) ?? [];
+      const closedSegments = [entry.eventId, ...own.map((c) => c.id)].flatMap(
+        (id) => segmentsByEndEvent.get(id) ?? [],
+      );
+      return { event, duplicate: entry.duplicate, corrections: own, closedSegments };
+    });
+  }
+}
+
+function sameAsStored(item: ValidItem, stored: StoredClientEvent): boolean {
+  if (item.type !== stored.type) {
+    return false;
+  }
+  if ((item.pairKey ?? '') !== (stored.pairKey ?? '')) {
+    return false;
+  }
+  if (item.occurredAt !== null) {
+    const original = (stored.clientOccurredAt ?? stored.occurredAt).getTime();
+    if (item.occurredAt !== original) {
+      return false;
+    }
+  }
+  return canonicalJson(item.meta ?? null) === canonicalJson(stored.meta ?? null);
+}
+
+function sameAsItem(item: ValidItem, earlier: ValidItem): boolean {
+  return (
+    item.type === earlier.type &&
+    (item.pairKey ?? '') === (earlier.pairKey ?? '') &&
+    (item.occurredAt === null || earlier.occurredAt === null || item.occurredAt === earlier.occurredAt) &&
+    canonicalJson(item.meta ?? null) === canonicalJson(earlier.meta ?? null)
+  );
+}

@@ -1,0 +1,241 @@
+/**
+ * Pair types and per-user auto-close preferences, and the catalog the engine
+ * reads them through.
+ */
+import type { Logger } from 'pino';
+
+import { badInput } from '../domain/errors.js';
+import type {
+  AutoCloseEndAt,
+  AutoClosePolicy,
+  PairCatalog,
+  PairTypeDefinition,
+} from '../domain/pairing/types.js';
+import type { PrismaClient } from '../storage/postgres/generated/client.js';
+
+export interface PairTypeRecord extends PairTypeDefinition {
+  builtIn: boolean;
+}
+
+export interface DefinePairTypeInput {
+  name: string;
+  startType: string;
+  endType: string;
+  parent?: string | null | undefined;
+  autoClose?: AutoClosePolicy | null | undefined;
+}
+
+const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
+export const MAX_EVENT_TYPE_LENGTH = 128;
+/** Longest auto-close timeout: ten years, in seconds. */
+export const MAX_TIMEOUT_SECONDS = 10 * 366 * 24 * 3600;
+const END_AT_VALUES: readonly AutoCloseEndAt[] = ['LAST_ACTIVITY', 'DEADLINE'];
+
+export class PairTypeService {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly defaultPolicy: AutoClosePolicy,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Applies the configured default policy to the built-in pair types. */
+  async applyBuiltInDefaults(): Promise<void> {
+    await this.prisma.pairType.updateMany({
+      where: { builtIn: true },
+      data: { timeoutSeconds: this.defaultPolicy.timeoutSeconds, endAt: this.defaultPolicy.endAt },
+    });
+  }
+
+  async list(): Promise<PairTypeRecord[]> {
+    const rows = await this.prisma.pairType.findMany({ orderBy: { name: 'asc' } });
+    return rows.map((row) => ({
+      name: row.name,
+      startType: row.startType,
+      endType: row.endType,
+      parent: row.parent,
+      autoClose: { timeoutSeconds: row.timeoutSeconds, endAt: row.endAt },
+      builtIn: row.builtIn,
+    }));
+  }
+
+  /**
+   * Creates a pair type, or updates the parent and policy of an existing
+   * non-built-in one with the same event types. Defining the same pair type
+   * twice with the same content returns it unchanged.
+   */
+  async define(input: DefinePairTypeInput): Promise<PairTypeRecord> {
+    const problems: string[] = [];
+    const parent = input.parent ?? null;
+    const autoClose = input.autoClose ?? this.defaultPolicy;
+
+    if (!NAME_PATTERN.test(input.name)) {
+      problems.push(
+        `name ${JSON.stringify(input.name.slice(0, 80))} is invalid: use 1 to 64 letters, digits or _ . -, starting with a letter`,
+      );
+    }
+    for (const [field, value] of [
+      ['startType', input.startType],
+      ['endType', input.endType],
+    ] as const) {
+      if (value.trim() === '' || value.length > MAX_EVENT_TYPE_LENGTH) {
+        problems.push(`${field} must have 1 to ${MAX_EVENT_TYPE_LENGTH} characters, got ${value.length}`);
+      }
+    }
+    if (input.startType === input.endType) {
+      problems.push(`startType and endType must differ, both are ${JSON.stringify(input.startType)}`);
+    }
+    problems.push(...validatePolicy(autoClose));
+    if (problems.length > 0) {
+      throw badInput('INVALID_PAIR_TYPE', `Invalid pair type: ${problems.join('; ')}.`, { problems });
+    }
+
+    const existing = await this.list();
+    const byName = new Map(existing.map((type) => [type.name, type]));
+    const current = byName.get(input.name);
+
+    for (const other of existing) {
+      if (other.name === input.name) {
+        continue;
+      }
+      for (const eventType of [input.startType, input.endType]) {
+        if (eventType === other.startType || eventType === other.endType) {
+          throw badInput(
+            'EVENT_TYPE_IN_USE',
+            `Event type ${JSON.stringify(eventType)} is already used by pair type ${JSON.stringify(other.name)}.`,
+            { eventType, pairType: other.name },
+          );
+        }
+      }
+    }
+
+    if (current !== undefined) {
+      if (current.builtIn) {
+        throw badInput('PAIR_TYPE_BUILT_IN', `Pair type ${JSON.stringify(input.name)} is built in and cannot be redefined.`, {
+          name: input.name,
+        });
+      }
+      if (current.startType !== input.startType || current.endType !== input.endType) {
+        throw badInput(
+          'PAIR_TYPE_EXISTS',
+          `Pair type ${JSON.stringify(input.name)} already exists with event types ${current.startType}/${current.endType}; its event types cannot change.`,
+          { name: input.name },
+        );
+      }
+    }
+
+    if (parent !== null) {
+      if (!byName.has(parent)) {
+        throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(parent)} does not exist.`, { parent });
+      }
+      // Walk up from the parent: reaching the new name again means a cycle.
+      const seen = new Set<string>([input.name]);
+      let cursor: string | null = parent;
+      while (cursor !== null) {
+        if (seen.has(cursor)) {
+          throw badInput(
+            'PARENT_CYCLE',
+            `Parent ${JSON.stringify(parent)} would make pair type ${JSON.stringify(input.name)} its own ancestor.`,
+            { name: input.name, parent },
+          );
+        }
+        seen.add(cursor);
+        cursor = byName.get(cursor)?.parent ?? null;
+      }
+    }
+
+    const data = {
+      startType: input.startType,
+      endType: input.endType,
+      parent,
+      timeoutSeconds: autoClose.timeoutSeconds,
+      endAt: autoClose.endAt,
+    };
+    const row = await this.prisma.pairType.upsert({
+      where: { name: input.name },
+      create: { name: input.name, ...data, builtIn: false },
+      update: data,
+    });
+    this.logger.info({ pairType: row.name, parent: row.parent }, current === undefined ? 'pair type defined' : 'pair type updated');
+    return {
+      name: row.name,
+      startType: row.startType,
+      endType: row.endType,
+      parent: row.parent,
+      autoClose: { timeoutSeconds: row.timeoutSeconds, endAt: row.endAt },
+      builtIn: row.builtIn,
+    };
+  }
+
+  async setPreference(userId: string, pairType: string, policy: AutoClosePolicy): Promise<void> {
+    const problems = validatePolicy(policy);
+    if (problems.length > 0) {
+      throw badInput('INVALID_POLICY', `Invalid auto-close policy: ${problems.join('; ')}.`, { problems });
+    }
+    const type = await this.prisma.pairType.findUnique({ where: { name: pairType } });
+    if (type === null) {
+      throw badInput('PAIR_TYPE_NOT_FOUND', `Pair type ${JSON.stringify(pairType)} does not exist.`, { pairType });
+    }
+    await this.prisma.autoClosePreference.upsert({
+      where: { userId_pairType: { userId, pairType } },
+      create: { userId, pairType, timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
+      update: { timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
+    });
+  }
+
+  async preferences(userId: string): Promise<Array<{ pairType: string } & AutoClosePolicy>> {
+    const rows = await this.prisma.autoClosePreference.findMany({
+      where: { userId },
+      orderBy: { pairType: 'asc' },
+    });
+    return rows.map((row) => ({
+      pairType: row.pairType,
+      timeoutSeconds: row.timeoutSeconds,
+      endAt: row.endAt,
+    }));
+  }
+
+  /** Builds the engine's view of the pair types with one user's effective policies. */
+  async catalogFor(userId: string): Promise<PairCatalog> {
+    const [types, preferences] = await Promise.all([this.list(), this.preferences(userId)]);
+    return buildCatalog(types, preferences);
+  }
+}
+
+export function buildCatalog(
+  types: readonly PairTypeDefinition[],
+  preferences: ReadonlyArray<{ pairType: string } & AutoClosePolicy>,
+): PairCatalog {
+  const byEventType = new Map<string, { pairType: string; role: 'START' | 'END' }>();
+  const byName = new Map<string, PairTypeDefinition>();
+  const policies = new Map<string, AutoClosePolicy>();
+  for (const type of types) {
+    byName.set(type.name, type);
+    byEventType.set(type.startType, { pairType: type.name, role: 'START' });
+    byEventType.set(type.endType, { pairType: type.name, role: 'END' });
+    policies.set(type.name, type.autoClose);
+  }
+  for (const preference of preferences) {
+    if (byName.has(preference.pairType)) {
+      policies.set(preference.pairType, {
+        timeoutSeconds: preference.timeoutSeconds,
+        endAt: preference.endAt,
+      });
+    }
+  }
+  return { byEventType, byName, policies };
+}
+
+function validatePolicy(policy: AutoClosePolicy): string[] {
+  const problems: string[] = [];
+  if (
+    !Number.isInteger(policy.timeoutSeconds) ||
+    policy.timeoutSeconds < 1 ||
+    policy.timeoutSeconds > MAX_TIMEOUT_SECONDS
+  ) {
+    problems.push(`timeoutSeconds is ${policy.timeoutSeconds}; it must be an integer from 1 to ${MAX_TIMEOUT_SECONDS}`);
+  }
+  if (!END_AT_VALUES.includes(policy.endAt)) {
+    problems.push(`endAt ${JSON.stringify(policy.endAt)} is invalid: use LAST_ACTIVITY or DEADLINE`);
+  }
+  return problems;
+}

@@ -1,0 +1,193 @@
+/**
+ * Paged listings of events and segments (Relay-style connections with
+ * keyset cursors), with the access rule that members read only their own.
+ */
+import type { Viewer } from '../auth/viewer.js';
+import { canReadAll } from '../auth/viewer.js';
+import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
+import {
+  EVENT_COLUMNS,
+  SEGMENT_COLUMNS,
+  toEventRecord,
+  toSegmentRecord,
+  type EventRecord,
+  type SegmentRecord,
+} from '../storage/postgres/records.js';
+import type { SqlClient } from '../storage/postgres/sql.js';
+
+export interface Connection<T> {
+  edges: Array<{ cursor: string; node: T }>;
+  nodes: T[];
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+}
+
+export interface WindowArg {
+  start: Date;
+  end: Date;
+}
+
+export interface PageArgs<F> {
+  filter: F | null;
+  window: WindowArg | null;
+  first: number | null;
+  after: string | null;
+}
+
+export interface EventFilterArg {
+  users?: readonly string[] | null;
+  types?: readonly string[] | null;
+  pairTypes?: readonly string[] | null;
+  origins?: readonly string[] | null;
+}
+
+export interface SegmentFilterArg {
+  users?: readonly string[] | null;
+  pairTypes?: readonly string[] | null;
+  pairKeys?: readonly string[] | null;
+  open?: boolean | null;
+}
+
+function encodeCursor(at: Date, id: string): string {
+  return Buffer.from(JSON.stringify([at.getTime(), id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { at: Date; id: string } {
+  try {
+    const parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(parsed) && typeof parsed[0] === 'number' && typeof parsed[1] === 'string') {
+      return { at: new Date(parsed[0]), id: parsed[1] };
+    }
+  } catch {
+    // Reported below.
+  }
+  throw badInput('INVALID_CURSOR', `Cursor ${JSON.stringify(cursor.slice(0, 64))} is invalid: pass an endCursor from a previous page.`);
+}
+
+export class QueryService {
+  constructor(
+    private readonly sql: SqlClient,
+    private readonly pageSize: { defaultPageSize: number; maxPageSize: number },
+  ) {}
+
+  private pageLimit(first: number | null): number {
+    const size = first ?? this.pageSize.defaultPageSize;
+    if (size < 1) {
+      throw badInput('INVALID_PAGE_SIZE', `first is ${size}; it must be at least 1.`, { value: size });
+    }
+    if (size > this.pageSize.maxPageSize) {
+      throw limitExceeded('PAGE_SIZE_MAX', size, this.pageSize.maxPageSize);
+    }
+    return size;
+  }
+
+  /** The users a viewer may list: the filter's, checked, or the viewer alone for members. */
+  private scopeUsers(viewer: Viewer, users: readonly string[] | null | undefined): string[] | null {
+    if (users === null || users === undefined) {
+      return canReadAll(viewer) ? null : [viewer.userId];
+    }
+    if (!canReadAll(viewer)) {
+      const other = users.find((id) => id !== viewer.userId);
+      if (other !== undefined) {
+        throw new DomainError('FORBIDDEN', 'OTHER_USER', `Members may read only their own data; the filter names user ${JSON.stringify(other.slice(0, 64))}.`);
+      }
+    }
+    return [...users];
+  }
+
+  private checkWindow(window: WindowArg | null): void {
+    if (window !== null && !(window.start.getTime() < window.end.getTime())) {
+      throw badInput('INVALID_WINDOW', `Window start ${window.start.toISOString()} must be before its end ${window.end.toISOString()}.`);
+    }
+  }
+
+  async events(viewer: Viewer, args: PageArgs<EventFilterArg>): Promise<Connection<EventRecord>> {
+    const limit = this.pageLimit(args.first);
+    this.checkWindow(args.window);
+    const users = this.scopeUsers(viewer, args.filter?.users);
+    const conditions: string[] = [];
+    const params: unknown[] = [];
+    const add = (sql: string, value: unknown) => {
+      params.push(value);
+      conditions.push(sql.replace('?', `$${params.length}`));
+    };
+    if (users !== null) add('user_id = ANY(?::uuid[])', users.filter(isUuid));
+    if (args.filter?.types) add('type = ANY(?::text[])', args.filter.types);
+    if (args.filter?.pairTypes) add('pair_type = ANY(?::text[])', args.filter.pairTypes);
+    if (args.filter?.origins) add('origin::text = ANY(?::text[])', args.filter.origins);
+    if (args.window !== null) {
+      add('occurred_at >= ?', args.window.start);
+      add('occurred_at < ?', args.window.end);
+    }
+    if (args.after !== null) {
+      const cursor = decodeCursor(args.after);
+      params.push(cursor.at, cursor.id);
+      conditions.push(`(occurred_at, id) > ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+    }
+    params.push(limit + 1);
+    const rows = await this.sql.query(
+      `SELECT ${EVENT_COLUMNS} FROM events
+       ${conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''}
+       ORDER BY occurred_at, id LIMIT $${params.length}`,
+      params,
+    );
+    return toConnection(rows.map(toEventRecord), limit, (event) => encodeCursor(event.occurredAt, event.id));
+  }
+
+  async segments(viewer: Viewer, args: PageArgs<SegmentFilterArg>): Promise<Connection<SegmentRecord>> {
+    const limit = this.pageLimit(args.first);
+    this.checkWindow(args.window);
+    const users = this.scopeUsers(viewer, args.filter?.users);
+    const conditions: string[] = [];
+    const params: unknown[] = [];
+    const add = (sql: string, value: unknown) => {
+      params.push(value);
+      conditions.push(sql.replaceAll('?', `$${params.length}`));
+    };
+    if (users !== null) add('user_id = ANY(?::uuid[])', users.filter(isUuid));
+    if (args.filter?.pairTypes) add('pair_type = ANY(?::text[])', args.filter.pairTypes);
+    if (args.filter?.pairKeys) add('pair_key = ANY(?::text[])', args.filter.pairKeys);
+    if (args.filter?.open === true) conditions.push('end_at IS NULL');
+    if (args.filter?.open === false) conditions.push('end_at IS NOT NULL');
+    if (args.window !== null) {
+      // Segments that overlap the window; an open one reaches to now.
+      add('start_at < ?', args.window.end);
+      add('(end_at IS NULL OR end_at > ?)', args.window.start);
+    }
+    if (args.after !== null) {
+      const cursor = decodeCursor(args.after);
+      params.push(cursor.at, cursor.id);
+      conditions.push(`(start_at, id) > ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+    }
+    params.push(limit + 1);
+    const rows = await this.sql.query(
+      `SELECT ${SEGMENT_COLUMNS} FROM segments
+       ${conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''}
+       ORDER BY start_at, id LIMIT $${params.length}`,
+      params,
+    );
+    return toConnection(rows.map(toSegmentRecord), limit, (segment) => encodeCursor(segment.startAt, segment.id));
+  }
+
+  async eventsByIds(ids: readonly string[]): Promise<EventRecord[]> {
+    const rows = await this.sql.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE id = ANY($1::uuid[])`, [
+      ids.filter(isUuid),
+    ]);
+    return rows.map(toEventRecord);
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+function isUuid(value: string): boolean {
+  return UUID.test(value);
+}
+
+function toConnection<T>(rows: T[], limit: number, cursorOf: (row: T) => string): Connection<T> {
+  const hasNextPage = rows.length > limit;
+  const nodes = hasNextPage ? rows.slice(0, limit) : rows;
+  const edges = nodes.map((node) => ({ cursor: cursorOf(node), node }));
+  return {
+    edges,
+    nodes,
+    pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null },
+  };
+}

@@ -1,0 +1,229 @@
+/**
+ * Reports: set expressions over stored segments, evaluated in the domain
+ * core after each distinct leaf was loaded once.
+ */
+import { DomainError } from '../domain/errors.js';
+import { bucketTotals, isValidTimeZone, type BucketUnit } from '../domain/interval/buckets.js';
+import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
+import { badInput } from '../domain/errors.js';
+import { bindUser, collectLeaves, evaluate, leafKey, toExpression, validateWindow } from '../domain/report/expression.js';
+import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
+import type { Viewer } from '../auth/viewer.js';
+import { loadLeafRows } from '../storage/postgres/leaf-store.js';
+import type { SqlClient } from '../storage/postgres/sql.js';
+import type { Clock } from './index.js';
+
+export interface ReportInterval {
+  start: Date;
+  end: Date;
+  seconds: number;
+}
+
+export interface ReportGroupResult {
+  userId: string;
+  count: number;
+  totalSeconds: number;
+  intervals: ReportInterval[];
+  buckets: ReportInterval[] | null;
+  truncated: boolean;
+}
+
+export interface ReportResult {
+  window: { start: Date; end: Date };
+  intervals: ReportInterval[];
+  count: number;
+  totalSeconds: number;
+  truncated: boolean;
+  buckets: ReportInterval[] | null;
+  groups: ReportGroupResult[] | null;
+}
+
+export interface ReportRequest {
+  expression: unknown;
+  window: { start: Date; end: Date };
+  groupBy: 'USER' | null;
+  bucket: { unit: BucketUnit; timeZone: string } | null;
+  canReadAll: boolean;
+}
+
+export interface ReportLimits extends ExpressionLimits {
+  maxWindowDays: number;
+  maxIntervals: number;
+}
+
+export class ReportService {
+  constructor(
+    private readonly sql: SqlClient,
+    private readonly clock: Clock,
+    private readonly limits: ReportLimits,
+  ) {}
+
+  async run(viewer: Viewer, request: ReportRequest): Promise<ReportResult> {
+    const window = validateWindow(request.window.start.getTime(), request.window.end.getTime(), this.limits.maxWindowDays);
+    if (request.bucket !== null && !isValidTimeZone(request.bucket.timeZone)) {
+      throw badInput(
+        'INVALID_TIME_ZONE',
+        `Time zone ${JSON.stringify(request.bucket.timeZone.slice(0, 64))} is unknown; use an IANA name such as Europe/Prague.`,
+        { timeZone: request.bucket.timeZone },
+      );
+    }
+    const expr = toExpression(request.expression, window, this.limits);
+    const leaves = collectLeaves(expr);
+
+    if (!request.canReadAll) {
+      for (const spec of leaves.values()) {
+        const other = spec.users?.find((id) => id !== viewer.userId);
+        if (other !== undefined) {
+          throw new DomainError(
+            'FORBIDDEN',
+            'OTHER_USER',
+            `Members may report only on their own segments; the expression names user ${JSON.stringify(other.slice(0, 64))}.`,
+          );
+        }
+      }
+    }
+
+    // Leaves that name no users cover everyone the viewer may read.
+    const visibleUsers: readonly string[] | null = request.canReadAll ? null : [viewer.userId];
+    const openEnd = Math.min(this.clock.now(), window.end);
+    const loaded = new Map<string, { set: IntervalSet; perUser: Map<string, IntervalSet> | null }>();
+
+    const grouped = request.groupBy === 'USER';
+    const groupUsers = grouped ? await this.groupUsers(viewer, request.canReadAll) : [];
+
+    await Promise.all(
+      [...leaves.entries()].map(async ([key, spec]) => {
+        const split = grouped && spec.users === null;
+        const rows = await loadLeafRows(this.sql, {
+          spec,
+          defaultUsers: visibleUsers,
+          windowStart: window.start,
+          windowEnd: window.end,
+          openEnd,
+          withUserIds: split,
+        });
+        loaded.set(key, {
+          set: IntervalSet.fromPairs(zip(rows.starts, rows.ends)),
+          perUser: split ? partitionByUser(rows.starts, rows.ends, rows.userIds ?? []) : null,
+        });
+      }),
+    );
+
+    const whole = evaluate(expr, window, (key) => requireLeaf(loaded, key).set);
+    const result: ReportResult = {
+      window: { start: new Date(window.start), end: new Date(window.end) },
+      ...this.summarise(whole, window, request.bucket),
+      groups: null,
+    };
+
+    if (grouped) {
+      result.groups = groupUsers.map((userId) => {
+        const bound = bindExpression(expr, userId);
+        const set = evaluate(bound, window, (key) => {
+          const direct = loaded.get(key);
+          if (direct !== undefined) {
+            return direct.set;
+          }
+          // A leaf bound to this user: its rows were loaded unbound and split by user.
+          const [unboundKey, user] = splitBoundKey(key);
+          return requireLeaf(loaded, unboundKey).perUser?.get(user) ?? IntervalSet.empty();
+        });
+        return { userId, ...this.summarise(set, window, request.bucket) };
+      });
+    }
+    return result;
+  }
+
+  private summarise(set: IntervalSet, window: Interval, bucket: ReportRequest['bucket']) {
+    const shown = set.count > this.limits.maxIntervals ? set.slice(0, this.limits.maxIntervals) : set;
+    const intervals: ReportInterval[] = [];
+    for (const [start, end] of shown) {
+      intervals.push({ start: new Date(start), end: new Date(end), seconds: (end - start) / 1000 });
+    }
+    return {
+      intervals,
+      count: set.count,
+      totalSeconds: set.totalMs / 1000,
+      truncated: set.count > this.limits.maxIntervals,
+      buckets:
+        bucket === null
+          ? null
+          : bucketTotals(set, window, bucket.unit, bucket.timeZone).map((b) => ({
+              start: new Date(b.start),
+              end: new Date(b.end),
+              seconds: b.ms / 1000,
+            })),
+    };
+  }
+
+  private async groupUsers(viewer: Viewer, canReadAll: boolean): Promise<string[]> {
+    if (!canReadAll) {
+      return [viewer.userId];
+    }
+    const rows = await this.sql.query<{ id: string }>(`SELECT id FROM users ORDER BY username`);
+    return rows.map((row) => row.id);
+  }
+}
+
+function* zip(starts: readonly number[], ends: readonly number[]): Generator<[number, number]> {
+  for (let index = 0; index < starts.length; index += 1) {
+    yield [starts[index] as number, ends[index] as number];
+  }
+}
+
+function partitionByUser(starts: readonly number[], ends: readonly number[], userIds: readonly string[]) {
+  const pairs = new Map<string, Array<[number, number]>>();
+  for (let index = 0; index < starts.length; index += 1) {
+    const user = userIds[index] as string;
+    let list = pairs.get(user);
+    if (list === undefined) {
+      list = [];
+      pairs.set(user, list);
+    }
+    list.push([starts[index] as number, ends[index] as number]);
+  }
+  const sets = new Map<string, IntervalSet>();
+  for (const [user, list] of pairs) {
+    sets.set(user, IntervalSet.fromPairs(list));
+  }
+  return sets;
+}
+
+function requireLeaf<T>(loaded: Map<string, T>, key: string): T {
+  const value = loaded.get(key);
+  if (value === undefined) {
+    throw new Error(`Leaf ${key} was not loaded.`);
+  }
+  return value;
+}
+
+const BOUND_SEPARATOR = '\u0000bound-to\u0000';
+
+/** Rewrites the leaves that name no users so their key records the group's user. */
+function bindExpression(expr: Expr, userId: string): Expr {
+  switch (expr.kind) {
+    case 'segments': {
+      if (expr.spec.users !== null) {
+        return expr;
+      }
+      const spec: LeafSpec = bindUser(expr.spec, userId);
+      return { kind: 'segments', spec, key: `${expr.key}${BOUND_SEPARATOR}${userId}` };
+    }
+    case 'intervals':
+      return expr;
+    case 'union':
+    case 'intersect':
+      return { kind: expr.kind, operands: expr.operands.map((operand) => bindExpression(operand, userId)) };
+    case 'difference':
+      return { kind: 'difference', from: bindExpression(expr.from, userId), subtract: bindExpression(expr.subtract, userId) };
+    case 'complement':
+      return { kind: 'complement', operand: bindExpression(expr.operand, userId) };
+  }
+}
+
+function splitBoundKey(key: string): [string, string] {
+  const at = key.lastIndexOf(BOUND_SEPARATOR);
+  return [key.slice(0, at), key.slice(at + BOUND_SEPARATOR.length)];
+}
+
+export { leafKey };

@@ -1,0 +1,165 @@
+/**
+ * Accounts: creation, login and the first admin.
+ */
+import { randomUUID } from 'node:crypto';
+
+import type { Logger } from 'pino';
+
+import type { LoginRateLimiter } from '../auth/rate-limit.js';
+import { hashPassword, verifyDummyPassword, verifyPassword } from '../auth/password.js';
+import type { TokenService } from '../auth/tokens.js';
+import { DomainError, badInput } from '../domain/errors.js';
+import type { PrismaClient } from '../storage/postgres/generated/client.js';
+import type { Role, UserRecord } from '../storage/postgres/records.js';
+
+export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
+export const PASSWORD_MIN_LENGTH = 8;
+export const PASSWORD_MAX_LENGTH = 1024;
+const ROLES: readonly Role[] = ['MEMBER', 'ANALYST', 'ADMIN'];
+
+export interface LoginResult {
+  token: string;
+  expiresAt: Date;
+  user: UserRecord;
+}
+
+export interface UserServiceOptions {
+  prisma: PrismaClient;
+  tokens: TokenService;
+  rateLimiter: LoginRateLimiter;
+  passwordScryptLog2N: number;
+  logger: Logger;
+}
+
+export function toUserRecord(row: {
+  id: string;
+  username: string;
+  role: string;
+  createdAt: Date;
+}): UserRecord {
+  return { id: row.id, username: row.username, role: row.role as Role, createdAt: row.createdAt };
+}
+
+export class UserService {
+  constructor(private readonly options: UserServiceOptions) {}
+
+  /** Validates and stores a new account. */
+  async create(input: { username: string; password: string; role: string }): Promise<UserRecord> {
+    const problems: string[] = [];
+    if (!USERNAME_PATTERN.test(input.username)) {
+      problems.push(
+        `username ${JSON.stringify(input.username.slice(0, 80))} is invalid: use 1 to 64 letters, digits or _ . @ -, starting with a letter or digit`,
+      );
+    }
+    if (input.password.length < PASSWORD_MIN_LENGTH || input.password.length > PASSWORD_MAX_LENGTH) {
+      problems.push(
+        `password has ${input.password.length} characters; it must have ${PASSWORD_MIN_LENGTH} to ${PASSWORD_MAX_LENGTH}`,
+      );
+    }
+    if (!ROLES.includes(input.role as Role)) {
+      problems.push(`role ${JSON.stringify(input.role)} is invalid: use one of ${ROLES.join(', ')}`);
+    }
+    if (problems.length > 0) {
+      throw badInput('INVALID_USER', `Invalid user: ${problems.join('; ')}.`, { problems });
+    }
+
+    const existing = await this.options.prisma.user.findUnique({
+      where: { username: input.username },
+      select: { id: true },
+    });
+    if (existing !== null) {
+      throw badInput('USERNAME_TAKEN', `Username ${JSON.stringify(input.username)} is already taken.`, {
+        username: input.username,
+      });
+    }
+
+    const passwordHash = await hashPassword(input.password, {
+      log2N: this.options.passwordScryptLog2N,
+    });
+    try {
+      const row = await this.options.prisma.user.create({
+        data: { id: randomUUID(), username: input.username, role: input.role as Role, passwordHash },
+      });
+      this.options.logger.info({ userId: row.id, username: row.username, role: row.role }, 'user created');
+      return toUserRecord(row);
+    } catch (error) {
+      if ((error as { code?: string }).code === 'P2002') {
+        throw badInput('USERNAME_TAKEN', `Username ${JSON.stringify(input.username)} is already taken.`, {
+          username: input.username,
+        });
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Checks a username and password and issues a token. Unknown users and
+   * wrong passwords get the same error after the same amount of hashing work.
+   */
+  async login(username: string, password: string, clientAddress: string): Promise<LoginResult> {
+    const { rateLimiter, prisma, tokens, logger } = this.options;
+    await rateLimiter.check(username, clientAddress);
+
+    const row =
+      username.length <= 64
+        ? await prisma.user.findUnique({ where: { username } })
+        : null;
+    const valid =
+      row === null
+        ? await verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
+        : await verifyPassword(password, row.passwordHash);
+
+    if (row === null || !valid) {
+      await rateLimiter.recordFailure(username, clientAddress);
+      logger.warn(
+        { username: username.slice(0, 64), clientAddress, reason: row === null ? 'unknown user' : 'wrong password' },
+        'login failed',
+      );
+      throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'Invalid username or password.');
+    }
+
+    await rateLimiter.recordSuccess(username);
+    const user = toUserRecord(row);
+    const issued = await tokens.issue({ id: user.id, role: user.role });
+    return { token: issued.token, expiresAt: issued.expiresAt, user };
+  }
+
+  async findById(id: string): Promise<UserRecord | null> {
+    const row = await this.options.prisma.user.findUnique({ where: { id } });
+    return row === null ? null : toUserRecord(row);
+  }
+
+  async findByIds(ids: readonly string[]): Promise<UserRecord[]> {
+    const rows = await this.options.prisma.user.findMany({ where: { id: { in: [...ids] } } });
+    return rows.map(toUserRecord);
+  }
+
+  async list(): Promise<UserRecord[]> {
+    const rows = await this.options.prisma.user.findMany({ orderBy: { username: 'asc' } });
+    return rows.map(toUserRecord);
+  }
+
+  /** Creates the first admin from the environment when the database has no users. */
+  async bootstrapAdmin(admin: { username: string; password: string } | null): Promise<void> {
+    const count = await this.options.prisma.user.count();
+    if (count > 0) {
+      return;
+    }
+    if (admin === null) {
+      this.options.logger.warn(
+        'no users exist: create an admin with `npm run user -- create NAME --role ADMIN` or set ADMIN_USERNAME and ADMIN_PASSWORD',
+      );
+      return;
+    }
+    try {
+      await this.create({ username: admin.username, password: admin.password, role: 'ADMIN' });
+    } catch (error) {
+      // Another process starting at the same moment created it first.
+      if (error instanceof DomainError && error.reason === 'USERNAME_TAKEN') {
+        return;
+      }
+      throw error;
+    }
+    this.options.logger.info({ username: admin.username }, 'first admin created from ADMIN_USERNAME');
+  }
+}

@@ -1,0 +1,484 @@
+/**
+ * SQL of the intake path: appending client events, and reading, truncating
+ * and writing the rows derived from them (segments, corrections, ORPHAN_END
+ * flags). Positions are compared as rows, `(at, seq)`, exactly as the pure
+ * `DerivedLedger` in the domain compares them.
+ */
+import type { Correction, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
+import { DomainError } from '../../domain/errors.js';
+import type { SqlClient } from './sql.js';
+import { EVENT_COLUMNS, SEGMENT_COLUMNS, toEventRecord, toSegmentRecord, type EventRecord, type SegmentRecord } from './records.js';
+
+export interface UserCounters {
+  id: string;
+  lastEventSeq: number;
+  maxOccurredAt: number | null;
+}
+
+export interface DerivedHead {
+  appliedSeq: number;
+  position: Position | null;
+  lastActivityAt: number | null;
+  derivedVersion: number;
+  lastEventSeq: number;
+}
+
+export interface NewClientEvent {
+  id: string;
+  userId: string;
+  seq: number;
+  clientId: string | null;
+  type: string;
+  role: 'START' | 'END' | 'POINT';
+  pairType: string | null;
+  pairKey: string | null;
+  occurredAt: number;
+  clientOccurredAt: number | null;
+  receivedAt: number;
+  meta: Record<string, unknown> | null;
+  intakeFlags: string[];
+  ignored: boolean;
+}
+
+export interface StoredClientEvent extends EventRecord {
+  clientOccurredAt: Date | null;
+}
+
+export interface SegmentRow {
+  start: SegmentStart;
+  meta: Record<string, unknown> | null;
+  end: null | {
+    endAt: number;
+    endEventId: string;
+    endReason: string;
+    decidedAt: Position;
+  };
+}
+
+export interface DerivedWrite {
+  userId: string;
+  fence: number;
+  receivedAt: number;
+  corrections: Correction[];
+  /** Segments that did not exist before this write (possibly already closed). */
+  newSegments: SegmentRow[];
+  /** Stored segments that this write closes. */
+  closedSegments: Array<{ segmentId: string; end: NonNullable<SegmentRow['end']> }>;
+  orphanEventIds: string[];
+  head: Omit<DerivedHead, 'derivedVersion' | 'lastEventSeq'>;
+}
+
+const ms = (value: unknown): number | null => (value === null || value === undefined ? null : (value as Date).getTime());
+const date = (value: number | null): Date | null => (value === null ? null : new Date(value));
+
+/** Locks the users' rows for the rest of the transaction, in id order to avoid deadlocks. */
+export async function lockUserCounters(tx: SqlClient, userIds: readonly string[]): Promise<Map<string, UserCounters>> {
+  const rows = await tx.query<{ id: string; last_event_seq: number; max_occurred_at: Date | null }>(
+    `SELECT id, last_event_seq, max_occurred_at FROM users WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
+    [[...userIds]],
+  );
+  return new Map(
+    rows.map((row) => [
+      row.id,
+      { id: row.id, lastEventSeq: row.last_event_seq, maxOccurredAt: ms(row.max_occurred_at) },
+    ]),
+  );
+}
+
+export async function findEventsByClientIds(
+  tx: SqlClient,
+  userId: string,
+  clientIds: readonly string[],
+): Promise<Map<string, StoredClientEvent>> {
+  if (clientIds.length === 0) {
+    return new Map();
+  }
+  const rows = await tx.query(
+    `SELECT ${EVENT_COLUMNS}, client_occurred_at FROM events
+     WHERE user_id = $1 AND client_id = ANY($2::text[])`,
+    [userId, [...clientIds]],
+  );
+  return new Map(
+    rows.map((row) => {
+      const record: StoredClientEvent = {
+        ...toEventRecord(row),
+        clientOccurredAt: (row.client_occurred_at as Date | null) ?? null,
+      };
+      return [record.clientId as string, record];
+    }),
+  );
+}
+
+/** Appends client events with one statement. */
+export async function insertClientEvents(tx: SqlClient, events: readonly NewClientEvent[]): Promise<void> {
+  if (events.length === 0) {
+    return;
+  }
+  await tx.query(
+    `INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
+       client_occurred_at, received_at, meta, origin, intake_flags, ignored, pos_at, pos_seq, ordinal)
+     SELECT id, user_id, seq, client_id, type, role::"EventRole", pair_type, pair_key, occurred_at,
+       client_occurred_at, received_at, meta::jsonb, 'CLIENT',
+       string_to_array(flags, ',')::"CorrectionRule"[], ignored, occurred_at, seq, 0
+     FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
+       $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::text[],
+       $14::bool[])
+       AS t(id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
+         client_occurred_at, received_at, meta, flags, ignored)`,
+    [
+      events.map((e) => e.id),
+      events.map((e) => e.userId),
+      events.map((e) => e.seq),
+      events.map((e) => e.clientId),
+      events.map((e) => e.type),
+      events.map((e) => e.role),
+      events.map((e) => e.pairType),
+      events.map((e) => e.pairKey),
+      events.map((e) => new Date(e.occurredAt)),
+      events.map((e) => date(e.clientOccurredAt)),
+      events.map((e) => new Date(e.receivedAt)),
+      events.map((e) => (e.meta === null ? null : JSON.stringify(e.meta))),
+      events.map((e) => e.intakeFlags.join(',')),
+      events.map((e) => e.ignored),
+    ],
+  );
+}
+
+export async function updateUserCounters(tx: SqlClient, counters: UserCounters): Promise<void> {
+  await tx.query(`UPDATE users SET last_event_seq = $2, max_occurred_at = $3 WHERE id = $1`, [
+    counters.id,
+    counters.lastEventSeq,
+    date(counters.maxOccurredAt),
+  ]);
+}
+
+export async function loadDerivedHead(sql: SqlClient, userId: string): Promise<DerivedHead | null> {
+  const rows = await sql.query<{
+    applied_seq: number;
+    applied_at: Date | null;
+    applied_pos_seq: number | null;
+    last_activity_at: Date | null;
+    derived_version: number;
+    last_event_seq: number;
+  }>(
+    `SELECT applied_seq, applied_at, applied_pos_seq, last_activity_at, derived_version, last_event_seq
+     FROM users WHERE id = $1`,
+    [userId],
+  );
+  const row = rows[0];
+  if (row === undefined) {
+    return null;
+  }
+  return {
+    appliedSeq: row.applied_seq,
+    position:
+      row.applied_at === null || row.applied_pos_seq === null
+        ? null
+        : { at: row.applied_at.getTime(), seq: row.applied_pos_seq },
+    lastActivityAt: ms(row.last_activity_at),
+    derivedVersion: row.derived_version,
+    lastEventSeq: row.last_event_seq,
+  };
+}
+
+function toSegmentStart(row: Record<string, unknown>): SegmentStart {
+  return {
+    segmentId: row.id as string,
+    pairType: row.pair_type as string,
+    pairKey: row.pair_key as string,
+    startAt: (row.start_at as Date).getTime(),
+    startSeq: row.start_seq as number,
+    startEventId: row.start_event_id as string,
+    parentSegmentId: (row.parent_segment_id as string | null) ?? null,
+  };
+}
+
+const START_COLUMNS = 'id, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id';
+
+/** Segments open now (no end yet). */
+export async function loadOpenSegments(sql: SqlClient, userId: string): Promise<SegmentStart[]> {
+  const rows = await sql.query(
+    `SELECT ${START_COLUMNS} FROM segments WHERE user_id = $1 AND end_at IS NULL ORDER BY start_at, start_seq`,
+    [userId],
+  );
+  return rows.map(toSegmentStart);
+}
+
+/**
+ * Segments open at position `p`: started before `p`, and still open or closed
+ * by a decision at or after `p`. Both halves use an index, so the cost does
+ * not grow with the user's history before `p`.
+ */
+export async function loadSegmentsOpenAt(tx: SqlClient, userId: string, p: Position): Promise<SegmentStart[]> {
+  const rows = await tx.query(
+    `SELECT ${START_COLUMNS} FROM segments
+       WHERE user_id = $1 AND end_at IS NULL AND (start_at, start_seq) < ($2::timestamptz, $3::int)
+     UNION ALL
+     SELECT ${START_COLUMNS} FROM segments
+       WHERE user_id = $1 AND (decided_at, decided_seq) >= ($2::timestamptz, $3::int)
+         AND (start_at, start_seq) < ($2::timestamptz, $3::int)
+     ORDER BY start_at, start_seq`,
+    [userId, new Date(p.at), p.seq],
+  );
+  return rows.map(toSegmentStart);
+}
+
+/** The last non-ignored client event before `p`: its position and so the last activity. */
+export async function loadLastEventBefore(tx: SqlClient, userId: string, p: Position): Promise<Position | null> {
+  const rows = await tx.query<{ occurred_at: Date; seq: number }>(
+    `SELECT occurred_at, seq FROM events
+     WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
+       AND (pos_at, pos_seq) < ($2::timestamptz, $3::int)
+     ORDER BY pos_at DESC, pos_seq DESC LIMIT 1`,
+    [userId, new Date(p.at), p.seq],
+  );
+  const row = rows[0];
+  return row === undefined ? null : { at: row.occurred_at.getTime(), seq: row.seq };
+}
+
+/** Removes everything derived at or after `p`, as `DerivedLedger.truncateFrom` does. */
+export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Position): Promise<void> {
+  const params = [userId, new Date(p.at), p.seq];
+  await tx.query(
+    `DELETE FROM segments WHERE user_id = $1 AND (start_at, start_seq) >= ($2::timestamptz, $3::int)`,
+    params,
+  );
+  await tx.query(
+    `UPDATE segments SET end_at = NULL, end_event_id = NULL, end_reason = NULL, decided_at = NULL, decided_seq = NULL
+     WHERE user_id = $1 AND (decided_at, decided_seq) >= ($2::timestamptz, $3::int)`,
+    params,
+  );
+  await tx.query(
+    `DELETE FROM events WHERE user_id = $1 AND origin = 'CORRECTION'
+       AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)`,
+    params,
+  );
+  await tx.query(
+    `UPDATE events SET orphan = false WHERE user_id = $1 AND orphan
+       AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)`,
+    params,
+  );
+}
+
+/** Non-ignored client events at or after `p` (or all when null), in position order, with their meta. */
+export async function loadEventsToFold(
+  sql: SqlClient,
+  userId: string,
+  from: Position | null,
+): Promise<Array<{ event: EngineEvent; meta: Record<string, unknown> | null }>> {
+  const rows = await sql.queryArrays(
+    `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
+     WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
+       AND ($2::timestamptz IS NULL OR (pos_at, pos_seq) >= ($2::timestamptz, $3::int))
+     ORDER BY pos_at, pos_seq`,
+    [userId, from === null ? null : new Date(from.at), from?.seq ?? 0],
+  );
+  return rows.map((row) => ({
+    event: {
+      id: row[0] as string,
+      seq: row[1] as number,
+      type: row[2] as string,
+      occurredAt: (row[3] as Date).getTime(),
+      role: row[4] as EngineEvent['role'],
+      pairType: (row[5] as string | null) ?? null,
+      pairKey: (row[6] as string | null) ?? '',
+      ignored: false,
+    },
+    meta: (row[7] as Record<string, unknown> | null) ?? null,
+  }));
+}
+
+/** Non-ignored client events stored after `appliedSeq`, that is, not folded yet. */
+export async function loadPendingPositions(sql: SqlClient, userId: string, appliedSeq: number): Promise<Position[]> {
+  const rows = await sql.queryArrays(
+    `SELECT occurred_at, seq FROM events
+     WHERE user_id = $1 AND origin = 'CLIENT' AND seq > $2 AND NOT ignored
+     ORDER BY pos_at, pos_seq`,
+    [userId, appliedSeq],
+  );
+  return rows.map((row) => ({ at: (row[0] as Date).getTime(), seq: row[1] as number }));
+}
+
+/**
+ * Writes one fold's derived rows and the new head in the caller's
+ * transaction. The fence check comes first: a holder whose lock expired and
+ * passed to another process writes nothing.
+ */
+export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<number> {
+  const fenced = await tx.query<{ derived_version: number }>(
+    `UPDATE users SET fence = $2 WHERE id = $1 AND fence <= $2 RETURNING derived_version`,
+    [write.userId, write.fence],
+  );
+  if (fenced.length === 0) {
+    throw new DomainError(
+      'SERVICE_UNAVAILABLE',
+      'LOCK_LOST',
+      'Processing of this user moved to another server process; retry the request.',
+      { userId: write.userId },
+    );
+  }
+
+  if (write.corrections.length > 0) {
+    const c = write.corrections;
+    await tx.query(
+      `INSERT INTO events (id, user_id, seq, type, role, pair_type, pair_key, occurred_at, received_at,
+         origin, rule, cause_event_id, pos_at, pos_seq, ordinal)
+       SELECT id, $1, pos_seq, type, role::"EventRole", pair_type, pair_key, occurred_at, $2,
+         'CORRECTION', rule::"CorrectionRule", cause_event_id, pos_at, pos_seq, ordinal
+       FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[],
+         $9::text[], $10::uuid[], $11::timestamptz[], $12::int[], $13::int[])
+         AS t(id, type, role, pair_type, pair_key, occurred_at, rule, cause_event_id, pos_at, pos_seq, ordinal)`,
+      [
+        write.userId,
+        new Date(write.receivedAt),
+        c.map((x) => x.id),
+        c.map((x) => x.type),
+        c.map((x) => x.role),
+        c.map((x) => x.pairType),
+        c.map((x) => x.pairKey),
+        c.map((x) => new Date(x.occurredAt)),
+        c.map((x) => x.rule),
+        c.map((x) => x.causeEventId),
+        c.map((x) => new Date(x.position.at)),
+        c.map((x) => x.position.seq),
+        c.map((x) => x.ordinal),
+      ],
+    );
+  }
+
+  if (write.newSegments.length > 0) {
+    const s = write.newSegments;
+    await tx.query(
+      `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id,
+         parent_segment_id, end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
+       SELECT id, $1, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
+         end_at, end_event_id, end_reason::"EndReason", decided_at, decided_seq, meta::jsonb
+       FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::uuid[],
+         $8::uuid[], $9::timestamptz[], $10::uuid[], $11::text[], $12::timestamptz[], $13::int[], $14::text[])
+         AS t(id, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
+           end_at, end_event_id, end_reason, decided_at, decided_seq, meta)`,
+      [
+        write.userId,
+        s.map((x) => x.start.segmentId),
+        s.map((x) => x.start.pairType),
+        s.map((x) => x.start.pairKey),
+        s.map((x) => new Date(x.start.startAt)),
+        s.map((x) => x.start.startSeq),
+        s.map((x) => x.start.startEventId),
+        s.map((x) => x.start.parentSegmentId),
+        s.map((x) => date(x.end?.endAt ?? null)),
+        s.map((x) => x.end?.endEventId ?? null),
+        s.map((x) => x.end?.endReason ?? null),
+        s.map((x) => date(x.end?.decidedAt.at ?? null)),
+        s.map((x) => x.end?.decidedAt.seq ?? null),
+        s.map((x) => (x.meta === null ? null : JSON.stringify(x.meta))),
+      ],
+    );
+  }
+
+  if (write.closedSegments.length > 0) {
+    const s = write.closedSegments;
+    const updated = await tx.query(
+      `UPDATE segments AS seg SET end_at = t.end_at, end_event_id = t.end_event_id,
+         end_reason = t.end_reason::"EndReason", decided_at = t.decided_at, decided_seq = t.decided_seq
+       FROM unnest($2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], $6::timestamptz[], $7::int[])
+         AS t(id, end_at, end_event_id, end_reason, decided_at, decided_seq)
+       WHERE seg.id = t.id AND seg.user_id = $1 AND seg.end_at IS NULL
+       RETURNING seg.id`,
+      [
+        write.userId,
+        s.map((x) => x.segmentId),
+        s.map((x) => new Date(x.end.endAt)),
+        s.map((x) => x.end.endEventId),
+        s.map((x) => x.end.endReason),
+        s.map((x) => new Date(x.end.decidedAt.at)),
+        s.map((x) => x.end.decidedAt.seq),
+      ],
+    );
+    if (updated.length !== s.length) {
+      throw new Error(
+        `Closing ${s.length} open segments of user ${write.userId} updated ${updated.length}; the stored segments disagree with the engine state.`,
+      );
+    }
+  }
+
+  if (write.orphanEventIds.length > 0) {
+    await tx.query(`UPDATE events SET orphan = true WHERE user_id = $1 AND id = ANY($2::uuid[])`, [
+      write.userId,
+      write.orphanEventIds,
+    ]);
+  }
+
+  // Keep the longest closed segment per pair type as the reach of the overlap scan in reports.
+  const longest = new Map<string, number>();
+  const closedLengths: Array<[string, number]> = [];
+  for (const segment of write.newSegments) {
+    if (segment.end !== null) {
+      closedLengths.push([segment.start.pairType, segment.end.endAt - segment.start.startAt]);
+    }
+  }
+  if (write.closedSegments.length > 0) {
+    const rows = await tx.query<{ pair_type: string; length_ms: number }>(
+      `SELECT pair_type, (extract(epoch FROM (end_at - start_at)) * 1000)::float8 AS length_ms
+       FROM segments WHERE user_id = $1 AND id = ANY($2::uuid[])`,
+      [write.userId, write.closedSegments.map((x) => x.segmentId)],
+    );
+    for (const row of rows) {
+      closedLengths.push([row.pair_type, row.length_ms]);
+    }
+  }
+  for (const [pairType, length] of closedLengths) {
+    longest.set(pairType, Math.max(longest.get(pairType) ?? 0, Math.ceil(length)));
+  }
+  if (longest.size > 0) {
+    await tx.query(
+      `INSERT INTO segment_length_bounds (user_id, pair_type, max_ms)
+       SELECT $1, pair_type, max_ms FROM unnest($2::text[], $3::bigint[]) AS t(pair_type, max_ms)
+       ON CONFLICT (user_id, pair_type)
+       DO UPDATE SET max_ms = GREATEST(segment_length_bounds.max_ms, EXCLUDED.max_ms)`,
+      [write.userId, [...longest.keys()], [...longest.values()]],
+    );
+  }
+
+  const head = await tx.query<{ derived_version: number }>(
+    `UPDATE users SET applied_seq = $2, applied_at = $3, applied_pos_seq = $4, last_activity_at = $5,
+       derived_version = derived_version + 1
+     WHERE id = $1 RETURNING derived_version`,
+    [
+      write.userId,
+      write.head.appliedSeq,
+      date(write.head.position?.at ?? null),
+      write.head.position?.seq ?? null,
+      date(write.head.lastActivityAt),
+    ],
+  );
+  return (head[0] as { derived_version: number }).derived_version;
+}
+
+/** Corrections caused by the given events, transitively (a child closed by an auto-close). */
+export async function loadCorrectionsCausedBy(sql: SqlClient, userIds: readonly string[], eventIds: readonly string[]): Promise<EventRecord[]> {
+  const rows = await sql.query(
+    `WITH RECURSIVE caused AS (
+       SELECT e.* FROM events e
+       WHERE e.user_id = ANY($1::uuid[]) AND e.origin = 'CORRECTION' AND e.cause_event_id = ANY($2::uuid[])
+       UNION
+       SELECT e.* FROM events e JOIN caused c ON e.cause_event_id = c.id AND e.user_id = c.user_id
+       WHERE e.origin = 'CORRECTION'
+     )
+     SELECT ${EVENT_COLUMNS} FROM caused ORDER BY pos_at, pos_seq, ordinal`,
+    [[...userIds], [...eventIds]],
+  );
+  return rows.map(toEventRecord);
+}
+
+export async function loadSegmentsEndedBy(sql: SqlClient, userIds: readonly string[], eventIds: readonly string[]): Promise<SegmentRecord[]> {
+  if (eventIds.length === 0) {
+    return [];
+  }
+  const rows = await sql.query(
+    `SELECT ${SEGMENT_COLUMNS} FROM segments
+     WHERE user_id = ANY($1::uuid[]) AND end_event_id = ANY($2::uuid[]) ORDER BY end_at, start_at`,
+    [[...userIds], [...eventIds]],
+  );
+  return rows.map(toSegmentRecord);
+}

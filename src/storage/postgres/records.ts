@@ -1,0 +1,107 @@
+/**
+ * Rows as the services and GraphQL resolvers see them. Instants are `Date`
+ * objects in UTC with millisecond precision.
+ */
+
+export type Role = 'MEMBER' | 'ANALYST' | 'ADMIN';
+
+export interface UserRecord {
+  id: string;
+  username: string;
+  role: Role;
+  createdAt: Date;
+}
+
+export interface EventRecord {
+  id: string;
+  userId: string;
+  seq: number;
+  clientId: string | null;
+  type: string;
+  role: 'START' | 'END' | 'POINT';
+  pairType: string | null;
+  pairKey: string | null;
+  occurredAt: Date;
+  receivedAt: Date;
+  meta: Record<string, unknown> | null;
+  origin: 'CLIENT' | 'CORRECTION';
+  rule: string | null;
+  causeEventId: string | null;
+  intakeFlags: string[];
+  orphan: boolean;
+  ignored: boolean;
+}
+
+export interface SegmentRecord {
+  id: string;
+  userId: string;
+  pairType: string;
+  pairKey: string;
+  startAt: Date;
+  endAt: Date | null;
+  endReason: 'CLIENT' | 'PARENT_CLOSED' | 'DUPLICATE_START' | 'AUTO_CLOSE' | null;
+  startEventId: string;
+  endEventId: string | null;
+  meta: Record<string, unknown> | null;
+  parentSegmentId: string | null;
+}
+
+/** Column list and row mapping shared by every query that returns events. */
+export const EVENT_COLUMNS = `id, user_id, seq, client_id, type, role, pair_type, pair_key,
+  occurred_at, received_at, meta, origin, rule, cause_event_id, intake_flags, orphan, ignored`;
+
+export function toEventRecord(row: Record<string, unknown>): EventRecord {
+  return {
+    id: row.id as string,
+    userId: row.user_id as string,
+    seq: row.seq as number,
+    clientId: (row.client_id as string | null) ?? null,
+    type: row.type as string,
+    role: row.role as EventRecord['role'],
+    pairType: (row.pair_type as string | null) ?? null,
+    pairKey: (row.pair_key as string | null) ?? null,
+    occurredAt: row.occurred_at as Date,
+    receivedAt: row.received_at as Date,
+    meta: (row.meta as Record<string, unknown> | null) ?? null,
+    origin: row.origin as EventRecord['origin'],
+    rule: (row.rule as string | null) ?? null,
+    causeEventId: (row.cause_event_id as string | null) ?? null,
+    intakeFlags: parseEnumArray(row.intake_flags),
+    orphan: row.orphan as boolean,
+    ignored: row.ignored as boolean,
+  };
+}
+
+export const SEGMENT_COLUMNS = `id, user_id, pair_type, pair_key, start_at, end_at, end_reason,
+  start_event_id, end_event_id, meta, parent_segment_id`;
+
+export function toSegmentRecord(row: Record<string, unknown>): SegmentRecord {
+  return {
+    id: row.id as string,
+    userId: row.user_id as string,
+    pairType: row.pair_type as string,
+    pairKey: row.pair_key as string,
+    startAt: row.start_at as Date,
+    endAt: (row.end_at as Date | null) ?? null,
+    endReason: (row.end_reason as SegmentRecord['endReason']) ?? null,
+    startEventId: row.start_event_id as string,
+    endEventId: (row.end_event_id as string | null) ?? null,
+    meta: (row.meta as Record<string, unknown> | null) ?? null,
+    parentSegmentId: (row.parent_segment_id as string | null) ?? null,
+  };
+}
+
+/**
+ * Reads a PostgreSQL array of an enum type. `pg` returns arrays of custom
+ * types in their text form (`{A,B}`), PGlite may return a JS array.
+ */
+export function parseEnumArray(value: unknown): string[] {
+  if (Array.isArray(value)) {
+    return value as string[];
+  }
+  if (typeof value === 'string') {
+    const inner = value.replace(/^\{|\}$/g, '');
+    return inner === '' ? [] : inner.split(',');
+  }
+  return [];
+}
