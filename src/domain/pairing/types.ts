@@ -89,9 +89,19 @@ export interface EngineState {
   lastActivityAt: Instant | null;
   /** Position of the last applied event or auto-close decision, or null when nothing was applied. */
   position: Position | null;
-  /** Highest client seq folded into this state (0 when none). */
+  /**
+   * Highest client seq folded into this state (0 when none). Ignored events
+   * count as folded, so a state is stale when a stored event has a higher seq.
+   */
   appliedSeq: number;
 }
+
+/** Rules that make the engine synthesise an event. */
+export type SynthesisRule =
+  | 'MISSING_PARENT_START'
+  | 'CHILD_CLOSED_WITH_PARENT'
+  | 'DUPLICATE_START'
+  | 'AUTO_CLOSE';
 
 /** An event the engine synthesised. Ids are derived from the cause, so a replay yields the same ids. */
 export interface Correction {
@@ -101,20 +111,33 @@ export interface Correction {
   pairType: string;
   pairKey: string;
   occurredAt: Instant;
-  rule: CorrectionRule;
-  /** The client event that caused it; for AUTO_CLOSE, the start event of the instance closed. */
-  causeEventId: string;
-  /** Seq the correction is positioned with (its cause's seq, or -1 for AUTO_CLOSE). */
-  seq: number;
+  rule: SynthesisRule;
   /**
-   * Order among corrections that share a position, so a replay stores them in
-   * the same order.
+   * The client event that caused it. For AUTO_CLOSE it is the start event of
+   * the instance closed, and for a child closed by an auto-close it is that
+   * AUTO_CLOSE correction.
+   */
+  causeEventId: string;
+  /**
+   * Position of the correction in the fold: its cause's position, or
+   * `(deadline, -1)` for an auto-close and the child ends it causes. Storage
+   * truncates by it. It differs from `(occurredAt, ...)` only for an auto-close
+   * with LAST_ACTIVITY, which ends before the deadline.
+   */
+  position: Position;
+  /**
+   * Order among corrections that share a position, from 0, so a replay stores
+   * them in the same order. Ends of nested instances come deepest first.
    */
   ordinal: number;
 }
 
-export interface SegmentOpened {
-  kind: 'opened';
+/**
+ * The stored start of a segment. Its start position is `(startAt, startSeq)`:
+ * the position of the client event that opened it, or of the client event
+ * that caused its synthesised start.
+ */
+export interface SegmentStart {
   segmentId: string;
   pairType: string;
   pairKey: string;
@@ -122,6 +145,10 @@ export interface SegmentOpened {
   startSeq: number;
   startEventId: string;
   parentSegmentId: string | null;
+}
+
+export interface SegmentOpened extends SegmentStart {
+  kind: 'opened';
 }
 
 export interface SegmentClosed {
@@ -145,6 +172,8 @@ export type SegmentChange = SegmentOpened | SegmentClosed;
 export interface EventFlag {
   eventId: string;
   rule: 'ORPHAN_END';
+  /** Position of the flagged event. Storage clears the flag when it truncates at or before it. */
+  position: Position;
 }
 
 /** Everything one engine step produced, in the order it happened. */
@@ -152,6 +181,12 @@ export interface EngineOutput {
   corrections: Correction[];
   segments: SegmentChange[];
   flags: EventFlag[];
+}
+
+/** The state after one engine step and what the step produced. */
+export interface EngineStep {
+  state: EngineState;
+  output: EngineOutput;
 }
 
 /**

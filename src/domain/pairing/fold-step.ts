@@ -1,0 +1,493 @@
+/**
+ * One engine step: a working copy of the state that the pairing rules change,
+ * and the output they produce. `engine.ts` creates a step per call and returns
+ * the copy as the new state, so the state passed in never changes.
+ */
+import { assertNever } from '../errors.js';
+import { correctionIdFor, segmentIdFor } from './ids.js';
+import { autoClosePosition, comparePositions, positionOfEvent } from './position.js';
+import type {
+  AutoClosePolicy,
+  Correction,
+  EndReason,
+  EngineEvent,
+  EngineOutput,
+  EngineState,
+  EngineStep,
+  Instant,
+  OpenInstance,
+  PairCatalog,
+  PairTypeDefinition,
+  Position,
+  SynthesisRule,
+} from './types.js';
+
+/** Returns the key of an instance: pair type and pair key joined by NUL. */
+export function instanceKeyOf(pairType: string, pairKey: string): string {
+  return `${pairType}\u0000${pairKey}`;
+}
+
+/** Returns the definition of a pair type, or throws when the catalog lacks it. */
+export function definitionOf(catalog: PairCatalog, pairType: string): PairTypeDefinition {
+  const definition = catalog.byName.get(pairType);
+  if (definition === undefined) {
+    throw new Error(`Pair type ${JSON.stringify(pairType)} is not in the catalog.`);
+  }
+  return definition;
+}
+
+/** Returns the user's effective policy for a pair type, falling back to the type's default. */
+export function policyOf(catalog: PairCatalog, pairType: string): AutoClosePolicy {
+  return catalog.policies.get(pairType) ?? definitionOf(catalog, pairType).autoClose;
+}
+
+/**
+ * Returns the auto-close deadline of an open instance: the later of its start
+ * and the last activity, plus the timeout of its effective policy.
+ */
+export function deadlineOf(
+  instance: OpenInstance,
+  lastActivityAt: Instant | null,
+  catalog: PairCatalog,
+): Instant {
+  const { timeoutSeconds } = policyOf(catalog, instance.pairType);
+  if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 1) {
+    // A zero timeout would put the deadline at the start, before the start position.
+    throw new RangeError(
+      `Auto-close timeout of pair type ${JSON.stringify(instance.pairType)} is ${timeoutSeconds} s, but it must be a whole number of seconds, 1 or more.`,
+    );
+  }
+  const activeAt = Math.max(instance.startAt, lastActivityAt ?? instance.startAt);
+  return activeAt + timeoutSeconds * 1000;
+}
+
+/** The end of the root of a closed subtree: a client end event, or a synthesised end. */
+type RootEnd =
+  | { kind: 'client'; endEventId: string }
+  | { kind: 'synthesised'; rule: 'DUPLICATE_START' | 'AUTO_CLOSE'; causeEventId: string };
+
+interface SubtreeClose {
+  root: OpenInstance;
+  endAt: Instant;
+  decidedAt: Position;
+  rootEnd: RootEnd;
+  /** Cause of the CHILD_CLOSED_WITH_PARENT ends of the root's descendants. */
+  childCauseEventId: string;
+}
+
+export class FoldStep {
+  private readonly open: Record<string, OpenInstance>;
+  private lastActivityAt: Instant | null;
+  private position: Position | null;
+  private appliedSeq: number;
+  private readonly output: EngineOutput = { corrections: [], segments: [], flags: [] };
+
+  constructor(
+    state: EngineState,
+    private readonly catalog: PairCatalog,
+  ) {
+    this.open = { ...state.open };
+    this.lastActivityAt = state.lastActivityAt;
+    this.position = state.position;
+    this.appliedSeq = state.appliedSeq;
+  }
+
+  /** Returns the working copy as the new state, with the output. */
+  finish(): EngineStep {
+    return {
+      state: {
+        version: 1,
+        open: this.open,
+        lastActivityAt: this.lastActivityAt,
+        position: this.position,
+        appliedSeq: this.appliedSeq,
+      },
+      output: this.output,
+    };
+  }
+
+  /** Records that an ignored event was seen, without applying it. */
+  skipIgnored(event: EngineEvent): void {
+    this.appliedSeq = Math.max(this.appliedSeq, event.seq);
+  }
+
+  /** Applies a client event after the auto-closes that are due before it. */
+  applyClientEvent(event: EngineEvent): void {
+    const position = positionOfEvent(event);
+    if (this.position !== null && comparePositions(position, this.position) <= 0) {
+      throw new RangeError(
+        `Event ${event.id} at (${event.occurredAt}, ${event.seq}) is not after the state position (${this.position.at}, ${this.position.seq}). Restore the state at the event's position first.`,
+      );
+    }
+
+    this.autoCloseThrough(event.occurredAt);
+
+    switch (event.role) {
+      case 'START':
+        this.applyStart(event, position);
+        break;
+      case 'END':
+        this.applyEnd(event, position);
+        break;
+      case 'POINT':
+        break;
+      default:
+        assertNever(event.role);
+    }
+
+    this.lastActivityAt = event.occurredAt;
+    this.position = position;
+    this.appliedSeq = Math.max(this.appliedSeq, event.seq);
+  }
+
+  /**
+   * Auto-closes every open instance whose deadline is at or before `limit`, in
+   * deadline order. Ties go to the shallower instance, then the earlier start
+   * position, then the smaller instance key.
+   */
+  autoCloseThrough(limit: Instant): void {
+    for (;;) {
+      const due = this.firstDue(limit);
+      if (due === null) {
+        return;
+      }
+
+      const { instance, deadline } = due;
+      const decidedAt = autoClosePosition(deadline);
+      if (this.position !== null && comparePositions(decidedAt, this.position) < 0) {
+        // Deadlines only move later while events are applied in position order,
+        // so this happens when a policy changed after the state was built.
+        throw new RangeError(
+          `Deadline ${deadline} of instance ${JSON.stringify(instance.pairType)}/${JSON.stringify(instance.pairKey)} is before the state position (${this.position.at}, ${this.position.seq}). Rebuild the state with the current auto-close policies.`,
+        );
+      }
+
+      const policy = policyOf(this.catalog, instance.pairType);
+      // NOTE: with LAST_ACTIVITY a parent can end before a child that a shorter
+      // DEADLINE policy closed earlier, so that child ends outside its parent.
+      const endAt =
+        policy.endAt === 'DEADLINE'
+          ? deadline
+          : Math.max(instance.startAt, this.lastActivityAt ?? instance.startAt);
+      const autoCloseId = correctionIdFor(
+        instance.startEventId,
+        'AUTO_CLOSE',
+        instance.pairType,
+        instance.pairKey,
+      );
+
+      this.closeSubtree({
+        root: instance,
+        endAt,
+        decidedAt,
+        rootEnd: { kind: 'synthesised', rule: 'AUTO_CLOSE', causeEventId: instance.startEventId },
+        childCauseEventId: autoCloseId,
+      });
+      this.position = decidedAt;
+    }
+  }
+
+  private firstDue(limit: Instant): { instance: OpenInstance; deadline: Instant } | null {
+    let best: { instance: OpenInstance; deadline: Instant; depth: number } | null = null;
+    for (const instance of Object.values(this.open)) {
+      const deadline = deadlineOf(instance, this.lastActivityAt, this.catalog);
+      if (deadline > limit) {
+        continue;
+      }
+      const candidate = { instance, deadline, depth: this.depthOf(instance) };
+      if (best === null || compareDue(candidate, best) < 0) {
+        best = candidate;
+      }
+    }
+    return best === null ? null : { instance: best.instance, deadline: best.deadline };
+  }
+
+  private applyStart(event: EngineEvent, position: Position): void {
+    const pairType = requirePairType(event);
+    const key = instanceKeyOf(pairType, event.pairKey);
+
+    const running = this.open[key];
+    if (running !== undefined) {
+      this.closeSubtree({
+        root: running,
+        endAt: event.occurredAt,
+        decidedAt: position,
+        rootEnd: { kind: 'synthesised', rule: 'DUPLICATE_START', causeEventId: event.id },
+        childCauseEventId: event.id,
+      });
+    }
+
+    const definition = definitionOf(this.catalog, pairType);
+    const parent =
+      definition.parent === null
+        ? null
+        : this.resolveParent(definition.parent, event.pairKey, event, position, [pairType]);
+
+    this.openInstance({
+      segmentId: segmentIdFor(event.id),
+      pairType,
+      pairKey: event.pairKey,
+      startAt: event.occurredAt,
+      startSeq: event.seq,
+      startEventId: event.id,
+      parentKey: parent === null ? null : instanceKeyOf(parent.pairType, parent.pairKey),
+      parentSegmentId: parent === null ? null : parent.segmentId,
+    });
+  }
+
+  private applyEnd(event: EngineEvent, position: Position): void {
+    const pairType = requirePairType(event);
+    const running = this.open[instanceKeyOf(pairType, event.pairKey)];
+    if (running === undefined) {
+      this.output.flags.push({ eventId: event.id, rule: 'ORPHAN_END', position });
+      return;
+    }
+    this.closeSubtree({
+      root: running,
+      endAt: event.occurredAt,
+      decidedAt: position,
+      rootEnd: { kind: 'client', endEventId: event.id },
+      childCauseEventId: event.id,
+    });
+  }
+
+  /**
+   * Returns the open instance of `parentType` that a new child with `pairKey`
+   * belongs to: the one with the same key, else the most recently started one.
+   * When none is open, synthesises a MISSING_PARENT_START with key "" at the
+   * cause's position, after resolving that start's own parent (so the root
+   * starts first).
+   */
+  private resolveParent(
+    parentType: string,
+    pairKey: string,
+    cause: EngineEvent,
+    position: Position,
+    chain: readonly string[],
+  ): OpenInstance {
+    if (chain.includes(parentType)) {
+      throw new Error(`Pair type ${JSON.stringify(parentType)} is its own ancestor: ${chain.join(' -> ')}.`);
+    }
+
+    const sameKey = this.open[instanceKeyOf(parentType, pairKey)];
+    if (sameKey !== undefined) {
+      return sameKey;
+    }
+    const latest = this.latestOpenOfType(parentType);
+    if (latest !== null) {
+      return latest;
+    }
+
+    const definition = definitionOf(this.catalog, parentType);
+    const grandparent =
+      definition.parent === null
+        ? null
+        : this.resolveParent(definition.parent, '', cause, position, [...chain, parentType]);
+
+    const correction = this.addCorrection({
+      id: correctionIdFor(cause.id, 'MISSING_PARENT_START', parentType, ''),
+      type: definition.startType,
+      role: 'START',
+      pairType: parentType,
+      pairKey: '',
+      occurredAt: cause.occurredAt,
+      rule: 'MISSING_PARENT_START',
+      causeEventId: cause.id,
+      position,
+    });
+    return this.openInstance({
+      segmentId: segmentIdFor(correction.id),
+      pairType: parentType,
+      pairKey: '',
+      startAt: cause.occurredAt,
+      startSeq: cause.seq,
+      startEventId: correction.id,
+      parentKey:
+        grandparent === null ? null : instanceKeyOf(grandparent.pairType, grandparent.pairKey),
+      parentSegmentId: grandparent === null ? null : grandparent.segmentId,
+    });
+  }
+
+  private latestOpenOfType(pairType: string): OpenInstance | null {
+    let latest: OpenInstance | null = null;
+    for (const instance of Object.values(this.open)) {
+      if (instance.pairType !== pairType) {
+        continue;
+      }
+      if (latest === null || compareStarts(instance, latest) > 0) {
+        latest = instance;
+      }
+    }
+    return latest;
+  }
+
+  private openInstance(instance: OpenInstance): OpenInstance {
+    this.open[instanceKeyOf(instance.pairType, instance.pairKey)] = instance;
+    this.output.segments.push({
+      kind: 'opened',
+      segmentId: instance.segmentId,
+      pairType: instance.pairType,
+      pairKey: instance.pairKey,
+      startAt: instance.startAt,
+      startSeq: instance.startSeq,
+      startEventId: instance.startEventId,
+      parentSegmentId: instance.parentSegmentId,
+    });
+    return instance;
+  }
+
+  /**
+   * Closes an instance and its open descendants at one instant. Descendants
+   * end first, deepest first, with CHILD_CLOSED_WITH_PARENT ends, so the
+   * ordinals of one position list every child's end before its parent's.
+   */
+  private closeSubtree(close: SubtreeClose): void {
+    for (const child of this.descendantsOf(close.root)) {
+      const correction = this.addEndCorrection(
+        child,
+        'CHILD_CLOSED_WITH_PARENT',
+        close.childCauseEventId,
+        close,
+      );
+      this.closeInstance(child, close, correction.id, 'PARENT_CLOSED');
+    }
+
+    const { rootEnd } = close;
+    switch (rootEnd.kind) {
+      case 'client':
+        this.closeInstance(close.root, close, rootEnd.endEventId, 'CLIENT');
+        break;
+      case 'synthesised': {
+        const correction = this.addEndCorrection(
+          close.root,
+          rootEnd.rule,
+          rootEnd.causeEventId,
+          close,
+        );
+        this.closeInstance(close.root, close, correction.id, rootEnd.rule);
+        break;
+      }
+      default:
+        assertNever(rootEnd);
+    }
+  }
+
+  private addEndCorrection(
+    instance: OpenInstance,
+    rule: SynthesisRule,
+    causeEventId: string,
+    close: SubtreeClose,
+  ): Correction {
+    return this.addCorrection({
+      id: correctionIdFor(causeEventId, rule, instance.pairType, instance.pairKey),
+      type: definitionOf(this.catalog, instance.pairType).endType,
+      role: 'END',
+      pairType: instance.pairType,
+      pairKey: instance.pairKey,
+      occurredAt: close.endAt,
+      rule,
+      causeEventId,
+      position: close.decidedAt,
+    });
+  }
+
+  private closeInstance(
+    instance: OpenInstance,
+    close: SubtreeClose,
+    endEventId: string,
+    endReason: EndReason,
+  ): void {
+    delete this.open[instanceKeyOf(instance.pairType, instance.pairKey)];
+    this.output.segments.push({
+      kind: 'closed',
+      segmentId: instance.segmentId,
+      endAt: close.endAt,
+      endEventId,
+      endReason,
+      decidedAt: close.decidedAt,
+    });
+  }
+
+  private addCorrection(correction: Omit<Correction, 'ordinal'>): Correction {
+    // Every correction at one position comes from one step (one event, or one
+    // round of auto-closes at one deadline), so counting within the step is enough.
+    const ordinal = this.output.corrections.filter(
+      (earlier) => comparePositions(earlier.position, correction.position) === 0,
+    ).length;
+    const complete: Correction = { ...correction, ordinal };
+    this.output.corrections.push(complete);
+    return complete;
+  }
+
+  /** Returns the open descendants of an instance, deepest first, then latest start first. */
+  private descendantsOf(root: OpenInstance): OpenInstance[] {
+    const found: Array<{ instance: OpenInstance; depth: number }> = [];
+    let frontier = [instanceKeyOf(root.pairType, root.pairKey)];
+    for (let depth = 1; frontier.length > 0; depth += 1) {
+      const next: string[] = [];
+      for (const instance of Object.values(this.open)) {
+        if (instance.parentKey !== null && frontier.includes(instance.parentKey)) {
+          found.push({ instance, depth });
+          next.push(instanceKeyOf(instance.pairType, instance.pairKey));
+        }
+      }
+      frontier = next;
+    }
+
+    found.sort(
+      (a, b) =>
+        b.depth - a.depth ||
+        compareStarts(b.instance, a.instance) ||
+        compareKeys(a.instance, b.instance),
+    );
+    return found.map((entry) => entry.instance);
+  }
+
+  private depthOf(instance: OpenInstance): number {
+    let depth = 0;
+    let parentKey = instance.parentKey;
+    while (parentKey !== null) {
+      depth += 1;
+      const parent = this.open[parentKey];
+      if (parent === undefined || depth > Object.keys(this.open).length) {
+        throw new Error(
+          `Open instance ${JSON.stringify(instance.segmentId)} has a broken parent chain at ${JSON.stringify(parentKey)}.`,
+        );
+      }
+      parentKey = parent.parentKey;
+    }
+    return depth;
+  }
+}
+
+function requirePairType(event: EngineEvent): string {
+  if (event.pairType === null) {
+    throw new TypeError(`Event ${event.id} has role ${event.role} but no pair type.`);
+  }
+  return event.pairType;
+}
+
+function compareStarts(a: OpenInstance, b: OpenInstance): number {
+  return comparePositions({ at: a.startAt, seq: a.startSeq }, { at: b.startAt, seq: b.startSeq });
+}
+
+function compareKeys(a: OpenInstance, b: OpenInstance): number {
+  const left = instanceKeyOf(a.pairType, a.pairKey);
+  const right = instanceKeyOf(b.pairType, b.pairKey);
+  if (left === right) {
+    return 0;
+  }
+  return left < right ? -1 : 1;
+}
+
+function compareDue(
+  a: { instance: OpenInstance; deadline: Instant; depth: number },
+  b: { instance: OpenInstance; deadline: Instant; depth: number },
+): number {
+  return (
+    a.deadline - b.deadline ||
+    a.depth - b.depth ||
+    compareStarts(a.instance, b.instance) ||
+    compareKeys(a.instance, b.instance)
+  );
+}
