@@ -602,7 +602,7 @@ describe('AUTO_CLOSE', () => {
     expect(state.open).toEqual({});
   });
 
-  it('rejects deadline before position', () => {
+  it('decides a shortened deadline at position', () => {
     const hourlyCall = { call: { timeoutSeconds: 3600, endAt: 'DEADLINE' as const } };
     const rows: EventRow[] = [
       ['start', 'session', '09:00'],
@@ -613,8 +613,11 @@ describe('AUTO_CLOSE', () => {
 
     // A policy changed after the state was built: the deadline 10:30 lies behind the position.
     const shorter = catalogWith({ ...hourlyCall, session: { timeoutSeconds: 1800, endAt: 'DEADLINE' } });
-    expect(() => advanceTo(state, at('12:00'), shorter)).toThrow(RangeError);
-    expect(() => advanceTo(state, at('12:00'), shorter)).toThrow(/Rebuild the state/);
+    const step = advanceTo(state, at('12:00'), shorter);
+    expect(step.state.open).toEqual({});
+    const closed = step.output.segments.filter((change) => change.kind === 'closed');
+    expect(closed).toHaveLength(1);
+    expect(closed[0]).toMatchObject({ endAt: at('10:30'), decidedAt: { at: at('11:00'), seq: -1 } });
   });
 
   it('nextDeadline is null when idle', () => {
