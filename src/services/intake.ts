@@ -17,6 +17,7 @@ import {
   loadCorrectionsCausedBy,
   loadSegmentsEndedBy,
   lockUserCounters,
+  resetDerived,
   updateUserCounters,
   type NewClientEvent,
   type StoredClientEvent,
@@ -159,6 +160,26 @@ export class IntakeService {
       waitMs,
     });
     try {
+      await this.options.deriver.derive(lock, this.options.clock.now());
+    } finally {
+      await this.releaseLocks([lock]);
+    }
+  }
+
+  /**
+   * Rebuilds one user's Redis state from PostgreSQL; with `full`, also
+   * recomputes every derived row from the event log.
+   */
+  async rebuild(userId: string, full: boolean): Promise<void> {
+    const lock = await this.options.store.acquireUserLock(userId, {
+      ttlMs: this.options.userLockTtlMs,
+      waitMs: this.options.userLockWaitMs,
+    });
+    try {
+      await this.options.store.deleteUserState(userId);
+      if (full) {
+        await this.options.sql.transaction((tx) => resetDerived(tx, userId));
+      }
       await this.options.deriver.derive(lock, this.options.clock.now());
     } finally {
       await this.releaseLocks([lock]);

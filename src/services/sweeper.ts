@@ -21,6 +21,11 @@ import type { IntakeService } from './intake.js';
 const SEED_SENTINEL = 'sweeper:deadlines-seeded';
 const SENTINEL_LIFETIME_MS = 10 * 365 * 24 * 3600 * 1000;
 
+/** Records that every user's deadline is in the set, so sweepers need not reseed it. */
+export async function markDeadlinesSeeded(store: CoordinationStore): Promise<void> {
+  await store.incrementWindowCounter(SEED_SENTINEL, SENTINEL_LIFETIME_MS);
+}
+
 export interface SweeperOptions {
   sql: SqlClient;
   store: CoordinationStore;
@@ -124,7 +129,7 @@ export class Sweeper {
     for (const row of rows) {
       await store.scheduleDeadline(row.user_id, now);
     }
-    await store.incrementWindowCounter(SEED_SENTINEL, SENTINEL_LIFETIME_MS);
+    await markDeadlinesSeeded(store);
     logger.info({ users: rows.length }, 'deadline set seeded from PostgreSQL');
   }
 }

@@ -482,3 +482,17 @@ export async function loadSegmentsEndedBy(sql: SqlClient, userIds: readonly stri
   );
   return rows.map(toSegmentRecord);
 }
+
+/** Deletes every row derived for the user and resets its head, so the next fold replays the whole log. */
+export async function resetDerived(tx: SqlClient, userId: string): Promise<void> {
+  await tx.query(`DELETE FROM segments WHERE user_id = $1`, [userId]);
+  await tx.query(`DELETE FROM events WHERE user_id = $1 AND origin = 'CORRECTION'`, [userId]);
+  await tx.query(`UPDATE events SET orphan = false WHERE user_id = $1 AND orphan`, [userId]);
+  await tx.query(`DELETE FROM segment_length_bounds WHERE user_id = $1`, [userId]);
+  await tx.query(
+    `UPDATE users SET applied_seq = 0, applied_at = NULL, applied_pos_seq = NULL, last_activity_at = NULL,
+       derived_version = derived_version + 1
+     WHERE id = $1`,
+    [userId],
+  );
+}

@@ -1,0 +1,48 @@
+/**
+ * `npm run rebuild [-- --full]`: rebuilds every user's engine state in Redis
+ * and its auto-close deadline from PostgreSQL. With `--full` it also
+ * recomputes all segments and corrections from the event log, for example
+ * after a pair type's policy changed. Safe while servers run: each user is
+ * rebuilt under that user's lock.
+ */
+import { createApp, createLogger } from '../app.js';
+import { ConfigError, loadConfig } from '../config/index.js';
+import { markDeadlinesSeeded } from '../services/sweeper.js';
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const unknown = args.filter((arg) => arg !== '--full');
+  if (unknown.length > 0 || args.includes('--help')) {
+    console.error('Usage: npm run rebuild [-- --full]\n  --full  also recompute segments and corrections from the event log');
+    process.exit(unknown.length > 0 ? 2 : 0);
+  }
+  const full = args.includes('--full');
+
+  const config = loadConfig();
+  const logger = createLogger(config);
+  const app = await createApp(config, { logger, sweeper: false });
+  try {
+    const rows = await app.db.sql.query<{ id: string; username: string }>(`SELECT id, username FROM users ORDER BY username`);
+    let done = 0;
+    for (const row of rows) {
+      await app.services.intake.rebuild(row.id, full);
+      done += 1;
+      if (done % 100 === 0 || done === rows.length) {
+        process.stderr.write(`rebuilt ${done}/${rows.length} users\n`);
+      }
+    }
+    await markDeadlinesSeeded(app.store);
+    console.log(`Rebuilt ${full ? 'derived data and ' : ''}engine state for ${rows.length} users.`);
+  } finally {
+    await app.close();
+  }
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    console.error(`Invalid configuration:\n${error.message}`);
+    process.exit(2);
+  }
+  console.error('rebuild failed:', error);
+  process.exit(1);
+});
