@@ -4,7 +4,7 @@
  * same Prisma client and the same `SqlClient`, so every code path above this
  * module is shared.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -82,9 +82,42 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
   };
 }
 
+/**
+ * PGlite is one process's database: a second process opening the same
+ * directory would corrupt it. A lock file with the owner's pid keeps a CLI
+ * command from opening it while the server runs.
+ */
+function lockDataDirectory(directory: string): () => void {
+  const lockFile = join(directory, 'event-master.pid');
+  try {
+    const owner = Number(readFileSync(lockFile, 'utf8').trim());
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
+      throw new Error(
+        `The embedded database in ${directory} is in use by process ${owner}. Stop that process first, or set DATABASE_URL to use PostgreSQL, which several processes can share.`,
+      );
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw error;
+    }
+  }
+  writeFileSync(lockFile, `${process.pid}\n`);
+  return () => rmSync(lockFile, { force: true });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 async function openPGlite(options: DatabaseOptions): Promise<Database> {
   const directory = join(resolve(options.dataDir), 'pglite');
   mkdirSync(directory, { recursive: true });
+  const unlock = lockDataDirectory(resolve(options.dataDir));
   const db = await PGlite.create(directory);
   await db.exec(`SET TimeZone = 'UTC'`);
 
@@ -102,6 +135,7 @@ async function openPGlite(options: DatabaseOptions): Promise<Database> {
     close: async () => {
       await prisma.$disconnect();
       await db.close();
+      unlock();
     },
   };
 }
