@@ -1,0 +1,190 @@
+/**
+ * Totals of an interval set per local calendar bucket in an IANA time zone.
+ *
+ * Bucket boundaries come from luxon's calendar math on local dates in the
+ * zone, never from fixed 24-hour steps, so a DAY lasts 23 or 25 hours across
+ * a daylight-saving change and a MONTH follows the calendar. WEEK is the ISO
+ * week, starting on Monday. HOUR buckets are local clock hours: a repeated
+ * local hour gives two buckets, and in zones with a half-hour offset (such as
+ * Asia/Kolkata) hours start at :30 UTC.
+ */
+
+import { DateTime, IANAZone } from 'luxon';
+
+import { badInput, limitExceeded } from '../errors.js';
+import { IntervalSet, type Interval } from './interval-set.js';
+
+export type BucketUnit = 'HOUR' | 'DAY' | 'WEEK' | 'MONTH';
+
+/** One bucket, clipped to the window, with the set's milliseconds inside it. */
+export interface BucketTotal {
+  start: number;
+  end: number;
+  ms: number;
+}
+
+/**
+ * Default maximum number of buckets per report. HOUR buckets over a 366-day
+ * window give about 8,800.
+ */
+export const DEFAULT_MAX_BUCKETS = 10_000;
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+const LUXON_UNIT = {
+  HOUR: 'hour',
+  DAY: 'day',
+  WEEK: 'week',
+  MONTH: 'month',
+} as const satisfies Record<BucketUnit, string>;
+
+const CALENDAR_STEP = {
+  DAY: { days: 1 },
+  WEEK: { weeks: 1 },
+  MONTH: { months: 1 },
+} as const;
+
+/**
+ * Upper bounds on the length of one bucket, used to reject a window with too
+ * many buckets before walking it. They are generous on purpose: a DAY is at
+ * most 25 hours in today's zones, and the extra hours cover historical
+ * transitions.
+ */
+const MAX_BUCKET_MS: Record<BucketUnit, number> = {
+  HOUR: HOUR_MS,
+  DAY: 27 * HOUR_MS,
+  WEEK: 8 * DAY_MS,
+  MONTH: 32 * DAY_MS,
+};
+
+/** Returns true when `name` is a time zone in the runtime's Intl time zone data. */
+export function isValidTimeZone(name: string): boolean {
+  return typeof name === 'string' && IANAZone.isValidZone(name);
+}
+
+/**
+ * Splits the part of `set` inside `window` into calendar buckets of `unit` in
+ * `timeZone`, and returns every bucket that overlaps the window, in order,
+ * clipped to the window, including buckets with 0 ms. The `ms` fields add up
+ * to `set.clip(window).totalMs` exactly. It makes one linear pass over the
+ * pieces and the buckets.
+ *
+ * Throws `INVALID_TIME_ZONE` for a zone missing from the runtime's data and
+ * `LIMIT_EXCEEDED` (`REPORT_MAX_BUCKETS`) when the window contains more than
+ * `maxBuckets` buckets.
+ */
+export function bucketTotals(
+  set: IntervalSet,
+  window: Interval,
+  unit: BucketUnit,
+  timeZone: string,
+  maxBuckets: number = DEFAULT_MAX_BUCKETS,
+): BucketTotal[] {
+  if (!isValidTimeZone(timeZone)) {
+    throw badInput(
+      'INVALID_TIME_ZONE',
+      `Time zone "${String(timeZone)}" is unknown. Use an IANA name such as Europe/Prague.`,
+      { timeZone },
+    );
+  }
+  if (!Object.hasOwn(LUXON_UNIT, unit)) {
+    throw new TypeError(`Bucket unit must be HOUR, DAY, WEEK or MONTH, got ${String(unit)}.`);
+  }
+
+  const pieces = set.clip(window);
+  if (window.start >= window.end) {
+    return [];
+  }
+
+  const leastCount = Math.floor((window.end - window.start) / MAX_BUCKET_MS[unit]);
+  if (leastCount > maxBuckets) {
+    throw limitExceeded('REPORT_MAX_BUCKETS', leastCount, maxBuckets, 'buckets');
+  }
+
+  const zone = IANAZone.create(timeZone);
+  const buckets: BucketTotal[] = [];
+  let bucketStart = firstBoundary(window.start, unit, zone);
+  let piece = 0;
+
+  while (bucketStart < window.end) {
+    const bucketEnd = nextBoundary(bucketStart, unit, zone);
+
+    // The first boundary can lie more than one bucket before the window start
+    // when the local time at the start was repeated by a backward shift.
+    if (bucketEnd <= window.start) {
+      bucketStart = bucketEnd;
+      continue;
+    }
+
+    const start = Math.max(bucketStart, window.start);
+    const end = Math.min(bucketEnd, window.end);
+    let ms = 0;
+    while (piece < pieces.count) {
+      const pieceStart = pieces.startAt(piece)!;
+      const pieceEnd = pieces.endAt(piece)!;
+      if (pieceStart >= end) {
+        break;
+      }
+      ms += Math.min(pieceEnd, end) - Math.max(pieceStart, start);
+
+      // A piece that crosses the bucket end continues in the next bucket.
+      if (pieceEnd > end) {
+        break;
+      }
+      piece += 1;
+    }
+
+    buckets.push({ start, end, ms });
+    if (buckets.length > maxBuckets) {
+      throw limitExceeded('REPORT_MAX_BUCKETS', buckets.length, maxBuckets, 'buckets');
+    }
+    bucketStart = bucketEnd;
+  }
+
+  return buckets;
+}
+
+/** Returns the start of the bucket that contains `instant`, or an earlier boundary. */
+function firstBoundary(instant: number, unit: BucketUnit, zone: IANAZone): number {
+  let boundary = DateTime.fromMillis(instant, { zone }).startOf(LUXON_UNIT[unit]).toMillis();
+
+  // luxon resolves a local time that does not exist, or exists twice, to one
+  // instant. Step back until the boundary is not after the instant.
+  while (boundary > instant) {
+    boundary = DateTime.fromMillis(boundary - 1, { zone }).startOf(LUXON_UNIT[unit]).toMillis();
+  }
+  return boundary;
+}
+
+/** Returns the first bucket boundary after `boundary`. */
+function nextBoundary(boundary: number, unit: BucketUnit, zone: IANAZone): number {
+  if (unit === 'HOUR') {
+    // An hour always lasts 3,600,000 ms in epoch time, so the local floor of
+    // boundary + 1 h is the next local hh:00. A backward shift of less than
+    // an hour (Australia/Lord_Howe) can make that floor fall at or before
+    // `boundary`. The bucket then ends at boundary + 1 h instead, which is
+    // the shift instant when the shift happens at a local full hour.
+    // NOTE: a sub-hour shift at any other local time would end the bucket at
+    // boundary + 1 h rather than at the shift. Totals still add up.
+    const candidate = DateTime.fromMillis(boundary + HOUR_MS, { zone })
+      .startOf('hour')
+      .toMillis();
+    return candidate > boundary ? candidate : boundary + HOUR_MS;
+  }
+
+  // Add one local day, week or month, then take the start of that local
+  // period, because the current boundary may not be at local midnight. On a
+  // date whose midnight was skipped, such as in America/Santiago, the day
+  // starts at 01:00.
+  const next = DateTime.fromMillis(boundary, { zone })
+    .plus(CALENDAR_STEP[unit])
+    .startOf(LUXON_UNIT[unit])
+    .toMillis();
+  if (next <= boundary) {
+    throw new Error(
+      `Calendar step did not advance: ${unit} boundary ${boundary} in ${zone.name} gave ${next}.`,
+    );
+  }
+  return next;
+}

@@ -1,0 +1,256 @@
+/**
+ * `segments` leaves: normalisation of the GraphQL `SegmentsLeaf` input, the
+ * canonical key that lets identical leaves share one load, and binding to a
+ * user for `groupBy: USER`.
+ */
+
+import {
+  childPath,
+  describeValue,
+  formatPath,
+  isObject,
+  presentKeys,
+  quoteName,
+  type Path,
+  type ProblemList,
+} from './shape.js';
+import type { LeafSpec } from './types.js';
+
+const LEAF_FIELD_LIST = 'pairTypes, users, pairKeys, meta or includeOpen';
+
+const LEAF_FIELDS: ReadonlySet<string> = new Set([
+  'pairTypes',
+  'users',
+  'pairKeys',
+  'meta',
+  'includeOpen',
+]);
+
+/** Thrown by canonicalJson for a value that JSON cannot represent. */
+export class NotJsonError extends TypeError {
+  /** Location of the value below the serialised root, such as `.tags[2]`, or empty for the root. */
+  readonly path: string;
+  /** Description of the problem, without the path. */
+  readonly detail: string;
+
+  constructor(path: string, detail: string) {
+    super(`${path === '' ? 'The value' : `The value at ${path}`} ${detail}.`);
+    this.name = 'NotJsonError';
+    this.path = path;
+    this.detail = detail;
+  }
+}
+
+type Work =
+  | { readonly op: 'value'; readonly value: unknown; readonly path: Path }
+  | { readonly op: 'text'; readonly text: string }
+  | { readonly op: 'leave'; readonly container: object };
+
+const EMPTY_PATH: Path = { parent: null, step: '' };
+
+/**
+ * Serialises a JSON value with object keys sorted, so equal values written
+ * in different key orders give the same string. Array order is kept. Uses
+ * an explicit stack, so deep values cannot overflow the call stack. Throws
+ * NotJsonError for undefined, functions, symbols, bigints, non-finite
+ * numbers, objects that are not plain (Date, Map) and circular references.
+ */
+export function canonicalJson(value: unknown): string {
+  const out: string[] = [];
+  const open = new Set<object>();
+  const stack: Work[] = [{ op: 'value', value, path: EMPTY_PATH }];
+
+  while (stack.length > 0) {
+    const work = stack.pop()!;
+    if (work.op === 'text') {
+      out.push(work.text);
+      continue;
+    }
+    if (work.op === 'leave') {
+      open.delete(work.container);
+      continue;
+    }
+
+    const current = work.value;
+    if (current === null || typeof current === 'boolean') {
+      out.push(String(current));
+    } else if (typeof current === 'string') {
+      out.push(JSON.stringify(current));
+    } else if (typeof current === 'number') {
+      if (!Number.isFinite(current)) {
+        throw new NotJsonError(formatPath(work.path), `is ${current}, which JSON cannot represent`);
+      }
+      out.push(JSON.stringify(current));
+    } else if (Array.isArray(current) || isPlainRecord(current)) {
+      if (open.has(current)) {
+        throw new NotJsonError(formatPath(work.path), 'is a circular reference');
+      }
+      open.add(current);
+      stack.push({ op: 'leave', container: current });
+      pushContainer(stack, current, work.path, out);
+    } else {
+      throw new NotJsonError(
+        formatPath(work.path),
+        `is ${describeValue(current)}, which is not a JSON value`,
+      );
+    }
+  }
+
+  return out.join('');
+}
+
+function isPlainRecord(value: unknown): value is Record<string, unknown> {
+  if (!isObject(value)) {
+    return false;
+  }
+  const prototype: unknown = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/** Writes the opening bracket and schedules the items and the closing bracket. */
+function pushContainer(
+  stack: Work[],
+  container: unknown[] | Record<string, unknown>,
+  path: Path,
+  out: string[],
+): void {
+  if (Array.isArray(container)) {
+    out.push('[');
+    stack.push({ op: 'text', text: ']' });
+    for (let i = container.length - 1; i >= 0; i -= 1) {
+      stack.push({ op: 'value', value: container[i], path: childPath(path, `[${i}]`) });
+      if (i > 0) {
+        stack.push({ op: 'text', text: ',' });
+      }
+    }
+    return;
+  }
+
+  const keys = Object.keys(container).sort();
+  out.push('{');
+  stack.push({ op: 'text', text: '}' });
+  for (let i = keys.length - 1; i >= 0; i -= 1) {
+    const key = keys[i]!;
+    stack.push({ op: 'value', value: container[key], path: childPath(path, `.${key}`) });
+    stack.push({ op: 'text', text: `${JSON.stringify(key)}:` });
+    if (i > 0) {
+      stack.push({ op: 'text', text: ',' });
+    }
+  }
+}
+
+function sortedUnique(values: readonly string[]): string[] {
+  return [...new Set(values)].sort();
+}
+
+/** Reads an optional list of strings. GraphQL coerces a single string into a list of one. */
+function readStringList(value: unknown, path: Path, problems: ProblemList): string[] | null {
+  if (value === undefined || value === null) {
+    return null;
+  }
+  const items = Array.isArray(value) ? value : [value];
+  let valid = true;
+  items.forEach((item, index) => {
+    if (typeof item !== 'string') {
+      const itemPath = Array.isArray(value) ? childPath(path, `[${index}]`) : path;
+      problems.add(itemPath, `must be a string, got ${describeValue(item)}`);
+      valid = false;
+    }
+  });
+  return valid ? sortedUnique(items as string[]) : null;
+}
+
+/**
+ * Normalises a coerced `SegmentsLeaf` value, or records its problems and
+ * returns null.
+ */
+export function normaliseLeaf(value: unknown, path: Path, problems: ProblemList): LeafSpec | null {
+  if (!isObject(value)) {
+    problems.add(path, `must be an object, got ${describeValue(value)}`);
+    return null;
+  }
+
+  let valid = true;
+  for (const key of presentKeys(value)) {
+    if (!LEAF_FIELDS.has(key)) {
+      problems.add(
+        path,
+        `has unknown field ${quoteName(key)}, expected ${LEAF_FIELD_LIST}`,
+      );
+      valid = false;
+    }
+  }
+
+  const before = problems.count;
+  const pairTypes = readStringList(value['pairTypes'], childPath(path, '.pairTypes'), problems);
+  const users = readStringList(value['users'], childPath(path, '.users'), problems);
+  const pairKeys = readStringList(value['pairKeys'], childPath(path, '.pairKeys'), problems);
+  const meta = readMeta(value['meta'], childPath(path, '.meta'), problems);
+
+  let includeOpen = true;
+  const rawIncludeOpen = value['includeOpen'];
+  if (typeof rawIncludeOpen === 'boolean') {
+    includeOpen = rawIncludeOpen;
+  } else if (rawIncludeOpen !== undefined && rawIncludeOpen !== null) {
+    problems.add(
+      childPath(path, '.includeOpen'),
+      `must be a boolean, got ${describeValue(rawIncludeOpen)}`,
+    );
+  }
+
+  if (!valid || problems.count !== before) {
+    return null;
+  }
+  return { pairTypes, users, pairKeys, meta, includeOpen };
+}
+
+function readMeta(
+  value: unknown,
+  path: Path,
+  problems: ProblemList,
+): Record<string, unknown> | null {
+  if (value === undefined || value === null) {
+    return null;
+  }
+  if (!isPlainRecord(value)) {
+    problems.add(path, `must be a JSON object, got ${describeValue(value)}`);
+    return null;
+  }
+  try {
+    canonicalJson(value);
+  } catch (error) {
+    if (error instanceof NotJsonError) {
+      problems.add(childPath(path, error.path), error.detail);
+      return null;
+    }
+    throw error;
+  }
+  return Object.keys(value).length === 0 ? null : value;
+}
+
+/**
+ * Returns the canonical key of a leaf: JSON with sorted object keys and
+ * sorted, deduplicated lists, so identical leaves written in different
+ * places or orders share one key.
+ */
+export function leafKey(spec: LeafSpec): string {
+  return canonicalJson({
+    pairTypes: spec.pairTypes === null ? null : sortedUnique(spec.pairTypes),
+    users: spec.users === null ? null : sortedUnique(spec.users),
+    pairKeys: spec.pairKeys === null ? null : sortedUnique(spec.pairKeys),
+    meta: spec.meta,
+    includeOpen: spec.includeOpen,
+  });
+}
+
+/**
+ * Binds a leaf to the user of a `groupBy: USER` group: a leaf that names no
+ * users selects that user's segments. A leaf that names users is returned
+ * unchanged.
+ */
+export function bindUser(spec: LeafSpec, userId: string): LeafSpec {
+  if (spec.users !== null) {
+    return spec;
+  }
+  return { ...spec, users: [userId] };
+}

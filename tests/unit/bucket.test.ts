@@ -1,0 +1,493 @@
+import { describe, expect, it } from 'vitest';
+
+import { DomainError } from '../../src/domain/errors.js';
+import {
+  bucketTotals,
+  isValidTimeZone,
+  type BucketTotal,
+  type BucketUnit,
+} from '../../src/domain/interval/buckets.js';
+import { IntervalSet, type Interval } from '../../src/domain/interval/interval-set.js';
+
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+
+/** Parses an RFC 3339 instant with an explicit offset. */
+function at(iso: string): number {
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) {
+    throw new Error(`bad instant in test: ${iso}`);
+  }
+  return ms;
+}
+
+function window(start: string, end: string): Interval {
+  return { start: at(start), end: at(end) };
+}
+
+function wholeWindow(w: Interval): IntervalSet {
+  return IntervalSet.of(w.start, w.end);
+}
+
+function lengthsInHours(buckets: BucketTotal[]): number[] {
+  return buckets.map((bucket) => (bucket.end - bucket.start) / HOUR_MS);
+}
+
+function startsOf(buckets: BucketTotal[]): string[] {
+  return buckets.map((bucket) => new Date(bucket.start).toISOString());
+}
+
+/** Seeded PRNG (mulberry32), so random cases are reproducible. */
+function prng(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomSet(random: () => number, w: Interval, pieces: number): IntervalSet {
+  const span = w.end - w.start;
+  const pairs: Array<[number, number]> = [];
+  for (let i = 0; i < pieces; i += 1) {
+    // Pieces may start before or end after the window, to exercise clipping.
+    const start = w.start - HOUR_MS + Math.floor(random() * (span + 2 * HOUR_MS));
+    pairs.push([start, start + Math.floor(random() * 30 * HOUR_MS)]);
+  }
+  return IntervalSet.fromPairs(pairs);
+}
+
+/** Local calendar fields from Intl, independent of luxon. */
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function localFields(ms: number, timeZone: string): Record<string, string> {
+  let formatter = formatters.get(timeZone);
+  if (formatter === undefined) {
+    formatter = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: '2-digit',
+      day: '2-digit',
+      hour: '2-digit',
+      weekday: 'short',
+      timeZoneName: 'longOffset',
+    });
+    formatters.set(timeZone, formatter);
+  }
+  const fields: Record<string, string> = {};
+  for (const part of formatter.formatToParts(ms)) {
+    fields[part.type] = part.value;
+  }
+  return fields;
+}
+
+/** Returns the local calendar period of `unit` that contains `ms`, as a comparable string. */
+function localPeriod(ms: number, unit: BucketUnit, timeZone: string): string {
+  const fields = localFields(ms, timeZone);
+  const date = `${fields['year']}-${fields['month']}-${fields['day']}`;
+  switch (unit) {
+    case 'HOUR':
+      return `${date}T${fields['hour']}`;
+    case 'DAY':
+      return date;
+    case 'WEEK':
+      // Checked through the boundaries instead; see expectCalendarBuckets.
+      return '';
+    case 'MONTH':
+      return `${fields['year']}-${fields['month']}`;
+  }
+}
+
+/**
+ * Checks the contract of bucketTotals: the buckets tile the window in order,
+ * none is empty, the totals add up, each bucket lies in one local period and
+ * each inner boundary starts a new local period.
+ */
+function expectCalendarBuckets(
+  buckets: BucketTotal[],
+  set: IntervalSet,
+  w: Interval,
+  unit: BucketUnit,
+  timeZone: string,
+): void {
+  const failures: string[] = [];
+  expect(buckets.length).toBeGreaterThan(0);
+  expect(buckets[0]!.start).toBe(w.start);
+  expect(buckets[buckets.length - 1]!.end).toBe(w.end);
+  expect(buckets.reduce((sum, bucket) => sum + bucket.ms, 0)).toBe(set.clip(w).totalMs);
+
+  buckets.forEach((bucket, index) => {
+    const startIso = new Date(bucket.start).toISOString();
+    const label = `${unit} bucket ${index} at ${startIso} in ${timeZone}`;
+    if (bucket.start >= bucket.end) {
+      failures.push(`${label} is empty`);
+    }
+    if (index > 0 && buckets[index - 1]!.end !== bucket.start) {
+      failures.push(`${label} does not start where the previous one ends`);
+    }
+    const expectedMs = set.clip({ start: bucket.start, end: bucket.end }).totalMs;
+    if (bucket.ms !== expectedMs) {
+      failures.push(`${label} has ${bucket.ms} ms, expected ${expectedMs}`);
+    }
+    const firstPeriod = localPeriod(bucket.start, unit, timeZone);
+    const lastPeriod = localPeriod(bucket.end - 1, unit, timeZone);
+    if (unit !== 'WEEK' && firstPeriod !== lastPeriod) {
+      failures.push(`${label} spans two local periods`);
+    }
+
+    if (index === 0) {
+      return;
+    }
+    if (unit === 'WEEK') {
+      const weekday = localFields(bucket.start, timeZone)['weekday'];
+      const before = localFields(bucket.start - 1, timeZone)['weekday'];
+      if (weekday !== 'Mon' || before !== 'Sun') {
+        failures.push(`${label} starts on ${weekday} after ${before}`);
+      }
+    } else {
+      // An hour bucket may also start where the UTC offset changes mid-hour.
+      const samePeriod =
+        localPeriod(bucket.start - 1, unit, timeZone) === localPeriod(bucket.start, unit, timeZone);
+      const sameOffset =
+        localFields(bucket.start - 1, timeZone)['timeZoneName'] ===
+        localFields(bucket.start, timeZone)['timeZoneName'];
+      if (samePeriod && (unit !== 'HOUR' || sameOffset)) {
+        failures.push(`${label} starts inside a local period`);
+      }
+    }
+  });
+  expect(failures).toEqual([]);
+}
+
+describe('bucketTotals', () => {
+  it('splits a segment into hours', () => {
+    const w = window('2024-03-12T09:00:00Z', '2024-03-12T12:00:00Z');
+    const set = IntervalSet.of(at('2024-03-12T09:30:00Z'), at('2024-03-12T11:15:00Z'));
+    const buckets = bucketTotals(set, w, 'HOUR', 'UTC');
+    expect(buckets.map((bucket) => bucket.ms / MINUTE_MS)).toEqual([30, 60, 15]);
+    expect(startsOf(buckets)).toEqual([
+      '2024-03-12T09:00:00.000Z',
+      '2024-03-12T10:00:00.000Z',
+      '2024-03-12T11:00:00.000Z',
+    ]);
+  });
+
+  it('splits a local segment into Prague hours', () => {
+    const w = window('2024-03-12T09:00:00+01:00', '2024-03-12T12:00:00+01:00');
+    const set = IntervalSet.of(at('2024-03-12T09:30:00+01:00'), at('2024-03-12T11:15:00+01:00'));
+    const buckets = bucketTotals(set, w, 'HOUR', 'Europe/Prague');
+    expect(buckets.map((bucket) => bucket.ms / MINUTE_MS)).toEqual([30, 60, 15]);
+  });
+
+  it('splits a segment across midnight', () => {
+    const w = window('2024-03-12T00:00:00+01:00', '2024-03-14T00:00:00+01:00');
+    const set = IntervalSet.fromPairs([
+      [at('2024-03-12T00:00:00+01:00'), at('2024-03-12T08:00:00+01:00')],
+      [at('2024-03-12T22:30:00+01:00'), at('2024-03-13T06:30:00+01:00')],
+    ]);
+    const buckets = bucketTotals(set, w, 'DAY', 'Europe/Prague');
+    expect(buckets.map((bucket) => bucket.ms / HOUR_MS)).toEqual([9.5, 6.5]);
+  });
+
+  it('keeps buckets with no time', () => {
+    const w = window('2024-03-12T00:00:00Z', '2024-03-15T00:00:00Z');
+    const set = IntervalSet.of(at('2024-03-13T10:00:00Z'), at('2024-03-13T11:00:00Z'));
+    const buckets = bucketTotals(set, w, 'DAY', 'UTC');
+    expect(buckets.map((bucket) => bucket.ms)).toEqual([0, HOUR_MS, 0]);
+  });
+
+  it('clips the first and last bucket to the window', () => {
+    const w = window('2024-03-12T10:20:00Z', '2024-03-14T05:00:00Z');
+    const buckets = bucketTotals(wholeWindow(w), w, 'DAY', 'UTC');
+    expect(startsOf(buckets)).toEqual([
+      '2024-03-12T10:20:00.000Z',
+      '2024-03-13T00:00:00.000Z',
+      '2024-03-14T00:00:00.000Z',
+    ]);
+    expect(new Date(buckets[2]!.end).toISOString()).toBe('2024-03-14T05:00:00.000Z');
+  });
+
+  it('returns no buckets for an empty window', () => {
+    const w = window('2024-03-12T00:00:00Z', '2024-03-12T00:00:00Z');
+    expect(bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC')).toEqual([]);
+  });
+
+  it('adds up on random data over three days', () => {
+    const random = prng(7);
+    const w = window('2024-05-01T00:00:00+02:00', '2024-05-04T00:00:00+02:00');
+    for (let round = 0; round < 20; round += 1) {
+      const set = randomSet(random, w, 12);
+      const buckets = bucketTotals(set, w, 'DAY', 'Europe/Prague');
+      expect(buckets).toHaveLength(3);
+      expectCalendarBuckets(buckets, set, w, 'DAY', 'Europe/Prague');
+    }
+  });
+});
+
+describe('bucketTotals across DST', () => {
+  it.each([
+    ['Europe/Prague', '2021-03-28T00:00:00+01:00', '2021-03-29T00:00:00+02:00', 23],
+    ['Europe/Prague', '2021-10-31T00:00:00+02:00', '2021-11-01T00:00:00+01:00', 25],
+    ['America/New_York', '2021-03-14T00:00:00-05:00', '2021-03-15T00:00:00-04:00', 23],
+    ['America/New_York', '2021-11-07T00:00:00-04:00', '2021-11-08T00:00:00-05:00', 25],
+    ['Australia/Sydney', '2021-04-04T00:00:00+11:00', '2021-04-05T00:00:00+10:00', 25],
+    ['Australia/Sydney', '2021-10-03T00:00:00+10:00', '2021-10-04T00:00:00+11:00', 23],
+    ['Australia/Adelaide', '2021-04-04T00:00:00+10:30', '2021-04-05T00:00:00+09:30', 25],
+    ['America/Santiago', '2022-04-02T00:00:00-03:00', '2022-04-03T00:00:00-04:00', 25],
+  ])('%s day from %s to %s lasts %i hours', (timeZone, start, end, hours) => {
+    const w = window(start, end);
+    const buckets = bucketTotals(wholeWindow(w), w, 'DAY', timeZone);
+    expect(lengthsInHours(buckets)).toEqual([hours]);
+    expect(buckets[0]!.ms).toBe(hours * HOUR_MS);
+  });
+
+  it('starts a Santiago day at 01:00 when midnight is skipped', () => {
+    const w = window('2022-09-10T00:00:00-04:00', '2022-09-13T00:00:00-03:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'DAY', 'America/Santiago');
+    expect(startsOf(buckets)).toEqual([
+      '2022-09-10T04:00:00.000Z',
+      '2022-09-11T04:00:00.000Z',
+      '2022-09-12T03:00:00.000Z',
+    ]);
+    expect(lengthsInHours(buckets)).toEqual([24, 23, 24]);
+  });
+
+  it('gives Prague spring day 23 hours', () => {
+    const w = window('2021-03-28T00:00:00+01:00', '2021-03-29T00:00:00+02:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Europe/Prague');
+    expect(buckets).toHaveLength(23);
+    expect(buckets.every((bucket) => bucket.end - bucket.start === HOUR_MS)).toBe(true);
+    // Local 01:00 is followed by local 03:00.
+    expect(startsOf(buckets).slice(0, 3)).toEqual([
+      '2021-03-27T23:00:00.000Z',
+      '2021-03-28T00:00:00.000Z',
+      '2021-03-28T01:00:00.000Z',
+    ]);
+    expectCalendarBuckets(buckets, wholeWindow(w), w, 'HOUR', 'Europe/Prague');
+  });
+
+  it('gives the repeated Prague hour two buckets', () => {
+    const w = window('2021-10-31T00:00:00+02:00', '2021-11-01T00:00:00+01:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Europe/Prague');
+    expect(buckets).toHaveLength(25);
+    const starts = startsOf(buckets);
+    expect(starts).toContain(new Date(at('2021-10-31T02:00:00+02:00')).toISOString());
+    expect(starts).toContain(new Date(at('2021-10-31T02:00:00+01:00')).toISOString());
+    expectCalendarBuckets(buckets, wholeWindow(w), w, 'HOUR', 'Europe/Prague');
+  });
+
+  it('gives the repeated Sydney hour two buckets', () => {
+    const w = window('2021-04-04T00:00:00+11:00', '2021-04-05T00:00:00+10:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Australia/Sydney');
+    expect(buckets).toHaveLength(25);
+    const starts = startsOf(buckets);
+    expect(starts).toContain(new Date(at('2021-04-04T02:00:00+11:00')).toISOString());
+    expect(starts).toContain(new Date(at('2021-04-04T02:00:00+10:00')).toISOString());
+  });
+
+  it('starts Kolkata hours at half past UTC', () => {
+    const w = window('2024-01-01T00:00:00Z', '2024-01-01T03:00:00Z');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Asia/Kolkata');
+    expect(startsOf(buckets)).toEqual([
+      '2024-01-01T00:00:00.000Z',
+      '2024-01-01T00:30:00.000Z',
+      '2024-01-01T01:30:00.000Z',
+      '2024-01-01T02:30:00.000Z',
+    ]);
+    expect(buckets.map((bucket) => bucket.ms / MINUTE_MS)).toEqual([30, 60, 60, 30]);
+  });
+
+  it('starts Kolkata days at 18:30 UTC', () => {
+    const w = window('2024-01-01T00:00:00Z', '2024-01-03T00:00:00Z');
+    const buckets = bucketTotals(wholeWindow(w), w, 'DAY', 'Asia/Kolkata');
+    expect(startsOf(buckets)).toEqual([
+      '2024-01-01T00:00:00.000Z',
+      '2024-01-01T18:30:00.000Z',
+      '2024-01-02T18:30:00.000Z',
+    ]);
+  });
+
+  it('gives the repeated Adelaide hour two buckets', () => {
+    const w = window('2021-04-04T00:00:00+10:30', '2021-04-05T00:00:00+09:30');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Australia/Adelaide');
+    expect(buckets).toHaveLength(25);
+    expect(buckets.every((bucket) => new Date(bucket.start).getUTCMinutes() === 30)).toBe(true);
+    const starts = startsOf(buckets);
+    expect(starts).toContain(new Date(at('2021-04-04T02:00:00+10:30')).toISOString());
+    expect(starts).toContain(new Date(at('2021-04-04T02:00:00+09:30')).toISOString());
+  });
+
+  it('splits Lord Howe hours at a half-hour shift', () => {
+    // At 02:00 +11:00 the clock goes back to 01:30 +10:30.
+    const w = window('2021-04-04T00:00:00+11:00', '2021-04-04T04:00:00+10:30');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Australia/Lord_Howe');
+    expect(lengthsInHours(buckets)).toEqual([1, 1, 0.5, 1, 1]);
+    expect(startsOf(buckets).slice(1, 4)).toEqual([
+      '2021-04-03T14:00:00.000Z',
+      '2021-04-03T15:00:00.000Z',
+      '2021-04-03T15:30:00.000Z',
+    ]);
+    expectCalendarBuckets(buckets, wholeWindow(w), w, 'HOUR', 'Australia/Lord_Howe');
+  });
+
+  it.each([
+    ['2021-04-03T15:10:00Z', '2021-04-03T15:10:00.000Z'],
+    ['2021-04-03T15:00:00Z', '2021-04-03T15:00:00.000Z'],
+  ])('starts a Lord Howe window at %s, in the repeated half hour', (start, first) => {
+    const w = window(start, '2021-04-03T16:00:00Z');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Australia/Lord_Howe');
+    expect(startsOf(buckets)).toEqual([first, '2021-04-03T15:30:00.000Z']);
+  });
+
+  it('keeps Apia days whole across the skipped date', () => {
+    // Samoa skipped 2011-12-30, moving from -10:00 to +14:00.
+    const w = window('2011-12-29T00:00:00-10:00', '2012-01-01T00:00:00+14:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'DAY', 'Pacific/Apia');
+    expect(lengthsInHours(buckets)).toEqual([24, 24]);
+    expect(startsOf(buckets)[1]).toBe(new Date(at('2011-12-31T00:00:00+14:00')).toISOString());
+  });
+});
+
+describe('bucketTotals weeks and months', () => {
+  it('starts weeks on Monday', () => {
+    const w = window('2021-10-27T00:00:00+02:00', '2021-11-10T00:00:00+01:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'WEEK', 'Europe/Prague');
+    expect(startsOf(buckets)).toEqual([
+      new Date(at('2021-10-27T00:00:00+02:00')).toISOString(),
+      new Date(at('2021-11-01T00:00:00+01:00')).toISOString(),
+      new Date(at('2021-11-08T00:00:00+01:00')).toISOString(),
+    ]);
+  });
+
+  it('gives a week with a DST end 169 hours', () => {
+    const w = window('2021-10-25T00:00:00+02:00', '2021-11-01T00:00:00+01:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'WEEK', 'Europe/Prague');
+    expect(lengthsInHours(buckets)).toEqual([169]);
+  });
+
+  it('uses ISO weeks across a year end', () => {
+    // 2021-01-01 is a Friday, and its ISO week starts on Monday 2020-12-28.
+    const w = window('2020-12-31T00:00:00Z', '2021-01-12T00:00:00Z');
+    const buckets = bucketTotals(wholeWindow(w), w, 'WEEK', 'UTC');
+    expect(startsOf(buckets)).toEqual([
+      '2020-12-31T00:00:00.000Z',
+      '2021-01-04T00:00:00.000Z',
+      '2021-01-11T00:00:00.000Z',
+    ]);
+    expect(lengthsInHours(buckets)).toEqual([96, 168, 24]);
+  });
+
+  it.each([
+    ['2021-03-01T00:00:00+01:00', '2021-04-01T00:00:00+02:00', 31 * 24 - 1],
+    ['2021-10-01T00:00:00+02:00', '2021-11-01T00:00:00+01:00', 31 * 24 + 1],
+    ['2024-02-01T00:00:00+01:00', '2024-03-01T00:00:00+01:00', 29 * 24],
+    ['2023-02-01T00:00:00+01:00', '2023-03-01T00:00:00+01:00', 28 * 24],
+  ])('Prague month from %s to %s lasts %i hours', (start, end, hours) => {
+    const w = window(start, end);
+    expect(lengthsInHours(bucketTotals(wholeWindow(w), w, 'MONTH', 'Europe/Prague'))).toEqual([
+      hours,
+    ]);
+  });
+
+  it('starts months on the first local day', () => {
+    const w = window('2021-11-15T00:00:00+01:00', '2022-02-10T00:00:00+01:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'MONTH', 'Europe/Prague');
+    expect(startsOf(buckets)).toEqual([
+      new Date(at('2021-11-15T00:00:00+01:00')).toISOString(),
+      new Date(at('2021-12-01T00:00:00+01:00')).toISOString(),
+      new Date(at('2022-01-01T00:00:00+01:00')).toISOString(),
+      new Date(at('2022-02-01T00:00:00+01:00')).toISOString(),
+    ]);
+  });
+});
+
+describe('bucketTotals on random windows', () => {
+  const zones = [
+    'UTC',
+    'Europe/Prague',
+    'America/New_York',
+    'Australia/Sydney',
+    'America/Santiago',
+    'Asia/Kolkata',
+    'Australia/Adelaide',
+    'Australia/Lord_Howe',
+    'Asia/Kathmandu',
+    'Pacific/Apia',
+  ];
+  const maxDays: Record<BucketUnit, number> = { HOUR: 12, DAY: 60, WEEK: 200, MONTH: 400 };
+
+  const units: BucketUnit[] = ['HOUR', 'DAY', 'WEEK', 'MONTH'];
+
+  it.each(units)('%s buckets keep the contract', (unit) => {
+    const random = prng(unit.length * 1000 + 17);
+    for (const timeZone of zones) {
+      for (let round = 0; round < 4; round += 1) {
+        const start = at('2011-01-01T00:00:00Z') + Math.floor(random() * 13 * 365 * DAY_MS);
+        const w = { start, end: start + 1 + Math.floor(random() * maxDays[unit] * DAY_MS) };
+        const set = randomSet(random, w, 40);
+        expectCalendarBuckets(bucketTotals(set, w, unit, timeZone), set, w, unit, timeZone);
+      }
+    }
+  });
+});
+
+describe('bucketTotals errors', () => {
+  it('rejects an unknown time zone', () => {
+    const w = window('2024-01-01T00:00:00Z', '2024-01-02T00:00:00Z');
+    let caught: unknown;
+    try {
+      bucketTotals(IntervalSet.empty(), w, 'DAY', 'Mars/Olympus_Mons');
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(DomainError);
+    const error = caught as DomainError;
+    expect(error.kind).toBe('BAD_USER_INPUT');
+    expect(error.reason).toBe('INVALID_TIME_ZONE');
+    expect(error.message).toContain('Mars/Olympus_Mons');
+    expect(error.details).toEqual({ timeZone: 'Mars/Olympus_Mons' });
+  });
+
+  it.each([
+    ['Europe/Prague', true],
+    ['UTC', true],
+    ['Asia/Kolkata', true],
+    ['Mars/Olympus_Mons', false],
+    ['', false],
+  ])('isValidTimeZone(%j) is %s', (name, valid) => {
+    expect(isValidTimeZone(name)).toBe(valid);
+  });
+
+  it('rejects too many hour buckets before walking', () => {
+    const w = window('2024-01-01T00:00:00Z', '2024-02-01T00:00:00Z');
+    expect(() => bucketTotals(IntervalSet.empty(), w, 'HOUR', 'UTC', 100)).toThrow(
+      expect.objectContaining({
+        reason: 'LIMIT_EXCEEDED',
+        details: { limit: 'REPORT_MAX_BUCKETS', value: 744, max: 100 },
+      }),
+    );
+  });
+
+  it('rejects too many day buckets while walking', () => {
+    const w = window('2024-01-01T00:00:00Z', '2024-04-11T00:00:00Z');
+    expect(() => bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 100)).toThrow(
+      expect.objectContaining({
+        reason: 'LIMIT_EXCEEDED',
+        details: { limit: 'REPORT_MAX_BUCKETS', value: 101, max: 100 },
+      }),
+    );
+    expect(bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 101)).toHaveLength(101);
+  });
+
+  it('walks a year of hours within the default limit', () => {
+    const w = window('2024-01-01T00:00:00+01:00', '2025-01-01T00:00:00+01:00');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Europe/Prague');
+    expect(buckets).toHaveLength(366 * 24);
+    expect(buckets.reduce((sum, bucket) => sum + bucket.ms, 0)).toBe(w.end - w.start);
+  });
+});

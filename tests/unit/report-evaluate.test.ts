@@ -1,0 +1,234 @@
+import { describe, expect, it } from 'vitest';
+
+import { DomainError } from '../../src/domain/errors.js';
+import { IntervalSet, type Interval } from '../../src/domain/interval/interval-set.js';
+import {
+  evaluate,
+  leafKey,
+  toExpression,
+  validateWindow,
+  type Expr,
+} from '../../src/domain/report/expression.js';
+
+const DAY_MS = 86_400_000;
+
+/** Seeded PRNG (mulberry32), so random cases are reproducible. */
+function prng(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Builds a leaf that selects one pair key, so each named set has its own leaf key. */
+function leaf(name: string): { segments: { pairKeys: string[] } } {
+  return { segments: { pairKeys: [name] } };
+}
+
+function keyOf(name: string): string {
+  return leafKey({ pairTypes: null, users: null, pairKeys: [name], meta: null, includeOpen: true });
+}
+
+function evaluateWith(
+  expression: unknown,
+  window: Interval,
+  values: Record<string, IntervalSet>,
+): IntervalSet {
+  const byKey = new Map(Object.entries(values).map(([name, set]) => [keyOf(name), set]));
+  return evaluate(toExpression(expression, window), window, (key) => {
+    const set = byKey.get(key);
+    if (set === undefined) {
+      throw new Error(`no value for leaf ${key}`);
+    }
+    return set;
+  });
+}
+
+describe('evaluate', () => {
+  it('complements a segment outside the window', () => {
+    const result = evaluateWith({ complement: leaf('a') }, { start: 10, end: 20 }, {
+      a: IntervalSet.of(0, 5),
+    });
+    expect(result.toString()).toBe('[10, 20)');
+  });
+
+  it('unions nested segments', () => {
+    const result = evaluateWith({ union: [leaf('a'), leaf('b')] }, { start: 0, end: DAY_MS }, {
+      a: IntervalSet.of(0, 3_600_000),
+      b: IntervalSet.of(1_000_000, 2_000_000),
+    });
+    expect(result.toString()).toBe('[0, 3600000)');
+    expect(result.totalMs / 1000).toBe(3600);
+  });
+
+  it.each([
+    ['segments', leaf('a'), '[10, 30) [50, 60)'],
+    ['intervals', { intervals: [{ start: 0, end: 15 }] }, '[10, 15)'],
+    ['union', { union: [leaf('a'), leaf('b')] }, '[10, 60)'],
+    ['intersect', { intersect: [leaf('a'), leaf('b')] }, '[20, 30) [50, 60)'],
+    ['difference', { difference: { from: leaf('a'), subtract: leaf('b') } }, '[10, 20)'],
+    ['complement', { complement: leaf('a') }, '[30, 50)'],
+    ['complement of nothing', { complement: { intervals: [] } }, '[10, 60)'],
+  ])('evaluates %s inside the window', (_, expression, expected) => {
+    const result = evaluateWith(expression, { start: 10, end: 60 }, {
+      a: IntervalSet.fromPairs([
+        [0, 30],
+        [50, 70],
+      ]),
+      b: IntervalSet.of(20, 90),
+    });
+    expect(result.toString()).toBe(expected);
+  });
+
+  it('loads each distinct leaf once', () => {
+    const calls: string[] = [];
+    const window = { start: 0, end: 100 };
+    const expr = toExpression(
+      { union: [leaf('a'), { complement: leaf('a') }, { intersect: [leaf('b'), leaf('a')] }] },
+      window,
+    );
+    const result = evaluate(expr, window, (key) => {
+      calls.push(key);
+      return IntervalSet.of(0, 10);
+    });
+    expect(calls).toEqual([keyOf('a'), keyOf('b')]);
+    expect(result.toString()).toBe('[0, 100)');
+  });
+
+  it('evaluates depth 10,000 without recursion', () => {
+    let expression: unknown = leaf('a');
+    for (let level = 1; level < 10_000; level += 1) {
+      expression = { complement: expression };
+    }
+    const window = { start: 0, end: 100 };
+    const limits = { maxDepth: 20_000, maxNodes: 20_000, maxLiteralIntervals: 0 };
+    const expr = toExpression(expression, window, limits);
+    // 9,999 complements: an odd count, so the result is the window minus the leaf.
+    const result = evaluate(expr, window, () => IntervalSet.of(20, 30));
+    expect(result.toString()).toBe('[0, 20) [30, 100)');
+  });
+
+  it('matches a naive model on random trees', () => {
+    const random = prng(99);
+    const span = 200;
+    const window = { start: 20, end: 180 };
+    const names = ['a', 'b', 'c', 'd'];
+
+    for (let round = 0; round < 150; round += 1) {
+      const cells: Record<string, boolean[]> = {};
+      const values: Record<string, IntervalSet> = {};
+      for (const name of names) {
+        const model = Array.from({ length: span }, () => random() < 0.5);
+        cells[name] = model;
+        values[name] = IntervalSet.fromPairs(
+          model.flatMap((on, i): Array<[number, number]> => (on ? [[i, i + 1]] : [])),
+        );
+      }
+
+      // Builds a random expression and its model, one boolean per millisecond.
+      const build = (depth: number): { expression: unknown; model: boolean[] } => {
+        const choice = depth >= 4 ? 0 : Math.floor(random() * 5);
+        if (choice === 0) {
+          const name = names[Math.floor(random() * names.length)]!;
+          return { expression: leaf(name), model: cells[name]! };
+        }
+        if (choice === 1 || choice === 2) {
+          const operands = Array.from({ length: 1 + Math.floor(random() * 3) }, () =>
+            build(depth + 1),
+          );
+          const field = choice === 1 ? 'union' : 'intersect';
+          const model = Array.from({ length: span }, (_, i) =>
+            field === 'union'
+              ? operands.some((operand) => operand.model[i])
+              : operands.every((operand) => operand.model[i]),
+          );
+          return { expression: { [field]: operands.map((operand) => operand.expression) }, model };
+        }
+        if (choice === 3) {
+          const from = build(depth + 1);
+          const subtract = build(depth + 1);
+          return {
+            expression: { difference: { from: from.expression, subtract: subtract.expression } },
+            model: from.model.map((on, i) => on && !subtract.model[i]),
+          };
+        }
+        const operand = build(depth + 1);
+        return {
+          expression: { complement: operand.expression },
+          model: operand.model.map((on) => !on),
+        };
+      };
+
+      const { expression, model } = build(0);
+      const result = evaluateWith(expression, window, values);
+      const expected = model.map((on, i) => on && i >= window.start && i < window.end);
+      const actual = Array.from({ length: span }, () => false);
+      let previousEnd = -Infinity;
+      for (const [start, end] of result) {
+        expect(start).toBeGreaterThan(previousEnd);
+        expect(start).toBeGreaterThanOrEqual(window.start);
+        expect(end).toBeLessThanOrEqual(window.end);
+        previousEnd = end;
+        for (let i = start; i < end; i += 1) {
+          actual[i] = true;
+        }
+      }
+      expect(actual).toEqual(expected);
+    }
+  });
+
+  it('keeps literal leaves apart from segment leaves', () => {
+    const window = { start: 0, end: 10 };
+    const expr: Expr = toExpression({ intervals: [{ start: 2, end: 4 }] }, window);
+    const result = evaluate(expr, window, () => {
+      throw new Error('a literal leaf must not be loaded');
+    });
+    expect(result.toString()).toBe('[2, 4)');
+  });
+});
+
+describe('validateWindow', () => {
+  const start = Date.parse('2024-01-01T00:00:00Z');
+
+  it('returns a valid window', () => {
+    expect(validateWindow(start, start + DAY_MS, 366)).toEqual({ start, end: start + DAY_MS });
+  });
+
+  it('accepts the maximum length', () => {
+    expect(validateWindow(start, start + 366 * DAY_MS, 366).end).toBe(start + 366 * DAY_MS);
+  });
+
+  it.each([
+    ['equal', start],
+    ['reversed', start - 1],
+  ])('rejects %s bounds', (_, end) => {
+    let caught: unknown;
+    try {
+      validateWindow(start, end, 366);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(DomainError);
+    const error = caught as DomainError;
+    expect(error.reason).toBe('INVALID_WINDOW');
+    expect(error.message).toContain('2024-01-01T00:00:00.000Z');
+    expect(error.details['start']).toBe('2024-01-01T00:00:00.000Z');
+  });
+
+  it('rejects a window 1 ms too long', () => {
+    expect(() => validateWindow(start, start + 366 * DAY_MS + 1, 366)).toThrow(
+      expect.objectContaining({
+        reason: 'LIMIT_EXCEEDED',
+        details: { limit: 'REPORT_MAX_WINDOW_DAYS', value: 366.01, max: 366 },
+      }),
+    );
+  });
+
+  it('rejects fractional instants as a programmer error', () => {
+    expect(() => validateWindow(start + 0.5, start + DAY_MS, 366)).toThrow(TypeError);
+  });
+});
