@@ -107,7 +107,7 @@ export class UserService {
     const valid =
       row === null
         ? await verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
-        : await verifyPassword(password, row.passwordHash);
+        : await this.verifyStored(password, row.id, row.passwordHash);
 
     if (row === null || !valid) {
       await rateLimiter.recordFailure(username, clientAddress);
@@ -122,6 +122,16 @@ export class UserService {
     const user = toUserRecord(row);
     const issued = await tokens.issue({ id: user.id, role: user.role });
     return { token: issued.token, expiresAt: issued.expiresAt, user };
+  }
+
+  /** Verifies against a stored hash; a corrupt hash counts as a failed login and is logged. */
+  private async verifyStored(password: string, userId: string, stored: string): Promise<boolean> {
+    try {
+      return await verifyPassword(password, stored);
+    } catch (error) {
+      this.options.logger.error({ err: error, userId }, 'stored password hash is unreadable; the user cannot log in until it is reset');
+      return false;
+    }
   }
 
   async findById(id: string): Promise<UserRecord | null> {

@@ -1,0 +1,160 @@
+/**
+ * Limits failed logins per username and per client address, each in its own
+ * fixed window. The username limit slows guessing of one account from many
+ * addresses. The address limit slows one client trying many accounts.
+ */
+import { createHash, type BinaryLike } from 'node:crypto';
+import { isIPv4, isIPv6 } from 'node:net';
+
+import { DomainError } from '../domain/errors.js';
+
+/** The part of the coordination store that the limiter needs. */
+export interface WindowCounterStore {
+  incrementWindowCounter(key: string, windowMs: number): Promise<{ count: number; resetInMs: number }>;
+  getWindowCounter(key: string): Promise<{ count: number; resetInMs: number }>;
+  resetCounter(key: string): Promise<void>;
+}
+
+export interface LoginRateLimitOptions {
+  /** Failed logins allowed per window before further attempts are rejected. */
+  maxAttempts: number;
+  windowSeconds: number;
+}
+
+export interface LoginRateLimiter {
+  /**
+   * Call before checking the password.
+   *
+   * @throws DomainError UNAUTHENTICATED with reason `RATE_LIMITED` and
+   *   `retryAfterSeconds` in its details when the username or the address
+   *   has used up its failed attempts.
+   */
+  check(username: string, clientAddress: string): Promise<void>;
+  /** Counts a failed login against both the username and the address. */
+  recordFailure(username: string, clientAddress: string): Promise<void>;
+  /**
+   * Clears the username's failures after a successful login. The address
+   * count stays, so one valid account cannot reset the limit of an address
+   * that is guessing at others.
+   */
+  recordSuccess(username: string): Promise<void>;
+}
+
+// NOTE: check() and recordFailure() are separate calls, so attempts that run
+// concurrently can all pass check() before any failure is counted. The limit
+// can then be exceeded by the number of logins in flight at that moment.
+export function createLoginRateLimiter(
+  store: WindowCounterStore,
+  options: LoginRateLimitOptions,
+): LoginRateLimiter {
+  const { maxAttempts, windowSeconds } = options;
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
+    throw new RangeError(`maxAttempts is ${maxAttempts}, but it must be a positive integer.`);
+  }
+  if (!Number.isInteger(windowSeconds) || windowSeconds < 1) {
+    throw new RangeError(`windowSeconds is ${windowSeconds}, but it must be a positive integer.`);
+  }
+  const windowMs = windowSeconds * 1000;
+
+  async function check(username: string, clientAddress: string): Promise<void> {
+    const [byUsername, byAddress] = await Promise.all([
+      store.getWindowCounter(usernameKey(username)),
+      store.getWindowCounter(addressKey(clientAddress)),
+    ]);
+
+    const exhausted = [byUsername, byAddress].filter((counter) => counter.count >= maxAttempts);
+    if (exhausted.length === 0) {
+      return;
+    }
+
+    const waitMs = Math.max(...exhausted.map((counter) => counter.resetInMs));
+    const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
+    throw new DomainError(
+      'UNAUTHENTICATED',
+      'RATE_LIMITED',
+      `Too many failed logins: the limit is ${maxAttempts} per ${windowSeconds} seconds. ` +
+        `Try again in ${retryAfterSeconds} seconds.`,
+      { retryAfterSeconds, maxAttempts, windowSeconds },
+    );
+  }
+
+  async function recordFailure(username: string, clientAddress: string): Promise<void> {
+    await Promise.all([
+      store.incrementWindowCounter(usernameKey(username), windowMs),
+      store.incrementWindowCounter(addressKey(clientAddress), windowMs),
+    ]);
+  }
+
+  async function recordSuccess(username: string): Promise<void> {
+    await store.resetCounter(usernameKey(username));
+  }
+
+  return { check, recordFailure, recordSuccess };
+}
+
+/**
+ * Counter key for a username. Usernames are user input of any length, so the
+ * key contains a hash. Case and Unicode form are folded so that "Bob" and "bob"
+ * share one budget.
+ */
+export function usernameKey(username: string): string {
+  return `login:user:${digest(username.normalize('NFC').toLowerCase())}`;
+}
+
+/**
+ * Counter key for a client address. An IPv6 client usually controls a whole
+ * /64 network, so IPv6 addresses count per /64. IPv4-mapped IPv6 addresses
+ * count as their IPv4 address.
+ */
+export function addressKey(clientAddress: string): string {
+  return `login:address:${digest(addressGroup(clientAddress))}`;
+}
+
+function digest(value: BinaryLike): string {
+  // 128 bits of SHA-256 are plenty to keep distinct inputs apart.
+  return createHash('sha256').update(value).digest('hex').slice(0, 32);
+}
+
+/** Returns the address itself for IPv4, its /64 network for IPv6, and the input for anything else. */
+export function addressGroup(clientAddress: string): string {
+  const address = clientAddress.trim();
+  if (isIPv4(address)) {
+    return address;
+  }
+  if (!isIPv6(address)) {
+    return address;
+  }
+
+  const groups = expandIpv6(address);
+  const isIpv4Mapped = groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff;
+  if (isIpv4Mapped) {
+    const high = groups[6] ?? 0;
+    const low = groups[7] ?? 0;
+    return [high >> 8, high & 0xff, low >> 8, low & 0xff].join('.');
+  }
+
+  const prefix = groups.slice(0, 4).map((group) => group.toString(16));
+  return `${prefix.join(':')}::/64`;
+}
+
+/** Expands a valid IPv6 address into its eight 16-bit groups. */
+function expandIpv6(address: string): number[] {
+  // Drop a zone index such as "%eth0".
+  let text = address.split('%')[0] ?? address;
+
+  // A trailing dotted IPv4 part ("::ffff:192.0.2.1") is two groups.
+  const lastColon = text.lastIndexOf(':');
+  const tail = text.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    const octets = tail.split('.').map(Number);
+    const [a = 0, b = 0, c = 0, d = 0] = octets;
+    text = `${text.slice(0, lastColon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+
+  const [head = '', rest] = text.split('::');
+  const headGroups = head === '' ? [] : head.split(':');
+  const tailGroups = rest === undefined || rest === '' ? [] : rest.split(':');
+  const zeros = rest === undefined ? [] : new Array<string>(8 - headGroups.length - tailGroups.length).fill('0');
+
+  return [...headGroups, ...zeros, ...tailGroups].map((group) => Number.parseInt(group, 16));
+}

@@ -1,0 +1,146 @@
+/**
+ * Issue and verification of access tokens: JWTs signed with HS256 (HMAC with
+ * SHA-256) through jose.
+ */
+import { randomUUID } from 'node:crypto';
+
+import { jwtVerify, SignJWT, errors as joseErrors } from 'jose';
+import type { Logger } from 'pino';
+
+import { DomainError } from '../domain/errors.js';
+import { isRole, type Role } from './viewer.js';
+
+/** Maximum token length that `verify` parses. Tokens issued here are about 330 characters long. */
+export const MAX_TOKEN_LENGTH = 4096;
+
+const ALGORITHM = 'HS256';
+const MIN_SECRET_BYTES = 32;
+
+export interface TokenServiceOptions {
+  /** HMAC key, at least 32 bytes. A string is used as its UTF-8 bytes. */
+  secret: string | Uint8Array;
+  issuer: string;
+  audience: string;
+  ttlSeconds: number;
+  /** Allowed difference between the clocks of issuer and verifier when checking `exp` and `iat`. */
+  clockToleranceSeconds: number;
+  /** Receives the precise reason of each rejected token, at debug level. */
+  logger: Logger;
+  /** Current time in ms since the epoch. Tests replace it. */
+  now?: () => number;
+}
+
+export interface IssuedToken {
+  token: string;
+  expiresAt: Date;
+}
+
+/**
+ * Claims of a verified token.
+ *
+ * The role is informational. It is the role at issue time and may be out of
+ * date, so the server must read the user's current role from the database
+ * before authorizing anything.
+ */
+export interface TokenClaims {
+  userId: string;
+  role: Role;
+}
+
+export interface TokenService {
+  issue(user: { id: string; role: Role }): Promise<IssuedToken>;
+  /** @throws DomainError UNAUTHENTICATED with reason `INVALID_TOKEN`, for every kind of bad token. */
+  verify(token: string): Promise<TokenClaims>;
+}
+
+export function createTokenService(options: TokenServiceOptions): TokenService {
+  const key =
+    typeof options.secret === 'string' ? new TextEncoder().encode(options.secret) : options.secret;
+  if (key.byteLength < MIN_SECRET_BYTES) {
+    throw new RangeError(
+      `The JWT secret is ${key.byteLength} bytes long, but it must be at least ${MIN_SECRET_BYTES} bytes.`,
+    );
+  }
+
+  const { issuer, audience, ttlSeconds, clockToleranceSeconds, logger } = options;
+  const now = options.now ?? Date.now;
+
+  async function issue(user: { id: string; role: Role }): Promise<IssuedToken> {
+    const issuedAtSeconds = Math.floor(now() / 1000);
+    const expiresAtSeconds = issuedAtSeconds + ttlSeconds;
+
+    const token = await new SignJWT({ role: user.role })
+      .setProtectedHeader({ alg: ALGORITHM, typ: 'JWT' })
+      .setSubject(user.id)
+      .setIssuer(issuer)
+      .setAudience(audience)
+      .setIssuedAt(issuedAtSeconds)
+      .setExpirationTime(expiresAtSeconds)
+      .setJti(randomUUID())
+      .sign(key);
+
+    return { token, expiresAt: new Date(expiresAtSeconds * 1000) };
+  }
+
+  async function verify(token: string): Promise<TokenClaims> {
+    // Checked before parsing, so an oversized header costs no base64 or JSON work.
+    if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH) {
+      throw rejectToken(logger, `token is longer than ${MAX_TOKEN_LENGTH} characters or not a string`);
+    }
+
+    let payload: Record<string, unknown>;
+    try {
+      const result = await jwtVerify(token, key, {
+        // Pinning the algorithm rejects `alg: none`, other HMAC sizes and
+        // public-key algorithms, regardless of the `alg` header.
+        algorithms: [ALGORITHM],
+        issuer,
+        audience,
+        requiredClaims: ['exp', 'iat', 'sub'],
+        clockTolerance: clockToleranceSeconds,
+        // Also rejects an `iat` in the future (beyond the tolerance) and a
+        // token that claims a longer lifetime than this service issues.
+        maxTokenAge: ttlSeconds,
+        currentDate: new Date(now()),
+      });
+      payload = result.payload;
+    } catch (error) {
+      throw rejectToken(logger, describeJoseError(error));
+    }
+
+    const { sub, role } = payload;
+    if (typeof sub !== 'string' || sub === '') {
+      throw rejectToken(logger, 'sub claim is empty');
+    }
+    if (!isRole(role)) {
+      throw rejectToken(logger, 'role claim is missing or unknown');
+    }
+    return { userId: sub, role };
+  }
+
+  return { issue, verify };
+}
+
+/**
+ * Logs why a token was rejected and builds the error for the client. Every
+ * rejection gets the same message, so a client learns nothing about which
+ * check failed.
+ */
+function rejectToken(logger: Logger, reason: string): DomainError {
+  logger.debug({ reason }, 'rejected access token');
+  return new DomainError(
+    'UNAUTHENTICATED',
+    'INVALID_TOKEN',
+    'The access token is invalid or expired. Log in again to get a new token.',
+  );
+}
+
+function describeJoseError(error: unknown): string {
+  if (error instanceof joseErrors.JOSEError) {
+    return `${error.code}: ${error.message}`;
+  }
+  if (error instanceof Error) {
+    return error.message;
+  }
+  return String(error);
+}

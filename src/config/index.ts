@@ -1,0 +1,174 @@
+import path from 'node:path';
+
+import { EnvReader, type Environment } from './env-reader.js';
+import { ConfigError } from './errors.js';
+import { MIN_JWT_SECRET_BYTES } from './jwt-secret.js';
+import type { AdminBootstrap, Config, LogLevel, NodeEnv } from './types.js';
+
+export { ConfigError, type ConfigIssue } from './errors.js';
+export type { Environment } from './env-reader.js';
+export { resolveJwtSecret, JWT_SECRET_FILE_NAME, MIN_JWT_SECRET_BYTES } from './jwt-secret.js';
+export { redactUrlPassword } from './redact.js';
+export type { AdminBootstrap, Config, LogLevel, NodeEnv } from './types.js';
+
+const NODE_ENVS: readonly NodeEnv[] = ['development', 'production', 'test'];
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+const SECONDS_PER_DAY = 86_400;
+
+/**
+ * Reads the environment into a typed, deeply frozen `Config`. Call it once at
+ * start-up and pass the result down.
+ *
+ * @throws ConfigError listing every invalid variable.
+ */
+export function loadConfig(env: Environment = process.env): Config {
+  const reader = new EnvReader(env);
+
+  const config: Config = {
+    nodeEnv: reader.oneOf('NODE_ENV', 'development', NODE_ENVS),
+    logLevel: reader.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
+    dataDir: path.resolve(reader.string('DATA_DIR', './.data')),
+
+    server: {
+      host: reader.string('HOST', '127.0.0.1', 255),
+      port: reader.integer('PORT', 4000, 0, 65_535),
+      trustProxy: reader.boolean('TRUST_PROXY', false),
+      maxBodyBytes: reader.integer('MAX_BODY_BYTES', 33_554_432, 1024, 1_073_741_824),
+      shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    },
+
+    database: {
+      url: reader.url('DATABASE_URL', ['postgres', 'postgresql']),
+      poolSize: reader.integer('DB_POOL_SIZE', 10, 1, 100),
+      statementTimeoutMs: reader.integer('DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000),
+    },
+
+    redis: {
+      url: reader.url('REDIS_URL', ['redis', 'rediss']),
+      keyPrefix: readRedisKeyPrefix(reader),
+      commandTimeoutMs: reader.integer('REDIS_COMMAND_TIMEOUT_MS', 2000, 10, 60_000),
+      connectTimeoutMs: reader.integer('REDIS_CONNECT_TIMEOUT_MS', 5000, 100, 60_000),
+    },
+
+    auth: {
+      jwtSecret: reader.secret('JWT_SECRET', MIN_JWT_SECRET_BYTES),
+      jwtIssuer: reader.string('JWT_ISSUER', 'event-master', 255),
+      jwtAudience: reader.string('JWT_AUDIENCE', 'event-master', 255),
+      jwtTtlSeconds: reader.integer('JWT_TTL_SECONDS', 3600, 60, SECONDS_PER_DAY),
+      jwtClockToleranceSeconds: reader.integer('JWT_CLOCK_TOLERANCE_SECONDS', 5, 0, 60),
+      admin: readAdminBootstrap(reader),
+      // 17 is the scrypt minimum of the OWASP Password Storage Cheat Sheet
+      // (N = 2^17, r = 8, p = 1). Lower values exist only to make tests fast.
+      passwordScryptLog2N: reader.integer('PASSWORD_SCRYPT_LOG2_N', 17, 14, 20),
+      loginRateLimitMaxAttempts: reader.integer('LOGIN_RATE_LIMIT_MAX_ATTEMPTS', 10, 1, 1000),
+      loginRateLimitWindowSeconds: reader.integer(
+        'LOGIN_RATE_LIMIT_WINDOW_SECONDS',
+        300,
+        1,
+        SECONDS_PER_DAY,
+      ),
+    },
+
+    intake: {
+      maxBatchSize: reader.integer('MAX_BATCH_SIZE', 1000, 1, 100_000),
+      maxMetaBytes: reader.integer('MAX_META_BYTES', 16_384, 2, 1_048_576),
+      clockSkewSeconds: reader.integer('CLOCK_SKEW_SECONDS', 300, 0, SECONDS_PER_DAY),
+      latenessHorizonSeconds: reader.integer(
+        'LATENESS_HORIZON_SECONDS',
+        7 * SECONDS_PER_DAY,
+        0,
+        366 * SECONDS_PER_DAY,
+      ),
+      defaultAutoCloseTimeoutSeconds: reader.integer(
+        'DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS',
+        1800,
+        1,
+        30 * SECONDS_PER_DAY,
+      ),
+      userLockTtlMs: reader.integer('USER_LOCK_TTL_MS', 30_000, 100, 600_000),
+      userLockWaitMs: reader.integer('USER_LOCK_WAIT_MS', 5000, 0, 600_000),
+    },
+
+    sweeper: {
+      intervalMs: reader.integer('SWEEPER_INTERVAL_MS', 1000, 10, 3_600_000),
+      leaseMs: reader.integer('SWEEPER_LEASE_MS', 30_000, 1000, 3_600_000),
+      batchSize: reader.integer('SWEEPER_BATCH_SIZE', 100, 1, 10_000),
+    },
+
+    reports: {
+      maxDepth: reader.integer('REPORT_MAX_DEPTH', 32, 1, 1000),
+      maxNodes: reader.integer('REPORT_MAX_NODES', 256, 1, 100_000),
+      maxLiteralIntervals: reader.integer('REPORT_MAX_LITERAL_INTERVALS', 10_000, 0, 1_000_000),
+      maxWindowDays: reader.integer('REPORT_MAX_WINDOW_DAYS', 366, 1, 36_600),
+      maxIntervals: reader.integer('REPORT_MAX_INTERVALS', 10_000, 1, 10_000_000),
+    },
+
+    pagination: {
+      defaultPageSize: reader.integer('PAGE_SIZE_DEFAULT', 100, 1, 100_000),
+      maxPageSize: reader.integer('PAGE_SIZE_MAX', 1000, 1, 100_000),
+    },
+  };
+
+  checkCrossFieldRules(config, reader);
+
+  if (reader.issues.length > 0) {
+    throw new ConfigError(reader.issues);
+  }
+  return deepFreeze(config);
+}
+
+function readRedisKeyPrefix(reader: EnvReader): string {
+  const defaultPrefix = 'em:';
+  const prefix = reader.string('REDIS_KEY_PREFIX', defaultPrefix, 100);
+
+  // A brace in the prefix would become the Redis Cluster hash tag of every key
+  // in place of the per-user `{u:<userId>}` tag.
+  if (/[{}]/.test(prefix)) {
+    reader.fail(
+      'REDIS_KEY_PREFIX',
+      `REDIS_KEY_PREFIX is "${prefix}", but it must not contain "{" or "}" because they change Redis Cluster hash slots.`,
+    );
+    return defaultPrefix;
+  }
+  return prefix;
+}
+
+function readAdminBootstrap(reader: EnvReader): AdminBootstrap | null {
+  const username = reader.string('ADMIN_USERNAME', '', 255);
+  // Read raw and untrimmed, so no message can include the password and its
+  // spaces stay part of it.
+  const password = reader.raw('ADMIN_PASSWORD', { trim: false }) ?? '';
+
+  if (username === '' && password === '') {
+    return null;
+  }
+  if (username === '' || password === '') {
+    const missing = username === '' ? 'ADMIN_USERNAME' : 'ADMIN_PASSWORD';
+    reader.fail(
+      missing,
+      `${missing} is not set, but ADMIN_USERNAME and ADMIN_PASSWORD must be set together or not at all.`,
+    );
+    return null;
+  }
+  return { username, password };
+}
+
+function checkCrossFieldRules(config: Config, reader: EnvReader): void {
+  const { defaultPageSize, maxPageSize } = config.pagination;
+  if (defaultPageSize > maxPageSize) {
+    reader.fail(
+      'PAGE_SIZE_DEFAULT',
+      `PAGE_SIZE_DEFAULT is ${defaultPageSize}, but it must not exceed PAGE_SIZE_MAX (${maxPageSize}).`,
+    );
+  }
+}
+
+function deepFreeze<T extends object>(value: T): Readonly<T> {
+  for (const child of Object.values(value)) {
+    if (child !== null && typeof child === 'object') {
+      deepFreeze(child as object);
+    }
+  }
+  return Object.freeze(value);
+}

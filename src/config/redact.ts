@@ -1,0 +1,17 @@
+/**
+ * Replaces the password in a connection URL with `***`, so the URL can go into
+ * logs and error messages. It also handles strings that `URL` cannot parse.
+ */
+export function redactUrlPassword(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password === '') {
+      return url;
+    }
+    parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    // Not a parsable URL: mask anything between "//user:" and "@".
+    return url.replace(/\/\/([^/:@]*):[^@]*@/, '//$1:***@');
+  }
+}

@@ -1,0 +1,124 @@
+import type { LevelWithSilent } from 'pino';
+
+export type NodeEnv = 'development' | 'production' | 'test';
+
+export type LogLevel = LevelWithSilent;
+
+/** Login credentials of the first admin, created on a start with no users. */
+export interface AdminBootstrap {
+  username: string;
+  password: string;
+}
+
+/**
+ * Settings read from the environment once at start-up by `loadConfig`. Every
+ * object in it is frozen. The comment on each field names its variable.
+ */
+export interface Config {
+  /** NODE_ENV */
+  nodeEnv: NodeEnv;
+  /** LOG_LEVEL */
+  logLevel: LogLevel;
+  /** DATA_DIR, resolved to an absolute path. Embedded PGlite and the generated JWT secret live here. */
+  dataDir: string;
+
+  server: {
+    /** HOST */
+    host: string;
+    /** PORT. 0 lets the operating system pick a free port. */
+    port: number;
+    /** TRUST_PROXY: whether to take the client address from X-Forwarded-For. */
+    trustProxy: boolean;
+    /** MAX_BODY_BYTES: maximum size of a request body. */
+    maxBodyBytes: number;
+    /** SHUTDOWN_GRACE_MS: time that in-flight requests get to finish after a stop signal. */
+    shutdownGraceMs: number;
+  };
+
+  database: {
+    /** DATABASE_URL, or null for embedded PGlite under `dataDir`. */
+    url: string | null;
+    /** DB_POOL_SIZE */
+    poolSize: number;
+    /** DB_STATEMENT_TIMEOUT_MS */
+    statementTimeoutMs: number;
+  };
+
+  redis: {
+    /** REDIS_URL, or null for the in-process store. */
+    url: string | null;
+    /** REDIS_KEY_PREFIX: prepended to every key this service writes. */
+    keyPrefix: string;
+    /** REDIS_COMMAND_TIMEOUT_MS */
+    commandTimeoutMs: number;
+    /** REDIS_CONNECT_TIMEOUT_MS */
+    connectTimeoutMs: number;
+  };
+
+  auth: {
+    /** JWT_SECRET, or null to use the secret generated under `dataDir` (see `resolveJwtSecret`). */
+    jwtSecret: string | null;
+    /** JWT_ISSUER */
+    jwtIssuer: string;
+    /** JWT_AUDIENCE */
+    jwtAudience: string;
+    /** JWT_TTL_SECONDS: lifetime of an issued token. */
+    jwtTtlSeconds: number;
+    /** JWT_CLOCK_TOLERANCE_SECONDS: allowed clock difference when checking `exp` and `iat`. */
+    jwtClockToleranceSeconds: number;
+    /** ADMIN_USERNAME and ADMIN_PASSWORD, or null when neither is set. */
+    admin: AdminBootstrap | null;
+    /** PASSWORD_SCRYPT_LOG2_N: scrypt cost N = 2^value for new password hashes. */
+    passwordScryptLog2N: number;
+    /** LOGIN_RATE_LIMIT_MAX_ATTEMPTS: failed logins allowed per window, per username and per client address. */
+    loginRateLimitMaxAttempts: number;
+    /** LOGIN_RATE_LIMIT_WINDOW_SECONDS */
+    loginRateLimitWindowSeconds: number;
+  };
+
+  intake: {
+    /** MAX_BATCH_SIZE: maximum number of events in one request. */
+    maxBatchSize: number;
+    /** MAX_META_BYTES: maximum size of one event's `meta` as JSON. */
+    maxMetaBytes: number;
+    /** CLOCK_SKEW_SECONDS: how far in the future `occurredAt` may be before it is replaced by the receipt time. */
+    clockSkewSeconds: number;
+    /** LATENESS_HORIZON_SECONDS: how far back a late event may still change segments. */
+    latenessHorizonSeconds: number;
+    /** DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: auto-close timeout of the built-in pair types (endAt LAST_ACTIVITY). */
+    defaultAutoCloseTimeoutSeconds: number;
+    /** USER_LOCK_TTL_MS: how long a per-user lock lives unless it is extended. */
+    userLockTtlMs: number;
+    /** USER_LOCK_WAIT_MS: how long a request waits for a busy user's lock. */
+    userLockWaitMs: number;
+  };
+
+  sweeper: {
+    /** SWEEPER_INTERVAL_MS: pause between two auto-close sweeps. */
+    intervalMs: number;
+    /** SWEEPER_LEASE_MS: how long a claimed deadline stays hidden from other sweepers. */
+    leaseMs: number;
+    /** SWEEPER_BATCH_SIZE: maximum number of users claimed per sweep. */
+    batchSize: number;
+  };
+
+  reports: {
+    /** REPORT_MAX_DEPTH: maximum nesting depth of a set expression. */
+    maxDepth: number;
+    /** REPORT_MAX_NODES: maximum number of nodes in a set expression. */
+    maxNodes: number;
+    /** REPORT_MAX_LITERAL_INTERVALS: maximum number of literal intervals in one expression. */
+    maxLiteralIntervals: number;
+    /** REPORT_MAX_WINDOW_DAYS: maximum length of a report window. */
+    maxWindowDays: number;
+    /** REPORT_MAX_INTERVALS: maximum number of intervals in one result before it is truncated. */
+    maxIntervals: number;
+  };
+
+  pagination: {
+    /** PAGE_SIZE_DEFAULT: page size when a query gives no `first`. */
+    defaultPageSize: number;
+    /** PAGE_SIZE_MAX: maximum accepted `first`. */
+    maxPageSize: number;
+  };
+}

@@ -1,0 +1,217 @@
+/**
+ * The ioredis client behind the Redis store: options that make commands fail
+ * fast while Redis is down, logging of every connection status change, and a
+ * bounded wait for the connection to become ready.
+ */
+import { Redis, type RedisStatus } from 'ioredis';
+import type { Logger } from 'pino';
+
+import { redactUrlPassword } from '../../config/redact.js';
+import { DomainError } from '../../domain/errors.js';
+
+export interface RedisConnectionOptions {
+  /** redis:// or rediss:// URL. Logs show it with the password masked. */
+  url: string;
+  /** Maximum time for one command, including any wait for a connection. */
+  commandTimeoutMs: number;
+  /** Maximum time for establishing one TCP (and TLS) connection. */
+  connectTimeoutMs: number;
+  logger: Logger;
+}
+
+export interface RedisConnection {
+  client: Redis;
+  /** The URL with its password masked. */
+  safeUrl: string;
+  /**
+   * Resolves once the client is ready. Waits at most `commandTimeoutMs`, and
+   * rejects at once after `close()`.
+   *
+   * @throws DomainError SERVICE_UNAVAILABLE with reason `REDIS_UNAVAILABLE`.
+   */
+  waitUntilReady(operation: string): Promise<void>;
+  /** Logs a failed command. Repeats of one message are logged once per 10 s, with a count. */
+  logCommandFailure(operation: string, error: unknown): void;
+  close(): Promise<void>;
+}
+
+const FIRST_RECONNECT_DELAY_MS = 50;
+const MAX_RECONNECT_DELAY_MS = 2000;
+const REPEAT_LOG_INTERVAL_MS = 10_000;
+
+const STATUSES: readonly RedisStatus[] = [
+  'wait',
+  'connecting',
+  'connect',
+  'ready',
+  'close',
+  'reconnecting',
+  'end',
+];
+
+export function openRedisConnection(options: RedisConnectionOptions): RedisConnection {
+  const { commandTimeoutMs, connectTimeoutMs } = options;
+  const safeUrl = redactUrlPassword(options.url);
+  const logger = options.logger.child({ component: 'redis', redis: safeUrl });
+
+  const client = new Redis(options.url, {
+    connectionName: 'event-master',
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: connectTimeoutMs,
+    // Exponential backoff from 50 ms, capped at 2 s, with jitter so that many
+    // processes do not reconnect in lockstep. It never gives up, and the store
+    // reports SERVICE_UNAVAILABLE per command while Redis is down.
+    retryStrategy: (attempt) => {
+      const delay = Math.min(MAX_RECONNECT_DELAY_MS, FIRST_RECONNECT_DELAY_MS * 2 ** Math.min(attempt, 16));
+      return Math.round(delay / 2 + Math.random() * (delay / 2));
+    },
+    // Commands fail at once while disconnected instead of queueing; the store
+    // waits for the connection itself, bounded by the command timeout. A
+    // command queued across a reconnect could run long after its caller gave
+    // up, for example taking a lock whose token no caller has, which blocks
+    // the user until the lock's TTL ends.
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    maxRetriesPerRequest: 1,
+  });
+
+  // The constructor already set the status to 'connecting' before any event
+  // fired, so the first logged change starts from 'initial'.
+  let lastStatus: RedisStatus | 'initial' = 'initial';
+  let closed = false;
+  let readyPromise: Promise<void> | null = null;
+  const throttle = createRepeatThrottle(REPEAT_LOG_INTERVAL_MS);
+
+  // One function logs every status change, as old -> new.
+  function logStatusChange(next: RedisStatus, detail: unknown): void {
+    const fields: Record<string, unknown> = { from: lastStatus, to: next };
+    if (next === 'reconnecting' && typeof detail === 'number') {
+      fields.retryDelayMs = detail;
+    }
+    lastStatus = next;
+
+    const message = `redis connection ${fields.from} -> ${next}`;
+    if (next === 'ready' || next === 'end') {
+      logger.info(fields, message);
+    } else if (next === 'close' || next === 'reconnecting') {
+      throttle.log(`status:${next}`, () => logger.warn(fields, message), (suppressed) =>
+        logger.warn({ ...fields, suppressed }, message),
+      );
+    } else {
+      logger.debug(fields, message);
+    }
+  }
+
+  for (const status of STATUSES) {
+    client.on(status, (detail: unknown) => logStatusChange(status, detail));
+  }
+
+  // Without an 'error' listener ioredis prints connection errors to stderr itself.
+  client.on('error', (error: Error) => {
+    throttle.log(
+      `error:${error.message}`,
+      () => logger.warn({ err: error }, 'redis connection error'),
+      (suppressed) => logger.warn({ err: error, suppressed }, 'redis connection error'),
+    );
+  });
+
+  function whenReady(): Promise<void> {
+    if (readyPromise === null) {
+      readyPromise = new Promise((resolve) => {
+        client.once('ready', () => {
+          readyPromise = null;
+          resolve();
+        });
+      });
+    }
+    return readyPromise;
+  }
+
+  async function waitUntilReady(operation: string): Promise<void> {
+    if (closed) {
+      throw redisUnavailable(operation, 'the store is closed');
+    }
+    if (client.status === 'ready') {
+      return;
+    }
+
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), commandTimeoutMs);
+    });
+    try {
+      const outcome = await Promise.race([whenReady().then(() => 'ready' as const), timeout]);
+      if (outcome === 'timeout') {
+        throw redisUnavailable(operation, `not connected within ${commandTimeoutMs} ms, status ${client.status}`);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  function logCommandFailure(operation: string, error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    throttle.log(
+      `command:${operation}:${message}`,
+      () => logger.warn({ err: error, operation }, 'redis command failed'),
+      (suppressed) => logger.warn({ err: error, operation, suppressed }, 'redis command failed'),
+    );
+  }
+
+  async function close(): Promise<void> {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    try {
+      await client.quit();
+    } catch {
+      // QUIT fails while disconnected, and then there is nothing to flush.
+      client.disconnect();
+    }
+  }
+
+  return { client, safeUrl, waitUntilReady, logCommandFailure, close };
+}
+
+/** Builds the error that every failed Redis operation surfaces as. */
+export function redisUnavailable(operation: string, reason: string): DomainError {
+  return new DomainError(
+    'SERVICE_UNAVAILABLE',
+    'REDIS_UNAVAILABLE',
+    `Redis is unavailable (${reason}), so ${operation} failed. Retry later.`,
+    { operation },
+  );
+}
+
+/**
+ * Lets a repeated log line through once per interval per key, and reports how
+ * many repeats it held back in between.
+ */
+function createRepeatThrottle(intervalMs: number) {
+  const entries = new Map<string, { lastLoggedAt: number; suppressed: number }>();
+
+  return {
+    log(key: string, first: () => void, repeat: (suppressed: number) => void): void {
+      const current = Date.now();
+      const entry = entries.get(key);
+      if (entry === undefined) {
+        // Bound the map: keys include error messages, which vary.
+        if (entries.size >= 100) {
+          entries.clear();
+        }
+        entries.set(key, { lastLoggedAt: current, suppressed: 0 });
+        first();
+        return;
+      }
+      if (current - entry.lastLoggedAt < intervalMs) {
+        entry.suppressed += 1;
+        return;
+      }
+      const suppressed = entry.suppressed;
+      entry.lastLoggedAt = current;
+      entry.suppressed = 0;
+      repeat(suppressed);
+    },
+  };
+}

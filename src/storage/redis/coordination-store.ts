@@ -1,0 +1,104 @@
+/**
+ * The coordination store: short-lived shared state that lets several
+ * processes work on the same users safely. Two implementations exist,
+ * `createRedisStore` (Redis, for several processes) and `createMemoryStore`
+ * (in process, for a single process and for tests). Both follow this contract.
+ *
+ * Nothing here is the system of record. The event log in PostgreSQL is, and
+ * everything in this store can be rebuilt from it or simply expires.
+ */
+
+/** An exclusive per-user lock held by one request or sweeper. */
+export interface UserLock {
+  userId: string;
+  /** Random value that identifies this holder. Only the holder can release or extend the lock. */
+  token: string;
+  /**
+   * Fencing number from a per-user counter that grows at every acquisition, so
+   * a later holder always has a larger fence. The database rejects writes that
+   * carry a smaller fence than the last one it saw, which stops a holder whose
+   * lock expired mid-work from overwriting its successor.
+   */
+  fence: number;
+}
+
+export interface AcquireUserLockOptions {
+  /** Lifetime of the lock unless extended. */
+  ttlMs: number;
+  /** Maximum time to wait while another holder has the lock. 0 tries once. */
+  waitMs: number;
+}
+
+/** A fixed-window counter after an increment or read. */
+export interface WindowCount {
+  /** Hits in the current window. 0 when the window has no hits. */
+  count: number;
+  /** Time until the window ends and the count returns to 0. 0 when the count is 0. */
+  resetInMs: number;
+}
+
+export interface CoordinationStore {
+  /**
+   * Takes the user's lock, waiting with short random sleeps while another
+   * holder has it.
+   *
+   * @throws DomainError SERVICE_UNAVAILABLE with reason `USER_BUSY` when the
+   *   lock is still taken after `waitMs`.
+   */
+  acquireUserLock(userId: string, options: AcquireUserLockOptions): Promise<UserLock>;
+
+  /** Releases the lock if this holder still has it. Returns false when it had already expired or passed to another holder. */
+  releaseUserLock(lock: UserLock): Promise<boolean>;
+
+  /** Resets the lock's lifetime to `ttlMs` if this holder still has it, and returns whether it did. */
+  extendUserLock(lock: UserLock, ttlMs: number): Promise<boolean>;
+
+  /** Returns the user's serialized engine state, or null when none is stored. */
+  loadUserState(userId: string): Promise<string | null>;
+
+  /**
+   * Stores the user's engine state, but only while `lock` is still the user's
+   * current lock. Returns false, and writes nothing, when the lock was lost.
+   */
+  saveUserState(lock: UserLock, state: string): Promise<boolean>;
+
+  deleteUserState(userId: string): Promise<void>;
+
+  /**
+   * Sets the user's next auto-close deadline in ms since the epoch, or removes
+   * it when `atMs` is null.
+   */
+  scheduleDeadline(userId: string, atMs: number | null): Promise<void>;
+
+  /**
+   * Atomically takes up to `limit` users whose deadline is at or before
+   * `nowMs` and moves their deadline to `nowMs + leaseMs`. Concurrent callers
+   * never get the same user for the same deadline. A claimed user whose
+   * sweeper crashed comes back once the lease ends. The claimer is expected to
+   * schedule the real next deadline, or null, when it finishes.
+   */
+  claimDueUsers(nowMs: number, leaseMs: number, limit: number): Promise<string[]>;
+
+  /** Returns the user's scheduled deadline in ms since the epoch, or null. */
+  peekDeadline(userId: string): Promise<number | null>;
+
+  /**
+   * Counts one hit in a fixed window of `windowMs` that starts at the first
+   * hit. The key is used as given, so callers should hash or bound user input.
+   */
+  incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount>;
+
+  /** Reads a window counter without counting a hit. */
+  getWindowCounter(key: string): Promise<WindowCount>;
+
+  resetCounter(key: string): Promise<void>;
+
+  /** Sends a PING, and rejects with SERVICE_UNAVAILABLE when the store does not respond. */
+  ping(): Promise<void>;
+
+  /** Releases connections and timers. Later calls fail with SERVICE_UNAVAILABLE. */
+  close(): Promise<void>;
+
+  /** Deletes every key this store owns (its key prefix only). For tests. */
+  flushForTests(): Promise<void>;
+}

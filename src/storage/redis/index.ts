@@ -1,0 +1,32 @@
+import type { Logger } from 'pino';
+
+import type { Config } from '../../config/types.js';
+import type { CoordinationStore } from './coordination-store.js';
+import { createMemoryStore } from './memory-store.js';
+import { createRedisStore } from './redis-store.js';
+
+export type {
+  AcquireUserLockOptions,
+  CoordinationStore,
+  UserLock,
+  WindowCount,
+} from './coordination-store.js';
+export { createMemoryStore, type MemoryStoreOptions } from './memory-store.js';
+export { createRedisStore, type RedisStoreOptions } from './redis-store.js';
+
+/**
+ * Creates the Redis store when REDIS_URL is set, and the in-process store
+ * otherwise. The in-process store coordinates only within this process, so
+ * it fits a single instance.
+ */
+export function createCoordinationStore(
+  config: Pick<Config, 'redis'>,
+  logger: Logger,
+): CoordinationStore {
+  const { url, keyPrefix, commandTimeoutMs, connectTimeoutMs } = config.redis;
+  if (url === null) {
+    logger.info('REDIS_URL is not set, so locks and engine state stay in this process');
+    return createMemoryStore();
+  }
+  return createRedisStore({ url, keyPrefix, commandTimeoutMs, connectTimeoutMs, logger });
+}

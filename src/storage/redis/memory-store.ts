@@ -1,0 +1,247 @@
+/**
+ * In-process coordination store with the semantics of the Redis store. It
+ * serves a single process (the embedded default without REDIS_URL) and tests.
+ *
+ * Each operation reads and writes the maps without awaiting in between, so it
+ * is atomic like a Lua script in Redis. Expired locks and counters are
+ * dropped when read, and by a full sweep every PURGE_INTERVAL writes, so that
+ * keys that are never read again do not accumulate.
+ */
+import { DomainError } from '../../domain/errors.js';
+import type {
+  AcquireUserLockOptions,
+  CoordinationStore,
+  UserLock,
+  WindowCount,
+} from './coordination-store.js';
+import { checkCounterKey, checkUserId } from './keys.js';
+import {
+  acquireWithWait,
+  checkPositiveInteger,
+  checkTimestampMs,
+} from './store-common.js';
+
+export interface MemoryStoreOptions {
+  /** Current time in ms since the epoch, for TTLs and fence seeds. Tests replace it. */
+  now?: () => number;
+}
+
+interface Expiring<T> {
+  value: T;
+  expiresAtMs: number;
+}
+
+const PURGE_INTERVAL = 1024;
+
+export function createMemoryStore(options: MemoryStoreOptions = {}): CoordinationStore {
+  const now = options.now ?? Date.now;
+
+  const locks = new Map<string, Expiring<string>>();
+  const fences = new Map<string, number>();
+  const states = new Map<string, string>();
+  const deadlines = new Map<string, number>();
+  const counters = new Map<string, Expiring<number>>();
+
+  let closed = false;
+  let writesSincePurge = 0;
+
+  function ensureOpen(operation: string): void {
+    if (closed) {
+      throw new DomainError(
+        'SERVICE_UNAVAILABLE',
+        'STORE_CLOSED',
+        `The in-process coordination store is closed, so ${operation} failed.`,
+        { operation },
+      );
+    }
+  }
+
+  function live<T>(map: Map<string, Expiring<T>>, key: string): Expiring<T> | undefined {
+    const entry = map.get(key);
+    if (entry !== undefined && entry.expiresAtMs <= now()) {
+      map.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  function noteWrite(): void {
+    writesSincePurge += 1;
+    if (writesSincePurge < PURGE_INTERVAL) {
+      return;
+    }
+    writesSincePurge = 0;
+    const current = now();
+    for (const map of [locks, counters] as Map<string, Expiring<unknown>>[]) {
+      for (const [key, entry] of map) {
+        if (entry.expiresAtMs <= current) {
+          map.delete(key);
+        }
+      }
+    }
+  }
+
+  /** Returns the lock entry if `lock` is still the user's current lock. */
+  function heldLock(lock: UserLock): Expiring<string> | undefined {
+    const entry = live(locks, lock.userId);
+    return entry !== undefined && entry.value === lock.token ? entry : undefined;
+  }
+
+  function nextFence(userId: string): number {
+    // A missing counter starts at the current time in ms, as in the Redis
+    // store, so fences keep growing after a restart that lost the counters.
+    const previous = fences.get(userId);
+    const fence = previous === undefined ? Math.max(1, Math.floor(now())) : previous + 1;
+    fences.set(userId, fence);
+    return fence;
+  }
+
+  return {
+    async acquireUserLock(userId: string, lockOptions: AcquireUserLockOptions): Promise<UserLock> {
+      checkUserId(userId);
+      return acquireWithWait(userId, lockOptions, async (token) => {
+        ensureOpen('acquireUserLock');
+        if (live(locks, userId) !== undefined) {
+          return null;
+        }
+        locks.set(userId, { value: token, expiresAtMs: now() + lockOptions.ttlMs });
+        noteWrite();
+        return nextFence(userId);
+      });
+    },
+
+    async releaseUserLock(lock: UserLock): Promise<boolean> {
+      ensureOpen('releaseUserLock');
+      if (heldLock(lock) === undefined) {
+        return false;
+      }
+      locks.delete(lock.userId);
+      return true;
+    },
+
+    async extendUserLock(lock: UserLock, ttlMs: number): Promise<boolean> {
+      ensureOpen('extendUserLock');
+      checkPositiveInteger('ttlMs', ttlMs);
+      const entry = heldLock(lock);
+      if (entry === undefined) {
+        return false;
+      }
+      entry.expiresAtMs = now() + ttlMs;
+      return true;
+    },
+
+    async loadUserState(userId: string): Promise<string | null> {
+      ensureOpen('loadUserState');
+      checkUserId(userId);
+      return states.get(userId) ?? null;
+    },
+
+    async saveUserState(lock: UserLock, state: string): Promise<boolean> {
+      ensureOpen('saveUserState');
+      if (heldLock(lock) === undefined) {
+        return false;
+      }
+      states.set(lock.userId, state);
+      return true;
+    },
+
+    async deleteUserState(userId: string): Promise<void> {
+      ensureOpen('deleteUserState');
+      checkUserId(userId);
+      states.delete(userId);
+    },
+
+    async scheduleDeadline(userId: string, atMs: number | null): Promise<void> {
+      ensureOpen('scheduleDeadline');
+      checkUserId(userId);
+      if (atMs === null) {
+        deadlines.delete(userId);
+        return;
+      }
+      checkTimestampMs('atMs', atMs);
+      deadlines.set(userId, atMs);
+    },
+
+    async claimDueUsers(nowMs: number, leaseMs: number, limit: number): Promise<string[]> {
+      ensureOpen('claimDueUsers');
+      checkTimestampMs('nowMs', nowMs);
+      checkPositiveInteger('leaseMs', leaseMs);
+      checkPositiveInteger('limit', limit);
+
+      // Same order as a Redis sorted set: by score, then by member.
+      const due = [...deadlines]
+        .filter(([, atMs]) => atMs <= nowMs)
+        .sort(([userA, atA], [userB, atB]) => atA - atB || compareText(userA, userB))
+        .slice(0, limit)
+        .map(([userId]) => userId);
+
+      for (const userId of due) {
+        deadlines.set(userId, nowMs + leaseMs);
+      }
+      return due;
+    },
+
+    async peekDeadline(userId: string): Promise<number | null> {
+      ensureOpen('peekDeadline');
+      checkUserId(userId);
+      return deadlines.get(userId) ?? null;
+    },
+
+    async incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount> {
+      ensureOpen('incrementWindowCounter');
+      checkCounterKey(key);
+      checkPositiveInteger('windowMs', windowMs);
+
+      const current = now();
+      let entry = live(counters, key);
+      if (entry === undefined) {
+        entry = { value: 0, expiresAtMs: current + windowMs };
+        counters.set(key, entry);
+        noteWrite();
+      }
+      entry.value += 1;
+      return { count: entry.value, resetInMs: entry.expiresAtMs - current };
+    },
+
+    async getWindowCounter(key: string): Promise<WindowCount> {
+      ensureOpen('getWindowCounter');
+      checkCounterKey(key);
+      const entry = live(counters, key);
+      if (entry === undefined) {
+        return { count: 0, resetInMs: 0 };
+      }
+      return { count: entry.value, resetInMs: entry.expiresAtMs - now() };
+    },
+
+    async resetCounter(key: string): Promise<void> {
+      ensureOpen('resetCounter');
+      checkCounterKey(key);
+      counters.delete(key);
+    },
+
+    async ping(): Promise<void> {
+      ensureOpen('ping');
+    },
+
+    async close(): Promise<void> {
+      closed = true;
+    },
+
+    async flushForTests(): Promise<void> {
+      ensureOpen('flushForTests');
+      locks.clear();
+      fences.clear();
+      states.clear();
+      deadlines.clear();
+      counters.clear();
+    },
+  };
+}
+
+/** Orders strings by UTF-16 code units, which matches Redis for ASCII member names. */
+function compareText(left: string, right: string): number {
+  if (left < right) {
+    return -1;
+  }
+  return left > right ? 1 : 0;
+}

@@ -1,0 +1,274 @@
+/**
+ * Coordination store on Redis through ioredis. The key layout is described in
+ * keys.ts and the Lua scripts in scripts.ts.
+ *
+ * NOTE: this uses a standalone ioredis client. The key layout fits Redis
+ * Cluster, but a cluster also needs ioredis's Cluster client and a
+ * flushForTests that scans every node, and neither exists yet.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+
+import { openRedisConnection, redisUnavailable } from './connection.js';
+import type {
+  AcquireUserLockOptions,
+  CoordinationStore,
+  UserLock,
+  WindowCount,
+} from './coordination-store.js';
+import { checkUserId, createStoreKeys, type StoreKeys } from './keys.js';
+import {
+  acquireUserLockScript,
+  claimDueUsersScript,
+  extendUserLockScript,
+  getWindowCounterScript,
+  incrementWindowCounterScript,
+  releaseUserLockScript,
+  saveUserStateScript,
+  type ScriptDefinition,
+} from './scripts.js';
+import { acquireWithWait, checkPositiveInteger, checkTimestampMs } from './store-common.js';
+
+export interface RedisStoreOptions {
+  /** redis:// or rediss:// URL. */
+  url: string;
+  /** Prepended to every key, for example `em:`. Must be non-empty and free of braces. */
+  keyPrefix: string;
+  /** Maximum time for one command, including any wait for a connection. */
+  commandTimeoutMs: number;
+  connectTimeoutMs: number;
+  logger: Logger;
+}
+
+type ScriptReply = number | string | null | ScriptReply[];
+
+/** The client with the store's Lua scripts registered as commands. */
+interface ScriptedRedis extends Redis {
+  emAcquireUserLock(lockKey: string, fenceKey: string, token: string, ttlMs: number): Promise<number>;
+  emReleaseUserLock(lockKey: string, token: string): Promise<number>;
+  emExtendUserLock(lockKey: string, token: string, ttlMs: number): Promise<number>;
+  emSaveUserState(lockKey: string, stateKey: string, token: string, state: string): Promise<number>;
+  emClaimDueUsers(deadlinesKey: string, nowMs: number, leaseMs: number, limit: number): Promise<string[]>;
+  emIncrementWindowCounter(counterKey: string, windowMs: number): Promise<ScriptReply>;
+  emGetWindowCounter(counterKey: string): Promise<ScriptReply>;
+}
+
+const SCRIPTS: Record<string, ScriptDefinition> = {
+  emAcquireUserLock: acquireUserLockScript,
+  emReleaseUserLock: releaseUserLockScript,
+  emExtendUserLock: extendUserLockScript,
+  emSaveUserState: saveUserStateScript,
+  emClaimDueUsers: claimDueUsersScript,
+  emIncrementWindowCounter: incrementWindowCounterScript,
+  emGetWindowCounter: getWindowCounterScript,
+};
+
+const SCAN_BATCH_SIZE = 500;
+
+/** Marks an operation that may safely run twice. */
+const IDEMPOTENT = { idempotent: true };
+
+/**
+ * Connects to Redis and returns the store. The connection is opened in the
+ * background: the first command waits for it up to the command timeout.
+ *
+ * Every Redis failure, including a timeout and a lost connection, surfaces as
+ * DomainError SERVICE_UNAVAILABLE with reason `REDIS_UNAVAILABLE`, and is
+ * logged with the operation name.
+ */
+export function createRedisStore(options: RedisStoreOptions): CoordinationStore {
+  const keys: StoreKeys = createStoreKeys(options.keyPrefix);
+  checkPositiveInteger('commandTimeoutMs', options.commandTimeoutMs);
+  checkPositiveInteger('connectTimeoutMs', options.connectTimeoutMs);
+
+  const connection = openRedisConnection(options);
+  for (const [name, script] of Object.entries(SCRIPTS)) {
+    connection.client.defineCommand(name, script);
+  }
+  const redis = connection.client as ScriptedRedis;
+
+  /**
+   * Runs one operation against Redis and converts any failure to
+   * REDIS_UNAVAILABLE. An idempotent operation that fails early, typically
+   * because the connection closed under it, is retried once on the next
+   * connection. Operations whose second run could return a different result
+   * (lock acquisition and release, claims, counter increments) are never
+   * retried.
+   */
+  async function run<T>(
+    operation: string,
+    command: () => Promise<T>,
+    { idempotent = false } = {},
+  ): Promise<T> {
+    const started = performance.now();
+    await connection.waitUntilReady(operation);
+    try {
+      return await command();
+    } catch (error) {
+      connection.logCommandFailure(operation, error);
+
+      // A timeout has used up the budget already, so only an early failure is retried.
+      const retry = idempotent && performance.now() - started < options.commandTimeoutMs / 2;
+      if (!retry) {
+        throw toUnavailable(operation, error);
+      }
+    }
+
+    await connection.waitUntilReady(operation);
+    try {
+      return await command();
+    } catch (error) {
+      connection.logCommandFailure(operation, error);
+      throw toUnavailable(operation, error);
+    }
+  }
+
+  return {
+    async acquireUserLock(userId: string, lockOptions: AcquireUserLockOptions): Promise<UserLock> {
+      const lockKey = keys.userLock(userId);
+      const fenceKey = keys.userFence(userId);
+      return acquireWithWait(userId, lockOptions, async (token) => {
+        let fence: number;
+        try {
+          fence = await run('acquireUserLock', () =>
+            redis.emAcquireUserLock(lockKey, fenceKey, token, lockOptions.ttlMs),
+          );
+        } catch (error) {
+          // The script may have run even though its reply was lost. Release
+          // the lock in case it did, so that the user is not blocked until
+          // the TTL ends. NOTE: while Redis is unreachable this release fails
+          // too, and such a lock then lasts its full TTL.
+          redis.emReleaseUserLock(lockKey, token).catch(() => undefined);
+          throw error;
+        }
+        return fence === 0 ? null : Number(fence);
+      });
+    },
+
+    async releaseUserLock(lock: UserLock): Promise<boolean> {
+      const lockKey = keys.userLock(lock.userId);
+      const released = await run('releaseUserLock', () => redis.emReleaseUserLock(lockKey, lock.token));
+      return released === 1;
+    },
+
+    async extendUserLock(lock: UserLock, ttlMs: number): Promise<boolean> {
+      checkPositiveInteger('ttlMs', ttlMs);
+      const lockKey = keys.userLock(lock.userId);
+      const extended = await run(
+        'extendUserLock',
+        () => redis.emExtendUserLock(lockKey, lock.token, ttlMs),
+        IDEMPOTENT,
+      );
+      return extended === 1;
+    },
+
+    async loadUserState(userId: string): Promise<string | null> {
+      const stateKey = keys.userState(userId);
+      return run('loadUserState', () => redis.get(stateKey), IDEMPOTENT);
+    },
+
+    async saveUserState(lock: UserLock, state: string): Promise<boolean> {
+      const lockKey = keys.userLock(lock.userId);
+      const stateKey = keys.userState(lock.userId);
+      const saved = await run(
+        'saveUserState',
+        () => redis.emSaveUserState(lockKey, stateKey, lock.token, state),
+        IDEMPOTENT,
+      );
+      return saved === 1;
+    },
+
+    async deleteUserState(userId: string): Promise<void> {
+      const stateKey = keys.userState(userId);
+      await run('deleteUserState', () => redis.unlink(stateKey), IDEMPOTENT);
+    },
+
+    async scheduleDeadline(userId: string, atMs: number | null): Promise<void> {
+      checkUserId(userId);
+      const deadlinesKey = keys.deadlines();
+      if (atMs === null) {
+        await run('scheduleDeadline', () => redis.zrem(deadlinesKey, userId), IDEMPOTENT);
+        return;
+      }
+      checkTimestampMs('atMs', atMs);
+      await run('scheduleDeadline', () => redis.zadd(deadlinesKey, atMs, userId), IDEMPOTENT);
+    },
+
+    async claimDueUsers(nowMs: number, leaseMs: number, limit: number): Promise<string[]> {
+      checkTimestampMs('nowMs', nowMs);
+      checkPositiveInteger('leaseMs', leaseMs);
+      checkPositiveInteger('limit', limit);
+      const deadlinesKey = keys.deadlines();
+      return run('claimDueUsers', () => redis.emClaimDueUsers(deadlinesKey, nowMs, leaseMs, limit));
+    },
+
+    async peekDeadline(userId: string): Promise<number | null> {
+      checkUserId(userId);
+      const deadlinesKey = keys.deadlines();
+      const score = await run('peekDeadline', () => redis.zscore(deadlinesKey, userId), IDEMPOTENT);
+      return score === null ? null : Number(score);
+    },
+
+    async incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount> {
+      checkPositiveInteger('windowMs', windowMs);
+      const counterKey = keys.counter(key);
+      const reply = await run('incrementWindowCounter', () =>
+        redis.emIncrementWindowCounter(counterKey, windowMs),
+      );
+      return parseWindowCount(reply);
+    },
+
+    async getWindowCounter(key: string): Promise<WindowCount> {
+      const counterKey = keys.counter(key);
+      const reply = await run(
+        'getWindowCounter',
+        () => redis.emGetWindowCounter(counterKey),
+        IDEMPOTENT,
+      );
+      return parseWindowCount(reply);
+    },
+
+    async resetCounter(key: string): Promise<void> {
+      const counterKey = keys.counter(key);
+      await run('resetCounter', () => redis.unlink(counterKey), IDEMPOTENT);
+    },
+
+    async ping(): Promise<void> {
+      await run('ping', () => redis.ping(), IDEMPOTENT);
+    },
+
+    async close(): Promise<void> {
+      await connection.close();
+    },
+
+    async flushForTests(): Promise<void> {
+      const pattern = keys.scanPattern();
+      let cursor = '0';
+      do {
+        const [nextCursor, found] = await run(
+          'flushForTests',
+          () => redis.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_BATCH_SIZE),
+          IDEMPOTENT,
+        );
+        if (found.length > 0) {
+          await run('flushForTests', () => redis.unlink(...found), IDEMPOTENT);
+        }
+        cursor = nextCursor;
+      } while (cursor !== '0');
+    },
+  };
+}
+
+function toUnavailable(operation: string, error: unknown): Error {
+  const reason = error instanceof Error ? error.message : String(error);
+  const unavailable = redisUnavailable(operation, reason);
+  unavailable.cause = error;
+  return unavailable;
+}
+
+function parseWindowCount(reply: ScriptReply): WindowCount {
+  if (!Array.isArray(reply) || reply.length !== 2) {
+    throw new Error(`Internal error: a window counter script returned ${JSON.stringify(reply)}.`);
+  }
+  return { count: Number(reply[0]), resetInMs: Number(reply[1]) };
+}

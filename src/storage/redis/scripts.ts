@@ -1,0 +1,125 @@
+/**
+ * Lua scripts of the Redis store. Redis runs each script atomically, and each
+ * touches keys of one Cluster slot only (see keys.ts). Scripts use
+ * `ZRANGE ... BYSCORE`, so Redis 6.2 or newer is required.
+ */
+
+export interface ScriptDefinition {
+  numberOfKeys: number;
+  lua: string;
+}
+
+/**
+ * KEYS: lock, fence. ARGV: token, ttlMs.
+ * Returns the new fence, or 0 when another holder has the lock.
+ *
+ * A missing fence counter starts at the server time in ms instead of 1, so
+ * that after Redis lost its data the database does not reject the writes of
+ * every later holder. Fences keep growing across such a loss as long as the
+ * user averaged fewer than one lock per millisecond and the Redis clock did
+ * not go back.
+ */
+export const acquireUserLockScript: ScriptDefinition = {
+  numberOfKeys: 2,
+  lua: `
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+local fence = redis.call('INCR', KEYS[2])
+if fence == 1 then
+  local time = redis.call('TIME')
+  local nowMs = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
+  redis.call('SET', KEYS[2], nowMs)
+  fence = tonumber(nowMs)
+end
+return fence
+`,
+};
+
+/** KEYS: lock. ARGV: token. Deletes the lock if the token matches. Returns 1 if it did, else 0. */
+export const releaseUserLockScript: ScriptDefinition = {
+  numberOfKeys: 1,
+  lua: `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`,
+};
+
+/** KEYS: lock. ARGV: token, ttlMs. Resets the TTL if the token matches. Returns 1 if it did, else 0. */
+export const extendUserLockScript: ScriptDefinition = {
+  numberOfKeys: 1,
+  lua: `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`,
+};
+
+/** KEYS: lock, state. ARGV: token, state. Writes the state if the token matches. Returns 1 if it did, else 0. */
+export const saveUserStateScript: ScriptDefinition = {
+  numberOfKeys: 2,
+  lua: `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+`,
+};
+
+/**
+ * KEYS: deadlines. ARGV: nowMs, leaseMs, limit.
+ * Returns up to `limit` members with score <= nowMs and sets their score to
+ * nowMs + leaseMs in the same step, so no other caller can take them.
+ */
+export const claimDueUsersScript: ScriptDefinition = {
+  numberOfKeys: 1,
+  lua: `
+local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[3])
+local leaseEnd = string.format('%d', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', leaseEnd, member)
+end
+return due
+`,
+};
+
+/**
+ * KEYS: counter. ARGV: windowMs. Returns { count, ttlMs }.
+ * The first hit starts the window. A counter found without a TTL gets one, so
+ * every counter expires.
+ */
+export const incrementWindowCounterScript: ScriptDefinition = {
+  numberOfKeys: 1,
+  lua: `
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return { count, ttl }
+`,
+};
+
+/** KEYS: counter. Returns { count, ttlMs }, both 0 when the counter does not exist. */
+export const getWindowCounterScript: ScriptDefinition = {
+  numberOfKeys: 1,
+  lua: `
+local count = redis.call('GET', KEYS[1])
+if not count then
+  return { 0, 0 }
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  ttl = 0
+end
+return { tonumber(count), ttl }
+`,
+};

@@ -1,0 +1,699 @@
+/**
+ * One contract for both coordination stores. The in-process store always
+ * runs. The Redis store runs when REDIS_URL is set, under a key prefix unique
+ * to this run.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { DomainError } from '../../src/domain/errors.js';
+import {
+  createMemoryStore,
+  createRedisStore,
+  type CoordinationStore,
+} from '../../src/storage/redis/index.js';
+import { describeWithRedis, redisUrl, uniqueKeyPrefix } from '../support/services.js';
+
+const logger = pino({ level: 'silent' });
+
+async function expectDomainError(
+  promise: Promise<unknown>,
+  kind: DomainError['kind'],
+  reason: string,
+): Promise<DomainError> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(DomainError);
+  const domainError = error as DomainError;
+  expect(domainError.kind).toBe(kind);
+  expect(domainError.reason).toBe(reason);
+  return domainError;
+}
+
+function defineStoreContract(createStore: () => CoordinationStore): void {
+  let store: CoordinationStore;
+
+  beforeEach(async () => {
+    store = createStore();
+    await store.flushForTests();
+  });
+
+  afterEach(async () => {
+    await store.flushForTests();
+    await store.close();
+  });
+
+  describe('user lock', () => {
+    it('is exclusive per user', async () => {
+      const lock = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+
+      await expectDomainError(
+        store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 }),
+        'SERVICE_UNAVAILABLE',
+        'USER_BUSY',
+      );
+      const other = await store.acquireUserLock('bob', { ttlMs: 5000, waitMs: 0 });
+
+      expect(other.userId).toBe('bob');
+      expect(other.token).not.toBe(lock.token);
+    });
+
+    it('fence increases at every acquisition', async () => {
+      const fences: number[] = [];
+      for (let round = 0; round < 5; round += 1) {
+        const lock = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+        fences.push(lock.fence);
+        expect(await store.releaseUserLock(lock)).toBe(true);
+      }
+
+      for (let index = 1; index < fences.length; index += 1) {
+        expect(fences[index]).toBeGreaterThan(fences[index - 1] as number);
+      }
+    });
+
+    it('fence of a new counter starts at clock time', async () => {
+      const before = Date.now();
+      const lock = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+
+      // Redis uses its own clock, so allow one second of difference.
+      expect(lock.fence).toBeGreaterThanOrEqual(before - 1000);
+      expect(lock.fence).toBeLessThanOrEqual(Date.now() + 1000);
+    });
+
+    it('wait timeout gives USER_BUSY', async () => {
+      await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+
+      const started = performance.now();
+      const error = await expectDomainError(
+        store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 150 }),
+        'SERVICE_UNAVAILABLE',
+        'USER_BUSY',
+      );
+      const elapsedMs = performance.now() - started;
+
+      expect(error.details).toMatchObject({ userId: 'alice', waitMs: 150 });
+      expect(elapsedMs).toBeGreaterThanOrEqual(140);
+      expect(elapsedMs).toBeLessThan(1000);
+    });
+
+    it('waiter gets lock after release', async () => {
+      const first = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      const waiting = store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 2000 });
+
+      await sleep(50);
+      expect(await store.releaseUserLock(first)).toBe(true);
+      const second = await waiting;
+
+      expect(second.fence).toBeGreaterThan(first.fence);
+    });
+
+    it('release only by holder', async () => {
+      const lock = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      const impostor = { ...lock, token: 'not-the-token' };
+
+      expect(await store.releaseUserLock(impostor)).toBe(false);
+      await expectDomainError(
+        store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 }),
+        'SERVICE_UNAVAILABLE',
+        'USER_BUSY',
+      );
+
+      expect(await store.releaseUserLock(lock)).toBe(true);
+      expect(await store.releaseUserLock(lock)).toBe(false);
+    });
+
+    it('expired lock is taken over', async () => {
+      const old = await store.acquireUserLock('alice', { ttlMs: 50, waitMs: 0 });
+      await sleep(120);
+
+      const current = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+
+      expect(current.fence).toBeGreaterThan(old.fence);
+      expect(await store.releaseUserLock(old)).toBe(false);
+      expect(await store.extendUserLock(old, 5000)).toBe(false);
+      await expectDomainError(
+        store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 }),
+        'SERVICE_UNAVAILABLE',
+        'USER_BUSY',
+      );
+    });
+
+    it('extend keeps lock past first ttl', async () => {
+      const lock = await store.acquireUserLock('alice', { ttlMs: 80, waitMs: 0 });
+
+      expect(await store.extendUserLock(lock, 5000)).toBe(true);
+      await sleep(150);
+
+      await expectDomainError(
+        store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 }),
+        'SERVICE_UNAVAILABLE',
+        'USER_BUSY',
+      );
+    });
+
+    it('rejects invalid options', async () => {
+      await expect(store.acquireUserLock('alice', { ttlMs: 0, waitMs: 0 })).rejects.toThrow(RangeError);
+      await expect(store.acquireUserLock('alice', { ttlMs: 100, waitMs: -1 })).rejects.toThrow(RangeError);
+      await expect(store.acquireUserLock('', { ttlMs: 100, waitMs: 0 })).rejects.toThrow(TypeError);
+    });
+  });
+
+  describe('user state', () => {
+    it('round trips under lock', async () => {
+      const lock = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+
+      expect(await store.loadUserState('alice')).toBeNull();
+      expect(await store.saveUserState(lock, '{"open":[]}')).toBe(true);
+      expect(await store.loadUserState('alice')).toBe('{"open":[]}');
+      expect(await store.loadUserState('bob')).toBeNull();
+
+      await store.deleteUserState('alice');
+      expect(await store.loadUserState('alice')).toBeNull();
+    });
+
+    it('save rejected after lock lost', async () => {
+      const old = await store.acquireUserLock('alice', { ttlMs: 50, waitMs: 0 });
+      expect(await store.saveUserState(old, 'v1')).toBe(true);
+      await sleep(120);
+
+      expect(await store.saveUserState(old, 'stale')).toBe(false);
+      expect(await store.loadUserState('alice')).toBe('v1');
+
+      const current = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      expect(await store.saveUserState(old, 'stale')).toBe(false);
+      expect(await store.saveUserState(current, 'v2')).toBe(true);
+      expect(await store.loadUserState('alice')).toBe('v2');
+    });
+
+    it('save rejected after release', async () => {
+      const lock = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      await store.releaseUserLock(lock);
+
+      expect(await store.saveUserState(lock, 'late')).toBe(false);
+      expect(await store.loadUserState('alice')).toBeNull();
+    });
+  });
+
+  describe('deadlines', () => {
+    it('schedule, peek and remove', async () => {
+      await store.scheduleDeadline('alice', 1_000);
+      expect(await store.peekDeadline('alice')).toBe(1_000);
+
+      await store.scheduleDeadline('alice', 2_500);
+      expect(await store.peekDeadline('alice')).toBe(2_500);
+
+      await store.scheduleDeadline('alice', null);
+      expect(await store.peekDeadline('alice')).toBeNull();
+      expect(await store.peekDeadline('nobody')).toBeNull();
+    });
+
+    it('claim takes due users by deadline', async () => {
+      await store.scheduleDeadline('late', 3_000);
+      await store.scheduleDeadline('first', 1_000);
+      await store.scheduleDeadline('second', 2_000);
+      await store.scheduleDeadline('future', 9_000);
+
+      const claimed = await store.claimDueUsers(3_000, 500, 10);
+
+      expect(claimed).toEqual(['first', 'second', 'late']);
+      expect(await store.peekDeadline('first')).toBe(3_500);
+      expect(await store.peekDeadline('future')).toBe(9_000);
+    });
+
+    it('claim respects limit', async () => {
+      for (let index = 0; index < 5; index += 1) {
+        await store.scheduleDeadline(`user-${index}`, 1_000 + index);
+      }
+
+      expect(await store.claimDueUsers(2_000, 500, 2)).toEqual(['user-0', 'user-1']);
+      expect(await store.claimDueUsers(2_000, 500, 2)).toEqual(['user-2', 'user-3']);
+      expect(await store.claimDueUsers(2_000, 500, 2)).toEqual(['user-4']);
+      expect(await store.claimDueUsers(2_000, 500, 2)).toEqual([]);
+    });
+
+    it('concurrent claims never share a user', async () => {
+      const userIds = Array.from({ length: 60 }, (_, index) => `user-${index}`);
+      for (const userId of userIds) {
+        await store.scheduleDeadline(userId, 1_000);
+      }
+
+      const batches = await Promise.all(
+        Array.from({ length: 25 }, () => store.claimDueUsers(1_000, 30_000, 4)),
+      );
+      const claimed = batches.flat();
+
+      expect(claimed).toHaveLength(userIds.length);
+      expect(new Set(claimed).size).toBe(userIds.length);
+      expect([...claimed].sort()).toEqual([...userIds].sort());
+    });
+
+    it('claim returns after lease', async () => {
+      await store.scheduleDeadline('alice', 1_000);
+
+      expect(await store.claimDueUsers(1_000, 500, 10)).toEqual(['alice']);
+      expect(await store.claimDueUsers(1_499, 500, 10)).toEqual([]);
+      expect(await store.claimDueUsers(1_500, 500, 10)).toEqual(['alice']);
+      expect(await store.peekDeadline('alice')).toBe(2_000);
+    });
+
+    it('rejects invalid arguments', async () => {
+      await expect(store.scheduleDeadline('alice', -1)).rejects.toThrow(RangeError);
+      await expect(store.scheduleDeadline('alice', 1.5)).rejects.toThrow(RangeError);
+      await expect(store.claimDueUsers(1_000, 0, 10)).rejects.toThrow(RangeError);
+      await expect(store.claimDueUsers(1_000, 500, 0)).rejects.toThrow(RangeError);
+    });
+  });
+
+  describe('window counter', () => {
+    it('counts hits within window', async () => {
+      const first = await store.incrementWindowCounter('login:test', 5000);
+      const second = await store.incrementWindowCounter('login:test', 5000);
+      const third = await store.incrementWindowCounter('login:test', 5000);
+
+      expect(first.count).toBe(1);
+      expect(second.count).toBe(2);
+      expect(third.count).toBe(3);
+      expect(third.resetInMs).toBeGreaterThan(0);
+      expect(third.resetInMs).toBeLessThanOrEqual(5000);
+    });
+
+    it('get does not count', async () => {
+      expect(await store.getWindowCounter('login:test')).toEqual({ count: 0, resetInMs: 0 });
+
+      await store.incrementWindowCounter('login:test', 5000);
+      const read = await store.getWindowCounter('login:test');
+      const again = await store.getWindowCounter('login:test');
+
+      expect(read.count).toBe(1);
+      expect(again.count).toBe(1);
+      expect(read.resetInMs).toBeGreaterThan(0);
+    });
+
+    it('window end resets count', async () => {
+      await store.incrementWindowCounter('login:test', 60);
+      await store.incrementWindowCounter('login:test', 60);
+      await sleep(120);
+
+      expect((await store.getWindowCounter('login:test')).count).toBe(0);
+      expect((await store.incrementWindowCounter('login:test', 60)).count).toBe(1);
+    });
+
+    it('window starts at first hit', async () => {
+      await store.incrementWindowCounter('login:test', 200);
+      await sleep(120);
+      const later = await store.incrementWindowCounter('login:test', 200);
+
+      expect(later.count).toBe(2);
+      expect(later.resetInMs).toBeLessThanOrEqual(100);
+    });
+
+    it('reset clears count', async () => {
+      await store.incrementWindowCounter('login:test', 5000);
+      await store.resetCounter('login:test');
+
+      expect((await store.getWindowCounter('login:test')).count).toBe(0);
+    });
+
+    it('counters are independent', async () => {
+      await store.incrementWindowCounter('login:a', 5000);
+      await store.incrementWindowCounter('login:a', 5000);
+
+      expect((await store.incrementWindowCounter('login:b', 5000)).count).toBe(1);
+    });
+
+    it('rejects oversized key', async () => {
+      await expect(store.incrementWindowCounter('k'.repeat(513), 5000)).rejects.toThrow(TypeError);
+    });
+  });
+
+  describe('lifecycle', () => {
+    it('ping succeeds while open', async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+
+    it('operations fail after close', async () => {
+      const closing = createStore();
+      await closing.ping();
+      await closing.close();
+
+      const error = await closing.ping().then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      expect(error).toBeInstanceOf(DomainError);
+      expect((error as DomainError).kind).toBe('SERVICE_UNAVAILABLE');
+    });
+  });
+}
+
+describe('memory store', () => {
+  defineStoreContract(() => createMemoryStore());
+});
+
+describeWithRedis('redis store', () => {
+  const url = redisUrl() as string;
+  const keyPrefix = uniqueKeyPrefix(import.meta.url);
+
+  defineStoreContract(() =>
+    createRedisStore({ url, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger }),
+  );
+
+  it('claims across connections never share a user', async () => {
+    const stores = Array.from({ length: 4 }, () =>
+      createRedisStore({ url, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger }),
+    );
+    const [first] = stores as [CoordinationStore];
+    try {
+      const userIds = Array.from({ length: 80 }, (_, index) => `user-${index}`);
+      await Promise.all(userIds.map((userId) => first.scheduleDeadline(userId, 1_000)));
+
+      const batches = await Promise.all(
+        Array.from({ length: 40 }, (_, index) =>
+          (stores[index % stores.length] as CoordinationStore).claimDueUsers(1_000, 30_000, 3),
+        ),
+      );
+      const claimed = batches.flat();
+
+      expect(claimed).toHaveLength(userIds.length);
+      expect(new Set(claimed).size).toBe(userIds.length);
+    } finally {
+      await first.flushForTests();
+      await Promise.all(stores.map((store) => store.close()));
+    }
+  });
+
+  it('flush removes only prefixed keys', async () => {
+    const store = createRedisStore({ url, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger });
+    const neighbour = createRedisStore({
+      url,
+      keyPrefix: uniqueKeyPrefix(import.meta.url),
+      commandTimeoutMs: 2000,
+      connectTimeoutMs: 2000,
+      logger,
+    });
+    try {
+      await store.scheduleDeadline('alice', 1_000);
+      await neighbour.scheduleDeadline('alice', 2_000);
+
+      await store.flushForTests();
+
+      expect(await store.peekDeadline('alice')).toBeNull();
+      expect(await neighbour.peekDeadline('alice')).toBe(2_000);
+    } finally {
+      await neighbour.flushForTests();
+      await store.close();
+      await neighbour.close();
+    }
+  });
+});
+
+describeWithRedis('redis store failures', () => {
+  let server: Server | undefined;
+
+  afterEach(async () => {
+    await new Promise<void>((resolve) => {
+      if (server === undefined) {
+        resolve();
+        return;
+      }
+      server.close(() => resolve());
+    });
+    server = undefined;
+  });
+
+  async function listen(onConnection: (socket: Socket) => void): Promise<number> {
+    server = createServer(onConnection);
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    if (address === null || typeof address === 'string') {
+      throw new Error('Test server has no TCP port.');
+    }
+    return address.port;
+  }
+
+  async function freePort(): Promise<number> {
+    const port = await listen((socket) => socket.destroy());
+    await new Promise<void>((resolve) => server?.close(() => resolve()));
+    server = undefined;
+    return port;
+  }
+
+  /**
+   * Starts a TCP proxy on loopback to the test Redis. The test can make it
+   * drop all traffic (a hung server), cut its connections, or stop it.
+   */
+  async function startProxy(targetUrl: string) {
+    const target = new URL(targetUrl);
+    const sockets = new Set<Socket>();
+    let forwarding = true;
+    let forwardingReplies = true;
+
+    const port = await listen((client) => {
+      const upstream = connect(Number(target.port || 6379), target.hostname);
+      sockets.add(client);
+      sockets.add(upstream);
+
+      client.on('data', (chunk) => {
+        if (forwarding) upstream.write(chunk);
+      });
+      upstream.on('data', (chunk) => {
+        if (forwarding && forwardingReplies) client.write(chunk);
+      });
+
+      const closeBoth = (): void => {
+        client.destroy();
+        upstream.destroy();
+        sockets.delete(client);
+        sockets.delete(upstream);
+      };
+      for (const socket of [client, upstream]) {
+        socket.on('close', closeBoth);
+        socket.on('error', () => undefined);
+      }
+    });
+
+    return {
+      port,
+      stopForwarding(): void {
+        forwarding = false;
+      },
+      stopReplies(): void {
+        forwardingReplies = false;
+      },
+      dropConnections(): void {
+        for (const socket of sockets) {
+          socket.destroy();
+        }
+      },
+    };
+  }
+
+  function storeVia(port: number, commandTimeoutMs: number): CoordinationStore {
+    return createRedisStore({
+      url: `redis://127.0.0.1:${port}`,
+      keyPrefix: uniqueKeyPrefix(import.meta.url),
+      commandTimeoutMs,
+      connectTimeoutMs: 300,
+      logger,
+    });
+  }
+
+  it('hung server times out command', async () => {
+    const proxy = await startProxy(redisUrl() as string);
+    const store = storeVia(proxy.port, 300);
+    try {
+      await store.ping();
+      proxy.stopForwarding();
+
+      const started = performance.now();
+      const error = await expectDomainError(
+        store.acquireUserLock('alice', { ttlMs: 1000, waitMs: 0 }),
+        'SERVICE_UNAVAILABLE',
+        'REDIS_UNAVAILABLE',
+      );
+      const elapsedMs = performance.now() - started;
+
+      expect(error.details).toMatchObject({ operation: 'acquireUserLock' });
+      expect(elapsedMs).toBeGreaterThanOrEqual(250);
+      expect(elapsedMs).toBeLessThan(1500);
+    } finally {
+      await store.close();
+      proxy.dropConnections();
+    }
+  });
+
+  it('lost reply releases lock', async () => {
+    const proxy = await startProxy(redisUrl() as string);
+    const keyPrefix = uniqueKeyPrefix(import.meta.url);
+    const viaProxy = createRedisStore({
+      url: `redis://127.0.0.1:${proxy.port}`,
+      keyPrefix,
+      commandTimeoutMs: 300,
+      connectTimeoutMs: 300,
+      logger,
+    });
+    const direct = createRedisStore({
+      url: redisUrl() as string,
+      keyPrefix,
+      commandTimeoutMs: 2000,
+      connectTimeoutMs: 2000,
+      logger,
+    });
+    try {
+      await viaProxy.ping();
+      proxy.stopReplies();
+
+      // The script runs in Redis, but its reply never arrives.
+      await expectDomainError(
+        viaProxy.acquireUserLock('alice', { ttlMs: 60_000, waitMs: 0 }),
+        'SERVICE_UNAVAILABLE',
+        'REDIS_UNAVAILABLE',
+      );
+      await sleep(50);
+
+      const lock = await direct.acquireUserLock('alice', { ttlMs: 5000, waitMs: 500 });
+      expect(lock.userId).toBe('alice');
+    } finally {
+      await direct.flushForTests();
+      await direct.close();
+      await viaProxy.close();
+      proxy.dropConnections();
+    }
+  });
+
+  it('reconnects after dropped connection', async () => {
+    const proxy = await startProxy(redisUrl() as string);
+    const store = storeVia(proxy.port, 2000);
+    try {
+      await store.scheduleDeadline('alice', 1_000);
+      proxy.dropConnections();
+
+      // The next command waits for the reconnection instead of failing.
+      const started = performance.now();
+      expect(await store.peekDeadline('alice')).toBe(1_000);
+      expect(performance.now() - started).toBeLessThan(1500);
+    } finally {
+      await store.flushForTests();
+      await store.close();
+      proxy.dropConnections();
+    }
+  });
+
+  it('stopped server fails within timeout', async () => {
+    const proxy = await startProxy(redisUrl() as string);
+    const store = storeVia(proxy.port, 300);
+    try {
+      await store.ping();
+      await new Promise<void>((resolve) => {
+        server?.close(() => resolve());
+        proxy.dropConnections();
+      });
+      server = undefined;
+
+      const started = performance.now();
+      await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+      expect(performance.now() - started).toBeLessThan(1500);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('unreachable port fails fast', async () => {
+    const port = await freePort();
+    const store = createRedisStore({
+      url: `redis://127.0.0.1:${port}`,
+      keyPrefix: 'test:unreachable:',
+      commandTimeoutMs: 300,
+      connectTimeoutMs: 300,
+      logger,
+    });
+    try {
+      const started = performance.now();
+      const error = await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+      const elapsedMs = performance.now() - started;
+
+      expect(error.details).toMatchObject({ operation: 'ping' });
+      expect(elapsedMs).toBeLessThan(1500);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('silent server times out', async () => {
+    const sockets: Socket[] = [];
+    // Accepts connections and never replies, like a hung Redis.
+    const port = await listen((socket) => {
+      sockets.push(socket);
+      socket.on('error', () => undefined);
+    });
+    const store = createRedisStore({
+      url: `redis://127.0.0.1:${port}`,
+      keyPrefix: 'test:silent:',
+      commandTimeoutMs: 300,
+      connectTimeoutMs: 300,
+      logger,
+    });
+    try {
+      const started = performance.now();
+      await expectDomainError(
+        store.acquireUserLock('alice', { ttlMs: 1000, waitMs: 0 }),
+        'SERVICE_UNAVAILABLE',
+        'REDIS_UNAVAILABLE',
+      );
+      const elapsedMs = performance.now() - started;
+
+      expect(elapsedMs).toBeLessThan(1500);
+    } finally {
+      await store.close();
+      for (const socket of sockets) {
+        socket.destroy();
+      }
+    }
+  });
+
+  it('logs status changes without password', async () => {
+    const port = await freePort();
+    const lines: string[] = [];
+    const capturingLogger = pino({ level: 'debug' }, { write: (line: string) => lines.push(line) });
+    const store = createRedisStore({
+      url: `redis://:hunter2-secret@127.0.0.1:${port}`,
+      keyPrefix: 'test:logging:',
+      commandTimeoutMs: 300,
+      connectTimeoutMs: 300,
+      logger: capturingLogger,
+    });
+    try {
+      await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+    } finally {
+      await store.close();
+    }
+    await sleep(20);
+
+    const output = lines.join('');
+    expect(output).toContain('redis connection');
+    expect(output).toContain('-> reconnecting');
+    expect(output).toContain(`redis://:***@127.0.0.1:${port}`);
+    expect(output).not.toContain('hunter2-secret');
+  });
+
+  it('closed store fails at once', async () => {
+    const store = createRedisStore({
+      url: redisUrl() as string,
+      keyPrefix: 'test:closed:',
+      commandTimeoutMs: 2000,
+      connectTimeoutMs: 2000,
+      logger,
+    });
+    await store.ping();
+    await store.close();
+
+    const started = performance.now();
+    await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+    expect(performance.now() - started).toBeLessThan(100);
+  });
+});

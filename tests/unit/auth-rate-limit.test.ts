@@ -1,0 +1,158 @@
+import { describe, expect, it } from 'vitest';
+
+import {
+  addressGroup,
+  addressKey,
+  createLoginRateLimiter,
+  usernameKey,
+} from '../../src/auth/rate-limit.js';
+import { DomainError } from '../../src/domain/errors.js';
+import { createMemoryStore } from '../../src/storage/redis/memory-store.js';
+
+const WINDOW_SECONDS = 300;
+
+/** Creates a limiter on a memory store whose clock the test moves by hand. */
+function setup(maxAttempts = 3) {
+  const clock = { nowMs: 1_000_000 };
+  const store = createMemoryStore({ now: () => clock.nowMs });
+  const limiter = createLoginRateLimiter(store, { maxAttempts, windowSeconds: WINDOW_SECONDS });
+  return { clock, store, limiter };
+}
+
+async function rateLimitError(promise: Promise<unknown>): Promise<DomainError> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(DomainError);
+  const domainError = error as DomainError;
+  expect(domainError.kind).toBe('UNAUTHENTICATED');
+  expect(domainError.reason).toBe('RATE_LIMITED');
+  return domainError;
+}
+
+describe('login rate limiter', () => {
+  it('allows attempts under limit', async () => {
+    const { limiter } = setup();
+    await limiter.recordFailure('alice', '192.0.2.1');
+    await limiter.recordFailure('alice', '192.0.2.1');
+
+    await expect(limiter.check('alice', '192.0.2.1')).resolves.toBeUndefined();
+  });
+
+  it('blocks username across addresses', async () => {
+    const { limiter } = setup();
+    await limiter.recordFailure('alice', '192.0.2.1');
+    await limiter.recordFailure('alice', '192.0.2.2');
+    await limiter.recordFailure('alice', '192.0.2.3');
+
+    const error = await rateLimitError(limiter.check('alice', '198.51.100.7'));
+
+    expect(error.details).toMatchObject({ retryAfterSeconds: WINDOW_SECONDS, maxAttempts: 3 });
+    expect(error.message).toContain(`Try again in ${WINDOW_SECONDS} seconds`);
+    await expect(limiter.check('bob', '198.51.100.7')).resolves.toBeUndefined();
+  });
+
+  it('blocks address across usernames', async () => {
+    const { limiter } = setup();
+    await limiter.recordFailure('alice', '192.0.2.1');
+    await limiter.recordFailure('bob', '192.0.2.1');
+    await limiter.recordFailure('carol', '192.0.2.1');
+
+    await rateLimitError(limiter.check('dave', '192.0.2.1'));
+    await expect(limiter.check('dave', '192.0.2.2')).resolves.toBeUndefined();
+  });
+
+  it('retry-after shrinks with time', async () => {
+    const { clock, limiter } = setup();
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      await limiter.recordFailure('alice', '192.0.2.1');
+    }
+    clock.nowMs += 100_500;
+
+    const error = await rateLimitError(limiter.check('alice', '192.0.2.1'));
+
+    expect(error.details.retryAfterSeconds).toBe(200);
+  });
+
+  it('window end lifts block', async () => {
+    const { clock, limiter } = setup();
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      await limiter.recordFailure('alice', '192.0.2.1');
+    }
+    clock.nowMs += WINDOW_SECONDS * 1000;
+
+    await expect(limiter.check('alice', '192.0.2.1')).resolves.toBeUndefined();
+  });
+
+  it('success resets username only', async () => {
+    const { limiter } = setup();
+    await limiter.recordFailure('alice', '192.0.2.1');
+    await limiter.recordFailure('alice', '192.0.2.1');
+    await limiter.recordSuccess('alice');
+    await limiter.recordFailure('alice', '192.0.2.1');
+
+    // alice has 1 failure since the reset, but the address has 3.
+    await rateLimitError(limiter.check('alice', '192.0.2.1'));
+    await expect(limiter.check('alice', '192.0.2.9')).resolves.toBeUndefined();
+  });
+
+  it('folds username case', async () => {
+    const { limiter } = setup();
+    await limiter.recordFailure('Alice', '192.0.2.1');
+    await limiter.recordFailure('ALICE', '192.0.2.2');
+    await limiter.recordFailure('alice', '192.0.2.3');
+
+    await rateLimitError(limiter.check('aLiCe', '192.0.2.4'));
+  });
+
+  it('counts IPv6 per /64', async () => {
+    const { limiter } = setup();
+    await limiter.recordFailure('a', '2001:db8:1:2::1');
+    await limiter.recordFailure('b', '2001:db8:1:2::2');
+    await limiter.recordFailure('c', '2001:db8:1:2:ffff:ffff:ffff:ffff');
+
+    await rateLimitError(limiter.check('d', '2001:db8:1:2:abcd::9'));
+    await expect(limiter.check('d', '2001:db8:1:3::1')).resolves.toBeUndefined();
+  });
+
+  it('rejects invalid options', () => {
+    const store = createMemoryStore();
+
+    expect(() => createLoginRateLimiter(store, { maxAttempts: 0, windowSeconds: 60 })).toThrow(RangeError);
+    expect(() => createLoginRateLimiter(store, { maxAttempts: 5, windowSeconds: 0.5 })).toThrow(RangeError);
+  });
+});
+
+describe('rate limit keys', () => {
+  it('hash usernames to bounded keys', () => {
+    const long = 'x'.repeat(100_000);
+    const key = usernameKey(long);
+
+    expect(key).toMatch(/^login:user:[0-9a-f]{32}$/);
+    expect(usernameKey('alice')).not.toContain('alice');
+    expect(usernameKey('alice')).not.toBe(usernameKey('alicf'));
+  });
+
+  it('hash addresses to bounded keys', () => {
+    expect(addressKey('192.0.2.1')).toMatch(/^login:address:[0-9a-f]{32}$/);
+    expect(addressKey('192.0.2.1')).toBe(addressKey('::ffff:192.0.2.1'));
+  });
+
+  it.each([
+    ['192.0.2.1', '192.0.2.1'],
+    [' 192.0.2.1 ', '192.0.2.1'],
+    ['::ffff:192.0.2.1', '192.0.2.1'],
+    ['::ffff:c000:201', '192.0.2.1'],
+    ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
+    ['2001:db8:1:2::', '2001:db8:1:2::/64'],
+    ['2001:DB8::1', '2001:db8:0:0::/64'],
+    ['::1', '0:0:0:0::/64'],
+    ['fe80::1%eth0', 'fe80:0:0:0::/64'],
+    ['::', '0:0:0:0::/64'],
+    ['1::', '1:0:0:0::/64'],
+    ['unknown', 'unknown'],
+  ])('group of %s', (address, expected) => {
+    expect(addressGroup(address)).toBe(expected);
+  });
+});

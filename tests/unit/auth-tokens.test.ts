@@ -1,0 +1,273 @@
+import { SignJWT, base64url, decodeJwt, decodeProtectedHeader, generateKeyPair } from 'jose';
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+
+import { MAX_TOKEN_LENGTH, createTokenService, type TokenService } from '../../src/auth/tokens.js';
+import { DomainError } from '../../src/domain/errors.js';
+
+const SECRET = 'test-secret-that-is-at-least-32-bytes-long';
+const KEY = new TextEncoder().encode(SECRET);
+const ISSUER = 'event-master';
+const AUDIENCE = 'event-master';
+const TTL_SECONDS = 3600;
+const TOLERANCE_SECONDS = 5;
+
+// A fixed clock: 2026-01-15T10:00:00Z.
+const NOW_MS = Date.UTC(2026, 0, 15, 10, 0, 0);
+const NOW_SECONDS = NOW_MS / 1000;
+
+function capturingLogger(): { logger: pino.Logger; output: () => string } {
+  const lines: string[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => lines.push(line) });
+  return { logger, output: () => lines.join('') };
+}
+
+function service(nowMs = NOW_MS, logger = pino({ level: 'silent' })): TokenService {
+  return createTokenService({
+    secret: SECRET,
+    issuer: ISSUER,
+    audience: AUDIENCE,
+    ttlSeconds: TTL_SECONDS,
+    clockToleranceSeconds: TOLERANCE_SECONDS,
+    logger,
+    now: () => nowMs,
+  });
+}
+
+interface CustomToken {
+  claims?: Record<string, unknown>;
+  omit?: ('exp' | 'iat' | 'sub' | 'iss' | 'aud')[];
+  iat?: number;
+  exp?: number;
+}
+
+/**
+ * Signs a token with HS256 and the test secret. It has every claim a valid
+ * token has, minus `omit`, with `claims` replacing or adding values.
+ */
+async function signCustom({ claims = {}, omit = [], iat, exp }: CustomToken = {}): Promise<string> {
+  const payload: Record<string, unknown> = {
+    sub: 'user-1',
+    iss: ISSUER,
+    aud: AUDIENCE,
+    iat: iat ?? NOW_SECONDS,
+    exp: exp ?? NOW_SECONDS + TTL_SECONDS,
+    role: 'MEMBER',
+  };
+  for (const claim of omit) {
+    delete payload[claim];
+  }
+  return new SignJWT({ ...payload, ...claims }).setProtectedHeader({ alg: 'HS256' }).sign(KEY);
+}
+
+function encodeSegment(value: unknown): string {
+  return base64url.encode(JSON.stringify(value));
+}
+
+async function expectRejected(token: string, tokens: TokenService = service()): Promise<DomainError> {
+  const error = await tokens.verify(token).then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(DomainError);
+  const domainError = error as DomainError;
+  expect(domainError.kind).toBe('UNAUTHENTICATED');
+  expect(domainError.reason).toBe('INVALID_TOKEN');
+  expect(domainError.message).toBe(
+    'The access token is invalid or expired. Log in again to get a new token.',
+  );
+  return domainError;
+}
+
+describe('token issue', () => {
+  it('valid token passes', async () => {
+    const tokens = service();
+    const { token, expiresAt } = await tokens.issue({ id: 'user-1', role: 'ANALYST' });
+
+    expect(await tokens.verify(token)).toEqual({ userId: 'user-1', role: 'ANALYST' });
+    expect(expiresAt.toISOString()).toBe('2026-01-15T11:00:00.000Z');
+  });
+
+  it('sets header and claims', async () => {
+    const { token } = await service().issue({ id: 'user-1', role: 'ADMIN' });
+    const header = decodeProtectedHeader(token);
+    const payload = decodeJwt(token);
+
+    expect(header).toEqual({ alg: 'HS256', typ: 'JWT' });
+    expect(payload.sub).toBe('user-1');
+    expect(payload.role).toBe('ADMIN');
+    expect(payload.iss).toBe(ISSUER);
+    expect(payload.aud).toBe(AUDIENCE);
+    expect(payload.iat).toBe(NOW_SECONDS);
+    expect(payload.exp).toBe(NOW_SECONDS + TTL_SECONDS);
+    expect(payload.jti).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('gives each token own jti', async () => {
+    const tokens = service();
+    const first = decodeJwt((await tokens.issue({ id: 'user-1', role: 'MEMBER' })).token);
+    const second = decodeJwt((await tokens.issue({ id: 'user-1', role: 'MEMBER' })).token);
+
+    expect(first.jti).not.toBe(second.jti);
+  });
+
+  it('rejects short secret', () => {
+    expect(() =>
+      createTokenService({
+        secret: 'x'.repeat(31),
+        issuer: ISSUER,
+        audience: AUDIENCE,
+        ttlSeconds: TTL_SECONDS,
+        clockToleranceSeconds: TOLERANCE_SECONDS,
+        logger: pino({ level: 'silent' }),
+      }),
+    ).toThrow(RangeError);
+  });
+});
+
+describe('token verify rejects', () => {
+  it('alg none', async () => {
+    const header = encodeSegment({ alg: 'none', typ: 'JWT' });
+    const payload = encodeSegment(decodeJwt(await signCustom()));
+
+    await expectRejected(`${header}.${payload}.`);
+  });
+
+  it('tampered signature', async () => {
+    const token = await signCustom();
+    const [header, payload, signature = ''] = token.split('.');
+    const flipped = (signature[0] === 'A' ? 'B' : 'A') + signature.slice(1);
+
+    await expectRejected(`${header}.${payload}.${flipped}`);
+  });
+
+  it('tampered payload', async () => {
+    const token = await signCustom();
+    const [header, payload = '', signature] = token.split('.');
+    const claims = JSON.parse(new TextDecoder().decode(base64url.decode(payload)));
+    const forged = encodeSegment({ ...claims, role: 'ADMIN' });
+
+    await expectRejected(`${header}.${forged}.${signature}`);
+  });
+
+  it('HS512 with same secret', async () => {
+    const token = await new SignJWT({ role: 'MEMBER' })
+      .setProtectedHeader({ alg: 'HS512' })
+      .setSubject('user-1')
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setIssuedAt(NOW_SECONDS)
+      .setExpirationTime(NOW_SECONDS + 60)
+      .sign(KEY);
+
+    await expectRejected(token);
+  });
+
+  it('RS256 with generated key', async () => {
+    const { privateKey } = await generateKeyPair('RS256');
+    const token = await new SignJWT({ role: 'MEMBER' })
+      .setProtectedHeader({ alg: 'RS256' })
+      .setSubject('user-1')
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setIssuedAt(NOW_SECONDS)
+      .setExpirationTime(NOW_SECONDS + 60)
+      .sign(privateKey);
+
+    await expectRejected(token);
+  });
+
+  it('exp in past', async () => {
+    await expectRejected(await signCustom({ iat: NOW_SECONDS - 120, exp: NOW_SECONDS - 60 }));
+  });
+
+  it('token from expired issue', async () => {
+    const { token } = await service(NOW_MS - (TTL_SECONDS + 60) * 1000).issue({
+      id: 'user-1',
+      role: 'MEMBER',
+    });
+
+    await expectRejected(token);
+  });
+
+  it.each(['exp', 'iat', 'sub', 'iss', 'aud'] as const)('%s missing', async (claim) => {
+    await expectRejected(await signCustom({ omit: [claim] }));
+  });
+
+  it('wrong issuer', async () => {
+    await expectRejected(await signCustom({ claims: { iss: 'someone-else' } }));
+  });
+
+  it('wrong audience', async () => {
+    await expectRejected(await signCustom({ claims: { aud: 'other-service' } }));
+  });
+
+  it('empty sub', async () => {
+    await expectRejected(await signCustom({ claims: { sub: '' } }));
+  });
+
+  it('unknown role', async () => {
+    await expectRejected(await signCustom({ claims: { role: 'ROOT' } }));
+  });
+
+  it('iat in future', async () => {
+    await expectRejected(await signCustom({ iat: NOW_SECONDS + 60, exp: NOW_SECONDS + 120 }));
+  });
+
+  it('lifetime beyond ttl', async () => {
+    // Valid signature and unexpired, but issued longer ago than any token we issue lives.
+    const iat = NOW_SECONDS - TTL_SECONDS - 60;
+    await expectRejected(await signCustom({ iat, exp: NOW_SECONDS + 3600 }));
+  });
+
+  it.each([
+    ['empty', ''],
+    ['one word', 'garbage'],
+    ['three dots', 'a.b.c'],
+    ['bad base64 json', `${encodeSegment({ alg: 'HS256' })}.%%%%.abc`],
+  ])('garbage: %s', async (_case, token) => {
+    await expectRejected(token);
+  });
+
+  it('oversized header', async () => {
+    const header = encodeSegment({ alg: 'HS256', padding: 'x'.repeat(MAX_TOKEN_LENGTH) });
+    const token = `${header}.${encodeSegment({ sub: 'user-1' })}.c2lnbmF0dXJl`;
+
+    expect(token.length).toBeGreaterThan(MAX_TOKEN_LENGTH);
+    await expectRejected(token);
+  });
+});
+
+describe('token clock tolerance', () => {
+  it('accepts exp within tolerance', async () => {
+    const token = await signCustom({ iat: NOW_SECONDS - 600, exp: NOW_SECONDS - (TOLERANCE_SECONDS - 2) });
+
+    expect(await service().verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER' });
+  });
+
+  it('rejects exp beyond tolerance', async () => {
+    await expectRejected(
+      await signCustom({ iat: NOW_SECONDS - 600, exp: NOW_SECONDS - (TOLERANCE_SECONDS + 1) }),
+    );
+  });
+
+  it('accepts iat slightly ahead', async () => {
+    const token = await signCustom({ iat: NOW_SECONDS + (TOLERANCE_SECONDS - 2) });
+
+    expect(await service().verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER' });
+  });
+});
+
+describe('token rejection logging', () => {
+  it('logs reason at debug only', async () => {
+    const { logger, output } = capturingLogger();
+    const token = await signCustom({ iat: NOW_SECONDS - 120, exp: NOW_SECONDS - 60 });
+
+    await expectRejected(token, service(NOW_MS, logger));
+
+    expect(output()).toContain('"level":20');
+    expect(output()).toContain('exp');
+    expect(output()).not.toContain(SECRET);
+    expect(output()).not.toContain(token);
+  });
+});

@@ -1,0 +1,340 @@
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import {
+  ConfigError,
+  JWT_SECRET_FILE_NAME,
+  loadConfig,
+  redactUrlPassword,
+  resolveJwtSecret,
+} from '../../src/config/index.js';
+
+const SECRET_32 = 'x'.repeat(32);
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+function capturingLogger(): { logger: pino.Logger; output: () => string } {
+  const lines: string[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => lines.push(line) });
+  return { logger, output: () => lines.join('') };
+}
+
+describe('loadConfig', () => {
+  it('applies defaults', () => {
+    const config = loadConfig({});
+
+    expect(config.nodeEnv).toBe('development');
+    expect(config.logLevel).toBe('info');
+    expect(config.dataDir).toBe(path.resolve('./.data'));
+    expect(config.server).toEqual({
+      host: '127.0.0.1',
+      port: 4000,
+      trustProxy: false,
+      maxBodyBytes: 33_554_432,
+      shutdownGraceMs: 10_000,
+    });
+    expect(config.database).toEqual({ url: null, poolSize: 10, statementTimeoutMs: 10_000 });
+    expect(config.redis).toEqual({
+      url: null,
+      keyPrefix: 'em:',
+      commandTimeoutMs: 2000,
+      connectTimeoutMs: 5000,
+    });
+    expect(config.auth).toEqual({
+      jwtSecret: null,
+      jwtIssuer: 'event-master',
+      jwtAudience: 'event-master',
+      jwtTtlSeconds: 3600,
+      jwtClockToleranceSeconds: 5,
+      admin: null,
+      passwordScryptLog2N: 17,
+      loginRateLimitMaxAttempts: 10,
+      loginRateLimitWindowSeconds: 300,
+    });
+    expect(config.intake).toEqual({
+      maxBatchSize: 1000,
+      maxMetaBytes: 16_384,
+      clockSkewSeconds: 300,
+      latenessHorizonSeconds: 604_800,
+      defaultAutoCloseTimeoutSeconds: 1800,
+      userLockTtlMs: 30_000,
+      userLockWaitMs: 5000,
+    });
+    expect(config.sweeper).toEqual({ intervalMs: 1000, leaseMs: 30_000, batchSize: 100 });
+    expect(config.reports).toEqual({
+      maxDepth: 32,
+      maxNodes: 256,
+      maxLiteralIntervals: 10_000,
+      maxWindowDays: 366,
+      maxIntervals: 10_000,
+    });
+    expect(config.pagination).toEqual({ defaultPageSize: 100, maxPageSize: 1000 });
+  });
+
+  it('accepts port 0 for a free port', () => {
+    expect(loadConfig({ PORT: '0' }).server.port).toBe(0);
+  });
+
+  it('reads set values', () => {
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'warn',
+      HOST: '0.0.0.0',
+      PORT: '8080',
+      DATABASE_URL: 'postgres://app:pw@db:5432/events',
+      REDIS_URL: 'rediss://cache:6380',
+      JWT_SECRET: SECRET_32,
+      ADMIN_USERNAME: 'root',
+      ADMIN_PASSWORD: ' pass word ',
+      TRUST_PROXY: 'true',
+      PASSWORD_SCRYPT_LOG2_N: '14',
+    });
+
+    expect(config.nodeEnv).toBe('production');
+    expect(config.logLevel).toBe('warn');
+    expect(config.server.host).toBe('0.0.0.0');
+    expect(config.server.port).toBe(8080);
+    expect(config.server.trustProxy).toBe(true);
+    expect(config.database.url).toBe('postgres://app:pw@db:5432/events');
+    expect(config.redis.url).toBe('rediss://cache:6380');
+    expect(config.auth.jwtSecret).toBe(SECRET_32);
+    expect(config.auth.admin).toEqual({ username: 'root', password: ' pass word ' });
+    expect(config.auth.passwordScryptLog2N).toBe(14);
+  });
+
+  it('returns deeply frozen object', () => {
+    const config = loadConfig({});
+
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.server)).toBe(true);
+    expect(Object.isFrozen(config.auth)).toBe(true);
+    expect(() => {
+      (config.server as { port: number }).port = 1;
+    }).toThrow(TypeError);
+  });
+
+  it('treats blank as unset', () => {
+    const config = loadConfig({ PORT: '  ', REDIS_URL: '', JWT_SECRET: '' });
+
+    expect(config.server.port).toBe(4000);
+    expect(config.redis.url).toBeNull();
+    expect(config.auth.jwtSecret).toBeNull();
+  });
+
+  it.each([
+    ['PORT', '-1', '0 to 65535'],
+    ['PORT', '65536', '0 to 65535'],
+    ['PORT', 'http', '0 to 65535'],
+    ['PORT', '4000.5', '0 to 65535'],
+    ['PORT', '1e3', '0 to 65535'],
+    ['DB_POOL_SIZE', '101', '1 to 100'],
+    ['REDIS_COMMAND_TIMEOUT_MS', '5', '10 to 60000'],
+    ['JWT_TTL_SECONDS', '59', '60 to 86400'],
+    ['JWT_TTL_SECONDS', '86401', '60 to 86400'],
+    ['JWT_CLOCK_TOLERANCE_SECONDS', '61', '0 to 60'],
+    ['PASSWORD_SCRYPT_LOG2_N', '13', '14 to 20'],
+    ['PASSWORD_SCRYPT_LOG2_N', '21', '14 to 20'],
+    ['SWEEPER_BATCH_SIZE', '-1', '1 to 10000'],
+  ])('rejects %s=%s', (variable, value, range) => {
+    const error = configError({ [variable]: value });
+
+    expect(error.issues).toHaveLength(1);
+    expect(error.issues[0]?.variable).toBe(variable);
+    expect(error.message).toContain(variable);
+    expect(error.message).toContain(`"${value}"`);
+    expect(error.message).toContain(range);
+  });
+
+  it.each([
+    ['NODE_ENV', 'staging'],
+    ['LOG_LEVEL', 'verbose'],
+    ['TRUST_PROXY', 'maybe'],
+  ])('rejects enum %s=%s', (variable, value) => {
+    const error = configError({ [variable]: value });
+
+    expect(error.issues[0]?.variable).toBe(variable);
+    expect(error.message).toContain(`"${value}"`);
+  });
+
+  it('rejects short JWT secret without value', () => {
+    const error = configError({ JWT_SECRET: 'short-secret-123' });
+
+    expect(error.issues[0]?.variable).toBe('JWT_SECRET');
+    expect(error.message).toContain('16 bytes');
+    expect(error.message).toContain('at least 32 bytes');
+    expect(error.message).not.toContain('short-secret-123');
+  });
+
+  it('counts JWT secret in bytes', () => {
+    // 11 characters of 3 bytes each: 33 bytes.
+    const config = loadConfig({ JWT_SECRET: '€'.repeat(11) });
+
+    expect(config.auth.jwtSecret).toBe('€'.repeat(11));
+  });
+
+  it('requires admin username with password', () => {
+    const error = configError({ ADMIN_PASSWORD: 'swordfish-42' });
+
+    expect(error.issues[0]?.variable).toBe('ADMIN_USERNAME');
+    expect(error.message).not.toContain('swordfish-42');
+  });
+
+  it('requires admin password with username', () => {
+    const error = configError({ ADMIN_USERNAME: 'root' });
+
+    expect(error.issues[0]?.variable).toBe('ADMIN_PASSWORD');
+  });
+
+  it('masks password in bad URL', () => {
+    const error = configError({ DATABASE_URL: 'mysql://app:topsecret@db/events' });
+
+    expect(error.issues[0]?.variable).toBe('DATABASE_URL');
+    expect(error.message).toContain('mysql://app:***@db/events');
+    expect(error.message).not.toContain('topsecret');
+  });
+
+  it('rejects unparsable URL', () => {
+    const error = configError({ REDIS_URL: 'not a url' });
+
+    expect(error.issues[0]?.variable).toBe('REDIS_URL');
+    expect(error.message).toContain('not a valid URL');
+  });
+
+  it('rejects brace in key prefix', () => {
+    const error = configError({ REDIS_KEY_PREFIX: '{em}:' });
+
+    expect(error.issues[0]?.variable).toBe('REDIS_KEY_PREFIX');
+  });
+
+  it('rejects default page above max', () => {
+    const error = configError({ PAGE_SIZE_DEFAULT: '500', PAGE_SIZE_MAX: '200' });
+
+    expect(error.issues[0]?.variable).toBe('PAGE_SIZE_DEFAULT');
+    expect(error.message).toContain('PAGE_SIZE_MAX (200)');
+  });
+
+  it('collects every issue', () => {
+    const error = configError({ PORT: 'x', NODE_ENV: 'prod', JWT_SECRET: 'short' });
+
+    expect(error.issues.map((issue) => issue.variable)).toEqual(['NODE_ENV', 'PORT', 'JWT_SECRET']);
+  });
+
+  it.each([
+    ['1', true],
+    ['yes', true],
+    ['TRUE', true],
+    ['0', false],
+    ['no', false],
+    ['False', false],
+  ])('reads TRUST_PROXY=%s', (value, expected) => {
+    expect(loadConfig({ TRUST_PROXY: value }).server.trustProxy).toBe(expected);
+  });
+});
+
+describe('.env.example', () => {
+  const repositoryRoot = path.resolve(import.meta.dirname, '../..');
+  const example = readFileSync(path.join(repositoryRoot, '.env.example'), 'utf8');
+  const exampleEnv = Object.fromEntries(
+    example
+      .split('\n')
+      .map((line) => /^([A-Z0-9_]+)=(.*)$/.exec(line))
+      .filter((match) => match !== null)
+      .map((match) => [match[1], match[2]]),
+  ) as Record<string, string>;
+
+  it('matches defaults', () => {
+    expect(loadConfig(exampleEnv)).toEqual(loadConfig({}));
+  });
+
+  it('lists every variable', () => {
+    const source = readFileSync(path.join(repositoryRoot, 'src/config/index.ts'), 'utf8');
+    const read = new Set([...source.matchAll(/reader\.\w+\(\s*'([A-Z0-9_]+)'/g)].map((match) => match[1]));
+
+    expect(read.size).toBeGreaterThan(40);
+    expect(Object.keys(exampleEnv).sort()).toEqual([...read].sort());
+  });
+});
+
+describe('redactUrlPassword', () => {
+  it.each([
+    ['redis://:pw@127.0.0.1:6379', 'redis://:***@127.0.0.1:6379'],
+    ['postgres://user:pw@db:5432/test', 'postgres://user:***@db:5432/test'],
+    ['redis://127.0.0.1:6379', 'redis://127.0.0.1:6379'],
+    ['bad url //user:pw@host', 'bad url //user:***@host'],
+  ])('%s', (input, expected) => {
+    expect(redactUrlPassword(input)).toBe(expected);
+  });
+});
+
+describe('resolveJwtSecret', () => {
+  let dataDir: string;
+
+  beforeEach(async () => {
+    dataDir = path.join(await mkdtemp(path.join(tmpdir(), 'em-config-')), 'data');
+  });
+
+  afterEach(async () => {
+    await rm(path.dirname(dataDir), { recursive: true, force: true });
+  });
+
+  it('returns JWT_SECRET when set', async () => {
+    const { logger, output } = capturingLogger();
+    const config = loadConfig({ JWT_SECRET: SECRET_32, DATA_DIR: dataDir });
+
+    expect(await resolveJwtSecret(config, logger)).toBe(SECRET_32);
+    await expect(stat(path.join(dataDir, JWT_SECRET_FILE_NAME))).rejects.toThrow();
+    expect(output()).toBe('');
+  });
+
+  it('creates secret file once', async () => {
+    const { logger, output } = capturingLogger();
+    const config = loadConfig({ DATA_DIR: dataDir });
+
+    const first = await resolveJwtSecret(config, logger);
+    const second = await resolveJwtSecret(config, logger);
+    const file = path.join(dataDir, JWT_SECRET_FILE_NAME);
+    const { mode } = await stat(file);
+
+    expect(first).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(second).toBe(first);
+    expect((await readFile(file, 'utf8')).trim()).toBe(first);
+    expect(mode & 0o777).toBe(0o600);
+    expect(output()).toContain('JWT_SECRET is not set');
+    expect(output()).toContain(file);
+    expect(output()).not.toContain(first);
+  });
+
+  it('agrees under concurrent first start', async () => {
+    const { logger } = capturingLogger();
+    const config = loadConfig({ DATA_DIR: dataDir });
+
+    const secrets = await Promise.all(
+      Array.from({ length: 8 }, () => resolveJwtSecret(config, logger)),
+    );
+
+    expect(new Set(secrets).size).toBe(1);
+  });
+
+  it('rejects short secret file', async () => {
+    const { logger } = capturingLogger();
+    const config = loadConfig({ DATA_DIR: dataDir });
+    await resolveJwtSecret(config, logger);
+    await writeFile(path.join(dataDir, JWT_SECRET_FILE_NAME), 'tiny\n');
+
+    await expect(resolveJwtSecret(config, logger)).rejects.toThrow(ConfigError);
+    await expect(resolveJwtSecret(config, logger)).rejects.toThrow(/4 bytes long/);
+  });
+});
