@@ -59,8 +59,11 @@ export async function authenticate(
     }
     return { viewer: { userId: user.id, role: user.role }, authError: null };
   } catch (error) {
-    if (error instanceof DomainError) {
-      return { viewer: null, authError: error };
+    // A database outage while loading the user becomes SERVICE_UNAVAILABLE
+    // for the operations that need a viewer, instead of a failed context.
+    const domain = toDomainError(error);
+    if (domain !== null) {
+      return { viewer: null, authError: domain };
     }
     throw error;
   }
