@@ -131,6 +131,12 @@ export class IntakeService {
     const userIds = [...new Set(items.map((item) => item.userId))].sort();
     const locks = await this.acquireLocks(userIds);
     try {
+      // A watchdog deadline: should this process die anywhere between the
+      // storage steps below, a sweeper settles the user once the lock expired.
+      // The real next deadline replaces it when derivation finishes.
+      for (const userId of userIds) {
+        await this.options.store.scheduleDeadline(userId, clock.now() + this.options.userLockTtlMs);
+      }
       const receivedAt = clock.now();
       const stored = await this.store(items, receivedAt);
       for (const userId of userIds) {
