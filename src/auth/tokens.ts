@@ -128,6 +128,14 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
  */
 function rejectToken(logger: Logger, reason: string): DomainError {
   logger.debug({ reason }, 'rejected access token');
+  return invalidTokenError();
+}
+
+/**
+ * Builds the one error for every rejected token, including those rejected
+ * outside `verify` (a malformed Authorization header, a deleted user).
+ */
+export function invalidTokenError(): DomainError {
   return new DomainError(
     'UNAUTHENTICATED',
     'INVALID_TOKEN',

@@ -1,6 +1,6 @@
 /**
- * What every resolver receives: the authenticated viewer (or why there is
- * none), request ids for logs, the services and per-request loaders.
+ * Per-request resolver context: the authenticated viewer or the reason there
+ * is none, the request id for logs, the services and per-request loaders.
  */
 import type { FastifyBaseLogger } from 'fastify';
 

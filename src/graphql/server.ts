@@ -18,7 +18,7 @@ export const SCHEMA_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../
 
 /**
  * Maximum number of tokens in one GraphQL document. It bounds inline
- * literals and nesting before the recursive parser sees them; large inputs
+ * literals and nesting before the recursive parser reads them, so large inputs
  * belong in variables.
  */
 export const MAX_DOCUMENT_TOKENS = 20_000;

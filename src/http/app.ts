@@ -11,7 +11,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
-import type { TokenService } from '../auth/tokens.js';
+import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { DomainError } from '../domain/errors.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { httpStatusForCode, codeForKind, toDomainError } from '../graphql/errors.js';
@@ -26,7 +26,7 @@ export interface HttpAppOptions {
   createApollo: (drainPlugin: ApolloServerPlugin<GraphQLContext>) => Promise<ApolloServer<GraphQLContext>>;
   maxBodyBytes: number;
   trustProxy: boolean;
-  /** Checks PostgreSQL and Redis; throws when either does not answer. */
+  /** Pings PostgreSQL and Redis, and throws when either does not respond. */
   checkReadiness: () => Promise<Record<string, string>>;
 }
 
@@ -44,7 +44,7 @@ export async function authenticate(
   if (match === null || match[1] === undefined) {
     return {
       viewer: null,
-      authError: new DomainError('UNAUTHENTICATED', 'INVALID_TOKEN', 'Invalid or expired token.'),
+      authError: invalidTokenError(),
     };
   }
   try {
@@ -54,7 +54,7 @@ export async function authenticate(
     if (user === null) {
       return {
         viewer: null,
-        authError: new DomainError('UNAUTHENTICATED', 'INVALID_TOKEN', 'Invalid or expired token.'),
+        authError: invalidTokenError(),
       };
     }
     return { viewer: { userId: user.id, role: user.role }, authError: null };

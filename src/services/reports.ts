@@ -135,9 +135,9 @@ export class ReportService {
   }
 
   private summarise(set: IntervalSet, window: Interval, bucket: ReportRequest['bucket']) {
-    const shown = set.count > this.limits.maxIntervals ? set.slice(0, this.limits.maxIntervals) : set;
+    const returned = set.count > this.limits.maxIntervals ? set.slice(0, this.limits.maxIntervals) : set;
     const intervals: ReportInterval[] = [];
-    for (const [start, end] of shown) {
+    for (const [start, end] of returned) {
       intervals.push({ start: new Date(start), end: new Date(end), seconds: (end - start) / 1000 });
     }
     return {

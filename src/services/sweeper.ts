@@ -102,7 +102,7 @@ export class Sweeper {
           settled += 1;
         } catch (error) {
           if (error instanceof DomainError && error.reason === 'USER_BUSY') {
-            // A request holds the user; it schedules the deadline itself when done.
+            // A request has the lock, and it schedules the deadline itself when done.
             continue;
           }
           logger.warn({ err: error, userId }, 'auto-close of a user failed; retrying after the lease');

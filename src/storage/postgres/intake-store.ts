@@ -223,7 +223,7 @@ export async function loadSegmentsOpenAt(tx: SqlClient, userId: string, p: Posit
   return rows.map(toSegmentStart);
 }
 
-/** The last non-ignored client event before `p`: its position and so the last activity. */
+/** Returns the position of the last non-ignored client event before `p`, which is also the last activity. */
 export async function loadLastEventBefore(tx: SqlClient, userId: string, p: Position): Promise<Position | null> {
   const rows = await tx.query<{ occurred_at: Date; seq: number }>(
     `SELECT occurred_at, seq FROM events
