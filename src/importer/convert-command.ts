@@ -1,0 +1,208 @@
+/**
+ * The `convert:casas` command: reads CASAS files and writes NDJSON import
+ * records to stdout. Kept apart from `src/cli/convert-casas.ts` so tests can
+ * run it in process with their own streams.
+ */
+
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { basename, extname } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import {
+  convertCasasText,
+  formatCasasNdjson,
+  isValidTimeZone,
+  type CasasFileConversion,
+} from './casas.js';
+
+export const CONVERT_USAGE = `\
+Usage: npm run convert:casas -- [--time-zone ZONE] [--user NAME] FILE... > events.ndjson
+
+Converts WSU CASAS sensor logs into NDJSON records for \`npm run import\`.
+
+Options:
+  --time-zone ZONE  IANA time zone the zoneless time stamps are read in (default UTC)
+  --user NAME       user that receives the events (default: the file name without
+                    extension); only valid with a single file
+  --help            print this help
+`;
+
+/** Exit codes of the converter. */
+export const CONVERT_EXIT = { ok: 0, unreadableFile: 1, usage: 2 } as const;
+
+export interface ConvertOptions {
+  timeZone: string;
+  user: string | null;
+  files: string[];
+}
+
+/** An invalid command line. The message names the value to change. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** Parses the converter's arguments, or returns `'help'` when help was requested. */
+export function parseConvertArgs(argv: readonly string[]): ConvertOptions | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        'time-zone': { type: 'string' },
+        user: { type: 'string' },
+        help: { type: 'boolean' },
+      },
+    });
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+
+  if (parsed.values.help === true) {
+    return 'help';
+  }
+
+  const files = parsed.positionals;
+  if (files.length === 0) {
+    throw new UsageError('missing FILE: name at least one CASAS file to convert');
+  }
+
+  const timeZone = parsed.values['time-zone'] ?? 'UTC';
+  if (!isValidTimeZone(timeZone)) {
+    throw new UsageError(
+      `invalid --time-zone "${timeZone}": expected an IANA time zone such as UTC or Asia/Tokyo`,
+    );
+  }
+
+  const user = parsed.values.user ?? null;
+  if (user !== null && user.trim() === '') {
+    throw new UsageError('invalid --user: the user name is empty');
+  }
+  if (user !== null && files.length > 1) {
+    throw new UsageError(
+      `--user is only valid with one file, but ${files.length} files were given; ` +
+        'without --user each file goes to the user named like the file',
+    );
+  }
+
+  // Ids are built from the base name, so two files with one base name would
+  // produce the same ids for the same user, and the second would be dropped as
+  // duplicates on import.
+  const seen = new Map<string, string>();
+  for (const file of files) {
+    const base = fileBaseName(file);
+    const previous = seen.get(base);
+    if (previous !== undefined) {
+      throw new UsageError(
+        `"${previous}" and "${file}" have the same base name "${base}", ` +
+          'so their event ids would collide; rename one',
+      );
+    }
+    seen.set(base, file);
+  }
+
+  return { timeZone, user, files };
+}
+
+/** Returns the file name without folder and extension: `data/P002.txt` -> `P002`. */
+export function fileBaseName(file: string): string {
+  const name = basename(file);
+  return name.slice(0, name.length - extname(name).length);
+}
+
+export interface ConvertIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  readText?: (file: string) => Promise<string>;
+}
+
+/** Runs the converter and returns the process exit code. */
+export async function runConvertCommand(argv: readonly string[], io: ConvertIo): Promise<number> {
+  const readText = io.readText ?? ((file: string) => readFile(file, 'utf8'));
+
+  let options: ConvertOptions | 'help';
+  try {
+    options = parseConvertArgs(argv);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr.write(`convert:casas: ${error.message}\n\n${CONVERT_USAGE}`);
+      return CONVERT_EXIT.usage;
+    }
+    throw error;
+  }
+  if (options === 'help') {
+    io.stdout.write(CONVERT_USAGE);
+    return CONVERT_EXIT.ok;
+  }
+
+  io.stderr.write(`convert:casas: reading time stamps as local time in ${options.timeZone}\n`);
+
+  // Read every file before writing anything, so an unreadable file leaves no
+  // partial output behind for the import to pick up.
+  const texts: string[] = [];
+  let unreadable = 0;
+  for (const file of options.files) {
+    try {
+      texts.push(await readText(file));
+    } catch (error) {
+      unreadable += 1;
+      const reason = error instanceof Error ? error.message : String(error);
+      io.stderr.write(`convert:casas: cannot read ${file}: ${reason}\n`);
+    }
+  }
+  if (unreadable > 0) {
+    io.stderr.write(
+      `convert:casas: ${unreadable} file(s) could not be read; nothing was written\n`,
+    );
+    return CONVERT_EXIT.unreadableFile;
+  }
+
+  const conversions: CasasFileConversion[] = options.files.map((file, index) => {
+    const fileBase = fileBaseName(file);
+    const conversion = convertCasasText(texts[index] ?? '', {
+      fileBase,
+      username: options.user ?? fileBase,
+      timeZone: options.timeZone,
+    });
+    reportConversion(io.stderr, file, conversion);
+    return conversion;
+  });
+
+  await writeLines(io.stdout, formatCasasNdjson(conversions));
+  return CONVERT_EXIT.ok;
+}
+
+function reportConversion(
+  stderr: NodeJS.WritableStream,
+  file: string,
+  conversion: CasasFileConversion,
+): void {
+  for (const issue of conversion.issues) {
+    stderr.write(`convert:casas: ${file}:${issue.line}: skipped line: ${issue.reason}\n`);
+  }
+
+  const counts = [...conversion.eventCountByType]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([type, count]) => `${type} ${count}`)
+    .join(', ');
+  stderr.write(
+    `convert:casas: ${file}: ${conversion.lineCount} lines, ${conversion.records.length} events` +
+      ` (${counts === '' ? 'none' : counts}), ${conversion.issues.length} skipped\n`,
+  );
+}
+
+/** Writes lines with a trailing line break each, waiting whenever the stream buffer is full. */
+async function writeLines(stream: NodeJS.WritableStream, lines: readonly string[]): Promise<void> {
+  const chunkSize = 1000;
+  for (let start = 0; start < lines.length; start += chunkSize) {
+    const chunk = lines.slice(start, start + chunkSize).join('\n') + '\n';
+    if (!stream.write(chunk)) {
+      await once(stream, 'drain');
+    }
+  }
+}

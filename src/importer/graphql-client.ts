@@ -1,0 +1,286 @@
+/**
+ * A small GraphQL client over `fetch` with the operations the importer needs.
+ * Errors keep the server's `extensions` (code, reason, invalid items). The
+ * token is sent only in the authorization header and is left out of every
+ * error message.
+ */
+
+import type { DefinePairTypeInput, EventInput } from './types.js';
+
+export type Role = 'MEMBER' | 'ANALYST' | 'ADMIN';
+
+export interface UserSummary {
+  id: string;
+  username: string;
+  role: Role;
+}
+
+export interface PairTypeSummary {
+  name: string;
+  startType: string;
+  endType: string;
+  parent: string | null;
+}
+
+export interface SendEventsSummary {
+  results: { duplicate: boolean; corrections: { rule: string | null }[] }[];
+  storedCount: number;
+  duplicateCount: number;
+}
+
+/** One entry of a GraphQL response's `errors` list. */
+export interface GraphQLErrorEntry {
+  message: string;
+  path?: readonly (string | number)[];
+  extensions?: Record<string, unknown>;
+}
+
+/** A GraphQL response that carried errors, or an HTTP failure without a GraphQL body. */
+export class GraphQLRequestError extends Error {
+  /** `extensions.code` of the first error, or `HTTP_<status>` when the body had no errors list. */
+  readonly code: string;
+  /** `extensions.reason` of the first error, when present. */
+  readonly reason: string | null;
+  readonly httpStatus: number;
+  readonly errors: readonly GraphQLErrorEntry[];
+
+  constructor(operation: string, httpStatus: number, errors: readonly GraphQLErrorEntry[]) {
+    const first = errors[0];
+    const firstCode = first?.extensions?.code;
+    const resolvedCode = typeof firstCode === 'string' ? firstCode : `HTTP_${httpStatus}`;
+    const detail = first?.message ?? `HTTP status ${httpStatus}`;
+    super(`${operation} failed (${resolvedCode}): ${detail}`);
+    this.name = 'GraphQLRequestError';
+    this.code = resolvedCode;
+    const reason = first?.extensions?.reason;
+    this.reason = typeof reason === 'string' ? reason : null;
+    this.httpStatus = httpStatus;
+    this.errors = errors;
+  }
+
+  /** Extensions of the first error, or an empty object. */
+  get extensions(): Record<string, unknown> {
+    return this.errors[0]?.extensions ?? {};
+  }
+}
+
+/** The request never produced an HTTP response: refused, reset, timed out or aborted. */
+export class NetworkError extends Error {
+  constructor(operation: string, url: string, cause: unknown) {
+    const detail = describeCause(cause);
+    super(`${operation} could not reach ${url}: ${detail}`, { cause });
+    this.name = 'NetworkError';
+  }
+}
+
+function describeCause(cause: unknown): string {
+  if (!(cause instanceof Error)) {
+    return String(cause);
+  }
+  // Node 20's fetch reports "fetch failed" and keeps the socket error in `cause`.
+  const inner = (cause as Error & { cause?: unknown }).cause;
+  if (inner instanceof Error && inner.message !== '') {
+    return `${cause.message} (${inner.message})`;
+  }
+  return cause.message;
+}
+
+/** HTTP statuses that mean "try again later" rather than "this request is wrong". */
+const TRANSIENT_HTTP_STATUSES = new Set([429, 502, 503, 504]);
+
+/**
+ * Returns true for failures worth retrying: network errors, the code
+ * `SERVICE_UNAVAILABLE`, and HTTP 429 and 502 to 504.
+ */
+export function isTransientError(error: unknown): boolean {
+  if (error instanceof NetworkError) {
+    return true;
+  }
+  if (error instanceof GraphQLRequestError) {
+    return error.code === 'SERVICE_UNAVAILABLE' || TRANSIENT_HTTP_STATUSES.has(error.httpStatus);
+  }
+  return false;
+}
+
+export interface GraphQLClientOptions {
+  /** GraphQL endpoint, for example `http://127.0.0.1:4000/graphql`. */
+  endpoint: string;
+  token?: string | null;
+  /** Time limit of one HTTP request, in milliseconds (default 60000). */
+  requestTimeoutMs?: number;
+  fetch?: typeof fetch;
+}
+
+const LOGIN = `mutation ImportLogin($username: String!, $password: String!) {
+  login(username: $username, password: $password) { token user { id username role } }
+}`;
+const ME = `query ImportMe { me { id username role } }`;
+const USERS = `query ImportUsers { users { id username role } }`;
+const PAIR_TYPES = `query ImportPairTypes { pairTypes { name startType endType parent } }`;
+const DEFINE_PAIR_TYPE = `mutation ImportDefinePairType($input: DefinePairTypeInput!) {
+  definePairType(input: $input) { name startType endType parent }
+}`;
+const CREATE_USER = `mutation ImportCreateUser($input: CreateUserInput!) {
+  createUser(input: $input) { id username role }
+}`;
+const SEND_EVENTS = `mutation ImportSendEvents($events: [EventInput!]!) {
+  sendEvents(events: $events) {
+    storedCount
+    duplicateCount
+    results { duplicate corrections { rule } }
+  }
+}`;
+
+/** Returns the GraphQL endpoint of a server: `<url>/graphql`, unless the URL already ends there. */
+export function graphqlEndpoint(serverUrl: string): string {
+  const url = new URL(serverUrl);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new TypeError(`invalid server URL "${serverUrl}": expected http:// or https://`);
+  }
+  const path = url.pathname.replace(/\/+$/, '');
+  url.pathname = path.endsWith('/graphql') ? path : `${path}/graphql`;
+  return url.toString();
+}
+
+export class GraphQLClient {
+  private readonly endpoint: string;
+  private readonly requestTimeoutMs: number;
+  private readonly fetchImpl: typeof fetch;
+  private token: string | null;
+
+  constructor(options: GraphQLClientOptions) {
+    this.endpoint = options.endpoint;
+    this.token = options.token ?? null;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+    this.fetchImpl = options.fetch ?? fetch;
+  }
+
+  /** Sends one operation and returns its `data`, or throws when the response has any error. */
+  async request<T>(
+    operation: string,
+    query: string,
+    variables: Record<string, unknown> = {},
+  ): Promise<T> {
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      accept: 'application/graphql-response+json, application/json',
+    };
+    if (this.token !== null) {
+      headers.authorization = `Bearer ${this.token}`;
+    }
+
+    let response: Response;
+    let bodyText: string;
+    try {
+      response = await this.fetchImpl(this.endpoint, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ query, variables, operationName: operation }),
+        signal: AbortSignal.timeout(this.requestTimeoutMs),
+      });
+      bodyText = await response.text();
+    } catch (error) {
+      throw new NetworkError(operation, this.endpoint, error);
+    }
+
+    let body: unknown = null;
+    try {
+      body = JSON.parse(bodyText);
+    } catch {
+      // Not JSON, for example a proxy's error page, so the status is reported below.
+    }
+
+    const errors = readErrors(body);
+    if (errors.length > 0) {
+      throw new GraphQLRequestError(operation, response.status, errors);
+    }
+    if (!response.ok) {
+      throw new GraphQLRequestError(operation, response.status, [
+        { message: `HTTP status ${response.status} ${response.statusText}`.trim() },
+      ]);
+    }
+
+    const data = (body as { data?: unknown } | null)?.data;
+    if (data === undefined || data === null) {
+      throw new GraphQLRequestError(operation, response.status, [
+        { message: 'the response has neither data nor errors' },
+      ]);
+    }
+    return data as T;
+  }
+
+  /** Logs in and keeps the token for later requests. */
+  async login(username: string, password: string): Promise<UserSummary> {
+    const data = await this.request<{ login: { token: string; user: UserSummary } }>(
+      'ImportLogin',
+      LOGIN,
+      { username, password },
+    );
+    this.token = data.login.token;
+    return data.login.user;
+  }
+
+  async me(): Promise<UserSummary> {
+    return (await this.request<{ me: UserSummary }>('ImportMe', ME)).me;
+  }
+
+  async users(): Promise<UserSummary[]> {
+    return (await this.request<{ users: UserSummary[] }>('ImportUsers', USERS)).users;
+  }
+
+  async pairTypes(): Promise<PairTypeSummary[]> {
+    return (await this.request<{ pairTypes: PairTypeSummary[] }>('ImportPairTypes', PAIR_TYPES))
+      .pairTypes;
+  }
+
+  async definePairType(input: DefinePairTypeInput): Promise<PairTypeSummary> {
+    const data = await this.request<{ definePairType: PairTypeSummary }>(
+      'ImportDefinePairType',
+      DEFINE_PAIR_TYPE,
+      { input },
+    );
+    return data.definePairType;
+  }
+
+  async createUser(username: string, password: string, role: Role): Promise<UserSummary> {
+    const data = await this.request<{ createUser: UserSummary }>('ImportCreateUser', CREATE_USER, {
+      input: { username, password, role },
+    });
+    return data.createUser;
+  }
+
+  async sendEvents(events: readonly EventInput[]): Promise<SendEventsSummary> {
+    const data = await this.request<{ sendEvents: SendEventsSummary }>(
+      'ImportSendEvents',
+      SEND_EVENTS,
+      { events },
+    );
+    return data.sendEvents;
+  }
+}
+
+function readErrors(body: unknown): GraphQLErrorEntry[] {
+  if (typeof body !== 'object' || body === null) {
+    return [];
+  }
+  const errors = (body as { errors?: unknown }).errors;
+  if (!Array.isArray(errors)) {
+    return [];
+  }
+  return errors.map((entry): GraphQLErrorEntry => {
+    if (typeof entry !== 'object' || entry === null) {
+      return { message: String(entry) };
+    }
+    const { message, path, extensions } = entry as Record<string, unknown>;
+    const result: GraphQLErrorEntry = {
+      message: typeof message === 'string' ? message : 'unknown error',
+    };
+    if (Array.isArray(path)) {
+      result.path = path as (string | number)[];
+    }
+    if (typeof extensions === 'object' && extensions !== null) {
+      result.extensions = extensions as Record<string, unknown>;
+    }
+    return result;
+  });
+}

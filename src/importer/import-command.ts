@@ -1,0 +1,246 @@
+/**
+ * The `import` command: parses arguments and credentials, runs `runImport`
+ * with progress on stderr, and prints the summary on stdout. Kept apart from
+ * `src/cli/import.ts` so tests can run it in process.
+ */
+
+import { parseArgs } from 'node:util';
+
+import { ProgressReporter } from './progress.js';
+import {
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_CONCURRENCY,
+  ImportFailedError,
+  MAX_BATCH_SIZE,
+  MAX_CONCURRENCY,
+  runImport,
+  type RunImportOptions,
+} from './run-import.js';
+import { formatSummary, isClean, type ImportSummary } from './summary.js';
+
+export const DEFAULT_SERVER_URL = 'http://127.0.0.1:4000';
+
+export const IMPORT_USAGE = `\
+Usage: npm run import -- [options] FILE...
+
+Sends events from NDJSON files to an Event Master server over GraphQL.
+
+Each line is {"kind":"pairType","input":{...}}, {"kind":"event","username":"NAME","input":{...}}
+or a bare EventInput object, which is sent as an event of the logged-in user.
+
+Options:
+  --url URL           server base URL; GraphQL is at URL/graphql (default ${DEFAULT_SERVER_URL})
+  --batch-size N      events per sendEvents request, 1 to ${MAX_BATCH_SIZE}
+                      (default ${DEFAULT_BATCH_SIZE}); cut to the server's maximum when it
+                      rejects a larger batch
+  --concurrency N     users imported in parallel, 1 to ${MAX_CONCURRENCY}
+                      (default ${DEFAULT_CONCURRENCY})
+  --json              print the summary as JSON
+  --strict            exit with status 1 when any line was skipped, any event was
+                      rejected or any pair type is in conflict
+  --help              print this help
+
+Credentials (environment):
+  EVENT_MASTER_TOKEN                            a bearer token, used when set
+  EVENT_MASTER_USERNAME, EVENT_MASTER_PASSWORD  otherwise, log in with these
+Lines that name a user or define a pair type need the ADMIN role.
+
+Exit status: 0 when every line was processed, 1 when the import stopped early
+(or --strict found problems), 2 for invalid options or missing credentials.
+`;
+
+export const IMPORT_EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+export interface ImportCommandOptions {
+  url: string;
+  batchSize: number;
+  concurrency: number;
+  json: boolean;
+  strict: boolean;
+  files: string[];
+}
+
+/** An invalid command line or environment. The message names the value to change. */
+export class ImportUsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ImportUsageError';
+  }
+}
+
+function parseCount(
+  option: string,
+  text: string | undefined,
+  fallback: number,
+  max: number,
+): number {
+  if (text === undefined) {
+    return fallback;
+  }
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new ImportUsageError(`invalid ${option} "${text}": expected an integer from 1 to ${max}`);
+  }
+  return value;
+}
+
+/** Parses the import's arguments, or returns `'help'` when help was requested. */
+export function parseImportArgs(argv: readonly string[]): ImportCommandOptions | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        url: { type: 'string' },
+        'batch-size': { type: 'string' },
+        concurrency: { type: 'string' },
+        json: { type: 'boolean' },
+        strict: { type: 'boolean' },
+        help: { type: 'boolean' },
+      },
+    });
+  } catch (error) {
+    throw new ImportUsageError(error instanceof Error ? error.message : String(error));
+  }
+
+  const { values, positionals } = parsed;
+  if (values.help === true) {
+    return 'help';
+  }
+  if (positionals.length === 0) {
+    throw new ImportUsageError('missing FILE: name at least one NDJSON file to import');
+  }
+
+  const url = values.url ?? DEFAULT_SERVER_URL;
+  let protocol: string;
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    throw new ImportUsageError(
+      `invalid --url "${url}": expected a URL such as ${DEFAULT_SERVER_URL}`,
+    );
+  }
+  if (protocol !== 'http:' && protocol !== 'https:') {
+    throw new ImportUsageError(`invalid --url "${url}": expected an http:// or https:// URL`);
+  }
+
+  return {
+    url,
+    batchSize: parseCount(
+      '--batch-size',
+      values['batch-size'],
+      DEFAULT_BATCH_SIZE,
+      MAX_BATCH_SIZE,
+    ),
+    concurrency: parseCount(
+      '--concurrency',
+      values.concurrency,
+      DEFAULT_CONCURRENCY,
+      MAX_CONCURRENCY,
+    ),
+    json: values.json === true,
+    strict: values.strict === true,
+    files: positionals,
+  };
+}
+
+export interface ImportCredentials {
+  token: string | null;
+  username: string | null;
+  password: string | null;
+}
+
+/** Reads credentials from the environment. A token wins over a username and password. */
+export function readCredentials(env: NodeJS.ProcessEnv): ImportCredentials {
+  const token = nonEmpty(env.EVENT_MASTER_TOKEN);
+  if (token !== null) {
+    return { token, username: null, password: null };
+  }
+
+  const username = nonEmpty(env.EVENT_MASTER_USERNAME);
+  const password = nonEmpty(env.EVENT_MASTER_PASSWORD);
+  if (username === null || password === null) {
+    throw new ImportUsageError(
+      'missing credentials: set EVENT_MASTER_TOKEN, ' +
+        'or both EVENT_MASTER_USERNAME and EVENT_MASTER_PASSWORD',
+    );
+  }
+  return { token: null, username, password };
+}
+
+function nonEmpty(value: string | undefined): string | null {
+  return value === undefined || value === '' ? null : value;
+}
+
+export interface ImportIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  /** True when stderr is a terminal, so progress is one line rewritten in place. */
+  stderrIsTTY: boolean;
+  env: NodeJS.ProcessEnv;
+  /** Extra options for tests: a fake `fetch`, short retry delays, a clock. */
+  overrides?: Partial<
+    Pick<RunImportOptions, 'fetch' | 'retryDelaysMs' | 'now' | 'requestTimeoutMs'>
+  >;
+}
+
+/** Runs the import command and returns the process exit code. */
+export async function runImportCommand(argv: readonly string[], io: ImportIo): Promise<number> {
+  let options: ImportCommandOptions | 'help';
+  let credentials: ImportCredentials;
+  try {
+    options = parseImportArgs(argv);
+    if (options === 'help') {
+      io.stdout.write(IMPORT_USAGE);
+      return IMPORT_EXIT.ok;
+    }
+    credentials = readCredentials(io.env);
+  } catch (error) {
+    if (error instanceof ImportUsageError) {
+      io.stderr.write(`import: ${error.message}\n\n${IMPORT_USAGE}`);
+      return IMPORT_EXIT.usage;
+    }
+    throw error;
+  }
+
+  const progress = new ProgressReporter({ stream: io.stderr, isTTY: io.stderrIsTTY });
+  const printSummary = (summary: ImportSummary): void => {
+    const text = options.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary);
+    io.stdout.write(text);
+  };
+
+  let summary: ImportSummary;
+  try {
+    summary = await runImport({
+      url: options.url,
+      ...credentials,
+      files: options.files,
+      batchSize: options.batchSize,
+      concurrency: options.concurrency,
+      onProgress: (update) => progress.update(update),
+      onMessage: (message) => progress.note(`import: ${message}`),
+      ...io.overrides,
+    });
+  } catch (error) {
+    progress.finish();
+    if (error instanceof ImportFailedError) {
+      io.stderr.write(`import: ${error.message}\n`);
+      printSummary(error.summary);
+      return IMPORT_EXIT.failed;
+    }
+    throw error;
+  }
+
+  progress.finish();
+  printSummary(summary);
+  if (options.strict && !isClean(summary)) {
+    io.stderr.write(
+      `import: --strict: ${summary.badLines} bad lines, ${summary.rejected} rejected events, ` +
+        `${summary.pairTypeConflicts.length} pair type conflicts\n`,
+    );
+    return IMPORT_EXIT.failed;
+  }
+  return IMPORT_EXIT.ok;
+}

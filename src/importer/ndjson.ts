@@ -1,0 +1,92 @@
+/**
+ * NDJSON reading: one JSON value per line, LF or CRLF line endings, blank
+ * lines ignored. Every line keeps its 1-based number for error reports.
+ */
+
+import { createReadStream } from 'node:fs';
+
+import { checkImportRecord } from './records.js';
+import type { ImportRecord } from './types.js';
+
+export type NdjsonLine =
+  | { line: number; kind: 'record'; record: ImportRecord }
+  | { line: number; kind: 'invalid'; reason: string };
+
+/**
+ * Splits a stream of text chunks into lines, numbered from 1. A CR before the
+ * LF is removed, a byte order mark at the start is dropped, and a last line
+ * without a line break is still returned.
+ */
+export async function* splitTextLines(
+  chunks: AsyncIterable<string> | Iterable<string>,
+): AsyncGenerator<{ line: number; text: string }> {
+  let pending = '';
+  let lineNumber = 0;
+  let first = true;
+
+  for await (const chunk of chunks) {
+    let text = chunk;
+    if (first && text.length > 0) {
+      text = text.replace(/^\uFEFF/, '');
+      first = false;
+    }
+    pending += text;
+
+    let start = 0;
+    let newline = pending.indexOf('\n', start);
+    while (newline !== -1) {
+      lineNumber += 1;
+      yield { line: lineNumber, text: stripCarriageReturn(pending.slice(start, newline)) };
+      start = newline + 1;
+      newline = pending.indexOf('\n', start);
+    }
+    pending = pending.slice(start);
+  }
+
+  if (pending !== '') {
+    lineNumber += 1;
+    yield { line: lineNumber, text: stripCarriageReturn(pending) };
+  }
+}
+
+function stripCarriageReturn(text: string): string {
+  return text.endsWith('\r') ? text.slice(0, -1) : text;
+}
+
+/** Parses one NDJSON line. Returns null for a blank line. */
+export function parseNdjsonLine(text: string, line: number): NdjsonLine | null {
+  if (text.trim() === '') {
+    return null;
+  }
+
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    return { line, kind: 'invalid', reason: `invalid JSON: ${detail}` };
+  }
+
+  const checked = checkImportRecord(value);
+  if (!checked.ok) {
+    return { line, kind: 'invalid', reason: checked.reason };
+  }
+  return { line, kind: 'record', record: checked.value };
+}
+
+/** Reads import records from text chunks, skipping blank lines. */
+export async function* readNdjson(
+  chunks: AsyncIterable<string> | Iterable<string>,
+): AsyncGenerator<NdjsonLine> {
+  for await (const { line, text } of splitTextLines(chunks)) {
+    const parsed = parseNdjsonLine(text, line);
+    if (parsed !== null) {
+      yield parsed;
+    }
+  }
+}
+
+/** Reads import records from a UTF-8 NDJSON file. An unreadable file rejects the iteration. */
+export function readNdjsonFile(path: string): AsyncGenerator<NdjsonLine> {
+  return readNdjson(createReadStream(path, { encoding: 'utf8' }) as AsyncIterable<string>);
+}

@@ -1,0 +1,241 @@
+/**
+ * The bulk import: reads NDJSON files, defines missing pair types, resolves
+ * and creates users, then sends each user's events in file order through
+ * `sendEvents`, several users at a time.
+ */
+
+import {
+  GraphQLClient,
+  GraphQLRequestError,
+  graphqlEndpoint,
+  type UserSummary,
+} from './graphql-client.js';
+import type { ImportProgress } from './progress.js';
+import { readImportInput, UnreadableFileError, type LineReader } from './read-input.js';
+import { DEFAULT_RETRY_DELAYS_MS, RetriesExhaustedError, withRetry } from './retry.js';
+import { sendAll } from './send-all.js';
+import { ensurePairTypes, ensureUsers, ImportStopError, type CallServer } from './setup.js';
+import { createSummary, type ImportSummary } from './summary.js';
+
+export const DEFAULT_BATCH_SIZE = 500;
+export const DEFAULT_CONCURRENCY = 4;
+/**
+ * Largest `batchSize` accepted. The server's own limit (MAX_BATCH_SIZE, 1000
+ * by default) may be lower: a batch it rejects for size is cut to the maximum
+ * it states, or halved, and later batches use that size.
+ */
+export const MAX_BATCH_SIZE = 10_000;
+export const MAX_CONCURRENCY = 64;
+
+export interface RunImportOptions {
+  /** Server base URL, for example `http://127.0.0.1:4000`, with GraphQL at `<url>/graphql`. */
+  url: string;
+  /** Bearer token. When it is absent, `username` and `password` are used to log in. */
+  token?: string | null;
+  username?: string | null;
+  password?: string | null;
+  files: readonly string[];
+  /** Events per `sendEvents` request (default 500). */
+  batchSize?: number;
+  /** Users imported in parallel (default 4). */
+  concurrency?: number;
+  /** Called after each batch with the events processed so far. */
+  onProgress?: (progress: ImportProgress) => void;
+  /** Called with one line per reported problem or notable step (default: ignored). */
+  onMessage?: (message: string) => void;
+  /** Waits before each retry of a transient failure, in milliseconds (default 0.5 s to 8 s). */
+  retryDelaysMs?: readonly number[];
+  /** Time limit of one HTTP request, in milliseconds (default 60000). */
+  requestTimeoutMs?: number;
+  fetch?: typeof fetch;
+  /** Clock for the elapsed time, in milliseconds (default `Date.now`). */
+  now?: () => number;
+  /** Source of NDJSON lines per file (default: read the file from disk). */
+  readLines?: LineReader;
+}
+
+/**
+ * The import stopped before it processed every event: an unreadable file,
+ * missing rights, a failed login, or a server that stayed unreachable.
+ * `summary` counts what happened up to that point.
+ */
+export class ImportFailedError extends Error {
+  readonly summary: ImportSummary;
+
+  constructor(message: string, summary: ImportSummary, cause?: unknown) {
+    super(message, { cause });
+    this.name = 'ImportFailedError';
+    this.summary = summary;
+  }
+}
+
+function checkIntegerOption(name: string, value: number, max: number): void {
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${value}`);
+  }
+}
+
+interface Credentials {
+  token: string | null;
+  username: string | null;
+  password: string | null;
+}
+
+/**
+ * Runs the import and returns its summary. Throws `ImportFailedError` when it
+ * stops early, and `TypeError` or `RangeError` for invalid options.
+ */
+export async function runImport(options: RunImportOptions): Promise<ImportSummary> {
+  const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+  const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+  checkIntegerOption('batchSize', batchSize, MAX_BATCH_SIZE);
+  checkIntegerOption('concurrency', concurrency, MAX_CONCURRENCY);
+  if (options.files.length === 0) {
+    throw new TypeError('files is empty: name at least one NDJSON file');
+  }
+  const credentials: Credentials = {
+    token: options.token ?? null,
+    username: options.username ?? null,
+    password: options.password ?? null,
+  };
+  if (
+    credentials.token === null &&
+    (credentials.username === null || credentials.password === null)
+  ) {
+    throw new TypeError('credentials are missing: give a token, or a username and a password');
+  }
+  const endpoint = graphqlEndpoint(options.url);
+
+  const now = options.now ?? Date.now;
+  const startedAt = now();
+  const report = options.onMessage ?? (() => {});
+  const summary = createSummary(options.files.length);
+
+  try {
+    const input = await readImportInput(options.files, summary, report, options.readLines);
+    if (input.eventsWithoutId > 0) {
+      report(
+        `${input.eventsWithoutId} events have no id, so a retry or a re-run may store them twice`,
+      );
+    }
+
+    const client = new GraphQLClient({
+      endpoint,
+      token: credentials.token,
+      fetch: options.fetch,
+      requestTimeoutMs: options.requestTimeoutMs,
+    });
+    const retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
+    const call = createCallServer(client, credentials, retryDelaysMs, summary, report);
+
+    const viewer = await authenticate(client, call, credentials);
+    const setup = { client, call, viewer, summary, report };
+    await ensurePairTypes(setup, input.pairTypes);
+
+    const usernames = new Set<string>();
+    for (const record of input.events) {
+      if (record.username !== null) {
+        usernames.add(record.username);
+      }
+    }
+    const users = await ensureUsers(setup, [...usernames]);
+
+    await sendAll(
+      { ...setup, batchSize, concurrency, onProgress: options.onProgress },
+      input.events,
+      users,
+    );
+  } catch (error) {
+    summary.elapsedSeconds = (now() - startedAt) / 1000;
+    throw new ImportFailedError(describeStop(error), summary, error);
+  }
+
+  summary.elapsedSeconds = (now() - startedAt) / 1000;
+  return summary;
+}
+
+/**
+ * Builds the wrapper of every server call: retries of transient failures,
+ * counted in the summary, and one new login when a token from `login`
+ * expires during a long import.
+ */
+function createCallServer(
+  client: GraphQLClient,
+  credentials: Credentials,
+  retryDelaysMs: readonly number[],
+  summary: ImportSummary,
+  report: (message: string) => void,
+): CallServer {
+  return async <T>(operation: () => Promise<T>, label?: string): Promise<T> => {
+    const attempt = () =>
+      withRetry(operation, {
+        delaysMs: retryDelaysMs,
+        onRetry: (error, retry, delayMs) => {
+          summary.retries += 1;
+          const detail = error instanceof Error ? error.message : String(error);
+          const prefix = label === undefined ? '' : `${label}: `;
+          report(`${prefix}${detail}; retry ${retry} of ${retryDelaysMs.length} in ${delayMs} ms`);
+        },
+      });
+
+    try {
+      return await attempt();
+    } catch (error) {
+      const { token, username, password } = credentials;
+      const canLogIn = token === null && username !== null && password !== null;
+      if (!isUnauthenticated(error) || !canLogIn) {
+        throw error;
+      }
+      report('the token expired; logging in again');
+      await withRetry(() => client.login(username, password), { delaysMs: retryDelaysMs });
+      return attempt();
+    }
+  };
+}
+
+function isUnauthenticated(error: unknown): boolean {
+  return error instanceof GraphQLRequestError && error.code === 'UNAUTHENTICATED';
+}
+
+/** Logs in, or checks the token with `me`, and returns the user the import acts as. */
+async function authenticate(
+  client: GraphQLClient,
+  call: CallServer,
+  credentials: Credentials,
+): Promise<UserSummary> {
+  const { token, username, password } = credentials;
+  try {
+    if (token === null && username !== null && password !== null) {
+      return await call(() => client.login(username, password));
+    }
+    return await call(() => client.me());
+  } catch (error) {
+    if (error instanceof GraphQLRequestError) {
+      const subject = token === null ? `login as "${username}"` : 'the token';
+      const detail = error.errors[0]?.message ?? error.message;
+      throw new ImportStopError(`${subject} was not accepted: ${detail}`, { cause: error });
+    }
+    throw error;
+  }
+}
+
+/** Turns the error that stopped the import into one message for the user. */
+function describeStop(error: unknown): string {
+  if (error instanceof UnreadableFileError) {
+    return `${error.message}; nothing was sent`;
+  }
+  if (error instanceof ImportStopError) {
+    return error.message;
+  }
+  if (error instanceof RetriesExhaustedError) {
+    return (
+      `the server stayed unavailable (${error.message}). Events already stored stay stored; ` +
+      'run the same command again to continue, because events with an id are not stored twice'
+    );
+  }
+  if (error instanceof GraphQLRequestError) {
+    return `the import stopped: ${error.message}`;
+  }
+  const detail = error instanceof Error ? error.message : String(error);
+  return `the import stopped on an unexpected error: ${detail}`;
+}

@@ -1,0 +1,155 @@
+/**
+ * Sending of all events: one queue per user in file order, several users at
+ * a time, each user's batches strictly one after another.
+ */
+
+import { groupBy, type PendingEvent } from './batching.js';
+import { deliverBatch, type SendEventsFn } from './deliver.js';
+import type { GraphQLClient, UserSummary } from './graphql-client.js';
+import type { ImportProgress } from './progress.js';
+import type { EventRecord } from './read-input.js';
+import type { CallServer, ResolvedUsers } from './setup.js';
+import { addDelivery, addIssue, formatRejection, type ImportSummary } from './summary.js';
+
+export interface SendAllContext {
+  client: GraphQLClient;
+  call: CallServer;
+  viewer: UserSummary;
+  summary: ImportSummary;
+  report: (message: string) => void;
+  batchSize: number;
+  concurrency: number;
+  onProgress: ((progress: ImportProgress) => void) | undefined;
+}
+
+/**
+ * Sends every event record. Events of a user that could not be created are
+ * counted as rejected without a request. The first failure stops every
+ * worker after its current batch and is thrown.
+ */
+export async function sendAll(
+  context: SendAllContext,
+  records: readonly EventRecord[],
+  users: ResolvedUsers,
+): Promise<void> {
+  const { summary, report } = context;
+
+  const progress: ImportProgress = { done: 0, total: records.length };
+  const advance = (count: number): void => {
+    progress.done += count;
+    context.onProgress?.({ ...progress });
+  };
+
+  // The first report starts the clock of the rate and the ETA.
+  advance(0);
+
+  const queued: { userId: string; event: PendingEvent }[] = [];
+  for (const record of records) {
+    if (record.username === null) {
+      const userId = record.event.input.userId ?? context.viewer.id;
+      queued.push({ userId, event: record.event });
+      continue;
+    }
+
+    const userId = users.ids.get(record.username);
+    if (userId === undefined) {
+      const reason = users.failed.get(record.username) ?? 'the user was not resolved';
+      const message = `cannot create user "${record.username}": ${reason}`;
+      rejectUnsent(summary, report, record.event, message);
+      advance(1);
+      continue;
+    }
+    const input = { ...record.event.input, userId };
+    queued.push({ userId, event: { input, source: record.event.source } });
+  }
+
+  const queues = [...groupBy(queued, (entry) => entry.userId).values()].map((entries) =>
+    entries.map((entry) => entry.event),
+  );
+
+  const shared = {
+    batchSize: context.batchSize,
+    nextQueue: 0,
+    failure: null as { error: unknown } | null,
+  };
+
+  const sendQueue = async (events: readonly PendingEvent[]): Promise<void> => {
+    let offset = 0;
+    while (offset < events.length && shared.failure === null) {
+      const batch = events.slice(offset, offset + shared.batchSize);
+      const delivery = await deliverBatch(batch, sendFunction(context, batch));
+      addDelivery(summary, delivery);
+      for (const rejected of delivery.rejected) {
+        const { file, line } = rejected.source;
+        const message = formatRejection(rejected.eventId, rejected.reason, rejected.message);
+        report(`${file}:${line}: ${message}`);
+      }
+
+      if (delivery.maxBatchSize !== null && delivery.maxBatchSize < shared.batchSize) {
+        shared.batchSize = delivery.maxBatchSize;
+        report(`the server limits batches to ${shared.batchSize} events; sending smaller batches`);
+      }
+
+      offset += batch.length;
+      advance(batch.length);
+    }
+  };
+
+  const worker = async (): Promise<void> => {
+    while (shared.failure === null) {
+      const queue = queues[shared.nextQueue];
+      if (queue === undefined) {
+        return;
+      }
+      shared.nextQueue += 1;
+      try {
+        await sendQueue(queue);
+      } catch (error) {
+        shared.failure ??= { error };
+      }
+    }
+  };
+
+  const workerCount = Math.min(context.concurrency, queues.length);
+  await Promise.all(Array.from({ length: workerCount }, () => worker()));
+
+  if (shared.failure !== null) {
+    throw shared.failure.error;
+  }
+}
+
+/** Returns the `sendEvents` call for one batch, labelled with its lines for retry messages. */
+function sendFunction(context: SendAllContext, batch: readonly PendingEvent[]): SendEventsFn {
+  const label = `sending ${describeLines(batch)}`;
+  return (inputs) => context.call(() => context.client.sendEvents(inputs), label);
+}
+
+/** Describes where a batch comes from: `file:first-last`, or its first line when files differ. */
+export function describeLines(batch: readonly PendingEvent[]): string {
+  const first = batch[0]?.source;
+  const last = batch[batch.length - 1]?.source;
+  if (first === undefined || last === undefined) {
+    return 'no lines';
+  }
+  if (first.file !== last.file) {
+    return `lines from ${first.file}:${first.line}`;
+  }
+  if (first.line === last.line) {
+    return `${first.file}:${first.line}`;
+  }
+  return `${first.file}:${first.line}-${last.line}`;
+}
+
+function rejectUnsent(
+  summary: ImportSummary,
+  report: (message: string) => void,
+  event: PendingEvent,
+  message: string,
+): void {
+  const subject = typeof event.input.id === 'string' ? `event ${event.input.id}` : 'event';
+  const text = `${subject} not sent: ${message}`;
+  const { file, line } = event.source;
+  summary.rejected += 1;
+  addIssue(summary, { kind: 'rejectedEvent', file, line, message: text });
+  report(`${file}:${line}: ${text}`);
+}

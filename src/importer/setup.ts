@@ -1,0 +1,235 @@
+/**
+ * Preparation of the server before events are sent: the pair types the input
+ * defines and the users it names.
+ */
+
+import { randomBytes } from 'node:crypto';
+
+import type { GraphQLClient, PairTypeSummary, UserSummary } from './graphql-client.js';
+import { GraphQLRequestError } from './graphql-client.js';
+import type { PairTypeRecord } from './read-input.js';
+import { addIssue, type ImportSummary } from './summary.js';
+import type { DefinePairTypeInput } from './types.js';
+
+/** A condition that stops the import before or while it sends events. */
+export class ImportStopError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ImportStopError';
+  }
+}
+
+/**
+ * Runs a client call with retries and, after a login, a second login when the
+ * token expires. `label` names the work in retry messages.
+ */
+export type CallServer = <T>(call: () => Promise<T>, label?: string) => Promise<T>;
+
+export interface SetupContext {
+  client: GraphQLClient;
+  call: CallServer;
+  viewer: UserSummary;
+  summary: ImportSummary;
+  report: (message: string) => void;
+}
+
+function where(record: PairTypeRecord): string {
+  return `${record.source.file}:${record.source.line}`;
+}
+
+function sameEnds(a: DefinePairTypeInput | PairTypeSummary, b: DefinePairTypeInput): boolean {
+  return a.startType === b.startType && a.endType === b.endType;
+}
+
+function sameDefinition(a: DefinePairTypeInput, b: DefinePairTypeInput): boolean {
+  return sameEnds(a, b) && (a.parent ?? null) === (b.parent ?? null);
+}
+
+function describeEnds(pairType: DefinePairTypeInput | PairTypeSummary): string {
+  return `start "${pairType.startType}" and end "${pairType.endType}"`;
+}
+
+function recordConflict(context: SetupContext, record: PairTypeRecord, message: string): void {
+  const { summary } = context;
+  if (!summary.pairTypeConflicts.includes(record.input.name)) {
+    summary.pairTypeConflicts.push(record.input.name);
+  }
+  addIssue(summary, {
+    kind: 'pairTypeConflict',
+    file: record.source.file,
+    line: record.source.line,
+    message,
+  });
+  context.report(`${where(record)}: ${message}`);
+}
+
+/**
+ * Defines the pair types the server lacks, parents before their children. A
+ * pair type that exists with the same start and end types is accepted as it
+ * is. One that exists with other types, or that the input defines twice
+ * differently, is reported as a conflict and left unchanged.
+ */
+export async function ensurePairTypes(
+  context: SetupContext,
+  records: readonly PairTypeRecord[],
+): Promise<void> {
+  if (records.length === 0) {
+    return;
+  }
+
+  const wanted = new Map<string, PairTypeRecord>();
+  for (const record of records) {
+    const first = wanted.get(record.input.name);
+    if (first === undefined) {
+      wanted.set(record.input.name, record);
+    } else if (!sameDefinition(first.input, record.input)) {
+      recordConflict(
+        context,
+        record,
+        `pair type "${record.input.name}" is defined again differently from ${where(first)}; ` +
+          'the first definition is used',
+      );
+    }
+  }
+
+  const serverPairTypes = await context.call(() => context.client.pairTypes());
+  const existing = new Map(serverPairTypes.map((pairType) => [pairType.name, pairType]));
+
+  const missing: PairTypeRecord[] = [];
+  for (const record of wanted.values()) {
+    const current = existing.get(record.input.name);
+    if (current === undefined) {
+      missing.push(record);
+    } else if (sameEnds(current, record.input)) {
+      context.summary.pairTypesExisting.push(record.input.name);
+    } else {
+      recordConflict(
+        context,
+        record,
+        `pair type "${record.input.name}" exists on the server with ${describeEnds(current)}, ` +
+          `but this line defines ${describeEnds(record.input)}; the server's definition is kept`,
+      );
+    }
+  }
+
+  if (missing.length > 0 && context.viewer.role !== 'ADMIN') {
+    const first = missing[0] as PairTypeRecord;
+    const { username, role } = context.viewer;
+    throw new ImportStopError(
+      `${where(first)} defines pair type "${first.input.name}", which the server lacks, ` +
+        `and defining pair types needs the ADMIN role, but ${username} has role ${role}`,
+    );
+  }
+
+  for (const record of parentsFirst(missing)) {
+    await definePairType(context, record);
+  }
+}
+
+async function definePairType(context: SetupContext, record: PairTypeRecord): Promise<void> {
+  try {
+    await context.call(() => context.client.definePairType(record.input));
+  } catch (error) {
+    if (error instanceof GraphQLRequestError && error.code === 'BAD_USER_INPUT') {
+      const detail = error.errors[0]?.message ?? error.message;
+      const message = `the server rejected pair type "${record.input.name}": ${detail}`;
+      recordConflict(context, record, message);
+      return;
+    }
+    throw error;
+  }
+  context.summary.pairTypesDefined.push(record.input.name);
+  context.report(`defined pair type "${record.input.name}" (${describeEnds(record.input)})`);
+}
+
+/** Orders records so that a parent defined in the same input comes before its children. */
+export function parentsFirst(records: readonly PairTypeRecord[]): PairTypeRecord[] {
+  const byName = new Map(records.map((record) => [record.input.name, record]));
+  const ordered: PairTypeRecord[] = [];
+  const visited = new Set<string>();
+
+  const visit = (record: PairTypeRecord): void => {
+    if (visited.has(record.input.name)) {
+      return;
+    }
+    // Marking before the parent is visited ends a parent cycle, which the
+    // server rejects anyway.
+    visited.add(record.input.name);
+    const parent = record.input.parent;
+    const parentRecord = typeof parent === 'string' ? byName.get(parent) : undefined;
+    if (parentRecord !== undefined) {
+      visit(parentRecord);
+    }
+    ordered.push(record);
+  };
+
+  for (const record of records) {
+    visit(record);
+  }
+  return ordered;
+}
+
+/** Returns a random password of 32 base64url characters (192 bits). */
+export function randomPassword(): string {
+  return randomBytes(24).toString('base64url');
+}
+
+/** Result of resolving the user names of the input. */
+export interface ResolvedUsers {
+  /** User id by user name. */
+  ids: Map<string, string>;
+  /** User names that could not be created, with the server's message. */
+  failed: Map<string, string>;
+}
+
+/**
+ * Resolves user names to ids, creating each missing user with role MEMBER and
+ * a random password that is neither printed nor stored.
+ */
+export async function ensureUsers(
+  context: SetupContext,
+  usernames: readonly string[],
+): Promise<ResolvedUsers> {
+  const resolved: ResolvedUsers = { ids: new Map(), failed: new Map() };
+  if (usernames.length === 0) {
+    return resolved;
+  }
+
+  if (context.viewer.role !== 'ADMIN') {
+    throw new ImportStopError(
+      `the input names users (for example "${usernames[0]}"), and sending events for other users ` +
+        `needs the ADMIN role, but ${context.viewer.username} has role ${context.viewer.role}`,
+    );
+  }
+
+  const existing = new Map(
+    (await context.call(() => context.client.users())).map((user) => [user.username, user.id]),
+  );
+
+  for (const username of usernames) {
+    const id = existing.get(username);
+    if (id !== undefined) {
+      resolved.ids.set(username, id);
+      continue;
+    }
+
+    try {
+      const created = await context.call(() =>
+        context.client.createUser(username, randomPassword(), 'MEMBER'),
+      );
+      resolved.ids.set(username, created.id);
+      context.summary.usersCreated.push(username);
+      context.report(
+        `created user "${username}" with role MEMBER and a random password that was not saved`,
+      );
+    } catch (error) {
+      if (!(error instanceof GraphQLRequestError) || error.code !== 'BAD_USER_INPUT') {
+        throw error;
+      }
+      const message = error.errors[0]?.message ?? error.message;
+      resolved.failed.set(username, message);
+    }
+  }
+
+  return resolved;
+}

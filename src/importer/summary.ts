@@ -1,0 +1,151 @@
+/**
+ * The import summary: counters filled while the import runs, printed as text
+ * or JSON at the end.
+ */
+
+import type { DeliveryResult } from './deliver.js';
+
+/** Something the import reports and skips or flags, with the line it concerns when there is one. */
+export interface ImportIssue {
+  kind: 'badLine' | 'rejectedEvent' | 'pairTypeConflict';
+  file: string;
+  /** 1-based line number, or null when the issue concerns no single line. */
+  line: number | null;
+  message: string;
+}
+
+export interface ImportSummary {
+  files: number;
+  /** Non-blank lines read from the files. */
+  linesRead: number;
+  /** Lines skipped because they were not valid JSON or not a valid record. */
+  badLines: number;
+  /** Valid event lines. */
+  eventsRead: number;
+  /** Events in `sendEvents` requests the server accepted. */
+  eventsSent: number;
+  /** Sum of `storedCount`. */
+  stored: number;
+  /** Sum of `duplicateCount`: events the server already had. */
+  duplicates: number;
+  /** Events the server rejected as invalid. */
+  rejected: number;
+  /** Corrections the server synthesised, counted by `CorrectionRule`. */
+  correctionsByRule: Record<string, number>;
+  pairTypesDefined: string[];
+  /** Pair types that already existed with the same start and end types. */
+  pairTypesExisting: string[];
+  /**
+   * Pair types that exist with other start or end types, that the input gives
+   * twice differently, or whose definition the server rejected.
+   */
+  pairTypeConflicts: string[];
+  usersCreated: string[];
+  /** `sendEvents` requests, rejected ones included. */
+  requests: number;
+  /** Retries after network errors or `SERVICE_UNAVAILABLE`. */
+  retries: number;
+  /** The first `MAX_LISTED_ISSUES` issues. The counters above count all of them. */
+  issues: ImportIssue[];
+  /** Issues left out of `issues` because the list was full. */
+  issuesOmitted: number;
+  elapsedSeconds: number;
+}
+
+export const MAX_LISTED_ISSUES = 1000;
+
+export function createSummary(files: number): ImportSummary {
+  return {
+    files,
+    linesRead: 0,
+    badLines: 0,
+    eventsRead: 0,
+    eventsSent: 0,
+    stored: 0,
+    duplicates: 0,
+    rejected: 0,
+    correctionsByRule: {},
+    pairTypesDefined: [],
+    pairTypesExisting: [],
+    pairTypeConflicts: [],
+    usersCreated: [],
+    requests: 0,
+    retries: 0,
+    issues: [],
+    issuesOmitted: 0,
+    elapsedSeconds: 0,
+  };
+}
+
+/** Adds an issue to the list, or counts it as omitted once the list is full. */
+export function addIssue(summary: ImportSummary, issue: ImportIssue): void {
+  if (summary.issues.length < MAX_LISTED_ISSUES) {
+    summary.issues.push(issue);
+  } else {
+    summary.issuesOmitted += 1;
+  }
+}
+
+/** Adds the counters of one delivered batch, and its rejected events as issues. */
+export function addDelivery(summary: ImportSummary, delivery: DeliveryResult): void {
+  summary.eventsSent += delivery.sent;
+  summary.stored += delivery.stored;
+  summary.duplicates += delivery.duplicates;
+  summary.rejected += delivery.rejected.length;
+  summary.requests += delivery.requests;
+
+  for (const [rule, count] of delivery.correctionsByRule) {
+    summary.correctionsByRule[rule] = (summary.correctionsByRule[rule] ?? 0) + count;
+  }
+
+  for (const event of delivery.rejected) {
+    addIssue(summary, {
+      kind: 'rejectedEvent',
+      file: event.source.file,
+      line: event.source.line,
+      message: formatRejection(event.eventId, event.reason, event.message),
+    });
+  }
+}
+
+export function formatRejection(eventId: string | null, reason: string, message: string): string {
+  const subject = eventId === null ? 'event' : `event ${eventId}`;
+  return `${subject} rejected by the server (${reason}): ${message}`;
+}
+
+/** Returns true when nothing was skipped, rejected or in conflict, as `--strict` requires. */
+export function isClean(summary: ImportSummary): boolean {
+  return summary.badLines === 0 && summary.rejected === 0 && summary.pairTypeConflicts.length === 0;
+}
+
+function formatList(names: readonly string[]): string {
+  return names.length === 0 ? '0' : `${names.length} (${names.join(', ')})`;
+}
+
+/** Formats the summary as aligned text lines for a terminal. */
+export function formatSummary(summary: ImportSummary): string {
+  const rules = Object.entries(summary.correctionsByRule).sort(([a], [b]) => a.localeCompare(b));
+  const corrections =
+    rules.length === 0 ? 'none' : rules.map(([rule, count]) => `${rule} ${count}`).join(', ');
+
+  const rows: [string, string][] = [
+    ['files', String(summary.files)],
+    ['lines read', String(summary.linesRead)],
+    ['bad lines', String(summary.badLines)],
+    ['events read', String(summary.eventsRead)],
+    ['events sent', String(summary.eventsSent)],
+    ['stored', String(summary.stored)],
+    ['duplicates', String(summary.duplicates)],
+    ['rejected', String(summary.rejected)],
+    ['corrections', corrections],
+    ['pair types defined', formatList(summary.pairTypesDefined)],
+    ['pair types existing', formatList(summary.pairTypesExisting)],
+    ['pair type conflicts', formatList(summary.pairTypeConflicts)],
+    ['users created', formatList(summary.usersCreated)],
+    ['requests', String(summary.requests)],
+    ['retries', String(summary.retries)],
+    ['elapsed', `${summary.elapsedSeconds.toFixed(1)} s`],
+  ];
+  const width = Math.max(...rows.map(([label]) => label.length));
+  return rows.map(([label, value]) => `${`${label}:`.padEnd(width + 2)}${value}`).join('\n') + '\n';
+}

@@ -1,0 +1,130 @@
+import { Writable } from 'node:stream';
+
+import { describe, expect, it } from 'vitest';
+
+import {
+  CONVERT_EXIT,
+  fileBaseName,
+  parseConvertArgs,
+  runConvertCommand,
+  UsageError,
+} from '../../src/importer/convert-command.js';
+
+class Collector extends Writable {
+  text = '';
+
+  override _write(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
+    this.text += chunk.toString();
+    callback();
+  }
+}
+
+const FILES: Record<string, string> = {
+  'data/P002.txt': '2009-03-23 10:16:02.214629\tM045\tON\n2009-03-23 10:16:03\tM045\tOFF\tbad\n',
+  'other/P124.txt': '2010-02-19 14:34:11.08892\tP001\t5766\r\n',
+};
+
+async function run(argv: string[]) {
+  const stdout = new Collector();
+  const stderr = new Collector();
+  const readText = async (file: string): Promise<string> => {
+    const text = FILES[file];
+    if (text === undefined) {
+      throw new Error(`ENOENT: no such file or directory, open '${file}'`);
+    }
+    return text;
+  };
+  const code = await runConvertCommand(argv, { stdout, stderr, readText });
+  const lines = stdout.text.split('\n').filter((line) => line.startsWith('{'));
+  const records = lines.map((line) => JSON.parse(line) as Record<string, any>);
+  return { code, stdout: stdout.text, stderr: stderr.text, records };
+}
+
+describe('parseConvertArgs', () => {
+  it('defaults to UTC and no user', () => {
+    expect(parseConvertArgs(['a.txt'])).toEqual({ timeZone: 'UTC', user: null, files: ['a.txt'] });
+  });
+
+  it.each([
+    ['no files', [], /missing FILE/],
+    ['an unknown zone', ['--time-zone', 'Mars/Olympus', 'a.txt'], /invalid --time-zone "Mars\/Olympus"/],
+    ['--user with two files', ['--user', 'x', 'a.txt', 'b.txt'], /only valid with one file/],
+    ['an empty user', ['--user', ' ', 'a.txt'], /user name is empty/],
+    ['an unknown option', ['--zone', 'UTC', 'a.txt'], /Unknown option '--zone'/],
+    ['two files with one base name', ['x/P002.txt', 'y/P002.csv'], /same base name "P002"/],
+  ])('rejects %s', (_name, argv, message) => {
+    expect(() => parseConvertArgs(argv)).toThrow(UsageError);
+    expect(() => parseConvertArgs(argv)).toThrow(message);
+  });
+});
+
+describe('fileBaseName', () => {
+  it.each([
+    ['data/P002.txt', 'P002'],
+    ['P002', 'P002'],
+    ['/a/b/P002.tar.gz', 'P002.tar'],
+  ])('%s -> %s', (file, base) => {
+    expect(fileBaseName(file)).toBe(base);
+  });
+});
+
+describe('runConvertCommand', () => {
+  it('writes pair types, then events', async () => {
+    const result = await run(['data/P002.txt', 'other/P124.txt']);
+    expect(result.code).toBe(CONVERT_EXIT.ok);
+    expect(result.records.map((record) => record.kind)).toEqual(['pairType', 'event', 'event']);
+    expect(result.records[0]?.input.name).toBe('sensor');
+    expect(result.records[1]?.username).toBe('P002');
+    expect(result.records[1]?.input.id).toBe('P002:1');
+    expect(result.records[2]?.username).toBe('P124');
+    expect(result.records[2]?.input.id).toBe('P124:1');
+  });
+
+  it('reports skipped lines with file and line', async () => {
+    const result = await run(['data/P002.txt']);
+    expect(result.code).toBe(CONVERT_EXIT.ok);
+    expect(result.stderr).toContain('data/P002.txt:2: skipped line: invalid annotation "bad"');
+    expect(result.stderr).toContain('data/P002.txt: 2 lines, 1 events (sensor_on 1), 1 skipped');
+  });
+
+  it('prints the time zone used', async () => {
+    const utc = await run(['data/P002.txt']);
+    expect(utc.stderr).toContain('local time in UTC');
+
+    const tokyo = await run(['--time-zone', 'Asia/Tokyo', 'data/P002.txt']);
+    expect(tokyo.stderr).toContain('local time in Asia/Tokyo');
+    expect(tokyo.records[1]?.input.occurredAt).toBe('2009-03-23T01:16:02.214Z');
+  });
+
+  it('sends to --user', async () => {
+    const result = await run(['--user', 'alice', 'data/P002.txt']);
+    expect(result.records[1]?.username).toBe('alice');
+    expect(result.records[1]?.input.id).toBe('P002:1');
+  });
+
+  it('is identical on a second run', async () => {
+    const first = await run(['data/P002.txt', 'other/P124.txt']);
+    const second = await run(['data/P002.txt', 'other/P124.txt']);
+    expect(second.stdout).toBe(first.stdout);
+  });
+
+  it('fails on an unreadable file without output', async () => {
+    const result = await run(['data/P002.txt', 'missing.txt']);
+    expect(result.code).toBe(CONVERT_EXIT.unreadableFile);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('cannot read missing.txt: ENOENT');
+  });
+
+  it('fails on a bad option with usage', async () => {
+    const result = await run(['--time-zone', 'Nowhere', 'data/P002.txt']);
+    expect(result.code).toBe(CONVERT_EXIT.usage);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('Usage: npm run convert:casas');
+  });
+
+  it('prints help', async () => {
+    const result = await run(['--help']);
+    expect(result.code).toBe(CONVERT_EXIT.ok);
+    expect(result.stdout).toContain('--time-zone ZONE');
+  });
+});

@@ -1,0 +1,239 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import {
+  parseNdjsonLine,
+  readNdjson,
+  readNdjsonFile,
+  splitTextLines,
+  type NdjsonLine,
+} from '../../src/importer/ndjson.js';
+import { checkImportRecord, isRfc3339WithOffset } from '../../src/importer/records.js';
+
+async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
+  const items: T[] = [];
+  for await (const item of iterable) {
+    items.push(item);
+  }
+  return items;
+}
+
+describe('splitTextLines', () => {
+  it('numbers LF and CRLF lines', async () => {
+    const lines = await collect(splitTextLines(['a\r\nb\nc\r\n']));
+    expect(lines).toEqual([
+      { line: 1, text: 'a' },
+      { line: 2, text: 'b' },
+      { line: 3, text: 'c' },
+    ]);
+  });
+
+  it('joins lines split across chunks', async () => {
+    const lines = await collect(splitTextLines(['{"a"', ':1}\r', '\n{"b":2}\n', '', 'x']));
+    expect(lines).toEqual([
+      { line: 1, text: '{"a":1}' },
+      { line: 2, text: '{"b":2}' },
+      { line: 3, text: 'x' },
+    ]);
+  });
+
+  it('keeps blank lines numbered', async () => {
+    const lines = await collect(splitTextLines(['a\n\n\r\nb']));
+    expect(lines.map((line) => line.line)).toEqual([1, 2, 3, 4]);
+    expect(lines.map((line) => line.text)).toEqual(['a', '', '', 'b']);
+  });
+
+  it('drops a byte order mark', async () => {
+    const lines = await collect(splitTextLines(['\uFEFF{"x":1}\n']));
+    expect(lines).toEqual([{ line: 1, text: '{"x":1}' }]);
+  });
+
+  it('yields nothing for empty input', async () => {
+    expect(await collect(splitTextLines([]))).toEqual([]);
+    expect(await collect(splitTextLines(['']))).toEqual([]);
+  });
+});
+
+describe('parseNdjsonLine', () => {
+  it('skips a blank line', () => {
+    expect(parseNdjsonLine('  \t', 4)).toBeNull();
+  });
+
+  it('reports invalid JSON', () => {
+    const parsed = parseNdjsonLine('{"type":', 7);
+    expect(parsed?.kind).toBe('invalid');
+    expect(parsed?.line).toBe(7);
+    expect(parsed?.kind === 'invalid' ? parsed.reason : '').toMatch(/^invalid JSON: /);
+  });
+});
+
+describe('readNdjson', () => {
+  it('reports bad lines by number', async () => {
+    const text = [
+      '{"kind":"pairType","input":{"name":"a","startType":"a_on","endType":"a_off"}}',
+      '',
+      'not json',
+      '{"type":"ping"}',
+      '[1,2]',
+      '{"kind":"event","username":"P002","input":{"id":"P002:1","type":"x"}}',
+    ].join('\r\n');
+    const lines = await collect(readNdjson([text]));
+
+    expect(lines.map((line) => [line.line, line.kind])).toEqual([
+      [1, 'record'],
+      [3, 'invalid'],
+      [4, 'record'],
+      [5, 'invalid'],
+      [6, 'record'],
+    ]);
+    const invalid = lines.filter(
+      (line): line is Extract<NdjsonLine, { kind: 'invalid' }> => line.kind === 'invalid',
+    );
+    expect(invalid[0]?.reason).toMatch(/invalid JSON/);
+    expect(invalid[1]?.reason).toBe('expected a JSON object, found an array');
+  });
+});
+
+describe('readNdjsonFile', () => {
+  const folder = mkdtempSync(join(tmpdir(), 'import-ndjson-'));
+  afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+  it('reads a file', async () => {
+    const file = join(folder, 'events.ndjson');
+    writeFileSync(file, '{"type":"a"}\r\n\r\n{"type":"b"}');
+    const lines = await collect(readNdjsonFile(file));
+    expect(lines.map((line) => line.line)).toEqual([1, 3]);
+  });
+
+  it('rejects a missing file', async () => {
+    await expect(collect(readNdjsonFile(join(folder, 'missing.ndjson')))).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe('checkImportRecord', () => {
+  it('reads a bare EventInput as the caller', () => {
+    const input = { type: 'ping', occurredAt: '2009-03-23T10:16:02Z' };
+    expect(checkImportRecord(input)).toEqual({
+      ok: true,
+      value: { kind: 'event', username: null, input },
+    });
+  });
+
+  it('reads an event record', () => {
+    const input = {
+      id: 'P002:1',
+      type: 'sensor_on',
+      isPair: true,
+      pairType: 'sensor',
+      pairKey: 'M045',
+      occurredAt: '2009-03-23T10:16:02.214+09:00',
+      meta: { sensor: 'M045' },
+    };
+    expect(checkImportRecord({ kind: 'event', username: 'P002', input })).toEqual({
+      ok: true,
+      value: { kind: 'event', username: 'P002', input },
+    });
+  });
+
+  it('reads a pair type record', () => {
+    const input = {
+      name: 'sensor',
+      startType: 'sensor_on',
+      endType: 'sensor_off',
+      parent: null,
+      autoClose: { timeoutSeconds: 1800, endAt: 'LAST_ACTIVITY' },
+    };
+    expect(checkImportRecord({ kind: 'pairType', input })).toEqual({
+      ok: true,
+      value: { kind: 'pairType', input },
+    });
+  });
+
+  it('accepts null optional fields', () => {
+    const checked = checkImportRecord({ type: 'x', id: null, meta: null, isPair: null, userId: null });
+    expect(checked.ok).toBe(true);
+  });
+
+  const pairType = (autoClose: unknown) => ({
+    kind: 'pairType',
+    input: { name: 'a', startType: 'b', endType: 'c', autoClose },
+  });
+  const event = (fields: Record<string, unknown>) => ({ kind: 'event', ...fields });
+
+  it.each([
+    ['a string', 'hello', /expected a JSON object, found a string/],
+    ['null', null, /found null/],
+    ['no type', { id: 'a' }, /EventInput.type is missing/],
+    ['a numeric type', { type: 3 }, /EventInput.type must be a string, found a number/],
+    ['an unknown field', { type: 'x', occured_at: 'x' }, /unknown field "occured_at" in EventInput/],
+    ['an array meta', { type: 'x', meta: [] }, /EventInput.meta must be a JSON object, found an array/],
+    ['a string isPair', { type: 'x', isPair: 'yes' }, /isPair must be a boolean/],
+    [
+      'a zoneless time',
+      { type: 'x', occurredAt: '2009-03-23 10:16:02' },
+      /not an RFC 3339 instant with an offset/,
+    ],
+    [
+      'an impossible date',
+      { type: 'x', occurredAt: '2009-02-30T10:16:02Z' },
+      /not an RFC 3339 instant/,
+    ],
+    ['an unknown kind', { kind: 'user', input: {} }, /unknown kind "user"/],
+    ['an event without input', event({ username: 'a' }), /EventInput must be a JSON object, found nothing/],
+    ['an empty username', event({ username: '', input: { type: 'x' } }), /username is empty/],
+    ['a numeric username', event({ username: 7, input: { type: 'x' } }), /username must be a string/],
+    [
+      'username and userId',
+      event({ username: 'a', input: { type: 'x', userId: '1' } }),
+      /both username and input.userId/,
+    ],
+    [
+      'an extra event field',
+      event({ user: 'a', input: { type: 'x' } }),
+      /unknown field "user" in an event record/,
+    ],
+    [
+      'a pair type without end',
+      { kind: 'pairType', input: { name: 'a', startType: 'b' } },
+      /DefinePairTypeInput.endType is missing/,
+    ],
+    [
+      'a fractional timeout',
+      pairType({ timeoutSeconds: 1.5, endAt: 'DEADLINE' }),
+      /timeoutSeconds must be a 32-bit integer, found 1.5/,
+    ],
+    [
+      'an unknown endAt',
+      pairType({ timeoutSeconds: 5, endAt: 'NOW' }),
+      /endAt must be one of LAST_ACTIVITY, DEADLINE, found "NOW"/,
+    ],
+  ])('rejects %s', (_name, value, reason) => {
+    const checked = checkImportRecord(value);
+    expect(checked.ok).toBe(false);
+    expect(checked.ok ? '' : checked.reason).toMatch(reason);
+  });
+});
+
+describe('isRfc3339WithOffset', () => {
+  it.each([
+    ['2009-03-23T10:16:02Z', true],
+    ['2009-03-23T10:16:02.214629Z', true],
+    ['2009-03-23t10:16:02z', true],
+    ['2009-03-23T10:16:02+09:00', true],
+    ['2009-03-23 10:16:02-05:30', true],
+    ['2009-03-23T10:16:02', false],
+    ['2009-03-23', false],
+    ['2009-03-23T10:16:02+0900', false],
+    ['2009-13-23T10:16:02Z', false],
+    ['2009-02-29T10:16:02Z', false],
+    ['2008-02-29T10:16:02Z', true],
+    ['2009-03-23T24:00:00Z', false],
+    ['2009-03-23T10:60:00Z', false],
+    ['2009-03-23T10:16:02+24:00', false],
+  ])('%s -> %s', (text, valid) => {
+    expect(isRfc3339WithOffset(text)).toBe(valid);
+  });
+});

@@ -1,0 +1,720 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import {
+  IMPORT_EXIT,
+  parseImportArgs,
+  readCredentials,
+  runImportCommand,
+} from '../../src/importer/import-command.js';
+import { ImportFailedError, runImport, type RunImportOptions } from '../../src/importer/run-import.js';
+import type { ImportSummary } from '../../src/importer/summary.js';
+
+// An in-memory GraphQL server behind a fake `fetch`: enough of the schema's
+// semantics (roles, pair types, idempotent ids, invalid items) to drive the
+// importer without a network.
+
+interface FakeUser {
+  id: string;
+  username: string;
+  role: 'MEMBER' | 'ANALYST' | 'ADMIN';
+  password: string;
+}
+
+interface FakeOptions {
+  /** sendEvents requests that fail with SERVICE_UNAVAILABLE before the server recovers. */
+  unavailableSends?: number;
+  /** Tokens stop working after this many sendEvents requests (the importer must log in again). */
+  expireTokenAfterSends?: number;
+  maxBatchSize?: number;
+  /** Milliseconds each sendEvents takes, so parallel requests overlap. */
+  sendDelayMs?: number;
+}
+
+type Reply = { status: number; body: unknown };
+
+function ok(data: Record<string, unknown>): Reply {
+  return { status: 200, body: { data } };
+}
+
+function fail(message: string, extensions: Record<string, unknown>, status = 200): Reply {
+  return { status, body: { errors: [{ message, extensions }], data: null } };
+}
+
+const FORBIDDEN = fail('forbidden', { code: 'FORBIDDEN' });
+
+function publicUser(user: FakeUser) {
+  return { id: user.id, username: user.username, role: user.role };
+}
+
+function createFakeServer(options: FakeOptions = {}) {
+  const users: FakeUser[] = [
+    { id: 'u1', username: 'admin', role: 'ADMIN', password: 'admin-secret' },
+    { id: 'u2', username: 'member', role: 'MEMBER', password: 'member-secret' },
+  ];
+  const pairTypes: { name: string; startType: string; endType: string; parent: string | null }[] = [
+    { name: 'session', startType: 'session_started', endType: 'session_ended', parent: null },
+  ];
+  const tokens = new Map<string, string>([
+    ['admin-token', 'u1'],
+    ['member-token', 'u2'],
+  ]);
+  /** Stored client ids per user id, in arrival order. */
+  const stored = new Map<string, string[]>();
+  const operations: string[] = [];
+  const batches: { userId: string; ids: string[] }[] = [];
+  let sends = 0;
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const inFlightUsers = new Set<string>();
+  let overlappingUser = false;
+  let unavailable = options.unavailableSends ?? 0;
+  let tokensExpired = false;
+  let tokenCounter = 0;
+
+  function login(variables: Record<string, any>): Reply {
+    const user = users.find((candidate) => candidate.username === variables.username);
+    if (user === undefined || user.password !== variables.password) {
+      return fail('invalid user name or password', { code: 'UNAUTHENTICATED' });
+    }
+    tokenCounter += 1;
+    const token = `token-${user.id}-${tokenCounter}`;
+    tokens.set(token, user.id);
+    return ok({ login: { token, user: publicUser(user) } });
+  }
+
+  function createUser(input: Record<string, any>, viewer: FakeUser): Reply {
+    if (viewer.role !== 'ADMIN') {
+      return FORBIDDEN;
+    }
+    const { username, password, role } = input;
+    if (username.includes(' ')) {
+      const extensions = { code: 'BAD_USER_INPUT', reason: 'INVALID_USERNAME' };
+      return fail(`invalid username "${username}"`, extensions);
+    }
+    const user: FakeUser = { id: `u${users.length + 1}`, username, password, role };
+    users.push(user);
+    return ok({ createUser: publicUser(user) });
+  }
+
+  function definePairType(input: Record<string, any>, viewer: FakeUser): Reply {
+    if (viewer.role !== 'ADMIN') {
+      return FORBIDDEN;
+    }
+    const parent = input.parent ?? null;
+    if (parent !== null && !pairTypes.some((pairType) => pairType.name === parent)) {
+      const extensions = { code: 'BAD_USER_INPUT', reason: 'UNKNOWN_PARENT' };
+      return fail(`unknown parent "${parent}"`, extensions);
+    }
+    const pairType = {
+      name: input.name,
+      startType: input.startType,
+      endType: input.endType,
+      parent,
+    };
+    pairTypes.push(pairType);
+    return ok({ definePairType: pairType });
+  }
+
+  async function handle(
+    operation: string,
+    variables: Record<string, any>,
+    viewer: FakeUser | null,
+  ): Promise<Reply> {
+    if (operation === 'ImportLogin') {
+      return login(variables);
+    }
+    if (viewer === null) {
+      return fail('authentication required', { code: 'UNAUTHENTICATED' });
+    }
+
+    switch (operation) {
+      case 'ImportMe':
+        return ok({ me: publicUser(viewer) });
+      case 'ImportUsers':
+        return viewer.role === 'MEMBER' ? FORBIDDEN : ok({ users: users.map(publicUser) });
+      case 'ImportCreateUser':
+        return createUser(variables.input, viewer);
+      case 'ImportPairTypes':
+        return ok({ pairTypes });
+      case 'ImportDefinePairType':
+        return definePairType(variables.input, viewer);
+      case 'ImportSendEvents':
+        return sendEvents(variables.events, viewer);
+      default:
+        return fail(`unknown operation ${operation}`, { code: 'GRAPHQL_VALIDATION_FAILED' }, 400);
+    }
+  }
+
+  async function sendEvents(events: any[], viewer: FakeUser): Promise<Reply> {
+    sends += 1;
+    if (unavailable > 0) {
+      unavailable -= 1;
+      return fail('the database is unavailable', { code: 'SERVICE_UNAVAILABLE' }, 503);
+    }
+
+    const max = options.maxBatchSize ?? 1000;
+    if (events.length > max) {
+      return fail(`batch size is ${events.length}, above the maximum of ${max}`, {
+        code: 'BAD_USER_INPUT',
+        reason: 'LIMIT_EXCEEDED',
+        limit: 'batch size',
+        value: events.length,
+        max,
+      });
+    }
+
+    const namesOthers = events.some(
+      (event) => event.userId !== undefined && event.userId !== viewer.id,
+    );
+    if (namesOthers && viewer.role !== 'ADMIN') {
+      return FORBIDDEN;
+    }
+
+    const invalidItems = events.flatMap((event, index) =>
+      event.type === 'bad'
+        ? [{ index, reason: 'UNKNOWN_TYPE', message: 'type "bad" is not allowed' }]
+        : [],
+    );
+    if (invalidItems.length > 0) {
+      const extensions = { code: 'BAD_USER_INPUT', reason: 'INVALID_EVENTS', invalidItems };
+      return fail('the batch has invalid events', extensions);
+    }
+
+    const userIds = new Set(events.map((event) => event.userId ?? viewer.id));
+    for (const userId of userIds) {
+      if (inFlightUsers.has(userId)) {
+        overlappingUser = true;
+      }
+      inFlightUsers.add(userId);
+    }
+    inFlight += 1;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    await new Promise((resolve) => setTimeout(resolve, options.sendDelayMs ?? 0));
+    inFlight -= 1;
+    for (const userId of userIds) {
+      inFlightUsers.delete(userId);
+    }
+
+    let storedCount = 0;
+    let duplicateCount = 0;
+    const results = events.map((event) => {
+      const userId = event.userId ?? viewer.id;
+      const ids = stored.get(userId) ?? [];
+      stored.set(userId, ids);
+      const duplicate = event.id !== undefined && ids.includes(event.id);
+      if (duplicate) {
+        duplicateCount += 1;
+      } else {
+        storedCount += 1;
+        ids.push(event.id ?? '(no id)');
+      }
+      const orphan = event.type === 'sensor_off' && event.pairKey === 'ORPHAN';
+      return { duplicate, corrections: orphan ? [{ rule: 'ORPHAN_END' }] : [] };
+    });
+    batches.push({ userId: [...userIds].join(','), ids: events.map((event) => event.id) });
+    return ok({ sendEvents: { results, storedCount, duplicateCount } });
+  }
+
+  const fakeFetch = async (url: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    expect(String(url)).toBe('http://127.0.0.1:4000/graphql');
+    const request = JSON.parse(String(init?.body)) as {
+      operationName: string;
+      variables: Record<string, any>;
+    };
+    operations.push(request.operationName);
+
+    const expiry = options.expireTokenAfterSends;
+    if (expiry !== undefined && sends >= expiry && !tokensExpired) {
+      tokensExpired = true;
+      tokens.clear();
+    }
+    const authorization = new Headers(init?.headers).get('authorization');
+    const token = authorization?.replace(/^Bearer /, '') ?? null;
+    const viewerId = token === null ? undefined : tokens.get(token);
+    const viewer = users.find((user) => user.id === viewerId) ?? null;
+
+    const { status, body } = await handle(request.operationName, request.variables, viewer);
+    const headers = { 'content-type': 'application/json' };
+    return new Response(JSON.stringify(body), { status, headers });
+  };
+
+  return {
+    fetch: fakeFetch as typeof fetch,
+    users,
+    pairTypes,
+    stored,
+    operations,
+    batches,
+    get maxInFlight() {
+      return maxInFlight;
+    },
+    get overlappingUser() {
+      return overlappingUser;
+    },
+    get sends() {
+      return sends;
+    },
+  };
+}
+
+const folder = mkdtempSync(join(tmpdir(), 'import-run-'));
+afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+let fileCounter = 0;
+function writeNdjson(lines: readonly unknown[]): string {
+  fileCounter += 1;
+  const file = join(folder, `input-${fileCounter}.ndjson`);
+  const texts = lines.map((line) => (typeof line === 'string' ? line : JSON.stringify(line)));
+  writeFileSync(file, texts.join('\r\n') + '\n');
+  return file;
+}
+
+const SENSOR = {
+  kind: 'pairType',
+  input: {
+    name: 'sensor',
+    startType: 'sensor_on',
+    endType: 'sensor_off',
+    autoClose: { timeoutSeconds: 1800, endAt: 'LAST_ACTIVITY' },
+  },
+};
+
+function sensorEvents(username: string, count: number): unknown[] {
+  return Array.from({ length: count }, (_, index) => ({
+    kind: 'event',
+    username,
+    input: {
+      id: `${username}:${index + 1}`,
+      type: index % 2 === 0 ? 'sensor_on' : 'sensor_off',
+      pairKey: 'M001',
+      occurredAt: new Date(Date.UTC(2009, 2, 23, 10, 0, index)).toISOString(),
+      meta: { sensor: 'M001' },
+    },
+  }));
+}
+
+function interleave(...lists: unknown[][]): unknown[] {
+  const result: unknown[] = [];
+  const longest = Math.max(...lists.map((list) => list.length));
+  for (let index = 0; index < longest; index += 1) {
+    for (const list of lists) {
+      if (index < list.length) {
+        result.push(list[index]);
+      }
+    }
+  }
+  return result;
+}
+
+type FakeServer = ReturnType<typeof createFakeServer>;
+
+function baseOptions(server: FakeServer, files: string[]): RunImportOptions {
+  return {
+    url: 'http://127.0.0.1:4000',
+    username: 'admin',
+    password: 'admin-secret',
+    files,
+    fetch: server.fetch,
+    retryDelaysMs: [1, 1, 1],
+  };
+}
+
+async function expectFailure(promise: Promise<ImportSummary>): Promise<ImportFailedError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).toBeInstanceOf(ImportFailedError);
+    return error as ImportFailedError;
+  }
+  throw new Error('expected the import to fail');
+}
+
+describe('runImport', () => {
+  it('imports users, pair types and events', async () => {
+    const server = createFakeServer();
+    const events = interleave(sensorEvents('P002', 7), sensorEvents('P124', 5));
+    const file = writeNdjson([SENSOR, ...events]);
+    const messages: string[] = [];
+    const progress: number[] = [];
+
+    const summary = await runImport({
+      ...baseOptions(server, [file]),
+      batchSize: 3,
+      onMessage: (message) => messages.push(message),
+      onProgress: (update) => progress.push(update.done),
+    });
+
+    expect(summary.linesRead).toBe(13);
+    expect(summary.eventsRead).toBe(12);
+    expect(summary.eventsSent).toBe(12);
+    expect(summary.stored).toBe(12);
+    expect(summary.duplicates).toBe(0);
+    expect(summary.pairTypesDefined).toEqual(['sensor']);
+    expect(summary.usersCreated).toEqual(['P002', 'P124']);
+    expect(summary.requests).toBe(5);
+
+    const p002 = server.users.find((user) => user.username === 'P002');
+    expect(p002?.role).toBe('MEMBER');
+    expect(p002?.password).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    const p002Ids = Array.from({ length: 7 }, (_, index) => `P002:${index + 1}`);
+    expect(server.stored.get(p002?.id ?? '')).toEqual(p002Ids);
+    expect(server.batches.every((batch) => batch.ids.length <= 3)).toBe(true);
+
+    expect(progress.at(-1)).toBe(12);
+    expect(messages).toContain(
+      'created user "P002" with role MEMBER and a random password that was not saved',
+    );
+    expect(messages.join('\n')).not.toContain('admin-secret');
+    expect(messages.join('\n')).not.toContain(p002?.password ?? '(none)');
+  });
+
+  it('stores nothing twice on a re-run', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([SENSOR, ...sensorEvents('P002', 4)]);
+    await runImport(baseOptions(server, [file]));
+
+    const again = await runImport(baseOptions(server, [file]));
+    expect(again.stored).toBe(0);
+    expect(again.duplicates).toBe(4);
+    expect(again.eventsSent).toBe(4);
+    expect(again.pairTypesDefined).toEqual([]);
+    expect(again.pairTypesExisting).toEqual(['sensor']);
+    expect(again.usersCreated).toEqual([]);
+  });
+
+  it('sends bare events as the caller', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([{ id: 'a', type: 'ping' }, { type: 'ping' }]);
+    const messages: string[] = [];
+    const summary = await runImport({
+      ...baseOptions(server, [file]),
+      username: null,
+      password: null,
+      token: 'member-token',
+      onMessage: (message) => messages.push(message),
+    });
+    expect(summary.stored).toBe(2);
+    expect(server.stored.get('u2')).toEqual(['a', '(no id)']);
+    expect(server.operations).not.toContain('ImportUsers');
+    expect(messages).toContain('1 events have no id, so a retry or a re-run may store them twice');
+  });
+
+  it('reports bad lines and rejected events', async () => {
+    const server = createFakeServer();
+    const events = sensorEvents('P002', 4) as { input: { type: string } }[];
+    (events[2] as { input: { type: string } }).input.type = 'bad';
+    const file = writeNdjson([SENSOR, 'not json', ...events, '', '{"kind":"event","input":{"type":3}}']);
+    const messages: string[] = [];
+
+    const onMessage = (message: string) => messages.push(message);
+    const summary = await runImport({ ...baseOptions(server, [file]), onMessage });
+
+    expect(summary.linesRead).toBe(7);
+    expect(summary.badLines).toBe(2);
+    expect(summary.rejected).toBe(1);
+    expect(summary.stored).toBe(3);
+    expect(summary.issues.map((issue) => [issue.kind, issue.line])).toEqual([
+      ['badLine', 2],
+      ['badLine', 8],
+      ['rejectedEvent', 5],
+    ]);
+    expect(messages).toContain(
+      `${file}:5: event P002:3 rejected by the server (UNKNOWN_TYPE): type "bad" is not allowed`,
+    );
+    const badJson = messages.find((message) => message.startsWith(`${file}:2: skipped line:`));
+    expect(badJson).toMatch(/: invalid JSON: /);
+    expect(server.stored.get('u3')).toEqual(['P002:1', 'P002:2', 'P002:4']);
+  });
+
+  it('reports a pair type conflict', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([
+      { kind: 'pairType', input: { name: 'session', startType: 'login', endType: 'logout' } },
+      { kind: 'pairType', input: { name: 'sensor', startType: 'sensor_on', endType: 'sensor_off' } },
+      { kind: 'pairType', input: { name: 'sensor', startType: 'on', endType: 'off' } },
+    ]);
+    const messages: string[] = [];
+    const onMessage = (message: string) => messages.push(message);
+    const summary = await runImport({ ...baseOptions(server, [file]), onMessage });
+
+    expect(summary.pairTypeConflicts).toEqual(['sensor', 'session']);
+    expect(summary.pairTypesDefined).toEqual(['sensor']);
+    const session = server.pairTypes.find((pairType) => pairType.name === 'session');
+    expect(session?.startType).toBe('session_started');
+    expect(messages).toContainEqual(
+      expect.stringMatching(/:1: pair type "session" exists on the server with start/),
+    );
+    expect(messages).toContainEqual(
+      expect.stringMatching(/:3: pair type "sensor" is defined again differently from .*:2;/),
+    );
+  });
+
+  it('defines parents first', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([
+      {
+        kind: 'pairType',
+        input: { name: 'step', startType: 'step_on', endType: 'step_off', parent: 'visit' },
+      },
+      { kind: 'pairType', input: { name: 'visit', startType: 'visit_on', endType: 'visit_off' } },
+    ]);
+    const summary = await runImport(baseOptions(server, [file]));
+    expect(summary.pairTypesDefined).toEqual(['visit', 'step']);
+    expect(summary.pairTypeConflicts).toEqual([]);
+  });
+
+  it('stops a member naming users', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const options = { ...baseOptions(server, [file]), username: 'member', password: 'member-secret' };
+    const failure = await expectFailure(runImport(options));
+    expect(failure.message).toMatch(/needs the ADMIN role, but member has role MEMBER/);
+    expect(server.sends).toBe(0);
+  });
+
+  it('stops a member defining pair types', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([SENSOR]);
+    const options = { ...baseOptions(server, [file]), token: 'member-token' };
+    const failure = await expectFailure(runImport(options));
+    expect(failure.message).toContain(`${file}:1 defines pair type "sensor"`);
+    expect(failure.message).toMatch(/needs the ADMIN role, but member has role MEMBER$/);
+  });
+
+  it('stops on a wrong password', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([{ type: 'ping' }]);
+    const options = { ...baseOptions(server, [file]), password: 'wrong' };
+    const failure = await expectFailure(runImport(options));
+    expect(failure.message).toBe('login as "admin" was not accepted: invalid user name or password');
+    expect(failure.message).not.toContain('wrong');
+  });
+
+  it('stops on an unknown token', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([{ type: 'ping' }]);
+    const options = { ...baseOptions(server, [file]), token: 'bogus-token-123' };
+    const failure = await expectFailure(runImport(options));
+    expect(failure.message).toBe('the token was not accepted: authentication required');
+    expect(server.sends).toBe(0);
+  });
+
+  it('stops on an unreadable file before sending', async () => {
+    const server = createFakeServer();
+    const options = baseOptions(server, [join(folder, 'missing.ndjson')]);
+    const failure = await expectFailure(runImport(options));
+    expect(failure.message).toMatch(/^cannot read .*missing\.ndjson: ENOENT.*; nothing was sent$/);
+    expect(server.operations).toEqual([]);
+  });
+
+  it('retries an unavailable server', async () => {
+    const server = createFakeServer({ unavailableSends: 2 });
+    const file = writeNdjson(sensorEvents('P002', 3));
+    const summary = await runImport(baseOptions(server, [file]));
+    expect(summary.retries).toBe(2);
+    expect(summary.stored).toBe(3);
+  });
+
+  it('gives up on a server that stays down', async () => {
+    const server = createFakeServer({ unavailableSends: 100 });
+    const file = writeNdjson(sensorEvents('P002', 3));
+    const failure = await expectFailure(runImport(baseOptions(server, [file])));
+    expect(failure.message).toMatch(
+      /^the server stayed unavailable \(gave up after 4 attempts: .*SERVICE_UNAVAILABLE/,
+    );
+    expect(failure.message).toMatch(/run the same command again/);
+    expect(failure.summary.retries).toBe(3);
+    expect(failure.summary.usersCreated).toEqual(['P002']);
+    expect(failure.summary.stored).toBe(0);
+  });
+
+  it('logs in again when the token expires', async () => {
+    const server = createFakeServer({ expireTokenAfterSends: 1 });
+    const file = writeNdjson(sensorEvents('P002', 4));
+    const messages: string[] = [];
+    const onMessage = (message: string) => messages.push(message);
+    const summary = await runImport({ ...baseOptions(server, [file]), batchSize: 2, onMessage });
+    expect(summary.stored).toBe(4);
+    expect(server.operations.filter((operation) => operation === 'ImportLogin')).toHaveLength(2);
+    expect(messages).toContain('the token expired; logging in again');
+  });
+
+  it('adopts the server batch limit', async () => {
+    const server = createFakeServer({ maxBatchSize: 2 });
+    const file = writeNdjson(sensorEvents('P002', 7));
+    const messages: string[] = [];
+    const onMessage = (message: string) => messages.push(message);
+    const summary = await runImport({ ...baseOptions(server, [file]), batchSize: 5, onMessage });
+    expect(summary.stored).toBe(7);
+    expect(server.batches.map((batch) => batch.ids.length)).toEqual([2, 2, 1, 2]);
+    expect(messages).toContain('the server limits batches to 2 events; sending smaller batches');
+  });
+
+  it('runs users in parallel, each in order', async () => {
+    const server = createFakeServer({ sendDelayMs: 5 });
+    const users = ['A', 'B', 'C', 'D', 'E'];
+    const file = writeNdjson([SENSOR, ...interleave(...users.map((user) => sensorEvents(user, 6)))]);
+    const summary = await runImport({ ...baseOptions(server, [file]), batchSize: 2, concurrency: 3 });
+
+    expect(summary.stored).toBe(30);
+    expect(server.maxInFlight).toBe(3);
+    expect(server.overlappingUser).toBe(false);
+    for (const user of users) {
+      const id = server.users.find((candidate) => candidate.username === user)?.id ?? '';
+      const ids = Array.from({ length: 6 }, (_, index) => `${user}:${index + 1}`);
+      expect(server.stored.get(id)).toEqual(ids);
+    }
+  });
+
+  it('counts corrections by rule', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([
+      { id: '1', type: 'sensor_off', pairKey: 'ORPHAN' },
+      { id: '2', type: 'sensor_off', pairKey: 'ORPHAN' },
+      { id: '3', type: 'sensor_off', pairKey: 'M001' },
+    ]);
+    const options = { ...baseOptions(server, [file]), username: null, token: 'admin-token' };
+    const summary = await runImport(options);
+    expect(summary.correctionsByRule).toEqual({ ORPHAN_END: 2 });
+  });
+
+  it('skips events of a user it cannot create', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([...sensorEvents('bad name', 2), ...sensorEvents('P002', 2)]);
+    const summary = await runImport(baseOptions(server, [file]));
+    expect(summary.rejected).toBe(2);
+    expect(summary.stored).toBe(2);
+    expect(summary.issues[0]?.message).toBe(
+      'event bad name:1 not sent: cannot create user "bad name": invalid username "bad name"',
+    );
+  });
+
+  it.each([
+    ['batchSize 0', { batchSize: 0 }, RangeError],
+    ['concurrency 65', { concurrency: 65 }, RangeError],
+    ['no files', { files: [] }, TypeError],
+    ['no credentials', { username: null }, TypeError],
+    ['an ftp URL', { url: 'ftp://127.0.0.1' }, TypeError],
+  ])('rejects %s', async (_name, overrides, errorType) => {
+    const server = createFakeServer();
+    const options = { ...baseOptions(server, ['x.ndjson']), ...overrides };
+    await expect(runImport(options)).rejects.toThrow(errorType);
+  });
+});
+
+class Collector extends Writable {
+  text = '';
+
+  override _write(chunk: Buffer | string, _encoding: BufferEncoding, callback: () => void): void {
+    this.text += chunk.toString();
+    callback();
+  }
+}
+
+async function runCommand(argv: string[], env: NodeJS.ProcessEnv, server: FakeServer) {
+  const stdout = new Collector();
+  const stderr = new Collector();
+  const code = await runImportCommand(argv, {
+    stdout,
+    stderr,
+    stderrIsTTY: false,
+    env,
+    overrides: { fetch: server.fetch, retryDelaysMs: [1] },
+  });
+  return { code, stdout: stdout.text, stderr: stderr.text };
+}
+
+const ADMIN_ENV = { EVENT_MASTER_USERNAME: 'admin', EVENT_MASTER_PASSWORD: 'admin-secret' };
+
+describe('runImportCommand', () => {
+  it('prints a summary', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([SENSOR, ...sensorEvents('P002', 3)]);
+    const result = await runCommand([file], ADMIN_ENV, server);
+    expect(result.code).toBe(IMPORT_EXIT.ok);
+    expect(result.stdout).toContain('stored:              3\n');
+    expect(result.stderr).toContain('events 3/3 (100%)');
+    expect(result.stderr + result.stdout).not.toContain('admin-secret');
+  });
+
+  it('prints JSON with --json', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const result = await runCommand(['--json', file], ADMIN_ENV, server);
+    const summary = JSON.parse(result.stdout) as ImportSummary;
+    expect(summary.stored).toBe(2);
+    expect(summary.usersCreated).toEqual(['P002']);
+  });
+
+  it('fails --strict on a bad line', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(['{', ...sensorEvents('P002', 1)]);
+    const lenient = await runCommand([file], ADMIN_ENV, server);
+    expect(lenient.code).toBe(IMPORT_EXIT.ok);
+
+    const strict = await runCommand(['--strict', file], ADMIN_ENV, server);
+    expect(strict.code).toBe(IMPORT_EXIT.failed);
+    expect(strict.stderr).toContain('--strict: 1 bad lines, 0 rejected events, 0 pair type conflicts');
+  });
+
+  it('exits 1 when the import stops', async () => {
+    const server = createFakeServer({ unavailableSends: 100 });
+    const file = writeNdjson(sensorEvents('P002', 1));
+    const result = await runCommand([file], ADMIN_ENV, server);
+    expect(result.code).toBe(IMPORT_EXIT.failed);
+    expect(result.stderr).toContain('import: the server stayed unavailable');
+    expect(result.stdout).toContain('users created:       1 (P002)');
+  });
+
+  it('exits 2 without credentials', async () => {
+    const server = createFakeServer();
+    const result = await runCommand(['x.ndjson'], {}, server);
+    expect(result.code).toBe(IMPORT_EXIT.usage);
+    expect(result.stderr).toContain('missing credentials: set EVENT_MASTER_TOKEN');
+    expect(server.operations).toEqual([]);
+  });
+});
+
+describe('parseImportArgs', () => {
+  it('applies defaults', () => {
+    expect(parseImportArgs(['a.ndjson'])).toEqual({
+      url: 'http://127.0.0.1:4000',
+      batchSize: 500,
+      concurrency: 4,
+      json: false,
+      strict: false,
+      files: ['a.ndjson'],
+    });
+  });
+
+  it.each([
+    ['no files', [], /missing FILE/],
+    ['a zero batch size', ['--batch-size', '0', 'a'], /invalid --batch-size "0": .* 1 to 10000/],
+    ['a fractional concurrency', ['--concurrency', '1.5', 'a'], /invalid --concurrency "1.5"/],
+    ['a bad URL', ['--url', 'localhost:4000', 'a'], /invalid --url "localhost:4000"/],
+    ['an unknown option', ['--dry-run', 'a'], /Unknown option '--dry-run'/],
+  ])('rejects %s', (_name, argv, message) => {
+    expect(() => parseImportArgs(argv)).toThrow(message);
+  });
+});
+
+describe('readCredentials', () => {
+  it('prefers the token', () => {
+    const credentials = readCredentials({ EVENT_MASTER_TOKEN: 't', ...ADMIN_ENV });
+    expect(credentials).toEqual({ token: 't', username: null, password: null });
+  });
+
+  it('reads a username and password', () => {
+    const credentials = readCredentials(ADMIN_ENV);
+    expect(credentials).toEqual({ token: null, username: 'admin', password: 'admin-secret' });
+  });
+
+  it('rejects a username alone', () => {
+    expect(() => readCredentials({ EVENT_MASTER_USERNAME: 'admin' })).toThrow(/missing credentials/);
+  });
+});
