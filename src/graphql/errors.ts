@@ -107,13 +107,22 @@ export function domainErrorToGraphQL(error: DomainError): GraphQLError {
   });
 }
 
+/**
+ * Tells whether a value is a GraphQLError by the `Symbol.toStringTag` that
+ * graphql-js sets. `instanceof` fails when two copies of graphql are loaded
+ * (Vitest loads its ESM build beside the CJS build that Apollo Server uses).
+ */
+function isGraphQLError(value: unknown): value is GraphQLError {
+  return Object.prototype.toString.call(value) === '[object GraphQLError]';
+}
+
 /** Tells whether a thrown value is one the client may see as it is. */
 export function isExpectedError(raw: unknown): boolean {
   const original = unwrapResolverError(raw);
   if (toDomainError(original) !== null) {
     return true;
   }
-  return original instanceof GraphQLError && original.originalError === undefined;
+  return isGraphQLError(original) && original.originalError === undefined;
 }
 
 /**
@@ -136,7 +145,7 @@ export function createFormatError(includeStack: boolean) {
     // Errors GraphQL itself raised (syntax, validation, variable coercion)
     // already carry a code and a message meant for the client.
     const code = formatted.extensions?.code;
-    if (original instanceof GraphQLError && typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR') {
+    if (isGraphQLError(original) && typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR') {
       return includeStack ? formatted : withoutStack(formatted);
     }
 

@@ -9,6 +9,8 @@
 import type { LeafSpec } from '../../domain/report/types.js';
 import type { SqlClient } from './sql.js';
 
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export interface LeafRows {
   /** Parallel arrays, one entry per segment; `userIds` only when requested. */
   starts: number[];
@@ -29,7 +31,8 @@ export interface LeafQuery {
 
 export async function loadLeafRows(sql: SqlClient, query: LeafQuery): Promise<LeafRows> {
   const { spec } = query;
-  const users = spec.users ?? query.defaultUsers;
+  // User ids are UUIDs, so any other id matches no segment. Casting it to uuid would fail the query.
+  const users = (spec.users ?? query.defaultUsers)?.filter((id) => UUID_PATTERN.test(id)) ?? null;
   const filters: string[] = [];
   const params: unknown[] = [];
   const bind = (value: unknown): string => {

@@ -1,0 +1,261 @@
+/**
+ * Who may report on whom: members only on themselves (a leaf naming another
+ * user anywhere in the tree is FORBIDDEN), analysts and admins on anyone.
+ * A request without a valid token gets UNAUTHENTICATED, and `groupBy: USER`
+ * follows the same rules.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { ManualClock, startTestServer, type GraphQLResponse, type TestServer } from '../support/app.js';
+
+const REPORT = `query ($expression: SetExpression!, $window: WindowInput!) {
+  report(expression: $expression, window: $window) {
+    count
+    totalSeconds
+    intervals { start end }
+  }
+}`;
+
+const REPORT_GROUPED = `query ($expression: SetExpression!, $window: WindowInput!) {
+  report(expression: $expression, window: $window, groupBy: USER) {
+    totalSeconds
+    groups { user { id username } count totalSeconds intervals { start end } }
+  }
+}`;
+
+const SEND = `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`;
+
+const WINDOW = { start: '2026-03-09T00:00:00.000Z', end: '2026-03-10T00:00:00.000Z' };
+
+interface Account {
+  id: string;
+  token: string;
+}
+
+interface Group {
+  user: { id: string; username: string };
+  count: number;
+  totalSeconds: number;
+  intervals: Array<{ start: string; end: string }>;
+}
+
+function leafOf(users?: string[]): Record<string, unknown> {
+  return { segments: users === undefined ? { pairTypes: ['session'] } : { pairTypes: ['session'], users } };
+}
+
+/**
+ * Hides `leaf` five levels deep, in the subtracted side of a difference:
+ * from − (W − leaf) is the part of `from` inside the leaf.
+ */
+function deeplyNested(leaf: Record<string, unknown>): Record<string, unknown> {
+  return {
+    union: [
+      leafOf(),
+      {
+        difference: {
+          from: { intervals: [{ start: '2026-03-09T08:00:00Z', end: '2026-03-09T12:00:00Z' }] },
+          subtract: { complement: { intersect: [leaf] } },
+        },
+      },
+    ],
+  };
+}
+
+describe('report access', () => {
+  let server: TestServer;
+  let alice: Account;
+  let bob: Account;
+  let carol: Account;
+  let adminToken: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock: new ManualClock(Date.parse('2026-03-10T12:00:00Z')),
+      sweeper: false,
+      // Long enough that no session here is auto-closed before its end event.
+      env: { DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: String(7 * 86_400) },
+    });
+    adminToken = await server.adminToken();
+    alice = await server.createUser('alice', 'MEMBER');
+    bob = await server.createUser('bob', 'MEMBER');
+    carol = await server.createUser('carol', 'ANALYST');
+
+    const sessions: Array<[Account, string, string]> = [
+      [alice, '2026-03-09T09:00:00Z', '2026-03-09T10:00:00Z'],
+      [bob, '2026-03-09T09:30:00Z', '2026-03-09T11:00:00Z'],
+    ];
+    for (const [account, start, end] of sessions) {
+      const sent = await server.gql(
+        SEND,
+        {
+          events: [
+            { type: 'session_started', occurredAt: start },
+            { type: 'session_ended', occurredAt: end },
+          ],
+        },
+        account.token,
+      );
+      expect(sent.errors).toBeUndefined();
+    }
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function report(expression: Record<string, unknown>, token?: string): Promise<GraphQLResponse<Record<string, any>>> {
+    return server.gql(REPORT, { expression, window: WINDOW }, token);
+  }
+
+  function expectCode(result: GraphQLResponse, code: string): void {
+    expect(result.errors, JSON.stringify(result.data)).toBeDefined();
+    expect(result.errors![0]!.extensions?.code).toBe(code);
+    expect(result.data?.report ?? null).toBeNull();
+  }
+
+  describe('member', () => {
+    it('reads own segments through an unnamed leaf', async () => {
+      const result = await report(leafOf(), alice.token);
+
+      expect(result.errors).toBeUndefined();
+      expect(result.data?.report.intervals).toEqual([
+        { start: '2026-03-09T09:00:00.000Z', end: '2026-03-09T10:00:00.000Z' },
+      ]);
+    });
+
+    it('may name itself', async () => {
+      const result = await report(deeplyNested(leafOf([alice.id])), alice.token);
+
+      expect(result.errors).toBeUndefined();
+      expect(result.data?.report.totalSeconds).toBe(3600);
+    });
+
+    it('gets FORBIDDEN naming another user at the root', async () => {
+      const result = await report(leafOf([bob.id]), alice.token);
+
+      expectCode(result, 'FORBIDDEN');
+      expect(result.errors![0]!.message).toContain(bob.id);
+    });
+
+    it('gets FORBIDDEN naming another user deep inside', async () => {
+      const result = await report(deeplyNested(leafOf([bob.id])), alice.token);
+
+      expectCode(result, 'FORBIDDEN');
+    });
+
+    it('gets FORBIDDEN naming itself and another user', async () => {
+      const result = await report(deeplyNested(leafOf([alice.id, bob.id])), alice.token);
+
+      expectCode(result, 'FORBIDDEN');
+    });
+
+    it('gets FORBIDDEN naming an excluded open-segment leaf', async () => {
+      const leaf = { segments: { users: [bob.id], includeOpen: false } };
+      const result = await report({ difference: { from: leafOf(), subtract: leaf } }, alice.token);
+
+      expectCode(result, 'FORBIDDEN');
+    });
+
+    it('gets FORBIDDEN naming an unknown user', async () => {
+      const result = await report(leafOf(['00000000-0000-4000-8000-000000000000']), alice.token);
+
+      expectCode(result, 'FORBIDDEN');
+    });
+
+    it('sees only its own group', async () => {
+      const result = await server.gql(REPORT_GROUPED, { expression: leafOf(), window: WINDOW }, bob.token);
+
+      expect(result.errors).toBeUndefined();
+      const groups = result.data?.report.groups as Group[];
+      expect(groups.map((group) => group.user.username)).toEqual(['bob']);
+      expect(groups[0]!.totalSeconds).toBe(5400);
+      expect(result.data?.report.totalSeconds).toBe(5400);
+    });
+
+    it('gets FORBIDDEN naming another user when grouped', async () => {
+      const expression = { difference: { from: leafOf(), subtract: leafOf([alice.id]) } };
+      const result = await server.gql(REPORT_GROUPED, { expression, window: WINDOW }, bob.token);
+
+      expectCode(result, 'FORBIDDEN');
+    });
+  });
+
+  describe('analyst and admin', () => {
+    it('reads every user through an unnamed leaf', async () => {
+      const result = await report(leafOf(), carol.token);
+
+      expect(result.errors).toBeUndefined();
+      expect(result.data?.report.intervals).toEqual([
+        { start: '2026-03-09T09:00:00.000Z', end: '2026-03-09T11:00:00.000Z' },
+      ]);
+    });
+
+    it.each([
+      ['analyst', () => carol.token],
+      ['admin', () => adminToken],
+    ])('%s may name any user deep inside', async (_role, token) => {
+      const result = await report(deeplyNested(leafOf([bob.id])), token());
+
+      expect(result.errors).toBeUndefined();
+      // The union of everyone's sessions [09:00, 11:00) and the part of
+      // [08:00, 12:00) inside bob's session, [09:30, 11:00).
+      expect(result.data?.report.totalSeconds).toBe(7200);
+    });
+
+    it('reads another user alone', async () => {
+      const result = await report(leafOf([alice.id]), adminToken);
+
+      expect(result.errors).toBeUndefined();
+      expect(result.data?.report.totalSeconds).toBe(3600);
+    });
+
+    it('reads nothing for a user id that is not a UUID', async () => {
+      const result = await report(leafOf(['not-a-uuid']), carol.token);
+
+      expect(result.errors).toBeUndefined();
+      expect(result.data?.report.count).toBe(0);
+    });
+
+    it('gets a group per user', async () => {
+      // Each group's sessions, minus bob's sessions whatever the group.
+      const expression = { difference: { from: leafOf(), subtract: leafOf([bob.id]) } };
+      const result = await server.gql(REPORT_GROUPED, { expression, window: WINDOW }, carol.token);
+
+      expect(result.errors).toBeUndefined();
+      const groups = result.data?.report.groups as Group[];
+      expect(groups.map((group) => group.user.username)).toEqual(['admin', 'alice', 'bob', 'carol']);
+      const byName = new Map(groups.map((group) => [group.user.username, group]));
+      expect(byName.get('alice')!.user.id).toBe(alice.id);
+      expect(byName.get('alice')!.intervals).toEqual([
+        { start: '2026-03-09T09:00:00.000Z', end: '2026-03-09T09:30:00.000Z' },
+      ]);
+      expect(byName.get('bob')!.count).toBe(0);
+      expect(byName.get('carol')!.count).toBe(0);
+      expect(byName.get('admin')!.count).toBe(0);
+
+      // Ungrouped, the unnamed leaf covers everyone: [09:00, 11:00) minus bob.
+      expect(result.data?.report.totalSeconds).toBe(1800);
+    });
+  });
+
+  describe('without a valid token', () => {
+    it('gets UNAUTHENTICATED without a token', async () => {
+      const result = await report(leafOf());
+
+      expectCode(result, 'UNAUTHENTICATED');
+    });
+
+    it('gets UNAUTHENTICATED with a forged token', async () => {
+      const [header, payload] = alice.token.split('.');
+      const result = await report(leafOf(), `${header}.${payload}.${'A'.repeat(43)}`);
+
+      expectCode(result, 'UNAUTHENTICATED');
+    });
+
+    it('gets UNAUTHENTICATED with a malformed token', async () => {
+      const result = await report(leafOf(), 'not-a-token');
+
+      expectCode(result, 'UNAUTHENTICATED');
+    });
+  });
+});
