@@ -181,6 +181,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       },
       maxBodyBytes: config.server.maxBodyBytes,
       trustProxy: config.server.trustProxy,
+      // Each expression level nests two brackets ({ union: [ ... ] }); the
+      // rest covers selection sets and other arguments.
+      maxDocumentDepth: 2 * config.reports.maxDepth + 64,
       checkReadiness: async () => {
         await db.ping();
         await readyStore.ping();

@@ -113,3 +113,42 @@ export function createErrorLoggingPlugin(): ApolloServerPlugin<GraphQLContext> {
     },
   };
 }
+
+/** Reasons of input errors that reject the whole request, like a malformed request would be. */
+const REQUEST_LEVEL_REASONS = new Set([
+  'LIMIT_EXCEEDED',
+  'INVALID_WINDOW',
+  'INVALID_EXPRESSION',
+  'INVALID_TIME_ZONE',
+]);
+
+/**
+ * Answers HTTP 400 when a limit or an invalid report input rejected the
+ * operation and no data came back, the same status as when the limit is found
+ * before execution. Other errors keep GraphQL's usual 200 with `errors`.
+ */
+export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async willSendResponse({ response }) {
+          if (response.body.kind !== 'single') {
+            return;
+          }
+          const { data, errors } = response.body.singleResult;
+          if (errors === undefined || errors.length === 0 || (data !== null && data !== undefined)) {
+            return;
+          }
+          const allRequestLevel = errors.every(
+            (error) =>
+              error.extensions?.code === 'BAD_USER_INPUT' &&
+              REQUEST_LEVEL_REASONS.has(String(error.extensions?.reason)),
+          );
+          if (allRequestLevel) {
+            response.http.status = 400;
+          }
+        },
+      };
+    },
+  };
+}

@@ -11,7 +11,12 @@ import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin
 
 import type { GraphQLContext } from './context.js';
 import { createFormatError } from './errors.js';
-import { createErrorLoggingPlugin, createLimitsPlugin, type RequestLimits } from './plugins.js';
+import {
+  createErrorLoggingPlugin,
+  createInputStatusPlugin,
+  createLimitsPlugin,
+  type RequestLimits,
+} from './plugins.js';
 import { resolvers } from './resolvers/index.js';
 
 export const SCHEMA_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../../schema.graphql');
@@ -41,6 +46,7 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
     plugins: [
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
+      createInputStatusPlugin(),
       // The embedded Apollo Sandbox page, served at GET /graphql to browsers.
       ApolloServerPluginLandingPageLocalDefault({ embed: true, footer: false }),
       ...(options.extraPlugins ?? []),

@@ -17,6 +17,7 @@ import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { httpStatusForCode, codeForKind, toDomainError } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
 import { registerRestRoutes } from './rest.js';
+import { measureBracketDepth } from '../graphql/document-depth.js';
 
 export interface HttpAppOptions {
   logger: Logger;
@@ -26,6 +27,8 @@ export interface HttpAppOptions {
   createApollo: (drainPlugin: ApolloServerPlugin<GraphQLContext>) => Promise<ApolloServer<GraphQLContext>>;
   maxBodyBytes: number;
   trustProxy: boolean;
+  /** Maximum bracket nesting of a GraphQL document, checked before parsing. */
+  maxDocumentDepth: number;
   /** Pings PostgreSQL and Redis, and throws when either does not respond. */
   checkReadiness: () => Promise<Record<string, string>>;
 }
@@ -145,7 +148,39 @@ export async function buildHttpApp(
       });
     },
   });
-  fastify.route({ url: '/graphql', method: ['GET', 'POST', 'OPTIONS'], handler });
+  fastify.route({
+    url: '/graphql',
+    method: ['GET', 'POST', 'OPTIONS'],
+    // The GraphQL parser recurses into nested literals; reject absurd nesting
+    // before it runs, with the same error shape as any GraphQL input error.
+    preHandler: async (request, reply) => {
+      const body = request.body as { query?: unknown } | null | undefined;
+      const query = (request.method === 'GET' ? (request.query as { query?: unknown }).query : body?.query) ?? null;
+      if (typeof query !== 'string') {
+        return;
+      }
+      const depth = measureBracketDepth(query, options.maxDocumentDepth);
+      if (depth > options.maxDocumentDepth) {
+        request.log.info({ limit: options.maxDocumentDepth }, 'GraphQL document nested too deeply; rejected before parsing');
+        const payload = {
+          errors: [
+            {
+              message: `MAX_DOCUMENT_DEPTH: the query text nests brackets more than ${options.maxDocumentDepth} levels deep. Send large or deep set expressions as variables.`,
+              extensions: {
+                code: 'BAD_USER_INPUT',
+                reason: 'LIMIT_EXCEEDED',
+                limit: 'MAX_DOCUMENT_DEPTH',
+                value: depth,
+                max: options.maxDocumentDepth,
+              },
+            },
+          ],
+        };
+        return reply.status(400).type('application/json').send(JSON.stringify(payload));
+      }
+    },
+    handler,
+  });
 
   return { fastify, apollo };
 }

@@ -72,7 +72,7 @@ export class ReportService {
 
     if (!request.canReadAll) {
       for (const spec of leaves.values()) {
-        const other = spec.users?.find((id) => id !== viewer.userId);
+        const other = spec.users?.find((id) => id.toLowerCase() !== viewer.userId.toLowerCase());
         if (other !== undefined) {
           throw new DomainError(
             'FORBIDDEN',
