@@ -50,7 +50,11 @@ export function measureBracketDepth(source: string, limit: number): number {
 /** Returns the index just after the string that starts at `start` (a plain or block string). */
 function skipString(source: string, start: number): number {
   if (source.startsWith('"""', start)) {
-    const end = source.indexOf('"""', start + 3);
+    // A block string ends at the first triple quote not escaped as \""".
+    let end = source.indexOf('"""', start + 3);
+    while (end !== -1 && source[end - 1] === '\\') {
+      end = source.indexOf('"""', end + 3);
+    }
     return end === -1 ? source.length : end + 3;
   }
   let index = start + 1;
