@@ -1,0 +1,109 @@
+/**
+ * Applies the pending SQL migrations from prisma/migrations and prints their
+ * names. Usage: npm run migrate [-- --help]
+ *
+ * The server applies pending migrations at start-up too. This command lets a
+ * deployment apply them as a separate step, before the new version starts.
+ * Several copies may run at once: the migrator serialises them with an
+ * advisory lock, so each migration is applied once.
+ */
+import { parseArgs } from 'node:util';
+
+import pino from 'pino';
+
+import { ConfigError, loadConfig, redactUrlPassword, type Config } from '../config/index.js';
+import { openDatabase, type Database } from '../storage/postgres/database.js';
+
+const USAGE = `Usage: npm run migrate [-- --help]
+
+Applies the pending migrations from prisma/migrations, in name order and in
+one transaction, and prints the name of each one it applied.
+
+The database is DATABASE_URL, or the embedded PGlite database under DATA_DIR
+when DATABASE_URL is unset. Embedded PGlite allows one process at a time, so
+stop the server before running this command against the same DATA_DIR.
+
+Exit status: 0 when the database is up to date, 1 when a migration failed or
+an applied migration was changed on disk (nothing is applied then), 2 for
+invalid arguments or configuration.
+`;
+
+const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+function describeDatabase(config: Config): string {
+  return config.database.url === null
+    ? `embedded PGlite in ${config.dataDir}`
+    : `PostgreSQL at ${redactUrlPassword(config.database.url)}`;
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+async function applyMigrations(config: Config): Promise<void> {
+  // Logs go to standard error, so standard output carries only the result.
+  const level = process.env.LOG_LEVEL === undefined || process.env.LOG_LEVEL === '' ? 'warn' : config.logLevel;
+  const logger = pino({ level }, pino.destination({ fd: 2, sync: true }));
+
+  process.stdout.write(`Database: ${describeDatabase(config)}\n`);
+  const db: Database = await openDatabase({
+    databaseUrl: config.database.url ?? undefined,
+    dataDir: config.dataDir,
+    poolSize: 1,
+    statementTimeoutMs: config.database.statementTimeoutMs,
+    logger,
+  });
+  try {
+    const result = await db.migrate();
+    for (const name of result.applied) {
+      process.stdout.write(`Applied ${name}\n`);
+    }
+    if (result.applied.length === 0) {
+      process.stdout.write(
+        `No pending migrations; ${plural(result.alreadyApplied.length, 'migration')} already applied.\n`,
+      );
+    } else {
+      process.stdout.write(
+        `Applied ${plural(result.applied.length, 'migration')}; ${result.alreadyApplied.length} already applied before.\n`,
+      );
+    }
+  } finally {
+    await db.close();
+  }
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  let config: Config;
+  try {
+    const { values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: { help: { type: 'boolean', default: false } },
+    });
+    if (values.help) {
+      process.stdout.write(USAGE);
+      return EXIT.ok;
+    }
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`Invalid configuration:\n${error.message}\n`);
+      return EXIT.usage;
+    }
+    process.stderr.write(`error: ${(error as Error).message}\nRun npm run migrate -- --help for usage.\n`);
+    return EXIT.usage;
+  }
+
+  try {
+    await applyMigrations(config);
+    return EXIT.ok;
+  } catch (error) {
+    process.stderr.write(
+      `error: migrating ${describeDatabase(config)} failed: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    return EXIT.failed;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,382 @@
+/**
+ * Manages accounts from the command line, against the database the server
+ * uses (DATABASE_URL, or embedded PGlite under DATA_DIR).
+ *
+ *     npm run user -- create NAME --role ADMIN|ANALYST|MEMBER   (password on standard input)
+ *     npm run user -- list [--json]
+ *
+ * Pending migrations are applied first, as the server does at start-up, so
+ * the first admin can be created before the server has ever run.
+ */
+import { parseArgs } from 'node:util';
+
+import pino, { type Logger } from 'pino';
+
+import type { LoginRateLimiter } from '../auth/rate-limit.js';
+import type { TokenService } from '../auth/tokens.js';
+import { ROLES, isRole, type Role } from '../auth/viewer.js';
+import { ConfigError, loadConfig, redactUrlPassword, type Config } from '../config/index.js';
+import { DomainError } from '../domain/errors.js';
+import { UserService } from '../services/users.js';
+import { openDatabase, type Database } from '../storage/postgres/database.js';
+
+const USAGE = `Usage:
+  npm run user -- create NAME --role ADMIN|ANALYST|MEMBER
+  npm run user -- list [--json]
+
+Commands:
+  create NAME   create an account; the password is the first line of standard
+                input, or, on a terminal, typed twice without echo
+  list          print every account: username, role, id and creation time
+
+Options:
+  --role ROLE   role of the new account: ${ROLES.join(', ')} (required for create)
+  --json        print the list as JSON
+  --help        print this help
+
+The database is the one the server uses: DATABASE_URL, or the embedded PGlite
+database under DATA_DIR when DATABASE_URL is unset. Pending migrations are
+applied first. Embedded PGlite allows one process at a time, so stop the
+server before running this command against the same DATA_DIR.
+
+Example: npm run user -- create alice --role ADMIN < password.txt
+
+Exit status: 0 on success, 1 when the account was rejected or the database
+failed, 2 for invalid arguments or configuration.
+`;
+
+const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+/**
+ * Maximum length in bytes of the line read from standard input. Passwords are
+ * limited to 1024 characters, so this only stops a stream without a newline
+ * from filling the memory.
+ */
+const MAX_INPUT_LINE_BYTES = 65_536;
+
+type UserCommand =
+  | { kind: 'create'; username: string; role: Role }
+  | { kind: 'list'; json: boolean }
+  | { kind: 'help' };
+
+/** An invalid command line. The message names the argument to change. */
+class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** A failure the user can act on, printed without a stack trace. */
+class CommandError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CommandError';
+  }
+}
+
+function parseCommand(argv: readonly string[]): UserCommand {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        role: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', default: false },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    return { kind: 'help' };
+  }
+
+  const [command, ...rest] = positionals;
+  switch (command) {
+    case 'create': {
+      if (rest.length !== 1 || rest[0] === undefined) {
+        throw new UsageError(`create expects exactly one NAME, but got ${rest.length} arguments.`);
+      }
+      if (values.role === undefined) {
+        throw new UsageError(`create requires --role, one of ${ROLES.join(', ')}.`);
+      }
+      const role = values.role.toUpperCase();
+      if (!isRole(role)) {
+        throw new UsageError(`--role ${JSON.stringify(values.role)} is invalid: use one of ${ROLES.join(', ')}.`);
+      }
+      if (values.json) {
+        throw new UsageError('--json applies only to list.');
+      }
+      return { kind: 'create', username: rest[0], role };
+    }
+    case 'list': {
+      if (rest.length > 0) {
+        throw new UsageError(`list takes no arguments, but got ${rest.length}.`);
+      }
+      if (values.role !== undefined) {
+        throw new UsageError('--role applies only to create.');
+      }
+      return { kind: 'list', json: values.json };
+    }
+    case undefined:
+      throw new UsageError('A command is missing: use create or list.');
+    default:
+      throw new UsageError(`Unknown command ${JSON.stringify(command)}: use create or list.`);
+  }
+}
+
+/** Reads the new password: twice without echo on a terminal, else the first line of standard input. */
+async function readNewPassword(): Promise<string> {
+  const input = process.stdin;
+  if (input.isTTY) {
+    const [password, repeated] = await promptHidden(['Password: ', 'Repeat password: '], input, process.stderr);
+    if (password !== repeated) {
+      throw new CommandError('The two passwords differ. Nothing was created.');
+    }
+    return password ?? '';
+  }
+
+  const line = await readFirstLine(input);
+  if (line === null) {
+    throw new CommandError(
+      'No password on standard input. Pipe it as one line, for example: npm run user -- create NAME --role ROLE < password.txt',
+    );
+  }
+  return line;
+}
+
+/**
+ * Returns the first line of a stream without its line terminator (LF or
+ * CRLF), or null when the stream ends before any byte. Spaces are kept
+ * because they are part of the password.
+ */
+async function readFirstLine(input: NodeJS.ReadableStream): Promise<string | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let sawData = false;
+  for await (const chunk of input) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer);
+    sawData ||= bytes.length > 0;
+    const newline = bytes.indexOf(0x0a);
+    const part = newline === -1 ? bytes : bytes.subarray(0, newline);
+    chunks.push(part);
+    size += part.length;
+    if (size > MAX_INPUT_LINE_BYTES) {
+      throw new CommandError(`The first line of standard input is longer than ${MAX_INPUT_LINE_BYTES} bytes.`);
+    }
+    if (newline !== -1) {
+      // Leaving the loop destroys the stream, so the rest of the input is never read.
+      break;
+    }
+  }
+  if (!sawData) {
+    return null;
+  }
+  const line = Buffer.concat(chunks).toString('utf8');
+  return line.endsWith('\r') ? line.slice(0, -1) : line;
+}
+
+/**
+ * Writes each prompt to `output` and reads one line per prompt from the
+ * terminal `input` in raw mode, so the typed characters are not echoed.
+ * Backspace deletes the last character. Ctrl-C, and Ctrl-D on an empty line,
+ * cancel. One listener reads all lines, so a paste of several lines at once
+ * fills several prompts.
+ */
+async function promptHidden(
+  prompts: readonly string[],
+  input: NodeJS.ReadStream,
+  output: NodeJS.WriteStream,
+): Promise<string[]> {
+  const lines: string[] = [];
+  // Raw mode first: a character typed right after the prompt appears must
+  // not be echoed.
+  input.setRawMode(true);
+  input.setEncoding('utf8');
+  input.resume();
+  output.write(prompts[0] ?? '');
+
+  try {
+    return await new Promise<string[]>((resolve, reject) => {
+      let characters: string[] = [];
+      const stop = (error: Error | null) => {
+        input.off('data', onData);
+        if (error === null) {
+          resolve(lines);
+        } else {
+          output.write('\n');
+          reject(error);
+        }
+      };
+      const onData = (text: string) => {
+        for (const character of text) {
+          if (character === '\r' || character === '\n') {
+            output.write('\n');
+            lines.push(characters.join(''));
+            characters = [];
+            if (lines.length === prompts.length) {
+              stop(null);
+              return;
+            }
+            output.write(prompts[lines.length] ?? '');
+            continue;
+          }
+          if (character === '\u0003' || (character === '\u0004' && characters.length === 0)) {
+            stop(new CommandError('Cancelled. Nothing was created.'));
+            return;
+          }
+          if (character === '\u007f' || character === '\b') {
+            characters = characters.slice(0, -1);
+            continue;
+          }
+          characters.push(character);
+        }
+      };
+      input.on('data', onData);
+    });
+  } finally {
+    input.setRawMode(false);
+    input.pause();
+  }
+}
+
+/**
+ * Builds a UserService for account management only. Login is never called
+ * here, so its token service and rate limiter reject every use.
+ */
+function createUserService(db: Database, config: Config, logger: Logger): UserService {
+  const unavailable = (): never => {
+    throw new Error('Login is not available in the user command.');
+  };
+  const tokens: TokenService = { issue: unavailable, verify: unavailable };
+  const rateLimiter: LoginRateLimiter = {
+    check: unavailable,
+    recordFailure: unavailable,
+    recordSuccess: unavailable,
+  };
+  return new UserService({
+    prisma: db.prisma,
+    tokens,
+    rateLimiter,
+    passwordScryptLog2N: config.auth.passwordScryptLog2N,
+    logger,
+  });
+}
+
+function describeDatabase(config: Config): string {
+  return config.database.url === null
+    ? `embedded PGlite in ${config.dataDir}`
+    : `PostgreSQL at ${redactUrlPassword(config.database.url)}`;
+}
+
+async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Config): Promise<void> {
+  // Logs go to standard error, so standard output carries only the result.
+  // Unless LOG_LEVEL is set, only warnings and errors are logged, because the
+  // result line already reports what the service logs at info level.
+  const level = process.env.LOG_LEVEL === undefined || process.env.LOG_LEVEL === '' ? 'warn' : config.logLevel;
+  const logger = pino({ level }, pino.destination({ fd: 2, sync: true }));
+
+  // Read before opening the database, so a terminal prompt is not delayed
+  // and a missing password costs no connection.
+  const password = command.kind === 'create' ? await readNewPassword() : null;
+
+  let db: Database;
+  try {
+    db = await openDatabase({
+      databaseUrl: config.database.url ?? undefined,
+      dataDir: config.dataDir,
+      poolSize: 1,
+      statementTimeoutMs: config.database.statementTimeoutMs,
+      logger,
+    });
+  } catch (error) {
+    throw new CommandError(`Opening the database (${describeDatabase(config)}) failed: ${(error as Error).message}`);
+  }
+
+  try {
+    const migrations = await db.migrate();
+    if (migrations.applied.length > 0) {
+      process.stderr.write(`Applied pending migrations: ${migrations.applied.join(', ')}\n`);
+    }
+    const users = createUserService(db, config, logger);
+
+    if (command.kind === 'create') {
+      const user = await users.create({ username: command.username, password: password ?? '', role: command.role });
+      process.stdout.write(`Created user ${user.username} with role ${user.role} and id ${user.id}.\n`);
+      return;
+    }
+
+    const list = await users.list();
+    if (command.json) {
+      const rows = list.map((user) => ({
+        id: user.id,
+        username: user.username,
+        role: user.role,
+        createdAt: user.createdAt.toISOString(),
+      }));
+      process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      return;
+    }
+    if (list.length === 0) {
+      process.stdout.write('No users. Create one with: npm run user -- create NAME --role ADMIN\n');
+      return;
+    }
+    process.stdout.write(formatTable(list));
+  } finally {
+    await db.close();
+  }
+}
+
+function formatTable(users: ReadonlyArray<{ id: string; username: string; role: string; createdAt: Date }>): string {
+  const header = ['USERNAME', 'ROLE', 'ID', 'CREATED AT'];
+  const rows = users.map((user) => [user.username, user.role, user.id, user.createdAt.toISOString()]);
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]?.length ?? 0)));
+  const lines = [header, ...rows].map((row) =>
+    row
+      .map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)))
+      .join('  '),
+  );
+  return `${lines.join('\n')}\n`;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  let command: UserCommand;
+  let config: Config;
+  try {
+    command = parseCommand(argv);
+    if (command.kind === 'help') {
+      process.stdout.write(USAGE);
+      return EXIT.ok;
+    }
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`error: ${error.message}\nRun npm run user -- --help for usage.\n`);
+      return EXIT.usage;
+    }
+    if (error instanceof ConfigError) {
+      process.stderr.write(`Invalid configuration:\n${error.message}\n`);
+      return EXIT.usage;
+    }
+    throw error;
+  }
+
+  try {
+    await run(command, config);
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof DomainError || error instanceof CommandError) {
+      process.stderr.write(`error: ${error.message}\n`);
+      return EXIT.failed;
+    }
+    process.stderr.write(`error: the user command failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    return EXIT.failed;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,134 @@
+/**
+ * Login rate limits per username and per client address, over HTTP. The
+ * server trusts X-Forwarded-For here, so each test picks its client address.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { startTestServer, type TestServer } from '../support/app.js';
+
+const MAX_ATTEMPTS = 3;
+const LOGIN = `mutation ($u: String!, $p: String!) { login(username: $u, password: $p) { token } }`;
+
+interface LoginReply {
+  status: number;
+  token: string | undefined;
+  error: { code?: string; reason?: string; message?: string; retryAfterSeconds?: number } | undefined;
+}
+
+describe('login rate limits over HTTP', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      env: {
+        TRUST_PROXY: 'true',
+        LOGIN_RATE_LIMIT_MAX_ATTEMPTS: String(MAX_ATTEMPTS),
+        LOGIN_RATE_LIMIT_WINDOW_SECONDS: '600',
+      },
+    });
+    for (const name of ['limit-victim', 'limit-other', 'limit-reset', 'limit-graphql']) {
+      await server.createUser(name);
+    }
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function login(username: string, password: string, address: string): Promise<LoginReply> {
+    const response = await fetch(`${server.url}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-forwarded-for': address },
+      body: JSON.stringify({ username, password }),
+    });
+    const body = (await response.json()) as { token?: string; error?: LoginReply['error'] };
+    return { status: response.status, token: body.token, error: body.error };
+  }
+
+  it('per username across addresses', async () => {
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      const reply = await login('limit-victim', 'not-the-password', `198.51.100.${attempt}`);
+      expect(reply.error?.reason).toBe('INVALID_CREDENTIALS');
+    }
+
+    // The right password from a fresh address fails, because the username budget is spent.
+    const blocked = await login('limit-victim', 'limit-victim-password', '198.51.100.50');
+    expect(blocked.status).toBe(401);
+    expect(blocked.token).toBeUndefined();
+    expect(blocked.error?.code).toBe('UNAUTHENTICATED');
+    expect(blocked.error?.reason).toBe('RATE_LIMITED');
+    expect(blocked.error?.message).toContain(`limit is ${MAX_ATTEMPTS}`);
+    expect(blocked.error?.retryAfterSeconds).toBeGreaterThan(0);
+    expect(blocked.error?.retryAfterSeconds).toBeLessThanOrEqual(600);
+
+    // Usernames that differ only in case share one budget.
+    const upper = await login('LIMIT-VICTIM', 'limit-victim-password', '198.51.100.51');
+    expect(upper.error?.reason).toBe('RATE_LIMITED');
+
+    // The same fresh address still serves other users.
+    const other = await login('limit-other', 'limit-other-password', '198.51.100.50');
+    expect(other.status).toBe(200);
+    expect(other.token).toBeTypeOf('string');
+  });
+
+  it('per address across usernames', async () => {
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      const reply = await login(`limit-guess-${attempt}`, 'not-the-password', '192.0.2.10');
+      expect(reply.error?.reason).toBe('INVALID_CREDENTIALS');
+    }
+
+    const blocked = await login('limit-other', 'limit-other-password', '192.0.2.10');
+    expect(blocked.status).toBe(401);
+    expect(blocked.error?.reason).toBe('RATE_LIMITED');
+    expect(blocked.token).toBeUndefined();
+
+    const elsewhere = await login('limit-other', 'limit-other-password', '192.0.2.11');
+    expect(elsewhere.status).toBe(200);
+  });
+
+  it('IPv6 counted per /64', async () => {
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      await login(`limit-v6-${attempt}`, 'not-the-password', `2001:db8:1:2::${attempt}`);
+    }
+
+    const sameNetwork = await login('limit-other', 'limit-other-password', '2001:db8:1:2::ffff');
+    expect(sameNetwork.error?.reason).toBe('RATE_LIMITED');
+
+    const otherNetwork = await login('limit-other', 'limit-other-password', '2001:db8:1:3::1');
+    expect(otherNetwork.status).toBe(200);
+  });
+
+  it('success resets username budget', async () => {
+    // Two rounds of MAX_ATTEMPTS - 1 failures exceed the limit in total, but
+    // the successful login between them clears the username count.
+    for (let round = 0; round < 2; round += 1) {
+      for (let attempt = 1; attempt < MAX_ATTEMPTS; attempt += 1) {
+        const reply = await login('limit-reset', 'not-the-password', `203.0.113.${round * 10 + attempt}`);
+        expect(reply.error?.reason).toBe('INVALID_CREDENTIALS');
+      }
+      const success = await login('limit-reset', 'limit-reset-password', `203.0.113.${round * 10 + 9}`);
+      expect(success.status).toBe(200);
+    }
+  });
+
+  it('GraphQL login limited too', async () => {
+    const gqlLogin = async (password: string, address: string) => {
+      const response = await fetch(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-forwarded-for': address },
+        body: JSON.stringify({ query: LOGIN, variables: { u: 'limit-graphql', p: password } }),
+      });
+      return (await response.json()) as { data: unknown; errors?: Array<{ extensions?: Record<string, unknown> }> };
+    };
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      const reply = await gqlLogin('not-the-password', `100.64.0.${attempt}`);
+      expect(reply.errors?.[0]?.extensions?.reason).toBe('INVALID_CREDENTIALS');
+    }
+
+    const blocked = await gqlLogin('limit-graphql-password', '100.64.0.99');
+    expect(blocked.data).toBeNull();
+    expect(blocked.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(blocked.errors?.[0]?.extensions?.reason).toBe('RATE_LIMITED');
+  });
+});

@@ -1,0 +1,266 @@
+/**
+ * Access tokens over the real HTTP stack. Every kind of bad token is rejected
+ * with UNAUTHENTICATED on GraphQL and 401 on REST. A well-formed token that
+ * this file builds itself is accepted, so each rejection comes from the one
+ * defect that its case introduces.
+ */
+import { generateKeyPair, SignJWT, UnsecuredJWT, type CryptoKey, type JWTPayload } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { startTestServer, type TestServer } from '../support/app.js';
+
+interface RestReply {
+  status: number;
+  contentType: string | null;
+  body: { error?: { code?: string; reason?: string; message?: string } } & Record<string, unknown>;
+}
+
+type ClaimOverrides = { [K in 'sub' | 'iat' | 'exp' | 'iss' | 'aud' | 'role' | 'pad']?: unknown };
+
+describe('access tokens over HTTP', () => {
+  let server: TestServer;
+  let secret: Uint8Array;
+  let member: { id: string; token: string };
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { sweeper: false });
+    const configured = server.app.config.auth.jwtSecret;
+    if (configured === null) {
+      throw new Error('The test server has no JWT_SECRET.');
+    }
+    secret = new TextEncoder().encode(configured);
+    member = await server.createUser('token-member');
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  /** Returns the claims of a valid member token with `overrides` applied. An `undefined` override removes the claim. */
+  function claims(overrides: ClaimOverrides = {}): JWTPayload {
+    const now = Math.floor(Date.now() / 1000);
+    const payload: Record<string, unknown> = {
+      sub: member.id,
+      role: 'MEMBER',
+      iss: server.app.config.auth.jwtIssuer,
+      aud: server.app.config.auth.jwtAudience,
+      iat: now - 10,
+      exp: now + 600,
+    };
+    for (const [name, value] of Object.entries(overrides)) {
+      if (value === undefined) {
+        delete payload[name];
+      } else {
+        payload[name] = value;
+      }
+    }
+    return payload as JWTPayload;
+  }
+
+  function sign(payload: JWTPayload, alg = 'HS256', key: Uint8Array | CryptoKey = secret): Promise<string> {
+    return new SignJWT(payload).setProtectedHeader({ alg, typ: 'JWT' }).sign(key);
+  }
+
+  function base64UrlJson(value: unknown): string {
+    return Buffer.from(JSON.stringify(value)).toString('base64url');
+  }
+
+  async function gqlMe(token: string) {
+    return server.gql<{ me: { id: string } }>('{ me { id role } }', {}, token);
+  }
+
+  async function postEvent(authorization: string | null): Promise<RestReply> {
+    const response = await fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        ...(authorization !== null ? { authorization } : {}),
+      },
+      body: JSON.stringify({ type: 'token_probe', occurred_at: '2026-01-05T09:00:00Z' }),
+    });
+    return {
+      status: response.status,
+      contentType: response.headers.get('content-type'),
+      body: (await response.json()) as RestReply['body'],
+    };
+  }
+
+  async function storedProbeEvents(): Promise<number> {
+    const rows = await server.app.db.sql.query<{ count: string }>(
+      `SELECT count(*)::text AS count FROM events WHERE type = 'token_probe'`,
+    );
+    return Number(rows[0]?.count);
+  }
+
+  it('valid token accepted', async () => {
+    const token = await sign(claims());
+
+    const result = await gqlMe(token);
+    expect(result.errors).toBeUndefined();
+    expect(result.data?.me).toEqual({ id: member.id, role: 'MEMBER' });
+
+    const rest = await postEvent(`Bearer ${token}`);
+    expect(rest.status).toBe(200);
+  });
+
+  const cases: Array<[string, () => Promise<string>]> = [
+    ['alg none', async () => new UnsecuredJWT(claims()).encode()],
+    [
+      'alg none with signature',
+      async () => {
+        const [, payload, signature] = (await sign(claims())).split('.');
+        return `${base64UrlJson({ alg: 'none', typ: 'JWT' })}.${payload}.${signature}`;
+      },
+    ],
+    [
+      'tampered signature',
+      async () => {
+        const [header, payload, signature = ''] = (await sign(claims())).split('.');
+        // A middle character, because the last one also carries padding bits.
+        const flipped = signature[10] === 'A' ? 'B' : 'A';
+        return `${header}.${payload}.${signature.slice(0, 10)}${flipped}${signature.slice(11)}`;
+      },
+    ],
+    [
+      'tampered payload',
+      async () => {
+        const [header, , signature] = (await sign(claims())).split('.');
+        return `${header}.${base64UrlJson(claims({ role: 'ADMIN' }))}.${signature}`;
+      },
+    ],
+    ['HS512 same secret', async () => sign(claims(), 'HS512')],
+    [
+      'RS256 key pair',
+      async () => {
+        const { privateKey } = await generateKeyPair('RS256');
+        return sign(claims(), 'RS256', privateKey);
+      },
+    ],
+    [
+      'exp in the past',
+      async () => {
+        const now = Math.floor(Date.now() / 1000);
+        return sign(claims({ iat: now - 120, exp: now - 60 }));
+      },
+    ],
+    ['exp missing', async () => sign(claims({ exp: undefined }))],
+    ['sub missing', async () => sign(claims({ sub: undefined }))],
+    ['sub empty', async () => sign(claims({ sub: '' }))],
+    ['iat missing', async () => sign(claims({ iat: undefined }))],
+    ['iat in the future', async () => sign(claims({ iat: Math.floor(Date.now() / 1000) + 300 }))],
+    [
+      'lifetime above JWT_TTL_SECONDS',
+      async () => {
+        const now = Math.floor(Date.now() / 1000);
+        return sign(claims({ iat: now - 2 * server.app.config.auth.jwtTtlSeconds, exp: now + 600 }));
+      },
+    ],
+    ['wrong issuer', async () => sign(claims({ iss: 'someone-else' }))],
+    ['wrong audience', async () => sign(claims({ aud: 'someone-else' }))],
+    ['unknown role', async () => sign(claims({ role: 'ROOT' }))],
+    ['wrong secret', async () => sign(claims(), 'HS256', new TextEncoder().encode('another-secret-that-is-32-bytes-long!'))],
+    ['garbage', async () => 'not-a-token'],
+    ['three garbage parts', async () => 'abc.def.ghi'],
+    ['10 KB signed token', async () => sign(claims({ pad: 'x'.repeat(10_240) }))],
+    [
+      'deleted user',
+      async () => {
+        const doomed = await server.createUser('token-deleted');
+        await server.app.db.prisma.user.delete({ where: { id: doomed.id } });
+        return doomed.token;
+      },
+    ],
+  ];
+
+  it.each(cases)('%s rejected', async (_name, makeToken) => {
+    const token = await makeToken();
+    const before = await storedProbeEvents();
+
+    const result = await gqlMe(token);
+    expect(result.data).toBeNull();
+    expect(result.errors).toHaveLength(1);
+    expect(result.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+
+    const rest = await postEvent(`Bearer ${token}`);
+    expect(rest.status).toBe(401);
+    expect(rest.contentType).toMatch(/^application\/json/);
+    expect(rest.body.error?.code).toBe('UNAUTHENTICATED');
+    expect(await storedProbeEvents()).toBe(before);
+  });
+
+  it('rejections share one message', async () => {
+    const tokens = [
+      await sign(claims({ exp: undefined })),
+      await sign(claims(), 'HS512'),
+      'not-a-token',
+      await sign(claims({ pad: 'x'.repeat(10_240) })),
+    ];
+    const deleted = await server.createUser('token-deleted-message');
+    await server.app.db.prisma.user.delete({ where: { id: deleted.id } });
+    tokens.push(deleted.token);
+
+    const messages = new Set<string | undefined>();
+    const reasons = new Set<unknown>();
+    for (const token of tokens) {
+      const result = await gqlMe(token);
+      messages.add(result.errors?.[0]?.message);
+      reasons.add(result.errors?.[0]?.extensions?.reason);
+      const rest = await postEvent(`Bearer ${token}`);
+      messages.add(rest.body.error?.message);
+      reasons.add(rest.body.error?.reason);
+    }
+    // One message and reason for all, so a client cannot tell which check failed.
+    expect([...reasons]).toEqual(['INVALID_TOKEN']);
+    expect(messages.size).toBe(1);
+  });
+
+  it('no token on protected query', async () => {
+    const result = await server.gql('{ me { id } }');
+    expect(result.data).toBeNull();
+    expect(result.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+
+    const rest = await postEvent(null);
+    expect(rest.status).toBe(401);
+    expect(rest.body.error?.code).toBe('UNAUTHENTICATED');
+  });
+
+  it.each([
+    ['Basic scheme', 'Basic YWRtaW46YWRtaW4='],
+    ['Bearer without token', 'Bearer '],
+    ['two tokens', 'Bearer a.b.c d.e.f'],
+  ])('%s header rejected', async (_name, authorization) => {
+    const response = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization },
+      body: JSON.stringify({ query: '{ me { id } }' }),
+    });
+    const body = (await response.json()) as { errors?: Array<{ extensions?: { code?: string } }> };
+    expect(body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+
+    const rest = await postEvent(authorization);
+    expect(rest.status).toBe(401);
+    expect(rest.body.error?.code).toBe('UNAUTHENTICATED');
+  });
+
+  it('20 KB header rejected', async () => {
+    const authorization = `Bearer ${'a'.repeat(20_480)}`;
+
+    // Node's HTTP parser rejects headers above its 16 KiB default
+    // (--max-http-header-size) with 431 before any route runs.
+    const response = await fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization },
+      body: '{}',
+    });
+    expect(response.status).toBe(431);
+
+    const health = await fetch(`${server.url}/healthz`);
+    expect(health.status).toBe(200);
+  });
+
+  it('__typename without token', async () => {
+    const result = await server.gql('{ __typename }');
+    expect(result.errors).toBeUndefined();
+    expect(result.data).toEqual({ __typename: 'Query' });
+  });
+});

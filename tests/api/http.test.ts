@@ -1,0 +1,366 @@
+/**
+ * HTTP behaviour around the operations: JSON errors for everything Fastify
+ * and Apollo reject, CSRF prevention, masking and logging of unexpected
+ * errors, request ids, and the health endpoints.
+ */
+import { createServer } from 'node:net';
+import { Writable } from 'node:stream';
+
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { IntakeStep } from '../../src/services/derive.js';
+import { startTestServer, type TestServer } from '../support/app.js';
+import { describeWithRedis } from '../support/services.js';
+
+const FAULT_MESSAGE = 'injected fault: storage step failed';
+const MAX_BODY_BYTES = 65_536;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+interface Reply {
+  status: number;
+  headers: Headers;
+  text: string;
+  /** The body parsed as JSON, or undefined when it is not JSON. */
+  json: any;
+}
+
+async function send(url: string, init: RequestInit = {}): Promise<Reply> {
+  const response = await fetch(url, init);
+  const text = await response.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: response.status, headers: response.headers, text, json };
+}
+
+/** A test server whose logs land in memory and whose intake fails for chosen users. */
+interface FaultyServer {
+  server: TestServer;
+  logLines: string[];
+  /** Users whose events fail after they are stored, with a plain Error. */
+  faultyUsers: Set<string>;
+}
+
+async function startFaultyServer(testFile: string, env: Record<string, string>): Promise<FaultyServer> {
+  const logLines: string[] = [];
+  const faultyUsers = new Set<string>();
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logLines.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  const server = await startTestServer(testFile, {
+    sweeper: false,
+    logger: pino({ level: 'info' }, stream),
+    fault: (step: IntakeStep, userId: string) => {
+      if (step === 'events-stored' && faultyUsers.has(userId)) {
+        throw new Error(FAULT_MESSAGE);
+      }
+    },
+    env,
+  });
+  return { server, logLines, faultyUsers };
+}
+
+function logEntries(lines: readonly string[]): Array<Record<string, any>> {
+  return lines.map((line) => JSON.parse(line) as Record<string, any>);
+}
+
+describe('HTTP behaviour', () => {
+  const servers = new Map<'test' | 'production', FaultyServer>();
+  let server: TestServer;
+  let adminToken: string;
+
+  beforeAll(async () => {
+    const [testMode, productionMode] = await Promise.all([
+      startFaultyServer(import.meta.filename, { NODE_ENV: 'test', MAX_BODY_BYTES: String(MAX_BODY_BYTES) }),
+      startFaultyServer(import.meta.filename, { NODE_ENV: 'production' }),
+    ]);
+    servers.set('test', testMode);
+    servers.set('production', productionMode);
+    server = testMode.server;
+    adminToken = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await Promise.all([...servers.values()].map((entry) => entry.server.close()));
+  });
+
+  describe('request bodies', () => {
+    it.each(['/graphql', '/auth/login', '/api/events'])('malformed JSON on %s is JSON 400', async (path) => {
+      const reply = await send(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+        body: '{"query": "{ __typename }", ',
+      });
+      expect(reply.status).toBe(400);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
+      expect(reply.text).not.toContain('<');
+    });
+
+    it.each(['/graphql', '/auth/login', '/api/events'])('XML body on %s is JSON 415', async (path) => {
+      const reply = await send(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/xml', authorization: `Bearer ${adminToken}` },
+        body: '<query>{ __typename }</query>',
+      });
+      expect(reply.status).toBe(415);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
+    });
+
+    it('oversized body is JSON 413', async () => {
+      const reply = await send(`${server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+        body: JSON.stringify({ type: 'big', meta: { pad: 'x'.repeat(MAX_BODY_BYTES) } }),
+      });
+      expect(reply.status).toBe(413);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
+    });
+
+    it('text/plain login body is 400', async () => {
+      const reply = await send(`${server.url}/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain' },
+        body: JSON.stringify({ username: 'admin', password: 'admin-password-1' }),
+      });
+      expect(reply.status).toBe(400);
+      expect(reply.json?.token).toBeUndefined();
+    });
+  });
+
+  describe('CSRF prevention', () => {
+    const query = encodeURIComponent('{ __typename }');
+
+    it('GET without preflight header rejected', async () => {
+      const reply = await send(`${server.url}/graphql?query=${query}`);
+      expect(reply.status).toBe(400);
+      expect(reply.json?.errors?.[0]?.extensions?.code).toBe('BAD_REQUEST');
+      expect(reply.json?.errors?.[0]?.message).toContain('Cross-Site Request Forgery');
+      expect(reply.json?.data).toBeUndefined();
+    });
+
+    it('GET with preflight header served', async () => {
+      const reply = await send(`${server.url}/graphql?query=${query}`, {
+        headers: { 'apollo-require-preflight': 'true' },
+      });
+      expect(reply.status).toBe(200);
+      expect(reply.json?.data).toEqual({ __typename: 'Query' });
+    });
+
+    it('text/plain POST rejected', async () => {
+      const reply = await send(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain' },
+        body: JSON.stringify({
+          query: 'mutation ($u: String!, $p: String!) { login(username: $u, password: $p) { token } }',
+          variables: { u: 'admin', p: 'admin-password-1' },
+        }),
+      });
+      expect(reply.status).toBe(400);
+      expect(reply.json?.errors?.[0]?.extensions?.code).toBe('BAD_REQUEST');
+      expect(reply.json?.errors?.[0]?.message).toContain('Cross-Site Request Forgery');
+      expect(reply.json?.data).toBeUndefined();
+      expect(reply.text).not.toContain('"token"');
+    });
+
+    it.each(['application/x-www-form-urlencoded', 'multipart/form-data; boundary=x'])(
+      '%s POST rejected',
+      async (contentType) => {
+        const reply = await send(`${server.url}/graphql`, {
+          method: 'POST',
+          headers: { 'content-type': contentType },
+          body: 'query=%7B__typename%7D',
+        });
+        // Fastify has no parser for these types, so the request never reaches Apollo.
+        expect(reply.status).toBe(415);
+        expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
+        expect(reply.text).not.toContain('"Query"');
+      },
+    );
+
+    it('mutation over GET rejected', async () => {
+      const mutation = encodeURIComponent(
+        'mutation { createUser(input: { username: "csrf-made", password: "csrf-made-password", role: ADMIN }) { id } }',
+      );
+      const reply = await send(`${server.url}/graphql?query=${mutation}`, {
+        headers: { 'apollo-require-preflight': 'true', authorization: `Bearer ${adminToken}` },
+      });
+      expect(reply.status).toBe(405);
+      expect(reply.json?.errors?.[0]?.extensions?.code).toBe('BAD_REQUEST');
+      const madeUser = await server.app.db.prisma.user.findUnique({ where: { username: 'csrf-made' } });
+      expect(madeUser).toBeNull();
+    });
+  });
+
+  describe.each(['test', 'production'] as const)('unexpected error, NODE_ENV=%s', (mode) => {
+    let faulty: FaultyServer;
+    let member: { id: string; token: string };
+
+    beforeAll(async () => {
+      faulty = servers.get(mode) as FaultyServer;
+      member = await faulty.server.createUser(`faulty-${mode}`);
+      faulty.faultyUsers.add(member.id);
+    });
+
+    it('masked on GraphQL', async () => {
+      const reply = await send(`${faulty.server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+        body: JSON.stringify({
+          query: 'mutation { sendEvent(event: { type: "fault_probe", occurredAt: "2026-01-05T09:00:00Z" }) { duplicate } }',
+        }),
+      });
+      const error = reply.json?.errors?.[0];
+      expect(error?.message).toBe('Internal server error.');
+      expect(error?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');
+      expect(error?.extensions?.stacktrace).toBeUndefined();
+      expect(reply.text).not.toContain(FAULT_MESSAGE);
+      expect(reply.text).not.toMatch(/\.ts:\d+/);
+
+      const requestId = reply.headers.get('x-request-id');
+      const logged = logEntries(faulty.logLines).filter((entry) => entry.err?.message === FAULT_MESSAGE);
+      expect(logged.map((entry) => entry.reqId)).toContain(requestId);
+      const entry = logged.find((candidate) => candidate.reqId === requestId);
+      expect(entry?.level).toBe(50);
+      expect(entry?.err?.stack).toContain(FAULT_MESSAGE);
+    });
+
+    it('masked on REST', async () => {
+      const reply = await send(`${faulty.server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+        body: JSON.stringify({ type: 'fault_probe', occurred_at: '2026-01-05T10:00:00Z' }),
+      });
+      expect(reply.status).toBe(500);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(reply.json?.error?.code).toBe('INTERNAL_SERVER_ERROR');
+      expect(reply.text).not.toContain(FAULT_MESSAGE);
+      expect(reply.text).not.toMatch(/\.ts:\d+/);
+
+      const requestId = reply.headers.get('x-request-id');
+      expect(reply.json?.error?.requestId).toBe(requestId);
+      const logged = logEntries(faulty.logLines).filter(
+        (entry) => entry.err?.message === FAULT_MESSAGE && entry.reqId === requestId,
+      );
+      expect(logged).toHaveLength(1);
+      expect(logged[0]?.level).toBe(50);
+    });
+  });
+
+  describe('request ids', () => {
+    it('generated per response', async () => {
+      const first = await send(`${server.url}/healthz`);
+      const second = await send(`${server.url}/no-such-route`);
+      const firstId = first.headers.get('x-request-id');
+      const secondId = second.headers.get('x-request-id');
+      expect(firstId).toMatch(UUID);
+      expect(secondId).toMatch(UUID);
+      expect(secondId).not.toBe(firstId);
+    });
+
+    it('client id echoed', async () => {
+      const reply = await send(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': 'client-request-42' },
+        body: JSON.stringify({ query: '{ __typename }' }),
+      });
+      expect(reply.headers.get('x-request-id')).toBe('client-request-42');
+    });
+  });
+
+  describe('routes', () => {
+    it.each([
+      ['GET', '/no-such-route'],
+      ['GET', '/api/events'],
+      ['DELETE', '/graphql'],
+    ])('%s %s is JSON 404', async (method, path) => {
+      const reply = await send(`${server.url}${path}`, { method });
+      expect(reply.status).toBe(404);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(reply.json?.error?.code).toBe('NOT_FOUND');
+    });
+
+    it('healthz 200', async () => {
+      const reply = await send(`${server.url}/healthz`);
+      expect(reply.status).toBe(200);
+      expect(reply.json).toEqual({ status: 'ok' });
+    });
+
+    it('readyz 200', async () => {
+      const reply = await send(`${server.url}/readyz`);
+      expect(reply.status).toBe(200);
+      expect(reply.json?.status).toBe('ok');
+      expect(reply.json?.database).toBe(server.app.db.kind);
+    });
+  });
+});
+
+/** Returns a loopback port on which nothing listens (it was free a moment ago). */
+async function closedPort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const address = probe.address();
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  if (address === null || typeof address === 'string') {
+    throw new Error('The probe server has no TCP address.');
+  }
+  return address.port;
+}
+
+describeWithRedis('readiness without Redis', () => {
+  const redisPassword = 'redis-password-not-in-output';
+  let server: TestServer;
+  const logLines: string[] = [];
+
+  beforeAll(async () => {
+    const port = await closedPort();
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        logLines.push(chunk.toString('utf8'));
+        callback();
+      },
+    });
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      logger: pino({ level: 'debug' }, stream),
+      env: {
+        REDIS_URL: `redis://:${redisPassword}@127.0.0.1:${port}`,
+        REDIS_COMMAND_TIMEOUT_MS: '200',
+        REDIS_CONNECT_TIMEOUT_MS: '200',
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('readyz 503', async () => {
+    const started = Date.now();
+    const reply = await send(`${server.url}/readyz`);
+    expect(reply.status).toBe(503);
+    expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(reply.json?.status).toBe('unavailable');
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(reply.text).not.toContain(redisPassword);
+  });
+
+  it('healthz still 200', async () => {
+    const reply = await send(`${server.url}/healthz`);
+    expect(reply.status).toBe(200);
+  });
+
+  it('Redis password absent from logs', () => {
+    expect(logLines.length).toBeGreaterThan(0);
+    expect(logLines.join('')).not.toContain(redisPassword);
+  });
+});

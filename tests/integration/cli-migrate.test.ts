@@ -1,0 +1,206 @@
+/**
+ * `npm run migrate` as a child process: on a temporary DATA_DIR (embedded
+ * PGlite) and, with DATABASE_URL, on a fresh PostgreSQL database that two
+ * copies migrate at the same time.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { MIGRATIONS_DIR, openDatabase } from '../../src/storage/postgres/database.js';
+import { readMigrations } from '../../src/storage/postgres/migrator.js';
+import { describeWithPostgres, postgresUrl } from '../support/services.js';
+
+const REPO_ROOT = resolve(import.meta.dirname, '../..');
+const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
+const CHILD_TIMEOUT_MS = 30_000;
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runMigrate(args: string[], extraEnv: Record<string, string>): Promise<CliResult> {
+  const env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? tmpdir(),
+    NODE_ENV: 'test',
+    ...extraEnv,
+  };
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(TSX, ['src/cli/migrate.ts', ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code, stdout, stderr });
+    });
+  });
+}
+
+function appliedNames(stdout: string): string[] {
+  return stdout
+    .split('\n')
+    .filter((line) => /^Applied \d{14}_/.test(line))
+    .map((line) => line.slice('Applied '.length));
+}
+
+async function migrationNames(): Promise<string[]> {
+  return (await readMigrations(MIGRATIONS_DIR)).map((migration) => migration.name);
+}
+
+// The tests run in order on one DATA_DIR, each from the state the previous one left.
+describe('migrate CLI on PGlite', () => {
+  let dataDir: string;
+  let names: string[];
+
+  beforeAll(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'em-cli-migrate-'));
+    names = await migrationNames();
+  });
+
+  afterAll(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('first run applies all', async () => {
+    const result = await runMigrate([], { DATA_DIR: dataDir });
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`Database: embedded PGlite in ${dataDir}`);
+    expect(appliedNames(result.stdout)).toEqual(names);
+    expect(result.stdout).toContain(`Applied ${names.length} migration`);
+  });
+
+  it('second run applies nothing', async () => {
+    const result = await runMigrate([], { DATA_DIR: dataDir });
+    expect(result.code).toBe(0);
+    expect(appliedNames(result.stdout)).toEqual([]);
+    expect(result.stdout).toContain(`No pending migrations; ${names.length} migration`);
+  });
+
+  it('changed checksum exits 1', async () => {
+    const db = await openDatabase({ dataDir, poolSize: 1, statementTimeoutMs: 10_000, logger: pino({ level: 'silent' }) });
+    try {
+      await db.sql.query(`UPDATE "_prisma_migrations" SET checksum = $1 WHERE migration_name = $2`, ['f'.repeat(64), names[0]]);
+    } finally {
+      await db.close();
+    }
+
+    const result = await runMigrate([], { DATA_DIR: dataDir });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`Migration ${names[0]} was changed after it was applied`);
+    expect(appliedNames(result.stdout)).toEqual([]);
+  });
+
+  it.concurrent.each([
+    [['--help'], 0, 'Usage: npm run migrate'],
+    [['--force'], 2, "Unknown option '--force'"],
+    [['extra'], 2, "Unexpected argument 'extra'"],
+  ])('arguments %j exit %i', async (args, code, text) => {
+    const result = await runMigrate(args, { DATA_DIR: dataDir });
+    expect(result.code).toBe(code);
+    expect(result.stdout + result.stderr).toContain(text);
+  });
+
+  it('invalid configuration exits 2', async () => {
+    const result = await runMigrate([], { DATA_DIR: dataDir, DATABASE_URL: 'mysql://127.0.0.1/app' });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('Invalid configuration');
+    expect(result.stderr).toContain('DATABASE_URL');
+  });
+
+  it('unreachable PostgreSQL exits 1', async () => {
+    const probe = createServer();
+    await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
+    const address = probe.address();
+    await new Promise<void>((done) => probe.close(() => done()));
+    const port = typeof address === 'object' && address !== null ? address.port : 1;
+    const password = 'pg-password-not-printed';
+
+    const result = await runMigrate([], {
+      DATA_DIR: dataDir,
+      DATABASE_URL: `postgresql://postgres:${password}@127.0.0.1:${port}/missing`,
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('failed');
+    expect(result.stderr).toContain('ECONNREFUSED');
+    expect(result.stdout + result.stderr).not.toContain(password);
+  });
+});
+
+describeWithPostgres('migrate CLI on PostgreSQL', () => {
+  let databaseUrl: string;
+  let databaseName: string;
+  let names: string[];
+
+  beforeAll(async () => {
+    names = await migrationNames();
+    const baseUrl = postgresUrl() as string;
+    databaseName = `em_test_cli_migrate_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: baseUrl });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${databaseName}`);
+    await admin.end();
+    const url = new URL(baseUrl);
+    url.pathname = `/${databaseName}`;
+    databaseUrl = url.toString();
+  });
+
+  afterAll(async () => {
+    const admin = new pg.Client({ connectionString: postgresUrl() as string });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`);
+    await admin.end();
+  });
+
+  async function recordedNames(): Promise<string[]> {
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      const result = await client.query<{ migration_name: string }>(
+        `SELECT migration_name FROM "_prisma_migrations" ORDER BY migration_name`,
+      );
+      return result.rows.map((row) => row.migration_name);
+    } finally {
+      await client.end();
+    }
+  }
+
+  it('two processes apply once', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'em-cli-migrate-pg-'));
+    try {
+      const env = { DATA_DIR: dataDir, DATABASE_URL: databaseUrl };
+      const [first, second] = await Promise.all([runMigrate([], env), runMigrate([], env)]);
+
+      expect(first.code).toBe(0);
+      expect(second.code).toBe(0);
+      // Each migration is reported by exactly one of the two processes.
+      expect([...appliedNames(first.stdout), ...appliedNames(second.stdout)].sort()).toEqual(names);
+      expect(await recordedNames()).toEqual(names);
+
+      const third = await runMigrate([], env);
+      expect(third.code).toBe(0);
+      expect(appliedNames(third.stdout)).toEqual([]);
+      expect(await recordedNames()).toEqual(names);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,300 @@
+/**
+ * `npm run user` as a child process against a temporary DATA_DIR (embedded
+ * PGlite) and, with DATABASE_URL, a fresh PostgreSQL database. Accounts it
+ * creates must be able to log in over HTTP afterwards.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { startTestServer, type TestServer } from '../support/app.js';
+import { describeWithPostgres, postgresUrl } from '../support/services.js';
+
+const REPO_ROOT = resolve(import.meta.dirname, '../..');
+const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
+const USER_CLI = 'src/cli/user.ts';
+const CHILD_TIMEOUT_MS = 30_000;
+
+const ADMIN_PASSWORD = 'Cli-Admin-Password-9137';
+const CRLF_PASSWORD = 'cli crlf password 2';
+const TTY_PASSWORD = 'Cli-Tty-Password-5521';
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Environment of a child: only what the CLI reads, so DATABASE_URL never leaks in by accident. */
+function childEnv(extra: Record<string, string>): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? tmpdir(),
+    NODE_ENV: 'test',
+    PASSWORD_SCRYPT_LOG2_N: '14',
+    // The lowest level (trace), so a leaked password would show in the output.
+    LOG_LEVEL: 'trace',
+    ...extra,
+  };
+}
+
+function runCli(args: string[], env: Record<string, string>, input: string | null = null): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(TSX, [USER_CLI, ...args], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code, stdout, stderr });
+    });
+    if (input !== null) {
+      child.stdin.write(input);
+    }
+    child.stdin.end();
+  });
+}
+
+/**
+ * Runs the CLI on a pseudo-terminal through util-linux `script`, typing each
+ * answer once its prompt has appeared.
+ */
+function runCliOnTerminal(args: string[], env: Record<string, string>, answers: string[]): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const command = [TSX, USER_CLI, ...args].map((part) => `'${part}'`).join(' ');
+    const child = spawn('script', ['-qec', command, '/dev/null'], {
+      cwd: REPO_ROOT,
+      env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    let answered = 0;
+    const prompts = ['Password: ', 'Repeat password: '];
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString('utf8');
+      // 'Repeat password: ' appears only after the first password is typed.
+      const prompt = prompts[answered];
+      const answer = answers[answered];
+      if (prompt !== undefined && answer !== undefined && output.includes(prompt)) {
+        answered += 1;
+        child.stdin.write(`${answer}\r`);
+      }
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code, stdout: output, stderr: '' });
+    });
+  });
+}
+
+const hasScript = spawnSync('script', ['--version']).status === 0;
+
+// The tests run in order on one DATA_DIR, and later ones read the accounts that earlier ones created.
+describe('user CLI on PGlite', () => {
+  let dataDir: string;
+  let env: Record<string, string>;
+
+  beforeAll(() => {
+    dataDir = mkdtempSync(join(tmpdir(), 'em-cli-user-'));
+    env = childEnv({ DATA_DIR: dataDir });
+  });
+
+  afterAll(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('help exits 0', async () => {
+    const result = await runCli(['--help'], env);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('npm run user -- create NAME --role');
+  });
+
+  // Concurrent: these runs stop before opening the database.
+  it.concurrent.each([
+    [[], 'A command is missing'],
+    [['create', 'cli-x'], 'create requires --role'],
+    [['create', 'cli-x', '--role', 'ROOT'], '--role "ROOT" is invalid'],
+    [['create', '--role', 'ADMIN'], 'create expects exactly one NAME'],
+    [['delete', 'cli-x'], 'Unknown command "delete"'],
+    [['list', '--bogus'], "Unknown option '--bogus'"],
+  ])('usage error %j exits 2', async (args, message) => {
+    const result = await runCli(args, env, 'unused-password\n');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(message);
+    expect(result.stdout).toBe('');
+  });
+
+  it('create reads password from stdin', async () => {
+    const result = await runCli(['create', 'cli-admin', '--role', 'ADMIN'], env, `${ADMIN_PASSWORD}\n`);
+    expect(result.stderr).not.toContain('error');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^Created user cli-admin with role ADMIN and id [0-9a-f-]{36}\.\n$/);
+    expect(result.stderr).toContain('Applied pending migrations');
+    expect(result.stdout + result.stderr).not.toContain(ADMIN_PASSWORD);
+  });
+
+  it('create lowercase role, CRLF line', async () => {
+    const result = await runCli(['create', 'cli-crlf', '--role', 'member'], env, `${CRLF_PASSWORD}\r\nsecond line\n`);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('Created user cli-crlf with role MEMBER');
+    expect(result.stdout + result.stderr).not.toContain(CRLF_PASSWORD);
+  });
+
+  it('duplicate username exits 1', async () => {
+    const result = await runCli(['create', 'cli-admin', '--role', 'MEMBER'], env, 'another-password-1\n');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('Username "cli-admin" is already taken.');
+    expect(result.stdout).toBe('');
+  });
+
+  it('invalid user exits 1', async () => {
+    const result = await runCli(['create', 'bad name', '--role', 'MEMBER'], env, 'short\n');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('username "bad name" is invalid');
+    expect(result.stderr).toContain('password has 5 characters; it must have 8 to 1024');
+    expect(result.stderr).not.toContain('short\n');
+  });
+
+  it('empty stdin exits 1', async () => {
+    const result = await runCli(['create', 'cli-empty', '--role', 'MEMBER'], env, '');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('No password on standard input');
+  });
+
+  describe.skipIf(!hasScript)('on a terminal', () => {
+    it('prompts twice without echo', async () => {
+      const result = await runCliOnTerminal(['create', 'cli-tty', '--role', 'ANALYST'], env, [
+        TTY_PASSWORD,
+        TTY_PASSWORD,
+      ]);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('Password: ');
+      expect(result.stdout).toContain('Repeat password: ');
+      expect(result.stdout).toContain('Created user cli-tty with role ANALYST');
+      expect(result.stdout).not.toContain(TTY_PASSWORD);
+    });
+
+    it('different answers exit 1', async () => {
+      const result = await runCliOnTerminal(['create', 'cli-tty-mismatch', '--role', 'MEMBER'], env, [
+        TTY_PASSWORD,
+        `${TTY_PASSWORD}-typo`,
+      ]);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toContain('The two passwords differ. Nothing was created.');
+      expect(result.stdout).not.toContain(TTY_PASSWORD);
+    });
+  });
+
+  it('list prints a table', async () => {
+    const result = await runCli(['list'], env);
+    expect(result.code).toBe(0);
+    const lines = result.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^USERNAME\s+ROLE\s+ID\s+CREATED AT$/);
+    expect(lines.slice(1).map((line) => line.split(/\s+/).slice(0, 2))).toEqual(
+      expect.arrayContaining([
+        ['cli-admin', 'ADMIN'],
+        ['cli-crlf', 'MEMBER'],
+      ]),
+    );
+  });
+
+  it('list --json', async () => {
+    const result = await runCli(['list', '--json'], env);
+    expect(result.code).toBe(0);
+    const users = JSON.parse(result.stdout) as Array<Record<string, unknown>>;
+    expect(users.map((user) => [user.username, user.role])).toEqual(
+      expect.arrayContaining([
+        ['cli-admin', 'ADMIN'],
+        ['cli-crlf', 'MEMBER'],
+      ]),
+    );
+    expect(users.map((user) => user.username)).not.toContain('cli-tty-mismatch');
+    for (const user of users) {
+      expect(Object.keys(user).sort()).toEqual(['createdAt', 'id', 'role', 'username']);
+    }
+  });
+
+  it('created users log in over HTTP', async () => {
+    // An empty DATABASE_URL keeps the server on the PGlite files in dataDir
+    // even when the suite runs against PostgreSQL.
+    const server = await startTestServer(import.meta.filename, { dataDir, sweeper: false, env: { DATABASE_URL: '' } });
+    try {
+      const token = await server.login('cli-admin', ADMIN_PASSWORD);
+      const me = await server.gql('{ me { username role } }', {}, token);
+      expect(me.data?.me).toEqual({ username: 'cli-admin', role: 'ADMIN' });
+
+      // The CLI's admin is the first user, so ADMIN_USERNAME created no other.
+      const users = await server.gql<{ users: Array<{ username: string }> }>('{ users { username } }', {}, token);
+      expect(users.data?.users.map((user) => user.username)).not.toContain('admin');
+
+      const crlfToken = await server.login('cli-crlf', CRLF_PASSWORD);
+      expect(crlfToken).toBeTypeOf('string');
+      if (hasScript) {
+        expect(await server.login('cli-tty', TTY_PASSWORD)).toBeTypeOf('string');
+      }
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describeWithPostgres('user CLI on PostgreSQL', () => {
+  let databaseUrl: string;
+  let databaseName: string;
+  let server: TestServer | null = null;
+
+  beforeAll(async () => {
+    const baseUrl = postgresUrl() as string;
+    databaseName = `em_test_cli_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: baseUrl });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${databaseName}`);
+    await admin.end();
+    const url = new URL(baseUrl);
+    url.pathname = `/${databaseName}`;
+    databaseUrl = url.toString();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    const admin = new pg.Client({ connectionString: postgresUrl() as string });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`);
+    await admin.end();
+  });
+
+  it('created admin logs in over HTTP', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'em-cli-user-pg-'));
+    try {
+      const env = childEnv({ DATA_DIR: dataDir, DATABASE_URL: databaseUrl });
+      const result = await runCli(['create', 'cli-pg-admin', '--role', 'ADMIN'], env, `${ADMIN_PASSWORD}\n`);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('Created user cli-pg-admin with role ADMIN');
+      expect(result.stdout + result.stderr).not.toContain(ADMIN_PASSWORD);
+
+      const list = await runCli(['list', '--json'], env);
+      expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ username: 'cli-pg-admin', role: 'ADMIN' })]);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+
+    server = await startTestServer(import.meta.filename, { databaseUrl, sweeper: false });
+    const token = await server.login('cli-pg-admin', ADMIN_PASSWORD);
+    const me = await server.gql('{ me { username role } }', {}, token);
+    expect(me.data?.me).toEqual({ username: 'cli-pg-admin', role: 'ADMIN' });
+  });
+});

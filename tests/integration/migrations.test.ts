@@ -1,0 +1,205 @@
+/**
+ * The migrator on embedded PGlite and on PostgreSQL: a second run applies
+ * nothing, concurrent runs apply each migration once, and a migration that
+ * changed after it was applied stops the run before anything else applies.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { MIGRATIONS_DIR, openDatabase, type Database } from '../../src/storage/postgres/database.js';
+import { migrate, readMigrations, type Migration } from '../../src/storage/postgres/migrator.js';
+import { describeWithPostgres, postgresUrl } from '../support/services.js';
+
+interface MigrationRow {
+  migration_name: string;
+  checksum: string;
+  finished: boolean;
+}
+
+async function migrationRows(db: Database): Promise<MigrationRow[]> {
+  return db.sql.query<MigrationRow>(
+    `SELECT migration_name, checksum, finished_at IS NOT NULL AS finished
+     FROM "_prisma_migrations" ORDER BY migration_name`,
+  );
+}
+
+async function tableExists(db: Database, table: string): Promise<boolean> {
+  const rows = await db.sql.query<{ name: string | null }>(`SELECT to_regclass($1)::text AS name`, [table]);
+  return rows[0]?.name !== null && rows[0]?.name !== undefined;
+}
+
+function withChecksum(name: string, sql: string): Migration {
+  return { name, sql, checksum: createHash('sha256').update(sql).digest('hex') };
+}
+
+async function openPostgres(url: string): Promise<Database> {
+  return openDatabase({
+    databaseUrl: url,
+    dataDir: tmpdir(),
+    poolSize: 2,
+    statementTimeoutMs: 10_000,
+    logger: pino({ level: 'silent' }),
+  });
+}
+
+async function createPostgresDatabase(baseUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `em_test_migrate_${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+  const admin = new pg.Client({ connectionString: baseUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(baseUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const client = new pg.Client({ connectionString: baseUrl });
+      await client.connect();
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await client.end();
+    },
+  };
+}
+
+/**
+ * Registers the sequential cases on one database. `open` returns a fresh,
+ * empty database, and each test continues from the state the previous one left.
+ */
+function sequentialCases(open: () => Promise<{ db: Database; close: () => Promise<void> }>): void {
+  let db: Database;
+  let close: () => Promise<void>;
+  let migrations: Migration[];
+
+  beforeAll(async () => {
+    ({ db, close } = await open());
+    migrations = await readMigrations(MIGRATIONS_DIR);
+  });
+
+  afterAll(async () => {
+    await close?.();
+  });
+
+  it('first run applies all', async () => {
+    expect(migrations.length).toBeGreaterThan(0);
+    const names = migrations.map((migration) => migration.name);
+
+    const result = await db.migrate();
+    expect(result.applied).toEqual(names);
+    expect(result.alreadyApplied).toEqual([]);
+
+    const rows = await migrationRows(db);
+    expect(rows.map((row) => row.migration_name)).toEqual(names);
+    expect(rows.map((row) => row.checksum)).toEqual(migrations.map((migration) => migration.checksum));
+    expect(rows.every((row) => row.finished)).toBe(true);
+    expect(await tableExists(db, 'users')).toBe(true);
+  });
+
+  it('second run applies nothing', async () => {
+    const result = await db.migrate();
+    expect(result.applied).toEqual([]);
+    expect(result.alreadyApplied).toEqual(migrations.map((migration) => migration.name));
+    expect(await migrationRows(db)).toHaveLength(migrations.length);
+  });
+
+  it('new migration applied alone', async () => {
+    const extra = withChecksum('99990101000000_test_extra', 'CREATE TABLE migration_test_extra (id integer PRIMARY KEY);');
+
+    const result = await migrate(db.sql, [...migrations, extra]);
+    expect(result.applied).toEqual([extra.name]);
+    expect(await tableExists(db, 'migration_test_extra')).toBe(true);
+    expect(await migrationRows(db)).toHaveLength(migrations.length + 1);
+  });
+
+  it('edited migration rejected', async () => {
+    const [first, ...rest] = migrations;
+    if (first === undefined) {
+      throw new Error('No migrations found.');
+    }
+    const edited = withChecksum(first.name, `${first.sql}\n-- edited after it was applied\n`);
+    const later = withChecksum('99990201000000_test_later', 'CREATE TABLE migration_test_later (id integer PRIMARY KEY);');
+    const before = await migrationRows(db);
+
+    await expect(migrate(db.sql, [edited, ...rest, later])).rejects.toThrow(
+      new RegExp(`Migration ${first.name} was changed after it was applied`),
+    );
+
+    // The run is one transaction: the later migration is not applied either.
+    expect(await tableExists(db, 'migration_test_later')).toBe(false);
+    expect(await migrationRows(db)).toEqual(before);
+  });
+
+  it('tampered checksum rejected', async () => {
+    const [first] = migrations;
+    await db.sql.query(`UPDATE "_prisma_migrations" SET checksum = $1 WHERE migration_name = $2`, [
+      '0'.repeat(64),
+      first?.name,
+    ]);
+
+    await expect(db.migrate()).rejects.toThrow(/was changed after it was applied/);
+    await expect(db.migrate()).rejects.toThrow(`recorded ${'0'.repeat(64)}`);
+  });
+}
+
+describe('migrations on PGlite', () => {
+  sequentialCases(async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'em-migrate-'));
+    const db = await openDatabase({
+      dataDir,
+      poolSize: 1,
+      statementTimeoutMs: 10_000,
+      logger: pino({ level: 'silent' }),
+    });
+    return {
+      db,
+      close: async () => {
+        await db.close();
+        rmSync(dataDir, { recursive: true, force: true });
+      },
+    };
+  });
+});
+
+describeWithPostgres('migrations on PostgreSQL', () => {
+  describe('sequential', () => {
+    sequentialCases(async () => {
+      const database = await createPostgresDatabase(postgresUrl() as string);
+      const db = await openPostgres(database.url);
+      return {
+        db,
+        close: async () => {
+          await db.close();
+          await database.drop();
+        },
+      };
+    });
+  });
+
+  it('concurrent runs apply once', async () => {
+    const database = await createPostgresDatabase(postgresUrl() as string);
+    const databases = await Promise.all([0, 1, 2].map(() => openPostgres(database.url)));
+    try {
+      const names = (await readMigrations(MIGRATIONS_DIR)).map((migration) => migration.name);
+
+      const results = await Promise.all(databases.map((db) => db.migrate()));
+
+      // Exactly one run applied everything, and the others found nothing pending.
+      const appliers = results.filter((result) => result.applied.length > 0);
+      expect(appliers).toHaveLength(1);
+      expect(appliers[0]?.applied).toEqual(names);
+      const waiters = results.filter((result) => result.applied.length === 0);
+      expect(waiters.map((result) => result.alreadyApplied)).toEqual([names, names]);
+
+      const rows = await migrationRows(databases[0] as Database);
+      expect(rows.map((row) => row.migration_name)).toEqual(names);
+    } finally {
+      await Promise.all(databases.map((db) => db.close()));
+      await database.drop();
+    }
+  });
+});
