@@ -19,6 +19,8 @@ import type { Services } from '../services/index.js';
 import { registerRestRoutes } from './rest.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
 
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+
 export interface HttpAppOptions {
   logger: Logger;
   services: Services;
@@ -80,8 +82,13 @@ export async function buildHttpApp(
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: options.maxBodyBytes,
     trustProxy: options.trustProxy,
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // A client's x-request-id is kept when it is short and plain, so logs of
+    // both sides can be joined; anything else gets a fresh id.
+    requestIdHeader: false,
+    genReqId: (request) => {
+      const sent = request.headers['x-request-id'];
+      return typeof sent === 'string' && REQUEST_ID_PATTERN.test(sent) ? sent : randomUUID();
+    },
     // Large bodies are parsed by JSON.parse; keep prototype poisoning checks on.
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
@@ -95,6 +102,13 @@ export async function buildHttpApp(
     const domain = toDomainError(error);
     if (domain !== null) {
       const code = codeForKind(domain.kind);
+      if (domain.reason === 'RATE_LIMITED') {
+        const retryAfter = Number(domain.details.retryAfterSeconds ?? 60);
+        reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfter))));
+        return reply
+          .status(429)
+          .send({ error: { code, reason: domain.reason, message: domain.message, ...domain.details } });
+      }
       return reply
         .status(httpStatusForCode(code))
         .send({ error: { code, reason: domain.reason, message: domain.message, ...domain.details } });

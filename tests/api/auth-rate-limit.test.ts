@@ -43,7 +43,12 @@ describe('login rate limits over HTTP', () => {
       body: JSON.stringify({ username, password }),
     });
     const body = (await response.json()) as { token?: string; error?: LoginReply['error'] };
-    return { status: response.status, token: body.token, error: body.error };
+    return {
+      status: response.status,
+      retryAfter: response.headers.get('retry-after'),
+      token: body.token,
+      error: body.error,
+    };
   }
 
   it('per username across addresses', async () => {
@@ -54,7 +59,8 @@ describe('login rate limits over HTTP', () => {
 
     // The right password from a fresh address fails, because the username budget is spent.
     const blocked = await login('limit-victim', 'limit-victim-password', '198.51.100.50');
-    expect(blocked.status).toBe(401);
+    expect(blocked.status).toBe(429);
+    expect(Number(blocked.retryAfter)).toBeGreaterThan(0);
     expect(blocked.token).toBeUndefined();
     expect(blocked.error?.code).toBe('UNAUTHENTICATED');
     expect(blocked.error?.reason).toBe('RATE_LIMITED');
@@ -79,7 +85,7 @@ describe('login rate limits over HTTP', () => {
     }
 
     const blocked = await login('limit-other', 'limit-other-password', '192.0.2.10');
-    expect(blocked.status).toBe(401);
+    expect(blocked.status).toBe(429);
     expect(blocked.error?.reason).toBe('RATE_LIMITED');
     expect(blocked.token).toBeUndefined();
 

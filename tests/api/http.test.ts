@@ -275,6 +275,17 @@ describe('HTTP behaviour', () => {
       });
       expect(reply.headers.get('x-request-id')).toBe('client-request-42');
     });
+
+    it.each([['x'.repeat(200)], ['has spaces and <tags>']])('client id %# replaced', async (sent) => {
+      const reply = await send(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': sent },
+        body: JSON.stringify({ query: '{ __typename }' }),
+      });
+      const requestId = reply.headers.get('x-request-id');
+      expect(requestId).not.toBe(sent);
+      expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+    });
   });
 
   describe('routes', () => {
