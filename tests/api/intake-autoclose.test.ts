@@ -1,0 +1,231 @@
+/**
+ * AUTO_CLOSE through the real HTTP stack with a manual clock: a session
+ * started at 09:00 with a last heartbeat at 17:42 and a 12 h timeout has its
+ * deadline at 05:42 the next day. It must stay open before that instant and
+ * close after it, ending where the policy puts the end (LAST_ACTIVITY at 17:42,
+ * DEADLINE at 05:42), whether the sweeper or the user's next event notices.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
+import { SEND_EVENTS, dataOf, readTimeline, type SegmentNode } from '../support/replay.js';
+
+const DAY_ONE = '2026-01-20';
+const DAY_TWO = '2026-01-21';
+const TWELVE_HOURS_SECONDS = 12 * 3600;
+
+function dayOne(time: string): string {
+  return new Date(`${DAY_ONE}T${time}Z`).toISOString();
+}
+
+function dayTwo(time: string): string {
+  return new Date(`${DAY_TWO}T${time}Z`).toISOString();
+}
+
+const SET_PREFERENCE = `mutation ($input: SetAutoClosePreferenceInput!) {
+  setAutoClosePreference(input: $input) { pairType timeoutSeconds endAt }
+}`;
+
+type EndAt = 'LAST_ACTIVITY' | 'DEADLINE';
+
+interface Member {
+  id: string;
+  token: string;
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const until = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > until) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for the condition`);
+    }
+    await sleep(25);
+  }
+}
+
+function summary(segment: SegmentNode) {
+  return { pairType: segment.pairType, start: segment.start, end: segment.end, endReason: segment.endReason };
+}
+
+describe('auto-close with a 12 h timeout', () => {
+  const clock = new ManualClock(Date.parse(dayOne('17:43:00')));
+  let server: TestServer;
+  let adminToken: string;
+  const members: Record<'sweptActivity' | 'sweptDeadline' | 'nextActivity' | 'nextDeadline' | 'active', Member> =
+    {} as never;
+
+  async function prepare(name: string, endAt: EndAt): Promise<Member> {
+    const member = await server.createUser(name);
+    for (const input of [
+      { pairType: 'session', timeoutSeconds: TWELVE_HOURS_SECONDS, endAt },
+      // Longer than the session's, so the task closes with its parent.
+      { pairType: 'task', timeoutSeconds: 2 * TWELVE_HOURS_SECONDS, endAt },
+    ]) {
+      dataOf(await server.gql(SET_PREFERENCE, { input }, member.token), 'setAutoClosePreference');
+    }
+    dataOf(
+      await server.gql(
+        SEND_EVENTS,
+        {
+          events: [
+            { type: 'session_started', occurredAt: dayOne('09:00:00') },
+            { type: 'task_started', occurredAt: dayOne('10:00:00') },
+            { type: 'heartbeat', occurredAt: dayOne('17:42:00') },
+          ],
+        },
+        member.token,
+      ),
+      'sendEvents',
+    );
+    return member;
+  }
+
+  async function segmentsOf(member: Member): Promise<SegmentNode[]> {
+    const { segments } = await readTimeline(server, adminToken, member.id);
+    return segments.sort((a, b) => a.start.localeCompare(b.start) || a.pairType.localeCompare(b.pairType));
+  }
+
+  async function send(member: Member, type: string, occurredAt: string) {
+    const response = await server.gql(SEND_EVENTS, { events: [{ type, occurredAt }] }, member.token);
+    return dataOf(response, 'sendEvents').sendEvents;
+  }
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock,
+      // Tokens are checked against the manual clock, which moves 12 hours.
+      env: { SWEEPER_INTERVAL_MS: '20', JWT_TTL_SECONDS: '86400' },
+    });
+    adminToken = await server.adminToken();
+    members.sweptActivity = await prepare('swept-activity', 'LAST_ACTIVITY');
+    members.sweptDeadline = await prepare('swept-deadline', 'DEADLINE');
+    members.nextActivity = await prepare('next-activity', 'LAST_ACTIVITY');
+    members.nextDeadline = await prepare('next-deadline', 'DEADLINE');
+    members.active = await prepare('active', 'LAST_ACTIVITY');
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('stays open before the deadline', async () => {
+    clock.set(Date.parse(dayTwo('05:41:00')));
+    await send(members.active, 'heartbeat', dayTwo('05:41:00'));
+
+    clock.set(Date.parse(dayTwo('05:41:59.999')));
+    await server.app.sweeper.sweepOnce();
+
+    for (const member of Object.values(members)) {
+      const segments = await segmentsOf(member);
+      expect(segments.map(summary)).toEqual([
+        { pairType: 'session', start: dayOne('09:00:00'), end: null, endReason: null },
+        { pairType: 'task', start: dayOne('10:00:00'), end: null, endReason: null },
+      ]);
+    }
+  });
+
+  it('next event closes at last activity', async () => {
+    await server.app.sweeper.stop();
+    clock.set(Date.parse(dayTwo('05:43:00')));
+
+    const sent = await send(members.nextActivity, 'heartbeat', dayTwo('05:43:00'));
+
+    expect(sent.results[0].event.flags).toEqual([]);
+    expect((await segmentsOf(members.nextActivity)).map(summary)).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('17:42:00'), endReason: 'AUTO_CLOSE' },
+      { pairType: 'task', start: dayOne('10:00:00'), end: dayOne('17:42:00'), endReason: 'PARENT_CLOSED' },
+    ]);
+  });
+
+  it('next start closes at the deadline', async () => {
+    const sent = await send(members.nextDeadline, 'session_started', dayTwo('05:43:00'));
+
+    // The old session was closed by the auto-close, so the new start is no duplicate.
+    expect(sent.results[0].corrections).toEqual([]);
+    expect((await segmentsOf(members.nextDeadline)).map(summary)).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayTwo('05:42:00'), endReason: 'AUTO_CLOSE' },
+      { pairType: 'task', start: dayOne('10:00:00'), end: dayTwo('05:42:00'), endReason: 'PARENT_CLOSED' },
+      { pairType: 'session', start: dayTwo('05:43:00'), end: null, endReason: null },
+    ]);
+  });
+
+  it('sweeper closes after the deadline', async () => {
+    const closed = async (member: Member) => (await segmentsOf(member)).every((segment) => !segment.open);
+    expect(await closed(members.sweptActivity)).toBe(false);
+
+    server.app.sweeper.start();
+    await waitFor(async () => (await closed(members.sweptActivity)) && (await closed(members.sweptDeadline)));
+
+    expect((await segmentsOf(members.sweptActivity)).map(summary)).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('17:42:00'), endReason: 'AUTO_CLOSE' },
+      { pairType: 'task', start: dayOne('10:00:00'), end: dayOne('17:42:00'), endReason: 'PARENT_CLOSED' },
+    ]);
+    expect((await segmentsOf(members.sweptDeadline)).map(summary)).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayTwo('05:42:00'), endReason: 'AUTO_CLOSE' },
+      { pairType: 'task', start: dayOne('10:00:00'), end: dayTwo('05:42:00'), endReason: 'PARENT_CLOSED' },
+    ]);
+  });
+
+  it('records the AUTO_CLOSE corrections', async () => {
+    const timeline = await readTimeline(server, adminToken, members.sweptActivity.id);
+    const start = timeline.events.find((event) => event.type === 'session_started');
+    const corrections = timeline.events.filter((event) => event.origin === 'CORRECTION');
+
+    expect(corrections).toHaveLength(2);
+    const autoClose = corrections.find((event) => event.rule === 'AUTO_CLOSE');
+    expect(autoClose).toMatchObject({ type: 'session_ended', occurredAt: dayOne('17:42:00'), causeEventId: start?.id });
+    const child = corrections.find((event) => event.rule === 'CHILD_CLOSED_WITH_PARENT');
+    expect(child).toMatchObject({ type: 'task_ended', occurredAt: dayOne('17:42:00'), causeEventId: autoClose?.id });
+  });
+
+  it('keeps a session with later activity open', async () => {
+    // The 05:41 heartbeat moved its deadline to 17:41 on day two.
+    await server.app.sweeper.sweepOnce();
+
+    expect((await segmentsOf(members.active)).every((segment) => segment.open)).toBe(true);
+  });
+
+  it('shortened policy closes at once', async () => {
+    const member = await server.createUser('shortened');
+    const events = [
+      { type: 'session_started', occurredAt: dayTwo('05:00:00') },
+      { type: 'heartbeat', occurredAt: dayTwo('05:20:00') },
+    ];
+    dataOf(await server.gql(SEND_EVENTS, { events }, member.token), 'sendEvents');
+    // The default 30-minute timeout puts the deadline at 05:50, after the clock (05:43).
+    expect((await segmentsOf(member)).map((segment) => segment.open)).toEqual([true]);
+
+    // Ten minutes after the 05:20 heartbeat is 05:30, already before the clock.
+    const response = await server.gql(
+      SET_PREFERENCE,
+      { input: { pairType: 'session', timeoutSeconds: 600, endAt: 'DEADLINE' } },
+      member.token,
+    );
+
+    expect(dataOf(response, 'setAutoClosePreference').setAutoClosePreference).toEqual({
+      pairType: 'session',
+      timeoutSeconds: 600,
+      endAt: 'DEADLINE',
+    });
+    expect((await segmentsOf(member)).map(summary)).toEqual([
+      { pairType: 'session', start: dayTwo('05:00:00'), end: dayTwo('05:30:00'), endReason: 'AUTO_CLOSE' },
+    ]);
+  });
+
+  it('late end replaces a provisional auto-close', async () => {
+    // 18:00 is after the last event sent (17:42), so it is not LATE_EVENT, but it
+    // lies before the auto-close decision at 05:42 and so undoes it.
+    const sent = await send(members.sweptActivity, 'session_ended', dayOne('18:00:00'));
+
+    expect(sent.results[0].event.flags).toEqual([]);
+    expect((await segmentsOf(members.sweptActivity)).map(summary)).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('18:00:00'), endReason: 'CLIENT' },
+      { pairType: 'task', start: dayOne('10:00:00'), end: dayOne('18:00:00'), endReason: 'PARENT_CLOSED' },
+    ]);
+    const timeline = await readTimeline(server, adminToken, members.sweptActivity.id);
+    const rules = timeline.events.filter((event) => event.origin === 'CORRECTION').map((event) => event.rule);
+    expect(rules).toEqual(['CHILD_CLOSED_WITH_PARENT']);
+  });
+});

@@ -1,0 +1,510 @@
+/**
+ * Input validation and idempotency of event intake, through GraphQL and REST:
+ * a batch with any invalid item is rejected whole with every problem listed,
+ * and stores nothing.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
+import { SEND_EVENTS, dataOf, readTimeline, type EventNode } from '../support/replay.js';
+
+const NOW = Date.parse('2026-01-25T00:00:00Z');
+const AT = '2026-01-20T09:00:00.000Z';
+
+interface InvalidItem {
+  index: number;
+  reason: string;
+  message: string;
+}
+
+const SEND_EVENT = `mutation ($event: EventInput!) {
+  sendEvent(event: $event) { duplicate event { id clientId type occurredAt pairKey meta flags user { id } } }
+}`;
+
+function metaOfBytes(bytes: number): Record<string, string> {
+  // {"x":"..."} adds 8 bytes of JSON around the value.
+  return { x: 'a'.repeat(bytes - 8) };
+}
+
+async function postEvents(server: TestServer, token: string | null, body: unknown) {
+  const response = await fetch(`${server.url}/api/events`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+    },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, any> };
+}
+
+describe('intake validation', () => {
+  let server: TestServer;
+  let adminToken: string;
+  let userCount = 0;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { clock: new ManualClock(NOW) });
+    adminToken = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function newUser(role: 'MEMBER' | 'ANALYST' | 'ADMIN' = 'MEMBER') {
+    userCount += 1;
+    return server.createUser(`validation-${userCount}`, role);
+  }
+
+  async function storedEvents(userId: string): Promise<EventNode[]> {
+    return (await readTimeline(server, adminToken, userId)).events;
+  }
+
+  async function rejectedItems(token: string, events: unknown[]): Promise<InvalidItem[]> {
+    const response = await server.gql(SEND_EVENTS, { events }, token);
+    expect(response.data).toBeNull();
+    expect(response.errors).toHaveLength(1);
+    expect(response.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_EVENTS');
+    return response.errors?.[0]?.extensions?.invalidItems as InvalidItem[];
+  }
+
+  it('rejects a batch with several invalid items whole', async () => {
+    const user = await newUser();
+    const items = await rejectedItems(user.token, [
+      { type: 'session_started', occurredAt: AT },
+      { type: '', occurredAt: AT },
+      { type: 'heartbeat', occurredAt: AT },
+      { type: 'x'.repeat(129), occurredAt: AT },
+      { type: 'heartbeat', meta: metaOfBytes(16_385) },
+      { type: 'session_started', isPair: false },
+      { type: 'session_ended', pairType: 'task' },
+    ]);
+
+    expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([
+      { index: 1, reason: 'INVALID_TYPE' },
+      { index: 3, reason: 'INVALID_TYPE' },
+      { index: 4, reason: 'META_TOO_LARGE' },
+      { index: 5, reason: 'PAIR_MISMATCH' },
+      { index: 6, reason: 'PAIR_MISMATCH' },
+    ]);
+    for (const item of items) {
+      expect(item.message).not.toBe('');
+    }
+    expect(await storedEvents(user.id)).toEqual([]);
+  });
+
+  it.each([
+    { name: 'empty', type: '', valid: false },
+    { name: 'blank', type: '   ', valid: false },
+    { name: '128 characters', type: 't'.repeat(128), valid: true },
+    { name: '129 characters', type: 't'.repeat(129), valid: false },
+  ])('type $name', async ({ type, valid }) => {
+    const user = await newUser();
+    const response = await server.gql(SEND_EVENTS, { events: [{ type, occurredAt: AT }] }, user.token);
+
+    if (valid) {
+      expect(response.errors).toBeUndefined();
+      expect((await storedEvents(user.id)).map((event) => event.type)).toEqual([type]);
+    } else {
+      const items = response.errors?.[0]?.extensions?.invalidItems as InvalidItem[];
+      expect(items.map((item) => item.reason)).toEqual(['INVALID_TYPE']);
+      expect(await storedEvents(user.id)).toEqual([]);
+    }
+  });
+
+  it.each([
+    { name: 'at 16 KB', meta: metaOfBytes(16_384), valid: true },
+    { name: 'one byte over 16 KB', meta: metaOfBytes(16_385), valid: false },
+    // 8,200 two-byte characters: under the limit in characters, over it in bytes.
+    { name: 'over 16 KB in UTF-8 bytes', meta: { x: 'é'.repeat(8_200) }, valid: false },
+  ])('meta $name', async ({ meta, valid }) => {
+    const user = await newUser();
+    const response = await server.gql(SEND_EVENTS, { events: [{ type: 'heartbeat', occurredAt: AT, meta }] }, user.token);
+
+    if (valid) {
+      expect(response.errors).toBeUndefined();
+      expect((await storedEvents(user.id)).map((event) => event.type)).toEqual(['heartbeat']);
+    } else {
+      const items = response.errors?.[0]?.extensions?.invalidItems as InvalidItem[];
+      expect(items.map((item) => item.reason)).toEqual(['META_TOO_LARGE']);
+      expect(items[0]?.message).toContain('16384');
+      expect(await storedEvents(user.id)).toEqual([]);
+    }
+  });
+
+  it.each(['2026-01-20T09:00:00', '2026-01-20', '2026-01-20 09:00', 'yesterday'])(
+    'occurredAt %s is rejected',
+    async (occurredAt) => {
+      const user = await newUser();
+      const response = await server.gql(SEND_EVENT, { event: { type: 'heartbeat', occurredAt } }, user.token);
+
+      expect(response.data).toBeUndefined();
+      expect(response.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+      expect(await storedEvents(user.id)).toEqual([]);
+    },
+  );
+
+  it.each([
+    { sent: '2026-01-20T09:00:00Z', stored: '2026-01-20T09:00:00.000Z' },
+    { sent: '2026-01-20T11:00:00+02:00', stored: '2026-01-20T09:00:00.000Z' },
+    { sent: '2026-01-20T04:30:00.250-04:30', stored: '2026-01-20T09:00:00.250Z' },
+  ])('occurredAt $sent is stored as UTC', async ({ sent, stored }) => {
+    const user = await newUser();
+    const response = await server.gql(SEND_EVENT, { event: { type: 'heartbeat', occurredAt: sent } }, user.token);
+
+    expect(dataOf(response, 'sendEvent').sendEvent.event.occurredAt).toBe(stored);
+  });
+
+  it.each([
+    { name: 'isPair true on a point event', event: { type: 'heartbeat', isPair: true } },
+    { name: 'isPair false on a start', event: { type: 'session_started', isPair: false } },
+    { name: 'pairType of another pair', event: { type: 'session_started', pairType: 'task' } },
+    { name: 'pairType on a point event', event: { type: 'heartbeat', pairType: 'session' } },
+    { name: 'unknown pairType', event: { type: 'task_ended', pairType: 'nope' } },
+    { name: 'pairKey on a point event', event: { type: 'heartbeat', pairKey: 'k' } },
+  ])('rejects $name', async ({ event }) => {
+    const user = await newUser();
+    const items = await rejectedItems(user.token, [{ ...event, occurredAt: AT }]);
+
+    expect(items.map((item) => item.reason)).toEqual(['PAIR_MISMATCH']);
+    expect(await storedEvents(user.id)).toEqual([]);
+  });
+
+  it.each(['MEMBER', 'ANALYST'] as const)('userId from a %s is forbidden', async (role) => {
+    const sender = await newUser(role);
+    const other = await newUser();
+    const response = await server.gql(
+      SEND_EVENTS,
+      { events: [{ type: 'heartbeat', occurredAt: AT, userId: other.id }] },
+      sender.token,
+    );
+
+    expect(response.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    expect(response.errors?.[0]?.extensions?.reason).toBe('OTHER_USER');
+    expect(await storedEvents(other.id)).toEqual([]);
+    expect(await storedEvents(sender.id)).toEqual([]);
+  });
+
+  it('userId naming oneself is accepted', async () => {
+    const user = await newUser();
+    const event = { type: 'heartbeat', occurredAt: AT, userId: user.id };
+    const response = await server.gql(SEND_EVENT, { event }, user.token);
+
+    expect(dataOf(response, 'sendEvent').sendEvent.event.user.id).toBe(user.id);
+  });
+
+  it('admin sends on behalf of a user', async () => {
+    const user = await newUser();
+    const response = await server.gql(
+      SEND_EVENTS,
+      {
+        events: [
+          { id: 'a1', type: 'session_started', occurredAt: AT, userId: user.id },
+          { id: 'a2', type: 'heartbeat', occurredAt: AT },
+        ],
+      },
+      adminToken,
+    );
+
+    expect(dataOf(response, 'sendEvents').sendEvents.storedCount).toBe(2);
+    const stored = (await storedEvents(user.id)).filter((event) => event.origin === 'CLIENT');
+    expect(stored.map((event) => event.clientId)).toEqual(['a1']);
+    const mine = await server.gql(
+      `{ events(filter: { types: ["session_started"] }) { nodes { clientId } } }`,
+      {},
+      user.token,
+    );
+    expect(dataOf(mine, 'events').events.nodes).toEqual([{ clientId: 'a1' }]);
+  });
+
+  it('admin naming a missing user is rejected', async () => {
+    const items = await rejectedItems(adminToken, [
+      { type: 'heartbeat', occurredAt: AT, userId: '00000000-0000-4000-8000-000000000000' },
+      { type: 'heartbeat', occurredAt: AT, userId: 'not-a-uuid' },
+    ]);
+
+    expect(items.map((item) => item.reason)).toEqual(['USER_NOT_FOUND', 'USER_NOT_FOUND']);
+  });
+
+  it('rejects an empty batch', async () => {
+    const user = await newUser();
+    const response = await server.gql(SEND_EVENTS, { events: [] }, user.token);
+
+    expect(response.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(response.errors?.[0]?.extensions?.reason).toBe('EMPTY_BATCH');
+  });
+
+  it('rejects a batch above MAX_BATCH_SIZE', async () => {
+    const user = await newUser();
+    const events = Array.from({ length: 1001 }, () => ({ type: 'heartbeat', occurredAt: AT }));
+    const response = await server.gql(SEND_EVENTS, { events }, user.token);
+
+    expect(response.status).toBe(400);
+    expect(response.errors?.[0]?.extensions).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      reason: 'LIMIT_EXCEEDED',
+      limit: 'MAX_BATCH_SIZE',
+      value: 1001,
+      max: 1000,
+    });
+    expect(response.errors?.[0]?.message).toContain('MAX_BATCH_SIZE');
+    expect(await storedEvents(user.id)).toEqual([]);
+  });
+
+  it('requires a token', async () => {
+    const response = await server.gql(SEND_EVENT, { event: { type: 'heartbeat' } });
+
+    expect(response.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+  });
+
+  describe('idempotency', () => {
+    it('returns the original for a repeated id', async () => {
+      const user = await newUser();
+      const event = { id: 'once', type: 'session_started', occurredAt: AT, meta: { a: 1, b: [1, 2] } };
+      const first = dataOf(await server.gql(SEND_EVENT, { event }, user.token), 'sendEvent').sendEvent;
+      // Same content with the meta keys in another order.
+      const again = { ...event, meta: { b: [1, 2], a: 1 } };
+      const second = dataOf(await server.gql(SEND_EVENT, { event: again }, user.token), 'sendEvent').sendEvent;
+
+      expect(first.duplicate).toBe(false);
+      expect(second.duplicate).toBe(true);
+      expect(second.event).toEqual(first.event);
+      expect((await storedEvents(user.id)).filter((stored) => stored.origin === 'CLIENT')).toHaveLength(1);
+    });
+
+    it.each([
+      { name: 'type', change: { type: 'session_ended' } },
+      { name: 'occurredAt', change: { occurredAt: '2026-01-20T09:00:01Z' } },
+      { name: 'meta', change: { meta: { a: 2 } } },
+      { name: 'pairKey', change: { type: 'task_started', pairKey: 'k' } },
+    ])('rejects a repeated id with other $name', async ({ change }) => {
+      const user = await newUser();
+      const original = { id: 'same', type: 'task_started', occurredAt: AT, meta: { a: 1 } };
+      dataOf(await server.gql(SEND_EVENT, { event: original }, user.token), 'sendEvent');
+      const before = await storedEvents(user.id);
+
+      const items = await rejectedItems(user.token, [{ ...original, ...change }]);
+
+      expect(items.map((item) => item.reason)).toEqual(['IDEMPOTENCY_CONFLICT']);
+      expect(await storedEvents(user.id)).toEqual(before);
+    });
+
+    it('stores a retried batch once', async () => {
+      const user = await newUser();
+      const batch = [
+        { id: 'r1', type: 'session_started', occurredAt: '2026-01-20T09:00:00Z' },
+        { id: 'r2', type: 'task_started', occurredAt: '2026-01-20T09:10:00Z' },
+        { id: 'r3', type: 'task_ended', occurredAt: '2026-01-20T09:20:00Z' },
+        { id: 'r4', type: 'session_ended', occurredAt: '2026-01-20T09:30:00Z' },
+        { id: 'r5', type: 'session_ended', occurredAt: '2026-01-20T09:40:00Z' },
+      ];
+      const first = dataOf(await server.gql(SEND_EVENTS, { events: batch }, user.token), 'sendEvents').sendEvents;
+      const before = await readTimeline(server, adminToken, user.id);
+      const second = dataOf(await server.gql(SEND_EVENTS, { events: batch }, user.token), 'sendEvents').sendEvents;
+
+      expect(first).toMatchObject({ storedCount: 5, duplicateCount: 0 });
+      expect(second).toMatchObject({ storedCount: 0, duplicateCount: 5 });
+      const duplicates = second.results.map((result: { duplicate: boolean }) => result.duplicate);
+      expect(duplicates).toEqual([true, true, true, true, true]);
+      expect(second.results.map((result: { event: EventNode }) => result.event.id)).toEqual(
+        first.results.map((result: { event: EventNode }) => result.event.id),
+      );
+      expect(await readTimeline(server, adminToken, user.id)).toEqual(before);
+    });
+
+    it('stores a repeated id within one batch once', async () => {
+      const user = await newUser();
+      const event = { id: 'twice', type: 'heartbeat', occurredAt: AT };
+      const sent = dataOf(await server.gql(SEND_EVENTS, { events: [event, event] }, user.token), 'sendEvents').sendEvents;
+
+      expect(sent).toMatchObject({ storedCount: 1, duplicateCount: 1 });
+      expect(sent.results[1].event.id).toBe(sent.results[0].event.id);
+      expect(await storedEvents(user.id)).toHaveLength(1);
+    });
+
+    it('rejects a conflicting id within one batch', async () => {
+      const user = await newUser();
+      const items = await rejectedItems(user.token, [
+        { id: 'dup', type: 'heartbeat', occurredAt: AT },
+        { id: 'dup', type: 'heartbeat', occurredAt: '2026-01-20T10:00:00Z' },
+      ]);
+
+      expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([{ index: 1, reason: 'IDEMPOTENCY_CONFLICT' }]);
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it('stores parallel repeats once', async () => {
+      const user = await newUser();
+      const event = { id: 'racing', type: 'session_started', occurredAt: AT };
+      const responses = await Promise.all(
+        Array.from({ length: 8 }, () => server.gql(SEND_EVENT, { event }, user.token)),
+      );
+
+      const results = responses.map((response) => dataOf(response, 'sendEvent').sendEvent);
+      expect(results.filter((result) => !result.duplicate)).toHaveLength(1);
+      expect(new Set(results.map((result) => result.event.id)).size).toBe(1);
+      const stored = (await storedEvents(user.id)).filter((stored) => stored.origin === 'CLIENT');
+      expect(stored).toHaveLength(1);
+    });
+
+    it('keeps ids apart per user', async () => {
+      const first = await newUser();
+      const second = await newUser();
+      for (const user of [first, second]) {
+        const event = { id: 'shared', type: 'heartbeat', occurredAt: AT };
+        const sent = dataOf(await server.gql(SEND_EVENT, { event }, user.token), 'sendEvent');
+        expect(sent.sendEvent.duplicate).toBe(false);
+      }
+    });
+
+    it('matches a future timestamp by the sent value', async () => {
+      const user = await newUser();
+      const event = { id: 'future', type: 'heartbeat', occurredAt: '2026-02-01T00:00:00Z' };
+      const first = dataOf(await server.gql(SEND_EVENT, { event }, user.token), 'sendEvent').sendEvent;
+      const second = dataOf(await server.gql(SEND_EVENT, { event }, user.token), 'sendEvent').sendEvent;
+
+      expect(first.event.flags).toEqual(['FUTURE_TIMESTAMP']);
+      expect(second.duplicate).toBe(true);
+      expect(second.event.id).toBe(first.event.id);
+    });
+  });
+
+  describe('REST /api/events', () => {
+    it('rejects occurred_at without offset', async () => {
+      const user = await newUser();
+      const event = { type: 'heartbeat', occurred_at: '2026-01-20T09:00:00' };
+      const { status, body } = await postEvents(server, user.token, event);
+
+      expect(status).toBe(400);
+      expect(body.error.code).toBe('BAD_USER_INPUT');
+      expect(body.error.invalidItems).toHaveLength(1);
+      expect(body.error.invalidItems[0].message).toContain('occurred_at');
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it('lists every invalid item', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, [
+        { type: 'heartbeat', occurred_at: '2026-01-20T09:00:00Z' },
+        { type: 'heartbeat', colour: 'red' },
+        { type: 'heartbeat', is_pair: 'yes' },
+        'not an object',
+        { type: 'session_started', is_pair: false },
+      ]);
+
+      expect(status).toBe(400);
+      expect(body.error.code).toBe('BAD_USER_INPUT');
+      expect(body.error.invalidItems.map((item: InvalidItem) => item.index)).toEqual([1, 2, 3]);
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it('rejects a pair mismatch', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, [
+        { type: 'heartbeat', occurred_at: '2026-01-20T09:00:00Z' },
+        { type: 'session_started', is_pair: false },
+      ]);
+
+      expect(status).toBe(400);
+      expect(body.error.invalidItems.map((item: InvalidItem) => [item.index, item.reason])).toEqual([[1, 'PAIR_MISMATCH']]);
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it('rejects a batch above MAX_BATCH_SIZE', async () => {
+      const user = await newUser();
+      const events = Array.from({ length: 1001 }, () => ({ type: 'heartbeat', occurred_at: AT }));
+      const { status, body } = await postEvents(server, user.token, events);
+
+      expect(status).toBe(400);
+      expect(body.error).toMatchObject({
+        code: 'BAD_USER_INPUT',
+        reason: 'LIMIT_EXCEEDED',
+        limit: 'MAX_BATCH_SIZE',
+        max: 1000,
+      });
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it('treats a retry as duplicates', async () => {
+      const user = await newUser();
+      const events = [
+        { id: 'x1', type: 'session_started', occurred_at: '2026-01-20T09:00:00Z' },
+        { id: 'x2', type: 'session_ended', occurred_at: '2026-01-20T10:00:00Z' },
+      ];
+      const first = await postEvents(server, user.token, events);
+      const second = await postEvents(server, user.token, events);
+
+      expect(first.body).toMatchObject({ stored_count: 2, duplicate_count: 0 });
+      expect(second.body).toMatchObject({ stored_count: 0, duplicate_count: 2 });
+      expect(second.body.results.map((result: { event: { id: string } }) => result.event.id)).toEqual(
+        first.body.results.map((result: { event: { id: string } }) => result.event.id),
+      );
+    });
+
+    it('requires a token', async () => {
+      const { status, body } = await postEvents(server, null, { type: 'heartbeat' });
+
+      expect(status).toBe(401);
+      expect(body.error.code).toBe('UNAUTHENTICATED');
+    });
+
+    it('forbids another userId for a member', async () => {
+      const sender = await newUser();
+      const other = await newUser();
+      const { status } = await postEvents(server, sender.token, { type: 'heartbeat', user_id: other.id });
+
+      expect(status).toBe(403);
+      expect(await storedEvents(other.id)).toEqual([]);
+    });
+  });
+});
+
+describe('intake limits from the environment', () => {
+  let server: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock: new ManualClock(NOW),
+      env: { MAX_BATCH_SIZE: '5', MAX_META_BYTES: '64' },
+    });
+    token = (await server.createUser('limits')).token;
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it.each([
+    { size: 5, accepted: true },
+    { size: 6, accepted: false },
+  ])('MAX_BATCH_SIZE=5 with $size events', async ({ size, accepted }) => {
+    const events = Array.from({ length: size }, () => ({ type: 'heartbeat', occurredAt: AT }));
+    const response = await server.gql(SEND_EVENTS, { events }, token);
+
+    if (accepted) {
+      expect(dataOf(response, 'sendEvents').sendEvents.storedCount).toBe(size);
+    } else {
+      expect(response.status).toBe(400);
+      expect(response.errors?.[0]?.extensions).toMatchObject({ limit: 'MAX_BATCH_SIZE', value: 6, max: 5 });
+    }
+  });
+
+  it.each([
+    { bytes: 64, accepted: true },
+    { bytes: 65, accepted: false },
+  ])('MAX_META_BYTES=64 with $bytes bytes', async ({ bytes, accepted }) => {
+    const events = [{ type: 'heartbeat', occurredAt: AT, meta: metaOfBytes(bytes) }];
+    const response = await server.gql(SEND_EVENTS, { events }, token);
+
+    if (accepted) {
+      expect(response.errors).toBeUndefined();
+    } else {
+      const items = response.errors?.[0]?.extensions?.invalidItems as InvalidItem[];
+      expect(items.map((item) => item.reason)).toEqual(['META_TOO_LARGE']);
+      expect(items[0]?.message).toContain('64 bytes');
+    }
+  });
+});
