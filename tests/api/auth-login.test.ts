@@ -148,7 +148,7 @@ describe('login and roles over HTTP', () => {
 
     // The address budget of 127.0.0.1 is spent, whatever the header claims.
     const blocked = await restLogin(ADMIN, { 'x-forwarded-for': '203.0.113.200' });
-    expect(blocked.status).toBe(401);
+    expect(blocked.status).toBe(429);
     expect(blocked.body.error?.reason).toBe('RATE_LIMITED');
     expect(blocked.body.token).toBeUndefined();
   });
