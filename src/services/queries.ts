@@ -146,6 +146,9 @@ export class QueryService {
     if (users !== null) add('user_id = ANY(?::uuid[])', users.filter(isUuid));
     if (args.filter?.pairTypes) add('pair_type = ANY(?::text[])', args.filter.pairTypes);
     if (args.filter?.pairKeys) add('pair_key = ANY(?::text[])', args.filter.pairKeys);
+    // An empty segment [t, t) (an auto-close with no activity after the start)
+    // is kept for the fold but, like every empty interval, never listed.
+    conditions.push('(end_at IS NULL OR end_at > start_at)');
     if (args.filter?.open === true) conditions.push('end_at IS NULL');
     if (args.filter?.open === false) conditions.push('end_at IS NOT NULL');
     if (args.window !== null) {

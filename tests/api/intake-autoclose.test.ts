@@ -229,3 +229,31 @@ describe('auto-close with a 12 h timeout', () => {
     expect(rules).toEqual(['CHILD_CLOSED_WITH_PARENT']);
   });
 });
+
+describe('auto-close with no activity', () => {
+  const clock = new ManualClock(Date.parse(dayOne('12:00:00')));
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { clock, sweeper: false });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('leaves an empty segment unlisted', async () => {
+    const member = await server.createUser('autoclose-empty');
+    dataOf(
+      await server.gql(SEND_EVENTS, { events: [{ type: 'session_started', occurredAt: dayOne('09:00:00') }] }, member.token),
+      'sendEvents',
+    );
+    // The default policy (30 min, LAST_ACTIVITY) closed it at its own start.
+    await server.app.services.intake.settle(member.id);
+
+    const timeline = await readTimeline(server, member.token, member.id);
+    const autoCloses = timeline.events.filter((event) => event.rule === 'AUTO_CLOSE');
+    expect(autoCloses).toHaveLength(1);
+    expect(timeline.segments).toEqual([]);
+  });
+});
