@@ -1,7 +1,8 @@
 /**
- * The one place that turns any thrown value into a client-facing error:
- * domain errors keep their code, reason and details; failures of PostgreSQL or
- * Redis become SERVICE_UNAVAILABLE; everything else is masked as
+ * The one place that turns any thrown value into a client-facing error.
+ * Domain errors keep their code, reason and details. Failures of PostgreSQL
+ * or Redis become SERVICE_UNAVAILABLE, and a request value that PostgreSQL
+ * rejects becomes BAD_USER_INPUT. Everything else is masked as
  * INTERNAL_SERVER_ERROR and logged whole with the request id.
  */
 import { unwrapResolverError } from '@apollo/server/errors';
@@ -86,6 +87,23 @@ export function isDependencyFailure(error: unknown): boolean {
   return false;
 }
 
+/**
+ * PostgreSQL data exceptions caused by a value in the request:
+ * character_not_in_repertoire (a NUL character in text), untranslatable_character
+ * (`\u0000` in jsonb), datetime_field_overflow and numeric_value_out_of_range.
+ */
+const UNSTORABLE_VALUE_CODES = new Set(['22021', '22P05', '22008', '22003']);
+
+/**
+ * Recognises a PostgreSQL error (from `pg` or PGlite) that a value in the
+ * request caused. Input validation should have rejected that value, so
+ * callers log these as a missing check.
+ */
+export function isUnstorableValue(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return error instanceof Error && typeof code === 'string' && UNSTORABLE_VALUE_CODES.has(code);
+}
+
 /** Converts a domain or dependency failure into a DomainError; returns null for anything else. */
 export function toDomainError(error: unknown): DomainError | null {
   if (error instanceof DomainError) {
@@ -96,6 +114,14 @@ export function toDomainError(error: unknown): DomainError | null {
       'SERVICE_UNAVAILABLE',
       'DEPENDENCY_UNAVAILABLE',
       'A storage service is unavailable; nothing was half-applied. Retry with the same event ids.',
+    );
+  }
+  if (isUnstorableValue(error)) {
+    return new DomainError(
+      'BAD_USER_INPUT',
+      'UNSTORABLE_VALUE',
+      `The database rejected a value in the request (SQLSTATE ${(error as { code: string }).code}), such as a NUL character or an instant outside the supported range. Remove the value and retry.`,
+      { sqlState: (error as { code: string }).code },
     );
   }
   return null;
@@ -116,13 +142,21 @@ function isGraphQLError(value: unknown): value is GraphQLError {
   return Object.prototype.toString.call(value) === '[object GraphQLError]';
 }
 
-/** Tells whether a thrown value is one the client may see as it is. */
+/**
+ * Tells whether a thrown value is one the client may see as it is: a domain
+ * error, or an error that GraphQL or Apollo raised for the request itself
+ * (syntax, validation, variable coercion), which carries a client code.
+ */
 export function isExpectedError(raw: unknown): boolean {
   const original = unwrapResolverError(raw);
   if (toDomainError(original) !== null) {
     return true;
   }
-  return isGraphQLError(original) && original.originalError === undefined;
+  if (!isGraphQLError(original)) {
+    return false;
+  }
+  const code = original.extensions?.code;
+  return original.originalError === undefined || (typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR');
 }
 
 /**
@@ -147,6 +181,14 @@ export function createFormatError(includeStack: boolean) {
     const code = formatted.extensions?.code;
     if (isGraphQLError(original) && typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR') {
       return includeStack ? formatted : withoutStack(formatted);
+    }
+
+    // Apollo rejects some requests with a 4xx status but no code, for example
+    // a persisted-query hash that does not match the query.
+    const status = (original as { extensions?: { http?: { status?: unknown } } } | null)?.extensions?.http?.status;
+    if (isGraphQLError(original) && original.originalError === undefined && typeof status === 'number' && status < 500) {
+      const clientError = includeStack ? formatted : withoutStack(formatted);
+      return { ...clientError, extensions: { ...clientError.extensions, code: 'BAD_REQUEST' } };
     }
 
     // Logged whole, with the request id, by the logging plugin.

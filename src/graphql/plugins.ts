@@ -9,7 +9,7 @@ import { GraphQLError, Kind, type TypeNode } from 'graphql';
 import { DomainError } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
 import type { GraphQLContext } from './context.js';
-import { codeForKind, isExpectedError, toDomainError } from './errors.js';
+import { codeForKind, isExpectedError, isUnstorableValue, toDomainError } from './errors.js';
 
 export interface RequestLimits {
   expression: ExpressionLimits;
@@ -100,6 +100,11 @@ export function createErrorLoggingPlugin(): ApolloServerPlugin<GraphQLContext> {
               contextValue.logger.warn(
                 { err: original, operationName, path: error.path },
                 'request failed: a dependency is unavailable',
+              );
+            } else if (isUnstorableValue(original)) {
+              contextValue.logger.warn(
+                { err: original, operationName, path: error.path },
+                'the database rejected a request value that input validation let through',
               );
             } else if (!isExpectedError(error)) {
               contextValue.logger.error(

@@ -14,7 +14,7 @@ import type { Viewer } from '../auth/viewer.js';
 import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { DomainError } from '../domain/errors.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
-import { httpStatusForCode, codeForKind, toDomainError } from '../graphql/errors.js';
+import { httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
 import { registerRestRoutes } from './rest.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
@@ -100,6 +100,9 @@ export async function buildHttpApp(
 
   fastify.setErrorHandler((error, request, reply) => {
     const domain = toDomainError(error);
+    if (isUnstorableValue(error)) {
+      request.log.warn({ err: error }, 'the database rejected a request value that input validation let through');
+    }
     if (domain !== null) {
       const code = codeForKind(domain.kind);
       if (domain.reason === 'RATE_LIMITED') {

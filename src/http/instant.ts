@@ -1,3 +1,5 @@
+import { isStorableInstant } from '../domain/storable.js';
+
 /**
  * RFC 3339 instants with an explicit offset (`Z` or `+hh:mm`); anything
  * without an offset is rejected, because its meaning depends on a zone the
@@ -6,6 +8,11 @@
 const RFC3339 =
   /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 
+/**
+ * Parses an RFC 3339 instant, or returns null when the text is not one, names
+ * a day that its month does not have (`2021-02-30`), or lies outside the
+ * range that storage supports (`isStorableInstant`).
+ */
 export function parseInstant(text: string): Date | null {
   const match = RFC3339.exec(text);
   if (match === null) {
@@ -13,14 +20,23 @@ export function parseInstant(text: string): Date | null {
   }
   const [, year, month, day, hour, minute, second] = match.map(Number) as number[];
   if (
-    month === undefined || day === undefined || hour === undefined || minute === undefined || second === undefined ||
-    month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 59
+    year === undefined || month === undefined || day === undefined || hour === undefined || minute === undefined || second === undefined ||
+    month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) || hour > 23 || minute > 59 || second > 59
   ) {
     return null;
   }
+  // Date accepts day 31 in every month and rolls it over into the next one, so the day was checked above.
   const date = new Date(text.replace(' ', 'T'));
-  if (Number.isNaN(date.getTime()) || year === undefined) {
+  if (!isStorableInstant(date.getTime())) {
     return null;
   }
   return date;
+}
+
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** Days in `month` (1 to 12) of `year` in the proleptic Gregorian calendar. */
+function daysInMonth(year: number, month: number): number {
+  const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+  return month === 2 && leap ? 29 : (DAYS_IN_MONTH[month - 1] ?? 31);
 }

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 
 import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
+import { describeInstantRange } from '../domain/storable.js';
 import type { Services } from '../services/index.js';
 import type { EventInput, SendOutcome } from '../services/intake.js';
 import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
@@ -58,7 +59,7 @@ export function parseRestEvent(raw: unknown): { input: EventInput | null; proble
     occurredAt = parseInstant(occurredAtText);
     if (occurredAt === null) {
       problems.push(
-        `occurred_at ${JSON.stringify(occurredAtText.slice(0, 64))} is not an RFC 3339 instant with an offset (for example 2026-01-31T09:00:00Z)`,
+        `occurred_at ${JSON.stringify(occurredAtText.slice(0, 64))} is not an RFC 3339 instant with an offset (for example 2026-01-31T09:00:00Z) from ${describeInstantRange()}`,
       );
     }
   }
@@ -157,6 +158,8 @@ export function registerRestRoutes(
 
     const body = request.body;
     const items = Array.isArray(body) ? body : [body];
+    // Checked before parsing the items, so the response to an oversized batch does not list a problem per item.
+    deps.services.intake.checkBatchSize(items.length);
     const inputs: EventInput[] = [];
     const invalidItems: Array<{ index: number; reason: string; message: string }> = [];
     items.forEach((item, index) => {

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput } from '../domain/errors.js';
+import { MAX_JSON_DEPTH, describeInstantRange, isStorableInstant, jsonProblem, textProblem } from '../domain/storable.js';
 import { classifyArrival } from '../domain/pairing/intake-rules.js';
 import type { PairCatalog } from '../domain/pairing/types.js';
 import {
@@ -111,18 +112,8 @@ export class IntakeService {
 
   /** Stores and applies a batch in order. Throws BAD_USER_INPUT listing every invalid item, storing nothing. */
   async send(viewer: Viewer, inputs: readonly EventInput[], context: { requestId?: string } = {}): Promise<SendOutcome> {
-    const { maxBatchSize, sql, clock } = this.options;
-    if (inputs.length === 0) {
-      throw badInput('EMPTY_BATCH', 'The batch is empty: send at least one event.');
-    }
-    if (inputs.length > maxBatchSize) {
-      throw new DomainError(
-        'BAD_USER_INPUT',
-        'LIMIT_EXCEEDED',
-        `MAX_BATCH_SIZE: the batch has ${inputs.length} events, above the maximum of ${maxBatchSize}. Split it into smaller batches.`,
-        { limit: 'MAX_BATCH_SIZE', value: inputs.length, max: maxBatchSize },
-      );
-    }
+    const { sql, clock } = this.options;
+    this.checkBatchSize(inputs.length);
 
     const pairTypes = await this.options.pairTypes.list();
     const catalog = buildCatalog(pairTypes, []);
@@ -156,6 +147,22 @@ export class IntakeService {
       return { results, storedCount: stored.length - duplicateCount, duplicateCount };
     } finally {
       await this.releaseLocks(locks);
+    }
+  }
+
+  /** Throws BAD_USER_INPUT for an empty batch, and LIMIT_EXCEEDED for one above MAX_BATCH_SIZE. */
+  checkBatchSize(count: number): void {
+    const { maxBatchSize } = this.options;
+    if (count === 0) {
+      throw badInput('EMPTY_BATCH', 'The batch is empty: send at least one event.');
+    }
+    if (count > maxBatchSize) {
+      throw new DomainError(
+        'BAD_USER_INPUT',
+        'LIMIT_EXCEEDED',
+        `MAX_BATCH_SIZE: the batch has ${count} events, above the maximum of ${maxBatchSize}. Split it into smaller batches.`,
+        { limit: 'MAX_BATCH_SIZE', value: count, max: maxBatchSize },
+      );
     }
   }
 
@@ -232,22 +239,32 @@ export class IntakeService {
         fail(index, 'INVALID_TYPE', 'type is empty');
       } else if (type.length > MAX_TYPE_LENGTH) {
         fail(index, 'INVALID_TYPE', `type has ${type.length} characters, above the maximum of ${MAX_TYPE_LENGTH}`);
+      } else if (textProblem(type) !== null) {
+        fail(index, 'INVALID_TYPE', `type ${JSON.stringify(type)} ${textProblem(type)}`);
       }
 
       const clientId = input.id ?? null;
       if (clientId !== null && (clientId === '' || clientId.length > MAX_CLIENT_ID_LENGTH)) {
         fail(index, 'INVALID_ID', `id must have 1 to ${MAX_CLIENT_ID_LENGTH} characters, got ${clientId.length}`);
+      } else if (clientId !== null && textProblem(clientId) !== null) {
+        fail(index, 'INVALID_ID', `id ${JSON.stringify(clientId)} ${textProblem(clientId)}`);
       }
 
       const pairKey = input.pairKey ?? null;
       if (pairKey !== null && pairKey.length > MAX_PAIR_KEY_LENGTH) {
         fail(index, 'INVALID_PAIR_KEY', `pairKey has ${pairKey.length} characters, above the maximum of ${MAX_PAIR_KEY_LENGTH}`);
+      } else if (pairKey !== null && textProblem(pairKey) !== null) {
+        fail(index, 'INVALID_PAIR_KEY', `pairKey ${JSON.stringify(pairKey)} ${textProblem(pairKey)}`);
       }
 
       const meta = input.meta ?? null;
       if (meta !== null) {
+        // Checked before JSON.stringify, which overflows the call stack on deeply nested values.
+        const problem = typeof meta === 'object' && !Array.isArray(meta) ? jsonProblem(meta, MAX_JSON_DEPTH) : null;
         if (typeof meta !== 'object' || Array.isArray(meta)) {
           fail(index, 'INVALID_META', 'meta must be a JSON object');
+        } else if (problem !== null) {
+          fail(index, 'INVALID_META', `meta${problem.path} ${problem.message}`);
         } else {
           const bytes = Buffer.byteLength(JSON.stringify(meta), 'utf8');
           if (bytes > maxMetaBytes) {
@@ -259,6 +276,12 @@ export class IntakeService {
       const occurredAt = input.occurredAt ?? null;
       if (occurredAt !== null && Number.isNaN(occurredAt.getTime())) {
         fail(index, 'INVALID_OCCURRED_AT', 'occurredAt is not a valid instant');
+      } else if (occurredAt !== null && !isStorableInstant(occurredAt.getTime())) {
+        fail(
+          index,
+          'INVALID_OCCURRED_AT',
+          `occurredAt ${occurredAt.toISOString()} is outside the supported range ${describeInstantRange()}`,
+        );
       }
 
       const mapping = typeof type === 'string' ? catalog.byEventType.get(type) : undefined;
@@ -310,9 +333,11 @@ export class IntakeService {
       );
     }
     if (invalid.length > 0) {
+      // One event can have several problems, so count the events, not the problems.
+      const invalidCount = new Set(invalid.map((item) => item.index)).size;
       throw badInput(
         'INVALID_EVENTS',
-        `${invalid.length} of ${inputs.length} events are invalid; nothing was stored. ${invalid
+        `${invalidCount} of ${inputs.length} events are invalid; nothing was stored. ${invalid
           .slice(0, 5)
           .map((item) => `#${item.index}: ${item.message}`)
           .join('; ')}${invalid.length > 5 ? '; ...' : ''}`,
@@ -386,7 +411,7 @@ export class IntakeService {
           const original = existing.get(item.userId)?.get(item.clientId);
           if (original !== undefined || earlier !== undefined) {
             const same =
-              original !== undefined ? sameAsStored(item, original) : sameAsItem(item, earlier as ValidItem);
+              original !== undefined ? sameAsStored(item, original) : sameAsItem(item, earlier as ValidItem, receivedAt);
             if (!same) {
               invalid.push({
                 index: item.index,
@@ -524,11 +549,16 @@ function sameAsStored(item: ValidItem, stored: StoredClientEvent): boolean {
   return canonicalJson(item.meta ?? null) === canonicalJson(stored.meta ?? null);
 }
 
-function sameAsItem(item: ValidItem, earlier: ValidItem): boolean {
+/**
+ * Compares a repeated client id inside one batch as `sameAsStored` would
+ * compare it after the batch was stored: an earlier item without
+ * `occurredAt` was stored at the receipt time.
+ */
+function sameAsItem(item: ValidItem, earlier: ValidItem, receivedAt: number): boolean {
   return (
     item.type === earlier.type &&
     (item.pairKey ?? '') === (earlier.pairKey ?? '') &&
-    (item.occurredAt === null || earlier.occurredAt === null || item.occurredAt === earlier.occurredAt) &&
+    (item.occurredAt === null || item.occurredAt === (earlier.occurredAt ?? receivedAt)) &&
     canonicalJson(item.meta ?? null) === canonicalJson(earlier.meta ?? null)
   );
 }

@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 
 import { badInput } from '../domain/errors.js';
+import { textProblem } from '../domain/storable.js';
 import type {
   AutoCloseEndAt,
   AutoClosePolicy,
@@ -26,6 +27,7 @@ export interface DefinePairTypeInput {
 }
 
 const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const MAX_EVENT_TYPE_LENGTH = 128;
 /** Longest auto-close timeout: ten years, in seconds. */
 export const MAX_TIMEOUT_SECONDS = 10 * 366 * 24 * 3600;
@@ -79,6 +81,8 @@ export class PairTypeService {
     ] as const) {
       if (value.trim() === '' || value.length > MAX_EVENT_TYPE_LENGTH) {
         problems.push(`${field} must have 1 to ${MAX_EVENT_TYPE_LENGTH} characters, got ${value.length}`);
+      } else if (textProblem(value) !== null) {
+        problems.push(`${field} ${JSON.stringify(value)} ${textProblem(value)}`);
       }
     }
     if (input.startType === input.endType) {
@@ -171,9 +175,20 @@ export class PairTypeService {
     if (problems.length > 0) {
       throw badInput('INVALID_POLICY', `Invalid auto-close policy: ${problems.join('; ')}.`, { problems });
     }
-    const type = await this.prisma.pairType.findUnique({ where: { name: pairType } });
+    // Names outside NAME_PATTERN cannot exist, and a NUL in one would fail the query.
+    const type = NAME_PATTERN.test(pairType) ? await this.prisma.pairType.findUnique({ where: { name: pairType } }) : null;
     if (type === null) {
-      throw badInput('PAIR_TYPE_NOT_FOUND', `Pair type ${JSON.stringify(pairType)} does not exist.`, { pairType });
+      throw badInput('PAIR_TYPE_NOT_FOUND', `Pair type ${JSON.stringify(pairType.slice(0, 80))} does not exist.`, {
+        pairType: pairType.slice(0, 80),
+      });
+    }
+    const user = UUID_PATTERN.test(userId)
+      ? await this.prisma.user.findUnique({ where: { id: userId }, select: { id: true } })
+      : null;
+    if (user === null) {
+      throw badInput('USER_NOT_FOUND', `User ${JSON.stringify(userId.slice(0, 64))} does not exist.`, {
+        userId: userId.slice(0, 64),
+      });
     }
     await this.prisma.autoClosePreference.upsert({
       where: { userId_pairType: { userId, pairType } },

@@ -5,6 +5,7 @@
 import type { Viewer } from '../auth/viewer.js';
 import { canReadAll } from '../auth/viewer.js';
 import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
+import { isStorableInstant, textProblem } from '../domain/storable.js';
 import {
   EVENT_COLUMNS,
   SEGMENT_COLUMNS,
@@ -54,7 +55,14 @@ function encodeCursor(at: Date, id: string): string {
 function decodeCursor(cursor: string): { at: Date; id: string } {
   try {
     const parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(parsed) && typeof parsed[0] === 'number' && typeof parsed[1] === 'string') {
+    // A forged cursor must not reach SQL with an instant or id that the casts reject.
+    if (
+      Array.isArray(parsed) &&
+      typeof parsed[0] === 'number' &&
+      isStorableInstant(parsed[0]) &&
+      typeof parsed[1] === 'string' &&
+      isUuid(parsed[1])
+    ) {
       return { at: new Date(parsed[0]), id: parsed[1] };
     }
   } catch {
@@ -111,6 +119,8 @@ export class QueryService {
       conditions.push(sql.replace('?', `$${params.length}`));
     };
     if (users !== null) add('user_id = ANY(?::uuid[])', users.filter(isUuid));
+    checkFilterText('types', args.filter?.types);
+    checkFilterText('pairTypes', args.filter?.pairTypes);
     if (args.filter?.types) add('type = ANY(?::text[])', args.filter.types);
     if (args.filter?.pairTypes) add('pair_type = ANY(?::text[])', args.filter.pairTypes);
     if (args.filter?.origins) add('origin::text = ANY(?::text[])', args.filter.origins);
@@ -144,6 +154,8 @@ export class QueryService {
       conditions.push(sql.replaceAll('?', `$${params.length}`));
     };
     if (users !== null) add('user_id = ANY(?::uuid[])', users.filter(isUuid));
+    checkFilterText('pairTypes', args.filter?.pairTypes);
+    checkFilterText('pairKeys', args.filter?.pairKeys);
     if (args.filter?.pairTypes) add('pair_type = ANY(?::text[])', args.filter.pairTypes);
     if (args.filter?.pairKeys) add('pair_key = ANY(?::text[])', args.filter.pairKeys);
     // An empty segment [t, t) (an auto-close with no activity after the start)
@@ -177,6 +189,18 @@ export class QueryService {
     ]);
     return rows.map(toEventRecord);
   }
+}
+
+/** Throws INVALID_FILTER for a filter string that PostgreSQL cannot compare, such as one with a NUL character. */
+function checkFilterText(field: string, values: readonly string[] | null | undefined): void {
+  values?.forEach((value, index) => {
+    const problem = textProblem(value);
+    if (problem !== null) {
+      throw badInput('INVALID_FILTER', `filter.${field}[${index}] ${JSON.stringify(value.slice(0, 64))} ${problem}.`, {
+        field: `filter.${field}[${index}]`,
+      });
+    }
+  });
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

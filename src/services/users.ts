@@ -9,6 +9,7 @@ import type { LoginRateLimiter } from '../auth/rate-limit.js';
 import { hashPassword, verifyDummyPassword, verifyPassword } from '../auth/password.js';
 import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
+import { textProblem } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
 
@@ -100,8 +101,9 @@ export class UserService {
     const { rateLimiter, prisma, tokens, logger } = this.options;
     await rateLimiter.check(username, clientAddress);
 
+    // Names that no account can have are not looked up: PostgreSQL rejects a NUL character in a query.
     const row =
-      username.length <= 64
+      username.length <= 64 && textProblem(username) === null
         ? await prisma.user.findUnique({ where: { username } })
         : null;
     const valid =

@@ -11,6 +11,7 @@ const LOGIN = `mutation ($u: String!, $p: String!) { login(username: $u, passwor
 
 interface LoginReply {
   status: number;
+  retryAfter: string | null;
   token: string | undefined;
   error: { code?: string; reason?: string; message?: string; retryAfterSeconds?: number } | undefined;
 }

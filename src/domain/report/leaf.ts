@@ -4,6 +4,7 @@
  * user for `groupBy: USER`.
  */
 
+import { MAX_JSON_DEPTH, jsonProblem, textProblem } from '../storable.js';
 import {
   childPath,
   describeValue,
@@ -151,9 +152,15 @@ function readStringList(value: unknown, path: Path, problems: ProblemList): stri
   const items = Array.isArray(value) ? value : [value];
   let valid = true;
   items.forEach((item, index) => {
+    const itemPath = Array.isArray(value) ? childPath(path, `[${index}]`) : path;
     if (typeof item !== 'string') {
-      const itemPath = Array.isArray(value) ? childPath(path, `[${index}]`) : path;
       problems.add(itemPath, `must be a string, got ${describeValue(item)}`);
+      valid = false;
+      return;
+    }
+    const problem = textProblem(item);
+    if (problem !== null) {
+      problems.add(itemPath, problem);
       valid = false;
     }
   });
@@ -214,6 +221,12 @@ function readMeta(
   }
   if (!isPlainRecord(value)) {
     problems.add(path, `must be a JSON object, got ${describeValue(value)}`);
+    return null;
+  }
+  // Stored meta never nests deeper or contains such text. The loader's JSON.stringify would also overflow on deep values.
+  const problem = jsonProblem(value, MAX_JSON_DEPTH);
+  if (problem !== null) {
+    problems.add(childPath(path, problem.path), problem.message);
     return null;
   }
   try {

@@ -1,0 +1,107 @@
+/**
+ * Values that both database backends (PostgreSQL through `pg`, and embedded
+ * PGlite) store and read back unchanged. Input outside these bounds is
+ * rejected before it reaches SQL, where it would fail as a server error or,
+ * worse, come back altered.
+ */
+
+/**
+ * Earliest supported instant, 0100-01-01T00:00:00.000Z. PGlite 0.5.17 rejects
+ * instants before year 1. It stores years 1 to 99 but reads them back wrong
+ * (0050-06-01 as 1950-06-01, 0001-06-01 as 2001-01-06), because it parses the
+ * timestamp text with `new Date`.
+ */
+export const MIN_INSTANT_MS = Date.UTC(100, 0, 1);
+
+/**
+ * Latest supported instant, 9999-12-31T23:59:59.999Z, the last one whose UTC
+ * form has a four-digit year. PGlite 0.5.17 rejects later instants, because
+ * `toISOString` then writes a six-digit year such as +010000.
+ */
+export const MAX_INSTANT_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+/** Tells whether `ms` is a whole millisecond inside the supported range. */
+export function isStorableInstant(ms: number): boolean {
+  return Number.isInteger(ms) && ms >= MIN_INSTANT_MS && ms <= MAX_INSTANT_MS;
+}
+
+/** Describes the supported range, for error messages. */
+export function describeInstantRange(): string {
+  return `from ${new Date(MIN_INSTANT_MS).toISOString()} to ${new Date(MAX_INSTANT_MS).toISOString()}`;
+}
+
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Returns why PostgreSQL cannot store `text` as it is, or null when it can.
+ * PostgreSQL text and jsonb reject the NUL character U+0000. An unpaired
+ * UTF-16 surrogate is not Unicode. jsonb rejects it in its `\u` escaped form,
+ * and a text parameter is encoded to UTF-8 with U+FFFD in its place, so the
+ * stored value differs from the one sent.
+ */
+export function textProblem(text: string): string | null {
+  if (text.includes('\u0000')) {
+    return 'contains the NUL character U+0000, which PostgreSQL cannot store';
+  }
+  if (UNPAIRED_SURROGATE.test(text)) {
+    return 'contains an unpaired UTF-16 surrogate, which is not valid Unicode';
+  }
+  return null;
+}
+
+/**
+ * Maximum nesting of objects and arrays in stored JSON (event `meta`) and in
+ * JSON filters. It is a chosen limit far below where things break. PGlite
+ * 0.5.17 failed on jsonb nested 8,000 levels deep (5,000 worked), and
+ * `JSON.stringify` on Node 20.20 overflowed the call stack at 5,000 levels.
+ */
+export const MAX_JSON_DEPTH = 100;
+
+export interface JsonProblem {
+  /** Location below the root, such as `.tags[2]`, or empty for the root. */
+  path: string;
+  message: string;
+}
+
+/**
+ * Returns the first problem of a parsed JSON value: nesting deeper than
+ * `maxDepth` objects and arrays, or a key or string that `textProblem`
+ * rejects. The walk uses an explicit stack, so a deeply nested value cannot
+ * overflow the call stack.
+ */
+export function jsonProblem(value: unknown, maxDepth: number): JsonProblem | null {
+  const stack: Array<{ value: unknown; path: string; depth: number }> = [{ value, path: '', depth: 0 }];
+  while (stack.length > 0) {
+    const current = stack.pop()!;
+    if (typeof current.value === 'string') {
+      const problem = textProblem(current.value);
+      if (problem !== null) {
+        return { path: current.path, message: problem };
+      }
+      continue;
+    }
+    if (current.value === null || typeof current.value !== 'object') {
+      continue;
+    }
+
+    const depth = current.depth + 1;
+    if (depth > maxDepth) {
+      return { path: current.path, message: `nests deeper than the maximum of ${maxDepth} levels of objects and arrays` };
+    }
+    if (Array.isArray(current.value)) {
+      current.value.forEach((item, index) => stack.push({ value: item, path: `${current.path}[${index}]`, depth }));
+      continue;
+    }
+    for (const [key, item] of Object.entries(current.value)) {
+      const keyProblem = textProblem(key);
+      const path = /^[A-Za-z_$][\w$]*$/.test(key)
+        ? `${current.path}.${key.slice(0, 40)}`
+        : `${current.path}[${JSON.stringify(key.slice(0, 40))}]`;
+      if (keyProblem !== null) {
+        return { path, message: `has a key that ${keyProblem}` };
+      }
+      stack.push({ value: item, path, depth });
+    }
+  }
+  return null;
+}
