@@ -4,23 +4,39 @@
  * database). A second signal, or a drain longer than SHUTDOWN_GRACE_MS, exits
  * at once.
  */
+import { loadDotEnvFile } from './config/dotenv.js';
 import { ConfigError, loadConfig } from './config/index.js';
 import { createApp, createLogger } from './app.js';
 
 async function main(): Promise<void> {
   let config;
   try {
+    loadDotEnvFile();
     config = loadConfig();
   } catch (error) {
     if (error instanceof ConfigError) {
-      console.error(`Invalid configuration:\n${error.message}`);
+      console.error(error.message);
       process.exit(2);
     }
     throw error;
   }
   const logger = createLogger(config);
   const app = await createApp(config, { logger });
-  const url = await app.listen();
+  let url: string;
+  try {
+    url = await app.listen();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'EADDRINUSE'
+        ? `port ${config.server.port} on ${config.server.host} is already in use; stop the other process or set PORT`
+        : code === 'EADDRNOTAVAIL'
+          ? `address ${config.server.host} is not available on this machine; check HOST`
+          : (error as Error).message;
+    logger.error(`Event Master cannot listen: ${reason}.`);
+    await app.close();
+    process.exit(1);
+  }
   logger.info(
     {
       database: config.database.url === null ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL',

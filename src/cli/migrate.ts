@@ -7,6 +7,7 @@
  * Several copies may run at once: the migrator serialises them with an
  * advisory lock, so each migration is applied once.
  */
+import { loadDotEnvFile } from '../config/dotenv.js';
 import { parseArgs } from 'node:util';
 
 import pino from 'pino';
@@ -85,10 +86,11 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write(USAGE);
       return EXIT.ok;
     }
+    loadDotEnvFile();
     config = loadConfig();
   } catch (error) {
     if (error instanceof ConfigError) {
-      process.stderr.write(`Invalid configuration:\n${error.message}\n`);
+      process.stderr.write(`${error.message}\n`);
       return EXIT.usage;
     }
     process.stderr.write(`error: ${(error as Error).message}\nRun npm run migrate -- --help for usage.\n`);

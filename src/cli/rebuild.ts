@@ -5,20 +5,33 @@
  * after a pair type's policy changed. Safe while servers run: each user is
  * rebuilt under that user's lock.
  */
+import { loadDotEnvFile } from '../config/dotenv.js';
 import { createApp, createLogger } from '../app.js';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { markDeadlinesSeeded } from '../services/sweeper.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
+  const usage = 'Usage: npm run rebuild [-- --full]\n  --full  also recompute segments and corrections from the event log';
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(usage);
+    process.exit(0);
+  }
   const unknown = args.filter((arg) => arg !== '--full');
-  if (unknown.length > 0 || args.includes('--help')) {
-    console.error('Usage: npm run rebuild [-- --full]\n  --full  also recompute segments and corrections from the event log');
-    process.exit(unknown.length > 0 ? 2 : 0);
+  if (unknown.length > 0) {
+    console.error(`Unknown option ${JSON.stringify(unknown[0])}.\n${usage}`);
+    process.exit(2);
   }
   const full = args.includes('--full');
 
+  loadDotEnvFile();
   const config = loadConfig();
+  if (config.redis.url === null && !full) {
+    console.log(
+      'REDIS_URL is not set, so the engine state lives in the server process, which rebuilds it from the database at start-up. Nothing to do; --full still recomputes derived data.',
+    );
+    process.exit(0);
+  }
   const logger = createLogger(config);
   const app = await createApp(config, { logger, sweeper: false });
   try {
@@ -40,7 +53,7 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   if (error instanceof ConfigError) {
-    console.error(`Invalid configuration:\n${error.message}`);
+    console.error(error.message);
     process.exit(2);
   }
   console.error('rebuild failed:', error);

@@ -8,6 +8,7 @@
  * Pending migrations are applied first, as the server does at start-up, so
  * the first admin can be created before the server has ever run.
  */
+import { loadDotEnvFile } from '../config/dotenv.js';
 import { parseArgs } from 'node:util';
 
 import pino, { type Logger } from 'pino';
@@ -353,6 +354,7 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write(USAGE);
       return EXIT.ok;
     }
+    loadDotEnvFile();
     config = loadConfig();
   } catch (error) {
     if (error instanceof UsageError) {
@@ -360,7 +362,7 @@ async function main(argv: readonly string[]): Promise<number> {
       return EXIT.usage;
     }
     if (error instanceof ConfigError) {
-      process.stderr.write(`Invalid configuration:\n${error.message}\n`);
+      process.stderr.write(`${error.message}\n`);
       return EXIT.usage;
     }
     throw error;

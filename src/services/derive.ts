@@ -154,7 +154,7 @@ export class Deriver {
       }
       this.logger.info({ userId }, 'engine state in Redis is stale; rebuilding it from PostgreSQL');
     } else if (head.derivedVersion > 0) {
-      this.logger.info({ userId }, 'engine state missing in Redis; rebuilding it from PostgreSQL');
+      this.logger.debug({ userId }, 'engine state missing in Redis; rebuilding it from PostgreSQL');
     }
     const openSegments = await loadOpenSegments(this.sql, userId);
     return restoreState({
