@@ -4,7 +4,7 @@
  */
 import type { ApolloServerPlugin } from '@apollo/server';
 import { unwrapResolverError } from '@apollo/server/errors';
-import { GraphQLError, Kind, type TypeNode } from 'graphql';
+import { GraphQLError, Kind, visit, type DocumentNode, type TypeNode } from 'graphql';
 
 import { DomainError } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
@@ -152,6 +152,42 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
           if (allRequestLevel) {
             response.http.status = 400;
           }
+        },
+      };
+    },
+  };
+}
+
+/** Tells whether a document asks for the schema (`__schema` or `__type`), in any operation or fragment. */
+function asksForSchema(document: DocumentNode): boolean {
+  let found = false;
+  visit(document, {
+    Field(node) {
+      if (node.name.value === '__schema' || node.name.value === '__type') {
+        found = true;
+      }
+    },
+  });
+  return found;
+}
+
+/**
+ * Requires a valid token for introspection: without one, only `login` and
+ * `{ __typename }` are served. Apollo Sandbox loads the schema once an
+ * Authorization header is set in its connection settings.
+ */
+export function createIntrospectionAuthPlugin(): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async didResolveOperation({ contextValue, document }) {
+          if (contextValue.viewer !== null || !asksForSchema(document)) {
+            return;
+          }
+          throw new GraphQLError(
+            'Introspection requires authentication: send a bearer token from `login` in the Authorization header.',
+            { extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN', http: { status: 401 } } },
+          );
         },
       };
     },

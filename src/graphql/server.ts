@@ -14,6 +14,7 @@ import { createFormatError } from './errors.js';
 import {
   createErrorLoggingPlugin,
   createInputStatusPlugin,
+  createIntrospectionAuthPlugin,
   createLimitsPlugin,
   type RequestLimits,
 } from './plugins.js';
@@ -44,6 +45,7 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
     parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
     formatError: createFormatError(options.development),
     plugins: [
+      createIntrospectionAuthPlugin(),
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
       createInputStatusPlugin(),

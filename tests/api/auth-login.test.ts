@@ -234,3 +234,38 @@ describe('login and roles over HTTP', () => {
     });
   });
 });
+
+describe('introspection access', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename);
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it.each([
+    ['__schema', '{ __schema { queryType { name } } }'],
+    ['__type', '{ __type(name: "Query") { name } }'],
+    ['fragment', 'query { ...F } fragment F on Query { __schema { queryType { name } } }'],
+  ])('%s rejected without token', async (_name, query) => {
+    const result = await server.gql(query);
+    expect(result.status).toBe(401);
+    expect(result.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(result.data ?? null).toBeNull();
+  });
+
+  it('__schema served with token', async () => {
+    const result = await server.gql('{ __schema { queryType { name } } }', {}, await server.adminToken());
+    expect(result.errors).toBeUndefined();
+    expect(result.data?.__schema.queryType.name).toBe('Query');
+  });
+
+  it('__typename served without token', async () => {
+    const result = await server.gql('{ __typename }');
+    expect(result.status).toBe(200);
+    expect(result.data?.__typename).toBe('Query');
+  });
+});

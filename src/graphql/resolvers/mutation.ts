@@ -31,7 +31,8 @@ export const Mutation: MutationResolvers = {
 
   setAutoClosePreference: async (_parent, args, context) => {
     const viewer = requireViewer(context);
-    const userId = args.input.userId ?? viewer.userId;
+    // User ids are UUIDs; one spelling keeps the Redis lock key the same as intake's.
+    const userId = (args.input.userId ?? viewer.userId).toLowerCase();
     assertCanActFor(viewer, userId);
     const policy = { timeoutSeconds: args.input.timeoutSeconds, endAt: args.input.endAt };
     await context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
