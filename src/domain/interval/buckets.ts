@@ -81,6 +81,25 @@ export function bucketTotals(
   timeZone: string,
   maxBuckets: number = DEFAULT_MAX_BUCKETS,
 ): BucketTotal[] {
+  return totalsInBuckets(set, window, bucketBoundaries(window, unit, timeZone, maxBuckets));
+}
+
+/**
+ * Returns the calendar boundaries that tile `window` into buckets of `unit` in
+ * `timeZone`: the start of the first bucket that overlaps the window (which
+ * can lie before the window start), each following boundary, and the first
+ * boundary at or after the window end. An empty window has no boundaries.
+ * Computing them is the costly, luxon part of `bucketTotals`, so a report
+ * grouped by user computes them once and reuses them for every group.
+ *
+ * Throws as `bucketTotals` does.
+ */
+export function bucketBoundaries(
+  window: Interval,
+  unit: BucketUnit,
+  timeZone: string,
+  maxBuckets: number = DEFAULT_MAX_BUCKETS,
+): number[] {
   if (!isValidTimeZone(timeZone)) {
     throw badInput(
       'INVALID_TIME_ZONE',
@@ -92,7 +111,11 @@ export function bucketTotals(
     throw new TypeError(`Bucket unit must be HOUR, DAY, WEEK or MONTH, got ${String(unit)}.`);
   }
 
-  const pieces = set.clip(window);
+  if (!Number.isSafeInteger(window.start) || !Number.isSafeInteger(window.end)) {
+    throw new TypeError(
+      `Window bounds must be safe integer numbers of milliseconds, got ${window.start} and ${window.end}.`,
+    );
+  }
   if (window.start >= window.end) {
     return [];
   }
@@ -103,9 +126,8 @@ export function bucketTotals(
   }
 
   const zone = IANAZone.create(timeZone);
-  const buckets: BucketTotal[] = [];
   let bucketStart = firstBoundary(window.start, unit, zone);
-  let piece = 0;
+  const boundaries: number[] = [];
 
   while (bucketStart < window.end) {
     const bucketEnd = nextBoundary(bucketStart, unit, zone);
@@ -117,8 +139,33 @@ export function bucketTotals(
       continue;
     }
 
-    const start = Math.max(bucketStart, window.start);
-    const end = Math.min(bucketEnd, window.end);
+    if (boundaries.length === 0) {
+      boundaries.push(bucketStart);
+    }
+    boundaries.push(bucketEnd);
+    if (boundaries.length - 1 > maxBuckets) {
+      throw limitExceeded('REPORT_MAX_BUCKETS', boundaries.length - 1, maxBuckets, 'buckets');
+    }
+    bucketStart = bucketEnd;
+  }
+
+  return boundaries;
+}
+
+/**
+ * Splits the part of `set` inside `window` into the buckets between
+ * consecutive `boundaries`, as returned by `bucketBoundaries` for the same
+ * window, and returns each bucket clipped to the window with the set's
+ * milliseconds inside it. It makes one linear pass over pieces and buckets.
+ */
+export function totalsInBuckets(set: IntervalSet, window: Interval, boundaries: readonly number[]): BucketTotal[] {
+  const pieces = set.clip(window);
+  const buckets: BucketTotal[] = [];
+  let piece = 0;
+
+  for (let index = 1; index < boundaries.length; index += 1) {
+    const start = Math.max(boundaries[index - 1]!, window.start);
+    const end = Math.min(boundaries[index]!, window.end);
     let ms = 0;
     while (piece < pieces.count) {
       const pieceStart = pieces.startAt(piece)!;
@@ -136,10 +183,6 @@ export function bucketTotals(
     }
 
     buckets.push({ start, end, ms });
-    if (buckets.length > maxBuckets) {
-      throw limitExceeded('REPORT_MAX_BUCKETS', buckets.length, maxBuckets, 'buckets');
-    }
-    bucketStart = bucketEnd;
   }
 
   return buckets;

@@ -1,0 +1,117 @@
+/**
+ * Phase 1: intake throughput for sendEvents batches of 1, 100 and 1000,
+ * against the direct-INSERT baseline.
+ */
+import { randomUUID } from 'node:crypto';
+
+import type { PhaseContext } from '../lib/context.js';
+import { createBenchUsers } from '../lib/users.js';
+import { createBaselineTable, runBaselineIntake, runServiceIntake, type ThroughputResult } from './throughput.js';
+import { countKinds, generateUserStream, type BenchEvent } from './workload.js';
+
+export const BATCH_SIZES = [1, 100, 1000] as const;
+export const INTAKE_CONCURRENCY = 8;
+/** Service rate over baseline rate that the benchmark aims for. */
+export const INTAKE_RATIO_TARGET = 0.5;
+
+export interface IntakeSizes {
+  users: number;
+  /** Events per user for each batch size. */
+  eventsPerUser: Record<(typeof BATCH_SIZES)[number], number>;
+}
+
+export const QUICK_INTAKE: IntakeSizes = { users: 16, eventsPerUser: { 1: 40, 100: 400, 1000: 1000 } };
+export const FULL_INTAKE: IntakeSizes = { users: 50, eventsPerUser: { 1: 100, 100: 1000, 1000: 4000 } };
+
+export interface IntakeRow {
+  batchSize: number;
+  users: number;
+  events: number;
+  late: number;
+  duplicates: number;
+  service: ThroughputResult;
+  baseline: ThroughputResult;
+  /** Service rate divided by baseline rate. */
+  ratio: number;
+  /** Server process CPU time per 1,000 events (user and system), ms. */
+  serverCpuMsPer1000: number;
+  /** Client events found in PostgreSQL for the run's users, against the number expected. */
+  storedCheck: { expected: number; found: number };
+}
+
+/** Returns the instant of offset 0 that puts the last event of the streams one minute before now. */
+function baseInstant(streams: readonly (readonly BenchEvent[])[]): number {
+  let last = 0;
+  for (const stream of streams) {
+    for (const event of stream) {
+      last = Math.max(last, event.offsetMs);
+    }
+  }
+  return Date.now() - last - 60_000;
+}
+
+async function warmUp(context: PhaseContext): Promise<void> {
+  const [user] = await createBenchUsers(context.pool, context.client, ['in-warm-up'], context.passwordHash);
+  const stream = generateUserStream(context.seed ^ 0x5a5a, 0, 'w', 400);
+  const streams = [stream];
+  await runServiceIntake(context.client, [user!], streams, 50, 1, baseInstant(streams));
+  await runBaselineIntake(context.pool, [randomUUID()], streams, 50, 1, baseInstant(streams));
+}
+
+export async function runIntakePhase(context: PhaseContext, sizes: IntakeSizes): Promise<IntakeRow[]> {
+  await createBaselineTable(context.pool);
+  context.log('intake: warming up');
+  await warmUp(context);
+
+  const rows: IntakeRow[] = [];
+  for (const batchSize of BATCH_SIZES) {
+    const perUser = sizes.eventsPerUser[batchSize];
+    const usernames = Array.from({ length: sizes.users }, (_, index) => `in-b${batchSize}-u${String(index).padStart(3, '0')}`);
+    const users = await createBenchUsers(context.pool, context.client, usernames, context.passwordHash);
+    const streams = users.map((_, index) => generateUserStream(context.seed, index, 'e', perUser));
+    const kinds = countKinds(streams);
+    const events = kinds.new + kinds.late + kinds.duplicate;
+
+    context.log(`intake: batch ${batchSize}, ${events} events of ${users.length} users: PostgreSQL baseline`);
+    const baselineUsers = users.map(() => randomUUID());
+    const baseline = await runBaselineIntake(
+      context.pool,
+      baselineUsers,
+      streams,
+      batchSize,
+      INTAKE_CONCURRENCY,
+      baseInstant(streams),
+    );
+
+    context.log(`intake: batch ${batchSize}: service`);
+    const cpuBefore = context.server.cpuTimeMs();
+    const service = await runServiceIntake(
+      context.client,
+      users,
+      streams,
+      batchSize,
+      INTAKE_CONCURRENCY,
+      baseInstant(streams),
+    );
+
+    const serverCpuMs = context.server.cpuTimeMs() - cpuBefore;
+
+    const found = await context.pool.query<{ count: string }>(
+      `SELECT count(*) FROM events WHERE user_id = ANY($1::uuid[]) AND origin = 'CLIENT'`,
+      [users.map((user) => user.id)],
+    );
+    rows.push({
+      batchSize,
+      users: users.length,
+      events,
+      late: kinds.late,
+      duplicates: kinds.duplicate,
+      service,
+      baseline,
+      ratio: service.eventsPerSecond / baseline.eventsPerSecond,
+      serverCpuMsPer1000: (serverCpuMs * 1000) / events,
+      storedCheck: { expected: kinds.new + kinds.late, found: Number(found.rows[0]?.count ?? 0) },
+    });
+  }
+  return rows;
+}

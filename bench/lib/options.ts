@@ -1,0 +1,90 @@
+/** Command-line options of `npm run bench`. */
+import { parseArgs } from 'node:util';
+
+export const PHASES = ['reports', 'growth', 'intake', 'latency', 'casas'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export interface BenchOptions {
+  quick: boolean;
+  record: boolean;
+  keep: boolean;
+  profile: boolean;
+  seed: number;
+  phases: Phase[];
+}
+
+export const USAGE = `Usage: npm run bench -- [--quick] [--record] [--keep] [--profile] [--seed N] [--only PHASES]
+
+Benchmarks intake and reports of a server started as a child process on real
+PostgreSQL and Redis (DATABASE_URL and REDIS_URL, or the local defaults), with
+every figure set against a PostgreSQL baseline measured in the same run.
+
+Options:
+  --quick          smaller sizes and fewer repetitions (about a minute on 2 cores)
+  --record         also write the report to docs/benchmarks.md
+  --keep           keep the run's database em_bench_<timestamp> and Redis keys
+  --profile        run the server under node --cpu-prof and print where it spent CPU time per phase
+  --seed N         seed of the event mix and the report dataset (default 20261204)
+  --only PHASES    comma-separated subset of ${PHASES.join(', ')} (default: all)
+  --help           print this help
+`;
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** Parses the arguments, or returns 'help'. Throws UsageError with the problem. */
+export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        quick: { type: 'boolean' },
+        record: { type: 'boolean' },
+        keep: { type: 'boolean' },
+        profile: { type: 'boolean' },
+        seed: { type: 'string' },
+        only: { type: 'string' },
+        help: { type: 'boolean' },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values } = parsed;
+  if (values.help === true) {
+    return 'help';
+  }
+
+  const seedText = values.seed ?? '20261204';
+  const seed = Number(seedText);
+  if (!/^\d+$/.test(seedText) || !Number.isSafeInteger(seed) || seed > 0xffffffff) {
+    throw new UsageError(`invalid --seed "${seedText}": expected an integer from 0 to 4294967295`);
+  }
+
+  let phases: Phase[] = [...PHASES];
+  if (values.only !== undefined) {
+    phases = [];
+    for (const name of values.only.split(',').map((part) => part.trim())) {
+      if (!(PHASES as readonly string[]).includes(name)) {
+        throw new UsageError(`invalid --only phase "${name}": expected some of ${PHASES.join(', ')}`);
+      }
+      phases.push(name as Phase);
+    }
+  }
+  if (values.record === true && (values.quick === true || values.only !== undefined)) {
+    throw new UsageError('--record needs a full run: drop --quick and --only');
+  }
+
+  return {
+    quick: values.quick === true,
+    record: values.record === true,
+    keep: values.keep === true,
+    profile: values.profile === true,
+    seed,
+    phases,
+  };
+}

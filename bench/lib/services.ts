@@ -1,0 +1,108 @@
+/**
+ * The PostgreSQL and Redis that a benchmark run uses: the URLs from
+ * DATABASE_URL and REDIS_URL or local defaults, a fresh database per run and a
+ * key prefix of its own, and their removal at the end.
+ */
+import pg from 'pg';
+import { Redis } from 'ioredis';
+
+export const DEFAULT_DATABASE_URL = 'postgresql://postgres@127.0.0.1:5432/test';
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
+export interface ServiceUrls {
+  /** URL of an existing database to connect to when creating and dropping the run's database. */
+  baseDatabaseUrl: string;
+  redisUrl: string;
+  /** Names of the variables that were unset, so the defaults above were used. */
+  defaulted: string[];
+}
+
+export function resolveServiceUrls(env: NodeJS.ProcessEnv): ServiceUrls {
+  const defaulted: string[] = [];
+  const read = (name: string, fallback: string): string => {
+    const value = env[name]?.trim();
+    if (value === undefined || value === '') {
+      defaulted.push(name);
+      return fallback;
+    }
+    return value;
+  };
+  return {
+    baseDatabaseUrl: read('DATABASE_URL', DEFAULT_DATABASE_URL),
+    redisUrl: read('REDIS_URL', DEFAULT_REDIS_URL),
+    defaulted,
+  };
+}
+
+/** Returns `url` with its database name replaced. */
+export function withDatabaseName(url: string, name: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${name}`;
+  return parsed.toString();
+}
+
+/** Runs one statement on a short-lived connection to `url`. */
+async function runOnce(url: string, statement: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Creates the run's database, whose name must be a plain lower-case identifier. */
+export async function createDatabase(baseUrl: string, name: string): Promise<string> {
+  if (!/^[a-z_][a-z0-9_]*$/.test(name)) {
+    throw new RangeError(`Database name ${JSON.stringify(name)} is not a plain identifier.`);
+  }
+  await runOnce(baseUrl, `CREATE DATABASE ${name}`);
+  return withDatabaseName(baseUrl, name);
+}
+
+export async function dropDatabase(baseUrl: string, name: string): Promise<void> {
+  await runOnce(baseUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+}
+
+/** Opens a pool on the run's database with the session zone pinned to UTC, as the service does. */
+export function openPool(url: string, max: number): pg.Pool {
+  return new pg.Pool({ connectionString: url, max, options: '-c TimeZone=UTC' });
+}
+
+/** Reads the versions of PostgreSQL and Redis for the report. */
+export async function readServiceVersions(
+  pool: pg.Pool,
+  redisUrl: string,
+): Promise<{ postgres: string; redis: string }> {
+  const rows = await pool.query<{ server_version: string }>('SHOW server_version');
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    const info = await redis.info('server');
+    const version = /^redis_version:(.+)$/m.exec(info)?.[1]?.trim() ?? 'unknown';
+    return { postgres: rows.rows[0]?.server_version ?? 'unknown', redis: version };
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Deletes every Redis key under `prefix`, which must be the run's own. */
+export async function deleteRedisKeys(redisUrl: string, prefix: string): Promise<number> {
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  let deleted = 0;
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) {
+        deleted += await redis.del(...keys);
+      }
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+  return deleted;
+}
