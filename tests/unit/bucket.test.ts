@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 
 import { DomainError } from '../../src/domain/errors.js';
 import {
+  bucketBoundaries,
   bucketTotals,
+  totalsInBuckets,
   isValidTimeZone,
   type BucketTotal,
   type BucketUnit,
@@ -489,5 +491,17 @@ describe('bucketTotals errors', () => {
     const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Europe/Prague');
     expect(buckets).toHaveLength(366 * 24);
     expect(buckets.reduce((sum, bucket) => sum + bucket.ms, 0)).toBe(w.end - w.start);
+  });
+});
+
+describe('bucketBoundaries with totalsInBuckets', () => {
+  it.each(['HOUR', 'DAY', 'WEEK', 'MONTH'] as const)('%s agrees with bucketTotals', (unit) => {
+    const window = { start: Date.parse('2021-03-20T00:00:00Z'), end: Date.parse('2021-04-10T00:00:00Z') };
+    const set = IntervalSet.fromPairs([
+      [Date.parse('2021-03-27T22:30:00Z'), Date.parse('2021-03-28T05:00:00Z')],
+      [Date.parse('2021-04-01T10:00:00Z'), Date.parse('2021-04-03T10:00:00Z')],
+    ]);
+    const boundaries = bucketBoundaries(window, unit, 'Europe/Prague');
+    expect(totalsInBuckets(set, window, boundaries)).toEqual(bucketTotals(set, window, unit, 'Europe/Prague'));
   });
 });

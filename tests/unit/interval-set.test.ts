@@ -539,3 +539,28 @@ describe('IntervalSet cases', () => {
     expect(result.endAt(999)).toBe(2000 * 999 + 1001);
   });
 });
+
+describe('fromUnsortedBounds', () => {
+  it('matches fromPairs on random inputs', () => {
+    let seed = 12345;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    for (let round = 0; round < 500; round += 1) {
+      const count = Math.floor(random() * 40);
+      const starts = new Float64Array(count);
+      const ends = new Float64Array(count);
+      const pairs: Array<[number, number]> = [];
+      for (let index = 0; index < count; index += 1) {
+        const start = Math.floor(random() * 100);
+        const end = start + Math.floor(random() * 20) - 3;
+        starts[index] = start;
+        ends[index] = end;
+        pairs.push([start, end]);
+      }
+      const fast = IntervalSet.fromUnsortedBounds(starts, ends);
+      expect(fast.equals(IntervalSet.fromPairs(pairs))).toBe(true);
+    }
+  });
+});
