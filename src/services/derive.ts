@@ -20,7 +20,7 @@ import {
   loadEventsToFold,
   loadLastEventBefore,
   loadOpenSegments,
-  loadPendingPositions,
+  loadPendingEvents,
   loadSegmentsOpenAt,
   truncateDerivedFrom,
   writeDerived,
@@ -67,21 +67,29 @@ export class Deriver {
       throw new Error(`User ${userId} does not exist.`);
     }
     let state = await this.loadState(userId, head);
-    const pending = await loadPendingPositions(this.sql, userId, head.appliedSeq);
+    const pending = await loadPendingEvents(this.sql, userId, head.appliedSeq);
 
     const outputs: EngineOutput[] = [];
     const metaByEventId = new Map<string, Record<string, unknown> | null>();
     let rewound = false;
+    // Pair type and start of every segment that may close in this fold, for the length bounds.
+    const startsBeforeFold = new Map<string, { pairType: string; startAt: number }>();
 
     const result = await this.sql.transaction(async (tx) => {
-      const first = pending[0];
-      if (first !== undefined) {
+      const firstEvent = pending[0]?.event;
+      if (firstEvent !== undefined) {
+        const first = { at: firstEvent.occurredAt, seq: firstEvent.seq };
+        // Without a rewind, the pending events are exactly the ones to fold.
+        let events = pending;
         if (state.position !== null && comparePositions(first, state.position) < 0) {
           state = await this.restoreAt(tx, userId, first);
           await truncateDerivedFrom(tx, userId, first);
           rewound = true;
+          events = await loadEventsToFold(tx, userId, first);
         }
-        const events = await loadEventsToFold(tx, userId, first);
+        for (const instance of Object.values(state.open)) {
+          startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
+        }
         for (const { event, meta } of events) {
           metaByEventId.set(event.id, meta);
           const step = applyEvent(state, event, catalog);
@@ -90,6 +98,11 @@ export class Deriver {
         }
       }
 
+      for (const instance of Object.values(state.open)) {
+        if (!startsBeforeFold.has(instance.segmentId)) {
+          startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
+        }
+      }
       const settled = advanceTo(state, now, catalog);
       state = { ...settled.state, appliedSeq: head.lastEventSeq };
       outputs.push(settled.output);
@@ -101,7 +114,7 @@ export class Deriver {
         return { changed: false, version: head.derivedVersion };
       }
 
-      const write = collectWrite(outputs, metaByEventId);
+      const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
       const version = await writeDerived(tx, {
         userId,
         fence: lock.fence,
@@ -184,6 +197,7 @@ export class Deriver {
 function collectWrite(
   outputs: readonly EngineOutput[],
   metaByEventId: ReadonlyMap<string, Record<string, unknown> | null>,
+  startsBeforeFold: ReadonlyMap<string, { pairType: string; startAt: number }>,
 ) {
   const corrections = outputs.flatMap((output) => output.corrections);
   const created = new Map<string, SegmentRow>();
@@ -222,7 +236,13 @@ function collectWrite(
   return {
     corrections,
     newSegments: [...created.values()],
-    closedSegments: [...closed.entries()].map(([segmentId, end]) => ({ segmentId, end })),
+    closedSegments: [...closed.entries()].map(([segmentId, end]) => {
+      const start = startsBeforeFold.get(segmentId);
+      if (start === undefined) {
+        throw new Error(`Segment ${segmentId} closed in a fold but was not open before it.`);
+      }
+      return { segmentId, pairType: start.pairType, startAt: start.startAt, end };
+    }),
     orphanEventIds,
   };
 }

@@ -115,7 +115,9 @@ export class IntakeService {
     const { sql, clock } = this.options;
     this.checkBatchSize(inputs.length);
 
-    const pairTypes = await this.options.pairTypes.list();
+    const pairTypes = await this.options.pairTypes.cachedList(
+      inputs.map((input) => input.type).filter((type): type is string => typeof type === 'string'),
+    );
     const catalog = buildCatalog(pairTypes, []);
     const items = await this.validate(viewer, inputs, catalog);
 

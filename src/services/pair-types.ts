@@ -33,7 +33,14 @@ export const MAX_EVENT_TYPE_LENGTH = 128;
 export const MAX_TIMEOUT_SECONDS = 10 * 366 * 24 * 3600;
 const END_AT_VALUES: readonly AutoCloseEndAt[] = ['LAST_ACTIVITY', 'DEADLINE'];
 
+/** Lifetime of the cached pair-type list on the intake path. */
+export const CATALOG_CACHE_MS = 1000;
+const MAX_REMEMBERED_POINT_TYPES = 10_000;
+
 export class PairTypeService {
+  private cache: { types: PairTypeRecord[]; loadedAt: number; eventTypes: Set<string> } | null = null;
+  private readonly recentPoints = new Map<string, number>();
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly defaultPolicy: AutoClosePolicy,
@@ -159,6 +166,7 @@ export class PairTypeService {
       create: { name: input.name, ...data, builtIn: false },
       update: data,
     });
+    this.cache = null;
     this.logger.info({ pairType: row.name, parent: row.parent }, current === undefined ? 'pair type defined' : 'pair type updated');
     return {
       name: row.name,
@@ -209,9 +217,63 @@ export class PairTypeService {
     }));
   }
 
+  /**
+   * Returns the pair types from a short-lived cache, for the intake hot path.
+   * The cache is reloaded when it is older than CATALOG_CACHE_MS, after a
+   * `define` in this process, and when `eventTypes` names a type that the
+   * cached list does not know and that was not confirmed as a point event
+   * within CATALOG_CACHE_MS.
+   *
+   * NOTE: a pair type defined in another process is seen here at once for
+   * event types this process has not met, but up to CATALOG_CACHE_MS late for
+   * a type it recently treated as a point event.
+   */
+  async cachedList(eventTypes: Iterable<string> = []): Promise<PairTypeRecord[]> {
+    // Cache age is wall-clock time, independent of the clock that services read.
+    const now = performance.now();
+    const cache = this.cache;
+    if (cache !== null && now - cache.loadedAt < CATALOG_CACHE_MS) {
+      let stale = false;
+      for (const type of eventTypes) {
+        if (!cache.eventTypes.has(type) && !this.isRecentPoint(type, now)) {
+          stale = true;
+          break;
+        }
+      }
+      if (!stale) {
+        return cache.types;
+      }
+    }
+    const types = await this.list();
+    this.cache = {
+      types,
+      loadedAt: now,
+      eventTypes: new Set(types.flatMap((type) => [type.startType, type.endType])),
+    };
+    for (const type of eventTypes) {
+      if (!this.cache.eventTypes.has(type)) {
+        this.rememberPoint(type, now);
+      }
+    }
+    return types;
+  }
+
+  private isRecentPoint(type: string, now: number): boolean {
+    const seenAt = this.recentPoints.get(type);
+    return seenAt !== undefined && now - seenAt < CATALOG_CACHE_MS;
+  }
+
+  private rememberPoint(type: string, now: number): void {
+    // Bounded: a client sending endless distinct types only causes reloads.
+    if (this.recentPoints.size >= MAX_REMEMBERED_POINT_TYPES) {
+      this.recentPoints.clear();
+    }
+    this.recentPoints.set(type, now);
+  }
+
   /** Builds the engine's view of the pair types with one user's effective policies. */
   async catalogFor(userId: string): Promise<PairCatalog> {
-    const [types, preferences] = await Promise.all([this.list(), this.preferences(userId)]);
+    const [types, preferences] = await Promise.all([this.cachedList(), this.preferences(userId)]);
     return buildCatalog(types, preferences);
   }
 }

@@ -62,8 +62,8 @@ export interface DerivedWrite {
   corrections: Correction[];
   /** Segments that did not exist before this write (possibly already closed). */
   newSegments: SegmentRow[];
-  /** Stored segments that this write closes. */
-  closedSegments: Array<{ segmentId: string; end: NonNullable<SegmentRow['end']> }>;
+  /** Stored segments that this write closes, with their pair type and start. */
+  closedSegments: Array<{ segmentId: string; pairType: string; startAt: number; end: NonNullable<SegmentRow['end']> }>;
   orphanEventIds: string[];
   head: Omit<DerivedHead, 'derivedVersion' | 'lastEventSeq'>;
 }
@@ -238,42 +238,34 @@ export async function loadLastEventBefore(tx: SqlClient, userId: string, p: Posi
 
 /** Removes everything derived at or after `p`, as `DerivedLedger.truncateFrom` does. */
 export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Position): Promise<void> {
-  const params = [userId, new Date(p.at), p.seq];
+  // One statement, four disjoint parts: segments started at or after p go,
+  // segments started before p and closed by a decision at or after p reopen,
+  // corrections at or after p go, and ORPHAN_END flags at or after p clear.
   await tx.query(
-    `DELETE FROM segments WHERE user_id = $1 AND (start_at, start_seq) >= ($2::timestamptz, $3::int)`,
-    params,
-  );
-  await tx.query(
-    `UPDATE segments SET end_at = NULL, end_event_id = NULL, end_reason = NULL, decided_at = NULL, decided_seq = NULL
-     WHERE user_id = $1 AND (decided_at, decided_seq) >= ($2::timestamptz, $3::int)`,
-    params,
-  );
-  await tx.query(
-    `DELETE FROM events WHERE user_id = $1 AND origin = 'CORRECTION'
+    `WITH dropped AS (
+       DELETE FROM segments WHERE user_id = $1 AND (start_at, start_seq) >= ($2::timestamptz, $3::int)
+     ), reopened AS (
+       UPDATE segments SET end_at = NULL, end_event_id = NULL, end_reason = NULL, decided_at = NULL, decided_seq = NULL
+       WHERE user_id = $1 AND (decided_at, decided_seq) >= ($2::timestamptz, $3::int)
+         AND (start_at, start_seq) < ($2::timestamptz, $3::int)
+     ), uncorrected AS (
+       DELETE FROM events WHERE user_id = $1 AND origin = 'CORRECTION'
+         AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)
+     )
+     UPDATE events SET orphan = false WHERE user_id = $1 AND origin = 'CLIENT' AND orphan
        AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)`,
-    params,
-  );
-  await tx.query(
-    `UPDATE events SET orphan = false WHERE user_id = $1 AND orphan
-       AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)`,
-    params,
+    [userId, new Date(p.at), p.seq],
   );
 }
 
-/** Non-ignored client events at or after `p` (or all when null), in position order, with their meta. */
-export async function loadEventsToFold(
-  sql: SqlClient,
-  userId: string,
-  from: Position | null,
-): Promise<Array<{ event: EngineEvent; meta: Record<string, unknown> | null }>> {
-  const rows = await sql.queryArrays(
-    `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
-     WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
-       AND ($2::timestamptz IS NULL OR (pos_at, pos_seq) >= ($2::timestamptz, $3::int))
-     ORDER BY pos_at, pos_seq`,
-    [userId, from === null ? null : new Date(from.at), from?.seq ?? 0],
-  );
-  return rows.map((row) => ({
+/** A client event to fold, with the meta its segment copies. */
+export interface EventToFold {
+  event: EngineEvent;
+  meta: Record<string, unknown> | null;
+}
+
+function toEventToFold(row: unknown[]): EventToFold {
+  return {
     event: {
       id: row[0] as string,
       seq: row[1] as number,
@@ -285,18 +277,30 @@ export async function loadEventsToFold(
       ignored: false,
     },
     meta: (row[7] as Record<string, unknown> | null) ?? null,
-  }));
+  };
 }
 
-/** Non-ignored client events stored after `appliedSeq`, that is, not folded yet. */
-export async function loadPendingPositions(sql: SqlClient, userId: string, appliedSeq: number): Promise<Position[]> {
+/** Non-ignored client events stored after `appliedSeq`, that is, not folded yet, in position order. */
+export async function loadPendingEvents(sql: SqlClient, userId: string, appliedSeq: number): Promise<EventToFold[]> {
   const rows = await sql.queryArrays(
-    `SELECT occurred_at, seq FROM events
+    `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
      WHERE user_id = $1 AND origin = 'CLIENT' AND seq > $2 AND NOT ignored
      ORDER BY pos_at, pos_seq`,
     [userId, appliedSeq],
   );
-  return rows.map((row) => ({ at: (row[0] as Date).getTime(), seq: row[1] as number }));
+  return rows.map(toEventToFold);
+}
+
+/** Non-ignored client events at or after `from`, in position order, with their meta. */
+export async function loadEventsToFold(sql: SqlClient, userId: string, from: Position): Promise<EventToFold[]> {
+  const rows = await sql.queryArrays(
+    `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
+     WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
+       AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)
+     ORDER BY pos_at, pos_seq`,
+    [userId, new Date(from.at), from.seq],
+  );
+  return rows.map(toEventToFold);
 }
 
 /**
@@ -305,19 +309,6 @@ export async function loadPendingPositions(sql: SqlClient, userId: string, appli
  * passed to another process writes nothing.
  */
 export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<number> {
-  const fenced = await tx.query<{ derived_version: number }>(
-    `UPDATE users SET fence = $2 WHERE id = $1 AND fence <= $2 RETURNING derived_version`,
-    [write.userId, write.fence],
-  );
-  if (fenced.length === 0) {
-    throw new DomainError(
-      'SERVICE_UNAVAILABLE',
-      'LOCK_LOST',
-      'Processing of this user moved to another server process; retry the request.',
-      { userId: write.userId },
-    );
-  }
-
   if (write.corrections.length > 0) {
     const c = write.corrections;
     await tx.query(
@@ -417,15 +408,8 @@ export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<
       closedLengths.push([segment.start.pairType, segment.end.endAt - segment.start.startAt]);
     }
   }
-  if (write.closedSegments.length > 0) {
-    const rows = await tx.query<{ pair_type: string; length_ms: number }>(
-      `SELECT pair_type, (extract(epoch FROM (end_at - start_at)) * 1000)::float8 AS length_ms
-       FROM segments WHERE user_id = $1 AND id = ANY($2::uuid[])`,
-      [write.userId, write.closedSegments.map((x) => x.segmentId)],
-    );
-    for (const row of rows) {
-      closedLengths.push([row.pair_type, row.length_ms]);
-    }
+  for (const segment of write.closedSegments) {
+    closedLengths.push([segment.pairType, segment.end.endAt - segment.startAt]);
   }
   for (const [pairType, length] of closedLengths) {
     longest.set(pairType, Math.max(longest.get(pairType) ?? 0, Math.ceil(length)));
@@ -440,19 +424,32 @@ export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<
     );
   }
 
+  // The fence check rides on the head update: a holder whose lock expired and
+  // passed to another process matches no row, and the error rolls back
+  // everything written above.
   const head = await tx.query<{ derived_version: number }>(
     `UPDATE users SET applied_seq = $2, applied_at = $3, applied_pos_seq = $4, last_activity_at = $5,
-       derived_version = derived_version + 1
-     WHERE id = $1 RETURNING derived_version`,
+       derived_version = derived_version + 1, fence = $6
+     WHERE id = $1 AND fence <= $6 RETURNING derived_version`,
     [
       write.userId,
       write.head.appliedSeq,
       date(write.head.position?.at ?? null),
       write.head.position?.seq ?? null,
       date(write.head.lastActivityAt),
+      write.fence,
     ],
   );
-  return (head[0] as { derived_version: number }).derived_version;
+  const row = head[0];
+  if (row === undefined) {
+    throw new DomainError(
+      'SERVICE_UNAVAILABLE',
+      'LOCK_LOST',
+      'Processing of this user moved to another server process; retry the request.',
+      { userId: write.userId },
+    );
+  }
+  return row.derived_version;
 }
 
 /** Corrections caused by the given events, transitively (a child closed by an auto-close). */
