@@ -488,9 +488,11 @@ export class IntakeService {
   ): Promise<SendEventResult[]> {
     const { sql } = this.options;
     const eventIds = [...new Set(entries.map((entry) => entry.eventId))];
-    const eventRows = await sql.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE id = ANY($1::uuid[])`, [eventIds]);
+    const [eventRows, corrections] = await Promise.all([
+      sql.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE id = ANY($1::uuid[])`, [eventIds]),
+      loadCorrectionsCausedBy(sql, userIds, eventIds),
+    ]);
     const events = new Map(eventRows.map((row) => [row.id as string, toEventRecord(row)]));
-    const corrections = await loadCorrectionsCausedBy(sql, userIds, eventIds);
 
     // Group each correction under the client event at the root of its cause chain.
     const byId = new Map(corrections.map((correction) => [correction.id, correction]));
