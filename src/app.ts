@@ -145,6 +145,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         maxLiteralIntervals: config.reports.maxLiteralIntervals,
         maxWindowDays: config.reports.maxWindowDays,
         maxIntervals: config.reports.maxIntervals,
+        maxBucketRows: config.reports.maxBucketRows,
       }),
     };
     const sweeper = new Sweeper({

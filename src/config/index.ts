@@ -102,6 +102,7 @@ export function loadConfig(env: Environment = process.env): Config {
       maxLiteralIntervals: reader.integer('REPORT_MAX_LITERAL_INTERVALS', 10_000, 0, 1_000_000),
       maxWindowDays: reader.integer('REPORT_MAX_WINDOW_DAYS', 366, 1, 36_600),
       maxIntervals: reader.integer('REPORT_MAX_INTERVALS', 10_000, 1, 10_000_000),
+      maxBucketRows: reader.integer('REPORT_MAX_BUCKET_ROWS', 100_000, 1, 10_000_000),
     },
 
     pagination: {

@@ -113,6 +113,8 @@ export interface Config {
     maxWindowDays: number;
     /** REPORT_MAX_INTERVALS: maximum number of intervals in one result before it is truncated. */
     maxIntervals: number;
+    /** REPORT_MAX_BUCKET_ROWS: maximum number of buckets in one report, over the result and all groups together. */
+    maxBucketRows: number;
   };
 
   pagination: {

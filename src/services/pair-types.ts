@@ -29,7 +29,7 @@ export interface DefinePairTypeInput {
 const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const MAX_EVENT_TYPE_LENGTH = 128;
-/** Longest auto-close timeout: ten years, in seconds. */
+/** Maximum auto-close timeout: ten years, in seconds. */
 export const MAX_TIMEOUT_SECONDS = 10 * 366 * 24 * 3600;
 const END_AT_VALUES: readonly AutoCloseEndAt[] = ['LAST_ACTIVITY', 'DEADLINE'];
 
@@ -136,7 +136,9 @@ export class PairTypeService {
 
     if (parent !== null) {
       if (!byName.has(parent)) {
-        throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(parent)} does not exist.`, { parent });
+        throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(parent.slice(0, 64))} does not exist.`, {
+          parent: parent.slice(0, 64),
+        });
       }
       // Walk up from the parent: reaching the new name again means a cycle.
       const seen = new Set<string>([input.name]);

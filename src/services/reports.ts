@@ -2,7 +2,7 @@
  * Reports: set expressions over stored segments, evaluated in the domain
  * core after each distinct leaf was loaded once.
  */
-import { DomainError } from '../domain/errors.js';
+import { DomainError, limitExceeded } from '../domain/errors.js';
 import { bucketBoundaries, isValidTimeZone, totalsInBuckets, type BucketUnit } from '../domain/interval/buckets.js';
 import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
 import { badInput } from '../domain/errors.js';
@@ -49,6 +49,7 @@ export interface ReportRequest {
 export interface ReportLimits extends ExpressionLimits {
   maxWindowDays: number;
   maxIntervals: number;
+  maxBucketRows: number;
 }
 
 export class ReportService {
@@ -64,7 +65,7 @@ export class ReportService {
       throw badInput(
         'INVALID_TIME_ZONE',
         `Time zone ${JSON.stringify(request.bucket.timeZone.slice(0, 64))} is unknown; use an IANA name such as Europe/Prague.`,
-        { timeZone: request.bucket.timeZone },
+        { timeZone: request.bucket.timeZone.slice(0, 64) },
       );
     }
     const expr = toExpression(request.expression, window, this.limits);
@@ -94,6 +95,13 @@ export class ReportService {
 
     const grouped = request.groupBy === 'USER';
     const groupUsers = grouped ? await this.groupUsers(viewer, request.canReadAll) : [];
+    if (boundaries !== null) {
+      // One row per bucket for the result and for each group: bound the response size.
+      const bucketRows = (boundaries.length - 1) * (1 + groupUsers.length);
+      if (bucketRows > this.limits.maxBucketRows) {
+        throw limitExceeded('REPORT_MAX_BUCKET_ROWS', bucketRows, this.limits.maxBucketRows);
+      }
+    }
 
     await Promise.all(
       [...leaves.entries()].map(async ([key, spec]) => {
@@ -127,6 +135,9 @@ export class ReportService {
     };
 
     if (grouped) {
+      // The groups share one budget of REPORT_MAX_INTERVALS returned intervals,
+      // so the response stays bounded however many users there are.
+      let budget = this.limits.maxIntervals;
       result.groups = groupUsers.map((userId) => {
         const bound = bindExpression(expr, userId);
         const set = evaluate(bound, window, (key) => {
@@ -138,14 +149,21 @@ export class ReportService {
           const [unboundKey, user] = splitBoundKey(key);
           return requireLeaf(loaded, unboundKey).perUser?.get(user) ?? IntervalSet.empty();
         });
-        return { userId, ...this.summarise(set, window, boundaries) };
+        const summary = this.summarise(set, window, boundaries, budget);
+        budget -= summary.intervals.length;
+        return { userId, ...summary };
       });
     }
     return result;
   }
 
-  private summarise(set: IntervalSet, window: Interval, boundaries: readonly number[] | null) {
-    const returned = set.count > this.limits.maxIntervals ? set.slice(0, this.limits.maxIntervals) : set;
+  private summarise(
+    set: IntervalSet,
+    window: Interval,
+    boundaries: readonly number[] | null,
+    maxReturned = this.limits.maxIntervals,
+  ) {
+    const returned = set.count > maxReturned ? set.slice(0, maxReturned) : set;
     const intervals: ReportInterval[] = [];
     for (const [start, end] of returned) {
       intervals.push({ start: new Date(start), end: new Date(end), seconds: (end - start) / 1000 });
@@ -154,7 +172,7 @@ export class ReportService {
       intervals,
       count: set.count,
       totalSeconds: set.totalMs / 1000,
-      truncated: set.count > this.limits.maxIntervals,
+      truncated: set.count > maxReturned,
       buckets:
         boundaries === null
           ? null

@@ -80,6 +80,7 @@ describe('loadConfig', () => {
       maxLiteralIntervals: 10_000,
       maxWindowDays: 366,
       maxIntervals: 10_000,
+      maxBucketRows: 100_000,
     });
     expect(config.pagination).toEqual({ defaultPageSize: 100, maxPageSize: 1000 });
   });
