@@ -112,33 +112,20 @@ export class QueryService {
     const limit = this.pageLimit(args.first);
     this.checkWindow(args.window);
     const users = this.scopeUsers(viewer, args.filter?.users);
-    const conditions: string[] = [];
-    const params: unknown[] = [];
-    const add = (sql: string, value: unknown) => {
-      params.push(value);
-      conditions.push(sql.replace('?', `$${params.length}`));
-    };
-    if (users !== null) add('user_id = ANY(?::uuid[])', users.filter(isUuid));
+    const where = new WhereBuilder();
+    if (users !== null) where.add('user_id = ANY(?::uuid[])', users.filter(isUuid));
     checkFilterText('types', args.filter?.types);
     checkFilterText('pairTypes', args.filter?.pairTypes);
-    if (args.filter?.types) add('type = ANY(?::text[])', args.filter.types);
-    if (args.filter?.pairTypes) add('pair_type = ANY(?::text[])', args.filter.pairTypes);
-    if (args.filter?.origins) add('origin::text = ANY(?::text[])', args.filter.origins);
+    if (args.filter?.types) where.add('type = ANY(?::text[])', args.filter.types);
+    if (args.filter?.pairTypes) where.add('pair_type = ANY(?::text[])', args.filter.pairTypes);
+    if (args.filter?.origins) where.add('origin::text = ANY(?::text[])', args.filter.origins);
     if (args.window !== null) {
-      add('occurred_at >= ?', args.window.start);
-      add('occurred_at < ?', args.window.end);
+      where.add('occurred_at >= ?', args.window.start);
+      where.add('occurred_at < ?', args.window.end);
     }
-    if (args.after !== null) {
-      const cursor = decodeCursor(args.after);
-      params.push(cursor.at, cursor.id);
-      conditions.push(`(occurred_at, id) > ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
-    }
-    params.push(limit + 1);
     const rows = await this.sql.query(
-      `SELECT ${EVENT_COLUMNS} FROM events
-       ${conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''}
-       ORDER BY occurred_at, id LIMIT $${params.length}`,
-      params,
+      where.page('events', EVENT_COLUMNS, 'occurred_at', args.after, limit),
+      where.params,
     );
     return toConnection(rows.map(toEventRecord), limit, (event) => encodeCursor(event.occurredAt, event.id));
   }
@@ -147,38 +134,25 @@ export class QueryService {
     const limit = this.pageLimit(args.first);
     this.checkWindow(args.window);
     const users = this.scopeUsers(viewer, args.filter?.users);
-    const conditions: string[] = [];
-    const params: unknown[] = [];
-    const add = (sql: string, value: unknown) => {
-      params.push(value);
-      conditions.push(sql.replaceAll('?', `$${params.length}`));
-    };
-    if (users !== null) add('user_id = ANY(?::uuid[])', users.filter(isUuid));
+    const where = new WhereBuilder();
+    if (users !== null) where.add('user_id = ANY(?::uuid[])', users.filter(isUuid));
     checkFilterText('pairTypes', args.filter?.pairTypes);
     checkFilterText('pairKeys', args.filter?.pairKeys);
-    if (args.filter?.pairTypes) add('pair_type = ANY(?::text[])', args.filter.pairTypes);
-    if (args.filter?.pairKeys) add('pair_key = ANY(?::text[])', args.filter.pairKeys);
+    if (args.filter?.pairTypes) where.add('pair_type = ANY(?::text[])', args.filter.pairTypes);
+    if (args.filter?.pairKeys) where.add('pair_key = ANY(?::text[])', args.filter.pairKeys);
     // An empty segment [t, t) (an auto-close with no activity after the start)
     // is kept for the fold but, like every empty interval, never listed.
-    conditions.push('(end_at IS NULL OR end_at > start_at)');
-    if (args.filter?.open === true) conditions.push('end_at IS NULL');
-    if (args.filter?.open === false) conditions.push('end_at IS NOT NULL');
+    where.addFixed('(end_at IS NULL OR end_at > start_at)');
+    if (args.filter?.open === true) where.addFixed('end_at IS NULL');
+    if (args.filter?.open === false) where.addFixed('end_at IS NOT NULL');
     if (args.window !== null) {
       // Segments that overlap the window; an open one reaches to now.
-      add('start_at < ?', args.window.end);
-      add('(end_at IS NULL OR end_at > ?)', args.window.start);
+      where.add('start_at < ?', args.window.end);
+      where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
-    if (args.after !== null) {
-      const cursor = decodeCursor(args.after);
-      params.push(cursor.at, cursor.id);
-      conditions.push(`(start_at, id) > ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
-    }
-    params.push(limit + 1);
     const rows = await this.sql.query(
-      `SELECT ${SEGMENT_COLUMNS} FROM segments
-       ${conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''}
-       ORDER BY start_at, id LIMIT $${params.length}`,
-      params,
+      where.page('segments', SEGMENT_COLUMNS, 'start_at', args.after, limit),
+      where.params,
     );
     return toConnection(rows.map(toSegmentRecord), limit, (segment) => encodeCursor(segment.startAt, segment.id));
   }
@@ -188,6 +162,36 @@ export class QueryService {
       ids.filter(isUuid),
     ]);
     return rows.map(toEventRecord);
+  }
+}
+
+/** Collects parameterised WHERE conditions and builds a keyset-paged query. */
+class WhereBuilder {
+  readonly params: unknown[] = [];
+  private readonly conditions: string[] = [];
+
+  /** Adds a condition whose `?` marks stand for `value`. */
+  add(condition: string, value: unknown): void {
+    this.params.push(value);
+    this.conditions.push(condition.replaceAll('?', `$${this.params.length}`));
+  }
+
+  addFixed(condition: string): void {
+    this.conditions.push(condition);
+  }
+
+  /** Returns the query of one page ordered by `(orderColumn, id)`, starting after the cursor. */
+  page(table: string, columns: string, orderColumn: string, after: string | null, limit: number): string {
+    if (after !== null) {
+      const cursor = decodeCursor(after);
+      this.params.push(cursor.at, cursor.id);
+      this.conditions.push(
+        `(${orderColumn}, id) > ($${this.params.length - 1}::timestamptz, $${this.params.length}::uuid)`,
+      );
+    }
+    this.params.push(limit + 1);
+    const where = this.conditions.length > 0 ? `WHERE ${this.conditions.join(' AND ')}` : '';
+    return `SELECT ${columns} FROM ${table} ${where} ORDER BY ${orderColumn}, id LIMIT $${this.params.length}`;
   }
 }
 
