@@ -88,7 +88,7 @@ export class QueryService {
     return size;
   }
 
-  /** The users a viewer may list: the filter's, checked, or the viewer alone for members. */
+  /** Returns the users a viewer may list: the filter's after an access check, or the viewer alone for members. */
   private scopeUsers(viewer: Viewer, users: readonly string[] | null | undefined): string[] | null {
     if (users === null || users === undefined) {
       return canReadAll(viewer) ? null : [viewer.userId];
