@@ -89,9 +89,10 @@ export async function buildHttpApp(
       const sent = request.headers['x-request-id'];
       return typeof sent === 'string' && REQUEST_ID_PATTERN.test(sent) ? sent : randomUUID();
     },
-    // Large bodies are parsed by JSON.parse; keep prototype poisoning checks on.
-    onProtoPoisoning: 'remove',
-    onConstructorPoisoning: 'remove',
+    // JSON with `__proto__` or `constructor.prototype` keys is rejected with a
+    // 400 rather than silently trimmed, so no part of an accepted body is lost.
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
   });
 
   fastify.addHook('onSend', async (request, reply) => {

@@ -331,3 +331,33 @@ describe('hostile event input', () => {
     });
   });
 });
+
+describe('prototype keys in JSON bodies', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename);
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it.each([
+    ['__proto__', '{"type":"heartbeat","meta":{"__proto__":{"polluted":true}}}'],
+    ['constructor.prototype', '{"type":"heartbeat","meta":{"constructor":{"prototype":{"polluted":true}}}}'],
+  ])('rejects %s in meta', async (_name, event) => {
+    const token = await server.adminToken();
+    const response = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: `{"query":"mutation ($e: EventInput!) { sendEvent(event: $e) { event { id } } }","variables":{"e":${event}}}`,
+    });
+    const body = (await response.json()) as { error?: { code?: string; message?: string } };
+
+    expect(response.status).toBe(400);
+    expect(body.error?.code).toBe('BAD_USER_INPUT');
+    const events = await server.gql('{ events { nodes { id } } }', {}, token);
+    expect(events.data?.events.nodes).toEqual([]);
+  });
+});
