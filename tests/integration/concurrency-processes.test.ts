@@ -60,7 +60,7 @@ async function startChild(first: TestServer, dataDir: string): Promise<{ child: 
   return { child, url };
 }
 
-/** A client of the child server with the `gql` shape that the replay helpers use. */
+/** Returns a client of the child server with the `gql` shape that the replay helpers use. */
 function clientOf(url: string): TestServer {
   return {
     async gql(query: string, variables?: Record<string, unknown>, token?: string) {
