@@ -1,0 +1,126 @@
+/**
+ * The leaf query of a report must not read segments that end long before its
+ * window: with many old segments stored for a user, the rows PostgreSQL's
+ * scans return stay close to the rows inside the window.
+ */
+import { randomUUID } from 'node:crypto';
+
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { openDatabase, type Database } from '../../src/storage/postgres/database.js';
+import { loadLeafRows } from '../../src/storage/postgres/leaf-store.js';
+import type { SqlClient } from '../../src/storage/postgres/sql.js';
+import { describeWithPostgres, postgresUrl } from '../support/services.js';
+
+const OLD_SEGMENTS = 100_000;
+const WINDOW = { start: Date.parse('2026-06-01T00:00:00Z'), end: Date.parse('2026-06-02T00:00:00Z') };
+
+interface PlanNode {
+  'Node Type': string;
+  'Actual Rows'?: number;
+  'Actual Loops'?: number;
+  'Rows Removed by Filter'?: number;
+  Plans?: PlanNode[];
+}
+
+/** Sums the rows that every scan node of a plan produced or filtered away. */
+function rowsScanned(node: PlanNode): number {
+  const own = node['Node Type'].includes('Scan')
+    ? ((node['Actual Rows'] ?? 0) + (node['Rows Removed by Filter'] ?? 0)) * (node['Actual Loops'] ?? 1)
+    : 0;
+  return own + (node.Plans ?? []).reduce((sum, child) => sum + rowsScanned(child), 0);
+}
+
+describeWithPostgres('leaf scan range', () => {
+  let db: Database;
+  let dropDatabase: () => Promise<void>;
+  const userId = randomUUID();
+
+  beforeAll(async () => {
+    const base = postgresUrl() as string;
+    const name = `em_test_leafscan_${Date.now()}`;
+    const admin = new pg.Client({ connectionString: base });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.end();
+    const url = new URL(base);
+    url.pathname = `/${name}`;
+    dropDatabase = async () => {
+      const client = new pg.Client({ connectionString: base });
+      await client.connect();
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await client.end();
+    };
+
+    db = await openDatabase({
+      databaseUrl: url.toString(),
+      dataDir: '.',
+      poolSize: 2,
+      statementTimeoutMs: 60_000,
+      logger: pino({ level: 'silent' }),
+    });
+    await db.migrate();
+    await db.sql.query(`INSERT INTO users (id, username, role, password_hash) VALUES ($1, 'scan', 'MEMBER', 'x')`, [
+      userId,
+    ]);
+    // 10-minute sessions every hour through 2025, then 10 inside the window.
+    await db.sql.query(
+      `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id, end_at, end_reason, decided_at, decided_seq)
+       SELECT gen_random_uuid(), $1, 'session', '', t, n, gen_random_uuid(), t + interval '10 minutes', 'CLIENT', t + interval '10 minutes', n
+       FROM (SELECT n, timestamptz '2014-01-01' + n * interval '1 hour' AS t FROM generate_series(1, $2::int) AS n) AS s`,
+      [userId, OLD_SEGMENTS],
+    );
+    await db.sql.query(
+      `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id, end_at, end_reason, decided_at, decided_seq)
+       SELECT gen_random_uuid(), $1, 'session', '', t, 1000000 + n, gen_random_uuid(), t + interval '10 minutes', 'CLIENT', t + interval '10 minutes', 1000000 + n
+       FROM (SELECT n, timestamptz '2026-06-01' + n * interval '1 hour' AS t FROM generate_series(1, 10) AS n) AS s`,
+      [userId],
+    );
+    await db.sql.query(`INSERT INTO segment_length_bounds (user_id, pair_type, max_ms) VALUES ($1, 'session', 600000)`, [
+      userId,
+    ]);
+    await db.sql.query('ANALYZE segments');
+  }, 120_000);
+
+  afterAll(async () => {
+    await db?.close();
+    await dropDatabase?.();
+  });
+
+  it('reads only segments near the window', async () => {
+    // Capture the leaf statement, then run it again under EXPLAIN ANALYZE.
+    const statements: Array<{ text: string; params: unknown[] }> = [];
+    const recording: SqlClient = {
+      ...db.sql,
+      query: (text, params) => db.sql.query(text, params),
+      queryArrays: (text, params = []) => {
+        statements.push({ text, params });
+        return db.sql.queryArrays(text, params);
+      },
+      exec: (script) => db.sql.exec(script),
+      transaction: (work) => db.sql.transaction(work),
+    };
+    const rows = await loadLeafRows(recording, {
+      spec: { pairTypes: ['session'], users: [userId], pairKeys: null, meta: null, includeOpen: true },
+      defaultUsers: null,
+      windowStart: WINDOW.start,
+      windowEnd: WINDOW.end,
+      openEnd: WINDOW.end,
+      withUserIds: false,
+    });
+    expect(rows.starts.length).toBe(10);
+
+    const leafStatement = statements.at(-1);
+    expect(leafStatement).toBeDefined();
+    const plan = await db.sql.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(
+      `EXPLAIN (ANALYZE, FORMAT JSON) ${leafStatement?.text}`,
+      leafStatement?.params,
+    );
+    const scanned = rowsScanned((plan[0] as { 'QUERY PLAN': Array<{ Plan: PlanNode }> })['QUERY PLAN'][0]!.Plan);
+
+    expect(scanned).toBeGreaterThanOrEqual(10);
+    expect(scanned).toBeLessThan(100);
+  });
+});
