@@ -5,6 +5,10 @@
  * start minus the longest closed segment of the users and pair types asked
  * for (kept in segment_length_bounds), so segments far before the window are
  * never read. Open segments come from their partial index.
+ *
+ * NOTE: the bound is one maximum over all selected users and pair types, and
+ * it only grows, so a single very long closed segment widens the scan of
+ * every leaf that selects its user and pair type.
  */
 import type { LeafSpec } from '../../domain/report/types.js';
 import { MIN_INSTANT_MS } from '../../domain/storable.js';
