@@ -301,7 +301,7 @@ describe('hostile queries', () => {
       ['5,000 nested selections', { query: `{ me ${'{ id '.repeat(5000)}${'}'.repeat(5001)}` }, 400],
       ['Int above 32 bits', { query: '{ events(first: 2147483648) { nodes { id } } }' }, 400],
       ['Infinity as Int', '{"query":"query ($f: Int) { events(first: $f) { nodes { id } } }","variables":{"f":1e400}}', 400],
-      ['__proto__ in variables', '{"query":"query ($f: Int) { events(first: $f) { nodes { id } } }","variables":{"__proto__":{"f":1}}}', 200],
+      ['__proto__ in variables', '{"query":"query ($f: Int) { events(first: $f) { nodes { id } } }","variables":{"__proto__":{"f":1}}}', 400],
     ])('answers %s without a server error', async (_name, body, status) => {
       const reply = await postJson('/graphql', member.token, body);
 
