@@ -18,7 +18,7 @@ import type { EngineOutput, EngineState, PairCatalog, Position } from '../domain
 import {
   loadDerivedHead,
   loadEventsToFold,
-  loadLastEventBefore,
+  loadActivityBefore,
   loadOpenSegments,
   loadPendingEvents,
   loadSegmentsOpenAt,
@@ -179,15 +179,15 @@ export class Deriver {
   }
 
   private async restoreAt(tx: SqlClient, userId: string, p: Position): Promise<EngineState> {
-    const [openSegments, last] = await Promise.all([
+    const [openSegments, activity] = await Promise.all([
       loadSegmentsOpenAt(tx, userId, p),
-      loadLastEventBefore(tx, userId, p),
+      loadActivityBefore(tx, userId, p),
     ]);
     this.logger.debug({ userId, at: new Date(p.at).toISOString(), seq: p.seq }, 'late event: restoring state');
     return restoreState({
       openSegments,
-      lastActivityAt: last?.at ?? null,
-      position: last,
+      lastActivityAt: activity.lastActivityAt,
+      position: activity.position,
       appliedSeq: 0,
     });
   }

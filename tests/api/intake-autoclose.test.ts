@@ -257,3 +257,49 @@ describe('auto-close with no activity', () => {
     expect(timeline.segments).toEqual([]);
   });
 });
+
+describe('synthesised ends as activity', () => {
+  const clock = new ManualClock(Date.parse(dayOne('12:00:00')));
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { clock, sweeper: false });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('keeps a DEADLINE child inside its parent, also after a late event', async () => {
+    const member = await server.createUser('deadline-child');
+    for (const input of [
+      { pairType: 'session', timeoutSeconds: 3600, endAt: 'LAST_ACTIVITY' },
+      { pairType: 'task', timeoutSeconds: 600, endAt: 'DEADLINE' },
+    ]) {
+      dataOf(await server.gql(SET_PREFERENCE, { input }, member.token), 'setAutoClosePreference');
+    }
+    const send = async (events: Array<Record<string, unknown>>) =>
+      dataOf(await server.gql(SEND_EVENTS, { events }, member.token), 'sendEvents');
+
+    await send([
+      { id: 's', type: 'session_started', occurredAt: dayOne('09:00:00') },
+      { id: 't', type: 'task_started', occurredAt: dayOne('09:05:00') },
+    ]);
+    // Now is 12:00: the task closed at its deadline 09:15, and that end is the
+    // session's last activity, so the session ends at 09:15 too.
+    let segments = (await readTimeline(server, member.token, member.id)).segments.map(summary);
+    expect(segments).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('09:15:00'), endReason: 'AUTO_CLOSE' },
+      { pairType: 'task', start: dayOne('09:05:00'), end: dayOne('09:15:00'), endReason: 'AUTO_CLOSE' },
+    ]);
+
+    // A late heartbeat at 10:10 lies before the session's deadline 10:15
+    // (09:15 plus one hour), so the session stays open through it.
+    await send([{ id: 'h', type: 'heartbeat', occurredAt: dayOne('10:10:00') }]);
+    segments = (await readTimeline(server, member.token, member.id)).segments.map(summary);
+    expect(segments).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('10:10:00'), endReason: 'AUTO_CLOSE' },
+      { pairType: 'task', start: dayOne('09:05:00'), end: dayOne('09:15:00'), endReason: 'AUTO_CLOSE' },
+    ]);
+  });
+});

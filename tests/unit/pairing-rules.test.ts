@@ -580,7 +580,8 @@ describe('AUTO_CLOSE', () => {
     const { state, snapshot } = fold(eventsOf(rows), catalog, at('12:00'));
     expect(segmentLines(snapshot)).toEqual(['session [09:00, open)', 'task [09:10, 10:10) AUTO_CLOSE']);
     expect(correctionLines(snapshot)).toEqual(['AUTO_CLOSE task_ended task at 10:10 <- e2']);
-    expect(nextDeadline(state, catalog)).toBe(at('21:10'));
+    // The task's synthesised end at 10:10 is activity, so the session's 12 h run from there.
+    expect(nextDeadline(state, catalog)).toBe(at('22:10'));
   });
 
   it('orders same deadline by start', () => {
@@ -603,7 +604,8 @@ describe('AUTO_CLOSE', () => {
   });
 
   it('decides a shortened deadline at position', () => {
-    const hourlyCall = { call: { timeoutSeconds: 3600, endAt: 'DEADLINE' as const } };
+    // LAST_ACTIVITY: the call ends at 10:00 but is decided at 11:00, after the last activity.
+    const hourlyCall = { call: { timeoutSeconds: 3600, endAt: 'LAST_ACTIVITY' as const } };
     const rows: EventRow[] = [
       ['start', 'session', '09:00'],
       ['start', 'call', '10:00'],

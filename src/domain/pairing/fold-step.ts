@@ -166,8 +166,6 @@ export class FoldStep {
           : deadlinePosition;
 
       const policy = policyOf(this.catalog, instance.pairType);
-      // NOTE: with LAST_ACTIVITY a parent can end before a child that a shorter
-      // DEADLINE policy closed earlier, so that child ends outside its parent.
       const endAt =
         policy.endAt === 'DEADLINE'
           ? deadline
@@ -187,6 +185,13 @@ export class FoldStep {
         childCauseEventId: autoCloseId,
       });
       this.position = decidedAt;
+
+      // The synthesised end is an event of the user, so it counts as activity.
+      // A DEADLINE end lies after the last activity; without this an ancestor
+      // with LAST_ACTIVITY could end before the child that it contains.
+      if (this.lastActivityAt === null || endAt > this.lastActivityAt) {
+        this.lastActivityAt = endAt;
+      }
     }
   }
 

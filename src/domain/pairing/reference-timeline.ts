@@ -140,6 +140,14 @@ export class ReferenceTimeline {
       }
     }
 
+    // Synthesised ends before `from` are activity too (a DEADLINE auto-close
+    // ends after the last client event), so they count for the restored state.
+    for (const correction of this.ledger.snapshot().corrections) {
+      if (comparePositions(correction.position, from) < 0) {
+        lastActivityAt = Math.max(lastActivityAt ?? correction.occurredAt, correction.occurredAt);
+      }
+    }
+
     this.ledger.truncateFrom(from);
     this.current = restoreState({
       openSegments: this.ledger.openSegmentsAt(from),

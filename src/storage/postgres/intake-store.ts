@@ -223,17 +223,41 @@ export async function loadSegmentsOpenAt(tx: SqlClient, userId: string, p: Posit
   return rows.map(toSegmentStart);
 }
 
-/** Returns the position of the last non-ignored client event before `p`, which is also the last activity. */
-export async function loadLastEventBefore(tx: SqlClient, userId: string, p: Position): Promise<Position | null> {
-  const rows = await tx.query<{ occurred_at: Date; seq: number }>(
-    `SELECT occurred_at, seq FROM events
-     WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
-       AND (pos_at, pos_seq) < ($2::timestamptz, $3::int)
-     ORDER BY pos_at DESC, pos_seq DESC LIMIT 1`,
+/**
+ * Returns, before position `p`, the position of the last non-ignored client
+ * event and the last activity. Activity counts synthesised ends too (a
+ * DEADLINE auto-close ends after the last client event). Every event but a
+ * LAST_ACTIVITY auto-close occurs at its position, and that one occurs at an
+ * earlier activity, so the last row whose occurrence equals its position
+ * holds the latest activity; both lookups walk the position index backwards.
+ */
+export async function loadActivityBefore(
+  tx: SqlClient,
+  userId: string,
+  p: Position,
+): Promise<{ position: Position | null; lastActivityAt: number | null }> {
+  const rows = await tx.queryArrays(
+    `SELECT c.occurred_at, c.seq, a.occurred_at
+     FROM (SELECT 1) AS one
+     LEFT JOIN LATERAL (
+       SELECT occurred_at, seq FROM events
+       WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
+         AND (pos_at, pos_seq) < ($2::timestamptz, $3::int)
+       ORDER BY pos_at DESC, pos_seq DESC LIMIT 1
+     ) AS c ON true
+     LEFT JOIN LATERAL (
+       SELECT occurred_at FROM events
+       WHERE user_id = $1 AND NOT ignored AND occurred_at = pos_at
+         AND (pos_at, pos_seq) < ($2::timestamptz, $3::int)
+       ORDER BY pos_at DESC, pos_seq DESC LIMIT 1
+     ) AS a ON true`,
     [userId, new Date(p.at), p.seq],
   );
-  const row = rows[0];
-  return row === undefined ? null : { at: row.occurred_at.getTime(), seq: row.seq };
+  const row = rows[0] ?? [null, null, null];
+  return {
+    position: row[0] === null ? null : { at: (row[0] as Date).getTime(), seq: row[1] as number },
+    lastActivityAt: row[2] === null ? null : (row[2] as Date).getTime(),
+  };
 }
 
 /** Removes everything derived at or after `p`, as `DerivedLedger.truncateFrom` does. */
