@@ -41,7 +41,37 @@ export function toUserRecord(row: {
   return { id: row.id, username: row.username, role: row.role as Role, createdAt: row.createdAt };
 }
 
+/**
+ * Password hashes that may run at once. Each scrypt call at N=2^17 holds 128
+ * MiB and one of libuv's four default threads, so unbounded concurrent logins
+ * would starve file and DNS work that shares those threads.
+ */
+export const MAX_CONCURRENT_PASSWORD_HASHES = 2;
+
+/** Runs at most `limit` tasks at a time; the others wait in arrival order. */
+export class ConcurrencyLimit {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) {
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+    this.active += 1;
+    try {
+      return await task();
+    } finally {
+      this.active -= 1;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
 export class UserService {
+  private readonly hashing = new ConcurrencyLimit(MAX_CONCURRENT_PASSWORD_HASHES);
+
   constructor(private readonly options: UserServiceOptions) {}
 
   /** Validates and stores a new account. */
@@ -74,9 +104,9 @@ export class UserService {
       });
     }
 
-    const passwordHash = await hashPassword(input.password, {
-      log2N: this.options.passwordScryptLog2N,
-    });
+    const passwordHash = await this.hashing.run(() =>
+      hashPassword(input.password, { log2N: this.options.passwordScryptLog2N }),
+    );
     try {
       const row = await this.options.prisma.user.create({
         data: { id: randomUUID(), username: input.username, role: input.role as Role, passwordHash },
@@ -106,10 +136,11 @@ export class UserService {
       username.length <= 64 && textProblem(username) === null
         ? await prisma.user.findUnique({ where: { username } })
         : null;
-    const valid =
+    const valid = await this.hashing.run(() =>
       row === null
-        ? await verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
-        : await this.verifyStored(password, row.id, row.passwordHash);
+        ? verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
+        : this.verifyStored(password, row.id, row.passwordHash),
+    );
 
     if (row === null || !valid) {
       await rateLimiter.recordFailure(username, clientAddress);
