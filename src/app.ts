@@ -108,11 +108,13 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       rateLimiter,
       passwordScryptLog2N: config.auth.passwordScryptLog2N,
       logger,
+      sql: db.sql,
     });
     const pairTypes = new PairTypeService(
       db.prisma,
       { timeoutSeconds: config.intake.defaultAutoCloseTimeoutSeconds, endAt: 'LAST_ACTIVITY' },
       logger,
+      db.sql,
     );
     await pairTypes.applyBuiltInDefaults();
     await users.bootstrapAdmin(config.auth.admin);

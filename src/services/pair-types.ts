@@ -13,6 +13,7 @@ import type {
   PairTypeDefinition,
 } from '../domain/pairing/types.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
+import type { SqlClient } from '../storage/postgres/sql.js';
 
 export interface PairTypeRecord extends PairTypeDefinition {
   builtIn: boolean;
@@ -45,6 +46,8 @@ export class PairTypeService {
     private readonly prisma: PrismaClient,
     private readonly defaultPolicy: AutoClosePolicy,
     private readonly logger: Logger,
+    /** Optional SQL client for the reads on the intake path. */
+    private readonly sql?: SqlClient,
   ) {}
 
   /** Applies the configured default policy to the built-in pair types. */
@@ -208,6 +211,14 @@ export class PairTypeService {
   }
 
   async preferences(userId: string): Promise<Array<{ pairType: string } & AutoClosePolicy>> {
+    if (this.sql !== undefined) {
+      // Read on every fold, so it skips Prisma's per-query overhead.
+      const rows = await this.sql.query<{ pair_type: string; timeout_seconds: number; end_at: AutoCloseEndAt }>(
+        `SELECT pair_type, timeout_seconds, end_at FROM auto_close_preferences WHERE user_id = $1 ORDER BY pair_type`,
+        [userId],
+      );
+      return rows.map((row) => ({ pairType: row.pair_type, timeoutSeconds: row.timeout_seconds, endAt: row.end_at }));
+    }
     const rows = await this.prisma.autoClosePreference.findMany({
       where: { userId },
       orderBy: { pairType: 'asc' },

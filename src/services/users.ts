@@ -11,8 +11,10 @@ import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
 import { textProblem } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
+import type { SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
 
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
 export const PASSWORD_MIN_LENGTH = 8;
 export const PASSWORD_MAX_LENGTH = 1024;
@@ -30,6 +32,8 @@ export interface UserServiceOptions {
   rateLimiter: LoginRateLimiter;
   passwordScryptLog2N: number;
   logger: Logger;
+  /** Optional SQL client for the read on every authenticated request. */
+  sql?: SqlClient;
 }
 
 export function toUserRecord(row: {
@@ -168,6 +172,19 @@ export class UserService {
   }
 
   async findById(id: string): Promise<UserRecord | null> {
+    const { sql } = this.options;
+    if (!UUID_PATTERN.test(id)) {
+      return null;
+    }
+    if (sql !== undefined) {
+      // Read on every authenticated request, so it skips Prisma's per-query overhead.
+      const rows = await sql.query<{ id: string; username: string; role: string; created_at: Date }>(
+        `SELECT id, username, role, created_at FROM users WHERE id = $1::uuid`,
+        [id],
+      );
+      const row = rows[0];
+      return row === undefined ? null : toUserRecord({ ...row, createdAt: row.created_at });
+    }
     const row = await this.options.prisma.user.findUnique({ where: { id } });
     return row === null ? null : toUserRecord(row);
   }
