@@ -67,7 +67,15 @@ export async function dropDatabase(baseUrl: string, name: string): Promise<void>
 
 /** Opens a pool on the run's database with the session zone pinned to UTC, as the service does. */
 export function openPool(url: string, max: number): pg.Pool {
-  return new pg.Pool({ connectionString: url, max, options: '-c TimeZone=UTC' });
+  const pool = new pg.Pool({ connectionString: url, max, options: '-c TimeZone=UTC' });
+  // DROP DATABASE ... WITH (FORCE) at the end of a run terminates idle
+  // connections still in a phase's pool (SQLSTATE 57P01); anything else is reported.
+  pool.on('error', (error: Error & { code?: string }) => {
+    if (error.code !== '57P01') {
+      process.stderr.write(`bench: idle PostgreSQL connection failed: ${error.message}\n`);
+    }
+  });
+  return pool;
 }
 
 /** Reads the versions of PostgreSQL and Redis for the report. */
