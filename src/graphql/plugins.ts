@@ -59,10 +59,12 @@ export function createLimitsPlugin(limits: RequestLimits): ApolloServerPlugin<Gr
             }
             const type = namedType(definition.type);
             try {
-              if (type.name === 'SetExpression') {
+              if (type.name === 'SetExpression' || type.name === 'DifferenceInput') {
+                // DifferenceInput is the other recursive input type: measure it
+                // as the difference node it becomes.
                 const values = type.list && Array.isArray(value) ? value : [value];
                 for (const item of values) {
-                  measureExpression(item, limits.expression);
+                  measureExpression(type.name === 'SetExpression' ? item : { difference: item }, limits.expression);
                 }
               } else if (type.name === 'EventInput' && type.list && Array.isArray(value)) {
                 if (value.length > limits.maxBatchSize) {

@@ -145,7 +145,8 @@ export async function buildHttpApp(
       return { status: 'ok', ...checks };
     } catch (error) {
       request.log.warn({ err: error }, 'readiness check failed');
-      return reply.status(503).send({ status: 'unavailable', message: (error as Error).message });
+      // The cause stays in the log: connection errors name hosts and users.
+      return reply.status(503).send({ status: 'unavailable', message: 'The database or Redis is not reachable.' });
     }
   });
 

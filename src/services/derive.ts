@@ -118,6 +118,7 @@ export class Deriver {
       const version = await writeDerived(tx, {
         userId,
         fence: lock.fence,
+        expectedVersion: head.derivedVersion,
         receivedAt: now,
         ...write,
         head: {

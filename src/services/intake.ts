@@ -131,7 +131,19 @@ export class IntakeService {
         await this.options.store.scheduleDeadline(userId, clock.now() + this.options.userLockTtlMs);
       }
       const receivedAt = clock.now();
-      const stored = await this.store(items, receivedAt);
+      let stored: Array<{ index: number; eventId: string; duplicate: boolean }>;
+      try {
+        stored = await this.store(items, receivedAt);
+      } catch (error) {
+        // Nothing was stored; a settle puts each user's real deadline back in
+        // place of the watchdog.
+        for (const lock of locks) {
+          await this.options.deriver.derive(lock, clock.now()).catch((settleError: unknown) => {
+            this.options.logger.warn({ err: settleError, userId: lock.userId }, 'restoring the deadline failed');
+          });
+        }
+        throw error;
+      }
       for (const userId of userIds) {
         this.options.fault?.('events-stored', userId);
       }
@@ -226,7 +238,7 @@ export class IntakeService {
     inputs.forEach((input, index) => {
       const before = invalid.length;
       let userId = viewer.userId;
-      if (input.userId !== null && input.userId !== undefined && input.userId !== viewer.userId) {
+      if (input.userId !== null && input.userId !== undefined && input.userId.toLowerCase() !== viewer.userId.toLowerCase()) {
         if (viewer.role !== 'ADMIN') {
           fail(index, 'FORBIDDEN_USER', `userId ${JSON.stringify(input.userId.slice(0, 64))} is another user; only admins may send events on behalf of a user`);
         } else if (!UUID_PATTERN.test(input.userId) || !existingUsers.has(input.userId.toLowerCase())) {

@@ -94,7 +94,7 @@ export class QueryService {
       return canReadAll(viewer) ? null : [viewer.userId];
     }
     if (!canReadAll(viewer)) {
-      const other = users.find((id) => id !== viewer.userId);
+      const other = users.find((id) => id.toLowerCase() !== viewer.userId.toLowerCase());
       if (other !== undefined) {
         throw new DomainError('FORBIDDEN', 'OTHER_USER', `Members may read only their own data; the filter names user ${JSON.stringify(other.slice(0, 64))}.`);
       }

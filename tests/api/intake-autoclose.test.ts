@@ -303,3 +303,40 @@ describe('synthesised ends as activity', () => {
     ]);
   });
 });
+
+describe('deadline after a rejected batch', () => {
+  const clock = new ManualClock(Date.parse(dayOne('09:10:00')));
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { clock, sweeper: false });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('keeps the real deadline', async () => {
+    const member = await server.createUser('deadline-kept');
+    dataOf(
+      await server.gql(
+        SEND_EVENTS,
+        { events: [{ id: 'start', type: 'session_started', occurredAt: dayOne('09:00:00') }] },
+        member.token,
+      ),
+      'sendEvents',
+    );
+    // Default policy: 30 minutes after the last activity.
+    const deadline = Date.parse(dayOne('09:30:00'));
+    expect(await server.app.store.peekDeadline(member.id)).toBe(deadline);
+
+    // The same client id with other content: the batch is rejected and stores nothing.
+    const rejected = await server.gql(
+      SEND_EVENTS,
+      { events: [{ id: 'start', type: 'heartbeat', occurredAt: dayOne('09:05:00') }] },
+      member.token,
+    );
+    expect(rejected.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(await server.app.store.peekDeadline(member.id)).toBe(deadline);
+  });
+});

@@ -125,6 +125,19 @@ describe('report limits over HTTP', () => {
       await expectStillServing();
     });
 
+    it('rejects depth 10,000 as a DifferenceInput', async () => {
+      const query = `query ($d: DifferenceInput!, $window: WindowInput!) {
+        report(expression: { difference: $d }, window: $window) { count }
+      }`;
+      const difference = `{"from":{"intervals":[]},"subtract":${nestedComplementJson(10_000)}}`;
+      const body = `{"query":${JSON.stringify(query)},"variables":{"window":${JSON.stringify(WINDOW)},"d":${difference}}}`;
+      const result = await postJsonText(body);
+
+      expect(result.status).toBe(400);
+      expectLimitError(firstError(result), 'REPORT_MAX_DEPTH', 33, 32);
+      await expectStillServing();
+    });
+
     it('accepts the maximum depth of 32', async () => {
       const body = `{"query":${JSON.stringify(REPORT)},"variables":{"window":${JSON.stringify(WINDOW)},"expression":${nestedComplementJson(32)}}}`;
       const result = await postJsonText(body);

@@ -66,6 +66,8 @@ export interface DerivedWrite {
   closedSegments: Array<{ segmentId: string; pairType: string; startAt: number; end: NonNullable<SegmentRow['end']> }>;
   orphanEventIds: string[];
   head: Omit<DerivedHead, 'derivedVersion' | 'lastEventSeq'>;
+  /** Derived version read at the start of the fold; another writer since then makes the write fail. */
+  expectedVersion: number;
 }
 
 const ms = (value: unknown): number | null => (value === null || value === undefined ? null : (value as Date).getTime());
@@ -448,13 +450,14 @@ export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<
     );
   }
 
-  // The fence check rides on the head update: a holder whose lock expired and
-  // passed to another process matches no row, and the error rolls back
+  // The fence and version checks ride on the head update: a holder whose lock
+  // expired and passed to another process, or that folded from a head another
+  // writer has since moved, matches no row, and the error rolls back
   // everything written above.
   const head = await tx.query<{ derived_version: number }>(
     `UPDATE users SET applied_seq = $2, applied_at = $3, applied_pos_seq = $4, last_activity_at = $5,
        derived_version = derived_version + 1, fence = $6
-     WHERE id = $1 AND fence <= $6 RETURNING derived_version`,
+     WHERE id = $1 AND fence <= $6 AND derived_version = $7 RETURNING derived_version`,
     [
       write.userId,
       write.head.appliedSeq,
@@ -462,6 +465,7 @@ export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<
       write.head.position?.seq ?? null,
       date(write.head.lastActivityAt),
       write.fence,
+      write.expectedVersion,
     ],
   );
   const row = head[0];
