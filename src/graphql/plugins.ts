@@ -130,7 +130,7 @@ const REQUEST_LEVEL_REASONS = new Set([
 ]);
 
 /**
- * Answers HTTP 400 when a limit or an invalid report input rejected the
+ * Sets HTTP status 400 when a limit or an invalid report input rejected the
  * operation and no data came back, the same status as when the limit is found
  * before execution. Other errors keep GraphQL's usual 200 with `errors`.
  */
@@ -160,7 +160,7 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
   };
 }
 
-/** Tells whether a document asks for the schema (`__schema` or `__type`), in any operation or fragment. */
+/** Returns whether a document selects `__schema` or `__type`, in any operation or fragment. */
 function asksForSchema(document: DocumentNode): boolean {
   let found = false;
   visit(document, {

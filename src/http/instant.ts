@@ -1,7 +1,7 @@
 import { isStorableInstant } from '../domain/storable.js';
 
 /**
- * RFC 3339 instants with an explicit offset (`Z` or `+hh:mm`); anything
+ * RFC 3339 instants with an explicit offset (`Z` or `+hh:mm`). An instant
  * without an offset is rejected, because its meaning depends on a zone the
  * server cannot know.
  */

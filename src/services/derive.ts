@@ -1,10 +1,10 @@
 /**
  * Brings one user's derived rows and Redis state up to date, under that
- * user's lock: folds the stored events not applied yet (restoring the state
- * at the earliest of them when it lies before what was applied, which is how
- * late events and provisional auto-closes are handled), settles the deadlines
- * that have passed, writes the result to PostgreSQL in one transaction, then
- * the state and the next deadline to Redis.
+ * user's lock. It folds the stored events not applied yet and settles the
+ * deadlines that have passed. When the earliest pending event lies before
+ * what was applied, it first restores the state at that event, which is how
+ * late events and provisional auto-closes are handled. The result goes to
+ * PostgreSQL in one transaction, then the state and next deadline to Redis.
  *
  * Redis holds a cache of the engine state stamped with the derived version it
  * matches; any other stamp (or none, after a flush) means it is rebuilt from

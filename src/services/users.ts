@@ -46,9 +46,9 @@ export function toUserRecord(row: {
 }
 
 /**
- * Password hashes that may run at once. Each scrypt call at N=2^17 holds 128
- * MiB and one of libuv's four default threads, so unbounded concurrent logins
- * would starve file and DNS work that shares those threads.
+ * Maximum number of password hashes running at once. Each scrypt call at
+ * N=2^17 uses 128 MiB and one of libuv's four default threads, so unbounded
+ * concurrent logins would starve file and DNS work that shares those threads.
  */
 export const MAX_CONCURRENT_PASSWORD_HASHES = 2;
 

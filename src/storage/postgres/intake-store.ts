@@ -227,11 +227,11 @@ export async function loadSegmentsOpenAt(tx: SqlClient, userId: string, p: Posit
 
 /**
  * Returns, before position `p`, the position of the last non-ignored client
- * event and the last activity. Activity counts synthesised ends too (a
- * DEADLINE auto-close ends after the last client event). Every event but a
+ * event and the last activity. Activity counts synthesised ends too, because
+ * a DEADLINE auto-close ends after the last client event. Every event but a
  * LAST_ACTIVITY auto-close occurs at its position, and that one occurs at an
- * earlier activity, so the last row whose occurrence equals its position
- * holds the latest activity; both lookups walk the position index backwards.
+ * earlier activity. So the last row whose occurrence equals its position has
+ * the latest activity. Both lookups walk the position index backwards.
  */
 export async function loadActivityBefore(
   tx: SqlClient,
@@ -450,10 +450,10 @@ export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<
     );
   }
 
-  // The fence and version checks ride on the head update: a holder whose lock
-  // expired and passed to another process, or that folded from a head another
-  // writer has since moved, matches no row, and the error rolls back
-  // everything written above.
+  // The fence and version checks ride on the head update. A holder whose lock
+  // expired and passed to another process matches no row, and so does one
+  // that folded from a head another writer has since moved. The error then
+  // rolls back everything written above.
   const head = await tx.query<{ derived_version: number }>(
     `UPDATE users SET applied_seq = $2, applied_at = $3, applied_pos_seq = $4, last_activity_at = $5,
        derived_version = derived_version + 1, fence = $6

@@ -1,10 +1,10 @@
 /**
  * Loads the segments of report leaves as `[start, end)` milliseconds, reading
  * only segments that can overlap the window. Closed segments are found by the
- * index on (user_id, pair_type, start_at), starting no earlier than the window
- * start minus the longest closed segment of the users and pair types asked
- * for (kept in segment_length_bounds), so segments far before the window are
- * never read. Open segments come from their partial index.
+ * index on (user_id, pair_type, start_at). The scan starts at the window start
+ * minus the longest closed segment of the selected users and pair types, which
+ * segment_length_bounds keeps, so segments far before the window are never
+ * read. Open segments come from their partial index.
  *
  * NOTE: the bound is one maximum over all selected users and pair types, and
  * it only grows, so a single very long closed segment widens the scan of
