@@ -6,6 +6,7 @@
  * of any user.
  */
 import { DomainError } from '../domain/errors.js';
+import { sameUserId } from '../domain/user-id.js';
 
 export const ROLES = ['MEMBER', 'ANALYST', 'ADMIN'] as const;
 
@@ -45,7 +46,7 @@ export function canReadAll(viewer: Viewer): boolean {
 
 /** Tells whether the viewer may send events for `userId` (its own, or any as ADMIN). */
 export function canActFor(viewer: Viewer, userId: string): boolean {
-  return viewer.userId === userId || viewer.role === 'ADMIN';
+  return sameUserId(viewer.userId, userId) || viewer.role === 'ADMIN';
 }
 
 /**
@@ -73,7 +74,7 @@ export function assertCanActFor(viewer: Viewer, userId: string): void {
  * @throws DomainError FORBIDDEN with reason `OTHER_USER`.
  */
 export function assertCanReadFor(viewer: Viewer, userId: string): void {
-  if (viewer.userId === userId || canReadAll(viewer)) {
+  if (sameUserId(viewer.userId, userId) || canReadAll(viewer)) {
     return;
   }
   throw new DomainError(

@@ -29,6 +29,7 @@ import type { CoordinationStore, UserLock } from '../storage/redis/coordination-
 import type { Deriver, FaultHook } from './derive.js';
 import type { Clock } from './index.js';
 import { buildCatalog, type PairTypeService } from './pair-types.js';
+import { isUuid, sameUserId } from '../domain/user-id.js';
 
 export interface EventInput {
   id?: string | null | undefined;
@@ -79,7 +80,6 @@ export interface IntakeOptions {
 export const MAX_TYPE_LENGTH = 128;
 export const MAX_PAIR_KEY_LENGTH = 256;
 export const MAX_CLIENT_ID_LENGTH = 256;
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 interface ValidItem {
   index: number;
@@ -223,7 +223,7 @@ export class IntakeService {
 
     const namedUsers = new Set<string>();
     for (const input of inputs) {
-      if (input.userId !== null && input.userId !== undefined && UUID_PATTERN.test(input.userId)) {
+      if (input.userId !== null && input.userId !== undefined && isUuid(input.userId)) {
         namedUsers.add(input.userId.toLowerCase());
       }
     }
@@ -238,10 +238,10 @@ export class IntakeService {
     inputs.forEach((input, index) => {
       const before = invalid.length;
       let userId = viewer.userId;
-      if (input.userId !== null && input.userId !== undefined && input.userId.toLowerCase() !== viewer.userId.toLowerCase()) {
+      if (input.userId !== null && input.userId !== undefined && !sameUserId(input.userId, viewer.userId)) {
         if (viewer.role !== 'ADMIN') {
           fail(index, 'FORBIDDEN_USER', `userId ${JSON.stringify(input.userId.slice(0, 64))} is another user; only admins may send events on behalf of a user`);
-        } else if (!UUID_PATTERN.test(input.userId) || !existingUsers.has(input.userId.toLowerCase())) {
+        } else if (!isUuid(input.userId) || !existingUsers.has(input.userId.toLowerCase())) {
           fail(index, 'USER_NOT_FOUND', `userId ${JSON.stringify(input.userId.slice(0, 64))} does not exist`);
         } else {
           userId = input.userId.toLowerCase();

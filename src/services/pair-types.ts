@@ -14,6 +14,7 @@ import type {
 } from '../domain/pairing/types.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
+import { isUuid } from '../domain/user-id.js';
 
 export interface PairTypeRecord extends PairTypeDefinition {
   builtIn: boolean;
@@ -28,7 +29,6 @@ export interface DefinePairTypeInput {
 }
 
 const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const MAX_EVENT_TYPE_LENGTH = 128;
 /** Maximum auto-close timeout: ten years, in seconds. */
 export const MAX_TIMEOUT_SECONDS = 10 * 366 * 24 * 3600;
@@ -195,7 +195,7 @@ export class PairTypeService {
         pairType: pairType.slice(0, 80),
       });
     }
-    const user = UUID_PATTERN.test(userId)
+    const user = isUuid(userId)
       ? await this.prisma.user.findUnique({ where: { id: userId }, select: { id: true } })
       : null;
     if (user === null) {

@@ -15,6 +15,7 @@ import {
   type SegmentRecord,
 } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
+import { isUuid, sameUserId } from '../domain/user-id.js';
 
 export interface Connection<T> {
   edges: Array<{ cursor: string; node: T }>;
@@ -94,7 +95,7 @@ export class QueryService {
       return canReadAll(viewer) ? null : [viewer.userId];
     }
     if (!canReadAll(viewer)) {
-      const other = users.find((id) => id.toLowerCase() !== viewer.userId.toLowerCase());
+      const other = users.find((id) => !sameUserId(id, viewer.userId));
       if (other !== undefined) {
         throw new DomainError('FORBIDDEN', 'OTHER_USER', `Members may read only their own data; the filter names user ${JSON.stringify(other.slice(0, 64))}.`);
       }
@@ -207,10 +208,6 @@ function checkFilterText(field: string, values: readonly string[] | null | undef
   });
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-function isUuid(value: string): boolean {
-  return UUID.test(value);
-}
 
 function toConnection<T>(rows: T[], limit: number, cursorOf: (row: T) => string): Connection<T> {
   const hasNextPage = rows.length > limit;

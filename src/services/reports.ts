@@ -2,13 +2,13 @@
  * Reports: set expressions over stored segments, evaluated in the domain
  * core after each distinct leaf was loaded once.
  */
-import { DomainError, limitExceeded } from '../domain/errors.js';
+import type { Viewer } from '../auth/viewer.js';
+import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
 import { bucketBoundaries, isValidTimeZone, totalsInBuckets, type BucketUnit } from '../domain/interval/buckets.js';
 import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
-import { badInput } from '../domain/errors.js';
-import { bindUser, collectLeaves, evaluate, leafKey, toExpression, validateWindow } from '../domain/report/expression.js';
+import { bindUser, collectLeaves, evaluate, toExpression, validateWindow } from '../domain/report/expression.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
-import type { Viewer } from '../auth/viewer.js';
+import { sameUserId } from '../domain/user-id.js';
 import { loadLeafRows } from '../storage/postgres/leaf-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { Clock } from './index.js';
@@ -73,7 +73,7 @@ export class ReportService {
 
     if (!request.canReadAll) {
       for (const spec of leaves.values()) {
-        const other = spec.users?.find((id) => id.toLowerCase() !== viewer.userId.toLowerCase());
+        const other = spec.users?.find((id) => !sameUserId(id, viewer.userId));
         if (other !== undefined) {
           throw new DomainError(
             'FORBIDDEN',
@@ -230,4 +230,3 @@ function splitBoundKey(key: string): [string, string] {
   return [key.slice(0, at), key.slice(at + BOUND_SEPARATOR.length)];
 }
 
-export { leafKey };

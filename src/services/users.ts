@@ -13,8 +13,8 @@ import { textProblem } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
+import { isUuid } from '../domain/user-id.js';
 
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
 export const PASSWORD_MIN_LENGTH = 8;
 export const PASSWORD_MAX_LENGTH = 1024;
@@ -173,7 +173,7 @@ export class UserService {
 
   async findById(id: string): Promise<UserRecord | null> {
     const { sql } = this.options;
-    if (!UUID_PATTERN.test(id)) {
+    if (!isUuid(id)) {
       return null;
     }
     if (sql !== undefined) {

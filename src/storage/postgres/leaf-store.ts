@@ -12,9 +12,9 @@
  */
 import type { LeafSpec } from '../../domain/report/types.js';
 import { MIN_INSTANT_MS } from '../../domain/storable.js';
+import { isUuid } from '../../domain/user-id.js';
 import type { SqlClient } from './sql.js';
 
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface LeafRows {
   /** Parallel arrays, one entry per segment, in no particular order; open segments end at `openEnd`. */
@@ -38,7 +38,7 @@ export interface LeafQuery {
 export async function loadLeafRows(sql: SqlClient, query: LeafQuery): Promise<LeafRows> {
   const { spec } = query;
   // User ids are UUIDs, so any other id matches no segment. Casting it to uuid would fail the query.
-  const users = (spec.users ?? query.defaultUsers)?.filter((id) => UUID_PATTERN.test(id)) ?? null;
+  const users = (spec.users ?? query.defaultUsers)?.filter((id) => isUuid(id)) ?? null;
   const filters: string[] = [];
   const params: unknown[] = [];
   const bind = (value: unknown): string => {
