@@ -8,12 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { MIGRATIONS_DIR, openDatabase, type Database } from '../../src/storage/postgres/database.js';
 import { migrate, readMigrations, type Migration } from '../../src/storage/postgres/migrator.js';
+import { createTestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 interface MigrationRow {
@@ -46,25 +46,6 @@ async function openPostgres(url: string): Promise<Database> {
     statementTimeoutMs: 10_000,
     logger: pino({ level: 'silent' }),
   });
-}
-
-async function createPostgresDatabase(baseUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `em_test_migrate_${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const client = new pg.Client({ connectionString: baseUrl });
-      await client.connect();
-      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await client.end();
-    },
-  };
 }
 
 /**
@@ -168,7 +149,7 @@ describe('migrations on PGlite', () => {
 describeWithPostgres('migrations on PostgreSQL', () => {
   describe('sequential', () => {
     sequentialCases(async () => {
-      const database = await createPostgresDatabase(postgresUrl() as string);
+      const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_migrate' });
       const db = await openPostgres(database.url);
       return {
         db,
@@ -181,7 +162,7 @@ describeWithPostgres('migrations on PostgreSQL', () => {
   });
 
   it('concurrent runs apply once', async () => {
-    const database = await createPostgresDatabase(postgresUrl() as string);
+    const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_migrate' });
     const databases = await Promise.all([0, 1, 2].map(() => openPostgres(database.url)));
     try {
       const names = (await readMigrations(MIGRATIONS_DIR)).map((migration) => migration.name);

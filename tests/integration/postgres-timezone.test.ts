@@ -5,7 +5,7 @@
  * and raw SQL, then read back through Prisma, raw SQL and a separate `pg`
  * client that keeps the database's own zone.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 
 import { PrismaPg } from '@prisma/adapter-pg';
@@ -16,6 +16,7 @@ import { describe, expect, it } from 'vitest';
 
 import { PrismaClient } from '../../src/storage/postgres/generated/client.js';
 import { openDatabase, type Database } from '../../src/storage/postgres/database.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 const ZONES = ['America/New_York', 'Asia/Kolkata'] as const;
@@ -25,37 +26,12 @@ const ZONES = ['America/New_York', 'Asia/Kolkata'] as const;
 const BEFORE_SWITCH = new Date('2026-03-08T06:30:00.123Z');
 const AFTER_SWITCH = new Date('2026-03-08T07:30:00.456Z');
 
-interface ZonedDatabase {
-  url: string;
-  drop(): Promise<void>;
-}
-
-async function createZonedDatabase(zone: string): Promise<ZonedDatabase> {
+async function createZonedDatabase(zone: string): Promise<TestDatabase> {
   const baseUrl = postgresUrl();
   if (baseUrl === undefined) {
     throw new Error('DATABASE_URL is not set.');
   }
-  const name = `em_test_tz_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.query(`ALTER DATABASE ${name} SET timezone TO '${zone}'`);
-  } finally {
-    await admin.end();
-  }
-
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const client = new pg.Client({ connectionString: baseUrl });
-      await client.connect();
-      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await client.end();
-    },
-  };
+  return createTestDatabase(baseUrl, { prefix: 'em_test_tz', settings: [`timezone TO '${zone}'`] });
 }
 
 /** Opens the database with openDatabase and a plain `pg` client that keeps the database's zone. */

@@ -5,13 +5,13 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { openDatabase, type Database } from '../../src/storage/postgres/database.js';
 import { loadLeafRows } from '../../src/storage/postgres/leaf-store.js';
 import type { SqlClient } from '../../src/storage/postgres/sql.js';
+import { createTestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 const OLD_SEGMENTS = 100_000;
@@ -39,23 +39,11 @@ describeWithPostgres('leaf scan range', () => {
   const userId = randomUUID();
 
   beforeAll(async () => {
-    const base = postgresUrl() as string;
-    const name = `em_test_leafscan_${Date.now()}`;
-    const admin = new pg.Client({ connectionString: base });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${name}`);
-    await admin.end();
-    const url = new URL(base);
-    url.pathname = `/${name}`;
-    dropDatabase = async () => {
-      const client = new pg.Client({ connectionString: base });
-      await client.connect();
-      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await client.end();
-    };
+    const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_leafscan' });
+    dropDatabase = database.drop;
 
     db = await openDatabase({
-      databaseUrl: url.toString(),
+      databaseUrl: database.url,
       dataDir: '.',
       poolSize: 2,
       statementTimeoutMs: 60_000,

@@ -4,17 +4,16 @@
  * DATABASE_URL and REDIS_URL are set, otherwise embedded PGlite in a
  * temporary directory and the in-process store, the service's own defaults.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import pg from 'pg';
 import pino from 'pino';
 
 import { createApp, type App, type AppOptions } from '../../src/app.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { Clock } from '../../src/services/index.js';
+import { createTestDatabase } from './database.js';
 import { postgresUrl, redisUrl, uniqueKeyPrefix } from './services.js';
 
 export const ADMIN = { username: 'admin', password: 'admin-password-1' };
@@ -60,25 +59,6 @@ export interface StartOptions extends AppOptions {
   keyPrefix?: string;
 }
 
-async function createDatabase(baseUrl: string): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `em_test_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: baseUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const client = new pg.Client({ connectionString: baseUrl });
-      await client.connect();
-      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await client.end();
-    },
-  };
-}
-
 export async function startTestServer(testFile: string, options: StartOptions = {}): Promise<TestServer> {
   const basePg = postgresUrl();
   const baseRedis = redisUrl();
@@ -86,7 +66,7 @@ export async function startTestServer(testFile: string, options: StartOptions = 
   if (options.databaseUrl !== undefined) {
     database = { url: options.databaseUrl, drop: async () => {} };
   } else if (basePg !== undefined) {
-    database = await createDatabase(basePg);
+    database = await createTestDatabase(basePg);
   }
   const ownsDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'em-test-'));
