@@ -15,11 +15,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestServer, type GraphQLResponse, type TestServer } from '../support/app.js';
 import {
   generateStream,
-  normaliseTimeline,
-  readTimeline,
   replayInFreshServer,
   seededRandom,
   sendWithRetry,
+  settleAndReadTimelines,
   type StreamEvent,
 } from '../support/replay.js';
 import { describeWithPostgres, describeWithRedis } from '../support/services.js';
@@ -160,17 +159,7 @@ describeWithRedis('two operating-system processes', () => {
       expect(childBatches).toBeGreaterThan(10);
       expect(stored.reduce((sum, count) => sum + count, 0)).toBe(userCount * 60);
 
-      for (const user of users) {
-        await first.app.services.intake.settle(user.id);
-      }
-      const adminToken = await first.adminToken();
-      const actual = [];
-      let lateCount = 0;
-      for (const user of users) {
-        const raw = await readTimeline(first, adminToken, user.id);
-        lateCount += raw.events.filter((event) => event.flags.includes('LATE_EVENT')).length;
-        actual.push(normaliseTimeline(raw));
-      }
+      const { timelines: actual, lateCount } = await settleAndReadTimelines(first, users);
       // The two lanes must really have delivered events out of time order.
       expect(lateCount).toBeGreaterThan(0);
       const expected = await replayInFreshServer(import.meta.filename, streams, { now: Date.now(), env: ENV });

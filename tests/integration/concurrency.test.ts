@@ -18,11 +18,10 @@ import {
   chunk,
   dataOf,
   generateStream,
-  normaliseTimeline,
-  readTimeline,
   replayInFreshServer,
   seededRandom,
   sendWithRetry,
+  settleAndReadTimelines,
   type EventNode,
 } from '../support/replay.js';
 import { describeWithPostgres, describeWithRedis } from '../support/services.js';
@@ -117,17 +116,7 @@ describeWithRedis('two processes on shared data', () => {
       expect(stored).toBe(userCount * 80);
 
       // Everything pending has been folded once the sweepers and requests are done.
-      for (const user of users) {
-        await first.app.services.intake.settle(user.id);
-      }
-      const adminToken = await first.adminToken();
-      const actual = [];
-      let lateCount = 0;
-      for (const user of users) {
-        const raw = await readTimeline(first, adminToken, user.id);
-        lateCount += raw.events.filter((event) => event.flags.includes('LATE_EVENT')).length;
-        actual.push(normaliseTimeline(raw));
-      }
+      const { timelines: actual, lateCount } = await settleAndReadTimelines(first, users);
       // The interleaving must really have delivered events out of time order.
       expect(lateCount).toBeGreaterThan(0);
       const expected = await replayInFreshServer(import.meta.filename, streams, { now: NOW, env: ENV });

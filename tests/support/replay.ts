@@ -155,6 +155,28 @@ export async function readTimeline(server: TestServer, token: string, userId: st
   return { events, segments };
 }
 
+/**
+ * Settles each user on `server` (folding anything pending), then reads and
+ * normalises their timelines and counts the events flagged LATE_EVENT.
+ */
+export async function settleAndReadTimelines(
+  server: TestServer,
+  users: ReadonlyArray<{ id: string }>,
+): Promise<{ timelines: NormalisedTimeline[]; lateCount: number }> {
+  for (const user of users) {
+    await server.app.services.intake.settle(user.id);
+  }
+  const adminToken = await server.adminToken();
+  const timelines: NormalisedTimeline[] = [];
+  let lateCount = 0;
+  for (const user of users) {
+    const raw = await readTimeline(server, adminToken, user.id);
+    lateCount += raw.events.filter((event) => event.flags.includes('LATE_EVENT')).length;
+    timelines.push(normaliseTimeline(raw));
+  }
+  return { timelines, lateCount };
+}
+
 /** Replaces server-chosen ids by keys built from client ids (see the file header). */
 export function normaliseTimeline(raw: RawTimeline): NormalisedTimeline {
   const byId = new Map(raw.events.map((event) => [event.id, event]));
