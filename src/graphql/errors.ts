@@ -127,10 +127,9 @@ export function toDomainError(error: unknown): DomainError | null {
   return null;
 }
 
-export function domainErrorToGraphQL(error: DomainError): GraphQLError {
-  return new GraphQLError(error.message, {
-    extensions: { code: codeForKind(error.kind), reason: error.reason, ...error.details },
-  });
+/** Returns the `extensions` that a domain error carries to clients. */
+export function domainErrorExtensions(error: DomainError): Record<string, unknown> {
+  return { code: codeForKind(error.kind), reason: error.reason, ...error.details };
 }
 
 /**
@@ -172,7 +171,7 @@ export function createFormatError(includeStack: boolean) {
         message: domain.message,
         ...(formatted.locations ? { locations: formatted.locations } : {}),
         ...(formatted.path ? { path: formatted.path } : {}),
-        extensions: { code: codeForKind(domain.kind), reason: domain.reason, ...domain.details },
+        extensions: domainErrorExtensions(domain),
       };
     }
 

@@ -9,7 +9,7 @@ import { GraphQLError, Kind, visit, type DocumentNode, type TypeNode } from 'gra
 import { DomainError } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
 import type { GraphQLContext } from './context.js';
-import { codeForKind, isExpectedError, isUnstorableValue, toDomainError } from './errors.js';
+import { domainErrorExtensions, isExpectedError, isUnstorableValue, toDomainError } from './errors.js';
 
 export interface RequestLimits {
   expression: ExpressionLimits;
@@ -30,12 +30,7 @@ function namedType(type: TypeNode): { name: string; list: boolean } {
 
 function rejectBeforeCoercion(error: DomainError): never {
   throw new GraphQLError(error.message, {
-    extensions: {
-      code: codeForKind(error.kind),
-      reason: error.reason,
-      ...error.details,
-      http: { status: 400 },
-    },
+    extensions: { ...domainErrorExtensions(error), http: { status: 400 } },
   });
 }
 
