@@ -6,7 +6,7 @@
  * late events and provisional auto-closes are handled. The result goes to
  * PostgreSQL in one transaction, then the state and next deadline to Redis.
  *
- * Redis holds a cache of the engine state stamped with the derived version it
+ * Redis keeps a cache of the engine state stamped with the derived version it
  * matches; any other stamp (or none, after a flush) means it is rebuilt from
  * the open segments and the head row in PostgreSQL.
  */

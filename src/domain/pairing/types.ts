@@ -49,7 +49,7 @@ export interface Position {
   seq: number;
 }
 
-/** A stored client event as the engine sees it. */
+/** A stored client event in the form the engine reads. */
 export interface EngineEvent {
   id: string;
   seq: number;

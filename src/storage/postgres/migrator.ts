@@ -2,7 +2,7 @@
  * Applies the SQL migrations in `prisma/migrations/<timestamp>_<name>/migration.sql`
  * in name order and records them in Prisma's `_prisma_migrations` table, so
  * that `prisma migrate deploy` (where Prisma's native schema engine is
- * available) sees the same history. Prisma's own migrate commands cannot run
+ * available) finds the same history. Prisma's own migrate commands cannot run
  * here because their engine cannot be downloaded.
  *
  * All pending migrations run in one transaction under a transaction-scoped
