@@ -1,0 +1,115 @@
+/**
+ * PostgreSQL going away under a running server: requests fail fast with
+ * SERVICE_UNAVAILABLE, nothing is half-applied, the process keeps serving,
+ * and intake works again once the database is back. The server reaches
+ * PostgreSQL through a TCP proxy on loopback that the test can cut.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { startTestServer, type TestServer } from '../support/app.js';
+import { SEND_EVENTS } from '../support/replay.js';
+import { describeWithPostgres, postgresUrl } from '../support/services.js';
+
+/** A loopback proxy to `target`; `cut()` drops every connection and rejects new ones until `restore()`. */
+async function startProxy(target: URL): Promise<{ port: number; cut(): void; restore(): void; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  let open = true;
+  const server: Server = createServer((client) => {
+    if (!open) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    sockets.add(client);
+    sockets.add(upstream);
+    client.pipe(upstream).pipe(client);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  return {
+    port,
+    cut() {
+      open = false;
+      for (const socket of sockets) {
+        socket.destroy();
+      }
+      sockets.clear();
+    },
+    restore() {
+      open = true;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) {
+          socket.destroy();
+        }
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describeWithPostgres('PostgreSQL outage', () => {
+  let database: TestDatabase;
+  let proxy: Awaited<ReturnType<typeof startProxy>>;
+  let server: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_outage' });
+    const target = new URL(database.url);
+    proxy = await startProxy(target);
+    const viaProxy = new URL(database.url);
+    viaProxy.hostname = '127.0.0.1';
+    viaProxy.port = String(proxy.port);
+    server = await startTestServer(import.meta.filename, {
+      databaseUrl: viaProxy.toString(),
+      env: { DB_STATEMENT_TIMEOUT_MS: '2000', DB_POOL_SIZE: '4' },
+    });
+    token = (await server.createUser('outage')).token;
+  }, 60_000);
+
+  afterAll(async () => {
+    await server?.close();
+    await proxy?.close();
+    await database?.drop();
+  });
+
+  const send = (id: string, at: string) =>
+    server.gql(SEND_EVENTS, { events: [{ id, type: 'heartbeat', occurredAt: at }] }, token);
+
+  it('fails fast, stores nothing, and recovers', async () => {
+    expect((await send('before', '2026-02-01T09:00:00Z')).errors).toBeUndefined();
+
+    proxy.cut();
+    const started = performance.now();
+    const during = await send('during', '2026-02-01T09:01:00Z');
+    const elapsedMs = performance.now() - started;
+    expect(during.errors?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE');
+    expect(elapsedMs).toBeLessThan(5_000);
+
+    const health = await fetch(`${server.url}/healthz`);
+    expect(health.status).toBe(200);
+    const ready = await fetch(`${server.url}/readyz`);
+    expect(ready.status).toBe(503);
+
+    proxy.restore();
+    const after = await send('after', '2026-02-01T09:02:00Z');
+    expect(after.errors).toBeUndefined();
+
+    const events = await server.gql(`{ events(filter: { origins: [CLIENT] }) { nodes { clientId } } }`, {}, token);
+    const clientIds = (events.data?.events.nodes as Array<{ clientId: string }>).map((node) => node.clientId);
+    expect(clientIds).toEqual(['before', 'after']);
+  }, 60_000);
+});
