@@ -11,4 +11,6 @@ RUN npm ci --include=dev --no-audit --no-fund
 COPY src ./src
 EXPOSE 4000
 USER node
-CMD ["npx", "tsx", "src/main.ts"]
+# tsx runs as a loader inside the one process, so SIGTERM reaches the
+# service directly and it drains requests before it exits.
+CMD ["node", "--import", "tsx", "src/main.ts"]
