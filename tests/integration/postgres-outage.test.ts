@@ -13,7 +13,7 @@ import { startTestServer, type TestServer } from '../support/app.js';
 import { SEND_EVENTS } from '../support/replay.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
-/** A loopback proxy to `target`; `cut()` drops every connection and rejects new ones until `restore()`. */
+/** Starts a loopback proxy to `target`. `cut()` drops every connection and rejects new ones until `restore()`. */
 async function startProxy(target: URL): Promise<{ port: number; cut(): void; restore(): void; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   let open = true;
