@@ -16,6 +16,7 @@ import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore } from '../storage/redis/coordination-store.js';
 import type { Clock } from './index.js';
 import type { IntakeService } from './intake.js';
+import { PeriodicTask } from './periodic.js';
 
 /** Counter key whose presence means the deadline set was seeded from PostgreSQL. */
 const SEED_SENTINEL = 'sweeper:deadlines-seeded';
@@ -38,54 +39,18 @@ export interface SweeperOptions {
 }
 
 export class Sweeper {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private stopped = false;
-  private failures = 0;
+  private readonly task: PeriodicTask;
 
-  constructor(private readonly options: SweeperOptions) {}
+  constructor(private readonly options: SweeperOptions) {
+    this.task = new PeriodicTask('sweep', options.intervalMs, options.logger, () => this.sweepOnce());
+  }
 
   start(): void {
-    this.stopped = false;
-    this.schedule(0);
+    this.task.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-    await this.running;
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) {
-      return;
-    }
-    this.timer = setTimeout(() => {
-      this.running = this.tick().finally(() => {
-        this.running = null;
-        this.schedule(this.options.intervalMs);
-      });
-    }, delayMs);
-    this.timer.unref();
-  }
-
-  private async tick(): Promise<void> {
-    try {
-      await this.sweepOnce();
-      if (this.failures > 0) {
-        this.options.logger.info({ failures: this.failures }, 'sweeper recovered');
-      }
-      this.failures = 0;
-    } catch (error) {
-      this.failures += 1;
-      // Log the first failure and then every hundredth, so an outage does not flood the log.
-      if (this.failures === 1 || this.failures % 100 === 0) {
-        this.options.logger.warn({ err: error, failures: this.failures }, 'sweep failed; retrying');
-      }
-    }
+    await this.task.stop();
   }
 
   /** Runs one sweep; returns the number of users settled. Tests call it directly. */
@@ -108,7 +73,7 @@ export class Sweeper {
           logger.warn({ err: error, userId }, 'auto-close of a user failed; retrying after the lease');
         }
       }
-      if (due.length < batchSize || this.stopped) {
+      if (due.length < batchSize || this.task.isStopped) {
         return settled;
       }
     }
