@@ -16,6 +16,7 @@ import { IntakeService } from './services/intake.js';
 import { PairTypeService } from './services/pair-types.js';
 import { QueryService } from './services/queries.js';
 import { ReportService } from './services/reports.js';
+import { RollupBuilder } from './services/rollups.js';
 import { Sweeper } from './services/sweeper.js';
 import { UserService } from './services/users.js';
 import { openDatabase, type Database } from './storage/postgres/database.js';
@@ -26,6 +27,8 @@ export interface AppOptions {
   clock?: Clock;
   /** Run the auto-close sweeper (default true). */
   sweeper?: boolean;
+  /** Run the rollup builder (default true). */
+  rollups?: boolean;
   /** Stops intake between storage steps; for crash tests only. */
   fault?: FaultHook;
 }
@@ -36,11 +39,12 @@ export interface App {
   fastify: FastifyInstance;
   services: Services;
   sweeper: Sweeper;
+  rollups: RollupBuilder;
   db: Database;
   store: CoordinationStore;
   /** Listens on the configured host and port (0 picks a free port); returns the base URL. */
   listen(): Promise<string>;
-  /** Drains requests, then stops the sweeper and closes Redis and the database. */
+  /** Drains requests, then stops the background jobs and closes Redis and the database. */
   close(): Promise<void>;
 }
 
@@ -161,6 +165,13 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       batchSize: config.sweeper.batchSize,
     });
 
+    const rollups = new RollupBuilder({
+      sql: db.sql,
+      logger,
+      intervalMs: config.rollups.intervalMs,
+      batchSize: config.rollups.batchSize,
+    });
+
     const readyStore = store;
     const { fastify } = await buildHttpApp({
       logger,
@@ -197,6 +208,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     if (options.sweeper !== false) {
       sweeper.start();
     }
+    if (options.rollups !== false) {
+      rollups.start();
+    }
 
     let closing: Promise<void> | null = null;
     return {
@@ -205,6 +219,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       fastify,
       services,
       sweeper,
+      rollups,
       db,
       store,
       async listen() {
@@ -217,6 +232,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       close() {
         closing ??= (async () => {
           await sweeper.stop();
+          await rollups.stop();
           await fastify.close();
           await readyStore.close();
           await db.close();

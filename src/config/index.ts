@@ -96,6 +96,11 @@ export function loadConfig(env: Environment = process.env): Config {
       batchSize: reader.integer('SWEEPER_BATCH_SIZE', 100, 1, 10_000),
     },
 
+    rollups: {
+      intervalMs: reader.integer('ROLLUP_INTERVAL_MS', 1000, 10, 3_600_000),
+      batchSize: reader.integer('ROLLUP_BATCH_SIZE', 200, 1, 10_000),
+    },
+
     reports: {
       maxDepth: reader.integer('REPORT_MAX_DEPTH', 32, 1, 1000),
       maxNodes: reader.integer('REPORT_MAX_NODES', 256, 1, 100_000),

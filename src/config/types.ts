@@ -102,6 +102,13 @@ export interface Config {
     batchSize: number;
   };
 
+  rollups: {
+    /** ROLLUP_INTERVAL_MS: pause between two rounds of rebuilding stale rollup chunks. */
+    intervalMs: number;
+    /** ROLLUP_BATCH_SIZE: chunks rebuilt per transaction. */
+    batchSize: number;
+  };
+
   reports: {
     /** REPORT_MAX_DEPTH: maximum nesting depth of a set expression. */
     maxDepth: number;

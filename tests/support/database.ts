@@ -5,6 +5,9 @@
 import { randomBytes } from 'node:crypto';
 
 import pg from 'pg';
+import pino from 'pino';
+
+import { openDatabase, type Database } from '../../src/storage/postgres/database.js';
 
 export interface TestDatabase {
   name: string;
@@ -43,5 +46,29 @@ export async function createTestDatabase(
     name,
     url: url.toString(),
     drop: () => runOnBase(baseUrl, [`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]),
+  };
+}
+
+/** Creates a database beside DATABASE_URL's, opens it through the service's own code and migrates it. */
+export async function openMigratedTestDatabase(
+  baseUrl: string,
+  options: { prefix: string; poolSize: number },
+): Promise<{ db: Database; url: string; drop(): Promise<void> }> {
+  const database = await createTestDatabase(baseUrl, { prefix: options.prefix });
+  const db = await openDatabase({
+    databaseUrl: database.url,
+    dataDir: '.',
+    poolSize: options.poolSize,
+    statementTimeoutMs: 60_000,
+    logger: pino({ level: 'silent' }),
+  });
+  await db.migrate();
+  return {
+    db,
+    url: database.url,
+    async drop() {
+      await db.close();
+      await database.drop();
+    },
   };
 }

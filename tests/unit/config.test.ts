@@ -149,6 +149,8 @@ describe('loadConfig', () => {
     ['PASSWORD_SCRYPT_LOG2_N', '13', '14 to 20'],
     ['PASSWORD_SCRYPT_LOG2_N', '21', '14 to 20'],
     ['SWEEPER_BATCH_SIZE', '-1', '1 to 10000'],
+    ['ROLLUP_BATCH_SIZE', '0', '1 to 10000'],
+    ['ROLLUP_INTERVAL_MS', '5', '10 to 3600000'],
   ])('rejects %s=%s', (variable, value, range) => {
     const error = configError({ [variable]: value });
 

@@ -1,0 +1,54 @@
+/**
+ * The rollup builder. Each server process runs one: it rebuilds the rollup
+ * chunks that triggers marked stale, in batches, until none are left, then
+ * waits for the next round. Builders in several processes share the work,
+ * because each batch skips the chunks another transaction holds.
+ */
+import type { Logger } from 'pino';
+
+import { countStaleChunks, rebuildStaleChunks } from '../storage/postgres/rollup-store.js';
+import type { SqlClient } from '../storage/postgres/sql.js';
+import { PeriodicTask } from './periodic.js';
+
+export interface RollupBuilderOptions {
+  sql: SqlClient;
+  logger: Logger;
+  intervalMs: number;
+  batchSize: number;
+}
+
+export class RollupBuilder {
+  private readonly task: PeriodicTask;
+
+  constructor(private readonly options: RollupBuilderOptions) {
+    this.task = new PeriodicTask('rollup build', options.intervalMs, options.logger, () => this.buildOnce());
+  }
+
+  start(): void {
+    this.task.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.task.stop();
+  }
+
+  /** Rebuilds stale chunks until none is left or the builder stops, and returns how many it rebuilt. */
+  async buildOnce(): Promise<number> {
+    let built = 0;
+    for (;;) {
+      const count = await rebuildStaleChunks(this.options.sql, this.options.batchSize);
+      built += count;
+      if (count < this.options.batchSize || this.task.isStopped) {
+        if (built > 0) {
+          this.options.logger.debug({ chunks: built }, 'rollup chunks rebuilt');
+        }
+        return built;
+      }
+    }
+  }
+
+  /** Counts the chunks waiting for a rebuild. */
+  staleCount(): Promise<number> {
+    return countStaleChunks(this.options.sql);
+  }
+}

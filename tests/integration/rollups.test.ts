@@ -1,0 +1,211 @@
+/**
+ * Segment rollups against real PostgreSQL: which chunks the triggers mark
+ * stale, what a rebuild writes, and the two races between a rebuild and a
+ * transaction that changes segments. Each race is played step by step on two
+ * connections.
+ */
+import { randomUUID } from 'node:crypto';
+
+import pg from 'pg';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+
+import { CHUNK_MS, chunkOf } from '../../src/domain/interval/chunks.js';
+import type { Database } from '../../src/storage/postgres/database.js';
+import { loadLeafSets } from '../../src/storage/postgres/leaf-store.js';
+import { decodeRollupBounds, rebuildStaleChunks } from '../../src/storage/postgres/rollup-store.js';
+import { openMigratedTestDatabase } from '../support/database.js';
+import { describeWithPostgres, postgresUrl } from '../support/services.js';
+
+/** The start of chunk 683, 2026-02-06T00:00Z. */
+const BORDER = 683 * CHUNK_MS;
+const HOUR = 3_600_000;
+
+describeWithPostgres('segment rollups', () => {
+  let db: Database;
+  let dropDatabase: () => Promise<void>;
+  let other: pg.Client;
+  let userId: string;
+  let databaseUrl: string;
+
+  beforeAll(async () => {
+    const database = await openMigratedTestDatabase(postgresUrl() as string, { prefix: 'em_test_rollups', poolSize: 4 });
+    ({ db, drop: dropDatabase, url: databaseUrl } = database);
+    other = new pg.Client({ connectionString: database.url });
+    await other.connect();
+  }, 60_000);
+
+  afterAll(async () => {
+    await other?.end();
+    await dropDatabase?.();
+  });
+
+  beforeEach(async () => {
+    userId = randomUUID();
+    await db.sql.query(`INSERT INTO users (id, username, role, password_hash) VALUES ($1, $2, 'MEMBER', 'x')`, [
+      userId,
+      `rollup-${userId.slice(0, 8)}`,
+    ]);
+  });
+
+  async function insertSegment(start: number, end: number | null, pairType = 'session'): Promise<string> {
+    const id = randomUUID();
+    await db.sql.transaction(async (tx) => {
+      await tx.query(
+        `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id, end_at, end_reason, decided_at, decided_seq)
+         VALUES ($1, $2, $3, '', $4, 1, $5, $6, $7, $6, 1)`,
+        [id, userId, pairType, new Date(start), randomUUID(), end === null ? null : new Date(end), end === null ? null : 'CLIENT'],
+      );
+      if (end !== null) {
+        await tx.query(
+          `INSERT INTO segment_length_bounds (user_id, pair_type, max_ms) VALUES ($1, $2, $3)
+           ON CONFLICT (user_id, pair_type) DO UPDATE SET max_ms = GREATEST(segment_length_bounds.max_ms, EXCLUDED.max_ms)`,
+          [userId, pairType, end - start],
+        );
+      }
+    });
+    return id;
+  }
+
+  async function staleChunks(): Promise<number[]> {
+    const rows = await db.sql.query<{ chunk: number }>(
+      `SELECT chunk FROM segment_rollup_stale WHERE user_id = $1 ORDER BY chunk`,
+      [userId],
+    );
+    return rows.map((row) => row.chunk);
+  }
+
+  async function rollups(): Promise<Map<number, string>> {
+    const rows = await db.sql.query<{ chunk: number; bounds: Uint8Array }>(
+      `SELECT chunk, bounds FROM segment_rollups WHERE user_id = $1 ORDER BY chunk`,
+      [userId],
+    );
+    return new Map(rows.map((row) => [row.chunk, decodeRollupBounds(row.bounds).toString()]));
+  }
+
+  async function rebuildAll(): Promise<void> {
+    while ((await rebuildStaleChunks(db.sql, 100)) > 0) {
+      // Until no chunk is left.
+    }
+  }
+
+  it('marks, clips and merges chunks', async () => {
+    await insertSegment(BORDER - 2 * HOUR, BORDER + HOUR);
+    await insertSegment(BORDER + HOUR, BORDER + 2 * HOUR);
+    await insertSegment(BORDER + 5 * HOUR, null);
+    // The open segment marks nothing; the first one touches two chunks.
+    expect(await staleChunks()).toEqual([682, 683]);
+
+    await rebuildAll();
+    expect(await staleChunks()).toEqual([]);
+    expect(await rollups()).toEqual(
+      new Map([
+        [682, `[${BORDER - 2 * HOUR}, ${BORDER})`],
+        // The two touching segments are one piece.
+        [683, `[${BORDER}, ${BORDER + 2 * HOUR})`],
+      ]),
+    );
+
+    const leaf = await loadLeafSets(db.sql, {
+      spec: { pairTypes: ['session'], users: [userId], pairKeys: null, meta: null, includeOpen: true },
+      defaultUsers: null,
+      windowStart: BORDER - 10 * HOUR,
+      windowEnd: BORDER + 10 * HOUR,
+      openEnd: BORDER + 6 * HOUR,
+      withUserIds: false,
+    });
+    expect(leaf.chunksRead).toBe(2);
+    expect(leaf.segmentsRead).toBe(1);
+    expect(leaf.set.toString()).toBe(`[${BORDER - 2 * HOUR}, ${BORDER + 2 * HOUR}) [${BORDER + 5 * HOUR}, ${BORDER + 6 * HOUR})`);
+  });
+
+  it('marks old and new chunks', async () => {
+    const id = await insertSegment(BORDER + HOUR, BORDER + 2 * HOUR);
+    await rebuildAll();
+    expect([...(await rollups()).keys()]).toEqual([683]);
+
+    // Moving a segment back a chunk marks both chunks.
+    await db.sql.query(`UPDATE segments SET start_at = $2, end_at = $3 WHERE id = $1`, [
+      id,
+      new Date(BORDER - CHUNK_MS / 2),
+      new Date(BORDER - CHUNK_MS / 2 + HOUR),
+    ]);
+    expect(await staleChunks()).toEqual([682, 683]);
+    await rebuildAll();
+    expect([...(await rollups()).keys()]).toEqual([682]);
+
+    await db.sql.query(`DELETE FROM segments WHERE id = $1`, [id]);
+    expect(await staleChunks()).toEqual([682]);
+    await rebuildAll();
+    expect(await rollups()).toEqual(new Map());
+  });
+
+  it('cleans up after user deletion', async () => {
+    await insertSegment(BORDER + HOUR, BORDER + 2 * HOUR);
+    await rebuildAll();
+    await db.sql.query(`DELETE FROM users WHERE id = $1`, [userId]);
+
+    expect(await staleChunks()).toEqual([683]);
+    await rebuildAll();
+    expect(await rollups()).toEqual(new Map());
+    expect(await staleChunks()).toEqual([]);
+  });
+
+  it('keeps mark during a rebuild', async () => {
+    const id = await insertSegment(BORDER + HOUR, BORDER + 2 * HOUR);
+    expect(await staleChunks()).toEqual([683]);
+
+    // The rebuild's first steps: it locks the stale row and reads the segments as they are.
+    const builder = new pg.Client({ connectionString: databaseUrl });
+    await builder.connect();
+    try {
+      await builder.query('BEGIN');
+      await builder.query(`SELECT chunk FROM segment_rollup_stale WHERE user_id = $1 FOR UPDATE`, [userId]);
+
+      // A change to the same chunk: its trigger must wait for the rebuild.
+      let changed = false;
+      const change = db.sql
+        .query(`UPDATE segments SET end_at = $2 WHERE id = $1`, [id, new Date(BORDER + 3 * HOUR)])
+        .then(() => {
+          changed = true;
+        });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(changed).toBe(false);
+
+      // The rebuild ends: it wrote a rollup of the old segment and deleted the mark.
+      await builder.query(
+        `INSERT INTO segment_rollups (user_id, pair_type, chunk, bounds) VALUES ($1, 'session', 683, '\\x')`,
+        [userId],
+      );
+      await builder.query(`DELETE FROM segment_rollup_stale WHERE user_id = $1`, [userId]);
+      await builder.query('COMMIT');
+      await change;
+    } finally {
+      await builder.end();
+    }
+
+    // The change committed after the rebuild, so its chunk is stale again.
+    expect(await staleChunks()).toEqual([683]);
+    await rebuildAll();
+    expect(await rollups()).toEqual(new Map([[683, `[${BORDER + HOUR}, ${BORDER + 3 * HOUR})`]]));
+  });
+
+  it('skips chunks held by writers', async () => {
+    const id = await insertSegment(BORDER + HOUR, BORDER + 2 * HOUR);
+    await insertSegment(BORDER - CHUNK_MS / 2, BORDER - CHUNK_MS / 2 + HOUR);
+    expect(await staleChunks()).toEqual([682, 683]);
+
+    await other.query('BEGIN');
+    try {
+      await other.query(`UPDATE segments SET end_at = $2 WHERE id = $1`, [id, new Date(BORDER + 4 * HOUR)]);
+      // The uncommitted change has chunk 683 locked; the rebuild takes 682 only.
+      const rebuilt = await rebuildStaleChunks(db.sql, 100);
+      expect(rebuilt).toBeGreaterThanOrEqual(1);
+      expect(await staleChunks()).toEqual([683]);
+    } finally {
+      await other.query('COMMIT');
+    }
+    await rebuildAll();
+    expect((await rollups()).get(683)).toBe(`[${BORDER + HOUR}, ${BORDER + 4 * HOUR})`);
+    expect(chunkOf(BORDER - CHUNK_MS / 2)).toBe(682);
+  });
+});
