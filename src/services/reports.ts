@@ -9,7 +9,7 @@ import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
 import { bindUser, collectLeaves, evaluate, toExpression, validateWindow } from '../domain/report/expression.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
 import { sameUserId } from '../domain/user-id.js';
-import { loadLeafRows } from '../storage/postgres/leaf-store.js';
+import { loadLeafSets } from '../storage/postgres/leaf-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { Clock } from './index.js';
 
@@ -105,25 +105,15 @@ export class ReportService {
 
     await Promise.all(
       [...leaves.entries()].map(async ([key, spec]) => {
-        const split = grouped && spec.users === null;
-        const rows = await loadLeafRows(this.sql, {
+        const loadedLeaf = await loadLeafSets(this.sql, {
           spec,
           defaultUsers: visibleUsers,
           windowStart: window.start,
           windowEnd: window.end,
           openEnd,
-          withUserIds: split,
+          withUserIds: grouped && spec.users === null,
         });
-        if (rows.byUser === null) {
-          loaded.set(key, { set: IntervalSet.fromUnsortedBounds(rows.starts, rows.ends), perUser: null });
-          return;
-        }
-        const perUser = new Map<string, IntervalSet>();
-        for (const [userId, bounds] of rows.byUser) {
-          perUser.set(userId, IntervalSet.fromUnsortedBounds(bounds.starts, bounds.ends));
-        }
-        // Merging the users' normalised sets is cheaper than sorting every row again.
-        loaded.set(key, { set: IntervalSet.unionAll([...perUser.values()]), perUser });
+        loaded.set(key, { set: loadedLeaf.set, perUser: loadedLeaf.perUser });
       }),
     );
 

@@ -5,13 +5,13 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import pino from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { openDatabase, type Database } from '../../src/storage/postgres/database.js';
-import { loadLeafRows } from '../../src/storage/postgres/leaf-store.js';
+import type { Database } from '../../src/storage/postgres/database.js';
+import { loadLeafSets } from '../../src/storage/postgres/leaf-store.js';
+import { countStaleChunks, rebuildStaleChunks } from '../../src/storage/postgres/rollup-store.js';
 import type { SqlClient } from '../../src/storage/postgres/sql.js';
-import { createTestDatabase } from '../support/database.js';
+import { openMigratedTestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 const OLD_SEGMENTS = 100_000;
@@ -33,23 +33,26 @@ function rowsScanned(node: PlanNode): number {
   return own + (node.Plans ?? []).reduce((sum, child) => sum + rowsScanned(child), 0);
 }
 
+const LEAF = {
+  spec: { pairTypes: ['session'], users: [] as string[], pairKeys: null, meta: null, includeOpen: true },
+  defaultUsers: null,
+  windowStart: WINDOW.start,
+  windowEnd: WINDOW.end,
+  openEnd: WINDOW.end,
+  withUserIds: false,
+};
+
 describeWithPostgres('leaf scan range', () => {
   let db: Database;
   let dropDatabase: () => Promise<void>;
   const userId = randomUUID();
+  LEAF.spec.users = [userId];
 
   beforeAll(async () => {
-    const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_leafscan' });
-    dropDatabase = database.drop;
-
-    db = await openDatabase({
-      databaseUrl: database.url,
-      dataDir: '.',
+    ({ db, drop: dropDatabase } = await openMigratedTestDatabase(postgresUrl() as string, {
+      prefix: 'em_test_leafscan',
       poolSize: 2,
-      statementTimeoutMs: 60_000,
-      logger: pino({ level: 'silent' }),
-    });
-    await db.migrate();
+    }));
     await db.sql.query(`INSERT INTO users (id, username, role, password_hash) VALUES ($1, 'scan', 'MEMBER', 'x')`, [
       userId,
     ]);
@@ -73,7 +76,6 @@ describeWithPostgres('leaf scan range', () => {
   }, 120_000);
 
   afterAll(async () => {
-    await db?.close();
     await dropDatabase?.();
   });
 
@@ -90,15 +92,9 @@ describeWithPostgres('leaf scan range', () => {
       exec: (script) => db.sql.exec(script),
       transaction: (work) => db.sql.transaction(work),
     };
-    const rows = await loadLeafRows(recording, {
-      spec: { pairTypes: ['session'], users: [userId], pairKeys: null, meta: null, includeOpen: true },
-      defaultUsers: null,
-      windowStart: WINDOW.start,
-      windowEnd: WINDOW.end,
-      openEnd: WINDOW.end,
-      withUserIds: false,
-    });
-    expect(rows.starts.length).toBe(10);
+    const leaf = await loadLeafSets(recording, { ...LEAF, rollups: false });
+    expect(leaf.segmentsRead).toBe(10);
+    expect(leaf.set.count).toBe(10);
 
     const leafStatement = statements.at(-1);
     expect(leafStatement).toBeDefined();
@@ -111,4 +107,23 @@ describeWithPostgres('leaf scan range', () => {
     expect(scanned).toBeGreaterThanOrEqual(10);
     expect(scanned).toBeLessThan(100);
   });
+
+  it('reads rollups once rebuilt', async () => {
+    // The inserts above marked every chunk they touched stale: about 140 chunks of 30 days.
+    expect(await countStaleChunks(db.sql)).toBeGreaterThan(100);
+    const before = await loadLeafSets(db.sql, LEAF);
+    expect(before.segmentsRead).toBe(10);
+    expect(before.chunksRead).toBe(0);
+
+    while ((await rebuildStaleChunks(db.sql, 50)) > 0) {
+      // Rebuild in batches until no stale chunk is left.
+    }
+    expect(await countStaleChunks(db.sql)).toBe(0);
+
+    const after = await loadLeafSets(db.sql, LEAF);
+    expect(after.segmentsRead).toBe(0);
+    expect(after.chunksRead).toBe(1);
+    expect(after.set.clip(WINDOW).equals(before.set.clip(WINDOW))).toBe(true);
+    expect(after.set.clip(WINDOW).totalMs).toBe(10 * 600_000);
+  }, 120_000);
 });

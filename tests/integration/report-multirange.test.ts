@@ -6,10 +6,17 @@
  * tstzmultirange. The generators are seeded, so a failure can be replayed.
  * Interval lists, counts and totals must agree to the millisecond, also for
  * open segments, which run to min(now, window end) under a hand-moved clock.
+ *
+ * The events span a rollup chunk border (2026-02-06T00:00Z), and the
+ * expressions run in three states of the rollups: after late events changed
+ * segments whose chunks were already built (the triggers must mark them
+ * stale), with every chunk rebuilt, and with one user's tasks marked stale
+ * again while the rest stay built.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
+import { chunkOf } from '../../src/domain/interval/chunks.js';
 import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
 import { describeWithPostgres } from '../support/services.js';
 
@@ -34,8 +41,9 @@ const DEFINE_CALL = `mutation {
 
 const HOUR_MS = 3_600_000;
 
-/** Start of the stored events, which span the following 20 hours. */
-const BASE = Date.parse('2026-02-02T06:00:00Z');
+/** Start of the stored events, which span the following 20 hours across the chunk border at midnight. */
+const BASE = Date.parse('2026-02-05T14:00:00Z');
+const CHUNK_BORDER = Date.parse('2026-02-06T00:00:00Z');
 const EVENT_SPAN_MS = 20 * HOUR_MS;
 
 const PAIR_TYPES = ['session', 'task', 'call'] as const;
@@ -293,10 +301,13 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
   const members: string[] = [];
 
   beforeAll(async () => {
+    expect(chunkOf(CHUNK_BORDER)).toBe(chunkOf(CHUNK_BORDER - 1) + 1);
     clock = new ManualClock(BASE);
     server = await startTestServer(import.meta.filename, {
       clock,
       sweeper: false,
+      // The tests rebuild rollups themselves, at chosen points.
+      rollups: false,
       env: {
         // Sessions and tasks idle for 4 hours close while events arrive, but calls stay open.
         DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: String(4 * 3600),
@@ -318,6 +329,7 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
     }
 
     const random = createRandom(20_260_202);
+    const lateEvents: Array<Array<Record<string, unknown>>> = [];
     for (const { id, token } of accounts) {
       members.push(id);
       const events = generateEvents(random);
@@ -330,12 +342,18 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
         const sent = await server.gql(SEND, { events: batch }, token);
         expect(sent.errors, JSON.stringify(sent.errors)).toBeUndefined();
       }
+      lateEvents.push(generateEvents(random).filter(() => random() < 0.1));
+    }
 
-      // Late events, applied at their place in time, change earlier segments.
-      const late = generateEvents(random).filter(() => random() < 0.1);
-      const sent = await server.gql(SEND, { events: late }, token);
+    // Build every chunk, then let late events change earlier segments
+    // (applied at their place in time) without rebuilding.
+    expect(await server.app.rollups.buildOnce()).toBeGreaterThan(0);
+    expect(await server.app.rollups.staleCount()).toBe(0);
+    for (const [index, { token }] of accounts.entries()) {
+      const sent = await server.gql(SEND, { events: lateEvents[index] }, token);
       expect(sent.errors, JSON.stringify(sent.errors)).toBeUndefined();
     }
+    expect(await server.app.rollups.staleCount()).toBeGreaterThan(0);
 
     database = new pg.Client({ connectionString: server.databaseUrl! });
     await database.connect();
@@ -377,11 +395,27 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
     expect(withMeta.rowCount).toBeGreaterThan(3);
   });
 
+  /** Moves the rollups to the state of a test phase: 0 as the late events left them, 1 all rebuilt, 2 one user's tasks stale. */
+  async function enterPhase(phase: number): Promise<void> {
+    if (phase === 1) {
+      await server.app.rollups.buildOnce();
+      expect(await server.app.rollups.staleCount()).toBe(0);
+    }
+    if (phase === 2) {
+      // A no-op update fires the triggers, which mark every chunk of those segments stale.
+      await database.query(`UPDATE segments SET end_at = end_at WHERE user_id = $1 AND pair_type = 'task'`, [members[0]]);
+      expect(await server.app.rollups.staleCount()).toBeGreaterThan(0);
+    }
+  }
+
   it('matches multiranges on random expressions', async () => {
     const random = createRandom(7);
     const users = [...members, adminId];
 
     for (let round = 0; round < EXPRESSION_COUNT; round += 1) {
+      if (round % (EXPRESSION_COUNT / 3) === 0) {
+        await enterPhase(round / (EXPRESSION_COUNT / 3));
+      }
       const window = generateWindow(random);
       const now = BASE + 6 * HOUR_MS + integerBelow(random, 17 * HOUR_MS);
       const expression = generateExpression(random, window, users);
@@ -405,6 +439,9 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
     const users = [...members, adminId];
 
     for (let round = 0; round < GROUPED_EXPRESSION_COUNT; round += 1) {
+      if (round === GROUPED_EXPRESSION_COUNT / 2) {
+        await enterPhase(1);
+      }
       const window = generateWindow(random);
       const now = BASE + 6 * HOUR_MS + integerBelow(random, 17 * HOUR_MS);
       const expression = generateExpression(random, window, users);

@@ -1,27 +1,40 @@
 /**
- * Loads the segments of report leaves as `[start, end)` milliseconds, reading
- * only segments that can overlap the window. Closed segments are found by the
- * index on (user_id, pair_type, start_at). The scan starts at the window start
- * minus the longest closed segment of the selected users and pair types, which
- * segment_length_bounds keeps, so segments far before the window are never
- * read. Open segments come from their partial index.
+ * Loads the segments of report leaves as interval sets over `[start, end)`
+ * milliseconds, reading only what can overlap the window.
+ *
+ * A leaf that filters only by users and pair types reads rollups: per user,
+ * pair type and 30-day chunk, the merged closed segments (see
+ * `rollup-store.ts`). Chunks marked stale are read from the segments
+ * instead, and open segments always are. The stale list and the reads share
+ * one REPEATABLE READ snapshot, so a change that commits in between cannot
+ * drop or double a segment.
+ *
+ * A leaf with pair keys or `meta` reads the segments. Closed segments are
+ * found by the index on (user_id, pair_type, start_at). The scan starts at the
+ * window start minus the longest closed segment of the selected users and
+ * pair types, which segment_length_bounds keeps, so segments far before the
+ * window are never read. Open segments come from their partial index.
  *
  * NOTE: the bound is one maximum over all selected users and pair types, and
  * it only grows, so a single very long closed segment widens the scan of
  * every leaf that selects its user and pair type.
  */
+import { chunksOverlapping, CHUNK_SECONDS } from '../../domain/interval/chunks.js';
+import { IntervalSet } from '../../domain/interval/interval-set.js';
 import type { LeafSpec } from '../../domain/report/types.js';
 import { MIN_INSTANT_MS } from '../../domain/storable.js';
 import { isUuid } from '../../domain/user-id.js';
+import { decodeRollupBounds, unpackFloat64 } from './rollup-store.js';
 import type { SqlClient } from './sql.js';
 
-
-export interface LeafRows {
-  /** Parallel arrays, one entry per segment, in no particular order; open segments end at `openEnd`. */
-  starts: Float64Array;
-  ends: Float64Array;
-  /** The same segments split by user id, when `withUserIds` was set; otherwise null. */
-  byUser: Map<string, { starts: Float64Array; ends: Float64Array }> | null;
+export interface LeafSets {
+  /** The union of the leaf's segments, not clipped to the window. */
+  set: IntervalSet;
+  /** The same set split by user id when `withUserIds` was set, otherwise null. */
+  perUser: Map<string, IntervalSet> | null;
+  /** Segment rows read, and rollup chunks read (0 when the leaf cannot use rollups). */
+  segmentsRead: number;
+  chunksRead: number;
 }
 
 export interface LeafQuery {
@@ -33,102 +46,228 @@ export interface LeafQuery {
   /** End of open segments: min(now, window end). */
   openEnd: number;
   withUserIds: boolean;
+  /** Whether to read rollups where the leaf allows it (default true). False reads segments only. */
+  rollups?: boolean;
 }
 
-export async function loadLeafRows(sql: SqlClient, query: LeafQuery): Promise<LeafRows> {
+/** The packed bounds of one part of a leaf: unsorted segments, or one user's and pair type's rollup chunks in order. */
+interface Part {
+  userId: string | null;
+  kind: 'segments' | 'rollup';
+  starts: Float64Array;
+  ends: Float64Array;
+  rollup: Uint8Array | null;
+  chunks: number;
+}
+
+class Params {
+  readonly values: unknown[] = [];
+  bind(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}
+
+export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<LeafSets> {
   const { spec } = query;
   // User ids are UUIDs, so any other id matches no segment. Casting it to uuid would fail the query.
   const users = (spec.users ?? query.defaultUsers)?.filter((id) => isUuid(id)) ?? null;
-  const filters: string[] = [];
-  const params: unknown[] = [];
-  const bind = (value: unknown): string => {
-    params.push(value);
-    return `$${params.length}`;
-  };
+  const useRollups = query.rollups !== false && spec.pairKeys === null && spec.meta === null;
+  const parts = useRollups
+    ? await sql.transaction(async (tx) => {
+        await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+        return loadFromRollups(tx, query, users);
+      })
+    : await loadFromSegments(sql, query, users);
+  return toSets(parts, query.withUserIds);
+}
 
-  if (users !== null) filters.push(`user_id = ANY(${bind([...users])}::uuid[])`);
-  if (spec.pairTypes !== null) filters.push(`pair_type = ANY(${bind(spec.pairTypes)}::text[])`);
-  if (spec.pairKeys !== null) filters.push(`pair_key = ANY(${bind(spec.pairKeys)}::text[])`);
-  if (spec.meta !== null) filters.push(`meta @> ${bind(JSON.stringify(spec.meta))}::jsonb`);
-  const common = filters.length > 0 ? `${filters.join(' AND ')} AND` : '';
+function userAndTypeFilters(params: Params, users: readonly string[] | null, spec: LeafSpec, alias: string): string[] {
+  const filters: string[] = [];
+  if (users !== null) filters.push(`${alias}.user_id = ANY(${params.bind([...users])}::uuid[])`);
+  if (spec.pairTypes !== null) filters.push(`${alias}.pair_type = ANY(${params.bind(spec.pairTypes)}::text[])`);
+  return filters;
+}
+
+// date_part returns float8. extract returns numeric since PostgreSQL 14 and
+// takes more than twice as long over a million rows. unpackFloat64 rounds
+// away the sub-millisecond error of the float.
+const PACKED_START = `string_agg(float8send(date_part('epoch', g.start_at) * 1000), ''::bytea)`;
+const PACKED_END = `string_agg(float8send(date_part('epoch', g.end_at) * 1000), ''::bytea)`;
+
+/** Builds the part of the query that reads open segments, which rollups never contain. */
+function openSegmentsSelect(params: Params, filters: readonly string[], query: LeafQuery): string {
+  const userColumn = query.withUserIds ? 'g.user_id::text' : 'NULL::text';
+  return `SELECT ${userColumn}, 'segments', ${PACKED_START}, NULL::bytea, 0
+    FROM segments g
+    WHERE ${[...filters, 'g.end_at IS NULL', `g.start_at < ${params.bind(new Date(query.windowEnd))}`].join(' AND ')}
+    ${query.withUserIds ? 'GROUP BY g.user_id' : ''}`;
+}
+
+async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly string[] | null): Promise<Part[]> {
+  const { spec } = query;
+  const { first, last } = chunksOverlapping({ start: query.windowStart, end: query.windowEnd });
+
+  const staleParams = new Params();
+  const staleRows = await tx.queryArrays(
+    `SELECT s.user_id::text, s.pair_type, s.chunk FROM segment_rollup_stale s
+     WHERE ${[...userAndTypeFilters(staleParams, users, spec, 's'), `s.chunk BETWEEN ${staleParams.bind(first)} AND ${staleParams.bind(last)}`].join(' AND ')}`,
+    staleParams.values,
+  );
+  const stale: [string[], string[], number[]] = [
+    staleRows.map((row) => row[0] as string),
+    staleRows.map((row) => row[1] as string),
+    staleRows.map((row) => Number(row[2])),
+  ];
+
+  const params = new Params();
+  const rollupFilters = userAndTypeFilters(params, users, spec, 'r');
+  rollupFilters.push(`r.chunk BETWEEN ${params.bind(first)} AND ${params.bind(last)}`);
+  let staleKeys: string | null = null;
+  if (staleRows.length > 0) {
+    staleKeys = `unnest(${params.bind(stale[0])}::uuid[], ${params.bind(stale[1])}::text[], ${params.bind(stale[2])}::int[]) AS k(user_id, pair_type, chunk)`;
+    rollupFilters.push(
+      `NOT EXISTS (SELECT 1 FROM ${staleKeys} WHERE k.user_id = r.user_id AND k.pair_type = r.pair_type AND k.chunk = r.chunk)`,
+    );
+  }
+  // One row per user and pair type, its chunks concatenated in order.
+  const selects = [
+    `SELECT r.user_id::text, 'rollup', string_agg(r.bounds, ''::bytea ORDER BY r.chunk), NULL::bytea, count(*)::int
+     FROM segment_rollups r
+     WHERE ${rollupFilters.join(' AND ')}
+     GROUP BY r.user_id, r.pair_type`,
+  ];
+
+  if (staleKeys !== null) {
+    // The closed segments of each stale chunk, within the window. A segment
+    // that spans two stale chunks is read twice, which the union absorbs.
+    const userColumn = query.withUserIds ? 'g.user_id::text' : 'NULL::text';
+    const windowStart = params.bind(new Date(query.windowStart));
+    const windowEnd = params.bind(new Date(query.windowEnd));
+    const chunkStart = `to_timestamp(k.chunk::float8 * ${CHUNK_SECONDS})`;
+    const chunkEnd = `to_timestamp((k.chunk + 1)::float8 * ${CHUNK_SECONDS})`;
+    // No segment starts before MIN_INSTANT_MS, and PGlite rejects instants before year 1.
+    const lowest = params.bind(new Date(MIN_INSTANT_MS));
+    selects.push(
+      `SELECT ${userColumn}, 'segments', ${PACKED_START}, ${PACKED_END}, 0
+       FROM ${staleKeys}
+       LEFT JOIN segment_length_bounds b ON b.user_id = k.user_id AND b.pair_type = k.pair_type
+       JOIN segments g ON g.user_id = k.user_id AND g.pair_type = k.pair_type
+         AND g.end_at IS NOT NULL
+         AND g.start_at < LEAST(${chunkEnd}, ${windowEnd})
+         AND g.end_at > GREATEST(${chunkStart}, ${windowStart})
+         AND g.start_at >= GREATEST(GREATEST(${chunkStart}, ${windowStart}) - COALESCE(b.max_ms, 0) * interval '1 millisecond', ${lowest})
+       ${query.withUserIds ? 'GROUP BY g.user_id' : ''}`,
+    );
+  }
+  if (spec.includeOpen) {
+    selects.push(openSegmentsSelect(params, userAndTypeFilters(params, users, spec, 'g'), query));
+  }
+  return toParts(await tx.queryArrays(selects.join('\nUNION ALL\n'), params.values), query);
+}
+
+async function loadFromSegments(sql: SqlClient, query: LeafQuery, users: readonly string[] | null): Promise<Part[]> {
+  const { spec } = query;
+  const params = new Params();
+  const filters = userAndTypeFilters(params, users, spec, 'g');
+  if (spec.pairKeys !== null) filters.push(`g.pair_key = ANY(${params.bind(spec.pairKeys)}::text[])`);
+  if (spec.meta !== null) filters.push(`g.meta @> ${params.bind(JSON.stringify(spec.meta))}::jsonb`);
 
   // The longest closed segment among the selected users and pair types.
-  const boundFilters: string[] = [];
-  const boundParams: unknown[] = [];
-  if (users !== null) {
-    boundParams.push([...users]);
-    boundFilters.push(`user_id = ANY($${boundParams.length}::uuid[])`);
-  }
-  if (spec.pairTypes !== null) {
-    boundParams.push(spec.pairTypes);
-    boundFilters.push(`pair_type = ANY($${boundParams.length}::text[])`);
-  }
+  const boundParams = new Params();
+  const boundFilters = userAndTypeFilters(boundParams, users, spec, 'b');
   const boundRows = await sql.queryArrays(
-    `SELECT COALESCE(max(max_ms), 0)::float8 FROM segment_length_bounds
+    `SELECT COALESCE(max(b.max_ms), 0)::float8 FROM segment_length_bounds b
      ${boundFilters.length > 0 ? `WHERE ${boundFilters.join(' AND ')}` : ''}`,
-    boundParams,
+    boundParams.values,
   );
   const longestMs = Number(boundRows[0]?.[0] ?? 0);
 
-  const windowStart = bind(new Date(query.windowStart));
-  const windowEnd = bind(new Date(query.windowEnd));
+  const windowStart = params.bind(new Date(query.windowStart));
+  const windowEnd = params.bind(new Date(query.windowEnd));
   // No segment starts before MIN_INSTANT_MS, and PGlite rejects instants before year 1.
-  const lowest = bind(new Date(Math.max(query.windowStart - longestMs, MIN_INSTANT_MS)));
+  const lowest = params.bind(new Date(Math.max(query.windowStart - longestMs, MIN_INSTANT_MS)));
   // Each part returns its bounds packed into two bytea values (8-byte
   // float8send values in scan order, one row per user when split), so a
   // million segments arrive as a few values instead of a million rows to parse.
   // Both aggregates of a row read the same rows in the same order.
-  // date_part returns float8. extract returns numeric since PostgreSQL 14 and
-  // takes more than twice as long over a million rows. The rounding in
-  // unpackFloat64 removes the sub-millisecond error of the float.
-  const userColumn = query.withUserIds ? 'user_id::text' : 'NULL::text';
-  const groupBy = query.withUserIds ? ' GROUP BY user_id' : '';
-  const packedStart = `string_agg(float8send(date_part('epoch', start_at) * 1000), ''::bytea)`;
-  const packedEnd = `string_agg(float8send(date_part('epoch', end_at) * 1000), ''::bytea)`;
-
-  let text = `SELECT ${userColumn}, ${packedStart}, ${packedEnd}
-    FROM segments
-    WHERE ${common} end_at IS NOT NULL AND start_at >= ${lowest} AND start_at < ${windowEnd} AND end_at > ${windowStart}${groupBy}`;
+  const userColumn = query.withUserIds ? 'g.user_id::text' : 'NULL::text';
+  const selects = [
+    `SELECT ${userColumn}, 'segments', ${PACKED_START}, ${PACKED_END}, 0
+    FROM segments g
+    WHERE ${[...filters, 'g.end_at IS NOT NULL', `g.start_at >= ${lowest}`, `g.start_at < ${windowEnd}`, `g.end_at > ${windowStart}`].join(' AND ')}
+    ${query.withUserIds ? 'GROUP BY g.user_id' : ''}`,
+  ];
   if (spec.includeOpen) {
-    text += `
-    UNION ALL
-    SELECT ${userColumn}, ${packedStart}, NULL::bytea
-    FROM segments
-    WHERE ${common} end_at IS NULL AND start_at < ${windowEnd}${groupBy}`;
+    selects.push(openSegmentsSelect(params, filters, query));
   }
+  return toParts(await sql.queryArrays(selects.join('\nUNION ALL\n'), params.values), query);
+}
 
-  const parts: Array<{ userId: string | null; starts: Float64Array; ends: Float64Array }> = [];
-  for (const row of await sql.queryArrays(text, params)) {
-    if (row[1] === null) {
+/** Turns result rows `(user, kind, starts or rollup bounds, ends, chunks)` into parts. */
+function toParts(rows: unknown[][], query: LeafQuery): Part[] {
+  const parts: Part[] = [];
+  for (const row of rows) {
+    if (row[2] === null) {
       // An aggregate over no rows.
       continue;
     }
-    const starts = unpackFloat64(row[1] as Uint8Array);
-    const ends = row[2] === null ? new Float64Array(starts.length).fill(query.openEnd) : unpackFloat64(row[2] as Uint8Array);
-    parts.push({ userId: row[0] as string | null, starts, ends });
-  }
-
-  let byUser: LeafRows['byUser'] = null;
-  if (query.withUserIds) {
-    const partsByUser = new Map<string, typeof parts>();
-    for (const part of parts) {
-      const list = partsByUser.get(part.userId as string) ?? [];
-      list.push(part);
-      partsByUser.set(part.userId as string, list);
+    const userId = row[0] as string | null;
+    if (row[1] === 'rollup') {
+      parts.push({
+        userId,
+        kind: 'rollup',
+        starts: EMPTY,
+        ends: EMPTY,
+        rollup: row[2] as Uint8Array,
+        chunks: Number(row[4]),
+      });
+      continue;
     }
-    byUser = new Map([...partsByUser].map(([userId, userParts]) => [userId, concatParts(userParts)]));
+    const starts = unpackFloat64(row[2] as Uint8Array);
+    // Open segments (no packed ends) run to openEnd.
+    const ends = row[3] === null ? new Float64Array(starts.length).fill(query.openEnd) : unpackFloat64(row[3] as Uint8Array);
+    parts.push({ userId, kind: 'segments', starts, ends, rollup: null, chunks: 0 });
   }
-  return { ...concatParts(parts), byUser };
+  return parts;
 }
 
-/** Reads big-endian float8 values, as `float8send` writes them, rounded to whole milliseconds. */
-function unpackFloat64(bytes: Uint8Array): Float64Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const values = new Float64Array(bytes.byteLength / 8);
-  for (let index = 0; index < values.length; index += 1) {
-    values[index] = Math.round(view.getFloat64(index * 8));
+const EMPTY = new Float64Array(0);
+
+function toSets(parts: readonly Part[], withUserIds: boolean): LeafSets {
+  const segmentsRead = parts.reduce((sum, part) => sum + part.starts.length, 0);
+  const chunksRead = parts.reduce((sum, part) => sum + part.chunks, 0);
+  if (!withUserIds) {
+    return { set: partsToSet(parts), perUser: null, segmentsRead, chunksRead };
   }
-  return values;
+  const byUser = new Map<string, Part[]>();
+  for (const part of parts) {
+    const list = byUser.get(part.userId as string) ?? [];
+    list.push(part);
+    byUser.set(part.userId as string, list);
+  }
+  const perUser = new Map<string, IntervalSet>();
+  for (const [userId, userParts] of byUser) {
+    perUser.set(userId, partsToSet(userParts));
+  }
+  // Merging the users' normalised sets is cheaper than sorting every row again.
+  return { set: IntervalSet.unionAll([...perUser.values()]), perUser, segmentsRead, chunksRead };
+}
+
+/** Unites the parts: rollups are decoded in order, and segments are sorted once together. */
+function partsToSet(parts: readonly Part[]): IntervalSet {
+  const sets: IntervalSet[] = [];
+  const segmentParts = parts.filter((part) => part.kind === 'segments');
+  if (segmentParts.length > 0) {
+    const { starts, ends } = concatParts(segmentParts);
+    sets.push(IntervalSet.fromUnsortedBounds(starts, ends));
+  }
+  for (const part of parts) {
+    if (part.rollup !== null) {
+      sets.push(decodeRollupBounds(part.rollup));
+    }
+  }
+  return sets.length === 1 ? sets[0]! : IntervalSet.unionAll(sets);
 }
 
 function concatParts(parts: ReadonlyArray<{ starts: Float64Array; ends: Float64Array }>): {
