@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createBaselineTable, runBaselineIntake, type ThroughputResult } from './intake/throughput.js';
 import type { BenchEvent, EventClass } from './intake/workload.js';
 import type { PhaseContext } from './lib/context.js';
-import { measureCase, type ReportRow } from './reports/phase.js';
+import { measureCase, waitForRollups, type ReportRow, type RollupBuild } from './reports/phase.js';
 
 export const CASAS_DIR_RELATIVE = '../shared/data/casas-kyoto';
 const IMPORT_BATCH_SIZE = 1000;
@@ -34,6 +34,7 @@ export interface CasasResult {
   importEventsPerSecond: number;
   baseline: ThroughputResult | null;
   report: ReportRow | null;
+  rollups: RollupBuild | null;
 }
 
 interface CommandOutcome {
@@ -131,6 +132,7 @@ export async function runCasasPhase(
     importEventsPerSecond: 0,
     baseline: null,
     report: null,
+    rollups: null,
   });
   const dataDir = join(repoRoot, CASAS_DIR_RELATIVE);
   for (const command of ['src/cli/convert-casas.ts', 'src/cli/import.ts']) {
@@ -192,6 +194,8 @@ export async function runCasasPhase(
   // default), so the report covers the last 366 whole UTC days of them.
   const end = Math.ceil((parsed.lastMs + 1) / DAY_MS) * DAY_MS;
   const window = { start: Math.max(Math.floor(parsed.firstMs / DAY_MS) * DAY_MS, end - 366 * DAY_MS), end };
+  const rollups = await waitForRollups(context);
+  context.log(`casas: ${rollups.chunks} rollup chunks built ${rollups.seconds.toFixed(1)} s after the import ended`);
   context.log('casas: report over the imported segments');
   const report = await measureCase(
     context,
@@ -216,5 +220,6 @@ export async function runCasasPhase(
     importEventsPerSecond: summary.eventsRead / (summary.elapsedSeconds > 0 ? summary.elapsedSeconds : wallSeconds),
     baseline,
     report,
+    rollups,
   };
 }

@@ -132,9 +132,10 @@ async function runPhases(setup: RunSetup): Promise<void> {
   const { options, results } = setup;
   if (options.phases.includes('reports') || options.phases.includes('growth')) {
     results.reports = await withServer(setup, 'reports', async (context) => {
-      const dataset = await prepareReports(context);
+      const { dataset, rollups } = await prepareReports(context);
       return {
         dataset,
+        rollups,
         runs: context.quick ? 3 : 7,
         rows: options.phases.includes('reports') ? await runReportCases(context, dataset) : [],
         growth: options.phases.includes('growth') ? await runGrowth(context, dataset) : [],

@@ -7,7 +7,7 @@ import { P99_TARGET_MS, type LatencyRow } from './intake/latency.js';
 import { INTAKE_RATIO_TARGET, type IntakeRow } from './intake/phase.js';
 import type { ProfileSummary } from './lib/profile.js';
 import { formatNumber, renderMarkdown, renderText, type Table } from './lib/table.js';
-import { MULTIRANGE_RATIO_TARGET, SELECT_RATIO_TARGET, type ReportRow, type ReportsResult } from './reports/phase.js';
+import { MULTIRANGE_RATIO_TARGET, SELECT_RATIO_TARGET, type ReportRow, type ReportsResult, type RollupBuild } from './reports/phase.js';
 
 export interface RunInfo {
   date: string;
@@ -131,7 +131,8 @@ function latencyTable(rows: readonly LatencyRow[]): Table {
 
 const REPORT_HEADERS = [
   'case',
-  'rows read',
+  'segments selected',
+  'service read: chunks + segments',
   'service',
   'select',
   'multirange',
@@ -147,6 +148,7 @@ function reportCells(row: ReportRow): string[] {
   return [
     `(${row.label})`,
     formatNumber(row.rows),
+    `${formatNumber(row.chunksRead)} + ${formatNumber(row.segmentsRead)}`,
     ms(row.serviceMs),
     ms(row.selectMs),
     ms(row.multirangeMs),
@@ -159,11 +161,17 @@ function reportCells(row: ReportRow): string[] {
   ];
 }
 
-function reportNotes(rows: readonly ReportRow[]): string[] {
+function reportNotes(rows: readonly ReportRow[], rollups: RollupBuild | null): string[] {
   return [
     ...rows.map((row) => `(${row.label}) ${row.title}`),
     `targets: service/select <= ${SELECT_RATIO_TARGET}, multirange/service >= ${MULTIRANGE_RATIO_TARGET}.`,
     'check: the service and the multirange SQL return the same interval count and total (per user and day for (d)).',
+    ...(rollups === null
+      ? []
+      : [
+          `rollups: ${formatNumber(rollups.chunks)} chunks holding ${formatNumber(rollups.pieces)} merged pieces, built by the server within ${formatNumber(rollups.seconds, 1)} s after the last write.`,
+        ]),
+    'segments selected: what the leaves select, and what the bare SELECTs read. The service reads rollup chunks (merged segments per user, pair type and 30 days) for leaves without pair keys or meta, and segments for the rest.',
     ...rows.filter((row) => row.mismatch !== null).map((row) => `(${row.label}) differs: ${row.mismatch}`),
   ];
 }
@@ -173,7 +181,7 @@ function reportsTable(result: ReportsResult): Table {
     title: `Reports over ${formatNumber(result.dataset.segments)} segments of ${result.dataset.shape.users} users (median of ${result.runs} runs, ms)`,
     headers: REPORT_HEADERS,
     rows: result.rows.map(reportCells),
-    notes: reportNotes(result.rows),
+    notes: reportNotes(result.rows, result.rollups),
   };
 }
 
@@ -237,7 +245,7 @@ function casasTables(result: CasasResult): Table[] {
       title: 'Report over the imported CASAS segments (ms)',
       headers: REPORT_HEADERS,
       rows: [reportCells(result.report)],
-      notes: reportNotes([result.report]),
+      notes: reportNotes([result.report], result.rollups),
     });
   }
   return tables;

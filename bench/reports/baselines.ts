@@ -13,7 +13,7 @@ import type pg from 'pg';
 import { collectLeaves, toExpression } from '../../src/domain/report/expression.js';
 import type { Expr, LeafSpec } from '../../src/domain/report/types.js';
 import { MIN_INSTANT_MS } from '../../src/domain/storable.js';
-import { loadLeafRows } from '../../src/storage/postgres/leaf-store.js';
+import { loadLeafSets } from '../../src/storage/postgres/leaf-store.js';
 import { sqlClientForPool } from '../../src/storage/postgres/sql.js';
 
 export interface Window {
@@ -117,24 +117,35 @@ export async function runLeafSelects(pool: pg.Pool, selects: readonly LeafSelect
 }
 
 /**
- * Counts the segments the service's own leaf loader returns for the same
- * leaves, to check that the bare SELECTs read exactly the rows it reads.
+ * What the service's own leaf loader reads for the same leaves: the segments
+ * the leaves select (read with rollups off, to check that the bare SELECTs
+ * read exactly those rows), and with rollups on, the rollup chunks and the
+ * segments it reads instead.
  */
-export async function countServiceLeafRows(pool: pg.Pool, expr: Expr, window: Window, openEnd: number, grouped: boolean): Promise<number> {
+export async function countServiceLeafRows(
+  pool: pg.Pool,
+  expr: Expr,
+  window: Window,
+  openEnd: number,
+  grouped: boolean,
+): Promise<{ segments: number; chunksRead: number; segmentsRead: number }> {
   const sql = sqlClientForPool(pool);
-  let rows = 0;
+  const counts = { segments: 0, chunksRead: 0, segmentsRead: 0 };
   for (const spec of collectLeaves(expr).values()) {
-    const loaded = await loadLeafRows(sql, {
+    const query = {
       spec,
       defaultUsers: null,
       windowStart: window.start,
       windowEnd: window.end,
       openEnd,
       withUserIds: grouped && spec.users === null,
-    });
-    rows += loaded.starts.length;
+    };
+    counts.segments += (await loadLeafSets(sql, { ...query, rollups: false })).segmentsRead;
+    const withRollups = await loadLeafSets(sql, query);
+    counts.chunksRead += withRollups.chunksRead;
+    counts.segmentsRead += withRollups.segmentsRead;
   }
-  return rows;
+  return counts;
 }
 
 /** WHERE conditions and the range expression of one leaf, with open segments running to `openEnd`. */

@@ -96,7 +96,7 @@ const INSERT_SEGMENTS = `
     jsonb_build_object('project', 'p' || floor(bench_unit(concat('project:', task_id), $1) * 5)::int)
   FROM tasks`;
 
-/** Inserts the users and their segments, then the length bounds, and vacuums the table. */
+/** Inserts the users, their segments and length bounds, and vacuums the tables. */
 export async function createDataset(
   pool: pg.Pool,
   seed: number,
@@ -114,21 +114,35 @@ export async function createDataset(
   );
   const userIds = Array.from({ length: shape.users }, (_, index) => datasetUserId(seed, index));
 
+  // Each batch stores its segments and their length bounds in one
+  // transaction, as intake does: the rollup builder, which starts on the
+  // server as soon as a batch commits, relies on the bounds to find segments
+  // that began before a chunk.
   for (let first = 0; first < shape.users; first += USERS_PER_STATEMENT) {
     const last = Math.min(shape.users, first + USERS_PER_STATEMENT);
-    await pool.query(INSERT_SEGMENTS, [seed, DATASET_START_MS, SLOT_MS, first, shape.sessionsPerUser, last]);
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(INSERT_SEGMENTS, [seed, DATASET_START_MS, SLOT_MS, first, shape.sessionsPerUser, last]);
+      // The service keeps the longest closed segment per user and pair type, rounded up to whole ms.
+      await client.query(
+        `INSERT INTO segment_length_bounds (user_id, pair_type, max_ms)
+         SELECT user_id, pair_type, ceil(max(extract(epoch FROM end_at - start_at) * 1000))::bigint
+         FROM segments WHERE end_at IS NOT NULL AND user_id = ANY($1::uuid[])
+         GROUP BY user_id, pair_type
+         ON CONFLICT (user_id, pair_type) DO UPDATE SET max_ms = GREATEST(segment_length_bounds.max_ms, EXCLUDED.max_ms)`,
+        [userIds.slice(first, last)],
+      );
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK');
+      throw error;
+    } finally {
+      client.release();
+    }
     log(`reports: dataset users ${first} to ${last - 1} inserted`);
   }
 
-  // The service keeps the longest closed segment per user and pair type, rounded up to whole ms.
-  await pool.query(
-    `INSERT INTO segment_length_bounds (user_id, pair_type, max_ms)
-     SELECT user_id, pair_type, ceil(max(extract(epoch FROM end_at - start_at) * 1000))::bigint
-     FROM segments WHERE end_at IS NOT NULL AND user_id = ANY($1::uuid[])
-     GROUP BY user_id, pair_type
-     ON CONFLICT (user_id, pair_type) DO UPDATE SET max_ms = GREATEST(segment_length_bounds.max_ms, EXCLUDED.max_ms)`,
-    [userIds],
-  );
   // Autovacuum would get there later; the index-only scans of report leaves need the visibility map now.
   await pool.query('VACUUM (ANALYZE) segments');
   await pool.query('VACUUM (ANALYZE) segment_length_bounds');

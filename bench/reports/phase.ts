@@ -37,8 +37,11 @@ export interface ReportRow {
   serviceMs: number;
   selectMs: number;
   multirangeMs: number;
-  /** Segment rows the leaves read. */
+  /** Segments the leaves select. */
   rows: number;
+  /** What the service read for them: rollup chunks, and segments of stale chunks, keyed or `meta` leaves and open segments. */
+  chunksRead: number;
+  segmentsRead: number;
   resultCount: number;
   responseBytes: number;
   /** VmHWM of the server over this case's requests, and VmRSS before them, in KiB. */
@@ -59,6 +62,7 @@ export interface GrowthRow {
 
 export interface ReportsResult {
   dataset: Dataset;
+  rollups: RollupBuild;
   runs: number;
   rows: ReportRow[];
   growth: GrowthRow[];
@@ -167,9 +171,9 @@ export async function measureCase(
   let service = await context.client.require<ReportReply>(query, variables, context.adminToken);
   const select = await runLeafSelects(context.pool, selects);
   let multirange = await timeQuery(context, multirangeSql.text, multirangeSql.params);
-  if (select.rows !== serviceRows) {
+  if (select.rows !== serviceRows.segments) {
     throw new Error(
-      `Case (${reportCase.label}): the bare SELECTs return ${select.rows} rows, but the service's leaf loader ${serviceRows}; the baseline no longer mirrors src/storage/postgres/leaf-store.ts.`,
+      `Case (${reportCase.label}): the bare SELECTs return ${select.rows} rows, but the service's leaf loader selects ${serviceRows.segments} segments; the baseline no longer mirrors src/storage/postgres/leaf-store.ts.`,
     );
   }
   const serviceTimes: number[] = [];
@@ -202,7 +206,9 @@ export async function measureCase(
     serviceMs: median(serviceTimes),
     selectMs: median(selectTimes),
     multirangeMs: median(multirangeTimes),
-    rows: serviceRows,
+    rows: serviceRows.segments,
+    chunksRead: serviceRows.chunksRead,
+    segmentsRead: serviceRows.segmentsRead,
     resultCount: report.count,
     responseBytes: service.bytes,
     peakKb,
@@ -211,13 +217,44 @@ export async function measureCase(
   };
 }
 
-/** Creates the dataset; returns it for the report and growth measurements. */
-export async function prepareReports(context: PhaseContext): Promise<Dataset> {
+/** Creates the dataset and waits for the server to build its rollups; returns it for the report and growth measurements. */
+export async function prepareReports(context: PhaseContext): Promise<{ dataset: Dataset; rollups: RollupBuild }> {
   const shape = context.quick ? QUICK_DATASET : FULL_DATASET;
   context.log(`reports: generating ${shape.users * shape.sessionsPerUser * 10} segments`);
   const dataset = await createDataset(context.pool, context.seed, shape, context.passwordHash, context.log);
   context.log(`reports: ${dataset.segments} segments in ${dataset.insertSeconds.toFixed(1)} s`);
-  return dataset;
+  const rollups = await waitForRollups(context);
+  context.log(`reports: ${rollups.chunks} rollup chunks built ${rollups.seconds.toFixed(1)} s after the last insert`);
+  return { dataset, rollups };
+}
+
+export interface RollupBuild {
+  /** Seconds from the end of the dataset insert until no chunk was stale. */
+  seconds: number;
+  chunks: number;
+  /** Pieces in all chunks, against the segments they merge. */
+  pieces: number;
+}
+
+/** Waits until the server's rollup builder has no stale chunk left. */
+export async function waitForRollups(context: PhaseContext): Promise<RollupBuild> {
+  const started = performance.now();
+  for (;;) {
+    const stale = await context.pool.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
+    if (stale.rows[0]?.count === 0) {
+      break;
+    }
+    if (performance.now() - started > 600_000) {
+      throw new Error(`The server left ${stale.rows[0]?.count} rollup chunks stale for 10 minutes.`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  await context.pool.query('VACUUM (ANALYZE) segment_rollups');
+  const built = await context.pool.query<{ chunks: number; pieces: string }>(
+    'SELECT count(*)::int AS chunks, COALESCE(sum(length(bounds) / 16), 0)::bigint AS pieces FROM segment_rollups',
+  );
+  return { seconds, chunks: built.rows[0]?.chunks ?? 0, pieces: Number(built.rows[0]?.pieces ?? 0) };
 }
 
 export async function runReportCases(context: PhaseContext, dataset: Dataset): Promise<ReportRow[]> {
@@ -252,7 +289,7 @@ export async function runGrowth(context: PhaseContext, dataset: Dataset): Promis
         label: reportCase.label,
         windowDays: (window.end - window.start) / 86_400_000,
         segmentsInWindow,
-        rows: rowsRead,
+        rows: rowsRead.segments,
         serviceMs: service.ms,
       });
     }
