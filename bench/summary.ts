@@ -171,7 +171,7 @@ function reportNotes(rows: readonly ReportRow[], rollups: RollupBuild | null): s
       : [
           `rollups: ${formatNumber(rollups.chunks)} chunks holding ${formatNumber(rollups.pieces)} merged pieces, built by the server within ${formatNumber(rollups.seconds, 1)} s after the last write.`,
         ]),
-    'segments selected: what the leaves select, and what the bare SELECTs read. The service reads rollup chunks (merged segments per user, pair type and 30 days) for leaves without pair keys or meta, and segments for the rest.',
+    'segments selected: what the leaves select, and what the bare SELECTs read. The service reads rollup chunks (merged segments per user, pair type, pair key or all keys, and 30 days) for leaves without meta, and segments for the rest.',
     ...rows.filter((row) => row.mismatch !== null).map((row) => `(${row.label}) differs: ${row.mismatch}`),
   ];
 }

@@ -47,13 +47,14 @@ describeWithPostgres('segment rollups', () => {
     ]);
   });
 
-  async function insertSegment(start: number, end: number | null, pairType = 'session'): Promise<string> {
+  async function insertSegment(start: number, end: number | null, pairKey = ''): Promise<string> {
+    const pairType = 'session';
     const id = randomUUID();
     await db.sql.transaction(async (tx) => {
       await tx.query(
         `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id, end_at, end_reason, decided_at, decided_seq)
-         VALUES ($1, $2, $3, '', $4, 1, $5, $6, $7, $6, 1)`,
-        [id, userId, pairType, new Date(start), randomUUID(), end === null ? null : new Date(end), end === null ? null : 'CLIENT'],
+         VALUES ($1, $2, $3, $8, $4, 1, $5, $6, $7, $6, 1)`,
+        [id, userId, pairType, new Date(start), randomUUID(), end === null ? null : new Date(end), end === null ? null : 'CLIENT', pairKey],
       );
       if (end !== null) {
         await tx.query(
@@ -66,18 +67,19 @@ describeWithPostgres('segment rollups', () => {
     return id;
   }
 
-  async function staleChunks(): Promise<number[]> {
+  /** The stale chunks of the rollups over all keys, or of one pair key. */
+  async function staleChunks(pairKey: string | null = null): Promise<number[]> {
     const rows = await db.sql.query<{ chunk: number }>(
-      `SELECT chunk FROM segment_rollup_stale WHERE user_id = $1 ORDER BY chunk`,
-      [userId],
+      `SELECT chunk FROM segment_rollup_stale WHERE user_id = $1 AND all_keys = $2 AND pair_key = $3 ORDER BY chunk`,
+      [userId, pairKey === null, pairKey ?? ''],
     );
     return rows.map((row) => row.chunk);
   }
 
-  async function rollups(): Promise<Map<number, string>> {
+  async function rollups(pairKey: string | null = null): Promise<Map<number, string>> {
     const rows = await db.sql.query<{ chunk: number; bounds: Uint8Array }>(
-      `SELECT chunk, bounds FROM segment_rollups WHERE user_id = $1 ORDER BY chunk`,
-      [userId],
+      `SELECT chunk, bounds FROM segment_rollups WHERE user_id = $1 AND all_keys = $2 AND pair_key = $3 ORDER BY chunk`,
+      [userId, pairKey === null, pairKey ?? ''],
     );
     return new Map(rows.map((row) => [row.chunk, decodeRollupBounds(row.bounds).toString()]));
   }
@@ -173,7 +175,8 @@ describeWithPostgres('segment rollups', () => {
 
       // The rebuild ends: it wrote a rollup of the old segment and deleted the mark.
       await builder.query(
-        `INSERT INTO segment_rollups (user_id, pair_type, chunk, bounds) VALUES ($1, 'session', 683, '\\x')`,
+        `INSERT INTO segment_rollups (user_id, pair_type, all_keys, pair_key, chunk, bounds)
+         VALUES ($1, 'session', true, '', 683, '\\x'), ($1, 'session', false, '', 683, '\\x')`,
         [userId],
       );
       await builder.query(`DELETE FROM segment_rollup_stale WHERE user_id = $1`, [userId]);
@@ -207,5 +210,30 @@ describeWithPostgres('segment rollups', () => {
     await rebuildAll();
     expect((await rollups()).get(683)).toBe(`[${BORDER + HOUR}, ${BORDER + 4 * HOUR})`);
     expect(chunkOf(BORDER - CHUNK_MS / 2)).toBe(682);
+  });
+
+  it('keeps rollups per pair key', async () => {
+    await insertSegment(BORDER + HOUR, BORDER + 3 * HOUR, 'a');
+    await insertSegment(BORDER + 2 * HOUR, BORDER + 4 * HOUR, 'b');
+    expect(await staleChunks()).toEqual([683]);
+    expect(await staleChunks('a')).toEqual([683]);
+    expect(await staleChunks('b')).toEqual([683]);
+
+    await rebuildAll();
+    expect(await rollups()).toEqual(new Map([[683, `[${BORDER + HOUR}, ${BORDER + 4 * HOUR})`]]));
+    expect(await rollups('a')).toEqual(new Map([[683, `[${BORDER + HOUR}, ${BORDER + 3 * HOUR})`]]));
+    expect(await rollups('b')).toEqual(new Map([[683, `[${BORDER + 2 * HOUR}, ${BORDER + 4 * HOUR})`]]));
+
+    const leaf = await loadLeafSets(db.sql, {
+      spec: { pairTypes: ['session'], users: [userId], pairKeys: ['b'], meta: null, includeOpen: true },
+      defaultUsers: null,
+      windowStart: BORDER,
+      windowEnd: BORDER + 10 * HOUR,
+      openEnd: BORDER + 10 * HOUR,
+      withUserIds: false,
+    });
+    expect(leaf.chunksRead).toBe(1);
+    expect(leaf.segmentsRead).toBe(0);
+    expect(leaf.set.toString()).toBe(`[${BORDER + 2 * HOUR}, ${BORDER + 4 * HOUR})`);
   });
 });

@@ -1,7 +1,9 @@
 -- Rollups: the union of each user's closed segments of one pair type, cut
 -- into 30-day chunks (chunk n covers epoch seconds [n * 2592000,
--- (n + 1) * 2592000)). A report leaf that filters only by users and pair
--- types reads a few merged chunks instead of every segment.
+-- (n + 1) * 2592000)). Each chunk has one rollup over all pair keys
+-- (all_keys, with pair_key '') and one per pair key. A report leaf that
+-- filters by users, pair types and pair keys, but not by meta, reads a few
+-- merged chunks instead of every segment.
 --
 -- Triggers on segments mark the chunks a statement touched as stale, in the
 -- same transaction as the change, and a background builder recomputes stale
@@ -16,19 +18,23 @@
 CREATE TABLE "segment_rollups" (
   "user_id" UUID NOT NULL,
   "pair_type" TEXT NOT NULL,
+  "all_keys" BOOLEAN NOT NULL,
+  "pair_key" TEXT NOT NULL,
   "chunk" INTEGER NOT NULL,
   -- Little-endian float8 milliseconds [s0, e0, s1, e1, ...]: sorted, disjoint,
   -- not touching, clipped to the chunk.
   "bounds" BYTEA NOT NULL,
   "built_at" TIMESTAMPTZ(3) NOT NULL DEFAULT now(),
-  CONSTRAINT "segment_rollups_pkey" PRIMARY KEY ("user_id", "pair_type", "chunk")
+  CONSTRAINT "segment_rollups_pkey" PRIMARY KEY ("user_id", "pair_type", "all_keys", "pair_key", "chunk")
 );
 
 CREATE TABLE "segment_rollup_stale" (
   "user_id" UUID NOT NULL,
   "pair_type" TEXT NOT NULL,
+  "all_keys" BOOLEAN NOT NULL,
+  "pair_key" TEXT NOT NULL,
   "chunk" INTEGER NOT NULL,
-  CONSTRAINT "segment_rollup_stale_pkey" PRIMARY KEY ("user_id", "pair_type", "chunk")
+  CONSTRAINT "segment_rollup_stale_pkey" PRIMARY KEY ("user_id", "pair_type", "all_keys", "pair_key", "chunk")
 );
 
 -- Marks the chunks of the closed segments in the statement's transition
@@ -39,28 +45,30 @@ CREATE TABLE "segment_rollup_stale" (
 CREATE FUNCTION "segment_rollups_mark_stale"() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'INSERT' OR TG_OP = 'UPDATE' THEN
-    INSERT INTO "segment_rollup_stale" ("user_id", "pair_type", "chunk")
-    SELECT DISTINCT n."user_id", n."pair_type", c
+    INSERT INTO "segment_rollup_stale" ("user_id", "pair_type", "all_keys", "pair_key", "chunk")
+    SELECT DISTINCT n."user_id", n."pair_type", scope.all_keys, scope.pair_key, c
     FROM new_rows AS n
+    CROSS JOIN LATERAL (VALUES (true, ''), (false, n."pair_key")) AS scope (all_keys, pair_key)
     CROSS JOIN LATERAL generate_series(
       floor(date_part('epoch', n."start_at") / 2592000)::int,
       floor(date_part('epoch', n."end_at") / 2592000)::int
     ) AS c
     WHERE n."end_at" IS NOT NULL
-    ORDER BY 1, 2, 3
-    ON CONFLICT ("user_id", "pair_type", "chunk") DO UPDATE SET "chunk" = EXCLUDED."chunk" WHERE false;
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT ("user_id", "pair_type", "all_keys", "pair_key", "chunk") DO UPDATE SET "chunk" = EXCLUDED."chunk" WHERE false;
   END IF;
   IF TG_OP = 'DELETE' OR TG_OP = 'UPDATE' THEN
-    INSERT INTO "segment_rollup_stale" ("user_id", "pair_type", "chunk")
-    SELECT DISTINCT o."user_id", o."pair_type", c
+    INSERT INTO "segment_rollup_stale" ("user_id", "pair_type", "all_keys", "pair_key", "chunk")
+    SELECT DISTINCT o."user_id", o."pair_type", scope.all_keys, scope.pair_key, c
     FROM old_rows AS o
+    CROSS JOIN LATERAL (VALUES (true, ''), (false, o."pair_key")) AS scope (all_keys, pair_key)
     CROSS JOIN LATERAL generate_series(
       floor(date_part('epoch', o."start_at") / 2592000)::int,
       floor(date_part('epoch', o."end_at") / 2592000)::int
     ) AS c
     WHERE o."end_at" IS NOT NULL
-    ORDER BY 1, 2, 3
-    ON CONFLICT ("user_id", "pair_type", "chunk") DO UPDATE SET "chunk" = EXCLUDED."chunk" WHERE false;
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT ("user_id", "pair_type", "all_keys", "pair_key", "chunk") DO UPDATE SET "chunk" = EXCLUDED."chunk" WHERE false;
   END IF;
   RETURN NULL;
 END
@@ -77,9 +85,10 @@ CREATE TRIGGER "segments_rollup_delete" AFTER DELETE ON "segments"
   FOR EACH STATEMENT EXECUTE FUNCTION "segment_rollups_mark_stale"();
 
 -- Segments stored before this migration: every chunk they touch is stale.
-INSERT INTO "segment_rollup_stale" ("user_id", "pair_type", "chunk")
-SELECT DISTINCT s."user_id", s."pair_type", c
+INSERT INTO "segment_rollup_stale" ("user_id", "pair_type", "all_keys", "pair_key", "chunk")
+SELECT DISTINCT s."user_id", s."pair_type", scope.all_keys, scope.pair_key, c
 FROM "segments" AS s
+CROSS JOIN LATERAL (VALUES (true, ''), (false, s."pair_key")) AS scope (all_keys, pair_key)
 CROSS JOIN LATERAL generate_series(
   floor(date_part('epoch', s."start_at") / 2592000)::int,
   floor(date_part('epoch', s."end_at") / 2592000)::int

@@ -2,14 +2,14 @@
  * Loads the segments of report leaves as interval sets over `[start, end)`
  * milliseconds, reading only what can overlap the window.
  *
- * A leaf that filters only by users and pair types reads rollups: per user,
- * pair type and 30-day chunk, the merged closed segments (see
- * `rollup-store.ts`). Chunks marked stale are read from the segments
+ * A leaf without a `meta` filter reads rollups: per user, pair type and
+ * 30-day chunk, the merged closed segments over all pair keys or of one pair
+ * key (see `rollup-store.ts`). Chunks marked stale are read from the segments
  * instead, and open segments always are. The stale list and the reads share
  * one REPEATABLE READ snapshot, so a change that commits in between cannot
  * drop or double a segment.
  *
- * A leaf with pair keys or `meta` reads the segments. Closed segments are
+ * A leaf with `meta` reads the segments. Closed segments are
  * found by the index on (user_id, pair_type, start_at). The scan starts at the
  * window start minus the longest closed segment of the selected users and
  * pair types, which segment_length_bounds keeps, so segments far before the
@@ -24,7 +24,7 @@ import { IntervalSet } from '../../domain/interval/interval-set.js';
 import type { LeafSpec } from '../../domain/report/types.js';
 import { MIN_INSTANT_MS } from '../../domain/storable.js';
 import { isUuid } from '../../domain/user-id.js';
-import { decodeRollupBounds, unpackFloat64 } from './rollup-store.js';
+import { decodeRollupBounds, sameKey, unpackFloat64 } from './rollup-store.js';
 import type { SqlClient } from './sql.js';
 
 export interface LeafSets {
@@ -72,7 +72,7 @@ export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<Le
   const { spec } = query;
   // User ids are UUIDs, so any other id matches no segment. Casting it to uuid would fail the query.
   const users = (spec.users ?? query.defaultUsers)?.filter((id) => isUuid(id)) ?? null;
-  const useRollups = query.rollups !== false && spec.pairKeys === null && spec.meta === null;
+  const useRollups = query.rollups !== false && spec.meta === null;
   const parts = useRollups
     ? await sql.transaction(async (tx) => {
         await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
@@ -80,6 +80,25 @@ export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<Le
       })
     : await loadFromSegments(sql, query, users);
   return toSets(parts, query.withUserIds);
+}
+
+/** Selects the leaf's segments (table alias `g`) by every filter it has. */
+function segmentFilters(params: Params, users: readonly string[] | null, spec: LeafSpec): string[] {
+  const filters = userAndTypeFilters(params, users, spec, 'g');
+  if (spec.pairKeys !== null) filters.push(`g.pair_key = ANY(${params.bind(spec.pairKeys)}::text[])`);
+  if (spec.meta !== null) filters.push(`g.meta @> ${params.bind(JSON.stringify(spec.meta))}::jsonb`);
+  return filters;
+}
+
+/** Selects the rollups of the leaf's pair keys, or those over all keys when it names none. */
+function rollupScopeFilters(params: Params, users: readonly string[] | null, spec: LeafSpec, alias: string): string[] {
+  const filters = userAndTypeFilters(params, users, spec, alias);
+  if (spec.pairKeys === null) {
+    filters.push(`${alias}.all_keys`);
+  } else {
+    filters.push(`NOT ${alias}.all_keys`, `${alias}.pair_key = ANY(${params.bind(spec.pairKeys)}::text[])`);
+  }
+  return filters;
 }
 
 function userAndTypeFilters(params: Params, users: readonly string[] | null, spec: LeafSpec, alias: string): string[] {
@@ -110,32 +129,27 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
 
   const staleParams = new Params();
   const staleRows = await tx.queryArrays(
-    `SELECT s.user_id::text, s.pair_type, s.chunk FROM segment_rollup_stale s
-     WHERE ${[...userAndTypeFilters(staleParams, users, spec, 's'), `s.chunk BETWEEN ${staleParams.bind(first)} AND ${staleParams.bind(last)}`].join(' AND ')}`,
+    `SELECT s.user_id::text, s.pair_type, s.all_keys, s.pair_key, s.chunk FROM segment_rollup_stale s
+     WHERE ${[...rollupScopeFilters(staleParams, users, spec, 's'), `s.chunk BETWEEN ${staleParams.bind(first)} AND ${staleParams.bind(last)}`].join(' AND ')}`,
     staleParams.values,
   );
-  const stale: [string[], string[], number[]] = [
-    staleRows.map((row) => row[0] as string),
-    staleRows.map((row) => row[1] as string),
-    staleRows.map((row) => Number(row[2])),
-  ];
 
   const params = new Params();
-  const rollupFilters = userAndTypeFilters(params, users, spec, 'r');
+  const rollupFilters = rollupScopeFilters(params, users, spec, 'r');
   rollupFilters.push(`r.chunk BETWEEN ${params.bind(first)} AND ${params.bind(last)}`);
   let staleKeys: string | null = null;
   if (staleRows.length > 0) {
-    staleKeys = `unnest(${params.bind(stale[0])}::uuid[], ${params.bind(stale[1])}::text[], ${params.bind(stale[2])}::int[]) AS k(user_id, pair_type, chunk)`;
-    rollupFilters.push(
-      `NOT EXISTS (SELECT 1 FROM ${staleKeys} WHERE k.user_id = r.user_id AND k.pair_type = r.pair_type AND k.chunk = r.chunk)`,
-    );
+    const column = (index: number, type: string) => `${params.bind(staleRows.map((row) => row[index]))}::${type}[]`;
+    staleKeys = `unnest(${column(0, 'uuid')}, ${column(1, 'text')}, ${column(2, 'boolean')}, ${column(3, 'text')}, ${column(4, 'int')})
+      AS k(user_id, pair_type, all_keys, pair_key, chunk)`;
+    rollupFilters.push(`NOT EXISTS (SELECT 1 FROM ${staleKeys} WHERE ${sameKey('r')})`);
   }
-  // One row per user and pair type, its chunks concatenated in order.
+  // One row per user, pair type and pair key, its chunks concatenated in order.
   const selects = [
     `SELECT r.user_id::text, 'rollup', string_agg(r.bounds, ''::bytea ORDER BY r.chunk), NULL::bytea, count(*)::int
      FROM segment_rollups r
      WHERE ${rollupFilters.join(' AND ')}
-     GROUP BY r.user_id, r.pair_type`,
+     GROUP BY r.user_id, r.pair_type, r.pair_key`,
   ];
 
   if (staleKeys !== null) {
@@ -153,6 +167,7 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
        FROM ${staleKeys}
        LEFT JOIN segment_length_bounds b ON b.user_id = k.user_id AND b.pair_type = k.pair_type
        JOIN segments g ON g.user_id = k.user_id AND g.pair_type = k.pair_type
+         AND (k.all_keys OR g.pair_key = k.pair_key)
          AND g.end_at IS NOT NULL
          AND g.start_at < LEAST(${chunkEnd}, ${windowEnd})
          AND g.end_at > GREATEST(${chunkStart}, ${windowStart})
@@ -161,7 +176,7 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
     );
   }
   if (spec.includeOpen) {
-    selects.push(openSegmentsSelect(params, userAndTypeFilters(params, users, spec, 'g'), query));
+    selects.push(openSegmentsSelect(params, segmentFilters(params, users, spec), query));
   }
   return toParts(await tx.queryArrays(selects.join('\nUNION ALL\n'), params.values), query);
 }
@@ -169,9 +184,7 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
 async function loadFromSegments(sql: SqlClient, query: LeafQuery, users: readonly string[] | null): Promise<Part[]> {
   const { spec } = query;
   const params = new Params();
-  const filters = userAndTypeFilters(params, users, spec, 'g');
-  if (spec.pairKeys !== null) filters.push(`g.pair_key = ANY(${params.bind(spec.pairKeys)}::text[])`);
-  if (spec.meta !== null) filters.push(`g.meta @> ${params.bind(JSON.stringify(spec.meta))}::jsonb`);
+  const filters = segmentFilters(params, users, spec);
 
   // The longest closed segment among the selected users and pair types.
   const boundParams = new Params();

@@ -1,7 +1,8 @@
 /**
  * Storage of segment rollups: the merged closed segments of one user and pair
- * type within one 30-day chunk (see the migration 20261204190000_segment_rollups
- * for the tables and the triggers that mark chunks stale).
+ * type within one 30-day chunk, over all pair keys or for one pair key (see
+ * the migration 20261204190000_segment_rollups for the tables and the
+ * triggers that mark chunks stale).
  *
  * `rebuildStaleChunks` takes stale chunks with FOR UPDATE SKIP LOCKED,
  * recomputes them from the segments and deletes their stale rows, all in one
@@ -16,6 +17,9 @@ import type { SqlClient } from './sql.js';
 export interface ChunkKey {
   userId: string;
   pairType: string;
+  /** True for the rollup over all pair keys, whose `pairKey` is ''. */
+  allKeys: boolean;
+  pairKey: string;
   chunk: number;
 }
 
@@ -55,8 +59,8 @@ export function decodeRollupBounds(bytes: Uint8Array): IntervalSet {
 export async function rebuildStaleChunks(sql: SqlClient, limit: number): Promise<number> {
   return sql.transaction(async (tx) => {
     const claimed = await tx.queryArrays(
-      `SELECT user_id::text, pair_type, chunk FROM segment_rollup_stale
-       ORDER BY user_id, pair_type, chunk
+      `SELECT user_id::text, pair_type, all_keys, pair_key, chunk FROM segment_rollup_stale
+       ORDER BY user_id, pair_type, all_keys, pair_key, chunk
        LIMIT $1 FOR UPDATE SKIP LOCKED`,
       [limit],
     );
@@ -66,7 +70,9 @@ export async function rebuildStaleChunks(sql: SqlClient, limit: number): Promise
     const keys: ChunkKey[] = claimed.map((row) => ({
       userId: row[0] as string,
       pairType: row[1] as string,
-      chunk: Number(row[2]),
+      allKeys: row[2] as boolean,
+      pairKey: row[3] as string,
+      chunk: Number(row[4]),
     }));
     const segments = await loadChunkSegments(tx, keys);
 
@@ -86,14 +92,15 @@ export async function rebuildStaleChunks(sql: SqlClient, limit: number): Promise
     if (built.length > 0) {
       const params: unknown[] = [];
       const rows = built.map(({ key, bounds }) => {
-        params.push(key.userId, key.pairType, key.chunk, bounds);
+        params.push(key.userId, key.pairType, key.allKeys, key.pairKey, key.chunk, bounds);
         const at = params.length;
-        return `($${at - 3}::uuid, $${at - 2}, $${at - 1}::int, $${at}::bytea)`;
+        return `($${at - 5}::uuid, $${at - 4}, $${at - 3}::boolean, $${at - 2}, $${at - 1}::int, $${at}::bytea)`;
       });
       await tx.query(
-        `INSERT INTO segment_rollups (user_id, pair_type, chunk, bounds)
+        `INSERT INTO segment_rollups (user_id, pair_type, all_keys, pair_key, chunk, bounds)
          VALUES ${rows.join(', ')}
-         ON CONFLICT (user_id, pair_type, chunk) DO UPDATE SET bounds = EXCLUDED.bounds, built_at = now()`,
+         ON CONFLICT (user_id, pair_type, all_keys, pair_key, chunk)
+         DO UPDATE SET bounds = EXCLUDED.bounds, built_at = now()`,
         params,
       );
     }
@@ -102,15 +109,15 @@ export async function rebuildStaleChunks(sql: SqlClient, limit: number): Promise
       const emptiedColumns = keyColumns(emptied);
       await tx.query(
         `DELETE FROM segment_rollups r
-         USING unnest($1::uuid[], $2::text[], $3::int[]) AS k(user_id, pair_type, chunk)
-         WHERE r.user_id = k.user_id AND r.pair_type = k.pair_type AND r.chunk = k.chunk`,
+         USING ${KEYS_TABLE}
+         WHERE ${sameKey('r')}`,
         emptiedColumns,
       );
     }
     await tx.query(
       `DELETE FROM segment_rollup_stale s
-       USING unnest($1::uuid[], $2::text[], $3::int[]) AS k(user_id, pair_type, chunk)
-       WHERE s.user_id = k.user_id AND s.pair_type = k.pair_type AND s.chunk = k.chunk`,
+       USING ${KEYS_TABLE}
+       WHERE ${sameKey('s')}`,
       columns,
     );
     return keys.length;
@@ -123,8 +130,22 @@ export async function countStaleChunks(sql: SqlClient): Promise<number> {
   return Number(rows[0]?.[0] ?? 0);
 }
 
-function keyColumns(keys: readonly ChunkKey[]): [string[], string[], number[]] {
-  return [keys.map((key) => key.userId), keys.map((key) => key.pairType), keys.map((key) => key.chunk)];
+/** The chunk keys passed as five parallel arrays, `$1` to `$5`. */
+const KEYS_TABLE = `unnest($1::uuid[], $2::text[], $3::boolean[], $4::text[], $5::int[]) AS k(user_id, pair_type, all_keys, pair_key, chunk)`;
+
+/** Matches the rows of table alias `alias` to the key `k`. */
+export function sameKey(alias: string): string {
+  return `${alias}.user_id = k.user_id AND ${alias}.pair_type = k.pair_type AND ${alias}.all_keys = k.all_keys AND ${alias}.pair_key = k.pair_key AND ${alias}.chunk = k.chunk`;
+}
+
+function keyColumns(keys: readonly ChunkKey[]): [string[], string[], boolean[], string[], number[]] {
+  return [
+    keys.map((key) => key.userId),
+    keys.map((key) => key.pairType),
+    keys.map((key) => key.allKeys),
+    keys.map((key) => key.pairKey),
+    keys.map((key) => key.chunk),
+  ];
 }
 
 /**
@@ -140,9 +161,11 @@ async function loadChunkSegments(
     `SELECT k.i::int,
             string_agg(float8send(date_part('epoch', s.start_at) * 1000), ''::bytea),
             string_agg(float8send(date_part('epoch', s.end_at) * 1000), ''::bytea)
-     FROM unnest($1::uuid[], $2::text[], $3::int[]) WITH ORDINALITY AS k(user_id, pair_type, chunk, i)
+     FROM unnest($1::uuid[], $2::text[], $3::boolean[], $4::text[], $5::int[])
+       WITH ORDINALITY AS k(user_id, pair_type, all_keys, pair_key, chunk, i)
      LEFT JOIN segment_length_bounds b ON b.user_id = k.user_id AND b.pair_type = k.pair_type
      JOIN segments s ON s.user_id = k.user_id AND s.pair_type = k.pair_type
+       AND (k.all_keys OR s.pair_key = k.pair_key)
        AND s.end_at IS NOT NULL
        AND s.start_at < to_timestamp((k.chunk + 1)::float8 * ${CHUNK_SECONDS})
        AND s.end_at > to_timestamp(k.chunk::float8 * ${CHUNK_SECONDS})
