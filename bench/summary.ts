@@ -169,7 +169,10 @@ function reportNotes(rows: readonly ReportRow[], rollups: RollupBuild | null): s
     ...(rollups === null
       ? []
       : [
-          `rollups: ${formatNumber(rollups.chunks)} chunks holding ${formatNumber(rollups.pieces)} merged pieces, built by the server within ${formatNumber(rollups.seconds, 1)} s after the last write.`,
+          `rollups: ${formatNumber(rollups.chunks)} chunks holding ${formatNumber(rollups.pieces)} merged pieces, built by the server within ${formatNumber(rollups.seconds, 1)} s after the last write.` +
+            (rollups.fullRebuildSeconds === undefined
+              ? ''
+              : ` Rebuilding all of them after marking them stale took ${formatNumber(rollups.fullRebuildSeconds, 1)} s.`),
         ]),
     'segments selected: what the leaves select, and what the bare SELECTs read. The service reads rollup chunks (merged segments per user, pair type, pair key or all keys, and 30 days) for leaves without meta, and segments for the rest.',
     ...rows.filter((row) => row.mismatch !== null).map((row) => `(${row.label}) differs: ${row.mismatch}`),

@@ -170,6 +170,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger,
       intervalMs: config.rollups.intervalMs,
       batchSize: config.rollups.batchSize,
+      delayMs: config.rollups.delayMs,
     });
 
     const readyStore = store;

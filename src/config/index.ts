@@ -99,6 +99,7 @@ export function loadConfig(env: Environment = process.env): Config {
     rollups: {
       intervalMs: reader.integer('ROLLUP_INTERVAL_MS', 1000, 10, 3_600_000),
       batchSize: reader.integer('ROLLUP_BATCH_SIZE', 200, 1, 10_000),
+      delayMs: reader.integer('ROLLUP_DELAY_MS', 5000, 0, 3_600_000),
     },
 
     reports: {

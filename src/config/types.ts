@@ -107,6 +107,8 @@ export interface Config {
     intervalMs: number;
     /** ROLLUP_BATCH_SIZE: chunks rebuilt per transaction. */
     batchSize: number;
+    /** ROLLUP_DELAY_MS: how long a chunk stays stale before the builder rebuilds it. */
+    delayMs: number;
   };
 
   reports: {

@@ -1,7 +1,8 @@
 /**
  * The rollup builder. Each server process runs one: it rebuilds the rollup
- * chunks that triggers marked stale, in batches, until none are left, then
- * waits for the next round. Builders in several processes share the work,
+ * chunks that triggers marked stale at least ROLLUP_DELAY_MS ago, in batches,
+ * until none are left, then waits for the next round. Reports read a stale
+ * chunk's segments, so the delay costs report speed, never correctness. Builders in several processes share the work,
  * because each batch skips the chunks another transaction holds.
  */
 import type { Logger } from 'pino';
@@ -15,6 +16,8 @@ export interface RollupBuilderOptions {
   logger: Logger;
   intervalMs: number;
   batchSize: number;
+  /** How long a chunk stays stale before a rebuild, so that a busy chunk is rebuilt once for many changes. */
+  delayMs: number;
 }
 
 export class RollupBuilder {
@@ -36,7 +39,7 @@ export class RollupBuilder {
   async buildOnce(): Promise<number> {
     let built = 0;
     for (;;) {
-      const count = await rebuildStaleChunks(this.options.sql, this.options.batchSize);
+      const count = await rebuildStaleChunks(this.options.sql, this.options.batchSize, this.options.delayMs);
       built += count;
       if (count < this.options.batchSize || this.task.isStopped) {
         if (built > 0) {

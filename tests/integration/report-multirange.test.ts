@@ -311,6 +311,7 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
       env: {
         // Sessions and tasks idle for 4 hours close while events arrive, but calls stay open.
         DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: String(4 * 3600),
+        ROLLUP_DELAY_MS: '0',
         // Tokens issued at BASE must outlive every clock value used below.
         JWT_TTL_SECONDS: String(86_400),
       },

@@ -151,6 +151,7 @@ describe('loadConfig', () => {
     ['SWEEPER_BATCH_SIZE', '-1', '1 to 10000'],
     ['ROLLUP_BATCH_SIZE', '0', '1 to 10000'],
     ['ROLLUP_INTERVAL_MS', '5', '10 to 3600000'],
+    ['ROLLUP_DELAY_MS', '-1', '0 to 3600000'],
   ])('rejects %s=%s', (variable, value, range) => {
     const error = configError({ [variable]: value });
 

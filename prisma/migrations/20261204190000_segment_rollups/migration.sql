@@ -34,6 +34,10 @@ CREATE TABLE "segment_rollup_stale" (
   "all_keys" BOOLEAN NOT NULL,
   "pair_key" TEXT NOT NULL,
   "chunk" INTEGER NOT NULL,
+  -- When the chunk was first marked since its last rebuild. Later marks keep
+  -- it, so the builder can wait until a busy chunk has been stale for a while
+  -- and rebuild it once for many changes.
+  "marked_at" TIMESTAMPTZ(3) NOT NULL DEFAULT now(),
   CONSTRAINT "segment_rollup_stale_pkey" PRIMARY KEY ("user_id", "pair_type", "all_keys", "pair_key", "chunk")
 );
 

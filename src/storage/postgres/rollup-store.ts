@@ -9,6 +9,10 @@
  * transaction. A trigger that marks a chunk again while a rebuild has it locked
  * waits for the rebuild to commit and then inserts a fresh stale row, so a
  * change the rebuild did not see is never lost.
+ *
+ * NOTE: a pair type whose segments mostly have distinct pair keys (one key
+ * per task, say) gets about one keyed rollup row per segment, so its rollups
+ * cost as much to build and store as the segments themselves.
  */
 import { CHUNK_SECONDS, chunkSpan } from '../../domain/interval/chunks.js';
 import { IntervalSet } from '../../domain/interval/interval-set.js';
@@ -53,16 +57,18 @@ export function decodeRollupBounds(bytes: Uint8Array): IntervalSet {
 }
 
 /**
- * Rebuilds up to `limit` stale chunks that no other transaction has locked, in one
+ * Rebuilds up to `limit` stale chunks that were first marked at least
+ * `minAgeMs` ago and that no other transaction has locked, in one
  * transaction. Returns how many it rebuilt.
  */
-export async function rebuildStaleChunks(sql: SqlClient, limit: number): Promise<number> {
+export async function rebuildStaleChunks(sql: SqlClient, limit: number, minAgeMs = 0): Promise<number> {
   return sql.transaction(async (tx) => {
     const claimed = await tx.queryArrays(
       `SELECT user_id::text, pair_type, all_keys, pair_key, chunk FROM segment_rollup_stale
+       WHERE marked_at <= now() - $2 * interval '1 millisecond'
        ORDER BY user_id, pair_type, all_keys, pair_key, chunk
        LIMIT $1 FOR UPDATE SKIP LOCKED`,
-      [limit],
+      [limit, minAgeMs],
     );
     if (claimed.length === 0) {
       return 0;
