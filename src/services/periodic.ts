@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 export class PeriodicTask {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
-  private stopped = true;
+  private stopped = false;
   private failures = 0;
 
   constructor(

@@ -7,10 +7,12 @@
 import { randomUUID } from 'node:crypto';
 
 import pg from 'pg';
+import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 
 import { CHUNK_MS, chunkOf } from '../../src/domain/interval/chunks.js';
 import type { Database } from '../../src/storage/postgres/database.js';
+import { RollupBuilder } from '../../src/services/rollups.js';
 import { loadLeafSets } from '../../src/storage/postgres/leaf-store.js';
 import { decodeRollupBounds, rebuildStaleChunks } from '../../src/storage/postgres/rollup-store.js';
 import { openMigratedTestDatabase } from '../support/database.js';
@@ -84,8 +86,8 @@ describeWithPostgres('segment rollups', () => {
     return new Map(rows.map((row) => [row.chunk, decodeRollupBounds(row.bounds).toString()]));
   }
 
-  async function rebuildAll(): Promise<void> {
-    while ((await rebuildStaleChunks(db.sql, 100)) > 0) {
+  async function rebuildAll(batchSize = 100): Promise<void> {
+    while ((await rebuildStaleChunks(db.sql, batchSize)) > 0) {
       // Until no chunk is left.
     }
   }
@@ -240,4 +242,38 @@ describeWithPostgres('segment rollups', () => {
     expect(leaf.segmentsRead).toBe(0);
     expect(leaf.set.toString()).toBe(`[${BORDER + 2 * HOUR}, ${BORDER + 4 * HOUR})`);
   });
+
+  it('rebuilds in batches until done', async () => {
+    await insertSegment(BORDER - CHUNK_MS, BORDER + CHUNK_MS + HOUR, 'a');
+    // Three chunks, each over all keys and for key 'a'.
+    expect(await staleChunks()).toEqual([682, 683, 684]);
+    const builder = new RollupBuilder({ sql: db.sql, logger: pino({ level: 'silent' }), intervalMs: 1000, batchSize: 2, delayMs: 0 });
+
+    expect(await builder.buildOnce()).toBeGreaterThanOrEqual(6);
+    expect(await staleChunks()).toEqual([]);
+    expect(await staleChunks('a')).toEqual([]);
+  });
+
+  it('handles a segment of 4,900 years', async () => {
+    const start = Date.UTC(100, 0, 1);
+    const end = Date.UTC(5000, 0, 1);
+    await insertSegment(start, end);
+    const leaf = {
+      spec: { pairTypes: ['session'], users: [userId], pairKeys: null, meta: null, includeOpen: true },
+      defaultUsers: null,
+      windowStart: start,
+      windowEnd: start + 30 * 24 * HOUR,
+      openEnd: start + 30 * 24 * HOUR,
+      withUserIds: false,
+    };
+    const expected = `[${start}, ${end})`;
+    expect((await loadLeafSets(db.sql, { ...leaf, rollups: false })).set.toString()).toBe(expected);
+    expect((await loadLeafSets(db.sql, leaf)).set.toString()).toBe(expected);
+
+    // About 119,000 chunks: few large batches keep the test short.
+    await rebuildAll(5000);
+    const rebuilt = await loadLeafSets(db.sql, leaf);
+    expect(rebuilt.chunksRead).toBe(2);
+    expect(rebuilt.set.clip({ start, end: start + 30 * 24 * HOUR }).totalMs).toBe(30 * 24 * HOUR);
+  }, 120_000);
 });

@@ -160,8 +160,12 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
     const windowEnd = params.bind(new Date(query.windowEnd));
     const chunkStart = `to_timestamp(k.chunk::float8 * ${CHUNK_SECONDS})`;
     const chunkEnd = `to_timestamp((k.chunk + 1)::float8 * ${CHUNK_SECONDS})`;
-    // No segment starts before MIN_INSTANT_MS, and PGlite rejects instants before year 1.
-    const lowest = params.bind(new Date(MIN_INSTANT_MS));
+    // The lowest start, in epoch seconds, is computed before it becomes a
+    // timestamp: the length bound of a very long segment would reach before
+    // year 1, which timestamps reject. No segment starts before MIN_INSTANT_MS.
+    const lowestStart = `to_timestamp(GREATEST(
+      GREATEST(k.chunk::float8 * ${CHUNK_SECONDS}, ${params.bind(query.windowStart / 1000)}::float8) - COALESCE(b.max_ms, 0) / 1000.0,
+      ${params.bind(MIN_INSTANT_MS / 1000)}::float8))`;
     selects.push(
       `SELECT ${userColumn}, 'segments', ${PACKED_START}, ${PACKED_END}, 0
        FROM ${staleKeys}
@@ -171,7 +175,7 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
          AND g.end_at IS NOT NULL
          AND g.start_at < LEAST(${chunkEnd}, ${windowEnd})
          AND g.end_at > GREATEST(${chunkStart}, ${windowStart})
-         AND g.start_at >= GREATEST(GREATEST(${chunkStart}, ${windowStart}) - COALESCE(b.max_ms, 0) * interval '1 millisecond', ${lowest})
+         AND g.start_at >= ${lowestStart}
        ${query.withUserIds ? 'GROUP BY g.user_id' : ''}`,
     );
   }

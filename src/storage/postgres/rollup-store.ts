@@ -16,6 +16,7 @@
  */
 import { CHUNK_SECONDS, chunkSpan } from '../../domain/interval/chunks.js';
 import { IntervalSet } from '../../domain/interval/interval-set.js';
+import { MIN_INSTANT_MS } from '../../domain/storable.js';
 import type { SqlClient } from './sql.js';
 
 export interface ChunkKey {
@@ -156,8 +157,10 @@ function keyColumns(keys: readonly ChunkKey[]): [string[], string[], boolean[], 
 
 /**
  * Loads the closed segments that overlap each chunk, by the chunk's index in
- * `keys`, as packed bounds. The scan starts at the chunk start minus the longest
- * closed segment of the user and pair type, as in the leaf loader.
+ * `keys`, as packed bounds. The scan starts at the chunk start minus the
+ * longest closed segment of the user and pair type, as in the leaf loader,
+ * but not before MIN_INSTANT_MS (a bound computed in seconds first, because
+ * a very long segment would reach before year 1, which timestamps reject).
  */
 async function loadChunkSegments(
   tx: SqlClient,
@@ -175,7 +178,7 @@ async function loadChunkSegments(
        AND s.end_at IS NOT NULL
        AND s.start_at < to_timestamp((k.chunk + 1)::float8 * ${CHUNK_SECONDS})
        AND s.end_at > to_timestamp(k.chunk::float8 * ${CHUNK_SECONDS})
-       AND s.start_at >= to_timestamp(k.chunk::float8 * ${CHUNK_SECONDS} - COALESCE(b.max_ms, 0) / 1000.0)
+       AND s.start_at >= to_timestamp(GREATEST(k.chunk::float8 * ${CHUNK_SECONDS} - COALESCE(b.max_ms, 0) / 1000.0, ${MIN_INSTANT_MS / 1000}))
      GROUP BY k.i`,
     keyColumns(keys),
   );
