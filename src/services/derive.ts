@@ -62,12 +62,20 @@ export class Deriver {
 
   async derive(lock: UserLock, now: number): Promise<DeriveResult> {
     const userId = lock.userId;
-    const [catalog, head] = await Promise.all([this.catalogFor(userId), loadDerivedHead(this.sql, userId)]);
+    // Independent reads run at once. Under the user's lock nothing else moves
+    // the head, so the pending events, selected by the head's applied_seq,
+    // match the head read beside them. Should a writer whose lock expired
+    // move the head anyway, the version check in writeDerived rejects this fold.
+    const [catalog, head, stateText, pending] = await Promise.all([
+      this.catalogFor(userId),
+      loadDerivedHead(this.sql, userId),
+      this.store.loadUserState(userId),
+      loadPendingEvents(this.sql, userId),
+    ]);
     if (head === null) {
       throw new Error(`User ${userId} does not exist.`);
     }
-    let state = await this.loadState(userId, head);
-    const pending = await loadPendingEvents(this.sql, userId, head.appliedSeq);
+    let state = await this.loadState(userId, head, stateText);
 
     const outputs: EngineOutput[] = [];
     const metaByEventId = new Map<string, Record<string, unknown> | null>();
@@ -151,8 +159,8 @@ export class Deriver {
     return { changed: result.changed, rewound, nextDeadline: deadline };
   }
 
-  private async loadState(userId: string, head: DerivedHead): Promise<EngineState> {
-    const text = await this.store.loadUserState(userId);
+  /** Returns the engine state stored in Redis (`text`) when it matches the head, and rebuilds it from PostgreSQL otherwise. */
+  private async loadState(userId: string, head: DerivedHead, text: string | null): Promise<EngineState> {
     if (text !== null) {
       try {
         const stored = JSON.parse(text) as StoredState;

@@ -13,13 +13,12 @@ import { MAX_JSON_DEPTH, describeInstantRange, isStorableInstant, jsonProblem, t
 import { classifyArrival } from '../domain/pairing/intake-rules.js';
 import type { PairCatalog } from '../domain/pairing/types.js';
 import {
+  appendClientEvents,
   findEventsByClientIds,
-  insertClientEvents,
   loadCorrectionsCausedBy,
   loadSegmentsEndedBy,
   lockUserCounters,
   resetDerived,
-  updateUserCounters,
   type NewClientEvent,
   type StoredClientEvent,
 } from '../storage/postgres/intake-store.js';
@@ -482,13 +481,7 @@ export class IntakeService {
         );
       }
 
-      await insertClientEvents(tx, rows);
-      for (const userId of userIds) {
-        const userCounters = counters.get(userId);
-        if (userCounters !== undefined) {
-          await updateUserCounters(tx, userCounters);
-        }
-      }
+      await appendClientEvents(tx, rows, [...counters.values()]);
       return entries;
     });
     return outcome;
@@ -500,9 +493,10 @@ export class IntakeService {
   ): Promise<SendEventResult[]> {
     const { sql } = this.options;
     const eventIds = [...new Set(entries.map((entry) => entry.eventId))];
-    const [eventRows, corrections] = await Promise.all([
+    const [eventRows, corrections, segments] = await Promise.all([
       sql.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE id = ANY($1::uuid[])`, [eventIds]),
       loadCorrectionsCausedBy(sql, userIds, eventIds),
+      loadSegmentsEndedBy(sql, userIds, eventIds),
     ]);
     const events = new Map(eventRows.map((row) => [row.id as string, toEventRecord(row)]));
 
@@ -527,7 +521,6 @@ export class IntakeService {
       correctionsByRoot.set(root, list);
     }
 
-    const segments = await loadSegmentsEndedBy(sql, userIds, [...eventIds, ...corrections.map((c) => c.id)]);
     const segmentsByEndEvent = new Map<string, SegmentRecord[]>();
     for (const segment of segments) {
       const list = segmentsByEndEvent.get(segment.endEventId as string) ?? [];

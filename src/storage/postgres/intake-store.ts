@@ -111,13 +111,15 @@ export async function findEventsByClientIds(
   );
 }
 
-/** Appends client events with one statement. */
-export async function insertClientEvents(tx: SqlClient, events: readonly NewClientEvent[]): Promise<void> {
-  if (events.length === 0) {
-    return;
-  }
+/** Appends client events and writes the users' new counters, with one statement. */
+export async function appendClientEvents(
+  tx: SqlClient,
+  events: readonly NewClientEvent[],
+  counters: readonly UserCounters[],
+): Promise<void> {
   await tx.query(
-    `INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
+    `WITH appended AS (
+     INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
        client_occurred_at, received_at, meta, origin, intake_flags, ignored, pos_at, pos_seq, ordinal)
      SELECT id, user_id, seq, client_id, type, role::"EventRole", pair_type, pair_key, occurred_at,
        client_occurred_at, received_at, meta::jsonb, 'CLIENT',
@@ -126,7 +128,11 @@ export async function insertClientEvents(tx: SqlClient, events: readonly NewClie
        $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::text[],
        $14::bool[])
        AS t(id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
-         client_occurred_at, received_at, meta, flags, ignored)`,
+         client_occurred_at, received_at, meta, flags, ignored)
+     )
+     UPDATE users SET last_event_seq = c.last_event_seq, max_occurred_at = c.max_occurred_at
+     FROM unnest($15::uuid[], $16::int[], $17::timestamptz[]) AS c(id, last_event_seq, max_occurred_at)
+     WHERE users.id = c.id`,
     [
       events.map((e) => e.id),
       events.map((e) => e.userId),
@@ -142,16 +148,11 @@ export async function insertClientEvents(tx: SqlClient, events: readonly NewClie
       events.map((e) => (e.meta === null ? null : JSON.stringify(e.meta))),
       events.map((e) => e.intakeFlags.join(',')),
       events.map((e) => e.ignored),
+      counters.map((c) => c.id),
+      counters.map((c) => c.lastEventSeq),
+      counters.map((c) => date(c.maxOccurredAt)),
     ],
   );
-}
-
-export async function updateUserCounters(tx: SqlClient, counters: UserCounters): Promise<void> {
-  await tx.query(`UPDATE users SET last_event_seq = $2, max_occurred_at = $3 WHERE id = $1`, [
-    counters.id,
-    counters.lastEventSeq,
-    date(counters.maxOccurredAt),
-  ]);
 }
 
 export async function loadDerivedHead(sql: SqlClient, userId: string): Promise<DerivedHead | null> {
@@ -306,13 +307,14 @@ function toEventToFold(row: unknown[]): EventToFold {
   };
 }
 
-/** Non-ignored client events stored after `appliedSeq`, that is, not folded yet, in position order. */
-export async function loadPendingEvents(sql: SqlClient, userId: string, appliedSeq: number): Promise<EventToFold[]> {
+/** Loads the non-ignored client events stored after the user's applied_seq, that is, not folded yet, in position order. */
+export async function loadPendingEvents(sql: SqlClient, userId: string): Promise<EventToFold[]> {
   const rows = await sql.queryArrays(
     `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
-     WHERE user_id = $1 AND origin = 'CLIENT' AND seq > $2 AND NOT ignored
+     WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
+       AND seq > (SELECT applied_seq FROM users WHERE id = $1)
      ORDER BY pos_at, pos_seq`,
-    [userId, appliedSeq],
+    [userId],
   );
   return rows.map(toEventToFold);
 }
@@ -496,13 +498,26 @@ export async function loadCorrectionsCausedBy(sql: SqlClient, userIds: readonly 
   return rows.map(toEventRecord);
 }
 
+/**
+ * Loads the segments that the given events ended, directly or through the
+ * corrections they caused (transitively, as loadCorrectionsCausedBy finds
+ * them), so that it can run beside that query instead of after it.
+ */
 export async function loadSegmentsEndedBy(sql: SqlClient, userIds: readonly string[], eventIds: readonly string[]): Promise<SegmentRecord[]> {
   if (eventIds.length === 0) {
     return [];
   }
   const rows = await sql.query(
-    `SELECT ${SEGMENT_COLUMNS} FROM segments
-     WHERE user_id = ANY($1::uuid[]) AND end_event_id = ANY($2::uuid[]) ORDER BY end_at, start_at`,
+    `WITH RECURSIVE caused AS (
+       SELECT e.id, e.user_id FROM events e
+       WHERE e.user_id = ANY($1::uuid[]) AND e.origin = 'CORRECTION' AND e.cause_event_id = ANY($2::uuid[])
+       UNION
+       SELECT e.id, e.user_id FROM events e JOIN caused c ON e.cause_event_id = c.id AND e.user_id = c.user_id
+       WHERE e.origin = 'CORRECTION'
+     )
+     SELECT ${SEGMENT_COLUMNS} FROM segments
+     WHERE user_id = ANY($1::uuid[]) AND (end_event_id = ANY($2::uuid[]) OR end_event_id IN (SELECT id FROM caused))
+     ORDER BY end_at, start_at`,
     [[...userIds], [...eventIds]],
   );
   return rows.map(toSegmentRecord);
