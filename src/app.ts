@@ -174,7 +174,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
 
     const readyStore = store;
-    const { fastify } = await buildHttpApp({
+    const { fastify, beginDrain } = await buildHttpApp({
       logger,
       services,
       tokens,
@@ -232,9 +232,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       },
       close() {
         closing ??= (async () => {
+          // Draining requests comes first, and replies to the requests still
+          // running ask their clients to close the connection.
+          beginDrain();
+          await fastify.close();
           await sweeper.stop();
           await rollups.stop();
-          await fastify.close();
           await readyStore.close();
           await db.close();
         })();

@@ -76,7 +76,7 @@ export async function authenticate(
 
 export async function buildHttpApp(
   options: HttpAppOptions,
-): Promise<{ fastify: FastifyInstance; apollo: ApolloServer<GraphQLContext> }> {
+): Promise<{ fastify: FastifyInstance; apollo: ApolloServer<GraphQLContext>; beginDrain: () => void }> {
   const { logger, services, tokens } = options;
   const fastify = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
@@ -95,8 +95,19 @@ export async function buildHttpApp(
     onConstructorPoisoning: 'error',
   });
 
+  // Requests still running when the app starts closing get their replies, but
+  // their keep-alive connections would then hold server.close() open until
+  // the client drops them (Fastify's keepAliveTimeout, 72 s), longer than the
+  // shutdown grace. Asking the client to close after the reply ends the drain.
+  // The flag is set by beginDrain, because Fastify's own preClose hook runs
+  // only after Apollo's drain has waited for those requests.
+  let closing = false;
+
   fastify.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    if (closing) {
+      reply.header('connection', 'close');
+    }
   });
 
   fastify.setErrorHandler((error, request, reply) => {
@@ -201,5 +212,11 @@ export async function buildHttpApp(
     handler,
   });
 
-  return { fastify, apollo };
+  return {
+    fastify,
+    apollo,
+    beginDrain: () => {
+      closing = true;
+    },
+  };
 }
