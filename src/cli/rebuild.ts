@@ -2,13 +2,15 @@
  * `npm run rebuild [-- --full]`: rebuilds every user's engine state in Redis
  * and its auto-close deadline from PostgreSQL. With `--full` it also
  * recomputes all segments and corrections from the event log, for example
- * after a pair type's policy changed. Safe while servers run: each user is
- * rebuilt under that user's lock.
+ * after a pair type's policy changed, and then the report rollups of the
+ * changed chunks. Safe while servers run: each user is rebuilt under that
+ * user's lock, and rollup rebuilds skip chunks another process is rebuilding.
  */
 import { loadDotEnvFile } from '../config/dotenv.js';
 import { createApp, createLogger } from '../app.js';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { markDeadlinesSeeded } from '../services/sweeper.js';
+import { rebuildStaleChunks } from '../storage/postgres/rollup-store.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -33,7 +35,7 @@ async function main(): Promise<void> {
     process.exit(0);
   }
   const logger = createLogger(config);
-  const app = await createApp(config, { logger, sweeper: false });
+  const app = await createApp(config, { logger, sweeper: false, rollups: false });
   try {
     const rows = await app.db.sql.query<{ id: string; username: string }>(`SELECT id, username FROM users ORDER BY username`);
     let done = 0;
@@ -46,6 +48,19 @@ async function main(): Promise<void> {
     }
     await markDeadlinesSeeded(app.store);
     console.log(`Rebuilt ${full ? 'derived data and ' : ''}engine state for ${rows.length} users.`);
+    if (full) {
+      // The new segments marked their chunks stale. Rebuild them now rather
+      // than leave it to the servers' builders, so reports are fast at once.
+      let chunks = 0;
+      for (;;) {
+        const rebuilt = await rebuildStaleChunks(app.db.sql, config.rollups.batchSize);
+        if (rebuilt === 0) {
+          break;
+        }
+        chunks += rebuilt;
+      }
+      console.log(`Rebuilt ${chunks} report rollup chunks.`);
+    }
   } finally {
     await app.close();
   }

@@ -1,0 +1,109 @@
+/**
+ * `npm run rebuild -- --full` as a child process on a PostgreSQL database
+ * that a server filled: it recomputes the derived rows and leaves no report
+ * rollup chunk stale.
+ */
+import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+import pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { startTestServer } from '../support/app.js';
+import { describeWithPostgres } from '../support/services.js';
+
+const REPO_ROOT = resolve(import.meta.dirname, '../..');
+const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
+
+function runRebuild(databaseUrl: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? tmpdir(),
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'warn',
+    DATABASE_URL: databaseUrl,
+    JWT_SECRET: 'test-secret-that-is-at-least-32-bytes-long',
+  };
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(TSX, ['src/cli/rebuild.ts', '--full'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code, stdout, stderr });
+    });
+  });
+}
+
+describeWithPostgres('rebuild command', () => {
+  let databaseUrl: string;
+  let client: pg.Client;
+
+  beforeAll(async () => {
+    // The server stores a closed session and a closed task. Its builder waits
+    // 10 minutes before a rebuild, so their chunks stay stale.
+    const server = await startTestServer(import.meta.filename, { env: { ROLLUP_DELAY_MS: '600000' } });
+    const member = await server.createUser('rebuilder', 'MEMBER');
+    const sent = await server.gql(
+      `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`,
+      {
+        events: [
+          { type: 'session_started', occurredAt: '2026-03-02T08:00:00Z' },
+          { type: 'task_started', pairKey: 'a', occurredAt: '2026-03-02T08:10:00Z' },
+          { type: 'task_ended', pairKey: 'a', occurredAt: '2026-03-02T08:20:00Z' },
+          { type: 'session_ended', occurredAt: '2026-03-02T08:30:00Z' },
+        ],
+      },
+      member.token,
+    );
+    expect(sent.errors).toBeUndefined();
+    databaseUrl = server.databaseUrl as string;
+    // Keep the database: close the app, not the test server, which would drop it.
+    await server.app.close();
+
+    client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+  }, 60_000);
+
+  afterAll(async () => {
+    await client?.end();
+    const base = new URL(databaseUrl);
+    const name = base.pathname.slice(1);
+    base.pathname = '/postgres';
+    const admin = new pg.Client({ connectionString: base.toString() });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.end();
+  });
+
+  it('rebuilds stale rollup chunks', async () => {
+    const before = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
+    expect(before.rows[0]?.count).toBeGreaterThan(0);
+
+    const result = await runRebuild(databaseUrl);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/Rebuilt derived data and engine state for 2 users\./);
+    expect(result.stdout).toMatch(/Rebuilt [1-9]\d* report rollup chunks\./);
+
+    const after = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
+    expect(after.rows[0]?.count).toBe(0);
+    const rollups = await client.query<{ pair_type: string; all_keys: boolean; pair_key: string }>(
+      `SELECT pair_type, all_keys, pair_key FROM segment_rollups ORDER BY pair_type, all_keys, pair_key`,
+    );
+    expect(rollups.rows).toEqual([
+      { pair_type: 'session', all_keys: false, pair_key: '' },
+      { pair_type: 'session', all_keys: true, pair_key: '' },
+      { pair_type: 'task', all_keys: false, pair_key: 'a' },
+      { pair_type: 'task', all_keys: true, pair_key: '' },
+    ]);
+  }, 90_000);
+});
