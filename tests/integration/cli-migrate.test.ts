@@ -3,12 +3,11 @@
  * PGlite) and, with DATABASE_URL, on a fresh PostgreSQL database that two
  * copies migrate at the same time.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 
 import pg from 'pg';
 import pino from 'pino';
@@ -16,17 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { MIGRATIONS_DIR, openDatabase } from '../../src/storage/postgres/database.js';
 import { readMigrations } from '../../src/storage/postgres/migrator.js';
+import { runCli, type CliResult } from '../support/cli.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
-
-const REPO_ROOT = resolve(import.meta.dirname, '../..');
-const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
-const CHILD_TIMEOUT_MS = 30_000;
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 function runMigrate(args: string[], extraEnv: Record<string, string>): Promise<CliResult> {
   const env = {
@@ -35,23 +25,7 @@ function runMigrate(args: string[], extraEnv: Record<string, string>): Promise<C
     NODE_ENV: 'test',
     ...extraEnv,
   };
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(TSX, ['src/cli/migrate.ts', ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString('utf8');
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolvePromise({ code, stdout, stderr });
-    });
-  });
+  return runCli('src/cli/migrate.ts', args, env);
 }
 
 function appliedNames(stdout: string): string[] {

@@ -3,20 +3,16 @@
  * that a server filled: it recomputes the derived rows and leaves no report
  * rollup chunk stale.
  */
-import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
 
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { startTestServer } from '../support/app.js';
+import { runCli, type CliResult } from '../support/cli.js';
 import { describeWithPostgres } from '../support/services.js';
 
-const REPO_ROOT = resolve(import.meta.dirname, '../..');
-const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
-
-function runRebuild(databaseUrl: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runRebuild(databaseUrl: string): Promise<CliResult> {
   const env = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: process.env.HOME ?? tmpdir(),
@@ -25,23 +21,7 @@ function runRebuild(databaseUrl: string): Promise<{ code: number | null; stdout:
     DATABASE_URL: databaseUrl,
     JWT_SECRET: 'test-secret-that-is-at-least-32-bytes-long',
   };
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(TSX, ['src/cli/rebuild.ts', '--full'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString('utf8');
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolvePromise({ code, stdout, stderr });
-    });
-  });
+  return runCli('src/cli/rebuild.ts', ['--full'], env, { timeoutMs: 60_000 });
 }
 
 describeWithPostgres('rebuild command', () => {

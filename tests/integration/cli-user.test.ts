@@ -7,28 +7,21 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startTestServer, type TestServer } from '../support/app.js';
+import { REPO_ROOT, runCli, TSX, type CliResult } from '../support/cli.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
-const REPO_ROOT = resolve(import.meta.dirname, '../..');
-const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
 const USER_CLI = 'src/cli/user.ts';
 const CHILD_TIMEOUT_MS = 30_000;
 
 const ADMIN_PASSWORD = 'Cli-Admin-Password-9137';
 const CRLF_PASSWORD = 'cli crlf password 2';
 const TTY_PASSWORD = 'Cli-Tty-Password-5521';
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /** Environment of a child: only what the CLI reads, so DATABASE_URL never leaks in by accident. */
 function childEnv(extra: Record<string, string>): Record<string, string> {
@@ -43,28 +36,8 @@ function childEnv(extra: Record<string, string>): Record<string, string> {
   };
 }
 
-function runCli(args: string[], env: Record<string, string>, input: string | null = null): Promise<CliResult> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(TSX, [USER_CLI, ...args], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString('utf8');
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8');
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolvePromise({ code, stdout, stderr });
-    });
-    if (input !== null) {
-      child.stdin.write(input);
-    }
-    child.stdin.end();
-  });
+function runUserCli(args: string[], env: Record<string, string>, input: string | null = null): Promise<CliResult> {
+  return runCli(USER_CLI, args, env, { input, timeoutMs: CHILD_TIMEOUT_MS });
 }
 
 /**
@@ -118,7 +91,7 @@ describe('user CLI on PGlite', () => {
   });
 
   it('help exits 0', async () => {
-    const result = await runCli(['--help'], env);
+    const result = await runUserCli(['--help'], env);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('npm run user -- create NAME --role');
   });
@@ -132,14 +105,14 @@ describe('user CLI on PGlite', () => {
     [['delete', 'cli-x'], 'Unknown command "delete"'],
     [['list', '--bogus'], "Unknown option '--bogus'"],
   ])('usage error %j exits 2', async (args, message) => {
-    const result = await runCli(args, env, 'unused-password\n');
+    const result = await runUserCli(args, env, 'unused-password\n');
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(message);
     expect(result.stdout).toBe('');
   });
 
   it('create reads password from stdin', async () => {
-    const result = await runCli(['create', 'cli-admin', '--role', 'ADMIN'], env, `${ADMIN_PASSWORD}\n`);
+    const result = await runUserCli(['create', 'cli-admin', '--role', 'ADMIN'], env, `${ADMIN_PASSWORD}\n`);
     expect(result.stderr).not.toContain('error');
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^Created user cli-admin with role ADMIN and id [0-9a-f-]{36}\.\n$/);
@@ -148,21 +121,21 @@ describe('user CLI on PGlite', () => {
   });
 
   it('create lowercase role, CRLF line', async () => {
-    const result = await runCli(['create', 'cli-crlf', '--role', 'member'], env, `${CRLF_PASSWORD}\r\nsecond line\n`);
+    const result = await runUserCli(['create', 'cli-crlf', '--role', 'member'], env, `${CRLF_PASSWORD}\r\nsecond line\n`);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('Created user cli-crlf with role MEMBER');
     expect(result.stdout + result.stderr).not.toContain(CRLF_PASSWORD);
   });
 
   it('duplicate username exits 1', async () => {
-    const result = await runCli(['create', 'cli-admin', '--role', 'MEMBER'], env, 'another-password-1\n');
+    const result = await runUserCli(['create', 'cli-admin', '--role', 'MEMBER'], env, 'another-password-1\n');
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('Username "cli-admin" is already taken.');
     expect(result.stdout).toBe('');
   });
 
   it('invalid user exits 1', async () => {
-    const result = await runCli(['create', 'bad name', '--role', 'MEMBER'], env, 'short\n');
+    const result = await runUserCli(['create', 'bad name', '--role', 'MEMBER'], env, 'short\n');
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('username "bad name" is invalid');
     expect(result.stderr).toContain('password has 5 characters; it must have 8 to 1024');
@@ -170,7 +143,7 @@ describe('user CLI on PGlite', () => {
   });
 
   it('empty stdin exits 1', async () => {
-    const result = await runCli(['create', 'cli-empty', '--role', 'MEMBER'], env, '');
+    const result = await runUserCli(['create', 'cli-empty', '--role', 'MEMBER'], env, '');
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('No password on standard input');
   });
@@ -200,7 +173,7 @@ describe('user CLI on PGlite', () => {
   });
 
   it('list prints a table', async () => {
-    const result = await runCli(['list'], env);
+    const result = await runUserCli(['list'], env);
     expect(result.code).toBe(0);
     const lines = result.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^USERNAME\s+ROLE\s+ID\s+CREATED AT$/);
@@ -213,7 +186,7 @@ describe('user CLI on PGlite', () => {
   });
 
   it('list --json', async () => {
-    const result = await runCli(['list', '--json'], env);
+    const result = await runUserCli(['list', '--json'], env);
     expect(result.code).toBe(0);
     const users = JSON.parse(result.stdout) as Array<Record<string, unknown>>;
     expect(users.map((user) => [user.username, user.role])).toEqual(
@@ -281,12 +254,12 @@ describeWithPostgres('user CLI on PostgreSQL', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'em-cli-user-pg-'));
     try {
       const env = childEnv({ DATA_DIR: dataDir, DATABASE_URL: databaseUrl });
-      const result = await runCli(['create', 'cli-pg-admin', '--role', 'ADMIN'], env, `${ADMIN_PASSWORD}\n`);
+      const result = await runUserCli(['create', 'cli-pg-admin', '--role', 'ADMIN'], env, `${ADMIN_PASSWORD}\n`);
       expect(result.code).toBe(0);
       expect(result.stdout).toContain('Created user cli-pg-admin with role ADMIN');
       expect(result.stdout + result.stderr).not.toContain(ADMIN_PASSWORD);
 
-      const list = await runCli(['list', '--json'], env);
+      const list = await runUserCli(['list', '--json'], env);
       expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ username: 'cli-pg-admin', role: 'ADMIN' })]);
     } finally {
       rmSync(dataDir, { recursive: true, force: true });

@@ -1,0 +1,49 @@
+/**
+ * Runs one of the command-line programs under `src/cli` as a child process,
+ * through the project's tsx, and collects its output.
+ */
+import { spawn } from 'node:child_process';
+import { join, resolve } from 'node:path';
+
+export const REPO_ROOT = resolve(import.meta.dirname, '../..');
+export const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `script` (a path relative to the repository) with `args` and exactly
+ * the environment `env`. Writes `input` to its standard input when given, and
+ * kills it after `timeoutMs`.
+ */
+export function runCli(
+  script: string,
+  args: readonly string[],
+  env: Record<string, string>,
+  options: { input?: string | null; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(TSX, [script, ...args], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code, stdout, stderr });
+    });
+    if (options.input !== undefined && options.input !== null) {
+      child.stdin.write(options.input);
+    }
+    child.stdin.end();
+  });
+}
