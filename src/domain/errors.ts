@@ -42,12 +42,28 @@ export function badInput(
   return new DomainError('BAD_USER_INPUT', reason, message, details);
 }
 
-/** Builds the error for a configured limit that a request exceeds. */
+/** The quantity each configured limit bounds, named in error messages. */
+const LIMIT_SUBJECTS: Readonly<Record<string, string>> = {
+  PAGE_SIZE_MAX: 'The page size',
+  REPORT_MAX_WINDOW_DAYS: 'The report window',
+  REPORT_MAX_DEPTH: 'The expression depth',
+  REPORT_MAX_NODES: 'The expression size',
+  REPORT_MAX_LITERAL_INTERVALS: 'The number of literal intervals',
+  REPORT_MAX_BUCKETS: 'The number of buckets',
+  REPORT_MAX_BUCKET_ROWS: 'The number of bucket rows',
+};
+
+/**
+ * Builds the error for a configured limit that a request exceeds, such as
+ * "The report window is 516 days, above the maximum of 366 days
+ * (REPORT_MAX_WINDOW_DAYS)."
+ */
 export function limitExceeded(limit: string, value: number, max: number, unit = ''): DomainError {
   const suffix = unit === '' ? '' : ` ${unit}`;
+  const subject = LIMIT_SUBJECTS[limit] ?? 'The value';
   return badInput(
     'LIMIT_EXCEEDED',
-    `${limit} is ${value}${suffix}, above the maximum of ${max}${suffix}.`,
+    `${subject} is ${value}${suffix}, above the maximum of ${max}${suffix} (${limit}).`,
     { limit, value, max },
   );
 }
