@@ -7,9 +7,12 @@
  */
 import type { Logger } from 'pino';
 
-import { countStaleChunks, rebuildStaleChunks } from '../storage/postgres/rollup-store.js';
+import { countStaleChunks, postponeNextStaleChunk, rebuildStaleChunks } from '../storage/postgres/rollup-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import { PeriodicTask } from './periodic.js';
+
+/** How long a chunk whose rebuild failed waits before the next attempt. */
+const POSTPONE_FAILED_MS = 5 * 60_000;
 
 export interface RollupBuilderOptions {
   sql: SqlClient;
@@ -39,7 +42,13 @@ export class RollupBuilder {
   async buildOnce(): Promise<number> {
     let built = 0;
     for (;;) {
-      const count = await rebuildStaleChunks(this.options.sql, this.options.batchSize, this.options.delayMs);
+      let count: number;
+      try {
+        count = await rebuildStaleChunks(this.options.sql, this.options.batchSize, this.options.delayMs);
+      } catch (error) {
+        this.options.logger.warn({ err: error }, 'rebuilding a batch of rollup chunks failed; retrying them one by one');
+        count = await this.rebuildOneByOne();
+      }
       built += count;
       if (count < this.options.batchSize || this.task.isStopped) {
         if (built > 0) {
@@ -48,6 +57,35 @@ export class RollupBuilder {
         return built;
       }
     }
+  }
+
+  /**
+   * Rebuilds up to one batch of chunks one at a time, postponing each chunk
+   * whose rebuild fails on its own, so a failing chunk cannot block the
+   * chunks after it. Returns how many chunks it rebuilt or postponed.
+   */
+  private async rebuildOneByOne(): Promise<number> {
+    const { sql, batchSize, delayMs, logger } = this.options;
+    let handled = 0;
+    while (handled < batchSize) {
+      try {
+        const count = await rebuildStaleChunks(sql, 1, delayMs);
+        if (count === 0) {
+          break;
+        }
+      } catch (error) {
+        const chunk = await postponeNextStaleChunk(sql, delayMs, POSTPONE_FAILED_MS);
+        if (chunk === null) {
+          break;
+        }
+        logger.warn(
+          { err: error, chunk, retryInMs: POSTPONE_FAILED_MS },
+          'rebuilding a rollup chunk failed; it is postponed, and reports read its segments meanwhile',
+        );
+      }
+      handled += 1;
+    }
+    return handled;
   }
 
   /** Counts the chunks waiting for a rebuild. */

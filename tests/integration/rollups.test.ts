@@ -276,4 +276,44 @@ describeWithPostgres('segment rollups', () => {
     expect(rebuilt.chunksRead).toBe(2);
     expect(rebuilt.set.clip({ start, end: start + 30 * 24 * HOUR }).totalMs).toBe(30 * 24 * HOUR);
   }, 120_000);
+
+  it('postpones a chunk that fails', async () => {
+    // A stale row for a chunk far beyond the timestamp range fails every
+    // rebuild once its user has a segment to compare with the chunk's bounds.
+    // Its user id sorts first, so it comes before every other chunk.
+    const poisoned = '00000000-0000-4000-8000-000000000000';
+    await db.sql.query(`INSERT INTO users (id, username, role, password_hash) VALUES ($1, 'poisoned', 'MEMBER', 'x')`, [
+      poisoned,
+    ]);
+    await db.sql.query(
+      `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id, end_at, end_reason, decided_at, decided_seq)
+       VALUES (gen_random_uuid(), $1, 'session', '', '2026-01-01T00:00:00Z', 1, gen_random_uuid(),
+         '2026-01-01T01:00:00Z', 'CLIENT', '2026-01-01T01:00:00Z', 1)`,
+      [poisoned],
+    );
+    await db.sql.query(
+      `INSERT INTO segment_rollup_stale (user_id, pair_type, all_keys, pair_key, chunk) VALUES ($1, 'session', true, '', 1000000000)`,
+      [poisoned],
+    );
+    try {
+      await insertSegment(BORDER + HOUR, BORDER + 2 * HOUR);
+      const warnings: string[] = [];
+      const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(line) });
+      const builder = new RollupBuilder({ sql: db.sql, logger, intervalMs: 1000, batchSize: 10, delayMs: 0 });
+
+      await builder.buildOnce();
+
+      expect(await staleChunks()).toEqual([]);
+      expect(await rollups()).toEqual(new Map([[683, `[${BORDER + HOUR}, ${BORDER + 2 * HOUR})`]]));
+      const postponed = await db.sql.query<{ waiting: boolean }>(
+        `SELECT marked_at > now() AS waiting FROM segment_rollup_stale WHERE user_id = $1`,
+        [poisoned],
+      );
+      expect(postponed).toEqual([{ waiting: true }]);
+      expect(warnings.some((line) => line.includes('is postponed') && line.includes(poisoned))).toBe(true);
+    } finally {
+      await db.sql.query(`DELETE FROM users WHERE id = $1`, [poisoned]);
+      await db.sql.query(`DELETE FROM segment_rollup_stale WHERE user_id = $1`, [poisoned]);
+    }
+  });
 });

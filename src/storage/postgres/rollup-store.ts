@@ -131,6 +131,32 @@ export async function rebuildStaleChunks(sql: SqlClient, limit: number, minAgeMs
   });
 }
 
+/**
+ * Postpones, by `postponeMs`, the stale chunk that `rebuildStaleChunks(sql,
+ * 1, minAgeMs)` would take next, so that a chunk whose rebuild keeps failing
+ * does not block the chunks after it. Returns its key, or null when none was
+ * free. Reports keep reading the segments of a postponed chunk.
+ */
+export async function postponeNextStaleChunk(sql: SqlClient, minAgeMs: number, postponeMs: number): Promise<ChunkKey | null> {
+  const rows = await sql.queryArrays(
+    `UPDATE segment_rollup_stale s SET marked_at = now() + $2 * interval '1 millisecond'
+     FROM (
+       SELECT user_id, pair_type, all_keys, pair_key, chunk FROM segment_rollup_stale
+       WHERE marked_at <= now() - $1 * interval '1 millisecond'
+       ORDER BY user_id, pair_type, all_keys, pair_key, chunk
+       LIMIT 1 FOR UPDATE SKIP LOCKED
+     ) AS k
+     WHERE ${sameKey('s')}
+     RETURNING s.user_id::text, s.pair_type, s.all_keys, s.pair_key, s.chunk`,
+    [minAgeMs, postponeMs],
+  );
+  const row = rows[0];
+  if (row === undefined) {
+    return null;
+  }
+  return { userId: row[0] as string, pairType: row[1] as string, allKeys: row[2] as boolean, pairKey: row[3] as string, chunk: Number(row[4]) };
+}
+
 /** Counts the stale chunks, for tests, the benchmark and operators. */
 export async function countStaleChunks(sql: SqlClient): Promise<number> {
   const rows = await sql.queryArrays(`SELECT count(*)::int FROM segment_rollup_stale`);
@@ -159,8 +185,9 @@ function keyColumns(keys: readonly ChunkKey[]): [string[], string[], boolean[], 
  * Loads the closed segments that overlap each chunk, by the chunk's index in
  * `keys`, as packed bounds. The scan starts at the chunk start minus the
  * longest closed segment of the user and pair type, as in the leaf loader,
- * but not before MIN_INSTANT_MS (a bound computed in seconds first, because
- * a very long segment would reach before year 1, which timestamps reject).
+ * but not before MIN_INSTANT_MS. The bound is computed in seconds first,
+ * because for a very long segment it would fall before year 1, which
+ * timestamps reject.
  */
 async function loadChunkSegments(
   tx: SqlClient,
