@@ -16,11 +16,10 @@ import { advanceTo, applyEvent, nextDeadline, restoreState } from '../domain/pai
 import { comparePositions } from '../domain/pairing/position.js';
 import type { EngineOutput, EngineState, PairCatalog, Position } from '../domain/pairing/types.js';
 import {
-  loadDerivedHead,
   loadEventsToFold,
   loadActivityBefore,
   loadOpenSegments,
-  loadPendingEvents,
+  loadHeadAndPending,
   loadSegmentsOpenAt,
   truncateDerivedFrom,
   writeDerived,
@@ -62,19 +61,18 @@ export class Deriver {
 
   async derive(lock: UserLock, now: number): Promise<DeriveResult> {
     const userId = lock.userId;
-    // Independent reads run at once. Under the user's lock nothing else moves
-    // the head, so the pending events, selected by the head's applied_seq,
-    // match the head read beside them. Should a writer whose lock expired
-    // move the head anyway, the version check in writeDerived rejects this fold.
-    const [catalog, head, stateText, pending] = await Promise.all([
+    // Independent reads run at once. The head and the pending events come
+    // from one statement, so they agree even when a request whose lock
+    // expired stores events meanwhile.
+    const [catalog, loaded, stateText] = await Promise.all([
       this.catalogFor(userId),
-      loadDerivedHead(this.sql, userId),
+      loadHeadAndPending(this.sql, userId),
       this.store.loadUserState(userId),
-      loadPendingEvents(this.sql, userId),
     ]);
-    if (head === null) {
+    if (loaded === null) {
       throw new Error(`User ${userId} does not exist.`);
     }
+    const { head, pending } = loaded;
     let state = await this.loadState(userId, head, stateText);
 
     const outputs: EngineOutput[] = [];
@@ -93,7 +91,7 @@ export class Deriver {
           state = await this.restoreAt(tx, userId, first);
           await truncateDerivedFrom(tx, userId, first);
           rewound = true;
-          events = await loadEventsToFold(tx, userId, first);
+          events = await loadEventsToFold(tx, userId, first, head.lastEventSeq);
         }
         for (const instance of Object.values(state.open)) {
           startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });

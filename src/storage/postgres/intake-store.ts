@@ -307,26 +307,58 @@ function toEventToFold(row: unknown[]): EventToFold {
   };
 }
 
-/** Loads the non-ignored client events stored after the user's applied_seq, that is, not folded yet, in position order. */
-export async function loadPendingEvents(sql: SqlClient, userId: string): Promise<EventToFold[]> {
+/**
+ * Loads the head and the events not folded yet (non-ignored client events
+ * after applied_seq, up to last_event_seq) in one statement, so both come
+ * from one snapshot. An event stored after that snapshot is left for the next
+ * fold, because the head's last_event_seq does not count it. Returns null for
+ * an unknown user.
+ */
+export async function loadHeadAndPending(
+  sql: SqlClient,
+  userId: string,
+): Promise<{ head: DerivedHead; pending: EventToFold[] } | null> {
   const rows = await sql.queryArrays(
-    `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
-     WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
-       AND seq > (SELECT applied_seq FROM users WHERE id = $1)
-     ORDER BY pos_at, pos_seq`,
+    `SELECT u.applied_seq, u.applied_at, u.applied_pos_seq, u.last_activity_at, u.derived_version, u.last_event_seq,
+       e.id, e.seq, e.type, e.occurred_at, e.role, e.pair_type, e.pair_key, e.meta
+     FROM users u
+     LEFT JOIN LATERAL (
+       SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta, pos_at, pos_seq FROM events
+       WHERE user_id = u.id AND origin = 'CLIENT' AND NOT ignored
+         AND seq > u.applied_seq AND seq <= u.last_event_seq
+     ) e ON true
+     WHERE u.id = $1
+     ORDER BY e.pos_at, e.pos_seq`,
     [userId],
   );
-  return rows.map(toEventToFold);
+  const first = rows[0];
+  if (first === undefined) {
+    return null;
+  }
+  const appliedAt = first[1] as Date | null;
+  const appliedPosSeq = first[2] as number | null;
+  const head: DerivedHead = {
+    appliedSeq: first[0] as number,
+    position: appliedAt === null || appliedPosSeq === null ? null : { at: appliedAt.getTime(), seq: appliedPosSeq },
+    lastActivityAt: ms(first[3] as Date | null),
+    derivedVersion: first[4] as number,
+    lastEventSeq: first[5] as number,
+  };
+  const pending = rows.filter((row) => row[6] !== null).map((row) => toEventToFold(row.slice(6)));
+  return { head, pending };
 }
 
-/** Non-ignored client events at or after `from`, in position order, with their meta. */
-export async function loadEventsToFold(sql: SqlClient, userId: string, from: Position): Promise<EventToFold[]> {
+/**
+ * Loads the non-ignored client events at or after `from` and with seq up to
+ * `maxSeq` (the head's last_event_seq), in position order, with their meta.
+ */
+export async function loadEventsToFold(sql: SqlClient, userId: string, from: Position, maxSeq: number): Promise<EventToFold[]> {
   const rows = await sql.queryArrays(
     `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
      WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
-       AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)
+       AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int) AND seq <= $4
      ORDER BY pos_at, pos_seq`,
-    [userId, new Date(from.at), from.seq],
+    [userId, new Date(from.at), from.seq, maxSeq],
   );
   return rows.map(toEventToFold);
 }
@@ -501,7 +533,9 @@ export async function loadCorrectionsCausedBy(sql: SqlClient, userIds: readonly 
 /**
  * Loads the segments that the given events ended, directly or through the
  * corrections they caused (transitively, as loadCorrectionsCausedBy finds
- * them), so that it can run beside that query instead of after it.
+ * them), so that it can run beside that query instead of after it. The ids
+ * form one array, so the lookup uses the index on end_event_id (an OR of two
+ * conditions made PostgreSQL scan the table).
  */
 export async function loadSegmentsEndedBy(sql: SqlClient, userIds: readonly string[], eventIds: readonly string[]): Promise<SegmentRecord[]> {
   if (eventIds.length === 0) {
@@ -516,7 +550,7 @@ export async function loadSegmentsEndedBy(sql: SqlClient, userIds: readonly stri
        WHERE e.origin = 'CORRECTION'
      )
      SELECT ${SEGMENT_COLUMNS} FROM segments
-     WHERE user_id = ANY($1::uuid[]) AND (end_event_id = ANY($2::uuid[]) OR end_event_id IN (SELECT id FROM caused))
+     WHERE user_id = ANY($1::uuid[]) AND end_event_id = ANY($2::uuid[] || ARRAY(SELECT id FROM caused))
      ORDER BY end_at, start_at`,
     [[...userIds], [...eventIds]],
   );
