@@ -45,8 +45,9 @@ export class RollupBuilder {
       let count: number;
       try {
         count = await rebuildStaleChunks(this.options.sql, this.options.batchSize, this.options.delayMs);
-      } catch (error) {
-        this.options.logger.warn({ err: error }, 'rebuilding a batch of rollup chunks failed; retrying them one by one');
+      } catch {
+        // One chunk may be at fault: rebuild one at a time to find it. When
+        // the database is down, that fails too and the periodic task logs it.
         count = await this.rebuildOneByOne();
       }
       built += count;
@@ -60,32 +61,40 @@ export class RollupBuilder {
   }
 
   /**
-   * Rebuilds up to one batch of chunks one at a time, postponing each chunk
-   * whose rebuild fails on its own, so a failing chunk cannot block the
-   * chunks after it. Returns how many chunks it rebuilt or postponed.
+   * Rebuilds up to one batch of chunks one at a time. A chunk whose rebuild
+   * fails twice in a row while the database responds is postponed, so it
+   * cannot block the chunks after it. Returns how many chunks it rebuilt; it
+   * throws when the database fails outright.
    */
   private async rebuildOneByOne(): Promise<number> {
     const { sql, batchSize, delayMs, logger } = this.options;
-    let handled = 0;
-    while (handled < batchSize) {
+    let built = 0;
+    for (let attempt = 0; attempt < batchSize; attempt += 1) {
+      let count: number;
       try {
-        const count = await rebuildStaleChunks(sql, 1, delayMs);
-        if (count === 0) {
-          break;
+        count = await rebuildStaleChunks(sql, 1, delayMs);
+      } catch {
+        try {
+          count = await rebuildStaleChunks(sql, 1, delayMs);
+        } catch (error) {
+          await sql.query('SELECT 1');
+          const chunk = await postponeNextStaleChunk(sql, delayMs, POSTPONE_FAILED_MS);
+          if (chunk === null) {
+            break;
+          }
+          logger.warn(
+            { err: error, chunk, retryInMs: POSTPONE_FAILED_MS },
+            'rebuilding a rollup chunk failed twice; it is postponed, and reports read its segments meanwhile',
+          );
+          continue;
         }
-      } catch (error) {
-        const chunk = await postponeNextStaleChunk(sql, delayMs, POSTPONE_FAILED_MS);
-        if (chunk === null) {
-          break;
-        }
-        logger.warn(
-          { err: error, chunk, retryInMs: POSTPONE_FAILED_MS },
-          'rebuilding a rollup chunk failed; it is postponed, and reports read its segments meanwhile',
-        );
       }
-      handled += 1;
+      if (count === 0) {
+        break;
+      }
+      built += count;
     }
-    return handled;
+    return built;
   }
 
   /** Counts the chunks waiting for a rebuild. */
