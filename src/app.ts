@@ -174,7 +174,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
 
     const readyStore = store;
-    const { fastify, beginDrain } = await buildHttpApp({
+    const { fastify, apollo, beginDrain } = await buildHttpApp({
       logger,
       services,
       tokens,
@@ -236,6 +236,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           // running ask their clients to close the connection.
           beginDrain();
           await fastify.close();
+          // Apollo's drain plugin closes Fastify again, which returns at once.
+          await apollo.stop();
           await sweeper.stop();
           await rollups.stop();
           await readyStore.close();

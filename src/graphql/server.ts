@@ -41,6 +41,10 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
     typeDefs,
     resolvers: resolvers as never,
     csrfPrevention: true,
+    // The process's own signal handlers drain HTTP and then stop Apollo.
+    // Apollo's handler would stop it too and then raise the signal again,
+    // which the process would take as a second signal and exit with 1.
+    stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: options.development,
     parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
     formatError: createFormatError(options.development),

@@ -11,14 +11,19 @@ import { createInterface } from 'node:readline';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-const dataDir = mkdtempSync(join(tmpdir(), 'em-shutdown-'));
+const dataDirs: string[] = [];
 
 describe('process shutdown', () => {
   afterAll(() => {
-    rmSync(dataDir, { recursive: true, force: true });
+    for (const dataDir of dataDirs) {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
-  it('drains a request on SIGTERM', async () => {
+  // In production Apollo registers its own signal handler unless configured not to.
+  it.each(['test', 'production'])('drains a request on SIGTERM (NODE_ENV=%s)', async (nodeEnv) => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'em-shutdown-'));
+    dataDirs.push(dataDir);
     // As in `npm start`: Node loads tsx as a loader, so the signal reaches the
     // service's own process rather than a wrapper process.
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
@@ -26,7 +31,7 @@ describe('process shutdown', () => {
         ...process.env,
         DATABASE_URL: '',
         REDIS_URL: '',
-        NODE_ENV: 'test',
+        NODE_ENV: nodeEnv,
         LOG_LEVEL: 'info',
         HOST: '127.0.0.1',
         PORT: '0',
