@@ -117,10 +117,9 @@ export async function runLeafSelects(pool: pg.Pool, selects: readonly LeafSelect
 }
 
 /**
- * What the service's own leaf loader reads for the same leaves: the segments
- * the leaves select (read with rollups off, to check that the bare SELECTs
- * read exactly those rows), and with rollups on, the rollup chunks and the
- * segments it reads instead.
+ * Counts what the service's own leaf loader reads for the same leaves. With
+ * rollups off it reads the segments the leaves select, which the bare SELECTs
+ * must match. With rollups on it reads rollup chunks and some segments.
  */
 export async function countServiceLeafRows(
   pool: pg.Pool,

@@ -115,9 +115,9 @@ export async function createDataset(
   const userIds = Array.from({ length: shape.users }, (_, index) => datasetUserId(seed, index));
 
   // Each batch stores its segments and their length bounds in one
-  // transaction, as intake does: the rollup builder, which starts on the
-  // server as soon as a batch commits, relies on the bounds to find segments
-  // that began before a chunk.
+  // transaction, as intake does. The server's rollup builder starts as soon
+  // as a batch commits, and it relies on the bounds to find segments that
+  // began before a chunk.
   for (let first = 0; first < shape.users; first += USERS_PER_STATEMENT) {
     const last = Math.min(shape.users, first + USERS_PER_STATEMENT);
     const client = await pool.connect();

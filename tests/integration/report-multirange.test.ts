@@ -7,11 +7,11 @@
  * Interval lists, counts and totals must agree to the millisecond, also for
  * open segments, which run to min(now, window end) under a hand-moved clock.
  *
- * The events span a rollup chunk border (2026-02-06T00:00Z), and the
- * expressions run in three states of the rollups: after late events changed
- * segments whose chunks were already built (the triggers must mark them
- * stale), with every chunk rebuilt, and with one user's tasks marked stale
- * again while the rest stay built.
+ * The events span a rollup chunk border (2026-02-06T00:00Z). The expressions
+ * run in three states of the rollups. First, late events have changed
+ * segments whose chunks were already built, so the triggers must have marked
+ * them stale. Then every chunk is rebuilt. Last, one user's tasks are marked
+ * stale again while the rest stay built.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';

@@ -69,7 +69,7 @@ describeWithPostgres('segment rollups', () => {
     return id;
   }
 
-  /** The stale chunks of the rollups over all keys, or of one pair key. */
+  /** Lists the stale chunks of the rollups over all keys, or of one pair key. */
   async function staleChunks(pairKey: string | null = null): Promise<number[]> {
     const rows = await db.sql.query<{ chunk: number }>(
       `SELECT chunk FROM segment_rollup_stale WHERE user_id = $1 AND all_keys = $2 AND pair_key = $3 ORDER BY chunk`,

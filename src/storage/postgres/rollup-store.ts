@@ -1,8 +1,8 @@
 /**
  * Storage of segment rollups: the merged closed segments of one user and pair
- * type within one 30-day chunk, over all pair keys or for one pair key (see
- * the migration 20261204190000_segment_rollups for the tables and the
- * triggers that mark chunks stale).
+ * type within one 30-day chunk, over all pair keys or for one pair key. The
+ * migration 20261204190000_segment_rollups creates the tables and the
+ * triggers that mark chunks stale.
  *
  * `rebuildStaleChunks` takes stale chunks with FOR UPDATE SKIP LOCKED,
  * recomputes them from the segments and deletes their stale rows, all in one
