@@ -233,6 +233,23 @@ async function runOpenLoop(
   };
 }
 
+/**
+ * Waits until the server's CPU time grows by less than 10 % of a core over
+ * 200 ms, at most 10 s. A closed-loop run stops sending when its time is up,
+ * but the server still works off the requests in flight, up to a few hundred
+ * ms at 100 connections; the next row must not measure that backlog.
+ */
+async function waitForIdleServer(server: RunningServer): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (performance.now() < deadline) {
+    const before = server.cpuTimeMs();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    if (server.cpuTimeMs() - before < 20) {
+      return;
+    }
+  }
+}
+
 export async function runLatencyPhase(context: PhaseContext): Promise<LatencyRow[]> {
   const seconds = context.quick ? 3 : 10;
   const manyCount = Math.max(...CONNECTION_COUNTS) + 4;
@@ -247,6 +264,7 @@ export async function runLatencyPhase(context: PhaseContext): Promise<LatencyRow
 
   const rows: LatencyRow[] = [];
   for (const connections of CONNECTION_COUNTS) {
+    await waitForIdleServer(context.server);
     context.log(`latency: ${connections} connections, many users, ${seconds} s`);
     rows.push(await runCase(context.server, many, connections, seconds, false));
   }
@@ -256,10 +274,12 @@ export async function runLatencyPhase(context: PhaseContext): Promise<LatencyRow
   // show the latency of a load the server keeps up with.
   const sixteen = rows.find((row) => row.connections === 16);
   const rate = Math.max(10, Math.round((sixteen?.requestsPerSecond ?? 20) / 2));
+  await waitForIdleServer(context.server);
   context.log(`latency: ${rate} requests/s at even intervals over 100 users, ${seconds} s`);
   rows.push(await runOpenLoop(context.server, many.slice(0, 100), rate, seconds));
 
   for (const connections of SINGLE_USER_CONNECTION_COUNTS) {
+    await waitForIdleServer(context.server);
     context.log(`latency: ${connections} connections, one user, ${seconds} s`);
     rows.push(await runCase(context.server, one, connections, seconds, true));
   }
