@@ -236,8 +236,8 @@ async function runOpenLoop(
 /**
  * Waits until the server's CPU time grows by less than 10 % of a core over
  * 200 ms, at most 10 s. A closed-loop run stops sending when its time is up,
- * but the server still works off the requests in flight, up to a few hundred
- * ms at 100 connections; the next row must not measure that backlog.
+ * but the server still works off the requests in flight. At 100 connections
+ * that takes a few hundred ms, and the next row must not measure it.
  */
 async function waitForIdleServer(server: RunningServer): Promise<void> {
   const deadline = performance.now() + 10_000;
