@@ -3,7 +3,6 @@
  * PGlite) and, with DATABASE_URL, on a fresh PostgreSQL database that two
  * copies migrate at the same time.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS_DIR, openDatabase } from '../../src/storage/postgres/database.js';
 import { readMigrations } from '../../src/storage/postgres/migrator.js';
 import { runCli, type CliResult } from '../support/cli.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 function runMigrate(args: string[], extraEnv: Record<string, string>): Promise<CliResult> {
@@ -121,27 +121,17 @@ describe('migrate CLI on PGlite', () => {
 
 describeWithPostgres('migrate CLI on PostgreSQL', () => {
   let databaseUrl: string;
-  let databaseName: string;
+  let database: TestDatabase | undefined;
   let names: string[];
 
   beforeAll(async () => {
     names = await migrationNames();
-    const baseUrl = postgresUrl() as string;
-    databaseName = `em_test_cli_migrate_${randomBytes(6).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: baseUrl });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${databaseName}`);
-    await admin.end();
-    const url = new URL(baseUrl);
-    url.pathname = `/${databaseName}`;
-    databaseUrl = url.toString();
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_cli_migrate' });
+    databaseUrl = database.url;
   });
 
   afterAll(async () => {
-    const admin = new pg.Client({ connectionString: postgresUrl() as string });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`);
-    await admin.end();
+    await database?.drop();
   });
 
   async function recordedNames(): Promise<string[]> {

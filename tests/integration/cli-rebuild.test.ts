@@ -10,7 +10,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { startTestServer } from '../support/app.js';
 import { runCli, type CliResult } from '../support/cli.js';
-import { describeWithPostgres } from '../support/services.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 function runRebuild(databaseUrl: string): Promise<CliResult> {
   const env = {
@@ -25,13 +26,17 @@ function runRebuild(databaseUrl: string): Promise<CliResult> {
 }
 
 describeWithPostgres('rebuild command', () => {
-  let databaseUrl: string;
+  let database: TestDatabase | undefined;
   let client: pg.Client;
 
   beforeAll(async () => {
     // The server stores a closed session and a closed task. Its builder waits
     // 10 minutes before a rebuild, so their chunks stay stale.
-    const server = await startTestServer(import.meta.filename, { env: { ROLLUP_DELAY_MS: '600000' } });
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_cli_rebuild' });
+    const server = await startTestServer(import.meta.filename, {
+      databaseUrl: database.url,
+      env: { ROLLUP_DELAY_MS: '600000' },
+    });
     const member = await server.createUser('rebuilder', 'MEMBER');
     const sent = await server.gql(
       `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`,
@@ -46,30 +51,23 @@ describeWithPostgres('rebuild command', () => {
       member.token,
     );
     expect(sent.errors).toBeUndefined();
-    databaseUrl = server.databaseUrl as string;
-    // Keep the database: close the app, not the test server, which would drop it.
-    await server.app.close();
+    // The test server does not drop a database it was given.
+    await server.close();
 
-    client = new pg.Client({ connectionString: databaseUrl });
+    client = new pg.Client({ connectionString: database.url });
     await client.connect();
   }, 60_000);
 
   afterAll(async () => {
     await client?.end();
-    const base = new URL(databaseUrl);
-    const name = base.pathname.slice(1);
-    base.pathname = '/postgres';
-    const admin = new pg.Client({ connectionString: base.toString() });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await admin.end();
+    await database?.drop();
   });
 
   it('rebuilds stale rollup chunks', async () => {
     const before = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
     expect(before.rows[0]?.count).toBeGreaterThan(0);
 
-    const result = await runRebuild(databaseUrl);
+    const result = await runRebuild((database as TestDatabase).url);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/Rebuilt derived data and engine state for 2 users\./);
     expect(result.stdout).toMatch(/Rebuilt [1-9]\d* report rollup chunks\./);

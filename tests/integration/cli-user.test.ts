@@ -4,16 +4,15 @@
  * creates must be able to log in over HTTP afterwards.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startTestServer, type TestServer } from '../support/app.js';
 import { REPO_ROOT, runCli, TSX, type CliResult } from '../support/cli.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 const USER_CLI = 'src/cli/user.ts';
@@ -227,27 +226,17 @@ describe('user CLI on PGlite', () => {
 
 describeWithPostgres('user CLI on PostgreSQL', () => {
   let databaseUrl: string;
-  let databaseName: string;
+  let database: TestDatabase | undefined;
   let server: TestServer | null = null;
 
   beforeAll(async () => {
-    const baseUrl = postgresUrl() as string;
-    databaseName = `em_test_cli_${randomBytes(6).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: baseUrl });
-    await admin.connect();
-    await admin.query(`CREATE DATABASE ${databaseName}`);
-    await admin.end();
-    const url = new URL(baseUrl);
-    url.pathname = `/${databaseName}`;
-    databaseUrl = url.toString();
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_cli' });
+    databaseUrl = database.url;
   });
 
   afterAll(async () => {
     await server?.close();
-    const admin = new pg.Client({ connectionString: postgresUrl() as string });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS ${databaseName} WITH (FORCE)`);
-    await admin.end();
+    await database?.drop();
   });
 
   it('created admin logs in over HTTP', async () => {
