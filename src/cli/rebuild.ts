@@ -10,7 +10,7 @@ import { loadDotEnvFile } from '../config/dotenv.js';
 import { createApp, createLogger } from '../app.js';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { markDeadlinesSeeded } from '../services/sweeper.js';
-import { rebuildStaleChunks } from '../storage/postgres/rollup-store.js';
+import { RollupBuilder } from '../services/rollups.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -51,15 +51,14 @@ async function main(): Promise<void> {
     if (full) {
       // The new segments marked their chunks stale. Rebuild them now rather
       // than leave it to the servers' builders, so reports are fast at once.
-      let chunks = 0;
-      for (;;) {
-        const rebuilt = await rebuildStaleChunks(app.db.sql, config.rollups.batchSize);
-        if (rebuilt === 0) {
-          break;
-        }
-        chunks += rebuilt;
-      }
-      console.log(`Rebuilt ${chunks} report rollup chunks.`);
+      const builder = new RollupBuilder({
+        sql: app.db.sql,
+        logger,
+        intervalMs: config.rollups.intervalMs,
+        batchSize: config.rollups.batchSize,
+        delayMs: 0,
+      });
+      console.log(`Rebuilt ${await builder.buildOnce()} report rollup chunks.`);
     }
   } finally {
     await app.close();

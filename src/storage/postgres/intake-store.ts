@@ -155,32 +155,25 @@ export async function appendClientEvents(
   );
 }
 
+/** The head columns of users, in the order toDerivedHead reads them. */
+const HEAD_COLUMNS = 'applied_seq, applied_at, applied_pos_seq, last_activity_at, derived_version, last_event_seq';
+
 export async function loadDerivedHead(sql: SqlClient, userId: string): Promise<DerivedHead | null> {
-  const rows = await sql.query<{
-    applied_seq: number;
-    applied_at: Date | null;
-    applied_pos_seq: number | null;
-    last_activity_at: Date | null;
-    derived_version: number;
-    last_event_seq: number;
-  }>(
-    `SELECT applied_seq, applied_at, applied_pos_seq, last_activity_at, derived_version, last_event_seq
-     FROM users WHERE id = $1`,
-    [userId],
-  );
+  const rows = await sql.queryArrays(`SELECT ${HEAD_COLUMNS} FROM users WHERE id = $1`, [userId]);
   const row = rows[0];
-  if (row === undefined) {
-    return null;
-  }
+  return row === undefined ? null : toDerivedHead(row);
+}
+
+/** Maps a row that starts with HEAD_COLUMNS to a head. */
+function toDerivedHead(row: readonly unknown[]): DerivedHead {
+  const appliedAt = row[1] as Date | null;
+  const appliedPosSeq = row[2] as number | null;
   return {
-    appliedSeq: row.applied_seq,
-    position:
-      row.applied_at === null || row.applied_pos_seq === null
-        ? null
-        : { at: row.applied_at.getTime(), seq: row.applied_pos_seq },
-    lastActivityAt: ms(row.last_activity_at),
-    derivedVersion: row.derived_version,
-    lastEventSeq: row.last_event_seq,
+    appliedSeq: row[0] as number,
+    position: appliedAt === null || appliedPosSeq === null ? null : { at: appliedAt.getTime(), seq: appliedPosSeq },
+    lastActivityAt: ms(row[3] as Date | null),
+    derivedVersion: row[4] as number,
+    lastEventSeq: row[5] as number,
   };
 }
 
@@ -319,7 +312,7 @@ export async function loadHeadAndPending(
   userId: string,
 ): Promise<{ head: DerivedHead; pending: EventToFold[] } | null> {
   const rows = await sql.queryArrays(
-    `SELECT u.applied_seq, u.applied_at, u.applied_pos_seq, u.last_activity_at, u.derived_version, u.last_event_seq,
+    `SELECT ${HEAD_COLUMNS},
        e.id, e.seq, e.type, e.occurred_at, e.role, e.pair_type, e.pair_key, e.meta
      FROM users u
      LEFT JOIN LATERAL (
@@ -335,15 +328,7 @@ export async function loadHeadAndPending(
   if (first === undefined) {
     return null;
   }
-  const appliedAt = first[1] as Date | null;
-  const appliedPosSeq = first[2] as number | null;
-  const head: DerivedHead = {
-    appliedSeq: first[0] as number,
-    position: appliedAt === null || appliedPosSeq === null ? null : { at: appliedAt.getTime(), seq: appliedPosSeq },
-    lastActivityAt: ms(first[3] as Date | null),
-    derivedVersion: first[4] as number,
-    lastEventSeq: first[5] as number,
-  };
+  const head = toDerivedHead(first);
   const pending = rows.filter((row) => row[6] !== null).map((row) => toEventToFold(row.slice(6)));
   return { head, pending };
 }
