@@ -1,7 +1,7 @@
 /**
- * Closing the app while a request runs: the request gets its reply, which
- * asks the client to close the keep-alive connection, and close() finishes
- * without waiting for the server's keep-alive timeout (72 s).
+ * Closing the app while a request runs: the request gets its reply with
+ * Connection: close, so the client ends the keep-alive connection, and
+ * close() finishes without waiting for the server's keep-alive timeout (72 s).
  */
 import { afterAll, expect, it } from 'vitest';
 

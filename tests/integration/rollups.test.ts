@@ -99,7 +99,7 @@ describeWithPostgres('segment rollups', () => {
     // The open segment marks nothing; the first one touches two chunks.
     expect(await staleChunks()).toEqual([682, 683]);
 
-    // Chunks marked less than a minute ago wait when the builder asks for that age.
+    // A minimum age of one minute leaves chunks marked just now stale.
     expect(await rebuildStaleChunks(db.sql, 100, 60_000)).toBe(0);
     expect(await staleChunks()).toEqual([682, 683]);
 
