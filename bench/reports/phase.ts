@@ -256,7 +256,7 @@ export async function waitForRollups(context: PhaseContext): Promise<RollupBuild
       break;
     }
     if (performance.now() - started > 600_000) {
-      throw new Error(`The server left ${stale.rows[0]?.count} rollup chunks stale for 10 minutes.`);
+      throw new Error(`Timed out after 10 minutes waiting for the server to rebuild rollups: ${stale.rows[0]?.count} chunks are still stale. Check the server log for rebuild errors.`);
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -63,7 +63,7 @@ export class RollupBuilder {
   /**
    * Rebuilds up to one batch of chunks one at a time. A chunk whose rebuild
    * fails twice in a row while the database responds is postponed, so it
-   * cannot block the chunks after it. Returns how many chunks it rebuilt; it
+   * cannot block the chunks after it. Returns how many chunks it rebuilt, and
    * throws when the database fails outright.
    */
   private async rebuildOneByOne(): Promise<number> {
