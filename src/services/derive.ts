@@ -13,8 +13,9 @@
 import type { Logger } from 'pino';
 
 import { advanceTo, applyEvent, nextDeadline, restoreState } from '../domain/pairing/engine.js';
+import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
-import type { EngineOutput, EngineState, PairCatalog, Position } from '../domain/pairing/types.js';
+import type { EngineOutput, EngineState, PairTypeDefinition, Position } from '../domain/pairing/types.js';
 import {
   loadEventsToFold,
   loadActivityBefore,
@@ -54,7 +55,8 @@ export class Deriver {
   constructor(
     private readonly sql: SqlClient,
     private readonly store: CoordinationStore,
-    private readonly catalogFor: (userId: string) => Promise<PairCatalog>,
+    /** The pair types, from a cache; the user's own auto-close preferences come with the head. */
+    private readonly pairTypes: () => Promise<readonly PairTypeDefinition[]>,
     private readonly logger: Logger,
     private readonly fault: FaultHook = () => {},
   ) {}
@@ -64,8 +66,8 @@ export class Deriver {
     // Independent reads run at once. The head and the pending events come
     // from one statement, so they agree even when a request whose lock
     // expired stores events meanwhile.
-    const [catalog, loaded, stateText] = await Promise.all([
-      this.catalogFor(userId),
+    const [types, loaded, stateText] = await Promise.all([
+      this.pairTypes(),
       loadHeadAndPending(this.sql, userId),
       this.store.loadUserState(userId),
     ]);
@@ -73,6 +75,7 @@ export class Deriver {
       throw new Error(`User ${userId} does not exist.`);
     }
     const { head, pending } = loaded;
+    const catalog = buildCatalog(types, loaded.preferences);
     let state = await this.loadState(userId, head, stateText);
 
     const outputs: EngineOutput[] = [];
@@ -81,17 +84,19 @@ export class Deriver {
     // Pair type and start of every segment that may close in this fold, for the length bounds.
     const startsBeforeFold = new Map<string, { pairType: string; startAt: number }>();
 
-    const result = await this.sql.transaction(async (tx) => {
+    // The write is one statement. Only a rewind, which reads and truncates
+    // before it writes, needs a transaction around it.
+    const fold = async (sql: SqlClient): Promise<{ changed: boolean; version: number }> => {
       const firstEvent = pending[0]?.event;
       if (firstEvent !== undefined) {
-        const first = { at: firstEvent.occurredAt, seq: firstEvent.seq };
         // Without a rewind, the pending events are exactly the ones to fold.
         let events = pending;
-        if (state.position !== null && comparePositions(first, state.position) < 0) {
-          state = await this.restoreAt(tx, userId, first);
-          await truncateDerivedFrom(tx, userId, first);
+        if (needsRewind) {
+          const first = { at: firstEvent.occurredAt, seq: firstEvent.seq };
+          state = await this.restoreAt(sql, userId, first);
+          await truncateDerivedFrom(sql, userId, first);
           rewound = true;
-          events = await loadEventsToFold(tx, userId, first, head.lastEventSeq);
+          events = await loadEventsToFold(sql, userId, first, head.lastEventSeq);
         }
         for (const instance of Object.values(state.open)) {
           startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
@@ -121,7 +126,7 @@ export class Deriver {
       }
 
       const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
-      const version = await writeDerived(tx, {
+      const version = await writeDerived(sql, {
         userId,
         fence: lock.fence,
         expectedVersion: head.derivedVersion,
@@ -134,7 +139,13 @@ export class Deriver {
         },
       });
       return { changed: true, version };
-    });
+    };
+    const firstPending = pending[0]?.event;
+    const needsRewind =
+      firstPending !== undefined &&
+      state.position !== null &&
+      comparePositions({ at: firstPending.occurredAt, seq: firstPending.seq }, state.position) < 0;
+    const result = needsRewind ? await this.sql.transaction(fold) : await fold(this.sql);
     if (result.changed) {
       this.logger.debug(
         { userId, rewound, folded: pending.length, version: result.version },

@@ -14,15 +14,15 @@ import { classifyArrival } from '../domain/pairing/intake-rules.js';
 import type { PairCatalog } from '../domain/pairing/types.js';
 import {
   appendClientEvents,
-  findEventsByClientIds,
-  loadCorrectionsCausedBy,
-  loadSegmentsEndedBy,
-  lockUserCounters,
+  CountersMovedError,
+  loadReply,
+  loadIntakeSnapshot,
   resetDerived,
   type NewClientEvent,
   type StoredClientEvent,
+  type UserCounters,
 } from '../storage/postgres/intake-store.js';
-import { EVENT_COLUMNS, toEventRecord, type EventRecord, type SegmentRecord } from '../storage/postgres/records.js';
+import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
 import type { Deriver, FaultHook } from './derive.js';
@@ -79,6 +79,8 @@ export interface IntakeOptions {
 export const MAX_TYPE_LENGTH = 128;
 export const MAX_PAIR_KEY_LENGTH = 256;
 export const MAX_CLIENT_ID_LENGTH = 256;
+/** Reads and writes of one store before it gives up on a user whose events other requests keep storing. */
+const STORE_ATTEMPTS = 3;
 
 interface ValidItem {
   index: number;
@@ -390,101 +392,134 @@ export class IntakeService {
   }
 
   /**
-   * Stores the new events in one transaction. Returns, per input item in
-   * order, the stored or original event id and whether it was a duplicate.
+   * Stores the new events: one read of the users' counters and of the events
+   * whose client ids the batch repeats, then one write that succeeds only if
+   * those counters have not moved. Another writer of the same user can only
+   * come between the two after a user lock expired; the read and the write
+   * are then tried again. Returns, per input item in order, the stored or
+   * original event id and whether it was a duplicate.
    */
   private async store(items: readonly ValidItem[], receivedAt: number): Promise<Array<{ index: number; eventId: string; duplicate: boolean }>> {
-    const { clockSkewSeconds, latenessHorizonSeconds } = this.options;
-    const invalid: InvalidItem[] = [];
-
-    const outcome = await this.options.sql.transaction(async (tx) => {
-      const userIds = [...new Set(items.map((item) => item.userId))];
-      const counters = await lockUserCounters(tx, userIds);
-      const existing = new Map<string, Map<string, StoredClientEvent>>();
-      for (const userId of userIds) {
-        const clientIds = items
-          .filter((item) => item.userId === userId && item.clientId !== null)
-          .map((item) => item.clientId as string);
-        existing.set(userId, await findEventsByClientIds(tx, userId, clientIds));
+    const userIds = [...new Set(items.map((item) => item.userId))];
+    const clientIds = items.filter((item) => item.clientId !== null).map((item) => item.clientId as string);
+    for (let attempt = 1; ; attempt += 1) {
+      const snapshot = await loadIntakeSnapshot(this.options.sql, userIds, clientIds);
+      const expectedSeqs = new Map([...snapshot.counters.values()].map((counters) => [counters.id, counters.lastEventSeq]));
+      const { rows, entries } = this.planStore(items, receivedAt, snapshot.counters, snapshot.existing);
+      if (rows.length === 0) {
+        // Every event was a duplicate: nothing to write.
+        return entries;
       }
-
-      const rows: NewClientEvent[] = [];
-      const entries: Array<{ index: number; eventId: string; duplicate: boolean }> = [];
-      const seenInBatch = new Map<string, ValidItem & { eventId: string }>();
-
-      for (const item of items) {
-        const userCounters = counters.get(item.userId);
-        if (userCounters === undefined) {
-          invalid.push({ index: item.index, reason: 'USER_NOT_FOUND', message: `user ${item.userId} does not exist` });
+      try {
+        await appendClientEvents(
+          this.options.sql,
+          rows,
+          [...snapshot.counters.values()].map((counters) => ({ ...counters, expectedSeq: expectedSeqs.get(counters.id) as number })),
+        );
+        return entries;
+      } catch (error) {
+        if (error instanceof CountersMovedError && attempt < STORE_ATTEMPTS) {
+          this.options.logger.info({ attempt }, 'another request stored events of the same user meanwhile; storing again');
           continue;
         }
-        if (item.clientId !== null) {
-          const batchKey = `${item.userId}\u0000${item.clientId}`;
-          const earlier = seenInBatch.get(batchKey);
-          const original = existing.get(item.userId)?.get(item.clientId);
-          if (original !== undefined || earlier !== undefined) {
-            const same =
-              original !== undefined ? sameAsStored(item, original) : sameAsItem(item, earlier as ValidItem, receivedAt);
-            if (!same) {
-              invalid.push({
-                index: item.index,
-                reason: 'IDEMPOTENCY_CONFLICT',
-                message: `id ${JSON.stringify(item.clientId)} was already used for an event with other content`,
-              });
-              continue;
-            }
-            entries.push({ index: item.index, eventId: original?.id ?? (earlier as { eventId: string }).eventId, duplicate: true });
+        if (error instanceof CountersMovedError) {
+          throw new DomainError(
+            'SERVICE_UNAVAILABLE',
+            'LOCK_LOST',
+            `Other requests stored events of the same user during each of ${STORE_ATTEMPTS} attempts; nothing was stored. Retry the request.`,
+          );
+        }
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Decides, without writing, what a store does: the new rows with their
+   * sequence numbers, and each item's event id. Moves `counters` forward.
+   * Throws BAD_USER_INPUT for an unknown user or an id reused with other
+   * content, so nothing is stored.
+   */
+  private planStore(
+    items: readonly ValidItem[],
+    receivedAt: number,
+    counters: ReadonlyMap<string, UserCounters>,
+    existing: ReadonlyMap<string, ReadonlyMap<string, StoredClientEvent>>,
+  ): { rows: NewClientEvent[]; entries: Array<{ index: number; eventId: string; duplicate: boolean }> } {
+    const { clockSkewSeconds, latenessHorizonSeconds } = this.options;
+    const invalid: InvalidItem[] = [];
+    const rows: NewClientEvent[] = [];
+    const entries: Array<{ index: number; eventId: string; duplicate: boolean }> = [];
+    const seenInBatch = new Map<string, ValidItem & { eventId: string }>();
+
+    for (const item of items) {
+      const userCounters = counters.get(item.userId);
+      if (userCounters === undefined) {
+        invalid.push({ index: item.index, reason: 'USER_NOT_FOUND', message: `user ${item.userId} does not exist` });
+        continue;
+      }
+      if (item.clientId !== null) {
+        const batchKey = `${item.userId}\u0000${item.clientId}`;
+        const earlier = seenInBatch.get(batchKey);
+        const original = existing.get(item.userId)?.get(item.clientId);
+        if (original !== undefined || earlier !== undefined) {
+          const same =
+            original !== undefined ? sameAsStored(item, original) : sameAsItem(item, earlier as ValidItem, receivedAt);
+          if (!same) {
+            invalid.push({
+              index: item.index,
+              reason: 'IDEMPOTENCY_CONFLICT',
+              message: `id ${JSON.stringify(item.clientId)} was already used for an event with other content`,
+            });
             continue;
           }
-        }
-
-        const arrival = classifyArrival(
-          { occurredAt: item.occurredAt, receivedAt, maxAppliedOccurredAt: userCounters.maxOccurredAt },
-          { clockSkewMs: clockSkewSeconds * 1000, latenessHorizonMs: latenessHorizonSeconds * 1000 },
-        );
-        userCounters.lastEventSeq += 1;
-        if (!arrival.ignored) {
-          userCounters.maxOccurredAt = Math.max(userCounters.maxOccurredAt ?? arrival.occurredAt, arrival.occurredAt);
-        }
-        const eventId = randomUUID();
-        rows.push({
-          id: eventId,
-          userId: item.userId,
-          seq: userCounters.lastEventSeq,
-          clientId: item.clientId,
-          type: item.type,
-          role: item.role,
-          pairType: item.pairType,
-          pairKey: item.pairKey,
-          occurredAt: arrival.occurredAt,
-          clientOccurredAt: arrival.flags.includes('FUTURE_TIMESTAMP') ? item.occurredAt : null,
-          receivedAt,
-          meta: item.meta,
-          intakeFlags: arrival.flags,
-          ignored: arrival.ignored,
-        });
-        entries.push({ index: item.index, eventId, duplicate: false });
-        if (item.clientId !== null) {
-          seenInBatch.set(`${item.userId}\u0000${item.clientId}`, { ...item, eventId });
+          entries.push({ index: item.index, eventId: original?.id ?? (earlier as { eventId: string }).eventId, duplicate: true });
+          continue;
         }
       }
 
-      if (invalid.length > 0) {
-        // Rolls the transaction back: a batch is stored whole or not at all.
-        throw badInput(
-          'INVALID_EVENTS',
-          `${invalid.length} of ${items.length} events are invalid; nothing was stored. ${invalid
-            .slice(0, 5)
-            .map((entry) => `#${entry.index}: ${entry.message}`)
-            .join('; ')}`,
-          { invalidItems: invalid },
-        );
+      const arrival = classifyArrival(
+        { occurredAt: item.occurredAt, receivedAt, maxAppliedOccurredAt: userCounters.maxOccurredAt },
+        { clockSkewMs: clockSkewSeconds * 1000, latenessHorizonMs: latenessHorizonSeconds * 1000 },
+      );
+      userCounters.lastEventSeq += 1;
+      if (!arrival.ignored) {
+        userCounters.maxOccurredAt = Math.max(userCounters.maxOccurredAt ?? arrival.occurredAt, arrival.occurredAt);
       }
+      const eventId = randomUUID();
+      rows.push({
+        id: eventId,
+        userId: item.userId,
+        seq: userCounters.lastEventSeq,
+        clientId: item.clientId,
+        type: item.type,
+        role: item.role,
+        pairType: item.pairType,
+        pairKey: item.pairKey,
+        occurredAt: arrival.occurredAt,
+        clientOccurredAt: arrival.flags.includes('FUTURE_TIMESTAMP') ? item.occurredAt : null,
+        receivedAt,
+        meta: item.meta,
+        intakeFlags: arrival.flags,
+        ignored: arrival.ignored,
+      });
+      entries.push({ index: item.index, eventId, duplicate: false });
+      if (item.clientId !== null) {
+        seenInBatch.set(`${item.userId}\u0000${item.clientId}`, { ...item, eventId });
+      }
+    }
 
-      await appendClientEvents(tx, rows, [...counters.values()]);
-      return entries;
-    });
-    return outcome;
+    if (invalid.length > 0) {
+      throw badInput(
+        'INVALID_EVENTS',
+        `${invalid.length} of ${items.length} events are invalid; nothing was stored. ${invalid
+          .slice(0, 5)
+          .map((entry) => `#${entry.index}: ${entry.message}`)
+          .join('; ')}`,
+        { invalidItems: invalid },
+      );
+    }
+    return { rows, entries };
   }
 
   private async buildResults(
@@ -493,12 +528,9 @@ export class IntakeService {
   ): Promise<SendEventResult[]> {
     const { sql } = this.options;
     const eventIds = [...new Set(entries.map((entry) => entry.eventId))];
-    const [eventRows, corrections, segments] = await Promise.all([
-      sql.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE id = ANY($1::uuid[])`, [eventIds]),
-      loadCorrectionsCausedBy(sql, userIds, eventIds),
-      loadSegmentsEndedBy(sql, userIds, eventIds),
-    ]);
-    const events = new Map(eventRows.map((row) => [row.id as string, toEventRecord(row)]));
+    const reply = await loadReply(sql, userIds, eventIds);
+    const { corrections, segments } = reply;
+    const events = new Map(reply.events.map((event) => [event.id, event]));
 
     // Group each correction under the client event at the root of its cause chain.
     const byId = new Map(corrections.map((correction) => [correction.id, correction]));
@@ -550,7 +582,7 @@ function sameAsStored(item: ValidItem, stored: StoredClientEvent): boolean {
     return false;
   }
   if (item.occurredAt !== null) {
-    const original = (stored.clientOccurredAt ?? stored.occurredAt).getTime();
+    const original = stored.clientOccurredAt ?? stored.occurredAt;
     if (item.occurredAt !== original) {
       return false;
     }

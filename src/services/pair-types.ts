@@ -283,12 +283,6 @@ export class PairTypeService {
     }
     this.recentPoints.set(type, now);
   }
-
-  /** Builds the engine's view of the pair types with one user's effective policies. */
-  async catalogFor(userId: string): Promise<PairCatalog> {
-    const [types, preferences] = await Promise.all([this.cachedList(), this.preferences(userId)]);
-    return buildCatalog(types, preferences);
-  }
 }
 
 export function buildCatalog(

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import type { Database } from '../../src/storage/postgres/database.js';
-import { loadSegmentsEndedBy } from '../../src/storage/postgres/intake-store.js';
+import { loadReply } from '../../src/storage/postgres/intake-store.js';
 import type { SqlClient } from '../../src/storage/postgres/sql.js';
 import { openMigratedTestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
@@ -60,8 +60,8 @@ describeWithPostgres('intake reply lookup', () => {
       transaction: (work) => db.sql.transaction(work),
     };
     const ended = await db.sql.query<{ end_event_id: string }>(`SELECT end_event_id FROM segments LIMIT 1`);
-    const segments = await loadSegmentsEndedBy(recording, [userId], [ended[0]!.end_event_id, randomUUID()]);
-    expect(segments).toHaveLength(1);
+    const reply = await loadReply(recording, [userId], [ended[0]!.end_event_id, randomUUID()]);
+    expect(reply.segments).toHaveLength(1);
 
     const statement = statements.at(-1)!;
     const plan = await db.sql.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(

@@ -1,13 +1,29 @@
 /**
  * The head update that ends every derived write checks the lock fence and
  * the derived version read at the start of the fold: a stale writer writes
- * nothing and gets LOCK_LOST instead of a constraint error. The fold's head
- * and pending events come from one snapshot.
+ * nothing and gets LOCK_LOST instead of a constraint error. A derived write
+ * is one statement, so a failed check keeps none of its parts. The fold's
+ * head and pending events come from one snapshot. Storing client events
+ * writes only while the counters it read have not moved, and reads again
+ * when they have.
  */
+import { randomUUID } from 'node:crypto';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { DomainError } from '../../src/domain/errors.js';
-import { loadDerivedHead, loadHeadAndPending, writeDerived, type DerivedWrite } from '../../src/storage/postgres/intake-store.js';
+import { IntakeService, type IntakeOptions } from '../../src/services/intake.js';
+import {
+  CountersMovedError,
+  appendClientEvents,
+  loadDerivedHead,
+  loadHeadAndPending,
+  loadIntakeSnapshot,
+  writeDerived,
+  type DerivedWrite,
+  type NewClientEvent,
+} from '../../src/storage/postgres/intake-store.js';
+import type { SqlClient } from '../../src/storage/postgres/sql.js';
 import { startTestServer, type TestServer } from '../support/app.js';
 
 describe('writeDerived checks', () => {
@@ -81,5 +97,127 @@ describe('writeDerived checks', () => {
 
   it('returns null for an unknown user', async () => {
     expect(await loadHeadAndPending(server.app.db.sql, '00000000-0000-4000-8000-000000000001')).toBeNull();
+  });
+
+  it('rolls back a write that closes a closed segment', async () => {
+    const sql = server.app.db.sql;
+    const before = await loadDerivedHead(sql, userId);
+    const segmentId = randomUUID();
+    const write: DerivedWrite = {
+      ...emptyWrite(1000, before?.derivedVersion ?? 0),
+      newSegments: [
+        {
+          start: {
+            segmentId,
+            pairType: 'session',
+            pairKey: '',
+            startAt: Date.UTC(2026, 0, 2),
+            startSeq: 1,
+            startEventId: randomUUID(),
+            parentSegmentId: null,
+          },
+          meta: null,
+          end: null,
+        },
+      ],
+      closedSegments: [
+        {
+          segmentId: randomUUID(),
+          pairType: 'session',
+          startAt: Date.UTC(2026, 0, 1),
+          end: { endAt: Date.UTC(2026, 0, 1, 1), endEventId: randomUUID(), endReason: 'CLIENT', decidedAt: { at: Date.UTC(2026, 0, 1, 1), seq: 2 } },
+        },
+      ],
+    };
+
+    await expect(writeDerived(sql, write)).rejects.toThrow(/disagree with the engine state/);
+    expect(await sql.query(`SELECT id FROM segments WHERE id = $1`, [segmentId])).toEqual([]);
+    expect((await loadDerivedHead(sql, userId))?.derivedVersion).toBe(before?.derivedVersion);
+  });
+});
+
+describe('storing client events', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { sweeper: false });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  function heartbeat(userId: string, seq: number): NewClientEvent {
+    const at = Date.UTC(2026, 0, 1, 0, seq);
+    return {
+      id: randomUUID(),
+      userId,
+      seq,
+      clientId: `hb-${seq}-${randomUUID()}`,
+      type: 'heartbeat',
+      role: 'POINT',
+      pairType: null,
+      pairKey: null,
+      occurredAt: at,
+      clientOccurredAt: null,
+      receivedAt: at,
+      meta: null,
+      intakeFlags: [],
+      ignored: false,
+    };
+  }
+
+  it('rejects a store after the counters moved', async () => {
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-race')).id;
+    const snapshot = await loadIntakeSnapshot(sql, [userId], []);
+    const counters = snapshot.counters.get(userId)!;
+    expect(counters.lastEventSeq).toBe(0);
+
+    // Both writers read seq 0; the first one to write wins. The second one's
+    // sequence numbers do not collide, so only the counters check stops it.
+    await appendClientEvents(sql, [heartbeat(userId, 1)], [{ ...counters, lastEventSeq: 1, expectedSeq: 0 }]);
+    const late = appendClientEvents(sql, [heartbeat(userId, 2), heartbeat(userId, 3)], [{ ...counters, lastEventSeq: 3, expectedSeq: 0 }]);
+
+    await expect(late).rejects.toBeInstanceOf(CountersMovedError);
+    const rows = await sql.query<{ seq: number }>(`SELECT seq FROM events WHERE user_id = $1 ORDER BY seq`, [userId]);
+    expect(rows.map((row) => row.seq)).toEqual([1]);
+    expect((await loadIntakeSnapshot(sql, [userId], [])).counters.get(userId)?.lastEventSeq).toBe(1);
+  });
+
+  it('retries a store after a concurrent writer', async () => {
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-retry')).id;
+    let raced = false;
+    // Another writer, as after an expired lock, stores an event right after the service's snapshot.
+    const racing: SqlClient = {
+      ...sql,
+      query: sql.query.bind(sql),
+      exec: sql.exec.bind(sql),
+      transaction: sql.transaction.bind(sql),
+      queryArrays: async (text, params) => {
+        const rows = await sql.queryArrays(text, params);
+        if (!raced && text.includes('x.existing')) {
+          raced = true;
+          await appendClientEvents(sql, [heartbeat(userId, 1)], [{ id: userId, lastEventSeq: 1, maxOccurredAt: null, expectedSeq: 0 }]);
+        }
+        return rows;
+      },
+    };
+    const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+    const intake = new IntakeService({ ...options, sql: racing });
+
+    const outcome = await intake.send({ userId, role: 'MEMBER' }, [
+      { id: 'after-race', type: 'heartbeat', occurredAt: new Date(Date.UTC(2026, 0, 1, 0, 5)) },
+    ]);
+
+    expect(raced).toBe(true);
+    expect(outcome.storedCount).toBe(1);
+    const rows = await sql.query<{ seq: number; client_id: string }>(
+      `SELECT seq, client_id FROM events WHERE user_id = $1 AND origin = 'CLIENT' ORDER BY seq`,
+      [userId],
+    );
+    expect(rows.map((row) => row.seq)).toEqual([1, 2]);
+    expect(rows[1]?.client_id).toBe('after-race');
   });
 });

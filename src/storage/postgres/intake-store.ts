@@ -4,7 +4,7 @@
  * flags). Positions are compared as rows, `(at, seq)`, exactly as the pure
  * `DerivedLedger` in the domain compares them.
  */
-import type { Correction, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
+import type { AutoCloseEndAt, Correction, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
 import { DomainError } from '../../domain/errors.js';
 import type { SqlClient } from './sql.js';
 import { EVENT_COLUMNS, SEGMENT_COLUMNS, toEventRecord, toSegmentRecord, type EventRecord, type SegmentRecord } from './records.js';
@@ -40,10 +40,6 @@ export interface NewClientEvent {
   ignored: boolean;
 }
 
-export interface StoredClientEvent extends EventRecord {
-  clientOccurredAt: Date | null;
-}
-
 export interface SegmentRow {
   start: SegmentStart;
   meta: Record<string, unknown> | null;
@@ -73,86 +69,137 @@ export interface DerivedWrite {
 const ms = (value: unknown): number | null => (value === null || value === undefined ? null : (value as Date).getTime());
 const date = (value: number | null): Date | null => (value === null ? null : new Date(value));
 
-/** Locks the users' rows for the rest of the transaction, in id order to avoid deadlocks. */
-export async function lockUserCounters(tx: SqlClient, userIds: readonly string[]): Promise<Map<string, UserCounters>> {
-  const rows = await tx.query<{ id: string; last_event_seq: number; max_occurred_at: Date | null }>(
-    `SELECT id, last_event_seq, max_occurred_at FROM users WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
-    [[...userIds]],
-  );
-  return new Map(
-    rows.map((row) => [
-      row.id,
-      { id: row.id, lastEventSeq: row.last_event_seq, maxOccurredAt: ms(row.max_occurred_at) },
-    ]),
-  );
+/** What intake compares a re-sent event with: the stored event that has the same client id. */
+export interface StoredClientEvent {
+  id: string;
+  clientId: string;
+  type: string;
+  pairKey: string | null;
+  occurredAt: number;
+  /** The client's occurredAt when FUTURE_TIMESTAMP replaced it. */
+  clientOccurredAt: number | null;
+  meta: Record<string, unknown> | null;
 }
 
-export async function findEventsByClientIds(
-  tx: SqlClient,
-  userId: string,
+/** The users' counters, and their stored events whose client ids the batch repeats. */
+export interface IntakeSnapshot {
+  counters: Map<string, UserCounters>;
+  existing: Map<string, Map<string, StoredClientEvent>>;
+}
+
+/**
+ * Reads, with one statement and without locks, the counters of the users and
+ * their stored events with the given client ids. `appendClientEvents` then
+ * writes only if the counters are still the ones read here.
+ */
+export async function loadIntakeSnapshot(
+  sql: SqlClient,
+  userIds: readonly string[],
   clientIds: readonly string[],
-): Promise<Map<string, StoredClientEvent>> {
-  if (clientIds.length === 0) {
-    return new Map();
+): Promise<IntakeSnapshot> {
+  const rows = await sql.queryArrays(
+    `SELECT u.id, u.last_event_seq, u.max_occurred_at, x.existing
+     FROM users u
+     LEFT JOIN LATERAL (
+       SELECT json_agg(json_build_object('id', e.id, 'clientId', e.client_id, 'type', e.type, 'pairKey', e.pair_key,
+         'occurredAt', e.occurred_at, 'clientOccurredAt', e.client_occurred_at, 'meta', e.meta)) AS existing
+       FROM events e WHERE e.user_id = u.id AND e.client_id = ANY($2::text[])
+     ) x ON cardinality($2::text[]) > 0
+     WHERE u.id = ANY($1::uuid[])`,
+    [[...userIds], [...new Set(clientIds)]],
+  );
+  const snapshot: IntakeSnapshot = { counters: new Map(), existing: new Map() };
+  for (const row of rows) {
+    const id = row[0] as string;
+    snapshot.counters.set(id, { id, lastEventSeq: row[1] as number, maxOccurredAt: ms(row[2]) });
+    const found = new Map<string, StoredClientEvent>();
+    for (const event of (row[3] as Array<Record<string, unknown>> | null) ?? []) {
+      found.set(event.clientId as string, {
+        id: event.id as string,
+        clientId: event.clientId as string,
+        type: event.type as string,
+        pairKey: (event.pairKey as string | null) ?? null,
+        occurredAt: Date.parse(event.occurredAt as string),
+        clientOccurredAt: event.clientOccurredAt === null ? null : Date.parse(event.clientOccurredAt as string),
+        meta: (event.meta as Record<string, unknown> | null) ?? null,
+      });
+    }
+    snapshot.existing.set(id, found);
   }
-  const rows = await tx.query(
-    `SELECT ${EVENT_COLUMNS}, client_occurred_at FROM events
-     WHERE user_id = $1 AND client_id = ANY($2::text[])`,
-    [userId, [...clientIds]],
-  );
-  return new Map(
-    rows.map((row) => {
-      const record: StoredClientEvent = {
-        ...toEventRecord(row),
-        clientOccurredAt: (row.client_occurred_at as Date | null) ?? null,
-      };
-      return [record.clientId as string, record];
-    }),
-  );
+  return snapshot;
 }
 
-/** Appends client events and writes the users' new counters, with one statement. */
+/** Thrown by `appendClientEvents` when another writer stored events of one of the users since the snapshot. */
+export class CountersMovedError extends Error {
+  constructor(cause: unknown) {
+    super('Another request stored events of the same user at the same time.', { cause });
+    this.name = 'CountersMovedError';
+  }
+}
+
+/** SQLSTATEs of a write that lost a race with another writer: unique violation, deadlock. */
+const RACE_SQLSTATES = new Set(['23505', '40P01']);
+
+/**
+ * Appends client events and writes the users' new counters, with one
+ * statement, only while every user's last_event_seq still equals the
+ * snapshot's (`expectedSeq`). Otherwise nothing is written and it throws
+ * CountersMovedError; the caller reads a new snapshot and tries again.
+ */
 export async function appendClientEvents(
-  tx: SqlClient,
+  sql: SqlClient,
   events: readonly NewClientEvent[],
-  counters: readonly UserCounters[],
+  counters: ReadonlyArray<UserCounters & { expectedSeq: number }>,
 ): Promise<void> {
-  await tx.query(
-    `WITH appended AS (
-     INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
-       client_occurred_at, received_at, meta, origin, intake_flags, ignored, pos_at, pos_seq, ordinal)
-     SELECT id, user_id, seq, client_id, type, role::"EventRole", pair_type, pair_key, occurred_at,
-       client_occurred_at, received_at, meta::jsonb, 'CLIENT',
-       string_to_array(flags, ',')::"CorrectionRule"[], ignored, occurred_at, seq, 0
-     FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
-       $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::text[],
-       $14::bool[])
-       AS t(id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
-         client_occurred_at, received_at, meta, flags, ignored)
+  try {
+    await sql.query(
+      `WITH counters AS (
+       UPDATE users SET last_event_seq = c.last_event_seq, max_occurred_at = c.max_occurred_at
+       FROM unnest($15::uuid[], $16::int[], $17::timestamptz[], $18::int[]) AS c(id, last_event_seq, max_occurred_at, expected_seq)
+       WHERE users.id = c.id AND users.last_event_seq = c.expected_seq
+       RETURNING users.id
+     ), appended AS (
+       INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
+         client_occurred_at, received_at, meta, origin, intake_flags, ignored, pos_at, pos_seq, ordinal)
+       SELECT id, user_id, seq, client_id, type, role::"EventRole", pair_type, pair_key, occurred_at,
+         client_occurred_at, received_at, meta::jsonb, 'CLIENT',
+         string_to_array(flags, ',')::"CorrectionRule"[], ignored, occurred_at, seq, 0
+       FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
+         $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::text[],
+         $14::bool[])
+         AS t(id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
+           client_occurred_at, received_at, meta, flags, ignored)
      )
-     UPDATE users SET last_event_seq = c.last_event_seq, max_occurred_at = c.max_occurred_at
-     FROM unnest($15::uuid[], $16::int[], $17::timestamptz[]) AS c(id, last_event_seq, max_occurred_at)
-     WHERE users.id = c.id`,
-    [
-      events.map((e) => e.id),
-      events.map((e) => e.userId),
-      events.map((e) => e.seq),
-      events.map((e) => e.clientId),
-      events.map((e) => e.type),
-      events.map((e) => e.role),
-      events.map((e) => e.pairType),
-      events.map((e) => e.pairKey),
-      events.map((e) => new Date(e.occurredAt)),
-      events.map((e) => date(e.clientOccurredAt)),
-      events.map((e) => new Date(e.receivedAt)),
-      events.map((e) => (e.meta === null ? null : JSON.stringify(e.meta))),
-      events.map((e) => e.intakeFlags.join(',')),
-      events.map((e) => e.ignored),
-      counters.map((c) => c.id),
-      counters.map((c) => c.lastEventSeq),
-      counters.map((c) => date(c.maxOccurredAt)),
-    ],
-  );
+     SELECT event_master_check((SELECT count(*) FROM counters) = $19, 'COUNTERS_MOVED') AS checked`,
+      [
+        events.map((e) => e.id),
+        events.map((e) => e.userId),
+        events.map((e) => e.seq),
+        events.map((e) => e.clientId),
+        events.map((e) => e.type),
+        events.map((e) => e.role),
+        events.map((e) => e.pairType),
+        events.map((e) => e.pairKey),
+        events.map((e) => new Date(e.occurredAt)),
+        events.map((e) => date(e.clientOccurredAt)),
+        events.map((e) => new Date(e.receivedAt)),
+        events.map((e) => (e.meta === null ? null : JSON.stringify(e.meta))),
+        events.map((e) => e.intakeFlags.join(',')),
+        events.map((e) => e.ignored),
+        counters.map((c) => c.id),
+        counters.map((c) => c.lastEventSeq),
+        counters.map((c) => date(c.maxOccurredAt)),
+        counters.map((c) => c.expectedSeq),
+        counters.length,
+      ],
+    );
+  } catch (error) {
+    const code = (error as { code?: string }).code ?? '';
+    if ((code === STATEMENT_CHECK_FAILED && (error as Error).message === 'COUNTERS_MOVED') || RACE_SQLSTATES.has(code)) {
+      throw new CountersMovedError(error);
+    }
+    throw error;
+  }
 }
 
 /** The head columns of users, in the order toDerivedHead reads them. */
@@ -300,21 +347,33 @@ function toEventToFold(row: unknown[]): EventToFold {
   };
 }
 
+/** A user's own auto-close policy for one pair type, as stored. */
+export interface StoredPreference {
+  pairType: string;
+  timeoutSeconds: number;
+  endAt: AutoCloseEndAt;
+}
+
 /**
- * Loads the head and the events not folded yet (non-ignored client events
- * after applied_seq, up to last_event_seq) in one statement, so both come
- * from one snapshot. An event stored after that snapshot is left for the next
- * fold, because the head's last_event_seq does not count it. Returns null for
- * an unknown user.
+ * Loads the head, the user's auto-close preferences and the events not folded
+ * yet (non-ignored client events after applied_seq, up to last_event_seq) in
+ * one statement, so all come from one snapshot. An event stored after that
+ * snapshot is left for the next fold, because the head's last_event_seq does
+ * not count it. Returns null for an unknown user.
  */
 export async function loadHeadAndPending(
   sql: SqlClient,
   userId: string,
-): Promise<{ head: DerivedHead; pending: EventToFold[] } | null> {
+): Promise<{ head: DerivedHead; preferences: StoredPreference[]; pending: EventToFold[] } | null> {
   const rows = await sql.queryArrays(
-    `SELECT ${HEAD_COLUMNS},
+    `SELECT ${HEAD_COLUMNS}, pr.preferences,
        e.id, e.seq, e.type, e.occurred_at, e.role, e.pair_type, e.pair_key, e.meta
      FROM users u
+     CROSS JOIN LATERAL (
+       SELECT json_agg(json_build_object('pairType', pair_type, 'timeoutSeconds', timeout_seconds, 'endAt', end_at)
+         ORDER BY pair_type) AS preferences
+       FROM auto_close_preferences WHERE user_id = u.id
+     ) pr
      LEFT JOIN LATERAL (
        SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta, pos_at, pos_seq FROM events
        WHERE user_id = u.id AND origin = 'CLIENT' AND NOT ignored
@@ -329,8 +388,9 @@ export async function loadHeadAndPending(
     return null;
   }
   const head = toDerivedHead(first);
-  const pending = rows.filter((row) => row[6] !== null).map((row) => toEventToFold(row.slice(6)));
-  return { head, pending };
+  const preferences = (first[6] as StoredPreference[] | null) ?? [];
+  const pending = rows.filter((row) => row[7] !== null).map((row) => toEventToFold(row.slice(7)));
+  return { head, preferences, pending };
 }
 
 /**
@@ -348,101 +408,97 @@ export async function loadEventsToFold(sql: SqlClient, userId: string, from: Pos
   return rows.map(toEventToFold);
 }
 
+/** SQLSTATE of the errors that `event_master_check` raises (migration 20261204210000_statement_check). */
+export const STATEMENT_CHECK_FAILED = 'EM001';
+
+/** Collects the parameters of a statement built from parts and returns each one's placeholder. */
+class Params {
+  readonly values: unknown[] = [];
+  add(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}
+
 /**
- * Writes one fold's derived rows and the new head in the caller's
- * transaction. The fence check comes first: a holder whose lock expired and
- * passed to another process writes nothing.
+ * Writes one fold's derived rows and the new head with one statement, so it
+ * needs no transaction of its own (one round trip, one commit) and runs as
+ * well inside the caller's transaction after a rewind. The fence and version
+ * checks ride on the head update: a holder whose lock expired and passed to
+ * another process matches no row, and so does one that folded from a head
+ * another writer has since moved. The statement then fails as a whole, and
+ * nothing it wrote stays.
  */
-export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<number> {
+export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise<number> {
+  const p = new Params();
+  const user = `${p.add(write.userId)}::uuid`;
+  const parts: string[] = [];
+
+  const fence = p.add(write.fence);
+  parts.push(`head AS (
+     UPDATE users SET applied_seq = ${p.add(write.head.appliedSeq)}, applied_at = ${p.add(date(write.head.position?.at ?? null))}::timestamptz,
+       applied_pos_seq = ${p.add(write.head.position?.seq ?? null)}::int, last_activity_at = ${p.add(date(write.head.lastActivityAt))}::timestamptz,
+       derived_version = derived_version + 1, fence = ${fence}::bigint
+     WHERE id = ${user} AND fence <= ${fence}::bigint AND derived_version = ${p.add(write.expectedVersion)}
+     RETURNING derived_version
+   )`);
+
   if (write.corrections.length > 0) {
     const c = write.corrections;
-    await tx.query(
-      `INSERT INTO events (id, user_id, seq, type, role, pair_type, pair_key, occurred_at, received_at,
-         origin, rule, cause_event_id, pos_at, pos_seq, ordinal)
-       SELECT id, $1, pos_seq, type, role::"EventRole", pair_type, pair_key, occurred_at, $2,
-         'CORRECTION', rule::"CorrectionRule", cause_event_id, pos_at, pos_seq, ordinal
-       FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[],
-         $9::text[], $10::uuid[], $11::timestamptz[], $12::int[], $13::int[])
-         AS t(id, type, role, pair_type, pair_key, occurred_at, rule, cause_event_id, pos_at, pos_seq, ordinal)`,
-      [
-        write.userId,
-        new Date(write.receivedAt),
-        c.map((x) => x.id),
-        c.map((x) => x.type),
-        c.map((x) => x.role),
-        c.map((x) => x.pairType),
-        c.map((x) => x.pairKey),
-        c.map((x) => new Date(x.occurredAt)),
-        c.map((x) => x.rule),
-        c.map((x) => x.causeEventId),
-        c.map((x) => new Date(x.position.at)),
-        c.map((x) => x.position.seq),
-        c.map((x) => x.ordinal),
-      ],
-    );
+    parts.push(`corrections AS (
+     INSERT INTO events (id, user_id, seq, type, role, pair_type, pair_key, occurred_at, received_at,
+       origin, rule, cause_event_id, pos_at, pos_seq, ordinal)
+     SELECT id, ${user}, pos_seq, type, role::"EventRole", pair_type, pair_key, occurred_at, ${p.add(new Date(write.receivedAt))},
+       'CORRECTION', rule::"CorrectionRule", cause_event_id, pos_at, pos_seq, ordinal
+     FROM unnest(${p.add(c.map((x) => x.id))}::uuid[], ${p.add(c.map((x) => x.type))}::text[], ${p.add(c.map((x) => x.role))}::text[],
+       ${p.add(c.map((x) => x.pairType))}::text[], ${p.add(c.map((x) => x.pairKey))}::text[],
+       ${p.add(c.map((x) => new Date(x.occurredAt)))}::timestamptz[], ${p.add(c.map((x) => x.rule))}::text[],
+       ${p.add(c.map((x) => x.causeEventId))}::uuid[], ${p.add(c.map((x) => new Date(x.position.at)))}::timestamptz[],
+       ${p.add(c.map((x) => x.position.seq))}::int[], ${p.add(c.map((x) => x.ordinal))}::int[])
+       AS t(id, type, role, pair_type, pair_key, occurred_at, rule, cause_event_id, pos_at, pos_seq, ordinal)
+   )`);
   }
 
   if (write.newSegments.length > 0) {
     const s = write.newSegments;
-    await tx.query(
-      `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id,
-         parent_segment_id, end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
-       SELECT id, $1, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
-         end_at, end_event_id, end_reason::"EndReason", decided_at, decided_seq, meta::jsonb
-       FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::int[], $7::uuid[],
-         $8::uuid[], $9::timestamptz[], $10::uuid[], $11::text[], $12::timestamptz[], $13::int[], $14::text[])
-         AS t(id, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
-           end_at, end_event_id, end_reason, decided_at, decided_seq, meta)`,
-      [
-        write.userId,
-        s.map((x) => x.start.segmentId),
-        s.map((x) => x.start.pairType),
-        s.map((x) => x.start.pairKey),
-        s.map((x) => new Date(x.start.startAt)),
-        s.map((x) => x.start.startSeq),
-        s.map((x) => x.start.startEventId),
-        s.map((x) => x.start.parentSegmentId),
-        s.map((x) => date(x.end?.endAt ?? null)),
-        s.map((x) => x.end?.endEventId ?? null),
-        s.map((x) => x.end?.endReason ?? null),
-        s.map((x) => date(x.end?.decidedAt.at ?? null)),
-        s.map((x) => x.end?.decidedAt.seq ?? null),
-        s.map((x) => (x.meta === null ? null : JSON.stringify(x.meta))),
-      ],
-    );
+    parts.push(`new_segments AS (
+     INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id,
+       parent_segment_id, end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
+     SELECT id, ${user}, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
+       end_at, end_event_id, end_reason::"EndReason", decided_at, decided_seq, meta::jsonb
+     FROM unnest(${p.add(s.map((x) => x.start.segmentId))}::uuid[], ${p.add(s.map((x) => x.start.pairType))}::text[],
+       ${p.add(s.map((x) => x.start.pairKey))}::text[], ${p.add(s.map((x) => new Date(x.start.startAt)))}::timestamptz[],
+       ${p.add(s.map((x) => x.start.startSeq))}::int[], ${p.add(s.map((x) => x.start.startEventId))}::uuid[],
+       ${p.add(s.map((x) => x.start.parentSegmentId))}::uuid[], ${p.add(s.map((x) => date(x.end?.endAt ?? null)))}::timestamptz[],
+       ${p.add(s.map((x) => x.end?.endEventId ?? null))}::uuid[], ${p.add(s.map((x) => x.end?.endReason ?? null))}::text[],
+       ${p.add(s.map((x) => date(x.end?.decidedAt.at ?? null)))}::timestamptz[], ${p.add(s.map((x) => x.end?.decidedAt.seq ?? null))}::int[],
+       ${p.add(s.map((x) => (x.meta === null ? null : JSON.stringify(x.meta))))}::text[])
+       AS t(id, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
+         end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
+   )`);
   }
 
+  // Every closed segment must have been open, or the stored rows disagree with the engine state.
+  let closedCheck = 'true';
   if (write.closedSegments.length > 0) {
     const s = write.closedSegments;
-    const updated = await tx.query(
-      `UPDATE segments AS seg SET end_at = t.end_at, end_event_id = t.end_event_id,
-         end_reason = t.end_reason::"EndReason", decided_at = t.decided_at, decided_seq = t.decided_seq
-       FROM unnest($2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], $6::timestamptz[], $7::int[])
-         AS t(id, end_at, end_event_id, end_reason, decided_at, decided_seq)
-       WHERE seg.id = t.id AND seg.user_id = $1 AND seg.end_at IS NULL
-       RETURNING seg.id`,
-      [
-        write.userId,
-        s.map((x) => x.segmentId),
-        s.map((x) => new Date(x.end.endAt)),
-        s.map((x) => x.end.endEventId),
-        s.map((x) => x.end.endReason),
-        s.map((x) => new Date(x.end.decidedAt.at)),
-        s.map((x) => x.end.decidedAt.seq),
-      ],
-    );
-    if (updated.length !== s.length) {
-      throw new Error(
-        `Closing ${s.length} open segments of user ${write.userId} updated ${updated.length}; the stored segments disagree with the engine state.`,
-      );
-    }
+    parts.push(`closed AS (
+     UPDATE segments AS seg SET end_at = t.end_at, end_event_id = t.end_event_id,
+       end_reason = t.end_reason::"EndReason", decided_at = t.decided_at, decided_seq = t.decided_seq
+     FROM unnest(${p.add(s.map((x) => x.segmentId))}::uuid[], ${p.add(s.map((x) => new Date(x.end.endAt)))}::timestamptz[],
+       ${p.add(s.map((x) => x.end.endEventId))}::uuid[], ${p.add(s.map((x) => x.end.endReason))}::text[],
+       ${p.add(s.map((x) => new Date(x.end.decidedAt.at)))}::timestamptz[], ${p.add(s.map((x) => x.end.decidedAt.seq))}::int[])
+       AS t(id, end_at, end_event_id, end_reason, decided_at, decided_seq)
+     WHERE seg.id = t.id AND seg.user_id = ${user} AND seg.end_at IS NULL
+     RETURNING seg.id
+   )`);
+    closedCheck = `(SELECT count(*) FROM closed) = ${p.add(s.length)}`;
   }
 
   if (write.orphanEventIds.length > 0) {
-    await tx.query(`UPDATE events SET orphan = true WHERE user_id = $1 AND id = ANY($2::uuid[])`, [
-      write.userId,
-      write.orphanEventIds,
-    ]);
+    parts.push(`orphans AS (
+     UPDATE events SET orphan = true WHERE user_id = ${user} AND id = ANY(${p.add(write.orphanEventIds)}::uuid[])
+   )`);
   }
 
   // Keep the longest closed segment per pair type as the reach of the overlap scan in reports.
@@ -460,47 +516,66 @@ export async function writeDerived(tx: SqlClient, write: DerivedWrite): Promise<
     longest.set(pairType, Math.max(longest.get(pairType) ?? 0, Math.ceil(length)));
   }
   if (longest.size > 0) {
-    await tx.query(
-      `INSERT INTO segment_length_bounds (user_id, pair_type, max_ms)
-       SELECT $1, pair_type, max_ms FROM unnest($2::text[], $3::bigint[]) AS t(pair_type, max_ms)
-       ON CONFLICT (user_id, pair_type)
-       DO UPDATE SET max_ms = GREATEST(segment_length_bounds.max_ms, EXCLUDED.max_ms)`,
-      [write.userId, [...longest.keys()], [...longest.values()]],
-    );
+    parts.push(`bounds AS (
+     INSERT INTO segment_length_bounds (user_id, pair_type, max_ms)
+     SELECT ${user}, pair_type, max_ms FROM unnest(${p.add([...longest.keys()])}::text[], ${p.add([...longest.values()])}::bigint[]) AS t(pair_type, max_ms)
+     ON CONFLICT (user_id, pair_type)
+     DO UPDATE SET max_ms = GREATEST(segment_length_bounds.max_ms, EXCLUDED.max_ms)
+   )`);
   }
 
-  // The fence and version checks ride on the head update. A holder whose lock
-  // expired and passed to another process matches no row, and so does one
-  // that folded from a head another writer has since moved. The error then
-  // rolls back everything written above.
-  const head = await tx.query<{ derived_version: number }>(
-    `UPDATE users SET applied_seq = $2, applied_at = $3, applied_pos_seq = $4, last_activity_at = $5,
-       derived_version = derived_version + 1, fence = $6
-     WHERE id = $1 AND fence <= $6 AND derived_version = $7 RETURNING derived_version`,
-    [
-      write.userId,
-      write.head.appliedSeq,
-      date(write.head.position?.at ?? null),
-      write.head.position?.seq ?? null,
-      date(write.head.lastActivityAt),
-      write.fence,
-      write.expectedVersion,
-    ],
-  );
-  const row = head[0];
-  if (row === undefined) {
-    throw new DomainError(
-      'SERVICE_UNAVAILABLE',
-      'LOCK_LOST',
-      'Processing of this user moved to another server process; retry the request.',
-      { userId: write.userId },
+  let rows: Array<{ version: number }>;
+  try {
+    rows = await sql.query<{ version: number }>(
+      `WITH ${parts.join(', ')}
+       SELECT (SELECT derived_version FROM head) AS version,
+         event_master_check(EXISTS (SELECT 1 FROM head) AND ${closedCheck},
+           CASE WHEN EXISTS (SELECT 1 FROM head) THEN 'CLOSED_MISMATCH' ELSE 'LOCK_LOST' END) AS checked`,
+      p.values,
     );
+  } catch (error) {
+    const { code, message } = error as { code?: string; message?: string };
+    if (code === STATEMENT_CHECK_FAILED && message === 'LOCK_LOST') {
+      throw new DomainError(
+        'SERVICE_UNAVAILABLE',
+        'LOCK_LOST',
+        'Processing of this user moved to another server process; retry the request.',
+        { userId: write.userId },
+      );
+    }
+    if (code === STATEMENT_CHECK_FAILED && message === 'CLOSED_MISMATCH') {
+      throw new Error(
+        `Closing ${write.closedSegments.length} open segments of user ${write.userId} found some already closed; the stored segments disagree with the engine state.`,
+      );
+    }
+    throw error;
   }
-  return row.derived_version;
+  return rows[0]?.version as number;
 }
 
-/** Corrections caused by the given events, transitively (a child closed by an auto-close). */
-export async function loadCorrectionsCausedBy(sql: SqlClient, userIds: readonly string[], eventIds: readonly string[]): Promise<EventRecord[]> {
+/** What an intake reply shows: the events, the corrections they caused, and the segments they ended. */
+export interface ReplyRows {
+  events: EventRecord[];
+  /** In position order. */
+  corrections: EventRecord[];
+  /** In end order. */
+  segments: SegmentRecord[];
+}
+
+const SEGMENT_ONLY_NULLS = `NULL::timestamptz AS start_at, NULL::timestamptz AS end_at, NULL::"EndReason" AS end_reason,
+  NULL::uuid AS start_event_id, NULL::uuid AS end_event_id, NULL::uuid AS parent_segment_id`;
+
+/**
+ * Loads an intake reply with one statement: the given events, the
+ * corrections they caused (transitively: a child closed by an auto-close),
+ * and the segments they ended directly or through those corrections. The
+ * segment ids form one array, so the lookup uses the index on end_event_id
+ * (an OR of two conditions made PostgreSQL scan the table).
+ */
+export async function loadReply(sql: SqlClient, userIds: readonly string[], eventIds: readonly string[]): Promise<ReplyRows> {
+  if (eventIds.length === 0) {
+    return { events: [], corrections: [], segments: [] };
+  }
   const rows = await sql.query(
     `WITH RECURSIVE caused AS (
        SELECT e.* FROM events e
@@ -509,37 +584,30 @@ export async function loadCorrectionsCausedBy(sql: SqlClient, userIds: readonly 
        SELECT e.* FROM events e JOIN caused c ON e.cause_event_id = c.id AND e.user_id = c.user_id
        WHERE e.origin = 'CORRECTION'
      )
-     SELECT ${EVENT_COLUMNS} FROM caused ORDER BY pos_at, pos_seq, ordinal`,
-    [[...userIds], [...eventIds]],
-  );
-  return rows.map(toEventRecord);
-}
-
-/**
- * Loads the segments that the given events ended, directly or through the
- * corrections they caused (transitively, as loadCorrectionsCausedBy finds
- * them), so that it can run beside that query instead of after it. The ids
- * form one array, so the lookup uses the index on end_event_id (an OR of two
- * conditions made PostgreSQL scan the table).
- */
-export async function loadSegmentsEndedBy(sql: SqlClient, userIds: readonly string[], eventIds: readonly string[]): Promise<SegmentRecord[]> {
-  if (eventIds.length === 0) {
-    return [];
-  }
-  const rows = await sql.query(
-    `WITH RECURSIVE caused AS (
-       SELECT e.id, e.user_id FROM events e
-       WHERE e.user_id = ANY($1::uuid[]) AND e.origin = 'CORRECTION' AND e.cause_event_id = ANY($2::uuid[])
-       UNION
-       SELECT e.id, e.user_id FROM events e JOIN caused c ON e.cause_event_id = c.id AND e.user_id = c.user_id
-       WHERE e.origin = 'CORRECTION'
-     )
-     SELECT ${SEGMENT_COLUMNS} FROM segments
+     SELECT 1 AS part, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS},
+       NULL::timestamptz AS sort_at, NULL::int AS sort_seq, NULL::int AS sort_ordinal, NULL::timestamptz AS sort_start
+     FROM events WHERE id = ANY($2::uuid[])
+     UNION ALL
+     SELECT 2, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS}, pos_at, pos_seq, ordinal, NULL FROM caused
+     UNION ALL
+     SELECT 3, id, user_id, NULL, NULL, NULL, NULL, pair_type, pair_key, NULL, NULL, meta, NULL, NULL, NULL, NULL,
+       NULL, NULL, start_at, end_at, end_reason, start_event_id, end_event_id, parent_segment_id, end_at, NULL, NULL, start_at
+     FROM segments
      WHERE user_id = ANY($1::uuid[]) AND end_event_id = ANY($2::uuid[] || ARRAY(SELECT id FROM caused))
-     ORDER BY end_at, start_at`,
+     ORDER BY part, sort_at, sort_seq, sort_ordinal, sort_start`,
     [[...userIds], [...eventIds]],
   );
-  return rows.map(toSegmentRecord);
+  const reply: ReplyRows = { events: [], corrections: [], segments: [] };
+  for (const row of rows) {
+    if (row.part === 1) {
+      reply.events.push(toEventRecord(row));
+    } else if (row.part === 2) {
+      reply.corrections.push(toEventRecord(row));
+    } else {
+      reply.segments.push(toSegmentRecord(row));
+    }
+  }
+  return reply;
 }
 
 /** Deletes every row derived for the user and resets its head, so the next fold replays the whole log. */
