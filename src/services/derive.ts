@@ -25,7 +25,9 @@ import {
   truncateDerivedFrom,
   writeDerived,
   type DerivedHead,
+  type EventToFold,
   type SegmentRow,
+  type SeqRange,
 } from '../storage/postgres/intake-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
@@ -49,6 +51,18 @@ export interface DeriveResult {
   changed: boolean;
   rewound: boolean;
   nextDeadline: number | null;
+  /** Ids of the client events this derive folded. */
+  folded: ReadonlySet<string>;
+  /** Ids of the folded events that are ORPHAN_END after it. */
+  orphans: ReadonlySet<string>;
+}
+
+/** Client events that the caller has just stored for the user; the fold takes them from memory instead of reading them back. */
+export interface JustStored {
+  /** The sequence numbers the caller stored, ignored events included. */
+  range: SeqRange;
+  /** The stored events that are not ignored, in any order. */
+  events: readonly EventToFold[];
 }
 
 export class Deriver {
@@ -61,25 +75,27 @@ export class Deriver {
     private readonly fault: FaultHook = () => {},
   ) {}
 
-  async derive(lock: UserLock, now: number): Promise<DeriveResult> {
+  async derive(lock: UserLock, now: number, justStored?: JustStored): Promise<DeriveResult> {
     const userId = lock.userId;
     // Independent reads run at once. The head and the pending events come
     // from one statement, so they agree even when a request whose lock
     // expired stores events meanwhile.
     const [types, loaded, stateText] = await Promise.all([
       this.pairTypes(),
-      loadHeadAndPending(this.sql, userId),
+      loadHeadAndPending(this.sql, userId, justStored?.range ?? null),
       this.store.loadUserState(userId),
     ]);
     if (loaded === null) {
       throw new Error(`User ${userId} does not exist.`);
     }
-    const { head, pending } = loaded;
+    const { head } = loaded;
+    const pending = justStored === undefined ? loaded.pending : withJustStored(loaded.pending, justStored.events, head);
     const catalog = buildCatalog(types, loaded.preferences);
     let state = await this.loadState(userId, head, stateText);
 
     const outputs: EngineOutput[] = [];
     const metaByEventId = new Map<string, Record<string, unknown> | null>();
+    let orphans: ReadonlySet<string> = new Set();
     let rewound = false;
     // Pair type and start of every segment that may close in this fold, for the length bounds.
     const startsBeforeFold = new Map<string, { pairType: string; startAt: number }>();
@@ -126,6 +142,7 @@ export class Deriver {
       }
 
       const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
+      orphans = new Set(write.orphanEventIds);
       const version = await writeDerived(sql, {
         userId,
         fence: lock.fence,
@@ -165,7 +182,7 @@ export class Deriver {
     await this.store.scheduleDeadline(userId, deadline);
     this.fault('deadline-scheduled', userId);
 
-    return { changed: result.changed, rewound, nextDeadline: deadline };
+    return { changed: result.changed, rewound, nextDeadline: deadline, folded: new Set(metaByEventId.keys()), orphans };
   }
 
   /** Returns the engine state stored in Redis (`text`) when it matches the head, and rebuilds it from PostgreSQL otherwise. */
@@ -209,6 +226,18 @@ export class Deriver {
       appliedSeq: 0,
     });
   }
+}
+
+/**
+ * Adds the just-stored events that the head has not applied yet to the
+ * pending events read from PostgreSQL, in fold order: by occurrence, then seq.
+ */
+function withJustStored(read: readonly EventToFold[], stored: readonly EventToFold[], head: DerivedHead): EventToFold[] {
+  const fresh = stored.filter(({ event }) => event.seq > head.appliedSeq && event.seq <= head.lastEventSeq);
+  if (fresh.length === 0) {
+    return [...read];
+  }
+  return [...read, ...fresh].sort((a, b) => a.event.occurredAt - b.event.occurredAt || a.event.seq - b.event.seq);
 }
 
 /** Turns engine outputs, in order, into rows: new segments (maybe already closed) and closes of stored ones. */

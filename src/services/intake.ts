@@ -25,7 +25,7 @@ import {
 import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
-import type { Deriver, FaultHook } from './derive.js';
+import type { Deriver, FaultHook, JustStored } from './derive.js';
 import type { Clock } from './index.js';
 import { buildCatalog, type PairTypeService } from './pair-types.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
@@ -133,8 +133,9 @@ export class IntakeService {
       }
       const receivedAt = clock.now();
       let stored: Array<{ index: number; eventId: string; duplicate: boolean }>;
+      let rows: NewClientEvent[];
       try {
-        stored = await this.store(items, receivedAt);
+        ({ entries: stored, rows } = await this.store(items, receivedAt));
       } catch (error) {
         // Nothing was stored; a settle puts each user's real deadline back in
         // place of the watchdog.
@@ -149,11 +150,20 @@ export class IntakeService {
         this.options.fault?.('events-stored', userId);
       }
 
+      // Each fold takes the events just stored from memory, and reports which
+      // of them it folded and flagged, so the reply need not read them back.
+      const known = new Map<string, EventRecord>();
       for (const lock of locks) {
-        await this.options.deriver.derive(lock, clock.now());
+        const own = rows.filter((row) => row.userId === lock.userId);
+        const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own));
+        for (const row of own) {
+          if (row.ignored || derived.folded.has(row.id)) {
+            known.set(row.id, toStoredRecord(row, derived.orphans.has(row.id)));
+          }
+        }
       }
 
-      const results = await this.buildResults(stored, userIds);
+      const results = await this.buildResults(stored, userIds, known);
       const duplicateCount = stored.filter((entry) => entry.duplicate).length;
       this.options.logger.debug(
         { requestId: context.requestId, users: userIds.length, stored: stored.length - duplicateCount, duplicateCount },
@@ -399,7 +409,10 @@ export class IntakeService {
    * are then tried again. Returns, per input item in order, the stored or
    * original event id and whether it was a duplicate.
    */
-  private async store(items: readonly ValidItem[], receivedAt: number): Promise<Array<{ index: number; eventId: string; duplicate: boolean }>> {
+  private async store(
+    items: readonly ValidItem[],
+    receivedAt: number,
+  ): Promise<{ entries: Array<{ index: number; eventId: string; duplicate: boolean }>; rows: NewClientEvent[] }> {
     const userIds = [...new Set(items.map((item) => item.userId))];
     const clientIds = items.filter((item) => item.clientId !== null).map((item) => item.clientId as string);
     for (let attempt = 1; ; attempt += 1) {
@@ -408,7 +421,7 @@ export class IntakeService {
       const { rows, entries } = this.planStore(items, receivedAt, snapshot.counters, snapshot.existing);
       if (rows.length === 0) {
         // Every event was a duplicate: nothing to write.
-        return entries;
+        return { entries, rows };
       }
       try {
         await appendClientEvents(
@@ -416,7 +429,7 @@ export class IntakeService {
           rows,
           [...snapshot.counters.values()].map((counters) => ({ ...counters, expectedSeq: expectedSeqs.get(counters.id) as number })),
         );
-        return entries;
+        return { entries, rows };
       } catch (error) {
         if (error instanceof CountersMovedError && attempt < STORE_ATTEMPTS) {
           this.options.logger.info({ attempt }, 'another request stored events of the same user meanwhile; storing again');
@@ -522,15 +535,21 @@ export class IntakeService {
     return { rows, entries };
   }
 
+  /**
+   * Builds the reply: each item's event, the corrections it caused and the
+   * segments it closed. Events in `known` come from memory; the others
+   * (duplicates, and events another process folded) are read.
+   */
   private async buildResults(
     entries: ReadonlyArray<{ index: number; eventId: string; duplicate: boolean }>,
     userIds: readonly string[],
+    known: ReadonlyMap<string, EventRecord>,
   ): Promise<SendEventResult[]> {
     const { sql } = this.options;
     const eventIds = [...new Set(entries.map((entry) => entry.eventId))];
-    const reply = await loadReply(sql, userIds, eventIds);
+    const reply = await loadReply(sql, userIds, eventIds, eventIds.filter((id) => !known.has(id)));
     const { corrections, segments } = reply;
-    const events = new Map(reply.events.map((event) => [event.id, event]));
+    const events = new Map([...known, ...reply.events.map((event): [string, EventRecord] => [event.id, event])]);
 
     // Group each correction under the client event at the root of its cause chain.
     const byId = new Map(corrections.map((correction) => [correction.id, correction]));
@@ -572,6 +591,55 @@ export class IntakeService {
       return { event, duplicate: entry.duplicate, corrections: own, closedSegments };
     });
   }
+}
+
+/** Describes the events a request has just stored for one user, for its fold. */
+function justStoredOf(rows: readonly NewClientEvent[]): JustStored | undefined {
+  if (rows.length === 0) {
+    return undefined;
+  }
+  const seqs = rows.map((row) => row.seq);
+  return {
+    range: { from: Math.min(...seqs), to: Math.max(...seqs) },
+    events: rows
+      .filter((row) => !row.ignored)
+      .map((row) => ({
+        event: {
+          id: row.id,
+          seq: row.seq,
+          type: row.type,
+          occurredAt: row.occurredAt,
+          role: row.role,
+          pairType: row.pairType,
+          pairKey: row.pairKey ?? '',
+          ignored: false,
+        },
+        meta: row.meta,
+      })),
+  };
+}
+
+/** The event record of a row just stored, as a read of it would return it. */
+function toStoredRecord(row: NewClientEvent, orphan: boolean): EventRecord {
+  return {
+    id: row.id,
+    userId: row.userId,
+    seq: row.seq,
+    clientId: row.clientId,
+    type: row.type,
+    role: row.role,
+    pairType: row.pairType,
+    pairKey: row.pairKey,
+    occurredAt: new Date(row.occurredAt),
+    receivedAt: new Date(row.receivedAt),
+    meta: row.meta,
+    origin: 'CLIENT',
+    rule: null,
+    causeEventId: null,
+    intakeFlags: [...row.intakeFlags],
+    orphan,
+    ignored: row.ignored,
+  };
 }
 
 function sameAsStored(item: ValidItem, stored: StoredClientEvent): boolean {

@@ -354,16 +354,24 @@ export interface StoredPreference {
   endAt: AutoCloseEndAt;
 }
 
+/** Client event sequence numbers from `from` to `to`, both included. */
+export interface SeqRange {
+  from: number;
+  to: number;
+}
+
 /**
  * Loads the head, the user's auto-close preferences and the events not folded
  * yet (non-ignored client events after applied_seq, up to last_event_seq) in
  * one statement, so all come from one snapshot. An event stored after that
  * snapshot is left for the next fold, because the head's last_event_seq does
- * not count it. Returns null for an unknown user.
+ * not count it. Events in `skip` are left out: the caller has them in memory
+ * because it has just stored them. Returns null for an unknown user.
  */
 export async function loadHeadAndPending(
   sql: SqlClient,
   userId: string,
+  skip: SeqRange | null = null,
 ): Promise<{ head: DerivedHead; preferences: StoredPreference[]; pending: EventToFold[] } | null> {
   const rows = await sql.queryArrays(
     `SELECT ${HEAD_COLUMNS}, pr.preferences,
@@ -378,10 +386,11 @@ export async function loadHeadAndPending(
        SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta, pos_at, pos_seq FROM events
        WHERE user_id = u.id AND origin = 'CLIENT' AND NOT ignored
          AND seq > u.applied_seq AND seq <= u.last_event_seq
+         AND NOT (seq BETWEEN $2 AND $3)
      ) e ON true
      WHERE u.id = $1
      ORDER BY e.pos_at, e.pos_seq`,
-    [userId],
+    [userId, skip?.from ?? 0, skip?.to ?? -1],
   );
   const first = rows[0];
   if (first === undefined) {
@@ -566,13 +575,19 @@ const SEGMENT_ONLY_NULLS = `NULL::timestamptz AS start_at, NULL::timestamptz AS 
   NULL::uuid AS start_event_id, NULL::uuid AS end_event_id, NULL::uuid AS parent_segment_id`;
 
 /**
- * Loads an intake reply with one statement: the given events, the
+ * Loads an intake reply with one statement: the events in `eventIdsToRead`
+ * (by default all of `eventIds`), the
  * corrections they caused (transitively: a child closed by an auto-close),
  * and the segments they ended directly or through those corrections. The
  * segment ids form one array, so the lookup uses the index on end_event_id
  * (an OR of two conditions made PostgreSQL scan the table).
  */
-export async function loadReply(sql: SqlClient, userIds: readonly string[], eventIds: readonly string[]): Promise<ReplyRows> {
+export async function loadReply(
+  sql: SqlClient,
+  userIds: readonly string[],
+  eventIds: readonly string[],
+  eventIdsToRead: readonly string[] = eventIds,
+): Promise<ReplyRows> {
   if (eventIds.length === 0) {
     return { events: [], corrections: [], segments: [] };
   }
@@ -586,7 +601,7 @@ export async function loadReply(sql: SqlClient, userIds: readonly string[], even
      )
      SELECT 1 AS part, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS},
        NULL::timestamptz AS sort_at, NULL::int AS sort_seq, NULL::int AS sort_ordinal, NULL::timestamptz AS sort_start
-     FROM events WHERE id = ANY($2::uuid[])
+     FROM events WHERE id = ANY($3::uuid[])
      UNION ALL
      SELECT 2, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS}, pos_at, pos_seq, ordinal, NULL FROM caused
      UNION ALL
@@ -595,7 +610,7 @@ export async function loadReply(sql: SqlClient, userIds: readonly string[], even
      FROM segments
      WHERE user_id = ANY($1::uuid[]) AND end_event_id = ANY($2::uuid[] || ARRAY(SELECT id FROM caused))
      ORDER BY part, sort_at, sort_seq, sort_ordinal, sort_start`,
-    [[...userIds], [...eventIds]],
+    [[...userIds], [...eventIds], [...eventIdsToRead]],
   );
   const reply: ReplyRows = { events: [], corrections: [], segments: [] };
   for (const row of rows) {
