@@ -66,6 +66,8 @@ export interface DerivedWrite {
   expectedVersion: number;
 }
 
+/** ISO 8601 text of an instant, which PostgreSQL reads as timestamptz; storable instants have four-digit years. */
+const isoInstant = (value: number): string => new Date(value).toISOString();
 const ms = (value: unknown): number | null => (value === null || value === undefined ? null : (value as Date).getTime());
 const date = (value: number | null): Date | null => (value === null ? null : new Date(value));
 
@@ -152,44 +154,52 @@ export async function appendClientEvents(
   counters: ReadonlyArray<UserCounters & { expectedSeq: number }>,
 ): Promise<void> {
   try {
+    // The rows travel as one JSON document: JSON.stringify costs far less
+    // than fourteen array parameters of 1000 elements each.
     await sql.query(
       `WITH counters AS (
        UPDATE users SET last_event_seq = c.last_event_seq, max_occurred_at = c.max_occurred_at
-       FROM unnest($15::uuid[], $16::int[], $17::timestamptz[], $18::int[]) AS c(id, last_event_seq, max_occurred_at, expected_seq)
+       FROM json_to_recordset($2::json) AS c(id uuid, last_event_seq int, max_occurred_at timestamptz, expected_seq int)
        WHERE users.id = c.id AND users.last_event_seq = c.expected_seq
        RETURNING users.id
      ), appended AS (
        INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
          client_occurred_at, received_at, meta, origin, intake_flags, ignored, pos_at, pos_seq, ordinal)
        SELECT id, user_id, seq, client_id, type, role::"EventRole", pair_type, pair_key, occurred_at,
-         client_occurred_at, received_at, meta::jsonb, 'CLIENT',
-         string_to_array(flags, ',')::"CorrectionRule"[], ignored, occurred_at, seq, 0
-       FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
-         $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::text[],
-         $14::bool[])
-         AS t(id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
-           client_occurred_at, received_at, meta, flags, ignored)
+         client_occurred_at, received_at, meta, 'CLIENT', flags::"CorrectionRule"[], ignored, occurred_at, seq, 0
+       FROM json_to_recordset($1::json)
+         AS t(id uuid, user_id uuid, seq int, client_id text, type text, role text, pair_type text, pair_key text,
+           occurred_at timestamptz, client_occurred_at timestamptz, received_at timestamptz, meta jsonb,
+           flags text[], ignored boolean)
      )
-     SELECT event_master_check((SELECT count(*) FROM counters) = $19, 'COUNTERS_MOVED') AS checked`,
+     SELECT event_master_check((SELECT count(*) FROM counters) = $3, 'COUNTERS_MOVED') AS checked`,
       [
-        events.map((e) => e.id),
-        events.map((e) => e.userId),
-        events.map((e) => e.seq),
-        events.map((e) => e.clientId),
-        events.map((e) => e.type),
-        events.map((e) => e.role),
-        events.map((e) => e.pairType),
-        events.map((e) => e.pairKey),
-        events.map((e) => new Date(e.occurredAt)),
-        events.map((e) => date(e.clientOccurredAt)),
-        events.map((e) => new Date(e.receivedAt)),
-        events.map((e) => (e.meta === null ? null : JSON.stringify(e.meta))),
-        events.map((e) => e.intakeFlags.join(',')),
-        events.map((e) => e.ignored),
-        counters.map((c) => c.id),
-        counters.map((c) => c.lastEventSeq),
-        counters.map((c) => date(c.maxOccurredAt)),
-        counters.map((c) => c.expectedSeq),
+        JSON.stringify(
+          events.map((e) => ({
+            id: e.id,
+            user_id: e.userId,
+            seq: e.seq,
+            client_id: e.clientId,
+            type: e.type,
+            role: e.role,
+            pair_type: e.pairType,
+            pair_key: e.pairKey,
+            occurred_at: isoInstant(e.occurredAt),
+            client_occurred_at: e.clientOccurredAt === null ? null : isoInstant(e.clientOccurredAt),
+            received_at: isoInstant(e.receivedAt),
+            meta: e.meta,
+            flags: e.intakeFlags,
+            ignored: e.ignored,
+          })),
+        ),
+        JSON.stringify(
+          counters.map((c) => ({
+            id: c.id,
+            last_event_seq: c.lastEventSeq,
+            max_occurred_at: c.maxOccurredAt === null ? null : isoInstant(c.maxOccurredAt),
+            expected_seq: c.expectedSeq,
+          })),
+        ),
         counters.length,
       ],
     );
@@ -452,56 +462,80 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
      RETURNING derived_version
    )`);
 
+  // Rows travel as JSON documents, which cost far less to send than one array parameter per column.
   if (write.corrections.length > 0) {
-    const c = write.corrections;
+    const rows = write.corrections.map((x) => ({
+      id: x.id,
+      type: x.type,
+      role: x.role,
+      pair_type: x.pairType,
+      pair_key: x.pairKey,
+      occurred_at: isoInstant(x.occurredAt),
+      rule: x.rule,
+      cause_event_id: x.causeEventId,
+      pos_at: isoInstant(x.position.at),
+      pos_seq: x.position.seq,
+      ordinal: x.ordinal,
+    }));
     parts.push(`corrections AS (
      INSERT INTO events (id, user_id, seq, type, role, pair_type, pair_key, occurred_at, received_at,
        origin, rule, cause_event_id, pos_at, pos_seq, ordinal)
-     SELECT id, ${user}, pos_seq, type, role::"EventRole", pair_type, pair_key, occurred_at, ${p.add(new Date(write.receivedAt))},
+     SELECT id, ${user}, pos_seq, type, role::"EventRole", pair_type, pair_key, occurred_at, ${p.add(isoInstant(write.receivedAt))}::timestamptz,
        'CORRECTION', rule::"CorrectionRule", cause_event_id, pos_at, pos_seq, ordinal
-     FROM unnest(${p.add(c.map((x) => x.id))}::uuid[], ${p.add(c.map((x) => x.type))}::text[], ${p.add(c.map((x) => x.role))}::text[],
-       ${p.add(c.map((x) => x.pairType))}::text[], ${p.add(c.map((x) => x.pairKey))}::text[],
-       ${p.add(c.map((x) => new Date(x.occurredAt)))}::timestamptz[], ${p.add(c.map((x) => x.rule))}::text[],
-       ${p.add(c.map((x) => x.causeEventId))}::uuid[], ${p.add(c.map((x) => new Date(x.position.at)))}::timestamptz[],
-       ${p.add(c.map((x) => x.position.seq))}::int[], ${p.add(c.map((x) => x.ordinal))}::int[])
-       AS t(id, type, role, pair_type, pair_key, occurred_at, rule, cause_event_id, pos_at, pos_seq, ordinal)
+     FROM json_to_recordset(${p.add(JSON.stringify(rows))}::json)
+       AS t(id uuid, type text, role text, pair_type text, pair_key text, occurred_at timestamptz, rule text,
+         cause_event_id uuid, pos_at timestamptz, pos_seq int, ordinal int)
    )`);
   }
 
   if (write.newSegments.length > 0) {
-    const s = write.newSegments;
+    const rows = write.newSegments.map((x) => ({
+      id: x.start.segmentId,
+      pair_type: x.start.pairType,
+      pair_key: x.start.pairKey,
+      start_at: isoInstant(x.start.startAt),
+      start_seq: x.start.startSeq,
+      start_event_id: x.start.startEventId,
+      parent_segment_id: x.start.parentSegmentId,
+      end_at: x.end === null ? null : isoInstant(x.end.endAt),
+      end_event_id: x.end?.endEventId ?? null,
+      end_reason: x.end?.endReason ?? null,
+      decided_at: x.end === null ? null : isoInstant(x.end.decidedAt.at),
+      decided_seq: x.end?.decidedAt.seq ?? null,
+      meta: x.meta,
+    }));
     parts.push(`new_segments AS (
      INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id,
        parent_segment_id, end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
      SELECT id, ${user}, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
-       end_at, end_event_id, end_reason::"EndReason", decided_at, decided_seq, meta::jsonb
-     FROM unnest(${p.add(s.map((x) => x.start.segmentId))}::uuid[], ${p.add(s.map((x) => x.start.pairType))}::text[],
-       ${p.add(s.map((x) => x.start.pairKey))}::text[], ${p.add(s.map((x) => new Date(x.start.startAt)))}::timestamptz[],
-       ${p.add(s.map((x) => x.start.startSeq))}::int[], ${p.add(s.map((x) => x.start.startEventId))}::uuid[],
-       ${p.add(s.map((x) => x.start.parentSegmentId))}::uuid[], ${p.add(s.map((x) => date(x.end?.endAt ?? null)))}::timestamptz[],
-       ${p.add(s.map((x) => x.end?.endEventId ?? null))}::uuid[], ${p.add(s.map((x) => x.end?.endReason ?? null))}::text[],
-       ${p.add(s.map((x) => date(x.end?.decidedAt.at ?? null)))}::timestamptz[], ${p.add(s.map((x) => x.end?.decidedAt.seq ?? null))}::int[],
-       ${p.add(s.map((x) => (x.meta === null ? null : JSON.stringify(x.meta))))}::text[])
-       AS t(id, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
-         end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
+       end_at, end_event_id, end_reason::"EndReason", decided_at, decided_seq, meta
+     FROM json_to_recordset(${p.add(JSON.stringify(rows))}::json)
+       AS t(id uuid, pair_type text, pair_key text, start_at timestamptz, start_seq int, start_event_id uuid,
+         parent_segment_id uuid, end_at timestamptz, end_event_id uuid, end_reason text, decided_at timestamptz,
+         decided_seq int, meta jsonb)
    )`);
   }
 
   // Every closed segment must have been open, or the stored rows disagree with the engine state.
   let closedCheck = 'true';
   if (write.closedSegments.length > 0) {
-    const s = write.closedSegments;
+    const rows = write.closedSegments.map((x) => ({
+      id: x.segmentId,
+      end_at: isoInstant(x.end.endAt),
+      end_event_id: x.end.endEventId,
+      end_reason: x.end.endReason,
+      decided_at: isoInstant(x.end.decidedAt.at),
+      decided_seq: x.end.decidedAt.seq,
+    }));
     parts.push(`closed AS (
      UPDATE segments AS seg SET end_at = t.end_at, end_event_id = t.end_event_id,
        end_reason = t.end_reason::"EndReason", decided_at = t.decided_at, decided_seq = t.decided_seq
-     FROM unnest(${p.add(s.map((x) => x.segmentId))}::uuid[], ${p.add(s.map((x) => new Date(x.end.endAt)))}::timestamptz[],
-       ${p.add(s.map((x) => x.end.endEventId))}::uuid[], ${p.add(s.map((x) => x.end.endReason))}::text[],
-       ${p.add(s.map((x) => new Date(x.end.decidedAt.at)))}::timestamptz[], ${p.add(s.map((x) => x.end.decidedAt.seq))}::int[])
-       AS t(id, end_at, end_event_id, end_reason, decided_at, decided_seq)
+     FROM json_to_recordset(${p.add(JSON.stringify(rows))}::json)
+       AS t(id uuid, end_at timestamptz, end_event_id uuid, end_reason text, decided_at timestamptz, decided_seq int)
      WHERE seg.id = t.id AND seg.user_id = ${user} AND seg.end_at IS NULL
      RETURNING seg.id
    )`);
-    closedCheck = `(SELECT count(*) FROM closed) = ${p.add(s.length)}`;
+    closedCheck = `(SELECT count(*) FROM closed) = ${p.add(rows.length)}`;
   }
 
   if (write.orphanEventIds.length > 0) {
