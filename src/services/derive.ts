@@ -83,7 +83,7 @@ export class Deriver {
     const [types, loaded, stateText] = await Promise.all([
       this.pairTypes(),
       loadHeadAndPending(this.sql, userId, justStored?.range ?? null),
-      this.store.loadUserState(userId),
+      lock.state !== undefined ? lock.state : this.store.loadUserState(userId),
     ]);
     if (loaded === null) {
       throw new Error(`User ${userId} does not exist.`);
@@ -172,7 +172,9 @@ export class Deriver {
     this.fault('derived-written', userId);
 
     const stored: StoredState = { derivedVersion: result.version, engine: state };
-    const saved = await this.store.saveUserState(lock, JSON.stringify(stored));
+    const serialized = JSON.stringify(stored);
+    const saved = await this.store.saveUserState(lock, serialized);
+    lock.state = saved ? serialized : undefined;
     if (!saved) {
       this.logger.warn({ userId }, 'user lock expired before the engine state was saved; the next request rebuilds it');
     }

@@ -215,6 +215,7 @@ export class IntakeService {
     });
     try {
       await this.options.store.deleteUserState(userId);
+      lock.state = null;
       if (full) {
         await this.options.sql.transaction((tx) => resetDerived(tx, userId));
       }

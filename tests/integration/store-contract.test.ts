@@ -176,6 +176,17 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       expect(await store.loadUserState('alice')).toBeNull();
     });
 
+    it('comes with the lock', async () => {
+      const first = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      expect(first.state).toBeNull();
+      expect(await store.saveUserState(first, 'v1')).toBe(true);
+      await store.releaseUserLock(first);
+
+      const second = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      expect(second.state).toBe('v1');
+      expect(second.fence).toBeGreaterThan(first.fence);
+    });
+
     it('save rejected after lock lost', async () => {
       const old = await store.acquireUserLock('alice', { ttlMs: 50, waitMs: 0 });
       expect(await store.saveUserState(old, 'v1')).toBe(true);

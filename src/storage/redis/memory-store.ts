@@ -106,7 +106,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
         }
         locks.set(userId, { value: token, expiresAtMs: now() + lockOptions.ttlMs });
         noteWrite();
-        return nextFence(userId);
+        return { fence: nextFence(userId), state: states.get(userId) ?? null };
       });
     },
 

@@ -44,7 +44,7 @@ type ScriptReply = number | string | null | ScriptReply[];
 
 /** The client with the store's Lua scripts registered as commands. */
 interface ScriptedRedis extends Redis {
-  emAcquireUserLock(lockKey: string, fenceKey: string, token: string, ttlMs: number): Promise<number>;
+  emAcquireUserLock(lockKey: string, fenceKey: string, stateKey: string, token: string, ttlMs: number): Promise<[number, string | null]>;
   emReleaseUserLock(lockKey: string, token: string): Promise<number>;
   emExtendUserLock(lockKey: string, token: string, ttlMs: number): Promise<number>;
   emSaveUserState(lockKey: string, stateKey: string, token: string, state: string): Promise<number>;
@@ -127,11 +127,12 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
     async acquireUserLock(userId: string, lockOptions: AcquireUserLockOptions): Promise<UserLock> {
       const lockKey = keys.userLock(userId);
       const fenceKey = keys.userFence(userId);
+      const stateKey = keys.userState(userId);
       return acquireWithWait(userId, lockOptions, async (token) => {
-        let fence: number;
+        let reply: [number, string | null];
         try {
-          fence = await run('acquireUserLock', () =>
-            redis.emAcquireUserLock(lockKey, fenceKey, token, lockOptions.ttlMs),
+          reply = await run('acquireUserLock', () =>
+            redis.emAcquireUserLock(lockKey, fenceKey, stateKey, token, lockOptions.ttlMs),
           );
         } catch (error) {
           // The script may have run even though its reply was lost. Release
@@ -141,7 +142,8 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
           redis.emReleaseUserLock(lockKey, token).catch(() => undefined);
           throw error;
         }
-        return fence === 0 ? null : Number(fence);
+        const [fence, state] = reply;
+        return Number(fence) === 0 ? null : { fence: Number(fence), state: state ?? null };
       });
     },
 

@@ -10,8 +10,9 @@ export interface ScriptDefinition {
 }
 
 /**
- * KEYS: lock, fence. ARGV: token, ttlMs.
- * Returns the new fence, or 0 when another holder has the lock.
+ * KEYS: lock, fence, state. ARGV: token, ttlMs.
+ * Returns [fence, state]: the new fence and the stored engine state (nil when
+ * none), or [0] when another holder has the lock.
  *
  * A missing fence counter starts at the server time in ms instead of 1, so
  * that after Redis lost its data the database does not reject the writes of
@@ -20,10 +21,10 @@ export interface ScriptDefinition {
  * not go back.
  */
 export const acquireUserLockScript: ScriptDefinition = {
-  numberOfKeys: 2,
+  numberOfKeys: 3,
   lua: `
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 0
+  return {0}
 end
 local fence = redis.call('INCR', KEYS[2])
 if fence == 1 then
@@ -32,7 +33,7 @@ if fence == 1 then
   redis.call('SET', KEYS[2], nowMs)
   fence = tonumber(nowMs)
 end
-return fence
+return {fence, redis.call('GET', KEYS[3])}
 `,
 };
 

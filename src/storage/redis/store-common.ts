@@ -22,7 +22,7 @@ const MAX_RETRY_DELAY_MS = 50;
 export async function acquireWithWait(
   userId: string,
   options: AcquireUserLockOptions,
-  tryAcquire: (token: string) => Promise<number | null>,
+  tryAcquire: (token: string) => Promise<{ fence: number; state: string | null } | null>,
 ): Promise<UserLock> {
   checkLockOptions(options);
 
@@ -30,9 +30,9 @@ export async function acquireWithWait(
   const deadline = performance.now() + options.waitMs;
 
   for (let attempt = 0; ; attempt += 1) {
-    const fence = await tryAcquire(token);
-    if (fence !== null) {
-      return { userId, token, fence };
+    const acquired = await tryAcquire(token);
+    if (acquired !== null) {
+      return { userId, token, fence: acquired.fence, state: acquired.state };
     }
 
     const remainingMs = deadline - performance.now();
