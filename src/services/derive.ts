@@ -26,6 +26,7 @@ import {
   writeDerived,
   type DerivedHead,
   type EventToFold,
+  type FoldInput,
   type SegmentRow,
   type SeqRange,
 } from '../storage/postgres/intake-store.js';
@@ -63,6 +64,8 @@ export interface JustStored {
   range: SeqRange;
   /** The stored events that are not ignored, in any order. */
   events: readonly EventToFold[];
+  /** The fold input that the store's write returned; without it, the fold reads its own. */
+  input?: FoldInput;
 }
 
 export class Deriver {
@@ -82,7 +85,7 @@ export class Deriver {
     // expired stores events meanwhile.
     const [types, loaded, stateText] = await Promise.all([
       this.pairTypes(),
-      loadHeadAndPending(this.sql, userId, justStored?.range ?? null),
+      justStored?.input ?? loadHeadAndPending(this.sql, userId, justStored?.range ?? null),
       lock.state !== undefined ? lock.state : this.store.loadUserState(userId),
     ]);
     if (loaded === null) {

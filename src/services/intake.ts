@@ -18,6 +18,7 @@ import {
   loadReply,
   loadIntakeSnapshot,
   resetDerived,
+  type FoldInput,
   type NewClientEvent,
   type StoredClientEvent,
   type UserCounters,
@@ -134,8 +135,9 @@ export class IntakeService {
       const receivedAt = clock.now();
       let stored: Array<{ index: number; eventId: string; duplicate: boolean }>;
       let rows: NewClientEvent[];
+      let inputs: ReadonlyMap<string, FoldInput>;
       try {
-        ({ entries: stored, rows } = await this.store(items, receivedAt));
+        ({ entries: stored, rows, inputs } = await this.store(items, receivedAt));
       } catch (error) {
         // Nothing was stored; a settle puts each user's real deadline back in
         // place of the watchdog.
@@ -155,7 +157,7 @@ export class IntakeService {
       const known = new Map<string, EventRecord>();
       for (const lock of locks) {
         const own = rows.filter((row) => row.userId === lock.userId);
-        const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own));
+        const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own, inputs.get(lock.userId)));
         for (const row of own) {
           if (row.ignored || derived.folded.has(row.id)) {
             known.set(row.id, toStoredRecord(row, derived.orphans.has(row.id)));
@@ -413,7 +415,11 @@ export class IntakeService {
   private async store(
     items: readonly ValidItem[],
     receivedAt: number,
-  ): Promise<{ entries: Array<{ index: number; eventId: string; duplicate: boolean }>; rows: NewClientEvent[] }> {
+  ): Promise<{
+    entries: Array<{ index: number; eventId: string; duplicate: boolean }>;
+    rows: NewClientEvent[];
+    inputs: ReadonlyMap<string, FoldInput>;
+  }> {
     const userIds = [...new Set(items.map((item) => item.userId))];
     const clientIds = items.filter((item) => item.clientId !== null).map((item) => item.clientId as string);
     for (let attempt = 1; ; attempt += 1) {
@@ -422,15 +428,15 @@ export class IntakeService {
       const { rows, entries } = this.planStore(items, receivedAt, snapshot.counters, snapshot.existing);
       if (rows.length === 0) {
         // Every event was a duplicate: nothing to write.
-        return { entries, rows };
+        return { entries, rows, inputs: new Map() };
       }
       try {
-        await appendClientEvents(
+        const inputs = await appendClientEvents(
           this.options.sql,
           rows,
           [...snapshot.counters.values()].map((counters) => ({ ...counters, expectedSeq: expectedSeqs.get(counters.id) as number })),
         );
-        return { entries, rows };
+        return { entries, rows, inputs };
       } catch (error) {
         if (error instanceof CountersMovedError && attempt < STORE_ATTEMPTS) {
           this.options.logger.info({ attempt }, 'another request stored events of the same user meanwhile; storing again');
@@ -594,13 +600,14 @@ export class IntakeService {
   }
 }
 
-/** Describes the events a request has just stored for one user, for its fold. */
-function justStoredOf(rows: readonly NewClientEvent[]): JustStored | undefined {
+/** Describes the events a request has just stored for one user, and the fold input their write returned, for its fold. */
+function justStoredOf(rows: readonly NewClientEvent[], input: FoldInput | undefined): JustStored | undefined {
   if (rows.length === 0) {
     return undefined;
   }
   const seqs = rows.map((row) => row.seq);
   return {
+    input,
     range: { from: Math.min(...seqs), to: Math.max(...seqs) },
     events: rows
       .filter((row) => !row.ignored)

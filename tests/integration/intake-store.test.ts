@@ -220,4 +220,25 @@ describe('storing client events', () => {
     expect(rows.map((row) => row.seq)).toEqual([1, 2]);
     expect(rows[1]?.client_id).toBe('after-race');
   });
+
+  it('folds events stored earlier but not folded yet', async () => {
+    // A session start is stored, as by a request that stopped before its
+    // fold. The next request's write returns it as pending, so its end pairs with it.
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-pending-fold')).id;
+    const start = { ...heartbeat(userId, 1), type: 'session_started', role: 'START' as const, pairType: 'session', pairKey: '' };
+    await appendClientEvents(sql, [start], [{ id: userId, lastEventSeq: 1, maxOccurredAt: start.occurredAt, expectedSeq: 0 }]);
+
+    const outcome = await server.app.services.intake.send({ userId, role: 'MEMBER' }, [
+      { id: 'end', type: 'session_ended', occurredAt: new Date(start.occurredAt + 600_000) },
+    ]);
+
+    expect(outcome.results[0]?.event.seq).toBe(2);
+    expect(outcome.results[0]?.closedSegments.map((segment) => segment.startEventId)).toEqual([start.id]);
+    const segments = await sql.query<{ start_event_id: string; end_reason: string }>(
+      `SELECT start_event_id, end_reason FROM segments WHERE user_id = $1`,
+      [userId],
+    );
+    expect(segments).toEqual([{ start_event_id: start.id, end_reason: 'CLIENT' }]);
+  });
 });

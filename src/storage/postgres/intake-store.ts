@@ -142,21 +142,36 @@ export class CountersMovedError extends Error {
 /** SQLSTATEs of a write that lost a race with another writer: unique violation, deadlock. */
 const RACE_SQLSTATES = new Set(['23505', '40P01']);
 
+/** What a fold starts from: the head, the user's auto-close preferences and the events not folded yet. */
+export interface FoldInput {
+  head: DerivedHead;
+  preferences: StoredPreference[];
+  pending: EventToFold[];
+}
+
 /**
  * Appends client events and writes the users' new counters, with one
  * statement, only while every user's last_event_seq still equals the
  * snapshot's (`expectedSeq`). Otherwise nothing is written and it throws
  * CountersMovedError; the caller reads a new snapshot and tries again.
+ *
+ * Returns each user's fold input as of the write, so the fold that follows
+ * needs no read of its own: the head with the new last_event_seq, and the
+ * pending events stored before this write. The events of this write are not
+ * among them, because the caller has them in memory.
  */
 export async function appendClientEvents(
   sql: SqlClient,
   events: readonly NewClientEvent[],
   counters: ReadonlyArray<UserCounters & { expectedSeq: number }>,
-): Promise<void> {
+): Promise<Map<string, FoldInput>> {
+  let rows: Array<{ heads: Array<Record<string, unknown>> | null }>;
   try {
     // The rows travel as one JSON document: JSON.stringify costs far less
     // than fourteen array parameters of 1000 elements each.
-    await sql.query(
+    // The final SELECT reads users as they were before this statement: the
+    // parts of one statement share a snapshot and do not see each other's writes.
+    rows = await sql.query(
       `WITH counters AS (
        UPDATE users SET last_event_seq = c.last_event_seq, max_occurred_at = c.max_occurred_at
        FROM json_to_recordset($2::json) AS c(id uuid, last_event_seq int, max_occurred_at timestamptz, expected_seq int)
@@ -172,7 +187,22 @@ export async function appendClientEvents(
            occurred_at timestamptz, client_occurred_at timestamptz, received_at timestamptz, meta jsonb,
            flags text[], ignored boolean)
      )
-     SELECT event_master_check((SELECT count(*) FROM counters) = $3, 'COUNTERS_MOVED') AS checked`,
+     SELECT event_master_check((SELECT count(*) FROM counters) = $3, 'COUNTERS_MOVED') AS checked,
+       (SELECT json_agg(json_build_object(
+          'id', u.id, 'appliedSeq', u.applied_seq, 'appliedAt', u.applied_at, 'appliedPosSeq', u.applied_pos_seq,
+          'lastActivityAt', u.last_activity_at, 'derivedVersion', u.derived_version,
+          'preferences', (
+            SELECT json_agg(json_build_object('pairType', pair_type, 'timeoutSeconds', timeout_seconds, 'endAt', end_at)
+              ORDER BY pair_type)
+            FROM auto_close_preferences WHERE user_id = u.id),
+          'pending', (
+            SELECT json_agg(json_build_object('id', e.id, 'seq', e.seq, 'type', e.type, 'occurredAt', e.occurred_at,
+                'role', e.role, 'pairType', e.pair_type, 'pairKey', e.pair_key, 'meta', e.meta)
+              ORDER BY e.pos_at, e.pos_seq)
+            FROM events e
+            WHERE e.user_id = u.id AND e.origin = 'CLIENT' AND NOT e.ignored
+              AND e.seq > u.applied_seq AND e.seq <= u.last_event_seq)))
+        FROM users u WHERE u.id = ANY($4::uuid[])) AS heads`,
       [
         JSON.stringify(
           events.map((e) => ({
@@ -201,6 +231,7 @@ export async function appendClientEvents(
           })),
         ),
         counters.length,
+        counters.map((c) => c.id),
       ],
     );
   } catch (error) {
@@ -210,6 +241,39 @@ export async function appendClientEvents(
     }
     throw error;
   }
+
+  const lastEventSeqs = new Map(counters.map((c) => [c.id, c.lastEventSeq]));
+  const inputs = new Map<string, FoldInput>();
+  for (const head of rows[0]?.heads ?? []) {
+    const id = head.id as string;
+    const appliedAt = head.appliedAt as string | null;
+    const appliedPosSeq = head.appliedPosSeq as number | null;
+    const lastActivityAt = head.lastActivityAt as string | null;
+    inputs.set(id, {
+      head: {
+        appliedSeq: head.appliedSeq as number,
+        position: appliedAt === null || appliedPosSeq === null ? null : { at: Date.parse(appliedAt), seq: appliedPosSeq },
+        lastActivityAt: lastActivityAt === null ? null : Date.parse(lastActivityAt),
+        derivedVersion: head.derivedVersion as number,
+        lastEventSeq: lastEventSeqs.get(id) as number,
+      },
+      preferences: (head.preferences as StoredPreference[] | null) ?? [],
+      pending: ((head.pending as Array<Record<string, unknown>> | null) ?? []).map((event) => ({
+        event: {
+          id: event.id as string,
+          seq: event.seq as number,
+          type: event.type as string,
+          occurredAt: Date.parse(event.occurredAt as string),
+          role: event.role as EngineEvent['role'],
+          pairType: (event.pairType as string | null) ?? null,
+          pairKey: (event.pairKey as string | null) ?? '',
+          ignored: false,
+        },
+        meta: (event.meta as Record<string, unknown> | null) ?? null,
+      })),
+    });
+  }
+  return inputs;
 }
 
 /** The head columns of users, in the order toDerivedHead reads them. */
