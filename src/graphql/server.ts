@@ -47,9 +47,6 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
     stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: options.development,
     parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
-    // Compact JSON: Apollo indents replies by default, which made large intake
-    // replies slower to write and larger. Playgrounds and clients format it themselves.
-    stringifyResult: (result) => JSON.stringify(result),
     formatError: createFormatError(options.development),
     plugins: [
       createIntrospectionAuthPlugin(),

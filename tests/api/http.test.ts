@@ -92,17 +92,6 @@ describe('HTTP behaviour', () => {
   });
 
   describe('request bodies', () => {
-    it('GraphQL reply is compact JSON', async () => {
-      const reply = await send(`${server.url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
-        body: JSON.stringify({ query: '{ me { id username role } }' }),
-      });
-      expect(reply.status).toBe(200);
-      expect(reply.json?.data?.me?.username).toBeTruthy();
-      expect(reply.text).toBe(JSON.stringify(reply.json));
-    });
-
     it.each(['/graphql', '/auth/login', '/api/events'])('malformed JSON on %s is JSON 400', async (path) => {
       const reply = await send(`${server.url}${path}`, {
         method: 'POST',
