@@ -176,6 +176,9 @@ export async function appendClientEvents(
        UPDATE users SET last_event_seq = c.last_event_seq, max_occurred_at = c.max_occurred_at
        FROM json_to_recordset($2::json) AS c(id uuid, last_event_seq int, max_occurred_at timestamptz, expected_seq int)
        WHERE users.id = c.id AND users.last_event_seq = c.expected_seq
+         -- PostgreSQL estimates every json_to_recordset at 100 rows, and then
+         -- hashed a scan of all users; the id list makes it look them up by key.
+         AND users.id = ANY($4::uuid[])
        RETURNING users.id
      ), appended AS (
        INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
