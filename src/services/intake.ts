@@ -23,7 +23,7 @@ import {
   type StoredClientEvent,
   type UserCounters,
 } from '../storage/postgres/intake-store.js';
-import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
+import { inJsonbKeyOrder, type EventRecord, type SegmentRecord } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
 import type { Deriver, FaultHook, JustStored } from './derive.js';
@@ -640,7 +640,7 @@ function toStoredRecord(row: NewClientEvent, orphan: boolean): EventRecord {
     pairKey: row.pairKey,
     occurredAt: new Date(row.occurredAt),
     receivedAt: new Date(row.receivedAt),
-    meta: row.meta,
+    meta: row.meta === null ? null : (inJsonbKeyOrder(row.meta) as Record<string, unknown>),
     origin: 'CLIENT',
     rule: null,
     causeEventId: null,

@@ -55,7 +55,12 @@ function minutesBefore(minutes: number): string {
 
 it('matches the stored events field by field', async () => {
   const first = await send([
-    { id: 'start', type: 'session_started', occurredAt: minutesBefore(50), meta: { zone: 'b', nested: { level: 2, list: [1, 'x'] } } },
+    {
+      id: 'start',
+      type: 'session_started',
+      occurredAt: minutesBefore(50),
+      meta: { zone: 'b', a: 1, nested: { level: 2, list: [1, { yy: 1, x: 2 }] }, '10': 'ten', é: true, z: null },
+    },
     { id: 'orphan', type: 'task_ended', pairKey: 'never-started', occurredAt: minutesBefore(40) },
     { id: 'beat', type: 'heartbeat', occurredAt: minutesBefore(30) },
     { id: 'future', type: 'heartbeat', occurredAt: new Date(NOW + 3_600_000).toISOString() },
@@ -75,6 +80,8 @@ it('matches the stored events field by field', async () => {
   expect(replied.map((result) => result.duplicate)).toEqual([false, false, false, false, false, false, false, true]);
   for (const { event } of replied) {
     expect(event).toEqual(storedById.get(event.id));
+    // toEqual ignores key order; the serialised replies must match as well.
+    expect(JSON.stringify(event)).toBe(JSON.stringify(storedById.get(event.id)));
   }
 
   const byClientId = new Map(replied.map(({ event }) => [event.clientId, event]));
@@ -83,5 +90,12 @@ it('matches the stored events field by field', async () => {
   expect(byClientId.get('future')?.occurredAt).toBe(new Date(NOW).toISOString());
   expect(byClientId.get('too-late')?.flags).toEqual(['LATE_BEYOND_HORIZON']);
   expect(byClientId.get('late')?.flags).toEqual(['LATE_EVENT']);
-  expect(byClientId.get('start')?.meta).toEqual({ zone: 'b', nested: { level: 2, list: [1, 'x'] } });
+  expect(byClientId.get('start')?.meta).toEqual({
+    zone: 'b',
+    a: 1,
+    nested: { level: 2, list: [1, { yy: 1, x: 2 }] },
+    '10': 'ten',
+    é: true,
+    z: null,
+  });
 });

@@ -46,6 +46,33 @@ export interface SegmentRecord {
   parentSegmentId: string | null;
 }
 
+/**
+ * Returns a copy of a JSON value with object keys in the order that a read
+ * from a jsonb column gives: PostgreSQL keeps shorter keys first, then orders
+ * by the keys' UTF-8 bytes. JavaScript then still puts integer-like keys
+ * first, as it does when it parses that read.
+ */
+export function inJsonbKeyOrder(value: unknown): unknown {
+  if (Array.isArray(value)) {
+    return value.map(inJsonbKeyOrder);
+  }
+  if (value === null || typeof value !== 'object') {
+    return value;
+  }
+  const source = value as Record<string, unknown>;
+  const ordered: Record<string, unknown> = {};
+  for (const key of Object.keys(source).sort(compareJsonbKeys)) {
+    ordered[key] = inJsonbKeyOrder(source[key]);
+  }
+  return ordered;
+}
+
+function compareJsonbKeys(a: string, b: string): number {
+  const left = Buffer.from(a, 'utf8');
+  const right = Buffer.from(b, 'utf8');
+  return left.length - right.length || Buffer.compare(left, right);
+}
+
 /** Column list and row mapping shared by every query that returns events. */
 export const EVENT_COLUMNS = `id, user_id, seq, client_id, type, role, pair_type, pair_key,
   occurred_at, received_at, meta, origin, rule, cause_event_id, intake_flags, orphan, ignored`;
