@@ -12,6 +12,7 @@
  */
 import type { Logger } from 'pino';
 
+import { DomainError } from '../domain/errors.js';
 import { advanceTo, applyEvent, nextDeadline, restoreState } from '../domain/pairing/engine.js';
 import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
@@ -32,6 +33,9 @@ import {
 } from '../storage/postgres/intake-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
+
+/** SQLSTATE of a deadlock that PostgreSQL broke by failing this statement. */
+const DEADLOCK_DETECTED = '40P01';
 
 /** Points between storage steps where tests stop processing to simulate a crash. */
 export type IntakeStep =
@@ -165,7 +169,23 @@ export class Deriver {
       firstPending !== undefined &&
       state.position !== null &&
       comparePositions({ at: firstPending.occurredAt, seq: firstPending.seq }, state.position) < 0;
-    const result = needsRewind ? await this.sql.transaction(fold) : await fold(this.sql);
+    let result: { changed: boolean; version: number };
+    try {
+      result = needsRewind ? await this.sql.transaction(fold) : await fold(this.sql);
+    } catch (error) {
+      // Only writers of the same user, one of them past its lock, deadlock
+      // here; the client may retry as after any lost lock.
+      if ((error as { code?: string }).code === DEADLOCK_DETECTED) {
+        this.logger.warn({ err: error, userId }, 'derived write deadlocked with another writer of the user');
+        throw new DomainError(
+          'SERVICE_UNAVAILABLE',
+          'LOCK_LOST',
+          'Processing of this user moved to another server process; retry the request.',
+          { userId },
+        );
+      }
+      throw error;
+    }
     if (result.changed) {
       this.logger.debug(
         { userId, rewound, folded: pending.length, version: result.version },

@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { DomainError } from '../../src/domain/errors.js';
+import { Deriver } from '../../src/services/derive.js';
 import { IntakeService, type IntakeOptions } from '../../src/services/intake.js';
 import {
   CountersMovedError,
@@ -240,5 +241,31 @@ describe('storing client events', () => {
       [userId],
     );
     expect(segments).toEqual([{ start_event_id: start.id, end_reason: 'CLIENT' }]);
+  });
+
+  it('reports a deadlocked derived write as a lost lock', async () => {
+    // PostgreSQL breaks a deadlock between two writers of one user, one of
+    // them past its lock, by failing one statement with SQLSTATE 40P01.
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-deadlock')).id;
+    const deadlocking: SqlClient = {
+      ...sql,
+      queryArrays: sql.queryArrays.bind(sql),
+      exec: sql.exec.bind(sql),
+      transaction: sql.transaction.bind(sql),
+      query: async (text, params) => {
+        if (text.startsWith('WITH head AS')) {
+          throw Object.assign(new Error('deadlock detected'), { code: '40P01' });
+        }
+        return sql.query(text, params);
+      },
+    };
+    const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+    const deriver = new Deriver(deadlocking, options.store, () => options.pairTypes.cachedList(), options.logger);
+    const intake = new IntakeService({ ...options, sql: deadlocking, deriver });
+
+    const attempt = intake.send({ userId, role: 'MEMBER' }, [{ id: 'dl', type: 'heartbeat', occurredAt: new Date(Date.UTC(2026, 0, 1)) }]);
+
+    await expect(attempt).rejects.toMatchObject({ kind: 'SERVICE_UNAVAILABLE', reason: 'LOCK_LOST' });
   });
 });
