@@ -408,7 +408,7 @@ export class IntakeService {
    * Stores the new events: one read of the users' counters and of the events
    * whose client ids the batch repeats, then one write that succeeds only if
    * those counters have not moved. Another writer of the same user can only
-   * come between the two after a user lock expired; the read and the write
+   * come between the two after a user lock expired. The read and the write
    * are then tried again. Returns, per input item in order, the stored or
    * original event id and whether it was a duplicate.
    */

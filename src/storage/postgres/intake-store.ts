@@ -71,7 +71,7 @@ const isoInstant = (value: number): string => new Date(value).toISOString();
 const ms = (value: unknown): number | null => (value === null || value === undefined ? null : (value as Date).getTime());
 const date = (value: number | null): Date | null => (value === null ? null : new Date(value));
 
-/** What intake compares a re-sent event with: the stored event that has the same client id. */
+/** A stored event whose client id a batch repeats, with the fields that intake compares with the re-sent event. */
 export interface StoredClientEvent {
   id: string;
   clientId: string;
@@ -142,7 +142,7 @@ export class CountersMovedError extends Error {
 /** SQLSTATEs of a write that lost a race with another writer: unique violation, deadlock. */
 const RACE_SQLSTATES = new Set(['23505', '40P01']);
 
-/** What a fold starts from: the head, the user's auto-close preferences and the events not folded yet. */
+/** The input of a fold: the head, the user's auto-close preferences and the events not folded yet. */
 export interface FoldInput {
   head: DerivedHead;
   preferences: StoredPreference[];
@@ -663,7 +663,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
   return rows[0]?.version as number;
 }
 
-/** What an intake reply shows: the events, the corrections they caused, and the segments they ended. */
+/** The rows of an intake reply: the events, the corrections they caused, and the segments they ended. */
 export interface ReplyRows {
   events: EventRecord[];
   /** In position order. */
@@ -677,9 +677,9 @@ const SEGMENT_ONLY_NULLS = `NULL::timestamptz AS start_at, NULL::timestamptz AS 
 
 /**
  * Loads an intake reply with one statement: the events in `eventIdsToRead`
- * (by default all of `eventIds`), the
- * corrections they caused (transitively: a child closed by an auto-close),
- * and the segments they ended directly or through those corrections. The
+ * (by default all of `eventIds`), the corrections that `eventIds` caused
+ * (transitively: a child closed by an auto-close), and the segments those
+ * events ended directly or through those corrections. The
  * segment ids form one array, so the lookup uses the index on end_event_id
  * (an OR of two conditions made PostgreSQL scan the table).
  */

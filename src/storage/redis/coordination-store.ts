@@ -23,8 +23,8 @@ export interface UserLock {
   /**
    * The user's serialized engine state, read atomically with the lock (null
    * when none is stored). Only the lock holder writes the state, so it stays
-   * current while the lock is held; the holder updates this field when it
-   * saves or deletes the state. Undefined means unknown: read it from the store.
+   * current while the lock is held. The holder updates this field when it
+   * saves or deletes the state. Undefined means unknown, so read it from the store.
    */
   state?: string | null;
 }
