@@ -60,6 +60,8 @@ export interface DeriveResult {
   folded: ReadonlySet<string>;
   /** Ids of the folded events that are ORPHAN_END after it. */
   orphans: ReadonlySet<string>;
+  /** Ids of the events that a correction written by this derive names as its cause, or that end a segment it wrote. */
+  causes: ReadonlySet<string>;
 }
 
 /** Client events that the caller has just stored for the user; the fold takes them from memory instead of reading them back. */
@@ -103,6 +105,7 @@ export class Deriver {
     const outputs: EngineOutput[] = [];
     const metaByEventId = new Map<string, Record<string, unknown> | null>();
     let orphans: ReadonlySet<string> = new Set();
+    let causes: ReadonlySet<string> = new Set();
     let rewound = false;
     // Pair type and start of every segment that may close in this fold, for the length bounds.
     const startsBeforeFold = new Map<string, { pairType: string; startAt: number }>();
@@ -150,6 +153,11 @@ export class Deriver {
 
       const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
       orphans = new Set(write.orphanEventIds);
+      causes = new Set([
+        ...write.corrections.flatMap((correction) => (correction.causeEventId === null ? [] : [correction.causeEventId])),
+        ...write.newSegments.flatMap((segment) => (segment.end === null ? [] : [segment.end.endEventId])),
+        ...write.closedSegments.map((segment) => segment.end.endEventId),
+      ]);
       const version = await writeDerived(sql, {
         userId,
         fence: lock.fence,
@@ -207,7 +215,14 @@ export class Deriver {
     await this.store.scheduleDeadline(userId, deadline);
     this.fault('deadline-scheduled', userId);
 
-    return { changed: result.changed, rewound, nextDeadline: deadline, folded: new Set(metaByEventId.keys()), orphans };
+    return {
+      changed: result.changed,
+      rewound,
+      nextDeadline: deadline,
+      folded: new Set(metaByEventId.keys()),
+      orphans,
+      causes,
+    };
   }
 
   /** Returns the engine state stored in Redis (`text`) when it matches the head, and rebuilds it from PostgreSQL otherwise. */

@@ -154,18 +154,24 @@ export class IntakeService {
 
       // Each fold takes the events just stored from memory, and reports which
       // of them it folded and flagged, so the reply need not read them back.
+      // An event that the fold named as no correction's cause and no
+      // segment's end has nothing more to show, so the reply looks up none.
       const known = new Map<string, EventRecord>();
+      const quiet = new Set<string>();
       for (const lock of locks) {
         const own = rows.filter((row) => row.userId === lock.userId);
         const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own, inputs.get(lock.userId)));
         for (const row of own) {
           if (row.ignored || derived.folded.has(row.id)) {
             known.set(row.id, toStoredRecord(row, derived.orphans.has(row.id)));
+            if (!derived.causes.has(row.id)) {
+              quiet.add(row.id);
+            }
           }
         }
       }
 
-      const results = await this.buildResults(stored, userIds, known);
+      const results = await this.buildResults(stored, userIds, known, quiet);
       const duplicateCount = stored.filter((entry) => entry.duplicate).length;
       this.options.logger.debug(
         { requestId: context.requestId, users: userIds.length, stored: stored.length - duplicateCount, duplicateCount },
@@ -545,16 +551,23 @@ export class IntakeService {
   /**
    * Builds the reply: each item's event, the corrections it caused and the
    * segments it closed. Events in `known` come from memory; the others
-   * (duplicates, and events another process folded) are read.
+   * (duplicates, and events another process folded) are read. Events in
+   * `quiet` caused no correction and closed no segment, so their
+   * corrections and segments are not looked up.
    */
   private async buildResults(
     entries: ReadonlyArray<{ index: number; eventId: string; duplicate: boolean }>,
     userIds: readonly string[],
     known: ReadonlyMap<string, EventRecord>,
+    quiet: ReadonlySet<string>,
   ): Promise<SendEventResult[]> {
     const { sql } = this.options;
     const eventIds = [...new Set(entries.map((entry) => entry.eventId))];
-    const reply = await loadReply(sql, userIds, eventIds, eventIds.filter((id) => !known.has(id)));
+    const lookUp = eventIds.filter((id) => !quiet.has(id));
+    const reply =
+      lookUp.length === 0
+        ? { events: [], corrections: [], segments: [] }
+        : await loadReply(sql, userIds, lookUp, eventIds.filter((id) => !known.has(id)));
     const { corrections, segments } = reply;
     const events = new Map([...known, ...reply.events.map((event): [string, EventRecord] => [event.id, event])]);
 
