@@ -495,7 +495,7 @@ export async function loadEventsToFold(sql: SqlClient, userId: string, from: Pos
 }
 
 /** SQLSTATE of the errors that `event_master_check` raises (migration 20261204210000_statement_check). */
-export const STATEMENT_CHECK_FAILED = 'EM001';
+const STATEMENT_CHECK_FAILED = 'EM001';
 
 /** Collects the parameters of a statement built from parts and returns each one's placeholder. */
 class Params {
