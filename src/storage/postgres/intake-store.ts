@@ -6,7 +6,7 @@
  */
 import type { AutoCloseEndAt, Correction, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
 import { DomainError } from '../../domain/errors.js';
-import type { SqlClient } from './sql.js';
+import { SqlParams, type SqlClient } from './sql.js';
 import { EVENT_COLUMNS, SEGMENT_COLUMNS, toEventRecord, toSegmentRecord, type EventRecord, type SegmentRecord } from './records.js';
 
 export interface UserCounters {
@@ -66,7 +66,7 @@ export interface DerivedWrite {
   expectedVersion: number;
 }
 
-/** ISO 8601 text of an instant, which PostgreSQL reads as timestamptz; storable instants have four-digit years. */
+/** Returns the ISO 8601 text of an instant. PostgreSQL reads it as timestamptz, because storable instants have four-digit years. */
 const isoInstant = (value: number): string => new Date(value).toISOString();
 const ms = (value: unknown): number | null => (value === null || value === undefined ? null : (value as Date).getTime());
 const date = (value: number | null): Date | null => (value === null ? null : new Date(value));
@@ -153,7 +153,7 @@ export interface FoldInput {
  * Appends client events and writes the users' new counters, with one
  * statement, only while every user's last_event_seq still equals the
  * snapshot's (`expectedSeq`). Otherwise nothing is written and it throws
- * CountersMovedError; the caller reads a new snapshot and tries again.
+ * CountersMovedError, so the caller reads a new snapshot and tries again.
  *
  * Returns each user's fold input as of the write, so the fold that follows
  * needs no read of its own: the head with the new last_event_seq, and the
@@ -497,15 +497,6 @@ export async function loadEventsToFold(sql: SqlClient, userId: string, from: Pos
 /** SQLSTATE of the errors that `event_master_check` raises (migration 20261204210000_statement_check). */
 const STATEMENT_CHECK_FAILED = 'EM001';
 
-/** Collects the parameters of a statement built from parts and returns each one's placeholder. */
-class Params {
-  readonly values: unknown[] = [];
-  add(value: unknown): string {
-    this.values.push(value);
-    return `$${this.values.length}`;
-  }
-}
-
 /**
  * Writes one fold's derived rows and the new head with one statement, so it
  * needs no transaction of its own (one round trip, one commit) and runs as
@@ -516,16 +507,16 @@ class Params {
  * nothing it wrote stays.
  */
 export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise<number> {
-  const p = new Params();
-  const user = `${p.add(write.userId)}::uuid`;
+  const p = new SqlParams();
+  const user = `${p.bind(write.userId)}::uuid`;
   const parts: string[] = [];
 
-  const fence = p.add(write.fence);
+  const fence = p.bind(write.fence);
   parts.push(`head AS (
-     UPDATE users SET applied_seq = ${p.add(write.head.appliedSeq)}, applied_at = ${p.add(date(write.head.position?.at ?? null))}::timestamptz,
-       applied_pos_seq = ${p.add(write.head.position?.seq ?? null)}::int, last_activity_at = ${p.add(date(write.head.lastActivityAt))}::timestamptz,
+     UPDATE users SET applied_seq = ${p.bind(write.head.appliedSeq)}, applied_at = ${p.bind(date(write.head.position?.at ?? null))}::timestamptz,
+       applied_pos_seq = ${p.bind(write.head.position?.seq ?? null)}::int, last_activity_at = ${p.bind(date(write.head.lastActivityAt))}::timestamptz,
        derived_version = derived_version + 1, fence = ${fence}::bigint
-     WHERE id = ${user} AND fence <= ${fence}::bigint AND derived_version = ${p.add(write.expectedVersion)}
+     WHERE id = ${user} AND fence <= ${fence}::bigint AND derived_version = ${p.bind(write.expectedVersion)}
      RETURNING derived_version
    )`);
 
@@ -547,9 +538,9 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
     parts.push(`corrections AS (
      INSERT INTO events (id, user_id, seq, type, role, pair_type, pair_key, occurred_at, received_at,
        origin, rule, cause_event_id, pos_at, pos_seq, ordinal)
-     SELECT id, ${user}, pos_seq, type, role::"EventRole", pair_type, pair_key, occurred_at, ${p.add(isoInstant(write.receivedAt))}::timestamptz,
+     SELECT id, ${user}, pos_seq, type, role::"EventRole", pair_type, pair_key, occurred_at, ${p.bind(isoInstant(write.receivedAt))}::timestamptz,
        'CORRECTION', rule::"CorrectionRule", cause_event_id, pos_at, pos_seq, ordinal
-     FROM json_to_recordset(${p.add(JSON.stringify(rows))}::json)
+     FROM json_to_recordset(${p.bind(JSON.stringify(rows))}::json)
        AS t(id uuid, type text, role text, pair_type text, pair_key text, occurred_at timestamptz, rule text,
          cause_event_id uuid, pos_at timestamptz, pos_seq int, ordinal int)
    )`);
@@ -576,7 +567,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
        parent_segment_id, end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
      SELECT id, ${user}, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
        end_at, end_event_id, end_reason::"EndReason", decided_at, decided_seq, meta
-     FROM json_to_recordset(${p.add(JSON.stringify(rows))}::json)
+     FROM json_to_recordset(${p.bind(JSON.stringify(rows))}::json)
        AS t(id uuid, pair_type text, pair_key text, start_at timestamptz, start_seq int, start_event_id uuid,
          parent_segment_id uuid, end_at timestamptz, end_event_id uuid, end_reason text, decided_at timestamptz,
          decided_seq int, meta jsonb)
@@ -597,17 +588,17 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
     parts.push(`closed AS (
      UPDATE segments AS seg SET end_at = t.end_at, end_event_id = t.end_event_id,
        end_reason = t.end_reason::"EndReason", decided_at = t.decided_at, decided_seq = t.decided_seq
-     FROM json_to_recordset(${p.add(JSON.stringify(rows))}::json)
+     FROM json_to_recordset(${p.bind(JSON.stringify(rows))}::json)
        AS t(id uuid, end_at timestamptz, end_event_id uuid, end_reason text, decided_at timestamptz, decided_seq int)
      WHERE seg.id = t.id AND seg.user_id = ${user} AND seg.end_at IS NULL
      RETURNING seg.id
    )`);
-    closedCheck = `(SELECT count(*) FROM closed) = ${p.add(rows.length)}`;
+    closedCheck = `(SELECT count(*) FROM closed) = ${p.bind(rows.length)}`;
   }
 
   if (write.orphanEventIds.length > 0) {
     parts.push(`orphans AS (
-     UPDATE events SET orphan = true WHERE user_id = ${user} AND id = ANY(${p.add(write.orphanEventIds)}::uuid[])
+     UPDATE events SET orphan = true WHERE user_id = ${user} AND id = ANY(${p.bind(write.orphanEventIds)}::uuid[])
    )`);
   }
 
@@ -628,7 +619,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
   if (longest.size > 0) {
     parts.push(`bounds AS (
      INSERT INTO segment_length_bounds (user_id, pair_type, max_ms)
-     SELECT ${user}, pair_type, max_ms FROM unnest(${p.add([...longest.keys()])}::text[], ${p.add([...longest.values()])}::bigint[]) AS t(pair_type, max_ms)
+     SELECT ${user}, pair_type, max_ms FROM unnest(${p.bind([...longest.keys()])}::text[], ${p.bind([...longest.values()])}::bigint[]) AS t(pair_type, max_ms)
      ON CONFLICT (user_id, pair_type)
      DO UPDATE SET max_ms = GREATEST(segment_length_bounds.max_ms, EXCLUDED.max_ms)
    )`);
@@ -655,7 +646,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
     }
     if (code === STATEMENT_CHECK_FAILED && message === 'CLOSED_MISMATCH') {
       throw new Error(
-        `Closing ${write.closedSegments.length} open segments of user ${write.userId} found some already closed; the stored segments disagree with the engine state.`,
+        `Closing ${write.closedSegments.length} open segments of user ${write.userId} found some already closed. The stored segments disagree with the engine state.`,
       );
     }
     throw error;

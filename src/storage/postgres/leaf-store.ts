@@ -25,7 +25,7 @@ import type { LeafSpec } from '../../domain/report/types.js';
 import { MIN_INSTANT_MS } from '../../domain/storable.js';
 import { isUuid } from '../../domain/user-id.js';
 import { decodeRollupBounds, sameKey, unpackFloat64 } from './rollup-store.js';
-import type { SqlClient } from './sql.js';
+import { SqlParams, type SqlClient } from './sql.js';
 
 export interface LeafSets {
   /** The union of the leaf's segments, not clipped to the window. */
@@ -60,14 +60,6 @@ interface Part {
   chunks: number;
 }
 
-class Params {
-  readonly values: unknown[] = [];
-  bind(value: unknown): string {
-    this.values.push(value);
-    return `$${this.values.length}`;
-  }
-}
-
 export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<LeafSets> {
   const { spec } = query;
   // User ids are UUIDs, so any other id matches no segment. Casting it to uuid would fail the query.
@@ -83,7 +75,7 @@ export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<Le
 }
 
 /** Selects the leaf's segments (table alias `g`) by every filter it has. */
-function segmentFilters(params: Params, users: readonly string[] | null, spec: LeafSpec): string[] {
+function segmentFilters(params: SqlParams, users: readonly string[] | null, spec: LeafSpec): string[] {
   const filters = userAndTypeFilters(params, users, spec, 'g');
   if (spec.pairKeys !== null) filters.push(`g.pair_key = ANY(${params.bind(spec.pairKeys)}::text[])`);
   if (spec.meta !== null) filters.push(`g.meta @> ${params.bind(JSON.stringify(spec.meta))}::jsonb`);
@@ -91,7 +83,7 @@ function segmentFilters(params: Params, users: readonly string[] | null, spec: L
 }
 
 /** Selects the rollups of the leaf's pair keys, or those over all keys when it names none. */
-function rollupScopeFilters(params: Params, users: readonly string[] | null, spec: LeafSpec, alias: string): string[] {
+function rollupScopeFilters(params: SqlParams, users: readonly string[] | null, spec: LeafSpec, alias: string): string[] {
   const filters = userAndTypeFilters(params, users, spec, alias);
   if (spec.pairKeys === null) {
     filters.push(`${alias}.all_keys`);
@@ -101,7 +93,7 @@ function rollupScopeFilters(params: Params, users: readonly string[] | null, spe
   return filters;
 }
 
-function userAndTypeFilters(params: Params, users: readonly string[] | null, spec: LeafSpec, alias: string): string[] {
+function userAndTypeFilters(params: SqlParams, users: readonly string[] | null, spec: LeafSpec, alias: string): string[] {
   const filters: string[] = [];
   if (users !== null) filters.push(`${alias}.user_id = ANY(${params.bind([...users])}::uuid[])`);
   if (spec.pairTypes !== null) filters.push(`${alias}.pair_type = ANY(${params.bind(spec.pairTypes)}::text[])`);
@@ -115,7 +107,7 @@ const PACKED_START = `string_agg(float8send(date_part('epoch', g.start_at) * 100
 const PACKED_END = `string_agg(float8send(date_part('epoch', g.end_at) * 1000), ''::bytea)`;
 
 /** Builds the part of the query that reads open segments, which rollups never contain. */
-function openSegmentsSelect(params: Params, filters: readonly string[], query: LeafQuery): string {
+function openSegmentsSelect(params: SqlParams, filters: readonly string[], query: LeafQuery): string {
   const userColumn = query.withUserIds ? 'g.user_id::text' : 'NULL::text';
   return `SELECT ${userColumn}, 'segments', ${PACKED_START}, NULL::bytea, 0
     FROM segments g
@@ -127,14 +119,14 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
   const { spec } = query;
   const { first, last } = chunksOverlapping({ start: query.windowStart, end: query.windowEnd });
 
-  const staleParams = new Params();
+  const staleParams = new SqlParams();
   const staleRows = await tx.queryArrays(
     `SELECT s.user_id::text, s.pair_type, s.all_keys, s.pair_key, s.chunk FROM segment_rollup_stale s
      WHERE ${[...rollupScopeFilters(staleParams, users, spec, 's'), `s.chunk BETWEEN ${staleParams.bind(first)} AND ${staleParams.bind(last)}`].join(' AND ')}`,
     staleParams.values,
   );
 
-  const params = new Params();
+  const params = new SqlParams();
   const rollupFilters = rollupScopeFilters(params, users, spec, 'r');
   rollupFilters.push(`r.chunk BETWEEN ${params.bind(first)} AND ${params.bind(last)}`);
   let staleKeys: string | null = null;
@@ -187,11 +179,11 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
 
 async function loadFromSegments(sql: SqlClient, query: LeafQuery, users: readonly string[] | null): Promise<Part[]> {
   const { spec } = query;
-  const params = new Params();
+  const params = new SqlParams();
   const filters = segmentFilters(params, users, spec);
 
   // The longest closed segment among the selected users and pair types.
-  const boundParams = new Params();
+  const boundParams = new SqlParams();
   const boundFilters = userAndTypeFilters(boundParams, users, spec, 'b');
   const boundRows = await sql.queryArrays(
     `SELECT COALESCE(max(b.max_ms), 0)::float8 FROM segment_length_bounds b

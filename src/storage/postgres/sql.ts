@@ -18,6 +18,16 @@ export interface SqlClient {
   transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T>;
 }
 
+/** The parameters of a statement built from parts: `bind` stores a value and returns its placeholder. */
+export class SqlParams {
+  readonly values: unknown[] = [];
+
+  bind(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}
+
 class PgClient implements SqlClient {
   constructor(private readonly target: pg.Pool | pg.PoolClient) {}
 
