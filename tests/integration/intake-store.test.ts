@@ -22,10 +22,10 @@ import {
   loadIntakeSnapshot,
   writeDerived,
   type DerivedWrite,
-  type NewClientEvent,
 } from '../../src/storage/postgres/intake-store.js';
-import type { SqlClient } from '../../src/storage/postgres/sql.js';
 import { startTestServer, type TestServer } from '../support/app.js';
+import { wrapSql } from '../support/database.js';
+import { heartbeatRow } from '../support/intake-rows.js';
 
 describe('writeDerived checks', () => {
   let server: TestServer;
@@ -148,26 +148,6 @@ describe('storing client events', () => {
     await server?.close();
   });
 
-  function heartbeat(userId: string, seq: number): NewClientEvent {
-    const at = Date.UTC(2026, 0, 1, 0, seq);
-    return {
-      id: randomUUID(),
-      userId,
-      seq,
-      clientId: `hb-${seq}-${randomUUID()}`,
-      type: 'heartbeat',
-      role: 'POINT',
-      pairType: null,
-      pairKey: null,
-      occurredAt: at,
-      clientOccurredAt: null,
-      receivedAt: at,
-      meta: null,
-      intakeFlags: [],
-      ignored: false,
-    };
-  }
-
   it('rejects a store after the counters moved', async () => {
     const sql = server.app.db.sql;
     const userId = (await server.createUser('store-race')).id;
@@ -177,8 +157,8 @@ describe('storing client events', () => {
 
     // Both writers read seq 0; the first one to write wins. The second one's
     // sequence numbers do not collide, so only the counters check stops it.
-    await appendClientEvents(sql, [heartbeat(userId, 1)], [{ ...counters, lastEventSeq: 1, expectedSeq: 0 }]);
-    const late = appendClientEvents(sql, [heartbeat(userId, 2), heartbeat(userId, 3)], [{ ...counters, lastEventSeq: 3, expectedSeq: 0 }]);
+    await appendClientEvents(sql, [heartbeatRow(userId, 1)], [{ ...counters, lastEventSeq: 1, expectedSeq: 0 }]);
+    const late = appendClientEvents(sql, [heartbeatRow(userId, 2), heartbeatRow(userId, 3)], [{ ...counters, lastEventSeq: 3, expectedSeq: 0 }]);
 
     await expect(late).rejects.toBeInstanceOf(CountersMovedError);
     const rows = await sql.query<{ seq: number }>(`SELECT seq FROM events WHERE user_id = $1 ORDER BY seq`, [userId]);
@@ -191,20 +171,16 @@ describe('storing client events', () => {
     const userId = (await server.createUser('store-retry')).id;
     let raced = false;
     // Another writer, as after an expired lock, stores an event right after the service's snapshot.
-    const racing: SqlClient = {
-      ...sql,
-      query: sql.query.bind(sql),
-      exec: sql.exec.bind(sql),
-      transaction: sql.transaction.bind(sql),
+    const racing = wrapSql(sql, {
       queryArrays: async (text, params) => {
         const rows = await sql.queryArrays(text, params);
         if (!raced && text.includes('x.existing')) {
           raced = true;
-          await appendClientEvents(sql, [heartbeat(userId, 1)], [{ id: userId, lastEventSeq: 1, maxOccurredAt: null, expectedSeq: 0 }]);
+          await appendClientEvents(sql, [heartbeatRow(userId, 1)], [{ id: userId, lastEventSeq: 1, maxOccurredAt: null, expectedSeq: 0 }]);
         }
         return rows;
       },
-    };
+    });
     const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
     const intake = new IntakeService({ ...options, sql: racing });
 
@@ -227,7 +203,7 @@ describe('storing client events', () => {
     // fold. The next request's write returns it as pending, so its end pairs with it.
     const sql = server.app.db.sql;
     const userId = (await server.createUser('store-pending-fold')).id;
-    const start = { ...heartbeat(userId, 1), type: 'session_started', role: 'START' as const, pairType: 'session', pairKey: '' };
+    const start = { ...heartbeatRow(userId, 1), type: 'session_started', role: 'START' as const, pairType: 'session', pairKey: '' };
     await appendClientEvents(sql, [start], [{ id: userId, lastEventSeq: 1, maxOccurredAt: start.occurredAt, expectedSeq: 0 }]);
 
     const outcome = await server.app.services.intake.send({ userId, role: 'MEMBER' }, [
@@ -248,18 +224,14 @@ describe('storing client events', () => {
     // them past its lock, by failing one statement with SQLSTATE 40P01.
     const sql = server.app.db.sql;
     const userId = (await server.createUser('store-deadlock')).id;
-    const deadlocking: SqlClient = {
-      ...sql,
-      queryArrays: sql.queryArrays.bind(sql),
-      exec: sql.exec.bind(sql),
-      transaction: sql.transaction.bind(sql),
+    const deadlocking = wrapSql(sql, {
       query: async (text, params) => {
         if (text.startsWith('WITH head AS')) {
           throw Object.assign(new Error('deadlock detected'), { code: '40P01' });
         }
         return sql.query(text, params);
       },
-    };
+    });
     const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
     const deriver = new Deriver(deadlocking, options.store, () => options.pairTypes.cachedList(), options.logger);
     const intake = new IntakeService({ ...options, sql: deadlocking, deriver });

@@ -8,6 +8,7 @@ import pg from 'pg';
 import pino from 'pino';
 
 import { openDatabase, type Database } from '../../src/storage/postgres/database.js';
+import type { SqlClient } from '../../src/storage/postgres/sql.js';
 
 export interface TestDatabase {
   name: string;
@@ -70,5 +71,16 @@ export async function openMigratedTestDatabase(
       await db.close();
       await database.drop();
     },
+  };
+}
+
+/** Returns a client that runs every call on `sql` except those that `overrides` replaces, for tests that watch or break statements. */
+export function wrapSql(sql: SqlClient, overrides: Partial<SqlClient>): SqlClient {
+  return {
+    query: sql.query.bind(sql),
+    queryArrays: sql.queryArrays.bind(sql),
+    exec: sql.exec.bind(sql),
+    transaction: sql.transaction.bind(sql),
+    ...overrides,
   };
 }
