@@ -64,13 +64,13 @@ export interface DeriveResult {
   causes: ReadonlySet<string>;
 }
 
-/** Client events that the caller has just stored for the user; the fold takes them from memory instead of reading them back. */
+/** Client events that the caller has just stored for the user, so that the fold takes them from memory instead of reading them back. */
 export interface JustStored {
   /** The sequence numbers the caller stored, ignored events included. */
   range: SeqRange;
   /** The stored events that are not ignored, in any order. */
   events: readonly EventToFold[];
-  /** The fold input that the store's write returned; without it, the fold reads its own. */
+  /** The fold input that the store's write returned. Without it, the fold reads its own. */
   input?: FoldInput;
 }
 
@@ -78,7 +78,7 @@ export class Deriver {
   constructor(
     private readonly sql: SqlClient,
     private readonly store: CoordinationStore,
-    /** The pair types, from a cache; the user's own auto-close preferences come with the head. */
+    /** The pair types, from a cache. The user's own auto-close preferences come with the head. */
     private readonly pairTypes: () => Promise<readonly PairTypeDefinition[]>,
     private readonly logger: Logger,
     private readonly fault: FaultHook = () => {},
@@ -87,8 +87,8 @@ export class Deriver {
   async derive(lock: UserLock, now: number, justStored?: JustStored): Promise<DeriveResult> {
     const userId = lock.userId;
     // Independent reads run at once. The head and the pending events come
-    // from one statement, so they agree even when a request whose lock
-    // expired stores events meanwhile.
+    // from one statement (the caller's events write, or a read here), so they
+    // agree even when a request whose lock expired stores events meanwhile.
     const [types, loaded, stateText] = await Promise.all([
       this.pairTypes(),
       justStored?.input ?? loadHeadAndPending(this.sql, userId, justStored?.range ?? null),
@@ -112,11 +112,15 @@ export class Deriver {
 
     // The write is one statement. Only a rewind, which reads and truncates
     // before it writes, needs a transaction around it.
+    const firstEvent = pending[0]?.event;
+    const needsRewind =
+      firstEvent !== undefined &&
+      state.position !== null &&
+      comparePositions({ at: firstEvent.occurredAt, seq: firstEvent.seq }, state.position) < 0;
     const fold = async (sql: SqlClient): Promise<{ changed: boolean; version: number }> => {
-      const firstEvent = pending[0]?.event;
       if (firstEvent !== undefined) {
         // Without a rewind, the pending events are exactly the ones to fold.
-        let events = pending;
+        let events: readonly EventToFold[] = pending;
         if (needsRewind) {
           const first = { at: firstEvent.occurredAt, seq: firstEvent.seq };
           state = await this.restoreAt(sql, userId, first);
@@ -172,17 +176,12 @@ export class Deriver {
       });
       return { changed: true, version };
     };
-    const firstPending = pending[0]?.event;
-    const needsRewind =
-      firstPending !== undefined &&
-      state.position !== null &&
-      comparePositions({ at: firstPending.occurredAt, seq: firstPending.seq }, state.position) < 0;
     let result: { changed: boolean; version: number };
     try {
       result = needsRewind ? await this.sql.transaction(fold) : await fold(this.sql);
     } catch (error) {
       // Only writers of the same user, one of them past its lock, deadlock
-      // here; the client may retry as after any lost lock.
+      // here, so the client may retry as after any lost lock.
       if ((error as { code?: string }).code === DEADLOCK_DETECTED) {
         this.logger.warn({ err: error, userId }, 'derived write deadlocked with another writer of the user');
         throw new DomainError(
@@ -272,10 +271,14 @@ export class Deriver {
  * Adds the just-stored events that the head has not applied yet to the
  * pending events read from PostgreSQL, in fold order: by occurrence, then seq.
  */
-function withJustStored(read: readonly EventToFold[], stored: readonly EventToFold[], head: DerivedHead): EventToFold[] {
+function withJustStored(
+  read: readonly EventToFold[],
+  stored: readonly EventToFold[],
+  head: DerivedHead,
+): readonly EventToFold[] {
   const fresh = stored.filter(({ event }) => event.seq > head.appliedSeq && event.seq <= head.lastEventSeq);
   if (fresh.length === 0) {
-    return [...read];
+    return read;
   }
   return [...read, ...fresh].sort((a, b) => a.event.occurredAt - b.event.occurredAt || a.event.seq - b.event.seq);
 }

@@ -80,7 +80,7 @@ export interface IntakeOptions {
 export const MAX_TYPE_LENGTH = 128;
 export const MAX_PAIR_KEY_LENGTH = 256;
 export const MAX_CLIENT_ID_LENGTH = 256;
-/** Reads and writes of one store before it gives up on a user whose events other requests keep storing. */
+/** Attempts, each a read and a write, of one store before it gives up on users whose events other requests keep storing. */
 const STORE_ATTEMPTS = 3;
 
 interface ValidItem {
@@ -152,10 +152,8 @@ export class IntakeService {
         this.options.fault?.('events-stored', userId);
       }
 
-      // Each fold takes the events just stored from memory, and reports which
-      // of them it folded and flagged, so the reply need not read them back.
-      // An event that the fold named as no correction's cause and no
-      // segment's end has nothing more to show, so the reply looks up none.
+      // Each fold takes the events just stored from memory and reports which
+      // it folded, flagged or named as a cause, so the reply reads only the rest.
       const known = new Map<string, EventRecord>();
       const quiet = new Set<string>();
       for (const lock of locks) {
@@ -445,7 +443,10 @@ export class IntakeService {
         return { entries, rows, inputs };
       } catch (error) {
         if (error instanceof CountersMovedError && attempt < STORE_ATTEMPTS) {
-          this.options.logger.info({ attempt }, 'another request stored events of the same user meanwhile; storing again');
+          this.options.logger.info(
+            { err: error, attempt, userIds },
+            'another request stored events of the same user meanwhile; storing again',
+          );
           continue;
         }
         if (error instanceof CountersMovedError) {

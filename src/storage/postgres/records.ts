@@ -68,9 +68,19 @@ export function inJsonbKeyOrder(value: unknown): unknown {
 }
 
 function compareJsonbKeys(a: string, b: string): number {
-  const left = Buffer.from(a, 'utf8');
-  const right = Buffer.from(b, 'utf8');
-  return left.length - right.length || Buffer.compare(left, right);
+  const leftBytes = Buffer.byteLength(a, 'utf8');
+  const rightBytes = Buffer.byteLength(b, 'utf8');
+  if (leftBytes !== rightBytes) {
+    return leftBytes - rightBytes;
+  }
+  // One byte per character means ASCII, whose UTF-16 order is its byte order.
+  if (leftBytes === a.length && rightBytes === b.length) {
+    if (a === b) {
+      return 0;
+    }
+    return a < b ? -1 : 1;
+  }
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
 /** Column list and row mapping shared by every query that returns events. */
