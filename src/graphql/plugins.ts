@@ -173,6 +173,23 @@ function asksForSchema(document: DocumentNode): boolean {
  * `{ __typename }` are served. Apollo Sandbox loads the schema once an
  * Authorization header is set in its connection settings.
  */
+/**
+ * Marks every GraphQL reply `Cache-Control: no-store`: replies carry one
+ * user's data. Apollo's cache-control plugin, which would set the same
+ * header, is disabled because it wraps every field resolver.
+ */
+export function createNoStorePlugin(): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async willSendResponse({ response }) {
+          response.http.headers.set('cache-control', 'no-store');
+        },
+      };
+    },
+  };
+}
+
 export function createIntrospectionAuthPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {

@@ -7,6 +7,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import { ApolloServerPluginCacheControlDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 
 import type { GraphQLContext } from './context.js';
@@ -16,6 +17,7 @@ import {
   createInputStatusPlugin,
   createIntrospectionAuthPlugin,
   createLimitsPlugin,
+  createNoStorePlugin,
   type RequestLimits,
 } from './plugins.js';
 import { resolvers } from './resolvers/index.js';
@@ -53,6 +55,11 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
       createInputStatusPlugin(),
+      // Apollo's default cache-control plugin wraps every field resolver to
+      // compute a cache policy that no type sets; the no-store plugin sets
+      // the only header it would.
+      ApolloServerPluginCacheControlDisabled(),
+      createNoStorePlugin(),
       // The embedded Apollo Sandbox page, served at GET /graphql to browsers.
       ApolloServerPluginLandingPageLocalDefault({ embed: true, footer: false }),
       ...(options.extraPlugins ?? []),

@@ -154,6 +154,7 @@ describe('HTTP behaviour', () => {
       });
       expect(reply.status).toBe(200);
       expect(reply.json?.data).toEqual({ __typename: 'Query' });
+      expect(reply.headers.get('cache-control')).toBe('no-store');
     });
 
     it('text/plain POST rejected', async () => {
