@@ -126,7 +126,9 @@ export class Deriver {
           state = await this.restoreAt(sql, userId, first);
           await truncateDerivedFrom(sql, userId, first);
           rewound = true;
-          events = await loadEventsToFold(sql, userId, first, head.lastEventSeq);
+          // The events this request has just stored come from memory here too.
+          const read = await loadEventsToFold(sql, userId, first, head.lastEventSeq, justStored?.range ?? null);
+          events = justStored === undefined ? read : mergeJustStored(read, justStored.events, first, head.lastEventSeq);
         }
         for (const instance of Object.values(state.open)) {
           startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
@@ -280,7 +282,31 @@ function withJustStored(
   if (fresh.length === 0) {
     return read;
   }
-  return [...read, ...fresh].sort((a, b) => a.event.occurredAt - b.event.occurredAt || a.event.seq - b.event.seq);
+  return [...read, ...fresh].sort(byFoldOrder);
+}
+
+/**
+ * Adds the just-stored events at or after `from` and with seq up to `maxSeq`
+ * to the events a rewind read, in fold order. A client event's position is
+ * its occurrence and seq.
+ */
+function mergeJustStored(
+  read: readonly EventToFold[],
+  stored: readonly EventToFold[],
+  from: Position,
+  maxSeq: number,
+): readonly EventToFold[] {
+  const fresh = stored.filter(
+    ({ event }) => event.seq <= maxSeq && comparePositions({ at: event.occurredAt, seq: event.seq }, from) >= 0,
+  );
+  if (fresh.length === 0) {
+    return read;
+  }
+  return [...read, ...fresh].sort(byFoldOrder);
+}
+
+function byFoldOrder(a: EventToFold, b: EventToFold): number {
+  return a.event.occurredAt - b.event.occurredAt || a.event.seq - b.event.seq;
 }
 
 /** Turns engine outputs, in order, into rows: new segments (maybe already closed) and closes of stored ones. */

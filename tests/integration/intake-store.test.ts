@@ -219,6 +219,57 @@ describe('storing client events', () => {
     expect(segments).toEqual([{ start_event_id: start.id, end_reason: 'CLIENT' }]);
   });
 
+  it('rewinds without reading back the events it has just stored', async () => {
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-rewind-memory')).id;
+    const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 1, 9, minutes));
+    const viewer = { userId, role: 'MEMBER' as const };
+    await server.app.services.intake.send(viewer, [
+      { id: 'start', type: 'session_started', occurredAt: at(0) },
+      { id: 'beat', type: 'heartbeat', occurredAt: at(10) },
+    ]);
+    // The rewind's read of the events to fold again, inside its transaction.
+    const reread: string[][] = [];
+    const recording = wrapSql(sql, {
+      transaction: (work) =>
+        sql.transaction((tx) =>
+          work(
+            wrapSql(tx, {
+              queryArrays: async (text, params) => {
+                const rows = await tx.queryArrays(text, params);
+                if (text.includes('seq <= $4')) {
+                  reread.push(rows.map((row) => row[0] as string));
+                }
+                return rows;
+              },
+            }),
+          ),
+        ),
+    });
+    const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+    const deriver = new Deriver(recording, options.store, () => options.pairTypes.cachedList(), options.logger);
+    const intake = new IntakeService({ ...options, sql: recording, deriver });
+
+    // The late heartbeat sorts before the stored one, so the fold rewinds to it.
+    const outcome = await intake.send(viewer, [
+      { id: 'late', type: 'heartbeat', occurredAt: at(5) },
+      { id: 'end', type: 'session_ended', occurredAt: at(20) },
+    ]);
+
+    const ids = await sql.query<{ id: string; client_id: string }>(
+      `SELECT id, client_id FROM events WHERE user_id = $1 AND origin = 'CLIENT'`,
+      [userId],
+    );
+    const idOf = new Map(ids.map((row) => [row.client_id, row.id]));
+    expect(reread).toEqual([[idOf.get('beat')]]);
+    expect(outcome.results[1]?.closedSegments.map((segment) => segment.startEventId)).toEqual([idOf.get('start')]);
+    const segments = await sql.query<{ start_at: Date; end_at: Date; end_reason: string }>(
+      `SELECT start_at, end_at, end_reason FROM segments WHERE user_id = $1`,
+      [userId],
+    );
+    expect(segments).toEqual([{ start_at: at(0), end_at: at(20), end_reason: 'CLIENT' }]);
+  });
+
   it('reports a deadlocked derived write as a lost lock', async () => {
     // PostgreSQL breaks a deadlock between two writers of one user, one of
     // them past its lock, by failing one statement with SQLSTATE 40P01.

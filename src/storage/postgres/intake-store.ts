@@ -482,14 +482,22 @@ export async function loadHeadAndPending(
 /**
  * Loads the non-ignored client events at or after `from` and with seq up to
  * `maxSeq` (the head's last_event_seq), in position order, with their meta.
+ * Events in `skip` are left out, as in loadHeadAndPending.
  */
-export async function loadEventsToFold(sql: SqlClient, userId: string, from: Position, maxSeq: number): Promise<EventToFold[]> {
+export async function loadEventsToFold(
+  sql: SqlClient,
+  userId: string,
+  from: Position,
+  maxSeq: number,
+  skip: SeqRange | null = null,
+): Promise<EventToFold[]> {
   const rows = await sql.queryArrays(
     `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
      WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
        AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int) AND seq <= $4
+       AND NOT (seq BETWEEN $5 AND $6)
      ORDER BY pos_at, pos_seq`,
-    [userId, new Date(from.at), from.seq, maxSeq],
+    [userId, new Date(from.at), from.seq, maxSeq, skip?.from ?? 0, skip?.to ?? -1],
   );
   return rows.map(toEventToFold);
 }
