@@ -81,6 +81,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     dataDir: config.dataDir,
     poolSize: config.database.poolSize,
     statementTimeoutMs: config.database.statementTimeoutMs,
+    preparedStatements: config.database.preparedStatements,
     logger,
   });
   let store: CoordinationStore | null = null;

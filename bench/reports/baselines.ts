@@ -128,7 +128,7 @@ export async function countServiceLeafRows(
   openEnd: number,
   grouped: boolean,
 ): Promise<{ segments: number; chunksRead: number; segmentsRead: number }> {
-  const sql = sqlClientForPool(pool);
+  const sql = sqlClientForPool(pool, null);
   const counts = { segments: 0, chunksRead: 0, segmentsRead: 0 };
   for (const spec of collectLeaves(expr).values()) {
     const query = {

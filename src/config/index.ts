@@ -42,6 +42,7 @@ export function loadConfig(env: Environment = process.env): Config {
       url: reader.url('DATABASE_URL', ['postgres', 'postgresql']),
       poolSize: reader.integer('DB_POOL_SIZE', 10, 1, 100),
       statementTimeoutMs: reader.integer('DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000),
+      preparedStatements: reader.boolean('DB_PREPARED_STATEMENTS', true),
     },
 
     redis: {

@@ -42,6 +42,8 @@ export interface Config {
     poolSize: number;
     /** DB_STATEMENT_TIMEOUT_MS */
     statementTimeoutMs: number;
+    /** DB_PREPARED_STATEMENTS: keep the frequent intake statements prepared on each connection. */
+    preparedStatements: boolean;
   };
 
   redis: {

@@ -11,7 +11,7 @@ import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
 import { textProblem } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
-import type { SqlClient } from '../storage/postgres/sql.js';
+import { PREPARED, type SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
 import { isUuid } from '../domain/user-id.js';
 
@@ -181,6 +181,7 @@ export class UserService {
       const rows = await sql.query<{ id: string; username: string; role: string; created_at: Date }>(
         `SELECT id, username, role, created_at FROM users WHERE id = $1::uuid`,
         [id],
+        PREPARED,
       );
       const row = rows[0];
       return row === undefined ? null : toUserRecord({ ...row, createdAt: row.created_at });

@@ -1,16 +1,30 @@
 /**
  * Every intake request runs a few statements whose cost must not grow with
- * the tables. With many stored segments and users, the reply's lookup of
- * ended segments, the events write (which also updates the users' counters)
- * and the derived write must find their rows by index instead of scanning.
+ * the tables. With many stored segments, events and users, the reply's
+ * lookup of ended segments, the events write (which also updates the users'
+ * counters) and the derived write must find their rows by index instead of
+ * scanning. The statements kept prepared must do so with the plan that
+ * PostgreSQL makes once for all parameter values, too.
  */
 import { randomUUID } from 'node:crypto';
 
+import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import type { Database } from '../../src/storage/postgres/database.js';
-import { appendClientEvents, loadReply, writeDerived } from '../../src/storage/postgres/intake-store.js';
-import type { SqlClient } from '../../src/storage/postgres/sql.js';
+import {
+  appendClientEvents,
+  loadActivityBefore,
+  loadEventsToFold,
+  loadHeadAndPending,
+  loadIntakeSnapshot,
+  loadReply,
+  loadSegmentsOpenAt,
+  truncateDerivedFrom,
+  writeDerived,
+  type DerivedWrite,
+} from '../../src/storage/postgres/intake-store.js';
+import type { QueryOptions, SqlClient } from '../../src/storage/postgres/sql.js';
 import { openMigratedTestDatabase, wrapSql } from '../support/database.js';
 import { heartbeatRow } from '../support/intake-rows.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
@@ -24,6 +38,24 @@ interface PlanNode {
 function scanTypes(node: PlanNode, relation: string): string[] {
   const own = node['Relation Name'] === relation ? [node['Node Type']] : [];
   return [...own, ...(node.Plans ?? []).flatMap((child) => scanTypes(child, relation))];
+}
+
+/** A statement parameter as an SQL literal of unknown type, which PostgreSQL casts to the parameter's type. */
+function toLiteral(value: unknown): string {
+  if (value === null || value === undefined) {
+    return 'NULL';
+  }
+  if (typeof value === 'number' || typeof value === 'boolean') {
+    return String(value);
+  }
+  if (value instanceof Date) {
+    return pg.escapeLiteral(value.toISOString());
+  }
+  if (Array.isArray(value)) {
+    const items = value.map((item) => (item === null ? 'NULL' : `"${String(item).replace(/["\\]/g, '\\$&')}"`));
+    return pg.escapeLiteral(`{${items.join(',')}}`);
+  }
+  return pg.escapeLiteral(String(value));
 }
 
 describeWithPostgres('intake statement plans', () => {
@@ -47,7 +79,14 @@ describeWithPostgres('intake statement plans', () => {
       `INSERT INTO users (id, username, role, password_hash)
        SELECT gen_random_uuid(), 'user-' || n, 'MEMBER', 'x' FROM generate_series(1, 10000) AS n`,
     );
+    await db.sql.query(
+      `INSERT INTO events (id, user_id, seq, client_id, type, role, occurred_at, received_at, origin, pos_at, pos_seq)
+       SELECT gen_random_uuid(), $1, n, 'c' || n, 'heartbeat', 'POINT', t, t, 'CLIENT', t, n
+       FROM (SELECT n, timestamptz '2020-01-01' + n * interval '10 minutes' AS t FROM generate_series(1, 50000) AS n) AS s`,
+      [userId],
+    );
     await db.sql.query('ANALYZE segments');
+    await db.sql.query('ANALYZE events');
     await db.sql.query('ANALYZE users');
   }, 120_000);
 
@@ -76,7 +115,7 @@ describeWithPostgres('intake statement plans', () => {
   it('finds the users of an events write by key', async () => {
     const at = Date.UTC(2026, 0, 1);
     const plan = await planOfLast((sql) =>
-      appendClientEvents(sql, [heartbeatRow(userId, 1)], [{ id: userId, lastEventSeq: 1, maxOccurredAt: at, expectedSeq: 0 }]),
+      appendClientEvents(sql, [heartbeatRow(userId, 50_001)], [{ id: userId, lastEventSeq: 50_001, maxOccurredAt: at, expectedSeq: 0 }]),
     );
 
     expect(scanTypes(plan, 'users').length).toBeGreaterThan(0);
@@ -84,30 +123,35 @@ describeWithPostgres('intake statement plans', () => {
     expect(scanTypes(plan, 'events')).not.toContain('Seq Scan');
   }, 60_000);
 
-  it('finds the segments a derived write closes by key', async () => {
+  /** A derived write that closes a stored segment a minute after its start. */
+  async function closingWrite(orphanEventIds: string[] = []): Promise<DerivedWrite> {
     const open = await db.sql.query<{ id: string; start_at: Date }>(`SELECT id, start_at FROM segments LIMIT 1`);
-    const at = open[0]!.start_at.getTime() + 60_000;
+    const startAt = open[0]!.start_at.getTime();
+    const at = startAt + 60_000;
+    return {
+      userId,
+      fence: 1,
+      expectedVersion: 0,
+      receivedAt: at,
+      corrections: [],
+      newSegments: [],
+      closedSegments: [
+        {
+          segmentId: open[0]!.id,
+          pairType: 'session',
+          startAt,
+          end: { endAt: at, endEventId: randomUUID(), endReason: 'CLIENT', decidedAt: { at, seq: 2 } },
+        },
+      ],
+      orphanEventIds,
+      head: { appliedSeq: 0, position: null, lastActivityAt: null },
+    };
+  }
+
+  it('finds the segments a derived write closes by key', async () => {
+    const write = await closingWrite();
     // The write may fail its fence check; only its plan matters.
-    const plan = await planOfLast((sql) =>
-      writeDerived(sql, {
-        userId,
-        fence: 1,
-        expectedVersion: 0,
-        receivedAt: at,
-        corrections: [],
-        newSegments: [],
-        closedSegments: [
-          {
-            segmentId: open[0]!.id,
-            pairType: 'session',
-            startAt: open[0]!.start_at.getTime(),
-            end: { endAt: at, endEventId: randomUUID(), endReason: 'CLIENT', decidedAt: { at, seq: 2 } },
-          },
-        ],
-        orphanEventIds: [],
-        head: { appliedSeq: 0, position: null, lastActivityAt: null },
-      }).catch(() => undefined),
-    );
+    const plan = await planOfLast((sql) => writeDerived(sql, write).catch(() => undefined));
 
     expect(scanTypes(plan, 'segments').length).toBeGreaterThan(0);
     expect(scanTypes(plan, 'segments')).not.toContain('Seq Scan');
@@ -123,5 +167,104 @@ describeWithPostgres('intake statement plans', () => {
 
     expect(scanTypes(plan, 'segments').length).toBeGreaterThan(0);
     expect(scanTypes(plan, 'segments')).not.toContain('Seq Scan');
+  }, 60_000);
+
+  /** Calls `work` against a client that runs nothing and returns no rows, and returns the statements it sent. */
+  async function capture(
+    work: (sql: SqlClient) => Promise<unknown>,
+  ): Promise<Array<{ text: string; params: unknown[]; options: QueryOptions | undefined }>> {
+    const statements: Array<{ text: string; params: unknown[]; options: QueryOptions | undefined }> = [];
+    const record = async (text: string, params: unknown[] = [], options?: QueryOptions): Promise<never[]> => {
+      statements.push({ text, params, options });
+      return [];
+    };
+    const capturing: SqlClient = {
+      query: record,
+      queryArrays: record,
+      exec: async () => {},
+      transaction: (inner) => inner(capturing),
+    };
+    await work(capturing).catch(() => undefined);
+    return statements;
+  }
+
+  let planNumber = 0;
+
+  /** The plan PostgreSQL makes once for all parameter values of a prepared statement. */
+  async function genericPlan(statement: { text: string; params: unknown[] }): Promise<PlanNode> {
+    planNumber += 1;
+    const name = `generic_check_${planNumber}`;
+    return db.sql.transaction(async (tx) => {
+      await tx.query(`SET LOCAL plan_cache_mode = force_generic_plan`);
+      await tx.query(`PREPARE ${name} AS ${statement.text}`);
+      // EXPLAIN EXECUTE takes its arguments as literals, not as parameters.
+      const args = statement.params.map(toLiteral).join(', ');
+      const rows = await tx.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(
+        `EXPLAIN (FORMAT JSON) EXECUTE ${name}${args === '' ? '' : `(${args})`}`,
+      );
+      await tx.query(`DEALLOCATE ${name}`);
+      return rows[0]!['QUERY PLAN'][0]!.Plan;
+    });
+  }
+
+  it('plans the prepared intake statements by index for all values', async () => {
+    const at = Date.UTC(2026, 0, 1);
+    const position = { at: Date.UTC(2021, 0, 1), seq: 100 };
+    const derived = await closingWrite([randomUUID()]);
+    const statements = await capture(async (sql) => {
+      await loadIntakeSnapshot(sql, [userId], ['c1']);
+      await appendClientEvents(sql, [heartbeatRow(userId, 50_001)], [{ id: userId, lastEventSeq: 50_001, maxOccurredAt: at, expectedSeq: 50_000 }]);
+      await loadHeadAndPending(sql, userId, { from: 50_001, to: 50_001 });
+      await loadSegmentsOpenAt(sql, userId, position);
+      await loadActivityBefore(sql, userId, position);
+      await truncateDerivedFrom(sql, userId, position);
+      await loadEventsToFold(sql, userId, position, 50_001, { from: 50_001, to: 50_001 });
+      await writeDerived(sql, derived);
+      await loadReply(sql, [userId], [randomUUID()]);
+    });
+    const prepared = statements.filter((statement) => statement.options?.prepare === true);
+    expect(prepared).toHaveLength(statements.length);
+    expect(prepared).toHaveLength(9);
+
+    for (const statement of prepared) {
+      const plan = await genericPlan(statement);
+      const tables = ['users', 'events', 'segments'];
+      expect(tables.flatMap((table) => scanTypes(plan, table)).length).toBeGreaterThan(0);
+      for (const table of tables) {
+        expect(scanTypes(plan, table), `${table} in ${statement.text.slice(0, 60)}`).not.toContain('Seq Scan');
+      }
+    }
+  }, 120_000);
+
+  it('leaves a reply lookup of many events unprepared', async () => {
+    const statements = await capture((sql) => loadReply(sql, [userId], [randomUUID(), randomUUID()]));
+
+    expect(statements).toHaveLength(1);
+    expect(statements[0]!.options?.prepare).not.toBe(true);
+  });
+});
+
+describeWithPostgres('prepared intake statements', () => {
+  it.each([true, false])('stay on the connection when DB_PREPARED_STATEMENTS=%s', async (enabled) => {
+    const { db, drop } = await openMigratedTestDatabase(postgresUrl() as string, {
+      prefix: 'em_test_prepared',
+      poolSize: 1,
+      preparedStatements: enabled,
+    });
+    try {
+      const userId = randomUUID();
+      await db.sql.query(`INSERT INTO users (id, username, role, password_hash) VALUES ($1, 'prepared', 'MEMBER', 'x')`, [userId]);
+      const snapshot = await loadIntakeSnapshot(db.sql, [userId], ['c1']);
+      expect(snapshot.counters.get(userId)?.lastEventSeq).toBe(0);
+      await appendClientEvents(db.sql, [heartbeatRow(userId, 1)], [{ id: userId, lastEventSeq: 1, maxOccurredAt: null, expectedSeq: 0 }]);
+      // Twice, so a statement that PostgreSQL could not run again would fail here.
+      await loadIntakeSnapshot(db.sql, [userId], ['c1']);
+
+      // The pool has one connection, so this reads the session that ran the statements.
+      const rows = await db.sql.query<{ statement: string }>(`SELECT statement FROM pg_prepared_statements`);
+      expect(rows.length).toBe(enabled ? 2 : 0);
+    } finally {
+      await drop();
+    }
   }, 60_000);
 });

@@ -53,7 +53,7 @@ export async function createTestDatabase(
 /** Creates a database beside DATABASE_URL's, opens it through the service's own code and migrates it. */
 export async function openMigratedTestDatabase(
   baseUrl: string,
-  options: { prefix: string; poolSize: number },
+  options: { prefix: string; poolSize: number; preparedStatements?: boolean },
 ): Promise<{ db: Database; url: string; drop(): Promise<void> }> {
   const database = await createTestDatabase(baseUrl, { prefix: options.prefix });
   const db = await openDatabase({
@@ -61,6 +61,7 @@ export async function openMigratedTestDatabase(
     dataDir: '.',
     poolSize: options.poolSize,
     statementTimeoutMs: 60_000,
+    preparedStatements: options.preparedStatements,
     logger: pino({ level: 'silent' }),
   });
   await db.migrate();

@@ -46,7 +46,7 @@ describe('loadConfig', () => {
       maxBodyBytes: 33_554_432,
       shutdownGraceMs: 10_000,
     });
-    expect(config.database).toEqual({ url: null, poolSize: 10, statementTimeoutMs: 10_000 });
+    expect(config.database).toEqual({ url: null, poolSize: 10, statementTimeoutMs: 10_000, preparedStatements: true });
     expect(config.redis).toEqual({
       url: null,
       keyPrefix: 'em:',
@@ -102,6 +102,7 @@ describe('loadConfig', () => {
       ADMIN_PASSWORD: ' pass word ',
       TRUST_PROXY: 'true',
       PASSWORD_SCRYPT_LOG2_N: '14',
+      DB_PREPARED_STATEMENTS: 'false',
     });
 
     expect(config.nodeEnv).toBe('production');
@@ -110,6 +111,7 @@ describe('loadConfig', () => {
     expect(config.server.port).toBe(8080);
     expect(config.server.trustProxy).toBe(true);
     expect(config.database.url).toBe('postgres://app:pw@db:5432/events');
+    expect(config.database.preparedStatements).toBe(false);
     expect(config.redis.url).toBe('rediss://cache:6380');
     expect(config.auth.jwtSecret).toBe(SECRET_32);
     expect(config.auth.admin).toEqual({ username: 'root', password: ' pass word ' });
@@ -166,6 +168,7 @@ describe('loadConfig', () => {
     ['NODE_ENV', 'staging'],
     ['LOG_LEVEL', 'verbose'],
     ['TRUST_PROXY', 'maybe'],
+    ['DB_PREPARED_STATEMENTS', 'sometimes'],
   ])('rejects enum %s=%s', (variable, value) => {
     const error = configError({ [variable]: value });
 

@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 
 import { PrismaClient } from './generated/client.js';
 import { migrate, readMigrations, type MigrationResult } from './migrator.js';
-import { sqlClientForPGlite, sqlClientForPool, type SqlClient } from './sql.js';
+import { sqlClientForPGlite, sqlClientForPool, StatementNames, type SqlClient } from './sql.js';
 
 export const MIGRATIONS_DIR = resolve(
   dirname(fileURLToPath(import.meta.url)),
@@ -30,6 +30,8 @@ export interface DatabaseOptions {
   dataDir: string;
   poolSize: number;
   statementTimeoutMs: number;
+  /** Keep the frequent statements prepared on each connection (default true). */
+  preparedStatements?: boolean;
   logger: Logger;
 }
 
@@ -65,7 +67,7 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
   });
 
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
-  const sql = sqlClientForPool(pool);
+  const sql = sqlClientForPool(pool, options.preparedStatements === false ? null : new StatementNames());
 
   return {
     kind: 'postgres',

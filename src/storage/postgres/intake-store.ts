@@ -6,7 +6,7 @@
  */
 import type { AutoCloseEndAt, Correction, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
 import { DomainError } from '../../domain/errors.js';
-import { SqlParams, type SqlClient } from './sql.js';
+import { PREPARED, SqlParams, type SqlClient } from './sql.js';
 import { EVENT_COLUMNS, SEGMENT_COLUMNS, toEventRecord, toSegmentRecord, type EventRecord, type SegmentRecord } from './records.js';
 
 export interface UserCounters {
@@ -90,6 +90,21 @@ export interface IntakeSnapshot {
 }
 
 /**
+ * Matches `column` against ids passed as parameter `param`. A request of one
+ * user, or of one event, passes one id rather than an array: with an array
+ * parameter of unknown length, the plan made once for all values looks
+ * costlier than one made for a single id, and PostgreSQL then plans every
+ * run anew instead of reusing the prepared plan.
+ */
+function idMatch(column: string, param: string, single: boolean): string {
+  return single ? `${column} = ${param}::uuid` : `${column} = ANY(${param}::uuid[])`;
+}
+
+function idParam(ids: readonly string[], single: boolean): string | null | string[] {
+  return single ? (ids[0] ?? null) : [...ids];
+}
+
+/**
  * Reads, with one statement and without locks, the counters of the users and
  * their stored events with the given client ids. `appendClientEvents` then
  * writes only if the counters are still the ones read here.
@@ -99,6 +114,7 @@ export async function loadIntakeSnapshot(
   userIds: readonly string[],
   clientIds: readonly string[],
 ): Promise<IntakeSnapshot> {
+  const oneUser = userIds.length === 1;
   const rows = await sql.queryArrays(
     `SELECT u.id, u.last_event_seq, u.max_occurred_at, x.existing
      FROM users u
@@ -107,8 +123,9 @@ export async function loadIntakeSnapshot(
          'occurredAt', e.occurred_at, 'clientOccurredAt', e.client_occurred_at, 'meta', e.meta)) AS existing
        FROM events e WHERE e.user_id = u.id AND e.client_id = ANY($2::text[])
      ) x ON cardinality($2::text[]) > 0
-     WHERE u.id = ANY($1::uuid[])`,
-    [[...userIds], [...new Set(clientIds)]],
+     WHERE ${idMatch('u.id', '$1', oneUser)}`,
+    [idParam(userIds, oneUser), [...new Set(clientIds)]],
+    PREPARED,
   );
   const snapshot: IntakeSnapshot = { counters: new Map(), existing: new Map() };
   for (const row of rows) {
@@ -166,6 +183,8 @@ export async function appendClientEvents(
   counters: ReadonlyArray<UserCounters & { expectedSeq: number }>,
 ): Promise<Map<string, FoldInput>> {
   let rows: Array<{ heads: Array<Record<string, unknown>> | null }>;
+  const userIds = counters.map((c) => c.id);
+  const oneUser = userIds.length === 1;
   try {
     // The rows travel as one JSON document: JSON.stringify costs far less
     // than fourteen array parameters of 1000 elements each.
@@ -178,7 +197,7 @@ export async function appendClientEvents(
        WHERE users.id = c.id AND users.last_event_seq = c.expected_seq
          -- PostgreSQL estimates every json_to_recordset at 100 rows, and then
          -- hashed a scan of all users; the id list makes it look them up by key.
-         AND users.id = ANY($4::uuid[])
+         AND ${idMatch('users.id', '$4', oneUser)}
        RETURNING users.id
      ), appended AS (
        INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
@@ -205,7 +224,7 @@ export async function appendClientEvents(
             FROM events e
             WHERE e.user_id = u.id AND e.origin = 'CLIENT' AND NOT e.ignored
               AND e.seq > u.applied_seq AND e.seq <= u.last_event_seq)))
-        FROM users u WHERE u.id = ANY($4::uuid[])) AS heads`,
+        FROM users u WHERE ${idMatch('u.id', '$4', oneUser)}) AS heads`,
       [
         JSON.stringify(
           events.map((e) => ({
@@ -234,8 +253,9 @@ export async function appendClientEvents(
           })),
         ),
         counters.length,
-        counters.map((c) => c.id),
+        idParam(userIds, oneUser),
       ],
+      PREPARED,
     );
   } catch (error) {
     const code = (error as { code?: string }).code ?? '';
@@ -320,6 +340,7 @@ export async function loadOpenSegments(sql: SqlClient, userId: string): Promise<
   const rows = await sql.query(
     `SELECT ${START_COLUMNS} FROM segments WHERE user_id = $1 AND end_at IS NULL ORDER BY start_at, start_seq`,
     [userId],
+    PREPARED,
   );
   return rows.map(toSegmentStart);
 }
@@ -339,6 +360,7 @@ export async function loadSegmentsOpenAt(tx: SqlClient, userId: string, p: Posit
          AND (start_at, start_seq) < ($2::timestamptz, $3::int)
      ORDER BY start_at, start_seq`,
     [userId, new Date(p.at), p.seq],
+    PREPARED,
   );
   return rows.map(toSegmentStart);
 }
@@ -372,6 +394,7 @@ export async function loadActivityBefore(
        ORDER BY pos_at DESC, pos_seq DESC LIMIT 1
      ) AS a ON true`,
     [userId, new Date(p.at), p.seq],
+    PREPARED,
   );
   const row = rows[0] ?? [null, null, null];
   return {
@@ -399,6 +422,7 @@ export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Posi
      UPDATE events SET orphan = false WHERE user_id = $1 AND origin = 'CLIENT' AND orphan
        AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)`,
     [userId, new Date(p.at), p.seq],
+    PREPARED,
   );
 }
 
@@ -468,6 +492,7 @@ export async function loadHeadAndPending(
      WHERE u.id = $1
      ORDER BY e.pos_at, e.pos_seq`,
     [userId, skip?.from ?? 0, skip?.to ?? -1],
+    PREPARED,
   );
   const first = rows[0];
   if (first === undefined) {
@@ -498,6 +523,7 @@ export async function loadEventsToFold(
        AND NOT (seq BETWEEN $5 AND $6)
      ORDER BY pos_at, pos_seq`,
     [userId, new Date(from.at), from.seq, maxSeq, skip?.from ?? 0, skip?.to ?? -1],
+    PREPARED,
   );
   return rows.map(toEventToFold);
 }
@@ -641,6 +667,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
          event_master_check(EXISTS (SELECT 1 FROM head) AND ${closedCheck},
            CASE WHEN EXISTS (SELECT 1 FROM head) THEN 'CLOSED_MISMATCH' ELSE 'LOCK_LOST' END) AS checked`,
       p.values,
+      PREPARED,
     );
   } catch (error) {
     const { code, message } = error as { code?: string; message?: string };
@@ -691,26 +718,31 @@ export async function loadReply(
   if (eventIds.length === 0) {
     return { events: [], corrections: [], segments: [] };
   }
+  // A reply to one event, the common case, has a statement of its own that
+  // stays prepared; the plan for many ids depends on how many.
+  const oneEvent = userIds.length === 1 && eventIds.length === 1 && eventIdsToRead.length <= 1;
   const rows = await sql.query(
     `WITH RECURSIVE caused AS (
        SELECT e.* FROM events e
-       WHERE e.user_id = ANY($1::uuid[]) AND e.origin = 'CORRECTION' AND e.cause_event_id = ANY($2::uuid[])
+       WHERE ${idMatch('e.user_id', '$1', oneEvent)} AND e.origin = 'CORRECTION' AND ${idMatch('e.cause_event_id', '$2', oneEvent)}
        UNION
        SELECT e.* FROM events e JOIN caused c ON e.cause_event_id = c.id AND e.user_id = c.user_id
        WHERE e.origin = 'CORRECTION'
      )
      SELECT 1 AS part, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS},
        NULL::timestamptz AS sort_at, NULL::int AS sort_seq, NULL::int AS sort_ordinal, NULL::timestamptz AS sort_start
-     FROM events WHERE id = ANY($3::uuid[])
+     FROM events WHERE ${idMatch('id', '$3', oneEvent)}
      UNION ALL
      SELECT 2, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS}, pos_at, pos_seq, ordinal, NULL FROM caused
      UNION ALL
      SELECT 3, id, user_id, NULL, NULL, NULL, NULL, pair_type, pair_key, NULL, NULL, meta, NULL, NULL, NULL, NULL,
        NULL, NULL, start_at, end_at, end_reason, start_event_id, end_event_id, parent_segment_id, end_at, NULL, NULL, start_at
      FROM segments
-     WHERE user_id = ANY($1::uuid[]) AND end_event_id = ANY($2::uuid[] || ARRAY(SELECT id FROM caused))
+     WHERE ${idMatch('user_id', '$1', oneEvent)}
+       AND end_event_id = ANY(${oneEvent ? 'ARRAY[$2::uuid]' : '$2::uuid[]'} || ARRAY(SELECT id FROM caused))
      ORDER BY part, sort_at, sort_seq, sort_ordinal, sort_start`,
-    [[...userIds], [...eventIds], [...eventIdsToRead]],
+    [idParam(userIds, oneEvent), idParam(eventIds, oneEvent), idParam(eventIdsToRead, oneEvent)],
+    oneEvent ? PREPARED : undefined,
   );
   const reply: ReplyRows = { events: [], corrections: [], segments: [] };
   for (const row of rows) {

@@ -4,14 +4,29 @@
  * (bulk intake writes, report leaves) or where the SQL needs row comparisons
  * and locks. Prisma shares the same pool or PGlite instance.
  */
+import { createHash } from 'node:crypto';
+
 import type { PGlite, Transaction as PGliteTransaction } from '@electric-sql/pglite';
 import type pg from 'pg';
 
+export interface QueryOptions {
+  /**
+   * Keeps the statement prepared on each connection, so PostgreSQL parses it
+   * once and, after a few runs, may plan it once for all parameter values.
+   * Only for statements whose best plan does not depend on the values: an
+   * array parameter of 1 or 1000 ids can need different plans.
+   */
+  prepare?: boolean;
+}
+
+/** The options of a statement to keep prepared. */
+export const PREPARED: QueryOptions = { prepare: true };
+
 export interface SqlClient {
   /** Runs one parameterised statement and returns its rows as objects. */
-  query<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
+  query<T = Record<string, unknown>>(text: string, params?: unknown[], options?: QueryOptions): Promise<T[]>;
   /** Runs one parameterised statement and returns its rows as arrays (cheaper for large results). */
-  queryArrays(text: string, params?: unknown[]): Promise<unknown[][]>;
+  queryArrays(text: string, params?: unknown[], options?: QueryOptions): Promise<unknown[][]>;
   /** Runs a script of several statements without parameters. */
   exec(script: string): Promise<void>;
   /** Runs `work` in one transaction; it commits when `work` resolves and rolls back when it throws. */
@@ -28,16 +43,45 @@ export class SqlParams {
   }
 }
 
-class PgClient implements SqlClient {
-  constructor(private readonly target: pg.Pool | pg.PoolClient) {}
+/**
+ * Names of prepared statements, one per statement text. A statement built
+ * from parts has one text per combination of parts, so the names stay few;
+ * past the limit, new texts run unnamed rather than fill each connection.
+ */
+export class StatementNames {
+  private readonly names = new Map<string, string>();
 
-  async query<T>(text: string, params: unknown[] = []): Promise<T[]> {
-    const result = await this.target.query(text, params);
+  constructor(private readonly limit = 256) {}
+
+  nameOf(text: string): string | undefined {
+    let name = this.names.get(text);
+    if (name === undefined && this.names.size < this.limit) {
+      name = `em_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
+      this.names.set(text, name);
+    }
+    return name;
+  }
+}
+
+class PgClient implements SqlClient {
+  constructor(
+    private readonly target: pg.Pool | pg.PoolClient,
+    /** Null when statements must not be prepared, as behind a pooler that moves sessions between connections. */
+    private readonly statements: StatementNames | null,
+  ) {}
+
+  private config(text: string, params: unknown[], options: QueryOptions | undefined): pg.QueryConfig {
+    const name = options?.prepare === true ? this.statements?.nameOf(text) : undefined;
+    return name === undefined ? { text, values: params } : { name, text, values: params };
+  }
+
+  async query<T>(text: string, params: unknown[] = [], options?: QueryOptions): Promise<T[]> {
+    const result = await this.target.query(this.config(text, params, options));
     return result.rows as T[];
   }
 
-  async queryArrays(text: string, params: unknown[] = []): Promise<unknown[][]> {
-    const result = await this.target.query({ text, values: params, rowMode: 'array' });
+  async queryArrays(text: string, params: unknown[] = [], options?: QueryOptions): Promise<unknown[][]> {
+    const result = await this.target.query({ ...this.config(text, params, options), rowMode: 'array' });
     return result.rows as unknown[][];
   }
 
@@ -53,7 +97,7 @@ class PgClient implements SqlClient {
     let broken = false;
     try {
       await client.query('BEGIN');
-      const result = await work(new PgClient(client));
+      const result = await work(new PgClient(client, this.statements));
       await client.query('COMMIT');
       return result;
     } catch (error) {
@@ -95,8 +139,8 @@ class PGliteClient implements SqlClient {
   }
 }
 
-export function sqlClientForPool(pool: pg.Pool): SqlClient {
-  return new PgClient(pool);
+export function sqlClientForPool(pool: pg.Pool, statements: StatementNames | null): SqlClient {
+  return new PgClient(pool, statements);
 }
 
 export function sqlClientForPGlite(db: PGlite): SqlClient {
