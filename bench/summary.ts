@@ -58,6 +58,55 @@ function ms(value: number): string {
 const ratio = (value: number) => formatNumber(value, 2);
 const mib = (kb: number) => formatNumber(kb / 1024, 0);
 
+/** Sum of the parts, or null when PostgreSQL's share is unknown. */
+function knownTotal(parts: ReadonlyArray<number | null>, postgresMs: number | null): number | null {
+  return postgresMs === null ? null : parts.reduce<number>((sum, part) => sum + (part ?? 0), 0);
+}
+
+function intakeCpuTable(rows: readonly IntakeRow[]): Table {
+  const cell = (value: number | null) => (value === null ? 'n/a' : formatNumber(value));
+  return {
+    title: 'Intake CPU time per 1,000 events in ms, by process, on this machine',
+    headers: [
+      'batch',
+      'service: server',
+      'PostgreSQL',
+      'Redis',
+      'load generator',
+      'total',
+      'baseline: PostgreSQL',
+      'client',
+      'total',
+      'CPU ratio',
+    ],
+    rows: rows.map((row) => {
+      const { service, baseline } = row.cpuPer1000;
+      const serviceTotal = knownTotal(
+        [row.serverCpuMsPer1000, service.postgresMs, service.redisMs, service.clientMs],
+        service.postgresMs,
+      );
+      const baselineTotal = knownTotal([baseline.postgresMs, baseline.clientMs], baseline.postgresMs);
+      return [
+        String(row.batchSize),
+        formatNumber(row.serverCpuMsPer1000),
+        cell(service.postgresMs),
+        cell(service.redisMs),
+        formatNumber(service.clientMs),
+        cell(serviceTotal),
+        cell(baseline.postgresMs),
+        formatNumber(baseline.clientMs),
+        cell(baselineTotal),
+        serviceTotal === null || baselineTotal === null ? 'n/a' : ratio(baselineTotal / serviceTotal),
+      ];
+    }),
+    notes: [
+      'PostgreSQL and Redis count all their processes, background writers included (n/a when they run elsewhere).',
+      'The load generator and the baseline client are the bench process.',
+      'CPU ratio = baseline total / service total: the rate ratio if both runs kept every core busy.',
+    ],
+  };
+}
+
 function intakeTable(rows: readonly IntakeRow[]): Table {
   return {
     title: `Intake throughput: sendEvents over HTTP vs multi-row INSERT into bench_events (8 batches in flight)`,
@@ -334,7 +383,7 @@ function profileTables(profiles: readonly PhaseProfile[]): Table[] {
 
 function allTables(results: BenchResults): Table[] {
   const tables: Table[] = [];
-  if (results.intake !== null) tables.push(intakeTable(results.intake));
+  if (results.intake !== null) tables.push(intakeTable(results.intake), intakeCpuTable(results.intake));
   if (results.latency !== null) tables.push(latencyTable(results.latency));
   if (results.reports !== null && results.reports.rows.length > 0) tables.push(reportsTable(results.reports));
   if (results.reports !== null && results.reports.growth.length > 0) tables.push(growthTable(results.reports));

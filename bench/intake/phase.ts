@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 
 import type { PhaseContext } from '../lib/context.js';
+import { cpuBetween, sampleCpu, type CpuSample } from '../lib/cpu.js';
 import { createBenchUsers } from '../lib/users.js';
 import { createBaselineTable, runBaselineIntake, runServiceIntake, type ThroughputResult } from './throughput.js';
 import { countKinds, generateUserStream, type BenchEvent } from './workload.js';
@@ -35,6 +36,8 @@ export interface IntakeRow {
   ratio: number;
   /** Server process CPU time per 1,000 events (user and system), ms. */
   serverCpuMsPer1000: number;
+  /** CPU time per 1,000 events of the other processes, ms, during each run. */
+  cpuPer1000: { service: CpuSample; baseline: CpuSample };
   /** Client events found in PostgreSQL for the run's users, against the number expected. */
   storedCheck: { expected: number; found: number };
 }
@@ -58,6 +61,11 @@ async function warmUp(context: PhaseContext): Promise<void> {
   await runBaselineIntake(context.pool, [randomUUID()], streams, 50, 1, baseInstant(streams));
 }
 
+function perThousand(sample: CpuSample, events: number): CpuSample {
+  const scale = (ms: number | null) => (ms === null ? null : (ms * 1000) / events);
+  return { clientMs: (sample.clientMs * 1000) / events, postgresMs: scale(sample.postgresMs), redisMs: scale(sample.redisMs) };
+}
+
 export async function runIntakePhase(context: PhaseContext, sizes: IntakeSizes): Promise<IntakeRow[]> {
   await createBaselineTable(context.pool);
   context.log('intake: warming up');
@@ -74,6 +82,7 @@ export async function runIntakePhase(context: PhaseContext, sizes: IntakeSizes):
 
     context.log(`intake: batch ${batchSize}, ${events} events of ${users.length} users: PostgreSQL baseline`);
     const baselineUsers = users.map(() => randomUUID());
+    const beforeBaseline = sampleCpu();
     const baseline = await runBaselineIntake(
       context.pool,
       baselineUsers,
@@ -82,6 +91,8 @@ export async function runIntakePhase(context: PhaseContext, sizes: IntakeSizes):
       INTAKE_CONCURRENCY,
       baseInstant(streams),
     );
+
+    const afterBaseline = sampleCpu();
 
     context.log(`intake: batch ${batchSize}: service`);
     const cpuBefore = context.server.cpuTimeMs();
@@ -95,6 +106,7 @@ export async function runIntakePhase(context: PhaseContext, sizes: IntakeSizes):
     );
 
     const serverCpuMs = context.server.cpuTimeMs() - cpuBefore;
+    const afterService = sampleCpu();
 
     const found = await context.pool.query<{ count: string }>(
       `SELECT count(*) FROM events WHERE user_id = ANY($1::uuid[]) AND origin = 'CLIENT'`,
@@ -110,6 +122,10 @@ export async function runIntakePhase(context: PhaseContext, sizes: IntakeSizes):
       baseline,
       ratio: service.eventsPerSecond / baseline.eventsPerSecond,
       serverCpuMsPer1000: (serverCpuMs * 1000) / events,
+      cpuPer1000: {
+        service: perThousand(cpuBetween(afterBaseline, afterService), events),
+        baseline: perThousand(cpuBetween(beforeBaseline, afterBaseline), events),
+      },
       storedCheck: { expected: kinds.new + kinds.late, found: Number(found.rows[0]?.count ?? 0) },
     });
   }

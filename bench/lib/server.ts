@@ -9,6 +9,8 @@ import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
+import { parseStatTicks, ticksToMs } from './cpu.js';
+
 export interface ServerOptions {
   repoRoot: string;
   databaseUrl: string;
@@ -56,15 +58,12 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Clock ticks per second of /proc/<pid>/stat times: USER_HZ, 100 on Linux x86-64 and arm64. */
-const CLOCK_TICKS_PER_SECOND = 100;
-
 function readCpuTimeMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name, which is in parentheses and may contain spaces.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+  const parsed = parseStatTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  if (parsed === null) {
+    throw new Error(`/proc/${pid}/stat has no CPU times.`);
+  }
+  return ticksToMs(parsed.ticks);
 }
 
 function readStatusKb(pid: number, field: 'VmHWM' | 'VmRSS'): number {

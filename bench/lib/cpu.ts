@@ -1,0 +1,95 @@
+/**
+ * CPU time of every process that shares the machine during a run, so that a
+ * report can show where the cores went: the server (read by server.ts), the
+ * bench process itself (the load generator and the baseline's client), and
+ * the PostgreSQL and Redis server processes, read from /proc. PostgreSQL and
+ * Redis are null when no such process is visible, as when they run on
+ * another host or the system has no /proc.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** Clock ticks per second of /proc/<pid>/stat times: USER_HZ, 100 on Linux x86-64 and arm64. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+export function ticksToMs(ticks: number): number {
+  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+export interface CpuSample {
+  /** Bench process, user and system, ms. */
+  clientMs: number;
+  /** All PostgreSQL processes, with the exited backends their parent has reaped, ms. */
+  postgresMs: number | null;
+  /** All redis-server processes, ms. */
+  redisMs: number | null;
+}
+
+/** The command name and CPU ticks of one /proc/<pid>/stat line. */
+export interface StatTicks {
+  command: string;
+  /** utime + stime + cutime + cstime: the process and its reaped children. */
+  ticks: number;
+}
+
+/**
+ * Parses a /proc/<pid>/stat line. The command name sits in parentheses and
+ * may itself hold spaces and parentheses, so the fields start after the last
+ * closing one.
+ */
+export function parseStatTicks(stat: string): StatTicks | null {
+  const open = stat.indexOf('(');
+  const close = stat.lastIndexOf(')');
+  if (open < 0 || close < open) {
+    return null;
+  }
+  const fields = stat.slice(close + 2).split(' ');
+  // fields[0] is the state (field 3 of proc(5)); utime..cstime are fields 14 to 17.
+  const ticks = [11, 12, 13, 14].reduce((sum, index) => sum + Number(fields[index]), 0);
+  return Number.isFinite(ticks) ? { command: stat.slice(open + 1, close), ticks } : null;
+}
+
+const PROCESS_GROUPS = { postgres: 'postgres', redis: 'redis-server' } as const;
+
+function readGroupTicks(): Record<keyof typeof PROCESS_GROUPS, number | null> {
+  const totals: Record<keyof typeof PROCESS_GROUPS, number | null> = { postgres: null, redis: null };
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return totals;
+  }
+  for (const pid of pids) {
+    let parsed: StatTicks | null;
+    try {
+      parsed = parseStatTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      continue; // The process exited between the listing and the read.
+    }
+    for (const [group, command] of Object.entries(PROCESS_GROUPS) as Array<[keyof typeof PROCESS_GROUPS, string]>) {
+      if (parsed?.command === command) {
+        totals[group] = (totals[group] ?? 0) + parsed.ticks;
+      }
+    }
+  }
+  return totals;
+}
+
+export function sampleCpu(): CpuSample {
+  const usage = process.cpuUsage();
+  const groups = readGroupTicks();
+  const toMs = (ticks: number | null) => (ticks === null ? null : ticksToMs(ticks));
+  return {
+    clientMs: (usage.user + usage.system) / 1000,
+    postgresMs: toMs(groups.postgres),
+    redisMs: toMs(groups.redis),
+  };
+}
+
+/** CPU used between two samples. A group missing from either sample is null. */
+export function cpuBetween(before: CpuSample, after: CpuSample): CpuSample {
+  const delta = (a: number | null, b: number | null) => (a === null || b === null ? null : b - a);
+  return {
+    clientMs: after.clientMs - before.clientMs,
+    postgresMs: delta(before.postgresMs, after.postgresMs),
+    redisMs: delta(before.redisMs, after.redisMs),
+  };
+}
