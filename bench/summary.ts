@@ -153,7 +153,21 @@ function intakeTable(rows: readonly IntakeRow[]): Table {
 function latencyTable(rows: readonly LatencyRow[]): Table {
   return {
     title: 'sendEvent latency in ms, measured by the load generator on the same machine (autocannon for the closed loops)',
-    headers: ['users', 'connections', 'sending', 'requests', 'req/s', 'p50', 'p95', 'p99', 'max', 'server CPU ms/req', 'errors'],
+    headers: [
+      'users',
+      'connections',
+      'sending',
+      'requests',
+      'req/s',
+      'p50',
+      'p95',
+      'p99',
+      'max',
+      'CPU ms/req: server',
+      'PostgreSQL',
+      'load generator',
+      'errors',
+    ],
     rows: rows.map((row) => [
       row.users === 'many' ? 'many' : 'one',
       String(row.connections),
@@ -165,6 +179,8 @@ function latencyTable(rows: readonly LatencyRow[]): Table {
       ms(row.p99Ms),
       ms(row.maxMs),
       formatNumber(row.serverCpuMsPerRequest, 1),
+      row.postgresCpuMsPerRequest === null ? 'n/a' : formatNumber(row.postgresCpuMsPerRequest, 1),
+      formatNumber(row.clientCpuMsPerRequest, 1),
       String(row.errors),
     ]),
     notes: [

@@ -11,6 +11,7 @@
 import autocannon, { type AutocannonRequest } from 'autocannon';
 
 import type { PhaseContext } from '../lib/context.js';
+import { cpuBetween, sampleCpu } from '../lib/cpu.js';
 import { GraphQLClient } from '../lib/http.js';
 import type { RunningServer } from '../lib/server.js';
 import { percentile } from '../lib/stats.js';
@@ -34,6 +35,10 @@ export interface LatencyRow {
   maxMs: number;
   /** Server process CPU time per request (user and system), ms. */
   serverCpuMsPerRequest: number;
+  /** PostgreSQL CPU time per request, all its processes, or null when it runs elsewhere. */
+  postgresCpuMsPerRequest: number | null;
+  /** CPU time of the bench process, which runs the load generator, per request. */
+  clientCpuMsPerRequest: number;
   /** Transport errors and timeouts, non-2xx replies, and 2xx replies that carry GraphQL errors. */
   errors: number;
   firstError: string | null;
@@ -133,6 +138,7 @@ async function runCase(
   const state: RunState = { free: [...users], next: 0, errors: 0, firstError: null };
   const times: number[] = [];
   const cpuBefore = server.cpuTimeMs();
+  const othersBefore = sampleCpu();
   const instance = autocannon({
     url: `${server.url}/graphql`,
     connections,
@@ -145,6 +151,7 @@ async function runCase(
   });
   const result = await instance;
   const cpuMs = server.cpuTimeMs() - cpuBefore;
+  const others = cpuBetween(othersBefore, sampleCpu());
   return {
     users: singleUser ? 'one' : 'many',
     connections,
@@ -156,6 +163,8 @@ async function runCase(
     p99Ms: percentile(times, 99),
     maxMs: Math.max(...times),
     serverCpuMsPerRequest: cpuMs / Math.max(1, times.length),
+    postgresCpuMsPerRequest: others.postgresMs === null ? null : others.postgresMs / Math.max(1, times.length),
+    clientCpuMsPerRequest: others.clientMs / Math.max(1, times.length),
     errors: state.errors + result.errors,
     firstError: state.firstError ?? (result.errors > 0 ? `${result.errors} transport errors, ${result.timeouts} timeouts` : null),
   };
@@ -181,6 +190,7 @@ async function runOpenLoop(
   const total = Math.round(rate * seconds);
   const intervalMs = 1000 / rate;
   const cpuBefore = server.cpuTimeMs();
+  const othersBefore = sampleCpu();
   const started = performance.now();
 
   for (let index = 0; index < total; index += 1) {
@@ -216,6 +226,7 @@ async function runOpenLoop(
   await Promise.all(pending);
   const elapsedSeconds = (performance.now() - started) / 1000;
   const cpuMs = server.cpuTimeMs() - cpuBefore;
+  const others = cpuBetween(othersBefore, sampleCpu());
   client.close();
   return {
     users: 'many',
@@ -228,6 +239,8 @@ async function runOpenLoop(
     p99Ms: percentile(times, 99),
     maxMs: Math.max(...times),
     serverCpuMsPerRequest: cpuMs / Math.max(1, times.length),
+    postgresCpuMsPerRequest: others.postgresMs === null ? null : others.postgresMs / Math.max(1, times.length),
+    clientCpuMsPerRequest: others.clientMs / Math.max(1, times.length),
     errors,
     firstError,
   };
