@@ -18,11 +18,9 @@ import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
 import type { EngineOutput, EngineState, PairTypeDefinition, Position } from '../domain/pairing/types.js';
 import {
-  loadEventsToFold,
-  loadActivityBefore,
   loadOpenSegments,
   loadHeadAndPending,
-  loadSegmentsOpenAt,
+  loadRewindInput,
   truncateDerivedFrom,
   writeDerived,
   type DerivedHead,
@@ -123,12 +121,26 @@ export class Deriver {
         let events: readonly EventToFold[] = pending;
         if (needsRewind) {
           const first = { at: firstEvent.occurredAt, seq: firstEvent.seq };
-          state = await this.restoreAt(sql, userId, first);
+          // The events this request has just stored come from memory here too.
+          const input = await loadRewindInput(sql, userId, first, head.lastEventSeq, justStored?.range ?? null);
+          if (input === null || input.derivedVersion !== head.derivedVersion) {
+            // Another writer folded since the head was read, so the rows read
+            // here may not match the head; its lock must have passed on.
+            throw lockLost(userId);
+          }
+          this.logger.debug({ userId, at: new Date(first.at).toISOString(), seq: first.seq }, 'late event: restoring state');
+          state = restoreState({
+            openSegments: input.openSegments,
+            lastActivityAt: input.lastActivityAt,
+            position: input.position,
+            appliedSeq: 0,
+          });
           await truncateDerivedFrom(sql, userId, first);
           rewound = true;
-          // The events this request has just stored come from memory here too.
-          const read = await loadEventsToFold(sql, userId, first, head.lastEventSeq, justStored?.range ?? null);
-          events = justStored === undefined ? read : mergeJustStored(read, justStored.events, first, head.lastEventSeq);
+          events =
+            justStored === undefined
+              ? input.events
+              : mergeJustStored(input.events, justStored.events, first, head.lastEventSeq);
         }
         for (const instance of Object.values(state.open)) {
           startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
@@ -186,12 +198,7 @@ export class Deriver {
       // here, so the client may retry as after any lost lock.
       if ((error as { code?: string }).code === DEADLOCK_DETECTED) {
         this.logger.warn({ err: error, userId }, 'derived write deadlocked with another writer of the user');
-        throw new DomainError(
-          'SERVICE_UNAVAILABLE',
-          'LOCK_LOST',
-          'Processing of this user moved to another server process; retry the request.',
-          { userId },
-        );
+        throw lockLost(userId);
       }
       throw error;
     }
@@ -254,19 +261,6 @@ export class Deriver {
     });
   }
 
-  private async restoreAt(tx: SqlClient, userId: string, p: Position): Promise<EngineState> {
-    const [openSegments, activity] = await Promise.all([
-      loadSegmentsOpenAt(tx, userId, p),
-      loadActivityBefore(tx, userId, p),
-    ]);
-    this.logger.debug({ userId, at: new Date(p.at).toISOString(), seq: p.seq }, 'late event: restoring state');
-    return restoreState({
-      openSegments,
-      lastActivityAt: activity.lastActivityAt,
-      position: activity.position,
-      appliedSeq: 0,
-    });
-  }
 }
 
 /**
@@ -283,6 +277,15 @@ function withJustStored(
     return read;
   }
   return [...read, ...fresh].sort(byFoldOrder);
+}
+
+function lockLost(userId: string): DomainError {
+  return new DomainError(
+    'SERVICE_UNAVAILABLE',
+    'LOCK_LOST',
+    'Processing of this user moved to another server process; retry the request.',
+    { userId },
+  );
 }
 
 /**

@@ -14,12 +14,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Database } from '../../src/storage/postgres/database.js';
 import {
   appendClientEvents,
-  loadActivityBefore,
-  loadEventsToFold,
   loadHeadAndPending,
   loadIntakeSnapshot,
   loadReply,
-  loadSegmentsOpenAt,
+  loadRewindInput,
   truncateDerivedFrom,
   writeDerived,
   type DerivedWrite,
@@ -215,16 +213,14 @@ describeWithPostgres('intake statement plans', () => {
       await loadIntakeSnapshot(sql, [userId], ['c1']);
       await appendClientEvents(sql, [heartbeatRow(userId, 50_001)], [{ id: userId, lastEventSeq: 50_001, maxOccurredAt: at, expectedSeq: 50_000 }]);
       await loadHeadAndPending(sql, userId, { from: 50_001, to: 50_001 });
-      await loadSegmentsOpenAt(sql, userId, position);
-      await loadActivityBefore(sql, userId, position);
+      await loadRewindInput(sql, userId, position, 50_001, { from: 50_001, to: 50_001 });
       await truncateDerivedFrom(sql, userId, position);
-      await loadEventsToFold(sql, userId, position, 50_001, { from: 50_001, to: 50_001 });
       await writeDerived(sql, derived);
       await loadReply(sql, [userId], [randomUUID()]);
     });
     const prepared = statements.filter((statement) => statement.options?.prepare === true);
     expect(prepared).toHaveLength(statements.length);
-    expect(prepared).toHaveLength(9);
+    expect(prepared).toHaveLength(7);
 
     for (const statement of prepared) {
       const plan = await genericPlan(statement);

@@ -237,8 +237,9 @@ describe('storing client events', () => {
             wrapSql(tx, {
               queryArrays: async (text, params) => {
                 const rows = await tx.queryArrays(text, params);
-                if (text.includes('seq <= $4')) {
-                  reread.push(rows.map((row) => row[0] as string));
+                if (text.includes('e.seq <= $4')) {
+                  const events = (rows[0]?.[5] as Array<{ id: string }> | null) ?? [];
+                  reread.push(events.map((event) => event.id));
                 }
                 return rows;
               },
@@ -268,6 +269,40 @@ describe('storing client events', () => {
       [userId],
     );
     expect(segments).toEqual([{ start_at: at(0), end_at: at(20), end_reason: 'CLIENT' }]);
+  });
+
+  it('reports a rewind after another writer folded as a lost lock', async () => {
+    // Another writer, as after an expired lock, folds between this request's
+    // store and its rewind. Its rows no longer match the head read with the
+    // store: here an open segment starts after the last activity before the
+    // rewind position, which the state at that position cannot hold.
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-rewind-race')).id;
+    const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 1, 9, minutes));
+    const viewer = { userId, role: 'MEMBER' as const };
+    await server.app.services.intake.send(viewer, [
+      { id: 'start', type: 'session_started', occurredAt: at(0) },
+      { id: 'beat', type: 'heartbeat', occurredAt: at(10) },
+    ]);
+    const racing = wrapSql(sql, {
+      transaction: (work) =>
+        sql.transaction(async (tx) => {
+          await sql.query(
+            `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id)
+             VALUES (gen_random_uuid(), $1, 'task', 'other', $2, 99, gen_random_uuid())`,
+            [userId, at(4)],
+          );
+          await sql.query(`UPDATE users SET derived_version = derived_version + 1 WHERE id = $1`, [userId]);
+          return work(tx);
+        }),
+    });
+    const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+    const deriver = new Deriver(racing, options.store, () => options.pairTypes.cachedList(), options.logger);
+    const intake = new IntakeService({ ...options, sql: racing, deriver });
+
+    const attempt = intake.send(viewer, [{ id: 'late', type: 'heartbeat', occurredAt: at(5) }]);
+
+    await expect(attempt).rejects.toMatchObject({ kind: 'SERVICE_UNAVAILABLE', reason: 'LOCK_LOST' });
   });
 
   it('reports a deadlocked derived write as a lost lock', async () => {

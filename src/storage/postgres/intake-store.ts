@@ -281,22 +281,27 @@ export async function appendClientEvents(
         lastEventSeq: lastEventSeqs.get(id) as number,
       },
       preferences: (head.preferences as StoredPreference[] | null) ?? [],
-      pending: ((head.pending as Array<Record<string, unknown>> | null) ?? []).map((event) => ({
-        event: {
-          id: event.id as string,
-          seq: event.seq as number,
-          type: event.type as string,
-          occurredAt: Date.parse(event.occurredAt as string),
-          role: event.role as EngineEvent['role'],
-          pairType: (event.pairType as string | null) ?? null,
-          pairKey: (event.pairKey as string | null) ?? '',
-          ignored: false,
-        },
-        meta: (event.meta as Record<string, unknown> | null) ?? null,
-      })),
+      pending: ((head.pending as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson),
     });
   }
   return inputs;
+}
+
+/** A client event to fold, from the JSON object the statements above build for it. */
+function fromEventJson(event: Record<string, unknown>): EventToFold {
+  return {
+    event: {
+      id: event.id as string,
+      seq: event.seq as number,
+      type: event.type as string,
+      occurredAt: Date.parse(event.occurredAt as string),
+      role: event.role as EngineEvent['role'],
+      pairType: (event.pairType as string | null) ?? null,
+      pairKey: (event.pairKey as string | null) ?? '',
+      ignored: false,
+    },
+    meta: (event.meta as Record<string, unknown> | null) ?? null,
+  };
 }
 
 /** The head columns of users, in the order toDerivedHead reads them. */
@@ -345,42 +350,65 @@ export async function loadOpenSegments(sql: SqlClient, userId: string): Promise<
   return rows.map(toSegmentStart);
 }
 
-/**
- * Segments open at position `p`: started before `p`, and still open or closed
- * by a decision at or after `p`. Both halves use an index, so the cost does
- * not grow with the user's history before `p`.
- */
-export async function loadSegmentsOpenAt(tx: SqlClient, userId: string, p: Position): Promise<SegmentStart[]> {
-  const rows = await tx.query(
-    `SELECT ${START_COLUMNS} FROM segments
-       WHERE user_id = $1 AND end_at IS NULL AND (start_at, start_seq) < ($2::timestamptz, $3::int)
-     UNION ALL
-     SELECT ${START_COLUMNS} FROM segments
-       WHERE user_id = $1 AND (decided_at, decided_seq) >= ($2::timestamptz, $3::int)
-         AND (start_at, start_seq) < ($2::timestamptz, $3::int)
-     ORDER BY start_at, start_seq`,
-    [userId, new Date(p.at), p.seq],
-    PREPARED,
-  );
-  return rows.map(toSegmentStart);
+/** What a rewind to position `p` reads: the state at `p` and the events to fold again. */
+export interface RewindInput {
+  /** The user's derived version in the same snapshot, to tell whether another writer moved it. */
+  derivedVersion: number;
+  /** Segments open at `p`. */
+  openSegments: SegmentStart[];
+  /** Position of the last non-ignored client event before `p`. */
+  position: Position | null;
+  /** The last activity before `p`. */
+  lastActivityAt: number | null;
+  /** The events to fold again, in position order. */
+  events: EventToFold[];
 }
 
 /**
- * Returns, before position `p`, the position of the last non-ignored client
- * event and the last activity. Activity counts synthesised ends too, because
- * a DEADLINE auto-close ends after the last client event. Every event but a
- * LAST_ACTIVITY auto-close occurs at its position, and that one occurs at an
- * earlier activity. So the last row whose occurrence equals its position has
- * the latest activity. Both lookups walk the position index backwards.
+ * Reads what a rewind to `p` needs with one statement, so all of it comes
+ * from one snapshot:
+ * - The segments open at `p`: started before it, and still open or closed
+ *   by a decision at or after it.
+ * - The position of the last non-ignored client event before `p`, and the
+ *   last activity before it. Activity counts synthesised ends too, because a
+ *   DEADLINE auto-close ends after the last client event. Every event but a
+ *   LAST_ACTIVITY auto-close occurs at its position, and that one occurs at
+ *   an earlier activity, so the last row whose occurrence equals its
+ *   position has the latest activity.
+ * - The non-ignored client events at or after `p` with seq up to `maxSeq`
+ *   (the head's last_event_seq), leaving out those in `skip`, which the
+ *   caller has in memory.
+ * Every part walks an index from `p`, so the cost does not grow with the
+ * user's history before it. Returns null for an unknown user.
  */
-export async function loadActivityBefore(
-  tx: SqlClient,
+export async function loadRewindInput(
+  sql: SqlClient,
   userId: string,
   p: Position,
-): Promise<{ position: Position | null; lastActivityAt: number | null }> {
-  const rows = await tx.queryArrays(
-    `SELECT c.occurred_at, c.seq, a.occurred_at
-     FROM (SELECT 1) AS one
+  maxSeq: number,
+  skip: SeqRange | null,
+): Promise<RewindInput | null> {
+  const rows = await sql.queryArrays(
+    `SELECT u.derived_version,
+       (SELECT json_agg(json_build_object('id', s.id, 'pairType', s.pair_type, 'pairKey', s.pair_key,
+            'startAt', s.start_at, 'startSeq', s.start_seq, 'startEventId', s.start_event_id,
+            'parentSegmentId', s.parent_segment_id) ORDER BY s.start_at, s.start_seq)
+        FROM (
+          SELECT ${START_COLUMNS} FROM segments
+          WHERE user_id = $1 AND end_at IS NULL AND (start_at, start_seq) < ($2::timestamptz, $3::int)
+          UNION ALL
+          SELECT ${START_COLUMNS} FROM segments
+          WHERE user_id = $1 AND (decided_at, decided_seq) >= ($2::timestamptz, $3::int)
+            AND (start_at, start_seq) < ($2::timestamptz, $3::int)
+        ) AS s),
+       c.occurred_at, c.seq, a.occurred_at,
+       (SELECT json_agg(json_build_object('id', e.id, 'seq', e.seq, 'type', e.type, 'occurredAt', e.occurred_at,
+            'role', e.role, 'pairType', e.pair_type, 'pairKey', e.pair_key, 'meta', e.meta) ORDER BY e.pos_at, e.pos_seq)
+        FROM events e
+        WHERE e.user_id = $1 AND e.origin = 'CLIENT' AND NOT e.ignored
+          AND (e.pos_at, e.pos_seq) >= ($2::timestamptz, $3::int) AND e.seq <= $4
+          AND NOT (e.seq BETWEEN $5 AND $6))
+     FROM users u
      LEFT JOIN LATERAL (
        SELECT occurred_at, seq FROM events
        WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
@@ -392,14 +420,30 @@ export async function loadActivityBefore(
        WHERE user_id = $1 AND NOT ignored AND occurred_at = pos_at
          AND (pos_at, pos_seq) < ($2::timestamptz, $3::int)
        ORDER BY pos_at DESC, pos_seq DESC LIMIT 1
-     ) AS a ON true`,
-    [userId, new Date(p.at), p.seq],
+     ) AS a ON true
+     WHERE u.id = $1`,
+    [userId, new Date(p.at), p.seq, maxSeq, skip?.from ?? 0, skip?.to ?? -1],
     PREPARED,
   );
-  const row = rows[0] ?? [null, null, null];
+  const row = rows[0];
+  if (row === undefined) {
+    return null;
+  }
+  const segments = (row[1] as Array<Record<string, unknown>> | null) ?? [];
   return {
-    position: row[0] === null ? null : { at: (row[0] as Date).getTime(), seq: row[1] as number },
-    lastActivityAt: row[2] === null ? null : (row[2] as Date).getTime(),
+    derivedVersion: row[0] as number,
+    openSegments: segments.map((segment) => ({
+      segmentId: segment.id as string,
+      pairType: segment.pairType as string,
+      pairKey: segment.pairKey as string,
+      startAt: Date.parse(segment.startAt as string),
+      startSeq: segment.startSeq as number,
+      startEventId: segment.startEventId as string,
+      parentSegmentId: (segment.parentSegmentId as string | null) ?? null,
+    })),
+    position: row[2] === null ? null : { at: (row[2] as Date).getTime(), seq: row[3] as number },
+    lastActivityAt: row[4] === null ? null : (row[4] as Date).getTime(),
+    events: ((row[5] as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson),
   };
 }
 
@@ -502,30 +546,6 @@ export async function loadHeadAndPending(
   const preferences = (first[6] as StoredPreference[] | null) ?? [];
   const pending = rows.filter((row) => row[7] !== null).map((row) => toEventToFold(row.slice(7)));
   return { head, preferences, pending };
-}
-
-/**
- * Loads the non-ignored client events at or after `from` and with seq up to
- * `maxSeq` (the head's last_event_seq), in position order, with their meta.
- * Events in `skip` are left out, as in loadHeadAndPending.
- */
-export async function loadEventsToFold(
-  sql: SqlClient,
-  userId: string,
-  from: Position,
-  maxSeq: number,
-  skip: SeqRange | null = null,
-): Promise<EventToFold[]> {
-  const rows = await sql.queryArrays(
-    `SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta FROM events
-     WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
-       AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int) AND seq <= $4
-       AND NOT (seq BETWEEN $5 AND $6)
-     ORDER BY pos_at, pos_seq`,
-    [userId, new Date(from.at), from.seq, maxSeq, skip?.from ?? 0, skip?.to ?? -1],
-    PREPARED,
-  );
-  return rows.map(toEventToFold);
 }
 
 /** SQLSTATE of the errors that `event_master_check` raises (migration 20261204210000_statement_check). */
