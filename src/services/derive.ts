@@ -47,6 +47,32 @@ export type FaultHook = (step: IntakeStep, userId: string) => void;
 interface StoredState {
   derivedVersion: number;
   engine: EngineState;
+  /** The user's event counters in PostgreSQL when the fold read its head. */
+  counters?: StoredCounters;
+}
+
+/** The counters that the events write guards on, as a fold last saw them. */
+export interface StoredCounters {
+  lastEventSeq: number;
+  maxOccurredAt: number | null;
+}
+
+/**
+ * Returns the event counters saved with a user's engine state, or null when
+ * the text is missing, unreadable or older than the counters field. They
+ * are a guess: another process may have stored events since, which the
+ * events write detects.
+ */
+export function countersInState(text: string | null | undefined): StoredCounters | null {
+  if (text === null || text === undefined) {
+    return null;
+  }
+  try {
+    const counters = (JSON.parse(text) as StoredState).counters;
+    return counters !== undefined && Number.isInteger(counters.lastEventSeq) ? counters : null;
+  } catch {
+    return null;
+  }
 }
 
 export interface DeriveResult {
@@ -210,7 +236,11 @@ export class Deriver {
     }
     this.fault('derived-written', userId);
 
-    const stored: StoredState = { derivedVersion: result.version, engine: state };
+    const stored: StoredState = {
+      derivedVersion: result.version,
+      engine: state,
+      counters: { lastEventSeq: head.lastEventSeq, maxOccurredAt: head.maxOccurredAt },
+    };
     const serialized = JSON.stringify(stored);
     const saved = await this.store.saveUserState(lock, serialized);
     lock.state = saved ? serialized : undefined;

@@ -209,18 +209,21 @@ describeWithPostgres('intake statement plans', () => {
     const at = Date.UTC(2026, 0, 1);
     const position = { at: Date.UTC(2021, 0, 1), seq: 100 };
     const derived = await closingWrite([randomUUID()]);
-    const statements = await capture(async (sql) => {
-      await loadIntakeSnapshot(sql, [userId], ['c1']);
-      await appendClientEvents(sql, [heartbeatRow(userId, 50_001)], [{ id: userId, lastEventSeq: 50_001, maxOccurredAt: at, expectedSeq: 50_000 }]);
-      await loadHeadAndPending(sql, userId, { from: 50_001, to: 50_001 });
-      await loadRewindInput(sql, userId, position, 50_001, { from: 50_001, to: 50_001 });
-      await truncateDerivedFrom(sql, userId, position);
-      await writeDerived(sql, derived);
-      await loadReply(sql, [userId], [randomUUID()]);
-    });
+    const counters = [{ id: userId, lastEventSeq: 50_001, maxOccurredAt: at, expectedSeq: 50_000 }];
+    const calls: Array<(sql: SqlClient) => Promise<unknown>> = [
+      (sql) => loadIntakeSnapshot(sql, [userId], ['c1']),
+      (sql) => appendClientEvents(sql, [heartbeatRow(userId, 50_001)], counters),
+      (sql) => appendClientEvents(sql, [heartbeatRow(userId, 50_001)], counters, ['c1']),
+      (sql) => loadHeadAndPending(sql, userId, { from: 50_001, to: 50_001 }),
+      (sql) => loadRewindInput(sql, userId, position, 50_001, { from: 50_001, to: 50_001 }),
+      (sql) => truncateDerivedFrom(sql, userId, position),
+      (sql) => writeDerived(sql, derived),
+      (sql) => loadReply(sql, [userId], [randomUUID()]),
+    ];
+    const statements = (await Promise.all(calls.map((call) => capture(call)))).flat();
     const prepared = statements.filter((statement) => statement.options?.prepare === true);
     expect(prepared).toHaveLength(statements.length);
-    expect(prepared).toHaveLength(7);
+    expect(prepared).toHaveLength(calls.length);
 
     for (const statement of prepared) {
       const plan = await genericPlan(statement);

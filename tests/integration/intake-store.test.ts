@@ -198,6 +198,132 @@ describe('storing client events', () => {
     expect(rows[1]?.client_id).toBe('after-race');
   });
 
+  it('writes no user when the counters of one moved', async () => {
+    const sql = server.app.db.sql;
+    const moved = (await server.createUser('store-moved-one')).id;
+    const still = (await server.createUser('store-moved-other')).id;
+    const earlier = heartbeatRow(moved, 1);
+    await appendClientEvents(sql, [earlier], [{ id: moved, lastEventSeq: 1, maxOccurredAt: earlier.occurredAt, expectedSeq: 0 }]);
+
+    // The counters of `still` match and would move alone; the statement fails as a whole instead.
+    const attempt = appendClientEvents(
+      sql,
+      [heartbeatRow(moved, 1), heartbeatRow(still, 1)],
+      [
+        { id: moved, lastEventSeq: 1, maxOccurredAt: null, expectedSeq: 0 },
+        { id: still, lastEventSeq: 1, maxOccurredAt: null, expectedSeq: 0 },
+      ],
+    );
+
+    await expect(attempt).rejects.toBeInstanceOf(CountersMovedError);
+    const snapshot = await loadIntakeSnapshot(sql, [moved, still], []);
+    expect(snapshot.counters.get(still)?.lastEventSeq).toBe(0);
+    const rows = await sql.query(`SELECT 1 FROM events WHERE user_id = $1`, [still]);
+    expect(rows).toHaveLength(0);
+  });
+
+  it('writes nothing when a client id taken for new is stored', async () => {
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-unseen')).id;
+    const first = heartbeatRow(userId, 1);
+    await appendClientEvents(sql, [first], [{ id: userId, lastEventSeq: 1, maxOccurredAt: first.occurredAt, expectedSeq: 0 }]);
+
+    const repeat = { ...heartbeatRow(userId, 2), clientId: first.clientId };
+    // Inside a transaction, so that a failed statement would show: it
+    // aborts the transaction, and PostgreSQL logs it as an error.
+    await sql.transaction(async (tx) => {
+      const attempt = appendClientEvents(
+        tx,
+        [repeat],
+        [{ id: userId, lastEventSeq: 2, maxOccurredAt: repeat.occurredAt, expectedSeq: 1 }],
+        [repeat.clientId!],
+      );
+      await expect(attempt).rejects.toBeInstanceOf(CountersMovedError);
+      expect(await tx.query(`SELECT 1 AS usable`)).toEqual([{ usable: 1 }]);
+    });
+    const rows = await sql.query<{ seq: number }>(`SELECT seq FROM events WHERE user_id = $1 ORDER BY seq`, [userId]);
+    expect(rows.map((row) => row.seq)).toEqual([1]);
+    expect((await loadIntakeSnapshot(sql, [userId], [])).counters.get(userId)?.lastEventSeq).toBe(1);
+  });
+
+  describe('small requests with the counters from the lock', () => {
+    /** An intake service whose statements are recorded, with whether each was the snapshot read. */
+    function recordingIntake(): { intake: IntakeService; snapshotReads: () => number } {
+      const sql = server.app.db.sql;
+      let reads = 0;
+      const recording = wrapSql(sql, {
+        queryArrays: async (text, params, options) => {
+          if (text.includes('x.existing')) {
+            reads += 1;
+          }
+          return sql.queryArrays(text, params, options);
+        },
+      });
+      const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+      return { intake: new IntakeService({ ...options, sql: recording }), snapshotReads: () => reads };
+    }
+
+    const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 1, 9, minutes));
+
+    it('store without reading the counters', async () => {
+      const userId = (await server.createUser('guess-plain')).id;
+      const viewer = { userId, role: 'MEMBER' as const };
+      await server.app.services.intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
+      const { intake, snapshotReads } = recordingIntake();
+
+      const outcome = await intake.send(viewer, [{ id: 'b', type: 'heartbeat', occurredAt: at(1) }]);
+
+      expect(snapshotReads()).toBe(0);
+      expect(outcome.results[0]?.duplicate).toBe(false);
+      expect(outcome.results[0]?.event.seq).toBe(2);
+    });
+
+    it('read and report a repeated event as a duplicate', async () => {
+      const userId = (await server.createUser('guess-repeat')).id;
+      const viewer = { userId, role: 'MEMBER' as const };
+      const first = await server.app.services.intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
+      const { intake, snapshotReads } = recordingIntake();
+
+      const outcome = await intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
+
+      expect(snapshotReads()).toBe(1);
+      expect(outcome.results[0]?.duplicate).toBe(true);
+      expect(outcome.results[0]?.event.id).toBe(first.results[0]?.event.id);
+      const rows = await server.app.db.sql.query(`SELECT 1 FROM events WHERE user_id = $1`, [userId]);
+      expect(rows).toHaveLength(1);
+    });
+
+    it('reject a reused id with other content', async () => {
+      const userId = (await server.createUser('guess-conflict')).id;
+      const viewer = { userId, role: 'MEMBER' as const };
+      await server.app.services.intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
+      const { intake } = recordingIntake();
+
+      const attempt = intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(5) }]);
+
+      await expect(attempt).rejects.toMatchObject({ kind: 'BAD_USER_INPUT' });
+      await expect(attempt).rejects.toThrow(/already used for an event with other content/);
+    });
+
+    it('read the counters after another writer stored events', async () => {
+      const sql = server.app.db.sql;
+      const userId = (await server.createUser('guess-stale')).id;
+      const viewer = { userId, role: 'MEMBER' as const };
+      await server.app.services.intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
+      // Stored as by a process whose lock expired: the saved counters are now behind.
+      const other = heartbeatRow(userId, 2);
+      await appendClientEvents(sql, [other], [{ id: userId, lastEventSeq: 2, maxOccurredAt: other.occurredAt, expectedSeq: 1 }]);
+      const { intake, snapshotReads } = recordingIntake();
+
+      const outcome = await intake.send(viewer, [{ id: 'c', type: 'heartbeat', occurredAt: at(30) }]);
+
+      expect(snapshotReads()).toBe(1);
+      expect(outcome.results[0]?.event.seq).toBe(3);
+      const rows = await sql.query<{ seq: number }>(`SELECT seq FROM events WHERE user_id = $1 AND origin = 'CLIENT' ORDER BY seq`, [userId]);
+      expect(rows.map((row) => row.seq)).toEqual([1, 2, 3]);
+    });
+  });
+
   it('folds events stored earlier but not folded yet', async () => {
     // A session start is stored, as by a request that stopped before its
     // fold. The next request's write returns it as pending, so its end pairs with it.

@@ -21,6 +21,8 @@ export interface DerivedHead {
   lastActivityAt: number | null;
   derivedVersion: number;
   lastEventSeq: number;
+  /** Latest occurrence among the user's stored non-ignored client events, stored with lastEventSeq. */
+  maxOccurredAt: number | null;
 }
 
 export interface NewClientEvent {
@@ -61,7 +63,7 @@ export interface DerivedWrite {
   /** Stored segments that this write closes, with their pair type and start. */
   closedSegments: Array<{ segmentId: string; pairType: string; startAt: number; end: NonNullable<SegmentRow['end']> }>;
   orphanEventIds: string[];
-  head: Omit<DerivedHead, 'derivedVersion' | 'lastEventSeq'>;
+  head: Omit<DerivedHead, 'derivedVersion' | 'lastEventSeq' | 'maxOccurredAt'>;
   /** Derived version read at the start of the fold; another writer since then makes the write fail. */
   expectedVersion: number;
 }
@@ -148,10 +150,14 @@ export async function loadIntakeSnapshot(
   return snapshot;
 }
 
-/** Thrown by `appendClientEvents` when another writer stored events of one of the users since the snapshot. */
+/**
+ * Thrown by `appendClientEvents`, which then wrote nothing, when another
+ * writer stored events of one of the users since the counters were read, or
+ * when an event the caller took for new is stored already.
+ */
 export class CountersMovedError extends Error {
-  constructor(cause: unknown) {
-    super('Another request stored events of the same user at the same time.', { cause });
+  constructor(cause?: unknown) {
+    super('The counters or stored events of a user changed since they were read; nothing was written.', { cause });
     this.name = 'CountersMovedError';
   }
 }
@@ -171,6 +177,8 @@ export interface FoldInput {
  * statement, only while every user's last_event_seq still equals the
  * snapshot's (`expectedSeq`). Otherwise nothing is written and it throws
  * CountersMovedError, so the caller reads a new snapshot and tries again.
+ * With `unseenClientIds`, a write of one user's events also requires that
+ * none of those client ids is stored yet, for a caller that did not read them.
  *
  * Returns each user's fold input as of the write, so the fold that follows
  * needs no read of its own: the head with the new last_event_seq, and the
@@ -181,10 +189,14 @@ export async function appendClientEvents(
   sql: SqlClient,
   events: readonly NewClientEvent[],
   counters: ReadonlyArray<UserCounters & { expectedSeq: number }>,
+  unseenClientIds: readonly string[] | null = null,
 ): Promise<Map<string, FoldInput>> {
-  let rows: Array<{ heads: Array<Record<string, unknown>> | null }>;
+  let rows: Array<{ written: boolean; heads: Array<Record<string, unknown>> | null }>;
   const userIds = counters.map((c) => c.id);
   const oneUser = userIds.length === 1;
+  if (unseenClientIds !== null && !oneUser) {
+    throw new TypeError('unseenClientIds applies to the events of one user only.');
+  }
   try {
     // The rows travel as one JSON document: JSON.stringify costs far less
     // than fourteen array parameters of 1000 elements each.
@@ -198,6 +210,7 @@ export async function appendClientEvents(
          -- PostgreSQL estimates every json_to_recordset at 100 rows, and then
          -- hashed a scan of all users; the id list makes it look them up by key.
          AND ${idMatch('users.id', '$4', oneUser)}
+         ${unseenClientIds === null ? '' : 'AND NOT EXISTS (SELECT 1 FROM events e WHERE e.user_id = users.id AND e.client_id = ANY($5::text[]))'}
        RETURNING users.id
      ), appended AS (
        INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
@@ -208,8 +221,13 @@ export async function appendClientEvents(
          AS t(id uuid, user_id uuid, seq int, client_id text, type text, role text, pair_type text, pair_key text,
            occurred_at timestamptz, client_occurred_at timestamptz, received_at timestamptz, meta jsonb,
            flags text[], ignored boolean)
+       WHERE (SELECT count(*) FROM counters) = $3
      )
-     SELECT event_master_check((SELECT count(*) FROM counters) = $3, 'COUNTERS_MOVED') AS checked,
+     -- When no user's counters matched, nothing was written and the statement
+     -- succeeds with written = false. When only some did, their counters must
+     -- not move without their events, so the check fails the whole statement.
+     SELECT event_master_check((SELECT count(*) FROM counters) IN (0, $3), 'COUNTERS_MOVED') AS checked,
+       (SELECT count(*) FROM counters) = $3 AS written,
        (SELECT json_agg(json_build_object(
           'id', u.id, 'appliedSeq', u.applied_seq, 'appliedAt', u.applied_at, 'appliedPosSeq', u.applied_pos_seq,
           'lastActivityAt', u.last_activity_at, 'derivedVersion', u.derived_version,
@@ -254,6 +272,7 @@ export async function appendClientEvents(
         ),
         counters.length,
         idParam(userIds, oneUser),
+        ...(unseenClientIds === null ? [] : [[...unseenClientIds]]),
       ],
       PREPARED,
     );
@@ -264,8 +283,11 @@ export async function appendClientEvents(
     }
     throw error;
   }
+  if (rows[0]?.written !== true) {
+    throw new CountersMovedError();
+  }
 
-  const lastEventSeqs = new Map(counters.map((c) => [c.id, c.lastEventSeq]));
+  const written = new Map(counters.map((c) => [c.id, c]));
   const inputs = new Map<string, FoldInput>();
   for (const head of rows[0]?.heads ?? []) {
     const id = head.id as string;
@@ -278,7 +300,8 @@ export async function appendClientEvents(
         position: appliedAt === null || appliedPosSeq === null ? null : { at: Date.parse(appliedAt), seq: appliedPosSeq },
         lastActivityAt: lastActivityAt === null ? null : Date.parse(lastActivityAt),
         derivedVersion: head.derivedVersion as number,
-        lastEventSeq: lastEventSeqs.get(id) as number,
+        lastEventSeq: written.get(id)!.lastEventSeq,
+        maxOccurredAt: written.get(id)!.maxOccurredAt,
       },
       preferences: (head.preferences as StoredPreference[] | null) ?? [],
       pending: ((head.pending as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson),
@@ -305,7 +328,8 @@ function fromEventJson(event: Record<string, unknown>): EventToFold {
 }
 
 /** The head columns of users, in the order toDerivedHead reads them. */
-const HEAD_COLUMNS = 'applied_seq, applied_at, applied_pos_seq, last_activity_at, derived_version, last_event_seq';
+const HEAD_COLUMNS =
+  'applied_seq, applied_at, applied_pos_seq, last_activity_at, derived_version, last_event_seq, max_occurred_at';
 
 export async function loadDerivedHead(sql: SqlClient, userId: string): Promise<DerivedHead | null> {
   const rows = await sql.queryArrays(`SELECT ${HEAD_COLUMNS} FROM users WHERE id = $1`, [userId]);
@@ -323,6 +347,7 @@ function toDerivedHead(row: readonly unknown[]): DerivedHead {
     lastActivityAt: ms(row[3] as Date | null),
     derivedVersion: row[4] as number,
     lastEventSeq: row[5] as number,
+    maxOccurredAt: ms(row[6] as Date | null),
   };
 }
 
@@ -543,8 +568,8 @@ export async function loadHeadAndPending(
     return null;
   }
   const head = toDerivedHead(first);
-  const preferences = (first[6] as StoredPreference[] | null) ?? [];
-  const pending = rows.filter((row) => row[7] !== null).map((row) => toEventToFold(row.slice(7)));
+  const preferences = (first[7] as StoredPreference[] | null) ?? [];
+  const pending = rows.filter((row) => row[8] !== null).map((row) => toEventToFold(row.slice(8)));
   return { head, preferences, pending };
 }
 
