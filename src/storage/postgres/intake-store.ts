@@ -413,6 +413,10 @@ export async function loadRewindInput(
   maxSeq: number,
   skip: SeqRange | null,
 ): Promise<RewindInput | null> {
+  // Not prepared: with the plan made once for all values, PostgreSQL read the
+  // events by (user_id, seq) with seq <= $4, that is the user's whole history
+  // before the rewind position, instead of walking the position index from
+  // $2. Rewinds are rare enough that planning each one costs little.
   const rows = await sql.queryArrays(
     `SELECT u.derived_version,
        (SELECT json_agg(json_build_object('id', s.id, 'pairType', s.pair_type, 'pairKey', s.pair_key,
@@ -448,7 +452,6 @@ export async function loadRewindInput(
      ) AS a ON true
      WHERE u.id = $1`,
     [userId, new Date(p.at), p.seq, maxSeq, skip?.from ?? 0, skip?.to ?? -1],
-    PREPARED,
   );
   const row = rows[0];
   if (row === undefined) {
@@ -477,6 +480,8 @@ export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Posi
   // One statement, four disjoint parts: segments started at or after p go,
   // segments started before p and closed by a decision at or after p reopen,
   // corrections at or after p go, and ORPHAN_END flags at or after p clear.
+  // Not prepared, like the rewind's read: the plan made once for all values
+  // scanned all of the user's segments for the reopening part.
   await tx.query(
     `WITH dropped AS (
        DELETE FROM segments WHERE user_id = $1 AND (start_at, start_seq) >= ($2::timestamptz, $3::int)
@@ -491,7 +496,6 @@ export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Posi
      UPDATE events SET orphan = false WHERE user_id = $1 AND origin = 'CLIENT' AND orphan
        AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)`,
     [userId, new Date(p.at), p.seq],
-    PREPARED,
   );
 }
 
