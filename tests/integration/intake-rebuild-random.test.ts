@@ -1,0 +1,162 @@
+/**
+ * Randomised intake against the whole HTTP stack. Seeded streams of two
+ * users go out in batches of random sizes and partly out of time order, so
+ * some events are late and some fall beyond the lateness horizon. Streams
+ * have events at equal instants, future timestamps and resent duplicates.
+ * The derived timeline the server built must equal what a full rebuild
+ * computes from the same stored events.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
+import {
+  dataOf,
+  normaliseTimeline,
+  readTimeline,
+  SEND_EVENTS,
+  seededRandom,
+  type NormalisedTimeline,
+  type StreamEvent,
+} from '../support/replay.js';
+import { describeWithPostgres } from '../support/services.js';
+
+const NOW = Date.UTC(2026, 2, 1, 12);
+const HORIZON_SECONDS = 6 * 3600;
+const SEEDS = (process.env.RANDOM_INTAKE_SEEDS ?? '1,2,3,4,5,6,7,8').split(',').map(Number);
+const BATCH_SIZES = [1, 1, 1, 2, 3, 5, 8, 20, 60, 150];
+
+type Outgoing = StreamEvent & { userId: string };
+
+/**
+ * Generates one user's sessions, keyed tasks and heartbeats in time order.
+ * A third of the gaps are zero, so events share an instant. A few events
+ * near the end lie in the future, and the server moves them to its now.
+ */
+function generateEvents(random: () => number, userId: string, prefix: string, count: number): Outgoing[] {
+  const kinds = [
+    { type: 'session_started', keyed: false },
+    { type: 'session_ended', keyed: false },
+    { type: 'task_started', keyed: true },
+    { type: 'task_ended', keyed: true },
+    { type: 'heartbeat', keyed: false },
+  ];
+  const events: Outgoing[] = [];
+  let at = NOW - 20 * 3600 * 1000;
+  for (let index = 0; index < count; index += 1) {
+    const kind = kinds[Math.floor(random() * kinds.length)]!;
+    // A future event moves the user's latest instant to now, so it comes last.
+    const future = index > count * 0.9 && random() < 0.1;
+    const event: Outgoing = {
+      userId,
+      id: `${prefix}-${index}`,
+      type: kind.type,
+      occurredAt: new Date(future ? NOW + 3600_000 : at).toISOString(),
+    };
+    if (kind.keyed) {
+      event.pairKey = ['', 'a', 'b'][Math.floor(random() * 3)]!;
+    }
+    events.push(event);
+    if (random() > 0.33) {
+      at += (1 + Math.floor(random() * 600)) * 1000;
+    }
+  }
+  return events;
+}
+
+/** Moves some events later in the sending order, a few of them far enough to fall behind the horizon. */
+function sendingOrder(random: () => number, events: readonly Outgoing[]): Outgoing[] {
+  const order = events.map((event, index) => ({ event, key: index }));
+  for (const entry of order) {
+    const roll = random();
+    if (roll < 0.15) {
+      entry.key += 1 + random() * 10;
+    } else if (roll < 0.2) {
+      entry.key += 20 + random() * 200;
+    }
+  }
+  return order.sort((a, b) => a.key - b.key).map((entry) => entry.event);
+}
+
+/** Splits the events into batches of random sizes, adding resent duplicates of events sent before. */
+function batches(random: () => number, events: readonly Outgoing[]): Outgoing[][] {
+  const result: Outgoing[][] = [];
+  const sent: Outgoing[] = [];
+  let index = 0;
+  while (index < events.length) {
+    const size = BATCH_SIZES[Math.floor(random() * BATCH_SIZES.length)]!;
+    const batch = events.slice(index, index + size);
+    index += size;
+    if (sent.length > 0 && random() < 0.3) {
+      batch.splice(Math.floor(random() * (batch.length + 1)), 0, sent[Math.floor(random() * sent.length)]!);
+    }
+    if (random() < 0.1) {
+      batch.push(batch[0]!);
+    }
+    sent.push(...batch);
+    result.push(batch);
+  }
+  return result;
+}
+
+async function timelineOf(server: TestServer, userId: string): Promise<NormalisedTimeline> {
+  return normaliseTimeline(await readTimeline(server, await server.adminToken(), userId));
+}
+
+describeWithPostgres('randomised intake against a full rebuild', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock: new ManualClock(NOW),
+      sweeper: false,
+      env: { LATENESS_HORIZON_SECONDS: String(HORIZON_SECONDS) },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it.each(SEEDS)('seed %i matches a rebuild', async (seed) => {
+    const random = seededRandom(seed * 7919);
+    const users = [await server.createUser(`random-${seed}-a`), await server.createUser(`random-${seed}-b`)];
+    const admin = await server.adminToken();
+    const streams = users.map((user, index) =>
+      sendingOrder(random, generateEvents(random, user.id, `s${seed}u${index}`, 150 + Math.floor(random() * 150))),
+    );
+
+    // Each batch holds one user's events, or both users' when the roll says so.
+    const [first, second] = streams as [Outgoing[], Outgoing[]];
+    const mixed: Outgoing[] = [];
+    while (first.length + second.length > 0) {
+      const from = second.length === 0 || (first.length > 0 && random() < 0.5) ? first : second;
+      mixed.push(from.shift()!);
+    }
+    const perUser = random() < 0.5;
+    for (const batch of batches(random, mixed)) {
+      const groups = perUser ? users.map((user) => batch.filter((event) => event.userId === user.id)) : [batch];
+      for (const group of groups.filter((entry) => entry.length > 0)) {
+        dataOf(await server.gql(SEND_EVENTS, { events: group }, admin), `sendEvents of seed ${seed}`);
+      }
+    }
+
+    const flags = new Map<string, number>();
+    for (const user of users) {
+      const raw = await readTimeline(server, admin, user.id);
+      for (const flag of raw.events.flatMap((event) => event.flags)) {
+        flags.set(flag, (flags.get(flag) ?? 0) + 1);
+      }
+    }
+    // The streams must reach the paths under test: rewinds and ignored events.
+    expect(flags.get('LATE_EVENT') ?? 0).toBeGreaterThan(0);
+    expect(flags.get('LATE_BEYOND_HORIZON') ?? 0).toBeGreaterThan(0);
+
+    for (const user of users) {
+      await server.app.services.intake.settle(user.id);
+      const served = await timelineOf(server, user.id);
+      await server.app.services.intake.rebuild(user.id, true);
+      const rebuilt = await timelineOf(server, user.id);
+      expect(served, `user ${user.id} of seed ${seed}`).toEqual(rebuilt);
+    }
+  }, 120_000);
+});
