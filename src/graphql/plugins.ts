@@ -169,11 +169,6 @@ function asksForSchema(document: DocumentNode): boolean {
 }
 
 /**
- * Requires a valid token for introspection: without one, only `login` and
- * `{ __typename }` are served. Apollo Sandbox loads the schema once an
- * Authorization header is set in its connection settings.
- */
-/**
  * Marks every GraphQL reply `Cache-Control: no-store`: replies carry one
  * user's data. Apollo's cache-control plugin, which would set the same
  * header, is disabled because it wraps every field resolver.
@@ -190,6 +185,11 @@ export function createNoStorePlugin(): ApolloServerPlugin<GraphQLContext> {
   };
 }
 
+/**
+ * Requires a valid token for introspection: without one, only `login` and
+ * `{ __typename }` are served. Apollo Sandbox loads the schema once an
+ * Authorization header is set in its connection settings.
+ */
 export function createIntrospectionAuthPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
