@@ -300,11 +300,21 @@ describeWithPostgres('intake statement plans', () => {
     }
   }, 120_000);
 
-  it('leaves a reply lookup of many events unprepared', async () => {
-    const statements = await capture((sql) => loadReply(sql, [userId], [randomUUID(), randomUUID()]));
+  it('leaves statements of larger requests unprepared', async () => {
+    const rows = Array.from({ length: 17 }, (_, index) => heartbeatRow(userId, 50_001 + index));
+    const counters = [{ id: userId, lastEventSeq: 50_017, maxOccurredAt: null, expectedSeq: 0 }];
+    const write = await closingWrite(rows.map((row) => row.id));
+    const statements = [
+      ...(await capture((sql) => loadReply(sql, [userId], [randomUUID(), randomUUID()]))),
+      ...(await capture((sql) => loadIntakeSnapshot(sql, [userId], rows.map((row) => row.clientId!)))),
+      ...(await capture((sql) => appendClientEvents(sql, rows, counters))),
+      ...(await capture((sql) => writeDerived(sql, write))),
+    ];
 
-    expect(statements).toHaveLength(1);
-    expect(statements[0]!.options?.prepare).not.toBe(true);
+    expect(statements).toHaveLength(4);
+    for (const statement of statements) {
+      expect(statement.options?.prepare, statement.text.slice(0, 40)).not.toBe(true);
+    }
   });
 });
 

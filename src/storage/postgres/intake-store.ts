@@ -6,7 +6,7 @@
  */
 import type { AutoCloseEndAt, Correction, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
 import { DomainError } from '../../domain/errors.js';
-import { PREPARED, SqlParams, type SqlClient } from './sql.js';
+import { PREPARED, SqlParams, type QueryOptions, type SqlClient } from './sql.js';
 import { EVENT_COLUMNS, SEGMENT_COLUMNS, toEventRecord, toSegmentRecord, type EventRecord, type SegmentRecord } from './records.js';
 
 export interface UserCounters {
@@ -92,6 +92,17 @@ export interface IntakeSnapshot {
 }
 
 /**
+ * Requests of up to this many rows keep their statements prepared. For them,
+ * parsing and planning are a large share of the cost. A larger batch plans
+ * each statement for its own sizes, at a cost spread over its rows.
+ */
+const PREPARED_MAX_ROWS = 16;
+
+function preparedUpTo(rows: number): QueryOptions | undefined {
+  return rows <= PREPARED_MAX_ROWS ? PREPARED : undefined;
+}
+
+/**
  * Matches `column` against ids passed as parameter `param`. A request of one
  * user, or of one event, passes one id rather than an array: with an array
  * parameter of unknown length, the plan made once for all values looks
@@ -127,7 +138,7 @@ export async function loadIntakeSnapshot(
      ) x ON cardinality($2::text[]) > 0
      WHERE ${idMatch('u.id', '$1', oneUser)}`,
     [idParam(userIds, oneUser), [...new Set(clientIds)]],
-    PREPARED,
+    preparedUpTo(clientIds.length),
   );
   const snapshot: IntakeSnapshot = { counters: new Map(), existing: new Map() };
   for (const row of rows) {
@@ -274,7 +285,7 @@ export async function appendClientEvents(
         idParam(userIds, oneUser),
         ...(unseenClientIds === null ? [] : [[...unseenClientIds]]),
       ],
-      PREPARED,
+      preparedUpTo(events.length),
     );
   } catch (error) {
     const code = (error as { code?: string }).code ?? '';
@@ -716,7 +727,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
          event_master_check(EXISTS (SELECT 1 FROM head) AND ${closedCheck},
            CASE WHEN EXISTS (SELECT 1 FROM head) THEN 'CLOSED_MISMATCH' ELSE 'LOCK_LOST' END) AS checked`,
       p.values,
-      PREPARED,
+      preparedUpTo(write.corrections.length + write.newSegments.length + write.closedSegments.length + write.orphanEventIds.length),
     );
   } catch (error) {
     const { code, message } = error as { code?: string; message?: string };
