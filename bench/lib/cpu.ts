@@ -1,10 +1,10 @@
 /**
- * CPU time of every process that shares the machine during a run, so that a
- * report can show where the cores went: the server (read by server.ts), the
- * bench process itself (the load generator and the baseline's client), and
- * the PostgreSQL and Redis server processes, read from /proc. PostgreSQL and
- * Redis are null when no such process is visible, as when they run on
- * another host or the system has no /proc.
+ * CPU time of the processes that share the machine during a run, so that a
+ * report can show where the cores went. server.ts reads the server's own
+ * time. This module reads the bench process itself, which runs the load
+ * generator and the baseline's client, and the PostgreSQL and Redis server
+ * processes from /proc. PostgreSQL and Redis are null when no such process
+ * is visible, as when they run on another host or the system has no /proc.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 

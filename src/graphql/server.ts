@@ -56,8 +56,8 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
       createErrorLoggingPlugin(),
       createInputStatusPlugin(),
       // Apollo's default cache-control plugin wraps every field resolver to
-      // compute a cache policy that no type sets; the no-store plugin sets
-      // the only header it would.
+      // compute a cache policy that no type sets. The no-store plugin sets
+      // the only header it would set.
       ApolloServerPluginCacheControlDisabled(),
       createNoStorePlugin(),
       // The embedded Apollo Sandbox page, served at GET /graphql to browsers.

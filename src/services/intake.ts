@@ -118,8 +118,8 @@ function canonicalJson(value: unknown): string {
 }
 
 /**
- * A snapshot made from the counters saved with each user's engine state, with
- * no stored repeats, or null when a lock came without saved counters.
+ * Builds a snapshot from the counters saved with each user's engine state,
+ * with no stored repeats. Returns null when a lock came without saved counters.
  */
 function countersFromLocks(locks: readonly UserLock[]): IntakeSnapshot | null {
   const snapshot: IntakeSnapshot = { counters: new Map(), existing: new Map() };

@@ -104,10 +104,10 @@ function preparedUpTo(rows: number): QueryOptions | undefined {
 
 /**
  * Matches `column` against ids passed as parameter `param`. A request of one
- * user, or of one event, passes one id rather than an array: with an array
+ * user, or of one event, passes one id rather than an array. With an array
  * parameter of unknown length, the plan made once for all values looks
- * costlier than one made for a single id, and PostgreSQL then plans every
- * run anew instead of reusing the prepared plan.
+ * costlier than a plan for a single id. PostgreSQL would then plan every run
+ * anew instead of reusing the prepared plan.
  */
 function idMatch(column: string, param: string, single: boolean): string {
   return single ? `${column} = ${param}::uuid` : `${column} = ANY(${param}::uuid[])`;
@@ -321,7 +321,7 @@ export async function appendClientEvents(
   return inputs;
 }
 
-/** A client event to fold, from the JSON object the statements above build for it. */
+/** Converts the JSON object that the statements above build for a client event into an event to fold. */
 function fromEventJson(event: Record<string, unknown>): EventToFold {
   return {
     event: {
@@ -386,7 +386,7 @@ export async function loadOpenSegments(sql: SqlClient, userId: string): Promise<
   return rows.map(toSegmentStart);
 }
 
-/** What a rewind to position `p` reads: the state at `p` and the events to fold again. */
+/** The input of a rewind to position `p`: the state at `p` and the events to fold again. */
 export interface RewindInput {
   /** The user's derived version in the same snapshot, to tell whether another writer moved it. */
   derivedVersion: number;
@@ -779,7 +779,7 @@ export async function loadReply(
     return { events: [], corrections: [], segments: [] };
   }
   // A reply to one event, the common case, has a statement of its own that
-  // stays prepared; the plan for many ids depends on how many.
+  // stays prepared. The best plan for many ids depends on how many there are.
   const oneEvent = userIds.length === 1 && eventIds.length === 1 && eventIdsToRead.length <= 1;
   const rows = await sql.query(
     `WITH RECURSIVE caused AS (

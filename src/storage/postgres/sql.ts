@@ -45,8 +45,8 @@ export class SqlParams {
 
 /**
  * Names of prepared statements, one per statement text. A statement built
- * from parts has one text per combination of parts, so the names stay few;
- * past the limit, new texts run unnamed rather than fill each connection.
+ * from parts has one text per combination of parts, so the names stay few.
+ * Past the limit, new texts run unnamed rather than fill each connection.
  */
 export class StatementNames {
   private readonly names = new Map<string, string>();
