@@ -12,6 +12,7 @@ import autocannon, { type AutocannonRequest } from 'autocannon';
 
 import type { PhaseContext } from '../lib/context.js';
 import { cpuBetween, sampleCpu } from '../lib/cpu.js';
+import { settleDatabase } from '../lib/services.js';
 import { GraphQLClient } from '../lib/http.js';
 import type { RunningServer } from '../lib/server.js';
 import { percentile } from '../lib/stats.js';
@@ -252,7 +253,12 @@ async function runOpenLoop(
  * but the server still works off the requests in flight. At 100 connections
  * that takes a few hundred ms, and the next row must not measure it.
  */
-async function waitForIdleServer(server: RunningServer): Promise<void> {
+/** Settles the database, then waits up to 10 s until the server spends less than a tenth of a core. */
+async function waitForIdle(context: PhaseContext): Promise<void> {
+  if (!(await settleDatabase(context.pool))) {
+    context.log('latency: autovacuum still running after 30 s; timing anyway');
+  }
+  const { server } = context;
   const deadline = performance.now() + 10_000;
   while (performance.now() < deadline) {
     const before = server.cpuTimeMs();
@@ -277,7 +283,7 @@ export async function runLatencyPhase(context: PhaseContext): Promise<LatencyRow
 
   const rows: LatencyRow[] = [];
   for (const connections of CONNECTION_COUNTS) {
-    await waitForIdleServer(context.server);
+    await waitForIdle(context);
     context.log(`latency: ${connections} connections, many users, ${seconds} s`);
     rows.push(await runCase(context.server, many, connections, seconds, false));
   }
@@ -287,12 +293,12 @@ export async function runLatencyPhase(context: PhaseContext): Promise<LatencyRow
   // show the latency of a load the server keeps up with.
   const sixteen = rows.find((row) => row.connections === 16);
   const rate = Math.max(10, Math.round((sixteen?.requestsPerSecond ?? 20) / 2));
-  await waitForIdleServer(context.server);
+  await waitForIdle(context);
   context.log(`latency: ${rate} requests/s at even intervals over 100 users, ${seconds} s`);
   rows.push(await runOpenLoop(context.server, many.slice(0, 100), rate, seconds));
 
   for (const connections of SINGLE_USER_CONNECTION_COUNTS) {
-    await waitForIdleServer(context.server);
+    await waitForIdle(context);
     context.log(`latency: ${connections} connections, one user, ${seconds} s`);
     rows.push(await runCase(context.server, one, connections, seconds, true));
   }

@@ -114,3 +114,30 @@ export async function deleteRedisKeys(redisUrl: string, prefix: string): Promise
   }
   return deleted;
 }
+
+const SETTLE_POLL_MS = 250;
+
+/**
+ * Vacuums and analyses the run's database, then waits up to `maxWaitMs` until
+ * no autovacuum worker runs in it. A timed run that starts after this pays
+ * for its own writes only. Without it, vacuuming the rows that the previous
+ * run wrote would fall into the next run's time and PostgreSQL CPU. Returns
+ * whether the database was quiet before the wait ran out.
+ */
+export async function settleDatabase(pool: pg.Pool, maxWaitMs = 30_000): Promise<boolean> {
+  await pool.query('VACUUM (ANALYZE)');
+  const deadline = Date.now() + maxWaitMs;
+  for (;;) {
+    const { rows } = await pool.query<{ workers: string }>(
+      `SELECT count(*) AS workers FROM pg_stat_activity
+       WHERE backend_type = 'autovacuum worker' AND datname = current_database()`,
+    );
+    if (Number(rows[0]?.workers ?? 0) === 0) {
+      return true;
+    }
+    if (Date.now() >= deadline) {
+      return false;
+    }
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MS));
+  }
+}
