@@ -62,7 +62,7 @@ async function warmUp(context: PhaseContext): Promise<void> {
   await runBaselineIntake(context.pool, [randomUUID()], streams, 50, 1, baseInstant(streams));
 }
 
-/** Settles the database before a timed run, and says so in the log when autovacuum kept running. */
+/** Settles the database before a timed run, and logs a warning when autovacuum kept running. */
 async function settle(context: PhaseContext): Promise<void> {
   if (!(await settleDatabase(context.pool))) {
     context.log('intake: autovacuum still running after 30 s; timing anyway');
