@@ -13,7 +13,7 @@
 import type { Logger } from 'pino';
 
 import { DomainError } from '../domain/errors.js';
-import { advanceTo, applyEvent, nextDeadline, restoreState } from '../domain/pairing/engine.js';
+import { absorbsLateEvent, advanceTo, applyEvent, nextDeadline, restoreState } from '../domain/pairing/engine.js';
 import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
 import type { EngineOutput, EngineState, PairTypeDefinition, Position } from '../domain/pairing/types.js';
@@ -122,12 +122,22 @@ export class Deriver {
       throw new Error(`User ${userId} does not exist.`);
     }
     const { head } = loaded;
-    const pending = justStored === undefined ? loaded.pending : withJustStored(loaded.pending, justStored.events, head);
+    const unfolded = justStored === undefined ? loaded.pending : withJustStored(loaded.pending, justStored.events, head);
     const catalog = buildCatalog(types, loaded.preferences);
     let state = await this.loadState(userId, head, stateText);
 
     const outputs: EngineOutput[] = [];
     const metaByEventId = new Map<string, Record<string, unknown> | null>();
+    // Late events that would change nothing, such as a heartbeat before the
+    // last activity with no auto-close after it, count as folded without a rewind.
+    const pending: EventToFold[] = [];
+    for (const entry of unfolded) {
+      if (absorbsLateEvent(state, entry.event)) {
+        metaByEventId.set(entry.event.id, entry.meta);
+      } else {
+        pending.push(entry);
+      }
+    }
     let orphans: ReadonlySet<string> = new Set();
     let causes: ReadonlySet<string> = new Set();
     let rewound = false;
@@ -160,6 +170,8 @@ export class Deriver {
             lastActivityAt: input.lastActivityAt,
             position: input.position,
             appliedSeq: 0,
+            // Every decision before the rewind position lies before it.
+            lastAutoCloseAt: first,
           });
           await truncateDerivedFrom(sql, userId, first);
           rewound = true;
@@ -230,7 +242,7 @@ export class Deriver {
     }
     if (result.changed) {
       this.logger.debug(
-        { userId, rewound, folded: pending.length, version: result.version },
+        { userId, rewound, folded: metaByEventId.size, version: result.version },
         'derived data updated',
       );
     }
@@ -288,6 +300,8 @@ export class Deriver {
       lastActivityAt: head.lastActivityAt,
       position: head.position,
       appliedSeq: head.appliedSeq,
+      // The head's position is that of the last applied event or decision.
+      lastAutoCloseAt: head.position,
     });
   }
 

@@ -27,12 +27,31 @@ const BATCH_SIZES = [1, 1, 1, 2, 3, 5, 8, 20, 60, 150];
 
 type Outgoing = StreamEvent & { userId: string };
 
+/** Mean gap between events in the generated streams, about two thirds of 300 s. */
+const MEAN_GAP_MS = 200_000;
+
+/**
+ * Returns where a stream of `count` events starts. Even seeds end hours
+ * before now, so auto-closes fall between and after the events. Odd seeds
+ * end about now, so no auto-close is due after a late heartbeat, and the
+ * server counts such a heartbeat as folded without a rewind.
+ */
+function startAt(seed: number, count: number): number {
+  return seed % 2 === 0 ? NOW - 20 * 3600 * 1000 : NOW - count * MEAN_GAP_MS;
+}
+
 /**
  * Generates one user's sessions, keyed tasks and heartbeats in time order.
  * A third of the gaps are zero, so events share an instant. A few events
  * near the end lie in the future, and the server moves them to its now.
  */
-function generateEvents(random: () => number, userId: string, prefix: string, count: number): Outgoing[] {
+function generateEvents(
+  random: () => number,
+  userId: string,
+  prefix: string,
+  count: number,
+  startAt: number,
+): Outgoing[] {
   const kinds = [
     { type: 'session_started', keyed: false },
     { type: 'session_ended', keyed: false },
@@ -41,7 +60,7 @@ function generateEvents(random: () => number, userId: string, prefix: string, co
     { type: 'heartbeat', keyed: false },
   ];
   const events: Outgoing[] = [];
-  let at = NOW - 20 * 3600 * 1000;
+  let at = startAt;
   for (let index = 0; index < count; index += 1) {
     const kind = kinds[Math.floor(random() * kinds.length)]!;
     // A future event moves the user's latest instant to now, so it comes last.
@@ -119,13 +138,14 @@ describeWithPostgres('randomised intake against a full rebuild', () => {
 
   it.each(SEEDS)('seed %i matches a rebuild', async (seed) => {
     const random = seededRandom(seed * 7919);
+    const count = 150 + Math.floor(random() * 150);
     const users = [await server.createUser(`random-${seed}-a`), await server.createUser(`random-${seed}-b`)];
     const admin = await server.adminToken();
     const streams = users.map((user, index) =>
-      sendingOrder(random, generateEvents(random, user.id, `s${seed}u${index}`, 150 + Math.floor(random() * 150))),
+      sendingOrder(random, generateEvents(random, user.id, `s${seed}u${index}`, count, startAt(seed, count))),
     );
 
-    // Each batch holds one user's events, or both users' when the roll says so.
+    // Each batch contains one user's events, or both users' when the random roll picks mixed batches.
     const [first, second] = streams as [Outgoing[], Outgoing[]];
     const mixed: Outgoing[] = [];
     while (first.length + second.length > 0) {

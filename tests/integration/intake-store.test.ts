@@ -345,6 +345,41 @@ describe('storing client events', () => {
     expect(segments).toEqual([{ start_event_id: start.id, end_reason: 'CLIENT' }]);
   });
 
+  it('counts a late heartbeat as folded without a rewind', async () => {
+    // Minutes before now, so no auto-close is due after the late heartbeat.
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-absorb')).id;
+    const now = Date.now();
+    const ago = (minutes: number): Date => new Date(now - minutes * 60_000);
+    const viewer = { userId, role: 'MEMBER' as const };
+    await server.app.services.intake.send(viewer, [
+      { id: 'start', type: 'session_started', occurredAt: ago(10) },
+      { id: 'beat', type: 'heartbeat', occurredAt: ago(2) },
+    ]);
+    const before = await sql.query(`SELECT id, start_at, end_at FROM segments WHERE user_id = $1`, [userId]);
+    let transactions = 0;
+    const counting = wrapSql(sql, {
+      transaction: (work) => {
+        transactions += 1;
+        return sql.transaction(work);
+      },
+    });
+    const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+    const deriver = new Deriver(counting, options.store, () => options.pairTypes.cachedList(), options.logger);
+    const intake = new IntakeService({ ...options, sql: counting, deriver });
+
+    const outcome = await intake.send(viewer, [{ id: 'late', type: 'heartbeat', occurredAt: ago(5) }]);
+
+    expect(transactions).toBe(0);
+    expect(outcome.results[0]?.event.seq).toBe(3);
+    expect(await sql.query(`SELECT id, start_at, end_at FROM segments WHERE user_id = $1`, [userId])).toEqual(before);
+    const head = await sql.query<{ applied_seq: number; last_event_seq: number }>(
+      `SELECT applied_seq, last_event_seq FROM users WHERE id = $1`,
+      [userId],
+    );
+    expect(head).toEqual([{ applied_seq: 3, last_event_seq: 3 }]);
+  });
+
   it('rewinds without reading back the events it has just stored', async () => {
     const sql = server.app.db.sql;
     const userId = (await server.createUser('store-rewind-memory')).id;

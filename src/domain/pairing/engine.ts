@@ -20,7 +20,7 @@ export { instanceKeyOf };
 
 /** Returns the state of a user with no applied events. */
 export function emptyState(): EngineState {
-  return { version: 1, open: {}, lastActivityAt: null, position: null, appliedSeq: 0 };
+  return { version: 1, open: {}, lastActivityAt: null, position: null, appliedSeq: 0, lastAutoCloseAt: null };
 }
 
 /**
@@ -68,6 +68,32 @@ export function nextDeadline(state: EngineState, catalog: PairCatalog): Instant 
   return earliest;
 }
 
+/**
+ * Returns whether a late client event, one before the state's position, may
+ * be counted as applied without a rewind, because folding it at its place
+ * would change no segment, correction or flag, nor the state.
+ *
+ * That holds for a non-ignored POINT event when the fold has decided no
+ * auto-close after the event's position. Such an event only moves the last
+ * activity. The state is past the event's position, and auto-closes are the
+ * only decisions apart from client events. So a client event already folded
+ * follows the late one, and that event moves the last activity to its own
+ * time, which is no earlier. Between the two, the only decisions that
+ * depend on the last activity are auto-closes, and the fold decided none
+ * there. An auto-close due at or before the late event's time was decided
+ * before the late event's position, with the same end either way.
+ */
+export function absorbsLateEvent(state: EngineState, event: EngineEvent): boolean {
+  if (event.ignored || event.role !== 'POINT' || state.position === null || state.lastAutoCloseAt === undefined) {
+    return false;
+  }
+  const position = { at: event.occurredAt, seq: event.seq };
+  if (comparePositions(position, state.position) >= 0) {
+    return false;
+  }
+  return state.lastAutoCloseAt === null || comparePositions(position, state.lastAutoCloseAt) > 0;
+}
+
 /** Stored facts about a user at a restore position `p`. */
 export interface RestoreInput {
   /**
@@ -81,6 +107,8 @@ export interface RestoreInput {
   position: Position | null;
   /** Highest seq of the client events before `p`, ignored ones included; 0 when none. */
   appliedSeq: number;
+  /** A position at or after the last auto-close decision before `p` (`p` itself will do), or null when there was none. */
+  lastAutoCloseAt?: Position | null;
 }
 
 /**
@@ -139,6 +167,7 @@ export function restoreState(input: RestoreInput): EngineState {
     lastActivityAt: input.lastActivityAt,
     position: input.position,
     appliedSeq: input.appliedSeq,
+    ...(input.lastAutoCloseAt === undefined ? {} : { lastAutoCloseAt: input.lastAutoCloseAt }),
   };
 }
 

@@ -80,6 +80,7 @@ export class FoldStep {
   private lastActivityAt: Instant | null;
   private position: Position | null;
   private appliedSeq: number;
+  private lastAutoCloseAt: Position | null | undefined;
   private readonly output: EngineOutput = { corrections: [], segments: [], flags: [] };
 
   constructor(
@@ -90,6 +91,7 @@ export class FoldStep {
     this.lastActivityAt = state.lastActivityAt;
     this.position = state.position;
     this.appliedSeq = state.appliedSeq;
+    this.lastAutoCloseAt = state.lastAutoCloseAt;
   }
 
   /** Returns the working copy as the new state, with the output. */
@@ -101,6 +103,7 @@ export class FoldStep {
         lastActivityAt: this.lastActivityAt,
         position: this.position,
         appliedSeq: this.appliedSeq,
+        ...(this.lastAutoCloseAt === undefined ? {} : { lastAutoCloseAt: this.lastAutoCloseAt }),
       },
       output: this.output,
     };
@@ -185,6 +188,8 @@ export class FoldStep {
         childCauseEventId: autoCloseId,
       });
       this.position = decidedAt;
+      // Decisions come in position order, so this one is the last so far.
+      this.lastAutoCloseAt = decidedAt;
 
       // The synthesised end is an event of the user, so it counts as activity.
       // A DEADLINE end lies after the last activity; without this an ancestor

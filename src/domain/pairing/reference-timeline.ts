@@ -7,15 +7,17 @@
  * For each arriving event:
  * 1. assign the next seq and classify it (`classifyArrival`) against the
  *    latest applied `occurredAt`, then store it;
- * 2. if its position `p` is before the state's position, restore the state at
- *    `p`. This happens for a late event, and for an event that lies before an
+ * 2. if its position `p` is before the state's position and folding it there
+ *    would change nothing (`absorbsLateEvent`), count it as applied;
+ * 3. else if `p` is before the state's position, restore the state at `p`.
+ *    This happens for a late event, and for an event that lies before an
  *    auto-close decision. Truncate the derived rows from `p`, rebuild the
  *    state from the segments open at `p` and the events before `p`, then
  *    refold every stored event at or after `p` in position order;
- * 3. otherwise apply it to the current state;
- * 4. auto-close what is due at `now`.
+ * 4. otherwise apply it to the current state;
+ * 5. auto-close what is due at `now`.
  */
-import { advanceTo, applyEvent, emptyState, restoreState } from './engine.js';
+import { absorbsLateEvent, advanceTo, applyEvent, emptyState, restoreState } from './engine.js';
 import { classifyArrival, type ArrivalFlag, type ArrivalLimits } from './intake-rules.js';
 import { DerivedLedger } from './ledger.js';
 import { comparePositions, positionOfEvent } from './position.js';
@@ -44,8 +46,10 @@ export interface ReceiveResult {
   /** The event as stored. */
   event: EngineEvent;
   arrivalFlags: ArrivalFlag[];
-  /** Position the derived rows were truncated and refolded from, or null when the event was appended. */
+  /** Position the derived rows were truncated and refolded from, or null when the event was appended or absorbed. */
   restoredFrom: Position | null;
+  /** True when the event lay before the state's position but changed nothing, so it was counted as applied. */
+  absorbed: boolean;
   /** Everything the refold or the append produced, then the auto-closes due at `now`. */
   output: EngineOutput;
 }
@@ -92,7 +96,10 @@ export class ReferenceTimeline {
     const position = positionOfEvent(event);
     const output = emptyOutput();
     let restoredFrom: Position | null = null;
-    if (
+    const absorbed = absorbsLateEvent(this.current, event);
+    if (absorbed) {
+      this.current = { ...this.current, appliedSeq: Math.max(this.current.appliedSeq, event.seq) };
+    } else if (
       !event.ignored &&
       this.current.position !== null &&
       comparePositions(position, this.current.position) < 0
@@ -104,7 +111,7 @@ export class ReferenceTimeline {
     }
     this.advance(now, output);
 
-    return { event, arrivalFlags: classification.flags, restoredFrom, output };
+    return { event, arrivalFlags: classification.flags, restoredFrom, absorbed, output };
   }
 
   /** Auto-closes what is due at `now`, as the deadline sweeper does. */
@@ -154,6 +161,8 @@ export class ReferenceTimeline {
       lastActivityAt,
       position,
       appliedSeq,
+      // Every decision before `from` lies before it.
+      lastAutoCloseAt: from,
     });
 
     after.sort((a, b) => comparePositions(positionOfEvent(a), positionOfEvent(b)));

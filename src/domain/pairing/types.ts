@@ -94,6 +94,12 @@ export interface EngineState {
    * count as folded, so a state is stale when a stored event has a higher seq.
    */
   appliedSeq: number;
+  /**
+   * A position at or after the last auto-close decision, or null when the
+   * fold has made none. Absent when unknown, as in states saved before this
+   * field existed.
+   */
+  lastAutoCloseAt?: Position | null;
 }
 
 /** Rules that make the engine synthesise an event. */
