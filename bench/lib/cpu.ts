@@ -84,9 +84,15 @@ export function sampleCpu(): CpuSample {
   };
 }
 
-/** CPU used between two samples. A group missing from either sample is null. */
+/**
+ * CPU used between two samples. A group missing from either sample is null,
+ * and so is a group whose time went down.
+ */
 export function cpuBetween(before: CpuSample, after: CpuSample): CpuSample {
-  const delta = (a: number | null, b: number | null) => (a === null || b === null ? null : b - a);
+  // NOTE: one latency row once read PostgreSQL's time as slightly negative:
+  // some exited process's time did not show up in its parent's reaped-children
+  // time. The cause is not known, so a negative difference reads as unknown.
+  const delta = (a: number | null, b: number | null) => (a === null || b === null || b < a ? null : b - a);
   return {
     clientMs: after.clientMs - before.clientMs,
     postgresMs: delta(before.postgresMs, after.postgresMs),

@@ -31,4 +31,10 @@ describe('cpuBetween', () => {
     const after = { clientMs: 25, postgresMs: 160, redisMs: 4 };
     expect(cpuBetween(before, after)).toEqual({ clientMs: 15, postgresMs: 60, redisMs: null });
   });
+
+  it('leaves a group unknown when its time went down', () => {
+    const before = { clientMs: 10, postgresMs: 100, redisMs: 4 };
+    const after = { clientMs: 25, postgresMs: 90, redisMs: 4 };
+    expect(cpuBetween(before, after)).toEqual({ clientMs: 15, postgresMs: null, redisMs: 0 });
+  });
 });
