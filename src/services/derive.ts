@@ -10,13 +10,15 @@
  * matches; any other stamp (or none, after a flush) means it is rebuilt from
  * the open segments and the head row in PostgreSQL.
  */
+import { createHash } from 'node:crypto';
+
 import type { Logger } from 'pino';
 
 import { DomainError } from '../domain/errors.js';
 import { absorbsLateEvent, advanceTo, applyEvent, nextDeadline, restoreState } from '../domain/pairing/engine.js';
 import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
-import type { EngineOutput, EngineState, PairTypeDefinition, Position } from '../domain/pairing/types.js';
+import type { EngineOutput, EngineState, PairCatalog, PairTypeDefinition, Position } from '../domain/pairing/types.js';
 import {
   loadOpenSegments,
   loadHeadAndPending,
@@ -49,6 +51,8 @@ interface StoredState {
   engine: EngineState;
   /** The user's event counters in PostgreSQL when the fold read its head. */
   counters?: StoredCounters;
+  /** Fingerprint of the auto-close policies the fold used (`policyFingerprint`). */
+  policies?: string;
 }
 
 /** The counters that the events write guards on, as a fold last saw them. */
@@ -124,7 +128,8 @@ export class Deriver {
     const { head } = loaded;
     const unfolded = justStored === undefined ? loaded.pending : withJustStored(loaded.pending, justStored.events, head);
     const catalog = buildCatalog(types, loaded.preferences);
-    let state = await this.loadState(userId, head, stateText);
+    const policies = policyFingerprint(catalog);
+    let state = await this.loadState(userId, head, stateText, policies);
 
     const outputs: EngineOutput[] = [];
     const metaByEventId = new Map<string, Record<string, unknown> | null>();
@@ -252,6 +257,7 @@ export class Deriver {
       derivedVersion: result.version,
       engine: state,
       counters: { lastEventSeq: head.lastEventSeq, maxOccurredAt: head.maxOccurredAt },
+      policies,
     };
     const serialized = JSON.stringify(stored);
     const saved = await this.store.saveUserState(lock, serialized);
@@ -276,7 +282,7 @@ export class Deriver {
   }
 
   /** Returns the engine state stored in Redis (`text`) when it matches the head, and rebuilds it from PostgreSQL otherwise. */
-  private async loadState(userId: string, head: DerivedHead, text: string | null): Promise<EngineState> {
+  private async loadState(userId: string, head: DerivedHead, text: string | null, policies: string): Promise<EngineState> {
     if (text !== null) {
       try {
         const stored = JSON.parse(text) as StoredState;
@@ -285,7 +291,12 @@ export class Deriver {
           stored.engine?.version === 1 &&
           stored.engine.appliedSeq === head.appliedSeq
         ) {
-          return stored.engine;
+          // The bound on the last auto-close holds for the policies the fold
+          // used. Under other policies an auto-close could be due anywhere in
+          // the history, so a late event must rewind to be folded with them.
+          return stored.policies === policies
+            ? stored.engine
+            : { ...stored.engine, lastAutoCloseAt: stored.engine.position };
         }
       } catch {
         // Unreadable state is rebuilt below like a missing one.
@@ -321,6 +332,14 @@ function withJustStored(
     return read;
   }
   return [...read, ...fresh].sort(byFoldOrder);
+}
+
+/** Returns a short fingerprint of the effective auto-close policy of every pair type in `catalog`. */
+export function policyFingerprint(catalog: PairCatalog): string {
+  const entries = [...catalog.policies]
+    .map(([pairType, policy]) => `${pairType}\u0000${policy.timeoutSeconds}\u0000${policy.endAt}`)
+    .sort();
+  return createHash('sha1').update(entries.join('\u0001')).digest('hex').slice(0, 20);
 }
 
 function lockLost(userId: string): DomainError {

@@ -455,8 +455,12 @@ export class IntakeService {
     // A small request of one user first writes with the counters that came
     // with its lock and takes its events for new, which saves the read. When
     // either is wrong, that write writes nothing, and the loop below reads.
+    // A client id repeated within the batch goes the read's way, so that an
+    // id reused with other content is reported against the stored event.
     const guess =
-      items.length <= GUESSED_COUNTERS_MAX_EVENTS && userIds.length === 1 ? countersFromLocks(locks) : null;
+      items.length <= GUESSED_COUNTERS_MAX_EVENTS && userIds.length === 1 && new Set(clientIds).size === clientIds.length
+        ? countersFromLocks(locks)
+        : null;
     if (guess !== null) {
       try {
         return await this.write(items, receivedAt, guess, clientIds);

@@ -17,6 +17,7 @@ import {
   type PairTypeDefinition,
   type SegmentStart,
 } from '../../src/domain/pairing/index.js';
+import { catalogOf } from '../support/engine.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -29,16 +30,7 @@ function catalogWith(policy: AutoClosePolicy): PairCatalog {
     { name: 'session', startType: 'session_started', endType: 'session_ended', parent: null, autoClose: policy },
     { name: 'task', startType: 'task_started', endType: 'task_ended', parent: 'session', autoClose: policy },
   ];
-  const byEventType = new Map<string, { pairType: string; role: 'START' | 'END' }>();
-  for (const definition of definitions) {
-    byEventType.set(definition.startType, { pairType: definition.name, role: 'START' });
-    byEventType.set(definition.endType, { pairType: definition.name, role: 'END' });
-  }
-  return {
-    byEventType,
-    byName: new Map(definitions.map((definition) => [definition.name, definition])),
-    policies: new Map(),
-  };
+  return catalogOf(definitions);
 }
 
 const CATALOG = catalogWith({ timeoutSeconds: 12 * 3600, endAt: 'LAST_ACTIVITY' });

@@ -19,6 +19,7 @@ import {
   type PairTypeDefinition,
   type SegmentRecord,
 } from '../../src/domain/pairing/index.js';
+import { replayInOrder } from '../support/engine.js';
 
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
@@ -220,25 +221,6 @@ function covers(bound: Position | null | undefined, exact: Position | null | und
     return true;
   }
   return bound !== null && bound !== undefined && comparePositions(bound, exact) >= 0;
-}
-
-/** Folds the stored events in position order, then advances to `now`. */
-function replayInOrder(
-  events: readonly EngineEvent[],
-  catalog: PairCatalog,
-  now: number,
-): { state: EngineState; snapshot: LedgerSnapshot } {
-  const ordered = [...events].sort((a, b) => comparePositions(positionOfEvent(a), positionOfEvent(b)));
-  const ledger = new DerivedLedger();
-  let state = emptyState();
-  for (const event of ordered) {
-    const step = applyEvent(state, event, catalog);
-    ledger.applyOutput(step.output);
-    state = step.state;
-  }
-  const final = advanceTo(state, now, catalog);
-  ledger.applyOutput(final.output);
-  return { state: final.state, snapshot: ledger.snapshot() };
 }
 
 /** Returns a description of the first overlap between segments of one pair type and key, or null. */

@@ -15,6 +15,7 @@ import {
   type PairCatalog,
   type PairTypeDefinition,
 } from '../../src/domain/pairing/index.js';
+import { catalogOf } from '../support/engine.js';
 
 // Pair types: session > task > subtask, and a top-level call.
 const TWELVE_HOURS: AutoClosePolicy = { timeoutSeconds: 12 * 3600, endAt: 'LAST_ACTIVITY' };
@@ -26,16 +27,7 @@ function catalogWith(policies: Record<string, AutoClosePolicy> = {}): PairCatalo
     { name: 'subtask', startType: 'subtask_started', endType: 'subtask_ended', parent: 'task', autoClose: TWELVE_HOURS },
     { name: 'call', startType: 'call_started', endType: 'call_ended', parent: null, autoClose: TWELVE_HOURS },
   ];
-  const byEventType = new Map<string, { pairType: string; role: 'START' | 'END' }>();
-  for (const definition of definitions) {
-    byEventType.set(definition.startType, { pairType: definition.name, role: 'START' });
-    byEventType.set(definition.endType, { pairType: definition.name, role: 'END' });
-  }
-  return {
-    byEventType,
-    byName: new Map(definitions.map((definition) => [definition.name, definition])),
-    policies: new Map(Object.entries(policies)),
-  };
+  return catalogOf(definitions, new Map(Object.entries(policies)));
 }
 
 const BASE_DAY = Date.parse('2024-03-01T00:00:00Z');

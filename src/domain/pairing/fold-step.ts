@@ -160,8 +160,9 @@ export class FoldStep {
       // so a deadline before the position means a policy was shortened after
       // the state was built. The close is then decided at the current
       // position: history already applied is not rewritten.
-      // NOTE: a full replay would decide such a close at the deadline itself,
-      // so after a policy change the two can differ in decision positions.
+      // NOTE: a full replay applies the new policy to the whole history, so
+      // after a policy change the served segments and a rebuild can differ,
+      // in decision positions and in the ends of auto-closed segments.
       const deadlinePosition = autoClosePosition(deadline);
       const decidedAt =
         this.position !== null && comparePositions(deadlinePosition, this.position) < 0
