@@ -315,7 +315,6 @@ export class Deriver {
       lastAutoCloseAt: head.position,
     });
   }
-
 }
 
 /**
