@@ -3,8 +3,10 @@
  * user's lock. It folds the stored events not applied yet and settles the
  * deadlines that have passed. When the earliest pending event lies before
  * what was applied, it first restores the state at that event, which is how
- * late events and provisional auto-closes are handled. The result goes to
- * PostgreSQL in one transaction, then the state and next deadline to Redis.
+ * late events and provisional auto-closes are handled. A late heartbeat that
+ * cannot change anything counts as folded without a restore
+ * (`absorbsLateEvent`). The result goes to PostgreSQL in one statement, in a
+ * transaction only after a restore. The state and next deadline go to Redis.
  *
  * Redis keeps a cache of the engine state stamped with the derived version it
  * matches; any other stamp (or none, after a flush) means it is rebuilt from
