@@ -17,7 +17,6 @@ import { IntakeService, type IntakeOptions } from '../../src/services/intake.js'
 import {
   CountersMovedError,
   appendClientEvents,
-  loadDerivedHead,
   loadHeadAndPending,
   loadIntakeSnapshot,
   writeDerived,
@@ -55,7 +54,7 @@ describe('writeDerived checks', () => {
   }
 
   it('writes with the current version and fence', async () => {
-    const head = await loadDerivedHead(server.app.db.sql, userId);
+    const head = (await loadHeadAndPending(server.app.db.sql, userId))?.head;
     const version = await server.app.db.sql.transaction((tx) =>
       writeDerived(tx, emptyWrite(10, head?.derivedVersion ?? -1)),
     );
@@ -66,13 +65,13 @@ describe('writeDerived checks', () => {
     ['a stale version', 20, -1],
     ['an older fence', 5, null],
   ])('rejects %s', async (_name, fence, version) => {
-    const before = await loadDerivedHead(server.app.db.sql, userId);
+    const before = (await loadHeadAndPending(server.app.db.sql, userId))?.head;
     const expected = version ?? before?.derivedVersion ?? 0;
     const attempt = server.app.db.sql.transaction((tx) => writeDerived(tx, emptyWrite(fence, expected)));
 
     await expect(attempt).rejects.toBeInstanceOf(DomainError);
     await expect(attempt).rejects.toMatchObject({ reason: 'LOCK_LOST' });
-    const after = await loadDerivedHead(server.app.db.sql, userId);
+    const after = (await loadHeadAndPending(server.app.db.sql, userId))?.head;
     expect(after?.derivedVersion).toBe(before?.derivedVersion);
   });
 
@@ -102,7 +101,7 @@ describe('writeDerived checks', () => {
 
   it('rolls back a write that closes a closed segment', async () => {
     const sql = server.app.db.sql;
-    const before = await loadDerivedHead(sql, userId);
+    const before = (await loadHeadAndPending(sql, userId))?.head;
     const segmentId = randomUUID();
     const write: DerivedWrite = {
       ...emptyWrite(1000, before?.derivedVersion ?? 0),
@@ -133,7 +132,7 @@ describe('writeDerived checks', () => {
 
     await expect(writeDerived(sql, write)).rejects.toThrow(/disagree with the engine state/);
     expect(await sql.query(`SELECT id FROM segments WHERE id = $1`, [segmentId])).toEqual([]);
-    expect((await loadDerivedHead(sql, userId))?.derivedVersion).toBe(before?.derivedVersion);
+    expect(((await loadHeadAndPending(sql, userId))?.head)?.derivedVersion).toBe(before?.derivedVersion);
   });
 });
 

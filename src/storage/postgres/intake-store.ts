@@ -239,20 +239,7 @@ export async function appendClientEvents(
      -- not move without their events, so the check fails the whole statement.
      SELECT event_master_check((SELECT count(*) FROM counters) IN (0, $3), 'COUNTERS_MOVED') AS checked,
        (SELECT count(*) FROM counters) = $3 AS written,
-       (SELECT json_agg(json_build_object(
-          'id', u.id, 'appliedSeq', u.applied_seq, 'appliedAt', u.applied_at, 'appliedPosSeq', u.applied_pos_seq,
-          'lastActivityAt', u.last_activity_at, 'derivedVersion', u.derived_version,
-          'preferences', (
-            SELECT json_agg(json_build_object('pairType', pair_type, 'timeoutSeconds', timeout_seconds, 'endAt', end_at)
-              ORDER BY pair_type)
-            FROM auto_close_preferences WHERE user_id = u.id),
-          'pending', (
-            SELECT json_agg(json_build_object('id', e.id, 'seq', e.seq, 'type', e.type, 'occurredAt', e.occurred_at,
-                'role', e.role, 'pairType', e.pair_type, 'pairKey', e.pair_key, 'meta', e.meta)
-              ORDER BY e.pos_at, e.pos_seq)
-            FROM events e
-            WHERE e.user_id = u.id AND e.origin = 'CLIENT' AND NOT e.ignored
-              AND e.seq > u.applied_seq AND e.seq <= u.last_event_seq)))
+       (SELECT json_agg(${foldInputJson('')})
         FROM users u WHERE ${idMatch('u.id', '$4', oneUser)}) AS heads`,
       [
         JSON.stringify(
@@ -298,30 +285,25 @@ export async function appendClientEvents(
     throw new CountersMovedError();
   }
 
+  // The head read the counters as they were before this write, so it takes
+  // the ones just written.
   const written = new Map(counters.map((c) => [c.id, c]));
   const inputs = new Map<string, FoldInput>();
-  for (const head of rows[0]?.heads ?? []) {
-    const id = head.id as string;
-    const appliedAt = head.appliedAt as string | null;
-    const appliedPosSeq = head.appliedPosSeq as number | null;
-    const lastActivityAt = head.lastActivityAt as string | null;
-    inputs.set(id, {
-      head: {
-        appliedSeq: head.appliedSeq as number,
-        position: appliedAt === null || appliedPosSeq === null ? null : { at: Date.parse(appliedAt), seq: appliedPosSeq },
-        lastActivityAt: lastActivityAt === null ? null : Date.parse(lastActivityAt),
-        derivedVersion: head.derivedVersion as number,
-        lastEventSeq: written.get(id)!.lastEventSeq,
-        maxOccurredAt: written.get(id)!.maxOccurredAt,
-      },
-      preferences: (head.preferences as StoredPreference[] | null) ?? [],
-      pending: ((head.pending as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson),
-    });
+  for (const json of rows[0]?.heads ?? []) {
+    const input = toFoldInput(json);
+    const own = written.get(json.id as string)!;
+    input.head.lastEventSeq = own.lastEventSeq;
+    input.head.maxOccurredAt = own.maxOccurredAt;
+    inputs.set(json.id as string, input);
   }
   return inputs;
 }
 
-/** Converts the JSON object that the statements above build for a client event into an event to fold. */
+/** JSON object of the client event aliased `e`, as `fromEventJson` reads it. */
+const EVENT_TO_FOLD_JSON = `json_build_object('id', e.id, 'seq', e.seq, 'type', e.type, 'occurredAt', e.occurred_at,
+  'role', e.role, 'pairType', e.pair_type, 'pairKey', e.pair_key, 'meta', e.meta)`;
+
+/** Converts the JSON object of `EVENT_TO_FOLD_JSON` into an event to fold. */
 function fromEventJson(event: Record<string, unknown>): EventToFold {
   return {
     event: {
@@ -338,27 +320,43 @@ function fromEventJson(event: Record<string, unknown>): EventToFold {
   };
 }
 
-/** The head columns of users, in the order toDerivedHead reads them. */
-const HEAD_COLUMNS =
-  'applied_seq, applied_at, applied_pos_seq, last_activity_at, derived_version, last_event_seq, max_occurred_at';
-
-export async function loadDerivedHead(sql: SqlClient, userId: string): Promise<DerivedHead | null> {
-  const rows = await sql.queryArrays(`SELECT ${HEAD_COLUMNS} FROM users WHERE id = $1`, [userId]);
-  const row = rows[0];
-  return row === undefined ? null : toDerivedHead(row);
+/**
+ * Builds the JSON object of the fold input of the user aliased `u`, as
+ * `toFoldInput` reads it: the head, the auto-close preferences and the
+ * non-ignored client events after applied_seq up to last_event_seq, in
+ * position order. `pendingFilter` narrows those events further.
+ */
+function foldInputJson(pendingFilter: string): string {
+  return `json_build_object(
+    'id', u.id, 'appliedSeq', u.applied_seq, 'appliedAt', u.applied_at, 'appliedPosSeq', u.applied_pos_seq,
+    'lastActivityAt', u.last_activity_at, 'derivedVersion', u.derived_version,
+    'lastEventSeq', u.last_event_seq, 'maxOccurredAt', u.max_occurred_at,
+    'preferences', (
+      SELECT json_agg(json_build_object('pairType', pair_type, 'timeoutSeconds', timeout_seconds, 'endAt', end_at)
+        ORDER BY pair_type)
+      FROM auto_close_preferences WHERE user_id = u.id),
+    'pending', (
+      SELECT json_agg(${EVENT_TO_FOLD_JSON} ORDER BY e.pos_at, e.pos_seq)
+      FROM events e
+      WHERE e.user_id = u.id AND e.origin = 'CLIENT' AND NOT e.ignored
+        AND e.seq > u.applied_seq AND e.seq <= u.last_event_seq ${pendingFilter}))`;
 }
 
-/** Maps a row that starts with HEAD_COLUMNS to a head. */
-function toDerivedHead(row: readonly unknown[]): DerivedHead {
-  const appliedAt = row[1] as Date | null;
-  const appliedPosSeq = row[2] as number | null;
+/** Converts the JSON object of `foldInputJson` into a fold input. */
+function toFoldInput(json: Record<string, unknown>): FoldInput {
+  const appliedAt = json.appliedAt as string | null;
+  const appliedPosSeq = json.appliedPosSeq as number | null;
   return {
-    appliedSeq: row[0] as number,
-    position: appliedAt === null || appliedPosSeq === null ? null : { at: appliedAt.getTime(), seq: appliedPosSeq },
-    lastActivityAt: ms(row[3] as Date | null),
-    derivedVersion: row[4] as number,
-    lastEventSeq: row[5] as number,
-    maxOccurredAt: ms(row[6] as Date | null),
+    head: {
+      appliedSeq: json.appliedSeq as number,
+      position: appliedAt === null || appliedPosSeq === null ? null : { at: Date.parse(appliedAt), seq: appliedPosSeq },
+      lastActivityAt: json.lastActivityAt === null ? null : Date.parse(json.lastActivityAt as string),
+      derivedVersion: json.derivedVersion as number,
+      lastEventSeq: json.lastEventSeq as number,
+      maxOccurredAt: json.maxOccurredAt === null ? null : Date.parse(json.maxOccurredAt as string),
+    },
+    preferences: (json.preferences as StoredPreference[] | null) ?? [],
+    pending: ((json.pending as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson),
   };
 }
 
@@ -442,8 +440,7 @@ export async function loadRewindInput(
             AND (start_at, start_seq) < ($2::timestamptz, $3::int)
         ) AS s),
        c.occurred_at, c.seq, a.occurred_at,
-       (SELECT json_agg(json_build_object('id', e.id, 'seq', e.seq, 'type', e.type, 'occurredAt', e.occurred_at,
-            'role', e.role, 'pairType', e.pair_type, 'pairKey', e.pair_key, 'meta', e.meta) ORDER BY e.pos_at, e.pos_seq)
+       (SELECT json_agg(${EVENT_TO_FOLD_JSON} ORDER BY e.pos_at, e.pos_seq)
         FROM events e
         WHERE e.user_id = $1 AND e.origin = 'CLIENT' AND NOT e.ignored
           AND (e.pos_at, e.pos_seq) >= ($2::timestamptz, $3::int) AND e.seq <= $4
@@ -516,22 +513,6 @@ export interface EventToFold {
   meta: Record<string, unknown> | null;
 }
 
-function toEventToFold(row: unknown[]): EventToFold {
-  return {
-    event: {
-      id: row[0] as string,
-      seq: row[1] as number,
-      type: row[2] as string,
-      occurredAt: (row[3] as Date).getTime(),
-      role: row[4] as EngineEvent['role'],
-      pairType: (row[5] as string | null) ?? null,
-      pairKey: (row[6] as string | null) ?? '',
-      ignored: false,
-    },
-    meta: (row[7] as Record<string, unknown> | null) ?? null,
-  };
-}
-
 /** A user's own auto-close policy for one pair type, as stored. */
 export interface StoredPreference {
   pairType: string;
@@ -553,39 +534,14 @@ export interface SeqRange {
  * not count it. Events in `skip` are left out: the caller has them in memory
  * because it has just stored them. Returns null for an unknown user.
  */
-export async function loadHeadAndPending(
-  sql: SqlClient,
-  userId: string,
-  skip: SeqRange | null = null,
-): Promise<{ head: DerivedHead; preferences: StoredPreference[]; pending: EventToFold[] } | null> {
-  const rows = await sql.queryArrays(
-    `SELECT ${HEAD_COLUMNS}, pr.preferences,
-       e.id, e.seq, e.type, e.occurred_at, e.role, e.pair_type, e.pair_key, e.meta
-     FROM users u
-     CROSS JOIN LATERAL (
-       SELECT json_agg(json_build_object('pairType', pair_type, 'timeoutSeconds', timeout_seconds, 'endAt', end_at)
-         ORDER BY pair_type) AS preferences
-       FROM auto_close_preferences WHERE user_id = u.id
-     ) pr
-     LEFT JOIN LATERAL (
-       SELECT id, seq, type, occurred_at, role, pair_type, pair_key, meta, pos_at, pos_seq FROM events
-       WHERE user_id = u.id AND origin = 'CLIENT' AND NOT ignored
-         AND seq > u.applied_seq AND seq <= u.last_event_seq
-         AND NOT (seq BETWEEN $2 AND $3)
-     ) e ON true
-     WHERE u.id = $1
-     ORDER BY e.pos_at, e.pos_seq`,
+export async function loadHeadAndPending(sql: SqlClient, userId: string, skip: SeqRange | null = null): Promise<FoldInput | null> {
+  const rows = await sql.query<{ input: Record<string, unknown> }>(
+    `SELECT ${foldInputJson('AND NOT (e.seq BETWEEN $2 AND $3)')} AS input FROM users u WHERE u.id = $1`,
     [userId, skip?.from ?? 0, skip?.to ?? -1],
     PREPARED,
   );
-  const first = rows[0];
-  if (first === undefined) {
-    return null;
-  }
-  const head = toDerivedHead(first);
-  const preferences = (first[7] as StoredPreference[] | null) ?? [];
-  const pending = rows.filter((row) => row[8] !== null).map((row) => toEventToFold(row.slice(8)));
-  return { head, preferences, pending };
+  const row = rows[0];
+  return row === undefined ? null : toFoldInput(row.input);
 }
 
 /** SQLSTATE of the errors that `event_master_check` raises (migration 20261204210000_statement_check). */
