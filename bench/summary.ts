@@ -58,7 +58,7 @@ function ms(value: number): string {
 const ratio = (value: number) => formatNumber(value, 2);
 const mib = (kb: number) => formatNumber(kb / 1024, 0);
 
-/** Sum of the parts, or null when PostgreSQL's share is unknown. */
+/** Returns the sum of the parts, or null when PostgreSQL's share is unknown. */
 function knownTotal(parts: ReadonlyArray<number | null>, postgresMs: number | null): number | null {
   return postgresMs === null ? null : parts.reduce<number>((sum, part) => sum + (part ?? 0), 0);
 }

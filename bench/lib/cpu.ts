@@ -31,8 +31,8 @@ export interface StatTicks {
 }
 
 /**
- * Parses a /proc/<pid>/stat line. The command name sits in parentheses and
- * may itself hold spaces and parentheses, so the fields start after the last
+ * Parses a /proc/<pid>/stat line. The command name is in parentheses and
+ * may itself contain spaces and parentheses, so the fields start after the last
  * closing one.
  */
 export function parseStatTicks(stat: string): StatTicks | null {
@@ -42,7 +42,7 @@ export function parseStatTicks(stat: string): StatTicks | null {
     return null;
   }
   const fields = stat.slice(close + 2).split(' ');
-  // fields[0] is the state (field 3 of proc(5)); utime..cstime are fields 14 to 17.
+  // fields[0] is the state (field 3 of proc(5)), and utime..cstime are fields 14 to 17.
   const ticks = [11, 12, 13, 14].reduce((sum, index) => sum + Number(fields[index]), 0);
   return Number.isFinite(ticks) ? { command: stat.slice(open + 1, close), ticks } : null;
 }
@@ -85,13 +85,13 @@ export function sampleCpu(): CpuSample {
 }
 
 /**
- * CPU used between two samples. A group missing from either sample is null,
- * and so is a group whose time went down.
+ * Returns the CPU used between two samples. A group missing from either
+ * sample is null, and so is a group whose time went down.
  */
 export function cpuBetween(before: CpuSample, after: CpuSample): CpuSample {
-  // NOTE: one latency row once read PostgreSQL's time as slightly negative:
-  // some exited process's time did not show up in its parent's reaped-children
-  // time. The cause is not known, so a negative difference reads as unknown.
+  // NOTE: PostgreSQL's time has been seen to fall between two samples, as if
+  // an exited process's time never reached its parent's reaped-children time.
+  // The cause is unknown, so a fall reads as unknown rather than as negative.
   const delta = (a: number | null, b: number | null) => (a === null || b === null || b < a ? null : b - a);
   return {
     clientMs: after.clientMs - before.clientMs,

@@ -61,7 +61,7 @@ async function freePort(): Promise<number> {
 function readCpuTimeMs(pid: number): number {
   const parsed = parseStatTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   if (parsed === null) {
-    throw new Error(`/proc/${pid}/stat has no CPU times.`);
+    throw new Error(`Failed to read CPU times from /proc/${pid}/stat: the line has an unexpected format.`);
   }
   return ticksToMs(parsed.ticks);
 }

@@ -168,7 +168,7 @@ export class Deriver {
           const input = await loadRewindInput(sql, userId, first, head.lastEventSeq, justStored?.range ?? null);
           if (input === null || input.derivedVersion !== head.derivedVersion) {
             // Another writer folded since the head was read, so the rows read
-            // here may not match the head; its lock must have passed on.
+            // here may not match the head. The lock must have passed to it.
             throw lockLost(userId);
           }
           this.logger.debug({ userId, at: new Date(first.at).toISOString(), seq: first.seq }, 'late event: restoring state');

@@ -453,10 +453,10 @@ export class IntakeService {
     const clientIds = items.filter((item) => item.clientId !== null).map((item) => item.clientId as string);
 
     // A small request of one user first writes with the counters that came
-    // with its lock and takes its events for new, which saves the read. When
-    // either is wrong, that write writes nothing, and the loop below reads.
-    // A client id repeated within the batch goes the read's way, so that an
-    // id reused with other content is reported against the stored event.
+    // with its lock and assumes its events are new, which saves the read.
+    // When either is wrong, that write writes nothing, and the loop below
+    // reads. A batch that repeats a client id reads first, so that an id
+    // reused with other content is reported against the stored event.
     const guess =
       items.length <= GUESSED_COUNTERS_MAX_EVENTS && userIds.length === 1 && new Set(clientIds).size === clientIds.length
         ? countersFromLocks(locks)
@@ -468,7 +468,7 @@ export class IntakeService {
         if (!(error instanceof CountersMovedError)) {
           throw error;
         }
-        this.options.logger.debug({ userIds }, 'a stored event or newer counters failed the write without a read; reading them');
+        this.options.logger.debug({ userIds }, 'write without a read found newer counters or a stored event, so reading them');
       }
     }
 

@@ -39,7 +39,7 @@ interface PlanNode {
 
 const TABLES = ['users', 'events', 'segments'];
 
-/** Rows that the scans of the intake tables read in an analysed plan, kept or filtered out. */
+/** Counts the rows that the scans of the intake tables read in an analysed plan, kept or filtered out. */
 function rowsRead(node: PlanNode): number {
   const own =
     node['Relation Name'] !== undefined && TABLES.includes(node['Relation Name'])
@@ -54,7 +54,7 @@ function scanTypes(node: PlanNode, relation: string): string[] {
   return [...own, ...(node.Plans ?? []).flatMap((child) => scanTypes(child, relation))];
 }
 
-/** A statement parameter as an SQL literal of unknown type, which PostgreSQL casts to the parameter's type. */
+/** Converts a statement parameter to an SQL literal of unknown type, which PostgreSQL casts to the parameter's type. */
 function toLiteral(value: unknown): string {
   if (value === null || value === undefined) {
     return 'NULL';
@@ -140,7 +140,7 @@ describeWithPostgres('intake statement plans', () => {
 
   let openedSegments = 0;
 
-  /** A derived write that closes a new open segment a minute after its start, from the user's current head. */
+  /** Builds a derived write, from the user's current head, that closes a new open segment a minute after its start. */
   async function closingWrite(orphanEventIds: string[] = []): Promise<DerivedWrite> {
     openedSegments += 1;
     const open = await db.sql.query<{ id: string; start_at: Date }>(
@@ -254,7 +254,7 @@ describeWithPostgres('intake statement plans', () => {
     return plan!;
   }
 
-  it('plans the prepared intake statements the same for all values', async () => {
+  it('plans prepared statements for all values', async () => {
     const at = Date.UTC(2026, 0, 1);
     // Near the end of the user's 50,000 hourly events and segments, where late
     // events land, so that a plan that reads the history before it shows.
@@ -300,7 +300,7 @@ describeWithPostgres('intake statement plans', () => {
     }
   }, 120_000);
 
-  it('leaves statements of larger requests unprepared', async () => {
+  it('leaves larger requests unprepared', async () => {
     const rows = Array.from({ length: 17 }, (_, index) => heartbeatRow(userId, 50_001 + index));
     const counters = [{ id: userId, lastEventSeq: 50_017, maxOccurredAt: null, expectedSeq: 0 }];
     const write = await closingWrite(rows.map((row) => row.id));

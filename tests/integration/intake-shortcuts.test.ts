@@ -1,8 +1,8 @@
 /**
  * Two intake shortcuts over HTTP, each against a full rebuild or the path
- * without the shortcut: a late heartbeat counted as folded without a rewind
- * (`absorbsLateEvent`), and the first events write of a small request with
- * the counters saved in the Redis engine state.
+ * without the shortcut. One counts a late heartbeat as folded without a
+ * rewind (`absorbsLateEvent`). The other writes a small request's events with
+ * the counters saved in the Redis engine state, without a read first.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -45,9 +45,10 @@ describeWithPostgres('intake shortcuts against a rebuild', () => {
   }
 
   /**
-   * Session from 56 min ago with a heartbeat 6 min ago, then the session
-   * timeout shortened to 10 min, then a heartbeat at 51 min ago. A rebuild
-   * closes the session 10 min after that heartbeat, ending it there.
+   * Sends a session start 56 min ago and a heartbeat 6 min ago, shortens the
+   * session timeout to 10 min, then sends a late heartbeat from 51 min ago.
+   * A rebuild closes the session 10 min after that heartbeat, ending it there,
+   * and the served timeline must equal the rebuilt one.
    */
   async function lateHeartbeatAfterShorterTimeout(name: string, dropRedisState: boolean): Promise<void> {
     const user = await server.createUser(name);
@@ -73,7 +74,7 @@ describeWithPostgres('intake shortcuts against a rebuild', () => {
       await lateHeartbeatAfterShorterTimeout('absorb-control', true);
     });
 
-    it('state path matches rebuild', async () => {
+    it('saved state matches rebuild', async () => {
       // The bound on the last auto-close that the 60 min timeout left no
       // longer holds, so the heartbeat must rewind instead of being absorbed.
       await lateHeartbeatAfterShorterTimeout('absorb-policy', false);
@@ -81,7 +82,7 @@ describeWithPostgres('intake shortcuts against a rebuild', () => {
   });
 
   describe('guessed counters write', () => {
-    it('conflict names same item either way', async () => {
+    it('conflict names the same item', async () => {
       const reasons: string[] = [];
       for (const padding of [0, 3]) {
         const user = await server.createUser(`guess-conflict-${padding}`);
@@ -103,7 +104,7 @@ describeWithPostgres('intake shortcuts against a rebuild', () => {
       expect(reasons[1]).toContain('#0:');
     });
 
-    it('repeat with other content is rejected', async () => {
+    it('rejects repeat with other content', async () => {
       const user = await server.createUser('guess-repeat');
       dataOf(await send(user.token, [{ id: 'x', type: 'heartbeat', occurredAt: at(30) }]), 'first');
       const same = dataOf(await send(user.token, [{ id: 'x', type: 'heartbeat', occurredAt: at(30) }]), 'repeat');
@@ -119,7 +120,7 @@ describeWithPostgres('intake shortcuts against a rebuild', () => {
       expect(events.map((event) => event.clientId)).toEqual(['x']);
     });
 
-    it('stale counters in Redis fall back', async () => {
+    it('stale counters fall back', async () => {
       const user = await server.createUser('guess-stale');
       dataOf(await send(user.token, [{ id: 'a', type: 'session_started', occurredAt: at(40) }]), 'a');
       const oldState = await server.app.store.loadUserState(user.id);

@@ -197,14 +197,14 @@ describe('storing client events', () => {
     expect(rows[1]?.client_id).toBe('after-race');
   });
 
-  it('writes no user when the counters of one moved', async () => {
+  it('writes no user when one moved', async () => {
     const sql = server.app.db.sql;
     const moved = (await server.createUser('store-moved-one')).id;
     const still = (await server.createUser('store-moved-other')).id;
     const earlier = heartbeatRow(moved, 1);
     await appendClientEvents(sql, [earlier], [{ id: moved, lastEventSeq: 1, maxOccurredAt: earlier.occurredAt, expectedSeq: 0 }]);
 
-    // The counters of `still` match and would move alone; the statement fails as a whole instead.
+    // The counters of `still` match and would move alone, so the statement fails as a whole.
     const attempt = appendClientEvents(
       sql,
       [heartbeatRow(moved, 1), heartbeatRow(still, 1)],
@@ -221,15 +221,15 @@ describe('storing client events', () => {
     expect(rows).toHaveLength(0);
   });
 
-  it('writes nothing when a client id taken for new is stored', async () => {
+  it('writes nothing for a stored id', async () => {
     const sql = server.app.db.sql;
     const userId = (await server.createUser('store-unseen')).id;
     const first = heartbeatRow(userId, 1);
     await appendClientEvents(sql, [first], [{ id: userId, lastEventSeq: 1, maxOccurredAt: first.occurredAt, expectedSeq: 0 }]);
 
     const repeat = { ...heartbeatRow(userId, 2), clientId: first.clientId };
-    // Inside a transaction, so that a failed statement would show: it
-    // aborts the transaction, and PostgreSQL logs it as an error.
+    // Inside a transaction, so that a failed statement would show. It would
+    // abort the transaction, and PostgreSQL would log it as an error.
     await sql.transaction(async (tx) => {
       const attempt = appendClientEvents(
         tx,
@@ -246,7 +246,7 @@ describe('storing client events', () => {
   });
 
   describe('small requests with the counters from the lock', () => {
-    /** An intake service whose statements are recorded, with whether each was the snapshot read. */
+    /** Builds an intake service that counts its snapshot reads. */
     function recordingIntake(): { intake: IntakeService; snapshotReads: () => number } {
       const sql = server.app.db.sql;
       let reads = 0;
@@ -264,7 +264,7 @@ describe('storing client events', () => {
 
     const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 1, 9, minutes));
 
-    it('store without reading the counters', async () => {
+    it('store without a snapshot read', async () => {
       const userId = (await server.createUser('guess-plain')).id;
       const viewer = { userId, role: 'MEMBER' as const };
       await server.app.services.intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
@@ -277,7 +277,7 @@ describe('storing client events', () => {
       expect(outcome.results[0]?.event.seq).toBe(2);
     });
 
-    it('read and report a repeated event as a duplicate', async () => {
+    it('report a repeat as duplicate', async () => {
       const userId = (await server.createUser('guess-repeat')).id;
       const viewer = { userId, role: 'MEMBER' as const };
       const first = await server.app.services.intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
@@ -292,7 +292,7 @@ describe('storing client events', () => {
       expect(rows).toHaveLength(1);
     });
 
-    it('reject a reused id with other content', async () => {
+    it('reject an id with other content', async () => {
       const userId = (await server.createUser('guess-conflict')).id;
       const viewer = { userId, role: 'MEMBER' as const };
       await server.app.services.intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
@@ -304,12 +304,12 @@ describe('storing client events', () => {
       await expect(attempt).rejects.toThrow(/already used for an event with other content/);
     });
 
-    it('read the counters after another writer stored events', async () => {
+    it('read after another writer stored', async () => {
       const sql = server.app.db.sql;
       const userId = (await server.createUser('guess-stale')).id;
       const viewer = { userId, role: 'MEMBER' as const };
       await server.app.services.intake.send(viewer, [{ id: 'a', type: 'heartbeat', occurredAt: at(0) }]);
-      // Stored as by a process whose lock expired: the saved counters are now behind.
+      // Stored as by a process whose lock expired, so the saved counters are now behind.
       const other = heartbeatRow(userId, 2);
       await appendClientEvents(sql, [other], [{ id: userId, lastEventSeq: 2, maxOccurredAt: other.occurredAt, expectedSeq: 1 }]);
       const { intake, snapshotReads } = recordingIntake();
@@ -344,7 +344,7 @@ describe('storing client events', () => {
     expect(segments).toEqual([{ start_event_id: start.id, end_reason: 'CLIENT' }]);
   });
 
-  it('counts a late heartbeat as folded without a rewind', async () => {
+  it('absorbs a late heartbeat', async () => {
     // Minutes before now, so no auto-close is due after the late heartbeat.
     const sql = server.app.db.sql;
     const userId = (await server.createUser('store-absorb')).id;
@@ -379,7 +379,7 @@ describe('storing client events', () => {
     expect(head).toEqual([{ applied_seq: 3, last_event_seq: 3 }]);
   });
 
-  it('rewinds without reading back the events it has just stored', async () => {
+  it('rewinds without rereading its events', async () => {
     const sql = server.app.db.sql;
     const userId = (await server.createUser('store-rewind-memory')).id;
     const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 1, 9, minutes));
@@ -431,11 +431,11 @@ describe('storing client events', () => {
     expect(segments).toEqual([{ start_at: at(0), end_at: at(20), end_reason: 'CLIENT' }]);
   });
 
-  it('reports a rewind after another writer folded as a lost lock', async () => {
+  it('reports a raced rewind as LOCK_LOST', async () => {
     // Another writer, as after an expired lock, folds between this request's
-    // store and its rewind. Its rows no longer match the head read with the
-    // store: here an open segment starts after the last activity before the
-    // rewind position, which the state at that position cannot hold.
+    // store and its rewind, so its rows no longer match the head read with the
+    // store. Here an open segment starts after the last activity before the
+    // rewind position, which no state at that position can contain.
     const sql = server.app.db.sql;
     const userId = (await server.createUser('store-rewind-race')).id;
     const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 1, 9, minutes));

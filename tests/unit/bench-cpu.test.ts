@@ -1,6 +1,6 @@
 /**
  * The benchmark reads CPU times from /proc/<pid>/stat lines, whose command
- * name may hold spaces and parentheses.
+ * name may contain spaces and parentheses.
  */
 import { describe, expect, it } from 'vitest';
 

@@ -85,7 +85,7 @@ describe('absorbsLateEvent after a policy change', () => {
     return { state: settled.state, ledger };
   }
 
-  it('rewind at the late event matches a replay', () => {
+  it('rewind matches a replay', () => {
     const { ledger } = stateBeforeLateEvent();
     const from = positionOfEvent(late);
     ledger.truncateFrom(from);
@@ -108,7 +108,7 @@ describe('absorbsLateEvent after a policy change', () => {
     expect(ledger.snapshot()).toEqual(replayed.snapshot);
   });
 
-  it('needs the bound reset after new policies', () => {
+  it('needs a reset bound', () => {
     const { state } = stateBeforeLateEvent();
     const replayed = replayInOrder([start, heartbeat, late], shortPolicy, now);
 
@@ -116,8 +116,8 @@ describe('absorbsLateEvent after a policy change', () => {
     // ending it at the late heartbeat, while the state still has it open.
     expect(Object.keys(replayed.state.open)).toEqual([]);
     expect(Object.keys(state.open)).toEqual(['session\u0000']);
-    // The bound that the 60 min policy left says no auto-close follows the
-    // heartbeat, so the bound alone would absorb it. The service resets the
+    // By the bound that the 60 min policy left, no auto-close follows the
+    // heartbeat, so that bound alone would absorb it. The service resets the
     // bound to the position when the policies changed, and then it rewinds.
     expect(absorbsLateEvent(state, late)).toBe(true);
     expect(absorbsLateEvent({ ...state, lastAutoCloseAt: state.position }, late)).toBe(false);
@@ -133,7 +133,7 @@ describe('absorbsLateEvent after a policy change', () => {
 describe('absorbsLateEvent with one catalog', () => {
   const limits = { clockSkewMs: 5 * MINUTE, latenessHorizonMs: 60 * MINUTE };
 
-  it('dense heartbeat streams equal replay', () => {
+  it('dense heartbeats equal replay', () => {
     let absorbed = 0;
     let ignored = 0;
     for (let seed = 1; seed <= 1500; seed += 1) {
@@ -149,7 +149,12 @@ describe('absorbsLateEvent with one catalog', () => {
       for (let index = 0; index < count; index += 1) {
         const roll = random();
         const minute = Math.floor(random() * 180);
-        const role: EngineEvent['role'] = roll < 0.5 ? 'POINT' : roll < 0.8 ? 'START' : 'END';
+        let role: EngineEvent['role'] = 'END';
+        if (roll < 0.5) {
+          role = 'POINT';
+        } else if (roll < 0.8) {
+          role = 'START';
+        }
         const pairType = role === 'POINT' ? null : random() < 0.5 ? 'session' : 'task';
         const incoming: IncomingEvent = {
           id: `ev-${index}`,

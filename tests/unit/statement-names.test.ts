@@ -13,12 +13,12 @@ describe('StatementNames', () => {
     expect(names.nameOf('SELECT 2')).not.toBe(first);
   });
 
-  it('gives no name to new texts past the limit, and keeps the old names', () => {
+  it('stops naming past the limit', () => {
     const names = new StatementNames(2);
-    const kept = names.nameOf('SELECT 1');
+    const firstName = names.nameOf('SELECT 1');
     names.nameOf('SELECT 2');
 
     expect(names.nameOf('SELECT 3')).toBeUndefined();
-    expect(names.nameOf('SELECT 1')).toBe(kept);
+    expect(names.nameOf('SELECT 1')).toBe(firstName);
   });
 });

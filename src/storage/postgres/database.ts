@@ -30,7 +30,7 @@ export interface DatabaseOptions {
   dataDir: string;
   poolSize: number;
   statementTimeoutMs: number;
-  /** Keep the frequent statements prepared on each connection (default true). */
+  /** Whether the frequent statements stay prepared on each connection (default true). */
   preparedStatements?: boolean;
   logger: Logger;
 }

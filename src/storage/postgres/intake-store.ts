@@ -164,7 +164,7 @@ export async function loadIntakeSnapshot(
 /**
  * Thrown by `appendClientEvents`, which then wrote nothing, when another
  * writer stored events of one of the users since the counters were read, or
- * when an event the caller took for new is stored already.
+ * when an event the caller assumed new is stored already.
  */
 export class CountersMovedError extends Error {
   constructor(cause?: unknown) {
