@@ -30,9 +30,11 @@ import {
   type DerivedHead,
   type EventToFold,
   type FoldInput,
+  type ClosedSegmentFields,
   type SegmentRow,
   type SeqRange,
 } from '../storage/postgres/intake-store.js';
+import { inJsonbKeyOrder, type EventRecord, type SegmentRecord } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
 
@@ -90,8 +92,14 @@ export interface DeriveResult {
   folded: ReadonlySet<string>;
   /** Ids of the folded events that are ORPHAN_END after it. */
   orphans: ReadonlySet<string>;
-  /** Ids of the events that a correction written by this derive names as its cause, or that end a segment it wrote. */
-  causes: ReadonlySet<string>;
+  /** The rows this derive wrote that an intake reply shows, as a read after it would return them. */
+  written: WrittenRows;
+}
+
+/** Corrections a derive wrote, in position order, and the segments it closed, by end and then start. */
+export interface WrittenRows {
+  corrections: EventRecord[];
+  closedSegments: SegmentRecord[];
 }
 
 /** Client events that the caller has just stored for the user, so that the fold takes them from memory instead of reading them back. */
@@ -146,7 +154,7 @@ export class Deriver {
       }
     }
     let orphans: ReadonlySet<string> = new Set();
-    let causes: ReadonlySet<string> = new Set();
+    let written: WrittenRows = { corrections: [], closedSegments: [] };
     let rewound = false;
     // Pair type and start of every segment that may close in this fold, for the length bounds.
     const startsBeforeFold = new Map<string, { pairType: string; startAt: number }>();
@@ -216,12 +224,7 @@ export class Deriver {
 
       const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
       orphans = new Set(write.orphanEventIds);
-      causes = new Set([
-        ...write.corrections.flatMap((correction) => (correction.causeEventId === null ? [] : [correction.causeEventId])),
-        ...write.newSegments.flatMap((segment) => (segment.end === null ? [] : [segment.end.endEventId])),
-        ...write.closedSegments.map((segment) => segment.end.endEventId),
-      ]);
-      const version = await writeDerived(sql, {
+      const { version, closed } = await writeDerived(sql, {
         userId,
         fence: lock.fence,
         expectedVersion: head.derivedVersion,
@@ -233,6 +236,7 @@ export class Deriver {
           lastActivityAt: state.lastActivityAt,
         },
       });
+      written = writtenRows(userId, now, write, closed, orphans);
       return { changed: true, version };
     };
     let result: { changed: boolean; version: number };
@@ -279,7 +283,7 @@ export class Deriver {
       nextDeadline: deadline,
       folded: new Set(metaByEventId.keys()),
       orphans,
-      causes,
+      written,
     };
   }
 
@@ -374,6 +378,85 @@ function mergeJustStored(
 
 function byFoldOrder(a: EventToFold, b: EventToFold): number {
   return a.event.occurredAt - b.event.occurredAt || a.event.seq - b.event.seq;
+}
+
+/**
+ * Builds the records of the corrections and closed segments a derived write
+ * stored, as `loadReply` would read them: the fold supplies every column but
+ * those of closed segments that opened before it, which the write returned.
+ */
+function writtenRows(
+  userId: string,
+  receivedAt: number,
+  write: ReturnType<typeof collectWrite>,
+  closed: readonly ClosedSegmentFields[],
+  orphans: ReadonlySet<string>,
+): WrittenRows {
+  const byPosition = [...write.corrections].sort(
+    (a, b) => comparePositions(a.position, b.position) || a.ordinal - b.ordinal,
+  );
+  const corrections = byPosition.map(
+    (correction): EventRecord => ({
+      id: correction.id,
+      userId,
+      seq: correction.position.seq,
+      clientId: null,
+      type: correction.type,
+      role: correction.role,
+      pairType: correction.pairType,
+      pairKey: correction.pairKey,
+      occurredAt: new Date(correction.occurredAt),
+      receivedAt: new Date(receivedAt),
+      meta: null,
+      origin: 'CORRECTION',
+      rule: correction.rule,
+      causeEventId: correction.causeEventId,
+      intakeFlags: [],
+      orphan: orphans.has(correction.id),
+      ignored: false,
+    }),
+  );
+
+  const segments: SegmentRecord[] = [];
+  for (const segment of write.newSegments) {
+    if (segment.end !== null) {
+      segments.push({
+        id: segment.start.segmentId,
+        userId,
+        pairType: segment.start.pairType,
+        pairKey: segment.start.pairKey,
+        startAt: new Date(segment.start.startAt),
+        endAt: new Date(segment.end.endAt),
+        endReason: segment.end.endReason as SegmentRecord['endReason'],
+        startEventId: segment.start.startEventId,
+        endEventId: segment.end.endEventId,
+        meta: segment.meta === null ? null : (inJsonbKeyOrder(segment.meta) as Record<string, unknown>),
+        parentSegmentId: segment.start.parentSegmentId,
+      });
+    }
+  }
+  const stored = new Map(closed.map((fields) => [fields.id, fields]));
+  for (const segment of write.closedSegments) {
+    const fields = stored.get(segment.segmentId);
+    if (fields === undefined) {
+      throw new Error(`Segment ${segment.segmentId} was closed, but the write did not return it.`);
+    }
+    segments.push({
+      id: segment.segmentId,
+      userId,
+      pairType: segment.pairType,
+      pairKey: fields.pairKey,
+      startAt: new Date(segment.startAt),
+      endAt: new Date(segment.end.endAt),
+      endReason: segment.end.endReason as SegmentRecord['endReason'],
+      startEventId: fields.startEventId,
+      endEventId: segment.end.endEventId,
+      meta: fields.meta,
+      parentSegmentId: fields.parentSegmentId,
+    });
+  }
+  segments.sort((a, b) => (a.endAt as Date).getTime() - (b.endAt as Date).getTime() || a.startAt.getTime() - b.startAt.getTime());
+  return { corrections, closedSegments: segments };
 }
 
 /** Turns engine outputs, in order, into rows: new segments (maybe already closed) and closes of stored ones. */

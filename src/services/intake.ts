@@ -27,7 +27,7 @@ import {
 import { inJsonbKeyOrder, type EventRecord, type SegmentRecord } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
-import { countersInState, type Deriver, type FaultHook, type JustStored } from './derive.js';
+import { countersInState, type Deriver, type FaultHook, type JustStored, type WrittenRows } from './derive.js';
 import type { Clock } from './index.js';
 import { buildCatalog, type PairTypeService } from './pair-types.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
@@ -177,23 +177,22 @@ export class IntakeService {
       }
 
       // Each fold takes the events just stored from memory and reports which
-      // it folded, flagged or named as a cause, so the reply reads only the rest.
+      // it folded and what it wrote, so the reply reads only the rest.
       const known = new Map<string, EventRecord>();
-      const quiet = new Set<string>();
+      const written: WrittenRows = { corrections: [], closedSegments: [] };
       for (const lock of locks) {
         const own = rows.filter((row) => row.userId === lock.userId);
         const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own, inputs.get(lock.userId)));
         for (const row of own) {
           if (row.ignored || derived.folded.has(row.id)) {
             known.set(row.id, toStoredRecord(row, derived.orphans.has(row.id)));
-            if (!derived.causes.has(row.id)) {
-              quiet.add(row.id);
-            }
           }
         }
+        written.corrections.push(...derived.written.corrections);
+        written.closedSegments.push(...derived.written.closedSegments);
       }
 
-      const results = await this.buildResults(stored, userIds, known, quiet);
+      const results = await this.buildResults(stored, userIds, known, written);
       const duplicateCount = stored.filter((entry) => entry.duplicate).length;
       this.options.logger.debug(
         { requestId: context.requestId, users: userIds.length, stored: stored.length - duplicateCount, duplicateCount },
@@ -616,26 +615,25 @@ export class IntakeService {
 
   /**
    * Builds the reply: each item's event, the corrections it caused and the
-   * segments it closed. Events in `known` come from memory; the others
-   * (duplicates, and events another process folded) are read. Events in
-   * `quiet` caused no correction and closed no segment, so their
-   * corrections and segments are not looked up.
+   * segments it closed. Events in `known` were folded by this request, so
+   * their corrections and segments are among the `written` rows. The others
+   * (duplicates, and events another process folded) are read with theirs.
    */
   private async buildResults(
     entries: ReadonlyArray<{ index: number; eventId: string; duplicate: boolean }>,
     userIds: readonly string[],
     known: ReadonlyMap<string, EventRecord>,
-    quiet: ReadonlySet<string>,
+    written: WrittenRows,
   ): Promise<SendEventResult[]> {
     const { sql } = this.options;
-    const eventIds = [...new Set(entries.map((entry) => entry.eventId))];
-    const lookUp = eventIds.filter((id) => !quiet.has(id));
-    const reply =
-      lookUp.length === 0
-        ? { events: [], corrections: [], segments: [] }
-        : await loadReply(sql, userIds, lookUp, eventIds.filter((id) => !known.has(id)));
-    const { corrections, segments } = reply;
-    const events = new Map([...known, ...reply.events.map((event): [string, EventRecord] => [event.id, event])]);
+    const unknown = [...new Set(entries.map((entry) => entry.eventId))].filter((id) => !known.has(id));
+    const read = unknown.length === 0 ? { events: [], corrections: [], segments: [] } : await loadReply(sql, userIds, unknown);
+    const events = new Map([...known, ...read.events.map((event): [string, EventRecord] => [event.id, event])]);
+    // The rows of one cause come from one source, the read when the cause was
+    // read. The read returns rows this request wrote when it folded an event
+    // stored before, which this request repeats.
+    const corrections = mergeById(read.corrections, written.corrections);
+    const segments = mergeById(read.segments, written.closedSegments);
 
     // Group each correction under the client event at the root of its cause chain.
     const byId = new Map(corrections.map((correction) => [correction.id, correction]));
@@ -677,6 +675,15 @@ export class IntakeService {
       return { event, duplicate: entry.duplicate, corrections: own, closedSegments };
     });
   }
+}
+
+/** Returns the rows of `first`, then those of `second` with ids not in `first`. */
+function mergeById<T extends { id: string }>(first: readonly T[], second: readonly T[]): T[] {
+  if (second.length === 0) {
+    return [...first];
+  }
+  const ids = new Set(first.map((row) => row.id));
+  return [...first, ...second.filter((row) => !ids.has(row.id))];
 }
 
 /** Describes the events a request has just stored for one user, and the fold input their write returned, for its fold. */

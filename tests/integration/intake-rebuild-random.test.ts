@@ -4,7 +4,8 @@
  * some events are late and some fall beyond the lateness horizon. Streams
  * have events at equal instants, future timestamps and resent duplicates.
  * The derived timeline the server built must equal what a full rebuild
- * computes from the same stored events.
+ * computes from the same stored events, and each reply must list the
+ * corrections and closed segments that a read right after it finds.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
@@ -19,6 +20,7 @@ import {
   type StreamEvent,
 } from '../support/replay.js';
 import { describeWithPostgres } from '../support/services.js';
+import { loadReply } from '../../src/storage/postgres/intake-store.js';
 
 const NOW = Date.UTC(2026, 2, 1, 12);
 const HORIZON_SECONDS = 6 * 3600;
@@ -74,6 +76,10 @@ function generateEvents(
     if (kind.keyed) {
       event.pairKey = ['', 'a', 'b'][Math.floor(random() * 3)]!;
     }
+    // Keys out of jsonb order, so a reply that skipped the database would show them differently.
+    if (kind.type.endsWith('_started') && random() < 0.5) {
+      event.meta = { zone: 'lab', at: index, nested: { yy: 1, x: [index] } };
+    }
     events.push(event);
     if (random() > 0.33) {
       at += (1 + Math.floor(random() * 600)) * 1000;
@@ -117,6 +123,51 @@ function batches(random: () => number, events: readonly Outgoing[]): Outgoing[][
   return result;
 }
 
+interface ReplyResult {
+  event: { id: string };
+  corrections: Array<Record<string, unknown>>;
+  closedSegments: Array<Record<string, unknown>>;
+}
+
+/** Checks each result of a reply against a read, after the reply, of the rows its event caused. */
+async function expectReplyMatchesRead(server: TestServer, userIds: readonly string[], results: readonly ReplyResult[], label: string) {
+  for (const result of results) {
+    const read = await loadReply(server.app.db.sql, userIds, [result.event.id]);
+    expect(
+      result.corrections.map((c) => [c.id, c.type, c.role, c.pairType, c.pairKey, c.occurredAt, c.rule, c.causeEventId]),
+      `corrections of ${result.event.id} in ${label}`,
+    ).toEqual(
+      read.corrections.map((c) => [c.id, c.type, c.role, c.pairType, c.pairKey, c.occurredAt.toISOString(), c.rule, c.causeEventId]),
+    );
+    const segment = (s: Record<string, unknown>) => [
+      s.id,
+      s.pairType,
+      s.pairKey,
+      s.start,
+      s.end,
+      s.endReason,
+      s.parentSegmentId,
+      JSON.stringify(s.meta),
+      (s.startEvent as { id: string }).id,
+      (s.endEvent as { id: string } | null)?.id ?? null,
+    ];
+    // Grouped by the event that ended them: the result's own event, then its corrections in order.
+    const enders = [result.event.id, ...read.corrections.map((c) => c.id)];
+    const ended = enders.flatMap((id) => read.segments.filter((s) => s.endEventId === id));
+    expect(result.closedSegments.map(segment), `closed segments of ${result.event.id} in ${label}`).toEqual(
+      ended.map((s) =>
+        segment({
+          ...s,
+          start: s.startAt.toISOString(),
+          end: s.endAt?.toISOString() ?? null,
+          startEvent: { id: s.startEventId },
+          endEvent: s.endEventId === null ? null : { id: s.endEventId },
+        }),
+      ),
+    );
+  }
+}
+
 async function timelineOf(server: TestServer, userId: string): Promise<NormalisedTimeline> {
   return normaliseTimeline(await readTimeline(server, await server.adminToken(), userId));
 }
@@ -153,10 +204,14 @@ describeWithPostgres('randomised intake against a full rebuild', () => {
       mixed.push(from.shift()!);
     }
     const perUser = random() < 0.5;
+    let closedInReplies = 0;
     for (const batch of batches(random, mixed)) {
       const groups = perUser ? users.map((user) => batch.filter((event) => event.userId === user.id)) : [batch];
       for (const group of groups.filter((entry) => entry.length > 0)) {
-        dataOf(await server.gql(SEND_EVENTS, { events: group }, admin), `sendEvents of seed ${seed}`);
+        const reply = dataOf(await server.gql(SEND_EVENTS, { events: group }, admin), `sendEvents of seed ${seed}`);
+        const results = (reply as { sendEvents: { results: ReplyResult[] } }).sendEvents.results;
+        await expectReplyMatchesRead(server, [...new Set(group.map((event) => event.userId))], results, `seed ${seed}`);
+        closedInReplies += results.reduce((sum, result) => sum + result.closedSegments.length, 0);
       }
     }
 
@@ -167,8 +222,9 @@ describeWithPostgres('randomised intake against a full rebuild', () => {
         flags.set(flag, (flags.get(flag) ?? 0) + 1);
       }
     }
-    // The streams must reach the paths under test: rewinds and ignored events.
+    // The streams must reach the paths under test: rewinds, ignored events and replies with closed segments.
     expect(flags.get('LATE_EVENT') ?? 0).toBeGreaterThan(0);
+    expect(closedInReplies).toBeGreaterThan(0);
     expect(flags.get('LATE_BEYOND_HORIZON') ?? 0).toBeGreaterThan(0);
 
     for (const user of users) {

@@ -55,7 +55,7 @@ describe('writeDerived checks', () => {
 
   it('writes with the current version and fence', async () => {
     const head = (await loadHeadAndPending(server.app.db.sql, userId))?.head;
-    const version = await server.app.db.sql.transaction((tx) =>
+    const { version } = await server.app.db.sql.transaction((tx) =>
       writeDerived(tx, emptyWrite(10, head?.derivedVersion ?? -1)),
     );
     expect(version).toBe((head?.derivedVersion ?? 0) + 1);

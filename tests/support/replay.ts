@@ -85,7 +85,7 @@ export interface NormalisedTimeline {
 
 export const EVENT_FIELDS = 'id clientId type role pairType pairKey occurredAt origin rule causeEventId flags';
 export const SEGMENT_FIELDS =
-  'id pairType pairKey start end endReason open parentSegmentId startEvent { id } endEvent { id }';
+  'id pairType pairKey start end endReason open parentSegmentId meta startEvent { id } endEvent { id }';
 
 export const SEND_EVENTS = `mutation ($events: [EventInput!]!) {
   sendEvents(events: $events) {

@@ -547,6 +547,21 @@ export async function loadHeadAndPending(sql: SqlClient, userId: string, skip: S
 /** SQLSTATE of the errors that `event_master_check` raises (migration 20261204210000_statement_check). */
 const STATEMENT_CHECK_FAILED = 'EM001';
 
+/** The stored fields of a segment that a derived write closed, which the engine state does not hold. */
+export interface ClosedSegmentFields {
+  id: string;
+  pairKey: string;
+  startEventId: string;
+  parentSegmentId: string | null;
+  meta: Record<string, unknown> | null;
+}
+
+/** The result of a derived write: the user's new derived version, and the stored fields of the segments it closed. */
+export interface DerivedWriteResult {
+  version: number;
+  closed: ClosedSegmentFields[];
+}
+
 /**
  * Writes one fold's derived rows and the new head with one statement, so it
  * needs no transaction of its own (one round trip, one commit) and runs as
@@ -556,7 +571,7 @@ const STATEMENT_CHECK_FAILED = 'EM001';
  * another writer has since moved. The statement then fails as a whole, and
  * nothing it wrote stays.
  */
-export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise<number> {
+export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise<DerivedWriteResult> {
   const p = new SqlParams();
   const user = `${p.bind(write.userId)}::uuid`;
   const parts: string[] = [];
@@ -626,6 +641,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
 
   // Every closed segment must have been open, or the stored rows disagree with the engine state.
   let closedCheck = 'true';
+  let closedRows = 'NULL::json';
   if (write.closedSegments.length > 0) {
     const rows = write.closedSegments.map((x) => ({
       id: x.segmentId,
@@ -641,9 +657,11 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
      FROM json_to_recordset(${p.bind(JSON.stringify(rows))}::json)
        AS t(id uuid, end_at timestamptz, end_event_id uuid, end_reason text, decided_at timestamptz, decided_seq int)
      WHERE seg.id = t.id AND seg.user_id = ${user} AND seg.end_at IS NULL
-     RETURNING seg.id
+     RETURNING seg.id, seg.pair_key, seg.start_event_id, seg.parent_segment_id, seg.meta
    )`);
     closedCheck = `(SELECT count(*) FROM closed) = ${p.bind(rows.length)}`;
+    closedRows = `(SELECT json_agg(json_build_object('id', id, 'pairKey', pair_key, 'startEventId', start_event_id,
+      'parentSegmentId', parent_segment_id, 'meta', meta)) FROM closed)`;
   }
 
   if (write.orphanEventIds.length > 0) {
@@ -675,11 +693,11 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
    )`);
   }
 
-  let rows: Array<{ version: number }>;
+  let rows: Array<{ version: number; closed: ClosedSegmentFields[] | null }>;
   try {
-    rows = await sql.query<{ version: number }>(
+    rows = await sql.query<{ version: number; closed: ClosedSegmentFields[] | null }>(
       `WITH ${parts.join(', ')}
-       SELECT (SELECT derived_version FROM head) AS version,
+       SELECT (SELECT derived_version FROM head) AS version, ${closedRows} AS closed,
          event_master_check(EXISTS (SELECT 1 FROM head) AND ${closedCheck},
            CASE WHEN EXISTS (SELECT 1 FROM head) THEN 'CLOSED_MISMATCH' ELSE 'LOCK_LOST' END) AS checked`,
       p.values,
@@ -702,7 +720,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
     }
     throw error;
   }
-  return rows[0]?.version as number;
+  return { version: rows[0]?.version as number, closed: rows[0]?.closed ?? [] };
 }
 
 /** The rows of an intake reply: the events, the corrections they caused, and the segments they ended. */
