@@ -5,13 +5,13 @@
 import { randomUUID } from 'node:crypto';
 
 import type { PhaseContext } from '../lib/context.js';
+import type { BatchSize } from '../lib/options.js';
 import { cpuBetween, sampleCpu, type CpuSample } from '../lib/cpu.js';
 import { settleDatabase } from '../lib/services.js';
 import { createBenchUsers } from '../lib/users.js';
 import { createBaselineTable, runBaselineIntake, runServiceIntake, type ThroughputResult } from './throughput.js';
 import { countKinds, generateUserStream, type BenchEvent } from './workload.js';
 
-export const BATCH_SIZES = [1, 100, 1000] as const;
 export const INTAKE_CONCURRENCY = 8;
 /** Service rate over baseline rate that the benchmark aims for. */
 export const INTAKE_RATIO_TARGET = 0.5;
@@ -19,7 +19,7 @@ export const INTAKE_RATIO_TARGET = 0.5;
 export interface IntakeSizes {
   users: number;
   /** Events per user for each batch size. */
-  eventsPerUser: Record<(typeof BATCH_SIZES)[number], number>;
+  eventsPerUser: Record<BatchSize, number>;
 }
 
 export const QUICK_INTAKE: IntakeSizes = { users: 16, eventsPerUser: { 1: 40, 100: 400, 1000: 1000 } };
@@ -74,13 +74,17 @@ function perThousand(sample: CpuSample, events: number): CpuSample {
   return { clientMs: (sample.clientMs * 1000) / events, postgresMs: scale(sample.postgresMs), redisMs: scale(sample.redisMs) };
 }
 
-export async function runIntakePhase(context: PhaseContext, sizes: IntakeSizes): Promise<IntakeRow[]> {
+export async function runIntakePhase(
+  context: PhaseContext,
+  sizes: IntakeSizes,
+  batchSizes: readonly BatchSize[],
+): Promise<IntakeRow[]> {
   await createBaselineTable(context.pool);
   context.log('intake: warming up');
   await warmUp(context);
 
   const rows: IntakeRow[] = [];
-  for (const batchSize of BATCH_SIZES) {
+  for (const batchSize of batchSizes) {
     const perUser = sizes.eventsPerUser[batchSize];
     const usernames = Array.from({ length: sizes.users }, (_, index) => `in-b${batchSize}-u${String(index).padStart(3, '0')}`);
     const users = await createBenchUsers(context.pool, context.client, usernames, context.passwordHash);

@@ -4,6 +4,10 @@ import { parseArgs } from 'node:util';
 export const PHASES = ['reports', 'growth', 'intake', 'latency', 'casas'] as const;
 export type Phase = (typeof PHASES)[number];
 
+/** Batch sizes of the intake phase. */
+export const BATCH_SIZES = [1, 100, 1000] as const;
+export type BatchSize = (typeof BATCH_SIZES)[number];
+
 export interface BenchOptions {
   quick: boolean;
   record: boolean;
@@ -11,6 +15,8 @@ export interface BenchOptions {
   profile: boolean;
   seed: number;
   phases: Phase[];
+  /** Batch sizes the intake phase runs, in the order of BATCH_SIZES. */
+  batches: BatchSize[];
 }
 
 export const USAGE = `Usage: npm run bench -- [--quick] [--record] [--keep] [--profile] [--seed N] [--only PHASES]
@@ -26,6 +32,7 @@ Options:
   --profile        run the server under node --cpu-prof and print where it spent CPU time per phase
   --seed N         seed of the event mix and the report dataset (default 20261204)
   --only PHASES    comma-separated subset of ${PHASES.join(', ')} (default: all)
+  --batches SIZES  comma-separated intake batch sizes, some of ${BATCH_SIZES.join(', ')} (default: all)
   --help           print this help
 `;
 
@@ -48,6 +55,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
         profile: { type: 'boolean' },
         seed: { type: 'string' },
         only: { type: 'string' },
+        batches: { type: 'string' },
         help: { type: 'boolean' },
       },
     });
@@ -75,8 +83,18 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
       phases.push(name as Phase);
     }
   }
-  if (values.record === true && (values.quick === true || values.only !== undefined)) {
-    throw new UsageError('--record needs a full run: drop --quick and --only');
+  let batches: BatchSize[] = [...BATCH_SIZES];
+  if (values.batches !== undefined) {
+    const named = values.batches.split(',').map((part) => part.trim());
+    for (const name of named) {
+      if (!BATCH_SIZES.some((size) => String(size) === name)) {
+        throw new UsageError(`invalid --batches size "${name}": expected some of ${BATCH_SIZES.join(', ')}`);
+      }
+    }
+    batches = BATCH_SIZES.filter((size) => named.includes(String(size)));
+  }
+  if (values.record === true && (values.quick === true || values.only !== undefined || values.batches !== undefined)) {
+    throw new UsageError('--record needs a full run: drop --quick, --only and --batches');
   }
 
   return {
@@ -86,5 +104,6 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
     profile: values.profile === true,
     seed,
     phases,
+    batches,
   };
 }
