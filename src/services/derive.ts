@@ -382,8 +382,8 @@ function byFoldOrder(a: EventToFold, b: EventToFold): number {
 
 /**
  * Builds the records of the corrections and closed segments a derived write
- * stored, as `loadReply` would read them: the fold supplies every column but
- * those of closed segments that opened before it, which the write returned.
+ * stored, as `loadReply` would read them. The fold supplies every column
+ * except some of segments that opened before it, which the write returned.
  */
 function writtenRows(
   userId: string,

@@ -629,9 +629,9 @@ export class IntakeService {
     const unknown = [...new Set(entries.map((entry) => entry.eventId))].filter((id) => !known.has(id));
     const read = unknown.length === 0 ? { events: [], corrections: [], segments: [] } : await loadReply(sql, userIds, unknown);
     const events = new Map([...known, ...read.events.map((event): [string, EventRecord] => [event.id, event])]);
-    // The rows of one cause come from one source, the read when the cause was
-    // read. The read returns rows this request wrote when it folded an event
-    // stored before, which this request repeats.
+    // The read comes first, because it returns every row of the events it
+    // read, including rows this request wrote when it folded the original of
+    // a repeated event. The written rows of the other events follow.
     const corrections = mergeById(read.corrections, written.corrections);
     const segments = mergeById(read.segments, written.closedSegments);
 

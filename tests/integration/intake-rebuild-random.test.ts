@@ -129,7 +129,7 @@ interface ReplyResult {
   closedSegments: Array<Record<string, unknown>>;
 }
 
-/** Checks each result of a reply against a read, after the reply, of the rows its event caused. */
+/** Checks each result of a reply against a read, made after the reply, of the rows its event caused. */
 async function expectReplyMatchesRead(server: TestServer, userIds: readonly string[], results: readonly ReplyResult[], label: string) {
   for (const result of results) {
     const read = await loadReply(server.app.db.sql, userIds, [result.event.id]);
