@@ -450,6 +450,30 @@ describe('intake rules over HTTP', () => {
     });
   });
 
+  it('meta keeps a __proto__ key', async () => {
+    // A JSON body with `__proto__` is rejected, but an inline GraphQL object
+    // literal carries the key, and jsonb stores it as an ordinary key.
+    const user = await newUser();
+    const response = await server.gql(
+      `mutation { sendEvents(events: [
+        { id: "p1", type: "session_started", occurredAt: "${at('09:00:00')}", meta: { zone: "lab", __proto__: { a: 1 } } },
+        { id: "p2", type: "session_ended", occurredAt: "${at('09:10:00')}" }
+      ]) { results { event { id meta } closedSegments { id meta } } } }`,
+      {},
+      user.token,
+    );
+    const results = dataOf(response, 'sendEvents with __proto__ in meta').sendEvents.results as Array<{
+      event: { meta: unknown };
+      closedSegments: Array<{ meta: unknown }>;
+    }>;
+    const stored = '{"zone":"lab","__proto__":{"a":1}}';
+    expect(JSON.stringify(results[0]?.event.meta)).toBe(stored);
+    expect(results[1]?.closedSegments).toHaveLength(1);
+    expect(JSON.stringify(results[1]?.closedSegments[0]?.meta)).toBe(stored);
+    const [segment] = await segmentsOf(user.id);
+    expect(JSON.stringify((segment as SegmentNode & { meta: unknown }).meta)).toBe(stored);
+  });
+
   it('REST applies the same rules', async () => {
     const user = await newUser();
     const response = await fetch(`${server.url}/api/events`, {

@@ -62,7 +62,14 @@ export function inJsonbKeyOrder(value: unknown): unknown {
   const source = value as Record<string, unknown>;
   const ordered: Record<string, unknown> = {};
   for (const key of Object.keys(source).sort(compareJsonbKeys)) {
-    ordered[key] = inJsonbKeyOrder(source[key]);
+    const copy = inJsonbKeyOrder(source[key]);
+    if (key === '__proto__') {
+      // Assigning `__proto__` would set the copy's prototype instead of
+      // adding the key that jsonb stores.
+      Object.defineProperty(ordered, key, { value: copy, enumerable: true, writable: true, configurable: true });
+    } else {
+      ordered[key] = copy;
+    }
   }
   return ordered;
 }
