@@ -3,8 +3,7 @@
  * chunks that triggers marked stale at least ROLLUP_DELAY_MS ago, in batches,
  * until none are left, then waits for the next round. Reports read a stale
  * chunk's segments, so the delay costs report speed, never correctness. Builders in several processes share the work,
- * because each batch skips the chunks that a writer has locked or another
- * rebuild has claimed.
+ * because each batch skips the chunks another transaction holds.
  */
 import type { Logger } from 'pino';
 

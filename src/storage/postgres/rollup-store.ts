@@ -4,20 +4,16 @@
  * migration 20261204190000_segment_rollups creates the tables and the
  * triggers that mark chunks stale.
  *
- * `rebuildStaleChunks` claims stale chunks for a lease, recomputes them from
- * the segments without holding locks, then writes their rollups and deletes
- * their stale rows with one statement, but only for rows that still carry its
- * claim. A trigger that marks a claimed chunk again clears the claim, so a
- * change the rebuild did not see keeps the chunk stale. A writer waits at
- * most for the claim statement or that last statement, never for a
- * rebuild's reads and merging.
+ * `rebuildStaleChunks` takes stale chunks with FOR UPDATE SKIP LOCKED,
+ * recomputes them from the segments and deletes their stale rows, all in one
+ * transaction. A trigger that marks a chunk again while a rebuild has it locked
+ * waits for the rebuild to commit and then inserts a fresh stale row, so a
+ * change the rebuild did not see is never lost.
  *
  * NOTE: a pair type whose segments mostly have distinct pair keys (one key
  * per task, say) gets about one keyed rollup row per segment, so its rollups
  * cost as much to build and store as the segments themselves.
  */
-import { randomUUID } from 'node:crypto';
-
 import { CHUNK_SECONDS, chunkSpan } from '../../domain/interval/chunks.js';
 import { IntervalSet } from '../../domain/interval/interval-set.js';
 import { MIN_INSTANT_MS } from '../../domain/storable.js';
@@ -62,110 +58,77 @@ export function decodeRollupBounds(bytes: Uint8Array): IntervalSet {
 }
 
 /**
- * How long a rebuild's claim on its stale rows lasts. Another builder takes
- * over the rows of a rebuild that has not finished by then, as after a crash,
- * and the late rebuild then writes nothing.
- */
-export const CLAIM_LEASE_MS = 60_000;
-
-/**
  * Rebuilds up to `limit` stale chunks that were first marked at least
- * `minAgeMs` ago and that neither a writer nor another rebuild holds.
- * Returns how many it claimed. A chunk marked again during the rebuild stays
- * stale, and its rollup is left as it was.
+ * `minAgeMs` ago and that no other transaction has locked, in one
+ * transaction. Returns how many it rebuilt.
  */
-export async function rebuildStaleChunks(
-  sql: SqlClient,
-  limit: number,
-  minAgeMs = 0,
-  /** Runs between the read of the segments and the write, for tests that change segments there. */
-  afterRead: () => Promise<void> = async () => {},
-): Promise<number> {
-  const claim = randomUUID();
-  // A claim commits at once. SKIP LOCKED passes over rows that an open
-  // writer's mark holds, because the segments it changes are not visible yet.
-  const claimed = await sql.queryArrays(
-    `UPDATE segment_rollup_stale s SET claim = $3, claimed_until = now() + $4 * interval '1 millisecond'
-     FROM (
-       SELECT user_id, pair_type, all_keys, pair_key, chunk FROM segment_rollup_stale
-       WHERE marked_at <= now() - $2 * interval '1 millisecond' AND (claim IS NULL OR claimed_until < now())
+export async function rebuildStaleChunks(sql: SqlClient, limit: number, minAgeMs = 0): Promise<number> {
+  return sql.transaction(async (tx) => {
+    const claimed = await tx.queryArrays(
+      `SELECT user_id::text, pair_type, all_keys, pair_key, chunk FROM segment_rollup_stale
+       WHERE marked_at <= now() - $2 * interval '1 millisecond'
        ORDER BY user_id, pair_type, all_keys, pair_key, chunk
-       LIMIT $1 FOR UPDATE SKIP LOCKED
-     ) AS k
-     WHERE ${sameKey('s')}
-     RETURNING s.user_id::text, s.pair_type, s.all_keys, s.pair_key, s.chunk`,
-    [limit, minAgeMs, claim, CLAIM_LEASE_MS],
-  );
-  if (claimed.length === 0) {
-    return 0;
-  }
-  const keys: ChunkKey[] = claimed.map((row) => ({
-    userId: row[0] as string,
-    pairType: row[1] as string,
-    allKeys: row[2] as boolean,
-    pairKey: row[3] as string,
-    chunk: Number(row[4]),
-  }));
-  try {
-    // Read after the claim committed, so the read includes every change marked before the claim.
-    const segments = await loadChunkSegments(sql, keys);
-    const bounds = keys.map((key, index) => {
+       LIMIT $1 FOR UPDATE SKIP LOCKED`,
+      [limit, minAgeMs],
+    );
+    if (claimed.length === 0) {
+      return 0;
+    }
+    const keys: ChunkKey[] = claimed.map((row) => ({
+      userId: row[0] as string,
+      pairType: row[1] as string,
+      allKeys: row[2] as boolean,
+      pairKey: row[3] as string,
+      chunk: Number(row[4]),
+    }));
+    const segments = await loadChunkSegments(tx, keys);
+
+    const built: Array<{ key: ChunkKey; bounds: Buffer }> = [];
+    const emptied: ChunkKey[] = [];
+    keys.forEach((key, index) => {
       const part = segments.get(index);
       const set =
         part === undefined ? IntervalSet.empty() : IntervalSet.fromUnsortedBounds(part.starts, part.ends).clip(chunkSpan(key.chunk));
-      return set.isEmpty ? null : encodeBounds(set.toBoundaries());
+      if (set.isEmpty) {
+        emptied.push(key);
+      } else {
+        built.push({ key, bounds: encodeBounds(set.toBoundaries()) });
+      }
     });
-    await afterRead();
-    await writeClaimedRollups(sql, claim, keys, bounds);
-  } catch (error) {
-    // Lets the next rebuild take the chunks at once instead of after the lease.
-    await sql
-      .query(`UPDATE segment_rollup_stale SET claim = NULL, claimed_until = NULL WHERE claim = $1`, [claim])
-      .catch(() => undefined);
-    throw error;
-  }
-  return keys.length;
-}
 
-/**
- * Deletes the stale rows that still carry `claim`, and for those chunks only
- * writes the rollup bounds, or deletes the rollup where the bounds are null.
- * One statement does both, so a chunk is never clean with a rollup older
- * than its segments. The delete waits for a writer that has locked a row,
- * and skips the row if that writer's mark cleared the claim.
- */
-async function writeClaimedRollups(
-  sql: SqlClient,
-  claim: string,
-  keys: readonly ChunkKey[],
-  bounds: ReadonlyArray<Buffer | null>,
-): Promise<void> {
-  await sql.query(
-    `WITH k AS (
-       SELECT * FROM unnest($1::uuid[], $2::text[], $3::boolean[], $4::text[], $5::int[], $6::bytea[])
-         AS k(user_id, pair_type, all_keys, pair_key, chunk, bounds)
-     ), done AS (
-       DELETE FROM segment_rollup_stale s USING k
-       WHERE ${sameKey('s')} AND s.claim = $7
-       RETURNING s.user_id, s.pair_type, s.all_keys, s.pair_key, s.chunk
-     ), clean AS (
-       SELECT k.* FROM k JOIN done d
-         ON d.user_id = k.user_id AND d.pair_type = k.pair_type AND d.all_keys = k.all_keys
-         AND d.pair_key = k.pair_key AND d.chunk = k.chunk
-     ), written AS (
-       INSERT INTO segment_rollups (user_id, pair_type, all_keys, pair_key, chunk, bounds)
-       SELECT user_id, pair_type, all_keys, pair_key, chunk, bounds FROM clean WHERE bounds IS NOT NULL
-       ON CONFLICT (user_id, pair_type, all_keys, pair_key, chunk)
-       DO UPDATE SET bounds = EXCLUDED.bounds, built_at = now()
-       RETURNING 1
-     ), emptied AS (
-       DELETE FROM segment_rollups r USING clean k
-       WHERE ${sameKey('r')} AND k.bounds IS NULL
-       RETURNING 1
-     )
-     SELECT count(*) AS done FROM done`,
-    [...keyColumns(keys), [...bounds], claim],
-  );
+    if (built.length > 0) {
+      const params: unknown[] = [];
+      const rows = built.map(({ key, bounds }) => {
+        params.push(key.userId, key.pairType, key.allKeys, key.pairKey, key.chunk, bounds);
+        const at = params.length;
+        return `($${at - 5}::uuid, $${at - 4}, $${at - 3}::boolean, $${at - 2}, $${at - 1}::int, $${at}::bytea)`;
+      });
+      await tx.query(
+        `INSERT INTO segment_rollups (user_id, pair_type, all_keys, pair_key, chunk, bounds)
+         VALUES ${rows.join(', ')}
+         ON CONFLICT (user_id, pair_type, all_keys, pair_key, chunk)
+         DO UPDATE SET bounds = EXCLUDED.bounds, built_at = now()`,
+        params,
+      );
+    }
+    const columns = keyColumns(keys);
+    if (emptied.length > 0) {
+      const emptiedColumns = keyColumns(emptied);
+      await tx.query(
+        `DELETE FROM segment_rollups r
+         USING ${KEYS_TABLE}
+         WHERE ${sameKey('r')}`,
+        emptiedColumns,
+      );
+    }
+    await tx.query(
+      `DELETE FROM segment_rollup_stale s
+       USING ${KEYS_TABLE}
+       WHERE ${sameKey('s')}`,
+      columns,
+    );
+    return keys.length;
+  });
 }
 
 /**
@@ -179,7 +142,7 @@ export async function postponeNextStaleChunk(sql: SqlClient, minAgeMs: number, p
     `UPDATE segment_rollup_stale s SET marked_at = now() + $2 * interval '1 millisecond'
      FROM (
        SELECT user_id, pair_type, all_keys, pair_key, chunk FROM segment_rollup_stale
-       WHERE marked_at <= now() - $1 * interval '1 millisecond' AND (claim IS NULL OR claimed_until < now())
+       WHERE marked_at <= now() - $1 * interval '1 millisecond'
        ORDER BY user_id, pair_type, all_keys, pair_key, chunk
        LIMIT 1 FOR UPDATE SKIP LOCKED
      ) AS k
@@ -227,10 +190,10 @@ function keyColumns(keys: readonly ChunkKey[]): [string[], string[], boolean[], 
  * timestamps reject.
  */
 async function loadChunkSegments(
-  sql: SqlClient,
+  tx: SqlClient,
   keys: readonly ChunkKey[],
 ): Promise<Map<number, { starts: Float64Array; ends: Float64Array }>> {
-  const rows = await sql.queryArrays(
+  const rows = await tx.queryArrays(
     `SELECT k.i::int,
             string_agg(float8send(date_part('epoch', s.start_at) * 1000), ''::bytea),
             string_agg(float8send(date_part('epoch', s.end_at) * 1000), ''::bytea)
