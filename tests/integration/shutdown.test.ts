@@ -1,7 +1,8 @@
 /**
  * Graceful shutdown of `src/main.ts` as a real process on its embedded
  * defaults: SIGTERM lets a request in flight finish, then the process exits
- * with code 0 and releases the embedded database.
+ * with code 0 and releases the embedded database. The same holds when the
+ * signal goes to `npm start`.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -90,6 +91,49 @@ describe('process shutdown', () => {
     expect(code, lines.join('\n')).toBe(0);
     expect(lines.some((line) => line.includes('stopping: draining requests'))).toBe(true);
     expect(lines.some((line) => line.includes('"msg":"stopped"'))).toBe(true);
+    expect(existsSync(join(dataDir, 'event-master.pid'))).toBe(false);
+  }, 90_000);
+
+  // A process manager that runs `npm start` signals npm. Unless the script
+  // replaces npm's shell with node, the shell exits and node keeps serving.
+  it('stops on a SIGTERM sent to npm start', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'em-shutdown-'));
+    dataDirs.push(dataDir);
+    const npm = spawn('npm', ['start', '--silent'], {
+      env: {
+        ...process.env,
+        DATABASE_URL: '',
+        REDIS_URL: '',
+        NODE_ENV: 'test',
+        LOG_LEVEL: 'info',
+        HOST: '127.0.0.1',
+        PORT: '0',
+        DATA_DIR: dataDir,
+        ADMIN_USERNAME: 'admin',
+        ADMIN_PASSWORD: 'admin-password-1',
+        PASSWORD_SCRYPT_LOG2_N: '14',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: string[] = [];
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the server did not start within 60 s')), 60_000);
+      createInterface({ input: npm.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+        lines.push(line);
+        const match = /serving GraphQL at (http:\/\/[^\s"]+)\/graphql/.exec(line);
+        if (match?.[1] !== undefined) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+    });
+    const closed = new Promise<void>((resolve) => npm.stdout?.once('close', () => resolve()));
+
+    npm.kill('SIGTERM');
+    // The server's own log reaches the pipe until it exits, which closes the pipe.
+    await closed;
+    expect(lines.some((line) => line.includes('"msg":"stopped"')), lines.join('\n')).toBe(true);
+    await expect(fetch(`${url}/healthz`)).rejects.toThrow();
     expect(existsSync(join(dataDir, 'event-master.pid'))).toBe(false);
   }, 90_000);
 });
