@@ -1,6 +1,8 @@
 import { SignJWT, base64url, decodeJwt, decodeProtectedHeader, generateKeyPair } from 'jose';
 import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
+import { webcrypto } from 'node:crypto';
+
+import { describe, expect, it, vi } from 'vitest';
 
 import { MAX_TOKEN_LENGTH, createTokenService, type TokenService } from '../../src/auth/tokens.js';
 import { DomainError } from '../../src/domain/errors.js';
@@ -269,5 +271,30 @@ describe('token rejection logging', () => {
     expect(output()).toContain('exp');
     expect(output()).not.toContain(SECRET);
     expect(output()).not.toContain(token);
+  });
+});
+
+describe('key import', () => {
+  it('retries a failed import and reports it as a fault', async () => {
+    const tokens = service();
+    const token = await signCustom();
+    const importKey = vi.spyOn(webcrypto.subtle, 'importKey').mockRejectedValueOnce(new Error('injected import failure'));
+    try {
+      const failed = await tokens.verify(token).catch((error: unknown) => error);
+      // Not an INVALID_TOKEN: the token is fine, the server is not.
+      expect(failed).not.toBeInstanceOf(DomainError);
+      expect((failed as Error).message).toBe('injected import failure');
+      await expect(tokens.verify(token)).resolves.toEqual({ userId: 'user-1', role: 'MEMBER' });
+      expect(importKey).toHaveBeenCalledTimes(2);
+    } finally {
+      importKey.mockRestore();
+    }
+  });
+
+  it('verifies tokens signed with the raw secret', async () => {
+    const tokens = service();
+    const issued = await tokens.issue({ id: 'user-2', role: 'ANALYST' });
+    await expect(tokens.verify(await signCustom())).resolves.toEqual({ userId: 'user-1', role: 'MEMBER' });
+    await expect(tokens.verify(issued.token)).resolves.toEqual({ userId: 'user-2', role: 'ANALYST' });
   });
 });
