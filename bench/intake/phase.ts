@@ -1,6 +1,6 @@
 /**
- * Phase 1: intake throughput for sendEvents batches of 1, 100 and 1000,
- * against the direct-INSERT baseline.
+ * Phase 1: intake throughput for sendEvents batches of 1, 100 and 1000, or
+ * those that `--batches` selects, against the direct-INSERT baseline.
  */
 import { randomUUID } from 'node:crypto';
 

@@ -19,7 +19,7 @@ export interface BenchOptions {
   batches: BatchSize[];
 }
 
-export const USAGE = `Usage: npm run bench -- [--quick] [--record] [--keep] [--profile] [--seed N] [--only PHASES]
+export const USAGE = `Usage: npm run bench -- [--quick] [--record] [--keep] [--profile] [--seed N] [--only PHASES] [--batches SIZES]
 
 Benchmarks intake and reports of a server started as a child process on real
 PostgreSQL and Redis (DATABASE_URL and REDIS_URL, or the local defaults), with
@@ -92,6 +92,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
       }
     }
     batches = BATCH_SIZES.filter((size) => named.includes(String(size)));
+    if (!phases.includes('intake')) {
+      throw new UsageError('--batches sets the batch sizes of the intake phase, so add intake to --only or drop --batches');
+    }
   }
   if (values.record === true && (values.quick === true || values.only !== undefined || values.batches !== undefined)) {
     throw new UsageError('--record needs a full run: drop --quick, --only and --batches');

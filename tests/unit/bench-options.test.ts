@@ -29,6 +29,10 @@ describe('bench options', () => {
     );
   });
 
+  it('rejects batch sizes without the intake phase', () => {
+    expect(() => parseBenchArgs(['--only', 'reports', '--batches', '100'])).toThrow(/add intake to --only/);
+  });
+
   it('refuses to record a run with a subset of batch sizes', () => {
     expect(() => parseBenchArgs(['--record', '--batches', '100'])).toThrow(/--record needs a full run/);
   });
