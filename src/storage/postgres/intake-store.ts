@@ -736,25 +736,23 @@ const SEGMENT_ONLY_NULLS = `NULL::timestamptz AS start_at, NULL::timestamptz AS 
   NULL::uuid AS start_event_id, NULL::uuid AS end_event_id, NULL::uuid AS parent_segment_id`;
 
 /**
- * Loads an intake reply with one statement: the events in `eventIdsToRead`
- * (by default all of `eventIds`), the corrections that `eventIds` caused
- * (transitively: a child closed by an auto-close), and the segments those
- * events ended directly or through those corrections. The
- * segment ids form one array, so the lookup uses the index on end_event_id
- * (an OR of two conditions made PostgreSQL scan the table).
+ * Loads an intake reply with one statement: the events `eventIds`, the
+ * corrections they caused (transitively: a child closed by an auto-close),
+ * and the segments those events ended directly or through those corrections.
+ * The segment ids form one array, so the lookup uses the index on
+ * end_event_id (an OR of two conditions made PostgreSQL scan the table).
  */
 export async function loadReply(
   sql: SqlClient,
   userIds: readonly string[],
   eventIds: readonly string[],
-  eventIdsToRead: readonly string[] = eventIds,
 ): Promise<ReplyRows> {
   if (eventIds.length === 0) {
     return { events: [], corrections: [], segments: [] };
   }
   // A reply to one event, the common case, has a statement of its own that
   // stays prepared. The best plan for many ids depends on how many there are.
-  const oneEvent = userIds.length === 1 && eventIds.length === 1 && eventIdsToRead.length <= 1;
+  const oneEvent = userIds.length === 1 && eventIds.length === 1;
   const rows = await sql.query(
     `WITH RECURSIVE caused AS (
        SELECT e.* FROM events e
@@ -765,7 +763,7 @@ export async function loadReply(
      )
      SELECT 1 AS part, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS},
        NULL::timestamptz AS sort_at, NULL::int AS sort_seq, NULL::int AS sort_ordinal, NULL::timestamptz AS sort_start
-     FROM events WHERE ${idMatch('id', '$3', oneEvent)}
+     FROM events WHERE ${idMatch('id', '$2', oneEvent)}
      UNION ALL
      SELECT 2, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS}, pos_at, pos_seq, ordinal, NULL FROM caused
      UNION ALL
@@ -775,7 +773,7 @@ export async function loadReply(
      WHERE ${idMatch('user_id', '$1', oneEvent)}
        AND end_event_id = ANY(${oneEvent ? 'ARRAY[$2::uuid]' : '$2::uuid[]'} || ARRAY(SELECT id FROM caused))
      ORDER BY part, sort_at, sort_seq, sort_ordinal, sort_start`,
-    [idParam(userIds, oneEvent), idParam(eventIds, oneEvent), idParam(eventIdsToRead, oneEvent)],
+    [idParam(userIds, oneEvent), idParam(eventIds, oneEvent)],
     oneEvent ? PREPARED : undefined,
   );
   const reply: ReplyRows = { events: [], corrections: [], segments: [] };
