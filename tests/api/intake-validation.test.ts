@@ -142,9 +142,25 @@ describe('intake validation', () => {
 
       expect(response.data).toBeUndefined();
       expect(response.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+      expect(response.errors?.[0]?.message).toContain(occurredAt);
+      expect(response.errors?.[0]?.message).toContain('RFC 3339 date-time with a time zone offset');
       expect(await storedEvents(user.id)).toEqual([]);
     },
   );
+
+  it('occurredAt in a literal names the format', async () => {
+    const user = await newUser();
+    const response = await server.gql(
+      `mutation { sendEvent(event: { type: "heartbeat", occurredAt: "2026-01-20T09:00:00" }) { event { id } } }`,
+      {},
+      user.token,
+    );
+
+    expect(response.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    expect(response.errors?.[0]?.message).toContain('2026-01-20T09:00:00');
+    expect(response.errors?.[0]?.message).toContain('RFC 3339 date-time with a time zone offset');
+    expect(await storedEvents(user.id)).toEqual([]);
+  });
 
   it.each([
     { sent: '2026-01-20T09:00:00Z', stored: '2026-01-20T09:00:00.000Z' },

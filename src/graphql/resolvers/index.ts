@@ -17,11 +17,26 @@ function checkStorable(date: Date): Date {
   return date;
 }
 
+const EXPECTED_DATE_TIME = 'Expected an RFC 3339 date-time with a time zone offset, such as 2026-03-02T09:00:00Z.';
+
+/** Runs a parse of graphql-scalars' DateTime, adding the expected format to its error. */
+function parseDateTime(parse: () => unknown): Date {
+  let date: Date;
+  try {
+    date = parse() as Date;
+  } catch (error) {
+    throw new GraphQLError(`${(error as Error).message.replace(/\.?$/, '.')} ${EXPECTED_DATE_TIME}`, {
+      extensions: { code: 'BAD_USER_INPUT', reason: 'INVALID_DATE_TIME' },
+    });
+  }
+  return checkStorable(date);
+}
+
 /** graphql-scalars' DateTime, limited to the instants that storage supports. */
 const DateTime = new GraphQLScalarType<Date, unknown>({
   ...DateTimeResolver.toConfig(),
-  parseValue: (value) => checkStorable(DateTimeResolver.parseValue(value) as Date),
-  parseLiteral: (ast, variables) => checkStorable(DateTimeResolver.parseLiteral(ast, variables) as Date),
+  parseValue: (value) => parseDateTime(() => DateTimeResolver.parseValue(value)),
+  parseLiteral: (ast, variables) => parseDateTime(() => DateTimeResolver.parseLiteral(ast, variables)),
 });
 
 export const resolvers: Resolvers = {
