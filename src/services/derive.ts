@@ -92,7 +92,10 @@ export interface DeriveResult {
   folded: ReadonlySet<string>;
   /** Ids of the folded events that are ORPHAN_END after it. */
   orphans: ReadonlySet<string>;
-  /** The rows this derive wrote that an intake reply shows, as a read after it would return them. */
+  /**
+   * The rows this derive wrote that an intake reply shows, as a read after it
+   * would return them. Empty unless the caller passed `justStored`.
+   */
   written: WrittenRows;
 }
 
@@ -224,6 +227,8 @@ export class Deriver {
 
       const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
       orphans = new Set(write.orphanEventIds);
+      // Only an intake request, which passes the events it stored, builds a reply.
+      const forReply = justStored !== undefined;
       const { version, closed } = await writeDerived(sql, {
         userId,
         fence: lock.fence,
@@ -235,8 +240,11 @@ export class Deriver {
           position: state.position,
           lastActivityAt: state.lastActivityAt,
         },
+        returnClosed: forReply,
       });
-      written = writtenRows(userId, now, write, closed, orphans);
+      if (forReply) {
+        written = writtenRows(userId, now, write, closed, orphans);
+      }
       return { changed: true, version };
     };
     let result: { changed: boolean; version: number };
@@ -382,8 +390,9 @@ function byFoldOrder(a: EventToFold, b: EventToFold): number {
 
 /**
  * Builds the records of the corrections and closed segments a derived write
- * stored, as `loadReply` would read them. The fold supplies every column
- * except some of segments that opened before it, which the write returned.
+ * stored, as `loadReply` would read them. The fold supplies every column but
+ * the pair key, start event, parent and `meta` of segments that opened before
+ * it, which the write returned.
  */
 function writtenRows(
   userId: string,
@@ -427,7 +436,7 @@ function writtenRows(
         pairKey: segment.start.pairKey,
         startAt: new Date(segment.start.startAt),
         endAt: new Date(segment.end.endAt),
-        endReason: segment.end.endReason as SegmentRecord['endReason'],
+        endReason: segment.end.endReason,
         startEventId: segment.start.startEventId,
         endEventId: segment.end.endEventId,
         meta: segment.meta === null ? null : (inJsonbKeyOrder(segment.meta) as Record<string, unknown>),
@@ -448,7 +457,7 @@ function writtenRows(
       pairKey: fields.pairKey,
       startAt: new Date(segment.startAt),
       endAt: new Date(segment.end.endAt),
-      endReason: segment.end.endReason as SegmentRecord['endReason'],
+      endReason: segment.end.endReason,
       startEventId: fields.startEventId,
       endEventId: segment.end.endEventId,
       meta: fields.meta,

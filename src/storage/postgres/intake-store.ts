@@ -4,7 +4,7 @@
  * flags). Positions are compared as rows, `(at, seq)`, exactly as the pure
  * `DerivedLedger` in the domain compares them.
  */
-import type { AutoCloseEndAt, Correction, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
+import type { AutoCloseEndAt, Correction, EndReason, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
 import { DomainError } from '../../domain/errors.js';
 import { PREPARED, SqlParams, type QueryOptions, type SqlClient } from './sql.js';
 import { EVENT_COLUMNS, SEGMENT_COLUMNS, toEventRecord, toSegmentRecord, type EventRecord, type SegmentRecord } from './records.js';
@@ -48,7 +48,7 @@ export interface SegmentRow {
   end: null | {
     endAt: number;
     endEventId: string;
-    endReason: string;
+    endReason: EndReason;
     decidedAt: Position;
   };
 }
@@ -66,6 +66,8 @@ export interface DerivedWrite {
   head: Omit<DerivedHead, 'derivedVersion' | 'lastEventSeq' | 'maxOccurredAt'>;
   /** Derived version read at the start of the fold; another writer since then makes the write fail. */
   expectedVersion: number;
+  /** Whether the result carries the stored fields of the closed segments, which an intake reply needs. */
+  returnClosed?: boolean;
 }
 
 /** Returns the ISO 8601 text of an instant. PostgreSQL reads it as timestamptz, because storable instants have four-digit years. */
@@ -660,8 +662,10 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
      RETURNING seg.id, seg.pair_key, seg.start_event_id, seg.parent_segment_id, seg.meta
    )`);
     closedCheck = `(SELECT count(*) FROM closed) = ${p.bind(rows.length)}`;
-    closedRows = `(SELECT json_agg(json_build_object('id', id, 'pairKey', pair_key, 'startEventId', start_event_id,
-      'parentSegmentId', parent_segment_id, 'meta', meta)) FROM closed)`;
+    if (write.returnClosed === true) {
+      closedRows = `(SELECT json_agg(json_build_object('id', id, 'pairKey', pair_key, 'startEventId', start_event_id,
+        'parentSegmentId', parent_segment_id, 'meta', meta)) FROM closed)`;
+    }
   }
 
   if (write.orphanEventIds.length > 0) {
