@@ -4,7 +4,7 @@
  * with code 0 and releases the embedded database. The same holds when the
  * signal goes to `npm start`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,53 @@ import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const dataDirs: string[] = [];
+
+interface StartedServer {
+  child: ChildProcess;
+  url: string;
+  dataDir: string;
+  /** Lines the process has written to stdout so far. */
+  lines: string[];
+}
+
+/**
+ * Starts `command` with `args` on the embedded defaults in a fresh data
+ * folder, and waits until it logs the URL it serves.
+ */
+async function startService(command: string, args: string[], env: Record<string, string> = {}): Promise<StartedServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'em-shutdown-'));
+  dataDirs.push(dataDir);
+  const child = spawn(command, args, {
+    env: {
+      ...process.env,
+      DATABASE_URL: '',
+      REDIS_URL: '',
+      NODE_ENV: 'test',
+      LOG_LEVEL: 'info',
+      HOST: '127.0.0.1',
+      PORT: '0',
+      DATA_DIR: dataDir,
+      ADMIN_USERNAME: 'admin',
+      ADMIN_PASSWORD: 'admin-password-1',
+      PASSWORD_SCRYPT_LOG2_N: '14',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the server did not start within 60 s')), 60_000);
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      lines.push(line);
+      const match = /serving GraphQL at (http:\/\/[^\s"]+)\/graphql/.exec(line);
+      if (match?.[1] !== undefined) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+  });
+  return { child, url, dataDir, lines };
+}
 
 describe('process shutdown', () => {
   afterAll(() => {
@@ -23,41 +70,14 @@ describe('process shutdown', () => {
 
   // In production Apollo registers its own signal handler unless configured not to.
   it.each(['test', 'production'])('drains a request on SIGTERM (NODE_ENV=%s)', async (nodeEnv) => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'em-shutdown-'));
-    dataDirs.push(dataDir);
     // As in `npm start`: Node loads tsx as a loader, so the signal reaches the
     // service's own process rather than a wrapper process.
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      env: {
-        ...process.env,
-        DATABASE_URL: '',
-        REDIS_URL: '',
-        NODE_ENV: nodeEnv,
-        LOG_LEVEL: 'info',
-        HOST: '127.0.0.1',
-        PORT: '0',
-        DATA_DIR: dataDir,
-        ADMIN_USERNAME: 'admin',
-        ADMIN_PASSWORD: 'admin-password-1',
-        PASSWORD_SCRYPT_LOG2_N: '14',
-        // The test is about draining, not the grace limit: on a loaded CI
-        // machine the embedded database can take longer than the default
-        // 10 s for this batch.
-        SHUTDOWN_GRACE_MS: '60000',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const lines: string[] = [];
-    const url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the server did not start within 60 s')), 60_000);
-      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-        lines.push(line);
-        const match = /serving GraphQL at (http:\/\/[^\s"]+)\/graphql/.exec(line);
-        if (match?.[1] !== undefined) {
-          clearTimeout(timer);
-          resolve(match[1]);
-        }
-      });
+    const { child, url, dataDir, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      NODE_ENV: nodeEnv,
+      // The test is about draining, not the grace limit: on a loaded CI
+      // machine the embedded database can take longer than the default
+      // 10 s for this batch.
+      SHUTDOWN_GRACE_MS: '60000',
     });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
 
@@ -97,36 +117,7 @@ describe('process shutdown', () => {
   // A process manager that runs `npm start` signals npm. Unless the script
   // replaces npm's shell with node, the shell exits and node keeps serving.
   it('stops on a SIGTERM sent to npm start', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'em-shutdown-'));
-    dataDirs.push(dataDir);
-    const npm = spawn('npm', ['start', '--silent'], {
-      env: {
-        ...process.env,
-        DATABASE_URL: '',
-        REDIS_URL: '',
-        NODE_ENV: 'test',
-        LOG_LEVEL: 'info',
-        HOST: '127.0.0.1',
-        PORT: '0',
-        DATA_DIR: dataDir,
-        ADMIN_USERNAME: 'admin',
-        ADMIN_PASSWORD: 'admin-password-1',
-        PASSWORD_SCRYPT_LOG2_N: '14',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const lines: string[] = [];
-    const url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the server did not start within 60 s')), 60_000);
-      createInterface({ input: npm.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-        lines.push(line);
-        const match = /serving GraphQL at (http:\/\/[^\s"]+)\/graphql/.exec(line);
-        if (match?.[1] !== undefined) {
-          clearTimeout(timer);
-          resolve(match[1]);
-        }
-      });
-    });
+    const { child: npm, url, dataDir, lines } = await startService('npm', ['start', '--silent']);
     const closed = new Promise<void>((resolve) => npm.stdout?.once('close', () => resolve()));
 
     npm.kill('SIGTERM');

@@ -33,7 +33,7 @@ describe('bench options', () => {
     expect(() => parseBenchArgs(['--only', 'reports', '--batches', '100'])).toThrow(/add intake to --only/);
   });
 
-  it('refuses to record a run with a subset of batch sizes', () => {
+  it('rejects recording with chosen batch sizes', () => {
     expect(() => parseBenchArgs(['--record', '--batches', '100'])).toThrow(/--record needs a full run/);
   });
 
