@@ -197,6 +197,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       },
       maxBodyBytes: config.server.maxBodyBytes,
       trustProxy: config.server.trustProxy,
+      corsOrigins: config.server.corsOrigins,
       // Each expression level nests two brackets ({ union: [ ... ] }); the
       // rest covers selection sets and other arguments.
       maxDocumentDepth: 2 * config.reports.maxDepth + 64,

@@ -36,6 +36,7 @@ export function loadConfig(env: Environment = process.env): Config {
       trustProxy: reader.boolean('TRUST_PROXY', false),
       maxBodyBytes: reader.integer('MAX_BODY_BYTES', 33_554_432, 1024, 1_073_741_824),
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+      corsOrigins: readCorsOrigins(reader),
     },
 
     database: {
@@ -124,6 +125,58 @@ export function loadConfig(env: Environment = process.env): Config {
     throw new ConfigError(reader.issues);
   }
   return deepFreeze(config);
+}
+
+/**
+ * Reads CORS_ORIGINS: '*' (the default), 'none', or a comma-separated list of
+ * origins such as https://app.example.com or http://localhost:5173. An entry
+ * must be an origin exactly as a browser sends it: scheme, host and port
+ * only, without a path or a trailing slash.
+ */
+function readCorsOrigins(reader: EnvReader): '*' | readonly string[] {
+  const value = reader.string('CORS_ORIGINS', '*', 8192);
+  if (value === '*') {
+    return '*';
+  }
+  if (value.toLowerCase() === 'none') {
+    return [];
+  }
+  const origins: string[] = [];
+  for (const entry of value.split(',').map((part) => part.trim())) {
+    const problem = originProblem(entry);
+    if (problem !== null) {
+      reader.fail(
+        'CORS_ORIGINS',
+        `CORS_ORIGINS has the entry "${entry}", but ${problem}. Give '*', 'none', or origins separated by commas, such as https://app.example.com,http://localhost:5173.`,
+      );
+      return [];
+    }
+    origins.push(entry);
+  }
+  return [...new Set(origins)];
+}
+
+/** Says why `entry` is not an origin as browsers send it, or returns null. */
+function originProblem(entry: string): string | null {
+  if (entry === '') {
+    return 'entries must not be empty';
+  }
+  if (entry === '*') {
+    return "'*' must stand alone";
+  }
+  let url: URL;
+  try {
+    url = new URL(entry);
+  } catch {
+    return 'it is not a URL';
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return 'an origin must use http or https';
+  }
+  if (url.origin !== entry) {
+    return `browsers send the origin as "${url.origin}", without a path, a trailing slash or a default port`;
+  }
+  return null;
 }
 
 function readRedisKeyPrefix(reader: EnvReader): string {

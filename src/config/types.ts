@@ -33,6 +33,11 @@ export interface Config {
     maxBodyBytes: number;
     /** SHUTDOWN_GRACE_MS: time that in-flight requests get to finish after a stop signal. */
     shutdownGraceMs: number;
+    /**
+     * CORS_ORIGINS: the web origins whose pages may call the API from a
+     * browser, '*' for any origin, or an empty list for no CORS headers.
+     */
+    corsOrigins: '*' | readonly string[];
   };
 
   database: {

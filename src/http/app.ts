@@ -16,6 +16,7 @@ import { DomainError } from '../domain/errors.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
+import { registerCors } from './cors.js';
 import { registerRestRoutes } from './rest.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
 
@@ -29,6 +30,8 @@ export interface HttpAppOptions {
   createApollo: (drainPlugin: ApolloServerPlugin<GraphQLContext>) => Promise<ApolloServer<GraphQLContext>>;
   maxBodyBytes: number;
   trustProxy: boolean;
+  /** Origins whose pages may call the API from a browser: '*', a list, or none. */
+  corsOrigins: '*' | readonly string[];
   /** Maximum bracket nesting of a GraphQL document, checked before parsing. */
   maxDocumentDepth: number;
   /** Pings PostgreSQL and Redis, and throws when either does not respond. */
@@ -102,6 +105,8 @@ export async function buildHttpApp(
   // The flag is set by beginDrain, because Fastify's own preClose hook runs
   // only after Apollo's drain has waited for those requests.
   let closing = false;
+
+  registerCors(fastify, options.corsOrigins);
 
   fastify.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);

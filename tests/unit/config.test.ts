@@ -45,6 +45,7 @@ describe('loadConfig', () => {
       trustProxy: false,
       maxBodyBytes: 33_554_432,
       shutdownGraceMs: 10_000,
+      corsOrigins: '*',
     });
     expect(config.database).toEqual({ url: null, poolSize: 10, statementTimeoutMs: 10_000, preparedStatements: true });
     expect(config.redis).toEqual({
@@ -174,6 +175,34 @@ describe('loadConfig', () => {
 
     expect(error.issues[0]?.variable).toBe(variable);
     expect(error.message).toContain(`"${value}"`);
+  });
+
+  it.each([
+    ['*', '*'],
+    ['none', []],
+    ['NONE', []],
+    ['http://localhost:5173', ['http://localhost:5173']],
+    [' https://app.example.com , http://localhost:5173,https://app.example.com', ['https://app.example.com', 'http://localhost:5173']],
+  ])('reads CORS_ORIGINS=%s', (value, expected) => {
+    expect(loadConfig({ CORS_ORIGINS: value }).server.corsOrigins).toEqual(expected);
+  });
+
+  it.each([
+    ['https://app.example.com/', 'https://app.example.com'],
+    ['https://App.example.com', 'https://app.example.com'],
+    ['https://app.example.com:443', 'https://app.example.com'],
+    ['https://app.example.com/graphql', 'https://app.example.com'],
+    ['app.example.com', 'not a URL'],
+    ['ftp://files.example.com', 'http or https'],
+    ['*,https://app.example.com', 'must stand alone'],
+    ['https://app.example.com,,http://localhost:5173', 'must not be empty'],
+  ])('rejects CORS_ORIGINS entry in %s', (value, hint) => {
+    const error = configError({ CORS_ORIGINS: value });
+
+    expect(error.issues).toHaveLength(1);
+    expect(error.issues[0]?.variable).toBe('CORS_ORIGINS');
+    expect(error.message).toContain(hint);
+    expect(error.message).toContain("Give '*', 'none', or origins separated by commas");
   });
 
   it('rejects short JWT secret without value', () => {
