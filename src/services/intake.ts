@@ -30,6 +30,7 @@ import type { CoordinationStore, UserLock } from '../storage/redis/coordination-
 import { countersInState, type Deriver, type FaultHook, type JustStored, type WrittenRows } from './derive.js';
 import type { Clock } from './index.js';
 import { buildCatalog, type PairTypeService } from './pair-types.js';
+import { UserTurns, type UserTurn } from './user-turns.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
 
 export interface EventInput {
@@ -134,7 +135,14 @@ function countersFromLocks(locks: readonly UserLock[]): IntakeSnapshot | null {
 }
 
 export class IntakeService {
-  constructor(private readonly options: IntakeOptions) {}
+  /** Turns of this process's requests for each user, taken before the shared lock. */
+  private readonly turns: UserTurns;
+  /** The turn behind each lock this process holds, released with the lock. */
+  private readonly turnOfLock = new WeakMap<UserLock, UserTurn>();
+
+  constructor(private readonly options: IntakeOptions) {
+    this.turns = new UserTurns(options.userLockTtlMs);
+  }
 
   /** Stores and applies a batch in order. Throws BAD_USER_INPUT listing every invalid item, storing nothing. */
   async send(viewer: Viewer, inputs: readonly EventInput[], context: { requestId?: string } = {}): Promise<SendOutcome> {
@@ -222,10 +230,7 @@ export class IntakeService {
 
   /** Folds pending events and settles passed deadlines of one user. */
   async settle(userId: string, waitMs = this.options.userLockWaitMs): Promise<void> {
-    const lock = await this.options.store.acquireUserLock(userId, {
-      ttlMs: this.options.userLockTtlMs,
-      waitMs,
-    });
+    const lock = await this.lockUser(userId, waitMs);
     try {
       await this.options.deriver.derive(lock, this.options.clock.now());
     } finally {
@@ -238,10 +243,7 @@ export class IntakeService {
    * recomputes every derived row from the event log.
    */
   async rebuild(userId: string, full: boolean): Promise<void> {
-    const lock = await this.options.store.acquireUserLock(userId, {
-      ttlMs: this.options.userLockTtlMs,
-      waitMs: this.options.userLockWaitMs,
-    });
+    const lock = await this.lockUser(userId, this.options.userLockWaitMs);
     try {
       await this.options.store.deleteUserState(userId);
       lock.state = null;
@@ -406,16 +408,29 @@ export class IntakeService {
     const locks: UserLock[] = [];
     try {
       for (const userId of userIds) {
-        locks.push(
-          await this.options.store.acquireUserLock(userId, {
-            ttlMs: this.options.userLockTtlMs,
-            waitMs: this.options.userLockWaitMs,
-          }),
-        );
+        locks.push(await this.lockUser(userId, this.options.userLockWaitMs));
       }
       return locks;
     } catch (error) {
       await this.releaseLocks(locks);
+      throw error;
+    }
+  }
+
+  /**
+   * Takes the user's turn in this process, then the shared lock, within
+   * `waitMs` in all.
+   */
+  private async lockUser(userId: string, waitMs: number): Promise<UserLock> {
+    const started = performance.now();
+    const turn = await this.turns.take(userId, waitMs);
+    try {
+      const remainingMs = Math.max(0, waitMs - Math.ceil(performance.now() - started));
+      const lock = await this.options.store.acquireUserLock(userId, { ttlMs: this.options.userLockTtlMs, waitMs: remainingMs });
+      this.turnOfLock.set(lock, turn);
+      return lock;
+    } catch (error) {
+      turn.release();
       throw error;
     }
   }
@@ -427,6 +442,8 @@ export class IntakeService {
       } catch (error) {
         // The lock expires by itself after its TTL.
         this.options.logger.warn({ err: error, userId: lock.userId }, 'releasing a user lock failed');
+      } finally {
+        this.turnOfLock.get(lock)?.release();
       }
     }
   }

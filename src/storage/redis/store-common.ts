@@ -37,15 +37,20 @@ export async function acquireWithWait(
 
     const remainingMs = deadline - performance.now();
     if (remainingMs <= 0) {
-      throw new DomainError(
-        'SERVICE_UNAVAILABLE',
-        'USER_BUSY',
-        `User ${userId} is busy: another request held its lock for the whole wait of ${options.waitMs} ms. Retry the request.`,
-        { userId, waitMs: options.waitMs },
-      );
+      throw userBusyError(userId, options.waitMs);
     }
     await sleep(Math.min(remainingMs, retryDelayMs(attempt)));
   }
+}
+
+/** Builds the USER_BUSY error for a request that waited `waitMs` for a user's lock without getting it. */
+export function userBusyError(userId: string, waitMs: number): DomainError {
+  return new DomainError(
+    'SERVICE_UNAVAILABLE',
+    'USER_BUSY',
+    `User ${userId} is busy: another request held its lock for the whole wait of ${waitMs} ms. Retry the request.`,
+    { userId, waitMs },
+  );
 }
 
 /** Random delay in [cap / 2, cap], where the cap doubles from 5 ms up to 50 ms. */
