@@ -11,7 +11,11 @@ export function redactUrlPassword(url: string): string {
     parsed.password = '***';
     return parsed.toString();
   } catch {
-    // Not a parsable URL: mask anything between "//user:" and "@".
-    return url.replace(/\/\/([^/:@]*):[^@]*@/, '//$1:***@');
+    // Not a parsable URL: mask everything between "//user:" and the last "@",
+    // because a password may itself contain "@" or "/".
+    return url.replace(/\/\/(.*)@/s, (match, userInfo: string) => {
+      const colon = userInfo.indexOf(':');
+      return colon < 0 ? match : `//${userInfo.slice(0, colon)}:***@`;
+    });
   }
 }

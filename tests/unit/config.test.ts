@@ -310,6 +310,9 @@ describe('redactUrlPassword', () => {
     ['postgres://user:pw@db:5432/test', 'postgres://user:***@db:5432/test'],
     ['redis://127.0.0.1:6379', 'redis://127.0.0.1:6379'],
     ['bad url //user:pw@host', 'bad url //user:***@host'],
+    ['postgresql://u:p@ssLEAK@h:99999/db', 'postgresql://u:***@h:99999/db'],
+    ['postgresql://u:p/ssLEAK@h:99999/db', 'postgresql://u:***@h:99999/db'],
+    ['redis://:p@ss:LEAK@h:99999', 'redis://:***@h:99999'],
   ])('%s', (input, expected) => {
     expect(redactUrlPassword(input)).toBe(expected);
   });
