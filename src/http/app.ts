@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 
 import type { ApolloServer, ApolloServerPlugin } from '@apollo/server';
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from '@as-integrations/fastify';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
@@ -21,6 +21,55 @@ import { registerRestRoutes } from './rest.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Returns the path of a request URL without its query string, which may carry secrets. */
+export function pathOf(url: string): string {
+  const query = url.indexOf('?');
+  return query < 0 ? url : url.slice(0, query);
+}
+
+/** Copies the request fields that Fastify's log serializer reads, with the URL cut to its path. */
+function withPathOnly(request: FastifyRequest): object {
+  return { method: request.method, url: pathOf(request.url), headers: {}, host: request.host, ip: request.ip, socket: request.socket };
+}
+
+/**
+ * Fastify's request log lines, with the path in place of the whole URL: a
+ * query string can carry a GraphQL document with a password or a token in it.
+ */
+class PathOnlyLogController extends LogController {
+  override incomingRequest(request: FastifyRequest): void {
+    if (this.isLogDisabled(request)) {
+      return;
+    }
+    request.log.info({ req: withPathOnly(request) }, 'incoming request');
+  }
+
+  override routeNotFound(request: FastifyRequest): void {
+    if (this.isLogDisabled(request)) {
+      return;
+    }
+    request.log.info(`Route ${request.method}:${pathOf(request.url)} not found`);
+  }
+
+  override defaultErrorLog(error: Error, request: FastifyRequest, reply: FastifyReply): void {
+    if (this.isLogDisabled(request)) {
+      return;
+    }
+    if (reply.statusCode >= 500) {
+      reply.log.error({ req: withPathOnly(request), res: reply, err: error }, error?.message);
+    } else {
+      reply.log.info({ res: reply, err: error }, error?.message);
+    }
+  }
+
+  override writeHeadError(error: Error, request: FastifyRequest, reply: FastifyReply): void {
+    if (this.isLogDisabled(request)) {
+      return;
+    }
+    reply.log.warn({ req: withPathOnly(request), res: reply, err: error }, error?.message);
+  }
+}
 
 export interface HttpAppOptions {
   logger: Logger;
@@ -96,6 +145,7 @@ export async function buildHttpApp(
     // 400 rather than silently trimmed, so no part of an accepted body is lost.
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
+    logController: new PathOnlyLogController(),
   });
 
   // Requests still running when the app starts closing get their replies, but

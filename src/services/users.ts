@@ -1,7 +1,7 @@
 /**
  * Accounts: creation, login and the first admin.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
@@ -148,10 +148,13 @@ export class UserService {
 
     if (row === null || !valid) {
       await rateLimiter.recordFailure(username, clientAddress);
-      logger.warn(
-        { username: username.slice(0, 64), clientAddress, reason: row === null ? 'unknown user' : 'wrong password' },
-        'login failed',
-      );
+      // An unknown username may be a password typed into the wrong field, so
+      // only a digest of it is logged, enough to tell repeated attempts apart.
+      const identity =
+        row === null
+          ? { usernameDigest: createHash('sha256').update(username).digest('hex').slice(0, 16) }
+          : { username: row.username, userId: row.id };
+      logger.warn({ ...identity, clientAddress, reason: row === null ? 'unknown user' : 'wrong password' }, 'login failed');
       throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'Invalid username or password.');
     }
 

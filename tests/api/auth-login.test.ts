@@ -172,6 +172,33 @@ describe('login and roles over HTTP', () => {
     expect(log).not.toContain(good.body.token);
   });
 
+  it('query string absent from logs', async () => {
+    const inUrl = 'Password-In-Url-4711';
+    const query = `mutation { login(username: "login-logged", password: "${inUrl}") { token } }`;
+    const graphqlGet = await fetch(`${server.url}/graphql?query=${encodeURIComponent(query)}`, {
+      headers: { 'apollo-require-preflight': 'true' },
+    });
+    const restPost = await fetch(`${server.url}/auth/login?password=${inUrl}`, { method: 'POST' });
+
+    expect(graphqlGet.status).toBe(405);
+    expect(restPost.status).toBeGreaterThanOrEqual(400);
+    const lines = logLines.filter((line) => line.includes('"incoming request"'));
+    // The capture works: both requests are logged, by path.
+    expect(lines.some((line) => line.includes('"url":"/graphql"'))).toBe(true);
+    expect(lines.some((line) => line.includes('"url":"/auth/login"'))).toBe(true);
+    expect(logLines.join('')).not.toContain(inUrl);
+  });
+
+  it('unknown username absent from logs', async () => {
+    const typedAsUsername = 'Password-As-Username-4711';
+    await server.gql(LOGIN, { u: typedAsUsername, p: 'anything-at-all' });
+
+    const failures = logLines.filter((line) => line.includes('"login failed"') && line.includes('unknown user'));
+    expect(failures.length).toBeGreaterThanOrEqual(1);
+    expect(failures.at(-1)).toContain('usernameDigest');
+    expect(logLines.join('')).not.toContain(typedAsUsername);
+  });
+
   describe('roles', () => {
     let member: { id: string; token: string };
     let analyst: { id: string; token: string };
