@@ -113,7 +113,7 @@ export function toDomainError(error: unknown): DomainError | null {
     return new DomainError(
       'SERVICE_UNAVAILABLE',
       'DEPENDENCY_UNAVAILABLE',
-      'A storage service is unavailable; nothing was half-applied. Retry with the same event ids.',
+      'A storage service is unavailable or did not respond in time, and nothing was half-applied. Retry the request: events sent again with the same ids are stored once.',
     );
   }
   if (isUnstorableValue(error)) {
