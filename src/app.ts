@@ -189,6 +189,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
               maxLiteralIntervals: config.reports.maxLiteralIntervals,
             },
             maxBatchSize: config.intake.maxBatchSize,
+            maxRootFields: config.server.maxRootFields,
           },
           extraPlugins: [drainPlugin],
         });

@@ -37,6 +37,7 @@ export function loadConfig(env: Environment = process.env): Config {
       maxBodyBytes: reader.integer('MAX_BODY_BYTES', 33_554_432, 1024, 1_073_741_824),
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
       corsOrigins: readCorsOrigins(reader),
+      maxRootFields: reader.integer('REQUEST_MAX_ROOT_FIELDS', 20, 1, 1000),
     },
 
     database: {

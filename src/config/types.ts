@@ -38,6 +38,8 @@ export interface Config {
      * browser, '*' for any origin, or an empty list for no CORS headers.
      */
     corsOrigins: '*' | readonly string[];
+    /** REQUEST_MAX_ROOT_FIELDS: maximum number of top-level fields in one GraphQL operation, aliases counted. */
+    maxRootFields: number;
   };
 
   database: {

@@ -49,7 +49,6 @@ const LIMIT_SUBJECTS: Readonly<Record<string, string>> = {
   REPORT_MAX_DEPTH: 'The expression depth',
   REPORT_MAX_NODES: 'The expression size',
   REPORT_MAX_LITERAL_INTERVALS: 'The number of literal intervals',
-  REPORT_MAX_BUCKETS: 'The number of buckets',
   REPORT_MAX_BUCKET_ROWS: 'The number of bucket rows',
 };
 

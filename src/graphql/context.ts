@@ -7,6 +7,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError } from '../domain/errors.js';
 import type { Services } from '../services/index.js';
+import type { ReportBudget } from '../services/reports.js';
 import type { EventRecord, UserRecord } from '../storage/postgres/records.js';
 import { createBatchLoader, type BatchLoader } from './batch-loader.js';
 
@@ -22,9 +23,11 @@ export interface GraphQLContext {
     users: BatchLoader<string, UserRecord | null>;
     events: BatchLoader<string, EventRecord | null>;
   };
+  /** Bucket rows spent by the reports of this request so far. */
+  reportBudget: ReportBudget;
 }
 
-export function createContext(input: Omit<GraphQLContext, 'loaders'>): GraphQLContext {
+export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportBudget'>): GraphQLContext {
   const users = createBatchLoader<string, UserRecord | null>(async (ids) => {
     const rows = await input.services.users.findByIds(ids);
     const byId = new Map(rows.map((row) => [row.id, row]));
@@ -35,7 +38,7 @@ export function createContext(input: Omit<GraphQLContext, 'loaders'>): GraphQLCo
     const byId = new Map(rows.map((row) => [row.id, row]));
     return ids.map((id) => byId.get(id) ?? null);
   });
-  return { ...input, loaders: { users, events } };
+  return { ...input, loaders: { users, events }, reportBudget: { bucketRows: 0 } };
 }
 
 /** Returns the viewer or throws UNAUTHENTICATED. */

@@ -4,7 +4,17 @@
  */
 import type { ApolloServerPlugin } from '@apollo/server';
 import { unwrapResolverError } from '@apollo/server/errors';
-import { GraphQLError, Kind, visit, type DocumentNode, type TypeNode } from 'graphql';
+import {
+  GraphQLError,
+  Kind,
+  visit,
+  type DocumentNode,
+  type FieldNode,
+  type FragmentDefinitionNode,
+  type OperationDefinitionNode,
+  type SelectionSetNode,
+  type TypeNode,
+} from 'graphql';
 
 import { DomainError } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
@@ -14,6 +24,89 @@ import { domainErrorExtensions, isExpectedError, isUnstorableValue, toDomainErro
 export interface RequestLimits {
   expression: ExpressionLimits;
   maxBatchSize: number;
+  /** Maximum number of top-level fields in one operation, each alias counted. */
+  maxRootFields: number;
+}
+
+/**
+ * Returns the top-level fields of an operation by response key (alias or
+ * name), fragments included. Fields with the same response key are merged
+ * by GraphQL and run once, so they count once. `__typename` is left out.
+ */
+export function rootFieldsOf(operation: OperationDefinitionNode, document: DocumentNode): Map<string, FieldNode> {
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) {
+      fragments.set(definition.name.value, definition);
+    }
+  }
+  const fields = new Map<string, FieldNode>();
+  const visited = new Set<string>();
+  const collect = (selectionSet: SelectionSetNode): void => {
+    for (const selection of selectionSet.selections) {
+      if (selection.kind === Kind.FIELD) {
+        const key = selection.alias?.value ?? selection.name.value;
+        if (!selection.name.value.startsWith('__') && !fields.has(key)) {
+          fields.set(key, selection);
+        }
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        collect(selection.selectionSet);
+      } else if (!visited.has(selection.name.value)) {
+        visited.add(selection.name.value);
+        const fragment = fragments.get(selection.name.value);
+        if (fragment !== undefined) {
+          collect(fragment.selectionSet);
+        }
+      }
+    }
+  };
+  collect(operation.selectionSet);
+  return fields;
+}
+
+/** Counts the events that the sendEvent and sendEvents fields of an operation send. */
+function eventsSent(fields: Iterable<FieldNode>, variables: Record<string, unknown>): number {
+  let count = 0;
+  for (const field of fields) {
+    if (field.name.value === 'sendEvent') {
+      count += 1;
+    } else if (field.name.value === 'sendEvents') {
+      const argument = field.arguments?.find((candidate) => candidate.name.value === 'events')?.value;
+      if (argument?.kind === Kind.LIST) {
+        count += argument.values.length;
+      } else if (argument?.kind === Kind.VARIABLE) {
+        const value = variables[argument.name.value];
+        count += Array.isArray(value) ? value.length : 1;
+      }
+    }
+  }
+  return count;
+}
+
+/**
+ * Rejects operations whose top-level fields together exceed a limit that
+ * bounds each field alone: aliases would otherwise multiply the work of one
+ * request.
+ */
+function checkRootFields(operation: OperationDefinitionNode, document: DocumentNode, variables: Record<string, unknown>, limits: RequestLimits): void {
+  const fields = rootFieldsOf(operation, document);
+  if (fields.size > limits.maxRootFields) {
+    throw new DomainError(
+      'BAD_USER_INPUT',
+      'LIMIT_EXCEEDED',
+      `REQUEST_MAX_ROOT_FIELDS: the operation has ${fields.size} top-level fields (aliases counted), above the maximum of ${limits.maxRootFields}. Send the fields in separate requests.`,
+      { limit: 'REQUEST_MAX_ROOT_FIELDS', value: fields.size, max: limits.maxRootFields },
+    );
+  }
+  const events = eventsSent(fields.values(), variables);
+  if (events > limits.maxBatchSize) {
+    throw new DomainError(
+      'BAD_USER_INPUT',
+      'LIMIT_EXCEEDED',
+      `MAX_BATCH_SIZE: the operation sends ${events} events in all, above the maximum of ${limits.maxBatchSize}. Split them over several requests.`,
+      { limit: 'MAX_BATCH_SIZE', value: events, max: limits.maxBatchSize },
+    );
+  }
 }
 
 function namedType(type: TypeNode): { name: string; list: boolean } {
@@ -44,8 +137,18 @@ export function createLimitsPlugin(limits: RequestLimits): ApolloServerPlugin<Gr
   return {
     async requestDidStart() {
       return {
-        async didResolveOperation({ request, operation }) {
+        async didResolveOperation({ request, operation, document }) {
           const variables = request.variables ?? {};
+          if (operation !== undefined) {
+            try {
+              checkRootFields(operation, document, variables, limits);
+            } catch (error) {
+              if (error instanceof DomainError) {
+                rejectBeforeCoercion(error);
+              }
+              throw error;
+            }
+          }
           for (const definition of operation?.variableDefinitions ?? []) {
             const name = definition.variable.name.value;
             const value = variables[name];

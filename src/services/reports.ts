@@ -46,6 +46,14 @@ export interface ReportRequest {
   canReadAll: boolean;
 }
 
+/**
+ * Bucket rows already spent by the reports of one request. The reports of a
+ * request share REPORT_MAX_BUCKET_ROWS, so aliases cannot multiply it.
+ */
+export interface ReportBudget {
+  bucketRows: number;
+}
+
 export interface ReportLimits extends ExpressionLimits {
   maxWindowDays: number;
   maxIntervals: number;
@@ -59,7 +67,7 @@ export class ReportService {
     private readonly limits: ReportLimits,
   ) {}
 
-  async run(viewer: Viewer, request: ReportRequest): Promise<ReportResult> {
+  async run(viewer: Viewer, request: ReportRequest, budget: ReportBudget = { bucketRows: 0 }): Promise<ReportResult> {
     const window = validateWindow(request.window.start.getTime(), request.window.end.getTime(), this.limits.maxWindowDays);
     if (request.bucket !== null && !isValidTimeZone(request.bucket.timeZone)) {
       throw badInput(
@@ -86,7 +94,9 @@ export class ReportService {
 
     // The same bucket boundaries serve the whole result and every group.
     const boundaries =
-      request.bucket === null ? null : bucketBoundaries(window, request.bucket.unit, request.bucket.timeZone);
+      request.bucket === null
+        ? null
+        : bucketBoundaries(window, request.bucket.unit, request.bucket.timeZone, this.limits.maxBucketRows);
 
     // Leaves that name no users cover everyone the viewer may read.
     const visibleUsers: readonly string[] | null = request.canReadAll ? null : [viewer.userId];
@@ -101,6 +111,15 @@ export class ReportService {
       if (bucketRows > this.limits.maxBucketRows) {
         throw limitExceeded('REPORT_MAX_BUCKET_ROWS', bucketRows, this.limits.maxBucketRows);
       }
+      const requestRows = budget.bucketRows + bucketRows;
+      if (requestRows > this.limits.maxBucketRows) {
+        throw badInput(
+          'LIMIT_EXCEEDED',
+          `The reports of this request have ${requestRows} bucket rows in all, above the maximum of ${this.limits.maxBucketRows} (REPORT_MAX_BUCKET_ROWS). Ask for fewer or longer buckets, or send the reports in separate requests.`,
+          { limit: 'REPORT_MAX_BUCKET_ROWS', value: requestRows, max: this.limits.maxBucketRows },
+        );
+      }
+      budget.bucketRows = requestRows;
     }
 
     await Promise.all(

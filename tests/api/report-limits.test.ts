@@ -334,3 +334,127 @@ describe('report limits over HTTP', () => {
     });
   });
 });
+
+describe('request-wide limits over HTTP', () => {
+  const MAX_ROOT_FIELDS = 4;
+  const MAX_BUCKET_ROWS = 50;
+  const MAX_BATCH = 5;
+  const DAYS_30 = { start: '2026-01-01T00:00:00.000Z', end: '2026-01-31T00:00:00.000Z' };
+  const TOTAL = `report(expression: $expression, window: $window) { totalSeconds }`;
+  const DAILY = `report(expression: $expression, window: $window, bucket: { unit: DAY, timeZone: "UTC" }) { buckets { seconds } }`;
+  const HEAD = `query ($expression: SetExpression!, $window: WindowInput!)`;
+  const EXPRESSION = { intervals: [{ start: '2026-01-02T00:00:00Z', end: '2026-01-02T06:00:00Z' }] };
+  let server: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      env: {
+        REQUEST_MAX_ROOT_FIELDS: String(MAX_ROOT_FIELDS),
+        REPORT_MAX_BUCKET_ROWS: String(MAX_BUCKET_ROWS),
+        MAX_BATCH_SIZE: String(MAX_BATCH),
+      },
+    });
+    token = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  function aliases(count: number, field: string): string {
+    return Array.from({ length: count }, (_, index) => `r${index}: ${field}`).join('\n');
+  }
+
+  it('rejects too many aliased reports', async () => {
+    const result = await server.gql(`${HEAD} { ${aliases(MAX_ROOT_FIELDS + 1, TOTAL)} }`, { expression: EXPRESSION, window: DAYS_30 }, token);
+
+    expect(result.status).toBe(400);
+    expectLimitError(firstError(result), 'REQUEST_MAX_ROOT_FIELDS', MAX_ROOT_FIELDS + 1, MAX_ROOT_FIELDS);
+  });
+
+  it('counts fields inside fragments', async () => {
+    const query = `${HEAD} { r: ${TOTAL} ...More }
+      fragment More on Query { ${aliases(MAX_ROOT_FIELDS, TOTAL)} }`;
+    const result = await server.gql(query, { expression: EXPRESSION, window: DAYS_30 }, token);
+
+    expect(result.status).toBe(400);
+    expectLimitError(firstError(result), 'REQUEST_MAX_ROOT_FIELDS', MAX_ROOT_FIELDS + 1, MAX_ROOT_FIELDS);
+  });
+
+  it('serves reports up to the limit', async () => {
+    const query = `${HEAD} { ${aliases(MAX_ROOT_FIELDS, TOTAL)} __typename }`;
+    const result = await server.gql<Record<string, { totalSeconds: number }>>(query, { expression: EXPRESSION, window: DAYS_30 }, token);
+
+    expect(result.errors).toBeUndefined();
+    expect(result.data?.r0?.totalSeconds).toBe(6 * 3600);
+    expect(result.data?.[`r${MAX_ROOT_FIELDS - 1}`]?.totalSeconds).toBe(6 * 3600);
+  });
+
+  it('shares bucket rows between reports', async () => {
+    const single = await server.gql(`${HEAD} { ${aliases(1, DAILY)} }`, { expression: EXPRESSION, window: DAYS_30 }, token);
+    const double = await server.gql(`${HEAD} { ${aliases(2, DAILY)} }`, { expression: EXPRESSION, window: DAYS_30 }, token);
+
+    expect(single.errors).toBeUndefined();
+    const error = firstError(double);
+    expectLimitError(error, 'REPORT_MAX_BUCKET_ROWS', 60, MAX_BUCKET_ROWS);
+    expect(error.message).toContain('reports of this request');
+  });
+
+  it('rejects events spread over aliases', async () => {
+    const user = await server.createUser('alias-sender');
+    const events = (prefix: string) =>
+      Array.from({ length: 3 }, (_, index) => ({ id: `${prefix}-${index}`, type: 'heartbeat', occurredAt: '2026-01-02T00:00:00Z' }));
+    const query = `mutation ($a: [EventInput!]!, $b: [EventInput!]!) {
+      a: sendEvents(events: $a) { storedCount }
+      b: sendEvents(events: $b) { storedCount }
+    }`;
+    const result = await server.gql(query, { a: events('a'), b: events('b') }, user.token);
+
+    expect(result.status).toBe(400);
+    expectLimitError(firstError(result), 'MAX_BATCH_SIZE', 6, MAX_BATCH);
+    const stored = await server.gql<{ events: { nodes: unknown[] } }>(`{ events(first: 10) { nodes { id } } }`, {}, user.token);
+    expect(stored.data?.events.nodes).toEqual([]);
+  });
+});
+
+describe('bucket count over HTTP', () => {
+  const MAX_BUCKET_ROWS = 11_000;
+  let server: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      env: { REPORT_MAX_WINDOW_DAYS: '500', REPORT_MAX_BUCKET_ROWS: String(MAX_BUCKET_ROWS) },
+    });
+    token = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  function hourly(days: number): Promise<GraphQLResponse<{ report: { buckets: unknown[] } }>> {
+    const start = Date.parse('2025-01-01T00:00:00Z');
+    const window = { start: new Date(start).toISOString(), end: new Date(start + days * 86_400_000).toISOString() };
+    const query = `query ($window: WindowInput!) {
+      report(expression: { intervals: [] }, window: $window, bucket: { unit: HOUR, timeZone: "UTC" }) { buckets { seconds } }
+    }`;
+    return server.gql(query, { window }, token);
+  }
+
+  it('allows buckets up to bucket rows', async () => {
+    const result = await hourly(450);
+
+    expect(result.errors).toBeUndefined();
+    expect(result.data?.report.buckets).toHaveLength(450 * 24);
+  });
+
+  it('rejects buckets above bucket rows', async () => {
+    const result = await hourly(500);
+
+    expectLimitError(firstError(result), 'REPORT_MAX_BUCKET_ROWS', 500 * 24, MAX_BUCKET_ROWS);
+  });
+});

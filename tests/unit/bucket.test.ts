@@ -470,7 +470,7 @@ describe('bucketTotals errors', () => {
     expect(() => bucketTotals(IntervalSet.empty(), w, 'HOUR', 'UTC', 100)).toThrow(
       expect.objectContaining({
         reason: 'LIMIT_EXCEEDED',
-        details: { limit: 'REPORT_MAX_BUCKETS', value: 744, max: 100 },
+        details: { limit: 'REPORT_MAX_BUCKET_ROWS', value: 744, max: 100 },
       }),
     );
   });
@@ -480,7 +480,7 @@ describe('bucketTotals errors', () => {
     expect(() => bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 100)).toThrow(
       expect.objectContaining({
         reason: 'LIMIT_EXCEEDED',
-        details: { limit: 'REPORT_MAX_BUCKETS', value: 101, max: 100 },
+        details: { limit: 'REPORT_MAX_BUCKET_ROWS', value: 101, max: 100 },
       }),
     );
     expect(bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 101)).toHaveLength(101);

@@ -46,6 +46,7 @@ describe('loadConfig', () => {
       maxBodyBytes: 33_554_432,
       shutdownGraceMs: 10_000,
       corsOrigins: '*',
+      maxRootFields: 20,
     });
     expect(config.database).toEqual({ url: null, poolSize: 10, statementTimeoutMs: 10_000, preparedStatements: true });
     expect(config.redis).toEqual({

@@ -71,8 +71,8 @@ export function isValidTimeZone(name: string): boolean {
  * pieces and the buckets.
  *
  * Throws `INVALID_TIME_ZONE` for a zone missing from the runtime's data and
- * `LIMIT_EXCEEDED` (`REPORT_MAX_BUCKETS`) when the window contains more than
- * `maxBuckets` buckets.
+ * `LIMIT_EXCEEDED` (`REPORT_MAX_BUCKET_ROWS`, the limit that bounds a report's
+ * bucket rows) when the window contains more than `maxBuckets` buckets.
  */
 export function bucketTotals(
   set: IntervalSet,
@@ -122,7 +122,7 @@ export function bucketBoundaries(
 
   const leastCount = Math.floor((window.end - window.start) / MAX_BUCKET_MS[unit]);
   if (leastCount > maxBuckets) {
-    throw limitExceeded('REPORT_MAX_BUCKETS', leastCount, maxBuckets, 'buckets');
+    throw limitExceeded('REPORT_MAX_BUCKET_ROWS', leastCount, maxBuckets);
   }
 
   const zone = IANAZone.create(timeZone);
@@ -144,7 +144,7 @@ export function bucketBoundaries(
     }
     boundaries.push(bucketEnd);
     if (boundaries.length - 1 > maxBuckets) {
-      throw limitExceeded('REPORT_MAX_BUCKETS', boundaries.length - 1, maxBuckets, 'buckets');
+      throw limitExceeded('REPORT_MAX_BUCKET_ROWS', boundaries.length - 1, maxBuckets);
     }
     bucketStart = bucketEnd;
   }

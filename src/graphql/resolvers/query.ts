@@ -57,6 +57,6 @@ export const Query: QueryResolvers = {
       groupBy: args.groupBy ?? null,
       bucket: args.bucket ?? null,
       canReadAll: canReadAll(viewer),
-    });
+    }, context.reportBudget);
   },
 };
