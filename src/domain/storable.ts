@@ -64,10 +64,25 @@ export interface JsonProblem {
 }
 
 /**
+ * Says why a JSON number would not be stored as sent, or returns null. A
+ * JSON text number beyond the range of doubles parses as Infinity, which
+ * JSON writes as null, and integers beyond 2^53 lose digits.
+ */
+function numberProblem(value: number): string | null {
+  if (!Number.isFinite(value)) {
+    return 'is a number beyond the range of 64-bit floating point; send it as a string';
+  }
+  if (Number.isInteger(value) && !Number.isSafeInteger(value)) {
+    return `is ${value}, an integer beyond ±${Number.MAX_SAFE_INTEGER} that cannot be stored exactly; send it as a string`;
+  }
+  return null;
+}
+
+/**
  * Returns the first problem of a parsed JSON value: nesting deeper than
- * `maxDepth` objects and arrays, or a key or string that `textProblem`
- * rejects. The walk uses an explicit stack, so a deeply nested value cannot
- * overflow the call stack.
+ * `maxDepth` objects and arrays, a key or string that `textProblem`
+ * rejects, or a number that would not be stored as sent. The walk uses an
+ * explicit stack, so a deeply nested value cannot overflow the call stack.
  */
 export function jsonProblem(value: unknown, maxDepth: number): JsonProblem | null {
   const stack: Array<{ value: unknown; path: string; depth: number }> = [{ value, path: '', depth: 0 }];
@@ -75,6 +90,13 @@ export function jsonProblem(value: unknown, maxDepth: number): JsonProblem | nul
     const current = stack.pop()!;
     if (typeof current.value === 'string') {
       const problem = textProblem(current.value);
+      if (problem !== null) {
+        return { path: current.path, message: problem };
+      }
+      continue;
+    }
+    if (typeof current.value === 'number') {
+      const problem = numberProblem(current.value);
       if (problem !== null) {
         return { path: current.path, message: problem };
       }

@@ -151,6 +151,31 @@ describe('hostile event input', () => {
     });
   });
 
+  describe('numbers JSON cannot carry exactly', () => {
+    it.each([
+      ['a number beyond doubles', '{"big":1e400}', 'meta.big is a number beyond the range'],
+      ['an integer beyond 2^53', '{"n":[12345678901234567890]}', 'meta.n[0] is 12345678901234567000'],
+      ['a negative integer beyond 2^53', '{"n":-9007199254740993}', '9007199254740991'],
+    ])('rejects %s', async (_name, meta, fragment) => {
+      const user = await newUser();
+      const body = `{"query":${JSON.stringify(SEND_EVENTS)},"variables":{"events":[{"type":"heartbeat","occurredAt":"${AT}","meta":${meta}}]}}`;
+      const reply = await postJson('/graphql', user.token, body);
+
+      expect(reply.body.errors[0].extensions.invalidItems[0].reason).toBe('INVALID_META');
+      expect(reply.body.errors[0].extensions.invalidItems[0].message).toContain(fragment);
+      expect(await storedCount(user.id)).toBe(0);
+    });
+
+    it('stores the largest exact integer', async () => {
+      const user = await newUser();
+      const body = `{"query":${JSON.stringify(SEND_EVENTS)},"variables":{"events":[{"type":"heartbeat","occurredAt":"${AT}","meta":{"n":9007199254740991,"f":1.5e-300}}]}}`;
+      const reply = await postJson('/graphql', user.token, body);
+
+      expect(reply.body.errors).toBeUndefined();
+      expect(reply.body.data.sendEvents.results[0].event.meta).toEqual({ n: 9007199254740991, f: 1.5e-300 });
+    });
+  });
+
   describe('meta size', () => {
     // {"x":"..."} adds 8 bytes of JSON around the value, and é is 2 bytes in UTF-8.
     const metaOfBytes = (bytes: number) => ({ x: 'é'.repeat((bytes - 8) / 2) });
