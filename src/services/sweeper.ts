@@ -55,7 +55,7 @@ export class Sweeper {
 
   /** Runs one sweep; returns the number of users settled. Tests call it directly. */
   async sweepOnce(): Promise<number> {
-    const { store, clock, leaseMs, batchSize, intake, logger } = this.options;
+    const { store, clock, leaseMs, batchSize, intake, logger, intervalMs } = this.options;
     await this.seedIfLost();
 
     let settled = 0;
@@ -67,7 +67,10 @@ export class Sweeper {
           settled += 1;
         } catch (error) {
           if (error instanceof DomainError && error.reason === 'USER_BUSY') {
-            // A request has the lock, and it schedules the deadline itself when done.
+            // The holder may have scheduled this deadline before the claim
+            // moved it to the lease end, so it is tried again at the next
+            // sweep instead. A holder that schedules later replaces this entry.
+            await store.scheduleDeadline(userId, clock.now() + intervalMs);
             continue;
           }
           logger.warn({ err: error, userId }, 'auto-close of a user failed; retrying after the lease');
