@@ -276,13 +276,20 @@ export class Deriver {
     const serialized = JSON.stringify(stored);
     const saved = await this.store.saveUserState(lock, serialized);
     lock.state = saved ? serialized : undefined;
-    if (!saved) {
-      this.logger.warn({ userId }, 'user lock expired before the engine state was saved; the next request rebuilds it');
-    }
     this.fault('state-saved', userId);
 
     const deadline = nextDeadline(state, catalog);
-    await this.store.scheduleDeadline(userId, deadline);
+    if (saved) {
+      await this.store.scheduleDeadline(userId, deadline);
+    } else {
+      // Another holder may have the lock now, with its own watchdog deadline
+      // for events this fold did not see. Replacing or removing that entry
+      // would leave them unapplied, so the deadline set stays as it is.
+      // NOTE: a lock that expires between the save and the schedule above can
+      // still lose the other holder's watchdog. Both live in one script only
+      // if they share a Redis Cluster slot, and the deadline set spans all users.
+      this.logger.warn({ userId }, 'user lock expired before the engine state was saved; the next holder settles the user');
+    }
     this.fault('deadline-scheduled', userId);
 
     return {

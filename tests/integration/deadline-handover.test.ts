@@ -1,0 +1,86 @@
+/**
+ * Deadlines when two holders of a user meet. A sweep that finds the user
+ * busy must not leave the deadline at the lease end, and a fold whose lock
+ * expired must leave the deadline set to the holder that took the lock over.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { Deriver } from '../../src/services/derive.js';
+import { Sweeper } from '../../src/services/sweeper.js';
+import { startTestServer, type TestServer } from '../support/app.js';
+
+const SWEEP_INTERVAL_MS = 1000;
+const LEASE_MS = 30_000;
+
+let server: TestServer;
+
+beforeAll(async () => {
+  server = await startTestServer(import.meta.filename, { sweeper: false });
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+async function userWithOpenSession(name: string): Promise<{ id: string; token: string }> {
+  const user = await server.createUser(name);
+  const reply = await server.gql(
+    `mutation ($event: EventInput!) { sendEvent(event: $event) { duplicate } }`,
+    { event: { type: 'session_started', occurredAt: new Date(Date.now() - 60_000).toISOString() } },
+    user.token,
+  );
+  expect(reply.errors).toBeUndefined();
+  return user;
+}
+
+describe('sweep of a busy user', () => {
+  it('retries at the next sweep', async () => {
+    const { store, services, db } = server.app;
+    const user = await userWithOpenSession('busy-at-sweep');
+    // A request holds the lock, and its deadline is already due.
+    const holder = await store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
+    await store.scheduleDeadline(user.id, Date.now() - 1);
+    const sweeper = new Sweeper({
+      sql: db.sql,
+      store,
+      intake: services.intake,
+      clock: services.clock,
+      logger: pino({ level: 'silent' }),
+      intervalMs: SWEEP_INTERVAL_MS,
+      leaseMs: LEASE_MS,
+      batchSize: 100,
+    });
+
+    const before = Date.now();
+    await sweeper.sweepOnce();
+    const deadline = await store.peekDeadline(user.id);
+    await store.releaseUserLock(holder);
+
+    expect(deadline).not.toBeNull();
+    expect(deadline!).toBeGreaterThanOrEqual(before);
+    expect(deadline!).toBeLessThanOrEqual(Date.now() + SWEEP_INTERVAL_MS);
+  });
+});
+
+describe('fold under an expired lock', () => {
+  it('keeps the new holder deadline', async () => {
+    const { store, services, db } = server.app;
+    const user = await userWithOpenSession('lock-taken-over');
+    const stale = await store.acquireUserLock(user.id, { ttlMs: 100, waitMs: 0 });
+    await sleep(200);
+    // Another process takes the expired lock and sets its watchdog deadline.
+    const taker = await store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
+    const watchdog = Date.now() + 30_000;
+    await store.scheduleDeadline(user.id, watchdog);
+    const deriver = new Deriver(db.sql, store, () => services.pairTypes.cachedList(), pino({ level: 'silent' }));
+
+    await deriver.derive(stale, Date.now());
+    const deadline = await store.peekDeadline(user.id);
+    await store.releaseUserLock(taker);
+
+    expect(deadline).toBe(watchdog);
+  });
+});
