@@ -25,6 +25,8 @@ export interface GraphQLContext {
   };
   /** Bucket rows spent by the reports of this request so far. */
   reportBudget: ReportBudget;
+  /** The settling of due users that the reads of this request wait for, once started. */
+  dueSettled?: Promise<void>;
 }
 
 export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportBudget'>): GraphQLContext {

@@ -91,6 +91,8 @@ const STORE_ATTEMPTS = 3;
  * write costs more than the read it would save.
  */
 const GUESSED_COUNTERS_MAX_EVENTS = 4;
+/** Maximum number of due users that one read settles before it runs. */
+const SETTLE_BEFORE_READ_MAX = 50;
 
 interface ValidItem {
   index: number;
@@ -226,6 +228,35 @@ export class IntakeService {
         { limit: 'MAX_BATCH_SIZE', value: count, max: maxBatchSize },
       );
     }
+  }
+
+  /**
+   * Settles users whose deadline has passed, among `scope` (every user when
+   * null), so that a read that follows shows their auto-closes without
+   * waiting for the sweeper. Users whose lock another request has are
+   * skipped, because that request settles them. Failures are logged and
+   * leave the read to go on with what is stored.
+   * NOTE: at most SETTLE_BEFORE_READ_MAX users are settled; beyond that the
+   * read shows the rest as the sweeper leaves them, up to one sweep later.
+   */
+  async settleDue(scope: readonly string[] | null): Promise<void> {
+    let due: string[];
+    try {
+      due = await this.options.store.dueUsers(this.options.clock.now(), SETTLE_BEFORE_READ_MAX);
+    } catch (error) {
+      this.options.logger.warn({ err: error }, 'reading due deadlines before a read failed');
+      return;
+    }
+    const wanted = scope === null ? due : due.filter((userId) => scope.some((id) => sameUserId(id, userId)));
+    await Promise.all(
+      wanted.map((userId) =>
+        this.settle(userId, 0).catch((error: unknown) => {
+          if (!(error instanceof DomainError && error.reason === 'USER_BUSY')) {
+            this.options.logger.warn({ err: error, userId }, 'settling a due user before a read failed');
+          }
+        }),
+      ),
+    );
   }
 
   /** Folds pending events and settles passed deadlines of one user. */

@@ -84,3 +84,38 @@ describe('fold under an expired lock', () => {
     expect(deadline).toBe(watchdog);
   });
 });
+
+describe('read after a passed deadline', () => {
+  const SEGMENTS = `{ segments(first: 10) { nodes { open end endReason } } }`;
+  const REPORT = `query ($window: WindowInput!) {
+    report(expression: { segments: { pairTypes: ["session"] } }, window: $window) { totalSeconds }
+  }`;
+
+  it('shows the auto-close before any sweep', async () => {
+    const user = await server.createUser('read-after-deadline');
+    const preference = await server.gql(
+      `mutation { setAutoClosePreference(input: { pairType: "session", timeoutSeconds: 1, endAt: DEADLINE }) { timeoutSeconds } }`,
+      {},
+      user.token,
+    );
+    expect(preference.errors).toBeUndefined();
+    const startedAt = Date.now() - 500;
+    const sent = await server.gql(
+      `mutation ($event: EventInput!) { sendEvent(event: $event) { duplicate } }`,
+      { event: { type: 'session_started', occurredAt: new Date(startedAt).toISOString() } },
+      user.token,
+    );
+    expect(sent.errors).toBeUndefined();
+
+    // The server runs no sweeper, so only the read itself can apply the deadline.
+    await sleep(1200);
+    const window = { start: new Date(startedAt - 60_000).toISOString(), end: new Date(startedAt + 3_600_000).toISOString() };
+    const report = await server.gql<{ report: { totalSeconds: number } }>(REPORT, { window }, user.token);
+    const segments = await server.gql<{ segments: { nodes: Array<{ open: boolean; endReason: string }> } }>(SEGMENTS, {}, user.token);
+
+    expect(report.data?.report.totalSeconds).toBe(1);
+    expect(segments.data?.segments.nodes).toEqual([
+      { open: false, end: new Date(startedAt + 1000).toISOString(), endReason: 'AUTO_CLOSE' },
+    ]);
+  });
+});

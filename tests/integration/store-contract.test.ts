@@ -236,6 +236,19 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       expect(await store.peekDeadline('future')).toBe(9_000);
     });
 
+    it('lists due users without claiming', async () => {
+      await store.scheduleDeadline('late', 3_000);
+      await store.scheduleDeadline('first', 1_000);
+      await store.scheduleDeadline('second', 2_000);
+      await store.scheduleDeadline('future', 9_000);
+
+      expect(await store.dueUsers(3_000, 10)).toEqual(['first', 'second', 'late']);
+      expect(await store.dueUsers(3_000, 2)).toEqual(['first', 'second']);
+      expect(await store.peekDeadline('first')).toBe(1_000);
+      expect(await store.claimDueUsers(3_000, 500, 10)).toEqual(['first', 'second', 'late']);
+      expect(await store.dueUsers(3_000, 10)).toEqual([]);
+    });
+
     it('claim respects limit', async () => {
       for (let index = 0; index < 5; index += 1) {
         await store.scheduleDeadline(`user-${index}`, 1_000 + index);
@@ -277,6 +290,7 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       await expect(store.scheduleDeadline('alice', 1.5)).rejects.toThrow(RangeError);
       await expect(store.claimDueUsers(1_000, 0, 10)).rejects.toThrow(RangeError);
       await expect(store.claimDueUsers(1_000, 500, 0)).rejects.toThrow(RangeError);
+      await expect(store.dueUsers(1_000, 0)).rejects.toThrow(RangeError);
     });
   });
 

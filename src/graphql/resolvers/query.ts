@@ -1,8 +1,18 @@
 import { requireRole, canReadAll } from '../../auth/viewer.js';
 import { toUserRecord } from '../../services/users.js';
 import { DomainError } from '../../domain/errors.js';
-import { requireViewer } from '../context.js';
+import { requireViewer, type GraphQLContext } from '../context.js';
+import type { Viewer } from '../../auth/viewer.js';
 import type { QueryResolvers } from '../generated/types.js';
+
+/**
+ * Settles the due users a read may show, once per request, so that segments
+ * and reports show auto-closes whose deadline has passed.
+ */
+function settleBeforeRead(context: GraphQLContext, viewer: Viewer): Promise<void> {
+  context.dueSettled ??= context.services.intake.settleDue(canReadAll(viewer) ? null : [viewer.userId]);
+  return context.dueSettled;
+}
 
 export const Query: QueryResolvers = {
   me: async (_parent, _args, context) => {
@@ -31,6 +41,7 @@ export const Query: QueryResolvers = {
 
   events: async (_parent, args, context) => {
     const viewer = requireViewer(context);
+    await settleBeforeRead(context, viewer);
     return context.services.queries.events(viewer, {
       filter: args.filter ?? null,
       window: args.window ?? null,
@@ -41,6 +52,7 @@ export const Query: QueryResolvers = {
 
   segments: async (_parent, args, context) => {
     const viewer = requireViewer(context);
+    await settleBeforeRead(context, viewer);
     return context.services.queries.segments(viewer, {
       filter: args.filter ?? null,
       window: args.window ?? null,
@@ -51,6 +63,7 @@ export const Query: QueryResolvers = {
 
   report: async (_parent, args, context) => {
     const viewer = requireViewer(context);
+    await settleBeforeRead(context, viewer);
     return context.services.reports.run(viewer, {
       expression: args.expression,
       window: args.window,

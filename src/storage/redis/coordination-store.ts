@@ -90,6 +90,12 @@ export interface CoordinationStore {
   peekDeadline(userId: string): Promise<number | null>;
 
   /**
+   * Returns up to `limit` users whose deadline is at or before `nowMs`,
+   * earliest first, without claiming them.
+   */
+  dueUsers(nowMs: number, limit: number): Promise<string[]>;
+
+  /**
    * Counts one hit in a fixed window of `windowMs` that starts at the first
    * hit. The key is used as given, so callers should hash or bound user input.
    */

@@ -181,6 +181,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       return due;
     },
 
+    async dueUsers(nowMs: number, limit: number): Promise<string[]> {
+      ensureOpen('dueUsers');
+      checkTimestampMs('nowMs', nowMs);
+      checkPositiveInteger('limit', limit);
+      return [...deadlines]
+        .filter(([, atMs]) => atMs <= nowMs)
+        .sort(([userA, atA], [userB, atB]) => atA - atB || compareText(userA, userB))
+        .slice(0, limit)
+        .map(([userId]) => userId);
+    },
+
     async peekDeadline(userId: string): Promise<number | null> {
       ensureOpen('peekDeadline');
       checkUserId(userId);

@@ -204,6 +204,13 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return run('claimDueUsers', () => redis.emClaimDueUsers(deadlinesKey, nowMs, leaseMs, limit));
     },
 
+    async dueUsers(nowMs: number, limit: number): Promise<string[]> {
+      checkTimestampMs('nowMs', nowMs);
+      checkPositiveInteger('limit', limit);
+      const deadlinesKey = keys.deadlines();
+      return run('dueUsers', () => redis.zrange(deadlinesKey, '-inf', String(nowMs), 'BYSCORE', 'LIMIT', 0, limit), IDEMPOTENT);
+    },
+
     async peekDeadline(userId: string): Promise<number | null> {
       checkUserId(userId);
       const deadlinesKey = keys.deadlines();
