@@ -6,10 +6,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 
 import type { LoginRateLimiter } from '../auth/rate-limit.js';
-import { hashPassword, verifyDummyPassword, verifyPassword } from '../auth/password.js';
+import { MAX_PASSWORD_BYTES, hashPassword, verifyDummyPassword, verifyPassword } from '../auth/password.js';
 import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
-import { textProblem } from '../domain/storable.js';
+import { UNPAIRED_SURROGATE, textProblem } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import { PREPARED, type SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
@@ -17,7 +17,29 @@ import { isUuid } from '../domain/user-id.js';
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
 export const PASSWORD_MIN_LENGTH = 8;
-export const PASSWORD_MAX_LENGTH = 1024;
+/** Maximum length of a password in UTF-8 bytes, after NFC normalisation. */
+export const PASSWORD_MAX_LENGTH = MAX_PASSWORD_BYTES;
+
+/**
+ * Says why a new password is not accepted, or returns null. Length counts
+ * characters (code points) towards the minimum and UTF-8 bytes towards the
+ * maximum, as the hash does. An unpaired surrogate would be hashed as U+FFFD,
+ * so another password would log in too.
+ */
+function newPasswordProblem(password: string): string | null {
+  if (UNPAIRED_SURROGATE.test(password)) {
+    return 'password contains an unpaired UTF-16 surrogate, which is not valid Unicode';
+  }
+  const characters = [...password].length;
+  if (characters < PASSWORD_MIN_LENGTH) {
+    return `password has ${characters} characters; it must have at least ${PASSWORD_MIN_LENGTH}`;
+  }
+  const bytes = Buffer.byteLength(password.normalize('NFC'), 'utf8');
+  if (bytes > PASSWORD_MAX_LENGTH) {
+    return `password is ${bytes} bytes long in UTF-8; it must be at most ${PASSWORD_MAX_LENGTH} bytes`;
+  }
+  return null;
+}
 const ROLES: readonly Role[] = ['MEMBER', 'ANALYST', 'ADMIN'];
 
 export interface LoginResult {
@@ -86,10 +108,9 @@ export class UserService {
         `username ${JSON.stringify(input.username.slice(0, 80))} is invalid: use 1 to 64 letters, digits or _ . @ -, starting with a letter or digit`,
       );
     }
-    if (input.password.length < PASSWORD_MIN_LENGTH || input.password.length > PASSWORD_MAX_LENGTH) {
-      problems.push(
-        `password has ${input.password.length} characters; it must have ${PASSWORD_MIN_LENGTH} to ${PASSWORD_MAX_LENGTH}`,
-      );
+    const passwordProblem = newPasswordProblem(input.password);
+    if (passwordProblem !== null) {
+      problems.push(passwordProblem);
     }
     if (!ROLES.includes(input.role as Role)) {
       problems.push(`role ${JSON.stringify(input.role)} is invalid: use one of ${ROLES.join(', ')}`);
@@ -140,8 +161,10 @@ export class UserService {
       username.length <= 64 && textProblem(username) === null
         ? await prisma.user.findUnique({ where: { username } })
         : null;
+    // A password with an unpaired surrogate was never accepted, and its UTF-8
+    // form would match the one with U+FFFD in its place.
     const valid = await this.hashing.run(() =>
-      row === null
+      row === null || UNPAIRED_SURROGATE.test(password)
         ? verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
         : this.verifyStored(password, row.id, row.passwordHash),
     );

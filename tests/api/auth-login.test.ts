@@ -172,6 +172,32 @@ describe('login and roles over HTTP', () => {
     expect(log).not.toContain(good.body.token);
   });
 
+  describe('new passwords', () => {
+    const CREATE = `mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`;
+
+    it.each([
+      ['an unpaired surrogate', 'abcdefg\ud800h', 'unpaired UTF-16 surrogate'],
+      ['7 characters', 'abcdefg', 'password has 7 characters; it must have at least 8'],
+      ['8 emoji as 32 bytes', '😀'.repeat(8), null],
+      ['513 two-byte characters', 'é'.repeat(513), 'password is 1026 bytes long in UTF-8; it must be at most 1024 bytes'],
+    ])('checks %s', async (_name, password, problem) => {
+      const username = `pw-${Math.random().toString(36).slice(2, 10)}`;
+      const result = await server.gql<{ createUser: { id: string } }>(
+        CREATE,
+        { input: { username, password, role: 'MEMBER' } },
+        await server.adminToken(),
+      );
+
+      if (problem === null) {
+        expect(result.errors).toBeUndefined();
+        expect(result.data?.createUser.id).toBeDefined();
+      } else {
+        expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_USER');
+        expect(result.errors?.[0]?.message).toContain(problem);
+      }
+    });
+  });
+
   it('query string absent from logs', async () => {
     const inUrl = 'Password-In-Url-4711';
     const query = `mutation { login(username: "login-logged", password: "${inUrl}") { token } }`;
