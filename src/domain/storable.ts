@@ -64,7 +64,7 @@ export interface JsonProblem {
 }
 
 /**
- * Says why a JSON number would not be stored as sent, or returns null. A
+ * Returns the reason a JSON number would not be stored as sent, or null. A
  * JSON text number beyond the range of doubles parses as Infinity, which
  * JSON writes as null, and integers beyond 2^53 lose digits.
  */

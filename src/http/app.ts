@@ -187,6 +187,19 @@ export async function buildHttpApp(
     if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
       // Fastify's own rejections: malformed JSON, unsupported media type, body too large.
       const fastifyCode = (error as { code?: string }).code ?? 'BAD_REQUEST';
+      if (statusCode === 413) {
+        const declared = Number(request.headers['content-length']);
+        const size = Number.isSafeInteger(declared) && declared > 0 ? `${declared} bytes` : 'larger than that';
+        return reply.status(413).send({
+          error: {
+            code: 'BAD_USER_INPUT',
+            reason: fastifyCode,
+            message: `The request body is ${size}, above the maximum of ${options.maxBodyBytes} bytes (MAX_BODY_BYTES). Send the events in smaller batches.`,
+            limit: 'MAX_BODY_BYTES',
+            max: options.maxBodyBytes,
+          },
+        });
+      }
       return reply.status(statusCode).send({
         error: { code: 'BAD_USER_INPUT', reason: fastifyCode, message: (error as Error).message },
       });

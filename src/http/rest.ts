@@ -3,7 +3,7 @@
  * `POST /api/events` (snake_case fields, one event or an array). They go
  * through the same services as the GraphQL mutations.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 
 import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
@@ -15,6 +15,22 @@ import { authenticate } from './app.js';
 import { parseInstant } from './instant.js';
 
 const EVENT_FIELDS = new Set(['id', 'type', 'is_pair', 'pair_type', 'pair_key', 'occurred_at', 'meta', 'user_id']);
+
+/**
+ * Rejects a body that is not sent as JSON. Fastify also parses text/plain,
+ * into a string, which would otherwise be reported as a malformed event.
+ */
+function requireJsonBody(request: FastifyRequest): void {
+  const contentType = request.headers['content-type'];
+  if (typeof contentType === 'string' && /^application\/json\s*(;|$)/i.test(contentType)) {
+    return;
+  }
+  throw badInput(
+    'UNSUPPORTED_CONTENT_TYPE',
+    `The body must be JSON sent with Content-Type: application/json, but the Content-Type is ${contentType === undefined ? 'missing' : JSON.stringify(String(contentType).slice(0, 100))}.`,
+    { contentType: contentType === undefined ? null : String(contentType).slice(0, 100) },
+  );
+}
 
 /** Converts one snake_case event body into an `EventInput`, listing every problem. */
 export function parseRestEvent(raw: unknown): { input: EventInput | null; problems: string[] } {
@@ -133,6 +149,7 @@ export function registerRestRoutes(
   deps: { services: Services; tokens: TokenService },
 ): void {
   fastify.post('/auth/login', async (request) => {
+    requireJsonBody(request);
     const body = request.body as Record<string, unknown> | null;
     const username = body?.username;
     const password = body?.password;
@@ -156,6 +173,7 @@ export function registerRestRoutes(
       throw new DomainError('UNAUTHENTICATED', 'MISSING_TOKEN', 'Authentication required: send a bearer token from POST /auth/login.');
     }
 
+    requireJsonBody(request);
     const body = request.body;
     const items = Array.isArray(body) ? body : [body];
     // Checked before parsing the items, so the response to an oversized batch does not list a problem per item.

@@ -21,7 +21,7 @@ export const PASSWORD_MIN_LENGTH = 8;
 export const PASSWORD_MAX_LENGTH = MAX_PASSWORD_BYTES;
 
 /**
- * Says why a new password is not accepted, or returns null. Length counts
+ * Returns the reason a new password is rejected, or null. Length counts
  * characters (code points) towards the minimum and UTF-8 bytes towards the
  * maximum, as the hash does. An unpaired surrogate would be hashed as U+FFFD,
  * so another password would log in too.

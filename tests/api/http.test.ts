@@ -124,6 +124,20 @@ describe('HTTP behaviour', () => {
       expect(reply.status).toBe(413);
       expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
       expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
+      expect(reply.json?.error?.max).toBe(MAX_BODY_BYTES);
+      expect(reply.json?.error?.message).toContain(`${MAX_BODY_BYTES + 32} bytes`);
+      expect(reply.json?.error?.message).toContain(`maximum of ${MAX_BODY_BYTES} bytes (MAX_BODY_BYTES)`);
+    });
+
+    it('text/plain events body names the type', async () => {
+      const reply = await send(`${server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain', authorization: `Bearer ${adminToken}` },
+        body: JSON.stringify({ type: 'heartbeat' }),
+      });
+      expect(reply.status).toBe(400);
+      expect(reply.json?.error?.reason).toBe('UNSUPPORTED_CONTENT_TYPE');
+      expect(reply.json?.error?.message).toContain('"text/plain"');
     });
 
     it('text/plain login body is 400', async () => {

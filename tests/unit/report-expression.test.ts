@@ -127,6 +127,7 @@ describe('measureExpression', () => {
       'REPORT_MAX_DEPTH',
     );
     expect(error.details).toEqual({ limit: 'REPORT_MAX_DEPTH', value: 33, max: 32 });
+    expect(error.message).toBe('The expression depth is at least 33 levels, above the maximum of 32 levels (REPORT_MAX_DEPTH).');
   });
 
   it('walks depth 10,000 under a raised limit', () => {
