@@ -16,6 +16,10 @@ import {
 } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
+import { MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
+
+/** Maximum number of users in one filter, as in a report leaf. */
+const MAX_FILTER_USERS = MAX_LEAF_LIST_ITEMS;
 
 export interface Connection<T> {
   edges: Array<{ cursor: string; node: T }>;
@@ -93,6 +97,21 @@ export class QueryService {
   private scopeUsers(viewer: Viewer, users: readonly string[] | null | undefined): string[] | null {
     if (users === null || users === undefined) {
       return canReadAll(viewer) ? null : [viewer.userId];
+    }
+    if (users.length > MAX_FILTER_USERS) {
+      throw badInput(
+        'LIMIT_EXCEEDED',
+        `filter.users has ${users.length} entries, above the maximum of ${MAX_FILTER_USERS}. Leave it out to read every user you may read.`,
+        { value: users.length, max: MAX_FILTER_USERS },
+      );
+    }
+    const malformed = users.findIndex((id) => !isUuid(id));
+    if (malformed >= 0) {
+      throw badInput(
+        'INVALID_USER_ID',
+        `filter.users[${malformed}] is ${JSON.stringify(users[malformed]!.slice(0, 64))}, which is not a user id (a UUID).`,
+        { index: malformed },
+      );
     }
     if (!canReadAll(viewer)) {
       const other = users.find((id) => !sameUserId(id, viewer.userId));

@@ -8,7 +8,7 @@ import { bucketBoundaries, isValidTimeZone, totalsInBuckets, type BucketUnit } f
 import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
 import { bindUser, collectLeaves, evaluate, toExpression, validateWindow } from '../domain/report/expression.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
-import { sameUserId } from '../domain/user-id.js';
+import { isUuid, sameUserId } from '../domain/user-id.js';
 import { loadLeafSets } from '../storage/postgres/leaf-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { Clock } from './index.js';
@@ -79,6 +79,16 @@ export class ReportService {
     const expr = toExpression(request.expression, window, this.limits);
     const leaves = collectLeaves(expr);
 
+    for (const spec of leaves.values()) {
+      const malformed = spec.users?.find((id) => !isUuid(id));
+      if (malformed !== undefined) {
+        throw badInput(
+          'INVALID_USER_ID',
+          `The expression names the user ${JSON.stringify(malformed.slice(0, 64))}, which is not a user id (a UUID).`,
+          { userId: malformed.slice(0, 64) },
+        );
+      }
+    }
     if (!request.canReadAll) {
       for (const spec of leaves.values()) {
         const other = spec.users?.find((id) => !sameUserId(id, viewer.userId));

@@ -209,13 +209,6 @@ describe('report access', () => {
       expect(result.data?.report.totalSeconds).toBe(3600);
     });
 
-    it('reads nothing for a user id that is not a UUID', async () => {
-      const result = await report(leafOf(['not-a-uuid']), carol.token);
-
-      expect(result.errors).toBeUndefined();
-      expect(result.data?.report.count).toBe(0);
-    });
-
     it('gets a group per user', async () => {
       // Each group's sessions, minus bob's sessions whatever the group.
       const expression = { difference: { from: leafOf(), subtract: leafOf([bob.id]) } };
@@ -235,6 +228,37 @@ describe('report access', () => {
 
       // Ungrouped, the unnamed leaf covers everyone: [09:00, 11:00) minus bob.
       expect(result.data?.report.totalSeconds).toBe(1800);
+    });
+  });
+
+  describe('malformed filters', () => {
+    it('rejects a user name as user id', async () => {
+      const result = await report(leafOf(['alice']), carol.token);
+
+      expectCode(result, 'BAD_USER_INPUT');
+      expect(result.errors![0]!.message).toContain('"alice", which is not a user id');
+    });
+
+    it('rejects a user name in events', async () => {
+      const result = await server.gql(`{ events(filter: { users: ["zzz"] }, first: 5) { nodes { id } } }`, {}, carol.token);
+
+      expect(result.errors![0]!.extensions?.reason).toBe('INVALID_USER_ID');
+      expect(result.errors![0]!.message).toContain('filter.users[0] is "zzz"');
+    });
+
+    it('rejects an overlong pair type', async () => {
+      const result = await report({ segments: { pairTypes: ['x'.repeat(300)] } }, carol.token);
+
+      expectCode(result, 'BAD_USER_INPUT');
+      expect(result.errors![0]!.message).toContain('300 characters long, above the maximum of 256');
+    });
+
+    it('rejects 1,001 pair keys', async () => {
+      const pairKeys = Array.from({ length: 1001 }, (_, index) => `key-${index}`);
+      const result = await report({ segments: { pairTypes: ['task'], pairKeys } }, carol.token);
+
+      expectCode(result, 'BAD_USER_INPUT');
+      expect(result.errors![0]!.message).toContain('has 1001 entries, above the maximum of 1000');
     });
   });
 

@@ -18,6 +18,10 @@ import {
 import type { LeafSpec } from './types.js';
 
 const LEAF_FIELD_LIST = 'pairTypes, users, pairKeys, meta or includeOpen';
+/** Maximum number of entries in one leaf list (pairTypes, users or pairKeys). */
+export const MAX_LEAF_LIST_ITEMS = 1000;
+/** Maximum length of one entry, the longest pair key that intake accepts. */
+export const MAX_LEAF_ITEM_LENGTH = 256;
 
 const LEAF_FIELDS: ReadonlySet<string> = new Set([
   'pairTypes',
@@ -150,6 +154,10 @@ function readStringList(value: unknown, path: Path, problems: ProblemList): stri
     return null;
   }
   const items = Array.isArray(value) ? value : [value];
+  if (items.length > MAX_LEAF_LIST_ITEMS) {
+    problems.add(path, `has ${items.length} entries, above the maximum of ${MAX_LEAF_LIST_ITEMS} per list`);
+    return null;
+  }
   let valid = true;
   items.forEach((item, index) => {
     const itemPath = Array.isArray(value) ? childPath(path, `[${index}]`) : path;
@@ -158,7 +166,10 @@ function readStringList(value: unknown, path: Path, problems: ProblemList): stri
       valid = false;
       return;
     }
-    const problem = textProblem(item);
+    const problem =
+      item.length > MAX_LEAF_ITEM_LENGTH
+        ? `is ${item.length} characters long, above the maximum of ${MAX_LEAF_ITEM_LENGTH}`
+        : textProblem(item);
     if (problem !== null) {
       problems.add(itemPath, problem);
       valid = false;
