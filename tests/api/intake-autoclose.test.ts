@@ -83,7 +83,9 @@ describe('auto-close with a 12 h timeout', () => {
   }
 
   async function segmentsOf(member: Member): Promise<SegmentNode[]> {
-    const { segments } = await readTimeline(server, adminToken, member.id);
+    // The member's own token: a read settles the passed deadlines of the
+    // users it may read, and the sweeper test needs the others untouched.
+    const { segments } = await readTimeline(server, member.token, member.id);
     return segments.sort((a, b) => a.start.localeCompare(b.start) || a.pairType.localeCompare(b.pairType));
   }
 
@@ -151,8 +153,35 @@ describe('auto-close with a 12 h timeout', () => {
     ]);
   });
 
+  it('read shows a passed deadline', async () => {
+    const user = await server.createUser('read-passed-deadline');
+    // The sweeper has not started yet, so only the read can apply the deadline.
+    // The member reads its own segments, so the read settles no other user.
+    const events = [
+      { type: 'session_started', occurredAt: dayOne('09:00:00') },
+      { type: 'heartbeat', occurredAt: dayOne('09:10:00') },
+    ];
+    dataOf(await server.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
+    const read = await server.gql<{ segments: { nodes: SegmentNode[] } }>(
+      `{ segments(first: 10) { nodes { pairType start end endReason } } }`,
+      {},
+      user.token,
+    );
+
+    expect(read.data?.segments.nodes).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('09:10:00'), endReason: 'AUTO_CLOSE' },
+    ]);
+  });
+
   it('sweeper closes after the deadline', async () => {
-    const closed = async (member: Member) => (await segmentsOf(member)).every((segment) => !segment.open);
+    // Read from the table: a GraphQL read would settle the passed deadline itself.
+    const closed = async (member: Member) => {
+      const rows = await server.app.db.sql.query<{ open: number }>(
+        `SELECT count(*)::int AS open FROM segments WHERE user_id = $1 AND end_at IS NULL`,
+        [member.id],
+      );
+      return rows[0]?.open === 0;
+    };
     expect(await closed(members.sweptActivity)).toBe(false);
 
     server.app.sweeper.start();
