@@ -28,6 +28,68 @@ export function pathOf(url: string): string {
   return query < 0 ? url : url.slice(0, query);
 }
 
+/** Builds an error that the error handler answers with `status` and `code` as the reason. */
+function bodyError(status: number, code: string, message: string): Error {
+  return Object.assign(new Error(message), { statusCode: status, code });
+}
+
+/**
+ * Parses a JSON request body. A syntax error names its position but not the
+ * text around it, which may hold a password. A `__proto__` key, or a
+ * `constructor` key holding a `prototype` key, is rejected with its path:
+ * such keys can change object prototypes when code copies the object.
+ */
+export function parseJsonBody(text: string): unknown {
+  if (text.length === 0) {
+    throw bodyError(400, 'FST_ERR_CTP_EMPTY_JSON_BODY', 'The body is empty, but the Content-Type is application/json.');
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    const position = /position (\d+)/.exec((error as Error).message)?.[1];
+    const where = position === undefined ? '' : ` at character ${position}`;
+    throw bodyError(400, 'FST_ERR_CTP_INVALID_JSON_BODY', `The body is not valid JSON${where}.`);
+  }
+  if (text.includes('__proto__') || text.includes('constructor')) {
+    const path = prototypeKeyPath(value);
+    if (path !== null) {
+      throw bodyError(
+        400,
+        'PROTOTYPE_KEY',
+        `The body has the key ${path}, which this server rejects because such keys can change JavaScript object prototypes. Rename the key.`,
+      );
+    }
+  }
+  return value;
+}
+
+/** Returns the path of the first `__proto__` key or `constructor.prototype` pair in a parsed JSON value, or null. */
+function prototypeKeyPath(root: unknown): string | null {
+  const stack: Array<{ value: unknown; path: string }> = [{ value: root, path: 'body' }];
+  while (stack.length > 0) {
+    const { value, path } = stack.pop()!;
+    if (value === null || typeof value !== 'object') {
+      continue;
+    }
+    if (Array.isArray(value)) {
+      value.forEach((item, index) => stack.push({ value: item, path: `${path}[${index}]` }));
+      continue;
+    }
+    for (const [key, item] of Object.entries(value)) {
+      const keyPath = `${path}.${key.slice(0, 40)}`;
+      if (key === '__proto__') {
+        return keyPath;
+      }
+      if (key === 'constructor' && item !== null && typeof item === 'object' && Object.hasOwn(item, 'prototype')) {
+        return `${keyPath}.prototype`;
+      }
+      stack.push({ value: item, path: keyPath });
+    }
+  }
+  return null;
+}
+
 /** Copies the request fields that Fastify's log serializer reads, with the URL cut to its path. */
 function withPathOnly(request: FastifyRequest): object {
   return { method: request.method, url: pathOf(request.url), headers: {}, host: request.host, ip: request.ip, socket: request.socket };
@@ -157,6 +219,17 @@ export async function buildHttpApp(
   let closing = false;
 
   registerCors(fastify, options.corsOrigins);
+
+  // Fastify's own JSON parser answers every failure with "Body is not valid
+  // JSON", also for valid JSON that it rejects for a prototype key.
+  fastify.removeContentTypeParser('application/json');
+  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(body as string));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
 
   fastify.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);

@@ -369,9 +369,13 @@ describe('prototype keys in JSON bodies', () => {
   });
 
   it.each([
-    ['__proto__', '{"type":"heartbeat","meta":{"__proto__":{"polluted":true}}}'],
-    ['constructor.prototype', '{"type":"heartbeat","meta":{"constructor":{"prototype":{"polluted":true}}}}'],
-  ])('rejects %s in meta', async (_name, event) => {
+    ['__proto__', '{"type":"heartbeat","meta":{"__proto__":{"polluted":true}}}', 'body.variables.e.meta.__proto__'],
+    [
+      'constructor.prototype',
+      '{"type":"heartbeat","meta":{"constructor":{"prototype":{"polluted":true}}}}',
+      'body.variables.e.meta.constructor.prototype',
+    ],
+  ])('rejects %s in meta', async (_name, event, path) => {
     const token = await server.adminToken();
     const response = await fetch(`${server.url}/graphql`, {
       method: 'POST',
@@ -382,7 +386,23 @@ describe('prototype keys in JSON bodies', () => {
 
     expect(response.status).toBe(400);
     expect(body.error?.code).toBe('BAD_USER_INPUT');
+    expect(body.error?.message).toContain(`has the key ${path}`);
+    expect(body.error?.message).toContain('Rename the key');
     const events = await server.gql('{ events { nodes { id } } }', {}, token);
     expect(events.data?.events.nodes).toEqual([]);
+  });
+
+  it('names where JSON breaks, not the text', async () => {
+    const response = await fetch(`${server.url}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"username":"admin","password":"Secret-In-Broken-Json" ',
+    });
+    const body = (await response.json()) as { error?: { reason?: string; message?: string } };
+
+    expect(response.status).toBe(400);
+    expect(body.error?.reason).toBe('FST_ERR_CTP_INVALID_JSON_BODY');
+    expect(body.error?.message).toMatch(/^The body is not valid JSON at character \d+\.$/);
+    expect(body.error?.message).not.toContain('Secret-In-Broken-Json');
   });
 });
