@@ -28,7 +28,7 @@ export function pathOf(url: string): string {
   return query < 0 ? url : url.slice(0, query);
 }
 
-/** Builds an error that the error handler answers with `status` and `code` as the reason. */
+/** Builds an error that the error handler returns with `status`, and with `code` as the reason. */
 function bodyError(status: number, code: string, message: string): Error {
   return Object.assign(new Error(message), { statusCode: status, code });
 }
@@ -220,7 +220,7 @@ export async function buildHttpApp(
 
   registerCors(fastify, options.corsOrigins);
 
-  // Fastify's own JSON parser answers every failure with "Body is not valid
+  // Fastify's own JSON parser reports every failure as "Body is not valid
   // JSON", also for valid JSON that it rejects for a prototype key.
   fastify.removeContentTypeParser('application/json');
   fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
