@@ -119,12 +119,13 @@ export class UserService {
       throw badInput('INVALID_USER', `Invalid user: ${problems.join('; ')}.`, { problems });
     }
 
-    const existing = await this.options.prisma.user.findUnique({
-      where: { username: input.username },
-      select: { id: true },
-    });
-    if (existing !== null) {
-      throw badInput('USERNAME_TAKEN', `Username ${JSON.stringify(input.username)} is already taken.`, {
+    // Names that differ only in case name the same account.
+    const existing = await this.options.prisma.$queryRaw<Array<{ username: string }>>`
+      SELECT username FROM users WHERE lower(username) = lower(${input.username}) LIMIT 1`;
+    if (existing[0] !== undefined) {
+      const taken = existing[0].username;
+      const detail = taken === input.username ? '' : ` as ${JSON.stringify(taken)}, and usernames that differ only in case name the same account`;
+      throw badInput('USERNAME_TAKEN', `Username ${JSON.stringify(input.username)} is already taken${detail}.`, {
         username: input.username,
       });
     }

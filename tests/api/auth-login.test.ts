@@ -198,6 +198,18 @@ describe('login and roles over HTTP', () => {
     });
   });
 
+  it('username taken in another case', async () => {
+    await server.createUser('Case-Taken');
+    const result = await server.gql(
+      `mutation { createUser(input: { username: "case-TAKEN", password: "case-taken-password", role: MEMBER }) { id } }`,
+      {},
+      await server.adminToken(),
+    );
+
+    expect(result.errors?.[0]?.extensions?.reason).toBe('USERNAME_TAKEN');
+    expect(result.errors?.[0]?.message).toContain('already taken as "Case-Taken"');
+  });
+
   it('query string absent from logs', async () => {
     const inUrl = 'Password-In-Url-4711';
     const query = `mutation { login(username: "login-logged", password: "${inUrl}") { token } }`;

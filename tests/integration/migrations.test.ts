@@ -184,3 +184,58 @@ describeWithPostgres('migrations on PostgreSQL', () => {
     }
   });
 });
+
+describe('username case migration on PGlite', () => {
+  const NAME = '20261205090000_username_case';
+  const dirs: string[] = [];
+  const dbs: Database[] = [];
+
+  async function fresh(): Promise<Database> {
+    const dataDir = mkdtempSync(join(tmpdir(), 'em-migrate-case-'));
+    dirs.push(dataDir);
+    const db = await openDatabase({ dataDir, poolSize: 1, statementTimeoutMs: 10_000, logger: pino({ level: 'silent' }) });
+    dbs.push(db);
+    return db;
+  }
+
+  async function addUser(db: Database, username: string): Promise<void> {
+    await db.sql.query(
+      `INSERT INTO users (id, username, role, password_hash) VALUES (gen_random_uuid(), $1, 'MEMBER', 'x')`,
+      [username],
+    );
+  }
+
+  afterAll(async () => {
+    for (const db of dbs) {
+      await db.close();
+    }
+    for (const dir of dirs) {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('rejects a case variant', async () => {
+    const db = await fresh();
+    await migrate(db.sql, await readMigrations(MIGRATIONS_DIR));
+    await addUser(db, 'Case-Owner');
+
+    await expect(addUser(db, 'case-owner')).rejects.toThrow(/users_username_lower_key/);
+    expect(await tableExists(db, 'users_username_lower_key')).toBe(true);
+  });
+
+  it('keeps existing case variants', async () => {
+    const db = await fresh();
+    const migrations = await readMigrations(MIGRATIONS_DIR);
+    await migrate(
+      db.sql,
+      migrations.filter((migration) => migration.name !== NAME),
+    );
+    await addUser(db, 'Clash');
+    await addUser(db, 'clash');
+
+    await migrate(db.sql, migrations);
+
+    expect((await migrationRows(db)).map((row) => row.migration_name)).toContain(NAME);
+    expect(await tableExists(db, 'users_username_lower_key')).toBe(false);
+  });
+});
