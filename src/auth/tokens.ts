@@ -113,7 +113,8 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         requiredClaims: ['exp', 'iat', 'sub'],
         clockTolerance: clockToleranceSeconds,
         // Also rejects an `iat` in the future (beyond the tolerance) and a
-        // token that claims a longer lifetime than this service issues.
+        // token issued longer ago than the lifetime this service issues,
+        // whatever its `exp` says. Its `exp` can still lie beyond that age.
         maxTokenAge: ttlSeconds,
         currentDate: new Date(now()),
       });
