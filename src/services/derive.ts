@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 
 import { DomainError } from '../domain/errors.js';
-import { absorbsLateEvent, advanceTo, applyEvent, nextDeadline, restoreState } from '../domain/pairing/engine.js';
+import { absorbsLateEvent, advanceTo, applyEvents, nextDeadline, restoreState } from '../domain/pairing/engine.js';
 import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
 import type { EngineOutput, EngineState, PairCatalog, PairTypeDefinition, Position } from '../domain/pairing/types.js';
@@ -203,10 +203,14 @@ export class Deriver {
         }
         for (const { event, meta } of events) {
           metaByEventId.set(event.id, meta);
-          const step = applyEvent(state, event, catalog);
-          state = step.state;
-          outputs.push(step.output);
         }
+        const step = applyEvents(
+          state,
+          events.map(({ event }) => event),
+          catalog,
+        );
+        state = step.state;
+        outputs.push(step.output);
       }
 
       for (const instance of Object.values(state.open)) {

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   advanceTo,
   applyEvent,
+  applyEvents,
   comparePositions,
   DerivedLedger,
   emptyState,
@@ -297,6 +298,28 @@ describe('engine property', () => {
     expect(restores).toBeGreaterThan(CASES);
     expect(autoCloses).toBeGreaterThan(CASES);
     expect(absorbedEvents).toBeGreaterThan(CASES / 10);
+  });
+
+  it('one step equals event steps', () => {
+    for (const seed of seeds) {
+      const scenario = randomScenario(seed);
+      const { timeline } = runIncrementally(scenario);
+      const ordered = [...timeline.events()].sort((a, b) => comparePositions(positionOfEvent(a), positionOfEvent(b)));
+
+      let state = emptyState();
+      const perEvent: EngineOutput = { corrections: [], segments: [], flags: [] };
+      for (const event of ordered) {
+        const step = applyEvent(state, event, scenario.catalog);
+        state = step.state;
+        perEvent.corrections.push(...step.output.corrections);
+        perEvent.segments.push(...step.output.segments);
+        perEvent.flags.push(...step.output.flags);
+      }
+      const batched = applyEvents(emptyState(), ordered, scenario.catalog);
+
+      expect(batched.state, `seed ${seed}`).toEqual(state);
+      expect(batched.output, `seed ${seed}`).toEqual(perEvent);
+    }
   });
 
   it('same input, same output', () => {

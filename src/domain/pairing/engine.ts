@@ -45,6 +45,24 @@ export function applyEvent(state: EngineState, event: EngineEvent, catalog: Pair
 }
 
 /**
+ * Applies client events in the order given, as `applyEvent` does one by one,
+ * and returns the outputs of all of them as one output, in order. The state
+ * is copied once for the whole list instead of once per event, so a fold of
+ * many events over many open instances does not copy them for every event.
+ */
+export function applyEvents(state: EngineState, events: readonly EngineEvent[], catalog: PairCatalog): EngineStep {
+  const step = new FoldStep(state, catalog);
+  for (const event of events) {
+    if (event.ignored) {
+      step.skipIgnored(event);
+    } else {
+      step.applyClientEvent(event);
+    }
+  }
+  return step.finish();
+}
+
+/**
  * Auto-closes every open instance whose deadline is at or before `now`, in
  * deadline order. Ties go to parents before children, then the earlier start
  * position, then the smaller instance key. The state's position moves to the

@@ -2,6 +2,7 @@
 export {
   advanceTo,
   applyEvent,
+  applyEvents,
   emptyState,
   instanceKeyOf,
   nextDeadline,
