@@ -82,6 +82,15 @@ export class FoldStep {
   private appliedSeq: number;
   private lastAutoCloseAt: Position | null | undefined;
   private readonly output: EngineOutput = { corrections: [], segments: [], flags: [] };
+  /** Number of corrections in `output` at each position, keyed "at:seq". */
+  private readonly correctionsAt = new Map<string, number>();
+  /**
+   * The latest open instance of each pair type looked up in this step, or
+   * null for none. Opening or closing an instance of a type drops its entry.
+   */
+  private readonly latestOfType = new Map<string, OpenInstance | null>();
+  /** The shortest auto-close timeout in the catalog in ms, computed on first use. */
+  private shortestTimeoutMs: number | null = null;
 
   constructor(
     state: EngineState,
@@ -202,13 +211,20 @@ export class FoldStep {
   }
 
   private firstDue(limit: Instant): { instance: OpenInstance; deadline: Instant } | null {
+    // Every deadline is at least the last activity plus the shortest timeout,
+    // so when that lies after the limit nothing is due and the scan is skipped.
+    if (this.lastActivityAt !== null && this.lastActivityAt + this.shortestTimeout() > limit) {
+      return null;
+    }
     let best: { instance: OpenInstance; deadline: Instant; depth: number } | null = null;
-    for (const instance of Object.values(this.open)) {
+    const instances = Object.values(this.open);
+    for (const instance of instances) {
       const deadline = deadlineOf(instance, this.lastActivityAt, this.catalog);
-      if (deadline > limit) {
+      // A later deadline cannot win, so its depth is not worth computing.
+      if (deadline > limit || (best !== null && deadline > best.deadline)) {
         continue;
       }
-      const candidate = { instance, deadline, depth: this.depthOf(instance) };
+      const candidate = { instance, deadline, depth: this.depthOf(instance, instances.length) };
       if (best === null || compareDue(candidate, best) < 0) {
         best = candidate;
       }
@@ -323,6 +339,16 @@ export class FoldStep {
   }
 
   private latestOpenOfType(pairType: string): OpenInstance | null {
+    const cached = this.latestOfType.get(pairType);
+    if (cached !== undefined) {
+      return cached;
+    }
+    const latest = this.scanLatestOfType(pairType);
+    this.latestOfType.set(pairType, latest);
+    return latest;
+  }
+
+  private scanLatestOfType(pairType: string): OpenInstance | null {
     let latest: OpenInstance | null = null;
     for (const instance of Object.values(this.open)) {
       if (instance.pairType !== pairType) {
@@ -337,6 +363,7 @@ export class FoldStep {
 
   private openInstance(instance: OpenInstance): OpenInstance {
     this.open[instanceKeyOf(instance.pairType, instance.pairKey)] = instance;
+    this.latestOfType.delete(instance.pairType);
     this.output.segments.push({
       kind: 'opened',
       segmentId: instance.segmentId,
@@ -412,6 +439,7 @@ export class FoldStep {
     endReason: EndReason,
   ): void {
     delete this.open[instanceKeyOf(instance.pairType, instance.pairKey)];
+    this.latestOfType.delete(instance.pairType);
     this.output.segments.push({
       kind: 'closed',
       segmentId: instance.segmentId,
@@ -425,9 +453,9 @@ export class FoldStep {
   private addCorrection(correction: Omit<Correction, 'ordinal'>): Correction {
     // Every correction at one position comes from one step (one event, or one
     // round of auto-closes at one deadline), so counting within the step is enough.
-    const ordinal = this.output.corrections.filter(
-      (earlier) => comparePositions(earlier.position, correction.position) === 0,
-    ).length;
+    const positionKey = `${correction.position.at}:${correction.position.seq}`;
+    const ordinal = this.correctionsAt.get(positionKey) ?? 0;
+    this.correctionsAt.set(positionKey, ordinal + 1);
     const complete: Correction = { ...correction, ordinal };
     this.output.corrections.push(complete);
     return complete;
@@ -436,13 +464,13 @@ export class FoldStep {
   /** Returns the open descendants of an instance, deepest first, then latest start first. */
   private descendantsOf(root: OpenInstance): OpenInstance[] {
     const found: Array<{ instance: OpenInstance; depth: number }> = [];
-    let frontier = [instanceKeyOf(root.pairType, root.pairKey)];
-    for (let depth = 1; frontier.length > 0; depth += 1) {
-      const next: string[] = [];
+    let frontier = new Set([instanceKeyOf(root.pairType, root.pairKey)]);
+    for (let depth = 1; frontier.size > 0; depth += 1) {
+      const next = new Set<string>();
       for (const instance of Object.values(this.open)) {
-        if (instance.parentKey !== null && frontier.includes(instance.parentKey)) {
+        if (instance.parentKey !== null && frontier.has(instance.parentKey)) {
           found.push({ instance, depth });
-          next.push(instanceKeyOf(instance.pairType, instance.pairKey));
+          next.add(instanceKeyOf(instance.pairType, instance.pairKey));
         }
       }
       frontier = next;
@@ -457,13 +485,28 @@ export class FoldStep {
     return found.map((entry) => entry.instance);
   }
 
-  private depthOf(instance: OpenInstance): number {
+  private shortestTimeout(): number {
+    if (this.shortestTimeoutMs === null) {
+      let shortest = Number.POSITIVE_INFINITY;
+      for (const name of this.catalog.byName.keys()) {
+        shortest = Math.min(shortest, policyOf(this.catalog, name).timeoutSeconds * 1000);
+      }
+      for (const policy of this.catalog.policies.values()) {
+        shortest = Math.min(shortest, policy.timeoutSeconds * 1000);
+      }
+      this.shortestTimeoutMs = shortest;
+    }
+    return this.shortestTimeoutMs;
+  }
+
+  /** Counts the open ancestors of an instance. A chain longer than `bound` is a cycle. */
+  private depthOf(instance: OpenInstance, bound: number): number {
     let depth = 0;
     let parentKey = instance.parentKey;
     while (parentKey !== null) {
       depth += 1;
       const parent = this.open[parentKey];
-      if (parent === undefined || depth > Object.keys(this.open).length) {
+      if (parent === undefined || depth > bound) {
         throw new Error(
           `Open instance ${JSON.stringify(instance.segmentId)} has a broken parent chain at ${JSON.stringify(parentKey)}.`,
         );

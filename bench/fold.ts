@@ -1,0 +1,39 @@
+/**
+ * Times the pairing engine alone on a backfill: one user's task starts, each
+ * with its own pair key, folded in one step, then closed by one advance past
+ * every deadline. Prints the time per size, so growth with the number of
+ * open instances shows. Run with `npx tsx bench/fold.ts`.
+ */
+import { advanceTo, applyEvents, emptyState, type EngineEvent, type PairTypeDefinition } from '../src/domain/pairing/index.js';
+import { catalogOf } from '../tests/support/engine.js';
+
+const DEFINITIONS: PairTypeDefinition[] = [
+  { name: 'session', startType: 'session_started', endType: 'session_ended', parent: null, autoClose: { timeoutSeconds: 1800, endAt: 'LAST_ACTIVITY' } },
+  { name: 'task', startType: 'task_started', endType: 'task_ended', parent: 'session', autoClose: { timeoutSeconds: 1800, endAt: 'LAST_ACTIVITY' } },
+];
+const BASE = Date.parse('2026-01-01T00:00:00Z');
+
+const catalog = catalogOf(DEFINITIONS);
+console.log('open tasks  fold ms  close all ms');
+for (const size of [1000, 4000, 16_000]) {
+  const events: EngineEvent[] = Array.from({ length: size }, (_, index) => ({
+    id: `e${index}`,
+    seq: index + 1,
+    type: 'task_started',
+    occurredAt: BASE + index * 10,
+    role: 'START',
+    pairType: 'task',
+    pairKey: `k${index}`,
+    ignored: false,
+  }));
+  let started = performance.now();
+  const folded = applyEvents(emptyState(), events, catalog);
+  const foldMs = performance.now() - started;
+  started = performance.now();
+  const closed = advanceTo(folded.state, BASE + 30 * 86_400_000, catalog);
+  const closeMs = performance.now() - started;
+  if (Object.keys(closed.state.open).length !== 0) {
+    throw new Error('instances left open after the advance');
+  }
+  console.log(`${String(size).padStart(10)}  ${foldMs.toFixed(0).padStart(7)}  ${closeMs.toFixed(0).padStart(12)}`);
+}
