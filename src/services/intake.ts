@@ -240,14 +240,23 @@ export class IntakeService {
    * read shows the rest as the sweeper leaves them, up to one sweep later.
    */
   async settleDue(scope: readonly string[] | null): Promise<void> {
-    let due: string[];
+    const now = this.options.clock.now();
+    let wanted: string[];
     try {
-      due = await this.options.store.dueUsers(this.options.clock.now(), SETTLE_BEFORE_READ_MAX);
+      if (scope === null) {
+        wanted = await this.options.store.dueUsers(now, SETTLE_BEFORE_READ_MAX);
+      } else {
+        // Each user in scope is checked directly, so users of other readers
+        // that fall due earlier cannot crowd them out of the list.
+        const deadlines = await Promise.all(
+          scope.slice(0, SETTLE_BEFORE_READ_MAX).map(async (userId) => ({ userId, at: await this.options.store.peekDeadline(userId) })),
+        );
+        wanted = deadlines.filter(({ at }) => at !== null && at <= now).map(({ userId }) => userId);
+      }
     } catch (error) {
       this.options.logger.warn({ err: error }, 'reading due deadlines before a read failed');
       return;
     }
-    const wanted = scope === null ? due : due.filter((userId) => scope.some((id) => sameUserId(id, userId)));
     await Promise.all(
       wanted.map((userId) =>
         this.settle(userId, 0).catch((error: unknown) => {

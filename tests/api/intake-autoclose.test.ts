@@ -15,6 +15,8 @@ import { SEND_EVENTS, dataOf, readTimeline, type SegmentNode } from '../support/
 const DAY_ONE = '2026-01-20';
 const DAY_TWO = '2026-01-21';
 const TWELVE_HOURS_SECONDS = 12 * 3600;
+/** Auto-close timeout of the built-in pair types on this server (DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS unset). */
+const DEFAULT_TIMEOUT_MS = 1800 * 1000;
 
 function dayOne(time: string): string {
   return new Date(`${DAY_ONE}T${time}Z`).toISOString();
@@ -153,26 +155,6 @@ describe('auto-close with a 12 h timeout', () => {
     ]);
   });
 
-  it('read shows a passed deadline', async () => {
-    const user = await server.createUser('read-passed-deadline');
-    // The sweeper has not started yet, so only the read can apply the deadline.
-    // The member reads its own segments, so the read settles no other user.
-    const events = [
-      { type: 'session_started', occurredAt: dayOne('09:00:00') },
-      { type: 'heartbeat', occurredAt: dayOne('09:10:00') },
-    ];
-    dataOf(await server.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
-    const read = await server.gql<{ segments: { nodes: SegmentNode[] } }>(
-      `{ segments(first: 10) { nodes { pairType start end endReason } } }`,
-      {},
-      user.token,
-    );
-
-    expect(read.data?.segments.nodes).toEqual([
-      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('09:10:00'), endReason: 'AUTO_CLOSE' },
-    ]);
-  });
-
   it('sweeper closes after the deadline', async () => {
     // Read from the table: a GraphQL read would settle the passed deadline itself.
     const closed = async (member: Member) => {
@@ -256,6 +238,35 @@ describe('auto-close with a 12 h timeout', () => {
     const timeline = await readTimeline(server, adminToken, members.sweptActivity.id);
     const rules = timeline.events.filter((event) => event.origin === 'CORRECTION').map((event) => event.rule);
     expect(rules).toEqual(['CHILD_CLOSED_WITH_PARENT']);
+  });
+
+  it('read shows a passed deadline', async () => {
+    await server.app.sweeper.stop();
+    const user = await server.createUser('read-passed-deadline');
+    // Sent at the clock's time, so the session is open until the clock moves
+    // past its deadline. With the sweeper stopped only the read can apply the
+    // deadline, and the member's read settles no other user. It runs last,
+    // because it moves the clock that the tests before it read.
+    const startedAt = clock.now();
+    const events = [
+      { type: 'session_started', occurredAt: new Date(startedAt).toISOString() },
+      { type: 'heartbeat', occurredAt: new Date(startedAt + 60_000).toISOString() },
+    ];
+    dataOf(await server.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
+    const query = `{ segments(first: 10) { nodes { pairType start end endReason } } }`;
+    const before = await server.gql<{ segments: { nodes: SegmentNode[] } }>(query, {}, user.token);
+    clock.set(startedAt + 60_000 + DEFAULT_TIMEOUT_MS + 1000);
+    const after = await server.gql<{ segments: { nodes: SegmentNode[] } }>(query, {}, user.token);
+
+    expect(before.data?.segments.nodes.map((node) => node.end)).toEqual([null]);
+    expect(after.data?.segments.nodes).toEqual([
+      {
+        pairType: 'session',
+        start: new Date(startedAt).toISOString(),
+        end: new Date(startedAt + 60_000).toISOString(),
+        endReason: 'AUTO_CLOSE',
+      },
+    ]);
   });
 });
 

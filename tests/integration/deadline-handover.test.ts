@@ -3,6 +3,7 @@
  * busy must not leave the deadline at the lease end, and a fold whose lock
  * expired must leave the deadline set to the holder that took the lock over.
  */
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { pino } from 'pino';
@@ -117,5 +118,37 @@ describe('read after a passed deadline', () => {
     expect(segments.data?.segments.nodes).toEqual([
       { open: false, end: new Date(startedAt + 1000).toISOString(), endReason: 'AUTO_CLOSE' },
     ]);
+  });
+});
+
+describe('read among many due users', () => {
+  it('settles the reader first', async () => {
+    const user = await server.createUser('crowded-reader');
+    const preference = await server.gql(
+      `mutation { setAutoClosePreference(input: { pairType: "session", timeoutSeconds: 1, endAt: DEADLINE }) { timeoutSeconds } }`,
+      {},
+      user.token,
+    );
+    expect(preference.errors).toBeUndefined();
+    const startedAt = Date.now() - 500;
+    const sent = await server.gql(
+      `mutation ($event: EventInput!) { sendEvent(event: $event) { duplicate } }`,
+      { event: { type: 'session_started', occurredAt: new Date(startedAt).toISOString() } },
+      user.token,
+    );
+    expect(sent.errors).toBeUndefined();
+    await sleep(1200);
+    // Sixty other users fell due before the reader, whose own deadline has passed too.
+    for (let index = 0; index < 60; index += 1) {
+      await server.app.store.scheduleDeadline(randomUUID(), Date.now() - 60_000 + index);
+    }
+
+    const read = await server.gql<{ segments: { nodes: Array<{ open: boolean }> } }>(
+      `{ segments(first: 10) { nodes { open } } }`,
+      {},
+      user.token,
+    );
+
+    expect(read.data?.segments.nodes.map((node) => node.open)).toEqual([false]);
   });
 });
