@@ -66,14 +66,14 @@ export interface JsonProblem {
 /**
  * Returns the reason a JSON number would not be stored as sent, or null. A
  * JSON text number beyond the range of doubles parses as Infinity, which
- * JSON writes as null, and integers beyond 2^53 lose digits.
+ * JSON writes as null.
+ * NOTE: an integer written with more digits than a double holds, such as
+ * 12345678901234567890, is rounded without an error. Once parsed it cannot
+ * be told apart from a large float such as 6.022e23, which is exact.
  */
 function numberProblem(value: number): string | null {
   if (!Number.isFinite(value)) {
     return 'is a number beyond the range of 64-bit floating point; send it as a string';
-  }
-  if (Number.isInteger(value) && !Number.isSafeInteger(value)) {
-    return `is ${value}, an integer beyond ±${Number.MAX_SAFE_INTEGER} that cannot be stored exactly; send it as a string`;
   }
   return null;
 }

@@ -51,7 +51,8 @@ export function parseJsonBody(text: string): unknown {
     const where = position === undefined ? '' : ` at character ${position}`;
     throw bodyError(400, 'FST_ERR_CTP_INVALID_JSON_BODY', `The body is not valid JSON${where}.`);
   }
-  if (text.includes('__proto__') || text.includes('constructor')) {
+  // An escaped key, such as "\u005f_proto__", needs a backslash-u in the text.
+  if (text.includes('__proto__') || text.includes('constructor') || text.includes('\\u')) {
     const path = prototypeKeyPath(value);
     if (path !== null) {
       throw bodyError(
@@ -262,12 +263,12 @@ export async function buildHttpApp(
       const fastifyCode = (error as { code?: string }).code ?? 'BAD_REQUEST';
       if (statusCode === 413) {
         const declared = Number(request.headers['content-length']);
-        const size = Number.isSafeInteger(declared) && declared > 0 ? `${declared} bytes` : 'larger than that';
+        const size = Number.isSafeInteger(declared) && declared > 0 ? `${declared} bytes, above` : 'above';
         return reply.status(413).send({
           error: {
             code: 'BAD_USER_INPUT',
             reason: fastifyCode,
-            message: `The request body is ${size}, above the maximum of ${options.maxBodyBytes} bytes (MAX_BODY_BYTES). Send the events in smaller batches.`,
+            message: `The request body is ${size} the maximum of ${options.maxBodyBytes} bytes (MAX_BODY_BYTES). Send the events in smaller batches.`,
             limit: 'MAX_BODY_BYTES',
             max: options.maxBodyBytes,
           },

@@ -154,8 +154,7 @@ describe('hostile event input', () => {
   describe('numbers JSON cannot carry exactly', () => {
     it.each([
       ['a number beyond doubles', '{"big":1e400}', 'meta.big is a number beyond the range'],
-      ['an integer beyond 2^53', '{"n":[12345678901234567890]}', 'meta.n[0] is 12345678901234567000'],
-      ['a negative integer beyond 2^53', '{"n":-9007199254740993}', '9007199254740991'],
+      ['a negative number beyond doubles', '{"n":[-2e308]}', 'meta.n[0] is a number beyond the range'],
     ])('rejects %s', async (_name, meta, fragment) => {
       const user = await newUser();
       const body = `{"query":${JSON.stringify(SEND_EVENTS)},"variables":{"events":[{"type":"heartbeat","occurredAt":"${AT}","meta":${meta}}]}}`;
@@ -166,13 +165,13 @@ describe('hostile event input', () => {
       expect(await storedCount(user.id)).toBe(0);
     });
 
-    it('stores the largest exact integer', async () => {
+    it('stores large and small floats', async () => {
       const user = await newUser();
-      const body = `{"query":${JSON.stringify(SEND_EVENTS)},"variables":{"events":[{"type":"heartbeat","occurredAt":"${AT}","meta":{"n":9007199254740991,"f":1.5e-300}}]}}`;
+      const body = `{"query":${JSON.stringify(SEND_EVENTS)},"variables":{"events":[{"type":"heartbeat","occurredAt":"${AT}","meta":{"n":9007199254740991,"big":6.022e23,"f":1.5e-300}}]}}`;
       const reply = await postJson('/graphql', user.token, body);
 
       expect(reply.body.errors).toBeUndefined();
-      expect(reply.body.data.sendEvents.results[0].event.meta).toEqual({ n: 9007199254740991, f: 1.5e-300 });
+      expect(reply.body.data.sendEvents.results[0].event.meta).toEqual({ n: 9007199254740991, big: 6.022e23, f: 1.5e-300 });
     });
   });
 
@@ -370,6 +369,12 @@ describe('prototype keys in JSON bodies', () => {
 
   it.each([
     ['__proto__', '{"type":"heartbeat","meta":{"__proto__":{"polluted":true}}}', 'body.variables.e.meta.__proto__'],
+    ['escaped __proto__', '{"type":"heartbeat","meta":{"\\u005f_proto__":{"polluted":true}}}', 'body.variables.e.meta.__proto__'],
+    [
+      'escaped constructor.prototype',
+      '{"type":"heartbeat","meta":{"\\u0063onstructor":{"prototype":{"polluted":true}}}}',
+      'body.variables.e.meta.constructor.prototype',
+    ],
     [
       'constructor.prototype',
       '{"type":"heartbeat","meta":{"constructor":{"prototype":{"polluted":true}}}}',
