@@ -65,7 +65,7 @@ export function rootFieldsOf(operation: OperationDefinitionNode, document: Docum
 }
 
 /** Counts the events that the sendEvent and sendEvents fields of an operation send. */
-function eventsSent(fields: Iterable<FieldNode>, variables: Record<string, unknown>): number {
+function eventsSent(fields: Iterable<FieldNode>, variables: Record<string, unknown>, operation: OperationDefinitionNode): number {
   let count = 0;
   for (const field of fields) {
     if (field.name.value === 'sendEvent') {
@@ -75,8 +75,15 @@ function eventsSent(fields: Iterable<FieldNode>, variables: Record<string, unkno
       if (argument?.kind === Kind.LIST) {
         count += argument.values.length;
       } else if (argument?.kind === Kind.VARIABLE) {
-        const value = variables[argument.name.value];
-        count += Array.isArray(value) ? value.length : 1;
+        const name = argument.name.value;
+        if (Object.hasOwn(variables, name)) {
+          const value = variables[name];
+          count += Array.isArray(value) ? value.length : 1;
+        } else {
+          // An absent variable takes the default of its definition.
+          const fallback = operation.variableDefinitions?.find((definition) => definition.variable.name.value === name)?.defaultValue;
+          count += fallback?.kind === Kind.LIST ? fallback.values.length : 1;
+        }
       }
     }
   }
@@ -98,7 +105,7 @@ function checkRootFields(operation: OperationDefinitionNode, document: DocumentN
       { limit: 'REQUEST_MAX_ROOT_FIELDS', value: fields.size, max: limits.maxRootFields },
     );
   }
-  const events = eventsSent(fields.values(), variables);
+  const events = eventsSent(fields.values(), variables, operation);
   if (events > limits.maxBatchSize) {
     throw new DomainError(
       'BAD_USER_INPUT',

@@ -414,6 +414,13 @@ describe('request-wide limits over HTTP', () => {
 
     expect(result.status).toBe(400);
     expectLimitError(firstError(result), 'MAX_BATCH_SIZE', 6, MAX_BATCH);
+    const defaults = `mutation ($a: [EventInput!]! = [{ type: "heartbeat" }, { type: "heartbeat" }, { type: "heartbeat" }]) {
+      a: sendEvents(events: $a) { storedCount }
+      b: sendEvents(events: $a) { storedCount }
+    }`;
+    const fromDefaults = await server.gql(defaults, {}, user.token);
+    expect(fromDefaults.status).toBe(400);
+    expectLimitError(firstError(fromDefaults), 'MAX_BATCH_SIZE', 6, MAX_BATCH);
     const stored = await server.gql<{ events: { nodes: unknown[] } }>(`{ events(first: 10) { nodes { id } } }`, {}, user.token);
     expect(stored.data?.events.nodes).toEqual([]);
   });
