@@ -5,17 +5,18 @@
 export function redactUrlPassword(url: string): string {
   try {
     const parsed = new URL(url);
-    if (parsed.password === '') {
-      return url;
+    if (parsed.password !== '') {
+      parsed.password = '***';
+      return parsed.toString();
     }
-    parsed.password = '***';
-    return parsed.toString();
   } catch {
-    // Not a parsable URL: mask everything between "//user:" and the last "@",
-    // because a password may itself contain "@" or "/".
-    return url.replace(/\/\/(.*)@/s, (match, userInfo: string) => {
-      const colon = userInfo.indexOf(':');
-      return colon < 0 ? match : `//${userInfo.slice(0, colon)}:***@`;
-    });
+    // Not a parsable URL: masked below.
   }
+  // Mask everything between "//user:" and the last "@", because a password
+  // may itself contain "@" or "/". A "/" in the password also makes URL read
+  // "user:pass" as host and port, with no password, so this runs then too.
+  return url.replace(/\/\/(.*)@/s, (match, userInfo: string) => {
+    const colon = userInfo.indexOf(':');
+    return colon < 0 ? match : `//${userInfo.slice(0, colon)}:***@`;
+  });
 }

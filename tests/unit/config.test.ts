@@ -314,6 +314,7 @@ describe('redactUrlPassword', () => {
     ['postgresql://u:p@ssLEAK@h:99999/db', 'postgresql://u:***@h:99999/db'],
     ['postgresql://u:p/ssLEAK@h:99999/db', 'postgresql://u:***@h:99999/db'],
     ['redis://:p@ss:LEAK@h:99999', 'redis://:***@h:99999'],
+    ['postgresql://u:12/secret@h:5432/db', 'postgresql://u:***@h:5432/db'],
   ])('%s', (input, expected) => {
     expect(redactUrlPassword(input)).toBe(expected);
   });
