@@ -16,7 +16,7 @@ import {
 } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
-import { MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
+import { MAX_LEAF_ITEM_LENGTH, MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 
 /** Maximum number of users in one filter, as in a report leaf. */
 const MAX_FILTER_USERS = MAX_LEAF_LIST_ITEMS;
@@ -217,8 +217,18 @@ class WhereBuilder {
 
 /** Throws INVALID_FILTER for a filter string that PostgreSQL cannot compare, such as one with a NUL character. */
 function checkFilterText(field: string, values: readonly string[] | null | undefined): void {
+  if (values !== null && values !== undefined && values.length > MAX_LEAF_LIST_ITEMS) {
+    throw badInput(
+      'LIMIT_EXCEEDED',
+      `filter.${field} has ${values.length} entries, above the maximum of ${MAX_LEAF_LIST_ITEMS}.`,
+      { field: `filter.${field}`, value: values.length, max: MAX_LEAF_LIST_ITEMS },
+    );
+  }
   values?.forEach((value, index) => {
-    const problem = textProblem(value);
+    const problem =
+      value.length > MAX_LEAF_ITEM_LENGTH
+        ? `is ${value.length} characters long, above the maximum of ${MAX_LEAF_ITEM_LENGTH}`
+        : textProblem(value);
     if (problem !== null) {
       throw badInput('INVALID_FILTER', `filter.${field}[${index}] ${JSON.stringify(value.slice(0, 64))} ${problem}.`, {
         field: `filter.${field}[${index}]`,

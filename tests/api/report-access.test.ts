@@ -253,6 +253,14 @@ describe('report access', () => {
       expect(result.errors![0]!.message).toContain('300 characters long, above the maximum of 256');
     });
 
+    it('rejects 1,001 pair keys in segments', async () => {
+      const pairKeys = Array.from({ length: 1001 }, (_, index) => `key-${index}`);
+      const result = await server.gql(`query ($k: [String!]) { segments(filter: { pairKeys: $k }, first: 5) { nodes { id } } }`, { k: pairKeys }, carol.token);
+
+      expect(result.errors![0]!.extensions?.reason).toBe('LIMIT_EXCEEDED');
+      expect(result.errors![0]!.message).toContain('filter.pairKeys has 1001 entries, above the maximum of 1000');
+    });
+
     it('rejects 1,001 pair keys', async () => {
       const pairKeys = Array.from({ length: 1001 }, (_, index) => `key-${index}`);
       const result = await report({ segments: { pairTypes: ['task'], pairKeys } }, carol.token);
