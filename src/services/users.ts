@@ -1,7 +1,7 @@
 /**
  * Accounts: creation, login and the first admin.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
@@ -17,6 +17,12 @@ import { isUuid } from '../domain/user-id.js';
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
 export const PASSWORD_MIN_LENGTH = 8;
+/**
+ * Key of the digests that failed logins log for unknown usernames, new per
+ * process: a digest tells repeated attempts apart within one process, and a
+ * dictionary of likely passwords cannot be checked against it.
+ */
+const USERNAME_DIGEST_KEY = randomBytes(32);
 /** Maximum length of a password in UTF-8 bytes, after NFC normalisation. */
 export const PASSWORD_MAX_LENGTH = MAX_PASSWORD_BYTES;
 
@@ -162,10 +168,8 @@ export class UserService {
       username.length <= 64 && textProblem(username) === null
         ? await prisma.user.findUnique({ where: { username } })
         : null;
-    // A password with an unpaired surrogate was never accepted, and its UTF-8
-    // form would match the one with U+FFFD in its place.
     const valid = await this.hashing.run(() =>
-      row === null || UNPAIRED_SURROGATE.test(password)
+      row === null
         ? verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
         : this.verifyStored(password, row.id, row.passwordHash),
     );
@@ -176,7 +180,7 @@ export class UserService {
       // only a digest of it is logged, enough to tell repeated attempts apart.
       const identity =
         row === null
-          ? { usernameDigest: createHash('sha256').update(username).digest('hex').slice(0, 16) }
+          ? { usernameDigest: createHmac('sha256', USERNAME_DIGEST_KEY).update(username).digest('hex').slice(0, 16) }
           : { username: row.username, userId: row.id };
       logger.warn({ ...identity, clientAddress, reason: row === null ? 'unknown user' : 'wrong password' }, 'login failed');
       throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'Invalid username or password.');
