@@ -68,8 +68,8 @@ export interface JsonProblem {
  * JSON text number beyond the range of doubles parses as Infinity, which
  * JSON writes as null.
  * NOTE: an integer written with more digits than a double holds, such as
- * 12345678901234567890, is rounded without an error. Once parsed it cannot
- * be told apart from a large float such as 6.022e23, which is exact.
+ * 12345678901234567890, is rounded without an error. Once parsed it is
+ * indistinguishable from a large float such as 6.022e23, which is exact.
  */
 function numberProblem(value: number): string | null {
   if (!Number.isFinite(value)) {

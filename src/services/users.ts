@@ -19,8 +19,9 @@ export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
 export const PASSWORD_MIN_LENGTH = 8;
 /**
  * Key of the digests that failed logins log for unknown usernames, new per
- * process: a digest tells repeated attempts apart within one process, and a
- * dictionary of likely passwords cannot be checked against it.
+ * process. Equal digests within one process mark repeated attempts, and
+ * without the key a dictionary of likely passwords cannot be checked
+ * against them.
  */
 const USERNAME_DIGEST_KEY = randomBytes(32);
 /** Maximum length of a password in UTF-8 bytes, after NFC normalisation. */
