@@ -179,7 +179,8 @@ export function createFormatError(includeStack: boolean) {
     // already carry a code and a message meant for the client.
     const code = formatted.extensions?.code;
     if (isGraphQLError(original) && typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR') {
-      return includeStack ? formatted : withoutStack(formatted);
+      const clientError = { ...formatted, message: withoutPasswords(formatted.message) };
+      return includeStack ? clientError : withoutStack(clientError);
     }
 
     // Apollo rejects some requests with a 4xx status but no code, for example
@@ -200,6 +201,15 @@ export function createFormatError(includeStack: boolean) {
       },
     };
   };
+}
+
+/**
+ * Masks the password fields that GraphQL quotes when it rejects an input
+ * object, as in `got invalid value { username: "x", password: "..." }`, so
+ * that client-side error logs do not keep them.
+ */
+export function withoutPasswords(message: string): string {
+  return message.replace(/(\bpassword\b"?\s*:\s*)"(?:[^"\\]|\\.)*"/gi, '$1"[redacted]"');
 }
 
 function withoutStack(formatted: GraphQLFormattedError): GraphQLFormattedError {

@@ -198,6 +198,25 @@ describe('login and roles over HTTP', () => {
     });
   });
 
+  it('password absent from input errors', async () => {
+    const secret = 'Echoed-Password-4711';
+    const viaVariables = await server.gql(
+      `mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`,
+      { input: { username: 'echo-check', password: secret, role: 'MEMBER', nickname: 'echo' } },
+      await server.adminToken(),
+    );
+    const inline = await server.gql(
+      `mutation { createUser(input: { username: "echo-check", password: "${secret}", role: "BOSS" }) { id } }`,
+      {},
+      await server.adminToken(),
+    );
+
+    expect(viaVariables.errors?.[0]?.message).toContain('password: "[redacted]"');
+    expect(JSON.stringify(viaVariables.errors)).not.toContain(secret);
+    expect(inline.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    expect(JSON.stringify(inline.errors)).not.toContain(secret);
+  });
+
   it('username taken in another case', async () => {
     await server.createUser('Case-Taken');
     const result = await server.gql(
