@@ -209,6 +209,11 @@ export class GraphQLClient {
     return data as T;
   }
 
+  /** Tells whether a token is held, from the options or from a login. */
+  get hasToken(): boolean {
+    return this.token !== null;
+  }
+
   /** Logs in and keeps the token for later requests. */
   async login(username: string, password: string): Promise<UserSummary> {
     const data = await this.request<{ login: { token: string; user: UserSummary } }>(

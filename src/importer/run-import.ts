@@ -182,7 +182,9 @@ function createCallServer(
       return await attempt();
     } catch (error) {
       const { token, username, password } = credentials;
-      const canLogIn = token === null && username !== null && password !== null;
+      // Without a token yet, the request that failed was the login itself, so
+      // there is nothing to renew and its error is the one to show.
+      const canLogIn = token === null && username !== null && password !== null && client.hasToken;
       if (!isUnauthenticated(error) || !canLogIn) {
         throw error;
       }

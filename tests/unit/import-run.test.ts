@@ -544,6 +544,18 @@ describe('runImport', () => {
     expect(messages).toContain('the token expired; logging in again');
   });
 
+  it('reports a rejected login once', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const messages: string[] = [];
+    const onMessage = (message: string) => messages.push(message);
+    const failure = await expectFailure(runImport({ ...baseOptions(server, [file]), password: 'wrong-secret', onMessage }));
+
+    expect(failure.message).toContain('invalid user name or password');
+    expect(messages).not.toContain('the token expired; logging in again');
+    expect(server.operations.filter((operation) => operation === 'ImportLogin')).toHaveLength(1);
+  });
+
   it('adopts the server batch limit', async () => {
     const server = createFakeServer({ maxBatchSize: 2 });
     const file = writeNdjson(sensorEvents('P002', 7));
