@@ -388,6 +388,20 @@ describeWithRedis('redis store', () => {
     createRedisStore({ url, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger }),
   );
 
+  it('closes without a warning', async () => {
+    const lines: string[] = [];
+    const capturing = pino({ level: 'info' }, { write: (line: string) => lines.push(line) });
+    const store = createRedisStore({ url, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger: capturing });
+    await store.peekDeadline('alice');
+
+    await store.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+
+    // The capture works: the connection logged its way to ready and to the end.
+    expect(lines.some((line) => line.includes('-> ready'))).toBe(true);
+    expect(lines.filter((line) => JSON.parse(line).level >= 40)).toEqual([]);
+  });
+
   it('claims across connections never share a user', async () => {
     const stores = Array.from({ length: 4 }, () =>
       createRedisStore({ url, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger }),

@@ -91,7 +91,8 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     lastStatus = next;
 
     const message = `redis connection ${fields.from} -> ${next}`;
-    if (next === 'ready' || next === 'end') {
+    // After close() the connection closes on purpose, which is no warning.
+    if (next === 'ready' || next === 'end' || (closed && next === 'close')) {
       logger.info(fields, message);
     } else if (next === 'close' || next === 'reconnecting') {
       throttle.log(`status:${next}`, () => logger.warn(fields, message), (suppressed) =>
