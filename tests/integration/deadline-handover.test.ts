@@ -37,6 +37,30 @@ async function userWithOpenSession(name: string): Promise<{ id: string; token: s
   return user;
 }
 
+/**
+ * Creates a user whose sessions auto-close 1 s after their start, starts one
+ * 500 ms ago, and waits until its deadline has passed. Returns the user and
+ * the start instant in ms.
+ */
+async function userPastOneSecondDeadline(name: string): Promise<{ user: { id: string; token: string }; startedAt: number }> {
+  const user = await server.createUser(name);
+  const preference = await server.gql(
+    `mutation { setAutoClosePreference(input: { pairType: "session", timeoutSeconds: 1, endAt: DEADLINE }) { timeoutSeconds } }`,
+    {},
+    user.token,
+  );
+  expect(preference.errors).toBeUndefined();
+  const startedAt = Date.now() - 500;
+  const sent = await server.gql(
+    `mutation ($event: EventInput!) { sendEvent(event: $event) { duplicate } }`,
+    { event: { type: 'session_started', occurredAt: new Date(startedAt).toISOString() } },
+    user.token,
+  );
+  expect(sent.errors).toBeUndefined();
+  await sleep(1200);
+  return { user, startedAt };
+}
+
 describe('sweep of a busy user', () => {
   it('retries at the next sweep', async () => {
     const { store, services, db } = server.app;
@@ -93,23 +117,8 @@ describe('read after a passed deadline', () => {
   }`;
 
   it('shows the auto-close before any sweep', async () => {
-    const user = await server.createUser('read-after-deadline');
-    const preference = await server.gql(
-      `mutation { setAutoClosePreference(input: { pairType: "session", timeoutSeconds: 1, endAt: DEADLINE }) { timeoutSeconds } }`,
-      {},
-      user.token,
-    );
-    expect(preference.errors).toBeUndefined();
-    const startedAt = Date.now() - 500;
-    const sent = await server.gql(
-      `mutation ($event: EventInput!) { sendEvent(event: $event) { duplicate } }`,
-      { event: { type: 'session_started', occurredAt: new Date(startedAt).toISOString() } },
-      user.token,
-    );
-    expect(sent.errors).toBeUndefined();
-
     // The server runs no sweeper, so only the read itself can apply the deadline.
-    await sleep(1200);
+    const { user, startedAt } = await userPastOneSecondDeadline('read-after-deadline');
     const window = { start: new Date(startedAt - 60_000).toISOString(), end: new Date(startedAt + 3_600_000).toISOString() };
     const report = await server.gql<{ report: { totalSeconds: number } }>(REPORT, { window }, user.token);
     const segments = await server.gql<{ segments: { nodes: Array<{ open: boolean; endReason: string }> } }>(SEGMENTS, {}, user.token);
@@ -123,21 +132,7 @@ describe('read after a passed deadline', () => {
 
 describe('read among many due users', () => {
   it('settles the reader first', async () => {
-    const user = await server.createUser('crowded-reader');
-    const preference = await server.gql(
-      `mutation { setAutoClosePreference(input: { pairType: "session", timeoutSeconds: 1, endAt: DEADLINE }) { timeoutSeconds } }`,
-      {},
-      user.token,
-    );
-    expect(preference.errors).toBeUndefined();
-    const startedAt = Date.now() - 500;
-    const sent = await server.gql(
-      `mutation ($event: EventInput!) { sendEvent(event: $event) { duplicate } }`,
-      { event: { type: 'session_started', occurredAt: new Date(startedAt).toISOString() } },
-      user.token,
-    );
-    expect(sent.errors).toBeUndefined();
-    await sleep(1200);
+    const { user } = await userPastOneSecondDeadline('crowded-reader');
     // Sixty other users fell due before the reader, whose own deadline has passed too.
     for (let index = 0; index < 60; index += 1) {
       await server.app.store.scheduleDeadline(randomUUID(), Date.now() - 60_000 + index);
