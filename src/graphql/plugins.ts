@@ -134,6 +134,32 @@ function rejectBeforeCoercion(error: DomainError): never {
   });
 }
 
+/** Rejects oversized or deeply nested set expressions, and oversized event lists, sent as variables. */
+function checkVariables(operation: OperationDefinitionNode, variables: Record<string, unknown>, limits: RequestLimits): void {
+  for (const definition of operation.variableDefinitions ?? []) {
+    const value = variables[definition.variable.name.value];
+    if (value === undefined || value === null) {
+      continue;
+    }
+    const type = namedType(definition.type);
+    if (type.name === 'SetExpression' || type.name === 'DifferenceInput') {
+      // DifferenceInput is the other recursive input type: measure it
+      // as the difference node it becomes.
+      const values = type.list && Array.isArray(value) ? value : [value];
+      for (const item of values) {
+        measureExpression(type.name === 'SetExpression' ? item : { difference: item }, limits.expression);
+      }
+    } else if (type.name === 'EventInput' && type.list && Array.isArray(value) && value.length > limits.maxBatchSize) {
+      throw new DomainError(
+        'BAD_USER_INPUT',
+        'LIMIT_EXCEEDED',
+        `MAX_BATCH_SIZE: the batch has ${value.length} events, above the maximum of ${limits.maxBatchSize}. Split it into smaller batches.`,
+        { limit: 'MAX_BATCH_SIZE', value: value.length, max: limits.maxBatchSize },
+      );
+    }
+  }
+}
+
 /**
  * Rejects oversized or deeply nested set expressions and oversized event
  * batches sent as variables, before GraphQL's coercion walks them
@@ -145,48 +171,18 @@ export function createLimitsPlugin(limits: RequestLimits): ApolloServerPlugin<Gr
     async requestDidStart() {
       return {
         async didResolveOperation({ request, operation, document }) {
-          const variables = request.variables ?? {};
-          if (operation !== undefined) {
-            try {
-              checkRootFields(operation, document, variables, limits);
-            } catch (error) {
-              if (error instanceof DomainError) {
-                rejectBeforeCoercion(error);
-              }
-              throw error;
-            }
+          if (operation === undefined) {
+            return;
           }
-          for (const definition of operation?.variableDefinitions ?? []) {
-            const name = definition.variable.name.value;
-            const value = variables[name];
-            if (value === undefined || value === null) {
-              continue;
+          const variables = request.variables ?? {};
+          try {
+            checkVariables(operation, variables, limits);
+            checkRootFields(operation, document, variables, limits);
+          } catch (error) {
+            if (error instanceof DomainError) {
+              rejectBeforeCoercion(error);
             }
-            const type = namedType(definition.type);
-            try {
-              if (type.name === 'SetExpression' || type.name === 'DifferenceInput') {
-                // DifferenceInput is the other recursive input type: measure it
-                // as the difference node it becomes.
-                const values = type.list && Array.isArray(value) ? value : [value];
-                for (const item of values) {
-                  measureExpression(type.name === 'SetExpression' ? item : { difference: item }, limits.expression);
-                }
-              } else if (type.name === 'EventInput' && type.list && Array.isArray(value)) {
-                if (value.length > limits.maxBatchSize) {
-                  throw new DomainError(
-                    'BAD_USER_INPUT',
-                    'LIMIT_EXCEEDED',
-                    `MAX_BATCH_SIZE: the batch has ${value.length} events, above the maximum of ${limits.maxBatchSize}. Split it into smaller batches.`,
-                    { limit: 'MAX_BATCH_SIZE', value: value.length, max: limits.maxBatchSize },
-                  );
-                }
-              }
-            } catch (error) {
-              if (error instanceof DomainError) {
-                rejectBeforeCoercion(error);
-              }
-              throw error;
-            }
+            throw error;
           }
         },
       };
