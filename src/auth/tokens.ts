@@ -114,7 +114,8 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         clockTolerance: clockToleranceSeconds,
         // Also rejects an `iat` in the future (beyond the tolerance) and a
         // token issued longer ago than the lifetime this service issues,
-        // whatever its `exp` says. Its `exp` can still lie beyond that age.
+        // whatever its `exp` claims. A younger token is accepted even when its
+        // `exp` lies further out than this service would set it.
         maxTokenAge: ttlSeconds,
         currentDate: new Date(now()),
       });

@@ -34,8 +34,8 @@ function bodyError(status: number, code: string, message: string): Error {
 }
 
 /**
- * Parses a JSON request body. A syntax error names its position but not the
- * text around it, which may hold a password. A `__proto__` key, or a
+ * Parses a JSON request body. A syntax error names its position when the
+ * parser reports one, but never the text around it, which may hold a password. A `__proto__` key, or a
  * `constructor` key holding a `prototype` key, is rejected with its path:
  * such keys can change object prototypes when code copies the object.
  */

@@ -18,12 +18,13 @@ const HEADER_NAME_LIST = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*,[ \t]*[A-Za-z0-9
 
 /**
  * Registers a hook that replies to preflight requests and adds CORS headers
- * to the responses for allowed origins. `origins` is '*' for any origin, a list of exact origins,
- * or an empty list to send no CORS headers at all. A preflight from an origin
- * outside the list gets 403 with a JSON error naming the origin; other
- * requests from such an origin are served without CORS headers, so the
- * browser keeps their responses from the page. Same-origin pages, such as the
- * Apollo Sandbox this server serves, need no CORS headers and keep working.
+ * to the responses for allowed origins. `origins` is '*' for any origin, a
+ * list of exact origins, or an empty list to send no CORS headers at all.
+ * A preflight from an origin outside the list gets 403 with a JSON error
+ * naming the origin. Other requests from such an origin are served without
+ * CORS headers, so the browser keeps their responses from the page.
+ * Same-origin pages, such as the Apollo Sandbox this server serves, need no
+ * CORS headers and keep working.
  */
 export function registerCors(fastify: FastifyInstance, origins: '*' | readonly string[]): void {
   if (origins !== '*' && origins.length === 0) {

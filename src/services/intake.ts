@@ -241,24 +241,26 @@ export class IntakeService {
    */
   async settleDue(scope: readonly string[] | null): Promise<void> {
     const now = this.options.clock.now();
-    let wanted: string[];
+    let due: string[];
     try {
       if (scope === null) {
-        wanted = await this.options.store.dueUsers(now, SETTLE_BEFORE_READ_MAX);
+        due = await this.options.store.dueUsers(now, SETTLE_BEFORE_READ_MAX);
       } else {
         // Each user in scope is checked directly, so users of other readers
         // that fall due earlier cannot crowd them out of the list.
         const deadlines = await Promise.all(
-          scope.slice(0, SETTLE_BEFORE_READ_MAX).map(async (userId) => ({ userId, at: await this.options.store.peekDeadline(userId) })),
+          scope
+            .slice(0, SETTLE_BEFORE_READ_MAX)
+            .map(async (userId) => ({ userId, at: await this.options.store.peekDeadline(userId) })),
         );
-        wanted = deadlines.filter(({ at }) => at !== null && at <= now).map(({ userId }) => userId);
+        due = deadlines.filter(({ at }) => at !== null && at <= now).map(({ userId }) => userId);
       }
     } catch (error) {
       this.options.logger.warn({ err: error }, 'reading due deadlines before a read failed');
       return;
     }
     await Promise.all(
-      wanted.map((userId) =>
+      due.map((userId) =>
         this.settle(userId, 0).catch((error: unknown) => {
           if (!(error instanceof DomainError && error.reason === 'USER_BUSY')) {
             this.options.logger.warn({ err: error, userId }, 'settling a due user before a read failed');

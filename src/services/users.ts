@@ -130,8 +130,11 @@ export class UserService {
     const existing = await this.options.prisma.$queryRaw<Array<{ username: string }>>`
       SELECT username FROM users WHERE lower(username) = lower(${input.username}) LIMIT 1`;
     if (existing[0] !== undefined) {
-      const taken = existing[0].username;
-      const detail = taken === input.username ? '' : ` as ${JSON.stringify(taken)}, and usernames that differ only in case name the same account`;
+      const existingName = existing[0].username;
+      const detail =
+        existingName === input.username
+          ? ''
+          : ` as ${JSON.stringify(existingName)}, and usernames that differ only in case name the same account`;
       throw badInput('USERNAME_TAKEN', `Username ${JSON.stringify(input.username)} is already taken${detail}.`, {
         username: input.username,
       });

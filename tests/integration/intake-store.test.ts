@@ -434,7 +434,7 @@ describe('storing client events', () => {
 
   // These two simulate a second writer of the user, which needs a second
   // connection. NOTE: on PGlite, which has one, both hang until the test
-  // timeout; the exact wait was not traced further.
+  // timeout. The exact wait was not traced further.
   describeWithPostgres('races between writers', () => {
     it('reports a raced rewind as LOCK_LOST', async () => {
       // Another writer, as after an expired lock, folds between this request's

@@ -91,7 +91,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     lastStatus = next;
 
     const message = `redis connection ${fields.from} -> ${next}`;
-    // After close() the connection closes on purpose, which is no warning.
+    // After close() the connection closes on purpose, so that is logged at info level.
     if (next === 'ready' || next === 'end' || (closed && next === 'close')) {
       logger.info(fields, message);
     } else if (next === 'close' || next === 'reconnecting') {
