@@ -20,7 +20,7 @@ import type { PhaseContext } from './lib/context.js';
 import { GraphQLClient } from './lib/http.js';
 import { parseBenchArgs, USAGE, UsageError, type BenchOptions } from './lib/options.js';
 import { summariseProfile } from './lib/profile.js';
-import { startServer } from './lib/server.js';
+import { SERVER_DB_POOL_SIZE, startServer } from './lib/server.js';
 import {
   createDatabase,
   deleteRedisKeys,
@@ -184,7 +184,7 @@ async function main(options: BenchOptions): Promise<void> {
   const redisKeyPrefix = `bench:${stamp}:`;
   const databaseUrl = await createDatabase(urls.baseDatabaseUrl, databaseName);
   log(`created database ${databaseName}; Redis key prefix ${redisKeyPrefix}`);
-  const pool = openPool(databaseUrl, 10);
+  const pool = openPool(databaseUrl, SERVER_DB_POOL_SIZE);
 
   try {
     const versions = await readServiceVersions(pool, urls.redisUrl);

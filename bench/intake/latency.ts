@@ -6,7 +6,9 @@
  * has a fresh client id. An open-loop run sends at evenly spaced instants at
  * half the measured throughput. A last series sends everything as one user,
  * where the per-user lock serialises the requests. `occurredAt` is left to
- * the server, as a live client would.
+ * the server, as a live client would. After each closed loop over many
+ * users, the baseline runs as many callers that insert one row each straight
+ * into PostgreSQL.
  */
 import autocannon, { type AutocannonRequest } from 'autocannon';
 
@@ -17,6 +19,7 @@ import { GraphQLClient } from '../lib/http.js';
 import type { RunningServer } from '../lib/server.js';
 import { percentile } from '../lib/stats.js';
 import { createBenchUsers, type BenchUser } from '../lib/users.js';
+import { countLatencyBaselineRows, createLatencyBaselineTable, runLatencyBaseline } from './latency-baseline.js';
 
 export const CONNECTION_COUNTS = [1, 16, 100] as const;
 export const SINGLE_USER_CONNECTION_COUNTS = [16, 100] as const;
@@ -24,6 +27,8 @@ export const SINGLE_USER_CONNECTION_COUNTS = [16, 100] as const;
 export const P99_TARGET_MS = 20;
 
 export interface LatencyRow {
+  /** `sendEvent` calls to the server, or the baseline's one-row INSERTs straight into PostgreSQL. */
+  path: 'sendEvent' | 'insert';
   users: 'many' | 'one';
   connections: number;
   /** Requests per second sent at even intervals (open loop), or null for as fast as replies come (closed loop). */
@@ -34,8 +39,8 @@ export interface LatencyRow {
   p95Ms: number;
   p99Ms: number;
   maxMs: number;
-  /** Server process CPU time per request (user and system), ms. */
-  serverCpuMsPerRequest: number;
+  /** Server process CPU time per request (user and system), ms, or null for the baseline, which has no server. */
+  serverCpuMsPerRequest: number | null;
   /** PostgreSQL CPU time per request, all its processes, or null when it runs elsewhere. */
   postgresCpuMsPerRequest: number | null;
   /** CPU time of the bench process, which runs the load generator, per request. */
@@ -43,6 +48,21 @@ export interface LatencyRow {
   /** Transport errors and timeouts, non-2xx replies, and 2xx replies that carry GraphQL errors. */
   errors: number;
   firstError: string | null;
+}
+
+/** The count, rate and percentiles of the call times `times` (ms) of a run that lasted `seconds`. */
+export function callTimes(
+  times: readonly number[],
+  seconds: number,
+): Pick<LatencyRow, 'requests' | 'requestsPerSecond' | 'p50Ms' | 'p95Ms' | 'p99Ms' | 'maxMs'> {
+  return {
+    requests: times.length,
+    requestsPerSecond: times.length / seconds,
+    p50Ms: percentile(times, 50),
+    p95Ms: percentile(times, 95),
+    p99Ms: percentile(times, 99),
+    maxMs: Math.max(...times),
+  };
 }
 
 const SEND_EVENT = `mutation Send($event: EventInput!) {
@@ -154,15 +174,11 @@ async function runCase(
   const cpuMs = server.cpuTimeMs() - cpuBefore;
   const others = cpuBetween(othersBefore, sampleCpu());
   return {
+    path: 'sendEvent',
     users: singleUser ? 'one' : 'many',
     connections,
     rateLimit: null,
-    requests: times.length,
-    requestsPerSecond: times.length / result.duration,
-    p50Ms: percentile(times, 50),
-    p95Ms: percentile(times, 95),
-    p99Ms: percentile(times, 99),
-    maxMs: Math.max(...times),
+    ...callTimes(times, result.duration),
     serverCpuMsPerRequest: cpuMs / Math.max(1, times.length),
     postgresCpuMsPerRequest: others.postgresMs === null ? null : others.postgresMs / Math.max(1, times.length),
     clientCpuMsPerRequest: others.clientMs / Math.max(1, times.length),
@@ -230,15 +246,11 @@ async function runOpenLoop(
   const others = cpuBetween(othersBefore, sampleCpu());
   client.close();
   return {
+    path: 'sendEvent',
     users: 'many',
     connections: users.length,
     rateLimit: rate,
-    requests: times.length,
-    requestsPerSecond: times.length / elapsedSeconds,
-    p50Ms: percentile(times, 50),
-    p95Ms: percentile(times, 95),
-    p99Ms: percentile(times, 99),
-    maxMs: Math.max(...times),
+    ...callTimes(times, elapsedSeconds),
     serverCpuMsPerRequest: cpuMs / Math.max(1, times.length),
     postgresCpuMsPerRequest: others.postgresMs === null ? null : others.postgresMs / Math.max(1, times.length),
     clientCpuMsPerRequest: others.clientMs / Math.max(1, times.length),
@@ -281,11 +293,22 @@ export async function runLatencyPhase(context: PhaseContext): Promise<LatencyRow
   // A short run first warms the server's code paths; it is not reported.
   await runCase(context.server, many, 4, 1, false);
 
+  await createLatencyBaselineTable(context.pool);
   const rows: LatencyRow[] = [];
+  const baselineRows: LatencyRow[] = [];
+  const baselineSeqs = new Map<string, number>();
   for (const connections of CONNECTION_COUNTS) {
     await waitForIdle(context);
     context.log(`latency: ${connections} connections, many users, ${seconds} s`);
     rows.push(await runCase(context.server, many, connections, seconds, false));
+    await waitForIdle(context);
+    context.log(`latency: baseline, ${connections} callers inserting one row each, ${seconds} s`);
+    baselineRows.push(await runLatencyBaseline(context.pool, many.map((user) => user.id), baselineSeqs, connections, seconds));
+  }
+  const written = await countLatencyBaselineRows(context.pool);
+  const expected = baselineRows.reduce((sum, row) => sum + row.requests - row.errors, 0);
+  if (written !== expected) {
+    context.log(`latency: the baseline wrote ${written} rows, but ${expected} calls succeeded`);
   }
   // Closed-loop clients wait for each reply before sending again, so at 100
   // connections the latency is 100 / throughput. Requests sent at evenly
@@ -302,5 +325,5 @@ export async function runLatencyPhase(context: PhaseContext): Promise<LatencyRow
     context.log(`latency: ${connections} connections, one user, ${seconds} s`);
     rows.push(await runCase(context.server, one, connections, seconds, true));
   }
-  return rows;
+  return [...rows, ...baselineRows];
 }

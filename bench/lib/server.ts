@@ -42,6 +42,13 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+/**
+ * PostgreSQL connections of the server, set as DB_POOL_SIZE (the service's
+ * default). The bench's own pool has as many, so the baselines write over
+ * as many connections as the server.
+ */
+export const SERVER_DB_POOL_SIZE = 10;
+
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 20_000;
 
@@ -126,6 +133,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ADMIN_PASSWORD: options.admin.password,
     // The benchmark's users log in once each; 2^14 keeps their setup short.
     PASSWORD_SCRYPT_LOG2_N: '14',
+    DB_POOL_SIZE: String(SERVER_DB_POOL_SIZE),
     ...options.extraEnv,
   };
   // Node 20 rejects --cpu-prof in NODE_OPTIONS, so a profiled server runs as
