@@ -182,6 +182,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       createApollo: async (drainPlugin) => {
         const apollo = createGraphQLServer({
           development: config.nodeEnv === 'development',
+          introspection: config.server.introspection,
           limits: {
             expression: {
               maxDepth: config.reports.maxDepth,

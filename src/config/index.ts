@@ -38,6 +38,7 @@ export function loadConfig(env: Environment = process.env): Config {
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
       corsOrigins: readCorsOrigins(reader),
       maxRootFields: reader.integer('REQUEST_MAX_ROOT_FIELDS', 20, 1, 1000),
+      introspection: reader.boolean('GRAPHQL_INTROSPECTION', true),
     },
 
     database: {

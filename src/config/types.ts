@@ -40,6 +40,8 @@ export interface Config {
     corsOrigins: '*' | readonly string[];
     /** REQUEST_MAX_ROOT_FIELDS: maximum number of top-level fields in one GraphQL operation, aliases counted. */
     maxRootFields: number;
+    /** GRAPHQL_INTROSPECTION: whether clients with a valid token may introspect the schema. */
+    introspection: boolean;
   };
 
   database: {

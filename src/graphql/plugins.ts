@@ -3,7 +3,7 @@
  * variables, and logging of every error that is not a client mistake.
  */
 import type { ApolloServerPlugin } from '@apollo/server';
-import { unwrapResolverError } from '@apollo/server/errors';
+import { ApolloServerErrorCode, unwrapResolverError } from '@apollo/server/errors';
 import {
   GraphQLError,
   Kind,
@@ -291,12 +291,29 @@ export function createNoStorePlugin(): ApolloServerPlugin<GraphQLContext> {
   };
 }
 
+/** Root fields that a request without a token may select. */
+const ANONYMOUS_ROOT_FIELDS = new Set(['login', '__typename']);
+
+/** Returns whether every operation of a document selects only fields open to requests without a token. */
+function selectsOnlyAnonymousFields(document: DocumentNode): boolean {
+  return document.definitions.every(
+    (definition) =>
+      definition.kind !== Kind.OPERATION_DEFINITION ||
+      [...rootFieldsOf(definition, document).values()].every((field) => ANONYMOUS_ROOT_FIELDS.has(field.name.value)),
+  );
+}
+
+const AUTHENTICATION_REQUIRED = 'Authentication required: send a bearer token from `login` in the Authorization header.';
+
 /**
- * Requires a valid token for introspection: without one, only `login` and
- * `{ __typename }` are served. Apollo Sandbox loads the schema once an
- * Authorization header is set in its connection settings.
+ * Hides the schema from requests without a token, which may use only `login`
+ * and `{ __typename }`. Introspection requires a valid token, and Apollo
+ * Sandbox loads the schema once an Authorization header is set in its
+ * connection settings. A document that fails validation and selects other
+ * root fields gets UNAUTHENTICATED in place of the validation errors, because
+ * those name types, fields and arguments and suggest similar ones.
  */
-export function createIntrospectionAuthPlugin(): ApolloServerPlugin<GraphQLContext> {
+export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
@@ -304,10 +321,24 @@ export function createIntrospectionAuthPlugin(): ApolloServerPlugin<GraphQLConte
           if (contextValue.viewer !== null || !asksForSchema(document)) {
             return;
           }
-          throw new GraphQLError(
-            'Introspection requires authentication: send a bearer token from `login` in the Authorization header.',
-            { extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN', http: { status: 401 } } },
+          throw new GraphQLError(AUTHENTICATION_REQUIRED, {
+            extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN', http: { status: 401 } },
+          });
+        },
+        async willSendResponse({ contextValue, document, response }) {
+          if (contextValue.viewer !== null || document === undefined || response.body.kind !== 'single') {
+            return;
+          }
+          const failedValidation = response.body.singleResult.errors?.some(
+            (error) => error.extensions?.code === ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED,
           );
+          if (failedValidation !== true || selectsOnlyAnonymousFields(document)) {
+            return;
+          }
+          response.body.singleResult = {
+            errors: [{ message: AUTHENTICATION_REQUIRED, extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN' } }],
+          };
+          response.http.status = 401;
         },
       };
     },

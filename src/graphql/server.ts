@@ -15,7 +15,7 @@ import { createFormatError } from './errors.js';
 import {
   createErrorLoggingPlugin,
   createInputStatusPlugin,
-  createIntrospectionAuthPlugin,
+  createAnonymousAccessPlugin,
   createLimitsPlugin,
   createNoStorePlugin,
   type RequestLimits,
@@ -34,6 +34,12 @@ export const MAX_DOCUMENT_TOKENS = 20_000;
 export interface GraphQLServerOptions {
   limits: RequestLimits;
   development: boolean;
+  /**
+   * Whether clients with a valid token may introspect the schema. Apollo
+   * Server 5 turns introspection off under NODE_ENV=production unless the
+   * option is set.
+   */
+  introspection: boolean;
   extraPlugins?: ApolloServerPlugin<GraphQLContext>[];
 }
 
@@ -43,6 +49,7 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
     typeDefs,
     resolvers: resolvers as never,
     csrfPrevention: true,
+    introspection: options.introspection,
     // The process's own signal handlers drain HTTP and then stop Apollo.
     // Apollo's handler would stop it too and then raise the signal again,
     // which the process would take as a second signal and exit with 1.
@@ -51,7 +58,7 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
     parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
     formatError: createFormatError(options.development),
     plugins: [
-      createIntrospectionAuthPlugin(),
+      createAnonymousAccessPlugin(),
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
       createInputStatusPlugin(),

@@ -5,7 +5,7 @@
 import { Writable } from 'node:stream';
 
 import pino from 'pino';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { addressKey } from '../../src/auth/rate-limit.js';
 import { ADMIN, startTestServer, type TestServer } from '../support/app.js';
@@ -351,5 +351,67 @@ describe('introspection access', () => {
     const result = await server.gql('{ __typename }');
     expect(result.status).toBe(200);
     expect(result.data?.__typename).toBe('Query');
+  });
+
+  it.each([
+    ['misspelled field', '{ use { id } }'],
+    ['incomplete mutation input', 'mutation { createUser(input: {}) { id } }'],
+    ['valid field beside an invalid one', 'query { me { id } } mutation { login { token } }'],
+  ])('%s without token hides the schema', async (_name, query) => {
+    const result = await server.gql(query);
+    expect(result.status).toBe(401);
+    expect(result.errors).toHaveLength(1);
+    expect(result.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(result.errors?.[0]?.message).not.toMatch(/Did you mean|CreateUserInput|String!/);
+  });
+
+  it('invalid login without token keeps its errors', async () => {
+    const result = await server.gql('mutation { login(username: "someone") { token } }');
+    expect(result.status).toBe(400);
+    expect(result.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    expect(result.errors?.[0]?.message).toContain('password');
+  });
+
+  it('misspelled field with token gets suggestions', async () => {
+    const result = await server.gql('{ use { id } }', {}, await server.adminToken());
+    expect(result.status).toBe(400);
+    expect(result.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    expect(result.errors?.[0]?.message).toContain('Did you mean');
+  });
+});
+
+describe('introspection under NODE_ENV=production', () => {
+  // Apollo reads NODE_ENV from the process when it is built, and turns
+  // introspection off under production unless the server sets it.
+  async function startProduction(env: Record<string, string> = {}): Promise<TestServer> {
+    vi.stubEnv('NODE_ENV', 'production');
+    try {
+      return await startTestServer(import.meta.filename, { env: { NODE_ENV: 'production', ...env } });
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  }
+
+  it('__schema served with token', async () => {
+    const server = await startProduction();
+    try {
+      const result = await server.gql('{ __schema { queryType { name } } }', {}, await server.adminToken());
+      expect(result.errors).toBeUndefined();
+      expect(result.data?.__schema.queryType.name).toBe('Query');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('GRAPHQL_INTROSPECTION=false rejects it with token', async () => {
+    const server = await startProduction({ GRAPHQL_INTROSPECTION: 'false' });
+    try {
+      const result = await server.gql('{ __schema { queryType { name } } }', {}, await server.adminToken());
+      expect(result.status).toBe(400);
+      expect(result.errors?.[0]?.message).toMatch(/introspection/i);
+      expect(result.data ?? null).toBeNull();
+    } finally {
+      await server.close();
+    }
   });
 });
