@@ -11,7 +11,7 @@ import { DomainError } from '../domain/errors.js';
 /** The part of the coordination store that the limiter needs. */
 export interface WindowCounterStore {
   incrementWindowCounter(key: string, windowMs: number): Promise<{ count: number; resetInMs: number }>;
-  getWindowCounter(key: string): Promise<{ count: number; resetInMs: number }>;
+  decrementWindowCounter(key: string): Promise<{ count: number; resetInMs: number }>;
   resetCounter(key: string): Promise<void>;
 }
 
@@ -21,28 +21,32 @@ export interface LoginRateLimitOptions {
   windowSeconds: number;
 }
 
+/**
+ * Each attempt counts as failed from the moment it starts, so attempts that
+ * run at once cannot all pass the limit before any has failed. An attempt
+ * that succeeds, or that fails for a reason other than its credentials, is
+ * taken back.
+ */
 export interface LoginRateLimiter {
   /**
-   * Call before checking the password.
+   * Counts an attempt against the username and the address. Call it before
+   * checking the password.
    *
    * @throws DomainError UNAUTHENTICATED with reason `RATE_LIMITED` and
    *   `retryAfterSeconds` in its details when the username or the address
-   *   has used up its failed attempts.
+   *   has used up its failed attempts. The rejected attempt is not counted.
    */
-  check(username: string, clientAddress: string): Promise<void>;
-  /** Counts a failed login against both the username and the address. */
-  recordFailure(username: string, clientAddress: string): Promise<void>;
+  beginAttempt(username: string, clientAddress: string): Promise<void>;
   /**
-   * Clears the username's failures after a successful login. The address
-   * count stays, so one valid account cannot reset the limit of an address
-   * that is guessing at others.
+   * Clears the username's failures after a successful login, and takes the
+   * attempt off the address. The address keeps its other failures, so one
+   * valid account cannot reset the limit of an address that is guessing at others.
    */
-  recordSuccess(username: string): Promise<void>;
+  recordSuccess(username: string, clientAddress: string): Promise<void>;
+  /** Takes back an attempt that failed before its credentials were checked, such as when the database was unavailable. */
+  cancelAttempt(username: string, clientAddress: string): Promise<void>;
 }
 
-// NOTE: check() and recordFailure() are separate calls, so attempts that run
-// concurrently can all pass check() before any failure is counted. The limit
-// can then be exceeded by the number of logins in flight at that moment.
 export function createLoginRateLimiter(
   store: WindowCounterStore,
   options: LoginRateLimitOptions,
@@ -56,17 +60,26 @@ export function createLoginRateLimiter(
   }
   const windowMs = windowSeconds * 1000;
 
-  async function check(username: string, clientAddress: string): Promise<void> {
+  async function cancelAttempt(username: string, clientAddress: string): Promise<void> {
+    await Promise.all([
+      store.decrementWindowCounter(usernameKey(username)),
+      store.decrementWindowCounter(addressKey(clientAddress)),
+    ]);
+  }
+
+  async function beginAttempt(username: string, clientAddress: string): Promise<void> {
     const [byUsername, byAddress] = await Promise.all([
-      store.getWindowCounter(usernameKey(username)),
-      store.getWindowCounter(addressKey(clientAddress)),
+      store.incrementWindowCounter(usernameKey(username), windowMs),
+      store.incrementWindowCounter(addressKey(clientAddress), windowMs),
     ]);
 
-    const exhausted = [byUsername, byAddress].filter((counter) => counter.count >= maxAttempts);
+    // The counts include this attempt, so up to maxAttempts of them pass.
+    const exhausted = [byUsername, byAddress].filter((counter) => counter.count > maxAttempts);
     if (exhausted.length === 0) {
       return;
     }
 
+    await cancelAttempt(username, clientAddress);
     const waitMs = Math.max(...exhausted.map((counter) => counter.resetInMs));
     const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
     throw new DomainError(
@@ -78,18 +91,11 @@ export function createLoginRateLimiter(
     );
   }
 
-  async function recordFailure(username: string, clientAddress: string): Promise<void> {
-    await Promise.all([
-      store.incrementWindowCounter(usernameKey(username), windowMs),
-      store.incrementWindowCounter(addressKey(clientAddress), windowMs),
-    ]);
+  async function recordSuccess(username: string, clientAddress: string): Promise<void> {
+    await Promise.all([store.resetCounter(usernameKey(username)), store.decrementWindowCounter(addressKey(clientAddress))]);
   }
 
-  async function recordSuccess(username: string): Promise<void> {
-    await store.resetCounter(usernameKey(username));
-  }
-
-  return { check, recordFailure, recordSuccess };
+  return { beginAttempt, recordSuccess, cancelAttempt };
 }
 
 /**

@@ -256,9 +256,9 @@ function createUserService(db: Database, config: Config, logger: Logger): UserSe
   };
   const tokens: TokenService = { issue: unavailable, verify: unavailable };
   const rateLimiter: LoginRateLimiter = {
-    check: unavailable,
-    recordFailure: unavailable,
+    beginAttempt: unavailable,
     recordSuccess: unavailable,
+    cancelAttempt: unavailable,
   };
   return new UserService({
     prisma: db.prisma,

@@ -165,21 +165,31 @@ export class UserService {
    */
   async login(username: string, password: string, clientAddress: string): Promise<LoginResult> {
     const { rateLimiter, prisma, tokens, logger } = this.options;
-    await rateLimiter.check(username, clientAddress);
+    await rateLimiter.beginAttempt(username, clientAddress);
 
-    // Names that no account can have are not looked up: PostgreSQL rejects a NUL character in a query.
-    const row =
-      username.length <= 64 && textProblem(username) === null
-        ? await prisma.user.findUnique({ where: { username } })
-        : null;
-    const valid = await this.hashing.run(() =>
-      row === null
-        ? verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
-        : this.verifyStored(password, row.id, row.passwordHash),
-    );
+    let row: Awaited<ReturnType<typeof prisma.user.findUnique>>;
+    let valid: boolean;
+    try {
+      // Names that no account can have are not looked up: PostgreSQL rejects a NUL character in a query.
+      row =
+        username.length <= 64 && textProblem(username) === null
+          ? await prisma.user.findUnique({ where: { username } })
+          : null;
+      const found = row;
+      valid = await this.hashing.run(() =>
+        found === null
+          ? verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
+          : this.verifyStored(password, found.id, found.passwordHash),
+      );
+    } catch (error) {
+      // The credentials were not checked, so the attempt does not count as a failed login.
+      await rateLimiter.cancelAttempt(username, clientAddress).catch((cancelError: unknown) => {
+        logger.warn({ err: cancelError, clientAddress }, 'failed to take back the count of a login attempt whose credentials were not checked');
+      });
+      throw error;
+    }
 
     if (row === null || !valid) {
-      await rateLimiter.recordFailure(username, clientAddress);
       // An unknown username may be a password typed into the wrong field, so
       // only a digest of it is logged, enough to tell repeated attempts apart.
       const identity =
@@ -190,7 +200,7 @@ export class UserService {
       throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'Invalid username or password.');
     }
 
-    await rateLimiter.recordSuccess(username);
+    await rateLimiter.recordSuccess(username, clientAddress);
     const user = toUserRecord(row);
     const issued = await tokens.issue({ id: user.id, role: user.role });
     return { token: issued.token, expiresAt: issued.expiresAt, user };

@@ -28,7 +28,7 @@ describe('login rate limits over HTTP', () => {
         LOGIN_RATE_LIMIT_WINDOW_SECONDS: '600',
       },
     });
-    for (const name of ['limit-victim', 'limit-other', 'limit-reset', 'limit-graphql']) {
+    for (const name of ['limit-victim', 'limit-other', 'limit-reset', 'limit-graphql', 'limit-burst']) {
       await server.createUser(name);
     }
   });
@@ -116,6 +116,20 @@ describe('login rate limits over HTTP', () => {
       }
       const success = await login('limit-reset', 'limit-reset-password', `203.0.113.${round * 10 + 9}`);
       expect(success.status).toBe(200);
+    }
+  });
+
+  it('concurrent failures stop at limit', async () => {
+    const replies = await Promise.all(
+      Array.from({ length: MAX_ATTEMPTS + 7 }, () => login('limit-burst', 'not-the-password', '192.0.2.77')),
+    );
+
+    const checked = replies.filter((reply) => reply.error?.reason === 'INVALID_CREDENTIALS');
+    const limited = replies.filter((reply) => reply.error?.reason === 'RATE_LIMITED');
+    expect(checked).toHaveLength(MAX_ATTEMPTS);
+    expect(limited).toHaveLength(7);
+    for (const reply of limited) {
+      expect(reply.status).toBe(429);
     }
   });
 

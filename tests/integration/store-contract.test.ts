@@ -319,6 +319,21 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       expect(read.resetInMs).toBeGreaterThan(0);
     });
 
+    it('decrement takes one hit back', async () => {
+      await store.incrementWindowCounter('login:test', 5000);
+      await store.incrementWindowCounter('login:test', 5000);
+
+      const once = await store.decrementWindowCounter('login:test');
+      expect(once.count).toBe(1);
+      expect(once.resetInMs).toBeGreaterThan(0);
+      expect(once.resetInMs).toBeLessThanOrEqual(5000);
+
+      expect(await store.decrementWindowCounter('login:test')).toEqual({ count: 0, resetInMs: 0 });
+      expect(await store.getWindowCounter('login:test')).toEqual({ count: 0, resetInMs: 0 });
+      expect(await store.decrementWindowCounter('login:test')).toEqual({ count: 0, resetInMs: 0 });
+      expect((await store.incrementWindowCounter('login:test', 5000)).count).toBe(1);
+    });
+
     it('window end resets count', async () => {
       await store.incrementWindowCounter('login:test', 60);
       await store.incrementWindowCounter('login:test', 60);

@@ -34,43 +34,43 @@ async function rateLimitError(promise: Promise<unknown>): Promise<DomainError> {
 describe('login rate limiter', () => {
   it('allows attempts under limit', async () => {
     const { limiter } = setup();
-    await limiter.recordFailure('alice', '192.0.2.1');
-    await limiter.recordFailure('alice', '192.0.2.1');
+    await limiter.beginAttempt('alice', '192.0.2.1');
+    await limiter.beginAttempt('alice', '192.0.2.1');
 
-    await expect(limiter.check('alice', '192.0.2.1')).resolves.toBeUndefined();
+    await expect(limiter.beginAttempt('alice', '192.0.2.1')).resolves.toBeUndefined();
   });
 
   it('blocks username across addresses', async () => {
     const { limiter } = setup();
-    await limiter.recordFailure('alice', '192.0.2.1');
-    await limiter.recordFailure('alice', '192.0.2.2');
-    await limiter.recordFailure('alice', '192.0.2.3');
+    await limiter.beginAttempt('alice', '192.0.2.1');
+    await limiter.beginAttempt('alice', '192.0.2.2');
+    await limiter.beginAttempt('alice', '192.0.2.3');
 
-    const error = await rateLimitError(limiter.check('alice', '198.51.100.7'));
+    const error = await rateLimitError(limiter.beginAttempt('alice', '198.51.100.7'));
 
     expect(error.details).toMatchObject({ retryAfterSeconds: WINDOW_SECONDS, maxAttempts: 3 });
     expect(error.message).toContain(`Try again in ${WINDOW_SECONDS} seconds`);
-    await expect(limiter.check('bob', '198.51.100.7')).resolves.toBeUndefined();
+    await expect(limiter.beginAttempt('bob', '198.51.100.7')).resolves.toBeUndefined();
   });
 
   it('blocks address across usernames', async () => {
     const { limiter } = setup();
-    await limiter.recordFailure('alice', '192.0.2.1');
-    await limiter.recordFailure('bob', '192.0.2.1');
-    await limiter.recordFailure('carol', '192.0.2.1');
+    await limiter.beginAttempt('alice', '192.0.2.1');
+    await limiter.beginAttempt('bob', '192.0.2.1');
+    await limiter.beginAttempt('carol', '192.0.2.1');
 
-    await rateLimitError(limiter.check('dave', '192.0.2.1'));
-    await expect(limiter.check('dave', '192.0.2.2')).resolves.toBeUndefined();
+    await rateLimitError(limiter.beginAttempt('dave', '192.0.2.1'));
+    await expect(limiter.beginAttempt('dave', '192.0.2.2')).resolves.toBeUndefined();
   });
 
   it('retry-after shrinks with time', async () => {
     const { clock, limiter } = setup();
     for (let attempt = 0; attempt < 3; attempt += 1) {
-      await limiter.recordFailure('alice', '192.0.2.1');
+      await limiter.beginAttempt('alice', '192.0.2.1');
     }
     clock.nowMs += 100_500;
 
-    const error = await rateLimitError(limiter.check('alice', '192.0.2.1'));
+    const error = await rateLimitError(limiter.beginAttempt('alice', '192.0.2.1'));
 
     expect(error.details.retryAfterSeconds).toBe(200);
   });
@@ -78,42 +78,80 @@ describe('login rate limiter', () => {
   it('window end lifts block', async () => {
     const { clock, limiter } = setup();
     for (let attempt = 0; attempt < 3; attempt += 1) {
-      await limiter.recordFailure('alice', '192.0.2.1');
+      await limiter.beginAttempt('alice', '192.0.2.1');
     }
     clock.nowMs += WINDOW_SECONDS * 1000;
 
-    await expect(limiter.check('alice', '192.0.2.1')).resolves.toBeUndefined();
+    await expect(limiter.beginAttempt('alice', '192.0.2.1')).resolves.toBeUndefined();
   });
 
   it('success resets username only', async () => {
     const { limiter } = setup();
-    await limiter.recordFailure('alice', '192.0.2.1');
-    await limiter.recordFailure('alice', '192.0.2.1');
-    await limiter.recordSuccess('alice');
-    await limiter.recordFailure('alice', '192.0.2.1');
+    await limiter.beginAttempt('alice', '192.0.2.1');
+    await limiter.beginAttempt('alice', '192.0.2.1');
+    await limiter.beginAttempt('alice', '192.0.2.1');
+    await limiter.recordSuccess('alice', '192.0.2.1');
+    await limiter.beginAttempt('alice', '192.0.2.1');
 
     // alice has 1 failure since the reset, but the address has 3.
-    await rateLimitError(limiter.check('alice', '192.0.2.1'));
-    await expect(limiter.check('alice', '192.0.2.9')).resolves.toBeUndefined();
+    await rateLimitError(limiter.beginAttempt('alice', '192.0.2.1'));
+    await expect(limiter.beginAttempt('alice', '192.0.2.9')).resolves.toBeUndefined();
+  });
+
+  it('concurrent attempts stop at limit', async () => {
+    const { limiter } = setup();
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 10 }, () => limiter.beginAttempt('alice', '192.0.2.1')),
+    );
+
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(3);
+    const rejected = outcomes.filter((outcome) => outcome.status === 'rejected');
+    expect(rejected).toHaveLength(7);
+    for (const outcome of rejected) {
+      expect((outcome as PromiseRejectedResult).reason).toMatchObject({ reason: 'RATE_LIMITED' });
+    }
+  });
+
+  it('rejected attempts are not counted', async () => {
+    const { store, limiter } = setup();
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      await limiter.beginAttempt('alice', '192.0.2.1');
+    }
+    await rateLimitError(limiter.beginAttempt('alice', '192.0.2.1'));
+    await rateLimitError(limiter.beginAttempt('alice', '192.0.2.1'));
+
+    expect((await store.getWindowCounter(usernameKey('alice'))).count).toBe(3);
+    expect((await store.getWindowCounter(addressKey('192.0.2.1'))).count).toBe(3);
+  });
+
+  it('cancelled attempt is taken back', async () => {
+    const { limiter } = setup();
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      await limiter.beginAttempt('alice', '192.0.2.1');
+    }
+    await limiter.cancelAttempt('alice', '192.0.2.1');
+
+    await expect(limiter.beginAttempt('alice', '192.0.2.1')).resolves.toBeUndefined();
+    await rateLimitError(limiter.beginAttempt('alice', '192.0.2.1'));
   });
 
   it('folds username case', async () => {
     const { limiter } = setup();
-    await limiter.recordFailure('Alice', '192.0.2.1');
-    await limiter.recordFailure('ALICE', '192.0.2.2');
-    await limiter.recordFailure('alice', '192.0.2.3');
+    await limiter.beginAttempt('Alice', '192.0.2.1');
+    await limiter.beginAttempt('ALICE', '192.0.2.2');
+    await limiter.beginAttempt('alice', '192.0.2.3');
 
-    await rateLimitError(limiter.check('aLiCe', '192.0.2.4'));
+    await rateLimitError(limiter.beginAttempt('aLiCe', '192.0.2.4'));
   });
 
   it('counts IPv6 per /64', async () => {
     const { limiter } = setup();
-    await limiter.recordFailure('a', '2001:db8:1:2::1');
-    await limiter.recordFailure('b', '2001:db8:1:2::2');
-    await limiter.recordFailure('c', '2001:db8:1:2:ffff:ffff:ffff:ffff');
+    await limiter.beginAttempt('a', '2001:db8:1:2::1');
+    await limiter.beginAttempt('b', '2001:db8:1:2::2');
+    await limiter.beginAttempt('c', '2001:db8:1:2:ffff:ffff:ffff:ffff');
 
-    await rateLimitError(limiter.check('d', '2001:db8:1:2:abcd::9'));
-    await expect(limiter.check('d', '2001:db8:1:3::1')).resolves.toBeUndefined();
+    await rateLimitError(limiter.beginAttempt('d', '2001:db8:1:2:abcd::9'));
+    await expect(limiter.beginAttempt('d', '2001:db8:1:3::1')).resolves.toBeUndefined();
   });
 
   it('rejects invalid options', () => {

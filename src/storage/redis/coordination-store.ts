@@ -101,6 +101,13 @@ export interface CoordinationStore {
    */
   incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount>;
 
+  /**
+   * Takes one hit back from a window counter, as for an attempt that turned
+   * out not to count. The window keeps its end, the counter is deleted at
+   * zero, and a missing counter stays missing.
+   */
+  decrementWindowCounter(key: string): Promise<WindowCount>;
+
   /** Reads a window counter without counting a hit. */
   getWindowCounter(key: string): Promise<WindowCount>;
 

@@ -214,6 +214,21 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       return { count: entry.value, resetInMs: entry.expiresAtMs - current };
     },
 
+    async decrementWindowCounter(key: string): Promise<WindowCount> {
+      ensureOpen('decrementWindowCounter');
+      checkCounterKey(key);
+      const entry = live(counters, key);
+      if (entry === undefined) {
+        return { count: 0, resetInMs: 0 };
+      }
+      entry.value -= 1;
+      if (entry.value <= 0) {
+        counters.delete(key);
+        return { count: 0, resetInMs: 0 };
+      }
+      return { count: entry.value, resetInMs: entry.expiresAtMs - now() };
+    },
+
     async getWindowCounter(key: string): Promise<WindowCount> {
       ensureOpen('getWindowCounter');
       checkCounterKey(key);

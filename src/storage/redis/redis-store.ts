@@ -21,6 +21,7 @@ import {
   acquireUserLockScript,
   claimDueUsersScript,
   extendUserLockScript,
+  decrementWindowCounterScript,
   getWindowCounterScript,
   incrementWindowCounterScript,
   releaseUserLockScript,
@@ -51,6 +52,7 @@ interface ScriptedRedis extends Redis {
   emClaimDueUsers(deadlinesKey: string, nowMs: number, leaseMs: number, limit: number): Promise<string[]>;
   emIncrementWindowCounter(counterKey: string, windowMs: number): Promise<ScriptReply>;
   emGetWindowCounter(counterKey: string): Promise<ScriptReply>;
+  emDecrementWindowCounter(counterKey: string): Promise<ScriptReply>;
 }
 
 const SCRIPTS: Record<string, ScriptDefinition> = {
@@ -61,6 +63,7 @@ const SCRIPTS: Record<string, ScriptDefinition> = {
   emClaimDueUsers: claimDueUsersScript,
   emIncrementWindowCounter: incrementWindowCounterScript,
   emGetWindowCounter: getWindowCounterScript,
+  emDecrementWindowCounter: decrementWindowCounterScript,
 };
 
 const SCAN_BATCH_SIZE = 500;
@@ -224,6 +227,12 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       const reply = await run('incrementWindowCounter', () =>
         redis.emIncrementWindowCounter(counterKey, windowMs),
       );
+      return parseWindowCount(reply);
+    },
+
+    async decrementWindowCounter(key: string): Promise<WindowCount> {
+      const counterKey = keys.counter(key);
+      const reply = await run('decrementWindowCounter', () => redis.emDecrementWindowCounter(counterKey));
       return parseWindowCount(reply);
     },
 

@@ -109,6 +109,29 @@ return { count, ttl }
 `,
 };
 
+/**
+ * KEYS: counter. Takes one hit back: returns { count, ttlMs } after the
+ * decrement, and deletes the counter at zero. A missing counter stays missing.
+ */
+export const decrementWindowCounterScript: ScriptDefinition = {
+  numberOfKeys: 1,
+  lua: `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return { 0, 0 }
+end
+local count = redis.call('DECR', KEYS[1])
+if count <= 0 then
+  redis.call('DEL', KEYS[1])
+  return { 0, 0 }
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  ttl = 0
+end
+return { count, ttl }
+`,
+};
+
 /** KEYS: counter. Returns { count, ttlMs }, both 0 when the counter does not exist. */
 export const getWindowCounterScript: ScriptDefinition = {
   numberOfKeys: 1,
