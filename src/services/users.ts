@@ -6,7 +6,7 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 
 import type { LoginRateLimiter } from '../auth/rate-limit.js';
-import { MAX_PASSWORD_BYTES, hashPassword, verifyDummyPassword, verifyPassword } from '../auth/password.js';
+import { MAX_PASSWORD_BYTES, hashPassword, needsRehash, verifyDummyPassword, verifyPassword } from '../auth/password.js';
 import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
 import { UNPAIRED_SURROGATE, textProblem } from '../domain/storable.js';
@@ -201,9 +201,37 @@ export class UserService {
     }
 
     await rateLimiter.recordSuccess(username, clientAddress);
+    await this.upgradeHash(row.id, row.passwordHash, password);
     const user = toUserRecord(row);
     const issued = await tokens.issue({ id: user.id, role: user.role });
     return { token: issued.token, expiresAt: issued.expiresAt, user };
+  }
+
+  /**
+   * Rehashes the password of a successful login whose stored hash has other
+   * parameters than PASSWORD_SCRYPT_LOG2_N sets. An unknown username is
+   * checked against a hash of the configured cost, so an old cost would make
+   * the login time tell existing accounts from unknown names. A failure is
+   * logged and leaves the old hash in place.
+   * NOTE: accounts that do not log in keep their old cost, and their login
+   * time differs until they do.
+   */
+  private async upgradeHash(userId: string, stored: string, password: string): Promise<void> {
+    const { prisma, logger, passwordScryptLog2N } = this.options;
+    const options = { log2N: passwordScryptLog2N };
+    if (!needsRehash(stored, options)) {
+      return;
+    }
+    try {
+      const passwordHash = await this.hashing.run(() => hashPassword(password, options));
+      // Replaces only the hash just verified, so a password changed meanwhile stays.
+      const updated = await prisma.user.updateMany({ where: { id: userId, passwordHash: stored }, data: { passwordHash } });
+      if (updated.count === 1) {
+        logger.info({ userId, log2N: passwordScryptLog2N }, 'password rehashed with the configured scrypt cost');
+      }
+    } catch (error) {
+      logger.warn({ err: error, userId }, 'rehashing the password failed; the old hash stays');
+    }
   }
 
   /** Verifies against a stored hash; a corrupt hash counts as a failed login and is logged. */

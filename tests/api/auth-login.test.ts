@@ -7,6 +7,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 
+import { hashPassword, verifyPassword } from '../../src/auth/password.js';
 import { addressKey } from '../../src/auth/rate-limit.js';
 import { ADMIN, startTestServer, type TestServer } from '../support/app.js';
 
@@ -57,6 +58,34 @@ describe('login and roles over HTTP', () => {
       body: (await response.json()) as Record<string, any>,
     };
   }
+
+  it('login rehashes an older scrypt cost', async () => {
+    const { id } = await server.createUser('login-rehash');
+    const password = 'login-rehash-password';
+    // The test server hashes with ln=14; this hash has the cost of an earlier setting.
+    const older = await hashPassword(password, { log2N: 15 });
+    await server.app.db.prisma.user.update({ where: { id }, data: { passwordHash: older } });
+
+    const first = await server.gql(LOGIN, { u: 'login-rehash', p: password });
+    expect(first.errors).toBeUndefined();
+    const stored = await server.app.db.prisma.user.findUniqueOrThrow({ where: { id } });
+    expect(stored.passwordHash).toMatch(/^scrypt\$ln=14,/);
+    expect(await verifyPassword(password, stored.passwordHash)).toBe(true);
+
+    const second = await server.gql(LOGIN, { u: 'login-rehash', p: password });
+    expect(second.errors).toBeUndefined();
+  });
+
+  it('wrong password keeps older hash', async () => {
+    const { id } = await server.createUser('login-keep-hash');
+    const older = await hashPassword('login-keep-hash-password', { log2N: 15 });
+    await server.app.db.prisma.user.update({ where: { id }, data: { passwordHash: older } });
+
+    const failed = await server.gql(LOGIN, { u: 'login-keep-hash', p: 'not-the-password' });
+    expect(failed.errors?.[0]?.extensions?.reason).toBe('INVALID_CREDENTIALS');
+    const stored = await server.app.db.prisma.user.findUniqueOrThrow({ where: { id } });
+    expect(stored.passwordHash).toBe(older);
+  });
 
   it('wrong password and unknown user alike', async () => {
     await server.createUser('login-alike');
