@@ -79,10 +79,19 @@ function numberProblem(value: number): string | null {
 }
 
 /**
+ * Why a `__proto__` key, or a `constructor` key holding a `prototype` key, is
+ * rejected. JSON request bodies never carry one this far, because the body
+ * parser rejects them. GraphQL literals in the query text can.
+ */
+const PROTOTYPE_KEY_PROBLEM =
+  'is a key that this server rejects, because such keys can change JavaScript object prototypes when code copies the object. Rename the key';
+
+/**
  * Returns the first problem of a parsed JSON value: nesting deeper than
  * `maxDepth` objects and arrays, a key or string that `textProblem`
- * rejects, or a number that would not be stored as sent. The walk uses an
- * explicit stack, so a deeply nested value cannot overflow the call stack.
+ * rejects, a prototype key, or a number that would not be stored as sent.
+ * The walk uses an explicit stack, so a deeply nested value cannot overflow
+ * the call stack.
  */
 export function jsonProblem(value: unknown, maxDepth: number): JsonProblem | null {
   const stack: Array<{ value: unknown; path: string; depth: number }> = [{ value, path: '', depth: 0 }];
@@ -121,6 +130,11 @@ export function jsonProblem(value: unknown, maxDepth: number): JsonProblem | nul
         : `${current.path}[${JSON.stringify(key.slice(0, 40))}]`;
       if (keyProblem !== null) {
         return { path, message: `has a key that ${keyProblem}` };
+      }
+      const prototypeKey =
+        key === '__proto__' || (key === 'constructor' && item !== null && typeof item === 'object' && Object.hasOwn(item, 'prototype'));
+      if (prototypeKey) {
+        return { path, message: PROTOTYPE_KEY_PROBLEM };
       }
       stack.push({ value: item, path, depth });
     }

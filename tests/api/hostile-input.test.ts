@@ -356,7 +356,7 @@ describe('hostile event input', () => {
   });
 });
 
-describe('prototype keys in JSON bodies', () => {
+describe('prototype keys in JSON bodies and literals', () => {
   let server: TestServer;
 
   beforeAll(async () => {
@@ -395,6 +395,36 @@ describe('prototype keys in JSON bodies', () => {
     expect(body.error?.message).toContain('Rename the key');
     const events = await server.gql('{ events { nodes { id } } }', {}, token);
     expect(events.data?.events.nodes).toEqual([]);
+  });
+
+  it.each([
+    ['__proto__', 'meta: { __proto__: { polluted: true } }', 'meta.__proto__'],
+    ['constructor.prototype', 'meta: { nested: { constructor: { prototype: { polluted: true } } } }', 'meta.nested.constructor'],
+  ])('rejects %s in a GraphQL literal', async (_name, meta, path) => {
+    const token = await server.adminToken();
+    const result = await server.gql(`mutation { sendEvent(event: { type: "heartbeat", ${meta} }) { event { id } } }`, {}, token);
+
+    expect(result.data ?? null).toBeNull();
+    expect(result.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_EVENTS');
+    expect(result.errors?.[0]?.extensions?.invalidItems).toMatchObject([{ index: 0, reason: 'INVALID_META' }]);
+    expect(result.errors?.[0]?.message).toContain(`${path} is a key that this server rejects`);
+    const events = await server.gql('{ events { nodes { id } } }', {}, token);
+    expect(events.data?.events.nodes).toEqual([]);
+  });
+
+  it('rejects __proto__ in a report meta literal', async () => {
+    const token = await server.adminToken();
+    const result = await server.gql(
+      `{ report(expression: { segments: { meta: { __proto__: { polluted: true } } } },
+          window: { start: "2026-01-01T00:00:00Z", end: "2026-01-02T00:00:00Z" }) { count } }`,
+      {},
+      token,
+    );
+
+    expect(result.data ?? null).toBeNull();
+    expect(result.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(result.errors?.[0]?.message).toContain('__proto__');
   });
 
   it('names where JSON breaks, not the text', async () => {
