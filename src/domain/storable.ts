@@ -79,9 +79,9 @@ function numberProblem(value: number): string | null {
 }
 
 /**
- * Why a `__proto__` key, or a `constructor` key holding a `prototype` key, is
- * rejected. JSON request bodies never carry one this far, because the body
- * parser rejects them. GraphQL literals in the query text can.
+ * Problem text for a `__proto__` key, or a `constructor` key holding a
+ * `prototype` key. JSON request bodies never carry one this far, because the
+ * body parser rejects them, but GraphQL literals in the query text can.
  */
 const PROTOTYPE_KEY_PROBLEM =
   'is a key that this server rejects, because such keys can change JavaScript object prototypes when code copies the object. Rename the key';
