@@ -47,6 +47,7 @@ describe('loadConfig', () => {
       shutdownGraceMs: 10_000,
       corsOrigins: '*',
       maxRootFields: 20,
+      introspection: true,
     });
     expect(config.database).toEqual({ url: null, poolSize: 10, statementTimeoutMs: 10_000, preparedStatements: true });
     expect(config.redis).toEqual({
