@@ -588,6 +588,55 @@ describe('AUTO_CLOSE', () => {
     ]);
   });
 
+  it('same DEADLINE closes every instance', () => {
+    // Both calls are due at 10:10. The first synthesised end at 10:10 comes
+    // at the second's deadline, too late to keep it open, as a client event
+    // at 10:10 would.
+    const catalog = catalogWith({ call: { timeoutSeconds: 600, endAt: 'DEADLINE' } });
+    const rows: EventRow[] = [
+      ['start', 'call', '10:00', 'q'],
+      ['start', 'call', '10:00'],
+      ['point', '10:15'],
+    ];
+    const { snapshot } = fold(eventsOf(rows), catalog);
+    expect(segmentLines(snapshot)).toEqual(['call#q [10:00, 10:10) AUTO_CLOSE', 'call [10:00, 10:10) AUTO_CLOSE']);
+  });
+
+  it.each([
+    { order: 'session first', first: 'session' },
+    { order: 'call first', first: 'call' },
+  ])('same deadline, $order', ({ first }) => {
+    const catalog = catalogWith({
+      session: { timeoutSeconds: 600, endAt: 'LAST_ACTIVITY' },
+      call: { timeoutSeconds: 600, endAt: 'DEADLINE' },
+    });
+    const starts: EventRow[] = [
+      ['start', 'session', '10:00'],
+      ['start', 'call', '10:00'],
+    ];
+    const rows: EventRow[] = [...(first === 'session' ? starts : [...starts].reverse()), ['point', '10:15']];
+    const { snapshot } = fold(eventsOf(rows), catalog);
+    const lines = segmentLines(snapshot);
+    expect(lines).toContain('session [10:00, 10:00) AUTO_CLOSE');
+    expect(lines).toContain('call [10:00, 10:10) AUTO_CLOSE');
+  });
+
+  it('later deadline still moves', () => {
+    // The call's end at 10:10 is activity before the session's deadline of
+    // 10:20, so the session's 20 min run from 10:10.
+    const catalog = catalogWith({
+      session: { timeoutSeconds: 1200, endAt: 'LAST_ACTIVITY' },
+      call: { timeoutSeconds: 600, endAt: 'DEADLINE' },
+    });
+    const rows: EventRow[] = [
+      ['start', 'session', '10:00'],
+      ['start', 'call', '10:00'],
+      ['point', '10:25'],
+    ];
+    const { snapshot } = fold(eventsOf(rows), catalog, at('11:00'));
+    expect(segmentLines(snapshot)).toEqual(['session [10:00, 10:25) AUTO_CLOSE', 'call [10:00, 10:10) AUTO_CLOSE']);
+  });
+
   it('moves position to decision', () => {
     const { state } = fold(eventsOf(workday), catalogWith(), at('12:00', 1));
     expect(state.position).toEqual({ at: at('05:42', 1), seq: -1 });

@@ -158,10 +158,22 @@ export class FoldStep {
    * position, then the smaller instance key.
    */
   autoCloseThrough(limit: Instant): void {
+    // Activity of the ends synthesised so far, not yet counted. An event at
+    // a deadline comes too late to keep its instance open, so a DEADLINE end
+    // at instant D only moves deadlines that lie after D. Instances due at D
+    // close at D too, whichever of them comes first.
+    let pendingActivity: Instant | null = null;
     for (;;) {
       const due = this.firstDue(limit);
-      if (due === null) {
-        return;
+      if (due === null || (pendingActivity !== null && due.deadline > pendingActivity)) {
+        if (pendingActivity === null) {
+          return;
+        }
+        if (this.lastActivityAt === null || pendingActivity > this.lastActivityAt) {
+          this.lastActivityAt = pendingActivity;
+        }
+        pendingActivity = null;
+        continue;
       }
 
       const { instance, deadline } = due;
@@ -204,9 +216,7 @@ export class FoldStep {
       // The synthesised end is an event of the user, so it counts as activity.
       // A DEADLINE end lies after the last activity; without this an ancestor
       // with LAST_ACTIVITY could end before the child that it contains.
-      if (this.lastActivityAt === null || endAt > this.lastActivityAt) {
-        this.lastActivityAt = endAt;
-      }
+      pendingActivity = pendingActivity === null ? endAt : Math.max(pendingActivity, endAt);
     }
   }
 
