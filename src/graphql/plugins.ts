@@ -230,10 +230,37 @@ const REQUEST_LEVEL_REASONS = new Set([
   'INVALID_TIME_ZONE',
 ]);
 
+/** Returns whether a reply carries no data: no `data` at all, or null in every root field. */
+function carriesNoData(data: Record<string, unknown> | null | undefined): boolean {
+  return data === null || data === undefined || Object.values(data).every((value) => value === null);
+}
+
+/** The HTTP status that a reply without data gets when all its errors are of one kind, or null for 200. */
+function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unknown> }>): number | null {
+  const all = (test: (code: unknown, reason: unknown) => boolean) =>
+    errors.every((error) => test(error.extensions?.code, error.extensions?.reason));
+  if (all((code, reason) => code === 'BAD_USER_INPUT' && REQUEST_LEVEL_REASONS.has(String(reason)))) {
+    return 400;
+  }
+  if (all((code, reason) => code === 'UNAUTHENTICATED' && reason === 'RATE_LIMITED')) {
+    return 429;
+  }
+  if (all((code) => code === 'UNAUTHENTICATED')) {
+    return 401;
+  }
+  if (all((code) => code === 'FORBIDDEN')) {
+    return 403;
+  }
+  return null;
+}
+
 /**
- * Sets HTTP status 400 when a limit or an invalid report input rejected the
- * operation and no data came back, the same status as when the limit is found
- * before execution. Other errors keep GraphQL's usual 200 with `errors`.
+ * Sets the HTTP status of a reply that carries no data when all its errors
+ * are of one kind: 400 when a limit or an invalid report input rejected it
+ * (the status of a limit found before execution), 401 without a valid token,
+ * 403 for an operation the role does not allow, and 429 with Retry-After for
+ * a rate-limited login. A reply with any data, or with mixed errors, keeps
+ * GraphQL's usual 200.
  */
 export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
@@ -244,16 +271,17 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
             return;
           }
           const { data, errors } = response.body.singleResult;
-          if (errors === undefined || errors.length === 0 || (data !== null && data !== undefined)) {
+          if (errors === undefined || errors.length === 0 || !carriesNoData(data)) {
             return;
           }
-          const allRequestLevel = errors.every(
-            (error) =>
-              error.extensions?.code === 'BAD_USER_INPUT' &&
-              REQUEST_LEVEL_REASONS.has(String(error.extensions?.reason)),
-          );
-          if (allRequestLevel) {
-            response.http.status = 400;
+          const status = statusOfFailure(errors);
+          if (status === null) {
+            return;
+          }
+          response.http.status = status;
+          if (status === 429) {
+            const waits = errors.map((error) => Number(error.extensions?.retryAfterSeconds ?? 0));
+            response.http.headers.set('retry-after', String(Math.max(1, Math.ceil(Math.max(...waits)))));
           }
         },
       };

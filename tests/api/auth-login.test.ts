@@ -302,10 +302,11 @@ describe('login and roles over HTTP', () => {
       ['createUser', createUser],
       ['users', users],
       ['definePairType', definePairType],
-    ])('member denied %s', async (_name, query) => {
+    ])('member denied %s', async (name, query) => {
       const result = await server.gql(query, {}, member.token);
-      expect(result.data).toBeNull();
+      expect(result.data?.[name] ?? null).toBeNull();
       expect(result.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+      expect(result.status).toBe(403);
     });
 
     it.each([

@@ -140,7 +140,8 @@ describe('login rate limits over HTTP', () => {
         headers: { 'content-type': 'application/json', 'x-forwarded-for': address },
         body: JSON.stringify({ query: LOGIN, variables: { u: 'limit-graphql', p: password } }),
       });
-      return (await response.json()) as { data: unknown; errors?: Array<{ extensions?: Record<string, unknown> }> };
+      const body = (await response.json()) as { data: unknown; errors?: Array<{ extensions?: Record<string, unknown> }> };
+      return { ...body, status: response.status, retryAfter: response.headers.get('retry-after') };
     };
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
       const reply = await gqlLogin('not-the-password', `100.64.0.${attempt}`);
@@ -151,5 +152,8 @@ describe('login rate limits over HTTP', () => {
     expect(blocked.data).toBeNull();
     expect(blocked.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
     expect(blocked.errors?.[0]?.extensions?.reason).toBe('RATE_LIMITED');
+    expect(blocked.status).toBe(429);
+    expect(Number(blocked.retryAfter)).toBeGreaterThan(0);
+    expect(Number(blocked.retryAfter)).toBe(blocked.errors?.[0]?.extensions?.retryAfterSeconds);
   });
 });

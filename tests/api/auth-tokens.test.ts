@@ -177,9 +177,10 @@ describe('access tokens over HTTP', () => {
     const before = await storedProbeEvents();
 
     const result = await gqlMe(token);
-    expect(result.data).toBeNull();
+    expect(result.data).toEqual({ me: null });
     expect(result.errors).toHaveLength(1);
     expect(result.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(result.status).toBe(401);
 
     const rest = await postEvent(`Bearer ${token}`);
     expect(rest.status).toBe(401);
@@ -216,8 +217,9 @@ describe('access tokens over HTTP', () => {
 
   it('no token on protected query', async () => {
     const result = await server.gql('{ me { id } }');
-    expect(result.data).toBeNull();
+    expect(result.data).toEqual({ me: null });
     expect(result.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(result.status).toBe(401);
 
     const rest = await postEvent(null);
     expect(rest.status).toBe(401);

@@ -218,8 +218,9 @@ describe('events and segments queries', () => {
     for (const users of [[alice.id], [bob.id, alice.id]]) {
       const response = await server.gql(field === 'events' ? EVENTS : SEGMENTS, { filter: { users } }, bob.token);
 
-      expect(response.data).toBeNull();
+      expect(response.data).toEqual({ [field]: null });
       expect(response.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+      expect(response.status).toBe(403);
     }
   });
 

@@ -422,7 +422,7 @@ describe('prototype keys in JSON bodies and literals', () => {
       token,
     );
 
-    expect(result.data ?? null).toBeNull();
+    expect(result.data?.report ?? null).toBeNull();
     expect(result.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
     expect(result.errors?.[0]?.message).toContain('__proto__');
   });

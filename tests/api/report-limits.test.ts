@@ -392,6 +392,36 @@ describe('request-wide limits over HTTP', () => {
     expect(result.data?.[`r${MAX_ROOT_FIELDS - 1}`]?.totalSeconds).toBe(6 * 3600);
   });
 
+  it('keeps other fields when one report fails', async () => {
+    const query = `${HEAD} {
+      me { id }
+      good: ${TOTAL}
+      bad: report(expression: $expression, window: $window, bucket: { unit: DAY, timeZone: "Mars/Olympus_Mons" }) { totalSeconds }
+    }`;
+    const result = await server.gql<Record<string, { id?: string; totalSeconds?: number } | null>>(
+      query,
+      { expression: EXPRESSION, window: DAYS_30 },
+      token,
+    );
+
+    expect(result.status).toBe(200);
+    expect(result.data?.me?.id).toBeTypeOf('string');
+    expect(result.data?.good?.totalSeconds).toBe(6 * 3600);
+    expect(result.data?.bad).toBeNull();
+    expect(result.errors).toHaveLength(1);
+    expect(result.errors?.[0]?.path).toEqual(['bad']);
+    expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_TIME_ZONE');
+  });
+
+  it('answers 400 when its only report fails', async () => {
+    const query = `${HEAD} { bad: report(expression: $expression, window: $window, bucket: { unit: DAY, timeZone: "Mars/Olympus_Mons" }) { totalSeconds } }`;
+    const result = await server.gql(query, { expression: EXPRESSION, window: DAYS_30 }, token);
+
+    expect(result.status).toBe(400);
+    expect(result.data).toEqual({ bad: null });
+    expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_TIME_ZONE');
+  });
+
   it('shares bucket rows between reports', async () => {
     const single = await server.gql(`${HEAD} { ${aliases(1, DAILY)} }`, { expression: EXPRESSION, window: DAYS_30 }, token);
     const double = await server.gql(`${HEAD} { ${aliases(2, DAILY)} }`, { expression: EXPRESSION, window: DAYS_30 }, token);
