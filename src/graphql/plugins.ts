@@ -235,7 +235,7 @@ function carriesNoData(data: Record<string, unknown> | null | undefined): boolea
   return data === null || data === undefined || Object.values(data).every((value) => value === null);
 }
 
-/** The HTTP status that a reply without data gets when all its errors are of one kind, or null for 200. */
+/** Returns the HTTP status of a reply without data whose errors are all of one kind, or null for 200. */
 function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unknown> }>): number | null {
   const all = (test: (code: unknown, reason: unknown) => boolean) =>
     errors.every((error) => test(error.extensions?.code, error.extensions?.reason));
@@ -256,11 +256,11 @@ function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unk
 
 /**
  * Sets the HTTP status of a reply that carries no data when all its errors
- * are of one kind: 400 when a limit or an invalid report input rejected it
- * (the status of a limit found before execution), 401 without a valid token,
- * 403 for an operation the role does not allow, and 429 with Retry-After for
- * a rate-limited login. A reply with any data, or with mixed errors, keeps
- * GraphQL's usual 200.
+ * are of one kind. A limit or an invalid report input gets 400, the status of
+ * a limit found before execution. A missing or invalid token gets 401, an
+ * operation the role does not allow 403, and a rate-limited login 429 with
+ * Retry-After. A reply with any data, or with mixed errors, keeps GraphQL's
+ * usual 200.
  */
 export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
