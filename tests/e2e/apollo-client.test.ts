@@ -342,6 +342,69 @@ describe('Apollo Client against the server', () => {
     }
   });
 
+  it('cache merges fields of one report', async () => {
+    const variables = { expression: EXPRESSION, window: WINDOW };
+    const COUNT = gql`
+      query ReportCount($expression: SetExpression!, $window: WindowInput!) {
+        report(expression: $expression, window: $window) { id count }
+      }
+    `;
+    const TOTAL = gql`
+      query ReportTotal($expression: SetExpression!, $window: WindowInput!) {
+        report(expression: $expression, window: $window) { id totalSeconds }
+      }
+    `;
+    const first = await admin.query<{ report: { id: string; count: number } }>({ query: COUNT, variables, fetchPolicy: 'network-only' });
+    const second = await admin.query<{ report: { id: string; totalSeconds: number } }>({ query: TOTAL, variables, fetchPolicy: 'network-only' });
+
+    expect(second.data?.report.id).toBe(first.data?.report.id);
+    // Without an id the second reply replaced the first one's object, and its count was gone from the cache.
+    const cached = admin.readQuery<{ report: { count: number } }>({ query: COUNT, variables });
+    expect(cached?.report.count).toBe(first.data?.report.count);
+    expect(admin.cache.identify({ __typename: 'Report', id: first.data!.report.id })).toBe(`Report:${first.data!.report.id}`);
+  });
+
+  it('pair types and preferences have ids', async () => {
+    const PAIR_TYPES = gql`
+      query PairTypesAndPreferences($userId: ID) {
+        pairTypes { id name }
+        autoClosePreferences(userId: $userId) { id userId pairType timeoutSeconds }
+      }
+    `;
+    const ana = members.get('ana')!;
+    await admin.mutate({
+      mutation: gql`
+        mutation Prefer($input: SetAutoClosePreferenceInput!) {
+          setAutoClosePreference(input: $input) { id userId pairType timeoutSeconds }
+        }
+      `,
+      variables: { input: { userId: ana.id, pairType: 'task', timeoutSeconds: 7 * 86_400, endAt: 'DEADLINE' } },
+    });
+    const result = await admin.query<{
+      pairTypes: Array<{ id: string; name: string }>;
+      autoClosePreferences: Array<{ id: string; userId: string; pairType: string }>;
+    }>({ query: PAIR_TYPES, variables: { userId: ana.id }, fetchPolicy: 'network-only' });
+
+    expect(result.data?.pairTypes.map((type) => type.id)).toEqual(result.data?.pairTypes.map((type) => type.name));
+    expect(result.data?.autoClosePreferences).toEqual([
+      expect.objectContaining({ id: `${ana.id}:task`, userId: ana.id, pairType: 'task' }),
+    ]);
+    expect(admin.cache.extract()[`AutoClosePreference:${ana.id}:task`]).toBeDefined();
+  });
+
+  it('member cannot read other preferences', async () => {
+    const ana = members.get('ana')!;
+    const bob = members.get('bob')!;
+    const result = await ana.client
+      .query({ query: gql`query Others($userId: ID) { autoClosePreferences(userId: $userId) { id } }`, variables: { userId: bob.id } })
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect(CombinedGraphQLErrors.is(result)).toBe(true);
+    expect((result as CombinedGraphQLErrors).errors[0]?.extensions?.code).toBe('FORBIDDEN');
+  });
+
   it('member report covers only itself', async () => {
     const ana = members.get('ana')!;
     const result = await ana.client.query<ReportData>({

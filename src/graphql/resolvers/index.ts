@@ -5,7 +5,7 @@ import { describeInstantRange, isStorableInstant } from '../../domain/storable.j
 import type { Resolvers } from '../generated/types.js';
 import { Mutation } from './mutation.js';
 import { Query } from './query.js';
-import { Event, ReportGroup, Segment, User } from './types.js';
+import { Event, PairType, ReportGroup, Segment, User } from './types.js';
 
 function checkStorable(date: Date): Date {
   if (!isStorableInstant(date.getTime())) {
@@ -47,5 +47,6 @@ export const resolvers: Resolvers = {
   User,
   Event,
   Segment,
+  PairType,
   ReportGroup,
 };

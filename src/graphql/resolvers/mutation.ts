@@ -1,4 +1,5 @@
 import { assertCanActFor, requireRole } from '../../auth/viewer.js';
+import { preferenceId } from '../cache-ids.js';
 import { requireViewer } from '../context.js';
 import type { MutationResolvers } from '../generated/types.js';
 
@@ -38,7 +39,7 @@ export const Mutation: MutationResolvers = {
     await context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
     // Open instances of this user now have other deadlines.
     await context.services.intake.settle(userId);
-    return { pairType: args.input.pairType, ...policy };
+    return { id: preferenceId(userId, args.input.pairType), userId, pairType: args.input.pairType, ...policy };
   },
 
   createUser: async (_parent, args, context) => {

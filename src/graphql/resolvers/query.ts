@@ -1,6 +1,8 @@
-import { requireRole, canReadAll } from '../../auth/viewer.js';
+import { assertCanReadFor, requireRole, canReadAll } from '../../auth/viewer.js';
 import { toUserRecord } from '../../services/users.js';
-import { DomainError } from '../../domain/errors.js';
+import { DomainError, badInput } from '../../domain/errors.js';
+import { isUuid } from '../../domain/user-id.js';
+import { preferenceId, reportId, withCacheIds } from '../cache-ids.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
 import type { Viewer } from '../../auth/viewer.js';
 import type { QueryResolvers } from '../generated/types.js';
@@ -34,9 +36,17 @@ export const Query: QueryResolvers = {
     return context.services.pairTypes.list();
   },
 
-  autoClosePreferences: async (_parent, _args, context) => {
+  autoClosePreferences: async (_parent, args, context) => {
     const viewer = requireViewer(context);
-    return context.services.pairTypes.preferences(viewer.userId);
+    const userId = (args.userId ?? viewer.userId).toLowerCase();
+    if (!isUuid(userId)) {
+      throw badInput('INVALID_USER_ID', `userId ${JSON.stringify(userId.slice(0, 64))} is not a user id (a UUID).`, {
+        userId: userId.slice(0, 64),
+      });
+    }
+    assertCanReadFor(viewer, userId);
+    const preferences = await context.services.pairTypes.preferences(userId);
+    return preferences.map((preference) => ({ id: preferenceId(userId, preference.pairType), userId, ...preference }));
   },
 
   events: async (_parent, args, context) => {
@@ -64,12 +74,13 @@ export const Query: QueryResolvers = {
   report: async (_parent, args, context) => {
     const viewer = requireViewer(context);
     await settleBeforeRead(context, viewer);
-    return context.services.reports.run(viewer, {
+    const result = await context.services.reports.run(viewer, {
       expression: args.expression,
       window: args.window,
       groupBy: args.groupBy ?? null,
       bucket: args.bucket ?? null,
       canReadAll: canReadAll(viewer),
     }, context.reportBudget);
+    return withCacheIds(result, reportId(viewer.userId, args));
   },
 };

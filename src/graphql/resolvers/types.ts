@@ -1,6 +1,7 @@
 /** Field resolvers of the object types whose storage shape differs from the schema. */
 import type {
   EventResolvers,
+  PairTypeResolvers,
   ReportGroupResolvers,
   SegmentResolvers,
   UserResolvers,
@@ -49,6 +50,11 @@ export const Segment: SegmentResolvers = {
   },
   endEvent: async (segment, _args, context) =>
     segment.endEventId === null ? null : context.loaders.events.load(segment.endEventId),
+};
+
+export const PairType: PairTypeResolvers = {
+  // Pair type names are unique, so the name identifies one in a client cache.
+  id: (pairType) => pairType.name,
 };
 
 export const ReportGroup: ReportGroupResolvers = {
