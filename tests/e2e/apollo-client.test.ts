@@ -389,7 +389,8 @@ describe('Apollo Client against the server', () => {
     expect(result.data?.autoClosePreferences).toEqual([
       expect.objectContaining({ id: `${ana.id}:task`, userId: ana.id, pairType: 'task' }),
     ]);
-    expect(admin.cache.extract()[`AutoClosePreference:${ana.id}:task`]).toBeDefined();
+    const normalised = admin.cache.extract() as Record<string, unknown>;
+    expect(normalised[`AutoClosePreference:${ana.id}:task`]).toBeDefined();
   });
 
   it('member cannot read other preferences', async () => {
