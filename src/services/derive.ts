@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 
 import { DomainError } from '../domain/errors.js';
+import { MIN_INSTANT_MS } from '../domain/storable.js';
 import { absorbsLateEvent, advanceTo, applyEvents, nextDeadline, restoreState } from '../domain/pairing/engine.js';
 import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
@@ -115,6 +116,9 @@ export interface JustStored {
   input?: FoldInput;
 }
 
+/** A position before every event and decision, from which a rewind recomputes everything. */
+const BEFORE_ANY_EVENT: Position = { at: MIN_INSTANT_MS - 1, seq: 0 };
+
 export class Deriver {
   constructor(
     private readonly sql: SqlClient,
@@ -125,7 +129,14 @@ export class Deriver {
     private readonly fault: FaultHook = () => {},
   ) {}
 
-  async derive(lock: UserLock, now: number, justStored?: JustStored): Promise<DeriveResult> {
+  /**
+   * Folds the user's pending events and applies the deadlines passed by
+   * `now`. With `replayAll`, it first rewinds to before the user's first
+   * event, so that every derived row is recomputed from the event log, as
+   * after a change of the user's auto-close preferences. The rewind and the
+   * write share one transaction, so a reader sees the old rows or the new ones.
+   */
+  async derive(lock: UserLock, now: number, justStored?: JustStored, options: { replayAll?: boolean } = {}): Promise<DeriveResult> {
     const userId = lock.userId;
     // Independent reads run at once. The head and the pending events come
     // from one statement (the caller's events write, or a read here), so they
@@ -165,16 +176,21 @@ export class Deriver {
     // The write is one statement. Only a rewind, which reads and truncates
     // before it writes, needs a transaction around it.
     const firstEvent = pending[0]?.event;
-    const needsRewind =
-      firstEvent !== undefined &&
-      state.position !== null &&
-      comparePositions({ at: firstEvent.occurredAt, seq: firstEvent.seq }, state.position) < 0;
+    const rewindTo: Position | null =
+      options.replayAll === true
+        ? BEFORE_ANY_EVENT
+        : firstEvent !== undefined &&
+            state.position !== null &&
+            comparePositions({ at: firstEvent.occurredAt, seq: firstEvent.seq }, state.position) < 0
+          ? { at: firstEvent.occurredAt, seq: firstEvent.seq }
+          : null;
+    const needsRewind = rewindTo !== null;
     const fold = async (sql: SqlClient): Promise<{ changed: boolean; version: number }> => {
-      if (firstEvent !== undefined) {
+      if (firstEvent !== undefined || rewindTo !== null) {
         // Without a rewind, the pending events are exactly the ones to fold.
         let events: readonly EventToFold[] = pending;
-        if (needsRewind) {
-          const first = { at: firstEvent.occurredAt, seq: firstEvent.seq };
+        if (rewindTo !== null) {
+          const first = rewindTo;
           // The events this request has just stored come from memory here too.
           const input = await loadRewindInput(sql, userId, first, head.lastEventSeq, justStored?.range ?? null);
           if (input === null || input.derivedVersion !== head.derivedVersion) {

@@ -281,6 +281,19 @@ export class IntakeService {
   }
 
   /**
+   * Recomputes every row derived for one user from its event log, in one
+   * transaction, as a change of the user's auto-close preferences requires.
+   */
+  async replay(userId: string): Promise<void> {
+    const lock = await this.lockUser(userId, this.options.userLockWaitMs);
+    try {
+      await this.options.deriver.derive(lock, this.options.clock.now(), undefined, { replayAll: true });
+    } finally {
+      await this.releaseLocks([lock]);
+    }
+  }
+
+  /**
    * Rebuilds one user's Redis state from PostgreSQL; with `full`, also
    * recomputes every derived row from the event log.
    */

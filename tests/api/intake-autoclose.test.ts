@@ -220,8 +220,10 @@ describe('auto-close with a 12 h timeout', () => {
       timeoutSeconds: 600,
       endAt: 'DEADLINE',
     });
+    // The whole history is recomputed under the new policy: the deadline
+    // passed at 05:10, ten minutes after the start, before the heartbeat.
     expect((await segmentsOf(member)).map(summary)).toEqual([
-      { pairType: 'session', start: dayTwo('05:00:00'), end: dayTwo('05:30:00'), endReason: 'AUTO_CLOSE' },
+      { pairType: 'session', start: dayTwo('05:00:00'), end: dayTwo('05:10:00'), endReason: 'AUTO_CLOSE' },
     ]);
   });
 
@@ -267,6 +269,39 @@ describe('auto-close with a 12 h timeout', () => {
         endReason: 'AUTO_CLOSE',
       },
     ]);
+  });
+  it('longer preference recomputes history', async () => {
+    clock.set(Date.parse(dayTwo('12:00:00')));
+    const member = await server.createUser('preference-history');
+    await send(member, 'session_started', dayOne('09:00:00'));
+    await send(member, 'heartbeat', dayOne('09:05:00'));
+    await send(member, 'heartbeat', dayOne('09:40:00'));
+    await send(member, 'session_ended', dayOne('09:50:00'));
+    // The default 30 min timeout passed between 09:05 and 09:40, so the
+    // session closed at its last activity and its end came to nothing.
+    expect((await segmentsOf(member)).map(summary)).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('09:05:00'), endReason: 'AUTO_CLOSE' },
+    ]);
+
+    dataOf(
+      await server.gql(SET_PREFERENCE, { input: { pairType: 'session', timeoutSeconds: 3600, endAt: 'LAST_ACTIVITY' } }, member.token),
+      'setAutoClosePreference',
+    );
+
+    // Under a one-hour timeout no deadline passed, so the client's end holds.
+    const served = await readTimeline(server, member.token, member.id);
+    expect(served.segments.map(summary)).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('09:50:00'), endReason: 'CLIENT' },
+    ]);
+    expect(served.events.filter((event) => event.origin === 'CORRECTION')).toEqual([]);
+    expect(served.events.flatMap((event) => event.flags ?? [])).toEqual([]);
+
+    await server.app.services.intake.rebuild(member.id, true);
+    const rebuilt = await readTimeline(server, member.token, member.id);
+    expect(rebuilt.segments.map(summary)).toEqual(served.segments.map(summary));
+    expect(rebuilt.events.map((event) => [event.origin, event.rule, event.flags])).toEqual(
+      served.events.map((event) => [event.origin, event.rule, event.flags]),
+    );
   });
 });
 
@@ -363,4 +398,5 @@ describe('auto-close edge cases', () => {
       { pairType: 'task', start: dayOne('09:05:00'), end: dayOne('09:15:00'), endReason: 'AUTO_CLOSE' },
     ]);
   });
+
 });

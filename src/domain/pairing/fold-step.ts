@@ -182,8 +182,9 @@ export class FoldStep {
       // the state was built. The close is then decided at the current
       // position: history already applied is not rewritten.
       // NOTE: a full replay applies the new policy to the whole history, so
-      // after a policy change the served segments and a rebuild can differ,
-      // in decision positions and in the ends of auto-closed segments.
+      // after a change of a pair type's policy the served segments and a
+      // rebuild can differ, in decision positions and in the ends of
+      // auto-closed segments. A user's preference change replays that user.
       const deadlinePosition = autoClosePosition(deadline);
       const decidedAt =
         this.position !== null && comparePositions(deadlinePosition, this.position) < 0

@@ -36,9 +36,15 @@ export const Mutation: MutationResolvers = {
     const userId = (args.input.userId ?? viewer.userId).toLowerCase();
     assertCanActFor(viewer, userId);
     const policy = { timeoutSeconds: args.input.timeoutSeconds, endAt: args.input.endAt };
+    const before = (await context.services.pairTypes.preferences(userId)).find((item) => item.pairType === args.input.pairType);
     await context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
-    // Open instances of this user now have other deadlines.
-    await context.services.intake.settle(userId);
+    // Derived rows are a function of the preferences, so a changed policy
+    // recomputes the user's whole history, auto-closes already made included.
+    if (before?.timeoutSeconds === policy.timeoutSeconds && before.endAt === policy.endAt) {
+      await context.services.intake.settle(userId);
+    } else {
+      await context.services.intake.replay(userId);
+    }
     return { id: preferenceId(userId, args.input.pairType), userId, pairType: args.input.pairType, ...policy };
   },
 
