@@ -406,7 +406,7 @@ describe('prototype keys in JSON bodies and literals', () => {
 
     expect(result.data ?? null).toBeNull();
     expect(result.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
-    expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_EVENTS');
+    expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_META');
     expect(result.errors?.[0]?.extensions?.invalidItems).toMatchObject([{ index: 0, reason: 'INVALID_META' }]);
     expect(result.errors?.[0]?.message).toContain(`${path} is a key that this server rejects`);
     const events = await server.gql('{ events { nodes { id } } }', {}, token);

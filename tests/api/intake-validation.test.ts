@@ -307,6 +307,22 @@ describe('intake validation', () => {
       expect(await storedEvents(user.id)).toEqual(before);
     });
 
+    it('sendEvent names its own reason', async () => {
+      const user = await newUser();
+      const original = { id: 'single', type: 'heartbeat', occurredAt: AT };
+      dataOf(await server.gql(SEND_EVENT, { event: original }, user.token), 'sendEvent');
+
+      const response = await server.gql(SEND_EVENT, { event: { ...original, meta: { other: true } } }, user.token);
+
+      expect(response.data).toBeNull();
+      expect(response.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+      expect(response.errors?.[0]?.extensions?.reason).toBe('IDEMPOTENCY_CONFLICT');
+      expect(response.errors?.[0]?.message).toMatch(/^The event is invalid, so nothing was stored: /);
+      expect(response.errors?.[0]?.extensions?.invalidItems).toEqual([
+        expect.objectContaining({ index: 0, reason: 'IDEMPOTENCY_CONFLICT' }),
+      ]);
+    });
+
     it('stores a retried batch once', async () => {
       const user = await newUser();
       const batch = [

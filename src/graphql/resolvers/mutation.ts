@@ -1,7 +1,28 @@
 import { assertCanActFor, requireRole } from '../../auth/viewer.js';
+import { DomainError } from '../../domain/errors.js';
+import { isUuid } from '../../domain/user-id.js';
+import type { InvalidItem } from '../../services/intake.js';
 import { preferenceId } from '../cache-ids.js';
 import { requireViewer } from '../context.js';
 import type { MutationResolvers } from '../generated/types.js';
+
+/**
+ * Returns the error of a rejected batch of one event with that event's own
+ * reason, such as IDEMPOTENCY_CONFLICT, in place of INVALID_EVENTS, which
+ * speaks of a batch that `sendEvent` does not have. Other errors pass as they are.
+ */
+function asSingleEventError(error: unknown): unknown {
+  if (!(error instanceof DomainError) || error.reason !== 'INVALID_EVENTS') {
+    return error;
+  }
+  const items = (error.details.invalidItems ?? []) as InvalidItem[];
+  const reasons = new Set(items.map((item) => item.reason));
+  if (reasons.size !== 1) {
+    return error;
+  }
+  const messages = items.map((item) => item.message).join('; ');
+  return new DomainError(error.kind, items[0]!.reason, `The event is invalid, so nothing was stored: ${messages}.`, error.details);
+}
 
 export const Mutation: MutationResolvers = {
   login: async (_parent, args, context) => {
@@ -10,9 +31,11 @@ export const Mutation: MutationResolvers = {
 
   sendEvent: async (_parent, args, context) => {
     const viewer = requireViewer(context);
-    const outcome = await context.services.intake.send(viewer, [args.event], {
-      requestId: context.requestId,
-    });
+    const outcome = await context.services.intake
+      .send(viewer, [args.event], { requestId: context.requestId })
+      .catch((error: unknown) => {
+        throw asSingleEventError(error);
+      });
     const result = outcome.results[0];
     if (result === undefined) {
       throw new Error('Intake returned no result for a single event.');
@@ -36,7 +59,10 @@ export const Mutation: MutationResolvers = {
     const userId = (args.input.userId ?? viewer.userId).toLowerCase();
     assertCanActFor(viewer, userId);
     const policy = { timeoutSeconds: args.input.timeoutSeconds, endAt: args.input.endAt };
-    const before = (await context.services.pairTypes.preferences(userId)).find((item) => item.pairType === args.input.pairType);
+    // A malformed id is left to setPreference, which rejects it as an unknown user.
+    const before = isUuid(userId)
+      ? (await context.services.pairTypes.preferences(userId)).find((item) => item.pairType === args.input.pairType)
+      : undefined;
     await context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
     // Derived rows are a function of the preferences, so a changed policy
     // recomputes the user's whole history, auto-closes already made included.
