@@ -31,6 +31,19 @@ export const SCHEMA_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../
  */
 export const MAX_DOCUMENT_TOKENS = 20_000;
 
+/** The operation that the Sandbox page opens with: a login whose token the other operations need. */
+const SANDBOX_DOCUMENT = `# Log in, then copy the token into the Authorization header in the
+# connection settings as: Bearer <token>. Introspection and every other
+# operation need it.
+mutation Login($username: String!, $password: String!) {
+  login(username: $username, password: $password) {
+    token
+    expiresAt
+    user { id username role }
+  }
+}
+`;
+
 export interface GraphQLServerOptions {
   limits: RequestLimits;
   development: boolean;
@@ -68,7 +81,15 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
       ApolloServerPluginCacheControlDisabled(),
       createNoStorePlugin(),
       // The embedded Apollo Sandbox page, served at GET /graphql to browsers.
-      ApolloServerPluginLandingPageLocalDefault({ embed: true, footer: false }),
+      // Tokens travel in the Authorization header, never in cookies, and the
+      // page sends no usage data to Apollo. It opens on a login mutation,
+      // because introspection and every other field need a token.
+      ApolloServerPluginLandingPageLocalDefault({
+        embed: { runTelemetry: false, endpointIsEditable: false },
+        footer: false,
+        includeCookies: false,
+        document: SANDBOX_DOCUMENT,
+      }),
       ...(options.extraPlugins ?? []),
     ],
   });

@@ -327,6 +327,17 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.status).toBe('ok');
       expect(reply.json?.database).toBe(server.app.db.kind);
     });
+
+    it('sandbox page without cookies or telemetry', async () => {
+      const response = await fetch(`${server.url}/graphql`, { headers: { accept: 'text/html' } });
+      const html = await response.text();
+
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(html).toContain('"runTelemetry":false');
+      expect(html).toContain('"includeCookies":false');
+      expect(html).toContain('mutation Login');
+    });
   });
 });
 
