@@ -10,7 +10,10 @@ import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import { ApolloServerPluginCacheControlDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 
+import { GraphQLScalarType, Kind, parse, type GraphQLScalarTypeConfig } from 'graphql';
+
 import type { GraphQLContext } from './context.js';
+import type { Resolvers } from './generated/types.js';
 import { createFormatError } from './errors.js';
 import {
   createErrorLoggingPlugin,
@@ -44,6 +47,27 @@ mutation Login($username: String!, $password: String!) {
 }
 `;
 
+/**
+ * Returns the resolvers with each custom scalar described as in the schema
+ * file. The scalars come from graphql-scalars with descriptions of their
+ * own, and a scalar passed among the resolvers replaces the description
+ * that the schema file gives, so introspection would show the library's text.
+ */
+function withScalarDescriptions(map: Resolvers, typeDefs: string): Resolvers {
+  const described: Record<string, unknown> = { ...map };
+  for (const definition of parse(typeDefs).definitions) {
+    if (definition.kind !== Kind.SCALAR_TYPE_DEFINITION || definition.description === undefined) {
+      continue;
+    }
+    // Duck-typed: Vitest may load a second copy of graphql, which fails instanceof.
+    const scalar = described[definition.name.value] as { toConfig?: () => GraphQLScalarTypeConfig<unknown, unknown> } | undefined;
+    if (typeof scalar?.toConfig === 'function') {
+      described[definition.name.value] = new GraphQLScalarType({ ...scalar.toConfig(), description: definition.description.value });
+    }
+  }
+  return described as Resolvers;
+}
+
 export interface GraphQLServerOptions {
   limits: RequestLimits;
   development: boolean;
@@ -60,7 +84,7 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
   const typeDefs = readFileSync(SCHEMA_PATH, 'utf8');
   return new ApolloServer<GraphQLContext>({
     typeDefs,
-    resolvers: resolvers as never,
+    resolvers: withScalarDescriptions(resolvers, typeDefs) as never,
     csrfPrevention: true,
     introspection: options.introspection,
     // The process's own signal handlers drain HTTP and then stop Apollo.

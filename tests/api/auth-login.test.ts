@@ -377,6 +377,16 @@ describe('introspection access', () => {
     expect(result.data?.__schema.queryType.name).toBe('Query');
   });
 
+  it('scalars keep schema descriptions', async () => {
+    const result = await server.gql<{ dateTime: { description: string }; json: { description: string } }>(
+      '{ dateTime: __type(name: "DateTime") { description } json: __type(name: "JSONObject") { description } }',
+      {},
+      await server.adminToken(),
+    );
+    expect(result.data?.dateTime.description).toContain('explicit offset');
+    expect(result.data?.json.description).toContain('__proto__');
+  });
+
   it('__typename served without token', async () => {
     const result = await server.gql('{ __typename }');
     expect(result.status).toBe(200);
