@@ -114,6 +114,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       passwordScryptLog2N: config.auth.passwordScryptLog2N,
       logger,
       sql: db.sql,
+      maxSessionSeconds: config.auth.jwtMaxSessionSeconds,
+      now: () => clock.now(),
     });
     const pairTypes = new PairTypeService(
       db.prisma,

@@ -45,10 +45,21 @@ export interface IssuedToken {
 export interface TokenClaims {
   userId: string;
   role: Role;
+  /**
+   * When the user logged in with a password, in seconds since the epoch: the
+   * `auth_time` claim, which renewed tokens carry over, or `iat` for a token
+   * without one.
+   */
+  authTime: number;
 }
 
 export interface TokenService {
-  issue(user: { id: string; role: Role }): Promise<IssuedToken>;
+  /**
+   * Signs a token for `user`. `authTime` carries the login time of a renewed
+   * token over (now by default), and the token expires at `notAfter` (ms) if
+   * that comes before the end of its usual lifetime.
+   */
+  issue(user: { id: string; role: Role }, options?: { authTime?: number; notAfter?: number }): Promise<IssuedToken>;
   /** @throws DomainError UNAUTHENTICATED with reason `INVALID_TOKEN`, for every kind of bad token. */
   verify(token: string): Promise<TokenClaims>;
 }
@@ -77,11 +88,15 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
         throw error;
       }));
 
-  async function issue(user: { id: string; role: Role }): Promise<IssuedToken> {
+  async function issue(
+    user: { id: string; role: Role },
+    issueOptions: { authTime?: number; notAfter?: number } = {},
+  ): Promise<IssuedToken> {
     const issuedAtSeconds = Math.floor(now() / 1000);
-    const expiresAtSeconds = issuedAtSeconds + ttlSeconds;
+    const cap = issueOptions.notAfter === undefined ? Infinity : Math.floor(issueOptions.notAfter / 1000);
+    const expiresAtSeconds = Math.min(issuedAtSeconds + ttlSeconds, cap);
 
-    const token = await new SignJWT({ role: user.role })
+    const token = await new SignJWT({ role: user.role, auth_time: issueOptions.authTime ?? issuedAtSeconds })
       .setProtectedHeader({ alg: ALGORITHM, typ: 'JWT' })
       .setSubject(user.id)
       .setIssuer(issuer)
@@ -124,14 +139,14 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       throw rejectToken(logger, describeJoseError(error));
     }
 
-    const { sub, role } = payload;
+    const { sub, role, iat, auth_time: authTime } = payload;
     if (typeof sub !== 'string' || sub === '') {
       throw rejectToken(logger, 'sub claim is empty');
     }
     if (!isRole(role)) {
       throw rejectToken(logger, 'role claim is missing or unknown');
     }
-    return { userId: sub, role };
+    return { userId: sub, role, authTime: Number.isSafeInteger(authTime) ? (authTime as number) : (iat as number) };
   }
 
   return { issue, verify };

@@ -16,6 +16,8 @@ export type Role = (typeof ROLES)[number];
 export interface Viewer {
   userId: string;
   role: Role;
+  /** When the viewer logged in with a password (the token's `auth_time`), in seconds since the epoch; unset outside requests. */
+  authTime?: number;
 }
 
 export function isRole(value: unknown): value is Role {

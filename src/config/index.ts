@@ -60,6 +60,7 @@ export function loadConfig(env: Environment = process.env): Config {
       jwtIssuer: reader.string('JWT_ISSUER', 'event-master', 255),
       jwtAudience: reader.string('JWT_AUDIENCE', 'event-master', 255),
       jwtTtlSeconds: reader.integer('JWT_TTL_SECONDS', 3600, 60, SECONDS_PER_DAY),
+      jwtMaxSessionSeconds: reader.integer('JWT_MAX_SESSION_SECONDS', 7 * SECONDS_PER_DAY, 60, 366 * SECONDS_PER_DAY),
       jwtClockToleranceSeconds: reader.integer('JWT_CLOCK_TOLERANCE_SECONDS', 5, 0, 60),
       admin: readAdminBootstrap(reader),
       // 17 is the scrypt minimum of the OWASP Password Storage Cheat Sheet

@@ -75,6 +75,8 @@ export interface Config {
     jwtAudience: string;
     /** JWT_TTL_SECONDS: lifetime of an issued token. */
     jwtTtlSeconds: number;
+    /** JWT_MAX_SESSION_SECONDS: how long after a password login `renewToken` still issues tokens. */
+    jwtMaxSessionSeconds: number;
     /** JWT_CLOCK_TOLERANCE_SECONDS: allowed clock difference when checking `exp` and `iat`. */
     jwtClockToleranceSeconds: number;
     /** ADMIN_USERNAME and ADMIN_PASSWORD, or null when neither is set. */

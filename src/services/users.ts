@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 
 import type { LoginRateLimiter } from '../auth/rate-limit.js';
 import { MAX_PASSWORD_BYTES, hashPassword, needsRehash, verifyDummyPassword, verifyPassword } from '../auth/password.js';
-import type { TokenService } from '../auth/tokens.js';
+import { invalidTokenError, type TokenService } from '../auth/tokens.js';
+import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput } from '../domain/errors.js';
 import { UNPAIRED_SURROGATE, textProblem } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
@@ -63,6 +64,10 @@ export interface UserServiceOptions {
   logger: Logger;
   /** Optional SQL client for the read on every authenticated request. */
   sql?: SqlClient;
+  /** JWT_MAX_SESSION_SECONDS: how long after a password login `renew` still issues tokens. */
+  maxSessionSeconds?: number;
+  /** Current time in ms since the epoch, the token service's clock. */
+  now?: () => number;
 }
 
 export function toUserRecord(row: {
@@ -232,6 +237,35 @@ export class UserService {
     } catch (error) {
       logger.warn({ err: error, userId }, 'rehashing the password failed; the old hash stays');
     }
+  }
+
+  /**
+   * Issues a new token for the viewer, with its current role, so a client
+   * stays signed in without the password. Renewed tokens keep the time of
+   * the password login, and none is valid past JWT_MAX_SESSION_SECONDS after it.
+   *
+   * @throws DomainError UNAUTHENTICATED with reason `SESSION_EXPIRED` once that
+   *   time has passed, and `INVALID_TOKEN` for a user that no longer exists.
+   */
+  async renew(viewer: Viewer): Promise<LoginResult> {
+    const now = this.options.now?.() ?? Date.now();
+    const maxSessionSeconds = this.options.maxSessionSeconds ?? 7 * 86_400;
+    const authTime = viewer.authTime ?? Math.floor(now / 1000);
+    const sessionEndsAt = (authTime + maxSessionSeconds) * 1000;
+    if (sessionEndsAt <= now) {
+      throw new DomainError(
+        'UNAUTHENTICATED',
+        'SESSION_EXPIRED',
+        `The session began with a login at ${new Date(authTime * 1000).toISOString()}, more than JWT_MAX_SESSION_SECONDS (${maxSessionSeconds} s) ago. Log in with the password again.`,
+        { authTime: new Date(authTime * 1000).toISOString(), maxSessionSeconds },
+      );
+    }
+    const user = await this.findById(viewer.userId);
+    if (user === null) {
+      throw invalidTokenError();
+    }
+    const issued = await this.options.tokens.issue({ id: user.id, role: user.role }, { authTime, notAfter: sessionEndsAt });
+    return { token: issued.token, expiresAt: issued.expiresAt, user };
   }
 
   /** Verifies against a stored hash; a corrupt hash counts as a failed login and is logged. */

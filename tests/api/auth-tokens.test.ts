@@ -7,7 +7,7 @@
 import { generateKeyPair, SignJWT, UnsecuredJWT, type CryptoKey, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { startTestServer, type TestServer } from '../support/app.js';
+import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
 
 interface RestReply {
   status: number;
@@ -264,5 +264,76 @@ describe('access tokens over HTTP', () => {
     const result = await server.gql('{ __typename }');
     expect(result.errors).toBeUndefined();
     expect(result.data).toEqual({ __typename: 'Query' });
+  });
+});
+
+describe('token renewal over HTTP', () => {
+  const HOUR_MS = 3_600_000;
+  const clock = new ManualClock(Date.parse('2026-06-01T08:00:00Z'));
+  const RENEW = 'mutation { renewToken { token expiresAt user { id role } } }';
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock,
+      sweeper: false,
+      env: { JWT_TTL_SECONDS: '3600', JWT_MAX_SESSION_SECONDS: String(3 * 3600) },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  type Renewed = { renewToken: { token: string; expiresAt: string; user: { id: string; role: string } } };
+
+  it('renews until the session ends', async () => {
+    clock.set(Date.parse('2026-06-01T08:00:00Z'));
+    const member = await server.createUser('renew-member');
+
+    // Each renewal 50 minutes after the last keeps the client signed in.
+    let token = member.token;
+    for (let step = 1; step <= 2; step += 1) {
+      clock.advance(50 * 60_000);
+      const renewed = await server.gql<Renewed>(RENEW, {}, token);
+      expect(renewed.errors).toBeUndefined();
+      expect(renewed.data?.renewToken.user).toEqual({ id: member.id, role: 'MEMBER' });
+      expect(Date.parse(renewed.data!.renewToken.expiresAt)).toBe(clock.now() + HOUR_MS);
+      token = renewed.data!.renewToken.token;
+      expect((await server.gql('{ me { id } }', {}, token)).data?.me?.id).toBe(member.id);
+    }
+
+    // At 10:30 a full hour would pass the session end at 11:00, so the token stops there.
+    clock.set(Date.parse('2026-06-01T10:30:00Z'));
+    const capped = await server.gql<Renewed>(RENEW, {}, token);
+    expect(capped.data?.renewToken.expiresAt).toBe('2026-06-01T11:00:00.000Z');
+
+    // At 11:00 the token still passes within the 5 s clock tolerance, but the session is over.
+    clock.set(Date.parse('2026-06-01T11:00:00Z'));
+    const expired = await server.gql(RENEW, {}, capped.data!.renewToken.token);
+    expect(expired.data ?? null).toBeNull();
+    expect(expired.status).toBe(401);
+    expect(expired.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(expired.errors?.[0]?.extensions?.reason).toBe('SESSION_EXPIRED');
+    expect(expired.errors?.[0]?.message).toContain('JWT_MAX_SESSION_SECONDS (10800 s)');
+
+    clock.set(Date.parse('2026-06-01T11:00:06Z'));
+    const stale = await server.gql(RENEW, {}, capped.data!.renewToken.token);
+    expect(stale.errors?.[0]?.extensions?.reason).toBe('INVALID_TOKEN');
+  });
+
+  it('renewal takes the stored role', async () => {
+    clock.set(Date.parse('2026-06-01T08:00:00Z'));
+    const member = await server.createUser('renew-promoted');
+    await server.app.db.prisma.user.update({ where: { id: member.id }, data: { role: 'ANALYST' } });
+
+    const renewed = await server.gql<Renewed>(RENEW, {}, member.token);
+    expect(renewed.data?.renewToken.user.role).toBe('ANALYST');
+  });
+
+  it('renewal needs a token', async () => {
+    const result = await server.gql(RENEW);
+    expect(result.status).toBe(401);
+    expect(result.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
   });
 });

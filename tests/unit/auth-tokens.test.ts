@@ -82,11 +82,26 @@ async function expectRejected(token: string, tokens: TokenService = service()): 
 }
 
 describe('token issue', () => {
+  it('renewal keeps auth_time', async () => {
+    const tokens = service();
+    const loginAt = NOW_SECONDS - 5000;
+    const { token, expiresAt } = await tokens.issue({ id: 'user-1', role: 'MEMBER' }, { authTime: loginAt, notAfter: NOW_MS + 600_000 });
+
+    expect(await tokens.verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER', authTime: loginAt });
+    // The session end comes before the usual hour.
+    expect(expiresAt.getTime()).toBe(NOW_MS + 600_000);
+  });
+
+  it('auth_time defaults to iat', async () => {
+    const token = await signCustom({ iat: NOW_SECONDS - 600 });
+    expect(await service().verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER', authTime: NOW_SECONDS - 600 });
+  });
+
   it('valid token passes', async () => {
     const tokens = service();
     const { token, expiresAt } = await tokens.issue({ id: 'user-1', role: 'ANALYST' });
 
-    expect(await tokens.verify(token)).toEqual({ userId: 'user-1', role: 'ANALYST' });
+    expect(await tokens.verify(token)).toEqual({ userId: 'user-1', role: 'ANALYST', authTime: NOW_SECONDS });
     expect(expiresAt.toISOString()).toBe('2026-01-15T11:00:00.000Z');
   });
 
@@ -244,7 +259,7 @@ describe('token clock tolerance', () => {
   it('accepts exp within tolerance', async () => {
     const token = await signCustom({ iat: NOW_SECONDS - 600, exp: NOW_SECONDS - (TOLERANCE_SECONDS - 2) });
 
-    expect(await service().verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER' });
+    expect(await service().verify(token)).toMatchObject({ userId: 'user-1', role: 'MEMBER' });
   });
 
   it('rejects exp beyond tolerance', async () => {
@@ -256,7 +271,7 @@ describe('token clock tolerance', () => {
   it('accepts iat slightly ahead', async () => {
     const token = await signCustom({ iat: NOW_SECONDS + (TOLERANCE_SECONDS - 2) });
 
-    expect(await service().verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER' });
+    expect(await service().verify(token)).toMatchObject({ userId: 'user-1', role: 'MEMBER' });
   });
 });
 
@@ -284,7 +299,7 @@ describe('key import', () => {
       // Not an INVALID_TOKEN: the token is fine, the server is not.
       expect(failed).not.toBeInstanceOf(DomainError);
       expect((failed as Error).message).toBe('injected import failure');
-      await expect(tokens.verify(token)).resolves.toEqual({ userId: 'user-1', role: 'MEMBER' });
+      await expect(tokens.verify(token)).resolves.toMatchObject({ userId: 'user-1', role: 'MEMBER' });
       expect(importKey).toHaveBeenCalledTimes(2);
     } finally {
       importKey.mockRestore();
@@ -294,7 +309,7 @@ describe('key import', () => {
   it('verifies tokens signed with the raw secret', async () => {
     const tokens = service();
     const issued = await tokens.issue({ id: 'user-2', role: 'ANALYST' });
-    await expect(tokens.verify(await signCustom())).resolves.toEqual({ userId: 'user-1', role: 'MEMBER' });
-    await expect(tokens.verify(issued.token)).resolves.toEqual({ userId: 'user-2', role: 'ANALYST' });
+    await expect(tokens.verify(await signCustom())).resolves.toMatchObject({ userId: 'user-1', role: 'MEMBER' });
+    await expect(tokens.verify(issued.token)).resolves.toMatchObject({ userId: 'user-2', role: 'ANALYST' });
   });
 });

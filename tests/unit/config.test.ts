@@ -61,6 +61,7 @@ describe('loadConfig', () => {
       jwtIssuer: 'event-master',
       jwtAudience: 'event-master',
       jwtTtlSeconds: 3600,
+      jwtMaxSessionSeconds: 604800,
       jwtClockToleranceSeconds: 5,
       admin: null,
       passwordScryptLog2N: 17,

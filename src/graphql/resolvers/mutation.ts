@@ -29,6 +29,10 @@ export const Mutation: MutationResolvers = {
     return context.services.users.login(args.username, args.password, context.clientAddress);
   },
 
+  renewToken: async (_parent, _args, context) => {
+    return context.services.users.renew(requireViewer(context));
+  },
+
   sendEvent: async (_parent, args, context) => {
     const viewer = requireViewer(context);
     const outcome = await context.services.intake
