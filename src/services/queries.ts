@@ -24,7 +24,7 @@ const MAX_FILTER_USERS = MAX_LEAF_LIST_ITEMS;
 export interface Connection<T> {
   edges: Array<{ cursor: string; node: T }>;
   nodes: T[];
-  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+  pageInfo: { hasNextPage: boolean; hasPreviousPage: boolean; startCursor: string | null; endCursor: string | null };
 }
 
 export interface WindowArg {
@@ -37,6 +37,16 @@ export interface PageArgs<F> {
   window: WindowArg | null;
   first: number | null;
   after: string | null;
+  /** Page from the end: the `last` items before `before`, or the last items of all. */
+  last?: number | null;
+  before?: string | null;
+}
+
+/** A page request: the direction it is counted in, its size and its cursor. */
+interface PageRequest {
+  backward: boolean;
+  limit: number;
+  cursor: string | null;
 }
 
 export interface EventFilterArg {
@@ -82,15 +92,29 @@ export class QueryService {
     private readonly pageSize: { defaultPageSize: number; maxPageSize: number },
   ) {}
 
-  private pageLimit(first: number | null): number {
-    const size = first ?? this.pageSize.defaultPageSize;
+  /**
+   * Reads the paging arguments: `first` and `after` page forward, `last` and
+   * `before` page backward. A request that mixes the two directions names no
+   * single page, so it is rejected.
+   */
+  private pageRequest(args: PageArgs<unknown>): PageRequest {
+    const forward = args.first !== null || args.after !== null;
+    const backward = (args.last ?? null) !== null || (args.before ?? null) !== null;
+    if (forward && backward) {
+      throw badInput(
+        'INVALID_PAGINATION',
+        'Page forward with first and after, or backward with last and before, but not both in one request.',
+      );
+    }
+    const name = backward ? 'last' : 'first';
+    const size = (backward ? args.last : args.first) ?? this.pageSize.defaultPageSize;
     if (size < 1) {
-      throw badInput('INVALID_PAGE_SIZE', `first is ${size}; it must be at least 1.`, { value: size });
+      throw badInput('INVALID_PAGE_SIZE', `${name} is ${size}; it must be at least 1.`, { value: size });
     }
     if (size > this.pageSize.maxPageSize) {
       throw limitExceeded('PAGE_SIZE_MAX', size, this.pageSize.maxPageSize);
     }
-    return size;
+    return { backward, limit: size, cursor: (backward ? args.before : args.after) ?? null };
   }
 
   /** Returns the users a viewer may list: the filter's after an access check, or the viewer alone for members. */
@@ -129,7 +153,7 @@ export class QueryService {
   }
 
   async events(viewer: Viewer, args: PageArgs<EventFilterArg>): Promise<Connection<EventRecord>> {
-    const limit = this.pageLimit(args.first);
+    const page = this.pageRequest(args);
     this.checkWindow(args.window);
     const users = this.scopeUsers(viewer, args.filter?.users);
     const where = new WhereBuilder();
@@ -143,15 +167,12 @@ export class QueryService {
       where.add('occurred_at >= ?', args.window.start);
       where.add('occurred_at < ?', args.window.end);
     }
-    const rows = await this.sql.query(
-      where.page('events', EVENT_COLUMNS, 'occurred_at', args.after, limit),
-      where.params,
-    );
-    return toConnection(rows.map(toEventRecord), limit, (event) => encodeCursor(event.occurredAt, event.id));
+    const rows = await this.sql.query(where.page('events', EVENT_COLUMNS, 'occurred_at', page), where.params);
+    return toConnection(rows.map(toEventRecord), page, (event) => encodeCursor(event.occurredAt, event.id));
   }
 
   async segments(viewer: Viewer, args: PageArgs<SegmentFilterArg>): Promise<Connection<SegmentRecord>> {
-    const limit = this.pageLimit(args.first);
+    const page = this.pageRequest(args);
     this.checkWindow(args.window);
     const users = this.scopeUsers(viewer, args.filter?.users);
     const where = new WhereBuilder();
@@ -170,11 +191,8 @@ export class QueryService {
       where.add('start_at < ?', args.window.end);
       where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
-    const rows = await this.sql.query(
-      where.page('segments', SEGMENT_COLUMNS, 'start_at', args.after, limit),
-      where.params,
-    );
-    return toConnection(rows.map(toSegmentRecord), limit, (segment) => encodeCursor(segment.startAt, segment.id));
+    const rows = await this.sql.query(where.page('segments', SEGMENT_COLUMNS, 'start_at', page), where.params);
+    return toConnection(rows.map(toSegmentRecord), page, (segment) => encodeCursor(segment.startAt, segment.id));
   }
 
   async eventsByIds(ids: readonly string[]): Promise<EventRecord[]> {
@@ -200,18 +218,24 @@ class WhereBuilder {
     this.conditions.push(condition);
   }
 
-  /** Returns the query of one page ordered by `(orderColumn, id)`, starting after the cursor. */
-  page(table: string, columns: string, orderColumn: string, after: string | null, limit: number): string {
-    if (after !== null) {
-      const cursor = decodeCursor(after);
+  /**
+   * Returns the query of one page in `(orderColumn, id)` order: after the
+   * cursor going forward, or before it going backward. A backward page is read
+   * in descending order, one row more than the page to tell whether more
+   * come before it, and `toConnection` puts it back in ascending order.
+   */
+  page(table: string, columns: string, orderColumn: string, page: PageRequest): string {
+    if (page.cursor !== null) {
+      const cursor = decodeCursor(page.cursor);
       this.params.push(cursor.at, cursor.id);
       this.conditions.push(
-        `(${orderColumn}, id) > ($${this.params.length - 1}::timestamptz, $${this.params.length}::uuid)`,
+        `(${orderColumn}, id) ${page.backward ? '<' : '>'} ($${this.params.length - 1}::timestamptz, $${this.params.length}::uuid)`,
       );
     }
-    this.params.push(limit + 1);
+    this.params.push(page.limit + 1);
     const where = this.conditions.length > 0 ? `WHERE ${this.conditions.join(' AND ')}` : '';
-    return `SELECT ${columns} FROM ${table} ${where} ORDER BY ${orderColumn}, id LIMIT $${this.params.length}`;
+    const direction = page.backward ? ' DESC' : '';
+    return `SELECT ${columns} FROM ${table} ${where} ORDER BY ${orderColumn}${direction}, id${direction} LIMIT $${this.params.length}`;
   }
 }
 
@@ -238,13 +262,26 @@ function checkFilterText(field: string, values: readonly string[] | null | undef
 }
 
 
-function toConnection<T>(rows: T[], limit: number, cursorOf: (row: T) => string): Connection<T> {
-  const hasNextPage = rows.length > limit;
-  const nodes = hasNextPage ? rows.slice(0, limit) : rows;
+/**
+ * Builds a connection from the rows of `page`, which hold one row beyond the
+ * page when more follow in its direction. Items before `after`, or after
+ * `before`, exist because the cursor came from one of them, so the other
+ * direction's flag is true when a cursor was given.
+ */
+function toConnection<T>(rows: T[], page: PageRequest, cursorOf: (row: T) => string): Connection<T> {
+  const more = rows.length > page.limit;
+  const taken = more ? rows.slice(0, page.limit) : rows;
+  const nodes = page.backward ? taken.reverse() : taken;
   const edges = nodes.map((node) => ({ cursor: cursorOf(node), node }));
+  const pastCursor = page.cursor !== null;
   return {
     edges,
     nodes,
-    pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null },
+    pageInfo: {
+      hasNextPage: page.backward ? pastCursor : more,
+      hasPreviousPage: page.backward ? more : pastCursor,
+      startCursor: edges[0]?.cursor ?? null,
+      endCursor: edges.at(-1)?.cursor ?? null,
+    },
   };
 }

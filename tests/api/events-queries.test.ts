@@ -10,16 +10,16 @@ import { SEND_EVENTS, dataOf, generateStream } from '../support/replay.js';
 
 const NOW = Date.parse('2026-01-25T00:00:00Z');
 
-const EVENTS = `query ($filter: EventFilter, $window: WindowInput, $first: Int, $after: String) {
-  events(filter: $filter, window: $window, first: $first, after: $after) {
-    pageInfo { hasNextPage endCursor }
+const EVENTS = `query ($filter: EventFilter, $window: WindowInput, $first: Int, $after: String, $last: Int, $before: String) {
+  events(filter: $filter, window: $window, first: $first, after: $after, last: $last, before: $before) {
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
     edges { cursor node { id occurredAt user { id } } }
   }
 }`;
 
-const SEGMENTS = `query ($filter: SegmentFilter, $window: WindowInput, $first: Int, $after: String) {
-  segments(filter: $filter, window: $window, first: $first, after: $after) {
-    pageInfo { hasNextPage endCursor }
+const SEGMENTS = `query ($filter: SegmentFilter, $window: WindowInput, $first: Int, $after: String, $last: Int, $before: String) {
+  segments(filter: $filter, window: $window, first: $first, after: $after, last: $last, before: $before) {
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
     edges { cursor node { id start end open user { id } } }
   }
 }`;
@@ -33,7 +33,7 @@ interface Node {
 }
 
 interface Page {
-  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+  pageInfo: { hasNextPage: boolean; hasPreviousPage: boolean; startCursor: string | null; endCursor: string | null };
   edges: Array<{ cursor: string; node: Node }>;
 }
 
@@ -128,6 +128,60 @@ describe('events and segments queries', () => {
 
     expect(paged.map((node) => node.id)).toEqual(everything.map((node) => node.id));
     expect(new Set(paged.map((node) => node.id)).size).toBe(paged.length);
+  });
+
+  it.each([
+    { field: 'events' as const, size: 4 },
+    { field: 'segments' as const, size: 3 },
+  ])('$field pages backward from the end', async ({ field, size }) => {
+    const everything = (await page(field, { first: 50 }, alice.token)).edges.map((edge) => edge.node.id);
+
+    const pages: string[][] = [];
+    let before: string | null = null;
+    for (let count = 0; count < 100; count += 1) {
+      const current = await page(field, { last: size, before }, alice.token);
+      pages.unshift(current.edges.map((edge) => edge.node.id));
+      expect(current.pageInfo.startCursor).toBe(current.edges[0]?.cursor ?? null);
+      expect(current.pageInfo.endCursor).toBe(current.edges.at(-1)?.cursor ?? null);
+      expect(current.pageInfo.hasNextPage).toBe(before !== null);
+      if (!current.pageInfo.hasPreviousPage) {
+        break;
+      }
+      expect(current.edges).toHaveLength(size);
+      before = current.pageInfo.startCursor;
+    }
+
+    // The first backward page holds the newest items, in ascending order like every page.
+    expect(pages.at(-1)).toEqual(everything.slice(-size));
+    expect(pages.flat()).toEqual(everything);
+  });
+
+  it('forward pages report what lies before', async () => {
+    const first = await page('events', { first: 5 }, alice.token);
+    expect(first.pageInfo.hasPreviousPage).toBe(false);
+    expect(first.pageInfo.startCursor).toBe(first.edges[0]?.cursor);
+
+    const second = await page('events', { first: 5, after: first.pageInfo.endCursor }, alice.token);
+    expect(second.pageInfo.hasPreviousPage).toBe(true);
+  });
+
+  it.each([
+    { name: 'first with last', variables: { first: 2, last: 2 } },
+    { name: 'after with before', variables: { after: 'x', before: 'y' } },
+    { name: 'first with before', variables: { first: 2, before: 'y' } },
+  ])('rejects $name', async ({ variables }) => {
+    for (const query of [EVENTS, SEGMENTS]) {
+      const response = await server.gql(query, variables, alice.token);
+
+      expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_PAGINATION');
+    }
+  });
+
+  it('names last in its size error', async () => {
+    const response = await server.gql(EVENTS, { last: 0 }, alice.token);
+
+    expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_PAGE_SIZE');
+    expect(response.errors?.[0]?.message).toContain('last is 0');
   });
 
   it('events come in time order', async () => {

@@ -57,6 +57,8 @@ export const Query: QueryResolvers = {
       window: args.window ?? null,
       first: args.first ?? null,
       after: args.after ?? null,
+      last: args.last ?? null,
+      before: args.before ?? null,
     });
   },
 
@@ -68,6 +70,8 @@ export const Query: QueryResolvers = {
       window: args.window ?? null,
       first: args.first ?? null,
       after: args.after ?? null,
+      last: args.last ?? null,
+      before: args.before ?? null,
     });
   },
 
