@@ -7,6 +7,7 @@ import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
 import { bucketBoundaries, isValidTimeZone, totalsInBuckets, type BucketUnit } from '../domain/interval/buckets.js';
 import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
 import { bindUser, collectLeaves, evaluate, toExpression, validateWindow } from '../domain/report/expression.js';
+import { MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
 import { loadLeafSets } from '../storage/postgres/leaf-store.js';
@@ -42,6 +43,8 @@ export interface ReportRequest {
   expression: unknown;
   window: { start: Date; end: Date };
   groupBy: 'USER' | null;
+  /** With groupBy USER, the users to group by; null for every user the viewer may read. */
+  groupUsers?: readonly string[] | null;
   bucket: { unit: BucketUnit; timeZone: string } | null;
   canReadAll: boolean;
 }
@@ -89,6 +92,7 @@ export class ReportService {
         );
       }
     }
+    this.checkGroupUsers(viewer, request);
     if (!request.canReadAll) {
       for (const spec of leaves.values()) {
         const other = spec.users?.find((id) => !sameUserId(id, viewer.userId));
@@ -114,7 +118,7 @@ export class ReportService {
     const loaded = new Map<string, { set: IntervalSet; perUser: Map<string, IntervalSet> | null }>();
 
     const grouped = request.groupBy === 'USER';
-    const groupUsers = grouped ? await this.groupUsers(viewer, request.canReadAll) : [];
+    const groupUsers = grouped ? await this.groupUsers(viewer, request.canReadAll, request.groupUsers ?? null) : [];
     if (boundaries !== null) {
       // One row per bucket for the result and for each group: bound the response size.
       const bucketRows = (boundaries.length - 1) * (1 + groupUsers.length);
@@ -176,6 +180,38 @@ export class ReportService {
     return result;
   }
 
+  /** Rejects `groupUsers` without `groupBy: USER`, with ids that are not UUIDs or too many of them, or naming another user for a member. */
+  private checkGroupUsers(viewer: Viewer, request: ReportRequest): void {
+    const chosen = request.groupUsers ?? null;
+    if (chosen === null) {
+      return;
+    }
+    if (request.groupBy !== 'USER') {
+      throw badInput('INVALID_GROUP_USERS', 'groupUsers chooses the groups of groupBy: USER; send it together with groupBy: USER.');
+    }
+    if (chosen.length > MAX_LEAF_LIST_ITEMS) {
+      throw badInput('LIMIT_EXCEEDED', `groupUsers has ${chosen.length} entries, above the maximum of ${MAX_LEAF_LIST_ITEMS}.`, {
+        field: 'groupUsers',
+        value: chosen.length,
+        max: MAX_LEAF_LIST_ITEMS,
+      });
+    }
+    const malformed = chosen.find((id) => !isUuid(id));
+    if (malformed !== undefined) {
+      throw badInput('INVALID_USER_ID', `groupUsers names ${JSON.stringify(malformed.slice(0, 64))}, which is not a user id (a UUID).`, {
+        userId: malformed.slice(0, 64),
+      });
+    }
+    const other = request.canReadAll ? undefined : chosen.find((id) => !sameUserId(id, viewer.userId));
+    if (other !== undefined) {
+      throw new DomainError(
+        'FORBIDDEN',
+        'OTHER_USER',
+        `Members may report only on their own segments; groupUsers names user ${JSON.stringify(other.slice(0, 64))}.`,
+      );
+    }
+  }
+
   private summarise(
     set: IntervalSet,
     window: Interval,
@@ -203,11 +239,21 @@ export class ReportService {
     };
   }
 
-  private async groupUsers(viewer: Viewer, canReadAll: boolean): Promise<string[]> {
+  /**
+   * Returns the users that get a group, in username order: those of `chosen`
+   * that exist, or every user the viewer may read. A member only ever gets
+   * its own group, and the caller has checked that `chosen` names no one else.
+   */
+  private async groupUsers(viewer: Viewer, canReadAll: boolean, chosen: readonly string[] | null): Promise<string[]> {
     if (!canReadAll) {
-      return [viewer.userId];
+      return chosen === null || chosen.some((id) => sameUserId(id, viewer.userId)) ? [viewer.userId] : [];
     }
-    const rows = await this.sql.query<{ id: string }>(`SELECT id FROM users ORDER BY username`);
+    const rows =
+      chosen === null
+        ? await this.sql.query<{ id: string }>(`SELECT id FROM users ORDER BY username`)
+        : await this.sql.query<{ id: string }>(`SELECT id FROM users WHERE id = ANY($1::uuid[]) ORDER BY username`, [
+            chosen.map((id) => id.toLowerCase()),
+          ]);
     return rows.map((row) => row.id);
   }
 }

@@ -23,6 +23,16 @@ const REPORT_GROUPED = `query ($expression: SetExpression!, $window: WindowInput
   }
 }`;
 
+const REPORT_CHOSEN_GROUPS = `query ($expression: SetExpression!, $window: WindowInput!, $groupUsers: [ID!]) {
+  report(expression: $expression, window: $window, groupBy: USER, groupUsers: $groupUsers) {
+    groups { user { id username } count totalSeconds intervals { start end } }
+  }
+}`;
+
+const REPORT_CHOSEN_UNGROUPED = `query ($expression: SetExpression!, $window: WindowInput!, $groupUsers: [ID!]) {
+  report(expression: $expression, window: $window, groupUsers: $groupUsers) { totalSeconds }
+}`;
+
 const SEND = `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`;
 
 const WINDOW = { start: '2026-03-09T00:00:00.000Z', end: '2026-03-10T00:00:00.000Z' };
@@ -177,6 +187,52 @@ describe('report access', () => {
       const result = await server.gql(REPORT_GROUPED, { expression, window: WINDOW }, bob.token);
 
       expectCode(result, 'FORBIDDEN');
+    });
+
+    it('may choose its own group', async () => {
+      const result = await server.gql(REPORT_CHOSEN_GROUPS, { expression: leafOf(), window: WINDOW, groupUsers: [bob.id] }, bob.token);
+
+      expect(result.errors).toBeUndefined();
+      expect((result.data?.report.groups as Group[]).map((group) => group.user.username)).toEqual(['bob']);
+    });
+
+    it('gets FORBIDDEN choosing another group', async () => {
+      const result = await server.gql(
+        REPORT_CHOSEN_GROUPS,
+        { expression: leafOf(), window: WINDOW, groupUsers: [bob.id, alice.id] },
+        bob.token,
+      );
+
+      expectCode(result, 'FORBIDDEN');
+      expect(result.errors?.[0]?.message).toContain('groupUsers');
+    });
+  });
+
+  describe('chosen groups', () => {
+    it('groups only the chosen users', async () => {
+      const unknown = '00000000-0000-4000-8000-000000000000';
+      const result = await server.gql(
+        REPORT_CHOSEN_GROUPS,
+        { expression: leafOf(), window: WINDOW, groupUsers: [bob.id, unknown, alice.id.toUpperCase()] },
+        carol.token,
+      );
+
+      expect(result.errors).toBeUndefined();
+      const groups = result.data?.report.groups as Group[];
+      // Username order; the id of no user gets no group.
+      expect(groups.map((group) => group.user.username)).toEqual(['alice', 'bob']);
+      expect(groups.map((group) => group.totalSeconds)).toEqual([3600, 5400]);
+    });
+
+    it.each([
+      { name: 'without groupBy', variables: { groupUsers: [] as string[] }, query: 'ungrouped', reason: 'INVALID_GROUP_USERS' },
+      { name: 'with a non-UUID', variables: { groupUsers: ['bob'] }, query: 'grouped', reason: 'INVALID_USER_ID' },
+    ])('rejects groupUsers $name', async ({ variables, query, reason }) => {
+      const text = query === 'grouped' ? REPORT_CHOSEN_GROUPS : REPORT_CHOSEN_UNGROUPED;
+      const result = await server.gql(text, { expression: leafOf(), window: WINDOW, ...variables }, carol.token);
+
+      expect(result.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+      expect(result.errors?.[0]?.extensions?.reason).toBe(reason);
     });
   });
 

@@ -82,6 +82,7 @@ export const Query: QueryResolvers = {
       expression: args.expression,
       window: args.window,
       groupBy: args.groupBy ?? null,
+      groupUsers: args.groupUsers ?? null,
       bucket: args.bucket ?? null,
       canReadAll: canReadAll(viewer),
     }, context.reportBudget);
