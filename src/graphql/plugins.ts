@@ -228,6 +228,12 @@ const REQUEST_LEVEL_REASONS = new Set([
   'INVALID_WINDOW',
   'INVALID_EXPRESSION',
   'INVALID_TIME_ZONE',
+  'INVALID_USER_ID',
+  'INVALID_GROUP_USERS',
+  'INVALID_FILTER',
+  'INVALID_PAGE_SIZE',
+  'INVALID_PAGINATION',
+  'INVALID_CURSOR',
 ]);
 
 /** Returns whether a reply carries no data: no `data` at all, or null in every root field. */

@@ -180,6 +180,7 @@ describe('events and segments queries', () => {
   it('names last in its size error', async () => {
     const response = await server.gql(EVENTS, { last: 0 }, alice.token);
 
+    expect(response.status).toBe(400);
     expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_PAGE_SIZE');
     expect(response.errors?.[0]?.message).toContain('last is 0');
   });
@@ -227,6 +228,7 @@ describe('events and segments queries', () => {
   it('rejects an invalid cursor', async () => {
     const response = await server.gql(EVENTS, { first: 5, after: 'not-a-cursor' }, alice.token);
 
+    expect(response.status).toBe(400);
     expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_CURSOR');
   });
 

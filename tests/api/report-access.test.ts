@@ -233,6 +233,7 @@ describe('report access', () => {
 
       expect(result.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
       expect(result.errors?.[0]?.extensions?.reason).toBe(reason);
+      expect(result.status).toBe(400);
     });
   });
 
