@@ -142,6 +142,7 @@ describe('intake validation', () => {
 
       expect(response.data).toBeUndefined();
       expect(response.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+      expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_DATE_TIME');
       expect(response.errors?.[0]?.message).toContain(occurredAt);
       expect(response.errors?.[0]?.message).toContain('RFC 3339 date-time with a time zone offset');
       expect(await storedEvents(user.id)).toEqual([]);
@@ -157,6 +158,7 @@ describe('intake validation', () => {
     );
 
     expect(response.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_DATE_TIME');
     expect(response.errors?.[0]?.message).toContain('2026-01-20T09:00:00');
     expect(response.errors?.[0]?.message).toContain('RFC 3339 date-time with a time zone offset');
     expect(await storedEvents(user.id)).toEqual([]);
