@@ -149,6 +149,25 @@ describe('intake validation', () => {
     },
   );
 
+  it.each([
+    { name: 'an array', meta: [1, 2] },
+    { name: 'a string', meta: 'project' },
+  ])('meta as $name is rejected with a reason', async ({ meta }) => {
+    const user = await newUser();
+    const variable = await server.gql(SEND_EVENT, { event: { type: 'heartbeat', meta } }, user.token);
+    const literal = await server.gql(
+      `mutation { sendEvent(event: { type: "heartbeat", meta: ${JSON.stringify(meta)} }) { event { id } } }`,
+      {},
+      user.token,
+    );
+
+    for (const response of [variable, literal]) {
+      expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_JSON_OBJECT');
+      expect(response.errors?.[0]?.message).toContain('Expected a JSON object');
+    }
+    expect(await storedEvents(user.id)).toEqual([]);
+  });
+
   it('occurredAt in a literal names the format', async () => {
     const user = await newUser();
     const response = await server.gql(

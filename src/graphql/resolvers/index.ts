@@ -39,9 +39,27 @@ const DateTime = new GraphQLScalarType<Date, unknown>({
   parseLiteral: (ast, variables) => parseDateTime(() => DateTimeResolver.parseLiteral(ast, variables)),
 });
 
+/** Runs a parse of graphql-scalars' JSONObject, giving its error a reason as DateTime's errors have. */
+function parseJsonObject(parse: () => unknown): Record<string, unknown> {
+  try {
+    return parse() as Record<string, unknown>;
+  } catch (error) {
+    throw new GraphQLError(`${(error as Error).message.replace(/\.?$/, '.')} Expected a JSON object, such as { "project": "alpha" }.`, {
+      extensions: { code: 'BAD_USER_INPUT', reason: 'INVALID_JSON_OBJECT' },
+    });
+  }
+}
+
+/** graphql-scalars' JSONObject, with a reason on its errors. */
+const JSONObject = new GraphQLScalarType<Record<string, unknown>, unknown>({
+  ...JSONObjectResolver.toConfig(),
+  parseValue: (value) => parseJsonObject(() => JSONObjectResolver.parseValue(value)),
+  parseLiteral: (ast, variables) => parseJsonObject(() => JSONObjectResolver.parseLiteral(ast, variables)),
+});
+
 export const resolvers: Resolvers = {
   DateTime,
-  JSONObject: JSONObjectResolver,
+  JSONObject,
   Query,
   Mutation,
   User,
