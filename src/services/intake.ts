@@ -283,10 +283,15 @@ export class IntakeService {
   /**
    * Recomputes every row derived for one user from its event log, in one
    * transaction, as a change of the user's auto-close preferences requires.
+   * `prepare`, such as the write of the new preference, runs first under the
+   * same lock, so no request of the user folds between the two.
+   * NOTE: when the replay fails after `prepare` succeeded, the new preference
+   * stays stored with the old rows until the next replay, such as a retry.
    */
-  async replay(userId: string): Promise<void> {
+  async replay(userId: string, prepare?: () => Promise<unknown>): Promise<void> {
     const lock = await this.lockUser(userId, this.options.userLockWaitMs);
     try {
+      await prepare?.();
       await this.options.deriver.derive(lock, this.options.clock.now(), undefined, { replayAll: true });
     } finally {
       await this.releaseLocks([lock]);

@@ -100,7 +100,7 @@ describe('auto-close with a 12 h timeout', () => {
     server = await startTestServer(import.meta.filename, {
       clock,
       // Tokens are checked against the manual clock, which moves 12 hours.
-      env: { SWEEPER_INTERVAL_MS: '20', JWT_TTL_SECONDS: '86400' },
+      env: { SWEEPER_INTERVAL_MS: '20', JWT_TTL_SECONDS: '86400', USER_LOCK_WAIT_MS: '500' },
     });
     adminToken = await server.adminToken();
     members.sweptActivity = await prepare('swept-activity', 'LAST_ACTIVITY');
@@ -270,6 +270,32 @@ describe('auto-close with a 12 h timeout', () => {
       },
     ]);
   });
+  it('busy user keeps preference unset', async () => {
+    clock.set(Date.parse(dayTwo('12:00:00')));
+    const member = await server.createUser('preference-busy');
+    await send(member, 'session_started', dayOne('09:00:00'));
+    await send(member, 'heartbeat', dayOne('09:40:00'));
+    const input = { pairType: 'session', timeoutSeconds: 3600, endAt: 'LAST_ACTIVITY' };
+    const PREFERENCES = '{ autoClosePreferences { pairType timeoutSeconds } }';
+
+    // Another holder has the user's lock for longer than the mutation waits.
+    const foreign = await server.app.store.acquireUserLock(member.id, { ttlMs: 60_000, waitMs: 0 });
+    const failed = await server.gql(SET_PREFERENCE, { input }, member.token);
+    await server.app.store.releaseUserLock(foreign);
+
+    expect(failed.errors?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE');
+    expect((await server.gql(PREFERENCES, {}, member.token)).data?.autoClosePreferences).toEqual([]);
+
+    // The retry stores it and recomputes: the 40 min gap no longer closes the session.
+    dataOf(await server.gql(SET_PREFERENCE, { input }, member.token), 'setAutoClosePreference');
+    const served = (await segmentsOf(member)).map(summary);
+    expect(served).toEqual([
+      { pairType: 'session', start: dayOne('09:00:00'), end: dayOne('09:40:00'), endReason: 'AUTO_CLOSE' },
+    ]);
+    await server.app.services.intake.rebuild(member.id, true);
+    expect((await segmentsOf(member)).map(summary)).toEqual(served);
+  });
+
   it('longer preference recomputes history', async () => {
     clock.set(Date.parse(dayTwo('12:00:00')));
     const member = await server.createUser('preference-history');

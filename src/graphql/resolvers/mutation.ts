@@ -63,18 +63,15 @@ export const Mutation: MutationResolvers = {
     const userId = (args.input.userId ?? viewer.userId).toLowerCase();
     assertCanActFor(viewer, userId);
     const policy = { timeoutSeconds: args.input.timeoutSeconds, endAt: args.input.endAt };
-    // A malformed id is left to setPreference, which rejects it as an unknown user.
-    const before = isUuid(userId)
-      ? (await context.services.pairTypes.preferences(userId)).find((item) => item.pairType === args.input.pairType)
-      : undefined;
-    await context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
-    // Derived rows are a function of the preferences, so a changed policy
-    // recomputes the user's whole history, auto-closes already made included.
-    if (before?.timeoutSeconds === policy.timeoutSeconds && before.endAt === policy.endAt) {
-      await context.services.intake.settle(userId);
-    } else {
-      await context.services.intake.replay(userId);
+    const store = () => context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
+    if (!isUuid(userId)) {
+      // Rejected as an unknown user, before any lock is taken for it.
+      await store();
     }
+    // Derived rows are a function of the preferences, so every call recomputes
+    // the user's whole history under the user's lock, even with the policy
+    // unchanged: a retry after a failed replay then completes it.
+    await context.services.intake.replay(userId, store);
     return { id: preferenceId(userId, args.input.pairType), userId, pairType: args.input.pairType, ...policy };
   },
 
