@@ -337,6 +337,11 @@ function selectsOnlyAnonymousFields(document: DocumentNode): boolean {
   );
 }
 
+/** Removes the `Did you mean ...?` suggestions that graphql-js appends to validation messages. */
+function withoutSuggestions(message: string): string {
+  return message.replace(/ Did you mean [^?]*\?$/, '');
+}
+
 const AUTHENTICATION_REQUIRED = 'Authentication required: send a bearer token from `login` in the Authorization header.';
 
 /**
@@ -363,16 +368,32 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
           if (contextValue.viewer !== null || document === undefined || response.body.kind !== 'single') {
             return;
           }
-          const failedValidation = response.body.singleResult.errors?.some(
+          const errors = response.body.singleResult.errors;
+          const failedValidation = errors?.some(
             (error) => error.extensions?.code === ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED,
           );
-          if (failedValidation !== true || selectsOnlyAnonymousFields(document)) {
+          if (errors === undefined || failedValidation !== true) {
             return;
           }
+          if (selectsOnlyAnonymousFields(document)) {
+            // Fragments and variable types can still misspell a type or
+            // field, and GraphQL would suggest the names it has.
+            response.body.singleResult = {
+              ...response.body.singleResult,
+              errors: errors.map((error) => ({ ...error, message: withoutSuggestions(error.message) })),
+            };
+            return;
+          }
+          // A token that failed verification keeps its own error, as on a valid document.
+          const authError = contextValue.authError;
           response.body.singleResult = {
-            errors: [{ message: AUTHENTICATION_REQUIRED, extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN' } }],
+            errors: [
+              authError === null
+                ? { message: AUTHENTICATION_REQUIRED, extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN' } }
+                : { message: authError.message, extensions: domainErrorExtensions(authError) },
+            ],
           };
-          response.http.status = 401;
+          response.http.status = authError === null || authError.kind === 'UNAUTHENTICATED' ? 401 : 503;
         },
       };
     },

@@ -405,6 +405,26 @@ describe('introspection access', () => {
     expect(result.errors?.[0]?.message).not.toMatch(/Did you mean|CreateUserInput|String!/);
   });
 
+  it.each([
+    ['variable type', 'query ($x: EventInpt) { __typename }'],
+    ['unused fragment', '{ __typename } fragment Unused on Query { usrs { id } }'],
+  ])('%s without token gets no suggestions', async (_name, query) => {
+    const result = await server.gql(query);
+
+    expect(result.status).toBe(400);
+    expect(result.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    for (const error of result.errors ?? []) {
+      expect(error.message).not.toContain('Did you mean');
+    }
+  });
+
+  it('invalid token keeps its reason on invalid documents', async () => {
+    const result = await server.gql('{ use { id } }', {}, 'not.a.token');
+
+    expect(result.status).toBe(401);
+    expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_TOKEN');
+  });
+
   it('invalid login without token keeps its errors', async () => {
     const result = await server.gql('mutation { login(username: "someone") { token } }');
     expect(result.status).toBe(400);
