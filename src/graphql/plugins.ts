@@ -272,12 +272,18 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
-        async willSendResponse({ response }) {
+        async willSendResponse({ response, operation, document }) {
           if (response.body.kind !== 'single') {
             return;
           }
           const { data, errors } = response.body.singleResult;
           if (errors === undefined || errors.length === 0 || !carriesNoData(data)) {
+            return;
+          }
+          // Mutation fields are non-null and run in turn, so a reply without
+          // data may follow fields that stored something. Its status stays 200
+          // unless the operation had only one field.
+          if (operation?.operation === 'mutation' && document !== undefined && rootFieldsOf(operation, document).size > 1) {
             return;
           }
           const status = statusOfFailure(errors);

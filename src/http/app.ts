@@ -234,6 +234,10 @@ export async function buildHttpApp(
 
   fastify.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // RFC 9110 section 11.6.1: a 401 names the scheme that would be accepted.
+    if (reply.statusCode === 401 && !reply.hasHeader('www-authenticate')) {
+      reply.header('www-authenticate', 'Bearer');
+    }
     if (closing) {
       reply.header('connection', 'close');
     }

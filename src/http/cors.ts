@@ -12,7 +12,7 @@ export const CORS_MAX_AGE_SECONDS = 600;
 
 const ALLOWED_METHODS = 'GET, POST, OPTIONS';
 /** Response headers a page may read besides the CORS-safelisted ones. */
-const EXPOSED_HEADERS = 'retry-after, x-request-id';
+const EXPOSED_HEADERS = 'retry-after, www-authenticate, x-request-id';
 /** A comma-separated list of HTTP header names (RFC 9110 tokens). */
 const HEADER_NAME_LIST = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*,[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$/;
 

@@ -215,6 +215,36 @@ describe('access tokens over HTTP', () => {
     expect(messages.size).toBe(1);
   });
 
+  it('401 names the Bearer scheme', async () => {
+    for (const [url, init] of [
+      [`${server.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ me { id } }"}' }],
+      [`${server.url}/api/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"type":"x"}' }],
+    ] as const) {
+      const response = await fetch(url, init);
+      expect(response.status).toBe(401);
+      expect(response.headers.get('www-authenticate')).toBe('Bearer');
+    }
+  });
+
+  it('mutation with a stored field keeps 200', async () => {
+    const query = `mutation {
+      sendEvent(event: { id: "kept-before-denied", type: "token_probe", occurredAt: "2026-01-05T09:00:00Z" }) { event { id } }
+      definePairType(input: { name: "denied", startType: "denied_started", endType: "denied_ended" }) { name }
+    }`;
+    const result = await server.gql(query, {}, member.token);
+
+    // definePairType is denied, which nulls data, but the event was stored first.
+    expect(result.data ?? null).toBeNull();
+    expect(result.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    expect(result.status).toBe(200);
+    const events = await server.gql<{ events: { nodes: Array<{ clientId: string }> } }>(
+      '{ events(filter: { types: ["token_probe"] }) { nodes { clientId } } }',
+      {},
+      member.token,
+    );
+    expect(events.data?.events.nodes.map((node) => node.clientId)).toContain('kept-before-denied');
+  });
+
   it('no token on protected query', async () => {
     const result = await server.gql('{ me { id } }');
     expect(result.data).toEqual({ me: null });
