@@ -12,6 +12,7 @@ import { DomainError } from '../domain/errors.js';
 export interface WindowCounterStore {
   incrementWindowCounter(key: string, windowMs: number): Promise<{ count: number; resetInMs: number }>;
   decrementWindowCounter(key: string): Promise<{ count: number; resetInMs: number }>;
+  getWindowCounter(key: string): Promise<{ count: number; resetInMs: number }>;
   resetCounter(key: string): Promise<void>;
 }
 
@@ -22,25 +23,29 @@ export interface LoginRateLimitOptions {
 }
 
 /**
- * Each attempt counts as failed from the moment it starts, so attempts that
- * run at once cannot all pass the limit before any has failed. An attempt
- * that succeeds, or that fails for a reason other than its credentials, is
- * taken back.
+ * An attempt counts against its username from the moment it starts, so
+ * attempts on one account that run at once cannot all pass the limit before
+ * any has failed. Against the address only failures count, so correct logins
+ * of many users behind one address never block each other. An attempt that
+ * succeeds, or fails before its credentials are checked, is taken back.
+ * NOTE: attempts on different usernames from one address that run at once
+ * all pass the address check before their failures are counted.
  */
 export interface LoginRateLimiter {
   /**
-   * Counts an attempt against the username and the address. Call it before
-   * checking the password.
+   * Counts an attempt against the username. Call it before checking the password.
    *
    * @throws DomainError UNAUTHENTICATED with reason `RATE_LIMITED` and
    *   `retryAfterSeconds` in its details when the username or the address
    *   has used up its failed attempts. The rejected attempt is not counted.
    */
   beginAttempt(username: string, clientAddress: string): Promise<void>;
+  /** Counts a failed login against the address; the username counted it when it began. */
+  recordFailure(username: string, clientAddress: string): Promise<void>;
   /**
-   * Clears the username's failures after a successful login, and takes the
-   * attempt off the address. The address keeps its other failures, so one
-   * valid account cannot reset the limit of an address that is guessing at others.
+   * Clears the username's failures after a successful login. The address
+   * keeps its failures, so one valid account cannot reset the limit of an
+   * address that is guessing at others.
    */
   recordSuccess(username: string, clientAddress: string): Promise<void>;
   /** Takes back an attempt that failed before its credentials were checked, such as when the database was unavailable. */
@@ -60,29 +65,9 @@ export function createLoginRateLimiter(
   }
   const windowMs = windowSeconds * 1000;
 
-  async function cancelAttempt(username: string, clientAddress: string): Promise<void> {
-    await Promise.all([
-      store.decrementWindowCounter(usernameKey(username)),
-      store.decrementWindowCounter(addressKey(clientAddress)),
-    ]);
-  }
-
-  async function beginAttempt(username: string, clientAddress: string): Promise<void> {
-    const [byUsername, byAddress] = await Promise.all([
-      store.incrementWindowCounter(usernameKey(username), windowMs),
-      store.incrementWindowCounter(addressKey(clientAddress), windowMs),
-    ]);
-
-    // The counts include this attempt, so up to maxAttempts of them pass.
-    const exhausted = [byUsername, byAddress].filter((counter) => counter.count > maxAttempts);
-    if (exhausted.length === 0) {
-      return;
-    }
-
-    await cancelAttempt(username, clientAddress);
-    const waitMs = Math.max(...exhausted.map((counter) => counter.resetInMs));
+  function rateLimited(waitMs: number): DomainError {
     const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
-    throw new DomainError(
+    return new DomainError(
       'UNAUTHENTICATED',
       'RATE_LIMITED',
       `Too many failed logins: the limit is ${maxAttempts} per ${windowSeconds} seconds. ` +
@@ -91,11 +76,32 @@ export function createLoginRateLimiter(
     );
   }
 
-  async function recordSuccess(username: string, clientAddress: string): Promise<void> {
-    await Promise.all([store.resetCounter(usernameKey(username)), store.decrementWindowCounter(addressKey(clientAddress))]);
+  async function beginAttempt(username: string, clientAddress: string): Promise<void> {
+    const byAddress = await store.getWindowCounter(addressKey(clientAddress));
+    if (byAddress.count >= maxAttempts) {
+      throw rateLimited(byAddress.resetInMs);
+    }
+    // The count includes this attempt, so up to maxAttempts of them pass.
+    const byUsername = await store.incrementWindowCounter(usernameKey(username), windowMs);
+    if (byUsername.count > maxAttempts) {
+      await store.decrementWindowCounter(usernameKey(username));
+      throw rateLimited(byUsername.resetInMs);
+    }
   }
 
-  return { beginAttempt, recordSuccess, cancelAttempt };
+  async function recordFailure(_username: string, clientAddress: string): Promise<void> {
+    await store.incrementWindowCounter(addressKey(clientAddress), windowMs);
+  }
+
+  async function recordSuccess(username: string): Promise<void> {
+    await store.resetCounter(usernameKey(username));
+  }
+
+  async function cancelAttempt(username: string): Promise<void> {
+    await store.decrementWindowCounter(usernameKey(username));
+  }
+
+  return { beginAttempt, recordFailure, recordSuccess, cancelAttempt };
 }
 
 /**

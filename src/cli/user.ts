@@ -257,6 +257,7 @@ function createUserService(db: Database, config: Config, logger: Logger): UserSe
   const tokens: TokenService = { issue: unavailable, verify: unavailable };
   const rateLimiter: LoginRateLimiter = {
     beginAttempt: unavailable,
+    recordFailure: unavailable,
     recordSuccess: unavailable,
     cancelAttempt: unavailable,
   };

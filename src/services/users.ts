@@ -195,6 +195,7 @@ export class UserService {
     }
 
     if (row === null || !valid) {
+      await rateLimiter.recordFailure(username, clientAddress);
       // An unknown username may be a password typed into the wrong field, so
       // only a digest of it is logged, enough to tell repeated attempts apart.
       const identity =

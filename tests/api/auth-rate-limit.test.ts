@@ -133,6 +133,17 @@ describe('login rate limits over HTTP', () => {
     }
   });
 
+  it('correct logins at once pass', async () => {
+    const names = Array.from({ length: MAX_ATTEMPTS + 5 }, (_, index) => `limit-crowd-${index}`);
+    for (const name of names) {
+      await server.createUser(name);
+    }
+
+    const replies = await Promise.all(names.map((name) => login(name, `${name}-password`, '192.0.2.88')));
+
+    expect(replies.map((reply) => reply.status)).toEqual(names.map(() => 200));
+  });
+
   it('GraphQL login limited too', async () => {
     const gqlLogin = async (password: string, address: string) => {
       const response = await fetch(`${server.url}/graphql`, {

@@ -5,6 +5,7 @@ import {
   addressKey,
   createLoginRateLimiter,
   usernameKey,
+  type LoginRateLimiter,
 } from '../../src/auth/rate-limit.js';
 import { DomainError } from '../../src/domain/errors.js';
 import { createMemoryStore } from '../../src/storage/redis/memory-store.js';
@@ -17,6 +18,12 @@ function setup(maxAttempts = 3) {
   const store = createMemoryStore({ now: () => clock.nowMs });
   const limiter = createLoginRateLimiter(store, { maxAttempts, windowSeconds: WINDOW_SECONDS });
   return { clock, store, limiter };
+}
+
+/** Plays a login with a wrong password: the attempt begins, and its failure is recorded. */
+async function failedLogin(limiter: LoginRateLimiter, username: string, clientAddress: string): Promise<void> {
+  await limiter.beginAttempt(username, clientAddress);
+  await limiter.recordFailure(username, clientAddress);
 }
 
 async function rateLimitError(promise: Promise<unknown>): Promise<DomainError> {
@@ -34,17 +41,17 @@ async function rateLimitError(promise: Promise<unknown>): Promise<DomainError> {
 describe('login rate limiter', () => {
   it('allows attempts under limit', async () => {
     const { limiter } = setup();
-    await limiter.beginAttempt('alice', '192.0.2.1');
-    await limiter.beginAttempt('alice', '192.0.2.1');
+    await failedLogin(limiter, 'alice', '192.0.2.1');
+    await failedLogin(limiter, 'alice', '192.0.2.1');
 
     await expect(limiter.beginAttempt('alice', '192.0.2.1')).resolves.toBeUndefined();
   });
 
   it('blocks username across addresses', async () => {
     const { limiter } = setup();
-    await limiter.beginAttempt('alice', '192.0.2.1');
-    await limiter.beginAttempt('alice', '192.0.2.2');
-    await limiter.beginAttempt('alice', '192.0.2.3');
+    await failedLogin(limiter, 'alice', '192.0.2.1');
+    await failedLogin(limiter, 'alice', '192.0.2.2');
+    await failedLogin(limiter, 'alice', '192.0.2.3');
 
     const error = await rateLimitError(limiter.beginAttempt('alice', '198.51.100.7'));
 
@@ -55,9 +62,9 @@ describe('login rate limiter', () => {
 
   it('blocks address across usernames', async () => {
     const { limiter } = setup();
-    await limiter.beginAttempt('alice', '192.0.2.1');
-    await limiter.beginAttempt('bob', '192.0.2.1');
-    await limiter.beginAttempt('carol', '192.0.2.1');
+    await failedLogin(limiter, 'alice', '192.0.2.1');
+    await failedLogin(limiter, 'bob', '192.0.2.1');
+    await failedLogin(limiter, 'carol', '192.0.2.1');
 
     await rateLimitError(limiter.beginAttempt('dave', '192.0.2.1'));
     await expect(limiter.beginAttempt('dave', '192.0.2.2')).resolves.toBeUndefined();
@@ -66,7 +73,7 @@ describe('login rate limiter', () => {
   it('retry-after shrinks with time', async () => {
     const { clock, limiter } = setup();
     for (let attempt = 0; attempt < 3; attempt += 1) {
-      await limiter.beginAttempt('alice', '192.0.2.1');
+      await failedLogin(limiter, 'alice', '192.0.2.1');
     }
     clock.nowMs += 100_500;
 
@@ -78,7 +85,7 @@ describe('login rate limiter', () => {
   it('window end lifts block', async () => {
     const { clock, limiter } = setup();
     for (let attempt = 0; attempt < 3; attempt += 1) {
-      await limiter.beginAttempt('alice', '192.0.2.1');
+      await failedLogin(limiter, 'alice', '192.0.2.1');
     }
     clock.nowMs += WINDOW_SECONDS * 1000;
 
@@ -87,15 +94,25 @@ describe('login rate limiter', () => {
 
   it('success resets username only', async () => {
     const { limiter } = setup();
-    await limiter.beginAttempt('alice', '192.0.2.1');
-    await limiter.beginAttempt('alice', '192.0.2.1');
+    await failedLogin(limiter, 'alice', '192.0.2.1');
+    await failedLogin(limiter, 'alice', '192.0.2.1');
     await limiter.beginAttempt('alice', '192.0.2.1');
     await limiter.recordSuccess('alice', '192.0.2.1');
-    await limiter.beginAttempt('alice', '192.0.2.1');
+    await failedLogin(limiter, 'alice', '192.0.2.1');
 
     // alice has 1 failure since the reset, but the address has 3.
     await rateLimitError(limiter.beginAttempt('alice', '192.0.2.1'));
     await expect(limiter.beginAttempt('alice', '192.0.2.9')).resolves.toBeUndefined();
+  });
+
+  it('correct logins at once pass', async () => {
+    const { limiter } = setup();
+    const users = Array.from({ length: 8 }, (_, index) => `user-${index}`);
+
+    await Promise.all(users.map((user) => limiter.beginAttempt(user, '192.0.2.1')));
+    await Promise.all(users.map((user) => limiter.recordSuccess(user, '192.0.2.1')));
+
+    await expect(limiter.beginAttempt('user-0', '192.0.2.1')).resolves.toBeUndefined();
   });
 
   it('concurrent attempts stop at limit', async () => {
@@ -121,7 +138,8 @@ describe('login rate limiter', () => {
     await rateLimitError(limiter.beginAttempt('alice', '192.0.2.1'));
 
     expect((await store.getWindowCounter(usernameKey('alice'))).count).toBe(3);
-    expect((await store.getWindowCounter(addressKey('192.0.2.1'))).count).toBe(3);
+    // Only failures count against the address, and none has been recorded.
+    expect((await store.getWindowCounter(addressKey('192.0.2.1'))).count).toBe(0);
   });
 
   it('cancelled attempt is taken back', async () => {
@@ -137,18 +155,18 @@ describe('login rate limiter', () => {
 
   it('folds username case', async () => {
     const { limiter } = setup();
-    await limiter.beginAttempt('Alice', '192.0.2.1');
-    await limiter.beginAttempt('ALICE', '192.0.2.2');
-    await limiter.beginAttempt('alice', '192.0.2.3');
+    await failedLogin(limiter, 'Alice', '192.0.2.1');
+    await failedLogin(limiter, 'ALICE', '192.0.2.2');
+    await failedLogin(limiter, 'alice', '192.0.2.3');
 
     await rateLimitError(limiter.beginAttempt('aLiCe', '192.0.2.4'));
   });
 
   it('counts IPv6 per /64', async () => {
     const { limiter } = setup();
-    await limiter.beginAttempt('a', '2001:db8:1:2::1');
-    await limiter.beginAttempt('b', '2001:db8:1:2::2');
-    await limiter.beginAttempt('c', '2001:db8:1:2:ffff:ffff:ffff:ffff');
+    await failedLogin(limiter, 'a', '2001:db8:1:2::1');
+    await failedLogin(limiter, 'b', '2001:db8:1:2::2');
+    await failedLogin(limiter, 'c', '2001:db8:1:2:ffff:ffff:ffff:ffff');
 
     await rateLimitError(limiter.beginAttempt('d', '2001:db8:1:2:abcd::9'));
     await expect(limiter.beginAttempt('d', '2001:db8:1:3::1')).resolves.toBeUndefined();
