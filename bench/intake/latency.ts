@@ -17,7 +17,7 @@ import { cpuBetween, sampleCpu } from '../lib/cpu.js';
 import { settleDatabase } from '../lib/services.js';
 import { GraphQLClient } from '../lib/http.js';
 import type { RunningServer } from '../lib/server.js';
-import { percentile } from '../lib/stats.js';
+import { maximum, percentile } from '../lib/stats.js';
 import { createBenchUsers, type BenchUser } from '../lib/users.js';
 import { countLatencyBaselineRows, createLatencyBaselineTable, runLatencyBaseline } from './latency-baseline.js';
 
@@ -61,7 +61,7 @@ export function callTimes(
     p50Ms: percentile(times, 50),
     p95Ms: percentile(times, 95),
     p99Ms: percentile(times, 99),
-    maxMs: Math.max(...times),
+    maxMs: maximum(times),
   };
 }
 
