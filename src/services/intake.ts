@@ -287,6 +287,8 @@ export class IntakeService {
    * same lock, so no request of the user folds between the two.
    * NOTE: when the replay fails after `prepare` succeeded, the new preference
    * stays stored with the old rows until the next replay, such as a retry.
+   * Nothing extends the lock while a replay runs, so a history that takes
+   * longer than USER_LOCK_TTL_MS to replay fails with LOCK_LOST every time.
    */
   async replay(userId: string, prepare?: () => Promise<unknown>): Promise<void> {
     const lock = await this.lockUser(userId, this.options.userLockWaitMs);
