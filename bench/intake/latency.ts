@@ -50,7 +50,7 @@ export interface LatencyRow {
   firstError: string | null;
 }
 
-/** The count, rate and percentiles of the call times `times` (ms) of a run that lasted `seconds`. */
+/** Returns the count, rate and percentiles of the call times `times` (ms) of a run that lasted `seconds`. */
 export function callTimes(
   times: readonly number[],
   seconds: number,

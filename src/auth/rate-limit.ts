@@ -26,7 +26,7 @@ export interface LoginRateLimitOptions {
  * An attempt counts against its username from the moment it starts, so
  * attempts on one account that run at once cannot all pass the limit before
  * any has failed. Against the address only failures count, so correct logins
- * of many users behind one address never block each other. An attempt that
+ * of many users behind one address do not count against each other. An attempt that
  * succeeds, or fails before its credentials are checked, is taken back.
  * NOTE: attempts on different usernames from one address that run at once
  * all pass the address check before their failures are counted.

@@ -23,7 +23,7 @@ export interface ReportGroupNode extends ReportGroupResult {
  * Returns the id of the report that `viewerId` requested with `args`. The
  * same arguments give the same id, whatever the order of the fields in the
  * request, because GraphQL coerces input objects in schema field order. The
- * viewer is part of it, because a member sees other numbers than an analyst.
+ * viewer is part of it, because a member's report covers other users than an analyst's.
  */
 export function reportId(viewerId: string, args: unknown): string {
   const digest = createHash('sha256').update(viewerId.toLowerCase()).update('\n').update(JSON.stringify(args)).digest('base64url');

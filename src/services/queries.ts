@@ -270,8 +270,8 @@ function checkFilterText(field: string, values: readonly string[] | null | undef
  */
 function toConnection<T>(rows: T[], page: PageRequest, cursorOf: (row: T) => string): Connection<T> {
   const more = rows.length > page.limit;
-  const taken = more ? rows.slice(0, page.limit) : rows;
-  const nodes = page.backward ? taken.reverse() : taken;
+  const pageRows = more ? rows.slice(0, page.limit) : rows;
+  const nodes = page.backward ? pageRows.reverse() : pageRows;
   const edges = nodes.map((node) => ({ cursor: cursorOf(node), node }));
   const pastCursor = page.cursor !== null;
   return {

@@ -151,7 +151,7 @@ describe('events and segments queries', () => {
       before = current.pageInfo.startCursor;
     }
 
-    // The first backward page holds the newest items, in ascending order like every page.
+    // The first backward page has the newest items, in ascending order like every page.
     expect(pages.at(-1)).toEqual(everything.slice(-size));
     expect(pages.flat()).toEqual(everything);
   });

@@ -1,5 +1,5 @@
 /**
- * Order statistics of the benchmark. A latency row of a fast host holds more
+ * Order statistics of the benchmark. A latency row of a fast host has more
  * than 100,000 samples, which must not overflow the call stack.
  */
 import { describe, expect, it } from 'vitest';
