@@ -189,6 +189,20 @@ export async function authenticate(
   }
 }
 
+/**
+ * Builds the body of an error that the HTTP layer answers itself, such as a
+ * body over MAX_BODY_BYTES or with a `__proto__` key. REST clients read
+ * `error`. On /graphql the body also carries the same error in GraphQL's
+ * `errors` form, so that GraphQL clients read it like any other.
+ */
+export function errorReplyBody(url: string, fields: { code: string; message: string } & Record<string, unknown>): object {
+  if (pathOf(url) !== '/graphql') {
+    return { error: fields };
+  }
+  const { message, ...extensions } = fields;
+  return { error: fields, errors: [{ message, extensions }] };
+}
+
 export async function buildHttpApp(
   options: HttpAppOptions,
 ): Promise<{ fastify: FastifyInstance; apollo: ApolloServer<GraphQLContext>; beginDrain: () => void }> {
@@ -244,6 +258,7 @@ export async function buildHttpApp(
   });
 
   fastify.setErrorHandler((error, request, reply) => {
+    const errorBody = (fields: { code: string; message: string } & Record<string, unknown>) => errorReplyBody(request.url, fields);
     const domain = toDomainError(error);
     if (isUnstorableValue(error)) {
       request.log.warn({ err: error }, 'the database rejected a request value that input validation let through');
@@ -255,11 +270,11 @@ export async function buildHttpApp(
         reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfter))));
         return reply
           .status(429)
-          .send({ error: { code, reason: domain.reason, message: domain.message, ...domain.details } });
+          .send(errorBody({ code, reason: domain.reason, message: domain.message, ...domain.details }));
       }
       return reply
         .status(httpStatusForCode(code))
-        .send({ error: { code, reason: domain.reason, message: domain.message, ...domain.details } });
+        .send(errorBody({ code, reason: domain.reason, message: domain.message, ...domain.details }));
     }
     const statusCode = (error as { statusCode?: number }).statusCode;
     if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
@@ -268,24 +283,24 @@ export async function buildHttpApp(
       if (statusCode === 413) {
         const declared = Number(request.headers['content-length']);
         const size = Number.isSafeInteger(declared) && declared > 0 ? `${declared} bytes, above` : 'above';
-        return reply.status(413).send({
-          error: {
+        return reply.status(413).send(
+          errorBody({
             code: 'BAD_USER_INPUT',
             reason: fastifyCode,
             message: `The request body is ${size} the maximum of ${options.maxBodyBytes} bytes (MAX_BODY_BYTES). Send the events in smaller batches.`,
             limit: 'MAX_BODY_BYTES',
             max: options.maxBodyBytes,
-          },
-        });
+          }),
+        );
       }
-      return reply.status(statusCode).send({
-        error: { code: 'BAD_USER_INPUT', reason: fastifyCode, message: (error as Error).message },
-      });
+      return reply
+        .status(statusCode)
+        .send(errorBody({ code: 'BAD_USER_INPUT', reason: fastifyCode, message: (error as Error).message }));
     }
     request.log.error({ err: error }, 'unexpected error in an HTTP request');
-    return reply.status(500).send({
-      error: { code: 'INTERNAL_SERVER_ERROR', message: 'Internal server error.', requestId: request.id },
-    });
+    return reply
+      .status(500)
+      .send(errorBody({ code: 'INTERNAL_SERVER_ERROR', message: 'Internal server error.', requestId: request.id }));
   });
 
   fastify.setNotFoundHandler((request, reply) => {
