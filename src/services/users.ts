@@ -312,6 +312,13 @@ export class UserService {
   async bootstrapAdmin(admin: { username: string; password: string } | null): Promise<void> {
     const count = await this.options.prisma.user.count();
     if (count > 0) {
+      if (admin !== null) {
+        // Without this line a changed ADMIN_PASSWORD looks applied but is not.
+        this.options.logger.info(
+          { username: admin.username },
+          'ADMIN_USERNAME and ADMIN_PASSWORD are ignored because users exist; they only create the first admin',
+        );
+      }
       return;
     }
     if (admin === null) {

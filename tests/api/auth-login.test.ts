@@ -59,6 +59,28 @@ describe('login and roles over HTTP', () => {
     };
   }
 
+  it.skipIf(process.env.DATABASE_URL === undefined)('second start logs ignored admin variables', async () => {
+    const lines: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        lines.push(chunk.toString('utf8'));
+        callback();
+      },
+    });
+    // The same database, which has users: ADMIN_* from the test setup no longer apply.
+    const second = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      databaseUrl: server.databaseUrl!,
+      logger: pino({ level: 'info' }, stream),
+    });
+    await second.close();
+
+    const ignored = lines.map((line) => JSON.parse(line) as { msg?: string; username?: string }).filter((entry) => entry.msg?.includes('are ignored'));
+    expect(ignored).toHaveLength(1);
+    expect(ignored[0]?.username).toBe(ADMIN.username);
+    expect(lines.join('')).not.toContain(ADMIN.password);
+  });
+
   it('login rehashes an older scrypt cost', async () => {
     const { id } = await server.createUser('login-rehash');
     const password = 'login-rehash-password';
