@@ -190,7 +190,7 @@ export async function authenticate(
 }
 
 /**
- * Builds the body of an error that the HTTP layer answers itself, such as a
+ * Builds the body of an error that the HTTP layer sends itself, such as a
  * body over MAX_BODY_BYTES or with a `__proto__` key. REST clients read
  * `error`. On /graphql the body also carries the same error in GraphQL's
  * `errors` form, so that GraphQL clients read it like any other.
