@@ -209,7 +209,7 @@ export function createFormatError(includeStack: boolean) {
  * that client-side error logs do not keep them.
  */
 export function withoutPasswords(message: string): string {
-  return message.replace(/(\bpassword\b"?\s*:\s*)"(?:[^"\\]|\\.)*"/gi, '$1"[redacted]"');
+  return message.replace(/(\b\w*password\b"?\s*:\s*)"(?:[^"\\]|\\.)*"/gi, '$1"[redacted]"');
 }
 
 function withoutStack(formatted: GraphQLFormattedError): GraphQLFormattedError {

@@ -171,7 +171,8 @@ export async function authenticate(
     const claims = await tokens.verify(match[1]);
     // The role in the token may be out of date: authorise with the stored one.
     const user = await services.users.findById(claims.userId);
-    if (user === null) {
+    // A disabled account's tokens stop working at once.
+    if (user === null || user.disabledAt !== null) {
       return {
         viewer: null,
         authError: invalidTokenError(),

@@ -75,8 +75,9 @@ export function toUserRecord(row: {
   username: string;
   role: string;
   createdAt: Date;
+  disabledAt?: Date | null;
 }): UserRecord {
-  return { id: row.id, username: row.username, role: row.role as Role, createdAt: row.createdAt };
+  return { id: row.id, username: row.username, role: row.role as Role, createdAt: row.createdAt, disabledAt: row.disabledAt ?? null };
 }
 
 /**
@@ -111,6 +112,90 @@ export class UserService {
   private readonly hashing = new ConcurrencyLimit(MAX_CONCURRENT_PASSWORD_HASHES);
 
   constructor(private readonly options: UserServiceOptions) {}
+
+  /**
+   * Changes another user's role or password, or disables or enables the
+   * account, for an admin. A disabled account's tokens stop working at its
+   * next request and its logins fail as a wrong password does. An admin may
+   * not disable itself or change its own role, so that the last admin cannot
+   * lock everyone out.
+   */
+  async update(
+    viewer: Viewer,
+    input: { id: string; role?: string | null; password?: string | null; disabled?: boolean | null },
+  ): Promise<UserRecord> {
+    const id = input.id.toLowerCase();
+    const problems: string[] = [];
+    if (input.role !== undefined && input.role !== null && !ROLES.includes(input.role as Role)) {
+      problems.push(`role ${JSON.stringify(input.role)} is invalid: use one of ${ROLES.join(', ')}`);
+    }
+    const passwordProblem = input.password === undefined || input.password === null ? null : newPasswordProblem(input.password);
+    if (passwordProblem !== null) {
+      problems.push(passwordProblem);
+    }
+    if (id === viewer.userId.toLowerCase() && ((input.disabled ?? false) || (input.role != null && input.role !== viewer.role))) {
+      problems.push('an admin may not disable itself or change its own role; ask another admin');
+    }
+    if (problems.length > 0) {
+      throw badInput('INVALID_USER', `Invalid user update: ${problems.join('; ')}.`, { problems });
+    }
+    const current = isUuid(id) ? await this.findById(id) : null;
+    if (current === null) {
+      throw badInput('USER_NOT_FOUND', `No user has the id ${JSON.stringify(input.id.slice(0, 64))}.`, { userId: input.id.slice(0, 64) });
+    }
+
+    const data: { role?: Role; passwordHash?: string; disabledAt?: Date | null } = {};
+    if (input.role !== undefined && input.role !== null) {
+      data.role = input.role as Role;
+    }
+    if (input.password !== undefined && input.password !== null) {
+      const password = input.password;
+      data.passwordHash = await this.hashing.run(() => hashPassword(password, { log2N: this.options.passwordScryptLog2N }));
+    }
+    if (input.disabled !== undefined && input.disabled !== null) {
+      data.disabledAt = input.disabled ? (current.disabledAt ?? new Date(this.options.now?.() ?? Date.now())) : null;
+    }
+    const row = await this.options.prisma.user.update({ where: { id }, data });
+    this.options.logger.info(
+      { userId: id, byUserId: viewer.userId, role: data.role, passwordChanged: data.passwordHash !== undefined, disabled: row.disabledAt !== null },
+      'user updated',
+    );
+    return toUserRecord(row);
+  }
+
+  /**
+   * Changes the viewer's own password after checking the current one. It
+   * counts against the login limits like a login, because it also reveals
+   * whether a password is right.
+   */
+  async changePassword(viewer: Viewer, currentPassword: string, newPassword: string, clientAddress: string): Promise<boolean> {
+    const user = await this.options.prisma.user.findUnique({ where: { id: viewer.userId } });
+    if (user === null || user.disabledAt !== null) {
+      throw invalidTokenError();
+    }
+    const problem = newPasswordProblem(newPassword);
+    if (problem !== null) {
+      throw badInput('INVALID_PASSWORD', `The new password is invalid: ${problem}.`);
+    }
+    const { rateLimiter } = this.options;
+    await rateLimiter.beginAttempt(user.username, clientAddress);
+    let valid: boolean;
+    try {
+      valid = await this.hashing.run(() => this.verifyStored(currentPassword, user.id, user.passwordHash));
+    } catch (error) {
+      await rateLimiter.cancelAttempt(user.username, clientAddress).catch(() => {});
+      throw error;
+    }
+    if (!valid) {
+      await rateLimiter.recordFailure(user.username, clientAddress);
+      throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'The current password is wrong; the password was not changed.');
+    }
+    await rateLimiter.recordSuccess(user.username, clientAddress);
+    const passwordHash = await this.hashing.run(() => hashPassword(newPassword, { log2N: this.options.passwordScryptLog2N }));
+    await this.options.prisma.user.update({ where: { id: user.id }, data: { passwordHash } });
+    this.options.logger.info({ userId: user.id }, 'password changed');
+    return true;
+  }
 
   /** Validates and stores a new account. */
   async create(input: { username: string; password: string; role: string }): Promise<UserRecord> {
@@ -194,7 +279,7 @@ export class UserService {
       throw error;
     }
 
-    if (row === null || !valid) {
+    if (row === null || !valid || row.disabledAt !== null) {
       await rateLimiter.recordFailure(username, clientAddress);
       // An unknown username may be a password typed into the wrong field, so
       // only a digest of it is logged, enough to tell repeated attempts apart.
@@ -202,7 +287,7 @@ export class UserService {
         row === null
           ? { usernameDigest: createHmac('sha256', USERNAME_DIGEST_KEY).update(username).digest('hex').slice(0, 16) }
           : { username: row.username, userId: row.id };
-      logger.warn({ ...identity, clientAddress, reason: row === null ? 'unknown user' : 'wrong password' }, 'login failed');
+      logger.warn({ ...identity, clientAddress, reason: row === null ? 'unknown user' : valid ? 'disabled account' : 'wrong password' }, 'login failed');
       throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'Invalid username or password.');
     }
 
@@ -262,7 +347,7 @@ export class UserService {
       );
     }
     const user = await this.findById(viewer.userId);
-    if (user === null) {
+    if (user === null || user.disabledAt !== null) {
       throw invalidTokenError();
     }
     const issued = await this.options.tokens.issue({ id: user.id, role: user.role }, { authTime, notAfter: sessionEndsAt });
@@ -286,13 +371,13 @@ export class UserService {
     }
     if (sql !== undefined) {
       // Read on every authenticated request, so it skips Prisma's per-query overhead.
-      const rows = await sql.query<{ id: string; username: string; role: string; created_at: Date }>(
-        `SELECT id, username, role, created_at FROM users WHERE id = $1::uuid`,
+      const rows = await sql.query<{ id: string; username: string; role: string; created_at: Date; disabled_at: Date | null }>(
+        `SELECT id, username, role, created_at, disabled_at FROM users WHERE id = $1::uuid`,
         [id],
         PREPARED,
       );
       const row = rows[0];
-      return row === undefined ? null : toUserRecord({ ...row, createdAt: row.created_at });
+      return row === undefined ? null : toUserRecord({ ...row, createdAt: row.created_at, disabledAt: row.disabled_at });
     }
     const row = await this.options.prisma.user.findUnique({ where: { id } });
     return row === null ? null : toUserRecord(row);

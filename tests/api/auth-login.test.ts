@@ -266,6 +266,15 @@ describe('login and roles over HTTP', () => {
     expect(JSON.stringify(viaVariables.errors)).not.toContain(secret);
     expect(inline.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
     expect(JSON.stringify(inline.errors)).not.toContain(secret);
+
+    // An update's input quotes the new password the same way.
+    const update = await server.gql(
+      `mutation ($input: UpdateUserInput!) { updateUser(input: $input) { id } }`,
+      { input: { id: '00000000-0000-4000-8000-000000000000', password: secret, nickname: 'echo' } },
+      await server.adminToken(),
+    );
+    expect(update.errors?.[0]?.message).toContain('"[redacted]"');
+    expect(JSON.stringify(update.errors)).not.toContain(secret);
   });
 
   it('username taken in another case', async () => {
@@ -305,6 +314,90 @@ describe('login and roles over HTTP', () => {
     expect(failures.length).toBeGreaterThanOrEqual(1);
     expect(failures.at(-1)).toContain('usernameDigest');
     expect(logLines.join('')).not.toContain(typedAsUsername);
+  });
+
+  describe('account management', () => {
+    const UPDATE = `mutation ($input: UpdateUserInput!) { updateUser(input: $input) { id role disabled } }`;
+    const CHANGE = `mutation ($current: String!, $next: String!) { changePassword(currentPassword: $current, newPassword: $next) }`;
+
+    async function loginReason(username: string, password: string): Promise<unknown> {
+      const result = await server.gql(LOGIN, { u: username, p: password });
+      return result.errors?.[0]?.extensions?.reason ?? 'OK';
+    }
+
+    it('disabling stops tokens and logins', async () => {
+      const member = await server.createUser('account-disabled');
+      const admin = await server.adminToken();
+
+      const disabled = await server.gql(UPDATE, { input: { id: member.id, disabled: true } }, admin);
+      expect(disabled.data?.updateUser).toEqual({ id: member.id, role: 'MEMBER', disabled: true });
+
+      const me = await server.gql('{ me { id } }', {}, member.token);
+      expect(me.status).toBe(401);
+      expect(me.errors?.[0]?.extensions?.reason).toBe('INVALID_TOKEN');
+      expect(await loginReason('account-disabled', 'account-disabled-password')).toBe('INVALID_CREDENTIALS');
+
+      await server.gql(UPDATE, { input: { id: member.id, disabled: false } }, admin);
+      expect((await server.gql('{ me { id } }', {}, member.token)).data?.me?.id).toBe(member.id);
+      expect(await loginReason('account-disabled', 'account-disabled-password')).toBe('OK');
+    });
+
+    it('admin changes role and password', async () => {
+      const member = await server.createUser('account-changed');
+      const admin = await server.adminToken();
+
+      const updated = await server.gql(UPDATE, { input: { id: member.id, role: 'ANALYST', password: 'a-new-password-123' } }, admin);
+      expect(updated.data?.updateUser.role).toBe('ANALYST');
+
+      expect((await server.gql('{ users { id } }', {}, member.token)).errors).toBeUndefined();
+      expect(await loginReason('account-changed', 'account-changed-password')).toBe('INVALID_CREDENTIALS');
+      expect(await loginReason('account-changed', 'a-new-password-123')).toBe('OK');
+    });
+
+    it.each([
+      { name: 'disable itself', input: { disabled: true } },
+      { name: 'demote itself', input: { role: 'MEMBER' } },
+    ])('admin may not $name', async ({ input }) => {
+      const admin = await server.adminToken();
+      const me = await server.gql<{ me: { id: string } }>('{ me { id } }', {}, admin);
+      const result = await server.gql(UPDATE, { input: { id: me.data!.me.id, ...input } }, admin);
+
+      expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_USER');
+      expect(result.errors?.[0]?.message).toContain('may not disable itself or change its own role');
+    });
+
+    it('member may not update users', async () => {
+      const member = await server.createUser('account-member');
+      const result = await server.gql(UPDATE, { input: { id: member.id, role: 'ADMIN' } }, member.token);
+
+      expect(result.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    });
+
+    it('unknown user is named', async () => {
+      const result = await server.gql(UPDATE, { input: { id: '00000000-0000-4000-8000-000000000000', role: 'ANALYST' } }, await server.adminToken());
+
+      expect(result.errors?.[0]?.extensions?.reason).toBe('USER_NOT_FOUND');
+    });
+
+    it('changePassword checks the current one', async () => {
+      const member = await server.createUser('account-own');
+
+      const wrong = await server.gql(CHANGE, { current: 'not-it', next: 'my-next-password-1' }, member.token);
+      expect(wrong.errors?.[0]?.extensions?.reason).toBe('INVALID_CREDENTIALS');
+
+      const changed = await server.gql(CHANGE, { current: 'account-own-password', next: 'my-next-password-1' }, member.token);
+      expect(changed.data?.changePassword).toBe(true);
+      expect(await loginReason('account-own', 'account-own-password')).toBe('INVALID_CREDENTIALS');
+      expect(await loginReason('account-own', 'my-next-password-1')).toBe('OK');
+    });
+
+    it('changePassword rejects a weak one', async () => {
+      const member = await server.createUser('account-weak');
+      const result = await server.gql(CHANGE, { current: 'account-weak-password', next: 'short' }, member.token);
+
+      expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_PASSWORD');
+      expect(await loginReason('account-weak', 'account-weak-password')).toBe('OK');
+    });
   });
 
   describe('roles', () => {

@@ -75,6 +75,17 @@ export const Mutation: MutationResolvers = {
     return { id: preferenceId(userId, args.input.pairType), userId, pairType: args.input.pairType, ...policy };
   },
 
+  updateUser: async (_parent, args, context) => {
+    const viewer = requireViewer(context);
+    requireRole(viewer, 'ADMIN');
+    return context.services.users.update(viewer, args.input);
+  },
+
+  changePassword: async (_parent, args, context) => {
+    const viewer = requireViewer(context);
+    return context.services.users.changePassword(viewer, args.currentPassword, args.newPassword, context.clientAddress);
+  },
+
   createUser: async (_parent, args, context) => {
     requireRole(requireViewer(context), 'ADMIN');
     return context.services.users.create(args.input);

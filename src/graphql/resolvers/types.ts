@@ -18,6 +18,7 @@ async function loadUser(context: GraphQLContext, id: string) {
 
 export const User: UserResolvers = {
   createdAt: (user) => user.createdAt,
+  disabled: (user) => user.disabledAt !== null,
 };
 
 export const Event: EventResolvers = {

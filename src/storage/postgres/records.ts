@@ -10,6 +10,8 @@ export interface UserRecord {
   username: string;
   role: Role;
   createdAt: Date;
+  /** When an admin disabled the account, or null while it is enabled. */
+  disabledAt: Date | null;
 }
 
 export interface EventRecord {
