@@ -4,6 +4,9 @@
  *
  *     npm run user -- create NAME --role ADMIN|ANALYST|MEMBER   (password on standard input)
  *     npm run user -- list [--json]
+ *     npm run user -- set-password NAME                          (password on standard input)
+ *     npm run user -- set-role NAME --role ROLE
+ *     npm run user -- disable NAME | enable NAME
  *
  * Pending migrations are applied first, as the server does at start-up, so
  * the first admin can be created before the server has ever run.
@@ -24,14 +27,25 @@ import { openDatabase, type Database } from '../storage/postgres/database.js';
 const USAGE = `Usage:
   npm run user -- create NAME --role ADMIN|ANALYST|MEMBER
   npm run user -- list [--json]
+  npm run user -- set-password NAME
+  npm run user -- set-role NAME --role ADMIN|ANALYST|MEMBER
+  npm run user -- disable NAME
+  npm run user -- enable NAME
 
 Commands:
-  create NAME   create an account; the password is the first line of standard
-                input, or, on a terminal, typed twice without echo
-  list          print every account: username, role, id and creation time
+  create NAME        create an account; the password is the first line of
+                     standard input, or, on a terminal, typed twice without echo
+  list               print every account: username, role, status, id and
+                     creation time
+  set-password NAME  replace the password, read as for create; this is how to
+                     recover a lost admin password
+  set-role NAME      change the role to --role
+  disable NAME       disable the account: its tokens fail at their next request
+                     and its logins fail as a wrong password does
+  enable NAME        enable a disabled account again
 
 Options:
-  --role ROLE   role of the new account: ${ROLES.join(', ')} (required for create)
+  --role ROLE   role of the account: ${ROLES.join(', ')} (required for create and set-role)
   --json        print the list as JSON
   --help        print this help
 
@@ -48,6 +62,8 @@ failed, 2 for invalid arguments or configuration.
 
 const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
+const COMMANDS = 'create, list, set-password, set-role, disable or enable';
+
 /**
  * Maximum length in bytes of the line read from standard input. Passwords are
  * limited to 1024 characters, so this only stops a stream without a newline
@@ -58,7 +74,30 @@ const MAX_INPUT_LINE_BYTES = 65_536;
 type UserCommand =
   | { kind: 'create'; username: string; role: Role }
   | { kind: 'list'; json: boolean }
+  | { kind: 'set-password'; username: string }
+  | { kind: 'set-role'; username: string; role: Role }
+  | { kind: 'disable' | 'enable'; username: string }
   | { kind: 'help' };
+
+/** Returns the one NAME of a command that takes exactly one. */
+function singleName(command: string, rest: readonly string[]): string {
+  if (rest.length !== 1 || rest[0] === undefined) {
+    throw new UsageError(`${command} expects exactly one NAME, but got ${rest.length} arguments.`);
+  }
+  return rest[0];
+}
+
+/** Reads --role for a command that requires it. */
+function requiredRole(command: string, value: string | undefined): Role {
+  if (value === undefined) {
+    throw new UsageError(`${command} requires --role, one of ${ROLES.join(', ')}.`);
+  }
+  const role = value.toUpperCase();
+  if (!isRole(role)) {
+    throw new UsageError(`--role ${JSON.stringify(value)} is invalid: use one of ${ROLES.join(', ')}.`);
+  }
+  return role;
+}
 
 /** An invalid command line. The message names the argument to change. */
 class UsageError extends Error {
@@ -100,34 +139,43 @@ function parseCommand(argv: readonly string[]): UserCommand {
   const [command, ...rest] = positionals;
   switch (command) {
     case 'create': {
-      if (rest.length !== 1 || rest[0] === undefined) {
-        throw new UsageError(`create expects exactly one NAME, but got ${rest.length} arguments.`);
-      }
-      if (values.role === undefined) {
-        throw new UsageError(`create requires --role, one of ${ROLES.join(', ')}.`);
-      }
-      const role = values.role.toUpperCase();
-      if (!isRole(role)) {
-        throw new UsageError(`--role ${JSON.stringify(values.role)} is invalid: use one of ${ROLES.join(', ')}.`);
-      }
+      const username = singleName(command, rest);
+      const role = requiredRole(command, values.role);
       if (values.json) {
         throw new UsageError('--json applies only to list.');
       }
-      return { kind: 'create', username: rest[0], role };
+      return { kind: 'create', username, role };
+    }
+    case 'set-role': {
+      const username = singleName(command, rest);
+      const role = requiredRole(command, values.role);
+      if (values.json) {
+        throw new UsageError('--json applies only to list.');
+      }
+      return { kind: 'set-role', username, role };
+    }
+    case 'set-password':
+    case 'disable':
+    case 'enable': {
+      const username = singleName(command, rest);
+      if (values.role !== undefined || values.json) {
+        throw new UsageError(`${command} takes no options.`);
+      }
+      return { kind: command, username };
     }
     case 'list': {
       if (rest.length > 0) {
         throw new UsageError(`list takes no arguments, but got ${rest.length}.`);
       }
       if (values.role !== undefined) {
-        throw new UsageError('--role applies only to create.');
+        throw new UsageError('--role applies only to create and set-role.');
       }
       return { kind: 'list', json: values.json };
     }
     case undefined:
-      throw new UsageError('A command is missing: use create or list.');
+      throw new UsageError(`A command is missing: use ${COMMANDS}.`);
     default:
-      throw new UsageError(`Unknown command ${JSON.stringify(command)}: use create or list.`);
+      throw new UsageError(`Unknown command ${JSON.stringify(command)}: use ${COMMANDS}.`);
   }
 }
 
@@ -137,7 +185,7 @@ async function readNewPassword(): Promise<string> {
   if (input.isTTY) {
     const [password, repeated] = await promptHidden(['Password: ', 'Repeat password: '], input, process.stderr);
     if (password !== repeated) {
-      throw new CommandError('The two passwords differ. Nothing was created.');
+      throw new CommandError('The two passwords differ. Nothing was stored.');
     }
     return password ?? '';
   }
@@ -228,7 +276,7 @@ async function promptHidden(
             continue;
           }
           if (character === '\u0003' || (character === '\u0004' && characters.length === 0)) {
-            stop(new CommandError('Cancelled. Nothing was created.'));
+            stop(new CommandError('Cancelled. Nothing was stored.'));
             return;
           }
           if (character === '\u007f' || character === '\b') {
@@ -285,7 +333,7 @@ async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Conf
 
   // Read before opening the database, so a terminal prompt is not delayed
   // and a missing password costs no connection.
-  const password = command.kind === 'create' ? await readNewPassword() : null;
+  const password = command.kind === 'create' || command.kind === 'set-password' ? await readNewPassword() : null;
 
   let db: Database;
   try {
@@ -312,6 +360,30 @@ async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Conf
       process.stdout.write(`Created user ${user.username} with role ${user.role} and id ${user.id}.\n`);
       return;
     }
+    if (command.kind !== 'list') {
+      const found = await users.findByUsername(command.username);
+      if (found === null) {
+        throw new CommandError(`No user is named ${JSON.stringify(command.username)}. List them with: npm run user -- list`);
+      }
+      const changes =
+        command.kind === 'set-password'
+          ? { password: password ?? '' }
+          : command.kind === 'set-role'
+            ? { role: command.role }
+            : { disabled: command.kind === 'disable' };
+      // The operator on the command line may change any account, their own included.
+      const user = await users.update(null, { id: found.id, ...changes });
+      const outcome =
+        command.kind === 'set-password'
+          ? 'has a new password'
+          : command.kind === 'set-role'
+            ? `has the role ${user.role}`
+            : command.kind === 'disable'
+              ? 'is disabled'
+              : 'is enabled';
+      process.stdout.write(`User ${user.username} ${outcome}.\n`);
+      return;
+    }
 
     const list = await users.list();
     if (command.json) {
@@ -319,6 +391,7 @@ async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Conf
         id: user.id,
         username: user.username,
         role: user.role,
+        disabled: user.disabledAt !== null,
         createdAt: user.createdAt.toISOString(),
       }));
       process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
@@ -334,9 +407,17 @@ async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Conf
   }
 }
 
-function formatTable(users: ReadonlyArray<{ id: string; username: string; role: string; createdAt: Date }>): string {
-  const header = ['USERNAME', 'ROLE', 'ID', 'CREATED AT'];
-  const rows = users.map((user) => [user.username, user.role, user.id, user.createdAt.toISOString()]);
+function formatTable(
+  users: ReadonlyArray<{ id: string; username: string; role: string; createdAt: Date; disabledAt: Date | null }>,
+): string {
+  const header = ['USERNAME', 'ROLE', 'STATUS', 'ID', 'CREATED AT'];
+  const rows = users.map((user) => [
+    user.username,
+    user.role,
+    user.disabledAt === null ? 'enabled' : 'disabled',
+    user.id,
+    user.createdAt.toISOString(),
+  ]);
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]?.length ?? 0)));
   const lines = [header, ...rows].map((row) =>
     row

@@ -118,10 +118,11 @@ export class UserService {
    * account, for an admin. A disabled account's tokens stop working at its
    * next request and its logins fail as a wrong password does. An admin may
    * not disable itself or change its own role, so that the last admin cannot
-   * lock everyone out.
+   * lock everyone out. A null `viewer` is an operator on the command line,
+   * who may change any account, as recovery from a lost admin password needs.
    */
   async update(
-    viewer: Viewer,
+    viewer: Viewer | null,
     input: { id: string; role?: string | null; password?: string | null; disabled?: boolean | null },
   ): Promise<UserRecord> {
     const id = input.id.toLowerCase();
@@ -133,7 +134,11 @@ export class UserService {
     if (passwordProblem !== null) {
       problems.push(passwordProblem);
     }
-    if (id === viewer.userId.toLowerCase() && ((input.disabled ?? false) || (input.role != null && input.role !== viewer.role))) {
+    if (
+      viewer !== null &&
+      id === viewer.userId.toLowerCase() &&
+      ((input.disabled ?? false) || (input.role != null && input.role !== viewer.role))
+    ) {
       problems.push('an admin may not disable itself or change its own role; ask another admin');
     }
     if (problems.length > 0) {
@@ -157,7 +162,13 @@ export class UserService {
     }
     const row = await this.options.prisma.user.update({ where: { id }, data });
     this.options.logger.info(
-      { userId: id, byUserId: viewer.userId, role: data.role, passwordChanged: data.passwordHash !== undefined, disabled: row.disabledAt !== null },
+      {
+        userId: id,
+        by: viewer === null ? 'command line' : viewer.userId,
+        role: data.role,
+        passwordChanged: data.passwordHash !== undefined,
+        disabled: row.disabledAt !== null,
+      },
       'user updated',
     );
     return toUserRecord(row);
@@ -381,6 +392,13 @@ export class UserService {
     }
     const row = await this.options.prisma.user.findUnique({ where: { id } });
     return row === null ? null : toUserRecord(row);
+  }
+
+  /** Returns the user with this username, compared without regard to case as new usernames are, or null. */
+  async findByUsername(username: string): Promise<UserRecord | null> {
+    const rows = await this.options.prisma.$queryRaw<Array<{ id: string }>>`
+      SELECT id FROM users WHERE lower(username) = lower(${username}) ORDER BY username = ${username} DESC LIMIT 1`;
+    return rows[0] === undefined ? null : this.findById(rows[0].id);
   }
 
   async findByIds(ids: readonly string[]): Promise<UserRecord[]> {

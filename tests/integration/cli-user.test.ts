@@ -166,7 +166,7 @@ describe('user CLI on PGlite', () => {
         `${TTY_PASSWORD}-typo`,
       ]);
       expect(result.code).toBe(1);
-      expect(result.stdout).toContain('The two passwords differ. Nothing was created.');
+      expect(result.stdout).toContain('The two passwords differ. Nothing was stored.');
       expect(result.stdout).not.toContain(TTY_PASSWORD);
     });
   });
@@ -175,7 +175,7 @@ describe('user CLI on PGlite', () => {
     const result = await runUserCli(['list'], env);
     expect(result.code).toBe(0);
     const lines = result.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^USERNAME\s+ROLE\s+ID\s+CREATED AT$/);
+    expect(lines[0]).toMatch(/^USERNAME\s+ROLE\s+STATUS\s+ID\s+CREATED AT$/);
     expect(lines.slice(1).map((line) => line.split(/\s+/).slice(0, 2))).toEqual(
       expect.arrayContaining([
         ['cli-admin', 'ADMIN'],
@@ -196,8 +196,37 @@ describe('user CLI on PGlite', () => {
     );
     expect(users.map((user) => user.username)).not.toContain('cli-tty-mismatch');
     for (const user of users) {
-      expect(Object.keys(user).sort()).toEqual(['createdAt', 'id', 'role', 'username']);
+      expect(Object.keys(user).sort()).toEqual(['createdAt', 'disabled', 'id', 'role', 'username']);
     }
+  });
+
+  it('set-role, set-password, disable and enable', async () => {
+    expect((await runUserCli(['create', 'cli-ops', '--role', 'MEMBER'], env, 'first-password-1\n')).code).toBe(0);
+
+    const role = await runUserCli(['set-role', 'CLI-OPS', '--role', 'analyst'], env);
+    expect(role.code).toBe(0);
+    expect(role.stdout).toBe('User cli-ops has the role ANALYST.\n');
+
+    const password = await runUserCli(['set-password', 'cli-ops'], env, 'second-password-2\n');
+    expect(password.code).toBe(0);
+    expect(password.stdout).toBe('User cli-ops has a new password.\n');
+    expect(password.stdout + password.stderr).not.toContain('second-password-2');
+
+    expect((await runUserCli(['disable', 'cli-ops'], env)).stdout).toBe('User cli-ops is disabled.\n');
+    const listed = JSON.parse((await runUserCli(['list', '--json'], env)).stdout) as Array<Record<string, unknown>>;
+    expect(listed.find((user) => user.username === 'cli-ops')).toMatchObject({ role: 'ANALYST', disabled: true });
+
+    expect((await runUserCli(['enable', 'cli-ops'], env)).stdout).toBe('User cli-ops is enabled.\n');
+  });
+
+  it.each([
+    { name: 'unknown user', args: ['disable', 'cli-nobody'], code: 1, message: 'No user is named "cli-nobody"' },
+    { name: 'set-role without --role', args: ['set-role', 'cli-ops'], code: 2, message: 'set-role requires --role' },
+    { name: 'disable with --role', args: ['disable', 'cli-ops', '--role', 'ADMIN'], code: 2, message: 'disable takes no options' },
+  ])('$name is rejected', async ({ args, code, message }) => {
+    const result = await runUserCli(args, env);
+    expect(result.code).toBe(code);
+    expect(result.stderr).toContain(message);
   });
 
   it('created users log in over HTTP', async () => {
@@ -215,6 +244,9 @@ describe('user CLI on PGlite', () => {
 
       const crlfToken = await server.login('cli-crlf', CRLF_PASSWORD);
       expect(crlfToken).toBeTypeOf('string');
+      const opsToken = await server.login('cli-ops', 'second-password-2');
+      const ops = await server.gql('{ me { role disabled } }', {}, opsToken);
+      expect(ops.data?.me).toEqual({ role: 'ANALYST', disabled: false });
       if (hasScript) {
         expect(await server.login('cli-tty', TTY_PASSWORD)).toBeTypeOf('string');
       }
