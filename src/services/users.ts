@@ -146,7 +146,7 @@ export class UserService {
     }
     const current = isUuid(id) ? await this.findById(id) : null;
     if (current === null) {
-      throw badInput('USER_NOT_FOUND', `No user has the id ${JSON.stringify(input.id.slice(0, 64))}.`, { userId: input.id.slice(0, 64) });
+      throw badInput('USER_NOT_FOUND', `User id ${JSON.stringify(input.id.slice(0, 64))} not found.`, { userId: input.id.slice(0, 64) });
     }
 
     const data: { role?: Role; passwordHash?: string; disabledAt?: Date | null } = {};
@@ -188,20 +188,12 @@ export class UserService {
     if (problem !== null) {
       throw badInput('INVALID_PASSWORD', `The new password is invalid: ${problem}.`);
     }
-    const { rateLimiter } = this.options;
-    await rateLimiter.beginAttempt(user.username, clientAddress);
-    let valid: boolean;
-    try {
-      valid = await this.hashing.run(() => this.verifyStored(currentPassword, user.id, user.passwordHash));
-    } catch (error) {
-      await rateLimiter.cancelAttempt(user.username, clientAddress).catch(() => {});
-      throw error;
-    }
+    const valid = await this.checkUnderLimits(user.username, clientAddress, () =>
+      this.hashing.run(() => this.verifyStored(currentPassword, user.id, user.passwordHash)),
+    );
     if (!valid) {
-      await rateLimiter.recordFailure(user.username, clientAddress);
       throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'The current password is wrong; the password was not changed.');
     }
-    await rateLimiter.recordSuccess(user.username, clientAddress);
     const passwordHash = await this.hashing.run(() => hashPassword(newPassword, { log2N: this.options.passwordScryptLog2N }));
     await this.options.prisma.user.update({ where: { id: user.id }, data: { passwordHash } });
     this.options.logger.info({ userId: user.id }, 'password changed');
@@ -265,33 +257,26 @@ export class UserService {
    * wrong passwords get the same error after the same amount of hashing work.
    */
   async login(username: string, password: string, clientAddress: string): Promise<LoginResult> {
-    const { rateLimiter, prisma, tokens, logger } = this.options;
-    await rateLimiter.beginAttempt(username, clientAddress);
-
-    let row: Awaited<ReturnType<typeof prisma.user.findUnique>>;
-    let valid: boolean;
-    try {
+    const { prisma, tokens, logger } = this.options;
+    // Filled by the check, which runs inside the limits.
+    const attempt: { row: Awaited<ReturnType<typeof prisma.user.findUnique>>; valid: boolean } = { row: null, valid: false };
+    const passed = await this.checkUnderLimits(username, clientAddress, async () => {
       // Names that no account can have are not looked up: PostgreSQL rejects a NUL character in a query.
-      row =
+      const found =
         username.length <= 64 && textProblem(username) === null
           ? await prisma.user.findUnique({ where: { username } })
           : null;
-      const found = row;
-      valid = await this.hashing.run(() =>
+      attempt.row = found;
+      attempt.valid = await this.hashing.run(() =>
         found === null
           ? verifyDummyPassword(password, { log2N: this.options.passwordScryptLog2N })
           : this.verifyStored(password, found.id, found.passwordHash),
       );
-    } catch (error) {
-      // The credentials were not checked, so the attempt does not count as a failed login.
-      await rateLimiter.cancelAttempt(username, clientAddress).catch((cancelError: unknown) => {
-        logger.warn({ err: cancelError, clientAddress }, 'failed to take back the count of a login attempt whose credentials were not checked');
-      });
-      throw error;
-    }
+      return found !== null && attempt.valid && found.disabledAt === null;
+    });
 
-    if (row === null || !valid || row.disabledAt !== null) {
-      await rateLimiter.recordFailure(username, clientAddress);
+    const { row, valid } = attempt;
+    if (!passed || row === null) {
       // An unknown username may be a password typed into the wrong field, so
       // only a digest of it is logged, enough to tell repeated attempts apart.
       const identity =
@@ -302,11 +287,36 @@ export class UserService {
       throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'Invalid username or password.');
     }
 
-    await rateLimiter.recordSuccess(username, clientAddress);
     await this.upgradeHash(row.id, row.passwordHash, password);
     const user = toUserRecord(row);
     const issued = await tokens.issue({ id: user.id, role: user.role });
     return { token: issued.token, expiresAt: issued.expiresAt, user };
+  }
+
+  /**
+   * Runs a password check under the login limits. The attempt counts before
+   * `check` runs, a false result counts as a failed login, and a true one
+   * clears the username's failures. An error in `check` takes the attempt
+   * back, because the credentials were not checked.
+   */
+  private async checkUnderLimits(username: string, clientAddress: string, check: () => Promise<boolean>): Promise<boolean> {
+    const { rateLimiter, logger } = this.options;
+    await rateLimiter.beginAttempt(username, clientAddress);
+    let passed: boolean;
+    try {
+      passed = await check();
+    } catch (error) {
+      await rateLimiter.cancelAttempt(username, clientAddress).catch((cancelError: unknown) => {
+        logger.warn({ err: cancelError, clientAddress }, 'failed to take back the count of a login attempt whose credentials were not checked');
+      });
+      throw error;
+    }
+    if (passed) {
+      await rateLimiter.recordSuccess(username, clientAddress);
+    } else {
+      await rateLimiter.recordFailure(username, clientAddress);
+    }
+    return passed;
   }
 
   /**
