@@ -40,7 +40,7 @@ export interface LoginRateLimiter {
    *   has used up its failed attempts. The rejected attempt is not counted.
    */
   beginAttempt(username: string, clientAddress: string): Promise<void>;
-  /** Counts a failed login against the address; the username counted it when it began. */
+  /** Counts a failed login against the address. The username counted it when the attempt began. */
   recordFailure(username: string, clientAddress: string): Promise<void>;
   /**
    * Clears the username's failures after a successful login. The address

@@ -363,7 +363,7 @@ async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Conf
     if (command.kind !== 'list') {
       const found = await users.findByUsername(command.username);
       if (found === null) {
-        throw new CommandError(`No user is named ${JSON.stringify(command.username)}. List them with: npm run user -- list`);
+        throw new CommandError(`User ${JSON.stringify(command.username)} not found. List the users with: npm run user -- list`);
       }
       const changes =
         command.kind === 'set-password'

@@ -262,7 +262,7 @@ function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unk
 
 /**
  * Sets the HTTP status of a reply that carries no data when all its errors
- * are of one kind. A limit or an invalid report input gets 400, the status of
+ * are of one kind. A limit or an invalid query argument gets 400, the status of
  * a limit found before execution. A missing or invalid token gets 401, an
  * operation the role does not allow 403, and a rate-limited login 429 with
  * Retry-After. A reply with any data, or with mixed errors, keeps GraphQL's

@@ -220,7 +220,7 @@ describe('user CLI on PGlite', () => {
   });
 
   it.each([
-    { name: 'unknown user', args: ['disable', 'cli-nobody'], code: 1, message: 'No user is named "cli-nobody"' },
+    { name: 'unknown user', args: ['disable', 'cli-nobody'], code: 1, message: 'User "cli-nobody" not found' },
     { name: 'set-role without --role', args: ['set-role', 'cli-ops'], code: 2, message: 'set-role requires --role' },
     { name: 'disable with --role', args: ['disable', 'cli-ops', '--role', 'ADMIN'], code: 2, message: 'disable takes no options' },
   ])('$name is rejected', async ({ args, code, message }) => {
