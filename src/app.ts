@@ -140,6 +140,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       latenessHorizonSeconds: config.intake.latenessHorizonSeconds,
       userLockTtlMs: config.intake.userLockTtlMs,
       userLockWaitMs: config.intake.userLockWaitMs,
+      userLockMaxHoldMs: config.intake.userLockMaxHoldMs,
       ...(options.fault ? { fault: options.fault } : {}),
     });
     const services: Services = {

@@ -104,6 +104,8 @@ export interface Config {
     userLockTtlMs: number;
     /** USER_LOCK_WAIT_MS: how long a request waits for a busy user's lock. */
     userLockWaitMs: number;
+    /** USER_LOCK_MAX_HOLD_MS: how long a holder keeps extending a per-user lock while its work runs. */
+    userLockMaxHoldMs: number;
   };
 
   sweeper: {

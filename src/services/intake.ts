@@ -76,6 +76,8 @@ export interface IntakeOptions {
   latenessHorizonSeconds: number;
   userLockTtlMs: number;
   userLockWaitMs: number;
+  /** Time after which a holder stops extending its user lock, which then expires one TTL later. */
+  userLockMaxHoldMs: number;
   fault?: FaultHook;
 }
 
@@ -139,8 +141,8 @@ function countersFromLocks(locks: readonly UserLock[]): IntakeSnapshot | null {
 export class IntakeService {
   /** Turns of this process's requests for each user, taken before the shared lock. */
   private readonly turns: UserTurns;
-  /** The turn behind each lock this process holds, released with the lock. */
-  private readonly turnOfLock = new WeakMap<UserLock, UserTurn>();
+  /** The turn behind each lock this process holds, and the timer that extends both, ended with the lock. */
+  private readonly holdOfLock = new WeakMap<UserLock, { turn: UserTurn; keepAlive: NodeJS.Timeout }>();
 
   constructor(private readonly options: IntakeOptions) {
     this.turns = new UserTurns(options.userLockTtlMs);
@@ -287,8 +289,6 @@ export class IntakeService {
    * same lock, so no request of the user folds between the two.
    * NOTE: when the replay fails after `prepare` succeeded, the new preference
    * stays stored with the old rows until the next replay, such as a retry.
-   * Nothing extends the lock while a replay runs, so a history that takes
-   * longer than USER_LOCK_TTL_MS to replay fails with LOCK_LOST every time.
    */
   async replay(userId: string, prepare?: () => Promise<unknown>): Promise<void> {
     const lock = await this.lockUser(userId, this.options.userLockWaitMs);
@@ -489,7 +489,7 @@ export class IntakeService {
     try {
       const remainingMs = Math.max(0, waitMs - Math.ceil(performance.now() - started));
       const lock = await this.options.store.acquireUserLock(userId, { ttlMs: this.options.userLockTtlMs, waitMs: remainingMs });
-      this.turnOfLock.set(lock, turn);
+      this.holdOfLock.set(lock, { turn, keepAlive: this.keepAlive(lock, turn) });
       return lock;
     } catch (error) {
       turn.release();
@@ -505,9 +505,59 @@ export class IntakeService {
         // The lock expires by itself after its TTL.
         this.options.logger.warn({ err: error, userId: lock.userId }, 'releasing a user lock failed');
       } finally {
-        this.turnOfLock.get(lock)?.release();
+        const hold = this.holdOfLock.get(lock);
+        clearInterval(hold?.keepAlive);
+        hold?.turn.release();
       }
     }
+  }
+
+  /**
+   * Extends a held lock, and this process's turn behind it, every third of
+   * USER_LOCK_TTL_MS until the release, so that work longer than one TTL,
+   * such as the replay of a long history, keeps the user. Extensions stop
+   * when the lock has passed to another holder, and once one more would
+   * hold the lock past USER_LOCK_MAX_HOLD_MS, so a holder that never
+   * finishes frees the user at the latest one TTL after that.
+   */
+  private keepAlive(lock: UserLock, turn: UserTurn): NodeJS.Timeout {
+    const { store, logger, userLockTtlMs: ttlMs, userLockMaxHoldMs: maxHoldMs } = this.options;
+    const acquired = performance.now();
+    let extending = false;
+    const timer = setInterval(() => {
+      if (extending) {
+        return;
+      }
+      if (performance.now() - acquired + ttlMs > maxHoldMs) {
+        clearInterval(timer);
+        logger.warn(
+          { userId: lock.userId, maxHoldMs },
+          'a user lock reached USER_LOCK_MAX_HOLD_MS and is no longer extended; it expires one USER_LOCK_TTL_MS later',
+        );
+        return;
+      }
+      extending = true;
+      store
+        .extendUserLock(lock, ttlMs)
+        .then(
+          (extended) => {
+            if (extended) {
+              turn.extend();
+              return;
+            }
+            clearInterval(timer);
+            logger.warn({ userId: lock.userId }, 'a held user lock expired before its extension; another holder may take the user');
+          },
+          (error: unknown) => {
+            logger.warn({ err: error, userId: lock.userId }, 'extending a user lock failed; trying again');
+          },
+        )
+        .finally(() => {
+          extending = false;
+        });
+    }, Math.max(1, Math.floor(ttlMs / 3)));
+    timer.unref();
+    return timer;
   }
 
   /**

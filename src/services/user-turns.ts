@@ -12,6 +12,8 @@ import { userBusyError } from '../storage/redis/store-common.js';
 /** A granted turn. Releasing it twice, or after it expired, does nothing. */
 export interface UserTurn {
   release(): void;
+  /** Restarts the turn's lifetime, as an extension of the user lock does. Does nothing after a release. */
+  extend(): void;
 }
 
 interface Waiter {
@@ -74,6 +76,11 @@ export class UserTurns {
 
   private grant(userId: string, line: Line): UserTurn {
     let released = false;
+    const startExpiry = () => {
+      const timer = setTimeout(() => turn.release(), this.ttlMs);
+      timer.unref();
+      return timer;
+    };
     const turn: UserTurn = {
       release: () => {
         if (released) {
@@ -83,9 +90,15 @@ export class UserTurns {
         clearTimeout(expiry);
         this.passOn(userId, line);
       },
+      extend: () => {
+        if (released) {
+          return;
+        }
+        clearTimeout(expiry);
+        expiry = startExpiry();
+      },
     };
-    const expiry = setTimeout(() => turn.release(), this.ttlMs);
-    expiry.unref();
+    let expiry = startExpiry();
     return turn;
   }
 

@@ -76,6 +76,7 @@ describe('loadConfig', () => {
       defaultAutoCloseTimeoutSeconds: 1800,
       userLockTtlMs: 30_000,
       userLockWaitMs: 5000,
+      userLockMaxHoldMs: 600_000,
     });
     expect(config.sweeper).toEqual({ intervalMs: 1000, leaseMs: 30_000, batchSize: 100 });
     expect(config.reports).toEqual({

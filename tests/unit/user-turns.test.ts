@@ -116,6 +116,24 @@ describe('UserTurns', () => {
     expect(turns.busyUsers).toBe(0);
   });
 
+  it('restarts the lifetime on extend', async () => {
+    const turns = new UserTurns(500);
+    const holder = await turns.take(ALICE, 0);
+    let granted = false;
+    const next = turns.take(ALICE, 5000).then((turn) => {
+      granted = true;
+      return turn;
+    });
+
+    await vi.advanceTimersByTimeAsync(400);
+    holder.extend();
+    await vi.advanceTimersByTimeAsync(400);
+    expect(granted).toBe(false);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(granted).toBe(true);
+    (await next).release();
+  });
+
   it('ignores a second release', async () => {
     const turns = new UserTurns(30_000);
     const first = await turns.take(ALICE, 0);
