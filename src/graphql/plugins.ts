@@ -7,6 +7,8 @@ import { ApolloServerErrorCode, unwrapResolverError } from '@apollo/server/error
 import {
   GraphQLError,
   Kind,
+  OperationTypeNode,
+  print,
   visit,
   type DocumentNode,
   type FieldNode,
@@ -116,6 +118,99 @@ function checkRootFields(operation: OperationDefinitionNode, document: DocumentN
   }
 }
 
+/** Throws REPEATED_FIELD when one field with the same arguments has several response keys in one selection set. */
+function rejectRepeats(fieldsByKey: ReadonlyMap<string, readonly FieldNode[]>, path: string): void {
+  const keysByField = new Map<string, string[]>();
+  for (const [key, fields] of fieldsByKey) {
+    const field = fields[0]!;
+    const args = [...(field.arguments ?? [])]
+      .sort((a, b) => a.name.value.localeCompare(b.name.value, 'en'))
+      .map(print)
+      .join(', ');
+    const signature = `${field.name.value}(${args})`;
+    const keys = keysByField.get(signature);
+    if (keys === undefined) {
+      keysByField.set(signature, [key]);
+    } else {
+      keys.push(key);
+    }
+  }
+  for (const [signature, keys] of keysByField) {
+    if (keys.length > 1) {
+      const name = signature.slice(0, signature.indexOf('('));
+      const firstKeys = keys.slice(0, 5).join(', ') + (keys.length > 5 ? ', ...' : '');
+      throw new DomainError(
+        'BAD_USER_INPUT',
+        'REPEATED_FIELD',
+        `Field "${name}" is selected with the same arguments under ${keys.length} names (${firstKeys}) in ${path}. Select it once: each alias of the same field repeats its work and its value in the reply.`,
+        { field: name, path, aliases: keys.length },
+      );
+    }
+  }
+}
+
+/**
+ * Rejects an operation that selects one field with the same arguments under
+ * several response keys in one selection set below the top level, such as
+ * `a: nodes { id } b: nodes { id }`. Each alias runs the field and builds
+ * its value again, so a few kilobytes of aliases inside a page of 1,000
+ * nodes would multiply the work and the reply a thousandfold. Only
+ * top-level fields take arguments in this schema, and REQUEST_MAX_ROOT_FIELDS
+ * bounds their aliases instead.
+ *
+ * Fields with one response key merge as GraphQL merges them, so their
+ * selections are checked together. The walk ends at the first repeat, and
+ * until then it follows only distinct fields of an acyclic type graph.
+ */
+export function checkRepeatedFields(operation: OperationDefinitionNode, document: DocumentNode): void {
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) {
+      fragments.set(definition.name.value, definition);
+    }
+  }
+  const walk = (selectionSets: readonly SelectionSetNode[], path: string, top: boolean): void => {
+    const fieldsByKey = new Map<string, FieldNode[]>();
+    const spread = new Set<string>();
+    const collect = (selectionSet: SelectionSetNode): void => {
+      for (const selection of selectionSet.selections) {
+        if (selection.kind === Kind.FIELD) {
+          const key = selection.alias?.value ?? selection.name.value;
+          const fields = fieldsByKey.get(key);
+          if (fields === undefined) {
+            fieldsByKey.set(key, [selection]);
+          } else {
+            fields.push(selection);
+          }
+        } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+          collect(selection.selectionSet);
+        } else if (!spread.has(selection.name.value)) {
+          spread.add(selection.name.value);
+          const fragment = fragments.get(selection.name.value);
+          if (fragment !== undefined) {
+            collect(fragment.selectionSet);
+          }
+        }
+      }
+    };
+    for (const selectionSet of selectionSets) {
+      collect(selectionSet);
+    }
+
+    if (!top) {
+      rejectRepeats(fieldsByKey, path);
+    }
+
+    for (const [key, fields] of fieldsByKey) {
+      const children = fields.flatMap((field) => (field.selectionSet === undefined ? [] : [field.selectionSet]));
+      if (children.length > 0) {
+        walk(children, `${path}.${key}`, false);
+      }
+    }
+  };
+  walk([operation.selectionSet], operation.operation, true);
+}
+
 function namedType(type: TypeNode): { name: string; list: boolean } {
   let list = false;
   let cursor = type;
@@ -161,6 +256,28 @@ function checkVariables(operation: OperationDefinitionNode, variables: Record<st
 }
 
 /**
+ * Rejects a subscription operation, which graphql-js validates against a
+ * schema without a Subscription type and then fails to run as an internal
+ * error. Without a token it gets 401, as every field but `login` does.
+ */
+function rejectSubscription(context: GraphQLContext): never {
+  if (context.viewer === null) {
+    const authError =
+      context.authError ?? new DomainError('UNAUTHENTICATED', 'MISSING_TOKEN', AUTHENTICATION_REQUIRED);
+    throw new GraphQLError(authError.message, {
+      extensions: { ...domainErrorExtensions(authError), http: { status: authError.kind === 'UNAUTHENTICATED' ? 401 : 503 } },
+    });
+  }
+  rejectBeforeCoercion(
+    new DomainError(
+      'BAD_USER_INPUT',
+      'SUBSCRIPTIONS_NOT_SUPPORTED',
+      'This service has no subscriptions. Send queries and mutations, and poll `events` or `segments` for changes.',
+    ),
+  );
+}
+
+/**
  * Rejects oversized or deeply nested set expressions and oversized event
  * batches sent as variables, before GraphQL's coercion walks them
  * recursively. Inline literals are bounded by the parser's token limit and
@@ -170,14 +287,18 @@ export function createLimitsPlugin(limits: RequestLimits): ApolloServerPlugin<Gr
   return {
     async requestDidStart() {
       return {
-        async didResolveOperation({ request, operation, document }) {
+        async didResolveOperation({ request, operation, document, contextValue }) {
           if (operation === undefined) {
             return;
+          }
+          if (operation.operation === OperationTypeNode.SUBSCRIPTION) {
+            rejectSubscription(contextValue);
           }
           const variables = request.variables ?? {};
           try {
             checkVariables(operation, variables, limits);
             checkRootFields(operation, document, variables, limits);
+            checkRepeatedFields(operation, document);
           } catch (error) {
             if (error instanceof DomainError) {
               rejectBeforeCoercion(error);

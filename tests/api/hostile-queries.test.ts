@@ -65,7 +65,7 @@ describe('hostile queries', () => {
       body: typeof body === 'string' ? body : JSON.stringify(body),
     });
     const text = await response.text();
-    return { status: response.status, text };
+    return { status: response.status, text, json: JSON.parse(text) as { data?: any; errors?: Array<{ message: string; extensions?: Record<string, unknown> }> } };
   }
 
   describe('cursors', () => {
@@ -316,6 +316,62 @@ describe('hostile queries', () => {
 
       expect(response.status).toBe(405);
       expect(await response.text()).not.toContain('token"');
+    });
+
+    it.each([
+      ['aliases of a connection field', '{ events(first: 1000) { a: nodes { id } b: nodes { id } } }', 'nodes', 'query.events'],
+      ['aliases of a scalar', '{ events(first: 1000) { nodes { a: id b: id } } }', 'id', 'query.events.nodes'],
+      ['aliases of __typename', '{ me { a: __typename b: __typename } }', '__typename', 'query.me'],
+      ['aliases merged by key', '{ events(first: 5) { nodes { a: id } nodes { b: id } } }', 'id', 'query.events.nodes'],
+      [
+        'aliases from two fragments',
+        '{ events(first: 5) { ...A ...B } } fragment A on EventConnection { a: nodes { id } } fragment B on EventConnection { b: nodes { id } }',
+        'nodes',
+        'query.events',
+      ],
+    ])('rejects %s', async (_name, query, field, path) => {
+      const reply = await postJson('/graphql', member.token, { query });
+      const error = reply.json.errors?.[0];
+
+      expect(reply.status).toBe(400);
+      expect(error?.extensions?.reason).toBe('REPEATED_FIELD');
+      expect(error?.message).toContain(`Field "${field}"`);
+      expect(error?.message).toContain(` in ${path}.`);
+    });
+
+    it('keeps aliases with other arguments', async () => {
+      const query = `{ first: events(first: 1) { nodes { id } } second: events(last: 1) { nodes { id } } }`;
+      const reply = await postJson('/graphql', member.token, { query });
+
+      expect(reply.status).toBe(200);
+      expect(reply.json.errors).toBeUndefined();
+      expect(reply.json.data.first.nodes).toHaveLength(1);
+      expect(reply.json.data.second.nodes).toHaveLength(1);
+    });
+
+    it('keeps a fragment spread twice', async () => {
+      const query = `{ events(first: 5) { ...Ids nodes { __typename ...Ids2 } } }
+        fragment Ids on EventConnection { nodes { id } }
+        fragment Ids2 on Event { id __typename }`;
+      const reply = await postJson('/graphql', member.token, { query });
+
+      expect(reply.status).toBe(200);
+      expect(reply.json.errors).toBeUndefined();
+      expect(reply.json.data.events.nodes).toHaveLength(2);
+    });
+
+    it('rejects a subscription', async () => {
+      const reply = await postJson('/graphql', member.token, { query: 'subscription { me { id } }' });
+
+      expect(reply.status).toBe(400);
+      expect(reply.json.errors?.[0]?.extensions?.reason).toBe('SUBSCRIPTIONS_NOT_SUPPORTED');
+    });
+
+    it('rejects an anonymous subscription', async () => {
+      const reply = await postJson('/graphql', null, { query: 'subscription { me { id } }' });
+
+      expect(reply.status).toBe(401);
+      expect(reply.json.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
     });
 
     it('keeps serving', async () => {
