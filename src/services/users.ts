@@ -108,6 +108,30 @@ export class ConcurrencyLimit {
   }
 }
 
+/** Key of the advisory lock that serialises account updates made by admins through the API. */
+const ADMIN_UPDATE_LOCK_KEY = 72707370;
+
+type UserUpdateData = { role?: Role; passwordHash?: string; disabledAt?: Date | null };
+
+/**
+ * Checks, under the admin update lock, that the viewer is still an enabled
+ * admin. Its role was read when the request began, but another
+ * admin's update may have demoted or disabled it since. Since an admin may
+ * not demote or disable itself, every committed update that removes an
+ * admin was made by another enabled admin, so one always remains.
+ */
+async function checkStillAdmin(tx: Pick<PrismaClient, 'user'>, viewerId: string): Promise<void> {
+  const viewer = await tx.user.findUnique({ where: { id: viewerId }, select: { role: true, disabledAt: true } });
+  if (viewer === null || viewer.role !== 'ADMIN' || viewer.disabledAt !== null) {
+    throw new DomainError(
+      'FORBIDDEN',
+      'ROLE_REQUIRED',
+      'Updating users requires an enabled account with the role ADMIN, and another admin has just demoted or disabled this one.',
+      { requiredRoles: ['ADMIN'], role: viewer?.role ?? null },
+    );
+  }
+}
+
 export class UserService {
   private readonly hashing = new ConcurrencyLimit(MAX_CONCURRENT_PASSWORD_HASHES);
 
@@ -149,7 +173,7 @@ export class UserService {
       throw badInput('USER_NOT_FOUND', `User id ${JSON.stringify(input.id.slice(0, 64))} not found.`, { userId: input.id.slice(0, 64) });
     }
 
-    const data: { role?: Role; passwordHash?: string; disabledAt?: Date | null } = {};
+    const data: UserUpdateData = {};
     if (input.role !== undefined && input.role !== null) {
       data.role = input.role as Role;
     }
@@ -160,7 +184,16 @@ export class UserService {
     if (input.disabled !== undefined && input.disabled !== null) {
       data.disabledAt = input.disabled ? (current.disabledAt ?? new Date(this.options.now?.() ?? Date.now())) : null;
     }
-    const row = await this.options.prisma.user.update({ where: { id }, data });
+    const row =
+      viewer === null
+        ? await this.options.prisma.user.update({ where: { id }, data })
+        : await this.options.prisma.$transaction(async (tx) => {
+            // Admin updates take turns, so two admins who demote or disable
+            // each other at once cannot both pass the check below.
+            await tx.$executeRaw`SELECT pg_advisory_xact_lock(${ADMIN_UPDATE_LOCK_KEY}::bigint)`;
+            await checkStillAdmin(tx, viewer.userId.toLowerCase());
+            return tx.user.update({ where: { id }, data });
+          });
     this.options.logger.info(
       {
         userId: id,
@@ -192,7 +225,9 @@ export class UserService {
       this.hashing.run(() => this.verifyStored(currentPassword, user.id, user.passwordHash)),
     );
     if (!valid) {
-      throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'The current password is wrong; the password was not changed.');
+      // An input error, not UNAUTHENTICATED: the token is valid, and clients
+      // drop their token on a 401.
+      throw badInput('INVALID_CREDENTIALS', 'The current password is wrong; the password was not changed.');
     }
     const passwordHash = await this.hashing.run(() => hashPassword(newPassword, { log2N: this.options.passwordScryptLog2N }));
     await this.options.prisma.user.update({ where: { id: user.id }, data: { passwordHash } });

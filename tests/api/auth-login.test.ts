@@ -366,6 +366,27 @@ describe('login and roles over HTTP', () => {
       expect(result.errors?.[0]?.message).toContain('may not disable itself or change its own role');
     });
 
+    it('admins demoting each other keep one', async () => {
+      const admin = await server.adminToken();
+      for (let attempt = 0; attempt < 10; attempt += 1) {
+        const first = await server.createUser(`account-race-a${attempt}`, 'ADMIN');
+        const second = await server.createUser(`account-race-b${attempt}`, 'ADMIN');
+
+        const [one, two] = await Promise.all([
+          server.gql(UPDATE, { input: { id: second.id, role: 'MEMBER' } }, first.token),
+          server.gql(UPDATE, { input: { id: first.id, disabled: true } }, second.token),
+        ]);
+
+        const succeeded = [one, two].filter((result) => result.errors === undefined);
+        expect(succeeded, `attempt ${attempt}`).toHaveLength(1);
+        const failed = [one, two].find((result) => result.errors !== undefined);
+        expect(failed?.errors?.[0]?.extensions?.reason).toBe('ROLE_REQUIRED');
+        const users = await server.gql<{ users: Array<{ id: string; role: string; disabled: boolean }> }>('{ users { id role disabled } }', {}, admin);
+        const pair = users.data!.users.filter((user) => user.id === first.id || user.id === second.id);
+        expect(pair.filter((user) => user.role === 'ADMIN' && !user.disabled), `attempt ${attempt}`).toHaveLength(1);
+      }
+    });
+
     it('member may not update users', async () => {
       const member = await server.createUser('account-member');
       const result = await server.gql(UPDATE, { input: { id: member.id, role: 'ADMIN' } }, member.token);
@@ -384,6 +405,10 @@ describe('login and roles over HTTP', () => {
 
       const wrong = await server.gql(CHANGE, { current: 'not-it', next: 'my-next-password-1' }, member.token);
       expect(wrong.errors?.[0]?.extensions?.reason).toBe('INVALID_CREDENTIALS');
+      // The token stays valid, so the reply must not tell the client to drop it.
+      expect(wrong.status).toBe(200);
+      expect(wrong.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+      expect((await server.gql('{ me { id } }', {}, member.token)).data?.me?.id).toBe(member.id);
 
       const changed = await server.gql(CHANGE, { current: 'account-own-password', next: 'my-next-password-1' }, member.token);
       expect(changed.data?.changePassword).toBe(true);
