@@ -12,6 +12,7 @@
  * the first admin can be created before the server has ever run.
  */
 import { loadDotEnvFile } from '../config/dotenv.js';
+import { isUtf8 } from 'node:buffer';
 import { parseArgs } from 'node:util';
 
 import pino, { type Logger } from 'pino';
@@ -226,7 +227,12 @@ async function readFirstLine(input: NodeJS.ReadableStream): Promise<string | nul
   if (!sawData) {
     return null;
   }
-  const line = Buffer.concat(chunks).toString('utf8');
+  const bytes = Buffer.concat(chunks);
+  if (!isUtf8(bytes)) {
+    // Decoding would replace such bytes with U+FFFD, and other bytes would then log in too.
+    throw new CommandError('The first line of standard input is not valid UTF-8. Nothing was stored.');
+  }
+  const line = bytes.toString('utf8');
   return line.endsWith('\r') ? line.slice(0, -1) : line;
 }
 

@@ -115,6 +115,44 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
     });
 
+    it.each(['/graphql', '/auth/login', '/api/events'])('invalid UTF-8 on %s is JSON 400', async (path) => {
+      // "café" with é as the Latin-1 byte 0xE9, which is not UTF-8.
+      const body = Buffer.concat([
+        Buffer.from('{"type":"heartbeat","query":"{ __typename }","username":"admin","password":"admin-password-1","meta":{"name":"caf'),
+        Buffer.from([0xe9]),
+        Buffer.from('"}}'),
+      ]);
+      const reply = await send(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+        body,
+      });
+      expect(reply.status).toBe(400);
+      expect(reply.json?.error?.reason).toBe('INVALID_UTF8');
+      expect(reply.json?.error?.message).toContain('not valid UTF-8');
+    });
+
+    it('non-UTF-8 charset is JSON 415', async () => {
+      const reply = await send(`${server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=iso-8859-1', authorization: `Bearer ${adminToken}` },
+        body: JSON.stringify({ type: 'heartbeat' }),
+      });
+      expect(reply.status).toBe(415);
+      expect(reply.json?.error?.reason).toBe('UNSUPPORTED_CHARSET');
+      expect(reply.json?.error?.message).toContain('"iso-8859-1" is not supported');
+    });
+
+    it('UTF-8 charset is accepted', async () => {
+      const reply = await send(`${server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=UTF-8', authorization: `Bearer ${adminToken}` },
+        body: JSON.stringify({ type: 'heartbeat', meta: { name: 'café' } }),
+      });
+      expect(reply.status).toBe(200);
+      expect(reply.json?.results?.[0]?.event?.meta).toEqual({ name: 'café' });
+    });
+
     it('oversized body is JSON 413', async () => {
       const reply = await send(`${server.url}/api/events`, {
         method: 'POST',

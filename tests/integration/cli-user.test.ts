@@ -35,7 +35,7 @@ function childEnv(extra: Record<string, string>): Record<string, string> {
   };
 }
 
-function runUserCli(args: string[], env: Record<string, string>, input: string | null = null): Promise<CliResult> {
+function runUserCli(args: string[], env: Record<string, string>, input: string | Buffer | null = null): Promise<CliResult> {
   return runCli(USER_CLI, args, env, { input, timeoutMs: CHILD_TIMEOUT_MS });
 }
 
@@ -217,6 +217,15 @@ describe('user CLI on PGlite', () => {
     expect(listed.find((user) => user.username === 'cli-ops')).toMatchObject({ role: 'ANALYST', disabled: true });
 
     expect((await runUserCli(['enable', 'cli-ops'], env)).stdout).toBe('User cli-ops is enabled.\n');
+  });
+
+  it('set-password rejects bytes that are not UTF-8', async () => {
+    expect((await runUserCli(['create', 'cli-bytes', '--role', 'MEMBER'], env, 'first-password-1\n')).code).toBe(0);
+
+    const result = await runUserCli(['set-password', 'cli-bytes'], env, Buffer.from([...Buffer.from('abcdefgh'), 0xff, 0xfe, 0x0a]));
+
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('not valid UTF-8');
   });
 
   it.each([

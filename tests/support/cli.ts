@@ -23,7 +23,7 @@ export function runCli(
   script: string,
   args: readonly string[],
   env: Record<string, string>,
-  options: { input?: string | null; timeoutMs?: number } = {},
+  options: { input?: string | Buffer | null; timeoutMs?: number } = {},
 ): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(TSX, [script, ...args], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
