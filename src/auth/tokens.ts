@@ -146,7 +146,12 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     if (!isRole(role)) {
       throw rejectToken(logger, 'role claim is missing or unknown');
     }
-    return { userId: sub, role, authTime: Number.isSafeInteger(authTime) ? (authTime as number) : (iat as number) };
+    // This service sets auth_time to the login time, at or before iat. Any
+    // other value would make renewToken compute a session end out of range.
+    if (authTime !== undefined && !(Number.isSafeInteger(authTime) && (authTime as number) >= 0 && (authTime as number) <= (iat as number))) {
+      throw rejectToken(logger, 'auth_time claim is not an instant at or before iat');
+    }
+    return { userId: sub, role, authTime: (authTime as number | undefined) ?? (iat as number) };
   }
 
   return { issue, verify };

@@ -227,6 +227,15 @@ describe('token verify rejects', () => {
     await expectRejected(await signCustom({ claims: { role: 'ROOT' } }));
   });
 
+  it.each([
+    ['far in the past', -1e15],
+    ['after iat', NOW_SECONDS + 1],
+    ['fractional', NOW_SECONDS - 0.5],
+    ['a string', String(NOW_SECONDS)],
+  ])('auth_time %s', async (_name, authTime) => {
+    await expectRejected(await signCustom({ claims: { auth_time: authTime } }));
+  });
+
   it('iat in future', async () => {
     await expectRejected(await signCustom({ iat: NOW_SECONDS + 60, exp: NOW_SECONDS + 120 }));
   });
