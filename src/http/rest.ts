@@ -75,7 +75,7 @@ export function parseRestEvent(raw: unknown): { input: EventInput | null; proble
     occurredAt = parseInstant(occurredAtText);
     if (occurredAt === null) {
       problems.push(
-        `occurred_at ${JSON.stringify(occurredAtText.slice(0, 64))} is not an RFC 3339 instant with an offset (for example 2026-01-31T09:00:00Z) from ${describeInstantRange()}`,
+        `occurred_at ${JSON.stringify(occurredAtText.slice(0, 64))} is not an RFC 3339 instant with an offset (for example 2026-01-31T09:00:00Z) ${describeInstantRange()}`,
       );
     }
   }

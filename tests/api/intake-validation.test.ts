@@ -434,6 +434,8 @@ describe('intake validation', () => {
       expect(body.error.code).toBe('BAD_USER_INPUT');
       expect(body.error.invalidItems).toHaveLength(1);
       expect(body.error.invalidItems[0].message).toContain('occurred_at');
+      expect(body.error.invalidItems[0].message).toContain('2026-01-31T09:00:00Z) from 0100-01-01');
+      expect(body.error.invalidItems[0].message).not.toContain('from from');
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
