@@ -30,6 +30,37 @@ export function describeInstantRange(): string {
   return `from ${new Date(MIN_INSTANT_MS).toISOString()} to ${new Date(MAX_INSTANT_MS).toISOString()}`;
 }
 
+/**
+ * Returns the number of characters (Unicode code points) in `text`, as
+ * PostgreSQL's char_length counts them. JavaScript's `length` counts UTF-16
+ * code units, two for each character outside the Basic Multilingual Plane,
+ * such as most emoji.
+ */
+export function characterCount(text: string): number {
+  let count = 0;
+  for (let index = 0; index < text.length; index += 1) {
+    const unit = text.charCodeAt(index);
+    // A high surrogate followed by a low one is one character.
+    if (unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length) {
+      const next = text.charCodeAt(index + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        index += 1;
+      }
+    }
+    count += 1;
+  }
+  return count;
+}
+
+/**
+ * Tells whether `text` shows nothing: it is empty or has only white space
+ * and invisible format characters, such as U+200B ZERO WIDTH SPACE and
+ * U+200F RIGHT-TO-LEFT MARK, which `trim` keeps.
+ */
+export function isBlank(text: string): boolean {
+  return /^[\s\p{Cf}]*$/u.test(text);
+}
+
 export const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /**

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 
 import { badInput } from '../domain/errors.js';
-import { textProblem } from '../domain/storable.js';
+import { characterCount, isBlank, textProblem } from '../domain/storable.js';
 import type {
   AutoCloseEndAt,
   AutoClosePolicy,
@@ -89,8 +89,10 @@ export class PairTypeService {
       ['startType', input.startType],
       ['endType', input.endType],
     ] as const) {
-      if (value.trim() === '' || value.length > MAX_EVENT_TYPE_LENGTH) {
-        problems.push(`${field} must have 1 to ${MAX_EVENT_TYPE_LENGTH} characters, got ${value.length}`);
+      if (isBlank(value) || (value.length > MAX_EVENT_TYPE_LENGTH && characterCount(value) > MAX_EVENT_TYPE_LENGTH)) {
+        problems.push(
+          `${field} must have 1 to ${MAX_EVENT_TYPE_LENGTH} characters, not all white space or invisible, got ${characterCount(value)}`,
+        );
       } else if (textProblem(value) !== null) {
         problems.push(`${field} ${JSON.stringify(value)} ${textProblem(value)}`);
       }

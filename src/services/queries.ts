@@ -5,7 +5,7 @@
 import type { Viewer } from '../auth/viewer.js';
 import { canReadAll } from '../auth/viewer.js';
 import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
-import { isStorableInstant, textProblem } from '../domain/storable.js';
+import { characterCount, isStorableInstant, textProblem } from '../domain/storable.js';
 import {
   EVENT_COLUMNS,
   SEGMENT_COLUMNS,
@@ -250,8 +250,8 @@ function checkFilterText(field: string, values: readonly string[] | null | undef
   }
   values?.forEach((value, index) => {
     const problem =
-      value.length > MAX_LEAF_ITEM_LENGTH
-        ? `is ${value.length} characters long, above the maximum of ${MAX_LEAF_ITEM_LENGTH}`
+      value.length > MAX_LEAF_ITEM_LENGTH && characterCount(value) > MAX_LEAF_ITEM_LENGTH
+        ? `is ${characterCount(value)} characters long, above the maximum of ${MAX_LEAF_ITEM_LENGTH}`
         : textProblem(value);
     if (problem !== null) {
       throw badInput('INVALID_FILTER', `filter.${field}[${index}] ${JSON.stringify(value.slice(0, 64))} ${problem}.`, {

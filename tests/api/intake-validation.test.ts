@@ -100,6 +100,10 @@ describe('intake validation', () => {
     { name: 'blank', type: '   ', valid: false },
     { name: '128 characters', type: 't'.repeat(128), valid: true },
     { name: '129 characters', type: 't'.repeat(129), valid: false },
+    { name: 'only a zero width space', type: '\u200b', valid: false },
+    { name: 'only direction marks', type: '\u200f\u200e ', valid: false },
+    { name: '128 emoji', type: '😀'.repeat(128), valid: true },
+    { name: '129 emoji', type: '😀'.repeat(129), valid: false },
   ])('type $name', async ({ type, valid }) => {
     const user = await newUser();
     const response = await server.gql(SEND_EVENTS, { events: [{ type, occurredAt: AT }] }, user.token);
@@ -110,6 +114,10 @@ describe('intake validation', () => {
     } else {
       const items = response.errors?.[0]?.extensions?.invalidItems as InvalidItem[];
       expect(items.map((item) => item.reason)).toEqual(['INVALID_TYPE']);
+      if (type.length > 128) {
+        // Characters are code points: 129 emoji are 129 characters, not 258.
+        expect(items[0]?.message).toContain('has 129 characters');
+      }
       expect(await storedEvents(user.id)).toEqual([]);
     }
   });
