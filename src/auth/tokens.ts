@@ -51,15 +51,18 @@ export interface TokenClaims {
    * without one.
    */
   authTime: number;
+  /** The account's token version when the token was issued: the `token_version` claim, or 0 for a token without one. */
+  tokenVersion: number;
 }
 
 export interface TokenService {
   /**
    * Signs a token for `user`. `authTime` carries the login time of a renewed
    * token over (now by default), and the token expires at `notAfter` (ms) if
-   * that comes before the end of its usual lifetime.
+   * that comes before the end of its usual lifetime. The token carries the
+   * account's `tokenVersion` (0 by default).
    */
-  issue(user: { id: string; role: Role }, options?: { authTime?: number; notAfter?: number }): Promise<IssuedToken>;
+  issue(user: { id: string; role: Role; tokenVersion?: number }, options?: { authTime?: number; notAfter?: number }): Promise<IssuedToken>;
   /** @throws DomainError UNAUTHENTICATED with reason `INVALID_TOKEN`, for every kind of bad token. */
   verify(token: string): Promise<TokenClaims>;
 }
@@ -89,14 +92,18 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       }));
 
   async function issue(
-    user: { id: string; role: Role },
+    user: { id: string; role: Role; tokenVersion?: number },
     issueOptions: { authTime?: number; notAfter?: number } = {},
   ): Promise<IssuedToken> {
     const issuedAtSeconds = Math.floor(now() / 1000);
     const cap = issueOptions.notAfter === undefined ? Infinity : Math.floor(issueOptions.notAfter / 1000);
     const expiresAtSeconds = Math.min(issuedAtSeconds + ttlSeconds, cap);
 
-    const token = await new SignJWT({ role: user.role, auth_time: issueOptions.authTime ?? issuedAtSeconds })
+    const token = await new SignJWT({
+      role: user.role,
+      auth_time: issueOptions.authTime ?? issuedAtSeconds,
+      token_version: user.tokenVersion ?? 0,
+    })
       .setProtectedHeader({ alg: ALGORITHM, typ: 'JWT' })
       .setSubject(user.id)
       .setIssuer(issuer)
@@ -139,7 +146,7 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
       throw rejectToken(logger, describeJoseError(error));
     }
 
-    const { sub, role, iat, auth_time: authTime } = payload;
+    const { sub, role, iat, auth_time: authTime, token_version: tokenVersion } = payload;
     if (typeof sub !== 'string' || sub === '') {
       throw rejectToken(logger, 'sub claim is empty');
     }
@@ -151,7 +158,15 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     if (authTime !== undefined && !(Number.isSafeInteger(authTime) && (authTime as number) >= 0 && (authTime as number) <= (iat as number))) {
       throw rejectToken(logger, 'auth_time claim is not an instant at or before iat');
     }
-    return { userId: sub, role, authTime: (authTime as number | undefined) ?? (iat as number) };
+    if (tokenVersion !== undefined && !(Number.isSafeInteger(tokenVersion) && (tokenVersion as number) >= 0)) {
+      throw rejectToken(logger, 'token_version claim is not a non-negative integer');
+    }
+    return {
+      userId: sub,
+      role,
+      authTime: (authTime as number | undefined) ?? (iat as number),
+      tokenVersion: (tokenVersion as number | undefined) ?? 0,
+    };
   }
 
   return { issue, verify };

@@ -38,12 +38,14 @@ Commands:
                      standard input, or, on a terminal, typed twice without echo
   list               print every account: username, role, status, id and
                      creation time
-  set-password NAME  replace the password, read as for create; this is how to
-                     recover a lost admin password
+  set-password NAME  replace the password, read as for create, and revoke the
+                     account's tokens; this is how to recover a lost admin
+                     password
   set-role NAME      change the role to --role
   disable NAME       disable the account: its tokens fail at their next request
                      and its logins fail as a wrong password does
-  enable NAME        enable a disabled account again
+  enable NAME        enable a disabled account again; tokens issued before it
+                     was disabled stay revoked
 
 Options:
   --role ROLE   role of the account: ${ROLES.join(', ')} (required for create and set-role)

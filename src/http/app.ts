@@ -193,8 +193,9 @@ export async function authenticate(
     const claims = await tokens.verify(match[1]);
     // The role in the token may be out of date: authorise with the stored one.
     const user = await services.users.findById(claims.userId);
-    // A disabled account's tokens stop working at once.
-    if (user === null || user.disabledAt !== null) {
+    // A disabled account's tokens stop working at once, and so do tokens
+    // issued before the last password change or disabling.
+    if (user === null || user.disabledAt !== null || user.tokenVersion !== claims.tokenVersion) {
       return {
         viewer: null,
         authError: invalidTokenError(),

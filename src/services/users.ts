@@ -76,8 +76,16 @@ export function toUserRecord(row: {
   role: string;
   createdAt: Date;
   disabledAt?: Date | null;
+  tokenVersion?: number;
 }): UserRecord {
-  return { id: row.id, username: row.username, role: row.role as Role, createdAt: row.createdAt, disabledAt: row.disabledAt ?? null };
+  return {
+    id: row.id,
+    username: row.username,
+    role: row.role as Role,
+    createdAt: row.createdAt,
+    disabledAt: row.disabledAt ?? null,
+    tokenVersion: row.tokenVersion ?? 0,
+  };
 }
 
 /**
@@ -111,7 +119,7 @@ export class ConcurrencyLimit {
 /** Key of the advisory lock that serialises account updates made by admins through the API. */
 const ADMIN_UPDATE_LOCK_KEY = 72707370;
 
-type UserUpdateData = { role?: Role; passwordHash?: string; disabledAt?: Date | null };
+type UserUpdateData = { role?: Role; passwordHash?: string; disabledAt?: Date | null; tokenVersion?: { increment: number } };
 
 /**
  * Checks, under the admin update lock, that the viewer is still an enabled
@@ -184,6 +192,11 @@ export class UserService {
     if (input.disabled !== undefined && input.disabled !== null) {
       data.disabledAt = input.disabled ? (current.disabledAt ?? new Date(this.options.now?.() ?? Date.now())) : null;
     }
+    // A new password or disabling ends every session: tokens issued before
+    // carry the old version, so enabling the account again does not revive them.
+    if (data.passwordHash !== undefined || (input.disabled === true && current.disabledAt === null)) {
+      data.tokenVersion = { increment: 1 };
+    }
     const row =
       viewer === null
         ? await this.options.prisma.user.update({ where: { id }, data })
@@ -230,8 +243,9 @@ export class UserService {
       throw badInput('INVALID_CREDENTIALS', 'The current password is wrong; the password was not changed.');
     }
     const passwordHash = await this.hashing.run(() => hashPassword(newPassword, { log2N: this.options.passwordScryptLog2N }));
-    await this.options.prisma.user.update({ where: { id: user.id }, data: { passwordHash } });
-    this.options.logger.info({ userId: user.id }, 'password changed');
+    // Every token issued before, the caller's too, stops working.
+    await this.options.prisma.user.update({ where: { id: user.id }, data: { passwordHash, tokenVersion: { increment: 1 } } });
+    this.options.logger.info({ userId: user.id }, 'password changed; earlier tokens revoked');
     return true;
   }
 
@@ -324,7 +338,7 @@ export class UserService {
 
     await this.upgradeHash(row.id, row.passwordHash, password);
     const user = toUserRecord(row);
-    const issued = await tokens.issue({ id: user.id, role: user.role });
+    const issued = await tokens.issue({ id: user.id, role: user.role, tokenVersion: user.tokenVersion });
     return { token: issued.token, expiresAt: issued.expiresAt, user };
   }
 
@@ -406,7 +420,10 @@ export class UserService {
     if (user === null || user.disabledAt !== null) {
       throw invalidTokenError();
     }
-    const issued = await this.options.tokens.issue({ id: user.id, role: user.role }, { authTime, notAfter: sessionEndsAt });
+    const issued = await this.options.tokens.issue(
+      { id: user.id, role: user.role, tokenVersion: user.tokenVersion },
+      { authTime, notAfter: sessionEndsAt },
+    );
     return { token: issued.token, expiresAt: issued.expiresAt, user };
   }
 
@@ -427,13 +444,22 @@ export class UserService {
     }
     if (sql !== undefined) {
       // Read on every authenticated request, so it skips Prisma's per-query overhead.
-      const rows = await sql.query<{ id: string; username: string; role: string; created_at: Date; disabled_at: Date | null }>(
-        `SELECT id, username, role, created_at, disabled_at FROM users WHERE id = $1::uuid`,
+      const rows = await sql.query<{
+        id: string;
+        username: string;
+        role: string;
+        created_at: Date;
+        disabled_at: Date | null;
+        token_version: number;
+      }>(
+        `SELECT id, username, role, created_at, disabled_at, token_version FROM users WHERE id = $1::uuid`,
         [id],
         PREPARED,
       );
       const row = rows[0];
-      return row === undefined ? null : toUserRecord({ ...row, createdAt: row.created_at, disabledAt: row.disabled_at });
+      return row === undefined
+        ? null
+        : toUserRecord({ ...row, createdAt: row.created_at, disabledAt: row.disabled_at, tokenVersion: row.token_version });
     }
     const row = await this.options.prisma.user.findUnique({ where: { id } });
     return row === null ? null : toUserRecord(row);

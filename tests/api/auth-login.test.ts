@@ -338,8 +338,44 @@ describe('login and roles over HTTP', () => {
       expect(await loginReason('account-disabled', 'account-disabled-password')).toBe('INVALID_CREDENTIALS');
 
       await server.gql(UPDATE, { input: { id: member.id, disabled: false } }, admin);
-      expect((await server.gql('{ me { id } }', {}, member.token)).data?.me?.id).toBe(member.id);
+      // Tokens issued before the account was disabled stay revoked.
+      const old = await server.gql('{ me { id } }', {}, member.token);
+      expect(old.status).toBe(401);
+      expect(old.errors?.[0]?.extensions?.reason).toBe('INVALID_TOKEN');
       expect(await loginReason('account-disabled', 'account-disabled-password')).toBe('OK');
+      const fresh = await server.login('account-disabled', 'account-disabled-password');
+      expect((await server.gql('{ me { id } }', {}, fresh)).data?.me?.id).toBe(member.id);
+    });
+
+    it('new password revokes earlier tokens', async () => {
+      const member = await server.createUser('account-revoked');
+      const admin = await server.adminToken();
+      const second = await server.login('account-revoked', 'account-revoked-password');
+
+      const changed = await server.gql(CHANGE, { current: 'account-revoked-password', next: 'my-next-password-2' }, member.token);
+      expect(changed.data?.changePassword).toBe(true);
+      for (const token of [member.token, second]) {
+        const reply = await server.gql('{ me { id } }', {}, token);
+        expect(reply.status).toBe(401);
+        expect(reply.errors?.[0]?.extensions?.reason).toBe('INVALID_TOKEN');
+      }
+      const renewed = await server.gql('mutation { renewToken { token } }', {}, second);
+      expect(renewed.errors?.[0]?.extensions?.reason).toBe('INVALID_TOKEN');
+
+      const afterChange = await server.login('account-revoked', 'my-next-password-2');
+      expect((await server.gql('{ me { id } }', {}, afterChange)).data?.me?.id).toBe(member.id);
+      const reset = await server.gql(UPDATE, { input: { id: member.id, password: 'admin-set-password-3' } }, admin);
+      expect(reset.errors).toBeUndefined();
+      expect((await server.gql('{ me { id } }', {}, afterChange)).status).toBe(401);
+    });
+
+    it('role change keeps tokens', async () => {
+      const member = await server.createUser('account-promoted');
+      const admin = await server.adminToken();
+
+      await server.gql(UPDATE, { input: { id: member.id, role: 'ANALYST' } }, admin);
+
+      expect((await server.gql('{ me { role } }', {}, member.token)).data?.me?.role).toBe('ANALYST');
     });
 
     it('admin changes role and password', async () => {
@@ -349,9 +385,10 @@ describe('login and roles over HTTP', () => {
       const updated = await server.gql(UPDATE, { input: { id: member.id, role: 'ANALYST', password: 'a-new-password-123' } }, admin);
       expect(updated.data?.updateUser.role).toBe('ANALYST');
 
-      expect((await server.gql('{ users { id } }', {}, member.token)).errors).toBeUndefined();
       expect(await loginReason('account-changed', 'account-changed-password')).toBe('INVALID_CREDENTIALS');
       expect(await loginReason('account-changed', 'a-new-password-123')).toBe('OK');
+      const token = await server.login('account-changed', 'a-new-password-123');
+      expect((await server.gql('{ users { id } }', {}, token)).errors).toBeUndefined();
     });
 
     it.each([

@@ -87,21 +87,29 @@ describe('token issue', () => {
     const loginAt = NOW_SECONDS - 5000;
     const { token, expiresAt } = await tokens.issue({ id: 'user-1', role: 'MEMBER' }, { authTime: loginAt, notAfter: NOW_MS + 600_000 });
 
-    expect(await tokens.verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER', authTime: loginAt });
+    expect(await tokens.verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER', authTime: loginAt, tokenVersion: 0 });
     // The session end comes before the usual hour.
     expect(expiresAt.getTime()).toBe(NOW_MS + 600_000);
   });
 
+  it('carries the token version', async () => {
+    const tokens = service();
+    const { token } = await tokens.issue({ id: 'user-1', role: 'MEMBER', tokenVersion: 7 });
+
+    expect((await tokens.verify(token)).tokenVersion).toBe(7);
+    expect(decodeJwt(token).token_version).toBe(7);
+  });
+
   it('auth_time defaults to iat', async () => {
     const token = await signCustom({ iat: NOW_SECONDS - 600 });
-    expect(await service().verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER', authTime: NOW_SECONDS - 600 });
+    expect(await service().verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER', authTime: NOW_SECONDS - 600, tokenVersion: 0 });
   });
 
   it('valid token passes', async () => {
     const tokens = service();
     const { token, expiresAt } = await tokens.issue({ id: 'user-1', role: 'ANALYST' });
 
-    expect(await tokens.verify(token)).toEqual({ userId: 'user-1', role: 'ANALYST', authTime: NOW_SECONDS });
+    expect(await tokens.verify(token)).toEqual({ userId: 'user-1', role: 'ANALYST', authTime: NOW_SECONDS, tokenVersion: 0 });
     expect(expiresAt.toISOString()).toBe('2026-01-15T11:00:00.000Z');
   });
 
@@ -234,6 +242,14 @@ describe('token verify rejects', () => {
     ['a string', String(NOW_SECONDS)],
   ])('auth_time %s', async (_name, authTime) => {
     await expectRejected(await signCustom({ claims: { auth_time: authTime } }));
+  });
+
+  it.each([
+    ['negative', -1],
+    ['fractional', 1.5],
+    ['a string', '1'],
+  ])('token_version %s', async (_name, version) => {
+    await expectRejected(await signCustom({ claims: { token_version: version } }));
   });
 
   it('iat in future', async () => {

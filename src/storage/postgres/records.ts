@@ -12,6 +12,8 @@ export interface UserRecord {
   createdAt: Date;
   /** When an admin disabled the account, or null while it is enabled. */
   disabledAt: Date | null;
+  /** Counter that a password change or disabling increments, so that older tokens stop working. */
+  tokenVersion: number;
 }
 
 export interface EventRecord {
