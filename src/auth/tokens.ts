@@ -101,7 +101,8 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
 
     const token = await new SignJWT({
       role: user.role,
-      auth_time: issueOptions.authTime ?? issuedAtSeconds,
+      // Capped at iat, which verify requires, should this process's clock lag the one that logged the user in.
+      auth_time: Math.min(issueOptions.authTime ?? issuedAtSeconds, issuedAtSeconds),
       token_version: user.tokenVersion ?? 0,
     })
       .setProtectedHeader({ alg: ALGORITHM, typ: 'JWT' })

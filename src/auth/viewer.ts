@@ -18,6 +18,8 @@ export interface Viewer {
   role: Role;
   /** When the viewer logged in with a password (the token's `auth_time`), in seconds since the epoch; unset outside requests. */
   authTime?: number;
+  /** The account's token version that the request's token carries; unset outside requests. */
+  tokenVersion?: number;
 }
 
 export function isRole(value: unknown): value is Role {

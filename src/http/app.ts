@@ -201,7 +201,10 @@ export async function authenticate(
         authError: invalidTokenError(),
       };
     }
-    return { viewer: { userId: user.id, role: user.role, authTime: claims.authTime }, authError: null };
+    return {
+      viewer: { userId: user.id, role: user.role, authTime: claims.authTime, tokenVersion: claims.tokenVersion },
+      authError: null,
+    };
   } catch (error) {
     // A database outage while loading the user becomes SERVICE_UNAVAILABLE
     // for the operations that need a viewer, instead of a failed context.

@@ -417,13 +417,13 @@ export class UserService {
       );
     }
     const user = await this.findById(viewer.userId);
-    if (user === null || user.disabledAt !== null) {
+    const tokenVersion = viewer.tokenVersion ?? 0;
+    if (user === null || user.disabledAt !== null || user.tokenVersion !== tokenVersion) {
       throw invalidTokenError();
     }
-    const issued = await this.options.tokens.issue(
-      { id: user.id, role: user.role, tokenVersion: user.tokenVersion },
-      { authTime, notAfter: sessionEndsAt },
-    );
+    // The new token carries the presented token's version, not the one just
+    // read: a revocation that commits after this read then revokes it too.
+    const issued = await this.options.tokens.issue({ id: user.id, role: user.role, tokenVersion }, { authTime, notAfter: sessionEndsAt });
     return { token: issued.token, expiresAt: issued.expiresAt, user };
   }
 

@@ -369,6 +369,35 @@ describe('login and roles over HTTP', () => {
       expect((await server.gql('{ me { id } }', {}, afterChange)).status).toBe(401);
     });
 
+    it('renewal racing a password change stays revoked', async () => {
+      const member = await server.createUser('account-renew-race');
+      const users = server.app.services.users;
+      const renew = users.renew.bind(users);
+      let changed!: () => void;
+      const passwordChanged = new Promise<void>((resolve) => {
+        changed = resolve;
+      });
+      // Holds the renewal between its authentication and its read of the
+      // account, where the password change lands.
+      users.renew = async (viewer) => {
+        await passwordChanged;
+        return renew(viewer);
+      };
+      try {
+        const renewal = server.gql<{ renewToken: { token: string } }>('mutation { renewToken { token } }', {}, member.token);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const change = await server.gql(CHANGE, { current: 'account-renew-race-password', next: 'a-new-password-4' }, member.token);
+        expect(change.data?.changePassword).toBe(true);
+        changed();
+
+        const renewed = await renewal;
+        expect(renewed.errors?.[0]?.extensions?.reason).toBe('INVALID_TOKEN');
+        expect(renewed.data?.renewToken ?? null).toBeNull();
+      } finally {
+        users.renew = renew;
+      }
+    });
+
     it('role change keeps tokens', async () => {
       const member = await server.createUser('account-promoted');
       const admin = await server.adminToken();

@@ -100,6 +100,19 @@ describe('token issue', () => {
     expect(decodeJwt(token).token_version).toBe(7);
   });
 
+  it('renewal on a lagging clock verifies', async () => {
+    const loginInstance = service(NOW_MS);
+    // Three seconds behind, within the five-second tolerance.
+    const laggingInstance = service(NOW_MS - 3000);
+    const login = await loginInstance.issue({ id: 'user-1', role: 'MEMBER' });
+
+    const claims = await laggingInstance.verify(login.token);
+    const renewed = await laggingInstance.issue({ id: 'user-1', role: 'MEMBER' }, { authTime: claims.authTime });
+
+    expect((await loginInstance.verify(renewed.token)).authTime).toBe(NOW_SECONDS - 3);
+    expect((await laggingInstance.verify(renewed.token)).userId).toBe('user-1');
+  });
+
   it('auth_time defaults to iat', async () => {
     const token = await signCustom({ iat: NOW_SECONDS - 600 });
     expect(await service().verify(token)).toEqual({ userId: 'user-1', role: 'MEMBER', authTime: NOW_SECONDS - 600, tokenVersion: 0 });
