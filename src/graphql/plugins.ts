@@ -33,7 +33,8 @@ export interface RequestLimits {
 /**
  * Returns the top-level fields of an operation by response key (alias or
  * name), fragments included. Fields with the same response key are merged
- * by GraphQL and run once, so they count once. `__typename` is left out.
+ * by GraphQL and run once, so they count once. `__typename` is left out;
+ * `__schema` and `__type` count like any other field.
  */
 export function rootFieldsOf(operation: OperationDefinitionNode, document: DocumentNode): Map<string, FieldNode> {
   const fragments = new Map<string, FragmentDefinitionNode>();
@@ -48,7 +49,7 @@ export function rootFieldsOf(operation: OperationDefinitionNode, document: Docum
     for (const selection of selectionSet.selections) {
       if (selection.kind === Kind.FIELD) {
         const key = selection.alias?.value ?? selection.name.value;
-        if (!selection.name.value.startsWith('__') && !fields.has(key)) {
+        if (selection.name.value !== '__typename' && !fields.has(key)) {
           fields.set(key, selection);
         }
       } else if (selection.kind === Kind.INLINE_FRAGMENT) {
@@ -118,31 +119,25 @@ function checkRootFields(operation: OperationDefinitionNode, document: DocumentN
   }
 }
 
-/** Throws REPEATED_FIELD when one field with the same arguments has several response keys in one selection set. */
+/** Throws REPEATED_FIELD when one field has several response keys in one selection set. */
 function rejectRepeats(fieldsByKey: ReadonlyMap<string, readonly FieldNode[]>, path: string): void {
-  const keysByField = new Map<string, string[]>();
+  const keysByName = new Map<string, string[]>();
   for (const [key, fields] of fieldsByKey) {
-    const field = fields[0]!;
-    const args = [...(field.arguments ?? [])]
-      .sort((a, b) => a.name.value.localeCompare(b.name.value, 'en'))
-      .map(print)
-      .join(', ');
-    const signature = `${field.name.value}(${args})`;
-    const keys = keysByField.get(signature);
+    const name = fields[0]!.name.value;
+    const keys = keysByName.get(name);
     if (keys === undefined) {
-      keysByField.set(signature, [key]);
+      keysByName.set(name, [key]);
     } else {
       keys.push(key);
     }
   }
-  for (const [signature, keys] of keysByField) {
+  for (const [name, keys] of keysByName) {
     if (keys.length > 1) {
-      const name = signature.slice(0, signature.indexOf('('));
       const firstKeys = keys.slice(0, 5).join(', ') + (keys.length > 5 ? ', ...' : '');
       throw new DomainError(
         'BAD_USER_INPUT',
         'REPEATED_FIELD',
-        `Field "${name}" is selected with the same arguments under ${keys.length} names (${firstKeys}) in ${path}. Select it once: each alias of the same field repeats its work and its value in the reply.`,
+        `Field "${name}" is selected under ${keys.length} names (${firstKeys}) in ${path}. Select it once: each alias of the same field repeats its work and its value in the reply.`,
         { field: name, path, aliases: keys.length },
       );
     }
@@ -150,17 +145,20 @@ function rejectRepeats(fieldsByKey: ReadonlyMap<string, readonly FieldNode[]>, p
 }
 
 /**
- * Rejects an operation that selects one field with the same arguments under
- * several response keys in one selection set below the top level, such as
- * `a: nodes { id } b: nodes { id }`. Each alias runs the field and builds
- * its value again, so a few kilobytes of aliases inside a page of 1,000
- * nodes would multiply the work and the reply a thousandfold. Only
- * top-level fields take arguments in this schema, and REQUEST_MAX_ROOT_FIELDS
- * bounds their aliases instead.
+ * Rejects an operation that selects one field under several response keys
+ * in one selection set below the top level, such as `a: nodes { id }
+ * b: nodes { id }`. Each alias runs the field and builds its value again, so
+ * a few kilobytes of aliases inside a page of 1,000 nodes would multiply the
+ * work and the reply a thousandfold. Below the top level only introspection
+ * fields take an argument (`includeDeprecated`), so fields are compared by
+ * name, whatever their arguments and directives. REQUEST_MAX_ROOT_FIELDS
+ * bounds the aliases of top-level fields instead.
  *
  * Fields with one response key merge as GraphQL merges them, so their
  * selections are checked together. The walk ends at the first repeat, and
- * until then it follows only distinct fields of an acyclic type graph.
+ * until then it follows only distinct fields. The application's types form
+ * no cycle, and graphql-js 16 validation bounds how deep introspection
+ * types, which do, may nest.
  */
 export function checkRepeatedFields(operation: OperationDefinitionNode, document: DocumentNode): void {
   const fragments = new Map<string, FragmentDefinitionNode>();

@@ -4,6 +4,7 @@
  * outside the supported instant range, unknown users, and hostile GraphQL
  * requests. None may return HTTP 500 or leak a stack trace.
  */
+import { getIntrospectionQuery } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
@@ -337,6 +338,39 @@ describe('hostile queries', () => {
       expect(error?.extensions?.reason).toBe('REPEATED_FIELD');
       expect(error?.message).toContain(`Field "${field}"`);
       expect(error?.message).toContain(` in ${path}.`);
+    });
+
+    it('rejects introspection aliases with other arguments', async () => {
+      // Each alias differs only in its variable, and each would list every field of every type again.
+      const count = 50;
+      const definitions = Array.from({ length: count }, (_, index) => `$v${index}: Boolean`).join(' ');
+      const aliases = Array.from({ length: count }, (_, index) => `a${index}: fields(includeDeprecated: $v${index}) { name }`).join(' ');
+      const variables = Object.fromEntries(Array.from({ length: count }, (_, index) => [`v${index}`, false]));
+      const query = `query (${definitions}) { __schema { types { ${aliases} } } }`;
+
+      const reply = await postJson('/graphql', member.token, { query, variables });
+
+      expect(reply.status).toBe(400);
+      expect(reply.json.errors?.[0]?.extensions?.reason).toBe('REPEATED_FIELD');
+      expect(reply.json.errors?.[0]?.message).toContain('Field "fields" is selected under 50 names');
+    });
+
+    it('counts __schema aliases as top-level fields', async () => {
+      // REQUEST_MAX_ROOT_FIELDS defaults to 20.
+      const aliases = Array.from({ length: 21 }, (_, index) => `a${index}: __schema { queryType { name } }`).join(' ');
+
+      const reply = await postJson('/graphql', member.token, { query: `{ ${aliases} }` });
+
+      expect(reply.status).toBe(400);
+      expect(reply.json.errors?.[0]?.extensions?.limit).toBe('REQUEST_MAX_ROOT_FIELDS');
+    });
+
+    it('serves the standard introspection query', async () => {
+      const reply = await postJson('/graphql', member.token, { query: getIntrospectionQuery({ descriptions: true, inputValueDeprecation: true }) });
+
+      expect(reply.status).toBe(200);
+      expect(reply.json.errors).toBeUndefined();
+      expect(reply.json.data.__schema.queryType.name).toBe('Query');
     });
 
     it('keeps aliases with other arguments', async () => {
