@@ -254,13 +254,14 @@ async function promptHidden(
   // Raw mode first: a character typed right after the prompt appears must
   // not be echoed.
   input.setRawMode(true);
-  input.setEncoding('utf8');
   input.resume();
   output.write(prompts[0] ?? '');
 
   try {
     return await new Promise<string[]>((resolve, reject) => {
-      let characters: string[] = [];
+      // Bytes, not text: a character may arrive split over two chunks, and
+      // bytes that are not UTF-8 must be rejected, not decoded to U+FFFD.
+      let lineBytes: number[] = [];
       const stop = (error: Error | null) => {
         input.off('data', onData);
         if (error === null) {
@@ -270,12 +271,17 @@ async function promptHidden(
           reject(error);
         }
       };
-      const onData = (text: string) => {
-        for (const character of text) {
-          if (character === '\r' || character === '\n') {
+      const onData = (chunk: Buffer) => {
+        for (const byte of chunk) {
+          if (byte === 0x0d || byte === 0x0a) {
             output.write('\n');
-            lines.push(characters.join(''));
-            characters = [];
+            const line = Buffer.from(lineBytes);
+            lineBytes = [];
+            if (!isUtf8(line)) {
+              stop(new CommandError('The typed password is not valid UTF-8; set the terminal to UTF-8. Nothing was stored.'));
+              return;
+            }
+            lines.push(line.toString('utf8'));
             if (lines.length === prompts.length) {
               stop(null);
               return;
@@ -283,15 +289,19 @@ async function promptHidden(
             output.write(prompts[lines.length] ?? '');
             continue;
           }
-          if (character === '\u0003' || (character === '\u0004' && characters.length === 0)) {
+          if (byte === 0x03 || (byte === 0x04 && lineBytes.length === 0)) {
             stop(new CommandError('Cancelled. Nothing was stored.'));
             return;
           }
-          if (character === '\u007f' || character === '\b') {
-            characters = characters.slice(0, -1);
+          if (byte === 0x7f || byte === 0x08) {
+            // Deletes the last character: its UTF-8 continuation bytes (10xxxxxx), then its first byte.
+            while (lineBytes.length > 0 && ((lineBytes.at(-1) ?? 0) & 0xc0) === 0x80) {
+              lineBytes.pop();
+            }
+            lineBytes.pop();
             continue;
           }
-          characters.push(character);
+          lineBytes.push(byte);
         }
       };
       input.on('data', onData);

@@ -43,7 +43,7 @@ function runUserCli(args: string[], env: Record<string, string>, input: string |
  * Runs the CLI on a pseudo-terminal through util-linux `script`, typing each
  * answer once its prompt has appeared.
  */
-function runCliOnTerminal(args: string[], env: Record<string, string>, answers: string[]): Promise<CliResult> {
+function runCliOnTerminal(args: string[], env: Record<string, string>, answers: Array<string | Buffer>): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
     const command = [TSX, USER_CLI, ...args].map((part) => `'${part}'`).join(' ');
     const child = spawn('script', ['-qec', command, '/dev/null'], {
@@ -61,7 +61,7 @@ function runCliOnTerminal(args: string[], env: Record<string, string>, answers: 
       const answer = answers[answered];
       if (prompt !== undefined && answer !== undefined && output.includes(prompt)) {
         answered += 1;
-        child.stdin.write(`${answer}\r`);
+        child.stdin.write(Buffer.concat([Buffer.from(answer), Buffer.from('\r')]));
       }
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
@@ -168,6 +168,24 @@ describe('user CLI on PGlite', () => {
       expect(result.code).toBe(1);
       expect(result.stdout).toContain('The two passwords differ. Nothing was stored.');
       expect(result.stdout).not.toContain(TTY_PASSWORD);
+    });
+
+    it('typed bytes that are not UTF-8 exit 1', async () => {
+      // "abcdefgh" and the Latin-1 byte 0xE9, an "é" typed on a Latin-1 terminal.
+      const latin1 = Buffer.from([...Buffer.from('abcdefgh'), 0xe9]);
+      const result = await runCliOnTerminal(['create', 'cli-tty-latin1', '--role', 'MEMBER'], env, [latin1, latin1]);
+
+      expect(result.code).toBe(1);
+      expect(result.stdout).toContain('not valid UTF-8');
+    });
+
+    it('backspace deletes a whole character', async () => {
+      // "é" is two bytes in UTF-8; one backspace must remove both.
+      const corrected = Buffer.concat([Buffer.from('abcdefghé'), Buffer.from([0x7f]), Buffer.from('i')]);
+      const result = await runCliOnTerminal(['create', 'cli-tty-backspace', '--role', 'MEMBER'], env, [corrected, 'abcdefghi']);
+
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('Created user cli-tty-backspace');
     });
   });
 
