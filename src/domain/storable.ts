@@ -54,11 +54,12 @@ export function characterCount(text: string): number {
 
 /**
  * Tells whether `text` shows nothing: it is empty or has only white space
- * and invisible format characters, such as U+200B ZERO WIDTH SPACE and
- * U+200F RIGHT-TO-LEFT MARK, which `trim` keeps.
+ * and default-ignorable code points (Unicode's Default_Ignorable_Code_Point),
+ * such as U+200B ZERO WIDTH SPACE, U+200F RIGHT-TO-LEFT MARK, variation
+ * selectors and U+3164 HANGUL FILLER, which `trim` keeps.
  */
 export function isBlank(text: string): boolean {
-  return /^[\s\p{Cf}]*$/u.test(text);
+  return /^[\s\p{Default_Ignorable_Code_Point}]*$/u.test(text);
 }
 
 export const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
