@@ -227,6 +227,13 @@ function checkCrossFieldRules(config: Config, reader: EnvReader): void {
       `PAGE_SIZE_DEFAULT is ${defaultPageSize}, but it must not exceed PAGE_SIZE_MAX (${maxPageSize}).`,
     );
   }
+  const { userLockTtlMs, userLockMaxHoldMs } = config.intake;
+  if (userLockMaxHoldMs < userLockTtlMs) {
+    reader.fail(
+      'USER_LOCK_MAX_HOLD_MS',
+      `USER_LOCK_MAX_HOLD_MS is ${userLockMaxHoldMs}, but it must be at least USER_LOCK_TTL_MS (${userLockTtlMs}).`,
+    );
+  }
 }
 
 function deepFreeze<T extends object>(value: T): Readonly<T> {

@@ -76,7 +76,7 @@ export interface IntakeOptions {
   latenessHorizonSeconds: number;
   userLockTtlMs: number;
   userLockWaitMs: number;
-  /** Time after which a holder stops extending its user lock, which then expires one TTL later. */
+  /** Longest time a holder keeps its user lock by extending it; the lock expires by then. */
   userLockMaxHoldMs: number;
   fault?: FaultHook;
 }
@@ -142,7 +142,7 @@ export class IntakeService {
   /** Turns of this process's requests for each user, taken before the shared lock. */
   private readonly turns: UserTurns;
   /** The turn behind each lock this process holds, and the timer that extends both, ended with the lock. */
-  private readonly holdOfLock = new WeakMap<UserLock, { turn: UserTurn; keepAlive: NodeJS.Timeout }>();
+  private readonly holdOfLock = new WeakMap<UserLock, { turn: UserTurn; stopKeepAlive: () => void }>();
 
   constructor(private readonly options: IntakeOptions) {
     this.turns = new UserTurns(options.userLockTtlMs);
@@ -489,7 +489,7 @@ export class IntakeService {
     try {
       const remainingMs = Math.max(0, waitMs - Math.ceil(performance.now() - started));
       const lock = await this.options.store.acquireUserLock(userId, { ttlMs: this.options.userLockTtlMs, waitMs: remainingMs });
-      this.holdOfLock.set(lock, { turn, keepAlive: this.keepAlive(lock, turn) });
+      this.holdOfLock.set(lock, { turn, stopKeepAlive: this.keepAlive(lock, turn) });
       return lock;
     } catch (error) {
       turn.release();
@@ -506,7 +506,7 @@ export class IntakeService {
         this.options.logger.warn({ err: error, userId: lock.userId }, 'releasing a user lock failed');
       } finally {
         const hold = this.holdOfLock.get(lock);
-        clearInterval(hold?.keepAlive);
+        hold?.stopKeepAlive();
         hold?.turn.release();
       }
     }
@@ -516,23 +516,29 @@ export class IntakeService {
    * Extends a held lock, and this process's turn behind it, every third of
    * USER_LOCK_TTL_MS until the release, so that work longer than one TTL,
    * such as the replay of a long history, keeps the user. Extensions stop
-   * when the lock has passed to another holder, and once one more would
-   * hold the lock past USER_LOCK_MAX_HOLD_MS, so a holder that never
-   * finishes frees the user at the latest one TTL after that.
+   * when the lock has passed to another holder, and before one would keep
+   * the lock past USER_LOCK_MAX_HOLD_MS after it was taken, so a holder that
+   * never finishes frees the user by then. Returns the function that stops
+   * the extensions, which the release calls.
    */
-  private keepAlive(lock: UserLock, turn: UserTurn): NodeJS.Timeout {
+  private keepAlive(lock: UserLock, turn: UserTurn): () => void {
     const { store, logger, userLockTtlMs: ttlMs, userLockMaxHoldMs: maxHoldMs } = this.options;
     const acquired = performance.now();
     let extending = false;
+    let stopped = false;
+    const stop = () => {
+      stopped = true;
+      clearInterval(timer);
+    };
     const timer = setInterval(() => {
       if (extending) {
         return;
       }
       if (performance.now() - acquired + ttlMs > maxHoldMs) {
-        clearInterval(timer);
+        stop();
         logger.warn(
           { userId: lock.userId, maxHoldMs },
-          'a user lock reached USER_LOCK_MAX_HOLD_MS and is no longer extended; it expires one USER_LOCK_TTL_MS later',
+          'a user lock reached USER_LOCK_MAX_HOLD_MS and is no longer extended; it expires within one USER_LOCK_TTL_MS',
         );
         return;
       }
@@ -541,15 +547,21 @@ export class IntakeService {
         .extendUserLock(lock, ttlMs)
         .then(
           (extended) => {
+            // A release while the extension ran has ended the hold: nothing to report.
+            if (stopped) {
+              return;
+            }
             if (extended) {
               turn.extend();
               return;
             }
-            clearInterval(timer);
+            stop();
             logger.warn({ userId: lock.userId }, 'a held user lock expired before its extension; another holder may take the user');
           },
           (error: unknown) => {
-            logger.warn({ err: error, userId: lock.userId }, 'extending a user lock failed; trying again');
+            if (!stopped) {
+              logger.warn({ err: error, userId: lock.userId }, 'extending a user lock failed; trying again');
+            }
           },
         )
         .finally(() => {
@@ -557,7 +569,7 @@ export class IntakeService {
         });
     }, Math.max(1, Math.floor(ttlMs / 3)));
     timer.unref();
-    return timer;
+    return stop;
   }
 
   /**

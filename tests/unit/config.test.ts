@@ -266,6 +266,13 @@ describe('loadConfig', () => {
     expect(error.message).toContain('PAGE_SIZE_MAX (200)');
   });
 
+  it('rejects maximum hold below lock TTL', () => {
+    const error = configError({ USER_LOCK_TTL_MS: '30000', USER_LOCK_MAX_HOLD_MS: '10000' });
+
+    expect(error.issues[0]?.variable).toBe('USER_LOCK_MAX_HOLD_MS');
+    expect(error.message).toContain('USER_LOCK_MAX_HOLD_MS is 10000, but it must be at least USER_LOCK_TTL_MS (30000)');
+  });
+
   it('collects every issue', () => {
     const error = configError({ PORT: 'x', NODE_ENV: 'prod', JWT_SECRET: 'short' });
 
