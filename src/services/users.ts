@@ -193,8 +193,10 @@ export class UserService {
       data.disabledAt = input.disabled ? (current.disabledAt ?? new Date(this.options.now?.() ?? Date.now())) : null;
     }
     // A new password or disabling ends every session: tokens issued before
-    // carry the old version, so enabling the account again does not revive them.
-    if (data.passwordHash !== undefined || (input.disabled === true && current.disabledAt === null)) {
+    // carry the old version, so enabling the account again does not revive
+    // them. Disabling increments it even when `current` shows the account
+    // disabled, because an enable may have committed since that read.
+    if (data.passwordHash !== undefined || input.disabled === true) {
       data.tokenVersion = { increment: 1 };
     }
     const row =
