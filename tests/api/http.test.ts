@@ -132,15 +132,21 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.error?.message).toContain('not valid UTF-8');
     });
 
-    it('non-UTF-8 charset is JSON 415', async () => {
-      const reply = await send(`${server.url}/api/events`, {
+    it('charset parameter is ignored', async () => {
+      // RFC 8259 defines no charset for application/json: ASCII bytes are UTF-8 whatever the label.
+      const ascii = await send(`${server.url}/api/events`, {
         method: 'POST',
         headers: { 'content-type': 'application/json; charset=iso-8859-1', authorization: `Bearer ${adminToken}` },
         body: JSON.stringify({ type: 'heartbeat' }),
       });
-      expect(reply.status).toBe(415);
-      expect(reply.json?.error?.reason).toBe('UNSUPPORTED_CHARSET');
-      expect(reply.json?.error?.message).toContain('"iso-8859-1" is not supported');
+      expect(ascii.status).toBe(200);
+      const latin1 = await send(`${server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=iso-8859-1', authorization: `Bearer ${adminToken}` },
+        body: Buffer.concat([Buffer.from('{"type":"heartbeat","meta":{"name":"caf'), Buffer.from([0xe9]), Buffer.from('"}}')]),
+      });
+      expect(latin1.status).toBe(400);
+      expect(latin1.json?.error?.reason).toBe('INVALID_UTF8');
     });
 
     it('UTF-8 charset is accepted', async () => {
