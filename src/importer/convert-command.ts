@@ -121,9 +121,21 @@ export interface ConvertIo {
   readText?: (file: string) => Promise<string>;
 }
 
+/** Reads a file as UTF-8 text, and rejects bytes that are not UTF-8 instead of replacing them. */
+async function readUtf8File(file: string): Promise<string> {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(await readFile(file));
+  } catch (error) {
+    if (error instanceof TypeError) {
+      throw new Error('the file is not valid UTF-8; save it as UTF-8', { cause: error });
+    }
+    throw error;
+  }
+}
+
 /** Runs the converter and returns the process exit code. */
 export async function runConvertCommand(argv: readonly string[], io: ConvertIo): Promise<number> {
-  const readText = io.readText ?? ((file: string) => readFile(file, 'utf8'));
+  const readText = io.readText ?? readUtf8File;
 
   let options: ConvertOptions | 'help';
   try {

@@ -76,7 +76,7 @@ export interface IntakeOptions {
   latenessHorizonSeconds: number;
   userLockTtlMs: number;
   userLockWaitMs: number;
-  /** Longest time a holder keeps its user lock by extending it; the lock expires by then. */
+  /** Maximum time a holder keeps its user lock by extending it. The lock expires by then. */
   userLockMaxHoldMs: number;
   fault?: FaultHook;
 }
@@ -141,7 +141,7 @@ function countersFromLocks(locks: readonly UserLock[]): IntakeSnapshot | null {
 export class IntakeService {
   /** Turns of this process's requests for each user, taken before the shared lock. */
   private readonly turns: UserTurns;
-  /** The turn behind each lock this process holds, and the timer that extends both, ended with the lock. */
+  /** The turn behind each lock this process holds, and the function that stops extending both, called at the release. */
   private readonly holdOfLock = new WeakMap<UserLock, { turn: UserTurn; stopKeepAlive: () => void }>();
 
   constructor(private readonly options: IntakeOptions) {

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 
 import { describe, expect, it } from 'vitest';
@@ -113,6 +116,24 @@ describe('runConvertCommand', () => {
     expect(result.code).toBe(CONVERT_EXIT.unreadableFile);
     expect(result.stdout).toBe('');
     expect(result.stderr).toContain('cannot read missing.txt: ENOENT');
+  });
+
+  it('fails on a file that is not UTF-8', async () => {
+    const folder = mkdtempSync(join(tmpdir(), 'casas-latin1-'));
+    try {
+      const file = join(folder, 'P003.txt');
+      writeFileSync(file, Buffer.concat([Buffer.from('2009-03-23 10:16:02\tM045\tON\tcaf'), Buffer.from([0xe9]), Buffer.from('\n')]));
+      const stdout = new Collector();
+      const stderr = new Collector();
+
+      const code = await runConvertCommand([file], { stdout, stderr });
+
+      expect(code).toBe(CONVERT_EXIT.unreadableFile);
+      expect(stdout.text).toBe('');
+      expect(stderr.text).toContain(`cannot read ${file}: the file is not valid UTF-8`);
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
   });
 
   it('fails on a bad option with usage', async () => {

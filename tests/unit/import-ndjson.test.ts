@@ -8,6 +8,7 @@ import {
   parseNdjsonLine,
   readNdjson,
   readNdjsonFile,
+  splitByteLines,
   splitTextLines,
   type NdjsonLine,
 } from '../../src/importer/ndjson.js';
@@ -106,6 +107,35 @@ describe('readNdjsonFile', () => {
     writeFileSync(file, '{"type":"a"}\r\n\r\n{"type":"b"}');
     const lines = await collect(readNdjsonFile(file));
     expect(lines.map((line) => line.line)).toEqual([1, 3]);
+  });
+
+  it('marks a line that is not UTF-8', async () => {
+    const file = join(folder, 'latin1.ndjson');
+    // Line 2 has "café" with é as the Latin-1 byte 0xE9.
+    writeFileSync(
+      file,
+      Buffer.concat([Buffer.from('\uFEFF{"type":"a"}\n{"type":"caf'), Buffer.from([0xe9]), Buffer.from('"}\r\n{"type":"é"}\n')]),
+    );
+
+    const lines = await collect(readNdjsonFile(file));
+
+    expect(lines).toEqual([
+      { line: 1, kind: 'record', record: expect.objectContaining({ input: { type: 'a' } }) },
+      { line: 2, kind: 'invalid', reason: 'not valid UTF-8: save the file as UTF-8' },
+      { line: 3, kind: 'record', record: expect.objectContaining({ input: { type: 'é' } }) },
+    ]);
+  });
+
+  it('joins a character split across chunks', async () => {
+    const bytes = Buffer.from('{"type":"é"}\n');
+    const split = bytes.indexOf(0xc3) + 1;
+
+    const lines = await collect(splitByteLines((async function* () {
+      yield bytes.subarray(0, split);
+      yield bytes.subarray(split);
+    })()));
+
+    expect(lines).toEqual([{ line: 1, text: '{"type":"é"}' }]);
   });
 
   it('rejects a missing file', async () => {
