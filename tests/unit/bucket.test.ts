@@ -346,6 +346,43 @@ describe('bucketTotals across DST', () => {
     expect(startsOf(buckets)).toEqual([first, '2021-04-03T15:30:00.000Z']);
   });
 
+  it.each([
+    // 02:45 +12:45 jumps to 03:45 +13:45 at 14:00Z.
+    ['Chatham forward at :45', 'Pacific/Chatham', '2026-09-26T13:15:00Z', '2026-09-26T14:15:00Z', ['2026-09-26T13:15:00.000Z', '2026-09-26T14:00:00.000Z'], [2700, 900]],
+    // 03:45 +13:45 goes back to 02:45 +12:45 at 14:00Z.
+    ['Chatham back at :45', 'Pacific/Chatham', '2026-04-04T13:15:00Z', '2026-04-04T14:15:00Z', ['2026-04-04T13:15:00.000Z', '2026-04-04T14:00:00.000Z'], [2700, 900]],
+    // 00:01 +08:00 jumps to 03:01 +11:00.
+    ['Casey at 00:01', 'Antarctica/Casey', '2020-10-03T16:00:00Z', '2020-10-03T17:00:00Z', ['2020-10-03T16:00:00.000Z', '2020-10-03T16:01:00.000Z'], [60, 3540]],
+  ])('splits hours at an offset change: %s', (_name, zone, start, end, starts, seconds) => {
+    const w = window(start, end);
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', zone);
+
+    expect(startsOf(buckets)).toEqual(starts);
+    expect(buckets.map((bucket) => bucket.ms / 1000)).toEqual(seconds);
+  });
+
+  it('starts a day at a change that skips its midnight', () => {
+    // America/Toronto, 1919-03-30: 23:30 -05:00 jumped to 00:30 -04:00 of 31 March, at 04:30Z.
+    const w = window('1919-03-30T05:00:00Z', '1919-04-01T04:00:00Z');
+    const buckets = bucketTotals(wholeWindow(w), w, 'DAY', 'America/Toronto');
+
+    expect(startsOf(buckets)).toEqual(['1919-03-30T05:00:00.000Z', '1919-03-31T04:30:00.000Z']);
+    expect(buckets.map((bucket) => bucket.ms / 1000)).toEqual([84_600, 84_600]);
+  });
+
+  it('starts a window inside the day after a skipped midnight', () => {
+    // The window starts between the change (04:30Z) and the local 01:00 that
+    // luxon gives for the skipped midnight. The search for the day's start
+    // used to loop forever here.
+    const w = window('1919-03-31T04:45:00Z', '1919-04-01T04:00:00Z');
+    const boundaries = bucketBoundaries(w, 'DAY', 'America/Toronto');
+
+    expect(boundaries.map((boundary) => new Date(boundary).toISOString())).toEqual([
+      '1919-03-31T04:30:00.000Z',
+      '1919-04-01T04:00:00.000Z',
+    ]);
+  });
+
   it('keeps Apia days whole across the skipped date', () => {
     // Samoa skipped 2011-12-30, moving from -10:00 to +14:00.
     const w = window('2011-12-29T00:00:00-10:00', '2012-01-01T00:00:00+14:00');
