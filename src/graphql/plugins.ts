@@ -30,32 +30,42 @@ export interface RequestLimits {
   maxRootFields: number;
 }
 
-/**
- * Returns the top-level fields of an operation by response key (alias or
- * name), fragments included. Fields with the same response key are merged
- * by GraphQL and run once, so they count once. `__typename` is left out;
- * `__schema` and `__type` count like any other field.
- */
-export function rootFieldsOf(operation: OperationDefinitionNode, document: DocumentNode): Map<string, FieldNode> {
+/** Returns the fragment definitions of a document by name. */
+function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode> {
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const definition of document.definitions) {
     if (definition.kind === Kind.FRAGMENT_DEFINITION) {
       fragments.set(definition.name.value, definition);
     }
   }
-  const fields = new Map<string, FieldNode>();
-  const visited = new Set<string>();
+  return fragments;
+}
+
+/**
+ * Collects the fields of selection sets that GraphQL merges into one, by
+ * response key (alias or name), with the fields of inline fragments and of
+ * each fragment spread once.
+ */
+function fieldsByResponseKey(
+  selectionSets: readonly SelectionSetNode[],
+  fragments: ReadonlyMap<string, FragmentDefinitionNode>,
+): Map<string, FieldNode[]> {
+  const fieldsByKey = new Map<string, FieldNode[]>();
+  const spread = new Set<string>();
   const collect = (selectionSet: SelectionSetNode): void => {
     for (const selection of selectionSet.selections) {
       if (selection.kind === Kind.FIELD) {
         const key = selection.alias?.value ?? selection.name.value;
-        if (selection.name.value !== '__typename' && !fields.has(key)) {
-          fields.set(key, selection);
+        const fields = fieldsByKey.get(key);
+        if (fields === undefined) {
+          fieldsByKey.set(key, [selection]);
+        } else {
+          fields.push(selection);
         }
       } else if (selection.kind === Kind.INLINE_FRAGMENT) {
         collect(selection.selectionSet);
-      } else if (!visited.has(selection.name.value)) {
-        visited.add(selection.name.value);
+      } else if (!spread.has(selection.name.value)) {
+        spread.add(selection.name.value);
         const fragment = fragments.get(selection.name.value);
         if (fragment !== undefined) {
           collect(fragment.selectionSet);
@@ -63,7 +73,26 @@ export function rootFieldsOf(operation: OperationDefinitionNode, document: Docum
       }
     }
   };
-  collect(operation.selectionSet);
+  for (const selectionSet of selectionSets) {
+    collect(selectionSet);
+  }
+  return fieldsByKey;
+}
+
+/**
+ * Returns the top-level fields of an operation by response key (alias or
+ * name), fragments included. Fields with the same response key are merged
+ * by GraphQL and run once, so they count once. `__typename` is left out;
+ * `__schema` and `__type` count like any other field.
+ */
+export function rootFieldsOf(operation: OperationDefinitionNode, document: DocumentNode): Map<string, FieldNode> {
+  const fields = new Map<string, FieldNode>();
+  for (const [key, merged] of fieldsByResponseKey([operation.selectionSet], fragmentsOf(document))) {
+    const first = merged[0]!;
+    if (first.name.value !== '__typename') {
+      fields.set(key, first);
+    }
+  }
   return fields;
 }
 
@@ -161,44 +190,12 @@ function rejectRepeats(fieldsByKey: ReadonlyMap<string, readonly FieldNode[]>, p
  * types, which do, may nest.
  */
 export function checkRepeatedFields(operation: OperationDefinitionNode, document: DocumentNode): void {
-  const fragments = new Map<string, FragmentDefinitionNode>();
-  for (const definition of document.definitions) {
-    if (definition.kind === Kind.FRAGMENT_DEFINITION) {
-      fragments.set(definition.name.value, definition);
-    }
-  }
+  const fragments = fragmentsOf(document);
   const walk = (selectionSets: readonly SelectionSetNode[], path: string, top: boolean): void => {
-    const fieldsByKey = new Map<string, FieldNode[]>();
-    const spread = new Set<string>();
-    const collect = (selectionSet: SelectionSetNode): void => {
-      for (const selection of selectionSet.selections) {
-        if (selection.kind === Kind.FIELD) {
-          const key = selection.alias?.value ?? selection.name.value;
-          const fields = fieldsByKey.get(key);
-          if (fields === undefined) {
-            fieldsByKey.set(key, [selection]);
-          } else {
-            fields.push(selection);
-          }
-        } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-          collect(selection.selectionSet);
-        } else if (!spread.has(selection.name.value)) {
-          spread.add(selection.name.value);
-          const fragment = fragments.get(selection.name.value);
-          if (fragment !== undefined) {
-            collect(fragment.selectionSet);
-          }
-        }
-      }
-    };
-    for (const selectionSet of selectionSets) {
-      collect(selectionSet);
-    }
-
+    const fieldsByKey = fieldsByResponseKey(selectionSets, fragments);
     if (!top) {
       rejectRepeats(fieldsByKey, path);
     }
-
     for (const [key, fields] of fieldsByKey) {
       const children = fields.flatMap((field) => (field.selectionSet === undefined ? [] : [field.selectionSet]));
       if (children.length > 0) {
