@@ -13,43 +13,6 @@ export type NdjsonLine =
   | { line: number; kind: 'record'; record: ImportRecord }
   | { line: number; kind: 'invalid'; reason: string };
 
-/**
- * Splits a stream of text chunks into lines, numbered from 1. A CR before the
- * LF is removed, a byte order mark at the start is dropped, and a last line
- * without a line break is still returned.
- */
-export async function* splitTextLines(
-  chunks: AsyncIterable<string> | Iterable<string>,
-): AsyncGenerator<{ line: number; text: string }> {
-  let pending = '';
-  let lineNumber = 0;
-  let first = true;
-
-  for await (const chunk of chunks) {
-    let text = chunk;
-    if (first && text.length > 0) {
-      text = text.replace(/^\uFEFF/, '');
-      first = false;
-    }
-    pending += text;
-
-    let start = 0;
-    let newline = pending.indexOf('\n', start);
-    while (newline !== -1) {
-      lineNumber += 1;
-      yield { line: lineNumber, text: stripCarriageReturn(pending.slice(start, newline)) };
-      start = newline + 1;
-      newline = pending.indexOf('\n', start);
-    }
-    pending = pending.slice(start);
-  }
-
-  if (pending !== '') {
-    lineNumber += 1;
-    yield { line: lineNumber, text: stripCarriageReturn(pending) };
-  }
-}
-
 function stripCarriageReturn(text: string): string {
   return text.endsWith('\r') ? text.slice(0, -1) : text;
 }
@@ -75,25 +38,14 @@ export function parseNdjsonLine(text: string, line: number): NdjsonLine | null {
   return { line, kind: 'record', record: checked.value };
 }
 
-/** Reads import records from text chunks, skipping blank lines. */
-export async function* readNdjson(
-  chunks: AsyncIterable<string> | Iterable<string>,
-): AsyncGenerator<NdjsonLine> {
-  for await (const { line, text } of splitTextLines(chunks)) {
-    const parsed = parseNdjsonLine(text, line);
-    if (parsed !== null) {
-      yield parsed;
-    }
-  }
-}
-
 /**
- * Splits a stream of bytes into lines, numbered from 1, as `splitTextLines`
- * does, and decodes each line as UTF-8. A line that is not UTF-8 comes back
- * with `text` null rather than with U+FFFD in place of its bad bytes, which
- * would send other text than the file holds.
+ * Splits a stream of bytes into lines, numbered from 1, and decodes each line
+ * as UTF-8. A CR before the LF is removed, a byte order mark at the start is
+ * dropped, and a last line without a line break is still returned. A line
+ * that is not UTF-8 comes back with `text` null rather than with U+FFFD in
+ * place of its bad bytes, which would send other text than the file holds.
  */
-export async function* splitByteLines(chunks: AsyncIterable<Buffer>): AsyncGenerator<{ line: number; text: string | null }> {
+export async function* splitByteLines(chunks: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<{ line: number; text: string | null }> {
   let pending: Buffer[] = [];
   let lineNumber = 0;
   const decode = (parts: Buffer[]): { line: number; text: string | null } => {
@@ -124,9 +76,9 @@ export async function* splitByteLines(chunks: AsyncIterable<Buffer>): AsyncGener
   }
 }
 
-/** Reads import records from a UTF-8 NDJSON file. An unreadable file rejects the iteration. */
-export async function* readNdjsonFile(path: string): AsyncGenerator<NdjsonLine> {
-  for await (const { line, text } of splitByteLines(createReadStream(path) as AsyncIterable<Buffer>)) {
+/** Reads import records from UTF-8 byte chunks, skipping blank lines and reporting lines that are not UTF-8. */
+export async function* readNdjson(chunks: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<NdjsonLine> {
+  for await (const { line, text } of splitByteLines(chunks)) {
     if (text === null) {
       yield { line, kind: 'invalid', reason: 'not valid UTF-8: save the file as UTF-8' };
       continue;
@@ -136,4 +88,9 @@ export async function* readNdjsonFile(path: string): AsyncGenerator<NdjsonLine> 
       yield parsed;
     }
   }
+}
+
+/** Reads import records from a UTF-8 NDJSON file. An unreadable file rejects the iteration. */
+export function readNdjsonFile(path: string): AsyncGenerator<NdjsonLine> {
+  return readNdjson(createReadStream(path) as AsyncIterable<Buffer>);
 }

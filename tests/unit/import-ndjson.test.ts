@@ -9,7 +9,6 @@ import {
   readNdjson,
   readNdjsonFile,
   splitByteLines,
-  splitTextLines,
   type NdjsonLine,
 } from '../../src/importer/ndjson.js';
 import { checkImportRecord, isRfc3339WithOffset } from '../../src/importer/records.js';
@@ -22,9 +21,12 @@ async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   return items;
 }
 
-describe('splitTextLines', () => {
+/** Encodes text chunks as UTF-8 bytes, as a file stream delivers them. */
+const bytes = (chunks: string[]): Buffer[] => chunks.map((chunk) => Buffer.from(chunk));
+
+describe('splitByteLines', () => {
   it('numbers LF and CRLF lines', async () => {
-    const lines = await collect(splitTextLines(['a\r\nb\nc\r\n']));
+    const lines = await collect(splitByteLines(bytes(['a\r\nb\nc\r\n'])));
     expect(lines).toEqual([
       { line: 1, text: 'a' },
       { line: 2, text: 'b' },
@@ -33,7 +35,7 @@ describe('splitTextLines', () => {
   });
 
   it('joins lines split across chunks', async () => {
-    const lines = await collect(splitTextLines(['{"a"', ':1}\r', '\n{"b":2}\n', '', 'x']));
+    const lines = await collect(splitByteLines(bytes(['{"a"', ':1}\r', '\n{"b":2}\n', '', 'x'])));
     expect(lines).toEqual([
       { line: 1, text: '{"a":1}' },
       { line: 2, text: '{"b":2}' },
@@ -42,19 +44,19 @@ describe('splitTextLines', () => {
   });
 
   it('keeps blank lines numbered', async () => {
-    const lines = await collect(splitTextLines(['a\n\n\r\nb']));
+    const lines = await collect(splitByteLines(bytes(['a\n\n\r\nb'])));
     expect(lines.map((line) => line.line)).toEqual([1, 2, 3, 4]);
     expect(lines.map((line) => line.text)).toEqual(['a', '', '', 'b']);
   });
 
   it('drops a byte order mark', async () => {
-    const lines = await collect(splitTextLines(['\uFEFF{"x":1}\n']));
+    const lines = await collect(splitByteLines(bytes(['\uFEFF{"x":1}\n'])));
     expect(lines).toEqual([{ line: 1, text: '{"x":1}' }]);
   });
 
   it('yields nothing for empty input', async () => {
-    expect(await collect(splitTextLines([]))).toEqual([]);
-    expect(await collect(splitTextLines(['']))).toEqual([]);
+    expect(await collect(splitByteLines([]))).toEqual([]);
+    expect(await collect(splitByteLines(bytes([''])))).toEqual([]);
   });
 });
 
@@ -81,7 +83,7 @@ describe('readNdjson', () => {
       '[1,2]',
       '{"kind":"event","username":"P002","input":{"id":"P002:1","type":"x"}}',
     ].join('\r\n');
-    const lines = await collect(readNdjson([text]));
+    const lines = await collect(readNdjson(bytes([text])));
 
     expect(lines.map((line) => [line.line, line.kind])).toEqual([
       [1, 'record'],
