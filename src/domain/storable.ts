@@ -53,6 +53,14 @@ export function characterCount(text: string): number {
 }
 
 /**
+ * Tells whether `text` has more than `max` characters. A text of at most
+ * `max` UTF-16 units is within the limit without counting.
+ */
+export function exceedsCharacters(text: string, max: number): boolean {
+  return text.length > max && characterCount(text) > max;
+}
+
+/**
  * Tells whether `text` shows nothing: it is empty or has only white space
  * and default-ignorable code points (Unicode's Default_Ignorable_Code_Point),
  * such as U+200B ZERO WIDTH SPACE, U+200F RIGHT-TO-LEFT MARK, variation

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput } from '../domain/errors.js';
-import { MAX_JSON_DEPTH, characterCount, describeInstantRange, isBlank, isStorableInstant, jsonProblem, textProblem } from '../domain/storable.js';
+import { MAX_JSON_DEPTH, characterCount, describeInstantRange, exceedsCharacters, isBlank, isStorableInstant, jsonProblem, textProblem } from '../domain/storable.js';
 import { classifyArrival } from '../domain/pairing/intake-rules.js';
 import type { PairCatalog } from '../domain/pairing/types.js';
 import {
@@ -356,21 +356,21 @@ export class IntakeService {
       const type = input.type;
       if (typeof type !== 'string' || isBlank(type)) {
         fail(index, 'INVALID_TYPE', 'type is empty or only white space and invisible characters');
-      } else if (type.length > MAX_TYPE_LENGTH && characterCount(type) > MAX_TYPE_LENGTH) {
+      } else if (exceedsCharacters(type, MAX_TYPE_LENGTH)) {
         fail(index, 'INVALID_TYPE', `type has ${characterCount(type)} characters, above the maximum of ${MAX_TYPE_LENGTH}`);
       } else if (textProblem(type) !== null) {
         fail(index, 'INVALID_TYPE', `type ${JSON.stringify(type)} ${textProblem(type)}`);
       }
 
       const clientId = input.id ?? null;
-      if (clientId !== null && (clientId === '' || (clientId.length > MAX_CLIENT_ID_LENGTH && characterCount(clientId) > MAX_CLIENT_ID_LENGTH))) {
+      if (clientId !== null && (clientId === '' || exceedsCharacters(clientId, MAX_CLIENT_ID_LENGTH))) {
         fail(index, 'INVALID_ID', `id must have 1 to ${MAX_CLIENT_ID_LENGTH} characters, got ${characterCount(clientId)}`);
       } else if (clientId !== null && textProblem(clientId) !== null) {
         fail(index, 'INVALID_ID', `id ${JSON.stringify(clientId)} ${textProblem(clientId)}`);
       }
 
       const pairKey = input.pairKey ?? null;
-      if (pairKey !== null && pairKey.length > MAX_PAIR_KEY_LENGTH && characterCount(pairKey) > MAX_PAIR_KEY_LENGTH) {
+      if (pairKey !== null && exceedsCharacters(pairKey, MAX_PAIR_KEY_LENGTH)) {
         fail(index, 'INVALID_PAIR_KEY', `pairKey has ${characterCount(pairKey)} characters, above the maximum of ${MAX_PAIR_KEY_LENGTH}`);
       } else if (pairKey !== null && textProblem(pairKey) !== null) {
         fail(index, 'INVALID_PAIR_KEY', `pairKey ${JSON.stringify(pairKey)} ${textProblem(pairKey)}`);

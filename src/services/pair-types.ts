@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 
 import { badInput } from '../domain/errors.js';
-import { characterCount, isBlank, textProblem } from '../domain/storable.js';
+import { characterCount, exceedsCharacters, isBlank, textProblem } from '../domain/storable.js';
 import type {
   AutoCloseEndAt,
   AutoClosePolicy,
@@ -89,7 +89,7 @@ export class PairTypeService {
       ['startType', input.startType],
       ['endType', input.endType],
     ] as const) {
-      if (isBlank(value) || (value.length > MAX_EVENT_TYPE_LENGTH && characterCount(value) > MAX_EVENT_TYPE_LENGTH)) {
+      if (isBlank(value) || exceedsCharacters(value, MAX_EVENT_TYPE_LENGTH)) {
         problems.push(
           `${field} must have 1 to ${MAX_EVENT_TYPE_LENGTH} characters, not all white space or invisible, got ${characterCount(value)}`,
         );

@@ -5,7 +5,7 @@
 import type { Viewer } from '../auth/viewer.js';
 import { canReadAll } from '../auth/viewer.js';
 import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
-import { characterCount, isStorableInstant, textProblem } from '../domain/storable.js';
+import { characterCount, exceedsCharacters, isStorableInstant, textProblem } from '../domain/storable.js';
 import {
   EVENT_COLUMNS,
   SEGMENT_COLUMNS,
@@ -250,7 +250,7 @@ function checkFilterText(field: string, values: readonly string[] | null | undef
   }
   values?.forEach((value, index) => {
     const problem =
-      value.length > MAX_LEAF_ITEM_LENGTH && characterCount(value) > MAX_LEAF_ITEM_LENGTH
+      exceedsCharacters(value, MAX_LEAF_ITEM_LENGTH)
         ? `is ${characterCount(value)} characters long, above the maximum of ${MAX_LEAF_ITEM_LENGTH}`
         : textProblem(value);
     if (problem !== null) {

@@ -4,7 +4,7 @@
  * user for `groupBy: USER`.
  */
 
-import { MAX_JSON_DEPTH, characterCount, jsonProblem, textProblem } from '../storable.js';
+import { MAX_JSON_DEPTH, characterCount, exceedsCharacters, jsonProblem, textProblem } from '../storable.js';
 import {
   childPath,
   describeValue,
@@ -167,7 +167,7 @@ function readStringList(value: unknown, path: Path, problems: ProblemList): stri
       return;
     }
     const problem =
-      item.length > MAX_LEAF_ITEM_LENGTH && characterCount(item) > MAX_LEAF_ITEM_LENGTH
+      exceedsCharacters(item, MAX_LEAF_ITEM_LENGTH)
         ? `is ${characterCount(item)} characters long, above the maximum of ${MAX_LEAF_ITEM_LENGTH}`
         : textProblem(item);
     if (problem !== null) {
