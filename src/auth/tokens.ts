@@ -156,21 +156,25 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     }
     // This service sets auth_time to the login time, at or before iat. Any
     // other value would make renewToken compute a session end out of range.
-    if (authTime !== undefined && !(Number.isSafeInteger(authTime) && (authTime as number) >= 0 && (authTime as number) <= (iat as number))) {
+    if (authTime !== undefined && !(isNonNegativeInteger(authTime) && authTime <= (iat as number))) {
       throw rejectToken(logger, 'auth_time claim is not an instant at or before iat');
     }
-    if (tokenVersion !== undefined && !(Number.isSafeInteger(tokenVersion) && (tokenVersion as number) >= 0)) {
+    if (tokenVersion !== undefined && !isNonNegativeInteger(tokenVersion)) {
       throw rejectToken(logger, 'token_version claim is not a non-negative integer');
     }
     return {
       userId: sub,
       role,
-      authTime: (authTime as number | undefined) ?? (iat as number),
-      tokenVersion: (tokenVersion as number | undefined) ?? 0,
+      authTime: authTime ?? (iat as number),
+      tokenVersion: tokenVersion ?? 0,
     };
   }
 
   return { issue, verify };
+}
+
+function isNonNegativeInteger(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
 }
 
 /**

@@ -17,6 +17,7 @@ import { DomainError } from '../domain/errors.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
+import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
 import { registerRestRoutes } from './rest.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
@@ -188,7 +189,7 @@ export async function authenticate(
     const user = await services.users.findById(claims.userId);
     // A disabled account's tokens stop working at once, and so do tokens
     // issued before the last password change or disabling.
-    if (user === null || user.disabledAt !== null || user.tokenVersion !== claims.tokenVersion) {
+    if (!acceptsToken(user, claims.tokenVersion)) {
       return {
         viewer: null,
         authError: invalidTokenError(),

@@ -116,6 +116,15 @@ export class ConcurrencyLimit {
   }
 }
 
+/**
+ * Tells whether a token that carries `tokenVersion` still acts for `user`:
+ * the account exists and is enabled, and no password change or disabling
+ * has revoked the token since it was issued.
+ */
+export function acceptsToken(user: UserRecord | null, tokenVersion: number): user is UserRecord {
+  return user !== null && user.disabledAt === null && user.tokenVersion === tokenVersion;
+}
+
 /** Key of the advisory lock that serialises account updates made by admins through the API. */
 const ADMIN_UPDATE_LOCK_KEY = 72707370;
 
@@ -420,7 +429,7 @@ export class UserService {
     }
     const user = await this.findById(viewer.userId);
     const tokenVersion = viewer.tokenVersion ?? 0;
-    if (user === null || user.disabledAt !== null || user.tokenVersion !== tokenVersion) {
+    if (!acceptsToken(user, tokenVersion)) {
       throw invalidTokenError();
     }
     // The new token carries the presented token's version, not the one just
