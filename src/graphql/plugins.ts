@@ -257,10 +257,9 @@ function checkVariables(operation: OperationDefinitionNode, variables: Record<st
  */
 function rejectSubscription(context: GraphQLContext): never {
   if (context.viewer === null) {
-    const authError =
-      context.authError ?? new DomainError('UNAUTHENTICATED', 'MISSING_TOKEN', AUTHENTICATION_REQUIRED);
+    const authError = authenticationError(context);
     throw new GraphQLError(authError.message, {
-      extensions: { ...domainErrorExtensions(authError), http: { status: authError.kind === 'UNAUTHENTICATED' ? 401 : 503 } },
+      extensions: { ...domainErrorExtensions(authError), http: { status: authenticationStatus(authError) } },
     });
   }
   rejectBeforeCoercion(
@@ -467,6 +466,20 @@ function withoutSuggestions(message: string): string {
 const AUTHENTICATION_REQUIRED = 'Authentication required: send a bearer token from `login` in the Authorization header.';
 
 /**
+ * Returns why a request has no viewer. A token that failed verification
+ * keeps its own error, such as INVALID_TOKEN or a database outage, and a
+ * request without one gets MISSING_TOKEN.
+ */
+function authenticationError(context: GraphQLContext): DomainError {
+  return context.authError ?? new DomainError('UNAUTHENTICATED', 'MISSING_TOKEN', AUTHENTICATION_REQUIRED);
+}
+
+/** Returns the HTTP status of an authentication error: 401, or 503 when the token could not be checked. */
+function authenticationStatus(error: DomainError): number {
+  return error.kind === 'UNAUTHENTICATED' ? 401 : 503;
+}
+
+/**
  * Hides the schema from requests without a token, which may use only `login`
  * and `{ __typename }`. Introspection requires a valid token, and Apollo
  * Sandbox loads the schema once an Authorization header is set in its
@@ -506,16 +519,11 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
             };
             return;
           }
-          // A token that failed verification keeps its own error, as on a valid document.
-          const authError = contextValue.authError;
+          const authError = authenticationError(contextValue);
           response.body.singleResult = {
-            errors: [
-              authError === null
-                ? { message: AUTHENTICATION_REQUIRED, extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN' } }
-                : { message: authError.message, extensions: domainErrorExtensions(authError) },
-            ],
+            errors: [{ message: authError.message, extensions: domainErrorExtensions(authError) }],
           };
-          response.http.status = authError === null || authError.kind === 'UNAUTHENTICATED' ? 401 : 503;
+          response.http.status = authenticationStatus(authError);
         },
       };
     },
