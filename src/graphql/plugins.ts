@@ -82,8 +82,8 @@ function fieldsByResponseKey(
 /**
  * Returns the top-level fields of an operation by response key (alias or
  * name), fragments included. Fields with the same response key are merged
- * by GraphQL and run once, so they count once. `__typename` is left out;
- * `__schema` and `__type` count like any other field.
+ * by GraphQL and run once, so they count once. `__typename` is left out,
+ * and `__schema` and `__type` count like any other field.
  */
 export function rootFieldsOf(operation: OperationDefinitionNode, document: DocumentNode): Map<string, FieldNode> {
   const fields = new Map<string, FieldNode>();

@@ -37,10 +37,10 @@ function bodyError(status: number, code: string, message: string): Error {
 
 /**
  * Decodes a JSON request body as UTF-8, the only encoding JSON allows between
- * systems (RFC 8259, section 8.1). A `charset` parameter is ignored, as
- * section 11 of the RFC asks. Bytes that are not UTF-8 are rejected rather
- * than replaced with U+FFFD, which would store other text than the client
- * sent, and would make different passwords hash alike.
+ * systems (RFC 8259, section 8.1). The media type defines no `charset`
+ * parameter (section 11), so one is ignored. Bytes that are not UTF-8 are
+ * rejected rather than replaced with U+FFFD, which would store other text
+ * than the client sent and make different passwords hash alike.
  */
 export function decodeJsonBody(body: Buffer): string {
   if (!isUtf8(body)) {

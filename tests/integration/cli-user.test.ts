@@ -180,7 +180,7 @@ describe('user CLI on PGlite', () => {
     });
 
     it('backspace deletes a whole character', async () => {
-      // "é" is two bytes in UTF-8; one backspace must remove both.
+      // "é" is two bytes in UTF-8, so one backspace must remove both.
       const corrected = Buffer.concat([Buffer.from('abcdefghé'), Buffer.from([0x7f]), Buffer.from('i')]);
       const result = await runCliOnTerminal(['create', 'cli-tty-backspace', '--role', 'MEMBER'], env, [corrected, 'abcdefghi']);
 

@@ -372,8 +372,8 @@ describe('bucketTotals across DST', () => {
 
   it('starts a window inside the day after a skipped midnight', () => {
     // The window starts between the change (04:30Z) and the local 01:00 that
-    // luxon gives for the skipped midnight. The search for the day's start
-    // used to loop forever here.
+    // luxon gives for the skipped midnight. A search that only steps back to
+    // luxon's start of the day never ends here.
     const w = window('1919-03-31T04:45:00Z', '1919-04-01T04:00:00Z');
     const boundaries = bucketBoundaries(w, 'DAY', 'America/Toronto');
 

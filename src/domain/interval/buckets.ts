@@ -192,9 +192,10 @@ export function totalsInBuckets(set: IntervalSet, window: Interval, boundaries: 
 /**
  * How far before a calendar boundary the search for an offset change that
  * skipped local midnight reaches. A sweep of every zone in Node 20's time
- * zone data, around each offset change from 1850 to 2027, found no such
- * skip longer than this. Date-line moves skip whole days but keep local
- * midnight.
+ * zone data found no such skip longer than this. It covered every offset
+ * change from 2020 to 2027, and from 1850 to 2019 those that are not a
+ * one-hour shift at a whole local hour. Date-line moves skip whole days but
+ * keep local midnight.
  */
 const MAX_SHIFT_MS = 3 * HOUR_MS;
 
@@ -205,9 +206,10 @@ function offsetAt(zone: IANAZone, instant: number): number {
 
 /**
  * Returns the first instant in (from, to] whose offset differs from the
- * offset at `from`, or null when the offset at `to` is the same. It assumes
- * at most one change in between, which MAX_SHIFT_MS and one hour keep true
- * for the IANA data, and finds the change to the millisecond.
+ * offset at `from`, or null when the offset at `to` is the same. It finds
+ * the change to the millisecond, assuming at most one change in between.
+ * Its callers pass spans of one hour or MAX_SHIFT_MS, and with them the
+ * sweep described at MAX_SHIFT_MS matched its reference.
  */
 function offsetChangeIn(zone: IANAZone, from: number, to: number): number | null {
   const before = offsetAt(zone, from);
