@@ -25,11 +25,13 @@ export interface LoginRateLimitOptions {
 /**
  * An attempt counts against its username from the moment it starts, so
  * attempts on one account that run at once cannot all pass the limit before
- * any has failed. Against the address only failures count, so correct logins
- * of many users behind one address do not count against each other. An attempt that
- * succeeds, or fails before its credentials are checked, is taken back.
- * NOTE: attempts on different usernames from one address that run at once
- * all pass the address check before their failures are counted.
+ * any has failed. Against the address, failures count for the window, and
+ * attempts count while they run: an address may have at most `maxAttempts`
+ * failures and running attempts together. So a burst of guesses on many
+ * usernames from one address cannot all pass before their failures count,
+ * while correct logins of many users behind one address count against each
+ * other only while they run. An attempt that succeeds, or fails before its
+ * credentials are checked, is taken back.
  */
 export interface LoginRateLimiter {
   /**
@@ -37,10 +39,12 @@ export interface LoginRateLimiter {
    *
    * @throws DomainError UNAUTHENTICATED with reason `RATE_LIMITED` and
    *   `retryAfterSeconds` in its details when the username or the address
-   *   has used up its failed attempts. The rejected attempt is not counted.
+   *   has used up its failed attempts, or when the address has as many
+   *   attempts running as its failures leave room for. The rejected attempt
+   *   is not counted.
    */
   beginAttempt(username: string, clientAddress: string): Promise<void>;
-  /** Counts a failed login against the address. The username counted it when the attempt began. */
+  /** Counts a failed login against the address and ends the attempt. The username counted it when the attempt began. */
   recordFailure(username: string, clientAddress: string): Promise<void>;
   /**
    * Clears the username's failures after a successful login. The address
@@ -76,29 +80,53 @@ export function createLoginRateLimiter(
     );
   }
 
+  function tooManyRunning(running: number, failures: number): DomainError {
+    return new DomainError(
+      'UNAUTHENTICATED',
+      'RATE_LIMITED',
+      `Too many logins at once from this address: ${running} are running and ${failures} failed in the last ` +
+        `${windowSeconds} seconds, and together they may be at most ${maxAttempts}. Try again in 1 second.`,
+      { retryAfterSeconds: 1, maxAttempts, windowSeconds },
+    );
+  }
+
   async function beginAttempt(username: string, clientAddress: string): Promise<void> {
-    const byAddress = await store.getWindowCounter(addressKey(clientAddress));
-    if (byAddress.count >= maxAttempts) {
-      throw rateLimited(byAddress.resetInMs);
-    }
-    // The count includes this attempt, so up to maxAttempts of them pass.
-    const byUsername = await store.incrementWindowCounter(usernameKey(username), windowMs);
-    if (byUsername.count > maxAttempts) {
-      await store.decrementWindowCounter(usernameKey(username));
-      throw rateLimited(byUsername.resetInMs);
+    // The running count goes up before the failures are read, so of the
+    // attempts that start together only as many pass as the failures leave room for.
+    const running = await store.incrementWindowCounter(runningKey(clientAddress), RUNNING_TTL_MS);
+    try {
+      const byAddress = await store.getWindowCounter(addressKey(clientAddress));
+      if (byAddress.count >= maxAttempts) {
+        throw rateLimited(byAddress.resetInMs);
+      }
+      if (byAddress.count + running.count > maxAttempts) {
+        throw tooManyRunning(running.count - 1, byAddress.count);
+      }
+      // The count includes this attempt, so up to maxAttempts of them pass.
+      const byUsername = await store.incrementWindowCounter(usernameKey(username), windowMs);
+      if (byUsername.count > maxAttempts) {
+        await store.decrementWindowCounter(usernameKey(username));
+        throw rateLimited(byUsername.resetInMs);
+      }
+    } catch (error) {
+      await store.decrementWindowCounter(runningKey(clientAddress));
+      throw error;
     }
   }
 
   async function recordFailure(_username: string, clientAddress: string): Promise<void> {
     await store.incrementWindowCounter(addressKey(clientAddress), windowMs);
+    await store.decrementWindowCounter(runningKey(clientAddress));
   }
 
-  async function recordSuccess(username: string): Promise<void> {
+  async function recordSuccess(username: string, clientAddress: string): Promise<void> {
     await store.resetCounter(usernameKey(username));
+    await store.decrementWindowCounter(runningKey(clientAddress));
   }
 
-  async function cancelAttempt(username: string): Promise<void> {
+  async function cancelAttempt(username: string, clientAddress: string): Promise<void> {
     await store.decrementWindowCounter(usernameKey(username));
+    await store.decrementWindowCounter(runningKey(clientAddress));
   }
 
   return { beginAttempt, recordFailure, recordSuccess, cancelAttempt };
@@ -111,6 +139,19 @@ export function createLoginRateLimiter(
  */
 export function usernameKey(username: string): string {
   return `login:user:${digest(username.normalize('NFC').toLowerCase())}`;
+}
+
+/**
+ * How long the count of an address's running attempts lives after its first
+ * attempt. Attempts left counted by a process that stopped free their places then.
+ * NOTE: the count also ends when attempts run without a pause for this long,
+ * and the attempts running at that moment are no longer counted.
+ */
+const RUNNING_TTL_MS = 60_000;
+
+/** Counter key for the attempts of a client address that are running. */
+export function runningKey(clientAddress: string): string {
+  return `login:running:${digest(addressGroup(clientAddress))}`;
 }
 
 /**

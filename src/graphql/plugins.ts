@@ -363,7 +363,7 @@ function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unk
   if (all((code, reason) => code === 'BAD_USER_INPUT' && REQUEST_LEVEL_REASONS.has(String(reason)))) {
     return 400;
   }
-  if (all((code, reason) => code === 'UNAUTHENTICATED' && reason === 'RATE_LIMITED')) {
+  if (all((_code, reason) => reason === 'RATE_LIMITED')) {
     return 429;
   }
   if (all((code) => code === 'UNAUTHENTICATED')) {
@@ -379,7 +379,7 @@ function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unk
  * Sets the HTTP status of a reply that carries no data when all its errors
  * are of one kind. A limit or an invalid query argument gets 400, the status of
  * a limit found before execution. A missing or invalid token gets 401, an
- * operation the role does not allow 403, and a rate-limited login 429 with
+ * operation the role does not allow 403, and a rate-limited password check 429 with
  * Retry-After. A reply with any data, or with mixed errors, keeps GraphQL's
  * usual 200.
  */

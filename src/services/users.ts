@@ -247,7 +247,20 @@ export class UserService {
     }
     const valid = await this.checkUnderLimits(user.username, clientAddress, () =>
       this.hashing.run(() => this.verifyStored(currentPassword, user.id, user.passwordHash)),
-    );
+    ).catch((error: unknown) => {
+      // The limiter's error is UNAUTHENTICATED, on which clients drop their
+      // token, and this caller's token is valid.
+      if (error instanceof DomainError && error.reason === 'RATE_LIMITED') {
+        throw new DomainError(
+          'BAD_USER_INPUT',
+          'RATE_LIMITED',
+          `Too many password checks for this account or from this address, as with logins: ` +
+            `try again in ${String(error.details.retryAfterSeconds)} seconds. The password was not changed.`,
+          error.details,
+        );
+      }
+      throw error;
+    });
     if (!valid) {
       // An input error, not UNAUTHENTICATED: the token is valid, and clients
       // drop their token on a 401.

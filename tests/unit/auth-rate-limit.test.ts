@@ -4,6 +4,7 @@ import {
   addressGroup,
   addressKey,
   createLoginRateLimiter,
+  runningKey,
   usernameKey,
   type LoginRateLimiter,
 } from '../../src/auth/rate-limit.js';
@@ -105,14 +106,63 @@ describe('login rate limiter', () => {
     await expect(limiter.beginAttempt('alice', '192.0.2.9')).resolves.toBeUndefined();
   });
 
-  it('correct logins at once pass', async () => {
+  it('correct logins pass once running ones end', async () => {
     const { limiter } = setup();
     const users = Array.from({ length: 8 }, (_, index) => `user-${index}`);
 
-    await Promise.all(users.map((user) => limiter.beginAttempt(user, '192.0.2.1')));
-    await Promise.all(users.map((user) => limiter.recordSuccess(user, '192.0.2.1')));
+    const outcomes = await Promise.allSettled(users.map((user) => limiter.beginAttempt(user, '192.0.2.1')));
+    const started = users.filter((_, index) => outcomes[index]?.status === 'fulfilled');
+    expect(started).toHaveLength(3);
+    await Promise.all(started.map((user) => limiter.recordSuccess(user, '192.0.2.1')));
 
-    await expect(limiter.beginAttempt('user-0', '192.0.2.1')).resolves.toBeUndefined();
+    // Successes leave no trace against the address, so the rest pass in turn.
+    for (const user of users.filter((name) => !started.includes(name))) {
+      await limiter.beginAttempt(user, '192.0.2.1');
+      await limiter.recordSuccess(user, '192.0.2.1');
+    }
+  });
+
+  it('burst on many usernames stops at limit', async () => {
+    const { limiter } = setup();
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, index) => limiter.beginAttempt(`guess-${index}`, '192.0.2.1')),
+    );
+
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(3);
+    const error = (outcomes.find((outcome) => outcome.status === 'rejected') as PromiseRejectedResult).reason as DomainError;
+    expect(error).toMatchObject({ kind: 'UNAUTHENTICATED', reason: 'RATE_LIMITED' });
+    expect(error.details.retryAfterSeconds).toBe(1);
+    expect(error.message).toContain('Too many logins at once from this address: 3 are running and 0 failed');
+    expect(error.message).toContain('at most 3');
+    await expect(limiter.beginAttempt('guess-other', '192.0.2.2')).resolves.toBeUndefined();
+  });
+
+  it('running attempts and failures share the address budget', async () => {
+    const { store, limiter } = setup();
+    await failedLogin(limiter, 'a', '192.0.2.1');
+    await limiter.beginAttempt('b', '192.0.2.1');
+    await limiter.beginAttempt('c', '192.0.2.1');
+
+    expect((await rateLimitError(limiter.beginAttempt('d', '192.0.2.1'))).message).toContain('2 are running and 1 failed');
+    await limiter.recordFailure('b', '192.0.2.1');
+    expect((await rateLimitError(limiter.beginAttempt('d', '192.0.2.1'))).message).toContain('1 are running and 2 failed');
+    await limiter.cancelAttempt('c', '192.0.2.1');
+    await limiter.beginAttempt('d', '192.0.2.1');
+    await limiter.recordSuccess('d', '192.0.2.1');
+
+    expect((await store.getWindowCounter(runningKey('192.0.2.1'))).count).toBe(0);
+    expect((await store.getWindowCounter(addressKey('192.0.2.1'))).count).toBe(2);
+  });
+
+  it('running count of a stopped process expires', async () => {
+    const { clock, limiter } = setup();
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      await limiter.beginAttempt(`left-${attempt}`, '192.0.2.1');
+    }
+    await rateLimitError(limiter.beginAttempt('next', '192.0.2.1'));
+
+    clock.nowMs += 60_000;
+    await expect(limiter.beginAttempt('next', '192.0.2.1')).resolves.toBeUndefined();
   });
 
   it('concurrent attempts stop at limit', async () => {
