@@ -277,6 +277,16 @@ describeWithPostgres('segment rollups', () => {
     expect(rebuilt.set.clip({ start, end: start + 30 * 24 * HOUR }).totalMs).toBe(30 * 24 * HOUR);
   }, 120_000);
 
+  it('marks chunks without JIT', async () => {
+    // PostgreSQL estimates 1000 rows for each generate_series call, so a write
+    // of a few hundred segments would otherwise compile the trigger's statements.
+    const rows = await db.sql.query<{ proconfig: string[] | null }>(
+      `SELECT proconfig FROM pg_proc WHERE proname = 'segment_rollups_mark_stale'`,
+    );
+
+    expect(rows).toEqual([{ proconfig: ['jit=off'] }]);
+  });
+
   it('postpones a chunk that fails', async () => {
     // A stale row for a chunk far beyond the timestamp range fails every
     // rebuild once its user has a segment to compare with the chunk's bounds.
