@@ -126,7 +126,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     await pairTypes.applyBuiltInDefaults();
     await users.bootstrapAdmin(config.auth.admin);
 
-    const deriver = new Deriver(db.sql, store, () => pairTypes.cachedList(), logger, options.fault);
+    const deriver = new Deriver(db.sql, store, () => pairTypes.cachedList(), logger, options.fault, config.intake.replayPageSize);
     const intake = new IntakeService({
       sql: db.sql,
       store,

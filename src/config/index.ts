@@ -94,6 +94,7 @@ export function loadConfig(env: Environment = process.env): Config {
       userLockTtlMs: reader.integer('USER_LOCK_TTL_MS', 30_000, 100, 600_000),
       userLockWaitMs: reader.integer('USER_LOCK_WAIT_MS', 5000, 0, 600_000),
       userLockMaxHoldMs: reader.integer('USER_LOCK_MAX_HOLD_MS', 600_000, 100, 86_400_000),
+      replayPageSize: reader.integer('REPLAY_PAGE_SIZE', 10_000, 1, 1_000_000),
     },
 
     sweeper: {

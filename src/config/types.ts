@@ -106,6 +106,8 @@ export interface Config {
     userLockWaitMs: number;
     /** USER_LOCK_MAX_HOLD_MS: how long a holder keeps extending a per-user lock while its work runs. */
     userLockMaxHoldMs: number;
+    /** REPLAY_PAGE_SIZE: events read, folded and written per step when a replay recomputes a user's history. */
+    replayPageSize: number;
   };
 
   sweeper: {

@@ -25,6 +25,7 @@ import type { EngineOutput, EngineState, PairCatalog, PairTypeDefinition, Positi
 import {
   loadOpenSegments,
   loadHeadAndPending,
+  loadEventsAfter,
   loadRewindInput,
   truncateDerivedFrom,
   writeDerived,
@@ -89,9 +90,9 @@ export interface DeriveResult {
   changed: boolean;
   rewound: boolean;
   nextDeadline: number | null;
-  /** Ids of the client events this derive folded. */
+  /** Ids of the client events this derive folded; of its last page only when it folded in pages, which only folds without `justStored` do. */
   folded: ReadonlySet<string>;
-  /** Ids of the folded events that are ORPHAN_END after it. */
+  /** Ids of the folded events that are ORPHAN_END after it, with the same limit as `folded`. */
   orphans: ReadonlySet<string>;
   /**
    * The rows this derive wrote that an intake reply shows, as a read after it
@@ -119,6 +120,9 @@ export interface JustStored {
 /** A position before every event and decision, from which a rewind recomputes everything. */
 const BEFORE_ANY_EVENT: Position = { at: MIN_INSTANT_MS - 1, seq: 0 };
 
+/** Page size of a Deriver built without one, the default of REPLAY_PAGE_SIZE. */
+const DEFAULT_REPLAY_PAGE_SIZE = 10_000;
+
 export class Deriver {
   constructor(
     private readonly sql: SqlClient,
@@ -127,6 +131,8 @@ export class Deriver {
     private readonly pairTypes: () => Promise<readonly PairTypeDefinition[]>,
     private readonly logger: Logger,
     private readonly fault: FaultHook = () => {},
+    /** Events read, folded and written per step of a rewind that has no events of a request in memory. */
+    private readonly replayPageSize: number = DEFAULT_REPLAY_PAGE_SIZE,
   ) {}
 
   /**
@@ -135,6 +141,12 @@ export class Deriver {
    * event, so that every derived row is recomputed from the event log, as
    * after a change of the user's auto-close preferences. The rewind and the
    * write share one transaction, so a reader sees the old rows or the new ones.
+   *
+   * A rewind without `justStored`, such as a replay, reads, folds and writes
+   * its events `replayPageSize` at a time in that transaction, so neither
+   * memory nor the duration of one statement grows with the user's history.
+   * A rewind of a request folds in one step, because its reply needs the
+   * whole fold; the lateness horizon bounds how far back it goes.
    */
   async derive(lock: UserLock, now: number, justStored?: JustStored, options: { replayAll?: boolean } = {}): Promise<DeriveResult> {
     const userId = lock.userId;
@@ -185,14 +197,59 @@ export class Deriver {
           ? { at: firstEvent.occurredAt, seq: firstEvent.seq }
           : null;
     const needsRewind = rewindTo !== null;
+    const paged = justStored === undefined;
+    let expectedVersion = head.derivedVersion;
+    /** Folds `events` into the state and notes what the write of the fold needs. */
+    const foldEvents = (events: readonly EventToFold[]): void => {
+      for (const instance of Object.values(state.open)) {
+        startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
+      }
+      for (const { event, meta } of events) {
+        metaByEventId.set(event.id, meta);
+      }
+      const step = applyEvents(
+        state,
+        events.map(({ event }) => event),
+        catalog,
+      );
+      state = step.state;
+      outputs.push(step.output);
+    };
+    /** Writes the rows of the pages folded so far, in the rewind's transaction, and starts the next page. */
+    const writePage = async (sql: SqlClient): Promise<void> => {
+      for (const instance of Object.values(state.open)) {
+        if (!startsBeforeFold.has(instance.segmentId)) {
+          startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
+        }
+      }
+      const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
+      // The head of a page is seen by no one outside the transaction; the
+      // last write sets the one that counts.
+      const { version } = await writeDerived(sql, {
+        userId,
+        fence: lock.fence,
+        expectedVersion,
+        receivedAt: now,
+        ...write,
+        head: { appliedSeq: state.appliedSeq, position: state.position, lastActivityAt: state.lastActivityAt },
+        returnClosed: false,
+      });
+      expectedVersion = version;
+      foldedInPages += metaByEventId.size;
+      outputs.length = 0;
+      metaByEventId.clear();
+      startsBeforeFold.clear();
+    };
+    let foldedInPages = 0;
     const fold = async (sql: SqlClient): Promise<{ changed: boolean; version: number }> => {
       if (firstEvent !== undefined || rewindTo !== null) {
         // Without a rewind, the pending events are exactly the ones to fold.
         let events: readonly EventToFold[] = pending;
         if (rewindTo !== null) {
           const first = rewindTo;
+          const pageSize = paged ? this.replayPageSize : null;
           // The events this request has just stored come from memory here too.
-          const input = await loadRewindInput(sql, userId, first, head.lastEventSeq, justStored?.range ?? null);
+          const input = await loadRewindInput(sql, userId, first, head.lastEventSeq, justStored?.range ?? null, pageSize);
           if (input === null || input.derivedVersion !== head.derivedVersion) {
             // Another writer folded since the head was read, so the rows read
             // here may not match the head. The lock must have passed to it.
@@ -213,20 +270,16 @@ export class Deriver {
             justStored === undefined
               ? input.events
               : mergeJustStored(input.events, justStored.events, first, head.lastEventSeq);
+          // A full page may have more after it; the last, shorter page goes
+          // on to the settling and the write below.
+          while (pageSize !== null && events.length === pageSize) {
+            foldEvents(events);
+            await writePage(sql);
+            const last = events[events.length - 1]!.event;
+            events = await loadEventsAfter(sql, userId, { at: last.occurredAt, seq: last.seq }, head.lastEventSeq, pageSize);
+          }
         }
-        for (const instance of Object.values(state.open)) {
-          startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
-        }
-        for (const { event, meta } of events) {
-          metaByEventId.set(event.id, meta);
-        }
-        const step = applyEvents(
-          state,
-          events.map(({ event }) => event),
-          catalog,
-        );
-        state = step.state;
-        outputs.push(step.output);
+        foldEvents(events);
       }
 
       for (const instance of Object.values(state.open)) {
@@ -252,7 +305,7 @@ export class Deriver {
       const { version, closed } = await writeDerived(sql, {
         userId,
         fence: lock.fence,
-        expectedVersion: head.derivedVersion,
+        expectedVersion,
         receivedAt: now,
         ...write,
         head: {
@@ -281,7 +334,7 @@ export class Deriver {
     }
     if (result.changed) {
       this.logger.debug(
-        { userId, rewound, folded: metaByEventId.size, version: result.version },
+        { userId, rewound, folded: foldedInPages + metaByEventId.size, version: result.version },
         'derived data updated',
       );
     }

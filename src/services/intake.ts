@@ -312,7 +312,8 @@ export class IntakeService {
       if (full) {
         await this.options.sql.transaction((tx) => resetDerived(tx, userId));
       }
-      await this.options.deriver.derive(lock, this.options.clock.now());
+      // A full rebuild replays the log like a preference change, in pages.
+      await this.options.deriver.derive(lock, this.options.clock.now(), undefined, { replayAll: full });
     } finally {
       await this.releaseLocks([lock]);
     }

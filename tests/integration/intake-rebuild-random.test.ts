@@ -4,7 +4,7 @@
  * some events are late and some fall beyond the lateness horizon. Streams
  * have events at equal instants, future timestamps and resent duplicates.
  * The derived timeline the server built must equal what a full rebuild
- * computes from the same stored events, and each reply must list the
+ * computes from the same stored events, page by page, and each reply must list the
  * corrections and closed segments that a read right after it finds.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -179,7 +179,8 @@ describeWithPostgres('randomised intake against a full rebuild', () => {
     server = await startTestServer(import.meta.filename, {
       clock: new ManualClock(NOW),
       sweeper: false,
-      env: { LATENESS_HORIZON_SECONDS: String(HORIZON_SECONDS) },
+      // Small pages make each rebuild fold its 150 to 300 events in many steps.
+      env: { LATENESS_HORIZON_SECONDS: String(HORIZON_SECONDS), REPLAY_PAGE_SIZE: '17' },
     });
   }, 60_000);
 

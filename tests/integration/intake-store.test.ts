@@ -24,8 +24,27 @@ import {
 } from '../../src/storage/postgres/intake-store.js';
 import { startTestServer, type TestServer } from '../support/app.js';
 import { wrapSql } from '../support/database.js';
+import type { SqlClient } from '../../src/storage/postgres/sql.js';
 import { heartbeatRow } from '../support/intake-rows.js';
 import { describeWithPostgres } from '../support/services.js';
+
+/** Wraps `sql` so that `onRows` gets the text and rows of every queryArrays inside a transaction. */
+function watchTransactionReads(sql: SqlClient, onRows: (text: string, rows: unknown[][]) => void): SqlClient {
+  return wrapSql(sql, {
+    transaction: (work) =>
+      sql.transaction((tx) =>
+        work(
+          wrapSql(tx, {
+            queryArrays: async (text, params) => {
+              const rows = await tx.queryArrays(text, params);
+              onRows(text, rows);
+              return rows;
+            },
+          }),
+        ),
+      ),
+  });
+}
 
 describe('writeDerived checks', () => {
   let server: TestServer;
@@ -391,22 +410,11 @@ describe('storing client events', () => {
     ]);
     // The rewind's read of the events to fold again, inside its transaction.
     const reread: string[][] = [];
-    const recording = wrapSql(sql, {
-      transaction: (work) =>
-        sql.transaction((tx) =>
-          work(
-            wrapSql(tx, {
-              queryArrays: async (text, params) => {
-                const rows = await tx.queryArrays(text, params);
-                if (text.includes('e.seq <= $4')) {
-                  const events = (rows[0]?.[5] as Array<{ id: string }> | null) ?? [];
-                  reread.push(events.map((event) => event.id));
-                }
-                return rows;
-              },
-            }),
-          ),
-        ),
+    const recording = watchTransactionReads(sql, (text, rows) => {
+      if (text.includes('LIMIT $7')) {
+        const events = (rows[0]?.[5] as Array<{ id: string }> | null) ?? [];
+        reread.push(events.map((event) => event.id));
+      }
     });
     const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
     const deriver = new Deriver(recording, options.store, () => options.pairTypes.cachedList(), options.logger);
@@ -430,6 +438,62 @@ describe('storing client events', () => {
       [userId],
     );
     expect(segments).toEqual([{ start_at: at(0), end_at: at(20), end_reason: 'CLIENT' }]);
+  });
+
+  it('replays in pages', async () => {
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-replay-pages')).id;
+    const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 2, 9, minutes));
+    const viewer = { userId, role: 'MEMBER' as const };
+    // Four sessions of six events and three heartbeats: 27 events. Pages of
+    // five end inside sessions, with tasks open.
+    const events = [];
+    for (let session = 0; session < 4; session += 1) {
+      const base = session * 30;
+      events.push(
+        { id: `s${session}`, type: 'session_started', occurredAt: at(base) },
+        { id: `t${session}`, type: 'task_started', pairKey: `k${session}`, occurredAt: at(base + 1) },
+        { id: `b${session}`, type: 'heartbeat', occurredAt: at(base + 2) },
+        { id: `u${session}`, type: 'task_started', pairKey: 'shared', occurredAt: at(base + 3) },
+        { id: `c${session}`, type: 'heartbeat', occurredAt: at(base + 10) },
+        { id: `e${session}`, type: 'session_ended', occurredAt: at(base + 20) },
+      );
+    }
+    events.push(...[0, 1, 2].map((index) => ({ id: `h${index}`, type: 'heartbeat', occurredAt: at(125 + index) })));
+    await server.app.services.intake.send(viewer, events);
+
+    const readSegments = () =>
+      sql.query(
+        `SELECT pair_type, pair_key, start_at, end_at, end_reason FROM segments WHERE user_id = $1 ORDER BY start_at, pair_type, pair_key`,
+        [userId],
+      );
+    const readCorrections = () =>
+      sql.query(
+        `SELECT type, rule, occurred_at FROM events WHERE user_id = $1 AND origin = 'CORRECTION' ORDER BY occurred_at, type`,
+        [userId],
+      );
+    const [segmentsBefore, correctionsBefore] = [await readSegments(), await readCorrections()];
+
+    // The number of events each read of the replay returned, in order.
+    const pages: number[] = [];
+    const recording = watchTransactionReads(sql, (text, rows) => {
+      if (text.includes('LIMIT $7')) {
+        pages.push(((rows[0]?.[5] as unknown[] | null) ?? []).length);
+      } else if (text.includes('LIMIT $5')) {
+        pages.push(((rows[0]?.[0] as unknown[] | null) ?? []).length);
+      }
+    });
+    const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+    const deriver = new Deriver(recording, options.store, () => options.pairTypes.cachedList(), options.logger, undefined, 5);
+    const intake = new IntakeService({ ...options, sql: recording, deriver });
+
+    await intake.replay(userId);
+
+    expect(pages).toEqual([5, 5, 5, 5, 5, 2]);
+    expect(segmentsBefore.length).toBeGreaterThan(8);
+    expect(correctionsBefore.length).toBeGreaterThan(0);
+    expect(await readSegments()).toEqual(segmentsBefore);
+    expect(await readCorrections()).toEqual(correctionsBefore);
   });
 
   // These two simulate a second writer of the user, which needs a second

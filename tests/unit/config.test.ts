@@ -77,6 +77,7 @@ describe('loadConfig', () => {
       userLockTtlMs: 30_000,
       userLockWaitMs: 5000,
       userLockMaxHoldMs: 600_000,
+      replayPageSize: 10_000,
     });
     expect(config.sweeper).toEqual({ intervalMs: 1000, leaseMs: 30_000, batchSize: 100 });
     expect(config.reports).toEqual({

@@ -423,6 +423,7 @@ export async function loadRewindInput(
   p: Position,
   maxSeq: number,
   skip: SeqRange | null,
+  limit: number | null = null,
 ): Promise<RewindInput | null> {
   // Not prepared: with the plan made once for all values, PostgreSQL read the
   // events by (user_id, seq) with seq <= $4, that is the user's whole history
@@ -443,10 +444,13 @@ export async function loadRewindInput(
         ) AS s),
        c.occurred_at, c.seq, a.occurred_at,
        (SELECT json_agg(${EVENT_TO_FOLD_JSON} ORDER BY e.pos_at, e.pos_seq)
-        FROM events e
-        WHERE e.user_id = $1 AND e.origin = 'CLIENT' AND NOT e.ignored
-          AND (e.pos_at, e.pos_seq) >= ($2::timestamptz, $3::int) AND e.seq <= $4
-          AND NOT (e.seq BETWEEN $5 AND $6))
+        FROM (
+          SELECT * FROM events
+          WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
+            AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int) AND seq <= $4
+            AND NOT (seq BETWEEN $5 AND $6)
+          ORDER BY pos_at, pos_seq LIMIT $7
+        ) AS e)
      FROM users u
      LEFT JOIN LATERAL (
        SELECT occurred_at, seq FROM events
@@ -461,7 +465,7 @@ export async function loadRewindInput(
        ORDER BY pos_at DESC, pos_seq DESC LIMIT 1
      ) AS a ON true
      WHERE u.id = $1`,
-    [userId, new Date(p.at), p.seq, maxSeq, skip?.from ?? 0, skip?.to ?? -1],
+    [userId, new Date(p.at), p.seq, maxSeq, skip?.from ?? 0, skip?.to ?? -1, limit],
   );
   const row = rows[0];
   if (row === undefined) {
@@ -483,6 +487,34 @@ export async function loadRewindInput(
     lastActivityAt: row[4] === null ? null : (row[4] as Date).getTime(),
     events: ((row[5] as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson),
   };
+}
+
+/**
+ * Reads the next page of a rewind's events: at most `limit` non-ignored
+ * client events after position `after`, with seq up to `maxSeq`, in position
+ * order. Like the rewind read, it walks the position index from `after`.
+ * NOTE: right after a bulk load, before autovacuum's ANALYZE, PostgreSQL
+ * read each page through the (user_id, seq) index and sorted the user's
+ * events: a replay of 500,000 events took 23 s instead of 14 s.
+ */
+export async function loadEventsAfter(
+  sql: SqlClient,
+  userId: string,
+  after: Position,
+  maxSeq: number,
+  limit: number,
+): Promise<EventToFold[]> {
+  const rows = await sql.queryArrays(
+    `SELECT (SELECT json_agg(${EVENT_TO_FOLD_JSON} ORDER BY e.pos_at, e.pos_seq)
+       FROM (
+         SELECT * FROM events
+         WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
+           AND (pos_at, pos_seq) > ($2::timestamptz, $3::int) AND seq <= $4
+         ORDER BY pos_at, pos_seq LIMIT $5
+       ) AS e)`,
+    [userId, new Date(after.at), after.seq, maxSeq, limit],
+  );
+  return ((rows[0]?.[0] as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson);
 }
 
 /** Removes everything derived at or after `p`, as `DerivedLedger.truncateFrom` does. */
