@@ -10,10 +10,13 @@ import {
   OperationTypeNode,
   print,
   visit,
+  type ConstDirectiveNode,
+  type DirectiveNode,
   type DocumentNode,
   type FieldNode,
   type FragmentDefinitionNode,
   type OperationDefinitionNode,
+  type SelectionNode,
   type SelectionSetNode,
   type TypeNode,
 } from 'graphql';
@@ -41,19 +44,73 @@ function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode
   return fragments;
 }
 
+/** The variables of a request, and the definitions that give defaults to those it leaves out. */
+interface RequestVariables {
+  values: Record<string, unknown>;
+  operation: OperationDefinitionNode;
+}
+
+/**
+ * Returns the value of a Boolean `if` argument as the request gives it, or
+ * null when it is not a Boolean, which coercion then rejects.
+ */
+function booleanArgument(node: ConstDirectiveNode | DirectiveNode, variables: RequestVariables): boolean | null {
+  const value = node.arguments?.find((argument) => argument.name.value === 'if')?.value;
+  if (value?.kind === Kind.BOOLEAN) {
+    return value.value;
+  }
+  if (value?.kind === Kind.VARIABLE) {
+    const name = value.name.value;
+    if (Object.hasOwn(variables.values, name)) {
+      const sent = variables.values[name];
+      return typeof sent === 'boolean' ? sent : null;
+    }
+    // An absent variable takes the default of its definition.
+    const fallback = variables.operation.variableDefinitions?.find((definition) => definition.variable.name.value === name)?.defaultValue;
+    return fallback?.kind === Kind.BOOLEAN ? fallback.value : null;
+  }
+  return null;
+}
+
+/**
+ * Returns whether a selection runs under its `@skip` and `@include`
+ * directives, as GraphQL decides it. A condition that is not a Boolean
+ * counts as included: coercion rejects the request later.
+ */
+function isIncluded(selection: SelectionNode, variables: RequestVariables | null): boolean {
+  if (variables === null) {
+    return true;
+  }
+  for (const directive of selection.directives ?? []) {
+    const name = directive.name.value;
+    if (name === 'skip' && booleanArgument(directive, variables) === true) {
+      return false;
+    }
+    if (name === 'include' && booleanArgument(directive, variables) === false) {
+      return false;
+    }
+  }
+  return true;
+}
+
 /**
  * Collects the fields of selection sets that GraphQL merges into one, by
  * response key (alias or name), with the fields of inline fragments and of
- * each fragment spread once.
+ * each fragment spread once. Selections that `@skip` or `@include` leave
+ * out are not collected, because they do not run.
  */
 function fieldsByResponseKey(
   selectionSets: readonly SelectionSetNode[],
   fragments: ReadonlyMap<string, FragmentDefinitionNode>,
+  variables: RequestVariables | null,
 ): Map<string, FieldNode[]> {
   const fieldsByKey = new Map<string, FieldNode[]>();
   const spread = new Set<string>();
   const collect = (selectionSet: SelectionSetNode): void => {
     for (const selection of selectionSet.selections) {
+      if (!isIncluded(selection, variables)) {
+        continue;
+      }
       if (selection.kind === Kind.FIELD) {
         const key = selection.alias?.value ?? selection.name.value;
         const fields = fieldsByKey.get(key);
@@ -83,11 +140,18 @@ function fieldsByResponseKey(
  * Returns the top-level fields of an operation by response key (alias or
  * name), fragments included. Fields with the same response key are merged
  * by GraphQL and run once, so they count once. `__typename` is left out,
- * and `__schema` and `__type` count like any other field.
+ * and `__schema` and `__type` count like any other field. With `variables`,
+ * fields that `@skip` or `@include` leave out are left out too; with null,
+ * every field counts.
  */
-export function rootFieldsOf(operation: OperationDefinitionNode, document: DocumentNode): Map<string, FieldNode> {
+export function rootFieldsOf(
+  operation: OperationDefinitionNode,
+  document: DocumentNode,
+  variables: Record<string, unknown> | null,
+): Map<string, FieldNode> {
   const fields = new Map<string, FieldNode>();
-  for (const [key, merged] of fieldsByResponseKey([operation.selectionSet], fragmentsOf(document))) {
+  const requestVariables = variables === null ? null : { values: variables, operation };
+  for (const [key, merged] of fieldsByResponseKey([operation.selectionSet], fragmentsOf(document), requestVariables)) {
     const first = merged[0]!;
     if (first.name.value !== '__typename') {
       fields.set(key, first);
@@ -128,7 +192,7 @@ function eventsSent(fields: Iterable<FieldNode>, variables: Record<string, unkno
  * request.
  */
 function checkRootFields(operation: OperationDefinitionNode, document: DocumentNode, variables: Record<string, unknown>, limits: RequestLimits): void {
-  const fields = rootFieldsOf(operation, document);
+  const fields = rootFieldsOf(operation, document, variables);
   if (fields.size > limits.maxRootFields) {
     throw new DomainError(
       'BAD_USER_INPUT',
@@ -180,7 +244,8 @@ function rejectRepeats(fieldsByKey: ReadonlyMap<string, readonly FieldNode[]>, p
  * a few kilobytes of aliases inside a page of 1,000 nodes would multiply the
  * work and the reply a thousandfold. Below the top level only introspection
  * fields take an argument (`includeDeprecated`), so fields are compared by
- * name, whatever their arguments and directives. REQUEST_MAX_ROOT_FIELDS
+ * name, whatever their arguments. Fields that `@skip` or `@include` leave
+ * out do not count, as they do not run. REQUEST_MAX_ROOT_FIELDS
  * bounds the aliases of top-level fields instead.
  *
  * Fields with one response key merge as GraphQL merges them, so their
@@ -189,10 +254,11 @@ function rejectRepeats(fieldsByKey: ReadonlyMap<string, readonly FieldNode[]>, p
  * no cycle, and graphql-js 16 validation bounds how deep introspection
  * types, which do, may nest.
  */
-export function checkRepeatedFields(operation: OperationDefinitionNode, document: DocumentNode): void {
+export function checkRepeatedFields(operation: OperationDefinitionNode, document: DocumentNode, variables: Record<string, unknown>): void {
   const fragments = fragmentsOf(document);
+  const requestVariables = { values: variables, operation };
   const walk = (selectionSets: readonly SelectionSetNode[], path: string, top: boolean): void => {
-    const fieldsByKey = fieldsByResponseKey(selectionSets, fragments);
+    const fieldsByKey = fieldsByResponseKey(selectionSets, fragments, requestVariables);
     if (!top) {
       rejectRepeats(fieldsByKey, path);
     }
@@ -292,7 +358,7 @@ export function createLimitsPlugin(limits: RequestLimits): ApolloServerPlugin<Gr
           try {
             checkVariables(operation, variables, limits);
             checkRootFields(operation, document, variables, limits);
-            checkRepeatedFields(operation, document);
+            checkRepeatedFields(operation, document, variables);
           } catch (error) {
             if (error instanceof DomainError) {
               rejectBeforeCoercion(error);
@@ -387,7 +453,7 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
-        async willSendResponse({ response, operation, document }) {
+        async willSendResponse({ request, response, operation, document }) {
           if (response.body.kind !== 'single') {
             return;
           }
@@ -398,7 +464,7 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
           // Mutation fields are non-null and run in turn, so a reply without
           // data may follow fields that stored something. Its status stays 200
           // unless the operation had only one field.
-          if (operation?.operation === 'mutation' && document !== undefined && rootFieldsOf(operation, document).size > 1) {
+          if (operation?.operation === 'mutation' && document !== undefined && rootFieldsOf(operation, document, request.variables ?? {}).size > 1) {
             return;
           }
           const status = statusOfFailure(errors);
@@ -454,7 +520,8 @@ function selectsOnlyAnonymousFields(document: DocumentNode): boolean {
   return document.definitions.every(
     (definition) =>
       definition.kind !== Kind.OPERATION_DEFINITION ||
-      [...rootFieldsOf(definition, document).values()].every((field) => ANONYMOUS_ROOT_FIELDS.has(field.name.value)),
+      // Every field counts, whatever its directives, so that no condition lets a field run without a token.
+      [...rootFieldsOf(definition, document, null).values()].every((field) => ANONYMOUS_ROOT_FIELDS.has(field.name.value)),
   );
 }
 

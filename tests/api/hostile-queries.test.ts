@@ -340,6 +340,41 @@ describe('hostile queries', () => {
       expect(error?.message).toContain(` in ${path}.`);
     });
 
+    it.each([
+      ['a variable', 'query ($x: Boolean!) { events(first: 5) { a: nodes @include(if: $x) { id } b: nodes @skip(if: $x) { id } } }', { x: true }],
+      ['a default', 'query ($x: Boolean = false) { events(first: 5) { a: nodes @include(if: $x) { id } nodes { id } } }', {}],
+      ['literals', '{ events(first: 5) { a: nodes @skip(if: true) { id } b: nodes { id } } }', {}],
+    ])('accepts aliases that directives keep apart, by %s', async (_name, query, variables) => {
+      const reply = await postJson('/graphql', member.token, { query, variables });
+
+      expect(reply.status).toBe(200);
+      expect(reply.json.errors).toBeUndefined();
+      expect(Object.keys(reply.json.data.events)).toHaveLength(1);
+    });
+
+    it('rejects aliases that directives both keep', async () => {
+      const query = 'query ($x: Boolean!) { events(first: 5) { a: nodes @include(if: $x) { id } b: nodes @skip(if: false) { id } } }';
+
+      const reply = await postJson('/graphql', member.token, { query, variables: { x: true } });
+
+      expect(reply.status).toBe(400);
+      expect(reply.json.errors?.[0]?.extensions?.reason).toBe('REPEATED_FIELD');
+    });
+
+    it('counts only top-level fields that run', async () => {
+      // REQUEST_MAX_ROOT_FIELDS defaults to 20.
+      const fields = (count: number, skipped: number) =>
+        Array.from({ length: count }, (_, index) => `a${index}: me ${index < skipped ? '@skip(if: $s) ' : ''}{ id }`).join(' ');
+
+      const fits = await postJson('/graphql', member.token, { query: `query ($s: Boolean!) { ${fields(22, 2)} }`, variables: { s: true } });
+      const over = await postJson('/graphql', member.token, { query: `query ($s: Boolean!) { ${fields(22, 2)} }`, variables: { s: false } });
+
+      expect(fits.status).toBe(200);
+      expect(Object.keys(fits.json.data)).toHaveLength(20);
+      expect(over.status).toBe(400);
+      expect(over.json.errors?.[0]?.extensions?.limit).toBe('REQUEST_MAX_ROOT_FIELDS');
+    });
+
     it('rejects introspection aliases with other arguments', async () => {
       // Each alias differs only in its variable, and each would list every field of every type again.
       const count = 50;
