@@ -63,22 +63,61 @@ export interface SegmentFilterArg {
   open?: boolean | null;
 }
 
-function encodeCursor(at: Date, id: string): string {
-  return Buffer.from(JSON.stringify([at.getTime(), id])).toString('base64url');
+/** One part of a keyset order: its SQL, and the type of its value in a cursor. */
+interface OrderPart {
+  sql: string;
+  type: 'instant' | 'int' | 'boolean' | 'uuid';
 }
 
-function decodeCursor(cursor: string): { at: Date; id: string } {
+/**
+ * Events by instant, then as the fold applied them: by position, then a
+ * correction synthesised for a client event before that event, whose
+ * position it shares, then by ordinal and id.
+ */
+const EVENT_ORDER: readonly OrderPart[] = [
+  { sql: 'occurred_at', type: 'instant' },
+  { sql: 'pos_at', type: 'instant' },
+  { sql: 'pos_seq', type: 'int' },
+  { sql: "(origin = 'CLIENT')", type: 'boolean' },
+  { sql: 'ordinal', type: 'int' },
+  { sql: 'id', type: 'uuid' },
+];
+
+/** The columns a cursor of EVENT_ORDER needs besides EVENT_COLUMNS. */
+const EVENT_ORDER_COLUMNS = 'pos_at, pos_seq, ordinal';
+
+const SEGMENT_ORDER: readonly OrderPart[] = [
+  { sql: 'start_at', type: 'instant' },
+  { sql: 'id', type: 'uuid' },
+];
+
+const SQL_TYPES: Record<OrderPart['type'], string> = { instant: 'timestamptz', int: 'int', boolean: 'boolean', uuid: 'uuid' };
+
+/** Encodes the order values of a row as a cursor; instants as epoch milliseconds. */
+function encodeCursor(values: ReadonlyArray<Date | number | boolean | string>): string {
+  return Buffer.from(JSON.stringify(values.map((value) => (value instanceof Date ? value.getTime() : value)))).toString('base64url');
+}
+
+function isOrderValue(value: unknown, type: OrderPart['type']): boolean {
+  switch (type) {
+    case 'instant':
+      return typeof value === 'number' && isStorableInstant(value);
+    case 'int':
+      return Number.isInteger(value) && Math.abs(value as number) <= 2 ** 31 - 1;
+    case 'boolean':
+      return typeof value === 'boolean';
+    case 'uuid':
+      return typeof value === 'string' && isUuid(value);
+  }
+}
+
+/** Returns the order values of a cursor as SQL parameters, or throws INVALID_CURSOR. */
+function decodeCursor(cursor: string, order: readonly OrderPart[]): unknown[] {
   try {
     const parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    // A forged cursor must not reach SQL with an instant or id that the casts reject.
-    if (
-      Array.isArray(parsed) &&
-      typeof parsed[0] === 'number' &&
-      isStorableInstant(parsed[0]) &&
-      typeof parsed[1] === 'string' &&
-      isUuid(parsed[1])
-    ) {
-      return { at: new Date(parsed[0]), id: parsed[1] };
+    // A forged cursor must not reach SQL with a value that the casts reject.
+    if (Array.isArray(parsed) && parsed.length === order.length && order.every((part, index) => isOrderValue(parsed[index], part.type))) {
+      return parsed.map((value, index) => (order[index]!.type === 'instant' ? new Date(value as number) : value));
     }
   } catch {
     // Reported below.
@@ -167,8 +206,17 @@ export class QueryService {
       where.add('occurred_at >= ?', args.window.start);
       where.add('occurred_at < ?', args.window.end);
     }
-    const rows = await this.sql.query(where.page('events', EVENT_COLUMNS, 'occurred_at', page), where.params);
-    return toConnection(rows.map(toEventRecord), page, (event) => encodeCursor(event.occurredAt, event.id));
+    const rows = await this.sql.query(where.page('events', `${EVENT_COLUMNS}, ${EVENT_ORDER_COLUMNS}`, EVENT_ORDER, page), where.params);
+    return toConnection(rows, page, toEventRecord, (row) =>
+      encodeCursor([
+        row.occurred_at as Date,
+        row.pos_at as Date,
+        row.pos_seq as number,
+        row.origin === 'CLIENT',
+        row.ordinal as number,
+        row.id as string,
+      ]),
+    );
   }
 
   async segments(viewer: Viewer, args: PageArgs<SegmentFilterArg>): Promise<Connection<SegmentRecord>> {
@@ -191,8 +239,8 @@ export class QueryService {
       where.add('start_at < ?', args.window.end);
       where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
-    const rows = await this.sql.query(where.page('segments', SEGMENT_COLUMNS, 'start_at', page), where.params);
-    return toConnection(rows.map(toSegmentRecord), page, (segment) => encodeCursor(segment.startAt, segment.id));
+    const rows = await this.sql.query(where.page('segments', SEGMENT_COLUMNS, SEGMENT_ORDER, page), where.params);
+    return toConnection(rows, page, toSegmentRecord, (row) => encodeCursor([row.start_at as Date, row.id as string]));
   }
 
   async eventsByIds(ids: readonly string[]): Promise<EventRecord[]> {
@@ -219,23 +267,26 @@ class WhereBuilder {
   }
 
   /**
-   * Returns the query of one page in `(orderColumn, id)` order: after the
-   * cursor going forward, or before it going backward. A backward page is read
-   * in descending order, one row more than the page to tell whether more
-   * come before it, and `toConnection` puts it back in ascending order.
+   * Returns the query of one page in `order`: after the cursor going
+   * forward, or before it going backward. A backward page is read in
+   * descending order, one row more than the page to tell whether more come
+   * before it, and `toConnection` puts it back in ascending order.
    */
-  page(table: string, columns: string, orderColumn: string, page: PageRequest): string {
+  page(table: string, columns: string, order: readonly OrderPart[], page: PageRequest): string {
+    const keys = order.map((part) => part.sql).join(', ');
     if (page.cursor !== null) {
-      const cursor = decodeCursor(page.cursor);
-      this.params.push(cursor.at, cursor.id);
-      this.conditions.push(
-        `(${orderColumn}, id) ${page.backward ? '<' : '>'} ($${this.params.length - 1}::timestamptz, $${this.params.length}::uuid)`,
-      );
+      const values = decodeCursor(page.cursor, order);
+      const markers = values.map((value, index) => {
+        this.params.push(value);
+        return `$${this.params.length}::${SQL_TYPES[order[index]!.type]}`;
+      });
+      this.conditions.push(`(${keys}) ${page.backward ? '<' : '>'} (${markers.join(', ')})`);
     }
     this.params.push(page.limit + 1);
     const where = this.conditions.length > 0 ? `WHERE ${this.conditions.join(' AND ')}` : '';
     const direction = page.backward ? ' DESC' : '';
-    return `SELECT ${columns} FROM ${table} ${where} ORDER BY ${orderColumn}${direction}, id${direction} LIMIT $${this.params.length}`;
+    const orderBy = order.map((part) => `${part.sql}${direction}`).join(', ');
+    return `SELECT ${columns} FROM ${table} ${where} ORDER BY ${orderBy} LIMIT $${this.params.length}`;
   }
 }
 
@@ -268,11 +319,12 @@ function checkFilterText(field: string, values: readonly string[] | null | undef
  * `before`, exist because the cursor came from one of them, so the other
  * direction's flag is true when a cursor was given.
  */
-function toConnection<T>(rows: T[], page: PageRequest, cursorOf: (row: T) => string): Connection<T> {
+function toConnection<R, T>(rows: R[], page: PageRequest, toNode: (row: R) => T, cursorOf: (row: R) => string): Connection<T> {
   const more = rows.length > page.limit;
   const pageRows = more ? rows.slice(0, page.limit) : rows;
-  const nodes = page.backward ? pageRows.reverse() : pageRows;
-  const edges = nodes.map((node) => ({ cursor: cursorOf(node), node }));
+  const ordered = page.backward ? pageRows.reverse() : pageRows;
+  const edges = ordered.map((row) => ({ cursor: cursorOf(row), node: toNode(row) }));
+  const nodes = edges.map((edge) => edge.node);
   const pastCursor = page.cursor !== null;
   return {
     edges,

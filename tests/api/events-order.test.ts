@@ -1,0 +1,107 @@
+/**
+ * The order of events that share an instant in the `events` connection:
+ * the order in which the fold applied them, on one page and across pages of
+ * one event in both directions.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
+import { SEND_EVENTS, dataOf } from '../support/replay.js';
+
+interface TypesPage {
+  pageInfo: { startCursor: string | null; endCursor: string | null };
+  edges: Array<{ node: { type: string; origin: string } }>;
+}
+
+function at(time: string): string {
+  return new Date(`2026-01-20T${time}Z`).toISOString();
+}
+
+describe('event order at one instant', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    // No auto-close falls between the events: the timeout is 30 days.
+    server = await startTestServer(import.meta.filename, {
+      clock: new ManualClock(Date.parse('2026-01-25T00:00:00Z')),
+      sweeper: false,
+      env: { DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: String(30 * 24 * 3600) },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('same instant in fold order', async () => {
+    // Each task starts without a session, so a session_started correction
+    // shares its instant and position. Each session end closes the task, and
+    // that task_ended correction shares the end's instant and position.
+    const carol = await server.createUser('carol');
+    const events = Array.from({ length: 8 }, (_, index) => [
+      { type: 'task_started', pairKey: `k${index}`, occurredAt: at(`0${index}:00:00`) },
+      { type: 'session_ended', occurredAt: at(`0${index}:30:00`) },
+    ]).flat();
+    dataOf(await server.gql(SEND_EVENTS, { events }, carol.token), 'sendEvents');
+    const TYPES = `query ($first: Int, $after: String, $last: Int, $before: String) {
+      events(first: $first, after: $after, last: $last, before: $before) {
+        pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+        edges { cursor node { type origin } }
+      }
+    }`;
+    const expected = Array.from({ length: 8 }, () => [
+      'session_started CORRECTION',
+      'task_started CLIENT',
+      'task_ended CORRECTION',
+      'session_ended CLIENT',
+    ]).flat();
+    const read = async (variables: Record<string, unknown>): Promise<TypesPage> =>
+      dataOf(await server.gql(TYPES, variables, carol.token), 'events').events as TypesPage;
+    const label = (edge: TypesPage['edges'][number]) => `${edge.node.type} ${edge.node.origin}`;
+
+    expect((await read({ first: 50 })).edges.map(label)).toEqual(expected);
+
+    const forward: string[] = [];
+    let after: string | null = null;
+    for (let count = 0; count < expected.length; count += 1) {
+      const current = await read({ first: 1, after });
+      forward.push(...current.edges.map(label));
+      after = current.pageInfo.endCursor;
+    }
+    expect(forward).toEqual(expected);
+
+    const backward: string[] = [];
+    let before: string | null = null;
+    for (let count = 0; count < expected.length; count += 1) {
+      const current = await read({ last: 1, before });
+      backward.unshift(...current.edges.map(label));
+      before = current.pageInfo.startCursor;
+    }
+    expect(backward).toEqual(expected);
+  });
+
+
+  it('auto-close end after its start', async () => {
+    // With a one-minute timeout that ends at the last activity, a session
+    // with no activity after its start ends at the instant it started.
+    const dave = await server.createUser('dave');
+    const preference = await server.gql(
+      'mutation { setAutoClosePreference(input: { pairType: "session", timeoutSeconds: 60, endAt: LAST_ACTIVITY }) { pairType } }',
+      {},
+      dave.token,
+    );
+    expect(preference.errors).toBeUndefined();
+    const events = Array.from({ length: 6 }, (_, index) => [
+      { type: 'session_started', occurredAt: at(`0${index}:00:00`) },
+      { type: 'heartbeat', occurredAt: at(`0${index}:30:00`) },
+    ]).flat();
+    dataOf(await server.gql(SEND_EVENTS, { events }, dave.token), 'sendEvents');
+
+    const reply = await server.gql('{ events(first: 50) { nodes { type origin rule } } }', {}, dave.token);
+    const nodes = (reply.data?.events?.nodes ?? []) as Array<{ type: string; origin: string; rule: string | null }>;
+
+    expect(nodes.map((node) => `${node.type} ${node.rule ?? node.origin}`)).toEqual(
+      Array.from({ length: 6 }, () => ['session_started CLIENT', 'session_ended AUTO_CLOSE', 'heartbeat CLIENT']).flat(),
+    );
+  });
+});
