@@ -198,7 +198,6 @@ export class Deriver {
           : null;
     const needsRewind = rewindTo !== null;
     const paged = justStored === undefined;
-    let expectedVersion = head.derivedVersion;
     /** Folds `events` into the state and notes what the write of the fold needs. */
     const foldEvents = (events: readonly EventToFold[]): void => {
       for (const instance of Object.values(state.open)) {
@@ -223,18 +222,17 @@ export class Deriver {
         }
       }
       const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
-      // The head of a page is seen by no one outside the transaction; the
-      // last write sets the one that counts.
-      const { version } = await writeDerived(sql, {
+      // A page leaves the user's row alone, so that account changes do not
+      // wait for the whole replay; the last write sets the head.
+      await writeDerived(sql, {
         userId,
         fence: lock.fence,
-        expectedVersion,
+        expectedVersion: head.derivedVersion,
         receivedAt: now,
         ...write,
-        head: { appliedSeq: state.appliedSeq, position: state.position, lastActivityAt: state.lastActivityAt },
+        head: null,
         returnClosed: false,
       });
-      expectedVersion = version;
       foldedInPages += metaByEventId.size;
       outputs.length = 0;
       metaByEventId.clear();
@@ -305,7 +303,7 @@ export class Deriver {
       const { version, closed } = await writeDerived(sql, {
         userId,
         fence: lock.fence,
-        expectedVersion,
+        expectedVersion: head.derivedVersion,
         receivedAt: now,
         ...write,
         head: {

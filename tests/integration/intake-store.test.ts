@@ -9,6 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { DomainError } from '../../src/domain/errors.js';
@@ -28,8 +29,8 @@ import type { SqlClient } from '../../src/storage/postgres/sql.js';
 import { heartbeatRow } from '../support/intake-rows.js';
 import { describeWithPostgres } from '../support/services.js';
 
-/** Wraps `sql` so that `onRows` gets the text and rows of every queryArrays inside a transaction. */
-function watchTransactionReads(sql: SqlClient, onRows: (text: string, rows: unknown[][]) => void): SqlClient {
+/** Wraps `sql` so that `onRows` gets the text and rows of every queryArrays inside a transaction, and the read waits for it. */
+function watchTransactionReads(sql: SqlClient, onRows: (text: string, rows: unknown[][]) => void | Promise<void>): SqlClient {
   return wrapSql(sql, {
     transaction: (work) =>
       sql.transaction((tx) =>
@@ -37,7 +38,7 @@ function watchTransactionReads(sql: SqlClient, onRows: (text: string, rows: unkn
           wrapSql(tx, {
             queryArrays: async (text, params) => {
               const rows = await tx.queryArrays(text, params);
-              onRows(text, rows);
+              await onRows(text, rows);
               return rows;
             },
           }),
@@ -494,6 +495,47 @@ describe('storing client events', () => {
     expect(correctionsBefore.length).toBeGreaterThan(0);
     expect(await readSegments()).toEqual(segmentsBefore);
     expect(await readCorrections()).toEqual(correctionsBefore);
+  });
+
+  describeWithPostgres('replays and account changes', () => {
+    it('replay pages leave the user row free', async () => {
+      // An account change updates the user's row. If a replay's page writes
+      // locked it, the change would wait for the whole replay.
+      const sql = server.app.db.sql;
+      const userId = (await server.createUser('store-replay-row')).id;
+      const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 3, 9, minutes));
+      // Three sessions of a start, two heartbeats and an end.
+      const types = ['session_started', 'heartbeat', 'heartbeat', 'session_ended'];
+      const events = Array.from({ length: 12 }, (_, index) => ({ id: `e${index}`, type: types[index % 4]!, occurredAt: at(index * 5) }));
+      await server.app.services.intake.send({ userId, role: 'MEMBER' }, events);
+      const segmentsBefore = await sql.query(`SELECT start_at, end_at, end_reason FROM segments WHERE user_id = $1 ORDER BY start_at`, [userId]);
+
+      const other = new pg.Client({ connectionString: server.databaseUrl! });
+      await other.connect();
+      let lockProbe: unknown = 'not run';
+      let reads = 0;
+      const pausing = watchTransactionReads(sql, async (text) => {
+        // The second page read comes after the first page's write.
+        if (text.includes('LIMIT $5') && ++reads === 2) {
+          lockProbe = await other
+            .query('SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE NOWAIT', [userId])
+            .then(() => 'free', (error: { code?: string }) => error.code);
+        }
+      });
+      const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+      const deriver = new Deriver(pausing, options.store, () => options.pairTypes.cachedList(), options.logger, undefined, 3);
+      const intake = new IntakeService({ ...options, sql: pausing, deriver });
+
+      try {
+        await intake.replay(userId);
+      } finally {
+        await other.end();
+      }
+
+      expect(reads).toBeGreaterThanOrEqual(2);
+      expect(lockProbe).toBe('free');
+      expect(await sql.query(`SELECT start_at, end_at, end_reason FROM segments WHERE user_id = $1 ORDER BY start_at`, [userId])).toEqual(segmentsBefore);
+    });
   });
 
   // These two simulate a second writer of the user, which needs a second

@@ -63,7 +63,12 @@ export interface DerivedWrite {
   /** Stored segments that this write closes, with their pair type and start. */
   closedSegments: Array<{ segmentId: string; pairType: string; startAt: number; end: NonNullable<SegmentRow['end']> }>;
   orphanEventIds: string[];
-  head: Omit<DerivedHead, 'derivedVersion' | 'lastEventSeq' | 'maxOccurredAt'>;
+  /**
+   * The new head, or null to leave the user's row as it is: a page of a
+   * replay checks the fence and version without updating the row, so the
+   * row stays free for account changes until the replay's last write.
+   */
+  head: Omit<DerivedHead, 'derivedVersion' | 'lastEventSeq' | 'maxOccurredAt'> | null;
   /** Derived version read at the start of the fold; another writer since then makes the write fail. */
   expectedVersion: number;
   /** Whether the result carries the stored fields of the closed segments, which an intake reply needs. */
@@ -611,13 +616,20 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
   const parts: string[] = [];
 
   const fence = p.bind(write.fence);
-  parts.push(`head AS (
+  if (write.head === null) {
+    parts.push(`head AS (
+     SELECT derived_version FROM users
+     WHERE id = ${user} AND fence <= ${fence}::bigint AND derived_version = ${p.bind(write.expectedVersion)}
+   )`);
+  } else {
+    parts.push(`head AS (
      UPDATE users SET applied_seq = ${p.bind(write.head.appliedSeq)}, applied_at = ${p.bind(date(write.head.position?.at ?? null))}::timestamptz,
        applied_pos_seq = ${p.bind(write.head.position?.seq ?? null)}::int, last_activity_at = ${p.bind(date(write.head.lastActivityAt))}::timestamptz,
        derived_version = derived_version + 1, fence = ${fence}::bigint
      WHERE id = ${user} AND fence <= ${fence}::bigint AND derived_version = ${p.bind(write.expectedVersion)}
      RETURNING derived_version
    )`);
+  }
 
   // Rows travel as JSON documents, which cost far less to send than one array parameter per column.
   if (write.corrections.length > 0) {
