@@ -3,7 +3,7 @@
  * fixed window. The username limit slows guessing of one account from many
  * addresses. The address limit slows one client trying many accounts.
  */
-import { createHash, type BinaryLike } from 'node:crypto';
+import { createHash, randomUUID, type BinaryLike } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 
 import { DomainError } from '../domain/errors.js';
@@ -14,6 +14,8 @@ export interface WindowCounterStore {
   decrementWindowCounter(key: string): Promise<{ count: number; resetInMs: number }>;
   getWindowCounter(key: string): Promise<{ count: number; resetInMs: number }>;
   resetCounter(key: string): Promise<void>;
+  addRunning(key: string, member: string, ttlMs: number): Promise<number>;
+  removeRunning(key: string, member: string): Promise<void>;
 }
 
 export interface LoginRateLimitOptions {
@@ -68,6 +70,36 @@ export function createLoginRateLimiter(
     throw new RangeError(`windowSeconds is ${windowSeconds}, but it must be a positive integer.`);
   }
   const windowMs = windowSeconds * 1000;
+  // The members this process added to each address's running set, oldest
+  // first. Attempts of one address are alike, so an attempt that ends
+  // removes the oldest member still there.
+  const membersByAddress = new Map<string, string[]>();
+
+  async function startRunning(clientAddress: string): Promise<number> {
+    const key = runningKey(clientAddress);
+    const member = randomUUID();
+    const members = membersByAddress.get(key) ?? [];
+    members.push(member);
+    membersByAddress.set(key, members);
+    try {
+      return await store.addRunning(key, member, RUNNING_TTL_MS);
+    } catch (error) {
+      await stopRunning(clientAddress);
+      throw error;
+    }
+  }
+
+  async function stopRunning(clientAddress: string): Promise<void> {
+    const key = runningKey(clientAddress);
+    const members = membersByAddress.get(key);
+    const member = members?.shift();
+    if (members?.length === 0) {
+      membersByAddress.delete(key);
+    }
+    if (member !== undefined) {
+      await store.removeRunning(key, member);
+    }
+  }
 
   function rateLimited(waitMs: number): DomainError {
     const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
@@ -93,14 +125,14 @@ export function createLoginRateLimiter(
   async function beginAttempt(username: string, clientAddress: string): Promise<void> {
     // The running count goes up before the failures are read, so of the
     // attempts that start together only as many pass as the failures leave room for.
-    const running = await store.incrementWindowCounter(runningKey(clientAddress), RUNNING_TTL_MS);
+    const running = await startRunning(clientAddress);
     try {
       const byAddress = await store.getWindowCounter(addressKey(clientAddress));
       if (byAddress.count >= maxAttempts) {
         throw rateLimited(byAddress.resetInMs);
       }
-      if (byAddress.count + running.count > maxAttempts) {
-        throw tooManyRunning(running.count - 1, byAddress.count);
+      if (byAddress.count + running > maxAttempts) {
+        throw tooManyRunning(running - 1, byAddress.count);
       }
       // The count includes this attempt, so up to maxAttempts of them pass.
       const byUsername = await store.incrementWindowCounter(usernameKey(username), windowMs);
@@ -109,24 +141,24 @@ export function createLoginRateLimiter(
         throw rateLimited(byUsername.resetInMs);
       }
     } catch (error) {
-      await store.decrementWindowCounter(runningKey(clientAddress));
+      await stopRunning(clientAddress);
       throw error;
     }
   }
 
   async function recordFailure(_username: string, clientAddress: string): Promise<void> {
     await store.incrementWindowCounter(addressKey(clientAddress), windowMs);
-    await store.decrementWindowCounter(runningKey(clientAddress));
+    await stopRunning(clientAddress);
   }
 
   async function recordSuccess(username: string, clientAddress: string): Promise<void> {
     await store.resetCounter(usernameKey(username));
-    await store.decrementWindowCounter(runningKey(clientAddress));
+    await stopRunning(clientAddress);
   }
 
   async function cancelAttempt(username: string, clientAddress: string): Promise<void> {
     await store.decrementWindowCounter(usernameKey(username));
-    await store.decrementWindowCounter(runningKey(clientAddress));
+    await stopRunning(clientAddress);
   }
 
   return { beginAttempt, recordFailure, recordSuccess, cancelAttempt };
@@ -142,14 +174,13 @@ export function usernameKey(username: string): string {
 }
 
 /**
- * How long the count of an address's running attempts lives after its first
- * attempt. Attempts left counted by a process that stopped free their places then.
- * NOTE: the count also ends when attempts run without a pause for this long,
- * and the attempts running at that moment are no longer counted.
+ * How long a running attempt counts at most. An attempt left counted by a
+ * process that stopped frees its place then.
+ * NOTE: an attempt still running after this time no longer counts.
  */
 const RUNNING_TTL_MS = 60_000;
 
-/** Counter key for the attempts of a client address that are running. */
+/** Key of the set of a client address's running attempts. */
 export function runningKey(clientAddress: string): string {
   return `login:running:${digest(addressGroup(clientAddress))}`;
 }

@@ -371,6 +371,36 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
     });
   });
 
+  describe('running set', () => {
+    it('counts members until removed', async () => {
+      expect(await store.addRunning('login:running', 'a', 5000)).toBe(1);
+      expect(await store.addRunning('login:running', 'b', 5000)).toBe(2);
+      expect(await store.addRunning('login:running', 'b', 5000)).toBe(2);
+
+      await store.removeRunning('login:running', 'a');
+      await store.removeRunning('login:running', 'a');
+
+      expect(await store.addRunning('login:running', 'c', 5000)).toBe(2);
+      expect(await store.addRunning('login:other', 'a', 5000)).toBe(1);
+    });
+
+    it('members expire one by one', async () => {
+      await store.addRunning('login:running', 'old', 100);
+      await sleep(60);
+      await store.addRunning('login:running', 'young', 100);
+      await sleep(60);
+
+      // The old member is gone, the young one counts until its own time is up.
+      expect(await store.addRunning('login:running', 'new', 5000)).toBe(2);
+      await store.removeRunning('login:running', 'old');
+      expect(await store.addRunning('login:running', 'another', 5000)).toBe(3);
+    });
+
+    it('rejects oversized key', async () => {
+      await expect(store.addRunning('k'.repeat(513), 'a', 5000)).rejects.toThrow(TypeError);
+    });
+  });
+
   describe('lifecycle', () => {
     it('ping succeeds while open', async () => {
       await expect(store.ping()).resolves.toBeUndefined();

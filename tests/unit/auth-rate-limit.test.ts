@@ -150,8 +150,28 @@ describe('login rate limiter', () => {
     await limiter.beginAttempt('d', '192.0.2.1');
     await limiter.recordSuccess('d', '192.0.2.1');
 
-    expect((await store.getWindowCounter(runningKey('192.0.2.1'))).count).toBe(0);
+    // Nothing runs any more: a new member is alone in the set.
+    expect(await store.addRunning(runningKey('192.0.2.1'), 'probe', 1000)).toBe(1);
     expect((await store.getWindowCounter(addressKey('192.0.2.1'))).count).toBe(2);
+  });
+
+  it('attempts past their time leave later ones counted', async () => {
+    // Three correct logins outlive the running time, three guesses start
+    // after it, and then the logins end: the guesses still fill the budget.
+    const { clock, limiter } = setup();
+    for (const user of ['a', 'b', 'c']) {
+      await limiter.beginAttempt(user, '192.0.2.1');
+    }
+    clock.nowMs += 60_000;
+    for (const user of ['g1', 'g2', 'g3']) {
+      await limiter.beginAttempt(user, '192.0.2.1');
+    }
+    for (const user of ['a', 'b', 'c']) {
+      await limiter.recordSuccess(user, '192.0.2.1');
+    }
+
+    const error = await rateLimitError(limiter.beginAttempt('g4', '192.0.2.1'));
+    expect(error.message).toContain('3 are running and 0 failed');
   });
 
   it('running count of a stopped process expires', async () => {

@@ -113,6 +113,18 @@ export interface CoordinationStore {
 
   resetCounter(key: string): Promise<void>;
 
+  /**
+   * Adds `member` to the set of running attempts at `key` and returns how
+   * many members it holds. Each member leaves the set `ttlMs` after it was
+   * added, so members that are never removed, such as those of a process that
+   * stopped, stop counting on their own. The key is used as given, as for
+   * window counters.
+   */
+  addRunning(key: string, member: string, ttlMs: number): Promise<number>;
+
+  /** Removes `member` from the set of running attempts at `key`; a member that is gone already is ignored. */
+  removeRunning(key: string, member: string): Promise<void>;
+
   /** Sends a PING, and rejects with SERVICE_UNAVAILABLE when the store does not respond. */
   ping(): Promise<void>;
 

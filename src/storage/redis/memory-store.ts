@@ -41,6 +41,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
   const states = new Map<string, string>();
   const deadlines = new Map<string, number>();
   const counters = new Map<string, Expiring<number>>();
+  /** Running sets: each member with the instant it leaves. */
+  const running = new Map<string, Map<string, number>>();
 
   let closed = false;
   let writesSincePurge = 0;
@@ -243,6 +245,32 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       ensureOpen('resetCounter');
       checkCounterKey(key);
       counters.delete(key);
+    },
+
+    async addRunning(key: string, member: string, ttlMs: number): Promise<number> {
+      ensureOpen('addRunning');
+      checkCounterKey(key);
+      checkPositiveInteger('ttlMs', ttlMs);
+      const current = now();
+      const members = running.get(key) ?? new Map<string, number>();
+      for (const [name, leavesAtMs] of members) {
+        if (leavesAtMs <= current) {
+          members.delete(name);
+        }
+      }
+      members.set(member, current + ttlMs);
+      running.set(key, members);
+      return members.size;
+    },
+
+    async removeRunning(key: string, member: string): Promise<void> {
+      ensureOpen('removeRunning');
+      checkCounterKey(key);
+      const members = running.get(key);
+      members?.delete(member);
+      if (members?.size === 0) {
+        running.delete(key);
+      }
     },
 
     async ping(): Promise<void> {

@@ -21,6 +21,7 @@ import {
   acquireUserLockScript,
   claimDueUsersScript,
   extendUserLockScript,
+  addRunningScript,
   decrementWindowCounterScript,
   getWindowCounterScript,
   incrementWindowCounterScript,
@@ -53,6 +54,7 @@ interface ScriptedRedis extends Redis {
   emIncrementWindowCounter(counterKey: string, windowMs: number): Promise<ScriptReply>;
   emGetWindowCounter(counterKey: string): Promise<ScriptReply>;
   emDecrementWindowCounter(counterKey: string): Promise<ScriptReply>;
+  emAddRunning(runningKey: string, member: string, ttlMs: number): Promise<number>;
 }
 
 const SCRIPTS: Record<string, ScriptDefinition> = {
@@ -64,6 +66,7 @@ const SCRIPTS: Record<string, ScriptDefinition> = {
   emIncrementWindowCounter: incrementWindowCounterScript,
   emGetWindowCounter: getWindowCounterScript,
   emDecrementWindowCounter: decrementWindowCounterScript,
+  emAddRunning: addRunningScript,
 };
 
 const SCAN_BATCH_SIZE = 500;
@@ -249,6 +252,17 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
     async resetCounter(key: string): Promise<void> {
       const counterKey = keys.counter(key);
       await run('resetCounter', () => redis.unlink(counterKey), IDEMPOTENT);
+    },
+
+    async addRunning(key: string, member: string, ttlMs: number): Promise<number> {
+      checkPositiveInteger('ttlMs', ttlMs);
+      const runningKey = keys.counter(key);
+      return Number(await run('addRunning', () => redis.emAddRunning(runningKey, member, ttlMs)));
+    },
+
+    async removeRunning(key: string, member: string): Promise<void> {
+      const runningKey = keys.counter(key);
+      await run('removeRunning', () => redis.zrem(runningKey, member), IDEMPOTENT);
     },
 
     async ping(): Promise<void> {

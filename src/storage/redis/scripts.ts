@@ -132,6 +132,24 @@ return { count, ttl }
 `,
 };
 
+/**
+ * KEYS: running set. ARGV: member, ttlMs. Drops the members whose time is
+ * up, adds the member with an expiry of now + ttlMs on the Redis server's
+ * clock, and returns how many members remain. The key lives as long as its
+ * newest member.
+ */
+export const addRunningScript: ScriptDefinition = {
+  numberOfKeys: 1,
+  lua: `
+local time = redis.call('TIME')
+local nowMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', nowMs)
+redis.call('ZADD', KEYS[1], nowMs + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+`,
+};
+
 /** KEYS: counter. Returns { count, ttlMs }, both 0 when the counter does not exist. */
 export const getWindowCounterScript: ScriptDefinition = {
   numberOfKeys: 1,
