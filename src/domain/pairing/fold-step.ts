@@ -462,8 +462,11 @@ export class FoldStep {
   }
 
   private addCorrection(correction: Omit<Correction, 'ordinal'>): Correction {
-    // Every correction at one position comes from one step (one event, or one
-    // round of auto-closes at one deadline), so counting within the step is enough.
+    // Corrections at one position come from one step (one event, or one round
+    // of auto-closes at one deadline), so ordinals are counted within the step.
+    // NOTE: after a pair type's timeout is shortened, a later step can decide
+    // an overdue auto-close at the position of an earlier step's auto-close.
+    // Both then get ordinal 0, and the `events` listing orders them by id.
     const positionKey = `${correction.position.at}:${correction.position.seq}`;
     const ordinal = this.correctionsAt.get(positionKey) ?? 0;
     this.correctionsAt.set(positionKey, ordinal + 1);
