@@ -75,6 +75,11 @@ interface SubtreeClose {
   childCauseEventId: string;
 }
 
+/** Key of a position in `FoldStep.correctionsAt`. */
+function positionKey(position: Position): string {
+  return `${position.at}:${position.seq}`;
+}
+
 export class FoldStep {
   private readonly open: Record<string, OpenInstance>;
   private lastActivityAt: Instant | null;
@@ -101,10 +106,16 @@ export class FoldStep {
     this.position = state.position;
     this.appliedSeq = state.appliedSeq;
     this.lastAutoCloseAt = state.lastAutoCloseAt;
+    // An overdue auto-close decided in this step can sit at the position of
+    // an earlier step's corrections, so their count carries over.
+    if (state.position !== null && state.nextOrdinal !== undefined) {
+      this.correctionsAt.set(positionKey(state.position), state.nextOrdinal);
+    }
   }
 
   /** Returns the working copy as the new state, with the output. */
   finish(): EngineStep {
+    const nextOrdinal = this.position === null ? undefined : this.correctionsAt.get(positionKey(this.position));
     return {
       state: {
         version: 1,
@@ -113,6 +124,7 @@ export class FoldStep {
         position: this.position,
         appliedSeq: this.appliedSeq,
         ...(this.lastAutoCloseAt === undefined ? {} : { lastAutoCloseAt: this.lastAutoCloseAt }),
+        ...(nextOrdinal === undefined ? {} : { nextOrdinal }),
       },
       output: this.output,
     };
@@ -462,14 +474,14 @@ export class FoldStep {
   }
 
   private addCorrection(correction: Omit<Correction, 'ordinal'>): Correction {
-    // Corrections at one position come from one step (one event, or one round
-    // of auto-closes at one deadline), so ordinals are counted within the step.
-    // NOTE: after a pair type's timeout is shortened, a later step can decide
-    // an overdue auto-close at the position of an earlier step's auto-close.
-    // Both then get ordinal 0, and the `events` listing orders them by id.
-    const positionKey = `${correction.position.at}:${correction.position.seq}`;
-    const ordinal = this.correctionsAt.get(positionKey) ?? 0;
-    this.correctionsAt.set(positionKey, ordinal + 1);
+    // Ordinals count on from the state's count at its position (see the
+    // constructor). NOTE: a state rebuilt from storage has no count. After a
+    // pair type's timeout is shortened, an overdue auto-close decided at the
+    // position of earlier corrections can then share an ordinal with one of
+    // them, and the `events` listing orders those two by id.
+    const key = positionKey(correction.position);
+    const ordinal = this.correctionsAt.get(key) ?? 0;
+    this.correctionsAt.set(key, ordinal + 1);
     const complete: Correction = { ...correction, ordinal };
     this.output.corrections.push(complete);
     return complete;

@@ -100,6 +100,12 @@ export interface EngineState {
    * field existed.
    */
   lastAutoCloseAt?: Position | null;
+  /**
+   * The ordinal of the next correction at `position`, when corrections sit
+   * there already. Absent when none do, or when unknown, as in a state
+   * rebuilt from storage.
+   */
+  nextOrdinal?: number;
 }
 
 /** Rules that make the engine synthesise an event. */
