@@ -66,12 +66,25 @@ const CONNECTION_ERROR_CODES = new Set([
   'P2024',
 ]);
 
+/**
+ * Returns the error codes of one error: its own `code`, and the PostgreSQL
+ * code that Prisma keeps in `meta.driverAdapterError.cause` when a driver
+ * adapter query fails, such as 57014 under its own P2010.
+ */
+function codesOf(error: Error): unknown[] {
+  const { code, meta } = error as {
+    code?: unknown;
+    meta?: { driverAdapterError?: { cause?: { code?: unknown; originalCode?: unknown } } };
+  };
+  const cause = meta?.driverAdapterError?.cause;
+  return [code, cause?.code, cause?.originalCode];
+}
+
 /** Recognises failures of the database or Redis connection, as opposed to bugs. */
 export function isDependencyFailure(error: unknown): boolean {
   let cursor: unknown = error;
   for (let depth = 0; depth < 5 && cursor instanceof Error; depth += 1) {
-    const code = (cursor as { code?: unknown }).code;
-    if (typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) {
+    if (codesOf(cursor).some((code) => typeof code === 'string' && CONNECTION_ERROR_CODES.has(code))) {
       return true;
     }
     const message = cursor.message;
