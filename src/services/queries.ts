@@ -86,8 +86,15 @@ const EVENT_ORDER: readonly OrderPart[] = [
 /** The columns a cursor of EVENT_ORDER needs besides EVENT_COLUMNS. */
 const EVENT_ORDER_COLUMNS = 'pos_at, pos_seq, ordinal';
 
+/**
+ * Segments by start, then as the fold opened them: by start position, then
+ * a segment without a parent before those with one, such as a session
+ * opened for a task at the task's position, then by id.
+ */
 const SEGMENT_ORDER: readonly OrderPart[] = [
   { sql: 'start_at', type: 'instant' },
+  { sql: 'start_seq', type: 'int' },
+  { sql: '(parent_segment_id IS NOT NULL)', type: 'boolean' },
   { sql: 'id', type: 'uuid' },
 ];
 
@@ -239,8 +246,10 @@ export class QueryService {
       where.add('start_at < ?', args.window.end);
       where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
-    const rows = await this.sql.query(where.page('segments', SEGMENT_COLUMNS, SEGMENT_ORDER, page), where.params);
-    return toConnection(rows, page, toSegmentRecord, (row) => encodeCursor([row.start_at as Date, row.id as string]));
+    const rows = await this.sql.query(where.page('segments', `${SEGMENT_COLUMNS}, start_seq`, SEGMENT_ORDER, page), where.params);
+    return toConnection(rows, page, toSegmentRecord, (row) =>
+      encodeCursor([row.start_at as Date, row.start_seq as number, row.parent_segment_id !== null, row.id as string]),
+    );
   }
 
   async eventsByIds(ids: readonly string[]): Promise<EventRecord[]> {

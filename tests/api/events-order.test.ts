@@ -1,7 +1,7 @@
 /**
- * The order of events that share an instant in the `events` connection:
- * the order in which the fold applied them, on one page and across pages of
- * one event in both directions.
+ * The order of events that share an instant in the `events` connection, and
+ * of segments that share a start in `segments`. Both follow the fold, on one
+ * page and across pages of one item in both directions.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -17,7 +17,7 @@ function at(time: string): string {
   return new Date(`2026-01-20T${time}Z`).toISOString();
 }
 
-describe('event order at one instant', () => {
+describe('listing order at one instant', () => {
   let server: TestServer;
 
   beforeAll(async () => {
@@ -103,5 +103,46 @@ describe('event order at one instant', () => {
     expect(nodes.map((node) => `${node.type} ${node.rule ?? node.origin}`)).toEqual(
       Array.from({ length: 6 }, () => ['session_started CLIENT', 'session_ended AUTO_CLOSE', 'heartbeat CLIENT']).flat(),
     );
+  });
+
+  it('same start in fold order', async () => {
+    // Each task starts without a session, so the session opened for it
+    // starts at the same instant and position.
+    const erin = await server.createUser('erin');
+    const events = Array.from({ length: 8 }, (_, index) => [
+      { type: 'task_started', pairKey: `k${index}`, occurredAt: at(`1${index}:00:00`) },
+      { type: 'session_ended', occurredAt: at(`1${index}:30:00`) },
+    ]).flat();
+    dataOf(await server.gql(SEND_EVENTS, { events }, erin.token), 'sendEvents');
+    const PAIRS = `query ($first: Int, $after: String, $last: Int, $before: String) {
+      segments(first: $first, after: $after, last: $last, before: $before) {
+        pageInfo { startCursor endCursor }
+        edges { node { pairType } }
+      }
+    }`;
+    type PairsPage = { pageInfo: { startCursor: string | null; endCursor: string | null }; edges: Array<{ node: { pairType: string } }> };
+    const read = async (variables: Record<string, unknown>): Promise<PairsPage> =>
+      dataOf(await server.gql(PAIRS, variables, erin.token), 'segments').segments as PairsPage;
+    const expected = Array.from({ length: 8 }, () => ['session', 'task']).flat();
+
+    expect((await read({ first: 50 })).edges.map((edge) => edge.node.pairType)).toEqual(expected);
+
+    const forward: string[] = [];
+    let after: string | null = null;
+    for (let count = 0; count < expected.length; count += 1) {
+      const current = await read({ first: 1, after });
+      forward.push(...current.edges.map((edge) => edge.node.pairType));
+      after = current.pageInfo.endCursor;
+    }
+    expect(forward).toEqual(expected);
+
+    const backward: string[] = [];
+    let before: string | null = null;
+    for (let count = 0; count < expected.length; count += 1) {
+      const current = await read({ last: 1, before });
+      backward.unshift(...current.edges.map((edge) => edge.node.pairType));
+      before = current.pageInfo.startCursor;
+    }
+    expect(backward).toEqual(expected);
   });
 });
