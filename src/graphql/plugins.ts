@@ -10,7 +10,7 @@ import {
   OperationTypeNode,
   print,
   visit,
-  type ConstDirectiveNode,
+  type ConstValueNode,
   type DirectiveNode,
   type DocumentNode,
   type FieldNode,
@@ -50,11 +50,16 @@ interface RequestVariables {
   operation: OperationDefinitionNode;
 }
 
+/** Returns the default value of a variable from its definition, which GraphQL uses when the request leaves the variable out. */
+function variableDefault(operation: OperationDefinitionNode, name: string): ConstValueNode | undefined {
+  return operation.variableDefinitions?.find((definition) => definition.variable.name.value === name)?.defaultValue;
+}
+
 /**
  * Returns the value of a Boolean `if` argument as the request gives it, or
  * null when it is not a Boolean, which coercion then rejects.
  */
-function booleanArgument(node: ConstDirectiveNode | DirectiveNode, variables: RequestVariables): boolean | null {
+function booleanArgument(node: DirectiveNode, variables: RequestVariables): boolean | null {
   const value = node.arguments?.find((argument) => argument.name.value === 'if')?.value;
   if (value?.kind === Kind.BOOLEAN) {
     return value.value;
@@ -65,8 +70,7 @@ function booleanArgument(node: ConstDirectiveNode | DirectiveNode, variables: Re
       const sent = variables.values[name];
       return typeof sent === 'boolean' ? sent : null;
     }
-    // An absent variable takes the default of its definition.
-    const fallback = variables.operation.variableDefinitions?.find((definition) => definition.variable.name.value === name)?.defaultValue;
+    const fallback = variableDefault(variables.operation, name);
     return fallback?.kind === Kind.BOOLEAN ? fallback.value : null;
   }
   return null;
@@ -176,8 +180,7 @@ function eventsSent(fields: Iterable<FieldNode>, variables: Record<string, unkno
           const value = variables[name];
           count += Array.isArray(value) ? value.length : 1;
         } else {
-          // An absent variable takes the default of its definition.
-          const fallback = operation.variableDefinitions?.find((definition) => definition.variable.name.value === name)?.defaultValue;
+          const fallback = variableDefault(operation, name);
           count += fallback?.kind === Kind.LIST ? fallback.values.length : 1;
         }
       }
