@@ -198,11 +198,15 @@ export class Deriver {
           : null;
     const needsRewind = rewindTo !== null;
     const paged = justStored === undefined;
-    /** Folds `events` into the state and notes what the write of the fold needs. */
-    const foldEvents = (events: readonly EventToFold[]): void => {
+    /** Notes the pair type and start of every open instance, for the length bounds of those that close later. */
+    const noteOpenStarts = (): void => {
       for (const instance of Object.values(state.open)) {
         startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
       }
+    };
+    /** Folds `events` into the state and notes what the write of the fold needs. */
+    const foldEvents = (events: readonly EventToFold[]): void => {
+      noteOpenStarts();
       for (const { event, meta } of events) {
         metaByEventId.set(event.id, meta);
       }
@@ -216,11 +220,7 @@ export class Deriver {
     };
     /** Writes the rows of the pages folded so far, in the rewind's transaction, and starts the next page. */
     const writePage = async (sql: SqlClient): Promise<void> => {
-      for (const instance of Object.values(state.open)) {
-        if (!startsBeforeFold.has(instance.segmentId)) {
-          startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
-        }
-      }
+      noteOpenStarts();
       const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
       // A page leaves the user's row alone, so that account changes do not
       // wait for the whole replay; the last write sets the head.
@@ -280,11 +280,7 @@ export class Deriver {
         foldEvents(events);
       }
 
-      for (const instance of Object.values(state.open)) {
-        if (!startsBeforeFold.has(instance.segmentId)) {
-          startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
-        }
-      }
+      noteOpenStarts();
       const settled = advanceTo(state, now, catalog);
       state = { ...settled.state, appliedSeq: head.lastEventSeq };
       outputs.push(settled.output);

@@ -310,6 +310,22 @@ export async function appendClientEvents(
 const EVENT_TO_FOLD_JSON = `json_build_object('id', e.id, 'seq', e.seq, 'type', e.type, 'occurredAt', e.occurred_at,
   'role', e.role, 'pairType', e.pair_type, 'pairKey', e.pair_key, 'meta', e.meta)`;
 
+/**
+ * Builds the subquery of the rewind read and its pages: the JSON array of
+ * user $1's non-ignored client events at or after (`>=`), or after (`>`),
+ * position ($2, $3), with seq up to $4, in position order, at most `limit`
+ * of them (a parameter; NULL reads all).
+ */
+function eventsToFoldFrom(comparison: '>=' | '>', condition: string, limit: string): string {
+  return `(SELECT json_agg(${EVENT_TO_FOLD_JSON} ORDER BY e.pos_at, e.pos_seq)
+     FROM (
+       SELECT * FROM events
+       WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
+         AND (pos_at, pos_seq) ${comparison} ($2::timestamptz, $3::int) AND seq <= $4 ${condition}
+       ORDER BY pos_at, pos_seq LIMIT ${limit}
+     ) AS e)`;
+}
+
 /** Converts the JSON object of `EVENT_TO_FOLD_JSON` into an event to fold. */
 function fromEventJson(event: Record<string, unknown>): EventToFold {
   return {
@@ -448,14 +464,7 @@ export async function loadRewindInput(
             AND (start_at, start_seq) < ($2::timestamptz, $3::int)
         ) AS s),
        c.occurred_at, c.seq, a.occurred_at,
-       (SELECT json_agg(${EVENT_TO_FOLD_JSON} ORDER BY e.pos_at, e.pos_seq)
-        FROM (
-          SELECT * FROM events
-          WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
-            AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int) AND seq <= $4
-            AND NOT (seq BETWEEN $5 AND $6)
-          ORDER BY pos_at, pos_seq LIMIT $7
-        ) AS e)
+       ${eventsToFoldFrom('>=', 'AND NOT (seq BETWEEN $5 AND $6)', '$7')}
      FROM users u
      LEFT JOIN LATERAL (
        SELECT occurred_at, seq FROM events
@@ -509,16 +518,13 @@ export async function loadEventsAfter(
   maxSeq: number,
   limit: number,
 ): Promise<EventToFold[]> {
-  const rows = await sql.queryArrays(
-    `SELECT (SELECT json_agg(${EVENT_TO_FOLD_JSON} ORDER BY e.pos_at, e.pos_seq)
-       FROM (
-         SELECT * FROM events
-         WHERE user_id = $1 AND origin = 'CLIENT' AND NOT ignored
-           AND (pos_at, pos_seq) > ($2::timestamptz, $3::int) AND seq <= $4
-         ORDER BY pos_at, pos_seq LIMIT $5
-       ) AS e)`,
-    [userId, new Date(after.at), after.seq, maxSeq, limit],
-  );
+  const rows = await sql.queryArrays(`SELECT ${eventsToFoldFrom('>', '', '$5')}`, [
+    userId,
+    new Date(after.at),
+    after.seq,
+    maxSeq,
+    limit,
+  ]);
   return ((rows[0]?.[0] as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson);
 }
 
