@@ -83,9 +83,6 @@ const EVENT_ORDER: readonly OrderPart[] = [
   { sql: 'id', type: 'uuid' },
 ];
 
-/** The columns a cursor of EVENT_ORDER needs besides EVENT_COLUMNS. */
-const EVENT_ORDER_COLUMNS = 'pos_at, pos_seq, ordinal';
-
 /**
  * Segments by start, then as the fold opened them: by start position, then
  * a segment without a parent before those with one, such as a session
@@ -100,11 +97,19 @@ const SEGMENT_ORDER: readonly OrderPart[] = [
 
 const SQL_TYPES: Record<OrderPart['type'], string> = { instant: 'timestamptz', int: 'int', boolean: 'boolean', uuid: 'uuid' };
 
-/** Encodes the order values of a row as a cursor; instants as epoch milliseconds. */
-function encodeCursor(values: ReadonlyArray<Date | number | boolean | string>): string {
-  return Buffer.from(JSON.stringify(values.map((value) => (value instanceof Date ? value.getTime() : value)))).toString('base64url');
+/**
+ * Encodes the order values of a row that `WhereBuilder.page` read, in its
+ * `order_<n>` columns, as a cursor. Instants become epoch milliseconds.
+ */
+function cursorOf(row: Record<string, unknown>, order: readonly OrderPart[]): string {
+  const values = order.map((_, index) => {
+    const value = row[`order_${index}`];
+    return value instanceof Date ? value.getTime() : value;
+  });
+  return Buffer.from(JSON.stringify(values)).toString('base64url');
 }
 
+/** Returns whether a cursor value has the type of its order part and fits its SQL cast. */
 function isOrderValue(value: unknown, type: OrderPart['type']): boolean {
   switch (type) {
     case 'instant':
@@ -213,17 +218,8 @@ export class QueryService {
       where.add('occurred_at >= ?', args.window.start);
       where.add('occurred_at < ?', args.window.end);
     }
-    const rows = await this.sql.query(where.page('events', `${EVENT_COLUMNS}, ${EVENT_ORDER_COLUMNS}`, EVENT_ORDER, page), where.params);
-    return toConnection(rows, page, toEventRecord, (row) =>
-      encodeCursor([
-        row.occurred_at as Date,
-        row.pos_at as Date,
-        row.pos_seq as number,
-        row.origin === 'CLIENT',
-        row.ordinal as number,
-        row.id as string,
-      ]),
-    );
+    const rows = await this.sql.query(where.page('events', EVENT_COLUMNS, EVENT_ORDER, page), where.params);
+    return toConnection(rows, page, EVENT_ORDER, toEventRecord);
   }
 
   async segments(viewer: Viewer, args: PageArgs<SegmentFilterArg>): Promise<Connection<SegmentRecord>> {
@@ -246,10 +242,8 @@ export class QueryService {
       where.add('start_at < ?', args.window.end);
       where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
-    const rows = await this.sql.query(where.page('segments', `${SEGMENT_COLUMNS}, start_seq`, SEGMENT_ORDER, page), where.params);
-    return toConnection(rows, page, toSegmentRecord, (row) =>
-      encodeCursor([row.start_at as Date, row.start_seq as number, row.parent_segment_id !== null, row.id as string]),
-    );
+    const rows = await this.sql.query(where.page('segments', SEGMENT_COLUMNS, SEGMENT_ORDER, page), where.params);
+    return toConnection(rows, page, SEGMENT_ORDER, toSegmentRecord);
   }
 
   async eventsByIds(ids: readonly string[]): Promise<EventRecord[]> {
@@ -279,7 +273,8 @@ class WhereBuilder {
    * Returns the query of one page in `order`: after the cursor going
    * forward, or before it going backward. A backward page is read in
    * descending order, one row more than the page to tell whether more come
-   * before it, and `toConnection` puts it back in ascending order.
+   * before it, and `toConnection` puts it back in ascending order. Each row
+   * also carries its order values as `order_<n>`, for `cursorOf`.
    */
   page(table: string, columns: string, order: readonly OrderPart[], page: PageRequest): string {
     const keys = order.map((part) => part.sql).join(', ');
@@ -295,7 +290,8 @@ class WhereBuilder {
     const where = this.conditions.length > 0 ? `WHERE ${this.conditions.join(' AND ')}` : '';
     const direction = page.backward ? ' DESC' : '';
     const orderBy = order.map((part) => `${part.sql}${direction}`).join(', ');
-    return `SELECT ${columns} FROM ${table} ${where} ORDER BY ${orderBy} LIMIT $${this.params.length}`;
+    const orderColumns = order.map((part, index) => `${part.sql} AS order_${index}`).join(', ');
+    return `SELECT ${columns}, ${orderColumns} FROM ${table} ${where} ORDER BY ${orderBy} LIMIT $${this.params.length}`;
   }
 }
 
@@ -321,18 +317,22 @@ function checkFilterText(field: string, values: readonly string[] | null | undef
   });
 }
 
-
 /**
  * Builds a connection from the rows of `page`, which hold one row beyond the
  * page when more follow in its direction. Items before `after`, or after
  * `before`, exist because the cursor came from one of them, so the other
  * direction's flag is true when a cursor was given.
  */
-function toConnection<R, T>(rows: R[], page: PageRequest, toNode: (row: R) => T, cursorOf: (row: R) => string): Connection<T> {
+function toConnection<T>(
+  rows: Array<Record<string, unknown>>,
+  page: PageRequest,
+  order: readonly OrderPart[],
+  toNode: (row: Record<string, unknown>) => T,
+): Connection<T> {
   const more = rows.length > page.limit;
   const pageRows = more ? rows.slice(0, page.limit) : rows;
   const ordered = page.backward ? pageRows.reverse() : pageRows;
-  const edges = ordered.map((row) => ({ cursor: cursorOf(row), node: toNode(row) }));
+  const edges = ordered.map((row) => ({ cursor: cursorOf(row, order), node: toNode(row) }));
   const nodes = edges.map((edge) => edge.node);
   const pastCursor = page.cursor !== null;
   return {
