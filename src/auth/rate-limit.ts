@@ -84,7 +84,11 @@ export function createLoginRateLimiter(
     try {
       return await store.addRunning(key, member, RUNNING_TTL_MS);
     } catch (error) {
-      await stopRunning(clientAddress);
+      // Forgets this member only: if the store added it after all, it expires on its own.
+      members.splice(members.indexOf(member), 1);
+      if (members.length === 0) {
+        membersByAddress.delete(key);
+      }
       throw error;
     }
   }

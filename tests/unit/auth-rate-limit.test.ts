@@ -174,6 +174,23 @@ describe('login rate limiter', () => {
     expect(error.message).toContain('3 are running and 0 failed');
   });
 
+  it('failed start leaves others counted', async () => {
+    const { store, limiter } = setup();
+    const addRunning = store.addRunning.bind(store);
+    await limiter.beginAttempt('a', '192.0.2.1');
+    store.addRunning = async () => {
+      throw new Error('store unavailable');
+    };
+    await expect(limiter.beginAttempt('b', '192.0.2.1')).rejects.toThrow('store unavailable');
+    store.addRunning = addRunning;
+
+    // 'a' still runs, so two more fill the budget of three.
+    await limiter.beginAttempt('c', '192.0.2.1');
+    await limiter.beginAttempt('d', '192.0.2.1');
+    const error = await rateLimitError(limiter.beginAttempt('e', '192.0.2.1'));
+    expect(error.message).toContain('3 are running');
+  });
+
   it('running count of a stopped process expires', async () => {
     const { clock, limiter } = setup();
     for (let attempt = 0; attempt < 3; attempt += 1) {
