@@ -8,9 +8,34 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
 import { SEND_EVENTS, dataOf } from '../support/replay.js';
 
-interface TypesPage {
-  pageInfo: { startCursor: string | null; endCursor: string | null };
-  edges: Array<{ node: { type: string; origin: string } }>;
+/** A page of labels read through a connection, with its cursors. */
+interface LabelPage {
+  labels: string[];
+  startCursor: string | null;
+  endCursor: string | null;
+}
+
+/** Reads `count` items one page of one item at a time, forward and then backward, and returns the labels in ascending order for each direction. */
+async function readOneByOne(
+  read: (variables: Record<string, unknown>) => Promise<LabelPage>,
+  count: number,
+): Promise<{ forward: string[]; backward: string[] }> {
+  const forward: string[] = [];
+  let after: string | null = null;
+  for (let index = 0; index < count; index += 1) {
+    const current = await read({ first: 1, after });
+    forward.push(...current.labels);
+    after = current.endCursor;
+  }
+
+  const backward: string[] = [];
+  let before: string | null = null;
+  for (let index = 0; index < count; index += 1) {
+    const current = await read({ last: 1, before });
+    backward.unshift(...current.labels);
+    before = current.startCursor;
+  }
+  return { forward, backward };
 }
 
 function at(time: string): string {
@@ -55,31 +80,18 @@ describe('listing order at one instant', () => {
       'task_ended CORRECTION',
       'session_ended CLIENT',
     ]).flat();
-    const read = async (variables: Record<string, unknown>): Promise<TypesPage> =>
-      dataOf(await server.gql(TYPES, variables, carol.token), 'events').events as TypesPage;
-    const label = (edge: TypesPage['edges'][number]) => `${edge.node.type} ${edge.node.origin}`;
+    const read = async (variables: Record<string, unknown>): Promise<LabelPage> => {
+      const { events: page } = dataOf(await server.gql(TYPES, variables, carol.token), 'events') as {
+        events: { pageInfo: Omit<LabelPage, 'labels'>; edges: Array<{ node: { type: string; origin: string } }> };
+      };
+      return { ...page.pageInfo, labels: page.edges.map((edge) => `${edge.node.type} ${edge.node.origin}`) };
+    };
 
-    expect((await read({ first: 50 })).edges.map(label)).toEqual(expected);
-
-    const forward: string[] = [];
-    let after: string | null = null;
-    for (let count = 0; count < expected.length; count += 1) {
-      const current = await read({ first: 1, after });
-      forward.push(...current.edges.map(label));
-      after = current.pageInfo.endCursor;
-    }
+    expect((await read({ first: 50 })).labels).toEqual(expected);
+    const { forward, backward } = await readOneByOne(read, expected.length);
     expect(forward).toEqual(expected);
-
-    const backward: string[] = [];
-    let before: string | null = null;
-    for (let count = 0; count < expected.length; count += 1) {
-      const current = await read({ last: 1, before });
-      backward.unshift(...current.edges.map(label));
-      before = current.pageInfo.startCursor;
-    }
     expect(backward).toEqual(expected);
   });
-
 
   it('auto-close end after its start', async () => {
     // With a one-minute timeout that ends at the last activity, a session
@@ -120,29 +132,17 @@ describe('listing order at one instant', () => {
         edges { node { pairType } }
       }
     }`;
-    type PairsPage = { pageInfo: { startCursor: string | null; endCursor: string | null }; edges: Array<{ node: { pairType: string } }> };
-    const read = async (variables: Record<string, unknown>): Promise<PairsPage> =>
-      dataOf(await server.gql(PAIRS, variables, erin.token), 'segments').segments as PairsPage;
+    const read = async (variables: Record<string, unknown>): Promise<LabelPage> => {
+      const { segments: page } = dataOf(await server.gql(PAIRS, variables, erin.token), 'segments') as {
+        segments: { pageInfo: Omit<LabelPage, 'labels'>; edges: Array<{ node: { pairType: string } }> };
+      };
+      return { ...page.pageInfo, labels: page.edges.map((edge) => edge.node.pairType) };
+    };
     const expected = Array.from({ length: 8 }, () => ['session', 'task']).flat();
 
-    expect((await read({ first: 50 })).edges.map((edge) => edge.node.pairType)).toEqual(expected);
-
-    const forward: string[] = [];
-    let after: string | null = null;
-    for (let count = 0; count < expected.length; count += 1) {
-      const current = await read({ first: 1, after });
-      forward.push(...current.edges.map((edge) => edge.node.pairType));
-      after = current.pageInfo.endCursor;
-    }
+    expect((await read({ first: 50 })).labels).toEqual(expected);
+    const { forward, backward } = await readOneByOne(read, expected.length);
     expect(forward).toEqual(expected);
-
-    const backward: string[] = [];
-    let before: string | null = null;
-    for (let count = 0; count < expected.length; count += 1) {
-      const current = await read({ last: 1, before });
-      backward.unshift(...current.edges.map((edge) => edge.node.pairType));
-      before = current.pageInfo.startCursor;
-    }
     expect(backward).toEqual(expected);
   });
 });
