@@ -17,6 +17,7 @@ import { PairTypeService } from './services/pair-types.js';
 import { QueryService } from './services/queries.js';
 import { ReportService } from './services/reports.js';
 import { RollupBuilder } from './services/rollups.js';
+import { ReplayWorker } from './services/replays.js';
 import { Sweeper } from './services/sweeper.js';
 import { UserService } from './services/users.js';
 import { openDatabase, type Database } from './storage/postgres/database.js';
@@ -29,6 +30,8 @@ export interface AppOptions {
   sweeper?: boolean;
   /** Run the rollup builder (default true). */
   rollups?: boolean;
+  /** Run the replay worker, which recomputes users after pair type changes (default true). */
+  replays?: boolean;
   /** Stops intake between storage steps; for crash tests only. */
   fault?: FaultHook;
 }
@@ -40,6 +43,7 @@ export interface App {
   services: Services;
   sweeper: Sweeper;
   rollups: RollupBuilder;
+  replays: ReplayWorker;
   db: Database;
   store: CoordinationStore;
   /** Listens on the configured host and port (0 picks a free port); returns the base URL. */
@@ -126,7 +130,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     await pairTypes.applyBuiltInDefaults();
     await users.bootstrapAdmin(config.auth.admin);
 
-    const deriver = new Deriver(db.sql, store, () => pairTypes.cachedList(), logger, options.fault, config.intake.replayPageSize);
+    const deriver = new Deriver(db.sql, store, (fresh) => (fresh === true ? pairTypes.list() : pairTypes.cachedList()), logger, options.fault, config.intake.replayPageSize);
     const intake = new IntakeService({
       sql: db.sql,
       store,
@@ -177,6 +181,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       delayMs: config.rollups.delayMs,
     });
 
+    const replays = new ReplayWorker({
+      sql: db.sql,
+      intake,
+      logger,
+      // A replay holds the user's lock for at most USER_LOCK_MAX_HOLD_MS.
+      claimMs: config.intake.userLockMaxHoldMs + 60_000,
+    });
+
     const readyStore = store;
     const { fastify, apollo, beginDrain } = await buildHttpApp({
       logger,
@@ -219,6 +231,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     if (options.rollups !== false) {
       rollups.start();
     }
+    if (options.replays !== false) {
+      replays.start();
+    }
 
     let closing: Promise<void> | null = null;
     return {
@@ -228,6 +243,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       services,
       sweeper,
       rollups,
+      replays,
       db,
       store,
       async listen() {
@@ -247,6 +263,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           await apollo.stop();
           await sweeper.stop();
           await rollups.stop();
+          await replays.stop();
           await readyStore.close();
           await db.close();
         })();

@@ -1,9 +1,9 @@
 /**
  * `npm run rebuild [-- --full]`: rebuilds every user's engine state in Redis
  * and its auto-close deadline from PostgreSQL. With `--full` it also
- * recomputes all segments and corrections from the event log, for example
- * after a pair type's policy changed, and then the report rollups of the
- * changed chunks. Safe while servers run: each user is rebuilt under that
+ * recomputes all segments and corrections from the event log, which also
+ * completes the replays that pair type changes queued, and then the report
+ * rollups of the changed chunks. Safe while servers run: each user is rebuilt under that
  * user's lock, and rollup rebuilds skip chunks another process is rebuilding.
  */
 import { loadDotEnvFile } from '../config/dotenv.js';

@@ -22,6 +22,8 @@ export interface GraphQLContext {
   loaders: {
     users: BatchLoader<string, UserRecord | null>;
     events: BatchLoader<string, EventRecord | null>;
+    /** Users awaiting a replay, per pair type name. */
+    pendingReplays: BatchLoader<string, number>;
   };
   /** Bucket rows spent by the reports of this request so far. */
   reportBudget: ReportBudget;
@@ -40,7 +42,11 @@ export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportBud
     const byId = new Map(rows.map((row) => [row.id, row]));
     return ids.map((id) => byId.get(id) ?? null);
   });
-  return { ...input, loaders: { users, events }, reportBudget: { bucketRows: 0 } };
+  const pendingReplays = createBatchLoader<string, number>(async (names) => {
+    const counts = await input.services.pairTypes.pendingReplayCounts();
+    return names.map((name) => counts.get(name) ?? 0);
+  });
+  return { ...input, loaders: { users, events, pendingReplays }, reportBudget: { bucketRows: 0 } };
 }
 
 /** Returns the viewer or throws UNAUTHENTICATED. */

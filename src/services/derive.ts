@@ -127,8 +127,11 @@ export class Deriver {
   constructor(
     private readonly sql: SqlClient,
     private readonly store: CoordinationStore,
-    /** The pair types, from a cache. The user's own auto-close preferences come with the head. */
-    private readonly pairTypes: () => Promise<readonly PairTypeDefinition[]>,
+    /**
+     * The pair types, from a cache unless `fresh` asks for a read that sees
+     * every committed change. The user's own auto-close preferences come with the head.
+     */
+    private readonly pairTypes: (fresh?: boolean) => Promise<readonly PairTypeDefinition[]>,
     private readonly logger: Logger,
     private readonly fault: FaultHook = () => {},
     /** Events read, folded and written per step of a rewind that has no events of a request in memory. */
@@ -139,8 +142,10 @@ export class Deriver {
    * Folds the user's pending events and applies the deadlines passed by
    * `now`. With `replayAll`, it first rewinds to before the user's first
    * event, so that every derived row is recomputed from the event log, as
-   * after a change of the user's auto-close preferences. The rewind and the
-   * write share one transaction, so a reader sees the old rows or the new ones.
+   * after a change of the user's auto-close preferences. Such a replay reads
+   * the pair types past their cache, so it applies a change that committed
+   * before it started. The rewind and the write share one transaction, so a
+   * reader sees the old rows or the new ones.
    *
    * A rewind without `justStored`, such as a replay, reads, folds and writes
    * its events `replayPageSize` at a time in that transaction, so neither
@@ -154,7 +159,7 @@ export class Deriver {
     // from one statement (the caller's events write, or a read here), so they
     // agree even when a request whose lock expired stores events meanwhile.
     const [types, loaded, stateText] = await Promise.all([
-      this.pairTypes(),
+      this.pairTypes(options.replayAll === true),
       justStored?.input ?? loadHeadAndPending(this.sql, userId, justStored?.range ?? null),
       lock.state !== undefined ? lock.state : this.store.loadUserState(userId),
     ]);

@@ -24,6 +24,7 @@ import {
   type StoredClientEvent,
   type UserCounters,
 } from '../storage/postgres/intake-store.js';
+import { finishPendingReplay, pendingReplayVersion } from '../storage/postgres/replay-store.js';
 import { inJsonbKeyOrder, type EventRecord, type SegmentRecord } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
@@ -287,6 +288,8 @@ export class IntakeService {
    * transaction, as a change of the user's auto-close preferences requires.
    * `prepare`, such as the write of the new preference, runs first under the
    * same lock, so no request of the user folds between the two.
+   * The replay also completes a replay that a pair type change queued for
+   * the user, unless another change was queued after it started.
    * NOTE: when the replay fails after `prepare` succeeded, the new preference
    * stays stored with the old rows until the next replay, such as a retry.
    */
@@ -294,9 +297,20 @@ export class IntakeService {
     const lock = await this.lockUser(userId, this.options.userLockWaitMs);
     try {
       await prepare?.();
-      await this.options.deriver.derive(lock, this.options.clock.now(), undefined, { replayAll: true });
+      await this.replayAll(lock);
     } finally {
       await this.releaseLocks([lock]);
+    }
+  }
+
+  /** Replays the locked user's whole log and removes the queued replay that the replay covered. */
+  private async replayAll(lock: UserLock): Promise<void> {
+    // Read before the replay reads the pair types, so a change that commits
+    // in between increments the version and keeps the row queued.
+    const queued = await pendingReplayVersion(this.options.sql, lock.userId);
+    await this.options.deriver.derive(lock, this.options.clock.now(), undefined, { replayAll: true });
+    if (queued !== null) {
+      await finishPendingReplay(this.options.sql, lock.userId, queued);
     }
   }
 
@@ -312,8 +326,12 @@ export class IntakeService {
       if (full) {
         await this.options.sql.transaction((tx) => resetDerived(tx, userId));
       }
-      // A full rebuild replays the log like a preference change, in pages.
-      await this.options.deriver.derive(lock, this.options.clock.now(), undefined, { replayAll: full });
+      if (full) {
+        // A full rebuild replays the log like a preference change, in pages.
+        await this.replayAll(lock);
+      } else {
+        await this.options.deriver.derive(lock, this.options.clock.now());
+      }
     } finally {
       await this.releaseLocks([lock]);
     }

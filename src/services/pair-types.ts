@@ -13,6 +13,7 @@ import type {
   PairTypeDefinition,
 } from '../domain/pairing/types.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
+import { countPendingReplays, QUEUE_REPLAYS_SQL } from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import { isUuid } from '../domain/user-id.js';
 
@@ -73,7 +74,8 @@ export class PairTypeService {
   /**
    * Creates a pair type, or updates the parent and policy of an existing
    * non-built-in one with the same event types. Defining the same pair type
-   * twice with the same content returns it unchanged.
+   * twice with the same content returns it unchanged. A changed parent or
+   * policy queues the affected users for the replay worker.
    */
   async define(input: DefinePairTypeInput): Promise<PairTypeRecord> {
     const problems: string[] = [];
@@ -168,13 +170,28 @@ export class PairTypeService {
       timeoutSeconds: autoClose.timeoutSeconds,
       endAt: autoClose.endAt,
     };
-    const row = await this.prisma.pairType.upsert({
-      where: { name: input.name },
-      create: { name: input.name, ...data, builtIn: false },
-      update: data,
+    // Derived rows are a function of the pair types, so a changed parent or
+    // default policy queues a replay of every user with segments of this type,
+    // in the same transaction as the change. A new type has no segments yet.
+    const parentChanged = current !== undefined && current.parent !== parent;
+    const policyChanged =
+      current !== undefined &&
+      (current.autoClose.timeoutSeconds !== autoClose.timeoutSeconds || current.autoClose.endAt !== autoClose.endAt);
+    const { row, queued } = await this.prisma.$transaction(async (tx) => {
+      const row = await tx.pairType.upsert({
+        where: { name: input.name },
+        create: { name: input.name, ...data, builtIn: false },
+        update: data,
+      });
+      const queued =
+        parentChanged || policyChanged ? await tx.$executeRawUnsafe(QUEUE_REPLAYS_SQL, input.name, !parentChanged) : 0;
+      return { row, queued };
     });
     this.cache = null;
-    this.logger.info({ pairType: row.name, parent: row.parent }, current === undefined ? 'pair type defined' : 'pair type updated');
+    this.logger.info(
+      { pairType: row.name, parent: row.parent, usersToReplay: queued },
+      current === undefined ? 'pair type defined' : 'pair type updated',
+    );
     return {
       name: row.name,
       startType: row.startType,
@@ -210,6 +227,14 @@ export class PairTypeService {
       create: { userId, pairType, timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
       update: { timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
     });
+  }
+
+  /** Returns the number of users that still await a replay after a change, per pair type. */
+  async pendingReplayCounts(): Promise<Map<string, number>> {
+    if (this.sql === undefined) {
+      throw new Error('Counting pending replays needs the SQL client of the pair type service.');
+    }
+    return countPendingReplays(this.sql);
   }
 
   async preferences(userId: string): Promise<Array<{ pairType: string } & AutoClosePolicy>> {

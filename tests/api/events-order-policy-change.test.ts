@@ -24,7 +24,7 @@ describeWithPostgres('event order after a timeout change', () => {
   let server: TestServer;
 
   beforeAll(async () => {
-    server = await startTestServer(import.meta.filename, { clock, sweeper: false });
+    server = await startTestServer(import.meta.filename, { clock, sweeper: false, replays: false });
   });
 
   afterAll(async () => {

@@ -67,6 +67,12 @@ describeWithPostgres('rebuild command', () => {
     const before = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
     expect(before.rows[0]?.count).toBeGreaterThan(0);
 
+    // A replay queued by a pair type change is done by the full rebuild.
+    await client.query(
+      `INSERT INTO pending_replays (user_id, pair_types, requested_at)
+       SELECT id, ARRAY['task'], now() FROM users WHERE username = 'rebuilder'`,
+    );
+
     const result = await runRebuild((database as TestDatabase).url);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/Rebuilt derived data and engine state for 2 users\./);
@@ -74,6 +80,8 @@ describeWithPostgres('rebuild command', () => {
 
     const after = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
     expect(after.rows[0]?.count).toBe(0);
+    const queued = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM pending_replays');
+    expect(queued.rows[0]?.count, 'replays still queued').toBe(0);
     const rollups = await client.query<{ pair_type: string; all_keys: boolean; pair_key: string }>(
       `SELECT pair_type, all_keys, pair_key FROM segment_rollups ORDER BY pair_type, all_keys, pair_key`,
     );

@@ -6,7 +6,8 @@ import type {
   SegmentResolvers,
   UserResolvers,
 } from '../generated/types.js';
-import type { GraphQLContext } from '../context.js';
+import { requireRole } from '../../auth/viewer.js';
+import { requireViewer, type GraphQLContext } from '../context.js';
 
 async function loadUser(context: GraphQLContext, id: string) {
   const user = await context.loaders.users.load(id);
@@ -56,6 +57,10 @@ export const Segment: SegmentResolvers = {
 export const PairType: PairTypeResolvers = {
   // Pair type names are unique, so the name identifies one in a client cache.
   id: (pairType) => pairType.name,
+  pendingReplays: (pairType, _args, context) => {
+    requireRole(requireViewer(context), 'ANALYST', 'ADMIN');
+    return context.loaders.pendingReplays.load(pairType.name);
+  },
 };
 
 export const ReportGroup: ReportGroupResolvers = {

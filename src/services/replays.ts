@@ -1,0 +1,76 @@
+/**
+ * The replay worker. Each server process runs one, which claims users that a
+ * pair type change queued (see `replay-store.ts`) and recomputes each user's
+ * derived rows under the user's lock, like `setAutoClosePreference` does.
+ * A failed replay is retried after a pause that doubles with each failure.
+ */
+import type { Logger } from 'pino';
+
+import { claimPendingReplay, deferPendingReplay } from '../storage/postgres/replay-store.js';
+import type { SqlClient } from '../storage/postgres/sql.js';
+import type { IntakeService } from './intake.js';
+import { PeriodicTask } from './periodic.js';
+
+/** Pause between polls of the queue while it is empty, in ms. */
+export const REPLAY_POLL_MS = 1000;
+const FIRST_RETRY_MS = 1000;
+const MAX_RETRY_MS = 5 * 60 * 1000;
+
+export interface ReplayWorkerOptions {
+  sql: SqlClient;
+  intake: IntakeService;
+  logger: Logger;
+  /**
+   * How long a claim hides a user from other workers, in ms. It must outlast
+   * the longest replay, which holds the user's lock for at most
+   * USER_LOCK_MAX_HOLD_MS, or a second worker replays the user again.
+   */
+  claimMs: number;
+  pollMs?: number;
+}
+
+export class ReplayWorker {
+  private readonly task: PeriodicTask;
+
+  constructor(private readonly options: ReplayWorkerOptions) {
+    this.task = new PeriodicTask('replay', options.pollMs ?? REPLAY_POLL_MS, options.logger, () => this.runOnce());
+  }
+
+  start(): void {
+    this.task.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.task.stop();
+  }
+
+  /**
+   * Replays queued users one after another until the queue has none that
+   * another worker does not hold, or the worker stops. Returns the number of
+   * users replayed. Tests call it directly.
+   */
+  async runOnce(): Promise<number> {
+    const { sql, intake, logger, claimMs } = this.options;
+    let replayed = 0;
+    while (!this.task.isStopped) {
+      const claim = await claimPendingReplay(sql, claimMs);
+      if (claim === null) {
+        break;
+      }
+      const started = performance.now();
+      try {
+        await intake.replay(claim.userId);
+        replayed += 1;
+        logger.info({ userId: claim.userId, ms: Math.round(performance.now() - started) }, 'replayed user after a pair type change');
+      } catch (error) {
+        const retryMs = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(claim.attempts, 20));
+        logger.warn(
+          { err: error, userId: claim.userId, attempts: claim.attempts + 1, retryMs },
+          'replay after a pair type change failed; retrying later',
+        );
+        await deferPendingReplay(sql, claim, retryMs);
+      }
+    }
+    return replayed;
+  }
+}

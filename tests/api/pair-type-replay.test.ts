@@ -1,0 +1,290 @@
+/**
+ * A change of a pair type's parent or default auto-close policy queues every
+ * user with segments of that type, and the replay worker recomputes them, so
+ * their rows end up as if the new definition had applied from the start.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { claimPendingReplay, finishPendingReplay } from '../../src/storage/postgres/replay-store.js';
+import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
+import {
+  SEND_EVENTS,
+  chunk,
+  dataOf,
+  generateStream,
+  inTimeOrder,
+  replayInFreshServer,
+  settleAndReadTimelines,
+  type StreamEvent,
+} from '../support/replay.js';
+import { describeWithPostgres } from '../support/services.js';
+
+const NOW = Date.parse('2026-03-01T12:00:00Z');
+const STREAM_START = NOW - 3 * 24 * 3600 * 1000;
+const DEFINE = `mutation ($input: DefinePairTypeInput!) {
+  definePairType(input: $input) { name parent autoClose { timeoutSeconds endAt } pendingReplays }
+}`;
+const PAIR_TYPES = '{ pairTypes { name pendingReplays } }';
+
+interface Definition {
+  name: string;
+  startType: string;
+  endType: string;
+  parent: string | null;
+  autoClose: { timeoutSeconds: number; endAt: 'LAST_ACTIVITY' | 'DEADLINE' };
+}
+
+const WORK_BEFORE: Definition = {
+  name: 'work',
+  startType: 'work_started',
+  endType: 'work_ended',
+  parent: null,
+  autoClose: { timeoutSeconds: 3600, endAt: 'LAST_ACTIVITY' },
+};
+const STEP_BEFORE: Definition = {
+  name: 'step',
+  startType: 'step_started',
+  endType: 'step_ended',
+  parent: null,
+  autoClose: { timeoutSeconds: 1800, endAt: 'LAST_ACTIVITY' },
+};
+const WORK_AFTER: Definition = { ...WORK_BEFORE, autoClose: { timeoutSeconds: 900, endAt: 'DEADLINE' } };
+const STEP_AFTER: Definition = { ...STEP_BEFORE, parent: 'work', autoClose: { timeoutSeconds: 600, endAt: 'LAST_ACTIVITY' } };
+
+/** The generated session and task stream, as events of the custom pair types `work` and `step`. */
+function workStream(seed: number, idPrefix: string): StreamEvent[] {
+  return generateStream({ idPrefix, seed, count: 120, startAt: STREAM_START, maxGapSeconds: 1500 }).map((event) => ({
+    ...event,
+    type: event.type.replace('session', 'work').replace('task', 'step'),
+  }));
+}
+
+async function define(server: TestServer, token: string, definition: Definition) {
+  const data = dataOf(await server.gql(DEFINE, { input: definition }, token), `definePairType ${definition.name}`);
+  return data.definePairType as { name: string; pendingReplays: number };
+}
+
+async function pendingReplays(server: TestServer, token: string): Promise<Record<string, number>> {
+  const data = dataOf(await server.gql(PAIR_TYPES, {}, token), 'pairTypes');
+  const types = data.pairTypes as Array<{ name: string; pendingReplays: number }>;
+  return Object.fromEntries(types.map((type) => [type.name, type.pendingReplays]));
+}
+
+async function sendStream(server: TestServer, token: string, stream: readonly StreamEvent[]): Promise<void> {
+  for (const batch of chunk(inTimeOrder(stream), 40)) {
+    dataOf(await server.gql(SEND_EVENTS, { events: batch }, token), 'sendEvents');
+  }
+}
+
+describeWithPostgres('pair type changes', () => {
+  const clock = new ManualClock(NOW);
+  let server: TestServer;
+  let admin: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { clock, sweeper: false, replays: false });
+    admin = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('recompute users as if defined so from the start', async () => {
+    await define(server, admin, WORK_BEFORE);
+    await define(server, admin, STEP_BEFORE);
+    const streams = [1, 2, 3].map((seed) => workStream(seed, `u${seed}`));
+    const users = [];
+    for (const [index, stream] of streams.entries()) {
+      const user = await server.createUser(`history-${index}`);
+      await sendStream(server, user.token, stream);
+      users.push(user);
+    }
+
+    const work = await define(server, admin, WORK_AFTER);
+    expect(work.pendingReplays, 'users queued by the work change').toBe(3);
+    const step = await define(server, admin, STEP_AFTER);
+    expect(step.pendingReplays, 'users queued by the step change').toBe(3);
+
+    const expected = await replayInFreshServer(import.meta.filename, streams, {
+      now: NOW,
+      prepareServer: async (fresh) => {
+        const token = await fresh.adminToken();
+        await define(fresh, token, WORK_AFTER);
+        await define(fresh, token, STEP_AFTER);
+      },
+    });
+    const before = await settleAndReadTimelines(server, users);
+    expect(before.timelines, 'timelines before the replays').not.toEqual(expected);
+
+    expect(await server.app.replays.runOnce(), 'users replayed').toBe(3);
+    expect(await pendingReplays(server, admin), 'pending replays after the worker ran').toMatchObject({ work: 0, step: 0 });
+    const after = await settleAndReadTimelines(server, users);
+    expect(after.timelines, 'timelines after the replays').toEqual(expected);
+  });
+
+  it('leave users who override the policy', async () => {
+    const overriding = await server.createUser('overriding');
+    const following = await server.createUser('following');
+    const call = {
+      ...WORK_BEFORE,
+      name: 'call',
+      startType: 'call_started',
+      endType: 'call_ended',
+      autoClose: { timeoutSeconds: 7200, endAt: 'LAST_ACTIVITY' as const },
+    };
+    await define(server, admin, call);
+    dataOf(
+      await server.gql(
+        'mutation ($input: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $input) { pairType } }',
+        { input: { pairType: 'call', timeoutSeconds: 7200, endAt: 'LAST_ACTIVITY' } },
+        overriding.token,
+      ),
+      'setAutoClosePreference',
+    );
+    for (const user of [overriding, following]) {
+      const events = [
+        { type: 'call_started', occurredAt: new Date(NOW - 7200_000).toISOString() },
+        { type: 'heartbeat', occurredAt: new Date(NOW - 6600_000).toISOString() },
+      ];
+      dataOf(await server.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
+    }
+
+    const changed = await define(server, admin, { ...call, autoClose: { timeoutSeconds: 1200, endAt: 'DEADLINE' } });
+    expect(changed.pendingReplays, 'users queued by the policy change').toBe(1);
+    expect(await server.app.replays.runOnce(), 'users replayed').toBe(1);
+
+    const segments = async (token: string) => {
+      const reply = await server.gql('{ segments(filter: { pairTypes: ["call"] }) { nodes { end endReason } } }', {}, token);
+      return dataOf(reply, 'segments').segments.nodes as Array<{ end: string | null; endReason: string | null }>;
+    };
+    // The heartbeat at NOW - 6600 s plus the new timeout of 1200 s has passed, and DEADLINE ends it there.
+    expect(await segments(following.token), 'segment under the new default').toEqual([
+      { end: new Date(NOW - 5400_000).toISOString(), endReason: 'AUTO_CLOSE' },
+    ]);
+    expect(await segments(overriding.token), 'segment under the override').toEqual([{ end: null, endReason: null }]);
+  });
+
+  it('count pending replays for staff only', async () => {
+    const member = await server.createUser('member-reader');
+    const reply = await server.gql('{ pairTypes { name pendingReplays } }', {}, member.token);
+    expect(reply.status, 'HTTP status').toBe(200);
+    expect(reply.data?.pairTypes?.[0]?.pendingReplays, 'count for a member').toBeNull();
+    expect(reply.errors?.[0]?.extensions?.code, 'error code').toBe('FORBIDDEN');
+    const names = await server.gql('{ pairTypes { name } }', {}, member.token);
+    expect(names.errors, 'errors without the count').toBeUndefined();
+  });
+});
+
+describeWithPostgres('replay worker', () => {
+  const clock = new ManualClock(NOW);
+  let server: TestServer;
+  let admin: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock,
+      sweeper: false,
+      replays: false,
+      env: { USER_LOCK_WAIT_MS: '200' },
+    });
+    admin = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function queuedRow(userId: string) {
+    const rows = await server.app.db.sql.query<{ version: number; attempts: number; claimed: boolean }>(
+      `SELECT version, attempts, claimed_until > clock_timestamp() AS claimed FROM pending_replays WHERE user_id = $1`,
+      [userId],
+    );
+    return rows[0] ?? null;
+  }
+
+  async function userWithSegments(name: string, pairType: Definition) {
+    const user = await server.createUser(name);
+    const events = [{ type: pairType.startType, occurredAt: new Date(NOW - 600_000).toISOString() }];
+    dataOf(await server.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
+    return user;
+  }
+
+  it('retries a user whose lock is busy', async () => {
+    const pairType: Definition = { ...WORK_BEFORE, name: 'shift', startType: 'shift_started', endType: 'shift_ended' };
+    await define(server, admin, pairType);
+    const user = await userWithSegments('busy', pairType);
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+
+    const held = await server.app.store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
+    try {
+      expect(await server.app.replays.runOnce(), 'users replayed while locked').toBe(0);
+    } finally {
+      await server.app.store.releaseUserLock(held);
+    }
+    expect(await queuedRow(user.id), 'row after the failure').toEqual({ version: 1, attempts: 1, claimed: true });
+    expect(await server.app.replays.runOnce(), 'users replayed during the pause').toBe(0);
+
+    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [user.id]);
+    expect(await server.app.replays.runOnce(), 'users replayed after the pause').toBe(1);
+    expect(await queuedRow(user.id), 'row after the replay').toBeNull();
+  });
+
+  it('keeps a change queued during a replay', async () => {
+    const pairType: Definition = { ...WORK_BEFORE, name: 'visit', startType: 'visit_started', endType: 'visit_ended' };
+    await define(server, admin, pairType);
+    const user = await userWithSegments('changed-twice', pairType);
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 120, endAt: 'DEADLINE' } });
+    const first = await queuedRow(user.id);
+    expect(first?.version, 'version after one change').toBe(1);
+
+    // A second change lands after a replay read version 1, as if during it.
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+    await finishPendingReplay(server.app.db.sql, user.id, 1);
+    expect(await queuedRow(user.id), 'row after a stale finish').toEqual({ version: 2, attempts: 0, claimed: null });
+
+    expect(await server.app.replays.runOnce(), 'users replayed').toBe(1);
+    expect(await queuedRow(user.id), 'row after the replay').toBeNull();
+  });
+
+  it('reads a change made in another process', async () => {
+    const other = await startTestServer(import.meta.filename, {
+      clock,
+      sweeper: false,
+      replays: false,
+      databaseUrl: server.databaseUrl!,
+    });
+    try {
+      const pairType: Definition = { ...WORK_BEFORE, name: 'watch', startType: 'watch_started', endType: 'watch_ended' };
+      await define(server, admin, pairType);
+      // Sending through the other server fills its pair type cache.
+      const user = await server.createUser('other-process');
+      const events = [{ type: 'watch_started', occurredAt: new Date(NOW - 600_000).toISOString() }];
+      dataOf(await other.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
+      await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+
+      expect(await other.app.replays.runOnce(), 'users replayed by the other server').toBe(1);
+      const reply = await other.gql('{ segments(filter: { pairTypes: ["watch"] }) { nodes { end endReason } } }', {}, user.token);
+      expect(dataOf(reply, 'segments').segments.nodes, 'segment after the replay').toEqual([
+        { end: new Date(NOW - 540_000).toISOString(), endReason: 'AUTO_CLOSE' },
+      ]);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('hands one user to one worker at a time', async () => {
+    const pairType: Definition = { ...WORK_BEFORE, name: 'trip', startType: 'trip_started', endType: 'trip_ended' };
+    await define(server, admin, pairType);
+    const users = [await userWithSegments('claim-a', pairType), await userWithSegments('claim-b', pairType)];
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+
+    const claims = await Promise.all([1, 2, 3].map(() => claimPendingReplay(server.app.db.sql, 60_000)));
+    const claimed = claims.flatMap((claim) => (claim === null ? [] : [claim.userId]));
+    expect(claimed.sort(), 'users claimed by three workers').toEqual(users.map((user) => user.id).sort());
+    expect(await server.app.replays.runOnce(), 'users replayed while claimed').toBe(0);
+
+    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp()`);
+    expect(await server.app.replays.runOnce(), 'users replayed after the claims expired').toBe(2);
+  });
+});
