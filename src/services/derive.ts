@@ -23,6 +23,7 @@ import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
 import type { EngineOutput, EngineState, PairCatalog, PairTypeDefinition, Position } from '../domain/pairing/types.js';
 import {
+  loadNextOrdinal,
   loadOpenSegments,
   loadHeadAndPending,
   loadEventsAfter,
@@ -266,6 +267,8 @@ export class Deriver {
             appliedSeq: 0,
             // Every decision before the rewind position lies before it.
             lastAutoCloseAt: first,
+            // A client event sits at the restored position, so every deadline
+            // lies after it and no correction of this fold is decided there.
           });
           await truncateDerivedFrom(sql, userId, first);
           rewound = true;
@@ -398,7 +401,10 @@ export class Deriver {
     } else if (head.derivedVersion > 0) {
       this.logger.debug({ userId }, 'engine state missing in Redis; rebuilding it from PostgreSQL');
     }
-    const openSegments = await loadOpenSegments(this.sql, userId);
+    const [openSegments, nextOrdinal] = await Promise.all([
+      loadOpenSegments(this.sql, userId),
+      head.position === null ? undefined : loadNextOrdinal(this.sql, userId, head.position),
+    ]);
     return restoreState({
       openSegments,
       lastActivityAt: head.lastActivityAt,
@@ -406,6 +412,7 @@ export class Deriver {
       appliedSeq: head.appliedSeq,
       // The head's position is that of the last applied event or decision.
       lastAutoCloseAt: head.position,
+      ...(nextOrdinal === undefined ? {} : { nextOrdinal }),
     });
   }
 }

@@ -32,15 +32,28 @@ describeWithPostgres('event order after a timeout change', () => {
   });
 
   it('ends at one position in fold order', async () => {
+    await checkEndOrder('kept', async () => {});
+  });
+
+  it('ends in fold order after a state rebuild', async () => {
+    // Without its Redis state, the fold rebuilds the state from PostgreSQL,
+    // which must count the corrections already at the state's position.
+    await checkEndOrder('rebuilt', (userId) => server.app.store.deleteUserState(userId));
+  });
+
+  async function checkEndOrder(prefix: string, beforeHeartbeat: (userId: string) => Promise<unknown>): Promise<void> {
+    const long = `${prefix}-long`;
+    const short = `${prefix}-short`;
+    clock.set(T0 + 1000);
     const admin = await server.adminToken();
-    dataOf(await server.gql(DEFINE, { input: pairType('long', 3600) }, admin), 'definePairType long');
-    dataOf(await server.gql(DEFINE, { input: pairType('short', 60) }, admin), 'definePairType short');
+    dataOf(await server.gql(DEFINE, { input: pairType(long, 3600) }, admin), `definePairType ${long}`);
+    dataOf(await server.gql(DEFINE, { input: pairType(short, 60) }, admin), `definePairType ${short}`);
     const users = [];
     for (let index = 0; index < USERS; index += 1) {
-      const user = await server.createUser(`order-${index}`);
+      const user = await server.createUser(`${prefix}-order-${index}`);
       const events = [
-        { type: 'long_started', occurredAt: new Date(T0).toISOString() },
-        { type: 'short_started', occurredAt: new Date(T0).toISOString() },
+        { type: `${long}_started`, occurredAt: new Date(T0).toISOString() },
+        { type: `${short}_started`, occurredAt: new Date(T0).toISOString() },
       ];
       dataOf(await server.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
       users.push(user);
@@ -53,8 +66,9 @@ describeWithPostgres('event order after a timeout change', () => {
     }
     // With 30 s, the long instance's deadline lies before the state's position,
     // so the next event ends it at that position, the short end's position.
-    dataOf(await server.gql(DEFINE, { input: pairType('long', 30) }, admin), 'definePairType long again');
+    dataOf(await server.gql(DEFINE, { input: pairType(long, 30) }, admin), `definePairType ${long} again`);
     for (const user of users) {
+      await beforeHeartbeat(user.id);
       const events = [{ type: 'heartbeat', occurredAt: new Date(T0 + 100_000).toISOString() }];
       dataOf(await server.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
     }
@@ -62,7 +76,13 @@ describeWithPostgres('event order after a timeout change', () => {
     for (const user of users) {
       const reply = await server.gql('{ events(first: 10) { nodes { type } } }', {}, user.token);
       const types = ((reply.data?.events?.nodes ?? []) as Array<{ type: string }>).map((node) => node.type);
-      expect(types, `events of ${user.id}`).toEqual(['long_started', 'short_started', 'short_ended', 'long_ended', 'heartbeat']);
+      expect(types, `events of ${user.id}`).toEqual([
+        `${long}_started`,
+        `${short}_started`,
+        `${short}_ended`,
+        `${long}_ended`,
+        'heartbeat',
+      ]);
     }
-  });
+  }
 });

@@ -127,6 +127,8 @@ export interface RestoreInput {
   appliedSeq: number;
   /** A position at or after the last auto-close decision before `p` (`p` itself will do), or null when there was none. */
   lastAutoCloseAt?: Position | null;
+  /** One more than the greatest ordinal of the corrections at `position`; absent when none sit there. */
+  nextOrdinal?: number;
 }
 
 /**
@@ -186,6 +188,7 @@ export function restoreState(input: RestoreInput): EngineState {
     position: input.position,
     appliedSeq: input.appliedSeq,
     ...(input.lastAutoCloseAt === undefined ? {} : { lastAutoCloseAt: input.lastAutoCloseAt }),
+    ...(input.nextOrdinal === undefined ? {} : { nextOrdinal: input.nextOrdinal }),
   };
 }
 

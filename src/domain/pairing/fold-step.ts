@@ -193,10 +193,11 @@ export class FoldStep {
       // so a deadline before the position means a policy was shortened after
       // the state was built. The close is then decided at the current
       // position: history already applied is not rewritten.
-      // NOTE: a full replay applies the new policy to the whole history, so
-      // after a change of a pair type's policy the served segments and a
-      // rebuild can differ, in decision positions and in the ends of
-      // auto-closed segments. A user's preference change replays that user.
+      // A full replay applies the new policy to the whole history instead. A
+      // user's preference change replays that user at once, and a pair type's
+      // change queues its users for the replay worker.
+      // NOTE: until that replay, the served segments and a rebuild differ, in
+      // decision positions and in the ends of auto-closed segments.
       const deadlinePosition = autoClosePosition(deadline);
       const decidedAt =
         this.position !== null && comparePositions(deadlinePosition, this.position) < 0
@@ -475,10 +476,8 @@ export class FoldStep {
 
   private addCorrection(correction: Omit<Correction, 'ordinal'>): Correction {
     // Ordinals count on from the state's count at its position (see the
-    // constructor). NOTE: a state rebuilt from storage has no count. After a
-    // pair type's timeout is shortened, an overdue auto-close decided at the
-    // position of earlier corrections can then share an ordinal with one of
-    // them, and the `events` listing orders those two by id.
+    // constructor), which a state rebuilt from storage reads from the stored
+    // corrections there.
     const key = positionKey(correction.position);
     const ordinal = this.correctionsAt.get(key) ?? 0;
     this.correctionsAt.set(key, ordinal + 1);

@@ -102,8 +102,8 @@ export interface EngineState {
   lastAutoCloseAt?: Position | null;
   /**
    * The ordinal of the next correction at `position`, when corrections sit
-   * there already. Absent when none do, or when unknown, as in a state
-   * rebuilt from storage.
+   * there already. Absent when none do, and in a state saved before this
+   * field existed.
    */
   nextOrdinal?: number;
 }

@@ -407,6 +407,21 @@ export async function loadOpenSegments(sql: SqlClient, userId: string): Promise<
   return rows.map(toSegmentStart);
 }
 
+/**
+ * Returns one more than the greatest ordinal of the user's corrections at
+ * `position`, or undefined when none sit there, so that a state rebuilt at
+ * that position numbers its next correction after them.
+ */
+export async function loadNextOrdinal(sql: SqlClient, userId: string, position: Position): Promise<number | undefined> {
+  const rows = await sql.query<{ next: number | null }>(
+    `SELECT max(ordinal) + 1 AS next FROM events
+     WHERE user_id = $1 AND origin = 'CORRECTION' AND pos_at = $2 AND pos_seq = $3`,
+    [userId, new Date(position.at), position.seq],
+    PREPARED,
+  );
+  return rows[0]?.next ?? undefined;
+}
+
 /** The input of a rewind to position `p`: the state at `p` and the events to fold again. */
 export interface RewindInput {
   /** The user's derived version in the same snapshot, to tell whether another writer moved it. */
