@@ -134,7 +134,7 @@ export async function runCasasPhase(
     report: null,
     rollups: null,
   });
-  const dataDir = join(repoRoot, CASAS_DIR_RELATIVE);
+  const dataDir = process.env.CASAS_DATA_DIR ?? join(repoRoot, CASAS_DIR_RELATIVE);
   for (const command of ['src/cli/convert-casas.ts', 'src/cli/import.ts']) {
     if (!existsSync(join(repoRoot, command))) {
       return skip(`${command} does not exist`);

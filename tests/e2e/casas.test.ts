@@ -6,12 +6,13 @@
  * `casas-model.ts`, which shares no code with the importer or the server.
  *
  * The files are read from `../shared/data/casas-kyoto` next to the
- * repository; without them the end-to-end suite is skipped with a printed reason.
+ * repository, or from CASAS_DATA_DIR; without them the end-to-end suite is
+ * skipped with a printed reason.
  */
 import { createWriteStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +21,7 @@ import { runConvertCommand } from '../../src/importer/convert-command.js';
 import { runImport } from '../../src/importer/run-import.js';
 import type { ImportSummary } from '../../src/importer/summary.js';
 import { startTestServer, type GraphQLResponse, type TestServer } from '../support/app.js';
+import { casasDataDir } from '../support/casas-data.js';
 import {
   intersectIntervals,
   modelSegments,
@@ -31,7 +33,7 @@ import {
   type RawEvent,
 } from './casas-model.js';
 
-const DATA_DIR = resolve(import.meta.dirname, '../../../shared/data/casas-kyoto');
+const DATA_DIR = casasDataDir();
 
 /** Auto-close timeout of the pair types the converter defines (LAST_ACTIVITY policy). */
 const TIMEOUT_MS = 1800 * 1000;

@@ -1,17 +1,12 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { describe, expect, it } from 'vitest';
 
 import { convertCasasText, formatCasasNdjson } from '../../src/importer/casas.js';
+import { casasDataDir } from '../support/casas-data.js';
 
-// The recorded sessions live outside the repository, in the shared folder next
-// to it, because their licence does not allow shipping them. CASAS_DATA_DIR
-// points the test at another copy.
-const DATA_DIR =
-  process.env.CASAS_DATA_DIR ??
-  fileURLToPath(new URL('../../../shared/data/casas-kyoto', import.meta.url));
+const DATA_DIR = casasDataDir();
 const dataPresent = existsSync(DATA_DIR);
 if (!dataPresent) {
   console.warn(`casas-files: skipped, because the CASAS data folder ${DATA_DIR} is absent`);
