@@ -225,6 +225,18 @@ export function withoutPasswords(message: string): string {
   return message.replace(/(\b\w*password\b"?\s*:\s*)"(?:[^"\\]|\\.)*"/gi, '$1"[redacted]"');
 }
 
+/** Applies `rewrite` to each line of the error's stack trace, which development mode sends. */
+export function mapStackLines(formatted: GraphQLFormattedError, rewrite: (line: string) => string): GraphQLFormattedError {
+  const stacktrace = formatted.extensions?.stacktrace;
+  if (!Array.isArray(stacktrace)) {
+    return formatted;
+  }
+  return {
+    ...formatted,
+    extensions: { ...formatted.extensions, stacktrace: stacktrace.map((line) => (typeof line === 'string' ? rewrite(line) : line)) },
+  };
+}
+
 function withoutStack(formatted: GraphQLFormattedError): GraphQLFormattedError {
   if (formatted.extensions === undefined || !('stacktrace' in formatted.extensions)) {
     return formatted;

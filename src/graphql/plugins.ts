@@ -24,7 +24,7 @@ import {
 import { DomainError } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
 import type { GraphQLContext } from './context.js';
-import { domainErrorExtensions, isExpectedError, isUnstorableValue, toDomainError } from './errors.js';
+import { domainErrorExtensions, isExpectedError, isUnstorableValue, mapStackLines, toDomainError } from './errors.js';
 
 export interface RequestLimits {
   expression: ExpressionLimits;
@@ -585,7 +585,9 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
             // field, and GraphQL would suggest the names it has.
             response.body.singleResult = {
               ...response.body.singleResult,
-              errors: errors.map((error) => ({ ...error, message: withoutSuggestions(error.message) })),
+              errors: errors.map((error) =>
+                mapStackLines({ ...error, message: withoutSuggestions(error.message) }, withoutSuggestions),
+              ),
             };
             return;
           }
