@@ -460,13 +460,15 @@ export class IntakeService {
     // A member naming another user is an access error (FORBIDDEN), which wins over input errors.
     const forbidden = invalid.filter((item) => item.reason === 'FORBIDDEN_USER');
     if (forbidden.length > 0) {
+      const indexes = `${forbidden
+        .slice(0, 5)
+        .map((item) => `#${item.index}`)
+        .join(', ')}${forbidden.length > 5 ? ', ...' : ''}`;
+      const subject = forbidden.length === 1 ? `event ${indexes} names` : `events ${indexes} name`;
       throw new DomainError(
         'FORBIDDEN',
         'OTHER_USER',
-        `Only admins may send events on behalf of another user, but events ${forbidden
-          .slice(0, 5)
-          .map((item) => `#${item.index}`)
-          .join(', ')}${forbidden.length > 5 ? ', ...' : ''} name another userId; nothing was stored.`,
+        `Only admins may send events on behalf of another user, but ${subject} another user in userId; nothing was stored.`,
         { invalidItems: invalid },
       );
     }

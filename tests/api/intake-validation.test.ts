@@ -228,6 +228,9 @@ describe('intake validation', () => {
 
     expect(response.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     expect(response.errors?.[0]?.extensions?.reason).toBe('OTHER_USER');
+    expect(response.errors?.[0]?.message).toBe(
+      'Only admins may send events on behalf of another user, but event #0 names another user in userId; nothing was stored.',
+    );
     expect(await storedEvents(other.id)).toEqual([]);
     expect(await storedEvents(sender.id)).toEqual([]);
   });
