@@ -215,6 +215,10 @@ function addReply(result: DeliveryResult, reply: SendEventsSummary, eventCount: 
   result.stored += reply.storedCount;
   result.duplicates += reply.duplicateCount;
   for (const item of reply.results) {
+    // A duplicate's reply repeats the corrections of its first delivery.
+    if (item.duplicate) {
+      continue;
+    }
     for (const correction of item.corrections) {
       const rule = correction.rule ?? 'UNKNOWN';
       result.correctionsByRule.set(rule, (result.correctionsByRule.get(rule) ?? 0) + 1);

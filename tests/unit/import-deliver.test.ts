@@ -225,6 +225,14 @@ describe('deliverBatch', () => {
     expect(Object.fromEntries(result.correctionsByRule)).toEqual({ MISSING_PARENT_START: 2 });
   });
 
+  it('leaves out the corrections of duplicates', async () => {
+    const server = fakeServer();
+    await deliverBatch(pending(2, 'child_started'), server.send);
+    const again = await deliverBatch(pending(2, 'child_started'), server.send);
+    expect(again.duplicates).toBe(2);
+    expect(Object.fromEntries(again.correctionsByRule)).toEqual({});
+  });
+
   it('passes other errors on', async () => {
     const unavailable = new GraphQLRequestError('ImportSendEvents', 503, [
       { message: 'down', extensions: { code: 'SERVICE_UNAVAILABLE' } },
