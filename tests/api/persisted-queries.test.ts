@@ -1,0 +1,60 @@
+/**
+ * Automatic persisted queries as Apollo Client's persisted-query link uses
+ * them: a hash alone, then the query with its hash, then the hash alone
+ * again, over GET as `useGETForQueries` sends it. Batched bodies are rejected.
+ */
+import { createHash } from 'node:crypto';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { startTestServer, type TestServer } from '../support/app.js';
+
+const QUERY = '{ me { username } }';
+const HASH = createHash('sha256').update(QUERY).digest('hex');
+
+describe('persisted queries', () => {
+  let server: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { sweeper: false });
+    token = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function getWithHash(): Promise<{ status: number; body: Record<string, any> }> {
+    const extensions = JSON.stringify({ persistedQuery: { version: 1, sha256Hash: HASH } });
+    const response = await fetch(`${server.url}/graphql?extensions=${encodeURIComponent(extensions)}`, {
+      headers: { authorization: `Bearer ${token}`, 'apollo-require-preflight': 'true' },
+    });
+    return { status: response.status, body: (await response.json()) as Record<string, any> };
+  }
+
+  it('registers a query by its hash', async () => {
+    const unknown = await getWithHash();
+    expect(unknown.body.errors?.[0]?.extensions?.code, 'code of an unknown hash').toBe('PERSISTED_QUERY_NOT_FOUND');
+
+    const registered = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ query: QUERY, extensions: { persistedQuery: { version: 1, sha256Hash: HASH } } }),
+    });
+    expect(registered.status, 'status of the registration').toBe(200);
+
+    const known = await getWithHash();
+    expect(known.status, 'status of a known hash').toBe(200);
+    expect(known.body.data, 'data of a known hash').toEqual({ me: { username: 'admin' } });
+  });
+
+  it('rejects batched operations', async () => {
+    const response = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify([{ query: QUERY }, { query: QUERY }]),
+    });
+    expect(response.status, 'status of a batch').toBe(400);
+  });
+});
