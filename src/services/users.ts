@@ -335,10 +335,7 @@ export class UserService {
     const attempt: { row: Awaited<ReturnType<typeof prisma.user.findUnique>>; valid: boolean } = { row: null, valid: false };
     const passed = await this.checkUnderLimits(username, clientAddress, async () => {
       // Names that no account can have are not looked up: PostgreSQL rejects a NUL character in a query.
-      const found =
-        username.length <= 64 && textProblem(username) === null
-          ? await prisma.user.findUnique({ where: { username } })
-          : null;
+      const found = username.length <= 64 && textProblem(username) === null ? await this.findAccountByUsername(username) : null;
       attempt.row = found;
       attempt.valid = await this.hashing.run(() =>
         found === null
@@ -364,6 +361,19 @@ export class UserService {
     const user = toUserRecord(row);
     const issued = await tokens.issue({ id: user.id, role: user.role, tokenVersion: user.tokenVersion });
     return { token: issued.token, expiresAt: issued.expiresAt, user };
+  }
+
+  /**
+   * Returns the stored row, password hash included, of the account whose
+   * username equals `username` without regard to case, as `findByUsername`
+   * compares. The login limits count usernames without regard to case too.
+   */
+  private async findAccountByUsername(username: string) {
+    const { prisma } = this.options;
+    const ids = await prisma.$queryRaw<Array<{ id: string }>>`
+      SELECT id FROM users WHERE lower(username) = lower(${username}) ORDER BY username = ${username} DESC LIMIT 1`;
+    const id = ids[0]?.id;
+    return id === undefined ? null : prisma.user.findUnique({ where: { id } });
   }
 
   /**

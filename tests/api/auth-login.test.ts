@@ -289,6 +289,17 @@ describe('login and roles over HTTP', () => {
     expect(result.errors?.[0]?.message).toContain('already taken as "Case-Taken"');
   });
 
+  it('login in another case', async () => {
+    const created = await server.createUser('Login-Case');
+    const login = await server.gql(
+      'mutation ($password: String!) { login(username: "LOGIN-case", password: $password) { user { id username } } }',
+      { password: 'Login-Case-password' },
+    );
+
+    expect(login.errors, 'login errors').toBeUndefined();
+    expect(login.data?.login?.user, 'user of the token').toEqual({ id: created.id, username: 'Login-Case' });
+  });
+
   it('query string absent from logs', async () => {
     const inUrl = 'Password-In-Url-4711';
     const query = `mutation { login(username: "login-logged", password: "${inUrl}") { token } }`;
