@@ -81,6 +81,15 @@ export function parseJsonBody(text: string): unknown {
   return value;
 }
 
+/** The routes that a 404 reply lists, for clients that guessed a path. */
+const ROUTES_HINT =
+  'GraphQL is served at /graphql (POST, or GET in a browser for the Sandbox), REST at POST /auth/login and POST /api/events, health at GET /healthz and GET /readyz.';
+
+/** Tells whether the request accepts an HTML page, as a browser's navigation does. */
+function acceptsHtml(request: FastifyRequest): boolean {
+  return (request.headers.accept ?? '').includes('text/html');
+}
+
 /** Returns the path of the first `__proto__` key or `constructor.prototype` pair in a parsed JSON value, or null. */
 function prototypeKeyPath(root: unknown): string | null {
   const stack: Array<{ value: unknown; path: string }> = [{ value: root, path: 'body' }];
@@ -326,8 +335,19 @@ export async function buildHttpApp(
 
   fastify.setNotFoundHandler((request, reply) => {
     return reply.status(404).send({
-      error: { code: 'NOT_FOUND', message: `No route for ${request.method} ${request.url.split('?')[0]}.` },
+      error: {
+        code: 'NOT_FOUND',
+        message: `No route for ${request.method} ${request.url.split('?')[0]}. ${ROUTES_HINT}`,
+      },
     });
+  });
+
+  // A browser opening the server's address lands on the Sandbox page.
+  fastify.get('/', async (request, reply) => {
+    if (acceptsHtml(request)) {
+      return reply.redirect('/graphql', 302);
+    }
+    return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `No route for GET /. ${ROUTES_HINT}` } });
   });
 
   fastify.get('/healthz', async () => ({ status: 'ok' }));

@@ -359,6 +359,23 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.error?.code).toBe('NOT_FOUND');
     });
 
+    it('404 lists the routes', async () => {
+      const reply = await send(`${server.url}/graphq`, { method: 'POST' });
+      expect(reply.json?.error?.message).toBe(
+        'No route for POST /graphq. GraphQL is served at /graphql (POST, or GET in a browser for the Sandbox), REST at POST /auth/login and POST /api/events, health at GET /healthz and GET /readyz.',
+      );
+    });
+
+    it('root redirects browsers', async () => {
+      const browser = await fetch(`${server.url}/`, { headers: { accept: 'text/html,*/*' }, redirect: 'manual' });
+      expect(browser.status, 'status for a browser').toBe(302);
+      expect(browser.headers.get('location'), 'location').toBe('/graphql');
+
+      const client = await send(`${server.url}/`);
+      expect(client.status, 'status for another client').toBe(404);
+      expect(client.json?.error?.code, 'code for another client').toBe('NOT_FOUND');
+    });
+
     it('healthz 200', async () => {
       const reply = await send(`${server.url}/healthz`);
       expect(reply.status).toBe(200);
