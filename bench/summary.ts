@@ -3,7 +3,7 @@
  * the Markdown report.
  */
 import type { CasasResult } from './casas.js';
-import { P99_TARGET_MS, type LatencyRow } from './intake/latency.js';
+import { P99_TARGET_MS, PACED_CLIENTS, type LatencyRow } from './intake/latency.js';
 import { INTAKE_RATIO_TARGET, type IntakeRow } from './intake/phase.js';
 import type { ProfileSummary } from './lib/profile.js';
 import { SERVER_DB_POOL_SIZE } from './lib/server.js';
@@ -189,7 +189,7 @@ function latencyTable(rows: readonly LatencyRow[]): Table {
     notes: [
       `target: p99 < ${P99_TARGET_MS} ms at 100 connections over many users (the closed-loop row).`,
       'closed loop: each connection sends again as soon as its reply arrives, so latency is connections / throughput.',
-      'even: requests sent at evenly spaced instants whatever the replies, over one connection per user.',
+      `even: requests sent at evenly spaced instants whatever the replies, over one connection per user; the ${PACED_CLIENTS}/s row is ${PACED_CLIENTS} clients that each send one event per second.`,
       `INSERT: the baseline, as many callers as connections, each inserting one row into PostgreSQL per call (prepared, autocommit) over a pool of ${SERVER_DB_POOL_SIZE} connections, as many as the server's; its load generator column is the bench process.`,
       ...rows
         .filter((row) => row.firstError !== null)

@@ -3,8 +3,9 @@
  * 100 concurrent connections. Each connection runs whole sessions (start,
  * heartbeat, keyed task start, heartbeat, task end, end) for a user taken from
  * a pool, so requests in flight belong to different users, and every request
- * has a fresh client id. An open-loop run sends at evenly spaced instants at
- * half the measured throughput. A last series sends everything as one user,
+ * has a fresh client id. Two open-loop runs send at evenly spaced instants:
+ * one at half the measured throughput, one at one event per second from
+ * each of 100 clients. A last series sends everything as one user,
  * where the per-user lock serialises the requests. `occurredAt` is left to
  * the server, as a live client would. After each closed loop over many
  * users, the baseline runs as many callers that insert one row each straight
@@ -25,6 +26,8 @@ export const CONNECTION_COUNTS = [1, 16, 100] as const;
 export const SINGLE_USER_CONNECTION_COUNTS = [16, 100] as const;
 /** p99 at 100 connections that the benchmark aims for, in ms. */
 export const P99_TARGET_MS = 20;
+/** Clients in the open-loop run where each client sends one event per second. */
+export const PACED_CLIENTS = 100;
 
 export interface LatencyRow {
   /** `sendEvent` calls to the server, or the baseline's one-row INSERTs straight into PostgreSQL. */
@@ -319,6 +322,11 @@ export async function runLatencyPhase(context: PhaseContext): Promise<LatencyRow
   await waitForIdle(context);
   context.log(`latency: ${rate} requests/s at even intervals over 100 users, ${seconds} s`);
   rows.push(await runOpenLoop(context.server, many.slice(0, 100), rate, seconds));
+  // 100 clients that each send one event per second, such as 100 apps
+  // reporting activity, make a load well below the server's throughput.
+  await waitForIdle(context);
+  context.log(`latency: ${PACED_CLIENTS} clients sending one event per second each, ${seconds} s`);
+  rows.push(await runOpenLoop(context.server, many.slice(0, PACED_CLIENTS), PACED_CLIENTS, seconds));
 
   for (const connections of SINGLE_USER_CONNECTION_COUNTS) {
     await waitForIdle(context);
