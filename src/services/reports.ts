@@ -6,7 +6,15 @@ import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
 import { bucketBoundaries, isValidTimeZone, totalsInBuckets, type BucketUnit } from '../domain/interval/buckets.js';
 import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
-import { bindUser, collectLeaves, evaluate, toExpression, validateWindow } from '../domain/report/expression.js';
+import {
+  bindUser,
+  collectLeaves,
+  evaluate,
+  toExpression,
+  userIndependentNodes,
+  validateWindow,
+  type SharedValues,
+} from '../domain/report/expression.js';
 import { MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
@@ -150,7 +158,10 @@ export class ReportService {
       }),
     );
 
-    const whole = evaluate(expr, window, (key) => requireLeaf(loaded, key).set);
+    // Nodes that do not depend on a group's user are computed once, here, and
+    // reused by every group, whose bound expression shares them.
+    const shared: SharedValues | undefined = grouped ? { nodes: userIndependentNodes(expr), values: new Map() } : undefined;
+    const whole = evaluate(expr, window, (key) => requireLeaf(loaded, key).set, shared);
     const result: ReportResult = {
       window: { start: new Date(window.start), end: new Date(window.end) },
       ...this.summarise(whole, window, boundaries),
@@ -161,21 +172,35 @@ export class ReportService {
       // The groups share one budget of REPORT_MAX_INTERVALS returned intervals,
       // so the response stays bounded however many users there are.
       let budget = this.limits.maxIntervals;
-      result.groups = groupUsers.map((userId) => {
+      const groups: NonNullable<ReportResult['groups']> = [];
+      let sliceStarted = performance.now();
+      for (const userId of groupUsers) {
         const bound = bindExpression(expr, userId);
-        const set = evaluate(bound, window, (key) => {
-          const direct = loaded.get(key);
-          if (direct !== undefined) {
-            return direct.set;
-          }
-          // A leaf bound to this user: its rows were loaded unbound and split by user.
-          const [unboundKey, user] = splitBoundKey(key);
-          return requireLeaf(loaded, unboundKey).perUser?.get(user) ?? IntervalSet.empty();
-        });
+        const set = evaluate(
+          bound,
+          window,
+          (key) => {
+            const direct = loaded.get(key);
+            if (direct !== undefined) {
+              return direct.set;
+            }
+            // A leaf bound to this user: its rows were loaded unbound and split by user.
+            const [unboundKey, user] = splitBoundKey(key);
+            return requireLeaf(loaded, unboundKey).perUser?.get(user) ?? IntervalSet.empty();
+          },
+          shared,
+        );
         const summary = this.summarise(set, window, boundaries, budget);
         budget -= summary.intervals.length;
-        return { userId, ...summary };
-      });
+        groups.push({ userId, ...summary });
+        // Many groups of a costly expression take long, so other requests
+        // get the event loop between groups.
+        if (performance.now() - sliceStarted > GROUP_SLICE_MS) {
+          await new Promise((resolve) => setImmediate(resolve));
+          sliceStarted = performance.now();
+        }
+      }
+      result.groups = groups;
     }
     return result;
   }
@@ -267,8 +292,15 @@ function requireLeaf<T>(loaded: Map<string, T>, key: string): T {
 }
 
 const BOUND_SEPARATOR = '\u0000bound-to\u0000';
+/** Longest stretch, in ms, that the groups of one report keep the event loop before they let other work run. */
+const GROUP_SLICE_MS = 20;
 
 /** Rewrites the leaves that name no users so their key records the group's user. */
+/**
+ * Returns `expr` with each leaf that names no users bound to `userId`. A
+ * subtree without such leaves is returned as the same object, so that the
+ * groups' expressions share it and its value is computed once.
+ */
 function bindExpression(expr: Expr, userId: string): Expr {
   switch (expr.kind) {
     case 'segments': {
@@ -281,12 +313,19 @@ function bindExpression(expr: Expr, userId: string): Expr {
     case 'intervals':
       return expr;
     case 'union':
-    case 'intersect':
-      return { kind: expr.kind, operands: expr.operands.map((operand) => bindExpression(operand, userId)) };
-    case 'difference':
-      return { kind: 'difference', from: bindExpression(expr.from, userId), subtract: bindExpression(expr.subtract, userId) };
-    case 'complement':
-      return { kind: 'complement', operand: bindExpression(expr.operand, userId) };
+    case 'intersect': {
+      const operands = expr.operands.map((operand) => bindExpression(operand, userId));
+      return operands.every((operand, index) => operand === expr.operands[index]) ? expr : { kind: expr.kind, operands };
+    }
+    case 'difference': {
+      const from = bindExpression(expr.from, userId);
+      const subtract = bindExpression(expr.subtract, userId);
+      return from === expr.from && subtract === expr.subtract ? expr : { kind: 'difference', from, subtract };
+    }
+    case 'complement': {
+      const operand = bindExpression(expr.operand, userId);
+      return operand === expr.operand ? expr : { kind: 'complement', operand };
+    }
   }
 }
 

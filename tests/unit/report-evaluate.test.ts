@@ -6,8 +6,10 @@ import {
   evaluate,
   leafKey,
   toExpression,
+  userIndependentNodes,
   validateWindow,
   type Expr,
+  type SharedValues,
 } from '../../src/domain/report/expression.js';
 
 const DAY_MS = 86_400_000;
@@ -188,6 +190,50 @@ describe('evaluate', () => {
       throw new Error('a literal leaf must not be loaded');
     });
     expect(result.toString()).toBe('[2, 4)');
+  });
+});
+
+describe('shared values', () => {
+  const window = { start: 0, end: 100 };
+  const user = '00000000-0000-4000-8000-000000000001';
+  // A leaf that names its user does not depend on the group; one without users does.
+  const expression = toExpression(
+    {
+      union: [
+        { complement: { segments: { users: [user], pairKeys: ['a'] } } },
+        { intersect: [{ segments: { pairKeys: ['b'] } }, { intervals: [{ start: 10, end: 50 }] }] },
+      ],
+    },
+    window,
+  );
+
+  it('marks user-independent nodes', () => {
+    const nodes = userIndependentNodes(expression);
+    const union = expression as Extract<Expr, { kind: 'union' }>;
+    const intersect = union.operands[1] as Extract<Expr, { kind: 'intersect' }>;
+
+    expect(nodes.has(union.operands[0]!), 'complement of a leaf naming its user').toBe(true);
+    expect(nodes.has(intersect.operands[1]!), 'literal').toBe(true);
+    expect(nodes.has(intersect.operands[0]!), 'leaf without users').toBe(false);
+    expect(nodes.has(intersect), 'operator over a leaf without users').toBe(false);
+    expect(nodes.has(union), 'root').toBe(false);
+  });
+
+  it('computes shared nodes once', () => {
+    const shared: SharedValues = { nodes: userIndependentNodes(expression), values: new Map() };
+    const loads: string[] = [];
+    const leafValue = (key: string) => {
+      loads.push(key);
+      return key.includes(user) ? IntervalSet.of(0, 20) : IntervalSet.of(40, 60);
+    };
+
+    const first = evaluate(expression, window, leafValue, shared);
+    const second = evaluate(expression, window, leafValue, shared);
+
+    expect(first.toString(), 'first result').toBe('[20, 100)');
+    expect(second.toString(), 'second result').toBe('[20, 100)');
+    expect(loads.filter((key) => key.includes(user)), 'loads of the leaf naming its user').toHaveLength(1);
+    expect(loads.filter((key) => !key.includes(user)), 'loads of the leaf without users').toHaveLength(2);
   });
 });
 

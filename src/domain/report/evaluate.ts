@@ -46,41 +46,89 @@ export function collectLeaves(expr: Expr): Map<string, LeafSpec> {
 }
 
 /**
+ * Returns the nodes of `expr` whose value does not depend on the user of a
+ * `groupBy: USER` group: literals, leaves that name their users, and
+ * operators over such nodes only. A leaf without users stands for the
+ * group's user.
+ */
+export function userIndependentNodes(expr: Expr): Set<Expr> {
+  const independent = new Set<Expr>();
+  foldTree<Expr, boolean>(expr, operandsOf, (node, operands) => {
+    const isIndependent = node.kind === 'segments' ? node.spec.users !== null : operands.every((operand) => operand);
+    if (isIndependent) {
+      independent.add(node);
+    }
+    return isIndependent;
+  });
+  return independent;
+}
+
+/** Values of nodes that several evaluations share, such as the user-independent nodes of the groups of one report. */
+export interface SharedValues {
+  /** The nodes whose values may be kept and reused, by identity. */
+  nodes: ReadonlySet<Expr>;
+  /** The values computed so far. */
+  values: Map<Expr, IntervalSet>;
+}
+
+/**
  * Evaluates `expr` over `window`. `leafValue` returns the set of a leaf by
  * its key and is called once per distinct key. Leaves and literals are
  * clipped to the window, and `complement` is the window minus its operand,
  * so every result lies inside the window. The walk uses an explicit stack,
- * so it does not depend on the depth limit for its safety.
+ * so it does not depend on the depth limit for its safety. A node in
+ * `shared.nodes` is computed once for all evaluations that pass the same
+ * `shared`, and its subtree is not walked again.
  */
 export function evaluate(
   expr: Expr,
   window: Interval,
   leafValue: (key: string) => IntervalSet,
+  shared?: SharedValues,
 ): IntervalSet {
   const leafCache = new Map<string, IntervalSet>();
+  const childrenOf = (node: Expr): readonly Expr[] => (shared?.values.has(node) === true ? [] : operandsOf(node));
 
-  return foldTree<Expr, IntervalSet>(expr, operandsOf, (node, operands) => {
-    switch (node.kind) {
-      case 'segments': {
-        let value = leafCache.get(node.key);
-        if (value === undefined) {
-          value = leafValue(node.key).clip(window);
-          leafCache.set(node.key, value);
-        }
-        return value;
-      }
-      case 'intervals':
-        return node.set.clip(window);
-      case 'union':
-        return IntervalSet.unionAll(operands);
-      case 'intersect':
-        return IntervalSet.intersectAll(operands);
-      case 'difference':
-        return IntervalSet.difference(operands[0]!, operands[1]!);
-      case 'complement':
-        return IntervalSet.complement(operands[0]!, window);
-      default:
-        return assertNever(node);
+  return foldTree<Expr, IntervalSet>(expr, childrenOf, (node, operands) => {
+    const known = shared?.values.get(node);
+    if (known !== undefined) {
+      return known;
     }
+    const value = evaluateNode(node, operands, window, leafCache, leafValue);
+    if (shared?.nodes.has(node) === true) {
+      shared.values.set(node, value);
+    }
+    return value;
   });
+}
+
+function evaluateNode(
+  node: Expr,
+  operands: IntervalSet[],
+  window: Interval,
+  leafCache: Map<string, IntervalSet>,
+  leafValue: (key: string) => IntervalSet,
+): IntervalSet {
+  switch (node.kind) {
+    case 'segments': {
+      let value = leafCache.get(node.key);
+      if (value === undefined) {
+        value = leafValue(node.key).clip(window);
+        leafCache.set(node.key, value);
+      }
+      return value;
+    }
+    case 'intervals':
+      return node.set.clip(window);
+    case 'union':
+      return IntervalSet.unionAll(operands);
+    case 'intersect':
+      return IntervalSet.intersectAll(operands);
+    case 'difference':
+      return IntervalSet.difference(operands[0]!, operands[1]!);
+    case 'complement':
+      return IntervalSet.complement(operands[0]!, window);
+    default:
+      return assertNever(node);
+  }
 }
