@@ -528,6 +528,45 @@ function selectsOnlyAnonymousFields(document: DocumentNode): boolean {
   );
 }
 
+/** Variable types and directives that a `login` or `{ __typename }` request can need. */
+const ANONYMOUS_TYPE_NAMES = new Set(['String', 'Boolean']);
+const ANONYMOUS_DIRECTIVES = new Set(['skip', 'include']);
+
+/**
+ * Returns whether a document names types or directives beyond those a
+ * request without a token needs: a fragment (its type condition), an inline
+ * fragment with a type condition, a variable of another type, or another
+ * directive. Validation errors about such names would tell whether they exist.
+ */
+function namesOtherSchemaParts(document: DocumentNode): boolean {
+  let found = false;
+  visit(document, {
+    FragmentDefinition() {
+      found = true;
+    },
+    InlineFragment(node) {
+      if (node.typeCondition !== undefined) {
+        found = true;
+      }
+    },
+    VariableDefinition(node) {
+      let type: TypeNode = node.type;
+      while (type.kind !== Kind.NAMED_TYPE) {
+        type = type.type;
+      }
+      if (!ANONYMOUS_TYPE_NAMES.has(type.name.value)) {
+        found = true;
+      }
+    },
+    Directive(node) {
+      if (!ANONYMOUS_DIRECTIVES.has(node.name.value)) {
+        found = true;
+      }
+    },
+  });
+  return found;
+}
+
 /** Removes the `Did you mean ...?` suggestions that graphql-js appends to validation messages. */
 function withoutSuggestions(message: string): string {
   return message.replace(/ Did you mean [^?]*\?$/, '');
@@ -580,9 +619,9 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
           if (errors === undefined || failedValidation !== true) {
             return;
           }
-          if (selectsOnlyAnonymousFields(document)) {
-            // Fragments and variable types can still misspell a type or
-            // field, and GraphQL would suggest the names it has.
+          if (selectsOnlyAnonymousFields(document) && !namesOtherSchemaParts(document)) {
+            // The selection can still misspell a field of the login result,
+            // and GraphQL would suggest the names it has.
             response.body.singleResult = {
               ...response.body.singleResult,
               errors: errors.map((error) =>

@@ -614,6 +614,11 @@ describe('introspection access', () => {
     ['misspelled field', '{ use { id } }'],
     ['incomplete mutation input', 'mutation { createUser(input: {}) { id } }'],
     ['valid field beside an invalid one', 'query { me { id } } mutation { login { token } }'],
+    ['variable type', 'query ($x: EventInpt) { __typename }'],
+    ['unused fragment', '{ __typename } fragment Unused on Query { usrs { id } }'],
+    ['unused fragment of real fields', '{ __typename } fragment Unused on Query { users { id } }'],
+    ['inline fragment', '{ ... on Qury { __typename } }'],
+    ['unknown directive', '{ __typename @secret }'],
   ])('%s without token hides the schema', async (_name, query) => {
     const result = await server.gql(query);
     expect(result.status).toBe(401);
@@ -623,8 +628,8 @@ describe('introspection access', () => {
   });
 
   it.each([
-    ['variable type', 'query ($x: EventInpt) { __typename }'],
-    ['unused fragment', '{ __typename } fragment Unused on Query { usrs { id } }'],
+    ['login result field', 'mutation { login(username: "a", password: "b") { tokn } }'],
+    ['login variable', 'mutation ($name: String) { login(username: $name, password: "b") { token } }'],
   ])('%s without token gets no suggestions', async (_name, query) => {
     const result = await server.gql(query);
 
