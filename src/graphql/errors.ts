@@ -193,6 +193,11 @@ export function createFormatError(includeStack: boolean) {
     const code = formatted.extensions?.code;
     if (isGraphQLError(original) && typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR') {
       const clientError = { ...formatted, message: withoutPasswords(formatted.message) };
+      // Apollo marks variable values that fail GraphQL's type checks with
+      // BAD_USER_INPUT but no reason, which every input error carries here.
+      if (code === 'BAD_USER_INPUT' && formatted.extensions?.reason === undefined) {
+        clientError.extensions = { ...formatted.extensions, reason: 'INVALID_VARIABLE' };
+      }
       return includeStack ? clientError : withoutStack(clientError);
     }
 

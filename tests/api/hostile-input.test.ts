@@ -328,6 +328,19 @@ describe('hostile event input', () => {
       expect(reply.body.errors[0].message).toContain('sha');
     });
 
+    it.each([
+      ['an unknown enum value', 'mutation ($i: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $i) { pairType } }', { i: { pairType: 'task', timeoutSeconds: 10, endAt: 'NEVER' } }, 'INVALID_VARIABLE'],
+      ['a missing field', 'mutation ($e: EventInput!) { sendEvent(event: $e) { duplicate } }', { e: { occurredAt: AT } }, 'INVALID_VARIABLE'],
+      ['an Int beyond 32 bits', 'query ($n: Int) { events(first: $n) { nodes { id } } }', { n: 1e12 }, 'INVALID_VARIABLE'],
+      ['an invalid instant', 'mutation ($e: EventInput!) { sendEvent(event: $e) { duplicate } }', { e: { type: 'x', occurredAt: 'nope' } }, 'INVALID_DATE_TIME'],
+    ])('variable with %s gets a reason', async (_case, query, variables, reason) => {
+      const reply = await server.gql(query, variables, adminToken);
+
+      expect(reply.status, 'HTTP status').toBe(400);
+      expect(reply.errors?.[0]?.extensions?.code, 'code').toBe('BAD_USER_INPUT');
+      expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe(reason);
+    });
+
     it('logs client errors below error level', async () => {
       const before = logs.lines.length;
       const requests = [
