@@ -36,6 +36,14 @@ function bodyError(status: number, code: string, message: string): Error {
 }
 
 /**
+ * Largest body, in bytes, of a request without a valid token. A login needs
+ * far less, and parsing a body of up to MAX_BODY_BYTES for a client with no
+ * token would let anyone keep the event loop busy.
+ */
+export const ANONYMOUS_MAX_BODY_BYTES = 64 * 1024;
+const ANONYMOUS_BODY_REASON = 'ANONYMOUS_BODY_TOO_LARGE';
+
+/**
  * Decodes a JSON request body as UTF-8, the only encoding JSON allows between
  * systems (RFC 8259, section 8.1). The media type defines no `charset`
  * parameter (section 11), so one is ignored. Bytes that are not UTF-8 are
@@ -175,12 +183,28 @@ export interface HttpAppOptions {
   checkReadiness: () => Promise<Record<string, string>>;
 }
 
-/** Authenticates the bearer token of a request; a missing token yields a null viewer. */
-export async function authenticate(
-  request: FastifyRequest,
-  tokens: TokenService,
-  services: Services,
-): Promise<{ viewer: Viewer | null; authError: DomainError | null }> {
+export interface Authentication {
+  viewer: Viewer | null;
+  authError: DomainError | null;
+}
+
+const authentications = new WeakMap<FastifyRequest, Promise<Authentication>>();
+
+/**
+ * Authenticates the bearer token of a request; a missing token yields a null
+ * viewer. The result is kept per request, so the body size check and the
+ * handler look the user up once.
+ */
+export function authenticate(request: FastifyRequest, tokens: TokenService, services: Services): Promise<Authentication> {
+  let pending = authentications.get(request);
+  if (pending === undefined) {
+    pending = authenticateOnce(request, tokens, services);
+    authentications.set(request, pending);
+  }
+  return pending;
+}
+
+async function authenticateOnce(request: FastifyRequest, tokens: TokenService, services: Services): Promise<Authentication> {
   const header = request.headers.authorization;
   if (header === undefined || header === '') {
     return { viewer: null, authError: null };
@@ -268,12 +292,34 @@ export async function buildHttpApp(
   // Fastify's own JSON parser reports every failure as "Body is not valid
   // JSON", also for valid JSON that it rejects for a prototype key.
   fastify.removeContentTypeParser('application/json');
-  fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
-    try {
-      done(null, parseJsonBody(decodeJsonBody(body as Buffer)));
-    } catch (error) {
-      done(error as Error, undefined);
+  /** Rejects a body above ANONYMOUS_MAX_BODY_BYTES unless the request carries a valid token. */
+  const checkBodySize = async (request: FastifyRequest, bytes: number): Promise<void> => {
+    if (bytes <= ANONYMOUS_MAX_BODY_BYTES) {
+      return;
     }
+    const { viewer, authError } = await authenticate(request, tokens, services);
+    // A token that could not be checked, as in a database outage, gets its own error later.
+    if (viewer === null && (authError === null || authError.kind === 'UNAUTHENTICATED')) {
+      throw bodyError(
+        413,
+        ANONYMOUS_BODY_REASON,
+        `The body has ${bytes} bytes, above the maximum of ${ANONYMOUS_MAX_BODY_BYTES} bytes for requests without a valid token. Log in and send the token in the Authorization header.`,
+      );
+    }
+  };
+
+  // A declared length is checked before the body is read, and a chunked
+  // body once it is read, before it is parsed.
+  fastify.addHook('onRequest', async (request) => {
+    const declared = Number(request.headers['content-length']);
+    if (Number.isSafeInteger(declared)) {
+      await checkBodySize(request, declared);
+    }
+  });
+
+  fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (request: FastifyRequest, body: Buffer) => {
+    await checkBodySize(request, body.length);
+    return parseJsonBody(decodeJsonBody(body));
   });
 
   fastify.addHook('onSend', async (request, reply) => {
@@ -310,6 +356,17 @@ export async function buildHttpApp(
     if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
       // Fastify's own rejections: malformed JSON, unsupported media type, body too large.
       const fastifyCode = (error as { code?: string }).code ?? 'BAD_REQUEST';
+      if (statusCode === 413 && fastifyCode === ANONYMOUS_BODY_REASON) {
+        return reply.status(413).send(
+          errorBody({
+            code: 'BAD_USER_INPUT',
+            reason: fastifyCode,
+            message: (error as Error).message,
+            limit: 'ANONYMOUS_MAX_BODY_BYTES',
+            max: ANONYMOUS_MAX_BODY_BYTES,
+          }),
+        );
+      }
       if (statusCode === 413) {
         const declared = Number(request.headers['content-length']);
         const size = Number.isSafeInteger(declared) && declared > 0 ? `${declared} bytes, above` : 'above';

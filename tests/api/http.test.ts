@@ -347,6 +347,54 @@ describe('HTTP behaviour', () => {
     });
   });
 
+  describe('bodies without a token', () => {
+    // About 100 KB, above the 64 KiB that a request without a valid token may
+    // send and below the production server's MAX_BODY_BYTES.
+    const bigBody = JSON.stringify({ query: '{ __typename }', variables: { pad: 'x'.repeat(100_000) } });
+
+    const production = () => servers.get('production')!.server;
+
+    function expectRejected(reply: Reply, what: string): void {
+      expect(reply.status, `${what}: status`).toBe(413);
+      expect(reply.json?.errors?.[0]?.extensions?.reason, `${what}: reason`).toBe('ANONYMOUS_BODY_TOO_LARGE');
+      expect(reply.json?.errors?.[0]?.extensions?.max, `${what}: max`).toBe(65_536);
+    }
+
+    it('rejects a large body without a token', async () => {
+      const declared = await send(`${production().url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: bigBody,
+      });
+      expectRejected(declared, 'declared length');
+
+      const chunked = await send(`${production().url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: new Blob([bigBody]).stream(),
+        duplex: 'half',
+      } as RequestInit);
+      expectRejected(chunked, 'chunked');
+
+      const invalidToken = await send(`${production().url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer not.a.token' },
+        body: bigBody,
+      });
+      expectRejected(invalidToken, 'invalid token');
+    });
+
+    it('accepts a large body with a token', async () => {
+      const reply = await send(`${production().url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${await production().adminToken()}` },
+        body: bigBody,
+      });
+      expect(reply.status).toBe(200);
+      expect(reply.json?.data).toEqual({ __typename: 'Query' });
+    });
+  });
+
   describe('routes', () => {
     it.each([
       ['GET', '/no-such-route'],
