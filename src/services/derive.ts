@@ -568,9 +568,10 @@ function collectWrite(
   for (const output of outputs) {
     for (const change of output.segments) {
       if (change.kind === 'opened') {
-        const { kind: _kind, ...start } = change;
+        const { kind: _kind, depth, ...start } = change;
         created.set(change.segmentId, {
           start,
+          depth,
           meta: metaByEventId.get(change.startEventId) ?? null,
           end: null,
         });

@@ -85,13 +85,13 @@ const EVENT_ORDER: readonly OrderPart[] = [
 
 /**
  * Segments by start, then as the fold opened them: by start position, then
- * a segment without a parent before those with one, such as a session
- * opened for a task at the task's position, then by id.
+ * by depth, so that a session opened for a task at the task's position comes
+ * before the task, then by id.
  */
 const SEGMENT_ORDER: readonly OrderPart[] = [
   { sql: 'start_at', type: 'instant' },
   { sql: 'start_seq', type: 'int' },
-  { sql: '(parent_segment_id IS NOT NULL)', type: 'boolean' },
+  { sql: 'depth', type: 'int' },
   { sql: 'id', type: 'uuid' },
 ];
 

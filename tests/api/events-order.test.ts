@@ -145,4 +145,23 @@ describe('listing order at one instant', () => {
     expect(forward).toEqual(expected);
     expect(backward).toEqual(expected);
   });
+
+  it('same start in depth order', async () => {
+    // A step of a task opens a task and a session at its own position. Both
+    // the task and the step have a parent, so only depth tells them apart.
+    const admin = await server.adminToken();
+    const define = 'mutation ($input: DefinePairTypeInput!) { definePairType(input: $input) { name } }';
+    const step = { name: 'step', startType: 'step_started', endType: 'step_ended', parent: 'task' };
+    dataOf(await server.gql(define, { input: step }, admin), 'definePairType');
+    const frank = await server.createUser('frank');
+    const events = Array.from({ length: 8 }, (_, index) => [
+      { type: 'step_started', pairKey: `k${index}`, occurredAt: at(`1${index}:00:00`) },
+      { type: 'session_ended', occurredAt: at(`1${index}:30:00`) },
+    ]).flat();
+    dataOf(await server.gql(SEND_EVENTS, { events }, frank.token), 'sendEvents');
+
+    const reply = await server.gql('{ segments(first: 50) { nodes { pairType } } }', {}, frank.token);
+    const labels = (dataOf(reply, 'segments').segments.nodes as Array<{ pairType: string }>).map((node) => node.pairType);
+    expect(labels).toEqual(Array.from({ length: 8 }, () => ['session', 'task', 'step']).flat());
+  });
 });

@@ -137,6 +137,7 @@ describe('writeDerived checks', () => {
             startEventId: randomUUID(),
             parentSegmentId: null,
           },
+          depth: 0,
           meta: null,
           end: null,
         },

@@ -210,6 +210,7 @@ describe('MISSING_PARENT_START', () => {
         startSeq: 1,
         startEventId: sessionStartId,
         parentSegmentId: null,
+        depth: 0,
       },
       {
         kind: 'opened',
@@ -220,6 +221,7 @@ describe('MISSING_PARENT_START', () => {
         startSeq: 1,
         startEventId: taskStartId,
         parentSegmentId: segmentIdFor(sessionStartId),
+        depth: 1,
       },
       {
         kind: 'opened',
@@ -230,6 +232,7 @@ describe('MISSING_PARENT_START', () => {
         startSeq: 1,
         startEventId: 'e1',
         parentSegmentId: segmentIdFor(taskStartId),
+        depth: 2,
       },
     ]);
     expect(step.state.open['task\u0000']?.parentKey).toBe('session\u0000');

@@ -397,9 +397,12 @@ export class FoldStep {
       startSeq: instance.startSeq,
       startEventId: instance.startEventId,
       parentSegmentId: instance.parentSegmentId,
+      // Every ancestor of an instance that opens is open.
+      depth: this.depthOf(instance, Object.keys(this.open).length),
     });
     return instance;
   }
+
 
   /**
    * Closes an instance and its open descendants at one instant. Descendants

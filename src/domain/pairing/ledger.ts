@@ -25,11 +25,16 @@ import type {
 
 export type SegmentRecord = OpenSegmentRecord | ClosedSegmentRecord;
 
-export interface OpenSegmentRecord extends SegmentStart {
+/** A segment's start as storage keeps it, with its number of ancestors. */
+export interface StoredSegmentStart extends SegmentStart {
+  depth: number;
+}
+
+export interface OpenSegmentRecord extends StoredSegmentStart {
   status: 'open';
 }
 
-export interface ClosedSegmentRecord extends SegmentStart {
+export interface ClosedSegmentRecord extends StoredSegmentStart {
   status: 'closed';
   endAt: Instant;
   endEventId: string;
@@ -184,7 +189,7 @@ export function startPositionOf(segment: SegmentStart): Position {
   return { at: segment.startAt, seq: segment.startSeq };
 }
 
-function startOf(segment: SegmentStart): SegmentStart {
+function startOf(segment: StoredSegmentStart): StoredSegmentStart {
   return {
     segmentId: segment.segmentId,
     pairType: segment.pairType,
@@ -193,6 +198,7 @@ function startOf(segment: SegmentStart): SegmentStart {
     startSeq: segment.startSeq,
     startEventId: segment.startEventId,
     parentSegmentId: segment.parentSegmentId,
+    depth: segment.depth,
   };
 }
 

@@ -161,6 +161,8 @@ export interface SegmentStart {
 
 export interface SegmentOpened extends SegmentStart {
   kind: 'opened';
+  /** Number of ancestors: 0 for a segment without a parent. */
+  depth: number;
 }
 
 export interface SegmentClosed {

@@ -44,6 +44,8 @@ export interface NewClientEvent {
 
 export interface SegmentRow {
   start: SegmentStart;
+  /** Number of ancestors: 0 for a segment without a parent. */
+  depth: number;
   meta: Record<string, unknown> | null;
   end: null | {
     endAt: number;
@@ -687,6 +689,7 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
       start_seq: x.start.startSeq,
       start_event_id: x.start.startEventId,
       parent_segment_id: x.start.parentSegmentId,
+      depth: x.depth,
       end_at: x.end === null ? null : isoInstant(x.end.endAt),
       end_event_id: x.end?.endEventId ?? null,
       end_reason: x.end?.endReason ?? null,
@@ -696,12 +699,12 @@ export async function writeDerived(sql: SqlClient, write: DerivedWrite): Promise
     }));
     parts.push(`new_segments AS (
      INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id,
-       parent_segment_id, end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
+       parent_segment_id, depth, end_at, end_event_id, end_reason, decided_at, decided_seq, meta)
      SELECT id, ${user}, pair_type, pair_key, start_at, start_seq, start_event_id, parent_segment_id,
-       end_at, end_event_id, end_reason::"EndReason", decided_at, decided_seq, meta
+       depth, end_at, end_event_id, end_reason::"EndReason", decided_at, decided_seq, meta
      FROM json_to_recordset(${p.bind(JSON.stringify(rows))}::json)
        AS t(id uuid, pair_type text, pair_key text, start_at timestamptz, start_seq int, start_event_id uuid,
-         parent_segment_id uuid, end_at timestamptz, end_event_id uuid, end_reason text, decided_at timestamptz,
+         parent_segment_id uuid, depth smallint, end_at timestamptz, end_event_id uuid, end_reason text, decided_at timestamptz,
          decided_seq int, meta jsonb)
    )`);
   }
