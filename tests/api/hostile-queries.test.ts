@@ -282,6 +282,15 @@ describe('hostile queries', () => {
     it('rejects 1 MB credentials', async () => {
       const reply = await postJson('/auth/login', null, { username: 'u'.repeat(1 << 20), password: 'p'.repeat(1 << 20) });
 
+      // A body above 64 KiB without a token is rejected before it is parsed.
+      expect(reply.status).toBe(413);
+      expect(JSON.parse(reply.text).error.reason).toBe('ANONYMOUS_BODY_TOO_LARGE');
+      expect(reply.text.length).toBeLessThan(500);
+    });
+
+    it('rejects 16 KB credentials', async () => {
+      const reply = await postJson('/auth/login', null, { username: 'u'.repeat(1 << 14), password: 'p'.repeat(1 << 14) });
+
       expect(reply.status).toBe(401);
       expect(reply.text.length).toBeLessThan(500);
     });
