@@ -95,6 +95,14 @@ class PgClient implements SqlClient {
     }
     const client = await this.target.connect();
     let broken = false;
+    // A connection that fails while the transaction's code runs between
+    // statements emits 'error' on the client, which the pool no longer
+    // listens to while the client is checked out; unheard, it would end the
+    // process. The next statement then fails, and the client is discarded.
+    const onError = (): void => {
+      broken = true;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const result = await work(new PgClient(client, this.statements));
@@ -109,6 +117,7 @@ class PgClient implements SqlClient {
       }
       throw error;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }
