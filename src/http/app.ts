@@ -5,6 +5,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
+import { Transform, type Readable } from 'node:stream';
 
 import type { ApolloServer, ApolloServerPlugin } from '@apollo/server';
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from '@as-integrations/fastify';
@@ -87,6 +88,24 @@ export function parseJsonBody(text: string): unknown {
     }
   }
   return value;
+}
+
+/**
+ * Passes `source` on until more than `max` bytes have come, and then fails
+ * with `error`. Fastify reads the length it received from
+ * `receivedEncodedLength`, which the returned stream keeps up to date.
+ */
+function limitBytes(source: Readable, max: number, error: Error): Readable {
+  let received = 0;
+  const limited = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      received += chunk.length;
+      (limited as Transform & { receivedEncodedLength?: number }).receivedEncodedLength = received;
+      done(received > max ? error : null, received > max ? undefined : chunk);
+    },
+  });
+  source.on('error', (sourceError) => limited.destroy(sourceError));
+  return source.pipe(limited);
 }
 
 /** The routes that a 404 reply lists, for clients that guessed a path. */
@@ -292,34 +311,56 @@ export async function buildHttpApp(
   // Fastify's own JSON parser reports every failure as "Body is not valid
   // JSON", also for valid JSON that it rejects for a prototype key.
   fastify.removeContentTypeParser('application/json');
-  /** Rejects a body above ANONYMOUS_MAX_BODY_BYTES unless the request carries a valid token. */
-  const checkBodySize = async (request: FastifyRequest, bytes: number): Promise<void> => {
-    if (bytes <= ANONYMOUS_MAX_BODY_BYTES) {
-      return;
-    }
+  /**
+   * Returns the error for a body above ANONYMOUS_MAX_BODY_BYTES, or null when
+   * the request carries a valid token and may send up to MAX_BODY_BYTES. A
+   * request with an invalid token gets 401, so that its client logs in again,
+   * and one without a token gets 413.
+   */
+  const largeBodyError = async (request: FastifyRequest, size: string): Promise<Error | null> => {
     const { viewer, authError } = await authenticate(request, tokens, services);
-    // A token that could not be checked, as in a database outage, gets its own error later.
-    if (viewer === null && (authError === null || authError.kind === 'UNAUTHENTICATED')) {
-      throw bodyError(
-        413,
-        ANONYMOUS_BODY_REASON,
-        `The body has ${bytes} bytes, above the maximum of ${ANONYMOUS_MAX_BODY_BYTES} bytes for requests without a valid token. Log in and send the token in the Authorization header.`,
-      );
+    if (viewer !== null) {
+      return null;
     }
+    if (authError !== null) {
+      // A token that could not be checked, as in a database outage, gets its own error later.
+      return authError.kind === 'UNAUTHENTICATED'
+        ? new DomainError(authError.kind, authError.reason, authError.message, authError.details)
+        : null;
+    }
+    return bodyError(
+      413,
+      ANONYMOUS_BODY_REASON,
+      `The body has ${size}, above the maximum of ${ANONYMOUS_MAX_BODY_BYTES} bytes for requests without a token. Log in and send the token in the Authorization header.`,
+    );
   };
 
-  // A declared length is checked before the body is read, and a chunked
-  // body once it is read, before it is parsed.
+  // A declared length is checked before the body is read. A body without
+  // one, sent in chunks, is counted while it is read, whatever its type.
   fastify.addHook('onRequest', async (request) => {
     const declared = Number(request.headers['content-length']);
-    if (Number.isSafeInteger(declared)) {
-      await checkBodySize(request, declared);
+    if (Number.isSafeInteger(declared) && declared > ANONYMOUS_MAX_BODY_BYTES) {
+      const error = await largeBodyError(request, `${declared} bytes`);
+      if (error !== null) {
+        throw error;
+      }
     }
   });
 
-  fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (request: FastifyRequest, body: Buffer) => {
-    await checkBodySize(request, body.length);
-    return parseJsonBody(decodeJsonBody(body));
+  fastify.addHook('preParsing', async (request, _reply, payload) => {
+    if (request.headers['content-length'] !== undefined) {
+      return payload;
+    }
+    const error = await largeBodyError(request, `more than ${ANONYMOUS_MAX_BODY_BYTES} bytes`);
+    return error === null ? payload : limitBytes(payload, ANONYMOUS_MAX_BODY_BYTES, error);
+  });
+
+  fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(decodeJsonBody(body as Buffer)));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
   });
 
   fastify.addHook('onSend', async (request, reply) => {
