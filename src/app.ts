@@ -32,6 +32,8 @@ export interface AppOptions {
   rollups?: boolean;
   /** Run the replay worker, which recomputes users after pair type changes (default true). */
   replays?: boolean;
+  /** Age at which a pair type change gets its users queued; for tests that cannot wait. */
+  replayChangeDelayMs?: number;
   /** Stops intake between storage steps; for crash tests only. */
   fault?: FaultHook;
 }
@@ -187,6 +189,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger,
       // A replay holds the user's lock for at most USER_LOCK_MAX_HOLD_MS.
       claimMs: config.intake.userLockMaxHoldMs + 60_000,
+      ...(options.replayChangeDelayMs === undefined ? {} : { changeDelayMs: options.replayChangeDelayMs }),
     });
 
     const readyStore = store;

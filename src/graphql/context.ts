@@ -11,6 +11,14 @@ import type { ReportBudget } from '../services/reports.js';
 import type { EventRecord, UserRecord } from '../storage/postgres/records.js';
 import { createBatchLoader, type BatchLoader } from './batch-loader.js';
 
+/** The replays after changes of one pair type. */
+export interface PairTypeReplayStatus {
+  /** Users queued and not replayed yet. */
+  queuedUsers: number;
+  /** True while a change waits for its users to be queued. */
+  awaitingQueue: boolean;
+}
+
 export interface GraphQLContext {
   viewer: Viewer | null;
   /** Set when the request carried a token that failed verification. */
@@ -22,8 +30,8 @@ export interface GraphQLContext {
   loaders: {
     users: BatchLoader<string, UserRecord | null>;
     events: BatchLoader<string, EventRecord | null>;
-    /** Users awaiting a replay, per pair type name. */
-    pendingReplays: BatchLoader<string, number>;
+    /** How far the replays after changes of a pair type have come, by its name. */
+    replayStatus: BatchLoader<string, PairTypeReplayStatus>;
   };
   /** Bucket rows spent by the reports of this request so far. */
   reportBudget: ReportBudget;
@@ -42,11 +50,11 @@ export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportBud
     const byId = new Map(rows.map((row) => [row.id, row]));
     return ids.map((id) => byId.get(id) ?? null);
   });
-  const pendingReplays = createBatchLoader<string, number>(async (names) => {
-    const counts = await input.services.pairTypes.pendingReplayCounts();
-    return names.map((name) => counts.get(name) ?? 0);
+  const replayStatus = createBatchLoader<string, PairTypeReplayStatus>(async (names) => {
+    const status = await input.services.pairTypes.replayStatus();
+    return names.map((name) => ({ queuedUsers: status.queued.get(name) ?? 0, awaitingQueue: status.awaitingQueue.has(name) }));
   });
-  return { ...input, loaders: { users, events, pendingReplays }, reportBudget: { bucketRows: 0 } };
+  return { ...input, loaders: { users, events, replayStatus }, reportBudget: { bucketRows: 0 } };
 }
 
 /** Returns the viewer or throws UNAUTHENTICATED. */

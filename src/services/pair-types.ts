@@ -13,7 +13,7 @@ import type {
   PairTypeDefinition,
 } from '../domain/pairing/types.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
-import { countPendingReplays, QUEUE_REPLAYS_SQL } from '../storage/postgres/replay-store.js';
+import { readReplayStatus, RECORD_CHANGE_SQL, type ReplayStatus } from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import { isUuid } from '../domain/user-id.js';
 
@@ -75,7 +75,7 @@ export class PairTypeService {
    * Creates a pair type, or updates the parent and policy of an existing
    * non-built-in one with the same event types. Defining the same pair type
    * twice with the same content returns it unchanged. A changed parent or
-   * policy queues the affected users for the replay worker.
+   * policy is recorded for the replay workers, which recompute its users.
    */
   async define(input: DefinePairTypeInput): Promise<PairTypeRecord> {
     const problems: string[] = [];
@@ -171,25 +171,26 @@ export class PairTypeService {
       endAt: autoClose.endAt,
     };
     // Derived rows are a function of the pair types, so a changed parent or
-    // default policy queues a replay of every user with segments of this type,
-    // in the same transaction as the change. A new type has no segments yet.
+    // default policy is recorded with the change, and the replay workers
+    // recompute every user with segments of this type. A new type has none.
     const parentChanged = current !== undefined && current.parent !== parent;
     const policyChanged =
       current !== undefined &&
       (current.autoClose.timeoutSeconds !== autoClose.timeoutSeconds || current.autoClose.endAt !== autoClose.endAt);
-    const { row, queued } = await this.prisma.$transaction(async (tx) => {
-      const row = await tx.pairType.upsert({
+    const row = await this.prisma.$transaction(async (tx) => {
+      const upserted = await tx.pairType.upsert({
         where: { name: input.name },
         create: { name: input.name, ...data, builtIn: false },
         update: data,
       });
-      const queued =
-        parentChanged || policyChanged ? await tx.$executeRawUnsafe(QUEUE_REPLAYS_SQL, input.name, !parentChanged) : 0;
-      return { row, queued };
+      if (parentChanged || policyChanged) {
+        await tx.$executeRawUnsafe(RECORD_CHANGE_SQL, input.name, !parentChanged);
+      }
+      return upserted;
     });
     this.cache = null;
     this.logger.info(
-      { pairType: row.name, parent: row.parent, usersToReplay: queued },
+      { pairType: row.name, parent: row.parent, replaysRequested: parentChanged || policyChanged },
       current === undefined ? 'pair type defined' : 'pair type updated',
     );
     return {
@@ -229,12 +230,12 @@ export class PairTypeService {
     });
   }
 
-  /** Returns the number of users that still await a replay after a change, per pair type. */
-  async pendingReplayCounts(): Promise<Map<string, number>> {
+  /** Returns how far the replays after pair type changes have come. */
+  async replayStatus(): Promise<ReplayStatus> {
     if (this.sql === undefined) {
-      throw new Error('Counting pending replays needs the SQL client of the pair type service.');
+      throw new Error('Reading the replay status needs the SQL client of the pair type service.');
     }
-    return countPendingReplays(this.sql);
+    return readReplayStatus(this.sql);
   }
 
   async preferences(userId: string): Promise<Array<{ pairType: string } & AutoClosePolicy>> {

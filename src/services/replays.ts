@@ -1,18 +1,32 @@
 /**
- * The replay worker. Each server process runs one, which claims users that a
- * pair type change queued (see `replay-store.ts`) and recomputes each user's
- * derived rows under the user's lock, like `setAutoClosePreference` does.
- * A failed replay is retried after a pause that doubles with each failure.
+ * The replay worker. Each server process runs one. It queues the users of
+ * recorded pair type changes once no server's pair type cache can hold the
+ * old definition, then claims queued users (see `replay-store.ts`) and
+ * recomputes each user's derived rows under the user's lock, like
+ * `setAutoClosePreference` does. A failed replay is retried after a pause
+ * that doubles with each failure.
  */
 import type { Logger } from 'pino';
 
-import { claimPendingReplay, deferPendingReplay } from '../storage/postgres/replay-store.js';
+import { claimPendingReplay, deferPendingReplay, queueDueChange } from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { IntakeService } from './intake.js';
 import { PeriodicTask } from './periodic.js';
+import { CATALOG_CACHE_MS } from './pair-types.js';
 
 /** Pause between polls of the queue while it is empty, in ms. */
 export const REPLAY_POLL_MS = 1000;
+/**
+ * Age in ms at which a recorded change gets its users queued. Every server
+ * reloads its pair types within CATALOG_CACHE_MS of a change, so by then no
+ * fold uses the old definition, and the users it reached are queued too.
+ * NOTE: a fold that read the pair types before the change can still commit
+ * after this delay. When its user had no segments of the type before, that
+ * user is not queued, and `npm run rebuild -- --full` recomputes it.
+ */
+export const CHANGE_DELAY_MS = 3 * CATALOG_CACHE_MS;
+/** Users read per statement when a change's users are queued. */
+const QUEUE_BATCH_USERS = 10_000;
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 5 * 60 * 1000;
 
@@ -27,6 +41,8 @@ export interface ReplayWorkerOptions {
    */
   claimMs: number;
   pollMs?: number;
+  /** Age at which a change gets its users queued; CHANGE_DELAY_MS unless a test shortens it. */
+  changeDelayMs?: number;
 }
 
 export class ReplayWorker {
@@ -44,13 +60,30 @@ export class ReplayWorker {
     await this.task.stop();
   }
 
+  /** Queues the users of every change old enough, oldest first; returns the number of changes. Tests call it directly. */
+  async queueDueChanges(): Promise<number> {
+    const { sql, logger, changeDelayMs = CHANGE_DELAY_MS } = this.options;
+    let changes = 0;
+    while (!this.task.isStopped) {
+      const change = await queueDueChange(sql, changeDelayMs, QUEUE_BATCH_USERS);
+      if (change === null) {
+        break;
+      }
+      changes += 1;
+      logger.info({ pairType: change.pairType, users: change.queuedUsers }, 'queued the users of a pair type change for replays');
+    }
+    return changes;
+  }
+
   /**
-   * Replays queued users one after another until the queue has none that
-   * another worker does not hold, or the worker stops. Returns the number of
-   * users replayed. Tests call it directly.
+   * Queues the users of due changes, then replays queued users one after
+   * another until the queue has none that another worker does not hold, or
+   * the worker stops. Returns the number of users replayed. Tests call it
+   * directly.
    */
   async runOnce(): Promise<number> {
     const { sql, intake, logger, claimMs } = this.options;
+    await this.queueDueChanges();
     let replayed = 0;
     while (!this.task.isStopped) {
       const claim = await claimPendingReplay(sql, claimMs);

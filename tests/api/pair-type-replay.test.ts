@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { claimPendingReplay, finishPendingReplay } from '../../src/storage/postgres/replay-store.js';
+import { claimPendingReplay, finishPendingReplay, queueDueChange } from '../../src/storage/postgres/replay-store.js';
 import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
 import {
   SEND_EVENTS,
@@ -22,9 +22,9 @@ import { describeWithPostgres } from '../support/services.js';
 const NOW = Date.parse('2026-03-01T12:00:00Z');
 const STREAM_START = NOW - 3 * 24 * 3600 * 1000;
 const DEFINE = `mutation ($input: DefinePairTypeInput!) {
-  definePairType(input: $input) { name parent autoClose { timeoutSeconds endAt } pendingReplays }
+  definePairType(input: $input) { name parent autoClose { timeoutSeconds endAt } pendingReplays recomputing }
 }`;
-const PAIR_TYPES = '{ pairTypes { name pendingReplays } }';
+const PAIR_TYPES = '{ pairTypes { name pendingReplays recomputing } }';
 
 interface Definition {
   name: string;
@@ -61,13 +61,14 @@ function workStream(seed: number, idPrefix: string): StreamEvent[] {
 
 async function define(server: TestServer, token: string, definition: Definition) {
   const data = dataOf(await server.gql(DEFINE, { input: definition }, token), `definePairType ${definition.name}`);
-  return data.definePairType as { name: string; pendingReplays: number };
+  return data.definePairType as { name: string; pendingReplays: number; recomputing: boolean };
 }
 
-async function pendingReplays(server: TestServer, token: string): Promise<Record<string, number>> {
+/** Returns `pendingReplays` and `recomputing` of each pair type by name. */
+async function replayStatus(server: TestServer, token: string): Promise<Record<string, [number, boolean]>> {
   const data = dataOf(await server.gql(PAIR_TYPES, {}, token), 'pairTypes');
-  const types = data.pairTypes as Array<{ name: string; pendingReplays: number }>;
-  return Object.fromEntries(types.map((type) => [type.name, type.pendingReplays]));
+  const types = data.pairTypes as Array<{ name: string; pendingReplays: number; recomputing: boolean }>;
+  return Object.fromEntries(types.map((type) => [type.name, [type.pendingReplays, type.recomputing]]));
 }
 
 async function sendStream(server: TestServer, token: string, stream: readonly StreamEvent[]): Promise<void> {
@@ -82,7 +83,7 @@ describeWithPostgres('pair type changes', () => {
   let admin: string;
 
   beforeAll(async () => {
-    server = await startTestServer(import.meta.filename, { clock, sweeper: false, replays: false });
+    server = await startTestServer(import.meta.filename, { clock, sweeper: false, replays: false, replayChangeDelayMs: 0 });
     admin = await server.adminToken();
   });
 
@@ -102,9 +103,11 @@ describeWithPostgres('pair type changes', () => {
     }
 
     const work = await define(server, admin, WORK_AFTER);
-    expect(work.pendingReplays, 'users queued by the work change').toBe(3);
+    expect([work.pendingReplays, work.recomputing], 'work right after its change').toEqual([0, true]);
     const step = await define(server, admin, STEP_AFTER);
-    expect(step.pendingReplays, 'users queued by the step change').toBe(3);
+    expect([step.pendingReplays, step.recomputing], 'step right after its change').toEqual([0, true]);
+    expect(await server.app.replays.queueDueChanges(), 'changes queued').toBe(2);
+    expect(await replayStatus(server, admin), 'status once queued').toMatchObject({ work: [3, true], step: [3, true] });
 
     const expected = await replayInFreshServer(import.meta.filename, streams, {
       now: NOW,
@@ -118,7 +121,7 @@ describeWithPostgres('pair type changes', () => {
     expect(before.timelines, 'timelines before the replays').not.toEqual(expected);
 
     expect(await server.app.replays.runOnce(), 'users replayed').toBe(3);
-    expect(await pendingReplays(server, admin), 'pending replays after the worker ran').toMatchObject({ work: 0, step: 0 });
+    expect(await replayStatus(server, admin), 'status after the worker ran').toMatchObject({ work: [0, false], step: [0, false] });
     const after = await settleAndReadTimelines(server, users);
     expect(after.timelines, 'timelines after the replays').toEqual(expected);
   });
@@ -150,8 +153,9 @@ describeWithPostgres('pair type changes', () => {
       dataOf(await server.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
     }
 
-    const changed = await define(server, admin, { ...call, autoClose: { timeoutSeconds: 1200, endAt: 'DEADLINE' } });
-    expect(changed.pendingReplays, 'users queued by the policy change').toBe(1);
+    await define(server, admin, { ...call, autoClose: { timeoutSeconds: 1200, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
+    expect((await replayStatus(server, admin)).call, 'status of the policy change').toEqual([1, true]);
     expect(await server.app.replays.runOnce(), 'users replayed').toBe(1);
 
     const segments = async (token: string) => {
@@ -186,6 +190,7 @@ describeWithPostgres('replay worker', () => {
       clock,
       sweeper: false,
       replays: false,
+      replayChangeDelayMs: 0,
       env: { USER_LOCK_WAIT_MS: '200' },
     });
     admin = await server.adminToken();
@@ -235,11 +240,13 @@ describeWithPostgres('replay worker', () => {
     await define(server, admin, pairType);
     const user = await userWithSegments('changed-twice', pairType);
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 120, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
     const first = await queuedRow(user.id);
     expect(first?.version, 'version after one change').toBe(1);
 
     // A second change lands after a replay read version 1, as if during it.
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
     await finishPendingReplay(server.app.db.sql, user.id, 1);
     expect(await queuedRow(user.id), 'row after a stale finish').toEqual({ version: 2, attempts: 0, claimed: null });
 
@@ -252,6 +259,7 @@ describeWithPostgres('replay worker', () => {
       clock,
       sweeper: false,
       replays: false,
+      replayChangeDelayMs: 0,
       databaseUrl: server.databaseUrl!,
     });
     try {
@@ -273,11 +281,60 @@ describeWithPostgres('replay worker', () => {
     }
   });
 
+  it('queues users another process folded stale', async () => {
+    const other = await startTestServer(import.meta.filename, {
+      clock,
+      sweeper: false,
+      replays: false,
+      databaseUrl: server.databaseUrl!,
+    });
+    try {
+      const outer: Definition = { ...WORK_BEFORE, name: 'outer', startType: 'outer_started', endType: 'outer_ended' };
+      const inner: Definition = { ...WORK_BEFORE, name: 'inner', startType: 'inner_started', endType: 'inner_ended' };
+      await define(server, admin, outer);
+      await define(server, admin, inner);
+      const user = await server.createUser('stale-fold');
+      // A heartbeat through the other server fills its pair type cache, in which inner has no parent.
+      const heartbeat = [{ type: 'heartbeat', occurredAt: new Date(NOW - 900_000).toISOString() }];
+      dataOf(await other.gql(SEND_EVENTS, { events: heartbeat }, user.token), 'sendEvents');
+      await define(server, admin, { ...inner, parent: 'outer' });
+      // Within its cache's second, the other server folds the user's first inner start without the parent.
+      const start = [{ type: 'inner_started', occurredAt: new Date(NOW - 600_000).toISOString() }];
+      dataOf(await other.gql(SEND_EVENTS, { events: start }, user.token), 'sendEvents');
+
+      expect(await server.app.replays.runOnce(), 'users replayed').toBe(1);
+      const reply = await server.gql('{ segments { nodes { pairType parentSegmentId id } } }', {}, user.token);
+      const nodes = dataOf(reply, 'segments').segments.nodes as Array<{ pairType: string; parentSegmentId: string | null; id: string }>;
+      const parent = nodes.find((node) => node.pairType === 'outer');
+      expect(parent, 'outer segment opened for the inner start').toBeDefined();
+      expect(nodes.find((node) => node.pairType === 'inner')?.parentSegmentId, 'parent of the inner segment').toBe(parent?.id);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('queues a change once it is old enough', async () => {
+    const pairType: Definition = { ...WORK_BEFORE, name: 'tour', startType: 'tour_started', endType: 'tour_ended' };
+    await define(server, admin, pairType);
+    const users = [await userWithSegments('batch-a', pairType), await userWithSegments('batch-b', pairType)];
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+
+    expect(await queueDueChange(server.app.db.sql, 60_000, 1), 'change younger than the delay').toBeNull();
+    // One user per statement: the keyset walk must reach both.
+    expect((await queueDueChange(server.app.db.sql, 0, 1))?.pairType, 'change queued').toBe('tour');
+    for (const user of users) {
+      expect(await queuedRow(user.id), `row of ${user.id}`).toEqual({ version: 1, attempts: 0, claimed: null });
+    }
+    expect(await queueDueChange(server.app.db.sql, 0, 1), 'change after it was queued').toBeNull();
+    expect(await server.app.replays.runOnce(), 'users replayed').toBe(2);
+  });
+
   it('hands one user to one worker at a time', async () => {
     const pairType: Definition = { ...WORK_BEFORE, name: 'trip', startType: 'trip_started', endType: 'trip_ended' };
     await define(server, admin, pairType);
     const users = [await userWithSegments('claim-a', pairType), await userWithSegments('claim-b', pairType)];
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
 
     const claims = await Promise.all([1, 2, 3].map(() => claimPendingReplay(server.app.db.sql, 60_000)));
     const claimed = claims.flatMap((claim) => (claim === null ? [] : [claim.userId]));

@@ -57,9 +57,14 @@ export const Segment: SegmentResolvers = {
 export const PairType: PairTypeResolvers = {
   // Pair type names are unique, so the name identifies one in a client cache.
   id: (pairType) => pairType.name,
-  pendingReplays: (pairType, _args, context) => {
+  pendingReplays: async (pairType, _args, context) => {
     requireRole(requireViewer(context), 'ANALYST', 'ADMIN');
-    return context.loaders.pendingReplays.load(pairType.name);
+    return (await context.loaders.replayStatus.load(pairType.name)).queuedUsers;
+  },
+  recomputing: async (pairType, _args, context) => {
+    requireRole(requireViewer(context), 'ANALYST', 'ADMIN');
+    const status = await context.loaders.replayStatus.load(pairType.name);
+    return status.awaitingQueue || status.queuedUsers > 0;
   },
 };
 

@@ -1,9 +1,12 @@
 /**
  * The queue of users whose derived rows must be recomputed after an admin
  * changed the parent or the default auto-close policy of a pair type. The
- * change and its queue rows commit together. Each server's replay worker
- * claims one user at a time for a while, so two workers rarely replay the
- * same user, and a claim that outlives a crashed worker expires.
+ * change is recorded in the transaction that makes it, and a replay worker
+ * queues its users once no server's pair type cache can hold the old
+ * definition, so users whose rows were folded with it meanwhile are queued
+ * too. Each worker claims one queued user at a time for a while, so two
+ * workers rarely replay the same user, and a claim that outlives a crashed
+ * worker expires.
  *
  * `version` counts the changes queued for a user. A replay removes the row
  * only when the version it read before reading the pair types is still the
@@ -12,24 +15,77 @@
 import type { SqlClient } from './sql.js';
 
 /**
- * Queues every user with segments of pair type `$1`. When `$2` is true (a
- * change of the policy alone), users who override that pair type's policy
- * are left out, because the default does not apply to them. Parameters: the
- * pair type's name and that flag. The statement returns the number of users
- * queued as its row count.
+ * Records a change of pair type `$1`, whose users a replay worker queues
+ * later (see `queueDueChange`). `$2` is true for a change of the policy
+ * alone, which users who override that policy do not see.
  */
-export const QUEUE_REPLAYS_SQL = `
-  INSERT INTO pending_replays (user_id, pair_types, requested_at)
-  SELECT u.id, ARRAY[$1::text], clock_timestamp() FROM users u
-  WHERE EXISTS (SELECT 1 FROM segments s WHERE s.user_id = u.id AND s.pair_type = $1::text)
-    AND NOT ($2::boolean AND EXISTS (
-      SELECT 1 FROM auto_close_preferences p WHERE p.user_id = u.id AND p.pair_type = $1::text))
-  ON CONFLICT (user_id) DO UPDATE SET
-    pair_types = ARRAY(SELECT DISTINCT t FROM unnest(pending_replays.pair_types || EXCLUDED.pair_types) AS t ORDER BY t),
-    requested_at = EXCLUDED.requested_at,
-    version = pending_replays.version + 1,
-    claimed_until = NULL,
-    attempts = 0`;
+export const RECORD_CHANGE_SQL = `INSERT INTO pair_type_changes (pair_type, skip_overrides) VALUES ($1, $2)`;
+
+/** A recorded pair type change whose users are not queued yet. */
+export interface PairTypeChange {
+  id: string;
+  pairType: string;
+  skipOverrides: boolean;
+  /** Users that the change queued. */
+  queuedUsers: number;
+}
+
+/**
+ * Queues the users of the oldest change recorded at least `delayMs` ago
+ * that no other worker is queueing, then deletes the change, all in one
+ * transaction. The users are every user with segments of the pair type,
+ * without those who override its policy when only the policy changed.
+ * They are read in batches of `batchSize` users by id, so no statement
+ * grows with the number of users. Returns the change, or null when none
+ * is due.
+ */
+export async function queueDueChange(sql: SqlClient, delayMs: number, batchSize: number): Promise<PairTypeChange | null> {
+  return sql.transaction(async (tx) => {
+    const rows = await tx.query<{ id: string; pair_type: string; skip_overrides: boolean }>(
+      `SELECT id::text, pair_type, skip_overrides FROM pair_type_changes
+       WHERE changed_at <= clock_timestamp() - $1::int * interval '1 millisecond'
+       ORDER BY id
+       LIMIT 1
+       FOR UPDATE SKIP LOCKED`,
+      [delayMs],
+    );
+    const row = rows[0];
+    if (row === undefined) {
+      return null;
+    }
+    let after = '00000000-0000-0000-0000-000000000000';
+    let queuedUsers = 0;
+    for (;;) {
+      const [batch] = await tx.query<{ last_id: string | null; queued: number }>(
+        `WITH batch AS (
+           SELECT id FROM users WHERE id > $3::uuid ORDER BY id LIMIT $4
+         ), queued AS (
+           INSERT INTO pending_replays (user_id, pair_types, requested_at)
+           SELECT b.id, ARRAY[$1::text], clock_timestamp() FROM batch b
+           WHERE EXISTS (SELECT 1 FROM segments s WHERE s.user_id = b.id AND s.pair_type = $1::text)
+             AND NOT ($2::boolean AND EXISTS (
+               SELECT 1 FROM auto_close_preferences p WHERE p.user_id = b.id AND p.pair_type = $1::text))
+           ON CONFLICT (user_id) DO UPDATE SET
+             pair_types = ARRAY(SELECT DISTINCT t FROM unnest(pending_replays.pair_types || EXCLUDED.pair_types) AS t ORDER BY t),
+             requested_at = EXCLUDED.requested_at,
+             version = pending_replays.version + 1,
+             claimed_until = NULL,
+             attempts = 0
+           RETURNING 1
+         )
+         SELECT (SELECT id::text FROM batch ORDER BY id DESC LIMIT 1) AS last_id, (SELECT count(*)::int FROM queued) AS queued`,
+        [row.pair_type, row.skip_overrides, after, batchSize],
+      );
+      if (batch?.last_id === null || batch?.last_id === undefined) {
+        break;
+      }
+      queuedUsers += batch.queued;
+      after = batch.last_id;
+    }
+    await tx.query(`DELETE FROM pair_type_changes WHERE id = $1::bigint`, [row.id]);
+    return { id: row.id, pairType: row.pair_type, skipOverrides: row.skip_overrides, queuedUsers };
+  });
+}
 
 export interface ReplayClaim {
   userId: string;
@@ -83,10 +139,23 @@ export async function deferPendingReplay(sql: SqlClient, claim: ReplayClaim, ret
   );
 }
 
-/** Returns the number of users queued for a replay, per pair type whose change queued them. */
-export async function countPendingReplays(sql: SqlClient): Promise<Map<string, number>> {
-  const rows = await sql.query<{ pair_type: string; users: number }>(
-    `SELECT t AS pair_type, count(*)::int AS users FROM pending_replays, unnest(pair_types) AS t GROUP BY t`,
-  );
-  return new Map(rows.map((row) => [row.pair_type, row.users]));
+export interface ReplayStatus {
+  /** Users queued for a replay, per pair type whose change queued them. */
+  queued: Map<string, number>;
+  /** Pair types with a change whose users are not queued yet. */
+  awaitingQueue: Set<string>;
+}
+
+/** Reads how far the replays after pair type changes have come. */
+export async function readReplayStatus(sql: SqlClient): Promise<ReplayStatus> {
+  const [queued, changes] = await Promise.all([
+    sql.query<{ pair_type: string; users: number }>(
+      `SELECT t AS pair_type, count(*)::int AS users FROM pending_replays, unnest(pair_types) AS t GROUP BY t`,
+    ),
+    sql.query<{ pair_type: string }>(`SELECT DISTINCT pair_type FROM pair_type_changes`),
+  ]);
+  return {
+    queued: new Map(queued.map((row) => [row.pair_type, row.users])),
+    awaitingQueue: new Set(changes.map((row) => row.pair_type)),
+  };
 }
