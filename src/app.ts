@@ -187,8 +187,6 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       sql: db.sql,
       intake,
       logger,
-      // A replay holds the user's lock for at most USER_LOCK_MAX_HOLD_MS.
-      claimMs: config.intake.userLockMaxHoldMs + 60_000,
       ...(options.replayChangeDelayMs === undefined ? {} : { changeDelayMs: options.replayChangeDelayMs }),
     });
 

@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 
-import { claimPendingReplay, deferPendingReplay, queueDueChange } from '../storage/postgres/replay-store.js';
+import { claimPendingReplay, deferPendingReplay, extendPendingReplayClaim, queueDueChange } from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { IntakeService } from './intake.js';
 import { PeriodicTask } from './periodic.js';
@@ -16,6 +16,12 @@ import { CATALOG_CACHE_MS } from './pair-types.js';
 
 /** Pause between polls of the queue while it is empty, in ms. */
 export const REPLAY_POLL_MS = 1000;
+/**
+ * How long a claim hides a user from other workers, in ms. The worker
+ * extends it every third of this while the replay runs, so a worker that
+ * stops hides its user for at most this long.
+ */
+export const REPLAY_CLAIM_MS = 60_000;
 /**
  * Age in ms at which a recorded change gets its users queued. Every server
  * reloads its pair types within CATALOG_CACHE_MS of a change, so by then no
@@ -34,12 +40,8 @@ export interface ReplayWorkerOptions {
   sql: SqlClient;
   intake: IntakeService;
   logger: Logger;
-  /**
-   * How long a claim hides a user from other workers, in ms. It must outlast
-   * the longest replay, which holds the user's lock for at most
-   * USER_LOCK_MAX_HOLD_MS, or a second worker replays the user again.
-   */
-  claimMs: number;
+  /** How long a claim hides a user from other workers, in ms; REPLAY_CLAIM_MS unless a test shortens it. */
+  claimMs?: number;
   pollMs?: number;
   /** Age at which a change gets its users queued; CHANGE_DELAY_MS unless a test shortens it. */
   changeDelayMs?: number;
@@ -82,7 +84,7 @@ export class ReplayWorker {
    * directly.
    */
   async runOnce(): Promise<number> {
-    const { sql, intake, logger, claimMs } = this.options;
+    const { sql, intake, logger, claimMs = REPLAY_CLAIM_MS } = this.options;
     await this.queueDueChanges();
     let replayed = 0;
     while (!this.task.isStopped) {
@@ -91,6 +93,12 @@ export class ReplayWorker {
         break;
       }
       const started = performance.now();
+      const extension = setInterval(() => {
+        extendPendingReplayClaim(sql, claim, claimMs).catch((error: unknown) => {
+          logger.warn({ err: error, userId: claim.userId }, 'extending a replay claim failed; another worker may take the user');
+        });
+      }, claimMs / 3);
+      extension.unref();
       try {
         await intake.replay(claim.userId);
         replayed += 1;
@@ -102,6 +110,8 @@ export class ReplayWorker {
           'replay after a pair type change failed; retrying later',
         );
         await deferPendingReplay(sql, claim, retryMs);
+      } finally {
+        clearInterval(extension);
       }
     }
     return replayed;

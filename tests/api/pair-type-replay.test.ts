@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { claimPendingReplay, finishPendingReplay, queueDueChange } from '../../src/storage/postgres/replay-store.js';
+import { claimPendingReplay, extendPendingReplayClaim, finishPendingReplay, queueDueChange } from '../../src/storage/postgres/replay-store.js';
 import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
 import {
   SEND_EVENTS,
@@ -327,6 +327,26 @@ describeWithPostgres('replay worker', () => {
     }
     expect(await queueDueChange(server.app.db.sql, 0, 1), 'change after it was queued').toBeNull();
     expect(await server.app.replays.runOnce(), 'users replayed').toBe(2);
+  });
+
+  it('extends a claim while its replay runs', async () => {
+    const pairType: Definition = { ...WORK_BEFORE, name: 'ride', startType: 'ride_started', endType: 'ride_ended' };
+    await define(server, admin, pairType);
+    const user = await userWithSegments('extended', pairType);
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
+    const claim = await claimPendingReplay(server.app.db.sql, 1);
+    expect(claim?.userId, 'claimed user').toBe(user.id);
+
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(await extendPendingReplayClaim(server.app.db.sql, claim!, 60_000), 'extension').toBe(true);
+    expect(await claimPendingReplay(server.app.db.sql, 1), 'claim by another worker').toBeNull();
+
+    // A new change resets the row, so the old claim no longer extends it.
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 90, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
+    expect(await extendPendingReplayClaim(server.app.db.sql, claim!, 60_000), 'extension after a change').toBe(false);
+    expect(await server.app.replays.runOnce(), 'users replayed').toBe(1);
   });
 
   it('hands one user to one worker at a time', async () => {

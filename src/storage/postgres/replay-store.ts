@@ -114,6 +114,20 @@ export async function claimPendingReplay(sql: SqlClient, claimMs: number): Promi
   return row === undefined ? null : { userId: row.user_id, version: row.version, attempts: row.attempts };
 }
 
+/**
+ * Moves the end of a claim to `claimMs` from now, while its replay runs.
+ * Returns false when a change queued since the claim has reset the row.
+ */
+export async function extendPendingReplayClaim(sql: SqlClient, claim: ReplayClaim, claimMs: number): Promise<boolean> {
+  const rows = await sql.query(
+    `UPDATE pending_replays SET claimed_until = clock_timestamp() + $3::int * interval '1 millisecond'
+     WHERE user_id = $1 AND version = $2
+     RETURNING 1`,
+    [claim.userId, claim.version, claimMs],
+  );
+  return rows.length > 0;
+}
+
 /** Returns the version of the user's queued replay, or null when none is queued. */
 export async function pendingReplayVersion(sql: SqlClient, userId: string): Promise<number | null> {
   const rows = await sql.query<{ version: number }>(`SELECT version FROM pending_replays WHERE user_id = $1`, [userId]);
