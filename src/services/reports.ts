@@ -292,7 +292,7 @@ function requireLeaf<T>(loaded: Map<string, T>, key: string): T {
 }
 
 const BOUND_SEPARATOR = '\u0000bound-to\u0000';
-/** Longest stretch, in ms, that the groups of one report keep the event loop before they let other work run. */
+/** Maximum time, in ms, that the groups of one report keep the event loop before they let other work run. */
 const GROUP_SLICE_MS = 20;
 
 /** Rewrites the leaves that name no users so their key records the group's user. */

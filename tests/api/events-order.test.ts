@@ -148,7 +148,7 @@ describe('listing order at one instant', () => {
 
   it('same start in depth order', async () => {
     // A step of a task opens a task and a session at its own position. Both
-    // the task and the step have a parent, so only depth tells them apart.
+    // the task and the step have a parent, so only depth orders them.
     const admin = await server.adminToken();
     const define = 'mutation ($input: DefinePairTypeInput!) { definePairType(input: $input) { name } }';
     const step = { name: 'step', startType: 'step_started', endType: 'step_ended', parent: 'task' };

@@ -51,7 +51,7 @@ const STEP_BEFORE: Definition = {
 const WORK_AFTER: Definition = { ...WORK_BEFORE, autoClose: { timeoutSeconds: 900, endAt: 'DEADLINE' } };
 const STEP_AFTER: Definition = { ...STEP_BEFORE, parent: 'work', autoClose: { timeoutSeconds: 600, endAt: 'LAST_ACTIVITY' } };
 
-/** The generated session and task stream, as events of the custom pair types `work` and `step`. */
+/** Generates a session and task stream and renames its events to the custom pair types `work` and `step`. */
 function workStream(seed: number, idPrefix: string): StreamEvent[] {
   return generateStream({ idPrefix, seed, count: 120, startAt: STREAM_START, maxGapSeconds: 1500 }).map((event) => ({
     ...event,

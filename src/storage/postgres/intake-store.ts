@@ -103,8 +103,8 @@ export interface IntakeSnapshot {
 /**
  * The snapshot read, the events write and the derived write stay prepared
  * whatever the size of the request. Their rows travel as one JSON document,
- * whose row count PostgreSQL cannot see (it estimates 100 rows for every
- * json_to_recordset), so a plan made for one size serves every size, and
+ * whose row count PostgreSQL cannot see: it estimates 100 rows for every
+ * json_to_recordset. So a plan made for one size serves every size, and
  * parsing and planning each statement anew cost PostgreSQL CPU for nothing.
  * In alternating `npm run bench -- --only intake --batches 1,100` runs on 2
  * cores, preparing them also for batches of 100 took PostgreSQL's CPU time

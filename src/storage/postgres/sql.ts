@@ -96,9 +96,9 @@ class PgClient implements SqlClient {
     const client = await this.target.connect();
     let broken = false;
     // A connection that fails while the transaction's code runs between
-    // statements emits 'error' on the client, which the pool no longer
-    // listens to while the client is checked out; unheard, it would end the
-    // process. The next statement then fails, and the client is discarded.
+    // statements emits 'error' on the client. The pool does not listen to a
+    // checked-out client, and an unheard 'error' would end the process. With
+    // this listener, the next statement fails and the client is discarded.
     const onError = (): void => {
       broken = true;
     };
