@@ -17,16 +17,3 @@ CREATE TABLE "pending_replays" (
 CREATE INDEX "pending_replays_requested_at_idx" ON "pending_replays"("requested_at");
 
 ALTER TABLE "pending_replays" ADD CONSTRAINT "pending_replays_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-
--- Pair type changes whose users are not queued yet. A replay worker queues
--- them once every server's pair type cache has expired, so that it also
--- queues the users whose rows a server folded with the old definition in
--- the meantime, and then deletes the change.
-CREATE TABLE "pair_type_changes" (
-    "id" BIGSERIAL NOT NULL,
-    "pair_type" TEXT NOT NULL,
-    "skip_overrides" BOOLEAN NOT NULL,
-    "changed_at" TIMESTAMPTZ(3) NOT NULL DEFAULT clock_timestamp(),
-
-    CONSTRAINT "pair_type_changes_pkey" PRIMARY KEY ("id")
-);
