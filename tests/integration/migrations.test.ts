@@ -161,6 +161,28 @@ describeWithPostgres('migrations on PostgreSQL', () => {
     });
   });
 
+  it('runs past the statement timeout', async () => {
+    const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_migrate' });
+    const db = await openDatabase({
+      databaseUrl: database.url,
+      dataDir: tmpdir(),
+      poolSize: 1,
+      statementTimeoutMs: 100,
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      // Longer than the pool's statement timeout, as a backfill of a large table can be.
+      const slow = withChecksum('20990101000000_slow', 'SELECT pg_sleep(0.3); CREATE TABLE slow_done (id int);');
+      await migrate(db.sql, [slow]);
+
+      expect(await tableExists(db, 'slow_done'), 'table of the slow migration').toBe(true);
+      await expect(db.sql.query('SELECT pg_sleep(0.3)'), 'statement outside a migration').rejects.toThrow(/statement timeout/);
+    } finally {
+      await db.close();
+      await database.drop();
+    }
+  });
+
   it('concurrent runs apply once', async () => {
     const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_migrate' });
     const databases = await Promise.all([0, 1, 2].map(() => openPostgres(database.url)));

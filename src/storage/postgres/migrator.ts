@@ -47,6 +47,9 @@ export async function readMigrations(directory: string): Promise<Migration[]> {
 export async function migrate(db: SqlClient, migrations: Migration[]): Promise<MigrationResult> {
   return db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
+    // A migration that fills or indexes a large table can take longer than
+    // DB_STATEMENT_TIMEOUT_MS, which limits the pool's statements.
+    await tx.query('SET LOCAL statement_timeout = 0');
     await tx.exec(`
       CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
         "id" VARCHAR(36) PRIMARY KEY NOT NULL,
