@@ -8,7 +8,13 @@
  */
 import type { Logger } from 'pino';
 
-import { claimPendingReplay, deferPendingReplay, extendPendingReplayClaim, queueDueChange } from '../storage/postgres/replay-store.js';
+import {
+  claimPendingReplay,
+  deferPendingReplay,
+  extendPendingReplayClaim,
+  queueDueChange,
+  type ReplayClaim,
+} from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { IntakeService } from './intake.js';
 import { PeriodicTask } from './periodic.js';
@@ -78,42 +84,59 @@ export class ReplayWorker {
   }
 
   /**
-   * Queues the users of due changes, then replays queued users one after
-   * another until the queue has none that another worker does not hold, or
-   * the worker stops. Returns the number of users replayed. Tests call it
-   * directly.
+   * Replays queued users one after another until the queue has none that
+   * another worker does not hold, or the worker stops. Before each user it
+   * queues the users of changes that have come due, so a change made during
+   * a long backlog waits CHANGE_DELAY_MS, not for the backlog. Returns the
+   * number of users replayed. Tests call it directly.
    */
   async runOnce(): Promise<number> {
-    const { sql, intake, logger, claimMs = REPLAY_CLAIM_MS } = this.options;
-    await this.queueDueChanges();
+    const { sql, claimMs = REPLAY_CLAIM_MS } = this.options;
     let replayed = 0;
     while (!this.task.isStopped) {
+      await this.queueDueChanges();
       const claim = await claimPendingReplay(sql, claimMs);
       if (claim === null) {
         break;
       }
-      const started = performance.now();
-      const extension = setInterval(() => {
-        extendPendingReplayClaim(sql, claim, claimMs).catch((error: unknown) => {
-          logger.warn({ err: error, userId: claim.userId }, 'extending a replay claim failed; another worker may take the user');
-        });
-      }, claimMs / 3);
-      extension.unref();
-      try {
-        await intake.replay(claim.userId);
+      if (await this.replayClaimed(claim, claimMs)) {
         replayed += 1;
-        logger.info({ userId: claim.userId, ms: Math.round(performance.now() - started) }, 'replayed user after a pair type change');
-      } catch (error) {
-        const retryMs = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(claim.attempts, 20));
-        logger.warn(
-          { err: error, userId: claim.userId, attempts: claim.attempts + 1, retryMs },
-          'replay after a pair type change failed; retrying later',
-        );
-        await deferPendingReplay(sql, claim, retryMs);
-      } finally {
-        clearInterval(extension);
       }
     }
     return replayed;
+  }
+
+  /** Replays a claimed user, extending the claim meanwhile, and defers the user when the replay fails. */
+  private async replayClaimed(claim: ReplayClaim, claimMs: number): Promise<boolean> {
+    const { sql, intake, logger } = this.options;
+    const started = performance.now();
+    let extending: Promise<unknown> = Promise.resolve();
+    const extension = setInterval(() => {
+      extending = extendPendingReplayClaim(sql, claim, claimMs).catch((error: unknown) => {
+        logger.warn({ err: error, userId: claim.userId }, 'extending a replay claim failed; another worker may take the user');
+      });
+    }, claimMs / 3);
+    extension.unref();
+    let failure: unknown = null;
+    try {
+      await intake.replay(claim.userId);
+    } catch (error) {
+      failure = error;
+    } finally {
+      clearInterval(extension);
+      // An extension still running would otherwise land after the deferral and undo its pause.
+      await extending;
+    }
+    if (failure === null) {
+      logger.info({ userId: claim.userId, ms: Math.round(performance.now() - started) }, 'replayed user after a pair type change');
+      return true;
+    }
+    const retryMs = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(claim.attempts, 20));
+    logger.warn(
+      { err: failure, userId: claim.userId, attempts: claim.attempts + 1, retryMs },
+      'replay after a pair type change failed; retrying later',
+    );
+    await deferPendingReplay(sql, claim, retryMs);
+    return false;
   }
 }

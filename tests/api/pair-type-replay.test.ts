@@ -349,6 +349,38 @@ describeWithPostgres('replay worker', () => {
     expect(await server.app.replays.runOnce(), 'users replayed').toBe(1);
   });
 
+  it('queues a change made during a backlog', async () => {
+    const lane: Definition = { ...WORK_BEFORE, name: 'lane', startType: 'lane_started', endType: 'lane_ended' };
+    const dock: Definition = { ...WORK_BEFORE, name: 'dock', startType: 'dock_started', endType: 'dock_ended' };
+    await define(server, admin, lane);
+    await define(server, admin, dock);
+    for (let index = 0; index < 4; index += 1) {
+      await userWithSegments(`lane-${index}`, lane);
+    }
+    const dockUser = await userWithSegments('dock-user', dock);
+    await define(server, admin, { ...lane, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
+
+    // The first lane replay changes dock; the worker must queue it before the lane backlog ends.
+    const intake = server.app.services.intake;
+    const replay = intake.replay.bind(intake);
+    const dockQueuedBefore: boolean[] = [];
+    intake.replay = async (userId, prepare) => {
+      if (dockQueuedBefore.length === 0) {
+        await define(server, admin, { ...dock, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+      }
+      dockQueuedBefore.push((await queuedRow(dockUser.id)) !== null);
+      return replay(userId, prepare);
+    };
+    try {
+      expect(await server.app.replays.runOnce(), 'users replayed').toBe(5);
+    } finally {
+      intake.replay = replay;
+    }
+    // The worker queues the dock change between the first and the second lane replay.
+    expect(dockQueuedBefore.slice(0, 2), 'dock user queued after the first replay').toEqual([false, true]);
+  });
+
   it('hands one user to one worker at a time', async () => {
     const pairType: Definition = { ...WORK_BEFORE, name: 'trip', startType: 'trip_started', endType: 'trip_ended' };
     await define(server, admin, pairType);

@@ -160,16 +160,25 @@ export interface ReplayStatus {
   awaitingQueue: Set<string>;
 }
 
-/** Reads how far the replays after pair type changes have come. */
+/**
+ * Reads how far the replays after pair type changes have come. One
+ * statement reads both tables from one snapshot, because a change leaves
+ * `pair_type_changes` in the transaction that fills `pending_replays`.
+ */
 export async function readReplayStatus(sql: SqlClient): Promise<ReplayStatus> {
-  const [queued, changes] = await Promise.all([
-    sql.query<{ pair_type: string; users: number }>(
-      `SELECT t AS pair_type, count(*)::int AS users FROM pending_replays, unnest(pair_types) AS t GROUP BY t`,
-    ),
-    sql.query<{ pair_type: string }>(`SELECT DISTINCT pair_type FROM pair_type_changes`),
-  ]);
-  return {
-    queued: new Map(queued.map((row) => [row.pair_type, row.users])),
-    awaitingQueue: new Set(changes.map((row) => row.pair_type)),
-  };
+  const rows = await sql.query<{ pair_type: string; users: number; awaiting: boolean }>(
+    `SELECT t AS pair_type, count(*)::int AS users, false AS awaiting
+     FROM pending_replays, unnest(pair_types) AS t GROUP BY t
+     UNION ALL
+     SELECT DISTINCT pair_type, 0, true FROM pair_type_changes`,
+  );
+  const status: ReplayStatus = { queued: new Map(), awaitingQueue: new Set() };
+  for (const row of rows) {
+    if (row.awaiting) {
+      status.awaitingQueue.add(row.pair_type);
+    } else {
+      status.queued.set(row.pair_type, row.users);
+    }
+  }
+  return status;
 }
