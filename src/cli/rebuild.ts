@@ -10,6 +10,7 @@ import { loadDotEnvFile } from '../config/dotenv.js';
 import { createApp, createLogger } from '../app.js';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { markDeadlinesSeeded } from '../services/sweeper.js';
+import { CHANGE_DELAY_MS } from '../services/replays.js';
 import { RollupBuilder } from '../services/rollups.js';
 
 async function main(): Promise<void> {
@@ -35,8 +36,20 @@ async function main(): Promise<void> {
     process.exit(0);
   }
   const logger = createLogger(config);
-  const app = await createApp(config, { logger, sweeper: false, rollups: false });
+  const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false });
   try {
+    if (full) {
+      // The rebuild reads the pair types as they are now, so it applies every
+      // change old enough that no server can fold with its old definition.
+      const cleared = await app.db.sql.query(
+        `DELETE FROM pair_type_changes WHERE changed_at <= clock_timestamp() - $1::int * interval '1 millisecond' RETURNING id`,
+        [CHANGE_DELAY_MS],
+      );
+      if (cleared.length > 0) {
+        const changes = cleared.length === 1 ? '1 pair type change' : `${cleared.length} pair type changes`;
+        console.log(`The rebuild applies ${changes} that the servers' replay workers had not queued yet.`);
+      }
+    }
     const rows = await app.db.sql.query<{ id: string; username: string }>(`SELECT id, username FROM users ORDER BY username`);
     let done = 0;
     for (const row of rows) {

@@ -67,10 +67,15 @@ describeWithPostgres('rebuild command', () => {
     const before = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
     expect(before.rows[0]?.count).toBeGreaterThan(0);
 
-    // A replay queued by a pair type change is done by the full rebuild.
+    // A replay queued by a pair type change is done by the full rebuild, and
+    // so is a change old enough to be queued; a recent one stays for the servers.
     await client.query(
       `INSERT INTO pending_replays (user_id, pair_types, requested_at)
        SELECT id, ARRAY['task'], now() FROM users WHERE username = 'rebuilder'`,
+    );
+    await client.query(
+      `INSERT INTO pair_type_changes (pair_type, skip_overrides, changed_at)
+       VALUES ('task', true, now() - interval '1 minute'), ('session', false, now() + interval '1 minute')`,
     );
 
     const result = await runRebuild((database as TestDatabase).url);
@@ -82,6 +87,9 @@ describeWithPostgres('rebuild command', () => {
     expect(after.rows[0]?.count).toBe(0);
     const queued = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM pending_replays');
     expect(queued.rows[0]?.count, 'replays still queued').toBe(0);
+    const changes = await client.query<{ pair_type: string }>('SELECT pair_type FROM pair_type_changes');
+    expect(changes.rows, 'changes left for the servers').toEqual([{ pair_type: 'session' }]);
+    expect(result.stdout).toContain('The rebuild applies 1 pair type change that');
     const rollups = await client.query<{ pair_type: string; all_keys: boolean; pair_key: string }>(
       `SELECT pair_type, all_keys, pair_key FROM segment_rollups ORDER BY pair_type, all_keys, pair_key`,
     );
