@@ -163,22 +163,26 @@ describeWithPostgres('migrations on PostgreSQL', () => {
 
   it('runs past the statement timeout', async () => {
     const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_migrate' });
-    const db = await openDatabase({
-      databaseUrl: database.url,
-      dataDir: tmpdir(),
-      poolSize: 1,
-      statementTimeoutMs: 100,
-      logger: pino({ level: 'silent' }),
-    });
+    const open = () =>
+      openDatabase({
+        databaseUrl: database.url,
+        dataDir: tmpdir(),
+        poolSize: 1,
+        statementTimeoutMs: 100,
+        logger: pino({ level: 'silent' }),
+      });
+    const [first, second] = await Promise.all([open(), open()]);
     try {
-      // Longer than the pool's statement timeout, as a backfill of a large table can be.
+      // Longer than the pools' statement timeout, as a backfill of a large
+      // table can be. The second run waits as long for the lock.
       const slow = withChecksum('20990101000000_slow', 'SELECT pg_sleep(0.3); CREATE TABLE slow_done (id int);');
-      await migrate(db.sql, [slow]);
+      const results = await Promise.all([migrate(first.sql, [slow]), migrate(second.sql, [slow])]);
 
-      expect(await tableExists(db, 'slow_done'), 'table of the slow migration').toBe(true);
-      await expect(db.sql.query('SELECT pg_sleep(0.3)'), 'statement outside a migration').rejects.toThrow(/statement timeout/);
+      expect(results.map((result) => result.applied.length).sort(), 'migrations applied by each run').toEqual([0, 1]);
+      expect(await tableExists(first, 'slow_done'), 'table of the slow migration').toBe(true);
+      await expect(first.sql.query('SELECT pg_sleep(0.3)'), 'statement outside a migration').rejects.toThrow(/statement timeout/);
     } finally {
-      await db.close();
+      await Promise.all([first.close(), second.close()]);
       await database.drop();
     }
   });

@@ -46,10 +46,11 @@ export async function readMigrations(directory: string): Promise<Migration[]> {
 /** Applies the pending migrations; throws when an applied one changed on disk. */
 export async function migrate(db: SqlClient, migrations: Migration[]): Promise<MigrationResult> {
   return db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
     // A migration that fills or indexes a large table can take longer than
-    // DB_STATEMENT_TIMEOUT_MS, which limits the pool's statements.
+    // DB_STATEMENT_TIMEOUT_MS, which limits the pool's statements, and so can
+    // another process's wait for the lock while one migrates.
     await tx.query('SET LOCAL statement_timeout = 0');
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
     await tx.exec(`
       CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
         "id" VARCHAR(36) PRIMARY KEY NOT NULL,
