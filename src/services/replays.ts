@@ -13,6 +13,7 @@ import {
   deferPendingReplay,
   extendPendingReplayClaim,
   queueDueChange,
+  releasePendingReplayClaim,
   type ReplayClaim,
 } from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
@@ -129,6 +130,7 @@ export class ReplayWorker {
     }
     if (failure === null) {
       logger.info({ userId: claim.userId, ms: Math.round(performance.now() - started) }, 'replayed user after a pair type change');
+      await releasePendingReplayClaim(sql, claim);
       return true;
     }
     const retryMs = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(claim.attempts, 20));

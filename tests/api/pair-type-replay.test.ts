@@ -5,7 +5,13 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { claimPendingReplay, extendPendingReplayClaim, finishPendingReplay, queueDueChange } from '../../src/storage/postgres/replay-store.js';
+import {
+  claimPendingReplay,
+  extendPendingReplayClaim,
+  finishPendingReplay,
+  queueDueChange,
+  releasePendingReplayClaim,
+} from '../../src/storage/postgres/replay-store.js';
 import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
 import {
   SEND_EVENTS,
@@ -346,7 +352,36 @@ describeWithPostgres('replay worker', () => {
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 90, endAt: 'DEADLINE' } });
     await server.app.replays.queueDueChanges();
     expect(await extendPendingReplayClaim(server.app.db.sql, claim!, 60_000), 'extension after a change').toBe(false);
-    expect(await server.app.replays.runOnce(), 'users replayed').toBe(1);
+    expect(await server.app.replays.runOnce(), 'users replayed during the claim').toBe(0);
+    // The holder's replay ends and leaves the newer change to the next worker at once.
+    await releasePendingReplayClaim(server.app.db.sql, claim!);
+    expect(await server.app.replays.runOnce(), 'users replayed after the release').toBe(1);
+  });
+
+  it('keeps queued users in place', async () => {
+    const pairType: Definition = { ...WORK_BEFORE, name: 'hike', startType: 'hike_started', endType: 'hike_ended' };
+    await define(server, admin, pairType);
+    const users = [await userWithSegments('place-a', pairType), await userWithSegments('place-b', pairType)];
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
+    const requestedAt = async () =>
+      server.app.db.sql.query<{ user_id: string; requested_at: Date }>(
+        `SELECT user_id, requested_at FROM pending_replays WHERE user_id = ANY($1::uuid[]) ORDER BY user_id`,
+        [users.map((user) => user.id)],
+      );
+    const before = await requestedAt();
+    const claim = await claimPendingReplay(server.app.db.sql, 60_000);
+
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 90, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
+
+    expect(await requestedAt(), 'request times after a second change').toEqual(before);
+    expect((await queuedRow(claim!.userId))?.claimed, 'claim after a second change').toBe(true);
+    for (const user of users) {
+      expect((await queuedRow(user.id))?.version, `version of ${user.id}`).toBe(2);
+    }
+    await releasePendingReplayClaim(server.app.db.sql, claim!);
+    expect(await server.app.replays.runOnce(), 'users replayed').toBe(2);
   });
 
   it('queues a change made during a backlog', async () => {

@@ -65,11 +65,11 @@ export async function queueDueChange(sql: SqlClient, delayMs: number, batchSize:
            WHERE EXISTS (SELECT 1 FROM segments s WHERE s.user_id = b.id AND s.pair_type = $1::text)
              AND NOT ($2::boolean AND EXISTS (
                SELECT 1 FROM auto_close_preferences p WHERE p.user_id = b.id AND p.pair_type = $1::text))
+           -- A user already queued keeps its place and any claim on it. The new
+           -- version makes a replay that is running now leave the row queued.
            ON CONFLICT (user_id) DO UPDATE SET
              pair_types = ARRAY(SELECT DISTINCT t FROM unnest(pending_replays.pair_types || EXCLUDED.pair_types) AS t ORDER BY t),
-             requested_at = EXCLUDED.requested_at,
              version = pending_replays.version + 1,
-             claimed_until = NULL,
              attempts = 0
            RETURNING 1
          )
@@ -132,6 +132,17 @@ export async function extendPendingReplayClaim(sql: SqlClient, claim: ReplayClai
 export async function pendingReplayVersion(sql: SqlClient, userId: string): Promise<number | null> {
   const rows = await sql.query<{ version: number }>(`SELECT version FROM pending_replays WHERE user_id = $1`, [userId]);
   return rows[0]?.version ?? null;
+}
+
+/**
+ * Ends a claim whose replay finished while a newer change kept the row
+ * queued, so that a worker replays the user again at once.
+ */
+export async function releasePendingReplayClaim(sql: SqlClient, claim: ReplayClaim): Promise<void> {
+  await sql.query(`UPDATE pending_replays SET claimed_until = NULL WHERE user_id = $1 AND version <> $2`, [
+    claim.userId,
+    claim.version,
+  ]);
 }
 
 /** Removes the user's queued replay if no change was queued after `version`. */
