@@ -38,18 +38,16 @@ async function main(): Promise<void> {
   const logger = createLogger(config);
   const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false });
   try {
-    if (full) {
-      // The rebuild reads the pair types as they are now, so it applies every
-      // change old enough that no server can fold with its old definition.
-      const cleared = await app.db.sql.query(
-        `DELETE FROM pair_type_changes WHERE changed_at <= clock_timestamp() - $1::int * interval '1 millisecond' RETURNING id`,
-        [CHANGE_DELAY_MS],
-      );
-      if (cleared.length > 0) {
-        const changes = cleared.length === 1 ? '1 pair type change' : `${cleared.length} pair type changes`;
-        console.log(`The rebuild applies ${changes} that the servers' replay workers had not queued yet.`);
-      }
-    }
+    // The rebuild reads the pair types as they are now, so it applies every
+    // change old enough that no server can fold with its old definition. The
+    // changes are deleted only after every user is rebuilt, so a rebuild that
+    // stops part-way leaves them to the servers' replay workers.
+    const applied = full
+      ? await app.db.sql.query<{ id: string }>(
+          `SELECT id::text FROM pair_type_changes WHERE changed_at <= clock_timestamp() - $1::int * interval '1 millisecond'`,
+          [CHANGE_DELAY_MS],
+        )
+      : [];
     const rows = await app.db.sql.query<{ id: string; username: string }>(`SELECT id, username FROM users ORDER BY username`);
     let done = 0;
     for (const row of rows) {
@@ -58,6 +56,11 @@ async function main(): Promise<void> {
       if (done % 100 === 0 || done === rows.length) {
         process.stderr.write(`rebuilt ${done}/${rows.length} users\n`);
       }
+    }
+    if (applied.length > 0) {
+      await app.db.sql.query(`DELETE FROM pair_type_changes WHERE id = ANY($1::bigint[])`, [applied.map((row) => row.id)]);
+      const changes = applied.length === 1 ? '1 pair type change' : `${applied.length} pair type changes`;
+      console.log(`The rebuild applied ${changes} that the servers' replay workers had not queued yet.`);
     }
     await markDeadlinesSeeded(app.store);
     console.log(`Rebuilt ${full ? 'derived data and ' : ''}engine state for ${rows.length} users.`);

@@ -89,7 +89,7 @@ describeWithPostgres('rebuild command', () => {
     expect(queued.rows[0]?.count, 'replays still queued').toBe(0);
     const changes = await client.query<{ pair_type: string }>('SELECT pair_type FROM pair_type_changes');
     expect(changes.rows, 'changes left for the servers').toEqual([{ pair_type: 'session' }]);
-    expect(result.stdout).toContain('The rebuild applies 1 pair type change that');
+    expect(result.stdout).toContain('The rebuild applied 1 pair type change that');
     const rollups = await client.query<{ pair_type: string; all_keys: boolean; pair_key: string }>(
       `SELECT pair_type, all_keys, pair_key FROM segment_rollups ORDER BY pair_type, all_keys, pair_key`,
     );
