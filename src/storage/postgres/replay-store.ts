@@ -115,15 +115,17 @@ export async function claimPendingReplay(sql: SqlClient, claimMs: number): Promi
 }
 
 /**
- * Moves the end of a claim to `claimMs` from now, while its replay runs.
- * Returns false when a change queued since the claim has reset the row.
+ * Moves the end of a claim to `claimMs` from now, while its replay runs,
+ * also when a change queued since the claim gave the row a newer version:
+ * another worker would only wait for the user's lock. Returns false when
+ * the row is gone.
  */
 export async function extendPendingReplayClaim(sql: SqlClient, claim: ReplayClaim, claimMs: number): Promise<boolean> {
   const rows = await sql.query(
-    `UPDATE pending_replays SET claimed_until = clock_timestamp() + $3::int * interval '1 millisecond'
-     WHERE user_id = $1 AND version = $2
+    `UPDATE pending_replays SET claimed_until = clock_timestamp() + $2::int * interval '1 millisecond'
+     WHERE user_id = $1
      RETURNING 1`,
-    [claim.userId, claim.version, claimMs],
+    [claim.userId, claimMs],
   );
   return rows.length > 0;
 }
@@ -151,16 +153,16 @@ export async function finishPendingReplay(sql: SqlClient, userId: string, versio
 }
 
 /**
- * Records a failed replay: the row stays claimed for `retryMs`, so the worker
- * tries the user again after that pause. A change queued since the claim
- * has reset the row already and is left as it is.
+ * Records a failed replay: the row stays claimed for `retryMs`, so a worker
+ * tries the user again after that pause, whatever changes were queued
+ * meanwhile.
  */
 export async function deferPendingReplay(sql: SqlClient, claim: ReplayClaim, retryMs: number): Promise<void> {
   await sql.query(
     `UPDATE pending_replays
-     SET claimed_until = clock_timestamp() + $3::int * interval '1 millisecond', attempts = attempts + 1
-     WHERE user_id = $1 AND version = $2`,
-    [claim.userId, claim.version, retryMs],
+     SET claimed_until = clock_timestamp() + $2::int * interval '1 millisecond', attempts = attempts + 1
+     WHERE user_id = $1`,
+    [claim.userId, retryMs],
   );
 }
 
