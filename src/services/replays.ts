@@ -133,12 +133,8 @@ export class ReplayWorker {
       await releasePendingReplayClaim(sql, claim);
       return true;
     }
-    const retryMs = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.min(claim.attempts, 20));
-    logger.warn(
-      { err: failure, userId: claim.userId, attempts: claim.attempts + 1, retryMs },
-      'replay after a pair type change failed; retrying later',
-    );
-    await deferPendingReplay(sql, claim, retryMs);
+    const retryMs = await deferPendingReplay(sql, claim, FIRST_RETRY_MS, MAX_RETRY_MS);
+    logger.warn({ err: failure, userId: claim.userId, retryMs }, 'replay after a pair type change failed; retrying later');
     return false;
   }
 }

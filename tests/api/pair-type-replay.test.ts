@@ -416,6 +416,112 @@ describeWithPostgres('replay worker', () => {
     expect(dockQueuedBefore.slice(0, 2), 'dock user queued after the first replay').toEqual([false, true]);
   });
 
+  let timeout = 100;
+  /** Changes the policy of `pairType` and queues its users at once. */
+  async function change(pairType: Definition) {
+    timeout += 1;
+    await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: timeout, endAt: 'DEADLINE' } });
+    await server.app.replays.queueDueChanges();
+  }
+
+  /** Makes the worker fail on the user `times` times, because its lock is busy, ending each pause. */
+  async function failTimes(userId: string, times: number) {
+    for (let index = 0; index < times; index += 1) {
+      await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [userId]);
+      const held = await server.app.store.acquireUserLock(userId, { ttlMs: 30_000, waitMs: 0 });
+      try {
+        expect(await server.app.replays.runOnce(), 'users replayed while locked').toBe(0);
+      } finally {
+        await server.app.store.releaseUserLock(held);
+      }
+    }
+  }
+
+  async function pauseSeconds(userId: string): Promise<number | null> {
+    const rows = await server.app.db.sql.query<{ pause: number | null }>(
+      `SELECT round(extract(epoch FROM claimed_until - clock_timestamp()))::int AS pause FROM pending_replays WHERE user_id = $1`,
+      [userId],
+    );
+    return rows[0]?.pause ?? null;
+  }
+
+  it('takes other users before a replay again', async () => {
+    const lap: Definition = { ...WORK_BEFORE, name: 'lap', startType: 'lap_started', endType: 'lap_ended' };
+    await define(server, admin, lap);
+    const users = [await userWithSegments('lap-a', lap), await userWithSegments('lap-b', lap)];
+    await change(lap);
+
+    // Each replay of the first user reads the pair types after the version
+    // of its row, and a change lands right then, so its row stays queued.
+    const { intake, pairTypes } = server.app.services;
+    const replay = intake.replay.bind(intake);
+    const list = pairTypes.list.bind(pairTypes);
+    const order: string[] = [];
+    let injecting = false;
+    intake.replay = async (userId, prepare) => {
+      order.push(userId);
+      return replay(userId, prepare);
+    };
+    pairTypes.list = async () => {
+      if (!injecting && order.length > 0 && order.at(-1) === order[0] && order.length < 6) {
+        injecting = true;
+        try {
+          await change(lap);
+        } finally {
+          injecting = false;
+        }
+      }
+      return list();
+    };
+    try {
+      await server.app.replays.runOnce();
+    } finally {
+      intake.replay = replay;
+      pairTypes.list = list;
+    }
+    const other = users.find((user) => user.id !== order[0])!.id;
+    expect(order.indexOf(other), 'replays before the other user').toBe(1);
+  });
+
+  it('ends a pause when a change comes', async () => {
+    const jog: Definition = { ...WORK_BEFORE, name: 'jog', startType: 'jog_started', endType: 'jog_ended' };
+    await define(server, admin, jog);
+    const user = await userWithSegments('jog-a', jog);
+    await change(jog);
+    await failTimes(user.id, 8);
+    expect(await pauseSeconds(user.id), 'pause after eight failures').toBeGreaterThan(100);
+
+    await change(jog);
+    expect(await server.app.replays.runOnce(), 'users replayed after the change').toBe(1);
+  });
+
+  it('counts the pause from the latest change', async () => {
+    const row: Definition = { ...WORK_BEFORE, name: 'row', startType: 'row_started', endType: 'row_ended' };
+    await define(server, admin, row);
+    const user = await userWithSegments('row-a', row);
+    await change(row);
+    await failTimes(user.id, 8);
+    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [user.id]);
+
+    // The worker claims the user after eight failures; a change comes while its replay waits for the busy lock.
+    const intake = server.app.services.intake;
+    const replay = intake.replay.bind(intake);
+    intake.replay = async (userId, prepare) => {
+      await change(row);
+      return replay(userId, prepare);
+    };
+    const held = await server.app.store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
+    try {
+      expect(await server.app.replays.runOnce(), 'users replayed while locked').toBe(0);
+    } finally {
+      await server.app.store.releaseUserLock(held);
+      intake.replay = replay;
+    }
+    expect(await pauseSeconds(user.id), 'pause after the first failure since the change').toBeLessThanOrEqual(2);
+    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [user.id]);
+    expect(await server.app.replays.runOnce(), 'users replayed after the pause').toBe(1);
+  });
+
   it('hands one user to one worker at a time', async () => {
     const pairType: Definition = { ...WORK_BEFORE, name: 'trip', startType: 'trip_started', endType: 'trip_ended' };
     await define(server, admin, pairType);

@@ -65,11 +65,13 @@ export async function queueDueChange(sql: SqlClient, delayMs: number, batchSize:
            WHERE EXISTS (SELECT 1 FROM segments s WHERE s.user_id = b.id AND s.pair_type = $1::text)
              AND NOT ($2::boolean AND EXISTS (
                SELECT 1 FROM auto_close_preferences p WHERE p.user_id = b.id AND p.pair_type = $1::text))
-           -- A user already queued keeps its place and any claim on it. The new
-           -- version makes a replay that is running now leave the row queued.
+           -- A user already queued keeps its place and a worker's claim on it.
+           -- The new version makes a replay that is running now leave the row
+           -- queued. A pause after failed replays (attempts > 0) ends at once.
            ON CONFLICT (user_id) DO UPDATE SET
              pair_types = ARRAY(SELECT DISTINCT t FROM unnest(pending_replays.pair_types || EXCLUDED.pair_types) AS t ORDER BY t),
              version = pending_replays.version + 1,
+             claimed_until = CASE WHEN pending_replays.attempts > 0 THEN NULL ELSE pending_replays.claimed_until END,
              attempts = 0
            RETURNING 1
          )
@@ -138,13 +140,14 @@ export async function pendingReplayVersion(sql: SqlClient, userId: string): Prom
 
 /**
  * Ends a claim whose replay finished while a newer change kept the row
- * queued, so that a worker replays the user again at once.
+ * queued, and moves the user to the back of the queue: the replay covered
+ * every change but the newest, so users who waited longer go first.
  */
 export async function releasePendingReplayClaim(sql: SqlClient, claim: ReplayClaim): Promise<void> {
-  await sql.query(`UPDATE pending_replays SET claimed_until = NULL WHERE user_id = $1 AND version <> $2`, [
-    claim.userId,
-    claim.version,
-  ]);
+  await sql.query(
+    `UPDATE pending_replays SET claimed_until = NULL, requested_at = clock_timestamp() WHERE user_id = $1 AND version <> $2`,
+    [claim.userId, claim.version],
+  );
 }
 
 /** Removes the user's queued replay if no change was queued after `version`. */
@@ -153,17 +156,30 @@ export async function finishPendingReplay(sql: SqlClient, userId: string, versio
 }
 
 /**
- * Records a failed replay: the row stays claimed for `retryMs`, so a worker
- * tries the user again after that pause, whatever changes were queued
- * meanwhile.
+ * Records a failed replay and hides the user for a pause of `firstRetryMs`
+ * doubled per failure before, at most `maxRetryMs`. The failures count from
+ * the row as it is now, so a change queued since the claim, which resets
+ * them, also resets the pause. Returns the pause, or null when the row is gone.
  */
-export async function deferPendingReplay(sql: SqlClient, claim: ReplayClaim, retryMs: number): Promise<void> {
-  await sql.query(
-    `UPDATE pending_replays
-     SET claimed_until = clock_timestamp() + $2::int * interval '1 millisecond', attempts = attempts + 1
-     WHERE user_id = $1`,
-    [claim.userId, retryMs],
+export async function deferPendingReplay(
+  sql: SqlClient,
+  claim: ReplayClaim,
+  firstRetryMs: number,
+  maxRetryMs: number,
+): Promise<number | null> {
+  const rows = await sql.query<{ retry_ms: number }>(
+    `WITH pause AS (
+       SELECT user_id, LEAST($3::float8, $2::float8 * power(2, LEAST(attempts, 20)))::int AS retry_ms
+       FROM pending_replays WHERE user_id = $1
+       FOR UPDATE
+     )
+     UPDATE pending_replays AS p
+     SET claimed_until = clock_timestamp() + pause.retry_ms * interval '1 millisecond', attempts = p.attempts + 1
+     FROM pause WHERE p.user_id = pause.user_id
+     RETURNING pause.retry_ms`,
+    [claim.userId, firstRetryMs, maxRetryMs],
   );
+  return rows[0]?.retry_ms ?? null;
 }
 
 export interface ReplayStatus {
