@@ -1,0 +1,91 @@
+/**
+ * A report grouped by user evaluates its expression once per user, on the
+ * event loop. Between groups it lets other work run, so a costly grouped
+ * report does not hold the loop for its whole evaluation. The test measures
+ * the longest event loop delay of the test process, which runs the server,
+ * while one such report runs.
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { startTestServer, type TestServer } from '../support/app.js';
+import { dataOf } from '../support/replay.js';
+import { describeWithPostgres } from '../support/services.js';
+
+const USERS = 80;
+const SEGMENTS_PER_USER = 1500;
+const WINDOW = { start: '2026-01-05T00:00:00.000Z', end: '2026-01-07T00:00:00.000Z' };
+const CHAINS = 16;
+const CHAIN_DEPTH = 100;
+
+/**
+ * Builds a union of CHAINS chains of CHAIN_DEPTH complements over the tasks of the
+ * group's user, so that evaluating the groups takes most of the report's time.
+ */
+function costlyExpression(): unknown {
+  const chain = () => {
+    let expression: unknown = { segments: { pairTypes: ['task'] } };
+    for (let depth = 0; depth < CHAIN_DEPTH; depth += 1) {
+      expression = { complement: expression };
+    }
+    return expression;
+  };
+  return { union: Array.from({ length: CHAINS }, chain) };
+}
+
+describeWithPostgres('grouped report on a busy loop', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      rollups: false,
+      replays: false,
+      env: { REPORT_MAX_DEPTH: String(CHAIN_DEPTH + 2), REPORT_MAX_NODES: String(CHAINS * (CHAIN_DEPTH + 1) + 1) },
+    });
+    const sql = server.app.db.sql;
+    // Every user has the same task times, so the report over all users, which
+    // runs before the groups in one piece, stays cheap.
+    await sql.query(
+      `INSERT INTO users (id, username, role, password_hash)
+       SELECT gen_random_uuid(), 'yield-' || i, 'MEMBER', 'x' FROM generate_series(1, $1::int) AS i`,
+      [USERS],
+    );
+    await sql.query(
+      `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id,
+         end_at, end_event_id, end_reason, decided_at, decided_seq)
+       SELECT gen_random_uuid(), u.id, 'task', '', timestamptz '2026-01-05' + i * interval '1 minute', i,
+         gen_random_uuid(), timestamptz '2026-01-05' + i * interval '1 minute' + interval '30 seconds',
+         gen_random_uuid(), 'CLIENT', timestamptz '2026-01-05' + i * interval '1 minute' + interval '30 seconds', i
+       FROM users u, generate_series(1, $1::int) AS i WHERE u.username LIKE 'yield-%'`,
+      [SEGMENTS_PER_USER],
+    );
+    await sql.query(
+      `INSERT INTO segment_length_bounds (user_id, pair_type, max_ms)
+       SELECT id, 'task', 30000 FROM users WHERE username LIKE 'yield-%'`,
+    );
+  }, 120_000);
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('lets other work run between groups', async () => {
+    const admin = await server.adminToken();
+    const query = `query ($expression: SetExpression!, $window: WindowInput!) {
+      report(expression: $expression, window: $window, groupBy: USER) { groups { count } }
+    }`;
+    const delay = monitorEventLoopDelay({ resolution: 10 });
+    delay.enable();
+    const started = performance.now();
+    const reply = await server.gql(query, { expression: costlyExpression(), window: WINDOW }, admin);
+    const elapsedMs = performance.now() - started;
+    delay.disable();
+
+    const groups = dataOf(reply, 'report').report.groups as Array<{ count: number }>;
+    expect(groups.length, 'groups').toBe(USERS + 1);
+    expect(elapsedMs, 'report time, which must be long enough for the check to mean something').toBeGreaterThan(200);
+    expect(delay.max / 1e6, 'longest event loop delay in ms').toBeLessThan(elapsedMs / 2);
+  }, 60_000);
+});
