@@ -335,8 +335,8 @@ export async function buildHttpApp(
     );
   };
 
-  // A declared length is checked before the body is read. A body without
-  // one, sent in chunks, is counted while it is read, whatever its type.
+  // A declared length is checked before the body is read. A body sent in
+  // chunks, without one, is counted while it is read, whatever its type.
   fastify.addHook('onRequest', async (request) => {
     const declared = Number(request.headers['content-length']);
     if (Number.isSafeInteger(declared) && declared > ANONYMOUS_MAX_BODY_BYTES) {
@@ -348,7 +348,7 @@ export async function buildHttpApp(
   });
 
   fastify.addHook('preParsing', async (request, _reply, payload) => {
-    if (request.headers['content-length'] !== undefined) {
+    if (request.headers['transfer-encoding'] === undefined) {
       return payload;
     }
     const error = await largeBodyError(request, `more than ${ANONYMOUS_MAX_BODY_BYTES} bytes`);
@@ -445,7 +445,7 @@ export async function buildHttpApp(
     if (acceptsHtml(request)) {
       return reply.redirect('/graphql', 302);
     }
-    return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `No route for GET /. ${ROUTES_HINT}` } });
+    return reply.callNotFound();
   });
 
   fastify.get('/healthz', async () => ({ status: 'ok' }));

@@ -91,9 +91,8 @@ export async function queueDueChange(sql: SqlClient, delayMs: number, batchSize:
 
 export interface ReplayClaim {
   userId: string;
+  /** The row's version when the worker claimed it. */
   version: number;
-  /** Failed replays of this user since its latest change, before this claim. */
-  attempts: number;
 }
 
 /**
@@ -101,7 +100,7 @@ export interface ReplayClaim {
  * `claimMs` from now. Returns null when there is none.
  */
 export async function claimPendingReplay(sql: SqlClient, claimMs: number): Promise<ReplayClaim | null> {
-  const rows = await sql.query<{ user_id: string; version: number; attempts: number }>(
+  const rows = await sql.query<{ user_id: string; version: number }>(
     `UPDATE pending_replays SET claimed_until = clock_timestamp() + $1::int * interval '1 millisecond'
      WHERE user_id = (
        SELECT user_id FROM pending_replays
@@ -109,11 +108,11 @@ export async function claimPendingReplay(sql: SqlClient, claimMs: number): Promi
        ORDER BY requested_at, user_id
        LIMIT 1
        FOR UPDATE SKIP LOCKED)
-     RETURNING user_id, version, attempts`,
+     RETURNING user_id, version`,
     [claimMs],
   );
   const row = rows[0];
-  return row === undefined ? null : { userId: row.user_id, version: row.version, attempts: row.attempts };
+  return row === undefined ? null : { userId: row.user_id, version: row.version };
 }
 
 /**
