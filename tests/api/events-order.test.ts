@@ -42,6 +42,18 @@ function at(time: string): string {
   return new Date(`2026-01-20T${time}Z`).toISOString();
 }
 
+/**
+ * Returns eight starts of `startType` with distinct pair keys, each sent
+ * with no session open at `<hour>0:00` to `<hour>7:00` and followed by a
+ * session end half an hour later.
+ */
+function startsWithoutSession(startType: string, hour: number): Array<{ type: string; pairKey?: string; occurredAt: string }> {
+  return Array.from({ length: 8 }, (_, index) => [
+    { type: startType, pairKey: `k${index}`, occurredAt: at(`${hour}${index}:00:00`) },
+    { type: 'session_ended', occurredAt: at(`${hour}${index}:30:00`) },
+  ]).flat();
+}
+
 describe('listing order at one instant', () => {
   let server: TestServer;
 
@@ -63,10 +75,7 @@ describe('listing order at one instant', () => {
     // shares its instant and position. Each session end closes the task, and
     // that task_ended correction shares the end's instant and position.
     const carol = await server.createUser('carol');
-    const events = Array.from({ length: 8 }, (_, index) => [
-      { type: 'task_started', pairKey: `k${index}`, occurredAt: at(`0${index}:00:00`) },
-      { type: 'session_ended', occurredAt: at(`0${index}:30:00`) },
-    ]).flat();
+    const events = startsWithoutSession('task_started', 0);
     dataOf(await server.gql(SEND_EVENTS, { events }, carol.token), 'sendEvents');
     const TYPES = `query ($first: Int, $after: String, $last: Int, $before: String) {
       events(first: $first, after: $after, last: $last, before: $before) {
@@ -121,10 +130,7 @@ describe('listing order at one instant', () => {
     // Each task starts without a session, so the session opened for it
     // starts at the same instant and position.
     const erin = await server.createUser('erin');
-    const events = Array.from({ length: 8 }, (_, index) => [
-      { type: 'task_started', pairKey: `k${index}`, occurredAt: at(`1${index}:00:00`) },
-      { type: 'session_ended', occurredAt: at(`1${index}:30:00`) },
-    ]).flat();
+    const events = startsWithoutSession('task_started', 1);
     dataOf(await server.gql(SEND_EVENTS, { events }, erin.token), 'sendEvents');
     const PAIRS = `query ($first: Int, $after: String, $last: Int, $before: String) {
       segments(first: $first, after: $after, last: $last, before: $before) {
@@ -154,10 +160,7 @@ describe('listing order at one instant', () => {
     const step = { name: 'step', startType: 'step_started', endType: 'step_ended', parent: 'task' };
     dataOf(await server.gql(define, { input: step }, admin), 'definePairType');
     const frank = await server.createUser('frank');
-    const events = Array.from({ length: 8 }, (_, index) => [
-      { type: 'step_started', pairKey: `k${index}`, occurredAt: at(`1${index}:00:00`) },
-      { type: 'session_ended', occurredAt: at(`1${index}:30:00`) },
-    ]).flat();
+    const events = startsWithoutSession('step_started', 1);
     dataOf(await server.gql(SEND_EVENTS, { events }, frank.token), 'sendEvents');
 
     const reply = await server.gql('{ segments(first: 50) { nodes { pairType } } }', {}, frank.token);

@@ -351,77 +351,42 @@ describe('HTTP behaviour', () => {
     // About 100 KB, above the 64 KiB that a request without a valid token may
     // send and below the production server's MAX_BODY_BYTES.
     const bigBody = JSON.stringify({ query: '{ __typename }', variables: { pad: 'x'.repeat(100_000) } });
+    const json = { 'content-type': 'application/json' };
 
     const production = () => servers.get('production')!.server;
 
-    function expectRejected(reply: Reply, what: string): void {
-      expect(reply.status, `${what}: status`).toBe(413);
-      expect(reply.json?.errors?.[0]?.extensions?.reason, `${what}: reason`).toBe('ANONYMOUS_BODY_TOO_LARGE');
-      expect(reply.json?.errors?.[0]?.extensions?.max, `${what}: max`).toBe(65_536);
+    /** Posts `bigBody` to the production server, in chunks without a declared length when `chunked` is true. */
+    function postBig(path: string, headers: Record<string, string>, chunked: boolean): Promise<Reply> {
+      const init = chunked ? { body: new Blob([bigBody]).stream(), duplex: 'half' } : { body: bigBody };
+      return send(`${production().url}${path}`, { method: 'POST', headers, ...init } as RequestInit);
+    }
+
+    function expectRejected(reply: Reply, label: string): void {
+      expect(reply.status, `${label}: status`).toBe(413);
+      expect(reply.json?.errors?.[0]?.extensions?.reason, `${label}: reason`).toBe('ANONYMOUS_BODY_TOO_LARGE');
+      expect(reply.json?.errors?.[0]?.extensions?.max, `${label}: max`).toBe(65_536);
     }
 
     it('rejects a large body without a token', async () => {
-      const declared = await send(`${production().url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: bigBody,
-      });
-      expectRejected(declared, 'declared length');
-
-      const chunked = await send(`${production().url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: new Blob([bigBody]).stream(),
-        duplex: 'half',
-      } as RequestInit);
-      expectRejected(chunked, 'chunked');
-
-      const chunkedText = await send(`${production().url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'text/plain' },
-        body: new Blob([bigBody]).stream(),
-        duplex: 'half',
-      } as RequestInit);
-      expectRejected(chunkedText, 'chunked text/plain');
+      expectRejected(await postBig('/graphql', json, false), 'declared length');
+      expectRejected(await postBig('/graphql', json, true), 'chunked');
+      expectRejected(await postBig('/graphql', { 'content-type': 'text/plain' }, true), 'chunked text/plain');
     });
 
     it('answers 401 to a large body with an invalid token', async () => {
-      const reply = await send(`${production().url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer not.a.token' },
-        body: bigBody,
-      });
+      const invalid = { ...json, authorization: 'Bearer not.a.token' };
+      const reply = await postBig('/graphql', invalid, false);
       expect(reply.status, 'status').toBe(401);
       expect(reply.headers.get('www-authenticate'), 'challenge').toBe('Bearer');
       expect(reply.json?.errors?.[0]?.extensions?.reason, 'reason').toBe('INVALID_TOKEN');
 
-      const chunked = await send(`${production().url}/api/events`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer not.a.token' },
-        body: new Blob([bigBody]).stream(),
-        duplex: 'half',
-      } as RequestInit);
+      const chunked = await postBig('/api/events', invalid, true);
       expect(chunked.status, 'chunked: status').toBe(401);
       expect(chunked.json?.error?.reason, 'chunked: reason').toBe('INVALID_TOKEN');
     });
 
-    it('accepts a large chunked body with a token', async () => {
-      const reply = await send(`${production().url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${await production().adminToken()}` },
-        body: new Blob([bigBody]).stream(),
-        duplex: 'half',
-      } as RequestInit);
-      expect(reply.status).toBe(200);
-      expect(reply.json?.data).toEqual({ __typename: 'Query' });
-    });
-
-    it('accepts a large body with a token', async () => {
-      const reply = await send(`${production().url}/graphql`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${await production().adminToken()}` },
-        body: bigBody,
-      });
+    it.each([false, true])('accepts a large body with a token, chunked: %s', async (chunked) => {
+      const reply = await postBig('/graphql', { ...json, authorization: `Bearer ${await production().adminToken()}` }, chunked);
       expect(reply.status).toBe(200);
       expect(reply.json?.data).toEqual({ __typename: 'Query' });
     });

@@ -57,6 +57,11 @@ const STEP_BEFORE: Definition = {
 const WORK_AFTER: Definition = { ...WORK_BEFORE, autoClose: { timeoutSeconds: 900, endAt: 'DEADLINE' } };
 const STEP_AFTER: Definition = { ...STEP_BEFORE, parent: 'work', autoClose: { timeoutSeconds: 600, endAt: 'LAST_ACTIVITY' } };
 
+/** Returns a top-level pair type `name`, with events `<name>_started` and `<name>_ended` and the policy of WORK_BEFORE. */
+function pairTypeNamed(name: string): Definition {
+  return { ...WORK_BEFORE, name, startType: `${name}_started`, endType: `${name}_ended` };
+}
+
 /** Generates a session and task stream and renames its events to the custom pair types `work` and `step`. */
 function workStream(seed: number, idPrefix: string): StreamEvent[] {
   return generateStream({ idPrefix, seed, count: 120, startAt: STREAM_START, maxGapSeconds: 1500 }).map((event) => ({
@@ -206,6 +211,11 @@ describeWithPostgres('replay worker', () => {
     await server?.close();
   });
 
+  /** Ends the claim or the pause that hides a queued user from the worker. */
+  async function endPause(userId: string): Promise<void> {
+    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [userId]);
+  }
+
   async function queuedRow(userId: string) {
     const rows = await server.app.db.sql.query<{ version: number; attempts: number; claimed: boolean }>(
       `SELECT version, attempts, claimed_until > clock_timestamp() AS claimed FROM pending_replays WHERE user_id = $1`,
@@ -222,27 +232,27 @@ describeWithPostgres('replay worker', () => {
   }
 
   it('retries a user whose lock is busy', async () => {
-    const pairType: Definition = { ...WORK_BEFORE, name: 'shift', startType: 'shift_started', endType: 'shift_ended' };
+    const pairType: Definition = pairTypeNamed('shift');
     await define(server, admin, pairType);
     const user = await userWithSegments('busy', pairType);
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
 
-    const held = await server.app.store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
+    const heldLock = await server.app.store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
     try {
       expect(await server.app.replays.runOnce(), 'users replayed while locked').toBe(0);
     } finally {
-      await server.app.store.releaseUserLock(held);
+      await server.app.store.releaseUserLock(heldLock);
     }
     expect(await queuedRow(user.id), 'row after the failure').toEqual({ version: 1, attempts: 1, claimed: true });
     expect(await server.app.replays.runOnce(), 'users replayed during the pause').toBe(0);
 
-    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [user.id]);
+    await endPause(user.id);
     expect(await server.app.replays.runOnce(), 'users replayed after the pause').toBe(1);
     expect(await queuedRow(user.id), 'row after the replay').toBeNull();
   });
 
   it('keeps a change queued during a replay', async () => {
-    const pairType: Definition = { ...WORK_BEFORE, name: 'visit', startType: 'visit_started', endType: 'visit_ended' };
+    const pairType: Definition = pairTypeNamed('visit');
     await define(server, admin, pairType);
     const user = await userWithSegments('changed-twice', pairType);
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 120, endAt: 'DEADLINE' } });
@@ -269,7 +279,7 @@ describeWithPostgres('replay worker', () => {
       databaseUrl: server.databaseUrl!,
     });
     try {
-      const pairType: Definition = { ...WORK_BEFORE, name: 'watch', startType: 'watch_started', endType: 'watch_ended' };
+      const pairType: Definition = pairTypeNamed('watch');
       await define(server, admin, pairType);
       // Sending through the other server fills its pair type cache.
       const user = await server.createUser('other-process');
@@ -295,8 +305,8 @@ describeWithPostgres('replay worker', () => {
       databaseUrl: server.databaseUrl!,
     });
     try {
-      const outer: Definition = { ...WORK_BEFORE, name: 'outer', startType: 'outer_started', endType: 'outer_ended' };
-      const inner: Definition = { ...WORK_BEFORE, name: 'inner', startType: 'inner_started', endType: 'inner_ended' };
+      const outer: Definition = pairTypeNamed('outer');
+      const inner: Definition = pairTypeNamed('inner');
       await define(server, admin, outer);
       await define(server, admin, inner);
       const user = await server.createUser('stale-fold');
@@ -320,7 +330,7 @@ describeWithPostgres('replay worker', () => {
   });
 
   it('queues a change once it is old enough', async () => {
-    const pairType: Definition = { ...WORK_BEFORE, name: 'tour', startType: 'tour_started', endType: 'tour_ended' };
+    const pairType: Definition = pairTypeNamed('tour');
     await define(server, admin, pairType);
     const users = [await userWithSegments('batch-a', pairType), await userWithSegments('batch-b', pairType)];
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
@@ -336,7 +346,7 @@ describeWithPostgres('replay worker', () => {
   });
 
   it('extends a claim while its replay runs', async () => {
-    const pairType: Definition = { ...WORK_BEFORE, name: 'ride', startType: 'ride_started', endType: 'ride_ended' };
+    const pairType: Definition = pairTypeNamed('ride');
     await define(server, admin, pairType);
     const user = await userWithSegments('extended', pairType);
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
@@ -348,7 +358,7 @@ describeWithPostgres('replay worker', () => {
     expect(await extendPendingReplayClaim(server.app.db.sql, claim!, 60_000), 'extension').toBe(true);
     expect(await claimPendingReplay(server.app.db.sql, 1), 'claim by another worker').toBeNull();
 
-    // A new change gives the row a newer version, and the claim still holds it.
+    // A new change gives the row a newer version, and the claim still keeps other workers away.
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 90, endAt: 'DEADLINE' } });
     await server.app.replays.queueDueChanges();
     expect(await extendPendingReplayClaim(server.app.db.sql, claim!, 60_000), 'extension after a change').toBe(true);
@@ -359,7 +369,7 @@ describeWithPostgres('replay worker', () => {
   });
 
   it('keeps queued users in place', async () => {
-    const pairType: Definition = { ...WORK_BEFORE, name: 'hike', startType: 'hike_started', endType: 'hike_ended' };
+    const pairType: Definition = pairTypeNamed('hike');
     await define(server, admin, pairType);
     const users = [await userWithSegments('place-a', pairType), await userWithSegments('place-b', pairType)];
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
@@ -385,8 +395,8 @@ describeWithPostgres('replay worker', () => {
   });
 
   it('queues a change made during a backlog', async () => {
-    const lane: Definition = { ...WORK_BEFORE, name: 'lane', startType: 'lane_started', endType: 'lane_ended' };
-    const dock: Definition = { ...WORK_BEFORE, name: 'dock', startType: 'dock_started', endType: 'dock_ended' };
+    const lane: Definition = pairTypeNamed('lane');
+    const dock: Definition = pairTypeNamed('dock');
     await define(server, admin, lane);
     await define(server, admin, dock);
     for (let index = 0; index < 4; index += 1) {
@@ -427,12 +437,12 @@ describeWithPostgres('replay worker', () => {
   /** Makes the worker fail on the user `times` times, because its lock is busy, ending each pause. */
   async function failTimes(userId: string, times: number) {
     for (let index = 0; index < times; index += 1) {
-      await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [userId]);
-      const held = await server.app.store.acquireUserLock(userId, { ttlMs: 30_000, waitMs: 0 });
+      await endPause(userId);
+      const heldLock = await server.app.store.acquireUserLock(userId, { ttlMs: 30_000, waitMs: 0 });
       try {
         expect(await server.app.replays.runOnce(), 'users replayed while locked').toBe(0);
       } finally {
-        await server.app.store.releaseUserLock(held);
+        await server.app.store.releaseUserLock(heldLock);
       }
     }
   }
@@ -446,7 +456,7 @@ describeWithPostgres('replay worker', () => {
   }
 
   it('takes other users before a replay again', async () => {
-    const lap: Definition = { ...WORK_BEFORE, name: 'lap', startType: 'lap_started', endType: 'lap_ended' };
+    const lap: Definition = pairTypeNamed('lap');
     await define(server, admin, lap);
     const users = [await userWithSegments('lap-a', lap), await userWithSegments('lap-b', lap)];
     await change(lap);
@@ -484,7 +494,7 @@ describeWithPostgres('replay worker', () => {
   });
 
   it('ends a pause when a change comes', async () => {
-    const jog: Definition = { ...WORK_BEFORE, name: 'jog', startType: 'jog_started', endType: 'jog_ended' };
+    const jog: Definition = pairTypeNamed('jog');
     await define(server, admin, jog);
     const user = await userWithSegments('jog-a', jog);
     await change(jog);
@@ -496,12 +506,12 @@ describeWithPostgres('replay worker', () => {
   });
 
   it('counts the pause from the latest change', async () => {
-    const row: Definition = { ...WORK_BEFORE, name: 'row', startType: 'row_started', endType: 'row_ended' };
+    const row: Definition = pairTypeNamed('row');
     await define(server, admin, row);
     const user = await userWithSegments('row-a', row);
     await change(row);
     await failTimes(user.id, 8);
-    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [user.id]);
+    await endPause(user.id);
 
     // The worker claims the user after eight failures; a change comes while its replay waits for the busy lock.
     const intake = server.app.services.intake;
@@ -510,20 +520,20 @@ describeWithPostgres('replay worker', () => {
       await change(row);
       return replay(userId, prepare);
     };
-    const held = await server.app.store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
+    const heldLock = await server.app.store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
     try {
       expect(await server.app.replays.runOnce(), 'users replayed while locked').toBe(0);
     } finally {
-      await server.app.store.releaseUserLock(held);
+      await server.app.store.releaseUserLock(heldLock);
       intake.replay = replay;
     }
     expect(await pauseSeconds(user.id), 'pause after the first failure since the change').toBeLessThanOrEqual(2);
-    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp() WHERE user_id = $1`, [user.id]);
+    await endPause(user.id);
     expect(await server.app.replays.runOnce(), 'users replayed after the pause').toBe(1);
   });
 
   it('hands one user to one worker at a time', async () => {
-    const pairType: Definition = { ...WORK_BEFORE, name: 'trip', startType: 'trip_started', endType: 'trip_ended' };
+    const pairType: Definition = pairTypeNamed('trip');
     await define(server, admin, pairType);
     const users = [await userWithSegments('claim-a', pairType), await userWithSegments('claim-b', pairType)];
     await define(server, admin, { ...pairType, autoClose: { timeoutSeconds: 60, endAt: 'DEADLINE' } });
