@@ -129,8 +129,8 @@ export class Deriver {
     private readonly sql: SqlClient,
     private readonly store: CoordinationStore,
     /**
-     * The pair types, from a cache unless `fresh` requests a read that sees
-     * every committed change. The user's own auto-close preferences come with the head.
+     * The pair types, from a cache unless `fresh` requests a read that
+     * returns every committed change. The user's own auto-close preferences come with the head.
      */
     private readonly pairTypes: (fresh?: boolean) => Promise<readonly PairTypeDefinition[]>,
     private readonly logger: Logger,

@@ -67,8 +67,8 @@ describeWithPostgres('rebuild command', () => {
     const before = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
     expect(before.rows[0]?.count).toBeGreaterThan(0);
 
-    // A replay queued by a pair type change is done by the full rebuild, and
-    // so is a change old enough to be queued; a recent one stays for the servers.
+    // The full rebuild does the replay that a pair type change queued. It also
+    // applies a change old enough to be queued, and leaves a recent one to the servers.
     await client.query(
       `INSERT INTO pending_replays (user_id, pair_types, requested_at)
        SELECT id, ARRAY['task'], now() FROM users WHERE username = 'rebuilder'`,
