@@ -9,7 +9,7 @@ import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
 import {
   bindUser,
   collectLeaves,
-  evaluate,
+  evaluateInSlices,
   toExpression,
   userIndependentNodes,
   validateWindow,
@@ -158,10 +158,13 @@ export class ReportService {
       }),
     );
 
+    // A costly expression takes long to evaluate, so the evaluation lets
+    // other requests have the event loop between its nodes and between groups.
+    const pause = eventLoopSlices(SLICE_MS);
     // Nodes that do not depend on a group's user are computed once, here, and
     // reused by every group, whose bound expression shares them.
     const shared: SharedValues | undefined = grouped ? { nodes: userIndependentNodes(expr), values: new Map() } : undefined;
-    const whole = evaluate(expr, window, (key) => requireLeaf(loaded, key).set, shared);
+    const whole = await evaluateInSlices(expr, window, (key) => requireLeaf(loaded, key).set, pause, shared);
     const result: ReportResult = {
       window: { start: new Date(window.start), end: new Date(window.end) },
       ...this.summarise(whole, window, boundaries),
@@ -173,10 +176,9 @@ export class ReportService {
       // so the response stays bounded however many users there are.
       let budget = this.limits.maxIntervals;
       const groups: NonNullable<ReportResult['groups']> = [];
-      let sliceStarted = performance.now();
       for (const userId of groupUsers) {
         const bound = bindExpression(expr, userId);
-        const set = evaluate(
+        const set = await evaluateInSlices(
           bound,
           window,
           (key) => {
@@ -188,16 +190,15 @@ export class ReportService {
             const [unboundKey, user] = splitBoundKey(key);
             return requireLeaf(loaded, unboundKey).perUser?.get(user) ?? IntervalSet.empty();
           },
+          pause,
           shared,
         );
         const summary = this.summarise(set, window, boundaries, budget);
         budget -= summary.intervals.length;
         groups.push({ userId, ...summary });
-        // Many groups of a costly expression take long, so other requests
-        // get the event loop between groups.
-        if (performance.now() - sliceStarted > GROUP_SLICE_MS) {
-          await new Promise((resolve) => setImmediate(resolve));
-          sliceStarted = performance.now();
+        const waiting = pause();
+        if (waiting !== undefined) {
+          await waiting;
         }
       }
       result.groups = groups;
@@ -292,10 +293,26 @@ function requireLeaf<T>(loaded: Map<string, T>, key: string): T {
 }
 
 const BOUND_SEPARATOR = '\u0000bound-to\u0000';
-/** Maximum time, in ms, that the groups of one report keep the event loop before they let other work run. */
-const GROUP_SLICE_MS = 20;
+/** Time, in ms, after which a report's evaluation lets other work run at its next node or group. */
+const SLICE_MS = 20;
 
-/** Rewrites the leaves that name no users so their key records the group's user. */
+/**
+ * Returns a pause for `evaluateInSlices`: once `maxMs` have passed since the
+ * last pause, it returns a promise that resolves after the event loop's
+ * pending work, and otherwise nothing.
+ */
+function eventLoopSlices(maxMs: number): () => Promise<void> | undefined {
+  let sliceStarted = performance.now();
+  return () => {
+    if (performance.now() - sliceStarted <= maxMs) {
+      return undefined;
+    }
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      sliceStarted = performance.now();
+    });
+  };
+}
+
 /**
  * Returns `expr` with each leaf that names no users bound to `userId`. A
  * subtree without such leaves is returned as the same object, so that the

@@ -4,6 +4,7 @@ import { DomainError } from '../../src/domain/errors.js';
 import { IntervalSet, type Interval } from '../../src/domain/interval/interval-set.js';
 import {
   evaluate,
+  evaluateInSlices,
   leafKey,
   toExpression,
   userIndependentNodes,
@@ -234,6 +235,59 @@ describe('shared values', () => {
     expect(second.toString(), 'second result').toBe('[20, 100)');
     expect(loads.filter((key) => key.includes(user)), 'loads of the leaf naming its user').toHaveLength(1);
     expect(loads.filter((key) => !key.includes(user)), 'loads of the leaf without users').toHaveLength(2);
+  });
+});
+
+describe('evaluateInSlices', () => {
+  const window = { start: 0, end: 100 };
+  const expression = toExpression(
+    { difference: { from: { complement: leaf('a') }, subtract: { union: [leaf('b'), { intervals: [{ start: 90, end: 95 }] }] } } },
+    window,
+  );
+  const values = new Map([
+    [keyOf('a'), IntervalSet.of(10, 20)],
+    [keyOf('b'), IntervalSet.of(30, 40)],
+  ]);
+  const leafValue = (key: string) => values.get(key) ?? IntervalSet.empty();
+
+  it('matches evaluate, pausing per node', async () => {
+    let pauses = 0;
+    const result = await evaluateInSlices(expression, window, leafValue, () => {
+      pauses += 1;
+      return undefined;
+    });
+
+    expect(result.toString()).toBe(evaluate(expression, window, leafValue).toString());
+    expect(result.toString()).toBe('[0, 10) [20, 30) [40, 90) [95, 100)');
+    // Six nodes: the difference at the root, the complement, leaf a, the union, leaf b and the literal.
+    expect(pauses).toBe(5);
+  });
+
+  it('waits for a pause to end', async () => {
+    const order: string[] = [];
+    let release: () => void = () => {};
+    const evaluation = evaluateInSlices(
+      expression,
+      window,
+      (key) => {
+        order.push(`load ${key === keyOf('a') ? 'a' : 'b'}`);
+        return leafValue(key);
+      },
+      () => {
+        if (order.length === 1) {
+          order.push('pause');
+          return new Promise<void>((resolve) => {
+            release = resolve;
+          });
+        }
+        return undefined;
+      },
+    );
+    await Promise.resolve();
+    expect(order, 'before the pause ends').toEqual(['load a', 'pause']);
+    release();
+    await evaluation;
+    expect(order, 'after the pause').toEqual(['load a', 'pause', 'load b']);
   });
 });
 

@@ -5,7 +5,7 @@
 
 import { assertNever } from '../errors.js';
 import { IntervalSet, type Interval } from '../interval/interval-set.js';
-import { foldTree } from './fold.js';
+import { foldTree, foldTreeInSlices } from './fold.js';
 import type { Expr, LeafSpec } from './types.js';
 
 function operandsOf(expr: Expr): readonly Expr[] {
@@ -71,6 +71,9 @@ export interface SharedValues {
   values: Map<Expr, IntervalSet>;
 }
 
+/** Returns the value of a leaf by its key; called once per distinct key. */
+export type LeafValue = (key: string) => IntervalSet;
+
 /**
  * Evaluates `expr` over `window`. `leafValue` returns the set of a leaf by
  * its key and is called once per distinct key. Leaves and literals are
@@ -80,16 +83,32 @@ export interface SharedValues {
  * `shared.nodes` is computed once for all evaluations that pass the same
  * `shared`, and its subtree is not walked again.
  */
-export function evaluate(
+export function evaluate(expr: Expr, window: Interval, leafValue: LeafValue, shared?: SharedValues): IntervalSet {
+  const { childrenOf, combine } = evaluation(window, leafValue, shared);
+  return foldTree(expr, childrenOf, combine);
+}
+
+/**
+ * Evaluates like `evaluate`, and calls `pause` after each node. When `pause`
+ * returns a promise, the evaluation waits for it before the next node, so
+ * that a long evaluation can let other work run.
+ */
+export function evaluateInSlices(
   expr: Expr,
   window: Interval,
-  leafValue: (key: string) => IntervalSet,
+  leafValue: LeafValue,
+  pause: () => Promise<void> | undefined,
   shared?: SharedValues,
-): IntervalSet {
+): Promise<IntervalSet> {
+  const { childrenOf, combine } = evaluation(window, leafValue, shared);
+  return foldTreeInSlices(expr, childrenOf, combine, pause);
+}
+
+/** Builds the walk and the step of one evaluation. */
+function evaluation(window: Interval, leafValue: LeafValue, shared: SharedValues | undefined) {
   const leafCache = new Map<string, IntervalSet>();
   const childrenOf = (node: Expr): readonly Expr[] => (shared?.values.has(node) === true ? [] : operandsOf(node));
-
-  return foldTree<Expr, IntervalSet>(expr, childrenOf, (node, operands) => {
+  const combine = (node: Expr, operands: IntervalSet[]): IntervalSet => {
     const known = shared?.values.get(node);
     if (known !== undefined) {
       return known;
@@ -99,7 +118,8 @@ export function evaluate(
       shared.values.set(node, value);
     }
     return value;
-  });
+  };
+  return { childrenOf, combine };
 }
 
 function evaluateNode(
@@ -107,7 +127,7 @@ function evaluateNode(
   operands: IntervalSet[],
   window: Interval,
   leafCache: Map<string, IntervalSet>,
-  leafValue: (key: string) => IntervalSet,
+  leafValue: LeafValue,
 ): IntervalSet {
   switch (node.kind) {
     case 'segments': {

@@ -33,7 +33,7 @@ import { DEFAULT_EXPRESSION_LIMITS, type Expr, type ExpressionLimits } from './t
 import { formatInstant } from './window.js';
 
 export { bindUser, canonicalJson, leafKey } from './leaf.js';
-export { collectLeaves, evaluate, userIndependentNodes, type SharedValues } from './evaluate.js';
+export { collectLeaves, evaluate, evaluateInSlices, userIndependentNodes, type SharedValues } from './evaluate.js';
 export { measureExpression } from './measure.js';
 export { validateWindow } from './window.js';
 export {

@@ -9,15 +9,12 @@ interface Frame<N, R> {
   readonly results: R[];
 }
 
-/**
- * Folds the tree under `root`: `combine` receives each node with the results
- * of its children, in order, and the result of the root is returned.
- */
-export function foldTree<N, R>(
+/** The fold as steps: it yields after each node other than the root is combined, and returns the root's result. */
+function* foldSteps<N, R>(
   root: N,
   childrenOf: (node: N) => readonly N[],
   combine: (node: N, childResults: R[]) => R,
-): R {
+): Generator<void, R, void> {
   const stack: Array<Frame<N, R>> = [{ node: root, children: childrenOf(root), results: [] }];
 
   for (;;) {
@@ -35,5 +32,48 @@ export function foldTree<N, R>(
       return result;
     }
     parent.results.push(result);
+    yield;
+  }
+}
+
+/**
+ * Folds the tree under `root`: `combine` receives each node with the results
+ * of its children, in order, and the result of the root is returned.
+ */
+export function foldTree<N, R>(
+  root: N,
+  childrenOf: (node: N) => readonly N[],
+  combine: (node: N, childResults: R[]) => R,
+): R {
+  const steps = foldSteps(root, childrenOf, combine);
+  for (;;) {
+    const step = steps.next();
+    if (step.done === true) {
+      return step.value;
+    }
+  }
+}
+
+/**
+ * Folds like `foldTree`, and calls `pause` after each node it combines. When
+ * `pause` returns a promise, the fold waits for it before the next node, so
+ * a caller can hand the thread to other work between nodes.
+ */
+export async function foldTreeInSlices<N, R>(
+  root: N,
+  childrenOf: (node: N) => readonly N[],
+  combine: (node: N, childResults: R[]) => R,
+  pause: () => Promise<void> | undefined,
+): Promise<R> {
+  const steps = foldSteps(root, childrenOf, combine);
+  for (;;) {
+    const step = steps.next();
+    if (step.done === true) {
+      return step.value;
+    }
+    const waiting = pause();
+    if (waiting !== undefined) {
+      await waiting;
+    }
   }
 }

@@ -1,0 +1,122 @@
+/**
+ * A report evaluates its expression on the event loop, once more per user
+ * when grouped by user. Between the nodes of an evaluation and between
+ * groups it lets other work run, so a costly report does not hold the loop
+ * for its whole evaluation. The tests measure the longest event loop delay
+ * of the test process, which runs the server, while one such report runs.
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { startTestServer, type TestServer } from '../support/app.js';
+import { dataOf } from '../support/replay.js';
+import { describeWithPostgres } from '../support/services.js';
+
+const USERS = 80;
+const SEGMENTS_PER_USER = 1500;
+const WINDOW = { start: '2026-01-05T00:00:00.000Z', end: '2026-01-07T00:00:00.000Z' };
+const CHAINS = 16;
+const CHAIN_DEPTH = 100;
+
+/**
+ * Builds a union of `chains` chains of CHAIN_DEPTH complements over the segments
+ * of `pairType`, so that evaluating the expression takes most of the report's time.
+ */
+function costlyExpression(pairType: string, chains = CHAINS): unknown {
+  const chain = () => {
+    let expression: unknown = { segments: { pairTypes: [pairType] } };
+    for (let depth = 0; depth < CHAIN_DEPTH; depth += 1) {
+      expression = { complement: expression };
+    }
+    return expression;
+  };
+  return { union: Array.from({ length: chains }, chain) };
+}
+
+describeWithPostgres('costly report on a busy loop', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      rollups: false,
+      replays: false,
+      env: { REPORT_MAX_DEPTH: String(CHAIN_DEPTH + 2), REPORT_MAX_NODES: String(CHAINS * (CHAIN_DEPTH + 1) + 1) },
+    });
+    const sql = server.app.db.sql;
+    // Every user has the same task times, so the report over all users, which
+    // runs before the groups, stays cheap.
+    await sql.query(
+      `INSERT INTO users (id, username, role, password_hash)
+       SELECT gen_random_uuid(), 'yield-' || i, 'MEMBER', 'x' FROM generate_series(1, $1::int) AS i`,
+      [USERS],
+    );
+    await sql.query(
+      `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id,
+         end_at, end_event_id, end_reason, decided_at, decided_seq)
+       SELECT gen_random_uuid(), u.id, 'task', '', timestamptz '2026-01-05' + i * interval '1 minute', i,
+         gen_random_uuid(), timestamptz '2026-01-05' + i * interval '1 minute' + interval '30 seconds',
+         gen_random_uuid(), 'CLIENT', timestamptz '2026-01-05' + i * interval '1 minute' + interval '30 seconds', i
+       FROM users u, generate_series(1, $1::int) AS i WHERE u.username LIKE 'yield-%'`,
+      [SEGMENTS_PER_USER],
+    );
+    // Sessions of 0.2 s start half a second apart between users, so that the
+    // sessions of all users stay apart: a leaf of all users has USERS * SEGMENTS_PER_USER intervals.
+    await sql.query(
+      `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id,
+         end_at, end_event_id, end_reason, decided_at, decided_seq)
+       SELECT gen_random_uuid(), u.id, 'session', '', timestamptz '2026-01-05' + i * interval '1 minute' + u.n * interval '500 milliseconds', i,
+         gen_random_uuid(), timestamptz '2026-01-05' + i * interval '1 minute' + u.n * interval '500 milliseconds' + interval '200 milliseconds',
+         gen_random_uuid(), 'CLIENT', timestamptz '2026-01-05' + i * interval '1 minute' + interval '59 seconds', i
+       FROM (SELECT id, row_number() OVER (ORDER BY username) AS n FROM users WHERE username LIKE 'yield-%') AS u,
+         generate_series(1, $1::int) AS i`,
+      [SEGMENTS_PER_USER],
+    );
+    await sql.query(
+      `INSERT INTO segment_length_bounds (user_id, pair_type, max_ms)
+       SELECT id, pair_type, CASE pair_type WHEN 'task' THEN 30000 ELSE 200 END
+       FROM users, (VALUES ('task'), ('session')) AS t(pair_type) WHERE username LIKE 'yield-%'`,
+    );
+  }, 120_000);
+
+  /** Runs `query` and returns its data and time, with the longest event loop delay while it ran. */
+  async function timed(query: string, variables: Record<string, unknown>) {
+    const admin = await server.adminToken();
+    const delay = monitorEventLoopDelay({ resolution: 10 });
+    delay.enable();
+    const started = performance.now();
+    const reply = await server.gql(query, variables, admin);
+    const elapsedMs = performance.now() - started;
+    delay.disable();
+    return { report: dataOf(reply, 'report').report, elapsedMs, longestDelayMs: delay.max / 1e6 };
+  }
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('yields between groups', async () => {
+    const query = `query ($expression: SetExpression!, $window: WindowInput!) {
+      report(expression: $expression, window: $window, groupBy: USER) { groups { count } }
+    }`;
+    const { report, elapsedMs, longestDelayMs } = await timed(query, { expression: costlyExpression('task'), window: WINDOW });
+
+    const groups = report.groups as Array<{ count: number }>;
+    expect(groups.length, 'groups').toBe(USERS + 1);
+    expect(elapsedMs, 'report time, which must be long enough for the check to mean something').toBeGreaterThan(200);
+    expect(longestDelayMs, 'longest event loop delay in ms').toBeLessThan(elapsedMs / 2);
+  }, 60_000);
+
+  it('yields between nodes of one evaluation', async () => {
+    const query = `query ($expression: SetExpression!, $window: WindowInput!) {
+      report(expression: $expression, window: $window) { count }
+    }`;
+    const { report, elapsedMs, longestDelayMs } = await timed(query, { expression: costlyExpression('session', 6), window: WINDOW });
+
+    // An even number of complements gives back the sessions.
+    expect(report.count, 'intervals').toBe(USERS * SEGMENTS_PER_USER);
+    expect(elapsedMs, 'report time, which must be long enough for the check to mean something').toBeGreaterThan(200);
+    expect(longestDelayMs, 'longest event loop delay in ms').toBeLessThan(elapsedMs / 2);
+  }, 60_000);
+});
