@@ -37,6 +37,8 @@ const END_AT_VALUES: readonly AutoCloseEndAt[] = ['LAST_ACTIVITY', 'DEADLINE'];
 
 /** Lifetime of the cached pair-type list on the intake path. */
 export const CATALOG_CACHE_MS = 1000;
+/** Key of the advisory lock under which `definePairType` calls take turns. */
+const DEFINE_LOCK_KEY = 72707371;
 const MAX_REMEMBERED_POINT_TYPES = 10_000;
 
 export class PairTypeService {
@@ -61,14 +63,7 @@ export class PairTypeService {
 
   async list(): Promise<PairTypeRecord[]> {
     const rows = await this.prisma.pairType.findMany({ orderBy: { name: 'asc' } });
-    return rows.map((row) => ({
-      name: row.name,
-      startType: row.startType,
-      endType: row.endType,
-      parent: row.parent,
-      autoClose: { timeoutSeconds: row.timeoutSeconds, endAt: row.endAt },
-      builtIn: row.builtIn,
-    }));
+    return rows.map(toPairTypeRecord);
   }
 
   /**
@@ -107,77 +102,27 @@ export class PairTypeService {
       throw badInput('INVALID_PAIR_TYPE', `Invalid pair type: ${problems.join('; ')}.`, { problems });
     }
 
-    const existing = await this.list();
-    const byName = new Map(existing.map((type) => [type.name, type]));
-    const current = byName.get(input.name);
-
-    for (const other of existing) {
-      if (other.name === input.name) {
-        continue;
-      }
-      for (const eventType of [input.startType, input.endType]) {
-        if (eventType === other.startType || eventType === other.endType) {
-          throw badInput(
-            'EVENT_TYPE_IN_USE',
-            `Event type ${JSON.stringify(eventType)} is already used by pair type ${JSON.stringify(other.name)}.`,
-            { eventType, pairType: other.name },
-          );
-        }
-      }
-    }
-
-    if (current !== undefined) {
-      if (current.builtIn) {
-        throw badInput('PAIR_TYPE_BUILT_IN', `Pair type ${JSON.stringify(input.name)} is built in and cannot be redefined.`, {
-          name: input.name,
-        });
-      }
-      if (current.startType !== input.startType || current.endType !== input.endType) {
-        throw badInput(
-          'PAIR_TYPE_EXISTS',
-          `Pair type ${JSON.stringify(input.name)} already exists with event types ${current.startType}/${current.endType}; its event types cannot change.`,
-          { name: input.name },
-        );
-      }
-    }
-
-    if (parent !== null) {
-      if (!byName.has(parent)) {
-        throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(parent.slice(0, 64))} does not exist.`, {
-          parent: parent.slice(0, 64),
-        });
-      }
-      // Walk up from the parent: reaching the new name again means a cycle.
-      const seen = new Set<string>([input.name]);
-      let cursor: string | null = parent;
-      while (cursor !== null) {
-        if (seen.has(cursor)) {
-          throw badInput(
-            'PARENT_CYCLE',
-            `Parent ${JSON.stringify(parent)} would make pair type ${JSON.stringify(input.name)} its own ancestor.`,
-            { name: input.name, parent },
-          );
-        }
-        seen.add(cursor);
-        cursor = byName.get(cursor)?.parent ?? null;
-      }
-    }
-
-    const data = {
-      startType: input.startType,
-      endType: input.endType,
-      parent,
-      timeoutSeconds: autoClose.timeoutSeconds,
-      endAt: autoClose.endAt,
-    };
-    // Derived rows are a function of the pair types, so a changed parent or
-    // default policy is recorded with the change, and the replay workers
-    // recompute every user with segments of this type. A new type has none.
-    const parentChanged = current !== undefined && current.parent !== parent;
-    const policyChanged =
-      current !== undefined &&
-      (current.autoClose.timeoutSeconds !== autoClose.timeoutSeconds || current.autoClose.endAt !== autoClose.endAt);
-    const row = await this.prisma.$transaction(async (tx) => {
+    // Two defines that each pass the checks alone could together store a
+    // parent cycle or one event type in two pair types, so defines take turns
+    // under an advisory lock and check against the pair types read under it.
+    const { row, current, changed } = await this.prisma.$transaction(async (tx) => {
+      await tx.$executeRaw`SELECT pg_advisory_xact_lock(${DEFINE_LOCK_KEY}::bigint)`;
+      const existing = (await tx.pairType.findMany({ orderBy: { name: 'asc' } })).map(toPairTypeRecord);
+      const current = checkDefinition(input, parent, existing);
+      const data = {
+        startType: input.startType,
+        endType: input.endType,
+        parent,
+        timeoutSeconds: autoClose.timeoutSeconds,
+        endAt: autoClose.endAt,
+      };
+      // Derived rows are a function of the pair types, so a changed parent or
+      // default policy is recorded with the change, and the replay workers
+      // recompute every user with segments of this type. A new type has none.
+      const parentChanged = current !== undefined && current.parent !== parent;
+      const policyChanged =
+        current !== undefined &&
+        (current.autoClose.timeoutSeconds !== autoClose.timeoutSeconds || current.autoClose.endAt !== autoClose.endAt);
       const upserted = await tx.pairType.upsert({
         where: { name: input.name },
         create: { name: input.name, ...data, builtIn: false },
@@ -186,11 +131,11 @@ export class PairTypeService {
       if (parentChanged || policyChanged) {
         await tx.$executeRawUnsafe(RECORD_CHANGE_SQL, input.name, !parentChanged);
       }
-      return upserted;
+      return { row: upserted, current, changed: parentChanged || policyChanged };
     });
     this.cache = null;
     this.logger.info(
-      { pairType: row.name, parent: row.parent, replaysRequested: parentChanged || policyChanged },
+      { pairType: row.name, parent: row.parent, replaysRequested: changed },
       current === undefined ? 'pair type defined' : 'pair type updated',
     );
     return {
@@ -350,4 +295,92 @@ function validatePolicy(policy: AutoClosePolicy): string[] {
     problems.push(`endAt ${JSON.stringify(policy.endAt)} is invalid: use LAST_ACTIVITY or DEADLINE`);
   }
   return problems;
+}
+
+/**
+ * Checks a definition against the stored pair types: its event types are
+ * free, an existing type keeps its event types and is not built in, and the
+ * parent exists without making a cycle. Returns the existing type of that
+ * name, if any.
+ */
+function checkDefinition(
+  input: DefinePairTypeInput,
+  parent: string | null,
+  existing: readonly PairTypeRecord[],
+): PairTypeRecord | undefined {
+  const byName = new Map(existing.map((type) => [type.name, type]));
+  const current = byName.get(input.name);
+
+  for (const other of existing) {
+    if (other.name === input.name) {
+      continue;
+    }
+    for (const eventType of [input.startType, input.endType]) {
+      if (eventType === other.startType || eventType === other.endType) {
+        throw badInput(
+          'EVENT_TYPE_IN_USE',
+          `Event type ${JSON.stringify(eventType)} is already used by pair type ${JSON.stringify(other.name)}.`,
+          { eventType, pairType: other.name },
+        );
+      }
+    }
+  }
+
+  if (current !== undefined) {
+    if (current.builtIn) {
+      throw badInput('PAIR_TYPE_BUILT_IN', `Pair type ${JSON.stringify(input.name)} is built in and cannot be redefined.`, {
+        name: input.name,
+      });
+    }
+    if (current.startType !== input.startType || current.endType !== input.endType) {
+      throw badInput(
+        'PAIR_TYPE_EXISTS',
+        `Pair type ${JSON.stringify(input.name)} already exists with event types ${current.startType}/${current.endType}; its event types cannot change.`,
+        { name: input.name },
+      );
+    }
+  }
+
+  if (parent !== null) {
+    if (!byName.has(parent)) {
+      throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(parent.slice(0, 64))} does not exist.`, {
+        parent: parent.slice(0, 64),
+      });
+    }
+    // Walk up from the parent: reaching the new name again means a cycle.
+    const seen = new Set<string>([input.name]);
+    let cursor: string | null = parent;
+    while (cursor !== null) {
+      if (seen.has(cursor)) {
+        throw badInput(
+          'PARENT_CYCLE',
+          `Parent ${JSON.stringify(parent)} would make pair type ${JSON.stringify(input.name)} its own ancestor.`,
+          { name: input.name, parent },
+        );
+      }
+      seen.add(cursor);
+      cursor = byName.get(cursor)?.parent ?? null;
+    }
+  }
+  return current;
+}
+
+/** Converts a stored pair type row into its record. */
+function toPairTypeRecord(row: {
+  name: string;
+  startType: string;
+  endType: string;
+  parent: string | null;
+  timeoutSeconds: number;
+  endAt: AutoCloseEndAt;
+  builtIn: boolean;
+}): PairTypeRecord {
+  return {
+    name: row.name,
+    startType: row.startType,
+    endType: row.endType,
+    parent: row.parent,
+    autoClose: { timeoutSeconds: row.timeoutSeconds, endAt: row.endAt },
+    builtIn: row.builtIn,
+  };
 }
