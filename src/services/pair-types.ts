@@ -138,14 +138,7 @@ export class PairTypeService {
       { pairType: row.name, parent: row.parent, replaysRequested: changed },
       current === undefined ? 'pair type defined' : 'pair type updated',
     );
-    return {
-      name: row.name,
-      startType: row.startType,
-      endType: row.endType,
-      parent: row.parent,
-      autoClose: { timeoutSeconds: row.timeoutSeconds, endAt: row.endAt },
-      builtIn: row.builtIn,
-    };
+    return toPairTypeRecord(row);
   }
 
   async setPreference(userId: string, pairType: string, policy: AutoClosePolicy): Promise<void> {
