@@ -528,6 +528,11 @@ function selectsOnlyAnonymousFields(document: DocumentNode): boolean {
   );
 }
 
+/** Returns whether a document needs a token: it selects other root fields, or names other parts of the schema. */
+function closedToAnonymous(document: DocumentNode): boolean {
+  return !selectsOnlyAnonymousFields(document) || namesOtherSchemaParts(document);
+}
+
 /** Variable types and directives that a `login` or `{ __typename }` request can need. */
 const ANONYMOUS_TYPE_NAMES = new Set(['String', 'Boolean']);
 const ANONYMOUS_DIRECTIVES = new Set(['skip', 'include']);
@@ -592,24 +597,34 @@ function authenticationStatus(error: DomainError): number {
  * Hides the schema from requests without a token, which may use only `login`
  * and `{ __typename }`. Introspection requires a valid token, and Apollo
  * Sandbox loads the schema once an Authorization header is set in its
- * connection settings. A document that fails validation and selects other
- * root fields gets UNAUTHENTICATED in place of the validation errors, because
- * those name types, fields and arguments and suggest similar ones.
+ * connection settings. Any other document gets the same UNAUTHENTICATED
+ * reply before it runs, whether it is valid or not, so that the reply does
+ * not tell which types, fields and arguments exist. Validation errors of a
+ * `login` document lose the similar names that GraphQL suggests.
  */
 export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
         async didResolveOperation({ contextValue, document }) {
-          if (contextValue.viewer !== null || !asksForSchema(document)) {
+          if (contextValue.viewer !== null || (!closedToAnonymous(document) && !asksForSchema(document))) {
             return;
           }
+          // This stops the execution, and willSendResponse replaces the reply.
           throw new GraphQLError(AUTHENTICATION_REQUIRED, {
             extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN', http: { status: 401 } },
           });
         },
         async willSendResponse({ contextValue, document, response }) {
           if (contextValue.viewer !== null || document === undefined || response.body.kind !== 'single') {
+            return;
+          }
+          if (closedToAnonymous(document) || asksForSchema(document)) {
+            const authError = authenticationError(contextValue);
+            response.body.singleResult = {
+              errors: [{ message: authError.message, extensions: domainErrorExtensions(authError) }],
+            };
+            response.http.status = authenticationStatus(authError);
             return;
           }
           const errors = response.body.singleResult.errors;
@@ -619,22 +634,14 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
           if (errors === undefined || failedValidation !== true) {
             return;
           }
-          if (selectsOnlyAnonymousFields(document) && !namesOtherSchemaParts(document)) {
-            // The selection can still misspell a field of the login result,
-            // and GraphQL would suggest the names it has.
-            response.body.singleResult = {
-              ...response.body.singleResult,
-              errors: errors.map((error) =>
-                mapStackLines({ ...error, message: withoutSuggestions(error.message) }, withoutSuggestions),
-              ),
-            };
-            return;
-          }
-          const authError = authenticationError(contextValue);
+          // The selection can still misspell a field of the login result,
+          // and GraphQL would suggest the names it has.
           response.body.singleResult = {
-            errors: [{ message: authError.message, extensions: domainErrorExtensions(authError) }],
+            ...response.body.singleResult,
+            errors: errors.map((error) =>
+              mapStackLines({ ...error, message: withoutSuggestions(error.message) }, withoutSuggestions),
+            ),
           };
-          response.http.status = authenticationStatus(authError);
         },
       };
     },

@@ -628,6 +628,24 @@ describe('introspection access', () => {
   });
 
   it.each([
+    ['root field', '{ __typename users { id username role } }', '{ __typename users { passwordHash } }'],
+    [
+      'field beside login',
+      'mutation { login(username: "a", password: "b") { token } definePairType(input: { name: "x", startType: "x1", endType: "x2" }) { name } }',
+      'mutation { login(username: "a", password: "b") { token } definePairTyp(input: { name: "x", startType: "x1", endType: "x2" }) { name } }',
+    ],
+    ['type condition', 'mutation { login(username: "a", password: "b") { ... on LoginResult { token } } }', 'mutation { login(username: "a", password: "b") { ... on LoginReply { token } } }'],
+  ])('%s without token: valid and invalid alike', async (_name, valid, invalid) => {
+    const validReply = await server.gql(valid);
+    const invalidReply = await server.gql(invalid);
+
+    expect(validReply.status, 'status of the valid document').toBe(401);
+    expect(invalidReply.status, 'status of the invalid document').toBe(401);
+    expect(validReply.errors, 'errors of the valid document').toEqual(invalidReply.errors);
+    expect(validReply.data ?? null, 'data of the valid document').toBeNull();
+  });
+
+  it.each([
     ['login result field', 'mutation { login(username: "a", password: "b") { tokn } }'],
     ['login variable', 'mutation ($name: String) { login(username: $name, password: "b") { token } }'],
   ])('%s without token gets no suggestions', async (_name, query) => {
