@@ -75,6 +75,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  // Some settings can be checked only during start-up, such as ADMIN_PASSWORD against the password rules.
+  if (error instanceof ConfigError) {
+    console.error(error.message);
+    process.exit(2);
+  }
   console.error('Event Master failed to start:', error);
   process.exit(1);
 });

@@ -79,7 +79,7 @@ export class PairTypeService {
 
     if (!NAME_PATTERN.test(input.name)) {
       problems.push(
-        `name ${JSON.stringify(input.name.slice(0, 80))} is invalid: use 1 to 64 letters, digits or _ . -, starting with a letter`,
+        `name ${JSON.stringify(input.name.slice(0, 80))} is invalid: use 1 to 64 ASCII letters, digits or _ . -, starting with a letter`,
       );
     }
     for (const [field, value] of [

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { LoginRateLimiter } from '../auth/rate-limit.js';
 import { MAX_PASSWORD_BYTES, hashPassword, needsRehash, verifyDummyPassword, verifyPassword } from '../auth/password.js';
 import { invalidTokenError, type TokenService } from '../auth/tokens.js';
+import { ConfigError } from '../config/errors.js';
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput } from '../domain/errors.js';
 import { UNPAIRED_SURROGATE, textProblem } from '../domain/storable.js';
@@ -278,7 +279,7 @@ export class UserService {
     const problems: string[] = [];
     if (!USERNAME_PATTERN.test(input.username)) {
       problems.push(
-        `username ${JSON.stringify(input.username.slice(0, 80))} is invalid: use 1 to 64 letters, digits or _ . @ -, starting with a letter or digit`,
+        `username ${JSON.stringify(input.username.slice(0, 80))} is invalid: use 1 to 64 ASCII letters, digits or _ . @ -, starting with a letter or digit`,
       );
     }
     const passwordProblem = newPasswordProblem(input.password);
@@ -542,8 +543,22 @@ export class UserService {
       if (error instanceof DomainError && error.reason === 'USERNAME_TAKEN') {
         return;
       }
+      if (error instanceof DomainError && error.reason === 'INVALID_USER') {
+        throw adminBootstrapError(error);
+      }
       throw error;
     }
     this.options.logger.info({ username: admin.username }, 'first admin created from ADMIN_USERNAME');
   }
+}
+
+/** Converts the rejection of the first admin into a configuration error that names ADMIN_USERNAME or ADMIN_PASSWORD. */
+function adminBootstrapError(error: DomainError): ConfigError {
+  const problems = (error.details.problems as string[] | undefined) ?? [error.message];
+  return new ConfigError(
+    problems.map((problem) => {
+      const variable = problem.startsWith('password') ? 'ADMIN_PASSWORD' : 'ADMIN_USERNAME';
+      return { variable, message: `${variable}: ${problem}.` };
+    }),
+  );
 }
