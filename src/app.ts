@@ -220,9 +220,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       // rest covers selection sets and other arguments.
       maxDocumentDepth: 2 * config.reports.maxDepth + 64,
       checkReadiness: async () => {
-        await db.ping();
-        await readyStore.ping();
-        return { database: db.kind, redis: config.redis.url === null ? 'in-process' : 'redis' };
+        const pingError = (ping: Promise<unknown>) => ping.then(
+          () => null,
+          (error: unknown) => error ?? new Error('the ping failed'),
+        );
+        const [databaseError, redisError] = await Promise.all([pingError(db.ping()), pingError(readyStore.ping())]);
+        return {
+          database: { kind: db.kind, error: databaseError },
+          redis: { kind: config.redis.url === null ? 'in-process' : 'redis', error: redisError },
+        };
       },
     });
 

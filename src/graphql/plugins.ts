@@ -441,6 +441,9 @@ function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unk
   if (all((code) => code === 'FORBIDDEN')) {
     return 403;
   }
+  if (all((code) => code === 'SERVICE_UNAVAILABLE')) {
+    return 503;
+  }
   return null;
 }
 
@@ -448,9 +451,9 @@ function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unk
  * Sets the HTTP status of a reply that carries no data when all its errors
  * are of one kind. A limit or an invalid query argument gets 400, the status of
  * a limit found before execution. A missing or invalid token gets 401, an
- * operation the role does not allow 403, and a rate-limited password check 429 with
- * Retry-After. A reply with any data, or with mixed errors, keeps GraphQL's
- * usual 200.
+ * operation the role does not allow 403, a rate-limited password check 429 with
+ * Retry-After, and an unavailable dependency or a busy user 503, which clients
+ * retry. A reply with any data, or with mixed errors, keeps GraphQL's usual 200.
  */
 export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {

@@ -198,8 +198,14 @@ export interface HttpAppOptions {
   corsOrigins: '*' | readonly string[];
   /** Maximum bracket nesting of a GraphQL document, checked before parsing. */
   maxDocumentDepth: number;
-  /** Pings PostgreSQL and Redis, and throws when either does not respond. */
-  checkReadiness: () => Promise<Record<string, string>>;
+  /** Pings PostgreSQL and Redis, and returns each one's kind and the error of its ping, or null when it responded. */
+  checkReadiness: () => Promise<Readiness>;
+}
+
+/** Outcome of the readiness pings, per dependency. */
+export interface Readiness {
+  database: { kind: string; error: unknown };
+  redis: { kind: string; error: unknown };
 }
 
 export interface Authentication {
@@ -451,14 +457,28 @@ export async function buildHttpApp(
   fastify.get('/healthz', async () => ({ status: 'ok' }));
 
   fastify.get('/readyz', async (request, reply) => {
-    try {
-      const checks = await options.checkReadiness();
-      return { status: 'ok', ...checks };
-    } catch (error) {
-      request.log.warn({ err: error }, 'readiness check failed');
-      // The cause stays in the log: connection errors name hosts and users.
-      return reply.status(503).send({ status: 'unavailable', message: 'The database or Redis is not reachable.' });
+    const { database, redis } = await options.checkReadiness();
+    const kinds = { database: database.kind, redis: redis.kind };
+    const unreachable = [
+      ...(database.error !== null ? ['database'] : []),
+      ...(redis.error !== null ? ['redis'] : []),
+    ];
+    if (unreachable.length === 0) {
+      return { status: 'ok', ...kinds };
     }
+    // The causes stay in the log: connection errors name hosts and users.
+    for (const [name, check] of [['database', database], ['redis', redis]] as const) {
+      if (check.error !== null) {
+        request.log.warn({ err: check.error, dependency: name }, 'readiness check failed');
+      }
+    }
+    const names = unreachable.map((name) => (name === 'database' ? 'The database' : 'Redis'));
+    return reply.status(503).send({
+      status: 'unavailable',
+      ...kinds,
+      unreachable,
+      message: `${names.join(' and ')} ${names.length > 1 ? 'are' : 'is'} not reachable.`,
+    });
   });
 
   registerRestRoutes(fastify, { services, tokens });

@@ -495,6 +495,17 @@ describeWithRedis('readiness without Redis', () => {
     expect(reply.json?.status).toBe('unavailable');
     expect(Date.now() - started).toBeLessThan(5000);
     expect(reply.text).not.toContain(redisPassword);
+    expect(reply.json?.unreachable, 'unreachable dependencies').toEqual(['redis']);
+    expect(reply.json?.message, 'message').toBe('Redis is not reachable.');
+  });
+
+  it('login without Redis gets 503', async () => {
+    const reply = await server.gql(`mutation { login(username: "admin", password: "admin-password-1") { token } }`);
+
+    expect(reply.status, 'HTTP status').toBe(503);
+    expect(reply.errors?.[0]?.extensions?.code, 'code').toBe('SERVICE_UNAVAILABLE');
+    expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('REDIS_UNAVAILABLE');
+    expect(reply.errors?.[0]?.message, 'message').not.toMatch(/addRunning|acquireUserLock/);
   });
 
   it('healthz still 200', async () => {

@@ -130,7 +130,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
 
   async function waitUntilReady(operation: string): Promise<void> {
     if (closed) {
-      throw redisUnavailable(operation, 'the store is closed');
+      throw redisUnavailable('the store is closed');
     }
     if (client.status === 'ready') {
       return;
@@ -143,7 +143,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     try {
       const outcome = await Promise.race([whenReady().then(() => 'ready' as const), timeout]);
       if (outcome === 'timeout') {
-        throw redisUnavailable(operation, `not connected within ${commandTimeoutMs} ms, status ${client.status}`);
+        throw redisUnavailable(`not connected within ${commandTimeoutMs} ms, status ${client.status}`);
       }
     } finally {
       clearTimeout(timer);
@@ -176,12 +176,11 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
 }
 
 /** Builds the error that every failed Redis operation surfaces as. */
-export function redisUnavailable(operation: string, reason: string): DomainError {
+export function redisUnavailable(reason: string): DomainError {
   return new DomainError(
     'SERVICE_UNAVAILABLE',
     'REDIS_UNAVAILABLE',
-    `Redis is unavailable (${reason}), so ${operation} failed. Retry later.`,
-    { operation },
+    `Redis is unavailable (${reason}), so the request could not be completed. Retry later.`,
   );
 }
 

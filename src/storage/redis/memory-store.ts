@@ -47,13 +47,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
   let closed = false;
   let writesSincePurge = 0;
 
-  function ensureOpen(operation: string): void {
+  function ensureOpen(): void {
     if (closed) {
       throw new DomainError(
         'SERVICE_UNAVAILABLE',
         'STORE_CLOSED',
-        `The in-process coordination store is closed, so ${operation} failed.`,
-        { operation },
+        'The in-process coordination store is closed because the server is stopping, so the request could not be completed. Retry later.',
       );
     }
   }
@@ -102,7 +101,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     async acquireUserLock(userId: string, lockOptions: AcquireUserLockOptions): Promise<UserLock> {
       checkUserId(userId);
       return acquireWithWait(userId, lockOptions, async (token) => {
-        ensureOpen('acquireUserLock');
+        ensureOpen();
         if (live(locks, userId) !== undefined) {
           return null;
         }
@@ -113,7 +112,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async releaseUserLock(lock: UserLock): Promise<boolean> {
-      ensureOpen('releaseUserLock');
+      ensureOpen();
       if (heldLock(lock) === undefined) {
         return false;
       }
@@ -122,7 +121,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async extendUserLock(lock: UserLock, ttlMs: number): Promise<boolean> {
-      ensureOpen('extendUserLock');
+      ensureOpen();
       checkPositiveInteger('ttlMs', ttlMs);
       const entry = heldLock(lock);
       if (entry === undefined) {
@@ -133,13 +132,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async loadUserState(userId: string): Promise<string | null> {
-      ensureOpen('loadUserState');
+      ensureOpen();
       checkUserId(userId);
       return states.get(userId) ?? null;
     },
 
     async saveUserState(lock: UserLock, state: string): Promise<boolean> {
-      ensureOpen('saveUserState');
+      ensureOpen();
       if (heldLock(lock) === undefined) {
         return false;
       }
@@ -148,13 +147,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async deleteUserState(userId: string): Promise<void> {
-      ensureOpen('deleteUserState');
+      ensureOpen();
       checkUserId(userId);
       states.delete(userId);
     },
 
     async scheduleDeadline(userId: string, atMs: number | null): Promise<void> {
-      ensureOpen('scheduleDeadline');
+      ensureOpen();
       checkUserId(userId);
       if (atMs === null) {
         deadlines.delete(userId);
@@ -165,7 +164,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async claimDueUsers(nowMs: number, leaseMs: number, limit: number): Promise<string[]> {
-      ensureOpen('claimDueUsers');
+      ensureOpen();
       checkTimestampMs('nowMs', nowMs);
       checkPositiveInteger('leaseMs', leaseMs);
       checkPositiveInteger('limit', limit);
@@ -184,7 +183,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async dueUsers(nowMs: number, limit: number): Promise<string[]> {
-      ensureOpen('dueUsers');
+      ensureOpen();
       checkTimestampMs('nowMs', nowMs);
       checkPositiveInteger('limit', limit);
       return [...deadlines]
@@ -195,13 +194,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async peekDeadline(userId: string): Promise<number | null> {
-      ensureOpen('peekDeadline');
+      ensureOpen();
       checkUserId(userId);
       return deadlines.get(userId) ?? null;
     },
 
     async incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount> {
-      ensureOpen('incrementWindowCounter');
+      ensureOpen();
       checkCounterKey(key);
       checkPositiveInteger('windowMs', windowMs);
 
@@ -217,7 +216,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async decrementWindowCounter(key: string): Promise<WindowCount> {
-      ensureOpen('decrementWindowCounter');
+      ensureOpen();
       checkCounterKey(key);
       const entry = live(counters, key);
       if (entry === undefined) {
@@ -232,7 +231,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async getWindowCounter(key: string): Promise<WindowCount> {
-      ensureOpen('getWindowCounter');
+      ensureOpen();
       checkCounterKey(key);
       const entry = live(counters, key);
       if (entry === undefined) {
@@ -242,13 +241,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async resetCounter(key: string): Promise<void> {
-      ensureOpen('resetCounter');
+      ensureOpen();
       checkCounterKey(key);
       counters.delete(key);
     },
 
     async addRunning(key: string, member: string, ttlMs: number): Promise<number> {
-      ensureOpen('addRunning');
+      ensureOpen();
       checkCounterKey(key);
       checkPositiveInteger('ttlMs', ttlMs);
       const current = now();
@@ -264,7 +263,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async removeRunning(key: string, member: string): Promise<void> {
-      ensureOpen('removeRunning');
+      ensureOpen();
       checkCounterKey(key);
       const members = running.get(key);
       members?.delete(member);
@@ -274,7 +273,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async ping(): Promise<void> {
-      ensureOpen('ping');
+      ensureOpen();
     },
 
     async close(): Promise<void> {
@@ -282,7 +281,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     },
 
     async flushForTests(): Promise<void> {
-      ensureOpen('flushForTests');
+      ensureOpen();
       locks.clear();
       fences.clear();
       states.clear();

@@ -293,7 +293,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
 
 function toUnavailable(operation: string, error: unknown): Error {
   const reason = error instanceof Error ? error.message : String(error);
-  const unavailable = redisUnavailable(operation, reason);
+  const unavailable = redisUnavailable(reason);
   unavailable.cause = error;
   return unavailable;
 }
