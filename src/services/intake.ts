@@ -365,7 +365,13 @@ export class IntakeService {
       if (input.userId !== null && input.userId !== undefined && !sameUserId(input.userId, viewer.userId)) {
         if (viewer.role !== 'ADMIN') {
           fail(index, 'FORBIDDEN_USER', `userId ${JSON.stringify(input.userId.slice(0, 64))} is another user; only admins may send events on behalf of a user`);
-        } else if (!isUuid(input.userId) || !existingUsers.has(input.userId.toLowerCase())) {
+        } else if (!isUuid(input.userId)) {
+          fail(
+            index,
+            'USER_NOT_FOUND',
+            `userId ${JSON.stringify(input.userId.slice(0, 64))} is not a user id (a UUID); send the user's id, not the username`,
+          );
+        } else if (!existingUsers.has(input.userId.toLowerCase())) {
           fail(index, 'USER_NOT_FOUND', `userId ${JSON.stringify(input.userId.slice(0, 64))} does not exist`);
         } else {
           userId = input.userId.toLowerCase();
@@ -456,6 +462,24 @@ export class IntakeService {
         });
       }
     });
+
+    // An id used twice in the batch with other content is reported with the
+    // other problems. The store checks again, also against stored events and
+    // against an item whose occurredAt defaults to the receipt time.
+    const firstOfId = new Map<string, ValidItem>();
+    for (const item of valid) {
+      if (item.clientId === null) {
+        continue;
+      }
+      const key = `${item.userId}\u0000${item.clientId}`;
+      const earlier = firstOfId.get(key);
+      if (earlier === undefined) {
+        firstOfId.set(key, item);
+      } else if (differsWithinBatch(item, earlier)) {
+        fail(item.index, 'IDEMPOTENCY_CONFLICT', idReusedMessage(item.clientId));
+      }
+    }
+    invalid.sort((first, second) => first.index - second.index);
 
     // A member naming another user is an access error (FORBIDDEN), which wins over input errors.
     const forbidden = invalid.filter((item) => item.reason === 'FORBIDDEN_USER');
@@ -722,7 +746,7 @@ export class IntakeService {
             invalid.push({
               index: item.index,
               reason: 'IDEMPOTENCY_CONFLICT',
-              message: `id ${JSON.stringify(item.clientId)} was already used for an event with other content`,
+              message: idReusedMessage(item.clientId),
             });
             continue;
           }
@@ -919,6 +943,24 @@ function sameAsStored(item: ValidItem, stored: StoredClientEvent): boolean {
  * compare it after the batch was stored: an earlier item without
  * `occurredAt` was stored at the receipt time.
  */
+/** Returns the message for a client id that an earlier event used with other content. */
+function idReusedMessage(clientId: string): string {
+  return `id ${JSON.stringify(clientId)} was already used for an event with other content`;
+}
+
+/**
+ * Tells whether two items of one batch with the same id differ before the
+ * receipt time is known: in type, pair key, meta, or two explicit times.
+ */
+function differsWithinBatch(item: ValidItem, earlier: ValidItem): boolean {
+  return (
+    item.type !== earlier.type ||
+    (item.pairKey ?? '') !== (earlier.pairKey ?? '') ||
+    (item.occurredAt !== null && earlier.occurredAt !== null && item.occurredAt !== earlier.occurredAt) ||
+    canonicalJson(item.meta ?? null) !== canonicalJson(earlier.meta ?? null)
+  );
+}
+
 function sameAsItem(item: ValidItem, earlier: ValidItem, receivedAt: number): boolean {
   return (
     item.type === earlier.type &&

@@ -274,6 +274,8 @@ describe('intake validation', () => {
     ]);
 
     expect(items.map((item) => item.reason)).toEqual(['USER_NOT_FOUND', 'USER_NOT_FOUND']);
+    expect(items[0]?.message, 'message for a missing user').toContain('does not exist');
+    expect(items[1]?.message, 'message for a name').toContain('is not a user id (a UUID)');
   });
 
   it('rejects an empty batch', async () => {
@@ -386,6 +388,21 @@ describe('intake validation', () => {
       expect(sent).toMatchObject({ storedCount: 1, duplicateCount: 1 });
       expect(sent.results[1].event.id).toBe(sent.results[0].event.id);
       expect(await storedEvents(user.id)).toHaveLength(1);
+    });
+
+    it('lists a conflicting id with other problems', async () => {
+      const user = await newUser();
+      const items = await rejectedItems(user.token, [
+        { id: 'dup-listed', type: 'heartbeat', occurredAt: AT },
+        { id: 'dup-listed', type: 'session_started', occurredAt: AT },
+        { type: '', occurredAt: AT },
+      ]);
+
+      expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([
+        { index: 1, reason: 'IDEMPOTENCY_CONFLICT' },
+        { index: 2, reason: 'INVALID_TYPE' },
+      ]);
+      expect(await storedEvents(user.id)).toEqual([]);
     });
 
     it('rejects a conflicting id within one batch', async () => {
