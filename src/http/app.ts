@@ -236,9 +236,14 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
   }
   const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
   if (match === null || match[1] === undefined) {
+    // The header's form is no secret, so its error says what is wrong, unlike a token's.
     return {
       viewer: null,
-      authError: invalidTokenError(),
+      authError: new DomainError(
+        'UNAUTHENTICATED',
+        'MALFORMED_AUTHORIZATION',
+        'The Authorization header must be "Bearer " followed by one token from login.',
+      ),
     };
   }
   try {

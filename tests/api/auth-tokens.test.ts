@@ -260,14 +260,17 @@ describe('access tokens over HTTP', () => {
     ['Basic scheme', 'Basic YWRtaW46YWRtaW4='],
     ['Bearer without token', 'Bearer '],
     ['two tokens', 'Bearer a.b.c d.e.f'],
+    ['token without scheme', 'a.b.c'],
   ])('%s header rejected', async (_name, authorization) => {
     const response = await fetch(`${server.url}/graphql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization },
       body: JSON.stringify({ query: '{ me { id } }' }),
     });
-    const body = (await response.json()) as { errors?: Array<{ extensions?: { code?: string } }> };
+    const body = (await response.json()) as { errors?: Array<{ message?: string; extensions?: { code?: string; reason?: string } }> };
     expect(body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(body.errors?.[0]?.extensions?.reason, 'reason').toBe('MALFORMED_AUTHORIZATION');
+    expect(body.errors?.[0]?.message, 'message').toContain('"Bearer "');
 
     const rest = await postEvent(authorization);
     expect(rest.status).toBe(401);
