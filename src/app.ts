@@ -214,6 +214,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         return apollo;
       },
       maxBodyBytes: config.server.maxBodyBytes,
+      anonymousMaxBodyBytes: config.server.anonymousMaxBodyBytes,
       trustProxy: config.server.trustProxy,
       corsOrigins: config.server.corsOrigins,
       // Each expression level nests two brackets ({ union: [ ... ] }); the

@@ -35,6 +35,7 @@ export function loadConfig(env: Environment = process.env): Config {
       port: reader.integer('PORT', 4000, 0, 65_535),
       trustProxy: reader.boolean('TRUST_PROXY', false),
       maxBodyBytes: reader.integer('MAX_BODY_BYTES', 33_554_432, 1024, 1_073_741_824),
+      anonymousMaxBodyBytes: reader.integer('ANONYMOUS_MAX_BODY_BYTES', 65_536, 1024, 1_073_741_824),
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
       corsOrigins: readCorsOrigins(reader),
       maxRootFields: reader.integer('REQUEST_MAX_ROOT_FIELDS', 20, 1, 1000),

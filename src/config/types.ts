@@ -31,6 +31,8 @@ export interface Config {
     trustProxy: boolean;
     /** MAX_BODY_BYTES: maximum size of a request body. */
     maxBodyBytes: number;
+    /** ANONYMOUS_MAX_BODY_BYTES: maximum size of a request body without a valid token. */
+    anonymousMaxBodyBytes: number;
     /** SHUTDOWN_GRACE_MS: time that in-flight requests get to finish after a stop signal. */
     shutdownGraceMs: number;
     /**

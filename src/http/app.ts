@@ -36,12 +36,6 @@ function bodyError(status: number, code: string, message: string): Error {
   return Object.assign(new Error(message), { statusCode: status, code });
 }
 
-/**
- * Largest body, in bytes, of a request without a valid token. A login needs
- * far less, and parsing a body of up to MAX_BODY_BYTES for a client with no
- * token would let anyone keep the event loop busy.
- */
-export const ANONYMOUS_MAX_BODY_BYTES = 64 * 1024;
 const ANONYMOUS_BODY_REASON = 'ANONYMOUS_BODY_TOO_LARGE';
 
 /**
@@ -193,6 +187,12 @@ export interface HttpAppOptions {
   /** Builds and starts the Apollo Server; receives the plugin that drains it with Fastify. */
   createApollo: (drainPlugin: ApolloServerPlugin<GraphQLContext>) => Promise<ApolloServer<GraphQLContext>>;
   maxBodyBytes: number;
+  /**
+   * Largest body, in bytes, of a request without a valid token. A login needs
+   * far less, and parsing a body of up to MAX_BODY_BYTES for a client with no
+   * token would let anyone keep the event loop busy.
+   */
+  anonymousMaxBodyBytes: number;
   trustProxy: boolean;
   /** Origins whose pages may call the API from a browser: '*', a list, or none. */
   corsOrigins: '*' | readonly string[];
@@ -323,7 +323,7 @@ export async function buildHttpApp(
   // JSON", also for valid JSON that it rejects for a prototype key.
   fastify.removeContentTypeParser('application/json');
   /**
-   * Returns the error for a body above ANONYMOUS_MAX_BODY_BYTES, or null when
+   * Returns the error for a body above `anonymousMaxBodyBytes`, or null when
    * the request carries a valid token and may send up to MAX_BODY_BYTES. A
    * request with an invalid token gets 401, so that its client logs in again,
    * and one without a token gets 413.
@@ -342,7 +342,7 @@ export async function buildHttpApp(
     return bodyError(
       413,
       ANONYMOUS_BODY_REASON,
-      `The body has ${size}, above the maximum of ${ANONYMOUS_MAX_BODY_BYTES} bytes for requests without a token. Log in and send the token in the Authorization header.`,
+      `The body has ${size}, above the maximum of ${options.anonymousMaxBodyBytes} bytes (ANONYMOUS_MAX_BODY_BYTES) for requests without a token. Log in and send the token in the Authorization header.`,
     );
   };
 
@@ -350,7 +350,7 @@ export async function buildHttpApp(
   // chunks, without one, is counted while it is read, whatever its type.
   fastify.addHook('onRequest', async (request) => {
     const declared = Number(request.headers['content-length']);
-    if (Number.isSafeInteger(declared) && declared > ANONYMOUS_MAX_BODY_BYTES) {
+    if (Number.isSafeInteger(declared) && declared > options.anonymousMaxBodyBytes) {
       const error = await largeBodyError(request, `${declared} bytes`);
       if (error !== null) {
         throw error;
@@ -362,8 +362,8 @@ export async function buildHttpApp(
     if (request.headers['transfer-encoding'] === undefined) {
       return payload;
     }
-    const error = await largeBodyError(request, `more than ${ANONYMOUS_MAX_BODY_BYTES} bytes`);
-    return error === null ? payload : limitBytes(payload, ANONYMOUS_MAX_BODY_BYTES, error);
+    const error = await largeBodyError(request, `more than ${options.anonymousMaxBodyBytes} bytes`);
+    return error === null ? payload : limitBytes(payload, options.anonymousMaxBodyBytes, error);
   });
 
   fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
@@ -415,7 +415,7 @@ export async function buildHttpApp(
             reason: fastifyCode,
             message: (error as Error).message,
             limit: 'ANONYMOUS_MAX_BODY_BYTES',
-            max: ANONYMOUS_MAX_BODY_BYTES,
+            max: options.anonymousMaxBodyBytes,
           }),
         );
       }

@@ -459,6 +459,41 @@ async function closedPort(): Promise<number> {
   return address.port;
 }
 
+describe('ANONYMOUS_MAX_BODY_BYTES', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      rollups: false,
+      replays: false,
+      env: { ANONYMOUS_MAX_BODY_BYTES: '4096' },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('limits bodies without a token', async () => {
+    const body = JSON.stringify({ query: '{ __typename }', variables: { pad: 'x'.repeat(5000) } });
+    const reply = await send(`${server.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+
+    expect(reply.status, 'status').toBe(413);
+    expect(reply.json?.errors?.[0]?.extensions?.limit, 'limit').toBe('ANONYMOUS_MAX_BODY_BYTES');
+    expect(reply.json?.errors?.[0]?.extensions?.max, 'max').toBe(4096);
+    expect(reply.json?.errors?.[0]?.message, 'message').toContain('above the maximum of 4096 bytes (ANONYMOUS_MAX_BODY_BYTES)');
+  });
+
+  it('keeps smaller bodies', async () => {
+    const body = JSON.stringify({ query: '{ __typename }', variables: { pad: 'x'.repeat(3000) } });
+    const reply = await send(`${server.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+
+    expect(reply.status, 'status').toBe(200);
+    expect(reply.json?.data, 'data').toEqual({ __typename: 'Query' });
+  });
+});
+
 describeWithRedis('readiness without Redis', () => {
   const redisPassword = 'redis-password-not-in-output';
   let server: TestServer;

@@ -44,6 +44,7 @@ describe('loadConfig', () => {
       port: 4000,
       trustProxy: false,
       maxBodyBytes: 33_554_432,
+      anonymousMaxBodyBytes: 65_536,
       shutdownGraceMs: 10_000,
       corsOrigins: '*',
       maxRootFields: 20,
