@@ -463,20 +463,26 @@ export class IntakeService {
       }
     });
 
-    // An id used twice in the batch with other content is reported with the
-    // other problems. The store checks again, also against stored events and
-    // against an item whose occurredAt defaults to the receipt time.
-    const firstOfId = new Map<string, ValidItem>();
-    for (const item of valid) {
-      if (item.clientId === null) {
-        continue;
-      }
-      const key = `${item.userId}\u0000${item.clientId}`;
-      const earlier = firstOfId.get(key);
-      if (earlier === undefined) {
-        firstOfId.set(key, item);
-      } else if (differsWithinBatch(item, earlier)) {
-        fail(item.index, 'IDEMPOTENCY_CONFLICT', idReusedMessage(item.clientId));
+    // A batch rejected for other problems also lists the ids it uses twice
+    // with other content, so that one round trip shows them all. Otherwise the
+    // store finds them, and blames the item that differs from a stored event.
+    if (invalid.length > 0) {
+      const firstOfId = new Map<string, ValidItem>();
+      for (const item of valid) {
+        if (item.clientId === null) {
+          continue;
+        }
+        const key = `${item.userId}\u0000${item.clientId}`;
+        const earlier = firstOfId.get(key);
+        if (earlier === undefined) {
+          firstOfId.set(key, item);
+        } else if (differsWithinBatch(item, earlier)) {
+          fail(
+            item.index,
+            'IDEMPOTENCY_CONFLICT',
+            `id ${JSON.stringify(item.clientId)} is also used by item #${earlier.index} of this batch, with other content`,
+          );
+        }
       }
     }
     invalid.sort((first, second) => first.index - second.index);
@@ -746,7 +752,7 @@ export class IntakeService {
             invalid.push({
               index: item.index,
               reason: 'IDEMPOTENCY_CONFLICT',
-              message: idReusedMessage(item.clientId),
+              message: `id ${JSON.stringify(item.clientId)} was already used for an event with other content`,
             });
             continue;
           }
@@ -943,11 +949,6 @@ function sameAsStored(item: ValidItem, stored: StoredClientEvent): boolean {
  * compare it after the batch was stored: an earlier item without
  * `occurredAt` was stored at the receipt time.
  */
-/** Returns the message for a client id that an earlier event used with other content. */
-function idReusedMessage(clientId: string): string {
-  return `id ${JSON.stringify(clientId)} was already used for an event with other content`;
-}
-
 /**
  * Tells whether two items of one batch with the same id differ before the
  * receipt time is known: in type, pair key, meta, or two explicit times.
