@@ -850,6 +850,10 @@ export class IntakeService {
 
     const segmentsByEndEvent = new Map<string, SegmentRecord[]>();
     for (const segment of segments) {
+      // An empty segment, closed at its start, is never listed, as in `segments`.
+      if (segment.endAt !== null && segment.endAt.getTime() === segment.startAt.getTime()) {
+        continue;
+      }
       const list = segmentsByEndEvent.get(segment.endEventId as string) ?? [];
       list.push(segment);
       segmentsByEndEvent.set(segment.endEventId as string, list);

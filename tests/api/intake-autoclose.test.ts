@@ -391,6 +391,31 @@ describe('auto-close edge cases', () => {
     expect(timeline.segments).toEqual([]);
   });
 
+  it('leaves an empty segment out of the reply', async () => {
+    clock.set(Date.parse(dayOne('13:00:00')));
+    const member = await server.createUser('autoclose-empty-reply');
+    const sent = dataOf(
+      await server.gql(
+        SEND_EVENTS,
+        {
+          events: [
+            { type: 'session_started', occurredAt: dayOne('10:00:00') },
+            { type: 'session_ended', occurredAt: dayOne('10:45:00') },
+          ],
+        },
+        member.token,
+      ),
+      'sendEvents',
+    );
+
+    // The session was auto-closed at its own start, 30 min without activity
+    // before the end came, so the end is an orphan and nothing non-empty closed.
+    const [start, end] = sent.sendEvents.results as Array<{ corrections: Array<{ rule: string }>; closedSegments: unknown[] }>;
+    expect(start!.corrections.map((correction) => correction.rule), 'corrections of the start').toEqual(['AUTO_CLOSE']);
+    expect(start!.closedSegments, 'segments the start closed').toEqual([]);
+    expect(end!.closedSegments, 'segments the end closed').toEqual([]);
+  });
+
   it('keeps a DEADLINE child inside its parent', async () => {
     clock.set(Date.parse(dayOne('12:00:00')));
     const member = await server.createUser('deadline-child');

@@ -151,9 +151,12 @@ async function expectReplyMatchesRead(server: TestServer, userIds: readonly stri
       (s.startEvent as { id: string }).id,
       (s.endEvent as { id: string } | null)?.id ?? null,
     ];
-    // Grouped by the event that ended them: the result's own event, then its corrections in order.
+    // Grouped by the event that ended them: the result's own event, then its
+    // corrections in order. Replies leave out empty segments, as `segments` does.
     const enders = [result.event.id, ...read.corrections.map((c) => c.id)];
-    const ended = enders.flatMap((id) => read.segments.filter((s) => s.endEventId === id));
+    const ended = enders
+      .flatMap((id) => read.segments.filter((s) => s.endEventId === id))
+      .filter((s) => s.endAt === null || s.endAt.getTime() !== s.startAt.getTime());
     expect(result.closedSegments.map(segment), `closed segments of ${result.event.id} in ${label}`).toEqual(
       ended.map((s) =>
         segment({
