@@ -41,7 +41,13 @@ export function parseRestEvent(raw: unknown): { input: EventInput | null; proble
   const problems: string[] = [];
   for (const key of Object.keys(body)) {
     if (!EVENT_FIELDS.has(key)) {
-      problems.push(`unknown field ${JSON.stringify(key.slice(0, 64))}`);
+      // A client used to GraphQL may send the camelCase name of a field.
+      const snake = key.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
+      problems.push(
+        EVENT_FIELDS.has(snake) && snake !== key
+          ? `unknown field ${JSON.stringify(key.slice(0, 64))}; this route takes snake_case names, so use ${JSON.stringify(snake)}`
+          : `unknown field ${JSON.stringify(key.slice(0, 64))}`,
+      );
     }
   }
 

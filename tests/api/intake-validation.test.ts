@@ -467,6 +467,17 @@ describe('intake validation', () => {
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
+    it('suggests the snake_case name of a field', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, { type: 'heartbeat', occurredAt: AT, colour: 'red' });
+
+      expect(status).toBe(400);
+      const message = body.error.invalidItems[0].message as string;
+      expect(message, 'camelCase field').toContain('unknown field "occurredAt"; this route takes snake_case names, so use "occurred_at"');
+      expect(message, 'other field').toContain('unknown field "colour"');
+      expect(message, 'other field').not.toContain('use "colour"');
+    });
+
     it('lists every invalid item', async () => {
       const user = await newUser();
       const { status, body } = await postEvents(server, user.token, [
