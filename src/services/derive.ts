@@ -501,6 +501,7 @@ function writtenRows(
       pairType: correction.pairType,
       pairKey: correction.pairKey,
       occurredAt: new Date(correction.occurredAt),
+      clientOccurredAt: null,
       receivedAt: new Date(receivedAt),
       meta: null,
       origin: 'CORRECTION',

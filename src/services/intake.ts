@@ -921,6 +921,7 @@ function toStoredRecord(row: NewClientEvent, orphan: boolean): EventRecord {
     pairType: row.pairType,
     pairKey: row.pairKey,
     occurredAt: new Date(row.occurredAt),
+    clientOccurredAt: row.clientOccurredAt === null ? null : new Date(row.clientOccurredAt),
     receivedAt: new Date(row.receivedAt),
     meta: row.meta === null ? null : (inJsonbKeyOrder(row.meta) as Record<string, unknown>),
     origin: 'CLIENT',

@@ -18,7 +18,7 @@ interface InvalidItem {
 }
 
 const SEND_EVENT = `mutation ($event: EventInput!) {
-  sendEvent(event: $event) { duplicate event { id clientId type occurredAt pairKey meta flags user { id } } }
+  sendEvent(event: $event) { duplicate event { id clientId type occurredAt clientOccurredAt pairKey meta flags user { id } } }
 }`;
 
 function metaOfBytes(bytes: number): Record<string, string> {
@@ -440,6 +440,32 @@ describe('intake validation', () => {
       }
     });
 
+    it('keeps the sent future timestamp', async () => {
+      const user = await newUser();
+      const query = `mutation ($events: [EventInput!]!) {
+        sendEvents(events: $events) { results { event { id occurredAt receivedAt clientOccurredAt } } }
+      }`;
+      const sent = dataOf(
+        await server.gql(
+          query,
+          { events: [{ type: 'heartbeat', occurredAt: '2026-02-01T00:00:00Z' }, { type: 'heartbeat', occurredAt: AT }] },
+          user.token,
+        ),
+        'sendEvents',
+      ).sendEvents.results.map((result: { event: Record<string, string | null> }) => result.event);
+
+      expect(sent[0].clientOccurredAt, 'future event').toBe('2026-02-01T00:00:00.000Z');
+      expect(sent[0].occurredAt, 'future event applied at receipt').toBe(sent[0].receivedAt);
+      expect(sent[1].clientOccurredAt, 'event in the past').toBeNull();
+      const listed = dataOf(await server.gql(`{ events { nodes { id clientOccurredAt } } }`, {}, user.token), 'events');
+      expect(listed.events.nodes, 'listed events').toEqual(
+        expect.arrayContaining([
+          { id: sent[0].id, clientOccurredAt: '2026-02-01T00:00:00.000Z' },
+          { id: sent[1].id, clientOccurredAt: null },
+        ]),
+      );
+    });
+
     it('matches a future timestamp by the sent value', async () => {
       const user = await newUser();
       const event = { id: 'future', type: 'heartbeat', occurredAt: '2026-02-01T00:00:00Z' };
@@ -449,6 +475,7 @@ describe('intake validation', () => {
       expect(first.event.flags).toEqual(['FUTURE_TIMESTAMP']);
       expect(second.duplicate).toBe(true);
       expect(second.event.id).toBe(first.event.id);
+      expect(second.event.clientOccurredAt, 'sent time in the duplicate reply').toBe('2026-02-01T00:00:00.000Z');
     });
   });
 

@@ -841,7 +841,7 @@ export async function loadReply(
      SELECT 2, ${EVENT_COLUMNS}, ${SEGMENT_ONLY_NULLS}, pos_at, pos_seq, ordinal, NULL FROM caused
      UNION ALL
      SELECT 3, id, user_id, NULL, NULL, NULL, NULL, pair_type, pair_key, NULL, NULL, meta, NULL, NULL, NULL, NULL,
-       NULL, NULL, start_at, end_at, end_reason, start_event_id, end_event_id, parent_segment_id, end_at, NULL, NULL, start_at
+       NULL, NULL, NULL, start_at, end_at, end_reason, start_event_id, end_event_id, parent_segment_id, end_at, NULL, NULL, start_at
      FROM segments
      WHERE ${idMatch('user_id', '$1', oneEvent)}
        AND end_event_id = ANY(${oneEvent ? 'ARRAY[$2::uuid]' : '$2::uuid[]'} || ARRAY(SELECT id FROM caused))

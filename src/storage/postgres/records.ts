@@ -26,6 +26,8 @@ export interface EventRecord {
   pairType: string | null;
   pairKey: string | null;
   occurredAt: Date;
+  /** The instant the client sent, when the server replaced it with the receipt time (FUTURE_TIMESTAMP). */
+  clientOccurredAt: Date | null;
   receivedAt: Date;
   meta: Record<string, unknown> | null;
   origin: 'CLIENT' | 'CORRECTION';
@@ -96,7 +98,7 @@ function compareJsonbKeys(a: string, b: string): number {
 
 /** Column list and row mapping shared by every query that returns events. */
 export const EVENT_COLUMNS = `id, user_id, seq, client_id, type, role, pair_type, pair_key,
-  occurred_at, received_at, meta, origin, rule, cause_event_id, intake_flags, orphan, ignored`;
+  occurred_at, received_at, meta, origin, rule, cause_event_id, intake_flags, orphan, ignored, client_occurred_at`;
 
 export function toEventRecord(row: Record<string, unknown>): EventRecord {
   return {
@@ -109,6 +111,7 @@ export function toEventRecord(row: Record<string, unknown>): EventRecord {
     pairType: (row.pair_type as string | null) ?? null,
     pairKey: (row.pair_key as string | null) ?? null,
     occurredAt: row.occurred_at as Date,
+    clientOccurredAt: (row.client_occurred_at as Date | null) ?? null,
     receivedAt: row.received_at as Date,
     meta: (row.meta as Record<string, unknown> | null) ?? null,
     origin: row.origin as EventRecord['origin'],
