@@ -476,12 +476,15 @@ export class IntakeService {
         const earlier = firstOfId.get(key);
         if (earlier === undefined) {
           firstOfId.set(key, item);
-        } else if (differsWithinBatch(item, earlier)) {
-          fail(
-            item.index,
-            'IDEMPOTENCY_CONFLICT',
-            `id ${JSON.stringify(item.clientId)} is also used by item #${earlier.index} of this batch, with other content`,
-          );
+        } else {
+          const fields = differingFields(item, earlier);
+          if (fields.length > 0) {
+            fail(
+              item.index,
+              'IDEMPOTENCY_CONFLICT',
+              `id ${JSON.stringify(item.clientId)} is also used by item #${earlier.index} of this batch, with other content (${differenceText(fields)})`,
+            );
+          }
         }
       }
     }
@@ -746,13 +749,17 @@ export class IntakeService {
         const earlier = seenInBatch.get(batchKey);
         const original = existing.get(item.userId)?.get(item.clientId);
         if (original !== undefined || earlier !== undefined) {
-          const same =
-            original !== undefined ? sameAsStored(item, original) : sameAsItem(item, earlier as ValidItem, receivedAt);
-          if (!same) {
+          // The stored event is compared with the time the client sent, and an
+          // earlier item of this batch without one was stored at the receipt time.
+          const fields =
+            original !== undefined
+              ? differingFields(item, { ...original, occurredAt: original.clientOccurredAt ?? original.occurredAt })
+              : differingFields(item, { ...(earlier as ValidItem), occurredAt: (earlier as ValidItem).occurredAt ?? receivedAt });
+          if (fields.length > 0) {
             invalid.push({
               index: item.index,
               reason: 'IDEMPOTENCY_CONFLICT',
-              message: `id ${JSON.stringify(item.clientId)} was already used for an event with other content`,
+              message: `id ${JSON.stringify(item.clientId)} was already used for an event with other content (${differenceText(fields)})`,
             });
             continue;
           }
@@ -933,45 +940,38 @@ function toStoredRecord(row: NewClientEvent, orphan: boolean): EventRecord {
   };
 }
 
-function sameAsStored(item: ValidItem, stored: StoredClientEvent): boolean {
-  if (item.type !== stored.type) {
-    return false;
-  }
-  if ((item.pairKey ?? '') !== (stored.pairKey ?? '')) {
-    return false;
-  }
-  if (item.occurredAt !== null) {
-    const original = stored.clientOccurredAt ?? stored.occurredAt;
-    if (item.occurredAt !== original) {
-      return false;
-    }
-  }
-  return canonicalJson(item.meta ?? null) === canonicalJson(stored.meta ?? null);
+/** The content of an event that a repeated client id must match. */
+interface EventContent {
+  type: string;
+  pairKey: string | null;
+  /** Null when it is not known yet, as for an item without `occurredAt` before the receipt time. */
+  occurredAt: number | null;
+  meta: Record<string, unknown> | null;
 }
 
 /**
- * Compares a repeated client id inside one batch as `sameAsStored` would
- * compare it after the batch was stored: an earlier item without
- * `occurredAt` was stored at the receipt time.
+ * Returns the fields in which an item differs from the earlier event with
+ * its client id, empty when it repeats that event. An item without
+ * `occurredAt` matches any time.
  */
-/**
- * Tells whether two items of one batch with the same id differ before the
- * receipt time is known: in type, pair key, meta, or two explicit times.
- */
-function differsWithinBatch(item: ValidItem, earlier: ValidItem): boolean {
-  return (
-    item.type !== earlier.type ||
-    (item.pairKey ?? '') !== (earlier.pairKey ?? '') ||
-    (item.occurredAt !== null && earlier.occurredAt !== null && item.occurredAt !== earlier.occurredAt) ||
-    canonicalJson(item.meta ?? null) !== canonicalJson(earlier.meta ?? null)
-  );
+function differingFields(item: ValidItem, earlier: EventContent): string[] {
+  const fields: string[] = [];
+  if (item.type !== earlier.type) {
+    fields.push('type');
+  }
+  if ((item.pairKey ?? '') !== (earlier.pairKey ?? '')) {
+    fields.push('pairKey');
+  }
+  if (item.occurredAt !== null && earlier.occurredAt !== null && item.occurredAt !== earlier.occurredAt) {
+    fields.push('occurredAt');
+  }
+  if (canonicalJson(item.meta ?? null) !== canonicalJson(earlier.meta ?? null)) {
+    fields.push('meta');
+  }
+  return fields;
 }
 
-function sameAsItem(item: ValidItem, earlier: ValidItem, receivedAt: number): boolean {
-  return (
-    item.type === earlier.type &&
-    (item.pairKey ?? '') === (earlier.pairKey ?? '') &&
-    (item.occurredAt === null || item.occurredAt === (earlier.occurredAt ?? receivedAt)) &&
-    canonicalJson(item.meta ?? null) === canonicalJson(earlier.meta ?? null)
-  );
+/** Returns the message part that names the fields in which a repeated client id differs. */
+function differenceText(fields: readonly string[]): string {
+  return `it differs in ${fields.join(' and ')}`;
 }

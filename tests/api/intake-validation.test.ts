@@ -402,6 +402,7 @@ describe('intake validation', () => {
         { index: 1, reason: 'IDEMPOTENCY_CONFLICT' },
         { index: 2, reason: 'INVALID_TYPE' },
       ]);
+      expect(items[0]?.message, 'message').toContain('is also used by item #0 of this batch, with other content (it differs in type)');
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
@@ -413,7 +414,21 @@ describe('intake validation', () => {
       ]);
 
       expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([{ index: 1, reason: 'IDEMPOTENCY_CONFLICT' }]);
+      expect(items[0]?.message, 'message').toContain('(it differs in occurredAt)');
       expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it('names the fields a stored id differs in', async () => {
+      const user = await newUser();
+      dataOf(await server.gql(SEND_EVENT, { event: { id: 'named', type: 'heartbeat', occurredAt: AT } }, user.token), 'first');
+      const response = await server.gql(
+        SEND_EVENT,
+        { event: { id: 'named', type: 'heartbeat', occurredAt: '2026-01-20T10:00:00Z', meta: { a: 1 } } },
+        user.token,
+      );
+
+      expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe('IDEMPOTENCY_CONFLICT');
+      expect(response.errors?.[0]?.message, 'message').toContain('(it differs in occurredAt and meta)');
     });
 
     it('stores parallel repeats once', async () => {
