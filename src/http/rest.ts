@@ -144,6 +144,7 @@ export function sendOutcomeJson(outcome: SendOutcome) {
       duplicate: result.duplicate,
       corrections: result.corrections.map(eventJson),
       closed_segments: result.closedSegments.map(segmentJson),
+      recomputed_from: result.recomputedFrom?.toISOString() ?? null,
     })),
     stored_count: outcome.storedCount,
     duplicate_count: outcome.duplicateCount,

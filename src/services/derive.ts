@@ -90,6 +90,8 @@ export interface DeriveResult {
   /** False when there was nothing to fold or close. */
   changed: boolean;
   rewound: boolean;
+  /** The instant from which a rewind recomputed the user's stored rows, or null without a rewind. */
+  rewoundFrom: number | null;
   nextDeadline: number | null;
   /** Ids of the client events this derive folded; of its last page only when it folded in pages, which only folds without `justStored` do. */
   folded: ReadonlySet<string>;
@@ -370,6 +372,7 @@ export class Deriver {
     return {
       changed: result.changed,
       rewound,
+      rewoundFrom: rewound && rewindTo !== null ? Math.max(rewindTo.at, MIN_INSTANT_MS) : null,
       nextDeadline: deadline,
       folded: new Set(metaByEventId.keys()),
       orphans,

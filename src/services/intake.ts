@@ -50,6 +50,8 @@ export interface SendEventResult {
   duplicate: boolean;
   corrections: EventRecord[];
   closedSegments: SegmentRecord[];
+  /** The instant from which this request recomputed the stored rows of the event's user, because of a late event; null when it did not. */
+  recomputedFrom: Date | null;
 }
 
 export interface SendOutcome {
@@ -193,9 +195,13 @@ export class IntakeService {
       // it folded and what it wrote, so the reply reads only the rest.
       const known = new Map<string, EventRecord>();
       const written: WrittenRows = { corrections: [], closedSegments: [] };
+      const recomputedFrom = new Map<string, Date>();
       for (const lock of locks) {
         const own = rows.filter((row) => row.userId === lock.userId);
         const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own, inputs.get(lock.userId)));
+        if (derived.rewoundFrom !== null) {
+          recomputedFrom.set(lock.userId, new Date(derived.rewoundFrom));
+        }
         for (const row of own) {
           if (row.ignored || derived.folded.has(row.id)) {
             known.set(row.id, toStoredRecord(row, derived.orphans.has(row.id)));
@@ -205,7 +211,11 @@ export class IntakeService {
         written.closedSegments.push(...derived.written.closedSegments);
       }
 
-      const results = await this.buildResults(stored, userIds, known, written);
+      const userOfItem = new Map(items.map((item) => [item.index, item.userId]));
+      const results = (await this.buildResults(stored, userIds, known, written)).map((result, position) => ({
+        ...result,
+        recomputedFrom: recomputedFrom.get(userOfItem.get(stored[position]!.index)!) ?? null,
+      }));
       const duplicateCount = stored.filter((entry) => entry.duplicate).length;
       this.options.logger.debug(
         { requestId: context.requestId, users: userIds.length, stored: stored.length - duplicateCount, duplicateCount },
@@ -823,7 +833,7 @@ export class IntakeService {
     userIds: readonly string[],
     known: ReadonlyMap<string, EventRecord>,
     written: WrittenRows,
-  ): Promise<SendEventResult[]> {
+  ): Promise<Array<Omit<SendEventResult, 'recomputedFrom'>>> {
     const { sql } = this.options;
     const unknown = [...new Set(entries.map((entry) => entry.eventId))].filter((id) => !known.has(id));
     const read = unknown.length === 0 ? { events: [], corrections: [], segments: [] } : await loadReply(sql, userIds, unknown);

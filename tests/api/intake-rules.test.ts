@@ -316,6 +316,42 @@ describe('intake rules over HTTP', () => {
     ]);
   });
 
+  it('recomputedFrom marks a recompute', async () => {
+    const user = await newUser();
+    const query = `mutation ($events: [EventInput!]!) {
+      sendEvents(events: $events) { results { recomputedFrom event { flags } } }
+    }`;
+    const recomputedFrom = async (events: EventInput[]) =>
+      (dataOf(await server.gql(query, { events }, user.token), 'sendEvents').sendEvents.results as Array<{ recomputedFrom: string | null }>).map(
+        (result) => result.recomputedFrom,
+      );
+
+    expect(
+      await recomputedFrom([
+        { type: 'session_started', occurredAt: at('09:00:00') },
+        { type: 'heartbeat', occurredAt: at('09:20:00') },
+      ]),
+      'events in time order',
+    ).toEqual([null, null]);
+    // A late heartbeat before the last activity changes nothing stored.
+    expect(await recomputedFrom([{ type: 'heartbeat', occurredAt: at('09:05:00') }]), 'late heartbeat').toEqual([null]);
+    expect(
+      await recomputedFrom([
+        { type: 'heartbeat', occurredAt: at('09:30:00') },
+        { type: 'task_started', occurredAt: at('09:10:00') },
+      ]),
+      'late task start',
+    ).toEqual([at('09:10:00'), at('09:10:00')]);
+
+    const rest = await fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${user.token}` },
+      body: JSON.stringify({ type: 'task_ended', occurred_at: at('09:15:00') }),
+    });
+    const body = (await rest.json()) as { results: Array<{ recomputed_from: string | null }> };
+    expect(body.results[0]?.recomputed_from, 'REST late task end').toBe(at('09:15:00'));
+  });
+
   it.each([
     { name: 'an hour ahead', offsetMs: 3600_000, flagged: true },
     { name: 'ten minutes ahead', offsetMs: 600_000, flagged: true },
