@@ -531,11 +531,6 @@ function selectsOnlyAnonymousFields(document: DocumentNode): boolean {
   );
 }
 
-/** Returns whether a document needs a token: it selects other root fields, or names other parts of the schema. */
-function closedToAnonymous(document: DocumentNode): boolean {
-  return !selectsOnlyAnonymousFields(document) || namesOtherSchemaParts(document);
-}
-
 /** Variable types and directives that a `login` or `{ __typename }` request can need. */
 const ANONYMOUS_TYPE_NAMES = new Set(['String', 'Boolean']);
 const ANONYMOUS_DIRECTIVES = new Set(['skip', 'include']);
@@ -600,19 +595,30 @@ function authenticationStatus(error: DomainError): number {
  * Hides the schema from requests without a token, which may use only `login`
  * and `{ __typename }`. Introspection requires a valid token, and Apollo
  * Sandbox loads the schema once an Authorization header is set in its
- * connection settings. Any other document gets the same UNAUTHENTICATED
- * reply before it runs, whether it is valid or not, so that the reply does
- * not tell which types, fields and arguments exist. Validation errors of a
- * `login` document lose the similar names that GraphQL suggests.
+ * connection settings. An operation that selects other root fields gets
+ * UNAUTHENTICATED before it runs, with the same reply that an invalid
+ * document selecting them gets, so the reply does not tell which root fields
+ * exist. Validation errors of a `login` document lose the similar names that
+ * GraphQL suggests, and one that names other types or directives gets
+ * UNAUTHENTICATED too.
  */
 export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
+      let stopped = false;
       return {
-        async didResolveOperation({ contextValue, document }) {
-          if (contextValue.viewer !== null || (!closedToAnonymous(document) && !asksForSchema(document))) {
+        async didResolveOperation({ contextValue, document, operation }) {
+          if (contextValue.viewer !== null) {
             return;
           }
+          // Only the operation that runs counts, so a document may hold others for signed-in use.
+          const selectsOthers =
+            operation === undefined ||
+            [...rootFieldsOf(operation, document, null).values()].some((field) => !ANONYMOUS_ROOT_FIELDS.has(field.name.value));
+          if (!selectsOthers && !asksForSchema(document)) {
+            return;
+          }
+          stopped = true;
           // This stops the execution, and willSendResponse replaces the reply.
           throw new GraphQLError(AUTHENTICATION_REQUIRED, {
             extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN', http: { status: 401 } },
@@ -622,29 +628,28 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
           if (contextValue.viewer !== null || document === undefined || response.body.kind !== 'single') {
             return;
           }
-          if (closedToAnonymous(document) || asksForSchema(document)) {
-            const authError = authenticationError(contextValue);
-            response.body.singleResult = {
-              errors: [{ message: authError.message, extensions: domainErrorExtensions(authError) }],
-            };
-            response.http.status = authenticationStatus(authError);
-            return;
-          }
           const errors = response.body.singleResult.errors;
-          const failedValidation = errors?.some(
-            (error) => error.extensions?.code === ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED,
-          );
-          if (errors === undefined || failedValidation !== true) {
+          const failedValidation =
+            errors?.some((error) => error.extensions?.code === ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED) === true;
+          if (!stopped && !failedValidation) {
             return;
           }
-          // The selection can still misspell a field of the login result,
-          // and GraphQL would suggest the names it has.
+          if (failedValidation && selectsOnlyAnonymousFields(document) && !namesOtherSchemaParts(document)) {
+            // The selection can still misspell a field of the login result,
+            // and GraphQL would suggest the names it has.
+            response.body.singleResult = {
+              ...response.body.singleResult,
+              errors: (errors ?? []).map((error) =>
+                mapStackLines({ ...error, message: withoutSuggestions(error.message) }, withoutSuggestions),
+              ),
+            };
+            return;
+          }
+          const authError = authenticationError(contextValue);
           response.body.singleResult = {
-            ...response.body.singleResult,
-            errors: errors.map((error) =>
-              mapStackLines({ ...error, message: withoutSuggestions(error.message) }, withoutSuggestions),
-            ),
+            errors: [{ message: authError.message, extensions: domainErrorExtensions(authError) }],
           };
+          response.http.status = authenticationStatus(authError);
         },
       };
     },

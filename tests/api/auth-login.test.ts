@@ -634,7 +634,6 @@ describe('introspection access', () => {
       'mutation { login(username: "a", password: "b") { token } definePairType(input: { name: "x", startType: "x1", endType: "x2" }) { name } }',
       'mutation { login(username: "a", password: "b") { token } definePairTyp(input: { name: "x", startType: "x1", endType: "x2" }) { name } }',
     ],
-    ['type condition', 'mutation { login(username: "a", password: "b") { ... on LoginResult { token } } }', 'mutation { login(username: "a", password: "b") { ... on LoginReply { token } } }'],
   ])('%s without token: valid and invalid alike', async (_name, valid, invalid) => {
     const validReply = await server.gql(valid);
     const invalidReply = await server.gql(invalid);
@@ -643,6 +642,28 @@ describe('introspection access', () => {
     expect(invalidReply.status, 'status of the invalid document').toBe(401);
     expect(validReply.errors, 'errors of the valid document').toEqual(invalidReply.errors);
     expect(validReply.data ?? null, 'data of the valid document').toBeNull();
+  });
+
+  it.each([
+    ['a named fragment', 'mutation { login(username: "admin", password: "admin-password-1") { ...T } } fragment T on LoginResult { token }'],
+    ['a type condition', 'mutation { login(username: "admin", password: "admin-password-1") { user { ... on User { username } } token } }'],
+  ])('login with %s works without token', async (_name, query) => {
+    const result = await server.gql(query);
+
+    expect(result.status, 'status').toBe(200);
+    expect(result.errors, 'errors').toBeUndefined();
+    expect(result.data?.login.token, 'token').toEqual(expect.any(String));
+  });
+
+  it('runs login beside operations for signed-in use', async () => {
+    const document = 'mutation Login { login(username: "admin", password: "admin-password-1") { token } } query Me { me { id } }';
+    const login = await server.gql(document, undefined, undefined, 'Login');
+    const me = await server.gql(document, undefined, undefined, 'Me');
+
+    expect(login.status, 'status of Login').toBe(200);
+    expect(login.data?.login.token, 'token').toEqual(expect.any(String));
+    expect(me.status, 'status of Me').toBe(401);
+    expect(me.errors?.[0]?.extensions?.reason, 'reason of Me').toBe('MISSING_TOKEN');
   });
 
   it.each([

@@ -43,7 +43,12 @@ export interface TestServer {
   url: string;
   databaseUrl: string | null;
   /** Posts a GraphQL operation over HTTP. */
-  gql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>, token?: string): Promise<GraphQLResponse<T>>;
+  gql<T = Record<string, any>>(
+    query: string,
+    variables?: Record<string, unknown>,
+    token?: string,
+    operationName?: string,
+  ): Promise<GraphQLResponse<T>>;
   login(username: string, password: string): Promise<string>;
   adminToken(): Promise<string>;
   /** Creates a user through the API and returns its id and token. */
@@ -98,14 +103,14 @@ export async function startTestServer(testFile: string, options: StartOptions = 
     app,
     url,
     databaseUrl: database?.url ?? null,
-    async gql(query, variables, token) {
+    async gql(query, variables, token, operationName) {
       const response = await fetch(`${url}/graphql`, {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
           ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}),
         },
-        body: JSON.stringify({ query, variables }),
+        body: JSON.stringify({ query, variables, operationName }),
       });
       const body = (await response.json()) as Omit<GraphQLResponse, 'status'>;
       return { status: response.status, ...body } as never;
