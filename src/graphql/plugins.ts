@@ -441,19 +441,32 @@ function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unk
   if (all((code) => code === 'FORBIDDEN')) {
     return 403;
   }
-  if (all((code) => code === 'SERVICE_UNAVAILABLE')) {
+  // A busy or moved user lock is no outage of the server, and after stored
+  // events a retry would store them again, so those keep 200.
+  if (
+    errors.every(
+      (error) =>
+        error.extensions?.code === 'SERVICE_UNAVAILABLE' &&
+        OUTAGE_REASONS.has(String(error.extensions.reason)) &&
+        error.extensions.eventsStored !== true,
+    )
+  ) {
     return 503;
   }
   return null;
 }
+
+/** Reasons of SERVICE_UNAVAILABLE that mean PostgreSQL or Redis did not respond, or the server is stopping. */
+const OUTAGE_REASONS = new Set(['REDIS_UNAVAILABLE', 'DEPENDENCY_UNAVAILABLE', 'STORE_CLOSED']);
 
 /**
  * Sets the HTTP status of a reply that carries no data when all its errors
  * are of one kind. A limit or an invalid query argument gets 400, the status of
  * a limit found before execution. A missing or invalid token gets 401, an
  * operation the role does not allow 403, a rate-limited password check 429 with
- * Retry-After, and an unavailable dependency or a busy user 503, which clients
- * retry. A reply with any data, or with mixed errors, keeps GraphQL's usual 200.
+ * Retry-After, and PostgreSQL or Redis not responding 503 with Retry-After,
+ * unless events were stored before. A reply with any data, or with mixed
+ * errors, keeps GraphQL's usual 200.
  */
 export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
@@ -478,6 +491,9 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
             return;
           }
           response.http.status = status;
+          if (status === 503) {
+            response.http.headers.set('retry-after', '1');
+          }
           if (status === 429) {
             const waits = errors.map((error) => Number(error.extensions?.retryAfterSeconds ?? 0));
             response.http.headers.set('retry-after', String(Math.max(1, Math.ceil(Math.max(...waits)))));

@@ -400,9 +400,9 @@ export async function buildHttpApp(
           .status(429)
           .send(errorBody({ code, reason: domain.reason, message: domain.message, ...domain.details }));
       }
-      return reply
-        .status(httpStatusForCode(code))
-        .send(errorBody({ code, reason: domain.reason, message: domain.message, ...domain.details }));
+      // A failure after the events were stored is no reason to send them again.
+      const status = domain.details.eventsStored === true ? 500 : httpStatusForCode(code);
+      return reply.status(status).send(errorBody({ code, reason: domain.reason, message: domain.message, ...domain.details }));
     }
     const statusCode = (error as { statusCode?: number }).statusCode;
     if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {

@@ -187,35 +187,40 @@ export class IntakeService {
         }
         throw error;
       }
-      for (const userId of userIds) {
-        this.options.fault?.('events-stored', userId);
-      }
-
-      // Each fold takes the events just stored from memory and reports which
-      // it folded and what it wrote, so the reply reads only the rest.
-      const known = new Map<string, EventRecord>();
-      const written: WrittenRows = { corrections: [], closedSegments: [] };
-      const recomputedFrom = new Map<string, Date>();
-      for (const lock of locks) {
-        const own = rows.filter((row) => row.userId === lock.userId);
-        const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own, inputs.get(lock.userId)));
-        if (derived.rewoundFrom !== null) {
-          recomputedFrom.set(lock.userId, new Date(derived.rewoundFrom));
+      let results: SendEventResult[];
+      try {
+        for (const userId of userIds) {
+          this.options.fault?.('events-stored', userId);
         }
-        for (const row of own) {
-          if (row.ignored || derived.folded.has(row.id)) {
-            known.set(row.id, toStoredRecord(row, derived.orphans.has(row.id)));
+
+        // Each fold takes the events just stored from memory and reports which
+        // it folded and what it wrote, so the reply reads only the rest.
+        const known = new Map<string, EventRecord>();
+        const written: WrittenRows = { corrections: [], closedSegments: [] };
+        const recomputedFrom = new Map<string, Date>();
+        for (const lock of locks) {
+          const own = rows.filter((row) => row.userId === lock.userId);
+          const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own, inputs.get(lock.userId)));
+          if (derived.rewoundFrom !== null) {
+            recomputedFrom.set(lock.userId, new Date(derived.rewoundFrom));
           }
+          for (const row of own) {
+            if (row.ignored || derived.folded.has(row.id)) {
+              known.set(row.id, toStoredRecord(row, derived.orphans.has(row.id)));
+            }
+          }
+          written.corrections.push(...derived.written.corrections);
+          written.closedSegments.push(...derived.written.closedSegments);
         }
-        written.corrections.push(...derived.written.corrections);
-        written.closedSegments.push(...derived.written.closedSegments);
-      }
 
-      const userOfItem = new Map(items.map((item) => [item.index, item.userId]));
-      const results = (await this.buildResults(stored, userIds, known, written)).map((result, position) => ({
-        ...result,
-        recomputedFrom: recomputedFrom.get(userOfItem.get(stored[position]!.index)!) ?? null,
-      }));
+        const userOfItem = new Map(items.map((item) => [item.index, item.userId]));
+        results = (await this.buildResults(stored, userIds, known, written)).map((result, position) => ({
+          ...result,
+          recomputedFrom: recomputedFrom.get(userOfItem.get(stored[position]!.index)!) ?? null,
+        }));
+      } catch (error) {
+        throw storedBeforeFailure(error, rows.length);
+      }
       const duplicateCount = stored.filter((entry) => entry.duplicate).length;
       this.options.logger.debug(
         { requestId: context.requestId, users: userIds.length, stored: stored.length - duplicateCount, duplicateCount },
@@ -927,6 +932,23 @@ function justStoredOf(rows: readonly NewClientEvent[], input: FoldInput | undefi
 }
 
 /** The event record of a row just stored, as a read of it would return it. */
+/**
+ * Marks a SERVICE_UNAVAILABLE error that came after the request stored
+ * `storedCount` events with `eventsStored` and a sentence in its message,
+ * so that the client does not send them again as new ones.
+ */
+function storedBeforeFailure(error: unknown, storedCount: number): unknown {
+  if (storedCount === 0 || !(error instanceof DomainError) || error.kind !== 'SERVICE_UNAVAILABLE') {
+    return error;
+  }
+  return new DomainError(
+    error.kind,
+    error.reason,
+    `${error.message} The ${storedCount} new events of this request were stored before the failure, and their segments follow once the service recovers. Sending them again stores them twice unless they carry client ids.`,
+    { ...error.details, eventsStored: true },
+  );
+}
+
 function toStoredRecord(row: NewClientEvent, orphan: boolean): EventRecord {
   return {
     id: row.id,

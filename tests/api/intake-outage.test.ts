@@ -1,0 +1,84 @@
+/**
+ * HTTP statuses of intake requests that fail with SERVICE_UNAVAILABLE. A
+ * failure after the events were stored says so, and keeps a status that
+ * retry rules leave alone, because sending the events again would store
+ * them twice. A user whose lock another request holds is no outage of the
+ * server, so that reply keeps GraphQL's 200 as well.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { DomainError } from '../../src/domain/errors.js';
+import { startTestServer, type TestServer } from '../support/app.js';
+import { describeWithPostgres } from '../support/services.js';
+
+const SEND_EVENT = `mutation ($event: EventInput!) { sendEvent(event: $event) { event { id } } }`;
+
+describeWithPostgres('intake failures and HTTP statuses', () => {
+  let server: TestServer;
+  /** Users whose derived rows fail to be saved, after their events were stored. */
+  const failingUsers = new Set<string>();
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      rollups: false,
+      replays: false,
+      env: { USER_LOCK_WAIT_MS: '100' },
+      fault: (step, userId) => {
+        if (step === 'derived-written' && failingUsers.has(userId)) {
+          throw new DomainError('SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE', 'Redis is unavailable (injected).');
+        }
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  async function storedCount(token: string): Promise<number> {
+    const reply = await server.gql(`{ events { nodes { id } } }`, {}, token);
+    return (reply.data?.events.nodes as unknown[]).length;
+  }
+
+  it('keeps 200 when events were stored', async () => {
+    const member = await server.createUser('outage-stored');
+    failingUsers.add(member.id);
+    const reply = await server.gql(SEND_EVENT, { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } }, member.token);
+    failingUsers.delete(member.id);
+
+    expect(reply.status, 'status').toBe(200);
+    expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('REDIS_UNAVAILABLE');
+    expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
+    expect(reply.errors?.[0]?.message, 'message').toContain('were stored before the failure');
+    expect(await storedCount(member.token), 'stored events').toBe(1);
+  });
+
+  it('answers REST with 500 when events were stored', async () => {
+    const member = await server.createUser('outage-stored-rest');
+    failingUsers.add(member.id);
+    const response = await fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+      body: JSON.stringify({ type: 'heartbeat', occurred_at: '2026-01-05T09:00:00Z' }),
+    });
+    failingUsers.delete(member.id);
+    const body = (await response.json()) as { error: { reason: string; eventsStored?: boolean } };
+
+    expect(response.status, 'status').toBe(500);
+    expect(body.error.reason, 'reason').toBe('REDIS_UNAVAILABLE');
+    expect(body.error.eventsStored, 'eventsStored').toBe(true);
+  });
+
+  it('keeps 200 for a busy user', async () => {
+    const member = await server.createUser('outage-busy');
+    const foreign = await server.app.store.acquireUserLock(member.id, { ttlMs: 30_000, waitMs: 0 });
+    const reply = await server.gql(SEND_EVENT, { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } }, member.token);
+    await server.app.store.releaseUserLock(foreign);
+
+    expect(reply.status, 'status').toBe(200);
+    expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('USER_BUSY');
+    expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBeUndefined();
+    expect(await storedCount(member.token), 'stored events').toBe(0);
+  });
+});
