@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 
-import { badInput } from '../domain/errors.js';
+import { DomainError, badInput } from '../domain/errors.js';
 import { characterCount, exceedsCharacters, isBlank, textProblem } from '../domain/storable.js';
 import type {
   AutoCloseEndAt,
@@ -39,6 +39,33 @@ const END_AT_VALUES: readonly AutoCloseEndAt[] = ['LAST_ACTIVITY', 'DEADLINE'];
 export const CATALOG_CACHE_MS = 1000;
 /** Key of the advisory lock under which `definePairType` calls take turns. */
 const DEFINE_LOCK_KEY = 72707371;
+/** Longest wait, in ms, of a `definePairType` call for its turn before it gets SERVICE_UNAVAILABLE. */
+const DEFINE_LOCK_WAIT_MS = 3000;
+const DEFINE_LOCK_POLL_MS = 25;
+
+/**
+ * Takes the advisory lock of `definePairType` calls in the transaction `tx`,
+ * waiting at most DEFINE_LOCK_WAIT_MS. The lock is tried rather than awaited,
+ * so that a long wait ends with a clear error instead of the transaction's
+ * timeout.
+ */
+async function takeDefineTurn(tx: { $queryRaw: PrismaClient['$queryRaw'] }): Promise<void> {
+  const deadline = Date.now() + DEFINE_LOCK_WAIT_MS;
+  for (;;) {
+    const rows = await tx.$queryRaw<Array<{ locked: boolean }>>`SELECT pg_try_advisory_xact_lock(${DEFINE_LOCK_KEY}::bigint) AS locked`;
+    if (rows[0]?.locked === true) {
+      return;
+    }
+    if (Date.now() >= deadline) {
+      throw new DomainError(
+        'SERVICE_UNAVAILABLE',
+        'PAIR_TYPES_BUSY',
+        `Another definePairType call has held the pair types for more than ${DEFINE_LOCK_WAIT_MS} ms; nothing was changed. Retry the request.`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, DEFINE_LOCK_POLL_MS));
+  }
+}
 const MAX_REMEMBERED_POINT_TYPES = 10_000;
 
 export class PairTypeService {
@@ -105,34 +132,37 @@ export class PairTypeService {
     // Two defines that each pass the checks alone could together store a
     // parent cycle or one event type in two pair types, so defines take turns
     // under an advisory lock and check against the pair types read under it.
-    const { row, current, changed } = await this.prisma.$transaction(async (tx) => {
-      await tx.$executeRaw`SELECT pg_advisory_xact_lock(${DEFINE_LOCK_KEY}::bigint)`;
-      const existing = (await tx.pairType.findMany({ orderBy: { name: 'asc' } })).map(toPairTypeRecord);
-      const current = checkDefinition(input, parent, existing);
-      const data = {
-        startType: input.startType,
-        endType: input.endType,
-        parent,
-        timeoutSeconds: autoClose.timeoutSeconds,
-        endAt: autoClose.endAt,
-      };
-      // Derived rows are a function of the pair types, so a changed parent or
-      // default policy is recorded with the change, and the replay workers
-      // recompute every user with segments of this type. A new type has none.
-      const parentChanged = current !== undefined && current.parent !== parent;
-      const policyChanged =
-        current !== undefined &&
-        (current.autoClose.timeoutSeconds !== autoClose.timeoutSeconds || current.autoClose.endAt !== autoClose.endAt);
-      const upserted = await tx.pairType.upsert({
-        where: { name: input.name },
-        create: { name: input.name, ...data, builtIn: false },
-        update: data,
-      });
-      if (parentChanged || policyChanged) {
-        await tx.$executeRawUnsafe(RECORD_CHANGE_SQL, input.name, !parentChanged);
-      }
-      return { row: upserted, current, changed: parentChanged || policyChanged };
-    });
+    const { row, current, changed } = await this.prisma.$transaction(
+      async (tx) => {
+        await takeDefineTurn(tx);
+        const existing = (await tx.pairType.findMany({ orderBy: { name: 'asc' } })).map(toPairTypeRecord);
+        const current = checkDefinition(input, parent, existing);
+        const data = {
+          startType: input.startType,
+          endType: input.endType,
+          parent,
+          timeoutSeconds: autoClose.timeoutSeconds,
+          endAt: autoClose.endAt,
+        };
+        // Derived rows are a function of the pair types, so a changed parent or
+        // default policy is recorded with the change, and the replay workers
+        // recompute every user with segments of this type. A new type has none.
+        const parentChanged = current !== undefined && current.parent !== parent;
+        const policyChanged =
+          current !== undefined &&
+          (current.autoClose.timeoutSeconds !== autoClose.timeoutSeconds || current.autoClose.endAt !== autoClose.endAt);
+        const upserted = await tx.pairType.upsert({
+          where: { name: input.name },
+          create: { name: input.name, ...data, builtIn: false },
+          update: data,
+        });
+        if (parentChanged || policyChanged) {
+          await tx.$executeRawUnsafe(RECORD_CHANGE_SQL, input.name, !parentChanged);
+        }
+        return { row: upserted, current, changed: parentChanged || policyChanged };
+      },
+      { timeout: DEFINE_LOCK_WAIT_MS + 5000 },
+    );
     this.cache = null;
     this.logger.info(
       { pairType: row.name, parent: row.parent, replaysRequested: changed },

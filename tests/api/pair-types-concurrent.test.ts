@@ -51,18 +51,22 @@ describeWithPostgres('definePairType calls at once', () => {
       await blocker.query('BEGIN');
       await blocker.query('LOCK TABLE pair_types IN SHARE ROW EXCLUSIVE MODE');
       const replies = Promise.all([define(first), define(second, secondServer)]);
-      // Wait until both calls wait for a lock, whichever lock that is.
+      // Wait until both calls wait: for the table, or inside a transaction
+      // for their turn, which a call tries again and again.
       const deadline = Date.now() + 10_000;
       for (;;) {
+        // Inside a transaction, PostgreSQL keeps the first view of the activity statistics.
+        await blocker.query('SELECT pg_stat_clear_snapshot()');
         const { rows } = await blocker.query<{ waiting: number }>(
           `SELECT count(*)::int AS waiting FROM pg_stat_activity
-           WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'`,
+           WHERE datname = current_database() AND pid <> pg_backend_pid()
+             AND (wait_event_type = 'Lock' OR state = 'idle in transaction')`,
         );
         if (rows[0]!.waiting >= 2) {
           break;
         }
         if (Date.now() > deadline) {
-          throw new Error(`only ${rows[0]!.waiting} of the two calls waited for a lock within 10 s`);
+          throw new Error(`only ${rows[0]!.waiting} of the two calls waited within 10 s`);
         }
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
@@ -94,6 +98,28 @@ describeWithPostgres('definePairType calls at once', () => {
     const parents = types.filter((type) => type.name.startsWith('cyc-')).map((type) => type.parent);
     expect(parents, 'parents of the two types').toContain(null);
   });
+
+  it('gives up on a long-held turn', async () => {
+    const holder = new pg.Client({ connectionString: server.databaseUrl as string });
+    await holder.connect();
+    try {
+      // The key of the advisory lock that definePairType calls take turns under.
+      await holder.query('BEGIN');
+      await holder.query('SELECT pg_advisory_xact_lock(72707371)');
+      const started = performance.now();
+      const reply = await define({ name: 'waits', startType: 'waits_started', endType: 'waits_ended' });
+      const elapsedMs = performance.now() - started;
+      await holder.query('ROLLBACK');
+
+      expect(reply.errors?.[0]?.extensions?.code, 'code').toBe('SERVICE_UNAVAILABLE');
+      expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('PAIR_TYPES_BUSY');
+      expect(elapsedMs, 'wait in ms').toBeGreaterThanOrEqual(3000);
+    } finally {
+      await holder.end();
+    }
+    const retried = await define({ name: 'waits', startType: 'waits_started', endType: 'waits_ended' });
+    expect(retried.errors, 'errors of the retry').toBeUndefined();
+  }, 20_000);
 
   it('rejects a concurrent shared event type', async () => {
     const replies = await defineAtOnce(
