@@ -547,6 +547,8 @@ describeWithRedis('readiness without Redis', () => {
     expect(error?.extensions?.code, 'code').toBe('SERVICE_UNAVAILABLE');
     expect(error?.extensions?.reason, 'reason').toBe('REDIS_UNAVAILABLE');
     expect(error?.message, 'message').not.toMatch(/addRunning|acquireUserLock/);
+    const failures = logEntries(logLines).filter((entry) => entry.msg === 'redis command failed');
+    expect(failures.map((entry) => entry.operation), 'operations named in the log').toContain('addRunning');
   });
 
   it('healthz still 200', async () => {

@@ -130,7 +130,9 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
 
   async function waitUntilReady(operation: string): Promise<void> {
     if (closed) {
-      throw redisUnavailable('the store is closed');
+      const error = redisUnavailable('the store is closed');
+      logCommandFailure(operation, error);
+      throw error;
     }
     if (client.status === 'ready') {
       return;
@@ -143,7 +145,10 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     try {
       const outcome = await Promise.race([whenReady().then(() => 'ready' as const), timeout]);
       if (outcome === 'timeout') {
-        throw redisUnavailable(`not connected within ${commandTimeoutMs} ms, status ${client.status}`);
+        // The error leaves out the operation, which is internal, so the log names it.
+        const error = redisUnavailable(`not connected within ${commandTimeoutMs} ms, status ${client.status}`);
+        logCommandFailure(operation, error);
+        throw error;
       }
     } finally {
       clearTimeout(timer);

@@ -116,7 +116,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       // A timeout has used up the budget already, so only an early failure is retried.
       const retry = idempotent && performance.now() - started < options.commandTimeoutMs / 2;
       if (!retry) {
-        throw toUnavailable(operation, error);
+        throw toUnavailable(error);
       }
     }
 
@@ -125,7 +125,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return await command();
     } catch (error) {
       connection.logCommandFailure(operation, error);
-      throw toUnavailable(operation, error);
+      throw toUnavailable(error);
     }
   }
 
@@ -291,7 +291,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
   };
 }
 
-function toUnavailable(operation: string, error: unknown): Error {
+function toUnavailable(error: unknown): Error {
   const reason = error instanceof Error ? error.message : String(error);
   const unavailable = redisUnavailable(reason);
   unavailable.cause = error;
