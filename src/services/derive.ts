@@ -190,6 +190,8 @@ export class Deriver {
     let orphans: ReadonlySet<string> = new Set();
     let written: WrittenRows = { corrections: [], closedSegments: [] };
     let rewound = false;
+    // The earliest instant whose derived rows the rewind may change.
+    let rewoundFrom: number | null = null;
     // Pair type and start of every segment that may close in this fold, for the length bounds.
     const startsBeforeFold = new Map<string, { pairType: string; startAt: number }>();
 
@@ -272,7 +274,8 @@ export class Deriver {
             // A client event sits at the restored position, so every deadline
             // lies after it and no correction of this fold is decided there.
           });
-          await truncateDerivedFrom(sql, userId, first);
+          const earliestReopenedEnd = await truncateDerivedFrom(sql, userId, first);
+          rewoundFrom = Math.max(MIN_INSTANT_MS, Math.min(first.at, earliestReopenedEnd ?? first.at));
           rewound = true;
           events =
             justStored === undefined
@@ -372,7 +375,7 @@ export class Deriver {
     return {
       changed: result.changed,
       rewound,
-      rewoundFrom: rewound && rewindTo !== null ? Math.max(rewindTo.at, MIN_INSTANT_MS) : null,
+      rewoundFrom,
       nextDeadline: deadline,
       folded: new Set(metaByEventId.keys()),
       orphans,

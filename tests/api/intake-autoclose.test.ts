@@ -416,6 +416,39 @@ describe('auto-close edge cases', () => {
     expect(end!.closedSegments, 'segments the end closed').toEqual([]);
   });
 
+  it('recomputedFrom covers a reopened auto-close', async () => {
+    clock.set(Date.parse(dayOne('14:00:00')));
+    const member = await server.createUser('autoclose-recomputed');
+    const query = `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { results { recomputedFrom } } }`;
+    dataOf(
+      await server.gql(
+        query,
+        {
+          events: [
+            { type: 'session_started', occurredAt: dayOne('10:00:00') },
+            { type: 'heartbeat', occurredAt: dayOne('10:20:00') },
+            { type: 'heartbeat', occurredAt: dayOne('11:30:00') },
+          ],
+        },
+        member.token,
+      ),
+      'first',
+    );
+    // Auto-closed at its last activity, 10:20, by a decision at the deadline, 10:50.
+    expect((await readTimeline(server, member.token, member.id)).segments.map(summary), 'before').toEqual([
+      { pairType: 'session', start: dayOne('10:00:00'), end: dayOne('10:20:00'), endReason: 'AUTO_CLOSE' },
+    ]);
+
+    const late = dataOf(await server.gql(query, { events: [{ type: 'heartbeat', occurredAt: dayOne('10:40:00') }] }, member.token), 'late');
+
+    // The late heartbeat lies before the decision, so the session reopens
+    // and ends at 10:40: its rows changed from 10:20, its old end, on.
+    expect(late.sendEvents.results[0].recomputedFrom, 'recomputedFrom').toBe(dayOne('10:20:00'));
+    expect((await readTimeline(server, member.token, member.id)).segments.map(summary), 'after').toEqual([
+      { pairType: 'session', start: dayOne('10:00:00'), end: dayOne('10:40:00'), endReason: 'AUTO_CLOSE' },
+    ]);
+  });
+
   it('keeps a DEADLINE child inside its parent', async () => {
     clock.set(Date.parse(dayOne('12:00:00')));
     const member = await server.createUser('deadline-child');

@@ -546,14 +546,20 @@ export async function loadEventsAfter(
   return ((rows[0]?.[0] as Array<Record<string, unknown>> | null) ?? []).map(fromEventJson);
 }
 
-/** Removes everything derived at or after `p`, as `DerivedLedger.truncateFrom` does. */
-export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Position): Promise<void> {
+/**
+ * Removes everything derived at or after `p`, as `DerivedLedger.truncateFrom`
+ * does. Returns the earliest end, in ms, of the segments it reopened, which
+ * can lie before `p` when an auto-close was decided after it, or null.
+ */
+export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Position): Promise<number | null> {
   // One statement, four disjoint parts: segments started at or after p go,
   // segments started before p and closed by a decision at or after p reopen,
   // corrections at or after p go, and ORPHAN_END flags at or after p clear.
   // Not prepared, like the rewind's read: the plan made once for all values
   // scanned all of the user's segments for the reopening part.
-  await tx.query(
+  // The final SELECT sees the rows as they were before the statement, so it
+  // reads the ends that the reopening clears.
+  const rows = await tx.query<{ earliest_end: Date | null }>(
     `WITH dropped AS (
        DELETE FROM segments WHERE user_id = $1 AND (start_at, start_seq) >= ($2::timestamptz, $3::int)
      ), reopened AS (
@@ -563,11 +569,16 @@ export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Posi
      ), uncorrected AS (
        DELETE FROM events WHERE user_id = $1 AND origin = 'CORRECTION'
          AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)
+     ), unflagged AS (
+       UPDATE events SET orphan = false WHERE user_id = $1 AND origin = 'CLIENT' AND orphan
+         AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)
      )
-     UPDATE events SET orphan = false WHERE user_id = $1 AND origin = 'CLIENT' AND orphan
-       AND (pos_at, pos_seq) >= ($2::timestamptz, $3::int)`,
+     SELECT min(end_at) AS earliest_end FROM segments
+     WHERE user_id = $1 AND (decided_at, decided_seq) >= ($2::timestamptz, $3::int)
+       AND (start_at, start_seq) < ($2::timestamptz, $3::int)`,
     [userId, new Date(p.at), p.seq],
   );
+  return rows[0]?.earliest_end?.getTime() ?? null;
 }
 
 /** A client event to fold, with the meta its segment copies. */
