@@ -67,6 +67,34 @@ export function limitExceeded(limit: string, value: number, max: number, unit = 
   );
 }
 
+/** Errors thrown after a request stored events, with the number of events it stored. */
+const storedBeforeErrors = new WeakMap<object, number>();
+
+/** Records that the request that threw `error` had stored `count` events before. */
+export function markStoredBefore(error: unknown, count: number): void {
+  if (typeof error === 'object' && error !== null) {
+    storedBeforeErrors.set(error, count);
+  }
+}
+
+/** Returns the number of events stored before `error` was thrown, or null when none were recorded. */
+export function storedCountBefore(error: unknown): number | null {
+  return typeof error === 'object' && error !== null ? (storedBeforeErrors.get(error) ?? null) : null;
+}
+
+/**
+ * Returns `error` with `eventsStored` in its details and a sentence about
+ * the `count` events that the request stored before the error came.
+ */
+export function withStoredEvents(error: DomainError, count: number): DomainError {
+  return new DomainError(
+    error.kind,
+    error.reason,
+    `${error.message} ${count === 1 ? 'The new event of this request was' : `The ${count} new events of this request were`} stored before the failure, and ${count === 1 ? 'its segments follow' : 'their segments follow'} once the service recovers. Sending ${count === 1 ? 'it' : 'them'} again stores ${count === 1 ? 'it' : 'them'} twice unless ${count === 1 ? 'it carries a client id' : 'they carry client ids'}.`,
+    { ...error.details, eventsStored: true },
+  );
+}
+
 /** Marks a switch branch that the type checker proves unreachable. */
 export function assertNever(value: never): never {
   throw new TypeError(`Unexpected value: ${JSON.stringify(value)}`);

@@ -8,7 +8,7 @@
 import { unwrapResolverError } from '@apollo/server/errors';
 import { GraphQLError, type GraphQLFormattedError } from 'graphql';
 
-import { DomainError, type DomainErrorKind } from '../domain/errors.js';
+import { DomainError, storedCountBefore, withStoredEvents, type DomainErrorKind } from '../domain/errors.js';
 
 export type ErrorCode =
   | 'BAD_USER_INPUT'
@@ -123,11 +123,13 @@ export function toDomainError(error: unknown): DomainError | null {
     return error;
   }
   if (isDependencyFailure(error)) {
-    return new DomainError(
+    const unavailable = new DomainError(
       'SERVICE_UNAVAILABLE',
       'DEPENDENCY_UNAVAILABLE',
-      'A storage service is unavailable or did not respond in time, and nothing was half-applied. Retry the request: events sent again with the same ids are stored once.',
+      'A storage service is unavailable or did not respond in time. Retry the request: events sent again with the same ids are stored once.',
     );
+    const stored = storedCountBefore(error);
+    return stored === null ? unavailable : withStoredEvents(unavailable, stored);
   }
   if (isUnstorableValue(error)) {
     return new DomainError(

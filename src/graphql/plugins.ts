@@ -426,7 +426,9 @@ function carriesNoData(data: Record<string, unknown> | null | undefined): boolea
 }
 
 /** Returns the HTTP status of a reply without data whose errors are all of one kind, or null for 200. */
-function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unknown> }>): number | null {
+export function statusOfFailure(
+  errors: ReadonlyArray<{ extensions?: Record<string, unknown>; path?: ReadonlyArray<string | number> }>,
+): number | null {
   const all = (test: (code: unknown, reason: unknown) => boolean) =>
     errors.every((error) => test(error.extensions?.code, error.extensions?.reason));
   if (all((code, reason) => code === 'BAD_USER_INPUT' && REQUEST_LEVEL_REASONS.has(String(reason)))) {
@@ -442,13 +444,16 @@ function statusOfFailure(errors: ReadonlyArray<{ extensions?: Record<string, unk
     return 403;
   }
   // A busy or moved user lock is no outage of the server, and after stored
-  // events a retry would store them again, so those keep 200.
+  // events a retry would store them again, so those keep 200. So does an
+  // error below a root field, which comes after that field's resolver
+  // returned, and so after a mutation did its work.
   if (
     errors.every(
       (error) =>
         error.extensions?.code === 'SERVICE_UNAVAILABLE' &&
         OUTAGE_REASONS.has(String(error.extensions.reason)) &&
-        error.extensions.eventsStored !== true,
+        error.extensions.eventsStored !== true &&
+        (error.path === undefined || error.path.length <= 1),
     )
   ) {
     return 503;
@@ -611,10 +616,10 @@ function authenticationStatus(error: DomainError): number {
  * Hides the schema from requests without a token, which may use only `login`
  * and `{ __typename }`. Introspection requires a valid token, and Apollo
  * Sandbox loads the schema once an Authorization header is set in its
- * connection settings. An operation that selects other root fields gets
- * UNAUTHENTICATED before it runs, with the same reply that an invalid
- * document selecting them gets, so the reply does not tell which root fields
- * exist. Validation errors of a `login` document lose the similar names that
+ * connection settings. A document with an operation that selects other
+ * root fields gets UNAUTHENTICATED before it runs, with the same reply that
+ * an invalid document selecting them gets, so the reply does not tell which
+ * root fields exist. Validation errors of a `login` document lose the similar names that
  * GraphQL suggests, and one that names other types or directives gets
  * UNAUTHENTICATED too.
  */
@@ -627,11 +632,10 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
           if (contextValue.viewer !== null) {
             return;
           }
-          // Only the operation that runs counts, so a document may hold others for signed-in use.
-          const selectsOthers =
-            operation === undefined ||
-            [...rootFieldsOf(operation, document, null).values()].some((field) => !ANONYMOUS_ROOT_FIELDS.has(field.name.value));
-          if (!selectsOthers && !asksForSchema(document)) {
+          // Every operation of the document counts, not only the one that
+          // runs, because validation covers them all: a valid operation for
+          // signed-in use beside a `login` would tell that its fields exist.
+          if (operation !== undefined && selectsOnlyAnonymousFields(document) && !asksForSchema(document)) {
             return;
           }
           stopped = true;

@@ -236,7 +236,7 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
   }
   const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
   if (match === null || match[1] === undefined) {
-    // The header's form is no secret, so its error says what is wrong, unlike a token's.
+    // The header's form is no secret, so its error names the problem, unlike a token's.
     return {
       viewer: null,
       authError: new DomainError(
@@ -402,6 +402,9 @@ export async function buildHttpApp(
       }
       // A failure after the events were stored is no reason to send them again.
       const status = domain.details.eventsStored === true ? 500 : httpStatusForCode(code);
+      if (status === 503) {
+        reply.header('retry-after', '1');
+      }
       return reply.status(status).send(errorBody({ code, reason: domain.reason, message: domain.message, ...domain.details }));
     }
     const statusCode = (error as { statusCode?: number }).statusCode;

@@ -116,6 +116,7 @@ function eventJson(event: EventRecord) {
     pair_type: event.pairType,
     pair_key: event.pairKey,
     occurred_at: event.occurredAt.toISOString(),
+    client_occurred_at: event.clientOccurredAt?.toISOString() ?? null,
     received_at: event.receivedAt.toISOString(),
     meta: event.meta,
     origin: event.origin,

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
-import { DomainError, badInput } from '../domain/errors.js';
+import { DomainError, badInput, markStoredBefore, withStoredEvents } from '../domain/errors.js';
 import { MAX_JSON_DEPTH, characterCount, describeInstantRange, exceedsCharacters, isBlank, isStorableInstant, jsonProblem, textProblem } from '../domain/storable.js';
 import { classifyArrival } from '../domain/pairing/intake-rules.js';
 import type { PairCatalog } from '../domain/pairing/types.js';
@@ -931,24 +931,25 @@ function justStoredOf(rows: readonly NewClientEvent[], input: FoldInput | undefi
   };
 }
 
-/** The event record of a row just stored, as a read of it would return it. */
 /**
- * Marks a SERVICE_UNAVAILABLE error that came after the request stored
- * `storedCount` events with `eventsStored` and a sentence in its message,
- * so that the client does not send them again as new ones.
+ * Marks an error that came after the request stored `storedCount` events,
+ * so that the client does not send them again as new ones. A
+ * SERVICE_UNAVAILABLE error gets `eventsStored` at once. Any other error is
+ * recorded with its count, for the API layer, which turns a storage outage
+ * into SERVICE_UNAVAILABLE.
  */
 function storedBeforeFailure(error: unknown, storedCount: number): unknown {
-  if (storedCount === 0 || !(error instanceof DomainError) || error.kind !== 'SERVICE_UNAVAILABLE') {
+  if (storedCount === 0) {
     return error;
   }
-  return new DomainError(
-    error.kind,
-    error.reason,
-    `${error.message} The ${storedCount} new events of this request were stored before the failure, and their segments follow once the service recovers. Sending them again stores them twice unless they carry client ids.`,
-    { ...error.details, eventsStored: true },
-  );
+  if (error instanceof DomainError && error.kind === 'SERVICE_UNAVAILABLE') {
+    return withStoredEvents(error, storedCount);
+  }
+  markStoredBefore(error, storedCount);
+  return error;
 }
 
+/** The event record of a row just stored, as a read of it would return it. */
 function toStoredRecord(row: NewClientEvent, orphan: boolean): EventRecord {
   return {
     id: row.id,

@@ -1,8 +1,8 @@
 /**
  * HTTP statuses of intake requests that fail with SERVICE_UNAVAILABLE. A
- * failure after the events were stored says so, and keeps a status that
- * retry rules leave alone, because sending the events again would store
- * them twice. A user whose lock another request holds is no outage of the
+ * failure after the events were stored is marked `eventsStored`, and keeps a
+ * status that retry rules leave alone, because sending the events again
+ * would store them twice. A user whose lock another request holds is no outage of the
  * server, so that reply keeps GraphQL's 200 as well.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -15,8 +15,8 @@ const SEND_EVENT = `mutation ($event: EventInput!) { sendEvent(event: $event) { 
 
 describeWithPostgres('intake failures and HTTP statuses', () => {
   let server: TestServer;
-  /** Users whose derived rows fail to be saved, after their events were stored. */
-  const failingUsers = new Set<string>();
+  /** Users whose derived rows fail to be saved, after their events were stored, with the failure. */
+  const failingUsers = new Map<string, 'redis' | 'database'>();
 
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, {
@@ -25,8 +25,13 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
       replays: false,
       env: { USER_LOCK_WAIT_MS: '100' },
       fault: (step, userId) => {
-        if (step === 'derived-written' && failingUsers.has(userId)) {
+        const failure = step === 'derived-written' ? failingUsers.get(userId) : undefined;
+        if (failure === 'redis') {
           throw new DomainError('SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE', 'Redis is unavailable (injected).');
+        }
+        if (failure === 'database') {
+          // As pg reports a connection that the server closed.
+          throw new Error('Connection terminated unexpectedly');
         }
       },
     });
@@ -43,20 +48,20 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
 
   it('keeps 200 when events were stored', async () => {
     const member = await server.createUser('outage-stored');
-    failingUsers.add(member.id);
+    failingUsers.set(member.id, 'redis');
     const reply = await server.gql(SEND_EVENT, { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } }, member.token);
     failingUsers.delete(member.id);
 
     expect(reply.status, 'status').toBe(200);
     expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('REDIS_UNAVAILABLE');
     expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
-    expect(reply.errors?.[0]?.message, 'message').toContain('were stored before the failure');
+    expect(reply.errors?.[0]?.message, 'message').toContain('was stored before the failure');
     expect(await storedCount(member.token), 'stored events').toBe(1);
   });
 
   it('answers REST with 500 when events were stored', async () => {
     const member = await server.createUser('outage-stored-rest');
-    failingUsers.add(member.id);
+    failingUsers.set(member.id, 'redis');
     const response = await fetch(`${server.url}/api/events`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
@@ -68,6 +73,33 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
     expect(response.status, 'status').toBe(500);
     expect(body.error.reason, 'reason').toBe('REDIS_UNAVAILABLE');
     expect(body.error.eventsStored, 'eventsStored').toBe(true);
+  });
+
+  it('marks a database failure after stored events', async () => {
+    const member = await server.createUser('outage-stored-database');
+    failingUsers.set(member.id, 'database');
+    const reply = await server.gql(SEND_EVENT, { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } }, member.token);
+    failingUsers.delete(member.id);
+
+    expect(reply.status, 'status').toBe(200);
+    expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('DEPENDENCY_UNAVAILABLE');
+    expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
+    expect(reply.errors?.[0]?.message, 'message').toContain('The new event of this request was stored before the failure');
+    expect(await storedCount(member.token), 'stored events').toBe(1);
+  });
+
+  it('answers REST with 503 and Retry-After for a busy user', async () => {
+    const member = await server.createUser('outage-busy-rest');
+    const foreign = await server.app.store.acquireUserLock(member.id, { ttlMs: 30_000, waitMs: 0 });
+    const response = await fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+      body: JSON.stringify({ type: 'heartbeat', occurred_at: '2026-01-05T09:00:00Z' }),
+    });
+    await server.app.store.releaseUserLock(foreign);
+
+    expect(response.status, 'status').toBe(503);
+    expect(response.headers.get('retry-after'), 'Retry-After').toBe('1');
   });
 
   it('keeps 200 for a busy user', async () => {
