@@ -67,6 +67,10 @@ export function limitExceeded(limit: string, value: number, max: number, unit = 
   );
 }
 
+/** Advice to the client about events that a failed request stored. */
+export const STORED_EVENTS_ADVICE =
+  'Send them again only with the same `id` each was sent with, which makes the repeat a duplicate instead of a second event.';
+
 /** Errors thrown after a request stored events, with the number of events it stored. */
 const storedBeforeErrors = new WeakMap<object, number>();
 
@@ -90,7 +94,7 @@ export function withStoredEvents(error: DomainError, count: number): DomainError
   return new DomainError(
     error.kind,
     error.reason,
-    `${error.message} ${count === 1 ? 'The new event of this request was' : `The ${count} new events of this request were`} stored before the failure, and ${count === 1 ? 'its segments follow' : 'their segments follow'} once the service recovers. Sending ${count === 1 ? 'it' : 'them'} again stores ${count === 1 ? 'it' : 'them'} twice unless ${count === 1 ? 'it carries a client id' : 'they carry client ids'}.`,
+    `${error.message} ${count === 1 ? 'The new event of this request was' : `The ${count} new events of this request were`} stored before the failure, and ${count === 1 ? 'its segments follow' : 'their segments follow'} once the service recovers. ${STORED_EVENTS_ADVICE}`,
     { ...error.details, eventsStored: true },
   );
 }

@@ -123,13 +123,15 @@ export function toDomainError(error: unknown): DomainError | null {
     return error;
   }
   if (isDependencyFailure(error)) {
-    const unavailable = new DomainError(
-      'SERVICE_UNAVAILABLE',
-      'DEPENDENCY_UNAVAILABLE',
-      'A storage service is unavailable or did not respond in time. Retry the request: events sent again with the same ids are stored once.',
-    );
+    const unavailable = 'A storage service is unavailable or did not respond in time.';
     const stored = storedCountBefore(error);
-    return stored === null ? unavailable : withStoredEvents(unavailable, stored);
+    return stored === null
+      ? new DomainError(
+          'SERVICE_UNAVAILABLE',
+          'DEPENDENCY_UNAVAILABLE',
+          `${unavailable} Retry the request: events sent again with the same ids are stored once.`,
+        )
+      : withStoredEvents(new DomainError('SERVICE_UNAVAILABLE', 'DEPENDENCY_UNAVAILABLE', unavailable), stored);
   }
   if (isUnstorableValue(error)) {
     return new DomainError(

@@ -15,13 +15,14 @@ import {
   type DocumentNode,
   type FieldNode,
   type FragmentDefinitionNode,
+  type GraphQLFormattedError,
   type OperationDefinitionNode,
   type SelectionNode,
   type SelectionSetNode,
   type TypeNode,
 } from 'graphql';
 
-import { DomainError } from '../domain/errors.js';
+import { DomainError, STORED_EVENTS_ADVICE } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
 import type { GraphQLContext } from './context.js';
 import { domainErrorExtensions, isExpectedError, isUnstorableValue, mapStackLines, toDomainError } from './errors.js';
@@ -428,6 +429,7 @@ function carriesNoData(data: Record<string, unknown> | null | undefined): boolea
 /** Returns the HTTP status of a reply without data whose errors are all of one kind, or null for 200. */
 export function statusOfFailure(
   errors: ReadonlyArray<{ extensions?: Record<string, unknown>; path?: ReadonlyArray<string | number> }>,
+  mutation = false,
 ): number | null {
   const all = (test: (code: unknown, reason: unknown) => boolean) =>
     errors.every((error) => test(error.extensions?.code, error.extensions?.reason));
@@ -445,20 +447,48 @@ export function statusOfFailure(
   }
   // A busy or moved user lock is no outage of the server, and after stored
   // events a retry would store them again, so those keep 200. So does an
-  // error below a root field, which comes after that field's resolver
-  // returned, and so after a mutation did its work.
+  // error below a mutation's root field, which comes after that field's
+  // resolver returned, and so after the mutation did its work.
   if (
     errors.every(
       (error) =>
         error.extensions?.code === 'SERVICE_UNAVAILABLE' &&
         OUTAGE_REASONS.has(String(error.extensions.reason)) &&
         error.extensions.eventsStored !== true &&
-        (error.path === undefined || error.path.length <= 1),
+        (!mutation || error.path === undefined || error.path.length <= 1),
     )
   ) {
     return 503;
   }
   return null;
+}
+
+/** Root fields whose resolver stores events before it returns. */
+const INTAKE_ROOT_FIELDS = new Set(['sendEvent', 'sendEvents']);
+
+/**
+ * Marks SERVICE_UNAVAILABLE errors below a `sendEvent` or `sendEvents`
+ * field with `eventsStored`: they come after the field's resolver stored
+ * the events, when the reply's own fields are read.
+ */
+function markErrorsAfterIntake(
+  errors: readonly GraphQLFormattedError[],
+  rootFields: ReadonlyMap<string, FieldNode>,
+): GraphQLFormattedError[] {
+  return errors.map((error) => {
+    const key = error.path?.[0];
+    const field = typeof key === 'string' ? rootFields.get(key) : undefined;
+    const afterIntake =
+      error.path !== undefined && error.path.length > 1 && field !== undefined && INTAKE_ROOT_FIELDS.has(field.name.value);
+    if (!afterIntake || error.extensions?.code !== 'SERVICE_UNAVAILABLE' || error.extensions.eventsStored === true) {
+      return error;
+    }
+    return {
+      ...error,
+      message: `${error.message} The events of this request were stored before the failure. ${STORED_EVENTS_ADVICE}`,
+      extensions: { ...error.extensions, eventsStored: true },
+    };
+  });
 }
 
 /** Reasons of SERVICE_UNAVAILABLE that mean PostgreSQL or Redis did not respond, or the server is stopping. */
@@ -470,8 +500,8 @@ const OUTAGE_REASONS = new Set(['REDIS_UNAVAILABLE', 'DEPENDENCY_UNAVAILABLE', '
  * a limit found before execution. A missing or invalid token gets 401, an
  * operation the role does not allow 403, a rate-limited password check 429 with
  * Retry-After, and PostgreSQL or Redis not responding 503 with Retry-After,
- * unless events were stored before. A reply with any data, or with mixed
- * errors, keeps GraphQL's usual 200.
+ * unless a mutation did its work before. A reply with any data, or with
+ * mixed errors, keeps GraphQL's usual 200.
  */
 export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
@@ -480,6 +510,12 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
         async willSendResponse({ request, response, operation, document }) {
           if (response.body.kind !== 'single') {
             return;
+          }
+          if (operation !== undefined && operation !== null && document !== undefined && response.body.singleResult.errors !== undefined) {
+            response.body.singleResult.errors = markErrorsAfterIntake(
+              response.body.singleResult.errors,
+              rootFieldsOf(operation, document, request.variables ?? {}),
+            );
           }
           const { data, errors } = response.body.singleResult;
           if (errors === undefined || errors.length === 0 || !carriesNoData(data)) {
@@ -491,7 +527,7 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
           if (operation?.operation === 'mutation' && document !== undefined && rootFieldsOf(operation, document, request.variables ?? {}).size > 1) {
             return;
           }
-          const status = statusOfFailure(errors);
+          const status = statusOfFailure(errors, operation?.operation === 'mutation');
           if (status === null) {
             return;
           }

@@ -102,6 +102,47 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
     expect(response.headers.get('retry-after'), 'Retry-After').toBe('1');
   });
 
+  /** Makes the next reads of users for reply fields fail as a lost database connection does. */
+  function failUserReads(): () => void {
+    const users = server.app.services.users;
+    const original = users.findByIds.bind(users);
+    users.findByIds = async () => {
+      throw new Error('Connection terminated unexpectedly');
+    };
+    return () => {
+      users.findByIds = original;
+    };
+  }
+
+  it('marks an outage below sendEvent', async () => {
+    const member = await server.createUser('outage-below-root');
+    const restore = failUserReads();
+    const reply = await server.gql(
+      `mutation ($event: EventInput!) { sendEvent(event: $event) { event { id user { username } } } }`,
+      { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } },
+      member.token,
+    );
+    restore();
+
+    expect(reply.status, 'status').toBe(200);
+    expect(reply.errors?.[0]?.path, 'path').toEqual(['sendEvent', 'event', 'user']);
+    expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
+    expect(reply.errors?.[0]?.message, 'message').toContain('The events of this request were stored before the failure');
+    expect(await storedCount(member.token), 'stored events').toBe(1);
+  });
+
+  it('answers 503 to a query with an outage below its root', async () => {
+    const member = await server.createUser('outage-query');
+    await server.gql(SEND_EVENT, { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } }, member.token);
+    const restore = failUserReads();
+    const reply = await server.gql(`{ events { nodes { id user { username } } } }`, {}, member.token);
+    restore();
+
+    expect(reply.status, 'status').toBe(503);
+    expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('DEPENDENCY_UNAVAILABLE');
+    expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBeUndefined();
+  });
+
   it('keeps 200 for a busy user', async () => {
     const member = await server.createUser('outage-busy');
     const foreign = await server.app.store.acquireUserLock(member.id, { ttlMs: 30_000, waitMs: 0 });

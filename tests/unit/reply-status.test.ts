@@ -24,6 +24,13 @@ describe('statusOfFailure', () => {
     ['a lock lost to another process', [error('LOCK_LOST', { path: ['sendEvents'] })], null],
     ['an outage beside a busy user', [error('REDIS_UNAVAILABLE', { path: ['a'] }), error('USER_BUSY', { path: ['b'] })], null],
   ])('%s', (_name, errors, status) => {
-    expect(statusOfFailure(errors)).toBe(status);
+    expect(statusOfFailure(errors, true)).toBe(status);
+  });
+
+  it('gives 503 to a query whose outage lies below its root', () => {
+    const errors = [error('DEPENDENCY_UNAVAILABLE', { path: ['events', 'nodes', 0, 'user'] })];
+
+    expect(statusOfFailure(errors, false), 'query').toBe(503);
+    expect(statusOfFailure(errors, true), 'mutation').toBeNull();
   });
 });

@@ -552,13 +552,14 @@ export async function loadEventsAfter(
  * can lie before `p` when an auto-close was decided after it, or null.
  */
 export async function truncateDerivedFrom(tx: SqlClient, userId: string, p: Position): Promise<number | null> {
-  // One statement, four disjoint parts: segments started at or after p go,
-  // segments started before p and closed by a decision at or after p reopen,
-  // corrections at or after p go, and ORPHAN_END flags at or after p clear.
+  // One statement, four disjoint changes and a read. Segments started at or
+  // after p go, and segments started before p and closed by a decision at or
+  // after p reopen. Corrections at or after p go, and ORPHAN_END flags at or
+  // after p clear. The read returns the earliest end of the reopened ones.
   // Not prepared, like the rewind's read: the plan made once for all values
   // scanned all of the user's segments for the reopening part.
-  // The final SELECT sees the rows as they were before the statement, so it
-  // reads the ends that the reopening clears.
+  // The final SELECT reads the rows as they were before the statement, so it
+  // gets the ends that the reopening clears.
   const rows = await tx.query<{ earliest_end: Date | null }>(
     `WITH dropped AS (
        DELETE FROM segments WHERE user_id = $1 AND (start_at, start_seq) >= ($2::timestamptz, $3::int)
