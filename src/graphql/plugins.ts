@@ -467,25 +467,31 @@ export function statusOfFailure(
 const INTAKE_ROOT_FIELDS = new Set(['sendEvent', 'sendEvents']);
 
 /**
- * Marks SERVICE_UNAVAILABLE errors below a `sendEvent` or `sendEvents`
- * field with `eventsStored`: they come after the field's resolver stored
- * the events, when the reply's own fields are read.
+ * Marks with `eventsStored` the SERVICE_UNAVAILABLE errors that come after
+ * a `sendEvent` or `sendEvents` resolver returned. These are the errors
+ * below such a field, raised while the reply's own fields are read, and in
+ * a mutation, the errors of the root fields that run after it.
  */
 function markErrorsAfterIntake(
   errors: readonly GraphQLFormattedError[],
   rootFields: ReadonlyMap<string, FieldNode>,
+  mutation: boolean,
 ): GraphQLFormattedError[] {
+  const keys = [...rootFields.keys()];
+  const firstIntake = keys.findIndex((key) => INTAKE_ROOT_FIELDS.has(rootFields.get(key)!.name.value));
   return errors.map((error) => {
     const key = error.path?.[0];
     const field = typeof key === 'string' ? rootFields.get(key) : undefined;
-    const afterIntake =
+    const belowIntake =
       error.path !== undefined && error.path.length > 1 && field !== undefined && INTAKE_ROOT_FIELDS.has(field.name.value);
-    if (!afterIntake || error.extensions?.code !== 'SERVICE_UNAVAILABLE' || error.extensions.eventsStored === true) {
+    // Mutation fields run one after another, in document order.
+    const afterIntake = mutation && firstIntake >= 0 && typeof key === 'string' && keys.indexOf(key) > firstIntake;
+    if (!(belowIntake || afterIntake) || error.extensions?.code !== 'SERVICE_UNAVAILABLE' || error.extensions.eventsStored === true) {
       return error;
     }
     return {
       ...error,
-      message: `${error.message} The events of this request were stored before the failure. ${STORED_EVENTS_ADVICE}`,
+      message: `${error.message} Events of this request may have been stored before the failure. ${STORED_EVENTS_ADVICE}`,
       extensions: { ...error.extensions, eventsStored: true },
     };
   });
@@ -515,6 +521,7 @@ export function createInputStatusPlugin(): ApolloServerPlugin<GraphQLContext> {
             response.body.singleResult.errors = markErrorsAfterIntake(
               response.body.singleResult.errors,
               rootFieldsOf(operation, document, request.variables ?? {}),
+              operation.operation === 'mutation',
             );
           }
           const { data, errors } = response.body.singleResult;

@@ -127,7 +127,32 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
     expect(reply.status, 'status').toBe(200);
     expect(reply.errors?.[0]?.path, 'path').toEqual(['sendEvent', 'event', 'user']);
     expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
-    expect(reply.errors?.[0]?.message, 'message').toContain('The events of this request were stored before the failure');
+    expect(reply.errors?.[0]?.message, 'message').toContain('Events of this request may have been stored before the failure');
+    expect(await storedCount(member.token), 'stored events').toBe(1);
+  });
+
+  it('marks an outage of a field after sendEvent', async () => {
+    const member = await server.createUser('outage-second-field');
+    const store = server.app.store;
+    const acquire = store.acquireUserLock.bind(store);
+    let calls = 0;
+    store.acquireUserLock = async (...args) => {
+      calls += 1;
+      if (calls === 2) {
+        // As ioredis reports a connection that closed.
+        throw new Error('Connection is closed.');
+      }
+      return acquire(...args);
+    };
+    const reply = await server.gql(
+      `mutation ($event: EventInput!, $other: EventInput!) { a: sendEvent(event: $event) { event { id } } b: sendEvent(event: $other) { event { id } } }`,
+      { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' }, other: { type: 'heartbeat', occurredAt: '2026-01-05T09:01:00Z' } },
+      member.token,
+    );
+    store.acquireUserLock = acquire;
+
+    expect(reply.errors?.[0]?.path, 'path').toEqual(['b']);
+    expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
     expect(await storedCount(member.token), 'stored events').toBe(1);
   });
 

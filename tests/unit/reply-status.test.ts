@@ -1,6 +1,6 @@
 /**
- * HTTP status of a GraphQL reply without data, from its errors: 503 only for
- * an outage before anything ran to completion, and GraphQL's 200 for the rest.
+ * HTTP status of a GraphQL reply without data, from its errors: 503 for an
+ * outage, unless a mutation did its work before, and GraphQL's 200 for the rest.
  */
 import { describe, expect, it } from 'vitest';
 
