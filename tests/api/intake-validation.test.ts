@@ -495,6 +495,20 @@ describe('intake validation', () => {
   });
 
   describe('REST /api/events', () => {
+    it('keeps the sent future time as client_occurred_at', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, [
+        { id: 'rest-future', type: 'heartbeat', occurred_at: '2026-02-01T00:00:00Z' },
+        { id: 'rest-past', type: 'heartbeat', occurred_at: AT },
+      ]);
+
+      expect(status).toBe(200);
+      const events = body.results.map((result: { event: Record<string, unknown> }) => result.event);
+      expect(events[0].client_occurred_at, 'future event').toBe('2026-02-01T00:00:00.000Z');
+      expect(events[0].occurred_at, 'future event applied at receipt').toBe(events[0].received_at);
+      expect(events[1].client_occurred_at, 'event in the past').toBeNull();
+    });
+
     it('rejects occurred_at without offset', async () => {
       const user = await newUser();
       const event = { type: 'heartbeat', occurred_at: '2026-01-20T09:00:00' };
