@@ -83,9 +83,11 @@ describeWithPostgres('intake statement plans', () => {
       poolSize: 2,
     }));
     await db.sql.query(`INSERT INTO users (id, username, role, password_hash) VALUES ($1, 'plan', 'MEMBER', 'x')`, [userId]);
+    // Each session is decided an hour after its end, as an auto-close is, so
+    // the rewind near the end of the history reopens one of them.
     await db.sql.query(
       `INSERT INTO segments (id, user_id, pair_type, pair_key, start_at, start_seq, start_event_id, end_at, end_event_id, end_reason, decided_at, decided_seq)
-       SELECT gen_random_uuid(), $1, 'session', '', t, n, gen_random_uuid(), t + interval '10 minutes', gen_random_uuid(), 'CLIENT', t + interval '10 minutes', n
+       SELECT gen_random_uuid(), $1, 'session', '', t, n, gen_random_uuid(), t + interval '10 minutes', gen_random_uuid(), 'AUTO_CLOSE', t + interval '70 minutes', n
        FROM (SELECT n, timestamptz '2020-01-01' + n * interval '1 hour' AS t FROM generate_series(1, 50000) AS n) AS s`,
       [userId],
     );
@@ -253,6 +255,26 @@ describeWithPostgres('intake statement plans', () => {
       });
     return plan!;
   }
+
+  it('returns the earliest end that a rewind reopens', async () => {
+    const hour = 3_600_000;
+    const position = { at: Date.UTC(2020, 0, 1) + 49_900 * hour, seq: 49_900 };
+    const rolledBack = new Error('roll back the truncation');
+    let earliestEnd: number | null = null;
+    await db.sql
+      .transaction(async (tx) => {
+        earliestEnd = await truncateDerivedFrom(tx, userId, position);
+        throw rolledBack;
+      })
+      .catch((error: unknown) => {
+        if (error !== rolledBack) {
+          throw error;
+        }
+      });
+
+    // Session 49,899 ended 50 minutes before the position, and its decision came 10 minutes after it.
+    expect(earliestEnd).toBe(position.at - 50 * 60_000);
+  });
 
   it('plans prepared statements for all values', async () => {
     const at = Date.UTC(2026, 0, 1);
