@@ -272,7 +272,8 @@ describeWithPostgres('intake statement plans', () => {
         }
       });
 
-    // Session 49,899 ended 50 minutes before the position, and its decision came 10 minutes after it.
+    // The session that started an hour before the position ended 50 minutes
+    // before it, and its decision came 10 minutes after it.
     expect(earliestEnd).toBe(position.at - 50 * 60_000);
   });
 
