@@ -117,14 +117,18 @@ export function isUnstorableValue(error: unknown): boolean {
   return error instanceof Error && typeof code === 'string' && UNSTORABLE_VALUE_CODES.has(code);
 }
 
-/** Converts a domain or dependency failure into a DomainError; returns null for anything else. */
+/**
+ * Converts a domain or dependency failure into a DomainError, and returns
+ * null for anything else. A SERVICE_UNAVAILABLE error that came after the
+ * request stored events (see `markStoredBefore`) says so.
+ */
 export function toDomainError(error: unknown): DomainError | null {
+  const stored = storedCountBefore(error);
   if (error instanceof DomainError) {
-    return error;
+    return stored !== null && error.kind === 'SERVICE_UNAVAILABLE' ? withStoredEvents(error, stored) : error;
   }
   if (isDependencyFailure(error)) {
     const unavailable = 'A storage service is unavailable or did not respond in time.';
-    const stored = storedCountBefore(error);
     return stored === null
       ? new DomainError(
           'SERVICE_UNAVAILABLE',

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
-import { DomainError, badInput, markStoredBefore, withStoredEvents } from '../domain/errors.js';
+import { DomainError, badInput, markStoredBefore } from '../domain/errors.js';
 import { MAX_JSON_DEPTH, characterCount, describeInstantRange, exceedsCharacters, isBlank, isStorableInstant, jsonProblem, textProblem } from '../domain/storable.js';
 import { classifyArrival } from '../domain/pairing/intake-rules.js';
 import type { PairCatalog } from '../domain/pairing/types.js';
@@ -219,7 +219,12 @@ export class IntakeService {
           recomputedFrom: recomputedFrom.get(userOfItem.get(stored[position]!.index)!) ?? null,
         }));
       } catch (error) {
-        throw storedBeforeFailure(error, rows.length);
+        // With the count recorded, the API layer reports the stored events,
+        // so that the client does not send them again as new ones.
+        if (rows.length > 0) {
+          markStoredBefore(error, rows.length);
+        }
+        throw error;
       }
       const duplicateCount = stored.filter((entry) => entry.duplicate).length;
       this.options.logger.debug(
@@ -929,24 +934,6 @@ function justStoredOf(rows: readonly NewClientEvent[], input: FoldInput | undefi
         meta: row.meta,
       })),
   };
-}
-
-/**
- * Marks an error that came after the request stored `storedCount` events,
- * so that the client does not send them again as new ones. A
- * SERVICE_UNAVAILABLE error gets `eventsStored` at once. Any other error is
- * recorded with its count, for the API layer, which turns a storage outage
- * into SERVICE_UNAVAILABLE.
- */
-function storedBeforeFailure(error: unknown, storedCount: number): unknown {
-  if (storedCount === 0) {
-    return error;
-  }
-  if (error instanceof DomainError && error.kind === 'SERVICE_UNAVAILABLE') {
-    return withStoredEvents(error, storedCount);
-  }
-  markStoredBefore(error, storedCount);
-  return error;
 }
 
 /** The event record of a row just stored, as a read of it would return it. */
