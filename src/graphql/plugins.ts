@@ -445,10 +445,9 @@ export function statusOfFailure(
   if (all((code) => code === 'FORBIDDEN')) {
     return 403;
   }
-  // A busy or moved user lock is no outage of the server, and after stored
-  // events a retry would store them again, so those keep 200. So does an
-  // error below a mutation's root field, which comes after that field's
-  // resolver returned, and so after the mutation did its work.
+  // A busy or moved user lock is no outage, and a retry after stored events
+  // would store them again, so those keep 200. So does an error below a
+  // mutation's root field, because the mutation did its work before it.
   if (
     errors.every(
       (error) =>

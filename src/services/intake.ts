@@ -50,7 +50,7 @@ export interface SendEventResult {
   duplicate: boolean;
   corrections: EventRecord[];
   closedSegments: SegmentRecord[];
-  /** The instant from which this request recomputed the stored rows of the event's user, because of a late event; null when it did not. */
+  /** Instant from which this request recomputed the stored rows of the event's user because of a late event, or null. */
   recomputedFrom: Date | null;
 }
 

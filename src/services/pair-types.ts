@@ -39,7 +39,7 @@ const END_AT_VALUES: readonly AutoCloseEndAt[] = ['LAST_ACTIVITY', 'DEADLINE'];
 export const CATALOG_CACHE_MS = 1000;
 /** Key of the advisory lock under which `definePairType` calls take turns. */
 const DEFINE_LOCK_KEY = 72707371;
-/** Longest wait, in ms, of a `definePairType` call for its turn before it gets SERVICE_UNAVAILABLE. */
+/** Maximum wait, in ms, of a `definePairType` call for its turn before it gets SERVICE_UNAVAILABLE. */
 const DEFINE_LOCK_WAIT_MS = 3000;
 const DEFINE_LOCK_POLL_MS = 25;
 

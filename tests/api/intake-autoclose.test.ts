@@ -441,8 +441,8 @@ describe('auto-close edge cases', () => {
 
     const late = dataOf(await server.gql(query, { events: [{ type: 'heartbeat', occurredAt: dayOne('10:40:00') }] }, member.token), 'late');
 
-    // The late heartbeat lies before the decision, so the session reopens
-    // and ends at 10:40: its rows changed from 10:20, its old end, on.
+    // The late heartbeat lies before the decision, so the session reopens and
+    // now ends at 10:40. Its rows changed from its old end, 10:20, on.
     expect(late.sendEvents.results[0].recomputedFrom, 'recomputedFrom').toBe(dayOne('10:20:00'));
     expect((await readTimeline(server, member.token, member.id)).segments.map(summary), 'after').toEqual([
       { pairType: 'session', start: dayOne('10:00:00'), end: dayOne('10:40:00'), endReason: 'AUTO_CLOSE' },

@@ -71,7 +71,7 @@ export interface SharedValues {
   values: Map<Expr, IntervalSet>;
 }
 
-/** Returns the value of a leaf by its key; called once per distinct key. */
+/** Function that returns the set of a leaf by its key, called once per distinct key. */
 export type LeafValue = (key: string) => IntervalSet;
 
 /**
