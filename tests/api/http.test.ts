@@ -10,7 +10,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { IntakeStep } from '../../src/services/derive.js';
-import { startTestServer, type TestServer } from '../support/app.js';
+import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { describeWithRedis } from '../support/services.js';
 
 const FAULT_MESSAGE = 'injected fault: storage step failed';
@@ -464,9 +464,7 @@ describe('ANONYMOUS_MAX_BODY_BYTES', () => {
 
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, {
-      sweeper: false,
-      rollups: false,
-      replays: false,
+      ...WITHOUT_WORKERS,
       env: { ANONYMOUS_MAX_BODY_BYTES: '4096' },
     });
   });

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { DomainError } from '../../src/domain/errors.js';
-import { startTestServer, type TestServer } from '../support/app.js';
+import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { describeWithPostgres } from '../support/services.js';
 
 const SEND_EVENT = `mutation ($event: EventInput!) { sendEvent(event: $event) { event { id } } }`;
@@ -20,9 +20,7 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
 
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, {
-      sweeper: false,
-      rollups: false,
-      replays: false,
+      ...WITHOUT_WORKERS,
       env: { USER_LOCK_WAIT_MS: '100' },
       fault: (step, userId) => {
         const failure = step === 'derived-written' ? failingUsers.get(userId) : undefined;

@@ -9,7 +9,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { startTestServer, type GraphQLResponse, type TestServer } from '../support/app.js';
+import { startTestServer, WITHOUT_WORKERS, type GraphQLResponse, type TestServer } from '../support/app.js';
 import { dataOf } from '../support/replay.js';
 import { describeWithPostgres } from '../support/services.js';
 
@@ -28,9 +28,8 @@ describeWithPostgres('definePairType calls at once', () => {
   let adminToken: string;
 
   beforeAll(async () => {
-    const options = { sweeper: false, rollups: false, replays: false } as const;
-    server = await startTestServer(import.meta.filename, options);
-    secondServer = await startTestServer(import.meta.filename, { ...options, databaseUrl: server.databaseUrl as string });
+    server = await startTestServer(import.meta.filename, WITHOUT_WORKERS);
+    secondServer = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, databaseUrl: server.databaseUrl as string });
     adminToken = await server.adminToken();
   });
 

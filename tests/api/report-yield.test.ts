@@ -9,7 +9,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { startTestServer, type TestServer } from '../support/app.js';
+import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { dataOf } from '../support/replay.js';
 import { describeWithPostgres } from '../support/services.js';
 
@@ -39,9 +39,7 @@ describeWithPostgres('costly report on a busy loop', () => {
 
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, {
-      sweeper: false,
-      rollups: false,
-      replays: false,
+      ...WITHOUT_WORKERS,
       env: { REPORT_MAX_DEPTH: String(CHAIN_DEPTH + 2), REPORT_MAX_NODES: String(CHAINS * (CHAIN_DEPTH + 1) + 1) },
     });
     const sql = server.app.db.sql;

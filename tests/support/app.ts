@@ -17,6 +17,8 @@ import { createTestDatabase } from './database.js';
 import { postgresUrl, redisUrl, uniqueKeyPrefix } from './services.js';
 
 export const ADMIN = { username: 'admin', password: 'admin-password-1' };
+/** Options that keep the sweeper, the rollup builder and the replay worker off, for tests that need no background work. */
+export const WITHOUT_WORKERS = { sweeper: false, rollups: false, replays: false } as const;
 
 /** A clock that tests move by hand. */
 export class ManualClock implements Clock {
