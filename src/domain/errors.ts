@@ -94,9 +94,22 @@ export function withStoredEvents(error: DomainError, count: number): DomainError
   return new DomainError(
     error.kind,
     error.reason,
-    `${error.message} ${count === 1 ? 'The new event of this request was' : `The ${count} new events of this request were`} stored before the failure, and ${count === 1 ? 'its segments follow' : 'their segments follow'} once the service recovers. ${STORED_EVENTS_ADVICE}`,
+    `${error.message} ${storedEventsClause(count)}, and ${count === 1 ? 'its segments follow' : 'their segments follow'} once the service recovers. ${STORED_EVENTS_ADVICE}`,
     { ...error.details, eventsStored: true },
   );
+}
+
+/**
+ * Returns the message of an unexpected failure after the request stored
+ * `count` events. It promises no segments, because the same fault may come
+ * back when the service derives them again.
+ */
+export function internalErrorAfterStore(count: number): string {
+  return `Internal server error. ${storedEventsClause(count)}. ${STORED_EVENTS_ADVICE}`;
+}
+
+function storedEventsClause(count: number): string {
+  return `${count === 1 ? 'The new event of this request was' : `The ${count} new events of this request were`} stored before the failure`;
 }
 
 /** Marks a switch branch that the type checker proves unreachable. */

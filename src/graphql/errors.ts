@@ -8,7 +8,13 @@
 import { unwrapResolverError } from '@apollo/server/errors';
 import { GraphQLError, type GraphQLFormattedError } from 'graphql';
 
-import { DomainError, storedCountBefore, withStoredEvents, type DomainErrorKind } from '../domain/errors.js';
+import {
+  DomainError,
+  internalErrorAfterStore,
+  storedCountBefore,
+  withStoredEvents,
+  type DomainErrorKind,
+} from '../domain/errors.js';
 
 export type ErrorCode =
   | 'BAD_USER_INPUT'
@@ -217,12 +223,16 @@ export function createFormatError(includeStack: boolean) {
       return { ...clientError, extensions: { ...clientError.extensions, code: 'BAD_REQUEST' } };
     }
 
-    // Logged whole, with the request id, by the logging plugin.
+    // Logged whole, with the request id, by the logging plugin. A failure
+    // after stored events says so, as outages do, so that the client does
+    // not send them again as new ones.
+    const stored = storedCountBefore(original);
     return {
-      message: 'Internal server error.',
+      message: stored === null ? 'Internal server error.' : internalErrorAfterStore(stored),
       ...(formatted.path ? { path: formatted.path } : {}),
       extensions: {
         code: 'INTERNAL_SERVER_ERROR',
+        ...(stored === null ? {} : { eventsStored: true }),
         ...(includeStack && original instanceof Error ? { stacktrace: original.stack?.split('\n') } : {}),
       },
     };

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
 import { invalidTokenError, type TokenService } from '../auth/tokens.js';
-import { DomainError } from '../domain/errors.js';
+import { DomainError, internalErrorAfterStore, storedCountBefore } from '../domain/errors.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
@@ -440,9 +440,15 @@ export async function buildHttpApp(
         .send(errorBody({ code: 'BAD_USER_INPUT', reason: fastifyCode, message: (error as Error).message }));
     }
     request.log.error({ err: error }, 'unexpected error in an HTTP request');
-    return reply
-      .status(500)
-      .send(errorBody({ code: 'INTERNAL_SERVER_ERROR', message: 'Internal server error.', requestId: request.id }));
+    const stored = storedCountBefore(error);
+    return reply.status(500).send(
+      errorBody({
+        code: 'INTERNAL_SERVER_ERROR',
+        message: stored === null ? 'Internal server error.' : internalErrorAfterStore(stored),
+        requestId: request.id,
+        ...(stored === null ? {} : { eventsStored: true }),
+      }),
+    );
   });
 
   fastify.setNotFoundHandler((request, reply) => {

@@ -16,7 +16,7 @@ const SEND_EVENT = `mutation ($event: EventInput!) { sendEvent(event: $event) { 
 describeWithPostgres('intake failures and HTTP statuses', () => {
   let server: TestServer;
   /** Users whose derived rows fail to be saved, after their events were stored, with the failure. */
-  const failingUsers = new Map<string, 'redis' | 'database'>();
+  const failingUsers = new Map<string, 'redis' | 'database' | 'internal'>();
 
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, {
@@ -30,6 +30,10 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
         if (failure === 'database') {
           // As pg reports a connection that the server closed.
           throw new Error('Connection terminated unexpectedly');
+        }
+        if (failure === 'internal') {
+          // A defect of the service, which no outage explains.
+          throw new TypeError('Cannot read properties of undefined (injected)');
         }
       },
     });
@@ -84,6 +88,69 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
     expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
     expect(reply.errors?.[0]?.message, 'message').toContain('The new event of this request was stored before the failure');
     expect(await storedCount(member.token), 'stored events').toBe(1);
+  });
+
+  it('marks an internal error after stored events', async () => {
+    const member = await server.createUser('internal-stored');
+    failingUsers.set(member.id, 'internal');
+    const reply = await server.gql(
+      `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`,
+      {
+        events: [
+          { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' },
+          { type: 'heartbeat', occurredAt: '2026-01-05T09:01:00Z' },
+        ],
+      },
+      member.token,
+    );
+    failingUsers.delete(member.id);
+    const error = reply.errors?.[0];
+
+    expect(reply.status, 'status').toBe(200);
+    expect(error?.extensions?.code, 'code').toBe('INTERNAL_SERVER_ERROR');
+    expect(error?.extensions?.eventsStored, 'eventsStored').toBe(true);
+    expect(error?.message, 'message').toContain('The 2 new events of this request were stored before the failure');
+    expect(error?.message, 'no internal detail').not.toContain('injected');
+    expect(await storedCount(member.token), 'stored events').toBe(2);
+  });
+
+  it('marks a REST internal error after stored events', async () => {
+    const member = await server.createUser('internal-stored-rest');
+    failingUsers.set(member.id, 'internal');
+    const response = await fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+      body: JSON.stringify({ type: 'heartbeat', occurred_at: '2026-01-05T09:00:00Z' }),
+    });
+    failingUsers.delete(member.id);
+    const body = (await response.json()) as { error: { code: string; message: string; eventsStored?: boolean } };
+
+    expect(response.status, 'status').toBe(500);
+    expect(body.error.code, 'code').toBe('INTERNAL_SERVER_ERROR');
+    expect(body.error.eventsStored, 'eventsStored').toBe(true);
+    expect(body.error.message, 'message').toContain('The new event of this request was stored before the failure');
+  });
+
+  it('leaves a failed repeat unmarked', async () => {
+    const member = await server.createUser('internal-before-store');
+    failingUsers.set(member.id, 'internal');
+    // A repeat of a stored event stores nothing, so its failure is no reason to mark.
+    const first = await server.gql(
+      `mutation ($event: EventInput!) { sendEvent(event: $event) { event { id } } }`,
+      { event: { id: 'repeat-1', type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } },
+      member.token,
+    );
+    const repeat = await server.gql(
+      `mutation ($event: EventInput!) { sendEvent(event: $event) { event { id } } }`,
+      { event: { id: 'repeat-1', type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } },
+      member.token,
+    );
+    failingUsers.delete(member.id);
+
+    expect(first.errors?.[0]?.extensions?.eventsStored, 'first request').toBe(true);
+    expect(repeat.errors?.[0]?.extensions?.code, 'repeat code').toBe('INTERNAL_SERVER_ERROR');
+    expect(repeat.errors?.[0]?.extensions?.eventsStored, 'repeat eventsStored').toBeUndefined();
+    expect(repeat.errors?.[0]?.message, 'repeat message').toBe('Internal server error.');
   });
 
   it('answers REST with 503 and Retry-After for a busy user', async () => {
