@@ -41,31 +41,48 @@ export const CATALOG_CACHE_MS = 1000;
 const DEFINE_LOCK_KEY = 72707371;
 /** Maximum wait, in ms, of a `definePairType` call for its turn before it gets SERVICE_UNAVAILABLE. */
 const DEFINE_LOCK_WAIT_MS = 3000;
-const DEFINE_LOCK_POLL_MS = 25;
+/** PostgreSQL's lock_not_available, raised when `lock_timeout` ends a wait. */
+const LOCK_NOT_AVAILABLE = '55P03';
 
 /**
  * Takes the advisory lock of `definePairType` calls in the transaction `tx`,
- * waiting at most DEFINE_LOCK_WAIT_MS. The lock is tried rather than awaited,
- * so that a long wait ends with a clear error instead of the transaction's
- * timeout.
+ * waiting at most DEFINE_LOCK_WAIT_MS. PostgreSQL's lock manager grants the
+ * lock in the order the waiters queued, unless deadlock detection reorders
+ * them, and `lock_timeout` ends a long wait with a clear error instead of the
+ * transaction's timeout. The timeout is reset
+ * after the lock, so that it does not cut the transaction's other waits.
  */
-async function takeDefineTurn(tx: { $queryRaw: PrismaClient['$queryRaw'] }): Promise<void> {
-  const deadline = Date.now() + DEFINE_LOCK_WAIT_MS;
-  for (;;) {
-    const rows = await tx.$queryRaw<Array<{ locked: boolean }>>`SELECT pg_try_advisory_xact_lock(${DEFINE_LOCK_KEY}::bigint) AS locked`;
-    if (rows[0]?.locked === true) {
-      return;
-    }
-    if (Date.now() >= deadline) {
+async function takeDefineTurn(tx: {
+  $executeRawUnsafe: PrismaClient['$executeRawUnsafe'];
+  $queryRawUnsafe: PrismaClient['$queryRawUnsafe'];
+}): Promise<void> {
+  await tx.$executeRawUnsafe(`SET LOCAL lock_timeout = '${DEFINE_LOCK_WAIT_MS}ms'`);
+  try {
+    // The function returns void, which Prisma cannot read, so the row carries a constant.
+    await tx.$queryRawUnsafe(`SELECT true AS locked FROM pg_advisory_xact_lock(${DEFINE_LOCK_KEY})`);
+  } catch (error) {
+    if (postgresCodesOf(error).includes(LOCK_NOT_AVAILABLE)) {
       throw new DomainError(
         'SERVICE_UNAVAILABLE',
         'PAIR_TYPES_BUSY',
-        `Another definePairType call has held the pair types for more than ${DEFINE_LOCK_WAIT_MS} ms; nothing was changed. Retry the request.`,
+        `Other definePairType calls held the pair types for more than ${DEFINE_LOCK_WAIT_MS} ms; nothing was changed. Retry the request.`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, DEFINE_LOCK_POLL_MS));
+    throw error;
   }
+  await tx.$executeRawUnsafe('SET LOCAL lock_timeout = DEFAULT');
 }
+
+/** Returns the SQLSTATE codes of a Prisma error: its own, and the one its driver adapter reported. */
+function postgresCodesOf(error: unknown): unknown[] {
+  const { code, meta } = (error ?? {}) as {
+    code?: unknown;
+    meta?: { driverAdapterError?: { cause?: { code?: unknown; originalCode?: unknown } } };
+  };
+  const cause = meta?.driverAdapterError?.cause;
+  return [code, cause?.code, cause?.originalCode];
+}
+
 const MAX_REMEMBERED_POINT_TYPES = 10_000;
 
 export class PairTypeService {

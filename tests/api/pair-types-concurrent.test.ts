@@ -20,6 +20,7 @@ interface PairTypeInput {
   startType: string;
   endType: string;
   parent?: string;
+  autoClose?: { timeoutSeconds: number; endAt: string };
 }
 
 describeWithPostgres('definePairType calls at once', () => {
@@ -50,8 +51,7 @@ describeWithPostgres('definePairType calls at once', () => {
       await blocker.query('BEGIN');
       await blocker.query('LOCK TABLE pair_types IN SHARE ROW EXCLUSIVE MODE');
       const replies = Promise.all([define(first), define(second, secondServer)]);
-      // Wait until both calls wait: for the table, or inside a transaction
-      // for their turn, which a call tries again and again.
+      // Wait until both calls wait: one for the table, the other for its turn.
       const deadline = Date.now() + 10_000;
       for (;;) {
         // Inside a transaction, PostgreSQL keeps the first view of the activity statistics.
@@ -59,7 +59,7 @@ describeWithPostgres('definePairType calls at once', () => {
         const { rows } = await blocker.query<{ waiting: number }>(
           `SELECT count(*)::int AS waiting FROM pg_stat_activity
            WHERE datname = current_database() AND pid <> pg_backend_pid()
-             AND (wait_event_type = 'Lock' OR state = 'idle in transaction')`,
+             AND wait_event_type = 'Lock'`,
         );
         if (rows[0]!.waiting >= 2) {
           break;
@@ -119,6 +119,56 @@ describeWithPostgres('definePairType calls at once', () => {
     const retried = await define({ name: 'waits', startType: 'waits_started', endType: 'waits_ended' });
     expect(retried.errors, 'errors of the retry').toBeUndefined();
   }, 20_000);
+
+  it('grants turns in arrival order', async () => {
+    const holder = new pg.Client({ connectionString: server.databaseUrl as string });
+    await holder.connect();
+
+    /** Waits until `count` sessions wait for the advisory lock of definePairType. */
+    async function waitForWaiters(count: number): Promise<void> {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const { rows } = await holder.query<{ waiting: number }>(
+          `SELECT count(*)::int AS waiting FROM pg_locks WHERE locktype = 'advisory' AND objid = 72707371 AND NOT granted`,
+        );
+        if (rows[0]!.waiting >= count) {
+          return;
+        }
+        if (Date.now() > deadline) {
+          throw new Error(`only ${rows[0]!.waiting} of ${count} calls waited for their turn within 10 s`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    }
+
+    try {
+      // Each round lets the earlier call wait first, so the later call's
+      // timeout must be the one that stays.
+      const rounds: Array<[earlier: number, later: number]> = [
+        [600, 1200],
+        [1800, 2400],
+        [3000, 3600],
+      ];
+      for (const [round, [earlier, later]] of rounds.entries()) {
+        await holder.query('BEGIN');
+        await holder.query('SELECT pg_advisory_xact_lock(72707371)');
+        const input = { name: 'ordered', startType: 'ordered_started', endType: 'ordered_ended' };
+        const first = define({ ...input, autoClose: { timeoutSeconds: earlier, endAt: 'LAST_ACTIVITY' } });
+        await waitForWaiters(1);
+        const second = define({ ...input, autoClose: { timeoutSeconds: later, endAt: 'LAST_ACTIVITY' } }, secondServer);
+        await waitForWaiters(2);
+        await holder.query('COMMIT');
+        const replies = await Promise.all([first, second]);
+
+        expect(reasonsOf(replies), `round ${round} errors`).toEqual([null, null]);
+        const types = dataOf(await server.gql(`{ pairTypes { name autoClose { timeoutSeconds } } }`, {}, adminToken), 'pairTypes')
+          .pairTypes as Array<{ name: string; autoClose: { timeoutSeconds: number } }>;
+        expect(types.find((type) => type.name === 'ordered')?.autoClose.timeoutSeconds, `round ${round} timeout`).toBe(later);
+      }
+    } finally {
+      await holder.end();
+    }
+  }, 40_000);
 
   it('rejects a concurrent shared event type', async () => {
     const replies = await defineAtOnce(
