@@ -7,7 +7,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError } from '../domain/errors.js';
 import type { Services } from '../services/index.js';
-import type { ReportBudget } from '../services/reports.js';
+import type { SharedReportState } from '../services/reports.js';
 import type { EventRecord, UserRecord } from '../storage/postgres/records.js';
 import { createBatchLoader, type BatchLoader } from './batch-loader.js';
 
@@ -33,13 +33,13 @@ export interface GraphQLContext {
     /** How far the replays after changes of a pair type have come, by its name. */
     replayStatus: BatchLoader<string, PairTypeReplayStatus>;
   };
-  /** Bucket rows spent by the reports of this request so far. */
-  reportBudget: ReportBudget;
+  /** Bucket rows spent and the instant of "now", shared by the reports of this request. */
+  reportState: SharedReportState;
   /** The settling of due users that the reads of this request wait for, once started. */
   dueSettled?: Promise<void>;
 }
 
-export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportBudget'>): GraphQLContext {
+export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportState'>): GraphQLContext {
   const users = createBatchLoader<string, UserRecord | null>(async (ids) => {
     const rows = await input.services.users.findByIds(ids);
     const byId = new Map(rows.map((row) => [row.id, row]));
@@ -54,7 +54,7 @@ export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportBud
     const status = await input.services.pairTypes.replayStatus();
     return names.map((name) => ({ queuedUsers: status.queued.get(name) ?? 0, awaitingQueue: status.awaitingQueue.has(name) }));
   });
-  return { ...input, loaders: { users, events, replayStatus }, reportBudget: { bucketRows: 0 } };
+  return { ...input, loaders: { users, events, replayStatus }, reportState: { bucketRows: 0 } };
 }
 
 /** Returns the viewer or throws UNAUTHENTICATED. */

@@ -58,11 +58,15 @@ export interface ReportRequest {
 }
 
 /**
- * Bucket rows already spent by the reports of one request. The reports of a
- * request share REPORT_MAX_BUCKET_ROWS, so aliases cannot multiply it.
+ * State that the reports of one request share. They share REPORT_MAX_BUCKET_ROWS,
+ * so aliases cannot multiply it, and one "now", so that open segments end at
+ * the same instant in every report and complementary reports add up.
  */
-export interface ReportBudget {
+export interface SharedReportState {
+  /** Bucket rows already spent. */
   bucketRows: number;
+  /** Epoch ms that open segments run to, fixed by the request's first report. */
+  now?: number;
 }
 
 export interface ReportLimits extends ExpressionLimits {
@@ -78,7 +82,7 @@ export class ReportService {
     private readonly limits: ReportLimits,
   ) {}
 
-  async run(viewer: Viewer, request: ReportRequest, budget: ReportBudget = { bucketRows: 0 }): Promise<ReportResult> {
+  async run(viewer: Viewer, request: ReportRequest, requestState: SharedReportState = { bucketRows: 0 }): Promise<ReportResult> {
     const window = validateWindow(request.window.start.getTime(), request.window.end.getTime(), this.limits.maxWindowDays);
     if (request.bucket !== null && !isValidTimeZone(request.bucket.timeZone)) {
       throw badInput(
@@ -122,7 +126,8 @@ export class ReportService {
 
     // Leaves that name no users cover everyone the viewer may read.
     const visibleUsers: readonly string[] | null = request.canReadAll ? null : [viewer.userId];
-    const openEnd = Math.min(this.clock.now(), window.end);
+    requestState.now ??= this.clock.now();
+    const openEnd = Math.min(requestState.now, window.end);
     const loaded = new Map<string, { set: IntervalSet; perUser: Map<string, IntervalSet> | null }>();
 
     const grouped = request.groupBy === 'USER';
@@ -133,7 +138,7 @@ export class ReportService {
       if (bucketRows > this.limits.maxBucketRows) {
         throw limitExceeded('REPORT_MAX_BUCKET_ROWS', bucketRows, this.limits.maxBucketRows);
       }
-      const requestRows = budget.bucketRows + bucketRows;
+      const requestRows = requestState.bucketRows + bucketRows;
       if (requestRows > this.limits.maxBucketRows) {
         throw badInput(
           'LIMIT_EXCEEDED',
@@ -141,7 +146,7 @@ export class ReportService {
           { limit: 'REPORT_MAX_BUCKET_ROWS', value: requestRows, max: this.limits.maxBucketRows },
         );
       }
-      budget.bucketRows = requestRows;
+      requestState.bucketRows = requestRows;
     }
 
     await Promise.all(

@@ -300,5 +300,31 @@ describe('report algebra over HTTP', () => {
       clock.set(T + 7800_000);
       expect(await intervalsOf(sessionsOf(early), span(0, 4 * 3600))).toEqual([piece(7320, 7800)]);
     });
+
+    it('end at one now per request', async () => {
+      // Every read of this clock moves it 1 s on, as if each took a second.
+      let reads = 0;
+      const now = clock.now.bind(clock);
+      clock.set(T + 9000_000);
+      clock.now = () => now() + 1000 * reads++;
+      let reply: GraphQLResponse<Record<string, any>>;
+      try {
+        reply = await server.gql(
+          `query ($inside: SetExpression!, $outside: SetExpression!, $window: WindowInput!) {
+            inside: report(expression: $inside, window: $window) { totalSeconds intervals { end } }
+            outside: report(expression: $outside, window: $window) { totalSeconds intervals { start } }
+          }`,
+          { inside: sessionsOf(open), outside: { complement: sessionsOf(open) }, window: span(0, 4 * 3600) },
+          adminToken,
+        );
+      } finally {
+        clock.now = now;
+      }
+
+      expect(reply.errors, JSON.stringify(reply.errors)).toBeUndefined();
+      const { inside, outside } = reply.data!;
+      expect(inside.totalSeconds + outside.totalSeconds, 'the two totals').toBe(4 * 3600);
+      expect(outside.intervals[1].start, 'where the complement resumes').toBe(inside.intervals[0].end);
+    });
   });
 });

@@ -85,7 +85,7 @@ export const Query: QueryResolvers = {
       groupUsers: args.groupUsers ?? null,
       bucket: args.bucket ?? null,
       canReadAll: canReadAll(viewer),
-    }, context.reportBudget);
+    }, context.reportState);
     return withCacheIds(result, reportId(viewer.userId, args));
   },
 };
