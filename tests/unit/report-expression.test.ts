@@ -307,16 +307,14 @@ describe('toExpression', () => {
     });
   });
 
-  it('rejects an empty literal interval', () => {
-    const error = expectInvalid(
-      () =>
-        toExpression(
-          { union: [{ segments: {} }, { intervals: [literal(0, 5), literal(7, 7)] }] },
-          WINDOW,
-        ),
-      ['expression.union[1].intervals[1]'],
-    );
-    expect(error.message).toContain('1970-01-01T00:00:00.007Z');
+  it('drops a zero-length literal interval', () => {
+    const expr = toExpression({ intervals: [literal(0, 5), literal(7, 7), literal(5, 5)] }, WINDOW);
+    expect(literalSet(expr).toString()).toBe('[0, 5)');
+  });
+
+  it('drops a lone zero-length literal', () => {
+    const expr = toExpression({ intervals: literal(7, 7) }, WINDOW);
+    expect(literalSet(expr).isEmpty, 'empty set').toBe(true);
   });
 
   it('rejects a reversed literal interval', () => {

@@ -132,14 +132,14 @@ function readLiterals(
     if (start === null || end === null) {
       return;
     }
-    if (start >= end) {
-      problems.add(
-        itemPath,
-        `has start ${formatInstant(start)}, which is not before its end ${formatInstant(end)}`,
-      );
+    if (start > end) {
+      problems.add(itemPath, `has start ${formatInstant(start)}, which is after its end ${formatInstant(end)}`);
       return;
     }
-    pairs.push([start, end]);
+    // An interval of length zero is empty: it adds nothing to the set.
+    if (start < end) {
+      pairs.push([start, end]);
+    }
   });
 
   if (problems.count !== before) {
@@ -155,7 +155,7 @@ function readLiterals(
  *
  * Throws `LIMIT_EXCEEDED` as `measureExpression` does, and `INVALID_EXPRESSION`
  * listing every problem with its path: the @oneOf rule, an empty `union` or
- * `intersect`, a literal interval whose start is not before its end, and
+ * `intersect`, a literal interval whose start is after its end, and
  * malformed leaf fields. Structure problems are reported before value
  * problems, because values are read only from a well-formed tree.
  */
