@@ -546,6 +546,32 @@ describe('login and roles over HTTP', () => {
       expect(madeUser).toBeNull();
     });
 
+    it.each([
+      ['member', () => member],
+      ['analyst', () => analyst],
+    ])('%s cannot set another user preference', async (_role, caller) => {
+      const target = await server.createUser(`pref-target-${_role}`, 'MEMBER');
+      const result = await server.gql(
+        `mutation ($input: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $input) { timeoutSeconds } }`,
+        { input: { pairType: 'session', timeoutSeconds: 60, endAt: 'DEADLINE', userId: target.id } },
+        caller().token,
+      );
+
+      expect(result.status, 'status').toBe(403);
+      expect(result.errors?.[0]?.extensions?.code, 'code').toBe('FORBIDDEN');
+      expect(result.errors?.[0]?.extensions?.reason, 'reason').toBe('OTHER_USER');
+      const stored = await server.gql<{ autoClosePreferences: unknown[] }>(`{ autoClosePreferences { pairType } }`, {}, target.token);
+      expect(stored.data?.autoClosePreferences, 'preferences of the target').toEqual([]);
+    });
+
+    it('member cannot read another user preferences', async () => {
+      const result = await server.gql(`query ($userId: ID) { autoClosePreferences(userId: $userId) { pairType } }`, { userId: analyst.id }, member.token);
+
+      expect(result.status, 'status').toBe(403);
+      expect(result.errors?.[0]?.extensions?.code, 'code').toBe('FORBIDDEN');
+      expect(result.errors?.[0]?.extensions?.reason, 'reason').toBe('OTHER_USER');
+    });
+
     it('analyst reads users', async () => {
       const result = await server.gql<{ users: Array<{ username: string; role: string }> }>(users, {}, analyst.token);
       expect(result.errors).toBeUndefined();

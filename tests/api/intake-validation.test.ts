@@ -309,6 +309,24 @@ describe('intake validation', () => {
     expect(response.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
   });
 
+  it('truncates digits below a millisecond', async () => {
+    const user = await newUser();
+    const response = await server.gql(
+      SEND_EVENTS,
+      {
+        events: [
+          { type: 'heartbeat', occurredAt: '2026-01-20T09:00:00.9999Z' },
+          { type: 'heartbeat', occurredAt: '2026-01-20T10:00:01.123456789+01:00' },
+        ],
+      },
+      user.token,
+    );
+
+    expect(response.errors, JSON.stringify(response.errors)).toBeUndefined();
+    const stored = (await storedEvents(user.id)).map((event) => event.occurredAt);
+    expect(stored, 'stored instants').toEqual(['2026-01-20T09:00:00.999Z', '2026-01-20T09:00:01.123Z']);
+  });
+
   describe('idempotency', () => {
     it('returns the original for a repeated id', async () => {
       const user = await newUser();
@@ -507,6 +525,14 @@ describe('intake validation', () => {
       expect(events[0].client_occurred_at, 'future event').toBe('2026-02-01T00:00:00.000Z');
       expect(events[0].occurred_at, 'future event applied at receipt').toBe(events[0].received_at);
       expect(events[1].client_occurred_at, 'event in the past').toBeNull();
+    });
+
+    it('truncates digits below a millisecond', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, { type: 'heartbeat', occurred_at: '2026-01-20T09:00:00.000999Z' });
+
+      expect(status).toBe(200);
+      expect(body.results[0].event.occurred_at).toBe('2026-01-20T09:00:00.000Z');
     });
 
     it('rejects occurred_at without offset', async () => {
