@@ -162,6 +162,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         maxWindowDays: config.reports.maxWindowDays,
         maxIntervals: config.reports.maxIntervals,
         maxBucketRows: config.reports.maxBucketRows,
+        maxConcurrentLoads: config.reports.maxConcurrentLoads,
       }),
     };
     const sweeper = new Sweeper({

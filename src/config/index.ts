@@ -24,6 +24,7 @@ const SECONDS_PER_DAY = 86_400;
  */
 export function loadConfig(env: Environment = process.env): Config {
   const reader = new EnvReader(env);
+  const poolSize = reader.integer('DB_POOL_SIZE', 10, 1, 100);
 
   const config: Config = {
     nodeEnv: reader.oneOf('NODE_ENV', 'development', NODE_ENVS),
@@ -44,7 +45,7 @@ export function loadConfig(env: Environment = process.env): Config {
 
     database: {
       url: reader.url('DATABASE_URL', ['postgres', 'postgresql']),
-      poolSize: reader.integer('DB_POOL_SIZE', 10, 1, 100),
+      poolSize,
       statementTimeoutMs: reader.integer('DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000),
       preparedStatements: reader.boolean('DB_PREPARED_STATEMENTS', true),
     },
@@ -117,6 +118,8 @@ export function loadConfig(env: Environment = process.env): Config {
       maxWindowDays: reader.integer('REPORT_MAX_WINDOW_DAYS', 366, 1, 36_600),
       maxIntervals: reader.integer('REPORT_MAX_INTERVALS', 10_000, 1, 10_000_000),
       maxBucketRows: reader.integer('REPORT_MAX_BUCKET_ROWS', 100_000, 1, 10_000_000),
+      // Half the pool by default, so that intake and other reads keep connections.
+      maxConcurrentLoads: reader.integer('REPORT_MAX_CONCURRENT_LOADS', Math.max(1, Math.floor(poolSize / 2)), 1, 100),
     },
 
     pagination: {

@@ -143,6 +143,8 @@ export interface Config {
     maxIntervals: number;
     /** REPORT_MAX_BUCKET_ROWS: maximum number of buckets in one report, over the result and all groups together. */
     maxBucketRows: number;
+    /** REPORT_MAX_CONCURRENT_LOADS: maximum number of report leaf loads that one process runs at once. */
+    maxConcurrentLoads: number;
   };
 
   pagination: {

@@ -19,6 +19,7 @@ import { MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
 import { loadLeafSets } from '../storage/postgres/leaf-store.js';
+import { ConcurrencyLimit } from './concurrency.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { Clock } from './index.js';
 
@@ -67,20 +68,35 @@ export interface SharedReportState {
   bucketRows: number;
   /** Epoch ms that open segments run to, fixed by the request's first report. */
   now?: number;
+  /** The turns of the request's leaf loads, created by its first report. */
+  loads?: ConcurrencyLimit;
 }
 
 export interface ReportLimits extends ExpressionLimits {
   maxWindowDays: number;
   maxIntervals: number;
   maxBucketRows: number;
+  /** Leaf loads that the process runs at once, over all requests. */
+  maxConcurrentLoads: number;
 }
 
+/**
+ * Leaf loads that one request runs at once. A request with many leaves, or
+ * many reports, then uses few connections, and the loads of other requests
+ * take turns with it under the process-wide limit.
+ */
+const LOADS_PER_REQUEST = 2;
+
 export class ReportService {
+  private readonly loads: ConcurrencyLimit;
+
   constructor(
     private readonly sql: SqlClient,
     private readonly clock: Clock,
     private readonly limits: ReportLimits,
-  ) {}
+  ) {
+    this.loads = new ConcurrencyLimit(limits.maxConcurrentLoads);
+  }
 
   async run(viewer: Viewer, request: ReportRequest, requestState: SharedReportState = { bucketRows: 0 }): Promise<ReportResult> {
     const window = validateWindow(request.window.start.getTime(), request.window.end.getTime(), this.limits.maxWindowDays);
@@ -149,16 +165,24 @@ export class ReportService {
       requestState.bucketRows = requestRows;
     }
 
+    // Each load uses a pool connection, so the loads take turns within the
+    // request and within the process, and the pool keeps connections free
+    // for intake and other reads.
+    const requestLoads = (requestState.loads ??= new ConcurrencyLimit(Math.min(LOADS_PER_REQUEST, this.loads.max)));
     await Promise.all(
       [...leaves.entries()].map(async ([key, spec]) => {
-        const loadedLeaf = await loadLeafSets(this.sql, {
-          spec,
-          defaultUsers: visibleUsers,
-          windowStart: window.start,
-          windowEnd: window.end,
-          openEnd,
-          withUserIds: grouped && spec.users === null,
-        });
+        const loadedLeaf = await requestLoads.run(() =>
+          this.loads.run(() =>
+            loadLeafSets(this.sql, {
+              spec,
+              defaultUsers: visibleUsers,
+              windowStart: window.start,
+              windowEnd: window.end,
+              openEnd,
+              withUserIds: grouped && spec.users === null,
+            }),
+          ),
+        );
         loaded.set(key, { set: loadedLeaf.set, perUser: loadedLeaf.perUser });
       }),
     );

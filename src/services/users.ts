@@ -16,6 +16,7 @@ import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import { PREPARED, type SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
 import { isUuid } from '../domain/user-id.js';
+import { ConcurrencyLimit } from './concurrency.js';
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
 export const PASSWORD_MIN_LENGTH = 8;
@@ -95,27 +96,6 @@ export function toUserRecord(row: {
  * concurrent logins would starve file and DNS work that shares those threads.
  */
 export const MAX_CONCURRENT_PASSWORD_HASHES = 2;
-
-/** Runs at most `limit` tasks at a time; the others wait in arrival order. */
-export class ConcurrencyLimit {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(private readonly limit: number) {}
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) {
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-    }
-    this.active += 1;
-    try {
-      return await task();
-    } finally {
-      this.active -= 1;
-      this.waiting.shift()?.();
-    }
-  }
-}
 
 /**
  * Tells whether a token that carries `tokenVersion` still acts for `user`:

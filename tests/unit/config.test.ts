@@ -88,6 +88,7 @@ describe('loadConfig', () => {
       maxWindowDays: 366,
       maxIntervals: 10_000,
       maxBucketRows: 100_000,
+      maxConcurrentLoads: 5,
     });
     expect(config.pagination).toEqual({ defaultPageSize: 100, maxPageSize: 1000 });
   });
@@ -290,6 +291,17 @@ describe('loadConfig', () => {
     ['False', false],
   ])('reads TRUST_PROXY=%s', (value, expected) => {
     expect(loadConfig({ TRUST_PROXY: value }).server.trustProxy).toBe(expected);
+  });
+});
+
+describe('REPORT_MAX_CONCURRENT_LOADS', () => {
+  it.each([
+    [{ DB_POOL_SIZE: '10' }, 5],
+    [{ DB_POOL_SIZE: '3' }, 1],
+    [{ DB_POOL_SIZE: '1' }, 1],
+    [{ DB_POOL_SIZE: '2', REPORT_MAX_CONCURRENT_LOADS: '4' }, 4],
+  ])('follows %j', (env, expected) => {
+    expect(loadConfig(env).reports.maxConcurrentLoads).toBe(expected);
   });
 });
 
