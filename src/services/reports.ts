@@ -4,7 +4,13 @@
  */
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
-import { bucketBoundaries, isValidTimeZone, totalsInBuckets, type BucketUnit } from '../domain/interval/buckets.js';
+import {
+  bucketBoundariesInSlices,
+  isValidTimeZone,
+  leastBucketCount,
+  totalsInBuckets,
+  type BucketUnit,
+} from '../domain/interval/buckets.js';
 import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
 import {
   bindUser,
@@ -70,6 +76,8 @@ export interface SharedReportState {
   now?: number;
   /** The turns of the request's leaf loads, created by its first report. */
   loads?: ConcurrencyLimit;
+  /** Bucket boundaries walked so far, by window, unit and time zone. */
+  boundaries?: Map<string, readonly number[]>;
 }
 
 export interface ReportLimits extends ExpressionLimits {
@@ -134,12 +142,6 @@ export class ReportService {
       }
     }
 
-    // The same bucket boundaries serve the whole result and every group.
-    const boundaries =
-      request.bucket === null
-        ? null
-        : bucketBoundaries(window, request.bucket.unit, request.bucket.timeZone, this.limits.maxBucketRows);
-
     // Leaves that name no users cover everyone the viewer may read.
     const visibleUsers: readonly string[] | null = request.canReadAll ? null : [viewer.userId];
     requestState.now ??= this.clock.now();
@@ -148,21 +150,41 @@ export class ReportService {
 
     const grouped = request.groupBy === 'USER';
     const groupUsers = grouped ? await this.groupUsers(viewer, request.canReadAll, request.groupUsers ?? null) : [];
-    if (boundaries !== null) {
-      // One row per bucket for the result and for each group: bound the response size.
-      const bucketRows = (boundaries.length - 1) * (1 + groupUsers.length);
-      if (bucketRows > this.limits.maxBucketRows) {
-        throw limitExceeded('REPORT_MAX_BUCKET_ROWS', bucketRows, this.limits.maxBucketRows);
-      }
-      const requestRows = requestState.bucketRows + bucketRows;
-      if (requestRows > this.limits.maxBucketRows) {
-        throw badInput(
-          'LIMIT_EXCEEDED',
-          `The reports of this request have ${requestRows} bucket rows in all, above the maximum of ${this.limits.maxBucketRows} (REPORT_MAX_BUCKET_ROWS). Ask for fewer or longer buckets, or send the reports in separate requests.`,
-          { limit: 'REPORT_MAX_BUCKET_ROWS', value: requestRows, max: this.limits.maxBucketRows },
+
+    // A costly report takes long to compute, so it lets other requests have
+    // the event loop while it walks bucket boundaries, between the nodes of
+    // its expression, and between groups.
+    const pause = eventLoopSlices(SLICE_MS);
+    let boundaries: readonly number[] | null = null;
+    if (request.bucket !== null) {
+      // One row per bucket for the result and for each group: bound the
+      // response size. A lower bound rejects most windows over the limit
+      // before their boundaries are walked.
+      // The reports of a request run at once, so each reserves its lower
+      // bound before it walks, and the others count that reservation.
+      const rowsPerBucket = 1 + groupUsers.length;
+      const leastRows = leastBucketCount(window, request.bucket.unit) * rowsPerBucket;
+      this.checkBucketRows(leastRows, requestState, 'at least ');
+      requestState.bucketRows += leastRows;
+      // The same bucket boundaries serve the whole result, every group, and
+      // the other reports of the request with the same window and buckets.
+      const boundaryKey = `${window.start}/${window.end}/${request.bucket.unit}/${request.bucket.timeZone}`;
+      requestState.boundaries ??= new Map();
+      boundaries = requestState.boundaries.get(boundaryKey) ?? null;
+      if (boundaries === null) {
+        boundaries = await bucketBoundariesInSlices(
+          window,
+          request.bucket.unit,
+          request.bucket.timeZone,
+          this.limits.maxBucketRows,
+          pause,
         );
+        requestState.boundaries.set(boundaryKey, boundaries);
       }
-      requestState.bucketRows = requestRows;
+      const bucketRows = (boundaries.length - 1) * rowsPerBucket;
+      requestState.bucketRows -= leastRows;
+      this.checkBucketRows(bucketRows, requestState);
+      requestState.bucketRows += bucketRows;
     }
 
     // Each load uses a pool connection, so the loads take turns within the
@@ -187,9 +209,6 @@ export class ReportService {
       }),
     );
 
-    // A costly expression takes long to evaluate, so the evaluation lets
-    // other requests have the event loop between its nodes and between groups.
-    const pause = eventLoopSlices(SLICE_MS);
     // Nodes that do not depend on a group's user are computed once, here, and
     // reused by every group, whose bound expression shares them.
     const shared: SharedValues | undefined = grouped ? { nodes: userIndependentNodes(expr), values: new Map() } : undefined;
@@ -233,6 +252,26 @@ export class ReportService {
       result.groups = groups;
     }
     return result;
+  }
+
+  /**
+   * Rejects a report with `rows` bucket rows when they are above
+   * REPORT_MAX_BUCKET_ROWS alone or together with the earlier reports of the
+   * request. `qualifier` marks `rows` as a lower bound in the message.
+   */
+  private checkBucketRows(rows: number, requestState: SharedReportState, qualifier = ''): void {
+    const max = this.limits.maxBucketRows;
+    if (rows > max) {
+      throw limitExceeded('REPORT_MAX_BUCKET_ROWS', rows, max);
+    }
+    const requestRows = requestState.bucketRows + rows;
+    if (requestRows > max) {
+      throw badInput(
+        'LIMIT_EXCEEDED',
+        `The reports of this request have ${qualifier}${requestRows} bucket rows in all, above the maximum of ${max} (REPORT_MAX_BUCKET_ROWS). Ask for fewer or longer buckets, or send the reports in separate requests.`,
+        { limit: 'REPORT_MAX_BUCKET_ROWS', value: requestRows, max },
+      );
+    }
   }
 
   /** Rejects `groupUsers` without `groupBy: USER`, with ids that are not UUIDs or too many of them, or naming another user for a member. */

@@ -428,7 +428,13 @@ describe('request-wide limits over HTTP', () => {
 
     expect(single.errors).toBeUndefined();
     const error = firstError(double);
-    expectLimitError(error, 'REPORT_MAX_BUCKET_ROWS', 60, MAX_BUCKET_ROWS);
+    expect(error.extensions?.reason, 'reason').toBe('LIMIT_EXCEEDED');
+    expect(error.extensions?.limit, 'limit').toBe('REPORT_MAX_BUCKET_ROWS');
+    expect(error.extensions?.max, 'max').toBe(MAX_BUCKET_ROWS);
+    // Each report counts 26 rows (30 days of at most 27 hours) before its
+    // walk, and 30 after it, and the reports of a request run at once.
+    expect([52, 56], 'rows counted').toContain(error.extensions?.value);
+    expect(error.message, 'message').toContain('at least');
     expect(error.message).toContain('reports of this request');
   });
 
@@ -493,5 +499,19 @@ describe('bucket count over HTTP', () => {
     const result = await hourly(500);
 
     expectLimitError(firstError(result), 'REPORT_MAX_BUCKET_ROWS', 500 * 24, MAX_BUCKET_ROWS);
+  });
+
+  it('rejects a later report before walking it', async () => {
+    const window = { start: '2025-01-01T00:00:00Z', end: '2026-03-27T00:00:00Z' };
+    const query = `query ($window: WindowInput!) {
+      a: report(expression: { intervals: [] }, window: $window, bucket: { unit: HOUR, timeZone: "UTC" }) { totalSeconds }
+      b: report(expression: { intervals: [] }, window: $window, bucket: { unit: HOUR, timeZone: "Europe/Prague" }) { totalSeconds }
+    }`;
+    const result = await server.gql(query, { window }, token);
+    const error = firstError(result);
+
+    // 450 days of hours: a lower bound of 10,800 rows, which the second report adds to the first one's.
+    expectLimitError(error, 'REPORT_MAX_BUCKET_ROWS', 2 * 450 * 24, MAX_BUCKET_ROWS);
+    expect(error.message, 'message').toContain(`at least ${2 * 450 * 24} bucket rows`);
   });
 });

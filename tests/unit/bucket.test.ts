@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { DomainError } from '../../src/domain/errors.js';
 import {
   bucketBoundaries,
+  bucketBoundariesInSlices,
   bucketTotals,
+  leastBucketCount,
   totalsInBuckets,
   isValidTimeZone,
   type BucketTotal,
@@ -540,5 +542,38 @@ describe('bucketBoundaries with totalsInBuckets', () => {
     ]);
     const boundaries = bucketBoundaries(window, unit, 'Europe/Prague');
     expect(totalsInBuckets(set, window, boundaries)).toEqual(bucketTotals(set, window, unit, 'Europe/Prague'));
+  });
+});
+
+describe('bucketBoundariesInSlices', () => {
+  it.each(['HOUR', 'DAY', 'WEEK', 'MONTH'] as const)('%s equals the walk without pauses', async (unit) => {
+    const window = { start: Date.parse('2021-03-20T00:00:00Z'), end: Date.parse('2021-11-10T00:00:00Z') };
+    let pauses = 0;
+    const sliced = await bucketBoundariesInSlices(window, unit, 'America/New_York', 10_000, () => {
+      pauses += 1;
+      return pauses % 50 === 0 ? Promise.resolve() : undefined;
+    });
+
+    expect(sliced, 'boundaries').toEqual(bucketBoundaries(window, unit, 'America/New_York', 10_000));
+    expect(pauses, 'one pause per bucket').toBe(sliced.length - 1);
+  });
+
+  it('rejects an unknown zone', async () => {
+    const window = { start: 0, end: DAY_MS };
+    await expect(bucketBoundariesInSlices(window, 'DAY', 'Mars/Olympus_Mons', 10, () => undefined)).rejects.toThrow(DomainError);
+  });
+});
+
+describe('leastBucketCount', () => {
+  it.each([
+    ['HOUR', 10 * DAY_MS, 240],
+    ['DAY', 10 * DAY_MS, 8],
+    ['WEEK', 10 * DAY_MS, 1],
+    ['MONTH', 10 * DAY_MS, 0],
+  ] as const)('%s over %i ms', (unit, length, expected) => {
+    const count = leastBucketCount({ start: 0, end: length }, unit);
+
+    expect(count, 'lower bound').toBe(expected);
+    expect(count, 'never above the walked count').toBeLessThanOrEqual(bucketBoundaries({ start: 0, end: length }, unit, 'Pacific/Chatham').length - 1);
   });
 });

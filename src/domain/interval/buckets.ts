@@ -13,6 +13,7 @@
 import { DateTime, IANAZone } from 'luxon';
 
 import { badInput, limitExceeded } from '../errors.js';
+import { runSteps, runStepsInSlices } from '../steps.js';
 import { IntervalSet, type Interval } from './interval-set.js';
 
 export type BucketUnit = 'HOUR' | 'DAY' | 'WEEK' | 'MONTH';
@@ -101,6 +102,32 @@ export function bucketBoundaries(
   timeZone: string,
   maxBuckets: number = DEFAULT_MAX_BUCKETS,
 ): number[] {
+  return runSteps(boundarySteps(window, unit, timeZone, maxBuckets));
+}
+
+/**
+ * Returns what `bucketBoundaries` returns, and calls `pause` after each
+ * boundary. When `pause` returns a promise, the walk waits for it before the
+ * next boundary, so a long walk (HOUR buckets over a year) can let other work
+ * run.
+ */
+export function bucketBoundariesInSlices(
+  window: Interval,
+  unit: BucketUnit,
+  timeZone: string,
+  maxBuckets: number,
+  pause: () => Promise<void> | undefined,
+): Promise<number[]> {
+  return runStepsInSlices(boundarySteps(window, unit, timeZone, maxBuckets), pause);
+}
+
+/** The walk of `bucketBoundaries` as steps: it yields after each boundary and returns them all. */
+function* boundarySteps(
+  window: Interval,
+  unit: BucketUnit,
+  timeZone: string,
+  maxBuckets: number,
+): Generator<void, number[], void> {
   if (!isValidTimeZone(timeZone)) {
     throw badInput(
       'INVALID_TIME_ZONE',
@@ -121,17 +148,17 @@ export function bucketBoundaries(
     return [];
   }
 
-  const leastCount = Math.floor((window.end - window.start) / MAX_BUCKET_MS[unit]);
+  const leastCount = leastBucketCount(window, unit);
   if (leastCount > maxBuckets) {
     throw limitExceeded('REPORT_MAX_BUCKET_ROWS', leastCount, maxBuckets);
   }
 
-  const zone = IANAZone.create(timeZone);
-  let bucketStart = firstBoundary(window.start, unit, zone);
+  const offsets = new ZoneOffsets(IANAZone.create(timeZone));
+  let bucketStart = firstBoundary(window.start, unit, offsets);
   const boundaries: number[] = [];
 
   while (bucketStart < window.end) {
-    const bucketEnd = nextBoundary(bucketStart, unit, zone);
+    const bucketEnd = nextBoundary(bucketStart, unit, offsets);
 
     // The first boundary can lie more than one bucket before the window start
     // when the local time at the start was repeated by a backward shift.
@@ -148,9 +175,19 @@ export function bucketBoundaries(
       throw limitExceeded('REPORT_MAX_BUCKET_ROWS', boundaries.length - 1, maxBuckets);
     }
     bucketStart = bucketEnd;
+    yield;
   }
 
   return boundaries;
+}
+
+/**
+ * Returns a lower bound on the number of buckets of `unit` in `window`, from
+ * the longest a bucket can be, so that callers can reject a window with too
+ * many buckets before walking it.
+ */
+export function leastBucketCount(window: Interval, unit: BucketUnit): number {
+  return Math.max(0, Math.floor((window.end - window.start) / MAX_BUCKET_MS[unit]));
 }
 
 /**
@@ -199,9 +236,31 @@ export function totalsInBuckets(set: IntervalSet, window: Interval, boundaries: 
  */
 const MAX_SHIFT_MS = 3 * HOUR_MS;
 
-/** Returns the zone's UTC offset at `instant` in ms, rounded to whole ms (local mean time has offsets in seconds). */
-function offsetAt(zone: IANAZone, instant: number): number {
-  return Math.round(zone.offset(instant) * 60_000);
+/** Instants whose offsets one walk keeps, a bound on its memory. */
+const OFFSET_CACHE_SIZE = 64;
+
+/**
+ * UTC offsets of one zone, remembered for the last instants asked for. A
+ * walk asks for the offset at each boundary several times, and each luxon
+ * lookup formats the instant with Intl, which dominates the walk's cost.
+ */
+class ZoneOffsets {
+  private readonly known = new Map<number, number>();
+
+  constructor(readonly zone: IANAZone) {}
+
+  /** Returns the offset at `instant` in ms, rounded to whole ms (local mean time has offsets in seconds). */
+  at(instant: number): number {
+    let offset = this.known.get(instant);
+    if (offset === undefined) {
+      if (this.known.size >= OFFSET_CACHE_SIZE) {
+        this.known.clear();
+      }
+      offset = Math.round(this.zone.offset(instant) * 60_000);
+      this.known.set(instant, offset);
+    }
+    return offset;
+  }
 }
 
 /**
@@ -211,16 +270,16 @@ function offsetAt(zone: IANAZone, instant: number): number {
  * Its callers pass spans of one hour or MAX_SHIFT_MS, and with them the
  * sweep described at MAX_SHIFT_MS matched its reference.
  */
-function offsetChangeIn(zone: IANAZone, from: number, to: number): number | null {
-  const before = offsetAt(zone, from);
-  if (offsetAt(zone, to) === before) {
+function offsetChangeIn(offsets: ZoneOffsets, from: number, to: number): number | null {
+  const before = offsets.at(from);
+  if (offsets.at(to) === before) {
     return null;
   }
   let low = from;
   let high = to;
   while (high - low > 1) {
     const middle = Math.floor((low + high) / 2);
-    if (offsetAt(zone, middle) === before) {
+    if (offsets.at(middle) === before) {
       low = middle;
     } else {
       high = middle;
@@ -235,13 +294,14 @@ function periodOf(instant: number, unit: Exclude<BucketUnit, 'HOUR'>, zone: IANA
 }
 
 /** Returns the start of the bucket that contains `instant`, or an earlier boundary. */
-function firstBoundary(instant: number, unit: BucketUnit, zone: IANAZone): number {
+function firstBoundary(instant: number, unit: BucketUnit, offsets: ZoneOffsets): number {
+  const zone = offsets.zone;
   if (unit === 'HOUR') {
     // The local hh:00 under the offset at `instant`, unless the offset changed
     // since then: an offset change also starts an hour bucket.
-    const offset = offsetAt(zone, instant);
+    const offset = offsets.at(instant);
     const hourStart = Math.floor((instant + offset) / HOUR_MS) * HOUR_MS - offset;
-    return offsetChangeIn(zone, hourStart, instant) ?? hourStart;
+    return offsetChangeIn(offsets, hourStart, instant) ?? hourStart;
   }
 
   let boundary = DateTime.fromMillis(instant, { zone }).startOf(LUXON_UNIT[unit]).toMillis();
@@ -253,7 +313,7 @@ function firstBoundary(instant: number, unit: BucketUnit, zone: IANAZone): numbe
       // The period's local midnight was skipped, and luxon moved it forward
       // past `instant` (America/Toronto, 1919-03-30 23:30 to 00:30). The
       // period began at the offset change.
-      return offsetChangeIn(zone, instant - MAX_SHIFT_MS, instant) ?? instant;
+      return offsetChangeIn(offsets, instant - MAX_SHIFT_MS, instant) ?? instant;
     }
     boundary = earlier;
   }
@@ -261,15 +321,16 @@ function firstBoundary(instant: number, unit: BucketUnit, zone: IANAZone): numbe
 }
 
 /** Returns the first bucket boundary after `boundary`. */
-function nextBoundary(boundary: number, unit: BucketUnit, zone: IANAZone): number {
+function nextBoundary(boundary: number, unit: BucketUnit, offsets: ZoneOffsets): number {
+  const zone = offsets.zone;
   if (unit === 'HOUR') {
     // The next local hh:00 under the offset at `boundary`, or an offset change
     // before it. A bucket never spans a change, so each holds one local clock
     // hour or part of one. That holds where clocks move at :45
     // (Pacific/Chatham) or by half an hour (Australia/Lord_Howe) too.
-    const offset = offsetAt(zone, boundary);
+    const offset = offsets.at(boundary);
     const hourEnd = Math.floor((boundary + offset) / HOUR_MS) * HOUR_MS + HOUR_MS - offset;
-    return offsetChangeIn(zone, boundary, hourEnd) ?? hourEnd;
+    return offsetChangeIn(offsets, boundary, hourEnd) ?? hourEnd;
   }
 
   // Add one local day, week or month, then take the start of that local
@@ -287,7 +348,7 @@ function nextBoundary(boundary: number, unit: BucketUnit, zone: IANAZone): numbe
   }
   // When the skipped span began before midnight (23:30 to 00:30), luxon's
   // start lies after the change, where the new date already began.
-  const change = offsetChangeIn(zone, Math.max(boundary, next - MAX_SHIFT_MS), next);
+  const change = offsetChangeIn(offsets, Math.max(boundary, next - MAX_SHIFT_MS), next);
   if (
     change !== null &&
     change < next &&

@@ -3,6 +3,8 @@
  * trees cannot overflow the call stack.
  */
 
+import { runSteps, runStepsInSlices } from '../steps.js';
+
 interface Frame<N, R> {
   readonly node: N;
   readonly children: readonly N[];
@@ -45,13 +47,7 @@ export function foldTree<N, R>(
   childrenOf: (node: N) => readonly N[],
   combine: (node: N, childResults: R[]) => R,
 ): R {
-  const steps = foldSteps(root, childrenOf, combine);
-  for (;;) {
-    const step = steps.next();
-    if (step.done === true) {
-      return step.value;
-    }
-  }
+  return runSteps(foldSteps(root, childrenOf, combine));
 }
 
 /**
@@ -59,21 +55,11 @@ export function foldTree<N, R>(
  * `pause` returns a promise, the fold waits for it before the next node, so
  * a caller can hand the thread to other work between nodes.
  */
-export async function foldTreeInSlices<N, R>(
+export function foldTreeInSlices<N, R>(
   root: N,
   childrenOf: (node: N) => readonly N[],
   combine: (node: N, childResults: R[]) => R,
   pause: () => Promise<void> | undefined,
 ): Promise<R> {
-  const steps = foldSteps(root, childrenOf, combine);
-  for (;;) {
-    const step = steps.next();
-    if (step.done === true) {
-      return step.value;
-    }
-    const waiting = pause();
-    if (waiting !== undefined) {
-      await waiting;
-    }
-  }
+  return runStepsInSlices(foldSteps(root, childrenOf, combine), pause);
 }
