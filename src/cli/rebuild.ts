@@ -48,7 +48,7 @@ async function main(): Promise<void> {
           [CHANGE_DELAY_MS],
         )
       : [];
-    const rows = await app.db.sql.query<{ id: string; username: string }>(`SELECT id, username FROM users ORDER BY username`);
+    const rows = await app.db.sql.query<{ id: string; username: string }>(`SELECT id, username FROM users ORDER BY lower(username) COLLATE "C"`);
     let done = 0;
     for (const row of rows) {
       await app.services.intake.rebuild(row.id, full);

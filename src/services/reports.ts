@@ -344,8 +344,8 @@ export class ReportService {
     }
     const rows =
       chosen === null
-        ? await this.sql.query<{ id: string }>(`SELECT id FROM users ORDER BY username`)
-        : await this.sql.query<{ id: string }>(`SELECT id FROM users WHERE id = ANY($1::uuid[]) ORDER BY username`, [
+        ? await this.sql.query<{ id: string }>(`SELECT id FROM users ORDER BY lower(username) COLLATE "C"`)
+        : await this.sql.query<{ id: string }>(`SELECT id FROM users WHERE id = ANY($1::uuid[]) ORDER BY lower(username) COLLATE "C"`, [
             chosen.map((id) => id.toLowerCase()),
           ]);
     return rows.map((row) => row.id);

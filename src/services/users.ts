@@ -492,9 +492,10 @@ export class UserService {
     return rows.map(toUserRecord);
   }
 
+  /** Lists every user in username order without regard to case, as usernames are unique. */
   async list(): Promise<UserRecord[]> {
-    const rows = await this.options.prisma.user.findMany({ orderBy: { username: 'asc' } });
-    return rows.map(toUserRecord);
+    const rows = await this.options.prisma.user.findMany();
+    return rows.map(toUserRecord).sort((a, b) => compareUsernames(a.username, b.username));
   }
 
   /** Creates the first admin from the environment when the database has no users. */
@@ -541,4 +542,11 @@ function adminBootstrapError(error: DomainError): ConfigError {
       return { variable, message: `${variable}: ${problem}.` };
     }),
   );
+}
+
+/** Orders usernames without regard to case, which keeps `P149` among the names that start with p. */
+export function compareUsernames(a: string, b: string): number {
+  const left = a.toLowerCase();
+  const right = b.toLowerCase();
+  return left < right ? -1 : left > right ? 1 : 0;
 }

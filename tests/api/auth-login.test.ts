@@ -574,6 +574,27 @@ describe('login and roles over HTTP', () => {
       expect(result.errors?.[0]?.extensions?.reason, 'reason').toBe('OTHER_USER');
     });
 
+    it('users listed without regard to case', async () => {
+      const ids: string[] = [];
+      for (const username of ['Order-B', 'order-c', 'order-A']) {
+        ids.push((await server.createUser(username, 'MEMBER')).id);
+      }
+      const result = await server.gql<{ users: Array<{ username: string }> }>(users, {}, analyst.token);
+      const listed = result.data!.users.map((user) => user.username).filter((username) => username.toLowerCase().startsWith('order-'));
+      const report = await server.gql<{ report: { groups: Array<{ user: { username: string } }> } }>(
+        `query ($users: [ID!]) {
+          report(expression: { intervals: [] }, window: { start: "2026-01-01T00:00:00Z", end: "2026-01-02T00:00:00Z" }, groupBy: USER, groupUsers: $users) {
+            groups { user { username } }
+          }
+        }`,
+        { users: ids },
+        analyst.token,
+      );
+
+      expect(listed, 'users').toEqual(['order-A', 'Order-B', 'order-c']);
+      expect(report.data?.report.groups.map((group) => group.user.username), 'report groups').toEqual(['order-A', 'Order-B', 'order-c']);
+    });
+
     it('analyst reads users', async () => {
       const result = await server.gql<{ users: Array<{ username: string; role: string }> }>(users, {}, analyst.token);
       expect(result.errors).toBeUndefined();
