@@ -113,6 +113,7 @@ describe('HTTP behaviour', () => {
       expect(reply.status).toBe(415);
       expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
       expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
+      expect(reply.json?.error?.reason, 'reason').toBe('UNSUPPORTED_CONTENT_TYPE');
     });
 
     it.each(['/graphql', '/auth/login', '/api/events'])('invalid UTF-8 on %s is JSON 400', async (path) => {
@@ -169,6 +170,7 @@ describe('HTTP behaviour', () => {
       expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
       expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
       expect(reply.json?.error?.max).toBe(MAX_BODY_BYTES);
+      expect(reply.json?.error?.reason, 'reason').toBe('BODY_TOO_LARGE');
       expect(reply.json?.error?.message).toContain(`${MAX_BODY_BYTES + 32} bytes`);
       expect(reply.json?.error?.message).toContain(`maximum of ${MAX_BODY_BYTES} bytes (MAX_BODY_BYTES)`);
     });
@@ -279,7 +281,9 @@ describe('HTTP behaviour', () => {
         }),
       });
       const error = reply.json?.errors?.[0];
-      expect(error?.message).toBe('Internal server error.');
+      // The fault comes after the event was stored, which the message says.
+      expect(error?.message).toMatch(/^Internal server error\. The new event of this request was stored before the failure\./);
+      expect(error?.extensions?.eventsStored).toBe(true);
       expect(error?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');
       expect(error?.extensions?.stacktrace).toBeUndefined();
       expect(reply.text).not.toContain(FAULT_MESSAGE);
