@@ -38,6 +38,15 @@ function bodyError(status: number, code: string, message: string): Error {
 
 const ANONYMOUS_BODY_REASON = 'ANONYMOUS_BODY_TOO_LARGE';
 
+/** The reasons that clients see for Fastify's own error codes, which name Fastify internals. */
+const FASTIFY_REASONS: Readonly<Record<string, string>> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_CONTENT_TYPE',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'EMPTY_BODY',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'INVALID_CONTENT_LENGTH',
+};
+
 /**
  * Decodes a JSON request body as UTF-8, the only encoding JSON allows between
  * systems (RFC 8259, section 8.1). The media type defines no `charset`
@@ -60,7 +69,7 @@ export function decodeJsonBody(body: Buffer): string {
  */
 export function parseJsonBody(text: string): unknown {
   if (text.length === 0) {
-    throw bodyError(400, 'FST_ERR_CTP_EMPTY_JSON_BODY', 'The body is empty, but the Content-Type is application/json.');
+    throw bodyError(400, 'EMPTY_BODY', 'The body is empty, but the Content-Type is application/json.');
   }
   let value: unknown;
   try {
@@ -68,7 +77,7 @@ export function parseJsonBody(text: string): unknown {
   } catch (error) {
     const position = /position (\d+)/.exec((error as Error).message)?.[1];
     const where = position === undefined ? '' : ` at character ${position}`;
-    throw bodyError(400, 'FST_ERR_CTP_INVALID_JSON_BODY', `The body is not valid JSON${where}.`);
+    throw bodyError(400, 'INVALID_JSON', `The body is not valid JSON${where}.`);
   }
   // An escaped key, such as "\u005f_proto__", needs a backslash-u in the text.
   if (text.includes('__proto__') || text.includes('constructor') || text.includes('\\u')) {
@@ -410,12 +419,13 @@ export async function buildHttpApp(
     const statusCode = (error as { statusCode?: number }).statusCode;
     if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
       // Fastify's own rejections: malformed JSON, unsupported media type, body too large.
-      const fastifyCode = (error as { code?: string }).code ?? 'BAD_REQUEST';
-      if (statusCode === 413 && fastifyCode === ANONYMOUS_BODY_REASON) {
+      const errorCode = (error as { code?: string }).code ?? 'BAD_REQUEST';
+      const reason = FASTIFY_REASONS[errorCode] ?? errorCode;
+      if (statusCode === 413 && reason === ANONYMOUS_BODY_REASON) {
         return reply.status(413).send(
           errorBody({
             code: 'BAD_USER_INPUT',
-            reason: fastifyCode,
+            reason: reason,
             message: (error as Error).message,
             limit: 'ANONYMOUS_MAX_BODY_BYTES',
             max: options.anonymousMaxBodyBytes,
@@ -428,7 +438,7 @@ export async function buildHttpApp(
         return reply.status(413).send(
           errorBody({
             code: 'BAD_USER_INPUT',
-            reason: fastifyCode,
+            reason: reason,
             message: `The request body is ${size} the maximum of ${options.maxBodyBytes} bytes (MAX_BODY_BYTES). Send the events in smaller batches.`,
             limit: 'MAX_BODY_BYTES',
             max: options.maxBodyBytes,
@@ -437,7 +447,7 @@ export async function buildHttpApp(
       }
       return reply
         .status(statusCode)
-        .send(errorBody({ code: 'BAD_USER_INPUT', reason: fastifyCode, message: (error as Error).message }));
+        .send(errorBody({ code: 'BAD_USER_INPUT', reason: reason, message: (error as Error).message }));
     }
     request.log.error({ err: error }, 'unexpected error in an HTTP request');
     const stored = storedCountBefore(error);

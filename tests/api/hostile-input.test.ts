@@ -455,7 +455,7 @@ describe('prototype keys in JSON bodies and literals', () => {
     const body = (await response.json()) as { error?: { reason?: string; message?: string } };
 
     expect(response.status).toBe(400);
-    expect(body.error?.reason).toBe('FST_ERR_CTP_INVALID_JSON_BODY');
+    expect(body.error?.reason).toBe('INVALID_JSON');
     expect(body.error?.message).toMatch(/^The body is not valid JSON at character \d+\.$/);
     expect(body.error?.message).not.toContain('Secret-In-Broken-Json');
   });
