@@ -5,6 +5,8 @@
  * rejects becomes BAD_USER_INPUT. Everything else is masked as
  * INTERNAL_SERVER_ERROR and logged whole with the request id.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
+
 import { unwrapResolverError } from '@apollo/server/errors';
 import { GraphQLError, type GraphQLFormattedError } from 'graphql';
 
@@ -185,6 +187,33 @@ export function isExpectedError(raw: unknown): boolean {
   return original.originalError === undefined || (typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR');
 }
 
+/** The errors that `formatError` masked during the HTTP request running in the store. */
+const maskedErrorScope = new AsyncLocalStorage<unknown[]>();
+
+/** Errors that the error-logging plugin logged whole. */
+const loggedErrors = new WeakSet<object>();
+
+/** Records that `error` was logged whole, so that `collectUnloggedErrors` leaves it out. */
+export function markLogged(error: unknown): void {
+  if (typeof error === 'object' && error !== null) {
+    loggedErrors.add(error);
+  }
+}
+
+/**
+ * Runs `handle` and returns its result with the errors that `formatError`
+ * masked as INTERNAL_SERVER_ERROR meanwhile and that no plugin logged.
+ * Apollo Server 5 formats some errors outside every plugin hook, such as a
+ * reply that fails to serialise or a context that fails to build, and
+ * sends HTTP 500 for them.
+ */
+export async function collectUnloggedErrors<T>(handle: () => Promise<T>): Promise<{ result: T; unlogged: unknown[] }> {
+  const masked: unknown[] = [];
+  const result = await maskedErrorScope.run(masked, handle);
+  const unlogged = masked.filter((error) => typeof error !== 'object' || error === null || !loggedErrors.has(error));
+  return { result, unlogged };
+}
+
 /**
  * Builds Apollo's `formatError`: the only path by which errors leave the
  * GraphQL server.
@@ -223,9 +252,11 @@ export function createFormatError(includeStack: boolean) {
       return { ...clientError, extensions: { ...clientError.extensions, code: 'BAD_REQUEST' } };
     }
 
-    // Logged whole, with the request id, by the logging plugin. A failure
-    // after stored events says so, as outages do, so that the client does
-    // not send them again as new ones.
+    // Logged whole, with the request id, by the logging plugin, or by the
+    // /graphql route when no plugin hook saw the error. The message of a
+    // failure after stored events reports them, as outages do, so that the
+    // client does not send them again as new ones.
+    maskedErrorScope.getStore()?.push(original);
     const stored = storedCountBefore(original);
     return {
       message: stored === null ? 'Internal server error.' : internalErrorAfterStore(stored),

@@ -25,7 +25,7 @@ import {
 import { DomainError, STORED_EVENTS_ADVICE } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
 import type { GraphQLContext } from './context.js';
-import { domainErrorExtensions, isExpectedError, isUnstorableValue, mapStackLines, toDomainError } from './errors.js';
+import { domainErrorExtensions, isExpectedError, isUnstorableValue, mapStackLines, markLogged, toDomainError } from './errors.js';
 
 export interface RequestLimits {
   expression: ExpressionLimits;
@@ -399,6 +399,7 @@ export function createErrorLoggingPlugin(): ApolloServerPlugin<GraphQLContext> {
                 { err: original, operationName, path: error.path },
                 'unexpected error in a GraphQL request',
               );
+              markLogged(original);
             }
           }
         },

@@ -16,7 +16,7 @@ import type { Viewer } from '../auth/viewer.js';
 import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { DomainError, internalErrorAfterStore, storedCountBefore } from '../domain/errors.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
-import { httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
+import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
 import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
@@ -510,7 +510,7 @@ export async function buildHttpApp(
   const apollo = await options.createApollo(
     fastifyApolloDrainPlugin(fastify) as ApolloServerPlugin<GraphQLContext>,
   );
-  const handler = fastifyApolloHandler<GraphQLContext>(apollo, {
+  const apolloHandler = fastifyApolloHandler<GraphQLContext>(apollo, {
     context: async (request) => {
       const auth = await authenticate(request, tokens, services);
       return createContext({
@@ -522,6 +522,15 @@ export async function buildHttpApp(
       });
     },
   });
+  // Apollo masks an error that no plugin hook saw, such as a reply too long
+  // to serialise, as an internal error and sends HTTP 500 without logging it.
+  const handler: typeof apolloHandler = async function (request, reply) {
+    const { result, unlogged } = await collectUnloggedErrors(async () => apolloHandler.call(this, request, reply));
+    for (const error of unlogged) {
+      request.log.error({ err: error, statusCode: reply.statusCode }, 'unexpected error in a GraphQL request, masked as an internal error');
+    }
+    return result;
+  };
   fastify.route({
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],

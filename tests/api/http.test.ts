@@ -7,7 +7,7 @@ import { createServer } from 'node:net';
 import { Writable } from 'node:stream';
 
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import type { IntakeStep } from '../../src/services/derive.js';
 import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
@@ -295,6 +295,78 @@ describe('HTTP behaviour', () => {
       const entry = logged.find((candidate) => candidate.reqId === requestId);
       expect(entry?.level).toBe(50);
       expect(entry?.err?.stack).toContain(FAULT_MESSAGE);
+    });
+
+    it('logged when the reply cannot be serialised', async () => {
+      // Apollo serialises the reply after every plugin hook has run. A reply
+      // longer than V8's maximum string length fails there with this RangeError.
+      const stringify = JSON.stringify;
+      const spy = vi.spyOn(JSON, 'stringify').mockImplementation((value: unknown, ...rest: unknown[]) => {
+        if ((value as { data?: Record<string, unknown> } | null)?.data?.serialisationProbe !== undefined) {
+          throw new RangeError('Invalid string length');
+        }
+        return stringify(value, ...(rest as [undefined]));
+      });
+      let reply: Reply;
+      try {
+        reply = await send(`${faulty.server.url}/graphql`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+          body: stringify({ query: '{ serialisationProbe: me { id } }' }),
+        });
+      } finally {
+        spy.mockRestore();
+      }
+
+      expect(reply.status).toBe(500);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(reply.json).toEqual({ errors: [{ message: 'Internal server error.', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
+      const requestId = reply.headers.get('x-request-id');
+      const errors = logEntries(faulty.logLines).filter((entry) => entry.reqId === requestId && entry.level >= 50);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]?.err?.type).toBe('RangeError');
+      expect(errors[0]?.err?.message).toBe('Invalid string length');
+      expect(errors[0]?.statusCode).toBe(500);
+      expect(JSON.stringify(errors)).not.toContain(member.token);
+    });
+
+    it('logged when the context fails to build', async () => {
+      const lookupFault = 'injected fault: user lookup failed';
+      const spy = vi.spyOn(faulty.server.app.services.users, 'findById').mockRejectedValueOnce(new Error(lookupFault));
+      let reply: Reply;
+      try {
+        reply = await send(`${faulty.server.url}/graphql`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+          body: JSON.stringify({ query: '{ me { id } }' }),
+        });
+      } finally {
+        spy.mockRestore();
+      }
+
+      expect(reply.status).toBe(500);
+      expect(reply.json).toEqual({ errors: [{ message: 'Internal server error.', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
+      expect(reply.text).not.toContain(lookupFault);
+      const requestId = reply.headers.get('x-request-id');
+      const errors = logEntries(faulty.logLines).filter((entry) => entry.reqId === requestId && entry.level >= 50);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]?.err?.message).toContain(lookupFault);
+    });
+
+    it('logged once when masked in execution', async () => {
+      const reply = await send(`${faulty.server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+        body: JSON.stringify({
+          query: 'mutation { sendEvent(event: { type: "fault_probe", occurredAt: "2026-01-05T11:00:00Z" }) { duplicate } }',
+        }),
+      });
+      expect(reply.json?.errors?.[0]?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');
+
+      const requestId = reply.headers.get('x-request-id');
+      const errors = logEntries(faulty.logLines).filter((entry) => entry.reqId === requestId && entry.level >= 50);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]?.err?.message).toBe(FAULT_MESSAGE);
     });
 
     it('masked on REST', async () => {
