@@ -221,6 +221,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       // Each expression level nests two brackets ({ union: [ ... ] }); the
       // rest covers selection sets and other arguments.
       maxDocumentDepth: 2 * config.reports.maxDepth + 64,
+      maxReplyBytes: config.server.maxReplyBytes,
       checkReadiness: async () => {
         const pingError = (ping: Promise<unknown>) => ping.then(
           () => null,

@@ -40,6 +40,9 @@ export function loadConfig(env: Environment = process.env): Config {
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
       corsOrigins: readCorsOrigins(reader),
       maxRootFields: reader.integer('REQUEST_MAX_ROOT_FIELDS', 20, 1, 1000),
+      // The maximum stays far below V8's maximum string length (2^29 - 24
+      // characters in Node 20), which the whole reply must fit into.
+      maxReplyBytes: reader.integer('MAX_REPLY_BYTES', 67_108_864, 1024, 268_435_456),
       introspection: reader.boolean('GRAPHQL_INTROSPECTION', true),
     },
 

@@ -42,6 +42,11 @@ export interface Config {
     corsOrigins: '*' | readonly string[];
     /** REQUEST_MAX_ROOT_FIELDS: maximum number of top-level fields in one GraphQL operation, aliases counted. */
     maxRootFields: number;
+    /**
+     * MAX_REPLY_BYTES: maximum estimated size of the events and segments in
+     * the reply to one query, over all its root fields (see `ReplyBudget`).
+     */
+    maxReplyBytes: number;
     /** GRAPHQL_INTROSPECTION: whether clients with a valid token may introspect the schema. */
     introspection: boolean;
   };

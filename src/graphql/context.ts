@@ -10,6 +10,7 @@ import type { Services } from '../services/index.js';
 import type { SharedReportState } from '../services/reports.js';
 import type { EventRecord, UserRecord } from '../storage/postgres/records.js';
 import { createBatchLoader, type BatchLoader } from './batch-loader.js';
+import type { ReplyBudget } from './reply-budget.js';
 
 /** The replays after changes of one pair type. */
 export interface PairTypeReplayStatus {
@@ -35,6 +36,8 @@ export interface GraphQLContext {
   };
   /** Bucket rows spent and the instant of "now", shared by the reports of this request. */
   reportState: SharedReportState;
+  /** The budget of reply bytes for the events and segments of this request (MAX_REPLY_BYTES). */
+  replyBudget: ReplyBudget;
   /** The settling of due users that the reads of this request wait for, once started. */
   dueSettled?: Promise<void>;
 }

@@ -23,6 +23,7 @@ import {
   createNoStorePlugin,
   type RequestLimits,
 } from './plugins.js';
+import { createReplyBudgetPlugin } from './reply-budget.js';
 import { resolvers } from './resolvers/index.js';
 
 export const SCHEMA_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../../schema.graphql');
@@ -98,6 +99,9 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
       createAnonymousAccessPlugin(),
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
+      // Listed before the status plugin, whose willSendResponse then sees
+      // the reply without data.
+      createReplyBudgetPlugin(),
       createInputStatusPlugin(),
       // Apollo's default cache-control plugin wraps every field resolver to
       // compute a cache policy that no type sets. The no-store plugin sets

@@ -16,6 +16,7 @@ import type { Viewer } from '../auth/viewer.js';
 import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { DomainError, internalErrorAfterStore, storedCountBefore } from '../domain/errors.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
+import { ReplyBudget } from '../graphql/reply-budget.js';
 import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
 import { acceptsToken } from '../services/users.js';
@@ -207,6 +208,8 @@ export interface HttpAppOptions {
   corsOrigins: '*' | readonly string[];
   /** Maximum bracket nesting of a GraphQL document, checked before parsing. */
   maxDocumentDepth: number;
+  /** MAX_REPLY_BYTES: the reply bytes that the events and segments of one query may take. */
+  maxReplyBytes: number;
   /** Pings PostgreSQL and Redis, and returns each one's kind and the error of its ping, or null when it responded. */
   checkReadiness: () => Promise<Readiness>;
 }
@@ -519,6 +522,7 @@ export async function buildHttpApp(
         clientAddress: request.ip,
         logger: request.log,
         services,
+        replyBudget: new ReplyBudget(options.maxReplyBytes),
       });
     },
   });

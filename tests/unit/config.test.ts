@@ -48,6 +48,7 @@ describe('loadConfig', () => {
       shutdownGraceMs: 10_000,
       corsOrigins: '*',
       maxRootFields: 20,
+      maxReplyBytes: 67_108_864,
       introspection: true,
     });
     expect(config.database).toEqual({ url: null, poolSize: 10, statementTimeoutMs: 10_000, preparedStatements: true });
@@ -162,6 +163,8 @@ describe('loadConfig', () => {
     ['ROLLUP_BATCH_SIZE', '0', '1 to 10000'],
     ['ROLLUP_INTERVAL_MS', '5', '10 to 3600000'],
     ['ROLLUP_DELAY_MS', '-1', '0 to 3600000'],
+    ['MAX_REPLY_BYTES', '1023', '1024 to 268435456'],
+    ['MAX_REPLY_BYTES', '268435457', '1024 to 268435456'],
   ])('rejects %s=%s', (variable, value, range) => {
     const error = configError({ [variable]: value });
 
