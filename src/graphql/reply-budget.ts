@@ -3,6 +3,9 @@
  * over all its root fields (MAX_REPLY_BYTES). Resolvers charge it before
  * graphql-js adds their values to the reply, so that aliases of full pages
  * with large `meta` values cannot build a reply of hundreds of megabytes.
+ *
+ * NOTE: the budget bounds the reply, not the rows read. The root fields
+ * read their whole pages, `meta` included, before any node charges it.
  */
 import type { ApolloServerPlugin } from '@apollo/server';
 import { OperationTypeNode, type GraphQLResolveInfo } from 'graphql';

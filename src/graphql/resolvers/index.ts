@@ -5,7 +5,7 @@ import { describeInstantRange, isStorableInstant } from '../../domain/storable.j
 import type { Resolvers } from '../generated/types.js';
 import { Mutation } from './mutation.js';
 import { Query } from './query.js';
-import { Event, PairType, ReportGroup, Segment, User } from './types.js';
+import { Event, EventConnection, PairType, ReportGroup, Segment, SegmentConnection, User } from './types.js';
 
 function checkStorable(date: Date): Date {
   if (!isStorableInstant(date.getTime())) {
@@ -64,7 +64,9 @@ export const resolvers: Resolvers = {
   Mutation,
   User,
   Event,
+  EventConnection,
   Segment,
+  SegmentConnection,
   PairType,
   ReportGroup,
 };

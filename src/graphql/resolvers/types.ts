@@ -1,8 +1,14 @@
-/** Field resolvers of the object types whose storage shape differs from the schema. */
+/**
+ * Field resolvers of the object types whose storage shape differs from the
+ * schema, and of the fields that charge the reply budget of a query
+ * (MAX_REPLY_BYTES): `meta`, and the events and segments of pages.
+ */
 import type {
+  EventConnectionResolvers,
   EventResolvers,
   PairTypeResolvers,
   ReportGroupResolvers,
+  SegmentConnectionResolvers,
   SegmentResolvers,
   UserResolvers,
 } from '../generated/types.js';
@@ -32,6 +38,19 @@ export const Event: EventResolvers = {
     }
     return flags as never;
   },
+  meta: (event, _args, context, info) => (context.replyBudget.chargeMeta(info, event.meta) ? event.meta : null),
+};
+
+// Once the budget is exceeded, pages resolve empty, because the plugin
+// replaces the whole reply with the error.
+export const EventConnection: EventConnectionResolvers = {
+  edges: (page, _args, context, info) => (context.replyBudget.chargeObjects(info, page.edges.length) ? page.edges : []),
+  nodes: (page, _args, context, info) => (context.replyBudget.chargeObjects(info, page.nodes.length) ? page.nodes : []),
+};
+
+export const SegmentConnection: SegmentConnectionResolvers = {
+  edges: (page, _args, context, info) => (context.replyBudget.chargeObjects(info, page.edges.length) ? page.edges : []),
+  nodes: (page, _args, context, info) => (context.replyBudget.chargeObjects(info, page.nodes.length) ? page.nodes : []),
 };
 
 export const Segment: SegmentResolvers = {
@@ -43,15 +62,24 @@ export const Segment: SegmentResolvers = {
     const end = segment.endAt?.getTime() ?? context.services.clock.now();
     return Math.max(0, end - segment.startAt.getTime()) / 1000;
   },
-  startEvent: async (segment, _args, context) => {
+  // Once the budget is exceeded, the events still resolve, because
+  // `startEvent` is non-null, but their `meta` resolves null.
+  startEvent: async (segment, _args, context, info) => {
+    context.replyBudget.chargeObjects(info, 1);
     const event = await context.loaders.events.load(segment.startEventId);
     if (event === null) {
       throw new Error(`Start event ${segment.startEventId} of segment ${segment.id} does not exist.`);
     }
     return event;
   },
-  endEvent: async (segment, _args, context) =>
-    segment.endEventId === null ? null : context.loaders.events.load(segment.endEventId),
+  endEvent: async (segment, _args, context, info) => {
+    if (segment.endEventId === null) {
+      return null;
+    }
+    context.replyBudget.chargeObjects(info, 1);
+    return context.loaders.events.load(segment.endEventId);
+  },
+  meta: (segment, _args, context, info) => (context.replyBudget.chargeMeta(info, segment.meta) ? segment.meta : null),
 };
 
 export const PairType: PairTypeResolvers = {
