@@ -44,6 +44,9 @@ function newPasswordProblem(password: string): string | null {
   if (characters < PASSWORD_MIN_LENGTH) {
     return `password has ${characters} characters; it must have at least ${PASSWORD_MIN_LENGTH}`;
   }
+  if (password.trim() === '') {
+    return 'password has only white space; it must have other characters too';
+  }
   const bytes = Buffer.byteLength(password.normalize('NFC'), 'utf8');
   if (bytes > PASSWORD_MAX_LENGTH) {
     return `password is ${bytes} bytes long in UTF-8; it must be at most ${PASSWORD_MAX_LENGTH} bytes`;

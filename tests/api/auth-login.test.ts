@@ -495,6 +495,20 @@ describe('login and roles over HTTP', () => {
       expect(await loginReason('account-own', 'my-next-password-1')).toBe('OK');
     });
 
+    it('rejects a password of white space', async () => {
+      const created = await server.gql(
+        `mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`,
+        { input: { username: 'account-blank', password: ' '.repeat(12), role: 'MEMBER' } },
+        await server.adminToken(),
+      );
+      const member = await server.createUser('account-blank-change');
+      const changed = await server.gql(CHANGE, { current: 'account-blank-change-password', next: '\t'.repeat(10) }, member.token);
+
+      expect(created.errors?.[0]?.message, 'createUser').toContain('password has only white space');
+      expect(changed.errors?.[0]?.extensions?.reason, 'changePassword').toBe('INVALID_PASSWORD');
+      expect(await loginReason('account-blank-change', 'account-blank-change-password'), 'old password').toBe('OK');
+    });
+
     it('changePassword rejects a weak one', async () => {
       const member = await server.createUser('account-weak');
       const result = await server.gql(CHANGE, { current: 'account-weak-password', next: 'short' }, member.token);
