@@ -235,7 +235,7 @@ export function createFormatError(includeStack: boolean) {
     // already carry a code and a message meant for the client.
     const code = formatted.extensions?.code;
     if (isGraphQLError(original) && typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR') {
-      const clientError = { ...formatted, message: withoutPasswords(formatted.message) };
+      const clientError = { ...formatted, message: shortened(withoutPasswords(formatted.message)) };
       // Apollo marks variable values that fail GraphQL's type checks with
       // BAD_USER_INPUT but no reason, which every input error carries here.
       if (code === 'BAD_USER_INPUT' && formatted.extensions?.reason === undefined) {
@@ -268,6 +268,21 @@ export function createFormatError(includeStack: boolean) {
       },
     };
   };
+}
+
+/**
+ * Maximum length, in characters, of the message of an error that GraphQL
+ * raised, as sent to the client. graphql-js quotes the whole invalid value,
+ * so a 5 MB variable would give a reply twice that size.
+ */
+export const MAX_CLIENT_MESSAGE_CHARS = 2000;
+
+/** Cuts `message` to MAX_CLIENT_MESSAGE_CHARS and appends its original length. */
+function shortened(message: string): string {
+  if (message.length <= MAX_CLIENT_MESSAGE_CHARS) {
+    return message;
+  }
+  return `${message.slice(0, MAX_CLIENT_MESSAGE_CHARS)}… (message cut to ${MAX_CLIENT_MESSAGE_CHARS} of its ${message.length} characters)`;
 }
 
 /**

@@ -316,6 +316,22 @@ describe('hostile event input', () => {
   });
 
   describe('request errors', () => {
+    it.each([
+      ['an instant', 'mutation ($i: EventInput!) { sendEvent(event: $i) { duplicate } }', { type: 'x', occurredAt: 'x'.repeat(1_000_000) }],
+      [
+        'an enum',
+        'mutation ($i: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $i) { pairType } }',
+        { pairType: 'task', timeoutSeconds: 10, endAt: 'Y'.repeat(1_000_000) },
+      ],
+    ])('cuts the quoted value of %s', async (_case, query, input) => {
+      const reply = await server.gql(query, { i: input }, adminToken);
+      const message = reply.errors?.[0]?.message ?? '';
+
+      expect(reply.status, 'HTTP status').toBe(400);
+      expect(message.length, 'message length').toBeLessThan(2100);
+      expect(message, 'message').toContain('message cut to 2000 of its');
+    });
+
     it('answers a persisted-query hash mismatch as BAD_REQUEST', async () => {
       const reply = await postJson(
         '/graphql',
