@@ -187,6 +187,8 @@ export function registerRestRoutes(
     // Checked before parsing the items, so the response to an oversized batch does not list a problem per item.
     deps.services.intake.checkBatchSize(items.length);
     const inputs: EventInput[] = [];
+    /** The index in the request of each item of `inputs`. */
+    const inputIndexes: number[] = [];
     const invalidItems: Array<{ index: number; reason: string; message: string }> = [];
     items.forEach((item, index) => {
       const parsed = parseRestEvent(item);
@@ -194,14 +196,37 @@ export function registerRestRoutes(
         invalidItems.push({ index, reason: 'INVALID_EVENT', message: parsed.problems.join('; ') });
       } else {
         inputs.push(parsed.input);
+        inputIndexes.push(index);
       }
     });
     if (invalidItems.length > 0) {
-      throw badInput(
-        'INVALID_EVENTS',
-        `${invalidItems.length} of ${items.length} events are invalid; nothing was stored.`,
-        { invalidItems },
-      );
+      // The items that parsed get the intake's checks too, so that one reply
+      // lists every problem of the batch.
+      try {
+        await deps.services.intake.check(viewer, inputs);
+      } catch (error) {
+        const checked = error instanceof DomainError ? error.details.invalidItems : undefined;
+        if (!Array.isArray(checked)) {
+          throw error;
+        }
+        for (const item of checked as typeof invalidItems) {
+          invalidItems.push({ ...item, index: inputIndexes[item.index] ?? item.index });
+        }
+        invalidItems.sort((first, second) => first.index - second.index);
+        if (error instanceof DomainError && error.kind === 'FORBIDDEN') {
+          throw new DomainError(
+            'FORBIDDEN',
+            error.reason,
+            'Only admins may send events on behalf of another user, but the batch names another user in userId; nothing was stored.',
+            { invalidItems },
+          );
+        }
+      }
+      // One event can have several problems, so count the events, not the problems.
+      const invalidCount = new Set(invalidItems.map((item) => item.index)).size;
+      throw badInput('INVALID_EVENTS', `${invalidCount} of ${items.length} events are invalid; nothing was stored.`, {
+        invalidItems,
+      });
     }
     const outcome = await deps.services.intake.send(viewer, inputs, { requestId: request.id });
     return sendOutcomeJson(outcome);

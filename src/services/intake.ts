@@ -156,11 +156,7 @@ export class IntakeService {
     const { sql, clock } = this.options;
     this.checkBatchSize(inputs.length);
 
-    const pairTypes = await this.options.pairTypes.cachedList(
-      inputs.map((input) => input.type).filter((type): type is string => typeof type === 'string'),
-    );
-    const catalog = buildCatalog(pairTypes, []);
-    const items = await this.validate(viewer, inputs, catalog);
+    const items = await this.validateBatch(viewer, inputs);
 
     const userIds = [...new Set(items.map((item) => item.userId))].sort();
     const locks = await this.acquireLocks(userIds);
@@ -235,6 +231,22 @@ export class IntakeService {
     } finally {
       await this.releaseLocks(locks);
     }
+  }
+
+  /**
+   * Checks the items of a batch as `send` does, without storing anything.
+   * Throws as `send` does for invalid items: FORBIDDEN when one names another
+   * user, else BAD_USER_INPUT, each with `invalidItems`.
+   */
+  async check(viewer: Viewer, inputs: readonly EventInput[]): Promise<void> {
+    await this.validateBatch(viewer, inputs);
+  }
+
+  private async validateBatch(viewer: Viewer, inputs: readonly EventInput[]): Promise<ValidItem[]> {
+    const pairTypes = await this.options.pairTypes.cachedList(
+      inputs.map((input) => input.type).filter((type): type is string => typeof type === 'string'),
+    );
+    return this.validate(viewer, inputs, buildCatalog(pairTypes, []));
   }
 
   /** Throws BAD_USER_INPUT for an empty batch, and LIMIT_EXCEEDED for one above MAX_BATCH_SIZE. */

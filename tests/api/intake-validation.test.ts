@@ -549,6 +549,39 @@ describe('intake validation', () => {
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
+    it('lists problems of parsed items too', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, [
+        { type: 'task_started', is_pair: false, occurred_at: AT },
+        { type: 'heartbeat', occurredAt: AT },
+        { type: 'heartbeat', occurred_at: AT },
+        { type: '', occurred_at: AT },
+      ]);
+
+      expect(status).toBe(400);
+      expect(body.error.message, 'message').toContain('3 of 4 events are invalid');
+      const items = body.error.invalidItems as InvalidItem[];
+      expect(items.map((item) => [item.index, item.reason]), 'items').toEqual([
+        [0, 'PAIR_MISMATCH'],
+        [1, 'INVALID_EVENT'],
+        [3, 'INVALID_TYPE'],
+      ]);
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it('names another user of parsed items', async () => {
+      const user = await newUser();
+      const other = await newUser();
+      const { status, body } = await postEvents(server, user.token, [
+        { type: 'heartbeat', bad_field: 1 },
+        { type: 'heartbeat', user_id: other.id },
+      ]);
+
+      expect(status).toBe(403);
+      expect(body.error.reason, 'reason').toBe('OTHER_USER');
+      expect((body.error.invalidItems as InvalidItem[]).map((item) => item.index), 'indexes').toEqual([0, 1]);
+    });
+
     it('suggests the snake_case name of a field', async () => {
       const user = await newUser();
       const { status, body } = await postEvents(server, user.token, { type: 'heartbeat', occurredAt: AT, colour: 'red' });
@@ -572,7 +605,8 @@ describe('intake validation', () => {
 
       expect(status).toBe(400);
       expect(body.error.code).toBe('BAD_USER_INPUT');
-      expect(body.error.invalidItems.map((item: InvalidItem) => item.index)).toEqual([1, 2, 3]);
+      // Item 4 parses, and the intake's checks find its pair mismatch.
+      expect(body.error.invalidItems.map((item: InvalidItem) => item.index)).toEqual([1, 2, 3, 4]);
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
