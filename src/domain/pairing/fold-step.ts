@@ -90,10 +90,13 @@ export class FoldStep {
   /** Number of corrections in `output` at each position, keyed "at:seq". */
   private readonly correctionsAt = new Map<string, number>();
   /**
-   * The latest open instance of each pair type looked up in this step, or
-   * null for none. Opening or closing an instance of a type drops its entry.
+   * Open instances of each pair type looked up in this step, by start
+   * position, the latest last. Built on the first lookup of the type. An
+   * instance that closes stays until a lookup finds it on top and drops it.
    */
-  private readonly latestOfType = new Map<string, OpenInstance | null>();
+  private readonly openByStart = new Map<string, OpenInstance[]>();
+  /** Instance keys of the open children of each open instance, by parent key. Built on the first close of this step. */
+  private childKeys: Map<string, Set<string>> | null = null;
   /** The shortest auto-close timeout in the catalog in ms, computed on first use. */
   private shortestTimeoutMs: number | null = null;
 
@@ -248,7 +251,7 @@ export class FoldStep {
       if (deadline > limit || (best !== null && deadline > best.deadline)) {
         continue;
       }
-      const candidate = { instance, deadline, depth: this.depthOf(instance, instances.length) };
+      const candidate = { instance, deadline, depth: this.depthOf(instance) };
       if (best === null || compareDue(candidate, best) < 0) {
         best = candidate;
       }
@@ -362,32 +365,39 @@ export class FoldStep {
     });
   }
 
+  /**
+   * Returns the open instance of a type with the latest start position. No
+   * two open instances of one type share a start position, because one
+   * client event opens at most one instance of each type.
+   */
   private latestOpenOfType(pairType: string): OpenInstance | null {
-    const cached = this.latestOfType.get(pairType);
-    if (cached !== undefined) {
-      return cached;
+    let stack = this.openByStart.get(pairType);
+    if (stack === undefined) {
+      stack = Object.values(this.open).filter((instance) => instance.pairType === pairType);
+      stack.sort(compareStarts);
+      this.openByStart.set(pairType, stack);
     }
-    const latest = this.scanLatestOfType(pairType);
-    this.latestOfType.set(pairType, latest);
-    return latest;
-  }
-
-  private scanLatestOfType(pairType: string): OpenInstance | null {
-    let latest: OpenInstance | null = null;
-    for (const instance of Object.values(this.open)) {
-      if (instance.pairType !== pairType) {
-        continue;
+    for (;;) {
+      const top = stack.at(-1);
+      if (top === undefined) {
+        return null;
       }
-      if (latest === null || compareStarts(instance, latest) > 0) {
-        latest = instance;
+      if (this.open[instanceKeyOf(top.pairType, top.pairKey)] === top) {
+        return top;
       }
+      stack.pop();
     }
-    return latest;
   }
 
   private openInstance(instance: OpenInstance): OpenInstance {
-    this.open[instanceKeyOf(instance.pairType, instance.pairKey)] = instance;
-    this.latestOfType.delete(instance.pairType);
+    const key = instanceKeyOf(instance.pairType, instance.pairKey);
+    this.open[key] = instance;
+    // The fold opens instances at its current position, which is at or after
+    // the start of every open instance, so the new one is the latest of its type.
+    this.openByStart.get(instance.pairType)?.push(instance);
+    if (this.childKeys !== null && instance.parentKey !== null) {
+      addChildKey(this.childKeys, instance.parentKey, key);
+    }
     this.output.segments.push({
       kind: 'opened',
       segmentId: instance.segmentId,
@@ -398,11 +408,10 @@ export class FoldStep {
       startEventId: instance.startEventId,
       parentSegmentId: instance.parentSegmentId,
       // Every ancestor of an instance that opens is open.
-      depth: this.depthOf(instance, Object.keys(this.open).length),
+      depth: this.depthOf(instance),
     });
     return instance;
   }
-
 
   /**
    * Closes an instance and its open descendants at one instant. Descendants
@@ -465,8 +474,14 @@ export class FoldStep {
     endEventId: string,
     endReason: EndReason,
   ): void {
-    delete this.open[instanceKeyOf(instance.pairType, instance.pairKey)];
-    this.latestOfType.delete(instance.pairType);
+    const key = instanceKeyOf(instance.pairType, instance.pairKey);
+    delete this.open[key];
+    if (this.childKeys !== null) {
+      this.childKeys.delete(key);
+      if (instance.parentKey !== null) {
+        this.childKeys.get(instance.parentKey)?.delete(key);
+      }
+    }
     this.output.segments.push({
       kind: 'closed',
       segmentId: instance.segmentId,
@@ -491,14 +506,15 @@ export class FoldStep {
 
   /** Returns the open descendants of an instance, deepest first, then latest start first. */
   private descendantsOf(root: OpenInstance): OpenInstance[] {
+    const childKeys = this.childKeysOfOpen();
     const found: Array<{ instance: OpenInstance; depth: number }> = [];
-    let frontier = new Set([instanceKeyOf(root.pairType, root.pairKey)]);
-    for (let depth = 1; frontier.size > 0; depth += 1) {
-      const next = new Set<string>();
-      for (const instance of Object.values(this.open)) {
-        if (instance.parentKey !== null && frontier.has(instance.parentKey)) {
-          found.push({ instance, depth });
-          next.add(instanceKeyOf(instance.pairType, instance.pairKey));
+    let frontier = [instanceKeyOf(root.pairType, root.pairKey)];
+    for (let depth = 1; frontier.length > 0; depth += 1) {
+      const next: string[] = [];
+      for (const parentKey of frontier) {
+        for (const key of childKeys.get(parentKey) ?? []) {
+          found.push({ instance: this.open[key]!, depth });
+          next.push(key);
         }
       }
       frontier = next;
@@ -511,6 +527,19 @@ export class FoldStep {
         compareKeys(a.instance, b.instance),
     );
     return found.map((entry) => entry.instance);
+  }
+
+  /** Returns the index of open children by parent key, built from `open` on the first call of this step. */
+  private childKeysOfOpen(): Map<string, Set<string>> {
+    if (this.childKeys === null) {
+      this.childKeys = new Map();
+      for (const [key, instance] of Object.entries(this.open)) {
+        if (instance.parentKey !== null) {
+          addChildKey(this.childKeys, instance.parentKey, key);
+        }
+      }
+    }
+    return this.childKeys;
   }
 
   private shortestTimeout(): number {
@@ -527,21 +556,34 @@ export class FoldStep {
     return this.shortestTimeoutMs;
   }
 
-  /** Counts the open ancestors of an instance. A chain longer than `bound` is a cycle. */
-  private depthOf(instance: OpenInstance, bound: number): number {
-    let depth = 0;
+  /**
+   * Counts the open ancestors of an instance. A chain that reaches a key it
+   * passed already is a cycle. A valid chain is no longer than the pair
+   * type hierarchy is deep, so its keys are kept in a list.
+   */
+  private depthOf(instance: OpenInstance): number {
+    const passed: string[] = [];
     let parentKey = instance.parentKey;
     while (parentKey !== null) {
-      depth += 1;
       const parent = this.open[parentKey];
-      if (parent === undefined || depth > bound) {
+      if (parent === undefined || passed.includes(parentKey)) {
         throw new Error(
           `Open instance ${JSON.stringify(instance.segmentId)} has a broken parent chain at ${JSON.stringify(parentKey)}.`,
         );
       }
+      passed.push(parentKey);
       parentKey = parent.parentKey;
     }
-    return depth;
+    return passed.length;
+  }
+}
+
+function addChildKey(childKeys: Map<string, Set<string>>, parentKey: string, key: string): void {
+  const keys = childKeys.get(parentKey);
+  if (keys === undefined) {
+    childKeys.set(parentKey, new Set([key]));
+  } else {
+    keys.add(key);
   }
 }
 
