@@ -132,7 +132,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     await pairTypes.applyBuiltInDefaults();
     await users.bootstrapAdmin(config.auth.admin);
 
-    const deriver = new Deriver(db.sql, store, (fresh) => (fresh === true ? pairTypes.list() : pairTypes.cachedList()), logger, options.fault, config.intake.replayPageSize);
+    const deriver = new Deriver(db.sql, store, (fresh) => (fresh === true ? pairTypes.list() : pairTypes.cachedList()), logger, options.fault, config.intake.replayPageSize, config.intake.openPairsCacheSize);
     const intake = new IntakeService({
       sql: db.sql,
       store,

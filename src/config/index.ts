@@ -100,6 +100,7 @@ export function loadConfig(env: Environment = process.env): Config {
       userLockWaitMs: reader.integer('USER_LOCK_WAIT_MS', 5000, 0, 600_000),
       userLockMaxHoldMs: reader.integer('USER_LOCK_MAX_HOLD_MS', 600_000, 100, 86_400_000),
       replayPageSize: reader.integer('REPLAY_PAGE_SIZE', 10_000, 1, 1_000_000),
+      openPairsCacheSize: reader.integer('OPEN_PAIRS_CACHE_SIZE', 100_000, 0, 100_000_000),
     },
 
     sweeper: {

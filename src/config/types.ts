@@ -115,6 +115,8 @@ export interface Config {
     userLockMaxHoldMs: number;
     /** REPLAY_PAGE_SIZE: events read, folded and written per step when a replay recomputes a user's history. */
     replayPageSize: number;
+    /** OPEN_PAIRS_CACHE_SIZE: open pairs, summed over users, whose instances a process keeps in memory between requests. */
+    openPairsCacheSize: number;
   };
 
   sweeper: {

@@ -10,7 +10,9 @@
  *
  * Redis keeps a cache of the engine state stamped with the derived version it
  * matches; any other stamp (or none, after a flush) means it is rebuilt from
- * the open segments and the head row in PostgreSQL.
+ * the open segments and the head row in PostgreSQL. For a user with more than
+ * INLINE_OPEN_MAX open instances, Redis keeps the state without them, and
+ * they come from this process's `OpenPairsCache` or from PostgreSQL.
  */
 import { createHash } from 'node:crypto';
 
@@ -22,6 +24,7 @@ import { absorbsLateEvent, advanceTo, applyEvents, nextDeadline, restoreState } 
 import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
 import type { EngineOutput, EngineState, PairCatalog, PairTypeDefinition, Position } from '../domain/pairing/types.js';
+import { OpenPairsCache } from './open-pairs-cache.js';
 import {
   loadNextOrdinal,
   loadOpenSegments,
@@ -55,7 +58,13 @@ export type FaultHook = (step: IntakeStep, userId: string) => void;
 
 interface StoredState {
   derivedVersion: number;
-  engine: EngineState;
+  /** The whole engine state, when it has at most INLINE_OPEN_MAX open instances. */
+  engine?: EngineState;
+  /**
+   * The engine state without its open instances, when it has more. A reader
+   * that knows only `engine` finds none and rebuilds the state from PostgreSQL.
+   */
+  engineWithoutOpen?: Omit<EngineState, 'open'>;
   /** The user's event counters in PostgreSQL when the fold read its head. */
   counters?: StoredCounters;
   /** Fingerprint of the auto-close policies the fold used (`policyFingerprint`). */
@@ -126,6 +135,19 @@ const BEFORE_ANY_EVENT: Position = { at: MIN_INSTANT_MS - 1, seq: 0 };
 /** Page size of a Deriver built without one, the default of REPLAY_PAGE_SIZE. */
 const DEFAULT_REPLAY_PAGE_SIZE = 10_000;
 
+/** Open pairs cached by a Deriver built without a size, the default of OPEN_PAIRS_CACHE_SIZE. */
+const DEFAULT_OPEN_PAIRS_CACHE_SIZE = 100_000;
+
+/**
+ * Maximum number of open instances that the engine state in Redis carries.
+ * Up to this many, a request on any process gets them with its lock and
+ * needs no read of the open segments. Above it, Redis gets none of them, so
+ * that a request on the process that folded the user last spends no time
+ * linear in them on serializing, sending and parsing. The value is a
+ * judgment, not a measured break-even.
+ */
+export const INLINE_OPEN_MAX = 1000;
+
 export class Deriver {
   constructor(
     private readonly sql: SqlClient,
@@ -139,7 +161,14 @@ export class Deriver {
     private readonly fault: FaultHook = () => {},
     /** Events read, folded and written per step of a rewind that has no events of a request in memory. */
     private readonly replayPageSize: number = DEFAULT_REPLAY_PAGE_SIZE,
-  ) {}
+    /** Open pairs, summed over users, kept in `openPairs`. */
+    openPairsCacheSize: number = DEFAULT_OPEN_PAIRS_CACHE_SIZE,
+  ) {
+    this.openPairs = new OpenPairsCache(openPairsCacheSize);
+  }
+
+  /** Open instances of the users with more than INLINE_OPEN_MAX of them that this process folded last. */
+  private readonly openPairs: OpenPairsCache;
 
   /**
    * Folds the user's pending events and applies the deadlines passed by
@@ -173,7 +202,10 @@ export class Deriver {
     const unfolded = justStored === undefined ? loaded.pending : withJustStored(loaded.pending, justStored.events, head);
     const catalog = buildCatalog(types, loaded.preferences);
     const policies = policyFingerprint(catalog);
-    let state = await this.loadState(userId, head, stateText, policies);
+    const loadedState = await this.loadState(userId, head, stateText, policies);
+    let state = loadedState.state;
+    // Kept from the outputs, because counting the keys of a large record takes time linear in them.
+    let openCount = loadedState.openCount;
 
     const outputs: EngineOutput[] = [];
     const metaByEventId = new Map<string, Record<string, unknown> | null>();
@@ -226,6 +258,7 @@ export class Deriver {
         catalog,
       );
       state = step.state;
+      openCount += openedMinusClosed(step.output);
       outputs.push(step.output);
     };
     /** Writes the rows of the pages folded so far, in the rewind's transaction, and starts the next page. */
@@ -264,6 +297,7 @@ export class Deriver {
             throw lockLost(userId);
           }
           this.logger.debug({ userId, at: new Date(first.at).toISOString(), seq: first.seq }, 'late event: restoring state');
+          openCount = input.openSegments.length;
           state = restoreState({
             openSegments: input.openSegments,
             lastActivityAt: input.lastActivityAt,
@@ -296,6 +330,7 @@ export class Deriver {
       noteOpenStarts();
       const settled = advanceTo(state, now, catalog);
       state = { ...settled.state, appliedSeq: head.lastEventSeq };
+      openCount += openedMinusClosed(settled.output);
       outputs.push(settled.output);
 
       const produced = outputs.some(
@@ -349,10 +384,19 @@ export class Deriver {
 
     const stored: StoredState = {
       derivedVersion: result.version,
-      engine: state,
       counters: { lastEventSeq: head.lastEventSeq, maxOccurredAt: head.maxOccurredAt },
       policies,
     };
+    if (openCount > INLINE_OPEN_MAX) {
+      const { open, ...withoutOpen } = state;
+      stored.engineWithoutOpen = withoutOpen;
+      // The write succeeded, so this is the state of the new version whatever
+      // becomes of the save to Redis below.
+      this.openPairs.set(userId, { derivedVersion: result.version, appliedSeq: state.appliedSeq, open, count: openCount });
+    } else {
+      stored.engine = state;
+      this.openPairs.delete(userId);
+    }
     const serialized = JSON.stringify(stored);
     const saved = await this.store.saveUserState(lock, serialized);
     lock.state = saved ? serialized : undefined;
@@ -383,25 +427,33 @@ export class Deriver {
     };
   }
 
-  /** Returns the engine state stored in Redis (`text`) when it matches the head, and rebuilds it from PostgreSQL otherwise. */
-  private async loadState(userId: string, head: DerivedHead, text: string | null, policies: string): Promise<EngineState> {
+  /**
+   * Returns the engine state stored in Redis (`text`) when it matches the
+   * head, with its open instances from `openPairs` or PostgreSQL when Redis
+   * left them out, and rebuilds it from PostgreSQL otherwise. Returns the
+   * number of open instances with it.
+   */
+  private async loadState(
+    userId: string,
+    head: DerivedHead,
+    text: string | null,
+    policies: string,
+  ): Promise<{ state: EngineState; openCount: number }> {
     if (text !== null) {
+      let stored: StoredState | null = null;
       try {
-        const stored = JSON.parse(text) as StoredState;
-        if (
-          stored.derivedVersion === head.derivedVersion &&
-          stored.engine?.version === 1 &&
-          stored.engine.appliedSeq === head.appliedSeq
-        ) {
-          // The bound on the last auto-close holds for the policies the fold
-          // used. Under other policies an auto-close could be due anywhere in
-          // the history, so a late event must rewind to be folded with them.
-          return stored.policies === policies
-            ? stored.engine
-            : { ...stored.engine, lastAutoCloseAt: stored.engine.position };
-        }
+        stored = JSON.parse(text) as StoredState;
       } catch {
         // Unreadable state is rebuilt below like a missing one.
+      }
+      const loaded = stored !== null && stored.derivedVersion === head.derivedVersion ? await this.storedEngine(userId, stored, head) : null;
+      if (loaded !== null) {
+        // The bound on the last auto-close holds for the policies the fold
+        // used. Under other policies an auto-close could be due anywhere in
+        // the history, so a late event must rewind to be folded with them.
+        return stored?.policies === policies
+          ? loaded
+          : { ...loaded, state: { ...loaded.state, lastAutoCloseAt: loaded.state.position } };
       }
       this.logger.info({ userId }, 'engine state in Redis is stale; rebuilding it from PostgreSQL');
     } else if (head.derivedVersion > 0) {
@@ -411,7 +463,7 @@ export class Deriver {
       loadOpenSegments(this.sql, userId),
       head.position === null ? undefined : loadNextOrdinal(this.sql, userId, head.position),
     ]);
-    return restoreState({
+    const state = restoreState({
       openSegments,
       lastActivityAt: head.lastActivityAt,
       position: head.position,
@@ -420,7 +472,51 @@ export class Deriver {
       lastAutoCloseAt: head.position,
       ...(nextOrdinal === undefined ? {} : { nextOrdinal }),
     });
+    return { state, openCount: openSegments.length };
   }
+
+  /**
+   * Returns the engine state of a stored state of the head's derived version,
+   * or null when it has none or one of another applied seq. Open instances
+   * that Redis left out come from `openPairs` when this process folded the
+   * user last, and from the open segments in PostgreSQL otherwise.
+   */
+  private async storedEngine(
+    userId: string,
+    stored: StoredState,
+    head: DerivedHead,
+  ): Promise<{ state: EngineState; openCount: number } | null> {
+    const { engine, engineWithoutOpen } = stored;
+    if (engine?.version === 1 && engine.appliedSeq === head.appliedSeq) {
+      return { state: engine, openCount: Object.keys(engine.open).length };
+    }
+    if (engineWithoutOpen?.version !== 1 || engineWithoutOpen.appliedSeq !== head.appliedSeq) {
+      return null;
+    }
+    const cached = this.openPairs.get(userId, head.derivedVersion, head.appliedSeq);
+    if (cached !== null) {
+      return { state: { ...engineWithoutOpen, open: cached.open }, openCount: cached.count };
+    }
+    const openSegments = await loadOpenSegments(this.sql, userId);
+    const state = restoreState({
+      openSegments,
+      lastActivityAt: engineWithoutOpen.lastActivityAt,
+      position: engineWithoutOpen.position,
+      appliedSeq: engineWithoutOpen.appliedSeq,
+      ...(engineWithoutOpen.lastAutoCloseAt === undefined ? {} : { lastAutoCloseAt: engineWithoutOpen.lastAutoCloseAt }),
+      ...(engineWithoutOpen.nextOrdinal === undefined ? {} : { nextOrdinal: engineWithoutOpen.nextOrdinal }),
+    });
+    return { state, openCount: openSegments.length };
+  }
+}
+
+/** Returns how many instances an engine output opened, less those it closed. */
+function openedMinusClosed(output: EngineOutput): number {
+  let delta = 0;
+  for (const change of output.segments) {
+    delta += change.kind === 'opened' ? 1 : -1;
+  }
+  return delta;
 }
 
 /**

@@ -80,6 +80,7 @@ describe('loadConfig', () => {
       userLockWaitMs: 5000,
       userLockMaxHoldMs: 600_000,
       replayPageSize: 10_000,
+      openPairsCacheSize: 100_000,
     });
     expect(config.sweeper).toEqual({ intervalMs: 1000, leaseMs: 30_000, batchSize: 100 });
     expect(config.reports).toEqual({
