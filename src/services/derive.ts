@@ -224,8 +224,6 @@ export class Deriver {
     let rewound = false;
     // The earliest instant whose derived rows the rewind may change.
     let rewoundFrom: number | null = null;
-    // Pair type and start of every segment that may close in this fold, for the length bounds.
-    const startsBeforeFold = new Map<string, { pairType: string; startAt: number }>();
 
     // The write is one statement. Only a rewind, which reads and truncates
     // before it writes, needs a transaction around it.
@@ -240,15 +238,8 @@ export class Deriver {
           : null;
     const needsRewind = rewindTo !== null;
     const paged = justStored === undefined;
-    /** Notes the pair type and start of every open instance, for the length bounds of those that close later. */
-    const noteOpenStarts = (): void => {
-      for (const instance of Object.values(state.open)) {
-        startsBeforeFold.set(instance.segmentId, { pairType: instance.pairType, startAt: instance.startAt });
-      }
-    };
     /** Folds `events` into the state and notes what the write of the fold needs. */
     const foldEvents = (events: readonly EventToFold[]): void => {
-      noteOpenStarts();
       for (const { event, meta } of events) {
         metaByEventId.set(event.id, meta);
       }
@@ -263,8 +254,7 @@ export class Deriver {
     };
     /** Writes the rows of the pages folded so far, in the rewind's transaction, and starts the next page. */
     const writePage = async (sql: SqlClient): Promise<void> => {
-      noteOpenStarts();
-      const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
+      const write = collectWrite(outputs, metaByEventId);
       // A page leaves the user's row alone, so that account changes do not
       // wait for the whole replay; the last write sets the head.
       await writeDerived(sql, {
@@ -279,7 +269,6 @@ export class Deriver {
       foldedInPages += metaByEventId.size;
       outputs.length = 0;
       metaByEventId.clear();
-      startsBeforeFold.clear();
     };
     let foldedInPages = 0;
     const fold = async (sql: SqlClient): Promise<{ changed: boolean; version: number }> => {
@@ -327,7 +316,6 @@ export class Deriver {
         foldEvents(events);
       }
 
-      noteOpenStarts();
       const settled = advanceTo(state, now, catalog);
       state = { ...settled.state, appliedSeq: head.lastEventSeq };
       openCount += openedMinusClosed(settled.output);
@@ -340,7 +328,7 @@ export class Deriver {
         return { changed: false, version: head.derivedVersion };
       }
 
-      const write = collectWrite(outputs, metaByEventId, startsBeforeFold);
+      const write = collectWrite(outputs, metaByEventId);
       orphans = new Set(write.orphanEventIds);
       // Only an intake request, which passes the events it stored, builds a reply.
       const forReply = justStored !== undefined;
@@ -661,11 +649,10 @@ function writtenRows(
 function collectWrite(
   outputs: readonly EngineOutput[],
   metaByEventId: ReadonlyMap<string, Record<string, unknown> | null>,
-  startsBeforeFold: ReadonlyMap<string, { pairType: string; startAt: number }>,
 ) {
   const corrections = outputs.flatMap((output) => output.corrections);
   const created = new Map<string, SegmentRow>();
-  const closed = new Map<string, NonNullable<SegmentRow['end']>>();
+  const closed = new Map<string, { pairType: string; startAt: number; end: NonNullable<SegmentRow['end']> }>();
   const orphanEventIds: string[] = [];
 
   for (const output of outputs) {
@@ -689,7 +676,7 @@ function collectWrite(
         if (row !== undefined) {
           row.end = end;
         } else {
-          closed.set(change.segmentId, end);
+          closed.set(change.segmentId, { pairType: change.pairType, startAt: change.startAt, end });
         }
       }
     }
@@ -701,13 +688,7 @@ function collectWrite(
   return {
     corrections,
     newSegments: [...created.values()],
-    closedSegments: [...closed.entries()].map(([segmentId, end]) => {
-      const start = startsBeforeFold.get(segmentId);
-      if (start === undefined) {
-        throw new Error(`Segment ${segmentId} closed in a fold but was not open before it.`);
-      }
-      return { segmentId, pairType: start.pairType, startAt: start.startAt, end };
-    }),
+    closedSegments: [...closed.entries()].map(([segmentId, segment]) => ({ segmentId, ...segment })),
     orphanEventIds,
   };
 }

@@ -342,6 +342,8 @@ describe('DerivedLedger', () => {
     const close = {
       kind: 'closed' as const,
       segmentId: 'missing',
+      pairType: 'task',
+      startAt: 0,
       endAt: 0,
       endEventId: 'e',
       endReason: 'CLIENT' as const,

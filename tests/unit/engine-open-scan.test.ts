@@ -3,11 +3,12 @@
  * open instances a few times, but not once per event, or a batch of 1,000
  * events over 10,000 open pairs costs 10 million visits. The tests count the
  * entries that `Object.keys`, `Object.values` and `Object.entries` return
- * during a step, which needs no timing.
+ * during a step, which needs no timing. A step that opens and closes
+ * nothing must not even copy them.
  */
 import { describe, expect, it, vi } from 'vitest';
 
-import { applyEvents, emptyState, type EngineEvent, type EngineState, type PairTypeDefinition } from '../../src/domain/pairing/index.js';
+import { advanceTo, applyEvents, emptyState, type EngineEvent, type EngineState, type PairTypeDefinition } from '../../src/domain/pairing/index.js';
 import { catalogOf } from '../support/engine.js';
 
 const BASE = Date.parse('2026-01-01T00:00:00Z');
@@ -116,5 +117,44 @@ describe('engine step over many open instances', () => {
     const parents = opened.filter((change) => change.pairType === 'step').map((change) => change.parentSegmentId);
     expect(parents).toEqual(expected);
     expect(visited).toBeLessThanOrEqual(bound);
+  });
+
+  it('advance without due shares record', () => {
+    const state = stateWithOpenTasks();
+
+    const { result: step, visited } = countEnumerated(() => advanceTo(state, BASE + OPEN_TASKS + 60_000, catalog));
+
+    expect(step.output.segments).toEqual([]);
+    expect(step.state.open).toBe(state.open);
+    expect(visited).toBe(0);
+  });
+
+  it('points share record', () => {
+    const state = stateWithOpenTasks();
+    const events = eventsFrom(OPEN_TASKS + 1, [{ type: 'task_started', pairKey: 'k' }]).map((event) => ({
+      ...event,
+      type: 'heartbeat',
+      role: 'POINT' as const,
+      pairType: null,
+      pairKey: '',
+    }));
+
+    const step = applyEvents(state, events, catalog);
+
+    expect(step.state.open).toBe(state.open);
+    expect(step.state.lastActivityAt).toBe(events[0]!.occurredAt);
+  });
+
+  it('close carries pair type and start', () => {
+    const state = stateWithOpenTasks();
+    const opened = state.open['task\u0000open3']!;
+    const events = eventsFrom(OPEN_TASKS + 1, [{ type: 'task_ended', pairKey: 'open3' }]);
+
+    const step = applyEvents(state, events, catalog);
+
+    expect(step.output.segments).toEqual([
+      expect.objectContaining({ kind: 'closed', segmentId: opened.segmentId, pairType: 'task', startAt: opened.startAt }),
+    ]);
+    expect(state.open['task\u0000open3']).toBe(opened);
   });
 });

@@ -81,7 +81,13 @@ function positionKey(position: Position): string {
 }
 
 export class FoldStep {
-  private readonly open: Record<string, OpenInstance>;
+  /**
+   * The open instances: the state's own record until the first change, then
+   * a copy. Copying a record of many keys costs time linear in them, so a
+   * step that opens and closes nothing returns the record it was given.
+   */
+  private open: Record<string, OpenInstance>;
+  private openCopied = false;
   private lastActivityAt: Instant | null;
   private position: Position | null;
   private appliedSeq: number;
@@ -104,7 +110,7 @@ export class FoldStep {
     state: EngineState,
     private readonly catalog: PairCatalog,
   ) {
-    this.open = { ...state.open };
+    this.open = state.open;
     this.lastActivityAt = state.lastActivityAt;
     this.position = state.position;
     this.appliedSeq = state.appliedSeq;
@@ -116,7 +122,7 @@ export class FoldStep {
     }
   }
 
-  /** Returns the working copy as the new state, with the output. */
+  /** Returns the working state as the new state, with the output. */
   finish(): EngineStep {
     const nextOrdinal = this.position === null ? undefined : this.correctionsAt.get(positionKey(this.position));
     return {
@@ -391,7 +397,7 @@ export class FoldStep {
 
   private openInstance(instance: OpenInstance): OpenInstance {
     const key = instanceKeyOf(instance.pairType, instance.pairKey);
-    this.open[key] = instance;
+    this.ownOpen()[key] = instance;
     // The fold opens instances at its current position, which is at or after
     // the start of every open instance, so the new one is the latest of its type.
     this.openByStart.get(instance.pairType)?.push(instance);
@@ -475,7 +481,7 @@ export class FoldStep {
     endReason: EndReason,
   ): void {
     const key = instanceKeyOf(instance.pairType, instance.pairKey);
-    delete this.open[key];
+    delete this.ownOpen()[key];
     if (this.childKeys !== null) {
       this.childKeys.delete(key);
       if (instance.parentKey !== null) {
@@ -485,6 +491,8 @@ export class FoldStep {
     this.output.segments.push({
       kind: 'closed',
       segmentId: instance.segmentId,
+      pairType: instance.pairType,
+      startAt: instance.startAt,
       endAt: close.endAt,
       endEventId,
       endReason,
@@ -527,6 +535,15 @@ export class FoldStep {
         compareKeys(a.instance, b.instance),
     );
     return found.map((entry) => entry.instance);
+  }
+
+  /** Returns `open` after copying it on the first change, so that the state passed in stays as it is. */
+  private ownOpen(): Record<string, OpenInstance> {
+    if (!this.openCopied) {
+      this.open = { ...this.open };
+      this.openCopied = true;
+    }
+    return this.open;
   }
 
   /** Returns the index of open children by parent key, built from `open` on the first call of this step. */

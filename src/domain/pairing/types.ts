@@ -168,6 +168,10 @@ export interface SegmentOpened extends SegmentStart {
 export interface SegmentClosed {
   kind: 'closed';
   segmentId: string;
+  /** Pair type of the segment, so that a writer has it without the open instances. */
+  pairType: string;
+  /** Start of the segment, as `startAt` of its opening. */
+  startAt: Instant;
   endAt: Instant;
   /** A client end event or a synthesised end correction. */
   endEventId: string;
