@@ -2,6 +2,8 @@
  * Composition root: opens storage, builds the services, the GraphQL server
  * and the HTTP app, and stops them in reverse order.
  */
+import { randomBytes } from 'node:crypto';
+
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 
@@ -36,6 +38,12 @@ export interface AppOptions {
   replayChangeDelayMs?: number;
   /** Stops intake between storage steps; for crash tests only. */
   fault?: FaultHook;
+  /**
+   * Whether the app issues and checks tokens (default true). A command that
+   * serves no requests, such as `rebuild`, passes false, so that it neither
+   * reads nor creates the secret file and signs with a random key instead.
+   */
+  tokens?: boolean;
 }
 
 export interface App {
@@ -98,7 +106,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }
     store = createCoordinationStore(config, logger);
 
-    const secret = await resolveJwtSecret(config, logger);
+    const secret = options.tokens === false ? randomBytes(48).toString('base64') : await resolveJwtSecret(config, logger);
     const tokens = createTokenService({
       secret,
       issuer: config.auth.jwtIssuer,

@@ -36,7 +36,7 @@ async function main(): Promise<void> {
     process.exit(0);
   }
   const logger = createLogger(config);
-  const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false });
+  const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false, tokens: false });
   try {
     // The rebuild reads the pair types as they are now, so it applies every
     // change old enough that no server can fold with its old definition. The

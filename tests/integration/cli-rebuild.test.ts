@@ -3,24 +3,28 @@
  * that a server filled: it recomputes the derived rows and leaves no report
  * rollup chunk stale.
  */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
+import { JWT_SECRET_FILE_NAME } from '../../src/config/index.js';
 import { startTestServer } from '../support/app.js';
 import { runCli, type CliResult } from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
-function runRebuild(databaseUrl: string): Promise<CliResult> {
+/** Runs the rebuild without JWT_SECRET, with its data folder in `dataDir`. */
+function runRebuild(databaseUrl: string, dataDir: string): Promise<CliResult> {
   const env = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: process.env.HOME ?? tmpdir(),
     NODE_ENV: 'test',
     LOG_LEVEL: 'warn',
     DATABASE_URL: databaseUrl,
-    JWT_SECRET: 'test-secret-that-is-at-least-32-bytes-long',
+    DATA_DIR: dataDir,
   };
   return runCli('src/cli/rebuild.ts', ['--full'], env, { timeoutMs: 60_000 });
 }
@@ -78,8 +82,14 @@ describeWithPostgres('rebuild command', () => {
        VALUES ('task', true, now() - interval '1 minute'), ('session', false, now() + interval '1 minute')`,
     );
 
-    const result = await runRebuild((database as TestDatabase).url);
+    const dataDir = mkdtempSync(join(tmpdir(), 'em-rebuild-'));
+    const result = await runRebuild((database as TestDatabase).url, dataDir);
+    // The rebuild serves no requests, so it needs no token secret.
+    const secretCreated = existsSync(join(dataDir, JWT_SECRET_FILE_NAME));
+    rmSync(dataDir, { recursive: true, force: true });
     expect(result.code, result.stderr).toBe(0);
+    expect(secretCreated, 'secret file created').toBe(false);
+    expect(`${result.stdout}${result.stderr}`, 'output').not.toContain('JWT_SECRET');
     expect(result.stdout).toMatch(/Rebuilt derived data and engine state for 2 users\./);
     expect(result.stdout).toMatch(/Rebuilt [1-9]\d* report rollup chunks\./);
 
