@@ -113,6 +113,19 @@ function limitBytes(source: Readable, max: number, error: Error): Readable {
 }
 
 /** The routes that a 404 reply lists, for clients that guessed a path. */
+/**
+ * The methods of each route, for the Allow header of a 405. Fastify adds HEAD
+ * to GET routes. The root is left out, because it serves browsers only and
+ * is not found for other clients.
+ */
+const ALLOWED_METHODS: ReadonlyMap<string, string> = new Map([
+  ['/graphql', 'GET, HEAD, POST, OPTIONS'],
+  ['/auth/login', 'POST'],
+  ['/api/events', 'POST'],
+  ['/healthz', 'GET, HEAD'],
+  ['/readyz', 'GET, HEAD'],
+]);
+
 const ROUTES_HINT =
   'GraphQL is served at /graphql (POST, or GET in a browser for the Sandbox), REST at POST /auth/login and POST /api/events, health at GET /healthz and GET /readyz.';
 
@@ -465,6 +478,18 @@ export async function buildHttpApp(
   });
 
   fastify.setNotFoundHandler((request, reply) => {
+    const allowed = ALLOWED_METHODS.get(pathOf(request.url));
+    if (allowed !== undefined && !allowed.split(', ').includes(request.method)) {
+      return reply
+        .status(405)
+        .header('allow', allowed)
+        .send({
+          error: {
+            code: 'METHOD_NOT_ALLOWED',
+            message: `${request.method} is not allowed on ${pathOf(request.url)}; use ${allowed}.`,
+          },
+        });
+    }
     return reply.status(404).send({
       error: {
         code: 'NOT_FOUND',

@@ -471,13 +471,26 @@ describe('HTTP behaviour', () => {
   describe('routes', () => {
     it.each([
       ['GET', '/no-such-route'],
-      ['GET', '/api/events'],
-      ['DELETE', '/graphql'],
+      ['POST', '/no-such-route'],
     ])('%s %s is JSON 404', async (method, path) => {
       const reply = await send(`${server.url}${path}`, { method });
       expect(reply.status).toBe(404);
       expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
       expect(reply.json?.error?.code).toBe('NOT_FOUND');
+    });
+
+    it.each([
+      ['GET', '/api/events', 'POST'],
+      ['GET', '/auth/login', 'POST'],
+      ['DELETE', '/graphql', 'GET, HEAD, POST, OPTIONS'],
+      ['POST', '/healthz', 'GET, HEAD'],
+    ])('%s %s is JSON 405', async (method, path, allow) => {
+      const reply = await send(`${server.url}${path}`, { method });
+      expect(reply.status, 'status').toBe(405);
+      expect(reply.headers.get('allow'), 'Allow').toBe(allow);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(reply.json?.error?.code, 'code').toBe('METHOD_NOT_ALLOWED');
+      expect(reply.json?.error?.message, 'message').toContain(`use ${allow}`);
     });
 
     it('404 lists the routes', async () => {
