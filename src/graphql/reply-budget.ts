@@ -5,7 +5,8 @@
  * with large `meta` values cannot build a reply of hundreds of megabytes.
  *
  * NOTE: the budget bounds the reply, not the rows read. The root fields
- * read their whole pages, `meta` included, before any node charges it.
+ * read their whole pages before any node charges it, with `meta` when the
+ * query selects it anywhere below the page.
  */
 import type { ApolloServerPlugin } from '@apollo/server';
 import { OperationTypeNode, type GraphQLResolveInfo } from 'graphql';

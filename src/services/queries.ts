@@ -13,6 +13,7 @@ import {
   toSegmentRecord,
   type EventRecord,
   type SegmentRecord,
+  withoutMeta,
 } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
@@ -203,7 +204,11 @@ export class QueryService {
     }
   }
 
-  async events(viewer: Viewer, args: PageArgs<EventFilterArg>): Promise<Connection<EventRecord>> {
+  /**
+   * Returns a page of events. Without `withMeta`, every record's `meta` is
+   * null, and PostgreSQL does not read the values, which can be large.
+   */
+  async events(viewer: Viewer, args: PageArgs<EventFilterArg>, withMeta = true): Promise<Connection<EventRecord>> {
     const page = this.pageRequest(args);
     this.checkWindow(args.window);
     const users = this.scopeUsers(viewer, args.filter?.users);
@@ -218,11 +223,13 @@ export class QueryService {
       where.add('occurred_at >= ?', args.window.start);
       where.add('occurred_at < ?', args.window.end);
     }
-    const rows = await this.sql.query(where.page('events', EVENT_COLUMNS, EVENT_ORDER, page), where.params);
+    const columns = withMeta ? EVENT_COLUMNS : withoutMeta(EVENT_COLUMNS);
+    const rows = await this.sql.query(where.page('events', columns, EVENT_ORDER, page), where.params);
     return toConnection(rows, page, EVENT_ORDER, toEventRecord);
   }
 
-  async segments(viewer: Viewer, args: PageArgs<SegmentFilterArg>): Promise<Connection<SegmentRecord>> {
+  /** Returns a page of segments, with `meta` read only when `withMeta` is true, as `events` does. */
+  async segments(viewer: Viewer, args: PageArgs<SegmentFilterArg>, withMeta = true): Promise<Connection<SegmentRecord>> {
     const page = this.pageRequest(args);
     this.checkWindow(args.window);
     const users = this.scopeUsers(viewer, args.filter?.users);
@@ -242,7 +249,8 @@ export class QueryService {
       where.add('start_at < ?', args.window.end);
       where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
-    const rows = await this.sql.query(where.page('segments', SEGMENT_COLUMNS, SEGMENT_ORDER, page), where.params);
+    const columns = withMeta ? SEGMENT_COLUMNS : withoutMeta(SEGMENT_COLUMNS);
+    const rows = await this.sql.query(where.page('segments', columns, SEGMENT_ORDER, page), where.params);
     return toConnection(rows, page, SEGMENT_ORDER, toSegmentRecord);
   }
 

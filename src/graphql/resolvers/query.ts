@@ -4,6 +4,7 @@ import { DomainError, badInput } from '../../domain/errors.js';
 import { isUuid } from '../../domain/user-id.js';
 import { preferenceId, reportId, withCacheIds } from '../cache-ids.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
+import { selectsFieldBelow } from '../selection.js';
 import type { Viewer } from '../../auth/viewer.js';
 import type { QueryResolvers } from '../generated/types.js';
 
@@ -49,30 +50,16 @@ export const Query: QueryResolvers = {
     return preferences.map((preference) => ({ id: preferenceId(userId, preference.pairType), userId, ...preference }));
   },
 
-  events: async (_parent, args, context) => {
+  events: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
     await settleBeforeRead(context, viewer);
-    return context.services.queries.events(viewer, {
-      filter: args.filter ?? null,
-      window: args.window ?? null,
-      first: args.first ?? null,
-      after: args.after ?? null,
-      last: args.last ?? null,
-      before: args.before ?? null,
-    });
+    return context.services.queries.events(viewer, pageArgsOf(args), selectsFieldBelow(info, 'meta'));
   },
 
-  segments: async (_parent, args, context) => {
+  segments: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
     await settleBeforeRead(context, viewer);
-    return context.services.queries.segments(viewer, {
-      filter: args.filter ?? null,
-      window: args.window ?? null,
-      first: args.first ?? null,
-      after: args.after ?? null,
-      last: args.last ?? null,
-      before: args.before ?? null,
-    });
+    return context.services.queries.segments(viewer, pageArgsOf(args), selectsFieldBelow(info, 'meta'));
   },
 
   report: async (_parent, args, context) => {
@@ -89,3 +76,22 @@ export const Query: QueryResolvers = {
     return withCacheIds(result, reportId(viewer.userId, args));
   },
 };
+
+/** Returns the filter, window and paging arguments of a page query with null for each one omitted. */
+function pageArgsOf<F>(args: {
+  filter?: F | null;
+  window?: { start: Date; end: Date } | null;
+  first?: number | null;
+  after?: string | null;
+  last?: number | null;
+  before?: string | null;
+}) {
+  return {
+    filter: args.filter ?? null,
+    window: args.window ?? null,
+    first: args.first ?? null,
+    after: args.after ?? null,
+    last: args.last ?? null,
+    before: args.before ?? null,
+  };
+}

@@ -100,6 +100,15 @@ function compareJsonbKeys(a: string, b: string): number {
 export const EVENT_COLUMNS = `id, user_id, seq, client_id, type, role, pair_type, pair_key,
   occurred_at, received_at, meta, origin, rule, cause_event_id, intake_flags, orphan, ignored, client_occurred_at`;
 
+/** Returns `columns` with `meta` read as NULL, for reads whose callers select no `meta`. */
+export function withoutMeta(columns: string): string {
+  const replaced = columns.replace(/\bmeta\b/, 'NULL::jsonb AS meta');
+  if (replaced === columns) {
+    throw new Error('The column list has no meta column.');
+  }
+  return replaced;
+}
+
 export function toEventRecord(row: Record<string, unknown>): EventRecord {
   return {
     id: row.id as string,
