@@ -485,16 +485,10 @@ export class Deriver {
     if (cached !== null) {
       return { state: { ...engineWithoutOpen, open: cached.open }, openCount: cached.count };
     }
+    // The open segments give the open instances; the other fields stay as stored.
     const openSegments = await loadOpenSegments(this.sql, userId);
-    const state = restoreState({
-      openSegments,
-      lastActivityAt: engineWithoutOpen.lastActivityAt,
-      position: engineWithoutOpen.position,
-      appliedSeq: engineWithoutOpen.appliedSeq,
-      ...(engineWithoutOpen.lastAutoCloseAt === undefined ? {} : { lastAutoCloseAt: engineWithoutOpen.lastAutoCloseAt }),
-      ...(engineWithoutOpen.nextOrdinal === undefined ? {} : { nextOrdinal: engineWithoutOpen.nextOrdinal }),
-    });
-    return { state, openCount: openSegments.length };
+    const { open } = restoreState({ ...engineWithoutOpen, openSegments });
+    return { state: { ...engineWithoutOpen, open }, openCount: openSegments.length };
   }
 }
 
