@@ -76,8 +76,8 @@ export interface SharedReportState {
   now?: number;
   /** The turns of the request's leaf loads, created by its first report. */
   loads?: ConcurrencyLimit;
-  /** Bucket boundaries walked so far, by window, unit and time zone. */
-  boundaries?: Map<string, readonly number[]>;
+  /** Walks of bucket boundaries started so far, by window, unit and time zone. */
+  boundaries?: Map<string, Promise<readonly number[]>>;
 }
 
 export interface ReportLimits extends ExpressionLimits {
@@ -167,22 +167,22 @@ export class ReportService {
       this.checkBucketRows(leastRows, requestState, 'at least ');
       requestState.bucketRows += leastRows;
       // The same bucket boundaries serve the whole result, every group, and
-      // the other reports of the request with the same window and buckets.
+      // the other reports of the request with the same window and buckets,
+      // which wait for one walk.
       const boundaryKey = `${window.start}/${window.end}/${request.bucket.unit}/${request.bucket.timeZone}`;
       requestState.boundaries ??= new Map();
-      boundaries = requestState.boundaries.get(boundaryKey) ?? null;
-      if (boundaries === null) {
-        boundaries = await bucketBoundariesInSlices(
-          window,
-          request.bucket.unit,
-          request.bucket.timeZone,
-          this.limits.maxBucketRows,
-          pause,
-        );
-        requestState.boundaries.set(boundaryKey, boundaries);
+      let walk = requestState.boundaries.get(boundaryKey);
+      if (walk === undefined) {
+        walk = bucketBoundariesInSlices(window, request.bucket.unit, request.bucket.timeZone, this.limits.maxBucketRows, pause);
+        requestState.boundaries.set(boundaryKey, walk);
+      }
+      try {
+        boundaries = await walk;
+      } finally {
+        // The walked count replaces the reservation, which a failed walk releases.
+        requestState.bucketRows -= leastRows;
       }
       const bucketRows = (boundaries.length - 1) * rowsPerBucket;
-      requestState.bucketRows -= leastRows;
       this.checkBucketRows(bucketRows, requestState);
       requestState.bucketRows += bucketRows;
     }
