@@ -99,8 +99,8 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
       createAnonymousAccessPlugin(),
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
-      // Listed before the status plugin, whose willSendResponse then sees
-      // the reply without data.
+      // Listed before the status plugin, so that the status plugin's
+      // willSendResponse receives the reply without data.
       createReplyBudgetPlugin(),
       createInputStatusPlugin(),
       // Apollo's default cache-control plugin wraps every field resolver to

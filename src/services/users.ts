@@ -551,5 +551,8 @@ function adminBootstrapError(error: DomainError): ConfigError {
 export function compareUsernames(a: string, b: string): number {
   const left = a.toLowerCase();
   const right = b.toLowerCase();
-  return left < right ? -1 : left > right ? 1 : 0;
+  if (left < right) {
+    return -1;
+  }
+  return left > right ? 1 : 0;
 }

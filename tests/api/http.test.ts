@@ -281,7 +281,7 @@ describe('HTTP behaviour', () => {
         }),
       });
       const error = reply.json?.errors?.[0];
-      // The fault comes after the event was stored, which the message says.
+      // The fault comes after the event was stored, so the message reports it.
       expect(error?.message).toMatch(/^Internal server error\. The new event of this request was stored before the failure\./);
       expect(error?.extensions?.eventsStored).toBe(true);
       expect(error?.extensions?.code).toBe('INTERNAL_SERVER_ERROR');

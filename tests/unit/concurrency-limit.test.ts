@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import { ConcurrencyLimit } from '../../src/services/concurrency.js';
 
-/** A task that runs until the test settles it. */
+/** Returns a task that runs until the test finishes or fails it. */
 function pendingTask() {
   let finish!: () => void;
   let fail!: (error: Error) => void;

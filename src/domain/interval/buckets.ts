@@ -240,9 +240,10 @@ const MAX_SHIFT_MS = 3 * HOUR_MS;
 const OFFSET_CACHE_SIZE = 64;
 
 /**
- * UTC offsets of one zone, remembered for the last instants asked for. A
- * walk asks for the offset at each boundary several times, and each luxon
- * lookup formats the instant with Intl, which dominates the walk's cost.
+ * UTC offsets of one zone, kept for the instants most recently looked up.
+ * A walk looks up the offset at each boundary several times, and each luxon
+ * lookup formats the instant with Intl. With this cache, HOUR buckets over a
+ * year took about a third of the time they took without it (one measurement).
  */
 class ZoneOffsets {
   private readonly known = new Map<number, number>();
