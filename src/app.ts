@@ -182,6 +182,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       intervalMs: config.sweeper.intervalMs,
       leaseMs: config.sweeper.leaseMs,
       batchSize: config.sweeper.batchSize,
+      repairIntervalMs: config.sweeper.repairIntervalMs,
     });
 
     const rollups = new RollupBuilder({

@@ -107,6 +107,7 @@ export function loadConfig(env: Environment = process.env): Config {
       intervalMs: reader.integer('SWEEPER_INTERVAL_MS', 1000, 10, 3_600_000),
       leaseMs: reader.integer('SWEEPER_LEASE_MS', 30_000, 1000, 3_600_000),
       batchSize: reader.integer('SWEEPER_BATCH_SIZE', 100, 1, 10_000),
+      repairIntervalMs: reader.integer('SWEEPER_REPAIR_INTERVAL_MS', 60_000, 100, 86_400_000),
     },
 
     rollups: {

@@ -7,7 +7,10 @@
  *
  * It also repairs what a Redis flush or a crash could lose: when the sentinel
  * key that marks the deadline set as complete is missing, it schedules every
- * user with open segments or unapplied events for an immediate settle.
+ * user with open segments or unapplied events for an immediate settle. Every
+ * `repairIntervalMs` it also schedules the users with unapplied events. A
+ * request whose user lock expired can store events after the next holder
+ * folded and replaced the deadline, and then no deadline would fold them.
  */
 import type { Logger } from 'pino';
 
@@ -36,10 +39,14 @@ export interface SweeperOptions {
   intervalMs: number;
   leaseMs: number;
   batchSize: number;
+  /** Minimum pause in ms between two scans for users with unapplied events. */
+  repairIntervalMs: number;
 }
 
 export class Sweeper {
   private readonly task: PeriodicTask;
+  /** `performance.now()` of the last scan for unapplied events, or null before the first. */
+  private lastRepairAt: number | null = null;
 
   constructor(private readonly options: SweeperOptions) {
     this.task = new PeriodicTask('sweep', options.intervalMs, options.logger, () => this.sweepOnce());
@@ -57,6 +64,7 @@ export class Sweeper {
   async sweepOnce(): Promise<number> {
     const { store, clock, leaseMs, batchSize, intake, logger, intervalMs } = this.options;
     await this.seedIfLost();
+    await this.scheduleUnapplied();
 
     let settled = 0;
     for (;;) {
@@ -99,5 +107,28 @@ export class Sweeper {
     }
     await markDeadlinesSeeded(store);
     logger.info({ users: rows.length }, 'deadline set seeded from PostgreSQL');
+  }
+
+  /**
+   * Schedules an immediate settle for each user whose stored events no fold
+   * applied, at most once per `repairIntervalMs`. Users in the middle of a
+   * request match too. Their settle finds the lock taken and is retried at
+   * the next sweep, when the request has folded the events.
+   */
+  private async scheduleUnapplied(): Promise<void> {
+    const { store, sql, clock, logger, repairIntervalMs } = this.options;
+    // Wall-clock time of this process, independent of the clock that services read.
+    const now = performance.now();
+    if (this.lastRepairAt !== null && now - this.lastRepairAt < repairIntervalMs) {
+      return;
+    }
+    this.lastRepairAt = now;
+    const rows = await sql.query<{ id: string }>(`SELECT id FROM users WHERE applied_seq < last_event_seq`);
+    for (const row of rows) {
+      await store.scheduleDeadline(row.id, clock.now());
+    }
+    if (rows.length > 0) {
+      logger.debug({ users: rows.length }, 'scheduled users with unapplied events for a settle');
+    }
   }
 }

@@ -77,6 +77,7 @@ describe('sweep of a busy user', () => {
       intervalMs: SWEEP_INTERVAL_MS,
       leaseMs: LEASE_MS,
       batchSize: 100,
+      repairIntervalMs: 60_000,
     });
 
     const before = Date.now();

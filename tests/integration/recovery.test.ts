@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { IntakeStep } from '../../src/services/derive.js';
+import { markDeadlinesSeeded } from '../../src/services/sweeper.js';
 import { ADMIN, ManualClock, startTestServer, type GraphQLResponse, type TestServer } from '../support/app.js';
 import {
   SEND_EVENTS,
@@ -33,6 +34,7 @@ const ENV = {
   DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: String(TIMEOUT_SECONDS),
   SWEEPER_INTERVAL_MS: '20',
   SWEEPER_LEASE_MS: '1000',
+  SWEEPER_REPAIR_INTERVAL_MS: '200',
   JWT_TTL_SECONDS: '86400',
 };
 
@@ -43,7 +45,7 @@ type Variant = 'retry' | 'unretried' | 'sweeper';
 interface Case {
   name: string;
   step: IntakeStep | null;
-  variant: Variant | 'flush' | 'flush-idle' | 'rebuild' | 'rebuild-full';
+  variant: Variant | 'flush' | 'flush-idle' | 'rebuild' | 'rebuild-full' | 'lost-deadline';
   day: number;
 }
 
@@ -60,6 +62,7 @@ const CASES: Case[] = [
   { name: 'flush with an idle open session', step: null, variant: 'flush-idle', day: CRASHES.length + 1 },
   { name: 'rebuild after a flush', step: null, variant: 'rebuild', day: CRASHES.length + 2 },
   { name: 'full rebuild', step: null, variant: 'rebuild-full', day: CRASHES.length + 3 },
+  { name: 'stored events without a deadline', step: 'events-stored', variant: 'lost-deadline', day: CRASHES.length + 4 },
 ];
 
 function dayStart(day: number): number {
@@ -227,6 +230,15 @@ describe('recovery after a crash between intake steps', () => {
         faults.arm(user.id, step);
         clock.set(Date.parse(atTime(testCase.day, '14:00:00')));
         expect(await waitUntil(async () => faults.fired(user.id), 10_000)).toBe(true);
+        break;
+      }
+      case 'lost-deadline': {
+        // A request whose lock expired stores its events after the next
+        // holder folded and removed the deadline, and its own fold fails.
+        faults.arm(user.id, step);
+        expectCrash(await send(user.token, [...first, ...second, ...third]));
+        await server.app.store.scheduleDeadline(user.id, null);
+        await markDeadlinesSeeded(server.app.store);
         break;
       }
       case 'flush': {

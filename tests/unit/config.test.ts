@@ -82,7 +82,7 @@ describe('loadConfig', () => {
       replayPageSize: 10_000,
       openPairsCacheSize: 100_000,
     });
-    expect(config.sweeper).toEqual({ intervalMs: 1000, leaseMs: 30_000, batchSize: 100 });
+    expect(config.sweeper).toEqual({ intervalMs: 1000, leaseMs: 30_000, batchSize: 100, repairIntervalMs: 60_000 });
     expect(config.reports).toEqual({
       maxDepth: 32,
       maxNodes: 256,
@@ -161,6 +161,7 @@ describe('loadConfig', () => {
     ['PASSWORD_SCRYPT_LOG2_N', '13', '14 to 20'],
     ['PASSWORD_SCRYPT_LOG2_N', '21', '14 to 20'],
     ['SWEEPER_BATCH_SIZE', '-1', '1 to 10000'],
+    ['SWEEPER_REPAIR_INTERVAL_MS', '99', '100 to 86400000'],
     ['ROLLUP_BATCH_SIZE', '0', '1 to 10000'],
     ['ROLLUP_INTERVAL_MS', '5', '10 to 3600000'],
     ['ROLLUP_DELAY_MS', '-1', '0 to 3600000'],
