@@ -15,6 +15,7 @@ import type { PairCatalog } from '../domain/pairing/types.js';
 import {
   appendClientEvents,
   CountersMovedError,
+  PairTypesChangedError,
   loadReply,
   loadIntakeSnapshot,
   resetDerived,
@@ -111,6 +112,12 @@ interface ValidItem {
   meta: Record<string, unknown> | null;
 }
 
+/** The valid items of a batch, and the number of pair types their roles were decided with. */
+interface ValidBatch {
+  items: ValidItem[];
+  pairTypeCount: number;
+}
+
 /** JSON with object keys sorted, so equal content compares equal whatever the key order. */
 function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) {
@@ -156,9 +163,8 @@ export class IntakeService {
     const { sql, clock } = this.options;
     this.checkBatchSize(inputs.length);
 
-    const items = await this.validateBatch(viewer, inputs);
-
-    const userIds = [...new Set(items.map((item) => item.userId))].sort();
+    let batch = await this.validateBatch(viewer, inputs);
+    const userIds = [...new Set(batch.items.map((item) => item.userId))].sort();
     const locks = await this.acquireLocks(userIds);
     try {
       // A watchdog deadline: should this process die anywhere between the
@@ -170,9 +176,29 @@ export class IntakeService {
       const receivedAt = clock.now();
       let stored: Array<{ index: number; eventId: string; duplicate: boolean }>;
       let rows: NewClientEvent[];
-      let inputs: ReadonlyMap<string, FoldInput>;
+      let foldInputs: ReadonlyMap<string, FoldInput>;
       try {
-        ({ entries: stored, rows, inputs } = await this.store(items, receivedAt, locks));
+        for (let attempt = 1; ; attempt += 1) {
+          try {
+            ({ entries: stored, rows, inputs: foldInputs } = await this.store(batch.items, receivedAt, locks, batch.pairTypeCount));
+            break;
+          } catch (error) {
+            if (!(error instanceof PairTypesChangedError)) {
+              throw error;
+            }
+            if (attempt >= STORE_ATTEMPTS) {
+              throw new DomainError(
+                'SERVICE_UNAVAILABLE',
+                'PAIR_TYPES_BUSY',
+                `Pair types were defined during each of ${STORE_ATTEMPTS} attempts to store the batch; nothing was stored. Retry the request.`,
+              );
+            }
+            // Another process defined a pair type, which may give some of
+            // these event types a role: decide the roles again from PostgreSQL.
+            this.options.logger.info({ err: error, attempt, userIds }, 'pair types changed before the events write; checking the batch again');
+            batch = await this.validateBatch(viewer, inputs, true);
+          }
+        }
       } catch (error) {
         // Nothing was stored; a settle puts each user's real deadline back in
         // place of the watchdog.
@@ -196,7 +222,7 @@ export class IntakeService {
         const recomputedFrom = new Map<string, Date>();
         for (const lock of locks) {
           const own = rows.filter((row) => row.userId === lock.userId);
-          const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own, inputs.get(lock.userId)));
+          const derived = await this.options.deriver.derive(lock, clock.now(), justStoredOf(own, foldInputs.get(lock.userId)));
           if (derived.rewoundFrom !== null) {
             recomputedFrom.set(lock.userId, new Date(derived.rewoundFrom));
           }
@@ -209,7 +235,7 @@ export class IntakeService {
           written.closedSegments.push(...derived.written.closedSegments);
         }
 
-        const userOfItem = new Map(items.map((item) => [item.index, item.userId]));
+        const userOfItem = new Map(batch.items.map((item) => [item.index, item.userId]));
         results = (await this.buildResults(stored, userIds, known, written)).map((result, position) => ({
           ...result,
           recomputedFrom: recomputedFrom.get(userOfItem.get(stored[position]!.index)!) ?? null,
@@ -242,11 +268,17 @@ export class IntakeService {
     await this.validateBatch(viewer, inputs);
   }
 
-  private async validateBatch(viewer: Viewer, inputs: readonly EventInput[]): Promise<ValidItem[]> {
+  /**
+   * Validates a batch against the pair types, from the cache or, with
+   * `fresh`, from PostgreSQL. Returns the items with the number of pair types
+   * their roles come from, which the events write checks.
+   */
+  private async validateBatch(viewer: Viewer, inputs: readonly EventInput[], fresh = false): Promise<ValidBatch> {
     const pairTypes = await this.options.pairTypes.cachedList(
       inputs.map((input) => input.type).filter((type): type is string => typeof type === 'string'),
+      fresh,
     );
-    return this.validate(viewer, inputs, buildCatalog(pairTypes, []));
+    return { items: await this.validate(viewer, inputs, buildCatalog(pairTypes, [])), pairTypeCount: pairTypes.length };
   }
 
   /** Throws BAD_USER_INPUT for an empty batch, and LIMIT_EXCEEDED for one above MAX_BATCH_SIZE. */
@@ -670,6 +702,7 @@ export class IntakeService {
     items: readonly ValidItem[],
     receivedAt: number,
     locks: readonly UserLock[],
+    pairTypeCount: number,
   ): Promise<{
     entries: Array<{ index: number; eventId: string; duplicate: boolean }>;
     rows: NewClientEvent[];
@@ -689,7 +722,7 @@ export class IntakeService {
         : null;
     if (guess !== null) {
       try {
-        return await this.write(items, receivedAt, guess, clientIds);
+        return await this.write(items, receivedAt, pairTypeCount, guess, clientIds);
       } catch (error) {
         if (!(error instanceof CountersMovedError)) {
           throw error;
@@ -701,7 +734,7 @@ export class IntakeService {
     for (let attempt = 1; ; attempt += 1) {
       const snapshot = await loadIntakeSnapshot(this.options.sql, userIds, clientIds);
       try {
-        return await this.write(items, receivedAt, snapshot);
+        return await this.write(items, receivedAt, pairTypeCount, snapshot);
       } catch (error) {
         if (error instanceof CountersMovedError && attempt < STORE_ATTEMPTS) {
           this.options.logger.info(
@@ -730,6 +763,7 @@ export class IntakeService {
   private async write(
     items: readonly ValidItem[],
     receivedAt: number,
+    pairTypeCount: number,
     snapshot: IntakeSnapshot,
     unseenClientIds: readonly string[] | null = null,
   ): Promise<{
@@ -748,6 +782,7 @@ export class IntakeService {
       rows,
       [...snapshot.counters.values()].map((counters) => ({ ...counters, expectedSeq: expectedSeqs.get(counters.id) as number })),
       unseenClientIds,
+      pairTypeCount,
     );
     return { entries, rows, inputs };
   }

@@ -248,17 +248,19 @@ export class PairTypeService {
    * The cache is reloaded when it is older than CATALOG_CACHE_MS, after a
    * `define` in this process, and when `eventTypes` names a type that the
    * cached list does not know and that was not confirmed as a point event
-   * within CATALOG_CACHE_MS.
+   * within CATALOG_CACHE_MS. With `fresh`, it always reloads.
    *
-   * NOTE: a pair type defined in another process is seen here at once for
-   * event types this process has not met, but up to CATALOG_CACHE_MS late for
-   * a type it recently treated as a point event.
+   * A pair type defined in another process is seen here at once for event
+   * types this process has not met, but up to CATALOG_CACHE_MS late for a
+   * type it recently treated as a point event. Intake guards its events
+   * write with the number of pair types it used, and reloads with `fresh`
+   * when that number changed.
    */
-  async cachedList(eventTypes: Iterable<string> = []): Promise<PairTypeRecord[]> {
+  async cachedList(eventTypes: Iterable<string> = [], fresh = false): Promise<PairTypeRecord[]> {
     // Cache age is wall-clock time, independent of the clock that services read.
     const now = performance.now();
     const cache = this.cache;
-    if (cache !== null && now - cache.loadedAt < CATALOG_CACHE_MS) {
+    if (!fresh && cache !== null && now - cache.loadedAt < CATALOG_CACHE_MS) {
       let stale = false;
       for (const type of eventTypes) {
         if (!cache.eventTypes.has(type) && !this.isRecentPoint(type, now)) {

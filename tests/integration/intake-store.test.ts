@@ -17,6 +17,7 @@ import { Deriver } from '../../src/services/derive.js';
 import { IntakeService, type IntakeOptions } from '../../src/services/intake.js';
 import {
   CountersMovedError,
+  PairTypesChangedError,
   appendClientEvents,
   loadHeadAndPending,
   loadIntakeSnapshot,
@@ -185,6 +186,22 @@ describe('storing client events', () => {
     const rows = await sql.query<{ seq: number }>(`SELECT seq FROM events WHERE user_id = $1 ORDER BY seq`, [userId]);
     expect(rows.map((row) => row.seq)).toEqual([1]);
     expect((await loadIntakeSnapshot(sql, [userId], [])).counters.get(userId)?.lastEventSeq).toBe(1);
+  });
+
+  it('rejects a store after a pair type was added', async () => {
+    const sql = server.app.db.sql;
+    const userId = (await server.createUser('store-catalog')).id;
+    const { count } = (await sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM pair_types`))[0]!;
+
+    // Roles decided from one pair type fewer than PostgreSQL holds.
+    const stale = appendClientEvents(sql, [heartbeatRow(userId, 1)], [{ id: userId, lastEventSeq: 1, maxOccurredAt: null, expectedSeq: 0 }], null, count - 1);
+
+    await expect(stale).rejects.toBeInstanceOf(PairTypesChangedError);
+    expect(await sql.query(`SELECT seq FROM events WHERE user_id = $1`, [userId])).toEqual([]);
+    expect((await loadIntakeSnapshot(sql, [userId], [])).counters.get(userId)?.lastEventSeq).toBe(0);
+
+    await appendClientEvents(sql, [heartbeatRow(userId, 1)], [{ id: userId, lastEventSeq: 1, maxOccurredAt: null, expectedSeq: 0 }], null, count);
+    expect(await sql.query(`SELECT seq FROM events WHERE user_id = $1`, [userId])).toEqual([{ seq: 1 }]);
   });
 
   it('retries a store after a concurrent writer', async () => {

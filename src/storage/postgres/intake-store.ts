@@ -183,6 +183,18 @@ export class CountersMovedError extends Error {
   }
 }
 
+/**
+ * Thrown by `appendClientEvents` when the number of pair types differs from
+ * the one the caller decided the events' roles with, so another process
+ * defined a pair type since. Nothing was written.
+ */
+export class PairTypesChangedError extends Error {
+  constructor(readonly expectedCount: number) {
+    super(`The pair types changed since the roles of the events were decided from ${expectedCount} of them; nothing was written.`);
+    this.name = 'PairTypesChangedError';
+  }
+}
+
 /** SQLSTATEs of a write that lost a race with another writer: unique violation, deadlock. */
 const RACE_SQLSTATES = new Set(['23505', '40P01']);
 
@@ -200,6 +212,9 @@ export interface FoldInput {
  * CountersMovedError, so the caller reads a new snapshot and tries again.
  * With `unseenClientIds`, a write of one user's events also requires that
  * none of those client ids is stored yet, for a caller that did not read them.
+ * With `pairTypeCount`, it writes only while that many pair types exist and
+ * otherwise throws PairTypesChangedError, because roles decided from an
+ * older pair type cache would stay with the stored events.
  *
  * Returns each user's fold input as of the write, so the fold that follows
  * needs no read of its own: the head with the new last_event_seq, and the
@@ -211,13 +226,23 @@ export async function appendClientEvents(
   events: readonly NewClientEvent[],
   counters: ReadonlyArray<UserCounters & { expectedSeq: number }>,
   unseenClientIds: readonly string[] | null = null,
+  pairTypeCount: number | null = null,
 ): Promise<Map<string, FoldInput>> {
-  let rows: Array<{ written: boolean; heads: Array<Record<string, unknown>> | null }>;
+  let rows: Array<{ written: boolean; catalog_current: boolean; heads: Array<Record<string, unknown>> | null }>;
   const userIds = counters.map((c) => c.id);
   const oneUser = userIds.length === 1;
   if (unseenClientIds !== null && !oneUser) {
     throw new TypeError('unseenClientIds applies to the events of one user only.');
   }
+  // Parameters after the fourth are numbered in the order they are present.
+  const unseenParam = unseenClientIds === null ? null : '$5';
+  let catalogParam: string | null = null;
+  if (pairTypeCount !== null) {
+    catalogParam = unseenParam === null ? '$5' : '$6';
+  }
+  // Pair types are never deleted and their event types never change, so
+  // their count changes exactly when a new pair type gives event types a role.
+  const catalogCurrent = catalogParam === null ? 'true' : `(SELECT count(*) FROM pair_types) = ${catalogParam}::bigint`;
   try {
     // The rows travel as one JSON document: JSON.stringify costs far less
     // than fourteen array parameters of 1000 elements each.
@@ -231,7 +256,9 @@ export async function appendClientEvents(
          -- PostgreSQL estimates every json_to_recordset at 100 rows, and then
          -- hashed a scan of all users; the id list makes it look them up by key.
          AND ${idMatch('users.id', '$4', oneUser)}
-         ${unseenClientIds === null ? '' : 'AND NOT EXISTS (SELECT 1 FROM events e WHERE e.user_id = users.id AND e.client_id = ANY($5::text[]))'}
+         ${unseenParam === null ? '' : `AND NOT EXISTS (SELECT 1 FROM events e WHERE e.user_id = users.id AND e.client_id = ANY(${unseenParam}::text[]))`}
+         -- The roles of the events were decided with this many pair types.
+         AND ${catalogCurrent}
        RETURNING users.id
      ), appended AS (
        INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
@@ -249,6 +276,7 @@ export async function appendClientEvents(
      -- not move without their events, so the check fails the whole statement.
      SELECT event_master_check((SELECT count(*) FROM counters) IN (0, $3), 'COUNTERS_MOVED') AS checked,
        (SELECT count(*) FROM counters) = $3 AS written,
+       ${catalogCurrent} AS catalog_current,
        (SELECT json_agg(${foldInputJson('')})
         FROM users u WHERE ${idMatch('u.id', '$4', oneUser)}) AS heads`,
       [
@@ -281,6 +309,7 @@ export async function appendClientEvents(
         counters.length,
         idParam(userIds, oneUser),
         ...(unseenClientIds === null ? [] : [[...unseenClientIds]]),
+        ...(pairTypeCount === null ? [] : [pairTypeCount]),
       ],
       INTAKE_STATEMENT,
     );
@@ -290,6 +319,9 @@ export async function appendClientEvents(
       throw new CountersMovedError(error);
     }
     throw error;
+  }
+  if (rows[0]?.catalog_current === false) {
+    throw new PairTypesChangedError(pairTypeCount as number);
   }
   if (rows[0]?.written !== true) {
     throw new CountersMovedError();

@@ -1,0 +1,67 @@
+/**
+ * A pair type defined in one server process must give its event types their
+ * role in every other process at once, also in a process that stored one of
+ * those types as a point event a moment before and caches that. Roles are
+ * decided when an event is stored and never change, so a late cache would
+ * leave such events as point events for good.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
+import { dataOf } from '../support/replay.js';
+import { describeWithPostgres } from '../support/services.js';
+
+const DEFINE = `mutation ($input: DefinePairTypeInput!) { definePairType(input: $input) { name } }`;
+const SEND = `mutation ($events: [EventInput!]!) {
+  sendEvents(events: $events) { results { event { id type role pairType } } }
+}`;
+
+interface SentEvent {
+  id: string;
+  type: string;
+  role: string;
+  pairType: string | null;
+}
+
+describeWithPostgres('pair type defined in another process', () => {
+  let definer: TestServer;
+  let sender: TestServer;
+
+  beforeAll(async () => {
+    definer = await startTestServer(import.meta.filename, WITHOUT_WORKERS);
+    sender = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, databaseUrl: definer.databaseUrl as string });
+  });
+
+  afterAll(async () => {
+    await sender?.close();
+    await definer?.close();
+  });
+
+  async function send(token: string, events: Array<Record<string, unknown>>): Promise<SentEvent[]> {
+    const reply = await sender.gql(SEND, { events }, token);
+    return dataOf(reply, 'sendEvents').sendEvents.results.map((result: { event: SentEvent }) => result.event);
+  }
+
+  it('applies at once where the type was a point event', async () => {
+    const member = await sender.createUser('door-member');
+    const adminToken = await definer.adminToken();
+    // The sender now caches both types as point events.
+    const before = await send(member.token, [
+      { type: 'door_opened', occurredAt: '2026-03-02T08:00:00Z' },
+      { type: 'heartbeat', occurredAt: '2026-03-02T08:00:30Z' },
+    ]);
+    expect(before[0]).toMatchObject({ role: 'POINT', pairType: null });
+
+    const defined = await definer.gql(DEFINE, { input: { name: 'door', startType: 'door_opened', endType: 'door_closed' } }, adminToken);
+    dataOf(defined, 'definePairType');
+
+    // Well within the sender's pair type cache lifetime (1 s).
+    const after = await send(member.token, [
+      { type: 'door_opened', occurredAt: '2026-03-02T08:01:00Z' },
+      { type: 'heartbeat', occurredAt: '2026-03-02T08:02:00Z' },
+    ]);
+
+    expect(after[0]).toMatchObject({ type: 'door_opened', role: 'START', pairType: 'door' });
+    expect(after[1]).toMatchObject({ type: 'heartbeat', role: 'POINT', pairType: null });
+  });
+});
