@@ -2,9 +2,10 @@
  * A small GraphQL client over `fetch` with the operations the importer needs.
  * Errors keep the server's `extensions` (code, reason, invalid items). The
  * token is sent only in the authorization header and is left out of every
- * error message.
+ * error message, and a password in the server URL is masked as `***`.
  */
 
+import { redactUrlPassword } from '../config/redact.js';
 import type { DefinePairTypeInput, EventInput } from './types.js';
 
 export type Role = 'MEMBER' | 'ANALYST' | 'ADMIN';
@@ -67,10 +68,41 @@ export class GraphQLRequestError extends Error {
 /** The request never produced an HTTP response: refused, reset, timed out or aborted. */
 export class NetworkError extends Error {
   constructor(operation: string, url: string, cause: unknown) {
-    const detail = describeCause(cause);
-    super(`${operation} could not reach ${url}: ${detail}`, { cause });
+    const detail = redactUrlIn(describeCause(cause), url);
+    super(`${operation} could not reach ${redactUrlPassword(url)}: ${detail}`, { cause });
     this.name = 'NetworkError';
   }
+}
+
+/**
+ * `fetch` rejected the request before sending it, for example because its URL
+ * contains credentials. Sending it again fails the same way, so it is never
+ * retried.
+ */
+export class InvalidRequestError extends Error {
+  constructor(operation: string, url: string, cause: unknown) {
+    const detail = redactUrlIn(cause instanceof Error ? cause.message : String(cause), url);
+    super(`${operation} cannot be sent to ${redactUrlPassword(url)}: ${detail}`, { cause });
+    this.name = 'InvalidRequestError';
+  }
+}
+
+/**
+ * Masks the password of each copy of `url` in `text`, such as the one in a
+ * fetch error's message, as given or in the normalised form that `URL` prints.
+ */
+function redactUrlIn(text: string, url: string): string {
+  let normalised = url;
+  try {
+    normalised = new URL(url).href;
+  } catch {
+    // Not a URL, so only the text as given is masked.
+  }
+  let result = text;
+  for (const copy of new Set([url, normalised])) {
+    result = result.split(copy).join(redactUrlPassword(copy));
+  }
+  return result;
 }
 
 function describeCause(cause: unknown): string {
@@ -131,11 +163,24 @@ const SEND_EVENTS = `mutation ImportSendEvents($events: [EventInput!]!) {
   }
 }`;
 
-/** Returns the GraphQL endpoint of a server: `<url>/graphql`, unless the URL already ends there. */
+/**
+ * Returns the GraphQL endpoint of a server: `<url>/graphql`, unless the URL
+ * already ends there. Throws a TypeError for a URL that is not http:// or
+ * https://, or that contains credentials, which `fetch` cannot send to.
+ */
 export function graphqlEndpoint(serverUrl: string): string {
-  const url = new URL(serverUrl);
+  const maskedUrl = redactUrlPassword(serverUrl);
+  let url: URL;
+  try {
+    url = new URL(serverUrl);
+  } catch {
+    throw new TypeError(`invalid server URL "${maskedUrl}"`);
+  }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new TypeError(`invalid server URL "${serverUrl}": expected http:// or https://`);
+    throw new TypeError(`invalid server URL "${maskedUrl}": expected http:// or https://`);
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new TypeError(`invalid server URL "${maskedUrl}": it contains a user name or password`);
   }
   const path = url.pathname.replace(/\/+$/, '');
   url.pathname = path.endsWith('/graphql') ? path : `${path}/graphql`;
@@ -169,15 +214,25 @@ export class GraphQLClient {
       headers.authorization = `Bearer ${this.token}`;
     }
 
+    const init: RequestInit = {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ query, variables, operationName: operation }),
+      signal: AbortSignal.timeout(this.requestTimeoutMs),
+    };
+    // fetch rejects both a request it cannot build and a failed connection
+    // with a TypeError. Building the Request first separates the two, so only
+    // a failed connection becomes a retryable NetworkError.
+    try {
+      new Request(this.endpoint, init);
+    } catch (error) {
+      throw new InvalidRequestError(operation, this.endpoint, error);
+    }
+
     let response: Response;
     let bodyText: string;
     try {
-      response = await this.fetchImpl(this.endpoint, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ query, variables, operationName: operation }),
-        signal: AbortSignal.timeout(this.requestTimeoutMs),
-      });
+      response = await this.fetchImpl(this.endpoint, init);
       bodyText = await response.text();
     } catch (error) {
       throw new NetworkError(operation, this.endpoint, error);

@@ -6,6 +6,8 @@
 
 import { parseArgs } from 'node:util';
 
+import { redactUrlPassword } from '../config/redact.js';
+
 import { ProgressReporter } from './progress.js';
 import {
   DEFAULT_BATCH_SIZE,
@@ -29,7 +31,8 @@ Each line is {"kind":"pairType","input":{...}}, {"kind":"event","username":"NAME
 or a bare EventInput object, which is sent as an event of the logged-in user.
 
 Options:
-  --url URL           server base URL; GraphQL is at URL/graphql (default ${DEFAULT_SERVER_URL})
+  --url URL           server base URL, without credentials; GraphQL is at URL/graphql
+                      (default ${DEFAULT_SERVER_URL})
   --batch-size N      events per sendEvents request, 1 to ${MAX_BATCH_SIZE}
                       (default ${DEFAULT_BATCH_SIZE}); cut to the server's maximum when it
                       rejects a larger batch
@@ -114,16 +117,24 @@ export function parseImportArgs(argv: readonly string[]): ImportCommandOptions |
   }
 
   const url = values.url ?? DEFAULT_SERVER_URL;
-  let protocol: string;
+  const maskedUrl = redactUrlPassword(url);
+  let parsedUrl: URL;
   try {
-    protocol = new URL(url).protocol;
+    parsedUrl = new URL(url);
   } catch {
     throw new ImportUsageError(
-      `invalid --url "${url}": expected a URL such as ${DEFAULT_SERVER_URL}`,
+      `invalid --url "${maskedUrl}": expected a URL such as ${DEFAULT_SERVER_URL}`,
     );
   }
-  if (protocol !== 'http:' && protocol !== 'https:') {
-    throw new ImportUsageError(`invalid --url "${url}": expected an http:// or https:// URL`);
+  if (parsedUrl.protocol !== 'http:' && parsedUrl.protocol !== 'https:') {
+    throw new ImportUsageError(`invalid --url "${maskedUrl}": expected an http:// or https:// URL`);
+  }
+  if (parsedUrl.username !== '' || parsedUrl.password !== '') {
+    // fetch rejects such a URL, and a password in the arguments shows in ps and in the shell history.
+    throw new ImportUsageError(
+      `invalid --url "${maskedUrl}": it contains a user name or password. Remove them from the URL ` +
+        'and set EVENT_MASTER_USERNAME and EVENT_MASTER_PASSWORD, or EVENT_MASTER_TOKEN, instead',
+    );
   }
 
   return {

@@ -3,8 +3,11 @@ import { describe, expect, it } from 'vitest';
 import { chunk, groupBy, type PendingEvent } from '../../src/importer/batching.js';
 import { deliverBatch, readInvalidItems } from '../../src/importer/deliver.js';
 import {
+  GraphQLClient,
   GraphQLRequestError,
+  InvalidRequestError,
   NetworkError,
+  isTransientError,
   type SendEventsSummary,
 } from '../../src/importer/graphql-client.js';
 import { RetriesExhaustedError, withRetry } from '../../src/importer/retry.js';
@@ -328,5 +331,43 @@ describe('withRetry', () => {
       ),
     ).rejects.toThrow();
     expect(attempts).toBe(transient ? 2 : 1);
+  });
+});
+
+describe('GraphQLClient', () => {
+  const endpoint = 'http://bob:UrlS3cret@127.0.0.1:9/graphql';
+
+  it('does not retry a request fetch cannot build', async () => {
+    let fetchCalls = 0;
+    const client = new GraphQLClient({
+      endpoint,
+      fetch: (async () => {
+        fetchCalls += 1;
+        throw new TypeError('fetch failed');
+      }) as typeof fetch,
+    });
+    let attempts = 0;
+    const promise = withRetry(
+      () => {
+        attempts += 1;
+        return client.me();
+      },
+      { delaysMs: [1, 1], sleep: async () => {} },
+    );
+
+    await expect(promise).rejects.toThrow(InvalidRequestError);
+    await expect(promise).rejects.toThrow(/^ImportMe cannot be sent to http:\/\/bob:\*\*\*@127\.0\.0\.1:9\/graphql: /);
+    await expect(promise).rejects.not.toThrow(/UrlS3cret/);
+    expect(attempts).toBe(1);
+    expect(fetchCalls).toBe(0);
+  });
+
+  it('masks the URL password of a network error', () => {
+    const cause = new TypeError(`fetch failed for ${endpoint}`);
+    const error = new NetworkError('ImportMe', endpoint, cause);
+    expect(error.message).toBe(
+      'ImportMe could not reach http://bob:***@127.0.0.1:9/graphql: fetch failed for http://bob:***@127.0.0.1:9/graphql',
+    );
+    expect(isTransientError(error)).toBe(true);
   });
 });

@@ -612,10 +612,12 @@ describe('runImport', () => {
     ['no files', { files: [] }, TypeError],
     ['no credentials', { username: null }, TypeError],
     ['an ftp URL', { url: 'ftp://127.0.0.1' }, TypeError],
+    ['a URL with credentials', { url: 'http://bob:UrlS3cret@127.0.0.1:4000' }, TypeError],
   ])('rejects %s', async (_name, overrides, errorType) => {
     const server = createFakeServer();
     const options = { ...baseOptions(server, ['x.ndjson']), ...overrides };
     await expect(runImport(options)).rejects.toThrow(errorType);
+    await expect(runImport(options)).rejects.not.toThrow(/UrlS3cret/);
   });
 });
 
@@ -683,6 +685,26 @@ describe('runImportCommand', () => {
     expect(result.stdout).toContain('users created:       1 (P002)');
   });
 
+  it('exits 2 for credentials in --url', async () => {
+    // Real fetch against a port nothing listens on: without the check, the
+    // import would retry and exit 1.
+    const file = writeNdjson(sensorEvents('P002', 1));
+    const stdout = new Collector();
+    const stderr = new Collector();
+    const code = await runImportCommand(['--url', 'http://bob:UrlS3cret@127.0.0.1:9', file], {
+      stdout,
+      stderr,
+      stderrIsTTY: false,
+      env: ADMIN_ENV,
+      overrides: { retryDelaysMs: [1] },
+    });
+
+    expect(code).toBe(IMPORT_EXIT.usage);
+    expect(stderr.text).toContain('import: invalid --url "http://bob:***@127.0.0.1:9/"');
+    expect(stderr.text).toContain('set EVENT_MASTER_USERNAME and EVENT_MASTER_PASSWORD, or EVENT_MASTER_TOKEN');
+    expect(stderr.text + stdout.text).not.toContain('UrlS3cret');
+  });
+
   it('exits 2 without credentials', async () => {
     const server = createFakeServer();
     const result = await runCommand(['x.ndjson'], {}, server);
@@ -709,6 +731,12 @@ describe('parseImportArgs', () => {
     ['a zero batch size', ['--batch-size', '0', 'a'], /invalid --batch-size "0": .* 1 to 10000/],
     ['a fractional concurrency', ['--concurrency', '1.5', 'a'], /invalid --concurrency "1.5"/],
     ['a bad URL', ['--url', 'localhost:4000', 'a'], /invalid --url "localhost:4000"/],
+    ['a user name in --url', ['--url', 'http://bob@127.0.0.1:4000', 'a'], /contains a user name or password/],
+    [
+      'an unparsable URL with a password',
+      ['--url', 'http://bob:UrlS3cret@127.0.0.1:99999', 'a'],
+      /^invalid --url "http:\/\/bob:\*\*\*@127\.0\.0\.1:99999": expected a URL/,
+    ],
     ['an unknown option', ['--dry-run', 'a'], /Unknown option '--dry-run'/],
   ])('rejects %s', (_name, argv, message) => {
     expect(() => parseImportArgs(argv)).toThrow(message);
