@@ -12,7 +12,8 @@ import { parseArgs } from 'node:util';
 
 import pino from 'pino';
 
-import { ConfigError, loadConfig, redactUrlPassword, type Config } from '../config/index.js';
+import { ConfigError, loadConfig, type Config } from '../config/index.js';
+import { describeConnectionFailure, describeDatabase } from '../storage/connection-failure.js';
 import { openDatabase, type Database } from '../storage/postgres/database.js';
 
 const USAGE = `Usage: npm run migrate [-- --help]
@@ -24,18 +25,12 @@ The database is DATABASE_URL, or the embedded PGlite database under DATA_DIR
 when DATABASE_URL is unset. Embedded PGlite allows one process at a time, so
 stop the server before running this command against the same DATA_DIR.
 
-Exit status: 0 when the database is up to date, 1 when a migration failed or
-an applied migration was changed on disk (nothing is applied then), 2 for
-invalid arguments or configuration.
+Exit status: 0 when the database is up to date, 1 when the database cannot be
+reached, a migration failed or an applied migration was changed on disk
+(nothing is applied then), 2 for invalid arguments or configuration.
 `;
 
 const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
-
-function describeDatabase(config: Config): string {
-  return config.database.url === null
-    ? `embedded PGlite in ${config.dataDir}`
-    : `PostgreSQL at ${redactUrlPassword(config.database.url)}`;
-}
 
 function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
@@ -101,9 +96,10 @@ async function main(argv: readonly string[]): Promise<number> {
     await applyMigrations(config);
     return EXIT.ok;
   } catch (error) {
-    process.stderr.write(
-      `error: migrating ${describeDatabase(config)} failed: ${error instanceof Error ? error.message : String(error)}\n`,
-    );
+    const failure =
+      describeConnectionFailure(error, config) ??
+      `migrating ${describeDatabase(config)} failed: ${error instanceof Error ? error.message : String(error)}`;
+    process.stderr.write(`error: ${failure}\n`);
     return EXIT.failed;
   }
 }

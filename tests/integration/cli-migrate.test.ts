@@ -115,6 +115,8 @@ describe('migrate CLI on PGlite', () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('failed');
     expect(result.stderr).toContain('ECONNREFUSED');
+    expect(result.stderr).toContain(`postgresql://postgres:***@127.0.0.1:${port}/missing (DATABASE_URL) failed`);
+    expect(result.stderr).toContain('Check that PostgreSQL is running');
     expect(result.stdout + result.stderr).not.toContain(password);
   });
 });

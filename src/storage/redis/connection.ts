@@ -180,13 +180,27 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
   return { client, safeUrl, waitUntilReady, logCommandFailure, close };
 }
 
+/** The error that every failed Redis operation surfaces as: SERVICE_UNAVAILABLE with reason `REDIS_UNAVAILABLE`. */
+export class RedisUnavailableError extends DomainError {
+  /**
+   * The failure alone, such as `connect ECONNREFUSED 127.0.0.1:6379`, without
+   * the advice that the message gives API clients. Command-line programs print it.
+   */
+  readonly failure: string;
+
+  constructor(failure: string) {
+    super(
+      'SERVICE_UNAVAILABLE',
+      'REDIS_UNAVAILABLE',
+      `Redis is unavailable (${failure}), so the request could not be completed. Retry later.`,
+    );
+    this.failure = failure;
+  }
+}
+
 /** Builds the error that every failed Redis operation surfaces as. */
 export function redisUnavailable(reason: string): DomainError {
-  return new DomainError(
-    'SERVICE_UNAVAILABLE',
-    'REDIS_UNAVAILABLE',
-    `Redis is unavailable (${reason}), so the request could not be completed. Retry later.`,
-  );
+  return new RedisUnavailableError(reason);
 }
 
 /**

@@ -1,0 +1,103 @@
+/**
+ * One-line messages for a failed connection to PostgreSQL or Redis, which the
+ * server start-up and the `user`, `migrate` and `rebuild` commands print in
+ * place of a stack trace. Passwords in URLs are masked as `***`.
+ */
+import { redactUrlPassword, type Config } from '../config/index.js';
+import { RedisUnavailableError } from './redis/connection.js';
+
+/** Names the database in use, with the password of its URL masked. */
+export function describeDatabase(config: Config): string {
+  return config.database.url === null
+    ? `embedded PGlite in ${config.dataDir}`
+    : `PostgreSQL at ${redactUrlPassword(config.database.url)}`;
+}
+
+/** Node.js socket and DNS error codes of a PostgreSQL server that cannot be reached. */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
+
+/**
+ * Messages of `pg` 8.x and `pg-pool` 3.x for a connection that was not
+ * established within `connectionTimeoutMillis`, or that the server closed.
+ */
+const UNREACHABLE_MESSAGE =
+  /timeout exceeded when trying to connect|Connection terminated due to connection timeout|Connection terminated unexpectedly/i;
+
+const UNREACHABLE_ADVICE =
+  'Check that PostgreSQL is running and accepts connections at that host and port, or correct DATABASE_URL.';
+
+/** PostgreSQL error codes (SQLSTATE) of a rejected connection, with what to do about each. */
+const REJECTED_CONNECTION_ADVICE = new Map<string, string>([
+  // invalid_catalog_name: the database in the URL does not exist.
+  ['3D000', 'Create the database, for example with createdb, or correct its name in DATABASE_URL.'],
+  // invalid_password
+  ['28P01', 'Correct the user name or password in DATABASE_URL.'],
+  // invalid_authorization_specification: an unknown role, or no pg_hba.conf entry for it.
+  [
+    '28000',
+    'Correct the user name in DATABASE_URL, or create that role or allow it to connect in pg_hba.conf.',
+  ],
+]);
+
+/**
+ * Describes `error` when it, or an error in its `cause` chain, is a failed
+ * connection to PostgreSQL or Redis: the setting, its target with the
+ * password masked, the reason and what to do. Returns null for any other
+ * error, such as a bug, whose stack trace the caller should print.
+ */
+export function describeConnectionFailure(error: unknown, config: Config): string | null {
+  let cursor: unknown = error;
+  for (let depth = 0; depth < 5 && cursor instanceof Error; depth += 1) {
+    const message = describeOne(cursor, config);
+    if (message !== null) {
+      return message;
+    }
+    cursor = cursor.cause;
+  }
+  return null;
+}
+
+function describeOne(error: Error, config: Config): string | null {
+  if (error instanceof RedisUnavailableError && config.redis.url !== null) {
+    return (
+      `connecting to Redis at ${redactUrlPassword(config.redis.url)} (REDIS_URL) failed: ${error.failure}. ` +
+      'Check that Redis is running and accepts connections at that host and port, or correct REDIS_URL, ' +
+      'including its password.'
+    );
+  }
+  // Embedded PGlite opens files, not connections, so only a DATABASE_URL can fail this way.
+  if (config.database.url === null) {
+    return null;
+  }
+
+  const code = (error as { code?: unknown }).code;
+  const advice = adviceForPostgresError(error, code);
+  if (advice === null) {
+    return null;
+  }
+  // An AggregateError from a host with several addresses has an empty message and only a code.
+  const reason = error.message === '' ? String(code) : error.message;
+  return `connecting to ${describeDatabase(config)} (DATABASE_URL) failed: ${reason}. ${advice}`;
+}
+
+/** Returns what to do about a PostgreSQL connection error, or null for an error of another kind. */
+function adviceForPostgresError(error: Error, code: unknown): string | null {
+  if (typeof code === 'string') {
+    const rejected = REJECTED_CONNECTION_ADVICE.get(code);
+    if (rejected !== undefined) {
+      return rejected;
+    }
+    if (UNREACHABLE_CODES.has(code)) {
+      return UNREACHABLE_ADVICE;
+    }
+  }
+  return UNREACHABLE_MESSAGE.test(error.message) ? UNREACHABLE_ADVICE : null;
+}
