@@ -6,7 +6,8 @@
  */
 import { loadDotEnvFile } from './config/dotenv.js';
 import { ConfigError, loadConfig } from './config/index.js';
-import { createApp, createLogger } from './app.js';
+import { createApp, createLogger, type App } from './app.js';
+import { describeConnectionFailure } from './storage/connection-failure.js';
 
 async function main(): Promise<void> {
   let config;
@@ -21,7 +22,18 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger(config);
-  const app = await createApp(config, { logger });
+  let app: App;
+  try {
+    app = await createApp(config, { logger });
+  } catch (error) {
+    const failure = describeConnectionFailure(error, config);
+    if (failure === null) {
+      throw error;
+    }
+    logger.error(`Event Master cannot start: ${failure}`);
+    logger.flush?.();
+    process.exit(1);
+  }
   let url: string;
   try {
     url = await app.listen();

@@ -8,10 +8,11 @@
  */
 import { loadDotEnvFile } from '../config/dotenv.js';
 import { createApp, createLogger } from '../app.js';
-import { ConfigError, loadConfig } from '../config/index.js';
+import { ConfigError, loadConfig, type Config } from '../config/index.js';
 import { markDeadlinesSeeded } from '../services/sweeper.js';
 import { CHANGE_DELAY_MS } from '../services/replays.js';
 import { RollupBuilder } from '../services/rollups.js';
+import { describeConnectionFailure } from '../storage/connection-failure.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -35,6 +36,19 @@ async function main(): Promise<void> {
     );
     process.exit(0);
   }
+  try {
+    await rebuild(config, full);
+  } catch (error) {
+    const failure = describeConnectionFailure(error, config);
+    if (failure === null) {
+      throw error;
+    }
+    console.error(`error: ${failure}`);
+    process.exit(1);
+  }
+}
+
+async function rebuild(config: Config, full: boolean): Promise<void> {
   const logger = createLogger(config);
   const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false, tokens: false });
   try {

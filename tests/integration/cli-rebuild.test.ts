@@ -1,18 +1,19 @@
 /**
  * `npm run rebuild -- --full` as a child process on a PostgreSQL database
  * that a server filled: it recomputes the derived rows and leaves no report
- * rollup chunk stale.
+ * rollup chunk stale. Without PostgreSQL or Redis it exits with a one-line
+ * message that names the setting.
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { JWT_SECRET_FILE_NAME } from '../../src/config/index.js';
 import { startTestServer } from '../support/app.js';
-import { runCli, type CliResult } from '../support/cli.js';
+import { runCli, unusedLoopbackPort, type CliResult } from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
@@ -110,4 +111,69 @@ describeWithPostgres('rebuild command', () => {
       { pair_type: 'task', all_keys: true, pair_key: '' },
     ]);
   }, 90_000);
+});
+
+describe('rebuild command without its services', () => {
+  const password = 'service-password-not-printed';
+  let dataDir: string;
+
+  beforeAll(() => {
+    dataDir = mkdtempSync(join(tmpdir(), 'em-rebuild-down-'));
+  });
+
+  afterAll(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  function runRebuildWith(env: Record<string, string>): Promise<CliResult> {
+    return runCli(
+      'src/cli/rebuild.ts',
+      [],
+      {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: process.env.HOME ?? tmpdir(),
+        NODE_ENV: 'production',
+        LOG_LEVEL: 'error',
+        DATA_DIR: dataDir,
+        ...env,
+      },
+      { timeoutMs: 60_000 },
+    );
+  }
+
+  it('unreachable PostgreSQL exits 1', async () => {
+    const port = await unusedLoopbackPort();
+    const result = await runRebuildWith({
+      DATABASE_URL: `postgresql://postgres:${password}@127.0.0.1:${port}/missing`,
+      REDIS_URL: `redis://127.0.0.1:${port}`,
+    });
+
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'message').toContain(
+      `error: connecting to PostgreSQL at postgresql://postgres:***@127.0.0.1:${port}/missing (DATABASE_URL) ` +
+        `failed: connect ECONNREFUSED 127.0.0.1:${port}. Check that PostgreSQL is running`,
+    );
+    expect(result.stderr, 'stack trace').not.toMatch(/^\s+at /m);
+    expect(result.stdout + result.stderr, 'password').not.toContain(password);
+  }, 60_000);
+
+  it('unreachable Redis exits 1', async () => {
+    // The database is embedded PGlite in DATA_DIR, so only Redis is missing.
+    const port = await unusedLoopbackPort();
+    const result = await runRebuildWith({
+      REDIS_URL: `redis://:${password}@127.0.0.1:${port}`,
+      REDIS_COMMAND_TIMEOUT_MS: '300',
+    });
+
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'message').toMatch(
+      new RegExp(
+        `^error: connecting to Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port}/? \\(REDIS_URL\\) ` +
+          'failed: not connected within 300 ms, status \\w+\\. Check that Redis is running',
+        'm',
+      ),
+    );
+    expect(result.stderr, 'stack trace').not.toMatch(/^\s+at /m);
+    expect(result.stdout + result.stderr, 'password').not.toContain(password);
+  }, 60_000);
 });

@@ -3,6 +3,7 @@
  * through the project's tsx, and collects its output.
  */
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
@@ -46,4 +47,20 @@ export function runCli(
     }
     child.stdin.end();
   });
+}
+
+/**
+ * Returns a TCP port on 127.0.0.1 that nothing listens on: the system picks a
+ * free one, and the probe closes it again. Another process could bind it
+ * before the test connects, and then the connection would not be refused.
+ */
+export async function unusedLoopbackPort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((done) => probe.listen(0, '127.0.0.1', done));
+  const address = probe.address();
+  await new Promise<void>((done) => probe.close(() => done()));
+  if (typeof address !== 'object' || address === null) {
+    throw new Error(`The probe server has no TCP address: ${String(address)}`);
+  }
+  return address.port;
 }
