@@ -20,9 +20,10 @@ import pino, { type Logger } from 'pino';
 import type { LoginRateLimiter } from '../auth/rate-limit.js';
 import type { TokenService } from '../auth/tokens.js';
 import { ROLES, isRole, type Role } from '../auth/viewer.js';
-import { ConfigError, loadConfig, redactUrlPassword, type Config } from '../config/index.js';
+import { ConfigError, loadConfig, type Config } from '../config/index.js';
 import { DomainError } from '../domain/errors.js';
 import { UserService } from '../services/users.js';
+import { describeConnectionFailure, describeDatabase } from '../storage/connection-failure.js';
 import { openDatabase, type Database } from '../storage/postgres/database.js';
 
 const USAGE = `Usage:
@@ -336,12 +337,6 @@ function createUserService(db: Database, config: Config, logger: Logger): UserSe
   });
 }
 
-function describeDatabase(config: Config): string {
-  return config.database.url === null
-    ? `embedded PGlite in ${config.dataDir}`
-    : `PostgreSQL at ${redactUrlPassword(config.database.url)}`;
-}
-
 async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Config): Promise<void> {
   // Logs go to standard error, so standard output carries only the result.
   // Unless LOG_LEVEL is set, only warnings and errors are logged, because the
@@ -474,6 +469,13 @@ async function main(argv: readonly string[]): Promise<number> {
   } catch (error) {
     if (error instanceof DomainError || error instanceof CommandError) {
       process.stderr.write(`error: ${error.message}\n`);
+      return EXIT.failed;
+    }
+    // A PostgreSQL pool connects at its first query, so a wrong DATABASE_URL
+    // fails in db.migrate(), not in openDatabase().
+    const failure = describeConnectionFailure(error, config);
+    if (failure !== null) {
+      process.stderr.write(`error: ${failure}\n`);
       return EXIT.failed;
     }
     process.stderr.write(`error: the user command failed: ${error instanceof Error ? error.message : String(error)}\n`);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startTestServer, type TestServer } from '../support/app.js';
-import { REPO_ROOT, runCli, TSX, type CliResult } from '../support/cli.js';
+import { REPO_ROOT, runCli, TSX, unusedLoopbackPort, type CliResult } from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
@@ -317,5 +317,67 @@ describeWithPostgres('user CLI on PostgreSQL', () => {
     const token = await server.login('cli-pg-admin', ADMIN_PASSWORD);
     const me = await server.gql('{ me { username role } }', {}, token);
     expect(me.data?.me).toEqual({ username: 'cli-pg-admin', role: 'ADMIN' });
+  });
+});
+
+describe('user CLI without its database', () => {
+  const password = 'pg-password-not-printed';
+  let dataDir: string;
+
+  beforeAll(() => {
+    dataDir = mkdtempSync(join(tmpdir(), 'em-cli-user-down-'));
+  });
+
+  afterAll(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  /** Checks the one-line message of a failed connection to `maskedUrl`. */
+  function expectConnectionFailure(result: CliResult, maskedUrl: string, reason: string): void {
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'message').toContain(`error: connecting to PostgreSQL at ${maskedUrl} (DATABASE_URL) failed: ${reason}`);
+    expect(result.stderr, 'advice').toMatch(/\. (Check|Create|Correct) .*DATABASE_URL/);
+    expect(result.stderr, 'stack trace').not.toMatch(/^\s+at /m);
+    expect(result.stdout + result.stderr, 'password').not.toContain(password);
+  }
+
+  it('unreachable PostgreSQL exits 1', async () => {
+    const port = await unusedLoopbackPort();
+    const env = childEnv({ DATA_DIR: dataDir, DATABASE_URL: `postgresql://postgres:${password}@127.0.0.1:${port}/missing` });
+    const result = await runUserCli(['list'], env);
+    expectConnectionFailure(result, `postgresql://postgres:***@127.0.0.1:${port}/missing`, `connect ECONNREFUSED 127.0.0.1:${port}`);
+  });
+
+  describeWithPostgres('on PostgreSQL', () => {
+    /** Builds the test server's DATABASE_URL with `password` and another user name or database. */
+    function variantUrl(change: { username?: string; database?: string }): URL {
+      const url = new URL(postgresUrl() as string);
+      url.password = password;
+      if (change.username !== undefined) {
+        url.username = change.username;
+      }
+      if (change.database !== undefined) {
+        url.pathname = `/${change.database}`;
+      }
+      return url;
+    }
+
+    it('missing database exits 1', async () => {
+      const database = `em_test_cli_missing_${Date.now()}`;
+      const url = variantUrl({ database });
+      const result = await runUserCli(['list'], childEnv({ DATA_DIR: dataDir, DATABASE_URL: url.href }));
+      url.password = '***';
+      expectConnectionFailure(result, url.href, `database "${database}" does not exist`);
+    });
+
+    it('unknown role exits 1', async () => {
+      const role = `em_test_cli_nobody_${Date.now()}`;
+      const url = variantUrl({ username: role });
+      const result = await runUserCli(['list'], childEnv({ DATA_DIR: dataDir, DATABASE_URL: url.href }));
+      url.password = '***';
+      // Trust authentication reports the unknown role, password authentication a failed password.
+      expect(result.stderr).toMatch(new RegExp(`role "${role}" does not exist|password authentication failed`));
+      expectConnectionFailure(result, url.href, '');
+    });
   });
 });
