@@ -33,6 +33,8 @@ export interface DeliveryResult {
   stored: number;
   duplicates: number;
   correctionsByRule: Map<string, number>;
+  /** Stored events that carry a flag, counted by flag as the reply showed them. */
+  flaggedByRule: Map<string, number>;
   rejected: RejectedEvent[];
   /** `sendEvents` requests made, the rejected ones included. */
   requests: number;
@@ -127,6 +129,7 @@ export async function deliverBatch(
     stored: 0,
     duplicates: 0,
     correctionsByRule: new Map(),
+    flaggedByRule: new Map(),
     rejected: [],
     requests: 0,
     maxBatchSize: null,
@@ -222,6 +225,9 @@ function addReply(result: DeliveryResult, reply: SendEventsSummary, eventCount: 
     for (const correction of item.corrections) {
       const rule = correction.rule ?? 'UNKNOWN';
       result.correctionsByRule.set(rule, (result.correctionsByRule.get(rule) ?? 0) + 1);
+    }
+    for (const flag of item.event.flags) {
+      result.flaggedByRule.set(flag, (result.flaggedByRule.get(flag) ?? 0) + 1);
     }
   }
 }

@@ -24,7 +24,7 @@ export interface PairTypeSummary {
 }
 
 export interface SendEventsSummary {
-  results: { duplicate: boolean; corrections: { rule: string | null }[] }[];
+  results: { duplicate: boolean; event: { flags: string[] }; corrections: { rule: string | null }[] }[];
   storedCount: number;
   duplicateCount: number;
 }
@@ -159,7 +159,7 @@ const SEND_EVENTS = `mutation ImportSendEvents($events: [EventInput!]!) {
   sendEvents(events: $events) {
     storedCount
     duplicateCount
-    results { duplicate corrections { rule } }
+    results { duplicate event { flags } corrections { rule } }
   }
 }`;
 

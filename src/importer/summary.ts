@@ -32,6 +32,11 @@ export interface ImportSummary {
   rejected: number;
   /** Corrections the server synthesised, counted by `CorrectionRule`. */
   correctionsByRule: Record<string, number>;
+  /**
+   * Stored events with a flag, counted by flag. LATE_BEYOND_HORIZON events,
+   * for example, change no segment.
+   */
+  flaggedByRule: Record<string, number>;
   pairTypesDefined: string[];
   /** Pair types that already existed with the same start and end types. */
   pairTypesExisting: string[];
@@ -65,6 +70,7 @@ export function createSummary(files: number): ImportSummary {
     duplicates: 0,
     rejected: 0,
     correctionsByRule: {},
+    flaggedByRule: {},
     pairTypesDefined: [],
     pairTypesExisting: [],
     pairTypeConflicts: [],
@@ -97,6 +103,9 @@ export function addDelivery(summary: ImportSummary, delivery: DeliveryResult): v
   for (const [rule, count] of delivery.correctionsByRule) {
     summary.correctionsByRule[rule] = (summary.correctionsByRule[rule] ?? 0) + count;
   }
+  for (const [rule, count] of delivery.flaggedByRule) {
+    summary.flaggedByRule[rule] = (summary.flaggedByRule[rule] ?? 0) + count;
+  }
 
   for (const event of delivery.rejected) {
     addIssue(summary, {
@@ -122,11 +131,16 @@ function formatList(names: readonly string[]): string {
   return names.length === 0 ? '0' : `${names.length} (${names.join(', ')})`;
 }
 
+/** Formats counts by rule as `RULE count` pairs in rule order, or `none`. */
+function formatCounts(counts: Record<string, number>): string {
+  const rules = Object.entries(counts).sort(([a], [b]) => a.localeCompare(b));
+  return rules.length === 0 ? 'none' : rules.map(([rule, count]) => `${rule} ${count}`).join(', ');
+}
+
 /** Formats the summary as aligned text lines for a terminal. */
 export function formatSummary(summary: ImportSummary): string {
-  const rules = Object.entries(summary.correctionsByRule).sort(([a], [b]) => a.localeCompare(b));
-  const corrections =
-    rules.length === 0 ? 'none' : rules.map(([rule, count]) => `${rule} ${count}`).join(', ');
+  const corrections = formatCounts(summary.correctionsByRule);
+  const flagged = formatCounts(summary.flaggedByRule);
 
   const rows: [string, string][] = [
     ['files', String(summary.files)],
@@ -138,6 +152,7 @@ export function formatSummary(summary: ImportSummary): string {
     ['duplicates', String(summary.duplicates)],
     ['rejected', String(summary.rejected)],
     ['corrections', corrections],
+    ['flagged events', flagged],
     ['pair types defined', formatList(summary.pairTypesDefined)],
     ['pair types existing', formatList(summary.pairTypesExisting)],
     ['pair type conflicts', formatList(summary.pairTypeConflicts)],

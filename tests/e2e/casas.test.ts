@@ -267,6 +267,17 @@ describeWithData('CASAS Kyoto import end to end', () => {
     expect([...firstRun.usersCreated].sort()).toEqual(recordings.map((recording) => recording.username));
   });
 
+  it('first import counts receipt flags', async () => {
+    // Flags set at receipt never change, unlike ORPHAN_END, which later events can clear.
+    const rows = await server.app.db.sql.query<{ flag: string; count: number }>(
+      `SELECT flag, count(*)::int AS count FROM events, unnest(intake_flags) AS flag
+       WHERE origin = 'CLIENT' AND flag::text <> 'ORPHAN_END' GROUP BY flag`,
+    );
+    const { ORPHAN_END: _orphans, ...receiptFlags } = firstRun.flaggedByRule;
+    expect(receiptFlags).toEqual(Object.fromEntries(rows.map((row) => [row.flag, row.count])));
+    expect(secondRun.flaggedByRule).toEqual({});
+  });
+
   it('second import stores only duplicates', () => {
     expect(secondRun.eventsRead).toBe(totalEvents);
     expect(secondRun.eventsSent).toBe(totalEvents);

@@ -74,7 +74,8 @@ function fakeServer(options: FakeServerOptions = {}) {
         storedIds.push(event.id ?? '');
       }
       const corrections = event.type === 'child_started' ? [{ rule: 'MISSING_PARENT_START' }] : [];
-      return { duplicate, corrections };
+      const flags = event.type === 'old_ping' ? ['LATE_BEYOND_HORIZON'] : [];
+      return { duplicate, event: { flags }, corrections };
     });
     return { results, storedCount, duplicateCount };
   };
@@ -202,7 +203,7 @@ describe('deliverBatch', () => {
       if (events.length > 3) {
         throw invalidBatch({ reason: 'LIMIT_EXCEEDED', details: { limit: 'batch size', max: 3 } });
       }
-      const results = events.map(() => ({ duplicate: false, corrections: [] }));
+      const results = events.map(() => ({ duplicate: false, event: { flags: [] }, corrections: [] }));
       return { results, storedCount: events.length, duplicateCount: 0 };
     };
     const result = await deliverBatch(pending(7), send);
@@ -226,6 +227,15 @@ describe('deliverBatch', () => {
     expect(result.stored).toBe(3);
     expect(result.duplicates).toBe(2);
     expect(Object.fromEntries(result.correctionsByRule)).toEqual({ MISSING_PARENT_START: 2 });
+  });
+
+  it('counts flags of stored events', async () => {
+    const server = fakeServer();
+    await deliverBatch(pending(1, 'old_ping'), server.send);
+    const result = await deliverBatch([...pending(3, 'old_ping'), ...pending(1, 'ping', 10)], server.send);
+    expect(result.stored).toBe(3);
+    expect(result.duplicates).toBe(1);
+    expect(Object.fromEntries(result.flaggedByRule)).toEqual({ LATE_BEYOND_HORIZON: 2 });
   });
 
   it('leaves out the corrections of duplicates', async () => {

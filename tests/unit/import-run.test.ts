@@ -214,7 +214,7 @@ function createFakeServer(options: FakeOptions = {}) {
         ids.push(event.id ?? '(no id)');
       }
       const orphan = event.type === 'sensor_off' && event.pairKey === 'ORPHAN';
-      return { duplicate, corrections: orphan ? [{ rule: 'ORPHAN_END' }] : [] };
+      return { duplicate, event: { flags: [] }, corrections: orphan ? [{ rule: 'ORPHAN_END' }] : [] };
     });
     batches.push({ userId: [...userIds].join(','), ids: events.map((event) => event.id) });
     return ok({ sendEvents: { results, storedCount, duplicateCount } });

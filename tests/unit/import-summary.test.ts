@@ -24,6 +24,7 @@ function delivery(overrides: Partial<DeliveryResult>): DeliveryResult {
     stored: 0,
     duplicates: 0,
     correctionsByRule: new Map(),
+    flaggedByRule: new Map(),
     rejected: [],
     requests: 1,
     maxBatchSize: null,
@@ -53,6 +54,7 @@ describe('addDelivery', () => {
         stored: 5,
         requests: 3,
         correctionsByRule: new Map([['AUTO_CLOSE', 4]]),
+        flaggedByRule: new Map([['LATE_BEYOND_HORIZON', 3]]),
         rejected: [
           {
             source: { file: 'a.ndjson', line: 7 },
@@ -70,6 +72,7 @@ describe('addDelivery', () => {
     expect(summary.rejected).toBe(1);
     expect(summary.requests).toBe(4);
     expect(summary.correctionsByRule).toEqual({ AUTO_CLOSE: 5, ORPHAN_END: 2 });
+    expect(summary.flaggedByRule).toEqual({ LATE_BEYOND_HORIZON: 3 });
     expect(summary.issues).toEqual([
       {
         kind: 'rejectedEvent',
@@ -111,6 +114,7 @@ describe('formatSummary', () => {
       linesRead: 12,
       stored: 9,
       correctionsByRule: { ORPHAN_END: 1, AUTO_CLOSE: 2 },
+      flaggedByRule: { LATE_EVENT: 4, LATE_BEYOND_HORIZON: 7 },
       pairTypesDefined: ['sensor', 'activity'],
       usersCreated: ['P002'],
       elapsedSeconds: 1.25,
@@ -119,6 +123,7 @@ describe('formatSummary', () => {
     expect(text).toContain('lines read:          12\n');
     expect(text).toContain('stored:              9\n');
     expect(text).toContain('corrections:         AUTO_CLOSE 2, ORPHAN_END 1\n');
+    expect(text).toContain('flagged events:      LATE_BEYOND_HORIZON 7, LATE_EVENT 4\n');
     expect(text).toContain('pair types defined:  2 (sensor, activity)\n');
     expect(text).toContain('users created:       1 (P002)\n');
     expect(text).toContain('pair type conflicts: 0\n');
