@@ -16,7 +16,13 @@ import { describeConnectionFailure } from '../storage/connection-failure.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const usage = 'Usage: npm run rebuild [-- --full]\n  --full  also recompute segments and corrections from the event log';
+  const usage = [
+    'Usage: npm run rebuild [-- --full]',
+    '  --full  also recompute segments and corrections from the event log',
+    '',
+    'Exit status: 0 when the rebuild finished, 1 when it failed or PostgreSQL or',
+    'Redis could not be reached, 2 for invalid arguments or configuration.',
+  ].join('\n');
   if (args.includes('--help') || args.includes('-h')) {
     console.log(usage);
     process.exit(0);

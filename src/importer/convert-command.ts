@@ -9,6 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { usernameProblem } from '../domain/username.js';
+
 import {
   convertCasasText,
   formatCasasNdjson,
@@ -26,6 +28,10 @@ Options:
   --user NAME       user that receives the events (default: the file name without
                     extension); only valid with a single file
   --help            print this help
+
+Exit status: 0 when every file was read (lines it skipped are reported on
+standard error), 1 when a file could not be read (nothing is written), 2 for
+invalid arguments, such as a user name the server would reject.
 `;
 
 /** Exit codes of the converter. */
@@ -83,6 +89,10 @@ export function parseConvertArgs(argv: readonly string[]): ConvertOptions | 'hel
   if (user !== null && user.trim() === '') {
     throw new UsageError('invalid --user: the user name is empty');
   }
+  const userProblem = user === null ? null : usernameProblem(user);
+  if (userProblem !== null) {
+    throw new UsageError(`invalid --user: ${userProblem}`);
+  }
   if (user !== null && files.length > 1) {
     throw new UsageError(
       `--user is only valid with one file, but ${files.length} files were given; ` +
@@ -96,6 +106,12 @@ export function parseConvertArgs(argv: readonly string[]): ConvertOptions | 'hel
   const seen = new Map<string, string>();
   for (const file of files) {
     const base = fileBaseName(file);
+    const baseProblem = user === null ? usernameProblem(base) : null;
+    if (baseProblem !== null) {
+      throw new UsageError(
+        `"${file}" would go to the user named like the file, but that ${baseProblem}; rename the file or pass --user NAME`,
+      );
+    }
     const previous = seen.get(base);
     if (previous !== undefined) {
       throw new UsageError(

@@ -16,9 +16,10 @@ import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import { PREPARED, type SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
 import { isUuid } from '../domain/user-id.js';
+import { usernameProblem } from '../domain/username.js';
 import { ConcurrencyLimit } from './concurrency.js';
 
-export const USERNAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
+export { USERNAME_PATTERN } from '../domain/username.js';
 export const PASSWORD_MIN_LENGTH = 8;
 /**
  * Key of the digests that failed logins log for unknown usernames, new per
@@ -260,10 +261,9 @@ export class UserService {
   /** Validates and stores a new account. */
   async create(input: { username: string; password: string; role: string }): Promise<UserRecord> {
     const problems: string[] = [];
-    if (!USERNAME_PATTERN.test(input.username)) {
-      problems.push(
-        `username ${JSON.stringify(input.username.slice(0, 80))} is invalid: use 1 to 64 ASCII letters, digits or _ . @ -, starting with a letter or digit`,
-      );
+    const nameProblem = usernameProblem(input.username);
+    if (nameProblem !== null) {
+      problems.push(nameProblem);
     }
     const passwordProblem = newPasswordProblem(input.password);
     if (passwordProblem !== null) {

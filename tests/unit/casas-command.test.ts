@@ -55,9 +55,17 @@ describe('parseConvertArgs', () => {
     ['an empty user', ['--user', ' ', 'a.txt'], /user name is empty/],
     ['an unknown option', ['--zone', 'UTC', 'a.txt'], /Unknown option '--zone'/],
     ['two files with one base name', ['x/P002.txt', 'y/P002.csv'], /same base name "P002"/],
+    ['a user the server rejects', ['--user', 'bad user', 'a.txt'], /invalid --user: username "bad user" is invalid/],
+    ['a file name the server rejects', ['data/bad name.txt'], /"data\/bad name.txt" would go to the user named like the file, but that username "bad name" is invalid/],
   ])('rejects %s', (_name, argv, message) => {
     expect(() => parseConvertArgs(argv)).toThrow(UsageError);
     expect(() => parseConvertArgs(argv)).toThrow(message);
+  });
+});
+
+describe('parseConvertArgs user names', () => {
+  it('accepts a bad file name with --user', () => {
+    expect(parseConvertArgs(['--user', 'alice', 'data/bad name.txt']).user).toBe('alice');
   });
 });
 
