@@ -55,7 +55,11 @@ async function main(): Promise<void> {
 }
 
 async function rebuild(config: Config, full: boolean): Promise<void> {
-  const logger = createLogger(config);
+  // Unless LOG_LEVEL is set, only errors are logged: the command prints what
+  // it did, and a connection failure ends in one line of its own instead of
+  // the retry warnings of the Redis client.
+  const quiet = process.env.LOG_LEVEL === undefined || process.env.LOG_LEVEL === '';
+  const logger = createLogger(quiet ? { ...config, logLevel: 'error' } : config);
   const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false, tokens: false });
   try {
     // The rebuild reads the pair types as they are now, so it applies every

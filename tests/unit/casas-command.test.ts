@@ -65,7 +65,7 @@ describe('parseConvertArgs', () => {
 
 describe('parseConvertArgs user names', () => {
   it('accepts a bad file name with --user', () => {
-    expect(parseConvertArgs(['--user', 'alice', 'data/bad name.txt']).user).toBe('alice');
+    expect(parseConvertArgs(['--user', 'alice', 'data/bad name.txt'])).toMatchObject({ user: 'alice' });
   });
 });
 
