@@ -118,6 +118,15 @@ interface ValidBatch {
   pairTypeCount: number;
 }
 
+/** Returns whether `error` rejects a batch with an invalid item of the given reason. */
+function hasInvalidItem(error: unknown, reason: string): boolean {
+  if (!(error instanceof DomainError)) {
+    return false;
+  }
+  const items = error.details.invalidItems;
+  return Array.isArray(items) && items.some((item: InvalidItem) => item.reason === reason);
+}
+
 /** JSON with object keys sorted, so equal content compares equal whatever the key order. */
 function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) {
@@ -278,7 +287,16 @@ export class IntakeService {
       inputs.map((input) => input.type).filter((type): type is string => typeof type === 'string'),
       fresh,
     );
-    return { items: await this.validate(viewer, inputs, buildCatalog(pairTypes, [])), pairTypeCount: pairTypes.length };
+    try {
+      return { items: await this.validate(viewer, inputs, buildCatalog(pairTypes, [])), pairTypeCount: pairTypes.length };
+    } catch (error) {
+      // The cache can miss a pair type that another process defined within
+      // the last second, and then rejects events that name it correctly.
+      if (!fresh && hasInvalidItem(error, 'PAIR_MISMATCH')) {
+        return this.validateBatch(viewer, inputs, true);
+      }
+      throw error;
+    }
   }
 
   /** Throws BAD_USER_INPUT for an empty batch, and LIMIT_EXCEEDED for one above MAX_BATCH_SIZE. */

@@ -64,4 +64,21 @@ describeWithPostgres('pair type defined in another process', () => {
     expect(after[0]).toMatchObject({ type: 'door_opened', role: 'START', pairType: 'door' });
     expect(after[1]).toMatchObject({ type: 'heartbeat', role: 'POINT', pairType: null });
   });
+
+  it('accepts events that name it at once', async () => {
+    const member = await sender.createUser('gate-member');
+    const adminToken = await definer.adminToken();
+    const before = await send(member.token, [{ type: 'gate_opened', occurredAt: '2026-03-03T08:00:00Z' }]);
+    expect(before[0]).toMatchObject({ role: 'POINT', pairType: null });
+
+    const defined = await definer.gql(DEFINE, { input: { name: 'gate', startType: 'gate_opened', endType: 'gate_closed' } }, adminToken);
+    dataOf(defined, 'definePairType');
+
+    // The sender's cache still has gate_opened as a point event.
+    const after = await send(member.token, [
+      { type: 'gate_opened', isPair: true, pairType: 'gate', pairKey: 'north', occurredAt: '2026-03-03T08:01:00Z' },
+    ]);
+
+    expect(after[0]).toMatchObject({ type: 'gate_opened', role: 'START', pairType: 'gate' });
+  });
 });
