@@ -13,7 +13,13 @@ import type {
   PairTypeDefinition,
 } from '../domain/pairing/types.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
-import { readReplayStatus, RECORD_CHANGE_SQL, type ReplayStatus } from '../storage/postgres/replay-store.js';
+import {
+  QUEUE_PREFERENCE_REPLAY_SQL,
+  readReplayStatus,
+  RECORD_CHANGE_SQL,
+  REPLAY_CLAIM_MS,
+  type ReplayStatus,
+} from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import { isUuid } from '../domain/user-id.js';
 
@@ -208,10 +214,15 @@ export class PairTypeService {
         userId: userId.slice(0, 64),
       });
     }
-    await this.prisma.autoClosePreference.upsert({
-      where: { userId_pairType: { userId, pairType } },
-      create: { userId, pairType, timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
-      update: { timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
+    // The replay is queued with the preference, so that a worker recomputes
+    // the user should this process die or fail before its own replay ends.
+    await this.prisma.$transaction(async (tx) => {
+      await tx.autoClosePreference.upsert({
+        where: { userId_pairType: { userId, pairType } },
+        create: { userId, pairType, timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
+        update: { timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
+      });
+      await tx.$executeRawUnsafe(QUEUE_PREFERENCE_REPLAY_SQL, userId, pairType, REPLAY_CLAIM_MS);
     });
   }
 

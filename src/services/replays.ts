@@ -14,6 +14,7 @@ import {
   extendPendingReplayClaim,
   queueDueChange,
   releasePendingReplayClaim,
+  REPLAY_CLAIM_MS,
   type ReplayClaim,
 } from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
@@ -23,12 +24,7 @@ import { CATALOG_CACHE_MS } from './pair-types.js';
 
 /** Pause between polls of the queue while it is empty, in ms. */
 export const REPLAY_POLL_MS = 1000;
-/**
- * How long a claim hides a user from other workers, in ms. The worker
- * extends it every third of this while the replay runs, so a worker that
- * stops hides its user for at most this long.
- */
-export const REPLAY_CLAIM_MS = 60_000;
+export { REPLAY_CLAIM_MS };
 /**
  * Age in ms at which a recorded change gets its users queued. Every server
  * reloads its pair types within CATALOG_CACHE_MS of a change, so by then no

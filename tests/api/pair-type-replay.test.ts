@@ -180,6 +180,51 @@ describeWithPostgres('pair type changes', () => {
     expect(await segments(overriding.token), 'segment under the override').toEqual([{ end: null, endReason: null }]);
   });
 
+  it('finish a preference replay that died', async () => {
+    const patrol = pairTypeNamed('patrol');
+    const sentry = pairTypeNamed('sentry');
+    const stream = generateStream({ idPrefix: 'patrol', seed: 7, count: 120, startAt: STREAM_START, maxGapSeconds: 1500 }).map(
+      (event) => ({ ...event, type: event.type.replace('session', 'patrol').replace('task', 'sentry') }),
+    );
+    const policy = { pairType: 'patrol', timeoutSeconds: 300, endAt: 'DEADLINE' as const };
+    await define(server, admin, patrol);
+    await define(server, admin, sentry);
+    const user = await server.createUser('preference-crash');
+    await sendStream(server, user.token, stream);
+
+    // The process stops after storing the preference, before its replay ran.
+    const replay = server.app.services.intake.replay(user.id, async () => {
+      await server.app.services.pairTypes.setPreference(user.id, policy.pairType, policy);
+      throw new Error('process stopped');
+    });
+    await expect(replay).rejects.toThrow('process stopped');
+
+    const expected = await replayInFreshServer(import.meta.filename, [stream], {
+      now: NOW,
+      prepareServer: async (fresh) => {
+        const token = await fresh.adminToken();
+        await define(fresh, token, patrol);
+        await define(fresh, token, sentry);
+      },
+      prepareUser: async (fresh, freshUser) => {
+        const reply = await fresh.gql(
+          'mutation ($input: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $input) { pairType } }',
+          { input: policy },
+          freshUser.token,
+        );
+        dataOf(reply, 'setAutoClosePreference');
+      },
+    });
+    const before = await settleAndReadTimelines(server, [user]);
+    expect(before.timelines, 'timeline with the replay undone').not.toEqual(expected);
+
+    // The claim of the stopped process runs out.
+    await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = NULL WHERE user_id = $1`, [user.id]);
+    expect(await server.app.replays.runOnce(), 'users replayed').toBe(1);
+    const after = await settleAndReadTimelines(server, [user]);
+    expect(after.timelines, 'timeline after the worker').toEqual(expected);
+  });
+
   it('count pending replays for staff only', async () => {
     const member = await server.createUser('member-reader');
     const reply = await server.gql('{ pairTypes { name pendingReplays } }', {}, member.token);

@@ -21,6 +21,27 @@ import type { SqlClient } from './sql.js';
  */
 export const RECORD_CHANGE_SQL = `INSERT INTO pair_type_changes (pair_type, skip_overrides) VALUES ($1, $2)`;
 
+/**
+ * How long a claim hides a user from other workers, in ms. The worker
+ * extends it every third of this while the replay runs, so a worker that
+ * stops hides its user for at most this long.
+ */
+export const REPLAY_CLAIM_MS = 60_000;
+
+/**
+ * Queues a replay of user `$1` for a preference change of pair type `$2`, in
+ * the transaction that stores the preference. The caller replays the user at
+ * once and removes the row, so it is claimed for `$3` ms: only when the
+ * caller dies or fails does a worker take the replay over after that.
+ */
+export const QUEUE_PREFERENCE_REPLAY_SQL = `INSERT INTO pending_replays (user_id, pair_types, requested_at, claimed_until)
+  VALUES ($1::uuid, ARRAY[$2::text], clock_timestamp(), clock_timestamp() + $3::int * interval '1 millisecond')
+  ON CONFLICT (user_id) DO UPDATE SET
+    pair_types = ARRAY(SELECT DISTINCT t FROM unnest(pending_replays.pair_types || EXCLUDED.pair_types) AS t ORDER BY t),
+    version = pending_replays.version + 1,
+    claimed_until = GREATEST(pending_replays.claimed_until, EXCLUDED.claimed_until),
+    attempts = 0`;
+
 /** A recorded pair type change whose users are not queued yet. */
 export interface PairTypeChange {
   id: string;
