@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { DomainError } from '../domain/errors.js';
 import { MIN_INSTANT_MS } from '../domain/storable.js';
 import { absorbsLateEvent, advanceTo, applyEvents, nextDeadline, restoreState } from '../domain/pairing/engine.js';
+import { UnknownPairTypeError } from '../domain/pairing/fold-step.js';
 import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
 import type { EngineOutput, EngineState, PairCatalog, PairTypeDefinition, Position } from '../domain/pairing/types.js';
@@ -186,12 +187,33 @@ export class Deriver {
    * whole fold; the lateness horizon bounds how far back it goes.
    */
   async derive(lock: UserLock, now: number, justStored?: JustStored, options: { replayAll?: boolean } = {}): Promise<DeriveResult> {
+    try {
+      return await this.deriveWith(lock, now, justStored, options.replayAll === true, options.replayAll === true);
+    } catch (error) {
+      // Another process defined a pair type within the cache's lifetime, and
+      // the user's events or open pairs already use it. The fold throws
+      // before it writes, or inside the rewind's transaction, which rolls back.
+      if (!(error instanceof UnknownPairTypeError) || options.replayAll === true) {
+        throw error;
+      }
+      this.logger.info({ userId: lock.userId, pairType: error.pairType }, 'pair type missing from the cache; folding again with fresh pair types');
+      return this.deriveWith(lock, now, justStored, false, true);
+    }
+  }
+
+  private async deriveWith(
+    lock: UserLock,
+    now: number,
+    justStored: JustStored | undefined,
+    replayAll: boolean,
+    freshTypes: boolean,
+  ): Promise<DeriveResult> {
     const userId = lock.userId;
     // Independent reads run at once. The head and the pending events come
     // from one statement (the caller's events write, or a read here), so they
     // agree even when a request whose lock expired stores events meanwhile.
     const [types, loaded, stateText] = await Promise.all([
-      this.pairTypes(options.replayAll === true),
+      this.pairTypes(freshTypes),
       justStored?.input ?? loadHeadAndPending(this.sql, userId, justStored?.range ?? null),
       lock.state !== undefined ? lock.state : this.store.loadUserState(userId),
     ]);
@@ -229,7 +251,7 @@ export class Deriver {
     // before it writes, needs a transaction around it.
     const firstEvent = pending[0]?.event;
     const rewindTo: Position | null =
-      options.replayAll === true
+      replayAll
         ? BEFORE_ANY_EVENT
         : firstEvent !== undefined &&
             state.position !== null &&

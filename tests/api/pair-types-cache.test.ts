@@ -82,3 +82,36 @@ describeWithPostgres('pair type defined in another process', () => {
     expect(after[0]).toMatchObject({ type: 'gate_opened', role: 'START', pairType: 'gate' });
   });
 });
+
+describeWithPostgres('pair type defined in another process, folds', () => {
+  let definer: TestServer;
+  let folder: TestServer;
+
+  beforeAll(async () => {
+    definer = await startTestServer(import.meta.filename, WITHOUT_WORKERS);
+    folder = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, databaseUrl: definer.databaseUrl as string });
+  });
+
+  afterAll(async () => {
+    await folder?.close();
+    await definer?.close();
+  });
+
+  it('settles a user with its open pairs', async () => {
+    const member = await definer.createUser('vault-member');
+    const adminToken = await definer.adminToken();
+    // The folding process loads its pair types before the definition.
+    await folder.app.services.intake.settle(member.id);
+
+    dataOf(await definer.gql(DEFINE, { input: { name: 'vault', startType: 'vault_opened', endType: 'vault_closed' } }, adminToken), 'definePairType');
+    // Recent enough that the pair stays open, so the fold needs its policy.
+    const occurredAt = new Date(Date.now() - 60_000).toISOString();
+    const sent = await definer.gql(SEND, { events: [{ type: 'vault_opened', occurredAt }] }, member.token);
+    dataOf(sent, 'sendEvents');
+
+    // Within the folding process's cache lifetime (1 s), which lacks the pair type.
+    await expect(folder.app.services.intake.settle(member.id)).resolves.toBeUndefined();
+    const reply = await folder.gql('{ segments(filter: { pairTypes: ["vault"] }) { nodes { pairType end } } }', {}, member.token);
+    expect(dataOf(reply, 'segments').segments.nodes).toEqual([{ pairType: 'vault', end: null }]);
+  });
+});

@@ -27,11 +27,23 @@ export function instanceKeyOf(pairType: string, pairKey: string): string {
   return `${pairType}\u0000${pairKey}`;
 }
 
-/** Returns the definition of a pair type, or throws when the catalog lacks it. */
+/**
+ * A fold met a pair type that its catalog lacks. Pair types are never
+ * deleted, so the catalog is older than the pair type, and a fold with a
+ * fresh catalog succeeds.
+ */
+export class UnknownPairTypeError extends Error {
+  constructor(readonly pairType: string) {
+    super(`Pair type ${JSON.stringify(pairType)} is not in the catalog.`);
+    this.name = 'UnknownPairTypeError';
+  }
+}
+
+/** Returns the definition of a pair type, or throws UnknownPairTypeError when the catalog lacks it. */
 export function definitionOf(catalog: PairCatalog, pairType: string): PairTypeDefinition {
   const definition = catalog.byName.get(pairType);
   if (definition === undefined) {
-    throw new Error(`Pair type ${JSON.stringify(pairType)} is not in the catalog.`);
+    throw new UnknownPairTypeError(pairType);
   }
   return definition;
 }
