@@ -32,6 +32,7 @@ import {
   loadHeadAndPending,
   loadEventsAfter,
   loadRewindInput,
+  clearDerived,
   truncateDerivedFrom,
   writeDerived,
   type DerivedHead,
@@ -178,7 +179,9 @@ export class Deriver {
    * after a change of the user's auto-close preferences. Such a replay reads
    * the pair types past their cache, so it applies a change that committed
    * before it started. The rewind and the write share one transaction, so a
-   * reader sees the old rows or the new ones.
+   * reader sees the old rows or the new ones. With `clearFirst` as well, the
+   * replay first deletes every derived row of the user in that transaction,
+   * as a full rebuild does.
    *
    * A rewind without `justStored`, such as a replay, reads, folds and writes
    * its events `replayPageSize` at a time in that transaction, so neither
@@ -186,9 +189,15 @@ export class Deriver {
    * A rewind of a request folds in one step, because its reply needs the
    * whole fold; the lateness horizon bounds how far back it goes.
    */
-  async derive(lock: UserLock, now: number, justStored?: JustStored, options: { replayAll?: boolean } = {}): Promise<DeriveResult> {
+  async derive(
+    lock: UserLock,
+    now: number,
+    justStored?: JustStored,
+    options: { replayAll?: boolean; clearFirst?: boolean } = {},
+  ): Promise<DeriveResult> {
+    const replay = options.replayAll === true ? { clearFirst: options.clearFirst === true } : null;
     try {
-      return await this.deriveWith(lock, now, justStored, options.replayAll === true, options.replayAll === true);
+      return await this.deriveWith(lock, now, justStored, replay, options.replayAll === true);
     } catch (error) {
       // Another process defined a pair type within the cache's lifetime, and
       // the user's events or open pairs already use it. The fold throws
@@ -197,15 +206,16 @@ export class Deriver {
         throw error;
       }
       this.logger.info({ userId: lock.userId, pairType: error.pairType }, 'pair type missing from the cache; folding again with fresh pair types');
-      return this.deriveWith(lock, now, justStored, false, true);
+      return this.deriveWith(lock, now, justStored, null, true);
     }
   }
 
+  /** Runs `derive` with pair types from the cache or, with `freshTypes`, from PostgreSQL. `replay` is null unless it replays the whole log. */
   private async deriveWith(
     lock: UserLock,
     now: number,
     justStored: JustStored | undefined,
-    replayAll: boolean,
+    replay: { clearFirst: boolean } | null,
     freshTypes: boolean,
   ): Promise<DeriveResult> {
     const userId = lock.userId;
@@ -251,7 +261,7 @@ export class Deriver {
     // before it writes, needs a transaction around it.
     const firstEvent = pending[0]?.event;
     const rewindTo: Position | null =
-      replayAll
+      replay !== null
         ? BEFORE_ANY_EVENT
         : firstEvent !== undefined &&
             state.position !== null &&
@@ -319,6 +329,10 @@ export class Deriver {
             // A client event sits at the restored position, so every deadline
             // lies after it and no correction of this fold is decided there.
           });
+          if (replay?.clearFirst === true) {
+            // In this transaction, so readers see the old rows until the replay commits.
+            await clearDerived(sql, userId);
+          }
           const earliestReopenedEnd = await truncateDerivedFrom(sql, userId, first);
           rewoundFrom = Math.max(MIN_INSTANT_MS, Math.min(first.at, earliestReopenedEnd ?? first.at));
           rewound = true;

@@ -18,7 +18,6 @@ import {
   PairTypesChangedError,
   loadReply,
   loadIntakeSnapshot,
-  resetDerived,
   type FoldInput,
   type IntakeSnapshot,
   type NewClientEvent,
@@ -386,11 +385,11 @@ export class IntakeService {
   }
 
   /** Replays the locked user's whole log and removes the queued replay that the replay covered. */
-  private async replayAll(lock: UserLock): Promise<void> {
+  private async replayAll(lock: UserLock, clearFirst = false): Promise<void> {
     // Read before the replay reads the pair types, so a change that commits
     // in between increments the version and keeps the row queued.
     const queued = await pendingReplayVersion(this.options.sql, lock.userId);
-    await this.options.deriver.derive(lock, this.options.clock.now(), undefined, { replayAll: true });
+    await this.options.deriver.derive(lock, this.options.clock.now(), undefined, { replayAll: true, clearFirst });
     if (queued !== null) {
       await finishPendingReplay(this.options.sql, lock.userId, queued);
     }
@@ -406,11 +405,9 @@ export class IntakeService {
       await this.options.store.deleteUserState(userId);
       lock.state = null;
       if (full) {
-        await this.options.sql.transaction((tx) => resetDerived(tx, userId));
-      }
-      if (full) {
-        // A full rebuild replays the log like a preference change, in pages.
-        await this.replayAll(lock);
+        // A full rebuild replays the log like a preference change, in pages,
+        // and first deletes every derived row in the replay's transaction.
+        await this.replayAll(lock, true);
       } else {
         await this.options.deriver.derive(lock, this.options.clock.now());
       }

@@ -906,16 +906,14 @@ export async function loadReply(
   return reply;
 }
 
-/** Deletes every row derived for the user and resets its head, so the next fold replays the whole log. */
-export async function resetDerived(tx: SqlClient, userId: string): Promise<void> {
+/**
+ * Deletes every row derived for the user: segments, their length bounds,
+ * corrections and ORPHAN_END flags. The head stays, so this belongs in the
+ * transaction of a replay of the whole log, whose last write sets the head.
+ */
+export async function clearDerived(tx: SqlClient, userId: string): Promise<void> {
   await tx.query(`DELETE FROM segments WHERE user_id = $1`, [userId]);
   await tx.query(`DELETE FROM events WHERE user_id = $1 AND origin = 'CORRECTION'`, [userId]);
   await tx.query(`UPDATE events SET orphan = false WHERE user_id = $1 AND orphan`, [userId]);
   await tx.query(`DELETE FROM segment_length_bounds WHERE user_id = $1`, [userId]);
-  await tx.query(
-    `UPDATE users SET applied_seq = 0, applied_at = NULL, applied_pos_seq = NULL, last_activity_at = NULL,
-       derived_version = derived_version + 1
-     WHERE id = $1`,
-    [userId],
-  );
 }
