@@ -24,7 +24,13 @@ import {
 import { MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
-import { loadLeafSets } from '../storage/postgres/leaf-store.js';
+import {
+  loadLeafSets,
+  loadLeaves,
+  type LeafQuery,
+  type LeafSets,
+  type SnapshotLeafSets,
+} from '../storage/postgres/leaf-store.js';
 import { ConcurrencyLimit } from './concurrency.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { Clock } from './index.js';
@@ -191,23 +197,30 @@ export class ReportService {
     // request and within the process, and the pool keeps connections free
     // for intake and other reads.
     const requestLoads = (requestState.loads ??= new ConcurrencyLimit(Math.min(LOADS_PER_REQUEST, this.loads.max)));
-    await Promise.all(
-      [...leaves.entries()].map(async ([key, spec]) => {
-        const loadedLeaf = await requestLoads.run(() =>
-          this.loads.run(() =>
-            loadLeafSets(this.sql, {
-              spec,
-              defaultUsers: visibleUsers,
-              windowStart: window.start,
-              windowEnd: window.end,
-              openEnd,
-              withUserIds: grouped && spec.users === null,
-            }),
-          ),
-        );
-        loaded.set(key, { set: loadedLeaf.set, perUser: loadedLeaf.perUser });
-      }),
+    const entries = [...leaves.entries()];
+    const queries: LeafQuery[] = entries.map(([, spec]) => ({
+      spec,
+      defaultUsers: visibleUsers,
+      windowStart: window.start,
+      windowEnd: window.end,
+      openEnd,
+      withUserIds: grouped && spec.users === null,
+    }));
+    const parallel: SnapshotLeafSets[] = await Promise.all(
+      queries.map((query) => requestLoads.run(() => this.loads.run(() => loadLeafSets(this.sql, query)))),
     );
+    // Leaves loaded at once read their own snapshots. When a write committed
+    // between two of them, set algebra across them could show time that never
+    // existed, such as a task outside its session, so they load again one
+    // after another in one transaction.
+    const consistent = new Set(parallel.map((leaf) => leaf.snapshot)).size <= 1;
+    const loadedLeaves: LeafSets[] = consistent
+      ? parallel
+      : await requestLoads.run(() => this.loads.run(() => loadLeaves(this.sql, queries)));
+    entries.forEach(([key], index) => {
+      const loadedLeaf = loadedLeaves[index]!;
+      loaded.set(key, { set: loadedLeaf.set, perUser: loadedLeaf.perUser });
+    });
 
     // Nodes that do not depend on a group's user are computed once, here, and
     // reused by every group, whose bound expression shares them.

@@ -82,15 +82,25 @@ describeWithPostgres('leaf scan range', () => {
   it('reads only segments near the window', async () => {
     // Capture the leaf statement, then run it again under EXPLAIN ANALYZE.
     const statements: Array<{ text: string; params: unknown[] }> = [];
+    // Leaves load in a transaction, so the statements of its client are recorded.
     const recording: SqlClient = {
       ...db.sql,
       query: (text, params) => db.sql.query(text, params),
-      queryArrays: (text, params = []) => {
-        statements.push({ text, params });
-        return db.sql.queryArrays(text, params);
-      },
+      queryArrays: (text, params = []) => db.sql.queryArrays(text, params),
       exec: (script) => db.sql.exec(script),
-      transaction: (work) => db.sql.transaction(work),
+      transaction: (work) =>
+        db.sql.transaction((tx) =>
+          work({
+            ...tx,
+            query: (text, params) => tx.query(text, params),
+            queryArrays: (text, params = []) => {
+              statements.push({ text, params });
+              return tx.queryArrays(text, params);
+            },
+            exec: (script) => tx.exec(script),
+            transaction: (inner) => tx.transaction(inner),
+          }),
+        ),
     };
     const leaf = await loadLeafSets(recording, { ...LEAF, rollups: false });
     expect(leaf.segmentsRead).toBe(10);

@@ -60,17 +60,50 @@ interface Part {
   chunks: number;
 }
 
-export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<LeafSets> {
+/** A leaf's sets, with the snapshot it read them from. */
+export interface SnapshotLeafSets extends LeafSets {
+  /**
+   * The transaction's snapshot as `pg_current_snapshot()` prints it. Two
+   * equal texts see the same committed transactions, so their reads agree.
+   */
+  snapshot: string;
+}
+
+/** Loads one leaf in a REPEATABLE READ transaction of its own, and returns the snapshot it read. */
+export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<SnapshotLeafSets> {
+  return sql.transaction(async (tx) => {
+    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    // The first statement takes the snapshot that every later one reads.
+    const [row] = await tx.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
+    const sets = await loadLeafIn(tx, query);
+    return { ...sets, snapshot: row!.snapshot };
+  });
+}
+
+/**
+ * Loads several leaves from one REPEATABLE READ snapshot, in one transaction,
+ * so that set operations between them never combine two states of the
+ * database, such as a task that one leaf sees and its session that another
+ * does not yet. Returns the sets in the order of `queries`.
+ */
+export async function loadLeaves(sql: SqlClient, queries: readonly LeafQuery[]): Promise<LeafSets[]> {
+  return sql.transaction(async (tx) => {
+    await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    const sets: LeafSets[] = [];
+    for (const query of queries) {
+      sets.push(await loadLeafIn(tx, query));
+    }
+    return sets;
+  });
+}
+
+/** Loads one leaf with the statements of `tx`, which is in the caller's snapshot. */
+async function loadLeafIn(tx: SqlClient, query: LeafQuery): Promise<LeafSets> {
   const { spec } = query;
   // User ids are UUIDs, so any other id matches no segment. Casting it to uuid would fail the query.
   const users = (spec.users ?? query.defaultUsers)?.filter((id) => isUuid(id)) ?? null;
   const useRollups = query.rollups !== false && spec.meta === null;
-  const parts = useRollups
-    ? await sql.transaction(async (tx) => {
-        await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-        return loadFromRollups(tx, query, users);
-      })
-    : await loadFromSegments(sql, query, users);
+  const parts = useRollups ? await loadFromRollups(tx, query, users) : await loadFromSegments(tx, query, users);
   return toSets(parts, query.withUserIds);
 }
 
