@@ -88,7 +88,11 @@ function codesOf(error: Error): unknown[] {
   return [code, cause?.code, cause?.originalCode];
 }
 
-/** Recognises failures of the database or Redis connection, as opposed to bugs. */
+/**
+ * Recognises failures of the database or Redis connection, as opposed to bugs.
+ * pg 8 reports a statement on a client whose connection failed earlier as
+ * "Client has encountered a connection error and is not queryable".
+ */
 export function isDependencyFailure(error: unknown): boolean {
   let cursor: unknown = error;
   for (let depth = 0; depth < 5 && cursor instanceof Error; depth += 1) {
@@ -97,7 +101,7 @@ export function isDependencyFailure(error: unknown): boolean {
     }
     const message = cursor.message;
     if (
-      /Connection terminated|connection timeout|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|Command timed out|max retries per request|ECONNREFUSED/i.test(
+      /Connection terminated|connection timeout|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|Command timed out|max retries per request|ECONNREFUSED|is not queryable/i.test(
         message,
       )
     ) {
