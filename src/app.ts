@@ -62,6 +62,9 @@ export interface App {
   close(): Promise<void>;
 }
 
+/** Time in ms that `/readyz` waits for each dependency's ping before it reports the dependency unreachable. */
+export const READINESS_TIMEOUT_MS = 2000;
+
 export function createLogger(config: Config): Logger {
   const redact = {
     paths: [
@@ -232,10 +235,19 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       maxDocumentDepth: 2 * config.reports.maxDepth + 64,
       maxReplyBytes: config.server.maxReplyBytes,
       checkReadiness: async () => {
-        const pingError = (ping: Promise<unknown>) => ping.then(
-          () => null,
-          (error: unknown) => error ?? new Error('the ping failed'),
-        );
+        // A connection that stalls without closing would hold the ping, and
+        // the probe, for as long as it stalls.
+        const pingError = (ping: Promise<unknown>) =>
+          new Promise<unknown>((resolve) => {
+            const timer = setTimeout(
+              () => resolve(new Error(`the ping did not answer within ${READINESS_TIMEOUT_MS} ms`)),
+              READINESS_TIMEOUT_MS,
+            );
+            ping.then(
+              () => resolve(null),
+              (error: unknown) => resolve(error ?? new Error('the ping failed')),
+            ).finally(() => clearTimeout(timer));
+          });
         const [databaseError, redisError] = await Promise.all([pingError(db.ping()), pingError(readyStore.ping())]);
         return {
           database: { kind: db.kind, error: databaseError },

@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
+import { READINESS_TIMEOUT_MS } from '../../src/app.js';
 import type { IntakeStep } from '../../src/services/derive.js';
 import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { describeWithRedis } from '../support/services.js';
@@ -521,6 +522,23 @@ describe('HTTP behaviour', () => {
       expect(reply.status).toBe(200);
       expect(reply.json?.status).toBe('ok');
       expect(reply.json?.database).toBe(server.app.db.kind);
+    });
+
+    it('readyz 503 for a stalled ping', async () => {
+      // As a database connection that stops answering without closing.
+      const db = server.app.db as { ping: () => Promise<void> };
+      const ping = db.ping;
+      db.ping = () => new Promise<void>(() => {});
+      try {
+        const started = Date.now();
+        const reply = await send(`${server.url}/readyz`);
+
+        expect(reply.status).toBe(503);
+        expect(reply.json?.unreachable).toEqual(['database']);
+        expect(Date.now() - started).toBeLessThan(READINESS_TIMEOUT_MS + 2000);
+      } finally {
+        db.ping = ping;
+      }
     });
 
     it('sandbox page without cookies or telemetry', async () => {
