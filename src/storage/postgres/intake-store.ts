@@ -242,14 +242,18 @@ export async function appendClientEvents(
   }
   // Pair types are never deleted and their event types never change, so
   // their count changes exactly when a new pair type gives event types a role.
-  const catalogCurrent = catalogParam === null ? 'true' : `(SELECT count(*) FROM pair_types) = ${catalogParam}::bigint`;
+  // The CTE counts them once for the two places that read the result.
+  const catalogCte =
+    catalogParam === null
+      ? 'catalog AS (SELECT true AS current),'
+      : `catalog AS (SELECT count(*) = ${catalogParam}::bigint AS current FROM pair_types),`;
   try {
     // The rows travel as one JSON document: JSON.stringify costs far less
     // than fourteen array parameters of 1000 elements each.
     // The final SELECT reads users as they were before this statement: the
     // parts of one statement share a snapshot and do not see each other's writes.
     rows = await sql.query(
-      `WITH counters AS (
+      `WITH ${catalogCte} counters AS (
        UPDATE users SET last_event_seq = c.last_event_seq, max_occurred_at = c.max_occurred_at
        FROM json_to_recordset($2::json) AS c(id uuid, last_event_seq int, max_occurred_at timestamptz, expected_seq int)
        WHERE users.id = c.id AND users.last_event_seq = c.expected_seq
@@ -258,7 +262,7 @@ export async function appendClientEvents(
          AND ${idMatch('users.id', '$4', oneUser)}
          ${unseenParam === null ? '' : `AND NOT EXISTS (SELECT 1 FROM events e WHERE e.user_id = users.id AND e.client_id = ANY(${unseenParam}::text[]))`}
          -- The roles of the events were decided with this many pair types.
-         AND ${catalogCurrent}
+         AND (SELECT current FROM catalog)
        RETURNING users.id
      ), appended AS (
        INSERT INTO events (id, user_id, seq, client_id, type, role, pair_type, pair_key, occurred_at,
@@ -276,7 +280,7 @@ export async function appendClientEvents(
      -- not move without their events, so the check fails the whole statement.
      SELECT event_master_check((SELECT count(*) FROM counters) IN (0, $3), 'COUNTERS_MOVED') AS checked,
        (SELECT count(*) FROM counters) = $3 AS written,
-       ${catalogCurrent} AS catalog_current,
+       (SELECT current FROM catalog) AS catalog_current,
        (SELECT json_agg(${foldInputJson('')})
         FROM users u WHERE ${idMatch('u.id', '$4', oneUser)}) AS heads`,
       [
