@@ -206,17 +206,21 @@ export class ReportService {
       openEnd,
       withUserIds: grouped && spec.users === null,
     }));
-    const parallel: SnapshotLeafSets[] = await Promise.all(
-      queries.map((query) => requestLoads.run(() => this.loads.run(() => loadLeafSets(this.sql, query)))),
-    );
-    // Leaves loaded at once read their own snapshots. When a write committed
-    // between two of them, set algebra across them could show time that never
-    // existed, such as a task outside its session, so they load again one
-    // after another in one transaction.
-    const consistent = new Set(parallel.map((leaf) => leaf.snapshot)).size <= 1;
-    const loadedLeaves: LeafSets[] = consistent
-      ? parallel
-      : await requestLoads.run(() => this.loads.run(() => loadLeaves(this.sql, queries)));
+    const loadTogether = (): Promise<LeafSets[]> => requestLoads.run(() => this.loads.run(() => loadLeaves(this.sql, queries)));
+    let loadedLeaves: LeafSets[] = [];
+    if (queries.length === 1) {
+      loadedLeaves = await loadTogether();
+    } else if (queries.length > 1) {
+      const parallel: SnapshotLeafSets[] = await Promise.all(
+        queries.map((query) => requestLoads.run(() => this.loads.run(() => loadLeafSets(this.sql, query)))),
+      );
+      // Leaves loaded at once read their own snapshots. When a write committed
+      // between two of them, set algebra across them could show time that never
+      // existed, such as a task outside its session, so they load again one
+      // after another in one transaction.
+      const consistent = new Set(parallel.map((leaf) => leaf.snapshot)).size === 1;
+      loadedLeaves = consistent ? parallel : await loadTogether();
+    }
     entries.forEach(([key], index) => {
       const loadedLeaf = loadedLeaves[index]!;
       loaded.set(key, { set: loadedLeaf.set, perUser: loadedLeaf.perUser });
