@@ -240,7 +240,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         const pingError = (ping: Promise<unknown>) =>
           new Promise<unknown>((resolve) => {
             const timer = setTimeout(
-              () => resolve(new Error(`the ping did not answer within ${READINESS_TIMEOUT_MS} ms`)),
+              () => resolve(new Error(`the ping timed out after ${READINESS_TIMEOUT_MS} ms`)),
               READINESS_TIMEOUT_MS,
             );
             ping.then(

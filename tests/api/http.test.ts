@@ -525,7 +525,7 @@ describe('HTTP behaviour', () => {
     });
 
     it('readyz 503 for a stalled ping', async () => {
-      // As a database connection that stops answering without closing.
+      // As a database connection that stops responding without closing.
       const db = server.app.db as { ping: () => Promise<void> };
       const ping = db.ping;
       db.ping = () => new Promise<void>(() => {});

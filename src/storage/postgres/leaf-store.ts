@@ -83,8 +83,8 @@ export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<Sn
 /**
  * Loads several leaves from one REPEATABLE READ snapshot, in one transaction,
  * so that set operations between them never combine two states of the
- * database, such as a task that one leaf sees and its session that another
- * does not yet. Returns the sets in the order of `queries`.
+ * database, such as a task that one leaf reads and its session that another
+ * leaf does not read yet. Returns the sets in the order of `queries`.
  */
 export async function loadLeaves(sql: SqlClient, queries: readonly LeafQuery[]): Promise<LeafSets[]> {
   return sql.transaction(async (tx) => {
