@@ -1,8 +1,7 @@
 /**
  * A pair type defined in one server process must give its event types their
- * role in every other process at once. That holds also in a process that
- * stored one of those types as a point event a moment before and caches
- * that. Roles are decided when an event is stored and never change, so a
+ * role in every other process at once, also in a process that stored one
+ * of those types as a point event a moment before and still caches it. Roles are decided when an event is stored and never change, so a
  * late cache would leave such events as point events for good. The other
  * process must also fold and settle users whose pairs already use the type.
  */

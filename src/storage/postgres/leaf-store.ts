@@ -81,10 +81,10 @@ export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<Sn
 }
 
 /**
- * Loads several leaves from one REPEATABLE READ snapshot, in one transaction,
- * so that set operations between them never combine two states of the
- * database, such as a task that one leaf reads and its session that another
- * leaf does not read yet. Returns the sets in the order of `queries`.
+ * Loads several leaves in one REPEATABLE READ transaction, so they read one
+ * snapshot. Set operations between them then never combine two states of
+ * the database, such as a task in one leaf without its session in another.
+ * Returns the sets in the order of `queries`.
  */
 export async function loadLeaves(sql: SqlClient, queries: readonly LeafQuery[]): Promise<LeafSets[]> {
   return sql.transaction(async (tx) => {
