@@ -569,6 +569,9 @@ describeWithRedis('redis store failures', () => {
       stopReplies(): void {
         forwardingReplies = false;
       },
+      resumeReplies(): void {
+        forwardingReplies = true;
+      },
       dropConnections(): void {
         for (const socket of sockets) {
           socket.destroy();
@@ -647,6 +650,27 @@ describeWithRedis('redis store failures', () => {
       await direct.flushForTests();
       await direct.close();
       await viaProxy.close();
+      proxy.dropConnections();
+    }
+  });
+
+  it('lost reply resets connection', async () => {
+    const proxy = await startProxy(redisUrl() as string);
+    const store = storeVia(proxy.port, 300);
+    try {
+      await store.scheduleDeadline('alice', 1_000);
+      await store.scheduleDeadline('bob', 2_000);
+      proxy.stopReplies();
+      await expectDomainError(store.peekDeadline('alice'), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+      proxy.resumeReplies();
+
+      // The lost reply would leave every later reply one command behind on
+      // that connection: each command would time out or get another's reply.
+      expect(await store.peekDeadline('bob')).toBe(2_000);
+      expect(await store.peekDeadline('alice')).toBe(1_000);
+    } finally {
+      await store.flushForTests();
+      await store.close();
       proxy.dropConnections();
     }
   });

@@ -32,12 +32,21 @@ export interface RedisConnection {
   waitUntilReady(operation: string): Promise<void>;
   /** Logs a failed command. Repeats of one message are logged once per 10 s, with a count. */
   logCommandFailure(operation: string, error: unknown): void;
+  /**
+   * Closes the connection and opens a new one when `error` is a command
+   * timeout. The reply may be lost rather than late, and ioredis would then
+   * give each later reply on that connection to the command before it.
+   * Commands sent before the next event loop turn still use the old connection.
+   */
+  resetAfterTimeout(error: unknown): void;
   close(): Promise<void>;
 }
 
 const FIRST_RECONNECT_DELAY_MS = 50;
 const MAX_RECONNECT_DELAY_MS = 2000;
 const REPEAT_LOG_INTERVAL_MS = 10_000;
+/** The message of the error with which ioredis rejects a command after `commandTimeout`. */
+const COMMAND_TIMEOUT_MESSAGE = 'Command timed out';
 
 const STATUSES: readonly RedisStatus[] = [
   'wait',
@@ -80,6 +89,12 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
   let lastStatus: RedisStatus | 'initial' = 'initial';
   let closed = false;
   let readyPromise: Promise<void> | null = null;
+  // Set from a reset until the new connection is ready: the old one may still
+  // report 'ready' until its socket has closed.
+  let resetting = false;
+  client.on('ready', () => {
+    resetting = false;
+  });
   const throttle = createRepeatThrottle(REPEAT_LOG_INTERVAL_MS);
 
   // One function logs every status change, as old -> new.
@@ -134,7 +149,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
       logCommandFailure(operation, error);
       throw error;
     }
-    if (client.status === 'ready') {
+    if (client.status === 'ready' && !resetting) {
       return;
     }
 
@@ -164,6 +179,18 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     );
   }
 
+  function resetAfterTimeout(error: unknown): void {
+    if (closed || resetting || !(error instanceof Error) || error.message !== COMMAND_TIMEOUT_MESSAGE || client.status !== 'ready') {
+      return;
+    }
+    resetting = true;
+    logger.warn({ commandTimeoutMs }, 'redis command timed out; opening a new connection');
+    // Commands still waiting on the old connection fail with "Connection is
+    // closed". The close waits a turn, so that a caller can still send a
+    // command on the old connection in its error handling.
+    setImmediate(() => client.disconnect(true));
+  }
+
   async function close(): Promise<void> {
     if (closed) {
       return;
@@ -177,7 +204,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     }
   }
 
-  return { client, safeUrl, waitUntilReady, logCommandFailure, close };
+  return { client, safeUrl, waitUntilReady, logCommandFailure, resetAfterTimeout, close };
 }
 
 /** The error that every failed Redis operation surfaces as: SERVICE_UNAVAILABLE with reason `REDIS_UNAVAILABLE`. */

@@ -112,6 +112,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return await command();
     } catch (error) {
       connection.logCommandFailure(operation, error);
+      connection.resetAfterTimeout(error);
 
       // A timeout has used up the budget already, so only an early failure is retried.
       const retry = idempotent && performance.now() - started < options.commandTimeoutMs / 2;
@@ -125,6 +126,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return await command();
     } catch (error) {
       connection.logCommandFailure(operation, error);
+      connection.resetAfterTimeout(error);
       throw toUnavailable(error);
     }
   }
@@ -143,9 +145,13 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
         } catch (error) {
           // The script may have run even though its reply was lost. Release
           // the lock in case it did, so that the user is not blocked until
-          // the TTL ends. NOTE: while Redis is unreachable this release fails
-          // too, and such a lock then lasts its full TTL.
+          // the TTL ends. The release goes out on the current connection,
+          // before a timeout's reset closes it, and again once the next
+          // connection is ready, in case the old one lost requests too.
+          // NOTE: while Redis is unreachable both fail, and such a lock then
+          // lasts its full TTL.
           redis.emReleaseUserLock(lockKey, token).catch(() => undefined);
+          run('releaseUserLock', () => redis.emReleaseUserLock(lockKey, token)).catch(() => undefined);
           throw error;
         }
         const [fence, state] = reply;
