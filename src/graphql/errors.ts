@@ -91,7 +91,8 @@ function codesOf(error: Error): unknown[] {
 /**
  * Recognises failures of the database or Redis connection, as opposed to bugs.
  * pg 8 reports a statement on a client whose connection failed earlier as
- * "Client has encountered a connection error and is not queryable".
+ * "Client has encountered a connection error and is not queryable", and a
+ * statement whose reply did not come within `query_timeout` as "Query read timeout".
  */
 export function isDependencyFailure(error: unknown): boolean {
   let cursor: unknown = error;
@@ -101,7 +102,7 @@ export function isDependencyFailure(error: unknown): boolean {
     }
     const message = cursor.message;
     if (
-      /Connection terminated|connection timeout|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|Command timed out|max retries per request|ECONNREFUSED|is not queryable/i.test(
+      /Connection terminated|connection timeout|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable|Command timed out|max retries per request|ECONNREFUSED|is not queryable|Query read timeout/i.test(
         message,
       )
     ) {

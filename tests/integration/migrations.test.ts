@@ -176,7 +176,7 @@ describeWithPostgres('migrations on PostgreSQL', () => {
       // Longer than the pools' statement timeout, as a backfill of a large
       // table can be. The second run waits as long for the lock.
       const slow = withChecksum('20990101000000_slow', 'SELECT pg_sleep(0.3); CREATE TABLE slow_done (id int);');
-      const results = await Promise.all([migrate(first.sql, [slow]), migrate(second.sql, [slow])]);
+      const results = await Promise.all([first.migrate([slow]), second.migrate([slow])]);
 
       expect(results.map((result) => result.applied.length).sort(), 'migrations applied by each run').toEqual([0, 1]);
       expect(await tableExists(first, 'slow_done'), 'table of the slow migration').toBe(true);

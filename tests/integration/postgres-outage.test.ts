@@ -5,6 +5,7 @@
  * PostgreSQL through a TCP proxy on loopback that the test can cut.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
@@ -13,9 +14,17 @@ import { startTestServer, type TestServer } from '../support/app.js';
 import { SEND_EVENTS } from '../support/replay.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
-/** Starts a loopback proxy to `target`. `cut()` drops every connection and rejects new ones until `restore()`. */
-async function startProxy(target: URL): Promise<{ port: number; cut(): void; restore(): void; close(): Promise<void> }> {
+/**
+ * Starts a loopback proxy to `target`. `cut()` drops every connection and
+ * rejects new ones until `restore()`. `stall()` stops forwarding on every open
+ * connection for good, without closing it, as after a network partition; new
+ * connections work.
+ */
+async function startProxy(
+  target: URL,
+): Promise<{ port: number; cut(): void; restore(): void; stall(): void; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
+  const pairs = new Set<[Socket, Socket]>();
   let open = true;
   const server: Server = createServer((client) => {
     if (!open) {
@@ -26,7 +35,10 @@ async function startProxy(target: URL): Promise<{ port: number; cut(): void; res
     sockets.add(client);
     sockets.add(upstream);
     client.pipe(upstream).pipe(client);
+    const pair: [Socket, Socket] = [client, upstream];
+    pairs.add(pair);
     const drop = () => {
+      pairs.delete(pair);
       client.destroy();
       upstream.destroy();
       sockets.delete(client);
@@ -49,6 +61,15 @@ async function startProxy(target: URL): Promise<{ port: number; cut(): void; res
     },
     restore() {
       open = true;
+    },
+    stall() {
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+      pairs.clear();
     },
     close: () =>
       new Promise<void>((resolve) => {
@@ -112,4 +133,33 @@ describeWithPostgres('PostgreSQL outage', () => {
     const clientIds = (events.data?.events.nodes as Array<{ clientId: string }>).map((node) => node.clientId);
     expect(clientIds).toEqual(['before', 'after']);
   }, 60_000);
+
+  it('closes a stalled connection and recovers', async () => {
+    expect((await send('before-stall', '2026-02-01T10:00:00Z')).errors).toBeUndefined();
+
+    // Every pooled connection now takes what it is sent and never replies.
+    proxy.stall();
+    const outcomes: string[] = [];
+    const started = performance.now();
+    for (let attempt = 0; attempt < 8; attempt += 1) {
+      const attemptStarted = performance.now();
+      const reply = await Promise.race([
+        send(`stalled-${attempt}`, `2026-02-01T10:0${attempt + 1}:00Z`),
+        sleep(15_000).then(() => 'no reply within 15 s' as const),
+      ]);
+      if (reply === 'no reply within 15 s') {
+        throw new Error(`attempt ${attempt}: ${reply}`);
+      }
+      const code = reply.errors?.[0]?.extensions?.code as string | undefined;
+      outcomes.push(code ?? 'ok');
+      // The statement timeout is 2 s, so the connection is given up 4 s after the statement went out.
+      expect(performance.now() - attemptStarted).toBeLessThan(12_000);
+      if (code === undefined) {
+        break;
+      }
+      expect(code).toBe('SERVICE_UNAVAILABLE');
+    }
+    expect(outcomes.at(-1), `outcomes ${outcomes.join(', ')} in ${Math.round(performance.now() - started)} ms`).toBe('ok');
+    expect((await send('after-stall', '2026-02-01T10:30:00Z')).errors).toBeUndefined();
+  }, 120_000);
 });

@@ -15,7 +15,7 @@ import { PrismaPGlite } from 'pglite-prisma-adapter';
 import type { Logger } from 'pino';
 
 import { PrismaClient } from './generated/client.js';
-import { migrate, readMigrations, type MigrationResult } from './migrator.js';
+import { migrate, readMigrations, type Migration, type MigrationResult } from './migrator.js';
 import { sqlClientForPGlite, sqlClientForPool, StatementNames, type SqlClient } from './sql.js';
 
 export const MIGRATIONS_DIR = resolve(
@@ -39,8 +39,11 @@ export interface Database {
   kind: 'postgres' | 'pglite';
   sql: SqlClient;
   prisma: PrismaClient;
-  /** Applies pending migrations (safe to call from several processes at once). */
-  migrate(): Promise<MigrationResult>;
+  /**
+   * Applies pending migrations (safe to call from several processes at once):
+   * those of prisma/migrations, or `migrations` when given.
+   */
+  migrate(migrations?: Migration[]): Promise<MigrationResult>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -52,15 +55,69 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   return openPGlite(options);
 }
 
-function openPostgres(url: string, options: DatabaseOptions): Database {
-  // The session time zone is pinned to UTC: @prisma/adapter-pg 7 writes
-  // timestamptz parameters without an offset, so a server whose zone is not
-  // UTC would shift every stored instant.
-  const pool = new pg.Pool({
+/** The message of the error with which `pg` fails a statement after `query_timeout`. */
+const QUERY_READ_TIMEOUT_MESSAGE = 'Query read timeout';
+
+/**
+ * How long the client waits for a statement's reply: the server's statement
+ * timeout, plus as much again up to 5 s, so that a slow statement fails with
+ * PostgreSQL's own error and only a connection that stopped replying fails here.
+ */
+export function queryTimeoutMs(statementTimeoutMs: number): number {
+  return statementTimeoutMs + Math.min(5_000, statementTimeoutMs);
+}
+
+/**
+ * A `pg` client that closes its connection when a reply does not come within
+ * `query_timeout`. `pg` fails the statement then but keeps the connection,
+ * whose later statements would wait behind the one that never finishes.
+ * Closing it fails those with a connection error, and the pool discards it.
+ */
+class StallClosingClient extends pg.Client {
+  override query(...args: unknown[]): never {
+    const last = args.length > 0 ? args[args.length - 1] : undefined;
+    if (typeof last === 'function') {
+      args[args.length - 1] = (error: unknown, result: unknown) => {
+        this.closeIfStalled(error);
+        (last as (error: unknown, result: unknown) => void)(error, result);
+      };
+    }
+    const result = (super.query as (...queryArgs: unknown[]) => unknown)(...args);
+    if (result instanceof Promise) {
+      result.catch((error: unknown) => this.closeIfStalled(error));
+    }
+    return result as never;
+  }
+
+  private closeIfStalled(error: unknown): void {
+    if (error instanceof Error && error.message === QUERY_READ_TIMEOUT_MESSAGE) {
+      (this as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    }
+  }
+}
+
+/**
+ * Builds the settings of every pool. The session time zone is pinned to UTC:
+ * @prisma/adapter-pg 7 writes timestamptz parameters without an offset, so a
+ * server whose zone is not UTC would shift every stored instant.
+ */
+function poolConfig(url: string, options: DatabaseOptions): pg.PoolConfig {
+  return {
     connectionString: url,
     max: options.poolSize,
     options: `-c TimeZone=UTC -c statement_timeout=${options.statementTimeoutMs}`,
     connectionTimeoutMillis: options.statementTimeoutMs,
+    // A peer that vanished without closing (a partition, a frozen host) is
+    // found on idle connections too.
+    keepAlive: true,
+  };
+}
+
+function openPostgres(url: string, options: DatabaseOptions): Database {
+  const pool = new pg.Pool({
+    ...poolConfig(url, options),
+    Client: StallClosingClient,
+    query_timeout: queryTimeoutMs(options.statementTimeoutMs),
   });
   pool.on('error', (error) => {
     options.logger.error({ err: error }, 'idle PostgreSQL connection failed');
@@ -73,7 +130,16 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
     kind: 'postgres',
     sql,
     prisma,
-    migrate: async () => migrate(sql, await readMigrations(MIGRATIONS_DIR)),
+    migrate: async (migrations?: Migration[]) => {
+      // Migrations lift the statement timeout, and may wait for another
+      // process's migration, so their connection has no client-side timeout.
+      const migrationPool = new pg.Pool({ ...poolConfig(url, options), max: 1 });
+      try {
+        return await migrate(sqlClientForPool(migrationPool, null), migrations ?? (await readMigrations(MIGRATIONS_DIR)));
+      } finally {
+        await migrationPool.end();
+      }
+    },
     ping: async () => {
       await sql.query('SELECT 1');
     },
@@ -130,7 +196,7 @@ async function openPGlite(options: DatabaseOptions): Promise<Database> {
     kind: 'pglite',
     sql,
     prisma,
-    migrate: async () => migrate(sql, await readMigrations(MIGRATIONS_DIR)),
+    migrate: async (migrations?: Migration[]) => migrate(sql, migrations ?? (await readMigrations(MIGRATIONS_DIR))),
     ping: async () => {
       await sql.query('SELECT 1');
     },
