@@ -2,31 +2,62 @@
  * Reads what a query selects below a field, so that a resolver can leave out
  * columns that no selection requests.
  */
-import { Kind, type GraphQLResolveInfo, type SelectionSetNode } from 'graphql';
+import {
+  getDirectiveValues,
+  GraphQLIncludeDirective,
+  GraphQLSkipDirective,
+  Kind,
+  type FieldNode,
+  type FragmentSpreadNode,
+  type GraphQLResolveInfo,
+  type InlineFragmentNode,
+  type SelectionSetNode,
+} from 'graphql';
+
+type SelectionInfo = Pick<GraphQLResolveInfo, 'fieldNodes' | 'fragments' | 'variableValues'>;
 
 /**
- * Returns whether a field named `name` appears anywhere below the resolved
- * field, through fragments and inline fragments. It ignores `@skip` and
- * `@include`, so it can return true for a field that will not be resolved,
- * never false for one that will.
+ * Returns whether the query selects the field at `path` below the resolved
+ * field, such as `['nodes', 'meta']`, through fragments and inline fragments.
+ * Path entries are field names, not aliases. A field, fragment or inline
+ * fragment that `@skip` or `@include` leaves out does not count.
  */
-export function selectsFieldBelow(info: Pick<GraphQLResolveInfo, 'fieldNodes' | 'fragments'>, name: string): boolean {
-  const pending: SelectionSetNode[] = [];
+export function selectsPath(info: SelectionInfo, path: readonly string[]): boolean {
+  let sets = new Set<SelectionSetNode>();
   for (const node of info.fieldNodes) {
     if (node.selectionSet !== undefined) {
-      pending.push(node.selectionSet);
+      sets.add(node.selectionSet);
     }
   }
+  for (const name of path) {
+    const fields = fieldsNamed(info, sets, name);
+    if (fields.length === 0) {
+      return false;
+    }
+    sets = new Set();
+    for (const field of fields) {
+      if (field.selectionSet !== undefined) {
+        sets.add(field.selectionSet);
+      }
+    }
+  }
+  return path.length > 0;
+}
+
+/** Returns the included fields named `name` in `sets` and in the fragments they spread. */
+function fieldsNamed(info: SelectionInfo, sets: ReadonlySet<SelectionSetNode>, name: string): FieldNode[] {
+  const found: FieldNode[] = [];
+  const pending = [...sets];
   // Each fragment is walked once, however often it is spread.
   const visitedFragments = new Set<string>();
   for (let set = pending.pop(); set !== undefined; set = pending.pop()) {
     for (const selection of set.selections) {
+      if (!isIncluded(selection, info.variableValues)) {
+        continue;
+      }
       if (selection.kind === Kind.FIELD) {
         if (selection.name.value === name) {
-          return true;
-        }
-        if (selection.selectionSet !== undefined) {
-          pending.push(selection.selectionSet);
+          found.push(selection);
         }
       } else if (selection.kind === Kind.INLINE_FRAGMENT) {
         pending.push(selection.selectionSet);
@@ -39,5 +70,13 @@ export function selectsFieldBelow(info: Pick<GraphQLResolveInfo, 'fieldNodes' | 
       }
     }
   }
-  return false;
+  return found;
+}
+
+/** Returns whether `@skip` and `@include` keep a selection, by the rule that graphql-js applies when it executes. */
+function isIncluded(node: FieldNode | FragmentSpreadNode | InlineFragmentNode, variables: SelectionInfo['variableValues']): boolean {
+  if (getDirectiveValues(GraphQLSkipDirective, node, variables)?.if === true) {
+    return false;
+  }
+  return getDirectiveValues(GraphQLIncludeDirective, node, variables)?.if !== false;
 }

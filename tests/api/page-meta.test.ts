@@ -1,6 +1,6 @@
 /**
- * Pages of events and segments read `meta` only when the query selects it
- * somewhere below the page, because the values can be large. The test
+ * Pages of events and segments read `meta` only when the query selects the
+ * `meta` of their nodes, because the values can be large. The test
  * records the SQL of the page reads and checks the replies.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -62,6 +62,21 @@ describe('page reads of meta', () => {
 
     expect(sql, 'SQL').not.toContain('NULL::jsonb AS meta');
     const metas = (data[table] as { nodes: Array<{ meta: unknown }> }).nodes.map((node) => node.meta);
+    expect(metas, 'meta values').toContainEqual({ device: 'phone' });
+  });
+
+  it.each(['events', 'segments'] as const)('%s with meta skipped', async (table) => {
+    const { data, sql } = await pageRead(`{ ${table} { nodes { id meta @skip(if: true) } } }`, table);
+
+    expect(sql, 'SQL').toContain('NULL::jsonb AS meta');
+    expect((data[table] as { nodes: unknown[] }).nodes.length, 'nodes').toBeGreaterThan(0);
+  });
+
+  it('segments with meta of their events only', async () => {
+    const { data, sql } = await pageRead(`{ segments { nodes { startEvent { meta } } } }`, 'segments');
+
+    expect(sql, 'SQL').toContain('NULL::jsonb AS meta');
+    const metas = (data.segments as { nodes: Array<{ startEvent: { meta: unknown } }> }).nodes.map((node) => node.startEvent.meta);
     expect(metas, 'meta values').toContainEqual({ device: 'phone' });
   });
 });

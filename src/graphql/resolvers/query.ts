@@ -1,12 +1,22 @@
+import type { GraphQLResolveInfo } from 'graphql';
+
 import { assertCanReadFor, requireRole, canReadAll } from '../../auth/viewer.js';
 import { toUserRecord } from '../../services/users.js';
 import { DomainError, badInput } from '../../domain/errors.js';
 import { isUuid } from '../../domain/user-id.js';
 import { preferenceId, reportId, withCacheIds } from '../cache-ids.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
-import { selectsFieldBelow } from '../selection.js';
+import { selectsPath } from '../selection.js';
 import type { Viewer } from '../../auth/viewer.js';
 import type { QueryResolvers } from '../generated/types.js';
+
+/**
+ * Returns whether a page field selects the `meta` of its events or segments.
+ * Page reads leave the column out otherwise, because its values can be large.
+ */
+function selectsNodeMeta(info: GraphQLResolveInfo): boolean {
+  return selectsPath(info, ['nodes', 'meta']) || selectsPath(info, ['edges', 'node', 'meta']);
+}
 
 /**
  * Settles the due users a read may show, once per request, so that segments
@@ -53,13 +63,13 @@ export const Query: QueryResolvers = {
   events: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
     await settleBeforeRead(context, viewer);
-    return context.services.queries.events(viewer, pageArgsOf(args), selectsFieldBelow(info, 'meta'));
+    return context.services.queries.events(viewer, pageArgsOf(args), selectsNodeMeta(info));
   },
 
   segments: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
     await settleBeforeRead(context, viewer);
-    return context.services.queries.segments(viewer, pageArgsOf(args), selectsFieldBelow(info, 'meta'));
+    return context.services.queries.segments(viewer, pageArgsOf(args), selectsNodeMeta(info));
   },
 
   report: async (_parent, args, context) => {
