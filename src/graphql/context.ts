@@ -31,6 +31,8 @@ export interface GraphQLContext {
   loaders: {
     users: BatchLoader<string, UserRecord | null>;
     events: BatchLoader<string, EventRecord | null>;
+    /** Events whose `meta` is null, for fields that do not select it. */
+    eventsWithoutMeta: BatchLoader<string, EventRecord | null>;
     /** How far the replays after changes of a pair type have come, by its name. */
     replayStatus: BatchLoader<string, PairTypeReplayStatus>;
   };
@@ -48,16 +50,21 @@ export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportSta
     const byId = new Map(rows.map((row) => [row.id, row]));
     return ids.map((id) => byId.get(id) ?? null);
   });
-  const events = createBatchLoader<string, EventRecord | null>(async (ids) => {
-    const rows = await input.services.queries.eventsByIds(ids);
-    const byId = new Map(rows.map((row) => [row.id, row]));
-    return ids.map((id) => byId.get(id) ?? null);
-  });
+  const eventsLoader = (withMeta: boolean) =>
+    createBatchLoader<string, EventRecord | null>(async (ids) => {
+      const rows = await input.services.queries.eventsByIds(ids, withMeta);
+      const byId = new Map(rows.map((row) => [row.id, row]));
+      return ids.map((id) => byId.get(id) ?? null);
+    });
   const replayStatus = createBatchLoader<string, PairTypeReplayStatus>(async (names) => {
     const status = await input.services.pairTypes.replayStatus();
     return names.map((name) => ({ queuedUsers: status.queued.get(name) ?? 0, awaitingQueue: status.awaitingQueue.has(name) }));
   });
-  return { ...input, loaders: { users, events, replayStatus }, reportState: { bucketRows: 0 } };
+  return {
+    ...input,
+    loaders: { users, events: eventsLoader(true), eventsWithoutMeta: eventsLoader(false), replayStatus },
+    reportState: { bucketRows: 0 },
+  };
 }
 
 /** Returns the viewer or throws UNAUTHENTICATED. */

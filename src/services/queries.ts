@@ -254,10 +254,10 @@ export class QueryService {
     return toConnection(rows, page, SEGMENT_ORDER, toSegmentRecord);
   }
 
-  async eventsByIds(ids: readonly string[]): Promise<EventRecord[]> {
-    const rows = await this.sql.query(`SELECT ${EVENT_COLUMNS} FROM events WHERE id = ANY($1::uuid[])`, [
-      ids.filter(isUuid),
-    ]);
+  /** Returns the events with these ids, in no particular order, with `meta` read only when `withMeta` is true. */
+  async eventsByIds(ids: readonly string[], withMeta = true): Promise<EventRecord[]> {
+    const columns = withMeta ? EVENT_COLUMNS : withoutMeta(EVENT_COLUMNS);
+    const rows = await this.sql.query(`SELECT ${columns} FROM events WHERE id = ANY($1::uuid[])`, [ids.filter(isUuid)]);
     return rows.map(toEventRecord);
   }
 }

@@ -1,6 +1,6 @@
 /**
- * Pages of events and segments read `meta` only when the query selects the
- * `meta` of their nodes, because the values can be large. The test
+ * Pages of events and segments, and the events of segments, read `meta`
+ * only when the query selects it on them, because the values can be large. The test
  * records the SQL of the page reads and checks the replies.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -78,5 +78,21 @@ describe('page reads of meta', () => {
     expect(sql, 'SQL').toContain('NULL::jsonb AS meta');
     const metas = (data.segments as { nodes: Array<{ startEvent: { meta: unknown } }> }).nodes.map((node) => node.startEvent.meta);
     expect(metas, 'meta values').toContainEqual({ device: 'phone' });
+  });
+
+  it.each([
+    ['without meta', 'id', true],
+    ['with meta', 'id meta', false],
+  ])('segment events %s', async (_case, selection, withoutMeta) => {
+    statements.length = 0;
+    const query = `{ segments { nodes { startEvent { ${selection} } endEvent { ${selection} } } } }`;
+    const data = dataOf(await server.gql(query, {}, member.token), 'segments');
+    const reads = statements.filter((text) => /FROM events\b/.test(text) && !/ORDER BY/.test(text));
+
+    expect(reads, 'event reads').toHaveLength(1);
+    expect(reads[0]!.includes('NULL::jsonb AS meta'), 'SQL without meta').toBe(withoutMeta);
+    const nodes = (data.segments as { nodes: Array<{ startEvent: { id: string } }> }).nodes;
+    expect(nodes.length, 'nodes').toBeGreaterThan(0);
+    expect(nodes[0]!.startEvent.id, 'start event id').toMatch(/^[0-9a-f-]{36}$/);
   });
 });

@@ -3,6 +3,8 @@
  * schema, and of the fields that charge the reply budget of a query
  * (MAX_REPLY_BYTES): `meta`, and the events and segments of pages.
  */
+import type { GraphQLResolveInfo } from 'graphql';
+
 import type {
   EventConnectionResolvers,
   EventResolvers,
@@ -14,6 +16,13 @@ import type {
 } from '../generated/types.js';
 import { requireRole } from '../../auth/viewer.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
+import { selectsPath } from '../selection.js';
+
+/** Loads an event of a segment, with `meta` only when the field selects it. */
+function loadEvent(context: GraphQLContext, info: GraphQLResolveInfo, id: string) {
+  const loader = selectsPath(info, ['meta']) ? context.loaders.events : context.loaders.eventsWithoutMeta;
+  return loader.load(id);
+}
 
 async function loadUser(context: GraphQLContext, id: string) {
   const user = await context.loaders.users.load(id);
@@ -66,7 +75,7 @@ export const Segment: SegmentResolvers = {
   // `startEvent` is non-null, but their `meta` resolves null.
   startEvent: async (segment, _args, context, info) => {
     context.replyBudget.chargeObjects(info, 1);
-    const event = await context.loaders.events.load(segment.startEventId);
+    const event = await loadEvent(context, info, segment.startEventId);
     if (event === null) {
       throw new Error(`Start event ${segment.startEventId} of segment ${segment.id} does not exist.`);
     }
@@ -77,7 +86,7 @@ export const Segment: SegmentResolvers = {
       return null;
     }
     context.replyBudget.chargeObjects(info, 1);
-    return context.loaders.events.load(segment.endEventId);
+    return loadEvent(context, info, segment.endEventId);
   },
   meta: (segment, _args, context, info) => (context.replyBudget.chargeMeta(info, segment.meta) ? segment.meta : null),
 };
