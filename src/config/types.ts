@@ -44,7 +44,8 @@ export interface Config {
     maxRootFields: number;
     /**
      * MAX_REPLY_BYTES: maximum estimated size of the events and segments in
-     * the reply to one query, over all its root fields (see `ReplyBudget`).
+     * the reply to one query, over all its root fields, and of the rows that
+     * the query reads with `meta` (see `ReplyBudget`).
      */
     maxReplyBytes: number;
     /** GRAPHQL_INTROSPECTION: whether clients with a valid token may introspect the schema. */

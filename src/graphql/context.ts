@@ -30,7 +30,10 @@ export interface GraphQLContext {
   services: Services;
   loaders: {
     users: BatchLoader<string, UserRecord | null>;
+    /** Events with `meta`, read outside the read budget, for mutation replies. */
     events: BatchLoader<string, EventRecord | null>;
+    /** Events with `meta`, read within the request's read budget (MAX_REPLY_BYTES), for query replies. */
+    budgetedEvents: BatchLoader<string, EventRecord | null>;
     /** Events whose `meta` is null, for fields that do not select it. */
     eventsWithoutMeta: BatchLoader<string, EventRecord | null>;
     /** How far the replays after changes of a pair type have come, by its name. */
@@ -50,9 +53,9 @@ export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportSta
     const byId = new Map(rows.map((row) => [row.id, row]));
     return ids.map((id) => byId.get(id) ?? null);
   });
-  const eventsLoader = (withMeta: boolean) =>
+  const eventsLoader = (withMeta: boolean, budget: ReplyBudget | null) =>
     createBatchLoader<string, EventRecord | null>(async (ids) => {
-      const rows = await input.services.queries.eventsByIds(ids, withMeta);
+      const rows = await input.services.queries.eventsByIds(ids, withMeta, budget);
       const byId = new Map(rows.map((row) => [row.id, row]));
       return ids.map((id) => byId.get(id) ?? null);
     });
@@ -62,7 +65,13 @@ export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportSta
   });
   return {
     ...input,
-    loaders: { users, events: eventsLoader(true), eventsWithoutMeta: eventsLoader(false), replayStatus },
+    loaders: {
+      users,
+      events: eventsLoader(true, null),
+      budgetedEvents: eventsLoader(true, input.replyBudget),
+      eventsWithoutMeta: eventsLoader(false, null),
+      replayStatus,
+    },
     reportState: { bucketRows: 0 },
   };
 }

@@ -4,14 +4,21 @@
  * graphql-js adds their values to the reply, so that aliases of full pages
  * with large `meta` values cannot build a reply of hundreds of megabytes.
  *
- * NOTE: the budget bounds the reply, not the rows read. The root fields
- * read their whole pages before any node charges it, with `meta` when the
- * query selects it anywhere below the page.
+ * The same maximum bounds the rows that a query reads with `meta`: pages
+ * whose nodes select it, and the events of segments that select it. Such
+ * reads take turns, and the SQL of each returns rows only until they exceed
+ * the bytes that the earlier reads left, so the server receives about
+ * MAX_REPLY_BYTES of them per query before it rejects the query.
+ *
+ * NOTE: rows read without `meta` do not count. Their number is bounded by
+ * REQUEST_MAX_ROOT_FIELDS pages of PAGE_SIZE_MAX rows and the two events of
+ * each segment on them, not by MAX_REPLY_BYTES.
  */
 import type { ApolloServerPlugin } from '@apollo/server';
 import { OperationTypeNode, type GraphQLResolveInfo } from 'graphql';
 
 import { badInput, type DomainError } from '../domain/errors.js';
+import type { ReadBudget } from '../services/queries.js';
 import type { GraphQLContext } from './context.js';
 import { domainErrorExtensions } from './errors.js';
 
@@ -37,7 +44,7 @@ function metaBytes(meta: Record<string, unknown>): number {
 }
 
 /** Returns whether a field belongs to a query, the only operation type that the budget bounds. */
-function isQuery(info: GraphQLResolveInfo): boolean {
+export function isQuery(info: GraphQLResolveInfo): boolean {
   // A mutation has done its work by the time its reply is built, so
   // rejecting that reply would hide work that happened.
   // NOTE: no setting bounds a mutation's reply as a whole. It grows with the
@@ -50,13 +57,41 @@ function isQuery(info: GraphQLResolveInfo): boolean {
  * the charge that crossed it throws LIMIT_EXCEEDED, and every later charge
  * returns false, so that its resolver returns an empty value in place of
  * building more of a reply that `createReplyBudgetPlugin` replaces.
+ *
+ * The rows that the request reads with `meta` are counted apart, each row
+ * that a read returns once, because the reply counts an object once for
+ * every place it appears. Their reads take turns, so that each read gets
+ * the bytes that the earlier ones left.
  */
-export class ReplyBudget {
+export class ReplyBudget implements ReadBudget {
   private spentBytes = 0;
-  /** The error of the charge that crossed the maximum, or null while the reply is within it. */
+  private readBytes = 0;
+  /** The read that runs or ran last, which the next read waits for. */
+  private lastRead: Promise<unknown> = Promise.resolve();
+  readonly objectBytes = OBJECT_REPLY_BYTES;
+  /** The error of the charge or read that crossed the maximum, or null while both are within it. */
   exceeded: DomainError | null = null;
 
   constructor(readonly maxBytes: number) {}
+
+  read<T>(read: (remainingBytes: number) => Promise<{ value: T; bytes: number }>): Promise<T> {
+    const turn = this.lastRead.then(() => this.readAlone(read));
+    this.lastRead = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async readAlone<T>(read: (remainingBytes: number) => Promise<{ value: T; bytes: number }>): Promise<T> {
+    if (this.exceeded !== null) {
+      throw this.exceeded;
+    }
+    const { value, bytes } = await read(this.maxBytes - this.readBytes);
+    this.readBytes += bytes;
+    if (this.readBytes > this.maxBytes) {
+      this.exceeded ??= this.limitError(this.readBytes);
+      throw this.exceeded;
+    }
+    return value;
+  }
 
   /** Charges `count` events or segments of a query reply, and returns false once the budget is exceeded. */
   chargeObjects(info: GraphQLResolveInfo, count: number): boolean {
@@ -80,14 +115,18 @@ export class ReplyBudget {
     }
     this.spentBytes += bytes;
     if (this.spentBytes > this.maxBytes) {
-      this.exceeded = badInput(
-        'LIMIT_EXCEEDED',
-        `The reply to this request is estimated at ${this.spentBytes} bytes or more, above the maximum of ${this.maxBytes} bytes (MAX_REPLY_BYTES). Request smaller pages with \`first\` or \`last\`, select \`meta\` only where it is needed, or send the root fields in separate requests.`,
-        { limit: 'MAX_REPLY_BYTES', value: this.spentBytes, max: this.maxBytes },
-      );
+      this.exceeded = this.limitError(this.spentBytes);
       throw this.exceeded;
     }
     return true;
+  }
+
+  private limitError(bytes: number): DomainError {
+    return badInput(
+      'LIMIT_EXCEEDED',
+      `The reply to this request is estimated at ${bytes} bytes or more, above the maximum of ${this.maxBytes} bytes (MAX_REPLY_BYTES). Request smaller pages with \`first\` or \`last\`, select \`meta\` only where it is needed, or send the root fields in separate requests.`,
+      { limit: 'MAX_REPLY_BYTES', value: bytes, max: this.maxBytes },
+    );
   }
 }
 

@@ -43,6 +43,33 @@ export interface PageArgs<F> {
   before?: string | null;
 }
 
+/**
+ * The bytes that the reads of one request may still take. Reads with `meta`
+ * take them, because their rows can be large.
+ */
+export interface ReadBudget {
+  /** Bytes that each row counts besides its `meta`. */
+  readonly objectBytes: number;
+  /**
+   * Runs `read` with the bytes that remain, once the request's earlier reads
+   * have finished, and charges the bytes that it returns with its value.
+   * Throws LIMIT_EXCEEDED without running `read` once the budget is
+   * exceeded, and after a read whose bytes exceed what remained.
+   */
+  read<T>(read: (remainingBytes: number) => Promise<{ value: T; bytes: number }>): Promise<T>;
+}
+
+/**
+ * The bytes of a `meta` value as compact JSON, estimated in SQL as the text
+ * that PostgreSQL writes for the jsonb value, without the space that it puts
+ * after each `:` and `,`. The estimate is at most the value's size as
+ * compact JSON, because it also drops such spaces inside strings.
+ * NOTE: a number that JSON writes with an exponent, below 1e-6 or from 1e21
+ * in magnitude, counts as PostgreSQL writes it, in full decimal, so the
+ * estimate exceeds the JSON size for such numbers.
+ */
+export const META_READ_BYTES = `COALESCE(octet_length(replace(replace(meta::text, '": ', '":'), ', ', ',')), 0)`;
+
 /** A page request: the direction it is counted in, its size and its cursor. */
 interface PageRequest {
   backward: boolean;
@@ -206,9 +233,15 @@ export class QueryService {
 
   /**
    * Returns a page of events. Without `withMeta`, every record's `meta` is
-   * null, and PostgreSQL does not read the values, which can be large.
+   * null, and PostgreSQL does not read the values, which can be large. With
+   * `withMeta` and a `budget`, the page's rows take their bytes from it.
    */
-  async events(viewer: Viewer, args: PageArgs<EventFilterArg>, withMeta = true): Promise<Connection<EventRecord>> {
+  async events(
+    viewer: Viewer,
+    args: PageArgs<EventFilterArg>,
+    withMeta = true,
+    budget: ReadBudget | null = null,
+  ): Promise<Connection<EventRecord>> {
     const page = this.pageRequest(args);
     this.checkWindow(args.window);
     const users = this.scopeUsers(viewer, args.filter?.users);
@@ -223,13 +256,17 @@ export class QueryService {
       where.add('occurred_at >= ?', args.window.start);
       where.add('occurred_at < ?', args.window.end);
     }
-    const columns = withMeta ? EVENT_COLUMNS : withoutMeta(EVENT_COLUMNS);
-    const rows = await this.sql.query(where.page('events', columns, EVENT_ORDER, page), where.params);
+    const rows = await this.readPage(where, 'events', EVENT_COLUMNS, EVENT_ORDER, page, withMeta, budget);
     return toConnection(rows, page, EVENT_ORDER, toEventRecord);
   }
 
-  /** Returns a page of segments, with `meta` read only when `withMeta` is true, as `events` does. */
-  async segments(viewer: Viewer, args: PageArgs<SegmentFilterArg>, withMeta = true): Promise<Connection<SegmentRecord>> {
+  /** Returns a page of segments, with `meta` read only when `withMeta` is true and within `budget`, as `events` does. */
+  async segments(
+    viewer: Viewer,
+    args: PageArgs<SegmentFilterArg>,
+    withMeta = true,
+    budget: ReadBudget | null = null,
+  ): Promise<Connection<SegmentRecord>> {
     const page = this.pageRequest(args);
     this.checkWindow(args.window);
     const users = this.scopeUsers(viewer, args.filter?.users);
@@ -249,16 +286,63 @@ export class QueryService {
       where.add('start_at < ?', args.window.end);
       where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
-    const columns = withMeta ? SEGMENT_COLUMNS : withoutMeta(SEGMENT_COLUMNS);
-    const rows = await this.sql.query(where.page('segments', columns, SEGMENT_ORDER, page), where.params);
+    const rows = await this.readPage(where, 'segments', SEGMENT_COLUMNS, SEGMENT_ORDER, page, withMeta, budget);
     return toConnection(rows, page, SEGMENT_ORDER, toSegmentRecord);
   }
 
-  /** Returns the events with these ids, in no particular order, with `meta` read only when `withMeta` is true. */
-  async eventsByIds(ids: readonly string[], withMeta = true): Promise<EventRecord[]> {
-    const columns = withMeta ? EVENT_COLUMNS : withoutMeta(EVENT_COLUMNS);
-    const rows = await this.sql.query(`SELECT ${columns} FROM events WHERE id = ANY($1::uuid[])`, [ids.filter(isUuid)]);
-    return rows.map(toEventRecord);
+  /** Reads the rows of a page: without `meta`, with it, or with it within `budget`. */
+  private async readPage(
+    where: WhereBuilder,
+    table: string,
+    columns: string,
+    order: readonly OrderPart[],
+    page: PageRequest,
+    withMeta: boolean,
+    budget: ReadBudget | null,
+  ): Promise<Array<Record<string, unknown>>> {
+    if (!withMeta) {
+      return this.sql.query(where.page(table, withoutMeta(columns), order, page), where.params);
+    }
+    if (budget === null) {
+      return this.sql.query(where.page(table, columns, order, page), where.params);
+    }
+    return budget.read(async (remainingBytes) => {
+      const text = where.budgetedPage(table, columns, order, page, remainingBytes, budget.objectBytes);
+      const rows = await this.sql.query(text, where.params);
+      // The row read beyond the page, to detect whether more follow, is not charged.
+      const lastPageRow = rows[Math.min(rows.length, page.limit) - 1];
+      return { value: rows, bytes: lastPageRow === undefined ? 0 : (lastPageRow.read_bytes as number) };
+    });
+  }
+
+  /**
+   * Returns the events with these ids, in no particular order, with `meta`
+   * read only when `withMeta` is true. With `withMeta` and a `budget`, the
+   * rows take their bytes from it.
+   */
+  async eventsByIds(ids: readonly string[], withMeta = true, budget: ReadBudget | null = null): Promise<EventRecord[]> {
+    const params: unknown[] = [ids.filter(isUuid)];
+    if (!withMeta || budget === null) {
+      const columns = withMeta ? EVENT_COLUMNS : withoutMeta(EVENT_COLUMNS);
+      const rows = await this.sql.query(`SELECT ${columns} FROM events WHERE id = ANY($1::uuid[])`, params);
+      return rows.map(toEventRecord);
+    }
+    return budget.read(async (remainingBytes) => {
+      // As in `WhereBuilder.budgetedPage`, rows come while the bytes of the
+      // rows before them, in the order of `ids`, are within the budget.
+      const text = `SELECT ${EVENT_COLUMNS}, read_bytes FROM (
+          SELECT sized.*, (sum(row_bytes) OVER (ORDER BY id_index ROWS UNBOUNDED PRECEDING))::float8 AS read_bytes
+          FROM (
+            SELECT events.*, ids.id_index, $3::int + ${META_READ_BYTES} AS row_bytes
+            FROM unnest($1::uuid[]) WITH ORDINALITY AS ids(id, id_index)
+            JOIN events ON events.id = ids.id
+          ) sized
+        ) counted
+        WHERE read_bytes - row_bytes <= $2::float8`;
+      const rows = await this.sql.query(text, [...params, remainingBytes, budget.objectBytes]);
+      const bytes = rows.reduce((max, row) => Math.max(max, row.read_bytes as number), 0);
+      return { value: rows.map(toEventRecord), bytes };
+    });
   }
 }
 
@@ -300,6 +384,45 @@ class WhereBuilder {
     const orderBy = order.map((part) => `${part.sql}${direction}`).join(', ');
     const orderColumns = order.map((part, index) => `${part.sql} AS order_${index}`).join(', ');
     return `SELECT ${columns}, ${orderColumns} FROM ${table} ${where} ORDER BY ${orderBy} LIMIT $${this.params.length}`;
+  }
+
+  /**
+   * Returns the query of `page` that stops at a budget of bytes. Each row
+   * counts `objectBytes` plus its `meta` (META_READ_BYTES), and `read_bytes`
+   * is the sum of a row and the rows before it in the page's order. Rows
+   * come while the rows before them take at most `remainingBytes`, so a page
+   * over the budget ends with the row that crosses it. The row read beyond
+   * the page, to detect whether more follow, comes with its `meta` as NULL.
+   * NOTE: PostgreSQL still reads the page's rows to sum them. Only the rows
+   * it sends to the server stop at the budget.
+   */
+  budgetedPage(
+    table: string,
+    columns: string,
+    order: readonly OrderPart[],
+    page: PageRequest,
+    remainingBytes: number,
+    objectBytes: number,
+  ): string {
+    const pageQuery = this.page(table, columns, order, page);
+    this.params.push(page.limit);
+    const limit = `$${this.params.length}::int`;
+    this.params.push(remainingBytes);
+    const remaining = `$${this.params.length}::float8`;
+    this.params.push(objectBytes);
+    const rowBytes = `$${this.params.length}::int + ${META_READ_BYTES}`;
+    const direction = page.backward ? ' DESC' : '';
+    const orderNames = order.map((_, index) => `order_${index}`);
+    const windowOrder = orderNames.map((name) => `${name}${direction}`).join(', ');
+    const outerColumns = columns.replace(/\bmeta\b/, `CASE WHEN row_index <= ${limit} THEN meta END AS meta`);
+    return `SELECT ${outerColumns}, ${orderNames.join(', ')}, read_bytes FROM (
+        SELECT sized.*, row_number() OVER read_order AS row_index,
+          (sum(row_bytes) OVER read_order)::float8 AS read_bytes
+        FROM (SELECT page.*, ${rowBytes} AS row_bytes FROM (${pageQuery}) page) sized
+        WINDOW read_order AS (ORDER BY ${windowOrder} ROWS UNBOUNDED PRECEDING)
+      ) counted
+      WHERE read_bytes - row_bytes <= ${remaining}
+      ORDER BY row_index`;
   }
 }
 

@@ -2,10 +2,12 @@
  * The reply budget of queries (MAX_REPLY_BYTES): the events and segments of
  * all root fields of one query share it, each counting 256 bytes plus its
  * `meta` as JSON. A query over it gets HTTP 400 with LIMIT_EXCEEDED and no
- * data, and mutation replies are not counted.
+ * data, and mutation replies are not counted. The rows that a query reads
+ * with `meta` share the maximum too, and a read stops once they exceed it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { META_READ_BYTES } from '../../src/services/queries.js';
 import { ManualClock, startTestServer, WITHOUT_WORKERS, type GraphQLResponse, type TestServer } from '../support/app.js';
 
 const NOW = Date.parse('2026-01-25T00:00:00Z');
@@ -19,6 +21,8 @@ const META_BYTES = 2244;
 const PAIRS = 20;
 
 const SEND_EVENTS = `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount results { event { meta } } } }`;
+/** Session pairs that the reader sends: 200 events, 100 segments, five times the budget with meta. */
+const READER_PAIRS = 100;
 
 /** Returns a query with `count` aliases of `field`, each selecting `selection`. */
 function aliased(count: number, field: string, selection: string): string {
@@ -49,9 +53,19 @@ function expectReplyLimit(reply: GraphQLResponse): void {
   expect(error.message).toContain('smaller pages');
 }
 
+/** The rows that one SQL statement returned to the server. */
+interface StatementRows {
+  text: string;
+  rows: number;
+  /** Bytes of the rows' `meta` values as JSON. */
+  metaBytes: number;
+}
+
 describe('reply size limit', () => {
   let server: TestServer;
   let member: { id: string; token: string };
+  let reader: { id: string; token: string };
+  const statements: StatementRows[] = [];
 
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, {
@@ -63,6 +77,21 @@ describe('reply size limit', () => {
     const sent = await server.gql(SEND_EVENTS, { events: sessionEvents(2 * PAIRS, Date.parse('2026-01-20T08:00:00Z')) }, member.token);
     expect(sent.errors).toBeUndefined();
     expect(sent.data?.sendEvents.storedCount).toBe(2 * PAIRS);
+    reader = await server.createUser('reply-size-reader');
+    const sendCount = `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`;
+    const readerEvents = sessionEvents(2 * READER_PAIRS, Date.parse('2026-01-22T08:00:00Z'));
+    const readerSent = await server.gql(sendCount, { events: readerEvents }, reader.token);
+    expect(readerSent.errors).toBeUndefined();
+    expect(readerSent.data?.sendEvents.storedCount).toBe(2 * READER_PAIRS);
+
+    const sql = server.app.db.sql;
+    const query = sql.query.bind(sql);
+    sql.query = (async (text: string, ...rest: unknown[]) => {
+      const rows = (await (query as (...args: unknown[]) => Promise<unknown>)(text, ...rest)) as Array<{ meta?: unknown }>;
+      const metaBytes = rows.reduce((sum, row) => sum + (row.meta == null ? 0 : Buffer.byteLength(JSON.stringify(row.meta))), 0);
+      statements.push({ text, rows: rows.length, metaBytes });
+      return rows;
+    }) as typeof sql.query;
   });
 
   afterAll(async () => {
@@ -142,6 +171,132 @@ describe('reply size limit', () => {
     expect(first.status).toBe(200);
     expect(second.status).toBe(200);
     expect(second.data?.a0.nodes).toHaveLength(20);
+  });
+
+  it.each([
+    ['nested values', { a: 1, b: [1, 2, { c: 'd' }], e: {}, f: [], g: null, h: true }, 0],
+    ['escapes and non-ASCII text', { text: 'żluť 😀', escaped: 'line\nbreak "q" \\ \u0001' }, 0],
+    ['numbers', { n: 1.5, large: 12345678901234567890, negative: -0.25, zero: 0 }, 0],
+    ['separators inside strings', { 'key": x': 'a, b: c' }, -2],
+    ['numbers with an exponent', { tiny: 1e-7 }, 5],
+  ])('estimates the read size of %s', async (_case, meta, difference) => {
+    const [row] = await server.app.db.sql.query<{ bytes: number }>(
+      `SELECT ${META_READ_BYTES} AS bytes FROM (SELECT $1::jsonb AS meta) value`,
+      [JSON.stringify(meta)],
+    );
+
+    expect(row!.bytes - Buffer.byteLength(JSON.stringify(meta))).toBe(difference);
+  });
+
+  describe('rows read', () => {
+    /** Runs `query` as the reader and returns the reply with the statements that read events or segments. */
+    async function readAsReader(query: string) {
+      statements.length = 0;
+      const reply = await server.gql(query, {}, reader.token);
+      const reads = statements.filter((statement) => /\b(FROM|JOIN) (events|segments)\b/.test(statement.text));
+      return { reply, reads };
+    }
+
+    /** Bytes of the rows that fit the budget, and one row more: the row whose read crosses it. */
+    const READ_BOUND = MAX_REPLY_BYTES + OBJECT_BYTES + META_BYTES;
+
+    it('stops a page read at the budget', async () => {
+      // 200 events x 2,500 bytes = 500,000 bytes; 40 events fill the budget.
+      const { reply, reads } = await readAsReader(`{ events(first: 200) { nodes { meta } } }`);
+
+      expectReplyLimit(reply);
+      expect(reads, 'page reads').toHaveLength(1);
+      expect(reads[0]!.rows, 'rows read').toBe(41);
+      expect(reads[0]!.metaBytes, 'meta bytes read').toBe(41 * META_BYTES);
+    });
+
+    it('stops backward pages at the budget', async () => {
+      const { reply, reads } = await readAsReader(`{ events(last: 200) { edges { node { meta } } } }`);
+
+      expectReplyLimit(reply);
+      expect(reads, 'page reads').toHaveLength(1);
+      expect(reads[0]!.rows, 'rows read').toBe(41);
+    });
+
+    it('makes aliases read in turn', async () => {
+      // Each alias alone fits, with 30 x 2,500 = 75,000 bytes, and the second
+      // crosses the budget, so the others read nothing.
+      const { reply, reads } = await readAsReader(aliased(5, 'events(first: 30)', 'nodes { meta }'));
+
+      expectReplyLimit(reply);
+      const metaBytes = reads.reduce((sum, read) => sum + read.metaBytes, 0);
+      expect(metaBytes, 'meta bytes read').toBeLessThanOrEqual(READ_BOUND);
+      expect(reads.length, 'page reads').toBe(2);
+    });
+
+    it('stops the events of segments at the budget', async () => {
+      // The page of segments is read without meta, and its 100 start events with it.
+      const { reply, reads } = await readAsReader(`{ segments(first: 100) { nodes { startEvent { meta } } } }`);
+
+      expectReplyLimit(reply);
+      const eventReads = reads.filter((read) => !/FROM segments\b/.test(read.text));
+      expect(eventReads, 'event reads').toHaveLength(1);
+      expect(eventReads[0]!.rows, 'events read').toBe(41);
+      const metaBytes = reads.reduce((sum, read) => sum + read.metaBytes, 0);
+      expect(metaBytes, 'meta bytes read').toBeLessThanOrEqual(READ_BOUND);
+    });
+
+    it('stops segment aliases at the budget', async () => {
+      const query = aliased(20, 'segments(first: 100)', 'nodes { meta startEvent { meta } endEvent { meta } }');
+      const { reply, reads } = await readAsReader(query);
+
+      expectReplyLimit(reply);
+      const metaBytes = reads.reduce((sum, read) => sum + read.metaBytes, 0);
+      expect(metaBytes, 'meta bytes read').toBeLessThanOrEqual(READ_BOUND);
+    });
+
+    it('serves root fields that fit together', async () => {
+      // The reply counts 25,000 bytes for each of `a` and `c`, and 50,000 for
+      // `b`: 100,000 bytes, the maximum. The reads count 100,000 bytes too:
+      // 10 events in `a` and in `c`, 10 segments and their 10 start events in
+      // `b`. The page of `d` is read without meta and counts in neither.
+      const query = `{
+        a: events(first: 10) { pageInfo { hasNextPage } nodes { meta } }
+        b: segments(first: 10) { nodes { meta startEvent { meta } } }
+        c: events(last: 10) { pageInfo { hasPreviousPage } edges { node { meta } } }
+        d: segments(first: 100) { pageInfo { hasNextPage } }
+      }`;
+      const { reply, reads } = await readAsReader(query);
+
+      expect(reply.status).toBe(200);
+      expect(reply.errors).toBeUndefined();
+      expect(reply.data?.a.nodes).toHaveLength(10);
+      expect(reply.data?.a.nodes[9].meta).toEqual(META);
+      expect(reply.data?.a.pageInfo.hasNextPage).toBe(true);
+      expect(reply.data?.b.nodes).toHaveLength(10);
+      expect(reply.data?.b.nodes[9].meta).toEqual(META);
+      expect(reply.data?.b.nodes[9].startEvent.meta).toEqual(META);
+      expect(reply.data?.c.edges).toHaveLength(10);
+      expect(reply.data?.c.edges[9].node.meta).toEqual(META);
+      expect(reply.data?.c.pageInfo.hasPreviousPage).toBe(true);
+      expect(reply.data?.d.pageInfo.hasNextPage).toBe(false);
+      const metaBytes = reads.reduce((sum, read) => sum + read.metaBytes, 0);
+      expect(metaBytes, 'meta bytes read').toBe(40 * META_BYTES);
+    });
+
+    it('serves pages in order', async () => {
+      const query = `query ($after: String) { events(first: 30, after: $after) { pageInfo { hasNextPage endCursor } nodes { occurredAt meta } } }`;
+      const occurred: string[] = [];
+      let after: string | null = null;
+      for (let page = 0; page < 7; page += 1) {
+        type Page = { events: { pageInfo: { hasNextPage: boolean; endCursor: string }; nodes: Array<{ occurredAt: string }> } };
+        const reply: GraphQLResponse<Page> = await server.gql<Page>(query, { after }, reader.token);
+        expect(reply.status).toBe(200);
+        const events = reply.data!.events;
+        occurred.push(...events.nodes.map((node) => node.occurredAt));
+        after = events.pageInfo.endCursor;
+        expect(events.pageInfo.hasNextPage, `hasNextPage of page ${page}`).toBe(page < 6);
+      }
+
+      expect(occurred).toHaveLength(2 * READER_PAIRS);
+      expect(occurred).toEqual([...occurred].sort());
+      expect(new Set(occurred).size).toBe(2 * READER_PAIRS);
+    });
   });
 
   it('leaves mutation replies uncounted', async () => {

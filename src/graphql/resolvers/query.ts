@@ -63,13 +63,13 @@ export const Query: QueryResolvers = {
   events: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
     await settleBeforeRead(context, viewer);
-    return context.services.queries.events(viewer, pageArgsOf(args), selectsNodeMeta(info));
+    return context.services.queries.events(viewer, pageArgsOf(args), selectsNodeMeta(info), context.replyBudget);
   },
 
   segments: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
     await settleBeforeRead(context, viewer);
-    return context.services.queries.segments(viewer, pageArgsOf(args), selectsNodeMeta(info));
+    return context.services.queries.segments(viewer, pageArgsOf(args), selectsNodeMeta(info), context.replyBudget);
   },
 
   report: async (_parent, args, context) => {

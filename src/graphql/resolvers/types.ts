@@ -16,12 +16,18 @@ import type {
 } from '../generated/types.js';
 import { requireRole } from '../../auth/viewer.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
+import { isQuery } from '../reply-budget.js';
 import { selectsPath } from '../selection.js';
 
-/** Loads an event of a segment, with `meta` only when the field selects it. */
+/**
+ * Loads an event of a segment, with `meta` only when the field selects it,
+ * and then in a query within the request's read budget.
+ */
 function loadEvent(context: GraphQLContext, info: GraphQLResolveInfo, id: string) {
-  const loader = selectsPath(info, ['meta']) ? context.loaders.events : context.loaders.eventsWithoutMeta;
-  return loader.load(id);
+  if (!selectsPath(info, ['meta'])) {
+    return context.loaders.eventsWithoutMeta.load(id);
+  }
+  return isQuery(info) ? context.loaders.budgetedEvents.load(id) : context.loaders.events.load(id);
 }
 
 async function loadUser(context: GraphQLContext, id: string) {
