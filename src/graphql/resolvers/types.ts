@@ -77,8 +77,9 @@ export const Segment: SegmentResolvers = {
     const end = segment.endAt?.getTime() ?? context.services.clock.now();
     return Math.max(0, end - segment.startAt.getTime()) / 1000;
   },
-  // Once the budget is exceeded, the events still resolve, because
-  // `startEvent` is non-null, but their `meta` resolves null.
+  // Once the budget is exceeded, events that select `meta` in a query fail
+  // to load. The others still resolve, because `startEvent` is non-null.
+  // The plugin replaces the reply either way.
   startEvent: async (segment, _args, context, info) => {
     context.replyBudget.chargeObjects(info, 1);
     const event = await loadEvent(context, info, segment.startEventId);
