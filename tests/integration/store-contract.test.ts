@@ -530,10 +530,15 @@ describeWithRedis('redis store failures', () => {
   /**
    * Starts a TCP proxy on loopback to the test Redis. The test can make it
    * drop all traffic (a hung server), cut its connections, or stop it.
+   * `vanishOpenConnections()` makes the connections open at that time drop
+   * all traffic and never close, as when the host behind them is gone, while
+   * new connections work.
    */
   async function startProxy(targetUrl: string) {
     const target = new URL(targetUrl);
     const sockets = new Set<Socket>();
+    const clients = new Set<Socket>();
+    const vanished = new Set<Socket>();
     let forwarding = true;
     let forwardingReplies = true;
 
@@ -541,12 +546,13 @@ describeWithRedis('redis store failures', () => {
       const upstream = connect(Number(target.port || 6379), target.hostname);
       sockets.add(client);
       sockets.add(upstream);
+      clients.add(client);
 
       client.on('data', (chunk) => {
-        if (forwarding) upstream.write(chunk);
+        if (forwarding && !vanished.has(client)) upstream.write(chunk);
       });
       upstream.on('data', (chunk) => {
-        if (forwarding && forwardingReplies) client.write(chunk);
+        if (forwarding && forwardingReplies && !vanished.has(client)) client.write(chunk);
       });
 
       const closeBoth = (): void => {
@@ -554,6 +560,7 @@ describeWithRedis('redis store failures', () => {
         upstream.destroy();
         sockets.delete(client);
         sockets.delete(upstream);
+        clients.delete(client);
       };
       for (const socket of [client, upstream]) {
         socket.on('close', closeBoth);
@@ -571,6 +578,13 @@ describeWithRedis('redis store failures', () => {
       },
       resumeReplies(): void {
         forwardingReplies = true;
+      },
+      vanishOpenConnections(): void {
+        for (const client of clients) {
+          vanished.add(client);
+          // The client's FIN then leaves this socket open, and no FIN goes back.
+          client.allowHalfOpen = true;
+        }
       },
       dropConnections(): void {
         for (const socket of sockets) {
@@ -671,6 +685,46 @@ describeWithRedis('redis store failures', () => {
     } finally {
       await store.flushForTests();
       await store.close();
+      proxy.dropConnections();
+    }
+  });
+
+  it('vanished connection releases lock', async () => {
+    const proxy = await startProxy(redisUrl() as string);
+    const keyPrefix = uniqueKeyPrefix(import.meta.url);
+    const viaProxy = createRedisStore({
+      url: `redis://127.0.0.1:${proxy.port}`,
+      keyPrefix,
+      commandTimeoutMs: 300,
+      connectTimeoutMs: 300,
+      logger,
+    });
+    const direct = createRedisStore({
+      url: redisUrl() as string,
+      keyPrefix,
+      commandTimeoutMs: 2000,
+      connectTimeoutMs: 2000,
+      logger,
+    });
+    try {
+      await viaProxy.ping();
+      proxy.stopReplies();
+
+      // The script runs in Redis and its reply is lost. Then the connection
+      // stops carrying anything, so only a release on a new connection arrives.
+      const acquire = viaProxy.acquireUserLock('alice', { ttlMs: 60_000, waitMs: 0 });
+      await sleep(100);
+      proxy.vanishOpenConnections();
+      proxy.resumeReplies();
+      await expectDomainError(acquire, 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+      await sleep(400);
+
+      const lock = await direct.acquireUserLock('alice', { ttlMs: 5000, waitMs: 500 });
+      expect(lock.userId).toBe('alice');
+    } finally {
+      await direct.flushForTests();
+      await direct.close();
+      await viaProxy.close();
       proxy.dropConnections();
     }
   });

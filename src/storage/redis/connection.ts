@@ -185,10 +185,14 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     }
     resetting = true;
     logger.warn({ commandTimeoutMs }, 'redis command timed out; opening a new connection');
-    // Commands still waiting on the old connection fail with "Connection is
-    // closed". The close waits a turn, so that a caller can still send a
-    // command on the old connection in its error handling.
-    setImmediate(() => client.disconnect(true));
+    // Commands still waiting on the old connection fail by their own timeout
+    // at the latest. The close waits a turn, so that a caller can still send a
+    // command on the old connection in its error handling. It destroys the
+    // socket, because disconnect() waits up to ioredis's disconnectTimeout
+    // (2 s) for the peer to close its side, which a peer that stopped replying
+    // may never do.
+    const stream = client.stream;
+    setImmediate(() => stream.destroy());
   }
 
   async function close(): Promise<void> {
