@@ -7,8 +7,10 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import pino from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
+import { openDatabase, type Database } from '../../src/storage/postgres/database.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestServer, type TestServer } from '../support/app.js';
 import { SEND_EVENTS } from '../support/replay.js';
@@ -162,4 +164,57 @@ describeWithPostgres('PostgreSQL outage', () => {
     expect(outcomes.at(-1), `outcomes ${outcomes.join(', ')} in ${Math.round(performance.now() - started)} ms`).toBe('ok');
     expect((await send('after-stall', '2026-02-01T10:30:00Z')).errors).toBeUndefined();
   }, 120_000);
+});
+
+describeWithPostgres('PostgreSQL stall in a Prisma transaction', () => {
+  let database: TestDatabase;
+  let proxy: Awaited<ReturnType<typeof startProxy>>;
+  let db: Database;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_outage_tx' });
+    proxy = await startProxy(new URL(database.url));
+    const viaProxy = new URL(database.url);
+    viaProxy.hostname = '127.0.0.1';
+    viaProxy.port = String(proxy.port);
+    // One connection, which the statements below wait for. Replies are given
+    // up 2 s after a statement went out, and a wait for a connection after 1 s.
+    db = await openDatabase({
+      databaseUrl: viaProxy.toString(),
+      dataDir: '.',
+      poolSize: 1,
+      statementTimeoutMs: 1000,
+      logger: pino({ level: 'silent' }),
+    });
+    await db.migrate();
+  }, 60_000);
+
+  afterAll(async () => {
+    await db?.close();
+    await proxy?.close();
+    await database?.drop();
+  });
+
+  it('discards connection after stalled COMMIT', async () => {
+    // @prisma/adapter-pg returns the connection to the pool without an error
+    // after its COMMIT fails, so the pool alone would hand it out again.
+    const transaction = db.prisma.$transaction(
+      async (tx) => {
+        await tx.$queryRaw`SELECT 1`;
+        proxy.stall();
+      },
+      { timeout: 10_000 },
+    );
+    const outcome = transaction.then(
+      () => 'committed',
+      (error: unknown) => (error instanceof Error ? error.message : String(error)),
+    );
+
+    // This statement waits for the connection until the COMMIT is given up.
+    await sleep(1300);
+    const waiting = await db.sql.query<{ answer: number }>('SELECT 42 AS answer');
+
+    expect(await outcome, 'transaction').toContain('Query read timeout');
+    expect(waiting, 'statement that waited for the connection').toEqual([{ answer: 42 }]);
+  }, 30_000);
 });

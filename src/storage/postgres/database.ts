@@ -71,7 +71,9 @@ export function queryTimeoutMs(statementTimeoutMs: number): number {
  * A `pg` client that closes its connection when a reply does not come within
  * `query_timeout`. `pg` fails the statement then but keeps the connection,
  * whose later statements would wait behind the one that never finishes.
- * Closing it fails those with a connection error, and the pool discards it.
+ * Closing it fails those with a connection error, and the pool discards it,
+ * also when the client comes back without an error, as @prisma/adapter-pg 7
+ * returns it after a failed COMMIT or ROLLBACK.
  */
 class StallClosingClient extends pg.Client {
   override query(...args: unknown[]): never {
@@ -91,6 +93,11 @@ class StallClosingClient extends pg.Client {
 
   private closeIfStalled(error: unknown): void {
     if (error instanceof Error && error.message === QUERY_READ_TIMEOUT_MESSAGE) {
+      // end() marks the client closed at once, so that the pool discards it on
+      // release and later statements fail without waiting for the socket's
+      // 'close' event. end() destroys the socket only while a statement is
+      // running, and otherwise waits for the peer, so the destroy follows.
+      void this.end();
       (this as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
     }
   }
