@@ -541,6 +541,8 @@ describeWithRedis('redis store failures', () => {
     const vanished = new Set<Socket>();
     let forwarding = true;
     let forwardingReplies = true;
+    // Replies held back while set, to be sent late by releaseReplies().
+    let heldReplies: Array<{ client: Socket; chunk: Buffer }> | null = null;
 
     const port = await listen((client) => {
       const upstream = connect(Number(target.port || 6379), target.hostname);
@@ -551,8 +553,12 @@ describeWithRedis('redis store failures', () => {
       client.on('data', (chunk) => {
         if (forwarding && !vanished.has(client)) upstream.write(chunk);
       });
-      upstream.on('data', (chunk) => {
-        if (forwarding && forwardingReplies && !vanished.has(client)) client.write(chunk);
+      upstream.on('data', (chunk: Buffer) => {
+        if (heldReplies !== null) {
+          heldReplies.push({ client, chunk });
+        } else if (forwarding && forwardingReplies && !vanished.has(client)) {
+          client.write(chunk);
+        }
       });
 
       const closeBoth = (): void => {
@@ -578,6 +584,16 @@ describeWithRedis('redis store failures', () => {
       },
       resumeReplies(): void {
         forwardingReplies = true;
+      },
+      holdReplies(): void {
+        heldReplies = [];
+      },
+      releaseReplies(): void {
+        const held = heldReplies ?? [];
+        heldReplies = null;
+        for (const { client, chunk } of held) {
+          client.write(chunk);
+        }
       },
       vanishOpenConnections(): void {
         for (const client of clients) {
@@ -680,7 +696,47 @@ describeWithRedis('redis store failures', () => {
 
       // The lost reply would leave every later reply one command behind on
       // that connection: each command would time out or get another's reply.
-      expect(await store.peekDeadline('bob')).toBe(2_000);
+      // Commands may fail while the connection is checked and replaced, but
+      // none may get a wrong value, and the store must recover.
+      const deadline = performance.now() + 3_000;
+      let recovered = false;
+      while (!recovered && performance.now() < deadline) {
+        try {
+          expect(await store.peekDeadline('bob')).toBe(2_000);
+          expect(await store.peekDeadline('alice')).toBe(1_000);
+          recovered = true;
+        } catch (error) {
+          if (!(error instanceof DomainError)) {
+            throw error;
+          }
+        }
+      }
+      expect(recovered, 'both deadlines read right within 3 s').toBe(true);
+    } finally {
+      await store.flushForTests();
+      await store.close();
+      proxy.dropConnections();
+    }
+  });
+
+  it('slow reply keeps connection', async () => {
+    const proxy = await startProxy(redisUrl() as string);
+    const store = storeVia(proxy.port, 300);
+    try {
+      await store.scheduleDeadline('alice', 1_000);
+      await store.scheduleDeadline('bob', 2_000);
+      proxy.holdReplies();
+
+      // Redis stalls for 400 ms. The first command times out; the one sent
+      // during the stall gets its reply late but within its own timeout.
+      const first = expectDomainError(store.peekDeadline('alice'), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+      await sleep(150);
+      const during = store.peekDeadline('bob');
+      await sleep(250);
+      proxy.releaseReplies();
+
+      await first;
+      expect(await during).toBe(2_000);
       expect(await store.peekDeadline('alice')).toBe(1_000);
     } finally {
       await store.flushForTests();

@@ -33,12 +33,13 @@ export interface RedisConnection {
   /** Logs a failed command. Repeats of one message are logged once per 10 s, with a count. */
   logCommandFailure(operation: string, error: unknown): void;
   /**
-   * Closes the connection and opens a new one when `error` is a command
-   * timeout. The reply may be lost rather than late, and ioredis would then
-   * give each later reply on that connection to the command before it.
-   * Commands sent before the next event loop turn still use the old connection.
+   * Checks the connection with a PING when `error` is a command timeout, and
+   * makes new commands wait for the result. A connection whose peer has gone without
+   * closing it, or that lost a reply, gives no PONG within the command
+   * timeout; it is then closed and a new one opened. A Redis that was only
+   * slow answers, and keeps the connection and the commands in flight on it.
    */
-  resetAfterTimeout(error: unknown): void;
+  checkAfterTimeout(error: unknown): void;
   close(): Promise<void>;
 }
 
@@ -88,12 +89,23 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
   // fired, so the first logged change starts from 'initial'.
   let lastStatus: RedisStatus | 'initial' = 'initial';
   let closed = false;
-  let readyPromise: Promise<void> | null = null;
+  // Callers waiting until the connection can take commands again.
+  let usableWaiters: Array<() => void> = [];
+  // Set while a PING checks the connection after a command timed out.
+  let probing = false;
   // Set from a reset until the new connection is ready: the old one may still
   // report 'ready' until its socket has closed.
   let resetting = false;
+  const notifyUsable = (): void => {
+    const waiters = usableWaiters;
+    usableWaiters = [];
+    for (const wake of waiters) {
+      wake();
+    }
+  };
   client.on('ready', () => {
     resetting = false;
+    notifyUsable();
   });
   const throttle = createRepeatThrottle(REPEAT_LOG_INTERVAL_MS);
 
@@ -131,16 +143,12 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     );
   });
 
-  function whenReady(): Promise<void> {
-    if (readyPromise === null) {
-      readyPromise = new Promise((resolve) => {
-        client.once('ready', () => {
-          readyPromise = null;
-          resolve();
-        });
-      });
-    }
-    return readyPromise;
+  function isUsable(): boolean {
+    return client.status === 'ready' && !resetting && !probing;
+  }
+
+  function whenUsable(): Promise<void> {
+    return new Promise((resolve) => usableWaiters.push(resolve));
   }
 
   async function waitUntilReady(operation: string): Promise<void> {
@@ -149,7 +157,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
       logCommandFailure(operation, error);
       throw error;
     }
-    if (client.status === 'ready' && !resetting) {
+    if (isUsable()) {
       return;
     }
 
@@ -158,7 +166,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
       timer = setTimeout(() => resolve('timeout'), commandTimeoutMs);
     });
     try {
-      const outcome = await Promise.race([whenReady().then(() => 'ready' as const), timeout]);
+      const outcome = await Promise.race([whenUsable().then(() => 'ready' as const), timeout]);
       if (outcome === 'timeout') {
         // The error leaves out the operation, which is internal, so the log names it.
         const error = redisUnavailable(`not connected within ${commandTimeoutMs} ms, status ${client.status}`);
@@ -179,20 +187,39 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     );
   }
 
-  function resetAfterTimeout(error: unknown): void {
-    if (closed || resetting || !(error instanceof Error) || error.message !== COMMAND_TIMEOUT_MESSAGE || client.status !== 'ready') {
+  function checkAfterTimeout(error: unknown): void {
+    if (closed || resetting || probing || !(error instanceof Error) || error.message !== COMMAND_TIMEOUT_MESSAGE || client.status !== 'ready') {
       return;
     }
-    resetting = true;
-    logger.warn({ commandTimeoutMs }, 'redis command timed out; opening a new connection');
-    // Commands still waiting on the old connection fail by their own timeout
-    // at the latest. The close waits a turn, so that a caller can still send a
-    // command on the old connection in its error handling. It destroys the
-    // socket, because disconnect() waits up to ioredis's disconnectTimeout
-    // (2 s) for the peer to close its side, which a peer that stopped replying
-    // may never do.
+    probing = true;
     const stream = client.stream;
-    setImmediate(() => stream.destroy());
+    logger.warn({ commandTimeoutMs }, 'redis command timed out; checking the connection with PING');
+    // A caller's error handling in this turn may still send commands on this
+    // connection, ahead of the PING and of the commands that wait for it.
+    client
+      .ping()
+      .then(
+        (reply) => (reply === 'PONG' ? null : `PING got ${JSON.stringify(reply)}, another command's reply`),
+        (pingError: unknown) => (pingError instanceof Error ? pingError.message : String(pingError)),
+      )
+      .then((failure) => {
+        probing = false;
+        if (failure === null) {
+          notifyUsable();
+          return;
+        }
+        if (closed || client.stream !== stream) {
+          // The connection closed meanwhile; 'ready' wakes the waiting callers.
+          return;
+        }
+        resetting = true;
+        logger.warn({ failure }, 'redis connection failed its check; opening a new connection');
+        // Commands still waiting on the old connection fail by their own
+        // timeout at the latest. The socket is destroyed, because
+        // disconnect() waits up to ioredis's disconnectTimeout (2 s) for the
+        // peer to close its side, which a peer that stopped replying may never do.
+        stream.destroy();
+      });
   }
 
   async function close(): Promise<void> {
@@ -208,7 +235,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     }
   }
 
-  return { client, safeUrl, waitUntilReady, logCommandFailure, resetAfterTimeout, close };
+  return { client, safeUrl, waitUntilReady, logCommandFailure, checkAfterTimeout, close };
 }
 
 /** The error that every failed Redis operation surfaces as: SERVICE_UNAVAILABLE with reason `REDIS_UNAVAILABLE`. */

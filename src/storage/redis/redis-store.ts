@@ -74,6 +74,9 @@ const SCAN_BATCH_SIZE = 500;
 /** Marks an operation that may safely run twice. */
 const IDEMPOTENT = { idempotent: true };
 
+/** Attempts of the release that follows an acquisition whose reply was lost. */
+const LOST_ACQUIRE_RELEASE_ATTEMPTS = 3;
+
 /**
  * Connects to Redis and returns the store. The connection is opened in the
  * background: the first command waits for it up to the command timeout.
@@ -112,7 +115,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return await command();
     } catch (error) {
       connection.logCommandFailure(operation, error);
-      connection.resetAfterTimeout(error);
+      connection.checkAfterTimeout(error);
 
       // A timeout has used up the budget already, so only an early failure is retried.
       const retry = idempotent && performance.now() - started < options.commandTimeoutMs / 2;
@@ -126,7 +129,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return await command();
     } catch (error) {
       connection.logCommandFailure(operation, error);
-      connection.resetAfterTimeout(error);
+      connection.checkAfterTimeout(error);
       throw toUnavailable(error);
     }
   }
@@ -145,13 +148,24 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
         } catch (error) {
           // The script may have run even though its reply was lost. Release
           // the lock in case it did, so that the user is not blocked until
-          // the TTL ends. The release goes out on the current connection,
-          // before a timeout's reset closes it, and again once the next
-          // connection is ready, in case the old one lost requests too.
-          // NOTE: while Redis is unreachable both fail, and such a lock then
+          // the TTL ends. The release goes out on the current connection at
+          // once, ahead of the check that a timeout starts. It goes out again
+          // once the connection takes commands again, in case the old one
+          // lost requests too: the check and a new connection can take two
+          // command timeouts, so up to three attempts wait for it.
+          // NOTE: while Redis is unreachable all fail, and such a lock then
           // lasts its full TTL.
           redis.emReleaseUserLock(lockKey, token).catch(() => undefined);
-          run('releaseUserLock', () => redis.emReleaseUserLock(lockKey, token)).catch(() => undefined);
+          void (async () => {
+            for (let attempt = 1; attempt <= LOST_ACQUIRE_RELEASE_ATTEMPTS; attempt += 1) {
+              try {
+                await run('releaseUserLock', () => redis.emReleaseUserLock(lockKey, token));
+                return;
+              } catch {
+                // run() logged it; the next attempt waits for the connection again.
+              }
+            }
+          })();
           throw error;
         }
         const [fence, state] = reply;
