@@ -34,6 +34,12 @@ const UNREACHABLE_MESSAGE =
 const UNREACHABLE_ADVICE =
   'Check that PostgreSQL is running and accepts connections at that host and port, or correct DATABASE_URL.';
 
+/** The message of `pg` 8.x for a statement whose reply did not come within `query_timeout`. */
+const STALLED_MESSAGE = /^Query read timeout$/;
+
+const STALLED_ADVICE =
+  'PostgreSQL stopped replying on an open connection: check that its host is not overloaded or frozen, and the network between the two.';
+
 /** PostgreSQL error codes (SQLSTATE) of a rejected connection, with what to do about each. */
 const REJECTED_CONNECTION_ADVICE = new Map<string, string>([
   // invalid_catalog_name: the database in the URL does not exist.
@@ -98,6 +104,9 @@ function adviceForPostgresError(error: Error, code: unknown): string | null {
     if (UNREACHABLE_CODES.has(code)) {
       return UNREACHABLE_ADVICE;
     }
+  }
+  if (STALLED_MESSAGE.test(error.message)) {
+    return STALLED_ADVICE;
   }
   return UNREACHABLE_MESSAGE.test(error.message) ? UNREACHABLE_ADVICE : null;
 }

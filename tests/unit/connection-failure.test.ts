@@ -22,6 +22,7 @@ describe('describeConnectionFailure', () => {
     ['missing database', errorWithCode('database "events" does not exist', '3D000'), 'createdb'],
     ['wrong password', errorWithCode('password authentication failed for user "app"', '28P01'), 'password'],
     ['unknown role', errorWithCode('role "app" does not exist', '28000'), 'create that role'],
+    ['a stalled connection', new Error('Query read timeout'), 'stopped replying'],
   ])('names DATABASE_URL for %s', (_name, error, advice) => {
     const message = describeConnectionFailure(error, config);
     expect(message).toContain(
