@@ -115,9 +115,12 @@ function poolConfig(url: string, options: DatabaseOptions): pg.PoolConfig {
     options: `-c TimeZone=UTC -c statement_timeout=${options.statementTimeoutMs}`,
     connectionTimeoutMillis: options.statementTimeoutMs,
     // TCP keepalive finds a peer that vanished without closing (a partition,
-    // a frozen host) on idle connections too, but only after the kernel's idle
-    // time, which is over 2 hours with Linux's default tcp_keepalive_time of 7200 s.
+    // a frozen host) on idle connections too. The first probe goes out after
+    // 30 s without traffic, in place of the kernel's default of 2 hours
+    // (tcp_keepalive_time). With Linux's default interval and count of probes
+    // (75 s, 9), such a connection is closed about 12 minutes later.
     keepAlive: true,
+    keepAliveInitialDelayMillis: 30_000,
   };
 }
 
