@@ -24,7 +24,7 @@ import { IntervalSet } from '../../domain/interval/interval-set.js';
 import type { LeafSpec } from '../../domain/report/types.js';
 import { MIN_INSTANT_MS } from '../../domain/storable.js';
 import { isUuid } from '../../domain/user-id.js';
-import { decodeRollupBounds, sameKey, unpackFloat64 } from './rollup-store.js';
+import { decodeRollupBounds, joinChunkSegments, sameKey, unpackFloat64 } from './rollup-store.js';
 import { SqlParams, type SqlClient } from './sql.js';
 
 export interface LeafSets {
@@ -195,12 +195,11 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
       `SELECT ${userColumn}, 'segments', ${PACKED_START}, ${PACKED_END}, 0
        FROM ${staleKeys}
        LEFT JOIN segment_length_bounds b ON b.user_id = k.user_id AND b.pair_type = k.pair_type
-       JOIN segments g ON g.user_id = k.user_id AND g.pair_type = k.pair_type
-         AND (k.all_keys OR g.pair_key = k.pair_key)
-         AND g.end_at IS NOT NULL
-         AND g.start_at < LEAST(${chunkEnd}, ${windowEnd})
-         AND g.end_at > GREATEST(${chunkStart}, ${windowStart})
-         AND g.start_at >= ${lowestStart}
+       ${joinChunkSegments(
+         (s) => `${s}.start_at < LEAST(${chunkEnd}, ${windowEnd})
+           AND ${s}.end_at > GREATEST(${chunkStart}, ${windowStart})
+           AND ${s}.start_at >= ${lowestStart}`,
+       )}
        ${query.withUserIds ? 'GROUP BY g.user_id' : ''}`,
     );
   }

@@ -163,6 +163,24 @@ export async function countStaleChunks(sql: SqlClient): Promise<number> {
   return Number(rows[0]?.[0] ?? 0);
 }
 
+/**
+ * Joins the closed segments that a chunk key `k` covers, as `g` with the
+ * columns user_id, start_at and end_at: every pair key's for a key over all
+ * of them, and its own pair key's otherwise. The two cases are separate
+ * branches, so that a key of one pair key reads its segments through the
+ * index on the pair key rather than every segment of the pair type.
+ * `conditions` bounds the segments' times, on the alias `s`.
+ */
+export function joinChunkSegments(conditions: (alias: string) => string): string {
+  const branch = (keyFilter: string) => `SELECT s.user_id, s.start_at, s.end_at FROM segments s
+       WHERE ${keyFilter} AND s.user_id = k.user_id AND s.pair_type = k.pair_type AND s.end_at IS NOT NULL AND ${conditions('s')}`;
+  return `CROSS JOIN LATERAL (
+       ${branch('k.all_keys')}
+       UNION ALL
+       ${branch('NOT k.all_keys AND s.pair_key = k.pair_key')}
+     ) AS g`;
+}
+
 /** The chunk keys passed as five parallel arrays, `$1` to `$5`. */
 const KEYS_TABLE = `unnest($1::uuid[], $2::text[], $3::boolean[], $4::text[], $5::int[]) AS k(user_id, pair_type, all_keys, pair_key, chunk)`;
 
@@ -195,17 +213,16 @@ async function loadChunkSegments(
 ): Promise<Map<number, { starts: Float64Array; ends: Float64Array }>> {
   const rows = await tx.queryArrays(
     `SELECT k.i::int,
-            string_agg(float8send(date_part('epoch', s.start_at) * 1000), ''::bytea),
-            string_agg(float8send(date_part('epoch', s.end_at) * 1000), ''::bytea)
+            string_agg(float8send(date_part('epoch', g.start_at) * 1000), ''::bytea),
+            string_agg(float8send(date_part('epoch', g.end_at) * 1000), ''::bytea)
      FROM unnest($1::uuid[], $2::text[], $3::boolean[], $4::text[], $5::int[])
        WITH ORDINALITY AS k(user_id, pair_type, all_keys, pair_key, chunk, i)
      LEFT JOIN segment_length_bounds b ON b.user_id = k.user_id AND b.pair_type = k.pair_type
-     JOIN segments s ON s.user_id = k.user_id AND s.pair_type = k.pair_type
-       AND (k.all_keys OR s.pair_key = k.pair_key)
-       AND s.end_at IS NOT NULL
-       AND s.start_at < to_timestamp((k.chunk + 1)::float8 * ${CHUNK_SECONDS})
-       AND s.end_at > to_timestamp(k.chunk::float8 * ${CHUNK_SECONDS})
-       AND s.start_at >= to_timestamp(GREATEST(k.chunk::float8 * ${CHUNK_SECONDS} - COALESCE(b.max_ms, 0) / 1000.0, ${MIN_INSTANT_MS / 1000}))
+     ${joinChunkSegments(
+       (s) => `${s}.start_at < to_timestamp((k.chunk + 1)::float8 * ${CHUNK_SECONDS})
+         AND ${s}.end_at > to_timestamp(k.chunk::float8 * ${CHUNK_SECONDS})
+         AND ${s}.start_at >= to_timestamp(GREATEST(k.chunk::float8 * ${CHUNK_SECONDS} - COALESCE(b.max_ms, 0) / 1000.0, ${MIN_INSTANT_MS / 1000}))`,
+     )}
      GROUP BY k.i`,
     keyColumns(keys),
   );
