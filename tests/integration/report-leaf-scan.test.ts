@@ -12,26 +12,11 @@ import { loadLeafSets } from '../../src/storage/postgres/leaf-store.js';
 import { countStaleChunks, rebuildStaleChunks } from '../../src/storage/postgres/rollup-store.js';
 import type { SqlClient } from '../../src/storage/postgres/sql.js';
 import { openMigratedTestDatabase } from '../support/database.js';
+import { rowsScanned, type PlanNode } from '../support/plan.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 const OLD_SEGMENTS = 100_000;
 const WINDOW = { start: Date.parse('2026-06-01T00:00:00Z'), end: Date.parse('2026-06-02T00:00:00Z') };
-
-interface PlanNode {
-  'Node Type': string;
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  'Rows Removed by Filter'?: number;
-  Plans?: PlanNode[];
-}
-
-/** Sums the rows that every scan node of a plan produced or filtered away. */
-function rowsScanned(node: PlanNode): number {
-  const own = node['Node Type'].includes('Scan')
-    ? ((node['Actual Rows'] ?? 0) + (node['Rows Removed by Filter'] ?? 0)) * (node['Actual Loops'] ?? 1)
-    : 0;
-  return own + (node.Plans ?? []).reduce((sum, child) => sum + rowsScanned(child), 0);
-}
 
 const LEAF = {
   spec: { pairTypes: ['session'], users: [] as string[], pairKeys: null, meta: null, includeOpen: true },

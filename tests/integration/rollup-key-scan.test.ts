@@ -13,28 +13,11 @@ import { loadLeafSets } from '../../src/storage/postgres/leaf-store.js';
 import { rebuildStaleChunks } from '../../src/storage/postgres/rollup-store.js';
 import type { SqlClient } from '../../src/storage/postgres/sql.js';
 import { openMigratedTestDatabase } from '../support/database.js';
+import { rowsScanned, type PlanNode } from '../support/plan.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 const KEYS = 5_000;
 const KEYS_REBUILT = 50;
-
-interface PlanNode {
-  'Node Type': string;
-  'Actual Rows'?: number;
-  'Actual Loops'?: number;
-  'Rows Removed by Filter'?: number;
-  'Rows Removed by Index Recheck'?: number;
-  Plans?: PlanNode[];
-}
-
-/** Sums the rows that every scan node of a plan produced or filtered away, over all its loops. */
-function rowsScanned(node: PlanNode): number {
-  const own = node['Node Type'].includes('Scan')
-    ? ((node['Actual Rows'] ?? 0) + (node['Rows Removed by Filter'] ?? 0) + (node['Rows Removed by Index Recheck'] ?? 0)) *
-      (node['Actual Loops'] ?? 1)
-    : 0;
-  return own + (node.Plans ?? []).reduce((sum, child) => sum + rowsScanned(child), 0);
-}
 
 /** Wraps `sql` so that the statements run by `queryArrays`, in and out of transactions, are recorded. */
 function recording(sql: SqlClient, statements: Array<{ text: string; params: unknown[] }>): SqlClient {
