@@ -620,6 +620,15 @@ describeWithRedis('redis store failures', () => {
     });
   }
 
+  /** Two stores on the same keys: one through the proxy at `port` with short timeouts, one straight to Redis. */
+  function storesSharingKeys(port: number): { viaProxy: CoordinationStore; direct: CoordinationStore } {
+    const keyPrefix = uniqueKeyPrefix(import.meta.url);
+    return {
+      viaProxy: createRedisStore({ url: `redis://127.0.0.1:${port}`, keyPrefix, commandTimeoutMs: 300, connectTimeoutMs: 300, logger }),
+      direct: createRedisStore({ url: redisUrl() as string, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger }),
+    };
+  }
+
   it('hung server times out command', async () => {
     const proxy = await startProxy(redisUrl() as string);
     const store = storeVia(proxy.port, 300);
@@ -647,21 +656,7 @@ describeWithRedis('redis store failures', () => {
 
   it('lost reply releases lock', async () => {
     const proxy = await startProxy(redisUrl() as string);
-    const keyPrefix = uniqueKeyPrefix(import.meta.url);
-    const viaProxy = createRedisStore({
-      url: `redis://127.0.0.1:${proxy.port}`,
-      keyPrefix,
-      commandTimeoutMs: 300,
-      connectTimeoutMs: 300,
-      logger,
-    });
-    const direct = createRedisStore({
-      url: redisUrl() as string,
-      keyPrefix,
-      commandTimeoutMs: 2000,
-      connectTimeoutMs: 2000,
-      logger,
-    });
+    const { viaProxy, direct } = storesSharingKeys(proxy.port);
     try {
       await viaProxy.ping();
       proxy.stopReplies();
@@ -747,21 +742,7 @@ describeWithRedis('redis store failures', () => {
 
   it('vanished connection releases lock', async () => {
     const proxy = await startProxy(redisUrl() as string);
-    const keyPrefix = uniqueKeyPrefix(import.meta.url);
-    const viaProxy = createRedisStore({
-      url: `redis://127.0.0.1:${proxy.port}`,
-      keyPrefix,
-      commandTimeoutMs: 300,
-      connectTimeoutMs: 300,
-      logger,
-    });
-    const direct = createRedisStore({
-      url: redisUrl() as string,
-      keyPrefix,
-      commandTimeoutMs: 2000,
-      connectTimeoutMs: 2000,
-      logger,
-    });
+    const { viaProxy, direct } = storesSharingKeys(proxy.port);
     try {
       await viaProxy.ping();
       proxy.stopReplies();
