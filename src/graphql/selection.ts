@@ -16,6 +16,23 @@ import {
 
 type SelectionInfo = Pick<GraphQLResolveInfo, 'fieldNodes' | 'fragments' | 'variableValues'>;
 
+/** Results of `selectsPath` for one array of field nodes, by path joined with dots. */
+interface PathResults {
+  fragments: SelectionInfo['fragments'];
+  variableValues: SelectionInfo['variableValues'];
+  byPath: Map<string, boolean>;
+}
+
+/**
+ * Results of `selectsPath` by the `fieldNodes` array of the resolved field.
+ * graphql-js 16 memoizes `collectSubfields`, so it passes the same array to
+ * a field's resolver for every object of a list in one execution, and the
+ * selections are walked once per list. A walk per object would let a few
+ * thousand skipped fields below `startEvent`, which graphql-js collects once,
+ * cost that walk for every segment of a page.
+ */
+const resultsByFieldNodes = new WeakMap<readonly FieldNode[], PathResults>();
+
 /**
  * Returns whether the query selects the field at `path` below the resolved
  * field, such as `['nodes', 'meta']`, through fragments and inline fragments.
@@ -23,6 +40,22 @@ type SelectionInfo = Pick<GraphQLResolveInfo, 'fieldNodes' | 'fragments' | 'vari
  * fragment that `@skip` or `@include` leaves out does not count.
  */
 export function selectsPath(info: SelectionInfo, path: readonly string[]): boolean {
+  let results = resultsByFieldNodes.get(info.fieldNodes);
+  if (results === undefined || results.fragments !== info.fragments || results.variableValues !== info.variableValues) {
+    results = { fragments: info.fragments, variableValues: info.variableValues, byPath: new Map() };
+    resultsByFieldNodes.set(info.fieldNodes, results);
+  }
+  const key = path.join('.');
+  let selected = results.byPath.get(key);
+  if (selected === undefined) {
+    selected = walkPath(info, path);
+    results.byPath.set(key, selected);
+  }
+  return selected;
+}
+
+/** Walks the selections below the resolved field along `path`, as `selectsPath` describes. */
+function walkPath(info: SelectionInfo, path: readonly string[]): boolean {
   let sets = new Set<SelectionSetNode>();
   for (const node of info.fieldNodes) {
     if (node.selectionSet !== undefined) {

@@ -54,6 +54,33 @@ describe('selectsPath', () => {
     expect(selectsPath(info, ['nodes', 'meta'])).toBe(expected);
   });
 
+  it('walks a field once for all its objects', () => {
+    // graphql-js passes one `fieldNodes` array for a field of every object in
+    // a list, so the walk of its fragments must happen once, not per object.
+    const info = infoOf('{ segments { nodes { ...S } } } fragment S on Segment { meta }');
+    let fragmentReads = 0;
+    const fragments = new Proxy(info.fragments, {
+      get(target, name, receiver) {
+        fragmentReads += 1;
+        return Reflect.get(target, name, receiver) as unknown;
+      },
+    });
+    const counted = { ...info, fragments };
+
+    for (let object = 0; object < 1000; object += 1) {
+      expect(selectsPath(counted, ['nodes', 'meta'])).toBe(true);
+    }
+    expect(fragmentReads, 'fragment reads').toBe(1);
+    expect(selectsPath(counted, ['edges', 'node', 'meta']), 'another path').toBe(false);
+  });
+
+  it('walks again for other variables', () => {
+    const info = infoOf('query ($skip: Boolean!) { segments { nodes { meta @skip(if: $skip) } } }', { skip: true });
+
+    expect(selectsPath(info, ['nodes', 'meta']), 'skipped').toBe(false);
+    expect(selectsPath({ ...info, variableValues: { skip: false } }, ['nodes', 'meta']), 'not skipped').toBe(true);
+  });
+
   it('finds nothing for an empty path', () => {
     expect(selectsPath(infoOf('{ segments { nodes { meta } } }'), [])).toBe(false);
   });
