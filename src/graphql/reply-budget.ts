@@ -9,6 +9,9 @@
  * reads take turns, and the SQL of each returns rows only until they exceed
  * the bytes that the earlier reads left, so the server receives about
  * MAX_REPLY_BYTES of them per query before it rejects the query.
+ * NOTE: the estimate drops the space after each `, ` and `": ` of the text
+ * that PostgreSQL sends, inside strings too, so for `meta` made mostly of
+ * such separators the server receives up to about twice MAX_REPLY_BYTES.
  *
  * NOTE: rows read without `meta` do not count. Their number is bounded by
  * REQUEST_MAX_ROOT_FIELDS pages of PAGE_SIZE_MAX rows and the two events of

@@ -178,6 +178,8 @@ describe('reply size limit', () => {
     ['escapes and non-ASCII text', { text: 'żluť 😀', escaped: 'line\nbreak "q" \\ \u0001' }, 0],
     ['numbers', { n: 1.5, large: 12345678901234567890, negative: -0.25, zero: 0 }, 0],
     ['separators inside strings', { 'key": x': 'a, b: c' }, -2],
+    // The estimate counts 1,008 of the 2,008 bytes of this JSON, and PostgreSQL sends 2,009.
+    ['a string of separators', { s: ', '.repeat(1000) }, -1000],
     ['numbers with an exponent', { tiny: 1e-7 }, 5],
   ])('estimates the read size of %s', async (_case, meta, difference) => {
     const [row] = await server.app.db.sql.query<{ bytes: number }>(
