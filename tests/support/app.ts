@@ -95,10 +95,25 @@ export async function startTestServer(testFile: string, options: StartOptions = 
       : {}),
     ...options.env,
   };
-  const config = loadConfig(env);
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-  const app = await createApp(config, { logger, ...options });
-  const url = await app.listen();
+  let app: App;
+  let url: string;
+  try {
+    app = await createApp(loadConfig(env), { logger, ...options });
+    try {
+      url = await app.listen();
+    } catch (error) {
+      await app.close();
+      throw error;
+    }
+  } catch (error) {
+    // A server that did not start leaves neither its database nor its data folder behind.
+    await database?.drop();
+    if (ownsDataDir) {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+    throw error;
+  }
 
   let adminToken: string | null = null;
   const server: TestServer = {
