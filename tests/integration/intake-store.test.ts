@@ -515,34 +515,38 @@ describe('storing client events', () => {
     expect(await readCorrections()).toEqual(correctionsBefore);
   });
 
-  it('full rebuild keeps rows until commit', async () => {
-    const sql = server.app.db.sql;
-    const userId = (await server.createUser('store-rebuild-visible')).id;
-    const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 4, 9, minutes));
-    const types = ['session_started', 'heartbeat', 'task_started', 'session_ended'];
-    const events = Array.from({ length: 12 }, (_, index) => ({ id: `e${index}`, type: types[index % 4]!, occurredAt: at(index * 5) }));
-    await server.app.services.intake.send({ userId, role: 'MEMBER' }, events);
-    const readSegments = () =>
-      sql.query(`SELECT pair_type, start_at, end_at, end_reason FROM segments WHERE user_id = $1 ORDER BY start_at, pair_type`, [userId]);
-    const segmentsBefore = await readSegments();
+  // Reads from another connection while the replay's transaction runs, which
+  // PGlite, with its one connection, cannot serve.
+  describeWithPostgres('full rebuild visibility', () => {
+    it('full rebuild keeps rows until commit', async () => {
+      const sql = server.app.db.sql;
+      const userId = (await server.createUser('store-rebuild-visible')).id;
+      const at = (minutes: number): Date => new Date(Date.UTC(2026, 0, 4, 9, minutes));
+      const types = ['session_started', 'heartbeat', 'task_started', 'session_ended'];
+      const events = Array.from({ length: 12 }, (_, index) => ({ id: `e${index}`, type: types[index % 4]!, occurredAt: at(index * 5) }));
+      await server.app.services.intake.send({ userId, role: 'MEMBER' }, events);
+      const readSegments = () =>
+        sql.query(`SELECT pair_type, start_at, end_at, end_reason FROM segments WHERE user_id = $1 ORDER BY start_at, pair_type`, [userId]);
+      const segmentsBefore = await readSegments();
 
-    // What other connections see when the replay's transaction makes its first read.
-    let visibleDuring: number | null = null;
-    const watching = watchTransactionReads(sql, async () => {
-      if (visibleDuring === null) {
-        const [row] = await sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM segments WHERE user_id = $1`, [userId]);
-        visibleDuring = row!.count;
-      }
+      // What other connections see when the replay's transaction makes its first read.
+      let visibleDuring: number | null = null;
+      const watching = watchTransactionReads(sql, async () => {
+        if (visibleDuring === null) {
+          const [row] = await sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM segments WHERE user_id = $1`, [userId]);
+          visibleDuring = row!.count;
+        }
+      });
+      const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
+      const deriver = new Deriver(watching, options.store, () => options.pairTypes.cachedList(), options.logger);
+      const intake = new IntakeService({ ...options, sql: watching, deriver });
+
+      await intake.rebuild(userId, true);
+
+      expect(segmentsBefore.length).toBe(6);
+      expect(visibleDuring).toBe(segmentsBefore.length);
+      expect(await readSegments()).toEqual(segmentsBefore);
     });
-    const options = (server.app.services.intake as unknown as { options: IntakeOptions }).options;
-    const deriver = new Deriver(watching, options.store, () => options.pairTypes.cachedList(), options.logger);
-    const intake = new IntakeService({ ...options, sql: watching, deriver });
-
-    await intake.rebuild(userId, true);
-
-    expect(segmentsBefore.length).toBe(6);
-    expect(visibleDuring).toBe(segmentsBefore.length);
-    expect(await readSegments()).toEqual(segmentsBefore);
   });
 
   describeWithPostgres('replays and account changes', () => {
