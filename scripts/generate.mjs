@@ -2,7 +2,7 @@
 // (graphql-codegen) and the Prisma client. Runs on `npm install` and before
 // the build, so a fresh clone needs no extra step.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,12 +27,20 @@ run(bin('graphql-codegen'), ['--config', 'codegen.yml', '--silent']);
 // generation does not run it, and this environment cannot download one. Any
 // existing file satisfies the check unless the user already set a real engine.
 const env = {};
+let placeholderDir = null;
 if (!process.env.PRISMA_SCHEMA_ENGINE_BINARY) {
-  const placeholder = join(mkdtempSync(join(tmpdir(), 'em-prisma-')), 'schema-engine');
+  placeholderDir = mkdtempSync(join(tmpdir(), 'em-prisma-'));
+  const placeholder = join(placeholderDir, 'schema-engine');
   writeFileSync(placeholder, '#!/bin/sh\necho "schema engine not installed" >&2\nexit 1\n', {
     mode: 0o755,
   });
   env.PRISMA_SCHEMA_ENGINE_BINARY = placeholder;
 }
 env.PRISMA_HIDE_UPDATE_MESSAGE = '1';
-run(bin('prisma'), ['generate', '--schema', 'prisma/schema.prisma'], env);
+try {
+  run(bin('prisma'), ['generate', '--schema', 'prisma/schema.prisma'], env);
+} finally {
+  if (placeholderDir !== null) {
+    rmSync(placeholderDir, { recursive: true, force: true });
+  }
+}
