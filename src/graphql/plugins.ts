@@ -565,6 +565,31 @@ function asksForSchema(document: DocumentNode): boolean {
   return found;
 }
 
+/** The message with which graphql-js 16 ends the errors of a document that reached `maxErrors`. */
+const VALIDATION_ABORTED_MESSAGE = 'Too many validation errors, error limit reached. Validation aborted.';
+
+/**
+ * Names the limit in the last error of a document whose validation stopped
+ * at `maxErrors`, in place of graphql-js's message, which gives no number.
+ */
+export function createValidationLimitPlugin(maxErrors: number): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async validationDidStart() {
+          return async (errors) => {
+            for (const error of errors ?? []) {
+              if (error.message === VALIDATION_ABORTED_MESSAGE) {
+                error.message = `Validation stopped after ${maxErrors} errors, the most that one document gets. Correct the errors listed and send the document again.`;
+              }
+            }
+          };
+        },
+      };
+    },
+  };
+}
+
 /**
  * Marks every GraphQL reply `Cache-Control: no-store`: replies carry one
  * user's data. Apollo's cache-control plugin, which would set the same

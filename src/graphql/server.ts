@@ -21,6 +21,7 @@ import {
   createAnonymousAccessPlugin,
   createLimitsPlugin,
   createNoStorePlugin,
+  createValidationLimitPlugin,
   type RequestLimits,
 } from './plugins.js';
 import { createReplyBudgetPlugin } from './reply-budget.js';
@@ -34,6 +35,9 @@ export const SCHEMA_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../
  * belong in variables.
  */
 export const MAX_DOCUMENT_TOKENS = 20_000;
+
+/** Validation errors that one document gets at most; validation stops after them. */
+export const MAX_VALIDATION_ERRORS = 100;
 
 /** The operation that the Sandbox page opens with: a login whose token the other operations need. */
 const SANDBOX_DOCUMENT = `# Log in, then copy the token into the Authorization header in the
@@ -94,11 +98,13 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
     stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: options.development,
     parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
+    validationOptions: { maxErrors: MAX_VALIDATION_ERRORS },
     formatError: createFormatError(options.development),
     plugins: [
       createAnonymousAccessPlugin(),
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
+      createValidationLimitPlugin(MAX_VALIDATION_ERRORS),
       // Listed before the status plugin, so that the status plugin's
       // willSendResponse receives the reply without data.
       createReplyBudgetPlugin(),

@@ -320,6 +320,19 @@ describe('hostile queries', () => {
       expect(reply.text).not.toContain('    at ');
     });
 
+    it('names the limit when validation stops', async () => {
+      const unknownFields = `{ ${Array.from({ length: 150 }, (_, index) => `x${index}`).join(' ')} }`;
+      const reply = await server.gql(unknownFields, {}, member.token);
+
+      expect(reply.status).toBe(400);
+      expect(reply.errors).toHaveLength(101);
+      expect(reply.errors?.[99]?.message).toBe('Cannot query field "x99" on type "Query".');
+      expect(reply.errors?.[100]?.message).toBe(
+        'Validation stopped after 100 errors, the most that one document gets. Correct the errors listed and send the document again.',
+      );
+      expect(reply.errors?.[100]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    });
+
     it('rejects a mutation over GET', async () => {
       const query = encodeURIComponent('mutation { login(username: "admin", password: "admin-password-1") { token } }');
       const response = await fetch(`${server.url}/graphql?query=${query}`, { headers: { 'apollo-require-preflight': 'true' } });
