@@ -41,6 +41,8 @@ export interface RedisConnection {
    */
   checkAfterTimeout(error: unknown): void;
   close(): Promise<void>;
+  /** Number of callers waiting in `waitUntilReady`. */
+  countWaitersForTests(): number;
 }
 
 const FIRST_RECONNECT_DELAY_MS = 50;
@@ -89,8 +91,9 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
   // fired, so the first logged change starts from 'initial'.
   let lastStatus: RedisStatus | 'initial' = 'initial';
   let closed = false;
-  // Callers waiting until the connection can take commands again.
-  let usableWaiters: Array<() => void> = [];
+  // Callers waiting until the connection can take commands again. A caller
+  // whose wait times out removes itself, so a long outage does not grow the set.
+  let usableWaiters = new Set<() => void>();
   // Set while a PING checks the connection after a command timed out.
   let probing = false;
   // Set from a reset until the new connection is ready: the old one may still
@@ -98,7 +101,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
   let resetting = false;
   const notifyUsable = (): void => {
     const waiters = usableWaiters;
-    usableWaiters = [];
+    usableWaiters = new Set();
     for (const wake of waiters) {
       wake();
     }
@@ -147,10 +150,6 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     return client.status === 'ready' && !resetting && !probing;
   }
 
-  function whenUsable(): Promise<void> {
-    return new Promise((resolve) => usableWaiters.push(resolve));
-  }
-
   async function waitUntilReady(operation: string): Promise<void> {
     if (closed) {
       const error = redisUnavailable('the store is closed');
@@ -162,19 +161,21 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     }
 
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
+    let wake: (() => void) | undefined;
+    const outcome = await new Promise<'ready' | 'timeout'>((resolve) => {
+      wake = () => resolve('ready');
+      usableWaiters.add(wake);
       timer = setTimeout(() => resolve('timeout'), commandTimeoutMs);
     });
-    try {
-      const outcome = await Promise.race([whenUsable().then(() => 'ready' as const), timeout]);
-      if (outcome === 'timeout') {
-        // The error leaves out the operation, which is internal, so the log names it.
-        const error = redisUnavailable(`not connected within ${commandTimeoutMs} ms, status ${client.status}`);
-        logCommandFailure(operation, error);
-        throw error;
-      }
-    } finally {
-      clearTimeout(timer);
+    clearTimeout(timer);
+    if (wake !== undefined) {
+      usableWaiters.delete(wake);
+    }
+    if (outcome === 'timeout') {
+      // The error leaves out the operation, which is internal, so the log names it.
+      const error = redisUnavailable(`not connected within ${commandTimeoutMs} ms, status ${client.status}`);
+      logCommandFailure(operation, error);
+      throw error;
     }
   }
 
@@ -235,7 +236,15 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     }
   }
 
-  return { client, safeUrl, waitUntilReady, logCommandFailure, checkAfterTimeout, close };
+  return {
+    client,
+    safeUrl,
+    waitUntilReady,
+    logCommandFailure,
+    checkAfterTimeout,
+    close,
+    countWaitersForTests: () => usableWaiters.size,
+  };
 }
 
 /** The error that every failed Redis operation surfaces as: SERVICE_UNAVAILABLE with reason `REDIS_UNAVAILABLE`. */
