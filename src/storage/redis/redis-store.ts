@@ -149,7 +149,8 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
           // The script may have run even though its reply was lost. Release
           // the lock in case it did, so that the user is not blocked until
           // the TTL ends. The release goes out on the current connection at
-          // once, ahead of the check that a timeout starts. It goes out again
+          // once, right after the PING of the check that run() started on a
+          // timeout, so a lost reply shows as a wrong PING reply. It goes out again
           // once the connection takes commands again, in case the old one
           // lost requests too: the check and a new connection can take two
           // command timeouts, so up to three attempts wait for it.
