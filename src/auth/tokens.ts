@@ -16,6 +16,15 @@ export const MAX_TOKEN_LENGTH = 4096;
 const ALGORITHM = 'HS256';
 const MIN_SECRET_BYTES = 32;
 
+/**
+ * Returns whether `segment` is the one base64url text of its bytes. Decoders
+ * ignore the unused low bits of the last character, so several texts give
+ * the same bytes. Accepting only the signer's text gives each token one spelling.
+ */
+function isCanonicalBase64url(segment: string): boolean {
+  return Buffer.from(segment, 'base64url').toString('base64url') === segment;
+}
+
 export interface TokenServiceOptions {
   /** HMAC key, at least 32 bytes. A string is used as its UTF-8 bytes. */
   secret: string | Uint8Array;
@@ -121,6 +130,11 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     // Checked before parsing, so an oversized header costs no base64 or JSON work.
     if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH) {
       throw rejectToken(logger, `token is longer than ${MAX_TOKEN_LENGTH} characters or not a string`);
+    }
+
+    const nonCanonical = token.split('.').findIndex((segment) => !isCanonicalBase64url(segment));
+    if (nonCanonical !== -1) {
+      throw rejectToken(logger, `segment ${nonCanonical + 1} is not canonical base64url`);
     }
 
     // Imported outside the try below, because a key that cannot be imported is a server fault, not a bad token.
