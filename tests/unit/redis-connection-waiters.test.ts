@@ -37,4 +37,22 @@ describe('redis connection waiters', () => {
       await connection.close();
     }
   });
+
+  it('close fails waiting callers at once', async () => {
+    const port = await closedPort();
+    const connection = openRedisConnection({
+      url: `redis://127.0.0.1:${port}`,
+      commandTimeoutMs: 5_000,
+      connectTimeoutMs: 20,
+      logger: pino({ level: 'silent' }),
+    });
+    const started = performance.now();
+    const wait = connection.waitUntilReady('wait');
+    const failed = expect(wait).rejects.toThrow('the store is closed');
+    await connection.close();
+
+    await failed;
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(connection.countWaitersForTests()).toBe(0);
+  });
 });

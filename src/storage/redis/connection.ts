@@ -25,7 +25,7 @@ export interface RedisConnection {
   safeUrl: string;
   /**
    * Resolves once the client is ready. Waits at most `commandTimeoutMs`, and
-   * rejects at once after `close()`.
+   * rejects at once after `close()`, which also ends the waits in progress.
    *
    * @throws DomainError SERVICE_UNAVAILABLE with reason `REDIS_UNAVAILABLE`.
    */
@@ -171,6 +171,11 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     if (wake !== undefined) {
       usableWaiters.delete(wake);
     }
+    if (closed) {
+      const error = redisUnavailable('the store is closed');
+      logCommandFailure(operation, error);
+      throw error;
+    }
     if (outcome === 'timeout') {
       // The error leaves out the operation, which is internal, so the log names it.
       const error = redisUnavailable(`not connected within ${commandTimeoutMs} ms, status ${client.status}`);
@@ -228,6 +233,8 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
       return;
     }
     closed = true;
+    // Callers waiting for the connection fail now rather than at their timeout.
+    notifyUsable();
     try {
       await client.quit();
     } catch {
