@@ -589,9 +589,9 @@ describeWithRedis('redis store failures', () => {
         heldReplies = [];
       },
       releaseReplies(): void {
-        const held = heldReplies ?? [];
+        const delayed = heldReplies ?? [];
         heldReplies = null;
-        for (const { client, chunk } of held) {
+        for (const { client, chunk } of delayed) {
           client.write(chunk);
         }
       },

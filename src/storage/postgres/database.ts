@@ -59,9 +59,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 const QUERY_READ_TIMEOUT_MESSAGE = 'Query read timeout';
 
 /**
- * How long the client waits for a statement's reply: the server's statement
- * timeout, plus as much again up to 5 s, so that a slow statement fails with
- * PostgreSQL's own error and only a connection that stopped replying fails here.
+ * Returns how long the client waits for a statement's reply: the server's
+ * statement timeout, plus as much again up to 5 s. A slow statement then
+ * fails with PostgreSQL's own error, and only a connection that stopped
+ * replying fails here.
  */
 export function queryTimeoutMs(statementTimeoutMs: number): number {
   return statementTimeoutMs + Math.min(5_000, statementTimeoutMs);

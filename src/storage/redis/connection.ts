@@ -34,10 +34,11 @@ export interface RedisConnection {
   logCommandFailure(operation: string, error: unknown): void;
   /**
    * Checks the connection with a PING when `error` is a command timeout, and
-   * makes new commands wait for the result. A connection whose peer has gone without
-   * closing it, or that lost a reply, gives no PONG within the command
-   * timeout; it is then closed and a new one opened. A Redis that was only
-   * slow answers, and keeps the connection and the commands in flight on it.
+   * makes new commands wait for the result. When the peer has gone without
+   * closing the connection, or a reply was lost, no PONG comes within the
+   * command timeout, so the connection is closed and a new one opened. A
+   * Redis that was only slow replies, and keeps the connection and the
+   * commands in flight on it.
    */
   checkAfterTimeout(error: unknown): void;
   close(): Promise<void>;
@@ -201,7 +202,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     const stream = client.stream;
     logger.warn({ commandTimeoutMs }, 'redis command timed out; checking the connection with PING');
     // A caller's error handling in this turn may still send commands on this
-    // connection, ahead of the PING and of the commands that wait for it.
+    // connection, after the PING and ahead of the commands that wait for it.
     client
       .ping()
       .then(
