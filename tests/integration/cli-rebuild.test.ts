@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { JWT_SECRET_FILE_NAME } from '../../src/config/index.js';
 import { startTestServer } from '../support/app.js';
-import { runCli, unusedLoopbackPort, type CliResult } from '../support/cli.js';
+import { runCli, unusedLoopbackPort, useTemporaryDirectory, type CliResult } from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
@@ -115,15 +115,7 @@ describeWithPostgres('rebuild command', () => {
 
 describe('rebuild command without its services', () => {
   const password = 'service-password-not-printed';
-  let dataDir: string;
-
-  beforeAll(() => {
-    dataDir = mkdtempSync(join(tmpdir(), 'em-rebuild-down-'));
-  });
-
-  afterAll(() => {
-    rmSync(dataDir, { recursive: true, force: true });
-  });
+  const dataDir = useTemporaryDirectory('em-rebuild-down-');
 
   function runRebuildWith(env: Record<string, string>): Promise<CliResult> {
     return runCli(
@@ -134,7 +126,7 @@ describe('rebuild command without its services', () => {
         HOME: process.env.HOME ?? tmpdir(),
         NODE_ENV: 'production',
         LOG_LEVEL: 'error',
-        DATA_DIR: dataDir,
+        DATA_DIR: dataDir(),
         ...env,
       },
       { timeoutMs: 60_000 },

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startTestServer, type TestServer } from '../support/app.js';
-import { REPO_ROOT, runCli, TSX, unusedLoopbackPort, type CliResult } from '../support/cli.js';
+import { REPO_ROOT, runCli, TSX, unusedLoopbackPort, useTemporaryDirectory, type CliResult } from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
@@ -322,15 +322,7 @@ describeWithPostgres('user CLI on PostgreSQL', () => {
 
 describe('user CLI without its database', () => {
   const password = 'pg-password-not-printed';
-  let dataDir: string;
-
-  beforeAll(() => {
-    dataDir = mkdtempSync(join(tmpdir(), 'em-cli-user-down-'));
-  });
-
-  afterAll(() => {
-    rmSync(dataDir, { recursive: true, force: true });
-  });
+  const dataDir = useTemporaryDirectory('em-cli-user-down-');
 
   /** Checks the one-line message of a failed connection to `maskedUrl`. */
   function expectConnectionFailure(result: CliResult, maskedUrl: string, reason: string): void {
@@ -343,7 +335,7 @@ describe('user CLI without its database', () => {
 
   it('unreachable PostgreSQL exits 1', async () => {
     const port = await unusedLoopbackPort();
-    const env = childEnv({ DATA_DIR: dataDir, DATABASE_URL: `postgresql://postgres:${password}@127.0.0.1:${port}/missing` });
+    const env = childEnv({ DATA_DIR: dataDir(), DATABASE_URL: `postgresql://postgres:${password}@127.0.0.1:${port}/missing` });
     const result = await runUserCli(['list'], env);
     expectConnectionFailure(result, `postgresql://postgres:***@127.0.0.1:${port}/missing`, `connect ECONNREFUSED 127.0.0.1:${port}`);
   });
@@ -365,7 +357,7 @@ describe('user CLI without its database', () => {
     it('missing database exits 1', async () => {
       const database = `em_test_cli_missing_${Date.now()}`;
       const url = variantUrl({ database });
-      const result = await runUserCli(['list'], childEnv({ DATA_DIR: dataDir, DATABASE_URL: url.href }));
+      const result = await runUserCli(['list'], childEnv({ DATA_DIR: dataDir(), DATABASE_URL: url.href }));
       url.password = '***';
       expectConnectionFailure(result, url.href, `database "${database}" does not exist`);
     });
@@ -373,7 +365,7 @@ describe('user CLI without its database', () => {
     it('unknown role exits 1', async () => {
       const role = `em_test_cli_nobody_${Date.now()}`;
       const url = variantUrl({ username: role });
-      const result = await runUserCli(['list'], childEnv({ DATA_DIR: dataDir, DATABASE_URL: url.href }));
+      const result = await runUserCli(['list'], childEnv({ DATA_DIR: dataDir(), DATABASE_URL: url.href }));
       url.password = '***';
       // Trust authentication reports the unknown role, password authentication a failed password.
       expect(result.stderr).toMatch(new RegExp(`role "${role}" does not exist|password authentication failed`));

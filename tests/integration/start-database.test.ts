@@ -3,25 +3,13 @@
  * connection exits with code 1 and logs one line that names the setting, with
  * the password masked and without a stack trace.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-import { runCli, unusedLoopbackPort } from '../support/cli.js';
+import { runCli, unusedLoopbackPort, useTemporaryDirectory } from '../support/cli.js';
 
 describe('start without PostgreSQL', () => {
   const password = 'pg-password-not-printed';
-  let dataDir: string;
-
-  beforeAll(() => {
-    dataDir = mkdtempSync(join(tmpdir(), 'em-start-database-'));
-  });
-
-  afterAll(() => {
-    rmSync(dataDir, { recursive: true, force: true });
-  });
+  const dataDir = useTemporaryDirectory('em-start-database-');
 
   it('unreachable PostgreSQL exits 1', async () => {
     const port = await unusedLoopbackPort();
@@ -33,7 +21,7 @@ describe('start without PostgreSQL', () => {
         NODE_ENV: 'production',
         HOST: '127.0.0.1',
         PORT: '0',
-        DATA_DIR: dataDir,
+        DATA_DIR: dataDir(),
         DATABASE_URL: `postgresql://postgres:${password}@127.0.0.1:${port}/missing`,
       },
       { timeoutMs: 60_000 },

@@ -1,13 +1,33 @@
 /**
  * Runs one of the command-line programs under `src/cli` as a child process,
- * through the project's tsx, and collects its output.
+ * through the project's tsx, and collects its output. Also gives such tests
+ * a temporary data directory.
  */
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+
+import { afterAll, beforeAll } from 'vitest';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 export const TSX = join(REPO_ROOT, 'node_modules/.bin/tsx');
+
+/**
+ * Creates a temporary directory before the tests of the enclosing `describe`
+ * block and removes it after them. Returns a function that gives its path.
+ */
+export function useTemporaryDirectory(prefix: string): () => string {
+  let path = '';
+  beforeAll(() => {
+    path = mkdtempSync(join(tmpdir(), prefix));
+  });
+  afterAll(() => {
+    rmSync(path, { recursive: true, force: true });
+  });
+  return () => path;
+}
 
 export interface CliResult {
   code: number | null;
