@@ -620,6 +620,25 @@ describeWithRedis('redis store failures', () => {
     });
   }
 
+  /**
+   * Runs `body` with a store that reaches Redis through a new proxy, then
+   * deletes the store's keys, closes it and drops the proxy's connections.
+   */
+  async function withProxiedStore(
+    commandTimeoutMs: number,
+    body: (store: CoordinationStore, proxy: Awaited<ReturnType<typeof startProxy>>) => Promise<void>,
+  ): Promise<void> {
+    const proxy = await startProxy(redisUrl() as string);
+    const store = storeVia(proxy.port, commandTimeoutMs);
+    try {
+      await body(store, proxy);
+    } finally {
+      await store.flushForTests();
+      await store.close();
+      proxy.dropConnections();
+    }
+  }
+
   /** Two stores on the same keys: one through the proxy at `port` with short timeouts, one straight to Redis. */
   function storesSharingKeys(port: number): { viaProxy: CoordinationStore; direct: CoordinationStore } {
     const keyPrefix = uniqueKeyPrefix(import.meta.url);
@@ -680,9 +699,7 @@ describeWithRedis('redis store failures', () => {
   });
 
   it('lost reply resets connection', async () => {
-    const proxy = await startProxy(redisUrl() as string);
-    const store = storeVia(proxy.port, 300);
-    try {
+    await withProxiedStore(300, async (store, proxy) => {
       await store.scheduleDeadline('alice', 1_000);
       await store.scheduleDeadline('bob', 2_000);
       proxy.stopReplies();
@@ -707,17 +724,11 @@ describeWithRedis('redis store failures', () => {
         }
       }
       expect(recovered, 'both deadlines read right within 3 s').toBe(true);
-    } finally {
-      await store.flushForTests();
-      await store.close();
-      proxy.dropConnections();
-    }
+    });
   });
 
   it('slow reply keeps connection', async () => {
-    const proxy = await startProxy(redisUrl() as string);
-    const store = storeVia(proxy.port, 300);
-    try {
+    await withProxiedStore(300, async (store, proxy) => {
       await store.scheduleDeadline('alice', 1_000);
       await store.scheduleDeadline('bob', 2_000);
       proxy.holdReplies();
@@ -733,11 +744,7 @@ describeWithRedis('redis store failures', () => {
       await first;
       expect(await during).toBe(2_000);
       expect(await store.peekDeadline('alice')).toBe(1_000);
-    } finally {
-      await store.flushForTests();
-      await store.close();
-      proxy.dropConnections();
-    }
+    });
   });
 
   it('vanished connection releases lock', async () => {
@@ -767,9 +774,7 @@ describeWithRedis('redis store failures', () => {
   });
 
   it('reconnects after dropped connection', async () => {
-    const proxy = await startProxy(redisUrl() as string);
-    const store = storeVia(proxy.port, 2000);
-    try {
+    await withProxiedStore(2000, async (store, proxy) => {
       await store.scheduleDeadline('alice', 1_000);
       proxy.dropConnections();
 
@@ -777,11 +782,7 @@ describeWithRedis('redis store failures', () => {
       const started = performance.now();
       expect(await store.peekDeadline('alice')).toBe(1_000);
       expect(performance.now() - started).toBeLessThan(1500);
-    } finally {
-      await store.flushForTests();
-      await store.close();
-      proxy.dropConnections();
-    }
+    });
   });
 
   it('stopped server fails within timeout', async () => {
