@@ -1,31 +1,23 @@
-import { createServer } from 'node:net';
-
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 
-import { openRedisConnection } from '../../src/storage/redis/connection.js';
+import { openRedisConnection, type RedisConnection } from '../../src/storage/redis/connection.js';
+import { unusedLoopbackPort } from '../support/cli.js';
 
-/** Returns a loopback port that nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') {
-    throw new Error(`unexpected server address ${JSON.stringify(address)}`);
-  }
-  return address.port;
+/** Opens a connection to a loopback port that nothing listens on, so Redis stays unreachable. */
+async function openUnreachable(commandTimeoutMs: number): Promise<RedisConnection> {
+  const port = await unusedLoopbackPort();
+  return openRedisConnection({
+    url: `redis://127.0.0.1:${port}`,
+    commandTimeoutMs,
+    connectTimeoutMs: 20,
+    logger: pino({ level: 'silent' }),
+  });
 }
 
 describe('redis connection waiters', () => {
   it('timed-out waits leave no waiter', async () => {
-    const port = await closedPort();
-    const connection = openRedisConnection({
-      url: `redis://127.0.0.1:${port}`,
-      commandTimeoutMs: 20,
-      connectTimeoutMs: 20,
-      logger: pino({ level: 'silent' }),
-    });
+    const connection = await openUnreachable(20);
     try {
       // Redis stays unreachable, so every wait times out.
       const waits = Array.from({ length: 200 }, (_, index) => connection.waitUntilReady(`wait ${index}`));
@@ -39,13 +31,7 @@ describe('redis connection waiters', () => {
   });
 
   it('close fails waiting callers at once', async () => {
-    const port = await closedPort();
-    const connection = openRedisConnection({
-      url: `redis://127.0.0.1:${port}`,
-      commandTimeoutMs: 5_000,
-      connectTimeoutMs: 20,
-      logger: pino({ level: 'silent' }),
-    });
+    const connection = await openUnreachable(5_000);
     const started = performance.now();
     const wait = connection.waitUntilReady('wait');
     const failed = expect(wait).rejects.toThrow('the store is closed');
