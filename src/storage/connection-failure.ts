@@ -4,6 +4,7 @@
  * place of a stack trace. Passwords in URLs are masked as `***`.
  */
 import { redactUrlPassword, type Config } from '../config/index.js';
+import { QUERY_READ_TIMEOUT_MESSAGE } from './postgres/database.js';
 import { RedisUnavailableError } from './redis/connection.js';
 
 /** Names the database in use, with the password of its URL masked. */
@@ -33,9 +34,6 @@ const UNREACHABLE_MESSAGE =
 
 const UNREACHABLE_ADVICE =
   'Check that PostgreSQL is running and accepts connections at that host and port, or correct DATABASE_URL.';
-
-/** The message of `pg` 8.x for a statement whose reply did not come within `query_timeout`. */
-const STALLED_MESSAGE = /^Query read timeout$/;
 
 const STALLED_ADVICE =
   'PostgreSQL stopped replying on an open connection: check that its host is not overloaded or frozen, and the network between the two.';
@@ -105,7 +103,7 @@ function adviceForPostgresError(error: Error, code: unknown): string | null {
       return UNREACHABLE_ADVICE;
     }
   }
-  if (STALLED_MESSAGE.test(error.message)) {
+  if (error.message === QUERY_READ_TIMEOUT_MESSAGE) {
     return STALLED_ADVICE;
   }
   return UNREACHABLE_MESSAGE.test(error.message) ? UNREACHABLE_ADVICE : null;

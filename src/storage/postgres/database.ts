@@ -56,7 +56,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 /** The message of the error with which `pg` fails a statement after `query_timeout`. */
-const QUERY_READ_TIMEOUT_MESSAGE = 'Query read timeout';
+export const QUERY_READ_TIMEOUT_MESSAGE = 'Query read timeout';
 
 /**
  * Returns how long the client waits for a statement's reply: the server's
@@ -64,7 +64,7 @@ const QUERY_READ_TIMEOUT_MESSAGE = 'Query read timeout';
  * fails with PostgreSQL's own error, and only a connection that stopped
  * replying fails here.
  */
-export function queryTimeoutMs(statementTimeoutMs: number): number {
+function queryTimeoutMs(statementTimeoutMs: number): number {
   return statementTimeoutMs + Math.min(5_000, statementTimeoutMs);
 }
 
