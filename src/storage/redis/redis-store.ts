@@ -134,6 +134,30 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
     }
   }
 
+  /**
+   * Releases a lock whose acquisition may have run although its reply was
+   * lost, so that the user is not blocked until the TTL ends. The first
+   * release goes out on the current connection at once, behind the PING that
+   * run() sent after the timeout. Up to three more wait until the connection
+   * takes commands again, which the check and a new connection can delay by
+   * two command timeouts.
+   * NOTE: while Redis is unreachable all of them fail, and the lock then
+   * lasts its full TTL.
+   */
+  function releaseAfterLostReply(lockKey: string, token: string): void {
+    redis.emReleaseUserLock(lockKey, token).catch(() => undefined);
+    void (async () => {
+      for (let attempt = 1; attempt <= LOST_ACQUIRE_RELEASE_ATTEMPTS; attempt += 1) {
+        try {
+          await run('releaseUserLock', () => redis.emReleaseUserLock(lockKey, token));
+          return;
+        } catch {
+          // run() logged the failure; the next attempt waits for the connection again.
+        }
+      }
+    })();
+  }
+
   return {
     async acquireUserLock(userId: string, lockOptions: AcquireUserLockOptions): Promise<UserLock> {
       const lockKey = keys.userLock(userId);
@@ -146,27 +170,8 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
             redis.emAcquireUserLock(lockKey, fenceKey, stateKey, token, lockOptions.ttlMs),
           );
         } catch (error) {
-          // The script may have run even though its reply was lost. Release
-          // the lock in case it did, so that the user is not blocked until
-          // the TTL ends. The release goes out on the current connection at
-          // once, right after the PING of the check that run() started on a
-          // timeout, so a lost reply shows as a wrong PING reply. It goes out again
-          // once the connection takes commands again, in case the old one
-          // lost requests too: the check and a new connection can take two
-          // command timeouts, so up to three attempts wait for it.
-          // NOTE: while Redis is unreachable all fail, and such a lock then
-          // lasts its full TTL.
-          redis.emReleaseUserLock(lockKey, token).catch(() => undefined);
-          void (async () => {
-            for (let attempt = 1; attempt <= LOST_ACQUIRE_RELEASE_ATTEMPTS; attempt += 1) {
-              try {
-                await run('releaseUserLock', () => redis.emReleaseUserLock(lockKey, token));
-                return;
-              } catch {
-                // run() logged it; the next attempt waits for the connection again.
-              }
-            }
-          })();
+          // The script may have run even though its reply was lost.
+          releaseAfterLostReply(lockKey, token);
           throw error;
         }
         const [fence, state] = reply;
