@@ -1,0 +1,123 @@
+/**
+ * Losing Redis loses no data: a Redis that restarts empty takes the open
+ * pairs, the deadlines, the lock fences and the engine states with it, and
+ * the server must rebuild all of them from PostgreSQL. Each test empties the
+ * server's key prefix between two phases of intake and checks that the
+ * timelines equal those of a fresh server that never lost anything, and
+ * that deadlines set before the loss still close their pairs.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
+import {
+  chunk,
+  dataOf,
+  generateStream,
+  inTimeOrder,
+  readTimeline,
+  replayInFreshServer,
+  SEND_EVENTS,
+  settleAndReadTimelines,
+  type SegmentNode,
+  type StreamEvent,
+} from '../support/replay.js';
+import { describeWithRedis, redisUrl, uniqueKeyPrefix } from '../support/services.js';
+import { deleteRedisKeys } from '../../bench/lib/services.js';
+
+const NOW = Date.UTC(2026, 4, 12, 12);
+const MINUTE = 60_000;
+/** Auto-close timeout of the built-in pair types on this server (DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS unset). */
+const TIMEOUT_MS = 1800 * 1000;
+
+describeWithRedis('intake after Redis lost its keys', () => {
+  const clock = new ManualClock(NOW);
+  const keyPrefix = uniqueKeyPrefix(import.meta.filename);
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { clock, keyPrefix, sweeper: false });
+  }, 60_000);
+
+  afterAll(async () => {
+    await server?.close();
+    await emptyPrefix();
+  });
+
+  /** Deletes every key of the server's prefix, as a Redis restart without persistence does. Returns how many there were. */
+  async function emptyPrefix(): Promise<number> {
+    return deleteRedisKeys(redisUrl()!, keyPrefix);
+  }
+
+  async function sendAll(token: string, events: readonly StreamEvent[], batchSize: number): Promise<void> {
+    for (const batch of chunk(events, batchSize)) {
+      dataOf(await server.gql(SEND_EVENTS, { events: batch }, token), 'sendEvents');
+    }
+  }
+
+  it('rebuilds open pairs from PostgreSQL', async () => {
+    // Gaps average about 300 s, so the streams end shortly before now and
+    // their last pairs are still open when the keys go.
+    const streams = [1, 2, 3].map((seed) =>
+      generateStream({ idPrefix: `loss-${seed}`, seed, count: 120, startAt: NOW - 120 * 300_000, maxGapSeconds: 600 }),
+    );
+    const users = [];
+    for (const [index, stream] of streams.entries()) {
+      const user = await server.createUser(`loss-${index}`);
+      users.push(user);
+      const ordered = inTimeOrder(stream);
+      // The first part in time order, and the rest after the loss with its
+      // first events sent last, so they arrive late and rewind the user.
+      await sendAll(user.token, ordered.slice(0, 80), 25);
+    }
+
+    expect(await emptyPrefix()).toBeGreaterThan(0);
+
+    for (const [index, stream] of streams.entries()) {
+      const rest = inTimeOrder(stream).slice(80);
+      await sendAll(users[index]!.token, [...rest.slice(10), ...rest.slice(0, 10)], 15);
+    }
+    const { timelines } = await settleAndReadTimelines(server, users);
+    const expected = await replayInFreshServer(import.meta.filename, streams, { now: NOW });
+
+    expect(timelines).toHaveLength(expected.length);
+    for (const [index, timeline] of timelines.entries()) {
+      expect(timeline, `user loss-${index}`).toEqual(expected[index]);
+    }
+  }, 120_000);
+
+  it('closes pairs whose deadline was lost', async () => {
+    const user = await server.createUser('lost-deadline');
+    const lastActivity = clock.now() - MINUTE;
+    dataOf(
+      await server.gql(
+        SEND_EVENTS,
+        {
+          events: [
+            { type: 'session_started', occurredAt: new Date(clock.now() - 10 * MINUTE).toISOString() },
+            { type: 'task_started', pairKey: 'a', occurredAt: new Date(clock.now() - 5 * MINUTE).toISOString() },
+            { type: 'heartbeat', occurredAt: new Date(lastActivity).toISOString() },
+          ],
+        },
+        user.token,
+      ),
+      'sendEvents',
+    );
+
+    expect(await emptyPrefix()).toBeGreaterThan(0);
+    clock.set(lastActivity + TIMEOUT_MS + MINUTE);
+    // No request of this user comes: only the sweeper can find the pair due.
+    await server.app.sweeper.sweepOnce();
+
+    const raw = await readTimeline(server, await server.adminToken(), user.id);
+    const closed = raw.segments.map((segment: SegmentNode) => ({
+      pairType: segment.pairType,
+      end: segment.end,
+      endReason: segment.endReason,
+    }));
+    expect(closed).toEqual([
+      { pairType: 'session', end: new Date(lastActivity).toISOString(), endReason: 'AUTO_CLOSE' },
+      // The task's timeout is the session's, so it closes with its parent.
+      { pairType: 'task', end: new Date(lastActivity).toISOString(), endReason: 'PARENT_CLOSED' },
+    ]);
+  }, 60_000);
+});
