@@ -67,6 +67,22 @@ export function limitExceeded(limit: string, value: number, max: number, unit = 
   );
 }
 
+/**
+ * Builds the error for a limit that a request exceeds when only a lower
+ * bound of its value is known. Checks that stop counting early or estimate
+ * the count use it: "The expression size is at least 301 nodes, above the
+ * maximum of 256 nodes (REPORT_MAX_NODES)."
+ */
+export function limitExceededAtLeast(limit: string, value: number, max: number, unit = ''): DomainError {
+  const suffix = unit === '' ? '' : ` ${unit}`;
+  const subject = LIMIT_SUBJECTS[limit] ?? 'The value';
+  return badInput(
+    'LIMIT_EXCEEDED',
+    `${subject} is at least ${value}${suffix}, above the maximum of ${max}${suffix} (${limit}).`,
+    { limit, value, max },
+  );
+}
+
 /** Advice to the client about events that a failed request stored. */
 export const STORED_EVENTS_ADVICE =
   'Send them again only with the same `id` each was sent with, which makes the repeat a duplicate instead of a second event.';

@@ -3,7 +3,7 @@
  * core after each distinct leaf was loaded once.
  */
 import type { Viewer } from '../auth/viewer.js';
-import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
+import { DomainError, badInput, limitExceeded, limitExceededAtLeast } from '../domain/errors.js';
 import {
   bucketBoundariesInSlices,
   isValidTimeZone,
@@ -170,7 +170,7 @@ export class ReportService {
       // bound before it walks, and the others count that reservation.
       const rowsPerBucket = 1 + groupUsers.length;
       const leastRows = leastBucketCount(window, request.bucket.unit) * rowsPerBucket;
-      this.checkBucketRows(leastRows, requestState, 'at least ');
+      this.checkBucketRows(leastRows, requestState, true);
       requestState.bucketRows += leastRows;
       // The same bucket boundaries serve the whole result, every group, and
       // the other reports of the request with the same window and buckets,
@@ -274,13 +274,15 @@ export class ReportService {
   /**
    * Rejects a report with `rows` bucket rows when they are above
    * REPORT_MAX_BUCKET_ROWS alone or together with the earlier reports of the
-   * request. `qualifier` marks `rows` as a lower bound in the message.
+   * request. `isLowerBound` marks `rows` as an estimate that the report may
+   * exceed, and the message then reads "at least".
    */
-  private checkBucketRows(rows: number, requestState: SharedReportState, qualifier = ''): void {
+  private checkBucketRows(rows: number, requestState: SharedReportState, isLowerBound = false): void {
     const max = this.limits.maxBucketRows;
     if (rows > max) {
-      throw limitExceeded('REPORT_MAX_BUCKET_ROWS', rows, max);
+      throw isLowerBound ? limitExceededAtLeast('REPORT_MAX_BUCKET_ROWS', rows, max) : limitExceeded('REPORT_MAX_BUCKET_ROWS', rows, max);
     }
+    const qualifier = isLowerBound ? 'at least ' : '';
     const requestRows = requestState.bucketRows + rows;
     if (requestRows > max) {
       throw badInput(

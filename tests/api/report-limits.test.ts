@@ -479,13 +479,13 @@ describe('bucket count over HTTP', () => {
     await server?.close();
   });
 
-  function hourly(days: number): Promise<GraphQLResponse<{ report: { buckets: unknown[] } }>> {
+  function hourly(days: number, timeZone = 'UTC'): Promise<GraphQLResponse<{ report: { buckets: unknown[] } }>> {
     const start = Date.parse('2025-01-01T00:00:00Z');
     const window = { start: new Date(start).toISOString(), end: new Date(start + days * 86_400_000).toISOString() };
-    const query = `query ($window: WindowInput!) {
-      report(expression: { intervals: [] }, window: $window, bucket: { unit: HOUR, timeZone: "UTC" }) { buckets { seconds } }
+    const query = `query ($window: WindowInput!, $timeZone: String!) {
+      report(expression: { intervals: [] }, window: $window, bucket: { unit: HOUR, timeZone: $timeZone }) { buckets { seconds } }
     }`;
-    return server.gql(query, { window }, token);
+    return server.gql(query, { window, timeZone }, token);
   }
 
   it('allows buckets up to bucket rows', async () => {
@@ -499,6 +499,17 @@ describe('bucket count over HTTP', () => {
     const result = await hourly(500);
 
     expectLimitError(firstError(result), 'REPORT_MAX_BUCKET_ROWS', 500 * 24, MAX_BUCKET_ROWS);
+  });
+
+  it('names an estimated bucket count as a lower bound', async () => {
+    // Hours in Asia/Kolkata start at :30 UTC, so 460 days from midnight UTC
+    // hold 11,041 hour buckets, and the estimate before the walk is 11,040.
+    const error = firstError(await hourly(460, 'Asia/Kolkata'));
+
+    expectLimitError(error, 'REPORT_MAX_BUCKET_ROWS', 460 * 24, MAX_BUCKET_ROWS);
+    expect(error.message, 'message').toBe(
+      `The number of bucket rows is at least ${460 * 24}, above the maximum of ${MAX_BUCKET_ROWS} (REPORT_MAX_BUCKET_ROWS).`,
+    );
   });
 
   it('rejects a later report before walking it', async () => {

@@ -525,6 +525,24 @@ describe('bucketTotals errors', () => {
     expect(bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 101)).toHaveLength(101);
   });
 
+  it('names a lower bound when the walk stops early', () => {
+    // 110 days, of which the 27-hour upper bound on a day estimates only 97.
+    const w = window('2024-01-01T00:00:00Z', '2024-04-20T00:00:00Z');
+
+    expect(() => bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 100)).toThrow(
+      'The number of bucket rows is at least 101, above the maximum of 100 (REPORT_MAX_BUCKET_ROWS).',
+    );
+  });
+
+  it('names the estimate before the walk as a lower bound', () => {
+    // 200 days, of which the 27-hour upper bound on a day estimates 177.
+    const w = window('2024-01-01T00:00:00Z', '2024-07-19T00:00:00Z');
+
+    expect(() => bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 100)).toThrow(
+      'The number of bucket rows is at least 177, above the maximum of 100 (REPORT_MAX_BUCKET_ROWS).',
+    );
+  });
+
   it('walks a year of hours within the default limit', () => {
     const w = window('2024-01-01T00:00:00+01:00', '2025-01-01T00:00:00+01:00');
     const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'Europe/Prague');

@@ -12,7 +12,7 @@
 
 import { DateTime, IANAZone } from 'luxon';
 
-import { badInput, limitExceeded } from '../errors.js';
+import { badInput, limitExceededAtLeast } from '../errors.js';
 import { runSteps, runStepsInSlices } from '../steps.js';
 import { IntervalSet, type Interval } from './interval-set.js';
 
@@ -150,7 +150,7 @@ function* boundarySteps(
 
   const leastCount = leastBucketCount(window, unit);
   if (leastCount > maxBuckets) {
-    throw limitExceeded('REPORT_MAX_BUCKET_ROWS', leastCount, maxBuckets);
+    throw limitExceededAtLeast('REPORT_MAX_BUCKET_ROWS', leastCount, maxBuckets);
   }
 
   const offsets = new ZoneOffsets(IANAZone.create(timeZone));
@@ -171,8 +171,9 @@ function* boundarySteps(
       boundaries.push(bucketStart);
     }
     boundaries.push(bucketEnd);
+    // The walk stops at the first bucket over the limit, so the window may contain more.
     if (boundaries.length - 1 > maxBuckets) {
-      throw limitExceeded('REPORT_MAX_BUCKET_ROWS', boundaries.length - 1, maxBuckets);
+      throw limitExceededAtLeast('REPORT_MAX_BUCKET_ROWS', boundaries.length - 1, maxBuckets);
     }
     bucketStart = bucketEnd;
     yield;

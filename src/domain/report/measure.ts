@@ -8,7 +8,7 @@
  * size of the input.
  */
 
-import { assertNever, badInput, limitExceeded, type DomainError } from '../errors.js';
+import { assertNever, limitExceeded, limitExceededAtLeast } from '../errors.js';
 import {
   childPath,
   itemStep,
@@ -38,18 +38,6 @@ function checkLimits(limits: ExpressionLimits): void {
       throw new TypeError(`Expression limit ${name} must be a non-negative integer, got ${value}.`);
     }
   }
-}
-
-/**
- * Builds the limit error of a walk that stops as soon as a count passes its
- * limit. The whole expression may be larger, so the message reads "at least".
- */
-function limitExceededAtLeast(limit: string, subject: string, value: number, max: number, unit: string): DomainError {
-  return badInput('LIMIT_EXCEEDED', `${subject} is at least ${value} ${unit}, above the maximum of ${max} ${unit} (${limit}).`, {
-    limit,
-    value,
-    max,
-  });
 }
 
 /**
@@ -114,7 +102,7 @@ export function scanExpression(
 
         // Count a long list before building frames for it.
         if (nodes + items.length > limits.maxNodes) {
-          throw limitExceededAtLeast('REPORT_MAX_NODES', 'The expression size', nodes + items.length, limits.maxNodes, 'nodes');
+          throw limitExceededAtLeast('REPORT_MAX_NODES', nodes + items.length, limits.maxNodes, 'nodes');
         }
         children = items.map((item, index) => ({
           value: item,
@@ -148,11 +136,11 @@ export function scanExpression(
     }
     const childDepth = frame.depth + 1;
     if (childDepth > limits.maxDepth) {
-      throw limitExceededAtLeast('REPORT_MAX_DEPTH', 'The expression depth', childDepth, limits.maxDepth, 'levels');
+      throw limitExceededAtLeast('REPORT_MAX_DEPTH', childDepth, limits.maxDepth, 'levels');
     }
     nodes += children.length;
     if (nodes > limits.maxNodes) {
-      throw limitExceededAtLeast('REPORT_MAX_NODES', 'The expression size', nodes, limits.maxNodes, 'nodes');
+      throw limitExceededAtLeast('REPORT_MAX_NODES', nodes, limits.maxNodes, 'nodes');
     }
     depth = Math.max(depth, childDepth);
 
