@@ -280,7 +280,10 @@ export class ReportService {
   private checkBucketRows(rows: number, requestState: SharedReportState, isLowerBound = false): void {
     const max = this.limits.maxBucketRows;
     if (rows > max) {
-      throw isLowerBound ? limitExceededAtLeast('REPORT_MAX_BUCKET_ROWS', rows, max) : limitExceeded('REPORT_MAX_BUCKET_ROWS', rows, max);
+      if (isLowerBound) {
+        throw limitExceededAtLeast('REPORT_MAX_BUCKET_ROWS', rows, max);
+      }
+      throw limitExceeded('REPORT_MAX_BUCKET_ROWS', rows, max);
     }
     const qualifier = isLowerBound ? 'at least ' : '';
     const requestRows = requestState.bucketRows + rows;
