@@ -1,0 +1,264 @@
+/**
+ * Arrival order must not matter. Each seed generates one stream of events
+ * over sessions, keyed tasks, a pair type nested under task and a top-level
+ * pair type. A quarter of the events share the instant of the event before.
+ * The auto-close policies end at the deadline or at the last activity. One user receives the stream in time
+ * order in one batch. A second user, with the same preferences, receives it
+ * shuffled, in batches of random sizes with resent duplicates, and the
+ * server's clock moves on between batches. Every event lies within the
+ * lateness horizon, and events at one instant keep their order, so both
+ * users must end with the same segments, corrections and orphan ends.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { ADMIN, ManualClock, startTestServer, type TestServer } from '../support/app.js';
+import {
+  dataOf,
+  EVENT_FIELDS,
+  normaliseTimeline,
+  readTimeline,
+  SEGMENT_FIELDS,
+  SEND_EVENTS,
+  seededRandom,
+  type EventNode,
+  type RawTimeline,
+  type SegmentNode,
+  type StreamEvent,
+} from '../support/replay.js';
+import { describeWithPostgres } from '../support/services.js';
+
+const START = Date.UTC(2026, 4, 4, 8);
+/** Time between the streams of two seeds, so the clock only moves forward. */
+const SEED_SPACING_MS = 4 * 24 * 3600 * 1000;
+const SEEDS = (process.env.ORDER_DIFFERENTIAL_SEEDS ?? '11,12,13,14,15,16').split(',').map(Number);
+
+const KINDS: Array<{ type: string; keyed: boolean }> = [
+  { type: 'session_started', keyed: false },
+  { type: 'session_ended', keyed: false },
+  { type: 'task_started', keyed: true },
+  { type: 'task_ended', keyed: true },
+  { type: 'focus_started', keyed: true },
+  { type: 'focus_ended', keyed: true },
+  { type: 'call_started', keyed: true },
+  { type: 'call_ended', keyed: true },
+  { type: 'heartbeat', keyed: false },
+  { type: 'heartbeat', keyed: false },
+];
+
+/** Generates events in time order. A tenth of the gaps exceed every timeout, and a quarter are zero. */
+function generate(random: () => number, prefix: string, count: number, startAt: number): StreamEvent[] {
+  const events: StreamEvent[] = [];
+  let at = startAt;
+  for (let index = 0; index < count; index += 1) {
+    const kind = KINDS[Math.floor(random() * KINDS.length)]!;
+    const event: StreamEvent = { id: `${prefix}-${index}`, type: kind.type, occurredAt: new Date(at).toISOString() };
+    if (kind.keyed) {
+      event.pairKey = ['', 'a', 'b'][Math.floor(random() * 3)]!;
+    }
+    events.push(event);
+    const roll = random();
+    if (roll < 0.1) {
+      at += (3600 + Math.floor(random() * 3600)) * 1000;
+    } else if (roll < 0.35) {
+      // Events at one instant apply in arrival order, which the shuffle keeps.
+    } else {
+      at += (1 + Math.floor(random() * 900)) * 1000;
+    }
+  }
+  return events;
+}
+
+/** Shuffles the events, keeping those that share an instant in their original order. */
+function shuffled(random: () => number, events: readonly StreamEvent[]): StreamEvent[] {
+  const copy = [...events];
+  for (let index = copy.length - 1; index > 0; index -= 1) {
+    const other = Math.floor(random() * (index + 1));
+    [copy[index], copy[other]] = [copy[other]!, copy[index]!];
+  }
+  const byInstant = new Map<string, StreamEvent[]>();
+  for (const event of events) {
+    byInstant.set(event.occurredAt, [...(byInstant.get(event.occurredAt) ?? []), event]);
+  }
+  return copy.map((event) => byInstant.get(event.occurredAt)!.shift()!);
+}
+
+const SEND_WITH_RECOMPUTE = `mutation ($events: [EventInput!]!) {
+  sendEvents(events: $events) {
+    results {
+      duplicate
+      recomputedFrom
+      event { ${EVENT_FIELDS} }
+      corrections { ${EVENT_FIELDS} }
+      closedSegments { ${SEGMENT_FIELDS} }
+    }
+  }
+}`;
+
+interface ReplyResult {
+  duplicate: boolean;
+  recomputedFrom: string | null;
+  event: EventNode;
+  corrections: EventNode[];
+  closedSegments: SegmentNode[];
+}
+
+function segmentSummary(segment: SegmentNode | undefined): string {
+  return segment === undefined ? 'none' : `${segment.pairType}/${segment.pairKey} ${segment.start}..${segment.end ?? 'open'} ${segment.endReason ?? ''}`;
+}
+
+/**
+ * Checks a reply against reads before and after it. The corrections and
+ * closed segments it lists must be what the queries return. Every segment
+ * that changed must reach `recomputedFrom`. Without a recompute, it must be
+ * listed as closed, opened by the batch, or auto-closed.
+ */
+function expectReplyMatchesReads(before: RawTimeline, after: RawTimeline, results: readonly ReplyResult[], label: string): void {
+  const eventsAfter = new Map(after.events.map((event) => [event.id, event]));
+  const segmentsAfter = new Map(after.segments.map((segment) => [segment.id, segment]));
+  const segmentsBefore = new Map(before.segments.map((segment) => [segment.id, segment]));
+  const listedClosed = new Set<string>();
+  for (const result of results) {
+    expect(eventsAfter.get(result.event.id)?.occurredAt, `${label}: event ${result.event.clientId}`).toBe(result.event.occurredAt);
+    for (const correction of result.corrections) {
+      const read = eventsAfter.get(correction.id);
+      expect(read === undefined ? null : [read.type, read.occurredAt, read.rule, read.causeEventId], `${label}: correction ${correction.rule} of ${result.event.clientId}`).toEqual([
+        correction.type,
+        correction.occurredAt,
+        correction.rule,
+        correction.causeEventId,
+      ]);
+    }
+    for (const segment of result.closedSegments) {
+      listedClosed.add(segment.id);
+      expect(segmentSummary(segmentsAfter.get(segment.id)), `${label}: closed segment of ${result.event.clientId}`).toBe(segmentSummary(segment));
+    }
+  }
+
+  const recomputedFrom = results.map((result) => result.recomputedFrom).find((value) => value !== null) ?? null;
+  const batchStart = Math.min(...results.filter((result) => !result.duplicate).map((result) => Date.parse(result.event.occurredAt)));
+  const reaches = (segment: SegmentNode | undefined, from: number) =>
+    segment === undefined || segment.end === null || Date.parse(segment.end) >= from;
+  for (const id of new Set([...segmentsBefore.keys(), ...segmentsAfter.keys()])) {
+    const old = segmentsBefore.get(id);
+    const now = segmentsAfter.get(id);
+    if (segmentSummary(old) === segmentSummary(now)) {
+      continue;
+    }
+    const change = `${label}: segment ${segmentSummary(old)} -> ${segmentSummary(now)}`;
+    if (recomputedFrom !== null) {
+      const from = Date.parse(recomputedFrom);
+      expect(reaches(old, from), `${change}: old version ends before recomputedFrom ${recomputedFrom}`).toBe(true);
+      expect(reaches(now, from), `${change}: new version ends before recomputedFrom ${recomputedFrom}`).toBe(true);
+    } else {
+      const explained =
+        listedClosed.has(id) ||
+        (old === undefined && now !== undefined && Date.parse(now.start) >= batchStart) ||
+        (old !== undefined && old.end === null && now !== undefined && (now.endReason === 'AUTO_CLOSE' || now.endReason === 'PARENT_CLOSED'));
+      expect(explained, `${change} without recomputedFrom`).toBe(true);
+    }
+  }
+}
+
+const PREFERENCE = `mutation ($input: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $input) { pairType } }`;
+
+describeWithPostgres('arrival order', () => {
+  const clock = new ManualClock(START);
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { clock, sweeper: false });
+    const admin = await server.adminToken();
+    const define = `mutation ($input: DefinePairTypeInput!) { definePairType(input: $input) { name } }`;
+    dataOf(
+      await server.gql(
+        define,
+        { input: { name: 'focus', startType: 'focus_started', endType: 'focus_ended', parent: 'task', autoClose: { timeoutSeconds: 600, endAt: 'DEADLINE' } } },
+        admin,
+      ),
+      'definePairType',
+    );
+    dataOf(
+      await server.gql(
+        define,
+        { input: { name: 'call', startType: 'call_started', endType: 'call_ended', autoClose: { timeoutSeconds: 900, endAt: 'DEADLINE' } } },
+        admin,
+      ),
+      'definePairType',
+    );
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it.each(SEEDS)('seed %i: shuffled equals ordered', async (seed) => {
+    const random = seededRandom(seed);
+    const startAt = START + (SEEDS.indexOf(seed) + 1) * SEED_SPACING_MS;
+    const stream = generate(random, `s${seed}`, 120, startAt);
+    // Odd seeds start the clock shortly after the last event, so deadlines
+    // pass while the shuffled batches arrive. Even seeds start it a day later.
+    const last = Date.parse(stream.at(-1)!.occurredAt);
+    clock.set(last + (seed % 2 === 0 ? 24 * 3600 * 1000 : Math.floor(random() * 1200_000)));
+    const preferences = [
+      { pairType: 'session', timeoutSeconds: random() < 0.5 ? 1200 : 2400, endAt: random() < 0.5 ? 'DEADLINE' : 'LAST_ACTIVITY' },
+      { pairType: 'task', timeoutSeconds: random() < 0.5 ? 600 : 1800, endAt: random() < 0.5 ? 'DEADLINE' : 'LAST_ACTIVITY' },
+    ];
+
+    // The clock moves days between seeds, past any token's lifetime, so each seed logs in again.
+    const admin = await server.login(ADMIN.username, ADMIN.password);
+    const createUser = async (username: string) => {
+      const input = { username, password: `${username}-password`, role: 'MEMBER' };
+      const { createUser: created } = dataOf(
+        await server.gql<{ createUser: { id: string } }>(`mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`, { input }, admin),
+        'createUser',
+      );
+      return { id: created.id, token: await server.login(username, input.password) };
+    };
+    const ordered = await createUser(`ordered-${seed}`);
+    const mixed = await createUser(`mixed-${seed}`);
+    for (const input of preferences) {
+      dataOf(await server.gql(PREFERENCE, { input }, ordered.token), 'setAutoClosePreference');
+    }
+    // The shuffled user starts with other preferences and gets the same ones midway.
+    for (const input of preferences) {
+      const other = { ...input, timeoutSeconds: input.timeoutSeconds + 300, endAt: input.endAt === 'DEADLINE' ? 'LAST_ACTIVITY' : 'DEADLINE' };
+      dataOf(await server.gql(PREFERENCE, { input: other }, mixed.token), 'setAutoClosePreference');
+    }
+    const switchAt = Math.floor(random() * stream.length);
+    let switched = false;
+
+    dataOf(await server.gql(SEND_EVENTS, { events: stream }, ordered.token), 'sendEvents');
+
+    const order = shuffled(random, stream);
+    const sent: StreamEvent[] = [];
+    let index = 0;
+    while (index < order.length) {
+      const size = [1, 1, 2, 3, 5, 8, 13][Math.floor(random() * 7)]!;
+      const batch = order.slice(index, index + size);
+      index += size;
+      if (sent.length > 0 && random() < 0.3) {
+        batch.push(sent[Math.floor(random() * sent.length)]!);
+      }
+      sent.push(...batch);
+      if (!switched && index >= switchAt) {
+        switched = true;
+        for (const input of preferences) {
+          dataOf(await server.gql(PREFERENCE, { input }, mixed.token), 'setAutoClosePreference');
+        }
+      }
+      clock.advance(Math.floor(random() * 60_000));
+      // Reads settle passed deadlines, so the read after shows only what the batch and the clock changed.
+      const before = await readTimeline(server, mixed.token, mixed.id);
+      const reply = dataOf(await server.gql(SEND_WITH_RECOMPUTE, { events: batch }, mixed.token), 'sendEvents');
+      const after = await readTimeline(server, mixed.token, mixed.id);
+      expectReplyMatchesReads(before, after, reply.sendEvents.results as ReplyResult[], `seed ${seed}, batch ending at ${index}`);
+    }
+
+    const expected = normaliseTimeline(await readTimeline(server, admin, ordered.id));
+    const actual = normaliseTimeline(await readTimeline(server, admin, mixed.id));
+    const rename = (timeline: typeof actual) => JSON.parse(JSON.stringify(timeline));
+    expect(rename(actual).segments, `segments of seed ${seed}`).toEqual(rename(expected).segments);
+    expect(rename(actual).corrections, `corrections of seed ${seed}`).toEqual(rename(expected).corrections);
+    expect(actual.orphanEnds, `orphan ends of seed ${seed}`).toEqual(expected.orphanEnds);
+  });
+});
