@@ -160,6 +160,19 @@ function expectReplyMatchesReads(before: RawTimeline, after: RawTimeline, result
   }
 }
 
+/**
+ * Creates a member with a token of the current clock. The clock moves days
+ * between seeds, past any token's lifetime, so `admin` must be fresh too.
+ */
+async function createUser(server: TestServer, admin: string, username: string): Promise<{ id: string; token: string }> {
+  const input = { username, password: `${username}-password`, role: 'MEMBER' };
+  const { createUser: created } = dataOf(
+    await server.gql<{ createUser: { id: string } }>(`mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`, { input }, admin),
+    'createUser',
+  );
+  return { id: created.id, token: await server.login(username, input.password) };
+}
+
 const PREFERENCE = `mutation ($input: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $input) { pairType } }`;
 
 describeWithPostgres('arrival order', () => {
@@ -167,7 +180,8 @@ describeWithPostgres('arrival order', () => {
   let server: TestServer;
 
   beforeAll(async () => {
-    server = await startTestServer(import.meta.filename, { clock, sweeper: false });
+    // Small replay pages, so the preference change midway replays in several pages.
+    server = await startTestServer(import.meta.filename, { clock, sweeper: false, env: { REPLAY_PAGE_SIZE: '7' } });
     const admin = await server.adminToken();
     const define = `mutation ($input: DefinePairTypeInput!) { definePairType(input: $input) { name } }`;
     dataOf(
@@ -205,19 +219,10 @@ describeWithPostgres('arrival order', () => {
       { pairType: 'task', timeoutSeconds: random() < 0.5 ? 600 : 1800, endAt: random() < 0.5 ? 'DEADLINE' : 'LAST_ACTIVITY' },
     ];
 
-    // The clock moves days between seeds, past any token's lifetime, so each seed logs in again.
     const admin = await server.login(ADMIN.username, ADMIN.password);
-    const createUser = async (username: string) => {
-      const input = { username, password: `${username}-password`, role: 'MEMBER' };
-      const { createUser: created } = dataOf(
-        await server.gql<{ createUser: { id: string } }>(`mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`, { input }, admin),
-        'createUser',
-      );
-      return { id: created.id, token: await server.login(username, input.password) };
-    };
-    const ordered = await createUser(`ordered-${seed}`);
-    const mixed = await createUser(`mixed-${seed}`);
-    const rest = await createUser(`rest-${seed}`);
+    const ordered = await createUser(server, admin, `ordered-${seed}`);
+    const mixed = await createUser(server, admin, `mixed-${seed}`);
+    const rest = await createUser(server, admin, `rest-${seed}`);
     for (const user of [ordered, rest]) {
       for (const input of preferences) {
         dataOf(await server.gql(PREFERENCE, { input }, user.token), 'setAutoClosePreference');
@@ -279,5 +284,60 @@ describeWithPostgres('arrival order', () => {
     expect(viaRest.segments, `REST segments of seed ${seed}`).toEqual(expected.segments);
     expect(viaRest.corrections, `REST corrections of seed ${seed}`).toEqual(expected.corrections);
     expect(viaRest.orphanEnds, `REST orphan ends of seed ${seed}`).toEqual(expected.orphanEnds);
+  });
+});
+
+/**
+ * Events more than the lateness horizon before the user's latest event are
+ * stored and flagged LATE_BEYOND_HORIZON, and change no segment. So a user
+ * who receives a shuffled stream must end as a user who receives, in time
+ * order, only the events the first one had applied.
+ */
+describeWithPostgres('arrival order beyond the horizon', () => {
+  const HORIZON_SECONDS = 4 * 3600;
+  const clock = new ManualClock(START);
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock,
+      sweeper: false,
+      env: { LATENESS_HORIZON_SECONDS: String(HORIZON_SECONDS) },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it.each(SEEDS)('seed %i: ignored events change nothing', async (seed) => {
+    const random = seededRandom(seed);
+    const startAt = START + (SEEDS.indexOf(seed) + 1) * SEED_SPACING_MS;
+    const stream = generate(random, `h${seed}`, 120, startAt).filter((event) => !event.type.startsWith('focus') && !event.type.startsWith('call'));
+    clock.set(Date.parse(stream.at(-1)!.occurredAt) + Math.floor(random() * 3600_000));
+    const admin = await server.login(ADMIN.username, ADMIN.password);
+    const shuffledUser = await createUser(server, admin, `shuffled-${seed}`);
+    const orderedUser = await createUser(server, admin, `ordered-${seed}`);
+
+    const order = shuffled(random, stream);
+    for (let index = 0; index < order.length; ) {
+      const size = [1, 2, 3, 5, 8][Math.floor(random() * 5)]!;
+      dataOf(await server.gql(SEND_EVENTS, { events: order.slice(index, index + size) }, shuffledUser.token), 'sendEvents');
+      index += size;
+    }
+
+    const shuffledRaw = await readTimeline(server, admin, shuffledUser.id);
+    const ignored = new Set(
+      shuffledRaw.events.filter((event) => event.flags.includes('LATE_BEYOND_HORIZON')).map((event) => event.clientId),
+    );
+    expect(ignored.size, 'events beyond the horizon').toBeGreaterThan(0);
+    const applied = stream.filter((event) => !ignored.has(event.id));
+    dataOf(await server.gql(SEND_EVENTS, { events: applied }, orderedUser.token), 'sendEvents');
+
+    const expected = normaliseTimeline(await readTimeline(server, admin, orderedUser.id));
+    const actual = normaliseTimeline(shuffledRaw);
+    expect(actual.segments, `segments of seed ${seed}`).toEqual(expected.segments);
+    expect(actual.corrections, `corrections of seed ${seed}`).toEqual(expected.corrections);
+    expect(actual.orphanEnds, `orphan ends of seed ${seed}`).toEqual(expected.orphanEnds);
   });
 });
