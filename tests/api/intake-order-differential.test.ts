@@ -136,6 +136,18 @@ function expectReplyMatchesReads(before: RawTimeline, after: RawTimeline, result
   }
 
   const recomputedFrom = results.map((result) => result.recomputedFrom).find((value) => value !== null) ?? null;
+  const correctionText = (event: EventNode) => JSON.stringify([event.type, event.occurredAt, event.rule, event.causeEventId]);
+  const correctionsBefore = new Set(before.events.filter((event) => event.origin === 'CORRECTION').map(correctionText));
+  const correctionsAfter = new Set(after.events.filter((event) => event.origin === 'CORRECTION').map(correctionText));
+  const removed = [...correctionsBefore].filter((text) => !correctionsAfter.has(text));
+  // Only a recompute removes corrections, and only from recomputedFrom on.
+  for (const text of removed) {
+    const occurredAt = JSON.parse(text)[1] as string;
+    expect(recomputedFrom, `${label}: correction ${text} removed without recomputedFrom`).not.toBeNull();
+    expect(Date.parse(occurredAt), `${label}: correction ${text} removed before recomputedFrom ${recomputedFrom}`).toBeGreaterThanOrEqual(
+      Date.parse(recomputedFrom ?? ''),
+    );
+  }
   const batchStart = Math.min(...results.filter((result) => !result.duplicate).map((result) => Date.parse(result.event.occurredAt)));
   const reaches = (segment: SegmentNode | undefined, from: number) =>
     segment === undefined || segment.end === null || Date.parse(segment.end) >= from;
