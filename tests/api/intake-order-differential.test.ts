@@ -235,15 +235,18 @@ describeWithPostgres('arrival order', () => {
     const ordered = await createUser(server, admin, `ordered-${seed}`);
     const mixed = await createUser(server, admin, `mixed-${seed}`);
     const rest = await createUser(server, admin, `rest-${seed}`);
+    const twin = await createUser(server, admin, `twin-${seed}`);
     for (const user of [ordered, rest]) {
       for (const input of preferences) {
         dataOf(await server.gql(PREFERENCE, { input }, user.token), 'setAutoClosePreference');
       }
     }
-    // The shuffled user starts with other preferences and gets the same ones midway.
-    for (const input of preferences) {
-      const other = { ...input, timeoutSeconds: input.timeoutSeconds + 300, endAt: input.endAt === 'DEADLINE' ? 'LAST_ACTIVITY' : 'DEADLINE' };
-      dataOf(await server.gql(PREFERENCE, { input: other }, mixed.token), 'setAutoClosePreference');
+    // The shuffled users start with other preferences and get the same ones midway.
+    for (const user of [mixed, twin]) {
+      for (const input of preferences) {
+        const other = { ...input, timeoutSeconds: input.timeoutSeconds + 300, endAt: input.endAt === 'DEADLINE' ? 'LAST_ACTIVITY' : 'DEADLINE' };
+        dataOf(await server.gql(PREFERENCE, { input: other }, user.token), 'setAutoClosePreference');
+      }
     }
     const switchAt = Math.floor(random() * stream.length);
     let switched = false;
@@ -263,8 +266,10 @@ describeWithPostgres('arrival order', () => {
       sent.push(...batch);
       if (!switched && index >= switchAt) {
         switched = true;
-        for (const input of preferences) {
-          dataOf(await server.gql(PREFERENCE, { input }, mixed.token), 'setAutoClosePreference');
+        for (const user of [mixed, twin]) {
+          for (const input of preferences) {
+            dataOf(await server.gql(PREFERENCE, { input }, user.token), 'setAutoClosePreference');
+          }
         }
       }
       clock.advance(Math.floor(random() * 60_000));
@@ -274,9 +279,16 @@ describeWithPostgres('arrival order', () => {
       }
       // Reads settle passed deadlines, so the read after shows only what the batch and the clock changed.
       const before = await readTimeline(server, mixed.token, mixed.id);
-      const reply = dataOf(await server.gql(SEND_WITH_RECOMPUTE, { events: batch }, mixed.token), 'sendEvents');
+      // An admin sends the batch for two users at once, their items interleaved.
+      const both = batch.flatMap((event) => [
+        { ...event, userId: mixed.id },
+        { ...event, userId: twin.id },
+      ]);
+      const reply = dataOf(await server.gql(SEND_WITH_RECOMPUTE, { events: both }, admin), 'sendEvents');
       const after = await readTimeline(server, mixed.token, mixed.id);
-      expectReplyMatchesReads(before, after, reply.sendEvents.results as ReplyResult[], `seed ${seed}, batch ending at ${index}`);
+      const results = reply.sendEvents.results as ReplyResult[];
+      const ofMixed = results.filter((_, position) => position % 2 === 0);
+      expectReplyMatchesReads(before, after, ofMixed, `seed ${seed}, batch ending at ${index}`);
 
       // The REST route must process the same batches as sendEvents does.
       const response = await fetch(`${server.url}/api/events`, {
@@ -290,12 +302,15 @@ describeWithPostgres('arrival order', () => {
     const expected = normaliseTimeline(await readTimeline(server, admin, ordered.id));
     const actual = normaliseTimeline(await readTimeline(server, admin, mixed.id));
     const viaRest = normaliseTimeline(await readTimeline(server, admin, rest.id));
+    const ofTwin = normaliseTimeline(await readTimeline(server, admin, twin.id));
     expect(actual.segments, `segments of seed ${seed}`).toEqual(expected.segments);
     expect(actual.corrections, `corrections of seed ${seed}`).toEqual(expected.corrections);
     expect(actual.orphanEnds, `orphan ends of seed ${seed}`).toEqual(expected.orphanEnds);
     expect(viaRest.segments, `REST segments of seed ${seed}`).toEqual(expected.segments);
     expect(viaRest.corrections, `REST corrections of seed ${seed}`).toEqual(expected.corrections);
     expect(viaRest.orphanEnds, `REST orphan ends of seed ${seed}`).toEqual(expected.orphanEnds);
+    expect(ofTwin.segments, `segments of the twin of seed ${seed}`).toEqual(expected.segments);
+    expect(ofTwin.corrections, `corrections of the twin of seed ${seed}`).toEqual(expected.corrections);
   });
 });
 
