@@ -267,6 +267,25 @@ describe('intake validation', () => {
     expect(dataOf(mine, 'events').events.nodes).toEqual([{ clientId: 'a1' }]);
   });
 
+  it('stores nothing for any user of a rejected batch', async () => {
+    const first = await newUser();
+    const second = await newUser();
+    const items = await rejectedItems(adminToken, [
+      { userId: first.id, id: 'm1', type: 'session_started', occurredAt: AT },
+      { userId: second.id, id: 'm1', type: 'session_started', occurredAt: AT },
+      { userId: second.id, type: 'task_started', pairKey: 'k'.repeat(257), occurredAt: AT },
+      { userId: first.id, type: 'heartbeat' },
+    ]);
+
+    expect(items).toHaveLength(1);
+    expect(items[0]?.index).toBe(2);
+    expect(items[0]?.reason).toBe('INVALID_PAIR_KEY');
+    expect(items[0]?.message).toContain('257');
+    expect(items[0]?.message).toContain('256');
+    expect(await storedEvents(first.id)).toEqual([]);
+    expect(await storedEvents(second.id)).toEqual([]);
+  });
+
   it('admin naming a missing user is rejected', async () => {
     const items = await rejectedItems(adminToken, [
       { type: 'heartbeat', occurredAt: AT, userId: '00000000-0000-4000-8000-000000000000' },
