@@ -185,6 +185,29 @@ async function createUser(server: TestServer, admin: string, username: string): 
   return { id: created.id, token: await server.login(username, input.password) };
 }
 
+/**
+ * Returns the keys of a user's events and segments in the order the
+ * `events` and `segments` queries list them. A client event's key is its
+ * client id, and a correction's key names its rule and its cause's key.
+ */
+function listingOrder(raw: RawTimeline): { events: string[]; segments: string[] } {
+  const byId = new Map(raw.events.map((event) => [event.id, event]));
+  const keyOf = (id: string): string => {
+    const event = byId.get(id);
+    if (event === undefined) {
+      return `missing:${id}`;
+    }
+    if (event.origin === 'CLIENT') {
+      return `client:${event.clientId}`;
+    }
+    return `${event.rule}(${event.causeEventId === null ? 'none' : keyOf(event.causeEventId)},${event.pairType},${event.pairKey})`;
+  };
+  return {
+    events: raw.events.map((event) => keyOf(event.id)),
+    segments: raw.segments.map((segment) => `segment:${keyOf(segment.startEvent.id)}`),
+  };
+}
+
 const PREFERENCE = `mutation ($input: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $input) { pairType } }`;
 
 describeWithPostgres('arrival order', () => {
@@ -299,8 +322,13 @@ describeWithPostgres('arrival order', () => {
       expect(response.status, `REST batch ending at ${index}`).toBe(200);
     }
 
-    const expected = normaliseTimeline(await readTimeline(server, admin, ordered.id));
-    const actual = normaliseTimeline(await readTimeline(server, admin, mixed.id));
+    const orderedRaw = await readTimeline(server, admin, ordered.id);
+    const mixedRaw = await readTimeline(server, admin, mixed.id);
+    // Events at one instant list in fold order, so the listings match too.
+    expect(listingOrder(mixedRaw).events, `event listing of seed ${seed}`).toEqual(listingOrder(orderedRaw).events);
+    expect(listingOrder(mixedRaw).segments, `segment listing of seed ${seed}`).toEqual(listingOrder(orderedRaw).segments);
+    const expected = normaliseTimeline(orderedRaw);
+    const actual = normaliseTimeline(mixedRaw);
     const viaRest = normaliseTimeline(await readTimeline(server, admin, rest.id));
     const ofTwin = normaliseTimeline(await readTimeline(server, admin, twin.id));
     expect(actual.segments, `segments of seed ${seed}`).toEqual(expected.segments);
