@@ -43,8 +43,11 @@ export interface GraphQLContext {
   reportState: SharedReportState;
   /** The budget of reply bytes for the events and segments of this request (MAX_REPLY_BYTES). */
   replyBudget: ReplyBudget;
-  /** The settling of due users that the reads of this request wait for, once started. */
-  dueSettled?: Promise<void>;
+  /**
+   * The settlings of due users that the reads of this request wait for, once
+   * started, by their scope: the sorted user ids, or "*" for every user.
+   */
+  dueSettled?: Map<string, Promise<void>>;
 }
 
 export function createContext(input: Omit<GraphQLContext, 'loaders' | 'reportState'>): GraphQLContext {

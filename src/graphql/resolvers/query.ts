@@ -8,7 +8,7 @@ import { preferenceId, reportId, withCacheIds } from '../cache-ids.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
 import { selectsPath } from '../selection.js';
 import type { Viewer } from '../../auth/viewer.js';
-import type { QueryResolvers } from '../generated/types.js';
+import type { QueryResolvers, SetExpression } from '../generated/types.js';
 
 /**
  * Returns whether a page field selects the `meta` of its events or segments.
@@ -19,12 +19,58 @@ function selectsNodeMeta(info: GraphQLResolveInfo): boolean {
 }
 
 /**
- * Settles the due users a read may show, once per request, so that segments
- * and reports show auto-closes whose deadline has passed.
+ * Settles the due users a read may show, once per request and scope, so
+ * that segments and reports show auto-closes whose deadline has passed. A
+ * read that names its users settles those. Without names, a viewer who reads
+ * everyone settles the users due first, up to the limit of `settleDue`, so
+ * a user due later may be left out.
  */
-function settleBeforeRead(context: GraphQLContext, viewer: Viewer): Promise<void> {
-  context.dueSettled ??= context.services.intake.settleDue(canReadAll(viewer) ? null : [viewer.userId]);
-  return context.dueSettled;
+function settleBeforeRead(context: GraphQLContext, viewer: Viewer, namedUsers: readonly string[] | null = null): Promise<void> {
+  let scope: string[] | null;
+  if (!canReadAll(viewer)) {
+    scope = [viewer.userId];
+  } else if (namedUsers !== null && namedUsers.length > 0) {
+    // Access and the UUID format are checked by the read itself, which runs after.
+    scope = [...new Set(namedUsers.filter(isUuid).map((id) => id.toLowerCase()))].sort();
+  } else {
+    scope = null;
+  }
+  const key = scope === null ? '*' : scope.join(',');
+  context.dueSettled ??= new Map();
+  let settled = context.dueSettled.get(key);
+  if (settled === undefined) {
+    settled = context.services.intake.settleDue(scope);
+    context.dueSettled.set(key, settled);
+  }
+  return settled;
+}
+
+/**
+ * Returns the users that the segments leaves of a report expression name,
+ * or null when a leaf names none and so selects every user the viewer reads.
+ * The walk uses an explicit stack, because the report's depth limit is
+ * checked after this runs.
+ */
+function usersNamedByLeaves(expression: SetExpression): string[] | null {
+  const users: string[] = [];
+  const stack: SetExpression[] = [expression];
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    if (node.segments !== undefined && node.segments !== null) {
+      const named = node.segments.users;
+      if (named === undefined || named === null) {
+        return null;
+      }
+      users.push(...named);
+    }
+    stack.push(...(node.union ?? []), ...(node.intersect ?? []));
+    if (node.complement !== undefined && node.complement !== null) {
+      stack.push(node.complement);
+    }
+    if (node.difference !== undefined && node.difference !== null) {
+      stack.push(node.difference.from, node.difference.subtract);
+    }
+  }
+  return users;
 }
 
 export const Query: QueryResolvers = {
@@ -62,19 +108,19 @@ export const Query: QueryResolvers = {
 
   events: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
-    await settleBeforeRead(context, viewer);
+    await settleBeforeRead(context, viewer, args.filter?.users ?? null);
     return context.services.queries.events(viewer, pageArgsOf(args), selectsNodeMeta(info), context.replyBudget);
   },
 
   segments: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
-    await settleBeforeRead(context, viewer);
+    await settleBeforeRead(context, viewer, args.filter?.users ?? null);
     return context.services.queries.segments(viewer, pageArgsOf(args), selectsNodeMeta(info), context.replyBudget);
   },
 
   report: async (_parent, args, context) => {
     const viewer = requireViewer(context);
-    await settleBeforeRead(context, viewer);
+    await settleBeforeRead(context, viewer, usersNamedByLeaves(args.expression));
     const result = await context.services.reports.run(viewer, {
       expression: args.expression,
       window: args.window,
