@@ -43,10 +43,15 @@ interface ModelInstance {
 }
 
 /** Folds the events in (occurredAt, seq) order by the rules, then closes what is due at `now`. */
-function model(events: readonly EngineEvent[], policies: ReadonlyMap<string, AutoClosePolicy>, now: number): ModelInstance[] {
+function model(
+  events: readonly EngineEvent[],
+  policies: ReadonlyMap<string, AutoClosePolicy>,
+  now: number,
+): { instances: ModelInstance[]; orphanEnds: string[] } {
   const definitionOf = (name: string) => DEFINITIONS.find((definition) => definition.name === name)!;
   const policyOf = (name: string) => policies.get(name) ?? definitionOf(name).autoClose;
   const all: ModelInstance[] = [];
+  const orphanEnds: string[] = [];
   let lastActivity: number | null = null;
 
   const openOnes = () => all.filter((instance) => instance.endAt === null);
@@ -117,12 +122,14 @@ function model(events: readonly EngineEvent[], policies: ReadonlyMap<string, Aut
         all.push({ pairType: event.pairType, pairKey: event.pairKey, startAt: event.occurredAt, startSeq: event.seq, parent, endAt: null, endReason: null });
       } else if (running !== undefined) {
         close(running, event.occurredAt, 'CLIENT');
+      } else {
+        orphanEnds.push(event.id);
       }
     }
     lastActivity = event.occurredAt;
   }
   autoCloseThrough(now);
-  return all;
+  return { instances: all, orphanEnds };
 }
 
 function generate(random: () => number, count: number): EngineEvent[] {
@@ -187,7 +194,8 @@ describe('engine against rules model', () => {
         return `${segment.pairType}/${segment.pairKey} ${segment.startAt - BASE}..${endAt} ${endReason} in ${parent === null ? '-' : `${parent.pairType}@${parent.startAt - BASE}`}`;
       });
 
-      expect(actual.sort(), `seed ${seed}`).toEqual(expected.map(describeModel).sort());
+      expect(actual.sort(), `segments of seed ${seed}`).toEqual(expected.instances.map(describeModel).sort());
+      expect(snapshot.flags.map((flag) => flag.eventId).sort(), `orphan ends of seed ${seed}`).toEqual(expected.orphanEnds.sort());
     }
   });
 });
