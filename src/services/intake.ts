@@ -838,11 +838,12 @@ export class IntakeService {
               ? differingFields(item, { ...original, occurredAt: original.clientOccurredAt ?? original.occurredAt })
               : differingFields(item, { ...(earlier as ValidItem), occurredAt: (earlier as ValidItem).occurredAt ?? receivedAt });
           if (fields.length > 0) {
-            invalid.push({
-              index: item.index,
-              reason: 'IDEMPOTENCY_CONFLICT',
-              message: `id ${JSON.stringify(item.clientId)} was already used for an event with other content (${differenceText(fields)})`,
-            });
+            // Worded as in `validate`, which reports these items when others in the batch are invalid too.
+            const message =
+              original !== undefined
+                ? `id ${JSON.stringify(item.clientId)} was already used for an event with other content (${differenceText(fields)})`
+                : `id ${JSON.stringify(item.clientId)} is also used by item #${(earlier as ValidItem).index} of this batch, with other content (${differenceText(fields)})`;
+            invalid.push({ index: item.index, reason: 'IDEMPOTENCY_CONFLICT', message });
             continue;
           }
           entries.push({ index: item.index, eventId: original?.id ?? (earlier as { eventId: string }).eventId, duplicate: true });

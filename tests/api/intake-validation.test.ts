@@ -452,6 +452,7 @@ describe('intake validation', () => {
 
       expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([{ index: 1, reason: 'IDEMPOTENCY_CONFLICT' }]);
       expect(items[0]?.message, 'message').toContain('(it differs in occurredAt)');
+      expect(items[0]?.message, 'message names the earlier item').toContain('is also used by item #0 of this batch');
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
