@@ -282,7 +282,10 @@ export class QueryService {
     if (args.filter?.open === true) where.addFixed('end_at IS NULL');
     if (args.filter?.open === false) where.addFixed('end_at IS NOT NULL');
     if (args.window !== null) {
-      // Segments that overlap the window; an open one reaches to now.
+      // Segments that overlap the window. An open one is listed for every
+      // window that ends after its start, as the schema documents, even one after now.
+      // NOTE: a report runs an open segment only to now, so for a window after
+      // now it finds no time in a segment that this lists.
       where.add('start_at < ?', args.window.end);
       where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
