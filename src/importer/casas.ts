@@ -306,6 +306,12 @@ export function splitLines(text: string): string[] {
   return lines.map((line) => (line.endsWith('\r') ? line.slice(0, -1) : line));
 }
 
+/** One line of a CASAS file: its 1-based number, and its text, or null when it is not valid UTF-8. */
+export interface CasasSourceLine {
+  line: number;
+  text: string | null;
+}
+
 /**
  * Converts the text of one CASAS file into event records in file order.
  * Lines that cannot be parsed are returned as issues and skipped.
@@ -314,30 +320,48 @@ export function convertCasasText(
   text: string,
   options: CasasConversionOptions,
 ): CasasFileConversion {
+  return convertCasasLines(
+    splitLines(text).map((line, index) => ({ line: index + 1, text: line })),
+    options,
+  );
+}
+
+/**
+ * Converts the lines of one CASAS file into event records in file order.
+ * Lines that cannot be parsed or decoded are returned as issues and skipped.
+ */
+export function convertCasasLines(
+  lines: readonly CasasSourceLine[],
+  options: CasasConversionOptions,
+): CasasFileConversion {
   const conversion: CasasFileConversion = {
     records: [],
     issues: [],
-    lineCount: 0,
+    lineCount: lines.length,
     blankLineCount: 0,
     eventCountByType: new Map(),
     pairTypesUsed: new Set(),
   };
 
-  const lines = splitLines(text);
-  conversion.lineCount = lines.length;
+  for (const { line: lineNumber, text } of lines) {
+    if (text === null) {
+      conversion.issues.push({
+        line: lineNumber,
+        reason: 'the line is not valid UTF-8; save the file as UTF-8',
+      });
+      continue;
+    }
 
-  lines.forEach((line, index) => {
-    const lineNumber = index + 1;
-    const withoutMark = lineNumber === 1 ? line.replace(/^\uFEFF/, '') : line;
+    const withoutMark = lineNumber === 1 ? text.replace(/^\uFEFF/, '') : text;
     const result = parseCasasLine(withoutMark, options.timeZone);
 
     if (result.kind === 'blank') {
       conversion.blankLineCount += 1;
-      return;
+      continue;
     }
     if (result.kind === 'invalid') {
       conversion.issues.push({ line: lineNumber, reason: result.reason });
-      return;
+      continue;
     }
 
     for (const event of result.events) {
@@ -354,7 +378,7 @@ export function convertCasasText(
         conversion.pairTypesUsed.add(event.pairType);
       }
     }
-  });
+  }
 
   return conversion;
 }

@@ -12,11 +12,13 @@ import { parseArgs } from 'node:util';
 import { usernameProblem } from '../domain/username.js';
 
 import {
-  convertCasasText,
+  convertCasasLines,
   formatCasasNdjson,
   isValidTimeZone,
   type CasasFileConversion,
+  type CasasSourceLine,
 } from './casas.js';
+import { splitByteLines } from './ndjson.js';
 
 export const CONVERT_USAGE = `\
 Usage: npm run convert:casas -- [--time-zone ZONE] [--user NAME] FILE... > events.ndjson
@@ -29,9 +31,14 @@ Options:
                     extension); only valid with a single file
   --help            print this help
 
-Exit status: 0 when every file was read (lines it skipped are reported on
-standard error), 1 when a file could not be read (nothing is written), 2 for
-invalid arguments, such as a user name the server would reject.
+Lines that cannot be converted, such as lines that are not valid UTF-8 or are
+cut off, are skipped and reported on standard error with file, line number
+and reason, followed by the total of skipped lines. The other lines are
+converted.
+
+Exit status: 0 when every file was read, even with skipped lines; 1 when a
+file could not be read (nothing is written); 2 for invalid arguments, such as
+a user name the server would reject.
 `;
 
 /** Exit codes of the converter. */
@@ -134,24 +141,26 @@ export function fileBaseName(file: string): string {
 export interface ConvertIo {
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
-  readText?: (file: string) => Promise<string>;
+  /** Reader of a file's bytes (default: `readFile` from disk). */
+  readBytes?: (file: string) => Promise<Buffer>;
 }
 
-/** Reads a file as UTF-8 text, and rejects bytes that are not UTF-8 instead of replacing them. */
-async function readUtf8File(file: string): Promise<string> {
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(await readFile(file));
-  } catch (error) {
-    if (error instanceof TypeError) {
-      throw new Error('the file is not valid UTF-8; save it as UTF-8', { cause: error });
-    }
-    throw error;
+/**
+ * Splits file bytes into numbered lines. A line that is not valid UTF-8 has
+ * `text` null, so it is reported and skipped rather than converted with
+ * U+FFFD in place of its bad bytes.
+ */
+async function splitCasasBytes(bytes: Buffer): Promise<CasasSourceLine[]> {
+  const lines: CasasSourceLine[] = [];
+  for await (const line of splitByteLines([bytes])) {
+    lines.push(line);
   }
+  return lines;
 }
 
 /** Runs the converter and returns the process exit code. */
 export async function runConvertCommand(argv: readonly string[], io: ConvertIo): Promise<number> {
-  const readText = io.readText ?? readUtf8File;
+  const readBytes = io.readBytes ?? ((file: string) => readFile(file));
 
   let options: ConvertOptions | 'help';
   try {
@@ -172,11 +181,11 @@ export async function runConvertCommand(argv: readonly string[], io: ConvertIo):
 
   // Read every file before writing anything, so an unreadable file leaves no
   // partial output behind for the import to pick up.
-  const texts: string[] = [];
+  const contents: Buffer[] = [];
   let unreadable = 0;
   for (const file of options.files) {
     try {
-      texts.push(await readText(file));
+      contents.push(await readBytes(file));
     } catch (error) {
       unreadable += 1;
       const reason = error instanceof Error ? error.message : String(error);
@@ -190,16 +199,19 @@ export async function runConvertCommand(argv: readonly string[], io: ConvertIo):
     return CONVERT_EXIT.unreadableFile;
   }
 
-  const conversions: CasasFileConversion[] = options.files.map((file, index) => {
+  const conversions: CasasFileConversion[] = [];
+  for (const [index, file] of options.files.entries()) {
     const fileBase = fileBaseName(file);
-    const conversion = convertCasasText(texts[index] ?? '', {
+    const lines = await splitCasasBytes(contents[index] ?? Buffer.alloc(0));
+    const conversion = convertCasasLines(lines, {
       fileBase,
       username: options.user ?? fileBase,
       timeZone: options.timeZone,
     });
     reportConversion(io.stderr, file, conversion);
-    return conversion;
-  });
+    conversions.push(conversion);
+  }
+  reportSkippedTotal(io.stderr, conversions);
 
   await writeLines(io.stdout, formatCasasNdjson(conversions));
   return CONVERT_EXIT.ok;
@@ -221,6 +233,21 @@ function reportConversion(
   stderr.write(
     `convert:casas: ${file}: ${conversion.lineCount} lines, ${conversion.records.length} events` +
       ` (${counts === '' ? 'none' : counts}), ${conversion.issues.length} skipped\n`,
+  );
+}
+
+function reportSkippedTotal(
+  stderr: NodeJS.WritableStream,
+  conversions: readonly CasasFileConversion[],
+): void {
+  const skipped = conversions.reduce((sum, conversion) => sum + conversion.issues.length, 0);
+  if (skipped === 0) {
+    return;
+  }
+  const files = conversions.filter((conversion) => conversion.issues.length > 0).length;
+  stderr.write(
+    `convert:casas: skipped ${skipped} lines in ${files} of ${conversions.length} files; ` +
+      'every other line was converted\n',
   );
 }
 

@@ -30,14 +30,14 @@ const FILES: Record<string, string> = {
 async function run(argv: string[]) {
   const stdout = new Collector();
   const stderr = new Collector();
-  const readText = async (file: string): Promise<string> => {
+  const readBytes = async (file: string): Promise<Buffer> => {
     const text = FILES[file];
     if (text === undefined) {
       throw new Error(`ENOENT: no such file or directory, open '${file}'`);
     }
-    return text;
+    return Buffer.from(text);
   };
-  const code = await runConvertCommand(argv, { stdout, stderr, readText });
+  const code = await runConvertCommand(argv, { stdout, stderr, readBytes });
   const lines = stdout.text.split('\n').filter((line) => line.startsWith('{'));
   const records = lines.map((line) => JSON.parse(line) as Record<string, any>);
   return { code, stdout: stdout.text, stderr: stderr.text, records };
@@ -96,6 +96,13 @@ describe('runConvertCommand', () => {
     expect(result.code).toBe(CONVERT_EXIT.ok);
     expect(result.stderr).toContain('data/P002.txt:2: skipped line: invalid annotation "bad"');
     expect(result.stderr).toContain('data/P002.txt: 2 lines, 1 events (sensor_on 1), 1 skipped');
+    expect(result.stderr).toContain('skipped 1 lines in 1 of 1 files; every other line was converted');
+  });
+
+  it('prints no total without skipped lines', async () => {
+    const result = await run(['other/P124.txt']);
+    expect(result.code).toBe(CONVERT_EXIT.ok);
+    expect(result.stderr).not.toContain('every other line was converted');
   });
 
   it('prints the time zone used', async () => {
@@ -126,19 +133,33 @@ describe('runConvertCommand', () => {
     expect(result.stderr).toContain('cannot read missing.txt: ENOENT');
   });
 
-  it('fails on a file that is not UTF-8', async () => {
+  it('skips lines that are not UTF-8', async () => {
     const folder = mkdtempSync(join(tmpdir(), 'casas-latin1-'));
     try {
       const file = join(folder, 'P003.txt');
-      writeFileSync(file, Buffer.concat([Buffer.from('2009-03-23 10:16:02\tM045\tON\tcaf'), Buffer.from([0xe9]), Buffer.from('\n')]));
+      writeFileSync(
+        file,
+        Buffer.concat([
+          Buffer.from('2009-03-23 10:16:01\tM045\tON\n'),
+          Buffer.from('2009-03-23 10:16:02\tM045\tOFF\tcaf'),
+          Buffer.from([0xe9]),
+          Buffer.from('\n2009-03-23 10:16:03\tM046\tON\n'),
+        ]),
+      );
       const stdout = new Collector();
       const stderr = new Collector();
 
       const code = await runConvertCommand([file], { stdout, stderr });
 
-      expect(code).toBe(CONVERT_EXIT.unreadableFile);
-      expect(stdout.text).toBe('');
-      expect(stderr.text).toContain(`cannot read ${file}: the file is not valid UTF-8`);
+      expect(code).toBe(CONVERT_EXIT.ok);
+      const ids = stdout.text
+        .split('\n')
+        .filter((line) => line.includes('"kind":"event"'))
+        .map((line) => (JSON.parse(line) as { input: { id: string } }).input.id);
+      expect(ids).toEqual(['P003:1', 'P003:3']);
+      expect(stderr.text).toContain(`${file}:2: skipped line: the line is not valid UTF-8`);
+      expect(stderr.text).toContain(`${file}: 3 lines, 2 events (sensor_on 2), 1 skipped`);
+      expect(stderr.text).toContain('skipped 1 lines in 1 of 1 files');
     } finally {
       rmSync(folder, { recursive: true, force: true });
     }
