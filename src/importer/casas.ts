@@ -12,7 +12,9 @@
  * - `START_INSTRUCT`/`STOP_INSTRUCT` become `instruction_started`/
  *   `instruction_stopped` of pair type `instruction`, keyed by the sensor id;
  * - every other value becomes a point event `sensor_reading` with
- *   `meta: { sensor, value }`, the value as a number when it is a plain decimal;
+ *   `meta: { sensor, value }`, the value as a number when it is a plain decimal,
+ *   except a value that looks cut off (see `truncatedValueProblem`), which
+ *   makes the line invalid;
  * - an annotation `N-begin`/`N-end` adds a second event, `activity_begin`/
  *   `activity_end` of pair type `activity` keyed by `N`.
  *
@@ -191,6 +193,31 @@ export function parseReadingValue(raw: string): number | string {
 }
 
 /**
+ * Returns why `value` looks like the rest of a line that was cut off, or null.
+ * A strict prefix of a paired value (`OF`, `START_INS`) is the start of a
+ * word that never ends, and an annotation in the value field means the value
+ * is missing. Both would otherwise become point readings.
+ *
+ * NOTE: a line cut inside a number or a sensor id, or just before its
+ * annotation, still looks complete and is converted as it is.
+ */
+function truncatedValueProblem(value: string, annotation: string | undefined): string | null {
+  const completions = [...PAIRED_VALUES.keys()].filter(
+    (word) => word.length > value.length && word.startsWith(value),
+  );
+  if (completions.length > 0) {
+    return (
+      `truncated value "${value}": it is the start of ${completions.join(' or ')}, ` +
+      'so the line looks cut off'
+    );
+  }
+  if (annotation === undefined && ANNOTATION_PATTERN.test(value)) {
+    return `missing value: the last field "${value}" is an annotation, not a sensor value`;
+  }
+  return null;
+}
+
+/**
  * Parses one CASAS line (without its line break) into the events it yields:
  * one for the sensor value, and a second one when the line carries an
  * annotation.
@@ -217,6 +244,11 @@ export function parseCasasLine(text: string, timeZone: string): CasasLineResult 
     return { kind: 'invalid', reason: converted.reason };
   }
   const occurredAt = converted.instant;
+
+  const truncation = truncatedValueProblem(value, annotation);
+  if (truncation !== null) {
+    return { kind: 'invalid', reason: truncation };
+  }
 
   let annotationMatch: RegExpExecArray | null = null;
   if (annotation !== undefined) {

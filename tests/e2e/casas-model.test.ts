@@ -65,6 +65,13 @@ describe('parseRawCasas', () => {
     ]);
   });
 
+  it('skips a cut-off value', () => {
+    const cutOff: number[] = [];
+    const events = parseRawCasas('2009-03-23 10:00:00 M001 ON\n2009-03-23 10:00:01 M001 OF\n', cutOff);
+    expect(events.map((event) => event.line)).toEqual([1]);
+    expect(cutOff).toEqual([2]);
+  });
+
   it('rejects a short line', () => {
     expect(() => parseRawCasas('2009-03-23 10:00:00 M001')).toThrow(/line 1: expected 4 or 5 fields/);
   });

@@ -54,10 +54,12 @@ export function parseStamp(text: string): number {
 /**
  * Parses every line of a raw CASAS file into events in file order: one per
  * line, plus an `activity` event when the line has an `N-begin` or `N-end`
- * annotation. Throws on a line it cannot read, so that a format this model
- * does not know fails the test instead of skewing the expected numbers.
+ * annotation. A line whose value is cut off before the end of a paired
+ * value, such as `OF`, yields no event, and its number is added to `cutOff`.
+ * Throws on any other line it cannot read, so that a format this model does
+ * not know fails the test instead of skewing the expected numbers.
  */
-export function parseRawCasas(text: string): RawEvent[] {
+export function parseRawCasas(text: string, cutOff: number[] = []): RawEvent[] {
   const events: RawEvent[] = [];
   const lines = text.split(/\r?\n/);
 
@@ -73,6 +75,11 @@ export function parseRawCasas(text: string): RawEvent[] {
 
     const [date, time, sensor, value, annotation] = fields as [string, string, string, string, string?];
     const at = parseStamp(`${date} ${time}`);
+    const isCutOff = [...SENSOR_VALUES.keys()].some((word) => word !== value && word.startsWith(value));
+    if (isCutOff) {
+      cutOff.push(line);
+      return;
+    }
     const paired = SENSOR_VALUES.get(value);
     if (paired === undefined) {
       events.push({ at, line, pairType: null, key: sensor, role: 'point' });

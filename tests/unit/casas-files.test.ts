@@ -13,8 +13,19 @@ if (!dataPresent) {
 }
 const files = dataPresent ? readdirSync(DATA_DIR).filter((name) => name.endsWith('.txt')).sort() : [];
 
-/** Counts event kinds with plain regular expressions over the raw lines, independent of the parser. */
-function countRawLines(text: string): Record<string, number> {
+/**
+ * Lines of the recordings whose value is cut off (`OF` where `OFF` belongs),
+ * which the converter reports and skips.
+ */
+const CUT_OFF_LINES: Readonly<Record<string, readonly number[]>> = {
+  'P170.txt': [930],
+};
+
+/**
+ * Counts event kinds with plain regular expressions over the raw lines,
+ * independent of the parser, leaving out the lines numbered in `skip`.
+ */
+function countRawLines(text: string, skip: readonly number[]): Record<string, number> {
   const counts: Record<string, number> = {
     sensor_on: 0,
     sensor_off: 0,
@@ -28,8 +39,8 @@ function countRawLines(text: string): Record<string, number> {
     counts[key] = (counts[key] ?? 0) + 1;
   };
 
-  for (const line of text.split('\n')) {
-    if (line.trim() === '') {
+  for (const [index, line] of text.split('\n').entries()) {
+    if (line.trim() === '' || skip.includes(index + 1)) {
       continue;
     }
     if (/\s(ON|OPEN)(\s|$)/.test(line)) {
@@ -79,9 +90,13 @@ describe.skipIf(!dataPresent)('CASAS Kyoto files', () => {
 
   it.each(files)('%s: counts match raw lines', (name) => {
     const { text, conversion } = convert(name);
-    const expected = countRawLines(text);
+    const cutOff = CUT_OFF_LINES[name] ?? [];
+    const expected = countRawLines(text, cutOff);
 
-    expect(conversion.issues).toEqual([]);
+    expect(conversion.issues.map((issue) => issue.line)).toEqual(cutOff);
+    for (const issue of conversion.issues) {
+      expect(issue.reason).toMatch(/^truncated value /);
+    }
     for (const [type, count] of Object.entries(expected)) {
       expect(conversion.eventCountByType.get(type) ?? 0, type).toBe(count);
     }

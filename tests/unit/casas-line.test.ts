@@ -123,6 +123,14 @@ describe('parseCasasLine', () => {
     ['hour 24', '2009-03-23 24:00:00\tM045\tON', /invalid time "24:00:00"/],
     ['second 60', '2009-03-23 10:16:60\tM045\tON', /invalid time "10:16:60"/],
     ['an ISO time stamp', '2009-03-23T10:16:02Z\tM045\tON', /found 3/],
+    ['a value cut to O', '2009-03-23 10:16:02.2\tM045\tO', /truncated value "O": it is the start of ON or OPEN or OFF,/],
+    ['a value cut to OF', '2009-03-23 10:16:02.2\tM045\tOF', /truncated value "OF": it is the start of OFF,/],
+    ['a value cut to CLOS', '2009-03-23 10:16:02.2\tD007\tCLOS', /truncated value "CLOS"/],
+    ['a value cut to START_INS', '2009-03-23 10:16:02.2\tE002\tSTART_INS', /truncated value "START_INS"/],
+    ['a cut value with an annotation', '2009-03-23 10:16:02.2\tM045\tOF\t1-end', /truncated value "OF"/],
+    ['an annotation as value', '2009-03-23 10:16:02.2\tM045\t1-begin', /missing value: the last field "1-begin" is an annotation/],
+    ['an annotation cut to 1-', '2009-03-23 10:16:02.2\tM045\tON\t1-', /invalid annotation "1-"/],
+    ['an annotation cut to 1-beg', '2009-03-23 10:16:02.2\tM045\tON\t1-beg', /invalid annotation "1-beg"/],
   ])('rejects %s', (_name, line, reason) => {
     const result = parseCasasLine(line, 'UTC');
     expect(result.kind).toBe('invalid');
