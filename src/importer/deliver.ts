@@ -28,7 +28,10 @@ export interface RejectedEvent {
 }
 
 export interface DeliveryResult {
-  /** Events in requests the server accepted (stored plus duplicates). */
+  /**
+   * Events of the batch that reached the server, each counted once: the ones
+   * it accepted (stored or duplicate) and the ones it rejected.
+   */
   sent: number;
   stored: number;
   duplicates: number;
@@ -159,6 +162,7 @@ export async function deliverBatch(
     addReply(result, reply, part.length);
   }
 
+  result.sent += result.rejected.length;
   return result;
 }
 

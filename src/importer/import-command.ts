@@ -40,7 +40,8 @@ Options:
                       (default ${DEFAULT_CONCURRENCY})
   --json              print the summary as JSON
   --strict            exit with status 1 when any line was skipped, any event was
-                      rejected or any pair type is in conflict
+                      rejected or not sent, or any pair type was rejected or is
+                      in conflict
   --help              print this help
 
 Credentials (environment):
@@ -249,7 +250,9 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
   if (options.strict && !isClean(summary)) {
     io.stderr.write(
       `import: --strict: ${summary.badLines} bad lines, ${summary.rejected} rejected events, ` +
-        `${summary.pairTypeConflicts.length} pair type conflicts\n`,
+        `${summary.notSent} events not sent, ` +
+        `${summary.pairTypeConflicts.length} pair type conflicts, ` +
+        `${summary.pairTypesRejected.length} pair types rejected\n`,
     );
     return IMPORT_EXIT.failed;
   }

@@ -24,7 +24,7 @@ export interface SendAllContext {
 
 /**
  * Sends every event record. Events of a user that could not be created are
- * counted as rejected without a request. The first failure stops every
+ * counted as not sent, without a request. The first failure stops every
  * worker after its current batch and is thrown.
  */
 export async function sendAll(
@@ -149,7 +149,7 @@ function rejectUnsent(
   const subject = typeof event.input.id === 'string' ? `event ${event.input.id}` : 'event';
   const text = `${subject} not sent: ${message}`;
   const { file, line } = event.source;
-  summary.rejected += 1;
-  addIssue(summary, { kind: 'rejectedEvent', file, line, message: text });
+  summary.notSent += 1;
+  addIssue(summary, { kind: 'unsentEvent', file, line, message: text });
   report(`${file}:${line}: ${text}`);
 }

@@ -63,6 +63,23 @@ function recordConflict(context: SetupContext, record: PairTypeRecord, message: 
   context.report(`${where(record)}: ${message}`);
 }
 
+function recordRejectedPairType(
+  context: SetupContext,
+  record: PairTypeRecord,
+  detail: string,
+): void {
+  const { summary } = context;
+  const message = `pair type "${record.input.name}" rejected by the server: ${detail}`;
+  summary.pairTypesRejected.push(record.input.name);
+  addIssue(summary, {
+    kind: 'rejectedPairType',
+    file: record.source.file,
+    line: record.source.line,
+    message,
+  });
+  context.report(`${where(record)}: ${message}`);
+}
+
 /**
  * Defines the pair types the server lacks, parents before their children. A
  * pair type that exists with the same start and end types is accepted as it
@@ -132,8 +149,7 @@ async function definePairType(context: SetupContext, record: PairTypeRecord): Pr
   } catch (error) {
     if (error instanceof GraphQLRequestError && error.code === 'BAD_USER_INPUT') {
       const detail = error.errors[0]?.message ?? error.message;
-      const message = `the server rejected pair type "${record.input.name}": ${detail}`;
-      recordConflict(context, record, message);
+      recordRejectedPairType(context, record, detail);
       return;
     }
     throw error;

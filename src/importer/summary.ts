@@ -7,7 +7,7 @@ import type { DeliveryResult } from './deliver.js';
 
 /** Something the import reports and skips or flags, with the line it concerns when there is one. */
 export interface ImportIssue {
-  kind: 'badLine' | 'rejectedEvent' | 'pairTypeConflict';
+  kind: 'badLine' | 'rejectedEvent' | 'unsentEvent' | 'pairTypeConflict' | 'rejectedPairType';
   file: string;
   /** 1-based line number, or null when the issue concerns no single line. */
   line: number | null;
@@ -22,7 +22,10 @@ export interface ImportSummary {
   badLines: number;
   /** Valid event lines. */
   eventsRead: number;
-  /** Events in `sendEvents` requests the server accepted. */
+  /**
+   * Events sent to the server, each counted once however often it was resent:
+   * `stored + duplicates + rejected` once the import has finished.
+   */
   eventsSent: number;
   /** Sum of `storedCount`. */
   stored: number;
@@ -30,6 +33,8 @@ export interface ImportSummary {
   duplicates: number;
   /** Events the server rejected as invalid. */
   rejected: number;
+  /** Events not sent because their user could not be created. */
+  notSent: number;
   /** Corrections the server synthesised, counted by `CorrectionRule`. */
   correctionsByRule: Record<string, number>;
   /**
@@ -40,11 +45,10 @@ export interface ImportSummary {
   pairTypesDefined: string[];
   /** Pair types that already existed with the same start and end types. */
   pairTypesExisting: string[];
-  /**
-   * Pair types that exist with other start or end types, that the input gives
-   * twice differently, or whose definition the server rejected.
-   */
+  /** Pair types that exist with other start or end types, or that the input gives twice differently. */
   pairTypeConflicts: string[];
+  /** Pair types whose definition the server rejected, for example for an invalid name. */
+  pairTypesRejected: string[];
   usersCreated: string[];
   /** `sendEvents` requests, rejected ones included. */
   requests: number;
@@ -69,11 +73,13 @@ export function createSummary(files: number): ImportSummary {
     stored: 0,
     duplicates: 0,
     rejected: 0,
+    notSent: 0,
     correctionsByRule: {},
     flaggedByRule: {},
     pairTypesDefined: [],
     pairTypesExisting: [],
     pairTypeConflicts: [],
+    pairTypesRejected: [],
     usersCreated: [],
     requests: 0,
     retries: 0,
@@ -122,9 +128,15 @@ export function formatRejection(eventId: string | null, reason: string, message:
   return `${subject} rejected by the server (${reason}): ${message}`;
 }
 
-/** Returns true when nothing was skipped, rejected or in conflict, as `--strict` requires. */
+/** Returns true when nothing was skipped, rejected, left unsent or in conflict, as `--strict` requires. */
 export function isClean(summary: ImportSummary): boolean {
-  return summary.badLines === 0 && summary.rejected === 0 && summary.pairTypeConflicts.length === 0;
+  return (
+    summary.badLines === 0 &&
+    summary.rejected === 0 &&
+    summary.notSent === 0 &&
+    summary.pairTypeConflicts.length === 0 &&
+    summary.pairTypesRejected.length === 0
+  );
 }
 
 function formatList(names: readonly string[]): string {
@@ -151,11 +163,13 @@ export function formatSummary(summary: ImportSummary): string {
     ['stored', String(summary.stored)],
     ['duplicates', String(summary.duplicates)],
     ['rejected', String(summary.rejected)],
+    ['not sent', String(summary.notSent)],
     ['corrections', corrections],
     ['flagged events', flagged],
     ['pair types defined', formatList(summary.pairTypesDefined)],
     ['pair types existing', formatList(summary.pairTypesExisting)],
     ['pair type conflicts', formatList(summary.pairTypeConflicts)],
+    ['pair types rejected', formatList(summary.pairTypesRejected)],
     ['users created', formatList(summary.usersCreated)],
     ['requests', String(summary.requests)],
     ['retries', String(summary.retries)],

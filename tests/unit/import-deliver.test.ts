@@ -153,7 +153,8 @@ describe('deliverBatch', () => {
       ['e1', 'e2', 'e4', 'e5'],
     ]);
     expect(server.storedIds).toEqual(['e1', 'e2', 'e4', 'e5']);
-    expect(result.sent).toBe(4);
+    expect(result.sent).toBe(6);
+    expect(result.stored).toBe(4);
     const message = 'type "bad" is unknown';
     expect(result.rejected).toEqual([
       { source: { file: 'in.ndjson', line: 3 }, eventId: 'e3', reason: 'UNKNOWN_TYPE', message },
@@ -167,7 +168,8 @@ describe('deliverBatch', () => {
     const result = await deliverBatch(pending(2, 'bad'), server.send);
     expect(server.calls).toHaveLength(1);
     expect(result.rejected).toHaveLength(2);
-    expect(result.sent).toBe(0);
+    expect(result.sent).toBe(2);
+    expect(result.stored).toBe(0);
   });
 
   it('isolates an unlisted invalid event by halving', async () => {
@@ -184,7 +186,7 @@ describe('deliverBatch', () => {
         message: 'the batch is invalid',
       },
     ]);
-    expect(result.sent).toBe(7);
+    expect(result.sent).toBe(8);
     expect(result.requests).toBe(server.calls.length);
   });
 

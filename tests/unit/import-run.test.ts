@@ -416,6 +416,8 @@ describe('runImport', () => {
 
     expect(summary.linesRead).toBe(7);
     expect(summary.badLines).toBe(2);
+    expect(summary.eventsRead).toBe(4);
+    expect(summary.eventsSent).toBe(4);
     expect(summary.rejected).toBe(1);
     expect(summary.stored).toBe(3);
     expect(summary.issues.map((issue) => [issue.kind, issue.line])).toEqual([
@@ -451,6 +453,26 @@ describe('runImport', () => {
     );
     expect(messages).toContainEqual(
       expect.stringMatching(/:3: pair type "sensor" is defined again differently from .*:2;/),
+    );
+  });
+
+  it('reports a rejected pair type', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([
+      {
+        kind: 'pairType',
+        input: { name: 'step', startType: 'step_on', endType: 'step_off', parent: 'nowhere' },
+      },
+    ]);
+    const messages: string[] = [];
+    const onMessage = (message: string) => messages.push(message);
+    const summary = await runImport({ ...baseOptions(server, [file]), onMessage });
+
+    expect(summary.pairTypesRejected).toEqual(['step']);
+    expect(summary.pairTypeConflicts).toEqual([]);
+    expect(summary.issues.map((issue) => issue.kind)).toEqual(['rejectedPairType']);
+    expect(messages).toContain(
+      `${file}:1: pair type "step" rejected by the server: unknown parent "nowhere"`,
     );
   });
 
@@ -599,8 +621,11 @@ describe('runImport', () => {
     const server = createFakeServer();
     const file = writeNdjson([...sensorEvents('bad name', 2), ...sensorEvents('P002', 2)]);
     const summary = await runImport(baseOptions(server, [file]));
-    expect(summary.rejected).toBe(2);
+    expect(summary.notSent).toBe(2);
+    expect(summary.rejected).toBe(0);
+    expect(summary.eventsSent).toBe(2);
     expect(summary.stored).toBe(2);
+    expect(summary.issues[0]?.kind).toBe('unsentEvent');
     expect(summary.issues[0]?.message).toBe(
       'event bad name:1 not sent: cannot create user "bad name": invalid username "bad name"',
     );
@@ -673,7 +698,10 @@ describe('runImportCommand', () => {
 
     const strict = await runCommand(['--strict', file], ADMIN_ENV, server);
     expect(strict.code).toBe(IMPORT_EXIT.failed);
-    expect(strict.stderr).toContain('--strict: 1 bad lines, 0 rejected events, 0 pair type conflicts');
+    expect(strict.stderr).toContain(
+      '--strict: 1 bad lines, 0 rejected events, 0 events not sent, 0 pair type conflicts, ' +
+        '0 pair types rejected',
+    );
   });
 
   it('exits 1 when the import stops', async () => {

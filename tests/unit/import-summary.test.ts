@@ -101,6 +101,8 @@ describe('isClean', () => {
     ['a bad line', { badLines: 1 }, false],
     ['a rejected event', { rejected: 1 }, false],
     ['a pair type conflict', { pairTypeConflicts: ['sensor'] }, false],
+    ['a rejected pair type', { pairTypesRejected: ['bad name'] }, false],
+    ['an unsent event', { notSent: 1 }, false],
     ['duplicates only', { duplicates: 9 }, true],
   ])('%s -> %s', (_name, overrides, clean) => {
     expect(isClean({ ...createSummary(1), ...overrides })).toBe(clean);
@@ -127,6 +129,8 @@ describe('formatSummary', () => {
     expect(text).toContain('pair types defined:  2 (sensor, activity)\n');
     expect(text).toContain('users created:       1 (P002)\n');
     expect(text).toContain('pair type conflicts: 0\n');
+    expect(text).toContain('pair types rejected: 0\n');
+    expect(text).toContain('not sent:            0\n');
     expect(text).toContain('elapsed:             1.3 s\n');
   });
 });
