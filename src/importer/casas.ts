@@ -320,6 +320,13 @@ export interface CasasFileConversion {
   /** Number of events per event type. */
   eventCountByType: Map<string, number>;
   pairTypesUsed: Set<CasasPairTypeName>;
+  /**
+   * Activities whose last `N-begin` annotation, in file order, has no later
+   * `N-end`, with the line of that begin. The server closes such a pair by
+   * auto-close, at the participant's last event before 30 minutes without
+   * events, which in a continuous recording is the end of the file.
+   */
+  unendedActivities: { key: string; line: number }[];
 }
 
 export interface CasasConversionOptions {
@@ -373,7 +380,10 @@ export function convertCasasLines(
     blankLineCount: 0,
     eventCountByType: new Map(),
     pairTypesUsed: new Set(),
+    unendedActivities: [],
   };
+  // Line of the open begin annotation per activity key, in file order.
+  const openActivities = new Map<string, number>();
 
   for (const { line: lineNumber, text } of lines) {
     if (text === null) {
@@ -409,9 +419,17 @@ export function convertCasasLines(
       if (event.pairType !== null) {
         conversion.pairTypesUsed.add(event.pairType);
       }
+      if (event.type === 'activity_begin' && event.pairKey !== null) {
+        openActivities.set(event.pairKey, lineNumber);
+      } else if (event.type === 'activity_end' && event.pairKey !== null) {
+        openActivities.delete(event.pairKey);
+      }
     }
   }
 
+  for (const [key, line] of openActivities) {
+    conversion.unendedActivities.push({ key, line });
+  }
   return conversion;
 }
 

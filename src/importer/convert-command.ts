@@ -225,6 +225,12 @@ function reportConversion(
   for (const issue of conversion.issues) {
     stderr.write(`convert:casas: ${file}:${issue.line}: skipped line: ${issue.reason}\n`);
   }
+  for (const { key, line } of conversion.unendedActivities) {
+    stderr.write(
+      `convert:casas: ${file}:${line}: warning: activity "${key}" begins here and never ends, ` +
+        "so its segment will run to the participant's last event (auto-close)\n",
+    );
+  }
 
   const counts = [...conversion.eventCountByType]
     .sort(([a], [b]) => a.localeCompare(b))

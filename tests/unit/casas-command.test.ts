@@ -25,6 +25,7 @@ class Collector extends Writable {
 const FILES: Record<string, string> = {
   'data/P002.txt': '2009-03-23 10:16:02.214629\tM045\tON\n2009-03-23 10:16:03\tM045\tOFF\tbad\n',
   'other/P124.txt': '2010-02-19 14:34:11.08892\tP001\t5766\r\n',
+  'data/P135.txt': '2010-04-21 12:55:21\tM001\tON\t6-begin\n2010-04-21 12:55:22\tM001\tOFF\n',
 };
 
 async function run(argv: string[]) {
@@ -97,6 +98,16 @@ describe('runConvertCommand', () => {
     expect(result.stderr).toContain('data/P002.txt:2: skipped line: invalid annotation "bad"');
     expect(result.stderr).toContain('data/P002.txt: 2 lines, 1 events (sensor_on 1), 1 skipped');
     expect(result.stderr).toContain('skipped 1 lines in 1 of 1 files; every other line was converted');
+  });
+
+  it('warns of an activity without end', async () => {
+    const result = await run(['data/P135.txt']);
+    expect(result.code).toBe(CONVERT_EXIT.ok);
+    expect(result.stderr).toContain(
+      'data/P135.txt:1: warning: activity "6" begins here and never ends, ' +
+        "so its segment will run to the participant's last event (auto-close)",
+    );
+    expect(result.records.filter((record) => record.kind === 'event')).toHaveLength(3);
   });
 
   it('prints no total without skipped lines', async () => {

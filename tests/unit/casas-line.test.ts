@@ -204,6 +204,22 @@ const SAMPLE = [
 ].join('\r\n');
 
 describe('convertCasasText', () => {
+  it('lists activities without an end', () => {
+    const text = [
+      '2009-03-23 10:00:00\tM001\tON\t1-begin',
+      '2009-03-23 10:00:01\tM001\tOFF\t1-end',
+      '2009-03-23 10:00:02\tM002\tON\t2-begin',
+      '2009-03-23 10:00:03\tM003\tON\t3-begin',
+      '2009-03-23 10:00:04\tM003\tOFF\t3-end',
+      '2009-03-23 10:00:05\tM003\tON\t3-begin',
+    ].join('\n');
+    const conversion = convertCasasText(text, { fileBase: 'P002', username: 'P002', timeZone: 'UTC' });
+    expect(conversion.unendedActivities).toEqual([
+      { key: '2', line: 3 },
+      { key: '3', line: 6 },
+    ]);
+  });
+
   it('numbers ids by line', () => {
     const conversion = convertCasasText(SAMPLE, { fileBase: 'P002', username: 'P002', timeZone: 'UTC' });
     expect(conversion.records.map((record) => record.input.id)).toEqual([
