@@ -37,12 +37,13 @@ and reason, followed by the total of skipped lines. The other lines are
 converted.
 
 Exit status: 0 when every file was read, even with skipped lines; 1 when a
-file could not be read (nothing is written); 2 for invalid arguments, such as
-a user name the server would reject.
+file could not be read (nothing is written) or the output could not be
+written, for example because the reader of a pipe exited; 2 for invalid
+arguments, such as a user name the server would reject.
 `;
 
 /** Exit codes of the converter. */
-export const CONVERT_EXIT = { ok: 0, unreadableFile: 1, usage: 2 } as const;
+export const CONVERT_EXIT = { ok: 0, unreadableFile: 1, unwritableOutput: 1, usage: 2 } as const;
 
 export interface ConvertOptions {
   timeZone: string;
@@ -213,7 +214,13 @@ export async function runConvertCommand(argv: readonly string[], io: ConvertIo):
   }
   reportSkippedTotal(io.stderr, conversions);
 
-  await writeLines(io.stdout, formatCasasNdjson(conversions));
+  try {
+    await writeLines(io.stdout, formatCasasNdjson(conversions));
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    io.stderr.write(`convert:casas: cannot write the output: ${detail}; the output is incomplete\n`);
+    return CONVERT_EXIT.unwritableOutput;
+  }
   return CONVERT_EXIT.ok;
 }
 
@@ -257,13 +264,41 @@ function reportSkippedTotal(
   );
 }
 
-/** Writes lines with a trailing line break each, waiting whenever the stream buffer is full. */
+/**
+ * Writes lines with a trailing line break each, waiting whenever the stream
+ * buffer is full. Rejects with the stream's error, such as EPIPE when the
+ * reader of a pipe exits early, instead of leaving it unhandled.
+ */
 async function writeLines(stream: NodeJS.WritableStream, lines: readonly string[]): Promise<void> {
-  const chunkSize = 1000;
-  for (let start = 0; start < lines.length; start += chunkSize) {
-    const chunk = lines.slice(start, start + chunkSize).join('\n') + '\n';
-    if (!stream.write(chunk)) {
-      await once(stream, 'drain');
+  let failure: unknown = null;
+  const recordFailure = (error: unknown): void => {
+    failure ??= error;
+  };
+  stream.on('error', recordFailure);
+
+  try {
+    const chunkSize = 1000;
+    for (let start = 0; start < lines.length; start += chunkSize) {
+      const chunk = lines.slice(start, start + chunkSize).join('\n') + '\n';
+      const hasRoom = stream.write(chunk);
+      if (failure !== null) {
+        throw failure;
+      }
+      if (!hasRoom) {
+        // `once` rejects when the stream emits 'error' while it waits.
+        await once(stream, 'drain');
+      }
     }
+
+    // The callback of a last, empty write runs after every earlier write
+    // has finished or failed.
+    await new Promise<void>((resolve, reject) => {
+      stream.write('', (error?: Error | null) => (error ? reject(error) : resolve()));
+    });
+    if (failure !== null) {
+      throw failure;
+    }
+  } finally {
+    stream.off('error', recordFailure);
   }
 }

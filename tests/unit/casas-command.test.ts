@@ -176,6 +176,21 @@ describe('runConvertCommand', () => {
     }
   });
 
+  it('reports a closed output pipe', async () => {
+    const stdout = new Writable({
+      write(_chunk, _encoding, callback) {
+        callback(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+      },
+    });
+    const stderr = new Collector();
+    const readBytes = async (file: string): Promise<Buffer> => Buffer.from(FILES[file] ?? '');
+
+    const code = await runConvertCommand(['data/P002.txt'], { stdout, stderr, readBytes });
+
+    expect(code).toBe(CONVERT_EXIT.unwritableOutput);
+    expect(stderr.text).toContain('cannot write the output: write EPIPE; the output is incomplete');
+  });
+
   it('fails on a bad option with usage', async () => {
     const result = await run(['--time-zone', 'Nowhere', 'data/P002.txt']);
     expect(result.code).toBe(CONVERT_EXIT.usage);
