@@ -6,7 +6,7 @@
  */
 
 import { redactUrlPassword } from '../config/redact.js';
-import type { DefinePairTypeInput, EventInput } from './types.js';
+import type { AutoClosePolicyInput, DefinePairTypeInput, EventInput } from './types.js';
 
 export type Role = 'MEMBER' | 'ANALYST' | 'ADMIN';
 
@@ -21,6 +21,7 @@ export interface PairTypeSummary {
   startType: string;
   endType: string;
   parent: string | null;
+  autoClose: AutoClosePolicyInput;
 }
 
 export interface SendEventsSummary {
@@ -148,9 +149,10 @@ const LOGIN = `mutation ImportLogin($username: String!, $password: String!) {
 }`;
 const ME = `query ImportMe { me { id username role } }`;
 const USERS = `query ImportUsers { users { id username role } }`;
-const PAIR_TYPES = `query ImportPairTypes { pairTypes { name startType endType parent } }`;
+const PAIR_TYPE_FIELDS = 'name startType endType parent autoClose { timeoutSeconds endAt }';
+const PAIR_TYPES = `query ImportPairTypes { pairTypes { ${PAIR_TYPE_FIELDS} } }`;
 const DEFINE_PAIR_TYPE = `mutation ImportDefinePairType($input: DefinePairTypeInput!) {
-  definePairType(input: $input) { name startType endType parent }
+  definePairType(input: $input) { ${PAIR_TYPE_FIELDS} }
 }`;
 const CREATE_USER = `mutation ImportCreateUser($input: CreateUserInput!) {
   createUser(input: $input) { id username role }

@@ -9,7 +9,7 @@ import type { GraphQLClient, PairTypeSummary, UserSummary } from './graphql-clie
 import { GraphQLRequestError } from './graphql-client.js';
 import type { PairTypeRecord } from './read-input.js';
 import { addIssue, type ImportSummary } from './summary.js';
-import type { DefinePairTypeInput } from './types.js';
+import type { AutoClosePolicyInput, DefinePairTypeInput } from './types.js';
 
 /** A condition that stops the import before or while it sends events. */
 export class ImportStopError extends Error {
@@ -42,11 +42,51 @@ function sameEnds(a: DefinePairTypeInput | PairTypeSummary, b: DefinePairTypeInp
 }
 
 function sameDefinition(a: DefinePairTypeInput, b: DefinePairTypeInput): boolean {
-  return sameEnds(a, b) && (a.parent ?? null) === (b.parent ?? null);
+  const policyA = a.autoClose ?? null;
+  const policyB = b.autoClose ?? null;
+  const samePolicy =
+    policyA === null || policyB === null
+      ? policyA === policyB
+      : policyA.timeoutSeconds === policyB.timeoutSeconds && policyA.endAt === policyB.endAt;
+  return sameEnds(a, b) && (a.parent ?? null) === (b.parent ?? null) && samePolicy;
 }
 
 function describeEnds(pairType: DefinePairTypeInput | PairTypeSummary): string {
   return `start "${pairType.startType}" and end "${pairType.endType}"`;
+}
+
+function describePolicy(policy: AutoClosePolicyInput): string {
+  return `auto-close after ${policy.timeoutSeconds} s at ${policy.endAt}`;
+}
+
+/**
+ * Describes how the parent or auto-close policy of a line differs from the
+ * server's pair type with the same ends, or returns null when they agree. A
+ * line without `autoClose` accepts any policy, and a line without `parent`
+ * requests a top-level pair type, as `definePairType` would create it.
+ */
+function describeOtherSettings(current: PairTypeSummary, wanted: DefinePairTypeInput): string | null {
+  const differences: string[] = [];
+  const wantedParent = wanted.parent ?? null;
+  if (current.parent !== wantedParent) {
+    const describeParent = (parent: string | null) =>
+      parent === null ? 'no parent' : `parent "${parent}"`;
+    differences.push(
+      `${describeParent(current.parent)} on the server, but ${describeParent(wantedParent)} here`,
+    );
+  }
+  const policy = wanted.autoClose;
+  if (
+    policy !== undefined &&
+    policy !== null &&
+    (policy.timeoutSeconds !== current.autoClose.timeoutSeconds ||
+      policy.endAt !== current.autoClose.endAt)
+  ) {
+    differences.push(
+      `${describePolicy(current.autoClose)} on the server, but ${describePolicy(policy)} here`,
+    );
+  }
+  return differences.length === 0 ? null : differences.join(', and ');
 }
 
 function recordConflict(context: SetupContext, record: PairTypeRecord, message: string): void {
@@ -82,9 +122,10 @@ function recordRejectedPairType(
 
 /**
  * Defines the pair types the server lacks, parents before their children. A
- * pair type that exists with the same start and end types is accepted as it
- * is. One that exists with other types, or that the input defines twice
- * differently, is reported as a conflict and left unchanged.
+ * pair type that exists with the same definition is accepted as it is. One
+ * that exists with other start or end types, another parent or another
+ * auto-close policy, or that the input defines twice differently, is
+ * reported as a conflict and left unchanged.
  */
 export async function ensurePairTypes(
   context: SetupContext,
@@ -118,7 +159,17 @@ export async function ensurePairTypes(
     if (current === undefined) {
       missing.push(record);
     } else if (sameEnds(current, record.input)) {
-      context.summary.pairTypesExisting.push(record.input.name);
+      const otherSettings = describeOtherSettings(current, record.input);
+      if (otherSettings === null) {
+        context.summary.pairTypesExisting.push(record.input.name);
+      } else {
+        recordConflict(
+          context,
+          record,
+          `pair type "${record.input.name}" differs from the server's: ${otherSettings}; ` +
+            "the server's definition is kept, so segments follow it",
+        );
+      }
     } else {
       recordConflict(
         context,

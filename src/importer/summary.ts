@@ -43,9 +43,12 @@ export interface ImportSummary {
    */
   flaggedByRule: Record<string, number>;
   pairTypesDefined: string[];
-  /** Pair types that already existed with the same start and end types. */
+  /** Pair types that already existed with the same definition. */
   pairTypesExisting: string[];
-  /** Pair types that exist with other start or end types, or that the input gives twice differently. */
+  /**
+   * Pair types that exist with other start or end types, another parent or
+   * another auto-close policy, or that the input gives twice differently.
+   */
   pairTypeConflicts: string[];
   /** Pair types whose definition the server rejected, for example for an invalid name. */
   pairTypesRejected: string[];

@@ -56,8 +56,22 @@ function createFakeServer(options: FakeOptions = {}) {
     { id: 'u1', username: 'admin', role: 'ADMIN', password: 'admin-secret' },
     { id: 'u2', username: 'member', role: 'MEMBER', password: 'member-secret' },
   ];
-  const pairTypes: { name: string; startType: string; endType: string; parent: string | null }[] = [
-    { name: 'session', startType: 'session_started', endType: 'session_ended', parent: null },
+  interface FakePairType {
+    name: string;
+    startType: string;
+    endType: string;
+    parent: string | null;
+    autoClose: { timeoutSeconds: number; endAt: string };
+  }
+  const defaultPolicy = { timeoutSeconds: 1800, endAt: 'LAST_ACTIVITY' };
+  const pairTypes: FakePairType[] = [
+    {
+      name: 'session',
+      startType: 'session_started',
+      endType: 'session_ended',
+      parent: null,
+      autoClose: defaultPolicy,
+    },
   ];
   const tokens = new Map<string, string>([
     ['admin-token', 'u1'],
@@ -115,6 +129,7 @@ function createFakeServer(options: FakeOptions = {}) {
       startType: input.startType,
       endType: input.endType,
       parent,
+      autoClose: input.autoClose ?? defaultPolicy,
     };
     pairTypes.push(pairType);
     return ok({ definePairType: pairType });
@@ -454,6 +469,71 @@ describe('runImport', () => {
     expect(messages).toContainEqual(
       expect.stringMatching(/:3: pair type "sensor" is defined again differently from .*:2;/),
     );
+  });
+
+  it('reports another policy as conflict', async () => {
+    const server = createFakeServer();
+    await runImport(baseOptions(server, [writeNdjson([SENSOR])]));
+    const longer = {
+      kind: 'pairType',
+      input: { ...SENSOR.input, autoClose: { timeoutSeconds: 3600, endAt: 'DEADLINE' } },
+    };
+    const messages: string[] = [];
+    const onMessage = (message: string) => messages.push(message);
+
+    const summary = await runImport({ ...baseOptions(server, [writeNdjson([longer])]), onMessage });
+
+    expect(summary.pairTypeConflicts).toEqual(['sensor']);
+    expect(summary.pairTypesExisting).toEqual([]);
+    expect(messages).toContainEqual(
+      expect.stringMatching(
+        /:1: pair type "sensor" differs from the server's: auto-close after 1800 s at LAST_ACTIVITY on the server, but auto-close after 3600 s at DEADLINE here; the server's definition is kept/,
+      ),
+    );
+  });
+
+  it('reports another parent as conflict', async () => {
+    const server = createFakeServer();
+    const child = {
+      kind: 'pairType',
+      input: { name: 'step', startType: 'step_on', endType: 'step_off', parent: 'session' },
+    };
+    await runImport(baseOptions(server, [writeNdjson([child])]));
+    const topLevel = { kind: 'pairType', input: { ...child.input, parent: null } };
+
+    const summary = await runImport(baseOptions(server, [writeNdjson([topLevel])]));
+
+    expect(summary.pairTypeConflicts).toEqual(['step']);
+    expect(summary.issues[0]?.message).toContain(
+      'parent "session" on the server, but no parent here',
+    );
+  });
+
+  it('accepts a line without policy', async () => {
+    const server = createFakeServer();
+    await runImport(baseOptions(server, [writeNdjson([SENSOR])]));
+    const withoutPolicy = {
+      kind: 'pairType',
+      input: { name: 'sensor', startType: 'sensor_on', endType: 'sensor_off' },
+    };
+
+    const summary = await runImport(baseOptions(server, [writeNdjson([withoutPolicy])]));
+
+    expect(summary.pairTypesExisting).toEqual(['sensor']);
+    expect(summary.pairTypeConflicts).toEqual([]);
+  });
+
+  it('reports a policy given twice differently', async () => {
+    const server = createFakeServer();
+    const other = {
+      kind: 'pairType',
+      input: { ...SENSOR.input, autoClose: { timeoutSeconds: 60, endAt: 'LAST_ACTIVITY' } },
+    };
+
+    const summary = await runImport(baseOptions(server, [writeNdjson([SENSOR, other])]));
+
+    expect(summary.pairTypeConflicts).toEqual(['sensor']);
+    expect(summary.pairTypesDefined).toEqual(['sensor']);
   });
 
   it('reports a rejected pair type', async () => {
