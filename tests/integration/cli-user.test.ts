@@ -17,6 +17,13 @@ import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 const USER_CLI = 'src/cli/user.ts';
 const CHILD_TIMEOUT_MS = 30_000;
+/**
+ * Timeout of a test that runs several CLI children one after another. Each
+ * child starts tsx and opens its database, which took up to 10 s in
+ * a full run on a loaded 2-core machine, so the suite's 30 s default is too
+ * short for several in a row.
+ */
+const SEVERAL_CHILDREN_TIMEOUT_MS = 120_000;
 
 const ADMIN_PASSWORD = 'Cli-Admin-Password-9137';
 const CRLF_PASSWORD = 'cli crlf password 2';
@@ -235,7 +242,7 @@ describe('user CLI on PGlite', () => {
     expect(listed.find((user) => user.username === 'cli-ops')).toMatchObject({ role: 'ANALYST', disabled: true });
 
     expect((await runUserCli(['enable', 'cli-ops'], env)).stdout).toBe('User cli-ops is enabled.\n');
-  });
+  }, SEVERAL_CHILDREN_TIMEOUT_MS);
 
   it('set-password rejects bytes that are not UTF-8', async () => {
     expect((await runUserCli(['create', 'cli-bytes', '--role', 'MEMBER'], env, 'first-password-1\n')).code).toBe(0);
@@ -244,7 +251,7 @@ describe('user CLI on PGlite', () => {
 
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('not valid UTF-8');
-  });
+  }, SEVERAL_CHILDREN_TIMEOUT_MS);
 
   it.each([
     { name: 'unknown user', args: ['disable', 'cli-nobody'], code: 1, message: 'User "cli-nobody" not found' },
@@ -317,7 +324,7 @@ describeWithPostgres('user CLI on PostgreSQL', () => {
     const token = await server.login('cli-pg-admin', ADMIN_PASSWORD);
     const me = await server.gql('{ me { username role } }', {}, token);
     expect(me.data?.me).toEqual({ username: 'cli-pg-admin', role: 'ADMIN' });
-  });
+  }, SEVERAL_CHILDREN_TIMEOUT_MS);
 });
 
 describe('user CLI without its database', () => {
