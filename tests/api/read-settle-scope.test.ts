@@ -69,3 +69,21 @@ it('read naming users settles them', async () => {
   expect(read.data?.segments.nodes).toEqual([{ end: new Date(STARTED_AT + 120_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
   expect(read.data?.report.totalSeconds).toBe(60);
 });
+
+it('report naming 200,000 users is rejected', async () => {
+  // Enough ids that spreading them into one call's arguments overflows the
+  // stack. The report must reject the list by its length instead.
+  const admin = await server.adminToken();
+  const users = Array.from({ length: 200_000 }, (_, index) => `00000000-0000-4000-8000-${String(index).padStart(12, '0')}`);
+  const result = await server.gql(
+    `query ($expression: SetExpression!, $window: WindowInput!) { report(expression: $expression, window: $window) { totalSeconds } }`,
+    {
+      expression: { segments: { users } },
+      window: { start: new Date(STARTED_AT).toISOString(), end: new Date(STARTED_AT + 3600_000).toISOString() },
+    },
+    admin,
+  );
+
+  expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_EXPRESSION');
+  expect(result.errors?.[0]?.message).toContain('has 200000 entries, above the maximum of 1000');
+});

@@ -60,9 +60,15 @@ function usersNamedByLeaves(expression: SetExpression): string[] | null {
       if (named === undefined || named === null) {
         return null;
       }
-      users.push(...named);
+      // A spread would pass each id as a call argument, and a long list, such
+      // as 200,000 ids, overflows the stack. The report checks lengths later.
+      for (const userId of named) {
+        users.push(userId);
+      }
     }
-    stack.push(...(node.union ?? []), ...(node.intersect ?? []));
+    for (const operand of [...(node.union ?? []), ...(node.intersect ?? [])]) {
+      stack.push(operand);
+    }
     if (node.complement !== undefined && node.complement !== null) {
       stack.push(node.complement);
     }
