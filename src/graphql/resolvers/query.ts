@@ -23,7 +23,8 @@ function selectsNodeMeta(info: GraphQLResolveInfo): boolean {
  * that segments and reports show auto-closes whose deadline has passed. A
  * read that names its users settles those. Without names, a viewer who reads
  * everyone settles the users due first, up to the limit of `settleDue`, so
- * a user due later may be left out.
+ * a user due later may be left out. The read also waits for the settles
+ * that the request's other reads started.
  */
 function settleBeforeRead(context: GraphQLContext, viewer: Viewer, namedUsers: readonly string[] | null = null): Promise<void> {
   let scope: string[] | null;
@@ -37,12 +38,13 @@ function settleBeforeRead(context: GraphQLContext, viewer: Viewer, namedUsers: r
   }
   const key = scope === null ? '*' : scope.join(',');
   context.dueSettled ??= new Map();
-  let settled = context.dueSettled.get(key);
-  if (settled === undefined) {
-    settled = context.services.intake.settleDue(scope);
-    context.dueSettled.set(key, settled);
+  if (!context.dueSettled.has(key)) {
+    context.dueSettled.set(key, context.services.intake.settleDue(scope));
   }
-  return settled;
+  // Wait for every settle of the request, not only this scope's. A settle
+  // skips a user whose lock another settle holds, so this scope's settle
+  // can return before another read's settle of a user it shows.
+  return Promise.all(context.dueSettled.values()).then(() => undefined);
 }
 
 /**
