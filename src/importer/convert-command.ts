@@ -258,10 +258,9 @@ function reportSkippedTotal(
     return;
   }
   const files = conversions.filter((conversion) => conversion.issues.length > 0).length;
-  stderr.write(
-    `convert:casas: skipped ${skipped} lines in ${files} of ${conversions.length} files; ` +
-      'every other line was converted\n',
-  );
+  const lines = skipped === 1 ? '1 line' : `${skipped} lines`;
+  const total = conversions.length === 1 ? '1 file' : `${conversions.length} files`;
+  stderr.write(`convert:casas: skipped ${lines} in ${files} of ${total}; every other line was converted\n`);
 }
 
 /**

@@ -26,6 +26,7 @@ const FILES: Record<string, string> = {
   'data/P002.txt': '2009-03-23 10:16:02.214629\tM045\tON\n2009-03-23 10:16:03\tM045\tOFF\tbad\n',
   'other/P124.txt': '2010-02-19 14:34:11.08892\tP001\t5766\r\n',
   'data/P135.txt': '2010-04-21 12:55:21\tM001\tON\t6-begin\n2010-04-21 12:55:22\tM001\tOFF\n',
+  'data/P003.txt': '2009-03-24 10:00:00\tM046\tON\tworse\n',
 };
 
 async function run(argv: string[]) {
@@ -97,7 +98,12 @@ describe('runConvertCommand', () => {
     expect(result.code).toBe(CONVERT_EXIT.ok);
     expect(result.stderr).toContain('data/P002.txt:2: skipped line: invalid annotation "bad"');
     expect(result.stderr).toContain('data/P002.txt: 2 lines, 1 events (sensor_on 1), 1 skipped');
-    expect(result.stderr).toContain('skipped 1 lines in 1 of 1 files; every other line was converted');
+    expect(result.stderr).toContain('skipped 1 line in 1 of 1 file; every other line was converted');
+  });
+
+  it('counts skipped lines over several files', async () => {
+    const result = await run(['data/P002.txt', 'other/P124.txt', 'data/P003.txt']);
+    expect(result.stderr).toContain('skipped 2 lines in 2 of 3 files; every other line was converted');
   });
 
   it('warns of an activity without end', async () => {
@@ -170,7 +176,7 @@ describe('runConvertCommand', () => {
       expect(ids).toEqual(['P003:1', 'P003:3']);
       expect(stderr.text).toContain(`${file}:2: skipped line: the line is not valid UTF-8`);
       expect(stderr.text).toContain(`${file}: 3 lines, 2 events (sensor_on 2), 1 skipped`);
-      expect(stderr.text).toContain('skipped 1 lines in 1 of 1 files');
+      expect(stderr.text).toContain('skipped 1 line in 1 of 1 file');
     } finally {
       rmSync(folder, { recursive: true, force: true });
     }
