@@ -332,12 +332,12 @@ export class IntakeService {
       } else {
         // Each user in scope is checked directly, so users of other readers
         // that fall due earlier cannot crowd them out of the list.
-        const deadlines = await Promise.all(
-          scope
-            .slice(0, SETTLE_BEFORE_READ_MAX)
-            .map(async (userId) => ({ userId, at: await this.options.store.peekDeadline(userId) })),
-        );
-        due = deadlines.filter(({ at }) => at !== null && at <= now).map(({ userId }) => userId);
+        const checked = scope.slice(0, SETTLE_BEFORE_READ_MAX);
+        const deadlines = await this.options.store.peekDeadlines(checked);
+        due = checked.filter((_, index) => {
+          const at = deadlines[index] ?? null;
+          return at !== null && at <= now;
+        });
       }
     } catch (error) {
       this.options.logger.warn({ err: error }, 'reading due deadlines before a read failed');

@@ -223,6 +223,14 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       expect(await store.peekDeadline('nobody')).toBeNull();
     });
 
+    it('peek of several users keeps their order', async () => {
+      await store.scheduleDeadline('alice', 1_000);
+      await store.scheduleDeadline('carol', 3_000);
+
+      expect(await store.peekDeadlines(['carol', 'nobody', 'alice'])).toEqual([3_000, null, 1_000]);
+      expect(await store.peekDeadlines([])).toEqual([]);
+    });
+
     it('claim takes due users by deadline', async () => {
       await store.scheduleDeadline('late', 3_000);
       await store.scheduleDeadline('first', 1_000);

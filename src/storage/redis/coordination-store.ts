@@ -89,6 +89,9 @@ export interface CoordinationStore {
   /** Returns the user's scheduled deadline in ms since the epoch, or null. */
   peekDeadline(userId: string): Promise<number | null>;
 
+  /** Returns the scheduled deadline of each user, in the order of `userIds`, with one round trip. */
+  peekDeadlines(userIds: readonly string[]): Promise<Array<number | null>>;
+
   /**
    * Returns up to `limit` users whose deadline is at or before `nowMs`,
    * earliest first, without claiming them.

@@ -199,6 +199,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       return deadlines.get(userId) ?? null;
     },
 
+    async peekDeadlines(userIds: readonly string[]): Promise<Array<number | null>> {
+      ensureOpen();
+      userIds.forEach(checkUserId);
+      return userIds.map((userId) => deadlines.get(userId) ?? null);
+    },
+
     async incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount> {
       ensureOpen();
       checkCounterKey(key);

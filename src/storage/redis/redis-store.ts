@@ -250,6 +250,17 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return score === null ? null : Number(score);
     },
 
+    async peekDeadlines(userIds: readonly string[]): Promise<Array<number | null>> {
+      userIds.forEach(checkUserId);
+      if (userIds.length === 0) {
+        return [];
+      }
+      const deadlinesKey = keys.deadlines();
+      // ZMSCORE needs Redis 6.2 or later.
+      const scores = await run('peekDeadlines', () => redis.zmscore(deadlinesKey, [...userIds]), IDEMPOTENT);
+      return scores.map((score) => (score === null ? null : Number(score)));
+    },
+
     async incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount> {
       checkPositiveInteger('windowMs', windowMs);
       const counterKey = keys.counter(key);
