@@ -11,6 +11,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ManualClock, startTestServer, type GraphQLResponse, type TestServer } from '../support/app.js';
+import { localFields } from '../support/local-time.js';
+import { seededRandom } from '../support/replay.js';
 
 const REPORT = `query ($expression: SetExpression!, $window: WindowInput!, $groupBy: GroupBy, $bucket: BucketInput) {
   report(expression: $expression, window: $window, groupBy: $groupBy, bucket: $bucket) {
@@ -61,20 +63,9 @@ type Unit = 'HOUR' | 'DAY' | 'WEEK' | 'MONTH';
 
 /** Longest random window per bucket unit, which keeps the reference's walk short. */
 const LONGEST_WINDOW: Record<Unit, number> = { HOUR: 2 * DAY_MS, DAY: 8 * DAY_MS, WEEK: 40 * DAY_MS, MONTH: 40 * DAY_MS };
-type Random = () => number;
 
-/** xorshift32, seeded so that a failure can be replayed. */
-function createRandom(seed: number): Random {
-  let state = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
+/** A seeded generator of numbers in [0, 1), so that a failure can be replayed. */
+type Random = () => number;
 
 function below(random: Random, limit: number): number {
   return Math.floor(random() * limit);
@@ -242,28 +233,6 @@ function referenceEvaluate(
   return pieces;
 }
 
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-/** Local year, month, day, hour and UTC offset of `ms` in `timeZone`, from Intl. */
-function localParts(ms: number, timeZone: string): Record<string, string> {
-  let formatter = formatters.get(timeZone);
-  if (formatter === undefined) {
-    formatter = new Intl.DateTimeFormat('en-US', {
-      timeZone,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: '2-digit',
-      day: '2-digit',
-      hour: '2-digit',
-      timeZoneName: 'longOffset',
-    });
-    formatters.set(timeZone, formatter);
-  }
-  const parts: Record<string, string> = {};
-  for (const part of formatter.formatToParts(ms)) parts[part.type] = part.value;
-  return parts;
-}
-
 /** ISO week of a calendar date, as `year-Wweek`: the week's Thursday decides its year. */
 function isoWeek(year: number, month: number, day: number): string {
   const date = Date.UTC(year, month - 1, day);
@@ -276,7 +245,7 @@ function isoWeek(year: number, month: number, day: number): string {
 
 /** Name of the bucket that contains `ms`: two instants share a bucket exactly when their labels are equal. */
 function bucketLabel(ms: number, unit: Unit, timeZone: string): string {
-  const parts = localParts(ms, timeZone);
+  const parts = localFields(ms, timeZone);
   const date = `${parts['year']}-${parts['month']}-${parts['day']}`;
   switch (unit) {
     case 'HOUR':
@@ -361,7 +330,7 @@ describe('reports on random data', () => {
       env: { DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: String(7 * 86_400) },
     });
     adminToken = await server.adminToken();
-    const random = createRandom(20260405);
+    const random = seededRandom(20260405);
     const names = ['Carol', 'alice', 'bob'];
     for (const [index, name] of names.entries()) {
       const account = await server.createUser(name, 'MEMBER');
@@ -428,7 +397,7 @@ describe('reports on random data', () => {
   });
 
   it('lists the segments that overlap random windows', async () => {
-    const random = createRandom(7);
+    const random = seededRandom(7);
     for (let round = 0; round < 15; round += 1) {
       const start = EVENTS_START + below(random, EVENTS_END - EVENTS_START + DAY_MS);
       const window = { start, end: start + 1 + below(random, 2 * DAY_MS) };
@@ -440,7 +409,7 @@ describe('reports on random data', () => {
   });
 
   it('matches the reference on random expressions', async () => {
-    const random = createRandom(11);
+    const random = seededRandom(11);
     const userIds = users.map((user) => user.id);
     for (let round = 0; round < 60; round += 1) {
       const start = EVENTS_START - DAY_MS + below(random, EVENTS_END - EVENTS_START + 4 * DAY_MS);
@@ -462,7 +431,7 @@ describe('reports on random data', () => {
   }, 120_000);
 
   it('matches the reference per group and bucket', async () => {
-    const random = createRandom(23);
+    const random = seededRandom(23);
     const userIds = users.map((user) => user.id);
     for (let round = 0; round < 40; round += 1) {
       const unit = pick(random, ['HOUR', 'DAY', 'DAY', 'WEEK', 'MONTH'] as const);

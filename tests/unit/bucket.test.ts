@@ -12,6 +12,7 @@ import {
   type BucketUnit,
 } from '../../src/domain/interval/buckets.js';
 import { IntervalSet, type Interval } from '../../src/domain/interval/interval-set.js';
+import { localFields } from '../support/local-time.js';
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
@@ -63,31 +64,6 @@ function randomSet(random: () => number, w: Interval, pieces: number): IntervalS
     pairs.push([start, start + Math.floor(random() * 30 * HOUR_MS)]);
   }
   return IntervalSet.fromPairs(pairs);
-}
-
-/** Local calendar fields from Intl, independent of luxon. */
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function localFields(ms: number, timeZone: string): Record<string, string> {
-  let formatter = formatters.get(timeZone);
-  if (formatter === undefined) {
-    formatter = new Intl.DateTimeFormat('en-US', {
-      timeZone,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: '2-digit',
-      day: '2-digit',
-      hour: '2-digit',
-      weekday: 'short',
-      timeZoneName: 'longOffset',
-    });
-    formatters.set(timeZone, formatter);
-  }
-  const fields: Record<string, string> = {};
-  for (const part of formatter.formatToParts(ms)) {
-    fields[part.type] = part.value;
-  }
-  return fields;
 }
 
 /** Returns the local calendar period of `unit` that contains `ms`, as a comparable string. */
