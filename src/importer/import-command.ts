@@ -51,6 +51,8 @@ Lines that name a user or define a pair type need the ADMIN role.
 
 Exit status: 0 when every line was processed, 1 when the import stopped early
 (or --strict found problems), 2 for invalid options or missing credentials.
+A summary that cannot be written, for example to a pipe whose reader exited,
+is reported on stderr and leaves the exit status as it is.
 `;
 
 export const IMPORT_EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -218,9 +220,15 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
   }
 
   const progress = new ProgressReporter({ stream: io.stderr, isTTY: io.stderrIsTTY });
-  const printSummary = (summary: ImportSummary): void => {
+  const printSummary = async (summary: ImportSummary): Promise<void> => {
     const text = options.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary);
-    io.stdout.write(text);
+    try {
+      await writeText(io.stdout, text);
+    } catch (error) {
+      // The import has finished, so its exit status stands.
+      const detail = error instanceof Error ? error.message : String(error);
+      io.stderr.write(`import: cannot write the summary: ${detail}\n`);
+    }
   };
 
   let summary: ImportSummary;
@@ -239,14 +247,14 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
     progress.finish();
     if (error instanceof ImportFailedError) {
       io.stderr.write(`import: ${error.message}\n`);
-      printSummary(error.summary);
+      await printSummary(error.summary);
       return IMPORT_EXIT.failed;
     }
     throw error;
   }
 
   progress.finish();
-  printSummary(summary);
+  await printSummary(summary);
   if (options.strict && !isClean(summary)) {
     io.stderr.write(
       `import: --strict: ${summary.badLines} bad lines, ${summary.rejected} rejected events, ` +
@@ -257,4 +265,24 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
     return IMPORT_EXIT.failed;
   }
   return IMPORT_EXIT.ok;
+}
+
+/**
+ * Writes `text` and resolves once it is written. Rejects with the stream's
+ * error, such as EPIPE when the reader of a pipe exited, instead of leaving
+ * the error unhandled.
+ */
+async function writeText(stream: NodeJS.WritableStream, text: string): Promise<void> {
+  let failure: unknown = null;
+  const recordFailure = (error: unknown): void => {
+    failure ??= error;
+  };
+  // The listener stays: a stream may emit the error again after the callback.
+  stream.on('error', recordFailure);
+  await new Promise<void>((resolve, reject) => {
+    stream.write(text, (error?: Error | null) => (error ? reject(error) : resolve()));
+  });
+  if (failure !== null) {
+    throw failure;
+  }
 }

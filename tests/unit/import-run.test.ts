@@ -784,6 +784,28 @@ describe('runImportCommand', () => {
     );
   });
 
+  it('reports a summary it cannot write', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 1));
+    const stdout = new Writable({
+      write(_chunk, _encoding, callback) {
+        callback(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+      },
+    });
+    const stderr = new Collector();
+
+    const code = await runImportCommand([file], {
+      stdout,
+      stderr,
+      stderrIsTTY: false,
+      env: ADMIN_ENV,
+      overrides: { fetch: server.fetch, retryDelaysMs: [1] },
+    });
+
+    expect(code).toBe(IMPORT_EXIT.ok);
+    expect(stderr.text).toContain('import: cannot write the summary: write EPIPE');
+  });
+
   it('exits 1 when the import stops', async () => {
     const server = createFakeServer({ unavailableSends: 100 });
     const file = writeNdjson(sensorEvents('P002', 1));
