@@ -225,7 +225,7 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
     try {
       await writeText(io.stdout, text);
     } catch (error) {
-      // The import has finished, so its exit status stands.
+      // The import has finished, so its exit status does not change.
       const detail = error instanceof Error ? error.message : String(error);
       io.stderr.write(`import: cannot write the summary: ${detail}\n`);
     }
@@ -277,7 +277,7 @@ async function writeText(stream: NodeJS.WritableStream, text: string): Promise<v
   const recordFailure = (error: unknown): void => {
     failure ??= error;
   };
-  // The listener stays: a stream may emit the error again after the callback.
+  // The listener is not removed, because a stream may emit the error again after the callback.
   stream.on('error', recordFailure);
   await new Promise<void>((resolve, reject) => {
     stream.write(text, (error?: Error | null) => (error ? reject(error) : resolve()));
