@@ -65,17 +65,17 @@ function describePolicy(policy: AutoClosePolicyInput): string {
  * line without `autoClose` accepts any policy, and a line without `parent`
  * requests a top-level pair type, as `definePairType` would create it.
  */
-function describeOtherSettings(current: PairTypeSummary, wanted: DefinePairTypeInput): string | null {
+function describeOtherSettings(current: PairTypeSummary, requested: DefinePairTypeInput): string | null {
   const differences: string[] = [];
-  const wantedParent = wanted.parent ?? null;
-  if (current.parent !== wantedParent) {
+  const requestedParent = requested.parent ?? null;
+  if (current.parent !== requestedParent) {
     const describeParent = (parent: string | null) =>
       parent === null ? 'no parent' : `parent "${parent}"`;
     differences.push(
-      `${describeParent(current.parent)} on the server, but ${describeParent(wantedParent)} here`,
+      `${describeParent(current.parent)} on the server, but ${describeParent(requestedParent)} here`,
     );
   }
-  const policy = wanted.autoClose;
+  const policy = requested.autoClose;
   if (
     policy !== undefined &&
     policy !== null &&

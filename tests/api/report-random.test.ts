@@ -61,8 +61,8 @@ const TIME_ZONES = [
 
 type Unit = 'HOUR' | 'DAY' | 'WEEK' | 'MONTH';
 
-/** Longest random window per bucket unit, which keeps the reference's walk short. */
-const LONGEST_WINDOW: Record<Unit, number> = { HOUR: 2 * DAY_MS, DAY: 8 * DAY_MS, WEEK: 40 * DAY_MS, MONTH: 40 * DAY_MS };
+/** Maximum length in ms of a random window per bucket unit, which keeps the reference's walk short. */
+const MAX_WINDOW_BY_UNIT: Record<Unit, number> = { HOUR: 2 * DAY_MS, DAY: 8 * DAY_MS, WEEK: 40 * DAY_MS, MONTH: 40 * DAY_MS };
 
 /** A seeded generator of numbers in [0, 1), so that a failure can be replayed. */
 type Random = () => number;
@@ -436,7 +436,7 @@ describe('reports on random data', () => {
     for (let round = 0; round < 40; round += 1) {
       const unit = pick(random, ['HOUR', 'DAY', 'DAY', 'WEEK', 'MONTH'] as const);
       const timeZone = pick(random, TIME_ZONES);
-      const longest = LONGEST_WINDOW[unit];
+      const longest = MAX_WINDOW_BY_UNIT[unit];
       const start = EVENTS_START - DAY_MS + below(random, EVENTS_END - EVENTS_START + 2 * DAY_MS);
       const window = { start, end: start + HOUR_MS + below(random, longest) };
       const expression = generateExpression(random, window, userIds, 4);
