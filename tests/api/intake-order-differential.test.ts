@@ -21,12 +21,12 @@ import {
   readTimeline,
   SEGMENT_FIELDS,
   SEND_EVENTS,
-  seededRandom,
   type EventNode,
   type RawTimeline,
   type SegmentNode,
   type StreamEvent,
 } from '../support/replay.js';
+import { seededRandom } from '../support/random.js';
 import { describeWithPostgres } from '../support/services.js';
 
 const START = Date.UTC(2026, 4, 4, 8);

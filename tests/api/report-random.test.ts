@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ManualClock, startTestServer, type GraphQLResponse, type TestServer } from '../support/app.js';
 import { localFields } from '../support/local-time.js';
-import { seededRandom } from '../support/replay.js';
+import { seededRandom } from '../support/random.js';
 
 const REPORT = `query ($expression: SetExpression!, $window: WindowInput!, $groupBy: GroupBy, $bucket: BucketInput) {
   report(expression: $expression, window: $window, groupBy: $groupBy, bucket: $bucket) {

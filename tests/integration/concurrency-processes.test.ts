@@ -16,11 +16,11 @@ import { startTestServer, type GraphQLResponse, type TestServer } from '../suppo
 import {
   generateStream,
   replayInFreshServer,
-  seededRandom,
   sendWithRetry,
   settleAndReadTimelines,
   type StreamEvent,
 } from '../support/replay.js';
+import { seededRandom } from '../support/random.js';
 import { describeWithPostgres, describeWithRedis } from '../support/services.js';
 
 const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-bytes-long';

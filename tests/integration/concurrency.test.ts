@@ -19,11 +19,11 @@ import {
   dataOf,
   generateStream,
   replayInFreshServer,
-  seededRandom,
   sendWithRetry,
   settleAndReadTimelines,
   type EventNode,
 } from '../support/replay.js';
+import { seededRandom } from '../support/random.js';
 import { describeWithPostgres, describeWithRedis } from '../support/services.js';
 
 const NOW = Date.parse('2026-01-20T18:00:00Z');

@@ -15,10 +15,10 @@ import {
   normaliseTimeline,
   readTimeline,
   SEND_EVENTS,
-  seededRandom,
   type NormalisedTimeline,
   type StreamEvent,
 } from '../support/replay.js';
+import { seededRandom } from '../support/random.js';
 import { describeWithPostgres } from '../support/services.js';
 import { loadReply } from '../../src/storage/postgres/intake-store.js';
 

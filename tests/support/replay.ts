@@ -13,6 +13,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { seededRandom } from './random.js';
 import { ManualClock, startTestServer, type GraphQLResponse, type StartOptions, type TestServer } from './app.js';
 
 /** One client event of a stream, in GraphQL input form. */
@@ -325,19 +326,6 @@ export async function replayInFreshServer(
   } finally {
     await server.close();
   }
-}
-
-/** A small seeded generator (xorshift32), so a failing stream can be reproduced from its seed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 0x1_0000_0000;
-  };
 }
 
 export interface StreamOptions {

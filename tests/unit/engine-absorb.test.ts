@@ -23,7 +23,7 @@ import {
   type PairTypeDefinition,
 } from '../../src/domain/pairing/index.js';
 import { catalogOf, replayInOrder } from '../support/engine.js';
-import { seededRandom } from '../support/replay.js';
+import { seededRandom } from '../support/random.js';
 
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
