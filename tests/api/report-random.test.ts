@@ -341,7 +341,7 @@ describe('reports on random data', () => {
     users = listed.data?.users;
     expect(users.map((user) => user.username)).toEqual(['admin', 'alice', 'bob', 'Carol']);
 
-    const edges = await pageForward({}, 7);
+    const edges = await readAllPages({}, 7, 'forward');
     segments = edges.map(({ node }) => ({
       userId: node.user.id,
       pairType: node.pairType,
@@ -356,29 +356,26 @@ describe('reports on random data', () => {
     await server?.close();
   });
 
-  async function pageForward(variables: Record<string, unknown>, size: number): Promise<Array<{ cursor: string; node: any }>> {
-    const edges: Array<{ cursor: string; node: any }> = [];
-    let after: string | null = null;
-    for (;;) {
-      const result: GraphQLResponse<Record<string, any>> = await server.gql(SEGMENTS, { ...variables, first: size, after }, adminToken);
-      expect(result.errors, JSON.stringify(result.errors)).toBeUndefined();
-      const page: { edges: Array<{ cursor: string; node: any }>; pageInfo: Record<string, any> } = result.data?.segments;
-      edges.push(...page.edges);
-      if (!page.pageInfo.hasNextPage) return edges;
-      after = page.pageInfo.endCursor;
-    }
-  }
+  type Edge = { cursor: string; node: any };
 
-  async function pageBackward(variables: Record<string, unknown>, size: number): Promise<Array<{ cursor: string; node: any }>> {
-    const edges: Array<{ cursor: string; node: any }> = [];
-    let before: string | null = null;
+  /** Reads every segment page by page, from the start with `first` or from the end with `last`, and returns the edges in order. */
+  async function readAllPages(variables: Record<string, unknown>, size: number, direction: 'forward' | 'backward'): Promise<Edge[]> {
+    const forward = direction === 'forward';
+    const edges: Edge[] = [];
+    let cursor: string | null = null;
     for (;;) {
-      const result: GraphQLResponse<Record<string, any>> = await server.gql(SEGMENTS, { ...variables, last: size, before }, adminToken);
+      const paging = forward ? { first: size, after: cursor } : { last: size, before: cursor };
+      const result: GraphQLResponse<Record<string, any>> = await server.gql(SEGMENTS, { ...variables, ...paging }, adminToken);
       expect(result.errors, JSON.stringify(result.errors)).toBeUndefined();
-      const page: { edges: Array<{ cursor: string; node: any }>; pageInfo: Record<string, any> } = result.data?.segments;
-      edges.unshift(...page.edges);
-      if (!page.pageInfo.hasPreviousPage) return edges;
-      before = page.pageInfo.startCursor;
+      const page: { edges: Edge[]; pageInfo: Record<string, any> } = result.data?.segments;
+      if (forward) {
+        edges.push(...page.edges);
+      } else {
+        edges.unshift(...page.edges);
+      }
+      const hasMore = forward ? page.pageInfo.hasNextPage : page.pageInfo.hasPreviousPage;
+      if (!hasMore) return edges;
+      cursor = forward ? page.pageInfo.endCursor : page.pageInfo.startCursor;
     }
   }
 
@@ -390,8 +387,8 @@ describe('reports on random data', () => {
   });
 
   it('pages segments backward as forward', async () => {
-    const forward = await pageForward({}, 7);
-    const backward = await pageBackward({}, 5);
+    const forward = await readAllPages({}, 7, 'forward');
+    const backward = await readAllPages({}, 5, 'backward');
 
     expect(backward.map((edge) => edge.node.id)).toEqual(forward.map((edge) => edge.node.id));
   });
@@ -401,7 +398,7 @@ describe('reports on random data', () => {
     for (let round = 0; round < 15; round += 1) {
       const start = EVENTS_START + below(random, EVENTS_END - EVENTS_START + DAY_MS);
       const window = { start, end: start + 1 + below(random, 2 * DAY_MS) };
-      const edges = await pageForward({ window: { start: iso(window.start), end: iso(window.end) } }, 4);
+      const edges = await readAllPages({ window: { start: iso(window.start), end: iso(window.end) } }, 4, 'forward');
       const expected = segments.filter((segment) => segment.start < window.end && (segment.end === null || segment.end > window.start));
 
       expect(edges.map((edge) => Date.parse(edge.node.start))).toEqual(expected.map((segment) => segment.start));
