@@ -18,6 +18,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { chunkOf } from '../../src/domain/interval/chunks.js';
 import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
+import { seededRandom } from '../support/random.js';
 import { describeWithPostgres } from '../support/services.js';
 
 const REPORT = `query ($expression: SetExpression!, $window: WindowInput!, $groupBy: GroupBy) {
@@ -55,19 +56,6 @@ const GROUPED_EXPRESSION_COUNT = 40;
 const MAX_DEPTH = 5;
 
 type Random = () => number;
-
-/** xorshift32: a small seeded generator, so every run draws the same cases. */
-function createRandom(seed: number): Random {
-  let state = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
 
 function integerBelow(random: Random, limit: number): number {
   return Math.floor(random() * limit);
@@ -329,7 +317,7 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
       accounts.push(await server.createUser(name, 'MEMBER'));
     }
 
-    const random = createRandom(20_260_202);
+    const random = seededRandom(20_260_202);
     const lateEvents: Array<Array<Record<string, unknown>>> = [];
     for (const { id, token } of accounts) {
       members.push(id);
@@ -410,7 +398,7 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
   }
 
   it('matches multiranges on random expressions', async () => {
-    const random = createRandom(7);
+    const random = seededRandom(7);
     const users = [...members, adminId];
 
     for (let round = 0; round < EXPRESSION_COUNT; round += 1) {
@@ -436,7 +424,7 @@ describeWithPostgres('report algebra against PostgreSQL multiranges', () => {
   });
 
   it('matches multiranges per group', async () => {
-    const random = createRandom(11);
+    const random = seededRandom(11);
     const users = [...members, adminId];
 
     for (let round = 0; round < GROUPED_EXPRESSION_COUNT; round += 1) {
