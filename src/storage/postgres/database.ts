@@ -8,10 +8,8 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { PGlite } from '@electric-sql/pglite';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
-import { PrismaPGlite } from 'pglite-prisma-adapter';
 import type { Logger } from 'pino';
 
 import { PrismaClient } from './generated/client.js';
@@ -197,6 +195,10 @@ function isAlive(pid: number): boolean {
 async function openPGlite(options: DatabaseOptions): Promise<Database> {
   const directory = join(resolve(options.dataDir), 'pglite');
   mkdirSync(directory, { recursive: true });
+  // Imported here rather than at the top, so that a server on PostgreSQL does
+  // not load PGlite. Loading it added 32 MB to an idle server's resident memory
+  // (240 to 272 MB, Node 20, measured once from /proc/<pid>/status).
+  const [{ PGlite }, { PrismaPGlite }] = await Promise.all([import('@electric-sql/pglite'), import('pglite-prisma-adapter')]);
   const unlock = lockDataDirectory(resolve(options.dataDir));
   const db = await PGlite.create(directory);
   await db.exec(`SET TimeZone = 'UTC'`);
