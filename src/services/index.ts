@@ -11,6 +11,13 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() };
 
+/**
+ * Work that a read runs after it validated its arguments and before it
+ * reads, given the users it reads: null for every user, and an empty list
+ * when it reads none. Reads use it to settle passed auto-close deadlines.
+ */
+export type BeforeRead = (users: readonly string[] | null) => Promise<void>;
+
 export interface Services {
   clock: Clock;
   users: UserService;

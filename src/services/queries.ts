@@ -16,6 +16,7 @@ import {
   withoutMeta,
 } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
+import type { BeforeRead } from './index.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
 import { MAX_LEAF_ITEM_LENGTH, MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 
@@ -235,12 +236,15 @@ export class QueryService {
    * Returns a page of events. Without `withMeta`, every record's `meta` is
    * null, and PostgreSQL does not read the values, which can be large. With
    * `withMeta` and a `budget`, the page's rows take their bytes from it.
+   * `beforeRead` runs once every argument is valid, so a rejected read runs
+   * nothing.
    */
   async events(
     viewer: Viewer,
     args: PageArgs<EventFilterArg>,
     withMeta = true,
     budget: ReadBudget | null = null,
+    beforeRead: BeforeRead | null = null,
   ): Promise<Connection<EventRecord>> {
     const page = this.pageRequest(args);
     this.checkWindow(args.window);
@@ -256,16 +260,21 @@ export class QueryService {
       where.add('occurred_at >= ?', args.window.start);
       where.add('occurred_at < ?', args.window.end);
     }
+    await beforeRead?.(users);
     const rows = await this.readPage(where, 'events', EVENT_COLUMNS, EVENT_ORDER, page, withMeta, budget);
     return toConnection(rows, page, EVENT_ORDER, toEventRecord);
   }
 
-  /** Returns a page of segments, with `meta` read only when `withMeta` is true and within `budget`, as `events` does. */
+  /**
+   * Returns a page of segments, with `meta` read only when `withMeta` is
+   * true and within `budget`, and with `beforeRead` run first, as `events` does.
+   */
   async segments(
     viewer: Viewer,
     args: PageArgs<SegmentFilterArg>,
     withMeta = true,
     budget: ReadBudget | null = null,
+    beforeRead: BeforeRead | null = null,
   ): Promise<Connection<SegmentRecord>> {
     const page = this.pageRequest(args);
     this.checkWindow(args.window);
@@ -289,6 +298,7 @@ export class QueryService {
       where.add('start_at < ?', args.window.end);
       where.add('(end_at IS NULL OR end_at > ?)', args.window.start);
     }
+    await beforeRead?.(users);
     const rows = await this.readPage(where, 'segments', SEGMENT_COLUMNS, SEGMENT_ORDER, page, withMeta, budget);
     return toConnection(rows, page, SEGMENT_ORDER, toSegmentRecord);
   }

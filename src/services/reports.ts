@@ -33,7 +33,7 @@ import {
 } from '../storage/postgres/leaf-store.js';
 import { ConcurrencyLimit } from './concurrency.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
-import type { Clock } from './index.js';
+import type { BeforeRead, Clock } from './index.js';
 
 export interface ReportInterval {
   start: Date;
@@ -112,7 +112,16 @@ export class ReportService {
     this.loads = new ConcurrencyLimit(limits.maxConcurrentLoads);
   }
 
-  async run(viewer: Viewer, request: ReportRequest, requestState: SharedReportState = { bucketRows: 0 }): Promise<ReportResult> {
+  /**
+   * Validates and evaluates one report. `beforeLoad` runs once the request
+   * is valid and before the leaves load, with the users that the leaves read.
+   */
+  async run(
+    viewer: Viewer,
+    request: ReportRequest,
+    requestState: SharedReportState = { bucketRows: 0 },
+    beforeLoad: BeforeRead | null = null,
+  ): Promise<ReportResult> {
     const window = validateWindow(request.window.start.getTime(), request.window.end.getTime(), this.limits.maxWindowDays);
     if (request.bucket !== null && !isValidTimeZone(request.bucket.timeZone)) {
       throw badInput(
@@ -150,8 +159,6 @@ export class ReportService {
 
     // Leaves that name no users cover everyone the viewer may read.
     const visibleUsers: readonly string[] | null = request.canReadAll ? null : [viewer.userId];
-    requestState.now ??= this.clock.now();
-    const openEnd = Math.min(requestState.now, window.end);
     const loaded = new Map<string, { set: IntervalSet; perUser: Map<string, IntervalSet> | null }>();
 
     const grouped = request.groupBy === 'USER';
@@ -192,6 +199,10 @@ export class ReportService {
       this.checkBucketRows(bucketRows, requestState);
       requestState.bucketRows += bucketRows;
     }
+
+    await beforeLoad?.(collectLeafUsers(leaves.values(), visibleUsers));
+    requestState.now ??= this.clock.now();
+    const openEnd = Math.min(requestState.now, window.end);
 
     // Each load uses a pool connection, so the loads take turns within the
     // request and within the process, and the pool keeps connections free
@@ -372,6 +383,23 @@ export class ReportService {
           ]);
     return rows.map((row) => row.id);
   }
+}
+
+/**
+ * Returns the users whose segments the leaves read: the users they name, in
+ * lower case, or `visibleUsers` as soon as one leaf names none.
+ */
+function collectLeafUsers(leaves: Iterable<LeafSpec>, visibleUsers: readonly string[] | null): string[] | null {
+  const users = new Set<string>();
+  for (const spec of leaves) {
+    if (spec.users === null) {
+      return visibleUsers === null ? null : [...visibleUsers];
+    }
+    for (const userId of spec.users) {
+      users.add(userId.toLowerCase());
+    }
+  }
+  return [...users];
 }
 
 function requireLeaf<T>(loaded: Map<string, T>, key: string): T {

@@ -21,7 +21,14 @@ it('read waits for settle of named user', async () => {
   // The settle of every user returns at once, as when it skips the named
   // user because the other settle holds that user's lock.
   const settleDue = vi.fn((scope: readonly string[] | null) => (scope === null ? Promise.resolve() : namedSettle));
-  const events = vi.fn(async () => ({ nodes: [] }));
+  // Like the query service, the mock reads once the settle it runs before
+  // the read has finished.
+  const read = vi.fn();
+  const events = vi.fn(async (_viewer: unknown, args: { filter: { users?: string[] } | null }, _withMeta: boolean, _budget: unknown, beforeRead: (users: readonly string[] | null) => Promise<void>) => {
+    await beforeRead(args.filter?.users ?? null);
+    read();
+    return { nodes: [] };
+  });
   const context = {
     viewer: { userId: '00000000-0000-4000-8000-0000000000ad', role: 'ADMIN' },
     authError: null,
@@ -36,9 +43,9 @@ it('read waits for settle of named user', async () => {
 
   expect(settleDue).toHaveBeenCalledWith([NAMED_USER]);
   expect(settleDue).toHaveBeenCalledWith(null);
-  expect(events).not.toHaveBeenCalled();
+  expect(read).not.toHaveBeenCalled();
 
   finishNamedSettle();
   await Promise.all([namedRead, everyoneRead]);
-  expect(events).toHaveBeenCalledTimes(2);
+  expect(read).toHaveBeenCalledTimes(2);
 });

@@ -7,8 +7,7 @@ import { isUuid } from '../../domain/user-id.js';
 import { preferenceId, reportId, withCacheIds } from '../cache-ids.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
 import { selectsPath } from '../selection.js';
-import type { Viewer } from '../../auth/viewer.js';
-import type { QueryResolvers, SetExpression } from '../generated/types.js';
+import type { QueryResolvers } from '../generated/types.js';
 
 /**
  * Returns whether a page field selects the `meta` of its events or segments.
@@ -19,23 +18,14 @@ function selectsNodeMeta(info: GraphQLResolveInfo): boolean {
 }
 
 /**
- * Settles the due users a read may show, once per request and scope, so
- * that segments and reports show auto-closes whose deadline has passed. A
- * read that names its users settles those. Without names, a viewer who reads
- * everyone settles the users due first, up to the limit of `settleDue`, so
- * a user due later may be left out. The read also waits for the settles
- * that the request's other reads started.
+ * Settles the due users that a read shows, once per request and scope, so
+ * that segments and reports show auto-closes whose deadline has passed.
+ * `users` are the users that the read reads after its arguments were
+ * validated, or null for every user (see `IntakeService.settleDue`). The
+ * read also waits for the settles that the request's other reads started.
  */
-function settleBeforeRead(context: GraphQLContext, viewer: Viewer, namedUsers: readonly string[] | null = null): Promise<void> {
-  let scope: string[] | null;
-  if (!canReadAll(viewer)) {
-    scope = [viewer.userId];
-  } else if (namedUsers !== null && namedUsers.length > 0) {
-    // Access and the UUID format are checked by the read itself, which runs after.
-    scope = [...new Set(namedUsers.filter(isUuid).map((id) => id.toLowerCase()))].sort();
-  } else {
-    scope = null;
-  }
+function settleBeforeRead(context: GraphQLContext, users: readonly string[] | null): Promise<void> {
+  const scope = users === null ? null : [...new Set(users.map((id) => id.toLowerCase()))].sort();
   const key = scope === null ? '*' : scope.join(',');
   context.dueSettled ??= new Map();
   if (!context.dueSettled.has(key)) {
@@ -45,40 +35,6 @@ function settleBeforeRead(context: GraphQLContext, viewer: Viewer, namedUsers: r
   // skips a user whose lock another settle holds, so this scope's settle
   // can return before another read's settle of a user it shows.
   return Promise.all(context.dueSettled.values()).then(() => undefined);
-}
-
-/**
- * Returns the users that the segments leaves of a report expression name,
- * or null when a leaf names none and so selects every user the viewer reads.
- * The walk uses an explicit stack, because the report's depth limit is
- * checked after this runs.
- */
-function usersNamedByLeaves(expression: SetExpression): string[] | null {
-  const users: string[] = [];
-  const stack: SetExpression[] = [expression];
-  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
-    if (node.segments !== undefined && node.segments !== null) {
-      const named = node.segments.users;
-      if (named === undefined || named === null) {
-        return null;
-      }
-      // A spread would pass each id as a call argument, and a long list, such
-      // as 200,000 ids, overflows the stack. The report checks lengths later.
-      for (const userId of named) {
-        users.push(userId);
-      }
-    }
-    for (const operand of [...(node.union ?? []), ...(node.intersect ?? [])]) {
-      stack.push(operand);
-    }
-    if (node.complement !== undefined && node.complement !== null) {
-      stack.push(node.complement);
-    }
-    if (node.difference !== undefined && node.difference !== null) {
-      stack.push(node.difference.from, node.difference.subtract);
-    }
-  }
-  return users;
 }
 
 export const Query: QueryResolvers = {
@@ -116,19 +72,19 @@ export const Query: QueryResolvers = {
 
   events: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
-    await settleBeforeRead(context, viewer, args.filter?.users ?? null);
-    return context.services.queries.events(viewer, pageArgsOf(args), selectsNodeMeta(info), context.replyBudget);
+    const settle = (users: readonly string[] | null) => settleBeforeRead(context, users);
+    return context.services.queries.events(viewer, pageArgsOf(args), selectsNodeMeta(info), context.replyBudget, settle);
   },
 
   segments: async (_parent, args, context, info) => {
     const viewer = requireViewer(context);
-    await settleBeforeRead(context, viewer, args.filter?.users ?? null);
-    return context.services.queries.segments(viewer, pageArgsOf(args), selectsNodeMeta(info), context.replyBudget);
+    const settle = (users: readonly string[] | null) => settleBeforeRead(context, users);
+    return context.services.queries.segments(viewer, pageArgsOf(args), selectsNodeMeta(info), context.replyBudget, settle);
   },
 
   report: async (_parent, args, context) => {
     const viewer = requireViewer(context);
-    await settleBeforeRead(context, viewer, usersNamedByLeaves(args.expression));
+    const settle = (users: readonly string[] | null) => settleBeforeRead(context, users);
     const result = await context.services.reports.run(viewer, {
       expression: args.expression,
       window: args.window,
@@ -136,7 +92,7 @@ export const Query: QueryResolvers = {
       groupUsers: args.groupUsers ?? null,
       bucket: args.bucket ?? null,
       canReadAll: canReadAll(viewer),
-    }, context.reportState);
+    }, context.reportState, settle);
     return withCacheIds(result, reportId(viewer.userId, args));
   },
 };
