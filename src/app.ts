@@ -158,6 +158,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       userLockTtlMs: config.intake.userLockTtlMs,
       userLockWaitMs: config.intake.userLockWaitMs,
       userLockMaxHoldMs: config.intake.userLockMaxHoldMs,
+      readSettleConcurrency: config.intake.readSettleConcurrency,
+      readSettleMaxUsers: config.intake.readSettleMaxUsers,
       ...(options.fault ? { fault: options.fault } : {}),
     });
     const services: Services = {

@@ -101,6 +101,11 @@ export function loadConfig(env: Environment = process.env): Config {
       userLockMaxHoldMs: reader.integer('USER_LOCK_MAX_HOLD_MS', 600_000, 100, 86_400_000),
       replayPageSize: reader.integer('REPLAY_PAGE_SIZE', 10_000, 1, 1_000_000),
       openPairsCacheSize: reader.integer('OPEN_PAIRS_CACHE_SIZE', 100_000, 0, 100_000_000),
+      // A quarter of the pool by default, so that settles before reads leave
+      // connections for intake, report loads and the reads themselves.
+      readSettleConcurrency: reader.integer('READ_SETTLE_CONCURRENCY', Math.max(1, Math.floor(poolSize / 4)), 1, 100),
+      // As many users as a filter or report leaf may name.
+      readSettleMaxUsers: reader.integer('READ_SETTLE_MAX_USERS', 1000, 0, 100_000),
     },
 
     sweeper: {

@@ -118,6 +118,13 @@ export interface Config {
     replayPageSize: number;
     /** OPEN_PAIRS_CACHE_SIZE: open pairs, summed over users, whose instances a process keeps in memory between requests. */
     openPairsCacheSize: number;
+    /**
+     * READ_SETTLE_CONCURRENCY: maximum number of due users that the reads of
+     * one process settle at once, each with a PostgreSQL connection.
+     */
+    readSettleConcurrency: number;
+    /** READ_SETTLE_MAX_USERS: maximum number of due users that a read of every user settles before it runs. */
+    readSettleMaxUsers: number;
   };
 
   sweeper: {

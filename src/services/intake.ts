@@ -29,6 +29,7 @@ import { inJsonbKeyOrder, type EventRecord, type SegmentRecord } from '../storag
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
 import { countersInState, type Deriver, type FaultHook, type JustStored, type WrittenRows } from './derive.js';
+import { ConcurrencyLimit } from './concurrency.js';
 import type { Clock } from './index.js';
 import { buildCatalog, type PairTypeService } from './pair-types.js';
 import { UserTurns, type UserTurn } from './user-turns.js';
@@ -81,6 +82,10 @@ export interface IntakeOptions {
   userLockWaitMs: number;
   /** Maximum time a holder keeps its user lock by extending it. The lock expires by then. */
   userLockMaxHoldMs: number;
+  /** Users that the reads of this process settle at once (READ_SETTLE_CONCURRENCY). */
+  readSettleConcurrency: number;
+  /** Maximum number of due users that a read of every user settles (READ_SETTLE_MAX_USERS). */
+  readSettleMaxUsers: number;
   fault?: FaultHook;
 }
 
@@ -96,8 +101,14 @@ const STORE_ATTEMPTS = 3;
  * write costs more than the read it would save.
  */
 const GUESSED_COUNTERS_MAX_EVENTS = 4;
-/** Maximum number of due users that one read settles before it runs. */
-const SETTLE_BEFORE_READ_MAX = 50;
+/** Users whose deadlines one Redis round trip reads when a read checks the users it names. */
+const DEADLINE_PEEK_CHUNK = 1000;
+/**
+ * Users that one read settles at once, within READ_SETTLE_CONCURRENCY for
+ * the process, so that the settles of other reads take turns with a read
+ * that settles many users.
+ */
+const SETTLES_PER_READ = 2;
 
 interface ValidItem {
   index: number;
@@ -162,8 +173,12 @@ export class IntakeService {
   /** The turn behind each lock this process holds, and the function that stops extending both, called at the release. */
   private readonly holdOfLock = new WeakMap<UserLock, { turn: UserTurn; stopKeepAlive: () => void }>();
 
+  /** Turns of the settles that reads run before they read, over all requests. */
+  private readonly readSettles: ConcurrencyLimit;
+
   constructor(private readonly options: IntakeOptions) {
     this.turns = new UserTurns(options.userLockTtlMs);
+    this.readSettles = new ConcurrencyLimit(options.readSettleConcurrency);
   }
 
   /** Stores and applies a batch in order. Throws BAD_USER_INPUT listing every invalid item, storing nothing. */
@@ -317,41 +332,61 @@ export class IntakeService {
   /**
    * Settles users whose deadline has passed, among `scope` (every user when
    * null), so that a read that follows shows their auto-closes without
-   * waiting for the sweeper. Users whose lock another request has are
-   * skipped, because that request settles them. Failures are logged and
+   * waiting for the sweeper. Every user in a list is checked, and each due
+   * one settled. Each settle uses a PostgreSQL connection, so a read runs
+   * at most SETTLES_PER_READ of them at once, and the reads of the process
+   * at most READ_SETTLE_CONCURRENCY. Users whose lock another request has
+   * are skipped, because that request settles them. Failures are logged and
    * leave the read to go on with what is stored.
-   * NOTE: at most SETTLE_BEFORE_READ_MAX users are settled; beyond that the
-   * read shows the rest as the sweeper leaves them, up to one sweep later.
    */
   async settleDue(scope: readonly string[] | null): Promise<void> {
-    const now = this.options.clock.now();
     let due: string[];
     try {
-      if (scope === null) {
-        due = await this.options.store.dueUsers(now, SETTLE_BEFORE_READ_MAX);
-      } else {
-        // Each user in scope is checked directly, so users of other readers
-        // that fall due earlier cannot crowd them out of the list.
-        const checked = scope.slice(0, SETTLE_BEFORE_READ_MAX);
-        const deadlines = await this.options.store.peekDeadlines(checked);
-        due = checked.filter((_, index) => {
-          const at = deadlines[index] ?? null;
-          return at !== null && at <= now;
-        });
-      }
+      due = await this.dueUsersIn(scope, this.options.clock.now());
     } catch (error) {
       this.options.logger.warn({ err: error }, 'reading due deadlines before a read failed');
       return;
     }
+    const perRead = new ConcurrencyLimit(Math.min(SETTLES_PER_READ, this.readSettles.max));
     await Promise.all(
       due.map((userId) =>
-        this.settle(userId, 0).catch((error: unknown) => {
+        perRead.run(() => this.readSettles.run(() => this.settle(userId, 0))).catch((error: unknown) => {
           if (!(error instanceof DomainError && error.reason === 'USER_BUSY')) {
             this.options.logger.warn({ err: error, userId }, 'settling a due user before a read failed');
           }
         }),
       ),
     );
+  }
+
+  /**
+   * Returns the users in `scope` whose deadline is at or before `now`, or,
+   * for a null scope, up to READ_SETTLE_MAX_USERS due users of all,
+   * earliest deadline first.
+   * NOTE: beyond READ_SETTLE_MAX_USERS, a read of every user shows the
+   * users due later as the sweeper leaves them, up to one sweep later.
+   */
+  private async dueUsersIn(scope: readonly string[] | null, now: number): Promise<string[]> {
+    if (scope === null) {
+      const max = this.options.readSettleMaxUsers;
+      return max === 0 ? [] : this.options.store.dueUsers(now, max);
+    }
+    // Each user in scope is checked directly, so users of other readers
+    // that fall due earlier cannot crowd them out of the list. A filter
+    // names at most 1000 users, and a report 1000 per leaf, so a report
+    // takes at most one round trip per leaf.
+    const due: string[] = [];
+    for (let start = 0; start < scope.length; start += DEADLINE_PEEK_CHUNK) {
+      const chunk = scope.slice(start, start + DEADLINE_PEEK_CHUNK);
+      const deadlines = await this.options.store.peekDeadlines(chunk);
+      chunk.forEach((userId, index) => {
+        const deadline = deadlines[index] ?? null;
+        if (deadline !== null && deadline <= now) {
+          due.push(userId);
+        }
+      });
+    }
+    return due;
   }
 
   /** Folds pending events and settles passed deadlines of one user. */

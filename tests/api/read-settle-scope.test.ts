@@ -1,23 +1,46 @@
 /**
  * Reads apply passed auto-close deadlines before they return. A read that
- * names its users must settle those users, even when more users than one
- * read settles are due, so an analyst or admin reading one user sees that
- * user's auto-close without waiting for the sweeper.
+ * names its users must settle every one of them that is due, even when
+ * other users fall due earlier, so an analyst or admin reading one user sees
+ * that user's auto-close without waiting for the sweeper. A read of every
+ * user settles up to READ_SETTLE_MAX_USERS due users. The settles take
+ * turns, at most 2 per read and READ_SETTLE_CONCURRENCY per process.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-import { ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
+
+import { ADMIN, ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { dataOf, SEND_EVENTS } from '../support/replay.js';
 
 const STARTED_AT = Date.parse('2026-02-10T09:00:00Z');
-/** More users than one read settles when it names none (SETTLE_BEFORE_READ_MAX). */
+/** Users who fall due before the two named users of the first test. */
 const CROWD = 55;
+/** Due users of each test after the first, more than the 50 that one read settled at most before. */
+const NAMED = 60;
+/** READ_SETTLE_CONCURRENCY of the server: more than one read's 2 settles at once. */
+const PROCESS_SETTLES = 3;
+/** A little more than the default auto-close timeout of 30 minutes. */
+const PAST_DEADLINE_MS = 31 * 60_000;
 
 const clock = new ManualClock(STARTED_AT);
 let server: TestServer;
+/** Users that the tests after the first start sessions for. */
+let sessionUsers: string[];
 
 beforeAll(async () => {
-  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS });
+  server = await startTestServer(import.meta.filename, {
+    clock,
+    ...WITHOUT_WORKERS,
+    env: { READ_SETTLE_CONCURRENCY: String(PROCESS_SETTLES) },
+  });
+  const admin = await server.adminToken();
+  const create = `mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`;
+  sessionUsers = [];
+  for (let index = 0; index < NAMED; index += 1) {
+    const input = { username: `session-${index}`, password: 'session-password-1', role: 'MEMBER' };
+    sessionUsers.push(dataOf(await server.gql<{ createUser: { id: string } }>(create, { input }, admin), 'createUser').createUser.id);
+  }
 });
 
 afterAll(async () => {
@@ -86,4 +109,125 @@ it('report naming 200,000 users is rejected', async () => {
 
   expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_EXPRESSION');
   expect(result.errors?.[0]?.message).toContain('has 200000 entries, above the maximum of 1000');
+});
+
+interface Sessions {
+  /** A token of the admin, issued after the sessions were sent. */
+  adminToken: string;
+  /** A report window that contains every session and starts with them. */
+  window: { start: string; end: string };
+}
+
+/**
+ * Starts a session with a minute of activity for each user, at the clock's
+ * instant, and moves the clock past their deadlines. Each session lasts 60
+ * seconds once settled.
+ */
+async function startDueSessions(userIds: readonly string[]): Promise<Sessions> {
+  const startAt = clock.now();
+  // Tokens live for an hour of the clock, which each test moves on.
+  const before = await server.login(ADMIN.username, ADMIN.password);
+  const events = userIds.flatMap((userId) => [
+    { userId, type: 'session_started', occurredAt: new Date(startAt).toISOString() },
+    { userId, type: 'heartbeat', occurredAt: new Date(startAt + 60_000).toISOString() },
+  ]);
+  clock.set(startAt + 60_000);
+  dataOf(await server.gql(SEND_EVENTS, { events }, before), 'sendEvents');
+  clock.set(startAt + 60_000 + PAST_DEADLINE_MS);
+  return {
+    adminToken: await server.login(ADMIN.username, ADMIN.password),
+    window: { start: new Date(startAt).toISOString(), end: new Date(startAt + 3600_000).toISOString() },
+  };
+}
+
+type SegmentNodes = { nodes: Array<{ user: { id: string }; endReason: string | null }> };
+
+it('segments naming 60 due users settle all', async () => {
+  const { adminToken, window } = await startDueSessions(sessionUsers);
+
+  const read = await server.gql<{ segments: SegmentNodes }>(
+    `query ($users: [ID!], $window: WindowInput) {
+      segments(filter: { users: $users }, window: $window, first: 1000) { nodes { user { id } endReason } }
+    }`,
+    { users: sessionUsers, window },
+    adminToken,
+  );
+
+  expect(read.errors).toBeUndefined();
+  const nodes = read.data!.segments.nodes;
+  expect(nodes.map((node) => node.user.id).sort()).toEqual([...sessionUsers].sort());
+  expect(nodes.filter((node) => node.endReason !== 'AUTO_CLOSE')).toEqual([]);
+});
+
+it('report naming 60 due users settles all', async () => {
+  const { adminToken, window } = await startDueSessions(sessionUsers);
+
+  const read = await server.gql<{ report: { totalSeconds: number } }>(
+    `query ($expression: SetExpression!, $window: WindowInput!) { report(expression: $expression, window: $window) { totalSeconds } }`,
+    { expression: { segments: { users: sessionUsers } }, window },
+    adminToken,
+  );
+
+  // Every session covers the same minute. One that stayed open would run to now.
+  expect(read.errors).toBeUndefined();
+  expect(read.data?.report.totalSeconds).toBe(60);
+});
+
+it('unscoped read settles over 50 due users', async () => {
+  const { adminToken, window } = await startDueSessions(sessionUsers);
+
+  const read = await server.gql<{ segments: SegmentNodes }>(
+    `query ($window: WindowInput) { segments(window: $window, first: 1000) { nodes { user { id } endReason } } }`,
+    { window },
+    adminToken,
+  );
+
+  expect(read.errors).toBeUndefined();
+  const nodes = read.data!.segments.nodes;
+  expect(nodes).toHaveLength(NAMED);
+  expect(nodes.filter((node) => node.endReason !== 'AUTO_CLOSE')).toEqual([]);
+});
+
+it('settles take turns per read and process', async () => {
+  const intake = server.app.services.intake;
+  const settle = intake.settle.bind(intake);
+  let calls = 0;
+  let running = 0;
+  const maxRunning: number[] = [];
+  const spy = vi.spyOn(intake, 'settle').mockImplementation(async (userId, waitMs) => {
+    calls += 1;
+    running += 1;
+    maxRunning[maxRunning.length - 1] = Math.max(maxRunning.at(-1)!, running);
+    try {
+      // Long enough that the settles of one request overlap.
+      await sleep(20);
+      return await settle(userId, waitMs);
+    } finally {
+      running -= 1;
+    }
+  });
+  const half = NAMED / 2;
+  const query = `query ($first: [ID!], $second: [ID!]) {
+    first: segments(filter: { users: $first }) { nodes { endReason } }
+    second: segments(filter: { users: $second }) { nodes { endReason } }
+  }`;
+
+  try {
+    // One read: its own limit of 2 applies.
+    const single = await startDueSessions(sessionUsers);
+    maxRunning.push(0);
+    const singleRead = await server.gql(query, { first: sessionUsers, second: [] }, single.adminToken);
+    expect(singleRead.errors).toBeUndefined();
+
+    // Two reads in one request: the process limit applies to both.
+    const double = await startDueSessions(sessionUsers);
+    maxRunning.push(0);
+    const doubleRead = await server.gql(query, { first: sessionUsers.slice(0, half), second: sessionUsers.slice(half) }, double.adminToken);
+    expect(doubleRead.errors).toBeUndefined();
+  } finally {
+    spy.mockRestore();
+  }
+
+  expect(maxRunning).toEqual([2, PROCESS_SETTLES]);
+  expect(calls).toBe(2 * NAMED);
 });

@@ -81,6 +81,8 @@ describe('loadConfig', () => {
       userLockMaxHoldMs: 600_000,
       replayPageSize: 10_000,
       openPairsCacheSize: 100_000,
+      readSettleConcurrency: 2,
+      readSettleMaxUsers: 1000,
     });
     expect(config.sweeper).toEqual({ intervalMs: 1000, leaseMs: 30_000, batchSize: 100, repairIntervalMs: 60_000 });
     expect(config.reports).toEqual({
@@ -307,6 +309,17 @@ describe('REPORT_MAX_CONCURRENT_LOADS', () => {
     [{ DB_POOL_SIZE: '2', REPORT_MAX_CONCURRENT_LOADS: '4' }, 4],
   ])('follows %j', (env, expected) => {
     expect(loadConfig(env).reports.maxConcurrentLoads).toBe(expected);
+  });
+});
+
+describe('READ_SETTLE_CONCURRENCY', () => {
+  it.each([
+    [{ DB_POOL_SIZE: '10' }, 2],
+    [{ DB_POOL_SIZE: '20' }, 5],
+    [{ DB_POOL_SIZE: '3' }, 1],
+    [{ DB_POOL_SIZE: '2', READ_SETTLE_CONCURRENCY: '4' }, 4],
+  ])('follows %j', (env, expected) => {
+    expect(loadConfig(env).intake.readSettleConcurrency).toBe(expected);
   });
 });
 
