@@ -16,6 +16,7 @@ import {
   bindUser,
   collectLeaves,
   evaluateInSlices,
+  findLeafUser,
   toExpression,
   userIndependentNodes,
   validateWindow,
@@ -133,15 +134,13 @@ export class ReportService {
     const expr = toExpression(request.expression, window, this.limits);
     const leaves = collectLeaves(expr);
 
-    for (const spec of leaves.values()) {
-      const malformed = spec.users?.find((id) => !isUuid(id));
-      if (malformed !== undefined) {
-        throw badInput(
-          'INVALID_USER_ID',
-          `The expression names the user ${JSON.stringify(malformed.slice(0, 64))}, which is not a user id (a UUID).`,
-          { userId: malformed.slice(0, 64) },
-        );
-      }
+    const malformed = findLeafUser(request.expression, (userId) => !isUuid(userId));
+    if (malformed !== null) {
+      throw badInput(
+        'INVALID_USER_ID',
+        `Invalid report expression: ${malformed.path} is ${JSON.stringify(malformed.userId.slice(0, 64))}, which is not a user id (a UUID).`,
+        { userId: malformed.userId.slice(0, 64), path: malformed.path },
+      );
     }
     this.checkGroupUsers(viewer, request);
     if (!request.canReadAll) {

@@ -296,6 +296,23 @@ describe('report access', () => {
       expect(result.errors![0]!.message).toContain('"alice", which is not a user id');
     });
 
+    it('gives path of malformed user id', async () => {
+      const nested = {
+        union: [
+          leafOf([alice.id]),
+          { difference: { from: leafOf(), subtract: leafOf([bob.id, 'alice']) } },
+        ],
+      };
+
+      const result = await report(nested, carol.token);
+
+      const path = 'expression.union[1].difference.subtract.segments.users[1]';
+      expect(result.errors![0]!.extensions?.reason).toBe('INVALID_USER_ID');
+      expect(result.errors![0]!.extensions?.path).toBe(path);
+      expect(result.errors![0]!.extensions?.userId).toBe('alice');
+      expect(result.errors![0]!.message).toBe(`Invalid report expression: ${path} is "alice", which is not a user id (a UUID).`);
+    });
+
     it('rejects a user name in events', async () => {
       const result = await server.gql(`{ events(filter: { users: ["zzz"] }, first: 5) { nodes { id } } }`, {}, carol.token);
 

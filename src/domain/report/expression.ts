@@ -17,6 +17,7 @@ import { scanExpression } from './measure.js';
 import {
   childPath,
   describeValue,
+  formatPath,
   isObject,
   itemStep,
   operandList,
@@ -82,6 +83,35 @@ function childrenOf(node: BuildNode): BuildNode[] {
     default:
       return [];
   }
+}
+
+/**
+ * Returns the first user id, in document order, that a `segments` leaf of a
+ * coerced expression names and `matches` accepts, with its path, such as
+ * `expression.union[1].segments.users[0]`, or null when there is none.
+ * Call it only on an expression that `toExpression` accepted, because the
+ * walk relies on the expression's depth and size limits.
+ */
+export function findLeafUser(coerced: unknown, matches: (userId: string) => boolean): { userId: string; path: string } | null {
+  const stack: BuildNode[] = [{ value: coerced, path: ROOT_PATH }];
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    const reading = readBuildNode(node);
+    if (reading.ok && reading.field === 'segments' && isObject(reading.operand)) {
+      const usersPath = childPath(childPath(node.path, '.segments'), '.users');
+      const { items, isList } = operandList(reading.operand['users'] ?? []);
+      for (const [index, userId] of items.entries()) {
+        if (typeof userId === 'string' && matches(userId)) {
+          return { userId, path: formatPath(childPath(usersPath, itemStep(index, isList))) };
+        }
+      }
+    }
+    // Pushed last to first, so that the first child is taken next.
+    const children = childrenOf(node);
+    for (let index = children.length - 1; index >= 0; index -= 1) {
+      stack.push(children[index]!);
+    }
+  }
+  return null;
 }
 
 /**
