@@ -92,24 +92,13 @@ const REPORT = `query ($expression: SetExpression!, $window: WindowInput!) {
   report(expression: $expression, window: $window) { totalSeconds }
 }`;
 
-it('segments with empty users settle none', async () => {
+it.each(['segments', 'events'])('%s with empty users settle none', async (field) => {
   const user = await createDueUser();
 
-  const result = await server.gql(`{ segments(filter: { users: [] }) { nodes { id } } }`, {}, user.adminToken);
+  const result = await server.gql(`{ ${field}(filter: { users: [] }) { nodes { id } } }`, {}, user.adminToken);
 
   expect(result.errors).toBeUndefined();
-  expect(result.data?.segments.nodes).toEqual([]);
-  expect(settle).not.toHaveBeenCalled();
-  expect(await isStillDue(user.id)).toBe(true);
-});
-
-it('events with empty users settle none', async () => {
-  const user = await createDueUser();
-
-  const result = await server.gql(`{ events(filter: { users: [] }) { nodes { id } } }`, {}, user.adminToken);
-
-  expect(result.errors).toBeUndefined();
-  expect(result.data?.events.nodes).toEqual([]);
+  expect(result.data?.[field].nodes).toEqual([]);
   expect(settle).not.toHaveBeenCalled();
   expect(await isStillDue(user.id)).toBe(true);
 });
