@@ -7,11 +7,10 @@
 import { afterAll, beforeAll, beforeEach, expect, it, vi, type MockInstance } from 'vitest';
 
 import { ADMIN, ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
-import { dataOf, SEND_EVENTS } from '../support/replay.js';
+import { startDueSessions } from '../support/due-sessions.js';
+import { dataOf } from '../support/replay.js';
 
 const STARTED_AT = Date.parse('2026-02-12T09:00:00Z');
-/** A little more than the default auto-close timeout of 30 minutes. */
-const PAST_DEADLINE_MS = 31 * 60_000;
 /** One more entry than `filter.users` accepts. */
 const TOO_MANY_USERS = 1001;
 
@@ -51,20 +50,13 @@ let userCount = 0;
  */
 async function createDueUser(): Promise<DueUser> {
   userCount += 1;
-  const startAt = clock.now();
   const input = { username: `rejected-${userCount}`, password: 'rejected-password-1', role: 'MEMBER' };
   // Tokens live for an hour of the clock, which each case moves on, so each
   // case logs in again.
   const adminToken = await server.login(ADMIN.username, ADMIN.password);
   const create = `mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`;
   const userId = dataOf(await server.gql<{ createUser: { id: string } }>(create, { input }, adminToken), 'createUser').createUser.id;
-  const events = [
-    { userId, type: 'session_started', occurredAt: new Date(startAt).toISOString() },
-    { userId, type: 'heartbeat', occurredAt: new Date(startAt + 60_000).toISOString() },
-  ];
-  clock.set(startAt + 60_000);
-  dataOf(await server.gql(SEND_EVENTS, { events }, adminToken), 'sendEvents');
-  clock.set(startAt + 60_000 + PAST_DEADLINE_MS);
+  const startAt = await startDueSessions(server, clock, [userId], adminToken);
   return {
     id: userId,
     token: await server.login(input.username, input.password),

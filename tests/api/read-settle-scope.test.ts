@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 
 import { ADMIN, ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
+import { startDueSessions } from '../support/due-sessions.js';
 import { dataOf, SEND_EVENTS } from '../support/replay.js';
 
 const STARTED_AT = Date.parse('2026-02-10T09:00:00Z');
@@ -20,8 +21,6 @@ const CROWD = 55;
 const NAMED = 60;
 /** READ_SETTLE_CONCURRENCY of the server: more than one read's 2 settles at once. */
 const PROCESS_SETTLES = 3;
-/** A little more than the default auto-close timeout of 30 minutes. */
-const PAST_DEADLINE_MS = 31 * 60_000;
 
 const clock = new ManualClock(STARTED_AT);
 let server: TestServer;
@@ -118,22 +117,11 @@ interface Sessions {
   window: { start: string; end: string };
 }
 
-/**
- * Starts a session with a minute of activity for each user, at the clock's
- * instant, and moves the clock past their deadlines. Each session lasts 60
- * seconds once settled.
- */
-async function startDueSessions(userIds: readonly string[]): Promise<Sessions> {
-  const startAt = clock.now();
+/** Starts due sessions for `userIds`, as `startDueSessions` does, and returns a fresh admin token and their window. */
+async function startSessions(userIds: readonly string[]): Promise<Sessions> {
   // Tokens live for an hour of the clock, which each test moves on.
   const before = await server.login(ADMIN.username, ADMIN.password);
-  const events = userIds.flatMap((userId) => [
-    { userId, type: 'session_started', occurredAt: new Date(startAt).toISOString() },
-    { userId, type: 'heartbeat', occurredAt: new Date(startAt + 60_000).toISOString() },
-  ]);
-  clock.set(startAt + 60_000);
-  dataOf(await server.gql(SEND_EVENTS, { events }, before), 'sendEvents');
-  clock.set(startAt + 60_000 + PAST_DEADLINE_MS);
+  const startAt = await startDueSessions(server, clock, userIds, before);
   return {
     adminToken: await server.login(ADMIN.username, ADMIN.password),
     window: { start: new Date(startAt).toISOString(), end: new Date(startAt + 3600_000).toISOString() },
@@ -143,7 +131,7 @@ async function startDueSessions(userIds: readonly string[]): Promise<Sessions> {
 type SegmentNodes = { nodes: Array<{ user: { id: string }; endReason: string | null }> };
 
 it('segments naming 60 due users settle all', async () => {
-  const { adminToken, window } = await startDueSessions(sessionUsers);
+  const { adminToken, window } = await startSessions(sessionUsers);
 
   const read = await server.gql<{ segments: SegmentNodes }>(
     `query ($users: [ID!], $window: WindowInput) {
@@ -160,7 +148,7 @@ it('segments naming 60 due users settle all', async () => {
 });
 
 it('report naming 60 due users settles all', async () => {
-  const { adminToken, window } = await startDueSessions(sessionUsers);
+  const { adminToken, window } = await startSessions(sessionUsers);
 
   const read = await server.gql<{ report: { totalSeconds: number } }>(
     `query ($expression: SetExpression!, $window: WindowInput!) { report(expression: $expression, window: $window) { totalSeconds } }`,
@@ -174,7 +162,7 @@ it('report naming 60 due users settles all', async () => {
 });
 
 it('unscoped read settles over 50 due users', async () => {
-  const { adminToken, window } = await startDueSessions(sessionUsers);
+  const { adminToken, window } = await startSessions(sessionUsers);
 
   const read = await server.gql<{ segments: SegmentNodes }>(
     `query ($window: WindowInput) { segments(window: $window, first: 1000) { nodes { user { id } endReason } } }`,
@@ -214,13 +202,13 @@ it('settles take turns per read and process', async () => {
 
   try {
     // One read: its own limit of 2 applies.
-    const single = await startDueSessions(sessionUsers);
+    const single = await startSessions(sessionUsers);
     maxRunning.push(0);
     const singleRead = await server.gql(query, { first: sessionUsers, second: [] }, single.adminToken);
     expect(singleRead.errors).toBeUndefined();
 
     // Two reads in one request: the process limit applies to both.
-    const double = await startDueSessions(sessionUsers);
+    const double = await startSessions(sessionUsers);
     maxRunning.push(0);
     const doubleRead = await server.gql(query, { first: sessionUsers.slice(0, half), second: sessionUsers.slice(half) }, double.adminToken);
     expect(doubleRead.errors).toBeUndefined();
