@@ -154,7 +154,10 @@ export interface Config {
     maxNodes: number;
     /** REPORT_MAX_LITERAL_INTERVALS: maximum number of literal intervals in one expression. */
     maxLiteralIntervals: number;
-    /** REPORT_MAX_WINDOW_DAYS: maximum length of a report window. */
+    /**
+     * REPORT_MAX_WINDOW_DAYS: maximum length of a report window in days, calendar
+     * days in the bucket time zone for a report with buckets.
+     */
     maxWindowDays: number;
     /** REPORT_MAX_INTERVALS: maximum number of intervals in one result before it is truncated. */
     maxIntervals: number;

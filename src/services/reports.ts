@@ -123,7 +123,6 @@ export class ReportService {
     requestState: SharedReportState = { bucketRows: 0 },
     beforeLoad: BeforeRead | null = null,
   ): Promise<ReportResult> {
-    const window = validateWindow(request.window.start.getTime(), request.window.end.getTime(), this.limits.maxWindowDays);
     if (request.bucket !== null && !isValidTimeZone(request.bucket.timeZone)) {
       throw badInput(
         'INVALID_TIME_ZONE',
@@ -131,6 +130,13 @@ export class ReportService {
         { timeZone: request.bucket.timeZone.slice(0, 64) },
       );
     }
+    // With buckets, the window's length counts calendar days in their zone.
+    const window = validateWindow(
+      request.window.start.getTime(),
+      request.window.end.getTime(),
+      this.limits.maxWindowDays,
+      request.bucket?.timeZone ?? null,
+    );
     const expr = toExpression(request.expression, window, this.limits);
     const leaves = collectLeaves(expr);
 

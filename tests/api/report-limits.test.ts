@@ -207,6 +207,62 @@ describe('report limits over HTTP', () => {
       await expectStillServing();
     });
 
+    // Each window runs from local midnight to local midnight 366 calendar
+    // days later. Except in Asia/Kathmandu, its ends have different UTC
+    // offsets, so it lasts longer than 366 days of 24 hours.
+    describe.each([
+      ['Europe/Berlin', '2023-03-27T00:00:00+02:00', '2024-03-27T00:00:00+01:00', '2024-03-28T00:00:00+01:00'],
+      ['America/New_York', '2024-11-02T00:00:00-04:00', '2025-11-03T00:00:00-05:00', '2025-11-04T00:00:00-05:00'],
+      ['Australia/Lord_Howe', '2024-04-06T00:00:00+11:00', '2025-04-07T00:00:00+10:30', '2025-04-08T00:00:00+10:30'],
+      ['Asia/Kathmandu', '2024-01-01T00:00:00+05:45', '2025-01-01T00:00:00+05:45', '2025-01-02T00:00:00+05:45'],
+    ])('in %s', (timeZone, start, end, dayLater) => {
+      const DAILY_REPORT = `query ($window: WindowInput!, $timeZone: String!) {
+        report(expression: { complement: { intervals: [] } }, window: $window, bucket: { unit: DAY, timeZone: $timeZone }) {
+          totalSeconds
+          buckets { start }
+        }
+      }`;
+
+      it('accepts 366 calendar days', async () => {
+        const result = await server.gql(DAILY_REPORT, { window: { start, end }, timeZone }, token);
+
+        expect(result.errors).toBeUndefined();
+        expect(result.data?.report.totalSeconds).toBe((Date.parse(end) - Date.parse(start)) / 1000);
+        expect(result.data?.report.buckets).toHaveLength(366);
+      });
+
+      it('rejects 367 calendar days', async () => {
+        const result = await server.gql(DAILY_REPORT, { window: { start, end: dayLater }, timeZone }, token);
+        const error = firstError(result);
+
+        expect(result.status).toBe(400);
+        expectLimitError(error, 'REPORT_MAX_WINDOW_DAYS', 367, 366);
+        expect(error.message).toBe(
+          `The report window is 367 calendar days in ${timeZone}, above the maximum of 366 days (REPORT_MAX_WINDOW_DAYS).`,
+        );
+        expect(error.extensions?.timeZone).toBe(timeZone);
+        await expectStillServing();
+      });
+    });
+
+    it('rejects a minute over 366 calendar days', async () => {
+      const window = { start: '2023-03-27T00:00:00+02:00', end: '2024-03-27T00:01:00+01:00' };
+      const query = `query ($window: WindowInput!) {
+        report(expression: { intervals: [] }, window: $window, bucket: { unit: DAY, timeZone: "Europe/Berlin" }) { count }
+      }`;
+      const result = await server.gql(query, { window }, token);
+
+      expectLimitError(firstError(result), 'REPORT_MAX_WINDOW_DAYS', 366.01, 366);
+    });
+
+    it('counts days of 24 hours without buckets', async () => {
+      // The Berlin window above lasts 366 days and 1 hour.
+      const window = { start: '2023-03-27T00:00:00+02:00', end: '2024-03-27T00:00:00+01:00' };
+      const result = await server.gql(REPORT, { expression: { intervals: [] }, window }, token);
+
+      expectLimitError(firstError(result), 'REPORT_MAX_WINDOW_DAYS', 366.05, 366);
+    });
+
     it('answers HTTP 400 for a window limit', async () => {
       const window = { start: '2000-01-01T00:00:00Z', end: '2100-01-01T00:00:00Z' };
       const result = await server.gql(REPORT, { expression: { intervals: [] }, window }, token);

@@ -329,6 +329,32 @@ describe('validateWindow', () => {
     );
   });
 
+  it('accepts a local year across a DST change', () => {
+    // Europe/Berlin, local midnight at +02:00 to local midnight at +01:00.
+    const localStart = Date.parse('2023-03-27T00:00:00+02:00');
+    const localEnd = Date.parse('2024-03-27T00:00:00+01:00');
+
+    expect(validateWindow(localStart, localEnd, 366, 'Europe/Berlin')).toEqual({ start: localStart, end: localEnd });
+  });
+
+  it('rejects a repeated day within calendar days', () => {
+    // Alaska moved across the date line in 1867: 1867-01-01 to 1868-01-01
+    // local is 365 calendar days in America/Sitka but lasted 366 days.
+    const localStart = Date.parse('1866-12-31T09:01:13Z');
+    const localEnd = Date.parse('1868-01-01T09:01:13Z');
+
+    expect(() => validateWindow(localStart, localEnd, 365, 'America/Sitka')).toThrow(
+      expect.objectContaining({
+        reason: 'LIMIT_EXCEEDED',
+        message:
+          'The report window is 365 calendar days or fewer in America/Sitka but lasts 366 days of 24 hours, ' +
+          'above the maximum of 365 days and 12 hours for changes of UTC offset (REPORT_MAX_WINDOW_DAYS). Shorten the window.',
+        details: { limit: 'REPORT_MAX_WINDOW_DAYS', value: 366, max: 365, timeZone: 'America/Sitka' },
+      }),
+    );
+    expect(validateWindow(localStart, localEnd, 366, 'America/Sitka').end).toBe(localEnd);
+  });
+
   it('rejects fractional instants as a programmer error', () => {
     expect(() => validateWindow(start + 0.5, start + DAY_MS, 366)).toThrow(TypeError);
   });
