@@ -8,7 +8,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 
 import { unwrapResolverError } from '@apollo/server/errors';
-import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+import { GraphQLError, Kind, type GraphQLFormattedError } from 'graphql';
 
 import {
   DomainError,
@@ -192,6 +192,38 @@ export function isExpectedError(raw: unknown): boolean {
   return original.originalError === undefined || (typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR');
 }
 
+/** AST kinds of argument values, where graphql-js locates the errors of argument coercion. */
+const VALUE_KINDS: ReadonlySet<string> = new Set([
+  Kind.VARIABLE,
+  Kind.INT,
+  Kind.FLOAT,
+  Kind.STRING,
+  Kind.BOOLEAN,
+  Kind.NULL,
+  Kind.ENUM,
+  Kind.LIST,
+  Kind.OBJECT,
+]);
+
+/**
+ * Tells whether `error` comes from graphql-js 16 coercing a field's
+ * arguments during execution, such as `Argument "window" of non-null type
+ * "WindowInput!" must not be null.` Validation has checked the literals by
+ * then, so the value at fault comes from a variable. It is null where the
+ * variable's default made validation accept it, or null or missing in a
+ * @oneOf field. Execution bugs, such as an abstract type that resolves to
+ * no object type, are located at the field instead.
+ */
+function isArgumentCoercionError(error: GraphQLError): boolean {
+  const nodes = error.nodes ?? [];
+  return (
+    error.originalError === undefined &&
+    error.extensions?.code === undefined &&
+    nodes.length > 0 &&
+    nodes.every((node) => VALUE_KINDS.has(node.kind))
+  );
+}
+
 /** The errors that `formatError` masked during the HTTP request running in the store. */
 const maskedErrorScope = new AsyncLocalStorage<unknown[]>();
 
@@ -247,6 +279,17 @@ export function createFormatError(includeStack: boolean) {
         clientError.extensions = { ...formatted.extensions, reason: 'INVALID_VARIABLE' };
       }
       return includeStack ? clientError : withoutStack(clientError);
+    }
+
+    if (isGraphQLError(original) && isArgumentCoercionError(original)) {
+      return {
+        message: shortened(
+          `${withoutPasswords(original.message)} A variable that it uses is null or missing where the schema requires a value.`,
+        ),
+        ...(formatted.locations ? { locations: formatted.locations } : {}),
+        ...(formatted.path ? { path: formatted.path } : {}),
+        extensions: { code: 'BAD_USER_INPUT', reason: 'INVALID_VARIABLE' },
+      };
     }
 
     // Apollo rejects some requests with a 4xx status but no code, for example

@@ -411,6 +411,7 @@ export function createErrorLoggingPlugin(): ApolloServerPlugin<GraphQLContext> {
 /** Reasons of input errors that reject the whole request, like a malformed request would be. */
 const REQUEST_LEVEL_REASONS = new Set([
   'LIMIT_EXCEEDED',
+  'INVALID_VARIABLE',
   'INVALID_WINDOW',
   'INVALID_EXPRESSION',
   'INVALID_TIME_ZONE',

@@ -370,6 +370,12 @@ describe('hostile event input', () => {
       }
       const coerced = await server.gql(`query ($f: Int) { events(first: $f) { nodes { id } } }`, { f: 1.5 }, adminToken);
       expect(coerced.status).toBe(400);
+      const nullInOneOf = await server.gql(
+        `query ($x: SetExpression) { report(expression: { complement: $x }, window: { start: "${AT}", end: "2026-01-21T00:00:00Z" }) { count } }`,
+        { x: null },
+        adminToken,
+      );
+      expect(nullInOneOf.status).toBe(400);
 
       const errors = logs.lines.slice(before).filter((line) => line.level >= 50);
       expect(errors.map((line) => line.msg)).toEqual([]);

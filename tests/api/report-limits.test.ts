@@ -341,6 +341,56 @@ describe('report limits over HTTP', () => {
     });
   });
 
+  // graphql-js 16 accepts these documents and finds the null only while it
+  // runs the field, because a default value or a @oneOf field hides it from
+  // validation.
+  describe('null variable in a required position', () => {
+    const LITERAL_WINDOW = `{ start: "${WINDOW.start}", end: "${WINDOW.end}" }`;
+
+    it.each([
+      [
+        'a nullable @oneOf field',
+        `query ($x: SetExpression) { report(expression: { complement: $x }, window: ${LITERAL_WINDOW}) { count } }`,
+        { x: null },
+        'expression',
+      ],
+      [
+        'a @oneOf field left out',
+        `query ($x: SetExpression) { report(expression: { complement: $x }, window: ${LITERAL_WINDOW}) { count } }`,
+        {},
+        'expression',
+      ],
+      [
+        'a @oneOf list',
+        `query ($l: [SetExpression!]) { report(expression: { union: $l }, window: ${LITERAL_WINDOW}) { count } }`,
+        { l: null },
+        'expression',
+      ],
+      [
+        'a window with a default',
+        `query ($w: WindowInput = ${LITERAL_WINDOW}) { report(expression: { intervals: [] }, window: $w) { count } }`,
+        { w: null },
+        'window',
+      ],
+      [
+        'a time zone with a default',
+        `query ($tz: String = "UTC") { report(expression: { intervals: [] }, window: ${LITERAL_WINDOW}, bucket: { unit: DAY, timeZone: $tz }) { count } }`,
+        { tz: null },
+        'bucket',
+      ],
+    ])('rejects null in %s', async (_case, query, variables, argument) => {
+      const result = await server.gql(query, variables, token);
+      const error = firstError(result);
+
+      expect(result.status, 'HTTP status').toBe(400);
+      expect(error.extensions?.code, 'code').toBe('BAD_USER_INPUT');
+      expect(error.extensions?.reason, 'reason').toBe('INVALID_VARIABLE');
+      expect(error.message, 'message').toContain(`Argument "${argument}"`);
+      expect(error.message, 'message').toContain('null or missing');
+      await expectStillServing();
+    });
+  });
+
   describe('truncation', () => {
     it('truncates intervals but counts all', async () => {
       const intervals = literalIntervals(12);
