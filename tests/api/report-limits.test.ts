@@ -156,6 +156,29 @@ describe('report limits over HTTP', () => {
       await expectStillServing();
     });
 
+    it('accepts a meta filter of 1000 keys', async () => {
+      const meta = Object.fromEntries(Array.from({ length: 1000 }, (_, index) => [`key${index}`, index]));
+      const result = await server.gql(REPORT, { expression: { segments: { meta } }, window: WINDOW }, token);
+
+      expect(result.errors).toBeUndefined();
+      expect(result.data?.report.count).toBe(0);
+    });
+
+    it.each([
+      ['1001 keys', Object.fromEntries(Array.from({ length: 1001 }, (_, index) => [`key${index}`, index]))],
+      ['400,000 keys', Object.fromEntries(Array.from({ length: 400_000 }, (_, index) => [`key${index}`, index]))],
+      ['keys and items nested', { tags: Array.from({ length: 500 }, (_, index) => ({ [`key${index}`]: index })) }],
+    ])('rejects a meta filter of %s', async (_case, meta) => {
+      const result = await server.gql(REPORT, { expression: { segments: { meta } }, window: WINDOW }, token);
+      const error = firstError(result);
+
+      expect(result.status, 'HTTP status').toBe(400);
+      expect(error.extensions?.code, 'code').toBe('BAD_USER_INPUT');
+      expect(error.extensions?.reason, 'reason').toBe('INVALID_EXPRESSION');
+      expect(error.message, 'message').toContain('expression.segments.meta has more than 1000 keys and array items');
+      await expectStillServing();
+    });
+
     it('rejects 301 nodes', async () => {
       const operands = Array.from({ length: 300 }, () => ({ intervals: [] }));
       const result = await server.gql(REPORT, { expression: { union: operands }, window: WINDOW }, token);

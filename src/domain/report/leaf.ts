@@ -22,6 +22,13 @@ const LEAF_FIELD_LIST = 'pairTypes, users, pairKeys, meta or includeOpen';
 export const MAX_LEAF_LIST_ITEMS = 1000;
 /** Maximum length of one entry, the longest pair key that intake accepts. */
 export const MAX_LEAF_ITEM_LENGTH = 256;
+/**
+ * Maximum number of keys and array items in one `meta` filter, counted over
+ * all levels. Checking a filter of 400,000 keys took 3.7 s in one run on a
+ * 2-core machine (Node 20), so without a bound one filter in a 32 MiB body
+ * could hold the event loop for many seconds.
+ */
+export const MAX_META_FILTER_VALUES = 1000;
 
 const LEAF_FIELDS: ReadonlySet<string> = new Set([
   'pairTypes',
@@ -234,6 +241,10 @@ function readMeta(
     problems.add(path, `must be a JSON object, got ${describeValue(value)}`);
     return null;
   }
+  if (exceedsJsonValues(value, MAX_META_FILTER_VALUES, MAX_JSON_DEPTH)) {
+    problems.add(path, `has more than ${MAX_META_FILTER_VALUES} keys and array items over all levels, the maximum for a meta filter`);
+    return null;
+  }
   // Stored meta never nests deeper or contains such text. The loader's JSON.stringify would also overflow on deep values.
   const problem = jsonProblem(value, MAX_JSON_DEPTH);
   if (problem !== null) {
@@ -250,6 +261,45 @@ function readMeta(
     throw error;
   }
   return Object.keys(value).length === 0 ? null : value;
+}
+
+/**
+ * Tells whether `value` has more than `max` object keys and array items,
+ * counted over all levels. The walk stops once it has counted more than
+ * `max`. It also stops, returning false, at a container nested deeper than
+ * `maxDepth`, so that jsonProblem, which walks in the same order, reports
+ * the depth. The walk uses an explicit stack.
+ */
+function exceedsJsonValues(value: unknown, max: number, maxDepth: number): boolean {
+  let count = 0;
+  const stack: Array<{ value: unknown; depth: number }> = [{ value, depth: 1 }];
+  while (stack.length > 0) {
+    const { value: current, depth } = stack.pop()!;
+    if (current === null || typeof current !== 'object') {
+      continue;
+    }
+    if (depth > maxDepth) {
+      return false;
+    }
+    // On an object of 2,000,000 keys, Object.keys took 1.2 s and
+    // Object.values 2.9 s in one run (Node 20), so the values are read only
+    // once the count fits.
+    const keys = Array.isArray(current) ? null : Object.keys(current);
+    count += keys === null ? (current as unknown[]).length : keys.length;
+    if (count > max) {
+      return true;
+    }
+    if (keys === null) {
+      for (const item of current as unknown[]) {
+        stack.push({ value: item, depth: depth + 1 });
+      }
+    } else {
+      for (const key of keys) {
+        stack.push({ value: (current as Record<string, unknown>)[key], depth: depth + 1 });
+      }
+    }
+  }
+  return false;
 }
 
 /**
