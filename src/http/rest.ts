@@ -203,15 +203,13 @@ export function registerRestRoutes(
       // The items that parsed get the intake's checks too, so that one reply
       // lists every problem of the batch.
       try {
-        await deps.services.intake.check(viewer, inputs);
+        await deps.services.intake.check(viewer, inputs, inputIndexes);
       } catch (error) {
         const checked = error instanceof DomainError ? error.details.invalidItems : undefined;
         if (!Array.isArray(checked)) {
           throw error;
         }
-        for (const item of checked as typeof invalidItems) {
-          invalidItems.push({ ...item, index: inputIndexes[item.index] ?? item.index });
-        }
+        invalidItems.push(...(checked as typeof invalidItems));
         invalidItems.sort((first, second) => first.index - second.index);
         if (error instanceof DomainError && error.kind === 'FORBIDDEN') {
           throw new DomainError(

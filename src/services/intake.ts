@@ -122,6 +122,11 @@ interface ValidItem {
   meta: Record<string, unknown> | null;
 }
 
+/** A batch that the caller of `check` rejects, with the position in its request of each input. */
+interface RejectedBatch {
+  positions?: readonly number[] | undefined;
+}
+
 /** The valid items of a batch, and the number of pair types their roles were decided with. */
 interface ValidBatch {
   items: ValidItem[];
@@ -219,7 +224,7 @@ export class IntakeService {
             // Another process defined a pair type, which may give some of
             // these event types a role: decide the roles again from PostgreSQL.
             this.options.logger.info({ err: error, attempt, userIds }, 'pair types changed before the events write; checking the batch again');
-            batch = await this.validateBatch(viewer, inputs, true);
+            batch = await this.validateBatch(viewer, inputs, { fresh: true });
           }
         }
       } catch (error) {
@@ -283,31 +288,39 @@ export class IntakeService {
   }
 
   /**
-   * Checks the items of a batch as `send` does, without storing anything.
+   * Checks the items of a batch that the caller rejects for problems of its
+   * own, without storing anything, so that one reply lists every problem.
    * Throws as `send` does for invalid items: FORBIDDEN when one names another
-   * user, else BAD_USER_INPUT, each with `invalidItems`.
+   * user, else BAD_USER_INPUT, each with `invalidItems`. Those items, and
+   * their messages, number each input by its entry in `positions` (its
+   * position in the caller's request), or by its index when that is omitted.
    */
-  async check(viewer: Viewer, inputs: readonly EventInput[]): Promise<void> {
-    await this.validateBatch(viewer, inputs);
+  async check(viewer: Viewer, inputs: readonly EventInput[], positions?: readonly number[]): Promise<void> {
+    await this.validateBatch(viewer, inputs, { rejected: { positions } });
   }
 
   /**
    * Validates a batch against the pair types, from the cache or, with
    * `fresh`, from PostgreSQL. Returns the items with the number of pair types
-   * their roles come from, which the events write checks.
+   * their roles come from, which the events write checks. `rejected`, set by
+   * `check`, marks a batch that the caller rejects for problems of its own.
    */
-  private async validateBatch(viewer: Viewer, inputs: readonly EventInput[], fresh = false): Promise<ValidBatch> {
+  private async validateBatch(
+    viewer: Viewer,
+    inputs: readonly EventInput[],
+    { fresh = false, rejected = null }: { fresh?: boolean; rejected?: RejectedBatch | null } = {},
+  ): Promise<ValidBatch> {
     const pairTypes = await this.options.pairTypes.cachedList(
       inputs.map((input) => input.type).filter((type): type is string => typeof type === 'string'),
       fresh,
     );
     try {
-      return { items: await this.validate(viewer, inputs, buildCatalog(pairTypes, [])), pairTypeCount: pairTypes.length };
+      return { items: await this.validate(viewer, inputs, buildCatalog(pairTypes, []), rejected), pairTypeCount: pairTypes.length };
     } catch (error) {
       // The cache can miss a pair type that another process defined within
       // the last second, and then rejects events that name it correctly.
       if (!fresh && hasInvalidItem(error, 'PAIR_MISMATCH')) {
-        return this.validateBatch(viewer, inputs, true);
+        return this.validateBatch(viewer, inputs, { fresh: true, rejected });
       }
       throw error;
     }
@@ -451,7 +464,12 @@ export class IntakeService {
     }
   }
 
-  private async validate(viewer: Viewer, inputs: readonly EventInput[], catalog: PairCatalog): Promise<ValidItem[]> {
+  private async validate(
+    viewer: Viewer,
+    inputs: readonly EventInput[],
+    catalog: PairCatalog,
+    rejected: RejectedBatch | null,
+  ): Promise<ValidItem[]> {
     const { maxMetaBytes } = this.options;
     const invalid: InvalidItem[] = [];
     const valid: ValidItem[] = [];
@@ -473,7 +491,8 @@ export class IntakeService {
           ),
     );
 
-    inputs.forEach((input, index) => {
+    inputs.forEach((input, inputIndex) => {
+      const index = rejected?.positions?.[inputIndex] ?? inputIndex;
       const before = invalid.length;
       let userId = viewer.userId;
       if (input.userId !== null && input.userId !== undefined && !sameUserId(input.userId, viewer.userId)) {
@@ -580,27 +599,11 @@ export class IntakeService {
     // A batch rejected for other problems also lists the ids it uses twice
     // with other content, so that one round trip shows them all. Otherwise the
     // store finds them, and blames the item that differs from a stored event.
-    if (invalid.length > 0) {
-      const firstOfId = new Map<string, ValidItem>();
-      for (const item of valid) {
-        if (item.clientId === null) {
-          continue;
-        }
-        const key = `${item.userId}\u0000${item.clientId}`;
-        const earlier = firstOfId.get(key);
-        if (earlier === undefined) {
-          firstOfId.set(key, item);
-        } else {
-          const fields = differingFields(item, earlier);
-          if (fields.length > 0) {
-            fail(
-              item.index,
-              'IDEMPOTENCY_CONFLICT',
-              `id ${JSON.stringify(item.clientId)} is also used by item #${earlier.index} of this batch, with other content (${differenceText(fields)})`,
-            );
-          }
-        }
-      }
+    if (invalid.length > 0 || rejected !== null) {
+      // NOTE: the store reads its receipt time later, after the user locks.
+      // An item sent with a time between the two readings can compare
+      // differently there, but only a batch rejected anyway gets this list.
+      invalid.push(...batchConflicts(valid, this.options.clock.now()));
     }
     invalid.sort((first, second) => first.index - second.index);
 
@@ -866,14 +869,9 @@ export class IntakeService {
         const earlier = seenInBatch.get(batchKey);
         const original = existing.get(item.userId)?.get(item.clientId);
         if (original !== undefined || earlier !== undefined) {
-          // The stored event is compared with the time the client sent, and an
-          // earlier item of this batch without one was stored at the receipt time.
-          const fields =
-            original !== undefined
-              ? differingFields(item, { ...original, occurredAt: original.clientOccurredAt ?? original.occurredAt })
-              : differingFields(item, { ...(earlier as ValidItem), occurredAt: (earlier as ValidItem).occurredAt ?? receivedAt });
+          const fields = differingFields(item, original !== undefined ? storedContent(original) : itemContent(earlier as ValidItem, receivedAt));
           if (fields.length > 0) {
-            // Worded as in `validate`, which reports these items when others in the batch are invalid too.
+            // Worded as in `batchConflicts`, which reports these items when others in the batch are invalid too.
             const message =
               original !== undefined
                 ? `id ${JSON.stringify(item.clientId)} was already used for an event with other content (${differenceText(fields)})`
@@ -1062,15 +1060,29 @@ function toStoredRecord(row: NewClientEvent, orphan: boolean): EventRecord {
 interface EventContent {
   type: string;
   pairKey: string | null;
-  /** Null when it is not known yet, as for an item without `occurredAt` before the receipt time. */
-  occurredAt: number | null;
+  /** The time the client sent, before any FUTURE_TIMESTAMP replacement, or the receipt time when it sent none. */
+  occurredAt: number;
+  /** Receipt time of the request that stored the event, or that stores it with this batch. */
+  receivedAt: number;
   meta: Record<string, unknown> | null;
+}
+
+/** Returns the content of an earlier item of a batch received at `receivedAt`. */
+function itemContent(item: ValidItem, receivedAt: number): EventContent {
+  return { ...item, occurredAt: item.occurredAt ?? receivedAt, receivedAt };
+}
+
+/** Returns the content of a stored event, with the time its client sent. */
+function storedContent(event: StoredClientEvent): EventContent {
+  return { ...event, occurredAt: event.clientOccurredAt ?? event.occurredAt };
 }
 
 /**
  * Returns the fields in which an item differs from the earlier event with
  * its client id, empty when it repeats that event. An item without
- * `occurredAt` matches any time.
+ * `occurredAt` means the receipt time of the earlier event, the first
+ * delivery of that id. So a retry without a time repeats an event stored
+ * without one, but not an event sent with another time.
  */
 function differingFields(item: ValidItem, earlier: EventContent): string[] {
   const fields: string[] = [];
@@ -1080,13 +1092,43 @@ function differingFields(item: ValidItem, earlier: EventContent): string[] {
   if ((item.pairKey ?? '') !== (earlier.pairKey ?? '')) {
     fields.push('pairKey');
   }
-  if (item.occurredAt !== null && earlier.occurredAt !== null && item.occurredAt !== earlier.occurredAt) {
+  if ((item.occurredAt ?? earlier.receivedAt) !== earlier.occurredAt) {
     fields.push('occurredAt');
   }
   if (canonicalJson(item.meta ?? null) !== canonicalJson(earlier.meta ?? null)) {
     fields.push('meta');
   }
   return fields;
+}
+
+/**
+ * Lists the items of a batch received at `receivedAt` whose client id an
+ * earlier item of the same user uses with other content, as the store would
+ * reject them.
+ */
+function batchConflicts(items: readonly ValidItem[], receivedAt: number): InvalidItem[] {
+  const conflicts: InvalidItem[] = [];
+  const firstOfId = new Map<string, ValidItem>();
+  for (const item of items) {
+    if (item.clientId === null) {
+      continue;
+    }
+    const key = `${item.userId}\u0000${item.clientId}`;
+    const earlier = firstOfId.get(key);
+    if (earlier === undefined) {
+      firstOfId.set(key, item);
+      continue;
+    }
+    const fields = differingFields(item, itemContent(earlier, receivedAt));
+    if (fields.length > 0) {
+      conflicts.push({
+        index: item.index,
+        reason: 'IDEMPOTENCY_CONFLICT',
+        message: `id ${JSON.stringify(item.clientId)} is also used by item #${earlier.index} of this batch, with other content (${differenceText(fields)})`,
+      });
+    }
+  }
+  return conflicts;
 }
 
 /** Returns the message part that names the fields in which a repeated client id differs. */

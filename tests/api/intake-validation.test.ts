@@ -42,9 +42,10 @@ describe('intake validation', () => {
   let server: TestServer;
   let adminToken: string;
   let userCount = 0;
+  const clock = new ManualClock(NOW);
 
   beforeAll(async () => {
-    server = await startTestServer(import.meta.filename, { clock: new ManualClock(NOW) });
+    server = await startTestServer(import.meta.filename, { clock });
     adminToken = await server.adminToken();
   });
 
@@ -529,6 +530,149 @@ describe('intake validation', () => {
       expect(second.duplicate).toBe(true);
       expect(second.event.id).toBe(first.event.id);
       expect(second.event.clientOccurredAt, 'sent time in the duplicate reply').toBe('2026-02-01T00:00:00.000Z');
+    });
+  });
+
+  describe('repeated id with and without occurredAt', () => {
+    // The server's receipt time, which an omitted occurredAt means.
+    const RECEIPT = new Date(NOW).toISOString();
+    const FUTURE = '2026-02-01T00:00:00.000Z';
+    type Time = 'omitted' | 'receipt' | 'past' | 'future';
+    const SENT: Record<Exclude<Time, 'omitted'>, string> = { receipt: RECEIPT, past: AT, future: FUTURE };
+
+    function eventAt(id: string, time: Time): Record<string, string> {
+      return time === 'omitted' ? { id, type: 'heartbeat' } : { id, type: 'heartbeat', occurredAt: SENT[time] };
+    }
+
+    it.each([
+      { first: 'omitted', second: 'omitted' },
+      { first: 'omitted', second: 'receipt' },
+      { first: 'receipt', second: 'omitted' },
+      { first: 'future', second: 'future' },
+    ] as Array<{ first: Time; second: Time }>)('batch stores $first then $second once', async ({ first, second }) => {
+      const user = await newUser();
+      const sent = dataOf(
+        await server.gql(SEND_EVENTS, { events: [eventAt('same', first), eventAt('same', second)] }, user.token),
+        'sendEvents',
+      ).sendEvents;
+
+      expect(sent.storedCount, 'stored').toBe(1);
+      expect(sent.duplicateCount, 'duplicates').toBe(1);
+      expect(sent.results[1].duplicate, 'second is a duplicate').toBe(true);
+      expect(sent.results[1].event.id, 'second returns the first').toBe(sent.results[0].event.id);
+      expect(sent.results[0].event.occurredAt, 'applied at the receipt time').toBe(RECEIPT);
+      expect(await storedEvents(user.id)).toHaveLength(1);
+    });
+
+    it.each([
+      { first: 'omitted', second: 'past' },
+      { first: 'past', second: 'omitted' },
+      { first: 'omitted', second: 'future' },
+      { first: 'future', second: 'omitted' },
+      { first: 'future', second: 'receipt' },
+      { first: 'receipt', second: 'future' },
+    ] as Array<{ first: Time; second: Time }>)('batch rejects $first then $second', async ({ first, second }) => {
+      const user = await newUser();
+      const items = await rejectedItems(user.token, [eventAt('same', first), eventAt('same', second)]);
+
+      expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([{ index: 1, reason: 'IDEMPOTENCY_CONFLICT' }]);
+      expect(items[0]?.message, 'message').toContain('(it differs in occurredAt)');
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it.each([
+      { first: 'omitted', second: 'past' },
+      { first: 'past', second: 'omitted' },
+      { first: 'omitted', second: 'future' },
+      { first: 'future', second: 'omitted' },
+      { first: 'future', second: 'receipt' },
+    ] as Array<{ first: Time; second: Time }>)('lists $first then $second with other problems', async ({ first, second }) => {
+      const user = await newUser();
+      const items = await rejectedItems(user.token, [eventAt('same', first), eventAt('same', second), { type: '' }]);
+
+      expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([
+        { index: 1, reason: 'IDEMPOTENCY_CONFLICT' },
+        { index: 2, reason: 'INVALID_TYPE' },
+      ]);
+    });
+
+    it.each([
+      { first: 'omitted', second: 'receipt' },
+      { first: 'receipt', second: 'omitted' },
+    ] as Array<{ first: Time; second: Time }>)('lists no conflict for $first then $second', async ({ first, second }) => {
+      const user = await newUser();
+      const items = await rejectedItems(user.token, [eventAt('same', first), eventAt('same', second), { type: '' }]);
+
+      expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([{ index: 2, reason: 'INVALID_TYPE' }]);
+    });
+
+    // The repeat arrives a minute after the first request, as a retry does.
+    // An omitted occurredAt then means the receipt time of the first
+    // request, which stored the event, so a retry without a time matches it.
+    it.each([
+      { stored: 'omitted', repeat: 'omitted', duplicate: true },
+      { stored: 'omitted', repeat: 'receipt', duplicate: true },
+      { stored: 'receipt', repeat: 'omitted', duplicate: true },
+      { stored: 'future', repeat: 'future', duplicate: true },
+      { stored: 'past', repeat: 'omitted', duplicate: false },
+      { stored: 'future', repeat: 'omitted', duplicate: false },
+      { stored: 'future', repeat: 'receipt', duplicate: false },
+      { stored: 'omitted', repeat: 'future', duplicate: false },
+    ] as Array<{ stored: Time; repeat: Time; duplicate: boolean }>)(
+      'stored $stored, later $repeat',
+      async ({ stored, repeat, duplicate }) => {
+        const user = await newUser();
+        const first = dataOf(await server.gql(SEND_EVENT, { event: eventAt('kept', stored) }, user.token), 'first').sendEvent;
+        const before = await storedEvents(user.id);
+        clock.advance(60_000);
+        try {
+          const response = await server.gql(SEND_EVENT, { event: eventAt('kept', repeat) }, user.token);
+          if (duplicate) {
+            const second = dataOf(response, 'repeat').sendEvent;
+            expect(second.duplicate, 'duplicate').toBe(true);
+            expect(second.event, 'the stored event').toEqual(first.event);
+          } else {
+            expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe('IDEMPOTENCY_CONFLICT');
+            expect(response.errors?.[0]?.message, 'message').toContain('(it differs in occurredAt)');
+          }
+          expect(await storedEvents(user.id), 'stored events').toEqual(before);
+        } finally {
+          clock.set(NOW);
+        }
+      },
+    );
+
+    it('REST rejects past then omitted', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, [
+        { id: 'same', type: 'heartbeat', occurred_at: AT },
+        { id: 'same', type: 'heartbeat' },
+      ]);
+
+      expect(status).toBe(400);
+      const items = body.error.invalidItems as InvalidItem[];
+      expect(items.map((item) => [item.index, item.reason]), 'items').toEqual([[1, 'IDEMPOTENCY_CONFLICT']]);
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
+    it('REST lists a conflict beside an item that did not parse', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, [
+        { type: 'heartbeat', occurredAt: AT },
+        { id: 'same', type: 'heartbeat', occurred_at: AT },
+        { id: 'same', type: 'heartbeat' },
+        { id: 'other', type: 'heartbeat', occurred_at: AT },
+        { id: 'other', type: 'heartbeat', occurred_at: '2026-01-20T10:00:00Z' },
+      ]);
+
+      expect(status).toBe(400);
+      const items = body.error.invalidItems as InvalidItem[];
+      expect(items.map((item) => [item.index, item.reason]), 'items').toEqual([
+        [0, 'INVALID_EVENT'],
+        [2, 'IDEMPOTENCY_CONFLICT'],
+        [4, 'IDEMPOTENCY_CONFLICT'],
+      ]);
+      expect(items[1]?.message, 'message names the earlier item of the request').toContain('item #1 of this batch');
     });
   });
 

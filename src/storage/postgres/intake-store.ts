@@ -91,6 +91,8 @@ export interface StoredClientEvent {
   occurredAt: number;
   /** The client's occurredAt when FUTURE_TIMESTAMP replaced it. */
   clientOccurredAt: number | null;
+  /** Receipt time of the request that stored the event. */
+  receivedAt: number;
   meta: Record<string, unknown> | null;
 }
 
@@ -143,7 +145,7 @@ export async function loadIntakeSnapshot(
      FROM users u
      LEFT JOIN LATERAL (
        SELECT json_agg(json_build_object('id', e.id, 'clientId', e.client_id, 'type', e.type, 'pairKey', e.pair_key,
-         'occurredAt', e.occurred_at, 'clientOccurredAt', e.client_occurred_at, 'meta', e.meta)) AS existing
+         'occurredAt', e.occurred_at, 'clientOccurredAt', e.client_occurred_at, 'receivedAt', e.received_at, 'meta', e.meta)) AS existing
        FROM events e WHERE e.user_id = u.id AND e.client_id = ANY($2::text[])
      ) x ON cardinality($2::text[]) > 0
      WHERE ${idMatch('u.id', '$1', oneUser)}`,
@@ -163,6 +165,7 @@ export async function loadIntakeSnapshot(
         pairKey: (event.pairKey as string | null) ?? null,
         occurredAt: Date.parse(event.occurredAt as string),
         clientOccurredAt: event.clientOccurredAt === null ? null : Date.parse(event.clientOccurredAt as string),
+        receivedAt: Date.parse(event.receivedAt as string),
         meta: (event.meta as Record<string, unknown> | null) ?? null,
       });
     }
