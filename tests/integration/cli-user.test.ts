@@ -3,7 +3,7 @@
  * PGlite) and, with DATABASE_URL, a fresh PostgreSQL database. Accounts it
  * creates must be able to log in over HTTP afterwards.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,17 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startTestServer, type TestServer } from '../support/app.js';
-import { REPO_ROOT, runCli, TSX, unusedLoopbackPort, useTemporaryDirectory, type CliResult } from '../support/cli.js';
+import {
+  killProcessGroup,
+  REPO_ROOT,
+  runCli,
+  spawnChild,
+  stopChildrenWhenTestsEnd,
+  TSX,
+  unusedLoopbackPort,
+  useTemporaryDirectory,
+  type CliResult,
+} from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
@@ -53,11 +63,7 @@ function runUserCli(args: string[], env: Record<string, string>, input: string |
 function runCliOnTerminal(args: string[], env: Record<string, string>, answers: Array<string | Buffer>): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
     const command = [TSX, USER_CLI, ...args].map((part) => `'${part}'`).join(' ');
-    const child = spawn('script', ['-qec', command, '/dev/null'], {
-      cwd: REPO_ROOT,
-      env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const { child, closed } = spawnChild('script', ['-qec', command, '/dev/null'], { cwd: REPO_ROOT, env });
     let output = '';
     let answered = 0;
     const prompts = ['Password: ', 'Repeat password: '];
@@ -71,7 +77,7 @@ function runCliOnTerminal(args: string[], env: Record<string, string>, answers: 
         child.stdin.write(Buffer.concat([Buffer.from(answer), Buffer.from('\r')]));
       }
     });
-    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
+    const timer = setTimeout(() => void killProcessGroup(child, closed), CHILD_TIMEOUT_MS);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -81,6 +87,10 @@ function runCliOnTerminal(args: string[], env: Record<string, string>, answers: 
 }
 
 const hasScript = spawnSync('script', ['--version']).status === 0;
+
+// A test that fails or times out would otherwise leave its child running
+// with the embedded database open, and the tests after it would fail too.
+stopChildrenWhenTestsEnd();
 
 // The tests run in order on one DATA_DIR, and later ones read the accounts that earlier ones created.
 describe('user CLI on PGlite', () => {
