@@ -35,7 +35,6 @@ export interface DeliveryResult {
   sent: number;
   stored: number;
   duplicates: number;
-  correctionsByRule: Map<string, number>;
   /** Stored events that carry a flag, counted by flag as the reply showed them. */
   flaggedByRule: Map<string, number>;
   rejected: RejectedEvent[];
@@ -92,7 +91,7 @@ export function readInvalidItems(error: GraphQLRequestError, batchLength: number
  * Returns the stated maximum of a `LIMIT_EXCEEDED` rejection, from
  * `extensions.max` or `extensions.details.max`, or null when it states none.
  */
-function readLimitMax(error: GraphQLRequestError): number | null {
+export function readLimitMax(error: GraphQLRequestError): number | null {
   const { max, details } = error.extensions;
   const nested =
     typeof details === 'object' && details !== null
@@ -131,7 +130,6 @@ export async function deliverBatch(
     sent: 0,
     stored: 0,
     duplicates: 0,
-    correctionsByRule: new Map(),
     flaggedByRule: new Map(),
     rejected: [],
     requests: 0,
@@ -222,13 +220,9 @@ function addReply(result: DeliveryResult, reply: SendEventsSummary, eventCount: 
   result.stored += reply.storedCount;
   result.duplicates += reply.duplicateCount;
   for (const item of reply.results) {
-    // A duplicate's reply repeats the corrections of its first delivery.
+    // A duplicate's reply repeats the flags of its first delivery.
     if (item.duplicate) {
       continue;
-    }
-    for (const correction of item.corrections) {
-      const rule = correction.rule ?? 'UNKNOWN';
-      result.correctionsByRule.set(rule, (result.correctionsByRule.get(rule) ?? 0) + 1);
     }
     for (const flag of item.event.flags) {
       result.flaggedByRule.set(flag, (result.flaggedByRule.get(flag) ?? 0) + 1);

@@ -25,7 +25,7 @@ export interface PairTypeSummary {
 }
 
 export interface SendEventsSummary {
-  results: { duplicate: boolean; event: { flags: string[] }; corrections: { rule: string | null }[] }[];
+  results: { duplicate: boolean; event: { flags: string[] } }[];
   storedCount: number;
   duplicateCount: number;
 }
@@ -161,9 +161,21 @@ const SEND_EVENTS = `mutation ImportSendEvents($events: [EventInput!]!) {
   sendEvents(events: $events) {
     storedCount
     duplicateCount
-    results { duplicate event { flags } corrections { rule } }
+    results { duplicate event { flags } }
   }
 }`;
+const CORRECTIONS = `query ImportCorrections($users: [ID!]!, $first: Int!, $after: String) {
+  events(filter: { users: $users, origins: [CORRECTION] }, first: $first, after: $after) {
+    nodes { rule }
+    pageInfo { hasNextPage endCursor }
+  }
+}`;
+
+/** One page of stored corrections: the rule of each, and the cursor of the next page, or null after the last. */
+export interface CorrectionPage {
+  rules: (string | null)[];
+  nextCursor: string | null;
+}
 
 /**
  * Returns the GraphQL endpoint of a server: `<url>/graphql`, unless the URL
@@ -318,6 +330,15 @@ export class GraphQLClient {
       { events },
     );
     return data.sendEvents;
+  }
+
+  /** Reads one page of at most `first` corrections stored for the users `userIds`, after the cursor `after`. */
+  async corrections(userIds: readonly string[], first: number, after: string | null): Promise<CorrectionPage> {
+    const data = await this.request<{
+      events: { nodes: { rule: string | null }[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } };
+    }>('ImportCorrections', CORRECTIONS, { users: userIds, first, after });
+    const { nodes, pageInfo } = data.events;
+    return { rules: nodes.map((node) => node.rule), nextCursor: pageInfo.hasNextPage ? pageInfo.endCursor : null };
   }
 }
 

@@ -15,6 +15,7 @@ import { readImportInput, UnreadableFileError, type LineReader } from './read-in
 import { DEFAULT_RETRY_DELAYS_MS, RetriesExhaustedError, withRetry } from './retry.js';
 import { sendAll } from './send-all.js';
 import { ensurePairTypes, ensureUsers, ImportStopError, type CallServer } from './setup.js';
+import { countStoredCorrections } from './corrections.js';
 import { createSummary, type ImportSummary } from './summary.js';
 
 export const DEFAULT_BATCH_SIZE = 500;
@@ -145,6 +146,16 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
       input.events,
       users,
     );
+
+    const importedUserIds = new Set<string>();
+    for (const record of input.events) {
+      const userId =
+        record.username === null ? (record.event.input.userId ?? viewer.id) : users.ids.get(record.username);
+      if (userId !== undefined) {
+        importedUserIds.add(userId);
+      }
+    }
+    summary.correctionsByRule = await countStoredCorrections(client, call, [...importedUserIds]);
   } catch (error) {
     summary.elapsedSeconds = (now() - startedAt) / 1000;
     throw new ImportFailedError(describeStop(error), summary, error);

@@ -35,8 +35,13 @@ export interface ImportSummary {
   rejected: number;
   /** Events not sent because their user could not be created. */
   notSent: number;
-  /** Corrections the server synthesised, counted by `CorrectionRule`. */
-  correctionsByRule: Record<string, number>;
+  /**
+   * Corrections stored for the imported users once every event was sent,
+   * counted by `CorrectionRule`, whichever import caused them. Corrections
+   * that a later batch undid are not counted. Null when the import stopped
+   * before it counted them.
+   */
+  correctionsByRule: Record<string, number> | null;
   /**
    * Stored events with a flag, counted by flag. LATE_BEYOND_HORIZON events,
    * for example, change no segment.
@@ -77,7 +82,7 @@ export function createSummary(files: number): ImportSummary {
     duplicates: 0,
     rejected: 0,
     notSent: 0,
-    correctionsByRule: {},
+    correctionsByRule: null,
     flaggedByRule: {},
     pairTypesDefined: [],
     pairTypesExisting: [],
@@ -109,9 +114,6 @@ export function addDelivery(summary: ImportSummary, delivery: DeliveryResult): v
   summary.rejected += delivery.rejected.length;
   summary.requests += delivery.requests;
 
-  for (const [rule, count] of delivery.correctionsByRule) {
-    summary.correctionsByRule[rule] = (summary.correctionsByRule[rule] ?? 0) + count;
-  }
   for (const [rule, count] of delivery.flaggedByRule) {
     summary.flaggedByRule[rule] = (summary.flaggedByRule[rule] ?? 0) + count;
   }
@@ -154,7 +156,8 @@ function formatCounts(counts: Record<string, number>): string {
 
 /** Formats the summary as aligned text lines for a terminal. */
 export function formatSummary(summary: ImportSummary): string {
-  const corrections = formatCounts(summary.correctionsByRule);
+  const corrections =
+    summary.correctionsByRule === null ? 'not counted, because the import stopped' : formatCounts(summary.correctionsByRule);
   const flagged = formatCounts(summary.flaggedByRule);
 
   const rows: [string, string][] = [
@@ -167,7 +170,7 @@ export function formatSummary(summary: ImportSummary): string {
     ['duplicates', String(summary.duplicates)],
     ['rejected', String(summary.rejected)],
     ['not sent', String(summary.notSent)],
-    ['corrections', corrections],
+    ['corrections stored', corrections],
     ['flagged events', flagged],
     ['pair types defined', formatList(summary.pairTypesDefined)],
     ['pair types existing', formatList(summary.pairTypesExisting)],

@@ -222,13 +222,12 @@ describe('deliverBatch', () => {
     expect(result.rejected).toEqual([]);
   });
 
-  it('counts duplicates and corrections', async () => {
+  it('counts duplicates', async () => {
     const server = fakeServer();
     await deliverBatch(pending(2), server.send);
     const result = await deliverBatch([...pending(3), ...pending(2, 'child_started', 10)], server.send);
     expect(result.stored).toBe(3);
     expect(result.duplicates).toBe(2);
-    expect(Object.fromEntries(result.correctionsByRule)).toEqual({ MISSING_PARENT_START: 2 });
   });
 
   it('counts flags of stored events', async () => {
@@ -238,14 +237,6 @@ describe('deliverBatch', () => {
     expect(result.stored).toBe(3);
     expect(result.duplicates).toBe(1);
     expect(Object.fromEntries(result.flaggedByRule)).toEqual({ LATE_BEYOND_HORIZON: 2 });
-  });
-
-  it('leaves out the corrections of duplicates', async () => {
-    const server = fakeServer();
-    await deliverBatch(pending(2, 'child_started'), server.send);
-    const again = await deliverBatch(pending(2, 'child_started'), server.send);
-    expect(again.duplicates).toBe(2);
-    expect(Object.fromEntries(again.correctionsByRule)).toEqual({});
   });
 
   it('passes other errors on', async () => {

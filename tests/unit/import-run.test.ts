@@ -33,6 +33,8 @@ interface FakeOptions {
   maxBatchSize?: number;
   /** Milliseconds each sendEvents takes, so parallel requests overlap. */
   sendDelayMs?: number;
+  /** Maximum `first` of an `events` page, as PAGE_SIZE_MAX sets it (default 1000). */
+  maxPageSize?: number;
 }
 
 type Reply = { status: number; body: unknown };
@@ -79,6 +81,12 @@ function createFakeServer(options: FakeOptions = {}) {
   ]);
   /** Stored client ids per user id, in arrival order. */
   const stored = new Map<string, string[]>();
+  /**
+   * Rules of the corrections stored per user id. A `sensor_off` with pair
+   * key ORPHAN adds one, and a `late_event` removes that user's, as a late
+   * event reopens pairs that the server auto-closed.
+   */
+  const corrections = new Map<string, string[]>();
   const operations: string[] = [];
   const batches: { userId: string; ids: string[] }[] = [];
   let sends = 0;
@@ -160,6 +168,8 @@ function createFakeServer(options: FakeOptions = {}) {
         return definePairType(variables.input, viewer);
       case 'ImportSendEvents':
         return sendEvents(variables.events, viewer);
+      case 'ImportCorrections':
+        return listCorrections(variables);
       default:
         return fail(`unknown operation ${operation}`, { code: 'GRAPHQL_VALIDATION_FAILED' }, 400);
     }
@@ -229,10 +239,36 @@ function createFakeServer(options: FakeOptions = {}) {
         ids.push(event.id ?? '(no id)');
       }
       const orphan = event.type === 'sensor_off' && event.pairKey === 'ORPHAN';
+      if (!duplicate && orphan) {
+        corrections.set(userId, [...(corrections.get(userId) ?? []), 'ORPHAN_END']);
+      }
+      if (!duplicate && event.type === 'late_event') {
+        corrections.delete(userId);
+      }
       return { duplicate, event: { flags: [] }, corrections: orphan ? [{ rule: 'ORPHAN_END' }] : [] };
     });
     batches.push({ userId: [...userIds].join(','), ids: events.map((event) => event.id) });
     return ok({ sendEvents: { results, storedCount, duplicateCount } });
+  }
+
+  /** Returns a page of `events(filter: { users, origins: [CORRECTION] })`, with list offsets as cursors. */
+  function listCorrections(variables: Record<string, any>): Reply {
+    const max = options.maxPageSize ?? 1000;
+    if (variables.first > max) {
+      return fail(`first is ${variables.first}, above the maximum of ${max}`, {
+        code: 'BAD_USER_INPUT',
+        reason: 'LIMIT_EXCEEDED',
+        limit: 'PAGE_SIZE_MAX',
+        value: variables.first,
+        max,
+      });
+    }
+    const rules = (variables.users as string[]).flatMap((userId) => corrections.get(userId) ?? []);
+    const start = variables.after === null ? 0 : Number(variables.after);
+    const end = Math.min(rules.length, start + variables.first);
+    const nodes = rules.slice(start, end).map((rule) => ({ rule }));
+    const pageInfo = { hasNextPage: end < rules.length, endCursor: String(end) };
+    return ok({ events: { nodes, pageInfo } });
   }
 
   const fakeFetch = async (url: string | URL | Request, init?: RequestInit): Promise<Response> => {
@@ -695,6 +731,56 @@ describe('runImport', () => {
     const options = { ...baseOptions(server, [file]), username: null, token: 'admin-token' };
     const summary = await runImport(options);
     expect(summary.correctionsByRule).toEqual({ ORPHAN_END: 2 });
+  });
+
+  it('counts only corrections still stored', async () => {
+    const server = createFakeServer();
+    const orphan = (username: string, id: string) => ({
+      kind: 'event',
+      username,
+      input: { id, type: 'sensor_off', pairKey: 'ORPHAN' },
+    });
+    const file = writeNdjson([
+      orphan('P002', 'a1'),
+      orphan('P002', 'a2'),
+      { kind: 'event', username: 'P002', input: { id: 'a3', type: 'late_event' } },
+      orphan('P002', 'a4'),
+      orphan('P124', 'b1'),
+    ]);
+    const summary = await runImport({ ...baseOptions(server, [file]), batchSize: 1 });
+
+    // Four replies listed a correction, and a later event undid two of them.
+    expect(summary.correctionsByRule).toEqual({ ORPHAN_END: 2 });
+  });
+
+  it('counts stored corrections again on a re-run', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([{ id: '1', type: 'sensor_off', pairKey: 'ORPHAN' }]);
+    const options = { ...baseOptions(server, [file]), username: null, token: 'admin-token' };
+    await runImport(options);
+    const again = await runImport(options);
+
+    expect(again.duplicates, 'duplicates').toBe(1);
+    expect(again.correctionsByRule, 'corrections').toEqual({ ORPHAN_END: 1 });
+  });
+
+  it('reads corrections in pages of the server maximum', async () => {
+    const server = createFakeServer({ maxPageSize: 2 });
+    const lines = Array.from({ length: 5 }, (_, index) => ({ id: `o${index}`, type: 'sensor_off', pairKey: 'ORPHAN' }));
+    const options = { ...baseOptions(server, [writeNdjson(lines)]), username: null, token: 'admin-token' };
+    const summary = await runImport(options);
+
+    expect(summary.correctionsByRule, 'corrections').toEqual({ ORPHAN_END: 5 });
+    expect(server.operations.filter((operation) => operation === 'ImportCorrections'), 'requests').toHaveLength(4);
+  });
+
+  it('leaves corrections uncounted when it stops', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const options = { ...baseOptions(server, [file]), username: 'member', password: 'member-secret' };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure.summary.correctionsByRule).toBeNull();
   });
 
   it('skips events of a user it cannot create', async () => {

@@ -23,7 +23,6 @@ function delivery(overrides: Partial<DeliveryResult>): DeliveryResult {
     sent: 0,
     stored: 0,
     duplicates: 0,
-    correctionsByRule: new Map(),
     flaggedByRule: new Map(),
     rejected: [],
     requests: 1,
@@ -41,10 +40,7 @@ describe('addDelivery', () => {
         sent: 10,
         stored: 8,
         duplicates: 2,
-        correctionsByRule: new Map([
-          ['AUTO_CLOSE', 1],
-          ['ORPHAN_END', 2],
-        ]),
+        flaggedByRule: new Map([['LATE_EVENT', 1]]),
       }),
     );
     addDelivery(
@@ -53,8 +49,10 @@ describe('addDelivery', () => {
         sent: 5,
         stored: 5,
         requests: 3,
-        correctionsByRule: new Map([['AUTO_CLOSE', 4]]),
-        flaggedByRule: new Map([['LATE_BEYOND_HORIZON', 3]]),
+        flaggedByRule: new Map([
+          ['LATE_BEYOND_HORIZON', 3],
+          ['LATE_EVENT', 2],
+        ]),
         rejected: [
           {
             source: { file: 'a.ndjson', line: 7 },
@@ -71,8 +69,7 @@ describe('addDelivery', () => {
     expect(summary.duplicates).toBe(2);
     expect(summary.rejected).toBe(1);
     expect(summary.requests).toBe(4);
-    expect(summary.correctionsByRule).toEqual({ AUTO_CLOSE: 5, ORPHAN_END: 2 });
-    expect(summary.flaggedByRule).toEqual({ LATE_BEYOND_HORIZON: 3 });
+    expect(summary.flaggedByRule).toEqual({ LATE_BEYOND_HORIZON: 3, LATE_EVENT: 3 });
     expect(summary.issues).toEqual([
       {
         kind: 'rejectedEvent',
@@ -124,7 +121,7 @@ describe('formatSummary', () => {
     const text = formatSummary(summary);
     expect(text).toContain('lines read:          12\n');
     expect(text).toContain('stored:              9\n');
-    expect(text).toContain('corrections:         AUTO_CLOSE 2, ORPHAN_END 1\n');
+    expect(text).toContain('corrections stored:  AUTO_CLOSE 2, ORPHAN_END 1\n');
     expect(text).toContain('flagged events:      LATE_BEYOND_HORIZON 7, LATE_EVENT 4\n');
     expect(text).toContain('pair types defined:  2 (sensor, activity)\n');
     expect(text).toContain('users created:       1 (P002)\n');
@@ -132,6 +129,11 @@ describe('formatSummary', () => {
     expect(text).toContain('pair types rejected: 0\n');
     expect(text).toContain('not sent:            0\n');
     expect(text).toContain('elapsed:             1.3 s\n');
+  });
+
+  it('marks corrections not counted', () => {
+    const text = formatSummary(createSummary(1));
+    expect(text).toContain('corrections stored:  not counted, because the import stopped\n');
   });
 });
 
