@@ -540,16 +540,28 @@ describe('intake validation', () => {
     type Time = 'omitted' | 'receipt' | 'past' | 'future';
     const SENT: Record<Exclude<Time, 'omitted'>, string> = { receipt: RECEIPT, past: AT, future: FUTURE };
 
-    function eventAt(id: string, time: Time): Record<string, string> {
-      return time === 'omitted' ? { id, type: 'heartbeat' } : { id, type: 'heartbeat', occurredAt: SENT[time] };
-    }
-
-    it.each([
+    /** Two items of one batch with the same id and content, apart from how they give the time. */
+    const REPEATS: Array<{ first: Time; second: Time }> = [
       { first: 'omitted', second: 'omitted' },
       { first: 'omitted', second: 'receipt' },
       { first: 'receipt', second: 'omitted' },
       { first: 'future', second: 'future' },
-    ] as Array<{ first: Time; second: Time }>)('batch stores $first then $second once', async ({ first, second }) => {
+    ];
+    /** Two items of one batch with the same id and other times. */
+    const CONFLICTS: Array<{ first: Time; second: Time }> = [
+      { first: 'omitted', second: 'past' },
+      { first: 'past', second: 'omitted' },
+      { first: 'omitted', second: 'future' },
+      { first: 'future', second: 'omitted' },
+      { first: 'future', second: 'receipt' },
+      { first: 'receipt', second: 'future' },
+    ];
+
+    function eventAt(id: string, time: Time): Record<string, string> {
+      return time === 'omitted' ? { id, type: 'heartbeat' } : { id, type: 'heartbeat', occurredAt: SENT[time] };
+    }
+
+    it.each(REPEATS)('batch stores $first then $second once', async ({ first, second }) => {
       const user = await newUser();
       const sent = dataOf(
         await server.gql(SEND_EVENTS, { events: [eventAt('same', first), eventAt('same', second)] }, user.token),
@@ -564,14 +576,7 @@ describe('intake validation', () => {
       expect(await storedEvents(user.id)).toHaveLength(1);
     });
 
-    it.each([
-      { first: 'omitted', second: 'past' },
-      { first: 'past', second: 'omitted' },
-      { first: 'omitted', second: 'future' },
-      { first: 'future', second: 'omitted' },
-      { first: 'future', second: 'receipt' },
-      { first: 'receipt', second: 'future' },
-    ] as Array<{ first: Time; second: Time }>)('batch rejects $first then $second', async ({ first, second }) => {
+    it.each(CONFLICTS)('batch rejects $first then $second', async ({ first, second }) => {
       const user = await newUser();
       const items = await rejectedItems(user.token, [eventAt('same', first), eventAt('same', second)]);
 
@@ -580,13 +585,7 @@ describe('intake validation', () => {
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
-    it.each([
-      { first: 'omitted', second: 'past' },
-      { first: 'past', second: 'omitted' },
-      { first: 'omitted', second: 'future' },
-      { first: 'future', second: 'omitted' },
-      { first: 'future', second: 'receipt' },
-    ] as Array<{ first: Time; second: Time }>)('lists $first then $second with other problems', async ({ first, second }) => {
+    it.each(CONFLICTS)('lists $first then $second with other problems', async ({ first, second }) => {
       const user = await newUser();
       const items = await rejectedItems(user.token, [eventAt('same', first), eventAt('same', second), { type: '' }]);
 
@@ -596,10 +595,7 @@ describe('intake validation', () => {
       ]);
     });
 
-    it.each([
-      { first: 'omitted', second: 'receipt' },
-      { first: 'receipt', second: 'omitted' },
-    ] as Array<{ first: Time; second: Time }>)('lists no conflict for $first then $second', async ({ first, second }) => {
+    it.each(REPEATS)('lists no conflict for $first then $second', async ({ first, second }) => {
       const user = await newUser();
       const items = await rejectedItems(user.token, [eventAt('same', first), eventAt('same', second), { type: '' }]);
 
