@@ -177,6 +177,23 @@ describe('intake validation', () => {
     expect(await storedEvents(user.id)).toEqual([]);
   });
 
+  it.each([
+    { name: 'an object value', meta: '{ status: ACTIVE }', fragment: 'enum value ACTIVE at status' },
+    { name: 'a list item', meta: '{ tags: ["a", B] }', fragment: 'enum value B at tags[1]' },
+  ])('rejects an enum literal as $name in meta', async ({ meta, fragment }) => {
+    const user = await newUser();
+    const response = await server.gql(
+      `mutation { sendEvent(event: { type: "heartbeat", occurredAt: "${AT}", meta: ${meta} }) { event { meta } } }`,
+      {},
+      user.token,
+    );
+
+    expect(response.data).toBeUndefined();
+    expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_JSON_OBJECT');
+    expect(response.errors?.[0]?.message).toContain(fragment);
+    expect(await storedEvents(user.id)).toEqual([]);
+  });
+
   it('occurredAt in a literal names the format', async () => {
     const user = await newUser();
     const response = await server.gql(

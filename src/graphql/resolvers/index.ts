@@ -1,4 +1,4 @@
-import { GraphQLError, GraphQLScalarType } from 'graphql';
+import { GraphQLError, GraphQLScalarType, Kind, type ValueNode } from 'graphql';
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 
 import { describeInstantRange, isStorableInstant } from '../../domain/storable.js';
@@ -50,11 +50,37 @@ function parseJsonObject(parse: () => unknown): Record<string, unknown> {
   }
 }
 
-/** graphql-scalars' JSONObject, with a reason on its errors. */
+/**
+ * Rejects enum values such as `{ status: ACTIVE }` in a JSON literal. JSON has
+ * no enum values, and graphql-scalars 2.0 turns each one into undefined, so the
+ * key would vanish from the stored object and a list item would become null.
+ */
+function rejectEnumValues(node: ValueNode, path: string): void {
+  if (node.kind === Kind.ENUM) {
+    throw new GraphQLError(
+      `JSONObject cannot represent the enum value ${node.value} at ${path}, because JSON has no enum values. Write it as the string "${node.value}".`,
+      { nodes: node, extensions: { code: 'BAD_USER_INPUT', reason: 'INVALID_JSON_OBJECT' } },
+    );
+  }
+  if (node.kind === Kind.OBJECT) {
+    for (const field of node.fields) {
+      rejectEnumValues(field.value, path === '' ? field.name.value : `${path}.${field.name.value}`);
+    }
+  } else if (node.kind === Kind.LIST) {
+    node.values.forEach((value, index) => rejectEnumValues(value, `${path}[${index}]`));
+  }
+}
+
+/** graphql-scalars' JSONObject, with a reason on its errors and no enum values in literals. */
 const JSONObject = new GraphQLScalarType<Record<string, unknown>, unknown>({
   ...JSONObjectResolver.toConfig(),
   parseValue: (value) => parseJsonObject(() => JSONObjectResolver.parseValue(value)),
-  parseLiteral: (ast, variables) => parseJsonObject(() => JSONObjectResolver.parseLiteral(ast, variables)),
+  parseLiteral: (ast, variables) => {
+    if (ast.kind === Kind.OBJECT) {
+      rejectEnumValues(ast, '');
+    }
+    return parseJsonObject(() => JSONObjectResolver.parseLiteral(ast, variables));
+  },
 });
 
 export const resolvers: Resolvers = {
