@@ -179,6 +179,20 @@ describe('report limits over HTTP', () => {
       await expectStillServing();
     });
 
+    it('names an unsent variable in a meta filter', async () => {
+      const query = `query ($x: String, $window: WindowInput!) {
+        report(window: $window, expression: { segments: { meta: { room: $x } } }) { count }
+      }`;
+      const result = await server.gql(query, { window: WINDOW }, token);
+      const error = firstError(result);
+
+      expect(result.status, 'HTTP status').toBe(400);
+      expect(error.extensions?.reason, 'reason').toBe('INVALID_EXPRESSION');
+      expect(error.message, 'message').toContain(
+        'expression.segments.meta.room is missing, because it names a variable that the request did not send',
+      );
+    });
+
     it('rejects 301 nodes', async () => {
       const operands = Array.from({ length: 300 }, () => ({ intervals: [] }));
       const result = await server.gql(REPORT, { expression: { union: operands }, window: WINDOW }, token);

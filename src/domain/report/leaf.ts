@@ -100,6 +100,9 @@ export function canonicalJson(value: unknown): string {
       open.add(current);
       stack.push({ op: 'leave', container: current });
       pushContainer(stack, current, work.path, out);
+    } else if (current === undefined) {
+      // graphql-js leaves a variable that the request did not send as undefined inside a JSON literal.
+      throw new NotJsonError(formatPath(work.path), 'is missing, because it names a variable that the request did not send');
     } else {
       throw new NotJsonError(
         formatPath(work.path),
