@@ -101,7 +101,7 @@ export function canonicalJson(value: unknown): string {
       stack.push({ op: 'leave', container: current });
       pushContainer(stack, current, work.path, out);
     } else if (current === undefined) {
-      // graphql-js leaves a variable that the request did not send as undefined inside a JSON literal.
+      // graphql-scalars' JSONObject reads a variable inside a literal that the request did not send as undefined.
       throw new NotJsonError(formatPath(work.path), 'is missing, because it names a variable that the request did not send');
     } else {
       throw new NotJsonError(
