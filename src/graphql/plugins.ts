@@ -294,6 +294,52 @@ function rejectBeforeCoercion(error: DomainError): never {
   });
 }
 
+/**
+ * Rejects a mutation that sends null for a variable with a default value
+ * that a `@skip` or `@include` condition uses, such as `$s: Boolean = true`
+ * in `@skip(if: $s)`. Validation accepts the variable because of its
+ * default, and graphql-js fails only when it reaches the directive. In the
+ * selection of a mutation field that is after the field ran, so the reply
+ * would be an error that hides the events it stored. Fields below the root
+ * take no arguments in this schema, so directives are the only such use.
+ */
+function checkNullConditions(operation: OperationDefinitionNode, document: DocumentNode, variables: Record<string, unknown>): void {
+  const sentNull = new Set(
+    (operation.variableDefinitions ?? [])
+      .filter((definition) => definition.defaultValue !== undefined && variables[definition.variable.name.value] === null)
+      .map((definition) => definition.variable.name.value),
+  );
+  if (sentNull.size === 0) {
+    return;
+  }
+  const fragments = fragmentsOf(document);
+  const visited = new Set<string>();
+  const pending: Array<OperationDefinitionNode | FragmentDefinitionNode> = [operation];
+  for (let node = pending.pop(); node !== undefined; node = pending.pop()) {
+    visit(node, {
+      FragmentSpread(spread) {
+        const fragment = fragments.get(spread.name.value);
+        if (fragment !== undefined && !visited.has(spread.name.value)) {
+          visited.add(spread.name.value);
+          pending.push(fragment);
+        }
+      },
+      Directive(directive) {
+        for (const argument of directive.arguments ?? []) {
+          if (argument.value.kind === Kind.VARIABLE && sentNull.has(argument.value.name.value)) {
+            throw new DomainError(
+              'BAD_USER_INPUT',
+              'INVALID_VARIABLE',
+              `Variable "$${argument.value.name.value}" is null, but @${directive.name.value}(${argument.name.value}:) ` +
+                'requires true or false. Send a Boolean, or leave the variable out to use its default. Nothing was stored.',
+            );
+          }
+        }
+      },
+    });
+  }
+}
+
 /** Rejects oversized or deeply nested set expressions, and oversized event lists, sent as variables. */
 function checkVariables(operation: OperationDefinitionNode, variables: Record<string, unknown>, limits: RequestLimits): void {
   for (const definition of operation.variableDefinitions ?? []) {
@@ -360,6 +406,9 @@ export function createLimitsPlugin(limits: RequestLimits): ApolloServerPlugin<Gr
           }
           const variables = request.variables ?? {};
           try {
+            if (operation.operation === OperationTypeNode.MUTATION) {
+              checkNullConditions(operation, document, variables);
+            }
             checkVariables(operation, variables, limits);
             checkRootFields(operation, document, variables, limits);
             checkRepeatedFields(operation, document, variables);

@@ -194,6 +194,49 @@ describe('intake validation', () => {
     expect(await storedEvents(user.id)).toEqual([]);
   });
 
+  it.each([
+    {
+      name: 'in the selection',
+      document: `mutation ($s: Boolean = true) {
+        sendEvent(event: { type: "heartbeat", occurredAt: "${AT}" }) { duplicate @skip(if: $s) event { id } }
+      }`,
+    },
+    {
+      name: 'on the field',
+      document: `mutation ($s: Boolean = false) {
+        sendEvent(event: { type: "heartbeat", occurredAt: "${AT}" }) @skip(if: $s) { event { id } }
+      }`,
+    },
+    {
+      name: 'in the second field',
+      document: `mutation ($s: Boolean = true) {
+        first: sendEvent(event: { type: "heartbeat", occurredAt: "${AT}" }) { event { id } }
+        second: sendEvent(event: { type: "heartbeat", occurredAt: "${AT}" }) { event { id @include(if: $s) } }
+      }`,
+    },
+  ])('null directive variable $name stores nothing', async ({ document }) => {
+    const user = await newUser();
+    const response = await server.gql(document, { s: null }, user.token);
+
+    expect(response.status, 'HTTP status').toBe(400);
+    expect(response.errors?.[0]?.extensions?.code, 'code').toBe('BAD_USER_INPUT');
+    expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe('INVALID_VARIABLE');
+    expect(response.errors?.[0]?.message, 'message').toContain('Variable "$s" is null');
+    expect(await storedEvents(user.id), 'stored events').toEqual([]);
+  });
+
+  it('directive variable left out uses its default', async () => {
+    const user = await newUser();
+    const document = `mutation ($s: Boolean = false) {
+      sendEvent(event: { type: "heartbeat", occurredAt: "${AT}" }) { duplicate @skip(if: $s) }
+    }`;
+    const response = await server.gql(document, {}, user.token);
+
+    expect(response.errors, 'errors').toBeUndefined();
+    expect(dataOf(response, 'sendEvent').sendEvent.duplicate, 'duplicate').toBe(false);
+    expect(await storedEvents(user.id), 'stored events').toHaveLength(1);
+  });
+
   it('occurredAt in a literal names the format', async () => {
     const user = await newUser();
     const response = await server.gql(
