@@ -83,6 +83,8 @@ export interface EventFilterArg {
   types?: readonly string[] | null;
   pairTypes?: readonly string[] | null;
   origins?: readonly string[] | null;
+  flags?: readonly string[] | null;
+  rules?: readonly string[] | null;
 }
 
 export interface SegmentFilterArg {
@@ -256,6 +258,16 @@ export class QueryService {
     if (args.filter?.types) where.add('type = ANY(?::text[])', args.filter.types);
     if (args.filter?.pairTypes) where.add('pair_type = ANY(?::text[])', args.filter.pairTypes);
     if (args.filter?.origins) where.add('origin::text = ANY(?::text[])', args.filter.origins);
+    if (args.filter?.flags) {
+      // ORPHAN_END is a column of its own, and the flags set at receipt are an array.
+      // NOTE: no index covers these conditions, so a rare flag without users or
+      // window may read much of the listing index to fill a page.
+      where.add(
+        `(origin = 'CLIENT' AND (intake_flags && ?::"CorrectionRule"[] OR (orphan AND 'ORPHAN_END' = ANY(?::"CorrectionRule"[]))))`,
+        args.filter.flags,
+      );
+    }
+    if (args.filter?.rules) where.add('rule::text = ANY(?::text[])', args.filter.rules);
     if (args.window !== null) {
       where.add('occurred_at >= ?', args.window.start);
       where.add('occurred_at < ?', args.window.end);
