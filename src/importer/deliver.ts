@@ -35,8 +35,6 @@ export interface DeliveryResult {
   sent: number;
   stored: number;
   duplicates: number;
-  /** Stored events that carry a flag, counted by flag as the reply showed them. */
-  flaggedByRule: Map<string, number>;
   rejected: RejectedEvent[];
   /** `sendEvents` requests made, the rejected ones included. */
   requests: number;
@@ -130,7 +128,6 @@ export async function deliverBatch(
     sent: 0,
     stored: 0,
     duplicates: 0,
-    flaggedByRule: new Map(),
     rejected: [],
     requests: 0,
     maxBatchSize: null,
@@ -219,13 +216,4 @@ function addReply(result: DeliveryResult, reply: SendEventsSummary, eventCount: 
   result.sent += eventCount;
   result.stored += reply.storedCount;
   result.duplicates += reply.duplicateCount;
-  for (const item of reply.results) {
-    // A duplicate's reply repeats the flags of its first delivery.
-    if (item.duplicate) {
-      continue;
-    }
-    for (const flag of item.event.flags) {
-      result.flaggedByRule.set(flag, (result.flaggedByRule.get(flag) ?? 0) + 1);
-    }
-  }
 }

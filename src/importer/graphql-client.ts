@@ -25,7 +25,6 @@ export interface PairTypeSummary {
 }
 
 export interface SendEventsSummary {
-  results: { duplicate: boolean; event: { flags: string[] } }[];
   storedCount: number;
   duplicateCount: number;
 }
@@ -161,19 +160,25 @@ const SEND_EVENTS = `mutation ImportSendEvents($events: [EventInput!]!) {
   sendEvents(events: $events) {
     storedCount
     duplicateCount
-    results { duplicate event { flags } }
   }
 }`;
-const CORRECTIONS = `query ImportCorrections($users: [ID!]!, $first: Int!, $after: String) {
-  events(filter: { users: $users, origins: [CORRECTION] }, first: $first, after: $after) {
-    nodes { rule }
+const STORED_EVENTS = `query ImportStoredEvents($filter: EventFilter!, $first: Int!, $after: String) {
+  events(filter: $filter, first: $first, after: $after) {
+    nodes { rule flags }
     pageInfo { hasNextPage endCursor }
   }
 }`;
 
-/** One page of stored corrections: the rule of each, and the cursor of the next page, or null after the last. */
-export interface CorrectionPage {
-  rules: (string | null)[];
+/** The filter of a read of stored events: the users, and corrections only or client events with any of the flags. */
+export interface StoredEventFilter {
+  users: readonly string[];
+  origins?: readonly ['CORRECTION'];
+  flags?: readonly string[];
+}
+
+/** One page of stored events: the rule and flags of each, and the cursor of the next page, or null after the last. */
+export interface StoredEventPage {
+  events: { rule: string | null; flags: string[] }[];
   nextCursor: string | null;
 }
 
@@ -332,14 +337,15 @@ export class GraphQLClient {
     return data.sendEvents;
   }
 
-  /** Reads one page of at most `first` corrections stored for the users `userIds`, after the cursor `after`. */
-  async corrections(userIds: readonly string[], first: number, after: string | null): Promise<CorrectionPage> {
+  /** Reads one page of at most `first` stored events that match `filter`, after the cursor `after`. */
+  async storedEvents(filter: StoredEventFilter, first: number, after: string | null): Promise<StoredEventPage> {
     const data = await this.request<{
-      events: { nodes: { rule: string | null }[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } };
-    }>('ImportCorrections', CORRECTIONS, { users: userIds, first, after });
+      events: { nodes: StoredEventPage['events']; pageInfo: { hasNextPage: boolean; endCursor: string | null } };
+    }>('ImportStoredEvents', STORED_EVENTS, { filter, first, after });
     const { nodes, pageInfo } = data.events;
-    return { rules: nodes.map((node) => node.rule), nextCursor: pageInfo.hasNextPage ? pageInfo.endCursor : null };
+    return { events: nodes, nextCursor: pageInfo.hasNextPage ? pageInfo.endCursor : null };
   }
+
 }
 
 function readErrors(body: unknown): GraphQLErrorEntry[] {

@@ -15,7 +15,7 @@ import { readImportInput, UnreadableFileError, type LineReader } from './read-in
 import { DEFAULT_RETRY_DELAYS_MS, RetriesExhaustedError, withRetry } from './retry.js';
 import { sendAll } from './send-all.js';
 import { ensurePairTypes, ensureUsers, ImportStopError, type CallServer } from './setup.js';
-import { countStoredCorrections } from './corrections.js';
+import { countStored } from './stored-counts.js';
 import { createSummary, type ImportSummary } from './summary.js';
 
 export const DEFAULT_BATCH_SIZE = 500;
@@ -155,7 +155,7 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
         importedUserIds.add(userId);
       }
     }
-    summary.correctionsByRule = await countStoredCorrections(client, call, [...importedUserIds]);
+    Object.assign(summary, await countStored(client, call, [...importedUserIds]));
   } catch (error) {
     summary.elapsedSeconds = (now() - startedAt) / 1000;
     throw new ImportFailedError(describeStop(error), summary, error);

@@ -43,10 +43,13 @@ export interface ImportSummary {
    */
   correctionsByRule: Record<string, number> | null;
   /**
-   * Stored events with a flag, counted by flag. LATE_BEYOND_HORIZON events,
-   * for example, change no segment.
+   * Client events stored with a flag for the imported users once every
+   * event was sent, counted by flag, whichever import stored them. An event
+   * with two flags counts under each. LATE_BEYOND_HORIZON events, for
+   * example, change no segment. Null when the import stopped before it
+   * counted them.
    */
-  flaggedByRule: Record<string, number>;
+  flaggedByRule: Record<string, number> | null;
   pairTypesDefined: string[];
   /** Pair types that already existed with the same definition. */
   pairTypesExisting: string[];
@@ -83,7 +86,7 @@ export function createSummary(files: number): ImportSummary {
     rejected: 0,
     notSent: 0,
     correctionsByRule: null,
-    flaggedByRule: {},
+    flaggedByRule: null,
     pairTypesDefined: [],
     pairTypesExisting: [],
     pairTypeConflicts: [],
@@ -113,10 +116,6 @@ export function addDelivery(summary: ImportSummary, delivery: DeliveryResult): v
   summary.duplicates += delivery.duplicates;
   summary.rejected += delivery.rejected.length;
   summary.requests += delivery.requests;
-
-  for (const [rule, count] of delivery.flaggedByRule) {
-    summary.flaggedByRule[rule] = (summary.flaggedByRule[rule] ?? 0) + count;
-  }
 
   for (const event of delivery.rejected) {
     addIssue(summary, {
@@ -158,7 +157,7 @@ function formatCounts(counts: Record<string, number>): string {
 export function formatSummary(summary: ImportSummary): string {
   const corrections =
     summary.correctionsByRule === null ? 'not counted, because the import stopped' : formatCounts(summary.correctionsByRule);
-  const flagged = formatCounts(summary.flaggedByRule);
+  const flagged = summary.flaggedByRule === null ? 'not counted, because the import stopped' : formatCounts(summary.flaggedByRule);
 
   const rows: [string, string][] = [
     ['files', String(summary.files)],
@@ -171,7 +170,7 @@ export function formatSummary(summary: ImportSummary): string {
     ['rejected', String(summary.rejected)],
     ['not sent', String(summary.notSent)],
     ['corrections stored', corrections],
-    ['flagged events', flagged],
+    ['flags stored', flagged],
     ['pair types defined', formatList(summary.pairTypesDefined)],
     ['pair types existing', formatList(summary.pairTypesExisting)],
     ['pair type conflicts', formatList(summary.pairTypeConflicts)],

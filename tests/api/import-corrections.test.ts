@@ -1,7 +1,7 @@
 /**
- * The import summary's corrections against a real server: it counts the
- * corrections stored once every event was sent, not those that the replies
- * of earlier batches listed and later batches undid.
+ * The import summary's corrections and flags against a real server: it
+ * counts what is stored once every event was sent, not what the replies of
+ * earlier batches listed and later batches undid.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +27,7 @@ function recorded(id: string, type: string, occurredAt: string) {
   return { kind: 'event', username: 'P900', input: { id, type, pairKey: 'M001', occurredAt } };
 }
 
-describe('import corrections', () => {
+describe('import stored counts', () => {
   let server: TestServer;
   let token: string;
   let folder: string;
@@ -64,5 +64,24 @@ describe('import corrections', () => {
       `SELECT rule, count(*)::int AS count FROM events WHERE origin = 'CORRECTION' GROUP BY rule`,
     );
     expect(rows, 'stored rows').toEqual([{ rule: 'AUTO_CLOSE', count: 1 }]);
+  });
+
+  it('counts flags stored at the end', async () => {
+    const file = join(folder, 'flags.ndjson');
+    // The end comes first and is flagged ORPHAN_END. The start, sent in the
+    // next batch, lies before it, so it is late and gives the end its pair.
+    const lines = [
+      SENSOR,
+      { kind: 'event', username: 'P901', input: { id: '1', type: 'sensor_off', pairKey: 'M002', occurredAt: '2009-03-24T10:05:00Z' } },
+      { kind: 'event', username: 'P901', input: { id: '2', type: 'sensor_on', pairKey: 'M002', occurredAt: '2009-03-24T10:00:00Z' } },
+    ];
+    writeFileSync(file, lines.map((line) => JSON.stringify(line)).join('\n') + '\n');
+
+    const summary = await runImport({ url: server.url, token, files: [file], batchSize: 1 });
+
+    expect(summary.stored, 'stored').toBe(2);
+    expect(summary.flaggedByRule, 'flags').toEqual({ LATE_EVENT: 1 });
+    const orphans = await server.app.db.sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM events WHERE orphan`);
+    expect(orphans, 'orphan rows').toEqual([{ count: 0 }]);
   });
 });

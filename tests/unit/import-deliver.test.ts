@@ -65,19 +65,15 @@ function fakeServer(options: FakeServerOptions = {}) {
 
     let storedCount = 0;
     let duplicateCount = 0;
-    const results = events.map((event) => {
-      const duplicate = storedIds.includes(event.id ?? '');
-      if (duplicate) {
+    for (const event of events) {
+      if (storedIds.includes(event.id ?? '')) {
         duplicateCount += 1;
       } else {
         storedCount += 1;
         storedIds.push(event.id ?? '');
       }
-      const corrections = event.type === 'child_started' ? [{ rule: 'MISSING_PARENT_START' }] : [];
-      const flags = event.type === 'old_ping' ? ['LATE_BEYOND_HORIZON'] : [];
-      return { duplicate, event: { flags }, corrections };
-    });
-    return { results, storedCount, duplicateCount };
+    }
+    return { storedCount, duplicateCount };
   };
 
   return { send, storedIds, calls };
@@ -205,8 +201,7 @@ describe('deliverBatch', () => {
       if (events.length > 3) {
         throw invalidBatch({ reason: 'LIMIT_EXCEEDED', details: { limit: 'batch size', max: 3 } });
       }
-      const results = events.map(() => ({ duplicate: false, event: { flags: [] }, corrections: [] }));
-      return { results, storedCount: events.length, duplicateCount: 0 };
+      return { storedCount: events.length, duplicateCount: 0 };
     };
     const result = await deliverBatch(pending(7), send);
     expect(calls).toEqual([7, 3, 3, 1]);
@@ -228,15 +223,6 @@ describe('deliverBatch', () => {
     const result = await deliverBatch([...pending(3), ...pending(2, 'child_started', 10)], server.send);
     expect(result.stored).toBe(3);
     expect(result.duplicates).toBe(2);
-  });
-
-  it('counts flags of stored events', async () => {
-    const server = fakeServer();
-    await deliverBatch(pending(1, 'old_ping'), server.send);
-    const result = await deliverBatch([...pending(3, 'old_ping'), ...pending(1, 'ping', 10)], server.send);
-    expect(result.stored).toBe(3);
-    expect(result.duplicates).toBe(1);
-    expect(Object.fromEntries(result.flaggedByRule)).toEqual({ LATE_BEYOND_HORIZON: 2 });
   });
 
   it('passes other errors on', async () => {

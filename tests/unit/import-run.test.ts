@@ -82,11 +82,17 @@ function createFakeServer(options: FakeOptions = {}) {
   /** Stored client ids per user id, in arrival order. */
   const stored = new Map<string, string[]>();
   /**
-   * Rules of the corrections stored per user id. A `sensor_off` with pair
-   * key ORPHAN adds one, and a `late_event` removes that user's, as a late
-   * event reopens pairs that the server auto-closed.
+   * Rules of the corrections stored per user id. A `sensor_on` with pair key
+   * AUTO adds an AUTO_CLOSE, and a `late_event` removes that user's, as a
+   * late event reopens pairs that the server auto-closed.
    */
   const corrections = new Map<string, string[]>();
+  /**
+   * Client events stored with ORPHAN_END per user id: each `sensor_off`
+   * with pair key ORPHAN, until a `late_event` of that user clears them, as
+   * a late start gives such an end an instance to close.
+   */
+  const orphans = new Map<string, number>();
   const operations: string[] = [];
   const batches: { userId: string; ids: string[] }[] = [];
   let sends = 0;
@@ -168,8 +174,8 @@ function createFakeServer(options: FakeOptions = {}) {
         return definePairType(variables.input, viewer);
       case 'ImportSendEvents':
         return sendEvents(variables.events, viewer);
-      case 'ImportCorrections':
-        return listCorrections(variables);
+      case 'ImportStoredEvents':
+        return listStoredEvents(variables);
       default:
         return fail(`unknown operation ${operation}`, { code: 'GRAPHQL_VALIDATION_FAILED' }, 400);
     }
@@ -238,21 +244,27 @@ function createFakeServer(options: FakeOptions = {}) {
         storedCount += 1;
         ids.push(event.id ?? '(no id)');
       }
-      const orphan = event.type === 'sensor_off' && event.pairKey === 'ORPHAN';
-      if (!duplicate && orphan) {
-        corrections.set(userId, [...(corrections.get(userId) ?? []), 'ORPHAN_END']);
+      if (!duplicate && event.type === 'sensor_on' && event.pairKey === 'AUTO') {
+        corrections.set(userId, [...(corrections.get(userId) ?? []), 'AUTO_CLOSE']);
+      }
+      if (!duplicate && event.type === 'sensor_off' && event.pairKey === 'ORPHAN') {
+        orphans.set(userId, (orphans.get(userId) ?? 0) + 1);
       }
       if (!duplicate && event.type === 'late_event') {
         corrections.delete(userId);
+        orphans.delete(userId);
       }
-      return { duplicate, event: { flags: [] }, corrections: orphan ? [{ rule: 'ORPHAN_END' }] : [] };
+      return { duplicate };
     });
     batches.push({ userId: [...userIds].join(','), ids: events.map((event) => event.id) });
     return ok({ sendEvents: { results, storedCount, duplicateCount } });
   }
 
-  /** Returns a page of `events(filter: { users, origins: [CORRECTION] })`, with list offsets as cursors. */
-  function listCorrections(variables: Record<string, any>): Reply {
+  /**
+   * Returns a page of `events(filter: { users, origins: [CORRECTION] })` or
+   * `events(filter: { users, flags })`, with list offsets as cursors.
+   */
+  function listStoredEvents(variables: Record<string, any>): Reply {
     const max = options.maxPageSize ?? 1000;
     if (variables.first > max) {
       return fail(`first is ${variables.first}, above the maximum of ${max}`, {
@@ -263,11 +275,18 @@ function createFakeServer(options: FakeOptions = {}) {
         max,
       });
     }
-    const rules = (variables.users as string[]).flatMap((userId) => corrections.get(userId) ?? []);
+    const { users, origins, flags } = variables.filter as { users: string[]; origins?: string[]; flags?: string[] };
+    const events = users.flatMap((userId): Array<{ rule: string | null; flags: string[] }> => {
+      if (origins?.includes('CORRECTION') === true) {
+        return (corrections.get(userId) ?? []).map((rule) => ({ rule, flags: [] }));
+      }
+      const orphanCount = flags?.includes('ORPHAN_END') === true ? (orphans.get(userId) ?? 0) : 0;
+      return Array.from({ length: orphanCount }, () => ({ rule: null, flags: ['ORPHAN_END'] }));
+    });
     const start = variables.after === null ? 0 : Number(variables.after);
-    const end = Math.min(rules.length, start + variables.first);
-    const nodes = rules.slice(start, end).map((rule) => ({ rule }));
-    const pageInfo = { hasNextPage: end < rules.length, endCursor: String(end) };
+    const end = Math.min(events.length, start + variables.first);
+    const nodes = events.slice(start, end);
+    const pageInfo = { hasNextPage: end < events.length, endCursor: String(end) };
     return ok({ events: { nodes, pageInfo } });
   }
 
@@ -724,63 +743,71 @@ describe('runImport', () => {
   it('counts corrections by rule', async () => {
     const server = createFakeServer();
     const file = writeNdjson([
-      { id: '1', type: 'sensor_off', pairKey: 'ORPHAN' },
-      { id: '2', type: 'sensor_off', pairKey: 'ORPHAN' },
-      { id: '3', type: 'sensor_off', pairKey: 'M001' },
+      { id: '1', type: 'sensor_on', pairKey: 'AUTO' },
+      { id: '2', type: 'sensor_on', pairKey: 'AUTO' },
+      { id: '3', type: 'sensor_on', pairKey: 'M001' },
     ]);
     const options = { ...baseOptions(server, [file]), username: null, token: 'admin-token' };
     const summary = await runImport(options);
-    expect(summary.correctionsByRule).toEqual({ ORPHAN_END: 2 });
+    expect(summary.correctionsByRule).toEqual({ AUTO_CLOSE: 2 });
   });
 
-  it('counts only corrections still stored', async () => {
+  it('counts only corrections and flags still stored', async () => {
     const server = createFakeServer();
-    const orphan = (username: string, id: string) => ({
+    const line = (username: string, id: string, type: string, pairKey?: string) => ({
       kind: 'event',
       username,
-      input: { id, type: 'sensor_off', pairKey: 'ORPHAN' },
+      input: { id, type, ...(pairKey === undefined ? {} : { pairKey }) },
     });
     const file = writeNdjson([
-      orphan('P002', 'a1'),
-      orphan('P002', 'a2'),
-      { kind: 'event', username: 'P002', input: { id: 'a3', type: 'late_event' } },
-      orphan('P002', 'a4'),
-      orphan('P124', 'b1'),
+      line('P002', 'a1', 'sensor_on', 'AUTO'),
+      line('P002', 'a2', 'sensor_off', 'ORPHAN'),
+      line('P002', 'a3', 'late_event'),
+      line('P002', 'a4', 'sensor_on', 'AUTO'),
+      line('P124', 'b1', 'sensor_on', 'AUTO'),
+      line('P124', 'b2', 'sensor_off', 'ORPHAN'),
     ]);
     const summary = await runImport({ ...baseOptions(server, [file]), batchSize: 1 });
 
-    // Four replies listed a correction, and a later event undid two of them.
-    expect(summary.correctionsByRule).toEqual({ ORPHAN_END: 2 });
+    // A later event of P002 undid its first correction and cleared its first flag.
+    expect(summary.correctionsByRule, 'corrections').toEqual({ AUTO_CLOSE: 2 });
+    expect(summary.flaggedByRule, 'flags').toEqual({ ORPHAN_END: 1 });
   });
 
-  it('counts stored corrections again on a re-run', async () => {
+  it('counts stored corrections and flags again on a re-run', async () => {
     const server = createFakeServer();
-    const file = writeNdjson([{ id: '1', type: 'sensor_off', pairKey: 'ORPHAN' }]);
+    const file = writeNdjson([
+      { id: '1', type: 'sensor_on', pairKey: 'AUTO' },
+      { id: '2', type: 'sensor_off', pairKey: 'ORPHAN' },
+    ]);
     const options = { ...baseOptions(server, [file]), username: null, token: 'admin-token' };
     await runImport(options);
     const again = await runImport(options);
 
-    expect(again.duplicates, 'duplicates').toBe(1);
-    expect(again.correctionsByRule, 'corrections').toEqual({ ORPHAN_END: 1 });
+    expect(again.duplicates, 'duplicates').toBe(2);
+    expect(again.correctionsByRule, 'corrections').toEqual({ AUTO_CLOSE: 1 });
+    expect(again.flaggedByRule, 'flags').toEqual({ ORPHAN_END: 1 });
   });
 
-  it('reads corrections in pages of the server maximum', async () => {
+  it('reads stored events in pages of the server maximum', async () => {
     const server = createFakeServer({ maxPageSize: 2 });
-    const lines = Array.from({ length: 5 }, (_, index) => ({ id: `o${index}`, type: 'sensor_off', pairKey: 'ORPHAN' }));
+    const lines = Array.from({ length: 5 }, (_, index) => ({ id: `o${index}`, type: 'sensor_on', pairKey: 'AUTO' }));
     const options = { ...baseOptions(server, [writeNdjson(lines)]), username: null, token: 'admin-token' };
     const summary = await runImport(options);
 
-    expect(summary.correctionsByRule, 'corrections').toEqual({ ORPHAN_END: 5 });
-    expect(server.operations.filter((operation) => operation === 'ImportCorrections'), 'requests').toHaveLength(4);
+    expect(summary.correctionsByRule, 'corrections').toEqual({ AUTO_CLOSE: 5 });
+    // One rejected page of 1000, three pages of corrections, and one empty page of flags in the size learned.
+    expect(server.operations.filter((operation) => operation === 'ImportStoredEvents'), 'requests').toHaveLength(5);
   });
 
-  it('leaves corrections uncounted when it stops', async () => {
+  it('leaves corrections and flags uncounted when it stops', async () => {
     const server = createFakeServer();
     const file = writeNdjson(sensorEvents('P002', 2));
     const options = { ...baseOptions(server, [file]), username: 'member', password: 'member-secret' };
     const failure = await expectFailure(runImport(options));
 
-    expect(failure.summary.correctionsByRule).toBeNull();
+    expect(failure.summary.correctionsByRule, 'corrections').toBeNull();
+    expect(failure.summary.flaggedByRule, 'flags').toBeNull();
   });
 
   it('skips events of a user it cannot create', async () => {

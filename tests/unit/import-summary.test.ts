@@ -23,7 +23,6 @@ function delivery(overrides: Partial<DeliveryResult>): DeliveryResult {
     sent: 0,
     stored: 0,
     duplicates: 0,
-    flaggedByRule: new Map(),
     rejected: [],
     requests: 1,
     maxBatchSize: null,
@@ -32,7 +31,7 @@ function delivery(overrides: Partial<DeliveryResult>): DeliveryResult {
 }
 
 describe('addDelivery', () => {
-  it('sums counters and rules', () => {
+  it('sums counters', () => {
     const summary = createSummary(2);
     addDelivery(
       summary,
@@ -40,7 +39,6 @@ describe('addDelivery', () => {
         sent: 10,
         stored: 8,
         duplicates: 2,
-        flaggedByRule: new Map([['LATE_EVENT', 1]]),
       }),
     );
     addDelivery(
@@ -49,10 +47,6 @@ describe('addDelivery', () => {
         sent: 5,
         stored: 5,
         requests: 3,
-        flaggedByRule: new Map([
-          ['LATE_BEYOND_HORIZON', 3],
-          ['LATE_EVENT', 2],
-        ]),
         rejected: [
           {
             source: { file: 'a.ndjson', line: 7 },
@@ -69,7 +63,6 @@ describe('addDelivery', () => {
     expect(summary.duplicates).toBe(2);
     expect(summary.rejected).toBe(1);
     expect(summary.requests).toBe(4);
-    expect(summary.flaggedByRule).toEqual({ LATE_BEYOND_HORIZON: 3, LATE_EVENT: 3 });
     expect(summary.issues).toEqual([
       {
         kind: 'rejectedEvent',
@@ -122,7 +115,7 @@ describe('formatSummary', () => {
     expect(text).toContain('lines read:          12\n');
     expect(text).toContain('stored:              9\n');
     expect(text).toContain('corrections stored:  AUTO_CLOSE 2, ORPHAN_END 1\n');
-    expect(text).toContain('flagged events:      LATE_BEYOND_HORIZON 7, LATE_EVENT 4\n');
+    expect(text).toContain('flags stored:        LATE_BEYOND_HORIZON 7, LATE_EVENT 4\n');
     expect(text).toContain('pair types defined:  2 (sensor, activity)\n');
     expect(text).toContain('users created:       1 (P002)\n');
     expect(text).toContain('pair type conflicts: 0\n');
@@ -131,9 +124,10 @@ describe('formatSummary', () => {
     expect(text).toContain('elapsed:             1.3 s\n');
   });
 
-  it('marks corrections not counted', () => {
+  it('marks corrections and flags not counted', () => {
     const text = formatSummary(createSummary(1));
     expect(text).toContain('corrections stored:  not counted, because the import stopped\n');
+    expect(text).toContain('flags stored:        not counted, because the import stopped\n');
   });
 });
 
