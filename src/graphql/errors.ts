@@ -17,6 +17,7 @@ import {
   withStoredEvents,
   type DomainErrorKind,
 } from '../domain/errors.js';
+import { withoutSecretValues } from './secret-values.js';
 
 export type ErrorCode =
   | 'BAD_USER_INPUT'
@@ -272,19 +273,21 @@ export function createFormatError(includeStack: boolean) {
     // already carry a code and a message meant for the client.
     const code = formatted.extensions?.code;
     if (isGraphQLError(original) && typeof code === 'string' && code !== 'INTERNAL_SERVER_ERROR') {
-      const clientError = { ...formatted, message: shortened(withoutPasswords(formatted.message)) };
       // Apollo marks variable values that fail GraphQL's type checks with
       // BAD_USER_INPUT but no reason, which every input error carries here.
-      if (code === 'BAD_USER_INPUT' && formatted.extensions?.reason === undefined) {
-        clientError.extensions = { ...formatted.extensions, reason: 'INVALID_VARIABLE' };
-      }
+      const withReason =
+        code === 'BAD_USER_INPUT' && formatted.extensions?.reason === undefined
+          ? { ...formatted, extensions: { ...formatted.extensions, reason: 'INVALID_VARIABLE' } }
+          : formatted;
+      // The stack trace's first line can repeat the message, and so the values it quotes.
+      const clientError = mapStackLines({ ...withReason, message: shortened(withoutQuotedPasswords(formatted.message)) }, withoutQuotedPasswords);
       return includeStack ? clientError : withoutStack(clientError);
     }
 
     if (isGraphQLError(original) && isArgumentCoercionError(original)) {
       return {
         message: shortened(
-          `${withoutPasswords(original.message)} A variable that it uses is null or missing where the schema requires a value.`,
+          `${withoutQuotedPasswords(original.message)} A variable that it uses is null or missing where the schema requires a value.`,
         ),
         ...(formatted.locations ? { locations: formatted.locations } : {}),
         ...(formatted.path ? { path: formatted.path } : {}),
@@ -340,6 +343,14 @@ function shortened(message: string): string {
  */
 export function withoutPasswords(message: string): string {
   return message.replace(/(\b\w*password\b"?\s*:\s*)"(?:[^"\\]|\\.)*"/gi, '$1"[redacted]"');
+}
+
+/**
+ * Masks the passwords that GraphQL quotes in a message: those of the running
+ * request wherever they occur, and any string under a password key.
+ */
+function withoutQuotedPasswords(message: string): string {
+  return withoutPasswords(withoutSecretValues(message));
 }
 
 /** Applies `rewrite` to each line of the error's stack trace, which development mode sends. */

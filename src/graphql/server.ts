@@ -26,6 +26,7 @@ import {
 } from './plugins.js';
 import { createReplyBudgetPlugin } from './reply-budget.js';
 import { resolvers } from './resolvers/index.js';
+import { createSecretValuesPlugin } from './secret-values.js';
 
 export const SCHEMA_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '../../schema.graphql');
 
@@ -101,6 +102,9 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
     validationOptions: { maxErrors: MAX_VALIDATION_ERRORS },
     formatError: createFormatError(options.development),
     plugins: [
+      // First, so that the request is recorded before a hook of another
+      // plugin raises an error.
+      createSecretValuesPlugin(),
       createAnonymousAccessPlugin(),
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),

@@ -23,6 +23,7 @@ import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
 import { registerRestRoutes } from './rest.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
+import { runWithSecretScope } from '../graphql/secret-values.js';
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -554,7 +555,9 @@ export async function buildHttpApp(
   // Apollo masks an error that no plugin hook saw, such as a reply too long
   // to serialise, as an internal error and sends HTTP 500 without logging it.
   const handler: typeof apolloHandler = async function (request, reply) {
-    const { result, unlogged } = await collectUnloggedErrors(async () => apolloHandler.call(this, request, reply));
+    const { result, unlogged } = await runWithSecretScope(() =>
+      collectUnloggedErrors(async () => apolloHandler.call(this, request, reply)),
+    );
     for (const error of unlogged) {
       request.log.error({ err: error, statusCode: reply.statusCode }, 'unexpected error in a GraphQL request, masked as an internal error');
     }

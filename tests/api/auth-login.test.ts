@@ -277,6 +277,45 @@ describe('login and roles over HTTP', () => {
     expect(JSON.stringify(update.errors)).not.toContain(secret);
   });
 
+  it('password of another type absent from errors', async () => {
+    const secret = 'Typed-Password-4711';
+    const token = await server.adminToken();
+    const replies = {
+      'login variable as object': await server.gql(LOGIN, { u: 'admin', p: { value: secret } }),
+      'login literal as list': await server.gql(`mutation { login(username: "admin", password: ["${secret}"]) { token } }`),
+      'login literal as enum': await server.gql(`mutation { login(username: "admin", password: Typed_Password_4711) { token } }`),
+      'login literal as number': await server.gql(`mutation { login(username: "admin", password: 47114711) { token } }`),
+      'changePassword variable as list': await server.gql(
+        `mutation ($current: String!, $new: String!) { changePassword(currentPassword: $current, newPassword: $new) }`,
+        { current: secret, new: [secret] },
+        token,
+      ),
+      'input field as list': await server.gql(
+        `mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }`,
+        { input: { username: 'typed-check', password: [secret], role: 'MEMBER' } },
+        token,
+      ),
+      'input field variable as object': await server.gql(
+        `mutation ($p: String!) { createUser(input: { username: "typed-check", password: $p, role: MEMBER }) { id } }`,
+        { p: { value: secret } },
+        token,
+      ),
+    };
+
+    for (const [name, reply] of Object.entries(replies)) {
+      expect(reply.errors?.[0]?.message, `${name}: message`).toContain('[redacted]');
+      expect(JSON.stringify(reply.errors), `${name}: errors`).not.toContain(secret);
+      expect(JSON.stringify(reply.errors), `${name}: errors`).not.toContain('Typed_Password_4711');
+      expect(JSON.stringify(reply.errors), `${name}: errors`).not.toContain('47114711');
+    }
+  });
+
+  it('other values stay in errors', async () => {
+    const reply = await server.gql(LOGIN, { u: ['admin'], p: 'not-the-username' });
+
+    expect(reply.errors?.[0]?.message).toBe('Variable "$u" got invalid value ["admin"]; String cannot represent a non string value: ["admin"]');
+  });
+
   it('username taken in another case', async () => {
     await server.createUser('Case-Taken');
     const result = await server.gql(

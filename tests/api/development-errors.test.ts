@@ -48,4 +48,17 @@ describe('errors in development mode', () => {
     expect(error?.message, 'message').toContain('password: "[redacted]"');
     expect(JSON.stringify(reply.errors), 'whole error').not.toContain(secret);
   });
+
+  it('masks passwords of another type in stacks', async () => {
+    const secret = 'Stacked-Password-4712';
+    const reply = await server.gql(
+      'mutation ($u: String!, $p: String!) { login(username: $u, password: $p) { token } }',
+      { u: 'admin', p: [secret] },
+    );
+    const error = reply.errors?.[0];
+
+    expect(error?.extensions?.stacktrace, 'stack trace sent').toBeInstanceOf(Array);
+    expect(error?.message, 'message').toContain('["[redacted]"]');
+    expect(JSON.stringify(reply.errors), 'whole error').not.toContain(secret);
+  });
 });
