@@ -76,6 +76,16 @@ const CONNECTION_ERROR_CODES = new Set([
 ]);
 
 /**
+ * Kinds of the `meta.driverAdapterError.cause` of a Prisma error that mean
+ * the connection failed. @prisma/adapter-pg 7.10 maps ECONNRESET to
+ * ConnectionClosed, ECONNREFUSED and ENOTFOUND to DatabaseNotReachable, and
+ * ETIMEDOUT to SocketTimeout. It keeps neither the socket's code nor its
+ * message, so a raw query that meets them fails with P2010 and none of the
+ * codes above.
+ */
+const CONNECTION_FAILURE_KINDS = new Set(['ConnectionClosed', 'DatabaseNotReachable', 'SocketTimeout']);
+
+/**
  * Returns the error codes of one error: its own `code`, and the PostgreSQL
  * code that Prisma keeps in `meta.driverAdapterError.cause` when a driver
  * adapter query fails, such as 57014 under its own P2010.
@@ -89,6 +99,12 @@ function codesOf(error: Error): unknown[] {
   return [code, cause?.code, cause?.originalCode];
 }
 
+/** Returns whether a Prisma error's driver adapter reported a failed connection. */
+function isConnectionFailureKind(error: Error): boolean {
+  const kind = (error as { meta?: { driverAdapterError?: { cause?: { kind?: unknown } } } }).meta?.driverAdapterError?.cause?.kind;
+  return typeof kind === 'string' && CONNECTION_FAILURE_KINDS.has(kind);
+}
+
 /**
  * Recognises failures of the database or Redis connection, as opposed to bugs.
  * pg 8 reports a statement on a client whose connection failed earlier as
@@ -98,7 +114,7 @@ function codesOf(error: Error): unknown[] {
 export function isDependencyFailure(error: unknown): boolean {
   let cursor: unknown = error;
   for (let depth = 0; depth < 5 && cursor instanceof Error; depth += 1) {
-    if (codesOf(cursor).some((code) => typeof code === 'string' && CONNECTION_ERROR_CODES.has(code))) {
+    if (codesOf(cursor).some((code) => typeof code === 'string' && CONNECTION_ERROR_CODES.has(code)) || isConnectionFailureKind(cursor)) {
       return true;
     }
     const message = cursor.message;

@@ -20,11 +20,13 @@ import { describeWithPostgres, postgresUrl } from '../support/services.js';
  * Starts a loopback proxy to `target`. `cut()` drops every connection and
  * rejects new ones until `restore()`. `stall()` stops forwarding on every open
  * connection for good, without closing it, as after a network partition; new
- * connections work.
+ * connections work. `resetOnSend()` resets (TCP RST) each open connection
+ * once the client sends on it again. A host that lost the state of an idle
+ * connection does the same. New connections work.
  */
 async function startProxy(
   target: URL,
-): Promise<{ port: number; cut(): void; restore(): void; stall(): void; close(): Promise<void> }> {
+): Promise<{ port: number; cut(): void; restore(): void; stall(): void; resetOnSend(): void; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   const pairs = new Set<[Socket, Socket]>();
   let open = true;
@@ -72,6 +74,14 @@ async function startProxy(
         upstream.pause();
       }
       pairs.clear();
+    },
+    resetOnSend() {
+      for (const [client, upstream] of pairs) {
+        client.once('data', () => {
+          client.resetAndDestroy();
+          upstream.destroy();
+        });
+      }
     },
     close: () =>
       new Promise<void>((resolve) => {
@@ -134,6 +144,50 @@ describeWithPostgres('PostgreSQL outage', () => {
     const events = await server.gql(`{ events(filter: { origins: [CLIENT] }) { nodes { clientId } } }`, {}, token);
     const clientIds = (events.data?.events.nodes as Array<{ clientId: string }>).map((node) => node.clientId);
     expect(clientIds).toEqual(['before', 'after']);
+  }, 60_000);
+
+  it('rejects a login as unavailable', async () => {
+    const credentials = { username: 'outage', password: 'outage-password' };
+    // Returns the error code, or "ok". A login that failed with an internal
+    // error still gets HTTP 200, so only the code tells the outcome.
+    const login = async () => {
+      const reply = await server.gql(`mutation ($u: String!, $p: String!) { login(username: $u, password: $p) { token } }`, {
+        u: credentials.username,
+        p: credentials.password,
+      });
+      return String(reply.errors?.[0]?.extensions?.code ?? 'ok');
+    };
+    const restLogin = async () => {
+      const response = await fetch(`${server.url}/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(credentials),
+      });
+      return String(response.status);
+    };
+    // The login's first statement is a raw query through Prisma, whose driver
+    // adapter reports ECONNRESET as a ConnectionClosed cause without pg's code
+    // or message. Each pooled connection fails once, and background work
+    // takes connections too, so each login may fail or get a new connection.
+    const outcomes = async (send: () => Promise<string>): Promise<string[]> => {
+      const seen: string[] = [];
+      // Leaves an idle connection in the pool to reset.
+      seen.push(await send());
+      proxy.resetOnSend();
+      for (let attempt = 0; attempt < 6; attempt += 1) {
+        seen.push(await send());
+      }
+      return seen;
+    };
+
+    const graphql = await outcomes(login);
+    const rest = await outcomes(restLogin);
+
+    expect(graphql, 'GraphQL error codes').toContain('SERVICE_UNAVAILABLE');
+    expect(graphql.filter((code) => code !== 'ok' && code !== 'SERVICE_UNAVAILABLE'), 'other GraphQL error codes').toEqual([]);
+    expect(rest, 'REST statuses').toContain('503');
+    expect(rest.filter((status) => status !== '200' && status !== '503'), 'other REST statuses').toEqual([]);
+    expect(await login(), 'login after the reset').toBe('ok');
   }, 60_000);
 
   it('closes a stalled connection and recovers', async () => {
