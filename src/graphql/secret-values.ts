@@ -35,45 +35,60 @@ export function runWithSecretScope<T>(handle: () => Promise<T>): Promise<T> {
   return secretScope.run({ request: null, secrets: null }, handle);
 }
 
-/** Adds the printed forms of every scalar in a literal, as validation messages print them. */
-function addLiteral(secrets: Set<string>, value: ValueNode): void {
-  switch (value.kind) {
-    case Kind.LIST:
-      value.values.forEach((item) => addLiteral(secrets, item));
-      return;
-    case Kind.OBJECT:
-      value.fields.forEach((field) => addLiteral(secrets, field.value));
-      return;
-    case Kind.STRING:
-      secrets.add(print(value));
-      secrets.add(JSON.stringify(value.value));
-      return;
-    case Kind.ENUM:
-    case Kind.INT:
-    case Kind.FLOAT:
-      secrets.add(value.value);
-      return;
-    default:
-      return;
+/**
+ * Adds the printed forms of every scalar in a literal, as validation messages
+ * print them. The walk uses an explicit stack, so deep values cannot
+ * overflow the call stack.
+ */
+function addLiteral(secrets: Set<string>, literal: ValueNode): void {
+  const stack: ValueNode[] = [literal];
+  for (let value = stack.pop(); value !== undefined; value = stack.pop()) {
+    switch (value.kind) {
+      case Kind.LIST:
+        stack.push(...value.values);
+        break;
+      case Kind.OBJECT:
+        stack.push(...value.fields.map((field) => field.value));
+        break;
+      case Kind.STRING:
+        secrets.add(print(value));
+        secrets.add(JSON.stringify(value.value));
+        break;
+      case Kind.ENUM:
+      case Kind.INT:
+      case Kind.FLOAT:
+        secrets.add(value.value);
+        break;
+      default:
+        break;
+    }
   }
 }
 
 /**
  * Adds the scalars of a variable's value that are passwords, as graphql-js's
  * `inspect` prints them: all of them when the variable is used where a
- * password goes, and else those under a key that names a password.
+ * password goes, and else those under a key that names a password. The walk
+ * uses an explicit stack, because a variable can nest thousands of levels
+ * deep before the request limits reject it.
  */
-function addVariable(secrets: Set<string>, value: unknown, isPassword: boolean): void {
-  if (Array.isArray(value)) {
-    value.forEach((item) => addVariable(secrets, item, isPassword));
-  } else if (value !== null && typeof value === 'object') {
-    for (const [key, item] of Object.entries(value)) {
-      addVariable(secrets, item, isPassword || PASSWORD_NAME.test(key));
+function addVariable(secrets: Set<string>, variable: unknown, isPasswordVariable: boolean): void {
+  const stack: Array<{ value: unknown; isPassword: boolean }> = [{ value: variable, isPassword: isPasswordVariable }];
+  for (let entry = stack.pop(); entry !== undefined; entry = stack.pop()) {
+    const { value, isPassword } = entry;
+    if (Array.isArray(value)) {
+      for (const item of value) {
+        stack.push({ value: item, isPassword });
+      }
+    } else if (value !== null && typeof value === 'object') {
+      for (const [key, item] of Object.entries(value)) {
+        stack.push({ value: item, isPassword: isPassword || PASSWORD_NAME.test(key) });
+      }
+    } else if (isPassword && typeof value === 'string') {
+      secrets.add(JSON.stringify(value));
+    } else if (isPassword && typeof value === 'number') {
+      secrets.add(String(value));
     }
-  } else if (isPassword && typeof value === 'string') {
-    secrets.add(JSON.stringify(value));
-  } else if (isPassword && typeof value === 'number') {
-    secrets.add(String(value));
   }
 }
 
