@@ -413,6 +413,13 @@ export async function buildHttpApp(
 
   fastify.setErrorHandler((error, request, reply) => {
     const errorBody = (fields: { code: string; message: string } & Record<string, unknown>) => errorReplyBody(request.url, fields);
+    if (!request.raw.complete) {
+      // A reply before the body was read, such as a 401 for an expired token
+      // on a large body, leaves the request unfinished, and its connection
+      // then held close() open until the keep-alive timeout (72 s). Closing
+      // the connection with the reply ends the request.
+      reply.header('connection', 'close');
+    }
     const domain = toDomainError(error);
     if (isUnstorableValue(error)) {
       request.log.warn({ err: error }, 'the database rejected a request value that input validation let through');
