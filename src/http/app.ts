@@ -21,6 +21,7 @@ import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValu
 import type { Services } from '../services/index.js';
 import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
+import { GRAPHQL_RESPONSE_JSON, prefersGraphQLResponseJson } from './graphql-media-type.js';
 import { registerRestRoutes } from './rest.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
 import { runWithSecretScope } from '../graphql/secret-values.js';
@@ -413,6 +414,11 @@ export async function buildHttpApp(
 
   fastify.setErrorHandler((error, request, reply) => {
     const errorBody = (fields: { code: string; message: string } & Record<string, unknown>) => errorReplyBody(request.url, fields);
+    if (pathOf(request.url) === '/graphql' && prefersGraphQLResponseJson(request.headers.accept)) {
+      // As Apollo Server does, so that Apollo Client reads these errors, such
+      // as a 401 for an expired token on a large body, as GraphQL errors.
+      reply.type(GRAPHQL_RESPONSE_JSON);
+    }
     if (!request.raw.complete) {
       // A reply before the body was read, such as a 401 for an expired token
       // on a large body, leaves the request unfinished, and its connection

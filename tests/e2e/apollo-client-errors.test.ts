@@ -1,6 +1,6 @@
 /**
  * Errors as an Apollo Client 4 application receives them (`HttpLink` over the
- * global `fetch`, `InMemoryCache`). Apollo Client's HttpLink asks for
+ * global `fetch`, `InMemoryCache`). Apollo Client's HttpLink requests
  * `application/graphql-response+json` and reads a reply of that type as a
  * GraphQL result whatever its status, so `extensions.code` reaches the
  * application. A non-2xx reply in `application/json` becomes a
@@ -9,21 +9,54 @@
  * the HTTP layer sends before Apollo Server runs, and that such an early
  * reply does not hold the server's shutdown open.
  */
-import { ApolloClient, HttpLink, InMemoryCache, gql } from '@apollo/client';
+import { ApolloClient, CombinedGraphQLErrors, HttpLink, InMemoryCache, gql } from '@apollo/client';
 import { ApolloLink } from '@apollo/client/core';
 import { SetContextLink } from '@apollo/client/link/context';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { ManualClock, startTestServer } from '../support/app.js';
+import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
 
 const START = Date.parse('2026-04-01T00:00:00Z');
 /** JWT_TTL_SECONDS of the servers below (its default), in ms. */
 const TOKEN_TTL_MS = 3_600_000;
+/** MAX_BODY_BYTES of the server below. ANONYMOUS_MAX_BODY_BYTES keeps its default of 65536. */
+const MAX_BODY_BYTES = 262_144;
 
 const SEND_EVENTS = gql`
   mutation SendEvents($events: [EventInput!]!) {
     sendEvents(events: $events) {
       storedCount
+    }
+  }
+`;
+
+const ME = gql`
+  query Me {
+    me {
+      id
+      username
+    }
+  }
+`;
+
+const RENEW = gql`
+  mutation Renew {
+    renewToken {
+      token
+      expiresAt
+    }
+  }
+`;
+
+const DASHBOARD = gql`
+  query Dashboard($window: WindowInput!) {
+    good: report(window: $window, expression: { segments: { pairTypes: ["session"] } }, bucket: { unit: DAY, timeZone: "Europe/Prague" }) {
+      id
+      totalSeconds
+    }
+    bad: report(window: $window, expression: { segments: { pairTypes: ["session"] } }, bucket: { unit: DAY, timeZone: "Europe/Nowhere" }) {
+      id
+      totalSeconds
     }
   }
 `;
@@ -47,6 +80,111 @@ async function mutationError(client: ApolloClient, events: unknown[]): Promise<u
     (error: unknown) => error,
   );
 }
+
+describe('Apollo Client error handling', () => {
+  const clock = new ManualClock(START);
+  let server: TestServer;
+  let member: { id: string; token: string };
+  let client: ApolloClient;
+  let token: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock,
+      sweeper: false,
+      env: { JWT_TTL_SECONDS: String(TOKEN_TTL_MS / 1000), MAX_BODY_BYTES: String(MAX_BODY_BYTES) },
+    });
+    member = await server.createUser('mia');
+    token = member.token;
+    client = createClient(server.url, () => token);
+  });
+
+  afterAll(async () => {
+    client?.stop();
+    await server?.close();
+  });
+
+  it('failed report leaves partial data', async () => {
+    const result = await client.query<{ good: { id: string; totalSeconds: number } | null; bad: unknown }>({
+      query: DASHBOARD,
+      variables: { window: { start: '2026-03-28T23:00:00Z', end: '2026-03-30T22:00:00Z' } },
+      errorPolicy: 'all',
+      fetchPolicy: 'network-only',
+    });
+
+    expect(result.data?.good?.totalSeconds).toBe(0);
+    expect(result.data?.bad).toBeNull();
+    expect(CombinedGraphQLErrors.is(result.error)).toBe(true);
+    const error = (result.error as CombinedGraphQLErrors).errors[0];
+    expect(error?.path).toEqual(['bad']);
+    expect(error?.extensions?.reason).toBe('INVALID_TIME_ZONE');
+  });
+
+  it('body over MAX_BODY_BYTES is a GraphQL error', async () => {
+    const error = await mutationError(client, heartbeats(40, 8_000));
+
+    expect(CombinedGraphQLErrors.is(error)).toBe(true);
+    const first = (error as CombinedGraphQLErrors).errors[0];
+    expect(first?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(first?.extensions?.reason).toBe('BODY_TOO_LARGE');
+    expect(first?.extensions?.limit).toBe('MAX_BODY_BYTES');
+  });
+
+  it('renewToken keeps client signed in', async () => {
+    clock.advance(TOKEN_TTL_MS - 60_000);
+    const renewedAt = clock.now();
+    const renewed = await client.mutate<{ renewToken: { token: string; expiresAt: string } }>({ mutation: RENEW });
+    token = renewed.data!.renewToken.token;
+    clock.advance(120_000);
+
+    const me = await client.query<{ me: { id: string } }>({ query: ME, fetchPolicy: 'network-only' });
+    expect(me.data?.me.id).toBe(member.id);
+    expect(Date.parse(renewed.data!.renewToken.expiresAt)).toBe(renewedAt + TOKEN_TTL_MS);
+  });
+
+  it('expired token on small body', async () => {
+    clock.advance(TOKEN_TTL_MS);
+    const error = await mutationError(client, heartbeats(1, 10));
+
+    expect(CombinedGraphQLErrors.is(error)).toBe(true);
+    const first = (error as CombinedGraphQLErrors).errors[0];
+    expect(first?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(first?.extensions?.reason).toBe('INVALID_TOKEN');
+  });
+
+  it('expired token on large body', async () => {
+    // Above ANONYMOUS_MAX_BODY_BYTES, so the HTTP layer rejects the token before Apollo Server runs.
+    const error = await mutationError(client, heartbeats(20, 4_000));
+
+    expect(CombinedGraphQLErrors.is(error)).toBe(true);
+    const first = (error as CombinedGraphQLErrors).errors[0];
+    expect(first?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(first?.extensions?.reason).toBe('INVALID_TOKEN');
+  });
+
+  it('renewToken rejects expired token', async () => {
+    const error = await client.mutate({ mutation: RENEW }).then(
+      () => null,
+      (caught: unknown) => caught,
+    );
+
+    expect(CombinedGraphQLErrors.is(error)).toBe(true);
+    expect((error as CombinedGraphQLErrors).errors[0]?.extensions?.reason).toBe('INVALID_TOKEN');
+  });
+
+  it('plain JSON client keeps application/json', async () => {
+    const response = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ query: SEND_EVENTS.loc!.source.body, variables: { events: heartbeats(20, 4_000) } }),
+    });
+    const body = (await response.json()) as { errors: Array<{ extensions: { reason: string } }> };
+
+    expect(response.status).toBe(401);
+    expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(body.errors[0]?.extensions.reason).toBe('INVALID_TOKEN');
+  });
+});
 
 describe('shutdown after an early 401', () => {
   it('closes without waiting for the body', async () => {
