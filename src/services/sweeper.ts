@@ -5,8 +5,8 @@
  * any request. The close time comes from the engine's policy, never from the
  * moment the sweeper ran.
  *
- * It also repairs what a Redis flush or a crash could lose: when the sentinel
- * key that marks the deadline set as complete is missing, it schedules every
+ * It also repairs what a Redis flush or a crash could lose: when the marker
+ * that the deadline set is complete is missing from the set, it schedules every
  * user with open segments or unapplied events for an immediate settle. Every
  * `repairIntervalMs` it also schedules the users with unapplied events. A
  * request whose user lock expired can store events after the next holder
@@ -21,13 +21,13 @@ import type { Clock } from './index.js';
 import type { IntakeService } from './intake.js';
 import { PeriodicTask } from './periodic.js';
 
-/** Counter key whose presence means the deadline set was seeded from PostgreSQL. */
-const SEED_SENTINEL = 'sweeper:deadlines-seeded';
-const SENTINEL_LIFETIME_MS = 10 * 365 * 24 * 3600 * 1000;
-
-/** Records that every user's deadline is in the set, so sweepers need not reseed it. */
+/**
+ * Records that every user's deadline is in the set, so sweepers need not
+ * reseed it. The record is part of the set, so a deletion of the set always
+ * takes it too, and the next sweep reseeds.
+ */
 export async function markDeadlinesSeeded(store: CoordinationStore): Promise<void> {
-  await store.incrementWindowCounter(SEED_SENTINEL, SENTINEL_LIFETIME_MS);
+  await store.markDeadlinesComplete();
 }
 
 export interface SweeperOptions {
@@ -92,8 +92,7 @@ export class Sweeper {
 
   private async seedIfLost(): Promise<void> {
     const { store, sql, clock, logger } = this.options;
-    const sentinel = await store.getWindowCounter(SEED_SENTINEL);
-    if (sentinel.count > 0) {
+    if (await store.deadlinesComplete()) {
       return;
     }
     const rows = await sql.query<{ user_id: string }>(

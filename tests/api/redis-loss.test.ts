@@ -120,4 +120,39 @@ describeWithRedis('intake after Redis lost its keys', () => {
       { pairType: 'task', end: new Date(lastActivity).toISOString(), endReason: 'PARENT_CLOSED' },
     ]);
   }, 60_000);
+
+  it('closes pairs when the deadline set goes last', async () => {
+    const user = await server.createUser('deadlines-deleted-last');
+    const lastActivity = clock.now() - MINUTE;
+    dataOf(
+      await server.gql(
+        SEND_EVENTS,
+        {
+          events: [
+            { type: 'session_started', occurredAt: new Date(clock.now() - 10 * MINUTE).toISOString() },
+            { type: 'heartbeat', occurredAt: new Date(lastActivity).toISOString() },
+          ],
+        },
+        user.token,
+      ),
+      'sendEvents',
+    );
+
+    // A deletion of the prefix key by key, such as SCAN with DEL, can reach
+    // the deadline set last, after a sweep that ran in between reseeded it.
+    const url = redisUrl()!;
+    expect(await deleteRedisKeys(url, `${keyPrefix}{`)).toBeGreaterThan(0);
+    await deleteRedisKeys(url, `${keyPrefix}counter:`);
+    await server.app.sweeper.sweepOnce();
+    expect(await deleteRedisKeys(url, `${keyPrefix}deadlines`)).toBe(1);
+
+    clock.set(lastActivity + TIMEOUT_MS + MINUTE);
+    // No request of this user comes: only the sweeper can find the pair due.
+    await server.app.sweeper.sweepOnce();
+
+    const raw = await readTimeline(server, await server.adminToken(), user.id);
+    expect(raw.segments).toHaveLength(1);
+    expect(raw.segments[0]?.endReason).toBe('AUTO_CLOSE');
+    expect(raw.segments[0]?.end).toBe(new Date(lastActivity).toISOString());
+  }, 60_000);
 });

@@ -99,6 +99,16 @@ export interface CoordinationStore {
   dueUsers(nowMs: number, limit: number): Promise<string[]>;
 
   /**
+   * Records that the deadline set holds the deadline of every user who needs
+   * one. The record lives in the deadline set, so that whatever deletes the
+   * set also deletes the record, even when it deletes keys one at a time.
+   */
+  markDeadlinesComplete(): Promise<void>;
+
+  /** Returns whether the deadline set still carries the record of `markDeadlinesComplete`. */
+  deadlinesComplete(): Promise<boolean>;
+
+  /**
    * Counts one hit in a fixed window of `windowMs` that starts at the first
    * hit. The key is used as given, so callers should hash or bound user input.
    */

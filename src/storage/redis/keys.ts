@@ -4,7 +4,8 @@
  *     em:{u:<userId>}:lock    string, the lock holder's token, with a TTL
  *     em:{u:<userId>}:fence   integer, the user's fencing counter, no TTL
  *     em:{u:<userId>}:state   string, the user's serialized engine state
- *     em:deadlines            sorted set, member userId, score = next deadline in ms
+ *     em:deadlines            sorted set, member userId, score = next deadline in ms,
+ *                             and the member `complete` at +inf once the set was seeded
  *     em:counter:<key>        integer, a rate-limit window counter, with a TTL
  *
  * `{u:<userId>}` is a Redis Cluster hash tag: the cluster hashes only the text

@@ -40,6 +40,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
   const fences = new Map<string, number>();
   const states = new Map<string, string>();
   const deadlines = new Map<string, number>();
+  /** Set by `markDeadlinesComplete`, and cleared with the deadlines. */
+  let deadlinesMarkedComplete = false;
   const counters = new Map<string, Expiring<number>>();
   /** Running sets: each member with the instant it leaves. */
   const running = new Map<string, Map<string, number>>();
@@ -205,6 +207,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       return userIds.map((userId) => deadlines.get(userId) ?? null);
     },
 
+    async markDeadlinesComplete(): Promise<void> {
+      ensureOpen();
+      deadlinesMarkedComplete = true;
+    },
+
+    async deadlinesComplete(): Promise<boolean> {
+      ensureOpen();
+      return deadlinesMarkedComplete;
+    },
+
     async incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount> {
       ensureOpen();
       checkCounterKey(key);
@@ -292,6 +304,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       fences.clear();
       states.clear();
       deadlines.clear();
+      deadlinesMarkedComplete = false;
       counters.clear();
     },
   };

@@ -71,6 +71,13 @@ const SCRIPTS: Record<string, ScriptDefinition> = {
 
 const SCAN_BATCH_SIZE = 500;
 
+/**
+ * Member of the deadline set whose presence means the set is complete. Its
+ * score is +inf, so no claim or read of due users returns it, and it is no
+ * user id, because user ids are UUIDs.
+ */
+const DEADLINES_COMPLETE_MEMBER = 'complete';
+
 /** Marks an operation that may safely run twice. */
 const IDEMPOTENT = { idempotent: true };
 
@@ -259,6 +266,17 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       // ZMSCORE needs Redis 6.2 or later.
       const scores = await run('peekDeadlines', () => redis.zmscore(deadlinesKey, [...userIds]), IDEMPOTENT);
       return scores.map((score) => (score === null ? null : Number(score)));
+    },
+
+    async markDeadlinesComplete(): Promise<void> {
+      const deadlinesKey = keys.deadlines();
+      await run('markDeadlinesComplete', () => redis.zadd(deadlinesKey, '+inf', DEADLINES_COMPLETE_MEMBER), IDEMPOTENT);
+    },
+
+    async deadlinesComplete(): Promise<boolean> {
+      const deadlinesKey = keys.deadlines();
+      const score = await run('deadlinesComplete', () => redis.zscore(deadlinesKey, DEADLINES_COMPLETE_MEMBER), IDEMPOTENT);
+      return score !== null;
     },
 
     async incrementWindowCounter(key: string, windowMs: number): Promise<WindowCount> {
