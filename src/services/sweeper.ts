@@ -76,8 +76,8 @@ export class Sweeper {
         } catch (error) {
           if (error instanceof DomainError && error.reason === 'USER_BUSY') {
             // The holder may have scheduled this deadline before the claim
-            // moved it to the lease end, so it is tried again at the next
-            // sweep instead. A holder that schedules later replaces this entry.
+            // replaced it, so it is tried again at the next sweep instead.
+            // A holder that schedules later replaces this entry.
             await store.scheduleDeadline(userId, clock.now() + intervalMs);
             continue;
           }

@@ -176,6 +176,34 @@ it('unscoped read settles over 50 due users', async () => {
   expect(nodes.filter((node) => node.endReason !== 'AUTO_CLOSE')).toEqual([]);
 });
 
+it('reads settle users claimed elsewhere', async () => {
+  const [named, unnamed] = sessionUsers as [string, string];
+  const { adminToken, window } = await startSessions([named, unnamed]);
+  // The sweeper of another process claims both users and stops before it
+  // settles them, as when that process is killed. Its lease is 30 s.
+  const claimed = await server.app.store.claimDueUsers(clock.now(), 30_000, 10);
+  expect([...claimed].sort()).toEqual([named, unnamed].sort());
+
+  const namedRead = await server.gql<{ segments: SegmentNodes }>(
+    `query ($users: [ID!], $window: WindowInput) {
+      segments(filter: { users: $users }, window: $window) { nodes { user { id } endReason } }
+    }`,
+    { users: [named], window },
+    adminToken,
+  );
+  expect(namedRead.errors).toBeUndefined();
+  expect(namedRead.data!.segments.nodes.map((node) => node.endReason)).toEqual(['AUTO_CLOSE']);
+
+  const unscopedRead = await server.gql<{ segments: SegmentNodes }>(
+    `query ($window: WindowInput) { segments(window: $window, first: 1000) { nodes { user { id } endReason } } }`,
+    { window },
+    adminToken,
+  );
+  expect(unscopedRead.errors).toBeUndefined();
+  const unnamedNodes = unscopedRead.data!.segments.nodes.filter((node) => node.user.id === unnamed);
+  expect(unnamedNodes.map((node) => node.endReason)).toEqual(['AUTO_CLOSE']);
+});
+
 it('settles take turns per read and process', async () => {
   const intake = server.app.services.intake;
   const settle = intake.settle.bind(intake);

@@ -240,7 +240,8 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       const claimed = await store.claimDueUsers(3_000, 500, 10);
 
       expect(claimed).toEqual(['first', 'second', 'late']);
-      expect(await store.peekDeadline('first')).toBe(3_500);
+      // A claimed user shows the claim time, so that it stays due for reads.
+      expect(await store.peekDeadline('first')).toBe(3_000);
       expect(await store.peekDeadline('future')).toBe(9_000);
     });
 
@@ -254,7 +255,20 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       expect(await store.dueUsers(3_000, 2)).toEqual(['first', 'second']);
       expect(await store.peekDeadline('first')).toBe(1_000);
       expect(await store.claimDueUsers(3_000, 500, 10)).toEqual(['first', 'second', 'late']);
-      expect(await store.dueUsers(3_000, 10)).toEqual([]);
+      expect(await store.claimDueUsers(3_000, 500, 10)).toEqual([]);
+    });
+
+    it('claimed users stay due for reads', async () => {
+      await store.scheduleDeadline('claimed', 1_000);
+      await store.scheduleDeadline('due', 2_000);
+      await store.scheduleDeadline('future', 9_000);
+
+      expect(await store.claimDueUsers(1_500, 30_000, 10)).toEqual(['claimed']);
+
+      expect(await store.dueUsers(3_000, 10)).toEqual(['claimed', 'due']);
+      expect(await store.peekDeadlines(['claimed', 'due', 'future'])).toEqual([1_500, 2_000, 9_000]);
+      // Other sweepers still skip the claimed user until its lease ends.
+      expect(await store.claimDueUsers(3_000, 30_000, 10)).toEqual(['due']);
     });
 
     it('claim respects limit', async () => {
@@ -290,7 +304,7 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       expect(await store.claimDueUsers(1_000, 500, 10)).toEqual(['alice']);
       expect(await store.claimDueUsers(1_499, 500, 10)).toEqual([]);
       expect(await store.claimDueUsers(1_500, 500, 10)).toEqual(['alice']);
-      expect(await store.peekDeadline('alice')).toBe(2_000);
+      expect(await store.peekDeadline('alice')).toBe(1_500);
     });
 
     it('rejects invalid arguments', async () => {

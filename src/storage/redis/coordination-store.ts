@@ -79,27 +79,33 @@ export interface CoordinationStore {
 
   /**
    * Atomically takes up to `limit` users whose deadline is at or before
-   * `nowMs` and moves their deadline to `nowMs + leaseMs`. Concurrent callers
-   * never get the same user for the same deadline. A claimed user whose
-   * sweeper crashed comes back once the lease ends. The claimer is expected to
-   * schedule the real next deadline, or null, when it finishes.
+   * `nowMs`, or whose claim is at least `leaseMs` old, and records the claim
+   * at `nowMs` in place of the deadline. Concurrent callers never get the
+   * same user for the same deadline. A claimed user whose sweeper crashed
+   * comes back once the lease ends. The claimer is expected to schedule the
+   * real next deadline, or null, when it finishes. A claimed user stays due
+   * for `dueUsers` and `peekDeadline`, so reads can settle it meanwhile.
    */
   claimDueUsers(nowMs: number, leaseMs: number, limit: number): Promise<string[]>;
 
-  /** Returns the user's scheduled deadline in ms since the epoch, or null. */
+  /**
+   * Returns the user's scheduled deadline in ms since the epoch, or null.
+   * For a claimed user it returns the claim time, when the user was due.
+   */
   peekDeadline(userId: string): Promise<number | null>;
 
-  /** Returns the scheduled deadline of each user, in the order of `userIds`, with one round trip. */
+  /** Returns what `peekDeadline` returns for each user, in the order of `userIds`, with one round trip. */
   peekDeadlines(userIds: readonly string[]): Promise<Array<number | null>>;
 
   /**
    * Returns up to `limit` users whose deadline is at or before `nowMs`,
-   * earliest first, without claiming them.
+   * claimed users among them, without claiming them. Claimed users come
+   * first, then the others earliest deadline first.
    */
   dueUsers(nowMs: number, limit: number): Promise<string[]>;
 
   /**
-   * Records that the deadline set holds the deadline of every user who needs
+   * Records that the deadline set contains the deadline of every user who needs
    * one. The record lives in the deadline set, so that whatever deletes the
    * set also deletes the record, even when it deletes keys one at a time.
    */

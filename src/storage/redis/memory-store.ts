@@ -19,6 +19,7 @@ import {
   acquireWithWait,
   checkPositiveInteger,
   checkTimestampMs,
+  deadlineOfScore,
 } from './store-common.js';
 
 export interface MemoryStoreOptions {
@@ -171,15 +172,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       checkPositiveInteger('leaseMs', leaseMs);
       checkPositiveInteger('limit', limit);
 
+      // As in the Redis script, a claim at time t is stored as -(t + 1), and
+      // claims made at nowMs - leaseMs or earlier have expired.
       // Same order as a Redis sorted set: by score, then by member.
+      const minScore = Math.min(0, leaseMs - nowMs - 1);
       const due = [...deadlines]
-        .filter(([, atMs]) => atMs <= nowMs)
+        .filter(([, score]) => score >= minScore && score <= nowMs)
         .sort(([userA, atA], [userB, atB]) => atA - atB || compareText(userA, userB))
         .slice(0, limit)
         .map(([userId]) => userId);
 
       for (const userId of due) {
-        deadlines.set(userId, nowMs + leaseMs);
+        deadlines.set(userId, -nowMs - 1);
       }
       return due;
     },
@@ -198,13 +202,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     async peekDeadline(userId: string): Promise<number | null> {
       ensureOpen();
       checkUserId(userId);
-      return deadlines.get(userId) ?? null;
+      const score = deadlines.get(userId);
+      return score === undefined ? null : deadlineOfScore(score);
     },
 
     async peekDeadlines(userIds: readonly string[]): Promise<Array<number | null>> {
       ensureOpen();
       userIds.forEach(checkUserId);
-      return userIds.map((userId) => deadlines.get(userId) ?? null);
+      return userIds.map((userId) => {
+        const score = deadlines.get(userId);
+        return score === undefined ? null : deadlineOfScore(score);
+      });
     },
 
     async markDeadlinesComplete(): Promise<void> {

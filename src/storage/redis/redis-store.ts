@@ -29,7 +29,7 @@ import {
   saveUserStateScript,
   type ScriptDefinition,
 } from './scripts.js';
-import { acquireWithWait, checkPositiveInteger, checkTimestampMs } from './store-common.js';
+import { acquireWithWait, checkPositiveInteger, checkTimestampMs, deadlineOfScore } from './store-common.js';
 
 export interface RedisStoreOptions {
   /** redis:// or rediss:// URL. */
@@ -254,7 +254,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       checkUserId(userId);
       const deadlinesKey = keys.deadlines();
       const score = await run('peekDeadline', () => redis.zscore(deadlinesKey, userId), IDEMPOTENT);
-      return score === null ? null : Number(score);
+      return score === null ? null : deadlineOfScore(Number(score));
     },
 
     async peekDeadlines(userIds: readonly string[]): Promise<Array<number | null>> {
@@ -265,7 +265,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       const deadlinesKey = keys.deadlines();
       // ZMSCORE needs Redis 6.2 or later.
       const scores = await run('peekDeadlines', () => redis.zmscore(deadlinesKey, [...userIds]), IDEMPOTENT);
-      return scores.map((score) => (score === null ? null : Number(score)));
+      return scores.map((score) => (score === null ? null : deadlineOfScore(Number(score))));
     },
 
     async markDeadlinesComplete(): Promise<void> {

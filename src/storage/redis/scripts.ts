@@ -73,16 +73,23 @@ return 1
 
 /**
  * KEYS: deadlines. ARGV: nowMs, leaseMs, limit.
- * Returns up to `limit` members with score <= nowMs and sets their score to
- * nowMs + leaseMs in the same step, so no other caller can take them.
+ * Returns up to `limit` members that are due: a deadline (a score from 0 to
+ * nowMs), or a claim at least leaseMs old. A claim at time t is stored as the
+ * score -(t + 1), below every deadline, so each returned member gets the
+ * score -(nowMs + 1) in the same step, and no other caller takes it until its
+ * lease ends. Reads of due users still see claimed users as due, because a
+ * negative score is below any now.
  */
 export const claimDueUsersScript: ScriptDefinition = {
   numberOfKeys: 1,
   lua: `
-local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[3])
-local leaseEnd = string.format('%d', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+-- Claims made at nowMs - leaseMs or earlier have expired, and their scores
+-- are at least leaseMs - nowMs - 1. Deadlines are at least 0.
+local minScore = string.format('%d', math.min(0, tonumber(ARGV[2]) - tonumber(ARGV[1]) - 1))
+local due = redis.call('ZRANGE', KEYS[1], minScore, ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[3])
+local claimed = string.format('%d', -tonumber(ARGV[1]) - 1)
 for _, member in ipairs(due) do
-  redis.call('ZADD', KEYS[1], 'XX', leaseEnd, member)
+  redis.call('ZADD', KEYS[1], 'XX', claimed, member)
 end
 return due
 `,

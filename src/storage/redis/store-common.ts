@@ -77,3 +77,11 @@ export function checkTimestampMs(name: string, value: number): void {
     throw new RangeError(`${name} is ${value}, but it must be a non-negative integer of ms since the epoch.`);
   }
 }
+
+/**
+ * Returns the deadline that a score of the deadline set stands for: the score
+ * itself, or for a sweeper's claim at time t, stored as -(t + 1), the claim time.
+ */
+export function deadlineOfScore(score: number): number {
+  return score < 0 ? -score - 1 : score;
+}
