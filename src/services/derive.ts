@@ -431,11 +431,17 @@ export class Deriver {
       await this.store.scheduleDeadline(userId, deadline);
     } else {
       // Another holder may have the lock now, with its own watchdog deadline
-      // for events this fold did not see. Replacing or removing that entry
-      // would leave them unapplied, so the deadline set stays as it is.
+      // for events this fold did not see. Replacing it with a later deadline
+      // or removing it would leave them unapplied. But Redis may instead
+      // have lost its keys, and then no other entry carries this deadline. An
+      // earlier deadline is safe either way: a sweep that finds the user
+      // busy tries again at the next sweep.
       // NOTE: a lock that expires between the save and the schedule above can
       // still lose the other holder's watchdog. Both live in one script only
       // if they share a Redis Cluster slot, and the deadline set spans all users.
+      if (deadline !== null) {
+        await this.store.scheduleDeadlineIfEarlier(userId, deadline);
+      }
       this.logger.warn({ userId }, 'user lock expired before the engine state was saved; the next holder settles the user');
     }
     this.fault('deadline-scheduled', userId);

@@ -2,6 +2,8 @@
  * Deadlines when two holders of a user meet. A sweep that finds the user
  * busy must not leave the deadline at the lease end, and a fold whose lock
  * expired must leave the deadline set to the holder that took the lock over.
+ * A fold whose lock Redis lost with its other keys must still schedule its
+ * deadline, because no other holder exists to do it.
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,7 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Deriver } from '../../src/services/derive.js';
 import { Sweeper } from '../../src/services/sweeper.js';
+import { appendClientEvents } from '../../src/storage/postgres/intake-store.js';
 import { startTestServer, type TestServer } from '../support/app.js';
+import { heartbeatRow } from '../support/intake-rows.js';
 
 const SWEEP_INTERVAL_MS = 1000;
 const LEASE_MS = 30_000;
@@ -108,6 +112,49 @@ describe('fold under an expired lock', () => {
     await store.releaseUserLock(taker);
 
     expect(deadline).toBe(watchdog);
+  });
+});
+
+describe('fold after Redis lost its keys', () => {
+  it('keeps the deadline it computed', async () => {
+    const { store, services, db } = server.app;
+    const user = await server.createUser('redis-lost-mid-request');
+    const lock = await store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
+    // Redis restarts empty, and a sweeper reseeds the deadline set before
+    // the request stores its events, so the seed finds nothing of the user.
+    await store.flushForTests();
+    const sweeper = new Sweeper({
+      sql: db.sql,
+      store,
+      intake: services.intake,
+      clock: services.clock,
+      logger: pino({ level: 'silent' }),
+      intervalMs: SWEEP_INTERVAL_MS,
+      leaseMs: LEASE_MS,
+      batchSize: 100,
+      repairIntervalMs: 60_000,
+    });
+    await sweeper.sweepOnce();
+    expect(await store.peekDeadline(user.id)).toBeNull();
+
+    // The request stores a session start and folds it under its lock, whose key Redis lost.
+    const startedAt = Date.now() - 60_000;
+    const start = {
+      ...heartbeatRow(user.id, 1),
+      type: 'session_started',
+      role: 'START' as const,
+      pairType: 'session',
+      pairKey: '',
+      occurredAt: startedAt,
+      receivedAt: Date.now(),
+    };
+    await appendClientEvents(db.sql, [start], [{ id: user.id, lastEventSeq: 1, maxOccurredAt: startedAt, expectedSeq: 0 }]);
+    const deriver = new Deriver(db.sql, store, () => services.pairTypes.cachedList(), pino({ level: 'silent' }));
+    const derived = await deriver.derive(lock, Date.now());
+
+    // No other holder settles the user, so only this deadline closes the session.
+    expect(derived.nextDeadline).not.toBeNull();
+    expect(await store.peekDeadline(user.id)).toBe(derived.nextDeadline);
   });
 });
 

@@ -258,6 +258,21 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
       expect(await store.claimDueUsers(3_000, 500, 10)).toEqual([]);
     });
 
+    it('schedule if earlier only lowers', async () => {
+      await store.scheduleDeadlineIfEarlier('missing', 5_000);
+      await store.scheduleDeadline('later', 9_000);
+      await store.scheduleDeadlineIfEarlier('later', 5_000);
+      await store.scheduleDeadline('earlier', 1_000);
+      await store.scheduleDeadlineIfEarlier('earlier', 5_000);
+      await store.scheduleDeadline('claimed', 1_000);
+      await store.claimDueUsers(1_000, 30_000, 10);
+      await store.scheduleDeadlineIfEarlier('claimed', 5_000);
+
+      expect(await store.peekDeadlines(['missing', 'later', 'earlier'])).toEqual([5_000, 5_000, 1_000]);
+      // The claim stays, so other sweepers still skip the user.
+      expect(await store.claimDueUsers(6_000, 30_000, 10)).toEqual(['later', 'missing']);
+    });
+
     it('claimed users stay due for reads', async () => {
       await store.scheduleDeadline('claimed', 1_000);
       await store.scheduleDeadline('due', 2_000);

@@ -78,6 +78,12 @@ export interface CoordinationStore {
   scheduleDeadline(userId: string, atMs: number | null): Promise<void>;
 
   /**
+   * Sets the user's deadline to `atMs` when the user has none or a later
+   * one, and leaves an earlier deadline or a claim as it is.
+   */
+  scheduleDeadlineIfEarlier(userId: string, atMs: number): Promise<void>;
+
+  /**
    * Atomically takes up to `limit` users whose deadline is at or before
    * `nowMs`, or whose claim is at least `leaseMs` old, and records the claim
    * at `nowMs` in place of the deadline. Concurrent callers never get the

@@ -166,6 +166,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       deadlines.set(userId, atMs);
     },
 
+    async scheduleDeadlineIfEarlier(userId: string, atMs: number): Promise<void> {
+      ensureOpen();
+      checkUserId(userId);
+      checkTimestampMs('atMs', atMs);
+      const score = deadlines.get(userId);
+      if (score === undefined || atMs < score) {
+        deadlines.set(userId, atMs);
+      }
+    },
+
     async claimDueUsers(nowMs: number, leaseMs: number, limit: number): Promise<string[]> {
       ensureOpen();
       checkTimestampMs('nowMs', nowMs);

@@ -235,6 +235,14 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       await run('scheduleDeadline', () => redis.zadd(deadlinesKey, atMs, userId), IDEMPOTENT);
     },
 
+    async scheduleDeadlineIfEarlier(userId: string, atMs: number): Promise<void> {
+      checkUserId(userId);
+      checkTimestampMs('atMs', atMs);
+      const deadlinesKey = keys.deadlines();
+      // ZADD LT adds a missing member too. It needs Redis 6.2 or later.
+      await run('scheduleDeadlineIfEarlier', () => redis.zadd(deadlinesKey, 'LT', atMs, userId), IDEMPOTENT);
+    },
+
     async claimDueUsers(nowMs: number, leaseMs: number, limit: number): Promise<string[]> {
       checkTimestampMs('nowMs', nowMs);
       checkPositiveInteger('leaseMs', leaseMs);
