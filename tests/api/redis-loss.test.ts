@@ -124,19 +124,11 @@ describeWithRedis('intake after Redis lost its keys', () => {
   it('closes pairs when the deadline set goes last', async () => {
     const user = await server.createUser('deadlines-deleted-last');
     const lastActivity = clock.now() - MINUTE;
-    dataOf(
-      await server.gql(
-        SEND_EVENTS,
-        {
-          events: [
-            { type: 'session_started', occurredAt: new Date(clock.now() - 10 * MINUTE).toISOString() },
-            { type: 'heartbeat', occurredAt: new Date(lastActivity).toISOString() },
-          ],
-        },
-        user.token,
-      ),
-      'sendEvents',
-    );
+    const events = [
+      { id: 'deleted-last-start', type: 'session_started', occurredAt: new Date(clock.now() - 10 * MINUTE).toISOString() },
+      { id: 'deleted-last-heartbeat', type: 'heartbeat', occurredAt: new Date(lastActivity).toISOString() },
+    ];
+    await sendAll(user.token, events, events.length);
 
     // A deletion of the prefix key by key, such as SCAN with DEL, can reach
     // the deadline set last, after a sweep that ran in between reseeded it.

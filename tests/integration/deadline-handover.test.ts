@@ -65,24 +65,30 @@ async function userPastOneSecondDeadline(name: string): Promise<{ user: { id: st
   return { user, startedAt };
 }
 
+/** Returns a sweeper on the test server's services, with the lease and interval above. */
+function sweeperOfServer(): Sweeper {
+  const { store, services, db } = server.app;
+  return new Sweeper({
+    sql: db.sql,
+    store,
+    intake: services.intake,
+    clock: services.clock,
+    logger: pino({ level: 'silent' }),
+    intervalMs: SWEEP_INTERVAL_MS,
+    leaseMs: LEASE_MS,
+    batchSize: 100,
+    repairIntervalMs: 60_000,
+  });
+}
+
 describe('sweep of a busy user', () => {
   it('retries at the next sweep', async () => {
-    const { store, services, db } = server.app;
+    const { store } = server.app;
     const user = await userWithOpenSession('busy-at-sweep');
     // A request holds the lock, and its deadline is already due.
     const holder = await store.acquireUserLock(user.id, { ttlMs: 30_000, waitMs: 0 });
     await store.scheduleDeadline(user.id, Date.now() - 1);
-    const sweeper = new Sweeper({
-      sql: db.sql,
-      store,
-      intake: services.intake,
-      clock: services.clock,
-      logger: pino({ level: 'silent' }),
-      intervalMs: SWEEP_INTERVAL_MS,
-      leaseMs: LEASE_MS,
-      batchSize: 100,
-      repairIntervalMs: 60_000,
-    });
+    const sweeper = sweeperOfServer();
 
     const before = Date.now();
     await sweeper.sweepOnce();
@@ -123,17 +129,7 @@ describe('fold after Redis lost its keys', () => {
     // Redis restarts empty, and a sweeper reseeds the deadline set before
     // the request stores its events, so the seed finds nothing of the user.
     await store.flushForTests();
-    const sweeper = new Sweeper({
-      sql: db.sql,
-      store,
-      intake: services.intake,
-      clock: services.clock,
-      logger: pino({ level: 'silent' }),
-      intervalMs: SWEEP_INTERVAL_MS,
-      leaseMs: LEASE_MS,
-      batchSize: 100,
-      repairIntervalMs: 60_000,
-    });
+    const sweeper = sweeperOfServer();
     await sweeper.sweepOnce();
     expect(await store.peekDeadline(user.id)).toBeNull();
 
