@@ -12,6 +12,7 @@ import {
 } from './graphql-client.js';
 import type { ImportProgress } from './progress.js';
 import { readImportInput, UnreadableFileError, type LineReader } from './read-input.js';
+import { isUuid } from '../domain/user-id.js';
 import { DEFAULT_RETRY_DELAYS_MS, RetriesExhaustedError, withRetry } from './retry.js';
 import { sendAll } from './send-all.js';
 import { ensurePairTypes, ensureUsers, ImportStopError, type CallServer } from './setup.js';
@@ -151,8 +152,10 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     for (const record of input.events) {
       const userId =
         record.username === null ? (record.event.input.userId ?? viewer.id) : users.ids.get(record.username);
-      if (userId !== undefined) {
-        importedUserIds.add(userId);
+      // The server rejected the events of an id that is not a UUID, and the
+      // events filter would reject the whole read for it.
+      if (userId !== undefined && isUuid(userId)) {
+        importedUserIds.add(userId.toLowerCase());
       }
     }
     Object.assign(summary, await countStored(client, call, [...importedUserIds]));

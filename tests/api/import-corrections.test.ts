@@ -84,4 +84,22 @@ describe('import stored counts', () => {
     const orphans = await server.app.db.sql.query<{ count: number }>(`SELECT count(*)::int AS count FROM events WHERE orphan`);
     expect(orphans, 'orphan rows').toEqual([{ count: 0 }]);
   });
+
+  it('counts stored events despite a malformed userId', async () => {
+    const file = join(folder, 'malformed-user.ndjson');
+    // The server rejects the event that names "P902" as its userId, a
+    // username where a UUID belongs, and the count must skip that id.
+    const lines = [
+      SENSOR,
+      { kind: 'event', input: { id: 'm1', type: 'sensor_off', pairKey: 'M003', occurredAt: '2009-03-25T10:05:00Z', userId: 'P902' } },
+      { kind: 'event', username: 'P903', input: { id: 'm2', type: 'sensor_off', pairKey: 'M003', occurredAt: '2009-03-25T10:05:00Z' } },
+    ];
+    writeFileSync(file, lines.map((line) => JSON.stringify(line)).join('\n') + '\n');
+
+    const summary = await runImport({ url: server.url, token, files: [file], batchSize: 1 });
+
+    expect(summary.rejected, 'rejected').toBe(1);
+    expect(summary.stored, 'stored').toBe(1);
+    expect(summary.flaggedByRule, 'flags').toEqual({ ORPHAN_END: 1 });
+  });
 });
