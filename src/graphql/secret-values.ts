@@ -18,6 +18,16 @@ const PASSWORD_NAME = /password$/i;
 const REDACTED = '[redacted]';
 
 /**
+ * Maximum number of password texts that a request's error messages are
+ * masked for. Each text costs one pass over the message, so a request with
+ * 300,000 password values (a list in one variable) held the event loop for
+ * several seconds per error. A real request has a few: `login` and
+ * `createUser` take one password, and each string literal counts twice.
+ * Beyond the maximum, error messages are withheld instead of masked.
+ */
+export const MAX_SECRET_VALUES = 32;
+
+/**
  * The GraphQL request of the running HTTP request, and the texts that its
  * error messages must not contain, as graphql-js prints them. The texts are
  * found only when an error is formatted, so requests without errors cost no
@@ -25,7 +35,8 @@ const REDACTED = '[redacted]';
  */
 interface SecretScope {
   request: { document: DocumentNode; variables: Record<string, unknown> | undefined } | null;
-  secrets: Set<string> | null;
+  /** Longest first, or null before the first error needs them. */
+  secrets: string[] | null;
 }
 
 const secretScope = new AsyncLocalStorage<SecretScope>();
@@ -42,7 +53,7 @@ export function runWithSecretScope<T>(handle: () => Promise<T>): Promise<T> {
  */
 function addLiteral(secrets: Set<string>, literal: ValueNode): void {
   const stack: ValueNode[] = [literal];
-  for (let value = stack.pop(); value !== undefined; value = stack.pop()) {
+  for (let value = stack.pop(); value !== undefined && secrets.size <= MAX_SECRET_VALUES; value = stack.pop()) {
     switch (value.kind) {
       case Kind.LIST:
         stack.push(...value.values);
@@ -74,7 +85,7 @@ function addLiteral(secrets: Set<string>, literal: ValueNode): void {
  */
 function addVariable(secrets: Set<string>, variable: unknown, isPasswordVariable: boolean): void {
   const stack: Array<{ value: unknown; isPassword: boolean }> = [{ value: variable, isPassword: isPasswordVariable }];
-  for (let entry = stack.pop(); entry !== undefined; entry = stack.pop()) {
+  for (let entry = stack.pop(); entry !== undefined && secrets.size <= MAX_SECRET_VALUES; entry = stack.pop()) {
     const { value, isPassword } = entry;
     if (Array.isArray(value)) {
       for (const item of value) {
@@ -105,7 +116,10 @@ export function recordSecretValues(document: DocumentNode, variables: Record<str
   }
 }
 
-/** Returns the password values of a request, from literals and from variables. */
+/**
+ * Returns the password values of a request, from literals and from
+ * variables. It stops once it has found more than MAX_SECRET_VALUES.
+ */
 function findSecretValues(document: DocumentNode, variables: Record<string, unknown> | undefined): Set<string> {
   const secrets = new Set<string>();
   const passwordVariables = new Set<string>();
@@ -143,16 +157,20 @@ function escapeRegExp(text: string): string {
  * Replaces the recorded password values in `message` with `[redacted]`.
  * A quoted string is replaced wherever it occurs, and an unquoted enum or
  * number only as a whole word, so that a short one does not cut up other words.
+ * For a request with more than MAX_SECRET_VALUES of them, it returns a
+ * fixed message instead.
  */
 export function withoutSecretValues(message: string): string {
   const scope = secretScope.getStore();
   if (scope?.request === null || scope?.request === undefined) {
     return message;
   }
-  scope.secrets ??= findSecretValues(scope.request.document, scope.request.variables);
-  const secrets = scope.secrets;
   // Longest first, so that a secret inside another one does not leave the rest of it.
-  const ordered = [...secrets].sort((a, b) => b.length - a.length);
+  scope.secrets ??= [...findSecretValues(scope.request.document, scope.request.variables)].sort((a, b) => b.length - a.length);
+  const ordered = scope.secrets;
+  if (ordered.length > MAX_SECRET_VALUES) {
+    return `The message of this error is withheld, because the request has more than ${MAX_SECRET_VALUES} password values to mask in it.`;
+  }
   let masked = message;
   for (const secret of ordered) {
     if (secret.startsWith('"')) {
