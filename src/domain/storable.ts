@@ -129,7 +129,8 @@ const PROTOTYPE_KEY_PROBLEM =
 /**
  * Returns the first problem of a parsed JSON value: nesting deeper than
  * `maxDepth` objects and arrays, a key or string that `textProblem`
- * rejects, a prototype key, or a number that would not be stored as sent.
+ * rejects, a prototype key, a number that would not be stored as sent, or
+ * an undefined value.
  * The walk uses an explicit stack, so a deeply nested value cannot overflow
  * the call stack.
  */
@@ -150,6 +151,12 @@ export function jsonProblem(value: unknown, maxDepth: number): JsonProblem | nul
         return { path: current.path, message: problem };
       }
       continue;
+    }
+    if (current.value === undefined) {
+      // graphql-scalars 2.0's JSONObject reads a variable inside a literal
+      // that the request did not send as undefined, and JSON.stringify
+      // would then drop its key or turn a list item into null.
+      return { path: current.path, message: 'is missing, because it names a variable that the request did not send' };
     }
     if (current.value === null || typeof current.value !== 'object') {
       continue;

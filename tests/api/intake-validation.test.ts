@@ -237,6 +237,23 @@ describe('intake validation', () => {
     expect(await storedEvents(user.id), 'stored events').toHaveLength(1);
   });
 
+  it('meta naming an unsent variable is rejected', async () => {
+    const user = await newUser();
+    // The JSONObject scalar reads $room as undefined, and JSON.stringify
+    // would drop the key, so a retry of this request would then conflict
+    // with what was stored.
+    const document = `mutation ($room: String) {
+      sendEvents(events: [{ id: "unsent-1", type: "heartbeat", occurredAt: "${AT}", meta: { room: $room, floor: 1 } }]) { storedCount }
+    }`;
+    const response = await server.gql(document, {}, user.token);
+    const items = response.errors?.[0]?.extensions?.['invalidItems'] as InvalidItem[] | undefined;
+
+    expect(response.errors?.[0]?.extensions?.['reason'], 'reason').toBe('INVALID_EVENTS');
+    expect(items?.[0]?.reason, 'item reason').toBe('INVALID_META');
+    expect(items?.[0]?.message, 'item message').toBe('meta.room is missing, because it names a variable that the request did not send');
+    expect(await storedEvents(user.id), 'stored events').toEqual([]);
+  });
+
   it('occurredAt in a literal names the format', async () => {
     const user = await newUser();
     const response = await server.gql(
