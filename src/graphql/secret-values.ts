@@ -8,7 +8,15 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 
 import type { ApolloServerPlugin } from '@apollo/server';
-import { Kind, print, visit, type DocumentNode, type ValueNode } from 'graphql';
+import {
+  Kind,
+  print,
+  visit,
+  type DocumentNode,
+  type GraphQLSchema,
+  type TypeNode,
+  type ValueNode,
+} from 'graphql';
 
 import type { GraphQLContext } from './context.js';
 
@@ -25,7 +33,14 @@ const REDACTED = '[redacted]';
  * `createUser` take one password, and each string literal counts twice.
  * Beyond the maximum, error messages are withheld instead of masked.
  */
-export const MAX_SECRET_VALUES = 32;
+const MAX_SECRET_VALUES = 32;
+
+/**
+ * Maximum number of values that the walk of a request's password-carrying
+ * variables visits. Beyond it, error messages are withheld, as beyond
+ * MAX_SECRET_VALUES.
+ */
+const MAX_VISITED_VALUES = 10_000;
 
 /**
  * The GraphQL request of the running HTTP request, and the texts that its
@@ -34,9 +49,13 @@ export const MAX_SECRET_VALUES = 32;
  * more than storing two references.
  */
 interface SecretScope {
-  request: { document: DocumentNode; variables: Record<string, unknown> | undefined } | null;
-  /** Longest first, or null before the first error needs them. */
-  secrets: string[] | null;
+  request: {
+    document: DocumentNode;
+    variables: Record<string, unknown> | undefined;
+    schema: GraphQLSchema | undefined;
+  } | null;
+  /** Longest first, null before the first error needs them, or 'too many' when there are too many to mask. */
+  secrets: string[] | 'too many' | null;
 }
 
 const secretScope = new AsyncLocalStorage<SecretScope>();
@@ -83,9 +102,13 @@ function addLiteral(secrets: Set<string>, literal: ValueNode): void {
  * uses an explicit stack, because a variable can nest thousands of levels
  * deep before the request limits reject it.
  */
-function addVariable(secrets: Set<string>, variable: unknown, isPasswordVariable: boolean): void {
+function addVariable(secrets: Set<string>, variable: unknown, isPasswordVariable: boolean, budget: { visits: number }): void {
   const stack: Array<{ value: unknown; isPassword: boolean }> = [{ value: variable, isPassword: isPasswordVariable }];
   for (let entry = stack.pop(); entry !== undefined && secrets.size <= MAX_SECRET_VALUES; entry = stack.pop()) {
+    budget.visits += 1;
+    if (budget.visits > MAX_VISITED_VALUES) {
+      return;
+    }
     const { value, isPassword } = entry;
     if (Array.isArray(value)) {
       for (const item of value) {
@@ -108,21 +131,73 @@ function addVariable(secrets: Set<string>, variable: unknown, isPasswordVariable
  * running HTTP request, for `withoutSecretValues`. It does nothing outside
  * `runWithSecretScope`.
  */
-export function recordSecretValues(document: DocumentNode, variables: Record<string, unknown> | undefined): void {
+export function recordSecretValues(
+  document: DocumentNode,
+  variables: Record<string, unknown> | undefined,
+  schema: GraphQLSchema | undefined,
+): void {
   const scope = secretScope.getStore();
   if (scope !== undefined && scope.request?.document !== document) {
-    scope.request = { document, variables };
+    scope.request = { document, variables, schema };
     scope.secrets = null;
   }
 }
 
+const passwordTypesOfSchema = new WeakMap<GraphQLSchema, ReadonlySet<string>>();
+
 /**
- * Returns the password values of a request, from literals and from
- * variables. It stops once it has found more than MAX_SECRET_VALUES.
+ * Returns the names of the input object types that have a password field,
+ * directly or in a nested input type. It reads the schema's SDL definitions
+ * rather than using graphql-js's type predicates, which throw under vitest
+ * for a schema built by another copy of the graphql module.
  */
-function findSecretValues(document: DocumentNode, variables: Record<string, unknown> | undefined): Set<string> {
+function passwordInputTypes(schema: GraphQLSchema): ReadonlySet<string> {
+  const cached = passwordTypesOfSchema.get(schema);
+  if (cached !== undefined) {
+    return cached;
+  }
+  const inputTypes: Array<{ name: string; fields: Array<{ name: string; type: string }> }> = [];
+  for (const type of Object.values(schema.getTypeMap())) {
+    const node = type.astNode;
+    if (node?.kind === Kind.INPUT_OBJECT_TYPE_DEFINITION) {
+      const fields = (node.fields ?? []).map((field) => ({ name: field.name.value, type: namedTypeName(field.type) }));
+      inputTypes.push({ name: node.name.value, fields });
+    }
+  }
+  const found = new Set<string>();
+  // Repeated until no type is added, so that a type nesting another one that has a password field is found too.
+  for (let added = true; added; ) {
+    added = false;
+    for (const type of inputTypes) {
+      if (!found.has(type.name) && type.fields.some((field) => PASSWORD_NAME.test(field.name) || found.has(field.type))) {
+        found.add(type.name);
+        added = true;
+      }
+    }
+  }
+  passwordTypesOfSchema.set(schema, found);
+  return found;
+}
+
+function namedTypeName(type: TypeNode): string {
+  return type.kind === Kind.NAMED_TYPE ? type.name.value : namedTypeName(type.type);
+}
+
+/**
+ * Returns the password values of a request, from literals and from the
+ * variables that are used where a password goes or whose input type has a
+ * password field. Other variables, such as a large report expression, are
+ * not walked. Returns 'too many' for more than MAX_SECRET_VALUES values, or
+ * for variables of more than MAX_VISITED_VALUES values to walk.
+ */
+function findSecretValues(
+  document: DocumentNode,
+  variables: Record<string, unknown> | undefined,
+  schema: GraphQLSchema | undefined,
+): Set<string> | 'too many' {
   const secrets = new Set<string>();
   const passwordVariables = new Set<string>();
+  const variableTypes = new Map<string, string>();
   const addPasswordValue = (value: ValueNode): void => {
     visit(value, {
       Variable(node) {
@@ -132,6 +207,9 @@ function findSecretValues(document: DocumentNode, variables: Record<string, unkn
     addLiteral(secrets, value);
   };
   visit(document, {
+    VariableDefinition(node) {
+      variableTypes.set(node.variable.name.value, namedTypeName(node.type));
+    },
     Argument(node) {
       if (PASSWORD_NAME.test(node.name.value)) {
         addPasswordValue(node.value);
@@ -143,10 +221,15 @@ function findSecretValues(document: DocumentNode, variables: Record<string, unkn
       }
     },
   });
+  const passwordTypes = schema === undefined ? new Set<string>() : passwordInputTypes(schema);
+  const budget = { visits: 0 };
   for (const [name, value] of Object.entries(variables ?? {})) {
-    addVariable(secrets, value, passwordVariables.has(name));
+    const type = variableTypes.get(name);
+    if (passwordVariables.has(name) || (type !== undefined && passwordTypes.has(type))) {
+      addVariable(secrets, value, passwordVariables.has(name), budget);
+    }
   }
-  return secrets;
+  return secrets.size > MAX_SECRET_VALUES || budget.visits > MAX_VISITED_VALUES ? 'too many' : secrets;
 }
 
 function escapeRegExp(text: string): string {
@@ -157,8 +240,8 @@ function escapeRegExp(text: string): string {
  * Replaces the recorded password values in `message` with `[redacted]`.
  * A quoted string is replaced wherever it occurs, and an unquoted enum or
  * number only as a whole word, so that a short one does not cut up other words.
- * For a request with more than MAX_SECRET_VALUES of them, it returns a
- * fixed message instead.
+ * For a request with too many of them to mask (see `findSecretValues`), it
+ * returns a fixed message instead.
  */
 export function withoutSecretValues(message: string): string {
   const scope = secretScope.getStore();
@@ -166,10 +249,14 @@ export function withoutSecretValues(message: string): string {
     return message;
   }
   // Longest first, so that a secret inside another one does not leave the rest of it.
-  scope.secrets ??= [...findSecretValues(scope.request.document, scope.request.variables)].sort((a, b) => b.length - a.length);
+  if (scope.secrets === null) {
+    const { document, variables, schema } = scope.request;
+    const found = findSecretValues(document, variables, schema);
+    scope.secrets = found === 'too many' ? found : [...found].sort((a, b) => b.length - a.length);
+  }
   const ordered = scope.secrets;
-  if (ordered.length > MAX_SECRET_VALUES) {
-    return `The message of this error is withheld, because the request has more than ${MAX_SECRET_VALUES} password values to mask in it.`;
+  if (ordered === 'too many') {
+    return 'The message of this error is withheld, because the request has too many password values to mask in it.';
   }
   let masked = message;
   for (const secret of ordered) {
@@ -193,11 +280,11 @@ export function createSecretValuesPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
     async requestDidStart() {
       return {
-        async validationDidStart({ document, request }) {
-          recordSecretValues(document, request.variables);
+        async validationDidStart({ document, request, schema }) {
+          recordSecretValues(document, request.variables, schema);
         },
-        async didResolveOperation({ document, request }) {
-          recordSecretValues(document, request.variables);
+        async didResolveOperation({ document, request, schema }) {
+          recordSecretValues(document, request.variables, schema);
         },
       };
     },
