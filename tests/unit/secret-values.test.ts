@@ -31,16 +31,26 @@ describe('withoutSecretValues', () => {
   it('skips a large variable without passwords', async () => {
     const query = 'query ($filter: Filter) { find(filter: $filter) }';
     const keys: Record<string, number> = {};
-    for (let index = 0; index < 1_000_000; index += 1) {
+    for (let index = 0; index < 1_000; index += 1) {
       keys[`key${index}`] = index;
     }
-    const startedAt = performance.now();
-    const masked = await maskFor(query, { filter: keys }, 'filter has too many keys');
-    const elapsedMs = performance.now() - startedAt;
+    // Counts every read of the variable's keys or values, so the test shows
+    // that the walk leaves it alone without timing it.
+    let reads = 0;
+    const filter = new Proxy(keys, {
+      ownKeys(target) {
+        reads += 1;
+        return Reflect.ownKeys(target);
+      },
+      get(target, key, receiver) {
+        reads += 1;
+        return Reflect.get(target, key, receiver);
+      },
+    });
+    const masked = await maskFor(query, { filter }, 'filter has too many keys');
 
     expect(masked, 'message').toBe('filter has too many keys');
-    // Walking the 1,000,000 keys took 3 s in one run on a 2-core machine.
-    expect(elapsedMs, 'elapsed ms').toBeLessThan(300);
+    expect(reads, 'reads of the filter').toBe(0);
   });
 
   it('withholds the message past the walk budget', async () => {
