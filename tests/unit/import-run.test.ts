@@ -53,10 +53,15 @@ function publicUser(user: FakeUser) {
   return { id: user.id, username: user.username, role: user.role };
 }
 
+/** Returns the id of the fake server's `n`th user, a UUID as the real server gives. */
+function fakeUserId(n: number): string {
+  return `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+}
+
 function createFakeServer(options: FakeOptions = {}) {
   const users: FakeUser[] = [
-    { id: 'u1', username: 'admin', role: 'ADMIN', password: 'admin-secret' },
-    { id: 'u2', username: 'member', role: 'MEMBER', password: 'member-secret' },
+    { id: fakeUserId(1), username: 'admin', role: 'ADMIN', password: 'admin-secret' },
+    { id: fakeUserId(2), username: 'member', role: 'MEMBER', password: 'member-secret' },
   ];
   interface FakePairType {
     name: string;
@@ -76,8 +81,8 @@ function createFakeServer(options: FakeOptions = {}) {
     },
   ];
   const tokens = new Map<string, string>([
-    ['admin-token', 'u1'],
-    ['member-token', 'u2'],
+    ['admin-token', fakeUserId(1)],
+    ['member-token', fakeUserId(2)],
   ]);
   /** Stored client ids per user id, in arrival order. */
   const stored = new Map<string, string[]>();
@@ -124,7 +129,7 @@ function createFakeServer(options: FakeOptions = {}) {
       const extensions = { code: 'BAD_USER_INPUT', reason: 'INVALID_USERNAME' };
       return fail(`invalid username "${username}"`, extensions);
     }
-    const user: FakeUser = { id: `u${users.length + 1}`, username, password, role };
+    const user: FakeUser = { id: fakeUserId(users.length + 1), username, password, role };
     users.push(user);
     return ok({ createUser: publicUser(user) });
   }
@@ -469,7 +474,7 @@ describe('runImport', () => {
       onMessage: (message) => messages.push(message),
     });
     expect(summary.stored).toBe(2);
-    expect(server.stored.get('u2')).toEqual(['a', '(no id)']);
+    expect(server.stored.get(fakeUserId(2))).toEqual(['a', '(no id)']);
     expect(server.operations).not.toContain('ImportUsers');
     expect(messages).toContain('1 events have no id, so a retry or a re-run may store them twice');
   });
@@ -500,7 +505,7 @@ describe('runImport', () => {
     );
     const badJson = messages.find((message) => message.startsWith(`${file}:2: skipped line:`));
     expect(badJson).toMatch(/: invalid JSON: /);
-    expect(server.stored.get('u3')).toEqual(['P002:1', 'P002:2', 'P002:4']);
+    expect(server.stored.get(fakeUserId(3))).toEqual(['P002:1', 'P002:2', 'P002:4']);
   });
 
   it('reports a pair type conflict', async () => {
