@@ -260,10 +260,12 @@ export class QueryService {
     if (args.filter?.origins) where.add('origin::text = ANY(?::text[])', args.filter.origins);
     if (args.filter?.flags) {
       // ORPHAN_END is a column of its own, and the flags set at receipt are an array.
+      // The parameter is sent as text[] and cast in SQL, because PGlite sends
+      // an enum array parameter as a bare string, which PostgreSQL rejects.
       // NOTE: no index covers these conditions, so a rare flag without users or
       // window may read much of the listing index to fill a page.
       where.add(
-        `(origin = 'CLIENT' AND (intake_flags && ?::"CorrectionRule"[] OR (orphan AND 'ORPHAN_END' = ANY(?::"CorrectionRule"[]))))`,
+        `(origin = 'CLIENT' AND (intake_flags && ?::text[]::"CorrectionRule"[] OR (orphan AND 'ORPHAN_END' = ANY(?::text[]))))`,
         args.filter.flags,
       );
     }
