@@ -69,7 +69,14 @@ export class Sweeper {
     let settled = 0;
     for (;;) {
       const due = await store.claimDueUsers(clock.now(), leaseMs, batchSize);
-      for (const userId of due) {
+      for (const [index, userId] of due.entries()) {
+        if (this.task.isStopped) {
+          // Shutdown waits for this sweep, so the rest of the batch goes
+          // back to the set as due, for another sweeper or the next start,
+          // instead of staying hidden until the lease ends.
+          await this.releaseClaims(due.slice(index));
+          return settled;
+        }
         try {
           await intake.settle(userId, 0);
           settled += 1;
@@ -88,6 +95,14 @@ export class Sweeper {
         return settled;
       }
     }
+  }
+
+  private async releaseClaims(userIds: readonly string[]): Promise<void> {
+    const { store, clock, logger } = this.options;
+    for (const userId of userIds) {
+      await store.scheduleDeadline(userId, clock.now());
+    }
+    logger.info({ users: userIds.length }, 'sweep stopped by shutdown; its unsettled users are due again');
   }
 
   private async seedIfLost(): Promise<void> {
