@@ -96,6 +96,11 @@ async function main(argv: readonly string[]): Promise<number> {
     await applyMigrations(config);
     return EXIT.ok;
   } catch (error) {
+    // An unusable DATA_DIR is found only when the database opens.
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      return EXIT.usage;
+    }
     const failure =
       describeConnectionFailure(error, config) ??
       `migrating ${describeDatabase(config)} failed: ${error instanceof Error ? error.message : String(error)}`;

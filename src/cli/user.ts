@@ -358,6 +358,9 @@ async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Conf
       logger,
     });
   } catch (error) {
+    if (error instanceof ConfigError) {
+      throw error;
+    }
     throw new CommandError(`Opening the database (${describeDatabase(config)}) failed: ${(error as Error).message}`);
   }
 
@@ -470,6 +473,11 @@ async function main(argv: readonly string[]): Promise<number> {
     if (error instanceof DomainError || error instanceof CommandError) {
       process.stderr.write(`error: ${error.message}\n`);
       return EXIT.failed;
+    }
+    // An unusable DATA_DIR is found only when the database opens.
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      return EXIT.usage;
     }
     // A PostgreSQL pool connects at its first query, so a wrong DATABASE_URL
     // fails in db.migrate(), not in openDatabase().

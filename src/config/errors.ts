@@ -20,3 +20,20 @@ export class ConfigError extends Error {
     this.issues = issues;
   }
 }
+
+/**
+ * Returns the error for a DATA_DIR that this process cannot use, such as a
+ * path that is a file or a directory without write permission. `error` is
+ * the file system error met on `file` under it.
+ */
+export function dataDirError(dataDir: string, file: string, error: unknown): ConfigError {
+  const reason = error instanceof Error ? error.message : String(error);
+  return new ConfigError([
+    {
+      variable: 'DATA_DIR',
+      message:
+        `DATA_DIR is "${dataDir}", but ${file} could not be used: ${reason}. ` +
+        'Set DATA_DIR to a directory that this process can create and write to.',
+    },
+  ]);
+}

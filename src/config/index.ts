@@ -5,7 +5,7 @@ import { ConfigError } from './errors.js';
 import { MIN_JWT_SECRET_BYTES } from './jwt-secret.js';
 import type { AdminBootstrap, Config, LogLevel, NodeEnv } from './types.js';
 
-export { ConfigError, type ConfigIssue } from './errors.js';
+export { ConfigError, dataDirError, type ConfigIssue } from './errors.js';
 export type { Environment } from './env-reader.js';
 export { resolveJwtSecret, JWT_SECRET_FILE_NAME, MIN_JWT_SECRET_BYTES } from './jwt-secret.js';
 export { redactUrlPassword } from './redact.js';

@@ -4,7 +4,7 @@ import path from 'node:path';
 
 import type { Logger } from 'pino';
 
-import { ConfigError } from './errors.js';
+import { ConfigError, dataDirError } from './errors.js';
 import type { Config } from './types.js';
 
 /** Name of the file under DATA_DIR that stores the generated JWT secret. */
@@ -24,7 +24,8 @@ const GENERATED_SECRET_BYTES = 32;
  * Concurrent first starts are safe: the file appears atomically through a hard
  * link, and a process that loses the race reads the winner's secret.
  *
- * @throws ConfigError when the file exists but contains fewer than 32 bytes.
+ * @throws ConfigError when the file exists but contains fewer than 32 bytes,
+ * or when DATA_DIR or the file cannot be read or written.
  */
 export async function resolveJwtSecret(
   config: Pick<Config, 'dataDir' | 'auth'>,
@@ -35,11 +36,21 @@ export async function resolveJwtSecret(
   }
 
   const file = path.join(config.dataDir, JWT_SECRET_FILE_NAME);
-  let secret = await readSecretFile(file);
+  let secret: string | null;
   let created = false;
-  if (secret === null) {
-    secret = await createSecretFile(config.dataDir, file);
-    created = true;
+  try {
+    secret = await readSecretFile(file);
+    if (secret === null) {
+      secret = await createSecretFile(config.dataDir, file);
+      created = true;
+    }
+  } catch (error) {
+    // A file system error, such as ENOTDIR or EACCES, means DATA_DIR is
+    // unusable. The message names DATA_DIR, and JWT_SECRET avoids the file.
+    if (isErrnoException(error)) {
+      throw dataDirError(config.dataDir, file, error);
+    }
+    throw error;
   }
 
   logger.warn(

@@ -3,7 +3,7 @@
  * PGlite) and, with DATABASE_URL, on a fresh PostgreSQL database that two
  * copies migrate at the same time.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -98,6 +98,17 @@ describe('migrate CLI on PGlite', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('Invalid configuration');
     expect(result.stderr).toContain('DATABASE_URL');
+  });
+
+  it('DATA_DIR that is a file exits 2', async () => {
+    const file = join(dataDir, 'not-a-directory');
+    writeFileSync(file, 'x\n');
+
+    const result = await runMigrate([], { DATA_DIR: file });
+
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`DATA_DIR is "${file}"`);
+    expect(result.stderr).toContain('ENOTDIR');
   });
 
   it('unreachable PostgreSQL exits 1', async () => {

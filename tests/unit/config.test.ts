@@ -420,4 +420,20 @@ describe('resolveJwtSecret', () => {
     await expect(resolveJwtSecret(config, logger)).rejects.toThrow(ConfigError);
     await expect(resolveJwtSecret(config, logger)).rejects.toThrow(/4 bytes long/);
   });
+
+  it('rejects DATA_DIR that is a file', async () => {
+    const { logger } = capturingLogger();
+    await writeFile(dataDir, 'not a directory\n');
+    const config = loadConfig({ DATA_DIR: dataDir });
+
+    const error = await resolveJwtSecret(config, logger).then(
+      () => null,
+      (thrown: unknown) => thrown,
+    );
+
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).issues[0]?.variable).toBe('DATA_DIR');
+    expect((error as ConfigError).message).toContain(`DATA_DIR is "${dataDir}"`);
+    expect((error as ConfigError).message).toContain('ENOTDIR');
+  });
 });

@@ -12,6 +12,8 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import type { Logger } from 'pino';
 
+import { dataDirError } from '../../config/errors.js';
+
 import { PrismaClient } from './generated/client.js';
 import { migrate, readMigrations, type Migration, type MigrationResult } from './migrator.js';
 import { sqlClientForPGlite, sqlClientForPool, StatementNames, type SqlClient } from './sql.js';
@@ -194,7 +196,11 @@ function isAlive(pid: number): boolean {
 
 async function openPGlite(options: DatabaseOptions): Promise<Database> {
   const directory = join(resolve(options.dataDir), 'pglite');
-  mkdirSync(directory, { recursive: true });
+  try {
+    mkdirSync(directory, { recursive: true });
+  } catch (error) {
+    throw dataDirError(options.dataDir, directory, error);
+  }
   // Imported here rather than at the top, so that a server on PostgreSQL does
   // not load PGlite. Loading it added 32 MB to an idle server's resident memory
   // (240 to 272 MB, Node 20, measured once from /proc/<pid>/status).
