@@ -52,13 +52,10 @@ it('sweeper stop leaves rest of batch due', async () => {
 
   sweeper.start();
   await firstSettle;
-  const stopAt = Date.now();
   await sweeper.stop();
-  const stopMs = Date.now() - stopAt;
 
   // Only the settle that was running when stop() came is waited for.
-  expect(stopMs).toBeLessThan(SETTLE_MS * 3);
-  expect(settled.length).toBeLessThan(USERS);
+  expect(settled, 'users settled').toHaveLength(1);
   const reclaimed = await store.claimDueUsers(Date.now(), LEASE_MS, 100);
   expect(reclaimed.sort()).toEqual(userIds.filter((userId) => !settled.includes(userId)).sort());
 });
