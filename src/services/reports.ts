@@ -140,7 +140,10 @@ export class ReportService {
     const expr = toExpression(request.expression, window, this.limits);
     const leaves = collectLeaves(expr);
 
-    const malformed = findLeafUser(request.expression, (userId) => !isUuid(userId));
+    // The collected leaves show whether an id is malformed. Only then is the
+    // expression walked again, for the path of the first one.
+    const anyMalformed = [...leaves.values()].some((spec) => spec.users?.some((userId) => !isUuid(userId)) === true);
+    const malformed = anyMalformed ? findLeafUser(request.expression, (userId) => !isUuid(userId)) : null;
     if (malformed !== null) {
       throw badInput(
         'INVALID_USER_ID',
