@@ -25,6 +25,7 @@ import {
 import { DomainError, STORED_EVENTS_ADVICE } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
 import type { GraphQLContext } from './context.js';
+import { namedType } from './type-node.js';
 import { domainErrorExtensions, isExpectedError, isUnstorableValue, mapStackLines, markLogged, toDomainError } from './errors.js';
 
 export interface RequestLimits {
@@ -276,17 +277,6 @@ export function checkRepeatedFields(operation: OperationDefinitionNode, document
   walk([operation.selectionSet], operation.operation, true);
 }
 
-function namedType(type: TypeNode): { name: string; list: boolean } {
-  let list = false;
-  let cursor = type;
-  while (cursor.kind !== Kind.NAMED_TYPE) {
-    if (cursor.kind === Kind.LIST_TYPE) {
-      list = true;
-    }
-    cursor = cursor.type;
-  }
-  return { name: cursor.name.value, list };
-}
 
 function rejectBeforeCoercion(error: DomainError): never {
   throw new GraphQLError(error.message, {

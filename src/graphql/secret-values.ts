@@ -14,11 +14,11 @@ import {
   visit,
   type DocumentNode,
   type GraphQLSchema,
-  type TypeNode,
   type ValueNode,
 } from 'graphql';
 
 import type { GraphQLContext } from './context.js';
+import { namedType } from './type-node.js';
 
 /** Names of the arguments and input fields that contain passwords: `password`, `currentPassword`, `newPassword`. */
 const PASSWORD_NAME = /password$/i;
@@ -54,7 +54,7 @@ interface SecretScope {
     variables: Record<string, unknown> | undefined;
     schema: GraphQLSchema | undefined;
   } | null;
-  /** Longest first, null before the first error needs them, or 'too many' when there are too many to mask. */
+  /** Sorted by length, longer first; null until an error needs them, or 'too many' when there are too many to mask. */
   secrets: string[] | 'too many' | null;
 }
 
@@ -160,7 +160,7 @@ function passwordInputTypes(schema: GraphQLSchema): ReadonlySet<string> {
   for (const type of Object.values(schema.getTypeMap())) {
     const node = type.astNode;
     if (node?.kind === Kind.INPUT_OBJECT_TYPE_DEFINITION) {
-      const fields = (node.fields ?? []).map((field) => ({ name: field.name.value, type: namedTypeName(field.type) }));
+      const fields = (node.fields ?? []).map((field) => ({ name: field.name.value, type: namedType(field.type).name }));
       inputTypes.push({ name: node.name.value, fields });
     }
   }
@@ -177,10 +177,6 @@ function passwordInputTypes(schema: GraphQLSchema): ReadonlySet<string> {
   }
   passwordTypesOfSchema.set(schema, found);
   return found;
-}
-
-function namedTypeName(type: TypeNode): string {
-  return type.kind === Kind.NAMED_TYPE ? type.name.value : namedTypeName(type.type);
 }
 
 /**
@@ -208,7 +204,7 @@ function findSecretValues(
   };
   visit(document, {
     VariableDefinition(node) {
-      variableTypes.set(node.variable.name.value, namedTypeName(node.type));
+      variableTypes.set(node.variable.name.value, namedType(node.type).name);
     },
     Argument(node) {
       if (PASSWORD_NAME.test(node.name.value)) {
@@ -248,10 +244,10 @@ export function withoutSecretValues(message: string): string {
   if (scope?.request === null || scope?.request === undefined) {
     return message;
   }
-  // Longest first, so that a secret inside another one does not leave the rest of it.
   if (scope.secrets === null) {
     const { document, variables, schema } = scope.request;
     const found = findSecretValues(document, variables, schema);
+    // Longer texts first, so that a secret inside another one does not leave the rest of it.
     scope.secrets = found === 'too many' ? found : [...found].sort((a, b) => b.length - a.length);
   }
   const ordered = scope.secrets;

@@ -149,7 +149,7 @@ describeWithPostgres('PostgreSQL outage', () => {
   it('rejects a login as unavailable', async () => {
     const credentials = { username: 'outage', password: 'outage-password' };
     // Returns the error code, or "ok". A login that failed with an internal
-    // error still gets HTTP 200, so only the code tells the outcome.
+    // error still gets HTTP 200, so only the code shows the outcome.
     const login = async () => {
       const reply = await server.gql(`mutation ($u: String!, $p: String!) { login(username: $u, password: $p) { token } }`, {
         u: credentials.username,

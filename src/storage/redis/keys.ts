@@ -5,7 +5,7 @@
  *     em:{u:<userId>}:fence   integer, the user's fencing counter, no TTL
  *     em:{u:<userId>}:state   string, the user's serialized engine state
  *     em:deadlines            sorted set, member userId, score = next deadline in ms,
- *                             or -(t + 1) while a sweeper's claim at time t holds the user,
+ *                             or -(t + 1) while a sweeper's claim made at time t is in force,
  *                             and the member `complete` at +inf once the set was seeded
  *     em:counter:<key>        integer, a rate-limit window counter, with a TTL
  *
