@@ -262,13 +262,16 @@ export class QueryService {
       // ORPHAN_END is a column of its own, and the flags set at receipt are an array.
       // The parameter is sent as text[] and cast in SQL, because PGlite sends
       // an enum array parameter as a bare string, which PostgreSQL rejects.
-      // NOTE: no index covers these conditions, so a rare flag without users or
-      // window may read much of the listing index to fill a page.
+      // `(orphan OR intake_flags <> '{}')` is the predicate of the partial
+      // indexes of flagged events, which the planner uses only when the
+      // conditions contain it.
       where.add(
-        `(origin = 'CLIENT' AND (intake_flags && ?::text[]::"CorrectionRule"[] OR (orphan AND 'ORPHAN_END' = ANY(?::text[]))))`,
+        `(origin = 'CLIENT' AND (orphan OR intake_flags <> '{}') AND (intake_flags && ?::text[]::"CorrectionRule"[] OR (orphan AND 'ORPHAN_END' = ANY(?::text[]))))`,
         args.filter.flags,
       );
     }
+    // The comparison is strict in `rule`, so it implies the predicate of the
+    // partial indexes of corrections, `rule IS NOT NULL`.
     if (args.filter?.rules) where.add('rule::text = ANY(?::text[])', args.filter.rules);
     if (args.window !== null) {
       where.add('occurred_at >= ?', args.window.start);
