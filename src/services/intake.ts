@@ -315,7 +315,7 @@ export class IntakeService {
       fresh,
     );
     try {
-      return { items: await this.validate(viewer, inputs, buildCatalog(pairTypes, []), rejected), pairTypeCount: pairTypes.length };
+      return { items: await this.validate(viewer, inputs, buildCatalog(pairTypes, []), rejected, fresh), pairTypeCount: pairTypes.length };
     } catch (error) {
       // The cache can miss a pair type that another process defined within
       // the last second, and then rejects events that name it correctly.
@@ -464,11 +464,16 @@ export class IntakeService {
     }
   }
 
+  /**
+   * Checks each input against `catalog`, which comes from PostgreSQL when
+   * `fresh` is true, and returns the valid items. Throws as `send` does.
+   */
   private async validate(
     viewer: Viewer,
     inputs: readonly EventInput[],
     catalog: PairCatalog,
     rejected: RejectedBatch | null,
+    fresh: boolean,
   ): Promise<ValidItem[]> {
     const { maxMetaBytes } = this.options;
     const invalid: InvalidItem[] = [];
@@ -596,14 +601,21 @@ export class IntakeService {
       }
     });
 
-    // A batch rejected for other problems also lists the ids it uses twice
-    // with other content, so that one round trip shows them all. Otherwise the
-    // store finds them, and blames the item that differs from a stored event.
-    if (invalid.length > 0 || rejected !== null) {
-      // NOTE: the store reads its receipt time later, after the user locks.
-      // An item sent with a time between the two readings can compare
-      // differently there, but only a batch rejected anyway gets this list.
-      invalid.push(...batchConflicts(valid, this.options.clock.now()));
+    // A batch rejected for other problems also lists the ids that it reuses
+    // with other content, within the batch or from a stored event, so that
+    // one round trip shows them all. A batch without other problems skips
+    // the read, because the store finds these conflicts under the user locks.
+    // `validateBatch` checks a batch with a PAIR_MISMATCH again with fresh
+    // pair types, so the read waits for that check.
+    const checkedAgain = !fresh && invalid.some((item) => item.reason === 'PAIR_MISMATCH');
+    if ((invalid.length > 0 || rejected !== null) && !checkedAgain) {
+      // NOTE: the read takes no user lock, so an event that another request
+      // stores after it is not listed. The store reads its receipt time
+      // later too, after the locks, and an item sent with a time between the
+      // two readings can compare differently there. Only a batch rejected
+      // anyway gets this list.
+      const stored = await this.storedRepeats(valid);
+      invalid.push(...batchConflicts(valid, this.options.clock.now(), stored));
     }
     invalid.sort((first, second) => first.index - second.index);
 
@@ -635,6 +647,21 @@ export class IntakeService {
       );
     }
     return valid;
+  }
+
+  /** Reads the stored events of each user whose client ids `items` use, by user and client id. */
+  private async storedRepeats(items: readonly ValidItem[]): Promise<IntakeSnapshot['existing']> {
+    const withIds = items.filter((item) => item.clientId !== null);
+    if (withIds.length === 0) {
+      return new Map();
+    }
+    const userIds = [...new Set(withIds.map((item) => item.userId))];
+    const snapshot = await loadIntakeSnapshot(
+      this.options.sql,
+      userIds,
+      withIds.map((item) => item.clientId as string),
+    );
+    return snapshot.existing;
   }
 
   private async acquireLocks(userIds: readonly string[]): Promise<UserLock[]> {
@@ -871,11 +898,11 @@ export class IntakeService {
         if (original !== undefined || earlier !== undefined) {
           const fields = differingFields(item, original !== undefined ? storedContent(original) : itemContent(earlier as ValidItem, receivedAt));
           if (fields.length > 0) {
-            // Worded as in `batchConflicts`, which reports these items when others in the batch are invalid too.
+            // `batchConflicts` reports these items with the same messages when others in the batch are invalid too.
             const message =
               original !== undefined
-                ? `id ${JSON.stringify(item.clientId)} was already used for an event with other content (${differenceText(fields)})`
-                : `id ${JSON.stringify(item.clientId)} is also used by item #${(earlier as ValidItem).index} of this batch, with other content (${differenceText(fields)})`;
+                ? storedConflictMessage(item.clientId, fields)
+                : batchConflictMessage(item.clientId, (earlier as ValidItem).index, fields);
             invalid.push({ index: item.index, reason: 'IDEMPOTENCY_CONFLICT', message });
             continue;
           }
@@ -1102,15 +1129,28 @@ function differingFields(item: ValidItem, earlier: EventContent): string[] {
 }
 
 /**
- * Lists the items of a batch received at `receivedAt` whose client id an
- * earlier item of the same user uses with other content, as the store would
- * reject them.
+ * Lists the items of a batch received at `receivedAt` whose client id a
+ * stored event in `stored` or an earlier item of the same user uses with
+ * other content, as the store would reject them. An id that is stored is
+ * compared with the stored event alone, as the store does.
  */
-function batchConflicts(items: readonly ValidItem[], receivedAt: number): InvalidItem[] {
+function batchConflicts(
+  items: readonly ValidItem[],
+  receivedAt: number,
+  stored: IntakeSnapshot['existing'],
+): InvalidItem[] {
   const conflicts: InvalidItem[] = [];
   const firstOfId = new Map<string, ValidItem>();
   for (const item of items) {
     if (item.clientId === null) {
+      continue;
+    }
+    const original = stored.get(item.userId)?.get(item.clientId);
+    if (original !== undefined) {
+      const fields = differingFields(item, storedContent(original));
+      if (fields.length > 0) {
+        conflicts.push({ index: item.index, reason: 'IDEMPOTENCY_CONFLICT', message: storedConflictMessage(item.clientId, fields) });
+      }
       continue;
     }
     const key = `${item.userId}\u0000${item.clientId}`;
@@ -1124,11 +1164,21 @@ function batchConflicts(items: readonly ValidItem[], receivedAt: number): Invali
       conflicts.push({
         index: item.index,
         reason: 'IDEMPOTENCY_CONFLICT',
-        message: `id ${JSON.stringify(item.clientId)} is also used by item #${earlier.index} of this batch, with other content (${differenceText(fields)})`,
+        message: batchConflictMessage(item.clientId, earlier.index, fields),
       });
     }
   }
   return conflicts;
+}
+
+/** Returns the message of an item whose client id a stored event uses with other content. */
+function storedConflictMessage(clientId: string, fields: readonly string[]): string {
+  return `id ${JSON.stringify(clientId)} was already used for an event with other content (${differenceText(fields)})`;
+}
+
+/** Returns the message of an item whose client id the item at `earlierIndex` of its batch uses with other content. */
+function batchConflictMessage(clientId: string, earlierIndex: number, fields: readonly string[]): string {
+  return `id ${JSON.stringify(clientId)} is also used by item #${earlierIndex} of this batch, with other content (${differenceText(fields)})`;
 }
 
 /** Returns the message part that names the fields in which a repeated client id differs. */

@@ -534,6 +534,74 @@ describe('intake validation', () => {
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
+    it('lists a stored id conflict with other problems', async () => {
+      const user = await newUser();
+      dataOf(await server.gql(SEND_EVENT, { event: { id: 'kept', type: 'heartbeat', occurredAt: AT } }, user.token), 'first');
+      const before = await storedEvents(user.id);
+
+      const items = await rejectedItems(user.token, [
+        { id: 'kept', type: 'session_started', occurredAt: AT },
+        { id: 'fresh', type: 'heartbeat', occurredAt: AT },
+        { type: '', occurredAt: AT },
+      ]);
+
+      expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([
+        { index: 0, reason: 'IDEMPOTENCY_CONFLICT' },
+        { index: 2, reason: 'INVALID_TYPE' },
+      ]);
+      expect(items[0]?.message, 'message').toContain('id "kept" was already used for an event with other content (it differs in type)');
+      expect(await storedEvents(user.id), 'stored events').toEqual(before);
+    });
+
+    it('compares a stored id before the batch', async () => {
+      const user = await newUser();
+      dataOf(await server.gql(SEND_EVENT, { event: { id: 'kept', type: 'heartbeat', occurredAt: AT } }, user.token), 'first');
+      const before = await storedEvents(user.id);
+      const changed = { id: 'kept', type: 'heartbeat', occurredAt: AT, meta: { a: 1 } };
+
+      // Both items differ from the stored event, as the store would report
+      // them, although the second repeats the first.
+      const items = await rejectedItems(user.token, [changed, changed, { id: 'kept', type: 'heartbeat', occurredAt: AT }, { type: '' }]);
+
+      expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([
+        { index: 0, reason: 'IDEMPOTENCY_CONFLICT' },
+        { index: 1, reason: 'IDEMPOTENCY_CONFLICT' },
+        { index: 3, reason: 'INVALID_TYPE' },
+      ]);
+      expect(items[1]?.message, 'message').toContain('was already used for an event with other content (it differs in meta)');
+      expect(await storedEvents(user.id), 'stored events').toEqual(before);
+    });
+
+    it('REST lists a stored id conflict', async () => {
+      const user = await newUser();
+      dataOf(await server.gql(SEND_EVENT, { event: { id: 'kept', type: 'heartbeat', occurredAt: AT } }, user.token), 'first');
+      const before = await storedEvents(user.id);
+
+      const unparsed = await postEvents(server, user.token, [
+        { type: 'heartbeat', occurredAt: AT },
+        { id: 'kept', type: 'heartbeat', occurred_at: '2026-01-20T10:00:00Z' },
+      ]);
+      const invalidType = await postEvents(server, user.token, [
+        { id: 'kept', type: 'heartbeat', occurred_at: '2026-01-20T10:00:00Z' },
+        { type: '' },
+      ]);
+
+      expect(unparsed.status, 'status beside an item that did not parse').toBe(400);
+      const unparsedItems = unparsed.body.error.invalidItems as InvalidItem[];
+      expect(unparsedItems.map((item) => [item.index, item.reason]), 'items beside an item that did not parse').toEqual([
+        [0, 'INVALID_EVENT'],
+        [1, 'IDEMPOTENCY_CONFLICT'],
+      ]);
+      expect(unparsedItems[1]?.message, 'message').toContain('was already used for an event with other content (it differs in occurredAt)');
+      expect(invalidType.status, 'status beside an invalid type').toBe(400);
+      const invalidTypeItems = invalidType.body.error.invalidItems as InvalidItem[];
+      expect(invalidTypeItems.map((item) => [item.index, item.reason]), 'items beside an invalid type').toEqual([
+        [0, 'IDEMPOTENCY_CONFLICT'],
+        [1, 'INVALID_TYPE'],
+      ]);
+      expect(await storedEvents(user.id), 'stored events').toEqual(before);
+    });
+
     it('names the fields a stored id differs in', async () => {
       const user = await newUser();
       dataOf(await server.gql(SEND_EVENT, { event: { id: 'named', type: 'heartbeat', occurredAt: AT } }, user.token), 'first');
