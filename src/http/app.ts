@@ -302,16 +302,18 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
 
 /**
  * Builds the body of an error that the HTTP layer sends itself, such as a
- * body over MAX_BODY_BYTES or with a `__proto__` key. REST clients read
- * `error`. On /graphql the body also carries the same error in GraphQL's
- * `errors` form, so that GraphQL clients read it like any other.
+ * body over MAX_BODY_BYTES or with a `__proto__` key. The REST routes send
+ * `{ error: fields }`. On /graphql the body has only GraphQL's `errors` list,
+ * with the fields other than `message` as the error's `extensions`, because
+ * the GraphQL specification (section 7, Response) allows no top-level
+ * entries besides `data`, `errors` and `extensions`.
  */
 export function errorReplyBody(url: string, fields: { code: string; message: string } & Record<string, unknown>): object {
   if (pathOf(url) !== '/graphql') {
     return { error: fields };
   }
   const { message, ...extensions } = fields;
-  return { error: fields, errors: [{ message, extensions }] };
+  return { errors: [{ message, extensions }] };
 }
 
 export async function buildHttpApp(

@@ -38,6 +38,19 @@ async function send(url: string, init: RequestInit = {}): Promise<Reply> {
   return { status: response.status, headers: response.headers, text, json };
 }
 
+/**
+ * Returns the fields of an error that the HTTP layer sent: `error` on the
+ * REST routes, and on /graphql the first of `errors` with its extensions
+ * spread beside its message.
+ */
+function httpError(path: string, reply: Reply): Record<string, any> | undefined {
+  if (path !== '/graphql') {
+    return reply.json?.error;
+  }
+  const first = reply.json?.errors?.[0];
+  return first === undefined ? undefined : { message: first.message, ...first.extensions };
+}
+
 /** A test server whose logs land in memory and whose intake fails for chosen users. */
 interface FaultyServer {
   server: TestServer;
@@ -101,7 +114,7 @@ describe('HTTP behaviour', () => {
       });
       expect(reply.status).toBe(400);
       expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
-      expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
+      expect(httpError(path, reply)?.code).toBe('BAD_USER_INPUT');
       expect(reply.text).not.toContain('<');
     });
 
@@ -113,8 +126,8 @@ describe('HTTP behaviour', () => {
       });
       expect(reply.status).toBe(415);
       expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
-      expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
-      expect(reply.json?.error?.reason, 'reason').toBe('UNSUPPORTED_CONTENT_TYPE');
+      expect(httpError(path, reply)?.code).toBe('BAD_USER_INPUT');
+      expect(httpError(path, reply)?.reason, 'reason').toBe('UNSUPPORTED_CONTENT_TYPE');
     });
 
     it.each(['/graphql', '/auth/login', '/api/events'])('invalid UTF-8 on %s is JSON 400', async (path) => {
@@ -130,8 +143,8 @@ describe('HTTP behaviour', () => {
         body,
       });
       expect(reply.status).toBe(400);
-      expect(reply.json?.error?.reason).toBe('INVALID_UTF8');
-      expect(reply.json?.error?.message).toContain('not valid UTF-8');
+      expect(httpError(path, reply)?.reason).toBe('INVALID_UTF8');
+      expect(httpError(path, reply)?.message).toContain('not valid UTF-8');
     });
 
     it('charset parameter is ignored', async () => {
@@ -196,6 +209,39 @@ describe('HTTP behaviour', () => {
       expect(reply.status).toBe(400);
       expect(reply.json?.token).toBeUndefined();
     });
+
+    describe('error body keys', () => {
+      const big = JSON.stringify({ query: '{ __typename }', variables: { pad: 'x'.repeat(MAX_BODY_BYTES) } });
+      const cases: Array<[string, number, () => Record<string, string>, string]> = [
+        ['INVALID_JSON', 400, () => ({ 'content-type': 'application/json', authorization: `Bearer ${adminToken}` }), '{"query": '],
+        ['UNSUPPORTED_CONTENT_TYPE', 415, () => ({ 'content-type': 'application/xml', authorization: `Bearer ${adminToken}` }), '<query/>'],
+        [
+          'PROTOTYPE_KEY',
+          400,
+          () => ({ 'content-type': 'application/json', authorization: `Bearer ${adminToken}` }),
+          '{"query": "{ __typename }", "variables": {"__proto__": {}}}',
+        ],
+        ['BODY_TOO_LARGE', 413, () => ({ 'content-type': 'application/json', authorization: `Bearer ${adminToken}` }), big],
+        ['INVALID_TOKEN', 401, () => ({ 'content-type': 'application/json', authorization: 'Bearer not.a.token' }), big],
+        ['ANONYMOUS_BODY_TOO_LARGE', 413, () => ({ 'content-type': 'application/json' }), big],
+      ];
+
+      it.each(cases)('%s on /graphql has only errors', async (reason, status, headers, body) => {
+        for (const accept of ['application/json', 'application/graphql-response+json']) {
+          const reply = await send(`${server.url}/graphql`, { method: 'POST', headers: { ...headers(), accept }, body });
+          expect(reply.status, `${accept}: status`).toBe(status);
+          expect(Object.keys(reply.json ?? {}), `${accept}: top-level keys`).toEqual(['errors']);
+          expect(reply.json?.errors?.[0]?.extensions?.reason, `${accept}: reason`).toBe(reason);
+        }
+      });
+
+      it.each(cases)('%s on REST has only error', async (reason, status, headers, body) => {
+        const reply = await send(`${server.url}/api/events`, { method: 'POST', headers: headers(), body });
+        expect(reply.status, 'status').toBe(status);
+        expect(Object.keys(reply.json ?? {}), 'top-level keys').toEqual(['error']);
+        expect(reply.json?.error?.reason, 'reason').toBe(reason);
+      });
+    });
   });
 
   describe('CSRF prevention', () => {
@@ -244,7 +290,7 @@ describe('HTTP behaviour', () => {
         });
         // Fastify has no parser for these types, so the request never reaches Apollo.
         expect(reply.status).toBe(415);
-        expect(reply.json?.error?.code).toBe('BAD_USER_INPUT');
+        expect(httpError('/graphql', reply)?.code).toBe('BAD_USER_INPUT');
         expect(reply.text).not.toContain('"Query"');
       },
     );
