@@ -35,13 +35,17 @@ function raw(url: string, method: string, headers: Record<string, string>, body?
   });
 }
 
-function preflight(server: TestServer, path: string, origin: string): Promise<RawReply> {
+function preflight(server: TestServer, path: string, origin: string, extraHeaders: Record<string, string> = {}): Promise<RawReply> {
   return raw(`${server.url}${path}`, 'OPTIONS', {
     origin,
     'access-control-request-method': 'POST',
     'access-control-request-headers': 'authorization, content-type, apollo-require-preflight',
+    ...extraHeaders,
   });
 }
+
+/** The header that Chrome's Private Network Access adds to a preflight for a server on a private address. */
+const PRIVATE_NETWORK_REQUEST = { 'access-control-request-private-network': 'true' };
 
 function postQuery(server: TestServer, origin: string | null, body = JSON.stringify({ query: '{ __typename }' })): Promise<RawReply> {
   return raw(
@@ -72,6 +76,21 @@ describe('CORS for any origin (the default)', () => {
     expect(reply.headers['access-control-allow-headers']).toBe('authorization, content-type, apollo-require-preflight');
     expect(reply.headers['access-control-max-age']).toBe(String(CORS_MAX_AGE_SECONDS));
     expect(reply.headers['access-control-allow-credentials']).toBeUndefined();
+  });
+
+  it('private network preflight allowed', async () => {
+    const reply = await preflight(server, '/graphql', 'https://public.example.org', PRIVATE_NETWORK_REQUEST);
+
+    expect(reply.status).toBe(204);
+    expect(reply.headers['access-control-allow-origin']).toBe('*');
+    expect(reply.headers['access-control-allow-private-network']).toBe('true');
+  });
+
+  it('no private network header unrequested', async () => {
+    const reply = await preflight(server, '/graphql', 'https://public.example.org');
+
+    expect(reply.status).toBe(204);
+    expect(reply.headers['access-control-allow-private-network']).toBeUndefined();
   });
 
   it('REST preflight gets 204', async () => {
@@ -139,6 +158,22 @@ describe('CORS for listed origins', () => {
     expect(body.error.message).toContain('CORS_ORIGINS');
   });
 
+  it('private network allowed for listed origin', async () => {
+    const reply = await preflight(server, '/api/events', APP_ORIGIN, PRIVATE_NETWORK_REQUEST);
+
+    expect(reply.status).toBe(204);
+    expect(reply.headers['access-control-allow-origin']).toBe(APP_ORIGIN);
+    expect(reply.headers['access-control-allow-private-network']).toBe('true');
+  });
+
+  it('private network denied for unlisted origin', async () => {
+    const reply = await preflight(server, '/graphql', OTHER_ORIGIN, PRIVATE_NETWORK_REQUEST);
+
+    expect(reply.status).toBe(403);
+    expect(reply.headers['access-control-allow-origin']).toBeUndefined();
+    expect(reply.headers['access-control-allow-private-network']).toBeUndefined();
+  });
+
   it('unlisted origin served without headers', async () => {
     const reply = await postQuery(server, OTHER_ORIGIN);
 
@@ -167,11 +202,12 @@ describe('CORS turned off', () => {
   });
 
   it('sends no CORS headers', async () => {
-    const answer = await preflight(server, '/graphql', APP_ORIGIN);
+    const answer = await preflight(server, '/graphql', APP_ORIGIN, PRIVATE_NETWORK_REQUEST);
     const reply = await postQuery(server, APP_ORIGIN);
 
     expect(answer.headers['access-control-allow-origin']).toBeUndefined();
     expect(answer.headers['access-control-allow-methods']).toBeUndefined();
+    expect(answer.headers['access-control-allow-private-network']).toBeUndefined();
     expect(reply.status).toBe(200);
     expect(reply.headers['access-control-allow-origin']).toBeUndefined();
   });
