@@ -630,6 +630,38 @@ export function createValidationLimitPlugin(maxErrors: number): ApolloServerPlug
   };
 }
 
+/** The validation message of graphql-js 16 for `@defer` and `@stream`, which this schema does not declare. */
+const INCREMENTAL_DIRECTIVE_MESSAGE = /^Unknown directive "@(defer|stream)"\.$/;
+
+/**
+ * Explains the validation error of a document that uses `@defer` or
+ * `@stream`. graphql-js 16 has no incremental delivery, so Apollo Server 5
+ * cannot send a `multipart/mixed` reply, and the directives are unknown.
+ */
+export function createIncrementalDeliveryPlugin(): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async validationDidStart() {
+          return async (errors) => {
+            for (const error of errors ?? []) {
+              if (!INCREMENTAL_DIRECTIVE_MESSAGE.test(error.message)) {
+                continue;
+              }
+              error.message = `${error.message} This server does not support incremental delivery (@defer and @stream). Remove the directive to get every field in one reply.`;
+              // No `instanceof GraphQLError`, which is false under vitest, where Apollo Server's graphql-js is another module instance.
+              const { extensions } = error as { extensions?: Record<string, unknown> };
+              if (extensions !== undefined) {
+                extensions.reason = 'INCREMENTAL_DELIVERY_NOT_SUPPORTED';
+              }
+            }
+          };
+        },
+      };
+    },
+  };
+}
+
 /**
  * Marks every GraphQL reply `Cache-Control: no-store`: replies carry one
  * user's data. Apollo's cache-control plugin, which would set the same

@@ -20,6 +20,7 @@ import {
   createInputStatusPlugin,
   createAnonymousAccessPlugin,
   createLimitsPlugin,
+  createIncrementalDeliveryPlugin,
   createNoStorePlugin,
   createValidationLimitPlugin,
   type RequestLimits,
@@ -109,6 +110,7 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
       createValidationLimitPlugin(MAX_VALIDATION_ERRORS),
+      createIncrementalDeliveryPlugin(),
       // Listed before the status plugin, so that the status plugin's
       // willSendResponse receives the reply without data.
       createReplyBudgetPlugin(),
