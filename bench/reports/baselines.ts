@@ -28,7 +28,7 @@ export interface Statement {
 
 /** Parses the expression into the tree that the service builds from the same input. */
 export function parseExpression(expression: unknown, window: Window): Expr {
-  return toExpression(expression, window, { maxDepth: 32, maxNodes: 256, maxLiteralIntervals: 10_000 });
+  return toExpression(expression, window, { maxDepth: 32, maxNodes: 256, maxLiteralIntervals: 10_000, maxLeafEntries: 10_000 });
 }
 
 class Params {

@@ -125,6 +125,7 @@ export function loadConfig(env: Environment = process.env): Config {
       maxDepth: reader.integer('REPORT_MAX_DEPTH', 32, 1, 1000),
       maxNodes: reader.integer('REPORT_MAX_NODES', 256, 1, 100_000),
       maxLiteralIntervals: reader.integer('REPORT_MAX_LITERAL_INTERVALS', 10_000, 0, 1_000_000),
+      maxLeafEntries: reader.integer('REPORT_MAX_LEAF_ENTRIES', 10_000, 0, 1_000_000),
       maxWindowDays: reader.integer('REPORT_MAX_WINDOW_DAYS', 366, 1, 36_600),
       maxIntervals: reader.integer('REPORT_MAX_INTERVALS', 10_000, 1, 10_000_000),
       maxBucketRows: reader.integer('REPORT_MAX_BUCKET_ROWS', 100_000, 1, 10_000_000),

@@ -155,6 +155,11 @@ export interface Config {
     /** REPORT_MAX_LITERAL_INTERVALS: maximum number of literal intervals in one expression. */
     maxLiteralIntervals: number;
     /**
+     * REPORT_MAX_LEAF_ENTRIES: maximum number of entries of `pairTypes`, `users`
+     * and `pairKeys` and keys and array items of `meta` over all leaves of one expression.
+     */
+    maxLeafEntries: number;
+    /**
      * REPORT_MAX_WINDOW_DAYS: maximum length of a report window in days, calendar
      * days in the bucket time zone for a report with buckets.
      */

@@ -49,6 +49,8 @@ const LIMIT_SUBJECTS: Readonly<Record<string, string>> = {
   REPORT_MAX_DEPTH: 'The expression depth',
   REPORT_MAX_NODES: 'The expression size',
   REPORT_MAX_LITERAL_INTERVALS: 'The number of literal intervals',
+  REPORT_MAX_LEAF_ENTRIES:
+    'The number of leaf entries (entries of pairTypes, users and pairKeys, and keys and array items of meta, over all segments leaves)',
   REPORT_MAX_BUCKET_ROWS: 'The number of bucket rows',
 };
 

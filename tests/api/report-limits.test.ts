@@ -28,6 +28,13 @@ const WINDOW = { start: '2026-01-05T00:00:00.000Z', end: '2026-01-06T00:00:00.00
 
 /** Truncation limit set for this server, so a small literal set exceeds it. */
 const MAX_INTERVALS = 5;
+/** REPORT_MAX_LEAF_ENTRIES of this server, below its default of 10,000, so the tests show the setting in effect. */
+const MAX_LEAF_ENTRIES = 5000;
+
+/** `count` distinct strings that start with `prefix`. */
+function strings(count: number, prefix: string): string[] {
+  return Array.from({ length: count }, (_, index) => `${prefix}${index}`);
+}
 
 type GraphQLError = NonNullable<GraphQLResponse['errors']>[number];
 
@@ -76,7 +83,7 @@ describe('report limits over HTTP', () => {
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, {
       sweeper: false,
-      env: { REPORT_MAX_INTERVALS: String(MAX_INTERVALS) },
+      env: { REPORT_MAX_INTERVALS: String(MAX_INTERVALS), REPORT_MAX_LEAF_ENTRIES: String(MAX_LEAF_ENTRIES) },
     });
     token = await server.adminToken();
   });
@@ -191,6 +198,48 @@ describe('report limits over HTTP', () => {
       expect(error.message, 'message').toContain(
         'expression.segments.meta.room is missing, because it names a variable that the request did not send',
       );
+    });
+
+    it('rejects leaf entries over the maximum', async () => {
+      // Five leaves at the maximum of 1000 entries per list and per meta filter.
+      const meta = Object.fromEntries(strings(1000, 'key').map((key) => [key, 1]));
+      const operands = Array.from({ length: 5 }, (_, index) => ({
+        segments: { pairTypes: strings(1000, `type${index}-`), pairKeys: strings(1000, `key${index}-`), meta },
+      }));
+      const result = await server.gql(REPORT, { expression: { union: operands }, window: WINDOW }, token);
+
+      expect(result.status).toBe(400);
+      expectLimitError(firstError(result), 'REPORT_MAX_LEAF_ENTRIES', 15_000, MAX_LEAF_ENTRIES);
+      expect(firstError(result).message).toContain('pairTypes, users and pairKeys');
+      await expectStillServing();
+    });
+
+    it('rejects leaf entries before checking users', async () => {
+      // The ids are not UUIDs, which would get INVALID_USER_ID, but the limit is checked first.
+      const operands = Array.from({ length: 6 }, (_, index) => ({ segments: { users: strings(1000, `user${index}-`) } }));
+      const result = await server.gql(REPORT, { expression: { union: operands }, window: WINDOW }, token);
+
+      expect(result.status).toBe(400);
+      expectLimitError(firstError(result), 'REPORT_MAX_LEAF_ENTRIES', 6000, MAX_LEAF_ENTRIES);
+    });
+
+    it('rejects capped leaf entries as a lower bound', async () => {
+      const operands = Array.from({ length: 5 }, (_, index) => ({ segments: { pairKeys: strings(2000, `key${index}-`) } }));
+      const result = await server.gql(REPORT, { expression: { union: operands }, window: WINDOW }, token);
+      const error = firstError(result);
+
+      expect(result.status).toBe(400);
+      expect(error.extensions?.limit).toBe('REPORT_MAX_LEAF_ENTRIES');
+      expect(error.extensions?.value).toBe(5005);
+      expect(error.message).toContain('is at least 5005 entries');
+    });
+
+    it('accepts leaf entries at the maximum', async () => {
+      const operands = Array.from({ length: 5 }, (_, index) => ({ segments: { pairTypes: strings(1000, `type${index}-`) } }));
+      const result = await server.gql(REPORT, { expression: { union: operands }, window: WINDOW }, token);
+
+      expect(result.errors).toBeUndefined();
+      expect(result.data?.report.count).toBe(0);
     });
 
     it('rejects 301 nodes', async () => {
@@ -327,6 +376,17 @@ describe('report limits over HTTP', () => {
 
       expect(result.status).toBe(400);
       expectLimitError(firstError(result), 'REPORT_MAX_DEPTH', 33, 32);
+      await expectStillServing();
+    });
+
+    it('rejects leaf entries over the maximum', async () => {
+      const leaf = (index: number) => `{ segments: { pairTypes: [${strings(1000, `type${index}-`).map((name) => `"${name}"`).join(' ')}] } }`;
+      const operands = Array.from({ length: 6 }, (_, index) => leaf(index)).join(' ');
+      const query = `{ report(expression: { union: [${operands}] }, window: { start: "${WINDOW.start}", end: "${WINDOW.end}" }) { count } }`;
+      const result = await server.gql(query, {}, token);
+
+      expect(result.status).toBe(400);
+      expectLimitError(firstError(result), 'REPORT_MAX_LEAF_ENTRIES', 6000, MAX_LEAF_ENTRIES);
       await expectStillServing();
     });
 

@@ -77,6 +77,7 @@ describeWithPostgres('report leaves', () => {
       maxDepth: 10,
       maxNodes: 100,
       maxLiteralIntervals: 100,
+      maxLeafEntries: 10_000,
       maxWindowDays: 400,
       maxIntervals: 100_000,
       maxBucketRows: 100_000,

@@ -89,6 +89,7 @@ describe('loadConfig', () => {
       maxDepth: 32,
       maxNodes: 256,
       maxLiteralIntervals: 10_000,
+      maxLeafEntries: 10_000,
       maxWindowDays: 366,
       maxIntervals: 10_000,
       maxBucketRows: 100_000,

@@ -108,7 +108,7 @@ describe('evaluate', () => {
       expression = { complement: expression };
     }
     const window = { start: 0, end: 100 };
-    const limits = { maxDepth: 20_000, maxNodes: 20_000, maxLiteralIntervals: 0 };
+    const limits = { maxDepth: 20_000, maxNodes: 20_000, maxLiteralIntervals: 0, maxLeafEntries: 10_000 };
     const expr = toExpression(expression, window, limits);
     // 9,999 complements: an odd count, so the result is the window minus the leaf.
     const result = evaluate(expr, window, () => IntervalSet.of(20, 30));

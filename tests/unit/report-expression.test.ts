@@ -114,7 +114,7 @@ describe('measureExpression', () => {
   });
 
   it('accepts each limit exactly', () => {
-    const limits: ExpressionLimits = { maxDepth: 5, maxNodes: 6, maxLiteralIntervals: 4 };
+    const limits: ExpressionLimits = { maxDepth: 5, maxNodes: 6, maxLiteralIntervals: 4, maxLeafEntries: 10_000 };
     expect(measureExpression(nestedComplement(5), limits).depth).toBe(5);
     expect(measureExpression({ union: leaves(5) }, limits).nodes).toBe(6);
     const fourLiterals = { intervals: Array.from({ length: 4 }, () => literal(0, 1)) };
@@ -131,7 +131,7 @@ describe('measureExpression', () => {
   });
 
   it('walks depth 10,000 under a raised limit', () => {
-    const limits = { maxDepth: 20_000, maxNodes: 20_000, maxLiteralIntervals: 0 };
+    const limits = { maxDepth: 20_000, maxNodes: 20_000, maxLiteralIntervals: 0, maxLeafEntries: 10_000 };
     expect(measureExpression(nestedComplement(10_000), limits).depth).toBe(10_000);
   });
 
@@ -145,7 +145,7 @@ describe('measureExpression', () => {
   });
 
   it('rejects literals spread over leaves', () => {
-    const limits = { maxDepth: 32, maxNodes: 256, maxLiteralIntervals: 5 };
+    const limits = { maxDepth: 32, maxNodes: 256, maxLiteralIntervals: 5, maxLeafEntries: 10_000 };
     const expression = {
       union: [
         { intervals: [literal(0, 1), literal(1, 2), literal(2, 3)] },
@@ -170,6 +170,79 @@ describe('measureExpression', () => {
     const operand = { segments: {} };
     const operands = new Array<unknown>(1_000_000).fill(operand);
     expectLimit(() => measureExpression({ union: operands }), 'REPORT_MAX_NODES');
+  });
+
+  describe('leaf entries', () => {
+    const limits: ExpressionLimits = { maxDepth: 32, maxNodes: 256, maxLiteralIntervals: 10, maxLeafEntries: 20 };
+    const strings = (count: number, prefix: string) => Array.from({ length: count }, (_, index) => `${prefix}${index}`);
+
+    it('counts lists and meta over leaves', () => {
+      const expression = {
+        difference: {
+          from: { segments: { pairTypes: strings(3, 't'), users: strings(2, 'u'), pairKeys: strings(1, 'k') } },
+          subtract: {
+            union: [
+              { segments: { meta: { room: 'a', tags: ['x', 'y'], nested: { depth: 1 } } } },
+              { segments: { pairTypes: 'session', includeOpen: false } },
+              { intervals: [literal(0, 1)] },
+            ],
+          },
+        },
+      };
+
+      // 3 + 2 + 1 list entries; meta keys room, tags, nested, depth and 2 array items; one single value.
+      expect(measureExpression(expression, limits).leafEntries).toBe(13);
+    });
+
+    it('accepts the limit exactly', () => {
+      const expression = { union: [{ segments: { pairTypes: strings(10, 't') } }, { segments: { users: strings(10, 'u') } }] };
+
+      expect(measureExpression(expression, limits).leafEntries).toBe(20);
+    });
+
+    it('names the total over the limit', () => {
+      const expression = {
+        union: [
+          { segments: { pairTypes: strings(10, 't') } },
+          { segments: { pairKeys: strings(10, 'k') } },
+          { segments: { meta: Object.fromEntries(strings(5, 'm').map((key) => [key, 1])) } },
+        ],
+      };
+
+      const error = expectLimit(() => measureExpression(expression, limits), 'REPORT_MAX_LEAF_ENTRIES');
+      expect(error.details).toEqual({ limit: 'REPORT_MAX_LEAF_ENTRIES', value: 25, max: 20 });
+      expect(error.message).toBe(
+        'The number of leaf entries (entries of pairTypes, users and pairKeys, and keys and array items of meta, over all segments leaves) is 25 entries, above the maximum of 20 entries (REPORT_MAX_LEAF_ENTRIES).',
+      );
+    });
+
+    it('caps a list above its own maximum', () => {
+      const expression = { union: [{ segments: { users: strings(5000, 'u') } }, { segments: { users: strings(5000, 'u') } }] };
+
+      const error = expectLimit(() => measureExpression(expression, limits), 'REPORT_MAX_LEAF_ENTRIES');
+      expect(error.details).toEqual({ limit: 'REPORT_MAX_LEAF_ENTRIES', value: 2002, max: 20 });
+      expect(error.message).toContain('is at least 2002 entries');
+    });
+
+    it('leaves one oversized leaf to its own check', () => {
+      const meta = Object.fromEntries(strings(400_000, 'm').map((key) => [key, 1]));
+
+      const error = expectInvalid(() => toExpression({ segments: { meta } }, WINDOW), ['expression.segments.meta']);
+      expect(error.message).toContain('more than 1000 keys and array items');
+    });
+
+    it('counts before checking leaves', () => {
+      const expression = { union: [{ segments: { users: [42, null, 'not-a-uuid'] } }, { segments: { meta: 'x', pairTypes: strings(20, 't') } }] };
+
+      expectLimit(() => measureExpression(expression, limits), 'REPORT_MAX_LEAF_ENTRIES');
+    });
+
+    it('toExpression checks it too', () => {
+      const expression = { union: [{ segments: { pairTypes: strings(15, 't') } }, { segments: { pairKeys: strings(15, 'k') } }] };
+
+      const error = expectLimit(() => toExpression(expression, WINDOW, limits), 'REPORT_MAX_LEAF_ENTRIES');
+      expect(error.details['value']).toBe(30);
+    });
   });
 
   it('reports a limit before shape problems', () => {
@@ -223,7 +296,7 @@ describe('measureExpression', () => {
   });
 
   it('caps the problems it lists', () => {
-    const limits = { maxDepth: 32, maxNodes: 1000, maxLiteralIntervals: 0 };
+    const limits = { maxDepth: 32, maxNodes: 1000, maxLiteralIntervals: 0, maxLeafEntries: 10_000 };
     const error = expectInvalid(
       () => measureExpression({ union: new Array<unknown>(500).fill(null) }, limits),
       Array.from({ length: 50 }, (_, index) => `expression.union[${index}]`),
@@ -392,12 +465,12 @@ describe('toExpression', () => {
     expectLimit(() => toExpression(nestedComplement(40), WINDOW), 'REPORT_MAX_DEPTH');
     expectLimit(() => toExpression({ union: leaves(300) }, WINDOW), 'REPORT_MAX_NODES');
     const intervals = Array.from({ length: 11 }, () => literal(0, 1));
-    const limits = { maxDepth: 32, maxNodes: 256, maxLiteralIntervals: 10 };
+    const limits = { maxDepth: 32, maxNodes: 256, maxLiteralIntervals: 10, maxLeafEntries: 10_000 };
     expectLimit(() => toExpression({ intervals }, WINDOW, limits), 'REPORT_MAX_LITERAL_INTERVALS');
   });
 
   it('builds depth 10,000 under a raised limit', () => {
-    const limits = { maxDepth: 20_000, maxNodes: 20_000, maxLiteralIntervals: 0 };
+    const limits = { maxDepth: 20_000, maxNodes: 20_000, maxLiteralIntervals: 0, maxLeafEntries: 10_000 };
     let expr: Expr = toExpression(nestedComplement(10_000), WINDOW, limits);
     let depth = 1;
     while (expr.kind === 'complement') {

@@ -5,10 +5,12 @@
  * and it stops at the first limit exceeded. Node and literal counts grow a
  * whole list at a time, before the list is walked. The value in a limit
  * error is the count when the walk stopped, which can be below the full
- * size of the input.
+ * size of the input. Leaf entries are checked after the walk, so that
+ * their error gives the total of the whole expression.
  */
 
 import { assertNever, limitExceeded, limitExceededAtLeast } from '../errors.js';
+import { countLeafEntries } from './leaf.js';
 import {
   childPath,
   itemStep,
@@ -32,7 +34,7 @@ interface ScanFrame {
 }
 
 function checkLimits(limits: ExpressionLimits): void {
-  for (const name of ['maxDepth', 'maxNodes', 'maxLiteralIntervals'] as const) {
+  for (const name of ['maxDepth', 'maxNodes', 'maxLiteralIntervals', 'maxLeafEntries'] as const) {
     const value = limits[name];
     if (!Number.isSafeInteger(value) || value < 0) {
       throw new TypeError(`Expression limit ${name} must be a non-negative integer, got ${value}.`);
@@ -43,9 +45,9 @@ function checkLimits(limits: ExpressionLimits): void {
 /**
  * Walks an expression and checks the limits and the structure: the @oneOf
  * rule, non-empty `union` and `intersect` lists, and the `{ from, subtract }`
- * object of a difference. It does not look inside leaves. Throws
- * `LIMIT_EXCEEDED` at once when a limit is exceeded; returns the structure
- * problems for the caller to report.
+ * object of a difference. Inside `segments` leaves it only counts the leaf
+ * entries. Throws `LIMIT_EXCEEDED` when a limit is exceeded, and returns
+ * the structure problems for the caller to report.
  */
 export function scanExpression(
   value: unknown,
@@ -57,6 +59,9 @@ export function scanExpression(
   let depth = 1;
   let nodes = 1;
   let literalIntervals = 0;
+  let leafEntries = 0;
+  /** False once a leaf's count was capped, so that `leafEntries` is a lower bound. */
+  let leafEntriesExact = true;
   if (depth > limits.maxDepth) {
     throw limitExceeded('REPORT_MAX_DEPTH', depth, limits.maxDepth, 'levels');
   }
@@ -76,8 +81,12 @@ export function scanExpression(
     const path = childPath(frame.path, `.${reading.field}`);
     let children: Array<{ value: unknown; path: Path }> = [];
     switch (reading.field) {
-      case 'segments':
+      case 'segments': {
+        const counted = countLeafEntries(reading.operand);
+        leafEntries += counted.count;
+        leafEntriesExact &&= counted.exact;
         break;
+      }
 
       case 'intervals': {
         literalIntervals += operandList(reading.operand).items.length;
@@ -150,14 +159,21 @@ export function scanExpression(
     }
   }
 
-  return { measurement: { depth, nodes, literalIntervals }, problems };
+  if (leafEntries > limits.maxLeafEntries) {
+    throw leafEntriesExact
+      ? limitExceeded('REPORT_MAX_LEAF_ENTRIES', leafEntries, limits.maxLeafEntries, 'entries')
+      : limitExceededAtLeast('REPORT_MAX_LEAF_ENTRIES', leafEntries, limits.maxLeafEntries, 'entries');
+  }
+
+  return { measurement: { depth, nodes, literalIntervals, leafEntries }, problems };
 }
 
 /**
  * Checks an untrusted `SetExpression` value, such as a GraphQL variable
  * before coercion, against the limits and the structure rules, and returns
  * its size. Throws only DomainError: `LIMIT_EXCEEDED` naming
- * REPORT_MAX_DEPTH, REPORT_MAX_NODES or REPORT_MAX_LITERAL_INTERVALS, or
+ * REPORT_MAX_DEPTH, REPORT_MAX_NODES, REPORT_MAX_LITERAL_INTERVALS or
+ * REPORT_MAX_LEAF_ENTRIES, or
  * `INVALID_EXPRESSION` listing the structure problems with their paths.
  */
 export function measureExpression(

@@ -10,6 +10,9 @@
  * - depth: the number of nodes on the longest path from the root to a leaf.
  *   A lone leaf has depth 1, and `complement(union([leaf]))` has depth 3.
  * - literal intervals: the entries of all `intervals` leaves together.
+ * - leaf entries: the entries of the `pairTypes`, `users` and `pairKeys`
+ *   lists and the keys and array items of the `meta` filters of all
+ *   `segments` leaves together.
  */
 
 import type { IntervalSet } from '../interval/interval-set.js';
@@ -21,12 +24,20 @@ export interface ExpressionLimits {
   maxNodes: number;
   /** Maximum number of literal intervals (REPORT_MAX_LITERAL_INTERVALS, default 10,000). */
   maxLiteralIntervals: number;
+  /**
+   * Maximum number of leaf entries (REPORT_MAX_LEAF_ENTRIES, default 10,000).
+   * Without it, a request of 20 MB with 255 leaves at the per-leaf maximums
+   * took 7 to 8 s and held the event loop for up to 2.8 s at once. That was
+   * one run of a vitest test server on a shared 2-core machine.
+   */
+  maxLeafEntries: number;
 }
 
 export const DEFAULT_EXPRESSION_LIMITS: Readonly<ExpressionLimits> = Object.freeze({
   maxDepth: 32,
   maxNodes: 256,
   maxLiteralIntervals: 10_000,
+  maxLeafEntries: 10_000,
 });
 
 /** Size of an expression that passed the limits. */
@@ -34,6 +45,8 @@ export interface ExpressionMeasurement {
   depth: number;
   nodes: number;
   literalIntervals: number;
+  /** Leaf entries, with a list or meta filter above its own maximum counted as one more than that maximum. */
+  leafEntries: number;
 }
 
 /**
