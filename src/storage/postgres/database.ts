@@ -125,6 +125,20 @@ function poolConfig(url: string, options: DatabaseOptions): pg.PoolConfig {
   };
 }
 
+/**
+ * Returns the message and SQLSTATE code of an error on an idle pooled
+ * connection. pg-pool 3 attaches the failed client to the error as `client`,
+ * and logging that object writes several kilobytes per line, including the
+ * connection parameters and the backend's cancel key.
+ */
+export function summarizeIdleError(error: Error): { message: string; code?: string } {
+  const code = (error as { code?: unknown }).code;
+  return {
+    message: error.message,
+    ...(typeof code === 'string' ? { code } : {}),
+  };
+}
+
 function openPostgres(url: string, options: DatabaseOptions): Database {
   const pool = new pg.Pool({
     ...poolConfig(url, options),
@@ -132,7 +146,7 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
     query_timeout: queryTimeoutMs(options.statementTimeoutMs),
   });
   pool.on('error', (error) => {
-    options.logger.error({ err: error }, 'idle PostgreSQL connection failed');
+    options.logger.error({ error: summarizeIdleError(error) }, 'idle PostgreSQL connection failed');
   });
 
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
