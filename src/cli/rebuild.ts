@@ -54,6 +54,10 @@ async function main(): Promise<void> {
   }
 }
 
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 async function rebuild(config: Config, full: boolean): Promise<void> {
   // Unless LOG_LEVEL is set, only errors are logged: the command prints what
   // it did, and a connection failure ends in one line of its own instead of
@@ -78,16 +82,15 @@ async function rebuild(config: Config, full: boolean): Promise<void> {
       await app.services.intake.rebuild(row.id, full);
       done += 1;
       if (done % 100 === 0 || done === rows.length) {
-        process.stderr.write(`rebuilt ${done}/${rows.length} users\n`);
+        process.stderr.write(`rebuilt ${done} of ${plural(rows.length, 'user')}\n`);
       }
     }
     if (applied.length > 0) {
       await app.db.sql.query(`DELETE FROM pair_type_changes WHERE id = ANY($1::bigint[])`, [applied.map((row) => row.id)]);
-      const changes = applied.length === 1 ? '1 pair type change' : `${applied.length} pair type changes`;
-      console.log(`The rebuild applied ${changes} that the servers' replay workers had not queued yet.`);
+      console.log(`The rebuild applied ${plural(applied.length, 'pair type change')} that the servers' replay workers had not queued yet.`);
     }
     await markDeadlinesSeeded(app.store);
-    console.log(`Rebuilt ${full ? 'derived data and ' : ''}engine state for ${rows.length} users.`);
+    console.log(`Rebuilt ${full ? 'derived data and ' : ''}engine state for ${plural(rows.length, 'user')}.`);
     if (full) {
       // The new segments marked their chunks stale. Rebuild them now rather
       // than leave it to the servers' builders, so reports are fast at once.
@@ -98,7 +101,7 @@ async function rebuild(config: Config, full: boolean): Promise<void> {
         batchSize: config.rollups.batchSize,
         delayMs: 0,
       });
-      console.log(`Rebuilt ${await builder.buildOnce()} report rollup chunks.`);
+      console.log(`Rebuilt ${plural(await builder.buildOnce(), 'report rollup chunk')}.`);
     }
   } finally {
     await app.close();

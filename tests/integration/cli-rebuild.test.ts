@@ -2,7 +2,8 @@
  * `npm run rebuild -- --full` as a child process on a PostgreSQL database
  * that a server filled: it recomputes the derived rows and leaves no report
  * rollup chunk stale. Without PostgreSQL or Redis it exits with a one-line
- * message that names the setting.
+ * message that names the setting. Its output puts a count of one
+ * with a singular noun, as in "1 user".
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,7 +93,7 @@ describeWithPostgres('rebuild command', () => {
     expect(secretCreated, 'secret file created').toBe(false);
     expect(`${result.stdout}${result.stderr}`, 'output').not.toContain('JWT_SECRET');
     expect(result.stdout).toMatch(/Rebuilt derived data and engine state for 2 users\./);
-    expect(result.stdout).toMatch(/Rebuilt [1-9]\d* report rollup chunks\./);
+    expect(result.stdout).toMatch(/Rebuilt [1-9]\d* report rollup chunks?\./);
 
     const after = await client.query<{ count: number }>('SELECT count(*)::int AS count FROM segment_rollup_stale');
     expect(after.rows[0]?.count).toBe(0);
@@ -110,6 +111,44 @@ describeWithPostgres('rebuild command', () => {
       { pair_type: 'task', all_keys: false, pair_key: 'a' },
       { pair_type: 'task', all_keys: true, pair_key: '' },
     ]);
+  }, 90_000);
+});
+
+describeWithPostgres('rebuild command with one user', () => {
+  let database: TestDatabase | undefined;
+  const dataDir = useTemporaryDirectory('em-rebuild-one-');
+
+  beforeAll(async () => {
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_cli_rebuild_one' });
+  });
+
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  it('counts in the singular', async () => {
+    // The rebuild migrates the empty database and creates the admin, its only user.
+    const result = await runCli(
+      'src/cli/rebuild.ts',
+      ['--full'],
+      {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: process.env.HOME ?? tmpdir(),
+        NODE_ENV: 'test',
+        LOG_LEVEL: 'warn',
+        DATABASE_URL: (database as TestDatabase).url,
+        DATA_DIR: dataDir(),
+        ADMIN_USERNAME: 'admin',
+        ADMIN_PASSWORD: 'admin-password-1',
+        PASSWORD_SCRYPT_LOG2_N: '14',
+      },
+      { timeoutMs: 60_000 },
+    );
+
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout, 'summary').toContain('Rebuilt derived data and engine state for 1 user.');
+    expect(result.stderr, 'progress').toContain('rebuilt 1 of 1 user\n');
+    expect(result.stdout, 'rollup chunks').toContain('Rebuilt 0 report rollup chunks.');
   }, 90_000);
 });
 
