@@ -56,6 +56,23 @@ function newPasswordProblem(password: string): string | null {
 }
 const ROLES: readonly Role[] = ['MEMBER', 'ANALYST', 'ADMIN'];
 
+/** Returns every reason that a new account with these values is rejected, or an empty list. */
+function newUserProblems(input: { username: string; password: string; role: string }): string[] {
+  const problems: string[] = [];
+  const nameProblem = usernameProblem(input.username);
+  if (nameProblem !== null) {
+    problems.push(nameProblem);
+  }
+  const passwordProblem = newPasswordProblem(input.password);
+  if (passwordProblem !== null) {
+    problems.push(passwordProblem);
+  }
+  if (!ROLES.includes(input.role as Role)) {
+    problems.push(`role ${JSON.stringify(input.role)} is invalid: use one of ${ROLES.join(', ')}`);
+  }
+  return problems;
+}
+
 export interface LoginResult {
   token: string;
   expiresAt: Date;
@@ -112,6 +129,9 @@ export function acceptsToken(user: UserRecord | null, tokenVersion: number): use
 
 /** Key of the advisory lock that serialises account updates made by admins through the API. */
 const ADMIN_UPDATE_LOCK_KEY = 72707370;
+
+/** Key of the advisory lock under which a starting process checks that no users exist and creates the first admin. */
+const ADMIN_BOOTSTRAP_LOCK_KEY = 72707372;
 
 type UserUpdateData = { role?: Role; passwordHash?: string; disabledAt?: Date | null; tokenVersion?: { increment: number } };
 
@@ -260,18 +280,7 @@ export class UserService {
 
   /** Validates and stores a new account. */
   async create(input: { username: string; password: string; role: string }): Promise<UserRecord> {
-    const problems: string[] = [];
-    const nameProblem = usernameProblem(input.username);
-    if (nameProblem !== null) {
-      problems.push(nameProblem);
-    }
-    const passwordProblem = newPasswordProblem(input.password);
-    if (passwordProblem !== null) {
-      problems.push(passwordProblem);
-    }
-    if (!ROLES.includes(input.role as Role)) {
-      problems.push(`role ${JSON.stringify(input.role)} is invalid: use one of ${ROLES.join(', ')}`);
-    }
+    const problems = newUserProblems(input);
     if (problems.length > 0) {
       throw badInput('INVALID_USER', `Invalid user: ${problems.join('; ')}.`, { problems });
     }
@@ -290,9 +299,7 @@ export class UserService {
       });
     }
 
-    const passwordHash = await this.hashing.run(() =>
-      hashPassword(input.password, { log2N: this.options.passwordScryptLog2N }),
-    );
+    const passwordHash = await this.hashNewPassword(input.password);
     try {
       const row = await this.options.prisma.user.create({
         data: { id: randomUUID(), username: input.username, role: input.role as Role, passwordHash },
@@ -520,25 +527,48 @@ export class UserService {
       );
       return;
     }
-    try {
-      await this.create({ username: admin.username, password: admin.password, role: 'ADMIN' });
-    } catch (error) {
-      // Another process starting at the same moment created it first.
-      if (error instanceof DomainError && error.reason === 'USERNAME_TAKEN') {
-        return;
-      }
-      if (error instanceof DomainError && error.reason === 'INVALID_USER') {
-        throw adminBootstrapError(error);
-      }
-      throw error;
+    const problems = newUserProblems({ ...admin, role: 'ADMIN' });
+    if (problems.length > 0) {
+      throw adminBootstrapError(problems);
     }
-    this.options.logger.info({ username: admin.username }, 'first admin created from ADMIN_USERNAME');
+
+    const passwordHash = await this.hashNewPassword(admin.password);
+    // Processes that start on an empty database at once all counted no users
+    // above. They take turns under the lock, and each counts again, so only
+    // the first one creates its admin, also when their usernames differ.
+    const created = await this.options.prisma
+      .$transaction(async (tx) => {
+        await tx.$executeRaw`SELECT pg_advisory_xact_lock(${ADMIN_BOOTSTRAP_LOCK_KEY}::bigint)`;
+        if ((await tx.user.count()) > 0) {
+          return null;
+        }
+        return tx.user.create({ data: { id: randomUUID(), username: admin.username, role: 'ADMIN', passwordHash } });
+      })
+      .catch((error: unknown) => {
+        // `npm run user -- create` does not take the lock, and may have
+        // created an account of this name after the count.
+        if ((error as { code?: string }).code === 'P2002') {
+          return null;
+        }
+        throw error;
+      });
+    if (created === null) {
+      this.options.logger.info(
+        { username: admin.username },
+        'ADMIN_USERNAME and ADMIN_PASSWORD are ignored because another process created the first user meanwhile',
+      );
+      return;
+    }
+    this.options.logger.info({ userId: created.id, username: created.username }, 'first admin created from ADMIN_USERNAME');
+  }
+
+  private async hashNewPassword(password: string): Promise<string> {
+    return this.hashing.run(() => hashPassword(password, { log2N: this.options.passwordScryptLog2N }));
   }
 }
 
-/** Converts the rejection of the first admin into a configuration error that names ADMIN_USERNAME or ADMIN_PASSWORD. */
-function adminBootstrapError(error: DomainError): ConfigError {
-  const problems = (error.details.problems as string[] | undefined) ?? [error.message];
+/** Converts the problems of the first admin into a configuration error that names ADMIN_USERNAME or ADMIN_PASSWORD. */
+function adminBootstrapError(problems: readonly string[]): ConfigError {
   return new ConfigError(
     problems.map((problem) => {
       const variable = problem.startsWith('password') ? 'ADMIN_PASSWORD' : 'ADMIN_USERNAME';
