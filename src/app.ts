@@ -99,6 +99,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     poolSize: config.database.poolSize,
     statementTimeoutMs: config.database.statementTimeoutMs,
     preparedStatements: config.database.preparedStatements,
+    migrationLockTimeoutMs: config.database.migrationLockTimeoutMs,
     logger,
   });
   let store: CoordinationStore | null = null;

@@ -8,6 +8,7 @@ import { loadDotEnvFile } from './config/dotenv.js';
 import { ConfigError, loadConfig } from './config/index.js';
 import { createApp, createLogger, type App } from './app.js';
 import { describeConnectionFailure } from './storage/connection-failure.js';
+import { MigrationLockTimeoutError } from './storage/postgres/migrator.js';
 
 async function main(): Promise<void> {
   let config;
@@ -26,7 +27,8 @@ async function main(): Promise<void> {
   try {
     app = await createApp(config, { logger });
   } catch (error) {
-    const failure = describeConnectionFailure(error, config);
+    const failure =
+      describeConnectionFailure(error, config) ?? (error instanceof MigrationLockTimeoutError ? error.message : null);
     if (failure === null) {
       throw error;
     }

@@ -47,6 +47,7 @@ async function applyMigrations(config: Config): Promise<void> {
     dataDir: config.dataDir,
     poolSize: 1,
     statementTimeoutMs: config.database.statementTimeoutMs,
+    migrationLockTimeoutMs: config.database.migrationLockTimeoutMs,
     logger,
   });
   try {

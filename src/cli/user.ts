@@ -355,6 +355,7 @@ async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Conf
       dataDir: config.dataDir,
       poolSize: 1,
       statementTimeoutMs: config.database.statementTimeoutMs,
+      migrationLockTimeoutMs: config.database.migrationLockTimeoutMs,
       logger,
     });
   } catch (error) {

@@ -51,6 +51,7 @@ export function loadConfig(env: Environment = process.env): Config {
       poolSize,
       statementTimeoutMs: reader.integer('DB_STATEMENT_TIMEOUT_MS', 10_000, 100, 3_600_000),
       preparedStatements: reader.boolean('DB_PREPARED_STATEMENTS', true),
+      migrationLockTimeoutMs: reader.integer('DB_MIGRATION_LOCK_TIMEOUT_MS', 5000, 0, 3_600_000),
     },
 
     redis: {

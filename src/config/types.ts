@@ -61,6 +61,8 @@ export interface Config {
     statementTimeoutMs: number;
     /** DB_PREPARED_STATEMENTS: keep the frequent intake statements prepared on each connection. */
     preparedStatements: boolean;
+    /** DB_MIGRATION_LOCK_TIMEOUT_MS: maximum wait in ms of a migration statement for a lock; 0 waits without limit. */
+    migrationLockTimeoutMs: number;
   };
 
   redis: {

@@ -2,17 +2,20 @@
  * The migrator on embedded PGlite and on PostgreSQL: a second run applies
  * nothing, concurrent runs apply each migration once, and a migration that
  * changed after it was applied stops the run before anything else applies.
+ * A migration statement that waits longer than its lock timeout fails the
+ * run with an error that names the migration.
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { MIGRATIONS_DIR, openDatabase, type Database } from '../../src/storage/postgres/database.js';
-import { migrate, readMigrations, type Migration } from '../../src/storage/postgres/migrator.js';
+import { MigrationLockTimeoutError, migrate, readMigrations, type Migration } from '../../src/storage/postgres/migrator.js';
 import { createTestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
@@ -169,12 +172,14 @@ describeWithPostgres('migrations on PostgreSQL', () => {
         dataDir: tmpdir(),
         poolSize: 1,
         statementTimeoutMs: 100,
+        migrationLockTimeoutMs: 100,
         logger: pino({ level: 'silent' }),
       });
     const [first, second] = await Promise.all([open(), open()]);
     try {
       // Longer than the pools' statement timeout, as a backfill of a large
-      // table can be. The second run waits as long for the lock.
+      // table can be. The second run waits as long for the advisory lock,
+      // which the migration lock timeout does not limit.
       const slow = withChecksum('20990101000000_slow', 'SELECT pg_sleep(0.3); CREATE TABLE slow_done (id int);');
       const results = await Promise.all([first.migrate([slow]), second.migrate([slow])]);
 
@@ -183,6 +188,56 @@ describeWithPostgres('migrations on PostgreSQL', () => {
       await expect(first.sql.query('SELECT pg_sleep(0.3)'), 'statement outside a migration').rejects.toThrow(/statement timeout/);
     } finally {
       await Promise.all([first.close(), second.close()]);
+      await database.drop();
+    }
+  });
+
+  it('lock wait times out', async () => {
+    const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_migrate' });
+    const db = await openDatabase({
+      databaseUrl: database.url,
+      dataDir: tmpdir(),
+      poolSize: 1,
+      statementTimeoutMs: 10_000,
+      migrationLockTimeoutMs: 200,
+      logger: pino({ level: 'silent' }),
+    });
+    const blocker = new pg.Client({ connectionString: database.url });
+    try {
+      await db.migrate();
+      const before = await migrationRows(db);
+      // A transaction that read from users holds a lock that ALTER TABLE
+      // waits for. PostgreSQL ends the transaction after 20 s, so that a
+      // migration without a lock timeout finishes, and this test fails, in
+      // place of waiting for good.
+      await blocker.connect();
+      await blocker.query(`SET idle_in_transaction_session_timeout = '20s'`);
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT count(*) FROM users');
+      const alter = withChecksum('99990301000000_test_alter', 'ALTER TABLE users ADD COLUMN lock_test integer;');
+      const later = withChecksum('99990302000000_test_after_alter', 'CREATE TABLE migration_test_after_alter (id integer);');
+
+      const error: unknown = await migrate(db.sql, [alter, later], { lockTimeoutMs: 200 }).then(
+        () => null,
+        (failure: unknown) => failure,
+      );
+
+      expect(error, 'error class').toBeInstanceOf(MigrationLockTimeoutError);
+      expect((error as Error).message, 'message').toContain(
+        'Migration 99990301000000_test_alter failed: it waited more than 200 ms (DB_MIGRATION_LOCK_TIMEOUT_MS) for a lock',
+      );
+      expect((error as Error).message, 'advice').toContain('pg_stat_activity');
+      expect(await tableExists(db, 'migration_test_after_alter'), 'later migration applied').toBe(false);
+      expect(await migrationRows(db), 'recorded migrations').toEqual(before);
+
+      // db.migrate() takes the timeout from the options of openDatabase.
+      await blocker.query('LOCK TABLE "_prisma_migrations" IN ACCESS EXCLUSIVE MODE');
+      await expect(db.migrate(), 'history table locked').rejects.toThrow(
+        'Reading the migration history (_prisma_migrations) failed: it waited more than 200 ms',
+      );
+    } finally {
+      await blocker.end();
+      await db.close();
       await database.drop();
     }
   });

@@ -51,7 +51,13 @@ describe('loadConfig', () => {
       maxReplyBytes: 67_108_864,
       introspection: true,
     });
-    expect(config.database).toEqual({ url: null, poolSize: 10, statementTimeoutMs: 10_000, preparedStatements: true });
+    expect(config.database).toEqual({
+      url: null,
+      poolSize: 10,
+      statementTimeoutMs: 10_000,
+      preparedStatements: true,
+      migrationLockTimeoutMs: 5000,
+    });
     expect(config.redis).toEqual({
       url: null,
       keyPrefix: 'em:',
@@ -170,6 +176,8 @@ describe('loadConfig', () => {
     ['ROLLUP_DELAY_MS', '-1', '0 to 3600000'],
     ['MAX_REPLY_BYTES', '1023', '1024 to 268435456'],
     ['MAX_REPLY_BYTES', '268435457', '1024 to 268435456'],
+    ['DB_MIGRATION_LOCK_TIMEOUT_MS', '-1', '0 to 3600000'],
+    ['DB_MIGRATION_LOCK_TIMEOUT_MS', '3600001', '0 to 3600000'],
   ])('rejects %s=%s', (variable, value, range) => {
     const error = configError({ [variable]: value });
 

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { dataDirError } from '../../config/errors.js';
 
 import { PrismaClient } from './generated/client.js';
-import { migrate, readMigrations, type Migration, type MigrationResult } from './migrator.js';
+import { DEFAULT_MIGRATION_LOCK_TIMEOUT_MS, migrate, readMigrations, type Migration, type MigrationResult } from './migrator.js';
 import { sqlClientForPGlite, sqlClientForPool, StatementNames, type SqlClient } from './sql.js';
 
 export const MIGRATIONS_DIR = resolve(
@@ -32,6 +32,8 @@ export interface DatabaseOptions {
   statementTimeoutMs: number;
   /** Whether the frequent statements stay prepared on each connection (default true). */
   preparedStatements?: boolean;
+  /** Maximum wait in ms of a migration statement for a lock; 0 waits without limit (default DEFAULT_MIGRATION_LOCK_TIMEOUT_MS). */
+  migrationLockTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -161,7 +163,9 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
       // process's migration, so their connection has no client-side timeout.
       const migrationPool = new pg.Pool({ ...poolConfig(url, options), max: 1 });
       try {
-        return await migrate(sqlClientForPool(migrationPool, null), migrations ?? (await readMigrations(MIGRATIONS_DIR)));
+        return await migrate(sqlClientForPool(migrationPool, null), migrations ?? (await readMigrations(MIGRATIONS_DIR)), {
+          lockTimeoutMs: options.migrationLockTimeoutMs ?? DEFAULT_MIGRATION_LOCK_TIMEOUT_MS,
+        });
       } finally {
         await migrationPool.end();
       }
@@ -230,7 +234,10 @@ async function openPGlite(options: DatabaseOptions): Promise<Database> {
     kind: 'pglite',
     sql,
     prisma,
-    migrate: async (migrations?: Migration[]) => migrate(sql, migrations ?? (await readMigrations(MIGRATIONS_DIR))),
+    migrate: async (migrations?: Migration[]) =>
+      migrate(sql, migrations ?? (await readMigrations(MIGRATIONS_DIR)), {
+        lockTimeoutMs: options.migrationLockTimeoutMs ?? DEFAULT_MIGRATION_LOCK_TIMEOUT_MS,
+      }),
     ping: async () => {
       await sql.query('SELECT 1');
     },

@@ -7,7 +7,10 @@
  *
  * All pending migrations run in one transaction under a transaction-scoped
  * advisory lock: a second process starting at the same time waits, then finds
- * nothing pending.
+ * nothing pending. Their statements wait for other locks, such as a table
+ * lock that a long transaction holds, at most `lockTimeoutMs`. While a
+ * statement such as ALTER TABLE waits for its lock, every query on that table
+ * queues behind it, so an unbounded wait would stop all traffic.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
@@ -29,6 +32,40 @@ export interface MigrationResult {
   alreadyApplied: string[];
 }
 
+export interface MigrateOptions {
+  /** Maximum wait in ms of one statement for a lock, as PostgreSQL's lock_timeout; 0 waits without limit. */
+  lockTimeoutMs: number;
+}
+
+/** Lock timeout of migrations when the caller gives none, the default of DB_MIGRATION_LOCK_TIMEOUT_MS. */
+export const DEFAULT_MIGRATION_LOCK_TIMEOUT_MS = 5000;
+
+/** SQLSTATE lock_not_available, which a statement fails with after lock_timeout. */
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/** The failure of a migration statement that waited longer than the lock timeout for a lock. */
+export class MigrationLockTimeoutError extends Error {
+  /**
+   * @param migration The name of the migration whose statement timed out, or
+   *   null for the statements on the `_prisma_migrations` table before it.
+   */
+  constructor(
+    readonly migration: string | null,
+    readonly lockTimeoutMs: number,
+    options: { cause: unknown },
+  ) {
+    const subject = migration === null ? 'Reading the migration history (_prisma_migrations)' : `Migration ${migration}`;
+    super(
+      `${subject} failed: it waited more than ${lockTimeoutMs} ms (DB_MIGRATION_LOCK_TIMEOUT_MS) for a lock ` +
+        'that another session holds, so no pending migration was applied. Find the blocking session in pg_locks and ' +
+        'pg_stat_activity, such as a long or idle transaction, and let it finish or end it with pg_terminate_backend. ' +
+        'Then start again, or raise DB_MIGRATION_LOCK_TIMEOUT_MS.',
+      options,
+    );
+    this.name = 'MigrationLockTimeoutError';
+  }
+}
+
 export async function readMigrations(directory: string): Promise<Migration[]> {
   const entries = await readdir(directory, { withFileTypes: true });
   const names = entries
@@ -43,14 +80,43 @@ export async function readMigrations(directory: string): Promise<Migration[]> {
   return migrations;
 }
 
-/** Applies the pending migrations; throws when an applied one changed on disk. */
-export async function migrate(db: SqlClient, migrations: Migration[]): Promise<MigrationResult> {
+/**
+ * Applies the pending migrations.
+ *
+ * @throws Error when an applied migration changed on disk.
+ * @throws MigrationLockTimeoutError when a statement waited longer than `lockTimeoutMs` for a lock.
+ */
+export async function migrate(
+  db: SqlClient,
+  migrations: Migration[],
+  options: MigrateOptions = { lockTimeoutMs: DEFAULT_MIGRATION_LOCK_TIMEOUT_MS },
+): Promise<MigrationResult> {
+  const progress: { running: string | null } = { running: null };
+  try {
+    return await migrateInTransaction(db, migrations, options, progress);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === LOCK_NOT_AVAILABLE) {
+      throw new MigrationLockTimeoutError(progress.running, options.lockTimeoutMs, { cause: error });
+    }
+    throw error;
+  }
+}
+
+async function migrateInTransaction(
+  db: SqlClient,
+  migrations: Migration[],
+  options: MigrateOptions,
+  progress: { running: string | null },
+): Promise<MigrationResult> {
   return db.transaction(async (tx) => {
     // A migration that fills or indexes a large table can take longer than
     // DB_STATEMENT_TIMEOUT_MS, which limits the pool's statements, and so can
     // another process's wait for the lock while one migrates.
     await tx.query('SET LOCAL statement_timeout = 0');
     await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
+    // Set after the advisory lock, so that lock_timeout does not also limit
+    // the wait for another process's migrations.
+    await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [`${options.lockTimeoutMs}ms`]);
     await tx.exec(`
       CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
         "id" VARCHAR(36) PRIMARY KEY NOT NULL,
@@ -82,6 +148,7 @@ export async function migrate(db: SqlClient, migrations: Migration[]): Promise<M
         continue;
       }
 
+      progress.running = migration.name;
       await tx.exec(migration.sql);
       await tx.query(
         `INSERT INTO "_prisma_migrations"
