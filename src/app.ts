@@ -62,9 +62,6 @@ export interface App {
   close(): Promise<void>;
 }
 
-/** Time in ms that `/readyz` waits for each dependency's ping before it reports the dependency unreachable. */
-export const READINESS_TIMEOUT_MS = 2000;
-
 export function createLogger(config: Config): Logger {
   const redact = {
     paths: [
@@ -241,12 +238,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       maxReplyBytes: config.server.maxReplyBytes,
       checkReadiness: async () => {
         // A connection that stalls without closing would hold the ping, and
-        // the probe, for as long as it stalls.
+        // the probe, for as long as it stalls. A Redis that is down delays it
+        // by REDIS_COMMAND_TIMEOUT_MS, the wait for a connection. The ping
+        // runs on after this timeout until its own command timeout ends it.
+        const timeoutMs = config.server.readinessTimeoutMs;
         const pingError = (ping: Promise<unknown>) =>
           new Promise<unknown>((resolve) => {
             const timer = setTimeout(
-              () => resolve(new Error(`the ping timed out after ${READINESS_TIMEOUT_MS} ms`)),
-              READINESS_TIMEOUT_MS,
+              () => resolve(new Error(`the ping timed out after ${timeoutMs} ms (READINESS_TIMEOUT_MS)`)),
+              timeoutMs,
             );
             ping.then(
               () => resolve(null),

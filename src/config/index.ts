@@ -38,6 +38,8 @@ export function loadConfig(env: Environment = process.env): Config {
       maxBodyBytes: reader.integer('MAX_BODY_BYTES', 33_554_432, 1024, 1_073_741_824),
       anonymousMaxBodyBytes: reader.integer('ANONYMOUS_MAX_BODY_BYTES', 65_536, 1024, 1_073_741_824),
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+      // Below the 1 s default timeoutSeconds of a Kubernetes probe.
+      readinessTimeoutMs: reader.integer('READINESS_TIMEOUT_MS', 500, 10, 60_000),
       corsOrigins: readCorsOrigins(reader),
       maxRootFields: reader.integer('REQUEST_MAX_ROOT_FIELDS', 20, 1, 1000),
       // The maximum stays far below V8's maximum string length (2^29 - 24

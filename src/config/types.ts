@@ -36,6 +36,11 @@ export interface Config {
     /** SHUTDOWN_GRACE_MS: time that in-flight requests get to finish after a stop signal. */
     shutdownGraceMs: number;
     /**
+     * READINESS_TIMEOUT_MS: time that `/readyz` waits for each dependency's
+     * ping before it reports that dependency unreachable.
+     */
+    readinessTimeoutMs: number;
+    /**
      * CORS_ORIGINS: the web origins whose pages may call the API from a
      * browser, '*' for any origin, or an empty list for no CORS headers.
      */

@@ -9,7 +9,6 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
-import { READINESS_TIMEOUT_MS } from '../../src/app.js';
 import type { IntakeStep } from '../../src/services/derive.js';
 import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { describeWithRedis } from '../support/services.js';
@@ -581,7 +580,7 @@ describe('HTTP behaviour', () => {
 
         expect(reply.status).toBe(503);
         expect(reply.json?.unreachable).toEqual(['database']);
-        expect(Date.now() - started).toBeLessThan(READINESS_TIMEOUT_MS + 2000);
+        expect(Date.now() - started).toBeLessThan(server.app.config.server.readinessTimeoutMs + 2000);
       } finally {
         db.ping = ping;
       }
@@ -642,6 +641,48 @@ describe('ANONYMOUS_MAX_BODY_BYTES', () => {
 
     expect(reply.status, 'status').toBe(200);
     expect(reply.json?.data, 'data').toEqual({ __typename: 'Query' });
+  });
+});
+
+describeWithRedis('readiness timeout', () => {
+  let server: TestServer;
+  const logLines: string[] = [];
+
+  beforeAll(async () => {
+    const port = await closedPort();
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        logLines.push(chunk.toString('utf8'));
+        callback();
+      },
+    });
+    // Commands wait up to a minute for Redis to come back; the probe must not.
+    server = await startTestServer(import.meta.filename, {
+      ...WITHOUT_WORKERS,
+      logger: pino({ level: 'info' }, stream),
+      env: {
+        REDIS_URL: `redis://127.0.0.1:${port}`,
+        REDIS_COMMAND_TIMEOUT_MS: '60000',
+        REDIS_CONNECT_TIMEOUT_MS: '200',
+        READINESS_TIMEOUT_MS: '300',
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('readyz names timed-out Redis', async () => {
+    const reply = await send(`${server.url}/readyz`);
+
+    expect(reply.status, 'status').toBe(503);
+    expect(reply.json?.unreachable, 'unreachable dependencies').toEqual(['redis']);
+    expect(reply.json?.message, 'message').toBe('Redis is not reachable.');
+    const failures = logEntries(logLines).filter((entry) => entry.msg === 'readiness check failed');
+    expect(failures.map((entry) => entry.dependency), 'dependencies in the log').toEqual(['redis']);
+    expect(failures[0]?.err?.message, 'logged cause').toBe('the ping timed out after 300 ms (READINESS_TIMEOUT_MS)');
+    expect(server.app.config.redis.commandTimeoutMs, 'Redis command timeout').toBe(60_000);
   });
 });
 

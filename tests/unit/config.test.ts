@@ -46,6 +46,7 @@ describe('loadConfig', () => {
       maxBodyBytes: 33_554_432,
       anonymousMaxBodyBytes: 65_536,
       shutdownGraceMs: 10_000,
+      readinessTimeoutMs: 500,
       corsOrigins: '*',
       maxRootFields: 20,
       maxReplyBytes: 67_108_864,
@@ -102,6 +103,14 @@ describe('loadConfig', () => {
       maxConcurrentLoads: 5,
     });
     expect(config.pagination).toEqual({ defaultPageSize: 100, maxPageSize: 1000 });
+  });
+
+  it('reads readiness timeout alone', () => {
+    const config = loadConfig({ READINESS_TIMEOUT_MS: '250' });
+
+    expect(config.server.readinessTimeoutMs, 'readiness timeout').toBe(250);
+    expect(config.redis.commandTimeoutMs, 'Redis command timeout').toBe(2000);
+    expect(config.database.statementTimeoutMs, 'statement timeout').toBe(10_000);
   });
 
   it('accepts port 0 for a free port', () => {
@@ -177,6 +186,8 @@ describe('loadConfig', () => {
     ['MAX_REPLY_BYTES', '1023', '1024 to 268435456'],
     ['MAX_REPLY_BYTES', '268435457', '1024 to 268435456'],
     ['DB_MIGRATION_LOCK_TIMEOUT_MS', '-1', '0 to 3600000'],
+    ['READINESS_TIMEOUT_MS', '9', '10 to 60000'],
+    ['READINESS_TIMEOUT_MS', '60001', '10 to 60000'],
     ['DB_MIGRATION_LOCK_TIMEOUT_MS', '3600001', '0 to 3600000'],
   ])('rejects %s=%s', (variable, value, range) => {
     const error = configError({ [variable]: value });
