@@ -58,6 +58,10 @@ export interface App {
   store: CoordinationStore;
   /** Listens on the configured host and port (0 picks a free port); returns the base URL. */
   listen(): Promise<string>;
+  /** Makes `/readyz` return 503 "shutting down" while the app still serves every other request. */
+  announceShutdown(): void;
+  /** Returns the number of HTTP requests in progress. */
+  countRequestsInFlight(): number;
   /** Drains requests, then stops the background jobs and closes Redis and the database. */
   close(): Promise<void>;
 }
@@ -205,7 +209,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
 
     const readyStore = store;
-    const { fastify, apollo, beginDrain } = await buildHttpApp({
+    const { fastify, apollo, announceShutdown, beginDrain, countRequestsInFlight } = await buildHttpApp({
       logger,
       services,
       tokens,
@@ -289,6 +293,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
         return `http://${host}:${port}`;
       },
+      announceShutdown,
+      countRequestsInFlight,
       close() {
         closing ??= (async () => {
           // Draining requests comes first, and replies to the requests still

@@ -1,9 +1,12 @@
 /**
  * Process entry: reads the configuration, starts the service, and stops it
- * cleanly on SIGINT or SIGTERM (drain requests, then close Redis and the
- * database). A second signal, or a drain longer than SHUTDOWN_GRACE_MS, exits
- * at once.
+ * cleanly on SIGINT or SIGTERM. `/readyz` returns 503 at once, requests are
+ * still served for SHUTDOWN_DELAY_MS, and then the server drains them and
+ * closes Redis and the database. A second signal exits at once, and so do
+ * requests still running SHUTDOWN_GRACE_MS after the drain began.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import { loadDotEnvFile } from './config/dotenv.js';
 import { ConfigError, loadConfig } from './config/index.js';
 import { createApp, createLogger, type App } from './app.js';
@@ -60,17 +63,33 @@ async function main(): Promise<void> {
   );
 
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = async (signal: string) => {
     if (stopping) {
       logger.warn({ signal }, 'second stop signal: exiting without waiting');
       process.exit(1);
     }
     stopping = true;
+    app.announceShutdown();
+    const { shutdownDelayMs, shutdownGraceMs } = config.server;
+    if (shutdownDelayMs > 0) {
+      // Load balancers take the instance out once /readyz fails, and until
+      // then they may still send it requests, which it serves.
+      logger.info({ signal, delayMs: shutdownDelayMs }, 'stopping: /readyz returns 503 for SHUTDOWN_DELAY_MS before the drain');
+      await sleep(shutdownDelayMs);
+    }
     logger.info({ signal }, 'stopping: draining requests');
+    // The grace limits only the requests. Once none are running the stop goes
+    // on, so an idle server exits with 0 even when the grace is 0.
+    // NOTE: the current runs of the background jobs and the closing of Redis
+    // and the database have no time limit here. A second signal ends them.
     const timer = setTimeout(() => {
-      logger.error({ graceMs: config.server.shutdownGraceMs }, 'drain took longer than SHUTDOWN_GRACE_MS: exiting');
+      const requests = app.countRequestsInFlight();
+      if (requests === 0) {
+        return;
+      }
+      logger.error({ graceMs: shutdownGraceMs, requests }, 'drain took longer than SHUTDOWN_GRACE_MS: exiting');
       process.exit(1);
-    }, config.server.shutdownGraceMs);
+    }, shutdownGraceMs);
     timer.unref();
     app.close().then(
       () => {
@@ -84,8 +103,8 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
 }
 
 main().catch((error: unknown) => {

@@ -38,6 +38,7 @@ export function loadConfig(env: Environment = process.env): Config {
       maxBodyBytes: reader.integer('MAX_BODY_BYTES', 33_554_432, 1024, 1_073_741_824),
       anonymousMaxBodyBytes: reader.integer('ANONYMOUS_MAX_BODY_BYTES', 65_536, 1024, 1_073_741_824),
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+      shutdownDelayMs: reader.integer('SHUTDOWN_DELAY_MS', 0, 0, 600_000),
       // Below the 1 s default timeoutSeconds of a Kubernetes probe.
       readinessTimeoutMs: reader.integer('READINESS_TIMEOUT_MS', 500, 10, 60_000),
       corsOrigins: readCorsOrigins(reader),

@@ -33,8 +33,16 @@ export interface Config {
     maxBodyBytes: number;
     /** ANONYMOUS_MAX_BODY_BYTES: maximum size of a request body without a valid token. */
     anonymousMaxBodyBytes: number;
-    /** SHUTDOWN_GRACE_MS: time that in-flight requests get to finish after a stop signal. */
+    /**
+     * SHUTDOWN_GRACE_MS: time that in-flight requests get to finish once the
+     * drain begins. With none in flight when it ends, the stop goes on.
+     */
     shutdownGraceMs: number;
+    /**
+     * SHUTDOWN_DELAY_MS: time between a stop signal and the drain, during
+     * which `/readyz` returns 503 and requests are still served.
+     */
+    shutdownDelayMs: number;
     /**
      * READINESS_TIMEOUT_MS: time that `/readyz` waits for each dependency's
      * ping before it reports that dependency unreachable.

@@ -316,9 +316,18 @@ export function errorReplyBody(url: string, fields: { code: string; message: str
   return { errors: [{ message, extensions }] };
 }
 
-export async function buildHttpApp(
-  options: HttpAppOptions,
-): Promise<{ fastify: FastifyInstance; apollo: ApolloServer<GraphQLContext>; beginDrain: () => void }> {
+export interface HttpApp {
+  fastify: FastifyInstance;
+  apollo: ApolloServer<GraphQLContext>;
+  /** Makes `/readyz` return 503 "shutting down" from now on, while every other route serves as before. */
+  announceShutdown: () => void;
+  /** Makes replies ask clients to close their connections, so that keep-alive connections do not hold the drain open. */
+  beginDrain: () => void;
+  /** Returns the number of HTTP requests whose response has not finished or been aborted yet. */
+  countRequestsInFlight: () => number;
+}
+
+export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
   const { logger, services, tokens } = options;
   const fastify = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
@@ -345,6 +354,19 @@ export async function buildHttpApp(
   // The flag is set by beginDrain, because Fastify's own preClose hook runs
   // only after Apollo's drain has waited for those requests.
   let closing = false;
+  // Set from the stop signal on, also during SHUTDOWN_DELAY_MS, when the
+  // server still serves requests but load balancers should stop sending them.
+  let shuttingDown = false;
+
+  // Counted on Node's server rather than with Fastify hooks, because 'close'
+  // fires for every response, also one whose client went away.
+  let requestsInFlight = 0;
+  fastify.server.on('request', (_request, response) => {
+    requestsInFlight += 1;
+    response.once('close', () => {
+      requestsInFlight -= 1;
+    });
+  });
 
   registerCors(fastify, options.corsOrigins);
 
@@ -525,6 +547,12 @@ export async function buildHttpApp(
   fastify.get('/healthz', async () => ({ status: 'ok' }));
 
   fastify.get('/readyz', async (request, reply) => {
+    if (shuttingDown) {
+      return reply.status(503).send({
+        status: 'shutting down',
+        message: 'The server is shutting down. Send requests to another instance.',
+      });
+    }
     const { database, redis } = await options.checkReadiness();
     const kinds = { database: database.kind, redis: redis.kind };
     const unreachable = [
@@ -615,8 +643,13 @@ export async function buildHttpApp(
   return {
     fastify,
     apollo,
+    announceShutdown: () => {
+      shuttingDown = true;
+    },
     beginDrain: () => {
+      shuttingDown = true;
       closing = true;
     },
+    countRequestsInFlight: () => requestsInFlight,
   };
 }

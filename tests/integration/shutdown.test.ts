@@ -2,7 +2,8 @@
  * Graceful shutdown of `src/main.ts` as a real process on its embedded
  * defaults: SIGTERM lets a request in flight finish, then the process exits
  * with code 0 and releases the embedded database. The same holds when the
- * signal goes to `npm start`.
+ * signal goes to `npm start`, and for an idle server with SHUTDOWN_GRACE_MS=0.
+ * During SHUTDOWN_DELAY_MS `/readyz` returns 503 while requests are served.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -10,7 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-import { afterAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { describeWithPostgres, postgresUrl, redisUrl, uniqueKeyPrefix } from '../support/services.js';
 
 const dataDirs: string[] = [];
 
@@ -61,13 +66,26 @@ async function startService(command: string, args: string[], env: Record<string,
   return { child, url, dataDir, lines };
 }
 
-describe('process shutdown', () => {
-  afterAll(() => {
-    for (const dataDir of dataDirs) {
-      rmSync(dataDir, { recursive: true, force: true });
-    }
-  });
+// At file level, so that it also removes the folders of the last block's tests.
+afterAll(() => {
+  for (const dataDir of dataDirs) {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
 
+/** Waits until the process has written a line that contains `text`, and returns its index in `lines`. */
+async function waitForLine(lines: readonly string[], text: string): Promise<number> {
+  for (let attempt = 0; attempt < 600; attempt += 1) {
+    const index = lines.findIndex((line) => line.includes(text));
+    if (index >= 0) {
+      return index;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`The process wrote no line with ${JSON.stringify(text)} within 30 s:\n${lines.join('\n')}`);
+}
+
+describe('process shutdown', () => {
   // In production Apollo registers its own signal handler unless configured not to.
   it.each(['test', 'production'])('drains a request on SIGTERM (NODE_ENV=%s)', async (nodeEnv) => {
     // As in `npm start`: Node loads tsx as a loader, so the signal reaches the
@@ -127,4 +145,131 @@ describe('process shutdown', () => {
     await expect(fetch(`${url}/healthz`)).rejects.toThrow();
     expect(existsSync(join(dataDir, 'event-master.pid'))).toBe(false);
   }, 90_000);
+  it('serves during SHUTDOWN_DELAY_MS', async () => {
+    const { child, url, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      SHUTDOWN_DELAY_MS: '600000',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // A failed check would otherwise leave the process serving for the whole delay.
+    onTestFinished(() => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+      }
+    });
+
+    child.kill('SIGTERM');
+    await waitForLine(lines, 'returns 503 for SHUTDOWN_DELAY_MS');
+
+    const ready = await fetch(`${url}/readyz`);
+    expect(ready.status, 'readyz status').toBe(503);
+    expect(((await ready.json()) as { status: string }).status, 'readyz body').toBe('shutting down');
+    const health = await fetch(`${url}/healthz`);
+    expect(health.status, 'healthz status').toBe(200);
+    const login = await fetch(`${url}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password: 'admin-password-1' }),
+    });
+    expect(login.status, 'login status').toBe(200);
+    expect(lines.some((line) => line.includes('stopping: draining requests')), 'drain begun').toBe(false);
+
+    // A second signal ends the delay and the process at once.
+    child.kill('SIGTERM');
+    expect(await exited, 'exit code after a second signal').toBe(1);
+  }, 90_000);
+
+  it('drains after SHUTDOWN_DELAY_MS', async () => {
+    const { child, lines, dataDir } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      SHUTDOWN_DELAY_MS: '200',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+    child.kill('SIGTERM');
+
+    expect(await exited, lines.join('\n')).toBe(0);
+    const delayed = lines.findIndex((line) => line.includes('returns 503 for SHUTDOWN_DELAY_MS'));
+    const draining = lines.findIndex((line) => line.includes('stopping: draining requests'));
+    const stopped = lines.findIndex((line) => line.includes('"msg":"stopped"'));
+    expect(delayed, 'delay logged').toBeGreaterThanOrEqual(0);
+    expect(draining, 'drain after the delay').toBeGreaterThan(delayed);
+    expect(stopped, 'stopped after the drain').toBeGreaterThan(draining);
+    expect(existsSync(join(dataDir, 'event-master.pid')), 'embedded database released').toBe(false);
+  }, 90_000);
 });
+
+// Closing the pool and the Redis connection takes network round trips, which
+// the embedded defaults do not, so a grace of 0 ran out before them.
+describeWithPostgres('process shutdown on PostgreSQL', () => {
+  let database: TestDatabase | undefined;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_shutdown' });
+  });
+
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  it('idle server exits 0 with grace 0', async () => {
+    const redis = redisUrl();
+    const { child, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      DATABASE_URL: (database as TestDatabase).url,
+      ...(redis === undefined ? {} : { REDIS_URL: redis, REDIS_KEY_PREFIX: uniqueKeyPrefix(import.meta.filename) }),
+      SHUTDOWN_GRACE_MS: '0',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+    child.kill('SIGTERM');
+
+    expect(await exited, lines.join('\n')).toBe(0);
+    expect(lines.some((line) => line.includes('drain took longer')), 'drain error logged').toBe(false);
+    expect(lines.some((line) => line.includes('"msg":"stopped"')), 'stopped logged').toBe(true);
+  }, 90_000);
+
+  it('grace 0 cuts a request off', async () => {
+    const { child, url, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      DATABASE_URL: (database as TestDatabase).url,
+      SHUTDOWN_GRACE_MS: '0',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // The lock keeps a login waiting in PostgreSQL, so that it is in flight
+    // when the signal arrives. The embedded database would block the event
+    // loop instead, and with it the signal.
+    const blocker = new pg.Client({ connectionString: (database as TestDatabase).url });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE users IN ACCESS EXCLUSIVE MODE');
+      const login = fetch(`${url}/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'admin', password: 'admin-password-1' }),
+      }).catch((error: unknown) => error);
+      await waitForLockWait(blocker);
+
+      child.kill('SIGTERM');
+
+      expect(await exited, lines.join('\n')).toBe(1);
+      const failure = lines.find((line) => line.includes('drain took longer than SHUTDOWN_GRACE_MS'));
+      expect(failure, 'drain error logged').toBeDefined();
+      expect((JSON.parse(failure as string) as { requests: number }).requests, 'requests in flight').toBe(1);
+      await login;
+    } finally {
+      await blocker.end();
+    }
+  }, 90_000);
+});
+
+/** Waits until another session of the blocker's database waits for a lock. */
+async function waitForLockWait(blocker: pg.Client): Promise<void> {
+  for (let attempt = 0; attempt < 600; attempt += 1) {
+    const waiting = await blocker.query(
+      `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+    );
+    if (waiting.rowCount !== null && waiting.rowCount > 0) {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('No session waited for the lock within 30 s.');
+}

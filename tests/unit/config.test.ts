@@ -46,6 +46,7 @@ describe('loadConfig', () => {
       maxBodyBytes: 33_554_432,
       anonymousMaxBodyBytes: 65_536,
       shutdownGraceMs: 10_000,
+      shutdownDelayMs: 0,
       readinessTimeoutMs: 500,
       corsOrigins: '*',
       maxRootFields: 20,
@@ -187,6 +188,9 @@ describe('loadConfig', () => {
     ['MAX_REPLY_BYTES', '268435457', '1024 to 268435456'],
     ['DB_MIGRATION_LOCK_TIMEOUT_MS', '-1', '0 to 3600000'],
     ['READINESS_TIMEOUT_MS', '9', '10 to 60000'],
+    ['SHUTDOWN_DELAY_MS', '-1', '0 to 600000'],
+    ['SHUTDOWN_DELAY_MS', '600001', '0 to 600000'],
+    ['SHUTDOWN_DELAY_MS', '5s', '0 to 600000'],
     ['READINESS_TIMEOUT_MS', '60001', '10 to 60000'],
     ['DB_MIGRATION_LOCK_TIMEOUT_MS', '3600001', '0 to 3600000'],
   ])('rejects %s=%s', (variable, value, range) => {
