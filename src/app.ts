@@ -62,8 +62,11 @@ export interface App {
   announceShutdown(): void;
   /** Returns the number of HTTP requests in progress. */
   countRequestsInFlight(): number;
-  /** Drains requests, then stops the background jobs and closes Redis and the database. */
-  close(): Promise<void>;
+  /**
+   * Drains requests, then stops the background jobs and closes Redis and the
+   * database. `onDrained` runs once no request is left, before the jobs stop.
+   */
+  close(options?: { onDrained?: () => void }): Promise<void>;
 }
 
 export function createLogger(config: Config): Logger {
@@ -295,7 +298,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       },
       announceShutdown,
       countRequestsInFlight,
-      close() {
+      close(options) {
         closing ??= (async () => {
           // Draining requests comes first, and replies to the requests still
           // running ask their clients to close the connection.
@@ -303,6 +306,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           await fastify.close();
           // Apollo's drain plugin closes Fastify again, which returns at once.
           await apollo.stop();
+          options?.onDrained?.();
           await sweeper.stop();
           await rollups.stop();
           await replays.stop();

@@ -3,7 +3,8 @@
  * cleanly on SIGINT or SIGTERM. `/readyz` returns 503 at once, requests are
  * still served for SHUTDOWN_DELAY_MS, and then the server drains them and
  * closes Redis and the database. A second signal exits at once, and so do
- * requests still running SHUTDOWN_GRACE_MS after the drain began.
+ * requests still running SHUTDOWN_GRACE_MS after the drain began, and a close
+ * that takes longer than SHUTDOWN_CLOSE_TIMEOUT_MS after the drain.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -70,7 +71,7 @@ async function main(): Promise<void> {
     }
     stopping = true;
     app.announceShutdown();
-    const { shutdownDelayMs, shutdownGraceMs } = config.server;
+    const { shutdownDelayMs, shutdownGraceMs, shutdownCloseTimeoutMs } = config.server;
     if (shutdownDelayMs > 0) {
       // Load balancers take the instance out once /readyz fails, and until
       // then they may still send it requests, which it serves.
@@ -78,11 +79,10 @@ async function main(): Promise<void> {
       await sleep(shutdownDelayMs);
     }
     logger.info({ signal }, 'stopping: draining requests');
-    // The grace limits only the requests. Once none are running the stop goes
-    // on, so an idle server exits with 0 even when the grace is 0.
-    // NOTE: the current runs of the background jobs and the closing of Redis
-    // and the database have no time limit here. A second signal ends them.
-    const timer = setTimeout(() => {
+    // The grace limits only the requests, so an idle server exits with 0
+    // even when the grace is 0. Stopping the background jobs and closing
+    // Redis and the database then get SHUTDOWN_CLOSE_TIMEOUT_MS.
+    const graceTimer = setTimeout(() => {
       const requests = app.countRequestsInFlight();
       if (requests === 0) {
         return;
@@ -90,8 +90,20 @@ async function main(): Promise<void> {
       logger.error({ graceMs: shutdownGraceMs, requests }, 'drain took longer than SHUTDOWN_GRACE_MS: exiting');
       process.exit(1);
     }, shutdownGraceMs);
-    timer.unref();
-    app.close().then(
+    graceTimer.unref();
+    const onDrained = () => {
+      clearTimeout(graceTimer);
+      logger.info({ closeTimeoutMs: shutdownCloseTimeoutMs }, 'stopping: requests drained, closing background jobs and connections');
+      const closeTimer = setTimeout(() => {
+        logger.error(
+          { closeTimeoutMs: shutdownCloseTimeoutMs },
+          'closing background jobs and connections took longer than SHUTDOWN_CLOSE_TIMEOUT_MS: exiting',
+        );
+        process.exit(1);
+      }, shutdownCloseTimeoutMs);
+      closeTimer.unref();
+    };
+    app.close({ onDrained }).then(
       () => {
         logger.info('stopped');
         logger.flush?.();

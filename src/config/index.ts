@@ -39,6 +39,7 @@ export function loadConfig(env: Environment = process.env): Config {
       anonymousMaxBodyBytes: reader.integer('ANONYMOUS_MAX_BODY_BYTES', 65_536, 1024, 1_073_741_824),
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
       shutdownDelayMs: reader.integer('SHUTDOWN_DELAY_MS', 0, 0, 600_000),
+      shutdownCloseTimeoutMs: reader.integer('SHUTDOWN_CLOSE_TIMEOUT_MS', 10_000, 0, 600_000),
       // Below the 1 s default timeoutSeconds of a Kubernetes probe.
       readinessTimeoutMs: reader.integer('READINESS_TIMEOUT_MS', 500, 10, 60_000),
       corsOrigins: readCorsOrigins(reader),

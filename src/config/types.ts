@@ -44,6 +44,11 @@ export interface Config {
      */
     shutdownDelayMs: number;
     /**
+     * SHUTDOWN_CLOSE_TIMEOUT_MS: time that stopping the background jobs and
+     * closing Redis and the database get once no request is left.
+     */
+    shutdownCloseTimeoutMs: number;
+    /**
      * READINESS_TIMEOUT_MS: time that `/readyz` waits for each dependency's
      * ping before it reports that dependency unreachable.
      */

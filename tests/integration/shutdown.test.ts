@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 
 import pg from 'pg';
@@ -226,6 +227,30 @@ describeWithPostgres('process shutdown on PostgreSQL', () => {
     expect(lines.some((line) => line.includes('"msg":"stopped"')), 'stopped logged').toBe(true);
   }, 90_000);
 
+  it('close timeout ends a stalled close', async () => {
+    const proxy = await startFreezingProxy(new URL((database as TestDatabase).url));
+    onTestFinished(() => proxy.close());
+    const { child, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      DATABASE_URL: proxy.url,
+      SHUTDOWN_CLOSE_TIMEOUT_MS: '500',
+    });
+    onTestFinished(() => {
+      child.kill('SIGKILL');
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+    proxy.freeze();
+    child.kill('SIGTERM');
+
+    // Without the close timeout, the process waits for PostgreSQL forever.
+    const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 30_000))]);
+    expect(code, lines.join('\n')).toBe(1);
+    expect(
+      lines.some((line) => line.includes('closing background jobs and connections took longer than SHUTDOWN_CLOSE_TIMEOUT_MS')),
+      'close timeout logged',
+    ).toBe(true);
+  }, 90_000);
+
   it('grace 0 cuts a request off', async () => {
     const { child, url, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       DATABASE_URL: (database as TestDatabase).url,
@@ -259,6 +284,48 @@ describeWithPostgres('process shutdown on PostgreSQL', () => {
     }
   }, 90_000);
 });
+
+/**
+ * Starts a TCP proxy to PostgreSQL that can stop forwarding without closing its
+ * connections, as a network partition does. A client that closes a
+ * connection through it then waits for the server's end forever.
+ */
+async function startFreezingProxy(target: URL): Promise<{ url: string; freeze: () => void; close: () => Promise<void> }> {
+  const sockets: Socket[] = [];
+  let frozen = false;
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    sockets.push(client, upstream);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    if (frozen) {
+      client.pause();
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as { port: number };
+  const url = new URL(target.href);
+  url.hostname = '127.0.0.1';
+  url.port = String(address.port);
+  return {
+    url: url.href,
+    freeze() {
+      frozen = true;
+      for (const socket of sockets) {
+        socket.unpipe();
+        socket.pause();
+      }
+    },
+    async close() {
+      for (const socket of sockets) {
+        socket.destroy();
+      }
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
 
 /** Waits until another session of the blocker's database waits for a lock. */
 async function waitForLockWait(blocker: pg.Client): Promise<void> {

@@ -47,6 +47,7 @@ describe('loadConfig', () => {
       anonymousMaxBodyBytes: 65_536,
       shutdownGraceMs: 10_000,
       shutdownDelayMs: 0,
+      shutdownCloseTimeoutMs: 10_000,
       readinessTimeoutMs: 500,
       corsOrigins: '*',
       maxRootFields: 20,
@@ -191,6 +192,8 @@ describe('loadConfig', () => {
     ['SHUTDOWN_DELAY_MS', '-1', '0 to 600000'],
     ['SHUTDOWN_DELAY_MS', '600001', '0 to 600000'],
     ['SHUTDOWN_DELAY_MS', '5s', '0 to 600000'],
+    ['SHUTDOWN_CLOSE_TIMEOUT_MS', '-1', '0 to 600000'],
+    ['SHUTDOWN_CLOSE_TIMEOUT_MS', '600001', '0 to 600000'],
     ['READINESS_TIMEOUT_MS', '60001', '10 to 60000'],
     ['DB_MIGRATION_LOCK_TIMEOUT_MS', '3600001', '0 to 3600000'],
   ])('rejects %s=%s', (variable, value, range) => {
