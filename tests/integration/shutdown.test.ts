@@ -251,6 +251,39 @@ describeWithPostgres('process shutdown on PostgreSQL', () => {
     ).toBe(true);
   }, 90_000);
 
+  it('drains a waiting request on SIGTERM', async () => {
+    const { child, url, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      DATABASE_URL: (database as TestDatabase).url,
+      SHUTDOWN_GRACE_MS: '60000',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // The lock holds the login in PostgreSQL until the drain has begun, so the
+    // request is certainly in flight when the signal arrives.
+    const blocker = new pg.Client({ connectionString: (database as TestDatabase).url });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE users IN ACCESS EXCLUSIVE MODE');
+      const login = fetch(`${url}/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'admin', password: 'admin-password-1' }),
+      });
+      await waitForLockWait(blocker);
+
+      child.kill('SIGTERM');
+      await waitForLine(lines, 'stopping: draining requests');
+      await blocker.query('COMMIT');
+
+      const response = await login;
+      expect(response.status, 'login status').toBe(200);
+      expect(await exited, lines.join('\n')).toBe(0);
+      expect(lines.some((line) => line.includes('"msg":"stopped"')), 'stopped logged').toBe(true);
+    } finally {
+      await blocker.end();
+    }
+  }, 90_000);
+
   it('grace 0 cuts a request off', async () => {
     const { child, url, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       DATABASE_URL: (database as TestDatabase).url,
