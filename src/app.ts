@@ -62,6 +62,8 @@ export interface App {
   announceShutdown(): void;
   /** Returns the number of HTTP requests in progress. */
   countRequestsInFlight(): number;
+  /** Closes every HTTP connection at once, also one that has sent only part of a request head. */
+  closeConnections(): void;
   /**
    * Drains requests, then stops the background jobs and closes Redis and the
    * database. `onDrained` runs once no request is left, before the jobs stop.
@@ -298,6 +300,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       },
       announceShutdown,
       countRequestsInFlight,
+      closeConnections: () => fastify.server.closeAllConnections(),
       close(options) {
         closing ??= (async () => {
           // Draining requests comes first, and replies to the requests still

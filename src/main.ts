@@ -85,6 +85,15 @@ async function main(): Promise<void> {
     const graceTimer = setTimeout(() => {
       const requests = app.countRequestsInFlight();
       if (requests === 0) {
+        // A connection that has sent part of a request head counts no
+        // request, yet holds the drain open, and Node stops enforcing
+        // headersTimeout once the server closes. No request runs on any
+        // connection now, so closing them all cuts no reply off.
+        logger.info(
+          { graceMs: shutdownGraceMs },
+          'SHUTDOWN_GRACE_MS ended with no request in flight: closing the remaining connections',
+        );
+        app.closeConnections();
         return;
       }
       logger.error({ graceMs: shutdownGraceMs, requests }, 'drain took longer than SHUTDOWN_GRACE_MS: exiting');

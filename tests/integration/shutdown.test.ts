@@ -179,6 +179,35 @@ describe('process shutdown', () => {
     expect(await exited, 'exit code after a second signal').toBe(1);
   }, 90_000);
 
+  it('grace ends a partial request head', async () => {
+    const { child, url, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      SHUTDOWN_GRACE_MS: '500',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { port } = new URL(url);
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.on('error', () => {});
+    onTestFinished(() => {
+      socket.destroy();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+      }
+    });
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    // Part of a request head: Node emits no request for it, and once the
+    // server closes it no longer enforces headersTimeout on the connection.
+    socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    // A reply on another connection, opened after the partial head was sent,
+    // makes it likely that the server has read that head.
+    expect((await fetch(`${url}/healthz`)).status, 'healthz status').toBe(200);
+
+    child.kill('SIGTERM');
+
+    // Without a bound the process waits for the client and this test times out.
+    expect(await exited, lines.join('\n')).toBe(0);
+    expect(lines.some((line) => line.includes('closing the remaining connections')), 'connections closed').toBe(true);
+  }, 60_000);
+
   it('drains after SHUTDOWN_DELAY_MS', async () => {
     const { child, lines, dataDir } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       SHUTDOWN_DELAY_MS: '200',
