@@ -103,6 +103,11 @@ async function main(): Promise<void> {
     const onDrained = () => {
       clearTimeout(graceTimer);
       logger.info({ closeTimeoutMs: shutdownCloseTimeoutMs }, 'stopping: requests drained, closing background jobs and connections');
+      // Closing takes network round trips, so a limit of 0 would fail every
+      // stop. It means no limit, as for DB_MIGRATION_LOCK_TIMEOUT_MS.
+      if (shutdownCloseTimeoutMs === 0) {
+        return;
+      }
       const closeTimer = setTimeout(() => {
         logger.error(
           { closeTimeoutMs: shutdownCloseTimeoutMs },

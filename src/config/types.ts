@@ -45,7 +45,8 @@ export interface Config {
     shutdownDelayMs: number;
     /**
      * SHUTDOWN_CLOSE_TIMEOUT_MS: time that stopping the background jobs and
-     * closing Redis and the database get once no request is left.
+     * closing Redis and the database get once no request is left. 0 waits
+     * without limit.
      */
     shutdownCloseTimeoutMs: number;
     /**

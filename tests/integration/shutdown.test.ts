@@ -256,6 +256,23 @@ describeWithPostgres('process shutdown on PostgreSQL', () => {
     expect(lines.some((line) => line.includes('"msg":"stopped"')), 'stopped logged').toBe(true);
   }, 90_000);
 
+  it('close timeout 0 waits', async () => {
+    const redis = redisUrl();
+    const { child, url, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      DATABASE_URL: (database as TestDatabase).url,
+      ...(redis === undefined ? {} : { REDIS_URL: redis, REDIS_KEY_PREFIX: uniqueKeyPrefix(import.meta.filename) }),
+      SHUTDOWN_CLOSE_TIMEOUT_MS: '0',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // The pings leave open connections in the pool, which take a round trip to close.
+    expect((await fetch(`${url}/readyz`)).status, 'readyz status').toBe(200);
+
+    child.kill('SIGTERM');
+
+    expect(await exited, lines.join('\n')).toBe(0);
+    expect(lines.some((line) => line.includes('took longer than SHUTDOWN_CLOSE_TIMEOUT_MS')), 'close error logged').toBe(false);
+  }, 90_000);
+
   it('close timeout ends a stalled close', async () => {
     const proxy = await startFreezingProxy(new URL((database as TestDatabase).url));
     onTestFinished(() => proxy.close());
