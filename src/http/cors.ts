@@ -21,8 +21,9 @@ const HEADER_NAME_LIST = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*,[ \t]*[A-Za-z0-9
  * to the responses for allowed origins. `origins` is '*' for any origin, a
  * list of exact origins, or an empty list to send no CORS headers at all.
  * A preflight from an origin outside the list gets 403 with a JSON error
- * naming the origin, and no Private Network Access permission. Other requests from such an origin are served without
- * CORS headers, so the browser keeps their responses from the page.
+ * naming the origin. Other requests from such an origin are served without
+ * CORS headers, so the browser keeps their responses from the page. Only
+ * origins listed by name get the Private Network Access permission.
  * Same-origin pages, such as the Apollo Sandbox this server serves, need no
  * CORS headers and keep working.
  */
@@ -71,8 +72,10 @@ export function registerCors(fastify: FastifyInstance, origins: '*' | readonly s
     }
     // Chrome's Private Network Access sends this header in the preflight of a
     // request from a page on a public address to a server on a private or
-    // local one, and blocks the request unless the reply allows it.
-    if (request.headers['access-control-request-private-network'] === 'true') {
+    // local one, and blocks the request unless the reply allows it. With '*'
+    // the permission would let every public site reach a server on a LAN
+    // through its visitors' browsers, so only listed origins get it.
+    if (allowed !== null && request.headers['access-control-request-private-network'] === 'true') {
       reply.header('access-control-allow-private-network', 'true');
     }
     reply.header('access-control-max-age', String(CORS_MAX_AGE_SECONDS));
