@@ -127,5 +127,33 @@ describeWithPostgres('event filter scans', () => {
       expect(nodes.filter((node) => !matches(node, filter))).toEqual([]);
       expect(scanned).toBeLessThan(MAX_SCANNED);
     });
+
+    it('returns every matching row', async () => {
+      // Each case matches at most 2 * EVENTS / EVERY rows, so one page of 100 holds them all.
+      const page = await new QueryService(db.sql, { defaultPageSize: PAGE, maxPageSize: 100 }).events(analyst, {
+        filter,
+        window: window ? MIDDLE_HALF : null,
+        first: 100,
+        after: null,
+        last: null,
+        before: null,
+      });
+      const all = await db.sql.query<{ id: string; user_id: string; occurred_at: Date; origin: 'CLIENT' | 'CORRECTION'; rule: string | null; intake_flags: string[]; orphan: boolean }>(
+        'SELECT id, user_id, occurred_at, origin, rule::text, intake_flags::text[], orphan FROM events',
+      );
+      const expected = all
+        .filter((row) => !window || (row.occurred_at >= MIDDLE_HALF.start && row.occurred_at < MIDDLE_HALF.end))
+        .filter((row) =>
+          matches(
+            { userId: row.user_id, origin: row.origin, rule: row.rule, intakeFlags: row.intake_flags, orphan: row.orphan } as EventRecord,
+            filter,
+          ),
+        )
+        .map((row) => row.id)
+        .sort();
+
+      expect(expected.length, 'matching rows in the table').toBeGreaterThan(0);
+      expect(page.nodes.map((node) => node.id).sort()).toEqual(expected);
+    });
   });
 });
