@@ -156,10 +156,14 @@ export class ReportService {
       for (const spec of leaves.values()) {
         const other = spec.users?.find((id) => !sameUserId(id, viewer.userId));
         if (other !== undefined) {
+          // Only a rejected report walks the expression again, for the path.
+          const found = findLeafUser(request.expression, (userId) => !sameUserId(userId, viewer.userId));
+          const where = found === null ? 'the expression' : found.path;
           throw new DomainError(
             'FORBIDDEN',
             'OTHER_USER',
-            `Members may report only on their own segments; the expression names user ${JSON.stringify(other.slice(0, 64))}.`,
+            `Members may report only on their own segments; ${where} names user ${JSON.stringify(other.slice(0, 64))}.`,
+            found === null ? {} : { path: found.path },
           );
         }
       }

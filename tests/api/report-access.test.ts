@@ -157,6 +157,9 @@ describe('report access', () => {
       const result = await report(deeplyNested(leafOf([alice.id, bob.id])), alice.token);
 
       expectCode(result, 'FORBIDDEN');
+      const path = 'expression.union[1].difference.subtract.complement.intersect[0].segments.users[1]';
+      expect(result.errors![0]!.message, 'message').toContain(`${path} names user "${bob.id}"`);
+      expect(result.errors![0]!.extensions?.path, 'path').toBe(path);
     });
 
     it('gets FORBIDDEN naming an excluded open-segment leaf', async () => {
