@@ -13,6 +13,7 @@ import { markDeadlinesSeeded } from '../services/sweeper.js';
 import { CHANGE_DELAY_MS } from '../services/replays.js';
 import { RollupBuilder } from '../services/rollups.js';
 import { describeConnectionFailure } from '../storage/connection-failure.js';
+import { MigrationLockTimeoutError } from '../storage/postgres/migrator.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -45,7 +46,8 @@ async function main(): Promise<void> {
   try {
     await rebuild(config, full);
   } catch (error) {
-    const failure = describeConnectionFailure(error, config);
+    const failure =
+      describeConnectionFailure(error, config) ?? (error instanceof MigrationLockTimeoutError ? error.message : null);
     if (failure === null) {
       throw error;
     }

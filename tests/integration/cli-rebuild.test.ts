@@ -2,8 +2,9 @@
  * `npm run rebuild -- --full` as a child process on a PostgreSQL database
  * that a server filled: it recomputes the derived rows and leaves no report
  * rollup chunk stale. Without PostgreSQL or Redis it exits with a one-line
- * message that names the setting. Its output puts a count of one
- * with a singular noun, as in "1 user".
+ * message that names the setting. It does the same when its migrations wait
+ * longer than DB_MIGRATION_LOCK_TIMEOUT_MS for a lock. Its output puts a
+ * count of one with a singular noun, as in "1 user".
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JWT_SECRET_FILE_NAME } from '../../src/config/index.js';
 import { startTestServer } from '../support/app.js';
 import { runCli, unusedLoopbackPort, useTemporaryDirectory, type CliResult } from '../support/cli.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, openMigratedTestDatabase, type TestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
 
 /** Runs the rebuild without JWT_SECRET, with its data folder in `dataDir`. */
@@ -206,5 +207,45 @@ describe('rebuild command without its services', () => {
     );
     expect(result.stderr, 'stack trace').not.toMatch(/^\s+at /m);
     expect(result.stdout + result.stderr, 'password').not.toContain(password);
+  }, 60_000);
+});
+
+describeWithPostgres('rebuild command behind a locked table', () => {
+  const dataDir = useTemporaryDirectory('em-rebuild-locked-');
+
+  it('migration lock timeout exits 1', async () => {
+    const database = await openMigratedTestDatabase(postgresUrl() as string, { prefix: 'em_test_rebuild_locked', poolSize: 1 });
+    const blocker = new pg.Client({ connectionString: database.url });
+    try {
+      // The rebuild applies pending migrations first and reads the migration
+      // history for that, which this lock keeps it from.
+      await blocker.connect();
+      await blocker.query('BEGIN');
+      await blocker.query('LOCK TABLE "_prisma_migrations" IN ACCESS EXCLUSIVE MODE');
+
+      const result = await runCli(
+        'src/cli/rebuild.ts',
+        ['--full'],
+        {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          HOME: process.env.HOME ?? tmpdir(),
+          NODE_ENV: 'production',
+          LOG_LEVEL: 'error',
+          DATA_DIR: dataDir(),
+          DATABASE_URL: database.url,
+          DB_MIGRATION_LOCK_TIMEOUT_MS: '200',
+        },
+        { timeoutMs: 60_000 },
+      );
+
+      expect(result.code, 'exit code').toBe(1);
+      expect(result.stderr, 'message').toContain(
+        'error: Reading the migration history (_prisma_migrations) failed: it waited more than 200 ms (DB_MIGRATION_LOCK_TIMEOUT_MS)',
+      );
+      expect(result.stderr, 'stack trace').not.toMatch(/^\s+at /m);
+    } finally {
+      await blocker.end();
+      await database.drop();
+    }
   }, 60_000);
 });
