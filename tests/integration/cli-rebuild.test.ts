@@ -242,6 +242,7 @@ describeWithPostgres('rebuild command behind a locked table', () => {
       expect(result.stderr, 'message').toContain(
         'error: Reading the migration history (_prisma_migrations) failed: it waited more than 200 ms (DB_MIGRATION_LOCK_TIMEOUT_MS)',
       );
+      expect(result.stderr, 'next step').toContain('Then try again, or raise DB_MIGRATION_LOCK_TIMEOUT_MS.');
       expect(result.stderr, 'stack trace').not.toMatch(/^\s+at /m);
     } finally {
       await blocker.end();

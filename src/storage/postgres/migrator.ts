@@ -59,7 +59,7 @@ export class MigrationLockTimeoutError extends Error {
       `${subject} failed: it waited more than ${lockTimeoutMs} ms (DB_MIGRATION_LOCK_TIMEOUT_MS) for a lock ` +
         'that another session holds, so no pending migration was applied. Find the blocking session in pg_locks and ' +
         'pg_stat_activity, such as a long or idle transaction, and let it finish or end it with pg_terminate_backend. ' +
-        'Then start again, or raise DB_MIGRATION_LOCK_TIMEOUT_MS.',
+        'Then try again, or raise DB_MIGRATION_LOCK_TIMEOUT_MS.',
       options,
     );
     this.name = 'MigrationLockTimeoutError';
