@@ -40,6 +40,7 @@ function bodyError(status: number, code: string, message: string): Error {
 }
 
 const ANONYMOUS_BODY_REASON = 'ANONYMOUS_BODY_TOO_LARGE';
+const CONTENT_ENCODING_REASON = 'UNSUPPORTED_CONTENT_ENCODING';
 
 /** The reasons that clients see for Fastify's own error codes, which name Fastify internals. */
 const FASTIFY_REASONS: Readonly<Record<string, string>> = {
@@ -62,6 +63,22 @@ export function decodeJsonBody(body: Buffer): string {
     throw bodyError(400, 'INVALID_UTF8', 'The body is not valid UTF-8. Send JSON encoded as UTF-8.');
   }
   return body.toString('utf8');
+}
+
+/**
+ * Rejects a body sent with a content coding, such as gzip. The server does
+ * not decompress bodies, so a compressed one would otherwise fail as
+ * invalid UTF-8 or JSON, which hides the cause.
+ */
+export function rejectContentEncoding(header: string | undefined): void {
+  const coding = header?.trim().toLowerCase() ?? '';
+  if (coding !== '' && coding !== 'identity') {
+    throw bodyError(
+      415,
+      CONTENT_ENCODING_REASON,
+      `Content-Encoding ${JSON.stringify(header)} is not supported. Send the body uncompressed, without a Content-Encoding header.`,
+    );
+  }
 }
 
 /**
@@ -417,8 +434,9 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     return error === null ? payload : limitBytes(payload, options.anonymousMaxBodyBytes, error);
   });
 
-  fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
+  fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     try {
+      rejectContentEncoding(request.headers['content-encoding']);
       done(null, parseJsonBody(decodeJsonBody(body as Buffer)));
     } catch (error) {
       done(error as Error, undefined);
@@ -498,6 +516,10 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
             max: options.maxBodyBytes,
           }),
         );
+      }
+      if (reason === CONTENT_ENCODING_REASON) {
+        // RFC 7694 recommends that a 415 for a content coding list the codings accepted.
+        reply.header('accept-encoding', 'identity');
       }
       return reply
         .status(statusCode)

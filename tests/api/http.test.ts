@@ -5,6 +5,7 @@
  */
 import { createServer } from 'node:net';
 import { Writable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -146,6 +147,29 @@ describe('HTTP behaviour', () => {
       expect(httpError(path, reply)?.message).toContain('not valid UTF-8');
     });
 
+    it.each(['/graphql', '/auth/login', '/api/events'])('gzip body on %s is JSON 415', async (path) => {
+      const reply = await send(`${server.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', authorization: `Bearer ${adminToken}` },
+        body: gzipSync(JSON.stringify({ type: 'heartbeat', query: '{ __typename }', username: 'admin', password: 'admin-password-1' })),
+      });
+      expect(reply.status).toBe(415);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(httpError(path, reply)?.code).toBe('BAD_USER_INPUT');
+      expect(httpError(path, reply)?.reason, 'reason').toBe('UNSUPPORTED_CONTENT_ENCODING');
+      expect(httpError(path, reply)?.message).toContain('Content-Encoding "gzip" is not supported');
+      expect(reply.headers.get('accept-encoding'), 'accepted codings').toBe('identity');
+    });
+
+    it('identity content coding is accepted', async () => {
+      const reply = await send(`${server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'identity', authorization: `Bearer ${adminToken}` },
+        body: JSON.stringify({ type: 'heartbeat' }),
+      });
+      expect(reply.status).toBe(200);
+    });
+
     it('charset parameter is ignored', async () => {
       // RFC 8259 defines no charset for application/json: ASCII bytes are UTF-8 whatever the label.
       const ascii = await send(`${server.url}/api/events`, {
@@ -214,6 +238,12 @@ describe('HTTP behaviour', () => {
       const cases: Array<[string, number, () => Record<string, string>, string]> = [
         ['INVALID_JSON', 400, () => ({ 'content-type': 'application/json', authorization: `Bearer ${adminToken}` }), '{"query": '],
         ['UNSUPPORTED_CONTENT_TYPE', 415, () => ({ 'content-type': 'application/xml', authorization: `Bearer ${adminToken}` }), '<query/>'],
+        [
+          'UNSUPPORTED_CONTENT_ENCODING',
+          415,
+          () => ({ 'content-type': 'application/json', 'content-encoding': 'br', authorization: `Bearer ${adminToken}` }),
+          '{"query": "{ __typename }"}',
+        ],
         [
           'PROTOTYPE_KEY',
           400,
