@@ -16,7 +16,7 @@ import { dataDirError } from '../../config/errors.js';
 
 import { PrismaClient } from './generated/client.js';
 import { DEFAULT_MIGRATION_LOCK_TIMEOUT_MS, migrate, readMigrations, type Migration, type MigrationResult } from './migrator.js';
-import { sqlClientForPGlite, sqlClientForPool, StatementNames, type SqlClient } from './sql.js';
+import { sqlClientForPGlite, sqlClientForPool, StatementNames, type SqlPool } from './sql.js';
 
 export const MIGRATIONS_DIR = resolve(
   dirname(fileURLToPath(import.meta.url)),
@@ -39,7 +39,7 @@ export interface DatabaseOptions {
 
 export interface Database {
   kind: 'postgres' | 'pglite';
-  sql: SqlClient;
+  sql: SqlPool;
   prisma: PrismaClient;
   /**
    * Applies pending migrations (safe to call from several processes at once):

@@ -33,6 +33,23 @@ export interface SqlClient {
   transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T>;
 }
 
+/**
+ * The client of a whole database: a `pg` pool, or a PGlite instance, which
+ * has a single connection.
+ */
+export interface SqlPool extends SqlClient {
+  /**
+   * Runs `work` on one connection outside a transaction, for statements that
+   * cannot run in a transaction block and for session state such as
+   * session-level advisory locks and settings. `work` may open transactions
+   * on it. On PostgreSQL the connection is closed, not returned to the pool,
+   * when `work` throws, so that a lock or setting it left behind goes with
+   * it. PGlite's one connection stays open, so `work` must undo its session
+   * state itself, and other callers' statements may run between its own.
+   */
+  session<T>(work: (session: SqlClient) => Promise<T>): Promise<T>;
+}
+
 /** The parameters of a statement built from parts: `bind` stores a value and returns its placeholder. */
 export class SqlParams {
   readonly values: unknown[] = [];
@@ -63,11 +80,17 @@ export class StatementNames {
   }
 }
 
-class PgClient implements SqlClient {
+/** Where a `PgClient` sends its statements: to any pooled connection, or to one held for a session or a transaction. */
+type PgScope = 'pool' | 'session' | 'transaction';
+
+class PgClient implements SqlPool {
   constructor(
     private readonly target: pg.Pool | pg.PoolClient,
     /** Null when statements must not be prepared, as behind a pooler that moves sessions between connections. */
     private readonly statements: StatementNames | null,
+    private readonly scope: PgScope,
+    /** For a session: closes its connection instead of returning it to the pool. */
+    private readonly discardSession: () => void = () => {},
   ) {}
 
   private config(text: string, params: unknown[], options: QueryOptions | undefined): pg.QueryConfig {
@@ -90,12 +113,58 @@ class PgClient implements SqlClient {
   }
 
   async transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T> {
-    if (!('connect' in this.target) || !('totalCount' in this.target)) {
+    if (this.scope === 'transaction') {
       throw new TypeError('Nested transactions are not supported.');
     }
-    const client = await this.target.connect();
+    if (this.scope === 'session') {
+      return this.runTransaction(this.target as pg.PoolClient, this.discardSession, work);
+    }
+    return this.withConnection(async (client, discard) => this.runTransaction(client, discard, work));
+  }
+
+  async session<T>(work: (session: SqlClient) => Promise<T>): Promise<T> {
+    if (this.scope !== 'pool') {
+      throw new TypeError('A session cannot start inside a session or a transaction.');
+    }
+    return this.withConnection(async (client, discard) => {
+      try {
+        return await work(new PgClient(client, this.statements, 'session', discard));
+      } catch (error) {
+        discard();
+        throw error;
+      }
+    });
+  }
+
+  private async runTransaction<T>(
+    client: pg.PoolClient,
+    discard: () => void,
+    work: (tx: SqlClient) => Promise<T>,
+  ): Promise<T> {
+    try {
+      await client.query('BEGIN');
+      const result = await work(new PgClient(client, this.statements, 'transaction'));
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch {
+        // The connection itself failed, so it must not go back to the pool.
+        discard();
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Runs `work` on a connection of the pool. `work` calls `discard` to close
+   * the connection instead of returning it to the pool.
+   */
+  private async withConnection<T>(work: (client: pg.PoolClient, discard: () => void) => Promise<T>): Promise<T> {
+    const client = await (this.target as pg.Pool).connect();
     let broken = false;
-    // A connection that fails while the transaction's code runs between
+    // A connection that fails while the caller's code runs between
     // statements emits 'error' on the client. The pool does not listen to a
     // checked-out client, and an unheard 'error' would end the process. With
     // this listener, the next statement fails and the client is discarded.
@@ -104,18 +173,7 @@ class PgClient implements SqlClient {
     };
     client.on('error', onError);
     try {
-      await client.query('BEGIN');
-      const result = await work(new PgClient(client, this.statements));
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
-      try {
-        await client.query('ROLLBACK');
-      } catch {
-        // The connection itself failed, so it must not go back to the pool.
-        broken = true;
-      }
-      throw error;
+      return await work(client, onError);
     } finally {
       client.off('error', onError);
       client.release(broken);
@@ -123,7 +181,7 @@ class PgClient implements SqlClient {
   }
 }
 
-class PGliteClient implements SqlClient {
+class PGliteClient implements SqlPool {
   constructor(private readonly target: PGlite | PGliteTransaction) {}
 
   async query<T>(text: string, params: unknown[] = []): Promise<T[]> {
@@ -146,12 +204,19 @@ class PGliteClient implements SqlClient {
     }
     return this.target.transaction((tx) => work(new PGliteClient(tx)));
   }
+
+  async session<T>(work: (session: SqlClient) => Promise<T>): Promise<T> {
+    if (!('transaction' in this.target)) {
+      throw new TypeError('A session cannot start inside a transaction.');
+    }
+    return work(this);
+  }
 }
 
-export function sqlClientForPool(pool: pg.Pool, statements: StatementNames | null): SqlClient {
-  return new PgClient(pool, statements);
+export function sqlClientForPool(pool: pg.Pool, statements: StatementNames | null): SqlPool {
+  return new PgClient(pool, statements, 'pool');
 }
 
-export function sqlClientForPGlite(db: PGlite): SqlClient {
+export function sqlClientForPGlite(db: PGlite): SqlPool {
   return new PGliteClient(db);
 }
