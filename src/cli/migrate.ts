@@ -19,7 +19,9 @@ import { openDatabase, type Database } from '../storage/postgres/database.js';
 const USAGE = `Usage: npm run migrate [-- --help]
 
 Applies the pending migrations from prisma/migrations, in name order and in
-one transaction, and prints the name of each one it applied.
+one transaction, and prints the name of each one it applied. A migration whose
+first line is "-- event-master:no-transaction" runs outside a transaction, one
+statement at a time, after the ones before it are committed.
 
 The database is DATABASE_URL, or the embedded PGlite database under DATA_DIR
 when DATABASE_URL is unset. Embedded PGlite allows one process at a time, so

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+
+import { NO_TRANSACTION_MARKER, nonTransactionalStatements, splitStatements } from '../../src/storage/postgres/migrator.js';
+
+describe('splitStatements', () => {
+  const accepted: Array<{ name: string; sql: string; statements: string[] }> = [
+    { name: 'one per line', sql: 'SELECT 1;\nSELECT 2;\n', statements: ['SELECT 1', 'SELECT 2'] },
+    {
+      name: 'statement over several lines',
+      sql: 'CREATE INDEX i ON t (a)\n  WHERE b;\n',
+      statements: ['CREATE INDEX i ON t (a)\n  WHERE b'],
+    },
+    {
+      name: 'comments before and after',
+      sql: '-- first; not a statement\nSELECT 1; -- trailing; comment\n-- last\n',
+      statements: ['SELECT 1'],
+    },
+    { name: 'semicolon in a string', sql: "SELECT 'a;\nb';\n", statements: ["SELECT 'a;\nb'"] },
+    { name: 'doubled quotes', sql: `SELECT 'it''s;', "a"";";\n`, statements: [`SELECT 'it''s;', "a"";"`] },
+    { name: 'dollar sign in a name', sql: 'SELECT a$b$ FROM t;\n', statements: ['SELECT a$b$ FROM t'] },
+    { name: 'no final newline', sql: 'SELECT 1;', statements: ['SELECT 1'] },
+    { name: 'only comments', sql: '-- nothing\n\n', statements: [] },
+  ];
+
+  it.each(accepted)('splits $name', ({ sql, statements }) => {
+    expect(splitStatements('m', sql)).toEqual(statements);
+  });
+
+  const rejected: Array<{ name: string; sql: string; message: string }> = [
+    { name: 'two statements on a line', sql: 'SELECT 1; SELECT 2;\n', message: 'line 1 has a semicolon with more code after it' },
+    { name: 'dollar quote', sql: 'SELECT 1;\nDO $$ BEGIN END $$;\n', message: 'line 2 has a dollar quote' },
+    { name: 'tagged dollar quote', sql: 'SELECT $fn$x$fn$;\n', message: 'line 1 has a dollar quote' },
+    { name: 'block comment', sql: '/* c; */\nSELECT 1;\n', message: 'line 1 has a block comment' },
+    { name: 'escape string', sql: "SELECT E'a\\';';\n", message: 'line 1 has an escape string' },
+    { name: 'unterminated string', sql: "SELECT 1;\nSELECT 'a;\n", message: 'line 2 has an unterminated string' },
+    { name: 'unterminated identifier', sql: 'SELECT "a;\n', message: 'line 1 has an unterminated quoted identifier' },
+    { name: 'missing semicolon', sql: 'SELECT 1;\nSELECT 2\n', message: 'line 2 has a statement without a semicolon at its end' },
+  ];
+
+  it.each(rejected)('rejects $name', ({ sql, message }) => {
+    expect(() => splitStatements('m', sql)).toThrow(`Migration m runs outside a transaction, but ${message}`);
+  });
+});
+
+describe('nonTransactionalStatements', () => {
+  it('returns null without the marker', () => {
+    expect(nonTransactionalStatements({ name: 'm', sql: 'SELECT 1; SELECT 2;', checksum: '' })).toBeNull();
+  });
+
+  it('splits with the marker first', () => {
+    const sql = `${NO_TRANSACTION_MARKER}\r\nSELECT 1;\r\nSELECT 2;\r\n`;
+    expect(nonTransactionalStatements({ name: 'm', sql, checksum: '' })).toEqual(['SELECT 1', 'SELECT 2']);
+  });
+
+  it('rejects the marker on a later line', () => {
+    const sql = `-- comment\n${NO_TRANSACTION_MARKER}\nSELECT 1;\n`;
+    expect(() => nonTransactionalStatements({ name: 'm', sql, checksum: '' })).toThrow(
+      `Migration m has "${NO_TRANSACTION_MARKER}" on line 2, but the marker counts only on the first line.`,
+    );
+  });
+});
