@@ -3,26 +3,39 @@
  * PostgreSQL: they apply statement by statement between the transactional
  * ones, are recorded only when every statement succeeded, start again from
  * their first statement after a failure, and run once when several
- * processes migrate at once.
+ * processes migrate at once. On PostgreSQL, their CREATE INDEX CONCURRENTLY
+ * lets inserts into the table go on while the build waits.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import pg from 'pg';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 
-import { openDatabase, type Database } from '../../src/storage/postgres/database.js';
+import { MIGRATIONS_DIR, openDatabase, type Database } from '../../src/storage/postgres/database.js';
 import {
   MigrationLockTimeoutError,
   NO_TRANSACTION_MARKER,
   migrate,
+  nonTransactionalStatements,
+  readMigrations,
   type Migration,
+  type MigrationResult,
 } from '../../src/storage/postgres/migrator.js';
 import { createTestDatabase } from '../support/database.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
+
+const FLAG_INDEXES_MIGRATION = '20261209090000_event_flag_indexes';
+const FLAG_INDEXES = [
+  'events_flagged_listing_idx',
+  'events_user_id_flagged_listing_idx',
+  'events_correction_listing_idx',
+  'events_user_id_correction_listing_idx',
+];
 
 function withChecksum(name: string, sql: string): Migration {
   return { name, sql, checksum: createHash('sha256').update(sql).digest('hex') };
@@ -80,6 +93,23 @@ function sharedCases(open: () => Promise<{ db: Database; close: () => Promise<vo
       await close();
     }
   }
+
+  it('builds event flag indexes', async () => {
+    await withDatabase(async (db) => {
+      const migrations = await readMigrations(MIGRATIONS_DIR);
+      const flagIndexes = migrations.find((migration) => migration.name === FLAG_INDEXES_MIGRATION);
+      expect(flagIndexes, 'migration on disk').toBeDefined();
+      expect(nonTransactionalStatements(flagIndexes!), 'statements outside a transaction').toHaveLength(8);
+
+      const result = await db.migrate();
+
+      expect(result.applied, 'applied').toEqual(migrations.map((migration) => migration.name));
+      expect(await recordedNames(db), 'recorded').toEqual(migrations.map((migration) => migration.name));
+      for (const name of FLAG_INDEXES) {
+        expect(await indexValid(db, name), name).toBe(true);
+      }
+    });
+  });
 
   it('applies between transactional ones', async () => {
     await withDatabase(async (db) => {
@@ -204,6 +234,21 @@ describeWithPostgres('migrations outside a transaction on PostgreSQL', () => {
     };
   });
 
+  /** Waits until a backend of the database waits for a lock that `pid` holds, and returns its pid. */
+  async function waitUntilBlockedBy(client: pg.Client, pid: number): Promise<number> {
+    for (let attempt = 0; attempt < 200; attempt += 1) {
+      const rows = await client.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND $1 = ANY(pg_blocking_pids(pid))`,
+        [pid],
+      );
+      if (rows.rows[0] !== undefined) {
+        return rows.rows[0].pid;
+      }
+      await sleep(50);
+    }
+    throw new Error(`No backend waited for a lock of backend ${pid} within 200 checks.`);
+  }
+
   it('runs once when processes race', async () => {
     const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_notx' });
     const databases = await Promise.all([0, 1, 2].map(() => openPostgres(database.url, { statementTimeoutMs: 100 })));
@@ -231,6 +276,61 @@ describeWithPostgres('migrations outside a transaction on PostgreSQL', () => {
       expect(await indexValid(databases[0]!, 'items_b_key'), 'items_b_key').toBe(true);
     } finally {
       await Promise.all(databases.map((db) => db.close()));
+      await database.drop();
+    }
+  });
+
+  it('inserts go on during the build', async () => {
+    const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_notx' });
+    const db = await openPostgres(database.url);
+    const blocker = new pg.Client({ connectionString: database.url });
+    const writer = new pg.Client({ connectionString: database.url });
+    const watcher = new pg.Client({ connectionString: database.url });
+    let migrating: Promise<unknown> | undefined;
+    try {
+      const migrations = await readMigrations(MIGRATIONS_DIR);
+      await db.migrate(migrations.filter((migration) => migration.name !== FLAG_INDEXES_MIGRATION));
+      const userId = randomUUID();
+      await db.sql.query(`INSERT INTO users (id, username, role, password_hash) VALUES ($1, 'writer', 'MEMBER', 'x')`, [userId]);
+      const insertEvent = `INSERT INTO events (id, user_id, seq, client_id, type, role, occurred_at, received_at, origin, pos_at, pos_seq)
+        VALUES (gen_random_uuid(), $1, $2::int, 'c' || $2::int, 'heartbeat', 'POINT', now(), now(), 'CLIENT', now(), $2::int)`;
+
+      // An intake transaction that is still open when the migration starts.
+      // The index builds wait for it. PostgreSQL ends it after 20 s, so that
+      // a failed check cannot leave the migration waiting for good.
+      await Promise.all([blocker.connect(), writer.connect(), watcher.connect()]);
+      await blocker.query(`SET idle_in_transaction_session_timeout = '20s'`);
+      await blocker.query('BEGIN');
+      await blocker.query(insertEvent, [userId, 1]);
+      const blockerPid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+
+      migrating = db.migrate(migrations);
+      const migratorPid = await waitUntilBlockedBy(watcher, blockerPid);
+
+      // A plain CREATE INDEX queues for a SHARE lock behind the open
+      // transaction, and this insert would queue behind it until the lock timeout.
+      await writer.query(`SET lock_timeout = '5s'`);
+      await expect(writer.query(insertEvent, [userId, 2]), 'insert while the build waits').resolves.toBeDefined();
+      const waiting = await watcher.query<{ query: string }>(`SELECT query FROM pg_stat_activity WHERE pid = $1`, [migratorPid]);
+      expect(waiting.rows[0]?.query, 'statement of the waiting migration').toMatch(/^CREATE INDEX CONCURRENTLY/);
+
+      await blocker.query('COMMIT');
+      const result = (await migrating) as MigrationResult;
+
+      expect(result.applied, 'applied').toEqual([FLAG_INDEXES_MIGRATION]);
+      for (const name of FLAG_INDEXES) {
+        expect(await indexValid(db, name), name).toBe(true);
+      }
+      const events = await db.sql.query<{ count: number }>(
+        `SELECT count(*)::int AS count FROM events WHERE user_id = $1 AND origin = 'CLIENT' AND NOT orphan`,
+        [userId],
+      );
+      expect(events[0]?.count, 'events of the writer').toBe(2);
+    } finally {
+      await Promise.all([blocker.end(), writer.end(), watcher.end()]);
+      // With the blocker gone, a migration that a failed check left running ends.
+      await migrating?.catch(() => undefined);
+      await db.close();
       await database.drop();
     }
   });
