@@ -24,8 +24,9 @@
  * starts it again from its first statement, so each statement must be safe
  * to run again. A failed concurrent build leaves an INVALID index of its
  * name behind, so write `DROP INDEX CONCURRENTLY IF EXISTS` before each
- * `CREATE INDEX CONCURRENTLY`. splitStatements describes how the script is
- * split. PGlite 0.5 runs these statements as PostgreSQL does.
+ * `CREATE INDEX CONCURRENTLY`. Its CONCURRENTLY statements wait for locks
+ * without `lockTimeoutMs` (see execStatement). splitStatements describes how
+ * the script is split. PGlite 0.5 runs these statements as PostgreSQL does.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
@@ -39,6 +40,9 @@ const MIGRATION_LOCK_KEY = 72707369;
 
 /** Pause in ms between two tries of a run that waits for another run's advisory lock. */
 const LOCK_RETRY_INTERVAL_MS = 200;
+
+/** A statement that builds or drops an index without blocking writes, which waits without lock_timeout. */
+const CONCURRENT_STATEMENT = /^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\b.*)\s+CONCURRENTLY\b/is;
 
 /** The first line of a migration.sql that runs outside a transaction, one statement at a time. */
 export const NO_TRANSACTION_MARKER = '-- event-master:no-transaction';
@@ -405,7 +409,7 @@ async function applyOutsideTransaction(
   progress.partial = false;
   for (const [index, statement] of statements.entries()) {
     try {
-      await session.exec(statement);
+      await execStatement(session, statement);
     } catch (error) {
       if ((error as { code?: unknown }).code === LOCK_NOT_AVAILABLE) {
         throw error;
@@ -423,6 +427,29 @@ async function applyOutsideTransaction(
   await recordApplied(session, migration);
   progress.partial = false;
   progress.applied.push(migration.name);
+}
+
+/**
+ * Runs one statement of a migration outside a transaction. A CONCURRENTLY
+ * statement runs without lock_timeout, because its waits block no reads or
+ * writes: it waits for the transactions older than its build, and its lock
+ * on the table conflicts only with schema changes, VACUUM and other builds.
+ * On a busy database some transaction is nearly always older than a few
+ * seconds, so a build limited by DB_MIGRATION_LOCK_TIMEOUT_MS could fail on
+ * every start.
+ */
+async function execStatement(session: SqlClient, statement: string): Promise<void> {
+  if (!CONCURRENT_STATEMENT.test(statement)) {
+    await session.exec(statement);
+    return;
+  }
+  const [setting] = await session.query<{ value: string }>(`SELECT current_setting('lock_timeout') AS value`);
+  await session.query(`SELECT set_config('lock_timeout', '0', false)`);
+  try {
+    await session.exec(statement);
+  } finally {
+    await session.query(`SELECT set_config('lock_timeout', $1, false)`, [setting?.value ?? '0']);
+  }
 }
 
 async function recordApplied(db: SqlClient, migration: Migration): Promise<void> {
