@@ -118,7 +118,8 @@ describe('process shutdown', () => {
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify(events),
     });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Signalled before the server has read the request, Fastify would answer it 503 as it closes.
+    await waitForLine(lines, '"url":"/api/events"');
     child.kill('SIGTERM');
 
     const response = await inFlight;
