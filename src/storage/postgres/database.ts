@@ -18,6 +18,9 @@ import { PrismaClient } from './generated/client.js';
 import { DEFAULT_MIGRATION_LOCK_TIMEOUT_MS, migrate, readMigrations, type Migration, type MigrationResult } from './migrator.js';
 import { sqlClientForPGlite, sqlClientForPool, StatementNames, type SqlPool } from './sql.js';
 
+/** Minimum time in ms that the connection of a migration run may take to open. */
+const MIGRATION_CONNECT_TIMEOUT_MS = 10_000;
+
 export const MIGRATIONS_DIR = resolve(
   dirname(fileURLToPath(import.meta.url)),
   '../../../prisma/migrations',
@@ -161,7 +164,13 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
     migrate: async (migrations?: Migration[]) => {
       // Migrations lift the statement timeout, and may wait for another
       // process's migration, so their connection has no client-side timeout.
-      const migrationPool = new pg.Pool({ ...poolConfig(url, options), max: 1 });
+      // It is opened once per start, so its connect may take at least
+      // MIGRATION_CONNECT_TIMEOUT_MS however short DB_STATEMENT_TIMEOUT_MS is.
+      const migrationPool = new pg.Pool({
+        ...poolConfig(url, options),
+        max: 1,
+        connectionTimeoutMillis: Math.max(options.statementTimeoutMs, MIGRATION_CONNECT_TIMEOUT_MS),
+      });
       try {
         return await migrate(sqlClientForPool(migrationPool, null), migrations ?? (await readMigrations(MIGRATIONS_DIR)), {
           lockTimeoutMs: options.migrationLockTimeoutMs ?? DEFAULT_MIGRATION_LOCK_TIMEOUT_MS,
