@@ -6,6 +6,8 @@
  */
 import type { AutoCloseEndAt, Correction, EndReason, EngineEvent, Position, SegmentStart } from '../../domain/pairing/types.js';
 import { DomainError } from '../../domain/errors.js';
+// PostgreSQL reads the ISO 8601 text of an instant as timestamptz, because storable instants have four-digit years.
+import { isoInstant } from '../../domain/storable.js';
 import { PREPARED, SqlParams, type QueryOptions, type SqlClient } from './sql.js';
 import { EVENT_COLUMNS, SEGMENT_COLUMNS, toEventRecord, toSegmentRecord, type EventRecord, type SegmentRecord } from './records.js';
 
@@ -77,8 +79,6 @@ export interface DerivedWrite {
   returnClosed?: boolean;
 }
 
-/** Returns the ISO 8601 text of an instant. PostgreSQL reads it as timestamptz, because storable instants have four-digit years. */
-const isoInstant = (value: number): string => new Date(value).toISOString();
 const ms = (value: unknown): number | null => (value === null || value === undefined ? null : (value as Date).getTime());
 const date = (value: number | null): Date | null => (value === null ? null : new Date(value));
 
