@@ -264,10 +264,8 @@ export class IntakeService {
         }
 
         const userOfItem = new Map(batch.items.map((item) => [item.index, item.userId]));
-        results = (await this.buildResults(stored, userIds, known, written)).map((result, position) => ({
-          ...result,
-          recomputedFrom: recomputedFrom.get(userOfItem.get(stored[position]!.index)!) ?? null,
-        }));
+        const recomputedFromOf = (index: number) => recomputedFrom.get(userOfItem.get(index)!) ?? null;
+        results = await this.buildResults(stored, userIds, known, written, recomputedFromOf);
       } catch (error) {
         // With the count recorded, the API layer reports the stored events,
         // so that the client does not send them again as new ones.
@@ -883,7 +881,9 @@ export class IntakeService {
     const invalid: InvalidItem[] = [];
     const rows: NewClientEvent[] = [];
     const entries: Array<{ index: number; eventId: string; duplicate: boolean }> = [];
-    const seenInBatch = new Map<string, ValidItem & { eventId: string }>();
+    // Each earlier item of the batch with its event id, by user and client id. The two stay apart:
+    // a copy of the item with `eventId` added took about 1 µs per item (a tsx loop, 2-core host).
+    const seenInBatch = new Map<string, { item: ValidItem; eventId: string }>();
 
     for (const item of items) {
       const userCounters = counters.get(item.userId);
@@ -896,17 +896,17 @@ export class IntakeService {
         const earlier = seenInBatch.get(batchKey);
         const original = existing.get(item.userId)?.get(item.clientId);
         if (original !== undefined || earlier !== undefined) {
-          const fields = differingFields(item, original !== undefined ? storedContent(original) : itemContent(earlier as ValidItem, receivedAt));
+          const fields = differingFields(item, original !== undefined ? storedContent(original) : itemContent(earlier!.item, receivedAt));
           if (fields.length > 0) {
             // `batchConflicts` reports these items with the same messages when others in the batch are invalid too.
             const message =
               original !== undefined
                 ? storedConflictMessage(item.clientId, fields)
-                : batchConflictMessage(item.clientId, (earlier as ValidItem).index, fields);
+                : batchConflictMessage(item.clientId, earlier!.item.index, fields);
             invalid.push({ index: item.index, reason: 'IDEMPOTENCY_CONFLICT', message });
             continue;
           }
-          entries.push({ index: item.index, eventId: original?.id ?? (earlier as { eventId: string }).eventId, duplicate: true });
+          entries.push({ index: item.index, eventId: original?.id ?? earlier!.eventId, duplicate: true });
           continue;
         }
       }
@@ -938,7 +938,7 @@ export class IntakeService {
       });
       entries.push({ index: item.index, eventId, duplicate: false });
       if (item.clientId !== null) {
-        seenInBatch.set(`${item.userId}\u0000${item.clientId}`, { ...item, eventId });
+        seenInBatch.set(`${item.userId}\u0000${item.clientId}`, { item, eventId });
       }
     }
 
@@ -960,13 +960,15 @@ export class IntakeService {
    * segments it closed. Events in `known` were folded by this request, so
    * their corrections and segments are among the `written` rows. The others
    * (duplicates, and events another process folded) are read with theirs.
+   * `recomputedFromOf` returns the recomputedFrom of the item with an index.
    */
   private async buildResults(
     entries: ReadonlyArray<{ index: number; eventId: string; duplicate: boolean }>,
     userIds: readonly string[],
     known: ReadonlyMap<string, EventRecord>,
     written: WrittenRows,
-  ): Promise<Array<Omit<SendEventResult, 'recomputedFrom'>>> {
+    recomputedFromOf: (index: number) => Date | null,
+  ): Promise<SendEventResult[]> {
     const { sql } = this.options;
     const unknown = [...new Set(entries.map((entry) => entry.eventId))].filter((id) => !known.has(id));
     const read = unknown.length === 0 ? { events: [], corrections: [], segments: [] } : await loadReply(sql, userIds, unknown);
@@ -1018,7 +1020,7 @@ export class IntakeService {
       const closedSegments = [entry.eventId, ...own.map((c) => c.id)].flatMap(
         (id) => segmentsByEndEvent.get(id) ?? [],
       );
-      return { event, duplicate: entry.duplicate, corrections: own, closedSegments };
+      return { event, duplicate: entry.duplicate, corrections: own, closedSegments, recomputedFrom: recomputedFromOf(entry.index) };
     });
   }
 }
