@@ -26,6 +26,8 @@ export function isStorableInstant(ms: number): boolean {
 }
 
 const MS_PER_DAY = 86_400_000;
+/** The largest time value of a Date (ECMAScript TimeClip), the first millisecond of its day. */
+const MAX_TIME_VALUE_MS = 8.64e15;
 const TWO_DIGITS = Array.from({ length: 100 }, (_, value) => String(value).padStart(2, '0'));
 const THREE_DIGITS = Array.from({ length: 1000 }, (_, value) => String(value).padStart(3, '0'));
 
@@ -44,7 +46,9 @@ export function isoInstant(ms: number): string {
   // A Date drops the fraction of a millisecond, toward zero.
   const time = Math.trunc(ms);
   const day = Math.floor(time / MS_PER_DAY);
-  if (day !== lastDay) {
+  // The day of the largest time value has no other valid time, so a later
+  // time of that day must reach toISOString too.
+  if (day !== lastDay || time > MAX_TIME_VALUE_MS) {
     // Throws RangeError for a value that is no valid time, as toISOString does.
     const full = new Date(time).toISOString();
     lastDayPrefix = full.slice(0, full.indexOf('T') + 1);

@@ -57,6 +57,12 @@ describe('isoInstant', () => {
   it.each([Number.NaN, Number.POSITIVE_INFINITY, 8.64e15 + 1])('throws RangeError for %d', (ms) => {
     expect(() => isoInstant(ms)).toThrow(RangeError);
   });
+
+  it('throws past the last valid time of its day', () => {
+    // 8.64e15 is the last valid time value, and the first of its day.
+    expect(isoInstant(8.64e15)).toBe(new Date(8.64e15).toISOString());
+    expect(() => isoInstant(8.64e15 + 1)).toThrow(RangeError);
+  });
 });
 
 /** Returns the instant that a parse gives, or the reason of its error. */
