@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { NO_TRANSACTION_MARKER, nonTransactionalStatements, splitStatements } from '../../src/storage/postgres/migrator.js';
+import { isConcurrentStatement, NO_TRANSACTION_MARKER, nonTransactionalStatements, splitStatements } from '../../src/storage/postgres/migrator.js';
 
 describe('splitStatements', () => {
   const accepted: Array<{ name: string; sql: string; statements: string[] }> = [
@@ -57,5 +57,30 @@ describe('nonTransactionalStatements', () => {
     expect(() => nonTransactionalStatements({ name: 'm', sql, checksum: '' })).toThrow(
       `Migration m has "${NO_TRANSACTION_MARKER}" on line 2, but the marker counts only on the first line.`,
     );
+  });
+});
+
+describe('isConcurrentStatement', () => {
+  it.each([
+    'CREATE INDEX CONCURRENTLY i ON t (a)',
+    'create unique index concurrently if not exists i on t (a)',
+    'DROP INDEX CONCURRENTLY IF EXISTS i',
+    'REINDEX INDEX CONCURRENTLY i',
+    'REINDEX TABLE CONCURRENTLY t',
+    'REINDEX (VERBOSE) TABLE CONCURRENTLY t',
+    'REINDEX SCHEMA\n  CONCURRENTLY s',
+  ])('accepts %s', (statement) => {
+    expect(isConcurrentStatement(statement)).toBe(true);
+  });
+
+  // These block reads or writes, so they must keep the lock timeout.
+  it.each([
+    'CREATE INDEX i ON t (a)',
+    'REINDEX TABLE t -- not CONCURRENTLY, to save space',
+    'REINDEX (VERBOSE, CONCURRENTLY false) TABLE t',
+    'REINDEX TABLE t\n-- run CONCURRENTLY next time',
+    'ALTER TABLE t ADD COLUMN c integer -- before the index is built CONCURRENTLY',
+  ])('rejects %s', (statement) => {
+    expect(isConcurrentStatement(statement)).toBe(false);
   });
 });

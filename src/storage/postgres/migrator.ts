@@ -41,8 +41,17 @@ const MIGRATION_LOCK_KEY = 72707369;
 /** Pause in ms between two tries of a run that waits for another run's advisory lock. */
 const LOCK_RETRY_INTERVAL_MS = 200;
 
-/** A statement that builds or drops an index without blocking writes, which waits without lock_timeout. */
-const CONCURRENT_STATEMENT = /^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\b.*)\s+CONCURRENTLY\b/is;
+/**
+ * A statement that builds or drops an index without blocking writes, which
+ * waits without lock_timeout. CONCURRENTLY must directly follow INDEX, or the
+ * object kind of a REINDEX, as in PostgreSQL's grammar. The word in a comment
+ * or in a REINDEX option list must not lift the timeout of a blocking REINDEX.
+ *
+ * NOTE: REINDEX (CONCURRENTLY) ..., the option form, is not recognized and
+ * keeps the lock timeout.
+ */
+const CONCURRENT_STATEMENT =
+  /^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s*(?:\([^)]*\)\s*)?(?:INDEX|TABLE|SCHEMA|DATABASE))\s+CONCURRENTLY\b/i;
 
 /** The first line of a migration.sql that runs outside a transaction, one statement at a time. */
 export const NO_TRANSACTION_MARKER = '-- event-master:no-transaction';
@@ -439,7 +448,7 @@ async function applyOutsideTransaction(
  * every start.
  */
 async function execStatement(session: SqlClient, statement: string): Promise<void> {
-  if (!CONCURRENT_STATEMENT.test(statement)) {
+  if (!isConcurrentStatement(statement)) {
     await session.exec(statement);
     return;
   }
@@ -450,6 +459,11 @@ async function execStatement(session: SqlClient, statement: string): Promise<voi
   } finally {
     await session.query(`SELECT set_config('lock_timeout', $1, false)`, [setting?.value ?? '0']);
   }
+}
+
+/** Tells whether `statement` is a CREATE INDEX, DROP INDEX or REINDEX with CONCURRENTLY. */
+export function isConcurrentStatement(statement: string): boolean {
+  return CONCURRENT_STATEMENT.test(statement);
 }
 
 async function recordApplied(db: SqlClient, migration: Migration): Promise<void> {
