@@ -18,6 +18,7 @@ describe('splitStatements', () => {
     { name: 'semicolon in a string', sql: "SELECT 'a;\nb';\n", statements: ["SELECT 'a;\nb'"] },
     { name: 'doubled quotes', sql: `SELECT 'it''s;', "a"";";\n`, statements: [`SELECT 'it''s;', "a"";"`] },
     { name: 'dollar sign in a name', sql: 'SELECT a$b$ FROM t;\n', statements: ['SELECT a$b$ FROM t'] },
+    { name: 'dollar sign after a non-ASCII letter', sql: 'SELECT é$b$ FROM t;\n', statements: ['SELECT é$b$ FROM t'] },
     { name: 'no final newline', sql: 'SELECT 1;', statements: ['SELECT 1'] },
     { name: 'only comments', sql: '-- nothing\n\n', statements: [] },
   ];
@@ -30,6 +31,13 @@ describe('splitStatements', () => {
     { name: 'two statements on a line', sql: 'SELECT 1; SELECT 2;\n', message: 'line 1 has a semicolon with more code after it' },
     { name: 'dollar quote', sql: 'SELECT 1;\nDO $$ BEGIN END $$;\n', message: 'line 2 has a dollar quote' },
     { name: 'tagged dollar quote', sql: 'SELECT $fn$x$fn$;\n', message: 'line 1 has a dollar quote' },
+    // PostgreSQL allows non-ASCII letters in a tag, and a tag of any length.
+    { name: 'non-ASCII dollar tag', sql: 'DO $é$ BEGIN\n  CREATE TABLE x (id int);\nEND $é$;\n', message: 'line 1 has a dollar quote' },
+    {
+      name: 'dollar tag over 63 characters',
+      sql: `DO $${'a'.repeat(64)}$ BEGIN\n  CREATE TABLE x (id int);\nEND $${'a'.repeat(64)}$;\n`,
+      message: 'line 1 has a dollar quote',
+    },
     { name: 'block comment', sql: '/* c; */\nSELECT 1;\n', message: 'line 1 has a block comment' },
     { name: 'escape string', sql: "SELECT E'a\\';';\n", message: 'line 1 has an escape string' },
     { name: 'unterminated string', sql: "SELECT 1;\nSELECT 'a;\n", message: 'line 2 has an unterminated string' },

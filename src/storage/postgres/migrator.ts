@@ -194,7 +194,7 @@ export function splitStatements(name: string, sql: string): string[] {
       }
     } else if (char === '/' && next === '*') {
       reject(i, 'a block comment');
-    } else if (char === '$' && !isIdentifierChar(sql[i - 1]) && /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.test(sql.slice(i, i + 65))) {
+    } else if (char === '$' && !isIdentifierChar(sql[i - 1]) && startsDollarQuote(sql, i)) {
       reject(i, 'a dollar quote');
     } else if ((char === 'E' || char === 'e') && next === "'" && !isIdentifierChar(sql[i - 1])) {
       reject(i, 'an escape string');
@@ -232,8 +232,20 @@ export function splitStatements(name: string, sql: string): string[] {
   return statements;
 }
 
+/**
+ * A dollar quote's opening tag, as PostgreSQL's lexer reads it: letters, digits
+ * and underscores, not a digit first, of any length. PostgreSQL counts every
+ * non-ASCII character as a letter of a tag or an identifier.
+ */
+const DOLLAR_QUOTE_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
+
+function startsDollarQuote(sql: string, index: number): boolean {
+  DOLLAR_QUOTE_TAG.lastIndex = index;
+  return DOLLAR_QUOTE_TAG.test(sql);
+}
+
 function isIdentifierChar(char: string | undefined): boolean {
-  return char !== undefined && /[A-Za-z0-9_$]/.test(char);
+  return char !== undefined && /[A-Za-z0-9_$\u0080-\uffff]/.test(char);
 }
 
 /** Returns the index after the quote that closes the one at `open`, where a doubled quote is part of the text, or -1. */
