@@ -330,9 +330,12 @@ async function migrateInSession(
  * has an older snapshot, and a statement waiting for the lock has one: the
  * build and the wait would then deadlock.
  *
- * NOTE: Prisma's migrate engine waits in pg_advisory_lock on the same key, so
- * `prisma migrate deploy` started during a concurrent build can still
- * deadlock with it. PostgreSQL then fails one of the two.
+ * NOTE: Prisma's migrate engine waits in pg_advisory_lock on the same key,
+ * and releases before the one that added this loop wait in
+ * pg_advisory_xact_lock. Either one started during a concurrent build can
+ * still deadlock with it, and PostgreSQL then fails one of the two. Tried
+ * once by hand on PostgreSQL 15, it failed the build, whose INVALID index
+ * the next run drops and builds again.
  */
 async function acquireMigrationLock(session: SqlClient): Promise<void> {
   for (;;) {
