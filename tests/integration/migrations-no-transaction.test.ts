@@ -376,6 +376,41 @@ describeWithPostgres('migrations outside a transaction on PostgreSQL', () => {
     }
   });
 
+  it('reports a build whose connection ended', async () => {
+    const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_notx' });
+    const db = await openPostgres(database.url);
+    const blocker = new pg.Client({ connectionString: database.url });
+    const watcher = new pg.Client({ connectionString: database.url });
+    try {
+      await migrate(db.sql, [CREATE_ITEMS]);
+      await Promise.all([blocker.connect(), watcher.connect()]);
+      await blocker.query(`SET idle_in_transaction_session_timeout = '20s'`);
+      await blocker.query('BEGIN');
+      await blocker.query('INSERT INTO items VALUES (1000, 1000)');
+      const blockerPid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+
+      const migrating = migrate(db.sql, [CREATE_ITEMS, INDEX_ITEMS], { lockTimeoutMs: 200 }).then(
+        () => null,
+        (failure: unknown) => failure,
+      );
+      const migratorPid = await waitUntilBlockedBy(watcher, blockerPid);
+      await watcher.query('SELECT pg_terminate_backend($1)', [migratorPid]);
+      const error = await migrating;
+
+      // Not the error of restoring lock_timeout on the closed connection.
+      expect((error as Error | null)?.message, 'message').toContain(
+        `Migration ${INDEX_ITEMS.name} failed at statement 2 of 4: terminating connection due to administrator command.`,
+      );
+      expect((error as Error | null)?.message, 'earlier statement').toContain('Its earlier statement stays applied');
+      expect(await recordedNames(db), 'recorded').toEqual([CREATE_ITEMS.name]);
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([blocker.end(), watcher.end()]);
+      await db.close();
+      await database.drop();
+    }
+  });
+
   it('lock wait of a marked migration times out', async () => {
     const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_notx' });
     const db = await openPostgres(database.url);

@@ -439,7 +439,11 @@ async function applyOutsideTransaction(
         throw error;
       }
       const earlier =
-        index === 0 ? '' : ` Its ${index} earlier statements stay applied because it runs outside a transaction.`;
+        index === 0
+          ? ''
+          : index === 1
+            ? ' Its earlier statement stays applied because it runs outside a transaction.'
+            : ` Its ${index} earlier statements stay applied because it runs outside a transaction.`;
       throw new Error(
         `Migration ${migration.name} failed at statement ${index + 1} of ${statements.length}: ${(error as Error).message}.` +
           `${earlier} It was not recorded, so the next run starts it again from its first statement.`,
@@ -469,11 +473,16 @@ async function execStatement(session: SqlClient, statement: string): Promise<voi
   }
   const [setting] = await session.query<{ value: string }>(`SELECT current_setting('lock_timeout') AS value`);
   await session.query(`SELECT set_config('lock_timeout', '0', false)`);
+  const restore = () => session.query(`SELECT set_config('lock_timeout', $1, false)`, [setting?.value ?? '0']);
   try {
     await session.exec(statement);
-  } finally {
-    await session.query(`SELECT set_config('lock_timeout', $1, false)`, [setting?.value ?? '0']);
+  } catch (error) {
+    // After a lost connection the restore fails too. The run then ends and
+    // its connection is discarded, so the statement's error is the one to report.
+    await restore().catch(() => undefined);
+    throw error;
   }
+  await restore();
 }
 
 /** Tells whether `statement` is a CREATE INDEX, DROP INDEX or REINDEX with CONCURRENTLY. */
