@@ -17,7 +17,7 @@ import { systemClock, type Clock, type Services } from './services/index.js';
 import { IntakeService } from './services/intake.js';
 import { PairTypeService } from './services/pair-types.js';
 import { QueryService } from './services/queries.js';
-import { ReportService } from './services/reports.js';
+import { ReportService, type ReportPause } from './services/reports.js';
 import { RollupBuilder } from './services/rollups.js';
 import { ReplayWorker } from './services/replays.js';
 import { Sweeper } from './services/sweeper.js';
@@ -38,6 +38,8 @@ export interface AppOptions {
   replayChangeDelayMs?: number;
   /** Stops intake between storage steps; for crash tests only. */
   fault?: FaultHook;
+  /** Returns the pause of each report's evaluation; for tests that count the pauses. */
+  reportPauses?: () => ReportPause;
   /**
    * Whether the app issues and checks tokens (default true). A command that
    * serves no requests, such as `rebuild`, passes false, so that it neither
@@ -184,7 +186,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         maxIntervals: config.reports.maxIntervals,
         maxBucketRows: config.reports.maxBucketRows,
         maxConcurrentLoads: config.reports.maxConcurrentLoads,
-      }),
+      }, options.reportPauses),
     };
     const sweeper = new Sweeper({
       sql: db.sql,

@@ -105,10 +105,16 @@ const LOADS_PER_REQUEST = 2;
 export class ReportService {
   private readonly loads: ConcurrencyLimit;
 
+  /**
+   * @param pauses Returns the pause of one report's evaluation. The default
+   *   lets other work run once SLICE_MS have passed since the last pause;
+   *   tests pass one that counts the pauses.
+   */
   constructor(
     private readonly sql: SqlClient,
     private readonly clock: Clock,
     private readonly limits: ReportLimits,
+    private readonly pauses: () => ReportPause = () => eventLoopSlices(SLICE_MS),
   ) {
     this.loads = new ConcurrencyLimit(limits.maxConcurrentLoads);
   }
@@ -179,7 +185,7 @@ export class ReportService {
     // A costly report takes long to compute, so it lets other requests have
     // the event loop while it walks bucket boundaries, between the nodes of
     // its expression, and between groups.
-    const pause = eventLoopSlices(SLICE_MS);
+    const pause = this.pauses();
     let boundaries: readonly number[] | null = null;
     if (request.bucket !== null) {
       // One row per bucket for the result and for each group: bound the
@@ -426,12 +432,15 @@ const BOUND_SEPARATOR = '\u0000bound-to\u0000';
 /** Time, in ms, after which a report's evaluation lets other work run at its next node or group. */
 const SLICE_MS = 20;
 
+/** A pause of a report's evaluation: a promise to wait for before the next step, or nothing to go on at once. */
+export type ReportPause = () => Promise<void> | undefined;
+
 /**
- * Returns a pause for `evaluateInSlices`: once `maxMs` have passed since the
- * last pause, it returns a promise that resolves after the event loop's
- * pending work, and otherwise nothing.
+ * Returns a pause for `evaluateInSlices`: once more than `maxMs` have passed
+ * since the last pause, it returns a promise that resolves after the event
+ * loop's pending work (setImmediate), and otherwise nothing.
  */
-function eventLoopSlices(maxMs: number): () => Promise<void> | undefined {
+export function eventLoopSlices(maxMs: number): ReportPause {
   let sliceStarted = performance.now();
   return () => {
     if (performance.now() - sliceStarted <= maxMs) {
