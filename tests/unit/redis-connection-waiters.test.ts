@@ -30,15 +30,15 @@ describe('redis connection waiters', () => {
     }
   });
 
-  it('close fails waiting callers at once', async () => {
-    const connection = await openUnreachable(5_000);
-    const started = performance.now();
+  // The wait's own timeout is an hour, far beyond this test's timeout, so a
+  // close() that left the waiter to its timeout makes the test time out.
+  it('close fails waiting callers at once', { timeout: 10_000 }, async () => {
+    const connection = await openUnreachable(3_600_000);
     const wait = connection.waitUntilReady('wait');
     const failed = expect(wait).rejects.toThrow('the store is closed');
     await connection.close();
 
     await failed;
-    expect(performance.now() - started).toBeLessThan(1_000);
     expect(connection.countWaitersForTests()).toBe(0);
   });
 });
