@@ -1,4 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { scrypt } from 'node:crypto';
+
+import { describe, expect, it, vi } from 'vitest';
 
 import {
   InvalidPasswordHashError,
@@ -9,6 +11,12 @@ import {
   verifyPassword,
 } from '../../src/auth/password.js';
 import { DomainError } from '../../src/domain/errors.js';
+
+// The wrapper calls the real scrypt and records each derivation's arguments.
+vi.mock('node:crypto', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:crypto')>();
+  return { ...actual, scrypt: vi.fn(actual.scrypt) };
+});
 
 // N = 2^14 keeps each hash at a few milliseconds. One test covers the default 17.
 const FAST = { log2N: 14 };
@@ -123,32 +131,33 @@ describe('verifyDummyPassword', () => {
     expect(await verifyDummyPassword('', FAST)).toBe(false);
   });
 
-  it('costs about one verification', async () => {
+  it('runs the same scrypt work as a verification', async () => {
     const options = { log2N: 15 };
     const stored = await hashPassword('password', options);
+    // The first call also hashes the dummy password, so only later calls count.
     await verifyDummyPassword('warm-up', options);
 
-    // Medians of alternating runs, so that one run slowed by other work on
-    // the machine does not decide the comparison.
-    const realRuns: number[] = [];
-    const dummyRuns: number[] = [];
-    for (let run = 0; run < 5; run += 1) {
-      let started = performance.now();
-      await verifyPassword('guess', stored);
-      realRuns.push(performance.now() - started);
-      started = performance.now();
-      await verifyDummyPassword('guess', options);
-      dummyRuns.push(performance.now() - started);
-    }
-    const median = (runs: number[]) => [...runs].sort((a, b) => a - b)[Math.floor(runs.length / 2)] ?? 0;
-    const realMs = median(realRuns);
-    const dummyMs = median(dummyRuns);
+    const realDerivations = await recordDerivations(() => verifyPassword('guess', stored));
+    const dummyDerivations = await recordDerivations(() => verifyDummyPassword('guess', options));
 
-    // Loose bounds: only an absent or doubled hash should fail this.
-    expect(dummyMs).toBeGreaterThan(realMs * 0.4);
-    expect(dummyMs).toBeLessThan(realMs * 2.5);
+    expect(realDerivations).toHaveLength(1);
+    expect(realDerivations[0]?.scryptOptions).toMatchObject({ N: 2 ** 15, r: 8, p: 1 });
+    expect(dummyDerivations).toEqual(realDerivations);
   });
 });
+
+/** Runs `action` and returns the sizes and options of each scrypt call it made. */
+async function recordDerivations(action: () => Promise<unknown>) {
+  const scryptSpy = vi.mocked(scrypt);
+  scryptSpy.mockClear();
+  await action();
+  return scryptSpy.mock.calls.map(([password, salt, keyBytes, scryptOptions]) => ({
+    passwordBytes: Buffer.byteLength(password as Buffer),
+    saltBytes: Buffer.byteLength(salt as Buffer),
+    keyBytes,
+    scryptOptions,
+  }));
+}
 
 describe('needsRehash', () => {
   it('detects changed cost', async () => {
