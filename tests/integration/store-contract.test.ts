@@ -86,7 +86,8 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
     });
 
     it('wait timeout gives USER_BUSY', async () => {
-      await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      // The lock outlives the test's timeout, so a wait that ignored waitMs would hang.
+      await store.acquireUserLock('alice', { ttlMs: 3_600_000, waitMs: 0 });
 
       const started = performance.now();
       const error = await expectDomainError(
@@ -98,7 +99,6 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
 
       expect(error.details).toMatchObject({ userId: 'alice', waitMs: 150 });
       expect(elapsedMs).toBeGreaterThanOrEqual(140);
-      expect(elapsedMs).toBeLessThan(1000);
     });
 
     it('waiter gets lock after release', async () => {
@@ -702,8 +702,9 @@ describeWithRedis('redis store failures', () => {
 
       expect(error.message, 'message').toContain('Redis is unavailable');
       expect(error.message, 'message').not.toContain('acquireUserLock');
+      // The proxy never forwards again, so only the command timeout ends the wait.
+      expect(error.message, 'message').toContain('Command timed out');
       expect(elapsedMs).toBeGreaterThanOrEqual(250);
-      expect(elapsedMs).toBeLessThan(1500);
     } finally {
       await store.close();
       proxy.dropConnections();
@@ -815,10 +816,9 @@ describeWithRedis('redis store failures', () => {
       await store.scheduleDeadline('alice', 1_000);
       proxy.dropConnections();
 
-      // The next command waits for the reconnection instead of failing.
-      const started = performance.now();
+      // The next command waits for the reconnection instead of failing. A
+      // reconnection slower than the 2000 ms command timeout fails the command.
       expect(await store.peekDeadline('alice')).toBe(1_000);
-      expect(performance.now() - started).toBeLessThan(1500);
     });
   });
 
@@ -833,9 +833,9 @@ describeWithRedis('redis store failures', () => {
       });
       server = undefined;
 
-      const started = performance.now();
-      await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
-      expect(performance.now() - started).toBeLessThan(1500);
+      // Nothing listens any more, so only the 300 ms wait for a connection ends the ping.
+      const error = await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+      expect(error.message, 'message').toContain('not connected within 300 ms');
     } finally {
       await store.close();
     }
@@ -851,12 +851,11 @@ describeWithRedis('redis store failures', () => {
       logger,
     });
     try {
-      const started = performance.now();
       const error = await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
-      const elapsedMs = performance.now() - started;
 
       expect(error.message, 'message').toContain('Redis is unavailable');
-      expect(elapsedMs).toBeLessThan(1500);
+      // Nothing ever listens, so only the 300 ms wait for a connection ends the ping.
+      expect(error.message, 'message').toContain('not connected within 300 ms');
     } finally {
       await store.close();
     }
@@ -877,15 +876,14 @@ describeWithRedis('redis store failures', () => {
       logger,
     });
     try {
-      const started = performance.now();
-      await expectDomainError(
+      const error = await expectDomainError(
         store.acquireUserLock('alice', { ttlMs: 1000, waitMs: 0 }),
         'SERVICE_UNAVAILABLE',
         'REDIS_UNAVAILABLE',
       );
-      const elapsedMs = performance.now() - started;
 
-      expect(elapsedMs).toBeLessThan(1500);
+      // The server never replies, so only the 300 ms wait for a connection ends the call.
+      expect(error.message, 'message').toContain('not connected within 300 ms');
     } finally {
       await store.close();
       for (const socket of sockets) {
@@ -919,19 +917,20 @@ describeWithRedis('redis store failures', () => {
     expect(output).not.toContain('hunter2-secret');
   });
 
-  it('closed store fails at once', async () => {
+  // The command timeout is an hour, far beyond this test's timeout, so a
+  // closed store that waited for a connection would make the test time out.
+  it('closed store fails at once', { timeout: 10_000 }, async () => {
     const store = createRedisStore({
       url: redisUrl() as string,
       keyPrefix: 'test:closed:',
-      commandTimeoutMs: 2000,
+      commandTimeoutMs: 3_600_000,
       connectTimeoutMs: 2000,
       logger,
     });
     await store.ping();
     await store.close();
 
-    const started = performance.now();
-    await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
-    expect(performance.now() - started).toBeLessThan(100);
+    const error = await expectDomainError(store.ping(), 'SERVICE_UNAVAILABLE', 'REDIS_UNAVAILABLE');
+    expect(error.message, 'message').toContain('the store is closed');
   });
 });
