@@ -254,16 +254,16 @@ describe('Redis unreachable', () => {
   }
 
   it('sendEvent fails fast with SERVICE_UNAVAILABLE', async () => {
-    const started = performance.now();
     const response = await server.gql(
       `mutation ($event: EventInput!) { sendEvent(event: $event) { event { id } } }`,
       { event: { id: 'lost', type: 'session_started', occurredAt: '2026-01-20T09:00:00Z' } },
       token,
     );
-    const elapsedMs = performance.now() - started;
 
     expect(response.errors?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE');
-    expect(elapsedMs).toBeLessThan(2000);
+    // Redis never becomes reachable, so only the 300 ms wait for a connection
+    // (REDIS_COMMAND_TIMEOUT_MS) ends the request, and without it the test times out.
+    expect(response.errors?.[0]?.message).toContain('not connected within 300 ms');
     expect(await storedEventCount()).toBe(0);
   });
 
