@@ -86,7 +86,7 @@ async function main(): Promise<void> {
       const requests = app.countRequestsInFlight();
       if (requests === 0) {
         // A connection that has sent part of a request head counts no
-        // request, yet holds the drain open, and Node stops enforcing
+        // request, yet keeps the drain open, and Node stops enforcing
         // headersTimeout once the server closes. No request runs on any
         // connection now, so closing them all cuts no reply off.
         logger.info(

@@ -129,7 +129,7 @@ describeWithPostgres('event filter scans', () => {
     });
 
     it('returns every matching row', async () => {
-      // Each case matches at most 2 * EVENTS / EVERY rows, so one page of 100 holds them all.
+      // Each case matches at most 2 * EVENTS / EVERY rows, so one page of 100 contains them all.
       const page = await new QueryService(db.sql, { defaultPageSize: PAGE, maxPageSize: 100 }).events(analyst, {
         filter,
         window: window ? MIDDLE_HALF : null,

@@ -118,7 +118,7 @@ describe('process shutdown', () => {
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify(events),
     });
-    // Signalled before the server has read the request, Fastify would answer it 503 as it closes.
+    // Signalled before the server has read the request, Fastify would reply 503 to it as it closes.
     await waitForLine(lines, '"url":"/api/events"');
     child.kill('SIGTERM');
 

@@ -80,7 +80,7 @@ export class StatementNames {
   }
 }
 
-/** Where a `PgClient` sends its statements: to any pooled connection, or to one held for a session or a transaction. */
+/** The target of a `PgClient`'s statements: any pooled connection, or one held for a session or a transaction. */
 type PgScope = 'pool' | 'session' | 'transaction';
 
 class PgClient implements SqlPool {
