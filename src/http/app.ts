@@ -540,15 +540,16 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
   fastify.setNotFoundHandler((request, reply) => {
     const allowed = ALLOWED_METHODS.get(pathOf(request.url));
     if (allowed !== undefined && !allowed.split(', ').includes(request.method)) {
+      // On /graphql the body has GraphQL's `errors` form, as the other errors of the HTTP layer.
       return reply
         .status(405)
         .header('allow', allowed)
-        .send({
-          error: {
+        .send(
+          errorReplyBody(request.url, {
             code: 'METHOD_NOT_ALLOWED',
             message: `${request.method} is not allowed on ${pathOf(request.url)}; use ${allowed}.`,
-          },
-        });
+          }),
+        );
     }
     return reply.status(404).send({
       error: {

@@ -558,7 +558,6 @@ describe('HTTP behaviour', () => {
     it.each([
       ['GET', '/api/events', 'POST'],
       ['GET', '/auth/login', 'POST'],
-      ['DELETE', '/graphql', 'GET, HEAD, POST, OPTIONS'],
       ['POST', '/healthz', 'GET, HEAD'],
     ])('%s %s is JSON 405', async (method, path, allow) => {
       const reply = await send(`${server.url}${path}`, { method });
@@ -567,6 +566,17 @@ describe('HTTP behaviour', () => {
       expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
       expect(reply.json?.error?.code, 'code').toBe('METHOD_NOT_ALLOWED');
       expect(reply.json?.error?.message, 'message').toContain(`use ${allow}`);
+    });
+
+    it('DELETE /graphql is a GraphQL 405', async () => {
+      const allow = 'GET, HEAD, POST, OPTIONS';
+      const reply = await send(`${server.url}/graphql`, { method: 'DELETE' });
+      expect(reply.status, 'status').toBe(405);
+      expect(reply.headers.get('allow'), 'Allow').toBe(allow);
+      expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(Object.keys(reply.json ?? {}), 'top-level keys').toEqual(['errors']);
+      expect(reply.json?.errors?.[0]?.extensions?.code, 'code').toBe('METHOD_NOT_ALLOWED');
+      expect(reply.json?.errors?.[0]?.message, 'message').toContain(`use ${allow}`);
     });
 
     it('404 lists the routes', async () => {
