@@ -608,52 +608,38 @@ function asksForSchema(document: DocumentNode): boolean {
 /** The message with which graphql-js 16 ends the errors of a document that reached `maxErrors`. */
 const VALIDATION_ABORTED_MESSAGE = 'Too many validation errors, error limit reached. Validation aborted.';
 
-/**
- * Names the limit in the last error of a document whose validation stopped
- * at `maxErrors`, in place of graphql-js's message, which gives no number.
- */
-export function createValidationLimitPlugin(maxErrors: number): ApolloServerPlugin<GraphQLContext> {
-  return {
-    async requestDidStart() {
-      return {
-        async validationDidStart() {
-          return async (errors) => {
-            for (const error of errors ?? []) {
-              if (error.message === VALIDATION_ABORTED_MESSAGE) {
-                error.message = `Validation stopped after ${maxErrors} errors, the most that one document gets. Correct the errors listed and send the document again.`;
-              }
-            }
-          };
-        },
-      };
-    },
-  };
-}
-
 /** The validation message of graphql-js 16 for `@defer` and `@stream`, which this schema does not declare. */
 const INCREMENTAL_DIRECTIVE_MESSAGE = /^Unknown directive "@(defer|stream)"\.$/;
 
 /**
- * Explains the validation error of a document that uses `@defer` or
- * `@stream`. graphql-js 16 has no incremental delivery, so Apollo Server 5
- * cannot send a `multipart/mixed` reply, and the directives are unknown.
+ * Rewrites two validation messages of graphql-js 16 that leave the client
+ * guessing. The last error of a document whose validation stopped at
+ * `maxErrors` names that limit. An error for `@defer` or `@stream` says that
+ * incremental delivery is not supported: graphql-js 16 has none, so Apollo
+ * Server 5 cannot send a `multipart/mixed` reply, and the directives are unknown.
  */
-export function createIncrementalDeliveryPlugin(): ApolloServerPlugin<GraphQLContext> {
+export function createValidationMessagePlugin(maxErrors: number): ApolloServerPlugin<GraphQLContext> {
+  const rewrite = (error: { message: string }): void => {
+    if (error.message === VALIDATION_ABORTED_MESSAGE) {
+      error.message = `Validation stopped after ${maxErrors} errors, the most that one document gets. Correct the errors listed and send the document again.`;
+      return;
+    }
+    if (INCREMENTAL_DIRECTIVE_MESSAGE.test(error.message)) {
+      error.message = `${error.message} This server does not support incremental delivery (@defer and @stream). Remove the directive to get every field in one reply.`;
+      // No `instanceof GraphQLError`, which is false under vitest, where Apollo Server's graphql-js is another module instance.
+      const { extensions } = error as { extensions?: Record<string, unknown> };
+      if (extensions !== undefined) {
+        extensions.reason = 'INCREMENTAL_DELIVERY_NOT_SUPPORTED';
+      }
+    }
+  };
   return {
     async requestDidStart() {
       return {
         async validationDidStart() {
           return async (errors) => {
             for (const error of errors ?? []) {
-              if (!INCREMENTAL_DIRECTIVE_MESSAGE.test(error.message)) {
-                continue;
-              }
-              error.message = `${error.message} This server does not support incremental delivery (@defer and @stream). Remove the directive to get every field in one reply.`;
-              // No `instanceof GraphQLError`, which is false under vitest, where Apollo Server's graphql-js is another module instance.
-              const { extensions } = error as { extensions?: Record<string, unknown> };
-              if (extensions !== undefined) {
-                extensions.reason = 'INCREMENTAL_DELIVERY_NOT_SUPPORTED';
-              }
+              rewrite(error);
             }
           };
         },

@@ -20,9 +20,8 @@ import {
   createInputStatusPlugin,
   createAnonymousAccessPlugin,
   createLimitsPlugin,
-  createIncrementalDeliveryPlugin,
   createNoStorePlugin,
-  createValidationLimitPlugin,
+  createValidationMessagePlugin,
   type RequestLimits,
 } from './plugins.js';
 import { createReplyBudgetPlugin } from './reply-budget.js';
@@ -109,8 +108,7 @@ export function createGraphQLServer(options: GraphQLServerOptions): ApolloServer
       createAnonymousAccessPlugin(),
       createLimitsPlugin(options.limits),
       createErrorLoggingPlugin(),
-      createValidationLimitPlugin(MAX_VALIDATION_ERRORS),
-      createIncrementalDeliveryPlugin(),
+      createValidationMessagePlugin(MAX_VALIDATION_ERRORS),
       // Listed before the status plugin, so that the status plugin's
       // willSendResponse receives the reply without data.
       createReplyBudgetPlugin(),
