@@ -249,6 +249,18 @@ describeWithPostgres('migrations outside a transaction on PostgreSQL', () => {
     throw new Error(`No backend waited for a lock of backend ${pid} within 200 checks.`);
   }
 
+  /**
+   * Opens a write transaction on `items` through `blocker` and returns its
+   * backend pid. PostgreSQL ends the transaction after 20 s, so that a failed
+   * check cannot leave a build waiting for it for good.
+   */
+  async function beginItemsWrite(blocker: pg.Client): Promise<number> {
+    await blocker.query(`SET idle_in_transaction_session_timeout = '20s'`);
+    await blocker.query('BEGIN');
+    await blocker.query('INSERT INTO items VALUES (1000, 1000)');
+    return (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  }
+
   it('runs once when processes race', async () => {
     const database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_notx' });
     const databases = await Promise.all([0, 1, 2].map(() => openPostgres(database.url, { statementTimeoutMs: 100 })));
@@ -344,11 +356,7 @@ describeWithPostgres('migrations outside a transaction on PostgreSQL', () => {
     try {
       await migrate(db.sql, [CREATE_ITEMS]);
       await Promise.all([blocker.connect(), watcher.connect()]);
-      // PostgreSQL ends the blocker after 20 s, so that a failed check cannot leave the build waiting for good.
-      await blocker.query(`SET idle_in_transaction_session_timeout = '20s'`);
-      await blocker.query('BEGIN');
-      await blocker.query('INSERT INTO items VALUES (1000, 1000)');
-      const blockerPid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const blockerPid = await beginItemsWrite(blocker);
 
       let settled = false;
       migrating = migrate(db.sql, [CREATE_ITEMS, INDEX_ITEMS, AFTER_ITEMS], { lockTimeoutMs: 200 });
@@ -384,10 +392,7 @@ describeWithPostgres('migrations outside a transaction on PostgreSQL', () => {
     try {
       await migrate(db.sql, [CREATE_ITEMS]);
       await Promise.all([blocker.connect(), watcher.connect()]);
-      await blocker.query(`SET idle_in_transaction_session_timeout = '20s'`);
-      await blocker.query('BEGIN');
-      await blocker.query('INSERT INTO items VALUES (1000, 1000)');
-      const blockerPid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const blockerPid = await beginItemsWrite(blocker);
 
       const migrating = migrate(db.sql, [CREATE_ITEMS, INDEX_ITEMS], { lockTimeoutMs: 200 }).then(
         () => null,
@@ -424,9 +429,7 @@ describeWithPostgres('migrations outside a transaction on PostgreSQL', () => {
         'ALTER TABLE items ADD COLUMN IF NOT EXISTS c integer;',
       ]);
       await blocker.connect();
-      await blocker.query(`SET idle_in_transaction_session_timeout = '20s'`);
-      await blocker.query('BEGIN');
-      await blocker.query('INSERT INTO items VALUES (1000, 1000)');
+      await beginItemsWrite(blocker);
 
       const error: unknown = await migrate(db.sql, [CREATE_ITEMS, before, alter, AFTER_ITEMS], { lockTimeoutMs: 200 }).then(
         () => null,
