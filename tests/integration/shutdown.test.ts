@@ -306,24 +306,15 @@ describeWithPostgres('process shutdown on PostgreSQL', () => {
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     // The lock holds the login in PostgreSQL until the drain has begun, so the
     // request is certainly in flight when the signal arrives.
-    const blocker = new pg.Client({ connectionString: (database as TestDatabase).url });
-    await blocker.connect();
+    const { blocker, login } = await holdLogin((database as TestDatabase).url, url);
     try {
-      await blocker.query('BEGIN');
-      await blocker.query('LOCK TABLE users IN ACCESS EXCLUSIVE MODE');
-      const login = fetch(`${url}/auth/login`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ username: 'admin', password: 'admin-password-1' }),
-      });
-      await waitForLockWait(blocker);
-
       child.kill('SIGTERM');
       await waitForLine(lines, 'stopping: draining requests');
       await blocker.query('COMMIT');
 
       const response = await login;
-      expect(response.status, 'login status').toBe(200);
+      expect(response, 'login reply').toBeInstanceOf(Response);
+      expect((response as Response).status, 'login status').toBe(200);
       expect(await exited, lines.join('\n')).toBe(0);
       expect(lines.some((line) => line.includes('"msg":"stopped"')), 'stopped logged').toBe(true);
     } finally {
@@ -340,18 +331,8 @@ describeWithPostgres('process shutdown on PostgreSQL', () => {
     // The lock keeps a login waiting in PostgreSQL, so that it is in flight
     // when the signal arrives. The embedded database would block the event
     // loop instead, and with it the signal.
-    const blocker = new pg.Client({ connectionString: (database as TestDatabase).url });
-    await blocker.connect();
+    const { blocker, login } = await holdLogin((database as TestDatabase).url, url);
     try {
-      await blocker.query('BEGIN');
-      await blocker.query('LOCK TABLE users IN ACCESS EXCLUSIVE MODE');
-      const login = fetch(`${url}/auth/login`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ username: 'admin', password: 'admin-password-1' }),
-      }).catch((error: unknown) => error);
-      await waitForLockWait(blocker);
-
       child.kill('SIGTERM');
 
       expect(await exited, lines.join('\n')).toBe(1);
@@ -405,6 +386,26 @@ async function startFreezingProxy(target: URL): Promise<{ url: string; freeze: (
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * Locks the `users` table of `databaseUrl` in an open transaction, sends a
+ * login to the server at `url`, and returns once the login waits for the
+ * lock. The caller ends the blocker. The login's promise resolves to its
+ * reply, or to the error of a request that the server cut off.
+ */
+async function holdLogin(databaseUrl: string, url: string): Promise<{ blocker: pg.Client; login: Promise<Response | Error> }> {
+  const blocker = new pg.Client({ connectionString: databaseUrl });
+  await blocker.connect();
+  await blocker.query('BEGIN');
+  await blocker.query('LOCK TABLE users IN ACCESS EXCLUSIVE MODE');
+  const login = fetch(`${url}/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'admin', password: 'admin-password-1' }),
+  }).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
+  await waitForLockWait(blocker);
+  return { blocker, login };
 }
 
 /** Waits until another session of the blocker's database waits for a lock. */
