@@ -365,6 +365,14 @@ describe('.env.example', () => {
     expect(loadConfig(exampleEnv)).toEqual(loadConfig({}));
   });
 
+  it('keeps pool-derived defaults', () => {
+    // A copy of the file with a larger pool must scale these as an unset variable does.
+    const config = loadConfig({ ...exampleEnv, DB_POOL_SIZE: '40' });
+
+    expect(config.intake.readSettleConcurrency).toBe(10);
+    expect(config.reports.maxConcurrentLoads).toBe(20);
+  });
+
   it('lists every variable', () => {
     const source = readFileSync(path.join(repositoryRoot, 'src/config/index.ts'), 'utf8');
     const read = new Set([...source.matchAll(/reader\.\w+\(\s*'([A-Z0-9_]+)'/g)].map((match) => match[1]));
