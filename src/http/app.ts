@@ -148,6 +148,11 @@ const ALLOWED_METHODS: ReadonlyMap<string, string> = new Map([
 const ROUTES_HINT =
   'GraphQL is served at /graphql (POST, or GET in a browser for the Sandbox), REST at POST /auth/login and POST /api/events, health at GET /healthz and GET /readyz.';
 
+/** Returns a view of a HEAD request that reports the method GET, so Apollo Server treats it as one. */
+function asGetRequest<Request extends { method: string }>(request: Request): Request {
+  return Object.create(request, { method: { value: 'GET' } }) as Request;
+}
+
 /** Tells whether the request accepts an HTML page, as a browser's navigation does. */
 function acceptsHtml(request: FastifyRequest): boolean {
   return (request.headers.accept ?? '').includes('text/html');
@@ -621,8 +626,11 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
   // Apollo masks an error that no plugin hook saw, such as a reply too long
   // to serialise, as an internal error and sends HTTP 500 without logging it.
   const handler: typeof apolloHandler = async function (request, reply) {
+    // Fastify runs this handler for HEAD and drops the body. Apollo Server
+    // serves GET alone and would send HEAD a 405 that allows only GET and POST.
+    const apolloRequest = request.method === 'HEAD' ? asGetRequest(request) : request;
     const { result, unlogged } = await runWithSecretScope(() =>
-      collectUnloggedErrors(async () => apolloHandler.call(this, request, reply)),
+      collectUnloggedErrors(async () => apolloHandler.call(this, apolloRequest, reply)),
     );
     for (const error of unlogged) {
       request.log.error({ err: error, statusCode: reply.statusCode }, 'unexpected error in a GraphQL request, masked as an internal error');
@@ -636,7 +644,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     // before it runs, with the same error shape as any GraphQL input error.
     preHandler: async (request, reply) => {
       const body = request.body as { query?: unknown } | null | undefined;
-      const query = (request.method === 'GET' ? (request.query as { query?: unknown }).query : body?.query) ?? null;
+      const inUrl = request.method === 'GET' || request.method === 'HEAD';
+      const query = (inUrl ? (request.query as { query?: unknown }).query : body?.query) ?? null;
       if (typeof query !== 'string') {
         return;
       }

@@ -579,6 +579,29 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.errors?.[0]?.message, 'message').toContain(`use ${allow}`);
     });
 
+    it('HEAD /graphql matches GET', async () => {
+      const page = await fetch(`${server.url}/graphql`, { method: 'HEAD', headers: { accept: 'text/html' } });
+      expect(page.status, 'status of the page').toBe(200);
+      expect(page.headers.get('content-type'), 'content type of the page').toMatch(/^text\/html/);
+
+      const query = await fetch(`${server.url}/graphql?query=${encodeURIComponent('{ __typename }')}`, {
+        method: 'HEAD',
+        headers: { 'apollo-require-preflight': 'true' },
+      });
+      expect(query.status, 'status of a query').toBe(200);
+      expect(query.headers.get('content-type'), 'content type of a query').toMatch(/^application\/json/);
+      expect(await query.text(), 'body of a query').toBe('');
+    });
+
+    it('HEAD /graphql checks document depth', async () => {
+      const deep = `{ ${'a { '.repeat(200)}b${' }'.repeat(200)} }`;
+      const reply = await fetch(`${server.url}/graphql?query=${encodeURIComponent(deep)}`, {
+        method: 'HEAD',
+        headers: { 'apollo-require-preflight': 'true' },
+      });
+      expect(reply.status).toBe(400);
+    });
+
     it('404 lists the routes', async () => {
       const reply = await send(`${server.url}/graphq`, { method: 'POST' });
       expect(reply.json?.error?.message).toBe(
