@@ -71,8 +71,9 @@ export function describeConnectionFailure(error: unknown, config: Config): strin
 
 function describeOne(error: Error, config: Config): string | null {
   if (error instanceof RedisUnavailableError && config.redis.url !== null) {
+    const cause = error.connectionError === null ? '' : ` (last connection error: ${error.connectionError})`;
     return (
-      `connecting to Redis at ${redactUrlPassword(config.redis.url)} (REDIS_URL) failed: ${error.failure}. ` +
+      `connecting to Redis at ${redactUrlPassword(config.redis.url)} (REDIS_URL) failed: ${error.failure}${cause}. ` +
       'Check that Redis is running and accepts connections at that host and port, or correct REDIS_URL, ' +
       'including its password.'
     );

@@ -107,8 +107,11 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
       wake();
     }
   };
+  // The cause of the current outage, for the error of a command that timed out waiting for the connection.
+  let lastConnectionError: string | null = null;
   client.on('ready', () => {
     resetting = false;
+    lastConnectionError = null;
     notifyUsable();
   });
   const throttle = createRepeatThrottle(REPEAT_LOG_INTERVAL_MS);
@@ -140,6 +143,9 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
 
   // Without an 'error' listener ioredis prints connection errors to stderr itself.
   client.on('error', (error: Error) => {
+    if (client.status !== 'ready') {
+      lastConnectionError = error.message;
+    }
     throttle.log(
       `error:${error.message}`,
       () => logger.warn({ err: error }, 'redis connection error'),
@@ -179,7 +185,10 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     }
     if (outcome === 'timeout') {
       // The error leaves out the operation, which is internal, so the log names it.
-      const error = redisUnavailable(`not connected within ${commandTimeoutMs} ms, status ${client.status}`);
+      const error = new RedisUnavailableError(
+        `not connected within ${commandTimeoutMs} ms, status ${client.status}`,
+        lastConnectionError,
+      );
       logCommandFailure(operation, error);
       throw error;
     }
@@ -263,13 +272,21 @@ export class RedisUnavailableError extends DomainError {
    */
   readonly failure: string;
 
-  constructor(failure: string) {
+  /**
+   * The message of the connection's last error while it was not ready, such
+   * as `connect ECONNREFUSED 127.0.0.1:6379`, or null. Command-line programs
+   * print it. The message for API clients leaves it out, because it names the Redis host.
+   */
+  readonly connectionError: string | null;
+
+  constructor(failure: string, connectionError: string | null = null) {
     super(
       'SERVICE_UNAVAILABLE',
       'REDIS_UNAVAILABLE',
       `Redis is unavailable (${failure}), so the request could not be completed. Retry later.`,
     );
     this.failure = failure;
+    this.connectionError = connectionError;
   }
 }
 
