@@ -116,8 +116,11 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
   try {
     const input = await readImportInput(options.files, summary, report, options.readLines);
     if (input.eventsWithoutId > 0) {
+      const count = input.eventsWithoutId;
       report(
-        `${input.eventsWithoutId} events have no id, so a retry or a re-run may store them twice`,
+        count === 1
+          ? '1 event has no id, so a retry or a re-run may store it twice'
+          : `${count} events have no id, so a retry or a re-run may store them twice`,
       );
     }
 

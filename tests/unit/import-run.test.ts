@@ -476,7 +476,7 @@ describe('runImport', () => {
     expect(summary.stored).toBe(2);
     expect(server.stored.get(fakeUserId(2))).toEqual(['a', '(no id)']);
     expect(server.operations).not.toContain('ImportUsers');
-    expect(messages).toContain('1 events have no id, so a retry or a re-run may store them twice');
+    expect(messages).toContain('1 event has no id, so a retry or a re-run may store it twice');
   });
 
   it('reports bad lines and rejected events', async () => {
