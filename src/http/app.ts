@@ -131,7 +131,6 @@ function limitBytes(source: Readable, max: number, error: Error): Readable {
   return source.pipe(limited);
 }
 
-/** The routes that a 404 reply lists, for clients that guessed a path. */
 /**
  * The methods of each route, for the Allow header of a 405. Fastify adds HEAD
  * to GET routes. The root is left out, because it serves browsers only and
@@ -145,6 +144,7 @@ const ALLOWED_METHODS: ReadonlyMap<string, string> = new Map([
   ['/readyz', 'GET, HEAD'],
 ]);
 
+/** The routes that a 404 reply lists, for clients that guessed a path. */
 const ROUTES_HINT =
   'GraphQL is served at /graphql (POST, or GET in a browser for the Sandbox), REST at POST /auth/login and POST /api/events, health at GET /healthz and GET /readyz.';
 
