@@ -201,7 +201,7 @@ describe('rebuild command without its services', () => {
     expect(result.stderr, 'message').toMatch(
       new RegExp(
         `^error: connecting to Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port}/? \\(REDIS_URL\\) ` +
-          'failed: not connected within 300 ms, status \\w+ ' +
+          'failed: not connected within 300 ms \\(REDIS_COMMAND_TIMEOUT_MS\\), status \\w+ ' +
           `\\(last connection error: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\\)\\. Check that Redis is running`,
         'm',
       ),

@@ -186,7 +186,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
     if (outcome === 'timeout') {
       // The error leaves out the operation, which is internal, so the log names it.
       const error = new RedisUnavailableError(
-        `not connected within ${commandTimeoutMs} ms, status ${client.status}`,
+        `not connected within ${commandTimeoutMs} ms (REDIS_COMMAND_TIMEOUT_MS), status ${client.status}`,
         lastConnectionError,
       );
       logCommandFailure(operation, error);
