@@ -592,4 +592,44 @@ describeWithPostgres('replay worker', () => {
     await server.app.db.sql.query(`UPDATE pending_replays SET claimed_until = clock_timestamp()`);
     expect(await server.app.replays.runOnce(), 'users replayed after the claims expired').toBe(2);
   });
+
+  it('replays built-ins whose default changed at a start', async () => {
+    const first = await startTestServer(import.meta.filename, { clock, sweeper: false, replays: false, replayChangeDelayMs: 0 });
+    let second: TestServer | undefined;
+    try {
+      const user = await first.createUser('default-change');
+      const start = NOW - 2 * 3600_000;
+      // 45 minutes of silence exceed the default timeout of 30 minutes, so the session closes at its start.
+      const events = [
+        { type: 'session_started', occurredAt: new Date(start).toISOString() },
+        { type: 'heartbeat', occurredAt: new Date(start + 45 * 60_000).toISOString() },
+      ];
+      dataOf(await first.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
+      const segments = '{ segments(filter: { pairTypes: ["session"] }) { nodes { start end endReason } } }';
+      expect(dataOf(await first.gql(segments, {}, user.token), 'segments').segments.nodes, 'sessions under 30 minutes').toEqual([]);
+
+      // A start with a one-hour default on the same database changes the built-in policy.
+      second = await startTestServer(import.meta.filename, {
+        clock,
+        sweeper: false,
+        replays: false,
+        replayChangeDelayMs: 0,
+        databaseUrl: first.databaseUrl!,
+        env: { DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: '3600' },
+      });
+      const admin = await second.adminToken();
+      const status = await replayStatus(second, admin);
+      expect(status.session, 'session right after the start').toEqual([0, true]);
+      // The user has no task segments, so the change of task needs no replay.
+      expect(status.task, 'task right after the start').toEqual([0, false]);
+      expect(await second.app.replays.queueDueChanges(), 'changes queued').toBe(1);
+      expect(await second.app.replays.runOnce(), 'users replayed').toBe(1);
+      expect(dataOf(await second.gql(segments, {}, user.token), 'segments').segments.nodes, 'sessions under one hour').toEqual([
+        { start: new Date(start).toISOString(), end: new Date(start + 45 * 60_000).toISOString(), endReason: 'AUTO_CLOSE' },
+      ]);
+    } finally {
+      await second?.close();
+      await first.close();
+    }
+  });
 });
