@@ -25,6 +25,7 @@ const SECONDS_PER_DAY = 86_400;
 export function loadConfig(env: Environment = process.env): Config {
   const reader = new EnvReader(env);
   const poolSize = reader.integer('DB_POOL_SIZE', 10, 1, 100);
+  const maxPageSize = reader.integer('PAGE_SIZE_MAX', 1000, 1, 100_000);
 
   const config: Config = {
     nodeEnv: reader.oneOf('NODE_ENV', 'development', NODE_ENVS),
@@ -139,8 +140,9 @@ export function loadConfig(env: Environment = process.env): Config {
     },
 
     pagination: {
-      defaultPageSize: reader.integer('PAGE_SIZE_DEFAULT', 100, 1, 100_000),
-      maxPageSize: reader.integer('PAGE_SIZE_MAX', 1000, 1, 100_000),
+      // A lower PAGE_SIZE_MAX lowers the default with it, so setting the maximum alone is valid.
+      defaultPageSize: reader.integer('PAGE_SIZE_DEFAULT', Math.min(100, maxPageSize), 1, 100_000),
+      maxPageSize,
     },
   };
 

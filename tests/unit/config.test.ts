@@ -303,6 +303,13 @@ describe('loadConfig', () => {
     expect(error.message).toContain('PAGE_SIZE_MAX (200)');
   });
 
+  it('lowers default page to a lower max', () => {
+    const config = loadConfig({ PAGE_SIZE_MAX: '50' });
+
+    expect(config.pagination.maxPageSize).toBe(50);
+    expect(config.pagination.defaultPageSize).toBe(50);
+  });
+
   it('rejects maximum hold below lock TTL', () => {
     const error = configError({ USER_LOCK_TTL_MS: '30000', USER_LOCK_MAX_HOLD_MS: '10000' });
 
