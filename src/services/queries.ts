@@ -155,7 +155,7 @@ function isOrderValue(value: unknown, type: OrderPart['type']): boolean {
 }
 
 /** Returns the order values of a cursor as SQL parameters, or throws INVALID_CURSOR. */
-function decodeCursor(cursor: string, order: readonly OrderPart[]): unknown[] {
+function decodeCursor(cursor: string, order: readonly OrderPart[], backward: boolean): unknown[] {
   try {
     const parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
     // A forged cursor must not reach SQL with a value that the casts reject.
@@ -165,7 +165,9 @@ function decodeCursor(cursor: string, order: readonly OrderPart[]): unknown[] {
   } catch {
     // Reported below.
   }
-  throw badInput('INVALID_CURSOR', `Cursor ${JSON.stringify(cursor.slice(0, 64))} is invalid: pass an endCursor from a previous page.`);
+  // `before` takes the startCursor of the page after, `after` the endCursor of the page before.
+  const hint = backward ? 'a startCursor from the page after' : 'an endCursor from a previous page';
+  throw badInput('INVALID_CURSOR', `Cursor ${JSON.stringify(cursor.slice(0, 64))} is invalid: pass ${hint}.`);
 }
 
 export class QueryService {
@@ -401,7 +403,7 @@ class WhereBuilder {
   page(table: string, columns: string, order: readonly OrderPart[], page: PageRequest): string {
     const keys = order.map((part) => part.sql).join(', ');
     if (page.cursor !== null) {
-      const values = decodeCursor(page.cursor, order);
+      const values = decodeCursor(page.cursor, order, page.backward);
       const markers = values.map((value, index) => {
         this.params.push(value);
         return `$${this.params.length}::${SQL_TYPES[order[index]!.type]}`;

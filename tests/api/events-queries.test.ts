@@ -232,6 +232,13 @@ describe('events and segments queries', () => {
     expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_CURSOR');
   });
 
+  it('names startCursor for a bad before', async () => {
+    const response = await server.gql(EVENTS, { last: 5, before: 'not-a-cursor' }, alice.token);
+
+    expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_CURSOR');
+    expect(response.errors?.[0]?.message).toContain('pass a startCursor');
+  });
+
   it('rejects an empty window', async () => {
     const window = { start: at('10:00:00'), end: at('10:00:00') };
     const response = await server.gql(SEGMENTS, { window }, bob.token);
