@@ -20,6 +20,11 @@ describe('splitStatements', () => {
     { name: 'dollar sign in a name', sql: 'SELECT a$b$ FROM t;\n', statements: ['SELECT a$b$ FROM t'] },
     { name: 'dollar sign after a non-ASCII letter', sql: 'SELECT é$b$ FROM t;\n', statements: ['SELECT é$b$ FROM t'] },
     { name: 'no final newline', sql: 'SELECT 1;', statements: ['SELECT 1'] },
+    {
+      name: 'words like begin and atomic',
+      sql: 'SELECT begin_atomic, begin AS atomic_x FROM t;\n',
+      statements: ['SELECT begin_atomic, begin AS atomic_x FROM t'],
+    },
     { name: 'only comments', sql: '-- nothing\n\n', statements: [] },
   ];
 
@@ -40,6 +45,11 @@ describe('splitStatements', () => {
     },
     { name: 'block comment', sql: '/* c; */\nSELECT 1;\n', message: 'line 1 has a block comment' },
     { name: 'escape string', sql: "SELECT E'a\\';';\n", message: 'line 1 has an escape string' },
+    {
+      name: 'BEGIN ATOMIC body',
+      sql: 'SELECT 1;\nCREATE FUNCTION f() RETURNS int LANGUAGE sql\nbegin -- body\n  atomic\n  SELECT 1;\nEND;\n',
+      message: 'line 3 has a BEGIN ATOMIC function body',
+    },
     { name: 'unterminated string', sql: "SELECT 1;\nSELECT 'a;\n", message: 'line 2 has an unterminated string' },
     { name: 'unterminated identifier', sql: 'SELECT "a;\n', message: 'line 1 has an unterminated quoted identifier' },
     { name: 'missing semicolon', sql: 'SELECT 1;\nSELECT 2\n', message: 'line 2 has a statement without a semicolon at its end' },

@@ -164,8 +164,8 @@ export function nonTransactionalStatements(migration: Migration): string[] | nul
  * comment. The scan skips `--` comments, quoted strings and quoted
  * identifiers. It rejects what it cannot split safely: a semicolon with more
  * code after it on its line, dollar quoting ($$ or $tag$), block comments,
- * escape strings (E'...'), an unterminated quote, and code after the last
- * semicolon.
+ * escape strings (E'...'), `BEGIN ATOMIC` function bodies, an unterminated
+ * quote, and code after the last semicolon.
  *
  * @throws Error naming the migration and the line when the script breaks a rule.
  */
@@ -175,7 +175,7 @@ export function splitStatements(name: string, sql: string): string[] {
     const line = sql.slice(0, index).split('\n').length;
     throw new Error(
       `Migration ${name} runs outside a transaction, but line ${line} has ${problem}, which its statement splitter does not handle. ` +
-        'End each statement with a semicolon at the end of a line, and avoid dollar quotes, block comments and E\'...\' strings.',
+        'End each statement with a semicolon at the end of a line, and avoid dollar quotes, block comments, E\'...\' strings and BEGIN ATOMIC bodies.',
     );
   };
 
@@ -198,6 +198,9 @@ export function splitStatements(name: string, sql: string): string[] {
       reject(i, 'a dollar quote');
     } else if ((char === 'E' || char === 'e') && next === "'" && !isIdentifierChar(sql[i - 1])) {
       reject(i, 'an escape string');
+    } else if ((char === 'B' || char === 'b') && !isIdentifierChar(sql[i - 1]) && startsBeginAtomic(sql, i)) {
+      // The body of a SQL-standard function ends each of its statements with a semicolon.
+      reject(i, 'a BEGIN ATOMIC function body');
     } else if (char === "'" || char === '"') {
       hasCode = true;
       const end = endOfQuoted(sql, i);
@@ -242,6 +245,14 @@ const DOLLAR_QUOTE_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)
 function startsDollarQuote(sql: string, index: number): boolean {
   DOLLAR_QUOTE_TAG.lastIndex = index;
   return DOLLAR_QUOTE_TAG.test(sql);
+}
+
+/** `BEGIN ATOMIC` as a keyword pair, with any spaces, line breaks and `--` comments between them. */
+const BEGIN_ATOMIC = /begin(?:\s|--[^\n]*\n)+atomic(?![A-Za-z0-9_$\u0080-\uffff])/iy;
+
+function startsBeginAtomic(sql: string, index: number): boolean {
+  BEGIN_ATOMIC.lastIndex = index;
+  return BEGIN_ATOMIC.test(sql);
 }
 
 function isIdentifierChar(char: string | undefined): boolean {
