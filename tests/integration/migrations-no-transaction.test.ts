@@ -175,6 +175,24 @@ function sharedCases(open: () => Promise<{ db: Database; close: () => Promise<vo
     });
   });
 
+  it('standard_conforming_strings off rejected first', async () => {
+    await withDatabase(async (db) => {
+      // The pool has one connection, so the migration session gets this setting.
+      await db.sql.query('SET standard_conforming_strings = off');
+      try {
+        await expect(migrate(db.sql, ITEM_MIGRATIONS), 'error').rejects.toThrow(
+          `Migration ${INDEX_ITEMS.name} runs outside a transaction, and its statement splitter requires standard_conforming_strings = on, but the migration session has "off". Nothing was applied.`,
+        );
+      } finally {
+        await db.sql.query('RESET standard_conforming_strings');
+      }
+
+      expect(await recordedNames(db), 'recorded').toEqual([]);
+      const tables = await db.sql.query<{ name: string | null }>(`SELECT to_regclass('items')::text AS name`);
+      expect(tables[0]?.name, 'items table').toBeNull();
+    });
+  });
+
   it('session settings restored', async () => {
     await withDatabase(async (db) => {
       const before = await db.sql.query<{ lock: string; statement: string }>(

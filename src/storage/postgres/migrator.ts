@@ -401,6 +401,10 @@ async function applyPending(session: SqlClient, migrations: Migration[], progres
     }
     result.alreadyApplied.push(migration.name);
   }
+  const marked = pending.find((entry) => entry.statements !== null);
+  if (marked !== undefined) {
+    await requireStandardStrings(session, marked.migration.name);
+  }
 
   let batch: Migration[] = [];
   for (const { migration, statements } of pending) {
@@ -431,6 +435,23 @@ async function applyInTransaction(session: SqlClient, batch: Migration[], progre
     }
   });
   progress.applied.push(...batch.map((migration) => migration.name));
+}
+
+/**
+ * Checks that the session reads a backslash in '...' as a plain character,
+ * as splitStatements does. With standard_conforming_strings off, PostgreSQL
+ * reads `'a\';'` as one string, but the splitter would end that string after
+ * the backslash and split the statement at the semicolon.
+ */
+async function requireStandardStrings(session: SqlClient, name: string): Promise<void> {
+  const rows = await session.query<{ value: string }>(`SELECT current_setting('standard_conforming_strings') AS value`);
+  const value = rows[0]?.value ?? 'unknown';
+  if (value !== 'on') {
+    throw new Error(
+      `Migration ${name} runs outside a transaction, and its statement splitter requires standard_conforming_strings = on, ` +
+        `but the migration session has "${value}". Nothing was applied. Set it to on for the database or role (the default since PostgreSQL 9.1).`,
+    );
+  }
 }
 
 /** Runs the statements of `migration` one at a time, each in its own implicit transaction, then records it. */
