@@ -87,6 +87,9 @@ describe('isConcurrentStatement', () => {
     'REINDEX TABLE CONCURRENTLY t',
     'REINDEX (VERBOSE) TABLE CONCURRENTLY t',
     'REINDEX SCHEMA\n  CONCURRENTLY s',
+    'REINDEX (CONCURRENTLY) TABLE t',
+    'reindex (verbose, concurrently true) index i',
+    'REINDEX (CONCURRENTLY on, VERBOSE) SCHEMA s',
   ])('accepts %s', (statement) => {
     expect(isConcurrentStatement(statement)).toBe(true);
   });
@@ -96,6 +99,9 @@ describe('isConcurrentStatement', () => {
     'CREATE INDEX i ON t (a)',
     'REINDEX TABLE t -- not CONCURRENTLY, to save space',
     'REINDEX (VERBOSE, CONCURRENTLY false) TABLE t',
+    'REINDEX (CONCURRENTLY off) TABLE t',
+    'REINDEX (CONCURRENTLY 0, VERBOSE) INDEX i',
+    'REINDEX (CONCURRENTLY) SYSTEM d',
     'REINDEX TABLE t\n-- run CONCURRENTLY next time',
     'ALTER TABLE t ADD COLUMN c integer -- before the index is built CONCURRENTLY',
   ])('rejects %s', (statement) => {

@@ -46,12 +46,17 @@ const LOCK_RETRY_INTERVAL_MS = 200;
  * waits without lock_timeout. CONCURRENTLY must directly follow INDEX, or the
  * object kind of a REINDEX, as in PostgreSQL's grammar. The word in a comment
  * or in a REINDEX option list must not lift the timeout of a blocking REINDEX.
- *
- * NOTE: REINDEX (CONCURRENTLY) ..., the option form, is not recognized and
- * keeps the lock timeout.
  */
 const CONCURRENT_STATEMENT =
   /^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s*(?:\([^)]*\)\s*)?(?:INDEX|TABLE|SCHEMA|DATABASE))\s+CONCURRENTLY\b/i;
+
+/**
+ * A REINDEX whose option list turns CONCURRENTLY on, as `REINDEX (VERBOSE,
+ * CONCURRENTLY) TABLE t` or `REINDEX (CONCURRENTLY true) INDEX i`. An option
+ * without a value is on. `false`, `off`, `0` and `no` leave it off.
+ */
+const CONCURRENT_REINDEX_OPTION =
+  /^\s*REINDEX\s*\((?:[^)]*,)?\s*CONCURRENTLY(?:\s+(?:TRUE|ON|1|YES))?\s*(?:,[^)]*)?\)\s*(?:INDEX|TABLE|SCHEMA|DATABASE)\b/i;
 
 /** The first line of a migration.sql that runs outside a transaction, one statement at a time. */
 export const NO_TRANSACTION_MARKER = '-- event-master:no-transaction';
@@ -519,7 +524,7 @@ async function execStatement(session: SqlClient, statement: string): Promise<voi
 
 /** Tells whether `statement` is a CREATE INDEX, DROP INDEX or REINDEX with CONCURRENTLY. */
 export function isConcurrentStatement(statement: string): boolean {
-  return CONCURRENT_STATEMENT.test(statement);
+  return CONCURRENT_STATEMENT.test(statement) || CONCURRENT_REINDEX_OPTION.test(statement);
 }
 
 async function recordApplied(db: SqlClient, migration: Migration): Promise<void> {
