@@ -11,7 +11,7 @@ import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { ConfigError } from '../config/errors.js';
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput } from '../domain/errors.js';
-import { UNPAIRED_SURROGATE, textProblem } from '../domain/storable.js';
+import { UNPAIRED_SURROGATE } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import { PREPARED, type SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
@@ -325,8 +325,11 @@ export class UserService {
     // Filled by the check, which runs inside the limits.
     const attempt: { row: Awaited<ReturnType<typeof prisma.user.findUnique>>; valid: boolean } = { row: null, valid: false };
     const passed = await this.checkUnderLimits(username, clientAddress, async () => {
-      // Names that no account can have are not looked up: PostgreSQL rejects a NUL character in a query.
-      const found = username.length <= 64 && textProblem(username) === null ? await this.findAccountByUsername(username) : null;
+      // Names that no account can have are not looked up. PostgreSQL rejects a
+      // NUL character in a query. Its lower() also maps some non-ASCII
+      // letters, such as U+0130, to ASCII ones, so such a name would reach a
+      // real account under login limits that count it apart.
+      const found = usernameProblem(username) === null ? await this.findAccountByUsername(username) : null;
       attempt.row = found;
       attempt.valid = await this.hashing.run(() =>
         found === null

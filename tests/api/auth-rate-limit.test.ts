@@ -28,7 +28,7 @@ describe('login rate limits over HTTP', () => {
         LOGIN_RATE_LIMIT_WINDOW_SECONDS: '600',
       },
     });
-    for (const name of ['limit-victim', 'limit-other', 'limit-reset', 'limit-graphql', 'limit-burst']) {
+    for (const name of ['limit-victim', 'limit-other', 'limit-reset', 'limit-graphql', 'limit-burst', 'limit-dotted']) {
       await server.createUser(name);
     }
   });
@@ -77,6 +77,19 @@ describe('login rate limits over HTTP', () => {
     const other = await login('limit-other', 'limit-other-password', '198.51.100.50');
     expect(other.status).toBe(200);
     expect(other.token).toBeTypeOf('string');
+  });
+
+  it('dotted capital I shares no account', async () => {
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      const reply = await login('limit-dotted', 'not-the-password', `198.51.100.${100 + attempt}`);
+      expect(reply.error?.reason).toBe('INVALID_CREDENTIALS');
+    }
+
+    // PostgreSQL lowercases U+0130 to "i", but JavaScript to "i" and U+0307,
+    // so this name would reach the account with a budget of its own.
+    const dotted = await login('l\u0130mit-dotted', 'limit-dotted-password', '198.51.100.150');
+    expect(dotted.token).toBeUndefined();
+    expect(dotted.status).not.toBe(200);
   });
 
   it('per address across usernames', async () => {
