@@ -240,6 +240,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         return apollo;
       },
       maxBodyBytes: config.server.maxBodyBytes,
+      requestTimeoutMs: config.server.requestTimeoutMs,
       anonymousMaxBodyBytes: config.server.anonymousMaxBodyBytes,
       trustProxy: config.server.trustProxy,
       corsOrigins: config.server.corsOrigins,

@@ -34,6 +34,11 @@ export interface Config {
     /** ANONYMOUS_MAX_BODY_BYTES: maximum size of a request body without a valid token. */
     anonymousMaxBodyBytes: number;
     /**
+     * REQUEST_TIMEOUT_MS: time a client has to send a whole request, headers
+     * and body, before it gets 408 and its connection closes. 0 turns it off.
+     */
+    requestTimeoutMs: number;
+    /**
      * SHUTDOWN_GRACE_MS: time that in-flight requests get to finish once the
      * drain begins. With none in flight when it ends, the stop goes on.
      */

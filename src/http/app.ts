@@ -23,6 +23,7 @@ import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
 import { GRAPHQL_RESPONSE_JSON, prefersGraphQLResponseJson } from './graphql-media-type.js';
 import { registerRestRoutes } from './rest.js';
+import { answerRequestTimeouts, nodeServerTimeouts } from './request-timeout.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
 import { runWithSecretScope } from '../graphql/secret-values.js';
 
@@ -234,6 +235,8 @@ export interface HttpAppOptions {
   /** Builds and starts the Apollo Server; receives the plugin that drains it with Fastify. */
   createApollo: (drainPlugin: ApolloServerPlugin<GraphQLContext>) => Promise<ApolloServer<GraphQLContext>>;
   maxBodyBytes: number;
+  /** REQUEST_TIMEOUT_MS: time in ms a client has to send a whole request, headers and body, or 0 for no limit. */
+  requestTimeoutMs: number;
   /**
    * Largest body, in bytes, of a request without a valid token. A login needs
    * far less, and parsing a body of up to MAX_BODY_BYTES for a client with no
@@ -354,6 +357,8 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
   const fastify = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: options.maxBodyBytes,
+    requestTimeout: options.requestTimeoutMs,
+    http: nodeServerTimeouts(options.requestTimeoutMs),
     trustProxy: options.trustProxy,
     // A client's x-request-id is kept when it is short and plain, so logs of
     // both sides can be joined; anything else gets a fresh id.
@@ -390,6 +395,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     });
   });
 
+  answerRequestTimeouts(fastify.server, options.requestTimeoutMs, logger);
   registerCors(fastify, options.corsOrigins);
 
   // Fastify's own JSON parser reports every failure as "Body is not valid

@@ -3,7 +3,7 @@
  * and Apollo reject, CSRF prevention, masking and logging of unexpected
  * errors, request ids, and the health endpoints.
  */
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 
@@ -703,6 +703,47 @@ describe('ANONYMOUS_MAX_BODY_BYTES', () => {
 
     expect(reply.status, 'status').toBe(200);
     expect(reply.json?.data, 'data').toEqual({ __typename: 'Query' });
+  });
+});
+
+describe('REQUEST_TIMEOUT_MS', () => {
+  const REQUEST_TIMEOUT_MS = 500;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      ...WITHOUT_WORKERS,
+      env: { REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS) },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('closes a body sent a byte at a time', { timeout: 15_000 }, async () => {
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.write('POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{');
+    // The client is never idle, so only a limit on the whole request ends it.
+    const trickle = setInterval(() => socket.write(' '), 50);
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    clearInterval(trickle);
+
+    const reply = Buffer.concat(received).toString('utf8');
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
+    const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { error?: Record<string, unknown> };
+    expect(body.error?.reason, 'reason').toBe('REQUEST_TIMEOUT');
+    expect(body.error?.limit, 'limit').toBe('REQUEST_TIMEOUT_MS');
+    expect(body.error?.max, 'max').toBe(REQUEST_TIMEOUT_MS);
+    expect(body.error?.message, 'message').toContain(`within ${REQUEST_TIMEOUT_MS} ms (REQUEST_TIMEOUT_MS)`);
+  });
+
+  it('keeps serving after a timeout', async () => {
+    const reply = await send(`${server.url}/healthz`);
+    expect(reply.status).toBe(200);
   });
 });
 

@@ -1,0 +1,64 @@
+/**
+ * The limit on how long a client may take to send a whole request. Fastify
+ * turns off Node's own limit (300 s in Node 20), so without this a client
+ * that sends its body a byte at a time keeps its connection for as long as
+ * it likes, and enough such clients exhaust the process's sockets.
+ */
+import type { Server, ServerOptions } from 'node:http';
+import type { Socket } from 'node:net';
+
+import type { Logger } from 'pino';
+
+/** Node's default interval between its checks for requests past their deadline. */
+const NODE_CHECKING_INTERVAL_MS = 30_000;
+/** Node's default time limit for the headers of a request. */
+const NODE_HEADERS_TIMEOUT_MS = 60_000;
+
+/**
+ * Returns the options of Node's HTTP server that enforce REQUEST_TIMEOUT_MS.
+ * In Node 20.20, a request timeout set on the server after it was created,
+ * as Fastify's `requestTimeout` option does, ends no request before the
+ * timeout the server was created with, so the value goes into these options
+ * too. Node checks for requests past their deadline often enough that a
+ * short timeout is enforced within twice its value.
+ */
+export function nodeServerTimeouts(requestTimeoutMs: number): ServerOptions {
+  if (requestTimeoutMs === 0) {
+    // Node derives the headers timeout from a request timeout of 0 as 0, no limit at all.
+    return { requestTimeout: 0, headersTimeout: NODE_HEADERS_TIMEOUT_MS };
+  }
+  return {
+    requestTimeout: requestTimeoutMs,
+    headersTimeout: Math.min(NODE_HEADERS_TIMEOUT_MS, requestTimeoutMs),
+    connectionsCheckingInterval: Math.min(NODE_CHECKING_INTERVAL_MS, requestTimeoutMs),
+  };
+}
+
+/**
+ * Sends a request that Node ended at REQUEST_TIMEOUT_MS a 408 whose
+ * body names the limit, in place of Fastify's "Client Timeout". Other client
+ * errors are left to Fastify's handler, which skips a destroyed socket.
+ */
+export function answerRequestTimeouts(server: Server, requestTimeoutMs: number, logger: Logger): void {
+  server.prependListener('clientError', (error: Error & { code?: string }, socket: Socket) => {
+    if (error.code !== 'ERR_HTTP_REQUEST_TIMEOUT' || socket.destroyed) {
+      return;
+    }
+    logger.info({ clientAddress: socket.remoteAddress, requestTimeoutMs }, 'request timed out before it was received in full');
+    const body = JSON.stringify({
+      error: {
+        code: 'BAD_REQUEST',
+        reason: 'REQUEST_TIMEOUT',
+        message: `The request was not received in full within ${requestTimeoutMs} ms (REQUEST_TIMEOUT_MS). Send the whole request at once.`,
+        limit: 'REQUEST_TIMEOUT_MS',
+        max: requestTimeoutMs,
+      },
+    });
+    if (socket.writable) {
+      socket.write(
+        `HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy();
+  });
+}
