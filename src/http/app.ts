@@ -528,6 +528,19 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
           }),
         );
       }
+      if (errorCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+        // Fastify's message, "Unsupported Media Type", names neither the type sent nor the one accepted.
+        const sent = request.headers['content-type'];
+        const contentType = sent === undefined ? null : String(sent).slice(0, 100);
+        return reply.status(statusCode).send(
+          errorBody({
+            code: 'BAD_USER_INPUT',
+            reason: reason,
+            message: `The body must be JSON sent with Content-Type: application/json, but the Content-Type is ${contentType === null ? 'missing' : JSON.stringify(contentType)}.`,
+            contentType,
+          }),
+        );
+      }
       if (reason === CONTENT_ENCODING_REASON) {
         // RFC 7694 recommends that a 415 for a content coding list the codings accepted.
         reply.header('accept-encoding', 'identity');

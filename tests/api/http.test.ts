@@ -128,6 +128,8 @@ describe('HTTP behaviour', () => {
       expect(reply.headers.get('content-type')).toMatch(/^application\/json/);
       expect(httpError(path, reply)?.code).toBe('BAD_USER_INPUT');
       expect(httpError(path, reply)?.reason, 'reason').toBe('UNSUPPORTED_CONTENT_TYPE');
+      expect(httpError(path, reply)?.message, 'message names the sent type').toContain('"application/xml"');
+      expect(httpError(path, reply)?.message, 'message names the accepted type').toContain('Content-Type: application/json');
     });
 
     it.each(['/graphql', '/auth/login', '/api/events'])('invalid UTF-8 on %s is JSON 400', async (path) => {
