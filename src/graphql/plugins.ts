@@ -507,10 +507,11 @@ export function statusOfFailure(
 const INTAKE_ROOT_FIELDS = new Set(['sendEvent', 'sendEvents']);
 
 /**
- * Marks with `eventsStored` the SERVICE_UNAVAILABLE errors that come after
- * a `sendEvent` or `sendEvents` resolver returned. These are the errors
- * below such a field, raised while the reply's own fields are read, and in
- * a mutation, the errors of the root fields that run after it.
+ * Marks with `eventsStored` the errors that come after a `sendEvent` or
+ * `sendEvents` resolver returned. In a mutation these are the errors of
+ * every root field that runs after it, because graphql-js runs the fields
+ * in document order and stops at the first that fails. Below such a field,
+ * only SERVICE_UNAVAILABLE errors raised while its reply is read are marked.
  */
 function markErrorsAfterIntake(
   errors: readonly GraphQLFormattedError[],
@@ -526,7 +527,19 @@ function markErrorsAfterIntake(
       error.path !== undefined && error.path.length > 1 && field !== undefined && INTAKE_ROOT_FIELDS.has(field.name.value);
     // Mutation fields run one after another, in document order.
     const afterIntake = mutation && firstIntake >= 0 && typeof key === 'string' && keys.indexOf(key) > firstIntake;
-    if (!(belowIntake || afterIntake) || error.extensions?.code !== 'SERVICE_UNAVAILABLE' || error.extensions.eventsStored === true) {
+    if (error.extensions?.eventsStored === true) {
+      return error;
+    }
+    if (afterIntake && error.extensions?.code !== 'SERVICE_UNAVAILABLE') {
+      // Such as a rejected batch: its message says that nothing was stored,
+      // which is true of its own field only, and the reply has no data.
+      return {
+        ...error,
+        message: `${error.message} The earlier sendEvent or sendEvents fields of this request ran before this error, so their events are stored. ${STORED_EVENTS_ADVICE}`,
+        extensions: { ...error.extensions, eventsStored: true },
+      };
+    }
+    if (!(belowIntake || afterIntake) || error.extensions?.code !== 'SERVICE_UNAVAILABLE') {
       return error;
     }
     return {

@@ -364,6 +364,26 @@ describe('intake validation', () => {
     expect(await storedEvents(second.id)).toEqual([]);
   });
 
+  it('rejected field names events stored before it', async () => {
+    const user = await newUser();
+    const reply = await server.gql(
+      `mutation {
+        kept: sendEvent(event: { id: "stored-first", type: "heartbeat", occurredAt: "${AT}" }) { event { id } }
+        rejected: sendEvents(events: [{ type: "" }]) { storedCount }
+      }`,
+      {},
+      user.token,
+    );
+
+    // Mutation fields are non-null, so the rejection nulls the reply of the field that stored.
+    expect(reply.data ?? null, 'data').toBeNull();
+    expect(reply.errors?.[0]?.path, 'path').toEqual(['rejected']);
+    expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('INVALID_EVENTS');
+    expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
+    expect(reply.errors?.[0]?.message, 'message').toContain('so their events are stored');
+    expect((await storedEvents(user.id)).map((event) => event.clientId)).toEqual(['stored-first']);
+  });
+
   it('admin naming a missing user is rejected', async () => {
     const items = await rejectedItems(adminToken, [
       { type: 'heartbeat', occurredAt: AT, userId: '00000000-0000-4000-8000-000000000000' },
