@@ -241,6 +241,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       },
       maxBodyBytes: config.server.maxBodyBytes,
       requestTimeoutMs: config.server.requestTimeoutMs,
+      sendTimeoutMs: config.server.sendTimeoutMs,
       anonymousMaxBodyBytes: config.server.anonymousMaxBodyBytes,
       trustProxy: config.server.trustProxy,
       corsOrigins: config.server.corsOrigins,

@@ -40,6 +40,7 @@ export function loadConfig(env: Environment = process.env): Config {
       anonymousMaxBodyBytes: reader.integer('ANONYMOUS_MAX_BODY_BYTES', 65_536, 1024, 1_073_741_824),
       // Node's own default, which Fastify turns off.
       requestTimeoutMs: reader.integer('REQUEST_TIMEOUT_MS', 300_000, 0, 3_600_000),
+      sendTimeoutMs: reader.integer('SEND_TIMEOUT_MS', 60_000, 0, 3_600_000),
       shutdownGraceMs: reader.integer('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
       shutdownDelayMs: reader.integer('SHUTDOWN_DELAY_MS', 0, 0, 600_000),
       shutdownCloseTimeoutMs: reader.integer('SHUTDOWN_CLOSE_TIMEOUT_MS', 10_000, 0, 600_000),

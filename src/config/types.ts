@@ -39,6 +39,11 @@ export interface Config {
      */
     requestTimeoutMs: number;
     /**
+     * SEND_TIMEOUT_MS: time a reply may wait for the client to read more of
+     * it before its connection closes. 0 turns it off.
+     */
+    sendTimeoutMs: number;
+    /**
      * SHUTDOWN_GRACE_MS: time that in-flight requests get to finish once the
      * drain begins. With none in flight when it ends, the stop goes on.
      */

@@ -24,6 +24,7 @@ import { registerCors } from './cors.js';
 import { GRAPHQL_RESPONSE_JSON, prefersGraphQLResponseJson } from './graphql-media-type.js';
 import { registerRestRoutes } from './rest.js';
 import { answerRequestTimeouts, nodeServerTimeouts } from './request-timeout.js';
+import { closeStalledReplies } from './send-timeout.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
 import { runWithSecretScope } from '../graphql/secret-values.js';
 
@@ -237,6 +238,8 @@ export interface HttpAppOptions {
   maxBodyBytes: number;
   /** REQUEST_TIMEOUT_MS: time in ms a client has to send a whole request, headers and body, or 0 for no limit. */
   requestTimeoutMs: number;
+  /** SEND_TIMEOUT_MS: time in ms a reply may wait for the client to read more of it, or 0 for no limit. */
+  sendTimeoutMs: number;
   /**
    * Largest body, in bytes, of a request without a valid token. A login needs
    * far less, and parsing a body of up to MAX_BODY_BYTES for a client with no
@@ -396,6 +399,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
   });
 
   answerRequestTimeouts(fastify.server, options.requestTimeoutMs, logger);
+  closeStalledReplies(fastify, options.sendTimeoutMs, logger);
   registerCors(fastify, options.corsOrigins);
 
   // Fastify's own JSON parser reports every failure as "Body is not valid

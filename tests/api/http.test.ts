@@ -749,6 +749,72 @@ describe('REQUEST_TIMEOUT_MS', () => {
   });
 });
 
+describe('SEND_TIMEOUT_MS', () => {
+  const SEND_TIMEOUT_MS = 300;
+  let server: TestServer;
+  let adminToken: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      ...WITHOUT_WORKERS,
+      env: { SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS), MAX_META_BYTES: '65536' },
+    });
+    adminToken = await server.adminToken();
+    // About 30 MB of meta, far more than loopback socket buffers take in.
+    const meta = { pad: 'm'.repeat(60_000) };
+    const events = Array.from({ length: 500 }, () => ({ type: 'stalled_reply', meta }));
+    const stored = await server.gql('mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }', { events }, adminToken);
+    expect(stored.data?.sendEvents?.storedCount).toBe(500);
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('closes a reply the client stops reading', { timeout: 30_000 }, async () => {
+    const body = JSON.stringify({ query: '{ events(first: 500, filter: { types: ["stalled_reply"] }) { nodes { meta } } }' });
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.write(
+      `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer ${adminToken}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    socket.pause();
+    // Far longer than SEND_TIMEOUT_MS, so the server gives up on the reply meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 20 * SEND_TIMEOUT_MS));
+    // A connection kept alive stays open after a whole reply, so the wait also ends when all of it came.
+    const lengthOf = (reply: Buffer) => {
+      const headerEnd = reply.indexOf('\r\n\r\n');
+      const declared = /content-length: (\d+)/i.exec(reply.subarray(0, Math.max(headerEnd, 0)).toString('latin1'))?.[1];
+      return { headerEnd, declared: declared === undefined ? Infinity : Number(declared) };
+    };
+    await new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      socket.on('data', () => {
+        const reply = Buffer.concat(received);
+        const { headerEnd, declared } = lengthOf(reply);
+        if (headerEnd >= 0 && reply.length - headerEnd - 4 >= declared) {
+          resolve();
+        }
+      });
+      socket.resume();
+    });
+    socket.destroy();
+
+    const reply = Buffer.concat(received);
+    const { headerEnd, declared } = lengthOf(reply);
+    expect(reply.subarray(0, 16).toString('latin1'), 'status line').toMatch(/^HTTP\/1\.1 200 /);
+    expect(declared, 'declared length').toBeGreaterThan(30_000_000);
+    expect(reply.length - headerEnd - 4, 'bytes received').toBeLessThan(declared);
+  });
+
+  it('keeps serving after a stalled reply', async () => {
+    const reply = await send(`${server.url}/healthz`);
+    expect(reply.status).toBe(200);
+  });
+});
+
 describeWithRedis('readiness timeout', () => {
   let server: TestServer;
   const logLines: string[] = [];
