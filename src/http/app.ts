@@ -58,13 +58,16 @@ const FASTIFY_REASONS: Readonly<Record<string, string>> = {
  * systems (RFC 8259, section 8.1). The media type defines no `charset`
  * parameter (section 11), so one is ignored. Bytes that are not UTF-8 are
  * rejected rather than replaced with U+FFFD, which would store other text
- * than the client sent and make different passwords hash alike.
+ * than the client sent and make different passwords hash alike. A leading
+ * byte order mark is dropped, which section 8.1 allows a parser to do,
+ * because JSON.parse rejects it with no hint of the cause.
  */
 export function decodeJsonBody(body: Buffer): string {
   if (!isUtf8(body)) {
     throw bodyError(400, 'INVALID_UTF8', 'The body is not valid UTF-8. Send JSON encoded as UTF-8.');
   }
-  return body.toString('utf8');
+  const text = body.toString('utf8');
+  return text.startsWith('\uFEFF') ? text.slice(1) : text;
 }
 
 /**

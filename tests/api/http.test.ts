@@ -199,6 +199,16 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.results?.[0]?.event?.meta).toEqual({ name: 'café' });
     });
 
+    it('UTF-8 byte order mark is ignored', async () => {
+      const reply = await send(`${server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+        body: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ type: 'heartbeat', meta: { sent: 'with BOM' } }))]),
+      });
+      expect(reply.status, 'status').toBe(200);
+      expect(reply.json?.results?.[0]?.event?.meta, 'meta').toEqual({ sent: 'with BOM' });
+    });
+
     it('oversized body is JSON 413', async () => {
       const reply = await send(`${server.url}/api/events`, {
         method: 'POST',
