@@ -365,7 +365,12 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     bodyLimit: options.maxBodyBytes,
     requestTimeout: options.requestTimeoutMs,
     http: nodeServerTimeouts(options.requestTimeoutMs),
-    trustProxy: options.trustProxy,
+    // Only the peer, the proxy in front of the server, is trusted, so the
+    // client address is the last X-Forwarded-For entry, the one that proxy
+    // added. With `true`, Fastify would take the first entry, which the client
+    // writes itself, so a client could pick a new address for each login and
+    // pass the per-address limit.
+    trustProxy: options.trustProxy ? (_address: string, hop: number) => hop === 0 : false,
     // A client's x-request-id is kept when it is short and plain, so logs of
     // both sides can be joined; anything else gets a fresh id.
     requestIdHeader: false,

@@ -28,7 +28,7 @@ describe('login rate limits over HTTP', () => {
         LOGIN_RATE_LIMIT_WINDOW_SECONDS: '600',
       },
     });
-    for (const name of ['limit-victim', 'limit-other', 'limit-reset', 'limit-graphql', 'limit-burst', 'limit-dotted']) {
+    for (const name of ['limit-victim', 'limit-other', 'limit-reset', 'limit-graphql', 'limit-burst', 'limit-dotted', 'limit-forwarded']) {
       await server.createUser(name);
     }
   });
@@ -105,6 +105,22 @@ describe('login rate limits over HTTP', () => {
 
     const elsewhere = await login('limit-other', 'limit-other-password', '192.0.2.11');
     expect(elsewhere.status).toBe(200);
+  });
+
+  it('counts the address the proxy added', async () => {
+    // A proxy appends the address it saw to the X-Forwarded-For that the client sent.
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      const reply = await login(`limit-forged-${attempt}`, 'not-the-password', `203.0.113.${attempt}, 192.0.2.150`);
+      expect(reply.error?.reason).toBe('INVALID_CREDENTIALS');
+    }
+
+    const forged = await login('limit-forwarded', 'limit-forwarded-password', '203.0.113.99, 192.0.2.150');
+    expect(forged.status, 'status with another forged address').toBe(429);
+    expect(forged.error?.reason).toBe('RATE_LIMITED');
+    expect(forged.token).toBeUndefined();
+
+    const elsewhere = await login('limit-forwarded', 'limit-forwarded-password', '203.0.113.99, 192.0.2.151');
+    expect(elsewhere.status, 'status from another client').toBe(200);
   });
 
   it('IPv6 counted per /64', async () => {
