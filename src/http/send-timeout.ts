@@ -5,6 +5,9 @@
  * that requests large pages and stops reading keeps their memory in use
  * until the process runs out of it.
  */
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 
@@ -13,19 +16,52 @@ import type { Logger } from 'pino';
  * for SEND_TIMEOUT_MS (0 turns the limit off). The socket's inactivity timeout
  * counts from the reply on. After a whole reply, Node replaces it with the
  * keep-alive timeout, and clears it when the next request comes, so the time
- * a request takes to run does not count.
+ * a request takes to run does not count. A pipelined request, one the client
+ * sent before the reply to the one ahead of it, is already running then, so
+ * Node leaves the timeout in place, and it is cleared here instead.
  */
 export function closeStalledReplies(fastify: FastifyInstance, sendTimeoutMs: number, logger: Logger): void {
   if (sendTimeoutMs === 0) {
     return;
   }
+  // Replies that reached onSend, so that the timeout counts for them.
+  const sending = new WeakSet<ServerResponse>();
+  // The unfinished responses of each connection, in the order of their requests, which is the order Node sends them in.
+  const unfinished = new WeakMap<Socket, ServerResponse[]>();
+
+  fastify.server.on('request', (request, response) => {
+    const socket = request.socket;
+    const queue = unfinished.get(socket) ?? [];
+    unfinished.set(socket, queue);
+    queue.push(response);
+    const remove = () => {
+      const index = queue.indexOf(response);
+      if (index >= 0) {
+        queue.splice(index, 1);
+      }
+    };
+    // Node's own 'finish' listener, added before the 'request' event, has
+    // moved the connection on to the next response when this one runs.
+    response.once('finish', () => {
+      remove();
+      const next = queue[0];
+      if (next !== undefined && !sending.has(next) && !socket.destroyed) {
+        // The server's own socket timeout, which Node sets when a request comes.
+        socket.setTimeout(fastify.server.timeout);
+      }
+    });
+    response.once('close', remove);
+  });
+
   fastify.addHook('onSend', async (request, reply, payload) => {
     const response = reply.raw;
-    const socket = response.socket;
-    if (socket === null) {
-      return payload;
+    const socket = request.raw.socket;
+    sending.add(response);
+    // A pipelined reply has no socket until the replies ahead of it are
+    // sent, and the timeout that the last of them set still runs then.
+    if (response.socket !== null) {
+      socket.setTimeout(sendTimeoutMs);
     }
-    socket.setTimeout(sendTimeoutMs);
     // When the socket times out, Node emits 'timeout' on the response it is
     // writing, and destroys the socket itself only without a listener.
     response.once('timeout', () => {

@@ -7,12 +7,13 @@ import { connect, createServer } from 'node:net';
 import { Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 
+import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import type { IntakeStep } from '../../src/services/derive.js';
 import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
-import { describeWithRedis } from '../support/services.js';
+import { describeWithPostgres, describeWithRedis } from '../support/services.js';
 
 const FAULT_MESSAGE = 'injected fault: storage step failed';
 const MAX_BODY_BYTES = 65_536;
@@ -822,6 +823,58 @@ describe('SEND_TIMEOUT_MS', () => {
   it('keeps serving after a stalled reply', async () => {
     const reply = await send(`${server.url}/healthz`);
     expect(reply.status).toBe(200);
+  });
+});
+
+describeWithPostgres('SEND_TIMEOUT_MS with pipelined requests', () => {
+  const SEND_TIMEOUT_MS = 300;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, env: { SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS) } });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('keeps a long pipelined request', { timeout: 30_000 }, async () => {
+    const member = await server.createUser('pipelined_member');
+    // A row lock on the user makes sendEvent wait, as a slow request does, until the commit.
+    const blocker = new pg.Client({ connectionString: server.databaseUrl! });
+    await blocker.connect();
+    await blocker.query('BEGIN');
+    await blocker.query('SELECT 1 FROM users WHERE id = $1 FOR UPDATE', [member.id]);
+
+    const body = JSON.stringify({ query: 'mutation { sendEvent(event: { type: "pipelined" }) { duplicate } }' });
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    const received: Buffer[] = [];
+    // Ends when the second reply came, or when the server closed the connection.
+    const done = new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      socket.on('data', (chunk: Buffer) => {
+        received.push(chunk);
+        if (Buffer.concat(received).includes('"duplicate"')) {
+          resolve();
+        }
+      });
+    });
+    // Both requests in one write: the second runs while the first reply goes out.
+    socket.write(
+      'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' +
+        `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer ${member.token}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    // Far longer than SEND_TIMEOUT_MS, which must not count while the second request runs.
+    await new Promise((resolve) => setTimeout(resolve, 10 * SEND_TIMEOUT_MS));
+    await blocker.query('COMMIT');
+    await blocker.end();
+    await done;
+    socket.destroy();
+
+    const replies = Buffer.concat(received).toString('utf8');
+    expect(replies.match(/HTTP\/1\.1 \d+/g), 'status lines').toEqual(['HTTP/1.1 200', 'HTTP/1.1 200']);
+    expect(replies, 'second reply').toContain('{"data":{"sendEvent":{"duplicate":false}}}');
   });
 });
 
