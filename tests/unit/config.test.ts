@@ -386,6 +386,13 @@ describe('.env.example', () => {
     expect(config.reports.maxConcurrentLoads).toBe(20);
   });
 
+  it('keeps the page size default', () => {
+    // A copy of the file with a lower PAGE_SIZE_MAX must lower the default as an unset variable does.
+    const config = loadConfig({ ...exampleEnv, PAGE_SIZE_MAX: '50' });
+
+    expect(config.pagination.defaultPageSize).toBe(50);
+  });
+
   it('lists every variable', () => {
     const source = readFileSync(path.join(repositoryRoot, 'src/config/index.ts'), 'utf8');
     const read = new Set([...source.matchAll(/reader\.\w+\(\s*'([A-Z0-9_]+)'/g)].map((match) => match[1]));
