@@ -1,7 +1,9 @@
-import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
+import dns from 'node:dns';
 
-import { openRedisConnection, type RedisConnection } from '../../src/storage/redis/connection.js';
+import { pino } from 'pino';
+import { describe, expect, it, vi } from 'vitest';
+
+import { openRedisConnection, RedisUnavailableError, type RedisConnection } from '../../src/storage/redis/connection.js';
 import { unusedLoopbackPort } from '../support/cli.js';
 
 /** Opens a connection to a loopback port that nothing listens on, so Redis stays unreachable. */
@@ -40,5 +42,41 @@ describe('redis connection waiters', () => {
 
     await failed;
     expect(connection.countWaitersForTests()).toBe(0);
+  });
+});
+
+describe('redis connection error', () => {
+  // Node tries every address of such a host and then reports an AggregateError with an empty message.
+  it('names a refused dual-stack host', { timeout: 10_000 }, async () => {
+    const port = await unusedLoopbackPort();
+    const realLookup = dns.lookup;
+    const lookup = vi.spyOn(dns, 'lookup').mockImplementation(((hostname: string, options: unknown, callback: unknown) => {
+      if (hostname !== 'dual-stack.test') {
+        return (realLookup as (...args: unknown[]) => void)(hostname, options, callback);
+      }
+      (callback as (error: null, addresses: dns.LookupAddress[]) => void)(null, [
+        { address: '::1', family: 6 },
+        { address: '127.0.0.1', family: 4 },
+      ]);
+    }) as typeof dns.lookup);
+    const connection = openRedisConnection({
+      url: `redis://dual-stack.test:${port}`,
+      commandTimeoutMs: 500,
+      connectTimeoutMs: 200,
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      const error = await connection.waitUntilReady('wait').then(
+        () => null,
+        (failure: unknown) => failure,
+      );
+
+      expect(lookup, 'lookup of the test host').toHaveBeenCalled();
+      expect(error, 'error').toBeInstanceOf(RedisUnavailableError);
+      expect((error as RedisUnavailableError).connectionError, 'connection error').toContain('ECONNREFUSED');
+    } finally {
+      await connection.close();
+      lookup.mockRestore();
+    }
   });
 });

@@ -62,6 +62,22 @@ const STATUSES: readonly RedisStatus[] = [
   'end',
 ];
 
+/**
+ * Returns the message of a connection error. Node 20 reports a host whose
+ * addresses all failed, such as localhost with ::1 and 127.0.0.1, as an
+ * AggregateError with an empty message, so its errors' messages are joined.
+ */
+function describeConnectionError(error: Error): string {
+  if (error.message !== '') {
+    return error.message;
+  }
+  if (error instanceof AggregateError && error.errors.length > 0) {
+    return error.errors.map((each: unknown) => (each instanceof Error ? each.message : String(each))).join('; ');
+  }
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' ? code : error.name;
+}
+
 export function openRedisConnection(options: RedisConnectionOptions): RedisConnection {
   const { commandTimeoutMs, connectTimeoutMs } = options;
   const safeUrl = redactUrlPassword(options.url);
@@ -144,7 +160,7 @@ export function openRedisConnection(options: RedisConnectionOptions): RedisConne
   // Without an 'error' listener ioredis prints connection errors to stderr itself.
   client.on('error', (error: Error) => {
     if (client.status !== 'ready') {
-      lastConnectionError = error.message;
+      lastConnectionError = describeConnectionError(error);
     }
     throttle.log(
       `error:${error.message}`,
