@@ -29,7 +29,8 @@ export function closeStalledReplies(fastify: FastifyInstance, sendTimeoutMs: num
   // The unfinished responses of each connection, in the order of their requests, which is the order Node sends them in.
   const unfinished = new WeakMap<Socket, ServerResponse[]>();
 
-  fastify.server.on('request', (request, response) => {
+  // Ahead of Fastify's handler, so that the listeners below are in place before any reply.
+  fastify.server.prependListener('request', (request, response) => {
     const socket = request.socket;
     const queue = unfinished.get(socket) ?? [];
     unfinished.set(socket, queue);
