@@ -4,7 +4,7 @@
  * that sends its body a byte at a time keeps its connection for as long as
  * it likes, and enough such clients exhaust the process's sockets.
  */
-import type { Server, ServerOptions } from 'node:http';
+import type { IncomingMessage, Server, ServerOptions } from 'node:http';
 import type { Socket } from 'node:net';
 
 import type { Logger } from 'pino';
@@ -35,25 +35,40 @@ export function nodeServerTimeouts(requestTimeoutMs: number): ServerOptions {
 }
 
 /**
- * Sends a request that Node ended at REQUEST_TIMEOUT_MS a 408 whose
- * body names the limit, in place of Fastify's "Client Timeout". Other client
- * errors are left to Fastify's handler, which skips a destroyed socket.
+ * Sends a request that Node ended for its time limits a 408 whose body names
+ * the limit, in place of Fastify's "Client Timeout". The headers have a
+ * limit of their own, Node's `headersTimeout`, which is 60 s below a longer
+ * REQUEST_TIMEOUT_MS and also when it is 0. Other client errors are left to
+ * Fastify's handler, which skips a destroyed socket.
  */
 export function answerRequestTimeouts(server: Server, requestTimeoutMs: number, logger: Logger): void {
+  // Node emits 'request' once a request's headers are in, so an unfinished
+  // latest request means that its body timed out, and otherwise its headers did.
+  const latestRequests = new WeakMap<Socket, IncomingMessage>();
+  server.prependListener('request', (request: IncomingMessage) => {
+    latestRequests.set(request.socket, request);
+  });
+
   server.prependListener('clientError', (error: Error & { code?: string }, socket: Socket) => {
     if (error.code !== 'ERR_HTTP_REQUEST_TIMEOUT' || socket.destroyed) {
       return;
     }
-    logger.info({ clientAddress: socket.remoteAddress, requestTimeoutMs }, 'request timed out before it was received in full');
-    const body = JSON.stringify({
-      error: {
-        code: 'BAD_REQUEST',
-        reason: 'REQUEST_TIMEOUT',
-        message: `The request was not received in full within ${requestTimeoutMs} ms (REQUEST_TIMEOUT_MS). Send the whole request at once.`,
-        limit: 'REQUEST_TIMEOUT_MS',
-        max: requestTimeoutMs,
-      },
-    });
+    const latest = latestRequests.get(socket);
+    const headersReceived = latest !== undefined && !latest.complete;
+    const headersTimeoutMs = server.headersTimeout;
+    const timeoutError =
+      headersReceived || headersTimeoutMs === requestTimeoutMs
+        ? {
+            message: `The request was not received in full within ${requestTimeoutMs} ms (REQUEST_TIMEOUT_MS). Send the whole request at once.`,
+            limit: 'REQUEST_TIMEOUT_MS',
+            max: requestTimeoutMs,
+          }
+        : {
+            message: `The request headers were not received in full within ${headersTimeoutMs} ms, the server's limit for them. Send the whole request at once.`,
+            max: headersTimeoutMs,
+          };
+    logger.info({ clientAddress: socket.remoteAddress, timeoutMs: timeoutError.max }, 'request timed out before it was received in full');
+    const body = JSON.stringify({ error: { code: 'BAD_REQUEST', reason: 'REQUEST_TIMEOUT', ...timeoutError } });
     if (socket.writable) {
       socket.write(
         `HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,

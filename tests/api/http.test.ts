@@ -760,6 +760,45 @@ describe('REQUEST_TIMEOUT_MS', () => {
   });
 });
 
+describe('request headers timeout', () => {
+  const REQUEST_TIMEOUT_MS = 2000;
+  const HEADERS_TIMEOUT_MS = 300;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      ...WITHOUT_WORKERS,
+      env: { REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS) },
+    });
+    // Node's own limit on headers is 60 s below a longer REQUEST_TIMEOUT_MS. A lower one keeps the test short.
+    server.app.fastify.server.headersTimeout = HEADERS_TIMEOUT_MS;
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('names the headers limit', { timeout: 15_000 }, async () => {
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    // One header line at a time, so that the headers never end.
+    const trickle = setInterval(() => socket.write('X-Padding: x\r\n'), 50);
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    clearInterval(trickle);
+
+    const reply = Buffer.concat(received).toString('utf8');
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
+    const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { error?: Record<string, unknown> };
+    expect(body.error?.reason, 'reason').toBe('REQUEST_TIMEOUT');
+    expect(body.error?.max, 'max').toBe(HEADERS_TIMEOUT_MS);
+    expect(body.error?.message, 'message').toContain(`headers were not received in full within ${HEADERS_TIMEOUT_MS} ms`);
+    expect(body.error?.message, 'message').not.toContain('REQUEST_TIMEOUT_MS');
+  });
+});
+
 describe('SEND_TIMEOUT_MS', () => {
   const SEND_TIMEOUT_MS = 300;
   let server: TestServer;
