@@ -105,42 +105,36 @@ export class PairTypeService {
 
   /**
    * Applies the configured default policy to the built-in pair types. A
-   * built-in whose policy this changes, and that has segments, is recorded
-   * as changed in the same statement, so the replay workers recompute its
-   * users' history under the new policy, as after `define`. Instances that
-   * start at once with the same value record each change once, because the
-   * second update finds no row that still differs.
-   *
-   * NOTE: a built-in without segments is not recorded, so a fresh database
-   * queues no replays. A segment that an instance with the old policy writes
-   * while this statement runs is then not replayed.
+   * built-in whose policy this changes is recorded as changed in the same
+   * statement, so the replay workers recompute the history of its users
+   * under the new policy, as after `define`. On a database without segments
+   * of that type, the change queues no user. Instances that start at once
+   * with the same value record each change once, because the second update
+   * finds no row that still differs.
    */
   async applyBuiltInDefaults(): Promise<void> {
     const { timeoutSeconds, endAt } = this.defaultPolicy;
-    const changed = await this.prisma.$queryRawUnsafe<Array<{ name: string; recorded: boolean }>>(
+    // The replay workers look for the users with segments of each changed
+    // type through the index on (user_id, pair_type), one user at a time. A
+    // check for such segments here would read the whole table at each start
+    // that changes the default.
+    const changed = await this.prisma.$queryRawUnsafe<Array<{ name: string }>>(
       `WITH changed AS (
          UPDATE pair_types SET timeout_seconds = $1, end_at = $2::"AutoCloseEndAt"
          WHERE built_in AND (timeout_seconds <> $1 OR end_at <> $2::"AutoCloseEndAt")
          RETURNING name
        ), recorded AS (
          INSERT INTO pair_type_changes (pair_type, skip_overrides)
-         SELECT name, true FROM changed WHERE EXISTS (SELECT 1 FROM segments s WHERE s.pair_type = changed.name)
-         RETURNING pair_type
+         SELECT name, true FROM changed
        )
-       SELECT c.name, EXISTS (SELECT 1 FROM recorded r WHERE r.pair_type = c.name) AS recorded
-       FROM changed c ORDER BY c.name`,
+       SELECT name FROM changed ORDER BY name`,
       timeoutSeconds,
       endAt,
     );
     if (changed.length > 0) {
       this.logger.info(
-        {
-          pairTypes: changed.map((row) => row.name),
-          replaysRequested: changed.filter((row) => row.recorded).map((row) => row.name),
-          timeoutSeconds,
-          endAt,
-        },
-        'built-in pair type policy changed',
+        { pairTypes: changed.map((row) => row.name), timeoutSeconds, endAt },
+        'built-in pair type policy changed; the users with segments of these types will be replayed',
       );
     }
   }

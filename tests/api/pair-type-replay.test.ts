@@ -620,9 +620,9 @@ describeWithPostgres('replay worker', () => {
       const admin = await second.adminToken();
       const status = await replayStatus(second, admin);
       expect(status.session, 'session right after the start').toEqual([0, true]);
-      // The user has no task segments, so the change of task needs no replay.
-      expect(status.task, 'task right after the start').toEqual([0, false]);
-      expect(await second.app.replays.queueDueChanges(), 'changes queued').toBe(1);
+      expect(status.task, 'task right after the start').toEqual([0, true]);
+      expect(await second.app.replays.queueDueChanges(), 'changes queued').toBe(2);
+      // The user has no task segments, so the change of task queues no one.
       expect(await second.app.replays.runOnce(), 'users replayed').toBe(1);
       expect(dataOf(await second.gql(segments, {}, user.token), 'segments').segments.nodes, 'sessions under one hour').toEqual([
         { start: new Date(start).toISOString(), end: new Date(start + 45 * 60_000).toISOString(), endReason: 'AUTO_CLOSE' },
