@@ -36,6 +36,7 @@ export interface Config {
     /**
      * REQUEST_TIMEOUT_MS: time a client has to send a whole request, headers
      * and body, before it gets 408 and its connection closes. 0 turns it off.
+     * The headers also have Node's own limit of 60 s, which stays at 0.
      */
     requestTimeoutMs: number;
     /**

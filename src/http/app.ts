@@ -158,6 +158,28 @@ function asGetRequest<Request extends { method: string }>(request: Request): Req
   return Object.create(request, { method: { value: 'GET' } }) as Request;
 }
 
+/**
+ * The reply to a GET of /graphql with neither a query nor a persisted query
+ * hash, such as `curl http://127.0.0.1:4000/graphql`. Apollo Server would
+ * send its CSRF message, which does not say that the query is what is missing.
+ */
+const MISSING_QUERY_REPLY = {
+  errors: [
+    {
+      message:
+        'GET /graphql has no query parameter. Send a query as POST with Content-Type: application/json, ' +
+        'as GET with ?query=... and the header apollo-require-preflight: true, or open this address in a browser for the Sandbox.',
+      extensions: { code: 'BAD_REQUEST', reason: 'MISSING_QUERY' },
+    },
+  ],
+};
+
+/** Tells whether a GET of /graphql carries no operation at all and is not a browser's request for the Sandbox page. */
+function isBareGraphQLGet(request: FastifyRequest): boolean {
+  const params = request.query as { query?: unknown; extensions?: unknown } | undefined;
+  return params?.query === undefined && params?.extensions === undefined && !acceptsHtml(request);
+}
+
 /** Tells whether the request accepts an HTML page, as a browser's navigation does. */
 function acceptsHtml(request: FastifyRequest): boolean {
   return (request.headers.accept ?? '').includes('text/html');
@@ -239,7 +261,7 @@ export interface HttpAppOptions {
   /** Builds and starts the Apollo Server; receives the plugin that drains it with Fastify. */
   createApollo: (drainPlugin: ApolloServerPlugin<GraphQLContext>) => Promise<ApolloServer<GraphQLContext>>;
   maxBodyBytes: number;
-  /** REQUEST_TIMEOUT_MS: time in ms a client has to send a whole request, headers and body, or 0 for no limit. */
+  /** REQUEST_TIMEOUT_MS: time in ms a client has to send a whole request, or 0 for no limit beyond Node's 60 s for the headers. */
   requestTimeoutMs: number;
   /** SEND_TIMEOUT_MS: time in ms a reply may wait for the client to read more of it, or 0 for no limit. */
   sendTimeoutMs: number;
@@ -677,6 +699,9 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
       const body = request.body as { query?: unknown } | null | undefined;
       const inUrl = request.method === 'GET' || request.method === 'HEAD';
       const query = (inUrl ? (request.query as { query?: unknown }).query : body?.query) ?? null;
+      if (inUrl && isBareGraphQLGet(request)) {
+        return reply.status(400).type('application/json').send(JSON.stringify(MISSING_QUERY_REPLY));
+      }
       if (typeof query !== 'string') {
         return;
       }

@@ -297,6 +297,23 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.data).toBeUndefined();
     });
 
+    it.each([
+      ['no headers', {}],
+      ['preflight header', { 'apollo-require-preflight': 'true' }],
+    ])('GET without a query, %s, names it', async (_name, headers) => {
+      const reply = await send(`${server.url}/graphql`, { headers });
+      expect(reply.status, 'status').toBe(400);
+      expect(reply.json?.errors?.[0]?.extensions?.reason, 'reason').toBe('MISSING_QUERY');
+      expect(reply.json?.errors?.[0]?.message, 'message').toContain('GET /graphql has no query parameter.');
+      expect(reply.json?.data, 'data').toBeUndefined();
+    });
+
+    it('GET without a query from a browser gets the Sandbox', async () => {
+      const reply = await send(`${server.url}/graphql`, { headers: { accept: 'text/html' } });
+      expect(reply.status, 'status').toBe(200);
+      expect(reply.headers.get('content-type'), 'content type').toContain('text/html');
+    });
+
     it('GET with preflight header served', async () => {
       const reply = await send(`${server.url}/graphql?query=${query}`, {
         headers: { 'apollo-require-preflight': 'true' },
