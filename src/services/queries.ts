@@ -255,6 +255,12 @@ export class QueryService {
     const users = this.scopeUsers(viewer, args.filter?.users);
     const where = new WhereBuilder();
     if (users !== null) where.add('user_id = ANY(?::uuid[])', users.filter(isUuid));
+    // Intake stores a batch and applies it in two transactions. A client event
+    // that is stored but not applied yet is left out, because the corrections
+    // that its fold writes sort before it, so a cursor past it would skip them.
+    // Its ORPHAN_END flag is not decided yet either. LATE_BEYOND_HORIZON events
+    // are never applied, so they are listed as soon as they are stored.
+    where.addFixed(`(origin = 'CORRECTION' OR ignored OR seq <= (SELECT u.applied_seq FROM users u WHERE u.id = events.user_id))`);
     checkFilterText('types', args.filter?.types);
     checkFilterText('pairTypes', args.filter?.pairTypes);
     if (args.filter?.types) where.add('type = ANY(?::text[])', args.filter.types);
