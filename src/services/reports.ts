@@ -79,7 +79,7 @@ export interface ReportRequest {
 export interface SharedReportState {
   /** Bucket rows already spent. */
   bucketRows: number;
-  /** Epoch ms that open segments run to, fixed by the request's first report. */
+  /** Epoch ms that open segments run to, fixed by the request's first report or open segment's `seconds`. */
   now?: number;
   /** The turns of the request's leaf loads, created by its first report. */
   loads?: ConcurrencyLimit;

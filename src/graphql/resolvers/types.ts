@@ -74,7 +74,8 @@ export const Segment: SegmentResolvers = {
   end: (segment) => segment.endAt,
   open: (segment) => segment.endAt === null,
   seconds: (segment, _args, context) => {
-    const end = segment.endAt?.getTime() ?? context.services.clock.now();
+    // An open segment runs to the request's one now, as in its reports.
+    const end = segment.endAt?.getTime() ?? (context.reportState.now ??= context.services.clock.now());
     return Math.max(0, end - segment.startAt.getTime()) / 1000;
   },
   // Once the budget is exceeded, events that select `meta` in a query fail

@@ -1,0 +1,53 @@
+/**
+ * The `seconds` of an open segment and the reports of the same request run
+ * open segments to one and the same now, so a dashboard that shows both
+ * gets matching numbers.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
+
+const OPENED_AT = Date.parse('2026-03-02T09:00:00Z');
+const clock = new ManualClock(OPENED_AT + 600_000);
+let server: TestServer;
+
+beforeAll(async () => {
+  server = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, clock });
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+it('open segment seconds match reports', async () => {
+  const member = await server.createUser('open-seconds');
+  const sent = await server.gql(
+    `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`,
+    { events: [{ type: 'session_started', occurredAt: new Date(OPENED_AT).toISOString() }] },
+    member.token,
+  );
+  expect(sent.errors).toBeUndefined();
+
+  // Every read of this clock moves it 1 s on, as if each step took a second.
+  let reads = 0;
+  const now = clock.now.bind(clock);
+  clock.now = () => now() + 1000 * reads++;
+  let reply;
+  try {
+    reply = await server.gql(
+      `query ($window: WindowInput!) {
+        segments(filter: { open: true }) { nodes { seconds } }
+        report(expression: { segments: { pairTypes: ["session"] } }, window: $window) { totalSeconds }
+      }`,
+      { window: { start: '2026-03-02T00:00:00Z', end: '2026-03-03T00:00:00Z' } },
+      member.token,
+    );
+  } finally {
+    clock.now = now;
+  }
+
+  expect(reply.errors, JSON.stringify(reply.errors)).toBeUndefined();
+  const seconds = reply.data!.segments.nodes.map((node: { seconds: number }) => node.seconds);
+  expect(seconds).toHaveLength(1);
+  expect(seconds[0]).toBe(reply.data!.report.totalSeconds);
+});
