@@ -25,6 +25,7 @@ import { GRAPHQL_RESPONSE_JSON, prefersGraphQLResponseJson } from './graphql-med
 import { registerRestRoutes } from './rest.js';
 import { answerRequestTimeouts, nodeServerTimeouts } from './request-timeout.js';
 import { closeStalledReplies } from './send-timeout.js';
+import { waitForUnflushedReplies } from './unflushed-replies.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
 import { runWithSecretScope } from '../graphql/secret-values.js';
 
@@ -430,6 +431,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
 
   answerRequestTimeouts(fastify.server, options.requestTimeoutMs, logger);
   closeStalledReplies(fastify, options.sendTimeoutMs, logger);
+  waitForUnflushedReplies(fastify.server);
   registerCors(fastify, options.corsOrigins);
 
   // Fastify's own JSON parser reports every failure as "Body is not valid
