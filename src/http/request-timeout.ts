@@ -39,7 +39,8 @@ export function nodeServerTimeouts(requestTimeoutMs: number): ServerOptions {
  * the limit, in place of Fastify's "Client Timeout". The headers have a
  * limit of their own, Node's `headersTimeout`, which is 60 s below a longer
  * REQUEST_TIMEOUT_MS and also when it is 0. Other client errors are left to
- * Fastify's handler, which skips a destroyed socket.
+ * Fastify's handler, which skips a destroyed socket. After `server.close()`,
+ * which stops Node's checks, bodies past REQUEST_TIMEOUT_MS get the same 408.
  */
 export function answerRequestTimeouts(server: Server, requestTimeoutMs: number, logger: Logger): void {
   // Node emits 'request' once a request's headers are in, so an unfinished
@@ -49,8 +50,9 @@ export function answerRequestTimeouts(server: Server, requestTimeoutMs: number, 
     latestRequests.set(request.socket, request);
   });
 
-  server.prependListener('clientError', (error: Error & { code?: string }, socket: Socket) => {
-    if (error.code !== 'ERR_HTTP_REQUEST_TIMEOUT' || socket.destroyed) {
+  /** Sends the 408 and closes the connection, unless the connection is closed already. */
+  const answer = (socket: Socket) => {
+    if (socket.destroyed) {
       return;
     }
     const latest = latestRequests.get(socket);
@@ -75,5 +77,65 @@ export function answerRequestTimeouts(server: Server, requestTimeoutMs: number, 
       );
     }
     socket.destroy();
+  };
+
+  server.prependListener('clientError', (error: Error & { code?: string }, socket: Socket) => {
+    if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      answer(socket);
+    }
   });
+
+  if (requestTimeoutMs > 0) {
+    timeBodiesAfterClose(server, requestTimeoutMs, (request) => answer(request.socket));
+  }
+}
+
+/**
+ * Keeps REQUEST_TIMEOUT_MS in force for request bodies after `server.close()`,
+ * which in Node 20 stops the checks that enforce it, so that a slow body does
+ * not hold the drain open until SHUTDOWN_GRACE_MS. From close() on, each
+ * request whose body has not come in full gets a timer for the rest of its
+ * limit, counted from when its headers came, a little later than Node counts.
+ * Headers that never end are left to SHUTDOWN_GRACE_MS.
+ */
+function timeBodiesAfterClose(server: Server, requestTimeoutMs: number, onTimeout: (request: IncomingMessage) => void): void {
+  // The requests whose bodies are still coming, with the time their headers came.
+  const receiving = new Map<IncomingMessage, number>();
+  let closed = false;
+  const startTimer = (request: IncomingMessage, headersAt: number) => {
+    const timer = setTimeout(
+      () => {
+        if (!request.complete) {
+          onTimeout(request);
+        }
+      },
+      Math.max(0, headersAt + requestTimeoutMs - Date.now()),
+    );
+    timer.unref();
+    request.once('close', () => clearTimeout(timer));
+  };
+
+  server.prependListener('request', (request: IncomingMessage) => {
+    if (request.complete) {
+      return;
+    }
+    if (closed) {
+      startTimer(request, Date.now());
+      return;
+    }
+    receiving.set(request, Date.now());
+    request.once('close', () => receiving.delete(request));
+  });
+
+  const close = server.close.bind(server);
+  server.close = ((callback?: (error?: Error) => void) => {
+    if (!closed) {
+      closed = true;
+      for (const [request, headersAt] of receiving) {
+        startTimer(request, headersAt);
+      }
+      receiving.clear();
+    }
+    return close(callback);
+  }) as Server['close'];
 }

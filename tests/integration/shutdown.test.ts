@@ -209,6 +209,38 @@ describe('process shutdown', () => {
     expect(lines.some((line) => line.includes('closing the remaining connections')), 'connections closed').toBe(true);
   }, 60_000);
 
+  // Node's server.close() stops the checks that enforce the request timeout.
+  it('request timeout ends a slow body', async () => {
+    const { child, url, lines } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      REQUEST_TIMEOUT_MS: '500',
+      // Far longer than the test's timeout, so only the request timeout can end the drain.
+      SHUTDOWN_GRACE_MS: '600000',
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { port } = new URL(url);
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.on('error', () => {});
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    onTestFinished(() => {
+      socket.destroy();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+      }
+    });
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    // The headers and the first byte of a body that never comes in full.
+    socket.write('POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
+    await waitForLine(lines, '"url":"/auth/login"');
+
+    child.kill('SIGTERM');
+
+    expect(await exited, lines.join('\n')).toBe(0);
+    const reply = Buffer.concat(received).toString('utf8');
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
+    expect(reply, 'reason').toContain('"reason":"REQUEST_TIMEOUT"');
+  }, 90_000);
+
   it('drains after SHUTDOWN_DELAY_MS', async () => {
     const { child, lines, dataDir } = await startService(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       SHUTDOWN_DELAY_MS: '200',
