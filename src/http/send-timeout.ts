@@ -66,8 +66,10 @@ export function closeStalledReplies(fastify: FastifyInstance, sendTimeoutMs: num
     // When the socket times out, Node emits 'timeout' on the response it is
     // writing, and destroys the socket itself only without a listener.
     response.once('timeout', () => {
+      // writableLength counts each write until all of it has gone to the
+      // kernel, so part of a large write may have reached the client already.
       logger.info(
-        { requestId: request.id, clientAddress: socket.remoteAddress, sendTimeoutMs, unsentBytes: socket.writableLength },
+        { requestId: request.id, clientAddress: socket.remoteAddress, sendTimeoutMs, pendingWriteBytes: socket.writableLength },
         'reply closed because the client read no more of it within SEND_TIMEOUT_MS',
       );
       socket.destroy();
