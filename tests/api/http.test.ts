@@ -736,6 +736,29 @@ describe('ANONYMOUS_MAX_BODY_BYTES', () => {
   });
 });
 
+/**
+ * Sends `head` on a raw connection, then `piece` every 50 ms until the server
+ * closes the connection, and returns the reply text and its JSON body.
+ */
+async function trickleUntilClosed(
+  server: TestServer,
+  head: string,
+  piece: string,
+): Promise<{ reply: string; body: { error?: Record<string, unknown> } }> {
+  const { port } = new URL(server.url);
+  const socket = connect(Number(port), '127.0.0.1');
+  const received: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => received.push(chunk));
+  socket.write(head);
+  const trickle = setInterval(() => socket.write(piece), 50);
+  await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  clearInterval(trickle);
+
+  const reply = Buffer.concat(received).toString('utf8');
+  const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { error?: Record<string, unknown> };
+  return { reply, body };
+}
+
 describe('REQUEST_TIMEOUT_MS', () => {
   const REQUEST_TIMEOUT_MS = 500;
   let server: TestServer;
@@ -752,19 +775,14 @@ describe('REQUEST_TIMEOUT_MS', () => {
   });
 
   it('closes a body sent a byte at a time', { timeout: 15_000 }, async () => {
-    const { port } = new URL(server.url);
-    const socket = connect(Number(port), '127.0.0.1');
-    const received: Buffer[] = [];
-    socket.on('data', (chunk: Buffer) => received.push(chunk));
-    socket.write('POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{');
     // The client is never idle, so only a limit on the whole request ends it.
-    const trickle = setInterval(() => socket.write(' '), 50);
-    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    clearInterval(trickle);
+    const { reply, body } = await trickleUntilClosed(
+      server,
+      'POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{',
+      ' ',
+    );
 
-    const reply = Buffer.concat(received).toString('utf8');
     expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
-    const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { error?: Record<string, unknown> };
     expect(body.error?.reason, 'reason').toBe('REQUEST_TIMEOUT');
     expect(body.error?.limit, 'limit').toBe('REQUEST_TIMEOUT_MS');
     expect(body.error?.max, 'max').toBe(REQUEST_TIMEOUT_MS);
@@ -796,19 +814,10 @@ describe('request headers timeout', () => {
   });
 
   it('names the headers limit', { timeout: 15_000 }, async () => {
-    const { port } = new URL(server.url);
-    const socket = connect(Number(port), '127.0.0.1');
-    const received: Buffer[] = [];
-    socket.on('data', (chunk: Buffer) => received.push(chunk));
-    socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n');
     // One header line at a time, so that the headers never end.
-    const trickle = setInterval(() => socket.write('X-Padding: x\r\n'), 50);
-    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    clearInterval(trickle);
+    const { reply, body } = await trickleUntilClosed(server, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n', 'X-Padding: x\r\n');
 
-    const reply = Buffer.concat(received).toString('utf8');
     expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
-    const body = JSON.parse(reply.slice(reply.indexOf('\r\n\r\n') + 4)) as { error?: Record<string, unknown> };
     expect(body.error?.reason, 'reason').toBe('REQUEST_TIMEOUT');
     expect(body.error?.max, 'max').toBe(HEADERS_TIMEOUT_MS);
     expect(body.error?.message, 'message').toContain(`headers were not received in full within ${HEADERS_TIMEOUT_MS} ms`);
