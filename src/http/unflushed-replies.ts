@@ -8,10 +8,12 @@
 import type { Server, ServerResponse } from 'node:http';
 
 /**
- * Makes `server.closeIdleConnections()` wait until every response that has
- * ended has also been written out or closed, and then close the connections
- * that are idle by then. A reply that its client stops reading still ends
- * through SEND_TIMEOUT_MS or SHUTDOWN_GRACE_MS.
+ * Makes `server.closeIdleConnections()` leave alone the connections of
+ * responses that have ended but are still being written out, and close them
+ * once they are idle after their reply. Other idle connections close at once,
+ * because one kept open takes its client's next request, and Fastify replies
+ * to that with a 503 while it closes. A reply that its client stops reading
+ * still ends through SEND_TIMEOUT_MS or SHUTDOWN_GRACE_MS.
  */
 export function waitForUnflushedReplies(server: Server): void {
   const responses = new Set<ServerResponse>();
@@ -23,8 +25,20 @@ export function waitForUnflushedReplies(server: Server): void {
   const closeIdleConnections = server.closeIdleConnections.bind(server);
   server.closeIdleConnections = function closeIdleConnectionsAfterFlush(this: Server): void {
     const unflushed = [...responses].filter((response) => response.writableEnded && !response.writableFinished);
-    if (unflushed.length === 0) {
+    // Node 20.20 skips an idle connection whose current response has
+    // `finished` false, and sets `finished` in end(), before the reply is
+    // written out. It reads the flag only within this synchronous call.
+    for (const response of unflushed) {
+      response.finished = false;
+    }
+    try {
       closeIdleConnections();
+    } finally {
+      for (const response of unflushed) {
+        response.finished = true;
+      }
+    }
+    if (unflushed.length === 0) {
       return;
     }
     let left = unflushed.length;

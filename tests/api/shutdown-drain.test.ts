@@ -92,3 +92,58 @@ it('delivers a reply still being written', async () => {
     await slow.close();
   }
 }, 60_000);
+
+// While a reply is still being written, close() must still close the other
+// connections at once. Kept open, an idle keep-alive connection takes the
+// client's next request, and Fastify replies to it with a 503 while it closes.
+it('closes idle connections during a slow reply', async () => {
+  const slow = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, env: { MAX_META_BYTES: '65536' } });
+  try {
+    const token = await slow.adminToken();
+    const meta = { pad: 'm'.repeat(60_000) };
+    const events = Array.from({ length: 500 }, () => ({ type: 'slow_reader', meta }));
+    const stored = await slow.gql('mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }', { events }, token);
+    expect(stored.data?.sendEvents?.storedCount, 'events stored').toBe(500);
+    const port = Number(new URL(slow.url).port);
+
+    // An idle keep-alive connection, with one reply received and no request after it.
+    const idle = connect(port, '127.0.0.1');
+    idle.on('error', () => {});
+    const idleReceived: Buffer[] = [];
+    const firstReply = new Promise<void>((resolve) => idle.once('data', () => resolve()));
+    idle.on('data', (chunk: Buffer) => idleReceived.push(chunk));
+    const idleClosed = new Promise<void>((resolve) => idle.once('close', () => resolve()));
+    idle.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    await firstReply;
+
+    const body = JSON.stringify({ query: '{ events(first: 500, filter: { types: ["slow_reader"] }) { nodes { meta } } }' });
+    const reader = connect(port, '127.0.0.1');
+    reader.on('error', () => {});
+    const readerFirstChunk = new Promise<void>((resolve) => reader.once('data', () => resolve()));
+    const readerClosed = new Promise<void>((resolve) => reader.once('close', () => resolve()));
+    reader.on('data', () => {});
+    reader.write(
+      `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: Bearer ${token}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    await readerFirstChunk;
+    reader.pause();
+
+    const closing = slow.app.close();
+    // server.close() closes the idle connections before it stops listening.
+    while (slow.app.fastify.server.listening) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const repliesBefore = idleReceived.length;
+    idle.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    await idleClosed;
+    // The slow reply goes on before the check, so that a failure does not leave close() waiting for it.
+    reader.resume();
+    await readerClosed;
+    await closing;
+
+    const afterClose = Buffer.concat(idleReceived.slice(repliesBefore)).toString('latin1');
+    expect(afterClose.split('\r\n')[0], 'reply on the idle connection after close()').toBe('');
+  } finally {
+    await slow.close();
+  }
+}, 60_000);
