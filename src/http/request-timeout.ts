@@ -1,8 +1,8 @@
 /**
  * The limit on how long a client may take to send a whole request. Fastify
- * turns off Node's own limit (300 s in Node 20), so without this a client
- * that sends its body a byte at a time keeps its connection for as long as
- * it likes, and enough such clients exhaust the process's sockets.
+ * turns off Node's own limit (300 s in Node 20). Without this, a client that
+ * sends its body a byte at a time keeps its connection for as long as it
+ * likes, and enough such clients exhaust the process's sockets.
  */
 import type { IncomingMessage, Server, ServerOptions } from 'node:http';
 import type { Socket } from 'node:net';
