@@ -9,6 +9,8 @@ import type { Socket } from 'node:net';
 
 import type { Logger } from 'pino';
 
+import { errorReplyBody } from './app.js';
+
 /** Node's default interval between its checks for requests past their deadline. */
 const NODE_CHECKING_INTERVAL_MS = 30_000;
 /** Node's default time limit for the headers of a request. */
@@ -70,7 +72,9 @@ export function answerRequestTimeouts(server: Server, requestTimeoutMs: number, 
             max: headersTimeoutMs,
           };
     logger.info({ clientAddress: socket.remoteAddress, timeoutMs: timeoutError.max }, 'request timed out before it was received in full');
-    const body = JSON.stringify({ error: { code: 'BAD_REQUEST', reason: 'REQUEST_TIMEOUT', ...timeoutError } });
+    // A body that timed out has a known URL, so a /graphql request gets GraphQL's `errors` shape.
+    const url = headersReceived ? (latest.url ?? '') : '';
+    const body = JSON.stringify(errorReplyBody(url, { code: 'BAD_REQUEST', reason: 'REQUEST_TIMEOUT', ...timeoutError }));
     if (socket.writable) {
       socket.write(
         `HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,

@@ -789,6 +789,21 @@ describe('REQUEST_TIMEOUT_MS', () => {
     expect(body.error?.message, 'message').toContain(`within ${REQUEST_TIMEOUT_MS} ms (REQUEST_TIMEOUT_MS)`);
   });
 
+  it('answers a slow /graphql body as GraphQL', { timeout: 15_000 }, async () => {
+    const { reply, body } = await trickleUntilClosed(
+      server,
+      'POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{',
+      ' ',
+    );
+    const graphqlBody = body as { error?: unknown; errors?: Array<{ message?: string; extensions?: Record<string, unknown> }> };
+
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
+    expect(Object.keys(graphqlBody), 'top-level keys').toEqual(['errors']);
+    expect(graphqlBody.errors?.[0]?.extensions?.reason, 'reason').toBe('REQUEST_TIMEOUT');
+    expect(graphqlBody.errors?.[0]?.extensions?.limit, 'limit').toBe('REQUEST_TIMEOUT_MS');
+    expect(graphqlBody.errors?.[0]?.message, 'message').toContain(`within ${REQUEST_TIMEOUT_MS} ms (REQUEST_TIMEOUT_MS)`);
+  });
+
   it('keeps serving after a timeout', async () => {
     const reply = await send(`${server.url}/healthz`);
     expect(reply.status).toBe(200);
