@@ -46,6 +46,12 @@ export interface AppOptions {
    * reads nor creates the secret file and signs with a random key instead.
    */
   tokens?: boolean;
+  /**
+   * Whether the app pings the coordination store before it changes anything
+   * (default false). A command that needs Redis, such as `rebuild`, passes
+   * true, so that it exits before it applies DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS.
+   */
+  requireStore?: boolean;
 }
 
 export interface App {
@@ -117,6 +123,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger.info({ applied: migrations.applied }, 'database migrations applied');
     }
     store = createCoordinationStore(config, logger);
+    if (options.requireStore === true) {
+      await store.ping();
+    }
 
     const secret = options.tokens === false ? randomBytes(48).toString('base64') : await resolveJwtSecret(config, logger);
     const tokens = createTokenService({

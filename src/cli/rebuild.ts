@@ -66,7 +66,7 @@ async function rebuild(config: Config, full: boolean): Promise<void> {
   // the retry warnings of the Redis client.
   const quiet = process.env.LOG_LEVEL === undefined || process.env.LOG_LEVEL === '';
   const logger = createLogger(quiet ? { ...config, logLevel: 'error' } : config);
-  const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false, tokens: false });
+  const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false, tokens: false, requireStore: true });
   try {
     // The rebuild reads the pair types as they are now, so it applies every
     // change old enough that no server can fold with its old definition. The

@@ -211,6 +211,53 @@ describe('rebuild command without its services', () => {
   }, 60_000);
 });
 
+describeWithPostgres('rebuild command with Redis down', () => {
+  let database: TestDatabase | undefined;
+
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  it('leaves the built-in policy unchanged', async () => {
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_cli_rebuild_down' });
+    const port = await unusedLoopbackPort();
+    const result = await runCli(
+      'src/cli/rebuild.ts',
+      [],
+      {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: process.env.HOME ?? tmpdir(),
+        NODE_ENV: 'production',
+        LOG_LEVEL: 'error',
+        DATABASE_URL: database.url,
+        REDIS_URL: `redis://127.0.0.1:${port}`,
+        REDIS_COMMAND_TIMEOUT_MS: '300',
+        DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: '3600',
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(result.code, 'exit code').toBe(1);
+    expect(result.stderr, 'message').toContain('error: connecting to Redis');
+
+    // The migrations ran, so the built-in pair types exist with the default policy.
+    const client = new pg.Client({ connectionString: database.url });
+    await client.connect();
+    try {
+      const policies = await client.query<{ name: string; timeout_seconds: number }>(
+        'SELECT name, timeout_seconds FROM pair_types WHERE built_in ORDER BY name',
+      );
+      const changes = await client.query<{ count: string }>('SELECT count(*) FROM pair_type_changes');
+      expect(policies.rows, 'built-in policies').toEqual([
+        { name: 'session', timeout_seconds: 1800 },
+        { name: 'task', timeout_seconds: 1800 },
+      ]);
+      expect(changes.rows[0]?.count, 'recorded pair type changes').toBe('0');
+    } finally {
+      await client.end();
+    }
+  }, 60_000);
+});
+
 describeWithPostgres('rebuild command behind a locked table', () => {
   const dataDir = useTemporaryDirectory('em-rebuild-locked-');
 
