@@ -64,6 +64,8 @@ export interface App {
   replays: ReplayWorker;
   db: Database;
   store: CoordinationStore;
+  /** Names of the built-in pair types whose policy this start changed to DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS. */
+  changedBuiltInPairTypes: readonly string[];
   /** Listens on the configured host and port (0 picks a free port); returns the base URL. */
   listen(): Promise<string>;
   /** Makes `/readyz` return 503 "shutting down" while the app still serves every other request. */
@@ -158,7 +160,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger,
       db.sql,
     );
-    await pairTypes.applyBuiltInDefaults();
+    const changedBuiltInPairTypes = await pairTypes.applyBuiltInDefaults();
     await users.bootstrapAdmin(config.auth.admin);
 
     const deriver = new Deriver(db.sql, store, (fresh) => (fresh === true ? pairTypes.list() : pairTypes.cachedList()), logger, options.fault, config.intake.replayPageSize, config.intake.openPairsCacheSize);
@@ -304,6 +306,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       replays,
       db,
       store,
+      changedBuiltInPairTypes,
       async listen() {
         await fastify.listen({ host: config.server.host, port: config.server.port });
         const address = fastify.server.address();

@@ -68,6 +68,13 @@ async function rebuild(config: Config, full: boolean): Promise<void> {
   const logger = createLogger(quiet ? { ...config, logLevel: 'error' } : config);
   const app = await createApp(config, { logger, sweeper: false, rollups: false, replays: false, tokens: false, requireStore: true });
   try {
+    if (app.changedBuiltInPairTypes.length > 0) {
+      // The quiet logger hides the server's log line, and a value that differs
+      // from the servers' makes every user with such segments replay twice.
+      console.log(
+        `The built-in pair types ${app.changedBuiltInPairTypes.join(' and ')} now auto-close after ${config.intake.defaultAutoCloseTimeoutSeconds} s (DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS), so the servers' replay workers recompute their users. A server that starts with another value changes it back.`,
+      );
+    }
     // The rebuild reads the pair types as they are now, so it applies every
     // change old enough that no server can fold with its old definition. The
     // changes are deleted only after every user is rebuilt, so a rebuild that

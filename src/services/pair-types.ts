@@ -110,9 +110,9 @@ export class PairTypeService {
    * under the new policy, as after `define`. On a database without segments
    * of that type, the change queues no user. Instances that start at once
    * with the same value record each change once, because the second update
-   * finds no row that still differs.
+   * finds no row that still differs. Returns the names of the changed types.
    */
-  async applyBuiltInDefaults(): Promise<void> {
+  async applyBuiltInDefaults(): Promise<string[]> {
     const { timeoutSeconds, endAt } = this.defaultPolicy;
     // The replay workers look for the users with segments of each changed
     // type through the index on (user_id, pair_type), one user at a time. A
@@ -137,6 +137,7 @@ export class PairTypeService {
         'built-in pair type policy changed; the users with segments of these types will be replayed',
       );
     }
+    return changed.map((row) => row.name);
   }
 
   async list(): Promise<PairTypeRecord[]> {

@@ -211,6 +211,43 @@ describe('rebuild command without its services', () => {
   }, 60_000);
 });
 
+describeWithPostgres('rebuild command with another default', () => {
+  let database: TestDatabase | undefined;
+  const dataDir = useTemporaryDirectory('em-rebuild-default-');
+
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  it('names the changed built-in policy', async () => {
+    database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_cli_rebuild_default' });
+    const run = () =>
+      runCli(
+        'src/cli/rebuild.ts',
+        ['--full'],
+        {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          HOME: process.env.HOME ?? tmpdir(),
+          NODE_ENV: 'test',
+          DATABASE_URL: (database as TestDatabase).url,
+          DATA_DIR: dataDir(),
+          DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS: '3600',
+        },
+        { timeoutMs: 60_000 },
+      );
+
+    const first = await run();
+    expect(first.code, 'first exit code').toBe(0);
+    expect(first.stdout, 'first output').toContain(
+      'The built-in pair types session and task now auto-close after 3600 s (DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS)',
+    );
+
+    const second = await run();
+    expect(second.code, 'second exit code').toBe(0);
+    expect(second.stdout, 'second output').not.toContain('DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS');
+  }, 60_000);
+});
+
 describeWithPostgres('rebuild command with Redis down', () => {
   let database: TestDatabase | undefined;
 
