@@ -89,6 +89,14 @@ export function limitExceededAtLeast(limit: string, value: number, max: number, 
 export const STORED_EVENTS_ADVICE =
   'Send them again only with the same `id` each was sent with, which makes the repeat a duplicate instead of a second event.';
 
+/** Advice to the client about the one event that a failed request stored. */
+const STORED_EVENT_ADVICE =
+  'Send it again only with the same `id` it was sent with, which makes the repeat a duplicate instead of a second event.';
+
+function storedEventsAdvice(count: number): string {
+  return count === 1 ? STORED_EVENT_ADVICE : STORED_EVENTS_ADVICE;
+}
+
 /** Errors thrown after a request stored events, with the number of events it stored. */
 const storedBeforeErrors = new WeakMap<object, number>();
 
@@ -112,7 +120,7 @@ export function withStoredEvents(error: DomainError, count: number): DomainError
   return new DomainError(
     error.kind,
     error.reason,
-    `${error.message} ${storedEventsClause(count)}, and ${count === 1 ? 'its segments follow' : 'their segments follow'} once the service recovers. ${STORED_EVENTS_ADVICE}`,
+    `${error.message} ${storedEventsClause(count)}, and ${count === 1 ? 'its segments follow' : 'their segments follow'} once the service recovers. ${storedEventsAdvice(count)}`,
     { ...error.details, eventsStored: true },
   );
 }
@@ -123,7 +131,7 @@ export function withStoredEvents(error: DomainError, count: number): DomainError
  * back when the service derives them again.
  */
 export function internalErrorAfterStore(count: number): string {
-  return `Internal server error. ${storedEventsClause(count)}. ${STORED_EVENTS_ADVICE}`;
+  return `Internal server error. ${storedEventsClause(count)}. ${storedEventsAdvice(count)}`;
 }
 
 function storedEventsClause(count: number): string {

@@ -87,6 +87,7 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
     expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('DEPENDENCY_UNAVAILABLE');
     expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
     expect(reply.errors?.[0]?.message, 'message').toContain('The new event of this request was stored before the failure');
+    expect(reply.errors?.[0]?.message, 'advice').toContain('Send it again only with the same `id` it was sent with');
     expect(await storedCount(member.token), 'stored events').toBe(1);
   });
 
@@ -129,6 +130,7 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
     expect(body.error.code, 'code').toBe('INTERNAL_SERVER_ERROR');
     expect(body.error.eventsStored, 'eventsStored').toBe(true);
     expect(body.error.message, 'message').toContain('The new event of this request was stored before the failure');
+    expect(body.error.message, 'advice').toContain('Send it again only with the same `id` it was sent with');
   });
 
   it('leaves a failed repeat unmarked', async () => {
