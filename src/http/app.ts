@@ -23,6 +23,7 @@ import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
 import { GRAPHQL_RESPONSE_JSON, prefersGraphQLResponseJson } from './graphql-media-type.js';
 import { registerRestRoutes } from './rest.js';
+import { errorReplyBody, pathOf } from './error-body.js';
 import { answerRequestTimeouts, nodeServerTimeouts } from './request-timeout.js';
 import { closeStalledReplies } from './send-timeout.js';
 import { waitForUnflushedReplies } from './unflushed-replies.js';
@@ -30,12 +31,6 @@ import { measureBracketDepth } from '../graphql/document-depth.js';
 import { runWithSecretScope } from '../graphql/secret-values.js';
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** Returns the path of a request URL without its query string, which may carry secrets. */
-export function pathOf(url: string): string {
-  const query = url.indexOf('?');
-  return query < 0 ? url : url.slice(0, query);
-}
 
 /** Builds an error that the error handler returns with `status`, and with `code` as the reason. */
 function bodyError(status: number, code: string, message: string): Error {
@@ -352,22 +347,6 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
     }
     throw error;
   }
-}
-
-/**
- * Builds the body of an error that the HTTP layer sends itself, such as a
- * body over MAX_BODY_BYTES or with a `__proto__` key. The REST routes send
- * `{ error: fields }`. On /graphql the body has only GraphQL's `errors` list,
- * with the fields other than `message` as the error's `extensions`, because
- * the GraphQL specification (section 7, Response) allows no top-level
- * entries besides `data`, `errors` and `extensions`.
- */
-export function errorReplyBody(url: string, fields: { code: string; message: string } & Record<string, unknown>): object {
-  if (pathOf(url) !== '/graphql') {
-    return { error: fields };
-  }
-  const { message, ...extensions } = fields;
-  return { errors: [{ message, extensions }] };
 }
 
 export interface HttpApp {

@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 
 import type { Logger } from 'pino';
 
-import { errorReplyBody } from './app.js';
+import { errorReplyBody } from './error-body.js';
 
 /** Node's default interval between its checks for requests past their deadline. */
 const NODE_CHECKING_INTERVAL_MS = 30_000;
