@@ -74,6 +74,9 @@ describe('redis connection error', () => {
       expect(lookup, 'lookup of the test host').toHaveBeenCalled();
       expect(error, 'error').toBeInstanceOf(RedisUnavailableError);
       expect((error as RedisUnavailableError).connectionError, 'connection error').toContain('ECONNREFUSED');
+      // Each address's own error, not only the shared code, so the message shows which addresses were tried.
+      expect((error as RedisUnavailableError).connectionError, 'IPv6 address').toContain(`::1:${port}`);
+      expect((error as RedisUnavailableError).connectionError, 'IPv4 address').toContain(`127.0.0.1:${port}`);
     } finally {
       await connection.close();
       lookup.mockRestore();
