@@ -838,6 +838,40 @@ describe('request headers timeout', () => {
     expect(body.error?.message, 'message').toContain(`headers were not received in full within ${HEADERS_TIMEOUT_MS} ms`);
     expect(body.error?.message, 'message').not.toContain('REQUEST_TIMEOUT_MS');
   });
+
+  it('names the request limit for a slow body', { timeout: 15_000 }, async () => {
+    // The headers came in full, so the longer limit on the whole request ends it, not the one for headers.
+    const { reply, body } = await trickleUntilClosed(
+      server,
+      'POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{',
+      ' ',
+    );
+
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
+    expect(body.error?.reason, 'reason').toBe('REQUEST_TIMEOUT');
+    expect(body.error?.limit, 'limit').toBe('REQUEST_TIMEOUT_MS');
+    expect(body.error?.max, 'max').toBe(REQUEST_TIMEOUT_MS);
+    expect(body.error?.message, 'message').toContain(`within ${REQUEST_TIMEOUT_MS} ms (REQUEST_TIMEOUT_MS)`);
+  });
+});
+
+describe('REQUEST_TIMEOUT_MS of 0', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, env: { REQUEST_TIMEOUT_MS: '0' } });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('keeps the 60 s headers limit', () => {
+    // A headers timeout of 0 would let a client send its headers a line at a time for ever.
+    const http = server.app.fastify.server;
+    expect(http.requestTimeout, 'request timeout').toBe(0);
+    expect(http.headersTimeout, 'headers timeout').toBe(60_000);
+  });
 });
 
 describe('SEND_TIMEOUT_MS', () => {
