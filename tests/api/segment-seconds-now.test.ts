@@ -51,3 +51,37 @@ it('open segment seconds match reports', async () => {
   expect(seconds).toHaveLength(1);
   expect(seconds[0]).toBe(reply.data!.report.totalSeconds);
 });
+
+it('open segments share one now', async () => {
+  const member = await server.createUser('open-seconds-pair');
+  const sent = await server.gql(
+    `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`,
+    {
+      events: [
+        { type: 'session_started', occurredAt: new Date(OPENED_AT).toISOString() },
+        { type: 'task_started', occurredAt: new Date(OPENED_AT + 60_000).toISOString() },
+      ],
+    },
+    member.token,
+  );
+  expect(sent.errors).toBeUndefined();
+
+  // Every read of this clock moves it 1 s on, so two reads for two segments would disagree.
+  let reads = 0;
+  const now = clock.now.bind(clock);
+  clock.now = () => now() + 1000 * reads++;
+  let reply;
+  try {
+    reply = await server.gql('{ segments(filter: { open: true }) { nodes { pairType seconds } } }', {}, member.token);
+  } finally {
+    clock.now = now;
+  }
+
+  expect(reply.errors, JSON.stringify(reply.errors)).toBeUndefined();
+  const seconds = new Map<string, number>(
+    reply.data!.segments.nodes.map((node: { pairType: string; seconds: number }) => [node.pairType, node.seconds]),
+  );
+  expect([...seconds.keys()].sort(), 'open pair types').toEqual(['session', 'task']);
+  // The task started 60 s after the session, and both run to the same end.
+  expect(seconds.get('session')! - seconds.get('task')!, 'difference').toBe(60);
+});
