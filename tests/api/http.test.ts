@@ -804,6 +804,29 @@ describe('REQUEST_TIMEOUT_MS', () => {
     expect(graphqlBody.errors?.[0]?.message, 'message').toContain(`within ${REQUEST_TIMEOUT_MS} ms (REQUEST_TIMEOUT_MS)`);
   });
 
+  it('names REQUEST_TIMEOUT_MS for slow headers', { timeout: 15_000 }, async () => {
+    // Node derives the headers limit from REQUEST_TIMEOUT_MS below 60 s, so the message names the setting.
+    const { reply, body } = await trickleUntilClosed(server, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n', 'X-Padding: x\r\n');
+
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
+    expect(body.error?.limit, 'limit').toBe('REQUEST_TIMEOUT_MS');
+    expect(body.error?.max, 'max').toBe(REQUEST_TIMEOUT_MS);
+  });
+
+  it('leaves malformed requests to Fastify', async () => {
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    // A header line without a colon is a parse error, not a timeout.
+    socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nNo colon here\r\n\r\n');
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+
+    const reply = Buffer.concat(received).toString('utf8');
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 400 /);
+    expect(reply, 'body').not.toContain('REQUEST_TIMEOUT');
+  });
+
   it('keeps serving after a timeout', async () => {
     const reply = await send(`${server.url}/healthz`);
     expect(reply.status).toBe(200);
