@@ -605,6 +605,17 @@ describeWithPostgres('replay worker', () => {
         { type: 'heartbeat', occurredAt: new Date(start + 45 * 60_000).toISOString() },
       ];
       dataOf(await first.gql(SEND_EVENTS, { events }, user.token), 'sendEvents');
+      // A user with a preference of their own for sessions is not replayed when the default changes.
+      const overriding = await first.createUser('default-change-overriding');
+      dataOf(
+        await first.gql(
+          'mutation ($input: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $input) { pairType } }',
+          { input: { pairType: 'session', timeoutSeconds: 1800, endAt: 'LAST_ACTIVITY' } },
+          overriding.token,
+        ),
+        'setAutoClosePreference',
+      );
+      dataOf(await first.gql(SEND_EVENTS, { events }, overriding.token), 'sendEvents');
       const segments = '{ segments(filter: { pairTypes: ["session"] }) { nodes { start end endReason } } }';
       expect(dataOf(await first.gql(segments, {}, user.token), 'segments').segments.nodes, 'sessions under 30 minutes').toEqual([]);
 
@@ -622,7 +633,7 @@ describeWithPostgres('replay worker', () => {
       expect(status.session, 'session right after the start').toEqual([0, true]);
       expect(status.task, 'task right after the start').toEqual([0, true]);
       expect(await second.app.replays.queueDueChanges(), 'changes queued').toBe(2);
-      // The user has no task segments, so the change of task queues no one.
+      // The user has no task segments, so the change of task queues no one, and the overriding user is skipped.
       expect(await second.app.replays.runOnce(), 'users replayed').toBe(1);
       expect(dataOf(await second.gql(segments, {}, user.token), 'segments').segments.nodes, 'sessions under one hour').toEqual([
         { start: new Date(start).toISOString(), end: new Date(start + 45 * 60_000).toISOString(), endReason: 'AUTO_CLOSE' },
