@@ -59,3 +59,27 @@ it('pages skip no correction of a stalled batch', async () => {
   expect(wholeTypes).toEqual(['session_started', 'task_started', 'heartbeat']);
   expect([...firstTypes, ...secondTypes]).toEqual(wholeTypes);
 });
+
+it('lists a late event of a stalled batch', async () => {
+  const member = await server.createUser('stalled-late');
+  const applied = await server.gql(SEND, { events: [{ type: 'heartbeat', occurredAt: '2026-03-02T09:05:00Z' }] }, member.token);
+  expect(applied.errors).toBeUndefined();
+  // Ten days before the applied event, beyond the default 7-day horizon, so intake stores it as ignored.
+  stalledUsers.add(member.id);
+  const stalled = await server.gql(SEND, { events: [{ type: 'heartbeat', occurredAt: '2026-02-20T09:00:00Z' }] }, member.token);
+  expect(stalled.errors?.[0]?.extensions?.eventsStored).toBe(true);
+  stalledUsers.delete(member.id);
+
+  const admin = await server.adminToken();
+  const page = await server.gql(
+    'query ($users: [ID!]) { events(filter: { users: $users }, first: 10) { nodes { occurredAt flags } } }',
+    { users: [member.id] },
+    admin,
+  );
+  expect(page.errors, JSON.stringify(page.errors)).toBeUndefined();
+  // An ignored event is never applied, so the page lists it while the batch is still unapplied.
+  expect(page.data!.events.nodes).toEqual([
+    { occurredAt: '2026-02-20T09:00:00.000Z', flags: ['LATE_BEYOND_HORIZON'] },
+    { occurredAt: '2026-03-02T09:05:00.000Z', flags: [] },
+  ]);
+});
