@@ -10,6 +10,8 @@ import { ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '
 
 let server: TestServer;
 const stalledUsers = new Set<string>();
+// Users whose batches stall from the second on, so that one request can hold an applied batch and a stalled one.
+const stalledAfterFirst = new Map<string, number>();
 
 beforeAll(async () => {
   server = await startTestServer(import.meta.filename, {
@@ -19,6 +21,13 @@ beforeAll(async () => {
     fault: (step: IntakeStep, userId: string) => {
       if (step === 'events-stored' && stalledUsers.has(userId)) {
         throw new Error('injected fault: stop between storing and applying');
+      }
+      const batches = stalledAfterFirst.get(userId);
+      if (step === 'events-stored' && batches !== undefined) {
+        stalledAfterFirst.set(userId, batches + 1);
+        if (batches >= 1) {
+          throw new Error('injected fault: stop between storing and applying');
+        }
       }
     },
   });
@@ -82,4 +91,29 @@ it('lists a late event of a stalled batch', async () => {
     { occurredAt: '2026-02-20T09:00:00.000Z', flags: ['LATE_BEYOND_HORIZON'] },
     { occurredAt: '2026-03-02T09:05:00.000Z', flags: [] },
   ]);
+});
+
+it('stalled field after intake keeps its message', async () => {
+  const alone = await server.createUser('stalled-alone');
+  stalledUsers.add(alone.id);
+  const single = await server.gql(SEND, { events: [{ type: 'heartbeat', occurredAt: '2026-03-02T09:05:00Z' }] }, alone.token);
+  stalledUsers.delete(alone.id);
+  expect(single.errors?.[0]?.extensions?.eventsStored, 'eventsStored alone').toBe(true);
+
+  const member = await server.createUser('stalled-second');
+  stalledAfterFirst.set(member.id, 0);
+  const reply = await server.gql(
+    `mutation {
+      first: sendEvents(events: [{ type: "heartbeat", occurredAt: "2026-03-02T09:05:00Z" }]) { storedCount }
+      second: sendEvents(events: [{ type: "heartbeat", occurredAt: "2026-03-02T09:06:00Z" }]) { storedCount }
+    }`,
+    {},
+    member.token,
+  );
+  stalledAfterFirst.delete(member.id);
+
+  expect(reply.errors?.[0]?.path, 'path').toEqual(['second']);
+  expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
+  // The error already says that its events are stored, so nothing is added to it for the field before it.
+  expect(reply.errors?.[0]?.message, 'message').toBe(single.errors?.[0]?.message);
 });
