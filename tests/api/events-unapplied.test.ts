@@ -114,6 +114,6 @@ it('stalled field after intake keeps its message', async () => {
 
   expect(reply.errors?.[0]?.path, 'path').toEqual(['second']);
   expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBe(true);
-  // The error already says that its events are stored, so nothing is added to it for the field before it.
+  // The message already states that its events are stored, so markErrorsAfterIntake adds nothing for the field before it.
   expect(reply.errors?.[0]?.message, 'message').toBe(single.errors?.[0]?.message);
 });
