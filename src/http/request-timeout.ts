@@ -18,11 +18,12 @@ const NODE_HEADERS_TIMEOUT_MS = 60_000;
 
 /**
  * Returns the options of Node's HTTP server that enforce REQUEST_TIMEOUT_MS.
- * In Node 20.20, a request timeout set on the server after it was created,
- * as Fastify's `requestTimeout` option does, ends no request before the
- * timeout the server was created with, so the value goes into these options
- * too. Node checks for requests past their deadline often enough that a
- * short timeout is enforced within twice its value.
+ * Node fixes two things when it creates the server: the interval of its
+ * checks for requests past their deadline (30 s by default, so a shorter
+ * limit set later, as Fastify's `requestTimeout` option sets it, fires up to
+ * 30 s late), and the rule that the headers timeout must not exceed the
+ * request timeout. So the values go into these options, and a short limit
+ * is enforced within twice its value.
  */
 export function nodeServerTimeouts(requestTimeoutMs: number): ServerOptions {
   if (requestTimeoutMs === 0) {
