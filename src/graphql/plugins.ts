@@ -531,8 +531,8 @@ function markErrorsAfterIntake(
       return error;
     }
     if (afterIntake && error.extensions?.code !== 'SERVICE_UNAVAILABLE') {
-      // Such as a rejected batch: its message says that nothing was stored,
-      // which is true of its own field only, and the reply has no data.
+      // A rejected batch, for example, reports that nothing was stored. That
+      // is true of its own field only, and the reply has no data.
       return {
         ...error,
         message: `${error.message} The earlier sendEvent or sendEvents fields of this request ran before this error, so their events are stored. ${STORED_EVENTS_ADVICE}`,

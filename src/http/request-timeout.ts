@@ -18,12 +18,12 @@ const NODE_HEADERS_TIMEOUT_MS = 60_000;
 
 /**
  * Returns the options of Node's HTTP server that enforce REQUEST_TIMEOUT_MS.
- * Node fixes two things when it creates the server: the interval of its
- * checks for requests past their deadline (30 s by default, so a shorter
+ * Node fixes two things when it creates the server. One is the interval of
+ * its checks for requests past their deadline, 30 s by default, so a shorter
  * limit set later, as Fastify's `requestTimeout` option sets it, fires up to
- * 30 s late), and the rule that the headers timeout must not exceed the
- * request timeout. So the values go into these options, and a short limit
- * is enforced within twice its value.
+ * 30 s late. The other is the rule that the headers timeout must not exceed
+ * the request timeout. So the values go into these options, and a short
+ * limit is enforced within twice its value.
  */
 export function nodeServerTimeouts(requestTimeoutMs: number): ServerOptions {
   if (requestTimeoutMs === 0) {

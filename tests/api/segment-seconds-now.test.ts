@@ -19,32 +19,43 @@ afterAll(async () => {
   await server?.close();
 });
 
-it('open segment seconds match reports', async () => {
-  const member = await server.createUser('open-seconds');
+/** Creates a member and sends `events` for it, and returns its token. */
+async function memberWithEvents(username: string, events: Array<{ type: string; occurredAt: string }>): Promise<string> {
+  const member = await server.createUser(username);
   const sent = await server.gql(
     `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`,
-    { events: [{ type: 'session_started', occurredAt: new Date(OPENED_AT).toISOString() }] },
+    { events },
     member.token,
   );
   expect(sent.errors).toBeUndefined();
+  return member.token;
+}
 
-  // Every read of this clock moves it 1 s on, as if each step took a second.
+/** Runs `work` with a clock that moves 1 s on at every read, as if each step took a second. */
+async function withTickingClock<T>(work: () => Promise<T>): Promise<T> {
   let reads = 0;
   const now = clock.now.bind(clock);
   clock.now = () => now() + 1000 * reads++;
-  let reply;
   try {
-    reply = await server.gql(
+    return await work();
+  } finally {
+    clock.now = now;
+  }
+}
+
+it('open segment seconds match reports', async () => {
+  const token = await memberWithEvents('open-seconds', [{ type: 'session_started', occurredAt: new Date(OPENED_AT).toISOString() }]);
+
+  const reply = await withTickingClock(() =>
+    server.gql(
       `query ($window: WindowInput!) {
         segments(filter: { open: true }) { nodes { seconds } }
         report(expression: { segments: { pairTypes: ["session"] } }, window: $window) { totalSeconds }
       }`,
       { window: { start: '2026-03-02T00:00:00Z', end: '2026-03-03T00:00:00Z' } },
-      member.token,
-    );
-  } finally {
-    clock.now = now;
-  }
+      token,
+    ),
+  );
 
   expect(reply.errors, JSON.stringify(reply.errors)).toBeUndefined();
   const seconds = reply.data!.segments.nodes.map((node: { seconds: number }) => node.seconds);
@@ -53,29 +64,15 @@ it('open segment seconds match reports', async () => {
 });
 
 it('open segments share one now', async () => {
-  const member = await server.createUser('open-seconds-pair');
-  const sent = await server.gql(
-    `mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }`,
-    {
-      events: [
-        { type: 'session_started', occurredAt: new Date(OPENED_AT).toISOString() },
-        { type: 'task_started', occurredAt: new Date(OPENED_AT + 60_000).toISOString() },
-      ],
-    },
-    member.token,
-  );
-  expect(sent.errors).toBeUndefined();
+  const token = await memberWithEvents('open-seconds-pair', [
+    { type: 'session_started', occurredAt: new Date(OPENED_AT).toISOString() },
+    { type: 'task_started', occurredAt: new Date(OPENED_AT + 60_000).toISOString() },
+  ]);
 
-  // Every read of this clock moves it 1 s on, so two reads for two segments would disagree.
-  let reads = 0;
-  const now = clock.now.bind(clock);
-  clock.now = () => now() + 1000 * reads++;
-  let reply;
-  try {
-    reply = await server.gql('{ segments(filter: { open: true }) { nodes { pairType seconds } } }', {}, member.token);
-  } finally {
-    clock.now = now;
-  }
+  // Two reads of the ticking clock, one per segment, would disagree by 1 s.
+  const reply = await withTickingClock(() =>
+    server.gql('{ segments(filter: { open: true }) { nodes { pairType seconds } } }', {}, token),
+  );
 
   expect(reply.errors, JSON.stringify(reply.errors)).toBeUndefined();
   const seconds = new Map<string, number>(
