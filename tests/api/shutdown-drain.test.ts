@@ -48,19 +48,32 @@ it('drains a request on a kept-alive connection', async () => {
   expect(await Promise.race([(closed as unknown as Promise<void>).then(() => 'closed'), timedOut])).toBe('closed');
 }, 30_000);
 
-// Node 20's server.close() closes every connection whose response has ended,
-// also one whose reply is still being written to a slow client.
-it('delivers a reply still being written', async () => {
+/**
+ * Starts a server and stores 500 events with 60 KB of meta each, about 30 MB
+ * in one page, far more than loopback socket buffers take in. Returns the
+ * server and an admin token.
+ */
+async function startWithLargePage(): Promise<{ slow: TestServer; token: string }> {
   const slow = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, env: { MAX_META_BYTES: '65536' } });
-  let slowClosed: Promise<void> | null = null;
   try {
     const token = await slow.adminToken();
-    // About 30 MB of meta, far more than loopback socket buffers take in.
     const meta = { pad: 'm'.repeat(60_000) };
     const events = Array.from({ length: 500 }, () => ({ type: 'slow_reader', meta }));
     const stored = await slow.gql('mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }', { events }, token);
     expect(stored.data?.sendEvents?.storedCount, 'events stored').toBe(500);
+    return { slow, token };
+  } catch (error) {
+    await slow.close();
+    throw error;
+  }
+}
 
+// Node 20's server.close() closes every connection whose response has ended,
+// also one whose reply is still being written to a slow client.
+it('delivers a reply still being written', async () => {
+  const { slow, token } = await startWithLargePage();
+  let slowClosed: Promise<void> | null = null;
+  try {
     const body = JSON.stringify({ query: '{ events(first: 500, filter: { types: ["slow_reader"] }) { nodes { meta } } }' });
     const socket = connect(Number(new URL(slow.url).port), '127.0.0.1');
     socket.on('error', () => {});
@@ -97,13 +110,8 @@ it('delivers a reply still being written', async () => {
 // connections at once. Kept open, an idle keep-alive connection takes the
 // client's next request, and Fastify replies to it with a 503 while it closes.
 it('closes idle connections during a slow reply', async () => {
-  const slow = await startTestServer(import.meta.filename, { ...WITHOUT_WORKERS, env: { MAX_META_BYTES: '65536' } });
+  const { slow, token } = await startWithLargePage();
   try {
-    const token = await slow.adminToken();
-    const meta = { pad: 'm'.repeat(60_000) };
-    const events = Array.from({ length: 500 }, () => ({ type: 'slow_reader', meta }));
-    const stored = await slow.gql('mutation ($events: [EventInput!]!) { sendEvents(events: $events) { storedCount } }', { events }, token);
-    expect(stored.data?.sendEvents?.storedCount, 'events stored').toBe(500);
     const port = Number(new URL(slow.url).port);
 
     // An idle keep-alive connection, with one reply received and no request after it.
