@@ -759,6 +759,21 @@ async function trickleUntilClosed(
   return { reply, body };
 }
 
+/** Sends a login body a byte at a time and checks the 408 that names REQUEST_TIMEOUT_MS at `limitMs`. */
+async function expectSlowLoginBodyTimedOut(server: TestServer, limitMs: number): Promise<void> {
+  const { reply, body } = await trickleUntilClosed(
+    server,
+    'POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{',
+    ' ',
+  );
+
+  expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
+  expect(body.error?.reason, 'reason').toBe('REQUEST_TIMEOUT');
+  expect(body.error?.limit, 'limit').toBe('REQUEST_TIMEOUT_MS');
+  expect(body.error?.max, 'max').toBe(limitMs);
+  expect(body.error?.message, 'message').toContain(`within ${limitMs} ms (REQUEST_TIMEOUT_MS)`);
+}
+
 describe('REQUEST_TIMEOUT_MS', () => {
   const REQUEST_TIMEOUT_MS = 500;
   let server: TestServer;
@@ -776,17 +791,7 @@ describe('REQUEST_TIMEOUT_MS', () => {
 
   it('closes a body sent a byte at a time', { timeout: 15_000 }, async () => {
     // The client is never idle, so only a limit on the whole request ends it.
-    const { reply, body } = await trickleUntilClosed(
-      server,
-      'POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{',
-      ' ',
-    );
-
-    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
-    expect(body.error?.reason, 'reason').toBe('REQUEST_TIMEOUT');
-    expect(body.error?.limit, 'limit').toBe('REQUEST_TIMEOUT_MS');
-    expect(body.error?.max, 'max').toBe(REQUEST_TIMEOUT_MS);
-    expect(body.error?.message, 'message').toContain(`within ${REQUEST_TIMEOUT_MS} ms (REQUEST_TIMEOUT_MS)`);
+    await expectSlowLoginBodyTimedOut(server, REQUEST_TIMEOUT_MS);
   });
 
   it('answers a slow /graphql body as GraphQL', { timeout: 15_000 }, async () => {
@@ -864,17 +869,7 @@ describe('request headers timeout', () => {
 
   it('names the request limit for a slow body', { timeout: 15_000 }, async () => {
     // The headers came in full, so the longer limit on the whole request ends it, not the one for headers.
-    const { reply, body } = await trickleUntilClosed(
-      server,
-      'POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{',
-      ' ',
-    );
-
-    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
-    expect(body.error?.reason, 'reason').toBe('REQUEST_TIMEOUT');
-    expect(body.error?.limit, 'limit').toBe('REQUEST_TIMEOUT_MS');
-    expect(body.error?.max, 'max').toBe(REQUEST_TIMEOUT_MS);
-    expect(body.error?.message, 'message').toContain(`within ${REQUEST_TIMEOUT_MS} ms (REQUEST_TIMEOUT_MS)`);
+    await expectSlowLoginBodyTimedOut(server, REQUEST_TIMEOUT_MS);
   });
 });
 
