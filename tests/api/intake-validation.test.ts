@@ -368,7 +368,7 @@ describe('intake validation', () => {
     const user = await newUser();
     const reply = await server.gql(
       `mutation {
-        kept: sendEvent(event: { id: "stored-first", type: "heartbeat", occurredAt: "${AT}" }) { event { id } }
+        stored: sendEvent(event: { id: "stored-first", type: "heartbeat", occurredAt: "${AT}" }) { event { id } }
         rejected: sendEvents(events: [{ type: "" }]) { storedCount }
       }`,
       {},
