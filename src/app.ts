@@ -260,6 +260,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       // rest covers selection sets and other arguments.
       maxDocumentDepth: 2 * config.reports.maxDepth + 64,
       maxReplyBytes: config.server.maxReplyBytes,
+      replyMemoryMaxBytes: config.server.replyMemoryMaxBytes,
       checkReadiness: async () => {
         // A connection that stalls without closing would hold the ping, and
         // the probe, for as long as it stalls. A Redis that is down delays it

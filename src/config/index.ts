@@ -26,6 +26,9 @@ export function loadConfig(env: Environment = process.env): Config {
   const reader = new EnvReader(env);
   const poolSize = reader.integer('DB_POOL_SIZE', 10, 1, 100);
   const maxPageSize = reader.integer('PAGE_SIZE_MAX', 1000, 1, 100_000);
+  // The maximum stays far below V8's maximum string length (2^29 - 24
+  // characters in Node 20), which the whole reply must fit into.
+  const maxReplyBytes = reader.integer('MAX_REPLY_BYTES', 67_108_864, 1024, 268_435_456);
 
   const config: Config = {
     nodeEnv: reader.oneOf('NODE_ENV', 'development', NODE_ENVS),
@@ -48,9 +51,9 @@ export function loadConfig(env: Environment = process.env): Config {
       readinessTimeoutMs: reader.integer('READINESS_TIMEOUT_MS', 500, 10, 60_000),
       corsOrigins: readCorsOrigins(reader),
       maxRootFields: reader.integer('REQUEST_MAX_ROOT_FIELDS', 20, 1, 1000),
-      // The maximum stays far below V8's maximum string length (2^29 - 24
-      // characters in Node 20), which the whole reply must fit into.
-      maxReplyBytes: reader.integer('MAX_REPLY_BYTES', 67_108_864, 1024, 268_435_456),
+      maxReplyBytes,
+      // Four replies of the maximum size at once by default.
+      replyMemoryMaxBytes: reader.integer('REPLY_MEMORY_MAX_BYTES', 4 * maxReplyBytes, 1024, 17_179_869_184),
       introspection: reader.boolean('GRAPHQL_INTROSPECTION', true),
     },
 
@@ -251,6 +254,13 @@ function checkCrossFieldRules(config: Config, reader: EnvReader): void {
     reader.fail(
       'PAGE_SIZE_DEFAULT',
       `PAGE_SIZE_DEFAULT is ${defaultPageSize}, but it must not exceed PAGE_SIZE_MAX (${maxPageSize}).`,
+    );
+  }
+  const { maxReplyBytes, replyMemoryMaxBytes } = config.server;
+  if (replyMemoryMaxBytes < maxReplyBytes) {
+    reader.fail(
+      'REPLY_MEMORY_MAX_BYTES',
+      `REPLY_MEMORY_MAX_BYTES is ${replyMemoryMaxBytes}, but it must be at least MAX_REPLY_BYTES (${maxReplyBytes}), so that one reply of the maximum size fits.`,
     );
   }
   const { userLockTtlMs, userLockMaxHoldMs } = config.intake;

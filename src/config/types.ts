@@ -78,6 +78,12 @@ export interface Config {
      * the query reads with `meta` (see `ReplyBudget`).
      */
     maxReplyBytes: number;
+    /**
+     * REPLY_MEMORY_MAX_BYTES: maximum estimated bytes that the replies of all
+     * queries of the process may hold at once, counted as MAX_REPLY_BYTES
+     * counts one reply (see `ReplyMemory`).
+     */
+    replyMemoryMaxBytes: number;
     /** GRAPHQL_INTROSPECTION: whether clients with a valid token may introspect the schema. */
     introspection: boolean;
   };

@@ -20,10 +20,11 @@
 import type { ApolloServerPlugin } from '@apollo/server';
 import { OperationTypeNode, type GraphQLResolveInfo } from 'graphql';
 
-import { badInput, type DomainError } from '../domain/errors.js';
+import { badInput, DomainError } from '../domain/errors.js';
 import type { ReadBudget } from '../services/queries.js';
 import type { GraphQLContext } from './context.js';
 import { domainErrorExtensions } from './errors.js';
+import type { ReplyMemory } from './reply-memory.js';
 
 /**
  * Bytes that each event and segment of a reply counts besides its `meta`.
@@ -65,17 +66,27 @@ export function isQuery(info: GraphQLResolveInfo): boolean {
  * that a read returns once, because the reply counts an object once for
  * every place it appears. Their reads take turns, so that each read gets
  * the bytes that the earlier ones left.
+ *
+ * With a `ReplyMemory`, the larger of the two counts is also reserved in the
+ * process's memory for replies, and a reservation that does not fit ends
+ * the request like a charge over the maximum, with SERVICE_UNAVAILABLE.
+ * `releaseMemory` gives the reservation back once the reply is sent.
  */
 export class ReplyBudget implements ReadBudget {
   private spentBytes = 0;
   private readBytes = 0;
+  /** Bytes reserved in `memory` for this request. */
+  private heldBytes = 0;
   /** The read that runs or ran last, which the next read waits for. */
   private lastRead: Promise<unknown> = Promise.resolve();
   readonly objectBytes = OBJECT_REPLY_BYTES;
   /** The error of the charge or read that crossed the maximum, or null while both are within it. */
   exceeded: DomainError | null = null;
 
-  constructor(readonly maxBytes: number) {}
+  constructor(
+    readonly maxBytes: number,
+    private readonly memory: ReplyMemory | null = null,
+  ) {}
 
   read<T>(read: (remainingBytes: number) => Promise<{ value: T; bytes: number }>): Promise<T> {
     const turn = this.lastRead.then(() => this.readAlone(read));
@@ -87,13 +98,40 @@ export class ReplyBudget implements ReadBudget {
     if (this.exceeded !== null) {
       throw this.exceeded;
     }
-    const { value, bytes } = await read(this.maxBytes - this.readBytes);
+    const { value, bytes } = await read(Math.min(this.maxBytes - this.readBytes, this.roomForRead()));
     this.readBytes += bytes;
     if (this.readBytes > this.maxBytes) {
       this.exceeded ??= this.limitError(this.readBytes);
       throw this.exceeded;
     }
+    this.hold(this.readBytes);
     return value;
+  }
+
+  /** Bytes that a read can add before it no longer fits into the reply memory. */
+  private roomForRead(): number {
+    if (this.memory === null) {
+      return Number.POSITIVE_INFINITY;
+    }
+    return this.memory.available + Math.max(0, this.heldBytes - this.readBytes);
+  }
+
+  /** Reserves memory up to `bytes` for this request; throws SERVICE_UNAVAILABLE when it does not fit. */
+  private hold(bytes: number): void {
+    if (this.memory === null || bytes <= this.heldBytes) {
+      return;
+    }
+    if (!this.memory.tryReserve(bytes - this.heldBytes)) {
+      this.exceeded ??= this.memoryError(bytes, this.memory);
+      throw this.exceeded;
+    }
+    this.heldBytes = bytes;
+  }
+
+  /** Gives this request's reservation back to the reply memory; later calls do nothing. */
+  releaseMemory(): void {
+    this.memory?.release(this.heldBytes);
+    this.heldBytes = 0;
   }
 
   /** Charges `count` events or segments of a query reply, and returns false once the budget is exceeded. */
@@ -121,7 +159,18 @@ export class ReplyBudget implements ReadBudget {
       this.exceeded = this.limitError(this.spentBytes);
       throw this.exceeded;
     }
+    this.hold(this.spentBytes);
     return true;
+  }
+
+  private memoryError(bytes: number, memory: ReplyMemory): DomainError {
+    const others = memory.reserved - this.heldBytes;
+    return new DomainError(
+      'SERVICE_UNAVAILABLE',
+      'REPLY_MEMORY_FULL',
+      `The server is busy: the replies that other requests are building or sending hold an estimated ${others} bytes, and this reply's estimated ${bytes} bytes would bring the total above the maximum of ${memory.maxBytes} bytes (REPLY_MEMORY_MAX_BYTES). Retry in a few seconds, or request smaller pages with \`first\` or \`last\`.`,
+      { limit: 'REPLY_MEMORY_MAX_BYTES', value: bytes, max: memory.maxBytes, retryAfterSeconds: 1 },
+    );
   }
 
   private limitError(bytes: number): DomainError {
@@ -135,8 +184,9 @@ export class ReplyBudget implements ReadBudget {
 
 /**
  * Replaces the reply of a query over MAX_REPLY_BYTES with that one error and
- * HTTP 400. The fields resolved after the budget ran out are empty, so the
- * client must not get any of the partial data.
+ * HTTP 400, or of a query refused by REPLY_MEMORY_MAX_BYTES with that error
+ * and HTTP 503. The fields resolved after the budget ran out are empty, so
+ * the client must not get any of the partial data.
  */
 export function createReplyBudgetPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
@@ -147,12 +197,21 @@ export function createReplyBudgetPlugin(): ApolloServerPlugin<GraphQLContext> {
           if (error === null || response.body.kind !== 'single') {
             return;
           }
+          const limit = String(error.details.limit);
           contextValue.logger.info(
-            { limit: 'MAX_REPLY_BYTES', value: error.details.value, max: error.details.max },
-            'query rejected: its reply would exceed MAX_REPLY_BYTES',
+            { limit, value: error.details.value, max: error.details.max },
+            `query rejected: its reply would exceed ${limit}`,
           );
           response.body.singleResult = { errors: [{ message: error.message, extensions: domainErrorExtensions(error) }] };
-          response.http.status = 400;
+          if (error.kind === 'SERVICE_UNAVAILABLE') {
+            // The reply is now this one error, so the memory reserved for the
+            // discarded one goes back at once.
+            contextValue.replyBudget.releaseMemory();
+            response.http.status = 503;
+            response.http.headers.set('retry-after', '1');
+          } else {
+            response.http.status = 400;
+          }
         },
       };
     },

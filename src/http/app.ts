@@ -17,6 +17,7 @@ import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { DomainError, internalErrorAfterStore, storedCountBefore } from '../domain/errors.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { ReplyBudget } from '../graphql/reply-budget.js';
+import { ReplyMemory } from '../graphql/reply-memory.js';
 import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
 import { acceptsToken } from '../services/users.js';
@@ -274,6 +275,8 @@ export interface HttpAppOptions {
   maxDocumentDepth: number;
   /** MAX_REPLY_BYTES: the reply bytes that the events and segments of one query may take. */
   maxReplyBytes: number;
+  /** REPLY_MEMORY_MAX_BYTES: the reply bytes that all queries of the process may hold at once. */
+  replyMemoryMaxBytes: number;
   /** Pings PostgreSQL and Redis, and returns each one's kind and the error of its ping, or null when it responded. */
   checkReadiness: () => Promise<Readiness>;
 }
@@ -644,16 +647,21 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
   const apollo = await options.createApollo(
     fastifyApolloDrainPlugin(fastify) as ApolloServerPlugin<GraphQLContext>,
   );
+  const replyMemory = new ReplyMemory(options.replyMemoryMaxBytes);
   const apolloHandler = fastifyApolloHandler<GraphQLContext>(apollo, {
-    context: async (request) => {
+    context: async (request, reply) => {
       const auth = await authenticate(request, tokens, services);
+      const replyBudget = new ReplyBudget(options.maxReplyBytes, replyMemory);
+      // 'close' follows the last byte written to the socket, or a connection
+      // that ended first, so the reservation covers the reply's whole send.
+      reply.raw.once('close', () => replyBudget.releaseMemory());
       return createContext({
         ...auth,
         requestId: request.id,
         clientAddress: request.ip,
         logger: request.log,
         services,
-        replyBudget: new ReplyBudget(options.maxReplyBytes),
+        replyBudget,
       });
     },
   });

@@ -54,6 +54,7 @@ describe('loadConfig', () => {
       corsOrigins: '*',
       maxRootFields: 20,
       maxReplyBytes: 67_108_864,
+      replyMemoryMaxBytes: 268_435_456,
       introspection: true,
     });
     expect(config.database).toEqual({
@@ -189,6 +190,7 @@ describe('loadConfig', () => {
     ['ROLLUP_DELAY_MS', '-1', '0 to 3600000'],
     ['MAX_REPLY_BYTES', '1023', '1024 to 268435456'],
     ['MAX_REPLY_BYTES', '268435457', '1024 to 268435456'],
+    ['REPLY_MEMORY_MAX_BYTES', '1023', '1024 to 17179869184'],
     ['DB_MIGRATION_LOCK_TIMEOUT_MS', '-1', '0 to 3600000'],
     ['READINESS_TIMEOUT_MS', '9', '10 to 60000'],
     ['REQUEST_TIMEOUT_MS', '-1', '0 to 3600000'],
@@ -314,6 +316,18 @@ describe('loadConfig', () => {
 
     expect(config.pagination.maxPageSize).toBe(50);
     expect(config.pagination.defaultPageSize).toBe(50);
+  });
+
+  it('rejects reply memory below one reply', () => {
+    const error = configError({ MAX_REPLY_BYTES: '2000000', REPLY_MEMORY_MAX_BYTES: '1999999' });
+
+    expect(error.issues[0]?.variable).toBe('REPLY_MEMORY_MAX_BYTES');
+    expect(error.message).toContain('REPLY_MEMORY_MAX_BYTES is 1999999, but it must be at least MAX_REPLY_BYTES (2000000)');
+  });
+
+  it('sizes reply memory for four replies', () => {
+    expect(loadConfig({ MAX_REPLY_BYTES: '1000000' }).server.replyMemoryMaxBytes).toBe(4_000_000);
+    expect(loadConfig({ MAX_REPLY_BYTES: '1000000', REPLY_MEMORY_MAX_BYTES: '1000000' }).server.replyMemoryMaxBytes).toBe(1_000_000);
   });
 
   it('rejects maximum hold below lock TTL', () => {
