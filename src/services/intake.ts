@@ -346,11 +346,16 @@ export class IntakeService {
    * waiting for the sweeper. Every user in a list is checked, and each due
    * one settled. Each settle uses a PostgreSQL connection, so a read runs
    * at most SETTLES_PER_READ of them at once, and the reads of the process
-   * at most READ_SETTLE_CONCURRENCY. Users whose lock another request has
-   * are skipped, because that request settles them. Failures are logged and
-   * leave the read to go on with what is stored.
+   * at most READ_SETTLE_CONCURRENCY. A user whose lock another request holds
+   * is settled once that lock is released, with the time of the settle as
+   * now, because the holder may have read the clock before the deadline and
+   * then does not settle it. The read waits for such locks at most
+   * USER_LOCK_WAIT_MS in all, counted from the start of this call, and shows
+   * a user still locked after that as stored. Failures are logged and leave
+   * the read to go on with what is stored.
    */
   async settleDue(scope: readonly string[] | null): Promise<void> {
+    const waitEnd = performance.now() + this.options.userLockWaitMs;
     let due: string[];
     try {
       due = await this.dueUsersIn(scope, this.options.clock.now());
@@ -361,13 +366,50 @@ export class IntakeService {
     const perRead = new ConcurrencyLimit(Math.min(SETTLES_PER_READ, this.readSettles.max));
     await Promise.all(
       due.map((userId) =>
-        perRead.run(() => this.readSettles.run(() => this.settle(userId, 0))).catch((error: unknown) => {
-          if (!(error instanceof DomainError && error.reason === 'USER_BUSY')) {
-            this.options.logger.warn({ err: error, userId }, 'settling a due user before a read failed');
-          }
+        perRead.run(() => this.settleForRead(userId, waitEnd)).catch((error: unknown) => {
+          this.options.logger.warn({ err: error, userId }, 'settling a due user before a read failed');
         }),
       ),
     );
+  }
+
+  /**
+   * Settles one due user for a read, waiting for its lock until `waitEnd`
+   * (a `performance.now()` value) when another request holds it.
+   *
+   * `readSettles` limits the settles that use a PostgreSQL connection, so
+   * the wait for a busy lock runs outside that limit: the settle enters it
+   * only once it has the lock. Every task within the limit takes its lock
+   * with no wait or already holds it, so a read that holds a lock while it
+   * waits to enter cannot deadlock with them. The caller's per-read limit
+   * applies during the wait, so one read waits for at most SETTLES_PER_READ
+   * locks at once.
+   */
+  private async settleForRead(userId: string, waitEnd: number): Promise<void> {
+    try {
+      await this.readSettles.run(() => this.settle(userId, 0));
+      return;
+    } catch (error) {
+      if (!(error instanceof DomainError && error.reason === 'USER_BUSY')) {
+        throw error;
+      }
+    }
+    const waitMs = Math.max(0, Math.floor(waitEnd - performance.now()));
+    let lock: UserLock;
+    try {
+      lock = await this.lockUser(userId, waitMs);
+    } catch (error) {
+      if (!(error instanceof DomainError && error.reason === 'USER_BUSY')) {
+        throw error;
+      }
+      this.options.logger.debug({ userId, waitMs }, 'a due user stayed locked for the whole wait of the read, which shows the user without its auto-close');
+      return;
+    }
+    try {
+      await this.readSettles.run(() => this.options.deriver.derive(lock, this.options.clock.now()));
+    } finally {
+      await this.releaseLocks([lock]);
+    }
   }
 
   /**

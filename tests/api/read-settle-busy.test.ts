@@ -1,0 +1,168 @@
+/**
+ * A read settles a due user whose lock another request holds once that lock
+ * is released. It settles with its own now, so it shows the auto-close even
+ * when the holder read the clock before the deadline and settles nothing.
+ * The read waits for such locks at most USER_LOCK_WAIT_MS, then shows the
+ * user as stored.
+ */
+import { Writable } from 'node:stream';
+
+import pino from 'pino';
+import { afterEach, expect, it, vi } from 'vitest';
+
+import { ADMIN, ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
+import { startDueSessions } from '../support/due-sessions.js';
+
+const STARTED_AT = Date.parse('2026-03-02T09:00:00Z');
+/** Lifetime of the lock that the test holds, far longer than any wait of a read. */
+const HELD_LOCK_TTL_MS = 600_000;
+
+const READ = `query ($users: [ID!], $window: WindowInput!) {
+  segments(filter: { users: $users }) { nodes { end endReason } }
+  report(window: $window, expression: { segments: { users: $users } }) { totalSeconds }
+}`;
+
+type ReadData = {
+  segments: { nodes: Array<{ end: string | null; endReason: string | null }> };
+  report: { totalSeconds: number };
+};
+
+let server: TestServer | undefined;
+
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await server?.close();
+  server = undefined;
+});
+
+/** Creates a member with one open session whose deadline has passed, and returns the member's id and the session's start. */
+async function startDueMember(started: TestServer, clock: ManualClock): Promise<{ userId: string; startAt: number }> {
+  const member = await started.createUser('busy-member');
+  const startAt = await startDueSessions(started, clock, [member.id], await started.adminToken());
+  return { userId: member.id, startAt };
+}
+
+/** Runs the segments and report read of `userId` over the hour from `startAt`, with a token issued at the clock's time. */
+async function readUser(started: TestServer, userId: string, startAt: number) {
+  const token = await started.login(ADMIN.username, ADMIN.password);
+  const window = { start: new Date(startAt).toISOString(), end: new Date(startAt + 3600_000).toISOString() };
+  return started.gql<ReadData>(READ, { users: [userId], window }, token);
+}
+
+it('read settles user after lock release', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS });
+  const store = server.app.store;
+  const { userId, startAt } = await startDueMember(server, clock);
+
+  // Another request holds the user's lock, as a request of another process
+  // that read its now before the deadline would, and settles nothing.
+  const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+  // Release the lock once the read's first attempt at it has failed, so
+  // the release comes while the read still has time to wait.
+  const acquire = store.acquireUserLock.bind(store);
+  let released: Promise<boolean> | null = null;
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    try {
+      return await acquire(lockedUserId, options);
+    } catch (error) {
+      if (lockedUserId === userId && released === null) {
+        released = store.releaseUserLock(heldLock);
+      }
+      throw error;
+    }
+  });
+
+  const read = await readUser(server, userId, startAt);
+
+  expect(released, 'the read tried the held lock').not.toBeNull();
+  expect(await released, 'the held lock was released').toBe(true);
+  expect(read.errors).toBeUndefined();
+  expect(read.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
+  // The session's minute of activity. An open session would run to now, 32 minutes after its start.
+  expect(read.data?.report.totalSeconds).toBe(60);
+});
+
+it('read waits for holder in process', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS });
+  const intake = server.app.services.intake;
+  const { userId, startAt } = await startDueMember(server, clock);
+
+  // A preference change of the same process holds the user's turn and lock
+  // until `failHolder` is called, then fails before it settles anything.
+  let failHolder = (): void => {};
+  const holderFails = new Promise<void>((resolve) => {
+    failHolder = resolve;
+  });
+  const holderError = intake
+    .replay(userId, async () => {
+      await holderFails;
+      throw new Error('injected failure of the preference write');
+    })
+    .then(
+      () => null,
+      (error: unknown) => error,
+    );
+  // The holder fails once the read has found the user busy.
+  const settle = intake.settle.bind(intake);
+  let foundBusy = false;
+  vi.spyOn(intake, 'settle').mockImplementation(async (settledUserId, waitMs) => {
+    try {
+      return await settle(settledUserId, waitMs);
+    } catch (error) {
+      if (settledUserId === userId) {
+        foundBusy = true;
+        failHolder();
+      }
+      throw error;
+    }
+  });
+
+  const read = await readUser(server, userId, startAt);
+
+  expect(await holderError).toEqual(new Error('injected failure of the preference write'));
+  expect(foundBusy, 'the read found the user busy').toBe(true);
+  expect(read.errors).toBeUndefined();
+  expect(read.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
+  expect(read.data?.report.totalSeconds).toBe(60);
+});
+
+it('read returns when lock outlasts wait', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  const logLines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logLines.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  server = await startTestServer(import.meta.filename, {
+    clock,
+    ...WITHOUT_WORKERS,
+    logger: pino({ level: 'debug' }, stream),
+    env: { USER_LOCK_WAIT_MS: '200' },
+  });
+  const { userId, startAt } = await startDueMember(server, clock);
+  const heldLock = await server.app.store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+
+  const read = await readUser(server, userId, startAt);
+  await server.app.store.releaseUserLock(heldLock);
+
+  // The read shows the session as stored, still open, and runs it to now.
+  expect(read.errors).toBeUndefined();
+  expect(read.data?.segments.nodes).toEqual([{ end: null, endReason: null }]);
+  expect(read.data?.report.totalSeconds).toBe(32 * 60);
+  const entries = logLines
+    .join('')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as { msg: string; userId?: string; level: number });
+  const skipped = entries.filter((entry) => entry.msg.includes('stayed locked'));
+  expect(skipped.map((entry) => entry.userId)).toEqual([userId]);
+  expect(skipped.map((entry) => entry.level)).toEqual([pino.levels.values.debug]);
+
+  // Once the lock is free, the next read settles the user.
+  const later = await readUser(server, userId, startAt);
+  expect(later.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
+});
