@@ -1,8 +1,8 @@
 /**
  * Each read of a request waits for the settles that the request's reads
- * started. A settle that finds a user locked skips it, so a read whose own
- * settle skipped a user that another read of the request is settling would
- * otherwise show that user before its auto-close.
+ * started. A settle that finds a user locked for its whole wait skips it,
+ * so a read whose own settle skipped a user that another read of the
+ * request is settling would otherwise show that user before its auto-close.
  */
 import type { GraphQLResolveInfo } from 'graphql';
 import { expect, it, vi } from 'vitest';

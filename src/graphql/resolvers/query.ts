@@ -32,8 +32,9 @@ function settleBeforeRead(context: GraphQLContext, users: readonly string[] | nu
     context.dueSettled.set(key, context.services.intake.settleDue(scope));
   }
   // Wait for every settle of the request, not only this scope's. A settle
-  // skips a user whose lock another settle holds, so this scope's settle
-  // can return before another read's settle of a user it shows.
+  // skips a user whose lock stays held past USER_LOCK_WAIT_MS, such as by
+  // another read's settle, so this scope's settle can return before
+  // another read's settle of a user it shows.
   return Promise.all(context.dueSettled.values()).then(() => undefined);
 }
 
