@@ -203,10 +203,10 @@ export function createReplyBudgetPlugin(): ApolloServerPlugin<GraphQLContext> {
             `query rejected: its reply would exceed ${limit}`,
           );
           response.body.singleResult = { errors: [{ message: error.message, extensions: domainErrorExtensions(error) }] };
+          // The reply is now this one error, so the memory reserved for the
+          // discarded one goes back at once.
+          contextValue.replyBudget.releaseMemory();
           if (error.kind === 'SERVICE_UNAVAILABLE') {
-            // The reply is now this one error, so the memory reserved for the
-            // discarded one goes back at once.
-            contextValue.replyBudget.releaseMemory();
             response.http.status = 503;
             response.http.headers.set('retry-after', '1');
           } else {
