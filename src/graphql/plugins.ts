@@ -25,6 +25,7 @@ import {
 import { DomainError, STORED_EVENTS_ADVICE } from '../domain/errors.js';
 import { measureExpression, type ExpressionLimits } from '../domain/report/expression.js';
 import type { GraphQLContext } from './context.js';
+import { checkReportTotals } from './report-totals.js';
 import { namedType } from './type-node.js';
 import { domainErrorExtensions, isExpectedError, isUnstorableValue, mapStackLines, markLogged, toDomainError } from './errors.js';
 
@@ -194,7 +195,8 @@ function eventsSent(fields: Iterable<FieldNode>, variables: Record<string, unkno
 /**
  * Rejects operations whose top-level fields together exceed a limit that
  * bounds each field alone: aliases would otherwise multiply the work of one
- * request.
+ * request. Such limits are REQUEST_MAX_ROOT_FIELDS, MAX_BATCH_SIZE and the
+ * size limits of report expressions.
  */
 function checkRootFields(operation: OperationDefinitionNode, document: DocumentNode, variables: Record<string, unknown>, limits: RequestLimits): void {
   const fields = rootFieldsOf(operation, document, variables);
@@ -206,6 +208,7 @@ function checkRootFields(operation: OperationDefinitionNode, document: DocumentN
       { limit: 'REQUEST_MAX_ROOT_FIELDS', value: fields.size, max: limits.maxRootFields },
     );
   }
+  checkReportTotals(fields.values(), operation, variables, limits.expression);
   const events = eventsSent(fields.values(), variables, operation);
   if (events > limits.maxBatchSize) {
     throw new DomainError(

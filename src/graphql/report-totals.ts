@@ -1,0 +1,93 @@
+/**
+ * Request-wide totals of the size limits of report expressions. Each
+ * `report` field checks its own expression, but aliases run one expression
+ * many times: one variable with 10,000 leaf entries in 20 aliased reports
+ * made the server load 200,000 leaf entries. So the leaf entries, nodes and
+ * literal intervals of every report that an operation runs count together
+ * against REPORT_MAX_LEAF_ENTRIES, REPORT_MAX_NODES and
+ * REPORT_MAX_LITERAL_INTERVALS. Depth does not add up, and the window of
+ * each report is bounded on its own.
+ */
+import { Kind, valueFromASTUntyped, type FieldNode, type OperationDefinitionNode } from 'graphql';
+
+import { DomainError, badInput } from '../domain/errors.js';
+import { scanExpression } from '../domain/report/measure.js';
+import type { ExpressionLimits, ExpressionMeasurement } from '../domain/report/types.js';
+
+/** Returns the value of a field's `expression` argument as the request gives it, or undefined when it is missing. */
+function expressionValue(field: FieldNode, operation: OperationDefinitionNode, variables: Record<string, unknown>): unknown {
+  const node = field.arguments?.find((argument) => argument.name.value === 'expression')?.value;
+  if (node === undefined) {
+    return undefined;
+  }
+  if (node.kind === Kind.VARIABLE && !Object.hasOwn(variables, node.name.value)) {
+    const fallback = operation.variableDefinitions?.find((definition) => definition.variable.name.value === node.name.value)?.defaultValue;
+    return fallback === undefined ? undefined : valueFromASTUntyped(fallback);
+  }
+  return valueFromASTUntyped(node, variables);
+}
+
+interface TotalLimit {
+  key: 'leafEntries' | 'nodes' | 'literalIntervals';
+  maxKey: keyof ExpressionLimits;
+  limit: string;
+  unit: string;
+}
+
+const TOTAL_LIMITS: readonly TotalLimit[] = [
+  { key: 'leafEntries', maxKey: 'maxLeafEntries', limit: 'REPORT_MAX_LEAF_ENTRIES', unit: 'leaf entries' },
+  { key: 'nodes', maxKey: 'maxNodes', limit: 'REPORT_MAX_NODES', unit: 'expression nodes' },
+  { key: 'literalIntervals', maxKey: 'maxLiteralIntervals', limit: 'REPORT_MAX_LITERAL_INTERVALS', unit: 'literal intervals' },
+];
+
+/**
+ * Rejects an operation whose `report` fields together exceed a size limit
+ * of report expressions. `fields` are the operation's top-level fields that
+ * run, by response key, so fields that GraphQL merges count once. A report
+ * whose own expression is malformed or above a limit is left out: it fails
+ * on its own when it runs, with the error for its expression.
+ */
+export function checkReportTotals(
+  fields: Iterable<FieldNode>,
+  operation: OperationDefinitionNode,
+  variables: Record<string, unknown>,
+  limits: ExpressionLimits,
+): void {
+  const totals = { leafEntries: 0, nodes: 0, literalIntervals: 0 };
+  let reports = 0;
+  for (const field of fields) {
+    if (field.name.value !== 'report') {
+      continue;
+    }
+    const value = expressionValue(field, operation, variables);
+    if (value === undefined || value === null) {
+      continue;
+    }
+    let measurement: ExpressionMeasurement;
+    try {
+      measurement = scanExpression(value, limits).measurement;
+    } catch (error) {
+      if (error instanceof DomainError) {
+        continue;
+      }
+      throw error;
+    }
+    reports += 1;
+    totals.leafEntries += measurement.leafEntries;
+    totals.nodes += measurement.nodes;
+    totals.literalIntervals += measurement.literalIntervals;
+  }
+  if (reports < 2) {
+    return;
+  }
+  for (const { key, maxKey, limit, unit } of TOTAL_LIMITS) {
+    const max = limits[maxKey];
+    if (totals[key] > max) {
+      throw badInput(
+        'LIMIT_EXCEEDED',
+        `The ${reports} reports of this request have ${totals[key]} ${unit} in all, above the maximum of ${max} (${limit}), which bounds all reports of one request together. Send smaller expressions, or the reports in separate requests.`,
+        { limit, value: totals[key], max, reports },
+      );
+    }
+  }
+}
