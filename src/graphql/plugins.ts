@@ -624,15 +624,26 @@ function asksForSchema(document: DocumentNode): boolean {
 /** The message with which graphql-js 16 ends the errors of a document that reached `maxErrors`. */
 const VALIDATION_ABORTED_MESSAGE = 'Too many validation errors, error limit reached. Validation aborted.';
 
+/**
+ * The message of the error with which graphql-js 16.15 stops validating a
+ * document whose checks would take too long: 500,000 steps of comparing
+ * fields that share a response name, or 50,000 steps of following fragment
+ * spreads. graphql-js throws one shared error object for it.
+ */
+const VALIDATION_BUDGET_MESSAGE = 'Validation aborted.';
+
 /** The validation message of graphql-js 16 for `@defer` and `@stream`, which this schema does not declare. */
 const INCREMENTAL_DIRECTIVE_MESSAGE = /^Unknown directive "@(defer|stream)"\.$/;
 
 /**
- * Rewrites two validation messages of graphql-js 16 that leave the client
+ * Rewrites three validation messages of graphql-js 16 that leave the client
  * guessing. The last error of a document whose validation stopped at
- * `maxErrors` names that limit. An error for `@defer` or `@stream` says that
- * incremental delivery is not supported: graphql-js 16 has none, so Apollo
- * Server 5 cannot send a `multipart/mixed` reply, and the directives are unknown.
+ * `maxErrors` names that limit, and so does the bare "Validation aborted."
+ * of a document that needs too much work to check, such as one that selects
+ * `id` 2,000 times in one selection set. An error for `@defer` or `@stream`
+ * says that incremental delivery is not supported: graphql-js 16 has none,
+ * so Apollo Server 5 cannot send a `multipart/mixed` reply, and the
+ * directives are unknown.
  */
 export function createValidationMessagePlugin(maxErrors: number): ApolloServerPlugin<GraphQLContext> {
   const rewrite = (error: { message: string }): void => {
@@ -654,9 +665,24 @@ export function createValidationMessagePlugin(maxErrors: number): ApolloServerPl
       return {
         async validationDidStart() {
           return async (errors) => {
-            for (const error of errors ?? []) {
-              rewrite(error);
+            if (errors === undefined) {
+              return;
             }
+            // Apollo Server 5 builds its reply from this array after the hook.
+            const editable = errors as GraphQLError[];
+            editable.forEach((error, index) => {
+              if (error.message === VALIDATION_BUDGET_MESSAGE) {
+                // Replaced, not changed, because graphql-js shares this error object between documents.
+                editable[index] = new GraphQLError(
+                  'Validation stopped because the document takes too much work to check: graphql-js allows 500,000 ' +
+                    'steps of comparing fields that share a response name (alias or name) in one selection set, and ' +
+                    '50,000 steps of following fragment spreads. Select each field once, and spread fewer fragments.',
+                  { extensions: { reason: 'VALIDATION_BUDGET_EXCEEDED' } },
+                );
+                return;
+              }
+              rewrite(error);
+            });
           };
         },
       };

@@ -333,6 +333,21 @@ describe('hostile queries', () => {
       expect(reply.errors?.[100]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
     });
 
+    it('names the limit when validation aborts', async () => {
+      const repeatedFields = `{ me { ${'id '.repeat(2000)}} }`;
+      const first = await server.gql(repeatedFields, {}, member.token);
+      const second = await server.gql(repeatedFields, {}, member.token);
+
+      for (const reply of [first, second]) {
+        expect(reply.status).toBe(400);
+        expect(reply.errors).toHaveLength(1);
+        expect(reply.errors?.[0]?.message).toContain('Validation stopped because the document takes too much work to check');
+        expect(reply.errors?.[0]?.message).toContain('500,000');
+        expect(reply.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+        expect(reply.errors?.[0]?.extensions?.reason).toBe('VALIDATION_BUDGET_EXCEEDED');
+      }
+    });
+
     it('rejects a mutation over GET', async () => {
       const query = encodeURIComponent('mutation { login(username: "admin", password: "admin-password-1") { token } }');
       const response = await fetch(`${server.url}/graphql?query=${query}`, { headers: { 'apollo-require-preflight': 'true' } });
