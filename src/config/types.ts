@@ -73,8 +73,9 @@ export interface Config {
     /** REQUEST_MAX_ROOT_FIELDS: maximum number of top-level fields in one GraphQL operation, aliases counted. */
     maxRootFields: number;
     /**
-     * MAX_REPLY_BYTES: maximum estimated size of the events and segments in
-     * the reply to one query, over all its root fields, and of the rows that
+     * MAX_REPLY_BYTES: maximum estimated size of the events, segments, and
+     * report intervals and buckets in the reply to one query, over all its
+     * root fields, and of the rows that
      * the query reads with `meta` (see `ReplyBudget`).
      */
     maxReplyBytes: number;

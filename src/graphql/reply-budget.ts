@@ -1,6 +1,6 @@
 /**
- * The budget of reply bytes that the events and segments of one query share
- * over all its root fields (MAX_REPLY_BYTES). Resolvers charge it before
+ * The budget of reply bytes that the events, segments, and report intervals
+ * and buckets of one query share over all its root fields (MAX_REPLY_BYTES). Resolvers charge it before
  * graphql-js adds their values to the reply, so that aliases of full pages
  * with large `meta` values cannot build a reply of hundreds of megabytes.
  *
@@ -34,6 +34,13 @@ import type { ReplyMemory } from './reply-memory.js';
  */
 export const OBJECT_REPLY_BYTES = 256;
 
+/**
+ * Bytes that each interval or bucket of a report counts. It is an
+ * estimate: `{"start":"2026-01-01T00:00:00.000Z","end":"2026-01-01T00:01:00.000Z","seconds":60}`
+ * has 83 bytes, and longer `seconds` values add a few.
+ */
+export const INTERVAL_REPLY_BYTES = 96;
+
 /** Sizes of `meta` objects already measured, because one event can appear many times in a reply. */
 const metaSizes = new WeakMap<object, number>();
 
@@ -57,7 +64,7 @@ export function isQuery(info: GraphQLResolveInfo): boolean {
 }
 
 /**
- * Bytes charged by the events and segments of one request. Over the maximum,
+ * Bytes charged by the events, segments and report intervals of one request. Over the maximum,
  * the charge that crossed it throws LIMIT_EXCEEDED, and every later charge
  * returns false, so that its resolver returns an empty value in place of
  * building more of a reply that `createReplyBudgetPlugin` replaces.
@@ -139,6 +146,11 @@ export class ReplyBudget implements ReadBudget {
     return isQuery(info) ? this.charge(count * OBJECT_REPLY_BYTES) : true;
   }
 
+  /** Charges `count` intervals or buckets of a report, and returns false once the budget is exceeded. */
+  chargeIntervals(info: GraphQLResolveInfo, count: number): boolean {
+    return isQuery(info) ? this.charge(count * INTERVAL_REPLY_BYTES) : true;
+  }
+
   /** Charges one `meta` value of a query reply, and returns false once the budget is exceeded. */
   chargeMeta(info: GraphQLResolveInfo, meta: Record<string, unknown> | null): boolean {
     if (!isQuery(info)) {
@@ -176,7 +188,7 @@ export class ReplyBudget implements ReadBudget {
   private limitError(bytes: number): DomainError {
     return badInput(
       'LIMIT_EXCEEDED',
-      `The reply to this request is estimated at ${bytes} bytes or more, above the maximum of ${this.maxBytes} bytes (MAX_REPLY_BYTES). Request smaller pages with \`first\` or \`last\`, select \`meta\` only where it is needed, or send the root fields in separate requests.`,
+      `The reply to this request is estimated at ${bytes} bytes or more, above the maximum of ${this.maxBytes} bytes (MAX_REPLY_BYTES). Request smaller pages with \`first\` or \`last\`, select \`meta\` only where it is needed, ask for fewer report intervals or buckets, or send the root fields in separate requests.`,
       { limit: 'MAX_REPLY_BYTES', value: bytes, max: this.maxBytes },
     );
   }

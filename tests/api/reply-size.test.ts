@@ -1,7 +1,7 @@
 /**
  * The reply budget of queries (MAX_REPLY_BYTES): the events and segments of
  * all root fields of one query share it, each counting 256 bytes plus its
- * `meta` as JSON. A query over it gets HTTP 400 with LIMIT_EXCEEDED and no
+ * `meta` as JSON, and so do report intervals and buckets, 96 bytes each. A query over it gets HTTP 400 with LIMIT_EXCEEDED and no
  * data, and mutation replies are not counted. The rows that a query reads
  * with `meta` share the maximum too, and a read stops once they exceed it.
  */
@@ -299,6 +299,41 @@ describe('reply size limit', () => {
       expect(occurred).toEqual([...occurred].sort());
       expect(new Set(occurred).size).toBe(2 * READER_PAIRS);
     });
+  });
+
+  it('counts report intervals of aliases', async () => {
+    // 96 bytes an interval: 1,000 intervals fit, and two aliases of 600 do not.
+    const intervals = (count: number) =>
+      Array.from({ length: count }, (_, index) => {
+        const start = Date.parse('2026-01-01T00:00:00Z') + index * 60_000;
+        return { start: new Date(start).toISOString(), end: new Date(start + 1000).toISOString() };
+      });
+    const query = (count: number) => `query ($expression: SetExpression!) {
+      ${Array.from({ length: count }, (_, index) => `r${index}: report(expression: $expression, window: { start: "2026-01-01T00:00:00Z", end: "2026-01-02T00:00:00Z" }) { intervals { start } }`).join('\n')}
+    }`;
+
+    const fits = await server.gql(query(1), { expression: { intervals: intervals(1000) } }, member.token);
+    expect(fits.status).toBe(200);
+    expect(fits.errors).toBeUndefined();
+    expect(fits.data?.r0.intervals).toHaveLength(1000);
+
+    const over = await server.gql(query(2), { expression: { intervals: intervals(600) } }, member.token);
+    expectReplyLimit(over);
+    expect(over.errors![0]!.extensions?.value).toBe(1200 * 96);
+  });
+
+  it('counts report buckets of aliases', async () => {
+    // 720 hourly buckets of 96 bytes each: one report fits, and two do not.
+    const report = `report(expression: { intervals: [] }, window: { start: "2026-01-01T00:00:00Z", end: "2026-01-31T00:00:00Z" }, bucket: { unit: HOUR, timeZone: "UTC" }) { buckets { seconds } }`;
+
+    const fits = await server.gql(`{ r0: ${report} }`, {}, member.token);
+    expect(fits.status).toBe(200);
+    expect(fits.errors).toBeUndefined();
+    expect(fits.data?.r0.buckets).toHaveLength(720);
+
+    const over = await server.gql(`{ r0: ${report} r1: ${report} }`, {}, member.token);
+    expectReplyLimit(over);
+    expect(over.errors![0]!.extensions?.value).toBe(1440 * 96);
   });
 
   it('leaves mutation replies uncounted', async () => {

@@ -5,7 +5,7 @@ import { describeInstantRange, isoInstant, isStorableInstant } from '../../domai
 import type { Resolvers } from '../generated/types.js';
 import { Mutation } from './mutation.js';
 import { Query } from './query.js';
-import { Event, EventConnection, PairType, ReportGroup, Segment, SegmentConnection, User } from './types.js';
+import { Event, EventConnection, PairType, Report, ReportGroup, Segment, SegmentConnection, User } from './types.js';
 
 function checkStorable(date: Date): Date {
   if (!isStorableInstant(date.getTime())) {
@@ -135,5 +135,6 @@ export const resolvers: Resolvers = {
   Segment,
   SegmentConnection,
   PairType,
+  Report,
   ReportGroup,
 };

@@ -1,7 +1,8 @@
 /**
  * Field resolvers of the object types whose storage shape differs from the
  * schema, and of the fields that charge the reply budget of a query
- * (MAX_REPLY_BYTES): `meta`, and the events and segments of pages.
+ * (MAX_REPLY_BYTES): `meta`, the events and segments of pages, and the
+ * intervals and buckets of reports.
  */
 import type { GraphQLResolveInfo } from 'graphql';
 
@@ -10,6 +11,7 @@ import type {
   EventResolvers,
   PairTypeResolvers,
   ReportGroupResolvers,
+  ReportResolvers,
   SegmentConnectionResolvers,
   SegmentResolvers,
   UserResolvers,
@@ -113,6 +115,18 @@ export const PairType: PairTypeResolvers = {
   },
 };
 
+// Aliases of one report repeat its intervals, up to REPORT_MAX_INTERVALS each.
+export const Report: ReportResolvers = {
+  intervals: (report, _args, context, info) =>
+    context.replyBudget.chargeIntervals(info, report.intervals.length) ? report.intervals : [],
+  buckets: (report, _args, context, info) =>
+    report.buckets === null || context.replyBudget.chargeIntervals(info, report.buckets.length) ? report.buckets : [],
+};
+
 export const ReportGroup: ReportGroupResolvers = {
   user: (group, _args, context) => loadUser(context, group.userId),
+  intervals: (group, _args, context, info) =>
+    context.replyBudget.chargeIntervals(info, group.intervals.length) ? group.intervals : [],
+  buckets: (group, _args, context, info) =>
+    group.buckets === null || context.replyBudget.chargeIntervals(info, group.buckets.length) ? group.buckets : [],
 };
