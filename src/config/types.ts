@@ -189,14 +189,14 @@ export interface Config {
   reports: {
     /** REPORT_MAX_DEPTH: maximum nesting depth of a set expression. */
     maxDepth: number;
-    /** REPORT_MAX_NODES: maximum number of nodes in a set expression, and in all of one request. */
+    /** REPORT_MAX_NODES: maximum number of nodes in a set expression. The reports of one request may have 4 times as many. */
     maxNodes: number;
-    /** REPORT_MAX_LITERAL_INTERVALS: maximum number of literal intervals in one expression, and in all of one request. */
+    /** REPORT_MAX_LITERAL_INTERVALS: maximum number of literal intervals in one expression. The reports of one request may have 4 times as many. */
     maxLiteralIntervals: number;
     /**
      * REPORT_MAX_LEAF_ENTRIES: maximum number of entries of `pairTypes`, `users`
      * and `pairKeys` and keys and array items of `meta` over all leaves of one expression,
-     * and over all expressions of one request.
+     * and 4 times as many over all expressions of one request.
      */
     maxLeafEntries: number;
     /**

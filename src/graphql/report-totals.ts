@@ -4,9 +4,10 @@
  * many times: one variable with 10,000 leaf entries in 20 aliased reports
  * made the server load 200,000 leaf entries. So the leaf entries, nodes and
  * literal intervals of every report that an operation runs count together
- * against REPORT_MAX_LEAF_ENTRIES, REPORT_MAX_NODES and
- * REPORT_MAX_LITERAL_INTERVALS. Depth does not add up, and the window of
- * each report is bounded on its own.
+ * against REPORT_SIZE_FACTOR times REPORT_MAX_LEAF_ENTRIES, REPORT_MAX_NODES
+ * and REPORT_MAX_LITERAL_INTERVALS. The factor leaves room for a dashboard
+ * of several large reports in one query. Depth does not add up, and the
+ * window of each report is bounded on its own.
  */
 import { Kind, valueFromASTUntyped, type FieldNode, type OperationDefinitionNode } from 'graphql';
 
@@ -27,6 +28,9 @@ function expressionValue(field: FieldNode, operation: OperationDefinitionNode, v
   return valueFromASTUntyped(node, variables);
 }
 
+/** Multiple of each size limit of one expression that all reports of one request may have together. */
+export const REPORT_SIZE_FACTOR = 4;
+
 interface TotalLimit {
   key: 'leafEntries' | 'nodes' | 'literalIntervals';
   maxKey: keyof ExpressionLimits;
@@ -41,9 +45,10 @@ const TOTAL_LIMITS: readonly TotalLimit[] = [
 ];
 
 /**
- * Rejects an operation whose `report` fields together exceed a size limit
- * of report expressions. `fields` are the operation's top-level fields that
- * run, by response key, so fields that GraphQL merges count once. A report
+ * Rejects an operation whose `report` fields together exceed
+ * REPORT_SIZE_FACTOR times a size limit of report expressions. `fields` are
+ * the operation's top-level fields that run, by response key, so fields that
+ * GraphQL merges count once. A report
  * whose own expression is malformed or above a limit is left out: it fails
  * on its own when it runs, with the error for its expression.
  */
@@ -81,11 +86,11 @@ export function checkReportTotals(
     return;
   }
   for (const { key, maxKey, limit, unit } of TOTAL_LIMITS) {
-    const max = limits[maxKey];
+    const max = REPORT_SIZE_FACTOR * limits[maxKey];
     if (totals[key] > max) {
       throw badInput(
         'LIMIT_EXCEEDED',
-        `The ${reports} reports of this request have ${totals[key]} ${unit} in all, above the maximum of ${max} (${limit}), which bounds all reports of one request together. Send smaller expressions, or the reports in separate requests.`,
+        `The ${reports} reports of this request have ${totals[key]} ${unit} in all, above the maximum of ${max} for all reports of one request, ${REPORT_SIZE_FACTOR} times ${limit}. Send smaller expressions, or the reports in separate requests.`,
         { limit, value: totals[key], max, reports },
       );
     }

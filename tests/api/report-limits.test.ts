@@ -542,8 +542,6 @@ describe('request-wide limits over HTTP', () => {
   const MAX_ROOT_FIELDS = 4;
   const MAX_BUCKET_ROWS = 50;
   const MAX_BATCH = 5;
-  /** REPORT_MAX_LEAF_ENTRIES, REPORT_MAX_NODES and REPORT_MAX_LITERAL_INTERVALS of this server. */
-  const MAX_EXPRESSION_SIZE = 10;
   const DAYS_30 = { start: '2026-01-01T00:00:00.000Z', end: '2026-01-31T00:00:00.000Z' };
   const TOTAL = `report(expression: $expression, window: $window) { totalSeconds }`;
   const DAILY = `report(expression: $expression, window: $window, bucket: { unit: DAY, timeZone: "UTC" }) { buckets { seconds } }`;
@@ -559,9 +557,6 @@ describe('request-wide limits over HTTP', () => {
         REQUEST_MAX_ROOT_FIELDS: String(MAX_ROOT_FIELDS),
         REPORT_MAX_BUCKET_ROWS: String(MAX_BUCKET_ROWS),
         MAX_BATCH_SIZE: String(MAX_BATCH),
-        REPORT_MAX_LEAF_ENTRIES: String(MAX_EXPRESSION_SIZE),
-        REPORT_MAX_NODES: String(MAX_EXPRESSION_SIZE),
-        REPORT_MAX_LITERAL_INTERVALS: String(MAX_EXPRESSION_SIZE),
       },
     });
     token = await server.adminToken();
@@ -646,53 +641,6 @@ describe('request-wide limits over HTTP', () => {
     expect(error.message).toContain('reports of this request');
   });
 
-  it('shares leaf entries between reports', async () => {
-    // One pair type and five pair keys: 6 leaf entries a report.
-    const expression = { segments: { pairTypes: ['session'], pairKeys: strings(5, 'key-') } };
-    const single = await server.gql(`${HEAD} { ${aliases(1, TOTAL)} }`, { expression, window: DAYS_30 }, token);
-    const double = await server.gql(`${HEAD} { ${aliases(2, TOTAL)} }`, { expression, window: DAYS_30 }, token);
-
-    expect(single.errors).toBeUndefined();
-    expect(double.status).toBe(400);
-    expect(double.data).toBeUndefined();
-    const error = firstError(double);
-    expectLimitError(error, 'REPORT_MAX_LEAF_ENTRIES', 12, MAX_EXPRESSION_SIZE);
-    expect(error.extensions?.reports).toBe(2);
-    expect(error.message).toContain('2 reports of this request');
-  });
-
-  it('shares nodes of inline expressions', async () => {
-    // A union of three leaves: 4 nodes a report.
-    const leaf = '{ intervals: [] }';
-    const field = `report(expression: { union: [${leaf}, ${leaf}, ${leaf}] }, window: $window) { totalSeconds }`;
-    const query = `query ($window: WindowInput!) { ${aliases(3, field)} }`;
-    const result = await server.gql(query, { window: DAYS_30 }, token);
-
-    expect(result.status).toBe(400);
-    expectLimitError(firstError(result), 'REPORT_MAX_NODES', 12, MAX_EXPRESSION_SIZE);
-  });
-
-  it('shares literal intervals of defaults', async () => {
-    const intervals = literalIntervals(6)
-      .map((interval) => `{ start: "${interval.start}", end: "${interval.end}" }`)
-      .join(', ');
-    const query = `query ($expression: SetExpression! = { intervals: [${intervals}] }, $window: WindowInput!) { ${aliases(2, TOTAL)} }`;
-    const result = await server.gql(query, { window: DAYS_30 }, token);
-
-    expect(result.status).toBe(400);
-    expectLimitError(firstError(result), 'REPORT_MAX_LITERAL_INTERVALS', 12, MAX_EXPRESSION_SIZE);
-  });
-
-  it('leaves skipped reports out of the totals', async () => {
-    const expression = { segments: { pairTypes: ['session'], pairKeys: strings(5, 'key-') } };
-    const query = `${HEAD} { kept: ${TOTAL} skipped: ${TOTAL.replace('window)', 'window) @skip(if: true)')} }`;
-    const result = await server.gql<Record<string, { totalSeconds: number }>>(query, { expression, window: DAYS_30 }, token);
-
-    expect(result.errors).toBeUndefined();
-    expect(result.data?.kept?.totalSeconds).toBe(0);
-    expect(result.data?.skipped).toBeUndefined();
-  });
-
   it('rejects events spread over aliases', async () => {
     const user = await server.createUser('alias-sender');
     const events = (prefix: string) =>
@@ -714,6 +662,87 @@ describe('request-wide limits over HTTP', () => {
     expectLimitError(firstError(fromDefaults), 'MAX_BATCH_SIZE', 6, MAX_BATCH);
     const stored = await server.gql<{ events: { nodes: unknown[] } }>(`{ events(first: 10) { nodes { id } } }`, {}, user.token);
     expect(stored.data?.events.nodes).toEqual([]);
+  });
+});
+
+describe('report sizes over all reports', () => {
+  /** REPORT_MAX_LEAF_ENTRIES, REPORT_MAX_NODES and REPORT_MAX_LITERAL_INTERVALS of this server. */
+  const MAX_EXPRESSION_SIZE = 10;
+  /** The maximum of each for all reports of one request: 4 times the limit of one expression. */
+  const MAX_TOTAL_SIZE = 40;
+  const DAYS_30 = { start: '2026-01-01T00:00:00.000Z', end: '2026-01-31T00:00:00.000Z' };
+  const TOTAL = `report(expression: $expression, window: $window) { totalSeconds }`;
+  const HEAD = `query ($expression: SetExpression!, $window: WindowInput!)`;
+  let server: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      sweeper: false,
+      env: {
+        REPORT_MAX_LEAF_ENTRIES: String(MAX_EXPRESSION_SIZE),
+        REPORT_MAX_NODES: String(MAX_EXPRESSION_SIZE),
+        REPORT_MAX_LITERAL_INTERVALS: String(MAX_EXPRESSION_SIZE),
+      },
+    });
+    token = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  function aliases(count: number, field: string): string {
+    return Array.from({ length: count }, (_, index) => `r${index}: ${field}`).join('\n');
+  }
+
+  it('shares leaf entries between reports', async () => {
+    // One pair type and five pair keys: 6 leaf entries a report.
+    const expression = { segments: { pairTypes: ['session'], pairKeys: strings(5, 'key-') } };
+    const fitting = await server.gql(`${HEAD} { ${aliases(6, TOTAL)} }`, { expression, window: DAYS_30 }, token);
+    const over = await server.gql(`${HEAD} { ${aliases(7, TOTAL)} }`, { expression, window: DAYS_30 }, token);
+
+    expect(fitting.errors).toBeUndefined();
+    expect(over.status).toBe(400);
+    expect(over.data).toBeUndefined();
+    const error = firstError(over);
+    expectLimitError(error, 'REPORT_MAX_LEAF_ENTRIES', 42, MAX_TOTAL_SIZE);
+    expect(error.extensions?.reports).toBe(7);
+    expect(error.message).toContain('7 reports of this request');
+    expect(error.message).toContain('4 times REPORT_MAX_LEAF_ENTRIES');
+  });
+
+  it('shares nodes of inline expressions', async () => {
+    // A union of three leaves: 4 nodes a report.
+    const leaf = '{ intervals: [] }';
+    const field = `report(expression: { union: [${leaf}, ${leaf}, ${leaf}] }, window: $window) { totalSeconds }`;
+    const query = `query ($window: WindowInput!) { ${aliases(11, field)} }`;
+    const result = await server.gql(query, { window: DAYS_30 }, token);
+
+    expect(result.status).toBe(400);
+    expectLimitError(firstError(result), 'REPORT_MAX_NODES', 44, MAX_TOTAL_SIZE);
+  });
+
+  it('shares literal intervals of defaults', async () => {
+    const intervals = literalIntervals(6)
+      .map((interval) => `{ start: "${interval.start}", end: "${interval.end}" }`)
+      .join(', ');
+    const query = `query ($expression: SetExpression! = { intervals: [${intervals}] }, $window: WindowInput!) { ${aliases(7, TOTAL)} }`;
+    const result = await server.gql(query, { window: DAYS_30 }, token);
+
+    expect(result.status).toBe(400);
+    expectLimitError(firstError(result), 'REPORT_MAX_LITERAL_INTERVALS', 42, MAX_TOTAL_SIZE);
+  });
+
+  it('leaves skipped reports out of the totals', async () => {
+    // Six reports of 6 leaf entries fit, and a seventh would go over.
+    const expression = { segments: { pairTypes: ['session'], pairKeys: strings(5, 'key-') } };
+    const query = `${HEAD} { ${aliases(6, TOTAL)} skipped: ${TOTAL.replace('window)', 'window) @skip(if: true)')} }`;
+    const result = await server.gql<Record<string, { totalSeconds: number }>>(query, { expression, window: DAYS_30 }, token);
+
+    expect(result.errors).toBeUndefined();
+    expect(result.data?.r5?.totalSeconds).toBe(0);
+    expect(result.data?.skipped).toBeUndefined();
   });
 });
 
