@@ -246,6 +246,15 @@ describe('events and segments queries', () => {
     expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_WINDOW');
   });
 
+  it('explains a window below 1 ms', async () => {
+    // Digits below the millisecond are dropped, so both ends become 10:00:00.000.
+    const window = { start: '2026-01-01T10:00:00.0001Z', end: '2026-01-01T10:00:00.0009Z' };
+    const response = await server.gql(SEGMENTS, { window }, bob.token);
+
+    expect(response.errors?.[0]?.extensions?.reason).toBe('INVALID_WINDOW');
+    expect(response.errors?.[0]?.message).toContain('kept to the millisecond');
+  });
+
   // Bob has [09:00, 10:00) and an open session from 12:00.
   it.each([
     { start: '08:00:00', end: '09:00:00', expected: [] },

@@ -319,6 +319,14 @@ describe('validateWindow', () => {
     expect(error.details['start']).toBe('2024-01-01T00:00:00.000Z');
   });
 
+  it('explains equal bounds by milliseconds', () => {
+    expect(() => validateWindow(start, start, 366)).toThrow('a window must last at least 1 ms');
+  });
+
+  it('leaves reversed bounds without that hint', () => {
+    expect(() => validateWindow(start, start - 1, 366)).toThrow(expect.objectContaining({ message: expect.not.stringContaining('1 ms') }));
+  });
+
   it('rejects a window 1 ms too long', () => {
     expect(() => validateWindow(start, start + 366 * DAY_MS + 1, 366)).toThrow(
       expect.objectContaining({

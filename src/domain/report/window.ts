@@ -33,6 +33,9 @@ export function formatInstant(ms: number): string {
   return String(ms);
 }
 
+/** Added to the error of a window whose ends are equal, which can come from digits below the millisecond. */
+export const EQUAL_ENDS_HINT = ' Instants are kept to the millisecond, so a window must last at least 1 ms.';
+
 /**
  * Checks a report window `[start, end)` in epoch milliseconds and returns it.
  * Throws `INVALID_WINDOW` unless start is before end, and `LIMIT_EXCEEDED`
@@ -59,7 +62,7 @@ export function validateWindow(start: number, end: number, maxWindowDays: number
   if (start >= end) {
     throw badInput(
       'INVALID_WINDOW',
-      `Window start ${formatInstant(start)} must be before its end ${formatInstant(end)}.`,
+      `Window start ${formatInstant(start)} must be before its end ${formatInstant(end)}.${start === end ? EQUAL_ENDS_HINT : ''}`,
       { start: formatInstant(start), end: formatInstant(end) },
     );
   }
