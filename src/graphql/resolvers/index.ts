@@ -7,11 +7,16 @@ import { Mutation } from './mutation.js';
 import { Query } from './query.js';
 import { Event, EventConnection, PairType, Report, ReportGroup, Segment, SegmentConnection, User } from './types.js';
 
-function checkStorable(date: Date): Date {
+/**
+ * Checks that `date` lies in the range that storage supports. `node` is the
+ * literal that contained it, and the error carries its location, because
+ * graphql-js 16 reports a GraphQLError from `parseLiteral` as it is.
+ */
+function checkStorable(date: Date, node?: ValueNode): Date {
   if (!isStorableInstant(date.getTime())) {
     throw new GraphQLError(
       `DateTime ${date.toISOString()} is outside the supported range ${describeInstantRange()}.`,
-      { extensions: { code: 'BAD_USER_INPUT', reason: 'INSTANT_OUT_OF_RANGE' } },
+      { nodes: node, extensions: { code: 'BAD_USER_INPUT', reason: 'INSTANT_OUT_OF_RANGE' } },
     );
   }
   return date;
@@ -19,17 +24,21 @@ function checkStorable(date: Date): Date {
 
 const EXPECTED_DATE_TIME = 'Expected an RFC 3339 date-time with a time zone offset, such as 2026-03-02T09:00:00Z.';
 
-/** Runs a parse of graphql-scalars' DateTime, adding the expected format to its error. */
-function parseDateTime(parse: () => unknown): Date {
+/**
+ * Runs a parse of graphql-scalars' DateTime, adding the expected format to its
+ * error, and the location of `node` for a literal.
+ */
+function parseDateTime(parse: () => unknown, node?: ValueNode): Date {
   let date: Date;
   try {
     date = parse() as Date;
   } catch (error) {
     throw new GraphQLError(`${(error as Error).message.replace(/\.?$/, '.')} ${EXPECTED_DATE_TIME}`, {
+      nodes: node,
       extensions: { code: 'BAD_USER_INPUT', reason: 'INVALID_DATE_TIME' },
     });
   }
-  return checkStorable(date);
+  return checkStorable(date, node);
 }
 
 /** Returns the number written in decimal digits from `start` to `end` (exclusive) of `text`, or NaN if another character is there. */
@@ -77,15 +86,19 @@ const DateTime = new GraphQLScalarType<Date, unknown>({
     const ms = canonicalInstant(value);
     return ms === null ? parseDateTime(() => DateTimeResolver.parseValue(value)) : checkStorable(new Date(ms));
   },
-  parseLiteral: (ast, variables) => parseDateTime(() => DateTimeResolver.parseLiteral(ast, variables)),
+  parseLiteral: (ast, variables) => parseDateTime(() => DateTimeResolver.parseLiteral(ast, variables), ast),
 });
 
-/** Runs a parse of graphql-scalars' JSONObject, giving its error a reason as DateTime's errors have. */
-function parseJsonObject(parse: () => unknown): Record<string, unknown> {
+/**
+ * Runs a parse of graphql-scalars' JSONObject, giving its error a reason as
+ * DateTime's errors have, and the location of `node` for a literal.
+ */
+function parseJsonObject(parse: () => unknown, node?: ValueNode): Record<string, unknown> {
   try {
     return parse() as Record<string, unknown>;
   } catch (error) {
     throw new GraphQLError(`${(error as Error).message.replace(/\.?$/, '.')} Expected a JSON object, such as { "project": "alpha" }.`, {
+      nodes: node,
       extensions: { code: 'BAD_USER_INPUT', reason: 'INVALID_JSON_OBJECT' },
     });
   }
@@ -120,7 +133,7 @@ const JSONObject = new GraphQLScalarType<Record<string, unknown>, unknown>({
     if (ast.kind === Kind.OBJECT) {
       rejectEnumValues(ast, '');
     }
-    return parseJsonObject(() => JSONObjectResolver.parseLiteral(ast, variables));
+    return parseJsonObject(() => JSONObjectResolver.parseLiteral(ast, variables), ast);
   },
 });
 
