@@ -231,15 +231,17 @@ export class PairTypeService {
     // Names outside NAME_PATTERN cannot exist, and a NUL in one would fail the query.
     const type = NAME_PATTERN.test(pairType) ? await this.prisma.pairType.findUnique({ where: { name: pairType } }) : null;
     if (type === null) {
-      throw badInput('PAIR_TYPE_NOT_FOUND', `Pair type ${JSON.stringify(pairType.slice(0, 80))} does not exist.`, {
-        pairType: pairType.slice(0, 80),
-      });
+      throw badInput(
+        'PAIR_TYPE_NOT_FOUND',
+        `Pair type ${JSON.stringify(pairType.slice(0, 80))} does not exist. The pairTypes query lists the defined names, and an admin defines a new one with definePairType.`,
+        { pairType: pairType.slice(0, 80) },
+      );
     }
     const user = isUuid(userId)
       ? await this.prisma.user.findUnique({ where: { id: userId }, select: { id: true } })
       : null;
     if (user === null) {
-      throw badInput('USER_NOT_FOUND', `User ${JSON.stringify(userId.slice(0, 64))} does not exist.`, {
+      throw badInput('USER_NOT_FOUND', `User ${JSON.stringify(userId.slice(0, 64))} does not exist. Pass a user id from the users query.`, {
         userId: userId.slice(0, 64),
       });
     }
@@ -425,7 +427,7 @@ function checkDefinition(
 
   if (parent !== null) {
     if (!byName.has(parent)) {
-      throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(parent.slice(0, 64))} does not exist.`, {
+      throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(parent.slice(0, 64))} does not exist. Define the parent first, or check its name with the pairTypes query.`, {
         parent: parent.slice(0, 64),
       });
     }

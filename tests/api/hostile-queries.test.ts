@@ -249,6 +249,31 @@ describe('hostile queries', () => {
       expect(response.errors?.[0]?.extensions?.reason).toBe('PAIR_TYPE_NOT_FOUND');
     });
 
+    it('unknown pair type message names the fix', async () => {
+      const response = await server.gql(
+        SET_PREFERENCE,
+        { input: { pairType: 'sesion', timeoutSeconds: 60, endAt: 'DEADLINE' } },
+        member.token,
+      );
+      const message = response.errors?.[0]?.message;
+
+      expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe('PAIR_TYPE_NOT_FOUND');
+      expect(message, 'value').toContain('"sesion"');
+      expect(message, 'listing').toContain('pairTypes query');
+      expect(message, 'definition').toContain('definePairType');
+    });
+
+    it('unknown user message names the fix', async () => {
+      const response = await server.gql(
+        SET_PREFERENCE,
+        { input: { pairType: 'session', timeoutSeconds: 60, endAt: 'DEADLINE', userId: 'nope' } },
+        adminToken,
+      );
+
+      expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe('USER_NOT_FOUND');
+      expect(response.errors?.[0]?.message, 'message').toContain('users query');
+    });
+
     it('rejects a pair type with NUL in an event type', async () => {
       const response = await server.gql(
         `mutation ($input: DefinePairTypeInput!) { definePairType(input: $input) { name } }`,

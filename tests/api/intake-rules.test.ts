@@ -656,6 +656,16 @@ describe('intake rules over HTTP', () => {
       expect(after.pairTypes.map((type: { name: string }) => type.name)).not.toContain('meeting');
     });
 
+    it('missing parent message names the fix', async () => {
+      const input = { name: 'meeting', startType: 'meeting_started', endType: 'meeting_ended', parent: 'nope' };
+      const response = await server.gql(DEFINE, { input }, adminToken);
+      const message = response.errors?.[0]?.message;
+
+      expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe('PARENT_NOT_FOUND');
+      expect(message, 'value').toContain('"nope"');
+      expect(message, 'fix').toContain('pairTypes query');
+    });
+
     it('definePairType is admin only', async () => {
       const user = await newUser();
       const response = await server.gql(
