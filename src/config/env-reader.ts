@@ -97,7 +97,7 @@ export class EnvReader {
     if (lower === 'false' || lower === '0' || lower === 'no') {
       return false;
     }
-    this.fail(variable, `${variable} is "${value}", but it must be true or false (default ${defaultValue}).`);
+    this.fail(variable, `${variable} is "${value}", but it must be true or false, also written 1 or 0 or yes or no (default ${defaultValue}).`);
     return defaultValue;
   }
 

@@ -353,6 +353,14 @@ describe('loadConfig', () => {
   ])('reads TRUST_PROXY=%s', (value, expected) => {
     expect(loadConfig({ TRUST_PROXY: value }).server.trustProxy).toBe(expected);
   });
+
+  it('switch error lists accepted spellings', () => {
+    const error = configError({ TRUST_PROXY: 'on' });
+
+    expect(error.message, 'true or false').toContain('must be true or false');
+    expect(error.message, 'digits').toContain('1 or 0');
+    expect(error.message, 'words').toContain('yes or no');
+  });
 });
 
 describe('REPORT_MAX_CONCURRENT_LOADS', () => {
