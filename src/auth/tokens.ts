@@ -209,7 +209,7 @@ export function invalidTokenError(): DomainError {
   return new DomainError(
     'UNAUTHENTICATED',
     'INVALID_TOKEN',
-    'The access token is invalid or expired. Log in again to get a new token.',
+    'The access token is invalid, expired or revoked. Log in again to get a new token.',
   );
 }
 

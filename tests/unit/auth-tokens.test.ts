@@ -76,7 +76,7 @@ async function expectRejected(token: string, tokens: TokenService = service()): 
   expect(domainError.kind).toBe('UNAUTHENTICATED');
   expect(domainError.reason).toBe('INVALID_TOKEN');
   expect(domainError.message).toBe(
-    'The access token is invalid or expired. Log in again to get a new token.',
+    'The access token is invalid, expired or revoked. Log in again to get a new token.',
   );
   return domainError;
 }
