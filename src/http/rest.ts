@@ -152,6 +152,34 @@ export function sendOutcomeJson(outcome: SendOutcome) {
   };
 }
 
+/** Returns the JSON type of `value` with its article, such as "an array" or "null". */
+function jsonTypeOf(value: unknown): string {
+  if (value === null) {
+    return 'null';
+  }
+  if (Array.isArray(value)) {
+    return 'an array';
+  }
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+/** Describes what a rejected login body contains, naming its fields but never a value, which may be a password. */
+function describeLoginBody(body: unknown): string {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    return `it is ${jsonTypeOf(body)}`;
+  }
+  const problems: string[] = [];
+  for (const field of ['username', 'password']) {
+    const value = (body as Record<string, unknown>)[field];
+    if (value === undefined) {
+      problems.push(`"${field}" is missing`);
+    } else if (typeof value !== 'string') {
+      problems.push(`"${field}" is ${jsonTypeOf(value)}`);
+    }
+  }
+  return problems.join(' and ');
+}
+
 export function registerRestRoutes(
   fastify: FastifyInstance,
   deps: { services: Services; tokens: TokenService },
@@ -162,7 +190,10 @@ export function registerRestRoutes(
     const username = body?.username;
     const password = body?.password;
     if (typeof username !== 'string' || typeof password !== 'string') {
-      throw badInput('INVALID_LOGIN_BODY', 'The body must be a JSON object with string fields "username" and "password".');
+      throw badInput(
+        'INVALID_LOGIN_BODY',
+        `The body must be a JSON object with string fields "username" and "password", but ${describeLoginBody(request.body)}.`,
+      );
     }
     const result = await deps.services.users.login(username, password, request.ip);
     return {

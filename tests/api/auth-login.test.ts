@@ -186,6 +186,20 @@ describe('login and roles over HTTP', () => {
     expect(reply.body.token).toBeUndefined();
   });
 
+  it.each([
+    ['misspelled field', { user: ADMIN.username, password: 'secret-value-1' }, '"username" is missing'],
+    ['password a number', { username: ADMIN.username, password: 12345678 }, '"password" is a number'],
+    ['array body', [ADMIN.username, 'secret-value-1'], 'it is an array'],
+  ])('REST login names the bad field: %s', async (_name, body, detail) => {
+    const reply = await restLogin(body);
+    const message = reply.body.error?.message as string;
+
+    expect(reply.body.error?.reason, 'reason').toBe('INVALID_LOGIN_BODY');
+    expect(message, 'detail').toContain(detail);
+    expect(message, 'password value').not.toContain('secret-value-1');
+    expect(message, 'number value').not.toContain('12345678');
+  });
+
   it('X-Forwarded-For ignored without TRUST_PROXY', async () => {
     const max = server.app.config.auth.loginRateLimitMaxAttempts;
     for (let attempt = 0; attempt < max; attempt += 1) {
