@@ -233,8 +233,10 @@ export class QueryService {
 
   private checkWindow(window: WindowArg | null): void {
     if (window !== null && !(window.start.getTime() < window.end.getTime())) {
+      const start = window.start.toISOString();
+      const end = window.end.toISOString();
       const hint = window.start.getTime() === window.end.getTime() ? EQUAL_ENDS_HINT : '';
-      throw badInput('INVALID_WINDOW', `Window start ${window.start.toISOString()} must be before its end ${window.end.toISOString()}.${hint}`);
+      throw badInput('INVALID_WINDOW', `Window start ${start} must be before its end ${end}.${hint}`, { start, end });
     }
   }
 

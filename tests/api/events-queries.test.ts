@@ -255,6 +255,16 @@ describe('events and segments queries', () => {
     expect(response.errors?.[0]?.message).toContain('kept to the millisecond');
   });
 
+  it('names both ends of a reversed window', async () => {
+    const window = { start: at('11:00:00'), end: at('10:00:00') };
+    const response = await server.gql(SEGMENTS, { window }, bob.token);
+    const extensions = response.errors?.[0]?.extensions;
+
+    expect(extensions?.reason, 'reason').toBe('INVALID_WINDOW');
+    expect(extensions?.start, 'start').toBe(at('11:00:00'));
+    expect(extensions?.end, 'end').toBe(at('10:00:00'));
+  });
+
   // Bob has [09:00, 10:00) and an open session from 12:00.
   it.each([
     { start: '08:00:00', end: '09:00:00', expected: [] },
