@@ -4,6 +4,9 @@
  */
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Next step for an error on a value that is not a user id, such as a username. */
+export const USER_ID_HINT = "Pass the user's id, which the users query and me return, not the username.";
+
 /** Returns whether `value` is a UUID in its textual form, in any letter case. */
 export function isUuid(value: string): boolean {
   return UUID_PATTERN.test(value);

@@ -17,7 +17,7 @@ import {
 } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { BeforeRead } from './index.js';
-import { isUuid, sameUserId } from '../domain/user-id.js';
+import { USER_ID_HINT, isUuid, sameUserId } from '../domain/user-id.js';
 import { MAX_LEAF_ITEM_LENGTH, MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 import { EQUAL_ENDS_HINT } from '../domain/report/window.js';
 
@@ -218,7 +218,7 @@ export class QueryService {
     if (malformed >= 0) {
       throw badInput(
         'INVALID_USER_ID',
-        `filter.users[${malformed}] is ${JSON.stringify(users[malformed]!.slice(0, 64))}, which is not a user id (a UUID).`,
+        `filter.users[${malformed}] is ${JSON.stringify(users[malformed]!.slice(0, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`,
         { index: malformed },
       );
     }

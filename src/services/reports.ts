@@ -24,7 +24,7 @@ import {
 } from '../domain/report/expression.js';
 import { MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
-import { isUuid, sameUserId } from '../domain/user-id.js';
+import { USER_ID_HINT, isUuid, sameUserId } from '../domain/user-id.js';
 import {
   loadLeafSets,
   loadLeaves,
@@ -153,7 +153,7 @@ export class ReportService {
     if (malformed !== null) {
       throw badInput(
         'INVALID_USER_ID',
-        `Invalid report expression: ${malformed.path} is ${JSON.stringify(malformed.userId.slice(0, 64))}, which is not a user id (a UUID).`,
+        `Invalid report expression: ${malformed.path} is ${JSON.stringify(malformed.userId.slice(0, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`,
         { userId: malformed.userId.slice(0, 64), path: malformed.path },
       );
     }
@@ -343,7 +343,7 @@ export class ReportService {
     }
     const malformed = chosen.find((id) => !isUuid(id));
     if (malformed !== undefined) {
-      throw badInput('INVALID_USER_ID', `groupUsers names ${JSON.stringify(malformed.slice(0, 64))}, which is not a user id (a UUID).`, {
+      throw badInput('INVALID_USER_ID', `groupUsers names ${JSON.stringify(malformed.slice(0, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`, {
         userId: malformed.slice(0, 64),
       });
     }

@@ -313,7 +313,9 @@ describe('report access', () => {
       expect(result.errors![0]!.extensions?.reason).toBe('INVALID_USER_ID');
       expect(result.errors![0]!.extensions?.path).toBe(path);
       expect(result.errors![0]!.extensions?.userId).toBe('alice');
-      expect(result.errors![0]!.message).toBe(`Invalid report expression: ${path} is "alice", which is not a user id (a UUID).`);
+      expect(result.errors![0]!.message).toBe(
+        `Invalid report expression: ${path} is "alice", which is not a user id (a UUID). Pass the user's id, which the users query and me return, not the username.`,
+      );
     });
 
     it('rejects a user name in events', async () => {
@@ -321,6 +323,24 @@ describe('report access', () => {
 
       expect(result.errors![0]!.extensions?.reason).toBe('INVALID_USER_ID');
       expect(result.errors![0]!.message).toContain('filter.users[0] is "zzz"');
+      expect(result.errors![0]!.message, 'next step').toContain("Pass the user's id");
+    });
+
+    it('names the fix for a username in groupUsers', async () => {
+      const variables = { expression: leafOf(), window: WINDOW, groupUsers: ['bob'] };
+      const result = await server.gql(REPORT_CHOSEN_GROUPS, variables, carol.token);
+
+      expect(result.errors?.[0]?.extensions?.reason, 'reason').toBe('INVALID_USER_ID');
+      expect(result.errors?.[0]?.message, 'value').toContain('"bob"');
+      expect(result.errors?.[0]?.message, 'next step').toContain("Pass the user's id");
+    });
+
+    it('names the fix for a username in preferences', async () => {
+      const result = await server.gql(`{ autoClosePreferences(userId: "bob") { id } }`, {}, carol.token);
+
+      expect(result.errors?.[0]?.extensions?.reason, 'reason').toBe('INVALID_USER_ID');
+      expect(result.errors?.[0]?.message, 'value').toContain('"bob"');
+      expect(result.errors?.[0]?.message, 'next step').toContain("Pass the user's id");
     });
 
     it('rejects an overlong pair type', async () => {

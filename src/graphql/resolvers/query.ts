@@ -3,7 +3,7 @@ import type { GraphQLResolveInfo } from 'graphql';
 import { assertCanReadFor, requireRole, canReadAll } from '../../auth/viewer.js';
 import { toUserRecord } from '../../services/users.js';
 import { DomainError, badInput } from '../../domain/errors.js';
-import { isUuid } from '../../domain/user-id.js';
+import { USER_ID_HINT, isUuid } from '../../domain/user-id.js';
 import { preferenceId, reportId, withCacheIds } from '../cache-ids.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
 import { selectsPath } from '../selection.js';
@@ -62,7 +62,7 @@ export const Query: QueryResolvers = {
     const viewer = requireViewer(context);
     const userId = (args.userId ?? viewer.userId).toLowerCase();
     if (!isUuid(userId)) {
-      throw badInput('INVALID_USER_ID', `userId ${JSON.stringify(userId.slice(0, 64))} is not a user id (a UUID).`, {
+      throw badInput('INVALID_USER_ID', `userId ${JSON.stringify(userId.slice(0, 64))} is not a user id (a UUID). ${USER_ID_HINT}`, {
         userId: userId.slice(0, 64),
       });
     }
