@@ -17,6 +17,7 @@ import {
   withStoredEvents,
   type DomainErrorKind,
 } from '../domain/errors.js';
+import { FIELD_LIST as SET_EXPRESSION_FIELDS } from '../domain/report/shape.js';
 import { withoutSecretValues } from './secret-values.js';
 
 export type ErrorCode =
@@ -296,7 +297,8 @@ export function createFormatError(includeStack: boolean) {
           ? { ...formatted, extensions: { ...formatted.extensions, reason: 'INVALID_VARIABLE' } }
           : formatted;
       // The stack trace's first line can repeat the message, and so the values it quotes.
-      const clientError = mapStackLines({ ...withReason, message: shortened(withoutQuotedPasswords(formatted.message)) }, withoutQuotedPasswords);
+      const message = shortened(withSetExpressionFields(withoutQuotedPasswords(formatted.message)));
+      const clientError = mapStackLines({ ...withReason, message }, withoutQuotedPasswords);
       return includeStack ? clientError : withoutStack(clientError);
     }
 
@@ -343,6 +345,16 @@ export function createFormatError(includeStack: boolean) {
  * so a 5 MB variable would give a reply twice that size.
  */
 export const MAX_CLIENT_MESSAGE_CHARS = 2000;
+
+const SET_EXPRESSION_KEY_COUNT = 'OneOf Input Object "SetExpression" must specify exactly one key.';
+
+/**
+ * Adds the fields to choose from to graphql-js's error for a SetExpression
+ * literal with no field or several, such as `expression: {}`, which names none.
+ */
+function withSetExpressionFields(message: string): string {
+  return message === SET_EXPRESSION_KEY_COUNT ? `${message} Set exactly one of ${SET_EXPRESSION_FIELDS}.` : message;
+}
 
 /** Cuts `message` to MAX_CLIENT_MESSAGE_CHARS and appends its original length. */
 function shortened(message: string): string {

@@ -434,6 +434,7 @@ describe('report limits over HTTP', () => {
       expect(result.status).toBe(400);
       expect(error.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
       expect(error.message).toMatch(/exactly one key/);
+      expect(error.message, 'fields to choose from').toContain('Set exactly one of segments, intervals, union,');
       await expectStillServing();
     });
   });

@@ -24,7 +24,7 @@ const OPERATOR_FIELDS: ReadonlySet<string> = new Set<OperatorField>([
   'complement',
 ]);
 
-const FIELD_LIST = 'segments, intervals, union, intersect, difference or complement';
+export const FIELD_LIST = 'segments, intervals, union, intersect, difference or complement';
 
 /** Maximum number of problems kept for one error, so a hostile input cannot make it huge. */
 const MAX_PROBLEMS = 50;
