@@ -15,7 +15,7 @@ import { UNPAIRED_SURROGATE } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import { PREPARED, type SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
-import { isUuid } from '../domain/user-id.js';
+import { USER_ID_HINT, isUuid } from '../domain/user-id.js';
 import { usernameProblem } from '../domain/username.js';
 import { ConcurrencyLimit } from './concurrency.js';
 
@@ -192,7 +192,8 @@ export class UserService {
     }
     const current = isUuid(id) ? await this.findById(id) : null;
     if (current === null) {
-      throw badInput('USER_NOT_FOUND', `User id ${JSON.stringify(input.id.slice(0, 64))} not found.`, { userId: input.id.slice(0, 64) });
+      const hint = isUuid(id) ? '' : ` ${USER_ID_HINT}`;
+      throw badInput('USER_NOT_FOUND', `User id ${JSON.stringify(input.id.slice(0, 64))} not found.${hint}`, { userId: input.id.slice(0, 64) });
     }
 
     const data: UserUpdateData = {};

@@ -547,6 +547,14 @@ describe('login and roles over HTTP', () => {
       expect(result.errors?.[0]?.extensions?.reason).toBe('USER_NOT_FOUND');
     });
 
+    it('username in place of id names the fix', async () => {
+      const result = await server.gql(UPDATE, { input: { id: 'admin', role: 'ANALYST' } }, await server.adminToken());
+
+      expect(result.errors?.[0]?.extensions?.reason, 'reason').toBe('USER_NOT_FOUND');
+      expect(result.errors?.[0]?.message, 'value').toContain('"admin"');
+      expect(result.errors?.[0]?.message, 'next step').toContain("Pass the user's id");
+    });
+
     it('changePassword checks the current one', async () => {
       const member = await server.createUser('account-own');
 
