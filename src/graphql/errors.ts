@@ -186,8 +186,8 @@ export function domainErrorExtensions(error: DomainError): Record<string, unknow
 
 /**
  * Tells whether a value is a GraphQLError by the `Symbol.toStringTag` that
- * graphql-js sets. `instanceof` fails when two copies of graphql are loaded
- * (Vitest loads its ESM build beside the CJS build that Apollo Server uses).
+ * graphql-js sets. `instanceof` fails when two copies of graphql are loaded,
+ * such as its ESM and CommonJS builds.
  */
 function isGraphQLError(value: unknown): value is GraphQLError {
   return Object.prototype.toString.call(value) === '[object GraphQLError]';

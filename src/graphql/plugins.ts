@@ -653,7 +653,7 @@ export function createValidationMessagePlugin(maxErrors: number): ApolloServerPl
     }
     if (INCREMENTAL_DIRECTIVE_MESSAGE.test(error.message)) {
       error.message = `${error.message} This server does not support incremental delivery (@defer and @stream). Remove the directive to get every field in one reply.`;
-      // No `instanceof GraphQLError`, which is false under vitest, where Apollo Server's graphql-js is another module instance.
+      // No `instanceof GraphQLError`, which is false when Apollo Server's graphql-js is another module instance.
       const { extensions } = error as { extensions?: Record<string, unknown> };
       if (extensions !== undefined) {
         extensions.reason = 'INCREMENTAL_DELIVERY_NOT_SUPPORTED';

@@ -148,8 +148,8 @@ const passwordTypesOfSchema = new WeakMap<GraphQLSchema, ReadonlySet<string>>();
 /**
  * Returns the names of the input object types that have a password field,
  * directly or in a nested input type. It reads the schema's SDL definitions
- * rather than using graphql-js's type predicates, which throw under vitest
- * for a schema built by another copy of the graphql module.
+ * rather than using graphql-js's type predicates, which throw for a schema
+ * built by another copy of the graphql module.
  */
 function passwordInputTypes(schema: GraphQLSchema): ReadonlySet<string> {
   const cached = passwordTypesOfSchema.get(schema);

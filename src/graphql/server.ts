@@ -65,7 +65,7 @@ function withScalarDescriptions(map: Resolvers, typeDefs: string): Resolvers {
     if (definition.kind !== Kind.SCALAR_TYPE_DEFINITION || definition.description === undefined) {
       continue;
     }
-    // Duck-typed: Vitest may load a second copy of graphql, which fails instanceof.
+    // Duck-typed: a second copy of graphql, such as its ESM build, fails instanceof.
     const scalar = described[definition.name.value] as { toConfig?: () => GraphQLScalarTypeConfig<unknown, unknown> } | undefined;
     if (typeof scalar?.toConfig === 'function') {
       described[definition.name.value] = new GraphQLScalarType({ ...scalar.toConfig(), description: definition.description.value });

@@ -270,6 +270,22 @@ describe('intake validation', () => {
   });
 
   it.each([
+    { name: 'an invalid occurredAt', value: '"yesterday"', field: 'occurredAt', reason: 'INVALID_DATE_TIME' },
+    { name: 'an occurredAt out of range', value: '"0001-01-01T00:00:00Z"', field: 'occurredAt', reason: 'INSTANT_OUT_OF_RANGE' },
+    { name: 'a meta string', value: '"project"', field: 'meta', reason: 'INVALID_JSON_OBJECT' },
+  ])('literal error locates $name', async ({ value, field, reason }) => {
+    const user = await newUser();
+    const document = `mutation {\n  sendEvent(event: { type: "heartbeat", ${field}: ${value} }) { event { id } }\n}`;
+    const column = document.split('\n')[1]!.indexOf(value) + 1;
+    const response = await server.gql(document, {}, user.token);
+
+    expect(response.errors, 'errors').toHaveLength(1);
+    expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe(reason);
+    expect(response.errors?.[0]?.locations, 'locations').toEqual([{ line: 2, column }]);
+    expect(await storedEvents(user.id), 'stored events').toEqual([]);
+  });
+
+  it.each([
     { sent: '2026-01-20T09:00:00Z', stored: '2026-01-20T09:00:00.000Z' },
     { sent: '2026-01-20T11:00:00+02:00', stored: '2026-01-20T09:00:00.000Z' },
     { sent: '2026-01-20T04:30:00.250-04:30', stored: '2026-01-20T09:00:00.250Z' },

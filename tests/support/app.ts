@@ -37,7 +37,12 @@ export class ManualClock implements Clock {
 export interface GraphQLResponse<T = Record<string, unknown>> {
   status: number;
   data?: T;
-  errors?: Array<{ message: string; path?: unknown[]; extensions?: Record<string, unknown> }>;
+  errors?: Array<{
+    message: string;
+    locations?: Array<{ line: number; column: number }>;
+    path?: unknown[];
+    extensions?: Record<string, unknown>;
+  }>;
 }
 
 export interface TestServer {
