@@ -297,17 +297,18 @@ describe('intake validation', () => {
   });
 
   it.each([
-    { name: 'isPair true on a point event', event: { type: 'heartbeat', isPair: true } },
-    { name: 'isPair false on a start', event: { type: 'session_started', isPair: false } },
-    { name: 'pairType of another pair', event: { type: 'session_started', pairType: 'task' } },
-    { name: 'pairType on a point event', event: { type: 'heartbeat', pairType: 'session' } },
-    { name: 'unknown pairType', event: { type: 'task_ended', pairType: 'nope' } },
-    { name: 'pairKey on a point event', event: { type: 'heartbeat', pairKey: 'k' } },
-  ])('rejects $name', async ({ event }) => {
+    { name: 'isPair true on a point event', event: { type: 'heartbeat', isPair: true }, named: 'isPair is true but' },
+    { name: 'isPair false on a start', event: { type: 'session_started', isPair: false }, named: 'isPair is false but' },
+    { name: 'pairType of another pair', event: { type: 'session_started', pairType: 'task' }, named: 'pairType "task" does not match' },
+    { name: 'pairType on a point event', event: { type: 'heartbeat', pairType: 'session' }, named: 'pairType "session" was given' },
+    { name: 'unknown pairType', event: { type: 'task_ended', pairType: 'nope' }, named: 'pairType "nope" does not match' },
+    { name: 'pairKey on a point event', event: { type: 'heartbeat', pairKey: 'k' }, named: 'pairKey was given' },
+  ])('rejects $name', async ({ event, named }) => {
     const user = await newUser();
     const items = await rejectedItems(user.token, [{ ...event, occurredAt: AT }]);
 
     expect(items.map((item) => item.reason)).toEqual(['PAIR_MISMATCH']);
+    expect(items[0]?.message, 'message names the GraphQL field').toContain(named);
     expect(await storedEvents(user.id)).toEqual([]);
   });
 
