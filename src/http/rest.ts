@@ -9,12 +9,24 @@ import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
 import { describeInstantRange } from '../domain/storable.js';
 import type { Services } from '../services/index.js';
-import type { EventInput, SendOutcome } from '../services/intake.js';
+import type { EventFieldNames, EventInput, SendOutcome } from '../services/intake.js';
 import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
 import { authenticate } from './app.js';
 import { parseInstant } from './instant.js';
 
-const EVENT_FIELDS = new Set(['id', 'type', 'is_pair', 'pair_type', 'pair_key', 'occurred_at', 'meta', 'user_id']);
+/** The snake_case name of each `EventInput` field that this route takes, which the intake's messages use too. */
+const REST_EVENT_FIELD_NAMES: EventFieldNames = {
+  id: 'id',
+  type: 'type',
+  isPair: 'is_pair',
+  pairType: 'pair_type',
+  pairKey: 'pair_key',
+  occurredAt: 'occurred_at',
+  meta: 'meta',
+  userId: 'user_id',
+};
+
+const EVENT_FIELDS = new Set(Object.values(REST_EVENT_FIELD_NAMES));
 
 /**
  * Rejects a body that is not sent as JSON. Fastify also parses text/plain,
@@ -234,7 +246,7 @@ export function registerRestRoutes(
       // The items that parsed get the intake's checks too, so that one reply
       // lists every problem of the batch.
       try {
-        await deps.services.intake.check(viewer, inputs, inputIndexes);
+        await deps.services.intake.check(viewer, inputs, { positions: inputIndexes, fieldNames: REST_EVENT_FIELD_NAMES });
       } catch (error) {
         const checked = error instanceof DomainError ? error.details.invalidItems : undefined;
         if (!Array.isArray(checked)) {
@@ -246,7 +258,7 @@ export function registerRestRoutes(
           throw new DomainError(
             'FORBIDDEN',
             error.reason,
-            'Only admins may send events on behalf of another user, but the batch names another user in userId; nothing was stored.',
+            `Only admins may send events on behalf of another user, but the batch names another user in ${REST_EVENT_FIELD_NAMES.userId}; nothing was stored.`,
             { invalidItems },
           );
         }
@@ -257,7 +269,7 @@ export function registerRestRoutes(
         invalidItems,
       });
     }
-    const outcome = await deps.services.intake.send(viewer, inputs, { requestId: request.id });
+    const outcome = await deps.services.intake.send(viewer, inputs, { requestId: request.id, fieldNames: REST_EVENT_FIELD_NAMES });
     return sendOutcomeJson(outcome);
   });
 }

@@ -46,6 +46,24 @@ export interface EventInput {
   userId?: string | null | undefined;
 }
 
+/**
+ * The name that a caller's clients send each field of `EventInput` under,
+ * which the intake's error messages use, such as `pair_key` for `pairKey`.
+ */
+export type EventFieldNames = Readonly<Record<keyof EventInput, string>>;
+
+/** The property names of `EventInput`, which GraphQL's `EventInput` type uses too, and the default names of `send` and `check`. */
+export const EVENT_INPUT_FIELD_NAMES: EventFieldNames = {
+  id: 'id',
+  type: 'type',
+  isPair: 'isPair',
+  pairType: 'pairType',
+  pairKey: 'pairKey',
+  occurredAt: 'occurredAt',
+  meta: 'meta',
+  userId: 'userId',
+};
+
 export interface SendEventResult {
   event: EventRecord;
   duplicate: boolean;
@@ -186,12 +204,21 @@ export class IntakeService {
     this.readSettles = new ConcurrencyLimit(options.readSettleConcurrency);
   }
 
-  /** Stores and applies a batch in order. Throws BAD_USER_INPUT listing every invalid item, storing nothing. */
-  async send(viewer: Viewer, inputs: readonly EventInput[], context: { requestId?: string } = {}): Promise<SendOutcome> {
+  /**
+   * Stores and applies a batch in order. Throws BAD_USER_INPUT listing every
+   * invalid item, storing nothing. Messages name the fields of the inputs by
+   * `context.fieldNames`, EVENT_INPUT_FIELD_NAMES by default.
+   */
+  async send(
+    viewer: Viewer,
+    inputs: readonly EventInput[],
+    context: { requestId?: string; fieldNames?: EventFieldNames } = {},
+  ): Promise<SendOutcome> {
     const { sql, clock } = this.options;
+    const fieldNames = context.fieldNames ?? EVENT_INPUT_FIELD_NAMES;
     this.checkBatchSize(inputs.length);
 
-    let batch = await this.validateBatch(viewer, inputs);
+    let batch = await this.validateBatch(viewer, inputs, { fieldNames });
     const userIds = [...new Set(batch.items.map((item) => item.userId))].sort();
     const locks = await this.acquireLocks(userIds);
     try {
@@ -208,7 +235,7 @@ export class IntakeService {
       try {
         for (let attempt = 1; ; attempt += 1) {
           try {
-            ({ entries: stored, rows, inputs: foldInputs } = await this.store(batch.items, receivedAt, locks, batch.pairTypeCount));
+            ({ entries: stored, rows, inputs: foldInputs } = await this.store(batch.items, receivedAt, locks, batch.pairTypeCount, fieldNames));
             break;
           } catch (error) {
             if (!(error instanceof PairTypesChangedError)) {
@@ -224,7 +251,7 @@ export class IntakeService {
             // Another process defined a pair type, which may give some of
             // these event types a role: decide the roles again from PostgreSQL.
             this.options.logger.info({ err: error, attempt, userIds }, 'pair types changed before the events write; checking the batch again');
-            batch = await this.validateBatch(viewer, inputs, { fresh: true });
+            batch = await this.validateBatch(viewer, inputs, { fresh: true, fieldNames });
           }
         }
       } catch (error) {
@@ -292,9 +319,14 @@ export class IntakeService {
    * user, else BAD_USER_INPUT, each with `invalidItems`. Those items, and
    * their messages, number each input by its entry in `positions` (its
    * position in the caller's request), or by its index when that is omitted.
+   * Messages name the fields of the inputs by `fieldNames`, as in `send`.
    */
-  async check(viewer: Viewer, inputs: readonly EventInput[], positions?: readonly number[]): Promise<void> {
-    await this.validateBatch(viewer, inputs, { rejected: { positions } });
+  async check(
+    viewer: Viewer,
+    inputs: readonly EventInput[],
+    { positions, fieldNames = EVENT_INPUT_FIELD_NAMES }: { positions?: readonly number[]; fieldNames?: EventFieldNames } = {},
+  ): Promise<void> {
+    await this.validateBatch(viewer, inputs, { rejected: { positions }, fieldNames });
   }
 
   /**
@@ -306,19 +338,24 @@ export class IntakeService {
   private async validateBatch(
     viewer: Viewer,
     inputs: readonly EventInput[],
-    { fresh = false, rejected = null }: { fresh?: boolean; rejected?: RejectedBatch | null } = {},
+    {
+      fresh = false,
+      rejected = null,
+      fieldNames,
+    }: { fresh?: boolean; rejected?: RejectedBatch | null; fieldNames: EventFieldNames },
   ): Promise<ValidBatch> {
     const pairTypes = await this.options.pairTypes.cachedList(
       inputs.map((input) => input.type).filter((type): type is string => typeof type === 'string'),
       fresh,
     );
     try {
-      return { items: await this.validate(viewer, inputs, buildCatalog(pairTypes, []), rejected, fresh), pairTypeCount: pairTypes.length };
+      const catalog = buildCatalog(pairTypes, []);
+      return { items: await this.validate(viewer, inputs, catalog, rejected, fresh, fieldNames), pairTypeCount: pairTypes.length };
     } catch (error) {
       // The cache can miss a pair type that another process defined within
       // the last second, and then rejects events that name it correctly.
       if (!fresh && hasInvalidItem(error, 'PAIR_MISMATCH')) {
-        return this.validateBatch(viewer, inputs, { fresh: true, rejected });
+        return this.validateBatch(viewer, inputs, { fresh: true, rejected, fieldNames });
       }
       throw error;
     }
@@ -514,6 +551,7 @@ export class IntakeService {
     catalog: PairCatalog,
     rejected: RejectedBatch | null,
     fresh: boolean,
+    fieldNames: EventFieldNames,
   ): Promise<ValidItem[]> {
     const { maxMetaBytes } = this.options;
     const invalid: InvalidItem[] = [];
@@ -542,15 +580,15 @@ export class IntakeService {
       let userId = viewer.userId;
       if (input.userId !== null && input.userId !== undefined && !sameUserId(input.userId, viewer.userId)) {
         if (viewer.role !== 'ADMIN') {
-          fail(index, 'FORBIDDEN_USER', `userId ${JSON.stringify(input.userId.slice(0, 64))} is another user; only admins may send events on behalf of a user`);
+          fail(index, 'FORBIDDEN_USER', `${fieldNames.userId} ${JSON.stringify(input.userId.slice(0, 64))} is another user; only admins may send events on behalf of a user`);
         } else if (!isUuid(input.userId)) {
           fail(
             index,
             'USER_NOT_FOUND',
-            `userId ${JSON.stringify(input.userId.slice(0, 64))} is not a user id (a UUID); send the user's id, not the username`,
+            `${fieldNames.userId} ${JSON.stringify(input.userId.slice(0, 64))} is not a user id (a UUID); send the user's id, not the username`,
           );
         } else if (!existingUsers.has(input.userId.toLowerCase())) {
-          fail(index, 'USER_NOT_FOUND', `userId ${JSON.stringify(input.userId.slice(0, 64))} does not exist`);
+          fail(index, 'USER_NOT_FOUND', `${fieldNames.userId} ${JSON.stringify(input.userId.slice(0, 64))} does not exist`);
         } else {
           userId = input.userId.toLowerCase();
         }
@@ -558,25 +596,25 @@ export class IntakeService {
 
       const type = input.type;
       if (typeof type !== 'string' || isBlank(type)) {
-        fail(index, 'INVALID_TYPE', 'type is empty or only white space and invisible characters');
+        fail(index, 'INVALID_TYPE', `${fieldNames.type} is empty or only white space and invisible characters`);
       } else if (exceedsCharacters(type, MAX_TYPE_LENGTH)) {
-        fail(index, 'INVALID_TYPE', `type has ${characterCount(type)} characters, above the maximum of ${MAX_TYPE_LENGTH}`);
+        fail(index, 'INVALID_TYPE', `${fieldNames.type} has ${characterCount(type)} characters, above the maximum of ${MAX_TYPE_LENGTH}`);
       } else if (textProblem(type) !== null) {
-        fail(index, 'INVALID_TYPE', `type ${JSON.stringify(type)} ${textProblem(type)}`);
+        fail(index, 'INVALID_TYPE', `${fieldNames.type} ${JSON.stringify(type)} ${textProblem(type)}`);
       }
 
       const clientId = input.id ?? null;
       if (clientId !== null && (clientId === '' || exceedsCharacters(clientId, MAX_CLIENT_ID_LENGTH))) {
-        fail(index, 'INVALID_ID', `id must have 1 to ${MAX_CLIENT_ID_LENGTH} characters, got ${characterCount(clientId)}`);
+        fail(index, 'INVALID_ID', `${fieldNames.id} must have 1 to ${MAX_CLIENT_ID_LENGTH} characters, got ${characterCount(clientId)}`);
       } else if (clientId !== null && textProblem(clientId) !== null) {
-        fail(index, 'INVALID_ID', `id ${JSON.stringify(clientId)} ${textProblem(clientId)}`);
+        fail(index, 'INVALID_ID', `${fieldNames.id} ${JSON.stringify(clientId)} ${textProblem(clientId)}`);
       }
 
       const pairKey = input.pairKey ?? null;
       if (pairKey !== null && exceedsCharacters(pairKey, MAX_PAIR_KEY_LENGTH)) {
-        fail(index, 'INVALID_PAIR_KEY', `pairKey has ${characterCount(pairKey)} characters, above the maximum of ${MAX_PAIR_KEY_LENGTH}`);
+        fail(index, 'INVALID_PAIR_KEY', `${fieldNames.pairKey} has ${characterCount(pairKey)} characters, above the maximum of ${MAX_PAIR_KEY_LENGTH}`);
       } else if (pairKey !== null && textProblem(pairKey) !== null) {
-        fail(index, 'INVALID_PAIR_KEY', `pairKey ${JSON.stringify(pairKey)} ${textProblem(pairKey)}`);
+        fail(index, 'INVALID_PAIR_KEY', `${fieldNames.pairKey} ${JSON.stringify(pairKey)} ${textProblem(pairKey)}`);
       }
 
       const meta = input.meta ?? null;
@@ -584,46 +622,46 @@ export class IntakeService {
         // Checked before JSON.stringify, which overflows the call stack on deeply nested values.
         const problem = typeof meta === 'object' && !Array.isArray(meta) ? jsonProblem(meta, MAX_JSON_DEPTH) : null;
         if (typeof meta !== 'object' || Array.isArray(meta)) {
-          fail(index, 'INVALID_META', 'meta must be a JSON object');
+          fail(index, 'INVALID_META', `${fieldNames.meta} must be a JSON object`);
         } else if (problem !== null) {
-          fail(index, 'INVALID_META', `meta${problem.path} ${problem.message}`);
+          fail(index, 'INVALID_META', `${fieldNames.meta}${problem.path} ${problem.message}`);
         } else {
           const bytes = Buffer.byteLength(JSON.stringify(meta), 'utf8');
           if (bytes > maxMetaBytes) {
-            fail(index, 'META_TOO_LARGE', `meta is ${bytes} bytes as JSON, above the maximum of ${maxMetaBytes} bytes (MAX_META_BYTES)`);
+            fail(index, 'META_TOO_LARGE', `${fieldNames.meta} is ${bytes} bytes as JSON, above the maximum of ${maxMetaBytes} bytes (MAX_META_BYTES)`);
           }
         }
       }
 
       const occurredAt = input.occurredAt ?? null;
       if (occurredAt !== null && Number.isNaN(occurredAt.getTime())) {
-        fail(index, 'INVALID_OCCURRED_AT', 'occurredAt is not a valid instant');
+        fail(index, 'INVALID_OCCURRED_AT', `${fieldNames.occurredAt} is not a valid instant`);
       } else if (occurredAt !== null && !isStorableInstant(occurredAt.getTime())) {
         fail(
           index,
           'INVALID_OCCURRED_AT',
-          `occurredAt ${occurredAt.toISOString()} is outside the supported range ${describeInstantRange()}`,
+          `${fieldNames.occurredAt} ${occurredAt.toISOString()} is outside the supported range ${describeInstantRange()}`,
         );
       }
 
       const mapping = typeof type === 'string' ? catalog.byEventType.get(type) : undefined;
       if (input.isPair === true && mapping === undefined) {
-        fail(index, 'PAIR_MISMATCH', `isPair is true but event type ${JSON.stringify(type)} belongs to no pair type`);
+        fail(index, 'PAIR_MISMATCH', `${fieldNames.isPair} is true but event type ${JSON.stringify(type)} belongs to no pair type`);
       }
       if (input.isPair === false && mapping !== undefined) {
-        fail(index, 'PAIR_MISMATCH', `isPair is false but event type ${JSON.stringify(type)} is the ${mapping.role === 'START' ? 'start' : 'end'} of pair type ${JSON.stringify(mapping.pairType)}`);
+        fail(index, 'PAIR_MISMATCH', `${fieldNames.isPair} is false but event type ${JSON.stringify(type)} is the ${mapping.role === 'START' ? 'start' : 'end'} of pair type ${JSON.stringify(mapping.pairType)}`);
       }
       if (input.pairType !== null && input.pairType !== undefined && input.pairType !== mapping?.pairType) {
         fail(
           index,
           'PAIR_MISMATCH',
           mapping === undefined
-            ? `pairType ${JSON.stringify(input.pairType)} was given but event type ${JSON.stringify(type)} belongs to no pair type`
-            : `pairType ${JSON.stringify(input.pairType)} does not match event type ${JSON.stringify(type)}, which belongs to pair type ${JSON.stringify(mapping.pairType)}`,
+            ? `${fieldNames.pairType} ${JSON.stringify(input.pairType)} was given but event type ${JSON.stringify(type)} belongs to no pair type`
+            : `${fieldNames.pairType} ${JSON.stringify(input.pairType)} does not match event type ${JSON.stringify(type)}, which belongs to pair type ${JSON.stringify(mapping.pairType)}`,
         );
       }
       if (mapping === undefined && pairKey !== null && pairKey !== '') {
-        fail(index, 'PAIR_MISMATCH', `pairKey was given but event type ${JSON.stringify(type)} belongs to no pair type`);
+        fail(index, 'PAIR_MISMATCH', `${fieldNames.pairKey} was given but event type ${JSON.stringify(type)} belongs to no pair type`);
       }
 
       if (invalid.length === before) {
@@ -655,7 +693,7 @@ export class IntakeService {
       // two readings can compare differently there. Only a batch rejected
       // anyway gets this list.
       const stored = await this.storedRepeats(valid);
-      invalid.push(...batchConflicts(valid, this.options.clock.now(), stored));
+      invalid.push(...batchConflicts(valid, this.options.clock.now(), stored, fieldNames));
     }
     invalid.sort((first, second) => first.index - second.index);
 
@@ -670,7 +708,7 @@ export class IntakeService {
       throw new DomainError(
         'FORBIDDEN',
         'OTHER_USER',
-        `Only admins may send events on behalf of another user, but ${subject} another user in userId; nothing was stored.`,
+        `Only admins may send events on behalf of another user, but ${subject} another user in ${fieldNames.userId}; nothing was stored.`,
         { invalidItems: invalid },
       );
     }
@@ -823,6 +861,7 @@ export class IntakeService {
     receivedAt: number,
     locks: readonly UserLock[],
     pairTypeCount: number,
+    fieldNames: EventFieldNames,
   ): Promise<{
     entries: Array<{ index: number; eventId: string; duplicate: boolean }>;
     rows: NewClientEvent[];
@@ -842,7 +881,7 @@ export class IntakeService {
         : null;
     if (guess !== null) {
       try {
-        return await this.write(items, receivedAt, pairTypeCount, guess, clientIds);
+        return await this.write(items, receivedAt, pairTypeCount, guess, fieldNames, clientIds);
       } catch (error) {
         if (!(error instanceof CountersMovedError)) {
           throw error;
@@ -854,7 +893,7 @@ export class IntakeService {
     for (let attempt = 1; ; attempt += 1) {
       const snapshot = await loadIntakeSnapshot(this.options.sql, userIds, clientIds);
       try {
-        return await this.write(items, receivedAt, pairTypeCount, snapshot);
+        return await this.write(items, receivedAt, pairTypeCount, snapshot, fieldNames);
       } catch (error) {
         if (error instanceof CountersMovedError && attempt < STORE_ATTEMPTS) {
           this.options.logger.info(
@@ -885,6 +924,7 @@ export class IntakeService {
     receivedAt: number,
     pairTypeCount: number,
     snapshot: IntakeSnapshot,
+    fieldNames: EventFieldNames,
     unseenClientIds: readonly string[] | null = null,
   ): Promise<{
     entries: Array<{ index: number; eventId: string; duplicate: boolean }>;
@@ -892,7 +932,7 @@ export class IntakeService {
     inputs: ReadonlyMap<string, FoldInput>;
   }> {
     const expectedSeqs = new Map([...snapshot.counters.values()].map((counters) => [counters.id, counters.lastEventSeq]));
-    const { rows, entries } = this.planStore(items, receivedAt, snapshot.counters, snapshot.existing);
+    const { rows, entries } = this.planStore(items, receivedAt, snapshot.counters, snapshot.existing, fieldNames);
     if (rows.length === 0) {
       // Every event was a duplicate: nothing to write.
       return { entries, rows, inputs: new Map() };
@@ -918,6 +958,7 @@ export class IntakeService {
     receivedAt: number,
     counters: ReadonlyMap<string, UserCounters>,
     existing: ReadonlyMap<string, ReadonlyMap<string, StoredClientEvent>>,
+    fieldNames: EventFieldNames,
   ): { rows: NewClientEvent[]; entries: Array<{ index: number; eventId: string; duplicate: boolean }> } {
     const { clockSkewSeconds, latenessHorizonSeconds } = this.options;
     const invalid: InvalidItem[] = [];
@@ -943,8 +984,8 @@ export class IntakeService {
             // `batchConflicts` reports these items with the same messages when others in the batch are invalid too.
             const message =
               original !== undefined
-                ? storedConflictMessage(item.clientId, fields)
-                : batchConflictMessage(item.clientId, earlier!.item.index, fields);
+                ? storedConflictMessage(item.clientId, fields, fieldNames)
+                : batchConflictMessage(item.clientId, earlier!.item.index, fields, fieldNames);
             invalid.push({ index: item.index, reason: 'IDEMPOTENCY_CONFLICT', message });
             continue;
           }
@@ -1155,8 +1196,8 @@ function storedContent(event: StoredClientEvent): EventContent {
  * delivery of that id. So a retry without a time repeats an event stored
  * without one, but not an event sent with another time.
  */
-function differingFields(item: ValidItem, earlier: EventContent): string[] {
-  const fields: string[] = [];
+function differingFields(item: ValidItem, earlier: EventContent): Array<keyof EventInput> {
+  const fields: Array<keyof EventInput> = [];
   if (item.type !== earlier.type) {
     fields.push('type');
   }
@@ -1182,6 +1223,7 @@ function batchConflicts(
   items: readonly ValidItem[],
   receivedAt: number,
   stored: IntakeSnapshot['existing'],
+  fieldNames: EventFieldNames,
 ): InvalidItem[] {
   const conflicts: InvalidItem[] = [];
   const firstOfId = new Map<string, ValidItem>();
@@ -1193,7 +1235,7 @@ function batchConflicts(
     if (original !== undefined) {
       const fields = differingFields(item, storedContent(original));
       if (fields.length > 0) {
-        conflicts.push({ index: item.index, reason: 'IDEMPOTENCY_CONFLICT', message: storedConflictMessage(item.clientId, fields) });
+        conflicts.push({ index: item.index, reason: 'IDEMPOTENCY_CONFLICT', message: storedConflictMessage(item.clientId, fields, fieldNames) });
       }
       continue;
     }
@@ -1208,7 +1250,7 @@ function batchConflicts(
       conflicts.push({
         index: item.index,
         reason: 'IDEMPOTENCY_CONFLICT',
-        message: batchConflictMessage(item.clientId, earlier.index, fields),
+        message: batchConflictMessage(item.clientId, earlier.index, fields, fieldNames),
       });
     }
   }
@@ -1216,16 +1258,21 @@ function batchConflicts(
 }
 
 /** Returns the message of an item whose client id a stored event uses with other content. */
-function storedConflictMessage(clientId: string, fields: readonly string[]): string {
-  return `id ${JSON.stringify(clientId)} was already used for an event with other content (${differenceText(fields)})`;
+function storedConflictMessage(clientId: string, fields: ReadonlyArray<keyof EventInput>, fieldNames: EventFieldNames): string {
+  return `${fieldNames.id} ${JSON.stringify(clientId)} was already used for an event with other content (${differenceText(fields, fieldNames)})`;
 }
 
 /** Returns the message of an item whose client id the item at `earlierIndex` of its batch uses with other content. */
-function batchConflictMessage(clientId: string, earlierIndex: number, fields: readonly string[]): string {
-  return `id ${JSON.stringify(clientId)} is also used by item #${earlierIndex} of this batch, with other content (${differenceText(fields)})`;
+function batchConflictMessage(
+  clientId: string,
+  earlierIndex: number,
+  fields: ReadonlyArray<keyof EventInput>,
+  fieldNames: EventFieldNames,
+): string {
+  return `${fieldNames.id} ${JSON.stringify(clientId)} is also used by item #${earlierIndex} of this batch, with other content (${differenceText(fields, fieldNames)})`;
 }
 
 /** Returns the message part that names the fields in which a repeated client id differs. */
-function differenceText(fields: readonly string[]): string {
-  return `it differs in ${fields.join(' and ')}`;
+function differenceText(fields: ReadonlyArray<keyof EventInput>, fieldNames: EventFieldNames): string {
+  return `it differs in ${fields.map((field) => fieldNames[field]).join(' and ')}`;
 }

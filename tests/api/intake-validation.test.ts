@@ -629,7 +629,7 @@ describe('intake validation', () => {
         [0, 'INVALID_EVENT'],
         [1, 'IDEMPOTENCY_CONFLICT'],
       ]);
-      expect(unparsedItems[1]?.message, 'message').toContain('was already used for an event with other content (it differs in occurredAt)');
+      expect(unparsedItems[1]?.message, 'message').toContain('was already used for an event with other content (it differs in occurred_at)');
       expect(invalidType.status, 'status beside an invalid type').toBe(400);
       const invalidTypeItems = invalidType.body.error.invalidItems as InvalidItem[];
       expect(invalidTypeItems.map((item) => [item.index, item.reason]), 'items beside an invalid type').toEqual([
@@ -1009,6 +1009,86 @@ describe('intake validation', () => {
 
       expect(status).toBe(403);
       expect(await storedEvents(other.id)).toEqual([]);
+    });
+
+    describe('messages name snake_case fields', () => {
+      /** The whole error body as text, so that a check covers the top-level message and every item. */
+      const errorText = (body: Record<string, any>) => JSON.stringify(body.error);
+
+      it.each([
+        { name: 'is_pair true on a point event', event: { type: 'heartbeat', is_pair: true }, snake: 'is_pair is true but', camel: 'isPair' },
+        { name: 'is_pair false on a start', event: { type: 'session_started', is_pair: false }, snake: 'is_pair is false but', camel: 'isPair' },
+        { name: 'pair_type of another pair', event: { type: 'session_started', pair_type: 'task' }, snake: 'pair_type "task" does not match', camel: 'pairType' },
+        { name: 'pair_type on a point event', event: { type: 'heartbeat', pair_type: 'session' }, snake: 'pair_type "session" was given', camel: 'pairType' },
+        { name: 'pair_key on a point event', event: { type: 'heartbeat', pair_key: 'k' }, snake: 'pair_key was given', camel: 'pairKey' },
+        { name: 'pair_key too long', event: { type: 'task_started', pair_key: 'k'.repeat(257) }, snake: 'pair_key has 257 characters', camel: 'pairKey' },
+      ])('$name', async ({ event, snake, camel }) => {
+        const user = await newUser();
+        const { status, body } = await postEvents(server, user.token, { ...event, occurred_at: AT });
+
+        expect(status, 'status').toBe(400);
+        expect(body.error.invalidItems[0].message, 'item message').toContain(snake);
+        expect(body.error.message, 'error message').toContain(snake);
+        expect(errorText(body), 'error body').not.toContain(camel);
+        expect(await storedEvents(user.id), 'stored events').toEqual([]);
+      });
+
+      it('user_id of another user', async () => {
+        const sender = await newUser();
+        const other = await newUser();
+        const event = { type: 'heartbeat', occurred_at: AT, user_id: other.id };
+        const parsed = await postEvents(server, sender.token, [event]);
+        const besideUnparsed = await postEvents(server, sender.token, [{ type: 'heartbeat', colour: 'red' }, event]);
+
+        expect(parsed.status, 'status').toBe(403);
+        expect(parsed.body.error.message, 'error message').toContain('another user in user_id;');
+        expect(parsed.body.error.invalidItems[0].message, 'item message').toContain(`user_id "${other.id}" is another user`);
+        expect(errorText(parsed.body), 'error body').not.toContain('userId');
+        expect(besideUnparsed.status, 'status beside an item that did not parse').toBe(403);
+        expect(besideUnparsed.body.error.message, 'error message beside an item that did not parse').toContain('another user in user_id;');
+        expect(besideUnparsed.body.error.invalidItems[1].message, 'item message beside an item that did not parse').toContain(
+          `user_id "${other.id}" is another user`,
+        );
+        expect(errorText(besideUnparsed.body), 'error body beside an item that did not parse').not.toContain('userId');
+        expect(await storedEvents(other.id), 'stored events').toEqual([]);
+      });
+
+      it('user_id of no user', async () => {
+        const missing = '00000000-0000-4000-8000-000000000000';
+        const { status, body } = await postEvents(server, adminToken, [
+          { type: 'heartbeat', occurred_at: AT, user_id: missing },
+          { type: 'heartbeat', occurred_at: AT, user_id: 'not-a-uuid' },
+        ]);
+
+        expect(status, 'status').toBe(400);
+        const items = body.error.invalidItems as InvalidItem[];
+        expect(items.map((item) => item.reason), 'reasons').toEqual(['USER_NOT_FOUND', 'USER_NOT_FOUND']);
+        expect(items[0]?.message, 'message for a missing user').toContain(`user_id "${missing}" does not exist`);
+        expect(items[1]?.message, 'message for a name').toContain('user_id "not-a-uuid" is not a user id (a UUID)');
+        expect(errorText(body), 'error body').not.toContain('userId');
+      });
+
+      it('idempotency conflict', async () => {
+        const user = await newUser();
+        const first = { id: 'rest-conflict', type: 'task_started', pair_key: 'a', occurred_at: AT };
+        const changed = { ...first, pair_key: 'b', occurred_at: '2026-01-20T10:00:00Z' };
+        const fields = '(it differs in pair_key and occurred_at)';
+        const inBatch = await postEvents(server, user.token, [first, changed]);
+        expect(inBatch.status, 'status within one batch').toBe(400);
+        expect((await postEvents(server, user.token, first)).status, 'status of the first delivery').toBe(200);
+        const stored = await postEvents(server, user.token, changed);
+        const besideUnparsed = await postEvents(server, user.token, [{ type: 'heartbeat', colour: 'red' }, changed]);
+
+        expect(inBatch.body.error.invalidItems[0].message, 'message within one batch').toContain(fields);
+        expect(errorText(inBatch.body), 'error body within one batch').not.toMatch(/pairKey|occurredAt/);
+        expect(stored.status, 'status against a stored event').toBe(400);
+        expect(stored.body.error.invalidItems[0].reason, 'reason against a stored event').toBe('IDEMPOTENCY_CONFLICT');
+        expect(stored.body.error.invalidItems[0].message, 'message against a stored event').toContain(fields);
+        expect(errorText(stored.body), 'error body against a stored event').not.toMatch(/pairKey|occurredAt/);
+        expect(besideUnparsed.status, 'status beside an item that did not parse').toBe(400);
+        expect(besideUnparsed.body.error.invalidItems[1].message, 'message beside an item that did not parse').toContain(fields);
+        expect(errorText(besideUnparsed.body), 'error body beside an item that did not parse').not.toMatch(/pairKey|occurredAt/);
+      });
     });
   });
 });
