@@ -84,6 +84,8 @@ export class ReplyBudget implements ReadBudget {
   private readBytes = 0;
   /** Bytes reserved in `memory` for this request. */
   private heldBytes = 0;
+  /** Whether `releaseMemory` has run, after which nothing more is reserved. */
+  private memoryReleased = false;
   /** The read that runs or ran last, which the next read waits for. */
   private lastRead: Promise<unknown> = Promise.resolve();
   readonly objectBytes = OBJECT_REPLY_BYTES;
@@ -125,7 +127,9 @@ export class ReplyBudget implements ReadBudget {
 
   /** Reserves memory up to `bytes` for this request; throws SERVICE_UNAVAILABLE when it does not fit. */
   private hold(bytes: number): void {
-    if (this.memory === null || bytes <= this.heldBytes) {
+    // After the release, the response has closed or its reply was replaced
+    // by an error, so no later close would give a new reservation back.
+    if (this.memory === null || this.memoryReleased || bytes <= this.heldBytes) {
       return;
     }
     if (!this.memory.tryReserve(bytes - this.heldBytes)) {
@@ -135,8 +139,13 @@ export class ReplyBudget implements ReadBudget {
     this.heldBytes = bytes;
   }
 
-  /** Gives this request's reservation back to the reply memory; later calls do nothing. */
+  /**
+   * Gives this request's reservation back to the reply memory. Resolvers
+   * that still run, such as those of a query whose client has gone, reserve
+   * nothing after it, and later calls do nothing.
+   */
   releaseMemory(): void {
+    this.memoryReleased = true;
     this.memory?.release(this.heldBytes);
     this.heldBytes = 0;
   }

@@ -654,7 +654,12 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
       const replyBudget = new ReplyBudget(options.maxReplyBytes, replyMemory);
       // 'close' follows the last byte written to the socket, or a connection
       // that ended first, so the reservation covers the reply's whole send.
-      reply.raw.once('close', () => replyBudget.releaseMemory());
+      // A client that closed during authentication fired it already.
+      if (reply.raw.closed) {
+        replyBudget.releaseMemory();
+      } else {
+        reply.raw.once('close', () => replyBudget.releaseMemory());
+      }
       return createContext({
         ...auth,
         requestId: request.id,

@@ -92,6 +92,18 @@ describe('ReplyBudget with a reply memory', () => {
     expect(third.chargeObjects(QUERY_INFO, 7)).toBe(true);
   });
 
+  it('reserves nothing after its release', async () => {
+    const memory = new ReplyMemory(10 * OBJECT_REPLY_BYTES);
+    const budget = new ReplyBudget(10 * OBJECT_REPLY_BYTES, memory);
+    budget.chargeObjects(QUERY_INFO, 2);
+    // The response closed while resolvers and a read of the query still run.
+    budget.releaseMemory();
+
+    expect(budget.chargeObjects(QUERY_INFO, 3)).toBe(true);
+    await budget.read(async () => ({ value: null, bytes: 8 * OBJECT_REPLY_BYTES }));
+    expect(memory.reserved).toBe(0);
+  });
+
   it('counts reads and reply charges of one request once', async () => {
     const memory = new ReplyMemory(10_000);
     const budget = new ReplyBudget(10_000, memory);
