@@ -9,23 +9,35 @@
  * of several large reports in one query. Depth does not add up, and the
  * window of each report is bounded on its own.
  */
-import { Kind, valueFromASTUntyped, type FieldNode, type OperationDefinitionNode } from 'graphql';
+import { valueFromASTUntyped, type FieldNode, type OperationDefinitionNode } from 'graphql';
 
 import { DomainError, badInput } from '../domain/errors.js';
 import { scanExpression } from '../domain/report/measure.js';
 import type { ExpressionLimits, ExpressionMeasurement } from '../domain/report/types.js';
 
-/** Returns the value of a field's `expression` argument as the request gives it, or undefined when it is missing. */
-function expressionValue(field: FieldNode, operation: OperationDefinitionNode, variables: Record<string, unknown>): unknown {
+/**
+ * Returns the request's variables with the default value of each variable
+ * that the request leaves out, as GraphQL coerces them.
+ */
+function variablesWithDefaults(operation: OperationDefinitionNode, variables: Record<string, unknown>): Record<string, unknown> {
+  const values: Record<string, unknown> = { ...variables };
+  for (const definition of operation.variableDefinitions ?? []) {
+    const name = definition.variable.name.value;
+    if (!Object.hasOwn(values, name) && definition.defaultValue !== undefined) {
+      values[name] = valueFromASTUntyped(definition.defaultValue);
+    }
+  }
+  return values;
+}
+
+/**
+ * Returns the value of a field's `expression` argument as the request gives
+ * it, or undefined when it is missing. Variables inside an inline
+ * expression, such as `{ union: [$a] }`, take their defaults too.
+ */
+function expressionValue(field: FieldNode, variables: Record<string, unknown>): unknown {
   const node = field.arguments?.find((argument) => argument.name.value === 'expression')?.value;
-  if (node === undefined) {
-    return undefined;
-  }
-  if (node.kind === Kind.VARIABLE && !Object.hasOwn(variables, node.name.value)) {
-    const fallback = operation.variableDefinitions?.find((definition) => definition.variable.name.value === node.name.value)?.defaultValue;
-    return fallback === undefined ? undefined : valueFromASTUntyped(fallback);
-  }
-  return valueFromASTUntyped(node, variables);
+  return node === undefined ? undefined : valueFromASTUntyped(node, variables);
 }
 
 /** Multiple of each size limit of one expression that all reports of one request may have together. */
@@ -58,13 +70,14 @@ export function checkReportTotals(
   variables: Record<string, unknown>,
   limits: ExpressionLimits,
 ): void {
+  const values = variablesWithDefaults(operation, variables);
   const totals = { leafEntries: 0, nodes: 0, literalIntervals: 0 };
   let reports = 0;
   for (const field of fields) {
     if (field.name.value !== 'report') {
       continue;
     }
-    const value = expressionValue(field, operation, variables);
+    const value = expressionValue(field, values);
     if (value === undefined || value === null) {
       continue;
     }

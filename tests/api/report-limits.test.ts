@@ -735,6 +735,20 @@ describe('report sizes over all reports', () => {
     expectLimitError(firstError(result), 'REPORT_MAX_LITERAL_INTERVALS', 42, MAX_TOTAL_SIZE);
   });
 
+  it('shares defaults of nested variables', async () => {
+    // A default of 6 leaf entries, used inside each report's own union.
+    const leaf = `{ segments: { pairTypes: ["session"], pairKeys: [${strings(5, 'key-')
+      .map((key) => `"${key}"`)
+      .join(', ')}] } }`;
+    const field = 'report(expression: { union: [$leaf] }, window: $window) { totalSeconds }';
+    const query = `query ($leaf: SetExpression = ${leaf}, $window: WindowInput!) { ${aliases(7, field)} }`;
+    const result = await server.gql(query, { window: DAYS_30 }, token);
+
+    expect(result.status).toBe(400);
+    expect(result.data).toBeUndefined();
+    expectLimitError(firstError(result), 'REPORT_MAX_LEAF_ENTRIES', 42, MAX_TOTAL_SIZE);
+  });
+
   it('leaves skipped reports out of the totals', async () => {
     // Six reports of 6 leaf entries fit, and a seventh would go over.
     const expression = { segments: { pairTypes: ['session'], pairKeys: strings(5, 'key-') } };
