@@ -28,6 +28,7 @@ import { finishPendingReplay, pendingReplayVersion } from '../storage/postgres/r
 import { inJsonbKeyOrder, type EventRecord, type SegmentRecord } from '../storage/postgres/records.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
+import { userBusyError } from '../storage/redis/store-common.js';
 import { countersInState, type Deriver, type FaultHook, type JustStored, type WrittenRows } from './derive.js';
 import { ConcurrencyLimit } from './concurrency.js';
 import type { Clock } from './index.js';
@@ -769,6 +770,11 @@ export class IntakeService {
       return lock;
     } catch (error) {
       turn.release();
+      // The store's error names only the wait left after the turn, which a
+      // read that held the turn while it waited for the lock can use up.
+      if (error instanceof DomainError && error.reason === 'USER_BUSY') {
+        throw userBusyError(userId, waitMs);
+      }
       throw error;
     }
   }

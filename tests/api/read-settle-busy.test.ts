@@ -12,6 +12,7 @@ import { afterEach, expect, it, vi } from 'vitest';
 
 import { ADMIN, ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { startDueSessions } from '../support/due-sessions.js';
+import { SEND_EVENTS } from '../support/replay.js';
 
 const STARTED_AT = Date.parse('2026-03-02T09:00:00Z');
 /** Lifetime of the lock that the test holds, far longer than any wait of a read. */
@@ -165,4 +166,35 @@ it('read returns when lock outlasts wait', async () => {
   // Once the lock is free, the next read settles the user.
   const later = await readUser(server, userId, startAt);
   expect(later.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
+});
+
+it('write behind waiting read names whole wait', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, env: { USER_LOCK_WAIT_MS: '300' } });
+  const store = server.app.store;
+  const { userId, startAt } = await startDueMember(server, clock);
+  const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+  // The read holds the user's turn in this process while it waits for the lock.
+  let readWaits = (): void => {};
+  const readWaiting = new Promise<void>((resolve) => {
+    readWaits = resolve;
+  });
+  const acquire = store.acquireUserLock.bind(store);
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    if (options.waitMs > 0) {
+      readWaits();
+    }
+    return acquire(lockedUserId, options);
+  });
+
+  const read = readUser(server, userId, startAt);
+  await readWaiting;
+  const adminToken = await server.adminToken();
+  const write = await server.gql(SEND_EVENTS, { events: [{ userId, type: 'heartbeat', occurredAt: new Date(startAt).toISOString() }] }, adminToken);
+  await read;
+  await store.releaseUserLock(heldLock);
+
+  expect(write.errors?.[0]?.extensions?.reason).toBe('USER_BUSY');
+  expect(write.errors?.[0]?.extensions?.waitMs).toBe(300);
+  expect(write.errors?.[0]?.message).toContain('for the whole wait of 300 ms');
 });
