@@ -627,8 +627,9 @@ const VALIDATION_ABORTED_MESSAGE = 'Too many validation errors, error limit reac
 /**
  * The message of the error with which graphql-js 16.15 stops validating a
  * document whose checks would take too long: 500,000 steps of comparing
- * fields that share a response name, or 50,000 steps of following fragment
- * spreads. graphql-js throws one shared error object for it.
+ * fields that share a response name, summed over the whole document, or
+ * 50,000 steps of following fragment spreads. graphql-js throws one shared
+ * error object for it.
  */
 const VALIDATION_BUDGET_MESSAGE = 'Validation aborted.';
 
@@ -674,9 +675,10 @@ export function createValidationMessagePlugin(maxErrors: number): ApolloServerPl
               if (error.message === VALIDATION_BUDGET_MESSAGE) {
                 // Replaced, not changed, because graphql-js shares this error object between documents.
                 editable[index] = new GraphQLError(
-                  'Validation stopped because the document takes too much work to check: graphql-js allows 500,000 ' +
-                    'steps of comparing fields that share a response name (alias or name) in one selection set, and ' +
-                    '50,000 steps of following fragment spreads. Select each field once, and spread fewer fragments.',
+                  'Validation stopped because the document takes too much work to check: graphql-js allows one document ' +
+                    '500,000 steps of comparing fields that share a response name (alias or name) and the fragments that ' +
+                    'hold them, over all its selection sets, and 50,000 steps of following fragment spreads. Select each ' +
+                    'field once, and spread fewer fragments.',
                   { extensions: { reason: 'VALIDATION_BUDGET_EXCEEDED' } },
                 );
                 return;

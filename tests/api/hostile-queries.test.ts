@@ -373,6 +373,17 @@ describe('hostile queries', () => {
       }
     });
 
+    it('names document-wide validation budget', async () => {
+      // Each selection set fits the budget alone, and six do not.
+      const selectionSets = Array.from({ length: 6 }, (_, index) => `m${index}: me { ${'id '.repeat(400)}}`).join(' ');
+      const reply = await server.gql(`{ ${selectionSets} }`, {}, member.token);
+
+      expect(reply.status).toBe(400);
+      expect(reply.errors?.[0]?.extensions?.reason).toBe('VALIDATION_BUDGET_EXCEEDED');
+      expect(reply.errors?.[0]?.message).toContain('allows one document 500,000 steps');
+      expect(reply.errors?.[0]?.message).not.toContain('in one selection set');
+    });
+
     it('rejects a mutation over GET', async () => {
       const query = encodeURIComponent('mutation { login(username: "admin", password: "admin-password-1") { token } }');
       const response = await fetch(`${server.url}/graphql?query=${query}`, { headers: { 'apollo-require-preflight': 'true' } });
