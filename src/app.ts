@@ -180,6 +180,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       userLockMaxHoldMs: config.intake.userLockMaxHoldMs,
       readSettleConcurrency: config.intake.readSettleConcurrency,
       readSettleMaxUsers: config.intake.readSettleMaxUsers,
+      readSettleWaitMs: config.intake.readSettleWaitMs,
       ...(options.fault ? { fault: options.fault } : {}),
     });
     const services: Services = {

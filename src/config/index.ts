@@ -118,6 +118,9 @@ export function loadConfig(env: Environment = process.env): Config {
       readSettleConcurrency: reader.integer('READ_SETTLE_CONCURRENCY', Math.max(1, Math.floor(poolSize / 4)), 1, 100),
       // As many users as a filter or report leaf may name.
       readSettleMaxUsers: reader.integer('READ_SETTLE_MAX_USERS', 1000, 0, 100_000),
+      // Requests hold a user's lock for the time their batch takes, far less
+      // than this; replays and the locks of a crashed process last longer.
+      readSettleWaitMs: reader.integer('READ_SETTLE_WAIT_MS', 1000, 0, 600_000),
     },
 
     sweeper: {

@@ -164,6 +164,11 @@ export interface Config {
     readSettleConcurrency: number;
     /** READ_SETTLE_MAX_USERS: maximum number of due users that a read of every user settles before it runs. */
     readSettleMaxUsers: number;
+    /**
+     * READ_SETTLE_WAIT_MS: maximum time in all that a read waits for the locks
+     * of due users that other requests hold, before it shows them as stored.
+     */
+    readSettleWaitMs: number;
   };
 
   sweeper: {

@@ -105,6 +105,8 @@ export interface IntakeOptions {
   readSettleConcurrency: number;
   /** Maximum number of due users that a read of every user settles (READ_SETTLE_MAX_USERS). */
   readSettleMaxUsers: number;
+  /** Maximum time in ms, in all, that a read waits for the locks of due users (READ_SETTLE_WAIT_MS). */
+  readSettleWaitMs: number;
   fault?: FaultHook;
 }
 
@@ -199,6 +201,12 @@ export class IntakeService {
 
   /** Turns of the settles that reads run before they read, over all requests. */
   private readonly readSettles: ConcurrencyLimit;
+  /**
+   * The waited settles of busy users that reads of this process run, by
+   * user, which other reads of the same user join instead of queueing for
+   * the lock and deriving again.
+   */
+  private readonly waitedReadSettles = new Map<string, Promise<void>>();
 
   constructor(private readonly options: IntakeOptions) {
     this.turns = new UserTurns(options.userLockTtlMs);
@@ -388,12 +396,12 @@ export class IntakeService {
    * is settled once that lock is released, with the time of the settle as
    * now, because the holder may have read the clock before the deadline and
    * then does not settle it. The read waits for such locks at most
-   * USER_LOCK_WAIT_MS in all, counted from the start of this call, and shows
-   * a user still locked after that as stored. Failures are logged and leave
+   * READ_SETTLE_WAIT_MS in all, counted from the start of this call, and
+   * shows a user still locked after that as stored. Failures are logged and leave
    * the read to go on with what is stored.
    */
   async settleDue(scope: readonly string[] | null): Promise<void> {
-    const waitEnd = performance.now() + this.options.userLockWaitMs;
+    const waitEnd = performance.now() + this.options.readSettleWaitMs;
     let due: string[];
     try {
       due = await this.dueUsersIn(scope, this.options.clock.now());
@@ -421,7 +429,9 @@ export class IntakeService {
    * with no wait or already holds it, so a read that holds a lock while it
    * waits to enter cannot deadlock with them. The caller's per-read limit
    * applies during the wait, so one read waits for at most SETTLES_PER_READ
-   * locks at once.
+   * locks at once. Reads that find the user busy while another read of this
+   * process waits for it join that wait, which ends by the other read's
+   * `waitEnd`.
    */
   private async settleForRead(userId: string, waitEnd: number): Promise<void> {
     try {
@@ -432,6 +442,17 @@ export class IntakeService {
         throw error;
       }
     }
+    const waiting = this.waitedReadSettles.get(userId);
+    if (waiting !== undefined) {
+      return waiting;
+    }
+    const settled = this.settleAfterWait(userId, waitEnd).finally(() => this.waitedReadSettles.delete(userId));
+    this.waitedReadSettles.set(userId, settled);
+    return settled;
+  }
+
+  /** Waits for a busy user's lock until `waitEnd`, then settles the user with the time of the settle as now. */
+  private async settleAfterWait(userId: string, waitEnd: number): Promise<void> {
     const waitMs = Math.max(0, Math.floor(waitEnd - performance.now()));
     let lock: UserLock;
     try {

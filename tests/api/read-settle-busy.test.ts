@@ -2,7 +2,7 @@
  * A read settles a due user whose lock another request holds once that lock
  * is released. It settles with its own now, so it shows the auto-close even
  * when the holder read the clock before the deadline and settles nothing.
- * The read waits for such locks at most USER_LOCK_WAIT_MS, then shows the
+ * The read waits for such locks at most READ_SETTLE_WAIT_MS, then shows the
  * user as stored.
  */
 import { Writable } from 'node:stream';
@@ -142,7 +142,7 @@ it('read returns when lock outlasts wait', async () => {
     clock,
     ...WITHOUT_WORKERS,
     logger: pino({ level: 'debug' }, stream),
-    env: { USER_LOCK_WAIT_MS: '200' },
+    env: { READ_SETTLE_WAIT_MS: '200' },
   });
   const { userId, startAt } = await startDueMember(server, clock);
   const heldLock = await server.app.store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
@@ -159,8 +159,9 @@ it('read returns when lock outlasts wait', async () => {
     .split('\n')
     .filter((line) => line !== '')
     .map((line) => JSON.parse(line) as { msg: string; userId?: string; level: number });
-  const skipped = entries.filter((entry) => entry.msg.includes('stayed locked'));
+  const skipped = entries.filter((entry) => entry.msg.includes('stayed locked')) as Array<{ userId?: string; level: number; waitMs?: number }>;
   expect(skipped.map((entry) => entry.userId)).toEqual([userId]);
+  expect(skipped[0]?.waitMs, 'the wait of READ_SETTLE_WAIT_MS, not of USER_LOCK_WAIT_MS').toBeLessThanOrEqual(200);
   expect(skipped.map((entry) => entry.level)).toEqual([pino.levels.values.debug]);
 
   // Once the lock is free, the next read settles the user.
@@ -170,7 +171,12 @@ it('read returns when lock outlasts wait', async () => {
 
 it('write behind waiting read names whole wait', async () => {
   const clock = new ManualClock(STARTED_AT);
-  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, env: { USER_LOCK_WAIT_MS: '300' } });
+  // The read waits longer than the write, so the write fails while the read waits.
+  server = await startTestServer(import.meta.filename, {
+    clock,
+    ...WITHOUT_WORKERS,
+    env: { USER_LOCK_WAIT_MS: '300', READ_SETTLE_WAIT_MS: '1000' },
+  });
   const store = server.app.store;
   const { userId, startAt } = await startDueMember(server, clock);
   const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
@@ -197,4 +203,52 @@ it('write behind waiting read names whole wait', async () => {
   expect(write.errors?.[0]?.extensions?.reason).toBe('USER_BUSY');
   expect(write.errors?.[0]?.extensions?.waitMs).toBe(300);
   expect(write.errors?.[0]?.message).toContain('for the whole wait of 300 ms');
+});
+
+it('concurrent reads share one wait', async () => {
+  const READS = 5;
+  const clock = new ManualClock(STARTED_AT);
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS });
+  const started = server;
+  const store = started.app.store;
+  const intake = started.app.services.intake;
+  const { userId, startAt } = await startDueMember(started, clock);
+  const tokens = await Promise.all(Array.from({ length: READS }, () => started.login(ADMIN.username, ADMIN.password)));
+  const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+
+  // Release the lock once every read has found the user busy, so that all
+  // of them are waiting, or joined a wait, when it comes free.
+  const settle = intake.settle.bind(intake);
+  let busyReads = 0;
+  vi.spyOn(intake, 'settle').mockImplementation(async (settledUserId, waitMs) => {
+    try {
+      return await settle(settledUserId, waitMs);
+    } catch (error) {
+      if (settledUserId === userId) {
+        busyReads += 1;
+        if (busyReads === READS) {
+          await store.releaseUserLock(heldLock);
+        }
+      }
+      throw error;
+    }
+  });
+  const acquire = store.acquireUserLock.bind(store);
+  let waitedAcquires = 0;
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    if (lockedUserId === userId && options.waitMs > 0) {
+      waitedAcquires += 1;
+    }
+    return acquire(lockedUserId, options);
+  });
+
+  const window = { start: new Date(startAt).toISOString(), end: new Date(startAt + 3600_000).toISOString() };
+  const reads = await Promise.all(tokens.map((token) => started.gql<ReadData>(READ, { users: [userId], window }, token)));
+
+  expect(busyReads).toBe(READS);
+  expect(waitedAcquires, 'reads that waited for the lock').toBe(1);
+  for (const [index, read] of reads.entries()) {
+    expect(read.errors, `read ${index}`).toBeUndefined();
+    expect(read.data?.segments.nodes, `read ${index}`).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
+  }
 });

@@ -95,6 +95,7 @@ describe('loadConfig', () => {
       openPairsCacheSize: 100_000,
       readSettleConcurrency: 2,
       readSettleMaxUsers: 1000,
+      readSettleWaitMs: 1000,
     });
     expect(config.sweeper).toEqual({ intervalMs: 1000, leaseMs: 30_000, batchSize: 100, repairIntervalMs: 60_000 });
     expect(config.reports).toEqual({
