@@ -219,10 +219,8 @@ export function createReplyBudgetPlugin(): ApolloServerPlugin<GraphQLContext> {
             return;
           }
           const limit = String(error.details.limit);
-          contextValue.logger.info(
-            { limit, value: error.details.value, max: error.details.max },
-            `query rejected: its reply would exceed ${limit}`,
-          );
+          const cause = error.kind === 'SERVICE_UNAVAILABLE' ? 'its reply and those in flight would exceed' : 'its reply would exceed';
+          contextValue.logger.info({ limit, value: error.details.value, max: error.details.max }, `query rejected: ${cause} ${limit}`);
           response.body.singleResult = { errors: [{ message: error.message, extensions: domainErrorExtensions(error) }] };
           // The reply is now this one error, so the memory reserved for the
           // discarded one goes back at once.
