@@ -1,6 +1,6 @@
 /**
  * The normalised cache of a dashboard built with Apollo Client 4 and the
- * `InMemoryCache` set-up that the README gives. Reports that differ in one
+ * `InMemoryCache` set-up that docs/api.md gives. Reports that differ in one
  * argument stay apart, and a refetch after `sendEvents` updates a watched
  * query. `events` pages merge through `fetchMore` in both directions.
  *
@@ -112,7 +112,7 @@ interface EventsData {
   };
 }
 
-/** Creates the cache that the README's API section sets up. */
+/** Creates the cache that docs/api.md sets up. */
 function createCache(): InMemoryCache {
   return new InMemoryCache({
     typePolicies: {
