@@ -12,6 +12,7 @@ import {
   type BucketUnit,
 } from '../domain/interval/buckets.js';
 import { IntervalSet, type Interval } from '../domain/interval/interval-set.js';
+import { unknownTimeZoneMessage } from '../domain/interval/time-zone-names.js';
 import {
   bindUser,
   collectLeaves,
@@ -132,7 +133,7 @@ export class ReportService {
     if (request.bucket !== null && !isValidTimeZone(request.bucket.timeZone)) {
       throw badInput(
         'INVALID_TIME_ZONE',
-        `Time zone ${JSON.stringify(request.bucket.timeZone.slice(0, 64))} is unknown; use an IANA name such as Europe/Prague.`,
+        unknownTimeZoneMessage(request.bucket.timeZone),
         { timeZone: request.bucket.timeZone.slice(0, 64) },
       );
     }

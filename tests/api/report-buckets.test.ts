@@ -354,4 +354,16 @@ describe('report buckets over HTTP', () => {
     expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_TIME_ZONE');
     expect(result.errors?.[0]?.message).toContain(JSON.stringify(timeZone));
   });
+
+  it('suggests a close time zone', async () => {
+    const window = { start: '2026-03-09T00:00:00Z', end: '2026-03-10T00:00:00Z' };
+    const result = await server.gql(
+      REPORT,
+      { expression: WHOLE_WINDOW, window, bucket: { unit: 'DAY', timeZone: 'America/New York' } },
+      adminToken,
+    );
+
+    expect(result.errors?.[0]?.extensions?.reason).toBe('INVALID_TIME_ZONE');
+    expect(result.errors?.[0]?.message).toContain('Did you mean America/New_York?');
+  });
 });

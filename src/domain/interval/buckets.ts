@@ -15,6 +15,7 @@ import { DateTime, IANAZone } from 'luxon';
 import { badInput, limitExceededAtLeast } from '../errors.js';
 import { runSteps, runStepsInSlices } from '../steps.js';
 import { IntervalSet, type Interval } from './interval-set.js';
+import { unknownTimeZoneMessage } from './time-zone-names.js';
 
 export type BucketUnit = 'HOUR' | 'DAY' | 'WEEK' | 'MONTH';
 
@@ -131,7 +132,7 @@ function* boundarySteps(
   if (!isValidTimeZone(timeZone)) {
     throw badInput(
       'INVALID_TIME_ZONE',
-      `Time zone "${String(timeZone)}" is unknown. Use an IANA name such as Europe/Prague.`,
+      unknownTimeZoneMessage(String(timeZone)),
       { timeZone },
     );
   }
