@@ -4,9 +4,9 @@
  * `Intl.supportedValuesOf('timeZone')`.
  */
 
-/** Most names that one suggestion lists. */
+/** Maximum number of names that one suggestion lists. */
 const MAX_SUGGESTIONS = 3;
-/** Most edits (insertions, deletions, substitutions) between a name and a suggestion. */
+/** Maximum number of edits (insertions, deletions, substitutions) between a name and a suggestion. */
 const MAX_EDITS = 2;
 
 let knownZones: readonly string[] | null = null;
@@ -55,12 +55,12 @@ function editDistance(a: string, b: string, max: number): number {
  * those within two edits of it, closest first.
  */
 export function suggestTimeZones(name: string): string[] {
-  const wanted = comparable(name);
-  if (wanted === '' || wanted.length > 64) {
+  const requested = comparable(name);
+  if (requested === '' || requested.length > 64) {
     return [];
   }
-  const wantedCity = lastPart(wanted);
-  const sameCity = zoneNames().filter((zone) => lastPart(comparable(zone)) === wantedCity);
+  const requestedCity = lastPart(requested);
+  const sameCity = zoneNames().filter((zone) => lastPart(comparable(zone)) === requestedCity);
   if (sameCity.length > 0) {
     return sameCity.slice(0, MAX_SUGGESTIONS);
   }
@@ -68,8 +68,8 @@ export function suggestTimeZones(name: string): string[] {
   for (const zone of zoneNames()) {
     const candidate = comparable(zone);
     const edits = Math.min(
-      editDistance(wanted, candidate, MAX_EDITS),
-      wanted.includes('/') ? MAX_EDITS + 1 : editDistance(wantedCity, lastPart(candidate), MAX_EDITS),
+      editDistance(requested, candidate, MAX_EDITS),
+      requested.includes('/') ? MAX_EDITS + 1 : editDistance(requestedCity, lastPart(candidate), MAX_EDITS),
     );
     if (edits <= MAX_EDITS) {
       scored.push({ zone, edits });
