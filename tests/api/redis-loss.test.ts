@@ -21,6 +21,8 @@ import {
   type SegmentNode,
   type StreamEvent,
 } from '../support/replay.js';
+import { Redis } from 'ioredis';
+
 import { describeWithRedis, redisUrl, uniqueKeyPrefix } from '../support/services.js';
 import { deleteRedisKeys } from '../../bench/lib/services.js';
 
@@ -34,11 +36,16 @@ describeWithRedis('intake after Redis lost its keys', () => {
   const keyPrefix = uniqueKeyPrefix(import.meta.filename);
   let server: TestServer;
 
+  let redis: Redis;
+
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, { clock, keyPrefix, sweeper: false });
+    redis = new Redis(redisUrl()!, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    await redis.connect();
   }, 60_000);
 
   afterAll(async () => {
+    redis?.disconnect();
     await server?.close();
     await emptyPrefix();
   });
@@ -146,5 +153,34 @@ describeWithRedis('intake after Redis lost its keys', () => {
     expect(raw.segments).toHaveLength(1);
     expect(raw.segments[0]?.endReason).toBe('AUTO_CLOSE');
     expect(raw.segments[0]?.end).toBe(new Date(lastActivity).toISOString());
+  }, 60_000);
+
+  it('applies events after fence rollback', async () => {
+    const user = await server.createUser('fence-behind');
+    const heartbeat = (id: string, minutesAgo: number) => ({
+      id,
+      type: 'heartbeat',
+      occurredAt: new Date(clock.now() - minutesAgo * MINUTE).toISOString(),
+    });
+    await sendAll(user.token, [heartbeat('fence-0', 20)], 1);
+    const fenceKey = `${keyPrefix}{u:${user.id}}:fence`;
+    const savedFence = await redis.get(fenceKey);
+    expect(savedFence).not.toBeNull();
+    for (const index of [1, 2, 3]) {
+      await sendAll(user.token, [heartbeat(`fence-${index}`, 20 - index)], 1);
+    }
+
+    // A Redis restarted from a snapshot saved before the last three requests
+    // brings back a counter below the fence that PostgreSQL stores.
+    await redis.set(fenceKey, savedFence!);
+    const reply = await server.gql(SEND_EVENTS, { events: [heartbeat('fence-4', 10)] }, user.token);
+
+    expect(reply.errors).toBeUndefined();
+    const heads = await server.app.db.sql.query<{ applied_seq: number; last_event_seq: number }>(
+      `SELECT applied_seq, last_event_seq FROM users WHERE id = $1`,
+      [user.id],
+    );
+    expect(heads[0]?.last_event_seq).toBe(5);
+    expect(heads[0]?.applied_seq).toBe(5);
   }, 60_000);
 });

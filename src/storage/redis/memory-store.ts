@@ -92,10 +92,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
   }
 
   function nextFence(userId: string): number {
-    // A missing counter starts at the current time in ms, as in the Redis
-    // store, so fences keep growing after a restart that lost the counters.
+    // The fence is at least the current time in ms, as in the Redis store,
+    // so fences keep growing after a restart that lost the counters.
     const previous = fences.get(userId);
-    const fence = previous === undefined ? Math.max(1, Math.floor(now())) : previous + 1;
+    const fence = Math.max(1, previous === undefined ? 1 : previous + 1, Math.floor(now()));
     fences.set(userId, fence);
     return fence;
   }

@@ -14,11 +14,12 @@ export interface ScriptDefinition {
  * Returns [fence, state]: the new fence and the stored engine state (nil when
  * none), or [0] when another holder has the lock.
  *
- * A missing fence counter starts at the server time in ms instead of 1, so
- * that after Redis lost its data the database does not reject the writes of
- * every later holder. Fences keep growing across such a loss as long as the
- * user averaged fewer than one lock per millisecond and the Redis clock did
- * not go back.
+ * The fence is at least the Redis server time in ms. So after Redis lost its
+ * data, or restarted from an older snapshot whose counter is behind the fence
+ * in the database, the database still accepts the writes of later holders.
+ * Fences keep growing across such a loss as long as the user
+ * averaged fewer than one lock per millisecond and the Redis clock did not go
+ * back.
  */
 export const acquireUserLockScript: ScriptDefinition = {
   numberOfKeys: 3,
@@ -27,9 +28,9 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {0}
 end
 local fence = redis.call('INCR', KEYS[2])
-if fence == 1 then
-  local time = redis.call('TIME')
-  local nowMs = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
+local time = redis.call('TIME')
+local nowMs = time[1] .. string.format('%03d', math.floor(tonumber(time[2]) / 1000))
+if fence < tonumber(nowMs) then
   redis.call('SET', KEYS[2], nowMs)
   fence = tonumber(nowMs)
 end
