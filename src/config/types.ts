@@ -178,7 +178,7 @@ export interface Config {
     leaseMs: number;
     /** SWEEPER_BATCH_SIZE: maximum number of users claimed per sweep. */
     batchSize: number;
-    /** SWEEPER_REPAIR_INTERVAL_MS: minimum pause between two scans for users with stored events that no fold applied. */
+    /** SWEEPER_REPAIR_INTERVAL_MS: minimum pause between two scans for users with stored events that no fold applied, or with open segments and no deadline. */
     repairIntervalMs: number;
   };
 

@@ -8,9 +8,12 @@
  * It also repairs what a Redis flush or a crash could lose: when the marker
  * that the deadline set is complete is missing from the set, it schedules every
  * user with open segments or unapplied events for an immediate settle. Every
- * `repairIntervalMs` it also schedules the users with unapplied events. A
- * request whose user lock expired can store events after the next holder
- * folded and replaced the deadline, and then no deadline would fold them.
+ * `repairIntervalMs` it also schedules the users with unapplied events, and
+ * the users with open segments that have no deadline in the set. A request
+ * whose user lock expired can store events after the next holder folded and
+ * replaced the deadline, and then no deadline would fold them. A Redis that
+ * restarts from an older snapshot, or a replica that lagged behind, brings
+ * back the marker without the deadlines set after it was saved.
  */
 import type { Logger } from 'pino';
 
@@ -29,6 +32,9 @@ import { PeriodicTask } from './periodic.js';
 export async function markDeadlinesSeeded(store: CoordinationStore): Promise<void> {
   await store.markDeadlinesComplete();
 }
+
+/** Users whose deadlines one round trip to Redis looks up in the repair scan. */
+const DEADLINE_CHECK_BATCH_SIZE = 1000;
 
 export interface SweeperOptions {
   sql: SqlClient;
@@ -64,7 +70,7 @@ export class Sweeper {
   async sweepOnce(): Promise<number> {
     const { store, clock, leaseMs, batchSize, intake, logger, intervalMs } = this.options;
     await this.seedIfLost();
-    await this.scheduleUnapplied();
+    await this.scheduleUnsettled();
 
     let settled = 0;
     for (;;) {
@@ -124,12 +130,13 @@ export class Sweeper {
   }
 
   /**
-   * Schedules an immediate settle for each user whose stored events no fold
-   * applied, at most once per `repairIntervalMs`. Users in the middle of a
+   * Schedules an immediate settle, at most once per `repairIntervalMs`, for
+   * each user whose stored events no fold applied and for each user with open
+   * segments but no entry in the deadline set. Users in the middle of a
    * request match too. Their settle finds the lock taken and is retried at
    * the next sweep, when the request has folded the events.
    */
-  private async scheduleUnapplied(): Promise<void> {
+  private async scheduleUnsettled(): Promise<void> {
     const { store, sql, clock, logger, repairIntervalMs } = this.options;
     // Wall-clock time of this process, independent of the clock that services read.
     const now = performance.now();
@@ -143,6 +150,30 @@ export class Sweeper {
     }
     if (rows.length > 0) {
       logger.debug({ users: rows.length }, 'scheduled users with unapplied events for a settle');
+    }
+    await this.scheduleOpenWithoutDeadline();
+  }
+
+  /** Schedules an immediate settle for each user with open segments whose deadline is missing from the set. */
+  private async scheduleOpenWithoutDeadline(): Promise<void> {
+    const { store, sql, clock, logger } = this.options;
+    // An index-only scan of the partial index on open segments.
+    const rows = await sql.query<{ user_id: string }>(`SELECT DISTINCT user_id FROM segments WHERE end_at IS NULL`);
+    let missing = 0;
+    for (let start = 0; start < rows.length; start += DEADLINE_CHECK_BATCH_SIZE) {
+      const userIds = rows.slice(start, start + DEADLINE_CHECK_BATCH_SIZE).map((row) => row.user_id);
+      const deadlines = await store.peekDeadlines(userIds);
+      for (const [index, deadline] of deadlines.entries()) {
+        if (deadline === null) {
+          await store.scheduleDeadline(userIds[index] as string, clock.now());
+          missing += 1;
+        }
+      }
+    }
+    // A user whose last open segment closed between the query and the lookup
+    // matches too, so a count here does not always mean that Redis lost data.
+    if (missing > 0) {
+      logger.info({ users: missing }, 'scheduled users with open segments and no deadline in Redis for a settle');
     }
   }
 }

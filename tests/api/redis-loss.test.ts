@@ -30,6 +30,8 @@ const NOW = Date.UTC(2026, 4, 12, 12);
 const MINUTE = 60_000;
 /** Auto-close timeout of the built-in pair types on this server (DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS unset). */
 const TIMEOUT_MS = 1800 * 1000;
+/** SWEEPER_REPAIR_INTERVAL_MS of the test server, the minimum that the setting accepts. */
+const REPAIR_INTERVAL_MS = 100;
 
 describeWithRedis('intake after Redis lost its keys', () => {
   const clock = new ManualClock(NOW);
@@ -39,7 +41,14 @@ describeWithRedis('intake after Redis lost its keys', () => {
   let redis: Redis;
 
   beforeAll(async () => {
-    server = await startTestServer(import.meta.filename, { clock, keyPrefix, sweeper: false });
+    // The shortest repair interval, so that each test's sweep scans PostgreSQL
+    // for users whose deadline Redis lost.
+    server = await startTestServer(import.meta.filename, {
+      clock,
+      keyPrefix,
+      sweeper: false,
+      env: { SWEEPER_REPAIR_INTERVAL_MS: String(REPAIR_INTERVAL_MS) },
+    });
     redis = new Redis(redisUrl()!, { lazyConnect: true, maxRetriesPerRequest: 1 });
     await redis.connect();
   }, 60_000);
@@ -182,5 +191,37 @@ describeWithRedis('intake after Redis lost its keys', () => {
     );
     expect(heads[0]?.last_event_seq).toBe(5);
     expect(heads[0]?.applied_seq).toBe(5);
+  }, 60_000);
+
+  it('closes pairs missing from restored deadlines', async () => {
+    const user = await server.createUser('deadline-after-snapshot');
+    const lastActivity = clock.now() - MINUTE;
+    const events = [
+      { id: 'snapshot-start', type: 'session_started', occurredAt: new Date(clock.now() - 10 * MINUTE).toISOString() },
+      { id: 'snapshot-heartbeat', type: 'heartbeat', occurredAt: new Date(lastActivity).toISOString() },
+    ];
+    await sendAll(user.token, events, events.length);
+
+    // A snapshot saved while the set was complete and before this user had a
+    // deadline brings back the marker of a complete set without the user.
+    const deadlinesKey = `${keyPrefix}deadlines`;
+    expect(await redis.zrem(deadlinesKey, user.id)).toBe(1);
+    expect(await redis.zscore(deadlinesKey, 'complete')).not.toBeNull();
+
+    clock.set(lastActivity + TIMEOUT_MS + MINUTE);
+    // Waits out the repair interval that an earlier sweep of this file started.
+    await new Promise((resolve) => setTimeout(resolve, 2 * REPAIR_INTERVAL_MS));
+    // No request of this user comes: only the sweeper can find the pair due.
+    await server.app.sweeper.sweepOnce();
+
+    // Read from PostgreSQL, because a read through the API settles the users
+    // it names and would close the pair without the sweeper.
+    const segments = await server.app.db.sql.query<{ end_at: Date | null; end_reason: string | null }>(
+      `SELECT end_at, end_reason FROM segments WHERE user_id = $1`,
+      [user.id],
+    );
+    expect(segments).toHaveLength(1);
+    expect(segments[0]?.end_reason).toBe('AUTO_CLOSE');
+    expect(segments[0]?.end_at?.toISOString()).toBe(new Date(lastActivity).toISOString());
   }, 60_000);
 });
