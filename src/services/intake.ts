@@ -65,6 +65,14 @@ export const EVENT_INPUT_FIELD_NAMES: EventFieldNames = {
   userId: 'userId',
 };
 
+/** The wait of one read for a busy user's lock, which other reads of the user join. */
+interface WaitedReadSettle {
+  /** Resolves to whether the read got the lock, false when the wait ended with the user still locked. */
+  locked: Promise<boolean>;
+  /** The `performance.now()` value at which the wait ends. */
+  waitEnd: number;
+}
+
 export interface SendEventResult {
   event: EventRecord;
   duplicate: boolean;
@@ -206,7 +214,7 @@ export class IntakeService {
    * user, which other reads of the same user join instead of queueing for
    * the lock and deriving again.
    */
-  private readonly waitedReadSettles = new Map<string, Promise<void>>();
+  private readonly waitedReadSettles = new Map<string, WaitedReadSettle>();
 
   constructor(private readonly options: IntakeOptions) {
     this.turns = new UserTurns(options.userLockTtlMs);
@@ -430,29 +438,41 @@ export class IntakeService {
    * waits to enter cannot deadlock with them. The caller's per-read limit
    * applies during the wait, so one read waits for at most SETTLES_PER_READ
    * locks at once. Reads that find the user busy while another read of this
-   * process waits for it join that wait, which ends by the other read's
-   * `waitEnd`.
+   * process waits for it join that wait. When that wait ends with the user
+   * still locked before this read's `waitEnd`, the read goes on waiting on
+   * its own. A failure of the joined settle fails the settles of all the
+   * reads that joined it, and each read logs it.
    */
   private async settleForRead(userId: string, waitEnd: number): Promise<void> {
-    try {
-      await this.readSettles.run(() => this.settle(userId, 0));
-      return;
-    } catch (error) {
-      if (!(error instanceof DomainError && error.reason === 'USER_BUSY')) {
-        throw error;
+    for (;;) {
+      try {
+        await this.readSettles.run(() => this.settle(userId, 0));
+        return;
+      } catch (error) {
+        if (!(error instanceof DomainError && error.reason === 'USER_BUSY')) {
+          throw error;
+        }
+      }
+      const waiting = this.waitedReadSettles.get(userId);
+      if (waiting === undefined) {
+        const locked = this.settleAfterWait(userId, waitEnd).finally(() => this.waitedReadSettles.delete(userId));
+        this.waitedReadSettles.set(userId, { locked, waitEnd });
+        await locked;
+        return;
+      }
+      const locked = await waiting.locked;
+      if (locked || waiting.waitEnd >= waitEnd || performance.now() >= waitEnd) {
+        return;
       }
     }
-    const waiting = this.waitedReadSettles.get(userId);
-    if (waiting !== undefined) {
-      return waiting;
-    }
-    const settled = this.settleAfterWait(userId, waitEnd).finally(() => this.waitedReadSettles.delete(userId));
-    this.waitedReadSettles.set(userId, settled);
-    return settled;
   }
 
-  /** Waits for a busy user's lock until `waitEnd`, then settles the user with the time of the settle as now. */
-  private async settleAfterWait(userId: string, waitEnd: number): Promise<void> {
+  /**
+   * Waits for a busy user's lock until `waitEnd`, then settles the user with
+   * the time of the settle as now. Returns false when the user stayed locked
+   * for the whole wait.
+   */
+  private async settleAfterWait(userId: string, waitEnd: number): Promise<boolean> {
     const waitMs = Math.max(0, Math.floor(waitEnd - performance.now()));
     let lock: UserLock;
     try {
@@ -462,13 +482,14 @@ export class IntakeService {
         throw error;
       }
       this.options.logger.debug({ userId, waitMs }, 'a due user stayed locked for the whole wait of the read, which shows the user without its auto-close');
-      return;
+      return false;
     }
     try {
       await this.readSettles.run(() => this.options.deriver.derive(lock, this.options.clock.now()));
     } finally {
       await this.releaseLocks([lock]);
     }
+    return true;
   }
 
   /**

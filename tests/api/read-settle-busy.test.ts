@@ -252,3 +252,70 @@ it('concurrent reads share one wait', async () => {
     expect(read.data?.segments.nodes, `read ${index}`).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
   }
 });
+
+it('joined read outlasts shorter wait', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  // A wait far longer than the test, so that only the mock below ends one.
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, env: { READ_SETTLE_WAIT_MS: '600000' } });
+  const started = server;
+  const store = started.app.store;
+  const intake = started.app.services.intake;
+  const { userId, startAt } = await startDueMember(started, clock);
+  const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+
+  // The second read to find the user busy joins the first read's wait.
+  const settle = intake.settle.bind(intake);
+  let busyReads = 0;
+  let secondReadBusy!: () => void;
+  const secondReadFoundBusy = new Promise<void>((resolve) => {
+    secondReadBusy = resolve;
+  });
+  vi.spyOn(intake, 'settle').mockImplementation(async (settledUserId, waitMs) => {
+    try {
+      return await settle(settledUserId, waitMs);
+    } catch (error) {
+      if (settledUserId === userId) {
+        busyReads += 1;
+        if (busyReads === 2) {
+          secondReadBusy();
+        }
+      }
+      throw error;
+    }
+  });
+  // The first read's wait ends with the user still locked, as at the end of
+  // its READ_SETTLE_WAIT_MS, and the lock comes free right after, within
+  // the wait of the second read, which started later.
+  const acquire = store.acquireUserLock.bind(store);
+  let firstWaitStarted!: () => void;
+  const firstReadWaits = new Promise<void>((resolve) => {
+    firstWaitStarted = resolve;
+  });
+  let waitedAcquires = 0;
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    if (lockedUserId !== userId || options.waitMs === 0) {
+      return acquire(lockedUserId, options);
+    }
+    waitedAcquires += 1;
+    firstWaitStarted();
+    await secondReadFoundBusy;
+    // The second read joins the wait in the microtasks after its settle failed.
+    await new Promise((resolve) => setImmediate(resolve));
+    const busy = await acquire(lockedUserId, { ...options, waitMs: 0 }).then(
+      () => new Error('the held lock was free'),
+      (error: unknown) => error,
+    );
+    await store.releaseUserLock(heldLock);
+    throw busy;
+  });
+
+  const firstRead = readUser(started, userId, startAt);
+  await firstReadWaits;
+  const secondRead = await readUser(started, userId, startAt);
+  await firstRead;
+
+  expect(busyReads).toBe(2);
+  expect(waitedAcquires, 'reads that waited for the lock').toBe(1);
+  expect(secondRead.errors).toBeUndefined();
+  expect(secondRead.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
+});
