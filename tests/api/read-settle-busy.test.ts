@@ -208,7 +208,9 @@ it('write behind waiting read names whole wait', async () => {
 it('concurrent reads share one wait', async () => {
   const READS = 5;
   const clock = new ManualClock(STARTED_AT);
-  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS });
+  // A wait far longer than the test, so that the first read still waits when
+  // the last one arrives, however slowly the requests come in.
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, env: { READ_SETTLE_WAIT_MS: '600000' } });
   const started = server;
   const store = started.app.store;
   const intake = started.app.services.intake;
