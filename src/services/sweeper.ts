@@ -154,7 +154,13 @@ export class Sweeper {
     await this.scheduleOpenWithoutDeadline();
   }
 
-  /** Schedules an immediate settle for each user with open segments whose deadline is missing from the set. */
+  /**
+   * Schedules an immediate settle for each user with open segments whose
+   * deadline is missing from the set.
+   * NOTE: a restored snapshot can also bring back a deadline later than the
+   * user's real one, such as one saved before a shorter auto-close
+   * preference. This scan leaves it, so the pairs stay open until it passes.
+   */
   private async scheduleOpenWithoutDeadline(): Promise<void> {
     const { store, sql, clock, logger } = this.options;
     // An index-only scan of the partial index on open segments.
