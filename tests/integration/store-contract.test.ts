@@ -460,6 +460,25 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
 
 describe('memory store', () => {
   defineStoreContract(() => createMemoryStore());
+
+  it('fence catches up with the clock', async () => {
+    let nowMs = 1_000_000;
+    const store = createMemoryStore({ now: () => nowMs });
+    const fenceAt = async (atMs: number): Promise<number> => {
+      nowMs = atMs;
+      const lock = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      expect(await store.releaseUserLock(lock)).toBe(true);
+      return lock.fence;
+    };
+
+    expect(await fenceAt(1_000_000)).toBe(1_000_000);
+    // A counter behind the clock, as after a restore from an older snapshot, jumps to the clock.
+    expect(await fenceAt(5_000_000)).toBe(5_000_000);
+    // A clock that goes back leaves the counter counting up.
+    expect(await fenceAt(3_000_000)).toBe(5_000_001);
+    // Two locks in one millisecond get two fences.
+    expect(await fenceAt(3_000_000)).toBe(5_000_002);
+  });
 });
 
 describeWithRedis('redis store', () => {
