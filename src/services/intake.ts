@@ -73,6 +73,19 @@ interface WaitedReadSettle {
   waitEnd: number;
 }
 
+/** Resolves as `locked` does, or to null when `waitEnd`, a `performance.now()` value, passes first. */
+async function untilWaitEnd(locked: Promise<boolean>, waitEnd: number): Promise<boolean | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), Math.max(0, waitEnd - performance.now()));
+  });
+  try {
+    return await Promise.race([locked, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export interface SendEventResult {
   event: EventRecord;
   duplicate: boolean;
@@ -438,10 +451,11 @@ export class IntakeService {
    * waits to enter cannot deadlock with them. The caller's per-read limit
    * applies during the wait, so one read waits for at most SETTLES_PER_READ
    * locks at once. Reads that find the user busy while another read of this
-   * process waits for it join that wait. When that wait ends with the user
-   * still locked before this read's `waitEnd`, the read goes on waiting on
-   * its own. A failure of the joined settle fails the settles of all the
-   * reads that joined it, and each read logs it.
+   * process waits for it join that wait, until their own `waitEnd` at most.
+   * When that wait ends with the user still locked before this read's
+   * `waitEnd`, the read goes on waiting on its own. A failure of the joined
+   * settle fails the settles of all the reads that joined it, and each read
+   * logs it.
    */
   private async settleForRead(userId: string, waitEnd: number): Promise<void> {
     for (;;) {
@@ -460,7 +474,11 @@ export class IntakeService {
         await locked;
         return;
       }
-      const locked = await waiting.locked;
+      const locked = await untilWaitEnd(waiting.locked, waitEnd);
+      if (locked === null) {
+        this.options.logger.debug({ userId }, 'a due user stayed locked for the whole wait of the read, which shows the user without its auto-close');
+        return;
+      }
       if (locked || waiting.waitEnd >= waitEnd || performance.now() >= waitEnd) {
         return;
       }

@@ -321,3 +321,62 @@ it('joined read outlasts shorter wait', async () => {
   expect(secondRead.errors).toBeUndefined();
   expect(secondRead.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
 });
+
+it('joined read keeps its own wait bound', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, env: { READ_SETTLE_WAIT_MS: '300' } });
+  const started = server;
+  const store = started.app.store;
+  const { userId, startAt } = await startDueMember(started, clock);
+  await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+
+  // The first read starts its wait first, but reaches the user only once the
+  // second read waits for its lock, so it joins a wait that ends later.
+  let secondWaitStarted!: () => void;
+  const secondReadWaits = new Promise<void>((resolve) => {
+    secondWaitStarted = resolve;
+  });
+  const peek = store.peekDeadlines.bind(store);
+  let heldPeek = false;
+  vi.spyOn(store, 'peekDeadlines').mockImplementation(async (userIds) => {
+    if (!heldPeek && userIds.includes(userId)) {
+      heldPeek = true;
+      await secondReadWaits;
+    }
+    return peek(userIds);
+  });
+  // The second read's wait lasts until the first read answers, or 5 s when
+  // the first read waits for it, far beyond READ_SETTLE_WAIT_MS either way.
+  let firstReadDone = false;
+  let firstReadAnswered!: () => void;
+  const firstReadAnswers = new Promise<void>((resolve) => {
+    firstReadAnswered = resolve;
+  });
+  let secondWaitOver = false;
+  const acquire = store.acquireUserLock.bind(store);
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    if (lockedUserId !== userId || options.waitMs === 0) {
+      return acquire(lockedUserId, options);
+    }
+    secondWaitStarted();
+    await Promise.race([firstReadAnswers, new Promise((resolve) => setTimeout(resolve, 5000))]);
+    secondWaitOver = true;
+    return acquire(lockedUserId, { ...options, waitMs: 0 });
+  });
+
+  const firstRead = readUser(started, userId, startAt).then((read) => {
+    firstReadDone = true;
+    firstReadAnswered();
+    return read;
+  });
+  await vi.waitFor(() => expect(heldPeek).toBe(true));
+  const secondRead = readUser(started, userId, startAt);
+  const first = await firstRead;
+  const secondWaitOverAtFirstAnswer = secondWaitOver;
+  await secondRead;
+
+  expect(firstReadDone).toBe(true);
+  expect(secondWaitOverAtFirstAnswer, 'the joined wait was over when the first read answered').toBe(false);
+  expect(first.errors).toBeUndefined();
+  expect(first.data?.segments.nodes).toEqual([{ end: null, endReason: null }]);
+});
