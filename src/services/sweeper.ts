@@ -191,10 +191,12 @@ export class Sweeper {
         }
       }
     }
-    // A user whose last open segment closed between the query and the lookup
-    // matches too, so a count here does not always mean that Redis lost data.
+    // Users in the middle of a request match too, such as one whose last
+    // open segment closed between the query and the lookup, so a count here
+    // does not mean that Redis lost data, and busy servers find some in most
+    // scans.
     if (missing > 0) {
-      logger.info({ users: missing }, 'scheduled users with open segments and no deadline in Redis for a settle');
+      logger.debug({ users: missing }, 'scheduled users with open segments and no deadline in Redis for a settle');
     }
   }
 }
