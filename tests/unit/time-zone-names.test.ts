@@ -9,6 +9,7 @@ describe('suggestTimeZones', () => {
   it.each([
     ['Europe/Pargue', 'Europe/Prague'],
     ['Europe/Prag', 'Europe/Prague'],
+    ['Prag', 'Europe/Prague'],
     ['new york', 'America/New_York'],
     ['Los-Angeles', 'America/Los_Angeles'],
     ['tokyo', 'Asia/Tokyo'],
@@ -17,7 +18,7 @@ describe('suggestTimeZones', () => {
     expect(suggestTimeZones(name)).toContain(expected);
   });
 
-  it.each(['Mars/Olympus_Mons', '', 'x'.repeat(65)])('suggests nothing for %j', (name) => {
+  it.each(['Mars/Olympus_Mons', '', 'x'.repeat(65), 'LA', 'CEST', 'Munich'])('suggests nothing for %j', (name) => {
     expect(suggestTimeZones(name)).toEqual([]);
   });
 

@@ -8,6 +8,10 @@
 const MAX_SUGGESTIONS = 3;
 /** Maximum number of edits (insertions, deletions, substitutions) between a name and a suggestion. */
 const MAX_EDITS = 2;
+/** Shortest name that may be within MAX_EDITS of a suggestion; shorter names get one edit. */
+const MIN_LENGTH_FOR_MAX_EDITS = 8;
+/** Shortest city part that suggests the cities that start with it, such as `prag` for Prague. */
+const MIN_PREFIX_LENGTH = 4;
 
 let knownZones: readonly string[] | null = null;
 
@@ -24,6 +28,11 @@ function comparable(name: string): string {
 /** Returns the part of a zone name after its last `/`, such as `new_york` for `america/new_york`. */
 function lastPart(name: string): string {
   return name.slice(name.lastIndexOf('/') + 1);
+}
+
+/** Returns the edits that a suggestion for `text` may be away from it. */
+function allowedEdits(text: string): number {
+  return text.length >= MIN_LENGTH_FOR_MAX_EDITS ? MAX_EDITS : 1;
 }
 
 /** Returns the edit distance of `a` and `b`, or `max + 1` once it exceeds `max`. */
@@ -50,9 +59,11 @@ function editDistance(a: string, b: string, max: number): number {
 }
 
 /**
- * Returns up to three IANA zone names close to `name`: those whose city part
- * equals its last part, ignoring case and with spaces for underscores, else
- * those within two edits of it, closest first.
+ * Returns up to three IANA zone names close to `name`, comparing without case
+ * and with underscores for spaces and hyphens: those whose city part equals
+ * the last part of `name`, else those whose city starts with it, else those
+ * within a few edits of it, closest first. Short names get one edit, so that
+ * `LA` or `CEST` do not suggest unrelated cities.
  */
 export function suggestTimeZones(name: string): string[] {
   const requested = comparable(name);
@@ -64,14 +75,20 @@ export function suggestTimeZones(name: string): string[] {
   if (sameCity.length > 0) {
     return sameCity.slice(0, MAX_SUGGESTIONS);
   }
+  if (requestedCity.length >= MIN_PREFIX_LENGTH) {
+    const cityStart = zoneNames().filter((zone) => lastPart(comparable(zone)).startsWith(requestedCity));
+    if (cityStart.length > 0) {
+      return cityStart.slice(0, MAX_SUGGESTIONS);
+    }
+  }
   const scored: Array<{ zone: string; edits: number }> = [];
   for (const zone of zoneNames()) {
     const candidate = comparable(zone);
     const edits = Math.min(
-      editDistance(requested, candidate, MAX_EDITS),
-      requested.includes('/') ? MAX_EDITS + 1 : editDistance(requestedCity, lastPart(candidate), MAX_EDITS),
+      editDistance(requested, candidate, allowedEdits(requested)),
+      requested.includes('/') ? MAX_EDITS + 1 : editDistance(requestedCity, lastPart(candidate), allowedEdits(requestedCity)),
     );
-    if (edits <= MAX_EDITS) {
+    if (edits <= allowedEdits(requested.includes('/') ? requested : requestedCity)) {
       scored.push({ zone, edits });
     }
   }
