@@ -54,17 +54,34 @@ const LIMIT_SUBJECTS: Readonly<Record<string, string>> = {
   REPORT_MAX_BUCKET_ROWS: 'The number of bucket rows',
 };
 
+/** What a client can change to stay within each configured limit, added to its error message. */
+export const LIMIT_ADVICE: Readonly<Record<string, string>> = {
+  PAGE_SIZE_MAX: 'Request smaller pages and follow the cursors of `pageInfo` to the next ones.',
+  REPORT_MAX_WINDOW_DAYS: 'Split the window into shorter reports.',
+  REPORT_MAX_DEPTH: 'Nest less deeply: `union` and `intersect` take any number of operands.',
+  REPORT_MAX_NODES: 'Use fewer nodes: one `segments` leaf takes lists of pair types, users and pair keys.',
+  REPORT_MAX_LITERAL_INTERVALS: 'Merge touching or overlapping intervals, or split the report.',
+  REPORT_MAX_LEAF_ENTRIES: 'Name fewer entries, or split the report into several.',
+  REPORT_MAX_BUCKET_ROWS: 'Use a larger bucket unit, a shorter window or fewer groups.',
+};
+
+/** Returns the advice for `limit` with a leading space, or an empty string when there is none. */
+function adviceFor(limit: string): string {
+  const advice = LIMIT_ADVICE[limit];
+  return advice === undefined ? '' : ` ${advice}`;
+}
+
 /**
  * Builds the error for a configured limit that a request exceeds, such as
  * "The report window is 516 days, above the maximum of 366 days
- * (REPORT_MAX_WINDOW_DAYS)."
+ * (REPORT_MAX_WINDOW_DAYS)." followed by the limit's LIMIT_ADVICE.
  */
 export function limitExceeded(limit: string, value: number, max: number, unit = ''): DomainError {
   const suffix = unit === '' ? '' : ` ${unit}`;
   const subject = LIMIT_SUBJECTS[limit] ?? 'The value';
   return badInput(
     'LIMIT_EXCEEDED',
-    `${subject} is ${value}${suffix}, above the maximum of ${max}${suffix} (${limit}).`,
+    `${subject} is ${value}${suffix}, above the maximum of ${max}${suffix} (${limit}).${adviceFor(limit)}`,
     { limit, value, max },
   );
 }
@@ -80,7 +97,7 @@ export function limitExceededAtLeast(limit: string, value: number, max: number, 
   const subject = LIMIT_SUBJECTS[limit] ?? 'The value';
   return badInput(
     'LIMIT_EXCEEDED',
-    `${subject} is at least ${value}${suffix}, above the maximum of ${max}${suffix} (${limit}).`,
+    `${subject} is at least ${value}${suffix}, above the maximum of ${max}${suffix} (${limit}).${adviceFor(limit)}`,
     { limit, value, max },
   );
 }

@@ -324,7 +324,7 @@ describe('report limits over HTTP', () => {
         expect(result.status).toBe(400);
         expectLimitError(error, 'REPORT_MAX_WINDOW_DAYS', 367, 366);
         expect(error.message).toBe(
-          `The report window is 367 calendar days in ${timeZone}, above the maximum of 366 days (REPORT_MAX_WINDOW_DAYS).`,
+          `The report window is 367 calendar days in ${timeZone}, above the maximum of 366 days (REPORT_MAX_WINDOW_DAYS). Split the window into shorter reports.`,
         );
         expect(error.extensions?.timeZone).toBe(timeZone);
         await expectStillServing();
@@ -807,7 +807,7 @@ describe('bucket count over HTTP', () => {
 
     expectLimitError(error, 'REPORT_MAX_BUCKET_ROWS', 460 * 24, MAX_BUCKET_ROWS);
     expect(error.message, 'message').toBe(
-      `The number of bucket rows is at least ${460 * 24}, above the maximum of ${MAX_BUCKET_ROWS} (REPORT_MAX_BUCKET_ROWS).`,
+      `The number of bucket rows is at least ${460 * 24}, above the maximum of ${MAX_BUCKET_ROWS} (REPORT_MAX_BUCKET_ROWS). Use a larger bucket unit, a shorter window or fewer groups.`,
     );
   });
 

@@ -506,7 +506,7 @@ describe('bucketTotals errors', () => {
     const w = window('2024-01-01T00:00:00Z', '2024-04-20T00:00:00Z');
 
     expect(() => bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 100)).toThrow(
-      'The number of bucket rows is at least 101, above the maximum of 100 (REPORT_MAX_BUCKET_ROWS).',
+      'The number of bucket rows is at least 101, above the maximum of 100 (REPORT_MAX_BUCKET_ROWS). Use a larger bucket unit, a shorter window or fewer groups.',
     );
   });
 
@@ -515,7 +515,7 @@ describe('bucketTotals errors', () => {
     const w = window('2024-01-01T00:00:00Z', '2024-07-19T00:00:00Z');
 
     expect(() => bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 100)).toThrow(
-      'The number of bucket rows is at least 177, above the maximum of 100 (REPORT_MAX_BUCKET_ROWS).',
+      'The number of bucket rows is at least 177, above the maximum of 100 (REPORT_MAX_BUCKET_ROWS). Use a larger bucket unit, a shorter window or fewer groups.',
     );
   });
 

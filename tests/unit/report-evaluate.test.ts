@@ -331,7 +331,7 @@ describe('validateWindow', () => {
     expect(() => validateWindow(start, start + 366 * DAY_MS + 1, 366)).toThrow(
       expect.objectContaining({
         reason: 'LIMIT_EXCEEDED',
-        message: 'The report window is 366.01 days, above the maximum of 366 days (REPORT_MAX_WINDOW_DAYS).',
+        message: 'The report window is 366.01 days, above the maximum of 366 days (REPORT_MAX_WINDOW_DAYS). Split the window into shorter reports.',
         details: { limit: 'REPORT_MAX_WINDOW_DAYS', value: 366.01, max: 366 },
       }),
     );

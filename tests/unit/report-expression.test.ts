@@ -127,7 +127,7 @@ describe('measureExpression', () => {
       'REPORT_MAX_DEPTH',
     );
     expect(error.details).toEqual({ limit: 'REPORT_MAX_DEPTH', value: 33, max: 32 });
-    expect(error.message).toBe('The expression depth is at least 33 levels, above the maximum of 32 levels (REPORT_MAX_DEPTH).');
+    expect(error.message).toBe('The expression depth is at least 33 levels, above the maximum of 32 levels (REPORT_MAX_DEPTH). Nest less deeply: `union` and `intersect` take any number of operands.');
   });
 
   it('walks depth 10,000 under a raised limit', () => {
@@ -212,7 +212,7 @@ describe('measureExpression', () => {
       const error = expectLimit(() => measureExpression(expression, limits), 'REPORT_MAX_LEAF_ENTRIES');
       expect(error.details).toEqual({ limit: 'REPORT_MAX_LEAF_ENTRIES', value: 25, max: 20 });
       expect(error.message).toBe(
-        'The number of leaf entries (entries of pairTypes, users and pairKeys, and keys and array items of meta, over all segments leaves) is 25 entries, above the maximum of 20 entries (REPORT_MAX_LEAF_ENTRIES).',
+        'The number of leaf entries (entries of pairTypes, users and pairKeys, and keys and array items of meta, over all segments leaves) is 25 entries, above the maximum of 20 entries (REPORT_MAX_LEAF_ENTRIES). Name fewer entries, or split the report into several.',
       );
     });
 

@@ -2,7 +2,7 @@
 
 import { IANAZone } from 'luxon';
 
-import { badInput, limitExceeded } from '../errors.js';
+import { LIMIT_ADVICE, badInput, limitExceeded } from '../errors.js';
 import type { Interval } from '../interval/interval-set.js';
 
 const DAY_MS = 86_400_000;
@@ -96,7 +96,7 @@ function checkLocalWindowLength(start: number, end: number, maxWindowDays: numbe
     const days = daysRoundedUp(localLength);
     throw badInput(
       'LIMIT_EXCEEDED',
-      `The report window is ${days} calendar days in ${timeZone}, above the maximum of ${maxWindowDays} days (REPORT_MAX_WINDOW_DAYS).`,
+      `The report window is ${days} calendar days in ${timeZone}, above the maximum of ${maxWindowDays} days (REPORT_MAX_WINDOW_DAYS). ${LIMIT_ADVICE.REPORT_MAX_WINDOW_DAYS}`,
       { limit: 'REPORT_MAX_WINDOW_DAYS', value: days, max: maxWindowDays, timeZone },
     );
   }
