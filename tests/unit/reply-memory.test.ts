@@ -78,6 +78,20 @@ describe('ReplyBudget with a reply memory', () => {
     expect(memory.reserved, 'the refused charge reserves nothing').toBe(7 * OBJECT_REPLY_BYTES);
   });
 
+  it('names only other requests in a refusal', () => {
+    const memory = new ReplyMemory(10 * OBJECT_REPLY_BYTES);
+    const other = new ReplyBudget(10 * OBJECT_REPLY_BYTES, memory);
+    const budget = new ReplyBudget(10 * OBJECT_REPLY_BYTES, memory);
+    other.chargeObjects(QUERY_INFO, 5);
+    budget.chargeObjects(QUERY_INFO, 3);
+
+    const error = caught(() => budget.chargeObjects(QUERY_INFO, 3));
+    expect(error.reason).toBe('REPLY_MEMORY_FULL');
+    expect(error.message, 'bytes of the other request').toContain(`hold an estimated ${5 * OBJECT_REPLY_BYTES} bytes`);
+    expect(error.message, "this reply's bytes").toContain(`this reply's estimated ${6 * OBJECT_REPLY_BYTES} bytes`);
+    expect(error.details.value).toBe(6 * OBJECT_REPLY_BYTES);
+  });
+
   it('gives its reservation back once', () => {
     const memory = new ReplyMemory(10 * OBJECT_REPLY_BYTES);
     const first = new ReplyBudget(10 * OBJECT_REPLY_BYTES, memory);
@@ -140,6 +154,22 @@ describe('ReplyBudget with a reply memory', () => {
     expect(error).toBeInstanceOf(DomainError);
     expect((error as DomainError).reason).toBe('REPLY_MEMORY_FULL');
     expect((error as DomainError).details.value).toBe(2100);
+  });
+
+  it('lets a read use the room its charges hold', async () => {
+    const memory = new ReplyMemory(10_000);
+    memory.tryReserve(2000);
+    const budget = new ReplyBudget(20_000, memory);
+    budget.chargeObjects(QUERY_INFO, 16);
+    expect(memory.reserved).toBe(2000 + 16 * OBJECT_REPLY_BYTES);
+    let limit = 0;
+    await budget.read(async (remainingBytes) => {
+      limit = remainingBytes;
+      return { value: null, bytes: 0 };
+    });
+    // The reply's own 4,096 bytes stay reserved for the rows the read returns,
+    // so the read may take them besides the 3,904 bytes still free.
+    expect(limit).toBe(8000);
   });
 
   it('reports MAX_REPLY_BYTES before the memory', async () => {
