@@ -336,6 +336,39 @@ describe('reply size limit', () => {
     expect(over.errors![0]!.extensions?.value).toBe(1440 * 96);
   });
 
+  it('counts group intervals of aliases', async () => {
+    // A member's report has one group, the member's own, with the literal intervals.
+    const intervals = Array.from({ length: 600 }, (_, index) => {
+      const start = Date.parse('2026-01-01T00:00:00Z') + index * 60_000;
+      return { start: new Date(start).toISOString(), end: new Date(start + 1000).toISOString() };
+    });
+    const report = `report(expression: $expression, window: { start: "2026-01-01T00:00:00Z", end: "2026-01-02T00:00:00Z" }, groupBy: USER) { groups { intervals { start } } }`;
+    const query = (count: number) =>
+      `query ($expression: SetExpression!) { ${Array.from({ length: count }, (_, index) => `r${index}: ${report}`).join('\n')} }`;
+
+    const fits = await server.gql(query(1), { expression: { intervals } }, member.token);
+    expect(fits.status).toBe(200);
+    expect(fits.errors).toBeUndefined();
+    expect(fits.data?.r0.groups[0].intervals).toHaveLength(600);
+
+    const over = await server.gql(query(2), { expression: { intervals } }, member.token);
+    expectReplyLimit(over);
+    expect(over.errors![0]!.extensions?.value).toBe(1200 * 96);
+  });
+
+  it('counts group buckets of aliases', async () => {
+    const report = `report(expression: { intervals: [] }, window: { start: "2026-01-01T00:00:00Z", end: "2026-01-31T00:00:00Z" }, groupBy: USER, bucket: { unit: HOUR, timeZone: "UTC" }) { groups { buckets { seconds } } }`;
+
+    const fits = await server.gql(`{ r0: ${report} }`, {}, member.token);
+    expect(fits.status).toBe(200);
+    expect(fits.errors).toBeUndefined();
+    expect(fits.data?.r0.groups[0].buckets).toHaveLength(720);
+
+    const over = await server.gql(`{ r0: ${report} r1: ${report} }`, {}, member.token);
+    expectReplyLimit(over);
+    expect(over.errors![0]!.extensions?.value).toBe(1440 * 96);
+  });
+
   it('leaves mutation replies uncounted', async () => {
     // 60 events x 2,500 bytes = 150,000 bytes of reply, which a query could not take.
     const sender = await server.createUser('reply-size-sender');
