@@ -724,6 +724,29 @@ describe('report sizes over all reports', () => {
     expectLimitError(firstError(result), 'REPORT_MAX_NODES', 44, MAX_TOTAL_SIZE);
   });
 
+  it('serves totals at the maximum', async () => {
+    // Ten unions of three leaves: 40 nodes, the maximum for one request.
+    const leaf = '{ intervals: [] }';
+    const field = `report(expression: { union: [${leaf}, ${leaf}, ${leaf}] }, window: $window) { totalSeconds }`;
+    const query = `query ($window: WindowInput!) { ${aliases(10, field)} }`;
+    const result = await server.gql(query, { window: DAYS_30 }, token);
+
+    expect(result.status).toBe(200);
+    expect(result.errors).toBeUndefined();
+    expect(result.data?.r9).toEqual({ totalSeconds: 0 });
+  });
+
+  it('counts a sent variable over its default', async () => {
+    // The default has 1 leaf entry, and the value sent has 6 for each of 7 reports.
+    const expression = { segments: { pairTypes: ['session'], pairKeys: strings(5, 'key-') } };
+    const head = `query ($expression: SetExpression! = { segments: { pairTypes: ["session"] } }, $window: WindowInput!)`;
+    const result = await server.gql(`${head} { ${aliases(7, TOTAL)} }`, { expression, window: DAYS_30 }, token);
+
+    expect(result.status).toBe(400);
+    expect(result.data).toBeUndefined();
+    expectLimitError(firstError(result), 'REPORT_MAX_LEAF_ENTRIES', 42, MAX_TOTAL_SIZE);
+  });
+
   it('shares literal intervals of defaults', async () => {
     const intervals = literalIntervals(6)
       .map((interval) => `{ start: "${interval.start}", end: "${interval.end}" }`)
