@@ -380,3 +380,49 @@ it('joined read keeps its own wait bound', async () => {
   expect(first.errors).toBeUndefined();
   expect(first.data?.segments.nodes).toEqual([{ end: null, endReason: null }]);
 });
+
+it('read waits again after an earlier wait', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS });
+  const started = server;
+  const store = started.app.store;
+  const { userId, startAt } = await startDueMember(started, clock);
+
+  // Each read finds the user's lock held, and the holder releases it once
+  // the read's first attempt at it has failed.
+  const acquire = store.acquireUserLock.bind(store);
+  let heldLock: Awaited<ReturnType<typeof store.acquireUserLock>> | null = null;
+  let released: Promise<boolean> | null = null;
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    try {
+      return await acquire(lockedUserId, options);
+    } catch (error) {
+      if (lockedUserId === userId && heldLock !== null && released === null) {
+        released = store.releaseUserLock(heldLock);
+      }
+      throw error;
+    }
+  });
+  async function readWhileHeld(sessionStart: number) {
+    heldLock = await acquire(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+    released = null;
+    const read = await readUser(started, userId, sessionStart);
+    expect(released, 'the read tried the held lock').not.toBeNull();
+    expect(await released, 'the held lock was released').toBe(true);
+    return read;
+  }
+
+  const first = await readWhileHeld(startAt);
+  expect(first.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
+
+  // A second session, due in turn, whose read finds the user busy again.
+  const secondStart = await startDueSessions(started, clock, [userId], await started.adminToken());
+  const second = await readWhileHeld(secondStart);
+
+  expect(second.errors).toBeUndefined();
+  expect(second.data?.segments.nodes).toEqual([
+    { end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' },
+    { end: new Date(secondStart + 60_000).toISOString(), endReason: 'AUTO_CLOSE' },
+  ]);
+  expect(second.data?.report.totalSeconds).toBe(60);
+});
