@@ -426,3 +426,96 @@ it('read waits again after an earlier wait', async () => {
   ]);
   expect(second.data?.report.totalSeconds).toBe(60);
 });
+
+it('write after waiting read names whole wait', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  // The read gives up first, so the write gets the user's turn and then
+  // spends the rest of its wait on the lock.
+  server = await startTestServer(import.meta.filename, {
+    clock,
+    ...WITHOUT_WORKERS,
+    env: { USER_LOCK_WAIT_MS: '1000', READ_SETTLE_WAIT_MS: '200' },
+  });
+  const store = server.app.store;
+  const { userId, startAt } = await startDueMember(server, clock);
+  const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+  let readWaits = (): void => {};
+  const readWaiting = new Promise<void>((resolve) => {
+    readWaits = resolve;
+  });
+  const acquire = store.acquireUserLock.bind(store);
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    if (options.waitMs > 0) {
+      readWaits();
+    }
+    return acquire(lockedUserId, options);
+  });
+
+  const read = readUser(server, userId, startAt);
+  await readWaiting;
+  const adminToken = await server.adminToken();
+  const write = await server.gql(SEND_EVENTS, { events: [{ userId, type: 'heartbeat', occurredAt: new Date(startAt).toISOString() }] }, adminToken);
+  await read;
+  await store.releaseUserLock(heldLock);
+
+  expect(write.errors?.[0]?.extensions?.reason).toBe('USER_BUSY');
+  expect(write.errors?.[0]?.extensions?.waitMs).toBe(1000);
+  expect(write.errors?.[0]?.message).toContain('for the whole wait of 1000 ms');
+});
+
+it('read waits for a lock at most its own wait', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  server = await startTestServer(import.meta.filename, {
+    clock,
+    ...WITHOUT_WORKERS,
+    env: { USER_LOCK_WAIT_MS: '5000', READ_SETTLE_WAIT_MS: '200' },
+  });
+  const store = server.app.store;
+  const { userId, startAt } = await startDueMember(server, clock);
+  const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+  const acquire = store.acquireUserLock.bind(store);
+  const waits: number[] = [];
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    if (lockedUserId === userId) {
+      waits.push(options.waitMs);
+    }
+    return acquire(lockedUserId, options);
+  });
+
+  const read = await readUser(server, userId, startAt);
+  await store.releaseUserLock(heldLock);
+
+  expect(read.errors).toBeUndefined();
+  expect(read.data?.segments.nodes).toEqual([{ end: null, endReason: null }]);
+  expect(Math.max(...waits), 'the longest wait for the lock, READ_SETTLE_WAIT_MS and not USER_LOCK_WAIT_MS').toBeLessThanOrEqual(200);
+  expect(waits.some((waitMs) => waitMs > 0), 'the read waited for the lock').toBe(true);
+});
+
+it('read logs a failed settle and reads stored rows', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  const logLines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logLines.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, logger: pino({ level: 'info' }, stream) });
+  const intake = server.app.services.intake;
+  const { userId, startAt } = await startDueMember(server, clock);
+  // The settle fails for another reason than a busy lock, which a wait for the lock would not fix.
+  vi.spyOn(intake, 'settle').mockRejectedValueOnce(new Error('injected settle failure'));
+
+  const read = await readUser(server, userId, startAt);
+
+  expect(read.errors).toBeUndefined();
+  expect(read.data?.segments.nodes, 'the session as stored').toEqual([{ end: null, endReason: null }]);
+  const warnings = logLines
+    .join('')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as { msg: string; userId?: string; err?: { message?: string } })
+    .filter((entry) => entry.msg === 'settling a due user before a read failed');
+  expect(warnings.map((entry) => entry.userId)).toEqual([userId]);
+  expect(warnings[0]?.err?.message).toBe('injected settle failure');
+});
