@@ -747,6 +747,26 @@ describe('report sizes over all reports', () => {
     expectLimitError(firstError(result), 'REPORT_MAX_LEAF_ENTRIES', 42, MAX_TOTAL_SIZE);
   });
 
+  it('leaves a report over its own limit to fail alone', async () => {
+    // One pair type and ten pair keys, written inline: 11 leaf entries, above
+    // the limit of one expression. A variable would be rejected before the totals.
+    const pairKeys = strings(10, 'key-')
+      .map((key) => `"${key}"`)
+      .join(', ');
+    const query = `query ($window: WindowInput!) {
+      small: report(expression: { intervals: [] }, window: $window) { totalSeconds }
+      large: report(expression: { segments: { pairTypes: ["session"], pairKeys: [${pairKeys}] } }, window: $window) { totalSeconds }
+    }`;
+    const result = await server.gql<Record<string, { totalSeconds: number } | null>>(query, { window: DAYS_30 }, token);
+
+    expect(result.status).toBe(200);
+    expect(result.data?.small).toEqual({ totalSeconds: 0 });
+    expect(result.data?.large).toBeNull();
+    expect(result.errors).toHaveLength(1);
+    expect(result.errors?.[0]?.path).toEqual(['large']);
+    expectLimitError(firstError(result), 'REPORT_MAX_LEAF_ENTRIES', 11, MAX_EXPRESSION_SIZE);
+  });
+
   it('shares literal intervals of defaults', async () => {
     const intervals = literalIntervals(6)
       .map((interval) => `{ start: "${interval.start}", end: "${interval.end}" }`)
