@@ -3,7 +3,7 @@
  * a batch with any invalid item is rejected whole with every problem listed,
  * and stores nothing.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { ManualClock, startTestServer, type TestServer } from '../support/app.js';
 import { SEND_EVENTS, dataOf, readTimeline, type EventNode } from '../support/replay.js';
@@ -1066,6 +1066,31 @@ describe('intake validation', () => {
         expect(items[0]?.message, 'message for a missing user').toContain(`user_id "${missing}" does not exist`);
         expect(items[1]?.message, 'message for a name').toContain('user_id "not-a-uuid" is not a user id (a UUID)');
         expect(errorText(body), 'error body').not.toContain('userId');
+      });
+
+      it('pair type defined during the write', async () => {
+        const user = await newUser();
+        const intake = server.app.services.intake as unknown as { acquireLocks: (userIds: readonly string[]) => Promise<unknown> };
+        const acquireLocks = intake.acquireLocks.bind(intake);
+        // After the batch passed its checks and before its write, an admin
+        // defines a pair type that makes the batch's is_pair wrong.
+        const spy = vi.spyOn(intake, 'acquireLocks').mockImplementationOnce(async (userIds) => {
+          const defined = await server.gql(
+            `mutation { definePairType(input: { name: "rest-late", startType: "rest_late_started", endType: "rest_late_ended" }) { name } }`,
+            {},
+            adminToken,
+          );
+          expect(defined.errors, 'definePairType errors').toBeUndefined();
+          return acquireLocks(userIds);
+        });
+        const { status, body } = await postEvents(server, user.token, { type: 'rest_late_started', is_pair: false, occurred_at: AT });
+        spy.mockRestore();
+
+        expect(status, 'status').toBe(400);
+        expect(body.error.invalidItems[0].reason, 'reason').toBe('PAIR_MISMATCH');
+        expect(body.error.invalidItems[0].message, 'item message').toContain('is_pair is false but');
+        expect(errorText(body), 'error body').not.toContain('isPair');
+        expect(await storedEvents(user.id), 'stored events').toEqual([]);
       });
 
       it('idempotency conflict', async () => {
