@@ -24,6 +24,27 @@ describe('suggestTimeZones', () => {
 
   it('lists at most three names', () => {
     expect(suggestTimeZones('Europe/Pari').length).toBeLessThanOrEqual(3);
+    // Lima and Lome are one edit away, and Nome, Rome and Niue two.
+    expect(suggestTimeZones('Lime')).toHaveLength(3);
+  });
+
+  it('lists the closest names first', () => {
+    // Mahe is one edit away, Malta and Wake two.
+    expect(suggestTimeZones('Male')).toEqual(['Indian/Mahe', 'Europe/Malta', 'Pacific/Wake']);
+  });
+
+  it.each([
+    ['TOKYO', 'Asia/Tokyo'],
+    ['Dar-es-Salam', 'Africa/Dar_es_Salaam'],
+    ['Asia/Chicago', 'America/Chicago'],
+    ['Asia/Takio', 'Asia/Tokyo'],
+  ])('suggests for %j beyond two raw edits', (name, expected) => {
+    expect(suggestTimeZones(name)).toEqual([expected]);
+  });
+
+  it('compares a name with a region whole', () => {
+    // The city part "tokio" is one edit from Tokyo, but the whole name is not within two.
+    expect(suggestTimeZones('Europe/Tokio')).toEqual([]);
   });
 });
 
@@ -33,6 +54,13 @@ describe('unknownTimeZoneMessage', () => {
 
     expect(message).toContain('"Europe/Pargue" is unknown');
     expect(message).toContain('Did you mean Europe/Prague?');
+  });
+
+  it('shows at most 64 characters of the name', () => {
+    const message = unknownTimeZoneMessage('z'.repeat(100));
+
+    expect(message).toContain(`"${'z'.repeat(64)}"`);
+    expect(message).not.toContain('z'.repeat(65));
   });
 
   it('omits the question without suggestions', () => {
