@@ -545,6 +545,7 @@ describe('login and roles over HTTP', () => {
       const result = await server.gql(UPDATE, { input: { id: '00000000-0000-4000-8000-000000000000', role: 'ANALYST' } }, await server.adminToken());
 
       expect(result.errors?.[0]?.extensions?.reason).toBe('USER_NOT_FOUND');
+      expect(result.errors?.[0]?.message, 'no username hint for a UUID').not.toContain("Pass the user's id");
     });
 
     it('username in place of id names the fix', async () => {

@@ -263,6 +263,7 @@ describe('events and segments queries', () => {
     expect(extensions?.reason, 'reason').toBe('INVALID_WINDOW');
     expect(extensions?.start, 'start').toBe(at('11:00:00'));
     expect(extensions?.end, 'end').toBe(at('10:00:00'));
+    expect(response.errors?.[0]?.message, 'no hint about milliseconds').not.toContain('kept to the millisecond');
   });
 
   // Bob has [09:00, 10:00) and an open session from 12:00.

@@ -331,6 +331,10 @@ describe('loadConfig', () => {
     expect(loadConfig({ MAX_REPLY_BYTES: '1000000', REPLY_MEMORY_MAX_BYTES: '1000000' }).server.replyMemoryMaxBytes).toBe(1_000_000);
   });
 
+  it('lets reads skip the wait for busy users', () => {
+    expect(loadConfig({ READ_SETTLE_WAIT_MS: '0' }).intake.readSettleWaitMs).toBe(0);
+  });
+
   it('rejects maximum hold below lock TTL', () => {
     const error = configError({ USER_LOCK_TTL_MS: '30000', USER_LOCK_MAX_HOLD_MS: '10000' });
 
