@@ -42,6 +42,11 @@ describe('suggestTimeZones', () => {
     expect(suggestTimeZones(name)).toEqual([expected]);
   });
 
+  it('suggests nothing for a name over 64 characters', () => {
+    // Its last part names a city, which a shorter name would get as a suggestion.
+    expect(suggestTimeZones(`${'x'.repeat(60)}/Tokyo`)).toEqual([]);
+  });
+
   it('compares a name with a region whole', () => {
     // The city part "tokio" is one edit from Tokyo, but the whole name is not within two.
     expect(suggestTimeZones('Europe/Tokio')).toEqual([]);
