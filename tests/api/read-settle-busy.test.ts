@@ -169,18 +169,17 @@ it('read returns when lock outlasts wait', async () => {
   expect(later.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
 });
 
-it('write behind waiting read names whole wait', async () => {
+/**
+ * Holds a due member's lock, starts a read that waits for it, and sends a
+ * write of the same user while the read waits. Returns the write's reply.
+ */
+async function writeBesideWaitingRead(env: Record<string, string>) {
   const clock = new ManualClock(STARTED_AT);
-  // The read waits longer than the write, so the write fails while the read waits.
-  server = await startTestServer(import.meta.filename, {
-    clock,
-    ...WITHOUT_WORKERS,
-    env: { USER_LOCK_WAIT_MS: '300', READ_SETTLE_WAIT_MS: '1000' },
-  });
-  const store = server.app.store;
-  const { userId, startAt } = await startDueMember(server, clock);
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, env });
+  const started = server;
+  const store = started.app.store;
+  const { userId, startAt } = await startDueMember(started, clock);
   const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
-  // The read holds the user's turn in this process while it waits for the lock.
   let readWaits = (): void => {};
   const readWaiting = new Promise<void>((resolve) => {
     readWaits = resolve;
@@ -193,12 +192,19 @@ it('write behind waiting read names whole wait', async () => {
     return acquire(lockedUserId, options);
   });
 
-  const read = readUser(server, userId, startAt);
+  const read = readUser(started, userId, startAt);
   await readWaiting;
-  const adminToken = await server.adminToken();
-  const write = await server.gql(SEND_EVENTS, { events: [{ userId, type: 'heartbeat', occurredAt: new Date(startAt).toISOString() }] }, adminToken);
+  const adminToken = await started.adminToken();
+  const write = await started.gql(SEND_EVENTS, { events: [{ userId, type: 'heartbeat', occurredAt: new Date(startAt).toISOString() }] }, adminToken);
   await read;
   await store.releaseUserLock(heldLock);
+  return write;
+}
+
+it('write behind waiting read names whole wait', async () => {
+  // The read waits longer than the write and holds the user's turn in this
+  // process meanwhile, so the write fails while the read waits.
+  const write = await writeBesideWaitingRead({ USER_LOCK_WAIT_MS: '300', READ_SETTLE_WAIT_MS: '1000' });
 
   expect(write.errors?.[0]?.extensions?.reason).toBe('USER_BUSY');
   expect(write.errors?.[0]?.extensions?.waitMs).toBe(300);
@@ -428,35 +434,9 @@ it('read waits again after an earlier wait', async () => {
 });
 
 it('write after waiting read names whole wait', async () => {
-  const clock = new ManualClock(STARTED_AT);
   // The read gives up first, so the write gets the user's turn and then
   // spends the rest of its wait on the lock.
-  server = await startTestServer(import.meta.filename, {
-    clock,
-    ...WITHOUT_WORKERS,
-    env: { USER_LOCK_WAIT_MS: '1000', READ_SETTLE_WAIT_MS: '200' },
-  });
-  const store = server.app.store;
-  const { userId, startAt } = await startDueMember(server, clock);
-  const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
-  let readWaits = (): void => {};
-  const readWaiting = new Promise<void>((resolve) => {
-    readWaits = resolve;
-  });
-  const acquire = store.acquireUserLock.bind(store);
-  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
-    if (options.waitMs > 0) {
-      readWaits();
-    }
-    return acquire(lockedUserId, options);
-  });
-
-  const read = readUser(server, userId, startAt);
-  await readWaiting;
-  const adminToken = await server.adminToken();
-  const write = await server.gql(SEND_EVENTS, { events: [{ userId, type: 'heartbeat', occurredAt: new Date(startAt).toISOString() }] }, adminToken);
-  await read;
-  await store.releaseUserLock(heldLock);
+  const write = await writeBesideWaitingRead({ USER_LOCK_WAIT_MS: '1000', READ_SETTLE_WAIT_MS: '200' });
 
   expect(write.errors?.[0]?.extensions?.reason).toBe('USER_BUSY');
   expect(write.errors?.[0]?.extensions?.waitMs).toBe(1000);

@@ -539,14 +539,21 @@ describe('report limits over HTTP', () => {
   });
 });
 
+/** Thirty days of January 2026, a window for reports of the request-wide limits. */
+const DAYS_30 = { start: '2026-01-01T00:00:00.000Z', end: '2026-01-31T00:00:00.000Z' };
+const TOTAL = `report(expression: $expression, window: $window) { totalSeconds }`;
+const HEAD = `query ($expression: SetExpression!, $window: WindowInput!)`;
+
+/** Returns `count` copies of `field`, aliased r0, r1 and on. */
+function aliases(count: number, field: string): string {
+  return Array.from({ length: count }, (_, index) => `r${index}: ${field}`).join('\n');
+}
+
 describe('request-wide limits over HTTP', () => {
   const MAX_ROOT_FIELDS = 4;
   const MAX_BUCKET_ROWS = 50;
   const MAX_BATCH = 5;
-  const DAYS_30 = { start: '2026-01-01T00:00:00.000Z', end: '2026-01-31T00:00:00.000Z' };
-  const TOTAL = `report(expression: $expression, window: $window) { totalSeconds }`;
   const DAILY = `report(expression: $expression, window: $window, bucket: { unit: DAY, timeZone: "UTC" }) { buckets { seconds } }`;
-  const HEAD = `query ($expression: SetExpression!, $window: WindowInput!)`;
   const EXPRESSION = { intervals: [{ start: '2026-01-02T00:00:00Z', end: '2026-01-02T06:00:00Z' }] };
   let server: TestServer;
   let token: string;
@@ -566,10 +573,6 @@ describe('request-wide limits over HTTP', () => {
   afterAll(async () => {
     await server?.close();
   });
-
-  function aliases(count: number, field: string): string {
-    return Array.from({ length: count }, (_, index) => `r${index}: ${field}`).join('\n');
-  }
 
   it('rejects too many aliased reports', async () => {
     const result = await server.gql(`${HEAD} { ${aliases(MAX_ROOT_FIELDS + 1, TOTAL)} }`, { expression: EXPRESSION, window: DAYS_30 }, token);
@@ -671,9 +674,6 @@ describe('report sizes over all reports', () => {
   const MAX_EXPRESSION_SIZE = 10;
   /** The maximum of each for all reports of one request: 4 times the limit of one expression. */
   const MAX_TOTAL_SIZE = 40;
-  const DAYS_30 = { start: '2026-01-01T00:00:00.000Z', end: '2026-01-31T00:00:00.000Z' };
-  const TOTAL = `report(expression: $expression, window: $window) { totalSeconds }`;
-  const HEAD = `query ($expression: SetExpression!, $window: WindowInput!)`;
   let server: TestServer;
   let token: string;
 
@@ -692,10 +692,6 @@ describe('report sizes over all reports', () => {
   afterAll(async () => {
     await server?.close();
   });
-
-  function aliases(count: number, field: string): string {
-    return Array.from({ length: count }, (_, index) => `r${index}: ${field}`).join('\n');
-  }
 
   it('shares leaf entries between reports', async () => {
     // One pair type and five pair keys: 6 leaf entries a report.
