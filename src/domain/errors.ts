@@ -54,7 +54,7 @@ const LIMIT_SUBJECTS: Readonly<Record<string, string>> = {
   REPORT_MAX_BUCKET_ROWS: 'The number of bucket rows',
 };
 
-/** What a client can change to stay within each configured limit, added to its error message. */
+/** Advice on staying within each configured limit, added to the limit's error message. */
 export const LIMIT_ADVICE: Readonly<Record<string, string>> = {
   PAGE_SIZE_MAX: 'Request smaller pages and follow the cursors of `pageInfo` to the next ones.',
   REPORT_MAX_WINDOW_DAYS: 'Split the window into shorter reports.',

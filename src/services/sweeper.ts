@@ -192,9 +192,9 @@ export class Sweeper {
       }
     }
     // Users in the middle of a request match too, such as one whose last
-    // open segment closed between the query and the lookup, so a count here
-    // does not mean that Redis lost data, and busy servers find some in most
-    // scans.
+    // open segment closed between the query and the lookup. So a count here
+    // does not mean that Redis lost data, and busy servers find some users in
+    // most scans.
     if (missing > 0) {
       logger.debug({ users: missing }, 'scheduled users with open segments and no deadline in Redis for a settle');
     }

@@ -59,11 +59,11 @@ function editDistance(a: string, b: string, max: number): number {
 }
 
 /**
- * Returns up to three IANA zone names close to `name`, comparing without case
- * and with underscores for spaces and hyphens: those whose city part equals
- * the last part of `name`, else those whose city starts with it, else those
- * within a few edits of it, closest first. Short names get one edit, so that
- * `LA` or `CEST` do not suggest unrelated cities.
+ * Returns up to three IANA zone names close to `name`. The comparison ignores
+ * case and reads spaces and hyphens as underscores. It returns the zones whose
+ * city part equals the last part of `name`, else those whose city starts with
+ * it, else those within a few edits of it, closest first. Short names get one
+ * edit, so that `LA` or `CEST` do not suggest unrelated cities.
  */
 export function suggestTimeZones(name: string): string[] {
   const requested = comparable(name);
@@ -98,8 +98,8 @@ export function suggestTimeZones(name: string): string[] {
 
 /** Returns the error message for an unknown time zone, with suggestions when some names are close. */
 export function unknownTimeZoneMessage(name: string): string {
-  const shown = JSON.stringify(name.slice(0, 64));
+  const quotedName = JSON.stringify(name.slice(0, 64));
   const suggestions = suggestTimeZones(name);
   const hint = suggestions.length === 0 ? '' : ` Did you mean ${suggestions.join(', ')}?`;
-  return `Time zone ${shown} is unknown.${hint} Use an IANA name such as Europe/Prague or America/New_York.`;
+  return `Time zone ${quotedName} is unknown.${hint} Use an IANA name such as Europe/Prague or America/New_York.`;
 }
