@@ -19,7 +19,7 @@ import type { SqlClient } from '../storage/postgres/sql.js';
 import type { BeforeRead } from './index.js';
 import { USER_ID_HINT, isUuid, sameUserId } from '../domain/user-id.js';
 import { MAX_LEAF_ITEM_LENGTH, MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
-import { EQUAL_ENDS_HINT } from '../domain/report/window.js';
+import { checkWindowOrder } from '../domain/report/window.js';
 
 /** Maximum number of users in one filter, as in a report leaf. */
 const MAX_FILTER_USERS = MAX_LEAF_LIST_ITEMS;
@@ -232,11 +232,8 @@ export class QueryService {
   }
 
   private checkWindow(window: WindowArg | null): void {
-    if (window !== null && !(window.start.getTime() < window.end.getTime())) {
-      const start = window.start.toISOString();
-      const end = window.end.toISOString();
-      const hint = window.start.getTime() === window.end.getTime() ? EQUAL_ENDS_HINT : '';
-      throw badInput('INVALID_WINDOW', `Window start ${start} must be before its end ${end}.${hint}`, { start, end });
+    if (window !== null) {
+      checkWindowOrder(window.start.getTime(), window.end.getTime());
     }
   }
 

@@ -33,8 +33,22 @@ export function formatInstant(ms: number): string {
   return String(ms);
 }
 
-/** Added to the error of a window whose ends are equal, which can come from digits below the millisecond. */
-export const EQUAL_ENDS_HINT = ' Instants are kept to the millisecond, so a window must last at least 1 ms.';
+/**
+ * Throws `INVALID_WINDOW` unless `start` is before `end`, both in epoch
+ * milliseconds. Equal ends can come from digits below the millisecond, which
+ * are dropped, so their error says so.
+ */
+export function checkWindowOrder(start: number, end: number): void {
+  if (start < end) {
+    return;
+  }
+  const hint = start === end ? ' Instants are kept to the millisecond, so a window must last at least 1 ms.' : '';
+  throw badInput(
+    'INVALID_WINDOW',
+    `Window start ${formatInstant(start)} must be before its end ${formatInstant(end)}.${hint}`,
+    { start: formatInstant(start), end: formatInstant(end) },
+  );
+}
 
 /**
  * Checks a report window `[start, end)` in epoch milliseconds and returns it.
@@ -59,13 +73,7 @@ export function validateWindow(start: number, end: number, maxWindowDays: number
     }
   }
 
-  if (start >= end) {
-    throw badInput(
-      'INVALID_WINDOW',
-      `Window start ${formatInstant(start)} must be before its end ${formatInstant(end)}.${start === end ? EQUAL_ENDS_HINT : ''}`,
-      { start: formatInstant(start), end: formatInstant(end) },
-    );
-  }
+  checkWindowOrder(start, end);
 
   if (timeZone === null) {
     if (end - start > maxWindowDays * DAY_MS) {
