@@ -1,8 +1,9 @@
 /**
  * The budget of reply bytes that the events, segments, and report intervals
- * and buckets of one query share over all its root fields (MAX_REPLY_BYTES). Resolvers charge it before
- * graphql-js adds their values to the reply, so that aliases of full pages
- * with large `meta` values cannot build a reply of hundreds of megabytes.
+ * and buckets of one query share over all its root fields (MAX_REPLY_BYTES).
+ * Resolvers charge it before graphql-js adds their values to the reply, so
+ * that aliases of full pages with large `meta` values cannot build a reply of
+ * hundreds of megabytes.
  *
  * The same maximum bounds the rows that a query reads with `meta`: pages
  * whose nodes select it, and the events of segments that select it. Such
@@ -64,10 +65,11 @@ export function isQuery(info: GraphQLResolveInfo): boolean {
 }
 
 /**
- * Bytes charged by the events, segments and report intervals of one request. Over the maximum,
- * the charge that crossed it throws LIMIT_EXCEEDED, and every later charge
- * returns false, so that its resolver returns an empty value in place of
- * building more of a reply that `createReplyBudgetPlugin` replaces.
+ * Bytes charged by the events, segments and report intervals of one
+ * request. Over the maximum, the charge that crossed it throws
+ * LIMIT_EXCEEDED, and every later charge returns false, so that its resolver
+ * returns an empty value in place of building more of a reply that
+ * `createReplyBudgetPlugin` replaces.
  *
  * The rows that the request reads with `meta` are counted apart, each row
  * that a read returns once, because the reply counts an object once for
@@ -84,8 +86,6 @@ export class ReplyBudget implements ReadBudget {
   private readBytes = 0;
   /** Bytes reserved in `memory` for this request. */
   private heldBytes = 0;
-  /** Whether `releaseMemory` has run, after which nothing more is reserved. */
-  private memoryReleased = false;
   /** The read that runs or ran last, which the next read waits for. */
   private lastRead: Promise<unknown> = Promise.resolve();
   readonly objectBytes = OBJECT_REPLY_BYTES;
@@ -94,7 +94,8 @@ export class ReplyBudget implements ReadBudget {
 
   constructor(
     readonly maxBytes: number,
-    private readonly memory: ReplyMemory | null = null,
+    /** The reply memory of the process, or null without one and after `releaseMemory`. */
+    private memory: ReplyMemory | null = null,
   ) {}
 
   read<T>(read: (remainingBytes: number) => Promise<{ value: T; bytes: number }>): Promise<T> {
@@ -127,9 +128,7 @@ export class ReplyBudget implements ReadBudget {
 
   /** Reserves memory up to `bytes` for this request; throws SERVICE_UNAVAILABLE when it does not fit. */
   private hold(bytes: number): void {
-    // After the release, the response has closed or its reply was replaced
-    // by an error, so no later close would give a new reservation back.
-    if (this.memory === null || this.memoryReleased || bytes <= this.heldBytes) {
+    if (this.memory === null || bytes <= this.heldBytes) {
       return;
     }
     if (!this.memory.tryReserve(bytes - this.heldBytes)) {
@@ -140,13 +139,15 @@ export class ReplyBudget implements ReadBudget {
   }
 
   /**
-   * Gives this request's reservation back to the reply memory. Resolvers
-   * that still run, such as those of a query whose client has gone, reserve
-   * nothing after it, and later calls do nothing.
+   * Gives this request's reservation back to the reply memory and drops the
+   * memory. The response has closed or its reply was replaced by an error,
+   * so no later close would give a new reservation back, and resolvers that
+   * still run, such as those of a query whose client has gone, reserve
+   * nothing. Later calls do nothing.
    */
   releaseMemory(): void {
-    this.memoryReleased = true;
     this.memory?.release(this.heldBytes);
+    this.memory = null;
     this.heldBytes = 0;
   }
 
