@@ -40,6 +40,18 @@ function expressionValue(field: FieldNode, variables: Record<string, unknown>): 
   return node === undefined ? undefined : valueFromASTUntyped(node, variables);
 }
 
+/** Returns the measurement of an expression, or null when it exceeds a limit of one expression. */
+function measureOrNull(value: unknown, limits: ExpressionLimits): ExpressionMeasurement | null {
+  try {
+    return scanExpression(value, limits).measurement;
+  } catch (error) {
+    if (error instanceof DomainError) {
+      return null;
+    }
+    throw error;
+  }
+}
+
 /** Multiple of each size limit of one expression that all reports of one request may have together. */
 export const REPORT_SIZE_FACTOR = 4;
 
@@ -60,9 +72,9 @@ const TOTAL_LIMITS: readonly TotalLimit[] = [
  * Rejects an operation whose `report` fields together exceed
  * REPORT_SIZE_FACTOR times a size limit of report expressions. `fields` are
  * the operation's top-level fields that run, by response key, so fields that
- * GraphQL merges count once. A report
- * whose own expression is malformed or above a limit is left out: it fails
- * on its own when it runs, with the error for its expression.
+ * GraphQL merges count once. A report whose own expression is above a limit
+ * is left out, because it fails on its own when it runs, with the error for
+ * its expression.
  */
 export function checkReportTotals(
   fields: Iterable<FieldNode>,
@@ -72,6 +84,8 @@ export function checkReportTotals(
 ): void {
   const values = variablesWithDefaults(operation, variables);
   const totals = { leafEntries: 0, nodes: 0, literalIntervals: 0 };
+  // Aliases of one variable share its value, which is scanned once.
+  const measured = new Map<unknown, ExpressionMeasurement | null>();
   let reports = 0;
   for (const field of fields) {
     if (field.name.value !== 'report') {
@@ -81,14 +95,12 @@ export function checkReportTotals(
     if (value === undefined || value === null) {
       continue;
     }
-    let measurement: ExpressionMeasurement;
-    try {
-      measurement = scanExpression(value, limits).measurement;
-    } catch (error) {
-      if (error instanceof DomainError) {
-        continue;
-      }
-      throw error;
+    if (!measured.has(value)) {
+      measured.set(value, measureOrNull(value, limits));
+    }
+    const measurement = measured.get(value);
+    if (measurement === null || measurement === undefined) {
+      continue;
     }
     reports += 1;
     totals.leafEntries += measurement.leafEntries;
