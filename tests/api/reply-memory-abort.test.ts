@@ -97,6 +97,14 @@ async function expectMemoryFree(started: TestServer, userId: string, token: stri
   expect(reply.data?.d?.nodes).toHaveLength(1);
 }
 
+/** Closes the client's connection and waits until the server's response to it has closed. */
+async function closeConnection(socket: { destroy(): void }, responded: Promise<{ once(event: 'close', listener: () => void): unknown }>): Promise<void> {
+  const response = await responded;
+  const closed = new Promise<void>((resolve) => response.once('close', resolve));
+  socket.destroy();
+  await closed;
+}
+
 it('close during lock wait frees memory', async () => {
   const clock = new ManualClock(STARTED_AT);
   const { started, userId, token } = await startServer(clock);
@@ -118,10 +126,7 @@ it('close during lock wait frees memory', async () => {
 
   const socket = sendRaw(started, token, SEGMENT_QUERY, { users: [userId] });
   await busy.promise;
-  const response = await responded;
-  const closed = new Promise((resolve) => response.once('close', resolve));
-  socket.destroy();
-  await closed;
+  await closeConnection(socket, responded);
   // The read goes on once the lock is free, after its response closed.
   await store.releaseUserLock(heldLock);
   await charged;
@@ -147,10 +152,7 @@ it('close during authentication frees memory', async () => {
 
   const socket = sendRaw(started, token, SEGMENT_QUERY, { users: [userId] });
   await loading.promise;
-  const response = await responded;
-  const closed = new Promise((resolve) => response.once('close', resolve));
-  socket.destroy();
-  await closed;
+  await closeConnection(socket, responded);
   gate.resolve();
   await charged;
 
