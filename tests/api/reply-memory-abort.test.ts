@@ -98,7 +98,7 @@ async function expectMemoryFree(started: TestServer, userId: string, token: stri
 }
 
 /** Closes the client's connection and waits until the server's response to it has closed. */
-async function closeConnection(socket: { destroy(): void }, responded: Promise<{ once(event: 'close', listener: () => void): unknown }>): Promise<void> {
+async function closeConnection(socket: { destroy(): void }, responded: Promise<ServerResponse>): Promise<void> {
   const response = await responded;
   const closed = new Promise<void>((resolve) => response.once('close', resolve));
   socket.destroy();
