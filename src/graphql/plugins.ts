@@ -626,10 +626,10 @@ const VALIDATION_ABORTED_MESSAGE = 'Too many validation errors, error limit reac
 
 /**
  * The message of the error with which graphql-js 16.15 stops validating a
- * document whose checks would take too long: 500,000 steps of comparing
- * fields that share a response name, summed over the whole document, or
- * 50,000 steps of following fragment spreads. graphql-js throws one shared
- * error object for it.
+ * document whose checks would take too long. Its budgets are 500,000 steps
+ * of comparing fields that share a response name, summed over the whole
+ * document, and 50,000 steps of following fragment spreads. graphql-js
+ * throws one shared error object for it.
  */
 const VALIDATION_BUDGET_MESSAGE = 'Validation aborted.';
 
@@ -642,7 +642,7 @@ const INCREMENTAL_DIRECTIVE_MESSAGE = /^Unknown directive "@(defer|stream)"\.$/;
  * `maxErrors` names that limit, and so does the bare "Validation aborted."
  * of a document that needs too much work to check, such as one that selects
  * `id` 2,000 times in one selection set. An error for `@defer` or `@stream`
- * says that incremental delivery is not supported: graphql-js 16 has none,
+ * states that incremental delivery is not supported: graphql-js 16 has none,
  * so Apollo Server 5 cannot send a `multipart/mixed` reply, and the
  * directives are unknown.
  */

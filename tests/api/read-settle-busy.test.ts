@@ -202,7 +202,7 @@ async function writeBesideWaitingRead(env: Record<string, string>) {
 }
 
 it('write behind waiting read names whole wait', async () => {
-  // The read waits longer than the write and holds the user's turn in this
+  // The read waits longer than the write and keeps the user's turn in this
   // process meanwhile, so the write fails while the read waits.
   const write = await writeBesideWaitingRead({ USER_LOCK_WAIT_MS: '300', READ_SETTLE_WAIT_MS: '1000' });
 
@@ -351,7 +351,7 @@ it('joined read keeps its own wait bound', async () => {
     }
     return peek(userIds);
   });
-  // The second read's wait lasts until the first read answers, or 5 s when
+  // The second read's wait lasts until the first read returns, or 5 s when
   // the first read waits for it, far beyond READ_SETTLE_WAIT_MS either way.
   let firstReadDone = false;
   let firstReadAnswered!: () => void;
