@@ -29,6 +29,23 @@ export interface SendEventsSummary {
   duplicateCount: number;
 }
 
+/** The API field that each of the importer's operations calls, for error messages. */
+const OPERATION_FIELDS: Readonly<Record<string, string>> = {
+  ImportLogin: 'login',
+  ImportMe: 'me',
+  ImportUsers: 'users',
+  ImportPairTypes: 'pairTypes',
+  ImportDefinePairType: 'definePairType',
+  ImportCreateUser: 'createUser',
+  ImportSendEvents: 'sendEvents',
+  ImportStoredEvents: 'events',
+};
+
+/** Names an operation in an error message by the API field it calls, such as "the login request". */
+function describeOperation(operation: string): string {
+  return `the ${OPERATION_FIELDS[operation] ?? operation} request`;
+}
+
 /** One entry of a GraphQL response's `errors` list. */
 export interface GraphQLErrorEntry {
   message: string;
@@ -50,7 +67,7 @@ export class GraphQLRequestError extends Error {
     const firstCode = first?.extensions?.code;
     const resolvedCode = typeof firstCode === 'string' ? firstCode : `HTTP_${httpStatus}`;
     const detail = first?.message ?? `HTTP status ${httpStatus}`;
-    super(`${operation} failed (${resolvedCode}): ${detail}`);
+    super(`${describeOperation(operation)} failed (${resolvedCode}): ${detail}`);
     this.name = 'GraphQLRequestError';
     this.code = resolvedCode;
     const reason = first?.extensions?.reason;
@@ -69,7 +86,7 @@ export class GraphQLRequestError extends Error {
 export class NetworkError extends Error {
   constructor(operation: string, url: string, cause: unknown) {
     const detail = redactUrlIn(describeCause(cause), url);
-    super(`${operation} could not reach ${redactUrlPassword(url)}: ${detail}`, { cause });
+    super(`${describeOperation(operation)} could not reach ${redactUrlPassword(url)}: ${detail}`, { cause });
     this.name = 'NetworkError';
   }
 }
@@ -82,7 +99,7 @@ export class NetworkError extends Error {
 export class InvalidRequestError extends Error {
   constructor(operation: string, url: string, cause: unknown) {
     const detail = redactUrlIn(cause instanceof Error ? cause.message : String(cause), url);
-    super(`${operation} cannot be sent to ${redactUrlPassword(url)}: ${detail}`, { cause });
+    super(`${describeOperation(operation)} cannot be sent to ${redactUrlPassword(url)}: ${detail}`, { cause });
     this.name = 'InvalidRequestError';
   }
 }

@@ -112,6 +112,7 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
   const startedAt = now();
   const report = options.onMessage ?? (() => {});
   const summary = createSummary(options.files.length);
+  let sendingStarted = false;
 
   try {
     const input = await readImportInput(options.files, summary, report, options.readLines);
@@ -145,6 +146,7 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     }
     const users = await ensureUsers(setup, [...usernames]);
 
+    sendingStarted = true;
     await sendAll(
       { ...setup, batchSize, concurrency, onProgress: options.onProgress },
       input.events,
@@ -164,7 +166,7 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     Object.assign(summary, await countStored(client, call, [...importedUserIds]));
   } catch (error) {
     summary.elapsedSeconds = (now() - startedAt) / 1000;
-    throw new ImportFailedError(describeStop(error), summary, error);
+    throw new ImportFailedError(describeStop(error, sendingStarted), summary, error);
   }
 
   summary.elapsedSeconds = (now() - startedAt) / 1000;
@@ -238,8 +240,12 @@ async function authenticate(
   }
 }
 
-/** Turns the error that stopped the import into one message for the user. */
-function describeStop(error: unknown): string {
+/**
+ * Turns the error that stopped the import into one message for the user.
+ * `sendingStarted` is true once a `sendEvents` request may have reached
+ * the server, which may have stored its events even when no reply came back.
+ */
+function describeStop(error: unknown, sendingStarted: boolean): string {
   if (error instanceof UnreadableFileError) {
     return `${error.message}; nothing was sent`;
   }
@@ -247,6 +253,12 @@ function describeStop(error: unknown): string {
     return error.message;
   }
   if (error instanceof RetriesExhaustedError) {
+    if (!sendingStarted) {
+      return (
+        `the server stayed unavailable (${error.message}). No event was sent; ` +
+        'run the same command again when the server is up'
+      );
+    }
     return (
       `the server stayed unavailable (${error.message}). Events already stored stay stored; ` +
       'run the same command again to continue, because events with an id are not stored twice'

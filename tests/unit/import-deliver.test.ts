@@ -281,7 +281,7 @@ describe('withRetry', () => {
     );
     await expect(promise).rejects.toThrow(RetriesExhaustedError);
     await expect(promise).rejects.toThrow(
-      /gave up after 3 attempts: Op failed \(SERVICE_UNAVAILABLE\): busy/,
+      /gave up after 3 attempts: the Op request failed \(SERVICE_UNAVAILABLE\): busy/,
     );
     expect(attempts).toBe(3);
   });
@@ -345,7 +345,7 @@ describe('GraphQLClient', () => {
     );
 
     await expect(promise).rejects.toThrow(InvalidRequestError);
-    await expect(promise).rejects.toThrow(/^ImportMe cannot be sent to http:\/\/bob:\*\*\*@127\.0\.0\.1:9\/graphql: /);
+    await expect(promise).rejects.toThrow(/^the me request cannot be sent to http:\/\/bob:\*\*\*@127\.0\.0\.1:9\/graphql: /);
     await expect(promise).rejects.not.toThrow(/UrlS3cret/);
     expect(attempts).toBe(1);
     expect(fetchCalls).toBe(0);
@@ -355,7 +355,7 @@ describe('GraphQLClient', () => {
     const cause = new TypeError(`fetch failed for ${endpoint}`);
     const error = new NetworkError('ImportMe', endpoint, cause);
     expect(error.message).toBe(
-      'ImportMe could not reach http://bob:***@127.0.0.1:9/graphql: fetch failed for http://bob:***@127.0.0.1:9/graphql',
+      'the me request could not reach http://bob:***@127.0.0.1:9/graphql: fetch failed for http://bob:***@127.0.0.1:9/graphql',
     );
     expect(isTransientError(error)).toBe(true);
   });

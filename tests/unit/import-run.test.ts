@@ -689,10 +689,24 @@ describe('runImport', () => {
     expect(failure.message).toMatch(
       /^the server stayed unavailable \(gave up after 4 attempts: .*SERVICE_UNAVAILABLE/,
     );
-    expect(failure.message).toMatch(/run the same command again/);
+    expect(failure.message).toMatch(/Events already stored stay stored; run the same command again/);
     expect(failure.summary.retries).toBe(3);
     expect(failure.summary.usersCreated).toEqual(['P002']);
     expect(failure.summary.stored).toBe(0);
+  });
+
+  it('gives up on a login that never connects', async () => {
+    const file = writeNdjson(sensorEvents('P002', 3));
+    const refuse: typeof fetch = async () => {
+      throw new TypeError('fetch failed', { cause: new Error('connect ECONNREFUSED 127.0.0.1:4000') });
+    };
+    const failure = await expectFailure(runImport({ ...baseOptions(createFakeServer(), [file]), fetch: refuse }));
+    expect(failure.message).toMatch(
+      /^the server stayed unavailable \(gave up after 4 attempts: the login request could not reach http:\/\/127\.0\.0\.1:4000\/graphql: /,
+    );
+    expect(failure.message).toMatch(/No event was sent; run the same command again when the server is up$/);
+    expect(failure.message).not.toMatch(/already stored/);
+    expect(failure.summary.eventsSent).toBe(0);
   });
 
   it('logs in again when the token expires', async () => {
