@@ -453,9 +453,9 @@ export class IntakeService {
    * locks at once. Reads that find the user busy while another read of this
    * process waits for it join that wait, until their own `waitEnd` at most.
    * When that wait ends with the user still locked before this read's
-   * `waitEnd`, the read goes on waiting on its own. A failure of the joined
-   * settle fails the settles of all the reads that joined it, and each read
-   * logs it.
+   * `waitEnd`, the read goes on waiting on its own. When the joined settle
+   * fails, only the read that started it fails and logs the error, and the
+   * reads that joined it go on with what is stored.
    */
   private async settleForRead(userId: string, waitEnd: number): Promise<void> {
     for (;;) {
@@ -474,7 +474,15 @@ export class IntakeService {
         await locked;
         return;
       }
-      const locked = await untilWaitEnd(waiting.locked, waitEnd);
+      let locked: boolean | null;
+      try {
+        locked = await untilWaitEnd(waiting.locked, waitEnd);
+      } catch (error) {
+        // The read that started the wait logs this failure, so that a
+        // failure seen by hundreds of waiting reads is logged once.
+        this.options.logger.debug({ err: error, userId }, 'a joined wait for a due user failed; the read goes on with what is stored');
+        return;
+      }
       if (locked === null) {
         this.options.logger.debug({ userId }, 'a due user stayed locked for the whole wait of the read, which shows the user without its auto-close');
         return;

@@ -50,6 +50,72 @@ async function readUser(started: TestServer, userId: string, startAt: number) {
   return started.gql<ReadData>(READ, { users: [userId], window }, token);
 }
 
+type LogEntry = { msg: string; level: number; userId?: string; waitMs?: number; err?: { message?: string } };
+
+/** Creates a logger at `level` whose entries the test reads back with `entries`. */
+function captureLogs(level: pino.Level): { logger: pino.Logger; entries: () => LogEntry[] } {
+  const logLines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logLines.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  const entries = () =>
+    logLines
+      .join('')
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as LogEntry);
+  return { logger: pino({ level }, stream), entries };
+}
+
+/**
+ * Makes the second read that finds `userId` busy join the first read's wait
+ * for the lock. That wait ends with `endWait` once the second read has
+ * joined it.
+ */
+function mockJoinedWait(started: TestServer, userId: string, endWait: (acquire: TestServer['app']['store']['acquireUserLock']) => Promise<never>) {
+  const store = started.app.store;
+  const intake = started.app.services.intake;
+  const counts = { busyReads: 0, waitedAcquires: 0 };
+  const settle = intake.settle.bind(intake);
+  let secondReadBusy!: () => void;
+  const secondReadFoundBusy = new Promise<void>((resolve) => {
+    secondReadBusy = resolve;
+  });
+  vi.spyOn(intake, 'settle').mockImplementation(async (settledUserId, waitMs) => {
+    try {
+      return await settle(settledUserId, waitMs);
+    } catch (error) {
+      if (settledUserId === userId) {
+        counts.busyReads += 1;
+        if (counts.busyReads === 2) {
+          secondReadBusy();
+        }
+      }
+      throw error;
+    }
+  });
+  const acquire = store.acquireUserLock.bind(store);
+  let firstWaitStarted!: () => void;
+  const firstReadWaits = new Promise<void>((resolve) => {
+    firstWaitStarted = resolve;
+  });
+  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
+    if (lockedUserId !== userId || options.waitMs === 0) {
+      return acquire(lockedUserId, options);
+    }
+    counts.waitedAcquires += 1;
+    firstWaitStarted();
+    await secondReadFoundBusy;
+    // The second read joins the wait in the microtasks after its settle failed.
+    await new Promise((resolve) => setImmediate(resolve));
+    return endWait(acquire);
+  });
+  return { counts, firstReadWaits };
+}
+
 it('read settles user after lock release', async () => {
   const clock = new ManualClock(STARTED_AT);
   server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS });
@@ -131,17 +197,11 @@ it('read waits for holder in process', async () => {
 
 it('read returns when lock outlasts wait', async () => {
   const clock = new ManualClock(STARTED_AT);
-  const logLines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      logLines.push(chunk.toString('utf8'));
-      callback();
-    },
-  });
+  const logs = captureLogs('debug');
   server = await startTestServer(import.meta.filename, {
     clock,
     ...WITHOUT_WORKERS,
-    logger: pino({ level: 'debug' }, stream),
+    logger: logs.logger,
     env: { READ_SETTLE_WAIT_MS: '200' },
   });
   const { userId, startAt } = await startDueMember(server, clock);
@@ -154,12 +214,7 @@ it('read returns when lock outlasts wait', async () => {
   expect(read.errors).toBeUndefined();
   expect(read.data?.segments.nodes).toEqual([{ end: null, endReason: null }]);
   expect(read.data?.report.totalSeconds).toBe(32 * 60);
-  const entries = logLines
-    .join('')
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => JSON.parse(line) as { msg: string; userId?: string; level: number });
-  const skipped = entries.filter((entry) => entry.msg.includes('stayed locked')) as Array<{ userId?: string; level: number; waitMs?: number }>;
+  const skipped = logs.entries().filter((entry) => entry.msg.includes('stayed locked'));
   expect(skipped.map((entry) => entry.userId)).toEqual([userId]);
   expect(skipped[0]?.waitMs, 'the wait of READ_SETTLE_WAIT_MS, not of USER_LOCK_WAIT_MS').toBeLessThanOrEqual(200);
   expect(skipped.map((entry) => entry.level)).toEqual([pino.levels.values.debug]);
@@ -267,49 +322,14 @@ it('joined read outlasts shorter wait', async () => {
   server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, env: { READ_SETTLE_WAIT_MS: '600000' } });
   const started = server;
   const store = started.app.store;
-  const intake = started.app.services.intake;
   const { userId, startAt } = await startDueMember(started, clock);
   const heldLock = await store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
 
-  // The second read to find the user busy joins the first read's wait.
-  const settle = intake.settle.bind(intake);
-  let busyReads = 0;
-  let secondReadBusy!: () => void;
-  const secondReadFoundBusy = new Promise<void>((resolve) => {
-    secondReadBusy = resolve;
-  });
-  vi.spyOn(intake, 'settle').mockImplementation(async (settledUserId, waitMs) => {
-    try {
-      return await settle(settledUserId, waitMs);
-    } catch (error) {
-      if (settledUserId === userId) {
-        busyReads += 1;
-        if (busyReads === 2) {
-          secondReadBusy();
-        }
-      }
-      throw error;
-    }
-  });
   // The first read's wait ends with the user still locked, as at the end of
   // its READ_SETTLE_WAIT_MS, and the lock comes free right after, within
   // the wait of the second read, which started later.
-  const acquire = store.acquireUserLock.bind(store);
-  let firstWaitStarted!: () => void;
-  const firstReadWaits = new Promise<void>((resolve) => {
-    firstWaitStarted = resolve;
-  });
-  let waitedAcquires = 0;
-  vi.spyOn(store, 'acquireUserLock').mockImplementation(async (lockedUserId, options) => {
-    if (lockedUserId !== userId || options.waitMs === 0) {
-      return acquire(lockedUserId, options);
-    }
-    waitedAcquires += 1;
-    firstWaitStarted();
-    await secondReadFoundBusy;
-    // The second read joins the wait in the microtasks after its settle failed.
-    await new Promise((resolve) => setImmediate(resolve));
-    const busy = await acquire(lockedUserId, { ...options, waitMs: 0 }).then(
+  const { counts, firstReadWaits } = mockJoinedWait(started, userId, async (acquire) => {
+    const busy = await acquire(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 }).then(
       () => new Error('the held lock was free'),
       (error: unknown) => error,
     );
@@ -322,8 +342,8 @@ it('joined read outlasts shorter wait', async () => {
   const secondRead = await readUser(started, userId, startAt);
   await firstRead;
 
-  expect(busyReads).toBe(2);
-  expect(waitedAcquires, 'reads that waited for the lock').toBe(1);
+  expect(counts.busyReads).toBe(2);
+  expect(counts.waitedAcquires, 'reads that waited for the lock').toBe(1);
   expect(secondRead.errors).toBeUndefined();
   expect(secondRead.data?.segments.nodes).toEqual([{ end: new Date(startAt + 60_000).toISOString(), endReason: 'AUTO_CLOSE' }]);
 });
@@ -473,14 +493,8 @@ it('read waits for a lock at most its own wait', async () => {
 
 it('read logs a failed settle and reads stored rows', async () => {
   const clock = new ManualClock(STARTED_AT);
-  const logLines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      logLines.push(chunk.toString('utf8'));
-      callback();
-    },
-  });
-  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, logger: pino({ level: 'info' }, stream) });
+  const logs = captureLogs('info');
+  server = await startTestServer(import.meta.filename, { clock, ...WITHOUT_WORKERS, logger: logs.logger });
   const intake = server.app.services.intake;
   const { userId, startAt } = await startDueMember(server, clock);
   // The settle fails for another reason than a busy lock, which a wait for the lock would not fix.
@@ -490,12 +504,42 @@ it('read logs a failed settle and reads stored rows', async () => {
 
   expect(read.errors).toBeUndefined();
   expect(read.data?.segments.nodes, 'the session as stored').toEqual([{ end: null, endReason: null }]);
-  const warnings = logLines
-    .join('')
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => JSON.parse(line) as { msg: string; userId?: string; err?: { message?: string } })
-    .filter((entry) => entry.msg === 'settling a due user before a read failed');
+  const warnings = logs.entries().filter((entry) => entry.msg === 'settling a due user before a read failed');
   expect(warnings.map((entry) => entry.userId)).toEqual([userId]);
   expect(warnings[0]?.err?.message).toBe('injected settle failure');
+});
+
+it('failed joined wait logs once', async () => {
+  const clock = new ManualClock(STARTED_AT);
+  const logs = captureLogs('info');
+  // A wait far longer than the test, so that only the mock below ends one.
+  server = await startTestServer(import.meta.filename, {
+    clock,
+    ...WITHOUT_WORKERS,
+    logger: logs.logger,
+    env: { READ_SETTLE_WAIT_MS: '600000' },
+  });
+  const started = server;
+  const { userId, startAt } = await startDueMember(started, clock);
+  await started.app.store.acquireUserLock(userId, { ttlMs: HELD_LOCK_TTL_MS, waitMs: 0 });
+  // The first read's wait fails once the second read has joined it, as when
+  // Redis fails during the wait.
+  const { counts, firstReadWaits } = mockJoinedWait(started, userId, async () => {
+    throw new Error('injected failure of the lock wait');
+  });
+
+  const firstRead = readUser(started, userId, startAt);
+  await firstReadWaits;
+  const secondRead = await readUser(started, userId, startAt);
+  const first = await firstRead;
+
+  expect(counts.busyReads).toBe(2);
+  expect(counts.waitedAcquires, 'reads that waited for the lock').toBe(1);
+  for (const [index, read] of [first, secondRead].entries()) {
+    expect(read.errors, `read ${index}`).toBeUndefined();
+    expect(read.data?.segments.nodes, `read ${index}: the session as stored`).toEqual([{ end: null, endReason: null }]);
+  }
+  const warnings = logs.entries().filter((entry) => entry.msg === 'settling a due user before a read failed');
+  expect(warnings.map((entry) => entry.userId)).toEqual([userId]);
+  expect(warnings[0]?.err?.message).toBe('injected failure of the lock wait');
 });
