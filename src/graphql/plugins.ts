@@ -636,15 +636,20 @@ const VALIDATION_BUDGET_MESSAGE = 'Validation aborted.';
 /** The validation message of graphql-js 16 for `@defer` and `@stream`, which this schema does not declare. */
 const INCREMENTAL_DIRECTIVE_MESSAGE = /^Unknown directive "@(defer|stream)"\.$/;
 
+/** The `validationErrorCode` of Apollo Server 5's error for `__schema` or `__type` while introspection is off. */
+const INTROSPECTION_DISABLED_CODE = 'INTROSPECTION_DISABLED';
+
 /**
- * Rewrites three validation messages of graphql-js 16 that leave the client
- * guessing. The last error of a document whose validation stopped at
- * `maxErrors` names that limit, and so does the bare "Validation aborted."
- * of a document that needs too much work to check, such as one that selects
- * `id` 2,000 times in one selection set. An error for `@defer` or `@stream`
- * states that incremental delivery is not supported: graphql-js 16 has none,
- * so Apollo Server 5 cannot send a `multipart/mixed` reply, and the
- * directives are unknown.
+ * Rewrites four validation messages of graphql-js 16 and Apollo Server 5 that
+ * leave the client guessing. The last error of a document whose validation
+ * stopped at `maxErrors` names that limit, and so does the bare "Validation
+ * aborted." of a document that needs too much work to check, such as one that
+ * selects `id` 2,000 times in one selection set. An error for `@defer` or
+ * `@stream` states that incremental delivery is not supported: graphql-js 16
+ * has none, so Apollo Server 5 cannot send a `multipart/mixed` reply, and the
+ * directives are unknown. Apollo's error for introspection while it is off
+ * tells the reader to pass an option to ApolloServer, so it names the
+ * setting GRAPHQL_INTROSPECTION instead.
  */
 export function createValidationMessagePlugin(maxErrors: number): ApolloServerPlugin<GraphQLContext> {
   const rewrite = (error: { message: string }): void => {
@@ -652,10 +657,17 @@ export function createValidationMessagePlugin(maxErrors: number): ApolloServerPl
       error.message = `Validation stopped after ${maxErrors} errors, the most that one document gets. Correct the errors listed and send the document again.`;
       return;
     }
+    // No `instanceof GraphQLError`, which is false when Apollo Server's graphql-js is another module instance.
+    const { extensions } = error as { extensions?: Record<string, unknown> };
+    if (extensions?.validationErrorCode === INTROSPECTION_DISABLED_CODE) {
+      error.message =
+        'Introspection (__schema and __type) is turned off on this server, because GRAPHQL_INTROSPECTION is false. ' +
+        'Remove those fields, or load the schema from the file schema.graphql of the Event Master repository.';
+      extensions.reason = INTROSPECTION_DISABLED_CODE;
+      return;
+    }
     if (INCREMENTAL_DIRECTIVE_MESSAGE.test(error.message)) {
       error.message = `${error.message} This server does not support incremental delivery (@defer and @stream). Remove the directive to get every field in one reply.`;
-      // No `instanceof GraphQLError`, which is false when Apollo Server's graphql-js is another module instance.
-      const { extensions } = error as { extensions?: Record<string, unknown> };
       if (extensions !== undefined) {
         extensions.reason = 'INCREMENTAL_DELIVERY_NOT_SUPPORTED';
       }

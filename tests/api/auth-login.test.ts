@@ -873,6 +873,10 @@ describe('introspection under NODE_ENV=production', () => {
       const result = await server.gql('{ __schema { queryType { name } } }', {}, await server.adminToken());
       expect(result.status).toBe(400);
       expect(result.errors?.[0]?.message).toMatch(/introspection/i);
+      expect(result.errors?.[0]?.message).toContain('GRAPHQL_INTROSPECTION');
+      expect(result.errors?.[0]?.message).not.toContain('ApolloServer');
+      expect(result.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
+      expect(result.errors?.[0]?.extensions?.reason).toBe('INTROSPECTION_DISABLED');
       expect(result.data ?? null).toBeNull();
     } finally {
       await server.close();
