@@ -9,7 +9,7 @@ import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
 import { describeInstantRange } from '../domain/storable.js';
 import type { Services } from '../services/index.js';
-import type { EventFieldNames, EventInput, SendOutcome } from '../services/intake.js';
+import { invalidEventsMessage, type EventFieldNames, type EventInput, type SendOutcome } from '../services/intake.js';
 import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
 import { authenticate } from './app.js';
 import { parseInstant } from './instant.js';
@@ -265,9 +265,7 @@ export function registerRestRoutes(
       }
       // One event can have several problems, so count the events, not the problems.
       const invalidCount = new Set(invalidItems.map((item) => item.index)).size;
-      throw badInput('INVALID_EVENTS', `${invalidCount} of ${items.length} events are invalid; nothing was stored.`, {
-        invalidItems,
-      });
+      throw badInput('INVALID_EVENTS', invalidEventsMessage(invalidCount, items.length, invalidItems), { invalidItems });
     }
     const outcome = await deps.services.intake.send(viewer, inputs, { requestId: request.id, fieldNames: REST_EVENT_FIELD_NAMES });
     return sendOutcomeJson(outcome);

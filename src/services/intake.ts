@@ -175,6 +175,22 @@ interface ValidBatch {
   pairTypeCount: number;
 }
 
+/** Problems that the message of an INVALID_EVENTS error lists; `invalidItems` lists them all. */
+const MESSAGE_MAX_INVALID_ITEMS = 5;
+
+/**
+ * Builds the message of an INVALID_EVENTS error: how many events of the batch
+ * are invalid, and the first problems with the index of their event.
+ */
+export function invalidEventsMessage(invalidCount: number, batchSize: number, invalid: readonly InvalidItem[]): string {
+  const listed = invalid
+    .slice(0, MESSAGE_MAX_INVALID_ITEMS)
+    .map((item) => `#${item.index}: ${item.message}`)
+    .join('; ');
+  const more = invalid.length > MESSAGE_MAX_INVALID_ITEMS ? '; ...' : '';
+  return `${invalidCount} of ${batchSize} events are invalid; nothing was stored. ${listed}${more}`;
+}
+
 /** Returns whether `error` rejects a batch with an invalid item of the given reason. */
 function hasInvalidItem(error: unknown, reason: string): boolean {
   if (!(error instanceof DomainError)) {
@@ -784,14 +800,7 @@ export class IntakeService {
     if (invalid.length > 0) {
       // One event can have several problems, so count the events, not the problems.
       const invalidCount = new Set(invalid.map((item) => item.index)).size;
-      throw badInput(
-        'INVALID_EVENTS',
-        `${invalidCount} of ${inputs.length} events are invalid; nothing was stored. ${invalid
-          .slice(0, 5)
-          .map((item) => `#${item.index}: ${item.message}`)
-          .join('; ')}${invalid.length > 5 ? '; ...' : ''}`,
-        { invalidItems: invalid },
-      );
+      throw badInput('INVALID_EVENTS', invalidEventsMessage(invalidCount, inputs.length, invalid), { invalidItems: invalid });
     }
     return valid;
   }
@@ -1100,14 +1109,7 @@ export class IntakeService {
     }
 
     if (invalid.length > 0) {
-      throw badInput(
-        'INVALID_EVENTS',
-        `${invalid.length} of ${items.length} events are invalid; nothing was stored. ${invalid
-          .slice(0, 5)
-          .map((entry) => `#${entry.index}: ${entry.message}`)
-          .join('; ')}`,
-        { invalidItems: invalid },
-      );
+      throw badInput('INVALID_EVENTS', invalidEventsMessage(invalid.length, items.length, invalid), { invalidItems: invalid });
     }
     return { rows, entries };
   }

@@ -884,6 +884,7 @@ describe('intake validation', () => {
 
       expect(status).toBe(400);
       expect(body.error.code).toBe('BAD_USER_INPUT');
+      expect(body.error.message, 'message').toContain('#0: occurred_at "2026-01-20T09:00:00" is not an RFC 3339 instant');
       expect(body.error.invalidItems).toHaveLength(1);
       expect(body.error.invalidItems[0].message).toContain('occurred_at');
       expect(body.error.invalidItems[0].message).toContain('2026-01-31T09:00:00Z) from 0100-01-01');
@@ -902,6 +903,8 @@ describe('intake validation', () => {
 
       expect(status).toBe(400);
       expect(body.error.message, 'message').toContain('3 of 4 events are invalid');
+      expect(body.error.message, 'message').toContain('#1: unknown field "occurredAt"');
+      expect(body.error.message, 'message').toContain('#3: type');
       const items = body.error.invalidItems as InvalidItem[];
       expect(items.map((item) => [item.index, item.reason]), 'items').toEqual([
         [0, 'PAIR_MISMATCH'],
