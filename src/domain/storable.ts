@@ -68,6 +68,20 @@ export function describeInstantRange(): string {
   return `from ${new Date(MIN_INSTANT_MS).toISOString()} to ${new Date(MAX_INSTANT_MS).toISOString()}`;
 }
 
+/** An RFC 3339 date-time whose seconds field is 60, which only a leap second has. */
+const LEAP_SECOND_TEXT = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:60(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$/;
+
+/**
+ * The reason a leap second is rejected, worded to follow the quoted value in
+ * a message. RFC 3339 allows second 60, but a JavaScript Date cannot hold it.
+ */
+export const LEAP_SECOND_PROBLEM = 'is a leap second, which JavaScript dates cannot hold, so send second 59.999 or the next second instead';
+
+/** Returns whether `text` is a date-time with second 60, such as 2016-12-31T23:59:60Z. */
+export function isLeapSecondText(text: string): boolean {
+  return LEAP_SECOND_TEXT.test(text);
+}
+
 /**
  * Returns the number of characters (Unicode code points) in `text`, as
  * PostgreSQL's char_length counts them. JavaScript's `length` counts UTF-16

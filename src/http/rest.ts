@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 
 import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
-import { describeInstantRange } from '../domain/storable.js';
+import { describeInstantRange, isLeapSecondText, LEAP_SECOND_PROBLEM } from '../domain/storable.js';
 import type { Services } from '../services/index.js';
 import { invalidEventsMessage, type EventFieldNames, type EventInput, type SendOutcome } from '../services/intake.js';
 import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
@@ -92,8 +92,11 @@ export function parseRestEvent(raw: unknown): { input: EventInput | null; proble
   if (occurredAtText !== null) {
     occurredAt = parseInstant(occurredAtText);
     if (occurredAt === null) {
+      const quoted = JSON.stringify(occurredAtText.slice(0, 64));
       problems.push(
-        `occurred_at ${JSON.stringify(occurredAtText.slice(0, 64))} is not an RFC 3339 instant with an offset (for example 2026-01-31T09:00:00Z) ${describeInstantRange()}`,
+        isLeapSecondText(occurredAtText)
+          ? `occurred_at ${quoted} ${LEAP_SECOND_PROBLEM}`
+          : `occurred_at ${quoted} is not an RFC 3339 instant with an offset (for example 2026-01-31T09:00:00Z) ${describeInstantRange()}`,
       );
     }
   }

@@ -273,6 +273,17 @@ describe('hostile event input', () => {
       expect(await storedCount(user.id)).toBe(0);
     });
 
+    it('names a leap second over REST', async () => {
+      const user = await newUser();
+      const reply = await postJson('/api/events', user.token, JSON.stringify({ type: 'heartbeat', occurred_at: '2016-12-31T23:59:60Z' }));
+
+      expect(reply.status).toBe(400);
+      expect(reply.body.error.invalidItems[0].message).toBe(
+        'occurred_at "2016-12-31T23:59:60Z" is a leap second, which JavaScript dates cannot hold, so send second 59.999 or the next second instead',
+      );
+      expect(await storedCount(user.id)).toBe(0);
+    });
+
     it('accepts February 29 of 2024 over REST', async () => {
       const user = await newUser();
       const reply = await postJson('/api/events', user.token, JSON.stringify({ type: 'heartbeat', occurred_at: '2024-02-29T10:00:00+02:00' }));

@@ -1,4 +1,4 @@
-import type { GraphQLScalarType } from 'graphql';
+import { parseValue, type GraphQLScalarType } from 'graphql';
 import { DateTimeResolver } from 'graphql-scalars';
 import { describe, expect, it } from 'vitest';
 
@@ -110,5 +110,33 @@ describe('DateTime parseValue', () => {
     const actual = outcome(() => DateTime.parseValue(text));
 
     expect(typeof expected === 'number' ? actual : typeof actual).toBe(typeof expected === 'number' ? expected : 'string');
+  });
+});
+
+describe('DateTime leap seconds', () => {
+  it.each(['2016-12-31T23:59:60Z', '2016-12-31T23:59:60.500Z', '2017-01-01T00:59:60+01:00'])(
+    'names the leap second of %s',
+    (text) => {
+      let error: { message: string; extensions?: { reason?: unknown } } | undefined;
+      try {
+        DateTime.parseValue(text);
+      } catch (caught) {
+        error = caught as typeof error;
+      }
+
+      expect(error?.extensions?.reason).toBe('INVALID_DATE_TIME');
+      expect(error?.message).toContain(`${text}. The value is a leap second`);
+      expect(error?.message).not.toContain('Expected an RFC 3339 date-time');
+    },
+  );
+
+  it('names the leap second of a literal', () => {
+    const literal = parseValue('"2016-12-31T23:59:60Z"');
+
+    expect(() => DateTime.parseLiteral(literal, {})).toThrow('The value is a leap second');
+  });
+
+  it('keeps the format hint for second 61', () => {
+    expect(() => DateTime.parseValue('2016-12-31T23:59:61Z')).toThrow('Expected an RFC 3339 date-time');
   });
 });

@@ -1,7 +1,7 @@
 import { GraphQLError, GraphQLScalarType, Kind, type ValueNode } from 'graphql';
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 
-import { describeInstantRange, isoInstant, isStorableInstant } from '../../domain/storable.js';
+import { describeInstantRange, isoInstant, isLeapSecondText, isStorableInstant, LEAP_SECOND_PROBLEM } from '../../domain/storable.js';
 import type { Resolvers } from '../generated/types.js';
 import { Mutation } from './mutation.js';
 import { Query } from './query.js';
@@ -26,14 +26,17 @@ const EXPECTED_DATE_TIME = 'Expected an RFC 3339 date-time with a time zone offs
 
 /**
  * Runs a parse of graphql-scalars' DateTime, adding the expected format to its
- * error, and the location of `node` for a literal.
+ * error, or the reason for a leap second, which has the format but cannot be
+ * held, and the location of `node` for a literal. `text` is the value that
+ * the parse reads.
  */
-function parseDateTime(parse: () => unknown, node?: ValueNode): Date {
+function parseDateTime(parse: () => unknown, text: unknown, node?: ValueNode): Date {
   let date: Date;
   try {
     date = parse() as Date;
   } catch (error) {
-    throw new GraphQLError(`${(error as Error).message.replace(/\.?$/, '.')} ${EXPECTED_DATE_TIME}`, {
+    const hint = typeof text === 'string' && isLeapSecondText(text) ? `The value ${LEAP_SECOND_PROBLEM}.` : EXPECTED_DATE_TIME;
+    throw new GraphQLError(`${(error as Error).message.replace(/\.?$/, '.')} ${hint}`, {
       nodes: node,
       extensions: { code: 'BAD_USER_INPUT', reason: 'INVALID_DATE_TIME' },
     });
@@ -84,9 +87,10 @@ const DateTime = new GraphQLScalarType<Date, unknown>({
   ...DateTimeResolver.toConfig(),
   parseValue: (value) => {
     const ms = canonicalInstant(value);
-    return ms === null ? parseDateTime(() => DateTimeResolver.parseValue(value)) : checkStorable(new Date(ms));
+    return ms === null ? parseDateTime(() => DateTimeResolver.parseValue(value), value) : checkStorable(new Date(ms));
   },
-  parseLiteral: (ast, variables) => parseDateTime(() => DateTimeResolver.parseLiteral(ast, variables), ast),
+  parseLiteral: (ast, variables) =>
+    parseDateTime(() => DateTimeResolver.parseLiteral(ast, variables), ast.kind === Kind.STRING ? ast.value : null, ast),
 });
 
 /**
