@@ -30,9 +30,13 @@ const PAIR_TYPE_INPUT_FIELDS = ['name', 'startType', 'endType', 'parent', 'autoC
 const AUTO_CLOSE_FIELDS = ['timeoutSeconds', 'endAt'] as const;
 const END_AT_VALUES = ['LAST_ACTIVITY', 'DEADLINE'] as const;
 
-/** RFC 3339 date-time with an explicit offset, date and time separated by `T`, `t` or a space. */
+/**
+ * RFC 3339 date-time with an explicit offset, date and time separated by `T`
+ * or `t`. The server's DateTime scalar (graphql-scalars) rejects the space
+ * that RFC 3339 lets applications use instead.
+ */
 const RFC3339_PATTERN =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+  /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
 
 const GRAPHQL_INT_MIN = -(2 ** 31);
 const GRAPHQL_INT_MAX = 2 ** 31 - 1;

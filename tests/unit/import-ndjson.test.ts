@@ -209,6 +209,11 @@ describe('checkImportRecord', () => {
       /not an RFC 3339 instant with an offset/,
     ],
     [
+      'a space before the time',
+      { type: 'x', occurredAt: '2009-03-23 10:16:02Z' },
+      /not an RFC 3339 instant with an offset/,
+    ],
+    [
       'an impossible date',
       { type: 'x', occurredAt: '2009-02-30T10:16:02Z' },
       /not an RFC 3339 instant/,
@@ -255,7 +260,7 @@ describe('isRfc3339WithOffset', () => {
     ['2009-03-23T10:16:02.214629Z', true],
     ['2009-03-23t10:16:02z', true],
     ['2009-03-23T10:16:02+09:00', true],
-    ['2009-03-23 10:16:02-05:30', true],
+    ['2009-03-23 10:16:02-05:30', false],
     ['2009-03-23T10:16:02', false],
     ['2009-03-23', false],
     ['2009-03-23T10:16:02+0900', false],
