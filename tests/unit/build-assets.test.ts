@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { SCHEMA_PATH } from '../../src/graphql/server.js';
 import { MIGRATIONS_DIR } from '../../src/storage/postgres/database.js';
@@ -22,9 +22,12 @@ function compiledPath(outDir: string, moduleDir: string, sourcePath: string): st
 
 describe('build assets', () => {
   const outDir = mkdtempSync(join(tmpdir(), 'em-build-assets-'));
-  afterAll(() => rmSync(outDir, { recursive: true, force: true }));
 
-  execFileSync(process.execPath, [SCRIPT, outDir]);
+  beforeAll(() => {
+    execFileSync(process.execPath, [SCRIPT, outDir]);
+  });
+
+  afterAll(() => rmSync(outDir, { recursive: true, force: true }));
 
   it('copies the schema where the server reads it', () => {
     const copied = compiledPath(outDir, 'src/graphql', SCHEMA_PATH);
