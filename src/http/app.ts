@@ -308,12 +308,28 @@ export function authenticate(request: FastifyRequest, tokens: TokenService, serv
   return pending;
 }
 
+/** An Authorization header with one bearer token, which is the first group. */
+const BEARER_HEADER = /^Bearer[ ]+(\S+)\s*$/i;
+
+/**
+ * Builds the `WWW-Authenticate` value of a 401 (RFC 6750 section 3): the bare
+ * scheme when the request sent no credentials, `invalid_token` when it sent
+ * a bearer token that was rejected, and `invalid_request` for any other
+ * Authorization header.
+ */
+function bearerChallenge(authorization: string | undefined): string {
+  if (authorization === undefined || authorization === '') {
+    return 'Bearer';
+  }
+  return BEARER_HEADER.test(authorization) ? 'Bearer error="invalid_token"' : 'Bearer error="invalid_request"';
+}
+
 async function authenticateOnce(request: FastifyRequest, tokens: TokenService, services: Services): Promise<Authentication> {
   const header = request.headers.authorization;
   if (header === undefined || header === '') {
     return { viewer: null, authError: null };
   }
-  const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+  const match = BEARER_HEADER.exec(header);
   if (match === null || match[1] === undefined) {
     // The header's form is no secret, so its error names the problem, unlike a token's.
     return {
@@ -476,7 +492,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     reply.header('x-request-id', request.id);
     // RFC 9110 section 11.6.1: a 401 names the scheme that would be accepted.
     if (reply.statusCode === 401 && !reply.hasHeader('www-authenticate')) {
-      reply.header('www-authenticate', 'Bearer');
+      reply.header('www-authenticate', bearerChallenge(request.headers.authorization));
     }
     if (closing) {
       reply.header('connection', 'close');

@@ -226,6 +226,23 @@ describe('access tokens over HTTP', () => {
     }
   });
 
+  it('401 names the error of a rejected token', async () => {
+    const cases = [
+      ['Bearer not.a.token', 'Bearer error="invalid_token"'],
+      ['Basic YWRtaW46YWRtaW4=', 'Bearer error="invalid_request"'],
+    ] as const;
+    for (const [authorization, challenge] of cases) {
+      for (const [url, body] of [
+        [`${server.url}/graphql`, '{"query":"{ me { id } }"}'],
+        [`${server.url}/api/events`, '{"type":"x"}'],
+      ] as const) {
+        const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization }, body });
+        expect(response.status, `${authorization} at ${url}: status`).toBe(401);
+        expect(response.headers.get('www-authenticate'), `${authorization} at ${url}: challenge`).toBe(challenge);
+      }
+    }
+  });
+
   it('mutation with a stored field keeps 200', async () => {
     const query = `mutation {
       sendEvent(event: { id: "kept-before-denied", type: "token_probe", occurredAt: "2026-01-05T09:00:00Z" }) { event { id } }

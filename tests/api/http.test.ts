@@ -559,7 +559,7 @@ describe('HTTP behaviour', () => {
       const invalid = { ...json, authorization: 'Bearer not.a.token' };
       const reply = await postBig('/graphql', invalid, false);
       expect(reply.status, 'status').toBe(401);
-      expect(reply.headers.get('www-authenticate'), 'challenge').toBe('Bearer');
+      expect(reply.headers.get('www-authenticate'), 'challenge').toBe('Bearer error="invalid_token"');
       expect(reply.json?.errors?.[0]?.extensions?.reason, 'reason').toBe('INVALID_TOKEN');
 
       const chunked = await postBig('/api/events', invalid, true);
