@@ -3,10 +3,13 @@ import { isStorableInstant } from '../domain/storable.js';
 /**
  * RFC 3339 instants with an explicit offset (`Z` or `+hh:mm`). An instant
  * without an offset is rejected, because its meaning depends on a zone the
- * server cannot know.
+ * server cannot know. The fraction may have any number of digits, as the
+ * GraphQL `DateTime` scalar accepts, and digits beyond the millisecond are
+ * dropped. Unlike that scalar, a space may separate the date and the time,
+ * which RFC 3339 allows and older REST clients send.
  */
 const RFC3339 =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 
 /**
  * Parses an RFC 3339 instant, or returns null when the text is not one, names
