@@ -157,7 +157,7 @@ async function runPhases(setup: RunSetup): Promise<void> {
   }
   if (options.phases.includes('intake')) {
     results.intake = await withServer(setup, 'intake', (context) =>
-      runIntakePhase(context, options.quick ? QUICK_INTAKE : FULL_INTAKE, options.batches),
+      runIntakePhase(context, options.quick ? QUICK_INTAKE : FULL_INTAKE, options.batches, options.rounds),
     );
   }
   if (options.phases.includes('latency')) {

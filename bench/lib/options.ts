@@ -17,9 +17,15 @@ export interface BenchOptions {
   phases: Phase[];
   /** Batch sizes the intake phase runs, in the order of BATCH_SIZES. */
   batches: BatchSize[];
+  /** Rounds of each intake batch size, each timing the service and the baseline, for the median ratio. */
+  rounds: number;
 }
 
-export const USAGE = `Usage: npm run bench -- [--quick] [--record] [--keep] [--profile] [--seed N] [--only PHASES] [--batches SIZES]
+/** Intake rounds of a full run and of a quick run. */
+export const DEFAULT_ROUNDS = { full: 3, quick: 1 } as const;
+export const MAX_ROUNDS = 9;
+
+export const USAGE = `Usage: npm run bench -- [--quick] [--record] [--keep] [--profile] [--seed N] [--only PHASES] [--batches SIZES] [--rounds N]
 
 Benchmarks intake and reports of a server started as a child process on real
 PostgreSQL and Redis (DATABASE_URL and REDIS_URL, or the local defaults), with
@@ -33,6 +39,9 @@ Options:
   --seed N         seed of the event mix and the report dataset (default 20261204)
   --only PHASES    comma-separated subset of ${PHASES.join(', ')} (default: all)
   --batches SIZES  comma-separated intake batch sizes, some of ${BATCH_SIZES.join(', ')} (default: all)
+  --rounds N       intake rounds per batch size, 1 to ${MAX_ROUNDS}, each timing the baseline and the
+                   service on new users; the tables show the round of the median ratio
+                   (default ${DEFAULT_ROUNDS.full}, or ${DEFAULT_ROUNDS.quick} with --quick)
   --help           print this help
 `;
 
@@ -56,6 +65,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
         seed: { type: 'string' },
         only: { type: 'string' },
         batches: { type: 'string' },
+        rounds: { type: 'string' },
         help: { type: 'boolean' },
       },
     });
@@ -96,8 +106,21 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
       throw new UsageError('--batches sets the batch sizes of the intake phase, so add intake to --only or drop --batches');
     }
   }
-  if (values.record === true && (values.quick === true || values.only !== undefined || values.batches !== undefined)) {
-    throw new UsageError('--record needs a full run: drop --quick, --only and --batches');
+  let rounds: number = values.quick === true ? DEFAULT_ROUNDS.quick : DEFAULT_ROUNDS.full;
+  if (values.rounds !== undefined) {
+    rounds = Number(values.rounds);
+    if (!/^\d+$/.test(values.rounds) || rounds < 1 || rounds > MAX_ROUNDS) {
+      throw new UsageError(`invalid --rounds "${values.rounds}": expected an integer from 1 to ${MAX_ROUNDS}`);
+    }
+    if (!phases.includes('intake')) {
+      throw new UsageError('--rounds sets the rounds of the intake phase, so add intake to --only or drop --rounds');
+    }
+  }
+  if (
+    values.record === true &&
+    (values.quick === true || values.only !== undefined || values.batches !== undefined || values.rounds !== undefined)
+  ) {
+    throw new UsageError('--record needs a full run: drop --quick, --only, --batches and --rounds');
   }
 
   return {
@@ -108,5 +131,6 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
     seed,
     phases,
     batches,
+    rounds,
   };
 }
