@@ -312,16 +312,26 @@ export function authenticate(request: FastifyRequest, tokens: TokenService, serv
 const BEARER_HEADER = /^Bearer[ ]+(\S+)\s*$/i;
 
 /**
- * Builds the `WWW-Authenticate` value of a 401 (RFC 6750 section 3): the bare
- * scheme when the request sent no credentials, `invalid_token` when it sent
- * a bearer token that was rejected, and `invalid_request` for any other
- * Authorization header.
+ * Builds the `WWW-Authenticate` value of a 401 (RFC 6750 section 3) from the
+ * reason that authentication of the request gave. A rejected bearer token
+ * gets `invalid_token`, and a Bearer header without exactly one token gets
+ * `invalid_request`. Any other 401 gets the bare scheme: RFC 6750 section
+ * 3.1 asks for no error code when the request used another scheme such as
+ * Basic, and a wrong password at login says nothing about the token that
+ * the request may carry.
  */
-function bearerChallenge(authorization: string | undefined): string {
-  if (authorization === undefined || authorization === '') {
-    return 'Bearer';
+async function bearerChallenge(request: FastifyRequest): Promise<string> {
+  const pending = authentications.get(request);
+  // A failed authentication has already failed the request, so it only leaves the error code out here.
+  const authentication = await pending?.catch(() => null);
+  const reason = authentication?.authError?.reason;
+  if (reason === 'INVALID_TOKEN') {
+    return 'Bearer error="invalid_token"';
   }
-  return BEARER_HEADER.test(authorization) ? 'Bearer error="invalid_token"' : 'Bearer error="invalid_request"';
+  if (reason === 'MALFORMED_AUTHORIZATION' && /^Bearer(\s|$)/i.test(request.headers.authorization ?? '')) {
+    return 'Bearer error="invalid_request"';
+  }
+  return 'Bearer';
 }
 
 async function authenticateOnce(request: FastifyRequest, tokens: TokenService, services: Services): Promise<Authentication> {
@@ -492,7 +502,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     reply.header('x-request-id', request.id);
     // RFC 9110 section 11.6.1: a 401 names the scheme that would be accepted.
     if (reply.statusCode === 401 && !reply.hasHeader('www-authenticate')) {
-      reply.header('www-authenticate', bearerChallenge(request.headers.authorization));
+      reply.header('www-authenticate', await bearerChallenge(request));
     }
     if (closing) {
       reply.header('connection', 'close');

@@ -229,7 +229,10 @@ describe('access tokens over HTTP', () => {
   it('401 names the error of a rejected token', async () => {
     const cases = [
       ['Bearer not.a.token', 'Bearer error="invalid_token"'],
-      ['Basic YWRtaW46YWRtaW4=', 'Bearer error="invalid_request"'],
+      ['Bearer', 'Bearer error="invalid_request"'],
+      ['bearer one two', 'Bearer error="invalid_request"'],
+      // RFC 6750 section 3.1: no error code for a scheme the server does not support.
+      ['Basic YWRtaW46YWRtaW4=', 'Bearer'],
     ] as const;
     for (const [authorization, challenge] of cases) {
       for (const [url, body] of [
@@ -241,6 +244,25 @@ describe('access tokens over HTTP', () => {
         expect(response.headers.get('www-authenticate'), `${authorization} at ${url}: challenge`).toBe(challenge);
       }
     }
+  });
+
+  it('401 for a wrong password blames no token', async () => {
+    const authorization = `Bearer ${member.token}`;
+    const rest = await fetch(`${server.url}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization },
+      body: JSON.stringify({ username: 'token-member', password: 'wrong-password' }),
+    });
+    expect(rest.status, 'REST status').toBe(401);
+    expect(rest.headers.get('www-authenticate'), 'REST challenge').toBe('Bearer');
+
+    const graphql = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization },
+      body: JSON.stringify({ query: 'mutation { login(username: "token-member", password: "wrong-password") { token } }' }),
+    });
+    expect(graphql.status, 'GraphQL status').toBe(401);
+    expect(graphql.headers.get('www-authenticate'), 'GraphQL challenge').toBe('Bearer');
   });
 
   it('mutation with a stored field keeps 200', async () => {
