@@ -68,8 +68,8 @@ export function describeInstantRange(): string {
   return `from ${new Date(MIN_INSTANT_MS).toISOString()} to ${new Date(MAX_INSTANT_MS).toISOString()}`;
 }
 
-/** An RFC 3339 date-time whose seconds field is 60, which only a leap second has. */
-const LEAP_SECOND_TEXT = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:60(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$/;
+/** An RFC 3339 date-time whose seconds field is 60, split around that field. */
+const LEAP_SECOND_TEXT = /^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:)60((?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2}))$/;
 
 /**
  * The reason a leap second is rejected, worded to follow the quoted value in
@@ -77,9 +77,15 @@ const LEAP_SECOND_TEXT = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:60(?:\.\d+)?(?:[Zz]
  */
 export const LEAP_SECOND_PROBLEM = 'is a leap second, which JavaScript dates cannot hold, so send second 59.999 or the next second instead';
 
-/** Returns whether `text` is a date-time with second 60, such as 2016-12-31T23:59:60Z. */
-export function isLeapSecondText(text: string): boolean {
-  return LEAP_SECOND_TEXT.test(text);
+/**
+ * Returns whether `text`, such as 2016-12-31T23:59:60Z, has second 60 and
+ * `accepts` takes the same text with second 59. Only then is the leap second
+ * the one fault, and a value with an invalid date, hour, minute, offset or
+ * separator keeps the parser's own message.
+ */
+export function isLeapSecondText(text: string, accepts: (text: string) => boolean): boolean {
+  const match = LEAP_SECOND_TEXT.exec(text);
+  return match !== null && accepts(`${match[1]}59${match[2]}`);
 }
 
 /**

@@ -94,7 +94,7 @@ export function parseRestEvent(raw: unknown): { input: EventInput | null; proble
     if (occurredAt === null) {
       const quoted = JSON.stringify(occurredAtText.slice(0, 64));
       problems.push(
-        isLeapSecondText(occurredAtText)
+        isLeapSecondText(occurredAtText, (text) => parseInstant(text) !== null)
           ? `occurred_at ${quoted} ${LEAP_SECOND_PROBLEM}`
           : `occurred_at ${quoted} is not an RFC 3339 instant with an offset (for example 2026-01-31T09:00:00Z) ${describeInstantRange()}`,
       );

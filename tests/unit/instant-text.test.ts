@@ -140,3 +140,29 @@ describe('DateTime leap seconds', () => {
     expect(() => DateTime.parseValue('2016-12-31T23:59:61Z')).toThrow('Expected an RFC 3339 date-time');
   });
 });
+
+describe('DateTime second 60 with another fault', () => {
+  it.each([
+    ['an invalid month', '2016-13-31T23:59:60Z'],
+    ['February 30', '2016-02-30T23:59:60Z'],
+    ['hour 24', '2016-12-31T24:59:60Z'],
+    ['minute 60', '2016-12-31T23:60:60Z'],
+    ['offset +25:00', '2016-12-31T23:59:60+25:00'],
+    ['a space before the time', '2016-12-31 23:59:60Z'],
+    ['a year before 0100', '0050-12-31T23:59:60Z'],
+  ])('keeps the format hint for %s', (_case, text) => {
+    let message: string | undefined;
+    try {
+      DateTime.parseValue(text);
+    } catch (caught) {
+      message = (caught as Error).message;
+    }
+
+    expect(message).toContain('Expected an RFC 3339 date-time');
+    expect(message).not.toContain('leap second');
+  });
+
+  it('names the leap second in lower case', () => {
+    expect(() => DateTime.parseValue('2016-12-31t23:59:60z')).toThrow('The value is a leap second');
+  });
+});

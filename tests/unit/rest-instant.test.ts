@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 
 import { resolvers } from '../../src/graphql/resolvers/index.js';
 import { parseInstant } from '../../src/http/instant.js';
+import { parseRestEvent } from '../../src/http/rest.js';
 
 const DateTime = resolvers.DateTime as GraphQLScalarType<Date, unknown>;
 
@@ -62,5 +63,27 @@ describe('REST occurred_at against GraphQL occurredAt', () => {
 
   it('REST accepts a space before the time', () => {
     expect(parseInstant('2026-03-02 09:00:00.5Z')?.toISOString()).toBe('2026-03-02T09:00:00.500Z');
+  });
+});
+
+describe('parseRestEvent occurred_at with second 60', () => {
+  it.each(['2016-12-31T23:59:60Z', '2016-12-31 23:59:60Z', '2016-12-31t23:59:60.5z'])('names the leap second of %s', (text) => {
+    const { problems } = parseRestEvent({ type: 'x', occurred_at: text });
+
+    expect(problems).toEqual([`occurred_at ${JSON.stringify(text)} is a leap second, which JavaScript dates cannot hold, so send second 59.999 or the next second instead`]);
+  });
+
+  it.each([
+    ['an invalid month', '2016-13-31T23:59:60Z'],
+    ['February 30', '2016-02-30T23:59:60Z'],
+    ['hour 24', '2016-12-31T24:59:60Z'],
+    ['minute 60', '2016-12-31T23:60:60Z'],
+    ['offset +25:00', '2016-12-31T23:59:60+25:00'],
+    ['a year before 0100', '0050-12-31T23:59:60Z'],
+  ])('keeps the format problem for %s', (_case, text) => {
+    const { problems } = parseRestEvent({ type: 'x', occurred_at: text });
+
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain('is not an RFC 3339 instant with an offset');
   });
 });

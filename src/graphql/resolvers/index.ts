@@ -24,6 +24,15 @@ function checkStorable(date: Date, node?: ValueNode): Date {
 
 const EXPECTED_DATE_TIME = 'Expected an RFC 3339 date-time with a time zone offset, such as 2026-03-02T09:00:00Z.';
 
+/** Returns whether graphql-scalars' DateTime parses `text` to an instant that storage supports. */
+function acceptsDateTime(text: string): boolean {
+  try {
+    return isStorableInstant((DateTimeResolver.parseValue(text) as Date).getTime());
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Runs a parse of graphql-scalars' DateTime, adding the expected format to its
  * error, or the reason for a leap second, which has the format but cannot be
@@ -35,7 +44,7 @@ function parseDateTime(parse: () => unknown, text: unknown, node?: ValueNode): D
   try {
     date = parse() as Date;
   } catch (error) {
-    const hint = typeof text === 'string' && isLeapSecondText(text) ? `The value ${LEAP_SECOND_PROBLEM}.` : EXPECTED_DATE_TIME;
+    const hint = typeof text === 'string' && isLeapSecondText(text, acceptsDateTime) ? `The value ${LEAP_SECOND_PROBLEM}.` : EXPECTED_DATE_TIME;
     throw new GraphQLError(`${(error as Error).message.replace(/\.?$/, '.')} ${hint}`, {
       nodes: node,
       extensions: { code: 'BAD_USER_INPUT', reason: 'INVALID_DATE_TIME' },
