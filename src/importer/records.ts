@@ -2,11 +2,12 @@
  * Shape checks for import records, so a malformed line is reported with its
  * line number instead of failing a whole `sendEvents` request. The checks
  * cover what GraphQL input coercion would reject: types, unknown fields,
- * required fields and instants without an offset. Rules about content, such
- * as meta size or unknown event types, stay with the server, which reports
- * them per item.
+ * required fields, and instants without an offset or outside the range that
+ * storage supports. Rules about content, such as meta size or unknown event
+ * types, stay with the server, which reports them per item.
  */
 
+import { describeInstantRange, isStorableInstant } from '../domain/storable.js';
 import type {
   DefinePairTypeInput,
   EventInput,
@@ -132,6 +133,10 @@ export function checkEventInput(value: unknown): Checked<EventInput> {
       `${owner}.occurredAt "${occurredAt}" is not an RFC 3339 instant with an offset, ` +
         'for example 2009-03-23T10:16:02.214Z',
     );
+  }
+  // The server's DateTime rejects an instant that storage cannot hold, and with it the whole batch.
+  if (typeof occurredAt === 'string' && !isStorableInstant(Date.parse(occurredAt))) {
+    return fail(`${owner}.occurredAt "${occurredAt}" is outside the supported range ${describeInstantRange()}`);
   }
 
   return { ok: true, value: value as unknown as EventInput };

@@ -218,6 +218,16 @@ describe('checkImportRecord', () => {
       { type: 'x', occurredAt: '2009-02-30T10:16:02Z' },
       /not an RFC 3339 instant/,
     ],
+    [
+      'a year before 0100',
+      { type: 'x', occurredAt: '0099-12-31T23:59:59Z' },
+      /"0099-12-31T23:59:59Z" is outside the supported range from 0100-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z/,
+    ],
+    [
+      'an offset past year 9999',
+      { type: 'x', occurredAt: '9999-12-31T23:30:00-01:00' },
+      /is outside the supported range/,
+    ],
     ['an unknown kind', { kind: 'user', input: {} }, /unknown kind "user"/],
     ['an event without input', event({ username: 'a' }), /EventInput must be a JSON object, found nothing/],
     ['an empty username', event({ username: '', input: { type: 'x' } }), /username is empty/],
@@ -251,6 +261,10 @@ describe('checkImportRecord', () => {
     const checked = checkImportRecord(value);
     expect(checked.ok).toBe(false);
     expect(checked.ok ? '' : checked.reason).toMatch(reason);
+  });
+
+  it.each(['0100-01-01T00:00:00Z', '9999-12-31T23:59:59.9999Z', '0100-01-01t01:00:00+01:00'])('accepts the range end %s', (occurredAt) => {
+    expect(checkImportRecord({ type: 'x', occurredAt }).ok).toBe(true);
   });
 });
 
