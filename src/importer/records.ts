@@ -7,7 +7,7 @@
  * types, stay with the server, which reports them per item.
  */
 
-import { describeInstantRange, isStorableInstant } from '../domain/storable.js';
+import { describeInstantRange, isLeapSecondText, isStorableInstant, LEAP_SECOND_PROBLEM } from '../domain/storable.js';
 import type {
   DefinePairTypeInput,
   EventInput,
@@ -128,6 +128,9 @@ export function checkEventInput(value: unknown): Checked<EventInput> {
   }
 
   const occurredAt = value.occurredAt;
+  if (typeof occurredAt === 'string' && isLeapSecondText(occurredAt, isAcceptedInstant)) {
+    return fail(`${owner}.occurredAt "${occurredAt}" ${LEAP_SECOND_PROBLEM}`);
+  }
   if (typeof occurredAt === 'string' && !isRfc3339WithOffset(occurredAt)) {
     return fail(
       `${owner}.occurredAt "${occurredAt}" is not an RFC 3339 instant with an offset, ` +
@@ -140,6 +143,11 @@ export function checkEventInput(value: unknown): Checked<EventInput> {
   }
 
   return { ok: true, value: value as unknown as EventInput };
+}
+
+/** Returns whether the server's DateTime accepts `text`, an RFC 3339 date-time with an offset in the storable range. */
+function isAcceptedInstant(text: string): boolean {
+  return isRfc3339WithOffset(text) && isStorableInstant(Date.parse(text));
 }
 
 /**

@@ -219,6 +219,16 @@ describe('checkImportRecord', () => {
       /not an RFC 3339 instant/,
     ],
     [
+      'a leap second',
+      { type: 'x', occurredAt: '2016-12-31T23:59:60Z' },
+      /"2016-12-31T23:59:60Z" is a leap second, which JavaScript dates cannot hold/,
+    ],
+    [
+      'second 60 in month 13',
+      { type: 'x', occurredAt: '2016-13-31T23:59:60Z' },
+      /"2016-13-31T23:59:60Z" is not an RFC 3339 instant/,
+    ],
+    [
       'a year before 0100',
       { type: 'x', occurredAt: '0099-12-31T23:59:59Z' },
       /"0099-12-31T23:59:59Z" is outside the supported range from 0100-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z/,
