@@ -870,14 +870,21 @@ describe('introspection under NODE_ENV=production', () => {
   it('GRAPHQL_INTROSPECTION=false rejects it with token', async () => {
     const server = await startProduction({ GRAPHQL_INTROSPECTION: 'false' });
     try {
-      const result = await server.gql('{ __schema { queryType { name } } }', {}, await server.adminToken());
-      expect(result.status).toBe(400);
-      expect(result.errors?.[0]?.message).toMatch(/introspection/i);
-      expect(result.errors?.[0]?.message).toContain('GRAPHQL_INTROSPECTION');
-      expect(result.errors?.[0]?.message).not.toContain('ApolloServer');
-      expect(result.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
-      expect(result.errors?.[0]?.extensions?.reason).toBe('INTROSPECTION_DISABLED');
-      expect(result.data ?? null).toBeNull();
+      const token = await server.adminToken();
+      for (const query of [
+        '{ __schema { queryType { name } } }',
+        '{ __type(name: "Query") { name } }',
+        'query { ...Types } fragment Types on Query { __type(name: "Event") { name } }',
+      ]) {
+        const result = await server.gql(query, {}, token);
+        expect(result.status, query).toBe(400);
+        expect(result.errors?.[0]?.message, query).toMatch(/introspection/i);
+        expect(result.errors?.[0]?.message, query).toContain('GRAPHQL_INTROSPECTION');
+        expect(result.errors?.[0]?.message, query).not.toContain('ApolloServer');
+        expect(result.errors?.[0]?.extensions?.code, query).toBe('GRAPHQL_VALIDATION_FAILED');
+        expect(result.errors?.[0]?.extensions?.reason, query).toBe('INTROSPECTION_DISABLED');
+        expect(result.data ?? null, query).toBeNull();
+      }
     } finally {
       await server.close();
     }
