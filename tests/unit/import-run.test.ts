@@ -689,6 +689,7 @@ describe('runImport', () => {
     expect(failure.message).toMatch(
       /^the server stayed unavailable \(gave up after 4 attempts: .*SERVICE_UNAVAILABLE/,
     );
+    expect(failure.message).toContain('the sendEvents request failed (SERVICE_UNAVAILABLE)');
     expect(failure.message).toMatch(/Events already stored stay stored; run the same command again/);
     expect(failure.summary.retries).toBe(3);
     expect(failure.summary.usersCreated).toEqual(['P002']);
