@@ -324,6 +324,20 @@ describe('hostile event input', () => {
       expect(items.map(({ reason }) => reason)).toEqual(['IDEMPOTENCY_CONFLICT']);
       expect(await storedCount(user.id)).toBe(1);
     });
+
+    it('counts the whole batch in a repeat conflict', async () => {
+      const user = await newUser();
+      const first = await server.gql(SEND_EVENTS, { events: [{ id: 'twice', type: 'heartbeat' }] }, user.token);
+      expect(first.errors).toBeUndefined();
+      const { message, items } = await rejectedItems(user.token, [
+        { id: 'fresh', type: 'heartbeat' },
+        { id: 'twice', type: 'heartbeat', occurredAt: AT },
+      ]);
+
+      expect(items.map(({ index, reason }) => ({ index, reason }))).toEqual([{ index: 1, reason: 'IDEMPOTENCY_CONFLICT' }]);
+      expect(message).toMatch(/^1 of 2 events are invalid; nothing was stored\. #1: /);
+      expect(await storedCount(user.id)).toBe(1);
+    });
   });
 
   describe('request errors', () => {
