@@ -511,7 +511,7 @@ it('read logs a failed settle and reads stored rows', async () => {
 
 it('failed joined wait logs once', async () => {
   const clock = new ManualClock(STARTED_AT);
-  const logs = captureLogs('info');
+  const logs = captureLogs('debug');
   // A wait far longer than the test, so that only the mock below ends one.
   server = await startTestServer(import.meta.filename, {
     clock,
@@ -542,4 +542,7 @@ it('failed joined wait logs once', async () => {
   const warnings = logs.entries().filter((entry) => entry.msg === 'settling a due user before a read failed');
   expect(warnings.map((entry) => entry.userId)).toEqual([userId]);
   expect(warnings[0]?.err?.message).toBe('injected failure of the lock wait');
+  const joined = logs.entries().filter((entry) => entry.msg.startsWith('a joined wait for a due user failed'));
+  expect(joined.map((entry) => entry.userId), 'the joined read logs at debug').toEqual([userId]);
+  expect(joined[0]?.err?.message).toBe('injected failure of the lock wait');
 });
