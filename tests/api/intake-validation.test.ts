@@ -914,6 +914,25 @@ describe('intake validation', () => {
       expect(await storedEvents(user.id)).toEqual([]);
     });
 
+    it('counts an event with two problems once', async () => {
+      const user = await newUser();
+      const { status, body } = await postEvents(server, user.token, [
+        { type: 'heartbeat', occurredAt: AT },
+        { type: '', id: '', occurred_at: AT },
+        { type: 'heartbeat', occurred_at: AT },
+      ]);
+
+      expect(status).toBe(400);
+      expect(body.error.message, 'message').toMatch(/^2 of 3 events are invalid; nothing was stored\. #0: /);
+      const items = body.error.invalidItems as InvalidItem[];
+      expect(items.map((item) => [item.index, item.reason]), 'items').toEqual([
+        [0, 'INVALID_EVENT'],
+        [1, 'INVALID_TYPE'],
+        [1, 'INVALID_ID'],
+      ]);
+      expect(await storedEvents(user.id)).toEqual([]);
+    });
+
     it('names another user of parsed items', async () => {
       const user = await newUser();
       const other = await newUser();
