@@ -67,7 +67,7 @@ describe('REST occurred_at against GraphQL occurredAt', () => {
 });
 
 describe('parseRestEvent occurred_at with second 60', () => {
-  it.each(['2016-12-31T23:59:60Z', '2016-12-31 23:59:60Z', '2016-12-31t23:59:60.5z'])('names the leap second of %s', (text) => {
+  it.each(['2016-12-31T23:59:60Z', '2016-12-31 23:59:60Z', '2016-12-31t23:59:60.5z', '2016-12-31T23:59:60.123456789Z'])('names the leap second of %s', (text) => {
     const { problems } = parseRestEvent({ type: 'x', occurred_at: text });
 
     expect(problems).toEqual([`occurred_at ${JSON.stringify(text)} is a leap second, which JavaScript dates cannot hold, so send second 59.999 or the next second instead`]);
