@@ -229,6 +229,16 @@ describe('checkImportRecord', () => {
       /"2016-13-31T23:59:60Z" is not an RFC 3339 instant/,
     ],
     [
+      'second 60 on 30 February',
+      { type: 'x', occurredAt: '2016-02-30T23:59:60Z' },
+      /"2016-02-30T23:59:60Z" is not an RFC 3339 instant/,
+    ],
+    [
+      'second 60 before year 0100',
+      { type: 'x', occurredAt: '0099-12-31T23:59:60Z' },
+      /"0099-12-31T23:59:60Z" is not an RFC 3339 instant/,
+    ],
+    [
       'a year before 0100',
       { type: 'x', occurredAt: '0099-12-31T23:59:59Z' },
       /"0099-12-31T23:59:59Z" is outside the supported range from 0100-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z/,
