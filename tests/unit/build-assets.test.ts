@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 
@@ -41,5 +41,23 @@ describe('build assets', () => {
 
     expect(existsSync(copied), copied).toBe(true);
     expect(readdirSync(copied).sort()).toEqual(readdirSync(MIGRATIONS_DIR).sort());
+  });
+});
+
+describe('build assets over an old build', () => {
+  const outDir = mkdtempSync(join(tmpdir(), 'em-build-assets-old-'));
+  const stale = join(outDir, 'prisma', 'migrations', '00000000000000_deleted', 'migration.sql');
+
+  beforeAll(() => {
+    mkdirSync(join(stale, '..'), { recursive: true });
+    writeFileSync(stale, 'SELECT 1;\n');
+    execFileSync(process.execPath, [SCRIPT, outDir]);
+  });
+
+  afterAll(() => rmSync(outDir, { recursive: true, force: true }));
+
+  it('removes a migration deleted from the source', () => {
+    expect(existsSync(stale), stale).toBe(false);
+    expect(readdirSync(join(outDir, 'prisma', 'migrations')).sort()).toEqual(readdirSync(MIGRATIONS_DIR).sort());
   });
 });
