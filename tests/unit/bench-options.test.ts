@@ -46,6 +46,8 @@ describe('bench options', () => {
   it('runs one intake round in a quick run', () => {
     expect(parseBenchArgs(['--quick'])).toMatchObject({ rounds: 1 });
     expect(parseBenchArgs(['--quick', '--rounds', '5'])).toMatchObject({ rounds: 5 });
+    expect(parseBenchArgs(['--rounds', '1'])).toMatchObject({ rounds: 1 });
+    expect(parseBenchArgs(['--rounds', '9'])).toMatchObject({ rounds: 9 });
   });
 
   it.each(['0', '10', '2.5', 'x'])('names invalid rounds %s and the range', (text) => {
