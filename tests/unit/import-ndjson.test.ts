@@ -221,7 +221,7 @@ describe('checkImportRecord', () => {
     [
       'a leap second',
       { type: 'x', occurredAt: '2016-12-31T23:59:60Z' },
-      /"2016-12-31T23:59:60Z" is a leap second, which JavaScript dates cannot hold/,
+      /EventInput\.occurredAt "2016-12-31T23:59:60Z" is a leap second, which JavaScript dates cannot hold/,
     ],
     [
       'second 60 in month 13',
