@@ -87,3 +87,13 @@ describe('parseRestEvent occurred_at with second 60', () => {
     expect(problems[0]).toContain('is not an RFC 3339 instant with an offset');
   });
 });
+
+describe('parseRestEvent occurred_at quoting', () => {
+  it('quotes the first 64 characters of a long value', () => {
+    const text = `2026-03-02T09:00:00Z${'x'.repeat(80)}`;
+    const { problems } = parseRestEvent({ type: 'x', occurred_at: text });
+
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(new RegExp(`^occurred_at "${text.slice(0, 64)}" is not an RFC 3339 instant`));
+  });
+});
