@@ -439,6 +439,12 @@ describe('redactUrlPassword', () => {
     ['postgresql://u:p/ssLEAK@h:99999/db', 'postgresql://u:***@h:99999/db'],
     ['redis://:p@ss:LEAK@h:99999', 'redis://:***@h:99999'],
     ['postgresql://u:12/secret@h:5432/db', 'postgresql://u:***@h:5432/db'],
+    ['postgres://u@h/db?password=LEAK', 'postgres://u@h/db?password=***'],
+    ['postgres://u@h/db?sslmode=require&sslpassword=LEAK', 'postgres://u@h/db?sslmode=require&sslpassword=***'],
+    ['postgres://u@h/db?pass%77ord=LEAK&x=1', 'postgres://u@h/db?pass%77ord=***&x=1'],
+    ['postgres://u:pw@h/db?password=LEAK#f', 'postgres://u:***@h/db?password=***#f'],
+    ['redis://h:6379?password=LEAK', 'redis://h:6379?password=***'],
+    ['postgres://u@h:99999/db?password=LEAK', 'postgres://u@h:99999/db?password=***'],
   ])('%s', (input, expected) => {
     expect(redactUrlPassword(input)).toBe(expected);
   });
