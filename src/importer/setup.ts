@@ -250,8 +250,9 @@ export interface ResolvedUsers {
 }
 
 /**
- * Resolves user names to ids, creating each missing user with role MEMBER and
- * a random password that is neither printed nor stored.
+ * Resolves user names to ids without regard to case, as logins match them,
+ * creating each missing user with role MEMBER and a random password that is
+ * neither printed nor stored.
  */
 export async function ensureUsers(
   context: SetupContext,
@@ -269,12 +270,17 @@ export async function ensureUsers(
     );
   }
 
+  // Keyed by lower-case name, because the server treats usernames that
+  // differ only in case as one account and rejects creating the second.
   const existing = new Map(
-    (await context.call(() => context.client.users())).map((user) => [user.username, user.id]),
+    (await context.call(() => context.client.users())).map((user) => [
+      user.username.toLowerCase(),
+      user.id,
+    ]),
   );
 
   for (const username of usernames) {
-    const id = existing.get(username);
+    const id = existing.get(username.toLowerCase());
     if (id !== undefined) {
       resolved.ids.set(username, id);
       continue;
@@ -285,6 +291,7 @@ export async function ensureUsers(
         context.client.createUser(username, randomPassword(), 'MEMBER'),
       );
       resolved.ids.set(username, created.id);
+      existing.set(username.toLowerCase(), created.id);
       context.summary.usersCreated.push(username);
       context.report(
         `created user "${username}" with role MEMBER and a random password that was not saved`,

@@ -129,6 +129,11 @@ function createFakeServer(options: FakeOptions = {}) {
       const extensions = { code: 'BAD_USER_INPUT', reason: 'INVALID_USERNAME' };
       return fail(`invalid username "${username}"`, extensions);
     }
+    const taken = users.find((user) => user.username.toLowerCase() === username.toLowerCase());
+    if (taken !== undefined) {
+      const extensions = { code: 'BAD_USER_INPUT', reason: 'USERNAME_TAKEN' };
+      return fail(`Username "${username}" is already taken as "${taken.username}"`, extensions);
+    }
     const user: FakeUser = { id: fakeUserId(users.length + 1), username, password, role };
     users.push(user);
     return ok({ createUser: publicUser(user) });
@@ -842,6 +847,23 @@ describe('runImport', () => {
     expect(summary.issues[0]?.message).toBe(
       'event bad name:1 not sent: cannot create user "bad name": invalid username "bad name"',
     );
+  });
+
+  it('matches usernames without regard to case', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([
+      ...sensorEvents('Member', 2),
+      ...sensorEvents('P002', 2),
+      ...sensorEvents('p002', 2),
+    ]);
+    const summary = await runImport(baseOptions(server, [file]));
+
+    expect(summary.notSent).toBe(0);
+    expect(summary.stored).toBe(6);
+    expect(summary.usersCreated).toEqual(['P002']);
+    expect(server.stored.get(fakeUserId(2))).toEqual(['Member:1', 'Member:2']);
+    const p002 = server.users.find((user) => user.username === 'P002');
+    expect(server.stored.get(p002?.id ?? '')).toEqual(['P002:1', 'P002:2', 'p002:1', 'p002:2']);
   });
 
   it.each([
