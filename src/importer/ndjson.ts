@@ -39,21 +39,61 @@ export function parseNdjsonLine(text: string, line: number): NdjsonLine | null {
 }
 
 /**
+ * Maximum length of one NDJSON line in bytes. The server accepts at most
+ * 1 MiB of `meta` per event (MAX_META_BYTES), so a longer line holds no event
+ * it stores unless most of the line is white space. The reader keeps no more
+ * than this of a line in memory.
+ */
+export const MAX_LINE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * One line of a byte stream. `text` is null for a line that is not UTF-8 or
+ * is longer than the maximum, which `byteLength` then gives.
+ */
+export interface ByteLine {
+  line: number;
+  text: string | null;
+  byteLength?: number;
+}
+
+/**
  * Splits a stream of bytes into lines, numbered from 1, and decodes each line
  * as UTF-8. A CR before the LF is removed, a byte order mark at the start is
  * dropped, and a last line without a line break is still returned. A line
  * that is not UTF-8 comes back with `text` null rather than with U+FFFD in
  * place of its bad bytes, which would send other text than the file holds.
+ * A line longer than `maxLineBytes` comes back with `text` null and its
+ * `byteLength`, and only its length is kept while it is read.
  */
-export async function* splitByteLines(chunks: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<{ line: number; text: string | null }> {
+export async function* splitByteLines(
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
+  maxLineBytes = Number.POSITIVE_INFINITY,
+): AsyncGenerator<ByteLine> {
   let pending: Buffer[] = [];
+  let pendingBytes = 0;
   let lineNumber = 0;
-  const decode = (parts: Buffer[]): { line: number; text: string | null } => {
-    let bytes = Buffer.concat(parts);
-    if (lineNumber === 0 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) {
+
+  const append = (part: Buffer): void => {
+    pendingBytes += part.length;
+    if (pendingBytes > maxLineBytes) {
+      pending = [];
+    } else if (part.length > 0) {
+      pending.push(part);
+    }
+  };
+
+  const finishLine = (): ByteLine => {
+    lineNumber += 1;
+    const byteLength = pendingBytes;
+    let bytes = Buffer.concat(pending);
+    pending = [];
+    pendingBytes = 0;
+    if (byteLength > maxLineBytes) {
+      return { line: lineNumber, text: null, byteLength };
+    }
+    if (lineNumber === 1 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) {
       bytes = bytes.subarray(3);
     }
-    lineNumber += 1;
     return { line: lineNumber, text: isUtf8(bytes) ? stripCarriageReturn(bytes.toString('utf8')) : null };
   };
 
@@ -61,24 +101,34 @@ export async function* splitByteLines(chunks: AsyncIterable<Buffer> | Iterable<B
     let start = 0;
     let newline = chunk.indexOf(0x0a, start);
     while (newline !== -1) {
-      pending.push(chunk.subarray(start, newline));
-      yield decode(pending);
-      pending = [];
+      append(chunk.subarray(start, newline));
+      yield finishLine();
       start = newline + 1;
       newline = chunk.indexOf(0x0a, start);
     }
     if (start < chunk.length) {
-      pending.push(chunk.subarray(start));
+      append(chunk.subarray(start));
     }
   }
-  if (pending.length > 0) {
-    yield decode(pending);
+  if (pendingBytes > 0) {
+    yield finishLine();
   }
 }
 
-/** Reads import records from UTF-8 byte chunks, skipping blank lines and reporting lines that are not UTF-8. */
-export async function* readNdjson(chunks: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<NdjsonLine> {
-  for await (const { line, text } of splitByteLines(chunks)) {
+/**
+ * Reads import records from UTF-8 byte chunks, skipping blank lines and
+ * reporting lines that are not UTF-8 or are longer than `maxLineBytes`.
+ */
+export async function* readNdjson(
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
+  maxLineBytes = MAX_LINE_BYTES,
+): AsyncGenerator<NdjsonLine> {
+  for await (const { line, text, byteLength } of splitByteLines(chunks, maxLineBytes)) {
+    if (byteLength !== undefined) {
+      const reason = `line is ${byteLength} bytes long, above the maximum of ${maxLineBytes} bytes for one record`;
+      yield { line, kind: 'invalid', reason };
+      continue;
+    }
     if (text === null) {
       yield { line, kind: 'invalid', reason: 'not valid UTF-8: save the file as UTF-8' };
       continue;

@@ -54,6 +54,22 @@ describe('splitByteLines', () => {
     expect(lines).toEqual([{ line: 1, text: '{"x":1}' }]);
   });
 
+  it('marks a line over the maximum', async () => {
+    const lines = await collect(splitByteLines(bytes(['ab', 'cdef\n', 'gh\nijklmn'])));
+    expect(lines).toEqual([
+      { line: 1, text: 'abcdef' },
+      { line: 2, text: 'gh' },
+      { line: 3, text: 'ijklmn' },
+    ]);
+
+    const limited = await collect(splitByteLines(bytes(['ab', 'cdef\n', 'gh\nijklmn']), 5));
+    expect(limited).toEqual([
+      { line: 1, text: null, byteLength: 6 },
+      { line: 2, text: 'gh' },
+      { line: 3, text: null, byteLength: 6 },
+    ]);
+  });
+
   it('yields nothing for empty input', async () => {
     expect(await collect(splitByteLines([]))).toEqual([]);
     expect(await collect(splitByteLines(bytes([''])))).toEqual([]);
@@ -125,6 +141,17 @@ describe('readNdjsonFile', () => {
       { line: 1, kind: 'record', record: expect.objectContaining({ input: { type: 'a' } }) },
       { line: 2, kind: 'invalid', reason: 'not valid UTF-8: save the file as UTF-8' },
       { line: 3, kind: 'record', record: expect.objectContaining({ input: { type: 'é' } }) },
+    ]);
+  });
+
+  it('reports a line over the maximum', async () => {
+    const long = `{"type":"${'a'.repeat(100)}"}`;
+    const lines = await collect(readNdjson(bytes([`${long}\n{"type":"b"}\n${long}`]), 50));
+
+    expect(lines).toEqual([
+      { line: 1, kind: 'invalid', reason: 'line is 111 bytes long, above the maximum of 50 bytes for one record' },
+      { line: 2, kind: 'record', record: expect.objectContaining({ input: { type: 'b' } }) },
+      { line: 3, kind: 'invalid', reason: 'line is 111 bytes long, above the maximum of 50 bytes for one record' },
     ]);
   });
 
