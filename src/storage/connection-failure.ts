@@ -51,6 +51,41 @@ const REJECTED_CONNECTION_ADVICE = new Map<string, string>([
   ],
 ]);
 
+/** Messages of `pg` 8.x when the SSL request of a connection fails. */
+const SSL_NEGOTIATION_MESSAGE =
+  /^(The server does not support SSL connections|There was an error establishing an SSL connection)$/;
+
+const SSL_NEGOTIATION_ADVICE =
+  'Set sslmode in DATABASE_URL to what the server supports, for example sslmode=disable for a server without SSL, or enable SSL on the server.';
+
+/** Node.js TLS error codes of a server certificate that does not verify. */
+const CERTIFICATE_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+const CERTIFICATE_ADVICE =
+  "The server's certificate did not verify: give its CA with sslrootcert in DATABASE_URL, or correct the host name or sslmode.";
+
+/**
+ * Advice for PostgreSQL errors of severity FATAL by SQLSTATE. PostgreSQL ends
+ * the session after a FATAL error, such as one for an invalid startup
+ * parameter that the `options` of DATABASE_URL set.
+ */
+const FATAL_ADVICE = new Map<string, string>([
+  // too_many_connections
+  ['53300', 'Lower DB_POOL_SIZE, stop other clients, or raise max_connections on the server.'],
+  // cannot_connect_now: the server is starting up, shutting down or in recovery.
+  ['57P03', 'Wait until PostgreSQL has started, then start again.'],
+]);
+
+const OTHER_FATAL_ADVICE =
+  'PostgreSQL ended the connection: check the parameters in DATABASE_URL, such as options, and the server log.';
+
 /**
  * Describes `error` when it, or an error in its `cause` chain, is a failed
  * connection to PostgreSQL or Redis: the setting, its target with the
@@ -103,6 +138,15 @@ function adviceForPostgresError(error: Error, code: unknown): string | null {
     if (UNREACHABLE_CODES.has(code)) {
       return UNREACHABLE_ADVICE;
     }
+    if (CERTIFICATE_CODES.has(code)) {
+      return CERTIFICATE_ADVICE;
+    }
+  }
+  if ((error as { severity?: unknown }).severity === 'FATAL') {
+    return (typeof code === 'string' ? FATAL_ADVICE.get(code) : undefined) ?? OTHER_FATAL_ADVICE;
+  }
+  if (SSL_NEGOTIATION_MESSAGE.test(error.message)) {
+    return SSL_NEGOTIATION_ADVICE;
   }
   if (error.message === QUERY_READ_TIMEOUT_MESSAGE) {
     return STALLED_ADVICE;

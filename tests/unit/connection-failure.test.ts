@@ -14,6 +14,11 @@ function errorWithCode(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
+/** Returns an error as `pg` reports a FATAL one, which ends the session. */
+function fatal(message: string, code: string): Error {
+  return Object.assign(errorWithCode(message, code), { severity: 'FATAL' });
+}
+
 describe('describeConnectionFailure', () => {
   it.each([
     ['refused', errorWithCode('connect ECONNREFUSED 127.0.0.1:5999', 'ECONNREFUSED'), 'is running'],
@@ -23,6 +28,11 @@ describe('describeConnectionFailure', () => {
     ['wrong password', errorWithCode('password authentication failed for user "app"', '28P01'), 'password'],
     ['unknown role', errorWithCode('role "app" does not exist', '28000'), 'create that role'],
     ['a stalled connection', new Error('Query read timeout'), 'stopped replying'],
+    ['a server without SSL', new Error('The server does not support SSL connections'), 'sslmode=disable'],
+    ['an untrusted certificate', errorWithCode('self-signed certificate', 'DEPTH_ZERO_SELF_SIGNED_CERT'), 'sslrootcert'],
+    ['too many clients', fatal('sorry, too many clients already', '53300'), 'DB_POOL_SIZE'],
+    ['a server starting up', fatal('the database system is starting up', '57P03'), 'has started'],
+    ['a bad startup parameter', fatal('invalid value for parameter "statement_timeout": "abc"', '22023'), 'options'],
   ])('names DATABASE_URL for %s', (_name, error, advice) => {
     const message = describeConnectionFailure(error, config);
     expect(message).toContain(
