@@ -204,8 +204,8 @@ async function readNewPassword(): Promise<string> {
 }
 
 /**
- * Returns the first line of a stream without its line terminator (LF or
- * CRLF), or null when the stream ends before any byte. Spaces are kept
+ * Returns the first line of a stream without a leading byte order mark and
+ * without its line terminator (LF or CRLF), or null when the stream ends before any byte. Spaces are kept
  * because they are part of the password.
  */
 async function readFirstLine(input: NodeJS.ReadableStream): Promise<string | null> {
@@ -235,7 +235,9 @@ async function readFirstLine(input: NodeJS.ReadableStream): Promise<string | nul
     // Decoding would replace such bytes with U+FFFD, and other bytes would then log in too.
     throw new CommandError('The first line of standard input is not valid UTF-8. Nothing was stored.');
   }
-  const line = bytes.toString('utf8');
+  // A byte order mark, which some editors write at the start of a UTF-8
+  // file, is not part of the password that the user types to log in.
+  const line = bytes.toString('utf8').replace(/^\uFEFF/, '');
   return line.endsWith('\r') ? line.slice(0, -1) : line;
 }
 

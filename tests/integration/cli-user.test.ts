@@ -37,6 +37,7 @@ const SEVERAL_CHILDREN_TIMEOUT_MS = 120_000;
 
 const ADMIN_PASSWORD = 'Cli-Admin-Password-9137';
 const CRLF_PASSWORD = 'cli crlf password 2';
+const BOM_PASSWORD = 'cli bom password 3';
 const TTY_PASSWORD = 'Cli-Tty-Password-5521';
 
 /** Environment of a child: only what the CLI reads, so DATABASE_URL never leaks in by accident. */
@@ -141,6 +142,12 @@ describe('user CLI on PGlite', () => {
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('Created user cli-crlf with role MEMBER');
     expect(result.stdout + result.stderr).not.toContain(CRLF_PASSWORD);
+  });
+
+  it('create drops a byte order mark', async () => {
+    const result = await runUserCli(['create', 'cli-bom', '--role', 'MEMBER'], env, `\uFEFF${BOM_PASSWORD}\r\n`);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('Created user cli-bom with role MEMBER');
   });
 
   it('duplicate username exits 1', async () => {
@@ -288,6 +295,8 @@ describe('user CLI on PGlite', () => {
 
       const crlfToken = await server.login('cli-crlf', CRLF_PASSWORD);
       expect(crlfToken).toBeTypeOf('string');
+      const bomToken = await server.login('cli-bom', BOM_PASSWORD);
+      expect(bomToken).toBeTypeOf('string');
       const opsToken = await server.login('cli-ops', 'second-password-2');
       const ops = await server.gql('{ me { role disabled } }', {}, opsToken);
       expect(ops.data?.me).toEqual({ role: 'ANALYST', disabled: false });
