@@ -642,7 +642,7 @@ const INTROSPECTION_DISABLED_CODE = 'INTROSPECTION_DISABLED';
 /**
  * Rewrites four validation messages of graphql-js 16 and Apollo Server 5 that
  * leave the client guessing. The last error of a document whose validation
- * stopped at `maxErrors` names that limit, and so does the bare "Validation
+ * stopped at `maxErrors` names that limit. So does the bare "Validation
  * aborted." of a document that needs too much work to check, such as one that
  * selects `id` 2,000 times in one selection set. An error for `@defer` or
  * `@stream` states that incremental delivery is not supported: graphql-js 16

@@ -40,8 +40,8 @@ export function parseNdjsonLine(text: string, line: number): NdjsonLine | null {
 
 /**
  * Maximum length of one NDJSON line in bytes. The server accepts at most
- * 1 MiB of `meta` per event (MAX_META_BYTES), so a longer line holds no event
- * it stores unless most of the line is white space. The reader keeps no more
+ * 1 MiB of `meta` per event (MAX_META_BYTES), so a longer line contains no
+ * event that it stores unless most of the line is white space. The reader keeps no more
  * than this of a line in memory.
  */
 export const MAX_LINE_BYTES = 64 * 1024 * 1024;
