@@ -3,6 +3,7 @@ import path from 'node:path';
 import { EnvReader, type Environment } from './env-reader.js';
 import { ConfigError } from './errors.js';
 import { MIN_JWT_SECRET_BYTES } from './jwt-secret.js';
+import { redactUrlPassword } from './redact.js';
 import type { AdminBootstrap, Config, LogLevel, NodeEnv } from './types.js';
 
 export { ConfigError, dataDirError, type ConfigIssue } from './errors.js';
@@ -66,7 +67,7 @@ export function loadConfig(env: Environment = process.env): Config {
     },
 
     redis: {
-      url: reader.url('REDIS_URL', ['redis', 'rediss']),
+      url: readRedisUrl(reader),
       keyPrefix: readRedisKeyPrefix(reader),
       commandTimeoutMs: reader.integer('REDIS_COMMAND_TIMEOUT_MS', 2000, 10, 60_000),
       connectTimeoutMs: reader.integer('REDIS_CONNECT_TIMEOUT_MS', 5000, 100, 60_000),
@@ -213,6 +214,29 @@ function originProblem(entry: string): string | null {
     return `browsers send the origin as "${url.origin}", without a path, a trailing slash or a default port`;
   }
   return null;
+}
+
+/**
+ * Reads REDIS_URL. Its path may name a database number, such as `/2`.
+ * ioredis sends any other path to Redis as the database of a SELECT, and when
+ * that SELECT fails it only emits an error event and goes on in database 0.
+ * NOTE: a number beyond the server's `databases` setting gets the same
+ * treatment, and only the server can tell.
+ */
+function readRedisUrl(reader: EnvReader): string | null {
+  const url = reader.url('REDIS_URL', ['redis', 'rediss']);
+  if (url === null) {
+    return null;
+  }
+  const urlPath = new URL(url).pathname;
+  if (!/^\/?(\d{1,5})?$/.test(urlPath)) {
+    reader.fail(
+      'REDIS_URL',
+      `REDIS_URL is "${redactUrlPassword(url)}", but its path "${urlPath}" must be empty or a database number such as /0.`,
+    );
+    return null;
+  }
+  return url;
 }
 
 function readRedisKeyPrefix(reader: EnvReader): string {

@@ -299,6 +299,21 @@ describe('loadConfig', () => {
     expect(error.message).toContain('not a valid URL');
   });
 
+  it.each(['redis://cache:6379/abc', 'redis://cache:6379/-1', 'redis://:s3cret@cache:6379/db1'])('rejects Redis database path in %s', (url) => {
+    const error = configError({ REDIS_URL: url });
+
+    expect(error.issues[0]?.variable).toBe('REDIS_URL');
+    expect(error.message).toContain('must be empty or a database number such as /0');
+    expect(error.message).not.toContain('s3cret');
+  });
+
+  it.each(['redis://cache:6379', 'redis://cache:6379/', 'redis://cache:6379/15', 'rediss://:pw@cache:6380/0?family=6'])(
+    'accepts Redis URL %s',
+    (url) => {
+      expect(loadConfig({ REDIS_URL: url }).redis.url).toBe(url);
+    },
+  );
+
   it('rejects brace in key prefix', () => {
     const error = configError({ REDIS_KEY_PREFIX: '{em}:' });
 
