@@ -128,21 +128,32 @@ export function checkEventInput(value: unknown): Checked<EventInput> {
   }
 
   const occurredAt = value.occurredAt;
-  if (typeof occurredAt === 'string' && isLeapSecondText(occurredAt, isAcceptedInstant)) {
-    return fail(`${owner}.occurredAt "${occurredAt}" ${LEAP_SECOND_PROBLEM}`);
-  }
-  if (typeof occurredAt === 'string' && !isRfc3339WithOffset(occurredAt)) {
-    return fail(
-      `${owner}.occurredAt "${occurredAt}" is not an RFC 3339 instant with an offset, ` +
-        'for example 2009-03-23T10:16:02.214Z',
-    );
-  }
-  // The server's DateTime rejects an instant that storage cannot hold, and with it the whole batch.
-  if (typeof occurredAt === 'string' && !isStorableInstant(Date.parse(occurredAt))) {
-    return fail(`${owner}.occurredAt "${occurredAt}" is outside the supported range ${describeInstantRange()}`);
+  if (typeof occurredAt === 'string') {
+    const problem = describeInstantProblem(occurredAt);
+    if (problem !== null) {
+      return fail(`${owner}.occurredAt "${occurredAt}" ${problem}`);
+    }
   }
 
   return { ok: true, value: value as unknown as EventInput };
+}
+
+/**
+ * Returns why the server's DateTime would reject `text`, worded to follow
+ * the quoted value, or null when it accepts it. DateTime rejects an instant
+ * that storage cannot hold, and with it the whole batch.
+ */
+function describeInstantProblem(text: string): string | null {
+  if (isAcceptedInstant(text)) {
+    return null;
+  }
+  if (isLeapSecondText(text, isAcceptedInstant)) {
+    return LEAP_SECOND_PROBLEM;
+  }
+  if (!isRfc3339WithOffset(text)) {
+    return 'is not an RFC 3339 instant with an offset, for example 2009-03-23T10:16:02.214Z';
+  }
+  return `is outside the supported range ${describeInstantRange()}`;
 }
 
 /** Returns whether the server's DateTime accepts `text`, an RFC 3339 date-time with an offset in the storable range. */
