@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { resolvers } from '../../src/graphql/resolvers/index.js';
 import { parseInstant } from '../../src/http/instant.js';
 import { parseRestEvent } from '../../src/http/rest.js';
+import { SECOND_60_WITH_OTHER_FAULT } from '../support/instant-cases.js';
 
 const DateTime = resolvers.DateTime as GraphQLScalarType<Date, unknown>;
 
@@ -73,14 +74,7 @@ describe('parseRestEvent occurred_at with second 60', () => {
     expect(problems).toEqual([`occurred_at ${JSON.stringify(text)} is a leap second, which JavaScript dates cannot hold, so send second 59.999 or the next second instead`]);
   });
 
-  it.each([
-    ['an invalid month', '2016-13-31T23:59:60Z'],
-    ['February 30', '2016-02-30T23:59:60Z'],
-    ['hour 24', '2016-12-31T24:59:60Z'],
-    ['minute 60', '2016-12-31T23:60:60Z'],
-    ['offset +25:00', '2016-12-31T23:59:60+25:00'],
-    ['a year before 0100', '0050-12-31T23:59:60Z'],
-  ])('keeps the format problem for %s', (_case, text) => {
+  it.each(SECOND_60_WITH_OTHER_FAULT)('keeps the format problem for %s', (_case, text) => {
     const { problems } = parseRestEvent({ type: 'x', occurred_at: text });
 
     expect(problems).toHaveLength(1);
