@@ -256,14 +256,19 @@ async function writeBesideWaitingRead(env: Record<string, string>) {
   return write;
 }
 
-it('write behind waiting read names whole wait', async () => {
-  // The read waits longer than the write and keeps the user's turn in this
-  // process meanwhile, so the write fails while the read waits.
-  const write = await writeBesideWaitingRead({ USER_LOCK_WAIT_MS: '300', READ_SETTLE_WAIT_MS: '1000' });
+// Behind: the read waits longer than the write and keeps the user's turn in
+// this process meanwhile, so the write fails while the read waits. After: the
+// read gives up first, so the write gets the user's turn and then spends the
+// rest of its wait on the lock. Either way the error names the whole wait.
+it.each([
+  ['behind', '300', '1000', 300],
+  ['after', '1000', '200', 1000],
+] as const)('write %s waiting read names whole wait', async (_order, lockWaitMs, readWaitMs, waitMs) => {
+  const write = await writeBesideWaitingRead({ USER_LOCK_WAIT_MS: lockWaitMs, READ_SETTLE_WAIT_MS: readWaitMs });
 
   expect(write.errors?.[0]?.extensions?.reason).toBe('USER_BUSY');
-  expect(write.errors?.[0]?.extensions?.waitMs).toBe(300);
-  expect(write.errors?.[0]?.message).toContain('for the whole wait of 300 ms');
+  expect(write.errors?.[0]?.extensions?.waitMs).toBe(waitMs);
+  expect(write.errors?.[0]?.message).toContain(`for the whole wait of ${waitMs} ms`);
 });
 
 it('concurrent reads share one wait', async () => {
@@ -451,16 +456,6 @@ it('read waits again after an earlier wait', async () => {
     { end: new Date(secondStart + 60_000).toISOString(), endReason: 'AUTO_CLOSE' },
   ]);
   expect(second.data?.report.totalSeconds).toBe(60);
-});
-
-it('write after waiting read names whole wait', async () => {
-  // The read gives up first, so the write gets the user's turn and then
-  // spends the rest of its wait on the lock.
-  const write = await writeBesideWaitingRead({ USER_LOCK_WAIT_MS: '1000', READ_SETTLE_WAIT_MS: '200' });
-
-  expect(write.errors?.[0]?.extensions?.reason).toBe('USER_BUSY');
-  expect(write.errors?.[0]?.extensions?.waitMs).toBe(1000);
-  expect(write.errors?.[0]?.message).toContain('for the whole wait of 1000 ms');
 });
 
 it('read waits for a lock at most its own wait', async () => {
