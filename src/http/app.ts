@@ -315,10 +315,10 @@ const BEARER_HEADER = /^Bearer[ ]+(\S+)\s*$/i;
  * Builds the `WWW-Authenticate` value of a 401 (RFC 6750 section 3) from the
  * reason that authentication of the request gave. A rejected bearer token
  * gets `invalid_token`, and a Bearer header without exactly one token gets
- * `invalid_request`. Any other 401 gets the bare scheme, because RFC 6750
- * section 3.1 says that a request with another scheme, such as Basic, should
- * get no error code. A wrong password at login says nothing about the token
- * that the request may carry.
+ * `invalid_request`. Any other 401 gets the bare scheme, because under RFC
+ * 6750 section 3.1 a request with another scheme, such as Basic, should get
+ * no error code. A wrong password at login is no fault of the token that the
+ * request may carry.
  */
 async function bearerChallenge(request: FastifyRequest): Promise<string> {
   const pending = authentications.get(request);

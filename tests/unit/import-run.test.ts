@@ -129,10 +129,10 @@ function createFakeServer(options: FakeOptions = {}) {
       const extensions = { code: 'BAD_USER_INPUT', reason: 'INVALID_USERNAME' };
       return fail(`invalid username "${username}"`, extensions);
     }
-    const taken = users.find((user) => user.username.toLowerCase() === username.toLowerCase());
-    if (taken !== undefined) {
+    const existing = users.find((user) => user.username.toLowerCase() === username.toLowerCase());
+    if (existing !== undefined) {
       const extensions = { code: 'BAD_USER_INPUT', reason: 'USERNAME_TAKEN' };
-      return fail(`Username "${username}" is already taken as "${taken.username}"`, extensions);
+      return fail(`Username "${username}" is already taken as "${existing.username}"`, extensions);
     }
     const user: FakeUser = { id: fakeUserId(users.length + 1), username, password, role };
     users.push(user);
@@ -703,10 +703,10 @@ describe('runImport', () => {
 
   it('gives up on a login that never connects', async () => {
     const file = writeNdjson(sensorEvents('P002', 3));
-    const refuse: typeof fetch = async () => {
+    const refuseConnection: typeof fetch = async () => {
       throw new TypeError('fetch failed', { cause: new Error('connect ECONNREFUSED 127.0.0.1:4000') });
     };
-    const failure = await expectFailure(runImport({ ...baseOptions(createFakeServer(), [file]), fetch: refuse }));
+    const failure = await expectFailure(runImport({ ...baseOptions(createFakeServer(), [file]), fetch: refuseConnection }));
     expect(failure.message).toMatch(
       /^the server stayed unavailable \(gave up after 4 attempts: the login request could not reach http:\/\/127\.0\.0\.1:4000\/graphql: /,
     );
