@@ -312,10 +312,26 @@ export function authenticate(request: FastifyRequest, tokens: TokenService, serv
 const BEARER_HEADER = /^Bearer[ ]+(\S+)\s*$/i;
 
 /**
+ * Counts the Authorization lines of a request. Node keeps only the first one
+ * in `request.headers`, so a request with two would otherwise act on one of
+ * its tokens silently, while a proxy in front may have checked the other.
+ */
+function countAuthorizationHeaders(request: FastifyRequest): number {
+  const raw = request.raw.rawHeaders;
+  let count = 0;
+  for (let index = 0; index < raw.length; index += 2) {
+    if (raw[index]!.toLowerCase() === 'authorization') {
+      count += 1;
+    }
+  }
+  return count;
+}
+
+/**
  * Builds the `WWW-Authenticate` value of a 401 (RFC 6750 section 3) from the
  * reason that authentication of the request gave. A rejected bearer token
- * gets `invalid_token`, and a Bearer header without exactly one token gets
- * `invalid_request`. Any other 401 gets the bare scheme, because under RFC
+ * gets `invalid_token`, and a Bearer header without exactly one token, or
+ * more than one Authorization header, gets `invalid_request`. Any other 401 gets the bare scheme, because under RFC
  * 6750 section 3.1 a request with another scheme, such as Basic, should get
  * no error code. A wrong password at login is no fault of the token that the
  * request may carry.
@@ -328,7 +344,8 @@ async function bearerChallenge(request: FastifyRequest): Promise<string> {
   if (reason === 'INVALID_TOKEN') {
     return 'Bearer error="invalid_token"';
   }
-  if (reason === 'MALFORMED_AUTHORIZATION' && /^Bearer(\s|$)/i.test(request.headers.authorization ?? '')) {
+  const malformedRequest = /^Bearer(\s|$)/i.test(request.headers.authorization ?? '') || countAuthorizationHeaders(request) > 1;
+  if (reason === 'MALFORMED_AUTHORIZATION' && malformedRequest) {
     return 'Bearer error="invalid_request"';
   }
   return 'Bearer';
@@ -338,6 +355,18 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
   const header = request.headers.authorization;
   if (header === undefined || header === '') {
     return { viewer: null, authError: null };
+  }
+  const headerCount = countAuthorizationHeaders(request);
+  if (headerCount > 1) {
+    // RFC 6750 section 3.1 makes a request with more than one token an invalid_request.
+    return {
+      viewer: null,
+      authError: new DomainError(
+        'UNAUTHENTICATED',
+        'MALFORMED_AUTHORIZATION',
+        `The request has ${headerCount} Authorization headers. Send one, "Bearer " followed by one token from login.`,
+      ),
+    };
   }
   const match = BEARER_HEADER.exec(header);
   if (match === null || match[1] === undefined) {

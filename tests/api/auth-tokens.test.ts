@@ -4,6 +4,8 @@
  * this file builds itself is accepted, so each rejection comes from the one
  * defect that its case introduces.
  */
+import { request as httpRequest } from 'node:http';
+
 import { generateKeyPair, SignJWT, UnsecuredJWT, type CryptoKey, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -83,6 +85,33 @@ describe('access tokens over HTTP', () => {
       contentType: response.headers.get('content-type'),
       body: (await response.json()) as RestReply['body'],
     };
+  }
+
+  /** Posts JSON with one Authorization line per entry of `authorizations`, which `fetch` would join into one line. */
+  function postWithHeaderLines(
+    url: string,
+    authorizations: readonly string[],
+    body: string,
+  ): Promise<{ status: number; challenge: string | undefined; body: Record<string, any> }> {
+    return new Promise((resolve, reject) => {
+      // Headers given as a list of lines get no defaults, so Host and Content-Length are set here.
+      const headers = ['host', new URL(url).host, 'content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))];
+      for (const authorization of authorizations) {
+        headers.push('authorization', authorization);
+      }
+      const request = httpRequest(url, { method: 'POST', headers });
+      request.on('error', reject);
+      request.on('response', (response) => {
+        let text = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => (text += chunk));
+        response.on('end', () => {
+          const challenge = response.headers['www-authenticate'];
+          resolve({ status: response.statusCode ?? 0, challenge, body: JSON.parse(text) as Record<string, any> });
+        });
+      });
+      request.end(body);
+    });
   }
 
   async function storedProbeEvents(): Promise<number> {
@@ -314,6 +343,28 @@ describe('access tokens over HTTP', () => {
     const rest = await postEvent(authorization);
     expect(rest.status).toBe(401);
     expect(rest.body.error?.code).toBe('UNAUTHENTICATED');
+  });
+
+  it('two Authorization headers rejected', async () => {
+    // Node keeps only the first Authorization line of a request, so a
+    // service that read `request.headers` alone would act on one of two tokens.
+    const valid = `Bearer ${member.token}`;
+    const forged = `Bearer ${await sign(claims(), 'HS256', new TextEncoder().encode('another-secret-that-is-32-bytes-long!'))}`;
+    const before = await storedProbeEvents();
+    for (const headers of [[valid, forged], [forged, valid], [valid, valid]]) {
+      for (const [path, body] of [
+        ['/graphql', '{"query":"{ me { id } }"}'],
+        ['/api/events', JSON.stringify({ type: 'token_probe', occurred_at: '2026-01-05T09:00:00Z' })],
+      ] as const) {
+        const reply = await postWithHeaderLines(`${server.url}${path}`, headers, body);
+        const error = (reply.body.errors?.[0] ?? reply.body.error) as { extensions?: { reason?: string }; reason?: string } | undefined;
+
+        expect(reply.status, `${path}: status`).toBe(401);
+        expect(error?.extensions?.reason ?? error?.reason, `${path}: reason`).toBe('MALFORMED_AUTHORIZATION');
+        expect(reply.challenge, `${path}: challenge`).toBe('Bearer error="invalid_request"');
+      }
+    }
+    expect(await storedProbeEvents()).toBe(before);
   });
 
   it('20 KB header rejected', async () => {
