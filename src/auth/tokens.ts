@@ -162,7 +162,10 @@ export function createTokenService(options: TokenServiceOptions): TokenService {
     }
 
     const { sub, role, iat, auth_time: authTime, token_version: tokenVersion } = payload;
-    if (typeof sub !== 'string' || sub === '') {
+    if (typeof sub !== 'string') {
+      throw rejectToken(logger, 'sub claim is not a string');
+    }
+    if (sub === '') {
       throw rejectToken(logger, 'sub claim is empty');
     }
     if (!isRole(role)) {

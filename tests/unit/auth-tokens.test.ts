@@ -257,6 +257,18 @@ describe('token verify rejects', () => {
     await expectRejected(await signCustom({ claims: { sub: '' } }));
   });
 
+  it.each([
+    ['a number', 12345],
+    ['a list', ['user-1']],
+  ])('sub %s logged as not a string', async (_name, sub) => {
+    const { logger, output } = capturingLogger();
+
+    await expectRejected(await signCustom({ claims: { sub } }), service(NOW_MS, logger));
+
+    expect(output()).toContain('sub claim is not a string');
+    expect(output()).not.toContain('sub claim is empty');
+  });
+
   it('unknown role', async () => {
     await expectRejected(await signCustom({ claims: { role: 'ROOT' } }));
   });
