@@ -343,6 +343,18 @@ describe('report access', () => {
       expect(result.errors?.[0]?.message, 'next step').toContain("Pass the user's id");
     });
 
+    it('keeps the case of a username in preferences', async () => {
+      const read = await server.gql(`{ autoClosePreferences(userId: "Bob") { id } }`, {}, carol.token);
+      const written = await server.gql(
+        `mutation { setAutoClosePreference(input: { pairType: "session", timeoutSeconds: 60, endAt: DEADLINE, userId: "Bob" }) { id } }`,
+        {},
+        await server.adminToken(),
+      );
+
+      expect(read.errors?.[0]?.message, 'query').toContain('"Bob"');
+      expect(written.errors?.[0]?.message, 'mutation').toContain('"Bob"');
+    });
+
     it('rejects an overlong pair type', async () => {
       const result = await report({ segments: { pairTypes: ['x'.repeat(300)] } }, carol.token);
 

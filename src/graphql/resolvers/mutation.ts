@@ -59,14 +59,15 @@ export const Mutation: MutationResolvers = {
 
   setAutoClosePreference: async (_parent, args, context) => {
     const viewer = requireViewer(context);
+    const requested = args.input.userId ?? viewer.userId;
     // User ids are UUIDs; one spelling keeps the Redis lock key the same as intake's.
-    const userId = (args.input.userId ?? viewer.userId).toLowerCase();
+    const userId = requested.toLowerCase();
     assertCanActFor(viewer, userId);
     const policy = { timeoutSeconds: args.input.timeoutSeconds, endAt: args.input.endAt };
     const store = () => context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
     if (!isUuid(userId)) {
-      // Rejected as an unknown user, before any lock is taken for it.
-      await store();
+      // Rejected as an unknown user, before any lock is taken for it, with the id as the client spelled it.
+      await context.services.pairTypes.setPreference(requested, args.input.pairType, policy);
     }
     // Derived rows are a function of the preferences, so every call recomputes
     // the user's whole history under the user's lock, even with the policy

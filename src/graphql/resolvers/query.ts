@@ -60,12 +60,13 @@ export const Query: QueryResolvers = {
 
   autoClosePreferences: async (_parent, args, context) => {
     const viewer = requireViewer(context);
-    const userId = (args.userId ?? viewer.userId).toLowerCase();
-    if (!isUuid(userId)) {
-      throw badInput('INVALID_USER_ID', `userId ${JSON.stringify(userId.slice(0, 64))} is not a user id (a UUID). ${USER_ID_HINT}`, {
-        userId: userId.slice(0, 64),
+    const requested = args.userId ?? viewer.userId;
+    if (!isUuid(requested)) {
+      throw badInput('INVALID_USER_ID', `userId ${JSON.stringify(requested.slice(0, 64))} is not a user id (a UUID). ${USER_ID_HINT}`, {
+        userId: requested.slice(0, 64),
       });
     }
+    const userId = requested.toLowerCase();
     assertCanReadFor(viewer, userId);
     const preferences = await context.services.pairTypes.preferences(userId);
     return preferences.map((preference) => ({ id: preferenceId(userId, preference.pairType), userId, ...preference }));
