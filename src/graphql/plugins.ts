@@ -803,7 +803,8 @@ function authenticationStatus(error: DomainError): number {
  * an invalid document selecting them gets, so the reply does not tell which
  * root fields exist. Validation errors of a `login` document lose the similar names that
  * GraphQL suggests, and one that names other types or directives gets
- * UNAUTHENTICATED too.
+ * UNAUTHENTICATED too. Such a document sent as a persisted-query hash alone
+ * gets PERSISTED_QUERY_NOT_FOUND instead.
  */
 export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext> {
   return {
@@ -826,8 +827,19 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
             extensions: { code: 'UNAUTHENTICATED', reason: 'MISSING_TOKEN', http: { status: 401 } },
           });
         },
-        async willSendResponse({ contextValue, document, response }) {
+        async willSendResponse({ contextValue, document, request, response }) {
           if (contextValue.viewer !== null || document === undefined || response.body.kind !== 'single') {
+            return;
+          }
+          if (stopped && request.query === undefined) {
+            // The document came from the persisted-query cache by its hash
+            // alone. A 401 would tell that someone has run it, so the reply
+            // is the one for an unknown hash, and a client then sends the
+            // text and gets the 401.
+            response.body.singleResult = {
+              errors: [{ message: 'PersistedQueryNotFound', extensions: { code: ApolloServerErrorCode.PERSISTED_QUERY_NOT_FOUND } }],
+            };
+            response.http.status = 200;
             return;
           }
           const errors = response.body.singleResult.errors;

@@ -49,6 +49,35 @@ describe('persisted queries', () => {
     expect(known.body.data, 'data of a known hash').toEqual({ me: { username: 'admin' } });
   });
 
+  it('hides registered hashes without a token', async () => {
+    const query = '{ pairTypes { name } }';
+    const hash = createHash('sha256').update(query).digest('hex');
+    const neverSent = createHash('sha256').update(`${query} `).digest('hex');
+    const post = async (body: Record<string, unknown>, authorization?: string) => {
+      const response = await fetch(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(authorization === undefined ? {} : { authorization }) },
+        body: JSON.stringify(body),
+      });
+      return { status: response.status, body: (await response.json()) as Record<string, any> };
+    };
+    const registered = await post({ query, extensions: { persistedQuery: { version: 1, sha256Hash: hash } } }, `Bearer ${token}`);
+    expect(registered.body.data?.pairTypes, 'registration').toBeDefined();
+
+    const unknown = await post({ extensions: { persistedQuery: { version: 1, sha256Hash: neverSent } } });
+    const known = await post({ extensions: { persistedQuery: { version: 1, sha256Hash: hash } } });
+    const forged = await post({ extensions: { persistedQuery: { version: 1, sha256Hash: hash } } }, 'Bearer not.a.token');
+    const withText = await post({ query, extensions: { persistedQuery: { version: 1, sha256Hash: hash } } });
+
+    // A client without a token must not learn which queries others have run.
+    expect(known, 'known hash without a token').toEqual(unknown);
+    expect(forged, 'known hash with an invalid token').toEqual(unknown);
+    expect(unknown.body.errors?.[0]?.extensions?.code, 'code').toBe('PERSISTED_QUERY_NOT_FOUND');
+    // The persisted-query link then sends the text, which gets the usual 401.
+    expect(withText.status, 'status with the text').toBe(401);
+    expect(withText.body.errors?.[0]?.extensions?.code, 'code with the text').toBe('UNAUTHENTICATED');
+  });
+
   it('rejects batched operations', async () => {
     const response = await fetch(`${server.url}/graphql`, {
       method: 'POST',
