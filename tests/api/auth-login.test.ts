@@ -622,6 +622,7 @@ describe('login and roles over HTTP', () => {
     it.each([
       ['createUser', createUser],
       ['definePairType', definePairType],
+      ['updateUser', `mutation { updateUser(input: { id: "00000000-0000-4000-8000-000000000000", role: ADMIN }) { id } }`],
     ])('analyst denied %s', async (_name, query) => {
       const result = await server.gql(query, {}, analyst.token);
       expect(result.data).toBeNull();
@@ -655,6 +656,62 @@ describe('login and roles over HTTP', () => {
       expect(result.errors?.[0]?.extensions?.reason, 'reason').toBe('OTHER_USER');
       const stored = await server.gql<{ autoClosePreferences: unknown[] }>(`{ autoClosePreferences { pairType } }`, {}, target.token);
       expect(stored.data?.autoClosePreferences, 'preferences of the target').toEqual([]);
+    });
+
+    // Each operation gets another user's id and an id of no user, and must
+    // reply alike, so that a caller who may not name other users there
+    // cannot tell which ids belong to users.
+    type NamedRequest = (userId: string) => { query: string; variables: Record<string, unknown> };
+    const setPreference: NamedRequest = (userId) => ({
+      query: 'mutation ($i: SetAutoClosePreferenceInput!) { setAutoClosePreference(input: $i) { id } }',
+      variables: { i: { pairType: 'session', timeoutSeconds: 60, endAt: 'DEADLINE', userId } },
+    });
+    const sendEvents: NamedRequest = (userId) => ({
+      query: 'mutation ($e: [EventInput!]!) { sendEvents(events: $e) { storedCount } }',
+      variables: { e: [{ type: 'heartbeat', occurredAt: '2026-01-01T09:00:00Z', userId }] },
+    });
+    const namingUser: Array<[string, 'member' | 'analyst', NamedRequest]> = [
+      ['events', 'member', (userId) => ({ query: 'query ($f: EventFilter) { events(filter: $f) { nodes { id } } }', variables: { f: { users: [userId] } } })],
+      ['segments', 'member', (userId) => ({ query: 'query ($f: SegmentFilter) { segments(filter: $f) { nodes { id } } }', variables: { f: { users: [userId] } } })],
+      [
+        'report leaf',
+        'member',
+        (userId) => ({
+          query: `query ($e: SetExpression!) { report(expression: $e, window: { start: "2026-01-01T00:00:00Z", end: "2026-01-02T00:00:00Z" }) { count } }`,
+          variables: { e: { complement: { segments: { users: [userId] } } } },
+        }),
+      ],
+      [
+        'report groupUsers',
+        'member',
+        (userId) => ({
+          query: `query ($g: [ID!]) { report(expression: { segments: {} }, window: { start: "2026-01-01T00:00:00Z", end: "2026-01-02T00:00:00Z" }, groupBy: USER, groupUsers: $g) { count } }`,
+          variables: { g: [userId] },
+        }),
+      ],
+      ['autoClosePreferences', 'member', (userId) => ({ query: 'query ($u: ID) { autoClosePreferences(userId: $u) { id } }', variables: { u: userId } })],
+      ['setAutoClosePreference', 'member', setPreference],
+      ['setAutoClosePreference', 'analyst', setPreference],
+      ['sendEvents', 'member', sendEvents],
+      ['sendEvents', 'analyst', sendEvents],
+    ];
+
+    it.each(namingUser)('%s by %s hides which users exist', async (name, role, build) => {
+      const caller = role === 'member' ? member : analyst;
+      const target = await server.createUser(`named-${name.replace(/ /g, '-')}-${role}`, 'MEMBER');
+      const known = build(target.id);
+      const unknown = build('00000000-0000-4000-8000-000000000000');
+
+      const knownReply = await server.gql(known.query, known.variables, caller.token);
+      const unknownReply = await server.gql(unknown.query, unknown.variables, caller.token);
+
+      expect(knownReply.status, 'status for a user').toBe(403);
+      expect(knownReply.errors?.[0]?.extensions?.reason, 'reason for a user').toBe('OTHER_USER');
+      expect(unknownReply.status, 'status for no user').toBe(403);
+      expect(unknownReply.errors?.[0]?.extensions?.reason, 'reason for no user').toBe('OTHER_USER');
+      expect(unknownReply.errors?.[0]?.message.replace('00000000-0000-4000-8000-000000000000', target.id), 'message').toBe(
+        knownReply.errors?.[0]?.message,
+      );
     });
 
     it('member cannot read another user preferences', async () => {
