@@ -22,7 +22,7 @@ import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValu
 import type { Services } from '../services/index.js';
 import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
-import { GRAPHQL_RESPONSE_JSON, prefersGraphQLResponseJson } from './graphql-media-type.js';
+import { GRAPHQL_RESPONSE_JSON, graphqlReplyType, prefersGraphQLResponseJson } from './graphql-media-type.js';
 import { registerRestRoutes } from './rest.js';
 import { errorReplyBody, pathOf } from './error-body.js';
 import { answerRequestTimeouts, nodeServerTimeouts } from './request-timeout.js';
@@ -637,7 +637,10 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
   fastify.setNotFoundHandler((request, reply) => {
     const allowed = ALLOWED_METHODS.get(pathOf(request.url));
     if (allowed !== undefined && !allowed.split(', ').includes(request.method)) {
-      // On /graphql the body has GraphQL's `errors` form, as the other errors of the HTTP layer.
+      // On /graphql the body has GraphQL's `errors` form and media type, as the other errors of the HTTP layer.
+      if (pathOf(request.url) === '/graphql') {
+        reply.type(graphqlReplyType(request.headers.accept));
+      }
       return reply
         .status(405)
         .header('allow', allowed)
@@ -749,7 +752,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
       const inUrl = request.method === 'GET' || request.method === 'HEAD';
       const query = (inUrl ? (request.query as { query?: unknown }).query : body?.query) ?? null;
       if (inUrl && isBareGraphQLGet(request)) {
-        return reply.status(400).type('application/json').send(JSON.stringify(MISSING_QUERY_REPLY));
+        return reply.status(400).type(graphqlReplyType(request.headers.accept)).send(JSON.stringify(MISSING_QUERY_REPLY));
       }
       if (typeof query !== 'string') {
         return;
@@ -771,7 +774,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
             },
           ],
         };
-        return reply.status(400).type('application/json').send(JSON.stringify(payload));
+        return reply.status(400).type(graphqlReplyType(request.headers.accept)).send(JSON.stringify(payload));
       }
     },
     handler,

@@ -76,3 +76,8 @@ export function prefersGraphQLResponseJson(accept: string | undefined): boolean 
   }
   return graphql.index < json.index;
 }
+
+/** Returns the Content-Type of a GraphQL reply to a request with this Accept header. */
+export function graphqlReplyType(accept: string | undefined): string {
+  return prefersGraphQLResponseJson(accept) ? GRAPHQL_RESPONSE_JSON : 'application/json; charset=utf-8';
+}

@@ -284,6 +284,54 @@ describe('HTTP behaviour', () => {
         expect(reply.json?.error?.reason, 'reason').toBe(reason);
       });
     });
+
+    describe('media type of early errors', () => {
+      /** The Accept header of Apollo Client 4's HttpLink. */
+      const APOLLO_CLIENT_ACCEPT = 'application/graphql-response+json,application/json;q=0.9';
+      const deepQuery = `{ me ${'{'.repeat(200)}${'}'.repeat(200)} }`;
+      const cases: Array<[string, number, () => RequestInit]> = [
+        ['METHOD_NOT_ALLOWED', 405, () => ({ method: 'PUT' })],
+        ['MISSING_QUERY', 400, () => ({ method: 'GET' })],
+        [
+          'MAX_DOCUMENT_DEPTH',
+          400,
+          () => ({
+            method: 'POST',
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+            body: JSON.stringify({ query: deepQuery }),
+          }),
+        ],
+        [
+          'INVALID_JSON',
+          400,
+          () => ({
+            method: 'POST',
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+            body: '{"query": ',
+          }),
+        ],
+      ];
+
+      // Apollo Client 4 reads a non-2xx reply as GraphQL errors only in
+      // application/graphql-response+json, and throws a ServerError otherwise.
+      it.each(cases)('%s follows the Accept header', async (name, status, init) => {
+        const request = init();
+        const expectedTypes: Array<[string, string]> = [
+          [APOLLO_CLIENT_ACCEPT, 'application/graphql-response+json'],
+          ['application/json', 'application/json'],
+        ];
+        for (const [accept, type] of expectedTypes) {
+          const reply = await send(`${server.url}/graphql`, {
+            ...request,
+            headers: { ...(request.headers as Record<string, string>), accept },
+          });
+          expect(reply.status, `${accept}: status`).toBe(status);
+          expect(reply.headers.get('content-type'), `${accept}: content type`).toBe(`${type}; charset=utf-8`);
+          const extensions = reply.json?.errors?.[0]?.extensions;
+          expect([extensions?.code, extensions?.reason, extensions?.limit], `${accept}: error`).toContain(name);
+        }
+      });
+    });
   });
 
   describe('CSRF prevention', () => {
