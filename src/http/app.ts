@@ -745,6 +745,20 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
   fastify.route({
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
+    // The CORS hook replies to the preflights of allowed origins before this
+    // hook runs. Any other OPTIONS request gets the route's methods in Allow
+    // (RFC 9110, section 9.3.7). Apollo Server would reject it with a CSRF
+    // error, or with a 405 that allows only GET and POST.
+    onRequest: async (request, reply) => {
+      if (request.method !== 'OPTIONS') {
+        return;
+      }
+      if (!request.raw.complete) {
+        // The body stays unread, so the connection closes with the reply, as in the error handler.
+        reply.header('connection', 'close');
+      }
+      return reply.status(204).header('allow', ALLOWED_METHODS.get('/graphql')).send('');
+    },
     // The GraphQL parser recurses into nested literals; reject absurd nesting
     // before it runs, with the same error shape as any GraphQL input error.
     preHandler: async (request, reply) => {

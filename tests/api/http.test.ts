@@ -657,6 +657,19 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.errors?.[0]?.message, 'message').toContain(`use ${allow}`);
     });
 
+    // Only a CORS preflight carries Access-Control-Request-Method. A plain
+    // OPTIONS request gets the route's methods in Allow (RFC 9110, section 9.3.7).
+    it.each([
+      ['no headers', {}],
+      ['a JSON Content-Type', { 'content-type': 'application/json' }],
+      ['the preflight header', { 'apollo-require-preflight': 'true' }],
+    ])('OPTIONS /graphql with %s lists methods', async (_name, headers) => {
+      const reply = await send(`${server.url}/graphql`, { method: 'OPTIONS', headers });
+      expect(reply.status, 'status').toBe(204);
+      expect(reply.headers.get('allow'), 'Allow').toBe('GET, HEAD, POST, OPTIONS');
+      expect(reply.text, 'body').toBe('');
+    });
+
     it('HEAD /graphql matches GET', async () => {
       const page = await fetch(`${server.url}/graphql`, { method: 'HEAD', headers: { accept: 'text/html' } });
       expect(page.status, 'status of the page').toBe(200);
