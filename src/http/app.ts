@@ -25,6 +25,7 @@ import { registerCors } from './cors.js';
 import { GRAPHQL_RESPONSE_JSON, graphqlReplyType, prefersGraphQLResponseJson } from './graphql-media-type.js';
 import { registerRestRoutes } from './rest.js';
 import { errorReplyBody, pathOf } from './error-body.js';
+import { createClientErrorHandler } from './client-error.js';
 import { answerRequestTimeouts, nodeServerTimeouts } from './request-timeout.js';
 import { closeStalledReplies } from './send-timeout.js';
 import { waitForUnflushedReplies } from './unflushed-replies.js';
@@ -443,6 +444,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     logController: new PathOnlyLogController(),
+    clientErrorHandler: createClientErrorHandler(logger as FastifyBaseLogger),
   });
 
   // Requests still running when the app starts closing get their replies, but

@@ -42,8 +42,9 @@ export function nodeServerTimeouts(requestTimeoutMs: number): ServerOptions {
  * the limit, in place of Fastify's "Client Timeout". The headers have a
  * limit of their own, Node's `headersTimeout`, which is 60 s below a longer
  * REQUEST_TIMEOUT_MS and also when it is 0. Other client errors are left to
- * Fastify's handler, which skips a destroyed socket. After `server.close()`,
- * which stops Node's checks, bodies past REQUEST_TIMEOUT_MS get the same 408.
+ * the handler of client-error.ts, which skips a destroyed socket. After
+ * `server.close()`, which stops Node's checks, bodies past REQUEST_TIMEOUT_MS
+ * get the same 408.
  */
 export function answerRequestTimeouts(server: Server, requestTimeoutMs: number, logger: Logger): void {
   // Node emits 'request' once a request's headers are in, so an unfinished

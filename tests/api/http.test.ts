@@ -657,6 +657,37 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.errors?.[0]?.message, 'message').toContain(`use ${allow}`);
     });
 
+    // Node rejects a request line and headers above 16 KB before any route
+    // runs, as a long GET of a report with a large expression in `variables`.
+    it.each([
+      ['application/graphql-response+json,application/json;q=0.9', 'application/graphql-response+json'],
+      ['application/json', 'application/json'],
+    ])('long GET /graphql URL is a GraphQL 431 (Accept %s)', async (accept, type) => {
+      const variables = encodeURIComponent(JSON.stringify({ pad: 'x'.repeat(20_000) }));
+      const reply = await send(`${server.url}/graphql?query=${encodeURIComponent('{ __typename }')}&variables=${variables}`, {
+        headers: { 'apollo-require-preflight': 'true', accept },
+      });
+      expect(reply.status, 'status').toBe(431);
+      expect(reply.headers.get('content-type'), 'content type').toBe(`${type}; charset=utf-8`);
+      expect(Object.keys(reply.json ?? {}), 'top-level keys').toEqual(['errors']);
+      expect(reply.json?.errors?.[0]?.extensions?.code, 'code').toBe('BAD_REQUEST');
+      expect(reply.json?.errors?.[0]?.extensions?.reason, 'reason').toBe('HEADERS_TOO_LARGE');
+      expect(reply.json?.errors?.[0]?.message, 'message').toContain('POST');
+    });
+
+    it('long REST header is a REST 431', async () => {
+      const reply = await send(`${server.url}/api/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-pad': 'x'.repeat(20_000) },
+        body: '{}',
+      });
+      expect(reply.status, 'status').toBe(431);
+      expect(reply.headers.get('content-type'), 'content type').toBe('application/json; charset=utf-8');
+      expect(Object.keys(reply.json ?? {}), 'top-level keys').toEqual(['error']);
+      expect(reply.json?.error?.code, 'code').toBe('BAD_REQUEST');
+      expect(reply.json?.error?.reason, 'reason').toBe('HEADERS_TOO_LARGE');
+    });
+
     // Only a CORS preflight carries Access-Control-Request-Method. A plain
     // OPTIONS request gets the route's methods in Allow (RFC 9110, section 9.3.7).
     it.each([
@@ -879,7 +910,7 @@ describe('REQUEST_TIMEOUT_MS', () => {
     expect(body.error?.max, 'max').toBe(REQUEST_TIMEOUT_MS);
   });
 
-  it('leaves malformed requests to Fastify', async () => {
+  it('malformed request is a 400', async () => {
     const { port } = new URL(server.url);
     const socket = connect(Number(port), '127.0.0.1');
     const received: Buffer[] = [];
@@ -891,6 +922,7 @@ describe('REQUEST_TIMEOUT_MS', () => {
     const reply = Buffer.concat(received).toString('utf8');
     expect(reply, 'status line').toMatch(/^HTTP\/1\.1 400 /);
     expect(reply, 'body').not.toContain('REQUEST_TIMEOUT');
+    expect(reply, 'reason').toContain('"reason":"INVALID_HTTP_REQUEST"');
   });
 
   it('keeps serving after a timeout', async () => {
