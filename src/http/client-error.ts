@@ -89,6 +89,8 @@ export function createClientErrorHandler(logger: FastifyBaseLogger): (error: Cli
     );
     const body = JSON.stringify(errorReplyBody(url, fields));
     const type = pathOf(url) === '/graphql' ? graphqlReplyType(accept) : 'application/json; charset=utf-8';
+    // NOTE: the reply carries no CORS headers, because the CORS hook runs only
+    // for parsed requests, so a page of another origin cannot read it.
     if (socket.writable) {
       socket.write(
         `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
