@@ -223,7 +223,29 @@ export class PairTypeService {
     return toPairTypeRecord(row);
   }
 
+  /**
+   * Stores a user's auto-close policy for one pair type, after the checks of
+   * `checkPreference`, and queues a replay of the user.
+   */
   async setPreference(userId: string, pairType: string, policy: AutoClosePolicy): Promise<void> {
+    await this.checkPreference(userId, pairType, policy);
+    // The replay is queued with the preference, so that a worker recomputes
+    // the user should this process die or fail before its own replay ends.
+    await this.prisma.$transaction(async (tx) => {
+      await tx.autoClosePreference.upsert({
+        where: { userId_pairType: { userId, pairType } },
+        create: { userId, pairType, timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
+        update: { timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
+      });
+      await tx.$executeRawUnsafe(QUEUE_PREFERENCE_REPLAY_SQL, userId, pairType, REPLAY_CLAIM_MS);
+    });
+  }
+
+  /**
+   * Checks a preference without storing it. Throws BAD_USER_INPUT with reason
+   * INVALID_POLICY, PAIR_TYPE_NOT_FOUND or USER_NOT_FOUND, checked in that order.
+   */
+  async checkPreference(userId: string, pairType: string, policy: AutoClosePolicy): Promise<void> {
     const problems = validatePolicy(policy);
     if (problems.length > 0) {
       throw badInput('INVALID_POLICY', `Invalid auto-close policy: ${problems.join('; ')}.`, { problems });
@@ -245,16 +267,6 @@ export class PairTypeService {
         userId: userId.slice(0, 64),
       });
     }
-    // The replay is queued with the preference, so that a worker recomputes
-    // the user should this process die or fail before its own replay ends.
-    await this.prisma.$transaction(async (tx) => {
-      await tx.autoClosePreference.upsert({
-        where: { userId_pairType: { userId, pairType } },
-        create: { userId, pairType, timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
-        update: { timeoutSeconds: policy.timeoutSeconds, endAt: policy.endAt },
-      });
-      await tx.$executeRawUnsafe(QUEUE_PREFERENCE_REPLAY_SQL, userId, pairType, REPLAY_CLAIM_MS);
-    });
   }
 
   /** Returns how far the replays after pair type changes have come. */
