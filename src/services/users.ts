@@ -73,6 +73,17 @@ function newUserProblems(input: { username: string; password: string; role: stri
   return problems;
 }
 
+/** The stored columns of an account that a login reads, password hash included. */
+interface StoredAccount {
+  id: string;
+  username: string;
+  role: string;
+  passwordHash: string;
+  createdAt: Date;
+  disabledAt: Date | null;
+  tokenVersion: number;
+}
+
 export interface LoginResult {
   token: string;
   expiresAt: Date;
@@ -322,9 +333,9 @@ export class UserService {
    * wrong passwords get the same error after the same amount of hashing work.
    */
   async login(username: string, password: string, clientAddress: string): Promise<LoginResult> {
-    const { prisma, tokens, logger } = this.options;
+    const { tokens, logger } = this.options;
     // Filled by the check, which runs inside the limits.
-    const attempt: { row: Awaited<ReturnType<typeof prisma.user.findUnique>>; valid: boolean } = { row: null, valid: false };
+    const attempt: { row: StoredAccount | null; valid: boolean } = { row: null, valid: false };
     const passed = await this.checkUnderLimits(username, clientAddress, async () => {
       // Names that no account can have are not looked up. PostgreSQL rejects a
       // NUL character in a query. Its lower() also maps some non-ASCII
@@ -363,12 +374,16 @@ export class UserService {
    * username equals `username` without regard to case, as `findByUsername`
    * compares. The login limits count usernames without regard to case too.
    */
-  private async findAccountByUsername(username: string) {
-    const { prisma } = this.options;
-    const ids = await prisma.$queryRaw<Array<{ id: string }>>`
-      SELECT id FROM users WHERE lower(username) = lower(${username}) ORDER BY username = ${username} DESC LIMIT 1`;
-    const id = ids[0]?.id;
-    return id === undefined ? null : prisma.user.findUnique({ where: { id } });
+  private async findAccountByUsername(username: string): Promise<StoredAccount | null> {
+    // One query, whether or not the account exists, so that the time of a
+    // failed login does not tell known usernames from unknown ones. Comparing
+    // lower() values keeps `_` and `%` plain characters, which LIKE and
+    // ILIKE would treat as wildcards.
+    const rows = await this.options.prisma.$queryRaw<StoredAccount[]>`
+      SELECT id::text, username, role::text, password_hash AS "passwordHash", created_at AS "createdAt",
+             disabled_at AS "disabledAt", token_version AS "tokenVersion"
+      FROM users WHERE lower(username) = lower(${username}) ORDER BY username = ${username} DESC LIMIT 1`;
+    return rows[0] ?? null;
   }
 
   /**
