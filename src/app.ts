@@ -142,6 +142,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const rateLimiter = createLoginRateLimiter(store, {
       maxAttempts: config.auth.loginRateLimitMaxAttempts,
       windowSeconds: config.auth.loginRateLimitWindowSeconds,
+      logger,
     });
 
     const users = new UserService({

@@ -6,6 +6,8 @@
 import { createHash, randomUUID, type BinaryLike } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 
+import type { Logger } from 'pino';
+
 import { DomainError } from '../domain/errors.js';
 
 /** The part of the coordination store that the limiter needs. */
@@ -18,10 +20,38 @@ export interface WindowCounterStore {
   removeRunning(key: string, member: string): Promise<void>;
 }
 
+/** The limit that rejected a login attempt. */
+export type LoginLimit = 'username' | 'address' | 'running';
+
+/**
+ * The error of an attempt that a login limit rejected: UNAUTHENTICATED with
+ * reason `RATE_LIMITED`. `firstInWindow` is true for the first rejection by
+ * that limit for that username or address in the limit's current window.
+ * The store counts the rejections, so this is true across every process that
+ * shares the store. Callers log only those, so that a flood of rejected
+ * attempts logs one line per window.
+ */
+export class LoginRateLimitedError extends DomainError {
+  constructor(
+    message: string,
+    details: { retryAfterSeconds: number; maxAttempts: number; windowSeconds: number },
+    readonly limit: LoginLimit,
+    readonly firstInWindow: boolean,
+  ) {
+    super('UNAUTHENTICATED', 'RATE_LIMITED', message, details);
+  }
+
+  get retryAfterSeconds(): number {
+    return this.details.retryAfterSeconds as number;
+  }
+}
+
 export interface LoginRateLimitOptions {
   /** Failed logins allowed per window before further attempts are rejected. */
   maxAttempts: number;
   windowSeconds: number;
+  /** Receives the store errors that the limiter catches and does not raise. */
+  logger?: Pick<Logger, 'warn'>;
 }
 
 /**
@@ -39,11 +69,11 @@ export interface LoginRateLimiter {
   /**
    * Counts an attempt against the username. Call it before checking the password.
    *
-   * @throws DomainError UNAUTHENTICATED with reason `RATE_LIMITED` and
-   *   `retryAfterSeconds` in its details when the username or the address
-   *   has used up its failed attempts, or when the address has as many
-   *   attempts running as its failures leave room for. The rejected attempt
-   *   is not counted.
+   * @throws LoginRateLimitedError (UNAUTHENTICATED with reason
+   *   `RATE_LIMITED` and `retryAfterSeconds` in its details) when the
+   *   username or the address has used up its failed attempts, or when the
+   *   address has as many attempts running as its failures leave room for.
+   *   The rejected attempt is not counted.
    */
   beginAttempt(username: string, clientAddress: string): Promise<void>;
   /** Counts a failed login against the address and ends the attempt. The username counted it when the attempt began. */
@@ -105,24 +135,41 @@ export function createLoginRateLimiter(
     }
   }
 
-  function rateLimited(waitMs: number): DomainError {
+  /**
+   * Counts a rejection by the limit whose counter is `counterKey`, in a
+   * counter that ends with the limit's window in `resetInMs`, and returns
+   * whether it is the first one. When the store fails, it logs the error
+   * and returns false, so the attempt still gets its rejection rather than
+   * a store error.
+   */
+  async function isFirstRejection(counterKey: string, resetInMs: number): Promise<boolean> {
+    try {
+      const rejections = await store.incrementWindowCounter(rejectionsKey(counterKey), Math.max(1, Math.ceil(resetInMs)));
+      return rejections.count === 1;
+    } catch (error) {
+      options.logger?.warn({ err: error }, 'counting a rejected login attempt failed; the attempt is rejected without a log line');
+      return false;
+    }
+  }
+
+  async function rateLimited(limit: LoginLimit, counterKey: string, waitMs: number): Promise<LoginRateLimitedError> {
     const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
-    return new DomainError(
-      'UNAUTHENTICATED',
-      'RATE_LIMITED',
+    return new LoginRateLimitedError(
       `Too many failed logins: the limit is ${maxAttempts} per ${windowSeconds} seconds. ` +
         `Try again in ${retryAfterSeconds} seconds.`,
       { retryAfterSeconds, maxAttempts, windowSeconds },
+      limit,
+      await isFirstRejection(counterKey, waitMs),
     );
   }
 
-  function tooManyRunning(running: number, failures: number): DomainError {
-    return new DomainError(
-      'UNAUTHENTICATED',
-      'RATE_LIMITED',
+  async function tooManyRunning(clientAddress: string, running: number, failures: number): Promise<LoginRateLimitedError> {
+    return new LoginRateLimitedError(
       `Too many logins at once from this address: ${running} are running and ${failures} failed in the last ` +
         `${windowSeconds} seconds, and together they may be at most ${maxAttempts}. Try again in 1 second.`,
       { retryAfterSeconds: 1, maxAttempts, windowSeconds },
+      'running',
+      await isFirstRejection(runningKey(clientAddress), 1000),
     );
   }
 
@@ -133,16 +180,16 @@ export function createLoginRateLimiter(
     try {
       const byAddress = await store.getWindowCounter(addressKey(clientAddress));
       if (byAddress.count >= maxAttempts) {
-        throw rateLimited(byAddress.resetInMs);
+        throw await rateLimited('address', addressKey(clientAddress), byAddress.resetInMs);
       }
       if (byAddress.count + running > maxAttempts) {
-        throw tooManyRunning(running - 1, byAddress.count);
+        throw await tooManyRunning(clientAddress, running - 1, byAddress.count);
       }
       // The count includes this attempt, so up to maxAttempts of them pass.
       const byUsername = await store.incrementWindowCounter(usernameKey(username), windowMs);
       if (byUsername.count > maxAttempts) {
         await store.decrementWindowCounter(usernameKey(username));
-        throw rateLimited(byUsername.resetInMs);
+        throw await rateLimited('username', usernameKey(username), byUsername.resetInMs);
       }
     } catch (error) {
       await stopRunning(clientAddress);
@@ -175,6 +222,11 @@ export function createLoginRateLimiter(
  */
 export function usernameKey(username: string): string {
   return `login:user:${digest(username.normalize('NFC').toLowerCase())}`;
+}
+
+/** Key of the counter of the rejections by the limit whose counter is `counterKey`. */
+export function rejectionsKey(counterKey: string): string {
+  return `login:rejections:${counterKey}`;
 }
 
 /**

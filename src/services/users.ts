@@ -5,7 +5,7 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
-import type { LoginRateLimiter } from '../auth/rate-limit.js';
+import { LoginRateLimitedError, type LoginRateLimiter } from '../auth/rate-limit.js';
 import { MAX_PASSWORD_BYTES, hashPassword, needsRehash, verifyDummyPassword, verifyPassword } from '../auth/password.js';
 import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { ConfigError } from '../config/errors.js';
@@ -262,8 +262,11 @@ export class UserService {
     if (problem !== null) {
       throw badInput('INVALID_PASSWORD', `The new password is invalid: ${problem}.`);
     }
-    const valid = await this.checkUnderLimits(user.username, clientAddress, () =>
-      this.hashing.run(() => this.verifyStored(currentPassword, user.id, user.passwordHash)),
+    const valid = await this.checkUnderLimits(
+      user.username,
+      clientAddress,
+      () => this.hashing.run(() => this.verifyStored(currentPassword, user.id, user.passwordHash)),
+      { operation: 'changePassword', account: user },
     ).catch((error: unknown) => {
       // The limiter's error is UNAUTHENTICATED, on which clients drop their
       // token, and this caller's token is valid.
@@ -349,16 +352,11 @@ export class UserService {
           : this.verifyStored(password, found.id, found.passwordHash),
       );
       return found !== null && attempt.valid && found.disabledAt === null;
-    });
+    }, { operation: 'login' });
 
     const { row, valid } = attempt;
     if (!passed || row === null) {
-      // An unknown username may be a password typed into the wrong field, so
-      // only a digest of it is logged, enough to tell repeated attempts apart.
-      const identity =
-        row === null
-          ? { usernameDigest: createHmac('sha256', USERNAME_DIGEST_KEY).update(username).digest('hex').slice(0, 16) }
-          : { username: row.username, userId: row.id };
+      const identity = loginIdentity(username, row);
       logger.warn({ ...identity, clientAddress, reason: row === null ? 'unknown user' : valid ? 'disabled account' : 'wrong password' }, 'login failed');
       throw new DomainError('UNAUTHENTICATED', 'INVALID_CREDENTIALS', 'Invalid username or password.');
     }
@@ -390,11 +388,25 @@ export class UserService {
    * Runs a password check under the login limits. The attempt counts before
    * `check` runs, a false result counts as a failed login, and a true one
    * clears the username's failures. An error in `check` takes the attempt
-   * back, because the credentials were not checked.
+   * back, because the credentials were not checked. A rejection by the
+   * limits is logged for `operation`, once per limit and window. `account`
+   * names the account when the caller has read it.
    */
-  private async checkUnderLimits(username: string, clientAddress: string, check: () => Promise<boolean>): Promise<boolean> {
+  private async checkUnderLimits(
+    username: string,
+    clientAddress: string,
+    check: () => Promise<boolean>,
+    rejection: { operation: 'login' | 'changePassword'; account?: { id: string; username: string } },
+  ): Promise<boolean> {
     const { rateLimiter, logger } = this.options;
-    await rateLimiter.beginAttempt(username, clientAddress);
+    try {
+      await rateLimiter.beginAttempt(username, clientAddress);
+    } catch (error) {
+      if (error instanceof LoginRateLimitedError && error.firstInWindow) {
+        await this.logRateLimited(username, clientAddress, error, rejection);
+      }
+      throw error;
+    }
     let passed: boolean;
     try {
       passed = await check();
@@ -410,6 +422,33 @@ export class UserService {
       await rateLimiter.recordFailure(username, clientAddress);
     }
     return passed;
+  }
+
+  /**
+   * Logs an attempt that the login limits rejected, naming the account as
+   * `login failed` does. Only the first rejection by a limit in its window
+   * comes here, so the account lookup runs at most once per window of each
+   * username or address limit, and once a second for the limit on running
+   * attempts. When the lookup fails, the line names a digest instead.
+   */
+  private async logRateLimited(
+    username: string,
+    clientAddress: string,
+    error: LoginRateLimitedError,
+    { operation, account }: { operation: 'login' | 'changePassword'; account?: { id: string; username: string } },
+  ): Promise<void> {
+    const { logger } = this.options;
+    let found: { id: string; username: string } | null = account ?? null;
+    if (account === undefined && usernameProblem(username) === null) {
+      found = await this.findAccountByUsername(username).catch((lookupError: unknown) => {
+        logger.warn({ err: lookupError, clientAddress }, 'looking up the account of a rate-limited login failed');
+        return null;
+      });
+    }
+    logger.warn(
+      { ...loginIdentity(username, found), clientAddress, operation, limit: error.limit, retryAfterSeconds: error.retryAfterSeconds },
+      'login rejected by the rate limit (logged once per limit and window)',
+    );
   }
 
   /**
@@ -584,6 +623,21 @@ export class UserService {
   private async hashNewPassword(password: string): Promise<string> {
     return this.hashing.run(() => hashPassword(password, { log2N: this.options.passwordScryptLog2N }));
   }
+}
+
+/**
+ * Returns the fields that name the account of a login in the log: the
+ * username and id of a known account, and for an unknown username only a
+ * digest, because it may be a password typed into the wrong field.
+ */
+function loginIdentity(
+  username: string,
+  account: { id: string; username: string } | null,
+): { username: string; userId: string } | { usernameDigest: string } {
+  if (account === null) {
+    return { usernameDigest: createHmac('sha256', USERNAME_DIGEST_KEY).update(username).digest('hex').slice(0, 16) };
+  }
+  return { username: account.username, userId: account.id };
 }
 
 /** Converts the problems of the first admin into a configuration error that names ADMIN_USERNAME or ADMIN_PASSWORD. */

@@ -2,6 +2,9 @@
  * Login rate limits per username and per client address, over HTTP. The
  * server trusts X-Forwarded-For here, so each test picks its client address.
  */
+import { Writable } from 'node:stream';
+
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startTestServer, type TestServer } from '../support/app.js';
@@ -16,11 +19,33 @@ interface LoginReply {
   error: { code?: string; reason?: string; message?: string; retryAfterSeconds?: number } | undefined;
 }
 
+/** The message of the line that logs the first rejection by a login limit in its window. */
+const REJECTED_MESSAGE = 'login rejected by the rate limit (logged once per limit and window)';
+
+interface LogEntry {
+  msg: string;
+  username?: string;
+  userId?: string;
+  usernameDigest?: string;
+  clientAddress?: string;
+  operation?: string;
+  limit?: string;
+  retryAfterSeconds?: number;
+}
+
 describe('login rate limits over HTTP', () => {
   let server: TestServer;
+  const logLines: string[] = [];
 
   beforeAll(async () => {
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        logLines.push(...chunk.toString('utf8').split('\n').filter((line) => line.trim() !== ''));
+        callback();
+      },
+    });
     server = await startTestServer(import.meta.filename, {
+      logger: pino({ level: 'info' }, stream),
       sweeper: false,
       env: {
         TRUST_PROXY: 'true',
@@ -50,6 +75,13 @@ describe('login rate limits over HTTP', () => {
       token: body.token,
       error: body.error,
     };
+  }
+
+  /** Returns the logged rejections by the login limits that `match` selects. */
+  function rejectionLines(match: (entry: LogEntry) => boolean): LogEntry[] {
+    return logLines
+      .map((line) => JSON.parse(line) as LogEntry)
+      .filter((entry) => entry.msg === REJECTED_MESSAGE && match(entry));
   }
 
   it('per username across addresses', async () => {
@@ -217,6 +249,66 @@ describe('login rate limits over HTTP', () => {
     expect(Number(limited.retryAfter)).toBe(limited.error?.extensions?.retryAfterSeconds);
     expect(limited.error?.message).toContain('The password was not changed.');
     expect((await server.gql('{ me { id } }', {}, member.token)).data?.me?.id).toBe(member.id);
+    const lines = rejectionLines((entry) => entry.username === 'limit-change');
+    expect(lines, 'logged rejections').toHaveLength(1);
+    expect(lines[0]?.operation, 'operation').toBe('changePassword');
+    expect(lines[0]?.userId, 'user id').toBe(member.id);
+  });
+
+  it('limited login logged once per window', async () => {
+    const member = await server.createUser('limit-logged');
+    const wrongPassword = 'Limit-Logged-Wrong-4711';
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      expect((await login('limit-logged', wrongPassword, `198.18.0.${attempt}`)).error?.reason).toBe('INVALID_CREDENTIALS');
+    }
+
+    const first = await login('limit-logged', 'limit-logged-password', '198.18.0.50');
+    expect(first.error?.reason, 'first rejection').toBe('RATE_LIMITED');
+    for (let attempt = 1; attempt <= 5; attempt += 1) {
+      const again = await login(attempt % 2 === 0 ? 'LIMIT-LOGGED' : 'limit-logged', wrongPassword, `198.18.0.${50 + attempt}`);
+      expect(again.error?.reason, `rejection ${attempt + 1}`).toBe('RATE_LIMITED');
+    }
+
+    const lines = rejectionLines((entry) => entry.username === 'limit-logged');
+    expect(lines, 'lines for the username').toHaveLength(1);
+    expect(lines[0]?.userId, 'user id').toBe(member.id);
+    expect(lines[0]?.clientAddress, 'address of the first rejection').toBe('198.18.0.50');
+    expect(lines[0]?.operation, 'operation').toBe('login');
+    expect(lines[0]?.limit, 'limit').toBe('username');
+    expect(lines[0]?.retryAfterSeconds, 'retry after').toBe(Number(first.retryAfter));
+    const log = logLines.join('\n');
+    expect(log, 'wrong password').not.toContain(wrongPassword);
+    expect(log, 'right password').not.toContain('limit-logged-password');
+    expect(log, 'token').not.toContain(member.token);
+  });
+
+  it('limited unknown username logged by digest', async () => {
+    const typedAsUsername = 'Limit-Typed-Secret-4711';
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS + 3; attempt += 1) {
+      await login(typedAsUsername, 'not-the-password', `198.18.1.${attempt}`);
+    }
+
+    const lines = rejectionLines((entry) => entry.clientAddress === `198.18.1.${MAX_ATTEMPTS + 1}`);
+    expect(lines, 'lines for the first rejection').toHaveLength(1);
+    expect(lines[0]?.usernameDigest, 'digest').toMatch(/^[0-9a-f]{16}$/);
+    expect(lines[0]?.username, 'username').toBeUndefined();
+    expect(rejectionLines((entry) => entry.usernameDigest === lines[0]?.usernameDigest), 'lines for the digest').toHaveLength(1);
+    expect(logLines.join('\n'), 'username typed').not.toContain(typedAsUsername);
+  });
+
+  it('address limit logged once for many usernames', async () => {
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      await login(`limit-address-guess-${attempt}`, 'not-the-password', '198.18.2.1');
+    }
+
+    for (let attempt = 1; attempt <= 5; attempt += 1) {
+      const reply = await login(`limit-address-spray-${attempt}`, 'not-the-password', '198.18.2.1');
+      expect(reply.error?.reason, `spray ${attempt}`).toBe('RATE_LIMITED');
+    }
+
+    const lines = rejectionLines((entry) => entry.clientAddress === '198.18.2.1');
+    expect(lines, 'lines for the address').toHaveLength(1);
+    expect(lines[0]?.limit, 'limit').toBe('address');
   });
 
   it('GraphQL login limited too', async () => {

@@ -4,6 +4,7 @@ import {
   addressGroup,
   addressKey,
   createLoginRateLimiter,
+  LoginRateLimitedError,
   runningKey,
   usernameKey,
   type LoginRateLimiter,
@@ -257,6 +258,90 @@ describe('login rate limiter', () => {
 
     await rateLimitError(limiter.beginAttempt('d', '2001:db8:1:2:abcd::9'));
     await expect(limiter.beginAttempt('d', '2001:db8:1:3::1')).resolves.toBeUndefined();
+  });
+
+  describe('first rejection in a window', () => {
+    /** Returns the limit and `firstInWindow` of the rejection of an attempt. */
+    async function rejection(limiter: LoginRateLimiter, username: string, clientAddress: string) {
+      const error = await rateLimitError(limiter.beginAttempt(username, clientAddress));
+      expect(error, 'error class').toBeInstanceOf(LoginRateLimitedError);
+      const limited = error as LoginRateLimitedError;
+      return { limit: limited.limit, firstInWindow: limited.firstInWindow, retryAfterSeconds: limited.retryAfterSeconds };
+    }
+
+    it('username limit marks its first rejection', async () => {
+      const { clock, limiter } = setup();
+      for (let attempt = 1; attempt <= 3; attempt += 1) {
+        await failedLogin(limiter, 'alice', `192.0.2.${attempt}`);
+      }
+
+      expect(await rejection(limiter, 'alice', '198.51.100.1')).toEqual({ limit: 'username', firstInWindow: true, retryAfterSeconds: WINDOW_SECONDS });
+      expect(await rejection(limiter, 'ALICE', '198.51.100.2'), 'same username in another case').toMatchObject({ firstInWindow: false });
+      clock.nowMs += 100_000;
+      expect(await rejection(limiter, 'alice', '198.51.100.3'), 'later in the window').toMatchObject({ firstInWindow: false });
+
+      // The next window starts once this one ends, and its first rejection is marked again.
+      clock.nowMs += (WINDOW_SECONDS - 100) * 1000;
+      for (let attempt = 1; attempt <= 3; attempt += 1) {
+        await failedLogin(limiter, 'alice', `192.0.2.${10 + attempt}`);
+      }
+      expect(await rejection(limiter, 'alice', '198.51.100.4'), 'next window').toEqual({ limit: 'username', firstInWindow: true, retryAfterSeconds: WINDOW_SECONDS });
+    });
+
+    it('address limit marks one rejection for every username', async () => {
+      const { limiter } = setup();
+      for (const username of ['a', 'b', 'c']) {
+        await failedLogin(limiter, username, '192.0.2.1');
+      }
+
+      expect(await rejection(limiter, 'd', '192.0.2.1')).toMatchObject({ limit: 'address', firstInWindow: true });
+      expect(await rejection(limiter, 'e', '192.0.2.1'), 'another username').toMatchObject({ limit: 'address', firstInWindow: false });
+    });
+
+    it('username limits counted apart', async () => {
+      const { limiter } = setup();
+      for (let attempt = 1; attempt <= 3; attempt += 1) {
+        await failedLogin(limiter, 'alice', `192.0.2.${attempt}`);
+        await failedLogin(limiter, 'bob', `192.0.2.${10 + attempt}`);
+      }
+
+      expect(await rejection(limiter, 'alice', '198.51.100.1'), 'alice').toMatchObject({ limit: 'username', firstInWindow: true });
+      expect(await rejection(limiter, 'bob', '198.51.100.1'), 'bob').toMatchObject({ limit: 'username', firstInWindow: true });
+    });
+
+    it('store failure keeps the rejection', async () => {
+      const store = createMemoryStore();
+      const failing = {
+        ...store,
+        incrementWindowCounter: (key: string, windowMs: number) =>
+          key.startsWith('login:rejections:') ? Promise.reject(new Error('store down')) : store.incrementWindowCounter(key, windowMs),
+      };
+      const warnings: unknown[] = [];
+      const limiter = createLoginRateLimiter(failing, {
+        maxAttempts: 3,
+        windowSeconds: WINDOW_SECONDS,
+        logger: { warn: (fields: unknown) => warnings.push(fields) },
+      });
+      for (let attempt = 1; attempt <= 3; attempt += 1) {
+        await failedLogin(limiter, 'alice', `192.0.2.${attempt}`);
+      }
+
+      expect(await rejection(limiter, 'alice', '198.51.100.1')).toMatchObject({ limit: 'username', firstInWindow: false });
+      expect(warnings, 'logged store errors').toHaveLength(1);
+      expect((warnings[0] as { err?: Error }).err?.message, 'logged error').toBe('store down');
+    });
+
+    it('running limit marks one rejection per second', async () => {
+      const { clock, limiter } = setup();
+      for (const username of ['a', 'b', 'c']) {
+        await limiter.beginAttempt(username, '192.0.2.1');
+      }
+
+      expect(await rejection(limiter, 'd', '192.0.2.1')).toEqual({ limit: 'running', firstInWindow: true, retryAfterSeconds: 1 });
+      expect(await rejection(limiter, 'e', '192.0.2.1'), 'same second').toMatchObject({ firstInWindow: false });
+      clock.nowMs += 1000;
+      expect(await rejection(limiter, 'f', '192.0.2.1'), 'next second').toMatchObject({ firstInWindow: true });
+    });
   });
 
   it('rejects invalid options', () => {
