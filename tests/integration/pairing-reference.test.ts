@@ -85,6 +85,7 @@ const TRANSPORTS: readonly Transport[] = ['batch', 'single', 'rest'];
 const SET_PREFERENCE = `mutation ($input: SetAutoClosePreferenceInput!) {
   setAutoClosePreference(input: $input) { pairType }
 }`;
+const DEFINE = `mutation ($input: DefinePairTypeInput!) { definePairType(input: $input) { name } }`;
 const PAIR_TYPES = `{ pairTypes { name startType endType parent autoClose { timeoutSeconds endAt } } }`;
 
 /** Event kinds of the generated streams, with their relative weights and pair keys. */
@@ -231,6 +232,11 @@ function withOffset(instant: string, minutes: number): string {
   return `${local}${sign}${hours}:${rest}`;
 }
 
+/** Returns a pair type whose events are `<name>_started` and `<name>_ended`. */
+function namedPairType(name: string, parent: string | null, timeoutSeconds: number, endAt: EndAt): ReferencePairType {
+  return { name, startType: `${name}_started`, endType: `${name}_ended`, parent, timeoutSeconds, endAt };
+}
+
 function summarise(server: ReturnType<typeof normaliseTimeline>, raw: Awaited<ReturnType<typeof readTimeline>>) {
   const clientEvents = raw.events.filter((event) => event.origin === 'CLIENT');
   return {
@@ -266,6 +272,7 @@ describe('pairing against the reference model', () => {
       sweeper: false,
       rollups: false,
       replays: false,
+      replayChangeDelayMs: 0,
       env: {
         LATENESS_HORIZON_SECONDS: String(HORIZON_SECONDS),
         CLOCK_SKEW_SECONDS: String(CLOCK_SKEW_SECONDS),
@@ -274,15 +281,7 @@ describe('pairing against the reference model', () => {
     });
     const adminToken = await tokenOf(ADMIN.username, ADMIN.password);
     for (const pairType of CHAIN) {
-      const define = `mutation ($input: DefinePairTypeInput!) { definePairType(input: $input) { name } }`;
-      const definition = {
-        name: pairType.name,
-        startType: `${pairType.name}_started`,
-        endType: `${pairType.name}_ended`,
-        parent: pairType.parent,
-        autoClose: { timeoutSeconds: pairType.timeoutSeconds, endAt: pairType.endAt },
-      };
-      dataOf(await server.gql(define, { input: definition }, adminToken), 'definePairType');
+      await definePairType(namedPairType(pairType.name, pairType.parent, pairType.timeoutSeconds, pairType.endAt));
     }
     const listed = dataOf(await server.gql(PAIR_TYPES, {}, adminToken), 'pairTypes') as {
       pairTypes: Array<{
@@ -306,6 +305,21 @@ describe('pairing against the reference model', () => {
   afterAll(async () => {
     await server?.close();
   });
+
+  /** Defines a pair type through the API, then recomputes every user that the change queued. */
+  async function definePairType(pairType: ReferencePairType): Promise<void> {
+    const input = {
+      name: pairType.name,
+      startType: pairType.startType,
+      endType: pairType.endType,
+      parent: pairType.parent,
+      autoClose: { timeoutSeconds: pairType.timeoutSeconds, endAt: pairType.endAt },
+    };
+    dataOf(await server.gql(DEFINE, { input }, await tokenOf(ADMIN.username, ADMIN.password)), 'definePairType');
+    while ((await server.app.replays.runOnce()) > 0) {
+      // Each run recomputes the users queued so far.
+    }
+  }
 
   /** Compares one user's timeline with the model's at the clock's time, and returns the model's. */
   async function compare(userId: string, model: ReferenceUser, label: string): Promise<ReferenceTimeline> {
@@ -336,6 +350,8 @@ describe('pairing against the reference model', () => {
     setPreference(preference: Preference): Promise<void>;
     /** Sends one batch at the given clock and checks the `duplicate` flags of the reply. */
     send(clockMs: number, events: ReferenceInput[], transport?: Transport): Promise<void>;
+    /** Defines or redefines a pair type on the service, which is shared by all users, and in this user's model. */
+    definePairType(pairType: ReferencePairType): Promise<void>;
     /** Moves the clock and compares the service's timeline with the model's. */
     compareAt(clockMs: number, label: string): Promise<void>;
   }
@@ -409,6 +425,10 @@ describe('pairing against the reference model', () => {
         const duplicates = events.map((event) => model.receive(event, clockMs).duplicate);
         expect(received, `duplicate flags of ${JSON.stringify(events.map((event) => event.id))}`).toEqual(duplicates);
       },
+      async definePairType(pairType) {
+        await definePairType(pairType);
+        model.definePairType(pairType);
+      },
       async compareAt(clockMs, label) {
         clock.set(clockMs);
         const expected = await compare(userId, model, label);
@@ -447,7 +467,10 @@ describe('pairing against the reference model', () => {
   }
 
   /** A step of a directed case: a batch sent at `at` seconds after the case's start, or a comparison there. */
-  type Step = { at: number; send: ReferenceInput[] } | { at: number; compare: string };
+  type Step =
+    | { at: number; send: ReferenceInput[] }
+    | { at: number; define: ReferencePairType }
+    | { at: number; compare: string };
 
   const SECOND = 1000;
   const HORIZON_MS = HORIZON_SECONDS * SECOND;
@@ -632,6 +655,34 @@ describe('pairing against the reference model', () => {
       ],
     },
     {
+      name: 'pair types defined and changed',
+      steps: (t) => [
+        { at: 0, define: namedPairType('errand', null, 600, 'LAST_ACTIVITY') },
+        {
+          at: 450 * SECOND,
+          send: [
+            { id: 'visit-before', type: 'visit_started', occurredAt: t(0) },
+            { id: 'errand', type: 'errand_started', occurredAt: t(10 * SECOND) },
+            { id: 'beat', type: 'heartbeat', occurredAt: t(300 * SECOND) },
+            { id: 'errand-k', type: 'errand_started', pairKey: 'k', occurredAt: t(400 * SECOND) },
+          ],
+        },
+        { at: 451 * SECOND, define: namedPairType('visit', null, 1200, 'DEADLINE') },
+        {
+          at: 700 * SECOND,
+          send: [
+            { id: 'visit-end', type: 'visit_ended', occurredAt: t(500 * SECOND) },
+            { id: 'visit', type: 'visit_started', occurredAt: t(600 * SECOND) },
+          ],
+        },
+        { at: 1000 * SECOND, compare: 'roles fixed at receipt' },
+        { at: 1001 * SECOND, define: namedPairType('errand', 'session', 300, 'DEADLINE') },
+        { at: 1002 * SECOND, compare: 'errand under session' },
+        { at: 1003 * SECOND, define: namedPairType('visit', 'errand', 100, 'LAST_ACTIVITY') },
+        { at: 5000 * SECOND, compare: 'visit under errand' },
+      ],
+    },
+    {
       name: 'repeat without occurredAt',
       steps: () => [
         { at: 10 * SECOND, send: [{ id: 'start', type: 'session_started' }] },
@@ -651,7 +702,10 @@ describe('pairing against the reference model', () => {
       const prefix = `case${subjects}`;
       const t = (ms: number) => new Date(base + ms).toISOString();
       for (const step of testCase.steps(t)) {
-        if ('send' in step) {
+        if ('define' in step) {
+          clock.set(base + step.at);
+          await subject.definePairType(step.define);
+        } else if ('send' in step) {
           if (testCase.future !== true) {
             // Guards the case itself: a FUTURE_TIMESTAMP would move the event to the receipt time.
             const skewEnd = base + step.at + CLOCK_SKEW_SECONDS * SECOND;

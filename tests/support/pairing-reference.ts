@@ -65,6 +65,8 @@ export interface ReferenceSettings {
 interface StoredEvent {
   clientId: string;
   type: string;
+  /** Pair type and role of the event's type when it was received, which later definitions do not change. */
+  role: { pairType: string; role: 'START' | 'END' } | undefined;
   pairKey: string;
   /** Instant at which the event applies, in ms since the epoch. */
   at: number;
@@ -132,10 +134,19 @@ export class ReferenceUser {
     private readonly settings: ReferenceSettings,
   ) {
     for (const pairType of pairTypes) {
-      this.pairTypes.set(pairType.name, pairType);
-      this.roleOfType.set(pairType.startType, { pairType: pairType.name, role: 'START' });
-      this.roleOfType.set(pairType.endType, { pairType: pairType.name, role: 'END' });
+      this.definePairType(pairType);
     }
+  }
+
+  /**
+   * Adds a pair type, or replaces the parent and policy of one. Events received
+   * later take their role from it, and the parent and policy apply to the
+   * whole history.
+   */
+  definePairType(pairType: ReferencePairType): void {
+    this.pairTypes.set(pairType.name, pairType);
+    this.roleOfType.set(pairType.startType, { pairType: pairType.name, role: 'START' });
+    this.roleOfType.set(pairType.endType, { pairType: pairType.name, role: 'END' });
   }
 
   setPreference(pairType: string, policy: ReferencePolicy): void {
@@ -173,10 +184,12 @@ export class ReferenceUser {
       this.latestApplied = Math.max(this.latestApplied ?? at, at);
     }
 
+    const role = this.roleOfType.get(input.type);
     const event: StoredEvent = {
       clientId: input.id,
       type: input.type,
-      pairKey: this.roleOfType.has(input.type) ? (input.pairKey ?? '') : '',
+      role,
+      pairKey: role === undefined ? '' : (input.pairKey ?? ''),
       at,
       arrival: this.events.length,
       receiptFlags,
@@ -199,10 +212,6 @@ export class ReferenceUser {
 
   /** @internal */ allEvents(): readonly StoredEvent[] {
     return this.events;
-  }
-
-  /** @internal */ role(type: string): { pairType: string; role: 'START' | 'END' } | undefined {
-    return this.roleOfType.get(type);
   }
 
   /** @internal */ pairType(name: string): ReferencePairType {
@@ -319,7 +328,7 @@ class Fold {
   }
 
   private apply(event: StoredEvent): void {
-    const role = this.user.role(event.type);
+    const role = event.role;
     if (role === undefined) {
       return;
     }
