@@ -683,6 +683,31 @@ describe('pairing against the reference model', () => {
       ],
     },
     {
+      name: 'causes of chained corrections',
+      preferences: [
+        { pairType: 'project', timeoutSeconds: 300, endAt: 'DEADLINE' },
+        { pairType: 'phase', timeoutSeconds: 3000, endAt: 'LAST_ACTIVITY' },
+        { pairType: 'step', timeoutSeconds: 3000, endAt: 'DEADLINE' },
+      ],
+      steps: (t) => [
+        {
+          at: 200 * SECOND,
+          send: [
+            // Synthesises the phase and the project, both caused by this start.
+            { id: 'step', type: 'step_started', occurredAt: t(0) },
+            // Ends the project, the phase and the step, all three caused by this start.
+            { id: 'project-again', type: 'project_started', occurredAt: t(60 * SECOND) },
+            { id: 'step-again', type: 'step_started', pairKey: 'y', occurredAt: t(120 * SECOND) },
+            // Ends the phase and the step under it, both caused by this end.
+            { id: 'project-end', type: 'project_ended', occurredAt: t(180 * SECOND) },
+            { id: 'step-last', type: 'step_started', occurredAt: t(190 * SECOND) },
+          ],
+        },
+        // The project's deadline ends the phase and the step, caused by its AUTO_CLOSE.
+        { at: 1000 * SECOND, compare: 'causes' },
+      ],
+    },
+    {
       name: 'repeat without occurredAt',
       steps: () => [
         { at: 10 * SECOND, send: [{ id: 'start', type: 'session_started' }] },
