@@ -509,6 +509,7 @@ describe('pairing against the reference model', () => {
       ],
     },
     {
+      // The task and the session share a deadline, so the task closes with the session.
       name: 'end at the deadline',
       steps: (t) => [
         {
