@@ -492,6 +492,7 @@ describe('IntervalSet cases', () => {
   it('equals compares contents', () => {
     expect(IntervalSet.of(0, 5).equals(IntervalSet.fromPairs([[0, 2], [2, 5]]))).toBe(true);
     expect(IntervalSet.of(0, 5).equals(IntervalSet.of(0, 6))).toBe(false);
+    expect(IntervalSet.of(0, 5).equals(IntervalSet.of(1, 5))).toBe(false);
     expect(IntervalSet.empty().equals(IntervalSet.of(3, 3))).toBe(true);
   });
 
