@@ -197,6 +197,12 @@ describe('bucketTotals', () => {
     expect(bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC')).toEqual([]);
   });
 
+  it('returns no buckets for an empty window inside a day', () => {
+    const w = window('2024-03-12T10:20:00Z', '2024-03-12T10:20:00Z');
+    expect(bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC')).toEqual([]);
+    expect(bucketBoundaries(w, 'HOUR', 'Europe/Prague')).toEqual([]);
+  });
+
   it('adds up on random data over three days', () => {
     const random = prng(7);
     const w = window('2024-05-01T00:00:00+02:00', '2024-05-04T00:00:00+02:00');
@@ -361,6 +367,36 @@ describe('bucketTotals across DST', () => {
     ]);
   });
 
+  it('starts a window at the 1867 date-line move', () => {
+    // America/Adak went from 1867-10-19 12:44:35 +12:13:22 back to 1867-10-18
+    // 12:44:35 -11:46:38 at 00:31:13Z, so the first bucket that the walk
+    // finds ends before the window starts.
+    const w = window('1867-10-19T00:31:13Z', '1867-10-22T00:31:13Z');
+    const buckets = bucketTotals(wholeWindow(w), w, 'DAY', 'America/Adak');
+
+    expect(startsOf(buckets)).toEqual([
+      '1867-10-19T00:31:13.000Z',
+      '1867-10-20T11:46:38.000Z',
+      '1867-10-21T11:46:38.000Z',
+    ]);
+    expect(buckets.map((bucket) => bucket.ms)).toEqual([126_925_000, DAY_MS, 45_875_000]);
+  });
+
+  it('starts hours at a local mean time offset in seconds', () => {
+    // America/Puerto_Rico kept its local mean time, -04:24:25, until 1899.
+    // luxon gives that offset in minutes as a fraction that is not exact.
+    const w = window('1899-03-28T13:00:00Z', '1899-03-28T16:00:00Z');
+    const buckets = bucketTotals(wholeWindow(w), w, 'HOUR', 'America/Puerto_Rico');
+
+    expect(startsOf(buckets)).toEqual([
+      '1899-03-28T13:00:00.000Z',
+      '1899-03-28T13:24:25.000Z',
+      '1899-03-28T14:24:25.000Z',
+      '1899-03-28T15:24:25.000Z',
+    ]);
+    expect(buckets.map((bucket) => bucket.ms / 1000)).toEqual([1465, 3600, 3600, 2135]);
+  });
+
   it('keeps Apia days whole across the skipped date', () => {
     // Samoa skipped 2011-12-30, moving from -10:00 to +14:00.
     const w = window('2011-12-29T00:00:00-10:00', '2012-01-01T00:00:00+14:00');
@@ -499,6 +535,13 @@ describe('bucketTotals errors', () => {
       }),
     );
     expect(bucketTotals(IntervalSet.empty(), w, 'DAY', 'UTC', 101)).toHaveLength(101);
+  });
+
+  it('accepts exactly the maximum of hour buckets', () => {
+    // A UTC hour is as long as the longest an hour bucket can be, so the
+    // estimate before the walk equals the count.
+    const w = window('2024-01-01T00:00:00Z', '2024-01-02T00:00:00Z');
+    expect(bucketTotals(IntervalSet.empty(), w, 'HOUR', 'UTC', 24)).toHaveLength(24);
   });
 
   it('names a lower bound when the walk stops early', () => {
