@@ -130,6 +130,25 @@ describe('absorbsLateEvent after a policy change', () => {
  * enough back to fall beyond a one-hour horizon. With one catalog, the
  * reference timeline (which absorbs) must equal a full replay.
  */
+describe('absorbsLateEvent bounds', () => {
+  const catalog = catalogWith({ timeoutSeconds: 3600, endAt: 'LAST_ACTIVITY' });
+  const folded = applyEvent(emptyState(), event(1, 10, 'POINT'), catalog).state;
+
+  it('absorbs an earlier point', () => {
+    expect(absorbsLateEvent(folded, event(2, 5, 'POINT'))).toBe(true);
+  });
+
+  it('returns false at the position', () => {
+    expect(absorbsLateEvent(folded, event(1, 10, 'POINT'))).toBe(false);
+  });
+
+  it('returns false without a decision bound', () => {
+    // States saved before lastAutoCloseAt existed lack the field.
+    const { lastAutoCloseAt: _bound, ...saved } = folded;
+    expect(absorbsLateEvent(saved, event(2, 5, 'POINT'))).toBe(false);
+  });
+});
+
 describe('absorbsLateEvent with one catalog', () => {
   const limits = { clockSkewMs: 5 * MINUTE, latenessHorizonMs: 60 * MINUTE };
 

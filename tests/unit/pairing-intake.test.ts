@@ -37,6 +37,18 @@ describe('classifyArrival', () => {
     expect(result.ignored).toBe(ignored);
   });
 
+  it('accepts limits of zero', () => {
+    const limits = { clockSkewMs: 0, latenessHorizonMs: 0 };
+
+    const future = classifyArrival({ occurredAt: RECEIVED + 1, receivedAt: RECEIVED, maxAppliedOccurredAt: null }, limits);
+    expect(future.occurredAt).toBe(RECEIVED);
+    expect(future.flags).toEqual(['FUTURE_TIMESTAMP']);
+
+    const late = classifyArrival({ occurredAt: RECEIVED - 1, receivedAt: RECEIVED, maxAppliedOccurredAt: RECEIVED }, limits);
+    expect(late.flags).toEqual(['LATE_BEYOND_HORIZON']);
+    expect(late.ignored).toBe(true);
+  });
+
   it.each([
     { name: 'negative skew', limits: { clockSkewMs: -1, latenessHorizonMs: DAY } },
     { name: 'NaN horizon', limits: { clockSkewMs: 0, latenessHorizonMs: Number.NaN } },

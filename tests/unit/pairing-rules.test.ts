@@ -666,6 +666,24 @@ describe('AUTO_CLOSE', () => {
     expect(closed[0]).toMatchObject({ endAt: at('10:30'), decidedAt: { at: at('11:00'), seq: -1 } });
   });
 
+  it('nextDeadline picks the earliest', () => {
+    // The session is due at 22:00 (12 h after 10:00), the call at 11:00.
+    const hourlyCall = { call: { timeoutSeconds: 3600, endAt: 'LAST_ACTIVITY' as const } };
+    const rows: EventRow[] = [
+      ['start', 'session', '09:00'],
+      ['start', 'call', '10:00'],
+    ];
+    const catalog = catalogWith(hourlyCall);
+    const { state } = fold(eventsOf(rows), catalog);
+    expect(nextDeadline(state, catalog)).toBe(at('11:00'));
+  });
+
+  it('rejects a zero timeout', () => {
+    const catalog = catalogWith({ session: { timeoutSeconds: 0, endAt: 'DEADLINE' } });
+    const { state } = fold(eventsOf([['start', 'session', '09:00']]), catalogWith());
+    expect(() => nextDeadline(state, catalog)).toThrow(RangeError);
+  });
+
   it('nextDeadline is null when idle', () => {
     expect(nextDeadline(emptyState(), catalogWith())).toBeNull();
   });
@@ -718,6 +736,13 @@ describe('applyEvent', () => {
     const { state } = fold(eventsOf([['start', 'session', '09:00']]), catalog);
     const early = { ...eventsOf([['point', '08:00']])[0]!, id: 'e2', seq: 2 };
     expect(() => applyEvent(state, early, catalog)).toThrow(RangeError);
+  });
+
+  it('rejects event at position', () => {
+    const catalog = catalogWith();
+    const events = eventsOf([['start', 'session', '09:00']]);
+    const { state } = fold(events, catalog);
+    expect(() => applyEvent(state, events[0]!, catalog)).toThrow(RangeError);
   });
 
   it('leaves input state unchanged', () => {
