@@ -2,7 +2,7 @@ import { parseValue, type GraphQLScalarType } from 'graphql';
 import { DateTimeResolver } from 'graphql-scalars';
 import { describe, expect, it } from 'vitest';
 
-import { isoInstant, MAX_INSTANT_MS, MIN_INSTANT_MS } from '../../src/domain/storable.js';
+import { isoInstant, isStorableInstant, MAX_INSTANT_MS, MIN_INSTANT_MS } from '../../src/domain/storable.js';
 import { resolvers } from '../../src/graphql/resolvers/index.js';
 import { SECOND_60_WITH_OTHER_FAULT } from '../support/instant-cases.js';
 
@@ -19,6 +19,19 @@ function seededValues(count: number, min: number, max: number): number[] {
   }
   return values;
 }
+
+describe('isStorableInstant', () => {
+  it.each([
+    { name: 'earliest', ms: MIN_INSTANT_MS, storable: true },
+    { name: 'latest', ms: MAX_INSTANT_MS, storable: true },
+    { name: 'before the range', ms: MIN_INSTANT_MS - 1, storable: false },
+    { name: 'after the range', ms: MAX_INSTANT_MS + 1, storable: false },
+    { name: 'a fraction of a millisecond', ms: 1.5, storable: false },
+    { name: 'NaN', ms: Number.NaN, storable: false },
+  ])('checks $name', ({ ms, storable }) => {
+    expect(isStorableInstant(ms)).toBe(storable);
+  });
+});
 
 describe('isoInstant', () => {
   it.each([

@@ -87,6 +87,12 @@ describe('evaluate', () => {
     expect(result.toString()).toBe(expected);
   });
 
+  it('clips a literal built for a wider window', () => {
+    const expr = toExpression({ intervals: [{ start: 0, end: 100 }] }, { start: 0, end: 100 });
+    const result = evaluate(expr, { start: 10, end: 60 }, () => IntervalSet.empty());
+    expect(result.toString()).toBe('[10, 60)');
+  });
+
   it('loads each distinct leaf once', () => {
     const calls: string[] = [];
     const window = { start: 0, end: 100 };
