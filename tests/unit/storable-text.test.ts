@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { characterCount, isBlank } from '../../src/domain/storable.js';
+import { characterCount, exceedsCharacters, isBlank, jsonProblem } from '../../src/domain/storable.js';
 
 describe('characterCount', () => {
   it.each([
@@ -39,5 +39,49 @@ describe('isBlank', () => {
     ['heartbeat', false],
   ])('%j is blank: %s', (text, expected) => {
     expect(isBlank(text)).toBe(expected);
+  });
+});
+
+describe('exceedsCharacters', () => {
+  it.each([
+    ['abc', 3, false],
+    ['abcd', 3, true],
+    // Two emoji are four UTF-16 units but two characters.
+    ['😀😀', 2, false],
+    ['😀😀😀', 2, true],
+  ])('%j above %i: %s', (text, max, expected) => {
+    expect(exceedsCharacters(text, max)).toBe(expected);
+  });
+});
+
+describe('jsonProblem', () => {
+  /** Builds an object nested `levels` deep: `{ a: { a: ... {} } }`. */
+  function nested(levels: number): unknown {
+    let value: unknown = {};
+    for (let level = 1; level < levels; level += 1) {
+      value = { a: value };
+    }
+    return value;
+  }
+
+  it('accepts nesting at the maximum', () => {
+    expect(jsonProblem(nested(3), 3)).toBeNull();
+  });
+
+  it('rejects nesting above the maximum', () => {
+    expect(jsonProblem(nested(4), 3)?.message).toBe('nests deeper than the maximum of 3 levels of objects and arrays');
+  });
+
+  it('rejects a constructor key holding prototype', () => {
+    const value = JSON.parse('{"constructor":{"prototype":{}}}') as unknown;
+    expect(jsonProblem(value, 10)?.path).toBe('.constructor');
+  });
+
+  it('accepts a constructor key without prototype', () => {
+    expect(jsonProblem({ constructor: 'x' }, 10)).toBeNull();
+  });
+
+  it('rejects an undefined value', () => {
+    expect(jsonProblem({ tags: ['a', undefined] }, 10)?.path).toBe('.tags[1]');
   });
 });
