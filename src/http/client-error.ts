@@ -6,7 +6,7 @@
  * body of its own shape. This one sends the shapes of the other errors of
  * the HTTP layer: GraphQL's `errors` on /graphql and `{ error }` elsewhere.
  */
-import { maxHeaderSize, STATUS_CODES } from 'node:http';
+import { maxHeaderSize, STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 import type { FastifyBaseLogger } from 'fastify';
@@ -57,16 +57,38 @@ function readRequestStart(rawPacket: unknown): RequestStart {
 }
 
 /**
+ * Calls `send` once no reply of an earlier request on `socket` is in flight.
+ * Node parses pipelined requests ahead of their replies, so a later request
+ * can fail to parse while the replies of earlier ones are still due, and a
+ * client matches replies to its requests by their order. `_httpMessage` is
+ * the reply that Node is writing on the socket, the field that Node's own
+ * fallback for 'clientError' checks. When that reply finishes, Node moves
+ * the next queued one there before this listener runs.
+ */
+function afterRepliesInFlight(socket: Socket, send: () => void): void {
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (inFlight === null || inFlight === undefined) {
+    send();
+    return;
+  }
+  inFlight.once('finish', () => afterRepliesInFlight(socket, send));
+}
+
+/**
  * Returns a Fastify `clientErrorHandler` that sends 431 for a request line
  * and headers above Node's limit and 400 for other requests that are not
  * valid HTTP, then closes the connection. A request that timed out gets its
- * 408 from `answerRequestTimeouts` first, which destroys the socket.
+ * 408 from `answerRequestTimeouts` first, which destroys the socket. The
+ * reply waits for the replies of earlier pipelined requests on the socket.
  */
 export function createClientErrorHandler(logger: FastifyBaseLogger): (error: ClientError, socket: Socket) => void {
+  // Node's parser reports its error again for data that arrives while the reply waits.
+  const answered = new WeakSet<Socket>();
   return (error, socket) => {
-    if (error.code === 'ECONNRESET' || socket.destroyed) {
+    if (error.code === 'ECONNRESET' || socket.destroyed || answered.has(socket)) {
       return;
     }
+    answered.add(socket);
     const { url, accept } = readRequestStart(error.rawPacket);
     const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
     const status = tooLarge ? 431 : 400;
@@ -91,11 +113,13 @@ export function createClientErrorHandler(logger: FastifyBaseLogger): (error: Cli
     const type = pathOf(url) === '/graphql' ? graphqlReplyType(accept) : 'application/json; charset=utf-8';
     // NOTE: the reply carries no CORS headers, because the CORS hook runs only
     // for parsed requests, so a page of another origin cannot read it.
-    if (socket.writable) {
-      socket.write(
-        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-      );
-    }
-    socket.destroy();
+    afterRepliesInFlight(socket, () => {
+      if (socket.writable) {
+        socket.write(
+          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        );
+      }
+      socket.destroy();
+    });
   };
 }

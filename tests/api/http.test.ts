@@ -675,6 +675,24 @@ describe('HTTP behaviour', () => {
       expect(reply.json?.errors?.[0]?.message, 'message').toContain('POST');
     });
 
+    // A client matches pipelined replies to its requests by their order, so
+    // the 431 of the second request must not take the place of the first's reply.
+    it('pipelined 431 follows earlier reply', async () => {
+      const { port } = new URL(server.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      const received: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => received.push(chunk));
+      const first = `GET /graphql?query=${encodeURIComponent('{ __typename }')} HTTP/1.1\r\nHost: 127.0.0.1\r\napollo-require-preflight: true\r\n\r\n`;
+      const second = `GET /graphql?query=${'x'.repeat(20_000)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+      socket.write(first + second);
+      await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+
+      const replies = Buffer.concat(received).toString('utf8');
+      const statusLines = replies.match(/HTTP\/1\.1 \d{3}/g) ?? [];
+      expect(statusLines, 'status lines in order').toEqual(['HTTP/1.1 200', 'HTTP/1.1 431']);
+      expect(replies, 'first reply').toContain('"__typename":"Query"');
+    });
+
     it('long REST header is a REST 431', async () => {
       const reply = await send(`${server.url}/api/events`, {
         method: 'POST',
