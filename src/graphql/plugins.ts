@@ -15,6 +15,7 @@ import {
   type DocumentNode,
   type FieldNode,
   type FragmentDefinitionNode,
+  type FormattedExecutionResult,
   type GraphQLFormattedError,
   type OperationDefinitionNode,
   type SelectionNode,
@@ -794,6 +795,21 @@ function authenticationStatus(error: DomainError): number {
   return error.kind === 'UNAUTHENTICATED' ? 401 : 503;
 }
 
+/** Returns `result` with the stack traces of its PERSISTED_QUERY_NOT_FOUND errors removed. */
+function withoutPersistedQueryStacktraces(result: FormattedExecutionResult): FormattedExecutionResult {
+  if (result.errors?.some((error) => error.extensions?.code === ApolloServerErrorCode.PERSISTED_QUERY_NOT_FOUND) !== true) {
+    return result;
+  }
+  const errors = result.errors.map((error) => {
+    if (error.extensions?.code !== ApolloServerErrorCode.PERSISTED_QUERY_NOT_FOUND) {
+      return error;
+    }
+    const { stacktrace: _stacktrace, ...extensions } = error.extensions;
+    return { ...error, extensions };
+  });
+  return { ...result, errors };
+}
+
 /**
  * Hides the schema from requests without a token, which may use only `login`
  * and `{ __typename }`. Introspection requires a valid token, and Apollo
@@ -828,7 +844,13 @@ export function createAnonymousAccessPlugin(): ApolloServerPlugin<GraphQLContext
           });
         },
         async willSendResponse({ contextValue, document, request, response }) {
-          if (contextValue.viewer !== null || document === undefined || response.body.kind !== 'single') {
+          if (contextValue.viewer !== null || response.body.kind !== 'single') {
+            return;
+          }
+          if (document === undefined) {
+            // Apollo's error for an unknown hash carries a stack trace under
+            // NODE_ENV=development, and the one below for a registered hash does not.
+            response.body.singleResult = withoutPersistedQueryStacktraces(response.body.singleResult);
             return;
           }
           if (stopped && request.query === undefined) {

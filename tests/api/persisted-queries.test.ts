@@ -87,3 +87,41 @@ describe('persisted queries', () => {
     expect(response.status, 'status of a batch').toBe(400);
   });
 });
+
+// Under NODE_ENV=development, the default, GraphQL errors carry stack traces.
+describe('persisted queries in development', () => {
+  let server: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, { sweeper: false, env: { NODE_ENV: 'development' } });
+    token = await server.adminToken();
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('known and unknown hashes match', async () => {
+    const query = '{ me { id } }';
+    const hash = createHash('sha256').update(query).digest('hex');
+    const neverSent = createHash('sha256').update(`${query} `).digest('hex');
+    const post = async (body: Record<string, unknown>, authorization?: string) => {
+      const response = await fetch(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(authorization === undefined ? {} : { authorization }) },
+        body: JSON.stringify(body),
+      });
+      const headers = ['content-type', 'cache-control', 'www-authenticate'].map((name) => [name, response.headers.get(name)]);
+      return { status: response.status, headers: Object.fromEntries(headers), text: await response.text() };
+    };
+    const registered = await post({ query, extensions: { persistedQuery: { version: 1, sha256Hash: hash } } }, `Bearer ${token}`);
+    expect(registered.status, 'status of the registration').toBe(200);
+
+    const unknown = await post({ extensions: { persistedQuery: { version: 1, sha256Hash: neverSent } } });
+    const known = await post({ extensions: { persistedQuery: { version: 1, sha256Hash: hash } } });
+
+    expect(known, 'known hash without a token').toEqual(unknown);
+    expect(JSON.parse(unknown.text).errors?.[0]?.extensions?.code, 'code').toBe('PERSISTED_QUERY_NOT_FOUND');
+  });
+});
