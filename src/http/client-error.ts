@@ -35,6 +35,12 @@ interface RequestStart {
  * whole lines count. Without a whole Accept line the reply is
  * `application/json`, and a request line cut before its path ends gives the
  * REST shape.
+ *
+ * NOTE: `rawPacket` is only the read in which the parser failed. When the
+ * request arrived in several reads, as a long URL over a real network
+ * usually does, the request line is in an earlier one, so a GET of /graphql
+ * gets the REST shape. In a read that holds pipelined requests, the line
+ * read here is the first request's, not the failed one's.
  */
 function readRequestStart(rawPacket: unknown): RequestStart {
   if (!Buffer.isBuffer(rawPacket)) {
