@@ -9,7 +9,8 @@ import type { Socket } from 'node:net';
 
 import type { Logger } from 'pino';
 
-import { errorReplyBody } from './error-body.js';
+import { errorReplyBody, pathOf } from './error-body.js';
+import { graphqlReplyType } from './graphql-media-type.js';
 
 /** Node's default interval between its checks for requests past their deadline. */
 const NODE_CHECKING_INTERVAL_MS = 30_000;
@@ -77,9 +78,10 @@ export function answerRequestTimeouts(server: Server, requestTimeoutMs: number, 
     // A body that timed out has a known URL, so a /graphql request gets GraphQL's `errors` shape.
     const url = headersReceived ? (latest.url ?? '') : '';
     const body = JSON.stringify(errorReplyBody(url, { code: 'BAD_REQUEST', reason: 'REQUEST_TIMEOUT', ...timeoutError }));
+    const type = headersReceived && pathOf(url) === '/graphql' ? graphqlReplyType(latest.headers.accept) : 'application/json; charset=utf-8';
     if (socket.writable) {
       socket.write(
-        `HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        `HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
       );
     }
     socket.destroy();

@@ -919,6 +919,20 @@ describe('REQUEST_TIMEOUT_MS', () => {
     expect(graphqlBody.errors?.[0]?.message, 'message').toContain(`within ${REQUEST_TIMEOUT_MS} ms (REQUEST_TIMEOUT_MS)`);
   });
 
+  it.each([
+    ['application/graphql-response+json,application/json;q=0.9', 'application/graphql-response+json'],
+    ['application/json', 'application/json'],
+  ])('slow /graphql body 408 follows Accept %s', { timeout: 15_000 }, async (accept, type) => {
+    const { reply } = await trickleUntilClosed(
+      server,
+      `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: ${accept}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{`,
+      ' ',
+    );
+
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 408 /);
+    expect(reply, 'content type').toContain(`\r\nContent-Type: ${type}; charset=utf-8\r\n`);
+  });
+
   it('names REQUEST_TIMEOUT_MS for slow headers', { timeout: 15_000 }, async () => {
     // Node derives the headers limit from REQUEST_TIMEOUT_MS below 60 s, so the message names the setting.
     const { reply, body } = await trickleUntilClosed(server, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n', 'X-Padding: x\r\n');
