@@ -353,10 +353,7 @@ async function bearerChallenge(request: FastifyRequest): Promise<string> {
 }
 
 async function authenticateOnce(request: FastifyRequest, tokens: TokenService, services: Services): Promise<Authentication> {
-  const header = request.headers.authorization;
-  if (header === undefined || header === '') {
-    return { viewer: null, authError: null };
-  }
+  // Counted first, because an empty first header would pass as none while a later one carries a token.
   const headerCount = countAuthorizationHeaders(request);
   if (headerCount > 1) {
     // RFC 6750 section 3.1 makes a request with more than one token an invalid_request.
@@ -368,6 +365,10 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
         `The request has ${headerCount} Authorization headers. Send one, "Bearer " followed by one token from login.`,
       ),
     };
+  }
+  const header = request.headers.authorization;
+  if (header === undefined || header === '') {
+    return { viewer: null, authError: null };
   }
   const match = BEARER_HEADER.exec(header);
   if (match === null || match[1] === undefined) {

@@ -351,7 +351,7 @@ describe('access tokens over HTTP', () => {
     const valid = `Bearer ${member.token}`;
     const forged = `Bearer ${await sign(claims(), 'HS256', new TextEncoder().encode('another-secret-that-is-32-bytes-long!'))}`;
     const before = await storedProbeEvents();
-    for (const headers of [[valid, forged], [forged, valid], [valid, valid]]) {
+    for (const headers of [[valid, forged], [forged, valid], [valid, valid], ['', valid]]) {
       for (const [path, body] of [
         ['/graphql', '{"query":"{ me { id } }"}'],
         ['/api/events', JSON.stringify({ type: 'token_probe', occurred_at: '2026-01-05T09:00:00Z' })],
