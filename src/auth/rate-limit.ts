@@ -147,7 +147,7 @@ export function createLoginRateLimiter(
       const rejections = await store.incrementWindowCounter(rejectionsKey(counterKey), Math.max(1, Math.ceil(resetInMs)));
       return rejections.count === 1;
     } catch (error) {
-      options.logger?.warn({ err: error }, 'counting a rejected login attempt failed; the attempt is rejected without a log line');
+      options.logger?.warn({ err: error }, 'counting a rejected login attempt failed, so the rejection is not logged');
       return false;
     }
   }
