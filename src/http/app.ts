@@ -401,7 +401,12 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
   } catch (error) {
     // A database outage while loading the user becomes SERVICE_UNAVAILABLE
     // for the operations that need a viewer, instead of a failed context.
+    // The GraphQL error plugin receives only the converted error, not its
+    // cause, so the cause is logged here, once per request.
     const domain = toDomainError(error);
+    if (domain?.kind === 'SERVICE_UNAVAILABLE') {
+      request.log.warn({ err: error }, 'token check failed: a dependency is unavailable');
+    }
     if (domain !== null) {
       return { viewer: null, authError: domain };
     }

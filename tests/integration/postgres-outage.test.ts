@@ -5,6 +5,7 @@
  * PostgreSQL through a TCP proxy on loopback that the test can cut.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import pino from 'pino';
@@ -105,11 +106,32 @@ async function startProxy(
   };
 }
 
+type LogEntry = { msg: string; level: number; reqId?: string; err?: { message?: string } };
+
+/** Creates a logger at `level` whose entries the test reads back with `entries`, and the raw text with `text`. */
+function captureLogs(level: pino.Level): { logger: pino.Logger; entries: () => LogEntry[]; text: () => string } {
+  const logLines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logLines.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  const text = () => logLines.join('');
+  const entries = () =>
+    text()
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as LogEntry);
+  return { logger: pino({ level }, stream), entries, text };
+}
+
 describeWithPostgres('PostgreSQL outage', () => {
   let database: TestDatabase;
   let proxy: Awaited<ReturnType<typeof startProxy>>;
   let server: TestServer;
   let token: string;
+  const logs = captureLogs('warn');
 
   beforeAll(async () => {
     database = await createTestDatabase(postgresUrl() as string, { prefix: 'em_test_outage' });
@@ -121,6 +143,7 @@ describeWithPostgres('PostgreSQL outage', () => {
     server = await startTestServer(import.meta.filename, {
       databaseUrl: viaProxy.toString(),
       env: { DB_STATEMENT_TIMEOUT_MS: '2000', DB_POOL_SIZE: '4' },
+      logger: logs.logger,
     });
     token = (await server.createUser('outage')).token;
   }, 60_000);
@@ -157,6 +180,24 @@ describeWithPostgres('PostgreSQL outage', () => {
     const events = await server.gql(`{ events(filter: { origins: [CLIENT] }) { nodes { clientId } } }`, {}, token);
     const clientIds = (events.data?.events.nodes as Array<{ clientId: string }>).map((node) => node.clientId);
     expect(clientIds).toEqual(['before', 'after']);
+  }, 60_000);
+
+  it('logs a token check that failed', async () => {
+    proxy.cut();
+    const response = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'token-check-outage' },
+      body: JSON.stringify({ query: '{ me { id } }' }),
+    });
+    const reply = (await response.json()) as { errors?: Array<{ extensions?: { code?: string } }> };
+    proxy.restore();
+
+    expect(response.status, 'HTTP status').toBe(503);
+    expect(reply.errors?.[0]?.extensions?.code, 'error code').toBe('SERVICE_UNAVAILABLE');
+    const lines = logs.entries().filter((entry) => entry.reqId === 'token-check-outage' && entry.level >= 40);
+    expect(lines.map((entry) => entry.msg), 'warnings of the request').toContain('token check failed: a dependency is unavailable');
+    expect(lines.find((entry) => entry.err !== undefined)?.err?.message, 'logged cause').toMatch(/Connection terminated|ECONNREFUSED|ECONNRESET/);
+    expect(logs.text(), 'logs without the token').not.toContain(token);
   }, 60_000);
 
   it('rejects a login as unavailable', async () => {
