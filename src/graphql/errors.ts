@@ -245,14 +245,19 @@ function isArgumentCoercionError(error: GraphQLError): boolean {
 /** The errors that `formatError` masked during the HTTP request running in the store. */
 const maskedErrorScope = new AsyncLocalStorage<unknown[]>();
 
-/** Errors that the error-logging plugin logged whole. */
+/** Errors that were logged whole, by the error-logging plugin or by the HTTP layer. */
 const loggedErrors = new WeakSet<object>();
 
-/** Records that `error` was logged whole, so that `collectUnloggedErrors` leaves it out. */
+/** Records that `error` was logged whole, so that `collectUnloggedErrors` and the HTTP error handler leave it out. */
 export function markLogged(error: unknown): void {
   if (typeof error === 'object' && error !== null) {
     loggedErrors.add(error);
   }
+}
+
+/** Returns whether `markLogged` recorded `error`. */
+export function wasLogged(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && loggedErrors.has(error);
 }
 
 /**

@@ -18,7 +18,7 @@ import { DomainError, internalErrorAfterStore, storedCountBefore } from '../doma
 import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { ReplyBudget } from '../graphql/reply-budget.js';
 import { ReplyMemory } from '../graphql/reply-memory.js';
-import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValue, toDomainError } from '../graphql/errors.js';
+import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValue, markLogged, toDomainError, wasLogged } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
 import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
@@ -406,6 +406,7 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
     const domain = toDomainError(error);
     if (domain?.kind === 'SERVICE_UNAVAILABLE') {
       request.log.warn({ err: error }, 'token check failed: a dependency is unavailable');
+      markLogged(domain);
     }
     if (domain !== null) {
       return { viewer: null, authError: domain };
@@ -563,6 +564,10 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     const domain = toDomainError(error);
     if (isUnstorableValue(error)) {
       request.log.warn({ err: error }, 'the database rejected a request value that input validation let through');
+    }
+    // As the GraphQL error plugin does. A failed token check was logged with its cause already.
+    if (domain?.kind === 'SERVICE_UNAVAILABLE' && !wasLogged(error)) {
+      request.log.warn({ err: error }, 'request failed: a dependency is unavailable');
     }
     if (domain !== null) {
       const code = codeForKind(domain.kind);

@@ -5,6 +5,9 @@
  * would store them twice. A user whose lock another request holds is no outage of the
  * server, so that reply keeps GraphQL's 200 as well.
  */
+import { Writable } from 'node:stream';
+
+import pino from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { DomainError } from '../../src/domain/errors.js';
@@ -13,8 +16,29 @@ import { describeWithPostgres } from '../support/services.js';
 
 const SEND_EVENT = `mutation ($event: EventInput!) { sendEvent(event: $event) { event { id } } }`;
 
+type LogEntry = { msg: string; level: number; reqId?: string; err?: { message?: string } };
+
+/** Creates a logger at `level` whose entries the test reads back with `entries`. */
+function captureLogs(level: pino.Level): { logger: pino.Logger; entries: () => LogEntry[] } {
+  const logLines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      logLines.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  const entries = () =>
+    logLines
+      .join('')
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as LogEntry);
+  return { logger: pino({ level }, stream), entries };
+}
+
 describeWithPostgres('intake failures and HTTP statuses', () => {
   let server: TestServer;
+  const logs = captureLogs('warn');
   /** Users whose derived rows fail to be saved, after their events were stored, with the failure. */
   const failingUsers = new Map<string, 'redis' | 'database' | 'internal'>();
 
@@ -22,6 +46,7 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
     server = await startTestServer(import.meta.filename, {
       ...WITHOUT_WORKERS,
       env: { USER_LOCK_WAIT_MS: '100' },
+      logger: logs.logger,
       fault: (step, userId) => {
         const failure = step === 'derived-written' ? failingUsers.get(userId) : undefined;
         if (failure === 'redis') {
@@ -75,6 +100,23 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
     expect(response.status, 'status').toBe(500);
     expect(body.error.reason, 'reason').toBe('REDIS_UNAVAILABLE');
     expect(body.error.eventsStored, 'eventsStored').toBe(true);
+  });
+
+  it('logs a REST outage with its cause', async () => {
+    const member = await server.createUser('outage-logged-rest');
+    failingUsers.set(member.id, 'database');
+    const response = await fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}`, 'x-request-id': 'rest-outage-log' },
+      body: JSON.stringify({ type: 'heartbeat', occurred_at: '2026-01-05T09:00:00Z' }),
+    });
+    failingUsers.delete(member.id);
+    const body = (await response.json()) as { error: { code: string } };
+
+    expect(body.error.code, 'code').toBe('SERVICE_UNAVAILABLE');
+    const warnings = logs.entries().filter((entry) => entry.reqId === 'rest-outage-log' && entry.level >= 40);
+    expect(warnings.map((entry) => entry.msg), 'warnings of the request').toEqual(['request failed: a dependency is unavailable']);
+    expect(warnings[0]?.err?.message, 'logged cause').toBe('Connection terminated unexpectedly');
   });
 
   it('marks a database failure after stored events', async () => {

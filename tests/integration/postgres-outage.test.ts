@@ -190,6 +190,11 @@ describeWithPostgres('PostgreSQL outage', () => {
       body: JSON.stringify({ query: '{ me { id } }' }),
     });
     const reply = (await response.json()) as { errors?: Array<{ extensions?: { code?: string } }> };
+    const restResponse = await fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'token-check-outage-rest' },
+      body: JSON.stringify({ type: 'heartbeat' }),
+    });
     proxy.restore();
 
     expect(response.status, 'HTTP status').toBe(503);
@@ -197,6 +202,9 @@ describeWithPostgres('PostgreSQL outage', () => {
     const lines = logs.entries().filter((entry) => entry.reqId === 'token-check-outage' && entry.level >= 40);
     expect(lines.map((entry) => entry.msg), 'warnings of the request').toContain('token check failed: a dependency is unavailable');
     expect(lines.find((entry) => entry.err !== undefined)?.err?.message, 'logged cause').toMatch(/Connection terminated|ECONNREFUSED|ECONNRESET/);
+    expect(restResponse.status, 'REST status').toBe(503);
+    const restLines = logs.entries().filter((entry) => entry.reqId === 'token-check-outage-rest' && entry.level >= 40);
+    expect(restLines.map((entry) => entry.msg), 'warnings of the REST request').toEqual(['token check failed: a dependency is unavailable']);
     expect(logs.text(), 'logs without the token').not.toContain(token);
   }, 60_000);
 
