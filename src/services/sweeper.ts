@@ -6,14 +6,16 @@
  * moment the sweeper ran.
  *
  * It also repairs what a Redis flush or a crash could lose: when the marker
- * that the deadline set is complete is missing from the set, it schedules every
- * user with open segments or unapplied events for an immediate settle. Every
+ * that the deadline set is complete is missing from the set, or was written
+ * while an earlier run of the Redis server ran, it schedules every user with
+ * open segments or unapplied events for an immediate settle. Every
  * `repairIntervalMs` it also schedules the users with unapplied events, and
  * the users with open segments that have no deadline in the set. A request
  * whose user lock expired can store events after the next holder folded and
  * replaced the deadline, and then no deadline would fold them. A Redis that
  * restarts from an older snapshot, or a replica that lagged behind, brings
- * back the marker without the deadlines set after it was saved.
+ * back deadlines as they were when it was saved, and a marker of an earlier
+ * server run, which does not count.
  */
 import type { Logger } from 'pino';
 
@@ -172,10 +174,9 @@ export class Sweeper {
 
   /**
    * Schedules an immediate settle for each user with open segments whose
-   * deadline is missing from the set.
-   * NOTE: a restored snapshot can also bring back a deadline later than the
-   * user's real one, such as one saved before a shorter auto-close
-   * preference. This scan leaves it, so the pairs stay open until it passes.
+   * deadline is missing from the set. A deadline that a restored snapshot
+   * brought back is replaced earlier, by the reseed after the Redis restart,
+   * except on a Redis whose INFO has no run_id.
    */
   private async scheduleOpenWithoutDeadline(): Promise<void> {
     const { store, sql, clock, logger } = this.options;

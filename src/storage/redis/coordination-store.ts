@@ -117,7 +117,11 @@ export interface CoordinationStore {
    */
   markDeadlinesComplete(): Promise<void>;
 
-  /** Returns whether the deadline set still carries the record of `markDeadlinesComplete`. */
+  /**
+   * Returns whether the deadline set still carries the record of
+   * `markDeadlinesComplete`. The Redis store counts only a record made while
+   * the current run of the Redis server ran, so a restart reports false.
+   */
   deadlinesComplete(): Promise<boolean>;
 
   /**

@@ -6,7 +6,8 @@
  *     em:{u:<userId>}:state   string, the user's serialized engine state
  *     em:deadlines            sorted set, member userId, score = next deadline in ms,
  *                             or -(t + 1) while a sweeper's claim made at time t is in force,
- *                             and the member `complete` at +inf once the set was seeded
+ *                             and the member `complete:<run_id>` at +inf once the set was
+ *                             seeded while the Redis server with that INFO run_id ran
  *     em:counter:<key>        integer, a rate-limit window counter, with a TTL
  *
  * `{u:<userId>}` is a Redis Cluster hash tag: the cluster hashes only the text

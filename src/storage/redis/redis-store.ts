@@ -72,9 +72,12 @@ const SCRIPTS: Record<string, ScriptDefinition> = {
 const SCAN_BATCH_SIZE = 500;
 
 /**
- * Member of the deadline set whose presence means the set is complete. Its
- * score is +inf, so no claim or read of due users returns it, and it is no
- * user id, because user ids are UUIDs.
+ * Prefix of the member of the deadline set whose presence means the set is
+ * complete. The member is `complete:<run_id>`, with the `run_id` of the Redis
+ * server that had the complete set, so a server that restarted, even from a
+ * snapshot that contains the marker, or a replica that took over, has no marker.
+ * Its score is +inf, so no claim or read of due users returns it, and it is
+ * no user id, because user ids are UUIDs.
  */
 const DEADLINES_COMPLETE_MEMBER = 'complete';
 
@@ -102,6 +105,17 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
     connection.client.defineCommand(name, script);
   }
   const redis = connection.client as ScriptedRedis;
+
+  /**
+   * Returns the deadline set's marker for the current Redis server run. The
+   * `run_id` of INFO changes at every restart of the server. A server whose
+   * INFO has none, such as a proxy that hides it, gets the bare prefix.
+   */
+  async function completeMarker(): Promise<string> {
+    const info = await run('serverRunId', () => redis.info('server'), IDEMPOTENT);
+    const runId = /^run_id:([0-9a-f]+)\s*$/m.exec(info)?.[1];
+    return runId === undefined ? DEADLINES_COMPLETE_MEMBER : `${DEADLINES_COMPLETE_MEMBER}:${runId}`;
+  }
 
   /**
    * Runs one operation against Redis and converts any failure to
@@ -278,12 +292,20 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
 
     async markDeadlinesComplete(): Promise<void> {
       const deadlinesKey = keys.deadlines();
-      await run('markDeadlinesComplete', () => redis.zadd(deadlinesKey, '+inf', DEADLINES_COMPLETE_MEMBER), IDEMPOTENT);
+      const marker = await completeMarker();
+      await run('markDeadlinesComplete', () => redis.zadd(deadlinesKey, '+inf', marker), IDEMPOTENT);
+      // Markers of earlier server runs no longer count, so they are removed.
+      const markers = await run('markDeadlinesComplete', () => redis.zrangebyscore(deadlinesKey, '+inf', '+inf'), IDEMPOTENT);
+      const stale = markers.filter((member) => member.startsWith(DEADLINES_COMPLETE_MEMBER) && member !== marker);
+      if (stale.length > 0) {
+        await run('markDeadlinesComplete', () => redis.zrem(deadlinesKey, ...stale), IDEMPOTENT);
+      }
     },
 
     async deadlinesComplete(): Promise<boolean> {
       const deadlinesKey = keys.deadlines();
-      const score = await run('deadlinesComplete', () => redis.zscore(deadlinesKey, DEADLINES_COMPLETE_MEMBER), IDEMPOTENT);
+      const marker = await completeMarker();
+      const score = await run('deadlinesComplete', () => redis.zscore(deadlinesKey, marker), IDEMPOTENT);
       return score !== null;
     },
 
