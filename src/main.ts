@@ -12,6 +12,7 @@ import { loadDotEnvFile } from './config/dotenv.js';
 import { ConfigError, loadConfig } from './config/index.js';
 import { createApp, createLogger, type App } from './app.js';
 import { describeConnectionFailure } from './storage/connection-failure.js';
+import { DataDirectoryInUseError } from './storage/postgres/database.js';
 import { MigrationLockTimeoutError } from './storage/postgres/migrator.js';
 
 async function main(): Promise<void> {
@@ -32,7 +33,8 @@ async function main(): Promise<void> {
     app = await createApp(config, { logger });
   } catch (error) {
     const failure =
-      describeConnectionFailure(error, config) ?? (error instanceof MigrationLockTimeoutError ? error.message : null);
+      describeConnectionFailure(error, config) ??
+      (error instanceof MigrationLockTimeoutError || error instanceof DataDirectoryInUseError ? error.message : null);
     if (failure === null) {
       throw error;
     }

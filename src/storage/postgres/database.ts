@@ -189,6 +189,11 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
   };
 }
 
+/** Raised when another live process has the embedded database of DATA_DIR open. */
+export class DataDirectoryInUseError extends Error {
+  override readonly name = 'DataDirectoryInUseError';
+}
+
 /**
  * PGlite is one process's database: a second process opening the same
  * directory would corrupt it. A lock file with the owner's pid keeps a CLI
@@ -199,7 +204,7 @@ function lockDataDirectory(directory: string): () => void {
   try {
     const owner = Number(readFileSync(lockFile, 'utf8').trim());
     if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
-      throw new Error(
+      throw new DataDirectoryInUseError(
         `The embedded database in ${directory} is in use by process ${owner}. Stop that process first, or set DATABASE_URL to use PostgreSQL, which several processes can share.`,
       );
     }

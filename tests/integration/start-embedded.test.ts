@@ -1,0 +1,45 @@
+/**
+ * Start-up failures on the embedded PGlite database that the operator must
+ * fix: a data directory that another live process holds. It exits with
+ * code 1 and logs one line that names the cause, without a stack trace.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { runCli, useTemporaryDirectory } from '../support/cli.js';
+
+describe('start on embedded PGlite', () => {
+  const dataDir = useTemporaryDirectory('em-start-embedded-');
+
+  function environment(overrides: Record<string, string>): Record<string, string> {
+    return {
+      PATH: process.env.PATH ?? '',
+      NODE_ENV: 'production',
+      HOST: '127.0.0.1',
+      PORT: '0',
+      DATA_DIR: dataDir(),
+      ...overrides,
+    };
+  }
+
+  it('data directory in use exits 1', async () => {
+    // The test runner is a live process other than the server, so its pid
+    // in the lock file marks the embedded database as in use.
+    const directory = join(dataDir(), 'in-use');
+    mkdirSync(directory, { recursive: true });
+    writeFileSync(join(directory, 'event-master.pid'), `${process.pid}\n`);
+
+    const result = await runCli('src/main.ts', [], environment({ DATA_DIR: directory }), { timeoutMs: 60_000 });
+    const output = result.stdout + result.stderr;
+
+    expect(result.code, 'exit code').toBe(1);
+    expect(output, 'message').toContain(
+      `Event Master cannot start: The embedded database in ${directory} is in use by process ${process.pid}.`,
+    );
+    expect(output, 'stack trace').not.toMatch(/^\s+at /m);
+    expect(output, 'stack field').not.toContain('"stack"');
+  }, 60_000);
+
+});
