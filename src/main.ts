@@ -52,7 +52,9 @@ async function main(): Promise<void> {
         ? `port ${config.server.port} on ${config.server.host} is already in use; stop the other process or set PORT`
         : code === 'EADDRNOTAVAIL'
           ? `address ${config.server.host} is not available on this machine; check HOST`
-          : (error as Error).message;
+          : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+            ? `host ${config.server.host} could not be resolved (${code}); check HOST, or give an IP address such as 127.0.0.1`
+            : (error as Error).message;
     logger.error(`Event Master cannot listen: ${reason}.`);
     await app.close();
     process.exit(1);

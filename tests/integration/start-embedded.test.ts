@@ -1,7 +1,8 @@
 /**
  * Start-up failures on the embedded PGlite database that the operator must
- * fix: a data directory that another live process holds. It exits with
- * code 1 and logs one line that names the cause, without a stack trace.
+ * fix: a data directory that another live process holds, and a HOST that
+ * does not resolve. Each exits with code 1 and logs one line that names the
+ * cause, without a stack trace.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,4 +43,15 @@ describe('start on embedded PGlite', () => {
     expect(output, 'stack field').not.toContain('"stack"');
   }, 60_000);
 
+  it('unresolvable HOST exits 1', async () => {
+    // RFC 6761 reserves .invalid, so no resolver returns an address for it.
+    const host = 'event-master-test.invalid';
+    const result = await runCli('src/main.ts', [], environment({ HOST: host, DATA_DIR: join(dataDir(), 'host') }), { timeoutMs: 60_000 });
+    const output = result.stdout + result.stderr;
+
+    expect(result.code, 'exit code').toBe(1);
+    expect(output, 'message').toContain(`Event Master cannot listen: host ${host} could not be resolved`);
+    expect(output, 'setting').toContain('check HOST');
+    expect(output, 'stack trace').not.toMatch(/^\s+at /m);
+  }, 60_000);
 });
