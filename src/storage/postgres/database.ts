@@ -189,7 +189,7 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
   };
 }
 
-/** Raised when another live process has the embedded database of DATA_DIR open. */
+/** Error of an open of the embedded database in DATA_DIR that another live process holds. */
 export class DataDirectoryInUseError extends Error {
   override readonly name = 'DataDirectoryInUseError';
 }
