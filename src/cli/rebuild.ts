@@ -13,6 +13,7 @@ import { markDeadlinesSeeded } from '../services/sweeper.js';
 import { CHANGE_DELAY_MS } from '../services/replays.js';
 import { RollupBuilder } from '../services/rollups.js';
 import { describeConnectionFailure } from '../storage/connection-failure.js';
+import { DataDirectoryInUseError } from '../storage/postgres/database.js';
 import { MigrationLockTimeoutError } from '../storage/postgres/migrator.js';
 
 async function main(): Promise<void> {
@@ -47,7 +48,8 @@ async function main(): Promise<void> {
     await rebuild(config, full);
   } catch (error) {
     const failure =
-      describeConnectionFailure(error, config) ?? (error instanceof MigrationLockTimeoutError ? error.message : null);
+      describeConnectionFailure(error, config) ??
+      (error instanceof MigrationLockTimeoutError || error instanceof DataDirectoryInUseError ? error.message : null);
     if (failure === null) {
       throw error;
     }

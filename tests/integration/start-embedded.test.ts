@@ -1,8 +1,8 @@
 /**
  * Start-up failures on the embedded PGlite database that the operator must
- * fix: a data directory that another live process holds, and a HOST that
- * does not resolve. Each exits with code 1 and logs one line that names the
- * cause, without a stack trace.
+ * fix: a data directory that another live process holds, for the server and
+ * for `npm run rebuild`, and a HOST that does not resolve. Each exits with
+ * code 1 and prints one line that names the cause, without a stack trace.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,6 +41,21 @@ describe('start on embedded PGlite', () => {
     );
     expect(output, 'stack trace').not.toMatch(/^\s+at /m);
     expect(output, 'stack field').not.toContain('"stack"');
+  }, 60_000);
+
+  it('rebuild on data in use exits 1', async () => {
+    const directory = join(dataDir(), 'rebuild-in-use');
+    mkdirSync(directory, { recursive: true });
+    writeFileSync(join(directory, 'event-master.pid'), `${process.pid}\n`);
+
+    const result = await runCli('src/cli/rebuild.ts', ['--full'], environment({ DATA_DIR: directory }), { timeoutMs: 60_000 });
+    const output = result.stdout + result.stderr;
+
+    expect(result.code, 'exit code').toBe(1);
+    expect(output, 'message').toContain(
+      `error: The embedded database in ${directory} is in use by process ${process.pid}.`,
+    );
+    expect(output, 'stack trace').not.toMatch(/^\s+at /m);
   }, 60_000);
 
   it('unresolvable HOST exits 1', async () => {
