@@ -507,6 +507,49 @@ describe('HTTP behaviour', () => {
       expect(errors[0]?.err?.message).toContain(lookupFault);
     });
 
+    it('logged when the token check loses the database', async () => {
+      // pg-pool's error when no connection became free or opened in time.
+      const poolTimeout = 'timeout exceeded when trying to connect';
+      const spy = vi.spyOn(faulty.server.app.services.users, 'findById').mockRejectedValueOnce(new Error(poolTimeout));
+      let reply: Reply;
+      try {
+        reply = await send(`${faulty.server.url}/graphql`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
+          body: JSON.stringify({ query: '{ me { id } }' }),
+        });
+      } finally {
+        spy.mockRestore();
+      }
+
+      expect(reply.status).toBe(503);
+      const requestId = reply.headers.get('x-request-id');
+      const warnings = logEntries(faulty.logLines).filter((entry) => entry.reqId === requestId && entry.level >= 40);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]?.err?.message).toBe(poolTimeout);
+    });
+
+    it('logged when a login loses the database', async () => {
+      const poolTimeout = 'timeout exceeded when trying to connect';
+      const spy = vi.spyOn(faulty.server.app.services.users, 'login').mockRejectedValueOnce(new Error(poolTimeout));
+      let reply: Reply;
+      try {
+        reply = await send(`${faulty.server.url}/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ username: 'nobody', password: 'not-a-password' }),
+        });
+      } finally {
+        spy.mockRestore();
+      }
+
+      expect(reply.status).toBe(503);
+      const requestId = reply.headers.get('x-request-id');
+      const warnings = logEntries(faulty.logLines).filter((entry) => entry.reqId === requestId && entry.level >= 40);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]?.err?.message).toBe(poolTimeout);
+    });
+
     it('logged once when masked in execution', async () => {
       const reply = await send(`${faulty.server.url}/graphql`, {
         method: 'POST',
