@@ -57,10 +57,10 @@ async function freePort(): Promise<number> {
 }
 
 /** Starts redis-server and resolves once it logs that it accepts connections. */
-function spawnRedis(port: number, dir: string): Promise<ChildProcess> {
+function spawnRedis(port: number, dir: string, extraArgs: readonly string[]): Promise<ChildProcess> {
   const child = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump.rdb'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--dbfilename', 'dump.rdb', ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
@@ -84,10 +84,11 @@ async function killRedis(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-export async function startPrivateRedis(): Promise<PrivateRedis> {
+/** Starts a private redis-server. `extraArgs` are further redis-server options, such as `['--user', 'name', 'on', '>password', '+@all']`. */
+export async function startPrivateRedis(extraArgs: readonly string[] = []): Promise<PrivateRedis> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'em-redis-'));
-  let child = await spawnRedis(port, dir);
+  let child = await spawnRedis(port, dir, extraArgs);
   const url = `redis://127.0.0.1:${port}`;
   return {
     url,
@@ -104,7 +105,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
       await killRedis(child);
     },
     async restart() {
-      child = await spawnRedis(port, dir);
+      child = await spawnRedis(port, dir, extraArgs);
     },
     async stop() {
       await killRedis(child);

@@ -6,7 +6,7 @@
  * Cluster, but a cluster also needs ioredis's Cluster client and a
  * flushForTests that scans every node, and neither exists yet.
  */
-import type { Redis } from 'ioredis';
+import { ReplyError, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 import { openRedisConnection, redisUnavailable } from './connection.js';
@@ -112,9 +112,29 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
    * INFO has none, such as a proxy that hides it, gets the bare prefix.
    */
   async function completeMarker(): Promise<string> {
-    const info = await run('serverRunId', () => redis.info('server'), IDEMPOTENT);
+    const info = await run('serverRunId', () => redis.info('server').catch(withoutInfo), IDEMPOTENT);
     const runId = /^run_id:([0-9a-f]+)\s*$/m.exec(info)?.[1];
     return runId === undefined ? DEADLINES_COMPLETE_MEMBER : `${DEADLINES_COMPLETE_MEMBER}:${runId}`;
+  }
+
+  let infoRejectionLogged = false;
+  /**
+   * Turns a rejected INFO, as from a server that renamed the command or an
+   * ACL user without it, into an empty reply, so that the sweeper still runs,
+   * with the bare marker. Connection failures stay errors.
+   */
+  function withoutInfo(error: unknown): string {
+    if (!(error instanceof ReplyError)) {
+      throw error;
+    }
+    if (!infoRejectionLogged) {
+      infoRejectionLogged = true;
+      options.logger.warn(
+        { err: error },
+        'Redis rejected INFO, so a restart of Redis from an older snapshot cannot be detected and its deadlines stay until they pass',
+      );
+    }
+    return '';
   }
 
   /**
