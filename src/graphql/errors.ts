@@ -248,6 +248,19 @@ const maskedErrorScope = new AsyncLocalStorage<unknown[]>();
 /** Errors that were logged whole, by the error-logging plugin or by the HTTP layer. */
 const loggedErrors = new WeakSet<object>();
 
+/** Reasons of SERVICE_UNAVAILABLE that mean PostgreSQL or Redis did not respond. */
+const DEPENDENCY_REASONS = new Set(['REDIS_UNAVAILABLE', 'DEPENDENCY_UNAVAILABLE']);
+
+/**
+ * Returns the log message of a SERVICE_UNAVAILABLE error, such as "request
+ * failed: a dependency is unavailable" for an outage of PostgreSQL or Redis,
+ * and "request failed: service unavailable (USER_BUSY)" for the other
+ * reasons, such as a user whose lock another request holds.
+ */
+export function unavailableLogMessage(failed: 'request failed' | 'token check failed', error: DomainError): string {
+  return DEPENDENCY_REASONS.has(error.reason) ? `${failed}: a dependency is unavailable` : `${failed}: service unavailable (${error.reason})`;
+}
+
 /** Records that `error` was logged whole, so that `collectUnloggedErrors` and the HTTP error handler leave it out. */
 export function markLogged(error: unknown): void {
   if (typeof error === 'object' && error !== null) {

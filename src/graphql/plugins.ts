@@ -28,7 +28,7 @@ import { measureExpression, type ExpressionLimits } from '../domain/report/expre
 import type { GraphQLContext } from './context.js';
 import { checkReportTotals } from './report-totals.js';
 import { namedType } from './type-node.js';
-import { domainErrorExtensions, isExpectedError, isUnstorableValue, mapStackLines, markLogged, toDomainError } from './errors.js';
+import { domainErrorExtensions, isExpectedError, isUnstorableValue, mapStackLines, markLogged, toDomainError, unavailableLogMessage } from './errors.js';
 
 export interface RequestLimits {
   expression: ExpressionLimits;
@@ -430,7 +430,7 @@ export function createErrorLoggingPlugin(): ApolloServerPlugin<GraphQLContext> {
             if (domain?.kind === 'SERVICE_UNAVAILABLE') {
               contextValue.logger.warn(
                 { err: original, operationName, path: error.path },
-                'request failed: a dependency is unavailable',
+                unavailableLogMessage('request failed', domain),
               );
             } else if (isUnstorableValue(original)) {
               contextValue.logger.warn(

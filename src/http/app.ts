@@ -18,7 +18,7 @@ import { DomainError, internalErrorAfterStore, storedCountBefore } from '../doma
 import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { ReplyBudget } from '../graphql/reply-budget.js';
 import { ReplyMemory } from '../graphql/reply-memory.js';
-import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValue, markLogged, toDomainError, wasLogged } from '../graphql/errors.js';
+import { collectUnloggedErrors, httpStatusForCode, codeForKind, isUnstorableValue, markLogged, toDomainError, unavailableLogMessage, wasLogged } from '../graphql/errors.js';
 import type { Services } from '../services/index.js';
 import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
@@ -405,7 +405,7 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
     // cause, so the cause is logged here, once per request.
     const domain = toDomainError(error);
     if (domain?.kind === 'SERVICE_UNAVAILABLE') {
-      request.log.warn({ err: error }, 'token check failed: a dependency is unavailable');
+      request.log.warn({ err: error }, unavailableLogMessage('token check failed', domain));
       markLogged(domain);
     }
     if (domain !== null) {
@@ -567,7 +567,7 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
     }
     // As the GraphQL error plugin does. A failed token check was logged with its cause already.
     if (domain?.kind === 'SERVICE_UNAVAILABLE' && !wasLogged(error)) {
-      request.log.warn({ err: error }, 'request failed: a dependency is unavailable');
+      request.log.warn({ err: error }, unavailableLogMessage('request failed', domain));
     }
     if (domain !== null) {
       const code = codeForKind(domain.kind);

@@ -280,11 +280,19 @@ describeWithPostgres('intake failures and HTTP statuses', () => {
   it('keeps 200 for a busy user', async () => {
     const member = await server.createUser('outage-busy');
     const foreign = await server.app.store.acquireUserLock(member.id, { ttlMs: 30_000, waitMs: 0 });
-    const reply = await server.gql(SEND_EVENT, { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } }, member.token);
+    const response = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}`, 'x-request-id': 'busy-user-log' },
+      body: JSON.stringify({ query: SEND_EVENT, variables: { event: { type: 'heartbeat', occurredAt: '2026-01-05T09:00:00Z' } } }),
+    });
     await server.app.store.releaseUserLock(foreign);
+    const reply = { status: response.status, ...((await response.json()) as { errors?: Array<{ extensions?: Record<string, unknown> }> }) };
 
     expect(reply.status, 'status').toBe(200);
     expect(reply.errors?.[0]?.extensions?.reason, 'reason').toBe('USER_BUSY');
+    const warnings = logs.entries().filter((entry) => entry.reqId === 'busy-user-log' && entry.level >= 40);
+    // A busy user is no outage, so the line names the reason instead.
+    expect(warnings.map((entry) => entry.msg), 'warnings of the request').toEqual(['request failed: service unavailable (USER_BUSY)']);
     expect(reply.errors?.[0]?.extensions?.eventsStored, 'eventsStored').toBeUndefined();
     expect(await storedCount(member.token), 'stored events').toBe(0);
   });
