@@ -363,7 +363,10 @@ export class UserService {
 
     await this.upgradeHash(row.id, row.passwordHash, password);
     const user = toUserRecord(row);
-    const issued = await tokens.issue({ id: user.id, role: user.role, tokenVersion: user.tokenVersion });
+    // With JWT_TTL_SECONDS above JWT_MAX_SESSION_SECONDS, the login's token ends with the session, as renewed ones do.
+    const loginSeconds = Math.floor((this.options.now?.() ?? Date.now()) / 1000);
+    const sessionEndsAt = (loginSeconds + (this.options.maxSessionSeconds ?? 7 * 86_400)) * 1000;
+    const issued = await tokens.issue({ id: user.id, role: user.role, tokenVersion: user.tokenVersion }, { notAfter: sessionEndsAt });
     return { token: issued.token, expiresAt: issued.expiresAt, user };
   }
 

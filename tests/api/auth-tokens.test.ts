@@ -390,6 +390,36 @@ describe('access tokens over HTTP', () => {
   });
 });
 
+describe('login token with a short session limit', () => {
+  const clock = new ManualClock(Date.parse('2026-06-01T08:00:00Z'));
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      clock,
+      sweeper: false,
+      env: { JWT_TTL_SECONDS: '7200', JWT_MAX_SESSION_SECONDS: '3600' },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('ends with the session', async () => {
+    const member = await server.createUser('short-session');
+    const login = await server.gql<{ login: { expiresAt: string } }>(
+      'mutation ($username: String!, $password: String!) { login(username: $username, password: $password) { expiresAt } }',
+      { username: 'short-session', password: 'short-session-password' },
+    );
+
+    expect(login.data?.login.expiresAt).toBe('2026-06-01T09:00:00.000Z');
+    clock.set(Date.parse('2026-06-01T09:00:06Z'));
+    const late = await server.gql('{ me { id } }', {}, member.token);
+    expect(late.errors?.[0]?.extensions?.reason).toBe('INVALID_TOKEN');
+  });
+});
+
 describe('token renewal over HTTP', () => {
   const HOUR_MS = 3_600_000;
   const clock = new ManualClock(Date.parse('2026-06-01T08:00:00Z'));
