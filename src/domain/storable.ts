@@ -119,6 +119,24 @@ export function exceedsCharacters(text: string, max: number): boolean {
 }
 
 /**
+ * Quotes `text` as JSON for an error message, cut after `max` characters
+ * (code points) and marked with "…" when longer, so that a long input does
+ * not fill the reply. The cut never splits a surrogate pair.
+ */
+export function quoteText(text: string, max: number): string {
+  if (!exceedsCharacters(text, max)) {
+    return JSON.stringify(text);
+  }
+  let end = 0;
+  for (let count = 0; count < max; count += 1) {
+    const unit = text.charCodeAt(end);
+    const next = text.charCodeAt(end + 1);
+    end += unit >= 0xd800 && unit <= 0xdbff && next >= 0xdc00 && next <= 0xdfff ? 2 : 1;
+  }
+  return JSON.stringify(`${text.slice(0, end)}…`);
+}
+
+/**
  * Tells whether `text` shows nothing: it is empty or has only white space
  * and default-ignorable code points (Unicode's Default_Ignorable_Code_Point),
  * such as U+200B ZERO WIDTH SPACE, U+200F RIGHT-TO-LEFT MARK, variation

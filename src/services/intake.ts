@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput, markStoredBefore } from '../domain/errors.js';
-import { MAX_JSON_DEPTH, characterCount, describeInstantRange, exceedsCharacters, isBlank, isStorableInstant, jsonProblem, textProblem } from '../domain/storable.js';
+import { MAX_JSON_DEPTH, characterCount, describeInstantRange, exceedsCharacters, isBlank, isStorableInstant, jsonProblem, quoteText, textProblem } from '../domain/storable.js';
 import { classifyArrival } from '../domain/pairing/intake-rules.js';
 import type { PairCatalog } from '../domain/pairing/types.js';
 import {
@@ -32,7 +32,7 @@ import { userBusyError } from '../storage/redis/store-common.js';
 import { countersInState, type Deriver, type FaultHook, type JustStored, type WrittenRows } from './derive.js';
 import { ConcurrencyLimit } from './concurrency.js';
 import type { Clock } from './index.js';
-import { buildCatalog, type PairTypeService } from './pair-types.js';
+import { MAX_PAIR_TYPE_NAME_LENGTH, buildCatalog, type PairTypeService } from './pair-types.js';
 import { UserTurns, type UserTurn } from './user-turns.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
 
@@ -730,23 +730,26 @@ export class IntakeService {
       }
 
       const mapping = typeof type === 'string' ? catalog.byEventType.get(type) : undefined;
+      // An invalid type or a pairType can be as long as the body, so the
+      // messages below show each cut to the longest valid value.
+      const quotedType = typeof type === 'string' ? quoteText(type, MAX_TYPE_LENGTH) : 'null';
       if (input.isPair === true && mapping === undefined) {
-        fail(index, 'PAIR_MISMATCH', `${fieldNames.isPair} is true but event type ${JSON.stringify(type)} belongs to no pair type`);
+        fail(index, 'PAIR_MISMATCH', `${fieldNames.isPair} is true but event type ${quotedType} belongs to no pair type`);
       }
       if (input.isPair === false && mapping !== undefined) {
-        fail(index, 'PAIR_MISMATCH', `${fieldNames.isPair} is false but event type ${JSON.stringify(type)} is the ${mapping.role === 'START' ? 'start' : 'end'} of pair type ${JSON.stringify(mapping.pairType)}`);
+        fail(index, 'PAIR_MISMATCH', `${fieldNames.isPair} is false but event type ${quotedType} is the ${mapping.role === 'START' ? 'start' : 'end'} of pair type ${JSON.stringify(mapping.pairType)}`);
       }
       if (input.pairType !== null && input.pairType !== undefined && input.pairType !== mapping?.pairType) {
         fail(
           index,
           'PAIR_MISMATCH',
           mapping === undefined
-            ? `${fieldNames.pairType} ${JSON.stringify(input.pairType)} was given but event type ${JSON.stringify(type)} belongs to no pair type`
-            : `${fieldNames.pairType} ${JSON.stringify(input.pairType)} does not match event type ${JSON.stringify(type)}, which belongs to pair type ${JSON.stringify(mapping.pairType)}`,
+            ? `${fieldNames.pairType} ${quoteText(input.pairType, MAX_PAIR_TYPE_NAME_LENGTH)} was given but event type ${quotedType} belongs to no pair type`
+            : `${fieldNames.pairType} ${quoteText(input.pairType, MAX_PAIR_TYPE_NAME_LENGTH)} does not match event type ${quotedType}, which belongs to pair type ${JSON.stringify(mapping.pairType)}`,
         );
       }
       if (mapping === undefined && pairKey !== null && pairKey !== '') {
-        fail(index, 'PAIR_MISMATCH', `${fieldNames.pairKey} was given but event type ${JSON.stringify(type)} belongs to no pair type`);
+        fail(index, 'PAIR_MISMATCH', `${fieldNames.pairKey} was given but event type ${quotedType} belongs to no pair type`);
       }
 
       if (invalid.length === before) {

@@ -36,6 +36,8 @@ export interface DefinePairTypeInput {
 }
 
 const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
+/** Maximum length of a pair type name, as NAME_PATTERN accepts it. */
+export const MAX_PAIR_TYPE_NAME_LENGTH = 64;
 export const MAX_EVENT_TYPE_LENGTH = 128;
 /** Maximum auto-close timeout: ten years, in seconds. */
 export const MAX_TIMEOUT_SECONDS = 10 * 366 * 24 * 3600;

@@ -312,6 +312,23 @@ describe('intake validation', () => {
     expect(await storedEvents(user.id)).toEqual([]);
   });
 
+  it.each([
+    { name: 'long pairType', event: { type: 'session_started', pairType: 'p'.repeat(20_000) }, quoted: `pairType "${'p'.repeat(64)}…" does not match` },
+    { name: 'long pairType on a point event', event: { type: 'heartbeat', pairType: 'p'.repeat(20_000) }, quoted: `pairType "${'p'.repeat(64)}…" was given` },
+    { name: 'long type with isPair', event: { type: 't'.repeat(20_000), isPair: true }, quoted: `event type "${'t'.repeat(128)}…" belongs to no pair type` },
+  ])('mismatch message cuts a $name', async ({ event, quoted }) => {
+    const user = await newUser();
+    const response = await server.gql(SEND_EVENTS, { events: [{ ...event, occurredAt: AT }] }, user.token);
+    const items = response.errors?.[0]?.extensions?.invalidItems as InvalidItem[];
+    const mismatch = items.find((item) => item.reason === 'PAIR_MISMATCH');
+
+    expect(mismatch?.message, 'item message').toContain(quoted);
+    expect(response.errors?.[0]?.message, 'error message').toContain(quoted);
+    // The 20,000 characters sent appear nowhere in full, so the reply stays small.
+    expect(JSON.stringify(response.errors).length, 'error size').toBeLessThan(2_000);
+    expect(await storedEvents(user.id), 'stored events').toEqual([]);
+  });
+
   it.each(['MEMBER', 'ANALYST'] as const)('userId from a %s is forbidden', async (role) => {
     const sender = await newUser(role);
     const other = await newUser();
@@ -1052,6 +1069,18 @@ describe('intake validation', () => {
         expect(body.error.invalidItems[0].message, 'item message').toContain(snake);
         expect(body.error.message, 'error message').toContain(snake);
         expect(errorText(body), 'error body').not.toContain(camel);
+        expect(await storedEvents(user.id), 'stored events').toEqual([]);
+      });
+
+      it('cuts a long pair_type', async () => {
+        const user = await newUser();
+        const { status, body } = await postEvents(server, user.token, { type: 'session_started', pair_type: 'p'.repeat(20_000), occurred_at: AT });
+        const quoted = `pair_type "${'p'.repeat(64)}…" does not match`;
+
+        expect(status, 'status').toBe(400);
+        expect(body.error.invalidItems[0].message, 'item message').toContain(quoted);
+        expect(body.error.message, 'error message').toContain(quoted);
+        expect(errorText(body).length, 'error size').toBeLessThan(2_000);
         expect(await storedEvents(user.id), 'stored events').toEqual([]);
       });
 

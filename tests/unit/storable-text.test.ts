@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { characterCount, exceedsCharacters, isBlank, jsonProblem } from '../../src/domain/storable.js';
+import { characterCount, exceedsCharacters, isBlank, jsonProblem, quoteText } from '../../src/domain/storable.js';
 
 describe('characterCount', () => {
   it.each([
@@ -51,6 +51,24 @@ describe('exceedsCharacters', () => {
     ['😀😀😀', 2, true],
   ])('%j above %i: %s', (text, max, expected) => {
     expect(exceedsCharacters(text, max)).toBe(expected);
+  });
+});
+
+describe('quoteText', () => {
+  it.each([
+    ['', '""'],
+    ['abc', '"abc"'],
+    ['abcd', '"abcd"'],
+    ['abcde', '"abcd…"'],
+    ['😀😀😀😀', '"😀😀😀😀"'],
+    ['😀😀😀😀😀', '"😀😀😀😀…"'],
+    ['a"\u0000bc', '"a\\"\\u0000b…"'],
+  ])('quotes %j cut to 4 characters', (text, expected) => {
+    expect(quoteText(text, 4)).toBe(expected);
+  });
+
+  it('keeps a long text out of the message', () => {
+    expect(quoteText('x'.repeat(100_000), 64)).toHaveLength(64 + 3);
   });
 });
 
