@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import type { Viewer } from '../auth/viewer.js';
 import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { DomainError, internalErrorAfterStore, storedCountBefore } from '../domain/errors.js';
+import { quoteText } from '../domain/storable.js';
 import { createContext, type GraphQLContext } from '../graphql/context.js';
 import { ReplyBudget } from '../graphql/reply-budget.js';
 import { ReplyMemory } from '../graphql/reply-memory.js';
@@ -79,7 +80,7 @@ export function rejectContentEncoding(header: string | undefined): void {
     throw bodyError(
       415,
       CONTENT_ENCODING_REASON,
-      `Content-Encoding ${JSON.stringify(header)} is not supported. Send the body uncompressed, without a Content-Encoding header.`,
+      `Content-Encoding ${quoteText(header ?? '', 100)} is not supported. Send the body uncompressed, without a Content-Encoding header.`,
     );
   }
 }

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 
 import { DomainError, badInput } from '../domain/errors.js';
-import { characterCount, exceedsCharacters, isBlank, textProblem } from '../domain/storable.js';
+import { characterCount, exceedsCharacters, isBlank, quoteText, textProblem } from '../domain/storable.js';
 import type {
   AutoCloseEndAt,
   AutoClosePolicy,
@@ -176,7 +176,7 @@ export class PairTypeService {
       }
     }
     if (input.startType === input.endType) {
-      problems.push(`startType and endType must differ, both are ${JSON.stringify(input.startType)}`);
+      problems.push(`startType and endType must differ, both are ${quoteText(input.startType, MAX_EVENT_TYPE_LENGTH)}`);
     }
     problems.push(...validatePolicy(autoClose));
     if (problems.length > 0) {

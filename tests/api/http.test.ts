@@ -164,6 +164,20 @@ describe('HTTP behaviour', () => {
       expect(reply.headers.get('accept-encoding'), 'accepted codings').toBe('identity');
     });
 
+    it('long Content-Encoding is cut', async () => {
+      const coding = `gzip${'x'.repeat(8_000)}`;
+      const reply = await send(`${server.url}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': coding, authorization: `Bearer ${adminToken}` },
+        body: JSON.stringify({ query: '{ __typename }' }),
+      });
+      const message = httpError('/graphql', reply)?.message ?? '';
+
+      expect(reply.status, 'status').toBe(415);
+      expect(message, 'quoted value').toContain(`Content-Encoding "${coding.slice(0, 100)}…" is not supported`);
+      expect(message.length, 'message length').toBeLessThan(300);
+    });
+
     it('identity content coding is accepted', async () => {
       const reply = await send(`${server.url}/api/events`, {
         method: 'POST',

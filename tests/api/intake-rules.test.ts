@@ -666,6 +666,17 @@ describe('intake rules over HTTP', () => {
       expect(message, 'fix').toContain('pairTypes query');
     });
 
+    it('same long start and end are cut', async () => {
+      const type = 'e'.repeat(20_000);
+      const response = await server.gql(DEFINE, { input: { name: 'loop', startType: type, endType: type } }, adminToken);
+      const message = response.errors?.[0]?.message ?? '';
+
+      expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe('INVALID_PAIR_TYPE');
+      expect(message, 'length limit').toContain('startType must have 1 to 128 characters');
+      expect(message, 'quoted value').toContain(`both are "${'e'.repeat(128)}…"`);
+      expect(JSON.stringify(response.errors).length, 'error size').toBeLessThan(2_000);
+    });
+
     it('definePairType is admin only', async () => {
       const user = await newUser();
       const response = await server.gql(
