@@ -7,7 +7,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 
 import type { TokenService } from '../auth/tokens.js';
 import { DomainError, badInput } from '../domain/errors.js';
-import { describeInstantRange, isLeapSecondText, LEAP_SECOND_PROBLEM } from '../domain/storable.js';
+import { describeValue } from '../domain/report/shape.js';
+import { describeInstantRange, isLeapSecondText, LEAP_SECOND_PROBLEM, quoteText } from '../domain/storable.js';
 import type { Services } from '../services/index.js';
 import { invalidEventsMessage, type EventFieldNames, type EventInput, type SendOutcome } from '../services/intake.js';
 import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
@@ -44,10 +45,21 @@ function requireJsonBody(request: FastifyRequest): void {
   );
 }
 
+/** Describes a value of the wrong JSON type for a message, quoting it when it is a string, number or boolean. */
+function describeReceived(value: unknown): string {
+  if (typeof value === 'string') {
+    return `the string ${quoteText(value, 64)}`;
+  }
+  if (typeof value === 'number' || typeof value === 'boolean') {
+    return `the ${typeof value} ${String(value)}`;
+  }
+  return describeValue(value);
+}
+
 /** Converts one snake_case event body into an `EventInput`, listing every problem. */
 export function parseRestEvent(raw: unknown): { input: EventInput | null; problems: string[] } {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    return { input: null, problems: ['the event must be a JSON object'] };
+    return { input: null, problems: [`the event must be a JSON object, got ${describeReceived(raw)}`] };
   }
   const body = raw as Record<string, unknown>;
   const problems: string[] = [];
@@ -69,20 +81,22 @@ export function parseRestEvent(raw: unknown): { input: EventInput | null; proble
       return null;
     }
     if (typeof value !== 'string') {
-      problems.push(`${key} must be a string`);
+      problems.push(`${key} must be a string, got ${describeReceived(value)}`);
       return null;
     }
     return value;
   };
 
   const type = body.type;
-  if (typeof type !== 'string') {
-    problems.push('type is missing or not a string');
+  if (type === undefined) {
+    problems.push('type is missing: send the event type as a string, such as "session_started"');
+  } else if (typeof type !== 'string') {
+    problems.push(`type must be a string, got ${describeReceived(type)}`);
   }
   let isPair: boolean | null = null;
   if (body.is_pair !== undefined && body.is_pair !== null) {
     if (typeof body.is_pair !== 'boolean') {
-      problems.push('is_pair must be a boolean');
+      problems.push(`is_pair must be true or false, got ${describeReceived(body.is_pair)}`);
     } else {
       isPair = body.is_pair;
     }
@@ -103,7 +117,7 @@ export function parseRestEvent(raw: unknown): { input: EventInput | null; proble
   let meta: Record<string, unknown> | null = null;
   if (body.meta !== undefined && body.meta !== null) {
     if (typeof body.meta !== 'object' || Array.isArray(body.meta)) {
-      problems.push('meta must be a JSON object');
+      problems.push(`meta must be a JSON object, got ${describeReceived(body.meta)}`);
     } else {
       meta = body.meta as Record<string, unknown>;
     }
