@@ -43,7 +43,7 @@ function newPasswordProblem(password: string): string | null {
   }
   const characters = [...password].length;
   if (characters < PASSWORD_MIN_LENGTH) {
-    return `password has ${characters} characters; it must have at least ${PASSWORD_MIN_LENGTH}`;
+    return `password has ${characters} ${characters === 1 ? 'character' : 'characters'}; it must have at least ${PASSWORD_MIN_LENGTH}`;
   }
   if (password.trim() === '') {
     return 'password has only white space; it must have other characters too';

@@ -243,6 +243,7 @@ describe('login and roles over HTTP', () => {
     it.each([
       ['an unpaired surrogate', 'abcdefg\ud800h', 'unpaired UTF-16 surrogate'],
       ['7 characters', 'abcdefg', 'password has 7 characters; it must have at least 8'],
+      ['1 character', 'q', 'password has 1 character; it must have at least 8'],
       ['8 emoji as 32 bytes', '😀'.repeat(8), null],
       ['513 two-byte characters', 'é'.repeat(513), 'password is 1026 bytes long in UTF-8; it must be at most 1024 bytes'],
     ])('checks %s', async (_name, password, problem) => {
