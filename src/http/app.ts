@@ -25,6 +25,7 @@ import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
 import { GRAPHQL_RESPONSE_JSON, graphqlReplyType, prefersGraphQLResponseJson } from './graphql-media-type.js';
 import { registerRestRoutes } from './rest.js';
+import { repeatedKeyPath } from './repeated-keys.js';
 import { errorReplyBody, pathOf } from './error-body.js';
 import { createClientErrorHandler } from './client-error.js';
 import { answerRequestTimeouts, nodeServerTimeouts } from './request-timeout.js';
@@ -87,9 +88,12 @@ export function rejectContentEncoding(header: string | undefined): void {
 
 /**
  * Parses a JSON request body. A syntax error names its position when the
- * parser reports one, but never the text around it, which may hold a password. A `__proto__` key, or a
+ * parser reports one, but never the text around it, which may hold a password.
+ * A key repeated in one object is rejected with its path. A `__proto__` key, or a
  * `constructor` key holding a `prototype` key, is rejected with its path:
  * such keys can change object prototypes when code copies the object.
+ * NOTE: Apollo Server parses the variables of a GET request itself, so they
+ * get neither the repeated key check nor the prototype key check here.
  */
 export function parseJsonBody(text: string): unknown {
   if (text.length === 0) {
@@ -102,6 +106,14 @@ export function parseJsonBody(text: string): unknown {
     const position = /position (\d+)/.exec((error as Error).message)?.[1];
     const where = position === undefined ? '' : ` at character ${position}`;
     throw bodyError(400, 'INVALID_JSON', `The body is not valid JSON${where}.`);
+  }
+  const repeated = repeatedKeyPath(text);
+  if (repeated !== null) {
+    throw bodyError(
+      400,
+      'DUPLICATE_KEY',
+      `The body has the key ${repeated} more than once in one object, and only one of its values would be used. Send each key once.`,
+    );
   }
   // An escaped key, such as "\u005f_proto__", needs a backslash-u in the text.
   if (text.includes('__proto__') || text.includes('constructor') || text.includes('\\u')) {

@@ -460,6 +460,47 @@ describe('prototype keys in JSON bodies and literals', () => {
   });
 
   it.each([
+    ['event field', '{"type":"heartbeat","type":"session_started"}', 'body.variables.e.type'],
+    ['meta key', '{"type":"heartbeat","meta":{"a":1,"a":2}}', 'body.variables.e.meta.a'],
+  ])('rejects a repeated %s', async (_name, event, path) => {
+    const token = await server.adminToken();
+    const response = await fetch(`${server.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: `{"query":"mutation ($e: EventInput!) { sendEvent(event: $e) { event { id } } }","variables":{"e":${event}}}`,
+    });
+    const body = (await response.json()) as {
+      errors?: Array<{ message?: string; extensions?: { code?: string; reason?: string } }>;
+    };
+
+    expect(response.status, 'status').toBe(400);
+    expect(body.errors?.[0]?.message, 'message').toContain(`has the key ${path} more than once`);
+    expect(body.errors?.[0]?.message, 'fix').toContain('Send each key once');
+    expect(body.errors?.[0]?.extensions, 'extensions').toMatchObject({ code: 'BAD_USER_INPUT', reason: 'DUPLICATE_KEY' });
+    const events = await server.gql('{ events { nodes { id } } }', {}, token);
+    expect(events.data?.events.nodes, 'stored events').toEqual([]);
+  });
+
+  it.each([
+    ['/api/events', '[{"type":"heartbeat"},{"type":"heartbeat","meta":{"n":1,"n":2}}]', 'body[1].meta.n'],
+    ['/auth/login', '{"username":"nobody","username":"admin","password":"x"}', 'body.username'],
+  ])('rejects a repeated key on %s', async (route, text, path) => {
+    const token = await server.adminToken();
+    const response = await fetch(`${server.url}${route}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: text,
+    });
+    const body = (await response.json()) as { error?: { code?: string; reason?: string; message?: string } };
+
+    expect(response.status, 'status').toBe(400);
+    expect(body.error?.reason, 'reason').toBe('DUPLICATE_KEY');
+    expect(body.error?.message, 'message').toContain(`has the key ${path} more than once`);
+    const events = await server.gql('{ events { nodes { id } } }', {}, token);
+    expect(events.data?.events.nodes, 'stored events').toEqual([]);
+  });
+
+  it.each([
     ['__proto__', 'meta: { __proto__: { polluted: true } }', 'meta.__proto__'],
     ['constructor.prototype', 'meta: { nested: { constructor: { prototype: { polluted: true } } } }', 'meta.nested.constructor'],
   ])('rejects %s in a GraphQL literal', async (_name, meta, path) => {
