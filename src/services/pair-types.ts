@@ -21,7 +21,7 @@ import {
   type ReplayStatus,
 } from '../storage/postgres/replay-store.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
-import { isUuid } from '../domain/user-id.js';
+import { USER_ID_HINT, isUuid } from '../domain/user-id.js';
 
 export interface PairTypeRecord extends PairTypeDefinition {
   builtIn: boolean;
@@ -265,9 +265,11 @@ export class PairTypeService {
       ? await this.prisma.user.findUnique({ where: { id: userId }, select: { id: true } })
       : null;
     if (user === null) {
-      throw badInput('USER_NOT_FOUND', `User ${JSON.stringify(userId.slice(0, 64))} does not exist. Pass a user id from the users query.`, {
-        userId: userId.slice(0, 64),
-      });
+      const quoted = JSON.stringify(userId.slice(0, 64));
+      const message = isUuid(userId)
+        ? `User ${quoted} does not exist. Pass a user id from the users query.`
+        : `userId ${quoted} is not a user id (a UUID). ${USER_ID_HINT}`;
+      throw badInput('USER_NOT_FOUND', message, { userId: userId.slice(0, 64) });
     }
   }
 

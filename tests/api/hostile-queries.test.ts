@@ -272,6 +272,8 @@ describe('hostile queries', () => {
 
       expect(response.errors?.[0]?.extensions?.reason, 'reason').toBe('USER_NOT_FOUND');
       expect(response.errors?.[0]?.message, 'message').toContain('users query');
+      expect(response.errors?.[0]?.message, 'what the value is not').toContain('"nope" is not a user id (a UUID)');
+      expect(response.errors?.[0]?.message, 'what to send').toContain('not the username');
     });
 
     it('rejects a pair type with NUL in an event type', async () => {
