@@ -87,6 +87,9 @@ async function rebuild(config: Config, full: boolean): Promise<void> {
           [CHANGE_DELAY_MS],
         )
       : [];
+    // Taken before the first user's deadline is written, so that a Redis
+    // restart during the rebuild leaves the deadline set unmarked.
+    const seed = await app.store.startDeadlineSeed();
     const rows = await app.db.sql.query<{ id: string; username: string }>(`SELECT id, username FROM users ORDER BY lower(username) COLLATE "C"`);
     let done = 0;
     for (const row of rows) {
@@ -100,7 +103,9 @@ async function rebuild(config: Config, full: boolean): Promise<void> {
       await app.db.sql.query(`DELETE FROM pair_type_changes WHERE id = ANY($1::bigint[])`, [applied.map((row) => row.id)]);
       console.log(`The rebuild applied ${plural(applied.length, 'pair type change')} that the servers' replay workers had not queued yet.`);
     }
-    await markDeadlinesSeeded(app.store);
+    if (!(await markDeadlinesSeeded(app.store, seed))) {
+      console.log(`Redis restarted during the rebuild, so the servers' next sweep schedules every user with open pairs again.`);
+    }
     console.log(`Rebuilt ${full ? 'derived data and ' : ''}engine state for ${plural(rows.length, 'user')}.`);
     if (full) {
       // The new segments marked their chunks stale. Rebuild them now rather

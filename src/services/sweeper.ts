@@ -21,18 +21,20 @@ import type { Logger } from 'pino';
 
 import { DomainError } from '../domain/errors.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
-import type { CoordinationStore } from '../storage/redis/coordination-store.js';
+import type { CoordinationStore, DeadlineSeed } from '../storage/redis/coordination-store.js';
 import type { Clock } from './index.js';
 import type { IntakeService } from './intake.js';
 import { PeriodicTask } from './periodic.js';
 
 /**
  * Records that every user's deadline is in the set, so sweepers need not
- * reseed it. The record is part of the set, so a deletion of the set always
- * takes it too, and the next sweep reseeds.
+ * reseed it, and returns true. The record is part of the set, so a deletion of
+ * the set always takes it too, and the next sweep reseeds. After a Redis
+ * restart since `seed` it records nothing and returns false, so the next sweep
+ * reseeds too.
  */
-export async function markDeadlinesSeeded(store: CoordinationStore): Promise<void> {
-  await store.markDeadlinesComplete();
+export async function markDeadlinesSeeded(store: CoordinationStore, seed: DeadlineSeed): Promise<boolean> {
+  return store.markDeadlinesComplete(seed);
 }
 
 /**
@@ -134,6 +136,7 @@ export class Sweeper {
     if (await store.deadlinesComplete()) {
       return;
     }
+    const seed = await store.startDeadlineSeed();
     const rows = await sql.query<{ user_id: string }>(
       `SELECT DISTINCT user_id FROM segments WHERE end_at IS NULL
        UNION
@@ -143,8 +146,11 @@ export class Sweeper {
     for (const row of rows) {
       await store.scheduleDeadline(row.user_id, now);
     }
-    await markDeadlinesSeeded(store);
-    logger.info({ users: rows.length }, 'deadline set seeded from PostgreSQL');
+    if (await markDeadlinesSeeded(store, seed)) {
+      logger.info({ users: rows.length }, 'deadline set seeded from PostgreSQL');
+    } else {
+      logger.warn({ users: rows.length }, 'Redis restarted while the deadline set was seeded from PostgreSQL, so the next sweep seeds it again');
+    }
   }
 
   /**

@@ -84,4 +84,43 @@ describeWithPrivateRedis('deadlines after a Redis snapshot restore', () => {
     expect(segments[0]?.end_reason, 'end reason').toBe('AUTO_CLOSE');
     expect(segments[0]?.end_at?.toISOString(), 'end').toBe(new Date(lastActivity).toISOString());
   }, 60_000);
+
+  it('leaves a seed cut by a restart unmarked', async () => {
+    const user = await server.createUser('snapshot-restart-mid-seed');
+    const sent = await server.gql(
+      SEND_EVENTS,
+      { events: [{ id: 'mid-seed-start', type: 'session_started', occurredAt: new Date(NOW).toISOString() }] },
+      user.token,
+    );
+    expect(sent.errors, 'errors of sendEvents').toBeUndefined();
+    // A restart makes the marker of the earlier server run invalid, so the next sweep seeds.
+    await redis.kill();
+    await redis.restart();
+    await waitUntilReady();
+
+    // Redis restarts again after the seed wrote its first deadline, so the
+    // new server run lacks that deadline and the set is not complete there.
+    const store = server.app.store;
+    const scheduleDeadline = store.scheduleDeadline.bind(store);
+    let restarted = false;
+    store.scheduleDeadline = async (userId, deadline) => {
+      await scheduleDeadline(userId, deadline);
+      if (!restarted) {
+        restarted = true;
+        await redis.kill();
+        await redis.restart();
+        await waitUntilReady();
+      }
+    };
+    try {
+      await server.app.sweeper.sweepOnce();
+    } finally {
+      store.scheduleDeadline = scheduleDeadline;
+    }
+
+    expect(restarted, 'restart during the seed').toBe(true);
+    expect(await store.deadlinesComplete(), 'deadline set complete').toBe(false);
+    await server.app.sweeper.sweepOnce();
+    expect(await store.deadlinesComplete(), 'deadline set complete after the next sweep').toBe(true);
+  }, 60_000);
 });

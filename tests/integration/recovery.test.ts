@@ -238,7 +238,7 @@ describe('recovery after a crash between intake steps', () => {
         faults.arm(user.id, step);
         expectCrash(await send(user.token, [...first, ...second, ...third]));
         await server.app.store.scheduleDeadline(user.id, null);
-        await markDeadlinesSeeded(server.app.store);
+        await markDeadlinesSeeded(server.app.store, await server.app.store.startDeadlineSeed());
         break;
       }
       case 'flush': {

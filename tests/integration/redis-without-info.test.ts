@@ -32,7 +32,7 @@ describeWithPrivateRedis('deadline marker without INFO', () => {
   it('marks and reads the set', async () => {
     expect(await store.deadlinesComplete()).toBe(false);
 
-    await store.markDeadlinesComplete();
+    expect(await store.markDeadlinesComplete(await store.startDeadlineSeed())).toBe(true);
 
     expect(await store.deadlinesComplete()).toBe(true);
   });

@@ -22,7 +22,7 @@ const LEASE_MS = 60_000;
 
 it('sweeper stop leaves rest of batch due', async () => {
   const store = createMemoryStore();
-  await store.markDeadlinesComplete();
+  await store.markDeadlinesComplete(await store.startDeadlineSeed());
   const userIds = Array.from({ length: USERS }, () => randomUUID());
   for (const userId of userIds) {
     await store.scheduleDeadline(userId, Date.now() - 1000);

@@ -8,6 +8,12 @@
  * everything in this store can be rebuilt from it or simply expires.
  */
 
+/** The run of the Redis server that a seed of the deadline set wrote to, from `startDeadlineSeed`. */
+export interface DeadlineSeed {
+  /** Member of the deadline set that marks it complete on that run. */
+  readonly marker: string;
+}
+
 /** An exclusive per-user lock held by one request or sweeper. */
 export interface UserLock {
   userId: string;
@@ -111,11 +117,21 @@ export interface CoordinationStore {
   dueUsers(nowMs: number, limit: number): Promise<string[]>;
 
   /**
-   * Records that the deadline set contains the deadline of every user who needs
-   * one. The record lives in the deadline set, so that whatever deletes the
-   * set also deletes the record, even when it deletes keys one at a time.
+   * Returns the run of the Redis server that a seed of the deadline set starts
+   * on. Pass it to `markDeadlinesComplete` once the seed has written every
+   * deadline.
    */
-  markDeadlinesComplete(): Promise<void>;
+  startDeadlineSeed(): Promise<DeadlineSeed>;
+
+  /**
+   * Records that the deadline set contains the deadline of every user who needs
+   * one, and returns true. The record lives in the deadline set, so that
+   * whatever deletes the set also deletes the record, even when it deletes keys
+   * one at a time. When the Redis server restarted since `seed` was taken, the
+   * deadlines written before the restart may be lost, so it records nothing and
+   * returns false.
+   */
+  markDeadlinesComplete(seed: DeadlineSeed): Promise<boolean>;
 
   /**
    * Returns whether the deadline set still carries the record of

@@ -11,6 +11,7 @@ import { DomainError } from '../../domain/errors.js';
 import type {
   AcquireUserLockOptions,
   CoordinationStore,
+  DeadlineSeed,
   UserLock,
   WindowCount,
 } from './coordination-store.js';
@@ -225,9 +226,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       });
     },
 
-    async markDeadlinesComplete(): Promise<void> {
+    async startDeadlineSeed(): Promise<DeadlineSeed> {
+      ensureOpen();
+      return { marker: 'complete' };
+    },
+
+    async markDeadlinesComplete(): Promise<boolean> {
       ensureOpen();
       deadlinesMarkedComplete = true;
+      return true;
     },
 
     async deadlinesComplete(): Promise<boolean> {

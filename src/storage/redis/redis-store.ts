@@ -13,6 +13,7 @@ import { openRedisConnection, redisUnavailable } from './connection.js';
 import type {
   AcquireUserLockOptions,
   CoordinationStore,
+  DeadlineSeed,
   UserLock,
   WindowCount,
 } from './coordination-store.js';
@@ -310,9 +311,16 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return scores.map((score) => (score === null ? null : deadlineOfScore(Number(score))));
     },
 
-    async markDeadlinesComplete(): Promise<void> {
+    async startDeadlineSeed(): Promise<DeadlineSeed> {
+      return { marker: await completeMarker() };
+    },
+
+    async markDeadlinesComplete(seed: DeadlineSeed): Promise<boolean> {
       const deadlinesKey = keys.deadlines();
       const marker = await completeMarker();
+      if (marker !== seed.marker) {
+        return false;
+      }
       await run('markDeadlinesComplete', () => redis.zadd(deadlinesKey, '+inf', marker), IDEMPOTENT);
       // Markers of earlier server runs no longer count, so they are removed.
       const markers = await run('markDeadlinesComplete', () => redis.zrangebyscore(deadlinesKey, '+inf', '+inf'), IDEMPOTENT);
@@ -320,6 +328,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       if (stale.length > 0) {
         await run('markDeadlinesComplete', () => redis.zrem(deadlinesKey, ...stale), IDEMPOTENT);
       }
+      return true;
     },
 
     async deadlinesComplete(): Promise<boolean> {
