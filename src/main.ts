@@ -15,6 +15,26 @@ import { describeConnectionFailure } from './storage/connection-failure.js';
 import { DataDirectoryInUseError } from './storage/postgres/database.js';
 import { MigrationLockTimeoutError } from './storage/postgres/migrator.js';
 
+/** Returns the reason of a failed listen, with the setting to change where the operator can fix it. */
+function describeListenFailure(error: unknown, server: { host: string; port: number }): string {
+  const { host, port } = server;
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE') {
+    return `port ${port} on ${host} is already in use; stop the other process or set PORT`;
+  }
+  if (code === 'EADDRNOTAVAIL') {
+    return `address ${host} is not available on this machine; check HOST`;
+  }
+  // The resolver takes `[::1]`, the form of an IPv6 address in a URL, for a host name.
+  if (code === 'ENOTFOUND' && host.startsWith('[') && host.endsWith(']')) {
+    return `HOST ${host} is an IPv6 address in brackets, which only URLs use; set HOST to ${host.slice(1, -1)}`;
+  }
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+    return `host ${host} could not be resolved (${code}); check HOST, or give an IP address such as 127.0.0.1`;
+  }
+  return (error as Error).message;
+}
+
 async function main(): Promise<void> {
   let config;
   try {
@@ -46,16 +66,7 @@ async function main(): Promise<void> {
   try {
     url = await app.listen();
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const reason =
-      code === 'EADDRINUSE'
-        ? `port ${config.server.port} on ${config.server.host} is already in use; stop the other process or set PORT`
-        : code === 'EADDRNOTAVAIL'
-          ? `address ${config.server.host} is not available on this machine; check HOST`
-          : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
-            ? `host ${config.server.host} could not be resolved (${code}); check HOST, or give an IP address such as 127.0.0.1`
-            : (error as Error).message;
-    logger.error(`Event Master cannot listen: ${reason}.`);
+    logger.error(`Event Master cannot listen: ${describeListenFailure(error, config.server)}.`);
     await app.close();
     process.exit(1);
   }

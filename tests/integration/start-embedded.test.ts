@@ -69,4 +69,15 @@ describe('start on embedded PGlite', () => {
     expect(output, 'setting').toContain('check HOST');
     expect(output, 'stack trace').not.toMatch(/^\s+at /m);
   }, 60_000);
+
+  it('bracketed IPv6 HOST exits 1', async () => {
+    // Brackets belong to URLs. The resolver looks the text up as a host name.
+    const result = await runCli('src/main.ts', [], environment({ HOST: '[::1]', DATA_DIR: join(dataDir(), 'bracketed-host') }), { timeoutMs: 60_000 });
+    const output = result.stdout + result.stderr;
+
+    expect(result.code, 'exit code').toBe(1);
+    expect(output, 'message').toContain('Event Master cannot listen: HOST [::1] is an IPv6 address in brackets');
+    expect(output, 'fix').toContain('set HOST to ::1');
+    expect(output, 'IPv4 hint').not.toContain('such as 127.0.0.1');
+  }, 60_000);
 });
