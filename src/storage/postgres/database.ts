@@ -205,7 +205,8 @@ function lockDataDirectory(directory: string): () => void {
     const owner = Number(readFileSync(lockFile, 'utf8').trim());
     if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
       throw new DataDirectoryInUseError(
-        `The embedded database in ${directory} is in use by process ${owner}. Stop that process first, or set DATABASE_URL to use PostgreSQL, which several processes can share.`,
+        `The embedded database in ${directory} is in use by process ${owner}. Stop that process first, or set DATABASE_URL to use PostgreSQL, which several processes can share. ` +
+          `If process ${owner} is no Event Master process, a server that crashed left ${lockFile} behind and the system reused its process id, so delete ${lockFile}.`,
       );
     }
   } catch (error) {
