@@ -82,6 +82,14 @@ const SCAN_BATCH_SIZE = 500;
  */
 const DEADLINES_COMPLETE_MEMBER = 'complete';
 
+/**
+ * Error replies of a Redis server that replies to INFO again once a passing state
+ * ends, such as a script that runs past busy-reply-threshold (BUSY) or an RDB
+ * load (LOADING). Other error replies, such as NOPERM from an ACL or an
+ * unknown command from a proxy without INFO, deny INFO for good.
+ */
+const PASSING_STATE_REPLY = /^(BUSY|LOADING|MASTERDOWN|NOAUTH|TRYAGAIN|CLUSTERDOWN)\b/;
+
 /** Marks an operation that may safely run twice. */
 const IDEMPOTENT = { idempotent: true };
 
@@ -122,10 +130,11 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
   /**
    * Turns a rejected INFO, as from a server that renamed the command or an
    * ACL user without it, into an empty reply, so that the sweeper still runs,
-   * with the bare marker. Connection failures stay errors.
+   * with the bare marker. Connection failures and passing states such as
+   * BUSY or LOADING stay errors.
    */
   function withoutInfo(error: unknown): string {
-    if (!(error instanceof ReplyError)) {
+    if (!(error instanceof ReplyError) || PASSING_STATE_REPLY.test((error as Error).message)) {
       throw error;
     }
     if (!infoRejectionLogged) {
