@@ -7,7 +7,8 @@
  *     em:deadlines            sorted set, member userId, score = next deadline in ms,
  *                             or -(t + 1) while a sweeper's claim made at time t is in force,
  *                             and the member `complete:<run_id>` at +inf once the set was
- *                             seeded while the Redis server with that INFO run_id ran
+ *                             seeded while the Redis server with that INFO run_id ran,
+ *                             or `complete` alone where INFO has no run_id or is denied
  *     em:counter:<key>        integer, a rate-limit window counter, with a TTL
  *
  * `{u:<userId>}` is a Redis Cluster hash tag: the cluster hashes only the text
