@@ -70,10 +70,16 @@ function readRequestStart(rawPacket: unknown): RequestStart {
  * the reply that Node is writing on the socket, the field that Node's own
  * fallback for 'clientError' checks. When that reply finishes, Node moves
  * the next queued one there before this listener runs.
+ *
+ * A reply in flight that has not started and whose request is incomplete
+ * belongs to the request whose body failed to parse, such as a body cut off
+ * because the client closed the connection. That body never completes, so
+ * the reply never finishes, and `send` runs at once. Waiting for it would
+ * keep the connection and its request open until REQUEST_TIMEOUT_MS.
  */
 function afterRepliesInFlight(socket: Socket, send: () => void): void {
   const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (inFlight === null || inFlight === undefined) {
+  if (inFlight === null || inFlight === undefined || (!inFlight.req.complete && !inFlight.headersSent)) {
     send();
     return;
   }

@@ -1014,6 +1014,29 @@ describe('REQUEST_TIMEOUT_MS', () => {
     expect(reply, 'reason').toContain('"reason":"INVALID_HTTP_REQUEST"');
   });
 
+  // A body that fails to parse never completes, so its own reply must not
+  // wait for it: the 400 comes at once, not the 408 of REQUEST_TIMEOUT_MS.
+  it.each([
+    ['body with a bad chunk', 'Transfer-Encoding: chunked\r\n\r\n5\r\n{"que\r\nzz\r\n', false],
+    ['body cut off by the client', 'Content-Length: 1000\r\n\r\n{"query":', true],
+  ])('%s is a 400', async (_case, rest, closeWrite) => {
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.write(`POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${rest}`);
+    if (closeWrite) {
+      // The client stops sending but keeps reading, as a cancelled upload can.
+      socket.end();
+    }
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+
+    const reply = Buffer.concat(received).toString('utf8');
+    expect(reply, 'status line').toMatch(/^HTTP\/1\.1 400 /);
+    expect(reply, 'body').not.toContain('REQUEST_TIMEOUT');
+    expect(reply, 'reason').toContain('"reason":"INVALID_HTTP_REQUEST"');
+  });
+
   it('keeps serving after a timeout', async () => {
     const reply = await send(`${server.url}/healthz`);
     expect(reply.status).toBe(200);
