@@ -574,7 +574,13 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
       // the connection with the reply ends the request.
       reply.header('connection', 'close');
     }
-    const domain = toDomainError(error);
+    const statusCode = (error as { statusCode?: number }).statusCode;
+    // Fastify's own rejections carry a 4xx status and never come from
+    // storage, so their codes are not read as a dependency failure. A body
+    // cut off because the connection closed, by the client or after a parse
+    // error of the body, fails with ECONNRESET.
+    const rejectedByFastify = !(error instanceof DomainError) && statusCode !== undefined && statusCode >= 400 && statusCode < 500;
+    const domain = rejectedByFastify ? null : toDomainError(error);
     if (isUnstorableValue(error)) {
       request.log.warn({ err: error }, 'the database rejected a request value that input validation let through');
     }
@@ -598,10 +604,12 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
       }
       return reply.status(status).send(errorBody({ code, reason: domain.reason, message: domain.message, ...domain.details }));
     }
-    const statusCode = (error as { statusCode?: number }).statusCode;
-    if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
+    if (rejectedByFastify) {
       // Fastify's own rejections: malformed JSON, unsupported media type, body too large.
       const errorCode = (error as { code?: string }).code ?? 'BAD_REQUEST';
+      if (request.raw.destroyed && !request.raw.complete) {
+        request.log.info({ err: error }, 'the connection closed before the whole request body arrived');
+      }
       const reason = FASTIFY_REASONS[errorCode] ?? errorCode;
       if (statusCode === 413 && reason === ANONYMOUS_BODY_REASON) {
         return reply.status(413).send(

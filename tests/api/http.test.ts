@@ -602,6 +602,41 @@ describe('HTTP behaviour', () => {
     });
   });
 
+  describe('body cut off by the client', () => {
+    it.each([
+      ['closed connection', false],
+      ['reset connection', true],
+    ])('%s logged as a cut-off body', async (_case, reset) => {
+      const faulty = servers.get('test') as FaultyServer;
+      const requestId = `cut-body-${reset ? 'reset' : 'closed'}`;
+      const { port } = new URL(faulty.server.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      socket.on('error', () => {});
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const head = `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nx-request-id: ${requestId}\r\nContent-Length: 1000\r\n\r\n`;
+      await new Promise<void>((resolve) => socket.write(`${head}{"query":`, () => resolve()));
+      // Waits until the server has logged the request, so that the connection closes in the body, not in the headers.
+      while (!logEntries(faulty.logLines).some((entry) => entry.reqId === requestId)) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      if (reset) {
+        socket.resetAndDestroy();
+      } else {
+        socket.destroy();
+      }
+      const isOutcome = (entry: Record<string, any>) => entry.reqId === requestId && entry.err !== undefined;
+      while (!logEntries(faulty.logLines).some(isOutcome)) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+
+      const outcomes = logEntries(faulty.logLines).filter(isOutcome);
+      expect(outcomes.map((entry) => entry.msg), 'log messages').toEqual([
+        'the connection closed before the whole request body arrived',
+      ]);
+      expect(outcomes[0]?.level, 'log level').toBe(30);
+    });
+  });
+
   describe('request ids', () => {
     it('generated per response', async () => {
       const first = await send(`${server.url}/healthz`);
