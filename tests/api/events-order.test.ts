@@ -102,6 +102,34 @@ describe('listing order at one instant', () => {
     expect(backward).toEqual(expected);
   });
 
+  it('arrival numbers in storing order', async () => {
+    // Two heartbeats share an instant and a late one comes first in time,
+    // so neither occurredAt nor the listing order shows the storing order.
+    const hana = await server.createUser('hana');
+    const first = [
+      { id: 'a', type: 'heartbeat', occurredAt: at('05:00:00') },
+      { id: 'b', type: 'heartbeat', occurredAt: at('05:00:00') },
+      { id: 'c', type: 'task_started', occurredAt: at('05:10:00') },
+    ];
+    dataOf(await server.gql(SEND_EVENTS, { events: first }, hana.token), 'sendEvents');
+    const second = [
+      { id: 'd', type: 'heartbeat', occurredAt: at('04:00:00') },
+      { id: 'a', type: 'heartbeat', occurredAt: at('05:00:00') },
+    ];
+    dataOf(await server.gql(SEND_EVENTS, { events: second }, hana.token), 'sendEvents');
+
+    const reply = await server.gql('{ events(first: 50) { nodes { clientId type origin arrival } } }', {}, hana.token);
+    const nodes = (reply.data?.events?.nodes ?? []) as Array<{ clientId: string | null; type: string; origin: string; arrival: number | null }>;
+
+    expect(nodes.map((node) => `${node.clientId ?? node.type} ${node.arrival}`)).toEqual([
+      'd 4',
+      'a 1',
+      'b 2',
+      'session_started null',
+      'c 3',
+    ]);
+  });
+
   it('auto-close end after its start', async () => {
     // With a one-minute timeout that ends at the last activity, a session
     // with no activity after its start ends at the instant it started.

@@ -48,6 +48,7 @@ export const User: UserResolvers = {
 export const Event: EventResolvers = {
   user: (event, _args, context) => loadUser(context, event.userId),
   pairKey: (event) => event.pairKey,
+  arrival: (event) => (event.origin === 'CLIENT' ? event.seq : null),
   flags: (event) => {
     const flags = [...event.intakeFlags];
     if (event.orphan) {
