@@ -155,20 +155,56 @@ function isOrderValue(value: unknown, type: OrderPart['type']): boolean {
   }
 }
 
-/** Returns the order values of a cursor as SQL parameters, or throws INVALID_CURSOR. */
-function decodeCursor(cursor: string, order: readonly OrderPart[], backward: boolean): unknown[] {
+/** The order of each paged listing, by the name of its field and table. */
+const LISTING_ORDERS: Readonly<Record<string, readonly OrderPart[]>> = { events: EVENT_ORDER, segments: SEGMENT_ORDER };
+
+/** Returns whether `values` are the order values of a row in `order`. */
+function fitsOrder(values: unknown, order: readonly OrderPart[]): values is unknown[] {
+  return Array.isArray(values) && values.length === order.length && order.every((part, index) => isOrderValue(values[index], part.type));
+}
+
+/**
+ * Returns what is wrong with a cursor that does not fit the order of
+ * `listing`, for the error message.
+ */
+function cursorProblem(parsed: unknown, listing: string): string {
+  const other = Object.keys(LISTING_ORDERS).find((name) => name !== listing && fitsOrder(parsed, LISTING_ORDERS[name]!));
+  if (other !== undefined) {
+    return `it is a cursor of \`${other}\`, and \`${listing}\` takes only cursors of its own pages`;
+  }
+  const order = LISTING_ORDERS[listing]!;
+  if (!Array.isArray(parsed) || parsed.length !== order.length) {
+    return `it is not a cursor that \`${listing}\` returned`;
+  }
+  const index = order.findIndex((part, position) => !isOrderValue(parsed[position], part.type));
+  return `its value ${index + 1} is not a valid ${order[index]!.type}`;
+}
+
+/**
+ * Returns the order values of a cursor of `listing` (a key of
+ * LISTING_ORDERS) as SQL parameters, or throws INVALID_CURSOR naming the
+ * argument and the problem.
+ */
+function decodeCursor(cursor: string, listing: string, backward: boolean): unknown[] {
+  const order = LISTING_ORDERS[listing]!;
+  let parsed: unknown;
   try {
-    const parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    // A forged cursor must not reach SQL with a value that the casts reject.
-    if (Array.isArray(parsed) && parsed.length === order.length && order.every((part, index) => isOrderValue(parsed[index], part.type))) {
-      return parsed.map((value, index) => (order[index]!.type === 'instant' ? new Date(value as number) : value));
-    }
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
   } catch {
-    // Reported below.
+    parsed = undefined;
+  }
+  // A forged cursor must not reach SQL with a value that the casts reject.
+  if (fitsOrder(parsed, order)) {
+    return parsed.map((value, index) => (order[index]!.type === 'instant' ? new Date(value as number) : value));
   }
   // `before` takes the startCursor of the page after, `after` the endCursor of the page before.
-  const hint = backward ? 'a startCursor from the page after' : 'an endCursor from a previous page';
-  throw badInput('INVALID_CURSOR', `Cursor ${JSON.stringify(cursor.slice(0, 64))} is invalid: pass ${hint}.`);
+  const argument = backward ? 'before' : 'after';
+  const hint = backward ? `a startCursor from the \`${listing}\` page after` : `an endCursor from a previous \`${listing}\` page`;
+  throw badInput(
+    'INVALID_CURSOR',
+    `Cursor ${JSON.stringify(cursor.slice(0, 64))} in \`${argument}\` is invalid: ${cursorProblem(parsed, listing)}, so pass ${hint}.`,
+    { argument },
+  );
 }
 
 export class QueryService {
@@ -410,7 +446,7 @@ class WhereBuilder {
   page(table: string, columns: string, order: readonly OrderPart[], page: PageRequest): string {
     const keys = order.map((part) => part.sql).join(', ');
     if (page.cursor !== null) {
-      const values = decodeCursor(page.cursor, order, page.backward);
+      const values = decodeCursor(page.cursor, table, page.backward);
       const markers = values.map((value, index) => {
         this.params.push(value);
         return `$${this.params.length}::${SQL_TYPES[order[index]!.type]}`;

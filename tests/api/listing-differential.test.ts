@@ -140,6 +140,13 @@ describe('listing differential', () => {
   let allSegments: SegmentNode[];
   let allEventsCursor: string;
 
+  /** A cursor of the first event with the value at `index` replaced. */
+  function withValue(index: number, value: unknown): string {
+    const values = decode(allEventsCursor);
+    values[index] = value;
+    return encode(values);
+  }
+
   async function send(token: string, events: Array<Record<string, unknown>>): Promise<void> {
     dataOf(await server.gql(SEND_EVENTS, { events }, token), 'sendEvents');
   }
@@ -513,6 +520,45 @@ describe('listing differential', () => {
 
     expect(seen).toEqual(everything.slice(cursorIndex + 1).map((node) => node.id));
     expect(seen.filter((id) => first.nodes.some((node) => node.id === id))).toEqual([]);
+  });
+
+  it('cursor of the other field is rejected', async () => {
+    const events = await page<{ id: string }>('events', { first: 1 });
+    const segments = await page<{ id: string }>('segments', { first: 1 });
+    for (const [field, cursor, other] of [
+      ['segments', events.pageInfo.endCursor, 'events'],
+      ['events', segments.pageInfo.endCursor, 'segments'],
+    ] as const) {
+      for (const paging of [{ first: 2, after: cursor }, { last: 2, before: cursor }]) {
+        const response = await server.gql(pageQuery(field), paging, adminToken);
+        const error = response.errors?.[0];
+
+        expect(response.status).toBe(400);
+        expect(error?.extensions?.reason).toBe('INVALID_CURSOR');
+        expect(error?.extensions?.argument).toBe('after' in paging ? 'after' : 'before');
+        expect(error?.message).toContain(`it is a cursor of \`${other}\``);
+      }
+    }
+  });
+
+  it.each([
+    { name: 'not base64 JSON', cursor: () => '!!!', problem: 'it is not a cursor that `events` returned' },
+    { name: 'empty', cursor: () => '', problem: 'it is not a cursor that `events` returned' },
+    { name: 'an object', cursor: () => encode({ at: 1 }), problem: 'it is not a cursor that `events` returned' },
+    { name: 'too short', cursor: () => encode([1]), problem: 'it is not a cursor that `events` returned' },
+    { name: 'an instant out of range', cursor: () => withValue(0, 1e20), problem: 'its value 1 is not a valid instant' },
+    { name: 'a fractional instant', cursor: () => withValue(0, 1.5), problem: 'its value 1 is not a valid instant' },
+    { name: 'a position beyond int', cursor: () => withValue(2, 2 ** 31), problem: 'its value 3 is not a valid int' },
+    { name: 'a string flag', cursor: () => withValue(3, 'true'), problem: 'its value 4 is not a valid boolean' },
+    { name: 'a malformed id', cursor: () => withValue(5, 'x'), problem: 'its value 6 is not a valid uuid' },
+  ])('tampered cursor $name names the problem', async ({ cursor, problem }) => {
+    const response = await server.gql(pageQuery('events'), { first: 2, after: cursor() }, adminToken);
+    const error = response.errors?.[0];
+
+    expect(response.status).toBe(400);
+    expect(error?.extensions?.reason).toBe('INVALID_CURSOR');
+    expect(error?.message).toContain(problem);
+    expect(error?.message).toContain('pass an endCursor from a previous `events` page');
   });
 
   it('cursor with changed values is a position', async () => {
