@@ -44,7 +44,6 @@ export function badInput(
 
 /** The quantity each configured limit bounds, named in error messages. */
 const LIMIT_SUBJECTS: Readonly<Record<string, string>> = {
-  PAGE_SIZE_MAX: 'The page size',
   REPORT_MAX_WINDOW_DAYS: 'The report window',
   REPORT_MAX_DEPTH: 'The expression depth',
   REPORT_MAX_NODES: 'The expression size',

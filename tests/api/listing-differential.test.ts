@@ -575,4 +575,17 @@ describe('listing differential', () => {
     }
   });
 
+  it.each([
+    { paging: { first: 1001 }, argument: 'first' },
+    { paging: { last: 1001 }, argument: 'last' },
+  ])('page size above the maximum names $argument', async ({ paging, argument }) => {
+    for (const field of ['events', 'segments'] as const) {
+      const response = await server.gql(pageQuery(field), paging, adminToken);
+      const error = response.errors?.[0];
+
+      expect(response.status).toBe(400);
+      expect(error?.extensions).toMatchObject({ reason: 'LIMIT_EXCEEDED', limit: 'PAGE_SIZE_MAX', value: 1001, max: 1000 });
+      expect(error?.message).toContain(`${argument} is 1001, above the maximum of 1000 (PAGE_SIZE_MAX)`);
+    }
+  });
 });
