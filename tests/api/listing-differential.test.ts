@@ -522,6 +522,25 @@ describe('listing differential', () => {
     expect(seen.filter((id) => first.nodes.some((node) => node.id === id))).toEqual([]);
   });
 
+  // Stores events, so it runs after the other tests that read the seed.
+  it('new user at cursor instant sorts before it', async () => {
+    // Rows of several users at one instant are ordered by each user's own
+    // sequence of events, so the first event of a new user sorts first.
+    const everything = await page<EventNode>('events', { first: 1000 });
+    const cursorIndex = everything.nodes.findIndex((node) => node.user.id === alice.id && node.occurredAt === at(10, '09:30:00'));
+    const cursor = everything.edges[cursorIndex]!.cursor;
+    const dave = await server.createUser('dave');
+    await send(dave.token, [{ type: 'heartbeat', occurredAt: at(10, '09:30:00') }]);
+    await readEverything();
+    const daveEvent = allEvents.find((event) => event.user.id === dave.id)!;
+    const aliceEvent = everything.nodes[cursorIndex]!;
+
+    const after = await page<{ id: string }>('events', { first: 1000, after: cursor });
+
+    expect(allEvents.indexOf(daveEvent)).toBeLessThan(allEvents.findIndex((event) => event.id === aliceEvent.id));
+    expect(after.nodes.map((node) => node.id)).not.toContain(daveEvent.id);
+  });
+
   it('cursor of the other field is rejected', async () => {
     const events = await page<{ id: string }>('events', { first: 1 });
     const segments = await page<{ id: string }>('segments', { first: 1 });
