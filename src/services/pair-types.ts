@@ -142,9 +142,10 @@ export class PairTypeService {
     return changed.map((row) => row.name);
   }
 
+  /** Lists every pair type in code point order of name, whatever the database's collation. */
   async list(): Promise<PairTypeRecord[]> {
-    const rows = await this.prisma.pairType.findMany({ orderBy: { name: 'asc' } });
-    return rows.map(toPairTypeRecord);
+    const rows = await this.prisma.pairType.findMany();
+    return rows.map(toPairTypeRecord).sort((a, b) => compareCodePoints(a.name, b.name));
   }
 
   /**
@@ -281,24 +282,22 @@ export class PairTypeService {
     return readReplayStatus(this.sql);
   }
 
+  /** Returns a user's preferences in code point order of pair type, whatever the database's collation. */
   async preferences(userId: string): Promise<Array<{ pairType: string } & AutoClosePolicy>> {
     if (this.sql !== undefined) {
       // Read on every fold, so it skips Prisma's per-query overhead.
       const rows = await this.sql.query<{ pair_type: string; timeout_seconds: number; end_at: AutoCloseEndAt }>(
-        `SELECT pair_type, timeout_seconds, end_at FROM auto_close_preferences WHERE user_id = $1 ORDER BY pair_type`,
+        `SELECT pair_type, timeout_seconds, end_at FROM auto_close_preferences WHERE user_id = $1`,
         [userId],
       );
-      return rows.map((row) => ({ pairType: row.pair_type, timeoutSeconds: row.timeout_seconds, endAt: row.end_at }));
+      return rows
+        .map((row) => ({ pairType: row.pair_type, timeoutSeconds: row.timeout_seconds, endAt: row.end_at }))
+        .sort((a, b) => compareCodePoints(a.pairType, b.pairType));
     }
-    const rows = await this.prisma.autoClosePreference.findMany({
-      where: { userId },
-      orderBy: { pairType: 'asc' },
-    });
-    return rows.map((row) => ({
-      pairType: row.pairType,
-      timeoutSeconds: row.timeoutSeconds,
-      endAt: row.endAt,
-    }));
+    const rows = await this.prisma.autoClosePreference.findMany({ where: { userId } });
+    return rows
+      .map((row) => ({ pairType: row.pairType, timeoutSeconds: row.timeoutSeconds, endAt: row.endAt }))
+      .sort((a, b) => compareCodePoints(a.pairType, b.pairType));
   }
 
   /**
@@ -483,4 +482,18 @@ function toPairTypeRecord(row: {
     autoClose: { timeoutSeconds: row.timeoutSeconds, endAt: row.endAt },
     builtIn: row.builtIn,
   };
+}
+
+/**
+ * Compares two strings by UTF-16 code units, which for the ASCII names of
+ * pair types is code point order: `-` and `.`, digits, uppercase letters,
+ * `_`, then lowercase letters.
+ * ORDER BY in SQL would follow the database's collation instead, which
+ * differs between servers (C in some, en_US in the official postgres image).
+ */
+function compareCodePoints(a: string, b: string): number {
+  if (a < b) {
+    return -1;
+  }
+  return a > b ? 1 : 0;
 }

@@ -31,14 +31,18 @@ async function runOnBase(baseUrl: string, statements: readonly string[]): Promis
 /**
  * Creates an empty database on the server of `baseUrl`. `settings` are
  * `ALTER DATABASE ... SET` clauses such as `timezone TO 'Asia/Kolkata'`.
+ * `icuLocale`, such as `en-US`, makes ICU that locale's default collation
+ * (PostgreSQL 15 or later, built with ICU).
  */
 export async function createTestDatabase(
   baseUrl: string,
-  options: { prefix?: string; settings?: readonly string[] } = {},
+  options: { prefix?: string; settings?: readonly string[]; icuLocale?: string } = {},
 ): Promise<TestDatabase> {
   const name = `${options.prefix ?? 'em_test'}_${randomBytes(6).toString('hex')}`;
+  const collation =
+    options.icuLocale === undefined ? '' : ` TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '${options.icuLocale}'`;
   await runOnBase(baseUrl, [
-    `CREATE DATABASE ${name}`,
+    `CREATE DATABASE ${name}${collation}`,
     ...(options.settings ?? []).map((setting) => `ALTER DATABASE ${name} SET ${setting}`),
   ]);
   const url = new URL(baseUrl);
