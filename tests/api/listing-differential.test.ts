@@ -140,7 +140,7 @@ describe('listing differential', () => {
   let allSegments: SegmentNode[];
   let allEventsCursor: string;
 
-  /** A cursor of the first event with the value at `index` replaced. */
+  /** Returns a cursor of the first event with the value at `index` replaced. */
   function withValue(index: number, value: unknown): string {
     const values = decode(allEventsCursor);
     values[index] = value;
@@ -231,6 +231,15 @@ describe('listing differential', () => {
       ),
       'definePairType',
     );
+    dataOf(
+      await server.gql(
+        `mutation { definePairType(input: { name: "pause", startType: "pause_started", endType: "pause_ended",
+          autoClose: { timeoutSeconds: 60, endAt: LAST_ACTIVITY } }) { name } }`,
+        {},
+        adminToken,
+      ),
+      'definePairType',
+    );
 
     await send(alice.token, [
       { id: 'a1', type: 'session_started', occurredAt: at(10, '08:00:00'), meta: { project: 'x' } },
@@ -259,6 +268,8 @@ describe('listing differential', () => {
 
     await send(carol.token, [
       { id: 'c1', type: 'session_started', occurredAt: at(10, '09:00:00') },
+      // No activity follows within its timeout, so it closes at its start and is empty.
+      { id: 'c4', type: 'pause_started', occurredAt: at(10, '10:00:00') },
       { id: 'c2', type: 'heartbeat', occurredAt: at(1, '09:00:00') },
       { id: 'c3', type: 'heartbeat', occurredAt: at(10, '13:00:00') },
     ]);
@@ -275,6 +286,10 @@ describe('listing differential', () => {
     expect([...rules].sort()).toEqual(['AUTO_CLOSE', 'CHILD_CLOSED_WITH_PARENT', 'DUPLICATE_START', 'MISSING_PARENT_START']);
     expect([...flags].sort()).toEqual(['FUTURE_TIMESTAMP', 'LATE_BEYOND_HORIZON', 'LATE_EVENT', 'ORPHAN_END']);
     expect(allSegments.filter((segment) => segment.open).length).toBeGreaterThanOrEqual(3);
+    const emptyEnd = allEvents.find((event) => event.type === 'pause_ended');
+    expect(emptyEnd?.rule, 'the pause is auto-closed').toBe('AUTO_CLOSE');
+    expect(emptyEnd?.occurredAt, 'at its start').toBe(at(10, '10:00:00'));
+    expect(allSegments.filter((segment) => segment.pairType === 'pause'), 'empty segments are not listed').toEqual([]);
     for (const segment of allSegments) {
       expect(segment.open).toBe(segment.end === null);
       if (segment.end !== null) expect(Date.parse(segment.end)).toBeGreaterThan(Date.parse(segment.start));
@@ -296,7 +311,7 @@ describe('listing differential', () => {
   it('segment filters match the naive filter', async () => {
     const listings: Listing[] = [];
     for (const users of [null, ...subsets([alice.id, bob.id, carol.id, UNKNOWN_USER], 2)]) {
-      for (const pairTypes of [null, [], ['session'], ['task', 'call'], ['nope']]) {
+      for (const pairTypes of [null, [], ['session'], ['task', 'call'], ['pause', 'nope']]) {
         for (const pairKeys of [null, [], [''], ['a', 'x']]) {
           for (const open of [null, true, false]) {
             const filter: Record<string, unknown> = {};
@@ -319,7 +334,7 @@ describe('listing differential', () => {
     const listings: Listing[] = [];
     for (const users of [null, [], [alice.id], [bob.id, carol.id]]) {
       for (const types of [null, [], ['heartbeat'], ['task_started', 'session_ended']]) {
-        for (const pairTypes of [null, ['task'], ['session', 'call']]) {
+        for (const pairTypes of [null, ['task'], ['session', 'call'], ['pause']]) {
           for (const origins of [null, [], ['CLIENT'], ['CORRECTION'], ['CLIENT', 'CORRECTION']]) {
             const filter: Record<string, unknown> = {};
             if (users !== null) filter.users = users;
