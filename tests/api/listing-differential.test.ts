@@ -308,6 +308,24 @@ describe('listing differential', () => {
     }
   });
 
+  it('corrections sit beside their cause', () => {
+    const position = (predicate: (event: EventNode) => boolean): number => {
+      const index = allEvents.findIndex(predicate);
+      expect(index, 'event found').toBeGreaterThanOrEqual(0);
+      return index;
+    };
+    const byRule = (rule: string, type: string) => position((event) => event.rule === rule && event.type === type);
+    const byType = (userId: string, type: string, occurredAt: string) =>
+      position((event) => event.origin === 'CLIENT' && event.user.id === userId && event.type === type && event.occurredAt === occurredAt);
+
+    // A correction synthesised for a client event comes just before it.
+    expect(byRule('MISSING_PARENT_START', 'session_started')).toBe(byType(alice.id, 'task_started', at(10, '10:00:00')) - 1);
+    expect(byRule('DUPLICATE_START', 'task_ended')).toBe(byType(alice.id, 'task_started', at(10, '10:30:00')) - 1);
+    expect(byRule('CHILD_CLOSED_WITH_PARENT', 'task_ended')).toBe(byType(alice.id, 'session_ended', at(10, '09:00:00')) - 1);
+    // An auto-close end comes after the activity it ends at.
+    expect(byRule('AUTO_CLOSE', 'pause_ended')).toBeGreaterThan(byType(carol.id, 'pause_started', at(10, '10:00:00')));
+  });
+
   it('segment filters match the naive filter', async () => {
     const listings: Listing[] = [];
     for (const users of [null, ...subsets([alice.id, bob.id, carol.id, UNKNOWN_USER], 2)]) {
