@@ -50,8 +50,10 @@ interface Page<T> {
 
 type Field = 'events' | 'segments';
 
-const EVENT_NODE = 'id user { id } type pairType pairKey occurredAt origin rule flags';
-const SEGMENT_NODE = 'id user { id } pairType pairKey start end open parentSegmentId';
+// Pages that select `meta` are read within the reply budget by other SQL
+// than `listMany`, which selects no `meta`, so both reads are compared.
+const EVENT_NODE = 'id user { id } type pairType pairKey occurredAt origin rule flags meta';
+const SEGMENT_NODE = 'id user { id } pairType pairKey start end open parentSegmentId meta';
 
 const ARGUMENT_TYPES: Record<Field, string> = { events: 'EventFilter', segments: 'SegmentFilter' };
 
