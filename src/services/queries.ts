@@ -222,9 +222,11 @@ export class QueryService {
     const forward = args.first !== null || args.after !== null;
     const backward = (args.last ?? null) !== null || (args.before ?? null) !== null;
     if (forward && backward) {
+      const givenArguments = (['first', 'after', 'last', 'before'] as const).filter((name) => (args[name] ?? null) !== null);
       throw badInput(
         'INVALID_PAGINATION',
-        'Page forward with first and after, or backward with last and before, but not both in one request.',
+        `The request gives ${givenArguments.join(', ')}: page forward with first and after, or backward with last and before, but not both in one request.`,
+        { arguments: givenArguments },
       );
     }
     const name = backward ? 'last' : 'first';

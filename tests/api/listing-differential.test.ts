@@ -630,6 +630,22 @@ describe('listing differential', () => {
   });
 
   it.each([
+    { paging: { first: 2, last: 2 }, given: ['first', 'last'] },
+    { paging: { first: 2, before: 'x' }, given: ['first', 'before'] },
+    { paging: { after: 'x', last: 2, before: 'y' }, given: ['after', 'last', 'before'] },
+  ])('mixed directions name $given', async ({ paging, given }) => {
+    for (const field of ['events', 'segments'] as const) {
+      const response = await server.gql(pageQuery(field), paging, adminToken);
+      const error = response.errors?.[0];
+
+      expect(response.status).toBe(400);
+      expect(error?.extensions?.reason).toBe('INVALID_PAGINATION');
+      expect(error?.extensions?.arguments).toEqual(given);
+      expect(error?.message).toContain(`The request gives ${given.join(', ')}`);
+    }
+  });
+
+  it.each([
     { paging: { first: 1001 }, argument: 'first' },
     { paging: { last: 1001 }, argument: 'last' },
   ])('page size above the maximum names $argument', async ({ paging, argument }) => {
