@@ -511,6 +511,20 @@ describe('listing differential', () => {
     }
   });
 
+  it('foreign cursor sets the flag past it', async () => {
+    // The first and last events are Carol's, so Alice's listing holds
+    // nothing after the last, and Bob's nothing before the first.
+    const everything = await page<EventNode>('events', { first: 1000 });
+    expect(everything.nodes.at(-1)!.user.id).toBe(carol.id);
+    expect(everything.nodes[0]!.user.id).toBe(carol.id);
+
+    const backward = await page('events', { filter: { users: [alice.id] }, last: 2, before: everything.pageInfo.endCursor });
+    const forward = await page('events', { filter: { users: [bob.id] }, first: 2, after: everything.pageInfo.startCursor });
+
+    expect(backward.pageInfo.hasNextPage).toBe(true);
+    expect(forward.pageInfo.hasPreviousPage).toBe(true);
+  });
+
   it('cursor of another user positions a member listing', async () => {
     for (const field of ['events', 'segments'] as const) {
       const aliceList = await page<{ id: string }>(field, { first: 1000 }, alice.token);
