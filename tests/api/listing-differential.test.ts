@@ -590,6 +590,30 @@ describe('listing differential', () => {
     expect(after.nodes.map((node) => node.id)).not.toContain(daveEvent.id);
   });
 
+  // Stores events and moves the clock, so it runs after the tests that read the seed.
+  it('auto-close lands before a later cursor', async () => {
+    // An auto-close is written once its deadline passes, at the pair's last
+    // activity, so it can sort before a cursor that a listing of several
+    // users has already passed.
+    const erin = await server.createUser('erin');
+    const frank = await server.createUser('frank');
+    clock.set(Date.parse('2026-03-10T12:30:00Z'));
+    await send(erin.token, [{ type: 'pause_started', occurredAt: '2026-03-10T12:30:00Z' }]);
+    clock.set(Date.parse('2026-03-10T12:30:30Z'));
+    await send(frank.token, [{ type: 'heartbeat', occurredAt: '2026-03-10T12:30:30Z' }]);
+    const before = await page<EventNode>('events', { first: 1000 });
+    expect(before.nodes.at(-1)!.user.id).toBe(frank.id);
+
+    clock.set(Date.parse('2026-03-10T12:32:00Z'));
+    const after = await page<EventNode>('events', { first: 1000, after: before.pageInfo.endCursor });
+    await readEverything();
+    const autoClose = allEvents.find((event) => event.user.id === erin.id && event.rule === 'AUTO_CLOSE');
+
+    expect(autoClose?.occurredAt).toBe('2026-03-10T12:30:00.000Z');
+    expect(after.nodes).toEqual([]);
+    expect(allEvents.indexOf(autoClose!)).toBeLessThan(allEvents.findIndex((event) => event.user.id === frank.id));
+  });
+
   it('cursor of the other field is rejected', async () => {
     const events = await page<{ id: string }>('events', { first: 1 });
     const segments = await page<{ id: string }>('segments', { first: 1 });
