@@ -14,6 +14,7 @@ export default defineConfig({
   },
   test: {
     include: ['tests/**/*.test.ts'],
+    globalSetup: ['tests/support/global-setup.ts'],
     // Two cores: two test files at a time; each API test file starts its own server.
     pool: 'forks',
     maxWorkers: 2,

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 
-import { describe } from 'vitest';
+import { describe, inject } from 'vitest';
 
 const isCi = process.env.CI === 'true';
 
@@ -60,9 +60,11 @@ export const describeWithRedis = describeIfSet('REDIS_URL', redisUrl);
 
 /**
  * Returns a Redis key prefix unique to this test file and run, such as
- * `test:store-contract:1a2b3c4d:`, so parallel files and runs never share keys.
+ * `test:9f8e7d6c:store-contract:1a2b3c4d:`, so parallel files and runs never
+ * share keys. The first id is the run's, under which the global setup
+ * deletes the keys when the run ends.
  */
 export function uniqueKeyPrefix(testFile: string): string {
   const name = path.basename(testFile).replace(/\.test\.[cm]?[jt]s$/, '');
-  return `test:${name}:${randomBytes(4).toString('hex')}:`;
+  return `test:${inject('redisRunId')}:${name}:${randomBytes(4).toString('hex')}:`;
 }
