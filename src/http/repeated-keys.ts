@@ -28,13 +28,25 @@ function keySegment(key: string): string {
   return `.${key.slice(0, 40)}`;
 }
 
+/**
+ * Maximum number of path segments in a message. A deeper path keeps its first
+ * and last 8 segments around "…". JSON.parse in V8 sets no nesting limit, so
+ * the whole path of a deeply nested key can be longer than the body.
+ */
+const MAX_PATH_SEGMENTS = 16;
+
 function pathOf(frames: readonly Frame[], repeated: string): string {
-  let path = 'body';
+  const segments: string[] = [];
   for (let depth = 0; depth < frames.length - 1; depth += 1) {
     const frame = frames[depth]!;
-    path += frame.keys === null ? `[${frame.index}]` : keySegment(frame.key);
+    segments.push(frame.keys === null ? `[${frame.index}]` : keySegment(frame.key));
   }
-  return path + keySegment(repeated);
+  segments.push(keySegment(repeated));
+  if (segments.length <= MAX_PATH_SEGMENTS) {
+    return `body${segments.join('')}`;
+  }
+  const half = MAX_PATH_SEGMENTS / 2;
+  return `body${segments.slice(0, half).join('')}…${segments.slice(-half).join('')}`;
 }
 
 /**

@@ -29,4 +29,17 @@ describe('repeatedKeyPath', () => {
     JSON.parse(text);
     expect(repeatedKeyPath(text)).toBeNull();
   });
+
+  it('shortens the path of a deeply nested key', () => {
+    const depth = 30_000;
+    const text = `${'['.repeat(depth)}{"a":1,"a":2}${']'.repeat(depth)}`;
+    JSON.parse(text);
+    const path = repeatedKeyPath(text);
+    expect(path, 'path').toBe(`body${'[0]'.repeat(8)}…${'[0]'.repeat(7)}.a`);
+  });
+
+  it('keeps a path of 16 segments whole', () => {
+    const text = `${'['.repeat(15)}{"a":1,"a":2}${']'.repeat(15)}`;
+    expect(repeatedKeyPath(text)).toBe(`body${'[0]'.repeat(15)}.a`);
+  });
 });
