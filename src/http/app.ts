@@ -25,7 +25,7 @@ import { acceptsToken } from '../services/users.js';
 import { registerCors } from './cors.js';
 import { GRAPHQL_RESPONSE_JSON, graphqlReplyType, prefersGraphQLResponseJson } from './graphql-media-type.js';
 import { registerRestRoutes } from './rest.js';
-import { repeatedKeyPath } from './repeated-keys.js';
+import { bodyPath, keySegment, repeatedKeyPath } from './repeated-keys.js';
 import { errorReplyBody, pathOf } from './error-body.js';
 import { createClientErrorHandler } from './client-error.js';
 import { answerRequestTimeouts, nodeServerTimeouts } from './request-timeout.js';
@@ -196,27 +196,42 @@ function acceptsHtml(request: FastifyRequest): boolean {
   return (request.headers.accept ?? '').includes('text/html');
 }
 
+/** A value of a parsed JSON body with the path segment that leads to it from its parent. */
+interface PathNode {
+  readonly parent: PathNode | null;
+  readonly segment: string;
+}
+
+/** Lists the path segments from the body to `node`. */
+function segmentsOf(node: PathNode | null): string[] {
+  const segments: string[] = [];
+  for (let cursor = node; cursor !== null; cursor = cursor.parent) {
+    segments.push(cursor.segment);
+  }
+  return segments.reverse();
+}
+
 /** Returns the path of the first `__proto__` key or `constructor.prototype` pair in a parsed JSON value, or null. */
 function prototypeKeyPath(root: unknown): string | null {
-  const stack: Array<{ value: unknown; path: string }> = [{ value: root, path: 'body' }];
+  const stack: Array<{ value: unknown; node: PathNode | null }> = [{ value: root, node: null }];
   while (stack.length > 0) {
-    const { value, path } = stack.pop()!;
+    const { value, node } = stack.pop()!;
     if (value === null || typeof value !== 'object') {
       continue;
     }
     if (Array.isArray(value)) {
-      value.forEach((item, index) => stack.push({ value: item, path: `${path}[${index}]` }));
+      value.forEach((item, index) => stack.push({ value: item, node: { parent: node, segment: `[${index}]` } }));
       continue;
     }
     for (const [key, item] of Object.entries(value)) {
-      const keyPath = `${path}.${key.slice(0, 40)}`;
+      const keyNode: PathNode = { parent: node, segment: keySegment(key) };
       if (key === '__proto__') {
-        return keyPath;
+        return bodyPath(segmentsOf(keyNode));
       }
       if (key === 'constructor' && item !== null && typeof item === 'object' && Object.hasOwn(item, 'prototype')) {
-        return `${keyPath}.prototype`;
+        return bodyPath(segmentsOf({ parent: keyNode, segment: '.prototype' }));
       }
-      stack.push({ value: item, path: keyPath });
+      stack.push({ value: item, node: keyNode });
     }
   }
   return null;

@@ -24,7 +24,7 @@ interface Frame {
 }
 
 /** Path segment of a key, as in body.variables.event.meta, cut to 40 characters. */
-function keySegment(key: string): string {
+export function keySegment(key: string): string {
   return `.${key.slice(0, 40)}`;
 }
 
@@ -35,6 +35,15 @@ function keySegment(key: string): string {
  */
 const MAX_PATH_SEGMENTS = 16;
 
+/** Joins path segments, such as `[1]` and `.meta`, after `body`, shortened to MAX_PATH_SEGMENTS. */
+export function bodyPath(segments: readonly string[]): string {
+  if (segments.length <= MAX_PATH_SEGMENTS) {
+    return `body${segments.join('')}`;
+  }
+  const half = MAX_PATH_SEGMENTS / 2;
+  return `body${segments.slice(0, half).join('')}…${segments.slice(-half).join('')}`;
+}
+
 function pathOf(frames: readonly Frame[], repeated: string): string {
   const segments: string[] = [];
   for (let depth = 0; depth < frames.length - 1; depth += 1) {
@@ -42,11 +51,7 @@ function pathOf(frames: readonly Frame[], repeated: string): string {
     segments.push(frame.keys === null ? `[${frame.index}]` : keySegment(frame.key));
   }
   segments.push(keySegment(repeated));
-  if (segments.length <= MAX_PATH_SEGMENTS) {
-    return `body${segments.join('')}`;
-  }
-  const half = MAX_PATH_SEGMENTS / 2;
-  return `body${segments.slice(0, half).join('')}…${segments.slice(-half).join('')}`;
+  return bodyPath(segments);
 }
 
 /**
