@@ -127,13 +127,18 @@ export function quoteText(text: string, max: number): string {
   if (!exceedsCharacters(text, max)) {
     return JSON.stringify(text);
   }
+  return JSON.stringify(`${firstCharacters(text, max)}…`);
+}
+
+/** Returns the first `max` characters (code points) of `text`, never half of a surrogate pair. */
+export function firstCharacters(text: string, max: number): string {
   let end = 0;
-  for (let count = 0; count < max; count += 1) {
+  for (let count = 0; count < max && end < text.length; count += 1) {
     const unit = text.charCodeAt(end);
     const next = text.charCodeAt(end + 1);
     end += unit >= 0xd800 && unit <= 0xdbff && next >= 0xdc00 && next <= 0xdfff ? 2 : 1;
   }
-  return JSON.stringify(`${text.slice(0, end)}…`);
+  return text.slice(0, end);
 }
 
 /**

@@ -5,6 +5,8 @@
  * the same repeat fails validation.
  */
 
+import { firstCharacters } from '../domain/storable.js';
+
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COMMA = 0x2c;
@@ -25,7 +27,7 @@ interface Frame {
 
 /** Path segment of a key, as in body.variables.event.meta, cut to 40 characters. */
 export function keySegment(key: string): string {
-  return `.${key.slice(0, 40)}`;
+  return `.${firstCharacters(key, 40)}`;
 }
 
 /**

@@ -42,4 +42,11 @@ describe('repeatedKeyPath', () => {
     const text = `${'['.repeat(15)}{"a":1,"a":2}${']'.repeat(15)}`;
     expect(repeatedKeyPath(text)).toBe(`body${'[0]'.repeat(15)}.a`);
   });
+
+  it('cuts a long key between characters', () => {
+    const key = `${'k'.repeat(39)}${'😀'.repeat(5)}`;
+    const text = `{"${key}":1,"${key}":2}`;
+
+    expect(repeatedKeyPath(text)).toBe(`body.${'k'.repeat(39)}😀`);
+  });
 });
