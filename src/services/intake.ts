@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput, markStoredBefore } from '../domain/errors.js';
-import { MAX_JSON_DEPTH, characterCount, describeInstantRange, exceedsCharacters, isBlank, isStorableInstant, jsonProblem, quoteText, textProblem } from '../domain/storable.js';
+import { characterCount, describeInstantRange, exceedsCharacters, firstCharacters, isBlank, isStorableInstant, jsonProblem, MAX_JSON_DEPTH, quoteText, textProblem } from '../domain/storable.js';
 import { classifyArrival } from '../domain/pairing/intake-rules.js';
 import type { PairCatalog } from '../domain/pairing/types.js';
 import {
@@ -665,15 +665,15 @@ export class IntakeService {
       let userId = viewer.userId;
       if (input.userId !== null && input.userId !== undefined && !sameUserId(input.userId, viewer.userId)) {
         if (viewer.role !== 'ADMIN') {
-          fail(index, 'FORBIDDEN_USER', `${fieldNames.userId} ${JSON.stringify(input.userId.slice(0, 64))} is another user; only admins may send events on behalf of a user`);
+          fail(index, 'FORBIDDEN_USER', `${fieldNames.userId} ${JSON.stringify(firstCharacters(input.userId, 64))} is another user; only admins may send events on behalf of a user`);
         } else if (!isUuid(input.userId)) {
           fail(
             index,
             'USER_NOT_FOUND',
-            `${fieldNames.userId} ${JSON.stringify(input.userId.slice(0, 64))} is not a user id (a UUID); send the user's id, not the username`,
+            `${fieldNames.userId} ${JSON.stringify(firstCharacters(input.userId, 64))} is not a user id (a UUID); send the user's id, not the username`,
           );
         } else if (!existingUsers.has(input.userId.toLowerCase())) {
-          fail(index, 'USER_NOT_FOUND', `${fieldNames.userId} ${JSON.stringify(input.userId.slice(0, 64))} does not exist`);
+          fail(index, 'USER_NOT_FOUND', `${fieldNames.userId} ${JSON.stringify(firstCharacters(input.userId, 64))} does not exist`);
         } else {
           userId = input.userId.toLowerCase();
         }

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 
 import { DomainError, badInput } from '../domain/errors.js';
-import { characterCount, exceedsCharacters, isBlank, quoteText, textProblem } from '../domain/storable.js';
+import { characterCount, exceedsCharacters, firstCharacters, isBlank, quoteText, textProblem } from '../domain/storable.js';
 import type {
   AutoCloseEndAt,
   AutoClosePolicy,
@@ -266,11 +266,11 @@ export class PairTypeService {
       ? await this.prisma.user.findUnique({ where: { id: userId }, select: { id: true } })
       : null;
     if (user === null) {
-      const quoted = JSON.stringify(userId.slice(0, 64));
+      const quoted = JSON.stringify(firstCharacters(userId, 64));
       const message = isUuid(userId)
         ? `User ${quoted} does not exist. Pass a user id from the users query.`
         : `userId ${quoted} is not a user id (a UUID). ${USER_ID_HINT}`;
-      throw badInput('USER_NOT_FOUND', message, { userId: userId.slice(0, 64) });
+      throw badInput('USER_NOT_FOUND', message, { userId: firstCharacters(userId, 64) });
     }
   }
 
@@ -442,8 +442,8 @@ function checkDefinition(
 
   if (parent !== null) {
     if (!byName.has(parent)) {
-      throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(parent.slice(0, 64))} does not exist. Define the parent first, or check its name with the pairTypes query.`, {
-        parent: parent.slice(0, 64),
+      throw badInput('PARENT_NOT_FOUND', `Parent pair type ${JSON.stringify(firstCharacters(parent, 64))} does not exist. Define the parent first, or check its name with the pairTypes query.`, {
+        parent: firstCharacters(parent, 64),
       });
     }
     // Walk up from the parent: reaching the new name again means a cycle.

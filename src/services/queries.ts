@@ -5,7 +5,7 @@
 import type { Viewer } from '../auth/viewer.js';
 import { canReadAll } from '../auth/viewer.js';
 import { DomainError, LIMIT_ADVICE, badInput } from '../domain/errors.js';
-import { characterCount, exceedsCharacters, isStorableInstant, textProblem } from '../domain/storable.js';
+import { characterCount, exceedsCharacters, firstCharacters, isStorableInstant, textProblem } from '../domain/storable.js';
 import {
   EVENT_COLUMNS,
   SEGMENT_COLUMNS,
@@ -202,7 +202,7 @@ function decodeCursor(cursor: string, listing: string, backward: boolean): unkno
   const hint = backward ? `a startCursor from the \`${listing}\` page after` : `an endCursor from a previous \`${listing}\` page`;
   throw badInput(
     'INVALID_CURSOR',
-    `Cursor ${JSON.stringify(cursor.slice(0, 64))} in \`${argument}\` is invalid: ${cursorProblem(parsed, listing)}, so pass ${hint}.`,
+    `Cursor ${JSON.stringify(firstCharacters(cursor, 64))} in \`${argument}\` is invalid: ${cursorProblem(parsed, listing)}, so pass ${hint}.`,
     { argument },
   );
 }
@@ -261,14 +261,14 @@ export class QueryService {
     if (malformed >= 0) {
       throw badInput(
         'INVALID_USER_ID',
-        `filter.users[${malformed}] is ${JSON.stringify(users[malformed]!.slice(0, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`,
+        `filter.users[${malformed}] is ${JSON.stringify(firstCharacters(users[malformed]!, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`,
         { index: malformed },
       );
     }
     if (!canReadAll(viewer)) {
       const other = users.find((id) => !sameUserId(id, viewer.userId));
       if (other !== undefined) {
-        throw new DomainError('FORBIDDEN', 'OTHER_USER', `Members may read only their own data; the filter names user ${JSON.stringify(other.slice(0, 64))}.`);
+        throw new DomainError('FORBIDDEN', 'OTHER_USER', `Members may read only their own data; the filter names user ${JSON.stringify(firstCharacters(other, 64))}.`);
       }
     }
     return [...users];
@@ -523,7 +523,7 @@ function checkFilterText(field: string, values: readonly string[] | null | undef
         ? `is ${characterCount(value)} characters long, above the maximum of ${MAX_LEAF_ITEM_LENGTH}`
         : textProblem(value);
     if (problem !== null) {
-      throw badInput('INVALID_FILTER', `filter.${field}[${index}] ${JSON.stringify(value.slice(0, 64))} ${problem}.`, {
+      throw badInput('INVALID_FILTER', `filter.${field}[${index}] ${JSON.stringify(firstCharacters(value, 64))} ${problem}.`, {
         field: `filter.${field}[${index}]`,
       });
     }

@@ -36,6 +36,7 @@ import {
 import { ConcurrencyLimit } from './concurrency.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { BeforeRead, Clock } from './index.js';
+import { firstCharacters } from '../domain/storable.js';
 
 export interface ReportInterval {
   start: Date;
@@ -134,7 +135,7 @@ export class ReportService {
       throw badInput(
         'INVALID_TIME_ZONE',
         unknownTimeZoneMessage(request.bucket.timeZone),
-        { timeZone: request.bucket.timeZone.slice(0, 64) },
+        { timeZone: firstCharacters(request.bucket.timeZone, 64) },
       );
     }
     // With buckets, the window's length counts calendar days in their zone.
@@ -154,8 +155,8 @@ export class ReportService {
     if (malformed !== null) {
       throw badInput(
         'INVALID_USER_ID',
-        `Invalid report expression: ${malformed.path} is ${JSON.stringify(malformed.userId.slice(0, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`,
-        { userId: malformed.userId.slice(0, 64), path: malformed.path },
+        `Invalid report expression: ${malformed.path} is ${JSON.stringify(firstCharacters(malformed.userId, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`,
+        { userId: firstCharacters(malformed.userId, 64), path: malformed.path },
       );
     }
     this.checkGroupUsers(viewer, request);
@@ -169,7 +170,7 @@ export class ReportService {
           throw new DomainError(
             'FORBIDDEN',
             'OTHER_USER',
-            `Members may report only on their own segments; ${where} names user ${JSON.stringify(other.slice(0, 64))}.`,
+            `Members may report only on their own segments; ${where} names user ${JSON.stringify(firstCharacters(other, 64))}.`,
             found === null ? {} : { path: found.path },
           );
         }
@@ -344,8 +345,8 @@ export class ReportService {
     }
     const malformed = chosen.find((id) => !isUuid(id));
     if (malformed !== undefined) {
-      throw badInput('INVALID_USER_ID', `groupUsers names ${JSON.stringify(malformed.slice(0, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`, {
-        userId: malformed.slice(0, 64),
+      throw badInput('INVALID_USER_ID', `groupUsers names ${JSON.stringify(firstCharacters(malformed, 64))}, which is not a user id (a UUID). ${USER_ID_HINT}`, {
+        userId: firstCharacters(malformed, 64),
       });
     }
     const other = request.canReadAll ? undefined : chosen.find((id) => !sameUserId(id, viewer.userId));
@@ -353,7 +354,7 @@ export class ReportService {
       throw new DomainError(
         'FORBIDDEN',
         'OTHER_USER',
-        `Members may report only on their own segments; groupUsers names user ${JSON.stringify(other.slice(0, 64))}.`,
+        `Members may report only on their own segments; groupUsers names user ${JSON.stringify(firstCharacters(other, 64))}.`,
       );
     }
   }

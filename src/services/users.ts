@@ -11,7 +11,7 @@ import { invalidTokenError, type TokenService } from '../auth/tokens.js';
 import { ConfigError } from '../config/errors.js';
 import type { Viewer } from '../auth/viewer.js';
 import { DomainError, badInput } from '../domain/errors.js';
-import { UNPAIRED_SURROGATE } from '../domain/storable.js';
+import { firstCharacters, UNPAIRED_SURROGATE } from '../domain/storable.js';
 import type { PrismaClient } from '../storage/postgres/generated/client.js';
 import { PREPARED, type SqlClient } from '../storage/postgres/sql.js';
 import type { Role, UserRecord } from '../storage/postgres/records.js';
@@ -204,7 +204,7 @@ export class UserService {
     const current = isUuid(id) ? await this.findById(id) : null;
     if (current === null) {
       const hint = isUuid(id) ? '' : ` ${USER_ID_HINT}`;
-      throw badInput('USER_NOT_FOUND', `User id ${JSON.stringify(input.id.slice(0, 64))} not found.${hint}`, { userId: input.id.slice(0, 64) });
+      throw badInput('USER_NOT_FOUND', `User id ${JSON.stringify(firstCharacters(input.id, 64))} not found.${hint}`, { userId: firstCharacters(input.id, 64) });
     }
 
     const data: UserUpdateData = {};

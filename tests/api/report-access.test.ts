@@ -318,6 +318,16 @@ describe('report access', () => {
       );
     });
 
+    it('cuts a long user id between characters', async () => {
+      // The 64th character is an emoji, two UTF-16 units, which a cut after 64 units would split.
+      const name = `${'x'.repeat(63)}\u{1F600}tail`;
+      const result = await report(leafOf([name]), carol.token);
+
+      expect(result.errors![0]!.extensions?.reason).toBe('INVALID_USER_ID');
+      expect(result.errors![0]!.extensions?.userId).toBe(`${'x'.repeat(63)}\u{1F600}`);
+      expect(result.errors![0]!.message).toContain(`is "${'x'.repeat(63)}\u{1F600}", which is not a user id`);
+    });
+
     it('rejects a user name in events', async () => {
       const result = await server.gql(`{ events(filter: { users: ["zzz"] }, first: 5) { nodes { id } } }`, {}, carol.token);
 

@@ -8,6 +8,7 @@ import { preferenceId, reportId, withCacheIds } from '../cache-ids.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
 import { selectsPath } from '../selection.js';
 import type { QueryResolvers } from '../generated/types.js';
+import { firstCharacters } from '../../domain/storable.js';
 
 /**
  * Returns whether a page field selects the `meta` of its events or segments.
@@ -62,8 +63,8 @@ export const Query: QueryResolvers = {
     const viewer = requireViewer(context);
     const requested = args.userId ?? viewer.userId;
     if (!isUuid(requested)) {
-      throw badInput('INVALID_USER_ID', `userId ${JSON.stringify(requested.slice(0, 64))} is not a user id (a UUID). ${USER_ID_HINT}`, {
-        userId: requested.slice(0, 64),
+      throw badInput('INVALID_USER_ID', `userId ${JSON.stringify(firstCharacters(requested, 64))} is not a user id (a UUID). ${USER_ID_HINT}`, {
+        userId: firstCharacters(requested, 64),
       });
     }
     const userId = requested.toLowerCase();
