@@ -6,6 +6,7 @@
  * requests still running SHUTDOWN_GRACE_MS after the drain began, and a close
  * that takes longer than SHUTDOWN_CLOSE_TIMEOUT_MS after the drain.
  */
+import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { loadDotEnvFile } from './config/dotenv.js';
@@ -26,7 +27,7 @@ function describeListenFailure(error: unknown, server: { host: string; port: num
     return `address ${host} is not available on this machine; check HOST`;
   }
   // The resolver takes `[::1]`, the form of an IPv6 address in a URL, for a host name.
-  if (code === 'ENOTFOUND' && host.startsWith('[') && host.endsWith(']')) {
+  if (code === 'ENOTFOUND' && host.startsWith('[') && host.endsWith(']') && isIP(host.slice(1, -1)) === 6) {
     return `HOST ${host} is an IPv6 address in brackets, which only URLs use; set HOST to ${host.slice(1, -1)}`;
   }
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {

@@ -82,4 +82,15 @@ describe('start on embedded PGlite', () => {
     expect(output, 'fix').toContain('set HOST to ::1');
     expect(output, 'IPv4 hint').not.toContain('such as 127.0.0.1');
   }, 60_000);
+
+  it('bracketed host name HOST exits 1', async () => {
+    const result = await runCli('src/main.ts', [], environment({ HOST: '[no-such-host.invalid]', DATA_DIR: join(dataDir(), 'bracketed-name') }), {
+      timeoutMs: 60_000,
+    });
+    const output = result.stdout + result.stderr;
+
+    expect(result.code, 'exit code').toBe(1);
+    expect(output, 'message').toContain('host [no-such-host.invalid] could not be resolved');
+    expect(output, 'IPv6 claim').not.toContain('is an IPv6 address');
+  }, 60_000);
 });
