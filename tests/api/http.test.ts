@@ -521,16 +521,31 @@ describe('HTTP behaviour', () => {
       expect(errors[0]?.err?.message).toContain(lookupFault);
     });
 
-    it('logged when the token check loses the database', async () => {
-      // pg-pool's error when no connection became free or opened in time.
-      const poolTimeout = 'timeout exceeded when trying to connect';
-      const spy = vi.spyOn(faulty.server.app.services.users, 'findById').mockRejectedValueOnce(new Error(poolTimeout));
+    // pg-pool's error when no connection became free or opened in time.
+    const POOL_TIMEOUT = 'timeout exceeded when trying to connect';
+    it.each([
+      {
+        name: 'the token check',
+        method: 'findById' as const,
+        path: '/graphql',
+        token: true,
+        body: { query: '{ me { id } }' },
+      },
+      {
+        name: 'a REST login',
+        method: 'login' as const,
+        path: '/auth/login',
+        token: false,
+        body: { username: 'nobody', password: 'not-a-password' },
+      },
+    ])('logged when $name loses the database', async ({ method, path, token, body }) => {
+      const spy = vi.spyOn(faulty.server.app.services.users, method).mockRejectedValueOnce(new Error(POOL_TIMEOUT));
       let reply: Reply;
       try {
-        reply = await send(`${faulty.server.url}/graphql`, {
+        reply = await send(`${faulty.server.url}${path}`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${member.token}` },
-          body: JSON.stringify({ query: '{ me { id } }' }),
+          headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${member.token}` } : {}) },
+          body: JSON.stringify(body),
         });
       } finally {
         spy.mockRestore();
@@ -540,28 +555,7 @@ describe('HTTP behaviour', () => {
       const requestId = reply.headers.get('x-request-id');
       const warnings = logEntries(faulty.logLines).filter((entry) => entry.reqId === requestId && entry.level >= 40);
       expect(warnings).toHaveLength(1);
-      expect(warnings[0]?.err?.message).toBe(poolTimeout);
-    });
-
-    it('logged when a login loses the database', async () => {
-      const poolTimeout = 'timeout exceeded when trying to connect';
-      const spy = vi.spyOn(faulty.server.app.services.users, 'login').mockRejectedValueOnce(new Error(poolTimeout));
-      let reply: Reply;
-      try {
-        reply = await send(`${faulty.server.url}/auth/login`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ username: 'nobody', password: 'not-a-password' }),
-        });
-      } finally {
-        spy.mockRestore();
-      }
-
-      expect(reply.status).toBe(503);
-      const requestId = reply.headers.get('x-request-id');
-      const warnings = logEntries(faulty.logLines).filter((entry) => entry.reqId === requestId && entry.level >= 40);
-      expect(warnings).toHaveLength(1);
-      expect(warnings[0]?.err?.message).toBe(poolTimeout);
+      expect(warnings[0]?.err?.message).toBe(POOL_TIMEOUT);
     });
 
     it('logged once when masked in execution', async () => {

@@ -5,36 +5,14 @@
  * would store them twice. A user whose lock another request holds is no outage of the
  * server, so that reply keeps GraphQL's 200 as well.
  */
-import { Writable } from 'node:stream';
-
-import pino from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { DomainError } from '../../src/domain/errors.js';
 import { startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { describeWithPostgres } from '../support/services.js';
+import { captureLogs } from '../support/logs.js';
 
 const SEND_EVENT = `mutation ($event: EventInput!) { sendEvent(event: $event) { event { id } } }`;
-
-type LogEntry = { msg: string; level: number; reqId?: string; err?: { message?: string } };
-
-/** Creates a logger at `level` whose entries the test reads back with `entries`. */
-function captureLogs(level: pino.Level): { logger: pino.Logger; entries: () => LogEntry[] } {
-  const logLines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      logLines.push(chunk.toString('utf8'));
-      callback();
-    },
-  });
-  const entries = () =>
-    logLines
-      .join('')
-      .split('\n')
-      .filter((line) => line !== '')
-      .map((line) => JSON.parse(line) as LogEntry);
-  return { logger: pino({ level }, stream), entries };
-}
 
 describeWithPostgres('intake failures and HTTP statuses', () => {
   let server: TestServer;

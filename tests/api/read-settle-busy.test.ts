@@ -5,14 +5,13 @@
  * The read waits for such locks at most READ_SETTLE_WAIT_MS, then shows the
  * user as stored.
  */
-import { Writable } from 'node:stream';
-
 import pino from 'pino';
 import { afterEach, expect, it, vi } from 'vitest';
 
 import { ADMIN, ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { startDueSessions } from '../support/due-sessions.js';
 import { SEND_EVENTS } from '../support/replay.js';
+import { captureLogs } from '../support/logs.js';
 
 const STARTED_AT = Date.parse('2026-03-02T09:00:00Z');
 /** Lifetime of the lock that the test holds, far longer than any wait of a read. */
@@ -48,26 +47,6 @@ async function readUser(started: TestServer, userId: string, startAt: number) {
   const token = await started.login(ADMIN.username, ADMIN.password);
   const window = { start: new Date(startAt).toISOString(), end: new Date(startAt + 3600_000).toISOString() };
   return started.gql<ReadData>(READ, { users: [userId], window }, token);
-}
-
-type LogEntry = { msg: string; level: number; userId?: string; waitMs?: number; err?: { message?: string } };
-
-/** Creates a logger at `level` whose entries the test reads back with `entries`. */
-function captureLogs(level: pino.Level): { logger: pino.Logger; entries: () => LogEntry[] } {
-  const logLines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      logLines.push(chunk.toString('utf8'));
-      callback();
-    },
-  });
-  const entries = () =>
-    logLines
-      .join('')
-      .split('\n')
-      .filter((line) => line !== '')
-      .map((line) => JSON.parse(line) as LogEntry);
-  return { logger: pino({ level }, stream), entries };
 }
 
 /**

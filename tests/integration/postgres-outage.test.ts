@@ -5,7 +5,6 @@
  * PostgreSQL through a TCP proxy on loopback that the test can cut.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import pino from 'pino';
@@ -16,6 +15,7 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestServer, type TestServer } from '../support/app.js';
 import { SEND_EVENTS } from '../support/replay.js';
 import { describeWithPostgres, postgresUrl } from '../support/services.js';
+import { captureLogs } from '../support/logs.js';
 
 /**
  * Starts a loopback proxy to `target`. `cut()` drops every connection and
@@ -104,26 +104,6 @@ async function startProxy(
         server.close(() => resolve());
       }),
   };
-}
-
-type LogEntry = { msg: string; level: number; reqId?: string; err?: { message?: string } };
-
-/** Creates a logger at `level` whose entries the test reads back with `entries`, and the raw text with `text`. */
-function captureLogs(level: pino.Level): { logger: pino.Logger; entries: () => LogEntry[]; text: () => string } {
-  const logLines: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      logLines.push(chunk.toString('utf8'));
-      callback();
-    },
-  });
-  const text = () => logLines.join('');
-  const entries = () =>
-    text()
-      .split('\n')
-      .filter((line) => line !== '')
-      .map((line) => JSON.parse(line) as LogEntry);
-  return { logger: pino({ level }, stream), entries, text };
 }
 
 describeWithPostgres('PostgreSQL outage', () => {
