@@ -37,32 +37,33 @@ export function keySegment(key: string): string {
  */
 const MAX_PATH_SEGMENTS = 16;
 
-/** Joins path segments, such as `[1]` and `.meta`, after `body`, shortened to MAX_PATH_SEGMENTS. */
-export function bodyPath(segments: readonly string[]): string {
+/** Joins path segments, such as `[1]` and `.meta`, after `root`, shortened to MAX_PATH_SEGMENTS. */
+export function bodyPath(segments: readonly string[], root = 'body'): string {
   if (segments.length <= MAX_PATH_SEGMENTS) {
-    return `body${segments.join('')}`;
+    return `${root}${segments.join('')}`;
   }
   const half = MAX_PATH_SEGMENTS / 2;
-  return `body${segments.slice(0, half).join('')}…${segments.slice(-half).join('')}`;
+  return `${root}${segments.slice(0, half).join('')}…${segments.slice(-half).join('')}`;
 }
 
-function pathOf(frames: readonly Frame[], repeated: string): string {
+function pathOf(frames: readonly Frame[], repeated: string, root: string): string {
   const segments: string[] = [];
   for (let depth = 0; depth < frames.length - 1; depth += 1) {
     const frame = frames[depth]!;
     segments.push(frame.keys === null ? `[${frame.index}]` : keySegment(frame.key));
   }
   segments.push(keySegment(repeated));
-  return bodyPath(segments);
+  return bodyPath(segments, root);
 }
 
 /**
  * Returns the path of the first key that an object in `text` repeats, such
- * as body.variables.event.type, or null when no object repeats a key. Keys
- * are compared after their escapes are decoded, so "a" and "\u0061" repeat.
+ * as body.variables.event.type for the root name `body`, or null when no
+ * object repeats a key. Keys are compared after their escapes are decoded,
+ * so "a" and "\u0061" repeat.
  * `text` must be valid JSON, so call it after JSON.parse accepted the text.
  */
-export function repeatedKeyPath(text: string): string | null {
+export function repeatedKeyPath(text: string, root = 'body'): string | null {
   const frames: Frame[] = [];
   let expectKey = false;
   let position = 0;
@@ -86,7 +87,7 @@ export function repeatedKeyPath(text: string): string | null {
         const raw = text.slice(position + 1, end);
         const key = raw.includes('\\') ? (JSON.parse(text.slice(position, end + 1)) as string) : raw;
         if (frame.keys.has(key)) {
-          return pathOf(frames, key);
+          return pathOf(frames, key, root);
         }
         frame.keys.add(key);
         frame.key = key;

@@ -6,6 +6,7 @@
 import { isUtf8 } from 'node:buffer';
 import { createReadStream } from 'node:fs';
 
+import { repeatedKeyPath } from '../http/repeated-keys.js';
 import { checkImportRecord } from './records.js';
 import type { ImportRecord } from './types.js';
 
@@ -29,6 +30,13 @@ export function parseNdjsonLine(text: string, line: number): NdjsonLine | null {
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
     return { line, kind: 'invalid', reason: `invalid JSON: ${detail}` };
+  }
+  // JSON.parse keeps the last value of a repeated key, but the server rejects
+  // a body that repeats one, so report the line instead of sending another event.
+  const repeated = repeatedKeyPath(text, 'line');
+  if (repeated !== null) {
+    const reason = `the key ${repeated} appears more than once in one object, which the server rejects. Write each key once.`;
+    return { line, kind: 'invalid', reason };
   }
 
   const checked = checkImportRecord(value);

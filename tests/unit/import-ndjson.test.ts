@@ -87,6 +87,22 @@ describe('parseNdjsonLine', () => {
     expect(parsed?.line).toBe(7);
     expect(parsed?.kind === 'invalid' ? parsed.reason : '').toMatch(/^invalid JSON: /);
   });
+
+  it.each([
+    ['top-level key', '{"id":"a-1","type":"heartbeat","type":"session_started"}', 'line.type'],
+    [
+      'key of an event input',
+      '{"kind":"event","username":"P002","input":{"type":"a","meta":{"k":1,"k":2}}}',
+      'line.input.meta.k',
+    ],
+  ])('reports a repeated %s', (_name, text, path) => {
+    const parsed = parseNdjsonLine(text, 3);
+    expect(parsed?.kind).toBe('invalid');
+    expect(parsed?.line).toBe(3);
+    expect(parsed?.kind === 'invalid' ? parsed.reason : '').toBe(
+      `the key ${path} appears more than once in one object, which the server rejects. Write each key once.`,
+    );
+  });
 });
 
 describe('readNdjson', () => {
