@@ -147,6 +147,7 @@ function eventJson(event: EventRecord) {
     occurred_at: event.occurredAt.toISOString(),
     client_occurred_at: event.clientOccurredAt?.toISOString() ?? null,
     received_at: event.receivedAt.toISOString(),
+    arrival: event.origin === 'CLIENT' ? event.seq : null,
     meta: event.meta,
     origin: event.origin,
     rule: event.rule,

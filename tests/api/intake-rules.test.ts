@@ -527,6 +527,9 @@ describe('intake rules over HTTP', () => {
 
     expect(body.stored_count).toBe(2);
     expect(body.results[0]?.event).toMatchObject({ client_id: 'r1', occurred_at: at('08:00:00'), pair_key: 'p' });
+    expect(body.results[0]?.event.arrival).toBe(1);
+    expect(body.results[1]?.event.arrival).toBe(2);
+    expect(body.results[0]?.corrections[0]?.arrival).toBeNull();
     expect(body.results[0]?.corrections.map((c) => c.rule)).toEqual(['MISSING_PARENT_START']);
     expect(body.results[1]?.corrections.map((c) => c.rule)).toEqual(['CHILD_CLOSED_WITH_PARENT']);
     const closed = (body.results[1]?.closed_segments ?? [])
