@@ -39,7 +39,7 @@ interface RequestStart {
  * NOTE: `rawPacket` is only the read in which the parser failed. When the
  * request arrived in several reads, as a long URL over a real network
  * usually does, the request line is in an earlier one, so a GET of /graphql
- * gets the REST shape. In a read that holds pipelined requests, the line
+ * gets the REST shape. In a read that contains pipelined requests, the line
  * read here is the first request's, not the failed one's.
  */
 function readRequestStart(rawPacket: unknown): RequestStart {

@@ -512,7 +512,7 @@ describe('listing differential', () => {
   });
 
   it('foreign cursor sets the flag past it', async () => {
-    // The first and last events are Carol's, so Alice's listing holds
+    // The first and last events are Carol's, so Alice's listing contains
     // nothing after the last, and Bob's nothing before the first.
     const everything = await page<EventNode>('events', { first: 1000 });
     expect(everything.nodes.at(-1)!.user.id).toBe(carol.id);
