@@ -232,6 +232,15 @@ export class PairTypeService {
    */
   async setPreference(userId: string, pairType: string, policy: AutoClosePolicy): Promise<void> {
     await this.checkPreference(userId, pairType, policy);
+    await this.storePreference(userId, pairType, policy);
+  }
+
+  /**
+   * Stores a preference that `checkPreference` accepted, and queues a replay
+   * of the user. Users and pair types are never deleted, so the checks still
+   * hold, and the table's foreign key rejects an unknown user anyway.
+   */
+  async storePreference(userId: string, pairType: string, policy: AutoClosePolicy): Promise<void> {
     // The replay is queued with the preference, so that a worker recomputes
     // the user should this process die or fail before its own replay ends.
     await this.prisma.$transaction(async (tx) => {

@@ -64,11 +64,11 @@ export const Mutation: MutationResolvers = {
     const userId = requested.toLowerCase();
     assertCanActFor(viewer, userId);
     const policy = { timeoutSeconds: args.input.timeoutSeconds, endAt: args.input.endAt };
-    const store = () => context.services.pairTypes.setPreference(userId, args.input.pairType, policy);
     // Checked before the lock, because taking a user's lock creates the
     // user's fence counter in Redis, which never expires. An id that is not
     // a UUID is named in the error as the client spelled it.
     await context.services.pairTypes.checkPreference(isUuid(userId) ? userId : requested, args.input.pairType, policy);
+    const store = () => context.services.pairTypes.storePreference(userId, args.input.pairType, policy);
     // Derived rows are a function of the preferences, so every call recomputes
     // the user's whole history under the user's lock, even with the policy
     // unchanged: a retry after a failed replay then completes it.
