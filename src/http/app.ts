@@ -360,10 +360,10 @@ function countAuthorizationHeaders(request: FastifyRequest): number {
  * Builds the `WWW-Authenticate` value of a 401 (RFC 6750 section 3) from the
  * reason that authentication of the request gave. A rejected bearer token
  * gets `invalid_token`, and a Bearer header without exactly one token, or
- * more than one Authorization header, gets `invalid_request`. Any other 401 gets the bare scheme, because under RFC
- * 6750 section 3.1 a request with another scheme, such as Basic, should get
- * no error code. A wrong password at login is no fault of the token that the
- * request may carry.
+ * more than one Authorization header, gets `invalid_request`. Any other 401
+ * gets the bare scheme, because under RFC 6750 section 3.1 a request with
+ * another scheme, such as Basic, should get no error code. A wrong password
+ * at login is no fault of the token that the request may carry.
  */
 async function bearerChallenge(request: FastifyRequest): Promise<string> {
   const pending = authentications.get(request);
@@ -373,8 +373,10 @@ async function bearerChallenge(request: FastifyRequest): Promise<string> {
   if (reason === 'INVALID_TOKEN') {
     return 'Bearer error="invalid_token"';
   }
-  const malformedRequest = /^Bearer(\s|$)/i.test(request.headers.authorization ?? '') || countAuthorizationHeaders(request) > 1;
-  if (reason === 'MALFORMED_AUTHORIZATION' && malformedRequest) {
+  if (
+    reason === 'MALFORMED_AUTHORIZATION' &&
+    (/^Bearer(\s|$)/i.test(request.headers.authorization ?? '') || countAuthorizationHeaders(request) > 1)
+  ) {
     return 'Bearer error="invalid_request"';
   }
   return 'Bearer';

@@ -11,7 +11,7 @@ import { describeValue } from '../domain/report/shape.js';
 import { describeInstantRange, isLeapSecondText, LEAP_SECOND_PROBLEM, quoteText } from '../domain/storable.js';
 import type { Services } from '../services/index.js';
 import { invalidEventsMessage, type EventFieldNames, type EventInput, type SendOutcome } from '../services/intake.js';
-import type { EventRecord, SegmentRecord } from '../storage/postgres/records.js';
+import { arrivalOf, type EventRecord, type SegmentRecord } from '../storage/postgres/records.js';
 import { authenticate } from './app.js';
 import { parseInstant } from './instant.js';
 
@@ -147,7 +147,7 @@ function eventJson(event: EventRecord) {
     occurred_at: event.occurredAt.toISOString(),
     client_occurred_at: event.clientOccurredAt?.toISOString() ?? null,
     received_at: event.receivedAt.toISOString(),
-    arrival: event.origin === 'CLIENT' ? event.seq : null,
+    arrival: arrivalOf(event),
     meta: event.meta,
     origin: event.origin,
     rule: event.rule,

@@ -16,6 +16,7 @@ import type {
   SegmentResolvers,
   UserResolvers,
 } from '../generated/types.js';
+import { arrivalOf } from '../../storage/postgres/records.js';
 import { requireRole } from '../../auth/viewer.js';
 import { requireViewer, type GraphQLContext } from '../context.js';
 import { isQuery } from '../reply-budget.js';
@@ -48,7 +49,7 @@ export const User: UserResolvers = {
 export const Event: EventResolvers = {
   user: (event, _args, context) => loadUser(context, event.userId),
   pairKey: (event) => event.pairKey,
-  arrival: (event) => (event.origin === 'CLIENT' ? event.seq : null),
+  arrival: (event) => arrivalOf(event),
   flags: (event) => {
     const flags = [...event.intakeFlags];
     if (event.orphan) {

@@ -38,6 +38,15 @@ export interface EventRecord {
   ignored: boolean;
 }
 
+/**
+ * Returns the arrival number of a client event: its per-user `seq`, which
+ * orders events at the same instant. Corrections get null, because their
+ * `seq` is that of their position.
+ */
+export function arrivalOf(event: Pick<EventRecord, 'origin' | 'seq'>): number | null {
+  return event.origin === 'CLIENT' ? event.seq : null;
+}
+
 export interface SegmentRecord {
   id: string;
   userId: string;
