@@ -73,15 +73,17 @@ function adviceFor(limit: string): string {
 /**
  * Builds the error for a configured limit that a request exceeds, such as
  * "The report window is 516 days, above the maximum of 366 days
- * (REPORT_MAX_WINDOW_DAYS)." followed by the limit's LIMIT_ADVICE.
+ * (REPORT_MAX_WINDOW_DAYS)." followed by the limit's LIMIT_ADVICE. An
+ * `argument`, such as `first`, replaces the limit's subject in the message
+ * and is added to the details.
  */
-export function limitExceeded(limit: string, value: number, max: number, unit = ''): DomainError {
+export function limitExceeded(limit: string, value: number, max: number, unit = '', argument?: string): DomainError {
   const suffix = unit === '' ? '' : ` ${unit}`;
-  const subject = LIMIT_SUBJECTS[limit] ?? 'The value';
+  const subject = argument ?? LIMIT_SUBJECTS[limit] ?? 'The value';
   return badInput(
     'LIMIT_EXCEEDED',
     `${subject} is ${value}${suffix}, above the maximum of ${max}${suffix} (${limit}).${adviceFor(limit)}`,
-    { limit, value, max },
+    argument === undefined ? { limit, value, max } : { limit, value, max, argument },
   );
 }
 

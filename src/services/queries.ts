@@ -4,7 +4,7 @@
  */
 import type { Viewer } from '../auth/viewer.js';
 import { canReadAll } from '../auth/viewer.js';
-import { DomainError, LIMIT_ADVICE, badInput } from '../domain/errors.js';
+import { DomainError, badInput, limitExceeded } from '../domain/errors.js';
 import { characterCount, exceedsCharacters, firstCharacters, isStorableInstant, textProblem } from '../domain/storable.js';
 import {
   EVENT_COLUMNS,
@@ -234,13 +234,8 @@ export class QueryService {
     if (size < 1) {
       throw badInput('INVALID_PAGE_SIZE', `${name} is ${size}; it must be at least 1.`, { value: size, argument: name });
     }
-    const max = this.pageSize.maxPageSize;
-    if (size > max) {
-      throw badInput(
-        'LIMIT_EXCEEDED',
-        `${name} is ${size}, above the maximum of ${max} (PAGE_SIZE_MAX). ${LIMIT_ADVICE.PAGE_SIZE_MAX}`,
-        { limit: 'PAGE_SIZE_MAX', value: size, max, argument: name },
-      );
+    if (size > this.pageSize.maxPageSize) {
+      throw limitExceeded('PAGE_SIZE_MAX', size, this.pageSize.maxPageSize, '', name);
     }
     return { backward, limit: size, cursor: (backward ? args.before : args.after) ?? null };
   }

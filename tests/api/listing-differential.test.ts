@@ -692,7 +692,7 @@ describe('listing differential', () => {
       const error = response.errors?.[0];
 
       expect(response.status).toBe(400);
-      expect(error?.extensions).toMatchObject({ reason: 'LIMIT_EXCEEDED', limit: 'PAGE_SIZE_MAX', value: 1001, max: 1000 });
+      expect(error?.extensions).toMatchObject({ reason: 'LIMIT_EXCEEDED', limit: 'PAGE_SIZE_MAX', value: 1001, max: 1000, argument });
       expect(error?.message).toContain(`${argument} is 1001, above the maximum of 1000 (PAGE_SIZE_MAX)`);
     }
   });
