@@ -27,11 +27,12 @@ import { MAX_LEAF_LIST_ITEMS } from '../domain/report/leaf.js';
 import type { Expr, ExpressionLimits, LeafSpec } from '../domain/report/types.js';
 import { USER_ID_HINT, isUuid, sameUserId } from '../domain/user-id.js';
 import {
-  loadLeafSets,
-  loadLeaves,
-  type LeafQuery,
-  type LeafSets,
-  type SnapshotLeafSets,
+  leafSets,
+  readLeaf,
+  readLeaves,
+  type LeafRead,
+  type LeafRows,
+  type SnapshotLeafRows,
 } from '../storage/postgres/leaf-store.js';
 import { ConcurrencyLimit } from './concurrency.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
@@ -221,40 +222,46 @@ export class ReportService {
     }
 
     await beforeLoad?.(collectLeafUsers(leaves.values(), visibleUsers));
-    requestState.now ??= this.clock.now();
-    const openEnd = Math.min(requestState.now, window.end);
 
     // Each load uses a pool connection, so the loads take turns within the
     // request and within the process, and the pool keeps connections free
     // for intake and other reads.
     const requestLoads = (requestState.loads ??= new ConcurrencyLimit(Math.min(LOADS_PER_REQUEST, this.loads.max)));
     const entries = [...leaves.entries()];
-    const queries: LeafQuery[] = entries.map(([, spec]) => ({
+    const reads: LeafRead[] = entries.map(([, spec]) => ({
       spec,
       defaultUsers: visibleUsers,
       windowStart: window.start,
       windowEnd: window.end,
-      openEnd,
       withUserIds: grouped && spec.users === null,
     }));
-    const loadTogether = (): Promise<LeafSets[]> => requestLoads.run(() => this.loads.run(() => loadLeaves(this.sql, queries)));
-    let loadedLeaves: LeafSets[] = [];
-    if (queries.length === 1) {
-      loadedLeaves = await loadTogether();
-    } else if (queries.length > 1) {
-      const parallel: SnapshotLeafSets[] = await Promise.all(
-        queries.map((query) => requestLoads.run(() => this.loads.run(() => loadLeafSets(this.sql, query)))),
+    const readTogether = (): Promise<LeafRows[]> => requestLoads.run(() => this.loads.run(() => readLeaves(this.sql, reads)));
+    let leafRows: LeafRows[] = [];
+    if (reads.length === 1) {
+      leafRows = await readTogether();
+    } else if (reads.length > 1) {
+      const parallel: SnapshotLeafRows[] = await Promise.all(
+        reads.map((read) => requestLoads.run(() => this.loads.run(() => readLeaf(this.sql, read)))),
       );
       // Leaves loaded at once read their own snapshots. When a write committed
       // between two of them, set algebra across them could show time that never
       // existed, such as a task outside its session, so they load again one
       // after another in one transaction.
       const consistent = new Set(parallel.map((leaf) => leaf.snapshot)).size === 1;
-      loadedLeaves = consistent ? parallel : await loadTogether();
+      leafRows = consistent ? parallel : await readTogether();
     }
+
+    // Now is taken once the leaves have read, so that every event they show
+    // was received at or before it. Taken before the read, an end received
+    // in between could close a task after now while its open session stops
+    // at now. NOTE: when another report or a segment's `seconds` of the same
+    // request fixed now first, this report keeps that now, and its leaves can
+    // show events received after it.
+    requestState.now ??= this.clock.now();
+    const openEnd = Math.min(requestState.now, window.end);
     entries.forEach(([key], index) => {
-      const loadedLeaf = loadedLeaves[index]!;
-      loaded.set(key, { set: loadedLeaf.set, perUser: loadedLeaf.perUser });
+      const sets = leafSets(leafRows[index]!, openEnd);
+      loaded.set(key, { set: sets.set, perUser: sets.perUser });
     });
 
     // Nodes that do not depend on a group's user are computed once, here, and

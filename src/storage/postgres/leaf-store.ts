@@ -37,17 +37,21 @@ export interface LeafSets {
   chunksRead: number;
 }
 
-export interface LeafQuery {
+/** The selection and window of one leaf read. */
+export interface LeafRead {
   spec: LeafSpec;
   /** Users to restrict to when the leaf names none (null: every user). */
   defaultUsers: readonly string[] | null;
   windowStart: number;
   windowEnd: number;
-  /** End of open segments: min(now, window end). */
-  openEnd: number;
   withUserIds: boolean;
   /** Whether to read rollups where the leaf allows it (default true). False reads segments only. */
   rollups?: boolean;
+}
+
+export interface LeafQuery extends LeafRead {
+  /** End of open segments: min(now, window end). */
+  openEnd: number;
 }
 
 /** The packed bounds of one part of a leaf: unsorted segments, or one user's and pair type's rollup chunks in order. */
@@ -55,56 +59,87 @@ interface Part {
   userId: string | null;
   kind: 'segments' | 'rollup';
   starts: Float64Array;
-  ends: Float64Array;
+  /** Null for open segments, which get their end when the rows become sets. */
+  ends: Float64Array | null;
   rollup: Uint8Array | null;
   chunks: number;
 }
 
-/** A leaf's sets, with the snapshot it read them from. */
-export interface SnapshotLeafSets extends LeafSets {
+/**
+ * The rows of one leaf as read from the database. Open segments have no end
+ * yet, so that a caller can take now after the read (see `leafSets`).
+ */
+export interface LeafRows {
+  readonly parts: readonly Part[];
+  readonly withUserIds: boolean;
+}
+
+/** A leaf's rows, with the snapshot it read them from. */
+export interface SnapshotLeafRows extends LeafRows {
   /**
    * The transaction's snapshot as `pg_current_snapshot()` prints it. Two
    * equal texts see the same committed transactions, so their reads agree.
    */
+  readonly snapshot: string;
+}
+
+/** A leaf's sets, with the snapshot it read them from. */
+export interface SnapshotLeafSets extends LeafSets {
+  /** The snapshot, as in SnapshotLeafRows. */
   snapshot: string;
 }
 
-/** Loads one leaf in a REPEATABLE READ transaction of its own, and returns the snapshot it read. */
-export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<SnapshotLeafSets> {
+/** Reads one leaf in a REPEATABLE READ transaction of its own, and returns the snapshot it read. */
+export async function readLeaf(sql: SqlClient, read: LeafRead): Promise<SnapshotLeafRows> {
   return sql.transaction(async (tx) => {
     await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     // The first statement takes the snapshot that every later one reads.
     const [row] = await tx.query<{ snapshot: string }>('SELECT pg_current_snapshot()::text AS snapshot');
-    const sets = await loadLeafIn(tx, query);
-    return { ...sets, snapshot: row!.snapshot };
+    const rows = await readLeafIn(tx, read);
+    return { ...rows, snapshot: row!.snapshot };
   });
 }
 
 /**
- * Loads several leaves in one REPEATABLE READ transaction, so they read one
+ * Reads several leaves in one REPEATABLE READ transaction, so they read one
  * snapshot. Set operations between them then never combine two states of
  * the database, such as a task in one leaf without its session in another.
- * Returns the sets in the order of `queries`.
+ * Returns the rows in the order of `reads`.
  */
-export async function loadLeaves(sql: SqlClient, queries: readonly LeafQuery[]): Promise<LeafSets[]> {
+export async function readLeaves(sql: SqlClient, reads: readonly LeafRead[]): Promise<LeafRows[]> {
   return sql.transaction(async (tx) => {
     await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-    const sets: LeafSets[] = [];
-    for (const query of queries) {
-      sets.push(await loadLeafIn(tx, query));
+    const leaves: LeafRows[] = [];
+    for (const read of reads) {
+      leaves.push(await readLeafIn(tx, read));
     }
-    return sets;
+    return leaves;
   });
 }
 
-/** Loads one leaf with the statements of `tx`, which is in the caller's snapshot. */
-async function loadLeafIn(tx: SqlClient, query: LeafQuery): Promise<LeafSets> {
-  const { spec } = query;
+/** Loads one leaf in a transaction of its own, with open segments running to `query.openEnd`. */
+export async function loadLeafSets(sql: SqlClient, query: LeafQuery): Promise<SnapshotLeafSets> {
+  const rows = await readLeaf(sql, query);
+  return { ...leafSets(rows, query.openEnd), snapshot: rows.snapshot };
+}
+
+/** Reads one leaf with the statements of `tx`, which is in the caller's snapshot. */
+async function readLeafIn(tx: SqlClient, read: LeafRead): Promise<LeafRows> {
+  const { spec } = read;
   // User ids are UUIDs, so any other id matches no segment. Casting it to uuid would fail the query.
-  const users = (spec.users ?? query.defaultUsers)?.filter((id) => isUuid(id)) ?? null;
-  const useRollups = query.rollups !== false && spec.meta === null;
-  const parts = useRollups ? await loadFromRollups(tx, query, users) : await loadFromSegments(tx, query, users);
-  return toSets(parts, query.withUserIds);
+  const users = (spec.users ?? read.defaultUsers)?.filter((id) => isUuid(id)) ?? null;
+  const useRollups = read.rollups !== false && spec.meta === null;
+  const parts = useRollups ? await loadFromRollups(tx, read, users) : await loadFromSegments(tx, read, users);
+  return { parts, withUserIds: read.withUserIds };
+}
+
+/** Builds the sets of a leaf's rows, with its open segments running to `openEnd`. */
+export function leafSets(rows: LeafRows, openEnd: number): LeafSets {
+  const parts = rows.parts.map((part): EndedPart => ({
+    ...part,
+    ends: part.ends ?? new Float64Array(part.starts.length).fill(openEnd),
+  }));
+  return toSets(parts, rows.withUserIds);
 }
 
 /** Selects the leaf's segments (table alias `g`) by every filter it has. */
@@ -140,7 +175,7 @@ const PACKED_START = `string_agg(float8send(date_part('epoch', g.start_at) * 100
 const PACKED_END = `string_agg(float8send(date_part('epoch', g.end_at) * 1000), ''::bytea)`;
 
 /** Builds the part of the query that reads open segments, which rollups never contain. */
-function openSegmentsSelect(params: SqlParams, filters: readonly string[], query: LeafQuery): string {
+function openSegmentsSelect(params: SqlParams, filters: readonly string[], query: LeafRead): string {
   const userColumn = query.withUserIds ? 'g.user_id::text' : 'NULL::text';
   return `SELECT ${userColumn}, 'segments', ${PACKED_START}, NULL::bytea, 0
     FROM segments g
@@ -148,7 +183,7 @@ function openSegmentsSelect(params: SqlParams, filters: readonly string[], query
     ${query.withUserIds ? 'GROUP BY g.user_id' : ''}`;
 }
 
-async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly string[] | null): Promise<Part[]> {
+async function loadFromRollups(tx: SqlClient, query: LeafRead, users: readonly string[] | null): Promise<Part[]> {
   const { spec } = query;
   const { first, last } = chunksOverlapping({ start: query.windowStart, end: query.windowEnd });
 
@@ -206,10 +241,10 @@ async function loadFromRollups(tx: SqlClient, query: LeafQuery, users: readonly 
   if (spec.includeOpen) {
     selects.push(openSegmentsSelect(params, segmentFilters(params, users, spec), query));
   }
-  return toParts(await tx.queryArrays(selects.join('\nUNION ALL\n'), params.values), query);
+  return toParts(await tx.queryArrays(selects.join('\nUNION ALL\n'), params.values));
 }
 
-async function loadFromSegments(sql: SqlClient, query: LeafQuery, users: readonly string[] | null): Promise<Part[]> {
+async function loadFromSegments(sql: SqlClient, query: LeafRead, users: readonly string[] | null): Promise<Part[]> {
   const { spec } = query;
   const params = new SqlParams();
   const filters = segmentFilters(params, users, spec);
@@ -242,11 +277,11 @@ async function loadFromSegments(sql: SqlClient, query: LeafQuery, users: readonl
   if (spec.includeOpen) {
     selects.push(openSegmentsSelect(params, filters, query));
   }
-  return toParts(await sql.queryArrays(selects.join('\nUNION ALL\n'), params.values), query);
+  return toParts(await sql.queryArrays(selects.join('\nUNION ALL\n'), params.values));
 }
 
 /** Turns result rows `(user, kind, starts or rollup bounds, ends, chunks)` into parts. */
-function toParts(rows: unknown[][], query: LeafQuery): Part[] {
+function toParts(rows: unknown[][]): Part[] {
   const parts: Part[] = [];
   for (const row of rows) {
     if (row[2] === null) {
@@ -266,8 +301,8 @@ function toParts(rows: unknown[][], query: LeafQuery): Part[] {
       continue;
     }
     const starts = unpackFloat64(row[2] as Uint8Array);
-    // Open segments (no packed ends) run to openEnd.
-    const ends = row[3] === null ? new Float64Array(starts.length).fill(query.openEnd) : unpackFloat64(row[3] as Uint8Array);
+    // Open segments have no packed ends.
+    const ends = row[3] === null ? null : unpackFloat64(row[3] as Uint8Array);
     parts.push({ userId, kind: 'segments', starts, ends, rollup: null, chunks: 0 });
   }
   return parts;
@@ -275,13 +310,16 @@ function toParts(rows: unknown[][], query: LeafQuery): Part[] {
 
 const EMPTY = new Float64Array(0);
 
-function toSets(parts: readonly Part[], withUserIds: boolean): LeafSets {
+/** A part whose open segments have their end. */
+type EndedPart = Part & { ends: Float64Array };
+
+function toSets(parts: readonly EndedPart[], withUserIds: boolean): LeafSets {
   const segmentsRead = parts.reduce((sum, part) => sum + part.starts.length, 0);
   const chunksRead = parts.reduce((sum, part) => sum + part.chunks, 0);
   if (!withUserIds) {
     return { set: partsToSet(parts), perUser: null, segmentsRead, chunksRead };
   }
-  const byUser = new Map<string, Part[]>();
+  const byUser = new Map<string, EndedPart[]>();
   for (const part of parts) {
     const list = byUser.get(part.userId as string) ?? [];
     list.push(part);
@@ -296,7 +334,7 @@ function toSets(parts: readonly Part[], withUserIds: boolean): LeafSets {
 }
 
 /** Unites the parts: rollups are decoded in order, and segments are sorted once together. */
-function partsToSet(parts: readonly Part[]): IntervalSet {
+function partsToSet(parts: readonly EndedPart[]): IntervalSet {
   const sets: IntervalSet[] = [];
   const segmentParts = parts.filter((part) => part.kind === 'segments');
   if (segmentParts.length > 0) {
