@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { IANAZone } from 'luxon';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { DomainError } from '../../src/domain/errors.js';
 import {
@@ -8,10 +9,12 @@ import {
   leastBucketCount,
   totalsInBuckets,
   isValidTimeZone,
+  canonicalTimeZone,
   type BucketTotal,
   type BucketUnit,
 } from '../../src/domain/interval/buckets.js';
 import { IntervalSet, type Interval } from '../../src/domain/interval/interval-set.js';
+import { validateWindow } from '../../src/domain/report/window.js';
 import { localFields } from '../support/local-time.js';
 
 const MINUTE_MS = 60_000;
@@ -520,6 +523,16 @@ describe('bucketTotals errors', () => {
     expect(isValidTimeZone(name)).toBe(valid);
   });
 
+  it.each([
+    ['europe/PRAGUE', 'Europe/Prague'],
+    ['utc', 'UTC'],
+    ['US/Eastern', 'America/New_York'],
+    ['Mars/Olympus_Mons', null],
+    ['', null],
+  ])('canonicalTimeZone(%j) is %j', (name, id) => {
+    expect(canonicalTimeZone(name)).toBe(id);
+  });
+
   it('rejects too many hour buckets before walking', () => {
     const w = window('2024-01-01T00:00:00Z', '2024-02-01T00:00:00Z');
     expect(() => bucketTotals(IntervalSet.empty(), w, 'HOUR', 'UTC', 100)).toThrow(
@@ -616,5 +629,26 @@ describe('leastBucketCount', () => {
 
     expect(count, 'lower bound').toBe(expected);
     expect(count, 'never above the walked count').toBeLessThanOrEqual(bucketBoundaries({ start: 0, end: length }, unit, 'Pacific/Chatham').length - 1);
+  });
+});
+
+describe('time zone names given to luxon', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  // luxon keeps a zone and an Intl.DateTimeFormat for every name it sees,
+  // so names that differ only in case would grow memory without bound.
+  it('are the Intl ids of the zones', () => {
+    const create = vi.spyOn(IANAZone, 'create');
+    const w = window('2024-03-01T00:00:00Z', '2024-04-01T00:00:00Z');
+
+    for (const name of ['eUrOpE/pRaGuE', 'EUROPE/PRAGUE', 'europe/prague']) {
+      validateWindow(w.start, w.end, 366, name);
+      bucketBoundaries(w, 'DAY', name);
+    }
+
+    const names = new Set(create.mock.calls.map(([name]) => name));
+    expect(names).toEqual(new Set(['Europe/Prague']));
   });
 });

@@ -3,6 +3,7 @@
 import { IANAZone } from 'luxon';
 
 import { LIMIT_ADVICE, badInput, limitExceeded } from '../errors.js';
+import { canonicalTimeZone } from '../interval/buckets.js';
 import type { Interval } from '../interval/interval-set.js';
 
 const DAY_MS = 86_400_000;
@@ -97,7 +98,8 @@ function daysRoundedUp(ms: number): number {
  * days of 24 hours.
  */
 function checkLocalWindowLength(start: number, end: number, maxWindowDays: number, timeZone: string): void {
-  const zone = IANAZone.create(timeZone);
+  // luxon caches every zone name it gets without bound (see canonicalTimeZone).
+  const zone = IANAZone.create(canonicalTimeZone(timeZone) ?? timeZone);
   // luxon returns offsets in minutes, with fractions for local mean time.
   const localLength = end + zone.offset(end) * 60_000 - (start + zone.offset(start) * 60_000);
   if (localLength > maxWindowDays * DAY_MS) {
