@@ -257,12 +257,15 @@ export class ReportService {
     // at now. NOTE: when another report or a segment's `seconds` of the same
     // request fixed now first, this report keeps that now, and its leaves can
     // show events received after it.
-    requestState.now ??= this.clock.now();
-    const openEnd = Math.min(requestState.now, window.end);
-    entries.forEach(([key], index) => {
-      const sets = leafSets(leafRows[index]!, openEnd);
-      loaded.set(key, { set: sets.set, perUser: sets.perUser });
-    });
+    // A report without leaves leaves now to the reports that read some.
+    if (entries.length > 0) {
+      requestState.now ??= this.clock.now();
+      const openEnd = Math.min(requestState.now, window.end);
+      entries.forEach(([key], index) => {
+        const sets = leafSets(leafRows[index]!, openEnd);
+        loaded.set(key, { set: sets.set, perUser: sets.perUser });
+      });
+    }
 
     // Nodes that do not depend on a group's user are computed once, here, and
     // reused by every group, whose bound expression shares them.

@@ -7,7 +7,8 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { ReportService } from '../../src/services/reports.js';
+import type { Viewer } from '../../src/auth/viewer.js';
+import { ReportService, type SharedReportState } from '../../src/services/reports.js';
 import { ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
 import { wrapSql } from '../support/database.js';
 import { describeWithPostgres } from '../support/services.js';
@@ -17,6 +18,7 @@ const WINDOW = { start: new Date(AT - 3_600_000), end: new Date(AT + 3_600_000) 
 const TASK_OUTSIDE_SESSION = {
   difference: { from: { segments: { pairTypes: ['task'] } }, subtract: { segments: { pairTypes: ['session'] } } },
 };
+const LITERAL = { intervals: [{ start: new Date(AT), end: new Date(AT + 1_000) }] };
 
 describeWithPostgres('report now', () => {
   let server: TestServer;
@@ -30,14 +32,18 @@ describeWithPostgres('report now', () => {
     await server?.close();
   });
 
-  it('follows events read by the leaves', async () => {
-    const member = await server.createUser('now-member');
-    const viewer = { userId: member.id, role: 'MEMBER' } as const;
+  /**
+   * Starts a session with a task for a new member at AT, and returns a
+   * report service whose first transaction first waits for a request,
+   * received 5 s later, that ends the task. The session stays open.
+   */
+  async function racingReports(username: string): Promise<{ viewer: Viewer; reports: ReportService; writes: () => number }> {
+    clock.set(AT);
+    const member = await server.createUser(username);
+    const viewer: Viewer = { userId: member.id, role: 'MEMBER' };
     const intake = server.app.services.intake;
     await intake.send(viewer, [{ type: 'session_started' }, { type: 'task_started' }]);
 
-    // Between the report's start and its first leaf read, a request
-    // received 5 s later ends the task. The session stays open.
     const sql = server.app.db.sql;
     let writes = 0;
     const writing = wrapSql(sql, {
@@ -60,14 +66,35 @@ describeWithPostgres('report now', () => {
       maxBucketRows: 100_000,
       maxConcurrentLoads: 5,
     });
-    const request = { expression: TASK_OUTSIDE_SESSION, window: WINDOW, groupBy: null, bucket: null, canReadAll: false };
-    const state = { bucketRows: 0 };
+    return { viewer, reports, writes: () => writes };
+  }
 
-    const report = await reports.run(viewer, request, state);
+  function request(expression: unknown) {
+    return { expression, window: WINDOW, groupBy: null, bucket: null, canReadAll: false };
+  }
 
-    expect(writes).toBe(1);
+  it('follows events read by the leaves', async () => {
+    const { viewer, reports, writes } = await racingReports('now-member');
+    const state: SharedReportState = { bucketRows: 0 };
+
+    const report = await reports.run(viewer, request(TASK_OUTSIDE_SESSION), state);
+
+    expect(writes()).toBe(1);
     expect(report.intervals).toEqual([]);
     expect(report.totalSeconds).toBe(0);
-    expect(state).toMatchObject({ now: AT + 5_000 });
+    expect(state.now).toBe(AT + 5_000);
+  });
+
+  it('is not fixed by a report without leaves', async () => {
+    const { viewer, reports, writes } = await racingReports('now-literal-member');
+    const state: SharedReportState = { bucketRows: 0 };
+
+    const literal = await reports.run(viewer, request(LITERAL), state);
+    const report = await reports.run(viewer, request(TASK_OUTSIDE_SESSION), state);
+
+    expect(literal.totalSeconds).toBe(1);
+    expect(writes()).toBe(1);
+    expect(report.intervals).toEqual([]);
+    expect(state.now).toBe(AT + 5_000);
   });
 });
