@@ -134,6 +134,37 @@ function describeCause(cause: unknown): string {
   return cause.message;
 }
 
+/**
+ * Describes why `token` cannot be sent as a bearer token, or returns null when
+ * it can. A token is one or more visible ASCII characters, as JWTs are. The
+ * description names the first other character by position and code point,
+ * never the token itself, because fetch's own error for an invalid header
+ * value quotes the whole header.
+ */
+export function describeInvalidToken(token: string): string | null {
+  if (token === '') {
+    return 'it is empty';
+  }
+  for (let index = 0; index < token.length; index += 1) {
+    const code = token.codePointAt(index) ?? 0;
+    if (code < 0x21 || code > 0x7e) {
+      const hex = code.toString(16).toUpperCase().padStart(4, '0');
+      return `character ${index + 1} is ${describeCharacterKind(code)} (U+${hex}), but a token contains only visible ASCII characters`;
+    }
+  }
+  return null;
+}
+
+function describeCharacterKind(code: number): string {
+  if (code === 0x0a || code === 0x0d) {
+    return 'a line break';
+  }
+  if (code === 0x20) {
+    return 'a space';
+  }
+  return 'a character';
+}
+
 /** HTTP statuses that mean "try again later" rather than "this request is wrong". */
 const TRANSIENT_HTTP_STATUSES = new Set([429, 502, 503, 504]);
 

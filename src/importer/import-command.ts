@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 
 import { redactUrlPassword } from '../config/redact.js';
 
+import { describeInvalidToken } from './graphql-client.js';
 import { ProgressReporter } from './progress.js';
 import {
   DEFAULT_BATCH_SIZE,
@@ -168,8 +169,14 @@ export interface ImportCredentials {
 
 /** Reads credentials from the environment. A token wins over a username and password. */
 export function readCredentials(env: NodeJS.ProcessEnv): ImportCredentials {
-  const token = nonEmpty(env.EVENT_MASTER_TOKEN);
+  // Surrounding white space, such as the line break of a token file read
+  // with $(cat token.txt) on Windows line endings, is not part of the token.
+  const token = nonEmpty(env.EVENT_MASTER_TOKEN?.trim());
   if (token !== null) {
+    const problem = describeInvalidToken(token);
+    if (problem !== null) {
+      throw new ImportUsageError(`invalid EVENT_MASTER_TOKEN: ${problem}. Set it to the token alone`);
+    }
     return { token, username: null, password: null };
   }
 

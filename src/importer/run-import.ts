@@ -5,6 +5,7 @@
  */
 
 import {
+  describeInvalidToken,
   GraphQLClient,
   GraphQLRequestError,
   graphqlEndpoint,
@@ -105,6 +106,10 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     (credentials.username === null || credentials.password === null)
   ) {
     throw new TypeError('credentials are missing: give a token, or a username and a password');
+  }
+  const tokenProblem = credentials.token === null ? null : describeInvalidToken(credentials.token);
+  if (tokenProblem !== null) {
+    throw new TypeError(`token is invalid: ${tokenProblem}`);
   }
   const endpoint = graphqlEndpoint(options.url);
 

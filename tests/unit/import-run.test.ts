@@ -671,6 +671,17 @@ describe('runImport', () => {
     expect(server.sends).toBe(0);
   });
 
+  it('rejects a token with a line break', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([{ type: 'ping' }]);
+    const options = { ...baseOptions(server, [file]), token: 'eyJhbGci\nTokS3cret' };
+    const failure = runImport(options);
+    await expect(failure).rejects.toThrow(TypeError);
+    await expect(failure).rejects.toThrow('token is invalid: character 9 is a line break (U+000A)');
+    await expect(failure).rejects.not.toThrow(/TokS3cret/);
+    expect(server.operations).toEqual([]);
+  });
+
   it('stops on an unreadable file before sending', async () => {
     const server = createFakeServer();
     const options = baseOptions(server, [join(folder, 'missing.ndjson')]);
@@ -990,6 +1001,16 @@ describe('runImportCommand', () => {
     expect(stderr.text + stdout.text).not.toContain('UrlS3cret');
   });
 
+  it('exits 2 for a token with a line break', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 1));
+    const result = await runCommand([file], { EVENT_MASTER_TOKEN: 'eyJhbGci\nTokS3cret' }, server);
+    expect(result.code).toBe(IMPORT_EXIT.usage);
+    expect(result.stderr).toContain('invalid EVENT_MASTER_TOKEN: character 9 is a line break (U+000A)');
+    expect(result.stderr + result.stdout).not.toContain('TokS3cret');
+    expect(server.operations).toEqual([]);
+  });
+
   it('exits 2 without credentials', async () => {
     const server = createFakeServer();
     const result = await runCommand(['x.ndjson'], {}, server);
@@ -1037,6 +1058,19 @@ describe('readCredentials', () => {
   it('reads a username and password', () => {
     const credentials = readCredentials(ADMIN_ENV);
     expect(credentials).toEqual({ token: null, username: 'admin', password: 'admin-secret' });
+  });
+
+  it('trims white space around the token', () => {
+    const credentials = readCredentials({ EVENT_MASTER_TOKEN: ' t.o-k_en\r\n' });
+    expect(credentials.token).toBe('t.o-k_en');
+  });
+
+  it.each([
+    ['a space', 'abc def', /character 4 is a space \(U\+0020\)/],
+    ['a non-ASCII letter', 'tök', /character 2 is a character \(U\+00F6\)/],
+  ])('rejects a token with %s', (_name, token, message) => {
+    expect(() => readCredentials({ EVENT_MASTER_TOKEN: token })).toThrow(message);
+    expect(() => readCredentials({ EVENT_MASTER_TOKEN: token })).not.toThrow(token);
   });
 
   it('rejects a username alone', () => {
