@@ -300,10 +300,26 @@ export async function ensureUsers(
       if (!(error instanceof GraphQLRequestError) || error.code !== 'BAD_USER_INPUT') {
         throw error;
       }
+      // Another client, such as a second import of the same users, created
+      // the account after the list above was read. Its events go to that
+      // account, as they would had it existed before.
+      const takenId = error.reason === 'USERNAME_TAKEN' ? await findUserId(context, username) : undefined;
+      if (takenId !== undefined) {
+        resolved.ids.set(username, takenId);
+        existing.set(username.toLowerCase(), takenId);
+        context.report(`user "${username}" was created by another client meanwhile; sending its events there`);
+        continue;
+      }
       const message = error.errors[0]?.message ?? error.message;
       resolved.failed.set(username, message);
     }
   }
 
   return resolved;
+}
+
+/** Reads the user list again and returns the id of `username`, matched without regard to case. */
+async function findUserId(context: SetupContext, username: string): Promise<string | undefined> {
+  const users = await context.call(() => context.client.users());
+  return users.find((user) => user.username.toLowerCase() === username.toLowerCase())?.id;
 }

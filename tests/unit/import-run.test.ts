@@ -35,6 +35,8 @@ interface FakeOptions {
   sendDelayMs?: number;
   /** Maximum `first` of an `events` page, as PAGE_SIZE_MAX sets it (default 1000). */
   maxPageSize?: number;
+  /** Usernames that another client creates just before the importer's createUser for them. */
+  createdElsewhere?: string[];
 }
 
 type Reply = { status: number; body: unknown };
@@ -128,6 +130,9 @@ function createFakeServer(options: FakeOptions = {}) {
     if (username.includes(' ')) {
       const extensions = { code: 'BAD_USER_INPUT', reason: 'INVALID_USERNAME' };
       return fail(`invalid username "${username}"`, extensions);
+    }
+    if (options.createdElsewhere?.includes(username) === true && !users.some((user) => user.username === username)) {
+      users.push({ id: fakeUserId(users.length + 1), username, password: 'elsewhere-secret', role: 'MEMBER' });
     }
     const existing = users.find((user) => user.username.toLowerCase() === username.toLowerCase());
     if (existing !== undefined) {
@@ -858,6 +863,20 @@ describe('runImport', () => {
     expect(summary.issues[0]?.message).toBe(
       'event bad name:1 not sent: cannot create user "bad name": invalid username "bad name"',
     );
+  });
+
+  it('uses a user created meanwhile elsewhere', async () => {
+    const server = createFakeServer({ createdElsewhere: ['P002'] });
+    const file = writeNdjson(sensorEvents('P002', 3));
+    const messages: string[] = [];
+    const summary = await runImport({ ...baseOptions(server, [file]), onMessage: (message) => messages.push(message) });
+
+    expect(summary.notSent).toBe(0);
+    expect(summary.stored).toBe(3);
+    expect(summary.usersCreated).toEqual([]);
+    const p002 = server.users.find((user) => user.username === 'P002');
+    expect(server.stored.get(p002?.id ?? '')).toEqual(['P002:1', 'P002:2', 'P002:3']);
+    expect(messages).toContain('user "P002" was created by another client meanwhile; sending its events there');
   });
 
   it('matches usernames without regard to case', async () => {
