@@ -24,6 +24,8 @@
 
 import { DateTime, IANAZone } from 'luxon';
 
+import { describeInstantRange, isStorableInstant } from '../domain/storable.js';
+
 import type { DefinePairTypeInput, EventInput, JsonObject } from './types.js';
 
 export type CasasPairTypeName = 'activity' | 'sensor' | 'instruction';
@@ -178,7 +180,16 @@ export function casasTimeToUtc(
     };
   }
 
-  return { ok: true, instant: new Date(parsed.toMillis()).toISOString() };
+  // The import rejects such an instant, and with it the line of the NDJSON
+  // output, so the CASAS line is reported here where its number is known.
+  const instant = parsed.toMillis();
+  if (!isStorableInstant(instant)) {
+    return {
+      ok: false,
+      reason: `time stamp "${date} ${time}" in ${timeZone} is outside the supported range ${describeInstantRange()}`,
+    };
+  }
+  return { ok: true, instant: new Date(instant).toISOString() };
 }
 
 /** Parses a reading value: a number for a plain decimal, otherwise the raw text. */

@@ -163,6 +163,24 @@ describe('casasTimeToUtc', () => {
     );
   });
 
+  it.each([
+    ['0000-01-01', '00:00:00', 'UTC'],
+    ['0099-12-31', '23:59:59.999', 'UTC'],
+    ['9999-12-31', '23:00:00', 'America/New_York'],
+  ])('rejects %s %s in %s as out of range', (date, time, zone) => {
+    const result = casasTimeToUtc(date, time, zone);
+    expect(result.ok).toBe(false);
+    expect(result.ok ? '' : result.reason).toBe(
+      `time stamp "${date} ${time}" in ${zone} is outside the supported range ` +
+        'from 0100-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z',
+    );
+  });
+
+  it('accepts the ends of the supported range', () => {
+    expect(casasTimeToUtc('0100-01-01', '00:00:00', 'UTC')).toEqual({ ok: true, instant: '0100-01-01T00:00:00.000Z' });
+    expect(casasTimeToUtc('9999-12-31', '23:59:59.999', 'UTC')).toEqual({ ok: true, instant: '9999-12-31T23:59:59.999Z' });
+  });
+
   it('rejects a time in the spring gap', () => {
     const result = casasTimeToUtc('2021-03-28', '02:30:00', 'Europe/Prague');
     expect(result.ok).toBe(false);
