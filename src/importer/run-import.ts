@@ -13,6 +13,7 @@ import {
 } from './graphql-client.js';
 import type { ImportProgress } from './progress.js';
 import { readImportInput, UnreadableFileError, type LineReader } from './read-input.js';
+import { redactUrlPassword } from '../config/redact.js';
 import { isUuid } from '../domain/user-id.js';
 import { DEFAULT_RETRY_DELAYS_MS, RetriesExhaustedError, withRetry } from './retry.js';
 import { sendAll } from './send-all.js';
@@ -139,7 +140,7 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     const retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
     const call = createCallServer(client, credentials, retryDelaysMs, summary, report);
 
-    const viewer = await authenticate(client, call, credentials);
+    const viewer = await authenticate(client, call, credentials, endpoint);
     const setup = { client, call, viewer, summary, report };
     await ensurePairTypes(setup, input.pairTypes);
 
@@ -223,11 +224,15 @@ function isUnauthenticated(error: unknown): boolean {
   return error instanceof GraphQLRequestError && error.code === 'UNAUTHENTICATED';
 }
 
-/** Logs in, or checks the token with `me`, and returns the user the import acts as. */
+/**
+ * Logs in, or checks the token with `me`, and returns the user the import acts as.
+ * `endpoint` is the GraphQL URL, named when the reply is no GraphQL reply.
+ */
 async function authenticate(
   client: GraphQLClient,
   call: CallServer,
   credentials: Credentials,
+  endpoint: string,
 ): Promise<UserSummary> {
   const { token, username, password } = credentials;
   try {
@@ -239,6 +244,16 @@ async function authenticate(
     if (error instanceof GraphQLRequestError) {
       const subject = token === null ? `login as "${username}"` : 'the token';
       const detail = error.errors[0]?.message ?? error.message;
+      // Without a GraphQL errors list the reply came from something other
+      // than the GraphQL endpoint, such as a 404 page for a wrong --url path,
+      // so the credentials were never checked.
+      if (error.code === `HTTP_${error.httpStatus}`) {
+        throw new ImportStopError(
+          `${subject} failed, because ${redactUrlPassword(endpoint)} sent no GraphQL reply but ${detail}. ` +
+            'Check --url: it is the base URL of the server, and GraphQL is at URL/graphql',
+          { cause: error },
+        );
+      }
       throw new ImportStopError(`${subject} was not accepted: ${detail}`, { cause: error });
     }
     throw error;

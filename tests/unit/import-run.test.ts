@@ -667,6 +667,18 @@ describe('runImport', () => {
     expect(failure.message).not.toContain('wrong');
   });
 
+  it('names the URL of a 404 login reply', async () => {
+    const notFound = (async () =>
+      new Response('<html>Not Found</html>', { status: 404, statusText: 'Not Found', headers: { 'content-type': 'text/html' } })) as typeof fetch;
+    const file = writeNdjson([{ type: 'ping' }]);
+    const options = { ...baseOptions(createFakeServer(), [file]), url: 'http://127.0.0.1:4000/api', fetch: notFound };
+    const failure = await expectFailure(runImport(options));
+    expect(failure.message).toBe(
+      'login as "admin" failed, because http://127.0.0.1:4000/api/graphql sent no GraphQL reply but ' +
+        'HTTP status 404 Not Found. Check --url: it is the base URL of the server, and GraphQL is at URL/graphql',
+    );
+  });
+
   it('stops on an unknown token', async () => {
     const server = createFakeServer();
     const file = writeNdjson([{ type: 'ping' }]);
