@@ -92,6 +92,37 @@ export class NetworkError extends Error {
 }
 
 /**
+ * Error codes of a TLS handshake that fails the same way on every attempt:
+ * OpenSSL's, such as ERR_SSL_WRONG_VERSION_NUMBER for https:// to a plain
+ * HTTP port, and Node's certificate checks, such as
+ * DEPTH_ZERO_SELF_SIGNED_CERT or ERR_TLS_CERT_ALTNAME_INVALID.
+ */
+const TLS_FAILURE_CODE = /^ERR_SSL_|^ERR_TLS_CERT_ALTNAME_INVALID$|^CERT_|^UNABLE_TO_|SELF_SIGNED/;
+
+/**
+ * The TLS handshake failed, for example for https:// against a server
+ * without TLS or for a certificate that Node does not trust. Sending again
+ * fails the same way, so it is never retried.
+ */
+export class TlsError extends Error {
+  constructor(operation: string, url: string, code: string, cause: unknown) {
+    super(
+      `${describeOperation(operation)} to ${redactUrlPassword(url)} failed in the TLS handshake (${code}). ` +
+        'Use http:// in --url for a server without TLS, or make Node trust its certificate, ' +
+        'for example with NODE_EXTRA_CA_CERTS',
+      { cause },
+    );
+    this.name = 'TlsError';
+  }
+}
+
+/** Returns the code of a `fetch` failure's TLS handshake error, or null for other failures. */
+function tlsFailureCode(error: unknown): string | null {
+  const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
+  return typeof code === 'string' && TLS_FAILURE_CODE.test(code) ? code : null;
+}
+
+/**
  * `fetch` rejected the request before sending it, for example because its URL
  * contains credentials. Sending it again fails the same way, so it is never
  * retried.
@@ -302,6 +333,10 @@ export class GraphQLClient {
       response = await this.fetchImpl(this.endpoint, init);
       bodyText = await response.text();
     } catch (error) {
+      const tlsCode = tlsFailureCode(error);
+      if (tlsCode !== null) {
+        throw new TlsError(operation, this.endpoint, tlsCode, error);
+      }
       throw new NetworkError(operation, this.endpoint, error);
     }
 

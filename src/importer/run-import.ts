@@ -9,6 +9,7 @@ import {
   GraphQLClient,
   GraphQLRequestError,
   graphqlEndpoint,
+  TlsError,
   type UserSummary,
 } from './graphql-client.js';
 import type { ImportProgress } from './progress.js';
@@ -269,7 +270,7 @@ function describeStop(error: unknown, sendingStarted: boolean): string {
   if (error instanceof UnreadableFileError) {
     return `${error.message}; nothing was sent`;
   }
-  if (error instanceof ImportStopError) {
+  if (error instanceof ImportStopError || error instanceof TlsError) {
     return error.message;
   }
   if (error instanceof RetriesExhaustedError) {

@@ -1,4 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -677,6 +679,25 @@ describe('runImport', () => {
       'login as "admin" failed, because http://127.0.0.1:4000/api/graphql sent no GraphQL reply but ' +
         'HTTP status 404 Not Found. Check --url: it is the base URL of the server, and GraphQL is at URL/graphql',
     );
+  });
+
+  it('stops at once on https to plain HTTP', async () => {
+    const plain = createHttpServer((_request, response) => response.end());
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = plain.address() as AddressInfo;
+      const file = writeNdjson([{ type: 'ping' }]);
+      const options = { ...baseOptions(createFakeServer(), [file]), url: `https://127.0.0.1:${port}`, fetch: undefined };
+      const failure = await expectFailure(runImport(options));
+      expect(failure.message).toBe(
+        `the login request to https://127.0.0.1:${port}/graphql failed in the TLS handshake ` +
+          '(ERR_SSL_WRONG_VERSION_NUMBER). Use http:// in --url for a server without TLS, ' +
+          'or make Node trust its certificate, for example with NODE_EXTRA_CA_CERTS',
+      );
+      expect(failure.summary.retries).toBe(0);
+    } finally {
+      await new Promise<void>((resolve) => plain.close(() => resolve()));
+    }
   });
 
   it('stops on an unknown token', async () => {
