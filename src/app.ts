@@ -124,6 +124,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     if (migrations.applied.length > 0) {
       logger.info({ applied: migrations.applied }, 'database migrations applied');
     }
+    if (migrations.unknown.length > 0) {
+      logger.warn(
+        { unknown: migrations.unknown },
+        'the database has applied migrations that this version does not contain, such as ones a newer version applied; this version may not work with the schema',
+      );
+    }
     store = createCoordinationStore(config, logger);
     if (options.requireStore === true) {
       await store.ping();

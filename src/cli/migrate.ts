@@ -21,7 +21,9 @@ const USAGE = `Usage: npm run migrate [-- --help]
 Applies the pending migrations from prisma/migrations, in name order and in
 one transaction, and prints the name of each one it applied. A migration whose
 first line is "-- event-master:no-transaction" runs outside a transaction, one
-statement at a time, after the ones before it are committed.
+statement at a time, after the ones before it are committed. Migrations that
+the database records but this version lacks, such as ones a newer version
+applied, are listed in a warning on standard error.
 
 The database is DATABASE_URL, or the embedded PGlite database under DATA_DIR
 when DATABASE_URL is unset. Embedded PGlite allows one process at a time, so
@@ -36,6 +38,14 @@ const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
 function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+/** Describes migrations that the database has and this version lacks. */
+function describeUnknownMigrations(names: readonly string[]): string {
+  return (
+    `the database has ${plural(names.length, 'applied migration')} that this version does not contain: ${names.join(', ')}. ` +
+    'Such migrations come from a newer version of the service, so this version may not work with the schema. Run the newer version.'
+  );
 }
 
 async function applyMigrations(config: Config): Promise<void> {
@@ -54,6 +64,9 @@ async function applyMigrations(config: Config): Promise<void> {
   });
   try {
     const result = await db.migrate();
+    if (result.unknown.length > 0) {
+      process.stderr.write(`warning: ${describeUnknownMigrations(result.unknown)}\n`);
+    }
     for (const name of result.applied) {
       process.stdout.write(`Applied ${name}\n`);
     }

@@ -372,6 +372,12 @@ async function run(command: Exclude<UserCommand, { kind: 'help' }>, config: Conf
     if (migrations.applied.length > 0) {
       process.stderr.write(`Applied pending migrations: ${migrations.applied.join(', ')}\n`);
     }
+    if (migrations.unknown.length > 0) {
+      process.stderr.write(
+        `warning: the database has applied migrations that this version does not contain: ${migrations.unknown.join(', ')}. ` +
+          'Such migrations come from a newer version of the service.\n',
+      );
+    }
     const users = createUserService(db, config, logger);
 
     if (command.kind === 'create') {

@@ -69,6 +69,33 @@ describe('migrate CLI on PGlite', () => {
     expect(result.stdout).toContain(`No pending migrations; ${names.length} migration`);
   });
 
+  it('warns of a migration it lacks', async () => {
+    const future = '29991231000000_from_a_newer_version';
+    const record = async (sql: string, parameters: unknown[]) => {
+      const db = await openDatabase({ dataDir, poolSize: 1, statementTimeoutMs: 10_000, logger: pino({ level: 'silent' }) });
+      try {
+        await db.sql.query(sql, parameters);
+      } finally {
+        await db.close();
+      }
+    };
+    await record(
+      `INSERT INTO "_prisma_migrations" (id, checksum, migration_name, finished_at, applied_steps_count) VALUES ($1, $2, $1, now(), 1)`,
+      [future, 'f'.repeat(64)],
+    );
+
+    try {
+      const result = await runMigrate([], { DATA_DIR: dataDir });
+      expect(result.code).toBe(0);
+      expect(result.stderr).toContain(
+        `warning: the database has 1 applied migration that this version does not contain: ${future}.`,
+      );
+      expect(result.stdout).toContain(`No pending migrations; ${names.length} migration`);
+    } finally {
+      await record(`DELETE FROM "_prisma_migrations" WHERE migration_name = $1`, [future]);
+    }
+  });
+
   it('changed checksum exits 1', async () => {
     const db = await openDatabase({ dataDir, poolSize: 1, statementTimeoutMs: 10_000, logger: pino({ level: 'silent' }) });
     try {

@@ -70,6 +70,11 @@ export interface Migration {
 export interface MigrationResult {
   applied: string[];
   alreadyApplied: string[];
+  /**
+   * Migrations recorded as applied that are not in the migrations folder,
+   * in name order, such as ones that a newer version of the service applied.
+   */
+  unknown: string[];
 }
 
 export interface MigrateOptions {
@@ -389,7 +394,9 @@ async function applyPending(session: SqlClient, migrations: Migration[], progres
   );
   const done = new Map(rows.map((row) => [row.migration_name, row.checksum]));
 
-  const result: MigrationResult = { applied: [], alreadyApplied: [] };
+  const known = new Set(migrations.map((migration) => migration.name));
+  const unknown = [...done.keys()].filter((name) => !known.has(name)).sort();
+  const result: MigrationResult = { applied: [], alreadyApplied: [], unknown };
   const pending: Array<{ migration: Migration; statements: string[] | null }> = [];
   for (const migration of migrations) {
     const checksum = done.get(migration.name);
