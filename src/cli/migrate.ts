@@ -91,7 +91,7 @@ async function main(argv: readonly string[]): Promise<number> {
       args: [...argv],
       strict: true,
       allowPositionals: false,
-      options: { help: { type: 'boolean', default: false } },
+      options: { help: { type: 'boolean', short: 'h', default: false } },
     });
     if (values.help) {
       process.stdout.write(USAGE);

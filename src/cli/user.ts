@@ -51,7 +51,7 @@ Commands:
 Options:
   --role ROLE   role of the account: ${ROLES.join(', ')} (required for create and set-role)
   --json        print the list as JSON
-  --help        print this help
+  --help, -h    print this help
 
 The database is the one the server uses: DATABASE_URL, or the embedded PGlite
 database under DATA_DIR when DATABASE_URL is unset. Pending migrations are
@@ -129,7 +129,7 @@ function parseCommand(argv: readonly string[]): UserCommand {
       options: {
         role: { type: 'string' },
         json: { type: 'boolean', default: false },
-        help: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
       },
     });
   } catch (error) {

@@ -29,7 +29,7 @@ Options:
   --time-zone ZONE  IANA time zone the zoneless time stamps are read in (default UTC)
   --user NAME       user that receives the events (default: the file name without
                     extension); only valid with a single file
-  --help            print this help
+  --help, -h        print this help
 
 Lines that cannot be converted, such as lines that are not valid UTF-8 or are
 cut off, are skipped and reported on standard error with file, line number
@@ -70,7 +70,7 @@ export function parseConvertArgs(argv: readonly string[]): ConvertOptions | 'hel
       options: {
         'time-zone': { type: 'string' },
         user: { type: 'string' },
-        help: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (error) {

@@ -43,7 +43,7 @@ Options:
   --strict            exit with status 1 when any line was skipped, any event was
                       rejected or not sent, or any pair type was rejected or is
                       in conflict
-  --help              print this help
+  --help, -h          print this help
 
 Credentials (environment):
   EVENT_MASTER_TOKEN                            a bearer token, used when set
@@ -105,7 +105,7 @@ export function parseImportArgs(argv: readonly string[]): ImportCommandOptions |
         concurrency: { type: 'string' },
         json: { type: 'boolean' },
         strict: { type: 'boolean' },
-        help: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (error) {

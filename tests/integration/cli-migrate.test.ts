@@ -112,6 +112,7 @@ describe('migrate CLI on PGlite', () => {
 
   it.concurrent.each([
     [['--help'], 0, 'Usage: npm run migrate'],
+    [['-h'], 0, 'Usage: npm run migrate'],
     [['--force'], 2, "Unknown option '--force'"],
     [['extra'], 2, "Unexpected argument 'extra'"],
   ])('arguments %j exit %i', async (args, code, text) => {

@@ -107,8 +107,8 @@ describe('user CLI on PGlite', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it('help exits 0', async () => {
-    const result = await runUserCli(['--help'], env);
+  it.each([['--help'], ['-h']])('help %s exits 0', async (option) => {
+    const result = await runUserCli([option], env);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('npm run user -- create NAME --role');
   });

@@ -204,8 +204,8 @@ describe('runConvertCommand', () => {
     expect(result.stderr).toContain('Usage: npm run convert:casas');
   });
 
-  it('prints help', async () => {
-    const result = await run(['--help']);
+  it.each([['--help'], ['-h']])('prints help for %s', async (option) => {
+    const result = await run([option]);
     expect(result.code).toBe(CONVERT_EXIT.ok);
     expect(result.stdout).toContain('--time-zone ZONE');
   });

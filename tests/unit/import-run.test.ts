@@ -1073,6 +1073,10 @@ describe('runImportCommand', () => {
 });
 
 describe('parseImportArgs', () => {
+  it.each([['--help'], ['-h']])('returns help for %s', (option) => {
+    expect(parseImportArgs([option])).toBe('help');
+  });
+
   it('applies defaults', () => {
     expect(parseImportArgs(['a.ndjson'])).toEqual({
       url: 'http://127.0.0.1:4000',
