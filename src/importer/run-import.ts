@@ -18,7 +18,7 @@ import { redactUrlPassword } from '../config/redact.js';
 import { isUuid } from '../domain/user-id.js';
 import { DEFAULT_RETRY_DELAYS_MS, RetriesExhaustedError, withRetry } from './retry.js';
 import { sendAll } from './send-all.js';
-import { ensurePairTypes, ensureUsers, ImportStopError, type CallServer } from './setup.js';
+import { checkOtherUserIds, ensurePairTypes, ensureUsers, ImportStopError, type CallServer } from './setup.js';
 import { countStored } from './stored-counts.js';
 import { createSummary, type ImportSummary } from './summary.js';
 
@@ -143,6 +143,7 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
 
     const viewer = await authenticate(client, call, credentials, endpoint);
     const setup = { client, call, viewer, summary, report };
+    checkOtherUserIds(setup, input.events);
     await ensurePairTypes(setup, input.pairTypes);
 
     const usernames = new Set<string>();

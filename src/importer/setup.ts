@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 
 import type { GraphQLClient, PairTypeSummary, UserSummary } from './graphql-client.js';
 import { GraphQLRequestError } from './graphql-client.js';
-import type { PairTypeRecord } from './read-input.js';
+import type { EventRecord, PairTypeRecord } from './read-input.js';
 import { addIssue, type ImportSummary } from './summary.js';
 import type { AutoClosePolicyInput, DefinePairTypeInput } from './types.js';
 
@@ -234,6 +234,32 @@ export function parentsFirst(records: readonly PairTypeRecord[]): PairTypeRecord
     visit(record);
   }
   return ordered;
+}
+
+/**
+ * Stops the import before anything is sent when a user other than an admin
+ * gives an event with the `userId` of another user. The server would reject
+ * every batch of that user with FORBIDDEN and stop the import part-way, with
+ * no line number.
+ */
+export function checkOtherUserIds(context: SetupContext, records: readonly EventRecord[]): void {
+  const { viewer } = context;
+  if (viewer.role === 'ADMIN') {
+    return;
+  }
+  const other = records.find(
+    (record) =>
+      record.username === null &&
+      typeof record.event.input.userId === 'string' &&
+      record.event.input.userId.toLowerCase() !== viewer.id.toLowerCase(),
+  );
+  if (other !== undefined) {
+    const { file, line } = other.event.source;
+    throw new ImportStopError(
+      `${file}:${line} gives userId "${other.event.input.userId}", another user's id, and sending events ` +
+        `for other users needs the ADMIN role, but ${viewer.username} has role ${viewer.role}`,
+    );
+  }
 }
 
 /** Returns a random password of 32 base64url characters (192 bits). */

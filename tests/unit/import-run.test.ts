@@ -651,6 +651,30 @@ describe('runImport', () => {
     expect(server.sends).toBe(0);
   });
 
+  it('stops a member naming a user id', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([
+      { id: 'own-1', type: 'ping' },
+      { id: 'other-1', type: 'ping', userId: fakeUserId(1) },
+      { id: 'own-2', type: 'ping', userId: fakeUserId(2) },
+    ]);
+    const options = { ...baseOptions(server, [file]), username: 'member', password: 'member-secret' };
+    const failure = await expectFailure(runImport(options));
+    expect(failure.message).toBe(
+      `${file}:2 gives userId "${fakeUserId(1)}", another user's id, and sending events for other users ` +
+        'needs the ADMIN role, but member has role MEMBER',
+    );
+    expect(server.sends).toBe(0);
+  });
+
+  it('sends a member its own user id', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([{ id: 'own-1', type: 'ping', userId: fakeUserId(2) }]);
+    const options = { ...baseOptions(server, [file]), username: 'member', password: 'member-secret' };
+    const summary = await runImport(options);
+    expect(summary.stored).toBe(1);
+  });
+
   it('stops a member defining pair types', async () => {
     const server = createFakeServer();
     const file = writeNdjson([SENSOR]);
