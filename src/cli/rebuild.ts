@@ -6,6 +6,8 @@
  * rollups of the changed chunks. Safe while servers run: each user is rebuilt under that
  * user's lock, and rollup rebuilds skip chunks another process is rebuilding.
  */
+import { parseArgs } from 'node:util';
+
 import { loadDotEnvFile } from '../config/dotenv.js';
 import { createApp, createLogger } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config/index.js';
@@ -20,21 +22,32 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const usage = [
     'Usage: npm run rebuild [-- --full]',
-    '  --full  also recompute segments and corrections from the event log',
+    '  --full      also recompute segments and corrections from the event log',
+    '  --help, -h  print this help',
     '',
     'Exit status: 0 when the rebuild finished, 1 when it failed or PostgreSQL or',
     'Redis could not be reached, 2 for invalid arguments or configuration.',
   ].join('\n');
-  if (args.includes('--help') || args.includes('-h')) {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        full: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (error) {
+    console.error(`error: ${(error as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+  if (values.help) {
     console.log(usage);
     process.exit(0);
   }
-  const unknown = args.filter((arg) => arg !== '--full');
-  if (unknown.length > 0) {
-    console.error(`Unknown option ${JSON.stringify(unknown[0])}.\n${usage}`);
-    process.exit(2);
-  }
-  const full = args.includes('--full');
+  const full = values.full;
 
   loadDotEnvFile();
   const config = loadConfig();

@@ -335,3 +335,20 @@ describeWithPostgres('rebuild command behind a locked table', () => {
     }
   }, 60_000);
 });
+
+describe('rebuild arguments', () => {
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? tmpdir(), NODE_ENV: 'test' };
+
+  // Concurrent: these runs stop before they read the configuration.
+  it.concurrent.each([
+    [['--help'], 0, 'Usage: npm run rebuild'],
+    [['-h'], 0, 'Usage: npm run rebuild'],
+    [['--ful'], 2, "error: Unknown option '--ful'"],
+    [['--full=yes'], 2, "error: Option '--full' does not take an argument"],
+    [['alice'], 2, "error: Unexpected argument 'alice'"],
+  ])('arguments %j exit %i', async (args, code, text) => {
+    const result = await runCli('src/cli/rebuild.ts', args, env);
+    expect(result.code).toBe(code);
+    expect(result.stdout + result.stderr).toContain(text);
+  });
+});
