@@ -18,7 +18,7 @@ import {
   type CasasFileConversion,
   type CasasSourceLine,
 } from './casas.js';
-import { splitByteLines } from './ndjson.js';
+import { splitByteLines, utf16Encoding, Utf16InputError } from './ndjson.js';
 
 export const CONVERT_USAGE = `\
 Usage: npm run convert:casas -- [--time-zone ZONE] [--user NAME] FILE... > events.ndjson
@@ -186,7 +186,12 @@ export async function runConvertCommand(argv: readonly string[], io: ConvertIo):
   let unreadable = 0;
   for (const file of options.files) {
     try {
-      contents.push(await readBytes(file));
+      const bytes = await readBytes(file);
+      const encoding = utf16Encoding(bytes);
+      if (encoding !== null) {
+        throw new Utf16InputError(encoding);
+      }
+      contents.push(bytes);
     } catch (error) {
       unreadable += 1;
       const reason = error instanceof Error ? error.message : String(error);

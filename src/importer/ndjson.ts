@@ -55,6 +55,38 @@ export function parseNdjsonLine(text: string, line: number): NdjsonLine | null {
 export const MAX_LINE_BYTES = 64 * 1024 * 1024;
 
 /**
+ * Returns the encoding that a UTF-16 byte order mark at the start of `bytes`
+ * names, or null. Neither mark is valid UTF-8, so a UTF-8 file never starts
+ * with one. Windows PowerShell 5.1 writes such files with `>`, which is
+ * Out-File with its default encoding there, Unicode (UTF-16LE).
+ */
+export function utf16Encoding(bytes: Uint8Array): 'UTF-16LE' | 'UTF-16BE' | null {
+  if (bytes[0] === 0xff && bytes[1] === 0xfe) {
+    return 'UTF-16LE';
+  }
+  if (bytes[0] === 0xfe && bytes[1] === 0xff) {
+    return 'UTF-16BE';
+  }
+  return null;
+}
+
+/** Describes a file that starts with the byte order mark of `encoding`, for an error message. */
+export function describeUtf16File(encoding: 'UTF-16LE' | 'UTF-16BE'): string {
+  return (
+    `the file is ${encoding} text (it starts with a UTF-16 byte order mark), but it must be UTF-8. ` +
+    `Convert it, for example with: iconv -f ${encoding} -t UTF-8`
+  );
+}
+
+/** A byte stream that is UTF-16 text, so no line of it can be read as UTF-8. */
+export class Utf16InputError extends Error {
+  constructor(encoding: 'UTF-16LE' | 'UTF-16BE') {
+    super(describeUtf16File(encoding));
+    this.name = 'Utf16InputError';
+  }
+}
+
+/**
  * One line of a byte stream. `text` is null for a line that is not UTF-8 or
  * is longer than the maximum, which `byteLength` then gives.
  */
@@ -71,7 +103,9 @@ export interface ByteLine {
  * that is not UTF-8 comes back with `text` null rather than with U+FFFD in
  * place of its bad bytes, which would send other text than the file holds.
  * A line longer than `maxLineBytes` comes back with `text` null and its
- * `byteLength`, and only its length is kept while it is read.
+ * `byteLength`, and only its length is kept while it is read. A stream that
+ * starts with a UTF-16 byte order mark throws `Utf16InputError` instead of
+ * returning each line as invalid.
  */
 export async function* splitByteLines(
   chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
@@ -81,7 +115,13 @@ export async function* splitByteLines(
   let pendingBytes = 0;
   let lineNumber = 0;
 
+  // The first two bytes of the stream, kept even when the first line is too long to keep.
+  let firstBytes = Buffer.alloc(0);
+
   const append = (part: Buffer): void => {
+    if (lineNumber === 0 && firstBytes.length < 2) {
+      firstBytes = Buffer.concat([firstBytes, part.subarray(0, 2 - firstBytes.length)]);
+    }
     pendingBytes += part.length;
     if (pendingBytes > maxLineBytes) {
       pending = [];
@@ -96,6 +136,10 @@ export async function* splitByteLines(
     let bytes = Buffer.concat(pending);
     pending = [];
     pendingBytes = 0;
+    const encoding = lineNumber === 1 ? utf16Encoding(firstBytes) : null;
+    if (encoding !== null) {
+      throw new Utf16InputError(encoding);
+    }
     if (byteLength > maxLineBytes) {
       return { line: lineNumber, text: null, byteLength };
     }

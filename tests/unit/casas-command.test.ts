@@ -197,6 +197,21 @@ describe('runConvertCommand', () => {
     expect(stderr.text).toContain('cannot write the output: write EPIPE; the output is incomplete');
   });
 
+  it('fails on a UTF-16 file', async () => {
+    const stdout = new Collector();
+    const stderr = new Collector();
+    const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(FILES['data/P002.txt'] ?? '', 'utf16le')]);
+    const readBytes = async (): Promise<Buffer> => utf16;
+
+    const code = await runConvertCommand(['data/P002.txt'], { stdout, stderr, readBytes });
+
+    expect(code).toBe(CONVERT_EXIT.unreadableFile);
+    expect(stderr.text).toContain(
+      'convert:casas: cannot read data/P002.txt: the file is UTF-16LE text (it starts with a UTF-16 byte order mark)',
+    );
+    expect(stdout.text).toBe('');
+  });
+
   it('fails on a bad option with usage', async () => {
     const result = await run(['--time-zone', 'Nowhere', 'data/P002.txt']);
     expect(result.code).toBe(CONVERT_EXIT.usage);

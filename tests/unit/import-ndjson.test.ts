@@ -186,6 +186,25 @@ describe('readNdjsonFile', () => {
   it('rejects a missing file', async () => {
     await expect(collect(readNdjsonFile(join(folder, 'missing.ndjson')))).rejects.toThrow(/ENOENT/);
   });
+
+  it.each([
+    ['UTF-16LE', 'utf16le', [0xff, 0xfe]],
+    ['UTF-16BE', 'utf16le', [0xfe, 0xff]],
+  ] as const)('rejects a %s file', async (encoding, nodeEncoding, mark) => {
+    const file = join(folder, `${encoding}.ndjson`);
+    const text = Buffer.from('{"type":"a"}\r\n{"type":"b"}\r\n', nodeEncoding);
+    writeFileSync(file, Buffer.concat([Buffer.from(mark), encoding === 'UTF-16BE' ? text.swap16() : text]));
+
+    await expect(collect(readNdjsonFile(file))).rejects.toThrow(
+      `the file is ${encoding} text (it starts with a UTF-16 byte order mark), but it must be UTF-8. ` +
+        `Convert it, for example with: iconv -f ${encoding} -t UTF-8`,
+    );
+  });
+
+  it('rejects a UTF-16 mark split across chunks', async () => {
+    const chunks = [Buffer.from([0xff]), Buffer.from([0xfe]), Buffer.from('x\n', 'utf16le')];
+    await expect(collect(splitByteLines(chunks, 1))).rejects.toThrow(/UTF-16LE/);
+  });
 });
 
 describe('checkImportRecord', () => {

@@ -744,6 +744,18 @@ describe('runImport', () => {
     expect(server.operations).toEqual([]);
   });
 
+  it('stops on a UTF-16 file before sending', async () => {
+    const server = createFakeServer();
+    const file = join(folder, 'utf16.ndjson');
+    writeFileSync(file, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('{"type":"ping"}\r\n', 'utf16le')]));
+    const failure = await expectFailure(runImport(baseOptions(server, [file])));
+    expect(failure.message).toBe(
+      `cannot read ${file}: the file is UTF-16LE text (it starts with a UTF-16 byte order mark), ` +
+        'but it must be UTF-8. Convert it, for example with: iconv -f UTF-16LE -t UTF-8; nothing was sent',
+    );
+    expect(server.operations).toEqual([]);
+  });
+
   it('stops on an unreadable file before sending', async () => {
     const server = createFakeServer();
     const options = baseOptions(server, [join(folder, 'missing.ndjson')]);
