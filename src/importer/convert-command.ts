@@ -18,6 +18,7 @@ import {
   type CasasFileConversion,
   type CasasSourceLine,
 } from './casas.js';
+import { escapeControlCharacters } from './escape.js';
 import { splitByteLines, utf16Encoding, Utf16InputError } from './ndjson.js';
 
 export const CONVERT_USAGE = `\
@@ -168,7 +169,7 @@ export async function runConvertCommand(argv: readonly string[], io: ConvertIo):
     options = parseConvertArgs(argv);
   } catch (error) {
     if (error instanceof UsageError) {
-      io.stderr.write(`convert:casas: ${error.message}\n\n${CONVERT_USAGE}`);
+      io.stderr.write(`convert:casas: ${escapeControlCharacters(error.message)}\n\n${CONVERT_USAGE}`);
       return CONVERT_EXIT.usage;
     }
     throw error;
@@ -195,7 +196,7 @@ export async function runConvertCommand(argv: readonly string[], io: ConvertIo):
     } catch (error) {
       unreadable += 1;
       const reason = error instanceof Error ? error.message : String(error);
-      io.stderr.write(`convert:casas: cannot read ${file}: ${reason}\n`);
+      io.stderr.write(`convert:casas: cannot read ${escapeControlCharacters(`${file}: ${reason}`)}\n`);
     }
   }
   if (unreadable > 0) {
@@ -235,11 +236,12 @@ function reportConversion(
   conversion: CasasFileConversion,
 ): void {
   for (const issue of conversion.issues) {
-    stderr.write(`convert:casas: ${file}:${issue.line}: skipped line: ${issue.reason}\n`);
+    stderr.write(`convert:casas: ${escapeControlCharacters(`${file}:${issue.line}: skipped line: ${issue.reason}`)}\n`);
   }
   for (const { key, line } of conversion.unendedActivities) {
+    const where = escapeControlCharacters(`${file}:${line}: warning: activity "${key}"`);
     stderr.write(
-      `convert:casas: ${file}:${line}: warning: activity "${key}" begins here and never ends, ` +
+      `convert:casas: ${where} begins here and never ends, ` +
         "so its segment will run to the participant's last event (auto-close)\n",
     );
   }
@@ -249,7 +251,7 @@ function reportConversion(
     .map(([type, count]) => `${type} ${count}`)
     .join(', ');
   stderr.write(
-    `convert:casas: ${file}: ${conversion.lineCount} lines, ${conversion.records.length} events` +
+    `convert:casas: ${escapeControlCharacters(file)}: ${conversion.lineCount} lines, ${conversion.records.length} events` +
       ` (${counts === '' ? 'none' : counts}), ${conversion.issues.length} skipped\n`,
   );
 }

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 
 import { redactUrlPassword } from '../config/redact.js';
 
+import { escapeControlCharacters } from './escape.js';
 import { describeInvalidToken } from './graphql-client.js';
 import { ProgressReporter } from './progress.js';
 import {
@@ -220,7 +221,7 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
     credentials = readCredentials(io.env);
   } catch (error) {
     if (error instanceof ImportUsageError) {
-      io.stderr.write(`import: ${error.message}\n\n${IMPORT_USAGE}`);
+      io.stderr.write(`import: ${escapeControlCharacters(error.message)}\n\n${IMPORT_USAGE}`);
       return IMPORT_EXIT.usage;
     }
     throw error;
@@ -253,7 +254,7 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
   } catch (error) {
     progress.finish();
     if (error instanceof ImportFailedError) {
-      io.stderr.write(`import: ${error.message}\n`);
+      io.stderr.write(`import: ${escapeControlCharacters(error.message)}\n`);
       await printSummary(error.summary);
       return IMPORT_EXIT.failed;
     }

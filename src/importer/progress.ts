@@ -3,6 +3,8 @@
  * plain line every few seconds when stderr is a file or a pipe.
  */
 
+import { escapeControlCharacters } from './escape.js';
+
 export interface ImportProgress {
   /** Events processed so far: accepted or rejected by the server. */
   done: number;
@@ -103,13 +105,17 @@ export class ProgressReporter {
     this.write(progress, now);
   }
 
-  /** Writes a message on its own line. On a terminal the progress line is redrawn below it. */
+  /**
+   * Writes a message on its own line, with its control characters escaped
+   * because it may quote input files. On a terminal the progress line is
+   * redrawn below it.
+   */
   note(message: string): void {
     if (this.isTTY && this.lineShown) {
       this.stream.write(CLEAR_LINE);
       this.lineShown = false;
     }
-    this.stream.write(`${message}\n`);
+    this.stream.write(`${escapeControlCharacters(message)}\n`);
     if (this.isTTY && this.lastProgress !== null) {
       this.write(this.lastProgress, this.now());
     }

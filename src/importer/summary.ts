@@ -4,6 +4,7 @@
  */
 
 import type { DeliveryResult } from './deliver.js';
+import { escapeControlCharacters } from './escape.js';
 
 /** Something the import reports and skips or flags, with the line it concerns when there is one. */
 export interface ImportIssue {
@@ -143,8 +144,9 @@ export function isClean(summary: ImportSummary): boolean {
   );
 }
 
+/** Formats a count and the names, whose control characters are escaped because names such as rejected pair types come from the input. */
 function formatList(names: readonly string[]): string {
-  return names.length === 0 ? '0' : `${names.length} (${names.join(', ')})`;
+  return names.length === 0 ? '0' : `${names.length} (${names.map(escapeControlCharacters).join(', ')})`;
 }
 
 /** Formats counts by rule as `RULE count` pairs in rule order, or `none`. */

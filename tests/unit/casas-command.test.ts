@@ -197,6 +197,18 @@ describe('runConvertCommand', () => {
     expect(stderr.text).toContain('cannot write the output: write EPIPE; the output is incomplete');
   });
 
+  it('escapes control characters in reports', async () => {
+    const stdout = new Collector();
+    const stderr = new Collector();
+    const readBytes = async (): Promise<Buffer> => Buffer.from('2009\u001b[2J-03-23 10:16:02\tM045\tON\n');
+
+    const code = await runConvertCommand(['data/P002.txt'], { stdout, stderr, readBytes });
+
+    expect(code).toBe(CONVERT_EXIT.ok);
+    expect(stderr.text).toContain('data/P002.txt:1: skipped line: invalid date "2009\\u001b[2J-03-23"');
+    expect(stderr.text).not.toContain('\u001b');
+  });
+
   it('fails on a UTF-16 file', async () => {
     const stdout = new Collector();
     const stderr = new Collector();

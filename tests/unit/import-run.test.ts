@@ -1015,6 +1015,20 @@ describe('runImportCommand', () => {
     expect(result.stderr + result.stdout).not.toContain('admin-secret');
   });
 
+  it('escapes control characters from the input', async () => {
+    const server = createFakeServer();
+    const pairType = { kind: 'pairType', input: { name: 'bad\u001b[2Jname', startType: 'a', endType: 'b' } };
+    const file = writeNdjson(['x\u001b[31mred', pairType, ...sensorEvents('P002', 1)]);
+    // The server has the pair type with other ends, so the summary lists the name as a conflict.
+    const serverPolicy = { timeoutSeconds: 1800, endAt: 'LAST_ACTIVITY' };
+    server.pairTypes.push({ ...pairType.input, startType: 'other', parent: null, autoClose: serverPolicy });
+    const result = await runCommand([file], ADMIN_ENV, server);
+    expect(result.code).toBe(IMPORT_EXIT.ok);
+    expect(result.stderr).toContain('"x\\u001b[31mred" is not valid JSON');
+    expect(result.stdout).toContain('pair type conflicts: 1 (bad\\u001b[2Jname)');
+    expect(result.stderr + result.stdout).not.toContain('\u001b');
+  });
+
   it('prints JSON with --json', async () => {
     const server = createFakeServer();
     const file = writeNdjson(sensorEvents('P002', 2));
