@@ -49,7 +49,7 @@ Options:
 Credentials (environment):
   EVENT_MASTER_TOKEN                            a bearer token, used when set
   EVENT_MASTER_USERNAME, EVENT_MASTER_PASSWORD  otherwise, log in with these
-Lines that name a user or define a pair type need the ADMIN role.
+Lines that name another user or define a pair type need the ADMIN role.
 
 Exit status: 0 when every line was processed, 1 when the import stopped early
 (or --strict found problems), 2 for invalid options or missing credentials.

@@ -651,6 +651,16 @@ describe('runImport', () => {
     expect(server.sends).toBe(0);
   });
 
+  it('lets a member name itself', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('Member', 2));
+    const options = { ...baseOptions(server, [file]), username: 'member', password: 'member-secret' };
+    const summary = await runImport(options);
+    expect(summary.stored).toBe(2);
+    expect(summary.usersCreated).toEqual([]);
+    expect(server.stored.get(fakeUserId(2))).toEqual(['Member:1', 'Member:2']);
+  });
+
   it('stops a member naming a user id', async () => {
     const server = createFakeServer();
     const file = writeNdjson([
