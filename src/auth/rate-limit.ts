@@ -197,19 +197,29 @@ export function createLoginRateLimiter(
     }
   }
 
+  /**
+   * Runs `record` and then ends the attempt, also when `record` fails.
+   * Otherwise a store error would leave the attempt counted as running until
+   * RUNNING_TTL_MS, and its member in `membersByAddress` until the process stops.
+   */
+  async function endAttempt(clientAddress: string, record: () => Promise<unknown>): Promise<void> {
+    try {
+      await record();
+    } finally {
+      await stopRunning(clientAddress);
+    }
+  }
+
   async function recordFailure(_username: string, clientAddress: string): Promise<void> {
-    await store.incrementWindowCounter(addressKey(clientAddress), windowMs);
-    await stopRunning(clientAddress);
+    await endAttempt(clientAddress, () => store.incrementWindowCounter(addressKey(clientAddress), windowMs));
   }
 
   async function recordSuccess(username: string, clientAddress: string): Promise<void> {
-    await store.resetCounter(usernameKey(username));
-    await stopRunning(clientAddress);
+    await endAttempt(clientAddress, () => store.resetCounter(usernameKey(username)));
   }
 
   async function cancelAttempt(username: string, clientAddress: string): Promise<void> {
-    await store.decrementWindowCounter(usernameKey(username));
-    await stopRunning(clientAddress);
+    await endAttempt(clientAddress, () => store.decrementWindowCounter(usernameKey(username)));
   }
 
   return { beginAttempt, recordFailure, recordSuccess, cancelAttempt };

@@ -192,6 +192,29 @@ describe('login rate limiter', () => {
     expect(error.message).toContain('3 are running');
   });
 
+  it.each([
+    ['recordFailure', 'incrementWindowCounter'],
+    ['recordSuccess', 'resetCounter'],
+    ['cancelAttempt', 'decrementWindowCounter'],
+  ] as const)('failed %s still ends the attempt', async (method, storeMethod) => {
+    const store = createMemoryStore();
+    let failing = false;
+    const unavailable = () => Promise.reject(new Error('store unavailable'));
+    const flaky = { ...store, [storeMethod]: (...args: [string, number]) => (failing ? unavailable() : store[storeMethod](...args)) };
+    const limiter = createLoginRateLimiter(flaky, { maxAttempts: 3, windowSeconds: WINDOW_SECONDS });
+    await limiter.beginAttempt('a', '192.0.2.1');
+    failing = true;
+    await expect(limiter[method]('a', '192.0.2.1')).rejects.toThrow('store unavailable');
+    failing = false;
+
+    // 'a' has ended, so three new attempts fit the budget of three.
+    for (const user of ['b', 'c', 'd']) {
+      await expect(limiter.beginAttempt(user, '192.0.2.1'), user).resolves.toBeUndefined();
+    }
+    const error = await rateLimitError(limiter.beginAttempt('e', '192.0.2.1'));
+    expect(error.message).toContain('3 are running');
+  });
+
   it('running count of a stopped process expires', async () => {
     const { clock, limiter } = setup();
     for (let attempt = 0; attempt < 3; attempt += 1) {
