@@ -250,6 +250,11 @@ export class IntakeService {
     this.readSettles = new ConcurrencyLimit(options.readSettleConcurrency);
   }
 
+  /** Number of this process's requests that have the user's turn or wait for it. */
+  requestsInLine(userId: string): number {
+    return this.turns.lineLength(userId);
+  }
+
   /**
    * Stores and applies a batch in order. Throws BAD_USER_INPUT listing every
    * invalid item, storing nothing. Messages name the fields of the inputs by

@@ -69,6 +69,12 @@ export class UserTurns {
     });
   }
 
+  /** Number of requests in the user's line: the one whose turn it is and those waiting behind it. */
+  lineLength(userId: string): number {
+    const line = this.lines.get(userId);
+    return line === undefined ? 0 : 1 + line.waiting.length;
+  }
+
   /** Number of users whose turn some request has, for tests. */
   get busyUsers(): number {
     return this.lines.size;
