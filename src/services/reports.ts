@@ -256,7 +256,8 @@ export class ReportService {
     // in between could close a task after now while its open session stops
     // at now. NOTE: when another report or a segment's `seconds` of the same
     // request fixed now first, this report keeps that now, and its leaves can
-    // show events received after it.
+    // show events received after it. An end whose occurredAt lies in the
+    // future, which CLOCK_SKEW_SECONDS allows, can also lie after now.
     // A report without leaves leaves now to the reports that read some.
     if (entries.length > 0) {
       requestState.now ??= this.clock.now();
