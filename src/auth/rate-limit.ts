@@ -192,9 +192,26 @@ export function createLoginRateLimiter(
         throw await rateLimited('username', usernameKey(username), byUsername.resetInMs);
       }
     } catch (error) {
-      await stopRunning(clientAddress);
-      throw error;
+      await stopRunningAfter(clientAddress, error);
     }
+  }
+
+  /**
+   * Ends an attempt that failed with `error`, and raises `error`. A store
+   * error while ending it is logged, not raised, so it cannot replace
+   * `error`, such as a rate-limit rejection. The attempt then counts as
+   * running until RUNNING_TTL_MS.
+   */
+  async function stopRunningAfter(clientAddress: string, error: unknown): Promise<never> {
+    try {
+      await stopRunning(clientAddress);
+    } catch (stopError) {
+      options.logger?.warn(
+        { err: stopError, clientAddress },
+        'ending a failed login attempt failed, so it counts as running until its entry in the store expires',
+      );
+    }
+    throw error;
   }
 
   /**
@@ -205,9 +222,10 @@ export function createLoginRateLimiter(
   async function endAttempt(clientAddress: string, record: () => Promise<unknown>): Promise<void> {
     try {
       await record();
-    } finally {
-      await stopRunning(clientAddress);
+    } catch (error) {
+      await stopRunningAfter(clientAddress, error);
     }
+    await stopRunning(clientAddress);
   }
 
   async function recordFailure(_username: string, clientAddress: string): Promise<void> {

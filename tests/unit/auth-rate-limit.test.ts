@@ -215,6 +215,41 @@ describe('login rate limiter', () => {
     expect(error.message).toContain('3 are running');
   });
 
+  it('failed record and end raise the record error', async () => {
+    const store = createMemoryStore();
+    const warnings: unknown[] = [];
+    let failing = false;
+    const flaky = {
+      ...store,
+      incrementWindowCounter: (key: string, windowMs: number) =>
+        failing ? Promise.reject(new Error('counter unavailable')) : store.incrementWindowCounter(key, windowMs),
+      removeRunning: (key: string, member: string) =>
+        failing ? Promise.reject(new Error('running set unavailable')) : store.removeRunning(key, member),
+    };
+    const logger = { warn: (fields: unknown) => warnings.push(fields) };
+    const limiter = createLoginRateLimiter(flaky, { maxAttempts: 3, windowSeconds: WINDOW_SECONDS, logger });
+    await limiter.beginAttempt('a', '192.0.2.1');
+    failing = true;
+
+    await expect(limiter.recordFailure('a', '192.0.2.1')).rejects.toThrow('counter unavailable');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ err: { message: 'running set unavailable' }, clientAddress: '192.0.2.1' });
+  });
+
+  it('rejection survives a failed end', async () => {
+    const store = createMemoryStore();
+    const warnings: unknown[] = [];
+    const flaky = { ...store, removeRunning: () => Promise.reject(new Error('running set unavailable')) };
+    const logger = { warn: (fields: unknown) => warnings.push(fields) };
+    const limiter = createLoginRateLimiter(flaky, { maxAttempts: 1, windowSeconds: WINDOW_SECONDS, logger });
+    await store.incrementWindowCounter(addressKey('192.0.2.1'), WINDOW_SECONDS * 1000);
+
+    const error = await rateLimitError(limiter.beginAttempt('a', '192.0.2.1'));
+    expect(error).toBeInstanceOf(LoginRateLimitedError);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ err: { message: 'running set unavailable' } });
+  });
+
   it('running count of a stopped process expires', async () => {
     const { clock, limiter } = setup();
     for (let attempt = 0; attempt < 3; attempt += 1) {
