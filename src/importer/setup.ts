@@ -236,6 +236,9 @@ export function parentsFirst(records: readonly PairTypeRecord[]): PairTypeRecord
   return ordered;
 }
 
+/** Maximum number of characters of a userId that a message quotes. */
+const MAX_QUOTED_USER_ID = 64;
+
 /**
  * Stops the import before anything is sent when a user other than an admin
  * gives an event with the `userId` of another user. The server would reject
@@ -255,8 +258,11 @@ export function checkOtherUserIds(context: SetupContext, records: readonly Event
   );
   if (other !== undefined) {
     const { file, line } = other.event.source;
+    // A line may hold megabytes, so only the start of the id is quoted, as the server does.
+    const userId = String(other.event.input.userId);
+    const quoted = userId.length > MAX_QUOTED_USER_ID ? `${userId.slice(0, MAX_QUOTED_USER_ID)}...` : userId;
     throw new ImportStopError(
-      `${file}:${line} gives userId "${other.event.input.userId}", another user's id, and sending events ` +
+      `${file}:${line} gives userId ${JSON.stringify(quoted)}, another user's id, and sending events ` +
         `for other users needs the ADMIN role, but ${viewer.username} has role ${viewer.role}`,
     );
   }

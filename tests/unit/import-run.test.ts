@@ -677,6 +677,17 @@ describe('runImport', () => {
     expect(server.sends).toBe(0);
   });
 
+  it('quotes the start of a long user id', async () => {
+    const server = createFakeServer();
+    const userId = 'x'.repeat(100_000);
+    const file = writeNdjson([{ id: 'other-1', type: 'ping', userId }]);
+    const options = { ...baseOptions(server, [file]), username: 'member', password: 'member-secret' };
+    const failure = await expectFailure(runImport(options));
+    expect(failure.message).toContain(`${file}:1 gives userId "${'x'.repeat(64)}...", another user's id`);
+    expect(failure.message.length).toBeLessThan(file.length + 300);
+    expect(server.sends).toBe(0);
+  });
+
   it('sends a member its own user id', async () => {
     const server = createFakeServer();
     const file = writeNdjson([{ id: 'own-1', type: 'ping', userId: fakeUserId(2) }]);
