@@ -6,6 +6,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -15,6 +16,7 @@ import {
   createRedisStore,
   type CoordinationStore,
 } from '../../src/storage/redis/index.js';
+import { createStoreKeys } from '../../src/storage/redis/keys.js';
 import { describeWithRedis, redisUrl, uniqueKeyPrefix } from '../support/services.js';
 
 const logger = pino({ level: 'silent' });
@@ -35,7 +37,12 @@ async function expectDomainError(
   return domainError;
 }
 
-function defineStoreContract(createStore: () => CoordinationStore): void {
+/** Options that the contract sets on a store of either kind. */
+interface ContractStoreOptions {
+  userStateIdleTtlMs?: number;
+}
+
+function defineStoreContract(createStore: (options?: ContractStoreOptions) => CoordinationStore): void {
   let store: CoordinationStore;
 
   beforeEach(async () => {
@@ -207,6 +214,31 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
 
       expect(await store.saveUserState(lock, 'late')).toBe(false);
       expect(await store.loadUserState('alice')).toBeNull();
+    });
+  });
+
+  describe('user key expiry', () => {
+    it('drops idle state and fence', async () => {
+      const idle = createStore({ userStateIdleTtlMs: 100 });
+      try {
+        const first = await idle.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+        expect(await idle.saveUserState(first, 'v1')).toBe(true);
+        expect(await idle.releaseUserLock(first)).toBe(true);
+        await sleep(250);
+
+        expect(await idle.loadUserState('alice')).toBeNull();
+        const second = await idle.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+        expect(second.state).toBeNull();
+        // The new counter starts at the clock, which has passed the first fence.
+        expect(second.fence).toBeGreaterThan(first.fence);
+      } finally {
+        await idle.flushForTests();
+        await idle.close();
+      }
+    });
+
+    it('rejects invalid idle ttl', () => {
+      expect(() => createStore({ userStateIdleTtlMs: 0 })).toThrow(RangeError);
     });
   });
 
@@ -459,7 +491,70 @@ function defineStoreContract(createStore: () => CoordinationStore): void {
 }
 
 describe('memory store', () => {
-  defineStoreContract(() => createMemoryStore());
+  defineStoreContract((options) => createMemoryStore(options));
+
+  it('idle ttl restarts at each lock', async () => {
+    let nowMs = 1_000_000;
+    const store = createMemoryStore({ now: () => nowMs, userStateIdleTtlMs: 10_000 });
+    const first = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+    expect(await store.saveUserState(first, 'v1')).toBe(true);
+    expect(await store.releaseUserLock(first)).toBe(true);
+
+    // One ms before the state expires, a lock takes it and restarts its TTL.
+    nowMs += 9_999;
+    const second = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+    expect(second.state).toBe('v1');
+    expect(await store.releaseUserLock(second)).toBe(true);
+
+    nowMs += 9_999;
+    expect(await store.loadUserState('alice')).toBe('v1');
+    nowMs += 1;
+    expect(await store.loadUserState('alice')).toBeNull();
+  });
+
+  it('purge keeps live states', async () => {
+    let nowMs = 1_000_000;
+    const store = createMemoryStore({ now: () => nowMs, userStateIdleTtlMs: 10_000 });
+    const saveAt = async (userId: string, atMs: number): Promise<void> => {
+      nowMs = atMs;
+      const lock = await store.acquireUserLock(userId, { ttlMs: 5000, waitMs: 0 });
+      expect(await store.saveUserState(lock, `state of ${userId}`)).toBe(true);
+      expect(await store.releaseUserLock(lock)).toBe(true);
+    };
+    await saveAt('alice', 1_000_000);
+    await saveAt('bob', 1_005_000);
+    // Alice's lock moves her state behind Bob's, whose state expires first.
+    await saveAt('alice', 1_009_000);
+
+    nowMs = 1_016_000;
+    // Enough new counters to start a purge of every map.
+    for (let index = 0; index < 1100; index += 1) {
+      await store.incrementWindowCounter(`purge:${index}`, 60_000);
+    }
+
+    expect(await store.loadUserState('alice')).toBe('state of alice');
+    expect(await store.loadUserState('bob')).toBeNull();
+  });
+
+  it('fence after expiry passes a counter ahead of the clock', async () => {
+    let nowMs = 1_000_000;
+    const store = createMemoryStore({ now: () => nowMs, userStateIdleTtlMs: 10_000 });
+    // Five locks in one millisecond run the counter four ahead of the clock.
+    const fences: number[] = [];
+    for (let round = 0; round < 5; round += 1) {
+      const lock = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      fences.push(lock.fence);
+      expect(await store.releaseUserLock(lock)).toBe(true);
+    }
+    expect(fences).toEqual([1_000_000, 1_000_001, 1_000_002, 1_000_003, 1_000_004]);
+
+    // The counter expires with the idle TTL, and the new one starts at the clock.
+    nowMs += 10_000;
+    const after = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+
+    expect(after.fence).toBe(1_010_000);
+    expect(after.fence).toBeGreaterThan(Math.max(...fences));
+  });
 
   it('fence catches up with the clock', async () => {
     let nowMs = 1_000_000;
@@ -485,9 +580,53 @@ describeWithRedis('redis store', () => {
   const url = redisUrl() as string;
   const keyPrefix = uniqueKeyPrefix(import.meta.url);
 
-  defineStoreContract(() =>
-    createRedisStore({ url, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger }),
+  defineStoreContract((options) =>
+    createRedisStore({ url, keyPrefix, commandTimeoutMs: 2000, connectTimeoutMs: 2000, logger, ...options }),
   );
+
+  it('sets idle ttl on user keys', async () => {
+    const idleTtlMs = 60_000;
+    const store = createRedisStore({
+      url,
+      keyPrefix,
+      commandTimeoutMs: 2000,
+      connectTimeoutMs: 2000,
+      userStateIdleTtlMs: idleTtlMs,
+      logger,
+    });
+    const raw = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    const keys = createStoreKeys(keyPrefix);
+    const fenceKey = keys.userFence('alice');
+    const stateKey = keys.userState('alice');
+    try {
+      await raw.connect();
+      await store.flushForTests();
+      const first = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+      const fenceTtl = await raw.pttl(fenceKey);
+      expect(fenceTtl, 'fence TTL after the first lock').toBeGreaterThan(0);
+      expect(fenceTtl, 'fence TTL after the first lock').toBeLessThanOrEqual(idleTtlMs);
+      expect(await raw.pttl(stateKey), 'state TTL before any save').toBe(-2);
+
+      expect(await store.saveUserState(first, 'v1')).toBe(true);
+      const stateTtl = await raw.pttl(stateKey);
+      expect(stateTtl, 'state TTL after the save').toBeGreaterThan(0);
+      expect(stateTtl, 'state TTL after the save').toBeLessThanOrEqual(idleTtlMs);
+      expect(await store.releaseUserLock(first)).toBe(true);
+
+      // Both keys close to expiry, then a lock restarts their TTLs.
+      await raw.pexpire(fenceKey, 5000);
+      await raw.pexpire(stateKey, 5000);
+      const second = await store.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
+
+      expect(second.state).toBe('v1');
+      expect(await raw.pttl(fenceKey), 'fence TTL after the second lock').toBeGreaterThan(5000);
+      expect(await raw.pttl(stateKey), 'state TTL after the second lock').toBeGreaterThan(5000);
+    } finally {
+      await store.flushForTests();
+      await store.close();
+      raw.disconnect();
+    }
+  });
 
   it('closes without a warning', async () => {
     const lines: string[] = [];

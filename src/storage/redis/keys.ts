@@ -2,14 +2,20 @@
  * Redis key layout. With the default prefix `em:`:
  *
  *     em:{u:<userId>}:lock    string, the lock holder's token, with a TTL
- *     em:{u:<userId>}:fence   integer, the user's fencing counter, no TTL
- *     em:{u:<userId>}:state   string, the user's serialized engine state
+ *     em:{u:<userId>}:fence   integer, the user's fencing counter, with an idle TTL
+ *     em:{u:<userId>}:state   string, the user's serialized engine state, with an idle TTL
  *     em:deadlines            sorted set, member userId, score = next deadline in ms,
  *                             or -(t + 1) while a sweeper's claim made at time t is in force,
  *                             and the member `complete:<run_id>` at +inf once the set was
  *                             seeded while the Redis server with that INFO run_id ran,
  *                             or `complete` alone where INFO has no run_id or is denied
  *     em:counter:<key>        integer, a rate-limit window counter, with a TTL
+ *
+ * Every lock acquisition of the user resets the idle TTL of its fence and
+ * state (USER_STATE_IDLE_TTL_SECONDS), and every save of the state resets
+ * that of the state. Neither key is needed after it expires, because a
+ * missing state is rebuilt from PostgreSQL and a new fence starts at the
+ * Redis time in ms (see acquireUserLockScript in scripts.ts).
  *
  * `{u:<userId>}` is a Redis Cluster hash tag: the cluster hashes only the text
  * between the braces, so all keys of one user share a slot and one Lua script

@@ -3,9 +3,11 @@
  * serves a single process (the embedded default without REDIS_URL) and tests.
  *
  * Each operation reads and writes the maps without awaiting in between, so it
- * is atomic like a Lua script in Redis. Expired locks and counters are
- * dropped when read, and by a full sweep every PURGE_INTERVAL writes, so that
- * keys that are never read again do not accumulate.
+ * is atomic like a Lua script in Redis. Expired locks, counters, fences and
+ * engine states are dropped when read, and by a full sweep every
+ * PURGE_INTERVAL writes, so that keys that are never read again do not
+ * accumulate. Fences and states expire as in the Redis store, after
+ * `userStateIdleTtlMs` without a lock acquisition or state save of the user.
  */
 import { DomainError } from '../../domain/errors.js';
 import type {
@@ -21,11 +23,14 @@ import {
   checkPositiveInteger,
   checkTimestampMs,
   deadlineOfScore,
+  DEFAULT_USER_STATE_IDLE_TTL_MS,
 } from './store-common.js';
 
 export interface MemoryStoreOptions {
   /** Current time in ms since the epoch, for TTLs and fence seeds. Tests replace it. */
   now?: () => number;
+  /** Idle lifetime of a user's fence and engine state, as in `RedisStoreOptions`. */
+  userStateIdleTtlMs?: number;
 }
 
 interface Expiring<T> {
@@ -37,10 +42,12 @@ const PURGE_INTERVAL = 1024;
 
 export function createMemoryStore(options: MemoryStoreOptions = {}): CoordinationStore {
   const now = options.now ?? Date.now;
+  const idleTtlMs = options.userStateIdleTtlMs ?? DEFAULT_USER_STATE_IDLE_TTL_MS;
+  checkPositiveInteger('userStateIdleTtlMs', idleTtlMs);
 
   const locks = new Map<string, Expiring<string>>();
-  const fences = new Map<string, number>();
-  const states = new Map<string, string>();
+  const fences = new Map<string, Expiring<number>>();
+  const states = new Map<string, Expiring<string>>();
   const deadlines = new Map<string, number>();
   /** Set by `markDeadlinesComplete`, and cleared with the deadlines. */
   let deadlinesMarkedComplete = false;
@@ -84,6 +91,27 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
         }
       }
     }
+    // Fences and states are kept in order of expiry (see `setIdle`), so the
+    // purge stops at the first live entry instead of scanning every user.
+    for (const map of [fences, states] as Map<string, Expiring<unknown>>[]) {
+      for (const [key, entry] of map) {
+        if (entry.expiresAtMs > current) {
+          break;
+        }
+        map.delete(key);
+      }
+    }
+  }
+
+  /**
+   * Stores `value` with the idle TTL at the end of `map`. All entries share
+   * one TTL, so insertion order is expiry order while the clock does not go
+   * back. After a clock step back, an expired entry may wait behind a live
+   * one until the purge reaches it, but reads still drop it.
+   */
+  function setIdle<T>(map: Map<string, Expiring<T>>, key: string, value: T): void {
+    map.delete(key);
+    map.set(key, { value, expiresAtMs: now() + idleTtlMs });
   }
 
   /** Returns the lock entry if `lock` is still the user's current lock. */
@@ -94,11 +122,22 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
 
   function nextFence(userId: string): number {
     // The fence is at least the current time in ms, as in the Redis store,
-    // so fences keep growing after a restart that lost the counters.
-    const previous = fences.get(userId);
+    // so fences keep growing after a restart that lost the counters, and
+    // after the counter expired (see acquireUserLockScript for why).
+    const previous = live(fences, userId)?.value;
     const fence = Math.max(1, previous === undefined ? 1 : previous + 1, Math.floor(now()));
-    fences.set(userId, fence);
+    setIdle(fences, userId, fence);
     return fence;
+  }
+
+  /** Returns the user's engine state and resets its idle TTL, or returns null when none is stored. */
+  function touchState(userId: string): string | null {
+    const entry = live(states, userId);
+    if (entry === undefined) {
+      return null;
+    }
+    setIdle(states, userId, entry.value);
+    return entry.value;
   }
 
   return {
@@ -111,7 +150,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
         }
         locks.set(userId, { value: token, expiresAtMs: now() + lockOptions.ttlMs });
         noteWrite();
-        return { fence: nextFence(userId), state: states.get(userId) ?? null };
+        return { fence: nextFence(userId), state: touchState(userId) };
       });
     },
 
@@ -138,7 +177,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
     async loadUserState(userId: string): Promise<string | null> {
       ensureOpen();
       checkUserId(userId);
-      return states.get(userId) ?? null;
+      return live(states, userId)?.value ?? null;
     },
 
     async saveUserState(lock: UserLock, state: string): Promise<boolean> {
@@ -146,7 +185,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       if (heldLock(lock) === undefined) {
         return false;
       }
-      states.set(lock.userId, state);
+      setIdle(states, lock.userId, state);
+      noteWrite();
       return true;
     },
 

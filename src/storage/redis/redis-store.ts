@@ -30,7 +30,13 @@ import {
   saveUserStateScript,
   type ScriptDefinition,
 } from './scripts.js';
-import { acquireWithWait, checkPositiveInteger, checkTimestampMs, deadlineOfScore } from './store-common.js';
+import {
+  acquireWithWait,
+  checkPositiveInteger,
+  checkTimestampMs,
+  deadlineOfScore,
+  DEFAULT_USER_STATE_IDLE_TTL_MS,
+} from './store-common.js';
 
 export interface RedisStoreOptions {
   /** redis:// or rediss:// URL. */
@@ -40,6 +46,13 @@ export interface RedisStoreOptions {
   /** Maximum time for one command, including any wait for a connection. */
   commandTimeoutMs: number;
   connectTimeoutMs: number;
+  /**
+   * Time after the last lock acquisition or state save of a user at which
+   * the user's fence and engine state keys expire. Default
+   * DEFAULT_USER_STATE_IDLE_TTL_MS. See acquireUserLockScript for why an
+   * expired fence is safe.
+   */
+  userStateIdleTtlMs?: number;
   logger: Logger;
 }
 
@@ -47,10 +60,17 @@ type ScriptReply = number | string | null | ScriptReply[];
 
 /** The client with the store's Lua scripts registered as commands. */
 interface ScriptedRedis extends Redis {
-  emAcquireUserLock(lockKey: string, fenceKey: string, stateKey: string, token: string, ttlMs: number): Promise<[number, string | null]>;
+  emAcquireUserLock(
+    lockKey: string,
+    fenceKey: string,
+    stateKey: string,
+    token: string,
+    ttlMs: number,
+    idleTtlMs: number,
+  ): Promise<[number, string | null]>;
   emReleaseUserLock(lockKey: string, token: string): Promise<number>;
   emExtendUserLock(lockKey: string, token: string, ttlMs: number): Promise<number>;
-  emSaveUserState(lockKey: string, stateKey: string, token: string, state: string): Promise<number>;
+  emSaveUserState(lockKey: string, stateKey: string, token: string, state: string, idleTtlMs: number): Promise<number>;
   emClaimDueUsers(deadlinesKey: string, nowMs: number, leaseMs: number, limit: number): Promise<string[]>;
   emIncrementWindowCounter(counterKey: string, windowMs: number): Promise<ScriptReply>;
   emGetWindowCounter(counterKey: string): Promise<ScriptReply>;
@@ -108,6 +128,8 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
   const keys: StoreKeys = createStoreKeys(options.keyPrefix);
   checkPositiveInteger('commandTimeoutMs', options.commandTimeoutMs);
   checkPositiveInteger('connectTimeoutMs', options.connectTimeoutMs);
+  const idleTtlMs = options.userStateIdleTtlMs ?? DEFAULT_USER_STATE_IDLE_TTL_MS;
+  checkPositiveInteger('userStateIdleTtlMs', idleTtlMs);
 
   const connection = openRedisConnection(options);
   for (const [name, script] of Object.entries(SCRIPTS)) {
@@ -218,7 +240,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
         let reply: [number, string | null];
         try {
           reply = await run('acquireUserLock', () =>
-            redis.emAcquireUserLock(lockKey, fenceKey, stateKey, token, lockOptions.ttlMs),
+            redis.emAcquireUserLock(lockKey, fenceKey, stateKey, token, lockOptions.ttlMs, idleTtlMs),
           );
         } catch (error) {
           // The script may have run even though its reply was lost.
@@ -257,7 +279,7 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       const stateKey = keys.userState(lock.userId);
       const saved = await run(
         'saveUserState',
-        () => redis.emSaveUserState(lockKey, stateKey, lock.token, state),
+        () => redis.emSaveUserState(lockKey, stateKey, lock.token, state, idleTtlMs),
         IDEMPOTENT,
       );
       return saved === 1;

@@ -10,7 +10,7 @@ export interface ScriptDefinition {
 }
 
 /**
- * KEYS: lock, fence, state. ARGV: token, ttlMs.
+ * KEYS: lock, fence, state. ARGV: token, ttlMs, idleTtlMs.
  * Returns [fence, state]: the new fence and the stored engine state (nil when
  * none), or [0] when another holder has the lock.
  *
@@ -20,6 +20,19 @@ export interface ScriptDefinition {
  * Fences keep growing across such a loss as long as the user
  * averaged fewer than one lock per millisecond and the Redis clock did not go
  * back.
+ *
+ * Each acquisition resets the TTL of the fence and of the state to
+ * idleTtlMs, so the keys of a user who takes no lock for that long expire.
+ * An expired fence is safe for the same reason as a lost one. Redis treats
+ * the key as missing only once its clock passes the last acquisition's time
+ * plus idleTtlMs, and TIME reads the same clock, so the next fence is at
+ * least that sum. A
+ * fence runs ahead of the clock only by the number of locks that the user
+ * took beyond one per millisecond. So the new fence exceeds every earlier
+ * one unless the user took idleTtlMs such extra locks (604,800,000 with the
+ * default of 7 days) or the Redis clock went back by about idleTtlMs. A
+ * holder whose lock expired therefore carries a smaller fence than the
+ * holder after it, and PostgreSQL rejects its writes once that holder wrote.
  */
 export const acquireUserLockScript: ScriptDefinition = {
   numberOfKeys: 3,
@@ -34,6 +47,9 @@ if fence < tonumber(nowMs) then
   redis.call('SET', KEYS[2], nowMs)
   fence = tonumber(nowMs)
 end
+-- INCR of a missing key and SET leave the fence without a TTL, so it gets one here.
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return {fence, redis.call('GET', KEYS[3])}
 `,
 };
@@ -60,14 +76,17 @@ return 0
 `,
 };
 
-/** KEYS: lock, state. ARGV: token, state. Writes the state if the token matches. Returns 1 if it did, else 0. */
+/**
+ * KEYS: lock, state. ARGV: token, state, idleTtlMs. Writes the state with a
+ * TTL of idleTtlMs if the token matches. Returns 1 if it did, else 0.
+ */
 export const saveUserStateScript: ScriptDefinition = {
   numberOfKeys: 2,
   lua: `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return 1
 `,
 };

@@ -8,6 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DomainError } from '../../domain/errors.js';
 import type { AcquireUserLockOptions, UserLock } from './coordination-store.js';
 
+/**
+ * Idle lifetime of a user's engine state and lock fence in a store built
+ * without one: 7 days, the default of USER_STATE_IDLE_TTL_SECONDS.
+ */
+export const DEFAULT_USER_STATE_IDLE_TTL_MS = 7 * 24 * 3600 * 1000;
+
 const FIRST_RETRY_DELAY_MS = 5;
 const MAX_RETRY_DELAY_MS = 50;
 
