@@ -71,6 +71,12 @@ export function loadConfig(env: Environment = process.env): Config {
       keyPrefix: readRedisKeyPrefix(reader),
       commandTimeoutMs: reader.integer('REDIS_COMMAND_TIMEOUT_MS', 2000, 10, 60_000),
       connectTimeoutMs: reader.integer('REDIS_CONNECT_TIMEOUT_MS', 5000, 100, 60_000),
+      userStateIdleTtlSeconds: reader.integer(
+        'USER_STATE_IDLE_TTL_SECONDS',
+        7 * SECONDS_PER_DAY,
+        3600,
+        366 * SECONDS_PER_DAY,
+      ),
     },
 
     auth: {

@@ -111,6 +111,12 @@ export interface Config {
     commandTimeoutMs: number;
     /** REDIS_CONNECT_TIMEOUT_MS */
     connectTimeoutMs: number;
+    /**
+     * USER_STATE_IDLE_TTL_SECONDS: time without a lock of the user after
+     * which its engine state and lock fence expire, in Redis and in the
+     * in-process store alike.
+     */
+    userStateIdleTtlSeconds: number;
   };
 
   auth: {

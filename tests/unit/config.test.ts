@@ -69,6 +69,7 @@ describe('loadConfig', () => {
       keyPrefix: 'em:',
       commandTimeoutMs: 2000,
       connectTimeoutMs: 5000,
+      userStateIdleTtlSeconds: 604_800,
     });
     expect(config.auth).toEqual({
       jwtSecret: null,
@@ -179,6 +180,8 @@ describe('loadConfig', () => {
     ['PORT', '1e3', '0 to 65535'],
     ['DB_POOL_SIZE', '101', '1 to 100'],
     ['REDIS_COMMAND_TIMEOUT_MS', '5', '10 to 60000'],
+    ['USER_STATE_IDLE_TTL_SECONDS', '3599', '3600 to 31622400'],
+    ['USER_STATE_IDLE_TTL_SECONDS', '31622401', '3600 to 31622400'],
     ['JWT_TTL_SECONDS', '59', '60 to 86400'],
     ['JWT_TTL_SECONDS', '86401', '60 to 86400'],
     ['JWT_CLOCK_TOLERANCE_SECONDS', '61', '0 to 60'],

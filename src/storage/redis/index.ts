@@ -23,10 +23,11 @@ export function createCoordinationStore(
   config: Pick<Config, 'redis'>,
   logger: Logger,
 ): CoordinationStore {
-  const { url, keyPrefix, commandTimeoutMs, connectTimeoutMs } = config.redis;
+  const { url, keyPrefix, commandTimeoutMs, connectTimeoutMs, userStateIdleTtlSeconds } = config.redis;
+  const userStateIdleTtlMs = userStateIdleTtlSeconds * 1000;
   if (url === null) {
     logger.info('REDIS_URL is not set, so locks and engine state stay in this process');
-    return createMemoryStore();
+    return createMemoryStore({ userStateIdleTtlMs });
   }
-  return createRedisStore({ url, keyPrefix, commandTimeoutMs, connectTimeoutMs, logger });
+  return createRedisStore({ url, keyPrefix, commandTimeoutMs, connectTimeoutMs, userStateIdleTtlMs, logger });
 }
