@@ -1,7 +1,8 @@
 /**
  * Calls that name the id of no user are rejected without writing a Redis
- * key. Taking a user's lock creates the user's fence counter, which has no
- * TTL, so each such call that took the lock would leave a key behind for good.
+ * key. Taking a user's lock creates the user's fence counter, which stays for
+ * USER_STATE_IDLE_TTL_SECONDS (7 days by default), so each such call that
+ * took the lock would leave a key behind for that long.
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';

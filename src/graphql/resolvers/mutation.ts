@@ -65,8 +65,8 @@ export const Mutation: MutationResolvers = {
     assertCanActFor(viewer, userId);
     const policy = { timeoutSeconds: args.input.timeoutSeconds, endAt: args.input.endAt };
     // Checked before the lock, because taking a user's lock creates the
-    // user's fence counter in Redis, which never expires. An id that is not
-    // a UUID is named in the error as the client spelled it.
+    // user's fence counter in Redis, which stays for USER_STATE_IDLE_TTL_SECONDS.
+    // An id that is not a UUID is named in the error as the client spelled it.
     await context.services.pairTypes.checkPreference(isUuid(userId) ? userId : requested, args.input.pairType, policy);
     const store = () => context.services.pairTypes.storePreference(userId, args.input.pairType, policy);
     // Derived rows are a function of the preferences, so every call recomputes
