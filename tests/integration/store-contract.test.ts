@@ -218,7 +218,7 @@ function defineStoreContract(createStore: (options?: ContractStoreOptions) => Co
   });
 
   describe('user key expiry', () => {
-    it('drops idle state and fence', async () => {
+    it('drops idle state', async () => {
       const idle = createStore({ userStateIdleTtlMs: 100 });
       try {
         const first = await idle.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
@@ -229,7 +229,9 @@ function defineStoreContract(createStore: (options?: ContractStoreOptions) => Co
         expect(await idle.loadUserState('alice')).toBeNull();
         const second = await idle.acquireUserLock('alice', { ttlMs: 5000, waitMs: 0 });
         expect(second.state).toBeNull();
-        // The new counter starts at the clock, which has passed the first fence.
+        // A live counter and a new one both exceed the first fence here, so
+        // this checks only that fences still grow. 'sets idle ttl on user
+        // keys' and 'expired fence restarts at clock' check the expiry itself.
         expect(second.fence).toBeGreaterThan(first.fence);
       } finally {
         await idle.flushForTests();
@@ -554,6 +556,35 @@ describe('memory store', () => {
 
     expect(after.fence).toBe(1_010_000);
     expect(after.fence).toBeGreaterThan(Math.max(...fences));
+  });
+
+  it('expired fence restarts at clock', async () => {
+    let nowMs = 1_000_000;
+    const store = createMemoryStore({ now: () => nowMs, userStateIdleTtlMs: 10 });
+    // Fifteen locks in one millisecond run each counter 14 ahead of the
+    // clock, further than the idle TTL. Only then does a new counter, which
+    // starts at the clock, differ from the next value of the old one.
+    for (const userId of ['alice', 'bob']) {
+      const fences: number[] = [];
+      for (let round = 0; round < 15; round += 1) {
+        const lock = await store.acquireUserLock(userId, { ttlMs: 5, waitMs: 0 });
+        fences.push(lock.fence);
+        expect(await store.releaseUserLock(lock)).toBe(true);
+      }
+      expect(fences.at(-1), `last fence of ${userId}`).toBe(1_000_014);
+    }
+
+    // One ms before the idle TTL ends, Bob's counter goes on.
+    nowMs += 9;
+    const bob = await store.acquireUserLock('bob', { ttlMs: 5, waitMs: 0 });
+    expect(bob.fence, 'fence of bob').toBe(1_000_015);
+
+    // At the end of the idle TTL, Alice's counter has expired, so her fence
+    // restarts at the clock, below her earlier fences. acquireUserLockScript
+    // names this exception for a user with that many surplus locks.
+    nowMs += 1;
+    const alice = await store.acquireUserLock('alice', { ttlMs: 5, waitMs: 0 });
+    expect(alice.fence, 'fence of alice').toBe(1_000_010);
   });
 
   it('fence catches up with the clock', async () => {
