@@ -1,6 +1,6 @@
 /**
  * Converts WSU CASAS sensor logs into NDJSON import records.
- * Usage: npm run convert:casas -- [--time-zone ZONE] [--user NAME] FILE... > events.ndjson
+ * Usage: npm run -s convert:casas -- [--time-zone ZONE] [--user NAME] FILE... > events.ndjson
  */
 
 import { runConvertCommand } from '../importer/convert-command.js';

@@ -22,9 +22,12 @@ import { escapeControlCharacters } from './escape.js';
 import { splitByteLines, utf16Encoding, Utf16InputError } from './ndjson.js';
 
 export const CONVERT_USAGE = `\
-Usage: npm run convert:casas -- [--time-zone ZONE] [--user NAME] FILE... > events.ndjson
+Usage: npm run -s convert:casas -- [--time-zone ZONE] [--user NAME] FILE... > events.ndjson
 
 Converts WSU CASAS sensor logs into NDJSON records for \`npm run import\`.
+Keep npm's -s, because without it npm writes its own "> event-master..."
+lines to standard output, so they land in the NDJSON file and the import
+skips them as invalid JSON.
 
 Options:
   --time-zone ZONE  IANA time zone the zoneless time stamps are read in (default UTC)

@@ -228,12 +228,13 @@ describe('runConvertCommand', () => {
     const result = await run(['--time-zone', 'Nowhere', 'data/P002.txt']);
     expect(result.code).toBe(CONVERT_EXIT.usage);
     expect(result.stdout).toBe('');
-    expect(result.stderr).toContain('Usage: npm run convert:casas');
+    expect(result.stderr).toContain('Usage: npm run -s convert:casas');
   });
 
   it.each([['--help'], ['-h']])('prints help for %s', async (option) => {
     const result = await run([option]);
     expect(result.code).toBe(CONVERT_EXIT.ok);
     expect(result.stdout).toContain('--time-zone ZONE');
+    expect(result.stdout).toContain('Usage: npm run -s convert:casas --');
   });
 });
