@@ -50,7 +50,9 @@ Commands:
 
 Options:
   --role ROLE   role of the account: ${ROLES.join(', ')} (required for create and set-role)
-  --json        print the list as JSON
+  --json        print the list as JSON; to pipe it or write it to a file, run
+                \`npm run -s user -- list --json\`, as npm writes its own lines
+                to standard output without -s
   --help, -h    print this help
 
 The database is the one the server uses: DATABASE_URL, or the embedded PGlite
