@@ -5,7 +5,7 @@
 
 import type { PendingEvent } from './batching.js';
 import { readNdjsonFile, type NdjsonLine } from './ndjson.js';
-import { addIssue, type ImportSummary } from './summary.js';
+import type { ImportSummary, IssueReporter } from './summary.js';
 import type { DefinePairTypeInput, SourceRef } from './types.js';
 
 export interface PairTypeRecord {
@@ -42,7 +42,7 @@ export type LineReader = (file: string) => AsyncIterable<NdjsonLine>;
 
 /**
  * Reads every file in order into one `ImportInput`, counting lines in
- * `summary` and reporting each bad line through `report`.
+ * `summary` and adding each bad line to `issues`.
  *
  * NOTE: all events stay in memory until they are sent, an estimated few
  * hundred bytes each, so inputs of many millions of events need splitting.
@@ -50,7 +50,7 @@ export type LineReader = (file: string) => AsyncIterable<NdjsonLine>;
 export async function readImportInput(
   files: readonly string[],
   summary: ImportSummary,
-  report: (message: string) => void,
+  issues: IssueReporter,
   readLines: LineReader = readNdjsonFile,
 ): Promise<ImportInput> {
   const input: ImportInput = { pairTypes: [], events: [], eventsWithoutId: 0 };
@@ -59,7 +59,7 @@ export async function readImportInput(
     try {
       for await (const line of readLines(file)) {
         summary.linesRead += 1;
-        addLine(input, summary, report, file, line);
+        addLine(input, summary, issues, file, line);
       }
     } catch (error) {
       throw new UnreadableFileError(file, error);
@@ -72,7 +72,7 @@ export async function readImportInput(
 function addLine(
   input: ImportInput,
   summary: ImportSummary,
-  report: (message: string) => void,
+  issues: IssueReporter,
   file: string,
   line: NdjsonLine,
 ): void {
@@ -80,8 +80,8 @@ function addLine(
 
   if (line.kind === 'invalid') {
     summary.badLines += 1;
-    addIssue(summary, { kind: 'badLine', file, line: line.line, message: line.reason });
-    report(`${file}:${line.line}: skipped line: ${line.reason}`);
+    const issue = { kind: 'badLine', file, line: line.line, message: line.reason } as const;
+    issues.add(issue, `${file}:${line.line}: skipped line: ${line.reason}`);
     return;
   }
 

@@ -20,7 +20,7 @@ import { DEFAULT_RETRY_DELAYS_MS, RetriesExhaustedError, withRetry } from './ret
 import { sendAll } from './send-all.js';
 import { checkOtherUserIds, ensurePairTypes, ensureUsers, ImportStopError, type CallServer } from './setup.js';
 import { countStored } from './stored-counts.js';
-import { createSummary, type ImportSummary } from './summary.js';
+import { createSummary, IssueReporter, type ImportSummary } from './summary.js';
 
 export const DEFAULT_BATCH_SIZE = 500;
 export const DEFAULT_CONCURRENCY = 4;
@@ -119,10 +119,12 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
   const startedAt = now();
   const report = options.onMessage ?? (() => {});
   const summary = createSummary(options.files.length);
+  const issues = new IssueReporter(summary, report);
   let sendingStarted = false;
 
   try {
-    const input = await readImportInput(options.files, summary, report, options.readLines);
+    const input = await readImportInput(options.files, summary, issues, options.readLines);
+    issues.reportUnreported();
     if (input.eventsWithoutId > 0) {
       const count = input.eventsWithoutId;
       report(
@@ -142,7 +144,7 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     const call = createCallServer(client, credentials, retryDelaysMs, summary, report);
 
     const viewer = await authenticate(client, call, credentials, endpoint);
-    const setup = { client, call, viewer, summary, report };
+    const setup = { client, call, viewer, summary, report, issues };
     checkOtherUserIds(setup, input.events);
     await ensurePairTypes(setup, input.pairTypes);
 
@@ -173,10 +175,12 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     }
     Object.assign(summary, await countStored(client, call, [...importedUserIds]));
   } catch (error) {
+    issues.reportUnreported();
     summary.elapsedSeconds = (now() - startedAt) / 1000;
     throw new ImportFailedError(describeStop(error, sendingStarted), summary, error);
   }
 
+  issues.reportUnreported();
   summary.elapsedSeconds = (now() - startedAt) / 1000;
   return summary;
 }

@@ -9,7 +9,7 @@ import type { GraphQLClient, UserSummary } from './graphql-client.js';
 import type { ImportProgress } from './progress.js';
 import type { EventRecord } from './read-input.js';
 import type { CallServer, ResolvedUsers } from './setup.js';
-import { addDelivery, addIssue, formatRejection, type ImportSummary } from './summary.js';
+import { addDelivery, formatRejection, type ImportSummary, type IssueReporter } from './summary.js';
 
 export interface SendAllContext {
   client: GraphQLClient;
@@ -17,6 +17,7 @@ export interface SendAllContext {
   viewer: UserSummary;
   summary: ImportSummary;
   report: (message: string) => void;
+  issues: IssueReporter;
   batchSize: number;
   concurrency: number;
   onProgress: ((progress: ImportProgress) => void) | undefined;
@@ -32,7 +33,7 @@ export async function sendAll(
   records: readonly EventRecord[],
   users: ResolvedUsers,
 ): Promise<void> {
-  const { summary, report } = context;
+  const { summary, report, issues } = context;
 
   const progress: ImportProgress = { done: 0, total: records.length };
   const advance = (count: number): void => {
@@ -55,7 +56,7 @@ export async function sendAll(
     if (userId === undefined) {
       const reason = users.failed.get(record.username) ?? 'the user was not resolved';
       const message = `cannot create user "${record.username}": ${reason}`;
-      rejectUnsent(summary, report, record.event, message);
+      rejectUnsent(summary, issues, record.event, message);
       advance(1);
       continue;
     }
@@ -82,7 +83,7 @@ export async function sendAll(
       for (const rejected of delivery.rejected) {
         const { file, line } = rejected.source;
         const message = formatRejection(rejected.eventId, rejected.reason, rejected.message);
-        report(`${file}:${line}: ${message}`);
+        issues.add({ kind: 'rejectedEvent', file, line, message });
       }
 
       if (delivery.maxBatchSize !== null && delivery.maxBatchSize < shared.batchSize) {
@@ -142,7 +143,7 @@ export function describeLines(batch: readonly PendingEvent[]): string {
 
 function rejectUnsent(
   summary: ImportSummary,
-  report: (message: string) => void,
+  issues: IssueReporter,
   event: PendingEvent,
   message: string,
 ): void {
@@ -150,6 +151,5 @@ function rejectUnsent(
   const text = `${subject} not sent: ${message}`;
   const { file, line } = event.source;
   summary.notSent += 1;
-  addIssue(summary, { kind: 'unsentEvent', file, line, message: text });
-  report(`${file}:${line}: ${text}`);
+  issues.add({ kind: 'unsentEvent', file, line, message: text });
 }

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { GraphQLClient, PairTypeSummary, UserSummary } from './graphql-client.js';
 import { GraphQLRequestError } from './graphql-client.js';
 import type { EventRecord, PairTypeRecord } from './read-input.js';
-import { addIssue, type ImportSummary } from './summary.js';
+import type { ImportSummary, IssueReporter } from './summary.js';
 import type { AutoClosePolicyInput, DefinePairTypeInput } from './types.js';
 
 /** A condition that stops the import before or while it sends events. */
@@ -31,6 +31,7 @@ export interface SetupContext {
   viewer: UserSummary;
   summary: ImportSummary;
   report: (message: string) => void;
+  issues: IssueReporter;
 }
 
 function where(record: PairTypeRecord): string {
@@ -94,13 +95,12 @@ function recordConflict(context: SetupContext, record: PairTypeRecord, message: 
   if (!summary.pairTypeConflicts.includes(record.input.name)) {
     summary.pairTypeConflicts.push(record.input.name);
   }
-  addIssue(summary, {
+  context.issues.add({
     kind: 'pairTypeConflict',
     file: record.source.file,
     line: record.source.line,
     message,
   });
-  context.report(`${where(record)}: ${message}`);
 }
 
 function recordRejectedPairType(
@@ -111,13 +111,12 @@ function recordRejectedPairType(
   const { summary } = context;
   const message = `pair type "${record.input.name}" rejected by the server: ${detail}`;
   summary.pairTypesRejected.push(record.input.name);
-  addIssue(summary, {
+  context.issues.add({
     kind: 'rejectedPairType',
     file: record.source.file,
     line: record.source.line,
     message,
   });
-  context.report(`${where(record)}: ${message}`);
 }
 
 /**

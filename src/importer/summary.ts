@@ -75,6 +75,22 @@ export interface ImportSummary {
 
 export const MAX_LISTED_ISSUES = 1000;
 
+/**
+ * Issues of one kind reported one by one as messages while the import runs.
+ * The rest are counted in one message, and the summary lists them up to
+ * `MAX_LISTED_ISSUES`.
+ */
+export const MAX_REPORTED_ISSUES_PER_KIND = 20;
+
+/** Plural nouns of the issue kinds, for the message that counts unreported issues. */
+const ISSUE_NOUNS: Readonly<Record<ImportIssue['kind'], string>> = {
+  badLine: 'skipped lines',
+  rejectedEvent: 'rejected events',
+  unsentEvent: 'events not sent',
+  pairTypeConflict: 'pair type conflicts',
+  rejectedPairType: 'rejected pair types',
+};
+
 export function createSummary(files: number): ImportSummary {
   return {
     files,
@@ -110,22 +126,60 @@ export function addIssue(summary: ImportSummary, issue: ImportIssue): void {
   }
 }
 
-/** Adds the counters of one delivered batch, and its rejected events as issues. */
+/**
+ * Adds issues to the summary and reports each as a message, up to
+ * `MAX_REPORTED_ISSUES_PER_KIND` of each kind, so that a file of thousands
+ * of bad lines does not bury the other messages.
+ */
+export class IssueReporter {
+  private readonly reported = new Map<ImportIssue['kind'], number>();
+  private readonly unreported = new Map<ImportIssue['kind'], number>();
+
+  constructor(
+    private readonly summary: ImportSummary,
+    private readonly report: (message: string) => void,
+  ) {}
+
+  /**
+   * Adds `issue` to the summary and reports `text`, by default the issue's
+   * location and message, unless enough issues of its kind were reported.
+   */
+  add(issue: ImportIssue, text = formatIssue(issue)): void {
+    addIssue(this.summary, issue);
+    const count = this.reported.get(issue.kind) ?? 0;
+    if (count < MAX_REPORTED_ISSUES_PER_KIND) {
+      this.reported.set(issue.kind, count + 1);
+      this.report(text);
+    } else {
+      this.unreported.set(issue.kind, (this.unreported.get(issue.kind) ?? 0) + 1);
+    }
+  }
+
+  /** Reports how many issues of each kind were left unreported since the last call. */
+  reportUnreported(): void {
+    for (const [kind, count] of this.unreported) {
+      this.report(
+        `${count} more ${ISSUE_NOUNS[kind]} not shown; ` +
+          `the --json summary lists the first ${MAX_LISTED_ISSUES} issues with their lines`,
+      );
+    }
+    this.unreported.clear();
+  }
+}
+
+/** Formats an issue as `FILE:LINE: MESSAGE`, or `FILE: MESSAGE` without a line. */
+export function formatIssue(issue: ImportIssue): string {
+  const where = issue.line === null ? issue.file : `${issue.file}:${issue.line}`;
+  return `${where}: ${issue.message}`;
+}
+
+/** Adds the counters of one delivered batch. Its rejected events are issues for an `IssueReporter`. */
 export function addDelivery(summary: ImportSummary, delivery: DeliveryResult): void {
   summary.eventsSent += delivery.sent;
   summary.stored += delivery.stored;
   summary.duplicates += delivery.duplicates;
   summary.rejected += delivery.rejected.length;
   summary.requests += delivery.requests;
-
-  for (const event of delivery.rejected) {
-    addIssue(summary, {
-      kind: 'rejectedEvent',
-      file: event.source.file,
-      line: event.source.line,
-      message: formatRejection(event.eventId, event.reason, event.message),
-    });
-  }
 }
 
 export function formatRejection(eventId: string | null, reason: string, message: string): string {

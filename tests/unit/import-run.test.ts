@@ -520,6 +520,24 @@ describe('runImport', () => {
     expect(server.stored.get(fakeUserId(3))).toEqual(['P002:1', 'P002:2', 'P002:4']);
   });
 
+  it('shows the first bad lines and a count', async () => {
+    const server = createFakeServer();
+    const badLines = Array.from({ length: 30 }, (_, index) => `not json ${index + 1}`);
+    const file = writeNdjson([...badLines, ...sensorEvents('P002', 2)]);
+    const messages: string[] = [];
+    const summary = await runImport({ ...baseOptions(server, [file]), onMessage: (message) => messages.push(message) });
+
+    expect(summary.badLines).toBe(30);
+    expect(summary.issues).toHaveLength(30);
+    expect(summary.stored).toBe(2);
+    const shown = messages.filter((message) => message.includes(': skipped line: '));
+    expect(shown).toHaveLength(20);
+    expect(shown.at(-1)).toMatch(new RegExp(`^${file}:20: skipped line: `));
+    expect(messages).toContain(
+      '10 more skipped lines not shown; the --json summary lists the first 1000 issues with their lines',
+    );
+  });
+
   it('reports a pair type conflict', async () => {
     const server = createFakeServer();
     const file = writeNdjson([

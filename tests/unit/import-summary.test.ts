@@ -15,7 +15,9 @@ import {
   createSummary,
   formatSummary,
   isClean,
+  IssueReporter,
   MAX_LISTED_ISSUES,
+  MAX_REPORTED_ISSUES_PER_KIND,
 } from '../../src/importer/summary.js';
 
 function delivery(overrides: Partial<DeliveryResult>): DeliveryResult {
@@ -63,14 +65,6 @@ describe('addDelivery', () => {
     expect(summary.duplicates).toBe(2);
     expect(summary.rejected).toBe(1);
     expect(summary.requests).toBe(4);
-    expect(summary.issues).toEqual([
-      {
-        kind: 'rejectedEvent',
-        file: 'a.ndjson',
-        line: 7,
-        message: 'event P002:7 rejected by the server (UNKNOWN_TYPE): no such type',
-      },
-    ]);
   });
 });
 
@@ -82,6 +76,29 @@ describe('addIssue', () => {
     }
     expect(summary.issues).toHaveLength(MAX_LISTED_ISSUES);
     expect(summary.issuesOmitted).toBe(5);
+  });
+});
+
+describe('IssueReporter', () => {
+  it('reports a limited number per kind', () => {
+    const summary = createSummary(1);
+    const messages: string[] = [];
+    const issues = new IssueReporter(summary, (message) => messages.push(message));
+    const extra = 7;
+    for (let index = 0; index < MAX_REPORTED_ISSUES_PER_KIND + extra; index += 1) {
+      issues.add({ kind: 'badLine', file: 'a', line: index + 1, message: 'bad' });
+    }
+    issues.add({ kind: 'rejectedEvent', file: 'a', line: 99, message: 'rejected' });
+    issues.reportUnreported();
+    issues.reportUnreported();
+
+    expect(summary.issues).toHaveLength(MAX_REPORTED_ISSUES_PER_KIND + extra + 1);
+    expect(messages.filter((message) => message.endsWith(': bad'))).toHaveLength(MAX_REPORTED_ISSUES_PER_KIND);
+    expect(messages).toContain('a:99: rejected');
+    expect(messages.at(-1)).toBe(
+      `${extra} more skipped lines not shown; the --json summary lists the first ${MAX_LISTED_ISSUES} issues with their lines`,
+    );
+    expect(messages).toHaveLength(MAX_REPORTED_ISSUES_PER_KIND + 2);
   });
 });
 
