@@ -51,8 +51,9 @@ Credentials (environment):
   EVENT_MASTER_USERNAME, EVENT_MASTER_PASSWORD  otherwise, log in with these
 Lines that name another user or define a pair type need the ADMIN role.
 
-Exit status: 0 when every line was processed, 1 when the import stopped early
-(or --strict found problems), 2 for invalid options or missing credentials.
+Exit status: 0 when every line was processed, 1 when the import stopped early,
+no line of the input was valid, or --strict found problems, 2 for invalid
+options or missing credentials.
 A summary that cannot be written, for example to a pipe whose reader exited,
 is reported on stderr and leaves the exit status as it is.
 `;

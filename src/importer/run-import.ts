@@ -125,6 +125,9 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
   try {
     const input = await readImportInput(options.files, summary, issues, options.readLines);
     issues.reportUnreported();
+    if (summary.linesRead > 0 && summary.badLines === summary.linesRead) {
+      throw new ImportStopError(describeNoRecords(summary.linesRead));
+    }
     if (input.eventsWithoutId > 0) {
       const count = input.eventsWithoutId;
       report(
@@ -264,6 +267,19 @@ async function authenticate(
     }
     throw error;
   }
+}
+
+/**
+ * Describes input of which no line is an import record, such as a CASAS
+ * sensor log given without converting it first.
+ */
+function describeNoRecords(linesRead: number): string {
+  const lines = linesRead === 1 ? 'the only line read is' : `all ${linesRead} lines read are`;
+  return (
+    `${lines} invalid, so nothing was sent. The input does not look like NDJSON import records ` +
+    'as npm run convert:casas writes them. Convert a CASAS log first, with ' +
+    'npm run convert:casas -- FILE > events.ndjson, and import that file'
+  );
 }
 
 /**

@@ -538,6 +538,22 @@ describe('runImport', () => {
     );
   });
 
+  it('stops when no line is a record', async () => {
+    const server = createFakeServer();
+    const casasLines = Array.from({ length: 30 }, (_, index) => `2009-03-23 10:16:${10 + index}.214629\tM045\tON`);
+    const file = writeNdjson([...casasLines, '{"kind":"event","input":{"type":3}}']);
+    const messages: string[] = [];
+    const failure = await expectFailure(
+      runImport({ ...baseOptions(server, [file]), onMessage: (message) => messages.push(message) }),
+    );
+
+    expect(failure.message).toMatch(/^all 31 lines read are invalid, so nothing was sent\. /);
+    expect(failure.message).toContain('npm run convert:casas -- FILE > events.ndjson');
+    expect(failure.summary.badLines).toBe(31);
+    expect(server.operations).toEqual([]);
+    expect(messages.filter((message) => message.includes(': skipped line: '))).toHaveLength(20);
+  });
+
   it('reports a pair type conflict', async () => {
     const server = createFakeServer();
     const file = writeNdjson([
@@ -1089,6 +1105,16 @@ describe('runImportCommand', () => {
       '--strict: 1 bad lines, 0 rejected events, 0 events not sent, 0 pair type conflicts, ' +
         '0 pair types rejected',
     );
+  });
+
+  it('exits 1 when no line is a record', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(['2009-03-23 10:16:02.214629\tM045\tON', 'null']);
+    const result = await runCommand([file], ADMIN_ENV, server);
+
+    expect(result.code).toBe(IMPORT_EXIT.failed);
+    expect(result.stderr).toContain('import: all 2 lines read are invalid, so nothing was sent. ');
+    expect(result.stdout).toContain('bad lines:           2\n');
   });
 
   it('reports a summary it cannot write', async () => {
