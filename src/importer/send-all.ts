@@ -9,6 +9,7 @@ import type { GraphQLClient, UserSummary } from './graphql-client.js';
 import type { ImportProgress } from './progress.js';
 import type { EventRecord } from './read-input.js';
 import type { CallServer, ResolvedUsers } from './setup.js';
+import type { SourceRef } from './types.js';
 import { addDelivery, formatRejection, type ImportSummary, type IssueReporter } from './summary.js';
 
 export interface SendAllContext {
@@ -25,7 +26,7 @@ export interface SendAllContext {
 
 /**
  * Sends every event record. Events of a user that could not be created are
- * counted as not sent, without a request. The first failure stops every
+ * counted as not sent, without a request, and reported once per user. The first failure stops every
  * worker after its current batch and is thrown.
  */
 export async function sendAll(
@@ -45,6 +46,7 @@ export async function sendAll(
   advance(0);
 
   const queued: { userId: string; event: PendingEvent }[] = [];
+  const unsent = new Map<string, { count: number; first: SourceRef }>();
   for (const record of records) {
     if (record.username === null) {
       const userId = record.event.input.userId ?? context.viewer.id;
@@ -54,14 +56,22 @@ export async function sendAll(
 
     const userId = users.ids.get(record.username);
     if (userId === undefined) {
-      const reason = users.failed.get(record.username) ?? 'the user was not resolved';
-      const message = `cannot create user "${record.username}": ${reason}`;
-      rejectUnsent(summary, issues, record.event, message);
-      advance(1);
+      const entry = unsent.get(record.username);
+      if (entry === undefined) {
+        unsent.set(record.username, { count: 1, first: record.event.source });
+      } else {
+        entry.count += 1;
+      }
       continue;
     }
     const input = { ...record.event.input, userId };
     queued.push({ userId, event: { input, source: record.event.source } });
+  }
+
+  for (const [username, { count, first }] of unsent) {
+    const reason = users.failed.get(username) ?? 'the user was not resolved';
+    reportUnsent(summary, issues, username, count, first, reason);
+    advance(count);
   }
 
   const queues = [...groupBy(queued, (entry) => entry.userId).values()].map((entries) =>
@@ -141,15 +151,20 @@ export function describeLines(batch: readonly PendingEvent[]): string {
   return `${first.file}:${first.line}-${last.line}`;
 }
 
-function rejectUnsent(
+/**
+ * Counts the events of a user that could not be created as not sent, and
+ * adds one issue for all of them at the line of the first.
+ */
+function reportUnsent(
   summary: ImportSummary,
   issues: IssueReporter,
-  event: PendingEvent,
-  message: string,
+  username: string,
+  count: number,
+  first: SourceRef,
+  reason: string,
 ): void {
-  const subject = typeof event.input.id === 'string' ? `event ${event.input.id}` : 'event';
-  const text = `${subject} not sent: ${message}`;
-  const { file, line } = event.source;
-  summary.notSent += 1;
-  issues.add({ kind: 'unsentEvent', file, line, message: text });
+  const events = count === 1 ? '1 event' : `${count} events`;
+  const message = `${events} of user "${username}" not sent, because the user cannot be created: ${reason}`;
+  summary.notSent += count;
+  issues.add({ kind: 'unsentEvent', file: first.file, line: first.line, message });
 }

@@ -6,7 +6,11 @@
 import type { DeliveryResult } from './deliver.js';
 import { escapeControlCharacters } from './escape.js';
 
-/** Something the import reports and skips or flags, with the line it concerns when there is one. */
+/**
+ * Something the import reports and skips or flags, with the line it concerns
+ * when there is one. An `unsentEvent` issue covers all events of one user
+ * and gives the line of the first.
+ */
 export interface ImportIssue {
   kind: 'badLine' | 'rejectedEvent' | 'unsentEvent' | 'pairTypeConflict' | 'rejectedPairType';
   file: string;
@@ -86,7 +90,7 @@ export const MAX_REPORTED_ISSUES_PER_KIND = 20;
 const ISSUE_NOUNS: Readonly<Record<ImportIssue['kind'], string>> = {
   badLine: 'skipped lines',
   rejectedEvent: 'rejected events',
-  unsentEvent: 'events not sent',
+  unsentEvent: 'users whose events were not sent',
   pairTypeConflict: 'pair type conflicts',
   rejectedPairType: 'rejected pair types',
 };

@@ -977,16 +977,37 @@ describe('runImport', () => {
 
   it('skips events of a user it cannot create', async () => {
     const server = createFakeServer();
-    const file = writeNdjson([...sensorEvents('bad name', 2), ...sensorEvents('P002', 2)]);
-    const summary = await runImport(baseOptions(server, [file]));
-    expect(summary.notSent).toBe(2);
+    const file = writeNdjson([
+      ...sensorEvents('P002', 2),
+      ...sensorEvents('bad name', 30),
+      ...sensorEvents('other bad', 1),
+    ]);
+    const messages: string[] = [];
+    const summary = await runImport({ ...baseOptions(server, [file]), onMessage: (message) => messages.push(message) });
+
+    expect(summary.notSent).toBe(31);
     expect(summary.rejected).toBe(0);
     expect(summary.eventsSent).toBe(2);
     expect(summary.stored).toBe(2);
-    expect(summary.issues[0]?.kind).toBe('unsentEvent');
-    expect(summary.issues[0]?.message).toBe(
-      'event bad name:1 not sent: cannot create user "bad name": invalid username "bad name"',
-    );
+    expect(summary.issues).toEqual([
+      {
+        kind: 'unsentEvent',
+        file,
+        line: 3,
+        message: '30 events of user "bad name" not sent, because the user cannot be created: invalid username "bad name"',
+      },
+      {
+        kind: 'unsentEvent',
+        file,
+        line: 33,
+        message: '1 event of user "other bad" not sent, because the user cannot be created: invalid username "other bad"',
+      },
+    ]);
+    const unsentMessages = messages.filter((message) => message.includes(' not sent'));
+    expect(unsentMessages).toEqual([
+      `${file}:3: 30 events of user "bad name" not sent, because the user cannot be created: invalid username "bad name"`,
+      `${file}:33: 1 event of user "other bad" not sent, because the user cannot be created: invalid username "other bad"`,
+    ]);
   });
 
   it('uses a user created meanwhile elsewhere', async () => {
