@@ -4,12 +4,13 @@
  *        FILE...
  */
 
-import { runImportCommand } from '../importer/import-command.js';
+import { listenForStopSignals, runImportCommand } from '../importer/import-command.js';
 
 const exitCode = await runImportCommand(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
   stderrIsTTY: process.stderr.isTTY === true,
   env: process.env,
+  stopSignal: listenForStopSignals(process, process.stderr),
 });
 process.exitCode = exitCode;

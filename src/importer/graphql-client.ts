@@ -220,6 +220,8 @@ export interface GraphQLClientOptions {
   /** Time limit of one HTTP request, in milliseconds (default 60000). */
   requestTimeoutMs?: number;
   fetch?: typeof fetch;
+  /** Aborts the requests in flight and every later one. */
+  signal?: AbortSignal;
 }
 
 const LOGIN = `mutation ImportLogin($username: String!, $password: String!) {
@@ -289,6 +291,7 @@ export class GraphQLClient {
   private readonly endpoint: string;
   private readonly requestTimeoutMs: number;
   private readonly fetchImpl: typeof fetch;
+  private readonly signal: AbortSignal | undefined;
   private token: string | null;
 
   constructor(options: GraphQLClientOptions) {
@@ -296,6 +299,7 @@ export class GraphQLClient {
     this.token = options.token ?? null;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
     this.fetchImpl = options.fetch ?? fetch;
+    this.signal = options.signal;
   }
 
   /** Sends one operation and returns its `data`, or throws when the response has any error. */
@@ -316,7 +320,7 @@ export class GraphQLClient {
       method: 'POST',
       headers,
       body: JSON.stringify({ query, variables, operationName: operation }),
-      signal: AbortSignal.timeout(this.requestTimeoutMs),
+      signal: this.requestSignal(),
     };
     // fetch rejects both a request it cannot build and a failed connection
     // with a TypeError. Building the Request first separates the two, so only
@@ -364,6 +368,12 @@ export class GraphQLClient {
       ]);
     }
     return data as T;
+  }
+
+  /** Returns the signal of one request: its time limit, and the client's signal when there is one. */
+  private requestSignal(): AbortSignal {
+    const timeout = AbortSignal.timeout(this.requestTimeoutMs);
+    return this.signal === undefined ? timeout : AbortSignal.any([timeout, this.signal]);
   }
 
   /** Tells whether a token is held, from the options or from a login. */

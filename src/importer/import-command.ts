@@ -4,6 +4,7 @@
  * `src/cli/import.ts` so tests can run it in process.
  */
 
+import { constants as osConstants } from 'node:os';
 import { parseArgs } from 'node:util';
 
 import { redactUrlPassword } from '../config/redact.js';
@@ -14,7 +15,9 @@ import { ProgressReporter } from './progress.js';
 import {
   DEFAULT_BATCH_SIZE,
   DEFAULT_CONCURRENCY,
+  DEFAULT_REPLY_WAIT_MS,
   ImportFailedError,
+  ImportInterruptedError,
   MAX_BATCH_SIZE,
   MAX_CONCURRENCY,
   runImport,
@@ -53,7 +56,10 @@ Lines that name another user or define a pair type need the ADMIN role.
 
 Exit status: 0 when every line was processed, 1 when the import stopped early,
 no line of the input was valid, or --strict found problems, 2 for invalid
-options or missing credentials.
+options or missing credentials, 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
+On the first of those signals the import sends no new batch, waits up to
+${DEFAULT_REPLY_WAIT_MS / 1000} s for the replies of batches in flight and prints the summary. A second
+one exits at once. Running the same command again continues the import.
 A summary that cannot be written, for example to a pipe whose reader exited,
 is reported on stderr and leaves the exit status as it is.
 `;
@@ -203,10 +209,50 @@ export interface ImportIo {
   /** True when stderr is a terminal, so progress is one line rewritten in place. */
   stderrIsTTY: boolean;
   env: NodeJS.ProcessEnv;
+  /**
+   * Stops the import when it is aborted, with the name of the signal that
+   * stopped it, such as `SIGINT`, as the reason (see `listenForStopSignals`).
+   */
+  stopSignal?: AbortSignal;
   /** Extra options for tests: a fake `fetch`, short retry delays, a clock. */
   overrides?: Partial<
-    Pick<RunImportOptions, 'fetch' | 'retryDelaysMs' | 'now' | 'requestTimeoutMs'>
+    Pick<RunImportOptions, 'fetch' | 'retryDelaysMs' | 'now' | 'requestTimeoutMs' | 'replyWaitMs'>
   >;
+}
+
+/** Returns the exit status of a process stopped by `signal`, 128 plus its number as shells report it, or 1 for another reason. */
+export function signalExitCode(signal: unknown): number {
+  const number = typeof signal === 'string' ? osConstants.signals[signal as NodeJS.Signals] : undefined;
+  return number === undefined ? IMPORT_EXIT.failed : 128 + number;
+}
+
+/** The parts of `process` that `listenForStopSignals` uses. */
+export interface SignalTarget {
+  on(event: 'SIGINT' | 'SIGTERM', listener: (signal: NodeJS.Signals) => void): unknown;
+  exit(code: number): void;
+}
+
+/**
+ * Returns a signal that the first SIGINT or SIGTERM aborts, with the signal's
+ * name as its reason. A second signal of either kind writes a line to
+ * `stderr` and exits at once, without waiting for replies.
+ */
+export function listenForStopSignals(target: SignalTarget, stderr: NodeJS.WritableStream): AbortSignal {
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (!controller.signal.aborted) {
+      controller.abort(signal);
+      return;
+    }
+    stderr.write(
+      `import: ${signal} received again; exiting without waiting for replies. ` +
+        'Run the same command again to continue the import\n',
+    );
+    target.exit(signalExitCode(signal));
+  };
+  target.on('SIGINT', onSignal);
+  target.on('SIGTERM', onSignal);
+  return controller.signal;
 }
 
 /** Runs the import command and returns the process exit code. */
@@ -229,6 +275,16 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
   }
 
   const progress = new ProgressReporter({ stream: io.stderr, isTTY: io.stderrIsTTY });
+  const replyWaitMs = io.overrides?.replyWaitMs ?? DEFAULT_REPLY_WAIT_MS;
+  const noteStop = (): void => {
+    const reason = io.stopSignal?.reason;
+    const name = typeof reason === 'string' ? reason : 'a stop request';
+    progress.note(
+      `import: ${name} received: sending no new batches and waiting up to ${replyWaitMs / 1000} s ` +
+        'for the replies of batches in flight. Press Ctrl-C again to exit at once',
+    );
+  };
+  io.stopSignal?.addEventListener('abort', noteStop, { once: true });
   const printSummary = async (summary: ImportSummary): Promise<void> => {
     const text = options.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary);
     try {
@@ -250,16 +306,24 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
       concurrency: options.concurrency,
       onProgress: (update) => progress.update(update),
       onMessage: (message) => progress.note(`import: ${message}`),
+      signal: io.stopSignal,
       ...io.overrides,
     });
   } catch (error) {
     progress.finish();
+    if (error instanceof ImportInterruptedError) {
+      io.stderr.write(`import: ${escapeControlCharacters(error.message)}\n`);
+      await printSummary(error.summary);
+      return signalExitCode(error.reason);
+    }
     if (error instanceof ImportFailedError) {
       io.stderr.write(`import: ${escapeControlCharacters(error.message)}\n`);
       await printSummary(error.summary);
       return IMPORT_EXIT.failed;
     }
     throw error;
+  } finally {
+    io.stopSignal?.removeEventListener('abort', noteStop);
   }
 
   progress.finish();

@@ -42,7 +42,8 @@ export type LineReader = (file: string) => AsyncIterable<NdjsonLine>;
 
 /**
  * Reads every file in order into one `ImportInput`, counting lines in
- * `summary` and adding each bad line to `issues`.
+ * `summary` and adding each bad line to `issues`. Returns what it has read
+ * so far once `signal` is aborted.
  *
  * NOTE: all events stay in memory until they are sent, an estimated few
  * hundred bytes each, so inputs of many millions of events need splitting.
@@ -52,12 +53,16 @@ export async function readImportInput(
   summary: ImportSummary,
   issues: IssueReporter,
   readLines: LineReader = readNdjsonFile,
+  signal?: AbortSignal,
 ): Promise<ImportInput> {
   const input: ImportInput = { pairTypes: [], events: [], eventsWithoutId: 0 };
 
   for (const file of files) {
     try {
       for await (const line of readLines(file)) {
+        if (signal?.aborted === true) {
+          return input;
+        }
         summary.linesRead += 1;
         addLine(input, summary, issues, file, line);
       }

@@ -17,7 +17,13 @@ export interface RetryOptions {
   isRetryable?: (error: unknown) => boolean;
   /** Called before each wait. `attempt` counts from 1 for the first retry. */
   onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
-  sleep?: (ms: number) => Promise<void>;
+  /** Waits `ms` milliseconds, and rejects early when `signal` aborts. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /**
+   * Stops the retries: once it is aborted, a failure is thrown as it is and
+   * a wait before a retry ends early with the failure before it.
+   */
+  signal?: AbortSignal;
   /**
    * Random numbers in [0, 1) that scale each wait by 0.8 to 1.2, so parallel
    * workers spread out (default `Math.random`).
@@ -39,8 +45,8 @@ export class RetriesExhaustedError extends Error {
 
 /**
  * Runs `operation`, retrying retryable failures after each delay in turn.
- * Throws a non-retryable failure at once, and `RetriesExhaustedError` when the
- * delays run out.
+ * Throws a non-retryable failure, or any failure once `signal` is aborted, at
+ * once, and `RetriesExhaustedError` when the delays run out.
  */
 export async function withRetry<T>(
   operation: () => Promise<T>,
@@ -48,14 +54,16 @@ export async function withRetry<T>(
 ): Promise<T> {
   const delaysMs = options.delaysMs ?? DEFAULT_RETRY_DELAYS_MS;
   const isRetryable = options.isRetryable ?? isTransientError;
-  const sleep = options.sleep ?? ((ms: number) => sleepMs(ms));
+  const sleep = options.sleep ?? ((ms: number, signal?: AbortSignal) => sleepMs(ms, undefined, { signal }));
+  const { signal } = options;
+  const isStopped = (): boolean => signal?.aborted === true;
   const random = options.random ?? Math.random;
 
   for (let attempt = 0; ; attempt += 1) {
     try {
       return await operation();
     } catch (error) {
-      if (!isRetryable(error)) {
+      if (!isRetryable(error) || isStopped()) {
         throw error;
       }
       const baseDelay = delaysMs[attempt];
@@ -64,7 +72,14 @@ export async function withRetry<T>(
       }
       const delay = Math.round(baseDelay * (0.8 + 0.4 * random()));
       options.onRetry?.(error, attempt + 1, delay);
-      await sleep(delay);
+      try {
+        await sleep(delay, signal);
+      } catch (sleepError) {
+        if (isStopped()) {
+          throw error;
+        }
+        throw sleepError;
+      }
     }
   }
 }

@@ -31,6 +31,8 @@ export const DEFAULT_CONCURRENCY = 4;
  */
 export const MAX_BATCH_SIZE = 10_000;
 export const MAX_CONCURRENCY = 64;
+/** Default wait for the replies of batches in flight once the import is stopped, in milliseconds. */
+export const DEFAULT_REPLY_WAIT_MS = 10_000;
 
 export interface RunImportOptions {
   /** Server base URL, for example `http://127.0.0.1:4000`, with GraphQL at `<url>/graphql`. */
@@ -57,6 +59,18 @@ export interface RunImportOptions {
   now?: () => number;
   /** Source of NDJSON lines per file (default: read the file from disk). */
   readLines?: LineReader;
+  /**
+   * Stops the import: once it is aborted, no new batch or request starts,
+   * and `runImport` throws `ImportInterruptedError` when the batches in
+   * flight have their replies. A string reason, such as `SIGINT`, names the
+   * cause in the message.
+   */
+  signal?: AbortSignal;
+  /**
+   * Wait for the replies of batches in flight after `signal` aborts, in
+   * milliseconds (default 10000). Requests still open then are aborted.
+   */
+  replyWaitMs?: number;
 }
 
 /**
@@ -71,6 +85,20 @@ export class ImportFailedError extends Error {
     super(message, { cause });
     this.name = 'ImportFailedError';
     this.summary = summary;
+  }
+}
+
+/**
+ * The import stopped because `signal` was aborted. `reason` is the signal's
+ * reason, such as `SIGINT`, and `summary` counts what was stored before.
+ */
+export class ImportInterruptedError extends ImportFailedError {
+  readonly reason: unknown;
+
+  constructor(message: string, summary: ImportSummary, reason: unknown, cause?: unknown) {
+    super(message, summary, cause);
+    this.name = 'ImportInterruptedError';
+    this.reason = reason;
   }
 }
 
@@ -121,10 +149,25 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
   const summary = createSummary(options.files.length);
   const issues = new IssueReporter(summary, report);
   let sendingStarted = false;
+  let eventsWithoutId = 0;
+  let eventsWithoutReply = 0;
+
+  // Once `signal` aborts, the requests in flight get `replyWaitMs` to finish
+  // before they are aborted too.
+  const { signal } = options;
+  const requestAbort = new AbortController();
+  let replyWaitTimer: NodeJS.Timeout | undefined;
+  const startReplyWait = (): void => {
+    replyWaitTimer = setTimeout(() => requestAbort.abort(), options.replyWaitMs ?? DEFAULT_REPLY_WAIT_MS);
+  };
+  signal?.addEventListener('abort', startReplyWait, { once: true });
 
   try {
-    const input = await readImportInput(options.files, summary, issues, options.readLines);
+    signal?.throwIfAborted();
+    const input = await readImportInput(options.files, summary, issues, options.readLines, signal);
     issues.reportUnreported();
+    signal?.throwIfAborted();
+    eventsWithoutId = input.eventsWithoutId;
     if (summary.linesRead > 0 && summary.badLines === summary.linesRead) {
       throw new ImportStopError(describeNoRecords(summary.linesRead));
     }
@@ -142,12 +185,14 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
       token: credentials.token,
       fetch: options.fetch,
       requestTimeoutMs: options.requestTimeoutMs,
+      signal: requestAbort.signal,
     });
     const retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
-    const call = createCallServer(client, credentials, retryDelaysMs, summary, report);
+    const call = createCallServer(client, credentials, { retryDelaysMs, signal }, summary, report);
 
     const viewer = await authenticate(client, call, credentials, endpoint);
-    const setup = { client, call, viewer, summary, report, issues };
+    signal?.throwIfAborted();
+    const setup = { client, call, viewer, summary, report, issues, signal };
     checkOtherUserIds(setup, input.events);
     await ensurePairTypes(setup, input.pairTypes);
 
@@ -159,12 +204,15 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     }
     const users = await ensureUsers(setup, [...usernames]);
 
+    signal?.throwIfAborted();
     sendingStarted = true;
-    await sendAll(
+    const sent = await sendAll(
       { ...setup, batchSize, concurrency, onProgress: options.onProgress },
       input.events,
       users,
     );
+    eventsWithoutReply = sent.eventsWithoutReply;
+    signal?.throwIfAborted();
 
     const importedUserIds = new Set<string>();
     for (const record of input.events) {
@@ -180,7 +228,15 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
   } catch (error) {
     issues.reportUnreported();
     summary.elapsedSeconds = (now() - startedAt) / 1000;
+    if (signal?.aborted === true) {
+      const progress = { sendingStarted, eventsWithoutId, eventsWithoutReply };
+      const message = describeInterruption(signal.reason, summary, progress);
+      throw new ImportInterruptedError(message, summary, signal.reason, error);
+    }
     throw new ImportFailedError(describeStop(error, sendingStarted), summary, error);
+  } finally {
+    signal?.removeEventListener('abort', startReplyWait);
+    clearTimeout(replyWaitTimer);
   }
 
   issues.reportUnreported();
@@ -196,14 +252,16 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
 function createCallServer(
   client: GraphQLClient,
   credentials: Credentials,
-  retryDelaysMs: readonly number[],
+  retry: { retryDelaysMs: readonly number[]; signal: AbortSignal | undefined },
   summary: ImportSummary,
   report: (message: string) => void,
 ): CallServer {
+  const { retryDelaysMs, signal } = retry;
   return async <T>(operation: () => Promise<T>, label?: string): Promise<T> => {
     const attempt = () =>
       withRetry(operation, {
         delaysMs: retryDelaysMs,
+        signal,
         onRetry: (error, retry, delayMs) => {
           summary.retries += 1;
           const detail = error instanceof Error ? error.message : String(error);
@@ -223,7 +281,7 @@ function createCallServer(
         throw error;
       }
       report('the token expired; logging in again');
-      await withRetry(() => client.login(username, password), { delaysMs: retryDelaysMs });
+      await withRetry(() => client.login(username, password), { delaysMs: retryDelaysMs, signal });
       return attempt();
     }
   };
@@ -280,6 +338,34 @@ function describeNoRecords(linesRead: number): string {
     'as npm run convert:casas writes them. Convert a CASAS log first, with ' +
     'npm run convert:casas -- FILE > events.ndjson, and import that file'
   );
+}
+
+/**
+ * Describes an import stopped by its signal: what was sent, what may have
+ * been stored without a reply, and that a re-run continues it.
+ */
+function describeInterruption(
+  reason: unknown,
+  summary: ImportSummary,
+  progress: { sendingStarted: boolean; eventsWithoutId: number; eventsWithoutReply: number },
+): string {
+  const cause = typeof reason === 'string' ? `stopped by ${reason}` : 'stopped on request';
+  if (!progress.sendingStarted) {
+    return `${cause} before any event was sent. Run the same command again to import the files`;
+  }
+  let text = `${cause}: ${summary.eventsSent} of ${summary.eventsRead} events were sent and have a reply`;
+  if (progress.eventsWithoutReply > 0) {
+    text +=
+      `, and ${progress.eventsWithoutReply} more were sent without a reply before the wait ended, ` +
+      'so the server may have stored them';
+  }
+  text +=
+    '. Stored events stay stored. Run the same command again to continue: the server stores ' +
+    'an event with an id only once and counts a repeat as a duplicate';
+  if (progress.eventsWithoutId > 0) {
+    text += `, but it stores events without an id again (${progress.eventsWithoutId} in these files)`;
+  }
+  return text;
 }
 
 /**

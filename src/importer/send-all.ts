@@ -22,19 +22,28 @@ export interface SendAllContext {
   batchSize: number;
   concurrency: number;
   onProgress: ((progress: ImportProgress) => void) | undefined;
+  /** Stops the sending: no batch starts once it is aborted, and a batch in flight that fails then is not an error. */
+  signal?: AbortSignal;
+}
+
+export interface SendAllResult {
+  /** Events of batches that failed after `signal` aborted, such as on an aborted request, which the server may have stored. */
+  eventsWithoutReply: number;
 }
 
 /**
  * Sends every event record. Events of a user that could not be created are
  * counted as not sent, without a request, and reported once per user. The first failure stops every
- * worker after its current batch and is thrown.
+ * worker after its current batch and is thrown. An abort of `context.signal`
+ * stops every worker after its current batch too, without an error.
  */
 export async function sendAll(
   context: SendAllContext,
   records: readonly EventRecord[],
   users: ResolvedUsers,
-): Promise<void> {
+): Promise<SendAllResult> {
   const { summary, report, issues } = context;
+  const isStopped = (): boolean => context.signal?.aborted === true;
 
   const progress: ImportProgress = { done: 0, total: records.length };
   const advance = (count: number): void => {
@@ -82,13 +91,23 @@ export async function sendAll(
     batchSize: context.batchSize,
     nextQueue: 0,
     failure: null as { error: unknown } | null,
+    eventsWithoutReply: 0,
   };
 
   const sendQueue = async (events: readonly PendingEvent[]): Promise<void> => {
     let offset = 0;
-    while (offset < events.length && shared.failure === null) {
+    while (offset < events.length && shared.failure === null && !isStopped()) {
       const batch = events.slice(offset, offset + shared.batchSize);
-      const delivery = await deliverBatch(batch, sendFunction(context, batch));
+      let delivery;
+      try {
+        delivery = await deliverBatch(batch, sendFunction(context, batch));
+      } catch (error) {
+        if (!isStopped()) {
+          throw error;
+        }
+        shared.eventsWithoutReply += batch.length;
+        return;
+      }
       addDelivery(summary, delivery);
       for (const rejected of delivery.rejected) {
         const { file, line } = rejected.source;
@@ -107,7 +126,7 @@ export async function sendAll(
   };
 
   const worker = async (): Promise<void> => {
-    while (shared.failure === null) {
+    while (shared.failure === null && !isStopped()) {
       const queue = queues[shared.nextQueue];
       if (queue === undefined) {
         return;
@@ -127,6 +146,7 @@ export async function sendAll(
   if (shared.failure !== null) {
     throw shared.failure.error;
   }
+  return { eventsWithoutReply: shared.eventsWithoutReply };
 }
 
 /** Returns the `sendEvents` call for one batch, labelled with its lines for retry messages. */

@@ -32,6 +32,8 @@ export interface SetupContext {
   summary: ImportSummary;
   report: (message: string) => void;
   issues: IssueReporter;
+  /** Stops the setup before its next request once it is aborted, by throwing its reason. */
+  signal?: AbortSignal;
 }
 
 function where(record: PairTypeRecord): string {
@@ -189,6 +191,7 @@ export async function ensurePairTypes(
   }
 
   for (const record of parentsFirst(missing)) {
+    context.signal?.throwIfAborted();
     await definePairType(context, record);
   }
 }
@@ -323,6 +326,7 @@ export async function ensureUsers(
   );
 
   for (const username of others) {
+    context.signal?.throwIfAborted();
     const id = existing.get(username.toLowerCase());
     if (id !== undefined) {
       resolved.ids.set(username, id);

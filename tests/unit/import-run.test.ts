@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -9,11 +10,17 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import {
   IMPORT_EXIT,
+  listenForStopSignals,
   parseImportArgs,
   readCredentials,
   runImportCommand,
 } from '../../src/importer/import-command.js';
-import { ImportFailedError, runImport, type RunImportOptions } from '../../src/importer/run-import.js';
+import {
+  ImportFailedError,
+  ImportInterruptedError,
+  runImport,
+  type RunImportOptions,
+} from '../../src/importer/run-import.js';
 import type { ImportSummary } from '../../src/importer/summary.js';
 
 // An in-memory GraphQL server behind a fake `fetch`: enough of the schema's
@@ -39,6 +46,8 @@ interface FakeOptions {
   maxPageSize?: number;
   /** Usernames that another client creates just before the importer's createUser for them. */
   createdElsewhere?: string[];
+  /** Runs at the start of each sendEvents request, numbered from 1, and delays its reply until it resolves. */
+  beforeSend?: (send: number) => Promise<void> | void;
 }
 
 type Reply = { status: number; body: unknown };
@@ -200,6 +209,7 @@ function createFakeServer(options: FakeOptions = {}) {
 
   async function sendEvents(events: any[], viewer: FakeUser): Promise<Reply> {
     sends += 1;
+    await options.beforeSend?.(sends);
     if (unavailable > 0) {
       unavailable -= 1;
       return fail('the database is unavailable', { code: 'SERVICE_UNAVAILABLE' }, 503);
@@ -325,7 +335,12 @@ function createFakeServer(options: FakeOptions = {}) {
     const viewerId = token === null ? undefined : tokens.get(token);
     const viewer = users.find((user) => user.id === viewerId) ?? null;
 
-    const { status, body } = await handle(request.operationName, request.variables, viewer);
+    // As fetch does, an aborted request rejects with the signal's reason, whether or not the reply came.
+    const signal = init?.signal ?? null;
+    const aborted = new Promise<never>((_resolve, reject) => {
+      signal?.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
+    });
+    const { status, body } = await Promise.race([handle(request.operationName, request.variables, viewer), aborted]);
     const headers = { 'content-type': 'application/json' };
     return new Response(JSON.stringify(body), { status, headers });
   };
@@ -975,6 +990,81 @@ describe('runImport', () => {
     expect(failure.summary.flaggedByRule, 'flags').toBeNull();
   });
 
+  it('stops after the batch in flight', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer({
+      beforeSend: (send) => {
+        if (send === 1) {
+          stop.abort('SIGINT');
+        }
+      },
+    });
+    const file = writeNdjson(sensorEvents('P002', 7));
+    const options = { ...baseOptions(server, [file]), batchSize: 2, concurrency: 1, signal: stop.signal };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect((failure as ImportInterruptedError).reason).toBe('SIGINT');
+    expect(server.sends).toBe(1);
+    expect(failure.summary.stored).toBe(2);
+    expect(failure.summary.eventsSent).toBe(2);
+    expect(failure.summary.correctionsByRule).toBeNull();
+    expect(failure.message).toBe(
+      'stopped by SIGINT: 2 of 7 events were sent and have a reply. Stored events stay stored. ' +
+        'Run the same command again to continue: the server stores an event with an id only once ' +
+        'and counts a repeat as a duplicate',
+    );
+  });
+
+  it('stops waiting for a reply after the wait', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer({
+      // Both users' first batches are in flight when the import stops, and neither gets a reply.
+      beforeSend: (send) => {
+        if (send === 2) {
+          stop.abort('SIGTERM');
+        }
+        return new Promise<void>(() => {});
+      },
+    });
+    const file = writeNdjson([...sensorEvents('P002', 3), ...sensorEvents('P124', 3)]);
+    const options = { ...baseOptions(server, [file]), batchSize: 2, signal: stop.signal, replyWaitMs: 1 };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(server.sends).toBe(2);
+    expect(failure.summary.stored).toBe(0);
+    expect(failure.message).toContain(
+      'stopped by SIGTERM: 0 of 6 events were sent and have a reply, and 4 more were sent without a reply ' +
+        'before the wait ended, so the server may have stored them. ',
+    );
+  });
+
+  it('retries nothing once stopped', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer({ unavailableSends: 100, beforeSend: () => stop.abort('SIGINT') });
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const failure = await expectFailure(runImport({ ...baseOptions(server, [file]), signal: stop.signal }));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(server.sends).toBe(1);
+    expect(failure.summary.retries).toBe(0);
+  });
+
+  it('stops before sending when stopped early', async () => {
+    const stop = new AbortController();
+    stop.abort('SIGINT');
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const failure = await expectFailure(runImport({ ...baseOptions(server, [file]), signal: stop.signal }));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(failure.message).toBe(
+      'stopped by SIGINT before any event was sent. Run the same command again to import the files',
+    );
+    expect(server.operations).toEqual([]);
+  });
+
   it('skips events of a user it cannot create', async () => {
     const server = createFakeServer();
     const file = writeNdjson([
@@ -1065,7 +1155,7 @@ class Collector extends Writable {
   }
 }
 
-async function runCommand(argv: string[], env: NodeJS.ProcessEnv, server: FakeServer) {
+async function runCommand(argv: string[], env: NodeJS.ProcessEnv, server: FakeServer, stopSignal?: AbortSignal) {
   const stdout = new Collector();
   const stderr = new Collector();
   const code = await runImportCommand(argv, {
@@ -1073,6 +1163,7 @@ async function runCommand(argv: string[], env: NodeJS.ProcessEnv, server: FakeSe
     stderr,
     stderrIsTTY: false,
     env,
+    stopSignal,
     overrides: { fetch: server.fetch, retryDelaysMs: [1] },
   });
   return { code, stdout: stdout.text, stderr: stderr.text };
@@ -1169,6 +1260,23 @@ describe('runImportCommand', () => {
     expect(result.stdout).toContain('users created:       1 (P002)');
   });
 
+  it.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ])('exits after %s with the summary', async (signal, exitCode) => {
+    const stop = new AbortController();
+    const server = createFakeServer({ beforeSend: () => stop.abort(signal) });
+    const file = writeNdjson(sensorEvents('P002', 3));
+    const result = await runCommand(['--batch-size', '2', file], ADMIN_ENV, server, stop.signal);
+
+    expect(result.code).toBe(exitCode);
+    expect(result.stderr).toContain(
+      `import: ${signal} received: sending no new batches and waiting up to 10 s for the replies of batches in flight. `,
+    );
+    expect(result.stderr).toContain(`import: stopped by ${signal}: 2 of 3 events were sent and have a reply. `);
+    expect(result.stdout).toContain('stored:              2\n');
+  });
+
   it('exits 2 for credentials in --url', async () => {
     // Real fetch against a port nothing listens on: without the check, the
     // import would retry and exit 1.
@@ -1205,6 +1313,29 @@ describe('runImportCommand', () => {
     expect(result.code).toBe(IMPORT_EXIT.usage);
     expect(result.stderr).toContain('missing credentials: set EVENT_MASTER_TOKEN');
     expect(server.operations).toEqual([]);
+  });
+});
+
+describe('listenForStopSignals', () => {
+  it('aborts first, then exits', () => {
+    const target = new EventEmitter();
+    const exitCodes: number[] = [];
+    const stderr = new Collector();
+    const signal = listenForStopSignals(
+      { on: (event, listener) => target.on(event, listener), exit: (code) => exitCodes.push(code) },
+      stderr,
+    );
+
+    target.emit('SIGTERM', 'SIGTERM');
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBe('SIGTERM');
+    expect(exitCodes).toEqual([]);
+
+    target.emit('SIGINT', 'SIGINT');
+    expect(exitCodes).toEqual([130]);
+    expect(stderr.text).toBe(
+      'import: SIGINT received again; exiting without waiting for replies. Run the same command again to continue the import\n',
+    );
   });
 });
 
