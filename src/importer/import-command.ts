@@ -27,6 +27,15 @@ import { formatSummary, isClean, type ImportSummary } from './summary.js';
 
 export const DEFAULT_SERVER_URL = 'http://127.0.0.1:4000';
 
+/**
+ * Time after the first stop signal in which another one counts as the same,
+ * in milliseconds. One Ctrl-C under `npm run import` can reach the import
+ * twice in quick succession, first from the terminal. The second copy comes
+ * from npm, which forwards signals to its child (npm 11), or from tsx, which
+ * relays a signal that the import did not confirm within 30 ms (tsx 4.23).
+ */
+export const REPEATED_SIGNAL_MS = 1000;
+
 export const IMPORT_USAGE = `\
 Usage: npm run import -- [options] FILE...
 
@@ -58,8 +67,9 @@ Exit status: 0 when every line was processed, 1 when the import stopped early,
 no line of the input was valid, or --strict found problems, 2 for invalid
 options or missing credentials, 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
 On the first of those signals the import sends no new batch, waits up to
-${DEFAULT_REPLY_WAIT_MS / 1000} s for the replies of batches in flight and prints the summary. A second
-one exits at once. Running the same command again continues the import.
+${DEFAULT_REPLY_WAIT_MS / 1000} s for the replies of batches in flight and prints the summary. Another
+one, ${REPEATED_SIGNAL_MS / 1000} s or more later, exits at once. Running the same command again
+continues the import.
 A summary that cannot be written, for example to a pipe whose reader exited,
 is reported on stderr and leaves the exit status as it is.
 `;
@@ -234,14 +244,24 @@ export interface SignalTarget {
 
 /**
  * Returns a signal that the first SIGINT or SIGTERM aborts, with the signal's
- * name as its reason. A second signal of either kind writes a line to
- * `stderr` and exits at once, without waiting for replies.
+ * name as its reason. A second signal of either kind, `REPEATED_SIGNAL_MS`
+ * or more after the first, writes a line to `stderr` and exits at once,
+ * without waiting for replies. `now` is the clock in milliseconds.
  */
-export function listenForStopSignals(target: SignalTarget, stderr: NodeJS.WritableStream): AbortSignal {
+export function listenForStopSignals(
+  target: SignalTarget,
+  stderr: NodeJS.WritableStream,
+  now: () => number = Date.now,
+): AbortSignal {
   const controller = new AbortController();
+  let firstSignalAt = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (!controller.signal.aborted) {
+      firstSignalAt = now();
       controller.abort(signal);
+      return;
+    }
+    if (now() - firstSignalAt < REPEATED_SIGNAL_MS) {
       return;
     }
     stderr.write(

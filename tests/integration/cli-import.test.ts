@@ -11,6 +11,7 @@ import { join } from 'node:path';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { REPEATED_SIGNAL_MS } from '../../src/importer/import-command.js';
 import { REPO_ROOT, spawnChild, stopChildrenWhenTestsEnd, TSX, useTemporaryDirectory } from '../support/cli.js';
 
 const ADMIN = { id: '00000000-0000-4000-8000-000000000001', username: 'admin', role: 'ADMIN' };
@@ -175,6 +176,8 @@ describe('import command signals', () => {
     run.child.kill('SIGINT');
     await run.stderrContains('import: SIGINT received: sending no new batches');
     expect(run.output.stderr).toContain('import: SIGINT received: sending no new batches');
+    // A signal sooner after the first counts as the same Ctrl-C.
+    await new Promise((resolve) => setTimeout(resolve, REPEATED_SIGNAL_MS));
     run.child.kill('SIGINT');
 
     // The reply is still held, so only the second signal can end the child.

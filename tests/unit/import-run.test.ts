@@ -13,6 +13,7 @@ import {
   listenForStopSignals,
   parseImportArgs,
   readCredentials,
+  REPEATED_SIGNAL_MS,
   runImportCommand,
 } from '../../src/importer/import-command.js';
 import {
@@ -1321,9 +1322,11 @@ describe('listenForStopSignals', () => {
     const target = new EventEmitter();
     const exitCodes: number[] = [];
     const stderr = new Collector();
+    let clock = 5000;
     const signal = listenForStopSignals(
       { on: (event, listener) => target.on(event, listener), exit: (code) => exitCodes.push(code) },
       stderr,
+      () => clock,
     );
 
     target.emit('SIGTERM', 'SIGTERM');
@@ -1331,6 +1334,13 @@ describe('listenForStopSignals', () => {
     expect(signal.reason).toBe('SIGTERM');
     expect(exitCodes).toEqual([]);
 
+    // The same Ctrl-C, forwarded by npm or relayed by tsx.
+    clock += REPEATED_SIGNAL_MS - 1;
+    target.emit('SIGINT', 'SIGINT');
+    expect(exitCodes).toEqual([]);
+    expect(stderr.text).toBe('');
+
+    clock += 1;
     target.emit('SIGINT', 'SIGINT');
     expect(exitCodes).toEqual([130]);
     expect(stderr.text).toBe(
