@@ -52,7 +52,9 @@ Options:
                       rejects a larger batch
   --concurrency N     users imported in parallel, 1 to ${MAX_CONCURRENCY}
                       (default ${DEFAULT_CONCURRENCY})
-  --json              print the summary as JSON
+  --json              print the summary as JSON; to pipe it or write it to a file,
+                      run \`npm run -s import -- --json ...\`, as npm writes its own
+                      lines to standard output without -s
   --strict            exit with status 1 when any line was skipped, any event was
                       rejected or not sent, or any pair type was rejected or is
                       in conflict
@@ -64,7 +66,8 @@ Credentials (environment):
 Lines that name another user or define a pair type need the ADMIN role.
 
 Exit status: 0 when every line was processed, 1 when the import stopped early,
-no line of the input was valid, or --strict found problems, 2 for invalid
+no line of the input was valid, no event read was stored (all rejected or not
+sent), or --strict found problems, 2 for invalid
 options or missing credentials, 130 after Ctrl-C (SIGINT) and 143 after SIGTERM.
 On the first of those signals the import sends no new batch, waits up to
 ${DEFAULT_REPLY_WAIT_MS / 1000} s for the replies of batches in flight and prints the summary. Another
@@ -348,6 +351,13 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
 
   progress.finish();
   await printSummary(summary);
+  if (summary.eventsRead > 0 && summary.stored + summary.duplicates === 0) {
+    io.stderr.write(
+      `import: none of the ${summary.eventsRead} events read was stored: ` +
+        `${summary.rejected} rejected by the server, ${summary.notSent} not sent because their user could not be created\n`,
+    );
+    return IMPORT_EXIT.failed;
+  }
   if (options.strict && !isClean(summary)) {
     io.stderr.write(
       `import: --strict: ${summary.badLines} bad lines, ${summary.rejected} rejected events, ` +

@@ -1230,6 +1230,26 @@ describe('runImportCommand', () => {
     expect(result.stdout).toContain('bad lines:           2\n');
   });
 
+  it('exits 1 when no event was stored', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('bad name', 3));
+    const result = await runCommand([file], ADMIN_ENV, server);
+
+    expect(result.code).toBe(IMPORT_EXIT.failed);
+    expect(result.stderr).toContain(
+      'import: none of the 3 events read was stored: 0 rejected by the server, 3 not sent because their user could not be created\n',
+    );
+  });
+
+  it('exits 0 when some events were stored', async () => {
+    const server = createFakeServer();
+    const file = writeNdjson([...sensorEvents('P002', 1), ...sensorEvents('bad name', 3)]);
+    const result = await runCommand([file], ADMIN_ENV, server);
+
+    expect(result.code).toBe(IMPORT_EXIT.ok);
+    expect(result.stderr).not.toContain('none of the');
+  });
+
   it('reports a summary it cannot write', async () => {
     const server = createFakeServer();
     const file = writeNdjson(sensorEvents('P002', 1));
