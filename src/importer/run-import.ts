@@ -377,6 +377,9 @@ function describeStop(error: unknown, sendingStarted: boolean): string {
   if (error instanceof UnreadableFileError) {
     return `${error.message}; nothing was sent`;
   }
+  if (error instanceof TlsError && sendingStarted) {
+    return `${error.message}. Events already stored stay stored; run the same command again once the TLS problem is fixed`;
+  }
   if (error instanceof ImportStopError || error instanceof TlsError) {
     return error.message;
   }

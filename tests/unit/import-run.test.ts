@@ -795,6 +795,23 @@ describe('runImport', () => {
     }
   });
 
+  it('keeps the re-run advice after a TLS failure', async () => {
+    const expired = Object.assign(new Error('certificate has expired'), { code: 'CERT_HAS_EXPIRED' });
+    const tlsFailure = new TypeError('fetch failed', { cause: expired });
+    const server = createFakeServer({
+      beforeSend: (send) => {
+        if (send === 2) {
+          throw tlsFailure;
+        }
+      },
+    });
+    const file = writeNdjson(sensorEvents('P002', 3));
+    const failure = await expectFailure(runImport({ ...baseOptions(server, [file]), batchSize: 1, concurrency: 1 }));
+
+    expect(failure.message).toContain('failed in the TLS handshake (CERT_HAS_EXPIRED)');
+    expect(failure.message).toMatch(/Events already stored stay stored; run the same command again once the TLS problem is fixed$/);
+  });
+
   it('stops on an unknown token', async () => {
     const server = createFakeServer();
     const file = writeNdjson([{ type: 'ping' }]);
