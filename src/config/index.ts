@@ -155,6 +155,11 @@ export function loadConfig(env: Environment = process.env): Config {
       maxConcurrentLoads: reader.integer('REPORT_MAX_CONCURRENT_LOADS', Math.max(1, Math.floor(poolSize / 2)), 1, 100),
     },
 
+    metrics: {
+      host: reader.string('METRICS_HOST', '127.0.0.1', 255),
+      port: readMetricsPort(reader),
+    },
+
     pagination: {
       // A lower PAGE_SIZE_MAX lowers the default with it, so setting the maximum alone is valid.
       defaultPageSize: reader.integer('PAGE_SIZE_DEFAULT', Math.min(100, maxPageSize), 1, 100_000),
@@ -245,6 +250,26 @@ function readRedisUrl(reader: EnvReader): string | null {
   return url;
 }
 
+/**
+ * Reads METRICS_PORT: unset turns the metrics listener off, and 0 lets the
+ * operating system pick a free port, as tests do.
+ */
+function readMetricsPort(reader: EnvReader): number | null {
+  const value = reader.raw('METRICS_PORT');
+  if (value === undefined) {
+    return null;
+  }
+  const parsed = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(parsed) || parsed > 65_535) {
+    reader.fail(
+      'METRICS_PORT',
+      `METRICS_PORT is "${value}", but it must be an integer from 0 to 65535, or unset to turn metrics off.`,
+    );
+    return null;
+  }
+  return parsed;
+}
+
 function readRedisKeyPrefix(reader: EnvReader): string {
   const defaultPrefix = 'em:';
   const prefix = reader.string('REDIS_KEY_PREFIX', defaultPrefix, 100);
@@ -294,6 +319,13 @@ function checkCrossFieldRules(config: Config, reader: EnvReader): void {
     reader.fail(
       'REPLY_MEMORY_MAX_BYTES',
       `REPLY_MEMORY_MAX_BYTES is ${replyMemoryMaxBytes}, but it must be at least MAX_REPLY_BYTES (${maxReplyBytes}), so that one reply of the maximum size fits.`,
+    );
+  }
+  const { port: metricsPort, host: metricsHost } = config.metrics;
+  if (metricsPort !== null && metricsPort !== 0 && metricsPort === config.server.port && metricsHost === config.server.host) {
+    reader.fail(
+      'METRICS_PORT',
+      `METRICS_PORT is ${metricsPort}, the same as PORT on the same host, but metrics need a listener of their own. Choose another port.`,
     );
   }
   const { userLockTtlMs, userLockMaxHoldMs } = config.intake;

@@ -223,6 +223,13 @@ export interface Config {
     maxConcurrentLoads: number;
   };
 
+  metrics: {
+    /** METRICS_HOST: address of the listener that serves `GET /metrics`. */
+    host: string;
+    /** METRICS_PORT, or null when it is unset and metrics are off. 0 lets the operating system pick a free port. */
+    port: number | null;
+  };
+
   pagination: {
     /** PAGE_SIZE_DEFAULT: page size when a query gives no `first`. */
     defaultPageSize: number;

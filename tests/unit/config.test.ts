@@ -543,3 +543,63 @@ describe('resolveJwtSecret', () => {
     expect((error as ConfigError).message).toContain('ENOTDIR');
   });
 });
+
+describe('METRICS_PORT and METRICS_HOST', () => {
+  it('turns metrics off by default', () => {
+    const config = loadConfig({});
+
+    expect(config.metrics.port).toBeNull();
+    expect(config.metrics.host).toBe('127.0.0.1');
+  });
+
+  it.each([
+    ['0', 0],
+    ['9464', 9464],
+    ['65535', 65535],
+    [' 9464 ', 9464],
+  ])('reads METRICS_PORT=%j', (value, expected) => {
+    expect(loadConfig({ METRICS_PORT: value }).metrics.port).toBe(expected);
+  });
+
+  it('treats a blank METRICS_PORT as unset', () => {
+    expect(loadConfig({ METRICS_PORT: '  ' }).metrics.port).toBeNull();
+  });
+
+  it('reads METRICS_HOST', () => {
+    expect(loadConfig({ METRICS_HOST: '0.0.0.0' }).metrics.host).toBe('0.0.0.0');
+  });
+
+  it.each(['-1', '65536', 'off', '9464.5', '1e3'])('rejects METRICS_PORT=%j', (value) => {
+    const error = configError({ METRICS_PORT: value });
+
+    expect(error.issues.map((issue) => issue.variable)).toEqual(['METRICS_PORT']);
+    expect(error.message).toContain(`METRICS_PORT is "${value}"`);
+    expect(error.message).toContain('0 to 65535');
+    expect(error.message).toContain('unset to turn metrics off');
+  });
+
+  it('rejects a METRICS_HOST above 255 characters', () => {
+    const error = configError({ METRICS_HOST: 'h'.repeat(256) });
+
+    expect(error.issues.map((issue) => issue.variable)).toEqual(['METRICS_HOST']);
+  });
+
+  it('rejects the API port on the API host', () => {
+    const error = configError({ PORT: '4000', METRICS_PORT: '4000' });
+
+    expect(error.issues.map((issue) => issue.variable)).toEqual(['METRICS_PORT']);
+    expect(error.message).toContain('the same as PORT');
+  });
+
+  it('accepts the API port on another host', () => {
+    const config = loadConfig({ PORT: '4000', METRICS_PORT: '4000', METRICS_HOST: '127.0.0.2' });
+
+    expect(config.metrics.port).toBe(4000);
+  });
+
+  it('accepts 0 for both ports', () => {
+    const config = loadConfig({ PORT: '0', METRICS_PORT: '0' });
+
+    expect(config.metrics.port).toBe(0);
+  });
+});
