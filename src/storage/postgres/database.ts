@@ -50,6 +50,8 @@ export interface Database {
    */
   migrate(migrations?: Migration[]): Promise<MigrationResult>;
   ping(): Promise<void>;
+  /** Counts of the connection pool, or null for embedded PGlite, which has one connection and no pool. */
+  poolStats: (() => { total: number; idle: number; waiting: number }) | null;
   close(): Promise<void>;
 }
 
@@ -182,6 +184,7 @@ function openPostgres(url: string, options: DatabaseOptions): Database {
     ping: async () => {
       await sql.query('SELECT 1');
     },
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     close: async () => {
       await prisma.$disconnect();
       await pool.end();
@@ -256,6 +259,7 @@ async function openPGlite(options: DatabaseOptions): Promise<Database> {
     ping: async () => {
       await sql.query('SELECT 1');
     },
+    poolStats: null,
     close: async () => {
       await prisma.$disconnect();
       await db.close();

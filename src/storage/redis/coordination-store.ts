@@ -116,6 +116,9 @@ export interface CoordinationStore {
    */
   dueUsers(nowMs: number, limit: number): Promise<string[]>;
 
+  /** Counts the users whose deadline is at or before `nowMs`, claimed users among them, in one round trip. */
+  countDueUsers(nowMs: number): Promise<number>;
+
   /**
    * Returns the run of the Redis server that a seed of the deadline set starts
    * on. Pass it to `markDeadlinesComplete` once the seed has written every
@@ -172,6 +175,12 @@ export interface CoordinationStore {
 
   /** Sends a PING, and rejects with SERVICE_UNAVAILABLE when the store does not respond. */
   ping(): Promise<void>;
+
+  /**
+   * Returns the ioredis status of the connection to Redis, such as `ready`
+   * or `reconnecting`, or null for a store without a connection.
+   */
+  connectionStatus(): string | null;
 
   /** Releases connections and timers. Later calls fail with SERVICE_UNAVAILABLE. */
   close(): Promise<void>;

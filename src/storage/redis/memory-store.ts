@@ -250,6 +250,19 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
         .map(([userId]) => userId);
     },
 
+    async countDueUsers(nowMs: number): Promise<number> {
+      ensureOpen();
+      checkTimestampMs('nowMs', nowMs);
+      let count = 0;
+      for (const score of deadlines.values()) {
+        // A claim's score is negative, below every deadline, as in Redis.
+        if (score <= nowMs) {
+          count += 1;
+        }
+      }
+      return count;
+    },
+
     async peekDeadline(userId: string): Promise<number | null> {
       ensureOpen();
       checkUserId(userId);
@@ -357,6 +370,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
 
     async ping(): Promise<void> {
       ensureOpen();
+    },
+
+    connectionStatus(): null {
+      return null;
     },
 
     async close(): Promise<void> {

@@ -324,6 +324,13 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
       return run('dueUsers', () => redis.zrange(deadlinesKey, '-inf', String(nowMs), 'BYSCORE', 'LIMIT', 0, limit), IDEMPOTENT);
     },
 
+    async countDueUsers(nowMs: number): Promise<number> {
+      checkTimestampMs('nowMs', nowMs);
+      const deadlinesKey = keys.deadlines();
+      // A claim's score is negative, below every deadline, so the range counts claimed users too.
+      return run('countDueUsers', () => redis.zcount(deadlinesKey, '-inf', String(nowMs)), IDEMPOTENT);
+    },
+
     async peekDeadline(userId: string): Promise<number | null> {
       checkUserId(userId);
       const deadlinesKey = keys.deadlines();
@@ -412,6 +419,10 @@ export function createRedisStore(options: RedisStoreOptions): CoordinationStore 
 
     async ping(): Promise<void> {
       await run('ping', () => redis.ping(), IDEMPOTENT);
+    },
+
+    connectionStatus(): string {
+      return connection.client.status;
     },
 
     async close(): Promise<void> {
