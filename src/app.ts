@@ -12,6 +12,9 @@ import { createTokenService } from './auth/tokens.js';
 import { resolveJwtSecret, type Config } from './config/index.js';
 import { createGraphQLServer } from './graphql/server.js';
 import { buildHttpApp } from './http/app.js';
+import { createMetricsPlugin } from './metrics/graphql-plugin.js';
+import { AppMetrics } from './metrics/metrics.js';
+import { createMetricsServer } from './metrics/server.js';
 import { Deriver, type FaultHook } from './services/derive.js';
 import { systemClock, type Clock, type Services } from './services/index.js';
 import { IntakeService } from './services/intake.js';
@@ -23,6 +26,7 @@ import { ReplayWorker } from './services/replays.js';
 import { Sweeper } from './services/sweeper.js';
 import { UserService } from './services/users.js';
 import { openDatabase, type Database } from './storage/postgres/database.js';
+import { countStaleChunks } from './storage/postgres/rollup-store.js';
 import { createCoordinationStore, type CoordinationStore } from './storage/redis/index.js';
 
 export interface AppOptions {
@@ -66,8 +70,16 @@ export interface App {
   store: CoordinationStore;
   /** Names of the built-in pair types whose policy this start changed to DEFAULT_AUTO_CLOSE_TIMEOUT_SECONDS. */
   changedBuiltInPairTypes: readonly string[];
-  /** Listens on the configured host and port (0 picks a free port); returns the base URL. */
+  /** The app's Prometheus metrics, or null when METRICS_PORT is unset. */
+  metrics: AppMetrics | null;
+  /**
+   * Listens on the configured host and port (0 picks a free port), and
+   * returns the base URL of the API. With METRICS_PORT set, it then starts
+   * the metrics listener, whose failure throws a `MetricsListenError`.
+   */
   listen(): Promise<string>;
+  /** Returns the base URL of the metrics listener once `listen` has started it, or null. */
+  metricsUrl(): string | null;
   /** Makes `/readyz` return 503 "shutting down" while the app still serves every other request. */
   announceShutdown(): void;
   /** Returns the number of HTTP requests in progress. */
@@ -79,6 +91,15 @@ export interface App {
    * database. `onDrained` runs once no request is left, before the jobs stop.
    */
   close(options?: { onDrained?: () => void }): Promise<void>;
+}
+
+/** A failed listen of the metrics listener, whose `cause` is the error of the listen. */
+export class MetricsListenError extends Error {
+  override readonly name = 'MetricsListenError';
+
+  constructor(cause: unknown) {
+    super(`the metrics listener could not listen: ${(cause as Error).message}`, { cause });
+  }
 }
 
 export function createLogger(config: Config): Logger {
@@ -131,6 +152,19 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       );
     }
     store = createCoordinationStore(config, logger);
+    const metricsStore = store;
+    const metrics =
+      config.metrics.port === null
+        ? null
+        : new AppMetrics(
+            {
+              poolStats: db.poolStats,
+              redisStatus: config.redis.url === null ? null : () => metricsStore.connectionStatus() ?? 'end',
+              countOverdueDeadlines: () => metricsStore.countDueUsers(clock.now()),
+              countStaleRollupChunks: () => countStaleChunks(db.sql),
+            },
+            logger,
+          );
     if (options.requireStore === true) {
       await store.ping();
     }
@@ -170,7 +204,16 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const changedBuiltInPairTypes = await pairTypes.applyBuiltInDefaults();
     await users.bootstrapAdmin(config.auth.admin);
 
-    const deriver = new Deriver(db.sql, store, (fresh) => (fresh === true ? pairTypes.list() : pairTypes.cachedList()), logger, options.fault, config.intake.replayPageSize, config.intake.openPairsCacheSize);
+    const deriver = new Deriver(
+      db.sql,
+      store,
+      (fresh) => (fresh === true ? pairTypes.list() : pairTypes.cachedList()),
+      logger,
+      options.fault,
+      config.intake.replayPageSize,
+      config.intake.openPairsCacheSize,
+      metrics,
+    );
     const intake = new IntakeService({
       sql: db.sql,
       store,
@@ -189,6 +232,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       readSettleMaxUsers: config.intake.readSettleMaxUsers,
       readSettleWaitMs: config.intake.readSettleWaitMs,
       ...(options.fault ? { fault: options.fault } : {}),
+      metrics,
     });
     const services: Services = {
       clock,
@@ -217,6 +261,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       leaseMs: config.sweeper.leaseMs,
       batchSize: config.sweeper.batchSize,
       repairIntervalMs: config.sweeper.repairIntervalMs,
+      metrics,
     });
 
     const rollups = new RollupBuilder({
@@ -253,7 +298,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
             maxBatchSize: config.intake.maxBatchSize,
             maxRootFields: config.server.maxRootFields,
           },
-          extraPlugins: [drainPlugin],
+          extraPlugins: metrics === null ? [drainPlugin] : [drainPlugin, createMetricsPlugin(metrics)],
         });
         await apollo.start();
         return apollo;
@@ -269,6 +314,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       maxDocumentDepth: 2 * config.reports.maxDepth + 64,
       maxReplyBytes: config.server.maxReplyBytes,
       replyMemoryMaxBytes: config.server.replyMemoryMaxBytes,
+      metrics,
       checkReadiness: async () => {
         // A connection that stalls without closing would hold the ping, and
         // the probe, for as long as it stalls. A Redis that is down delays it
@@ -304,6 +350,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       replays.start();
     }
 
+    const metricsServer = metrics === null ? null : createMetricsServer(metrics, logger);
+    let metricsUrl: string | null = null;
     let closing: Promise<void> | null = null;
     return {
       config,
@@ -316,13 +364,22 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       db,
       store,
       changedBuiltInPairTypes,
+      metrics,
       async listen() {
         await fastify.listen({ host: config.server.host, port: config.server.port });
+        if (metricsServer !== null && config.metrics.port !== null) {
+          try {
+            metricsUrl = await metricsServer.listen(config.metrics.host, config.metrics.port);
+          } catch (error) {
+            throw new MetricsListenError(error);
+          }
+        }
         const address = fastify.server.address();
         const port = typeof address === 'object' && address !== null ? address.port : config.server.port;
         const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
         return `http://${host}:${port}`;
       },
+      metricsUrl: () => metricsUrl,
       announceShutdown,
       countRequestsInFlight,
       closeConnections: () => fastify.server.closeAllConnections(),
@@ -338,6 +395,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           await sweeper.stop();
           await rollups.stop();
           await replays.stop();
+          // Scrapes go on during the drain and the stop of the jobs, and end
+          // before the scrape-time gauges would read a closed pool or store.
+          await metricsServer?.close();
           await readyStore.close();
           await db.close();
         })();

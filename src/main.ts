@@ -10,30 +10,39 @@ import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { loadDotEnvFile } from './config/dotenv.js';
-import { ConfigError, loadConfig } from './config/index.js';
-import { createApp, createLogger, type App } from './app.js';
+import { ConfigError, loadConfig, type Config } from './config/index.js';
+import { createApp, createLogger, MetricsListenError, type App } from './app.js';
 import { describeConnectionFailure } from './storage/connection-failure.js';
 import { DataDirectoryInUseError } from './storage/postgres/database.js';
 import { MigrationLockTimeoutError } from './storage/postgres/migrator.js';
 
-/** Returns the reason of a failed listen, with the setting to change where the operator can fix it. */
-function describeListenFailure(error: unknown, server: { host: string; port: number }): string {
-  const { host, port } = server;
-  const code = (error as NodeJS.ErrnoException).code;
+/**
+ * Returns the reason of a failed listen, with the setting to change where the
+ * operator can fix it: HOST and PORT, or METRICS_HOST and METRICS_PORT for
+ * the metrics listener.
+ */
+function describeListenFailure(error: unknown, config: Config): string {
+  const metrics = error instanceof MetricsListenError;
+  const cause = metrics ? error.cause : error;
+  const host = metrics ? config.metrics.host : config.server.host;
+  const port = metrics ? config.metrics.port : config.server.port;
+  const hostVariable = metrics ? 'METRICS_HOST' : 'HOST';
+  const portVariable = metrics ? 'METRICS_PORT' : 'PORT';
+  const code = (cause as NodeJS.ErrnoException).code;
   if (code === 'EADDRINUSE') {
-    return `port ${port} on ${host} is already in use; stop the other process or set PORT`;
+    return `port ${port} on ${host} is already in use; stop the other process or set ${portVariable}`;
   }
   if (code === 'EADDRNOTAVAIL') {
-    return `address ${host} is not available on this machine; check HOST`;
+    return `address ${host} is not available on this machine; check ${hostVariable}`;
   }
   // The resolver takes `[::1]`, the form of an IPv6 address in a URL, for a host name.
   if (code === 'ENOTFOUND' && host.startsWith('[') && host.endsWith(']') && isIP(host.slice(1, -1)) === 6) {
-    return `HOST ${host} is an IPv6 address in brackets, which only URLs use; set HOST to ${host.slice(1, -1)}`;
+    return `${hostVariable} ${host} is an IPv6 address in brackets, which only URLs use; set ${hostVariable} to ${host.slice(1, -1)}`;
   }
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
-    return `host ${host} could not be resolved (${code}); check HOST, or give an IP address such as 127.0.0.1`;
+    return `host ${host} could not be resolved (${code}); check ${hostVariable}, or give an IP address such as 127.0.0.1`;
   }
-  return (error as Error).message;
+  return (cause as Error).message;
 }
 
 async function main(): Promise<void> {
@@ -67,16 +76,20 @@ async function main(): Promise<void> {
   try {
     url = await app.listen();
   } catch (error) {
-    logger.error(`Event Master cannot listen: ${describeListenFailure(error, config.server)}.`);
+    logger.error(`Event Master cannot listen: ${describeListenFailure(error, config)}.`);
     await app.close();
     process.exit(1);
   }
+  const metricsUrl = app.metricsUrl();
   logger.info(
     {
       database: config.database.url === null ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL',
       redis: config.redis.url === null ? 'in-process store' : 'Redis',
+      metrics: metricsUrl === null ? 'off (METRICS_PORT is unset)' : `${metricsUrl}/metrics`,
     },
-    `Event Master is serving GraphQL at ${url}/graphql`,
+    metricsUrl === null
+      ? `Event Master is serving GraphQL at ${url}/graphql`
+      : `Event Master is serving GraphQL at ${url}/graphql and metrics at ${metricsUrl}/metrics`,
   );
 
   let stopping = false;

@@ -33,6 +33,7 @@ import { closeStalledReplies } from './send-timeout.js';
 import { waitForUnflushedReplies } from './unflushed-replies.js';
 import { measureBracketDepth } from '../graphql/document-depth.js';
 import { runWithSecretScope } from '../graphql/secret-values.js';
+import type { AppMetrics } from '../metrics/metrics.js';
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -308,6 +309,8 @@ export interface HttpAppOptions {
   replyMemoryMaxBytes: number;
   /** Pings PostgreSQL and Redis, and returns each one's kind and the error of its ping, or null when it responded. */
   checkReadiness: () => Promise<Readiness>;
+  /** The app's metrics, which count every reply by route, or null when METRICS_PORT is unset. */
+  metrics?: AppMetrics | null;
 }
 
 /** Outcome of the readiness pings, per dependency. */
@@ -445,6 +448,30 @@ async function authenticateOnce(request: FastifyRequest, tokens: TokenService, s
   }
 }
 
+/** The `route` label of a request that matched no route, such as a 404 or a 405. */
+const UNMATCHED_ROUTE = '(unmatched)';
+
+/**
+ * Counts each reply that Fastify sends, and its duration, by the pattern of
+ * the route it matched rather than the raw URL, so that the label values stay
+ * few. NOTE: a 408 that Node sends for a request too slow to arrive, and a
+ * request whose client closed the connection before the reply, are not
+ * counted, because Fastify runs no onResponse hook for them.
+ */
+function countReplies(fastify: FastifyInstance, metrics: AppMetrics): void {
+  const { httpRequests, httpRequestDuration } = metrics;
+  fastify.addHook('onResponse', (request, reply, done) => {
+    const labels = {
+      route: request.routeOptions.url ?? UNMATCHED_ROUTE,
+      method: request.method,
+      status: String(reply.statusCode),
+    };
+    httpRequests.inc(labels);
+    httpRequestDuration.observe(labels, reply.elapsedTime / 1000);
+    done();
+  });
+}
+
 export interface HttpApp {
   fastify: FastifyInstance;
   apollo: ApolloServer<GraphQLContext>;
@@ -504,6 +531,10 @@ export async function buildHttpApp(options: HttpAppOptions): Promise<HttpApp> {
       requestsInFlight -= 1;
     });
   });
+
+  if (options.metrics) {
+    countReplies(fastify, options.metrics);
+  }
 
   answerRequestTimeouts(fastify.server, options.requestTimeoutMs, logger);
   closeStalledReplies(fastify, options.sendTimeoutMs, logger);

@@ -24,7 +24,8 @@ import { absorbsLateEvent, advanceTo, applyEvents, nextDeadline, restoreState } 
 import { UnknownPairTypeError } from '../domain/pairing/fold-step.js';
 import { buildCatalog } from './pair-types.js';
 import { comparePositions } from '../domain/pairing/position.js';
-import type { EngineOutput, EngineState, PairCatalog, PairTypeDefinition, Position } from '../domain/pairing/types.js';
+import type { EngineOutput, EngineState, PairCatalog, PairTypeDefinition, Position, SynthesisRule } from '../domain/pairing/types.js';
+import type { AppMetrics } from '../metrics/metrics.js';
 import { OpenPairsCache } from './open-pairs-cache.js';
 import {
   loadNextOrdinal,
@@ -113,6 +114,8 @@ export interface DeriveResult {
    * would return them. Empty unless the caller passed `justStored`.
    */
   written: WrittenRows;
+  /** Number of corrections this derive wrote, by rule, over all its pages. Rules without one are absent. */
+  correctionsByRule: ReadonlyMap<SynthesisRule, number>;
 }
 
 /** Corrections a derive wrote, in position order, and the segments it closed, by end and then start. */
@@ -165,6 +168,8 @@ export class Deriver {
     private readonly replayPageSize: number = DEFAULT_REPLAY_PAGE_SIZE,
     /** Open pairs, summed over users, kept in `openPairs`. */
     openPairsCacheSize: number = DEFAULT_OPEN_PAIRS_CACHE_SIZE,
+    /** Counts the corrections written, or null when METRICS_PORT is unset. */
+    private readonly metrics: AppMetrics | null = null,
   ) {
     this.openPairs = new OpenPairsCache(openPairsCacheSize);
   }
@@ -253,6 +258,12 @@ export class Deriver {
     }
     let orphans: ReadonlySet<string> = new Set();
     let written: WrittenRows = { corrections: [], closedSegments: [] };
+    const correctionsByRule = new Map<SynthesisRule, number>();
+    const countCorrections = (corrections: ReadonlyArray<{ rule: SynthesisRule }>): void => {
+      for (const { rule } of corrections) {
+        correctionsByRule.set(rule, (correctionsByRule.get(rule) ?? 0) + 1);
+      }
+    };
     let rewound = false;
     // The earliest instant whose derived rows the rewind may change.
     let rewoundFrom: number | null = null;
@@ -298,6 +309,7 @@ export class Deriver {
         head: null,
         returnClosed: false,
       });
+      countCorrections(write.corrections);
       foldedInPages += metaByEventId.size;
       outputs.length = 0;
       metaByEventId.clear();
@@ -381,6 +393,7 @@ export class Deriver {
         },
         returnClosed: forReply,
       });
+      countCorrections(write.corrections);
       if (forReply) {
         written = writtenRows(userId, now, write, closed, orphans);
       }
@@ -398,6 +411,8 @@ export class Deriver {
       }
       throw error;
     }
+    // Counted once the write committed, because a failed rewind rolls its pages back.
+    this.metrics?.countCorrections(correctionsByRule);
     if (result.changed) {
       this.logger.debug(
         { userId, rewound, folded: foldedInPages + metaByEventId.size, version: result.version },
@@ -454,6 +469,7 @@ export class Deriver {
       folded: new Set(metaByEventId.keys()),
       orphans,
       written,
+      correctionsByRule,
     };
   }
 

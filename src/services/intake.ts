@@ -29,12 +29,13 @@ import { inJsonbKeyOrder, type EventRecord, type SegmentRecord } from '../storag
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, UserLock } from '../storage/redis/coordination-store.js';
 import { userBusyError } from '../storage/redis/store-common.js';
-import { countersInState, type Deriver, type FaultHook, type JustStored, type WrittenRows } from './derive.js';
+import { countersInState, type DeriveResult, type Deriver, type FaultHook, type JustStored, type WrittenRows } from './derive.js';
 import { ConcurrencyLimit } from './concurrency.js';
 import type { Clock } from './index.js';
 import { MAX_PAIR_TYPE_NAME_LENGTH, buildCatalog, type PairTypeService } from './pair-types.js';
 import { UserTurns, type UserTurn } from './user-turns.js';
 import { isUuid, sameUserId } from '../domain/user-id.js';
+import type { AppMetrics } from '../metrics/metrics.js';
 
 export interface EventInput {
   id?: string | null | undefined;
@@ -129,6 +130,8 @@ export interface IntakeOptions {
   /** Maximum time in ms, in all, that a read waits for the locks of due users (READ_SETTLE_WAIT_MS). */
   readSettleWaitMs: number;
   fault?: FaultHook;
+  /** Counts stored events, duplicates, rejected batches and busy users, or null when METRICS_PORT is unset. */
+  metrics?: AppMetrics | null;
 }
 
 export const MAX_TYPE_LENGTH = 128;
@@ -269,7 +272,7 @@ export class IntakeService {
     const fieldNames = context.fieldNames ?? EVENT_INPUT_FIELD_NAMES;
     this.checkBatchSize(inputs.length);
 
-    let batch = await this.validateBatch(viewer, inputs, { fieldNames });
+    let batch = await this.countRejection(this.validateBatch(viewer, inputs, { fieldNames }));
     const userIds = [...new Set(batch.items.map((item) => item.userId))].sort();
     const locks = await this.acquireLocks(userIds);
     try {
@@ -302,7 +305,7 @@ export class IntakeService {
             // Another process defined a pair type, which may give some of
             // these event types a role: decide the roles again from PostgreSQL.
             this.options.logger.info({ err: error, attempt, userIds }, 'pair types changed before the events write; checking the batch again');
-            batch = await this.validateBatch(viewer, inputs, { fresh: true, fieldNames });
+            batch = await this.countRejection(this.validateBatch(viewer, inputs, { fresh: true, fieldNames }));
           }
         }
       } catch (error) {
@@ -353,6 +356,8 @@ export class IntakeService {
         throw error;
       }
       const duplicateCount = stored.filter((entry) => entry.duplicate).length;
+      this.options.metrics?.eventsStored.inc(stored.length - duplicateCount);
+      this.options.metrics?.eventsDuplicate.inc(duplicateCount);
       this.options.logger.debug(
         { requestId: context.requestId, users: userIds.length, stored: stored.length - duplicateCount, duplicateCount },
         'events accepted',
@@ -377,7 +382,26 @@ export class IntakeService {
     inputs: readonly EventInput[],
     { positions, fieldNames = EVENT_INPUT_FIELD_NAMES }: { positions?: readonly number[]; fieldNames?: EventFieldNames } = {},
   ): Promise<void> {
-    await this.validateBatch(viewer, inputs, { rejected: { positions }, fieldNames });
+    await this.countRejection(this.validateBatch(viewer, inputs, { rejected: { positions }, fieldNames }));
+  }
+
+  /**
+   * Resolves as `validation` does, and counts a batch that it rejects for
+   * its items, FORBIDDEN or BAD_USER_INPUT, in the metrics.
+   */
+  private async countRejection<T>(validation: Promise<T>): Promise<T> {
+    try {
+      return await validation;
+    } catch (error) {
+      this.countRejectedBatch(error);
+      throw error;
+    }
+  }
+
+  private countRejectedBatch(error: unknown): void {
+    if (error instanceof DomainError && (error.kind === 'BAD_USER_INPUT' || error.kind === 'FORBIDDEN')) {
+      this.options.metrics?.batchesRejected.inc({ code: error.kind, reason: error.reason });
+    }
   }
 
   /**
@@ -415,16 +439,20 @@ export class IntakeService {
   /** Throws BAD_USER_INPUT for an empty batch, and LIMIT_EXCEEDED for one above MAX_BATCH_SIZE. */
   checkBatchSize(count: number): void {
     const { maxBatchSize } = this.options;
+    let error: DomainError | null = null;
     if (count === 0) {
-      throw badInput('EMPTY_BATCH', 'The batch is empty: send at least one event.');
-    }
-    if (count > maxBatchSize) {
-      throw new DomainError(
+      error = badInput('EMPTY_BATCH', 'The batch is empty: send at least one event.');
+    } else if (count > maxBatchSize) {
+      error = new DomainError(
         'BAD_USER_INPUT',
         'LIMIT_EXCEEDED',
         `MAX_BATCH_SIZE: the batch has ${count} events, above the maximum of ${maxBatchSize}. Split it into smaller batches.`,
         { limit: 'MAX_BATCH_SIZE', value: count, max: maxBatchSize },
       );
+    }
+    if (error !== null) {
+      this.countRejectedBatch(error);
+      throw error;
     }
   }
 
@@ -569,11 +597,11 @@ export class IntakeService {
     return due;
   }
 
-  /** Folds pending events and settles passed deadlines of one user. */
-  async settle(userId: string, waitMs = this.options.userLockWaitMs): Promise<void> {
+  /** Folds pending events and settles passed deadlines of one user, and returns what the fold wrote. */
+  async settle(userId: string, waitMs = this.options.userLockWaitMs): Promise<DeriveResult> {
     const lock = await this.lockUser(userId, waitMs);
     try {
-      await this.options.deriver.derive(lock, this.options.clock.now());
+      return await this.options.deriver.derive(lock, this.options.clock.now());
     } finally {
       await this.releaseLocks([lock]);
     }
@@ -858,6 +886,7 @@ export class IntakeService {
       // The store's error names only the wait left after the turn, which a
       // read that held the turn while it waited for the lock can use up.
       if (error instanceof DomainError && error.reason === 'USER_BUSY') {
+        this.options.metrics?.userLockBusy.inc();
         throw userBusyError(userId, waitMs);
       }
       throw error;

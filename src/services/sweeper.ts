@@ -20,6 +20,7 @@
 import type { Logger } from 'pino';
 
 import { DomainError } from '../domain/errors.js';
+import type { AppMetrics } from '../metrics/metrics.js';
 import type { SqlClient } from '../storage/postgres/sql.js';
 import type { CoordinationStore, DeadlineSeed } from '../storage/redis/coordination-store.js';
 import type { Clock } from './index.js';
@@ -67,6 +68,8 @@ export interface SweeperOptions {
   batchSize: number;
   /** Minimum pause in ms between two scans for users with unapplied events. */
   repairIntervalMs: number;
+  /** Counts settled users and auto-closes, or null when METRICS_PORT is unset. */
+  metrics?: AppMetrics | null;
 }
 
 export class Sweeper {
@@ -88,7 +91,7 @@ export class Sweeper {
 
   /** Runs one sweep; returns the number of users settled. Tests call it directly. */
   async sweepOnce(): Promise<number> {
-    const { store, clock, leaseMs, batchSize, intake, logger, intervalMs } = this.options;
+    const { store, clock, leaseMs, batchSize, intake, logger, intervalMs, metrics } = this.options;
     await this.seedIfLost();
     await this.scheduleUnsettled();
 
@@ -104,8 +107,10 @@ export class Sweeper {
           return settled;
         }
         try {
-          await intake.settle(userId, 0);
+          const result = await intake.settle(userId, 0);
           settled += 1;
+          metrics?.sweeperUsersSettled.inc();
+          metrics?.sweeperAutoCloses.inc(result.correctionsByRule.get('AUTO_CLOSE') ?? 0);
         } catch (error) {
           if (error instanceof DomainError && error.reason === 'USER_BUSY') {
             // The holder may have scheduled this deadline before the claim
