@@ -224,7 +224,7 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
         importedUserIds.add(userId.toLowerCase());
       }
     }
-    Object.assign(summary, await countStored(client, call, [...importedUserIds]));
+    Object.assign(summary, await countStored(client, call, [...importedUserIds], signal));
   } catch (error) {
     issues.reportUnreported();
     summary.elapsedSeconds = (now() - startedAt) / 1000;

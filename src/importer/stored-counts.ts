@@ -28,10 +28,19 @@ export interface StoredCounts {
   flaggedByRule: Record<string, number>;
 }
 
-/** Reads every correction and every flagged client event stored for `userIds`, and counts them. */
-export async function countStored(client: GraphQLClient, call: CallServer, userIds: readonly string[]): Promise<StoredCounts> {
+/**
+ * Reads every correction and every flagged client event stored for `userIds`,
+ * and counts them. Once `signal` is aborted, it starts no further request and
+ * throws the signal's reason.
+ */
+export async function countStored(
+  client: GraphQLClient,
+  call: CallServer,
+  userIds: readonly string[],
+  signal?: AbortSignal,
+): Promise<StoredCounts> {
   // Both reads use the page size that the server accepted last.
-  const paging = { pageSize: STORED_EVENTS_PAGE_SIZE };
+  const paging = { pageSize: STORED_EVENTS_PAGE_SIZE, signal };
   const correctionsByRule = await countStoredEvents(
     client,
     call,
@@ -58,7 +67,7 @@ async function countStoredEvents(
   client: GraphQLClient,
   call: CallServer,
   userIds: readonly string[],
-  paging: { pageSize: number },
+  paging: { pageSize: number; signal: AbortSignal | undefined },
   filterOf: (users: readonly string[]) => StoredEventFilter,
   keysOf: (event: StoredEventPage['events'][number]) => readonly string[],
   action: string,
@@ -70,6 +79,7 @@ async function countStoredEvents(
     for (;;) {
       let page: StoredEventPage;
       try {
+        paging.signal?.throwIfAborted();
         const size = paging.pageSize;
         const cursor = after;
         page = await call(() => client.storedEvents(filter, size, cursor), action);

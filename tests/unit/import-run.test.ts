@@ -1058,6 +1058,33 @@ describe('runImport', () => {
     );
   });
 
+  it('reads no more stored events once stopped', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer({ maxPageSize: 2 });
+    const stopOnFirstRead = (async (url: string | URL | Request, init?: RequestInit) => {
+      const { operationName } = JSON.parse(String(init?.body)) as { operationName: string };
+      if (operationName === 'ImportStoredEvents') {
+        stop.abort('SIGINT');
+      }
+      return server.fetch(url, init);
+    }) as typeof fetch;
+    const lines = Array.from({ length: 9 }, (_, index) => ({ id: `o${index}`, type: 'sensor_on', pairKey: 'AUTO' }));
+    const options = {
+      ...baseOptions(server, [writeNdjson(lines)]),
+      username: null,
+      token: 'admin-token',
+      fetch: stopOnFirstRead,
+      signal: stop.signal,
+    };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(server.operations.filter((operation) => operation === 'ImportStoredEvents'), 'reads').toHaveLength(1);
+    expect(failure.summary.stored).toBe(9);
+    expect(failure.summary.correctionsByRule).toBeNull();
+    expect(failure.message).toMatch(/^stopped by SIGINT: 9 of 9 events were sent and have a reply\. /);
+  });
+
   it('retries nothing once stopped', async () => {
     const stop = new AbortController();
     const server = createFakeServer({ unavailableSends: 100, beforeSend: () => stop.abort('SIGINT') });
