@@ -336,7 +336,8 @@ function describeNoRecords(linesRead: number): string {
   return (
     `${lines} invalid, so nothing was sent. The input does not look like NDJSON import records ` +
     'as npm run convert:casas writes them. Convert a CASAS log first, with ' +
-    'npm run convert:casas -- FILE > events.ndjson, and import that file'
+    'npm run -s convert:casas -- FILE > events.ndjson, and import that file. Keep the -s, because ' +
+    'without it npm writes its own lines into the file'
   );
 }
 
