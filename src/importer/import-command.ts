@@ -333,6 +333,8 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
       ...io.overrides,
     });
   } catch (error) {
+    // Nothing is in flight any more, so a signal from now on has nothing to wait for.
+    io.stopSignal?.removeEventListener('abort', noteStop);
     progress.finish();
     if (error instanceof ImportInterruptedError) {
       io.stderr.write(`import: ${escapeControlCharacters(error.message)}\n`);

@@ -1317,6 +1317,33 @@ describe('runImportCommand', () => {
     expect(stderr.text).toContain('import: cannot write the summary: write EPIPE');
   });
 
+  it('notes no stop while printing a failure', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer({ unavailableSends: 100 });
+    const file = writeNdjson(sensorEvents('P002', 1));
+    // Ctrl-C while the summary of a failed import is written, once nothing is in flight.
+    const stdout = new Writable({
+      write(_chunk, _encoding, callback) {
+        stop.abort('SIGINT');
+        callback();
+      },
+    });
+    const stderr = new Collector();
+    const code = await runImportCommand([file], {
+      stdout,
+      stderr,
+      stderrIsTTY: false,
+      env: ADMIN_ENV,
+      stopSignal: stop.signal,
+      overrides: { fetch: server.fetch, retryDelaysMs: [1] },
+    });
+
+    expect(stop.signal.aborted).toBe(true);
+    expect(code).toBe(IMPORT_EXIT.failed);
+    expect(stderr.text).toContain('import: the server stayed unavailable');
+    expect(stderr.text).not.toContain('SIGINT received');
+  });
+
   it('exits 1 when the import stops', async () => {
     const server = createFakeServer({ unavailableSends: 100 });
     const file = writeNdjson(sensorEvents('P002', 1));
