@@ -302,9 +302,12 @@ export async function runImportCommand(argv: readonly string[], io: ImportIo): P
   const noteStop = (): void => {
     const reason = io.stopSignal?.reason;
     const name = typeof reason === 'string' ? reason : 'a stop request';
+    // A repeat within REPEATED_SIGNAL_MS counts as the same signal, so the advice names the wait.
+    const again = reason === 'SIGINT' ? 'Press Ctrl-C again' : 'Send SIGINT or SIGTERM again';
     progress.note(
       `import: ${name} received: sending no new batches and waiting up to ${replyWaitMs / 1000} s ` +
-        'for the replies of batches in flight. Press Ctrl-C again to exit at once',
+        `for the replies of batches in flight. ${again}, ${REPEATED_SIGNAL_MS / 1000} s or more ` +
+        'from now, to exit at once',
     );
   };
   io.stopSignal?.addEventListener('abort', noteStop, { once: true });

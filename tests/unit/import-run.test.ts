@@ -1354,9 +1354,9 @@ describe('runImportCommand', () => {
   });
 
   it.each([
-    ['SIGINT', 130],
-    ['SIGTERM', 143],
-  ])('exits after %s with the summary', async (signal, exitCode) => {
+    ['SIGINT', 130, 'Press Ctrl-C again'],
+    ['SIGTERM', 143, 'Send SIGINT or SIGTERM again'],
+  ])('exits after %s with the summary', async (signal, exitCode, again) => {
     const stop = new AbortController();
     const server = createFakeServer({ beforeSend: () => stop.abort(signal) });
     const file = writeNdjson(sensorEvents('P002', 3));
@@ -1366,6 +1366,8 @@ describe('runImportCommand', () => {
     expect(result.stderr).toContain(
       `import: ${signal} received: sending no new batches and waiting up to 10 s for the replies of batches in flight. `,
     );
+    // A second signal sooner than REPEATED_SIGNAL_MS is ignored, so the advice names that wait.
+    expect(result.stderr).toContain(`${again}, 1 s or more from now, to exit at once\n`);
     expect(result.stderr).toContain(`import: stopped by ${signal}: 2 of 3 events were sent and have a reply. `);
     expect(result.stdout).toContain('stored:              2\n');
   });
