@@ -5,7 +5,7 @@
 
 import { groupBy, type PendingEvent } from './batching.js';
 import { deliverBatch, type SendEventsFn } from './deliver.js';
-import type { GraphQLClient, UserSummary } from './graphql-client.js';
+import { NetworkError, type GraphQLClient, type UserSummary } from './graphql-client.js';
 import type { ImportProgress } from './progress.js';
 import type { EventRecord } from './read-input.js';
 import type { CallServer, ResolvedUsers } from './setup.js';
@@ -106,6 +106,12 @@ export async function sendAll(
           throw error;
         }
         shared.eventsWithoutReply += batch.length;
+        // The stop hides the error, so any failure other than the abort at
+        // the end of the reply wait, such as a TLS error, is reported here.
+        if (!isAbortedRequest(error)) {
+          const detail = error instanceof Error ? error.message : String(error);
+          report(`${describeLines(batch)}: ${detail}`);
+        }
         return;
       }
       addDelivery(summary, delivery);
@@ -147,6 +153,11 @@ export async function sendAll(
     throw shared.failure.error;
   }
   return { eventsWithoutReply: shared.eventsWithoutReply };
+}
+
+/** Tells whether `error` is a request that the import aborted, which fetch rejects with an `AbortError`. */
+function isAbortedRequest(error: unknown): boolean {
+  return error instanceof NetworkError && error.cause instanceof Error && error.cause.name === 'AbortError';
 }
 
 /** Returns the `sendEvents` call for one batch, labelled with its lines for retry messages. */

@@ -1047,7 +1047,14 @@ describe('runImport', () => {
       },
     });
     const file = writeNdjson([...sensorEvents('P002', 3), ...sensorEvents('P124', 3)]);
-    const options = { ...baseOptions(server, [file]), batchSize: 2, signal: stop.signal, replyWaitMs: 1 };
+    const messages: string[] = [];
+    const options = {
+      ...baseOptions(server, [file]),
+      batchSize: 2,
+      signal: stop.signal,
+      replyWaitMs: 1,
+      onMessage: (message: string) => messages.push(message),
+    };
     const failure = await expectFailure(runImport(options));
 
     expect(failure).toBeInstanceOf(ImportInterruptedError);
@@ -1057,6 +1064,8 @@ describe('runImport', () => {
       'stopped by SIGTERM: 0 of 6 events were sent and have a reply, and 4 more were sent without a reply ' +
         'before the wait ended, so the server may have stored them. ',
     );
+    // The requests that the end of the wait aborted are counted, not reported one by one.
+    expect(messages.filter((message) => message.startsWith(file))).toEqual([]);
   });
 
   it('reads no more stored events once stopped', async () => {
@@ -1084,6 +1093,26 @@ describe('runImport', () => {
     expect(failure.summary.stored).toBe(9);
     expect(failure.summary.correctionsByRule).toBeNull();
     expect(failure.message).toMatch(/^stopped by SIGINT: 9 of 9 events were sent and have a reply\. /);
+  });
+
+  it('reports a failure after the stop', async () => {
+    const stop = new AbortController();
+    const expired = Object.assign(new Error('certificate has expired'), { code: 'CERT_HAS_EXPIRED' });
+    const server = createFakeServer({
+      beforeSend: () => {
+        stop.abort('SIGINT');
+        throw new TypeError('fetch failed', { cause: expired });
+      },
+    });
+    const file = writeNdjson(sensorEvents('P002', 3));
+    const messages: string[] = [];
+    const options = { ...baseOptions(server, [file]), signal: stop.signal, onMessage: (message: string) => messages.push(message) };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    const reported = messages.filter((message) => message.startsWith(`${file}:1-3: `));
+    expect(reported).toHaveLength(1);
+    expect(reported[0]).toContain('failed in the TLS handshake (CERT_HAS_EXPIRED)');
   });
 
   it('retries nothing once stopped', async () => {
