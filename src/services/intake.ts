@@ -293,6 +293,9 @@ export class IntakeService {
             break;
           } catch (error) {
             if (!(error instanceof PairTypesChangedError)) {
+              // Under the locks, the write finds client ids reused with other
+              // content, which reject the batch as the checks above do.
+              this.countRejectedBatch(error);
               throw error;
             }
             if (attempt >= STORE_ATTEMPTS) {
@@ -372,7 +375,8 @@ export class IntakeService {
    * Checks the items of a batch that the caller rejects for problems of its
    * own, without storing anything, so that one reply lists every problem.
    * Throws as `send` does for invalid items: FORBIDDEN when one names another
-   * user, else BAD_USER_INPUT, each with `invalidItems`. Those items, and
+   * user, else BAD_USER_INPUT, each with `invalidItems`. Counts the batch as
+   * rejected, so the caller must not count it again. Those items, and
    * their messages, number each input by its entry in `positions` (its
    * position in the caller's request), or by its index when that is omitted.
    * Messages name the fields of the inputs by `fieldNames`, as in `send`.
@@ -382,7 +386,15 @@ export class IntakeService {
     inputs: readonly EventInput[],
     { positions, fieldNames = EVENT_INPUT_FIELD_NAMES }: { positions?: readonly number[]; fieldNames?: EventFieldNames } = {},
   ): Promise<void> {
-    await this.countRejection(this.validateBatch(viewer, inputs, { rejected: { positions }, fieldNames }));
+    // The caller rejects the batch whatever this finds, so it counts once
+    // here: by the error thrown, or as INVALID_EVENTS, the caller's error.
+    try {
+      await this.validateBatch(viewer, inputs, { rejected: { positions }, fieldNames });
+    } catch (error) {
+      this.countRejectedBatch(error);
+      throw error;
+    }
+    this.options.metrics?.batchesRejected.inc({ code: 'BAD_USER_INPUT', reason: 'INVALID_EVENTS' });
   }
 
   /**

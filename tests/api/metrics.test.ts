@@ -311,3 +311,62 @@ describe('metrics listener at shutdown', () => {
     await expect(fetch(`${metricsUrl}/metrics`)).rejects.toThrow(TypeError);
   });
 });
+
+describe('intake counts on every path', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      ...WITHOUT_WORKERS,
+      env: { METRICS_PORT: '0' },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const postEvents = (token: string, body: unknown) =>
+    fetch(`${server.url}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify(body),
+    });
+
+  const rejectedCount = async (reason: string): Promise<number> =>
+    valueOf((await scrape(server)).samples, 'event_master_intake_batches_rejected_total', { code: 'BAD_USER_INPUT', reason }) ?? 0;
+
+  it('counts REST rejections once', async () => {
+    const { token } = await server.createUser('metrics-rest-unparsable');
+    const before = await rejectedCount('INVALID_EVENTS');
+
+    // The second item parses and passes the intake's checks.
+    const partly = await postEvents(token, [{ type: 'heartbeat', occurred_at: 'not an instant' }, { type: 'heartbeat' }]);
+    expect(partly.status).toBe(400);
+    await partly.text();
+    expect(await rejectedCount('INVALID_EVENTS')).toBe(before + 1);
+
+    // Here the second item fails the intake's checks too.
+    const both = await postEvents(token, [{ type: 'heartbeat', occurred_at: 'not an instant' }, { type: '' }]);
+    expect(both.status).toBe(400);
+    await both.text();
+    expect(await rejectedCount('INVALID_EVENTS')).toBe(before + 2);
+
+    const none = await postEvents(token, [42]);
+    expect(none.status).toBe(400);
+    await none.text();
+    expect(await rejectedCount('INVALID_EVENTS')).toBe(before + 3);
+  });
+
+  it('counts reused client id conflicts', async () => {
+    const { token } = await server.createUser('metrics-id-conflict');
+    const first = await server.gql(SEND_EVENTS, { events: [{ id: 'reused', type: 'heartbeat' }] }, token);
+    expect(first.errors).toBeUndefined();
+    const before = await rejectedCount('INVALID_EVENTS');
+
+    const conflict = await server.gql(SEND_EVENTS, { events: [{ id: 'reused', type: 'page_viewed' }] }, token);
+    expect(conflict.errors?.[0]?.extensions?.reason).toBe('INVALID_EVENTS');
+
+    expect(await rejectedCount('INVALID_EVENTS')).toBe(before + 1);
+  });
+});
