@@ -321,6 +321,11 @@ export class IntakeService {
         }
         throw error;
       }
+      // Counted once the write committed, because the events stay stored
+      // when the fold or the reply below fails.
+      const duplicateCount = stored.filter((entry) => entry.duplicate).length;
+      this.options.metrics?.eventsStored.inc(stored.length - duplicateCount);
+      this.options.metrics?.eventsDuplicate.inc(duplicateCount);
       let results: SendEventResult[];
       try {
         for (const userId of userIds) {
@@ -358,9 +363,6 @@ export class IntakeService {
         }
         throw error;
       }
-      const duplicateCount = stored.filter((entry) => entry.duplicate).length;
-      this.options.metrics?.eventsStored.inc(stored.length - duplicateCount);
-      this.options.metrics?.eventsDuplicate.inc(duplicateCount);
       this.options.logger.debug(
         { requestId: context.requestId, users: userIds.length, stored: stored.length - duplicateCount, duplicateCount },
         'events accepted',
@@ -887,7 +889,15 @@ export class IntakeService {
    */
   private async lockUser(userId: string, waitMs: number): Promise<UserLock> {
     const started = performance.now();
-    const turn = await this.turns.take(userId, waitMs);
+    let turn: UserTurn;
+    try {
+      turn = await this.turns.take(userId, waitMs);
+    } catch (error) {
+      if (error instanceof DomainError && error.reason === 'USER_BUSY') {
+        this.options.metrics?.userLockBusy.inc();
+      }
+      throw error;
+    }
     try {
       const remainingMs = Math.max(0, waitMs - Math.ceil(performance.now() - started));
       const lock = await this.options.store.acquireUserLock(userId, { ttlMs: this.options.userLockTtlMs, waitMs: remainingMs });

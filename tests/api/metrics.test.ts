@@ -313,12 +313,18 @@ describe('metrics listener at shutdown', () => {
 });
 
 describe('intake counts on every path', () => {
+  const storedThenFailing = new Set<string>();
   let server: TestServer;
 
   beforeAll(async () => {
     server = await startTestServer(import.meta.filename, {
       ...WITHOUT_WORKERS,
       env: { METRICS_PORT: '0' },
+      fault: (step, userId) => {
+        if (step === 'events-stored' && storedThenFailing.has(userId)) {
+          throw new Error('injected fault: stop between storing and applying');
+        }
+      },
     });
   });
 
@@ -368,5 +374,41 @@ describe('intake counts on every path', () => {
     expect(conflict.errors?.[0]?.extensions?.reason).toBe('INVALID_EVENTS');
 
     expect(await rejectedCount('INVALID_EVENTS')).toBe(before + 1);
+  });
+
+  it('counts events stored before failed fold', async () => {
+    const { id, token } = await server.createUser('metrics-stored-then-failed');
+    const before = valueOf((await scrape(server)).samples, 'event_master_events_stored_total') ?? 0;
+    storedThenFailing.add(id);
+    try {
+      const failed = await server.gql(SEND_EVENTS, { events: [{ type: 'heartbeat' }, { type: 'heartbeat' }] }, token);
+      expect(failed.errors?.[0]?.extensions?.eventsStored).toBe(true);
+    } finally {
+      storedThenFailing.delete(id);
+    }
+
+    const after = valueOf((await scrape(server)).samples, 'event_master_events_stored_total') ?? 0;
+    expect(after - before).toBe(2);
+  });
+
+  it('counts USER_BUSY of a held turn', async () => {
+    const { id } = await server.createUser('metrics-busy-turn');
+    const before = valueOf((await scrape(server)).samples, 'event_master_user_lock_busy_total') ?? 0;
+    // A request of this process that holds the user's lock holds its turn
+    // too, so a second settle waits for the turn, not for the Redis lock.
+    let release!: () => void;
+    const holding = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const first = server.app.services.intake.replay(id, () => holding);
+    try {
+      await expect(server.app.services.intake.settle(id, 0)).rejects.toMatchObject({ reason: 'USER_BUSY' });
+    } finally {
+      release();
+      await first;
+    }
+
+    const after = valueOf((await scrape(server)).samples, 'event_master_user_lock_busy_total') ?? 0;
+    expect(after - before).toBe(1);
   });
 });
