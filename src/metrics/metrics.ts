@@ -125,10 +125,36 @@ export class AppMetrics {
 }
 
 /**
+ * Time in ms that a scrape waits for one storage read before it reports NaN.
+ * It stays below Prometheus's default `scrape_timeout` of 10 s, because a
+ * read can otherwise wait DB_STATEMENT_TIMEOUT_MS for a connection of a busy
+ * pool, and a scrape that times out loses every metric, the pool's included.
+ */
+export const SCRAPE_READ_TIMEOUT_MS = 2000;
+
+/**
+ * Resolves as `read` does, or rejects once SCRAPE_READ_TIMEOUT_MS has passed.
+ * NOTE: the read goes on after the timeout, so a query that waits for a pool
+ * connection stays queued until it gets one or DB_STATEMENT_TIMEOUT_MS ends.
+ */
+async function readWithTimeout(read: Promise<number>): Promise<number> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`the read timed out after ${SCRAPE_READ_TIMEOUT_MS} ms`)), SCRAPE_READ_TIMEOUT_MS);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([read, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * Registers the gauges whose values a scrape reads from storage. A read that
- * fails sets its gauge to NaN for that scrape and is logged at debug level,
- * because a scrape every few seconds during an outage would repeat the
- * errors that requests log already.
+ * fails or times out sets its gauge to NaN for that scrape and is logged at
+ * debug level, because a scrape every few seconds during an outage would
+ * repeat the errors that requests log already.
  */
 function registerScrapeGauges(registry: Registry, sources: ScrapeSources, logger: Logger): void {
   const { poolStats, redisStatus } = sources;
@@ -169,7 +195,7 @@ function registerScrapeGauges(registry: Registry, sources: ScrapeSources, logger
       registers: [registry],
       async collect() {
         try {
-          this.set(await read());
+          this.set(await readWithTimeout(read()));
         } catch (error) {
           this.set(Number.NaN);
           logger.debug({ err: error, metric: name }, 'reading a metric for a scrape failed');

@@ -412,3 +412,46 @@ describe('intake counts on every path', () => {
     expect(after - before).toBe(1);
   });
 });
+
+describe('metrics with a busy pool', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer(import.meta.filename, {
+      ...WITHOUT_WORKERS,
+      // A statement timeout above the test's own, so that only the scrape's
+      // limit on its reads can end a wait for the one connection.
+      env: { METRICS_PORT: '0', DB_POOL_SIZE: '1', DB_STATEMENT_TIMEOUT_MS: '120000' },
+    });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('scrapes while no connection is free', async () => {
+    let release!: () => void;
+    const holding = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let held!: () => void;
+    const connectionHeld = new Promise<void>((resolve) => {
+      held = resolve;
+    });
+    const transaction = server.app.db.sql.transaction(async () => {
+      held();
+      await holding;
+    });
+    await connectionHeld;
+    try {
+      const { status, samples } = await scrape(server);
+
+      expect(status).toBe(200);
+      expect(valueOf(samples, 'event_master_rollup_stale_chunks')).toBeNaN();
+      expect(valueOf(samples, 'event_master_process_cpu_user_seconds_total')).toBeGreaterThanOrEqual(0);
+    } finally {
+      release();
+      await transaction;
+    }
+  });
+});
