@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import path from 'node:path';
 
 import { EnvReader, type Environment } from './env-reader.js';
@@ -270,6 +271,18 @@ function readMetricsPort(reader: EnvReader): number | null {
   return parsed;
 }
 
+/**
+ * Returns whether listeners on `first` and `second` would take the same
+ * port: the same host, or a wildcard address that covers the other. `::`
+ * covers IPv4 too, because Node listens on it in dual-stack mode, and
+ * 0.0.0.0 covers IPv4 addresses only. NOTE: two names of one address, such
+ * as localhost and 127.0.0.1, are not compared, so they fail at the listen.
+ */
+function hostsOverlap(first: string, second: string): boolean {
+  const covers = (wildcard: string, other: string) => wildcard === '::' || (wildcard === '0.0.0.0' && isIP(other) === 4);
+  return first === second || covers(first, second) || covers(second, first);
+}
+
 function readRedisKeyPrefix(reader: EnvReader): string {
   const defaultPrefix = 'em:';
   const prefix = reader.string('REDIS_KEY_PREFIX', defaultPrefix, 100);
@@ -322,10 +335,14 @@ function checkCrossFieldRules(config: Config, reader: EnvReader): void {
     );
   }
   const { port: metricsPort, host: metricsHost } = config.metrics;
-  if (metricsPort !== null && metricsPort !== 0 && metricsPort === config.server.port && metricsHost === config.server.host) {
+  if (metricsPort !== null && metricsPort !== 0 && metricsPort === config.server.port && hostsOverlap(metricsHost, config.server.host)) {
+    const where =
+      metricsHost === config.server.host
+        ? 'on the same host'
+        : `and METRICS_HOST ${metricsHost} and HOST ${config.server.host} overlap, because a wildcard address covers the other`;
     reader.fail(
       'METRICS_PORT',
-      `METRICS_PORT is ${metricsPort}, the same as PORT on the same host, but metrics need a listener of their own. Choose another port.`,
+      `METRICS_PORT is ${metricsPort}, the same as PORT ${where}, but metrics need a listener of their own. Choose another port.`,
     );
   }
   const { userLockTtlMs, userLockMaxHoldMs } = config.intake;

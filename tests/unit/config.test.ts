@@ -591,6 +591,24 @@ describe('METRICS_PORT and METRICS_HOST', () => {
     expect(error.message).toContain('the same as PORT');
   });
 
+  it.each([
+    [{ HOST: '0.0.0.0' }],
+    [{ HOST: '::' }],
+    [{ METRICS_HOST: '0.0.0.0' }],
+    [{ HOST: '::', METRICS_HOST: '::1' }],
+  ])('rejects the API port under a wildcard host %j', (hosts) => {
+    const error = configError({ PORT: '4000', METRICS_PORT: '4000', ...hosts });
+
+    expect(error.issues.map((issue) => issue.variable)).toEqual(['METRICS_PORT']);
+    expect(error.message).toContain('the same as PORT');
+  });
+
+  it('accepts the API port on another address family', () => {
+    const config = loadConfig({ HOST: '0.0.0.0', PORT: '4000', METRICS_HOST: '::1', METRICS_PORT: '4000' });
+
+    expect(config.metrics.port).toBe(4000);
+  });
+
   it('accepts the API port on another host', () => {
     const config = loadConfig({ PORT: '4000', METRICS_PORT: '4000', METRICS_HOST: '127.0.0.2' });
 
