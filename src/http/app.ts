@@ -309,7 +309,7 @@ export interface HttpAppOptions {
   replyMemoryMaxBytes: number;
   /** Pings PostgreSQL and Redis, and returns each one's kind and the error of its ping, or null when it responded. */
   checkReadiness: () => Promise<Readiness>;
-  /** The app's metrics, which count every reply by route, or null when METRICS_PORT is unset. */
+  /** The app's metrics, which count the replies by route, or null when METRICS_PORT is unset. */
   metrics?: AppMetrics | null;
 }
 
@@ -454,8 +454,10 @@ const UNMATCHED_ROUTE = '(unmatched)';
 /**
  * Counts each reply that Fastify sends, and its duration, by the pattern of
  * the route it matched rather than the raw URL, so that the label values stay
- * few. NOTE: a 408 that Node sends for a request too slow to arrive, and a
- * request whose client closed the connection before the reply, are not
+ * few. NOTE: a 408 that Node sends for a request too slow to arrive, a 400
+ * that Node's parser sends for an unknown method or a malformed request, a
+ * 400 that Fastify writes for a path with invalid percent-encoding, and a
+ * request whose client closed the connection before the reply are not
  * counted, because Fastify runs no onResponse hook for them.
  */
 function countReplies(fastify: FastifyInstance, metrics: AppMetrics): void {

@@ -79,7 +79,7 @@ export class AppMetrics {
 
   readonly batchesRejected = new Counter({
     name: `${METRIC_PREFIX}intake_batches_rejected_total`,
-    help: 'Intake batches rejected before anything was stored, by error code and reason.',
+    help: 'Intake batches that the intake checks rejected before anything was stored, by error code and reason. GraphQL requests whose variables fail coercion are not counted.',
     labelNames: ['code', 'reason'] as const,
     registers: [this.registry],
   });
