@@ -72,7 +72,7 @@ export class AppMetrics {
 
   readonly correctionsWritten = new Counter({
     name: `${METRIC_PREFIX}corrections_written_total`,
-    help: 'Corrections that folds wrote, by rule. A recompute after a late event writes the corrections after it again, and they count again.',
+    help: 'Corrections that folds wrote, by rule. A recompute, after a late event or a changed auto-close policy, writes corrections again, and they count again.',
     labelNames: ['rule'] as const,
     registers: [this.registry],
   });
