@@ -230,6 +230,21 @@ describe('metrics on METRICS_PORT', () => {
     ).toBe(1);
   });
 
+  it('labels uncommon methods as other', async () => {
+    for (const method of ['PROPFIND', 'MKCALENDAR', 'SOURCE']) {
+      const response = await fetch(`${server.url}/no-such-path`, { method });
+      expect(response.status, method).toBe(404);
+      await response.text();
+    }
+
+    const { samples } = await scrape(server);
+
+    const methods = new Set(samples.filter((sample) => sample.name === 'event_master_http_requests_total').map((sample) => sample.labels.method));
+    expect(methods.has('PROPFIND')).toBe(false);
+    expect(methods.has('MKCALENDAR')).toBe(false);
+    expect(valueOf(samples, 'event_master_http_requests_total', { route: '(unmatched)', method: 'other', status: '404' })).toBe(3);
+  });
+
   it('counts a lock wait that ended in USER_BUSY', async () => {
     const { id } = await server.createUser('metrics-busy');
     const lock = await server.app.store.acquireUserLock(id, { ttlMs: 30_000, waitMs: 0 });
