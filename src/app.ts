@@ -87,8 +87,10 @@ export interface App {
   /** Closes every HTTP connection at once, also one that has sent only part of a request head. */
   closeConnections(): void;
   /**
-   * Drains requests, then stops the background jobs and closes Redis and the
-   * database. `onDrained` runs once no request is left, before the jobs stop.
+   * Drains requests, then stops the background jobs and closes the metrics
+   * listener, Redis and the database. `onDrained` runs once no request is
+   * left, before the jobs stop. A failed step is logged and the later steps
+   * still run, and the returned promise then rejects with the first error.
    */
   close(options?: { onDrained?: () => void }): Promise<void>;
 }
@@ -385,21 +387,38 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       closeConnections: () => fastify.server.closeAllConnections(),
       close(options) {
         closing ??= (async () => {
+          // Every step runs even when an earlier one fails, so that a failed
+          // job stop still closes the metrics listener, Redis and the
+          // database. Each failure is logged, and close rejects with the first.
+          const errors: unknown[] = [];
+          const runStep = async (step: string, run: () => unknown): Promise<void> => {
+            try {
+              await run();
+            } catch (error) {
+              logger.error({ err: error, step }, `shutdown step failed: ${step}`);
+              errors.push(error);
+            }
+          };
           // Draining requests comes first, and replies to the requests still
           // running ask their clients to close the connection.
-          beginDrain();
-          await fastify.close();
+          await runStep('drain the HTTP server', async () => {
+            beginDrain();
+            await fastify.close();
+          });
           // Apollo's drain plugin closes Fastify again, which returns at once.
-          await apollo.stop();
-          options?.onDrained?.();
-          await sweeper.stop();
-          await rollups.stop();
-          await replays.stop();
+          await runStep('stop Apollo Server', () => apollo.stop());
+          await runStep('run onDrained', () => options?.onDrained?.());
+          await runStep('stop the sweeper', () => sweeper.stop());
+          await runStep('stop the rollup builder', () => rollups.stop());
+          await runStep('stop the replay worker', () => replays.stop());
           // Scrapes go on during the drain and the stop of the jobs, and end
           // before the scrape-time gauges would read a closed pool or store.
-          await metricsServer?.close();
-          await readyStore.close();
-          await db.close();
+          await runStep('close the metrics listener', () => metricsServer?.close());
+          await runStep('close the coordination store', () => readyStore.close());
+          await runStep('close the database', () => db.close());
+          if (errors.length > 0) {
+            throw errors[0];
+          }
         })();
         return closing;
       },

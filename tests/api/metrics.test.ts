@@ -1,6 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { ManualClock, startTestServer, WITHOUT_WORKERS, type TestServer } from '../support/app.js';
+import { captureLogs } from '../support/logs.js';
 import { postgresUrl, redisUrl } from '../support/services.js';
 
 interface Sample {
@@ -324,6 +325,67 @@ describe('metrics listener at shutdown', () => {
     await server.close();
 
     await expect(fetch(`${metricsUrl}/metrics`)).rejects.toThrow(TypeError);
+  });
+
+  it('closes after a failed stop step', async () => {
+    const logs = captureLogs('error');
+    const server = await startTestServer(import.meta.filename, {
+      ...WITHOUT_WORKERS,
+      logger: logs.logger,
+      env: { METRICS_PORT: '0' },
+    });
+    const metricsUrl = server.app.metricsUrl();
+    const fault = new Error('injected sweeper stop failure');
+    vi.spyOn(server.app.sweeper, 'stop').mockRejectedValue(fault);
+    const rollupsStop = vi.spyOn(server.app.rollups, 'stop');
+    const replaysStop = vi.spyOn(server.app.replays, 'stop');
+    const storeClose = vi.spyOn(server.app.store, 'close');
+    const databaseClose = vi.spyOn(server.app.db, 'close');
+
+    await expect(server.close()).rejects.toBe(fault);
+
+    expect(rollupsStop).toHaveBeenCalledOnce();
+    expect(replaysStop).toHaveBeenCalledOnce();
+    await expect(fetch(`${metricsUrl}/metrics`)).rejects.toThrow(TypeError);
+    expect(storeClose).toHaveBeenCalledOnce();
+    expect(databaseClose).toHaveBeenCalledOnce();
+    const failures = logs.entries().filter((entry) => entry.msg.startsWith('shutdown step failed'));
+    expect(failures.map((entry) => entry.msg)).toEqual(['shutdown step failed: stop the sweeper']);
+    expect(failures[0]?.err?.message).toBe('injected sweeper stop failure');
+  });
+
+  it('rejects with first of several failures', async () => {
+    const logs = captureLogs('error');
+    const server = await startTestServer(import.meta.filename, {
+      ...WITHOUT_WORKERS,
+      logger: logs.logger,
+      env: { METRICS_PORT: '0' },
+    });
+    const metricsUrl = server.app.metricsUrl();
+    const first = new Error('injected rollup builder stop failure');
+    vi.spyOn(server.app.rollups, 'stop').mockRejectedValue(first);
+    // The store's close fails after closing, so that the test leaves no connection open.
+    const store = server.app.store;
+    const closeStore = store.close.bind(store);
+    vi.spyOn(store, 'close').mockImplementation(async () => {
+      await closeStore();
+      throw new Error('injected store close failure');
+    });
+    const databaseClose = vi.spyOn(server.app.db, 'close');
+
+    await expect(server.close()).rejects.toBe(first);
+
+    await expect(fetch(`${metricsUrl}/metrics`)).rejects.toThrow(TypeError);
+    expect(databaseClose).toHaveBeenCalledOnce();
+    const failures = logs.entries().filter((entry) => entry.msg.startsWith('shutdown step failed'));
+    expect(failures.map((entry) => entry.msg)).toEqual([
+      'shutdown step failed: stop the rollup builder',
+      'shutdown step failed: close the coordination store',
+    ]);
+    expect(failures.map((entry) => entry.err?.message)).toEqual([
+      'injected rollup builder stop failure',
+      'injected store close failure',
+    ]);
   });
 });
 

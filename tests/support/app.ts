@@ -164,12 +164,16 @@ export async function startTestServer(testFile: string, options: StartOptions = 
       return { id: result.data.createUser.id, token: await server.login(username, password) };
     },
     async close() {
-      await app.close();
-      if (options.databaseUrl === undefined) {
-        await database?.drop();
-      }
-      if (ownsDataDir) {
-        rmSync(dataDir, { recursive: true, force: true });
+      // A test of a failed close still gets its database and data folder removed.
+      try {
+        await app.close();
+      } finally {
+        if (options.databaseUrl === undefined) {
+          await database?.drop();
+        }
+        if (ownsDataDir) {
+          rmSync(dataDir, { recursive: true, force: true });
+        }
       }
     },
   };
