@@ -147,21 +147,22 @@ function fieldsByResponseKey(
 /**
  * Returns the top-level fields of an operation by response key (alias or
  * name), fragments included. Fields with the same response key are merged
- * by GraphQL and run once, so they count once. `__typename` is left out,
- * and `__schema` and `__type` count like any other field. With `variables`,
- * fields that `@skip` or `@include` leave out are left out too; with null,
- * every field counts.
+ * by GraphQL and run once, so they count once. `__typename` is left out
+ * unless `options.typename` is true, and `__schema` and `__type` count like
+ * any other field. With `variables`, fields that `@skip` or `@include`
+ * leave out are left out too; with null, every field counts.
  */
 export function rootFieldsOf(
   operation: OperationDefinitionNode,
   document: DocumentNode,
   variables: Record<string, unknown> | null,
+  options: { typename?: boolean } = {},
 ): Map<string, FieldNode> {
   const fields = new Map<string, FieldNode>();
   const requestVariables = variables === null ? null : { values: variables, operation };
   for (const [key, merged] of fieldsByResponseKey([operation.selectionSet], fragmentsOf(document), requestVariables)) {
     const first = merged[0]!;
-    if (first.name.value !== '__typename') {
+    if (options.typename === true || first.name.value !== '__typename') {
       fields.set(key, first);
     }
   }

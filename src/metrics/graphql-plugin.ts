@@ -3,7 +3,7 @@
  * `event_master_graphql_operations_total`.
  */
 import type { ApolloServerPlugin } from '@apollo/server';
-import type { GraphQLFormattedError } from 'graphql';
+import type { DocumentNode, FieldNode, GraphQLFormattedError, OperationDefinitionNode } from 'graphql';
 
 import type { GraphQLContext } from '../graphql/context.js';
 import { rootFieldsOf } from '../graphql/plugins.js';
@@ -16,6 +16,21 @@ const NO_OPERATION = '(none)';
 function codeOf(error: GraphQLFormattedError): string {
   const code = error.extensions?.code;
   return typeof code === 'string' ? code : 'UNKNOWN';
+}
+
+/**
+ * Returns the root fields that the counter counts by response key: those
+ * other than `__typename`, or else the first `__typename` field, so that an
+ * operation such as `{ __typename }` counts once.
+ */
+function countedFieldsOf(
+  operation: OperationDefinitionNode,
+  document: DocumentNode,
+  variables: Record<string, unknown>,
+): Array<[string, FieldNode]> {
+  const fields = [...rootFieldsOf(operation, document, variables, { typename: true })];
+  const named = fields.filter(([, field]) => field.name.value !== '__typename');
+  return named.length > 0 ? named : fields.slice(0, 1);
 }
 
 /**
@@ -42,7 +57,7 @@ export function createMetricsPlugin(metrics: AppMetrics): ApolloServerPlugin<Gra
             return;
           }
           const requestError = errors.find((error) => error.path === undefined);
-          for (const [responseKey, field] of rootFieldsOf(operation, document, request.variables ?? {})) {
+          for (const [responseKey, field] of countedFieldsOf(operation, document, request.variables ?? {})) {
             const error = errors.find((candidate) => candidate.path?.[0] === responseKey) ?? requestError;
             counter.inc({
               operation: operation.operation,

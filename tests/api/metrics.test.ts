@@ -231,6 +231,58 @@ describe('metrics on METRICS_PORT', () => {
     ).toBe(1);
   });
 
+  it('counts a __typename-only operation once', async () => {
+    const typenameOk = { operation: 'query', field: '__typename', outcome: 'ok' };
+    const before = await scrape(server);
+    const plain = await server.gql('{ __typename }');
+    expect(plain.data).toEqual({ __typename: 'Query' });
+    const aliased = await server.gql('query { first: __typename second: __typename }');
+    expect(aliased.data).toEqual({ first: 'Query', second: 'Query' });
+
+    const { samples } = await scrape(server);
+
+    const counted =
+      (valueOf(samples, 'event_master_graphql_operations_total', typenameOk) ?? 0) -
+      (valueOf(before.samples, 'event_master_graphql_operations_total', typenameOk) ?? 0);
+    expect(counted).toBe(2);
+  });
+
+  it('ignores __typename beside other fields', async () => {
+    const { token } = await server.createUser('metrics-typename');
+    const meOk = { operation: 'query', field: 'me', outcome: 'ok' };
+    const typenameOk = { operation: 'query', field: '__typename', outcome: 'ok' };
+    const before = await scrape(server);
+    const response = await server.gql('{ __typename me { id } }', undefined, token);
+    expect(response.errors).toBeUndefined();
+
+    const { samples } = await scrape(server);
+
+    const countedMe =
+      (valueOf(samples, 'event_master_graphql_operations_total', meOk) ?? 0) -
+      (valueOf(before.samples, 'event_master_graphql_operations_total', meOk) ?? 0);
+    const countedTypename =
+      (valueOf(samples, 'event_master_graphql_operations_total', typenameOk) ?? 0) -
+      (valueOf(before.samples, 'event_master_graphql_operations_total', typenameOk) ?? 0);
+    expect(countedMe).toBe(1);
+    expect(countedTypename).toBe(0);
+  });
+
+  it('counts nothing when every root field is skipped', async () => {
+    const { token } = await server.createUser('metrics-skipped');
+    const sumOperations = (samples: readonly Sample[]) =>
+      samples
+        .filter((sample) => sample.name === 'event_master_graphql_operations_total')
+        .reduce((sum, sample) => sum + sample.value, 0);
+    const before = await scrape(server);
+    const response = await server.gql('query ($skip: Boolean!) { me @skip(if: $skip) { id } }', { skip: true }, token);
+    expect(response.errors).toBeUndefined();
+    expect(response.data).toEqual({});
+
+    const { samples } = await scrape(server);
+
+    expect(sumOperations(samples) - sumOperations(before.samples)).toBe(0);
+  });
+
   it('labels uncommon methods as other', async () => {
     for (const method of ['PROPFIND', 'MKCALENDAR', 'SOURCE']) {
       const response = await fetch(`${server.url}/no-such-path`, { method });
