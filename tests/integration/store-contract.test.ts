@@ -538,6 +538,47 @@ describe('memory store', () => {
     expect(await store.loadUserState('bob')).toBeNull();
   });
 
+  it('purge removes expired entries', async () => {
+    let nowMs = 1_000_000;
+    const store = createMemoryStore({ now: () => nowMs, userStateIdleTtlMs: 10_000 });
+    // Five users with a fence and a state, three of them with a lock that is
+    // never released, and five counters. None of them is read again.
+    for (let index = 0; index < 5; index += 1) {
+      const lock = await store.acquireUserLock(`expired-${index}`, { ttlMs: 5000, waitMs: 0 });
+      expect(await store.saveUserState(lock, `state ${index}`)).toBe(true);
+      if (index >= 3) {
+        expect(await store.releaseUserLock(lock)).toBe(true);
+      }
+      await store.incrementWindowCounter(`expired:${index}`, 5000);
+    }
+    // Carol's entries are written last and outlive the test's clock.
+    nowMs = 1_009_000;
+    const carolLock = await store.acquireUserLock('carol', { ttlMs: 60_000, waitMs: 0 });
+    expect(await store.saveUserState(carolLock, 'state of carol')).toBe(true);
+    await store.incrementWindowCounter('live:carol', 60_000);
+    expect(store.countEntriesForTests()).toMatchObject({ locks: 4, fences: 6, states: 6, counters: 6 });
+
+    // Past the idle TTL of the five users. Each increment of the filler
+    // counter starts a new window one ms after the last one ended, so it
+    // counts as a write without adding an entry. 1100 writes exceed the
+    // purge interval of 1024 writes.
+    nowMs = 1_010_000;
+    for (let index = 0; index < 1100; index += 1) {
+      nowMs += 1;
+      await store.incrementWindowCounter('filler', 1);
+    }
+
+    const counts = store.countEntriesForTests();
+    expect(counts.locks).toBe(1);
+    expect(counts.fences).toBe(1);
+    expect(counts.states).toBe(1);
+    // Carol's counter and the filler counter.
+    expect(counts.counters).toBe(2);
+    expect(await store.loadUserState('carol')).toBe('state of carol');
+    expect(await store.getWindowCounter('live:carol')).toMatchObject({ count: 1 });
+    expect(await store.releaseUserLock(carolLock)).toBe(true);
+  });
+
   it('fence after expiry passes a counter ahead of the clock', async () => {
     let nowMs = 1_000_000;
     const store = createMemoryStore({ now: () => nowMs, userStateIdleTtlMs: 10_000 });

@@ -11,7 +11,12 @@ export type {
   UserLock,
   WindowCount,
 } from './coordination-store.js';
-export { createMemoryStore, type MemoryStoreOptions } from './memory-store.js';
+export {
+  createMemoryStore,
+  type MemoryStore,
+  type MemoryStoreEntryCounts,
+  type MemoryStoreOptions,
+} from './memory-store.js';
 export { createRedisStore, type RedisStoreOptions } from './redis-store.js';
 
 /**

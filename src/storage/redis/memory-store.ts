@@ -33,6 +33,22 @@ export interface MemoryStoreOptions {
   userStateIdleTtlMs?: number;
 }
 
+/** Numbers of entries in each map of the in-process store, expired ones not yet removed included. */
+export interface MemoryStoreEntryCounts {
+  locks: number;
+  fences: number;
+  states: number;
+  counters: number;
+  deadlines: number;
+  runningSets: number;
+}
+
+/** The in-process store, with a count of its entries for tests. */
+export interface MemoryStore extends CoordinationStore {
+  /** Returns the number of entries in each map, without removing expired ones first. For tests. */
+  countEntriesForTests(): MemoryStoreEntryCounts;
+}
+
 interface Expiring<T> {
   value: T;
   expiresAtMs: number;
@@ -40,7 +56,7 @@ interface Expiring<T> {
 
 const PURGE_INTERVAL = 1024;
 
-export function createMemoryStore(options: MemoryStoreOptions = {}): CoordinationStore {
+export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
   const now = options.now ?? Date.now;
   const idleTtlMs = options.userStateIdleTtlMs ?? DEFAULT_USER_STATE_IDLE_TTL_MS;
   checkPositiveInteger('userStateIdleTtlMs', idleTtlMs);
@@ -388,6 +404,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Coordinatio
       deadlines.clear();
       deadlinesMarkedComplete = false;
       counters.clear();
+    },
+
+    countEntriesForTests(): MemoryStoreEntryCounts {
+      return {
+        locks: locks.size,
+        fences: fences.size,
+        states: states.size,
+        counters: counters.size,
+        deadlines: deadlines.size,
+        runningSets: running.size,
+      };
     },
   };
 }
