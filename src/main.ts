@@ -152,8 +152,10 @@ async function main(): Promise<void> {
         logger.flush?.();
         process.exit(0);
       },
-      (error: unknown) => {
-        logger.error({ err: error }, 'error while stopping');
+      () => {
+        // close() has logged each failed step with its error already.
+        logger.error('stopping failed in the steps logged above; exiting with status 1');
+        logger.flush?.();
         process.exit(1);
       },
     );
