@@ -116,9 +116,29 @@ function isSizeRejection(error: GraphQLRequestError): boolean {
 }
 
 /**
+ * A request for part of a batch failed with an error other than a rejection
+ * of its events. `delivery` counts the parts of the batch that had replies
+ * before it, and `eventsWithoutReply` is the size of the part that failed.
+ * Parts after it were not sent. The message is that of `cause`.
+ */
+export class BatchDeliveryError extends Error {
+  readonly delivery: DeliveryResult;
+  readonly eventsWithoutReply: number;
+
+  constructor(delivery: DeliveryResult, eventsWithoutReply: number, cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+    this.name = 'BatchDeliveryError';
+    this.delivery = delivery;
+    this.eventsWithoutReply = eventsWithoutReply;
+  }
+}
+
+/**
  * Sends `batch` in order, resending without the events the server rejects.
- * Errors other than `BAD_USER_INPUT` and HTTP 413 propagate, because retrying
- * transient failures is the job of `send`.
+ * Any other failure, such as an error code other than `BAD_USER_INPUT` or
+ * HTTP 413, is thrown as the `cause` of a `BatchDeliveryError`, which keeps
+ * the counts of the parts that had replies. Retrying transient failures is
+ * the job of `send`.
  */
 export async function deliverBatch(
   batch: readonly PendingEvent[],
@@ -148,7 +168,8 @@ export async function deliverBatch(
       reply = await send(part.map((event) => event.input));
     } catch (error) {
       if (!isInvalidBatch(error)) {
-        throw error;
+        result.sent += result.rejected.length;
+        throw new BatchDeliveryError(result, part.length, error);
       }
       parts.unshift(...handleRejection(error, part, result));
       continue;

@@ -4,7 +4,7 @@
  */
 
 import { groupBy, type PendingEvent } from './batching.js';
-import { deliverBatch, type SendEventsFn } from './deliver.js';
+import { BatchDeliveryError, deliverBatch, type DeliveryResult, type SendEventsFn } from './deliver.js';
 import { NetworkError, type GraphQLClient, type UserSummary } from './graphql-client.js';
 import type { ImportProgress } from './progress.js';
 import type { EventRecord } from './read-input.js';
@@ -27,7 +27,11 @@ export interface SendAllContext {
 }
 
 export interface SendAllResult {
-  /** Events of batches that failed after `signal` aborted, such as on an aborted request, which the server may have stored. */
+  /**
+   * Events of requests that failed after `signal` aborted, such as on an
+   * aborted request, which the server may have stored. The parts of a split
+   * batch that had replies before such a failure are counted as sent instead.
+   */
   eventsWithoutReply: number;
 }
 
@@ -94,6 +98,15 @@ export async function sendAll(
     eventsWithoutReply: 0,
   };
 
+  const recordDelivery = (delivery: DeliveryResult): void => {
+    addDelivery(summary, delivery);
+    for (const rejected of delivery.rejected) {
+      const { file, line } = rejected.source;
+      const message = formatRejection(rejected.eventId, rejected.reason, rejected.message);
+      issues.add({ kind: 'rejectedEvent', file, line, message });
+    }
+  };
+
   const sendQueue = async (events: readonly PendingEvent[]): Promise<void> => {
     let offset = 0;
     while (offset < events.length && shared.failure === null && !isStopped()) {
@@ -102,24 +115,23 @@ export async function sendAll(
       try {
         delivery = await deliverBatch(batch, sendFunction(context, batch));
       } catch (error) {
-        if (!isStopped()) {
+        if (!(error instanceof BatchDeliveryError)) {
           throw error;
         }
-        shared.eventsWithoutReply += batch.length;
+        // The parts of a split batch that had replies before the failure count as sent.
+        recordDelivery(error.delivery);
+        if (!isStopped()) {
+          throw error.cause;
+        }
+        shared.eventsWithoutReply += error.eventsWithoutReply;
         // The stop hides the error, so any failure other than the abort at
         // the end of the reply wait, such as a TLS error, is reported here.
-        if (!isAbortedRequest(error)) {
-          const detail = error instanceof Error ? error.message : String(error);
-          report(`${describeLines(batch)}: ${detail}`);
+        if (!isAbortedRequest(error.cause)) {
+          report(`${describeLines(batch)}: ${error.message}`);
         }
         return;
       }
-      addDelivery(summary, delivery);
-      for (const rejected of delivery.rejected) {
-        const { file, line } = rejected.source;
-        const message = formatRejection(rejected.eventId, rejected.reason, rejected.message);
-        issues.add({ kind: 'rejectedEvent', file, line, message });
-      }
+      recordDelivery(delivery);
 
       if (delivery.maxBatchSize !== null && delivery.maxBatchSize < shared.batchSize) {
         shared.batchSize = delivery.maxBatchSize;

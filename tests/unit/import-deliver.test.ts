@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { chunk, groupBy, type PendingEvent } from '../../src/importer/batching.js';
-import { deliverBatch, readInvalidItems } from '../../src/importer/deliver.js';
+import { BatchDeliveryError, deliverBatch, readInvalidItems } from '../../src/importer/deliver.js';
 import {
   GraphQLClient,
   GraphQLRequestError,
@@ -232,7 +232,44 @@ describe('deliverBatch', () => {
     const send = async (): Promise<SendEventsSummary> => {
       throw unavailable;
     };
-    await expect(deliverBatch(pending(2), send)).rejects.toBe(unavailable);
+    const failure = await deliverBatch(pending(2), send).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(BatchDeliveryError);
+    expect((failure as BatchDeliveryError).cause).toBe(unavailable);
+    expect((failure as BatchDeliveryError).eventsWithoutReply).toBe(2);
+    expect((failure as BatchDeliveryError).delivery.sent).toBe(0);
+  });
+
+  it('keeps split parts counted on failure', async () => {
+    const unavailable = new GraphQLRequestError('ImportSendEvents', 503, [
+      { message: 'down', extensions: { code: 'SERVICE_UNAVAILABLE' } },
+    ]);
+    const calls: number[] = [];
+    // The rejection lists no item, so the batch of 6 is halved. The first
+    // half is stored, the second is rejected and halved again, and the
+    // request for its first part fails.
+    const send = async (events: readonly EventInput[]): Promise<SendEventsSummary> => {
+      calls.push(events.length);
+      if (calls.length === 4) {
+        throw unavailable;
+      }
+      if (events.some((event) => event.type === 'bad')) {
+        throw invalidBatch({});
+      }
+      return { storedCount: events.length - 1, duplicateCount: 1 };
+    };
+    const batch = [...pending(3), ...pending(1, 'bad', 4), ...pending(2, 'ping', 5)];
+    const failure = await deliverBatch(batch, send).catch((error: unknown) => error);
+
+    expect(calls).toEqual([6, 3, 3, 2]);
+    expect(failure).toBeInstanceOf(BatchDeliveryError);
+    const { delivery, eventsWithoutReply, cause } = failure as BatchDeliveryError;
+    expect(cause).toBe(unavailable);
+    expect(eventsWithoutReply).toBe(2);
+    expect(delivery.sent).toBe(3);
+    expect(delivery.stored).toBe(2);
+    expect(delivery.duplicates).toBe(1);
+    expect(delivery.rejected).toEqual([]);
+    expect(delivery.requests).toBe(4);
   });
 
   it('sends nothing for an empty batch', async () => {

@@ -1068,6 +1068,50 @@ describe('runImport', () => {
     expect(messages.filter((message) => message.startsWith(file))).toEqual([]);
   });
 
+  it('keeps counts of a split batch after the wait', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer({
+      maxBatchSize: 2,
+      // The 1st send is rejected for size, the 2nd is stored, and the 3rd gets no reply.
+      beforeSend: (send) => {
+        if (send === 3) {
+          stop.abort('SIGINT');
+          return new Promise<void>(() => {});
+        }
+      },
+    });
+    const file = writeNdjson(sensorEvents('P002', 4));
+    const options = { ...baseOptions(server, [file]), batchSize: 4, signal: stop.signal, replyWaitMs: 1 };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(server.sends).toBe(3);
+    expect(failure.summary.stored).toBe(2);
+    expect(failure.summary.eventsSent).toBe(2);
+    expect(failure.summary.requests).toBe(3);
+    expect(failure.message).toContain(
+      'stopped by SIGINT: 2 of 4 events were sent and have a reply, and 2 more were sent without a reply ',
+    );
+  });
+
+  it('keeps counts of a split batch that fails', async () => {
+    const server = createFakeServer({
+      maxBatchSize: 2,
+      // The 1st send is rejected for size, the 2nd is stored, and the 3rd and its retries fail.
+      beforeSend: (send) => {
+        if (send >= 3) {
+          throw new TypeError('fetch failed', { cause: new Error('connect ECONNREFUSED 127.0.0.1:4000') });
+        }
+      },
+    });
+    const file = writeNdjson(sensorEvents('P002', 4));
+    const failure = await expectFailure(runImport({ ...baseOptions(server, [file]), batchSize: 4 }));
+
+    expect(failure.message).toMatch(/^the server stayed unavailable \(gave up after 4 attempts: /);
+    expect(failure.summary.stored).toBe(2);
+    expect(failure.summary.eventsSent).toBe(2);
+  });
+
   it('reads no more stored events once stopped', async () => {
     const stop = new AbortController();
     const server = createFakeServer({ maxPageSize: 2 });
