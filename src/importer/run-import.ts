@@ -247,7 +247,8 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
 /**
  * Builds the wrapper of every server call: retries of transient failures,
  * counted in the summary, and one new login when a token from `login`
- * expires during a long import.
+ * expires during a long import. Once `signal` is aborted, a request that
+ * needs a new login fails with `LoginAfterStopError` instead.
  */
 function createCallServer(
   client: GraphQLClient,
@@ -257,6 +258,7 @@ function createCallServer(
   report: (message: string) => void,
 ): CallServer {
   const { retryDelaysMs, signal } = retry;
+  const isStopped = (): boolean => signal?.aborted === true;
   return async <T>(operation: () => Promise<T>, label?: string): Promise<T> => {
     const attempt = () =>
       withRetry(operation, {
@@ -280,11 +282,32 @@ function createCallServer(
       if (!isUnauthenticated(error) || !canLogIn) {
         throw error;
       }
+      // After the stop no new request starts, neither the login nor the
+      // request sent again with its token.
+      if (isStopped()) {
+        throw new LoginAfterStopError(error);
+      }
       report('the token expired; logging in again');
       await withRetry(() => client.login(username, password), { delaysMs: retryDelaysMs, signal });
+      if (isStopped()) {
+        throw new LoginAfterStopError(error);
+      }
       return attempt();
     }
   };
+}
+
+/**
+ * A request that failed because the token from `login` expired, and that
+ * was not sent again with a new token because the import was stopped.
+ * `cause` is the server's `UNAUTHENTICATED` error.
+ */
+class LoginAfterStopError extends Error {
+  constructor(cause: unknown) {
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    super(`${detail}. The token expired, and after a stop the import does not log in again`, { cause });
+    this.name = 'LoginAfterStopError';
+  }
 }
 
 function isUnauthenticated(error: unknown): boolean {

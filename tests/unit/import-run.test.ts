@@ -900,6 +900,68 @@ describe('runImport', () => {
     expect(messages).toContain('the token expired; logging in again');
   });
 
+  it('logs in no more once stopped', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer({ expireTokenAfterSends: 1 });
+    // The second batch is in flight when the import stops, and its token has expired.
+    const stopOnSecondSend = (async (url: string | URL | Request, init?: RequestInit) => {
+      const { operationName } = JSON.parse(String(init?.body)) as { operationName: string };
+      if (operationName === 'ImportSendEvents' && server.sends === 1) {
+        stop.abort('SIGINT');
+      }
+      return server.fetch(url, init);
+    }) as typeof fetch;
+    const file = writeNdjson(sensorEvents('P002', 4));
+    const messages: string[] = [];
+    const options = {
+      ...baseOptions(server, [file]),
+      batchSize: 2,
+      fetch: stopOnSecondSend,
+      signal: stop.signal,
+      onMessage: (message: string) => messages.push(message),
+    };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(server.operations.filter((operation) => operation === 'ImportLogin'), 'logins').toHaveLength(1);
+    expect(server.sends).toBe(1);
+    expect(failure.summary.stored).toBe(2);
+    expect(failure.message).toContain(
+      'stopped by SIGINT: 2 of 4 events were sent and have a reply, and 2 more were sent without a reply ',
+    );
+    expect(messages).not.toContain('the token expired; logging in again');
+    const reported = messages.filter((message) => message.startsWith(`${file}:3-4: `));
+    expect(reported).toHaveLength(1);
+    expect(reported[0]).toContain('(UNAUTHENTICATED)');
+    expect(reported[0]).toContain('after a stop the import does not log in again');
+  });
+
+  it('resends nothing after a login once stopped', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer({ expireTokenAfterSends: 1 });
+    // The import stops while it logs in again for the second batch.
+    let logins = 0;
+    const stopOnSecondLogin = (async (url: string | URL | Request, init?: RequestInit) => {
+      const { operationName } = JSON.parse(String(init?.body)) as { operationName: string };
+      if (operationName === 'ImportLogin') {
+        logins += 1;
+        if (logins === 2) {
+          stop.abort('SIGINT');
+        }
+      }
+      return server.fetch(url, init);
+    }) as typeof fetch;
+    const file = writeNdjson(sensorEvents('P002', 4));
+    const options = { ...baseOptions(server, [file]), batchSize: 2, fetch: stopOnSecondLogin, signal: stop.signal };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(logins).toBe(2);
+    expect(server.sends).toBe(1);
+    expect(failure.summary.stored).toBe(2);
+    expect(failure.message).toContain('and 2 more were sent without a reply ');
+  });
+
   it('reports a rejected login once', async () => {
     const server = createFakeServer();
     const file = writeNdjson(sensorEvents('P002', 2));
