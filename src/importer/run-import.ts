@@ -9,6 +9,7 @@ import {
   GraphQLClient,
   GraphQLRequestError,
   graphqlEndpoint,
+  isTransientError,
   TlsError,
   type UserSummary,
 } from './graphql-client.js';
@@ -61,9 +62,9 @@ export interface RunImportOptions {
   readLines?: LineReader;
   /**
    * Stops the import: once it is aborted, no new batch or request starts,
-   * and `runImport` throws `ImportInterruptedError` when the batches in
-   * flight have their replies. A string reason, such as `SIGINT`, names the
-   * cause in the message.
+   * not even a new login for an expired token. `runImport` throws
+   * `ImportInterruptedError` when the batches in flight have their replies.
+   * A string reason, such as `SIGINT`, names the cause in the message.
    */
   signal?: AbortSignal;
   /**
@@ -91,6 +92,8 @@ export class ImportFailedError extends Error {
 /**
  * The import stopped because `signal` was aborted. `reason` is the signal's
  * reason, such as `SIGINT`, and `summary` counts what was stored before.
+ * When an error of its own, such as an unreadable file, stopped the import
+ * at the same time, the message names that error first, and `cause` is it.
  */
 export class ImportInterruptedError extends ImportFailedError {
   readonly reason: unknown;
@@ -229,8 +232,13 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
     issues.reportUnreported();
     summary.elapsedSeconds = (now() - startedAt) / 1000;
     if (signal?.aborted === true) {
+      // An error of its own, such as an unreadable file, is named before the
+      // stop, because it needs fixing before a re-run. The exit status stays
+      // that of the signal.
       const progress = { sendingStarted, eventsWithoutId, eventsWithoutReply };
-      const message = describeInterruption(signal.reason, summary, progress);
+      const message = isCausedByStop(error, signal)
+        ? describeInterruption(signal.reason, summary, progress)
+        : describeFailureAtStop(error, signal.reason, progress);
       throw new ImportInterruptedError(message, summary, signal.reason, error);
     }
     throw new ImportFailedError(describeStop(error, sendingStarted), summary, error);
@@ -388,6 +396,43 @@ function describeInterruption(
     'an event with an id only once and counts a repeat as a duplicate';
   if (progress.eventsWithoutId > 0) {
     text += `, but it stores events without an id again (${progress.eventsWithoutId} in these files)`;
+  }
+  return text;
+}
+
+/**
+ * Tells whether `error` comes from the stop itself: the signal's reason, an
+ * aborted request, a transient failure that the stop left without a retry,
+ * or a request that the stop left without a new login.
+ */
+function isCausedByStop(error: unknown, signal: AbortSignal): boolean {
+  if (error === signal.reason || error instanceof LoginAfterStopError) {
+    return true;
+  }
+  if (error instanceof Error && error.name === 'AbortError') {
+    return true;
+  }
+  // `authenticate` wraps a failed login or `me` request in an ImportStopError.
+  const failure = error instanceof ImportStopError ? error.cause : error;
+  return isTransientError(failure);
+}
+
+/**
+ * Describes an error that stopped the import on its own while the stop
+ * signal was aborted: the error with its advice, then the stop and the
+ * events that may have been stored without a reply.
+ */
+function describeFailureAtStop(
+  error: unknown,
+  reason: unknown,
+  progress: { sendingStarted: boolean; eventsWithoutReply: number },
+): string {
+  const stop = typeof reason === 'string' ? `${reason} stopped the import` : 'A stop request came';
+  let text = `${describeStop(error, progress.sendingStarted)}. ${stop} at the same time`;
+  if (progress.eventsWithoutReply > 0) {
+    text +=
+      `, and ${progress.eventsWithoutReply} events were sent without a reply before the wait ended, ` +
+      'so the server may have stored them';
   }
   return text;
 }

@@ -427,6 +427,23 @@ function baseOptions(server: FakeServer, files: string[]): RunImportOptions {
   };
 }
 
+/**
+ * Wraps the fake server's fetch so that the `users` request aborts `stop`
+ * with `reason` and gets a FORBIDDEN reply, as when the account lost its
+ * ADMIN role while the import was being stopped.
+ */
+function forbidUsersAtStop(server: FakeServer, stop: AbortController, reason: string): typeof fetch {
+  return (async (url: string | URL | Request, init?: RequestInit) => {
+    const { operationName } = JSON.parse(String(init?.body)) as { operationName: string };
+    if (operationName !== 'ImportUsers') {
+      return server.fetch(url, init);
+    }
+    stop.abort(reason);
+    const body = { errors: [{ message: 'forbidden', extensions: { code: 'FORBIDDEN' } }], data: null };
+    return new Response(JSON.stringify(body), { status: 200, headers: { 'content-type': 'application/json' } });
+  }) as typeof fetch;
+}
+
 async function expectFailure(promise: Promise<ImportSummary>): Promise<ImportFailedError> {
   try {
     await promise;
@@ -1221,6 +1238,70 @@ describe('runImport', () => {
     expect(reported[0]).toContain('failed in the TLS handshake (CERT_HAS_EXPIRED)');
   });
 
+  it('names an unreadable file at the stop', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer();
+    const file = join(folder, 'gone.ndjson');
+    // The file cannot be read, and the signal comes as the read fails.
+    const readLines = async function* (): AsyncGenerator<never> {
+      stop.abort('SIGINT');
+      throw new Error(`ENOENT: no such file or directory, open '${file}'`);
+    };
+    const options = { ...baseOptions(server, [file]), readLines, signal: stop.signal };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect((failure as ImportInterruptedError).reason).toBe('SIGINT');
+    expect(failure.message).toBe(
+      `cannot read ${file}: ENOENT: no such file or directory, open '${file}'; nothing was sent. ` +
+        'SIGINT stopped the import at the same time',
+    );
+    expect(server.operations).toEqual([]);
+  });
+
+  it('names a FORBIDDEN setup error at the stop', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const options = {
+      ...baseOptions(server, [file]),
+      fetch: forbidUsersAtStop(server, stop, 'SIGTERM'),
+      signal: stop.signal,
+    };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect((failure as ImportInterruptedError).reason).toBe('SIGTERM');
+    expect(failure.message).toBe(
+      'the import stopped: the users request failed (FORBIDDEN): forbidden. SIGTERM stopped the import at the same time',
+    );
+    expect(server.sends).toBe(0);
+  });
+
+  it('shows the stop for a retry it skips', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer();
+    // The users request fails with a transient error, which the stop leaves without a retry.
+    const unavailableAtStop = (async (url: string | URL | Request, init?: RequestInit) => {
+      const { operationName } = JSON.parse(String(init?.body)) as { operationName: string };
+      if (operationName !== 'ImportUsers') {
+        return server.fetch(url, init);
+      }
+      stop.abort('SIGINT');
+      const body = { errors: [{ message: 'down', extensions: { code: 'SERVICE_UNAVAILABLE' } }], data: null };
+      return new Response(JSON.stringify(body), { status: 503, headers: { 'content-type': 'application/json' } });
+    }) as typeof fetch;
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const options = { ...baseOptions(server, [file]), fetch: unavailableAtStop, signal: stop.signal };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(failure.summary.retries).toBe(0);
+    expect(failure.message).toBe(
+      'stopped by SIGINT before any event was sent. Run the same command again to import the files',
+    );
+  });
+
   it('retries nothing once stopped', async () => {
     const stop = new AbortController();
     const server = createFakeServer({ unavailableSends: 100, beforeSend: () => stop.abort('SIGINT') });
@@ -1505,6 +1586,28 @@ describe('runImportCommand', () => {
     expect(result.stderr).toContain(`${again}, 1 s or more from now, to exit at once\n`);
     expect(result.stderr).toContain(`import: stopped by ${signal}: 2 of 3 events were sent and have a reply. `);
     expect(result.stdout).toContain('stored:              2\n');
+  });
+
+  it('exits 130 naming an error at SIGINT', async () => {
+    const stop = new AbortController();
+    const server = createFakeServer();
+    const file = writeNdjson(sensorEvents('P002', 2));
+    const stdout = new Collector();
+    const stderr = new Collector();
+    const code = await runImportCommand([file], {
+      stdout,
+      stderr,
+      stderrIsTTY: false,
+      env: ADMIN_ENV,
+      stopSignal: stop.signal,
+      overrides: { fetch: forbidUsersAtStop(server, stop, 'SIGINT'), retryDelaysMs: [1] },
+    });
+
+    expect(code).toBe(130);
+    expect(stderr.text).toContain(
+      'import: the import stopped: the users request failed (FORBIDDEN): forbidden. SIGINT stopped the import at the same time\n',
+    );
+    expect(stdout.text).toContain('events read:');
   });
 
   it('exits 2 for credentials in --url', async () => {
