@@ -209,12 +209,14 @@ export async function runImport(options: RunImportOptions): Promise<ImportSummar
 
     signal?.throwIfAborted();
     sendingStarted = true;
-    const sent = await sendAll(
-      { ...setup, batchSize, concurrency, onProgress: options.onProgress },
+    const onEventsWithoutReply = (count: number): void => {
+      eventsWithoutReply += count;
+    };
+    await sendAll(
+      { ...setup, batchSize, concurrency, onProgress: options.onProgress, onEventsWithoutReply },
       input.events,
       users,
     );
-    eventsWithoutReply = sent.eventsWithoutReply;
     signal?.throwIfAborted();
 
     const importedUserIds = new Set<string>();

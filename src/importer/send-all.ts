@@ -24,15 +24,14 @@ export interface SendAllContext {
   onProgress: ((progress: ImportProgress) => void) | undefined;
   /** Stops the sending: no batch starts once it is aborted, and a batch in flight that fails then is not an error. */
   signal?: AbortSignal;
-}
-
-export interface SendAllResult {
   /**
-   * Events of requests that failed after `signal` aborted, such as on an
-   * aborted request, which the server may have stored. The parts of a split
-   * batch that had replies before such a failure are counted as sent instead.
+   * Called with the events of each request that failed after `signal`
+   * aborted, such as on an aborted request, which the server may have
+   * stored. The parts of a split batch that had replies before such a
+   * failure are counted as sent instead. Unlike a return value, the count
+   * reaches the caller also when `sendAll` throws.
    */
-  eventsWithoutReply: number;
+  onEventsWithoutReply?: (count: number) => void;
 }
 
 /**
@@ -45,7 +44,7 @@ export async function sendAll(
   context: SendAllContext,
   records: readonly EventRecord[],
   users: ResolvedUsers,
-): Promise<SendAllResult> {
+): Promise<void> {
   const { summary, report, issues } = context;
   const isStopped = (): boolean => context.signal?.aborted === true;
 
@@ -95,7 +94,6 @@ export async function sendAll(
     batchSize: context.batchSize,
     nextQueue: 0,
     failure: null as { error: unknown } | null,
-    eventsWithoutReply: 0,
   };
 
   const recordDelivery = (delivery: DeliveryResult): void => {
@@ -123,7 +121,7 @@ export async function sendAll(
         if (!isStopped()) {
           throw error.cause;
         }
-        shared.eventsWithoutReply += error.eventsWithoutReply;
+        context.onEventsWithoutReply?.(error.eventsWithoutReply);
         // The stop hides the error, so any failure other than the abort at
         // the end of the reply wait, such as a TLS error, is reported here.
         if (!isAbortedRequest(error.cause)) {
@@ -164,7 +162,6 @@ export async function sendAll(
   if (shared.failure !== null) {
     throw shared.failure.error;
   }
-  return { eventsWithoutReply: shared.eventsWithoutReply };
 }
 
 /** Tells whether `error` is a request that the import aborted, which fetch rejects with an `AbortError`. */

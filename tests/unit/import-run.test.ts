@@ -1278,6 +1278,44 @@ describe('runImport', () => {
     expect(server.sends).toBe(0);
   });
 
+  it('counts replies lost after a failure', async () => {
+    const stop = new AbortController();
+    // The batch of P002 gets no reply. The batch of P124 gets a FORBIDDEN
+    // reply, which stops the import on its own, and the signal comes later.
+    const server = createFakeServer({ beforeSend: () => new Promise<void>(() => {}) });
+    let sends = 0;
+    const forbidSecondSend = (async (url: string | URL | Request, init?: RequestInit) => {
+      const { operationName } = JSON.parse(String(init?.body)) as { operationName: string };
+      if (operationName !== 'ImportSendEvents') {
+        return server.fetch(url, init);
+      }
+      sends += 1;
+      if (sends === 1) {
+        return server.fetch(url, init);
+      }
+      // The importer handles this reply in microtasks, so the timer fires after it recorded the failure.
+      setTimeout(() => stop.abort('SIGINT'), 0);
+      const body = { errors: [{ message: 'forbidden', extensions: { code: 'FORBIDDEN' } }], data: null };
+      return new Response(JSON.stringify(body), { status: 200, headers: { 'content-type': 'application/json' } });
+    }) as typeof fetch;
+    const file = writeNdjson([...sensorEvents('P002', 2), ...sensorEvents('P124', 2)]);
+    const options = {
+      ...baseOptions(server, [file]),
+      batchSize: 2,
+      fetch: forbidSecondSend,
+      signal: stop.signal,
+      replyWaitMs: 1,
+    };
+    const failure = await expectFailure(runImport(options));
+
+    expect(failure).toBeInstanceOf(ImportInterruptedError);
+    expect(sends).toBe(2);
+    expect(failure.message).toBe(
+      'the import stopped: the sendEvents request failed (FORBIDDEN): forbidden. SIGINT stopped the import ' +
+        'at the same time, and 2 events were sent without a reply before the wait ended, so the server may have stored them',
+    );
+  });
+
   it('shows the stop for a retry it skips', async () => {
     const stop = new AbortController();
     const server = createFakeServer();
