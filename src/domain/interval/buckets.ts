@@ -88,6 +88,12 @@ export function canonicalTimeZone(name: string): string | null {
   }
 }
 
+/** Returns the luxon zone of a time zone name, created under its canonical id (see canonicalTimeZone), or null for an unknown zone. */
+export function zoneOf(name: string): IANAZone | null {
+  const zoneId = canonicalTimeZone(name);
+  return zoneId === null ? null : IANAZone.create(zoneId);
+}
+
 /**
  * Splits the part of `set` inside `window` into calendar buckets of `unit` in
  * `timeZone`, and returns every bucket that overlaps the window, in order,
@@ -151,8 +157,8 @@ function* boundarySteps(
   timeZone: string,
   maxBuckets: number,
 ): Generator<void, number[], void> {
-  const zoneId = canonicalTimeZone(timeZone);
-  if (zoneId === null) {
+  const zone = zoneOf(timeZone);
+  if (zone === null) {
     throw badInput(
       'INVALID_TIME_ZONE',
       unknownTimeZoneMessage(String(timeZone)),
@@ -177,7 +183,7 @@ function* boundarySteps(
     throw limitExceededAtLeast('REPORT_MAX_BUCKET_ROWS', leastCount, maxBuckets);
   }
 
-  const offsets = new ZoneOffsets(IANAZone.create(zoneId));
+  const offsets = new ZoneOffsets(zone);
   let bucketStart = firstBoundary(window.start, unit, offsets);
   const boundaries: number[] = [];
 

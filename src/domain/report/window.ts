@@ -1,9 +1,7 @@
 /** Report windows and instants in messages. */
 
-import { IANAZone } from 'luxon';
-
 import { LIMIT_ADVICE, badInput, limitExceeded } from '../errors.js';
-import { canonicalTimeZone } from '../interval/buckets.js';
+import { zoneOf } from '../interval/buckets.js';
 import type { Interval } from '../interval/interval-set.js';
 
 const DAY_MS = 86_400_000;
@@ -98,8 +96,11 @@ function daysRoundedUp(ms: number): number {
  * days of 24 hours.
  */
 function checkLocalWindowLength(start: number, end: number, maxWindowDays: number, timeZone: string): void {
-  // luxon caches every zone name it gets without bound (see canonicalTimeZone).
-  const zone = IANAZone.create(canonicalTimeZone(timeZone) ?? timeZone);
+  const zone = zoneOf(timeZone);
+  if (zone === null) {
+    // The bucket check rejects an unknown zone with INVALID_TIME_ZONE.
+    return;
+  }
   // luxon returns offsets in minutes, with fractions for local mean time.
   const localLength = end + zone.offset(end) * 60_000 - (start + zone.offset(start) * 60_000);
   if (localLength > maxWindowDays * DAY_MS) {
