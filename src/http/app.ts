@@ -461,11 +461,11 @@ const LABELED_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'
 /**
  * Counts each reply that Fastify sends, and its duration, by the pattern of
  * the route it matched rather than the raw URL, so that the label values stay
- * few. NOTE: a 408 that Node sends for a request too slow to arrive, a 400
- * that Node's parser sends for an unknown method or a malformed request, a
- * 400 that Fastify writes for a path with invalid percent-encoding, and a
- * request whose client closed the connection before the reply are not
- * counted, because Fastify runs no onResponse hook for them.
+ * few. NOTE: Fastify runs no onResponse hook for some replies, so these are
+ * not counted: a 408 that Node sends for a request too slow to arrive, a 400
+ * from Node's parser for an unknown method or a malformed request, and a 400
+ * that Fastify writes for a path with invalid percent-encoding. A request
+ * whose client closed the connection before the reply is not counted either.
  */
 function countReplies(fastify: FastifyInstance, metrics: AppMetrics): void {
   const { httpRequests, httpRequestDuration } = metrics;

@@ -145,8 +145,9 @@ export class IssueReporter {
   ) {}
 
   /**
-   * Adds `issue` to the summary and reports `text`, by default the issue's
-   * location and message, unless enough issues of its kind were reported.
+   * Adds `issue` to the summary. Passes `text`, by default the issue's
+   * location and message, to the report callback while fewer than
+   * MAX_REPORTED_ISSUES_PER_KIND issues of its kind were passed.
    */
   add(issue: ImportIssue, text = formatIssue(issue)): void {
     addIssue(this.summary, issue);

@@ -404,6 +404,9 @@ export class IntakeService {
    * its items, FORBIDDEN or BAD_USER_INPUT, in the metrics.
    */
   private async countRejection<T>(validation: Promise<T>): Promise<T> {
+    if (!this.options.metrics) {
+      return validation;
+    }
     try {
       return await validation;
     } catch (error) {

@@ -35,7 +35,7 @@ describe('one user under a burst', () => {
     const replies: Array<Promise<unknown>> = [];
     for (const [index, clientId] of clientIds.entries()) {
       replies.push(server.gql(SEND_EVENT, { event: { id: clientId, type: 'heartbeat', occurredAt } }, user.token));
-      // The next request is sent only once this one stands in the line, so
+      // The next request is sent only once this one is in the line, so
       // the arrival order is the sending order even on a loaded machine.
       const joinedBy = Date.now() + JOIN_WAIT_MS;
       while (server.app.services.intake.requestsInLine(user.id) < index + 1 && Date.now() < joinedBy) {

@@ -520,7 +520,7 @@ describe('intake counts on every path', () => {
     expect(after - before).toBe(2);
   });
 
-  it('counts USER_BUSY of a held turn', async () => {
+  it('counts USER_BUSY of a taken turn', async () => {
     const { id } = await server.createUser('metrics-busy-turn');
     const before = valueOf((await scrape(server)).samples, 'event_master_user_lock_busy_total') ?? 0;
     // A request of this process that holds the user's lock holds its turn
@@ -563,15 +563,15 @@ describe('metrics with a busy pool', () => {
     const holding = new Promise<void>((resolve) => {
       release = resolve;
     });
-    let held!: () => void;
-    const connectionHeld = new Promise<void>((resolve) => {
-      held = resolve;
+    let markTaken!: () => void;
+    const connectionTaken = new Promise<void>((resolve) => {
+      markTaken = resolve;
     });
     const transaction = server.app.db.sql.transaction(async () => {
-      held();
+      markTaken();
       await holding;
     });
-    await connectionHeld;
+    await connectionTaken;
     try {
       const { status, samples } = await scrape(server);
 

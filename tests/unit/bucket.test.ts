@@ -637,7 +637,7 @@ describe('time zone names given to luxon', () => {
     vi.restoreAllMocks();
   });
 
-  // luxon keeps a zone and an Intl.DateTimeFormat for every name it sees,
+  // luxon keeps a zone and an Intl.DateTimeFormat for every name it is given,
   // so names that differ only in case would grow memory without bound.
   it('are the Intl ids of the zones', () => {
     const create = vi.spyOn(IANAZone, 'create');

@@ -563,9 +563,9 @@ describe('runImport', () => {
     expect(summary.badLines).toBe(30);
     expect(summary.issues).toHaveLength(30);
     expect(summary.stored).toBe(2);
-    const shown = messages.filter((message) => message.includes(': skipped line: '));
-    expect(shown).toHaveLength(20);
-    expect(shown.at(-1)).toMatch(new RegExp(`^${file}:20: skipped line: `));
+    const reported = messages.filter((message) => message.includes(': skipped line: '));
+    expect(reported).toHaveLength(20);
+    expect(reported.at(-1)).toMatch(new RegExp(`^${file}:20: skipped line: `));
     expect(messages).toContain(
       '10 more skipped lines not shown; the --json summary lists the first 1000 issues with their lines',
     );
